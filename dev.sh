@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# Development and test entry point for the gitops.rollback collection.
+#
+#   ./dev.sh test     everything, in order, with a summary table (non-zero if any part fails)
+#   ./dev.sh demo     ansible-playbook playbooks/demo.yml -i inventories/demo/hosts.yml
+#   ./dev.sh syspkgs|sanity|units|lint|build|doc|e2e   one part
+#   ./dev.sh venv     only create/refresh the virtualenv and print its path
+#   ./dev.sh shell    a shell with the virtualenv and ANSIBLE_COLLECTIONS_PATH set
+#
+# Set-up is automatic and idempotent: a virtualenv with the dependencies from pyproject.toml,
+# and a copy of the collection under $BUILD/ansible_collections/gitops/rollback (ansible-test
+# needs that layout). This script never installs system packages; .ci/run does.
+#
+# Environment:
+#   GITOPS_ROLLBACK_VENV          virtualenv (default ~/.cache/gitops-rollback/venv-<hash of pyproject.toml>)
+#   GITOPS_ROLLBACK_BUILD         build dir (default ~/.cache/gitops-rollback/build-<hash of checkout path>)
+#   GITOPS_ROLLBACK_PYTHON        python used to create the virtualenv (default python3)
+#   GITOPS_ROLLBACK_E2E_WORKERS   pytest-xdist workers for e2e (default: none, one process)
+#   GITOPS_ROLLBACK_PYTEST_ARGS   extra pytest arguments for e2e (e.g. "-k checkpoint -x")
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+NAMESPACE=gitops
+NAME=rollback
+TEST_PYTHON=3.11
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/gitops-rollback"
+PYPROJECT_HASH="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-12)"
+VENV="${GITOPS_ROLLBACK_VENV:-$CACHE/venv-$PYPROJECT_HASH}"
+BUILD="${GITOPS_ROLLBACK_BUILD:-$CACHE/build-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)}"
+COLLECTION_DIR="$BUILD/ansible_collections/$NAMESPACE/$NAME"
+
+# Debian packages for the real servers the e2e tests start: "check|package".
+SYSTEM_PACKAGES=(
+    "command -v sshd >/dev/null || test -x /usr/sbin/sshd|openssh-server"
+    "command -v ssh >/dev/null|openssh-client"
+    "compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null|postgresql"
+    "command -v mariadbd >/dev/null || test -x /usr/sbin/mariadbd|mariadb-server"
+    "command -v sqlite3 >/dev/null|sqlite3"
+    "command -v rsync >/dev/null|rsync"
+    "command -v git >/dev/null|git"
+)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+warn() { printf '\033[1;33m!!! %s\033[0m\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------------------------
+
+ensure_venv() {
+    local stamp="$VENV/.gitops-rollback-stamp" want
+    want="$PYPROJECT_HASH $ROOT"
+    if [[ -x "$VENV/bin/ansible-test" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
+        return 0
+    fi
+    say "Setting up virtualenv $VENV"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        "${GITOPS_ROLLBACK_PYTHON:-python3}" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$ROOT[dev]"
+    printf '%s' "$want" >"$stamp"
+    export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
+}
+
+# Copy the tracked and untracked-but-not-ignored files to $COLLECTION_DIR (a fresh copy each
+# time, so deleted files do not linger). ansible-test wants ansible_collections/<ns>/<name>.
+build_tree() {
+    say "Copying the collection to $COLLECTION_DIR"
+    rm -rf "$COLLECTION_DIR"
+    mkdir -p "$COLLECTION_DIR"
+    if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        # -c lists files still in the index after a delete in the working tree: skip those.
+        (cd "$ROOT" && git ls-files -z -co --exclude-standard \
+            | while IFS= read -r -d '' f; do [[ -e "$f" || -L "$f" ]] && printf '%s\0' "$f"; done) \
+            | rsync -a --from0 --files-from=- "$ROOT/" "$COLLECTION_DIR/"
+    else
+        rsync -a --exclude=.git --exclude=tests/output --exclude=__pycache__ \
+            --exclude=.pytest_cache --exclude=.ansible "$ROOT/" "$COLLECTION_DIR/"
+    fi
+    export ANSIBLE_COLLECTIONS_PATH="$BUILD"
+}
+
+# ---------------------------------------------------------------------------------------------
+# OFFLINE BOOTSTRAP for ansible-test (harmless when online).
+# ansible-test creates a virtualenv per sanity test and bootstraps pip in it with a get-pip
+# script downloaded from ci-files.testing.ansible.com. Without internet access that download
+# fails ("... does not have pip available"). ansible-test uses a cached script when one exists at
+# ~/.ansible/test/cache/get_pip_<ver>.py, <ver> being the pip version named in
+# ansible_test/_internal/python_requirements.py. We write such a script that installs that pip
+# from a wheel fetched from PyPI with `pip download` (the package registry is reachable).
+# An existing cached script (ours or the real one) is left alone.
+# ---------------------------------------------------------------------------------------------
+offline_bootstrap() {
+    local pip_version cache_file wheels
+    pip_version="$(python - <<'EOF'
+import pathlib, re, ansible_test
+src = pathlib.Path(ansible_test.__file__).parent / "_internal" / "python_requirements.py"
+match = re.search(r"""\bpip=['"]([0-9][0-9.]*)['"]""", src.read_text())
+print(match.group(1) if match else "")
+EOF
+)"
+    if [[ -z "$pip_version" ]]; then
+        warn "offline bootstrap: no pip version found in ansible-test's python_requirements.py; skipped"
+        return 0
+    fi
+    cache_file="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
+    [[ -s "$cache_file" ]] && return 0
+    wheels="$CACHE/wheels"
+    mkdir -p "$wheels" "$(dirname "$cache_file")"
+    if ! compgen -G "$wheels/pip-$pip_version-*.whl" >/dev/null; then
+        say "offline bootstrap: downloading pip $pip_version wheel to $wheels"
+        python -m pip download --disable-pip-version-check -q --no-deps -d "$wheels" "pip==$pip_version"
+    fi
+    say "offline bootstrap: writing $cache_file"
+    python "$ROOT/.ci/offline_get_pip.py" "$pip_version" "$wheels" "$cache_file"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Parts. Each returns 0 (pass), 1 (fail) or 3 (not run: nothing to test yet).
+# ---------------------------------------------------------------------------------------------
+NOT_RUN=3
+MISSING_PACKAGES=()
+
+part_syspkgs() {
+    local entry check pkg
+    MISSING_PACKAGES=()
+    for entry in "${SYSTEM_PACKAGES[@]}"; do
+        check="${entry%|*}"
+        pkg="${entry##*|}"
+        eval "$check" || MISSING_PACKAGES+=("$pkg")
+    done
+    if ((${#MISSING_PACKAGES[@]})); then
+        warn "Missing system packages for the e2e tests. Install them with:"
+        warn "    apt-get update && apt-get install -y ${MISSING_PACKAGES[*]}"
+        warn "(or run .ci/run as root, which does this)"
+        return 1
+    fi
+    echo "All system packages present: sshd, ssh, PostgreSQL server, mariadbd, sqlite3, rsync, git"
+}
+
+part_sanity() {
+    offline_bootstrap
+    (cd "$COLLECTION_DIR" && ansible-test sanity --python "$TEST_PYTHON" --requirements --color=yes)
+}
+
+part_units() {
+    if [[ -z "$(find "$COLLECTION_DIR/tests/unit" -name 'test_*.py' -print -quit 2>/dev/null)" ]]; then
+        warn "UNITS NOT RUN: there is no tests/unit/**/test_*.py yet"
+        return "$NOT_RUN"
+    fi
+    offline_bootstrap
+    (cd "$COLLECTION_DIR" && ansible-test units --python "$TEST_PYTHON" --requirements --color=yes)
+}
+
+part_lint() {
+    local dirs=() d
+    for d in roles playbooks; do [[ -d "$ROOT/$d" ]] && dirs+=("$d"); done
+    if ((${#dirs[@]} == 0)); then
+        warn "LINT NOT RUN: no roles/ or playbooks/ yet"
+        return "$NOT_RUN"
+    fi
+    (cd "$ROOT" && ansible-lint --profile production "${dirs[@]}")
+}
+
+part_build() {
+    local out rc=0
+    out="$(mktemp -d)"
+    (cd "$COLLECTION_DIR" && ansible-galaxy collection build --output-path "$out") || rc=1
+    ls -l "$out"
+    rm -rf "$out"
+    return "$rc"
+}
+
+# ansible-doc exits 0 even when a plugin is missing or its docs do not load, so check the JSON
+# it prints and its warnings.
+doc_one() {
+    local type="$1" fqcn="$2" out err rc=0
+    err="$(mktemp)"
+    out="$(ansible-doc -t "$type" --json "$fqcn" 2>"$err")" || rc=$?
+    if ((rc == 0)) && ! grep -qE 'was not found|Error loading|\[ERROR\]|^ERROR' "$err" \
+        && python -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d[sys.argv[1]]["doc"]' "$fqcn" <<<"$out" 2>/dev/null \
+        && ansible-doc -t "$type" "$fqcn" >/dev/null 2>>"$err"; then
+        echo "ok   ansible-doc -t $type $fqcn"
+        rm -f "$err"
+        return 0
+    fi
+    warn "FAIL ansible-doc -t $type $fqcn (rc $rc):"
+    tail -20 "$err" >&2
+    rm -f "$err"
+    return 1
+}
+
+part_doc() {
+    local type_dir type f name count=0 failed=0
+    for type_dir in "$COLLECTION_DIR"/plugins/*/; do
+        [[ -d "$type_dir" ]] || continue
+        type="$(basename "$type_dir")"
+        case "$type" in
+            modules) type=module ;;
+            module_utils | doc_fragments | plugin_utils | action | terminal | __pycache__) continue ;;
+        esac
+        for f in "$type_dir"*; do
+            name="$(basename "$f")"
+            case "$type:$name" in
+                *:__init__.py | *:__pycache__) continue ;;
+                filter:*.py | test:*.py) continue ;; # these are documented per function in <name>.yml
+                filter:*.yml | filter:*.yaml | test:*.yml | test:*.yaml) name="${name%.y*ml}" ;;
+                *:*.py | *:*.ps1) name="${name%.*}" ;;
+                *) continue ;;
+            esac
+            count=$((count + 1))
+            doc_one "$type" "$NAMESPACE.$NAME.$name" || failed=$((failed + 1))
+        done
+    done
+    # Roles with an argument spec are documented too.
+    for f in "$COLLECTION_DIR"/roles/*/meta/argument_specs.y*ml; do
+        [[ -e "$f" ]] || continue
+        name="$(basename "$(dirname "$(dirname "$f")")")"
+        count=$((count + 1))
+        doc_one role "$NAMESPACE.$NAME.$name" || failed=$((failed + 1))
+    done
+    if ((count == 0)); then
+        warn "DOC NOT RUN: no documented plugins or roles yet"
+        return "$NOT_RUN"
+    fi
+    echo "ansible-doc: $count checked, $failed failed"
+    ((failed == 0))
+}
+
+part_e2e() {
+    local args=() rc=0
+    if ((${#MISSING_PACKAGES[@]})); then
+        warn "E2E NOT RUN: missing system packages: ${MISSING_PACKAGES[*]}"
+        return 1
+    fi
+    if [[ -n "${GITOPS_ROLLBACK_E2E_WORKERS:-}" ]]; then
+        args+=(-n "$GITOPS_ROLLBACK_E2E_WORKERS")
+    fi
+    # shellcheck disable=SC2206  # word splitting of user-given extra args is intended
+    args+=(${GITOPS_ROLLBACK_PYTEST_ARGS:-})
+    (cd "$ROOT" && python -m pytest "${args[@]}") || rc=$?
+    if ((rc == 5)); then
+        warn "E2E FAILED: pytest collected no tests under tests/integration (exit code 5)"
+    fi
+    return "$rc"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+SUMMARY=()
+
+run_part() {
+    local part="$1" start rc=0 result
+    say "[$part]"
+    start=$SECONDS
+    "part_$part" || rc=$?
+    case "$rc" in
+        0) result=PASS ;;
+        "$NOT_RUN") result="NOT RUN" ;;
+        *) result="FAIL (rc $rc)" ;;
+    esac
+    SUMMARY+=("$(printf '%-9s %-14s %5ss' "$part" "$result" "$((SECONDS - start))")")
+    return "$rc"
+}
+
+print_summary() {
+    printf '\n\033[1m%-9s %-14s %6s\033[0m\n' part result time
+    printf '%s\n' "${SUMMARY[@]}"
+}
+
+usage() {
+    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+    local cmd="${1:-}"
+    [[ $# -gt 0 ]] && shift
+    case "$cmd" in
+        test)
+            local failed=0 not_run=0 part rc start=$SECONDS
+            ensure_venv
+            build_tree
+            for part in syspkgs sanity units lint build doc e2e; do
+                rc=0
+                run_part "$part" || rc=$?
+                if ((rc == NOT_RUN)); then not_run=1; elif ((rc != 0)); then failed=1; fi
+            done
+            print_summary
+            printf 'total %ss\n' "$((SECONDS - start))"
+            if ((not_run)); then
+                warn "Some parts were NOT RUN (nothing to test yet): they did not pass."
+            fi
+            if ((failed)); then
+                printf '\033[1;31mFAILED\033[0m\n'
+                return 1
+            fi
+            printf '\033[1;32mOK\033[0m\n'
+            ;;
+        syspkgs) part_syspkgs ;;
+        sanity | units | lint | build | doc | e2e)
+            local rc=0
+            ensure_venv
+            build_tree
+            [[ "$cmd" == e2e ]] && { part_syspkgs >/dev/null 2>&1 || true; }
+            run_part "$cmd" || rc=$?
+            print_summary
+            ((rc == 0 || rc == NOT_RUN))
+            ;;
+        demo)
+            ensure_venv
+            build_tree
+            cd "$ROOT"
+            exec ansible-playbook playbooks/demo.yml -i inventories/demo/hosts.yml "$@"
+            ;;
+        venv)
+            ensure_venv
+            echo "$VENV"
+            ;;
+        shell)
+            ensure_venv
+            build_tree
+            cd "$ROOT"
+            exec "${SHELL:-bash}" -i
+            ;;
+        -h | --help | help) usage ;;
+        *)
+            usage >&2
+            return 2
+            ;;
+    esac
+}
+
+main "$@"
