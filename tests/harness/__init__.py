@@ -1,0 +1,41 @@
+"""Real-component test harness for the gitops.rollback collection.
+
+Plain Python (no pytest dependency) so it can be used from pytest fixtures
+(``tests/integration/conftest.py``) and from benchmark scripts alike.
+"""
+
+from __future__ import annotations
+
+from .collection import (
+    Result,
+    collections_path,
+    repo_root,
+    run_module,
+    run_playbook,
+    run_playbook_json,
+)
+from .databases import MariaDbServer, PgServer, start_mariadb, start_postgres
+from .gitrepo import RepoInfo, add_release, make_repo
+from .hosts import STORE_DIR, Fleet, HarnessError, Host, MissingDependencyError, start_hosts
+
+__all__ = [
+    "STORE_DIR",
+    "Fleet",
+    "HarnessError",
+    "Host",
+    "MariaDbServer",
+    "MissingDependencyError",
+    "PgServer",
+    "RepoInfo",
+    "Result",
+    "add_release",
+    "collections_path",
+    "make_repo",
+    "repo_root",
+    "run_module",
+    "run_playbook",
+    "run_playbook_json",
+    "start_hosts",
+    "start_mariadb",
+    "start_postgres",
+]

@@ -1,0 +1,339 @@
+"""Run the real ``ansible-playbook`` / ``ansible`` against this collection.
+
+:func:`collections_path` exposes the repository as ``gitops.rollback``;
+:func:`run_playbook` runs a playbook and returns a :class:`Result` holding
+rc, stdout, stderr and structured per-task events (written by a small
+notification callback generated at run time, next to stdout's default
+callback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+NAMESPACE, NAME = "gitops", "rollback"
+
+_CALLBACK_NAME = "gitops_harness_events"
+_CALLBACK_SOURCE = '''\
+"""Writes one JSON line per task result to $GITOPS_HARNESS_EVENTS (harness-generated)."""
+from __future__ import annotations
+
+import json
+import os
+
+from ansible.plugins.callback import CallbackBase
+
+DOCUMENTATION = """
+name: gitops_harness_events
+type: notification
+short_description: JSON lines of task results for the test harness
+description: [Writes task results and stats to the file named by GITOPS_HARNESS_EVENTS.]
+"""
+
+CENSORED = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "gitops_harness_events"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._path = os.environ.get("GITOPS_HARNESS_EVENTS")
+        self._play = None
+
+    def _emit(self, event):
+        if self._path:
+            with open(self._path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(event, default=str, sort_keys=True) + "\\n")
+
+    def _result(self, status, result):
+        data = getattr(result, "result", None)
+        if data is None:
+            data = result._result
+        data = dict(data)
+        if data.get("_ansible_no_log"):
+            data = {k: data[k] for k in ("changed", "failed", "skipped", "unreachable") if k in data}
+            data["censored"] = CENSORED
+        data = {k: v for k, v in data.items() if not k.startswith("_ansible_")}
+        task = result._task
+        self._emit({
+            "event": "result", "status": status, "host": result._host.get_name(),
+            "task": task.get_name(), "action": task.action, "play": self._play,
+            "changed": bool(data.get("changed", False)), "result": data,
+        })
+
+    def v2_playbook_on_play_start(self, play):
+        self._play = play.get_name()
+
+    def v2_runner_on_ok(self, result):
+        self._result("ok", result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._result("ignored" if ignore_errors else "failed", result)
+
+    def v2_runner_on_skipped(self, result):
+        self._result("skipped", result)
+
+    def v2_runner_on_unreachable(self, result):
+        self._result("unreachable", result)
+
+    def v2_runner_item_on_failed(self, result):
+        pass
+
+    def v2_playbook_on_stats(self, stats):
+        hosts = sorted(stats.processed.keys())
+        self._emit({"event": "stats", "stats": {h: stats.summarize(h) for h in hosts}})
+'''
+
+
+def repo_root() -> Path:
+    """The repository root, which is the collection root (gitops.rollback)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def _existing_collections_path() -> Path | None:
+    for entry in os.environ.get("ANSIBLE_COLLECTIONS_PATH", os.environ.get("ANSIBLE_COLLECTIONS_PATHS", "")).split(
+            os.pathsep):
+        if not entry:
+            continue
+        base = Path(entry).expanduser()
+        if base.name == "ansible_collections":
+            base = base.parent
+        if (base / "ansible_collections" / NAMESPACE / NAME).is_dir():
+            return base
+    return None
+
+
+def collections_path(tmpdir: str | os.PathLike[str]) -> Path:
+    """Directory to use as ANSIBLE_COLLECTIONS_PATH so that ``gitops.rollback`` is this repository.
+
+    Reuses the environment's ANSIBLE_COLLECTIONS_PATH when it already contains
+    gitops/rollback; otherwise creates
+    ``tmpdir/ansible_collections/gitops/rollback`` -> repository root (symlink).
+    """
+    existing = _existing_collections_path()
+    if existing is not None:
+        return existing
+    base = Path(tmpdir).resolve()
+    link = base / "ansible_collections" / NAMESPACE / NAME
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and link.resolve() == repo_root():
+        return base
+    if link.is_symlink() or link.exists():
+        raise FileExistsError(f"{link} exists and is not a symlink to {repo_root()}")
+    link.symlink_to(repo_root(), target_is_directory=True)
+    return base
+
+
+@dataclass
+class Result:
+    """Outcome of an ``ansible-playbook`` / ``ansible`` run."""
+
+    rc: int
+    stdout: str
+    stderr: str
+    duration: float = 0.0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Per-task results: event, status (ok/failed/ignored/skipped/unreachable), host, task, action, result."""
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Play recap per host: ok, changed, failures, unreachable, skipped, rescued, ignored."""
+    cmd: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def results(self, task: str | None = None, host: str | None = None,
+                status: str | None = None) -> list[dict[str, Any]]:
+        """Events filtered by task name, host and status."""
+        return [e for e in self.events
+                if (task is None or e["task"] == task) and (host is None or e["host"] == host)
+                and (status is None or e["status"] == status)]
+
+    def result(self, task: str, host: str) -> dict[str, Any]:
+        """The (last) module result of ``task`` on ``host``; KeyError if absent."""
+        found = self.results(task, host)
+        if not found:
+            raise KeyError(f"no result for task {task!r} on {host!r}\n{self}")
+        return found[-1]["result"]
+
+    def __str__(self) -> str:
+        return f"rc={self.rc} cmd={self.cmd}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+
+
+def ansible_bin(name: str) -> str:
+    """``ansible-playbook`` / ``ansible`` from sys.executable's bin dir, else PATH."""
+    local = Path(sys.executable).parent / name
+    if os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found next to {sys.executable} nor on PATH (pip install ansible-core)")
+    return found
+
+
+def _callback_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / f"gitops-harness-callbacks-{os.getuid()}"
+    path.mkdir(exist_ok=True)
+    plugin = path / f"{_CALLBACK_NAME}.py"
+    if not plugin.exists() or plugin.read_text() != _CALLBACK_SOURCE:
+        tmp = path / f".{_CALLBACK_NAME}.{os.getpid()}.tmp"
+        tmp.write_text(_CALLBACK_SOURCE)
+        tmp.replace(plugin)
+    return path
+
+
+_default_collections: Path | None = None
+
+
+def _default_collections_path() -> Path:
+    global _default_collections
+    if _default_collections is None:
+        _default_collections = collections_path(tempfile.mkdtemp(prefix="gitops-harness-coll-"))
+    return _default_collections
+
+
+def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a real ansible run against this collection."""
+    base = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    base["PATH"] = bin_dir + os.pathsep + base.get("PATH", "")
+    base.update({
+        "ANSIBLE_COLLECTIONS_PATH": str(collections_dir or _default_collections_path()),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+        "ANSIBLE_CALLBACK_PLUGINS": str(_callback_dir()),
+        "ANSIBLE_CALLBACKS_ENABLED": _CALLBACK_NAME,
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+        "ANSIBLE_SSH_RETRIES": "0",
+        "ANSIBLE_TIMEOUT": "5",
+        "ANSIBLE_FORKS": "10",
+        "PYTHONUNBUFFERED": "1",
+    })
+    base.update(env or {})
+    return base
+
+
+def _run(cmd: list[str], env: dict[str, str], cwd: str | os.PathLike[str] | None, timeout: float) -> Result:
+    fd, events_path = tempfile.mkstemp(prefix="gitops-harness-events-", suffix=".jsonl")
+    os.close(fd)
+    env = {**env, "GITOPS_HARNESS_EVENTS": events_path}
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        lines = Path(events_path).read_text().splitlines()
+    finally:
+        os.unlink(events_path)
+    events = [json.loads(line) for line in lines if line.strip()]
+    stats = next((e["stats"] for e in reversed(events) if e["event"] == "stats"), {})
+    return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start,
+                  [e for e in events if e["event"] == "result"], stats, cmd)
+
+
+def _playbook_file(playbook: str | os.PathLike[str] | Sequence[Mapping[str, Any]], workdir: Path) -> Path:
+    if isinstance(playbook, (str, os.PathLike)) and "\n" not in str(playbook):
+        return Path(playbook)
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="playbook-", suffix=".yml", dir=workdir)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(playbook if isinstance(playbook, str) else json.dumps(list(playbook), indent=2))
+    return Path(name)
+
+
+def run_playbook(
+    playbook: str | os.PathLike[str] | Sequence[Mapping[str, Any]],
+    inventory: str | os.PathLike[str],
+    extra_vars: Mapping[str, Any] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    env: Mapping[str, str] | None = None,
+    *,
+    collections_dir: str | os.PathLike[str] | None = None,
+    limit: str | None = None,
+    tags: Iterable[str] | None = None,
+    verbosity: int = 0,
+    extra_args: Sequence[str] = (),
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 600,
+) -> Result:
+    """Run the real ``ansible-playbook``.
+
+    ``playbook`` is a path, YAML text (contains a newline) or a list of plays
+    (written to a temporary file under ``cwd`` or the inventory's directory).
+    """
+    run_dir = Path(cwd) if cwd else Path(inventory).resolve().parent
+    book = _playbook_file(playbook, run_dir)
+    cmd = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(book)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(dict(extra_vars), default=str)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    if limit:
+        cmd += ["--limit", limit]
+    if tags:
+        cmd += ["--tags", ",".join(tags)]
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
+    cmd += list(extra_args)
+    return _run(cmd, ansible_env(collections_dir, env), cwd, timeout)
+
+
+def run_playbook_json(playbook: str | os.PathLike[str] | Sequence[Mapping[str, Any]],
+                      inventory: str | os.PathLike[str], extra_vars: Mapping[str, Any] | None = None,
+                      check: bool = False, diff: bool = False, env: Mapping[str, str] | None = None,
+                      **kwargs: Any) -> Result:
+    """:func:`run_playbook` with ``-v`` and JSON-formatted results on stdout
+    (ANSIBLE_CALLBACK_RESULT_FORMAT=json); structured results are in ``Result.events``."""
+    env = {"ANSIBLE_CALLBACK_RESULT_FORMAT": "json", **(env or {})}
+    kwargs.setdefault("verbosity", 1)
+    return run_playbook(playbook, inventory, extra_vars, check, diff, env, **kwargs)
+
+
+def run_module(
+    host_pattern: str,
+    module: str,
+    args: str | Mapping[str, Any] | None,
+    inventory: str | os.PathLike[str],
+    *,
+    check: bool = False,
+    diff: bool = False,
+    extra_vars: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    collections_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 300,
+) -> Result:
+    """Run one module ad hoc (``ansible PATTERN -m MODULE -a ARGS``); results in ``Result.events``."""
+    cmd = [ansible_bin("ansible"), host_pattern, "-i", str(inventory), "-m", module]
+    if args:
+        cmd += ["-a", args if isinstance(args, str) else json.dumps(dict(args), default=str)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(dict(extra_vars), default=str)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    # ad-hoc runs load callbacks only with bin_ansible_callbacks
+    run_env = {"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", **(env or {})}
+    return _run(cmd, ansible_env(collections_dir, run_env), None, timeout)
