@@ -1,0 +1,28 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """Options of the checkpoint store shared by every module that reads or writes it."""
+
+    DOCUMENTATION = r"""
+options:
+  store_path:
+    description:
+      - Directory of the checkpoint store on the target host. It is created with mode 0700.
+    type: path
+    default: /var/lib/gitops-rollback
+  lock_timeout:
+    description:
+      - Seconds to wait for another run holding the store lock before failing with its owner.
+      - A lock whose process is gone or whose expiry has passed is recovered at once.
+    type: float
+    default: 0
+  owner:
+    description:
+      - Who is acting, recorded in the lock and the manifest. Default is the remote user and host.
+    type: str
+"""

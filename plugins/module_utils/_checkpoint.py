@@ -1,0 +1,189 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Creating host checkpoints: capture managed roots into tree objects and a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from ._errors import RollbackError
+from ._statcache import CacheReader, CacheWriter, cache_file
+from ._store import Store, sha256_file
+from ._tree import DIR, FILE, LINK, Selection, describe_entry, encode_entry, kind_of, path_key, walk
+
+
+@dataclass
+class RootSpec:
+    """A managed root directory and the globs that select its entries."""
+
+    path: str
+    include: List[str] = field(default_factory=list)
+    exclude: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "RootSpec":
+        """Build the spec a manifest root was captured with."""
+        return cls(record["path"], list(record.get("include") or []), list(record.get("exclude") or []))
+
+    def selection(self) -> Selection:
+        """Return the include/exclude selection."""
+        return Selection(self.include, self.exclude)
+
+
+def resolve_root(path: str) -> str:
+    """Return the real absolute path of a managed root, or fail saying what is wrong."""
+    if not os.path.isabs(path):
+        raise RollbackError("Managed path %r is not absolute; give the full path." % path)
+    real = os.path.realpath(path)
+    if not os.path.isdir(real):
+        raise RollbackError("Managed path %s does not exist or is not a directory on this host." % path)
+    return real
+
+
+@dataclass
+class CaptureStats:
+    """What a capture did."""
+
+    entries: int = 0
+    bytes: int = 0
+    hashed: int = 0
+    new_blobs: int = 0
+    skipped: List[str] = field(default_factory=list)
+
+
+class _Capture:
+    """Turns a walk of one root into tree lines, storing file contents as it goes."""
+
+    def __init__(self, store: Store, spec: RootSpec, dry_run: bool) -> None:
+        self.store = store
+        self.spec = spec
+        self.dry_run = dry_run
+        self.stats = CaptureStats()
+        self.cache_path = cache_file(store.path("cache"), spec.path)
+
+    def _content(self, full: str, key, st: os.stat_result, cache: CacheReader) -> Tuple[str, int]:
+        sha = cache.lookup(key, st)
+        if sha and self.store.has_blob(sha):
+            return sha, st.st_size
+        self.stats.hashed += 1
+        if self.dry_run:
+            sha = sha or sha256_file(full)
+            self.stats.new_blobs += 0 if self.store.has_blob(sha) else 1
+            return sha, st.st_size
+        existed_before = sha is not None and self.store.has_blob(sha)
+        sha, size = self.store.put_file(full)
+        self.stats.new_blobs += 0 if existed_before else 1
+        return sha, size
+
+    def lines(self, cache: CacheReader, writer: Optional[CacheWriter]) -> Iterator[bytes]:
+        """Yield the tree object's lines for the root."""
+        for rel, st in walk(self.spec.path, self.spec.selection()):
+            kind = kind_of(st)
+            if kind is None:
+                self.stats.skipped.append(rel)
+                continue
+            entry = describe_entry(rel, st, kind)
+            full = os.path.join(self.spec.path, rel)
+            if kind == FILE:
+                entry["sha256"], entry["size"] = self._content(full, path_key(rel), st, cache)
+                if writer:
+                    writer.add(rel, entry["sha256"], st)
+                self.stats.bytes += entry["size"]
+            elif kind == LINK:
+                entry["target"] = os.readlink(full)
+            self.stats.entries += 1
+            yield encode_entry(entry)
+
+    def run(self) -> str:
+        """Capture the root; return the sha256 of its tree object."""
+        cache = CacheReader(self.cache_path)
+        writer = None if self.dry_run else CacheWriter(self.cache_path)
+        try:
+            if self.dry_run:
+                digest = hashlib.sha256()
+                for line in self.lines(cache, writer):
+                    digest.update(line)
+                return digest.hexdigest()
+            sha = self.store.put_stream(self.lines(cache, writer))[0]
+        except BaseException:
+            if writer:
+                writer.abort()
+            raise
+        finally:
+            cache.close()
+        writer.commit()
+        return sha
+
+
+def capture_root(store: Store, spec: RootSpec, dry_run: bool = False) -> Tuple[dict, CaptureStats]:
+    """Capture one managed root; return its manifest record and the capture stats."""
+    spec = RootSpec(resolve_root(spec.path), spec.include, spec.exclude)
+    capture = _Capture(store, spec, dry_run)
+    tree = capture.run()
+    record = {
+        "path": spec.path,
+        "include": spec.include,
+        "exclude": spec.exclude,
+        "tree": tree,
+        "entries": capture.stats.entries,
+        "bytes": capture.stats.bytes,
+        "skipped": capture.stats.skipped,
+    }
+    return record, capture.stats
+
+
+def _same_state(old: Optional[dict], roots: List[dict], commit: Optional[str]) -> bool:
+    if not old or old.get("commit") != commit:
+        return False
+    trees = [(r["path"], r["tree"], r["include"], r["exclude"]) for r in roots]
+    return trees == [(r["path"], r.get("tree"), r.get("include"), r.get("exclude")) for r in old["roots"]]
+
+
+@dataclass
+class CheckpointRequest:
+    """What to capture and how to describe it."""
+
+    roots: List[RootSpec]
+    label: Optional[str] = None
+    commit: Optional[str] = None
+    reason: Optional[str] = None
+    creator: Optional[str] = None
+    kind: str = "checkpoint"
+    facts: Dict[str, object] = field(default_factory=dict)
+    force: bool = False
+
+
+def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = False) -> Tuple[dict, bool, dict]:
+    """Capture the roots into a new checkpoint; return (manifest, changed, stats).
+
+    When a checkpoint with the same label already holds exactly this state (same trees and
+    commit), it is returned unchanged unless ``force``. The caller holds the store lock.
+    """
+    store.init()
+    roots, totals = [], {"entries": 0, "bytes": 0, "hashed": 0, "new_blobs": 0}
+    for spec in request.roots:
+        record, stats = capture_root(store, spec, dry_run)
+        roots.append(record)
+        for key in totals:
+            totals[key] += getattr(stats, key)
+    previous = store.find_optional(request.label) if request.label else None
+    if previous and previous.get("label") == request.label and not request.force and _same_state(previous, roots, request.commit):
+        return previous, False, totals
+    manifest = store.new_manifest(
+        label=request.label, commit=request.commit, reason=request.reason,
+        creator=request.creator, kind=request.kind,
+    )
+    manifest["roots"] = roots
+    manifest["facts"] = request.facts
+    if not dry_run:
+        store.save(manifest)
+    return manifest, True, totals
+
+
+def roots_of(manifest: dict, only: Sequence[str] = ()) -> List[dict]:
+    """Return the manifest's root records, optionally only those under the given paths."""
+    wanted = [os.path.realpath(path) for path in only]
+    return [root for root in manifest.get("roots", []) if not wanted or root["path"] in wanted]

@@ -1,0 +1,41 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Typed errors of the gitops.rollback engine; each message names the problem and the way out."""
+
+from __future__ import annotations
+
+
+class RollbackError(Exception):
+    """A failure the user can act on; ``str()`` is the message to show."""
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class CheckpointNotFound(RollbackError):
+    """A checkpoint id or label is not in the store."""
+
+
+class IntegrityError(RollbackError):
+    """A stored object does not hash to its name, or a manifest is malformed."""
+
+
+class UnsafePathError(RollbackError):
+    """A manifest path would escape its managed root."""
+
+
+class LockHeldError(RollbackError):
+    """Another live process holds the lock."""
+
+
+class StoreFullError(RollbackError):
+    """The disk filled up while writing to the store."""
+
+
+class UnsupportedFormat(RollbackError):
+    """A manifest or store has a format version this code does not know."""
+
+
+class CommandError(RollbackError):
+    """An external command failed; ``details`` carries cmd, rc and stderr."""

@@ -1,0 +1,112 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Small file-system helpers: private directories, atomic writes, durable syncs."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import secrets
+
+from ._errors import StoreFullError
+
+TEMP_MARK = ".grtmp-"
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create ``path`` (and parents) and make it mode 0700."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+
+
+def temp_name(path: str) -> str:
+    """Return a unique temporary name beside ``path`` (same directory, same file system)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, ".%s%s%s" % (tail[:100], TEMP_MARK, secrets.token_hex(4)))
+
+
+def is_temp_name(name: str) -> bool:
+    """Tell whether a base name is one of our temporary files."""
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def fsync_path(path: str) -> None:
+    """fsync a file or directory by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` via temp file, fsync and rename; the old content stays on failure."""
+    tmp = temp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise_if_full(exc, path)
+        raise
+    fsync_path(os.path.dirname(path) or ".")
+
+
+def atomic_write_json(path: str, document: object) -> None:
+    """Write a JSON document atomically (sorted keys, UTF-8)."""
+    atomic_write_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode("utf-8"))
+
+
+def read_json(path: str) -> object:
+    """Read a JSON document."""
+    with open(path, "rb") as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+def raise_if_full(exc: OSError, where: str) -> None:
+    """Turn ENOSPC/EDQUOT into StoreFullError with advice."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StoreFullError(
+            "No space left while writing %s. Nothing was made visible and earlier "
+            "checkpoints are intact; free space (or prune old checkpoints with "
+            "gitops.rollback.checkpoint state=pruned) and run again." % where
+        ) from exc
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove a file, ignoring a missing one."""
+    _unlink_quietly(path)
+
+
+_LIBC = None
+
+
+def sync_filesystem(path: str) -> None:
+    """Flush the file system holding ``path`` to disk (syncfs, or sync where missing)."""
+    global _LIBC  # pylint: disable=global-statement
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        _LIBC = ctypes.CDLL(name, use_errno=True) if name else False
+    if _LIBC and hasattr(_LIBC, "syncfs"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _LIBC.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    os.sync()

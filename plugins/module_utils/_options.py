@@ -1,0 +1,32 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument specs matching the doc fragments (one function per fragment, fresh dicts)."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from typing import Optional
+
+from ._db_conn import db_connection_argument_spec  # noqa: F401  (re-exported for modules)
+from ._store import DEFAULT_STORE
+
+
+def store_argument_spec() -> dict:
+    """Return the argument spec of the store doc fragment."""
+    return dict(
+        store_path=dict(type="path", default=DEFAULT_STORE),
+        lock_timeout=dict(type="float", default=0),
+        owner=dict(type="str"),
+    )
+
+
+def default_owner(owner: Optional[str]) -> str:
+    """Return the acting owner: the given one, else user@host."""
+    if owner:
+        return owner
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return "%s@%s" % (user, socket.gethostname())

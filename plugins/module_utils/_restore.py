@@ -1,0 +1,427 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restoring managed roots to a checkpoint: plan by merging the live walk with the stored
+tree, verify every blob, stage new content beside its destination, then rename into place.
+
+A process killed at any point leaves each file either old or new (renames are atomic);
+leftover temporary files are extras that the next run removes while it completes the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from ._checkpoint import CheckpointRequest, RootSpec, create_checkpoint, roots_of
+from ._errors import IntegrityError, UnsafePathError
+from ._fsutil import raise_if_full, temp_name, unlink_quietly, sync_filesystem
+from ._statcache import CacheReader, CacheWriter, cache_file
+from ._store import CHUNK, Store, sha256_file, summarize
+from ._tree import (
+    DIR, FILE, LINK, Key, TreeValidator, gid_for, kind_of, path_key, uid_for, walk,
+)
+import stat as _stat
+
+DIFF_LIMIT = 128 * 1024
+
+
+@dataclass
+class Action:
+    """One change that brings a live entry to its checkpointed state."""
+
+    op: str  # create | update | meta | delete | retype
+    rel: str
+    entry: Optional[dict]
+    live_kind: Optional[str] = None
+    reasons: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """Return the reportable form of the action."""
+        return {"op": self.op, "path": self.rel, "reasons": self.reasons,
+                "type": (self.entry or {}).get("type") or self.live_kind}
+
+
+@dataclass
+class RootPlan:
+    """Everything a restore of one root must do, found before anything changes."""
+
+    root: str
+    record: dict
+    actions: List[Action] = field(default_factory=list)
+    dirs: Dict[Key, dict] = field(default_factory=dict)
+    diffs: List[dict] = field(default_factory=list)
+
+    def blobs(self) -> Iterator[Tuple[str, str]]:
+        """Yield (sha256, path) of every blob the plan writes."""
+        for action in self.actions:
+            if action.op in ("create", "update", "retype") and action.entry["type"] == FILE:
+                yield action.entry["sha256"], action.rel
+
+
+def _owner_ids(entry: dict) -> Tuple[int, int]:
+    return uid_for(entry.get("owner"), entry["uid"]), gid_for(entry.get("group"), entry["gid"])
+
+
+def _differences(entry: dict, st: os.stat_result, live_sha: Optional[str], live_target: Optional[str]) -> List[str]:
+    reasons = []
+    if entry["type"] == FILE and live_sha != entry["sha256"]:
+        reasons.append("content")
+    if entry["type"] == LINK and live_target != entry["target"]:
+        reasons.append("target")
+    if entry["type"] != LINK and _stat.S_IMODE(st.st_mode) != entry["mode"]:
+        reasons.append("mode")
+    if (st.st_uid, st.st_gid) != _owner_ids(entry):
+        reasons.append("owner")
+    if st.st_mtime_ns != entry["mtime_ns"]:
+        reasons.append("mtime")
+    return reasons
+
+
+def _text(data: bytes) -> Optional[str]:
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class _Planner:
+    """Merges the live walk of a root with its stored tree."""
+
+    def __init__(self, store: Store, record: dict, want_diff: bool, cache_writer: Optional[CacheWriter]) -> None:
+        self.store = store
+        self.plan = RootPlan(record["path"], record)
+        self.want_diff = want_diff
+        self.cache = CacheReader(cache_file(store.path("cache"), record["path"]))
+        self.cache_writer = cache_writer
+        self.ancestors: List[Tuple[Key, dict]] = []
+        self.validator = TreeValidator(record["path"])
+
+    def _live(self) -> Iterator[Tuple[Key, str, os.stat_result]]:
+        spec = RootSpec.from_record(self.plan.record)
+        if not os.path.isdir(spec.path):
+            return
+        for rel, st in walk(spec.path, spec.selection(), keep_temp=True):
+            yield path_key(rel), rel, st
+
+    def _target(self) -> Iterator[Tuple[Key, dict]]:
+        for entry in self.store.iter_tree(self.plan.record["tree"]):
+            yield self.validator.check(entry), entry
+
+    def _touch(self, key: Key) -> None:
+        for dir_key, entry in self.ancestors:
+            if key[: len(dir_key)] == dir_key and len(key) > len(dir_key):
+                self.plan.dirs[dir_key] = entry
+
+    def _add(self, action: Action, key: Key) -> None:
+        self.plan.actions.append(action)
+        self._touch(key)
+
+    def _enter_target(self, key: Key, entry: dict) -> None:
+        while self.ancestors and key[: len(self.ancestors[-1][0])] != self.ancestors[-1][0]:
+            self.ancestors.pop()
+        if entry["type"] == DIR:
+            self.ancestors.append((key, entry))
+
+    def _live_hash(self, key: Key, rel: str, st: os.stat_result) -> str:
+        sha = self.cache.lookup(key, st)
+        if sha is None:
+            sha = sha256_file(os.path.join(self.plan.root, rel))
+        if self.cache_writer:
+            self.cache_writer.add(rel, sha, st)
+        return sha
+
+    def _diff(self, rel: str, before_path: Optional[str], after_sha: Optional[str]) -> None:
+        if not self.want_diff or (before_path is None and after_sha is None):
+            return
+        before = b""
+        if before_path and os.path.getsize(before_path) <= DIFF_LIMIT:
+            with open(before_path, "rb") as handle:
+                before = handle.read()
+        elif before_path:
+            return
+        after = b""
+        if after_sha:
+            if os.path.getsize(self.store.blob_path(after_sha)) > DIFF_LIMIT:
+                return
+            after = self.store.read_blob(after_sha)
+        before_text, after_text = _text(before), _text(after)
+        if before_text is None or after_text is None:
+            return
+        root = self.plan.root
+        self.plan.diffs.append({
+            "before_header": os.path.join(root, rel) if before_path else "/dev/null",
+            "after_header": "%s (checkpoint)" % os.path.join(root, rel) if after_sha else "/dev/null",
+            "before": before_text, "after": after_text,
+        })
+
+    def _compare(self, key: Key, rel: str, st: os.stat_result, entry: dict) -> Optional[Action]:
+        live_kind = kind_of(st)
+        full = os.path.join(self.plan.root, rel)
+        if live_kind != entry["type"]:
+            self._diff(rel, full if live_kind == FILE else None, entry.get("sha256"))
+            return Action("retype", rel, entry, live_kind, ["type"])
+        live_sha = self._live_hash(key, rel, st) if live_kind == FILE else None
+        live_target = os.readlink(full) if live_kind == LINK else None
+        reasons = _differences(entry, st, live_sha, live_target)
+        if not reasons:
+            return None
+        if "content" in reasons or "target" in reasons:
+            if "content" in reasons:
+                self._diff(rel, full, entry["sha256"])
+            return Action("update", rel, entry, live_kind, reasons)
+        return Action("meta", rel, entry, live_kind, reasons)
+
+    def run(self) -> RootPlan:
+        """Build the plan; raises on an unsafe or damaged manifest before anything changes."""
+        live_iter, target_iter = self._live(), self._target()
+        live, target = next(live_iter, None), next(target_iter, None)
+        skip: Optional[Key] = None
+        try:
+            while live is not None or target is not None:
+                if live is not None and skip is not None and live[0][: len(skip)] == skip:
+                    live = next(live_iter, None)
+                    continue
+                skip = None
+                if target is None or (live is not None and live[0] < target[0]):
+                    key, rel, st = live
+                    self._diff(rel, os.path.join(self.plan.root, rel) if kind_of(st) == FILE else None, None)
+                    self._add(Action("delete", rel, None, kind_of(st) or "special", ["extra"]), key)
+                    skip = key if _stat.S_ISDIR(st.st_mode) else None
+                    live = next(live_iter, None)
+                    continue
+                key, entry = target
+                self._enter_target(key, entry)
+                if live is None or target[0] < live[0]:
+                    self._diff(entry["path"], None, entry.get("sha256"))
+                    self._add(Action("create", entry["path"], entry), key)
+                    target = next(target_iter, None)
+                    continue
+                action = self._compare(key, live[1], live[2], entry)
+                if action:
+                    self._add(action, key)
+                    if entry["type"] == DIR and action.op == "meta":
+                        self.plan.dirs[key] = entry
+                    if action.op == "retype" and _stat.S_ISDIR(live[2].st_mode):
+                        skip = key
+                live, target = next(live_iter, None), next(target_iter, None)
+        finally:
+            self.cache.close()
+        return self.plan
+
+
+def plan_root(store: Store, record: dict, want_diff: bool = False, cache_writer: Optional[CacheWriter] = None) -> RootPlan:
+    """Compare a live root with its checkpointed tree."""
+    return _Planner(store, record, want_diff, cache_writer).run()
+
+
+def verify_blobs(store: Store, plans: Sequence[RootPlan]) -> None:
+    """Re-hash every blob a restore will write; refuse before any change when one is bad."""
+    checked: Dict[str, bool] = {}
+    for plan in plans:
+        for sha, rel in plan.blobs():
+            if sha not in checked:
+                actual = store.blob_hash(sha)
+                checked[sha] = actual == sha
+                if actual != sha:
+                    raise IntegrityError(
+                        "Stored content of %s is %s: expected sha256 %s, found %s. Nothing was "
+                        "changed. Run gitops.rollback.checkpoint state=verified to list damaged "
+                        "objects, and restore from another checkpoint."
+                        % (os.path.join(plan.root, rel), "missing" if actual is None else "corrupted",
+                           sha, actual or "no object"),
+                        path=os.path.join(plan.root, rel), expected=sha, actual=actual,
+                    )
+
+
+class _Applier:
+    """Carries out a root plan: removals, staging, renames, then directory metadata."""
+
+    def __init__(self, store: Store, plan: RootPlan) -> None:
+        self.store = store
+        self.plan = plan
+        self.root = plan.root
+        self.safe_dirs = {self.root}
+        self.pending: List[Tuple[str, str]] = []
+
+    def _full(self, rel: str) -> str:
+        return os.path.join(self.root, rel)
+
+    def _check_parent(self, rel: str) -> None:
+        parent = os.path.dirname(self._full(rel))
+        if parent in self.safe_dirs:
+            return
+        if os.path.realpath(parent) != parent:
+            raise UnsafePathError(
+                "Refusing to write %s: its parent directory resolves outside the managed root %s "
+                "(a symlinked parent). Remove the symlink or restore from another checkpoint."
+                % (self._full(rel), self.root)
+            )
+        self.safe_dirs.add(parent)
+
+    @staticmethod
+    def _remove(full: str) -> None:
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return
+        if _stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+
+    def _stage_file(self, entry: dict, full: str) -> None:
+        tmp = temp_name(full)
+        digest = hashlib.sha256()
+        with open(self.store.blob_path(entry["sha256"]), "rb") as src, open(tmp, "xb") as out:
+            for chunk in iter(lambda: src.read(CHUNK), b""):
+                digest.update(chunk)
+                out.write(chunk)
+            if digest.hexdigest() != entry["sha256"]:
+                out.close()
+                os.unlink(tmp)
+                raise IntegrityError("Object %s changed while restoring %s; nothing more was written."
+                                     % (entry["sha256"], full))
+            self._set_meta(out.fileno(), entry)
+        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+        self.pending.append((tmp, full))
+
+    @staticmethod
+    def _set_meta(fd: int, entry: dict) -> None:
+        uid, gid = _owner_ids(entry)
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, entry["mode"])
+
+    def _stage_link(self, entry: dict, full: str) -> None:
+        tmp = temp_name(full)
+        os.symlink(entry["target"], tmp)
+        os.lchown(tmp, *_owner_ids(entry))
+        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+        self.pending.append((tmp, full))
+
+    def _fix_meta(self, entry: dict, full: str) -> None:
+        if entry["type"] == DIR:
+            return  # directories are finished last, deepest first
+        uid, gid = _owner_ids(entry)
+        os.lchown(full, uid, gid)
+        if entry["type"] == FILE:
+            os.chmod(full, entry["mode"])
+        os.utime(full, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+
+    def _stage(self, action: Action) -> None:
+        entry, full = action.entry, self._full(action.rel)
+        self._check_parent(action.rel)
+        if action.op == "meta":
+            self._fix_meta(entry, full)
+        elif entry["type"] == DIR:
+            os.makedirs(full, mode=0o700, exist_ok=True)
+            self.plan.dirs[path_key(action.rel)] = entry
+        elif entry["type"] == FILE:
+            self._stage_file(entry, full)
+        else:
+            self._stage_link(entry, full)
+
+    def _finish_dirs(self) -> None:
+        for key in sorted(self.plan.dirs, key=len, reverse=True):
+            entry, full = self.plan.dirs[key], self._full("/".join(key))
+            uid, gid = _owner_ids(entry)
+            os.lchown(full, uid, gid)
+            os.chmod(full, entry["mode"])
+            os.utime(full, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+
+    def run(self) -> None:
+        """Apply the plan."""
+        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        try:
+            for action in reversed(self.plan.actions):
+                if action.op in ("delete", "retype"):
+                    self._remove(self._full(action.rel))
+            for action in self.plan.actions:
+                if action.op != "delete":
+                    self._stage(action)
+            sync_filesystem(self.root)
+            for tmp, full in self.pending:
+                os.rename(tmp, full)
+            self.pending = []
+            self._finish_dirs()
+            sync_filesystem(self.root)
+        except OSError as exc:
+            for tmp, _full in self.pending:
+                unlink_quietly(tmp)
+            raise_if_full(exc, "files under %s" % self.root)
+            raise
+
+
+def _changes(plans: Sequence[RootPlan]) -> Dict[str, List[dict]]:
+    return {plan.root: [action.as_dict() for action in plan.actions] for plan in plans if plan.actions}
+
+
+def verify_tree(store: Store, record: dict) -> List[dict]:
+    """Compare a live root with its checkpoint (hashing what the stat cache cannot vouch for) and
+    refresh the stat cache; return the differences (empty when equal)."""
+    path = cache_file(store.path("cache"), record["path"])
+    writer = CacheWriter(path)
+    try:
+        plan = plan_root(store, record, cache_writer=writer)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
+    return [action.as_dict() for action in plan.actions]
+
+
+@dataclass
+class RestoreOptions:
+    """How a restore runs."""
+
+    only_paths: Sequence[str] = ()
+    dry_run: bool = False
+    want_diff: bool = False
+    safety_checkpoint: bool = True
+    creator: Optional[str] = None
+
+
+def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) -> dict:
+    """Bring the manifest's roots back to their checkpointed state; the caller holds the store lock."""
+    records = roots_of(manifest, options.only_paths)
+    plans = [plan_root(store, record, options.want_diff) for record in records]
+    result = {
+        "changed": any(plan.actions for plan in plans),
+        "changes": _changes(plans),
+        "diffs": [diff for plan in plans for diff in plan.diffs],
+        "safety_checkpoint": None,
+        "verified": False,
+    }
+    if options.dry_run or not result["changed"]:
+        result["verified"] = not result["changed"]
+        return result
+    verify_blobs(store, plans)
+    if options.safety_checkpoint:
+        result["safety_checkpoint"] = summarize(_safety(store, manifest, records, options.creator))
+    for plan in plans:
+        _Applier(store, plan).run()
+    problems = {record["path"]: verify_tree(store, record) for record in records}
+    problems = {root: items for root, items in problems.items() if items}
+    if problems:
+        raise IntegrityError(
+            "After restoring checkpoint %s the tree still differs: %s. The safety checkpoint %s "
+            "holds the state from before the restore." % (
+                manifest["id"], problems, (result["safety_checkpoint"] or {}).get("id")),
+            differences=problems,
+        )
+    result["verified"] = True
+    return result
+
+
+def _safety(store: Store, manifest: dict, records: List[dict], creator: Optional[str]) -> dict:
+    specs = [RootSpec.from_record(record) for record in records if os.path.isdir(record["path"])]
+    request = CheckpointRequest(
+        roots=specs, kind="safety", creator=creator,
+        reason="safety checkpoint before restore to %s" % (manifest.get("label") or manifest["id"]),
+        label="safety/%s" % (manifest.get("label") or manifest["id"]), force=True,
+    )
+    return create_checkpoint(store, request)[0]

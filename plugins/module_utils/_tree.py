@@ -1,0 +1,196 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Walking a managed tree in a fixed order and describing each entry.
+
+Trees are walked depth-first, pre-order, names sorted, so a walk and a stored tree object
+(JSON lines in the same order) can be merged in one pass with memory bounded by the depth.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import json
+import os
+import pwd
+import stat
+from functools import lru_cache
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+from ._errors import IntegrityError, UnsafePathError
+from ._fsutil import is_temp_name
+
+FILE, DIR, LINK = "file", "dir", "symlink"
+Key = Tuple[str, ...]
+
+
+def path_key(rel: str) -> Key:
+    """Return the sort key of a relative path: its components."""
+    return tuple(rel.split("/"))
+
+
+class Selection:
+    """Include/exclude globs relative to a root; a glob without '/' also matches base names."""
+
+    def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
+        self.include = list(include or [])
+        self.exclude = list(exclude or [])
+
+    @staticmethod
+    def _matches(rel: str, patterns: Sequence[str]) -> bool:
+        base = rel.rsplit("/", 1)[-1]
+        return any(
+            fnmatch.fnmatchcase(rel, pat) or ("/" not in pat and fnmatch.fnmatchcase(base, pat))
+            for pat in patterns
+        )
+
+    def excluded(self, rel: str) -> bool:
+        """Tell whether an entry (and, for a directory, its subtree) is left out."""
+        return self._matches(rel, self.exclude)
+
+    def wanted(self, rel: str, is_dir: bool) -> bool:
+        """Tell whether an entry belongs to the selection (directories always do unless excluded)."""
+        if self.excluded(rel):
+            return False
+        return is_dir or not self.include or self._matches(rel, self.include)
+
+
+def walk(root: str, selection: Selection, keep_temp: bool = False) -> Iterator[Tuple[str, os.stat_result]]:
+    """Yield (relative path, lstat) for the selected entries under ``root`` in tree order.
+
+    Our own temporary files are skipped unless ``keep_temp`` (restore treats them as extras).
+    """
+    yield from _walk_dir(root, "", selection, keep_temp)
+
+
+def _walk_dir(top: str, prefix: str, selection: Selection, keep_temp: bool) -> Iterator[Tuple[str, os.stat_result]]:
+    with os.scandir(top) as scan:
+        names = sorted(entry.name for entry in scan)
+    for name in names:
+        if not keep_temp and is_temp_name(name):
+            continue
+        rel = prefix + name
+        full = os.path.join(top, name)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not selection.wanted(rel, is_dir):
+            continue
+        yield rel, st
+        if is_dir:
+            yield from _walk_dir(full, rel + "/", selection, keep_temp)
+
+
+def kind_of(st: os.stat_result) -> Optional[str]:
+    """Return the entry type of a stat result, or None for special files we do not capture."""
+    if stat.S_ISREG(st.st_mode):
+        return FILE
+    if stat.S_ISDIR(st.st_mode):
+        return DIR
+    if stat.S_ISLNK(st.st_mode):
+        return LINK
+    return None
+
+
+@lru_cache(maxsize=256)
+def user_name(uid: int) -> Optional[str]:
+    """Return the user name of a uid, or None."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def group_name(gid: int) -> Optional[str]:
+    """Return the group name of a gid, or None."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def uid_for(name: Optional[str], recorded: int) -> int:
+    """Return this host's uid for a user name, else the recorded uid."""
+    try:
+        return pwd.getpwnam(name).pw_uid if name else recorded
+    except KeyError:
+        return recorded
+
+
+@lru_cache(maxsize=256)
+def gid_for(name: Optional[str], recorded: int) -> int:
+    """Return this host's gid for a group name, else the recorded gid."""
+    try:
+        return grp.getgrnam(name).gr_gid if name else recorded
+    except KeyError:
+        return recorded
+
+
+def describe_entry(rel: str, st: os.stat_result, kind: str) -> dict:
+    """Return the manifest record of an entry, without its content hash."""
+    return {
+        "path": rel,
+        "type": kind,
+        "mode": stat.S_IMODE(st.st_mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "owner": user_name(st.st_uid),
+        "group": group_name(st.st_gid),
+        "size": st.st_size if kind == FILE else 0,
+        "mtime_ns": st.st_mtime_ns,
+        "sha256": None,
+        "target": None,
+    }
+
+
+def encode_entry(entry: dict) -> bytes:
+    """Return the JSON line of an entry."""
+    return (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def check_relative(rel: object) -> str:
+    """Refuse a manifest path that is not a plain relative path below its root."""
+    if not isinstance(rel, str) or not rel:
+        raise UnsafePathError("Manifest entry path %r is empty or not text." % (rel,))
+    parts = rel.split("/")
+    if rel.startswith("/") or "\x00" in rel or any(part in ("", ".", "..") for part in parts):
+        raise UnsafePathError(
+            "Manifest entry %r escapes its managed root (absolute path, '..', '.' or empty part). "
+            "The manifest is damaged or forged: restore from another checkpoint." % rel
+        )
+    return rel
+
+
+class TreeValidator:
+    """Checks, entry by entry, that a stored tree is ordered and cannot escape its root."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.last: Optional[Key] = None
+        self.links: List[Key] = []
+
+    def check(self, entry: dict) -> Key:
+        """Validate one entry; return its key."""
+        rel = check_relative(entry.get("path"))
+        key = path_key(rel)
+        if entry.get("type") not in (FILE, DIR, LINK):
+            raise IntegrityError("Manifest entry %r has unknown type %r." % (rel, entry.get("type")))
+        if self.last is not None and key <= self.last:
+            raise IntegrityError("Manifest entries of %s are out of order at %r." % (self.root, rel))
+        for link in self.links:
+            if key[: len(link)] == link:
+                raise UnsafePathError(
+                    "Manifest entry %r lies below the symlink %r in %s: writing it would follow the "
+                    "link out of the managed root. The manifest is damaged or forged."
+                    % (rel, "/".join(link), self.root)
+                )
+        if entry["type"] == LINK:
+            self.links.append(key)
+        elif entry["type"] == FILE and not isinstance(entry.get("sha256"), str):
+            raise IntegrityError("Manifest file entry %r has no sha256." % rel)
+        self.last = key
+        return key
