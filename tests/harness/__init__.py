@@ -14,12 +14,13 @@ from .collection import (
     run_playbook,
     run_playbook_json,
 )
-from .databases import MariaDbServer, PgServer, start_mariadb, start_postgres
+from .databases import DatabaseError, MariaDbServer, PgServer, start_mariadb, start_postgres
 from .gitrepo import RepoInfo, add_release, make_repo
 from .hosts import STORE_DIR, Fleet, HarnessError, Host, MissingDependencyError, start_hosts
 
 __all__ = [
     "STORE_DIR",
+    "DatabaseError",
     "Fleet",
     "HarnessError",
     "Host",

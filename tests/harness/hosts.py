@@ -206,10 +206,14 @@ class Host:
         return target
 
     def wipe(self) -> None:
-        """Empty every managed directory and the store of this host."""
+        """Empty every managed directory and the store of this host (keeps the directories)."""
         for local in self.dirs.values():
-            shutil.rmtree(local, ignore_errors=True)
-            local.mkdir(parents=True, exist_ok=True)
+            # empty, never replace: the bind mount holds on to the directory's inode
+            for entry in local.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
 
     def command(self) -> list[str]:
         """The ``unshare`` argument list that starts this host's sshd."""

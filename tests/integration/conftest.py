@@ -1,0 +1,152 @@
+"""pytest fixtures for real-component tests of gitops.rollback (see tests/harness)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make tests/harness importable
+
+from harness import (  # noqa: E402
+    Fleet,
+    MariaDbServer,
+    MissingDependencyError,
+    PgServer,
+    RepoInfo,
+    Result,
+    collections_path as _collections_path,
+    make_repo,
+    run_module as _run_module,
+    run_playbook as _run_playbook,
+    run_playbook_json as _run_playbook_json,
+    start_hosts,
+    start_mariadb,
+    start_postgres,
+)
+
+FLEET_SIZE = 3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (real hosts, databases, Terraform)")
+    config.addinivalue_line("markers", "harness: tests of the test harness itself")
+
+
+def _start(factory: Callable[[], Any]) -> Any:
+    """Start a component; a missing system package is a test failure naming the package, never a skip."""
+    try:
+        return factory()
+    except MissingDependencyError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def harness_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session work directory for hosts, servers and the collections path."""
+    return tmp_path_factory.mktemp("harness")
+
+
+@pytest.fixture(scope="session")
+def fleet(harness_dir: Path) -> Iterator[Fleet]:
+    """Three running SSH hosts h1..h3; ``fleet.inventory`` is the written inventory file."""
+    fleet = _start(lambda: start_hosts(FLEET_SIZE, harness_dir / "fleet"))
+    try:
+        fleet.write_inventory(harness_dir / "fleet" / "inventory.yml")
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture(autouse=True)
+def _restart_stopped_hosts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that used the fleet, restart hosts the test stopped."""
+    yield
+    if "fleet" in request.fixturenames:
+        request.getfixturevalue("fleet").ensure_running()
+
+
+@pytest.fixture
+def clean_fleet(fleet: Fleet) -> Fleet:
+    """The session fleet with every managed directory and checkpoint store emptied."""
+    fleet.ensure_running()
+    fleet.wipe()
+    return fleet
+
+
+@pytest.fixture(scope="session")
+def inventory(fleet: Fleet) -> Path:
+    """Path of the fleet's inventory (group ``fleet``)."""
+    assert fleet.inventory is not None
+    return fleet.inventory
+
+
+@pytest.fixture(scope="session")
+def postgres(harness_dir: Path) -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server (superuser ``postgres`` trusted; ``app`` with ``app_password``)."""
+    server = _start(lambda: start_postgres(harness_dir))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb(harness_dir: Path) -> Iterator[MariaDbServer]:
+    """A throwaway MariaDB server (``root`` with ``password``)."""
+    server = _start(lambda: start_mariadb(harness_dir))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Callable[..., RepoInfo]:
+    """Factory: ``git_repo({"v1": {"app.txt": b"1"}, ...}, name="repo") -> RepoInfo``."""
+
+    def factory(releases: dict[str, dict[str, bytes | str]], name: str = "repo") -> RepoInfo:
+        return make_repo(tmp_path / name, releases)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def collections_path(harness_dir: Path) -> Path:
+    """ANSIBLE_COLLECTIONS_PATH under which ``gitops.rollback`` is this checkout."""
+    return _collections_path(harness_dir / "collections")
+
+
+@pytest.fixture
+def run_playbook(request: pytest.FixtureRequest, collections_path: Path, tmp_path: Path) -> Callable[..., Result]:
+    """``run_playbook(playbook, inventory=None, extra_vars=None, check=False, diff=False, env=None, **kw)``.
+
+    ``inventory`` defaults to the fleet's (starting the fleet on first use);
+    ``playbook`` may be a path, YAML text or a list of plays.
+    """
+
+    def run(playbook: Any, inventory: Any = None, extra_vars: Any = None, check: bool = False,
+            diff: bool = False, env: Any = None, json: bool = False, **kwargs: Any) -> Result:
+        if inventory is None:
+            inventory = request.getfixturevalue("fleet").inventory
+        kwargs.setdefault("collections_dir", collections_path)
+        kwargs.setdefault("cwd", tmp_path)
+        runner = _run_playbook_json if json else _run_playbook
+        return runner(playbook, inventory, extra_vars, check, diff, env, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def run_module(request: pytest.FixtureRequest, collections_path: Path) -> Callable[..., Result]:
+    """``run_module(pattern, module, args, inventory=None, **kw)`` via ad-hoc ``ansible``."""
+
+    def run(host_pattern: str, module: str, args: Any = None, inventory: Any = None, **kwargs: Any) -> Result:
+        if inventory is None:
+            inventory = request.getfixturevalue("fleet").inventory
+        kwargs.setdefault("collections_dir", collections_path)
+        return _run_module(host_pattern, module, args, inventory, **kwargs)
+
+    return run

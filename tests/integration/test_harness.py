@@ -1,0 +1,173 @@
+"""Proof that the real-component harness works: hosts, databases, git repos, ansible."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import DatabaseError, Fleet, MariaDbServer, PgServer
+from harness.hosts import STORE_DIR
+
+pytestmark = pytest.mark.harness
+
+WRITE_AND_FACTS = """\
+- name: Harness proof
+  hosts: fleet
+  gather_facts: true
+  gather_subset: [min]
+  tasks:
+    - name: Write marker
+      ansible.builtin.copy:
+        dest: /srv/app/{{{{ inventory_hostname }}}}-{token}.txt
+        content: "written on {{{{ inventory_hostname }}}} ({{{{ ansible_hostname }}}})\\n"
+        mode: "0644"
+    - name: Write store entry
+      ansible.builtin.copy:
+        dest: {store}/probe-{token}
+        content: "{{{{ inventory_hostname }}}}"
+        mode: "0600"
+    - name: Report hostname
+      ansible.builtin.debug:
+        msg: "{{{{ ansible_hostname }}}}"
+"""
+
+
+def _reachable(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_fleet_shape(fleet: Fleet) -> None:
+    assert fleet.names == ["h1", "h2", "h3"]
+    addresses = {h.address for h in fleet}
+    assert len(addresses) == 3 and "127.0.0.1" not in addresses
+    assert all(a.startswith("127.") for a in addresses)
+    for host in fleet:
+        assert host.running and _reachable(host.address, host.port)
+        assert set(host.dirs) == {"/srv/app", "/etc/app", STORE_DIR}
+        assert host.local("/srv/app/x/y") == host.dirs["/srv/app"] / "x" / "y"
+    assert fleet.inventory is not None and fleet.inventory.exists()
+
+
+def test_playbook_writes_per_host_files(clean_fleet: Fleet, run_playbook) -> None:
+    token = uuid.uuid4().hex[:8]
+    result = run_playbook(WRITE_AND_FACTS.format(token=token, store=STORE_DIR))
+    assert result.rc == 0, str(result)
+    assert set(result.stats) == {"h1", "h2", "h3"}
+    assert all(s["failures"] == 0 and s["unreachable"] == 0 for s in result.stats.values()), result.stats
+
+    for host in clean_fleet:
+        # ansible_hostname comes from the host's own UTS namespace
+        assert result.result("Report hostname", host.name)["msg"] == host.name
+        assert result.result("Write marker", host.name)["changed"] is True
+        marker = host.local(f"/srv/app/{host.name}-{token}.txt")
+        assert marker.read_text() == f"written on {host.name} ({host.name})\n"
+        assert host.store.joinpath(f"probe-{token}").read_text() == host.name
+        # the file exists on this host only, not on the others
+        assert sorted(p.name for p in host.dirs["/srv/app"].iterdir()) == [f"{host.name}-{token}.txt"]
+        assert list(host.dirs["/etc/app"].iterdir()) == []
+
+    # nothing was written to the real root
+    assert not list(Path("/srv/app").glob(f"*-{token}.txt"))
+
+
+def test_file_written_locally_is_seen_by_host(clean_fleet: Fleet, run_module) -> None:
+    clean_fleet["h2"].write_text("/etc/app/app.conf", "port=8080\n")
+    result = run_module("fleet", "ansible.builtin.slurp", {"src": "/etc/app/app.conf"})
+    assert {e["host"]: e["status"] for e in result.events} == {"h1": "failed", "h2": "ok", "h3": "failed"}
+    assert base64.b64decode(result.result("ansible.builtin.slurp", "h2")["content"]) == b"port=8080\n"
+
+
+def test_python_interpreter_works(fleet: Fleet, run_module) -> None:
+    result = run_module("fleet", "ansible.builtin.command",
+                        {"argv": [fleet.interpreter, "-c", "import git, socket; print(socket.gethostname())"]})
+    assert result.rc == 0, str(result)
+    assert {e["host"]: e["result"]["stdout"] for e in result.events} == {"h1": "h1", "h2": "h2", "h3": "h3"}
+
+
+def test_stop_and_start_host(fleet: Fleet, run_module) -> None:
+    h2 = fleet["h2"]
+    assert run_module("fleet", "ansible.builtin.ping", None).rc == 0  # leaves a ControlPersist master
+    fleet.stop_host("h2")
+    assert not h2.running and not _reachable(h2.address, h2.port)
+
+    down = run_module("fleet", "ansible.builtin.ping", None)
+    assert down.rc != 0
+    assert {e["host"]: e["status"] for e in down.events} == {"h1": "ok", "h2": "unreachable", "h3": "ok"}
+
+    fleet.start_host("h2")
+    assert h2.running and _reachable(h2.address, h2.port)
+    up = run_module("fleet", "ansible.builtin.ping", None)
+    assert up.rc == 0, str(up)
+    assert {e["host"]: e["status"] for e in up.events} == {"h1": "ok", "h2": "ok", "h3": "ok"}
+
+
+def test_restart_keeps_files_and_hostname(fleet: Fleet) -> None:
+    h3 = fleet["h3"]
+    h3.write_text("/srv/app/keep.txt", "kept")
+    fleet.stop_host("h3")
+    fleet.start_host("h3")
+    ssh = ["ssh", "-i", str(fleet.client_key), "-p", str(h3.port), "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+           f"root@{h3.address}", "hostname; cat /srv/app/keep.txt"]
+    out = subprocess.run(ssh, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["h3", "kept"]
+
+
+def test_postgres(postgres: PgServer) -> None:
+    assert postgres.port != 5432
+    assert postgres.psql("SELECT 1 + 1") == "2"
+    db = postgres.create_database(f"db_{uuid.uuid4().hex[:8]}")
+    postgres.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (41), (1)", db=db)
+    assert postgres.psql("SELECT sum(v) FROM t", db=db) == "42"
+    assert postgres.psql("SELECT current_user", user=postgres.app_user,
+                         password=postgres.app_password) == "app"
+    with pytest.raises(DatabaseError, match="password authentication failed"):
+        postgres.psql("SELECT 1", user=postgres.app_user, password="wrong-password")
+
+
+def test_mariadb(mariadb: MariaDbServer) -> None:
+    assert mariadb.port != 3306
+    assert mariadb.sql("SELECT 1 + 1") == "2"
+    db = mariadb.create_database(f"db_{uuid.uuid4().hex[:8]}")
+    mariadb.sql("CREATE TABLE t (v INT); INSERT INTO t VALUES (41), (1)", db=db)
+    assert mariadb.sql("SELECT SUM(v) FROM t", db=db) == "42"
+    with pytest.raises(DatabaseError, match="Access denied"):
+        mariadb.sql("SELECT 1", password="wrong-password")
+
+
+def test_git_repo(git_repo) -> None:
+    releases = {
+        "v1": {"app.txt": b"version 1\n", "conf/app.conf": b"a=1\n"},
+        "v2": {"app.txt": b"version 2\n", "conf/app.conf": b"a=2\n", "new.txt": b"only in v2\n"},
+        "v3": {"app.txt": b"version 3\n"},
+    }
+    repo = git_repo(releases)
+    assert list(repo.tags) == ["v1", "v2", "v3"]
+    assert len(set(repo.tags.values())) == 3
+    assert repo.head == repo.tags["v3"]
+    for tag, files in releases.items():
+        assert repo.git("cat-file", "-t", tag) == "tag"  # annotated
+        assert repo.git("rev-parse", f"{tag}^{{commit}}") == repo.tags[tag]
+        assert sorted(repo.git("ls-tree", "-r", "--name-only", tag).splitlines()) == sorted(files)
+        for rel, content in files.items():
+            assert repo.show(tag, rel) == content
+    assert repo.git("rev-parse", "v2^") == repo.tags["v1"]
+
+
+def test_json_output(clean_fleet: Fleet, run_playbook) -> None:
+    book = [{"name": "json", "hosts": "h1", "gather_facts": False,
+             "tasks": [{"name": "Echo", "ansible.builtin.command": {"argv": ["echo", "hi"]}}]}]
+    result = run_playbook(book, json=True)
+    assert result.rc == 0, str(result)
+    assert result.result("Echo", "h1")["stdout"] == "hi"
+    assert '"stdout": "hi"' in result.stdout  # -v with ANSIBLE_CALLBACK_RESULT_FORMAT=json
