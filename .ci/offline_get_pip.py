@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write an offline stand-in for the get-pip script that ansible-test downloads.
 
 OFFLINE BOOTSTRAP. ansible-test bootstraps pip into each virtualenv it creates by running
