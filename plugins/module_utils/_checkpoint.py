@@ -162,7 +162,8 @@ def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = 
     When a checkpoint with the same label already holds exactly this state (same trees and
     commit), it is returned unchanged unless ``force``. The caller holds the store lock.
     """
-    store.init()
+    if not dry_run:
+        store.init()
     roots, totals = [], {"entries": 0, "bytes": 0, "hashed": 0, "new_blobs": 0}
     for spec in request.roots:
         record, stats = capture_root(store, spec, dry_run)
@@ -172,14 +173,16 @@ def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = 
     previous = store.find_optional(request.label) if request.label else None
     if previous and previous.get("label") == request.label and not request.force and _same_state(previous, roots, request.commit):
         return previous, False, totals
+    if dry_run:
+        return {"id": None, "label": request.label, "commit": request.commit, "reason": request.reason,
+                "creator": request.creator, "kind": request.kind, "roots": roots}, True, totals
     manifest = store.new_manifest(
         label=request.label, commit=request.commit, reason=request.reason,
         creator=request.creator, kind=request.kind,
     )
     manifest["roots"] = roots
     manifest["facts"] = request.facts
-    if not dry_run:
-        store.save(manifest)
+    store.save(manifest)
     return manifest, True, totals
 
 

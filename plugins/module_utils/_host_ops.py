@@ -1,0 +1,182 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host-file operations behind the checkpoint, checkpoint_info and restore modules.
+
+Each function takes a small params object and returns the module result as a dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from . import _facts
+from ._checkpoint import CheckpointRequest, RootSpec, create_checkpoint
+from ._errors import RollbackError
+from ._options import default_owner
+from ._restore import RestoreOptions, restore_checkpoint
+from ._store import Store, prune, summarize
+
+DAY = 86400.0
+
+
+@dataclass
+class CheckpointParams:
+    """Parameters of the checkpoint, checkpoint_info and restore modules."""
+
+    store_path: str
+    owner: str
+    lock_timeout: float = 0.0
+    check_mode: bool = False
+    paths: List[str] = field(default_factory=list)
+    include: List[str] = field(default_factory=list)
+    exclude: List[str] = field(default_factory=list)
+    label: Optional[str] = None
+    commit: Optional[str] = None
+    reason: Optional[str] = None
+    facts: List[str] = field(default_factory=list)
+    force: bool = False
+    checkpoint: Optional[str] = None
+    keep: Optional[int] = None
+    older_than_days: Optional[float] = None
+    details: bool = False
+    diff: bool = False
+    safety_checkpoint: bool = True
+
+    @classmethod
+    def from_module(cls, params: dict, check_mode: bool, diff: bool = False) -> "CheckpointParams":
+        """Pick the known fields out of module params."""
+        known = {name: params[name] for name in cls.__dataclass_fields__ if name in params}
+        known["owner"] = default_owner(params.get("owner"))
+        return cls(check_mode=check_mode, diff=diff, **known)
+
+    def store(self) -> Store:
+        """Return the store."""
+        return Store(self.store_path)
+
+    def lock(self, store: Store, operation: str):
+        """Take the store lock for a write."""
+        return store.lock(self.owner, operation, self.lock_timeout)
+
+
+def make_checkpoint(params: CheckpointParams) -> dict:
+    """Create a checkpoint (state=present)."""
+    store = params.store()
+    request = CheckpointRequest(
+        roots=[RootSpec(path, params.include, params.exclude) for path in params.paths],
+        label=params.label, commit=params.commit, reason=params.reason, creator=params.owner,
+        facts=_facts.collect(params.facts), force=params.force,
+    )
+    if params.check_mode:
+        manifest, changed, stats = create_checkpoint(store, request, dry_run=True)
+    else:
+        with params.lock(store, "checkpoint"):
+            manifest, changed, stats = create_checkpoint(store, request)
+    return {"changed": changed, "checkpoint": summarize(manifest), "stats": stats}
+
+
+def delete_checkpoint(params: CheckpointParams) -> dict:
+    """Delete one checkpoint (state=absent); absent already is no change."""
+    store = params.store()
+    if not store.exists():
+        return {"changed": False, "deleted": []}
+    manifest = store.find_optional(params.checkpoint)
+    if manifest is None:
+        return {"changed": False, "deleted": []}
+    result = {"changed": True, "deleted": [manifest["id"]], "checkpoint": summarize(manifest)}
+    if not params.check_mode:
+        with params.lock(store, "delete"):
+            store.delete(manifest["id"])
+            removed, freed = store.collect_garbage()
+        result["collected"] = {"objects": removed, "bytes": freed}
+    return result
+
+
+def prune_checkpoints(params: CheckpointParams) -> dict:
+    """Delete checkpoints by count or age, never the newest (state=pruned)."""
+    store = params.store()
+    if not store.exists():
+        return {"changed": False, "deleted": []}
+    older = params.older_than_days * DAY if params.older_than_days is not None else None
+    doomed = prune(store, params.keep, older)
+    result = {"changed": bool(doomed), "deleted": doomed}
+    if doomed and not params.check_mode:
+        with params.lock(store, "prune"):
+            for checkpoint_id in doomed:
+                store.delete(checkpoint_id)
+            removed, freed = store.collect_garbage()
+        result["collected"] = {"objects": removed, "bytes": freed}
+    return result
+
+
+def verify_checkpoints(params: CheckpointParams) -> dict:
+    """Re-hash the objects of one or every checkpoint (state=verified)."""
+    store = params.store()
+    manifests = [store.find(params.checkpoint)] if params.checkpoint else store.manifests()
+    problems = {man["id"]: store.verify(man) for man in manifests}
+    problems = {cid: items for cid, items in problems.items() if items}
+    result = {"changed": False, "problems": problems, "verified": [man["id"] for man in manifests]}
+    if params.checkpoint:
+        result["checkpoint"] = summarize(manifests[0])
+    if problems:
+        result["failed"] = True
+        result["msg"] = (
+            "%d checkpoint(s) have missing or corrupted objects: %s. Restore from another checkpoint "
+            "and delete the damaged one (state=absent)." % (len(problems), ", ".join(sorted(problems)))
+        )
+    return result
+
+
+def list_checkpoints(params: CheckpointParams) -> dict:
+    """List checkpoints, or show one (checkpoint_info)."""
+    store = params.store()
+    if not store.exists():
+        if params.checkpoint:
+            raise RollbackError("There is no checkpoint store at %s on this host, so no checkpoint %r. "
+                                "Create one with gitops.rollback.checkpoint." % (store.root, params.checkpoint))
+        return {"changed": False, "checkpoints": []}
+    if params.checkpoint:
+        manifests = [store.find(params.checkpoint)]
+    else:
+        manifests = [man for man in store.manifests() if params.label is None or man.get("label") == params.label]
+    return {"changed": False, "checkpoints": [_describe(store, man, params.details) for man in manifests]}
+
+
+def _describe(store: Store, manifest: dict, details: bool) -> dict:
+    summary = summarize(manifest)
+    if details:
+        summary["facts"] = manifest.get("facts", {})
+        summary["components"] = manifest.get("components", [])
+        summary["tree"] = {
+            root["path"]: list(store.iter_tree(root["tree"])) for root in manifest.get("roots", [])
+        }
+    return summary
+
+
+def restore_host(params: CheckpointParams) -> dict:
+    """Restore managed paths to a checkpoint (restore module)."""
+    store = params.store()
+    if not store.exists():
+        raise RollbackError("There is no checkpoint store at %s on this host, so nothing to restore %r from. "
+                            "Create checkpoints with gitops.rollback.checkpoint." % (store.root, params.checkpoint))
+    options = RestoreOptions(
+        only_paths=params.paths, dry_run=params.check_mode, want_diff=params.diff,
+        safety_checkpoint=params.safety_checkpoint, creator=params.owner,
+    )
+    if params.check_mode:
+        manifest = store.find(params.checkpoint)
+        outcome = restore_checkpoint(store, manifest, options)
+    else:
+        with params.lock(store, "restore"):
+            manifest = store.find(params.checkpoint)
+            outcome = restore_checkpoint(store, manifest, options)
+    result = {
+        "changed": outcome["changed"],
+        "checkpoint": summarize(manifest),
+        "changes": outcome["changes"],
+        "safety_checkpoint": outcome["safety_checkpoint"],
+        "verified": outcome["verified"],
+    }
+    if params.diff:
+        result["diff"] = outcome["diffs"]
+    return result

@@ -1,0 +1,224 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: checkpoint
+short_description: Create, delete, prune and verify checkpoints of a host's managed paths
+version_added: 0.1.0
+description:
+  - Captures managed directories into a content-addressed store on the host. Each entry's type,
+    mode, owner, group, size, mtime, SHA-256 and symlink target are recorded; empty directories
+    are kept. File contents are stored once, by hash, and shared by every checkpoint.
+  - A checkpoint becomes visible only when its manifest is complete; a failure (even a full disk)
+    leaves earlier checkpoints intact and no partial checkpoint.
+  - A checkpoint carries a O(label) (typically the Git tag it guards), the Git O(commit), a
+    O(reason) and its creator. With a O(label) that already names a checkpoint of exactly the
+    same state, nothing is created and RV(ignore:changed) is V(false).
+author:
+  - gitops.rollback contributors
+extends_documentation_fragment:
+  - gitops.rollback.store
+options:
+  state:
+    description:
+      - V(present) creates a checkpoint of O(paths).
+      - V(absent) deletes the checkpoint named by O(checkpoint) and collects unreferenced objects.
+      - V(pruned) deletes checkpoints beyond O(keep) or older than O(older_than_days); the newest
+        checkpoint is never deleted.
+      - V(verified) re-hashes every object of O(checkpoint) (or of all checkpoints) and fails when
+        one is missing or corrupted.
+    type: str
+    choices: [present, absent, pruned, verified]
+    default: present
+  paths:
+    description:
+      - Absolute paths of the managed directories to capture. Required with O(state=present).
+    type: list
+    elements: path
+  include:
+    description:
+      - Globs (relative to each path) of files to capture; a glob without C(/) also matches base
+        names. Default is every file. Directories are always captured unless excluded.
+    type: list
+    elements: str
+    default: []
+  exclude:
+    description:
+      - Globs of entries to leave out; an excluded directory is left out with its contents.
+        Restores leave excluded entries alone.
+    type: list
+    elements: str
+    default: []
+  label:
+    description:
+      - Label of the new checkpoint, usually the Git tag it guards (V(v1.4.0)).
+    type: str
+  commit:
+    description:
+      - Git commit the checkpoint belongs to.
+    type: str
+  reason:
+    description:
+      - Why the checkpoint is taken.
+    type: str
+  facts:
+    description:
+      - Host facts to record in the manifest.
+    type: list
+    elements: str
+    choices: [packages, services]
+    default: []
+  force:
+    description:
+      - Create a new checkpoint even when one with the same O(label) holds the same state.
+    type: bool
+    default: false
+  checkpoint:
+    description:
+      - Checkpoint id or label, for O(state=absent) and O(state=verified).
+    type: str
+  keep:
+    description:
+      - With O(state=pruned), how many of the newest checkpoints to keep (at least one is kept).
+    type: int
+  older_than_days:
+    description:
+      - With O(state=pruned), delete checkpoints older than this many days.
+    type: float
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would be captured or deleted; nothing is written.
+  diff_mode:
+    support: none
+seealso:
+  - module: gitops.rollback.checkpoint_info
+  - module: gitops.rollback.restore
+notes:
+  - Hard links are stored as separate files; extended attributes, ACLs and special files
+    (devices, sockets, FIFOs) are not captured (special files are listed in RV(checkpoint.skipped)).
+"""
+
+EXAMPLES = r"""
+- name: Checkpoint the application before deploying v1.4.0
+  gitops.rollback.checkpoint:
+    paths: [/srv/app, /etc/app]
+    exclude: ["*.log", "cache"]
+    label: v1.4.0
+    commit: "{{ deploy_commit }}"
+    reason: pre-deploy
+    facts: [packages]
+
+- name: Keep the ten newest checkpoints
+  gitops.rollback.checkpoint:
+    state: pruned
+    keep: 10
+
+- name: Re-hash every stored object of v1.4.0
+  gitops.rollback.checkpoint:
+    state: verified
+    checkpoint: v1.4.0
+"""
+
+RETURN = r"""
+checkpoint:
+  description: Summary of the checkpoint created, found unchanged, deleted or verified.
+  returned: when one checkpoint is concerned
+  type: dict
+  sample:
+    id: 20261121T220257.448Z-452f73
+    label: v1.4.0
+    commit: 3f2c1e0
+    reason: pre-deploy
+    creator: root@web1
+    created: "2026-11-21T22:02:57Z"
+    host: web1
+    kind: checkpoint
+    roots: [/srv/app]
+    entries: 1203
+    bytes: 52428800
+    components: []
+stats:
+  description: What the capture did.
+  returned: state=present
+  type: dict
+  sample: {entries: 1203, bytes: 52428800, hashed: 12, new_blobs: 3}
+deleted:
+  description: Ids of the checkpoints deleted (or that would be in check mode).
+  returned: state=absent or state=pruned
+  type: list
+  elements: str
+  sample: [20261101T080000.000Z-0a1b2c]
+collected:
+  description: Objects and bytes freed by garbage collection.
+  returned: state=absent or state=pruned, not in check mode
+  type: dict
+  sample: {objects: 14, bytes: 1048576}
+problems:
+  description: Damaged or missing objects per checkpoint id (empty when sound).
+  returned: state=verified
+  type: dict
+  sample: {"20261121T220257.448Z-452f73": [{object: "ab12...", actual: "cd34...", problem: hash mismatch}]}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
+    CheckpointParams, delete_checkpoint, make_checkpoint, prune_checkpoints, verify_checkpoints,
+)
+from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+
+OPERATIONS = {
+    "present": make_checkpoint,
+    "absent": delete_checkpoint,
+    "pruned": prune_checkpoints,
+    "verified": verify_checkpoints,
+}
+
+
+def main() -> None:
+    argument_spec = dict(
+        state=dict(type="str", default="present", choices=list(OPERATIONS)),
+        paths=dict(type="list", elements="path"),
+        include=dict(type="list", elements="str", default=[]),
+        exclude=dict(type="list", elements="str", default=[]),
+        label=dict(type="str"),
+        commit=dict(type="str"),
+        reason=dict(type="str"),
+        facts=dict(type="list", elements="str", default=[], choices=["packages", "services"]),
+        force=dict(type="bool", default=False),
+        checkpoint=dict(type="str"),
+        keep=dict(type="int"),
+        older_than_days=dict(type="float"),
+    )
+    argument_spec.update(store_argument_spec())
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        required_if=[
+            ("state", "present", ("paths",)),
+            ("state", "absent", ("checkpoint",)),
+            ("state", "pruned", ("keep", "older_than_days"), True),
+        ],
+        supports_check_mode=True,
+    )
+    params = CheckpointParams.from_module(module.params, module.check_mode)
+    try:
+        result = OPERATIONS[module.params["state"]](params)
+    except RollbackError as exc:
+        module.fail_json(msg=str(exc), **_public(exc.details))
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+def _public(details: dict) -> dict:
+    return {key: value for key, value in details.items() if key in ("available", "holder", "path", "expected", "actual")}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: restore
+short_description: Bring a host's managed paths back to a checkpoint
+version_added: 0.1.0
+description:
+  - Restores every managed path of a checkpoint (or only O(paths)) byte-exact. Changed files are
+    rewritten atomically (temporary file beside the destination, then rename), files added since
+    the checkpoint are removed, modes, owners, mtimes, symlinks and empty directories are restored.
+  - Before changing anything it verifies the hash of every stored object it will write, and
+    refuses a manifest whose paths would escape the managed root (C(..), absolute paths, entries
+    below a symlink). It then takes a safety checkpoint of the current state (returned, so the
+    restore itself can be rolled back) and, after writing, checks the tree against the checkpoint.
+  - A process killed during a restore leaves every file either old or new; running the restore
+    again completes it.
+author:
+  - gitops.rollback contributors
+extends_documentation_fragment:
+  - gitops.rollback.store
+options:
+  checkpoint:
+    description:
+      - Id, id prefix or label of the checkpoint to restore. A label names its newest checkpoint.
+    type: str
+    required: true
+  paths:
+    description:
+      - Restore only these managed paths of the checkpoint. Default is all of them.
+    type: list
+    elements: path
+    default: []
+  safety_checkpoint:
+    description:
+      - Take a checkpoint of the current state before changing anything.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: Reports exactly what would change (RV(changes)) and changes nothing.
+  diff_mode:
+    support: full
+    details: Unified diffs of text files up to 128 KiB.
+seealso:
+  - module: gitops.rollback.checkpoint
+  - module: gitops.rollback.checkpoint_info
+"""
+
+EXAMPLES = r"""
+- name: Roll the application files back to v1.3.0
+  gitops.rollback.restore:
+    checkpoint: v1.3.0
+  register: restored
+
+- name: Show what rolling back would change
+  gitops.rollback.restore:
+    checkpoint: v1.3.0
+  check_mode: true
+  diff: true
+"""
+
+RETURN = r"""
+checkpoint:
+  description: Summary of the checkpoint restored.
+  returned: success
+  type: dict
+  sample: {id: 20261121T220257.448Z-452f73, label: v1.3.0, roots: [/srv/app], entries: 1203}
+changes:
+  description: Per managed path, the entries changed (or that would change), in tree order.
+  returned: success
+  type: dict
+  sample:
+    /srv/app:
+      - {op: update, path: index.html, type: file, reasons: [content, mtime]}
+      - {op: delete, path: new.js, type: file, reasons: [extra]}
+      - {op: create, path: assets/empty, type: dir, reasons: []}
+safety_checkpoint:
+  description: Summary of the checkpoint taken before the restore; null when nothing changed.
+  returned: success
+  type: dict
+  sample: {id: 20261121T230000.001Z-9f8e7d, label: safety/v1.3.0, kind: safety}
+verified:
+  description: Whether the tree was checked equal to the checkpoint after the restore.
+  returned: success
+  type: bool
+  sample: true
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, restore_host
+from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+
+
+def main() -> None:
+    argument_spec = dict(
+        checkpoint=dict(type="str", required=True),
+        paths=dict(type="list", elements="path", default=[]),
+        safety_checkpoint=dict(type="bool", default=True),
+    )
+    argument_spec.update(store_argument_spec())
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = CheckpointParams.from_module(module.params, module.check_mode, module._diff)
+    try:
+        result = restore_host(params)
+    except RollbackError as exc:
+        public = {key: value for key, value in exc.details.items()
+                  if key in ("available", "holder", "path", "expected", "actual", "differences")}
+        module.fail_json(msg=str(exc), **public)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
