@@ -13,7 +13,7 @@
 #
 # Environment:
 #   GITOPS_ROLLBACK_VENV          virtualenv (default ~/.cache/gitops-rollback/venv-<hash of pyproject.toml>)
-#   GITOPS_ROLLBACK_BUILD         build dir (default ~/.cache/gitops-rollback/build-<hash of checkout path>)
+#   GITOPS_ROLLBACK_BUILD         build dir, kept (default: a temporary ~/.cache/gitops-rollback/build.XXXXXX)
 #   GITOPS_ROLLBACK_PYTHON        python used to create the virtualenv (default python3)
 #   GITOPS_ROLLBACK_E2E_WORKERS   pytest-xdist workers for e2e (default: none, one process)
 #   GITOPS_ROLLBACK_PYTEST_ARGS   extra pytest arguments for e2e (e.g. "-k checkpoint -x")
@@ -26,7 +26,15 @@ TEST_PYTHON=3.11
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/gitops-rollback"
 PYPROJECT_HASH="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-12)"
 VENV="${GITOPS_ROLLBACK_VENV:-$CACHE/venv-$PYPROJECT_HASH}"
-BUILD="${GITOPS_ROLLBACK_BUILD:-$CACHE/build-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)}"
+# Each run gets its own copy of the collection (runs may overlap in a shared working tree),
+# removed on exit; a GITOPS_ROLLBACK_BUILD given by the user is reused and kept.
+if [[ -n "${GITOPS_ROLLBACK_BUILD:-}" ]]; then
+    BUILD="$GITOPS_ROLLBACK_BUILD"
+else
+    mkdir -p "$CACHE"
+    BUILD="$(mktemp -d "$CACHE/build.XXXXXX")"
+    trap 'rm -rf "$BUILD"' EXIT
+fi
 COLLECTION_DIR="$BUILD/ansible_collections/$NAMESPACE/$NAME"
 
 # Debian packages for the real servers the e2e tests start: "check|package".
@@ -55,12 +63,16 @@ ensure_venv() {
         return 0
     fi
     say "Setting up virtualenv $VENV"
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        "${GITOPS_ROLLBACK_PYTHON:-python3}" -m venv "$VENV"
-    fi
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$ROOT[dev]"
-    printf '%s' "$want" >"$stamp"
+    mkdir -p "$(dirname "$VENV")"
+    (
+        flock 9 # two runs setting up the same virtualenv wait for each other
+        if [[ ! -x "$VENV/bin/python" ]]; then
+            "${GITOPS_ROLLBACK_PYTHON:-python3}" -m venv "$VENV"
+        fi
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$ROOT[dev]"
+        printf '%s' "$want" >"$stamp"
+    ) 9>"$VENV.lock"
     export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
 }
 
@@ -318,7 +330,7 @@ main() {
             ensure_venv
             build_tree
             cd "$ROOT"
-            exec ansible-playbook playbooks/demo.yml -i inventories/demo/hosts.yml "$@"
+            ansible-playbook playbooks/demo.yml -i inventories/demo/hosts.yml "$@"
             ;;
         venv)
             ensure_venv
@@ -328,7 +340,8 @@ main() {
             ensure_venv
             build_tree
             cd "$ROOT"
-            exec "${SHELL:-bash}" -i
+            echo "ANSIBLE_COLLECTIONS_PATH=$ANSIBLE_COLLECTIONS_PATH (removed when this shell exits)"
+            "${SHELL:-bash}" -i
             ;;
         -h | --help | help) usage ;;
         *)
