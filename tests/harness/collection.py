@@ -225,11 +225,15 @@ def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
         "ANSIBLE_SSH_RETRIES": "0",
-        "ANSIBLE_TIMEOUT": "5",
+        "ANSIBLE_TIMEOUT": "15",
         "ANSIBLE_FORKS": "10",
         "PYTHONUNBUFFERED": "1",
     })
     base.update(env or {})
+    enabled = [c for c in base["ANSIBLE_CALLBACKS_ENABLED"].split(",") if c.strip()]
+    if _CALLBACK_NAME not in enabled:  # callers may enable more callbacks; keep ours
+        enabled.append(_CALLBACK_NAME)
+    base["ANSIBLE_CALLBACKS_ENABLED"] = ",".join(enabled)
     return base
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import DatabaseError, Fleet, MariaDbServer, PgServer
+from harness import DatabaseError, Fleet, MariaDbServer, MissingDependencyError, PgServer
+from harness import databases
 from harness.hosts import STORE_DIR
 
 pytestmark = pytest.mark.harness
@@ -171,3 +172,13 @@ def test_json_output(clean_fleet: Fleet, run_playbook) -> None:
     assert result.rc == 0, str(result)
     assert result.result("Echo", "h1")["stdout"] == "hi"
     assert '"stdout": "hi"' in result.stdout  # -v with ANSIBLE_CALLBACK_RESULT_FORMAT=json
+
+
+def test_missing_binaries_name_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(databases.glob, "glob", lambda pattern: [])
+    with pytest.raises(MissingDependencyError, match="apt-get install -y postgresql"):
+        databases.postgres_bin_dir()
+    monkeypatch.setattr(databases.shutil, "which", lambda name: None)
+    monkeypatch.setattr(databases.os, "access", lambda path, mode: False)
+    with pytest.raises(MissingDependencyError, match="mariadb-server"):
+        databases.start_mariadb("/nonexistent")
