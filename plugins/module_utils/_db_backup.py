@@ -1,0 +1,395 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Database backups as checkpoint components, and restores that prove they worked.
+
+A backup is a component of a checkpoint::
+
+    {"type": "database", "name": "<engine>/<database>", "blobs": [sha256, ...],
+     "engine", "format", "compression", "server_version", "database", "sha256", "size",
+     "row_counts": {table: n}, "created", "files": {relpath: sha256} (PostgreSQL directory format)}
+
+A restore checks the blobs' hashes and the archive before touching the database, holds a
+per-database restore lock, takes a safety backup of the live database, restores (``replace``:
+drop and recreate; ``swap``: restore beside it, verify, then swap names) and compares every
+table's row count with the recorded one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Dict, List, Optional, Tuple
+
+from ._db_common import DatabaseError, compare_counts, verify_blobs
+from ._db_conn import DbConnection
+from ._db_mysql import MysqlEngine
+from ._db_pg import PgEngine
+from ._db_sqlite import SqliteEngine
+from ._errors import CheckpointNotFound, IntegrityError, RollbackError
+from ._fsutil import ensure_private_dir, temp_name
+from ._lock import FileLock
+from ._store import Store, parse_time, utc_now
+
+COMPONENT_TYPE = "database"
+ENGINES = {"postgresql": PgEngine, "mysql": MysqlEngine, "sqlite": SqliteEngine}
+NAME_LIMITS = {"postgresql": 63, "mysql": 64}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def engine_for(conn: DbConnection, maintenance_db: Optional[str] = None):
+    """Return the engine object of a connection."""
+    return ENGINES[conn.engine](conn, maintenance_db or "postgres")
+
+
+def database_key(conn: DbConnection, database: Optional[str] = None) -> str:
+    """Return how a database is named in components: an absolute path for SQLite."""
+    name = database or conn.database
+    return os.path.abspath(name) if conn.engine == "sqlite" else name
+
+
+def component_name(engine: str, database: str) -> str:
+    """Return the component name ``<engine>/<database>``."""
+    return "%s/%s" % (engine, database)
+
+
+def parse_duration(text: Optional[str]) -> Optional[float]:
+    """Turn ``30``, ``90m``, ``12h``, ``7d`` or ``2w`` into seconds."""
+    if text is None or str(text).strip() == "":
+        return None
+    match = _DURATION.match(str(text))
+    if not match:
+        raise RollbackError("older_than=%r is not a duration; use a number of seconds or a number with "
+                            "s, m, h, d or w (e.g. 7d)." % (text,))
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass
+class BackupRequest:
+    """What to back up and where to record it."""
+
+    conn: DbConnection
+    checkpoint: Optional[str] = None
+    reason: Optional[str] = None
+    commit: Optional[str] = None
+    fmt: Optional[str] = None
+    jobs: int = 1
+    compression: Optional[str] = None
+    compression_level: Optional[int] = None
+    keep: Optional[int] = None
+    older_than: Optional[str] = None
+    maintenance_db: Optional[str] = None
+
+
+@dataclass
+class RestoreRequest:
+    """What to restore, from where, and how."""
+
+    conn: DbConnection
+    checkpoint: str
+    source_database: Optional[str] = None
+    mode: str = "replace"
+    jobs: int = 1
+    safety_backup: bool = True
+    verify_row_counts: bool = True
+    keep_old: bool = True
+    maintenance_db: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------------------- backup
+def choose_format(engine, fmt: Optional[str]) -> str:
+    """Return the dump format, refusing one the engine does not write."""
+    fmt = fmt or engine.default_format
+    if fmt not in engine.formats:
+        raise RollbackError("format=%s is not available for %s; choose one of %s."
+                            % (fmt, engine.name, ", ".join(engine.formats)))
+    return fmt
+
+
+def check_source(engine, conn: DbConnection, database: str) -> str:
+    """Prove the server is reachable and the database exists; return the server version."""
+    version = engine.server_version()
+    if not engine.exists(database):
+        have = engine.databases()
+        raise DatabaseError("Database %r does not exist on %s%s. Check the database name."
+                            % (database, conn.describe(), " (have: %s)" % ", ".join(have) if have else ""))
+    return version
+
+
+def plan_backup(store: Store, req: BackupRequest) -> dict:
+    """Describe a backup without taking it (check mode)."""
+    engine = engine_for(req.conn, req.maintenance_db)
+    database = database_key(req.conn)
+    fmt = choose_format(engine, req.fmt)
+    version = check_source(engine, req.conn, database)
+    target = store.find_optional(req.checkpoint) if store.exists() else None
+    return {
+        "name": component_name(engine.name, database), "engine": engine.name, "database": database,
+        "format": fmt, "server_version": version, "estimated_size": engine.size(database),
+        "checkpoint": target["id"] if target else None, "label": req.checkpoint,
+        "row_counts": engine.row_counts(database),
+    }
+
+
+def backup(store: Store, req: BackupRequest, owner: str, lock_timeout: float = 0.0,
+           kind: Optional[str] = None) -> Tuple[dict, dict]:
+    """Dump a database into the store as a component of a checkpoint; return (manifest, component).
+
+    The checkpoint is the one labelled (or identified) ``req.checkpoint`` when it exists,
+    else a new one with that label.
+    """
+    engine = engine_for(req.conn, req.maintenance_db)
+    database = database_key(req.conn)
+    fmt = choose_format(engine, req.fmt)
+    check_source(engine, req.conn, database)
+    with store.lock(owner, "db_backup %s" % component_name(engine.name, database), timeout=lock_timeout):
+        started = time.monotonic()
+        fields = engine.dump(store, database, fmt, max(1, req.jobs), req.compression, req.compression_level)
+        component = {
+            "type": COMPONENT_TYPE, "name": component_name(engine.name, database), "engine": engine.name,
+            "format": fmt, "database": database, "created": utc_now(), "compression": None,
+            "duration_s": 0.0,
+        }
+        component.update(fields)
+        component["duration_s"] = round(time.monotonic() - started, 3)
+        manifest = store.find_optional(req.checkpoint)
+        if manifest is None:
+            manifest = store.new_manifest(label=req.checkpoint, reason=req.reason, creator=owner,
+                                          commit=req.commit, kind=kind)
+        store.attach_component(manifest, component)
+        if req.keep is not None or req.older_than is not None:
+            component["pruned"] = prune_backups(store, component["name"], req.keep, parse_duration(req.older_than))
+    return manifest, component
+
+
+def prune_backups(store: Store, name: str, keep: Optional[int], older_than: Optional[float],
+                  now: Optional[float] = None) -> List[str]:
+    """Drop backups of ``name`` beyond the newest ``keep`` or older than ``older_than`` seconds.
+
+    The newest backup is always kept. A checkpoint left with nothing in it is deleted; objects
+    no checkpoint references any more are collected. Call with the store lock held.
+    """
+    now = time.time() if now is None else now
+    holders = [man for man in store.manifests() if find_component(man, name)]
+    chosen = []
+    for index, manifest in enumerate(holders[:-1]):
+        too_many = keep is not None and index < len(holders) - max(keep, 1)
+        created = find_component(manifest, name).get("created") or manifest["created"]
+        too_old = older_than is not None and now - parse_time(created) > older_than
+        if too_many or too_old:
+            chosen.append(manifest)
+    for manifest in chosen:
+        manifest["components"] = [c for c in manifest["components"]
+                                  if (c.get("type"), c.get("name")) != (COMPONENT_TYPE, name)]
+        if not manifest["components"] and not manifest.get("roots"):
+            store.delete(manifest["id"])
+        else:
+            store.save(manifest)
+    if chosen:
+        store.collect_garbage()
+    return [man["id"] for man in chosen]
+
+
+# ------------------------------------------------------------------------------------- listing
+def find_component(manifest: dict, name: str) -> Optional[dict]:
+    """Return the database component ``name`` of a manifest, or None."""
+    for component in manifest.get("components", []):
+        if component.get("type") == COMPONENT_TYPE and component.get("name") == name:
+            return component
+    return None
+
+
+def summarize_backup(manifest: dict, component: dict) -> dict:
+    """Return the listing fields of a backup (no per-file hashes)."""
+    summary = {key: value for key, value in component.items() if key not in ("files", "blobs")}
+    summary.update(checkpoint=manifest["id"], label=manifest.get("label"), checkpoint_created=manifest.get("created"),
+                   objects=len(component.get("blobs", [])))
+    return summary
+
+
+def list_backups(store: Store, engine: Optional[str] = None, database: Optional[str] = None,
+                 ref: Optional[str] = None, verify: bool = False) -> List[dict]:
+    """Return the database backups in the store, oldest first, filtered as asked."""
+    if not store.exists():
+        return []
+    manifests = [store.find(ref)] if ref else store.manifests()
+    found = []
+    for manifest in manifests:
+        for component in manifest.get("components", []):
+            if component.get("type") != COMPONENT_TYPE:
+                continue
+            if engine and component.get("engine") != engine:
+                continue
+            if database and component.get("database") not in (database, os.path.abspath(database)):
+                continue
+            summary = summarize_backup(manifest, component)
+            if verify:
+                summary["problems"] = verify_blobs(store, component.get("blobs", []), 4)
+                summary["verified"] = not summary["problems"]
+            found.append(summary)
+    return found
+
+
+def locate_backup(store: Store, ref: str, engine: str, database: str) -> Tuple[dict, dict]:
+    """Return (manifest, component) of the backup of ``engine/database`` in checkpoint ``ref``."""
+    manifest = store.find(ref)
+    component = find_component(manifest, component_name(engine, database))
+    if component is not None:
+        return manifest, component
+    others = [c for c in manifest.get("components", []) if c.get("type") == COMPONENT_TYPE]
+    same_db = [c for c in others if c.get("database") == database]
+    if same_db:
+        raise RollbackError(
+            "Checkpoint %s holds a %s dump of %r, which cannot be restored into %s. Restore it with "
+            "engine=%s, or choose a checkpoint with a %s backup." % (
+                manifest["id"], same_db[0]["engine"], database, engine, same_db[0]["engine"], engine))
+    raise CheckpointNotFound(
+        "Checkpoint %s (%s) has no backup of %s (it holds: %s). Set source_database, or run "
+        "gitops.rollback.db_backup_info to find one." % (
+            manifest["id"], manifest.get("label") or "no label", component_name(engine, database),
+            ", ".join(c["name"] for c in others) or "no database backups"))
+
+
+# ------------------------------------------------------------------------------------- restore
+def restore_lock(store: Store, engine: str, database: str, owner: str, timeout: float) -> FileLock:
+    """Take the restore lock of one database (a second restore of it is refused, naming the owner)."""
+    store.init()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", database)[-80:]
+    digest = hashlib.sha256(database.encode("utf-8")).hexdigest()[:8]
+    path = store.path("locks", "db-%s-%s-%s.lock" % (engine, slug, digest))
+    return FileLock(path, owner, "db_restore %s/%s" % (engine, database)).acquire(timeout)
+
+
+def staging_names(engine: str, database: str, manifest: dict) -> Tuple[str, str]:
+    """Return the staging and kept-old names of a swap, refusing ones the server would truncate."""
+    staged = "%s__gr_restore_%s" % (database, manifest["id"][-6:])
+    old = "%s__gr_old_%s" % (database, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
+    limit = NAME_LIMITS.get(engine)
+    if limit and len(old.encode("utf-8")) > limit:
+        raise RollbackError("The database name %r is too long for swap mode (%s allows %d bytes for %r). "
+                            "Use mode=replace." % (database, engine, limit, old))
+    return staged, old
+
+
+def verify_backup(store: Store, component: dict, jobs: int) -> None:
+    """Refuse a backup whose objects are missing or do not hash to their names."""
+    problems = verify_blobs(store, component.get("blobs", []), max(jobs, 2))
+    if problems:
+        raise IntegrityError(
+            "The backup %s is damaged: %s. Nothing was changed; restore from another checkpoint "
+            "(gitops.rollback.db_backup_info lists them)." % (
+                component["name"], "; ".join("%s %s" % (p["object"][:12], p["problem"]) for p in problems[:5])),
+            problems=problems)
+    if component.get("format") == "directory":
+        listing = json.loads(store.read_blob(component["sha256"]).decode("utf-8"))
+        if listing != component.get("files") or not set(listing.values()) <= set(component["blobs"]):
+            raise IntegrityError("The file list of backup %s does not match its objects. Nothing was changed; "
+                                 "restore from another checkpoint." % component["name"])
+
+
+def plan_restore(store: Store, req: RestoreRequest) -> dict:
+    """Describe a restore (check mode) after the same checks a real one makes first."""
+    engine = engine_for(req.conn, req.maintenance_db)
+    database = database_key(req.conn)
+    source = database_key(req.conn, req.source_database)
+    manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
+    verify_backup(store, component, req.jobs)
+    engine.server_version()
+    live = engine.exists(database)
+    current = engine.row_counts(database) if live else {}
+    steps = []
+    if req.safety_backup and live:
+        steps.append("back up the live %s into a safety checkpoint" % database)
+    if req.mode == "swap":
+        staged, old = staging_names(engine.name, database, manifest)
+        steps += ["restore into %s" % staged, "compare row counts"]
+        steps.append("swap: %s becomes %s, %s becomes %s" % (database, old if req.keep_old else "(dropped)",
+                                                              staged, database))
+    else:
+        steps += ["drop %s" % database if live else "create %s" % database, "restore into %s" % database,
+                  "compare row counts"]
+    return {
+        "checkpoint": manifest["id"], "label": manifest.get("label"), "backup": summarize_backup(manifest, component),
+        "database": database, "exists": live, "mode": req.mode, "steps": steps,
+        "commands": engine.describe_restore(component, "<dump>", database, req.jobs),
+        "before": current, "after": component.get("row_counts", {}),
+    }
+
+
+def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float = 0.0) -> dict:
+    """Restore a database from a checkpoint; return what was done and what was verified."""
+    engine = engine_for(req.conn, req.maintenance_db)
+    database = database_key(req.conn)
+    source = database_key(req.conn, req.source_database)
+    manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
+    verify_backup(store, component, req.jobs)
+    staged, old = staging_names(engine.name, database, manifest)
+    engine.server_version()
+    result = {"checkpoint": manifest["id"], "label": manifest.get("label"), "database": database,
+              "mode": req.mode, "safety_checkpoint": None, "old_database": None}
+    with restore_lock(store, engine.name, database, owner, lock_timeout):
+        workdir = temp_name(store.path("tmp", "restore"))
+        ensure_private_dir(workdir)
+        try:
+            dump_path = engine.prepare_source(store, component, workdir)
+            live = engine.exists(database)
+            if live and req.safety_backup:
+                result["safety_checkpoint"] = take_safety_backup(store, req, database, owner, lock_timeout)
+            started = time.monotonic()
+            use_staging = engine.name == "sqlite" or (req.mode == "swap" and live)
+            target = staged if use_staging else database
+            engine.drop(target)
+            engine.create(target, component.get("database_info", {}))
+            try:
+                engine.load(dump_path, component, target, max(1, req.jobs))
+                result["verification"] = verify_counts(engine, component, target, req.verify_row_counts)
+            except BaseException:
+                if target == staged:
+                    engine.drop(staged)
+                raise
+            if target == staged:
+                keep = old if (req.mode == "swap" and req.keep_old and live) else None
+                engine.swap(database, staged, keep)
+                result["old_database"] = keep
+            result["duration_s"] = round(time.monotonic() - started, 3)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["commands"] = engine.describe_restore(component, dump_path, database, req.jobs)
+    result["row_counts"] = component.get("row_counts", {})
+    return result
+
+
+def take_safety_backup(store: Store, req: RestoreRequest, database: str, owner: str, lock_timeout: float) -> str:
+    """Back up the live database into a new safety checkpoint; return its id."""
+    fmt = "directory" if req.conn.engine == "postgresql" and req.jobs > 1 else None
+    safety = BackupRequest(conn=req.conn.with_database(database), fmt=fmt, jobs=req.jobs,
+                           reason="safety backup before db_restore of %s from %s" % (database, req.checkpoint),
+                           maintenance_db=req.maintenance_db)
+    manifest, _component = backup(store, safety, owner, lock_timeout, kind="safety")
+    return manifest["id"]
+
+
+def verify_counts(engine, component: dict, database: str, enforce: bool) -> dict:
+    """Compare the restored row counts with the recorded ones; fail on a difference when enforced."""
+    actual = engine.row_counts(database)
+    diffs = compare_counts(component.get("row_counts", {}), actual)
+    exact = component.get("row_counts_exact", True)
+    if diffs and enforce and exact:
+        raise DatabaseError(
+            "After restoring %s, row counts differ from the backup: %s. The live database was not swapped "
+            "(swap mode) or holds the partial restore (replace mode; the safety checkpoint has the previous "
+            "state)." % (database, ", ".join("%s: expected %s, got %s" % (d["table"], d["expected"], d["actual"])
+                                             for d in diffs[:10])), differences=diffs)
+    return {"tables": len(actual), "rows": sum(actual.values()), "differences": diffs,
+            "row_counts_exact": exact, "matched": not diffs}
+
+
+def counts_summary(counts: Dict[str, int]) -> str:
+    """Return 'N tables, M rows'."""
+    return "%d tables, %d rows" % (len(counts), sum(counts.values()))

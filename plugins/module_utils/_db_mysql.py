@@ -1,0 +1,254 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""MariaDB/MySQL backup and restore with the server's own clients (mariadb-dump/mysqldump,
+mariadb/mysql).
+
+Row counts are taken in a consistent snapshot before and after the dump; when they differ the
+database was written during the backup and the counts are marked inexact (a restore then
+reports, but does not enforce, them).
+
+Swap has no ``RENAME DATABASE`` to lean on: the dump is restored into a staging schema, then
+ONE ``RENAME TABLE`` statement moves every live table into the ``__gr_old_`` schema and every
+staged table into the live one (atomic for the tables). Triggers pin a table to its schema, so
+they are dropped before the move; views, routines, events and triggers are then re-created in
+the live schema from the staging schema's definitions. Between the move and the re-creation
+(milliseconds) views and triggers are absent; the old schema keeps the tables only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional
+
+from ._db_common import COMPRESSORS, DatabaseError, DumpStream, feed_pipeline
+from ._db_conn import DbConnection
+from ._errors import CommandError, RollbackError
+from ._process import run
+from ._store import Store
+
+DUMP_TRAILER = b"-- Dump completed"
+MOVABLE = ("BASE TABLE", "SEQUENCE", "SYSTEM VERSIONED")
+
+
+def ident(name: str) -> str:
+    """Quote a MariaDB identifier."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def literal(value: str) -> str:
+    """Quote a MariaDB string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def unescape(field: str) -> str:
+    """Undo the escaping of the client's batch output."""
+    return field.replace("\\t", "\t").replace("\\n", "\n").replace("\\0", "\0").replace("\\\\", "\\")
+
+
+def connection_error(conn: DbConnection, stderr: str) -> DatabaseError:
+    """Explain a failed client call, naming the likely way out."""
+    for secret in conn.secrets():
+        stderr = stderr.replace(secret, "********")
+    hint = "Check the statement and the server log."
+    if "Access denied" in stderr:
+        hint = "Check login_user and login_password."
+    elif "Unknown database" in stderr:
+        hint = "Check the database name (gitops.rollback.db_backup_info lists backed-up ones)."
+    elif "Can't connect" in stderr or "Lost connection" in stderr:
+        hint = "Check login_host, login_port or login_unix_socket, and that the server is running."
+    return DatabaseError("MariaDB/MySQL at %s: %s. %s" % (conn.describe(), stderr or "client failed", hint),
+                         stderr=stderr)
+
+
+class MysqlEngine:
+    """Backs up and restores one MariaDB/MySQL server's databases."""
+
+    name = "mysql"
+    formats = ("sql",)
+    default_format = "sql"
+
+    def __init__(self, conn: DbConnection, maintenance_db: Optional[str] = None) -> None:
+        self.conn = conn
+
+    def _client(self) -> str:
+        return self.conn.binary("mariadb", "mysql")
+
+    def _dumper(self) -> str:
+        return self.conn.binary("mariadb-dump", "mysqldump")
+
+    # ------------------------------------------------------------------ queries
+    def sql(self, sql: str, database: Optional[str] = None) -> List[List[str]]:
+        """Run SQL in one session; return the rows of its output (tab-separated fields)."""
+        with self.conn.mysql_args() as args:
+            argv = [self._client(), *args, "--batch", "--skip-column-names", "--connect-timeout=10",
+                    "--default-character-set=utf8mb4", "--execute", sql]
+            if database:
+                argv.append(database)
+            try:
+                done = run(argv, "mariadb client", secrets=self.conn.secrets())
+            except CommandError as exc:
+                raise connection_error(self.conn, str(exc.details.get("stderr") or exc)) from exc
+        lines = done.stdout.decode("utf-8").split("\n")
+        return [[unescape(field) for field in line.split("\t")] for line in lines if line != ""]
+
+    def server_version(self) -> str:
+        """Return the server version (and prove the connection works)."""
+        return self.sql("SELECT VERSION()")[0][0]
+
+    def databases(self) -> List[str]:
+        """Return the databases."""
+        return [row[0] for row in self.sql("SHOW DATABASES")]
+
+    def exists(self, database: str) -> bool:
+        """Tell whether a database exists."""
+        return bool(self.sql("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s" % literal(database)))
+
+    def size(self, database: str) -> int:
+        """Return the approximate size of a database's tables in bytes."""
+        rows = self.sql("SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
+                        "WHERE TABLE_SCHEMA = %s" % literal(database))
+        return int(rows[0][0])
+
+    def tables(self, database: str, kinds: tuple = ("BASE TABLE",)) -> List[str]:
+        """Return the tables of a database (base tables, or the given TABLE_TYPEs)."""
+        return [row[0] for row in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE IN (%s) "
+            "ORDER BY TABLE_NAME" % (literal(database), ", ".join(literal(kind) for kind in kinds)))]
+
+    def row_counts(self, database: str) -> Dict[str, int]:
+        """Return exact row counts of every base table, read in one consistent snapshot."""
+        tables = self.tables(database)
+        if not tables:
+            return {}
+        union = " UNION ALL ".join("SELECT %s, COUNT(*) FROM %s.%s" % (literal(t), ident(database), ident(t))
+                                   for t in tables)
+        rows = self.sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; %s; COMMIT" % union)
+        return {row[0]: int(row[1]) for row in rows}
+
+    def database_info(self, database: str) -> dict:
+        """Return what re-creating the database needs (character set, collation)."""
+        rows = self.sql("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                        "WHERE SCHEMA_NAME = %s" % literal(database))
+        return {"charset": rows[0][0], "collation": rows[0][1]} if rows else {}
+
+    # --------------------------------------------------------------------- dump
+    def dump(self, store: Store, database: str, fmt: str, jobs: int, compression: Optional[str] = None,
+             compression_level: Optional[int] = None) -> dict:
+        """Dump ``database`` into the store; return the component fields."""
+        version = self.server_version()
+        before = self.row_counts(database)
+        with self.conn.mysql_args() as args:
+            argv = [self._dumper(), *args, "--single-transaction", "--quick", "--routines", "--triggers",
+                    "--events", "--hex-blob", "--default-character-set=utf8mb4", "--add-drop-table",
+                    "--skip-add-locks", database]
+            compressor = COMPRESSORS[compression][0] if compression else None
+            if compressor and compression_level is not None:
+                compressor = compressor[:-1] + ["-%d" % compression_level]
+            stream = DumpStream(store, argv, "%s of %s" % (argv[0].rsplit("/", 1)[-1], database),
+                                compressor=compressor, secrets=self.conn.secrets())
+            try:
+                sha, size = stream.run()
+            except CommandError as exc:
+                raise connection_error(self.conn, str(exc)) from exc
+        if DUMP_TRAILER not in bytes(stream.tail):
+            raise DatabaseError("The dump of %s ended without its completion line; it is incomplete. Check "
+                                "the server log and free space, then back up again." % database)
+        after = self.row_counts(database)
+        return {"blobs": [sha], "sha256": sha, "size": size, "server_version": version, "row_counts": after,
+                "row_counts_exact": before == after, "compression": compression,
+                "database_info": self.database_info(database)}
+
+    # ------------------------------------------------------------------ restore
+    def prepare_source(self, store: Store, component: dict, workdir: str) -> str:
+        """Return the stored dump's path (read through a decompressor when compressed)."""
+        return store.blob_path(component["blobs"][0])
+
+    def create(self, database: str, info: dict) -> None:
+        """Create an empty database with the recorded character set."""
+        sql = "CREATE DATABASE %s" % ident(database)
+        if info.get("charset"):
+            sql += " CHARACTER SET %s COLLATE %s" % (info["charset"], info["collation"])
+        self.sql(sql)
+
+    def drop(self, database: str) -> None:
+        """Drop a database."""
+        self.sql("DROP DATABASE IF EXISTS %s" % ident(database))
+
+    def load(self, source: str, component: dict, database: str, jobs: int) -> None:
+        """Load a stored dump into an existing empty database."""
+        stages = []
+        if component.get("compression"):
+            stages.append(COMPRESSORS[component["compression"]][1])
+        with self.conn.mysql_args() as args:
+            stages.append([self._client(), *args, "--batch", "--default-character-set=utf8mb4", "--binary-mode",
+                           database])
+            try:
+                feed_pipeline(stages, source, "restore of %s" % database, secrets=self.conn.secrets())
+            except CommandError as exc:
+                raise connection_error(self.conn, str(exc)) from exc
+
+    def _objects(self, database: str) -> List[tuple]:
+        """Return (kind, name) of the views, routines, events and triggers of a database."""
+        db = literal(database)
+        rows = self.sql(
+            "SELECT 'VIEW', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s UNION ALL "
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
+            "UNION ALL SELECT 'EVENT', EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s "
+            "UNION ALL SELECT 'TRIGGER', TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"
+            % (db, db, db, db))
+        return [(row[0], row[1]) for row in rows]
+
+    def _definition(self, database: str, kind: str, name: str) -> str:
+        """Return the CREATE statement of an object, names unqualified (read with it as default db)."""
+        row = self.sql("SHOW CREATE %s %s" % (kind, ident(name)), database)[0]
+        index = {"VIEW": 1, "PROCEDURE": 2, "FUNCTION": 2, "EVENT": 3, "TRIGGER": 2}[kind]
+        return row[index]
+
+    def swap(self, live: str, staged: str, old: Optional[str]) -> None:
+        """Move the staged tables into ``live`` (its tables go to ``old``, or are dropped)."""
+        keep = old or "%s__gr_drop_%d" % (live, int(time.time()))
+        staged_objects = self._objects(staged)
+        definitions = [(kind, name, self._definition(staged, kind, name)) for kind, name in staged_objects]
+        live_objects = self._objects(live) if self.exists(live) else []
+        if not self.exists(live):
+            self.create(live, self.database_info(staged))
+        self.create(keep, self.database_info(live))
+        drops = ["DROP TRIGGER %s.%s" % (ident(db), ident(name))
+                 for db, objects in ((live, live_objects), (staged, staged_objects))
+                 for kind, name in objects if kind == "TRIGGER"]
+        moves = ["%s.%s TO %s.%s" % (ident(live), ident(t), ident(keep), ident(t)) for t in self.tables(live, MOVABLE)]
+        moves += ["%s.%s TO %s.%s" % (ident(staged), ident(t), ident(live), ident(t)) for t in self.tables(staged, MOVABLE)]
+        statements = drops + (["RENAME TABLE " + ", ".join(moves)] if moves else [])
+        statements += ["DROP %s %s.%s" % (kind, ident(live), ident(name))
+                       for kind, name in live_objects if kind != "TRIGGER"]
+        self.sql("; ".join(statements) if statements else "DO 0")
+        self._create_objects(live, definitions)
+        self.drop(staged)
+        if old is None:
+            self.drop(keep)
+
+    def _create_objects(self, database: str, definitions: List[tuple]) -> None:
+        """Create views (retrying those that depend on later ones), routines, events, triggers."""
+        pending = [d for d in definitions if d[0] == "VIEW"]
+        for _round in range(len(pending) + 1):
+            failed = []
+            for item in pending:
+                try:
+                    self.sql(item[2], database)
+                except DatabaseError:
+                    failed.append(item)
+            if not failed or len(failed) == len(pending):
+                pending = failed
+                break
+            pending = failed
+        if pending:
+            raise RollbackError("Views %s could not be re-created in %s after the swap; their definitions are "
+                                "in the backup. Restore with mode=replace." % ([p[1] for p in pending], database))
+        for kind, _name, definition in definitions:
+            if kind != "VIEW":
+                self.sql("DELIMITER ;;\n%s;;\nDELIMITER ;" % definition if kind != "EVENT" else definition, database)
+
+    def describe_restore(self, component: dict, source: str, database: str, jobs: int) -> List[str]:
+        """Return the commands a restore runs (for check mode and the result)."""
+        head = "%s -d -c <dump> | " % COMPRESSORS[component["compression"]][1][0] if component.get("compression") else ""
+        return [head + "mariadb --batch --binary-mode %s < <dump>" % database]

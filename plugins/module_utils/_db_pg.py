@@ -1,0 +1,316 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL backup and restore with the server's own clients (psql, pg_dump, pg_restore).
+
+The dump and the recorded row counts see the same data: a psql session opens a repeatable-read
+transaction, exports its snapshot, and pg_dump runs with ``--snapshot`` while that session
+counts every table's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from typing import Dict, List, Optional
+
+from ._db_common import DatabaseError, DumpStream, adopt_file, hash_files, link_or_copy, safe_relpath
+from ._db_conn import DbConnection
+from ._errors import CommandError, RollbackError
+from ._fsutil import temp_name
+from ._process import run
+from ._store import Store
+
+FORMATS = {"custom": "c", "directory": "d", "plain": "p"}
+END_MARK = "__gitops_rollback_end__"
+PLAIN_TRAILER = b"PostgreSQL database dump complete"
+
+TABLES_SQL = (
+    "SELECT c.oid::regclass::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
+)
+
+
+def ident(name: str) -> str:
+    """Quote a PostgreSQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    """Quote a PostgreSQL string literal (standard_conforming_strings on)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _row_counts_sql() -> str:
+    # regclass::text depends on search_path; an empty one makes every name schema-qualified.
+    return ("SELECT coalesce(json_object_agg(t.name, (xpath('/row/n/text()', query_to_xml("
+            "format('SELECT count(*) AS n FROM %%s', t.name), false, true, '')))[1]::text::bigint), '{}') "
+            "FROM (%s) t" % TABLES_SQL)
+
+
+class PgSession:
+    """A long-lived psql process fed statements on stdin (holds a transaction open)."""
+
+    def __init__(self, conn: DbConnection, psql: str) -> None:
+        self.conn = conn
+        argv = [psql, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", *conn.pg_args()]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=dict(os.environ, LC_ALL="C", PGCONNECT_TIMEOUT="10", **conn.pg_env()))
+
+    def query(self, sql: str) -> List[str]:
+        """Run ``sql``; return its output lines."""
+        try:
+            self.proc.stdin.write(("%s;\n\\echo %s\n" % (sql.rstrip().rstrip(";"), END_MARK)).encode("utf-8"))
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        lines = []
+        for raw in iter(self.proc.stdout.readline, b""):
+            line = raw.decode("utf-8").rstrip("\n")
+            if line == END_MARK:
+                return lines
+            lines.append(line)
+        self.proc.wait()
+        raise connection_error(self.conn, self.proc.stderr.read().decode("utf-8", "replace").strip())
+
+    def close(self) -> None:
+        """End the session (rolls back the read-only transaction)."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def connection_error(conn: DbConnection, stderr: str) -> DatabaseError:
+    """Explain a failed psql call, naming the likely way out."""
+    for secret in conn.secrets():
+        stderr = stderr.replace(secret, "********")
+    hint = "Check the statement and the server log."
+    if "password authentication failed" in stderr or "no password supplied" in stderr:
+        hint = "Check login_user and login_password."
+    elif "does not exist" in stderr and "database" in stderr:
+        hint = "Check the database name (gitops.rollback.db_backup_info lists backed-up ones)."
+    elif "connection" in stderr or "could not" in stderr:
+        hint = "Check login_host, login_port or login_unix_socket, and that the server is running."
+    return DatabaseError("PostgreSQL at %s: %s. %s" % (conn.describe(), stderr or "psql failed", hint), stderr=stderr)
+
+
+class PgEngine:
+    """Backs up and restores one PostgreSQL server's databases."""
+
+    name = "postgresql"
+    formats = tuple(FORMATS)
+    default_format = "custom"
+
+    def __init__(self, conn: DbConnection, maintenance_db: str = "postgres") -> None:
+        self.conn = conn
+        self.maintenance = conn.with_database(maintenance_db)
+
+    def _bin(self, name: str) -> str:
+        return self.conn.binary(name)
+
+    # ------------------------------------------------------------------ queries
+    def sql(self, sql: str, database: Optional[str] = None) -> List[str]:
+        """Run SQL with psql on ``database`` (default: the maintenance database); return output lines."""
+        target = self.conn.with_database(database) if database else self.maintenance
+        argv = [self._bin("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", *target.pg_args(), "-c", sql]
+        try:
+            done = run(argv, "psql", env=dict(target.pg_env(), PGCONNECT_TIMEOUT="10"), secrets=target.secrets())
+        except CommandError as exc:
+            raise connection_error(target, str(exc.details.get("stderr") or exc)) from exc
+        return [line for line in done.stdout.decode("utf-8").split("\n") if line != ""]
+
+    def server_version(self) -> str:
+        """Return the server version (and prove the connection works)."""
+        return self.sql("SHOW server_version")[0].strip()
+
+    def databases(self) -> List[str]:
+        """Return the databases that accept connections."""
+        return self.sql("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")
+
+    def exists(self, database: str) -> bool:
+        """Tell whether a database exists."""
+        return bool(self.sql("SELECT 1 FROM pg_database WHERE datname = %s" % literal(database)))
+
+    def size(self, database: str) -> int:
+        """Return the size on disk of a database in bytes."""
+        return int(self.sql("SELECT pg_database_size(%s)" % literal(database))[0])
+
+    def row_counts(self, database: str) -> Dict[str, int]:
+        """Return exact row counts of every table, keyed by schema-qualified name."""
+        lines = self.sql("SET search_path = ''; " + _row_counts_sql(), database)
+        return {key: int(value) for key, value in json.loads(lines[-1]).items()}
+
+    def database_info(self, database: str) -> dict:
+        """Return what re-creating the database needs (encoding, locale, owner)."""
+        line = self.sql(
+            "SELECT json_build_object('encoding', pg_encoding_to_char(encoding), 'collate', datcollate, "
+            "'ctype', datctype, 'owner', pg_get_userbyid(datdba)) FROM pg_database WHERE datname = %s"
+            % literal(database))[0]
+        return json.loads(line)
+
+    # --------------------------------------------------------------------- dump
+    def dump(self, store: Store, database: str, fmt: str, jobs: int, compression: Optional[str] = None,
+             compression_level: Optional[int] = None) -> dict:
+        """Dump ``database`` into the store; return the component fields (blobs, hashes, counts)."""
+        if compression:
+            raise RollbackError("compression=%s applies to mysql dumps; PostgreSQL custom and directory dumps "
+                                "are compressed by pg_dump (set compression_level)." % compression)
+        session = PgSession(self.conn, self._bin("psql"))
+        try:
+            version = session.query("SHOW server_version")[0].strip()
+            session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = session.query("SELECT pg_export_snapshot()")[0].strip()
+            counts: Dict[str, int] = {}
+            failure: List[BaseException] = []
+
+            def count() -> None:
+                try:
+                    lines = session.query("SET LOCAL search_path = ''; " + _row_counts_sql())
+                    counts.update({k: int(v) for k, v in json.loads(lines[-1]).items()})
+                except BaseException as exc:  # pylint: disable=broad-except
+                    failure.append(exc)
+
+            counter = threading.Thread(target=count)
+            counter.start()
+            try:
+                fields = self._run_dump(store, database, fmt, jobs, snapshot, compression_level)
+            finally:
+                counter.join()
+            if failure:
+                raise failure[0]
+        finally:
+            session.close()
+        fields.update(server_version=version, row_counts=counts, database_info=self.database_info(database))
+        return fields
+
+    def _dump_argv(self, database: str, fmt: str, jobs: int, snapshot: str, level: Optional[int]) -> List[str]:
+        argv = [self._bin("pg_dump"), "--format=%s" % FORMATS[fmt], "--snapshot=%s" % snapshot,
+                *self.conn.with_database(database).pg_args()]
+        if fmt == "directory" and jobs > 1:
+            argv.append("--jobs=%d" % jobs)
+        if level is not None and fmt != "plain":
+            argv.append("--compress=%d" % level)
+        return argv
+
+    def _run_dump(self, store: Store, database: str, fmt: str, jobs: int, snapshot: str,
+                  level: Optional[int]) -> dict:
+        argv = self._dump_argv(database, fmt, jobs, snapshot, level)
+        env = self.conn.pg_env()
+        if fmt != "directory":
+            stream = DumpStream(store, argv, "pg_dump of %s" % database, env=env, secrets=self.conn.secrets())
+            sha, size = stream.run()
+            if fmt == "plain" and PLAIN_TRAILER not in bytes(stream.tail):
+                raise DatabaseError("pg_dump of %s exited 0 but the dump lacks its end marker; it is incomplete. "
+                                    "Check the server log and free space, then back up again." % database)
+            if fmt == "custom":
+                self.check_archive(store.blob_path(sha))
+            return {"blobs": [sha], "sha256": sha, "size": size}
+        workdir = temp_name(store.path("tmp", "pgdir"))
+        try:
+            run(argv + ["--file=%s" % workdir], "pg_dump of %s" % database, env=env, secrets=self.conn.secrets())
+            self.check_archive(workdir)
+            files = hash_files(workdir, jobs)
+            size = 0
+            for rel, sha in files.items():
+                size += adopt_file(store, os.path.join(workdir, rel), sha)[1]
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        listing = json.dumps(files, sort_keys=True).encode("utf-8")
+        listing_sha = store.put_bytes(listing)
+        return {"blobs": sorted(set(files.values())) + [listing_sha], "sha256": listing_sha, "size": size,
+                "files": files}
+
+    def check_archive(self, path: str) -> None:
+        """Read an archive's table of contents with ``pg_restore --list`` (fails on a broken archive)."""
+        try:
+            run([self._bin("pg_restore"), "--list", path], "pg_restore --list")
+        except CommandError as exc:
+            raise DatabaseError("The PostgreSQL archive %s is unreadable (%s). It cannot be restored; use "
+                                "another checkpoint." % (path, exc.details.get("stderr"))) from exc
+
+    # ------------------------------------------------------------------ restore
+    def prepare_source(self, store: Store, component: dict, workdir: str) -> str:
+        """Return a path pg_restore/psql can read: the blob itself, or a directory rebuilt from blobs."""
+        if component["format"] != "directory":
+            path = store.blob_path(component["blobs"][0])
+        else:
+            path = os.path.join(workdir, "dump")
+            os.makedirs(path, mode=0o700)
+            for rel, sha in sorted(component.get("files", {}).items()):
+                target = os.path.join(path, safe_relpath(rel))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                link_or_copy(store.blob_path(sha), target)
+        if component["format"] != "plain":
+            self.check_archive(path)
+        return path
+
+    def create(self, database: str, info: dict) -> None:
+        """Create an empty database with the recorded encoding and locale."""
+        sql = "CREATE DATABASE %s TEMPLATE template0" % ident(database)
+        if info.get("encoding"):
+            sql += " ENCODING %s LC_COLLATE %s LC_CTYPE %s" % (
+                literal(info["encoding"]), literal(info["collate"]), literal(info["ctype"]))
+        owner = info.get("owner")
+        if owner and self.sql("SELECT 1 FROM pg_roles r WHERE rolname = %s AND (pg_has_role(current_user, "
+                              "r.oid, 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))"
+                              % literal(owner)):
+            sql += " OWNER %s" % ident(owner)
+        self.sql(sql)
+
+    def drop(self, database: str) -> None:
+        """Drop a database, ending its sessions first."""
+        self.sql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(database))
+
+    def load(self, source: str, component: dict, database: str, jobs: int) -> None:
+        """Restore a prepared dump into an existing empty database."""
+        target = self.conn.with_database(database)
+        if component["format"] == "plain":
+            argv = [self._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                    *target.pg_args(), "--file", source]
+            what = "psql restore of %s" % database
+        else:
+            argv = [self._bin("pg_restore"), "--exit-on-error", *target.pg_args()]
+            argv += ["--jobs=%d" % jobs] if jobs > 1 else ["--single-transaction"]
+            argv.append(source)
+            what = "pg_restore of %s" % database
+        run(argv, what, env=target.pg_env(), secrets=target.secrets())
+
+    def swap(self, live: str, staged: str, old: Optional[str]) -> None:
+        """Put ``staged`` in the place of ``live`` (kept as ``old``, or dropped when ``old`` is None)."""
+        keep = old or live + "__gr_drop"
+        for attempt in range(50):
+            try:
+                self.sql(
+                    "ALTER DATABASE %s ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(pid)) FROM "
+                    "pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid(); BEGIN; "
+                    "ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s; COMMIT; "
+                    "ALTER DATABASE %s ALLOW_CONNECTIONS true"
+                    % (ident(live), literal(live), ident(live), ident(keep), ident(staged), ident(live), ident(keep)))
+                break
+            except DatabaseError as exc:
+                if "being accessed by other users" not in str(exc) or attempt == 49:
+                    self.sql("ALTER DATABASE %s ALLOW_CONNECTIONS true" % ident(live))
+                    raise
+                time.sleep(0.1)
+        if old is None:
+            self.drop(keep)
+
+    def describe_restore(self, component: dict, source: str, database: str, jobs: int) -> List[str]:
+        """Return the commands a restore runs (for check mode and the result)."""
+        if component["format"] == "plain":
+            return ["psql --single-transaction -v ON_ERROR_STOP=1 --dbname %s --file <dump>" % database]
+        return ["pg_restore --exit-on-error %s --dbname %s <dump>"
+                % ("--jobs=%d" % jobs if jobs > 1 else "--single-transaction", database)]
+
