@@ -1,0 +1,671 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Versioned SQL migrations: read the directory, plan apply/revert, refuse unsafe plans, run them.
+
+Files are ``V<version>__<name>.up.sql`` and ``V<version>__<name>.down.sql`` (see
+docs/migrations.md). A migration is irreversible when it has no down file or its up file's first
+line is ``-- gitops-rollback: irreversible``. The engines (``_migrate_engines``) turn each step
+into one script; the list of scripts is the preview in check mode and exactly what runs otherwise.
+"""
+
+from __future__ import annotations
+
+import difflib
+import getpass
+import hashlib
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, List, Optional
+
+from ._db_conn import DbConnection
+from ._errors import RollbackError
+from ._migrate_engines import Engine, MigrationFailed, Row, make_engine
+
+FILE_RE = re.compile(r"^V(\d+)__([A-Za-z0-9][A-Za-z0-9_-]*)\.(up|down)\.sql$")
+IRREVERSIBLE_MARK = "-- gitops-rollback: irreversible"
+OPERATIONS = ("status", "apply", "revert", "label", "resolve", "verify")
+
+
+class DirtyError(RollbackError):
+    """A migration failed half-way on an engine without transactional DDL."""
+
+
+class DriftError(RollbackError):
+    """An applied migration's file changed since it was applied."""
+
+
+class IrreversibleError(RollbackError):
+    """A revert would cross a migration that cannot be reverted."""
+
+
+class NotReversibleError(RollbackError):
+    """verify_reversible found a migration whose down step fails or leaves the schema different."""
+
+
+@dataclass
+class Migration:
+    """One migration as found in the directory."""
+
+    version: int
+    name: str
+    up_path: str
+    up_sql: str
+    checksum: str
+    down_path: Optional[str] = None
+    down_sql: Optional[str] = None
+    down_checksum: Optional[str] = None
+
+    @property
+    def marked_irreversible(self) -> bool:
+        """Tell whether the up file's first line marks it irreversible on purpose."""
+        first = self.up_sql.lstrip("\ufeff").split("\n", 1)[0].strip().lower()
+        return first == IRREVERSIBLE_MARK
+
+    @property
+    def irreversible(self) -> bool:
+        return self.down_sql is None or self.marked_irreversible
+
+    @property
+    def label(self) -> str:
+        return "V%04d__%s" % (self.version, self.name)
+
+
+def sha256_text(data: bytes) -> str:
+    """Return the SHA-256 hex digest of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def load_migrations(directory: str) -> List[Migration]:
+    """Read every migration of ``directory``, sorted by version; refuse malformed names."""
+    if not os.path.isdir(directory):
+        raise RollbackError("The migrations directory %s does not exist on %s. Point migrations_dir at a "
+                            "checkout of your migrations." % (directory, socket.gethostname()))
+    found: Dict[int, Migration] = {}
+    downs: Dict[int, tuple] = {}
+    for entry in sorted(os.listdir(directory)):
+        if not entry.endswith(".sql"):
+            continue
+        match = FILE_RE.match(entry)
+        if not match:
+            raise RollbackError("%s in %s is not named V<version>__<name>.up.sql or .down.sql (for example "
+                                "V0001__create_users.up.sql). Rename it." % (entry, directory))
+        version, name, direction = int(match.group(1)), match.group(2), match.group(3)
+        path = os.path.join(directory, entry)
+        data = _read(path)
+        if direction == "down":
+            downs[version] = (name, path, data)
+            continue
+        if version in found:
+            raise RollbackError("Version %d appears twice in %s (%s and %s). Give one of them a new version."
+                                % (version, directory, os.path.basename(found[version].up_path), entry))
+        found[version] = Migration(version, name, path, data.decode("utf-8"), sha256_text(data))
+    for version, (name, path, data) in downs.items():
+        migration = found.get(version)
+        if migration is None or migration.name != name:
+            raise RollbackError("%s has no matching up file V%s__%s.up.sql in %s. Rename or remove it."
+                                % (os.path.basename(path), version, name, directory))
+        migration.down_path, migration.down_sql, migration.down_checksum = path, data.decode("utf-8"), sha256_text(data)
+    return [found[v] for v in sorted(found)]
+
+
+def parse_version(text: str) -> int:
+    """Parse a version given as ``5``, ``0005`` or ``V0005``."""
+    match = re.match(r"^[Vv]?(\d+)$", str(text).strip())
+    if not match:
+        raise RollbackError("Version %r is not a number (use 12, 0012 or V0012)." % text)
+    return int(match.group(1))
+
+
+def parse_date(text: str) -> datetime:
+    """Parse an ISO 8601 date or time (UTC unless an offset is given)."""
+    value = text.strip().replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise RollbackError("Date %r is not ISO 8601 (use 2026-11-21 or 2026-11-21T14:30:00Z)." % text) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def applied_time(row: dict) -> datetime:
+    """Return when a history row was applied (UTC)."""
+    return parse_date(row["applied_at"])
+
+
+def default_applied_by() -> str:
+    """Return user@host of this process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return "%s@%s" % (user, socket.gethostname())
+
+
+def default_job_id() -> Optional[str]:
+    """Return the AWX/Tower job id from the environment, if any."""
+    return os.environ.get("AWX_JOB_ID") or os.environ.get("JOB_ID") or None
+
+
+@dataclass
+class Params:
+    """What one db_migrate call asks for."""
+
+    operation: str
+    conn: DbConnection
+    migrations_dir: Optional[str] = None
+    version: Optional[str] = None
+    label: Optional[str] = None
+    count: Optional[int] = None
+    date: Optional[str] = None
+    force: bool = False
+    resolve_as: Optional[str] = None
+    verify_reversible: bool = False
+    applied_by: Optional[str] = None
+    job_id: Optional[str] = None
+    store_path: Optional[str] = None
+    owner: Optional[str] = None
+    lock_timeout: float = 0.0
+    lock_ttl: float = 3600.0
+    check_mode: bool = False
+
+    @classmethod
+    def from_module(cls, params: dict, check_mode: bool) -> "Params":
+        """Build from AnsibleModule params."""
+        return cls(
+            operation=params["operation"], conn=DbConnection.from_params(params),
+            migrations_dir=params.get("migrations_dir"), version=params.get("version"), label=params.get("label"),
+            count=params.get("count"), date=params.get("date"), force=bool(params.get("force")),
+            resolve_as=params.get("resolve_as"), verify_reversible=bool(params.get("verify_reversible")),
+            applied_by=params.get("applied_by"), job_id=params.get("job_id"), store_path=params.get("store_path"),
+            owner=params.get("owner"), lock_timeout=float(params.get("lock_timeout") or 0),
+            lock_ttl=float(params.get("lock_ttl") or 3600), check_mode=check_mode,
+        )
+
+
+@dataclass
+class Step:
+    """One migration to run in one direction, with the exact script sent for it."""
+
+    direction: str
+    version: int
+    name: str
+    body: str
+    script: str
+
+    def summary(self) -> dict:
+        return {"version": self.version, "name": self.name, "direction": self.direction, "sql": self.body}
+
+
+@dataclass
+class State:
+    """The history and labels read from the database."""
+
+    history: List[dict] = field(default_factory=list)
+    labels: List[dict] = field(default_factory=list)
+
+    @property
+    def applied(self) -> List[dict]:
+        return [row for row in self.history if row["state"] == "applied"]
+
+    @property
+    def dirty(self) -> List[dict]:
+        return [row for row in self.history if row["state"] != "applied"]
+
+    @property
+    def current(self) -> int:
+        return max([int(row["version"]) for row in self.history] or [0])
+
+    def label_version(self, label: str) -> Optional[int]:
+        for entry in self.labels:
+            if entry["label"] == label:
+                return int(entry["version"])
+        return None
+
+
+def read_state(engine: Engine, create: bool) -> State:
+    """Read the history (creating the tables when ``create``; none yet reads as empty)."""
+    if create:
+        engine.ensure_schema()
+    elif not engine.schema_exists():
+        return State()
+    raw = engine.read_state()
+    return State(history=list(raw.get("history") or []), labels=list(raw.get("labels") or []))
+
+
+# ----------------------------------------------------------------------------- refusals
+def refuse_dirty(state: State, conn: DbConnection) -> None:
+    """Refuse to go on while a migration is recorded dirty, with the exact recovery steps."""
+    if not state.dirty:
+        return
+    row = state.dirty[0]
+    doing = "applying" if row.get("direction") == "up" else "reverting"
+    raise DirtyError(
+        "Migration V%04d__%s of %s is dirty: %s it failed or was interrupted part-way (started %s by %s), and "
+        "MariaDB/MySQL cannot roll back DDL, so part of it may be in effect. Nothing else was run. To recover: "
+        "1) compare the schema with V%04d__%s.up.sql and .down.sql and finish or undo the half-done statements by "
+        "hand; 2) tell db_migrate what the database now is with operation=resolve version=%d resolve_as=applied "
+        "(the whole up script is in effect) or resolve_as=reverted (none of it is); 3) run again."
+        % (row["version"], row["name"], conn.describe(), doing, row.get("applied_at"), row.get("applied_by"),
+           row["version"], row["name"], row["version"]), dirty=state.dirty)
+
+
+def check_order(state: State, migrations: List[Migration], target: int) -> List[Migration]:
+    """Return the migrations to apply up to ``target``; refuse one older than the current version."""
+    applied = {int(row["version"]) for row in state.history}
+    pending = [m for m in migrations if m.version not in applied and m.version <= target]
+    late = [m for m in pending if m.version < state.current]
+    if late:
+        raise RollbackError(
+            "%s is not applied but is older than the current version %d of %s: applying it out of order would "
+            "make reverts ambiguous. Give it a version above %d (rename the files)."
+            % (", ".join(m.label for m in late), state.current, "the database", state.current))
+    return pending
+
+
+def drift_of(row: dict, migration: Optional[Migration]) -> List[str]:
+    """Return the files of an applied migration that changed since it was applied."""
+    if migration is None:
+        return []
+    changed = []
+    if migration.checksum != row["checksum"]:
+        changed.append(os.path.basename(migration.up_path))
+    if migration.down_checksum and row.get("down_checksum") and migration.down_checksum != row["down_checksum"]:
+        changed.append(os.path.basename(migration.down_path or ""))
+    return changed
+
+
+def drift_report(state: State, migrations: List[Migration]) -> List[dict]:
+    """Return every applied migration whose files changed."""
+    by_version = {m.version: m for m in migrations}
+    report = []
+    for row in state.history:
+        files = drift_of(row, by_version.get(int(row["version"])))
+        if files:
+            report.append({"version": int(row["version"]), "name": row["name"], "files": files})
+    return report
+
+
+# ----------------------------------------------------------------------------- checkpoint backups
+def find_backups(store_path: Optional[str], conn: DbConnection, version: int, label: Optional[str]) -> List[dict]:
+    """Return database backups in the checkpoint store that match the target (label or version)."""
+    if not store_path or not os.path.isdir(store_path):
+        return []
+    from ._store import Store  # imported late: only this error path needs the store
+
+    found = []
+    try:
+        manifests = Store(store_path).manifests()
+    except (OSError, ValueError, RollbackError):
+        return []
+    wanted_db = os.path.basename(conn.database) if conn.engine == "sqlite" else conn.database
+    for manifest in manifests:
+        for comp in manifest.get("components", []):
+            if comp.get("type") != "database":
+                continue
+            names = {str(comp.get(key)) for key in ("name", "database") if comp.get(key)}
+            names |= {os.path.basename(n) for n in names}
+            if wanted_db not in names:
+                continue
+            comp_version = comp.get("migration_version")
+            matches = (label and manifest.get("label") == label) or (
+                comp_version is not None and str(comp_version) == str(version))
+            found.append({"checkpoint": manifest.get("id"), "label": manifest.get("label"),
+                          "component": comp.get("name"), "migration_version": comp_version,
+                          "created": manifest.get("created"), "matches": bool(matches)})
+    return found
+
+
+def irreversible_message(crossing: List[dict], conn: DbConnection, params: Params, target: int,
+                         label: Optional[str]) -> str:
+    """Explain an irreversible crossing and name the checkpoint backup to restore instead."""
+    what = "; ".join("V%04d__%s (%s)" % (c["version"], c["name"], c["why"]) for c in crossing)
+    backups = find_backups(params.store_path, conn, target, label)
+    matching = [b for b in backups if b["matches"]]
+    if matching:
+        best = matching[-1]
+        way = ("Restore the checkpoint backup instead: checkpoint %s (label %s, component database %s, migration "
+               "version %s) with gitops.rollback.db_restore checkpoint=%s."
+               % (best["checkpoint"], best["label"], best["component"], best["migration_version"],
+                  best["label"] or best["checkpoint"]))
+    elif backups:
+        way = ("No checkpoint backup in %s matches version %d%s; backups of this database there: %s. Restore the one "
+               "taken at that release with gitops.rollback.db_restore." % (
+                   params.store_path, target, " / label %s" % label if label else "",
+                   ", ".join("%s (label %s, version %s)" % (b["checkpoint"], b["label"], b["migration_version"])
+                             for b in backups)))
+    else:
+        way = ("There is no checkpoint backup of %s in %s, so nothing can restore it: before deploying an "
+               "irreversible migration, take one with gitops.rollback.db_backup (label=<release tag>), or write a "
+               "down script." % (conn.database, params.store_path or "the store (store_path not set)"))
+    return ("Reverting %s to version %d would cross irreversible migration(s) %s. Nothing was run. %s"
+            % (conn.describe(), target, what, way))
+
+
+# ----------------------------------------------------------------------------- planning
+def row_for(migration: Migration, params: Params) -> Row:
+    """Return the history row a migration is applied with."""
+    down = None if migration.irreversible else migration.down_sql
+    return Row(migration.version, migration.name, migration.checksum,
+               None if migration.irreversible else migration.down_checksum, down,
+               params.applied_by or default_applied_by(), params.job_id or default_job_id(), params.label)
+
+
+def plan_apply(engine: Engine, state: State, migrations: List[Migration], params: Params) -> List[Step]:
+    """Return the up steps to the target version (latest when not given)."""
+    latest = migrations[-1].version if migrations else 0
+    target = parse_version(params.version) if params.version else latest
+    if target not in {m.version for m in migrations} | {0} and target != latest:
+        raise RollbackError("Version %d is not in %s (have %s)." % (
+            target, params.migrations_dir, ", ".join(str(m.version) for m in migrations) or "none"))
+    if target < state.current:
+        raise RollbackError("Version %d is below the current version %d of %s: use operation=revert to go back."
+                            % (target, state.current, params.conn.describe()))
+    return [Step("up", m.version, m.name, m.up_sql, engine.up_script(m.up_sql, row_for(m, params)))
+            for m in check_order(state, migrations, target)]
+
+
+def revert_target(state: State, params: Params) -> int:
+    """Resolve version / label / count / date to the version to revert to."""
+    if params.label is not None:
+        version = state.label_version(params.label)
+        if version is None:
+            raise RollbackError("Label %r is not recorded in %s (have: %s). Record labels with operation=label, "
+                                "or revert by version, count or date." % (
+                                    params.label, params.conn.describe(),
+                                    ", ".join("%s=%s" % (e["label"], e["version"]) for e in state.labels) or "none"))
+        return version
+    versions = [int(row["version"]) for row in state.applied]
+    if params.count is not None:
+        if params.count < 0:
+            raise RollbackError("count must be 0 or more, not %d." % params.count)
+        if params.count > len(versions):
+            raise RollbackError("count=%d is more than the %d applied migrations of %s."
+                                % (params.count, len(versions), params.conn.describe()))
+        remaining = versions[:len(versions) - params.count]
+        return remaining[-1] if remaining else 0
+    if params.date is not None:
+        moment = parse_date(params.date)
+        kept = [int(row["version"]) for row in state.applied if applied_time(row) <= moment]
+        return kept[-1] if kept else 0
+    if params.version is not None:
+        return parse_version(params.version)
+    raise RollbackError("operation=revert needs one of version, label, count or date.")
+
+
+def plan_revert(engine: Engine, state: State, migrations: List[Migration], params: Params) -> tuple:
+    """Return (target version, down steps newest first); refuse drift and irreversible crossings."""
+    target = revert_target(state, params)
+    if target > state.current:
+        raise RollbackError("Cannot revert %s to version %d: it is at version %d. Use operation=apply to go forward."
+                            % (params.conn.describe(), target, state.current))
+    by_version = {m.version: m for m in migrations}
+    rows = [row for row in reversed(state.applied) if int(row["version"]) > target]
+    drifted, crossing, steps = [], [], []
+    for row in rows:
+        version = int(row["version"])
+        migration = by_version.get(version)
+        files = drift_of(row, migration)
+        if files:
+            drifted.append("V%04d__%s (%s)" % (version, row["name"], ", ".join(files)))
+        body, why = down_body(row, migration)
+        if body is None:
+            crossing.append({"version": version, "name": row["name"], "why": why})
+            continue
+        steps.append(Step("down", version, row["name"], body, engine.down_script(body, version)))
+    if crossing:
+        raise IrreversibleError(irreversible_message(crossing, params.conn, params, target, params.label),
+                                irreversible=crossing)
+    if drifted and not params.force:
+        raise DriftError(
+            "Checksum drift: %s changed since they were applied to %s. Nothing was run. The down scripts may no "
+            "longer match what is in the database: check out the files as they were when applied (git checkout "
+            "<tag> -- <migrations_dir>), or, if you are sure the changed down scripts are right, run again with "
+            "force=true." % ("; ".join(drifted), params.conn.describe()), drift=drifted)
+    return target, steps
+
+
+def down_body(row: dict, migration: Optional[Migration]) -> tuple:
+    """Return (down SQL or None, reason when None) for an applied migration."""
+    if migration is not None and migration.marked_irreversible:
+        return None, "marked %r in %s" % (IRREVERSIBLE_MARK, os.path.basename(migration.up_path))
+    if migration is not None and migration.down_sql is not None:
+        return migration.down_sql, ""
+    if row.get("down_sql"):
+        return row["down_sql"], ""  # the files are not in this checkout: the down script recorded at apply time
+    if migration is None:
+        return None, "no files in migrations_dir and no down script recorded when it was applied"
+    return None, "no down file V%04d__%s.down.sql" % (migration.version, migration.name)
+
+
+# ----------------------------------------------------------------------------- verify_reversible
+def verify_reversible(engine: Engine, migrations: List[Migration], params: Params) -> List[dict]:
+    """Apply up, down, up of each migration on a scratch copy; refuse a down that fails or differs."""
+    scratch = engine.scratch_copy()
+    report = []
+    try:
+        scratch.ensure_schema()
+        for migration in migrations:
+            row = row_for(migration, params)
+            before = scratch.catalogue()
+            _verify_run(scratch, migration, "up", engine.up_script(migration.up_sql, row))
+            after_up = scratch.catalogue()
+            if migration.irreversible:
+                report.append({"version": migration.version, "name": migration.name, "reversible": False,
+                               "checked": "up only (irreversible)"})
+                continue
+            _verify_run(scratch, migration, "down", scratch.down_script(migration.down_sql or "", migration.version))
+            _same(before, scratch.catalogue(), migration, "after up then down, the schema differs from before up")
+            _verify_run(scratch, migration, "up again", scratch.up_script(migration.up_sql, row))
+            _same(after_up, scratch.catalogue(), migration, "after up, down, up, the schema differs from the first up")
+            report.append({"version": migration.version, "name": migration.name, "reversible": True,
+                           "checked": "up, down, up"})
+    finally:
+        close = getattr(scratch, "close", None)
+        if close:
+            close()
+        scratch.drop()
+    return report
+
+
+def _verify_run(scratch: Engine, migration: Migration, step: str, script: str) -> None:
+    try:
+        scratch.run_scripts([script])
+    except MigrationFailed as exc:
+        raise NotReversibleError("verify_reversible: %s of %s failed on a scratch copy (the real database was not "
+                                 "touched): %s. Fix the script before deploying." % (step, migration.label, exc)) from exc
+
+
+def _same(expected: str, actual: str, migration: Migration, what: str) -> None:
+    if expected == actual:
+        return
+    diff = list(difflib.unified_diff(expected.splitlines(), actual.splitlines(), "expected", "actual", lineterm="", n=1))
+    raise NotReversibleError("verify_reversible: %s: %s (schema diff on a scratch copy; the real database was not "
+                             "touched):\n%s\nMake the down script undo exactly what the up script does."
+                             % (migration.label, what, "\n".join(diff[:40])), diff=diff)
+
+
+# ----------------------------------------------------------------------------- operations
+def run_operation(params: Params) -> dict:
+    """Carry out one db_migrate operation and return the module result."""
+    if params.operation not in OPERATIONS:
+        raise RollbackError("Unknown operation %r (choose from %s)." % (params.operation, ", ".join(OPERATIONS)))
+    engine = make_engine(params.conn)
+    migrations = load_migrations(params.migrations_dir) if params.migrations_dir else []
+    if params.operation in ("apply", "revert", "verify") and not params.migrations_dir:
+        raise RollbackError("operation=%s needs migrations_dir." % params.operation)
+    writes = not params.check_mode and params.operation not in ("status", "verify")
+    started = time.monotonic()
+    if writes:
+        engine.acquire_lock(params.owner or default_applied_by(), params.lock_ttl, params.lock_timeout)
+    try:
+        state = read_state(engine, create=writes)
+        result = _dispatch(engine, state, migrations, params)
+        if engine.recovered:
+            result["lock_recovered"] = {k: engine.recovered.get(k) for k in ("owner", "host", "pid", "expires_at")}
+    finally:
+        if writes:
+            engine.release_lock()
+        close = getattr(engine, "close", None)
+        if close:
+            close()
+    result["duration_s"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def _dispatch(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+    if params.operation == "status":
+        return status(state, migrations, params)
+    if params.operation == "resolve":
+        return resolve(engine, state, params)
+    refuse_dirty(state, params.conn)
+    if params.operation == "label":
+        return record_label(engine, state, params)
+    if params.operation == "verify":
+        pending = check_order(state, migrations, parse_version(params.version) if params.version else 1 << 62)
+        report = verify_reversible(engine, pending, params)
+        return {"changed": False, "operation": "verify", "verified": report, "version": state.current}
+    if params.operation == "apply":
+        return apply(engine, state, migrations, params)
+    return revert(engine, state, migrations, params)
+
+
+def _execute(engine: Engine, steps: List[Step], params: Params) -> Optional[State]:
+    """Run the steps' scripts (not in check mode) and return the state read afterwards."""
+    if params.check_mode or not steps:
+        return None
+    try:
+        engine.run_scripts([step.script for step in steps])
+    except MigrationFailed as exc:
+        after = read_state(engine, create=False)
+        done = [s for s in steps if _step_done(s, after)]
+        failed = steps[len(done)] if len(done) < len(steps) else None
+        raise MigrationFailed(
+            "%s %s of %s failed%s. %s The database is now at version %d (%d of %d steps done before it). %s"
+            % ("Applying" if steps[0].direction == "up" else "Reverting",
+               "V%04d__%s" % (failed.version, failed.name) if failed else "a migration", params.conn.describe(),
+               "" if engine.kind == "mysql" else " and was rolled back", exc, after.current, len(done), len(steps),
+               "Run operation=status for the dirty version and the recovery steps." if after.dirty else
+               "Fix the script and run again."),
+            done=[s.summary() for s in done]) from exc
+    return read_state(engine, create=False)
+
+
+def _step_done(step: Step, state: State) -> bool:
+    versions = {int(row["version"]): row["state"] for row in state.history}
+    if step.direction == "up":
+        return versions.get(step.version) == "applied"
+    return step.version not in versions
+
+
+def _result(operation: str, before: State, after: Optional[State], steps: List[Step], target: int,
+            params: Params, **extra: object) -> dict:
+    version_after = after.current if after else target
+    result = {
+        "changed": bool(steps),
+        "operation": operation,
+        "version_before": before.current,
+        "version": version_after if steps else before.current,
+        "target_version": target,
+        "migrations": [step.summary() for step in steps],
+        "sql": [step.script for step in steps],
+        "diff": {"before": "version: %d\n" % before.current, "after": "version: %d\n" % target},
+    }
+    result.update(extra)
+    return result
+
+
+def apply(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+    """Apply pending migrations up to the target, verify them first when asked, record the label."""
+    steps = plan_apply(engine, state, migrations, params)
+    verified = verify_reversible(engine, [m for m in migrations if m.version in {s.version for s in steps}], params) \
+        if params.verify_reversible and steps else []
+    target = steps[-1].version if steps else state.current
+    label_step = []
+    if params.label and state.label_version(params.label) != target:
+        label_step = [engine.label_script(params.label, target, params.applied_by or default_applied_by())]
+    after = _execute(engine, steps, params)
+    if label_step and not params.check_mode:
+        engine.run_scripts(label_step)
+    result = _result("apply", state, after, steps, target, params, verified=verified,
+                     drift=drift_report(state, migrations))
+    result["sql"] += label_step
+    result["changed"] = bool(steps or label_step)
+    if result["drift"]:
+        result["warnings"] = ["Applied migrations changed since they were applied: %s. A revert will refuse them "
+                              "unless force=true." % ", ".join("V%04d__%s" % (d["version"], d["name"])
+                                                              for d in result["drift"])]
+    return result
+
+
+def revert(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+    """Revert to a version, label, count or date."""
+    target, steps = plan_revert(engine, state, migrations, params)
+    after = _execute(engine, steps, params)
+    return _result("revert", state, after, steps, target, params)
+
+
+def record_label(engine: Engine, state: State, params: Params) -> dict:
+    """Record ``label`` (a Git tag) for the current version."""
+    if not params.label:
+        raise RollbackError("operation=label needs label (the Git tag of the release now deployed).")
+    existing = state.label_version(params.label)
+    target = parse_version(params.version) if params.version else state.current
+    if existing == target:
+        return {"changed": False, "operation": "label", "label": params.label, "version": target, "sql": []}
+    if existing is not None and not params.force:
+        raise RollbackError("Label %r already names version %d of %s; a tag names one release. Use another label or "
+                            "force=true to move it to version %d." % (params.label, existing, params.conn.describe(), target))
+    script = engine.label_script(params.label, target, params.applied_by or default_applied_by())
+    if not params.check_mode:
+        engine.run_scripts([script])
+    return {"changed": True, "operation": "label", "label": params.label, "version": target, "sql": [script],
+            "diff": {"before": "%s: %s\n" % (params.label, existing), "after": "%s: %d\n" % (params.label, target)}}
+
+
+def resolve(engine: Engine, state: State, params: Params) -> dict:
+    """Mark a dirty version applied or reverted after fixing it by hand."""
+    if params.version is None or params.resolve_as is None:
+        raise RollbackError("operation=resolve needs version and resolve_as (applied or reverted).")
+    version = parse_version(params.version)
+    row = next((r for r in state.dirty if int(r["version"]) == version), None)
+    if row is None:
+        clean = any(int(r["version"]) == version for r in state.history)
+        return {"changed": False, "operation": "resolve", "version": state.current, "sql": [],
+                "msg": "Version %d is %s; nothing to resolve." % (version, "applied" if clean else "not recorded")}
+    script = engine.resolve_script(version, params.resolve_as)
+    if not params.check_mode:
+        engine.run_scripts([script])
+    return {"changed": True, "operation": "resolve", "version": version, "resolved_as": params.resolve_as,
+            "sql": [script]}
+
+
+def status(state: State, migrations: List[Migration], params: Params) -> dict:
+    """Return applied, pending, dirty and drifted migrations and the labels."""
+    applied = {int(row["version"]) for row in state.history}
+    history = [{k: v for k, v in row.items() if k != "down_sql"} for row in state.history]
+    return {
+        "changed": False, "operation": "status", "version": state.current, "history": history,
+        "labels": state.labels, "dirty": [int(r["version"]) for r in state.dirty],
+        "pending": [{"version": m.version, "name": m.name, "irreversible": m.irreversible}
+                    for m in migrations if m.version not in applied],
+        "drift": drift_report(state, migrations), "sql": [],
+    }
+
+
+def current_version(conn: DbConnection) -> Optional[int]:
+    """Return the migration version of a database (None without a history table), e.g. for backups."""
+    engine = make_engine(conn)
+    try:
+        return read_state(engine, create=False).current if engine.schema_exists() else None
+    finally:
+        close = getattr(engine, "close", None)
+        if close:
+            close()
