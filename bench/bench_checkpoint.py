@@ -1,0 +1,327 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Checkpoint and restore of a host tree through the real modules, against tar and rsync.
+
+The modules run the way Ansible runs them on a host: a fresh Python process executing
+``plugins/modules/<name>.py args.json`` with the collection importable. Every timed run starts
+with the page cache warm and no dirty pages left over (``sync`` before, untimed); each figure is
+the median of three runs, after one untimed warm-up run of each side.
+
+Figures:
+- cold checkpoint (empty store) vs ``tar -cf``, and vs ``tar -cf`` + ``sync`` (the store makes
+  its objects durable before it writes a manifest; tar does not);
+- incremental checkpoint after 1 % of the files changed vs ``rsync -a --link-dest``;
+- restore after 1 % of the files changed, and a full restore into an emptied tree (seconds);
+- peak memory (ru_maxrss of the module process) of a checkpoint and of a full restore as the
+  tree grows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+ROUNDS = 3
+CHANGED_FRACTION = 0.01
+
+
+# --------------------------------------------------------------------------- the test tree
+class TreeShape(NamedTuple):
+    """How big a generated tree is."""
+
+    files: int
+    total_bytes: int
+    symlinks: int
+    empty_dirs: int
+    max_file: int = 16 * 1024 * 1024
+
+
+def _sizes(rng: random.Random, shape: TreeShape) -> List[int]:
+    """Draw file sizes from a log-normal distribution (many small files, a few large ones)
+    and scale them to the wanted total."""
+    raw = [min(rng.lognormvariate(8.5, 1.8), shape.max_file) for _ in range(shape.files)]
+    scale = shape.total_bytes / sum(raw)
+    return [max(0, min(int(size * scale), shape.max_file)) for size in raw]
+
+
+def _directories(rng: random.Random, count: int) -> List[str]:
+    """Return relative directory paths one to four levels deep."""
+    dirs: List[str] = []
+    for top in range(max(2, count // 25)):
+        dirs.append("app%02d" % top)
+    while len(dirs) < count:
+        parent = rng.choice(dirs)
+        if parent.count("/") < 3:
+            dirs.append("%s/d%03d" % (parent, len(dirs)))
+    return dirs
+
+
+def make_tree(root: Path, shape: TreeShape, seed: int = 1) -> List[Path]:
+    """Create the tree (random content from os.urandom); return its regular files."""
+    rng = random.Random(seed)
+    dirs = _directories(rng, max(4, shape.files // 30))
+    for rel in dirs:
+        (root / rel).mkdir(parents=True, exist_ok=True)
+    files: List[Path] = []
+    for index, size in enumerate(_sizes(rng, shape)):
+        path = root / rng.choice(dirs) / ("f%05d%s" % (index, rng.choice([".conf", ".py", ".bin", ".html", ""])))
+        path.write_bytes(os.urandom(size))
+        files.append(path)
+    for index in range(shape.symlinks):
+        link = root / rng.choice(dirs) / ("link%03d" % index)
+        target = rng.choice(files)
+        os.symlink(os.path.relpath(target, link.parent), link)
+    for index in range(shape.empty_dirs):
+        (root / rng.choice(dirs) / ("empty%03d" % index)).mkdir()
+    return files
+
+
+def change_files(files: List[Path], rng: random.Random, fraction: float = CHANGED_FRACTION) -> None:
+    """Rewrite a fraction of the files with new random content of about the same size."""
+    for path in rng.sample(files, max(1, int(len(files) * fraction))):
+        size = path.stat().st_size
+        path.write_bytes(os.urandom(max(1, size + rng.randint(-64, 64))))
+
+
+def empty_dir(root: Path) -> None:
+    """Remove everything inside ``root``."""
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def fingerprint(root: Path) -> Dict[str, Tuple]:
+    """Return what must be equal after a restore: type, mode, size, content hash, link target."""
+    import hashlib
+
+    seen: Dict[str, Tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                seen[rel] = ("link", os.readlink(full))
+            elif os.path.isdir(full):
+                seen[rel] = ("dir", st.st_mode, st.st_mtime_ns)
+            else:
+                with open(full, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                seen[rel] = ("file", st.st_mode, st.st_size, st.st_mtime_ns, digest)
+    return seen
+
+
+# ------------------------------------------------------------------------------ running
+class Outcome(NamedTuple):
+    """A finished child process."""
+
+    seconds: float
+    max_rss_mb: float
+    stdout: str
+
+
+def run_child_measured(argv: List[str], env: dict) -> Outcome:
+    """Run a process with wait4 to read its own ru_maxrss (KiB on Linux)."""
+    out_path = Path(env["GR_BENCH_OUT"])
+    with open(out_path, "wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = out_path.read_text(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError("%s failed (rc %s): %s" % (argv, proc.returncode, text[-3000:]))
+    return Outcome(seconds, usage.ru_maxrss / 1024.0, text)
+
+
+class Modules:
+    """Runs the collection's modules as Ansible would on a host."""
+
+    def __init__(self, workdir: Path, store: Path) -> None:
+        self.workdir = workdir
+        self.store = store
+        collections = workdir / "collections" / "ansible_collections" / "gitops"
+        collections.mkdir(parents=True, exist_ok=True)
+        link = collections / "rollback"
+        if not link.exists():
+            link.symlink_to(REPO)
+        self.env = dict(os.environ, PYTHONPATH=str(workdir / "collections"), LC_ALL="C.UTF-8",
+                        GR_BENCH_OUT=str(workdir / "module-output.json"))
+        self.calls = 0
+
+    def run(self, module: str, **args: object) -> Tuple[Outcome, dict]:
+        """Run one module with ``args``; return the outcome and the module's result."""
+        self.calls += 1
+        args_file = self.workdir / ("args-%d.json" % self.calls)
+        args = dict(args, store_path=str(self.store))
+        args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+        argv = [sys.executable, str(REPO / "plugins" / "modules" / ("%s.py" % module)), str(args_file)]
+        outcome = run_child_measured(argv, self.env)
+        args_file.unlink()
+        result = json.loads(outcome.stdout[outcome.stdout.index("{"):])
+        if result.get("failed"):
+            raise RuntimeError("%s failed: %s" % (module, result.get("msg")))
+        return outcome, result
+
+    def checkpoint(self, tree: Path, label: str) -> Outcome:
+        """Checkpoint ``tree``."""
+        return self.run("checkpoint", paths=[str(tree)], label=label, force=True)[0]
+
+    def restore(self, label: str) -> Outcome:
+        """Restore the checkpoint ``label``."""
+        outcome, result = self.run("restore", checkpoint=label)
+        if not result.get("verified"):
+            raise RuntimeError("restore of %s did not verify: %s" % (label, result))
+        return outcome
+
+
+def settle() -> None:
+    """Write back dirty pages so the next timed run does not pay for the previous one."""
+    os.sync()
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Return the wall time of ``action`` after settling the page cache."""
+    settle()
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def median(values: List[float]) -> float:
+    """Median of a list of seconds."""
+    return statistics.median(values)
+
+
+# ---------------------------------------------------------------------------- the figures
+def cold_checkpoint(work: Path, tree: Path) -> List[dict]:
+    """Cold checkpoint (empty store) vs tar -cf, and vs tar -cf + sync."""
+    store = work / "store"
+    modules = Modules(work, store)
+    archive = work / "out.tar"
+
+    def ours() -> float:
+        shutil.rmtree(store, ignore_errors=True)
+        return timed(lambda: modules.checkpoint(tree, "cold"))
+
+    def tar(sync: bool) -> float:
+        archive.unlink(missing_ok=True)
+
+        def action() -> None:
+            subprocess.run(["tar", "-cf", str(archive), "-C", str(tree), "."], check=True)
+            if sync:
+                os.sync()
+        return timed(action)
+
+    ours(), tar(False)  # warm-up, untimed
+    ours_s, tar_s, tar_sync_s = [], [], []
+    for _ in range(ROUNDS):
+        tar_s.append(tar(False))
+        ours_s.append(ours())
+        tar_sync_s.append(tar(True))
+    archive.unlink(missing_ok=True)
+    return [
+        {"name": "cold checkpoint vs tar -cf", "ours_s": median(ours_s), "baseline": "tar",
+         "baseline_s": median(tar_s), "target": 1.0},
+        {"name": "cold checkpoint vs tar -cf + sync", "ours_s": median(ours_s), "baseline": "tar+sync",
+         "baseline_s": median(tar_sync_s), "target": 1.0},
+    ]
+
+
+def incremental_checkpoint(work: Path, tree: Path, files: List[Path], rng: random.Random) -> List[dict]:
+    """Incremental checkpoint after 1 % changed vs rsync -a --link-dest=<previous>."""
+    modules = Modules(work, work / "store")
+    snapshots = work / "rsync"
+    snapshots.mkdir()
+    subprocess.run(["rsync", "-a", "%s/" % tree, "%s/" % (snapshots / "0")], check=True)
+    ours_s, rsync_s = [], []
+    for index in range(1, ROUNDS + 2):  # round 1 is the warm-up
+        change_files(files, rng)
+        previous, current = snapshots / str(index - 1), snapshots / str(index)
+        ours = timed(lambda: modules.checkpoint(tree, "inc-%d" % index))
+        theirs = timed(lambda: subprocess.run(
+            ["rsync", "-a", "--link-dest=%s" % previous, "%s/" % tree, "%s/" % current], check=True))
+        shutil.rmtree(previous)
+        if index > 1:
+            ours_s.append(ours)
+            rsync_s.append(theirs)
+    shutil.rmtree(snapshots)
+    return [{"name": "incremental checkpoint (1% changed) vs rsync --link-dest", "ours_s": median(ours_s),
+             "baseline": "rsync", "baseline_s": median(rsync_s), "target": 0.5}]
+
+
+def restores(work: Path, tree: Path, files: List[Path], rng: random.Random) -> List[dict]:
+    """Restore after 1 % changed, and a full restore into an emptied tree."""
+    modules = Modules(work, work / "store")
+    modules.checkpoint(tree, "release")
+    expected = fingerprint(tree)
+    partial = []
+    for index in range(ROUNDS + 1):
+        change_files(files, rng)
+        seconds = timed(lambda: modules.restore("release"))
+        if index:
+            partial.append(seconds)
+    full = []
+    for index in range(ROUNDS + 1):
+        empty_dir(tree)
+        seconds = timed(lambda: modules.restore("release"))
+        if index:
+            full.append(seconds)
+    if fingerprint(tree) != expected:
+        raise RuntimeError("the restored tree differs from the checkpointed one")
+    return [
+        {"name": "restore after 1% changed", "value": median(partial), "unit": "s", "target": 1.0},
+        {"name": "full restore into an emptied tree", "value": median(full), "unit": "s", "target": None},
+    ]
+
+
+def memory(work: Path, sizes: List[int]) -> List[dict]:
+    """Peak memory of a cold checkpoint and of a full restore at growing tree sizes (2 KiB files)."""
+    figures = []
+    for count in sizes:
+        base = work / ("mem-%d" % count)
+        tree = base / "tree"
+        tree.mkdir(parents=True)
+        make_tree(tree, TreeShape(files=count, total_bytes=count * 2048, symlinks=count // 200,
+                                  empty_dirs=count // 500, max_file=256 * 1024), seed=count)
+        modules = Modules(base, base / "store")
+        checkpoint = modules.checkpoint(tree, "mem")
+        empty_dir(tree)
+        restore = modules.restore("mem")
+        figures.append({"name": "checkpoint peak memory, %d files" % count,
+                        "value": checkpoint.max_rss_mb, "unit": "MB", "target": 60})
+        figures.append({"name": "full restore peak memory, %d files" % count,
+                        "value": restore.max_rss_mb, "unit": "MB", "target": 60})
+        shutil.rmtree(base)
+    return figures
+
+
+def run(workdir: Path, quick: bool) -> List[dict]:
+    """Build the tree and measure every figure."""
+    if shutil.which("rsync") is None or shutil.which("tar") is None:
+        raise RuntimeError("The checkpoint benchmark needs tar and rsync: apt-get install -y tar rsync")
+    shape = TreeShape(files=1000, total_bytes=20 << 20, symlinks=10, empty_dirs=5) if quick else \
+        TreeShape(files=10000, total_bytes=200 << 20, symlinks=100, empty_dirs=40)
+    tree = workdir / "tree"
+    tree.mkdir()
+    files = make_tree(tree, shape)
+    rng = random.Random(7)
+    figures = cold_checkpoint(workdir, tree)
+    figures += incremental_checkpoint(workdir, tree, files, rng)
+    figures += restores(workdir, tree, files, rng)
+    shutil.rmtree(workdir / "store")
+    shutil.rmtree(tree)
+    figures += memory(workdir, [250, 1000, 4000] if quick else [2500, 10000, 40000])
+    return figures
