@@ -9,6 +9,7 @@ callback).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -201,7 +202,13 @@ _default_collections: Path | None = None
 def _default_collections_path() -> Path:
     global _default_collections
     if _default_collections is None:
-        _default_collections = collections_path(tempfile.mkdtemp(prefix="gitops-harness-coll-"))
+        existing = _existing_collections_path()
+        if existing is not None:
+            _default_collections = existing
+        else:
+            tmp = tempfile.mkdtemp(prefix="gitops-harness-coll-")
+            atexit.register(shutil.rmtree, tmp, True)  # only symlinks inside
+            _default_collections = collections_path(tmp)
     return _default_collections
 
 
