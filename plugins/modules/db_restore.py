@@ -1,0 +1,199 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: db_restore
+short_description: Restore a database from a checkpoint and prove it worked
+version_added: 0.1.0
+description:
+  - Restores a PostgreSQL, MariaDB/MySQL or SQLite database from a backup taken by
+    M(gitops.rollback.db_backup), found by checkpoint id or label.
+  - Before anything is changed it re-hashes every object of the backup (and for PostgreSQL
+    archives reads their table of contents with C(pg_restore --list)), checks the engine matches,
+    connects to the server and takes the restore lock of the database; a second restore of the same
+    database is refused, naming who holds the lock.
+  - Then takes a safety backup of the live database into a new checkpoint (kind C(safety)), so the
+    restore itself can be undone, restores, and compares every table's row count with the counts
+    recorded at backup time.
+  - O(mode=replace) drops and re-creates the database. O(mode=swap) restores beside it into
+    C(<database>__gr_restore_<id>), verifies it, and only then swaps names, keeping the previous
+    database as C(<database>__gr_old_<UTC time>) (PostgreSQL C(ALTER DATABASE RENAME); MariaDB one
+    atomic C(RENAME TABLE) of every table, views, routines, events and triggers re-created
+    afterwards; SQLite a file rename).
+author:
+  - gitops.rollback contributors
+extends_documentation_fragment:
+  - gitops.rollback.store
+  - gitops.rollback.db_connection
+options:
+  checkpoint:
+    description:
+      - Id, id prefix or label of the checkpoint holding the backup.
+    type: str
+    required: true
+  source_database:
+    description:
+      - Name (SQLite path) of the backed-up database, when it differs from O(database), to restore a
+        backup into another database.
+    type: str
+  mode:
+    description:
+      - V(replace) drops the live database and restores in its place.
+      - V(swap) restores beside the live database and swaps names only after the restored copy is
+        verified, so a failed restore leaves the live database untouched.
+    type: str
+    choices: [replace, swap]
+    default: replace
+  jobs:
+    description:
+      - Parallel restore jobs (PostgreSQL custom and directory formats). With one job, C(pg_restore)
+        runs in a single transaction.
+    type: int
+    default: 1
+  safety_backup:
+    description:
+      - Back up the live database into a new checkpoint before changing it.
+    type: bool
+    default: true
+  verify_row_counts:
+    description:
+      - Fail when a table's row count after the restore differs from the count recorded at backup
+        time (in swap mode, before the live database is touched).
+    type: bool
+    default: true
+  keep_old:
+    description:
+      - In swap mode, keep the previous database as C(<database>__gr_old_<UTC time>). When false it
+        is dropped after the swap.
+    type: bool
+    default: true
+  maintenance_db:
+    description:
+      - PostgreSQL database to connect to for C(CREATE), C(DROP) and C(ALTER DATABASE).
+    type: str
+    default: postgres
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The diff shows the current and the restored row count of every table.
+notes:
+  - In MariaDB swap mode, views, routines, events and triggers are absent for the moment between
+    the table move and their re-creation, and the kept old database holds its tables only.
+  - A restore always reports a change; it is not idempotent by design (it replaces data).
+seealso:
+  - module: gitops.rollback.db_backup
+  - module: gitops.rollback.db_backup_info
+"""
+
+EXAMPLES = r"""
+- name: Roll the orders database back to the v2.3.0 checkpoint with minimal downtime
+  gitops.rollback.db_restore:
+    engine: postgresql
+    database: orders
+    login_host: db1.internal
+    login_user: postgres
+    login_password: "{{ vault_pg_password }}"
+    checkpoint: v2.3.0
+    mode: swap
+    jobs: 4
+
+- name: Show what a restore would do, with the row counts before and after
+  gitops.rollback.db_restore:
+    engine: mysql
+    database: shop
+    checkpoint: v2.3.0
+  check_mode: true
+  diff: true
+"""
+
+RETURN = r"""
+restore:
+  description: What was restored and how it was verified (in check mode, the plan).
+  returned: always
+  type: dict
+  sample:
+    checkpoint: 20261121T220657.696Z-42d293
+    label: v2.3.0
+    database: orders
+    mode: swap
+    safety_checkpoint: 20261121T230101.120Z-8db17e
+    old_database: orders__gr_old_20261121T230102
+    verification: {tables: 2, rows: 1120, differences: [], row_counts_exact: true, matched: true}
+    duration_s: 1.245
+    row_counts: {public.orders: 1000, public.customers: 120}
+safety_checkpoint:
+  description: Id of the checkpoint holding the database as it was before the restore.
+  returned: success
+  type: str
+  sample: 20261121T230101.120Z-8db17e
+commands:
+  description: The restore command (connection options and secrets left out).
+  returned: always
+  type: list
+  elements: str
+  sample: ["pg_restore --exit-on-error --jobs=4 --dbname orders <dump>"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import (
+    RestoreRequest, plan_restore, restore,
+)
+from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._options import (
+    db_connection_argument_spec, default_owner, store_argument_spec,
+)
+from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+
+
+def argument_spec() -> dict:
+    """Return the module's argument spec."""
+    spec = dict(
+        checkpoint=dict(type="str", required=True),
+        source_database=dict(type="str"),
+        mode=dict(type="str", choices=["replace", "swap"], default="replace"),
+        jobs=dict(type="int", default=1),
+        safety_backup=dict(type="bool", default=True),
+        verify_row_counts=dict(type="bool", default=True),
+        keep_old=dict(type="bool", default=True),
+        maintenance_db=dict(type="str", default="postgres"),
+    )
+    spec.update(store_argument_spec())
+    spec.update(db_connection_argument_spec())
+    return spec
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+    store = Store(params["store_path"])
+    request = RestoreRequest(
+        conn=DbConnection.from_params(params), checkpoint=params["checkpoint"],
+        source_database=params["source_database"], mode=params["mode"], jobs=params["jobs"],
+        safety_backup=params["safety_backup"], verify_row_counts=params["verify_row_counts"],
+        keep_old=params["keep_old"], maintenance_db=params["maintenance_db"],
+    )
+    diff = None
+    try:
+        if module.check_mode or module._diff:
+            plan = plan_restore(store, request)
+            diff = {"before": plan.pop("before"), "after": plan.pop("after")}
+        if module.check_mode:
+            module.exit_json(changed=True, restore=plan, commands=plan["commands"], diff=diff)
+        result = restore(store, request, default_owner(params["owner"]), params["lock_timeout"])
+    except RollbackError as exc:
+        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in ("differences", "problems")})
+    extra = {"diff": diff} if diff else {}
+    module.exit_json(changed=True, restore=result, safety_checkpoint=result["safety_checkpoint"],
+                     commands=result["commands"], **extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""PostgreSQL backup and restore through ansible-playbook against a real throwaway server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import PgServer
+
+pytestmark = pytest.mark.slow
+
+SCHEMA = r"""
+CREATE SCHEMA sales;
+CREATE SCHEMA audit;
+CREATE TYPE sales.status AS ENUM ('new', 'paid', 'shipped');
+CREATE TABLE sales.customer (id serial PRIMARY KEY, name text NOT NULL, avatar bytea);
+CREATE TABLE sales.orders (
+    id bigserial PRIMARY KEY,
+    customer_id int NOT NULL REFERENCES sales.customer(id),
+    status sales.status NOT NULL DEFAULT 'new',
+    note text,
+    amount numeric(12, 2)
+);
+CREATE TABLE audit.log (id serial PRIMARY KEY, order_id bigint, what text, at timestamptz DEFAULT now());
+CREATE SEQUENCE sales.invoice_no START 1000;
+CREATE FUNCTION audit.record() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO audit.log(order_id, what) VALUES (NEW.id, TG_OP || ':' || NEW.status);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER orders_audit AFTER INSERT OR UPDATE ON sales.orders FOR EACH ROW EXECUTE FUNCTION audit.record();
+CREATE VIEW sales.paid_totals AS
+  SELECT c.name, sum(o.amount) AS total FROM sales.orders o JOIN sales.customer c ON c.id = o.customer_id
+  WHERE o.status = 'paid' GROUP BY c.name;
+INSERT INTO sales.customer (name, avatar)
+  SELECT 'Kunde ' || g || ' — Ünïcødé ✓ 客户', decode(md5(random()::text) || md5(random()::text), 'hex')
+  FROM generate_series(1, 50) g;
+INSERT INTO sales.orders (customer_id, status, note, amount)
+  SELECT 1 + (g % 50), (ARRAY['new', 'paid', 'shipped'])[1 + g % 3]::sales.status, 'note ' || g || ' ß',
+         (g * 3.17)::numeric(12, 2)
+  FROM generate_series(1, 300) g;
+SELECT nextval('sales.invoice_no') FROM generate_series(1, 7);
+"""
+
+TABLES = {"sales.customer": "id", "sales.orders": "id", "audit.log": "id"}
+
+DAMAGE = """
+UPDATE sales.orders SET status = 'shipped', note = 'changed' WHERE id % 2 = 0;
+DELETE FROM sales.orders WHERE id > 250;
+INSERT INTO sales.customer (name) VALUES ('intruder');
+SELECT nextval('sales.invoice_no') FROM generate_series(1, 30);
+DROP VIEW sales.paid_totals;
+ALTER TABLE sales.customer ADD COLUMN extra int;
+DROP TABLE audit.log CASCADE;
+"""
+
+
+def snapshot(pg: PgServer, db: str) -> dict:
+    """Every table's rows ordered by key, plus the view's rows."""
+    state = {}
+    for table, key in TABLES.items():
+        state[table] = pg.psql("SELECT row_to_json(t)::text FROM %s t ORDER BY %s" % (table, key), db=db)
+    state["view"] = pg.psql("SELECT row_to_json(v)::text FROM sales.paid_totals v ORDER BY name", db=db)
+    return state
+
+
+def make_db(pg: PgServer, name: str) -> str:
+    pg.create_database(name)
+    pg.psql(SCHEMA, db=name)
+    return name
+
+
+def conn(pg: PgServer, db: str, **extra: object) -> dict:
+    args = {"engine": "postgresql", "database": db, "login_host": pg.host, "login_port": pg.port,
+            "login_user": pg.user, "client_bin_dir": str(pg.bin_dir)}
+    args.update(extra)
+    return args
+
+
+@pytest.mark.parametrize("fmt,mode,jobs", [("custom", "replace", 1), ("directory", "swap", 2), ("plain", "swap", 1)])
+def test_restore_brings_back_every_row_and_sequence(postgres: PgServer, run_task, store_path: Path, unique_name,
+                                                    fmt: str, mode: str, jobs: int) -> None:
+    db = make_db(postgres, unique_name("pg"))
+    before = snapshot(postgres, db)
+    result, backup = run_task("gitops.rollback.db_backup", conn(postgres, db, store_path=str(store_path),
+                                                                checkpoint="v1", format=fmt, jobs=jobs))
+    assert result.rc == 0, str(result)
+    assert backup["backup"]["row_counts"] == {"sales.customer": 50, "sales.orders": 300, "audit.log": 300}
+    assert backup["backup"]["format"] == fmt and len(backup["backup"]["sha256"]) == 64
+
+    postgres.psql(DAMAGE, db=db)
+    assert snapshot(postgres, db) != before
+    result, restored = run_task("gitops.rollback.db_restore", conn(postgres, db, store_path=str(store_path),
+                                                                   checkpoint="v1", mode=mode, jobs=jobs))
+    assert result.rc == 0, str(result)
+    assert restored["restore"]["verification"]["matched"] is True
+    assert snapshot(postgres, db) == before
+    # sequences continue where they were at backup time, not where the damage left them
+    assert postgres.psql("SELECT nextval('sales.invoice_no')", db=db) == "1007"
+    new_id = postgres.psql("INSERT INTO sales.orders (customer_id, amount) VALUES (1, 1) RETURNING id", db=db)
+    assert new_id == "301"
+    # the trigger and function came back and work
+    assert postgres.psql("SELECT what FROM audit.log WHERE order_id = 301", db=db) == "INSERT:new"
+    # the safety checkpoint holds the damaged state, so the restore can be undone
+    safety = restored["safety_checkpoint"]
+    assert safety and (store_path / "checkpoints" / (safety + ".json")).exists()
+    if mode == "swap":
+        old = restored["restore"]["old_database"]
+        assert old.startswith(db + "__gr_old_")
+        assert postgres.psql("SELECT count(*) FROM sales.customer WHERE name = 'intruder'", db=old) == "1"
+        assert db + "__gr_restore_" not in postgres.psql("SELECT string_agg(datname, ',') FROM pg_database")
+
+
+def test_check_mode_changes_nothing_and_shows_row_count_diff(postgres: PgServer, run_task, store_path: Path,
+                                                             unique_name) -> None:
+    db = make_db(postgres, unique_name("pgcheck"))
+    result, planned = run_task("gitops.rollback.db_backup", conn(postgres, db, store_path=str(store_path),
+                                                                 checkpoint="v1"), check=True)
+    assert result.rc == 0 and planned["changed"] is True, str(result)
+    assert planned["backup"]["row_counts"]["sales.orders"] == 300
+    assert not (store_path / "checkpoints").exists() or not list((store_path / "checkpoints").iterdir())
+
+    run_task("gitops.rollback.db_backup", conn(postgres, db, store_path=str(store_path), checkpoint="v1"))
+    postgres.psql("DELETE FROM sales.orders WHERE id > 100", db=db)
+    damaged = snapshot(postgres, db)
+    result, plan = run_task("gitops.rollback.db_restore", conn(postgres, db, store_path=str(store_path),
+                                                               checkpoint="v1", mode="swap"), check=True, diff=True)
+    assert result.rc == 0, str(result)
+    assert plan["diff"]["before"]["sales.orders"] == 100 and plan["diff"]["after"]["sales.orders"] == 300
+    assert any("swap" in step for step in plan["restore"]["steps"])
+    assert snapshot(postgres, db) == damaged
+    manifests = list((store_path / "checkpoints").iterdir())
+    assert len(manifests) == 1, "check mode took no safety backup"
+
+
+def test_password_is_never_logged_and_app_user_can_back_up(postgres: PgServer, run_task, store_path: Path,
+                                                           unique_name) -> None:
+    db = unique_name("pgapp")
+    postgres.create_database(db, owner=postgres.app_user)
+    postgres.psql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g "
+                  "FROM generate_series(1, 10) g", db=db, user=postgres.app_user, password=postgres.app_password)
+    args = conn(postgres, db, store_path=str(store_path), checkpoint="v1", login_user=postgres.app_user,
+                login_password=postgres.app_password)
+    result, backup = run_task("gitops.rollback.db_backup", args)
+    assert result.rc == 0, str(result)
+    assert backup["backup"]["row_counts"] == {"public.t": 10}
+    postgres.psql("DELETE FROM t", db=db, user=postgres.app_user, password=postgres.app_password)
+    args.update(mode="swap")
+    result, restored = run_task("gitops.rollback.db_restore", args)
+    assert result.rc == 0, str(result)
+    assert postgres.psql("SELECT count(*) FROM t", db=db) == "10"
+    assert postgres.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '%s'" % db) == "app"
+    assert postgres.app_password not in result.stdout + result.stderr
+    for path in store_path.rglob("*.json"):
+        assert postgres.app_password not in path.read_text()
+
+
+def test_two_databases_share_one_checkpoint_and_info_lists_them(postgres: PgServer, run_task, store_path: Path,
+                                                                unique_name) -> None:
+    first, second = make_db(postgres, unique_name("pga")), make_db(postgres, unique_name("pgb"))
+    ids = []
+    for db in (first, second):
+        result, backup = run_task("gitops.rollback.db_backup", conn(postgres, db, store_path=str(store_path),
+                                                                    checkpoint="release-7"))
+        assert result.rc == 0, str(result)
+        ids.append(backup["checkpoint"])
+    assert ids[0] == ids[1]
+    manifest = json.loads((store_path / "checkpoints" / (ids[0] + ".json")).read_text())
+    assert sorted(c["name"] for c in manifest["components"]) == sorted(
+        ["postgresql/" + first, "postgresql/" + second])
+    result, info = run_task("gitops.rollback.db_backup_info", {"store_path": str(store_path),
+                                                               "checkpoint": "release-7", "verify": True})
+    assert result.rc == 0 and info["changed"] is False, str(result)
+    assert sorted(b["database"] for b in info["backups"]) == sorted([first, second])
+    assert all(b["verified"] for b in info["backups"])
+
+
+def test_retention_keeps_the_newest_backups(postgres: PgServer, run_task, store_path: Path, unique_name) -> None:
+    db = make_db(postgres, unique_name("pgkeep"))
+    for label in ("r1", "r2", "r3"):
+        result, backup = run_task("gitops.rollback.db_backup", conn(postgres, db, store_path=str(store_path),
+                                                                    checkpoint=label, keep=2))
+        assert result.rc == 0, str(result)
+    assert backup["backup"]["pruned"] and len(backup["backup"]["pruned"]) == 1
+    result, info = run_task("gitops.rollback.db_backup_info", {"store_path": str(store_path), "database": db})
+    assert [b["label"] for b in info["backups"]] == ["r2", "r3"]
+    objects = [p for p in (store_path / "objects").rglob("*") if p.is_file()]
+    referenced = {sha for b in info["backups"] for sha in [b["sha256"]]}
+    assert {p.name for p in objects} == referenced
