@@ -244,7 +244,7 @@ part_doc() {
 part_e2e() {
     local args=() rc=0
     if ((${#MISSING_PACKAGES[@]})); then
-        warn "E2E NOT RUN: missing system packages: ${MISSING_PACKAGES[*]}"
+        warn "E2E FAILED (not run): missing system packages: ${MISSING_PACKAGES[*]}"
         return 1
     fi
     if [[ -n "${GITOPS_ROLLBACK_E2E_WORKERS:-}" ]]; then
