@@ -1,0 +1,138 @@
+"""End-to-end: checkpoint and roll back three real SSH hosts through ansible-playbook."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from conftest import PLAYBOOKS, break_release, host_snapshot
+
+
+def task_results(result, task, host=None, status=None):
+    """Results of a task (role tasks are named '<role> : <task>') on a host."""
+    return [e for e in result.events if e.get("event") == "result" and e["task"].split(" : ")[-1] == task
+            and (host is None or e["host"] == host) and (status is None or e["status"] == status)]
+
+
+def task_result(result, task, host):
+    found = task_results(result, task, host)
+    assert found, "no result for %r on %s\n%s" % (task, host, result)
+    return found[-1]["result"]
+
+
+def checkpoint(run_playbook, fleet_vars, label, **kwargs):
+    result = run_playbook(PLAYBOOKS / "checkpoint.yml", extra_vars={**fleet_vars, "checkpoint_label": label}, **kwargs)
+    assert result.ok, result
+    return result
+
+
+def rollback(run_playbook, fleet_vars, target, **kwargs):
+    return run_playbook(PLAYBOOKS / "rollback.yml", extra_vars={**fleet_vars, "rollback_to": target}, **kwargs)
+
+
+def test_rollback_brings_every_host_back_to_its_own_checkpoint(prepared_fleet, run_playbook, fleet_vars):
+    before = {host.name: host_snapshot(host) for host in prepared_fleet}
+    assert before["h1"] != before["h2"] != before["h3"], "hosts must differ for the test to mean anything"
+    checkpoint(run_playbook, fleet_vars, "v1")
+    for host in prepared_fleet:
+        break_release(host)
+        assert host_snapshot(host) != before[host.name]
+
+    result = rollback(run_playbook, fleet_vars, "v1")
+
+    assert result.ok, result
+    for host in prepared_fleet:
+        assert host_snapshot(host) == before[host.name], host.name
+        restored = task_result(result, "Restore the managed paths", host.name)
+        assert restored["changed"] and restored["verified"]
+        assert restored["safety_checkpoint"]["kind"] == "safety"
+        ops = {(c["op"], c["path"]) for c in restored["changes"]["/srv/app"]}
+        assert {("update", "index.html"), ("delete", "new.js"), ("delete", "newdir"), ("create", "empty"),
+                ("update", "logo"), ("create", "static/img/a.png"), ("meta", "run.sh")} <= ops
+
+
+def test_second_rollback_changes_nothing(prepared_fleet, run_playbook, fleet_vars):
+    checkpoint(run_playbook, fleet_vars, "v1")
+    for host in prepared_fleet:
+        break_release(host)
+    assert rollback(run_playbook, fleet_vars, "v1").ok
+
+    again = rollback(run_playbook, fleet_vars, "v1")
+
+    assert again.ok, again
+    assert all(stats["changed"] == 0 for stats in again.stats.values()), again.stats
+
+
+def test_check_mode_reports_the_plan_and_changes_nothing(prepared_fleet, run_playbook, fleet_vars):
+    checkpoint(run_playbook, fleet_vars, "v1")
+    for host in prepared_fleet:
+        break_release(host)
+    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
+    stores = {host.name: sorted(os.listdir(host.store / "checkpoints")) for host in prepared_fleet}
+
+    plan = rollback(run_playbook, fleet_vars, "v1", check=True, diff=True)
+
+    assert plan.ok, plan
+    for host in prepared_fleet:
+        assert host_snapshot(host) == broken[host.name]
+        assert sorted(os.listdir(host.store / "checkpoints")) == stores[host.name], "check mode wrote a checkpoint"
+        planned = task_result(plan, "Restore the managed paths", host.name)
+        assert planned["changed"]
+        assert any(c["path"] == "index.html" for c in planned["changes"]["/srv/app"])
+        assert any(d["before"] == "<h1>broken v2</h1>\n" for d in planned["diff"])
+
+
+def test_unknown_label_lists_the_available_checkpoints(prepared_fleet, run_playbook, fleet_vars):
+    checkpoint(run_playbook, fleet_vars, "v1")
+
+    result = rollback(run_playbook, fleet_vars, "v9")
+
+    assert not result.ok
+    failed = task_results(result, "Pre-flight - find the target checkpoint", status="failed")
+    assert len(failed) == 3
+    message = failed[0]["result"]["msg"]
+    assert "'v9' is not in" in message and "v1 (" in message and "checkpoint_info" in message
+
+
+def test_corrupted_blob_is_refused_before_any_change(prepared_fleet, run_playbook, fleet_vars):
+    checkpoint(run_playbook, fleet_vars, "v1")
+    for host in prepared_fleet:
+        break_release(host)
+    h2 = prepared_fleet["h2"]
+    manifest = json.loads(next((h2.store / "checkpoints").iterdir()).read_text())
+    tree_sha = manifest["roots"][0]["tree"]
+    tree = [json.loads(line) for line in (h2.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()]
+    victim = next(e for e in tree if e["path"] == "index.html")
+    blob = h2.store / "objects" / victim["sha256"][:2] / victim["sha256"]
+    os.chmod(blob, 0o600)
+    blob.write_bytes(b"tampered")
+    broken = host_snapshot(h2)
+
+    result = rollback(run_playbook, fleet_vars, "v1")
+
+    assert not result.ok
+    assert host_snapshot(h2) == broken, "a corrupted checkpoint must not change anything"
+    failure = task_results(result, "Pre-flight - verify every object of the target checkpoint", "h2", "failed")[0]["result"]
+    assert victim["sha256"] in json.dumps(failure)
+
+
+def test_restore_module_refuses_corrupted_blob_naming_path_and_hashes(prepared_fleet, run_playbook, fleet_vars):
+    checkpoint(run_playbook, fleet_vars, "v1")
+    h1 = prepared_fleet["h1"]
+    break_release(h1)
+    manifest = json.loads(next((h1.store / "checkpoints").iterdir()).read_text())
+    tree_sha = manifest["roots"][0]["tree"]
+    tree = [json.loads(line) for line in (h1.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()]
+    victim = next(e for e in tree if e["path"] == "index.html")
+    (h1.store / "objects" / victim["sha256"][:2] / victim["sha256"]).write_bytes(b"tampered")
+    broken = host_snapshot(h1)
+
+    play = [{"hosts": "h1", "gather_facts": False, "tasks": [
+        {"name": "restore", "gitops.rollback.restore": {"checkpoint": "v1"}}]}]
+    result = run_playbook(play)
+
+    assert not result.ok
+    message = task_result(result, "restore", "h1")["msg"]
+    assert "/srv/app/index.html" in message and victim["sha256"] in message
+    assert "hashes" in message or "found" in message
+    assert host_snapshot(h1) == broken
