@@ -19,7 +19,7 @@ description:
     O(reason) and its creator. With a O(label) that already names a checkpoint of exactly the
     same state, nothing is created and RV(ignore:changed) is V(false).
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
 options:
@@ -91,9 +91,11 @@ options:
     type: float
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports what would be captured or deleted; nothing is written.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: gitops.rollback.checkpoint_info

@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Reads the checkpoint store of the host. Read-only; never reports a change.
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
 options:
@@ -32,8 +32,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: gitops.rollback.checkpoint
