@@ -1,0 +1,393 @@
+"""``gitops-rollback``: tag pushes drive checkpoints and rollbacks.
+
+    gitops-rollback trigger v2 -i inventory.yml               # a ref (a bare name is a tag)
+    gitops-rollback trigger --stdin-refs -i inventory.yml     # post-receive lines on stdin
+    gitops-rollback trigger --payload push.json --event-type push --event-id <delivery> -i inventory.yml
+    gitops-rollback watch /srv/git/config.git -i inventory.yml --interval 30
+    gitops-rollback install-hook /srv/git/config.git -i inventory.yml
+    gitops-rollback status | forget rollback/v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from . import __version__
+from .collection import CollectionNotFound, find_collection
+from .hooks import HookError, TagRef, install_hook, list_tags, peel, scrub_git_environment
+from .runner import RunRequest, extravars_for, prune_runs, run
+from .state import StateError, StateFile, default_state_path
+from .tags import (DEFAULT_RELEASE_PATTERNS, DEFAULT_ROLLBACK_PATTERN, RefEvent, TagEventError, decide,
+                   event_from_payload, event_from_ref, parse_post_receive, patterns_from)
+
+LOG = logging.getLogger("gitops_rollback")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(RuntimeError):
+    """Bad arguments or input: exit code 2."""
+
+
+# ------------------------------------------------------------------------------------------ engine
+
+
+@dataclasses.dataclass
+class Settings:
+    """What every run needs, from the command line."""
+
+    inventory: Optional[Path]
+    state: StateFile
+    patterns: Any
+    layers: List[str]
+    extravars: Dict[str, Any]
+    check: bool
+    decide_only: bool
+    force: bool
+    repo: Optional[str]
+    collections_path: Optional[str]
+    keep_runs: int
+
+
+class Engine:
+    """Decides about events, records them in the state file and runs the playbooks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cancel_requested = False
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.settings.state.path.parent / "runs"
+
+    def handle(self, event: RefEvent) -> bool:
+        """Decide about one event and run what it triggers; False when a run failed."""
+        s = self.settings
+        if event.commit and s.repo:
+            event = dataclasses.replace(event, commit=peel(s.repo, event.commit))
+        with s.state.transaction() as state:
+            processed_tags = {} if s.force else state.tags
+            processed_events = {} if s.force else state.events
+            decision = decide(event, s.patterns, processed_tags, processed_events)
+            if not decision.runs:
+                LOG.info("ignored: %s", decision.reason)
+                if not s.decide_only:
+                    state.see_event(event.event_id)
+                return True
+            if s.decide_only:
+                LOG.info("would %s: %s", decision.action, decision.reason)
+                return True
+            ident = "%s-%s-%s" % (time.strftime("%Y%m%dT%H%M%S"), decision.action,
+                                  re.sub(r"[^A-Za-z0-9._-]", "_", decision.tag))
+            state.start(decision, ident)
+        return self._run(decision, ident)
+
+    def _run(self, decision: Any, ident: str) -> bool:
+        s = self.settings
+        if s.inventory is None:
+            raise UsageError("--inventory is required to run a playbook (or give --decide-only).")
+        LOG.info("%s (%s%s); run %s", decision.reason, "dry run, " if s.check else "",
+                 f"event {decision.event_id}" if decision.event_id else f"source {decision.source}", ident)
+        request = RunRequest(playbook=decision.action, inventory=s.inventory,
+                             extravars=extravars_for(decision, s.layers, s.extravars),
+                             collection_root=find_collection(s.collections_path),
+                             run_dir=self.runs_dir / ident, ident=ident, check=s.check)
+        try:
+            outcome = run(request, say, cancel=lambda: self.cancel_requested)
+            status, rc = outcome.status, outcome.rc
+        except Exception as exc:  # pylint: disable=broad-except  # recorded, then reported
+            status, rc, outcome = "error", None, None
+            LOG.error("%s %s could not run: %s", decision.action, decision.tag, exc)
+        with s.state.transaction() as state:
+            state.finish(decision.tag, status, rc)
+        if outcome is not None:
+            LOG.info("%s %s: %s (rc %s) in %.1f s; artifacts in %s", decision.action, decision.tag, status, rc,
+                     outcome.duration, outcome.artifact_dir)
+        prune_runs(self.runs_dir, s.keep_runs)
+        return status == "successful"
+
+
+def say(line: str) -> None:
+    """Progress goes to stdout (a pusher sees it as 'remote: ...')."""
+    print(line, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def _read_input(path: str) -> str:
+    return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+
+
+def events_for_trigger(args: argparse.Namespace) -> List[RefEvent]:
+    """The events named on the command line, stdin or in a payload."""
+    sources = [bool(args.ref), bool(args.stdin_refs), bool(args.payload)]
+    if sum(sources) != 1:
+        raise UsageError("Give exactly one of: a REF, --stdin-refs (post-receive lines) or --payload FILE.")
+    if args.stdin_refs:
+        return parse_post_receive(sys.stdin.read())
+    if args.payload:
+        try:
+            payload = json.loads(_read_input(args.payload))
+        except ValueError as exc:
+            raise UsageError(f"--payload {args.payload} is not JSON: {exc}") from exc
+        return [event_from_payload(payload, args.event_type or "", args.event_id or "")]
+    new = args.new or (peel(args.repo, args.ref) if args.repo else "")
+    return [event_from_ref(args.ref, args.old or "", new if new != args.ref else "", args.event_id or "")]
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    scrub_git_environment()
+    engine = Engine(settings_from(args))
+    events = events_for_trigger(args)
+    results = [engine.handle(event) for event in events]
+    return EXIT_OK if all(results) else EXIT_FAILED
+
+
+class Stopper:
+    """SIGTERM/SIGINT: the first stops after the current run, the second cancels it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.event = threading.Event()
+        self.engine = engine
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.event.is_set():
+            LOG.warning("received %s again: cancelling the running playbook", name)
+            self.engine.cancel_requested = True
+            return
+        LOG.info("received %s: stopping after the current run", name)
+        self.event.set()
+
+
+def new_tag_events(previous: Dict[str, TagRef], current: Sequence[TagRef]) -> List[RefEvent]:
+    """Events for tags created, moved or deleted between two listings."""
+    events = []
+    names = set()
+    for tag in current:
+        names.add(tag.name)
+        before = previous.get(tag.name)
+        if before is None or before.object != tag.object:
+            events.append(RefEvent(ref="refs/tags/" + tag.name, old=before.object if before else "",
+                                   new=tag.object, commit=tag.commit, source="watch"))
+    for name, before in previous.items():
+        if name not in names:
+            events.append(RefEvent(ref="refs/tags/" + name, old=before.object, new="0" * 40, source="watch",
+                                   deleted=True))
+    return events
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    settings.repo = args.repository
+    engine = Engine(settings)
+    stopper = Stopper(engine)
+    stopper.install()
+    key = args.repository
+    tags = list_tags(args.repository)
+    with settings.state.transaction() as state:
+        if key not in state.baselines and not args.catch_up:
+            state.set_baseline(key, [t.name for t in tags])
+            LOG.info("watching %s for the first time: its %d existing tags are the baseline, not triggers",
+                     key, len(tags))
+        known = dict(state.tags)
+    previous = {t.name: t for t in tags if t.name in known}
+    LOG.info("watching %s every %s s (%s)", key, args.interval, settings.patterns.describe())
+    failed = False
+    while not stopper.event.is_set():
+        try:
+            current = list_tags(args.repository)
+        except HookError as exc:
+            LOG.warning("%s; retrying in %s s", exc, args.interval)
+            current = list(previous.values())
+        for event in new_tag_events(previous, current):
+            if stopper.event.is_set():
+                break
+            failed |= not engine.handle(event)
+            previous = {**previous, event.tag: TagRef(event.tag, event.new, event.commit)} if not event.deleted \
+                else {k: v for k, v in previous.items() if k != event.tag}
+        if args.once:
+            break
+        stopper.event.wait(args.interval)
+    LOG.info("watch stopped")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def trigger_args_for_hook(args: argparse.Namespace) -> List[str]:
+    """The options the hook passes to ``trigger`` (absolute paths)."""
+    out = ["--repo", str(Path(args.repository).resolve()),
+           "--state", str(Path(args.state).resolve() if args.state else
+                          Path(args.repository).resolve() / "gitops-rollback" / "state.json")]
+    if args.inventory:
+        out += ["--inventory", str(Path(args.inventory).resolve())]
+    for pattern in args.release_pattern or []:
+        out += ["--release-pattern", pattern]
+    if args.rollback_pattern:
+        out += ["--rollback-pattern", args.rollback_pattern]
+    if args.layers:
+        out += ["--layers", args.layers]
+    for extra in args.extra_vars or []:
+        out += ["--extra-vars", extra]
+    if args.collections_path:
+        out += ["--collections-path", str(Path(args.collections_path).resolve())]
+    if args.check:
+        out.append("--check")
+    out += ["--keep-runs", str(args.keep_runs)]
+    return out
+
+
+def cmd_install_hook(args: argparse.Namespace) -> int:
+    if not args.inventory:
+        raise UsageError("install-hook needs --inventory: the hook runs the playbooks against it.")
+    hook = install_hook(args.repository, trigger_args_for_hook(args), force=args.force)
+    LOG.info("installed %s: pushed tags now trigger checkpoints and rollbacks", hook)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = StateFile(args.state or default_state_path()).read()
+    for tag, entry in sorted(state.tags.items(), key=lambda item: str(item[1].get("started"))):
+        print(f"{tag}\t{entry.get('action')}\t{entry.get('status')}\t{entry.get('started')}\t{entry.get('run', '')}")
+    return EXIT_OK
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    with StateFile(args.state or default_state_path()).transaction() as state:
+        for tag in args.tags:
+            LOG.info("%s %s", "forgot" if state.forget(tag) else "was not recorded:", tag)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+def _parse_extra_vars(items: Iterable[str]) -> Dict[str, Any]:
+    merged: Dict[str, Any] = {}
+    for item in items:
+        if item.startswith("@"):
+            item = Path(item[1:]).read_text(encoding="utf-8")
+        if item.lstrip().startswith("{"):
+            try:
+                merged.update(json.loads(item))
+            except ValueError as exc:
+                raise UsageError(f"--extra-vars {item!r} is not a JSON object: {exc}") from exc
+        elif "=" in item:
+            key, _, value = item.partition("=")
+            merged[key] = value
+        else:
+            raise UsageError(f"--extra-vars {item!r}: give KEY=VALUE, a JSON object or @file.json.")
+    return merged
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        inventory=Path(args.inventory).resolve() if args.inventory else None,
+        state=StateFile(args.state or default_state_path()),
+        patterns=patterns_from(args.release_pattern or None, args.rollback_pattern),
+        layers=[layer.strip() for layer in (args.layers or "").split(",") if layer.strip()],
+        extravars=_parse_extra_vars(args.extra_vars or []),
+        check=args.check,
+        decide_only=getattr(args, "decide_only", False),
+        force=getattr(args, "force", False),
+        repo=getattr(args, "repo", None),
+        collections_path=args.collections_path,
+        keep_runs=args.keep_runs,
+    )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--inventory", help="Ansible inventory (file or directory) the playbooks run against")
+    parser.add_argument("--state", help="state file of processed tags and event ids "
+                        "(default $GITOPS_ROLLBACK_STATE or ~/.local/state/gitops-rollback/state.json)")
+    parser.add_argument("--release-pattern", action="append", metavar="GLOB",
+                        help=f"tag glob that makes a checkpoint (repeatable; default {' '.join(DEFAULT_RELEASE_PATTERNS)})")
+    parser.add_argument("--rollback-pattern", metavar="PATTERN",
+                        help=f"tag pattern that rolls back to {{target}} (default {DEFAULT_ROLLBACK_PATTERN})")
+    parser.add_argument("--layers", help="comma-separated layers a rollback restores (default: all)")
+    parser.add_argument("-e", "--extra-vars", action="append", metavar="VARS",
+                        help="extra vars for the playbook: KEY=VALUE, JSON or @file (repeatable)")
+    parser.add_argument("--check", action="store_true", help="run the playbook with --check --diff (dry run)")
+    parser.add_argument("--collections-path", help="collections path holding gitops.rollback "
+                        "(default: this checkout, ANSIBLE_COLLECTIONS_PATH, ~/.ansible/collections)")
+    parser.add_argument("--keep-runs", type=int, default=20, help="run directories (artifacts) kept (default 20)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gitops-rollback", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    trigger = sub.add_parser("trigger", help="decide what a pushed ref or webhook payload means and run it")
+    trigger.add_argument("ref", nargs="?", help="ref or tag name (v2, refs/tags/rollback/v1)")
+    trigger.add_argument("--old", help="object name before the push")
+    trigger.add_argument("--new", help="object name after the push (zeros: deleted)")
+    trigger.add_argument("--stdin-refs", action="store_true", help="read post-receive '<old> <new> <ref>' lines")
+    trigger.add_argument("--payload", metavar="FILE", help="GitHub or GitLab webhook payload (JSON; - for stdin)")
+    trigger.add_argument("--event-type", help="X-GitHub-Event / X-Gitlab-Event header (guessed when missing)")
+    trigger.add_argument("--event-id", help="delivery id (X-GitHub-Delivery / X-Gitlab-Event-UUID) for dedup")
+    trigger.add_argument("--repo", help="repository the refs are in (to resolve annotated tags to commits)")
+    trigger.add_argument("--force", action="store_true", help="run even if the tag or event was processed")
+    trigger.add_argument("--decide-only", action="store_true", help="print the decision, run nothing")
+    _common(trigger)
+    trigger.set_defaults(func=cmd_trigger)
+
+    watch = sub.add_parser("watch", help="poll a repository for new tags and trigger each once")
+    watch.add_argument("repository", help="local repository path or remote URL")
+    watch.add_argument("--interval", type=float, default=30.0, help="seconds between polls (default 30)")
+    watch.add_argument("--once", action="store_true", help="poll once and exit")
+    watch.add_argument("--catch-up", action="store_true",
+                       help="on the first watch of a repository, trigger its existing tags too")
+    watch.add_argument("--decide-only", action="store_true", help="print decisions, run nothing")
+    _common(watch)
+    watch.set_defaults(func=cmd_watch)
+
+    hook = sub.add_parser("install-hook", help="install a post-receive hook in a bare repository")
+    hook.add_argument("repository", help="path of the (bare) repository tags are pushed to")
+    hook.add_argument("--force", action="store_true", help="replace a post-receive hook not written by us")
+    _common(hook)
+    hook.set_defaults(func=cmd_install_hook)
+
+    status = sub.add_parser("status", help="list processed tags from the state file")
+    status.add_argument("--state", help="state file")
+    status.set_defaults(func=cmd_status)
+
+    forget = sub.add_parser("forget", help="drop tags from the state file so they can run again")
+    forget.add_argument("tags", nargs="+")
+    forget.add_argument("--state", help="state file")
+    forget.set_defaults(func=cmd_forget)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``gitops-rollback`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="gitops-rollback: %(message)s", force=True)
+    try:
+        return int(args.func(args))
+    except (UsageError, TagEventError) as exc:
+        LOG.error("%s", exc)
+        return EXIT_USAGE
+    except (StateError, HookError, CollectionNotFound) as exc:
+        LOG.error("%s", exc)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Run a collection playbook through ansible-runner, in a private data dir laid out as AWX does.
+
+::
+
+    <run dir>/
+      env/extravars      JSON: checkpoint_label/commit or rollback_to (+ layers), the trigger
+      env/envvars        JSON: ANSIBLE_COLLECTIONS_PATH, PATH with ansible-playbook
+      env/cmdline        --check --diff for a dry run
+      env/settings       JSON: runner settings
+      inventory/         a copy of the inventory (file or directory)
+      project/<name>.yml ``import_playbook: gitops.rollback.<name>``
+      collections/       ansible_collections/gitops/rollback -> the collection (when not installed)
+      artifacts/<ident>/ written by ansible-runner: status, rc, stdout, job_events/
+
+The directory stays behind as the record of the run (``ansible-runner run <dir> -p <name>.yml``
+replays it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from .collection import collections_dir_for
+
+PLAYBOOKS = {"checkpoint": "checkpoint", "rollback": "rollback"}
+PROGRESS_EVENTS = {"runner_on_ok": "ok", "runner_on_failed": "FAILED", "runner_on_unreachable": "UNREACHABLE"}
+
+
+@dataclass
+class RunRequest:
+    """One playbook run."""
+
+    playbook: str
+    inventory: Path
+    extravars: Dict[str, Any]
+    collection_root: Path
+    run_dir: Path
+    ident: str
+    check: bool = False
+    extra_envvars: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunOutcome:
+    """What ansible-runner reported."""
+
+    status: str
+    rc: Optional[int]
+    artifact_dir: Path
+    stats: Dict[str, Any]
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful"
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(data), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+
+
+def _copy_inventory(inventory: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    if inventory.is_dir():
+        shutil.copytree(inventory, target, dirs_exist_ok=True)
+    else:
+        suffix = inventory.suffix if inventory.suffix in (".yml", ".yaml", ".json", ".ini", ".cfg") else ""
+        shutil.copy2(inventory, target / f"hosts{suffix}")
+
+
+def prepare(request: RunRequest) -> Path:
+    """Lay out the private data dir for ``request``; return it."""
+    pdd = request.run_dir
+    if request.playbook not in PLAYBOOKS:
+        raise ValueError(f"unknown playbook {request.playbook!r} (have: {', '.join(PLAYBOOKS)})")
+    (pdd / "project").mkdir(parents=True, exist_ok=True)
+    (pdd / "project" / f"{request.playbook}.yml").write_text(
+        f"---\n# Written by gitops-rollback: the collection's playbook, as an AWX project would hold it.\n"
+        f"- name: Run gitops.rollback.{PLAYBOOKS[request.playbook]}\n"
+        f"  ansible.builtin.import_playbook: gitops.rollback.{PLAYBOOKS[request.playbook]}\n",
+        encoding="utf-8")
+    _copy_inventory(request.inventory, pdd / "inventory")
+    collections = collections_dir_for(request.collection_root, pdd / "collections")
+    inherited = os.environ.get("ANSIBLE_COLLECTIONS_PATH", "")
+    bin_dir = str(Path(sys.executable).parent)
+    envvars = {
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(p for p in (str(collections), inherited) if p),
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    envvars.update(request.extra_envvars)
+    _write_json(pdd / "env" / "envvars", envvars)
+    _write_json(pdd / "env" / "extravars", request.extravars)
+    _write_json(pdd / "env" / "settings", {"suppress_ansible_output": True})
+    if request.check:
+        (pdd / "env" / "cmdline").write_text("--check --diff\n", encoding="utf-8")
+    return pdd
+
+
+def progress_line(event: Mapping[str, Any]) -> Optional[str]:
+    """One short line for a task result or the recap; None for other events."""
+    kind = event.get("event")
+    data = event.get("event_data") or {}
+    if kind == "playbook_on_task_start":
+        return f"  TASK {data.get('task', '')}"
+    if kind in PROGRESS_EVENTS:
+        res = data.get("res") or {}
+        word = PROGRESS_EVENTS[kind]
+        if kind == "runner_on_ok" and res.get("changed"):
+            word = "changed"
+        message = res.get("msg") if kind != "runner_on_ok" else None
+        return f"    {data.get('host', '?')}: {word}" + (f" - {message}" if message else "")
+    if kind == "playbook_on_stats":
+        hosts = sorted(set().union(*(data.get(k) or {} for k in ("ok", "changed", "failures", "dark"))))
+        parts = [f"{h} ok={data.get('ok', {}).get(h, 0)} changed={data.get('changed', {}).get(h, 0)} "
+                 f"failed={data.get('failures', {}).get(h, 0)} unreachable={data.get('dark', {}).get(h, 0)}"
+                 for h in hosts]
+        return "  RECAP " + "; ".join(parts)
+    return None
+
+
+def run(request: RunRequest, say: Callable[[str], None],
+        cancel: Callable[[], bool] = lambda: False) -> RunOutcome:
+    """Prepare the private data dir and run the playbook, printing progress through ``say``."""
+    import ansible_runner  # pylint: disable=import-outside-toplevel  # heavy; only when a run happens
+
+    pdd = prepare(request)
+    start = time.monotonic()
+
+    def on_event(event: Dict[str, Any]) -> bool:
+        line = progress_line(event)
+        if line:
+            say(line)
+        return True
+
+    result = ansible_runner.run(private_data_dir=str(pdd), playbook=f"{request.playbook}.yml",
+                                ident=request.ident, quiet=True, event_handler=on_event,
+                                cancel_callback=cancel)
+    return RunOutcome(status=result.status, rc=result.rc, artifact_dir=Path(result.config.artifact_dir),
+                      stats=result.stats or {}, duration=time.monotonic() - start)
+
+
+def prune_runs(runs_dir: Path, keep: int) -> List[Path]:
+    """Remove all but the newest ``keep`` run directories; return the removed ones."""
+    if keep <= 0 or not runs_dir.is_dir():
+        return []
+    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    removed = runs[: max(0, len(runs) - keep)]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def extravars_for(decision: Any, layers: Sequence[str], extra: Mapping[str, Any]) -> Dict[str, Any]:
+    """Extra vars for a decision: the playbook interface plus the trigger, for the audit log."""
+    trigger = {"tag": decision.tag, "ref": decision.ref, "commit": decision.commit,
+               "event_id": decision.event_id, "source": decision.source, "tool": "gitops-rollback"}
+    variables: Dict[str, Any] = {"gitops_rollback_trigger": trigger}
+    if decision.action == "checkpoint":
+        variables.update(checkpoint_label=decision.tag, checkpoint_reason=f"release tag {decision.tag}")
+        if decision.commit:
+            variables["checkpoint_commit"] = decision.commit
+    else:
+        variables["rollback_to"] = decision.target
+        if layers:
+            variables["rollback_layers"] = list(layers)
+    variables.update(extra)
+    return variables

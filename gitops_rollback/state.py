@@ -1,0 +1,151 @@
+"""The state file: which tags and event ids were processed, written atomically under a lock.
+
+Format (JSON, ``format_version`` 1)::
+
+    {"format_version": 1,
+     "tags": {"v2": {"action": "checkpoint", "target": "", "commit": "<sha>", "event_id": "",
+                     "source": "post-receive", "status": "successful", "started": "...",
+                     "finished": "...", "run": "<runner ident>"}},
+     "events": {"<delivery id>": "<time seen>"},
+     "baselines": {"<repository>": "<time>"}}
+
+A tag is recorded *before* its playbook starts (status ``running``), so a second trigger for the
+same tag, concurrent or later, is ignored: each tag runs at most once. A failed run stays
+recorded (status ``failed``); run it again with ``trigger --force`` or ``forget`` it first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+FORMAT_VERSION = 1
+MAX_EVENTS = 5000
+BASELINE = "baseline"
+
+
+class StateError(RuntimeError):
+    """The state file cannot be read or written."""
+
+
+def now() -> str:
+    """UTC time as ISO 8601 text."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_state_path() -> Path:
+    """$GITOPS_ROLLBACK_STATE, else $XDG_STATE_HOME/gitops-rollback/state.json."""
+    explicit = os.environ.get("GITOPS_ROLLBACK_STATE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "gitops-rollback" / "state.json"
+
+
+class State:
+    """The decoded state; mutate through the methods, saved by :meth:`StateFile.transaction`."""
+
+    def __init__(self, data: Optional[Dict[str, Any]] = None) -> None:
+        data = data or {}
+        self.tags: Dict[str, Dict[str, Any]] = dict(data.get("tags") or {})
+        self.events: Dict[str, str] = dict(data.get("events") or {})
+        self.baselines: Dict[str, str] = dict(data.get("baselines") or {})
+
+    def to_json(self) -> Dict[str, Any]:
+        """The JSON document."""
+        return {"format_version": FORMAT_VERSION, "tags": self.tags, "events": self.events,
+                "baselines": self.baselines}
+
+    def start(self, decision: Any, run: str) -> None:
+        """Record that the run for ``decision`` starts now (the tag counts as processed from here)."""
+        self.tags[decision.tag] = {
+            "action": decision.action, "target": decision.target, "commit": decision.commit,
+            "event_id": decision.event_id, "source": decision.source, "status": "running",
+            "started": now(), "finished": None, "run": run,
+        }
+        self.see_event(decision.event_id)
+
+    def finish(self, tag: str, status: str, rc: Optional[int]) -> None:
+        """Record the outcome of a tag's run."""
+        entry = self.tags.setdefault(tag, {})
+        entry.update({"status": status, "rc": rc, "finished": now()})
+
+    def see_event(self, event_id: str) -> None:
+        """Remember a delivery id (the oldest are forgotten past MAX_EVENTS)."""
+        if not event_id:
+            return
+        self.events[event_id] = now()
+        if len(self.events) > MAX_EVENTS:
+            for old in sorted(self.events, key=self.events.__getitem__)[: len(self.events) - MAX_EVENTS]:
+                del self.events[old]
+
+    def set_baseline(self, repository: str, tags: List[str]) -> None:
+        """Mark the tags a repository had when first watched: they are history, not new pushes."""
+        for tag in tags:
+            self.tags.setdefault(tag, {"action": BASELINE, "status": BASELINE, "started": now()})
+        self.baselines[repository] = now()
+
+    def forget(self, tag: str) -> bool:
+        """Drop a tag so it can run again; tell whether it was there."""
+        return self.tags.pop(tag, None) is not None
+
+
+class StateFile:
+    """A state file guarded by an exclusive ``flock`` on ``<path>.lock``."""
+
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def read(self) -> State:
+        """Read without locking (for display)."""
+        if not self.path.exists():
+            return State()
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StateError(f"State file {self.path} is unreadable ({exc}). Fix or move it away; "
+                             "a new one starts empty (every tag would then count as new).") from exc
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StateError(f"State file {self.path} has format_version {version!r}; this gitops-rollback "
+                             f"reads {FORMAT_VERSION}. Use the gitops-rollback that wrote it.")
+        return State(data)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[State]:
+        """Lock, read, yield the state, then write it back atomically (also when unchanged)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.lock_path, "a+", encoding="utf-8") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                state = self.read()
+                yield state
+                self._write(state)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _write(self, state: State) -> None:
+        data = json.dumps(state.to_json(), indent=2, sort_keys=True).encode() + b"\n"
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=str(self.path.parent))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(str(self.path.parent), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
