@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._errors import RollbackError
 from ._statcache import CacheReader, CacheWriter, cache_file
 from ._store import Store, sha256_file
 from ._tree import DIR, FILE, LINK, Selection, describe_entry, encode_entry, kind_of, path_key, walk
+
+# Threads hashing and storing file contents (hashlib and file I/O release the GIL), and how
+# many walked entries may wait for them.
+WORKERS = 8
+WINDOW = 256
 
 
 @dataclass
@@ -54,6 +61,11 @@ class CaptureStats:
     skipped: List[str] = field(default_factory=list)
 
 
+def _ready(content: object) -> bool:
+    """Tell whether a pending entry's content is known (no content, a tuple, or a done future)."""
+    return not isinstance(content, Future) or content.done()
+
+
 class _Capture:
     """Turns a walk of one root into tree lines, storing file contents as it goes."""
 
@@ -64,38 +76,59 @@ class _Capture:
         self.stats = CaptureStats()
         self.cache_path = cache_file(store.path("cache"), spec.path)
 
-    def _content(self, full: str, key, st: os.stat_result, cache: CacheReader) -> Tuple[str, int]:
-        sha = cache.lookup(key, st)
-        if sha and self.store.has_blob(sha):
-            return sha, st.st_size
-        self.stats.hashed += 1
+    def _store_content(self, full: str, cached: Optional[str], size: int) -> Tuple[str, int, bool]:
+        """Hash (and unless dry-run, store) a file; return (sha256, size, new object). Runs in a worker."""
         if self.dry_run:
-            sha = sha or sha256_file(full)
-            self.stats.new_blobs += 0 if self.store.has_blob(sha) else 1
-            return sha, st.st_size
-        existed_before = sha is not None and self.store.has_blob(sha)
-        sha, size = self.store.put_file(full)
-        self.stats.new_blobs += 0 if existed_before else 1
-        return sha, size
+            sha = cached or sha256_file(full)
+            return sha, size, not self.store.has_blob(sha)
+        return self.store.put_file_counted(full)
+
+    def _finish(self, entry: dict, st: os.stat_result, content, writer: Optional[CacheWriter]) -> bytes:
+        """Fill in a file entry's content (a ready tuple or a future) and return its tree line."""
+        if content is not None:
+            if not isinstance(content, tuple):
+                content = content.result()
+                self.stats.hashed += 1
+                self.stats.new_blobs += 1 if content[2] else 0
+            entry["sha256"], entry["size"] = content[0], content[1]
+            if writer:
+                writer.add(entry["path"], entry["sha256"], st)
+            self.stats.bytes += entry["size"]
+        return encode_entry(entry)
 
     def lines(self, cache: CacheReader, writer: Optional[CacheWriter]) -> Iterator[bytes]:
-        """Yield the tree object's lines for the root."""
-        for rel, st in walk(self.spec.path, self.spec.selection()):
-            kind = kind_of(st)
-            if kind is None:
-                self.stats.skipped.append(rel)
-                continue
-            entry = describe_entry(rel, st, kind)
-            full = os.path.join(self.spec.path, rel)
-            if kind == FILE:
-                entry["sha256"], entry["size"] = self._content(full, path_key(rel), st, cache)
-                if writer:
-                    writer.add(rel, entry["sha256"], st)
-                self.stats.bytes += entry["size"]
-            elif kind == LINK:
-                entry["target"] = os.readlink(full)
-            self.stats.entries += 1
-            yield encode_entry(entry)
+        """Yield the tree object's lines for the root, in tree order.
+
+        Files the stat cache cannot vouch for are hashed and stored by a few worker threads
+        while the walk goes on; at most WINDOW entries wait for them, so memory stays bounded.
+        """
+        pending: Deque[Tuple[dict, os.stat_result, object]] = deque()
+        pool = ThreadPoolExecutor(max_workers=WORKERS)
+        try:
+            for rel, st in walk(self.spec.path, self.spec.selection()):
+                kind = kind_of(st)
+                if kind is None:
+                    self.stats.skipped.append(rel)
+                    continue
+                entry = describe_entry(rel, st, kind)
+                full = os.path.join(self.spec.path, rel)
+                content = None
+                if kind == FILE:
+                    cached = cache.lookup(path_key(rel), st)
+                    if cached and self.store.has_blob(cached):
+                        content = (cached, st.st_size)
+                    else:
+                        content = pool.submit(self._store_content, full, cached, st.st_size)
+                elif kind == LINK:
+                    entry["target"] = os.readlink(full)
+                self.stats.entries += 1
+                pending.append((entry, st, content))
+                while pending and (len(pending) > WINDOW or _ready(pending[0][2])):
+                    yield self._finish(*pending.popleft(), writer)
+            while pending:
+                yield self._finish(*pending.popleft(), writer)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self) -> str:
         """Capture the root; return the sha256 of its tree object."""

@@ -15,6 +15,7 @@ Layout under the store root (mode 0700)::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -25,7 +26,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tupl
 
 from ._errors import CheckpointNotFound, IntegrityError, UnsupportedFormat
 from ._fsutil import (
-    atomic_write_json, ensure_private_dir, raise_if_full, read_json, sync_filesystem,
+    TEMP_MARK, atomic_write_json, ensure_private_dir, raise_if_full, read_json, sync_filesystem,
     temp_name, unlink_quietly,
 )
 from ._lock import DEFAULT_TTL, FileLock
@@ -33,6 +34,7 @@ from ._lock import DEFAULT_TTL, FileLock
 FORMAT_VERSION = 1
 DEFAULT_STORE = "/var/lib/gitops-rollback"
 CHUNK = 1024 * 1024
+SMALL_FILE = 256 * 1024
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
 
@@ -69,6 +71,26 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def _read_up_to(fd: int, limit: int) -> bytes:
+    """Read ``fd`` to its end, or stop once more than ``limit`` bytes were read."""
+    parts = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, limit + 1 - total)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _write_all(fd: int, data) -> None:
+    """Write every byte of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def summarize(manifest: dict) -> dict:
     """Return the listing fields of a manifest (no entries)."""
     keys = ("id", "label", "commit", "reason", "creator", "created", "host", "kind")
@@ -87,6 +109,8 @@ class Store:
 
     def __init__(self, root: str = DEFAULT_STORE) -> None:
         self.root = os.path.abspath(root)
+        self._tmp_token = secrets.token_hex(4)
+        self._tmp_count = itertools.count()
 
     # ----------------------------------------------------------------- layout
     def path(self, *parts: str) -> str:
@@ -151,23 +175,88 @@ class Store:
 
     def put_file(self, path: str) -> Tuple[str, int]:
         """Store a file's content; return (sha256, size)."""
-        with open(path, "rb") as handle:
-            return self.put_stream(iter(lambda: handle.read(CHUNK), b""))
+        sha, size, _written = self.put_file_counted(path)
+        return sha, size
+
+    def put_file_counted(self, path: str) -> Tuple[str, int, bool]:
+        """Store a file's content; return (sha256, size, whether a new object was written).
+
+        A file of up to SMALL_FILE bytes is read whole and hashed first, so content already
+        stored is not written again; a larger one is hashed while it is copied. Safe to call
+        from several threads (hashing and file I/O release the GIL).
+        """
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            head = _read_up_to(fd, SMALL_FILE)
+            if len(head) > SMALL_FILE:
+                return self._put_fd(fd, head)
+        finally:
+            os.close(fd)
+        sha = hashlib.sha256(head).hexdigest()
+        if os.path.exists(self.blob_path(sha)):
+            return sha, len(head), False
+        tmp = self._tmp_path()
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                _write_all(out, head)
+            finally:
+                os.close(out)
+            written = self._commit_blob(tmp, sha)
+        except OSError as exc:
+            unlink_quietly(tmp)
+            raise_if_full(exc, "a blob into %s" % self.root)
+            raise
+        return sha, len(head), written
+
+    def _put_fd(self, fd: int, head: bytes) -> Tuple[str, int, bool]:
+        """Copy ``head`` and the rest of ``fd`` into a new object, hashing as it goes."""
+        digest = hashlib.sha256(head)
+        size = len(head)
+        tmp = self._tmp_path()
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                _write_all(out, head)
+                buffer = bytearray(CHUNK)
+                view = memoryview(buffer)
+                while True:
+                    count = os.readv(fd, [buffer])
+                    if not count:
+                        break
+                    digest.update(view[:count])
+                    _write_all(out, view[:count])
+                    size += count
+            finally:
+                os.close(out)
+            sha = digest.hexdigest()
+            written = self._commit_blob(tmp, sha)
+        except OSError as exc:
+            unlink_quietly(tmp)
+            raise_if_full(exc, "a blob into %s" % self.root)
+            raise
+        return sha, size, written
+
+    def _tmp_path(self) -> str:
+        """Return a fresh temporary name in tmp/ (no random syscall per object)."""
+        return self.path("tmp", ".blob%s%d-%s-%d" % (TEMP_MARK, os.getpid(), self._tmp_token, next(self._tmp_count)))
 
     def put_bytes(self, data: bytes) -> str:
         """Store bytes; return their sha256."""
         return self.put_stream([data])[0]
 
-    def _commit_blob(self, tmp: str, sha: str) -> None:
+    def _commit_blob(self, tmp: str, sha: str) -> bool:
+        """Rename a finished temporary file into place; return False when the object existed."""
         final = self.blob_path(sha)
         if os.path.exists(final):
             os.unlink(tmp)
-            return
+            return False
         try:
             os.rename(tmp, final)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
             os.rename(tmp, final)
+        return True
 
     def read_blob(self, sha: str) -> bytes:
         """Return a blob's bytes after checking their hash."""

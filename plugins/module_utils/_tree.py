@@ -147,9 +147,12 @@ def describe_entry(rel: str, st: os.stat_result, kind: str) -> dict:
     }
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def encode_entry(entry: dict) -> bytes:
     """Return the JSON line of an entry."""
-    return (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+    return (_ENCODER.encode(entry) + "\n").encode("utf-8")
 
 
 def check_relative(rel: object) -> str:
