@@ -50,8 +50,10 @@ def _iso(epoch: float) -> str:
 class FileLock:
     """An exclusive lock held as a JSON file created with O_EXCL."""
 
-    def __init__(self, path: str, owner: str, operation: str, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(self, path: str, owner: str, operation: str, ttl: float = DEFAULT_TTL,
+                 pid: Optional[int] = None) -> None:
         self.path = path
+        self.pid = pid or os.getpid()
         self.owner = owner
         self.operation = operation
         self.ttl = ttl
@@ -60,7 +62,7 @@ class FileLock:
 
     def _record(self) -> dict:
         now = time.time()
-        pid = os.getpid()
+        pid = self.pid
         return {
             "owner": self.owner,
             "operation": self.operation,
@@ -139,14 +141,36 @@ class FileLock:
                 )
             time.sleep(0.2)
 
-    def release(self) -> None:
-        """Remove the lock if it is still ours."""
+    def release(self, token: Optional[str] = None) -> bool:
+        """Remove the lock if it is still ours (or holds ``token``); tell whether it was removed."""
         holder = self.read_holder()
-        if holder and holder.get("token") == self.token:
+        if holder and holder.get("token") == (token or self.token):
             os.unlink(self.path)
+            return True
+        return False
 
     def __enter__(self) -> "FileLock":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def playbook_pid() -> int:
+    """Return the pid of the nearest ansible-playbook (or ansible-runner) ancestor, else the parent.
+
+    A lock taken from inside a module must outlive the module's own short-lived process.
+    """
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                cmdline = handle.read().replace(b"\x00", b" ")
+            with open("/proc/%d/stat" % pid, "rb") as handle:
+                parent = int(handle.read().decode("ascii", "replace").rsplit(")", 1)[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if b"ansible-playbook" in cmdline or b"ansible-runner" in cmdline:
+            return pid
+        pid = parent
+    return os.getppid()

@@ -1,0 +1,177 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: audit
+short_description: Record a checkpoint, rollback or guard event in the audit log and send it to a webhook
+version_added: 0.1.0
+description:
+  - Appends one JSON line to the audit log (under a file lock, fsynced; directory 0700, file 0600)
+    and optionally POSTs the same record to a webhook with retries and a timeout.
+  - Run it on the controller (C(delegate_to: localhost), C(run_once: true)).
+  - A webhook that cannot be reached does not fail the task; the result says so in RV(webhook).
+author:
+  - gitops.rollback contributors (@gitops-rollback)
+options:
+  event:
+    description: What happened.
+    type: str
+    required: true
+    choices: [started, progress, completed, failed, refused, alert]
+  operation:
+    description: The operation the event belongs to.
+    type: str
+    required: true
+    choices: [checkpoint, rollback, guard, drill]
+  run_id:
+    description: Id grouping the events of one run.
+    type: str
+    required: true
+  target:
+    description: Checkpoint id or label the run works towards.
+    type: str
+  trigger:
+    description: What started the run (V(manual), V(guard), V(tag), V(awx), ...).
+    type: str
+  reason:
+    description: Why the run happened, or why it was refused.
+    type: str
+  level:
+    description: Severity, for alerts.
+    type: str
+    choices: [info, warning, critical, emergency]
+    default: info
+  message:
+    description: A human-readable line.
+    type: str
+  layers:
+    description: Per layer, per host results and timings (free form).
+    type: dict
+  hosts:
+    description: Hosts concerned.
+    type: list
+    elements: str
+  measurements:
+    description: Metric values that triggered an automatic rollback (free form).
+    type: raw
+  result:
+    description: Outcome details (free form), for example partial completion.
+    type: raw
+  duration:
+    description: Seconds the run took so far.
+    type: float
+  user:
+    description: Who runs it. Default is the controller user.
+    type: str
+  awx_job_id:
+    description: AWX/Tower job id (C(tower_job_id) / C(awx_job_id) extra vars).
+    type: str
+  awx_launcher:
+    description: AWX/Tower user who launched the job (C(tower_user_name) / C(awx_user_name)).
+    type: str
+  log_path:
+    description: The audit log file on the controller.
+    type: path
+    default: ~/.local/state/gitops-rollback/audit.jsonl
+  webhook_url:
+    description: URL receiving each record as a JSON POST.
+    type: str
+  webhook_retries:
+    description: Retries after a failed POST (connection error or 5xx).
+    type: int
+    default: 3
+  webhook_timeout:
+    description: Seconds before one POST attempt is abandoned.
+    type: float
+    default: 5
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Returns the record that would be written; writes and sends nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Record the start of a rollback
+  gitops.rollback.audit:
+    event: started
+    operation: rollback
+    run_id: "{{ rollback_run_id }}"
+    target: v1.3.0
+    trigger: manual
+    hosts: "{{ ansible_play_hosts }}"
+    webhook_url: https://hooks.example.com/rollback
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+record:
+  description: The record written (or that would be in check mode).
+  returned: always
+  type: dict
+  sample: {time: "2026-11-21T22:30:00Z", event: started, operation: rollback, run_id: r-1, target: v1}
+webhook:
+  description: Outcome of the webhook POST; null when no URL was given.
+  returned: always
+  type: dict
+  sample: {ok: true, status: 200, attempts: 1}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gitops.rollback.plugins.module_utils import _audit
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            event=dict(type="str", required=True, choices=list(_audit.EVENTS)),
+            operation=dict(type="str", required=True, choices=["checkpoint", "rollback", "guard", "drill"]),
+            run_id=dict(type="str", required=True),
+            target=dict(type="str"),
+            trigger=dict(type="str"),
+            reason=dict(type="str"),
+            level=dict(type="str", default="info", choices=list(_audit.LEVELS)),
+            message=dict(type="str"),
+            layers=dict(type="dict"),
+            hosts=dict(type="list", elements="str"),
+            measurements=dict(type="raw"),
+            result=dict(type="raw"),
+            duration=dict(type="float"),
+            user=dict(type="str"),
+            awx_job_id=dict(type="str"),
+            awx_launcher=dict(type="str"),
+            log_path=dict(type="path", default=_audit.DEFAULT_LOG),
+            webhook_url=dict(type="str"),
+            webhook_retries=dict(type="int", default=3),
+            webhook_timeout=dict(type="float", default=5),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    record = _audit.make_record(
+        p["event"], p["operation"], p["run_id"], target=p["target"], trigger=p["trigger"], reason=p["reason"],
+        level=p["level"], message=p["message"], layers=p["layers"], hosts=p["hosts"],
+        measurements=p["measurements"], result=p["result"], duration=p["duration"],
+        who=_audit.who(p["user"], p["awx_job_id"], p["awx_launcher"]),
+    )
+    webhook = None
+    if not module.check_mode:
+        _audit.append(p["log_path"], record)
+        if p["webhook_url"]:
+            webhook = _audit.post_webhook(p["webhook_url"], record, p["webhook_retries"], p["webhook_timeout"])
+            if not webhook["ok"]:
+                module.warn("Webhook %s did not accept the %s event: %s" % (p["webhook_url"], p["event"], webhook.get("error")))
+    module.exit_json(changed=not module.check_mode, record=record, webhook=webhook)
+
+
+if __name__ == "__main__":
+    main()
