@@ -1,0 +1,32 @@
+"""Fixtures for the GitOps tests: an inventory with the managed paths, a config repo pushed to a bare one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gitops_support import MANAGED, ConfigRepo, cli_env, git
+
+
+@pytest.fixture
+def gitops_inventory(clean_fleet: Any, tmp_path: Path) -> Path:
+    """The fleet's hosts with the managed paths as group vars (a private copy, the session one is untouched)."""
+    data = {"all": {"children": {"fleet": {
+        "hosts": {h.name: clean_fleet.host_vars(h) for h in clean_fleet},
+        "vars": {"gitops_rollback_paths": MANAGED},
+    }}}}
+    path = tmp_path / "inventory.yml"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+@pytest.fixture
+def config_repo(tmp_path: Path, collections_path: Path) -> ConfigRepo:
+    bare = tmp_path / "config.git"
+    work = tmp_path / "work"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
+    git(work, "remote", "add", "origin", str(bare))
+    return ConfigRepo(work=work, bare=bare, env=cli_env(collections_path))
