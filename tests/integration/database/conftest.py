@@ -36,7 +36,8 @@ def unique_name() -> Callable[[str], str]:
 def run_task(run_playbook, local_inventory: Path) -> Callable[..., Any]:
     """``run_task(module, args, check=False, diff=False, name='task')`` runs one task on ``db``.
 
-    Returns ``(result, task_result)``; ``task_result`` is the module's return value.
+    Returns ``(result, task_result)``; ``task_result`` is the module's return value plus
+    ``status`` (``ok``, or ``ignored`` when the module failed).
     """
 
     def run(module: str, args: dict, check: bool = False, diff: bool = False, name: str = "task",
@@ -44,6 +45,7 @@ def run_task(run_playbook, local_inventory: Path) -> Callable[..., Any]:
         play = [{"name": "db", "hosts": "db", "gather_facts": False,
                  "tasks": [{"name": name, module: args, "ignore_errors": True}] + (extra_tasks or [])}]
         result = run_playbook(play, inventory=local_inventory, check=check, diff=diff)
-        return result, result.result(name, "db")
+        event = result.results(name, "db")[-1]
+        return result, dict(event["result"], status=event["status"])
 
     return run
