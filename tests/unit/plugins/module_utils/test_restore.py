@@ -1,0 +1,227 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore: the plan, refusing corrupted objects before any change, and completing after a kill."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from ansible_collections.gitops.rollback.plugins.module_utils import _restore
+from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
+    CheckpointRequest, RootSpec, create_checkpoint,
+)
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError, UnsafePathError
+from ansible_collections.gitops.rollback.plugins.module_utils._fsutil import TEMP_MARK
+from ansible_collections.gitops.rollback.plugins.module_utils._restore import (
+    RestoreOptions, plan_root, restore_checkpoint, verify_tree,
+)
+from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils._tree import encode_entry
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A managed tree with files, a symlink, nested and empty directories."""
+    tree = tmp_path / "app"
+    (tree / "conf" / "empty").mkdir(parents=True)
+    (tree / "bin").mkdir()
+    (tree / "conf" / "app.conf").write_text("port = 80\n")
+    (tree / "conf" / "db.conf").write_text("host = db1\n")
+    (tree / "bin" / "run").write_bytes(os.urandom(3000))
+    os.chmod(str(tree / "bin" / "run"), 0o755)
+    for index in range(10):
+        (tree / ("page%02d.html" % index)).write_text("page %d\n" % index)
+    os.symlink("conf/app.conf", str(tree / "current.conf"))
+    return tree
+
+
+@pytest.fixture
+def store(tmp_path):
+    result = Store(str(tmp_path / "store"))
+    result.init()
+    return result
+
+
+def _checkpoint(store, root, label="v1"):
+    return create_checkpoint(store, CheckpointRequest(roots=[RootSpec(str(root))], label=label))[0]
+
+
+def _snapshot(root):
+    seen = {}
+    for dirpath, dirnames, filenames in os.walk(str(root)):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            rel = os.path.relpath(full, str(root))
+            if os.path.islink(full):
+                seen[rel] = ("link", os.readlink(full))
+            elif os.path.isdir(full):
+                seen[rel] = ("dir", st.st_mode)
+            else:
+                seen[rel] = ("file", st.st_mode, open(full, "rb").read())
+    return seen
+
+
+def _ops(store, manifest):
+    plan = plan_root(store, manifest["roots"][0])
+    return {action.rel: (action.op, sorted(action.reasons)) for action in plan.actions}
+
+
+def test_plan_lists_each_kind_of_change(store, root):
+    manifest = _checkpoint(store, root)
+    assert _ops(store, manifest) == {}
+    (root / "conf" / "app.conf").write_text("port = 8080\n")
+    os.chmod(str(root / "bin" / "run"), 0o700)
+    (root / "added.txt").write_text("new")
+    (root / "page03.html").unlink()
+    (root / "conf" / "db.conf").unlink()
+    (root / "conf" / "db.conf").mkdir()
+    (root / "conf" / "empty").rmdir()
+    os.unlink(str(root / "current.conf"))
+    os.symlink("conf/db.conf", str(root / "current.conf"))
+    ops = _ops(store, manifest)
+    assert ops["conf/app.conf"][0] == "update" and "content" in ops["conf/app.conf"][1]
+    assert ops["bin/run"] == ("meta", ["mode"])
+    assert ops["added.txt"] == ("delete", ["extra"])
+    assert ops["page03.html"] == ("create", [])
+    assert ops["conf/db.conf"] == ("retype", ["type"])
+    assert ops["conf/empty"] == ("create", [])
+    assert ops["current.conf"][0] == "update" and "target" in ops["current.conf"][1]
+    assert ops.pop("conf") == ("meta", ["mtime"]), "a directory whose entries changed gets its mtime back"
+    assert set(ops) == {"conf/app.conf", "bin/run", "added.txt", "page03.html", "conf/db.conf",
+                        "conf/empty", "current.conf"}
+
+
+def test_restore_brings_the_tree_back_and_a_second_run_changes_nothing(store, root):
+    expected = _snapshot(root)
+    manifest = _checkpoint(store, root)
+    (root / "conf" / "app.conf").write_text("port = 8080\n")
+    shutil.rmtree(str(root / "bin"))
+    (root / "extra").mkdir()
+    (root / "extra" / "file").write_text("x")
+    result = restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    assert result["changed"] and result["verified"]
+    assert result["safety_checkpoint"]["kind"] == "safety"
+    assert _snapshot(root) == expected
+    again = restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    assert not again["changed"] and again["safety_checkpoint"] is None
+
+
+def test_dry_run_changes_nothing(store, root):
+    manifest = _checkpoint(store, root)
+    (root / "conf" / "app.conf").write_text("changed\n")
+    before, ids = _snapshot(root), store.ids()
+    result = restore_checkpoint(store, manifest, RestoreOptions(dry_run=True, want_diff=True))
+    assert result["changed"] and result["changes"][str(root)][0]["path"] == "conf/app.conf"
+    assert result["diffs"][0]["before"] == "changed\n" and result["diffs"][0]["after"] == "port = 80\n"
+    assert _snapshot(root) == before and store.ids() == ids
+
+
+def test_a_corrupted_blob_is_refused_before_any_change(store, root):
+    manifest = _checkpoint(store, root)
+    wanted = hashlib.sha256(b"port = 80\n").hexdigest()
+    (root / "conf" / "app.conf").write_text("port = 8080\n")
+    (root / "page01.html").unlink()
+    with open(store.blob_path(wanted), "wb") as handle:
+        handle.write(b"port = 6666\n")
+    before, ids = _snapshot(root), store.ids()
+    with pytest.raises(IntegrityError) as caught:
+        restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    message = str(caught.value)
+    assert wanted in message and hashlib.sha256(b"port = 6666\n").hexdigest() in message
+    assert os.path.join(str(root), "conf", "app.conf") in message
+    assert "Nothing was changed" in message
+    assert _snapshot(root) == before, "no file was touched"
+    assert store.ids() == ids, "not even a safety checkpoint was taken"
+
+
+def test_a_missing_blob_is_refused_before_any_change(store, root):
+    manifest = _checkpoint(store, root)
+    (root / "bin" / "run").unlink()
+    run_blob = [line for line in store.iter_tree(manifest["roots"][0]["tree"]) if line["path"] == "bin/run"][0]
+    os.unlink(store.blob_path(run_blob["sha256"]))
+    with pytest.raises(IntegrityError, match="missing"):
+        restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    assert not (root / "bin" / "run").exists()
+
+
+def _forge(store, manifest, entries):
+    """Replace the manifest's tree with the given entries (a damaged or forged manifest)."""
+    lines = [encode_entry(entry) for entry in entries]
+    forged = dict(manifest, roots=[dict(manifest["roots"][0], tree=store.put_stream(lines)[0])])
+    return forged
+
+
+@pytest.mark.parametrize("bad_path", ["../escaped", "/tmp/absolute", "conf/../../escaped"])
+def test_an_escaping_manifest_path_is_refused_before_any_change(store, root, bad_path, tmp_path):
+    manifest = _checkpoint(store, root)
+    entry = {"path": bad_path, "type": "file", "mode": 0o644, "uid": 0, "gid": 0, "owner": None, "group": None,
+             "size": 1, "mtime_ns": 0, "sha256": store.put_bytes(b"x"), "target": None}
+    forged = _forge(store, manifest, [entry])
+    before = _snapshot(root)
+    with pytest.raises(UnsafePathError):
+        restore_checkpoint(store, forged, RestoreOptions(creator="test"))
+    assert _snapshot(root) == before
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_an_entry_below_a_symlink_is_refused(store, root, tmp_path):
+    manifest = _checkpoint(store, root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    common = {"mode": 0o644, "uid": 0, "gid": 0, "owner": None, "group": None, "size": 0, "mtime_ns": 0}
+    forged = _forge(store, manifest, [
+        dict(common, path="out", type="symlink", sha256=None, target=str(outside)),
+        dict(common, path="out/planted", type="file", sha256=store.put_bytes(b""), target=None),
+    ])
+    with pytest.raises(UnsafePathError, match="below the symlink"):
+        restore_checkpoint(store, forged, RestoreOptions(creator="test"))
+    assert list(outside.iterdir()) == []
+
+
+def test_a_restore_killed_midway_leaves_old_or_new_files_and_the_next_run_completes(store, root, monkeypatch):
+    old = {("page%02d.html" % index): "page %d\n" % index for index in range(10)}
+    manifest = _checkpoint(store, root)
+    expected = _snapshot(root)
+    new = {name: "new content of %s\n" % name for name in old}
+    for name, text in new.items():
+        (root / name).write_text(text)
+    real_rename = os.rename
+    renamed = []
+
+    def rename_then_die(src, dst):
+        if not str(dst).startswith(str(root)):  # the store's own renames (safety checkpoint)
+            return real_rename(src, dst)
+        if len(renamed) == 4:
+            raise Killed()
+        real_rename(src, dst)
+        renamed.append(dst)
+        return None
+
+    monkeypatch.setattr(_restore.os, "rename", rename_then_die)
+    with pytest.raises(Killed):
+        restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    monkeypatch.setattr(_restore.os, "rename", real_rename)
+
+    leftovers = [name for name in os.listdir(str(root)) if TEMP_MARK in name]
+    assert leftovers, "the kill came after staging, so staged temporary files remain"
+    restored = 0
+    for name in old:
+        text = (root / name).read_text()
+        assert text in (old[name], new[name]), "every file is either old or new, never mixed"
+        restored += text == old[name]
+    assert restored == 4
+
+    result = restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    assert result["verified"]
+    assert _snapshot(root) == expected
+    assert [name for name in os.listdir(str(root)) if TEMP_MARK in name] == []
+    assert verify_tree(store, manifest["roots"][0]) == []

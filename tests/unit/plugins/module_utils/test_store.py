@@ -1,0 +1,191 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The content-addressed store: objects, manifests, lookup, prune and garbage collection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import (
+    CheckpointNotFound, IntegrityError, UnsupportedFormat,
+)
+from ansible_collections.gitops.rollback.plugins.module_utils._store import SMALL_FILE, Store, prune
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An initialised, empty store."""
+    result = Store(str(tmp_path / "store"))
+    result.init()
+    return result
+
+
+def _objects(store):
+    return sorted(
+        name for fan in os.listdir(store.path("objects")) for name in os.listdir(store.path("objects", fan))
+    )
+
+
+def _checkpoint(store, label=None, blobs=(), created=None):
+    manifest = store.new_manifest(label=label, reason="test")
+    if created:
+        manifest["created"] = created
+    if blobs:
+        manifest["components"] = [{"type": "test", "name": "data", "blobs": list(blobs)}]
+    store.save(manifest)
+    return manifest
+
+
+def test_store_layout_is_private(store):
+    for sub in ("", "objects", "checkpoints", "cache", "locks", "tmp"):
+        assert os.stat(store.path(sub)).st_mode & 0o777 == 0o700
+    assert json.loads(open(store.path("format")).read()) == {"format_version": 1}
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, SMALL_FILE, SMALL_FILE + 1, 3 * SMALL_FILE + 7])
+def test_put_file_names_objects_by_content_hash(store, tmp_path, size):
+    data = os.urandom(size)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    sha, stored_size = store.put_file(str(source))
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert stored_size == size
+    assert store.read_blob(sha) == data
+    assert store.blob_path(sha).endswith(os.path.join("objects", sha[:2], sha))
+    assert os.listdir(store.path("tmp")) == []
+
+
+def test_same_content_is_stored_once(store, tmp_path):
+    data = os.urandom(5000)
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "b").write_bytes(data)
+    first = store.put_file_counted(str(tmp_path / "a"))
+    second = store.put_file_counted(str(tmp_path / "b"))
+    third = store.put_bytes(data)
+    assert first[0] == second[0] == third
+    assert (first[2], second[2]) == (True, False)
+    assert _objects(store) == [third]
+
+
+def test_put_stream_hashes_what_it_writes(store):
+    sha, size = store.put_stream([b"abc", b"", b"def"])
+    assert (sha, size) == (hashlib.sha256(b"abcdef").hexdigest(), 6)
+
+
+def test_read_blob_refuses_a_corrupted_object(store):
+    sha = store.put_bytes(b"original")
+    os.chmod(store.blob_path(sha), 0o600)
+    with open(store.blob_path(sha), "wb") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(IntegrityError) as caught:
+        store.read_blob(sha)
+    assert sha in str(caught.value) and hashlib.sha256(b"tampered").hexdigest() in str(caught.value)
+
+
+def test_blob_path_refuses_a_name_that_is_not_a_hash(store):
+    with pytest.raises(IntegrityError):
+        store.blob_path("../../etc/passwd")
+
+
+def test_find_by_id_label_and_prefix(store):
+    first = _checkpoint(store, label="v1")
+    second = _checkpoint(store, label="v2")
+    newer_v1 = _checkpoint(store, label="v1")
+    assert store.find(first["id"])["id"] == first["id"]
+    assert store.find("v2")["id"] == second["id"]
+    assert store.find("v1")["id"] == newer_v1["id"], "a label names its newest checkpoint"
+    assert store.find(second["id"][:-3])["id"] == second["id"]
+    assert store.ids() == [first["id"], second["id"], newer_v1["id"]], "ids sort oldest first"
+
+
+def test_unknown_reference_lists_the_available_checkpoints(store):
+    _checkpoint(store, label="v1")
+    _checkpoint(store, label="v2")
+    with pytest.raises(CheckpointNotFound) as caught:
+        store.find("v3")
+    message = str(caught.value)
+    assert "'v3'" in message and "v1" in message and "v2" in message
+    assert "checkpoint_info" in message
+    assert [item["label"] for item in caught.value.details["available"]] == ["v1", "v2"]
+    assert store.find_optional("v3") is None
+    assert store.find_optional(None) is None
+
+
+def test_short_prefix_is_not_a_reference(store):
+    manifest = _checkpoint(store)
+    with pytest.raises(CheckpointNotFound):
+        store.find(manifest["id"][:4])
+
+
+def test_unknown_format_version_is_refused(store):
+    manifest = _checkpoint(store, label="v1")
+    path = store.manifest_path(manifest["id"])
+    document = json.loads(open(path).read())
+    document["format_version"] = 99
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+    with pytest.raises(UnsupportedFormat):
+        store.load(manifest["id"])
+    with open(store.path("format"), "w") as handle:
+        json.dump({"format_version": 2}, handle)
+    with pytest.raises(UnsupportedFormat):
+        store.init()
+
+
+def test_attach_component_replaces_same_type_and_name(store):
+    manifest = _checkpoint(store, label="v1")
+    store.attach_component(manifest, {"type": "db", "name": "app", "blobs": [store.put_bytes(b"one")]})
+    store.attach_component(manifest, {"type": "db", "name": "app", "blobs": [store.put_bytes(b"two")]})
+    store.attach_component(manifest, {"type": "db", "name": "other", "blobs": []})
+    components = store.find("v1")["components"]
+    assert [(c["name"], c["blobs"]) for c in components] == [
+        ("app", [hashlib.sha256(b"two").hexdigest()]), ("other", [])]
+
+
+def test_prune_never_chooses_the_newest(store):
+    ids = [_checkpoint(store, created="2020-01-01T00:00:00Z")["id"] for _ in range(3)]
+    assert prune(store, keep=0, older_than=None) == ids[:2]
+    assert prune(store, keep=2, older_than=None) == ids[:1]
+    assert prune(store, keep=None, older_than=60.0) == ids[:2]
+    assert prune(store, keep=5, older_than=None) == []
+
+
+def test_prune_by_age_keeps_recent_checkpoints(store):
+    old = _checkpoint(store, created="2020-01-01T00:00:00Z")["id"]
+    _checkpoint(store)
+    _checkpoint(store)
+    assert prune(store, keep=None, older_than=86400.0) == [old]
+
+
+def test_garbage_collection_keeps_referenced_objects(store, tmp_path):
+    kept_blob = store.put_bytes(b"kept")
+    doomed_blob = store.put_bytes(b"doomed")
+    orphan = store.put_bytes(b"orphan")
+    keeper = _checkpoint(store, label="keep", blobs=[kept_blob])
+    doomed = _checkpoint(store, label="gone", blobs=[doomed_blob])
+    (tmp_path / "leftover").write_bytes(b"x")
+    os.rename(str(tmp_path / "leftover"), store.path("tmp", "leftover"))
+    store.delete(doomed["id"])
+    removed, freed = store.collect_garbage()
+    assert (removed, freed) == (2, len(b"doomed") + len(b"orphan"))
+    assert _objects(store) == [kept_blob]
+    assert not store.has_blob(orphan)
+    assert store.verify(keeper) == []
+    assert os.listdir(store.path("tmp")) == []
+
+
+def test_verify_reports_missing_and_corrupted_objects(store):
+    good, bad, gone = (store.put_bytes(data) for data in (b"good", b"bad", b"gone"))
+    manifest = _checkpoint(store, blobs=[good, bad, gone])
+    with open(store.blob_path(bad), "wb") as handle:
+        handle.write(b"rotten")
+    os.unlink(store.blob_path(gone))
+    problems = {item["object"]: item for item in store.verify(manifest)}
+    assert set(problems) == {bad, gone}
+    assert problems[bad]["problem"] == "hash mismatch"
+    assert problems[bad]["actual"] == hashlib.sha256(b"rotten").hexdigest()
+    assert problems[gone]["problem"] == "missing"
