@@ -184,15 +184,17 @@ class TreeValidator:
             raise IntegrityError("Manifest entry %r has unknown type %r." % (rel, entry.get("type")))
         if self.last is not None and key <= self.last:
             raise IntegrityError("Manifest entries of %s are out of order at %r." % (self.root, rel))
-        for link in self.links:
-            if key[: len(link)] == link:
-                raise UnsafePathError(
-                    "Manifest entry %r lies below the symlink %r in %s: writing it would follow the "
-                    "link out of the managed root. The manifest is damaged or forged."
-                    % (rel, "/".join(link), self.root)
-                )
+        # Entries are in tree order (checked above), so everything below a symlink would come
+        # right after it: comparing with the latest symlink is enough.
+        link = self.links[-1] if self.links else None
+        if link is not None and key[: len(link)] == link:
+            raise UnsafePathError(
+                "Manifest entry %r lies below the symlink %r in %s: writing it would follow the "
+                "link out of the managed root. The manifest is damaged or forged."
+                % (rel, "/".join(link), self.root)
+            )
         if entry["type"] == LINK:
-            self.links.append(key)
+            self.links[:] = [key]
         elif entry["type"] == FILE and not isinstance(entry.get("sha256"), str):
             raise IntegrityError("Manifest file entry %r has no sha256." % rel)
         self.last = key
