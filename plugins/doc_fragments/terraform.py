@@ -23,8 +23,14 @@ options:
     default: default
   backend_config:
     description:
-      - Backend settings merged into the configuration's C(backend) block, for example C(conn_str) of the
+      - Backend settings merged into the configuration's C(backend) block, for example C(schema_name) of the
         C(pg) backend. They are written to a private JSON file for C(-backend-config), never to the command line.
+      - Put settings that hold secrets in O(backend_config_secrets) instead.
+    type: dict
+  backend_config_secrets:
+    description:
+      - Backend settings that hold secrets (C(conn_str) with a password, access keys), merged over
+        O(backend_config). They are hidden from logs and results.
     type: dict
   backend_config_files:
     description:

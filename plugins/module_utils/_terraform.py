@@ -42,7 +42,8 @@ def terraform_argument_spec() -> dict:
     return dict(
         project_path=dict(type="path"),
         workspace=dict(type="str", default="default"),
-        backend_config=dict(type="dict", no_log=True),
+        backend_config=dict(type="dict"),
+        backend_config_secrets=dict(type="dict", no_log=True),
         backend_config_files=dict(type="list", elements="path"),
         variables=dict(type="dict"),
         variables_files=dict(type="list", elements="path"),

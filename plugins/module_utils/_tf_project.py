@@ -52,7 +52,7 @@ class TfSettings:
         return cls(
             project_path=os.path.abspath(params["project_path"]),
             workspace=params.get("workspace") or "default",
-            backend_config=dict(params.get("backend_config") or {}),
+            backend_config={**(params.get("backend_config") or {}), **(params.get("backend_config_secrets") or {})},
             backend_config_files=list(params.get("backend_config_files") or []),
             variables=dict(params.get("variables") or {}),
             variables_files=list(params.get("variables_files") or []),

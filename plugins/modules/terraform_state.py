@@ -106,7 +106,7 @@ EXAMPLES = r"""
     operation: snapshot
     project_path: /srv/infra/prod
     label: v2.4.0
-    backend_config:
+    backend_config_secrets:
       conn_str: "{{ vault_tf_conn_str }}"
   delegate_to: localhost
   run_once: true

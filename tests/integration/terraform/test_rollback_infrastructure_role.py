@@ -1,0 +1,77 @@
+"""End to end: the rollback_infrastructure role (checkpoint, then rollback with a no-drift proof)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+TfSetup = Any  # the fixture object of conftest.py
+
+pytestmark = pytest.mark.slow
+
+
+def role_vars(tf: TfSetup, label: str, **extra: Any) -> dict[str, Any]:
+    args = tf.module_args()
+    found = {
+        "rollback_infrastructure_project_path": args["project_path"],
+        "rollback_infrastructure_label": label,
+        "rollback_infrastructure_store_path": args["store_path"],
+        "rollback_infrastructure_variables": args["variables"],
+        "rollback_infrastructure_state_lock_timeout": 10,
+    }
+    if tf.conn_str:
+        found["rollback_infrastructure_backend_config_secrets"] = {"conn_str": tf.conn_str}
+    found.update(extra)
+    return found
+
+
+def checkpoint_play(tf: TfSetup, label: str) -> list[dict[str, Any]]:
+    return [{"hosts": "localhost", "gather_facts": False, "tasks": [{
+        "name": "Checkpoint the infrastructure",
+        "ansible.builtin.include_role": {"name": "gitops.rollback.rollback_infrastructure", "tasks_from": "checkpoint"},
+        "vars": role_vars(tf, label),
+    }]}]
+
+
+def rollback_play(tf: TfSetup, label: str, **extra: Any) -> list[dict[str, Any]]:
+    return [{"hosts": "localhost", "gather_facts": False,
+             "roles": [{"role": "gitops.rollback.rollback_infrastructure", "vars": role_vars(tf, label, **extra)}]}]
+
+
+def test_role_checkpoints_then_rolls_back_with_no_drift(tf_pg: TfSetup) -> None:
+    tf = tf_pg
+    v1 = tf.deploy("v1")
+    run = tf.run(checkpoint_play(tf, "v1"), inventory=tf.inventory, env=tf.env)
+    assert run.ok, run
+    v2 = tf.deploy("v2")
+
+    dry = tf.run(rollback_play(tf, "v1"), inventory=tf.inventory, env=tf.env, check=True)
+    assert dry.ok, dry
+    assert tf.state()["serial"] == v2["serial"], "check mode changed the state"
+
+    run = tf.run(rollback_play(tf, "v1"), inventory=tf.inventory, env=tf.env)
+    assert run.ok, run
+    verify = run.result("Verify - plan against the configuration of the tag", "localhost")
+    assert verify["drift"] is False
+    now = tf.state()
+    assert now["outputs"]["release"]["value"] == "v1"
+    assert now["lineage"] == v1["lineage"] and now["serial"] > v2["serial"]
+
+
+def test_role_refuses_a_label_without_snapshot_before_changing_anything(tf_pg: TfSetup) -> None:
+    tf = tf_pg
+    v2 = tf.deploy("v2")
+    run = tf.run(rollback_play(tf, "v1"), inventory=tf.inventory, env=tf.env)
+    assert not run.ok
+    failed = run.results(status="failed")[0]["result"]
+    assert "No Terraform snapshot labelled v1" in failed["msg"]
+    assert tf.state()["serial"] == v2["serial"]
+
+
+def test_role_apply_at_mode_applies_the_tag_configuration(tf_pg: TfSetup) -> None:
+    tf = tf_pg
+    tf.deploy("v2")
+    run = tf.run(rollback_play(tf, "v1", rollback_infrastructure_mode="apply_at"), inventory=tf.inventory, env=tf.env)
+    assert run.ok, run
+    assert tf.state()["outputs"]["release"]["value"] == "v1"
