@@ -14,7 +14,7 @@ from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 from ._errors import RollbackError
 from ._statcache import CacheReader, CacheWriter, cache_file
 from ._store import Store, sha256_file
-from ._tree import DIR, FILE, LINK, Selection, describe_entry, encode_entry, kind_of, path_key, walk
+from ._tree import FILE, LINK, Selection, describe_entry, encode_entry, kind_of, path_key, walk
 
 # Threads hashing and storing file contents (hashlib and file I/O release the GIL), and how
 # many walked entries may wait for them.

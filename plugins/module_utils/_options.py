@@ -8,7 +8,6 @@ import getpass
 import socket
 from typing import Optional
 
-from ._db_conn import db_connection_argument_spec  # noqa: F401  (re-exported for modules)
 from ._store import DEFAULT_STORE
 
 

@@ -394,8 +394,7 @@ class Store:
                     if entry.get("sha256"):
                         yield entry["sha256"]
         for component in manifest.get("components", []):
-            for sha in component.get("blobs", []):
-                yield sha
+            yield from component.get("blobs", [])
 
     def iter_tree(self, sha: str) -> Iterator[dict]:
         """Yield the entries of a tree object (JSON lines)."""

@@ -102,7 +102,7 @@ seealso:
   - module: gitops.rollback.restore
 notes:
   - Hard links are stored as separate files; extended attributes, ACLs and special files
-    (devices, sockets, FIFOs) are not captured (special files are listed in RV(checkpoint.skipped)).
+    (devices, sockets, FIFOs) are not captured; the manifest lists the special files it skipped.
 """
 
 EXAMPLES = r"""
