@@ -188,3 +188,10 @@ def tf_pg(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[...
     yield setup
     if setup.pg is not None and setup.database:
         setup.pg.drop_database(setup.database)
+
+
+@pytest.fixture
+def tf_local(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[..., RepoInfo], tf_cli_config: Path,
+             localhost_inventory: Path, run_playbook: Callable[..., Result]) -> TfSetup:
+    """The local backend only, for store-side checks that do not depend on the backend."""
+    return _make_setup("local", request, tmp_path, git_repo, tf_cli_config, localhost_inventory, run_playbook)

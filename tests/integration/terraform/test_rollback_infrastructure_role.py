@@ -52,7 +52,8 @@ def test_role_checkpoints_then_rolls_back_with_no_drift(tf_pg: TfSetup) -> None:
 
     run = tf.run(rollback_play(tf, "v1"), inventory=tf.inventory, env=tf.env)
     assert run.ok, run
-    verify = run.result("Verify - plan against the configuration of the tag", "localhost")
+    verify = [e["result"] for e in run.results(host="localhost")
+              if e["task"].endswith("Verify - plan against the configuration of the tag")][-1]
     assert verify["drift"] is False
     now = tf.state()
     assert now["outputs"]["release"]["value"] == "v1"

@@ -137,28 +137,28 @@ def test_snapshot_of_another_lineage_is_refused_unless_forced(tf: TfSetup) -> No
     assert forced["safety_snapshot"]["lineage"] == fresh["lineage"]
 
 
-def test_unknown_snapshot_lists_the_available_ones(tf: TfSetup) -> None:
-    tf.deploy("v1")
-    tf.module("snapshot v1", operation="snapshot", label="v1")
-    run, failed = tf.module("revert", operation="revert", snapshot="v0.9")
+def test_unknown_snapshot_lists_the_available_ones(tf_local: TfSetup) -> None:
+    tf_local.deploy("v1")
+    tf_local.module("snapshot v1", operation="snapshot", label="v1")
+    run, failed = tf_local.module("revert", operation="revert", snapshot="v0.9")
     assert not run.ok
     assert "'v0.9' is not in" in failed["msg"] and "v1 (" in failed["msg"] and "operation=list" in failed["msg"]
     assert [snap["label"] for snap in failed["available"]] == ["v1"]
 
 
-def test_corrupted_snapshot_is_refused_before_anything_changes(tf: TfSetup) -> None:
-    tf.deploy("v1")
-    snap = tf.module("snapshot v1", operation="snapshot", label="v1")[1]["snapshot"]
-    v2 = tf.deploy("v2")
-    blob = tf.store / "objects" / snap["sha256"][:2] / snap["sha256"]
+def test_corrupted_snapshot_is_refused_before_anything_changes(tf_local: TfSetup) -> None:
+    tf_local.deploy("v1")
+    snap = tf_local.module("snapshot v1", operation="snapshot", label="v1")[1]["snapshot"]
+    v2 = tf_local.deploy("v2")
+    blob = tf_local.store / "objects" / snap["sha256"][:2] / snap["sha256"]
     blob.chmod(0o600)
     blob.write_bytes(blob.read_bytes().replace(b'"v1"', b'"v9"'))
 
-    run, failed = tf.module("revert", operation="revert", snapshot="v1")
+    run, failed = tf_local.module("revert", operation="revert", snapshot="v1")
     assert not run.ok
     assert "corrupted" in failed["msg"] and "Nothing was changed" in failed["msg"]
-    assert tf.state()["serial"] == v2["serial"]
-    listing = tf.module("list", operation="list")[1]
+    assert tf_local.state()["serial"] == v2["serial"]
+    listing = tf_local.module("list", operation="list")[1]
     assert [s["label"] for s in listing["snapshots"]] == ["v1"], "a refused revert took a safety snapshot"
 
 
@@ -231,8 +231,8 @@ def test_state_lock_released_within_the_timeout_lets_the_revert_through(tf_pg: T
     assert outputs(now) == {"release": "v1"} and now["serial"] > v2["serial"]
 
 
-def test_list_on_an_empty_store_is_empty_and_changes_nothing(tf: TfSetup, tmp_path: Path) -> None:
-    run, listing = tf.module("list", operation="list", store_path=str(tmp_path / "nothing"))
+def test_list_on_an_empty_store_is_empty_and_changes_nothing(tf_local: TfSetup, tmp_path: Path) -> None:
+    run, listing = tf_local.module("list", operation="list", store_path=str(tmp_path / "nothing"))
     assert run.ok, run
     assert listing["snapshots"] == [] and listing["changed"] is False
     assert not (tmp_path / "nothing").exists()
