@@ -145,11 +145,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import (
     RestoreRequest, plan_restore, restore,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection, db_connection_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._options import (
-    db_connection_argument_spec, default_owner, store_argument_spec,
-)
+from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner, store_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 
