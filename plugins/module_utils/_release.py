@@ -1,0 +1,761 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Application releases under a release root, switched by an atomic ``current`` symlink.
+
+Layout of a release root (ansistrano-like)::
+
+    releases/<id>/             one complete tree per release (never modified after it is listed)
+    shared/<path>              files and directories linked into every release (log, config/app.yml)
+    current -> releases/<id>   the live release; replaced by renaming a new symlink over it
+    releases.json              the index: every release with label, commit, marks; written atomically
+    .gitops-rollback-release.lock   held while anything changes
+
+A release directory is built under a temporary name and renamed into place, then listed in the
+index; a directory under ``releases/`` that the index does not list is incomplete and never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, List, Optional, Tuple
+
+from ._errors import RollbackError
+from ._fsutil import atomic_write_bytes, fsync_path, is_temp_name, read_json, temp_name
+from ._lock import FileLock
+from ._process import run
+
+INDEX = "releases.json"
+LOCK = ".gitops-rollback-release.lock"
+INDEX_FORMAT = 1
+HISTORY_LIMIT = 100
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+_HEX_RE = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+class ReleaseError(RollbackError):
+    """A release operation cannot be done as asked."""
+
+
+# ------------------------------------------------------------------------------------- the index
+def utc_now() -> str:
+    """Return the current UTC time, ISO 8601 with a Z suffix."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_release_id(taken: List[str]) -> str:
+    """Return a release id that sorts by time: UTC to the millisecond (``20261121T221530.123Z``)."""
+    moment = datetime.now(timezone.utc)
+    rid = "%s.%03dZ" % (moment.strftime("%Y%m%dT%H%M%S"), moment.microsecond // 1000)
+    suffix = 1
+    candidate = rid
+    while candidate in taken:
+        suffix += 1
+        candidate = "%s-%d" % (rid, suffix)
+    return candidate
+
+
+@dataclass
+class ReleaseRoot:
+    """A release root directory and its index."""
+
+    path: str
+    index: Dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: str) -> "ReleaseRoot":
+        """Read the root's index (an empty one when the root is new)."""
+        root = cls(os.path.abspath(path))
+        index_path = root.join(INDEX)
+        if os.path.exists(index_path):
+            index = read_json(index_path)
+            if not isinstance(index, dict) or index.get("format_version") != INDEX_FORMAT:
+                raise ReleaseError(
+                    "%s has an index format this collection does not read (format_version %r). Upgrade "
+                    "gitops.rollback." % (index_path, index.get("format_version") if isinstance(index, dict) else None))
+            root.index = index
+        else:
+            root.index = {"format_version": INDEX_FORMAT, "releases": [], "good": None, "history": []}
+        return root
+
+    # ------------------------------------------------------------------ paths
+    def join(self, *parts: str) -> str:
+        """Return a path inside the root."""
+        return os.path.join(self.path, *parts)
+
+    def release_dir(self, release_id: str) -> str:
+        """Return the directory of a release."""
+        return self.join("releases", release_id)
+
+    # --------------------------------------------------------------- records
+    @property
+    def releases(self) -> List[dict]:
+        """Every listed release, oldest deploy first."""
+        return self.index.setdefault("releases", [])  # type: ignore[return-value]
+
+    def ids(self) -> List[str]:
+        """Return every release id, oldest first."""
+        return [rel["id"] for rel in self.releases]
+
+    def record(self, release_id: str) -> Optional[dict]:
+        """Return the record of a release id, or None."""
+        for rel in self.releases:
+            if rel["id"] == release_id:
+                return rel
+        return None
+
+    def describe(self) -> str:
+        """Return 'label (id), ...' of every release, newest first, for an error message."""
+        if not self.releases:
+            return "none"
+        return ", ".join("%s (%s)" % (rel["label"], rel["id"]) if rel.get("label") else rel["id"]
+                         for rel in reversed(self.releases))
+
+    def find(self, ref: str) -> dict:
+        """Resolve a release id or label (newest with that label wins); fail listing what there is."""
+        found = self.record(ref)
+        if found is None:
+            labelled = [rel for rel in self.releases if rel.get("label") == ref]
+            found = labelled[-1] if labelled else None
+        if found is None:
+            raise ReleaseError(
+                "Release %r is not in %s (have: %s). Use a release id or label from "
+                "gitops.rollback.release_info." % (ref, self.path, self.describe()),
+                available=[rel["id"] for rel in self.releases],
+                labels=[rel.get("label") for rel in self.releases if rel.get("label")])
+        return found
+
+    # ---------------------------------------------------------------- current
+    def current_target(self) -> Optional[str]:
+        """Return where ``current`` points (None when absent); refuse a ``current`` that is no symlink."""
+        link = self.join("current")
+        try:
+            mode = os.lstat(link).st_mode
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISLNK(mode):
+            raise ReleaseError(
+                "%s is a %s, not a symlink, so it cannot be switched atomically. Move it into "
+                "releases/<id>/ (or away) and deploy with gitops.rollback.release state=present, which "
+                "creates the symlink." % (link, "directory" if stat.S_ISDIR(mode) else "file"))
+        return os.readlink(link)
+
+    def current_id(self) -> Optional[str]:
+        """Return the id of the release ``current`` points to, or None."""
+        target = self.current_target()
+        if target is None:
+            return None
+        resolved = os.path.normpath(os.path.join(self.path, target))
+        if os.path.dirname(resolved) != self.join("releases"):
+            raise ReleaseError(
+                "%s points to %s, which is not a release under %s. Switch it with "
+                "gitops.rollback.release state=rolled_back to=<id>." % (self.join("current"), target,
+                                                                        self.join("releases")))
+        return os.path.basename(resolved)
+
+    # ------------------------------------------------------------- changing
+    def lock(self, owner: str, operation: str, timeout: float) -> FileLock:
+        """Take the root's exclusive lock."""
+        os.makedirs(self.path, exist_ok=True)
+        return FileLock(self.join(LOCK), owner, operation).acquire(timeout)
+
+    def save(self) -> None:
+        """Write the index atomically."""
+        history = self.index.setdefault("history", [])
+        del history[:-HISTORY_LIMIT]  # type: ignore[index]
+        data = json.dumps(self.index, sort_keys=True, indent=1).encode("utf-8")
+        atomic_write_bytes(self.join(INDEX), data, mode=0o644)  # readable by the application
+
+    def note(self, operation: str, **fields: object) -> None:
+        """Append an event to the index history."""
+        self.index.setdefault("history", []).append(  # type: ignore[union-attr]
+            dict(at=utc_now(), op=operation, **{k: v for k, v in fields.items() if v is not None}))
+
+    def check_complete(self, rel: dict) -> None:
+        """Refuse a release whose directory is missing or incomplete."""
+        directory = self.release_dir(rel["id"])
+        if not os.path.isdir(directory) or os.path.islink(directory):
+            raise ReleaseError(
+                "Release %s%s is listed in %s but its directory %s is missing. Deploy it again with "
+                "state=present, or choose another release (have: %s)."
+                % (rel["id"], " (%s)" % rel["label"] if rel.get("label") else "", self.join(INDEX), directory,
+                   self.describe()))
+        for shared in rel.get("shared", []):
+            if not os.path.lexists(os.path.join(directory, shared)):
+                raise ReleaseError(
+                    "Release %s is incomplete: its shared path %s is missing. Deploy it again with "
+                    "state=present." % (rel["id"], shared))
+
+    def switch(self, release_id: str) -> None:
+        """Point ``current`` at a release: a new symlink renamed over the old one (atomic)."""
+        link = self.join("current")
+        tmp = temp_name(link)
+        os.symlink(os.path.join("releases", release_id), tmp)
+        try:
+            os.rename(tmp, link)
+        except OSError:
+            os.unlink(tmp)
+            raise
+        fsync_path(self.path)
+
+
+def summarize(root: ReleaseRoot, rel: dict, current: Optional[str]) -> dict:
+    """Return a release as the modules show it, with its marks."""
+    previous = previous_release(root, current)
+    good = root.index.get("good")
+    marks = list(rel.get("marks", []))
+    if rel["id"] == current:
+        state = "active"
+    elif "bad" in marks:
+        state = "bad"
+    elif previous and rel["id"] == previous["id"]:
+        state = "previous"
+    elif rel["id"] == good:
+        state = "good"
+    else:
+        state = "inactive"
+    shown = {key: rel.get(key) for key in ("id", "label", "commit", "created", "source", "digest", "reason")}
+    shown.update(path=root.release_dir(rel["id"]), state=state, marks=marks, current=rel["id"] == current,
+                 good=rel["id"] == good, bad="bad" in marks)
+    return shown
+
+
+def previous_release(root: ReleaseRoot, current: Optional[str]) -> Optional[dict]:
+    """Return the newest release deployed before ``current`` that is not marked bad."""
+    ids = root.ids()
+    if current not in ids:
+        return None
+    older = root.releases[: ids.index(current)]
+    for rel in reversed(older):
+        if "bad" not in rel.get("marks", []):
+            return rel
+    return None
+
+
+def current_release(path: str) -> Optional[dict]:
+    """Return the current release of a root (id, label, commit, path...), or None when there is none.
+
+    Used by the orchestrator to record the live release in a host checkpoint.
+    """
+    if not os.path.isdir(path):
+        return None
+    root = ReleaseRoot.open(path)
+    current = root.current_id()
+    if current is None:
+        return None
+    rel = root.record(current) or {"id": current}
+    return summarize(root, rel, current)
+
+
+def release_component(path: str) -> Optional[dict]:
+    """Return the checkpoint component recording the current release of a root, or None."""
+    rel = current_release(path)
+    if rel is None:
+        return None
+    return {"type": "release", "name": os.path.abspath(path), "release": rel["id"], "label": rel.get("label"),
+            "commit": rel.get("commit"), "blobs": []}
+
+
+# ----------------------------------------------------------------------------- building a release
+def check_relative(path: str, what: str) -> str:
+    """Return a normalised relative path; refuse absolute ones and ``..``."""
+    norm = os.path.normpath(path)
+    if os.path.isabs(path) or norm == "." or norm.split(os.sep)[0] == "..":
+        raise ReleaseError("%s %r must be a relative path inside the release (no leading / or ..)." % (what, path))
+    return norm
+
+
+def tree_digest(top: str) -> str:
+    """Return a SHA-256 over a tree: every relative path, type, mode, content or link target."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, top)
+            st = os.lstat(full)
+            digest.update(("%s\0%o\0" % (rel, st.st_mode)).encode("utf-8", "surrogateescape"))
+            if stat.S_ISLNK(st.st_mode):
+                digest.update(os.readlink(full).encode("utf-8", "surrogateescape"))
+            elif stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def remote_commit(repo: str, version: str) -> Tuple[Optional[str], bool]:
+    """Ask the repository (git ls-remote) which commit ``version`` names; return (commit, is_tag)."""
+    out = run(["git", "ls-remote", "--", repo, version, "refs/tags/%s^{}" % version],
+              "git ls-remote of %s" % repo, env={"GIT_TERMINAL_PROMPT": "0"}).stdout.decode()
+    refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    for ref in ("refs/tags/%s^{}" % version, "refs/tags/%s" % version, "refs/heads/%s" % version, version):
+        if ref in refs:
+            return refs[ref], ref.startswith("refs/tags/")
+    if _HEX_RE.match(version):
+        return version, False
+    raise ReleaseError("Version %r is neither a branch, a tag nor a commit of %s. Push it, or name an "
+                       "existing tag or branch." % (version, repo))
+
+
+def checkout(repo: str, version: str, into: str) -> Tuple[str, List[List[str]]]:
+    """Clone ``repo`` into ``into`` at ``version`` (without .git); return (commit, commands run)."""
+    env = {"GIT_TERMINAL_PROMPT": "0"}
+    commands = [["git", "clone", "--quiet", "--no-checkout", "--", repo, into]]
+    run(commands[-1], "git clone of %s" % repo, env=env)
+    commit = None
+    for candidate in (version, "origin/%s" % version):
+        argv = ["git", "-C", into, "rev-parse", "--verify", "--quiet", "%s^{commit}" % candidate]
+        done = run(argv, "git rev-parse", env=env, check=False)
+        if done.rc == 0:
+            commit = done.stdout.decode().strip()
+            break
+    if commit is None:
+        raise ReleaseError("Version %r is not in %s. Name an existing tag, branch or commit." % (version, repo))
+    commands.append(["git", "-C", into, "checkout", "--quiet", "--detach", commit])
+    run(commands[-1], "git checkout of %s" % version, env=env)
+    shutil.rmtree(os.path.join(into, ".git"))
+    return commit, commands
+
+
+def link_shared(root: ReleaseRoot, release_dir: str, shared: List[str]) -> None:
+    """Link each shared path into a release; a path missing under shared/ is seeded from the release."""
+    for rel_path in shared:
+        in_release = os.path.join(release_dir, rel_path)
+        in_shared = root.join("shared", rel_path)
+        os.makedirs(os.path.dirname(in_shared), exist_ok=True)
+        if not os.path.lexists(in_shared):
+            if os.path.lexists(in_release):
+                os.rename(in_release, in_shared)  # the first release seeds the shared copy
+            else:
+                os.makedirs(in_shared)
+        if os.path.lexists(in_release):
+            if os.path.isdir(in_release) and not os.path.islink(in_release):
+                shutil.rmtree(in_release)
+            else:
+                os.unlink(in_release)
+        os.makedirs(os.path.dirname(in_release), exist_ok=True)
+        os.symlink(os.path.relpath(in_shared, os.path.dirname(in_release)), in_release)
+
+
+def remove_tree(path: str) -> None:
+    """Remove a release directory (or a leftover temporary one)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path)
+
+
+def leftovers(root: ReleaseRoot) -> List[str]:
+    """Return the incomplete (temporary) release directories left by interrupted deploys."""
+    releases = root.join("releases")
+    if not os.path.isdir(releases):
+        return []
+    return sorted(os.path.join(releases, name) for name in os.listdir(releases) if is_temp_name(name))
+
+
+# ------------------------------------------------------------------------------------ operations
+@dataclass
+class ReleaseParams:
+    """Parameters of the release and release_info modules."""
+
+    root: str
+    owner: str
+    lock_timeout: float = 0.0
+    check_mode: bool = False
+    diff: bool = False
+    src: Optional[str] = None
+    repo: Optional[str] = None
+    version: str = "HEAD"
+    release_id: Optional[str] = None
+    label: Optional[str] = None
+    commit: Optional[str] = None
+    shared: List[str] = field(default_factory=list)
+    activate: bool = True
+    to: Optional[str] = None
+    checkpoint: Optional[str] = None
+    store_path: Optional[str] = None
+    keep_bad: bool = True
+    reason: Optional[str] = None
+    release: Optional[str] = None
+    keep: int = 5
+    prune_bad: bool = False
+
+
+@dataclass
+class Outcome:
+    """What an operation did (or would do in check mode)."""
+
+    root: ReleaseRoot
+    before: Optional[str]
+    after: Optional[str]
+    changed: bool = False
+    commands: List[List[str]] = field(default_factory=list)
+    extra: Dict[str, object] = field(default_factory=dict)
+    planned_label: Optional[str] = None
+
+    def result(self, params: ReleaseParams) -> dict:
+        """Return the module result."""
+        root = self.root
+        shown = {rid: summarize(root, root.record(rid), self.after) for rid in (self.before, self.after)
+                 if rid and root.record(rid)}
+        if self.after and self.after not in shown:
+            shown[self.after] = {"id": self.after, "label": self.planned_label, "state": "new"}
+        result = dict(changed=self.changed, root=root.path, commands=self.commands,
+                      release=shown.get(self.after) if self.after else None,
+                      previous_release=shown.get(self.before) if self.before != self.after else None,
+                      current=self.after, **self.extra)
+        if params.diff:
+            result["diff"] = {"before": describe_current(root, self.before),
+                              "after": describe_current(root, self.after)}
+        return result
+
+
+def describe_current(root: ReleaseRoot, release_id: Optional[str]) -> str:
+    """Return ``current -> releases/<id> (label)`` for a diff."""
+    if release_id is None:
+        return "current: (none)\n"
+    rel = root.record(release_id) or {}
+    return "current -> releases/%s%s\n" % (release_id, " (%s)" % rel["label"] if rel.get("label") else "")
+
+
+def _locked(params: ReleaseParams, root: ReleaseRoot, operation: str):
+    """Take the root lock unless in check mode (a plan reads only)."""
+    if params.check_mode:
+        return _NoLock()
+    return root.lock(params.owner, operation, params.lock_timeout)
+
+
+class _NoLock:
+    """A stand-in for the lock in check mode."""
+
+    def __enter__(self) -> "_NoLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _reopen(root: ReleaseRoot) -> ReleaseRoot:
+    """Read the index again (under the lock, the file may have changed since the plan)."""
+    return ReleaseRoot.open(root.path)
+
+
+def deploy(params: ReleaseParams) -> dict:
+    """state=present: reuse a matching release or build a new one; switch to it unless activate=false."""
+    root = ReleaseRoot.open(params.root)
+    shared = [check_relative(path, "Shared path") for path in params.shared]
+    if params.src and not os.path.isdir(params.src):
+        raise ReleaseError("Source directory %s does not exist on this host. Copy the build there first, or "
+                           "deploy from Git with repo and version." % params.src)
+    with _locked(params, root, "release present"):
+        root = _reopen(root)
+        current = root.current_id()
+        outcome = Outcome(root, current, current)
+        source_key, label = _source_identity(params, outcome)
+        existing = _matching_release(root, params, source_key, label)
+        if existing is None:
+            outcome.changed = True
+            target = params.release_id or new_release_id(root.ids())
+            outcome.extra["created"] = True
+            if not params.check_mode:
+                _build(root, params, target, label, source_key, shared, outcome)
+        else:
+            target = existing["id"]
+            root.check_complete(existing)
+            outcome.extra["created"] = False
+        if params.activate and target != current:
+            outcome.changed = True
+            outcome.after = target
+            if not params.check_mode:
+                root.switch(target)
+                root.note("activate", release=target, previous=current)
+                root.save()
+        elif not params.activate:
+            outcome.extra["staged"] = target
+        if params.check_mode and existing is None:
+            outcome.extra["would_create"] = target
+            outcome.planned_label = label
+        return outcome.result(params)
+
+
+def _source_identity(params: ReleaseParams, outcome: Outcome) -> Tuple[dict, Optional[str]]:
+    """Return what identifies the requested content (commit or tree digest) and the label to use."""
+    if params.repo:
+        commit, is_tag = remote_commit(params.repo, params.version)
+        outcome.commands.append(["git", "ls-remote", "--", params.repo, params.version])
+        label = params.label or (params.version if is_tag else None)
+        return {"commit": commit, "source": "%s@%s" % (params.repo, params.version)}, label
+    return {"digest": tree_digest(params.src), "source": os.path.abspath(params.src),
+            "commit": params.commit}, params.label
+
+
+def _matching_release(root: ReleaseRoot, params: ReleaseParams, key: dict, label: Optional[str]) -> Optional[dict]:
+    """Return the listed release this request names (id, else label, else same content); refuse conflicts."""
+    if params.release_id:
+        found = root.record(params.release_id)
+    elif label:
+        labelled = [rel for rel in root.releases if rel.get("label") == label]
+        found = labelled[-1] if labelled else None
+    else:
+        same = [rel for rel in root.releases if _same_content(rel, key) and "bad" not in rel.get("marks", [])]
+        found = same[-1] if same else None
+    if found is not None and not _same_content(found, key):
+        raise ReleaseError(
+            "Release %s%s in %s holds other content (%s) than asked (%s). Use a new label or release_id, or "
+            "remove the old release first." % (found["id"], " (%s)" % found["label"] if found.get("label") else "",
+                                                root.path, _content_name(found), _content_name(key)))
+    return found
+
+
+def _same_content(rel: dict, key: dict) -> bool:
+    if key.get("digest"):
+        return rel.get("digest") == key["digest"]
+    commit = key.get("commit") or ""
+    known = rel.get("commit") or ""
+    return bool(commit and known) and (known.startswith(commit) or commit.startswith(known))
+
+
+def _content_name(item: dict) -> str:
+    if item.get("digest"):
+        return "tree sha256 %s" % item["digest"][:12]
+    return "commit %s" % (item.get("commit") or "unknown")[:12]
+
+
+def _build(root: ReleaseRoot, params: ReleaseParams, target: str, label: Optional[str], key: dict,
+           shared: List[str], outcome: Outcome) -> None:
+    """Build a release under a temporary name, link shared paths, rename it into place, list it."""
+    if not _ID_RE.match(target):
+        raise ReleaseError("Release id %r may hold only letters, digits and . _ + - (at most 100)." % target)
+    final = root.release_dir(target)
+    if os.path.lexists(final):
+        raise ReleaseError("%s exists but is not a listed release (an interrupted deploy?). Remove it, or choose "
+                           "another release_id." % final)
+    os.makedirs(root.join("releases"), exist_ok=True)
+    os.makedirs(root.join("shared"), exist_ok=True)
+    building = temp_name(final)
+    try:
+        if params.repo:
+            commit, commands = checkout(params.repo, params.version, building)
+            outcome.commands.extend(commands)
+            key = dict(key, commit=commit)
+        else:
+            shutil.copytree(params.src, building, symlinks=True)
+        link_shared(root, building, shared)
+        os.rename(building, final)
+    except BaseException:
+        if os.path.lexists(building):
+            remove_tree(building)
+        raise
+    fsync_path(root.join("releases"))
+    root.releases.append({"id": target, "label": label, "commit": key.get("commit"), "digest": key.get("digest"),
+                          "source": key.get("source"), "created": utc_now(), "shared": shared, "marks": []})
+    root.note("deploy", release=target, label=label)
+    root.save()
+
+
+def rollback(params: ReleaseParams) -> dict:
+    """state=rolled_back: switch to the previous release, or to one by id, label or checkpoint."""
+    root = ReleaseRoot.open(params.root)
+    with _locked(params, root, "release rolled_back"):
+        root = _reopen(root)
+        current = root.current_id()
+        target = _rollback_target(root, params, current)
+        root.check_complete(target)
+        outcome = Outcome(root, current, target["id"])
+        if target["id"] == current:
+            return outcome.result(params)
+        outcome.changed = True
+        abandoned = root.record(current) if current else None
+        if abandoned is not None:
+            outcome.extra["marked_bad"] = current
+            outcome.extra["removed"] = [] if params.keep_bad else [current]
+        if not params.check_mode:
+            root.switch(target["id"])
+            if abandoned is not None:
+                _mark(abandoned, "bad", params.reason or "rolled back to %s" % (target.get("label") or target["id"]))
+                if root.index.get("good") == current:
+                    root.index["good"] = None
+            root.note("rollback", release=target["id"], previous=current, reason=params.reason)
+            root.save()
+            if abandoned is not None and not params.keep_bad:
+                _delete_release(root, abandoned)
+        return outcome.result(params)
+
+
+def _rollback_target(root: ReleaseRoot, params: ReleaseParams, current: Optional[str]) -> dict:
+    """Resolve the release to roll back to."""
+    if params.checkpoint:
+        return root.find(_release_in_checkpoint(root, params))
+    if params.to:
+        return root.find(params.to)
+    previous = previous_release(root, current)
+    if previous is None:
+        raise ReleaseError(
+            "There is no release before %s in %s that is not marked bad (have: %s). Name one with to=<id or "
+            "label>." % (current or "(no current release)", root.path, root.describe()),
+            available=root.ids())
+    return previous
+
+
+def _release_in_checkpoint(root: ReleaseRoot, params: ReleaseParams) -> str:
+    """Return the release id a checkpoint recorded for this root."""
+    from ._store import DEFAULT_STORE, Store  # local: only this path needs the store
+
+    store = Store(params.store_path or DEFAULT_STORE)
+    manifest = store.find(params.checkpoint)
+    for component in manifest.get("components", []):
+        if component.get("type") == "release" and component.get("name") == root.path:
+            return component["release"]
+    raise ReleaseError(
+        "Checkpoint %s (%s) records no release of %s (components: %s). Record one with "
+        "gitops.rollback.release state=recorded, or name the release with to=<id or label>."
+        % (manifest.get("label") or manifest["id"], manifest["id"], root.path,
+           ", ".join("%s %s" % (c.get("type"), c.get("name")) for c in manifest.get("components", [])) or "none"))
+
+
+def _mark(rel: dict, mark: str, reason: Optional[str] = None) -> None:
+    marks = [m for m in rel.get("marks", []) if m not in ("bad", "good")]
+    rel["marks"] = marks + [mark]
+    rel["reason"] = reason
+    rel["marked"] = utc_now()
+
+
+def _delete_release(root: ReleaseRoot, rel: dict) -> None:
+    """Unlist a release, then remove its directory (unlisted first: a crash leaves no listed half tree)."""
+    root.index["releases"] = [r for r in root.releases if r["id"] != rel["id"]]
+    root.note("remove", release=rel["id"])
+    root.save()
+    directory = root.release_dir(rel["id"])
+    if os.path.lexists(directory):
+        aside = temp_name(directory)
+        os.rename(directory, aside)
+        remove_tree(aside)
+
+
+def mark_good(params: ReleaseParams) -> dict:
+    """state=good: record the current release (or ``release``) as the last known good one."""
+    root = ReleaseRoot.open(params.root)
+    with _locked(params, root, "release good"):
+        root = _reopen(root)
+        current = root.current_id()
+        if params.release:
+            rel = root.find(params.release)
+        elif current is None:
+            raise ReleaseError("%s has no current release to mark good. Deploy one with state=present." % root.path)
+        else:
+            rel = root.record(current) or root.find(current)
+        outcome = Outcome(root, current, current, extra={"marked_good": rel["id"]})
+        if root.index.get("good") == rel["id"] and "good" in rel.get("marks", []):
+            return outcome.result(params)
+        outcome.changed = True
+        if not params.check_mode:
+            _mark(rel, "good", params.reason)
+            root.index["good"] = rel["id"]
+            root.note("good", release=rel["id"], reason=params.reason)
+            root.save()
+        return outcome.result(params)
+
+
+def prune_plan(root: ReleaseRoot, current: Optional[str], keep: int, prune_bad: bool) -> List[dict]:
+    """Choose releases to delete: beyond the newest ``keep``, never current, last good, or kept bad ones."""
+    protected = {current, root.index.get("good")}
+    doomed = []
+    for rel in root.releases[: max(len(root.releases) - max(keep, 1), 0)]:
+        if rel["id"] in protected or ("bad" in rel.get("marks", []) and not prune_bad):
+            continue
+        doomed.append(rel)
+    return doomed
+
+
+def prune_releases(params: ReleaseParams) -> dict:
+    """state=pruned: remove old releases and leftovers of interrupted deploys."""
+    root = ReleaseRoot.open(params.root)
+    with _locked(params, root, "release pruned"):
+        root = _reopen(root)
+        current = root.current_id()
+        doomed = prune_plan(root, current, params.keep, params.prune_bad)
+        stale = leftovers(root)
+        outcome = Outcome(root, current, current, changed=bool(doomed or stale),
+                          extra={"removed": [rel["id"] for rel in doomed], "leftovers_removed": stale})
+        if not params.check_mode:
+            for rel in doomed:
+                _delete_release(root, rel)
+            for path in stale:
+                remove_tree(path)
+        return outcome.result(params)
+
+
+def record_in_checkpoint(params: ReleaseParams) -> dict:
+    """state=recorded: attach the current release to a checkpoint (created when the label is new)."""
+    from ._store import DEFAULT_STORE, Store  # local: only this path needs the store
+
+    root = ReleaseRoot.open(params.root)
+    current = root.current_id()
+    component = release_component(root.path)
+    if component is None:
+        raise ReleaseError("%s has no current release to record. Deploy one with state=present." % root.path)
+    outcome = Outcome(root, current, current, extra={"component": component})
+    store = Store(params.store_path or DEFAULT_STORE)
+    manifest = store.find_optional(params.checkpoint) if store.exists() else None
+    if manifest is not None and component in manifest.get("components", []):
+        outcome.extra["checkpoint"] = {"id": manifest["id"], "label": manifest.get("label")}
+        return outcome.result(params)
+    outcome.changed = True
+    if params.check_mode:
+        outcome.extra["checkpoint"] = {"id": manifest["id"] if manifest else None, "label": params.checkpoint}
+        return outcome.result(params)
+    with store.lock(params.owner, "release recorded", params.lock_timeout):
+        manifest = store.find_optional(params.checkpoint)
+        if manifest is None:
+            manifest = store.new_manifest(label=params.checkpoint, reason=params.reason or "release recorded",
+                                          creator=params.owner)
+        store.attach_component(manifest, component)
+    outcome.extra["checkpoint"] = {"id": manifest["id"], "label": manifest.get("label")}
+    return outcome.result(params)
+
+
+def list_releases(params: ReleaseParams) -> dict:
+    """release_info: every release, oldest first, with its marks; or one by id or label."""
+    if not os.path.isdir(params.root):
+        raise ReleaseError("Release root %s does not exist on this host. Deploy a release there with "
+                           "gitops.rollback.release state=present." % params.root)
+    root = ReleaseRoot.open(params.root)
+    current = root.current_id()
+    chosen = [root.find(params.release)] if params.release else root.releases
+    previous = previous_release(root, current)
+    return dict(changed=False, root=root.path, current=current, good=root.index.get("good"),
+                previous=previous["id"] if previous else None,
+                releases=[summarize(root, rel, current) for rel in chosen],
+                incomplete=leftovers(root) + _unlisted(root))
+
+
+def _unlisted(root: ReleaseRoot) -> List[str]:
+    """Return release directories the index does not list (not temporary ones)."""
+    releases = root.join("releases")
+    if not os.path.isdir(releases):
+        return []
+    listed = set(root.ids())
+    return sorted(os.path.join(releases, name) for name in os.listdir(releases)
+                  if name not in listed and not is_temp_name(name))
+
+
+OPERATIONS = {
+    "present": deploy,
+    "rolled_back": rollback,
+    "good": mark_good,
+    "pruned": prune_releases,
+    "recorded": record_in_checkpoint,
+}
+
+
+def apply(state: str, params: ReleaseParams) -> dict:
+    """Run the operation of a release module ``state``."""
+    return OPERATIONS[state](params)

@@ -1,0 +1,80 @@
+"""Plays and assertions shared by the release end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = "/srv/app"
+SHARED = ["log", "config/app.yml"]
+
+
+def role_play(tasks_from: str, hosts: str = "fleet", **role_vars: Any) -> list[dict]:
+    """A play that runs one entry point of the rollback_release role with its variables."""
+    role_vars = {"rollback_release_root": ROOT, **role_vars}
+    return [{
+        "name": f"rollback_release {tasks_from}",
+        "hosts": hosts,
+        "gather_facts": False,
+        "tasks": [{
+            "name": f"Run rollback_release {tasks_from}",
+            "ansible.builtin.include_role": {"name": "gitops.rollback.rollback_release", "tasks_from": tasks_from},
+            "vars": role_vars,
+        }],
+    }]
+
+
+def deploy_play(builds: Path, version: str, hosts: str = "fleet", **extra: Any) -> list[dict]:
+    """Deploy ``<builds>/<host>/<version>`` labelled ``version`` through the role's deploy entry point."""
+    return role_play("deploy", hosts, rollback_release_src=f"{builds}/{{{{ inventory_hostname }}}}/{version}",
+                     rollback_release_label=version, rollback_release_shared=SHARED, **extra)
+
+
+def module_play(args: dict, hosts: str = "fleet", name: str = "Release") -> list[dict]:
+    """A play with one gitops.rollback.release task named ``name``."""
+    return [{"name": "release module", "hosts": hosts, "gather_facts": False,
+             "tasks": [{"name": name, "gitops.rollback.release": {"root": ROOT, **args}, "register": "out"}]}]
+
+
+def deploy(run_playbook, builds: Path, *versions: str, hosts: str = "fleet") -> None:
+    """Deploy each version in turn and fail the test on any error."""
+    for version in versions:
+        result = run_playbook(deploy_play(builds, version, hosts))
+        assert result.ok, result
+
+
+def live_version(host) -> str:
+    """What a reader of current/VERSION on the host sees."""
+    return (host.local(ROOT) / "current" / "VERSION").read_text().strip()
+
+
+def index(host) -> dict:
+    """The host's release index."""
+    return json.loads((host.local(ROOT) / "releases.json").read_text())
+
+
+def by_label(host) -> dict[str, dict]:
+    """Index records by label."""
+    return {rel["label"]: rel for rel in index(host)["releases"]}
+
+
+def release_dirs(host) -> set[str]:
+    """Release directories on disk."""
+    return {p.name for p in (host.local(ROOT) / "releases").iterdir()}
+
+
+def state_of(host) -> tuple:
+    """Everything a no-op must leave alone: where current points, the index bytes, the release dirs."""
+    root = host.local(ROOT)
+    current = root / "current"
+    return (current.readlink() if current.is_symlink() else None,
+            (root / "releases.json").read_bytes() if (root / "releases.json").exists() else None,
+            sorted(release_dirs(host)) if (root / "releases").exists() else None)
+
+
+def task_result(result, task: str, host: str) -> dict:
+    """The last result of a task (role tasks are named '<role> : <task>') on a host."""
+    found = [e for e in result.events if e["task"].split(" : ")[-1] == task and e["host"] == host]
+    assert found, f"no result for {task!r} on {host}\n{result}"
+    return found[-1]["result"]

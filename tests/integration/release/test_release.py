@@ -1,0 +1,255 @@
+"""End-to-end: application releases on three real SSH hosts through ansible-playbook."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from release_helpers import (
+    ROOT, by_label, deploy, deploy_play, index, live_version, module_play, release_dirs, role_play, state_of,
+    task_result,
+)
+
+
+def test_deploy_then_roll_back_to_previous_and_to_any_label_keeping_the_bad_ones(builds, run_playbook, clean_fleet):
+    deploy(run_playbook, builds, "v1", "v2", "v3")
+    for host in clean_fleet:
+        assert live_version(host) == "v3"
+        assert (host.local(ROOT) / "current" / "index.html").read_text() == f"<h1>{host.name} v3</h1>\n"
+        assert len(release_dirs(host)) == 3
+
+    previous = run_playbook(role_play("main", rollback_release_reason="health gate failed"))
+
+    assert previous.ok, previous
+    for host in clean_fleet:
+        assert live_version(host) == "v2"
+        releases = by_label(host)
+        assert releases["v3"]["marks"] == ["bad"] and releases["v3"]["reason"] == "health gate failed"
+        assert (host.local(ROOT) / "releases" / releases["v3"]["id"] / "VERSION").read_text() == "v3\n", "bad kept"
+
+    to_v1 = run_playbook(role_play("main", rollback_release_to="v1"))
+
+    assert to_v1.ok, to_v1
+    for host in clean_fleet:
+        assert live_version(host) == "v1"
+        assert (host.local(ROOT) / "current" / "index.html").read_text() == f"<h1>{host.name} v1</h1>\n"
+        assert {label for label, rel in by_label(host).items() if "bad" in rel["marks"]} == {"v2", "v3"}
+        assert len(release_dirs(host)) == 3, "bad releases are kept for forensics"
+        switched = task_result(to_v1, "Switch current back", host.name)
+        assert switched["changed"] and switched["release"]["label"] == "v1"
+        assert switched["previous_release"]["label"] == "v2" and switched["previous_release"]["state"] == "bad"
+
+    info = run_playbook([{"hosts": "fleet", "gather_facts": False, "tasks": [
+        {"name": "List", "gitops.rollback.release_info": {"root": ROOT}}]}])
+    assert info.ok, info
+    listed = info.result("List", "h2")
+    assert [(r["label"], r["state"], r["current"]) for r in listed["releases"]] == [
+        ("v1", "active", True), ("v2", "bad", False), ("v3", "bad", False)]
+
+
+def test_shared_paths_are_linked_into_every_release(builds, run_playbook, clean_fleet):
+    deploy(run_playbook, builds, "v1")
+    h1 = clean_fleet["h1"]
+    root = h1.local(ROOT)
+    (root / "current" / "log" / "app.log").write_text("written by v1\n")
+    (root / "shared" / "config" / "app.yml").write_text("edited on the host\n")
+
+    deploy(run_playbook, builds, "v2")
+
+    assert live_version(h1) == "v2"
+    assert (root / "current" / "log" / "app.log").read_text() == "written by v1\n"
+    assert (root / "current" / "config" / "app.yml").read_text() == "edited on the host\n", "not the build's copy"
+    assert (root / "current" / "config" / "app.yml").is_symlink()
+
+
+def test_deploy_and_rollback_are_idempotent(builds, run_playbook, clean_fleet):
+    deploy(run_playbook, builds, "v1", "v2")
+    before = {host.name: state_of(host) for host in clean_fleet}
+
+    again = run_playbook(deploy_play(builds, "v2"))
+
+    assert again.ok, again
+    assert all(stats["changed"] == 0 for stats in again.stats.values()), again.stats
+    assert {host.name: state_of(host) for host in clean_fleet} == before
+
+    assert run_playbook(role_play("main", rollback_release_to="v1")).ok
+    rolled = {host.name: state_of(host) for host in clean_fleet}
+    second = run_playbook(role_play("main", rollback_release_to="v1"))
+
+    assert second.ok, second
+    assert all(stats["changed"] == 0 for stats in second.stats.values()), second.stats
+    assert {host.name: state_of(host) for host in clean_fleet} == rolled
+
+
+def test_check_mode_says_which_release_would_become_current_and_changes_nothing(builds, run_playbook, clean_fleet):
+    deploy(run_playbook, builds, "v1", "v2", "v3")
+    before = {host.name: state_of(host) for host in clean_fleet}
+
+    plan = run_playbook(role_play("main"), check=True, diff=True)
+    new = run_playbook(deploy_play(builds, "v4"), check=True, diff=True)
+
+    assert plan.ok, plan
+    assert new.ok, new
+    assert {host.name: state_of(host) for host in clean_fleet} == before
+    for host in clean_fleet:
+        planned = task_result(plan, "Switch current back", host.name)
+        assert planned["changed"] and planned["release"]["label"] == "v2" and planned["marked_bad"] == by_label(
+            host)["v3"]["id"]
+        assert "(v3)" in planned["diff"]["before"] and "(v2)" in planned["diff"]["after"]
+        would = task_result(new, "Deploy the release", host.name)
+        assert would["changed"] and would["created"] and would["release"] == {
+            "id": would["would_create"], "label": "v4", "state": "new"}
+    assert "Would switch" in plan.stdout
+
+
+def test_unknown_label_fails_listing_the_releases_and_changes_nothing(builds, run_playbook, clean_fleet):
+    deploy(run_playbook, builds, "v1", "v2")
+    before = {host.name: state_of(host) for host in clean_fleet}
+
+    result = run_playbook(role_play("main", rollback_release_to="v9"))
+
+    assert not result.ok
+    for host in clean_fleet:
+        failed = task_result(result, "Pre-flight - find the target release (fails listing the releases when it is "
+                                     "unknown)", host.name)
+        assert "'v9' is not in /srv/app" in failed["msg"] and "v2 (" in failed["msg"] and "v1 (" in failed["msg"]
+        assert failed["labels"] == ["v1", "v2"]
+    assert {host.name: state_of(host) for host in clean_fleet} == before
+
+    direct = run_playbook(module_play({"state": "rolled_back", "to": "v9"}, hosts="h1"))
+    assert not direct.ok and "have: v2 (" in direct.result("Release", "h1")["msg"]
+
+
+def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_playbook, clean_fleet):
+    deploy(run_playbook, builds, "v1")
+    assert run_playbook(role_play("good", rollback_release_reason="health gate passed")).ok
+    deploy(run_playbook, builds, "v2", "v3", "v4", "v5")
+    assert run_playbook(role_play("main")).ok  # v5 bad -> v4 current
+    assert run_playbook(role_play("main")).ok  # v4 bad -> v3 current
+
+    pruned = run_playbook(module_play({"state": "pruned", "keep": 1}))
+
+    assert pruned.ok, pruned
+    for host in clean_fleet:
+        labels = by_label(host)
+        assert set(labels) == {"v1", "v3", "v4", "v5"}, "only v2 may go: v1 good, v3 current, v4/v5 bad"
+        assert labels["v1"]["marks"] == ["good"] and index(host)["good"] == labels["v1"]["id"]
+        assert release_dirs(host) == {rel["id"] for rel in labels.values()}
+        assert live_version(host) == "v3"
+
+    with_bad = run_playbook(module_play({"state": "pruned", "keep": 1, "prune_bad": True}))
+
+    assert with_bad.ok, with_bad
+    for host in clean_fleet:
+        assert set(by_label(host)) == {"v1", "v3", "v5"}, "v5 is the newest (kept), v1 good, v3 current"
+
+
+def test_current_switches_atomically_under_a_reader(builds, run_playbook, clean_fleet):
+    h1 = clean_fleet["h1"]
+    deploy(run_playbook, builds, "v1", "v2", hosts="h1")
+    seen: dict[str, int] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        path = h1.local(ROOT) / "current" / "VERSION"
+        while not stop.is_set():
+            try:
+                value = path.read_text().strip()
+            except OSError as exc:
+                errors.append(repr(exc))
+                continue
+            seen[value] = seen.get(value, 0) + 1
+
+    switches = 60
+    play = [{"hosts": "h1", "gather_facts": False, "tasks": [{
+        "name": "Switch back and forth", "gitops.rollback.release": {
+            "root": ROOT, "state": "rolled_back", "to": "{{ 'v1' if item is even else 'v2' }}"},
+        "loop": list(range(switches))}]}]
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        start = time.monotonic()
+        result = run_playbook(play)
+        elapsed = time.monotonic() - start
+    finally:
+        stop.set()
+        thread.join()
+
+    assert result.ok, result
+    switched = [e for e in result.events if e["task"] == "Switch back and forth" and e["host"] == "h1"]
+    assert switched and all(r["changed"] for r in switched[-1]["result"]["results"])
+    assert errors == [], errors[:5]
+    assert set(seen) == {"v1", "v2"} and sum(seen.values()) > 1000, (seen, elapsed)
+    assert live_version(h1) == "v2"
+
+
+def test_deploy_from_git_tags_and_roll_back_by_tag(clean_fleet, run_playbook, git_repo):
+    repo = git_repo({"v1": {"VERSION": "v1\n", "app.py": "print(1)\n"},
+                     "v2": {"VERSION": "v2\n", "app.py": "print(2)\n", "new.py": ""}})
+    for tag in ("v1", "v2"):
+        result = run_playbook(role_play("deploy", rollback_release_repo=repo.url, rollback_release_version=tag,
+                                        rollback_release_shared=["log"]))
+        assert result.ok, result
+
+    for host in clean_fleet:
+        releases = by_label(host)
+        assert {label: rel["commit"] for label, rel in releases.items()} == repo.tags
+        assert live_version(host) == "v2" and not (host.local(ROOT) / "current" / ".git").exists()
+
+    back = run_playbook(role_play("main", rollback_release_to="v1"))
+    assert back.ok, back
+    for host in clean_fleet:
+        assert live_version(host) == "v1" and not (host.local(ROOT) / "current" / "new.py").exists()
+
+    again = run_playbook(role_play("deploy", rollback_release_repo=repo.url, rollback_release_version="v1",
+                                   rollback_release_shared=["log"]))
+    assert again.ok and all(s["changed"] == 0 for s in again.stats.values()), again
+
+
+def test_rollback_to_the_release_recorded_in_a_checkpoint(builds, run_playbook, clean_fleet):
+    deploy(run_playbook, builds, "v1")
+    recorded = run_playbook(role_play("checkpoint", rollback_release_checkpoint="pre-v2"))
+    assert recorded.ok, recorded
+    deploy(run_playbook, builds, "v2", "v3")
+
+    back = run_playbook(role_play("main", rollback_release_checkpoint="pre-v2"))
+
+    assert back.ok, back
+    for host in clean_fleet:
+        assert live_version(host) == "v1"
+        manifests = list((host.store / "checkpoints").glob("*.json"))
+        assert len(manifests) == 1
+        component = task_result(recorded, "Record the current release in the checkpoint", host.name)["component"]
+        assert component == {"type": "release", "name": ROOT, "release": by_label(host)["v1"]["id"],
+                             "label": "v1", "commit": None, "blobs": []}
+        assert component in __import__("json").loads(manifests[0].read_text())["components"]
+
+
+def test_current_that_is_not_a_symlink_is_refused_with_advice(builds, run_playbook, clean_fleet):
+    h1 = clean_fleet["h1"]
+    (h1.local(ROOT) / "current").mkdir(parents=True)
+    (h1.local(ROOT) / "current" / "VERSION").write_text("hand-made\n")
+
+    result = run_playbook(deploy_play(builds, "v1", hosts="h1"))
+
+    assert not result.ok
+    msg = task_result(result, "Deploy the release", "h1")["msg"]
+    assert "is a directory, not a symlink" in msg and "Move it into releases/<id>/" in msg
+    assert (h1.local(ROOT) / "current" / "VERSION").read_text() == "hand-made\n"
+
+
+def test_missing_release_directory_is_refused_before_switching(builds, run_playbook, clean_fleet):
+    deploy(run_playbook, builds, "v1", "v2", hosts="h1")
+    h1 = clean_fleet["h1"]
+    v1 = by_label(h1)["v1"]["id"]
+    os.rename(h1.local(ROOT) / "releases" / v1, h1.local(ROOT) / "v1-moved-away")
+    before = state_of(h1)
+
+    result = run_playbook(module_play({"state": "rolled_back"}, hosts="h1"))
+
+    assert not result.ok
+    msg = result.result("Release", "h1")["msg"]
+    assert f"Release {v1} (v1) is listed" in msg and "is missing" in msg
+    assert state_of(h1) == before and live_version(h1) == "v2"
