@@ -239,11 +239,10 @@ lock_recovered:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import db_connection_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate import OPERATIONS, Params, run_operation
-from ansible_collections.gitops.rollback.plugins.module_utils._options import (
-    db_connection_argument_spec, store_argument_spec,
-)
+from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
 
 
 def argument_spec() -> dict:
