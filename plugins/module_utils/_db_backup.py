@@ -114,8 +114,8 @@ def choose_format(engine, fmt: Optional[str]) -> str:
 
 def check_source(engine, conn: DbConnection, database: str) -> str:
     """Prove the server is reachable and the database exists; return the server version."""
-    version = engine.server_version()
-    if not engine.exists(database):
+    version, exists = engine.probe(database)
+    if not exists:
         have = engine.databases()
         raise DatabaseError("Database %r does not exist on %s%s. Check the database name."
                             % (database, conn.describe(), " (have: %s)" % ", ".join(have) if have else ""))
@@ -300,8 +300,7 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     source = database_key(req.conn, req.source_database)
     manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
     verify_backup(store, component, req.jobs)
-    engine.server_version()
-    live = engine.exists(database)
+    _version, live = engine.probe(database)
     current = engine.row_counts(database) if live else {}
     steps = []
     if req.safety_backup and live:
@@ -330,7 +329,7 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
     manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
     verify_backup(store, component, req.jobs)
     staged, old = staging_names(engine.name, database, manifest)
-    engine.server_version()
+    _version, live = engine.probe(database)
     result = {"checkpoint": manifest["id"], "label": manifest.get("label"), "database": database,
               "mode": req.mode, "safety_checkpoint": None, "old_database": None}
     with restore_lock(store, engine.name, database, owner, lock_timeout):
@@ -338,14 +337,12 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
         ensure_private_dir(workdir)
         try:
             dump_path = engine.prepare_source(store, component, workdir)
-            live = engine.exists(database)
             if live and req.safety_backup:
                 result["safety_checkpoint"] = take_safety_backup(store, req, database, owner, lock_timeout)
             started = time.monotonic()
             use_staging = engine.name == "sqlite" or (req.mode == "swap" and live)
             target = staged if use_staging else database
-            engine.drop(target)
-            engine.create(target, component.get("database_info", {}))
+            engine.recreate(target, component.get("database_info", {}))
             try:
                 engine.load(dump_path, component, target, max(1, req.jobs))
                 result["verification"] = verify_counts(engine, component, target, req.verify_row_counts)

@@ -95,6 +95,17 @@ class MysqlEngine:
         """Return the server version (and prove the connection works)."""
         return self.sql("SELECT VERSION()")[0][0]
 
+    def probe(self, database: str) -> tuple:
+        """Return (server version, whether ``database`` exists) in one round trip."""
+        row = self.sql("SELECT VERSION(), EXISTS (SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s)"
+                       % literal(database))[0]
+        return row[0], row[1] == "1"
+
+    def recreate(self, database: str, info: dict) -> None:
+        """Drop ``database`` if it exists and create it empty."""
+        self.drop(database)
+        self.create(database, info)
+
     def databases(self) -> List[str]:
         """Return the databases."""
         return [row[0] for row in self.sql("SHOW DATABASES")]

@@ -45,6 +45,12 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _info_sql(database: str) -> str:
+    return ("SELECT json_build_object('encoding', pg_encoding_to_char(encoding), 'collate', datcollate, "
+            "'ctype', datctype, 'owner', pg_get_userbyid(datdba)) FROM pg_database WHERE datname = %s"
+            % literal(database))
+
+
 def _row_counts_sql() -> str:
     # regclass::text depends on search_path; an empty one makes every name schema-qualified.
     return ("SELECT coalesce(json_object_agg(t.name, (xpath('/row/n/text()', query_to_xml("
@@ -135,6 +141,13 @@ class PgEngine:
         """Return the server version (and prove the connection works)."""
         return self.sql("SHOW server_version")[0].strip()
 
+    def probe(self, database: str) -> tuple:
+        """Return (server version, whether ``database`` exists) in one round trip."""
+        line = self.sql("SELECT current_setting('server_version') || '|' || EXISTS (SELECT 1 FROM pg_database "
+                        "WHERE datname = %s)::text" % literal(database))[0]
+        version, exists = line.rsplit("|", 1)
+        return version.strip(), exists == "true"
+
     def databases(self) -> List[str]:
         """Return the databases that accept connections."""
         return self.sql("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")
@@ -154,11 +167,7 @@ class PgEngine:
 
     def database_info(self, database: str) -> dict:
         """Return what re-creating the database needs (encoding, locale, owner)."""
-        line = self.sql(
-            "SELECT json_build_object('encoding', pg_encoding_to_char(encoding), 'collate', datcollate, "
-            "'ctype', datctype, 'owner', pg_get_userbyid(datdba)) FROM pg_database WHERE datname = %s"
-            % literal(database))[0]
-        return json.loads(line)
+        return json.loads(self.sql(_info_sql(database))[0])
 
     # --------------------------------------------------------------------- dump
     def dump(self, store: Store, database: str, fmt: str, jobs: int, compression: Optional[str] = None,
@@ -170,6 +179,7 @@ class PgEngine:
         session = PgSession(self.conn, self._bin("psql"))
         try:
             version = session.query("SHOW server_version")[0].strip()
+            info = json.loads(session.query(_info_sql(database))[0])
             session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = session.query("SELECT pg_export_snapshot()")[0].strip()
             counts: Dict[str, int] = {}
@@ -192,7 +202,7 @@ class PgEngine:
                 raise failure[0]
         finally:
             session.close()
-        fields.update(server_version=version, row_counts=counts, database_info=self.database_info(database))
+        fields.update(server_version=version, row_counts=counts, database_info=info)
         return fields
 
     def _dump_argv(self, database: str, fmt: str, jobs: int, snapshot: str, level: Optional[int]) -> List[str]:
@@ -256,8 +266,26 @@ class PgEngine:
             self.check_archive(path)
         return path
 
+    def recreate(self, database: str, info: dict) -> None:
+        """Drop ``database`` if it exists (ending its sessions) and create it empty."""
+        self.sql_steps(["DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(database), self._create_sql(database, info)])
+
+    def sql_steps(self, statements: List[str]) -> None:
+        """Run statements one after the other, each in its own transaction, in one psql call."""
+        argv = [self._bin("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", *self.maintenance.pg_args()]
+        for statement in statements:
+            argv += ["-c", statement]
+        try:
+            run(argv, "psql", env=dict(self.maintenance.pg_env(), PGCONNECT_TIMEOUT="10"),
+                secrets=self.maintenance.secrets())
+        except CommandError as exc:
+            raise connection_error(self.maintenance, str(exc.details.get("stderr") or exc)) from exc
+
     def create(self, database: str, info: dict) -> None:
         """Create an empty database with the recorded encoding and locale."""
+        self.sql(self._create_sql(database, info))
+
+    def _create_sql(self, database: str, info: dict) -> str:
         sql = "CREATE DATABASE %s TEMPLATE template0" % ident(database)
         if info.get("encoding"):
             sql += " ENCODING %s LC_COLLATE %s LC_CTYPE %s" % (
@@ -267,7 +295,7 @@ class PgEngine:
                               "r.oid, 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))"
                               % literal(owner)):
             sql += " OWNER %s" % ident(owner)
-        self.sql(sql)
+        return sql
 
     def drop(self, database: str) -> None:
         """Drop a database, ending its sessions first."""

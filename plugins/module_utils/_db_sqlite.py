@@ -66,6 +66,14 @@ class SqliteEngine:
         """Return the SQLite library version."""
         return sqlite3.sqlite_version
 
+    def probe(self, database: str) -> tuple:
+        """Return (library version, whether the file exists)."""
+        return sqlite3.sqlite_version, self.exists(database)
+
+    def recreate(self, database: str, info: dict) -> None:
+        """Remove a leftover file; :meth:`load` creates the database."""
+        self.drop(database)
+
     def databases(self) -> List[str]:
         """SQLite has no server-side list; return nothing."""
         return []

@@ -1,0 +1,177 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Database backup/restore: the db_backup and db_restore modules against the raw clients.
+
+A database of random bytes (1 GB, 64 MB when quick) is built in throwaway PostgreSQL and
+MariaDB servers. Each figure runs the module (as Ansible runs it on a host: a Python process
+with its JSON arguments, no controller overhead) and the raw client with the same format and
+jobs on the same data, in the same run, alternating, best of ``ROUNDS``.
+
+The module does more than the raw client: it hashes the dump into the store, checks it
+(``pg_restore --list`` / end marker), records exact row counts, and on restore re-hashes every
+object before starting and compares row counts afterwards. Safety backups are off (the target
+database does not exist, as for the raw restore).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import start_mariadb, start_postgres  # noqa: E402  pylint: disable=wrong-import-position
+
+ROW_BYTES = 4096
+ROUNDS = 1
+
+
+def timed(action: Callable[[], None]) -> float:
+    """Return the seconds ``action`` took."""
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def collections_base(workdir: Path) -> Path:
+    """Return a directory under which this checkout is ansible_collections/gitops/rollback."""
+    base = workdir / "collections"
+    link = base / "ansible_collections" / "gitops" / "rollback"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(ROOT, target_is_directory=True)
+    return base
+
+
+def run_module(workdir: Path, name: str, args: dict) -> dict:
+    """Run a module the way Ansible runs it on a host; return its JSON result (raise on failure)."""
+    args_file = workdir / ("%s-args.json" % name)
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    module = ROOT / "plugins" / "modules" / ("%s.py" % name)
+    env = dict(os.environ, PYTHONPATH=str(collections_base(workdir)))
+    done = subprocess.run([sys.executable, str(module), str(args_file)], capture_output=True, text=True, env=env,
+                          check=False)
+    try:
+        result = json.loads(done.stdout)
+    except ValueError as exc:
+        raise RuntimeError("%s crashed: %s%s" % (name, done.stdout[-2000:], done.stderr[-2000:])) from exc
+    if result.get("failed"):
+        raise RuntimeError("%s failed: %s" % (name, result.get("msg")))
+    return result
+
+
+def sh(argv: List[str], env: dict = None, stdin=None, stdout=None) -> None:
+    """Run a command, raising on failure."""
+    subprocess.run(argv, check=True, env=dict(os.environ, **(env or {})), stdin=stdin,
+                   stdout=stdout if stdout is not None else subprocess.DEVNULL)
+
+
+def best(pairs: List[tuple]) -> tuple:
+    """Return the per-side minimum of (ours, raw) pairs."""
+    return min(p[0] for p in pairs), min(p[1] for p in pairs)
+
+
+# ------------------------------------------------------------------------------------ PostgreSQL
+def pg_figures(workdir: Path, rows: int, size_label: str) -> List[dict]:
+    """Backup and restore figures for PostgreSQL custom (1 job) and directory (2 jobs) formats."""
+    pg = start_postgres(workdir / "pg")
+    try:
+        pg.create_database("bench")
+        pg.psql("CREATE EXTENSION pgcrypto; CREATE TABLE blob (id int PRIMARY KEY, data bytea); "
+                "ALTER TABLE blob ALTER COLUMN data SET STORAGE EXTERNAL; "
+                "INSERT INTO blob SELECT g, gen_random_bytes(1024) || gen_random_bytes(1024) || "
+                "gen_random_bytes(1024) || gen_random_bytes(1024) FROM generate_series(1, %d) g; "
+                "ANALYZE blob" % rows, db="bench")
+        conn = {"engine": "postgresql", "login_host": pg.host, "login_port": pg.port, "login_user": pg.user,
+                "client_bin_dir": str(pg.bin_dir)}
+        env = {"PGHOST": pg.host, "PGPORT": str(pg.port), "PGUSER": pg.user}
+        figures = []
+        for fmt, jobs in (("custom", 1), ("directory", 2)):
+            flag = {"custom": "c", "directory": "d"}[fmt]
+            jobs_args = ["--jobs=%d" % jobs] if jobs > 1 else []
+            dumps, loads = [], []
+            for round_no in range(ROUNDS):
+                store = workdir / ("pgstore-%s-%d" % (fmt, round_no))
+                raw_out = workdir / ("raw-%s-%d" % (fmt, round_no))
+                raw_s = timed(lambda: sh([pg.bin("pg_dump"), "-F" + flag, *jobs_args, "-f", str(raw_out),
+                                          "bench"], env))
+                ours_s = timed(lambda: run_module(workdir, "db_backup", dict(
+                    conn, database="bench", store_path=str(store), checkpoint="bench", format=fmt, jobs=jobs)))
+                dumps.append((ours_s, raw_s))
+                raw_load = timed(lambda: (sh([pg.bin("createdb"), "raw_target"], env),
+                                          sh([pg.bin("pg_restore"), "--exit-on-error",
+                                              *(jobs_args or ["--single-transaction"]), "-d", "raw_target",
+                                              str(raw_out)], env)))
+                ours_load = timed(lambda: run_module(workdir, "db_restore", dict(
+                    conn, database="ours_target", source_database="bench", store_path=str(store),
+                    checkpoint="bench", jobs=jobs, safety_backup=False)))
+                loads.append((ours_load, raw_load))
+                pg.drop_database("raw_target")
+                pg.drop_database("ours_target")
+                sh(["rm", "-rf", str(raw_out), str(store)])
+            ours, raw = best(dumps)
+            figures.append({"name": "PostgreSQL backup %s, %s jobs=%d" % (size_label, fmt, jobs), "ours_s": ours,
+                            "baseline": "pg_dump -F%s" % flag, "baseline_s": raw, "target": 1.10})
+            ours, raw = best(loads)
+            figures.append({"name": "PostgreSQL restore %s, %s jobs=%d" % (size_label, fmt, jobs), "ours_s": ours,
+                            "baseline": "createdb + pg_restore", "baseline_s": raw, "target": 1.10})
+        return figures
+    finally:
+        pg.stop()
+
+
+# --------------------------------------------------------------------------------------- MariaDB
+def mariadb_figures(workdir: Path, rows: int, size_label: str) -> List[dict]:
+    """Backup and restore figures for MariaDB SQL dumps (uncompressed)."""
+    my = start_mariadb(workdir / "my")
+    try:
+        my.create_database("bench")
+        my.sql("CREATE TABLE payload (id INT PRIMARY KEY, data MEDIUMBLOB); INSERT INTO payload SELECT seq, "
+               "CONCAT(RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024)) "
+               "FROM seq_1_to_%d" % rows, db="bench")
+        conn = {"engine": "mysql", "login_host": my.host, "login_port": my.port, "login_user": my.user,
+                "login_password": my.password}
+        env = {"MYSQL_PWD": my.password}
+        client = ["--no-defaults", "--protocol=TCP", "-h", my.host, "-P", str(my.port), "-u", my.user]
+        dumps, loads = [], []
+        for round_no in range(ROUNDS):
+            store = workdir / ("mystore-%d" % round_no)
+            raw_out = workdir / ("raw-my-%d.sql" % round_no)
+            with open(raw_out, "wb") as out:
+                raw_s = timed(lambda: sh(["mariadb-dump", *client, "--single-transaction", "--quick", "--routines",
+                                          "--triggers", "--events", "--hex-blob", "bench"], env, stdout=out))
+            ours_s = timed(lambda: run_module(workdir, "db_backup", dict(
+                conn, database="bench", store_path=str(store), checkpoint="bench")))
+            dumps.append((ours_s, raw_s))
+            with open(raw_out, "rb") as source:
+                raw_load = timed(lambda: (my.create_database("raw_target"),
+                                          sh(["mariadb", *client, "raw_target"], env, stdin=source)))
+            ours_load = timed(lambda: run_module(workdir, "db_restore", dict(
+                conn, database="ours_target", source_database="bench", store_path=str(store), checkpoint="bench",
+                safety_backup=False)))
+            loads.append((ours_load, raw_load))
+            my.drop_database("raw_target")
+            my.drop_database("ours_target")
+            sh(["rm", "-rf", str(raw_out), str(store)])
+        ours, raw = best(dumps)
+        figures = [{"name": "MariaDB backup %s, sql" % size_label, "ours_s": ours, "baseline": "mariadb-dump",
+                    "baseline_s": raw, "target": 1.10}]
+        ours, raw = best(loads)
+        figures.append({"name": "MariaDB restore %s, sql" % size_label, "ours_s": ours,
+                        "baseline": "mariadb < dump", "baseline_s": raw, "target": 1.10})
+        return figures
+    finally:
+        my.stop()
+
+
+def run(workdir: Path, quick: bool) -> List[dict]:
+    """Return the database figures (1 GB of random bytes; 64 MB when quick)."""
+    rows = (64 if quick else 1024) * 1024 * 1024 // ROW_BYTES
+    size_label = "64 MB" if quick else "1 GB"
+    return pg_figures(workdir, rows, size_label) + mariadb_figures(workdir, rows, size_label)
