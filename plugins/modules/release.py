@@ -42,8 +42,8 @@ options:
         good one, nor releases marked bad (unless O(prune_bad=true)); it also removes leftovers of
         interrupted deploys.
       - V(recorded) attaches the current release to checkpoint O(checkpoint) of the store at
-        O(store_path) (created when no checkpoint has that label), as a component
-        C({type: release, name: <root>, release: <id>, label: <label>}).
+        O(store_path) (created when no checkpoint has that label), as a component of type
+        C(release) named after O(root) that holds the release id, label and commit.
     type: str
     choices: [present, rolled_back, good, pruned, recorded]
     default: present
