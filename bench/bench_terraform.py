@@ -48,7 +48,7 @@ def _payload(resources: int, size: int) -> dict:
 
 def _best(action: Callable[[], None], repeat: int) -> float:
     times = []
-    for _ in range(repeat):
+    for _round in range(repeat):
         start = time.perf_counter()
         action()
         times.append(time.perf_counter() - start)

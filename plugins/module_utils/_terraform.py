@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError
 from ._fsutil import atomic_write_bytes
-from ._store import Store, describe, utc_now
+from ._store import Store, utc_now
 from ._tf_engine import make_engine
 from ._tf_git import config_commit, worktree_at
 from ._tf_project import TfProject, TfSettings

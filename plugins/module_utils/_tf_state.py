@@ -32,10 +32,10 @@ def parse_state(data: bytes, where: str) -> Optional[dict]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise IntegrityError("%s is not a Terraform state document (%s)." % (where, exc)) from exc
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
         raise IntegrityError(
             "%s has Terraform state format version %r; only version %d is supported. Pull it "
-            "with Terraform >= 0.12." % (where, state.get("version") if isinstance(state, dict) else None,
-                                          STATE_VERSION)
+            "with Terraform >= 0.12." % (where, version, STATE_VERSION)
         )
     for key in ("serial", "lineage"):
         if key not in state:

@@ -10,7 +10,7 @@ module: terraform_state
 short_description: Snapshot a Terraform state, revert it forward, verify it, apply a tag's configuration
 version_added: 0.1.0
 description:
-  - Runs on the controller (C(delegate_to: localhost)); the snapshots go to a checkpoint store there.
+  - Runs on the controller (C(delegate_to=localhost)); the snapshots go to a checkpoint store there.
   - O(operation=snapshot) pulls the state of O(workspace) into the store as a C(terraform_state) component
     of the checkpoint labelled O(label) (created if there is none), recording serial, lineage, SHA-256,
     Terraform version, resource count and the configuration's Git commit. Taking the same state again
@@ -31,7 +31,7 @@ description:
     O(binary_path) selects a C(terraform) or C(tofu) executable instead. Any backend Terraform supports
     works, since state moves only through C(state pull) and C(state push).
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
   - gitops.rollback.terraform
@@ -64,7 +64,7 @@ options:
   force:
     description:
       - Allow O(operation=revert) to push a snapshot of ANOTHER lineage, with C(terraform state push -force),
-        which also skips Terraform's serial check. The result's RV(warnings) say what was overridden.
+        which also skips Terraform's serial check. The result's C(warnings) say what was overridden.
         The current state is saved in a safety snapshot first.
     type: bool
     default: false
@@ -84,9 +84,11 @@ options:
     type: path
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: A revert reports the serials and resource differences; apply_at reports the plan. Nothing changes.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: A revert shows the resource-level difference between the current state and the snapshot.
 requirements:

@@ -97,7 +97,8 @@ class TfSetup:
                 "rc, out, err = T.run(json.loads(sys.argv[1]), chdir=sys.argv[2], backend='thread'); "
                 "sys.stdout.write(out); sys.stderr.write(err); sys.exit(rc)")
         return subprocess.run([sys.executable, "-c", code, json.dumps(list(args)), str(cwd or self.project)],
-                              capture_output=True, text=True, env={**os.environ, **self.env}, timeout=300)
+                              capture_output=True, text=True, env={**os.environ, **self.env}, timeout=300,
+                              check=False)
 
     def init(self, again: bool = False) -> None:
         """terraform init, once (the module runs its own init; the backend settings stay the same)."""

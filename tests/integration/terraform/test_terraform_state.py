@@ -222,7 +222,7 @@ def test_state_lock_released_within_the_timeout_lets_the_revert_through(tf_pg: T
     release = threading.Timer(3.0, holder.stdin.close)  # type: ignore[union-attr]  # ends the session
     release.start()
     try:
-        run, _ = tf_pg.module("revert", operation="revert", snapshot="v1", state_lock_timeout=60)
+        run = tf_pg.module("revert", operation="revert", snapshot="v1", state_lock_timeout=60)[0]
     finally:
         release.join()
         holder.wait(timeout=10)
