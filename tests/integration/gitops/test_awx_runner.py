@@ -1,0 +1,169 @@
+"""ansible-runner with a private data dir laid out as AWX lays it out: survey answers and webhook payloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import ansible_runner
+import pytest
+import yaml
+from gitops_support import REPO_ROOT, checkpoints, deploy, host_files, RELEASES
+
+pytestmark = pytest.mark.slow
+
+INCLUDE = {"name": "Filter the AWX webhook event", "ansible.builtin.include_tasks": "tasks/awx_event.yml",
+           "vars": {"gitops_rollback_event_expect": "rollback"}}
+
+
+def github_tag_push(ref: str, sha: str = "a" * 40, deleted: bool = False) -> Dict[str, Any]:
+    """The parts of a GitHub push webhook payload AWX forwards as awx_webhook_payload."""
+    return {"ref": ref, "before": "0" * 40 if not deleted else sha, "after": "0" * 40 if deleted else sha,
+            "created": not deleted, "deleted": deleted, "forced": False, "base_ref": None,
+            "repository": {"full_name": "acme/config"}, "head_commit": None if deleted else {"id": sha},
+            "pusher": {"name": "alice"}}
+
+
+def project_from_playbooks(project: Path) -> None:
+    """The AWX project: the collection's playbooks/, as a project checkout would hold them.
+
+    The filter pre-task is added to every play of rollback.yml when the playbook does not include it yet.
+    """
+    shutil.copytree(REPO_ROOT / "playbooks", project)
+    book = project / "rollback.yml"
+    plays = yaml.safe_load(book.read_text())
+    if "awx_event.yml" not in book.read_text():
+        for play in plays:
+            play["pre_tasks"] = [INCLUDE] + list(play.get("pre_tasks") or [])
+        book.write_text(yaml.safe_dump(plays, sort_keys=False))
+
+
+def awx_private_data_dir(root: Path, inventory: Path, extravars: Dict[str, Any], collections: Path,
+                         job_type: str = "run") -> Path:
+    """env/extravars, env/envvars, env/cmdline, inventory/hosts, project/ like an AWX job."""
+    (root / "env").mkdir(parents=True)
+    (root / "inventory").mkdir()
+    shutil.copy(inventory, root / "inventory" / "hosts")
+    project_from_playbooks(root / "project")
+    (root / "env" / "extravars").write_text(json.dumps(extravars))
+    (root / "env" / "envvars").write_text(json.dumps({
+        "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}))
+    if job_type == "check":
+        (root / "env" / "cmdline").write_text("--check --diff")
+    return root
+
+
+def run_job(pdd: Path, job_id: int) -> Any:
+    return ansible_runner.run(private_data_dir=str(pdd), playbook="rollback.yml", ident=str(job_id), quiet=True)
+
+
+def job_events(pdd: Path, job_id: int) -> List[Dict[str, Any]]:
+    folder = pdd / "artifacts" / str(job_id) / "job_events"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def task_results(events: List[Dict[str, Any]], task: str) -> Dict[str, Dict[str, Any]]:
+    return {e["event_data"]["host"]: e for e in events
+            if e["event"] in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable")
+            and e["event_data"].get("task") == task}
+
+
+def messages(events: List[Dict[str, Any]], task: str) -> List[str]:
+    return [e["event_data"]["res"].get("msg", "") for e in task_results(events, task).values()]
+
+
+@pytest.fixture
+def checkpointed(clean_fleet, gitops_inventory: Path, run_playbook) -> Any:
+    """Hosts with checkpoints v1 and v2 taken with the real checkpoint playbook; v2 deployed."""
+    for release in ("v1", "v2"):
+        deploy(clean_fleet, release)
+        result = run_playbook(REPO_ROOT / "playbooks" / "checkpoint.yml", inventory=gitops_inventory,
+                              extra_vars={"checkpoint_label": release})
+        assert result.ok, result
+    return clean_fleet
+
+
+def common_vars(job_id: int) -> Dict[str, Any]:
+    return {"awx_job_id": job_id, "tower_job_id": job_id, "awx_user_name": "alice", "tower_user_name": "alice",
+            "awx_job_launch_type": "webhook"}
+
+
+def test_webhook_rollback_tag_runs_once(checkpointed, gitops_inventory: Path, collections_path: Path,
+                                        tmp_path: Path) -> None:
+    webhook = {**common_vars(41), "awx_webhook_event_type": "push", "awx_webhook_event_guid": "guid-1",
+               "awx_webhook_payload": github_tag_push("refs/tags/rollback/v1")}
+    pdd = awx_private_data_dir(tmp_path / "job41", gitops_inventory, webhook, collections_path)
+    result = run_job(pdd, 41)
+    assert result.status == "successful", (pdd / "artifacts" / "41" / "stdout").read_text()
+    assert (pdd / "artifacts" / "41" / "rc").read_text() == "0"
+    events = job_events(pdd, 41)
+    restored = task_results(events, "Restore the managed paths")
+    assert sorted(restored) == ["h1", "h2", "h3"]
+    assert all(e["event"] == "runner_on_ok" and e["event_data"]["res"]["changed"] for e in restored.values())
+    for host in checkpointed:
+        assert host_files(host) == dict(sorted(RELEASES["v1"].items())), host.name
+
+    # The same delivery again (AWX re-sent it), after v2 was deployed again: nothing is restored.
+    deploy(checkpointed, "v2")
+    again = awx_private_data_dir(tmp_path / "job42", gitops_inventory, {**webhook, **common_vars(42)},
+                                 collections_path)
+    result = run_job(again, 42)
+    assert result.status == "successful"
+    events = job_events(again, 42)
+    assert not task_results(events, "Restore the managed paths")
+    assert all("duplicate event guid-1" in m for m in messages(events, "Say what the launch means"))
+    for host in checkpointed:
+        assert host_files(host) == dict(sorted(RELEASES["v2"].items())), host.name
+
+
+IGNORED = [
+    ({"ref": "refs/heads/main", "before": "b" * 40, "after": "c" * 40}, "branch push (refs/heads/main)"),
+    (github_tag_push("refs/tags/rollback/v1", deleted=True), "tag rollback/v1 was deleted"),
+    (github_tag_push("refs/tags/v3"), "acts on rollback events only"),
+    (github_tag_push("refs/tags/nightly-7"), "tag nightly-7 matches no pattern"),
+]
+
+
+def test_webhook_events_that_do_nothing(checkpointed, gitops_inventory: Path, collections_path: Path,
+                                        tmp_path: Path) -> None:
+    for number, (payload, why) in enumerate(IGNORED, 50):
+        extravars = {**common_vars(number), "awx_webhook_event_type": "push",
+                     "awx_webhook_event_guid": f"guid-{number}", "awx_webhook_payload": payload}
+        pdd = awx_private_data_dir(tmp_path / f"job{number}", gitops_inventory, extravars, collections_path)
+        result = run_job(pdd, number)
+        assert result.status == "successful", why
+        events = job_events(pdd, number)
+        assert not task_results(events, "Restore the managed paths"), why
+        said = messages(events, "Say what the launch means")
+        assert len(said) == 3 and all(why in m for m in said), said
+        for host in checkpointed:
+            assert host_files(host) == dict(sorted(RELEASES["v2"].items())), why
+
+
+def test_survey_answers_dry_run_then_run(checkpointed, gitops_inventory: Path, collections_path: Path,
+                                         tmp_path: Path) -> None:
+    survey = {**common_vars(60), "awx_job_launch_type": "manual", "rollback_to": "v1"}
+    # Job type "check" (the dry run): the plan shows the change, nothing changes.
+    dry = awx_private_data_dir(tmp_path / "job60", gitops_inventory, survey, collections_path, job_type="check")
+    result = run_job(dry, 60)
+    assert result.status == "successful", (dry / "artifacts" / "60" / "stdout").read_text()
+    planned = task_results(job_events(dry, 60), "Restore the managed paths")
+    assert sorted(planned) == ["h1", "h2", "h3"] and all(e["event_data"]["res"]["changed"] for e in planned.values())
+    assert all("manual: no webhook event" in m for m in messages(job_events(dry, 60), "Say what the launch means"))
+    for host in checkpointed:
+        assert host_files(host) == dict(sorted(RELEASES["v2"].items()))
+    # Job type "run": the hosts hold v1 again.
+    real = awx_private_data_dir(tmp_path / "job61", gitops_inventory, {**survey, **common_vars(61)},
+                                collections_path)
+    result = run_job(real, 61)
+    assert result.status == "successful"
+    assert result.stats["changed"].keys() == {"h1", "h2", "h3"}
+    for host in checkpointed:
+        assert host_files(host) == dict(sorted(RELEASES["v1"].items()))
+        assert [m["label"] for m in checkpoints(host)][:2] == ["v1", "v2"]
