@@ -1,0 +1,273 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Rollback analytics: outcomes, success rate, durations, MTTR from the guard's detection, breakdowns, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ansible_collections.gitops.rollback.plugins.module_utils import _report as report
+
+DAY = 86400.0
+T0 = 1_790_000_000.0  # 2026-09-21
+
+
+def rec(event, run_id, at, operation="rollback", **fields):
+    """An audit record as gitops.rollback.audit writes it."""
+    record = {"event": event, "run_id": run_id, "operation": operation, "epoch": at, "time": report.iso(at),
+              "level": "info", "who": {"user": "ops"}}
+    record.update(fields)
+    return record
+
+
+def manual_rollback(run_id, at, seconds, target="v1", outcome="completed", reason="", trigger="manual"):
+    layers = {"h1": {"config": seconds / 2, "release": 0.25}, "h2": {"config": seconds / 3}}
+    records = [rec("started", run_id, at, target=target, trigger=trigger, reason=reason, hosts=["h1", "h2"],
+                   message="layers: release, config")]
+    if outcome == "failed":
+        records.append(rec("failed", run_id, at + seconds - 1, target=target, trigger=trigger, hosts=["h2"],
+                           result={"host": "h2", "layer": "config", "task": "Restore", "problem": "disk full",
+                                   "recovered_to_safety_checkpoint": True}, layers={"h2": {"config": 1.0}}))
+    records.append(rec(outcome, run_id, at + seconds, target=target, trigger=trigger, hosts=["h1", "h2"],
+                       layers=layers, duration=seconds,
+                       result={"run_id": run_id, "target": target, "check_mode": False, "seconds": seconds,
+                               "completed": ["h1"] if outcome == "failed" else ["h1", "h2"],
+                               "failed": ["h2"] if outcome == "failed" else [], "layers": layers,
+                               "changed_layers": {"h1": ["config"], "h2": []}}))
+    return records
+
+
+def guard_rollback(guard_id, run_id, at, detect_after, seconds):
+    """A guard run: alert at detection, started, the nested rollback run, completed."""
+    measurements = {"verdict": "fail", "reason": "error_rate 0.31 > 0.05", "started": report.iso(at),
+                    "detected": report.iso(at + detect_after), "detection_seconds": detect_after,
+                    "metrics": [{"name": "error_rate", "verdict": "fail", "value": 0.31}]}
+    started = at + detect_after + 1
+    guard = dict(target="v1", trigger="health gate", measurements=measurements, hosts=["h1", "h2"])
+    return ([rec("alert", guard_id, at + detect_after, "guard", reason="health gate fail", **guard),
+             rec("started", guard_id, started, "guard", reason="health gate fail: error_rate", **guard)]
+            + manual_rollback(run_id, started + 0.5, seconds, trigger="guard")
+            + [rec("completed", guard_id, started + seconds + 1, "guard", reason="rolled back", **guard)])
+
+
+@pytest.fixture
+def records():
+    return (manual_rollback("r1", T0, 10.0, reason="bad config")
+            + manual_rollback("r2", T0 + DAY, 20.0, outcome="failed", reason="bad config")
+            + [rec("started", "r3", T0 + DAY + 100, target="nope", trigger="manual"),
+               rec("refused", "r3", T0 + DAY + 101, target="nope", trigger="manual", level="warning",
+                   reason="pre-flight failed; nothing was changed",
+                   result={"h1": [{"layer": "config", "problem": "Checkpoint 'nope' is not in the store"}]})]
+            + guard_rollback("g1", "r4", T0 + 2 * DAY, 30.0, 6.0)
+            + [rec("started", "p1", T0 + 2 * DAY + 500, message="plan (check mode)", target="v1"),
+               rec("completed", "p1", T0 + 2 * DAY + 501, target="v1", result={"check_mode": True}, duration=1.0)]
+            + [rec("completed", "g0", T0 - DAY, "guard", reason="health gate pass")]  # a passing gate, no rollback
+            + [rec("started", "r5", T0 + 2 * DAY + 900, target="v1", trigger="tag")])  # still running or killed
+
+
+@pytest.fixture
+def analysis(records):
+    return report.analyze(records, days=7)
+
+
+def by_run(rollbacks):
+    return {r.run_id: r for r in rollbacks}
+
+
+def test_outcomes_follow_the_final_events(analysis):
+    rollbacks, _drills, _summary = analysis
+    outcomes = {run_id: r.outcome for run_id, r in by_run(rollbacks).items()}
+    assert outcomes == {"r1": "success", "r2": "failed", "r3": "refused", "r4": "success", "p1": "plan",
+                        "r5": "incomplete"}
+
+
+def test_counts_and_success_rate_leave_out_plans(analysis):
+    summary = analysis[2]
+    assert summary["rollbacks"] == {"total": 5, "success": 2, "failed": 1, "refused": 1, "incomplete": 1}
+    assert summary["plans"] == 1
+    assert summary["success_rate"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_durations_are_those_of_finished_rollbacks(analysis):
+    duration = analysis[2]["duration"]
+    assert duration["count"] == 3
+    assert duration["avg"] == pytest.approx((10 + 20 + 6) / 3, abs=1e-3)
+    assert (duration["min"], duration["max"]) == (6.0, 20.0)
+    assert duration["quantiles"]["0.5"] == 10.0
+
+
+def test_mttr_counts_from_the_guards_detection(analysis):
+    rollbacks, _drills, summary = analysis
+    guarded = by_run(rollbacks)["r4"]
+    assert guarded.guard_run_id == "g1"
+    # detected at T0+2d+30; rollback r4 started 1.5 s later and took 6 s
+    assert guarded.time_to_recover == pytest.approx(7.5, abs=1e-3)
+    assert guarded.time_to_detect == 30.0
+    assert by_run(rollbacks)["r1"].time_to_recover == pytest.approx(10.0)
+    assert summary["mttr_seconds"] == pytest.approx((10.0 + 7.5) / 2, abs=1e-3)
+    assert summary["mean_time_to_detect_seconds"] == 30.0
+
+
+def test_a_guard_run_without_its_rollback_run_counts_as_the_rollback():
+    records = [rec("started", "g9", T0, "guard", target="v1", measurements={"detected_at": T0 - 4}),
+               rec("failed", "g9", T0 + 3, "guard", target="v1", level="emergency")]
+    rollbacks, _drills, summary = report.analyze(records)
+    assert [(r.run_id, r.trigger, r.outcome) for r in rollbacks] == [("g9", "guard", "failed")]
+    assert summary["rollbacks"]["failed"] == 1
+
+
+def test_a_guard_refused_by_the_cooldown_is_a_refused_rollback():
+    records = [rec("alert", "g8", T0, "guard"), rec("refused", "g8", T0 + 1, "guard", reason="cooldown")]
+    summary = report.analyze(records)[2]
+    assert summary["rollbacks"]["refused"] == 1
+    assert summary["by_trigger"][0]["name"] == "guard"
+
+
+def test_breakdowns_by_trigger_reason_and_layer(analysis):
+    summary = analysis[2]
+    triggers = {row["name"]: (row["total"], row["success"], row["failed"]) for row in summary["by_trigger"]}
+    assert triggers == {"manual": (3, 1, 1), "guard": (1, 1, 0), "tag": (1, 0, 0)}
+    reasons = {row["name"]: row["total"] for row in summary["by_reason"]}
+    assert reasons["bad config"] == 2
+    assert reasons["pre-flight failed; nothing was changed"] == 1
+    assert reasons["health gate fail: error_rate"] == 1
+    layers = {row["name"]: row for row in summary["by_layer"]}
+    assert list(layers) == ["release", "config"]  # rollback order
+    assert layers["config"]["total"] == 3 and layers["config"]["changed"] == 3
+    assert layers["config"]["avg_seconds"] == pytest.approx((5 + 10 + 3) / 3, abs=1e-3)
+
+
+def test_daily_trend_covers_the_window_with_zero_days(analysis):
+    daily = analysis[2]["daily"]
+    assert len(daily) == 7
+    assert daily[-1]["date"] == "2026-09-23"
+    assert [d["total"] for d in daily[-3:]] == [1, 2, 2]
+    assert sum(d["total"] for d in daily[:-3]) == 0
+    assert daily[-2]["failed"] == 1 and daily[-2]["refused"] == 1
+
+
+def test_missing_fields_and_damaged_lines_do_not_break_the_report(tmp_path):
+    log = tmp_path / "audit.jsonl"
+    log.write_text('{"event": "started", "run_id": "x", "operation": "rollback"}\nnot json\n[1]\n'
+                   '{"event": "completed", "run_id": "x", "operation": "rollback", "time": "2026-11-21T10:00:00Z",'
+                   ' "layers": "oops", "result": "free text", "measurements": [1, 2]}\n')
+    result = report.write_reports(str(log), html_path=str(tmp_path / "r.html"), prom_path=str(tmp_path / "m.prom"),
+                                  postmortem_path=str(tmp_path / "pm.md"))
+    assert result["summary"]["rollbacks"]["success"] == 1
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_missing_log_names_the_path_and_the_way_out(tmp_path):
+    with pytest.raises(report.ReportError, match="does not exist.*log_path"):
+        report.write_reports(str(tmp_path / "nope.jsonl"), prom_path=str(tmp_path / "m.prom"))
+    assert not (tmp_path / "m.prom").exists()
+
+
+def test_unknown_run_id_lists_the_known_ones(analysis):
+    with pytest.raises(report.ReportError, match="'zz' is not a rollback.*r4"):
+        report.select_run(analysis[0], "zz")
+
+
+def test_select_run_defaults_to_the_latest_that_ran_and_accepts_the_guard_id(analysis):
+    rollbacks = analysis[0]
+    assert report.select_run(rollbacks).run_id == "r5"
+    assert report.select_run(rollbacks, "g1").run_id == "r4"
+
+
+def test_prometheus_file_holds_the_counts(analysis):
+    text = report.render_prometheus(analysis[2])
+    samples = report.parse_prometheus(text)
+    total = "gitops_rollback_rollbacks_total"
+    assert samples[(total, (("result", "success"), ("trigger", "manual")))] == 1
+    assert samples[(total, (("result", "success"), ("trigger", "guard")))] == 1
+    assert samples[(total, (("result", "incomplete"), ("trigger", "tag")))] == 1
+    assert samples[(total, (("result", "failed"), ("trigger", "tag")))] == 0  # zeros are present
+    assert samples[("gitops_rollback_failures_total", ())] == 1
+    assert samples[("gitops_rollback_duration_seconds_count", ())] == 3
+    assert samples[("gitops_rollback_duration_seconds_sum", ())] == 36
+    assert samples[("gitops_rollback_success_ratio", ())] == pytest.approx(0.6667)
+    assert samples[("gitops_rollback_mttr_seconds", ())] == pytest.approx(8.75)
+    assert samples[("gitops_rollback_last_timestamp_seconds", ())] == pytest.approx(T0 + 2 * DAY + 31 + 1.5 + 6)
+    for line in text.splitlines():  # every sample belongs to a declared family
+        if not line.startswith("#"):
+            name = line.split("{")[0].split(" ")[0]
+            assert "# TYPE %s " % name in text or "# TYPE %s " % name.rsplit("_", 1)[0] in text, line
+
+
+def test_prometheus_label_values_are_escaped():
+    records = manual_rollback("q", T0, 1.0, trigger='say "hi"\\\n')
+    text = report.render_prometheus(report.analyze(records)[2])
+    assert 'trigger="say \\"hi\\"\\\\\\n"' in text
+
+
+def test_html_is_self_contained_and_its_svg_parses(analysis):
+    rollbacks, _drills, summary = analysis
+    page = report.render_html(rollbacks, summary, source="/x/audit.jsonl")
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in page
+    svgs = [page[m:page.index("</svg>", m) + 6] for m in _find_all(page, "<svg ")]
+    assert len(svgs) >= 5  # trigger, layer, reason, trend, timelines
+    for svg in svgs:
+        ET.fromstring(svg)
+    assert 'id="kpi-success-rate"><b>66.7 %</b>' in page
+
+
+def test_html_escapes_what_the_log_says():
+    records = manual_rollback("<r>", T0, 1.0, reason="<script>alert(1)</script>")
+    page = report.render_html(*report.analyze(records)[::2])
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_postmortem_is_prefilled(analysis):
+    rollbacks, _drills, summary = analysis
+    text = report.render_postmortem(report.select_run(rollbacks, "r4"), summary)
+    assert "# Post-mortem: rollback to v1" in text
+    assert "| Trigger | guard |" in text and "| Guard run | g1 |" in text
+    assert "error_rate 0.31 > 0.05" in text  # the measurements
+    assert "breach detected by the health gate" in text
+    assert "| h1 | 5.00 s * | 0.25 s |" not in text  # release comes before config
+    assert "| h1 | 0.25 s | 3.00 s * |" in text
+    assert "## Root cause" in text and "## Action items" in text
+
+
+def test_files_are_written_once_and_an_edited_draft_is_kept(tmp_path, records):
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    paths = dict(html_path=str(tmp_path / "out" / "r.html"), prom_path=str(tmp_path / "out" / "m.prom"),
+                 postmortem_path=str(tmp_path / "pm-{run_id}.md"))
+    planned = report.write_reports(str(log), check=True, **paths)
+    assert planned["changed"] and not (tmp_path / "out").exists()
+    first = report.write_reports(str(log), **paths)
+    assert first["changed"] and (tmp_path / "pm-r5.md").exists()
+    assert oct(os.stat(paths["prom_path"]).st_mode & 0o777) == "0o644"
+    assert not report.write_reports(str(log), **paths)["changed"]
+    (tmp_path / "pm-r5.md").write_text("my notes")
+    with open(log, "a") as handle:
+        handle.write(json.dumps(rec("completed", "r5", T0 + 2 * DAY + 950, target="v1", duration=50.0)) + "\n")
+    again = report.write_reports(str(log), **paths)
+    assert again["files"]["postmortem"]["kept"] and (tmp_path / "pm-r5.md").read_text() == "my notes"
+    assert again["files"]["prom"]["changed"]
+    assert report.write_reports(str(log), postmortem_overwrite=True, **paths)["files"]["postmortem"]["changed"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] in (["r.html", "m.prom"], ["m.prom", "r.html"])
+
+
+def test_time_parsing_accepts_epochs_and_iso_texts():
+    assert report.parse_time("2026-11-21T22:30:00Z") == report.parse_time("2026-11-21T22:30:00+00:00")
+    assert report.parse_time(12.5) == 12.5 and report.parse_time("12.5") == 12.5
+    assert report.parse_time("yesterday") is None and report.parse_time(True) is None
+
+
+def test_format_seconds():
+    assert [report.format_seconds(s) for s in (None, 0.5, 12.34, 245, 7500)] == [
+        "-", "0.50 s", "12.3 s", "4 min 05 s", "2 h 05 min"]
+
+
+def _find_all(text, needle):
+    start = text.find(needle)
+    while start >= 0:
+        yield start
+        start = text.find(needle, start + 1)
