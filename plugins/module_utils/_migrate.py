@@ -90,7 +90,7 @@ def load_migrations(directory: str) -> List[Migration]:
         raise RollbackError("The migrations directory %s does not exist on %s. Point migrations_dir at a "
                             "checkout of your migrations." % (directory, socket.gethostname()))
     found: Dict[int, Migration] = {}
-    downs: Dict[int, tuple] = {}
+    downs: List[tuple] = []
     for entry in sorted(os.listdir(directory)):
         if not entry.endswith(".sql"):
             continue
@@ -102,13 +102,13 @@ def load_migrations(directory: str) -> List[Migration]:
         path = os.path.join(directory, entry)
         data = _read(path)
         if direction == "down":
-            downs[version] = (name, path, data)
+            downs.append((version, name, path, data))
             continue
         if version in found:
             raise RollbackError("Version %d appears twice in %s (%s and %s). Give one of them a new version."
                                 % (version, directory, os.path.basename(found[version].up_path), entry))
         found[version] = Migration(version, name, path, data.decode("utf-8"), sha256_text(data))
-    for version, (name, path, data) in downs.items():
+    for version, name, path, data in downs:
         migration = found.get(version)
         if migration is None or migration.name != name:
             raise RollbackError("%s has no matching up file V%s__%s.up.sql in %s. Rename or remove it."

@@ -1,0 +1,151 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of db_migrate's planning, refusals and SQLite engine (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.gitops.rollback.plugins.module_utils import _migrate as mig
+from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError, RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._migrate_engines import (
+    MysqlEngine, PostgresEngine, SqliteEngine, terminated,
+)
+from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+
+
+def write(directory, version, name, up, down=None):
+    (directory / ("V%04d__%s.up.sql" % (version, name))).write_text(up)
+    if down is not None:
+        (directory / ("V%04d__%s.down.sql" % (version, name))).write_text(down)
+
+
+@pytest.fixture
+def chain(tmp_path):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for version in range(1, 6):
+        write(directory, version, "t%d" % version, "CREATE TABLE t%d (id INTEGER)" % version,
+              "DROP TABLE t%d;\n" % version)
+    return directory
+
+
+def params(tmp_path, directory, **kwargs):
+    conn = DbConnection(engine="sqlite", database=str(tmp_path / "db.sqlite"))
+    return mig.Params(operation=kwargs.pop("operation", "status"), conn=conn, migrations_dir=str(directory),
+                      store_path=str(tmp_path / "store"), **kwargs)
+
+
+def test_load_migrations_sorts_and_pairs(chain):
+    found = mig.load_migrations(str(chain))
+    assert [m.version for m in found] == [1, 2, 3, 4, 5]
+    assert found[0].down_sql == "DROP TABLE t1;\n" and len(found[0].checksum) == 64 and not found[0].irreversible
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("V1_bad.up.sql", "is not named"),
+    ("V0001__other.down.sql", "no matching up file"),
+    ("V01__t1.up.sql", "appears twice"),
+])
+def test_load_migrations_refuses_malformed_directories(chain, name, problem):
+    (chain / name).write_text("SELECT 1;")
+    with pytest.raises(RollbackError, match=problem):
+        mig.load_migrations(str(chain))
+
+
+def test_irreversible_by_marker_or_missing_down(tmp_path):
+    write(tmp_path, 1, "a", "-- gitops-rollback: irreversible\nDROP TABLE x;", "SELECT 1;")
+    write(tmp_path, 2, "b", "SELECT 1;")
+    first, second = mig.load_migrations(str(tmp_path))
+    assert first.marked_irreversible and first.irreversible and second.irreversible
+
+
+def test_terminated_adds_a_missing_semicolon_only():
+    assert terminated("SELECT 1") == "SELECT 1\n;\n"
+    assert terminated("SELECT 1;\n-- done\n") == "SELECT 1;\n-- done\n"
+
+
+@pytest.mark.parametrize("text, version", [("12", 12), ("0012", 12), ("V0012", 12)])
+def test_parse_version(text, version):
+    assert mig.parse_version(text) == version
+
+
+def test_literals_escape_per_dialect():
+    conn = DbConnection(engine="postgresql", database="d")
+    assert MysqlEngine(conn).literal("a'b\\c") == "'a''b\\\\c'"
+    assert SqliteEngine(conn).literal("a'b") == "'a''b'"
+    assert PostgresEngine(conn).literal("x;\n'y'") == "$gr$x;\n'y'$gr$"
+    with pytest.raises(RollbackError, match="NUL"):
+        SqliteEngine(conn).literal("a\x00")
+
+
+def test_sqlite_apply_revert_and_preview_equals_run(tmp_path, chain):
+    assert mig.run_operation(params(tmp_path, chain, operation="apply", label="v1"))["version"] == 5
+    preview = mig.run_operation(params(tmp_path, chain, operation="revert", count=2, check_mode=True))
+    done = mig.run_operation(params(tmp_path, chain, operation="revert", count=2))
+    assert preview["sql"] == done["sql"] and done["version"] == 3
+    assert preview["sql"][0].startswith("BEGIN IMMEDIATE;\nDROP TABLE t5;")
+
+
+def test_revert_target_by_date_label_and_count():
+    state = mig.State(history=[
+        {"version": 1, "state": "applied", "applied_at": "2026-01-01T00:00:00.000Z"},
+        {"version": 2, "state": "applied", "applied_at": "2026-01-02T00:00:00.000Z"},
+        {"version": 3, "state": "applied", "applied_at": "2026-01-03T00:00:00.000Z"},
+    ], labels=[{"label": "v1", "version": 1}])
+    conn = DbConnection(engine="sqlite", database="x")
+    assert mig.revert_target(state, mig.Params("revert", conn, date="2026-01-02T12:00:00Z")) == 2
+    assert mig.revert_target(state, mig.Params("revert", conn, label="v1")) == 1
+    assert mig.revert_target(state, mig.Params("revert", conn, count=3)) == 0
+    with pytest.raises(RollbackError, match="Label 'v9' is not recorded"):
+        mig.revert_target(state, mig.Params("revert", conn, label="v9"))
+
+
+def test_drift_refuses_revert_unless_forced(tmp_path, chain):
+    mig.run_operation(params(tmp_path, chain, operation="apply"))
+    (chain / "V0005__t5.up.sql").write_text("CREATE TABLE t5 (id INTEGER, x INTEGER)")
+    with pytest.raises(mig.DriftError, match="V0005__t5.up.sql"):
+        mig.run_operation(params(tmp_path, chain, operation="revert", count=1))
+    assert mig.run_operation(params(tmp_path, chain, operation="revert", count=1, force=True))["version"] == 4
+
+
+def test_irreversible_names_a_matching_checkpoint_backup(tmp_path, chain):
+    write(chain, 6, "drop", "-- gitops-rollback: irreversible\nDROP TABLE t1;", "SELECT 1;")
+    mig.run_operation(params(tmp_path, chain, operation="apply"))
+    store = Store(str(tmp_path / "store"))
+    store.init()
+    manifest = store.new_manifest(label="v1")
+    store.attach_component(manifest, {"type": "database", "name": "sqlite/db.sqlite",
+                                      "database": str(tmp_path / "db.sqlite"), "blobs": [], "migration_version": 5})
+    with pytest.raises(mig.IrreversibleError) as caught:
+        mig.run_operation(params(tmp_path, chain, operation="revert", version="5"))
+    assert manifest["id"] in str(caught.value) and "V0006__drop" in str(caught.value)
+
+
+def test_out_of_order_apply_is_refused(tmp_path, chain):
+    (chain / "V0003__t3.up.sql").rename(chain / "V0009__t3.up.sql")
+    (chain / "V0003__t3.down.sql").rename(chain / "V0009__t3.down.sql")
+    mig.run_operation(params(tmp_path, chain, operation="apply"))
+    write(chain, 3, "late", "SELECT 1;", "SELECT 1;")
+    with pytest.raises(RollbackError, match="out of order"):
+        mig.run_operation(params(tmp_path, chain, operation="apply"))
+
+
+def test_sqlite_lock_held_by_live_owner_refuses(tmp_path, chain):
+    holder = SqliteEngine(DbConnection(engine="sqlite", database=str(tmp_path / "db.sqlite")))
+    holder.acquire_lock("other@host", 3600, 0)
+    try:
+        with pytest.raises(LockHeldError, match="other@host"):
+            mig.run_operation(params(tmp_path, chain, operation="apply"))
+    finally:
+        holder.release_lock()
+    assert mig.run_operation(params(tmp_path, chain, operation="apply"))["version"] == 5
+
+
+def test_verify_reversible_catches_an_incomplete_down(tmp_path):
+    directory = tmp_path / "m"
+    directory.mkdir()
+    write(directory, 1, "a", "CREATE TABLE a (id INTEGER);\nCREATE INDEX a_id ON a (id);", "SELECT 1;")
+    with pytest.raises(mig.NotReversibleError, match="a_id"):
+        mig.run_operation(params(tmp_path, directory, operation="verify"))
