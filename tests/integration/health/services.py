@@ -183,7 +183,8 @@ class Prometheus:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms",
+                       "query_log_file": str(self.query_log)},
             "scrape_configs": [{"job_name": self.job, "static_configs": [{"targets": self.targets}]}],
         }))
         log = open(self.workdir / "prometheus.log", "ab")
@@ -202,6 +203,32 @@ class Prometheus:
             except OSError:
                 time.sleep(0.1)
         raise ServiceError("prometheus did not become ready")
+
+    @property
+    def query_log(self) -> Path:
+        return self.workdir / "queries.jsonl"
+
+    def queries_seen(self, needle: str) -> int:
+        """Queries containing ``needle`` that prometheus logged (its query log)."""
+        try:
+            lines = self.query_log.read_text().splitlines()
+        except OSError:
+            return 0
+        return sum(1 for line in lines if needle in line)
+
+    def stop_after_queries(self, needle: str, count: int, timeout: float = 60) -> threading.Thread:
+        """Stop prometheus (in a thread) once ``count`` queries containing ``needle`` were logged."""
+        baseline = self.queries_seen(needle)
+
+        def watch() -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.queries_seen(needle) < baseline + count:
+                time.sleep(0.02)
+            self.stop()
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        return thread
 
     def query(self, promql: str) -> list:
         url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})

@@ -1,0 +1,138 @@
+"""The guard playbook: health gate over real Prometheus, automatic rollback, cooldown, decisions."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Dict
+
+import pytest
+from conftest import JOB
+from services import ERROR_RATE_QUERY
+
+from harness import repo_root
+
+pytestmark = pytest.mark.slow
+GUARD = str(repo_root() / "playbooks" / "guard.yml")
+V1 = {"index.html": "<h1>v1</h1>\n", "conf/app.ini": "workers = 4\n"}
+V2 = {"index.html": "<h1>v2 - broken</h1>\n", "conf/app.ini": "workers = 0\n", "new.js": "bad()\n"}
+
+
+def write_tree(root: Path, files: Dict[str, str]) -> None:
+    for old in sorted(root.rglob("*"), reverse=True):
+        if old.is_file():
+            old.unlink()
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def read_tree(root: Path) -> Dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def deployed(tmp_path: Path, run_playbook, local_inventory: Path) -> Path:
+    """v1 checkpointed (label v1) in a store in tmp, then the broken v2 deployed over it."""
+    app_dir = tmp_path / "srv" / "app"
+    write_tree(app_dir, V1)
+    run = run_playbook([{"hosts": "lb", "gather_facts": False, "tasks": [{
+        "name": "checkpoint", "gitops.rollback.checkpoint": {
+            "paths": [str(app_dir)], "label": "v1", "store_path": str(tmp_path / "store")}}]}],
+        inventory=local_inventory)
+    assert run.ok, run
+    write_tree(app_dir, V2)
+    return app_dir
+
+
+def audit(guard_vars: dict) -> list:
+    path = Path(guard_vars["guard_audit_log_path"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def guard(run_playbook, local_inventory, guard_vars, **extra):
+    return run_playbook(GUARD, inventory=local_inventory, extra_vars={"rollback_to": "v1", **guard_vars, **extra})
+
+
+def test_healthy_release_is_kept(run_playbook, local_inventory, guard_vars, deployed) -> None:
+    run = guard(run_playbook, local_inventory, guard_vars)
+    assert run.ok, str(run)
+    assert read_tree(deployed) == V2
+    assert [(r["event"], r["level"]) for r in audit(guard_vars)] == [("completed", "info")]
+
+
+def test_error_rate_breach_rolls_back_and_audits(run_playbook, local_inventory, guard_vars, deployed,
+                                                 prometheus, metrics_app) -> None:
+    metrics_app.set(error_rate=0.5)
+    prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
+    run = guard(run_playbook, local_inventory, guard_vars)
+    assert run.ok, str(run)
+    assert read_tree(deployed) == V1  # the host's files are back at the checkpoint
+    records = audit(guard_vars)
+    assert [r["event"] for r in records] == ["alert", "started", "completed"], records
+    started = records[1]
+    assert started["level"] == "critical" and started["target"] == "v1"
+    assert started["measurements"]["verdict"] == "fail"
+    assert float(started["measurements"]["detection_seconds"]) < 1.5
+    values = [m["value"] for m in started["measurements"]["metrics"][0]["measurements"]]
+    assert values and values[-1] > 0.1
+    assert json.loads(Path(guard_vars["guard_cooldown_path"]).read_text())["last_rollback"]
+
+
+def test_p99_latency_breach_rolls_back(run_playbook, local_inventory, guard_vars, deployed, metrics_app) -> None:
+    metrics_app.set(latency=0.3)
+    run = guard(run_playbook, local_inventory, guard_vars, guard_count=15)
+    assert run.ok, run
+    assert read_tree(deployed) == V1
+    assert "p99-latency" in audit(guard_vars)[1]["measurements"]["reason"]
+
+
+def test_cooldown_refuses_a_second_automatic_rollback(run_playbook, local_inventory, guard_vars, deployed,
+                                                      prometheus, metrics_app, tmp_path) -> None:
+    metrics_app.set(error_rate=0.5)
+    prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
+    assert guard(run_playbook, local_inventory, guard_vars).ok
+    write_tree(deployed, V2)  # deployed again, still broken
+    second = guard(run_playbook, local_inventory, guard_vars)
+    assert not second.ok
+    assert read_tree(deployed) == V2  # nothing rolled back the second time
+    assert "Automatic rollback refused" in second.stdout and "allows the next at" in second.stdout
+    assert [r["event"] for r in audit(guard_vars)][-1] == "refused"
+
+
+def test_no_data_waits_for_a_decision_and_does_not_roll_back(run_playbook, local_inventory, guard_vars,
+                                                               deployed, metrics_app) -> None:
+    metrics_app.stop_load()
+    time.sleep(6)  # the 5 s rate window empties: error rate 0/0, no data
+    run = guard(run_playbook, local_inventory, guard_vars, guard_count=2)
+    assert not run.ok
+    assert read_tree(deployed) == V2
+    assert "no decision" in run.stdout and "NOT rolled back" in run.stdout
+    events = [(r["event"], r["level"]) for r in audit(guard_vars)]
+    assert ("alert", "warning") in events and events[-1] == ("failed", "emergency"), events
+
+
+def test_operator_go_rolls_back_after_an_error(run_playbook, local_inventory, guard_vars, deployed,
+                                                prometheus) -> None:
+    prometheus.stop()  # provider unreachable: error, never pass
+    decision = Path(guard_vars["guard_decision_file"])
+
+    def operator() -> None:  # writes "go" once the guard has asked (alert in the audit log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(r["event"] == "alert" for r in audit(guard_vars)):
+            time.sleep(0.1)
+        time.sleep(0.3)
+        decision.write_text("go\n")
+
+    thread = threading.Thread(target=operator, daemon=True)
+    thread.start()
+    run = guard(run_playbook, local_inventory, guard_vars, guard_consecutive_error_limit=0,
+                guard_decision_timeout=30)
+    thread.join()
+    assert run.ok, str(run)
+    assert read_tree(deployed) == V1
+    records = audit(guard_vars)
+    assert records[0]["measurements"]["verdict"] == "error"
+    assert any(r["event"] == "progress" and "go" in r["reason"] for r in records)
