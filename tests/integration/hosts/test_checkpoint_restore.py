@@ -45,10 +45,30 @@ def test_rollback_brings_every_host_back_to_its_own_checkpoint(prepared_fleet, r
         assert host_snapshot(host) == before[host.name], host.name
         restored = task_result(result, "Restore the managed paths", host.name)
         assert restored["changed"] and restored["verified"]
-        assert restored["safety_checkpoint"]["kind"] == "safety"
         ops = {(c["op"], c["path"]) for c in restored["changes"]["/srv/app"]}
         assert {("update", "index.html"), ("delete", "new.js"), ("delete", "newdir"), ("create", "empty"),
                 ("update", "logo"), ("create", "static/img/a.png"), ("meta", "run.sh")} <= ops
+
+
+def test_a_rollback_can_itself_be_rolled_back(prepared_fleet, run_playbook, fleet_vars):
+    checkpoint(run_playbook, fleet_vars, "v1")
+    for host in prepared_fleet:
+        break_release(host)
+    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
+    assert rollback(run_playbook, fleet_vars, "v1").ok
+
+    labels = set()
+    for host in prepared_fleet:
+        for manifest in (host.store / "checkpoints").iterdir():
+            labels.add(json.loads(manifest.read_text())["label"])
+    safety = [label for label in labels if label and label.startswith("safety/rollback-")]
+    assert len(safety) == 1, labels
+
+    undo = rollback(run_playbook, fleet_vars, safety[0])
+
+    assert undo.ok, undo
+    for host in prepared_fleet:
+        assert host_snapshot(host) == broken[host.name], host.name
 
 
 def test_second_rollback_changes_nothing(prepared_fleet, run_playbook, fleet_vars):
@@ -88,9 +108,12 @@ def test_unknown_label_lists_the_available_checkpoints(prepared_fleet, run_playb
     result = rollback(run_playbook, fleet_vars, "v9")
 
     assert not result.ok
-    failed = task_results(result, "Pre-flight - find the target checkpoint", status="failed")
-    assert len(failed) == 3
+    failed = task_results(result, "Refuse the rollback, naming what is missing where", status="failed")
+    assert len(failed) == 1
     message = failed[0]["result"]["msg"]
+    assert "nothing was changed on any host" in message
+    for host in ("h1", "h2", "h3"):
+        assert "[%s / config]" % host in message
     assert "'v9' is not in" in message and "v1 (" in message and "checkpoint_info" in message
 
 
@@ -106,14 +129,16 @@ def test_corrupted_blob_is_refused_before_any_change(prepared_fleet, run_playboo
     blob = h2.store / "objects" / victim["sha256"][:2] / victim["sha256"]
     os.chmod(blob, 0o600)
     blob.write_bytes(b"tampered")
-    broken = host_snapshot(h2)
+    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
 
     result = rollback(run_playbook, fleet_vars, "v1")
 
     assert not result.ok
-    assert host_snapshot(h2) == broken, "a corrupted checkpoint must not change anything"
-    failure = task_results(result, "Pre-flight - verify every object of the target checkpoint", "h2", "failed")[0]["result"]
-    assert victim["sha256"] in json.dumps(failure)
+    for host in prepared_fleet:
+        assert host_snapshot(host) == broken[host.name], "a corrupted checkpoint on h2 must stop every host"
+    message = task_results(result, "Refuse the rollback, naming what is missing where", status="failed")[0]["result"]["msg"]
+    assert "[h2 / config]" in message and victim["sha256"] in message
+    assert "[h1 / config]" not in message and "[h3 / config]" not in message
 
 
 def test_restore_module_refuses_corrupted_blob_naming_path_and_hashes(prepared_fleet, run_playbook, fleet_vars):
