@@ -508,10 +508,10 @@ def _matching_release(root: ReleaseRoot, params: ReleaseParams, key: dict, label
         same = [rel for rel in root.releases if _same_content(rel, key) and "bad" not in rel.get("marks", [])]
         found = same[-1] if same else None
     if found is not None and not _same_content(found, key):
+        named = " (%s)" % found["label"] if found.get("label") else ""
         raise ReleaseError(
             "Release %s%s in %s holds other content (%s) than asked (%s). Use a new label or release_id, or "
-            "remove the old release first." % (found["id"], " (%s)" % found["label"] if found.get("label") else "",
-                                                root.path, _content_name(found), _content_name(key)))
+            "remove the old release first." % (found["id"], named, root.path, _content_name(found), _content_name(key)))
     return found
 
 

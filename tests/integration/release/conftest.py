@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 
-
 def write_build(top: Path, host: str, version: str) -> Path:
     """A build directory with content that differs per host and per version."""
     build = top / host / version
