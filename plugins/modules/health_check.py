@@ -237,7 +237,9 @@ reason:
   type: str
   sample: "critical metric(s) failed: error-rate"
 health:
-  description: Weighted percentage of metrics that passed.
+  description:
+    - Weighted percentage of metrics that passed. Metrics left unmeasured because a failure
+      decided the verdict early count as not passed.
   returned: always
   type: float
   sample: 50.0
