@@ -308,8 +308,8 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     if req.mode == "swap":
         staged, old = staging_names(engine.name, database, manifest)
         steps += ["restore into %s" % staged, "compare row counts"]
-        steps.append("swap: %s becomes %s, %s becomes %s" % (database, old if req.keep_old else "(dropped)",
-                                                              staged, database))
+        kept = old if req.keep_old else "(dropped)"
+        steps.append("swap: %s becomes %s, %s becomes %s" % (database, kept, staged, database))
     else:
         steps += ["drop %s" % database if live else "create %s" % database, "restore into %s" % database,
                   "compare row counts"]

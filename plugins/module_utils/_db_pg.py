@@ -341,4 +341,3 @@ class PgEngine:
             return ["psql --single-transaction -v ON_ERROR_STOP=1 --dbname %s --file <dump>" % database]
         return ["pg_restore --exit-on-error %s --dbname %s <dump>"
                 % ("--jobs=%d" % jobs if jobs > 1 else "--single-transaction", database)]
-

@@ -23,7 +23,7 @@ description:
   - Always reports a change (a new backup). In check mode it connects, checks the database
     exists and returns what would be dumped.
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
   - gitops.rollback.db_connection
@@ -81,8 +81,10 @@ options:
     default: postgres
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Supports PostgreSQL 13 and newer, MariaDB 10.3 and newer, MySQL 8, SQLite 3.

@@ -14,7 +14,7 @@ description:
     filtered by engine, database or checkpoint, and optionally re-hashes their objects.
   - Read-only; never reports a change.
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
 options:
@@ -39,8 +39,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: gitops.rollback.db_backup

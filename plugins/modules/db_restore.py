@@ -25,7 +25,7 @@ description:
     atomic C(RENAME TABLE) of every table, views, routines, events and triggers re-created
     afterwards; SQLite a file rename).
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
   - gitops.rollback.db_connection
@@ -78,8 +78,10 @@ options:
     default: postgres
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff shows the current and the restored row count of every table.
 notes:

@@ -33,7 +33,7 @@ def backed_up(postgres: PgServer, run_task, store_path: Path, unique_name) -> st
     db = unique_name("pgbad")
     postgres.create_database(db)
     postgres.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 20)", db=db)
-    result, _ = run_task("gitops.rollback.db_backup", pg_args(postgres, db, store_path))
+    result = run_task("gitops.rollback.db_backup", pg_args(postgres, db, store_path))[0]
     assert result.rc == 0, str(result)
     postgres.psql("DELETE FROM t WHERE id > 5", db=db)
     return db
@@ -48,40 +48,40 @@ def assert_failed(task: dict, *phrases: str) -> str:
 
 def test_unreachable_servers(run_task, store_path: Path) -> None:
     port = closed_port()
-    _, task = run_task("gitops.rollback.db_backup", {"engine": "postgresql", "database": "x", "login_host": "127.0.0.1",
-                                                     "login_port": port, "store_path": str(store_path)})
+    task = run_task("gitops.rollback.db_backup", {"engine": "postgresql", "database": "x", "login_host": "127.0.0.1",
+                                                     "login_port": port, "store_path": str(store_path)})[1]
     assert_failed(task, "Check login_host, login_port", str(port))
-    _, task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "x", "login_host": "127.0.0.1",
+    task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "x", "login_host": "127.0.0.1",
                                                      "login_port": port, "login_user": "root",
-                                                     "store_path": str(store_path)})
+                                                     "store_path": str(store_path)})[1]
     assert_failed(task, "Check login_host, login_port")
     assert not (store_path / "checkpoints").exists() or not list((store_path / "checkpoints").iterdir())
 
 
 def test_wrong_passwords(postgres: PgServer, mariadb: MariaDbServer, run_task, store_path: Path) -> None:
-    _, task = run_task("gitops.rollback.db_backup", pg_args(postgres, "postgres", store_path, login_user="app",
-                                                            login_password="not-the-password"))
+    task = run_task("gitops.rollback.db_backup", pg_args(postgres, "postgres", store_path, login_user="app",
+                                                            login_password="not-the-password"))[1]
     msg = assert_failed(task, "Check login_user and login_password")
     assert "not-the-password" not in msg
-    _, task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "mysql", "login_host": mariadb.host,
+    task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "mysql", "login_host": mariadb.host,
                                                      "login_port": mariadb.port, "login_user": "root",
                                                      "login_password": "not-the-password",
-                                                     "store_path": str(store_path)})
+                                                     "store_path": str(store_path)})[1]
     assert_failed(task, "Access denied", "Check login_user and login_password")
 
 
 def test_unknown_database_and_checkpoint(postgres: PgServer, mariadb: MariaDbServer, run_task, store_path: Path,
                                          backed_up: str) -> None:
-    _, task = run_task("gitops.rollback.db_backup", pg_args(postgres, "no_such_db", store_path))
+    task = run_task("gitops.rollback.db_backup", pg_args(postgres, "no_such_db", store_path))[1]
     assert_failed(task, "'no_such_db' does not exist", backed_up)
-    _, task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "no_such_db",
+    task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "no_such_db",
                                                      "login_host": mariadb.host, "login_port": mariadb.port,
                                                      "login_user": "root", "login_password": mariadb.password,
-                                                     "store_path": str(store_path)})
+                                                     "store_path": str(store_path)})[1]
     assert_failed(task, "'no_such_db' does not exist")
-    _, task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path, checkpoint="v9"))
+    task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path, checkpoint="v9"))[1]
     assert_failed(task, "'v9' is not in", "v1")
-    _, task = run_task("gitops.rollback.db_restore", pg_args(postgres, "other_db", store_path))
+    task = run_task("gitops.rollback.db_restore", pg_args(postgres, "other_db", store_path))[1]
     assert_failed(task, "has no backup of postgresql/other_db", "postgresql/" + backed_up)
 
 
@@ -97,21 +97,21 @@ def test_damaged_dump_is_refused_before_anything_is_dropped(postgres: PgServer, 
         blob.write_bytes(bytes(data))
     else:
         blob.unlink()
-    _, task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path, mode="replace"))
+    task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path, mode="replace"))[1]
     assert_failed(task, "is damaged", "hash mismatch" if damage == "corrupt" else "missing", "Nothing was changed")
     assert postgres.psql("SELECT count(*) FROM t", db=backed_up) == "5"
     assert [p.name for p in (store_path / "checkpoints").iterdir()] == [manifest.name], "no safety backup taken"
-    _, info = run_task("gitops.rollback.db_backup_info", {"store_path": str(store_path), "verify": True})
+    info = run_task("gitops.rollback.db_backup_info", {"store_path": str(store_path), "verify": True})[1]
     assert info["backups"][0]["verified"] is False
 
 
 def test_dump_of_another_engine_is_refused(mariadb: MariaDbServer, run_task, store_path: Path, backed_up: str) -> None:
     mariadb.create_database(backed_up)
     mariadb.sql("CREATE TABLE keep (id INT); INSERT INTO keep VALUES (1)", db=backed_up)
-    _, task = run_task("gitops.rollback.db_restore", {"engine": "mysql", "database": backed_up,
+    task = run_task("gitops.rollback.db_restore", {"engine": "mysql", "database": backed_up,
                                                       "login_host": mariadb.host, "login_port": mariadb.port,
                                                       "login_user": "root", "login_password": mariadb.password,
-                                                      "store_path": str(store_path), "checkpoint": "v1"})
+                                                      "store_path": str(store_path), "checkpoint": "v1"})[1]
     assert_failed(task, "holds a postgresql dump", "cannot be restored into mysql")
     assert mariadb.sql("SELECT COUNT(*) FROM keep", db=backed_up) == "1"
 
@@ -123,7 +123,7 @@ def test_second_restore_of_the_same_database_is_refused(postgres: PgServer, run_
     from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
     with restore_lock(Store(str(store_path)), "postgresql", backed_up, "alice@ci-job-17", 0):
-        _, task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path))
+        task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path))[1]
     assert_failed(task, "locked by alice@ci-job-17", "db_restore postgresql/" + backed_up)
     assert postgres.psql("SELECT count(*) FROM t", db=backed_up) == "5"
     result, task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path))

@@ -91,7 +91,7 @@ def test_restore_brings_back_every_row_and_sequence(postgres: PgServer, run_task
     assert backup["backup"]["format"] == fmt and len(backup["backup"]["sha256"]) == 64
 
     postgres.psql(DAMAGE, db=db)
-    assert snapshot(postgres, db) != before
+    assert postgres.psql("SELECT count(*) FROM sales.orders", db=db) == "250"
     result, restored = run_task("gitops.rollback.db_restore", conn(postgres, db, store_path=str(store_path),
                                                                    checkpoint="v1", mode=mode, jobs=jobs))
     assert result.rc == 0, str(result)

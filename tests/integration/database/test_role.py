@@ -63,6 +63,6 @@ def test_role_backs_up_and_rolls_back_three_engines(postgres: PgServer, mariadb:
     with sqlite3.connect(lite) as conn:
         assert conn.execute("SELECT v FROM t ORDER BY id").fetchall() == [("a",), ("b",), ("c",)]
 
-    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=dict(variables, rollback_database_action="restore",
-                                                                          rollback_database_checkpoint=""))
+    bad = dict(variables, rollback_database_action="restore", rollback_database_checkpoint="")
+    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=bad)
     assert result.rc != 0 and "rollback_database needs" in result.stdout
