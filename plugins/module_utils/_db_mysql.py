@@ -102,9 +102,8 @@ class MysqlEngine:
         return row[0], row[1] == "1"
 
     def recreate(self, database: str, info: dict) -> None:
-        """Drop ``database`` if it exists and create it empty."""
-        self.drop(database)
-        self.create(database, info)
+        """Drop ``database`` if it exists and create it empty (one round trip)."""
+        self.sql("DROP DATABASE IF EXISTS %s; %s" % (ident(database), self._create_sql(database, info)))
 
     def databases(self) -> List[str]:
         """Return the databases."""
@@ -127,14 +126,22 @@ class MysqlEngine:
             "ORDER BY TABLE_NAME" % (literal(database), ", ".join(literal(kind) for kind in kinds)))]
 
     def row_counts(self, database: str) -> Dict[str, int]:
-        """Return exact row counts of every base table, read in one consistent snapshot."""
-        tables = self.tables(database)
-        if not tables:
-            return {}
-        union = " UNION ALL ".join("SELECT %s, COUNT(*) FROM %s.%s" % (literal(t), ident(database), ident(t))
-                                   for t in tables)
-        rows = self.sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; %s; COMMIT" % union)
-        return {row[0]: int(row[1]) for row in rows}
+        """Return exact row counts of every base table, read in one consistent snapshot (one round trip).
+
+        The statement counting every table is built and run server-side, so the table list and the
+        counts come from the same session.
+        """
+        build = (
+            "SET SESSION group_concat_max_len = 16777216; "
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; "
+            "SELECT COALESCE(GROUP_CONCAT(CONCAT('SELECT ', QUOTE(TABLE_NAME), ', COUNT(*) FROM ', "
+            "QUOTE_IDENT_SCHEMA, '.`', REPLACE(TABLE_NAME, '`', '``'), '`') SEPARATOR ' UNION ALL '), "
+            "'SELECT NULL, NULL FROM DUAL WHERE FALSE') INTO @gr_counts FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'; "
+            "PREPARE gr_counts FROM @gr_counts; EXECUTE gr_counts; DEALLOCATE PREPARE gr_counts; COMMIT"
+        ) % literal(database)
+        build = build.replace("QUOTE_IDENT_SCHEMA", literal(ident(database)))
+        return {row[0]: int(row[1]) for row in self.sql(build)}
 
     def database_info(self, database: str) -> dict:
         """Return what re-creating the database needs (character set, collation)."""
@@ -146,7 +153,7 @@ class MysqlEngine:
     def dump(self, store: Store, database: str, fmt: str, jobs: int, compression: Optional[str] = None,
              compression_level: Optional[int] = None) -> dict:
         """Dump ``database`` into the store; return the component fields."""
-        version = self.server_version()
+        version, info = self._version_and_info(database)
         before = self.row_counts(database)
         with self.conn.mysql_args() as args:
             argv = [self._dumper(), *args, "--single-transaction", "--quick", "--routines", "--triggers",
@@ -166,8 +173,13 @@ class MysqlEngine:
                                 "the server log and free space, then back up again." % database)
         after = self.row_counts(database)
         return {"blobs": [sha], "sha256": sha, "size": size, "server_version": version, "row_counts": after,
-                "row_counts_exact": before == after, "compression": compression,
-                "database_info": self.database_info(database)}
+                "row_counts_exact": before == after, "compression": compression, "database_info": info}
+
+    def _version_and_info(self, database: str) -> tuple:
+        """Return the server version and the database's character set and collation (one round trip)."""
+        row = self.sql("SELECT VERSION(), DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "
+                       "information_schema.SCHEMATA WHERE SCHEMA_NAME = %s" % literal(database))[0]
+        return row[0], {"charset": row[1], "collation": row[2]}
 
     # ------------------------------------------------------------------ restore
     def prepare_source(self, store: Store, component: dict, workdir: str) -> str:
@@ -176,10 +188,14 @@ class MysqlEngine:
 
     def create(self, database: str, info: dict) -> None:
         """Create an empty database with the recorded character set."""
+        self.sql(self._create_sql(database, info))
+
+    @staticmethod
+    def _create_sql(database: str, info: dict) -> str:
         sql = "CREATE DATABASE %s" % ident(database)
         if info.get("charset"):
-            sql += " CHARACTER SET %s COLLATE %s" % (info["charset"], info["collation"])
-        self.sql(sql)
+            sql += " CHARACTER SET %s COLLATE %s" % (ident(info["charset"]), ident(info["collation"]))
+        return sql
 
     def drop(self, database: str) -> None:
         """Drop a database."""
