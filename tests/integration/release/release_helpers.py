@@ -38,10 +38,10 @@ def module_play(args: dict, hosts: str = "fleet", name: str = "Release") -> list
 
 
 def deploy(run_playbook, builds: Path, *versions: str, hosts: str = "fleet") -> None:
-    """Deploy each version in turn and fail the test on any error."""
-    for version in versions:
-        result = run_playbook(deploy_play(builds, version, hosts))
-        assert result.ok, result
+    """Deploy each version in turn (one play each, one ansible-playbook run) and fail the test on any error."""
+    plays = [play for version in versions for play in deploy_play(builds, version, hosts)]
+    result = run_playbook(plays)
+    assert result.ok, result
 
 
 def live_version(host) -> str:

@@ -162,7 +162,7 @@ def test_current_switches_atomically_under_a_reader(builds, run_playbook, clean_
                 continue
             seen[value] = seen.get(value, 0) + 1
 
-    switches = 60
+    switches = 40
     play = [{"hosts": "h1", "gather_facts": False, "tasks": [{
         "name": "Switch back and forth", "gitops.rollback.release": {
             "root": ROOT, "state": "rolled_back", "to": "{{ 'v1' if item is even else 'v2' }}"},
