@@ -171,7 +171,8 @@ def mariadb_figures(workdir: Path, rows: int, size_label: str) -> List[dict]:
 
 
 def run(workdir: Path, quick: bool) -> List[dict]:
-    """Return the database figures (1 GB of random bytes; 64 MB when quick)."""
-    rows = (64 if quick else 1024) * 1024 * 1024 // ROW_BYTES
-    size_label = "64 MB" if quick else "1 GB"
+    """Return the database figures (1 GB of random bytes; 64 MB when quick; GITOPS_ROLLBACK_BENCH_DB_MB overrides)."""
+    megabytes = int(os.environ.get("GITOPS_ROLLBACK_BENCH_DB_MB") or (64 if quick else 1024))
+    rows = megabytes * 1024 * 1024 // ROW_BYTES
+    size_label = "%d MB" % megabytes if megabytes < 1024 else "%g GB" % (megabytes / 1024)
     return pg_figures(workdir, rows, size_label) + mariadb_figures(workdir, rows, size_label)
