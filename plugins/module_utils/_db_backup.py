@@ -346,6 +346,11 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
             try:
                 engine.load(dump_path, component, target, max(1, req.jobs))
                 result["verification"] = verify_counts(engine, component, target, req.verify_row_counts)
+            except RollbackError as exc:
+                if target == staged:
+                    engine.drop(staged)
+                raise type(exc)(explain_failed_restore(str(exc), database, target == staged,
+                                                       result["safety_checkpoint"]), **exc.details) from exc
             except BaseException:
                 if target == staged:
                     engine.drop(staged)
@@ -360,6 +365,16 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
     result["commands"] = engine.describe_restore(component, dump_path, database, req.jobs)
     result["row_counts"] = component.get("row_counts", {})
     return result
+
+
+def explain_failed_restore(message: str, database: str, staged: bool, safety: Optional[str]) -> str:
+    """Add to a restore failure what state the live database is in and how to get back."""
+    if staged:
+        return "%s The live database %s was not touched (the staged copy was dropped)." % (message, database)
+    if safety:
+        return ("%s The database %s may hold a partial restore; its previous state is in safety checkpoint %s "
+                "(restore it with checkpoint=%s)." % (message, database, safety, safety))
+    return "%s The database %s may hold a partial restore." % (message, database)
 
 
 def take_safety_backup(store: Store, req: RestoreRequest, database: str, owner: str, lock_timeout: float) -> str:
@@ -378,11 +393,9 @@ def verify_counts(engine, component: dict, database: str, enforce: bool) -> dict
     diffs = compare_counts(component.get("row_counts", {}), actual)
     exact = component.get("row_counts_exact", True)
     if diffs and enforce and exact:
-        raise DatabaseError(
-            "After restoring %s, row counts differ from the backup: %s. The live database was not swapped "
-            "(swap mode) or holds the partial restore (replace mode; the safety checkpoint has the previous "
-            "state)." % (database, ", ".join("%s: expected %s, got %s" % (d["table"], d["expected"], d["actual"])
-                                             for d in diffs[:10])), differences=diffs)
+        listed = ", ".join("%s: expected %s, got %s" % (d["table"], d["expected"], d["actual"]) for d in diffs[:10])
+        raise DatabaseError("After restoring %s, row counts differ from the backup: %s." % (database, listed),
+                            differences=diffs)
     return {"tables": len(actual), "rows": sum(actual.values()), "differences": diffs,
             "row_counts_exact": exact, "matched": not diffs}
 

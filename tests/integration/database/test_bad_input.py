@@ -129,3 +129,20 @@ def test_second_restore_of_the_same_database_is_refused(postgres: PgServer, run_
     result, task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path))
     assert result.rc == 0, str(result)
     assert postgres.psql("SELECT count(*) FROM t", db=backed_up) == "20"
+
+
+def test_failed_swap_restore_leaves_the_live_database_untouched(postgres: PgServer, run_task, store_path: Path,
+                                                                unique_name) -> None:
+    db, role = unique_name("pgswapfail"), unique_name("owner")
+    postgres.create_database(db)
+    postgres.psql("CREATE ROLE %s; CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO %s; "
+                  "INSERT INTO t SELECT generate_series(1, 10)" % (role, role), db=db)
+    assert run_task("gitops.rollback.db_backup", pg_args(postgres, db, store_path))[0].rc == 0
+    # the dump now names a role the server no longer has: pg_restore fails half-way
+    postgres.psql("REASSIGN OWNED BY %s TO postgres; DELETE FROM t WHERE id > 2" % role, db=db)
+    postgres.psql("DROP ROLE %s" % role)
+    task = run_task("gitops.rollback.db_restore", pg_args(postgres, db, store_path, mode="swap"))[1]
+    assert_failed(task, "pg_restore of %s__gr_restore_" % db, "role \"%s\" does not exist" % role,
+                  "The live database %s was not touched" % db)
+    assert postgres.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t", db=db) == "1,2"
+    assert "__gr_restore_" not in postgres.psql("SELECT string_agg(datname, ',') FROM pg_database")
