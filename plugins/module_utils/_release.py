@@ -291,10 +291,15 @@ def tree_digest(top: str) -> str:
     return digest.hexdigest()
 
 
+def ls_remote_argv(repo: str, version: str) -> List[str]:
+    """Return the git command that asks a repository which commit ``version`` names."""
+    return ["git", "ls-remote", "--", repo, version, "refs/tags/%s^{}" % version]
+
+
 def remote_commit(repo: str, version: str) -> Tuple[Optional[str], bool]:
     """Ask the repository (git ls-remote) which commit ``version`` names; return (commit, is_tag)."""
-    out = run(["git", "ls-remote", "--", repo, version, "refs/tags/%s^{}" % version],
-              "git ls-remote of %s" % repo, env={"GIT_TERMINAL_PROMPT": "0"}).stdout.decode()
+    out = run(ls_remote_argv(repo, version), "git ls-remote of %s" % repo,
+              env={"GIT_TERMINAL_PROMPT": "0"}).stdout.decode()
     refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
     for ref in ("refs/tags/%s^{}" % version, "refs/tags/%s" % version, "refs/heads/%s" % version, version):
         if ref in refs:
@@ -490,7 +495,7 @@ def _source_identity(params: ReleaseParams, outcome: Outcome) -> Tuple[dict, Opt
     """Return what identifies the requested content (commit or tree digest) and the label to use."""
     if params.repo:
         commit, is_tag = remote_commit(params.repo, params.version)
-        outcome.commands.append(["git", "ls-remote", "--", params.repo, params.version])
+        outcome.commands.append(ls_remote_argv(params.repo, params.version))
         label = params.label or (params.version if is_tag else None)
         return {"commit": commit, "source": "%s@%s" % (params.repo, params.version)}, label
     return {"digest": tree_digest(params.src), "source": os.path.abspath(params.src),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -209,3 +210,28 @@ def test_current_release_for_the_orchestrator(root, builds):
     assert current["label"] == "v1" and current["state"] == "active" and current["path"].startswith(root)
     with open(os.path.join(root, release.INDEX)) as handle:
         assert json.load(handle)["format_version"] == release.INDEX_FORMAT
+
+
+def test_git_deploy_runs_argument_lists_and_records_the_tag_commit(root, tmp_path):
+    repo = tmp_path / "repo"
+    env = dict(os.environ, GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, env=env, capture_output=True,
+                              text=True).stdout.strip()
+
+    repo.mkdir()
+    git("init", "-q", "-b", "main")
+    (repo / "VERSION").write_text("v1")
+    git("add", "VERSION")
+    git("commit", "-qm", "v1")
+    git("tag", "-a", "v1", "-m", "v1")
+    commit = git("rev-parse", "HEAD")
+
+    result = release.apply("present", params(root, repo=str(repo), version="v1"))
+
+    assert result["release"]["label"] == "v1" and result["release"]["commit"] == commit
+    assert result["commands"][0] == release.ls_remote_argv(str(repo), "v1")
+    assert all(isinstance(argv, list) for argv in result["commands"])
+    assert live(root) == "v1" and not os.path.exists(os.path.join(root, "current", ".git"))
+    assert not release.apply("present", params(root, repo=str(repo), version="v1"))["changed"]
