@@ -164,7 +164,7 @@ class Stopper:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:  # pylint: disable=unused-argument
         name = signal.Signals(signum).name
         if self.event.is_set():
             LOG.warning("received %s again: cancelling the running playbook", name)
@@ -286,7 +286,7 @@ def _parse_extra_vars(items: Iterable[str]) -> Dict[str, Any]:
             except ValueError as exc:
                 raise UsageError(f"--extra-vars {item!r} is not a JSON object: {exc}") from exc
         elif "=" in item:
-            key, _, value = item.partition("=")
+            key, value = item.split("=", 1)
             merged[key] = value
         else:
             raise UsageError(f"--extra-vars {item!r}: give KEY=VALUE, a JSON object or @file.json.")
@@ -327,7 +327,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gitops-rollback", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="gitops-rollback", description=__doc__.split("\n\n", maxsplit=1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")

@@ -65,7 +65,7 @@ def list_tags(repo: str) -> List[TagRef]:
     objects: Dict[str, str] = {}
     peeled: Dict[str, str] = {}
     for line in out.splitlines():
-        sha, _, ref = line.partition("\t")
+        sha, ref = line.split("\t", 1) if "\t" in line else (line, "")
         name = ref[len("refs/tags/"):]
         if name.endswith("^{}"):
             peeled[name[:-3]] = sha

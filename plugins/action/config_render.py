@@ -38,7 +38,7 @@ class ActionModule(ActionBase):
     def run(self, tmp: Optional[str] = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         result = super().run(tmp, task_vars)
         del tmp
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         try:
             with checkout_at(args["repo"], args["version"], args["src"]) as (tree, commit):
                 rendered = self._render_all(tree, commit, args, dict(task_vars or {}))

@@ -76,8 +76,8 @@ def checkout_at(repo_path: str, version: str, subdir: str = "") -> Iterator[Tupl
         try:
             tree = tree / subdir.strip("/")
         except KeyError as exc:
-            raise GitConfigError("%s has no directory %r at %s (%s)." % (repo_path, subdir, version,
-                                                                       commit.hexsha[:12])) from exc
+            raise GitConfigError("%s has no directory %r at %s (%s)."
+                                 % (repo_path, subdir, version, commit.hexsha[:12])) from exc
     parent = tempfile.mkdtemp(prefix="gitops-config-")
     try:
         _export(tree, os.path.join(parent, "tree"))

@@ -24,7 +24,8 @@ def git(cwd: Path, *args: str, env: Dict[str, str] | None = None, check: bool = 
     """Run git; return the completed process (text)."""
     full_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid", **(env or {})}
-    proc = subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600,
+                          check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -72,7 +73,7 @@ def run_cli(args: List[str], env: Dict[str, str], cwd: Path, stdin: str | None =
             timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m gitops_rollback ARGS`."""
     return subprocess.run([sys.executable, "-m", "gitops_rollback", *args], env=env, cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @dataclass
@@ -98,5 +99,3 @@ class ConfigRepo:
     def push(self, *refspecs: str) -> subprocess.CompletedProcess:
         """git push to the bare repo; the hook's output comes back as 'remote:' lines on stderr."""
         return git(self.work, "push", "origin", *refspecs, env=self.env)
-
-

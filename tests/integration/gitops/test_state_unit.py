@@ -24,7 +24,7 @@ def test_state_records_tags_once_under_concurrency(tmp_path: Path) -> None:
                 state.start(decision, "run")
                 winners.append(1)
 
-    threads = [threading.Thread(target=claim) for _ in range(8)]
+    threads = [threading.Thread(target=claim) for _number in range(8)]
     for t in threads:
         t.start()
     for t in threads:
