@@ -174,6 +174,7 @@ def restore_host(params: CheckpointParams) -> dict:
         "changed": outcome["changed"],
         "checkpoint": summarize(manifest),
         "changes": outcome["changes"],
+        "summary": outcome["summary"],
         "safety_checkpoint": outcome["safety_checkpoint"],
         "verified": outcome["verified"],
     }

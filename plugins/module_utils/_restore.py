@@ -356,8 +356,56 @@ class _Applier:
             raise
 
 
+REPORT_LIMIT = 1000
+
+
 def _changes(plans: Sequence[RootPlan]) -> Dict[str, List[dict]]:
-    return {plan.root: [action.as_dict() for action in plan.actions] for plan in plans if plan.actions}
+    """Return the changes per root, at most REPORT_LIMIT each (the summary counts them all)."""
+    return {plan.root: [action.as_dict() for action in plan.actions[:REPORT_LIMIT]] for plan in plans if plan.actions}
+
+
+def _summary(plans: Sequence[RootPlan]) -> Dict[str, Dict[str, int]]:
+    """Count the changes per root and operation."""
+    counts: Dict[str, Dict[str, int]] = {}
+    for plan in plans:
+        for action in plan.actions:
+            per_root = counts.setdefault(plan.root, {})
+            per_root[action.op] = per_root.get(action.op, 0) + 1
+    return counts
+
+
+def verify_changes(plan: RootPlan) -> List[dict]:
+    """Check that every change of an applied plan landed: re-read each written entry (content
+    re-hashed, not trusted to the stat cache), each removed path is gone, each touched directory
+    has its metadata. Entries the plan left alone were found equal when it was made."""
+    problems = []
+    for action in plan.actions:
+        full = os.path.join(plan.root, action.rel)
+        if action.op == "delete":
+            if os.path.lexists(full):
+                problems.append({"path": action.rel, "problem": "still present"})
+            continue
+        problem = _entry_problem(full, action.entry)
+        if problem:
+            problems.append({"path": action.rel, "problem": problem})
+    for key, entry in plan.dirs.items():
+        problem = _entry_problem(os.path.join(plan.root, "/".join(key)), entry)
+        if problem:
+            problems.append({"path": "/".join(key), "problem": problem})
+    return problems
+
+
+def _entry_problem(full: str, entry: dict) -> Optional[str]:
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        return "missing"
+    if kind_of(st) != entry["type"]:
+        return "is a %s, not a %s" % (kind_of(st), entry["type"])
+    sha = sha256_file(full) if entry["type"] == FILE else None
+    target = os.readlink(full) if entry["type"] == LINK else None
+    reasons = _differences(entry, st, sha, target)
+    return "differs in " + ", ".join(reasons) if reasons else None
 
 
 def verify_tree(store: Store, record: dict) -> List[dict]:
@@ -392,6 +440,7 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
     result = {
         "changed": any(plan.actions for plan in plans),
         "changes": _changes(plans),
+        "summary": _summary(plans),
         "diffs": [diff for plan in plans for diff in plan.diffs],
         "safety_checkpoint": None,
         "verified": False,
@@ -404,7 +453,7 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
         result["safety_checkpoint"] = summarize(_safety(store, manifest, records, options.creator))
     for plan in plans:
         _Applier(store, plan).run()
-    problems = {record["path"]: verify_tree(store, record) for record in records}
+    problems = {plan.root: verify_changes(plan) for plan in plans}
     problems = {root: items for root, items in problems.items() if items}
     if problems:
         raise IntegrityError(

@@ -74,7 +74,7 @@ checkpoint:
   type: dict
   sample: {id: 20261121T220257.448Z-452f73, label: v1.3.0, roots: [/srv/app], entries: 1203}
 changes:
-  description: Per managed path, the entries changed (or that would change), in tree order.
+  description: Per managed path, the entries changed (or that would change), in tree order; at most 1000 per path.
   returned: success
   type: dict
   sample:
@@ -82,6 +82,11 @@ changes:
       - {op: update, path: index.html, type: file, reasons: [content, mtime]}
       - {op: delete, path: new.js, type: file, reasons: [extra]}
       - {op: create, path: assets/empty, type: dir, reasons: []}
+summary:
+  description: Per managed path, how many entries each operation changed (all of them, also when RV(changes) is cut).
+  returned: success
+  type: dict
+  sample: {/srv/app: {update: 12, delete: 1, create: 3}}
 safety_checkpoint:
   description: Summary of the checkpoint taken before the restore; null when nothing changed.
   returned: success
