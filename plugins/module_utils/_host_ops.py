@@ -120,9 +120,14 @@ def verify_checkpoints(params: CheckpointParams) -> dict:
         result["checkpoint"] = summarize(manifests[0])
     if problems:
         result["failed"] = True
+        details = "; ".join(
+            "%s: %s object %s is %s%s" % (cid, item["used_by"], item["object"], item["problem"],
+                                         " (content hashes to %s)" % item["actual"] if item.get("actual") else "")
+            for cid, items in sorted(problems.items()) for item in items[:5]
+        )
         result["msg"] = (
             "%d checkpoint(s) have missing or corrupted objects: %s. Restore from another checkpoint "
-            "and delete the damaged one (state=absent)." % (len(problems), ", ".join(sorted(problems)))
+            "and delete the damaged one (state=absent)." % (len(problems), details)
         )
     return result
 

@@ -22,7 +22,7 @@ import secrets
 import socket
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Iterable, Iterator, List, Optional, Set, Tuple
 
 from ._errors import CheckpointNotFound, IntegrityError, UnsupportedFormat
 from ._fsutil import (
@@ -426,23 +426,38 @@ class Store:
         for name in os.listdir(tmp) if os.path.isdir(tmp) else []:
             unlink_quietly(os.path.join(tmp, name))
 
-    def verify(self, manifest: dict, progress: Optional[Callable[[str], None]] = None) -> List[dict]:
-        """Re-hash every object of a checkpoint; return the problems found (empty when sound)."""
+    def _referenced_with_use(self, manifest: dict) -> Iterator[Tuple[str, str]]:
+        """Yield (object, what uses it): a tree, a file path, or a component."""
+        for root in manifest.get("roots", []):
+            tree = root.get("tree")
+            if tree:
+                yield tree, "tree of %s" % root["path"]
+                for entry in self.iter_tree(tree):
+                    if entry.get("sha256"):
+                        yield entry["sha256"], os.path.join(root["path"], entry["path"])
+        for component in manifest.get("components", []):
+            for sha in component.get("blobs", []):
+                yield sha, "%s %s" % (component.get("type"), component.get("name"))
+
+    def verify(self, manifest: dict) -> List[dict]:
+        """Re-hash every object of a checkpoint; return the problems found (empty when sound).
+
+        Each problem names the object, what uses it (a path or a component) and the hash found.
+        """
         problems: List[dict] = []
-        seen: Dict[str, bool] = {}
+        seen: Set[str] = set()
         try:
-            shas = list(self.referenced(manifest))
+            uses = list(self._referenced_with_use(manifest))
         except IntegrityError as exc:
-            return [{"object": None, "problem": str(exc)}]
-        for sha in shas:
+            return [{"object": None, "used_by": None, "actual": None, "problem": str(exc)}]
+        for sha, used_by in uses:
             if sha in seen:
                 continue
+            seen.add(sha)
             actual = self.blob_hash(sha)
-            seen[sha] = actual == sha
             if actual != sha:
                 problems.append({
-                    "object": sha,
-                    "actual": actual,
+                    "object": sha, "used_by": used_by, "actual": actual,
                     "problem": "missing" if actual is None else "hash mismatch",
                 })
         return problems

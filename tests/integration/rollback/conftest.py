@@ -1,0 +1,197 @@
+"""A three-host deployment with every layer (release, config, PostgreSQL with migrations,
+Terraform state), for the ordered-rollback drill tests."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from harness import Fleet, PgServer, Result
+
+REPO = Path(__file__).resolve().parents[3]
+PLAYBOOKS = REPO / "playbooks"
+
+
+def _terraform_support():
+    """The Terraform test helpers (tests/integration/terraform/conftest.py), loaded by path."""
+    path = REPO / "tests" / "integration" / "terraform" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("tf_support", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tf_support"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+TF = _terraform_support()
+
+MIGRATIONS = {
+    1: ("create_customers", "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);",
+        "DROP TABLE customers;"),
+    2: ("create_orders", "CREATE TABLE orders (id int PRIMARY KEY, customer int REFERENCES customers, total numeric);",
+        "DROP TABLE orders;"),
+    3: ("orders_index", "CREATE INDEX orders_customer ON orders (customer);", "DROP INDEX orders_customer;"),
+    4: ("bad_coupons", "CREATE TABLE coupons (code text PRIMARY KEY, pct int);"
+        " ALTER TABLE orders ADD COLUMN coupon text;",
+        "ALTER TABLE orders DROP COLUMN coupon; DROP TABLE coupons;"),
+}
+
+
+def write_migrations(directory: Path, upto: int) -> None:
+    """Write the migration files up to a version."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for version, (name, up, down) in MIGRATIONS.items():
+        if version <= upto:
+            (directory / f"V{version:04d}__{name}.up.sql").write_text(up + "\n")
+            (directory / f"V{version:04d}__{name}.down.sql").write_text(down + "\n")
+
+
+def tree_digest(top: Path) -> dict[str, str]:
+    """Relative path -> sha256 (or link target) of everything under a directory."""
+    result = {}
+    for path in sorted(top.rglob("*")):
+        rel = str(path.relative_to(top))
+        if path.is_symlink():
+            result[rel] = "-> " + str(path.readlink())
+        elif path.is_file():
+            result[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            result[rel] = "dir"
+    return result
+
+
+@dataclass
+class Drill:
+    """Everything one drill needs: hosts, database, Terraform, and how to run the playbooks."""
+
+    fleet: Fleet
+    pg: PgServer
+    database: str
+    tf: Any
+    tmp: Path
+    inventory: Path
+    audit_log: Path
+    lock_dir: Path
+    run: Callable[..., Result]
+
+    def vars(self, **extra: Any) -> dict[str, Any]:
+        """Extra vars shared by every run."""
+        return {"gitops_rollback_audit_log": str(self.audit_log), "rollback_lock_dir": str(self.lock_dir),
+                "gitops_rollback_hosts": "fleet", **extra}
+
+    def playbook(self, name: str, check: bool = False, **extra: Any) -> Result:
+        return self.run(PLAYBOOKS / name, inventory=self.inventory, extra_vars=self.vars(**extra),
+                        check=check, env=self.tf.env)
+
+    def play(self, tasks: list[dict], hosts: str = "fleet") -> Result:
+        result = self.run([{"hosts": hosts, "gather_facts": False, "tasks": tasks}], inventory=self.inventory,
+                          env=self.tf.env)
+        assert result.ok, result
+        return result
+
+    # ----------------------------------------------------------------- deploys
+    def deploy(self, tag: str) -> None:
+        """Deploy a release in every layer: release dir, config, migrations + data, Terraform."""
+        upto = {"v1": 3, "v2": 4}[tag]
+        for host in self.fleet:
+            build = self.tmp / f"build-{host.name}-{tag}"
+            build.mkdir(parents=True, exist_ok=True)
+            (build / "VERSION").write_text(f"{tag}\n")
+            (build / "app.py").write_text(f"print('{host.name} {tag}')\n")
+            host.write_text("/etc/app/app.conf", f"host={host.name}\nrelease={tag}\n")
+            if tag == "v2":
+                host.write_text("/etc/app/debug.env", "DEBUG=1\n")
+        self.play([{"name": "deploy", "gitops.rollback.release": {
+            "root": "/srv/app", "src": str(self.tmp / "build-{{ inventory_hostname }}-" + tag), "label": tag}}])
+        write_migrations(self.tmp / "migrations", upto)
+        self.play([{"name": "migrate", "gitops.rollback.db_migrate": {
+            "operation": "apply", "migrations_dir": str(self.tmp / "migrations"), "label": tag,
+            "engine": "postgresql", "database": self.database, "login_host": self.pg.host,
+            "login_port": self.pg.port, "login_user": self.pg.user}}], hosts="h1")
+        if tag == "v1":
+            self.sql("INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace');"
+                     " INSERT INTO orders VALUES (10, 1, 9.5), (11, 2, 20)")
+        else:
+            self.sql("INSERT INTO coupons VALUES ('FREE', 100); UPDATE orders SET coupon = 'FREE'")
+        self.tf.deploy(tag)
+
+    def sql(self, statement: str) -> str:
+        return self.pg.psql(statement, db=self.database)
+
+    # ----------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        """Every layer as a user would check it."""
+        hosts = {}
+        for host in self.fleet:
+            hosts[host.name] = {
+                "config": tree_digest(host.local("/etc/app")),
+                "current": (host.local("/srv/app") / "current").readlink().name
+                if (host.local("/srv/app") / "current").is_symlink() else None,
+                "version": (host.local("/srv/app") / "current" / "VERSION").read_text()
+                if (host.local("/srv/app") / "current").exists() else None,
+            }
+        tables = self.sql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname='public'")
+        columns = self.sql("SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
+                           "WHERE table_name='orders'")
+        rows = self.sql("SELECT json_agg(t ORDER BY id) FROM (SELECT id, customer, total FROM orders) t")
+        customers = self.sql("SELECT json_agg(c ORDER BY id) FROM customers c")
+        version = self.sql("SELECT max(version) FROM gitops_rollback_migrations")
+        tfstate = self.tf.state()
+        return {"hosts": hosts, "tables": tables, "orders_columns": columns, "orders": rows,
+                "customers": customers, "schema_version": version,
+                "tf_release": tfstate["outputs"]["release"]["value"], "tf_lineage": tfstate["lineage"],
+                "tf_serial": tfstate["serial"],
+                "tf_resources": sorted(r["name"] for r in tfstate["resources"])}
+
+    def audit(self) -> list[dict]:
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
+
+
+@pytest.fixture
+def drill(clean_fleet: Fleet, postgres: PgServer, tmp_path: Path, git_repo, run_playbook, request) -> Drill:
+    """Three hosts at v1 in every layer, checkpointed as v1, then a bad v2 deployed in every layer."""
+    cli = tmp_path / "terraformrc"
+    cli.write_text("")
+    inventory_file = tmp_path / "localhost.ini"
+    inventory_file.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    tf = TF._make_setup("local", request, tmp_path, git_repo, cli, inventory_file, run_playbook)
+    database = "app_" + secrets.token_hex(4)
+    postgres.create_database(database)
+    terraform = [{"project_path": str(tf.project), "store_path": str(tmp_path / "controller-store"),
+                  "variables": {"labels": TF.LABELS}}]
+    common = {
+        "gitops_rollback_paths": ["/etc/app"],
+        "gitops_rollback_release_root": "/srv/app",
+        "gitops_rollback_terraform": terraform,
+        "gitops_rollback_services": [{"name": "app", "layers": ["release", "config"],
+                                      "command": ["touch", str(tmp_path / "restarted-{{ inventory_hostname }}")]}],
+    }
+    hosts = {}
+    for host in clean_fleet:
+        hosts[host.name] = dict(clean_fleet.host_vars(host))
+    hosts["h1"]["gitops_rollback_databases"] = [{
+        "engine": "postgresql", "database": database, "login_host": postgres.host, "login_port": postgres.port,
+        "login_user": postgres.user, "migrations_dir": str(tmp_path / "migrations")}]
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
+        "children": {"fleet": {"hosts": hosts, "vars": common}}}}))
+    drill = Drill(clean_fleet, postgres, database, tf, tmp_path, inventory, tmp_path / "audit.jsonl",
+                  tmp_path / "locks", run_playbook)
+    drill.deploy("v1")
+    drill.v1 = drill.state()
+    checkpoint = drill.playbook("checkpoint.yml", checkpoint_label="v1")
+    assert checkpoint.ok, checkpoint
+    drill.deploy("v2")
+    drill.v2 = drill.state()
+    yield drill
+    postgres.drop_database(database)

@@ -1,0 +1,98 @@
+"""The drill: three SSH hosts, PostgreSQL with migrations, Terraform state; roll every layer back
+in order with playbooks/rollback.yml and prove each equals v1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from conftest import PLAYBOOKS
+from harness import ansible_bin, ansible_env
+
+
+def test_every_layer_comes_back_to_v1_on_every_host(drill):
+    assert drill.v2 != drill.v1
+    plan = drill.playbook("rollback.yml", check=True, rollback_to="v1")
+    assert plan.ok, plan
+    assert drill.state() == drill.v2, "check mode changed something"
+
+    result = drill.playbook("rollback.yml", rollback_to="v1")
+
+    assert result.ok, result
+    after = drill.state()
+    for name in ("h1", "h2", "h3"):
+        assert after["hosts"][name] == drill.v1["hosts"][name], name
+        assert (drill.tmp / f"restarted-{name}").exists(), "services whose layers changed are restarted"
+    for key in ("tables", "orders_columns", "orders", "customers", "schema_version", "tf_release", "tf_resources"):
+        assert after[key] == drill.v1[key], key
+    assert after["tf_lineage"] == drill.v1["tf_lineage"]
+    assert after["tf_serial"] > drill.v2["tf_serial"]
+    events = [e for e in drill.audit() if e["operation"] == "rollback"]
+    real = [e for e in events if e.get("message") != "plan (check mode)" and e["run_id"] != events[0]["run_id"]]
+    assert [e["event"] for e in real] == ["started", "completed"]
+    layers = real[-1]["layers"]
+    assert set(layers["h1"]) == {"release", "config", "database", "infrastructure", "services"}
+    assert set(layers["h2"]) == {"release", "config", "infrastructure", "services"}
+
+
+def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):
+    h3 = drill.fleet["h3"]
+    manifest = next(json.loads(p.read_text()) for p in (h3.store / "checkpoints").iterdir()
+                    if json.loads(p.read_text())["label"] == "v1")
+    tree_sha = manifest["roots"][0]["tree"]
+    entry = next(json.loads(line) for line in (h3.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()
+                 if json.loads(line)["path"] == "app.conf")
+    (h3.store / "objects" / entry["sha256"][:2] / entry["sha256"]).write_bytes(b"bit rot")
+
+    result = drill.playbook("rollback.yml", rollback_to="v1")
+
+    assert not result.ok
+    assert drill.state() == drill.v2, "a refused rollback must not change any layer on any host"
+    refusal = [e for e in result.events if e.get("status") == "failed"][-1]["result"]["msg"]
+    assert "nothing was changed on any host" in refusal and "[h3 / config]" in refusal and entry["sha256"] in refusal
+    assert [e["event"] for e in drill.audit()] == ["started", "refused"]
+
+
+def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back(drill):
+    hook = drill.tmp / "fail_on_h2.yml"
+    hook.write_text("- name: Break h2 mid-rollback\n  ansible.builtin.fail:\n    msg: injected failure\n"
+                    "  when: inventory_hostname == 'h2'\n")
+
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_serial=1, rollback_layers="release,config",
+                            rollback_host_after_restore_tasks_file=str(hook))
+
+    assert not result.ok
+    after = drill.state()
+    assert after["hosts"]["h1"] == drill.v1["hosts"]["h1"], "the batch before the failure completed"
+    assert after["hosts"]["h2"] == drill.v2["hosts"]["h2"], "the failed host is back at its safety checkpoint"
+    assert after["hosts"]["h3"] == drill.v2["hosts"]["h3"], "later batches did not run"
+    failed = [e for e in drill.audit() if e["event"] == "failed"]
+    assert failed and failed[0]["result"]["host"] == "h2" and failed[0]["result"]["layer"] == "config"
+    assert failed[0]["result"]["recovered_to_safety_checkpoint"] is True
+    message = [e for e in result.events if e.get("status") == "failed" and e["host"] == "h2"][-1]["result"]["msg"]
+    assert "failed on h2 at the config layer" in message and "injected failure" in message
+
+
+def test_a_second_concurrent_rollback_is_refused(drill, collections_path):
+    env = ansible_env(collections_path, drill.tf.env)
+    first = subprocess.Popen(
+        [ansible_bin("ansible-playbook"), "-i", str(drill.inventory), str(PLAYBOOKS / "rollback.yml"),
+         "-e", json.dumps(drill.vars(rollback_to="v1"))],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (drill.lock_dir.exists() and any(drill.lock_dir.glob("*.lock"))):
+            assert first.poll() is None, first.stdout.read()
+            assert time.monotonic() < deadline, "the first rollback never took its lock"
+            time.sleep(0.2)
+
+        second = drill.playbook("rollback.yml", rollback_to="v1")
+
+        assert not second.ok
+        message = [e for e in second.events if e.get("status") == "failed"][0]["result"]["msg"]
+        assert "Refusing a second rollback" in message and "running one since" in message
+    finally:
+        output, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, output
+    assert drill.state()["hosts"] == drill.v1["hosts"]
