@@ -263,7 +263,7 @@ def decide(runs: Sequence[MetricRun], threshold: float = 100.0, high_failures: i
     if unsure:
         return Verdict(INCONCLUSIVE, "inconclusive metric(s): %s" % "; ".join(
             "%s: %s" % (run.spec.name, run.reason) for run in unsure), health, metrics)
-    if any(phase == RUNNING for _, phase in phases):
+    if any(phase == RUNNING for _run, phase in phases):
         return Verdict(RUNNING, "still measuring", health, metrics)
     if health < threshold:
         return Verdict(FAIL, "health %.1f%% is below the threshold %.1f%%" % (health, threshold), health, metrics)

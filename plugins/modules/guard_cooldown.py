@@ -18,7 +18,7 @@ description:
   - A refused rollback is not a failure of this module; RV(allowed) is false and
     RV(next_allowed) tells when one may run again. The guard role fails with that message.
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 options:
   path:
     description: The state file; its directory is created (mode 0700) when missing.
@@ -39,9 +39,11 @@ options:
     default: acquired
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Checks and records nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 
@@ -100,7 +102,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils._health_cooldown i
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", required=True), key=dict(type="str", required=True),
+            path=dict(type="path", required=True), key=dict(type="str", required=True, no_log=False),
             cooldown=dict(type="float", required=True),
             state=dict(type="str", default="acquired", choices=["acquired", "checked"]),
         ),

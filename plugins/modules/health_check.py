@@ -27,10 +27,10 @@ description:
     otherwise V(error) when a metric is in error, V(inconclusive) when one is inconclusive, else
     V(pass). Evaluation stops as soon as the verdict is V(fail) whatever the remaining
     measurements would show, so a breach is reported within one interval.
-  - The module only reads; it runs the same in check mode. It blocks for the evaluation window:
+  - The module only reads; it runs the same in check mode. It blocks for the evaluation window;
     for long windows use C(async).
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 options:
   metrics:
     description: The metrics of the gate.
@@ -179,9 +179,11 @@ options:
     default: []
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads metrics; check mode measures as usual.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - name: Health gates

@@ -7,6 +7,7 @@ port with its own config/data directory and is stopped by its own handle.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import socket
@@ -151,7 +152,7 @@ class MetricsApp:
                     pass
                 self._load_stop.wait(pause)
 
-        self._load = [threading.Thread(target=loop, daemon=True) for _ in range(threads)]
+        self._load = [threading.Thread(target=loop, daemon=True) for _index in range(threads)]
         for thread in self._load:
             thread.start()
 
@@ -245,7 +246,7 @@ class Prometheus:
                 result = []
             if result:
                 last = float(result[0]["value"][1])
-                if last == last and predicate(last):
+                if math.isfinite(last) and predicate(last):
                     return last
             time.sleep(0.2)
         raise ServiceError(f"{promql} did not reach the expected value (last {last}) within {timeout}s")
@@ -331,7 +332,7 @@ http {{
     def hits(self, requests: int) -> Dict[str, int]:
         """Send ``requests`` GETs through nginx; count the answers per app name."""
         counts: Dict[str, int] = {}
-        for _ in range(requests):
+        for _index in range(requests):
             try:
                 body = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5).read().decode()
             except OSError as exc:

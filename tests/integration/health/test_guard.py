@@ -103,7 +103,7 @@ def test_cooldown_refuses_a_second_automatic_rollback(run_playbook, local_invent
 
 
 def test_no_data_waits_for_a_decision_and_does_not_roll_back(run_playbook, local_inventory, guard_vars,
-                                                               deployed, metrics_app) -> None:
+                                                             deployed, metrics_app) -> None:
     metrics_app.stop_load()
     time.sleep(6)  # the 5 s rate window empties: error rate 0/0, no data
     run = guard(run_playbook, local_inventory, guard_vars, guard_count=2)
@@ -115,7 +115,7 @@ def test_no_data_waits_for_a_decision_and_does_not_roll_back(run_playbook, local
 
 
 def test_operator_go_rolls_back_after_an_error(run_playbook, local_inventory, guard_vars, deployed,
-                                                prometheus) -> None:
+                                               prometheus) -> None:
     prometheus.stop()  # provider unreachable: error, never pass
     decision = Path(guard_vars["guard_decision_file"])
 

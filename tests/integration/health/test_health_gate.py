@@ -77,7 +77,7 @@ def test_no_data_is_inconclusive(run_playbook, local_inventory, prometheus, metr
 
 def test_a_selector_matching_nothing_is_inconclusive(run_playbook, local_inventory, prometheus) -> None:
     metrics = [{"name": "typo", "provider": {"type": "prometheus", "address": prometheus.url,
-                                              "query": 'sum(rate(http_requests_total{job="nope"}[5s]))'},
+                                             "query": 'sum(rate(http_requests_total{job="nope"}[5s]))'},
                 "success_condition": "result < 1"}]
     gate = run_playbook(gate_play(metrics, count=2), inventory=local_inventory).result("gate", "lb")
     assert gate["verdict"] == "inconclusive" and "no data" in gate["metrics"][0]["measurements"][0]["message"]

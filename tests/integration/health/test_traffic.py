@@ -64,7 +64,7 @@ def role_play(lb: Nginx, apps: dict, tmp_path: Path, **overrides: object) -> lis
 
 
 def test_staged_rollback_moves_real_requests_stage_by_stage(run_playbook, local_inventory, lb, apps,
-                                                              tmp_path) -> None:
+                                                            tmp_path) -> None:
     assert lb.hits(20) == {"canary": 20}
     run = run_playbook(role_play(lb, apps, tmp_path), inventory=local_inventory)
     assert run.ok, str(run)
