@@ -594,7 +594,7 @@ def svg_trend(daily: List[dict], width: int = 1140, height: int = 240) -> str:
             x = point(index, 0)[0]
             parts.append('<text x="%.1f" y="%d" class="m" text-anchor="middle">%s</text>'
                          % (x, height - bottom + 16, _e(day["date"][5:])))
-    for key, color in (("total", "#1565c0"), ("failed", COLORS["failed"]), ("refused", COLORS["refused"])):
+    for key, color in (("total", "#1565c0"), ("refused", COLORS["refused"]), ("failed", COLORS["failed"])):
         points = [point(i, d[key]) for i, d in enumerate(daily)]
         parts.append('<polyline class="line line-%s" fill="none" stroke="%s" stroke-width="2" points="%s"/>'
                      % (key, color, " ".join("%.1f,%.1f" % p for p in points)))
@@ -908,12 +908,15 @@ def _md_measurements(measurements: Any) -> List[str]:
     lines = [""]
     metrics = _as_dict(measurements).get("metrics")
     if isinstance(metrics, list) and metrics and all(isinstance(m, dict) for m in metrics):
-        lines += ["| metric | verdict | value | measurements |", "|---|---|---|---|"]
+        lines += ["| metric | phase | why | values measured |", "|---|---|---|---|"]
         for metric in metrics:
-            values = metric.get("measurements") or metric.get("values") or ""
-            lines.append("| %s | %s | %s | %s |" % (_md_cell(metric.get("name")), _md_cell(metric.get("verdict")),
-                                                    _md_cell(metric.get("value", metric.get("last"))),
-                                                    _md_cell(_clip(json.dumps(values, default=str), 120))))
+            values = [m.get("value") for m in metric.get("measurements") or [] if isinstance(m, dict)]
+            if not values and "value" in metric:
+                values = [metric["value"]]
+            lines.append("| %s | %s | %s | %s |" % (
+                _md_cell(metric.get("name")), _md_cell(metric.get("phase", metric.get("verdict"))),
+                _md_cell(metric.get("reason")), _md_cell(_clip(", ".join("-" if v is None else str(v) for v in values),
+                                                                 120))))
         lines.append("")
     lines += ["```json", _json_text(measurements), "```"]
     return lines

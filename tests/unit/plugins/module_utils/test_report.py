@@ -45,7 +45,9 @@ def guard_rollback(guard_id, run_id, at, detect_after, seconds):
     """A guard run: alert at detection, started, the nested rollback run, completed."""
     measurements = {"verdict": "fail", "reason": "error_rate 0.31 > 0.05", "started": report.iso(at),
                     "detected": report.iso(at + detect_after), "detection_seconds": detect_after,
-                    "metrics": [{"name": "error_rate", "verdict": "fail", "value": 0.31}]}
+                    "metrics": [{"name": "error_rate", "phase": "failed", "reason": "0.31 meets failure condition '> 0.05'",
+                                 "measurements": [{"value": 0.02, "outcome": "successful"},
+                                                  {"value": 0.31, "outcome": "failed"}]}]}
     started = at + detect_after + 1
     guard = dict(target="v1", trigger="health gate", measurements=measurements, hosts=["h1", "h2"])
     return ([rec("alert", guard_id, at + detect_after, "guard", reason="health gate fail", **guard),
@@ -228,6 +230,7 @@ def test_postmortem_is_prefilled(analysis):
     assert "# Post-mortem: rollback to v1" in text
     assert "| Trigger | guard |" in text and "| Guard run | g1 |" in text
     assert "error_rate 0.31 > 0.05" in text  # the measurements
+    assert "| error_rate | failed | 0.31 meets failure condition '> 0.05' | 0.02, 0.31 |" in text
     assert "breach detected by the health gate" in text
     assert "| h1 | 5.00 s * | 0.25 s |" not in text  # release comes before config
     assert "| h1 | 0.25 s | 3.00 s * |" in text

@@ -1,0 +1,156 @@
+"""An audit log made by real ordered rollbacks of the fleet, plus a guard-triggered and a failed one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from harness import run_playbook as harness_run_playbook
+
+REPO = Path(__file__).resolve().parents[3]
+PLAYBOOKS = REPO / "playbooks"
+MANAGED = ["/srv/app", "/etc/app"]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class AuditLog:
+    """The log and what the test put into it."""
+
+    path: Path
+    real_runs: list = field(default_factory=list)  # run ids of the real rollbacks, in order
+    refused_run: str = ""
+    guard_run: str = ""
+    guard_rollback_run: str = ""
+    failed_run: str = ""
+    detected_epoch: float = 0.0
+
+    def records(self) -> list:
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def _deploy(fleet, version: str) -> None:
+    for host in fleet:
+        (host.local("/srv/app") / "index.html").write_text("<h1>%s %s</h1>\n" % (host.name, version))
+        (host.local("/srv/app") / "build.bin").write_bytes(os.urandom(2048))
+        (host.local("/etc/app") / "app.conf").write_text("host=%s\nversion=%s\n" % (host.name, version))
+
+
+def _play(fleet, collections_path, workdir, playbook, extra_vars, **kwargs):
+    return harness_run_playbook(PLAYBOOKS / playbook, fleet.inventory, extra_vars, collections_dir=collections_path,
+                                cwd=workdir, **kwargs)
+
+
+def _run_id(result, event: str) -> str:
+    for entry in result.events:
+        record = entry.get("result", {}).get("record")
+        if entry.get("action", "").endswith("audit") and record and record.get("event") == event:
+            return record["run_id"]
+    raise AssertionError("no %s audit record in the run:\n%s" % (event, result))
+
+
+def _record(event, run_id, epoch, operation="rollback", **fields):
+    record = {"event": event, "run_id": run_id, "operation": operation, "epoch": round(epoch, 3),
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)), "level": "info",
+              "who": {"user": "guard"}}
+    record.update(fields)
+    return record
+
+
+def _append_synthetic(log: AuditLog, hosts: list) -> None:
+    """A guard-triggered rollback (detection 40 s into the gate) and a rollback that failed on one host."""
+    start = float(int(time.time()) + 5)  # whole seconds: the gate writes detection times to the millisecond
+    log.guard_run, log.guard_rollback_run, log.failed_run = "guard-test-1", "rollback-guarded-1", "rollback-failed-1"
+    log.detected_epoch = start + 40
+    measurements = {
+        "verdict": "fail", "reason": "error_rate failed: 0.42 meets failure condition '> 0.05'", "health": 0.0,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(start)),
+        "detected": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(log.detected_epoch)),
+        "detection_seconds": 40.0,
+        "metrics": [{"name": "error_rate", "phase": "failed", "reason": "0.42 meets failure condition '> 0.05'",
+                     "severity": "critical", "measurements": [{"value": 0.01, "outcome": "successful"},
+                                                              {"value": 0.42, "outcome": "failed"}]}]}
+    guard = {"target": "v1", "trigger": "health gate", "hosts": hosts, "measurements": measurements}
+    timings = {host: {"config": 0.8} for host in hosts}
+    done = log.detected_epoch + 2.5 + 3.2
+    records = [
+        _record("alert", log.guard_run, log.detected_epoch, "guard", level="critical",
+                reason="health gate fail: error_rate failed", **guard),
+        _record("started", log.guard_run, log.detected_epoch + 2, "guard", level="critical",
+                reason="health gate fail: error_rate failed; rolling back to v1", **guard),
+        _record("started", log.guard_rollback_run, log.detected_epoch + 2.5, target="v1", trigger="guard",
+                hosts=hosts, message="layers: config"),
+        _record("completed", log.guard_rollback_run, done, target="v1", trigger="guard", hosts=hosts,
+                layers=timings, duration=3.2, message="rolled back",
+                result={"run_id": log.guard_rollback_run, "target": "v1", "check_mode": False, "completed": hosts,
+                        "failed": [], "seconds": 3.2, "layers": timings,
+                        "changed_layers": {host: ["config"] for host in hosts}}),
+        _record("completed", log.guard_run, done + 0.5, "guard", level="warning", reason="rolled back to v1", **guard),
+        _record("started", log.failed_run, done + 60, target="v1", trigger="manual", hosts=hosts,
+                reason="config drift", message="layers: config"),
+        _record("failed", log.failed_run, done + 62, target="v1", trigger="manual", hosts=[hosts[0]], level="critical",
+                layers={hosts[0]: {"config": 1.1}},
+                result={"host": hosts[0], "layer": "config", "task": "Restore the managed paths",
+                        "problem": "No space left on device", "recovered_to_safety_checkpoint": True}),
+        _record("failed", log.failed_run, done + 64, target="v1", trigger="manual", hosts=hosts, duration=4.0,
+                layers={h: {"config": 1.0} for h in hosts[1:]}, message="rolled back",
+                result={"run_id": log.failed_run, "target": "v1", "check_mode": False, "completed": hosts[1:],
+                        "failed": hosts[:1], "seconds": 4.0}),
+    ]
+    with log.path.open("a") as handle:
+        handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+
+
+@pytest.fixture(scope="module")
+def audit_log(fleet, collections_path, tmp_path_factory) -> AuditLog:
+    """Two real rollbacks (manual; tag with a reason), one refused (unknown label), then synthetic guard and failure."""
+    workdir = tmp_path_factory.mktemp("report-log")
+    log = AuditLog(workdir / "audit.jsonl")
+    fleet.ensure_running()
+    fleet.wipe()
+    base = {"gitops_rollback_paths": MANAGED, "gitops_rollback_audit_log": str(log.path)}
+    _deploy(fleet, "v1")
+    checkpoint = _play(fleet, collections_path, workdir, "checkpoint.yml", {**base, "checkpoint_label": "v1"})
+    assert checkpoint.ok, checkpoint
+    for extra in ({}, {"rollback_trigger": "tag", "rollback_reason": "bad release v2"}):
+        _deploy(fleet, "v2")
+        result = _play(fleet, collections_path, workdir, "rollback.yml", {**base, "rollback_to": "v1", **extra})
+        assert result.ok, result
+        log.real_runs.append(_run_id(result, "completed"))
+    refused = _play(fleet, collections_path, workdir, "rollback.yml", {**base, "rollback_to": "no-such-label"})
+    assert not refused.ok, refused
+    log.refused_run = _run_id(refused, "refused")
+    _append_synthetic(log, fleet.names)
+    return log
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium; missing is a failure naming the package, never a skip."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail("chromium is not installed: apt-get install -y chromium (.ci/run installs it)", pytrace=False)
+
+
+def render(chromium: str, html: Path, workdir: Path, screenshot: Path) -> str:
+    """Open the page in headless chromium: take a screenshot, return the DOM after rendering."""
+    url = html.resolve().as_uri()
+    base = [chromium, *CHROMIUM_FLAGS]
+    shot = subprocess.run(base + ["--user-data-dir=%s" % (workdir / "profile-shot"), "--screenshot=%s" % screenshot,
+                                  "--window-size=1280,2000", url],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-3000:]
+    dom = subprocess.run(base + ["--user-data-dir=%s" % (workdir / "profile-dom"), "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    return dom.stdout
