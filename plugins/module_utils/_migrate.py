@@ -599,9 +599,9 @@ def apply(engine: Engine, state: State, migrations: List[Migration], params: Par
     result["sql"] += label_step
     result["changed"] = bool(steps or label_step)
     if result["drift"]:
+        names = ", ".join("V%04d__%s" % (d["version"], d["name"]) for d in result["drift"])
         result["warnings"] = ["Applied migrations changed since they were applied: %s. A revert will refuse them "
-                              "unless force=true." % ", ".join("V%04d__%s" % (d["version"], d["name"])
-                                                              for d in result["drift"])]
+                              "unless force=true." % names]
     return result
 
 

@@ -282,7 +282,8 @@ class PostgresEngine(Engine):
 
     # -- lock
     def _send(self, sql: str) -> str:
-        assert self._session is not None and self._session.stdin is not None and self._session.stdout is not None
+        if self._session is None or self._session.stdin is None or self._session.stdout is None:
+            raise RollbackError("The migration lock session of %s is not running." % self.conn.describe())
         self._session.stdin.write(sql.encode("utf-8") + b"\n")
         self._session.stdin.flush()
         line = self._session.stdout.readline().decode("utf-8").strip()
@@ -326,10 +327,10 @@ class PostgresEngine(Engine):
         holder = self._holder()
         if holder and not self.recovered:
             self.recovered = holder  # a crashed run left its record; the server had already freed its lock
+        columns = ("owner", "host", "pid", "session_id", "token", "acquired_at", "expires_epoch", "expires_at")
+        updates = ", ".join("%s = EXCLUDED.%s" % (column, column) for column in columns)
         self.query(_lock_row_sql(self.literal, self.lock_record, "INSERT") + " ON CONFLICT (name) DO UPDATE SET "
-                   + ", ".join("%s = EXCLUDED.%s" % (c, c) for c in ("owner", "host", "pid", "session_id", "token",
-                                                                      "acquired_at", "expires_epoch", "expires_at"))
-                   + ";", "Recording the migration lock owner")
+                   + updates + ";", "Recording the migration lock owner")
 
     def release_lock(self) -> None:
         if self.lock_record is not None:
@@ -482,7 +483,8 @@ class MysqlEngine(Engine):
 
     # -- lock
     def _send(self, sql: str) -> str:
-        assert self._session is not None and self._session.stdin is not None and self._session.stdout is not None
+        if self._session is None or self._session.stdin is None or self._session.stdout is None:
+            raise RollbackError("The migration lock session of %s is not running." % self.conn.describe())
         self._session.stdin.write(sql.encode("utf-8") + b"\n")
         self._session.stdin.flush()
         line = self._session.stdout.readline().decode("utf-8").strip()

@@ -29,7 +29,7 @@ description:
     crashed run is recovered without manual SQL.
   - See C(docs/migrations.md) in the collection for file naming and the history table.
 author:
-  - gitops.rollback contributors
+  - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.db_connection
   - gitops.rollback.store
@@ -107,9 +107,13 @@ options:
     default: 3600
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
+    details: Returns in RV(sql) the exact scripts that would run, in order; nothing is sent to the database.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
+    details: The database's migration version (or a label's version) before and after.
 notes:
   - O(store_path) is only read, to name checkpoint database backups when a revert is refused.
   - O(owner) is recorded in the lock row (default C(user@host)).

@@ -45,7 +45,7 @@ def my_statements_by_thread(target) -> dict[str, list[str]]:
                      "FROM mysql.general_log WHERE command_type = 'Query' ORDER BY event_time")
     by_thread: dict[str, list[str]] = {}
     for line in out.splitlines():
-        thread, _, text = line.partition("\t")
+        thread, _tab, text = line.partition("\t")
         by_thread.setdefault(thread, []).extend(statements([text.replace("\\\\", "\\")]))
     return by_thread
 

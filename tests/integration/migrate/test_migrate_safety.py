@@ -161,8 +161,8 @@ def hold_lock(collections_path: Path, target: Any, ttl: float) -> subprocess.Pop
 
 
 @pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
-def test_lock_held_refuses_then_dead_owner_is_recovered(engine, new_target, migrate, write_chain, collections_path,
-                                                       tmp_path: Path) -> None:
+def test_lock_held_refuses_then_dead_owner_is_recovered(engine, new_target, migrate, write_chain,
+                                                        collections_path, tmp_path: Path) -> None:
     target = new_target(engine)
     migrations = write_chain(tmp_path / "m", engine, 2)
     holder = hold_lock(collections_path, target, 3600)
