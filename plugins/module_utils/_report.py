@@ -545,9 +545,9 @@ def svg_bar_chart(rows: List[dict], title: str, width: int = 560, limit: int = 1
             if not count:
                 continue
             w = plot_w * count / scale_max
+            tip = "%s: %d %s" % (_e(row["name"]), count, outcome)
             parts.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s" class="bar bar-%s">'
-                         '<title>%s: %d %s</title></rect>' % (x, y, w, bar_h, COLORS[outcome], outcome,
-                                                               _e(row["name"]), count, outcome))
+                         '<title>%s</title></rect>' % (x, y, w, bar_h, COLORS[outcome], outcome, tip))
             x += w
         parts.append('<text x="%.1f" y="%d" class="v">%d</text>' % (x + 4, y + 14, row["total"]))
     parts.append(_svg_legend(10, height - 8))
@@ -893,13 +893,16 @@ def render_postmortem(rollback: Optional[Rollback], summary: dict) -> str:
               "", "## Root cause", "", "TODO: what in the release caused the breach, and why it was not caught before.",
               "", "## What went well", "", "TODO", "", "## What went wrong", "", "TODO", "",
               "## Action items", "", "| action | owner | due | ticket |", "|---|---|---|---|", "| TODO | | | |", "",
-              "## Context", "",
-              "All rollbacks in the log: %d (%d succeeded, %d failed, %d refused); success rate %s; "
-              "mean time to recover %s." % (summary["rollbacks"]["total"], summary["rollbacks"]["success"],
-                                             summary["rollbacks"]["failed"], summary["rollbacks"]["refused"],
-                                             format_rate(summary["success_rate"]),
-                                             format_seconds(summary["mttr_seconds"])), ""]
+              "## Context", "", _md_context(summary), ""]
     return "\n".join(lines)
+
+
+def _md_context(summary: dict) -> str:
+    counts = summary["rollbacks"]
+    return ("All rollbacks in the log: %d (%d succeeded, %d failed, %d refused); success rate %s; "
+            "mean time to recover %s." % (counts["total"], counts["success"], counts["failed"], counts["refused"],
+                                           format_rate(summary["success_rate"]),
+                                           format_seconds(summary["mttr_seconds"])))
 
 
 def _md_measurements(measurements: Any) -> List[str]:
@@ -913,10 +916,10 @@ def _md_measurements(measurements: Any) -> List[str]:
             values = [m.get("value") for m in metric.get("measurements") or [] if isinstance(m, dict)]
             if not values and "value" in metric:
                 values = [metric["value"]]
+            shown = _clip(", ".join("-" if v is None else str(v) for v in values), 120)
             lines.append("| %s | %s | %s | %s |" % (
                 _md_cell(metric.get("name")), _md_cell(metric.get("phase", metric.get("verdict"))),
-                _md_cell(metric.get("reason")), _md_cell(_clip(", ".join("-" if v is None else str(v) for v in values),
-                                                                 120))))
+                _md_cell(metric.get("reason")), _md_cell(shown)))
         lines.append("")
     lines += ["```json", _json_text(measurements), "```"]
     return lines
@@ -1009,4 +1012,3 @@ def write_reports(log_path: str, html_path: Optional[str] = None, prom_path: Opt
     summary.pop("runs")
     return {"summary": summary, "files": files, "texts": texts,
             "rollback": chosen.as_dict() if chosen else None, "changed": any(f["changed"] for f in files.values())}
-
