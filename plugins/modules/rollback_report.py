@@ -25,7 +25,7 @@ description:
   - O(postmortem_path) gets a Markdown post-mortem draft of one rollback (O(run_id), default the
     latest rollback that ran), prefilled with the timeline, trigger, measurements and layers, with
     sections left for the root cause and action items.
-  - Run it on the controller (C(delegate_to: localhost), C(run_once: true)), where the log is.
+  - "Run it on the controller (C(delegate_to: localhost), C(run_once: true)), where the log is."
 author:
   - gitops.rollback contributors (@gitops-rollback)
 options:
