@@ -136,3 +136,17 @@ def test_operator_go_rolls_back_after_an_error(run_playbook, local_inventory, gu
     records = audit(guard_vars)
     assert records[0]["measurements"]["verdict"] == "error"
     assert any(r["event"] == "progress" and "go" in r["reason"] for r in records)
+
+
+def test_default_ordered_rollback_role_restores_the_host(run_playbook, local_inventory, guard_vars, deployed,
+                                                         prometheus, metrics_app, tmp_path) -> None:
+    metrics_app.set(error_rate=0.5)
+    prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
+    settings = {key: value for key, value in guard_vars.items() if key != "guard_rollback_role"}
+    run = guard(run_playbook, local_inventory, settings, rollback_paths=[str(deployed)],
+                rollback_store_path=str(tmp_path / "store"), rollback_audit_log=guard_vars["guard_audit_log_path"],
+                rollback_lock_dir=str(tmp_path / "locks"))
+    assert run.ok, str(run)
+    assert read_tree(deployed) == V1
+    rollback_events = [r for r in audit(guard_vars) if r["operation"] == "rollback"]
+    assert rollback_events and rollback_events[0].get("trigger") == "guard", rollback_events
