@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from conftest import PLAYBOOKS
-from harness import ansible_bin, ansible_env
+from harness.collection import ansible_bin, ansible_env
 
 
 def test_every_layer_comes_back_to_v1_on_every_host(drill):
