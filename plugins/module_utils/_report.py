@@ -837,10 +837,10 @@ def parse_prometheus(text: str) -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]],
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        head, _, value = line.rpartition(" ")
+        head, value = line.rsplit(" ", 1)
         name, labels = head, ()
         if "{" in head:
-            name, _, rest = head.partition("{")
+            name, rest = head.split("{", 1)
             pairs = [item.split("=", 1) for item in rest.rstrip("}").split('",') if item]
             labels = tuple(sorted((k, v.strip('"')) for k, v in pairs))
         samples[(name, labels)] = float(value)
@@ -899,10 +899,10 @@ def render_postmortem(rollback: Optional[Rollback], summary: dict) -> str:
 
 def _md_context(summary: dict) -> str:
     counts = summary["rollbacks"]
+    numbers = (counts["total"], counts["success"], counts["failed"], counts["refused"],
+               format_rate(summary["success_rate"]), format_seconds(summary["mttr_seconds"]))
     return ("All rollbacks in the log: %d (%d succeeded, %d failed, %d refused); success rate %s; "
-            "mean time to recover %s." % (counts["total"], counts["success"], counts["failed"], counts["refused"],
-                                           format_rate(summary["success_rate"]),
-                                           format_seconds(summary["mttr_seconds"])))
+            "mean time to recover %s." % numbers)
 
 
 def _md_measurements(measurements: Any) -> List[str]:
