@@ -49,24 +49,24 @@ def assert_failed(task: dict, *phrases: str) -> str:
 def test_unreachable_servers(run_task, store_path: Path) -> None:
     port = closed_port()
     task = run_task("gitops.rollback.db_backup", {"engine": "postgresql", "database": "x", "login_host": "127.0.0.1",
-                                                     "login_port": port, "store_path": str(store_path)})[1]
+                                                  "login_port": port, "store_path": str(store_path)})[1]
     assert_failed(task, "Check login_host, login_port", str(port))
     task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "x", "login_host": "127.0.0.1",
-                                                     "login_port": port, "login_user": "root",
-                                                     "store_path": str(store_path)})[1]
+                                                  "login_port": port, "login_user": "root",
+                                                  "store_path": str(store_path)})[1]
     assert_failed(task, "Check login_host, login_port")
     assert not (store_path / "checkpoints").exists() or not list((store_path / "checkpoints").iterdir())
 
 
 def test_wrong_passwords(postgres: PgServer, mariadb: MariaDbServer, run_task, store_path: Path) -> None:
     task = run_task("gitops.rollback.db_backup", pg_args(postgres, "postgres", store_path, login_user="app",
-                                                            login_password="not-the-password"))[1]
+                                                         login_password="not-the-password"))[1]
     msg = assert_failed(task, "Check login_user and login_password")
     assert "not-the-password" not in msg
     task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "mysql", "login_host": mariadb.host,
-                                                     "login_port": mariadb.port, "login_user": "root",
-                                                     "login_password": "not-the-password",
-                                                     "store_path": str(store_path)})[1]
+                                                  "login_port": mariadb.port, "login_user": "root",
+                                                  "login_password": "not-the-password",
+                                                  "store_path": str(store_path)})[1]
     assert_failed(task, "Access denied", "Check login_user and login_password")
 
 
@@ -75,9 +75,9 @@ def test_unknown_database_and_checkpoint(postgres: PgServer, mariadb: MariaDbSer
     task = run_task("gitops.rollback.db_backup", pg_args(postgres, "no_such_db", store_path))[1]
     assert_failed(task, "'no_such_db' does not exist", backed_up)
     task = run_task("gitops.rollback.db_backup", {"engine": "mysql", "database": "no_such_db",
-                                                     "login_host": mariadb.host, "login_port": mariadb.port,
-                                                     "login_user": "root", "login_password": mariadb.password,
-                                                     "store_path": str(store_path)})[1]
+                                                  "login_host": mariadb.host, "login_port": mariadb.port,
+                                                  "login_user": "root", "login_password": mariadb.password,
+                                                  "store_path": str(store_path)})[1]
     assert_failed(task, "'no_such_db' does not exist")
     task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path, checkpoint="v9"))[1]
     assert_failed(task, "'v9' is not in", "v1")
@@ -109,9 +109,9 @@ def test_dump_of_another_engine_is_refused(mariadb: MariaDbServer, run_task, sto
     mariadb.create_database(backed_up)
     mariadb.sql("CREATE TABLE keep (id INT); INSERT INTO keep VALUES (1)", db=backed_up)
     task = run_task("gitops.rollback.db_restore", {"engine": "mysql", "database": backed_up,
-                                                      "login_host": mariadb.host, "login_port": mariadb.port,
-                                                      "login_user": "root", "login_password": mariadb.password,
-                                                      "store_path": str(store_path), "checkpoint": "v1"})[1]
+                                                   "login_host": mariadb.host, "login_port": mariadb.port,
+                                                   "login_user": "root", "login_password": mariadb.password,
+                                                   "store_path": str(store_path), "checkpoint": "v1"})[1]
     assert_failed(task, "holds a postgresql dump", "cannot be restored into mysql")
     assert mariadb.sql("SELECT COUNT(*) FROM keep", db=backed_up) == "1"
 
