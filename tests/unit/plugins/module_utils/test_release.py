@@ -216,6 +216,7 @@ def test_git_deploy_runs_argument_lists_and_records_the_tag_commit(root, tmp_pat
     repo = tmp_path / "repo"
     env = dict(os.environ, GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="t",
                GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+
     def git(*args):
         return subprocess.run(["git", "-C", str(repo), *args], check=True, env=env, capture_output=True,
                               text=True).stdout.strip()
