@@ -25,4 +25,14 @@ options:
     description:
       - Who is acting, recorded in the lock and the manifest. Default is the remote user and host.
     type: str
+  encryption_key:
+    description:
+      - Key of an encrypted store (at least 16 characters; use a random key kept in Ansible Vault).
+      - A store created with a key is encrypted and authenticated: objects (file contents, trees,
+        database dumps, Terraform states) and manifests are sealed; object names are keyed hashes,
+        so identical content is still stored once. See docs/security.md.
+      - Required for every operation on an encrypted store; a wrong key is refused before anything
+        is read or changed. Given for a store that is not encrypted, it is refused too (an existing
+        store cannot be encrypted in place). Never written to disk nor logged.
+    type: str
 """

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,7 +12,7 @@ from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._errors import RollbackError
 from ._statcache import CacheReader, CacheWriter, cache_file
-from ._store import Store, sha256_file
+from ._store import Store
 from ._tree import FILE, LINK, Selection, describe_entry, encode_entry, kind_of, path_key, walk
 
 # Threads hashing and storing file contents (hashlib and file I/O release the GIL), and how
@@ -79,7 +78,7 @@ class _Capture:
     def _store_content(self, full: str, cached: Optional[str], size: int) -> Tuple[str, int, bool]:
         """Hash (and unless dry-run, store) a file; return (sha256, size, new object). Runs in a worker."""
         if self.dry_run:
-            sha = cached or sha256_file(full)
+            sha = cached or self.store.hash_file(full)
             return sha, size, not self.store.has_blob(sha)
         return self.store.put_file_counted(full)
 
@@ -136,7 +135,7 @@ class _Capture:
         writer = None if self.dry_run else CacheWriter(self.cache_path)
         try:
             if self.dry_run:
-                digest = hashlib.sha256()
+                digest = self.store.hasher()
                 for line in self.lines(cache, writer):
                     digest.update(line)
                 return digest.hexdigest()

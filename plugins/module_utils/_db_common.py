@@ -9,7 +9,6 @@ operation fail, whatever the other stages reported.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._errors import CommandError, IntegrityError, RollbackError
-from ._fsutil import raise_if_full, temp_name, unlink_quietly
+from ._fsutil import raise_if_full
 from ._process import _env, command_error
 from ._store import CHUNK, Store, sha256_file
 
@@ -39,16 +38,7 @@ def adopt_file(store: Store, path: str, sha: Optional[str] = None) -> Tuple[str,
 
     ``sha`` is the content hash when already known (computed while the file was written).
     """
-    sha = sha or sha256_file(path)
-    size = os.path.getsize(path)
-    final = store.blob_path(sha)
-    if os.path.exists(final):
-        os.unlink(path)
-        return sha, size
-    os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
-    os.chmod(path, 0o600)
-    os.rename(path, final)
-    return sha, size
+    return store.adopt_file(path, sha)
 
 
 def _drain(stream, sink: List[bytes]) -> None:
@@ -90,12 +80,12 @@ class DumpStream:
 
     def run(self) -> Tuple[str, int]:
         """Run the dump; return (sha256, size) of the stored blob."""
-        store, tmp = self.store, temp_name(self.store.path("tmp", "dump"))
+        store = self.store
         procs: List[Tuple[List[str], subprocess.Popen]] = []
         errors: List[List[bytes]] = []
         threads: List[threading.Thread] = []
         failure: List[BaseException] = []
-        digest, size = hashlib.sha256(), 0
+        out = store.object_writer()
         try:
             dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads)
             source = dump.stdout
@@ -105,15 +95,11 @@ class DumpStream:
                 pump.start()
                 threads.append(pump)
                 source = comp.stdout
-            with open(tmp, "xb") as out:
-                for chunk in iter(lambda: source.read(CHUNK), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    if not self.compressor:
-                        self.tail.extend(chunk)
-                        del self.tail[:-TAIL_BYTES]
-                out.flush()
+            for chunk in iter(lambda: source.read(CHUNK), b""):
+                out.write(chunk)
+                if not self.compressor:
+                    self.tail.extend(chunk)
+                    del self.tail[:-TAIL_BYTES]
             codes = [proc.wait() for _argv, proc in procs]
             for thread in threads:
                 thread.join()
@@ -122,7 +108,8 @@ class DumpStream:
                     raise command_error(argv, code, b"".join(err), self.what, self.secrets)
             if failure:
                 raise failure[0]
-            return adopt_file(store, tmp, digest.hexdigest())
+            sha, size, _written = out.commit()
+            return sha, size
         except OSError as exc:
             raise_if_full(exc, "the dump into %s" % store.root)
             raise
@@ -131,7 +118,7 @@ class DumpStream:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-            unlink_quietly(tmp)
+            out.abort()
 
     def _start(self, argv: List[str], stdin, procs, errors, threads) -> subprocess.Popen:
         try:

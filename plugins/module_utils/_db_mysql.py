@@ -184,7 +184,7 @@ class MysqlEngine:
     # ------------------------------------------------------------------ restore
     def prepare_source(self, store: Store, component: dict, workdir: str) -> str:
         """Return the stored dump's path (read through a decompressor when compressed)."""
-        return store.blob_path(component["blobs"][0])
+        return store.readable_path(component["blobs"][0], workdir)
 
     def create(self, database: str, info: dict) -> None:
         """Create an empty database with the recorded character set."""

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from ._db_common import DatabaseError, DumpStream, adopt_file, hash_files, link_or_copy, safe_relpath
+from ._db_common import DatabaseError, DumpStream, adopt_file, hash_files, safe_relpath
 from ._db_conn import DbConnection
 from ._errors import CommandError, RollbackError
 from ._fsutil import temp_name
@@ -225,7 +225,12 @@ class PgEngine:
                 raise DatabaseError("pg_dump of %s exited 0 but the dump lacks its end marker; it is incomplete. "
                                     "Check the server log and free space, then back up again." % database)
             if fmt == "custom":
-                self.check_archive(store.blob_path(sha))
+                workdir = temp_name(store.path("tmp", "pgcheck"))
+                os.makedirs(workdir, mode=0o700)
+                try:
+                    self.check_archive(store.readable_path(sha, workdir))
+                finally:
+                    shutil.rmtree(workdir, ignore_errors=True)
             return {"blobs": [sha], "sha256": sha, "size": size}
         workdir = temp_name(store.path("tmp", "pgdir"))
         try:
@@ -234,7 +239,8 @@ class PgEngine:
             files = hash_files(workdir, jobs)
             size = 0
             for rel, sha in files.items():
-                size += adopt_file(store, os.path.join(workdir, rel), sha)[1]
+                files[rel], file_size = adopt_file(store, os.path.join(workdir, rel), sha)
+                size += file_size
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         listing = json.dumps(files, sort_keys=True).encode("utf-8")
@@ -254,14 +260,14 @@ class PgEngine:
     def prepare_source(self, store: Store, component: dict, workdir: str) -> str:
         """Return a path pg_restore/psql can read: the blob itself, or a directory rebuilt from blobs."""
         if component["format"] != "directory":
-            path = store.blob_path(component["blobs"][0])
+            path = store.readable_path(component["blobs"][0], workdir)
         else:
             path = os.path.join(workdir, "dump")
             os.makedirs(path, mode=0o700)
             for rel, sha in sorted(component.get("files", {}).items()):
                 target = os.path.join(path, safe_relpath(rel))
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                link_or_copy(store.blob_path(sha), target)
+                store.export_blob(sha, target)
         if component["format"] != "plain":
             self.check_archive(path)
         return path

@@ -124,8 +124,8 @@ class SqliteEngine:
                 "row_counts": counts, "database_info": self.database_info(database)}
 
     def prepare_source(self, store: Store, component: dict, workdir: str) -> str:
-        """Return the stored copy's path."""
-        return store.blob_path(component["blobs"][0])
+        """Return the stored copy's path (decrypted into ``workdir`` for an encrypted store)."""
+        return store.readable_path(component["blobs"][0], workdir)
 
     def create(self, database: str, info: dict) -> None:
         """Nothing to do: the restored file is created by :meth:`load`."""

@@ -42,6 +42,8 @@ class CheckpointParams:
     details: bool = False
     diff: bool = False
     safety_checkpoint: bool = True
+    encryption_key: Optional[str] = None
+    new_encryption_key: Optional[str] = None
 
     @classmethod
     def from_module(cls, params: dict, check_mode: bool, diff: bool = False) -> "CheckpointParams":
@@ -51,8 +53,8 @@ class CheckpointParams:
         return cls(check_mode=check_mode, diff=diff, **known)
 
     def store(self) -> Store:
-        """Return the store."""
-        return Store(self.store_path)
+        """Return the store (with its encryption key, if any)."""
+        return Store(self.store_path, self.encryption_key)
 
     def lock(self, store: Store, operation: str):
         """Take the store lock for a write."""
@@ -130,6 +132,20 @@ def verify_checkpoints(params: CheckpointParams) -> dict:
             "and delete the damaged one (state=absent)." % (len(problems), details)
         )
     return result
+
+
+def rekey_store(params: CheckpointParams) -> dict:
+    """Re-encrypt every object and manifest under a new key (state=rekeyed); resumable."""
+    store = params.store()
+    if not store.exists():
+        raise RollbackError("There is no checkpoint store at %s on this host; there is nothing to rekey."
+                            % store.root)
+    if params.check_mode:
+        outcome = store.rekey(params.new_encryption_key or "", dry_run=True)
+    else:
+        with store.lock(params.owner, "rekey", params.lock_timeout, check_format=False):
+            outcome = store.rekey(params.new_encryption_key or "")
+    return {"changed": outcome.pop("changed"), "rekey": outcome}
 
 
 def list_checkpoints(params: CheckpointParams) -> dict:

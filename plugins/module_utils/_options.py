@@ -17,6 +17,7 @@ def store_argument_spec() -> dict:
         store_path=dict(type="path", default=DEFAULT_STORE),
         lock_timeout=dict(type="float", default=0),
         owner=dict(type="str"),
+        encryption_key=dict(type="str", no_log=True),
     )
 
 

@@ -387,6 +387,7 @@ class ReleaseParams:
     to: Optional[str] = None
     checkpoint: Optional[str] = None
     store_path: Optional[str] = None
+    encryption_key: Optional[str] = None
     keep_bad: bool = True
     reason: Optional[str] = None
     release: Optional[str] = None
@@ -614,7 +615,7 @@ def _release_in_checkpoint(root: ReleaseRoot, params: ReleaseParams) -> str:
     """Return the release id a checkpoint recorded for this root."""
     from ._store import DEFAULT_STORE, Store  # local: only this path needs the store
 
-    store = Store(params.store_path or DEFAULT_STORE)
+    store = Store(params.store_path or DEFAULT_STORE, params.encryption_key)
     manifest = store.find(params.checkpoint)
     for component in manifest.get("components", []):
         if component.get("type") == "release" and component.get("name") == root.path:
@@ -708,7 +709,7 @@ def record_in_checkpoint(params: ReleaseParams) -> dict:
     if component is None:
         raise ReleaseError("%s has no current release to record. Deploy one with state=present." % root.path)
     outcome = Outcome(root, current, current, extra={"component": component})
-    store = Store(params.store_path or DEFAULT_STORE)
+    store = Store(params.store_path or DEFAULT_STORE, params.encryption_key)
     manifest = store.find_optional(params.checkpoint) if store.exists() else None
     if manifest is not None and component in manifest.get("components", []):
         outcome.extra["checkpoint"] = {"id": manifest["id"], "label": manifest.get("label")}

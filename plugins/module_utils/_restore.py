@@ -9,17 +9,16 @@ leftover temporary files are extras that the next run removes while it completes
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._checkpoint import CheckpointRequest, RootSpec, create_checkpoint, roots_of
 from ._errors import IntegrityError, UnsafePathError
 from ._fsutil import raise_if_full, temp_name, unlink_quietly, sync_filesystem
 from ._statcache import CacheReader, CacheWriter, cache_file
-from ._store import CHUNK, Store, sha256_file, summarize
+from ._store import Store, sha256_file, summarize
 from ._tree import (
     DIR, FILE, LINK, Key, TreeValidator, gid_for, kind_of, path_key, uid_for, walk,
 )
@@ -130,7 +129,7 @@ class _Planner:
     def _live_hash(self, key: Key, rel: str, st: os.stat_result) -> str:
         sha = self.cache.lookup(key, st)
         if sha is None:
-            sha = sha256_file(os.path.join(self.plan.root, rel))
+            sha = self.store.hash_file(os.path.join(self.plan.root, rel))
         if self.cache_writer:
             self.cache_writer.add(rel, sha, st)
         return sha
@@ -276,9 +275,9 @@ class _Applier:
 
     def _stage_file(self, entry: dict, full: str) -> None:
         tmp = temp_name(full)
-        digest = hashlib.sha256()
-        with open(self.store.blob_path(entry["sha256"]), "rb") as src, open(tmp, "xb") as out:
-            for chunk in iter(lambda: src.read(CHUNK), b""):
+        digest = self.store.hasher()
+        with open(tmp, "xb") as out:
+            for chunk in self.store.iter_blob_chunks(entry["sha256"]):
                 digest.update(chunk)
                 out.write(chunk)
             if digest.hexdigest() != entry["sha256"]:
@@ -374,7 +373,7 @@ def _summary(plans: Sequence[RootPlan]) -> Dict[str, Dict[str, int]]:
     return counts
 
 
-def verify_changes(plan: RootPlan) -> List[dict]:
+def verify_changes(plan: RootPlan, hash_file: Callable[[str], str] = sha256_file) -> List[dict]:
     """Check that every change of an applied plan landed: re-read each written entry (content
     re-hashed, not trusted to the stat cache), each removed path is gone, each touched directory
     has its metadata. Entries the plan left alone were found equal when it was made."""
@@ -385,24 +384,24 @@ def verify_changes(plan: RootPlan) -> List[dict]:
             if os.path.lexists(full):
                 problems.append({"path": action.rel, "problem": "still present"})
             continue
-        problem = _entry_problem(full, action.entry)
+        problem = _entry_problem(full, action.entry, hash_file)
         if problem:
             problems.append({"path": action.rel, "problem": problem})
     for key, entry in plan.dirs.items():
-        problem = _entry_problem(os.path.join(plan.root, "/".join(key)), entry)
+        problem = _entry_problem(os.path.join(plan.root, "/".join(key)), entry, hash_file)
         if problem:
             problems.append({"path": "/".join(key), "problem": problem})
     return problems
 
 
-def _entry_problem(full: str, entry: dict) -> Optional[str]:
+def _entry_problem(full: str, entry: dict, hash_file: Callable[[str], str]) -> Optional[str]:
     try:
         st = os.lstat(full)
     except FileNotFoundError:
         return "missing"
     if kind_of(st) != entry["type"]:
         return "is a %s, not a %s" % (kind_of(st), entry["type"])
-    sha = sha256_file(full) if entry["type"] == FILE else None
+    sha = hash_file(full) if entry["type"] == FILE else None
     target = os.readlink(full) if entry["type"] == LINK else None
     reasons = _differences(entry, st, sha, target)
     return "differs in " + ", ".join(reasons) if reasons else None
@@ -453,7 +452,7 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
         result["safety_checkpoint"] = summarize(_safety(store, manifest, records, options.creator))
     for plan in plans:
         _Applier(store, plan).run()
-    problems = {plan.root: verify_changes(plan) for plan in plans}
+    problems = {plan.root: verify_changes(plan, store.hash_file) for plan in plans}
     problems = {root: items for root, items in problems.items() if items}
     if problems:
         raise IntegrityError(

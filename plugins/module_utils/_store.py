@@ -4,8 +4,9 @@
 
 Layout under the store root (mode 0700)::
 
-    format                     {"format_version": 1}
-    objects/<aa>/<sha256>      immutable blobs, named by the SHA-256 of their content
+    format                     {"format_version": 1}, or 2 with an "encryption" block
+    objects/<aa>/<sha256>      immutable blobs, named by the SHA-256 of their content (encrypted
+                               stores: HMAC-SHA256 under the store's naming key, see _crypto.py)
     checkpoints/<id>.json      manifests; a checkpoint exists once its manifest does
     cache/                     rebuildable stat caches
     locks/store.lock           the exclusive lock of writers
@@ -16,22 +17,26 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import re
+import shutil
 import secrets
 import socket
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
-from ._errors import CheckpointNotFound, IntegrityError, UnsupportedFormat
+from ._crypto import Cipher, EncryptionKeyError, Sealer, check_secret, derive_keys, envelope_key_id, open_stream
+from ._errors import CheckpointNotFound, IntegrityError, RollbackError, UnsupportedFormat
 from ._fsutil import (
-    TEMP_MARK, atomic_write_json, ensure_private_dir, raise_if_full, read_json, sync_filesystem,
-    temp_name, unlink_quietly,
+    TEMP_MARK, atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_path, raise_if_full, read_json,
+    sync_filesystem, unlink_quietly,
 )
 from ._lock import DEFAULT_TTL, FileLock
 
 FORMAT_VERSION = 1
+ENCRYPTED_FORMAT_VERSION = 2
 DEFAULT_STORE = "/var/lib/gitops-rollback"
 CHUNK = 1024 * 1024
 SMALL_FILE = 256 * 1024
@@ -104,13 +109,74 @@ def summarize(manifest: dict) -> dict:
     return summary
 
 
-class Store:
-    """A checkpoint store rooted at a directory."""
+def _object_context(sha: str) -> bytes:
+    return b"object:" + sha.encode("ascii")
 
-    def __init__(self, root: str = DEFAULT_STORE) -> None:
+
+def _manifest_context(checkpoint_id: str) -> bytes:
+    return b"manifest:" + checkpoint_id.encode("ascii")
+
+
+class ObjectWriter:
+    """Writes one new object from chunks (encrypting when the store is), named when committed."""
+
+    def __init__(self, store: "Store") -> None:
+        self.store = store
+        self.digest = store.hasher()
+        cipher = store.cipher
+        self.sealer = Sealer(cipher.keys) if cipher else None
+        self.size = 0
+        self.tmp = store.temp_object_path()
+        self.fd: Optional[int] = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if self.sealer:
+            self._out(self.sealer.header)
+
+    def _out(self, data) -> None:
+        try:
+            _write_all(self.fd, data)
+        except OSError as exc:
+            self.abort()
+            raise_if_full(exc, "a blob into %s" % self.store.root)
+            raise
+
+    def write(self, chunk) -> None:
+        """Add the next chunk of content."""
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        self._out(self.sealer.update(chunk) if self.sealer else chunk)
+
+    def commit(self) -> Tuple[str, int, bool]:
+        """Name the object and rename it into place; return (name, size, whether it was new)."""
+        sha = self.digest.hexdigest()
+        if self.sealer:
+            self._out(self.sealer.tag(_object_context(sha)))
+        os.close(self.fd)
+        self.fd = None
+        try:
+            written = self.store.commit_blob(self.tmp, sha)
+        except OSError:
+            unlink_quietly(self.tmp)
+            raise
+        return sha, self.size, written
+
+    def abort(self) -> None:
+        """Drop the unfinished object (idempotent)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        unlink_quietly(self.tmp)
+
+
+class Store:
+    """A checkpoint store rooted at a directory, encrypted when created with an ``encryption_key``."""
+
+    def __init__(self, root: str = DEFAULT_STORE, encryption_key: Optional[str] = None) -> None:
         self.root = os.path.abspath(root)
         self._tmp_token = secrets.token_hex(4)
         self._tmp_count = itertools.count()
+        self._key = encryption_key or None
+        self._cipher: Optional[Cipher] = None
+        self._cipher_loaded = False
 
     # ----------------------------------------------------------------- layout
     def path(self, *parts: str) -> str:
@@ -122,26 +188,113 @@ class Store:
         return os.path.isfile(self.path("format"))
 
     def init(self) -> None:
-        """Create the store layout (idempotent), every directory mode 0700."""
-        for sub in ("", "objects", "checkpoints", "cache", "locks", "tmp"):
-            ensure_private_dir(self.path(sub))
+        """Create the store layout (idempotent), every directory mode 0700.
+
+        A new store is encrypted when an encryption key was given (format_version 2).
+        """
+        self._make_layout()
         if not self.exists():
-            atomic_write_json(self.path("format"), {"format_version": FORMAT_VERSION})
+            document: dict = {"format_version": FORMAT_VERSION}
+            if self._key:
+                cipher = Cipher.create(self._key)
+                document = {"format_version": ENCRYPTED_FORMAT_VERSION, "encryption": cipher.describe()}
+                self._cipher, self._cipher_loaded = cipher, True
+            atomic_write_json(self.path("format"), document)
         self.check_format()
 
-    def check_format(self) -> None:
-        """Refuse a store written by a newer, unknown format."""
-        version = read_json(self.path("format")).get("format_version")
-        if version != FORMAT_VERSION:
-            raise UnsupportedFormat(
-                "Store %s has format_version %r; this collection reads version %d. Upgrade "
-                "gitops.rollback to read it." % (self.root, version, FORMAT_VERSION)
-            )
+    def _make_layout(self) -> None:
+        for sub in ("", "objects", "checkpoints", "cache", "locks", "tmp"):
+            ensure_private_dir(self.path(sub))
 
-    def lock(self, owner: str, operation: str, timeout: float = 0.0, ttl: float = DEFAULT_TTL) -> FileLock:
-        """Take the store's exclusive writer lock (use as a context manager)."""
-        self.init()
+    def read_format(self) -> dict:
+        """Return the store's format document, refusing versions this code does not know."""
+        document = read_json(self.path("format"))
+        version = document.get("format_version") if isinstance(document, dict) else None
+        if version == ENCRYPTED_FORMAT_VERSION and not isinstance(document.get("encryption"), dict):
+            version = "2 without an encryption block"
+        if version not in (FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION):
+            raise UnsupportedFormat(
+                "Store %s has format_version %r; this collection reads versions %d and %d. Upgrade "
+                "gitops.rollback to read it." % (self.root, version, FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION)
+            )
+        return document
+
+    def check_format(self) -> None:
+        """Refuse a store of an unknown format, or an encrypted store without its key (or a wrong one)."""
+        self._cipher_loaded = False
+        self._cipher = self._load_cipher(self.read_format())
+        self._cipher_loaded = True
+
+    def _load_cipher(self, document: dict) -> Optional[Cipher]:
+        encryption = document.get("encryption")
+        if not encryption:
+            if self._key:
+                raise EncryptionKeyError(
+                    "Store %s is not encrypted, but encryption_key was given. Nothing was changed. An existing "
+                    "store cannot be encrypted in place: use a new store_path for an encrypted store, or "
+                    "drop encryption_key." % self.root)
+            return None
+        if document.get("rekey"):
+            raise EncryptionKeyError(
+                "Store %s has an interrupted rekey (from key id %s to key id %s). Nothing was changed. Finish it: "
+                "run gitops.rollback.checkpoint state=rekeyed with encryption_key (the old key) and "
+                "new_encryption_key (the new one)." % (self.root, encryption.get("key_id"),
+                                                       document["rekey"].get("key_id")))
+        if not self._key:
+            raise EncryptionKeyError(
+                "Store %s is encrypted (key id %s) and no encryption_key was given. Nothing was read or changed. "
+                "Pass encryption_key (from Ansible Vault)." % (self.root, encryption.get("key_id")))
+        return Cipher.load(self._key, encryption, self.root)
+
+    @property
+    def cipher(self) -> Optional[Cipher]:
+        """The store's cipher, or None for a plain store (or one not created yet)."""
+        if not self._cipher_loaded:
+            if not self.exists():
+                if self._key:
+                    check_secret(self._key)
+                return None
+            self.check_format()
+        return self._cipher
+
+    @property
+    def encrypted(self) -> bool:
+        """Tell whether objects and manifests are encrypted."""
+        return self.cipher is not None
+
+    def lock(self, owner: str, operation: str, timeout: float = 0.0, ttl: float = DEFAULT_TTL,
+             check_format: bool = True) -> FileLock:
+        """Take the store's exclusive writer lock (use as a context manager).
+
+        ``check_format=False`` skips the key check (for a rekey, which checks both keys itself).
+        """
+        if check_format:
+            self.init()
+        else:
+            self._make_layout()
         return FileLock(self.path("locks", "store.lock"), owner, operation, ttl).acquire(timeout)
+
+    # ---------------------------------------------------------------- naming
+    def hasher(self):
+        """Return a fresh hash object that computes object names (SHA-256, or HMAC when encrypted)."""
+        cipher = self.cipher
+        return cipher.hasher() if cipher else hashlib.sha256()
+
+    def hash_bytes(self, data: bytes) -> str:
+        """Return the object name of ``data``."""
+        digest = self.hasher()
+        digest.update(data)
+        return digest.hexdigest()
+
+    def hash_file(self, path: str) -> str:
+        """Return the object name of a file's content."""
+        if self.cipher is None:
+            return sha256_file(path)
+        digest = self.hasher()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(CHUNK), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     # ------------------------------------------------------------------ blobs
     def blob_path(self, sha: str) -> str:
@@ -154,22 +307,23 @@ class Store:
         """Tell whether the blob is stored."""
         return os.path.exists(self.blob_path(sha))
 
+    def object_writer(self) -> ObjectWriter:
+        """Return a writer of one new object (write chunks, then commit or abort)."""
+        try:
+            return ObjectWriter(self)
+        except OSError as exc:
+            raise_if_full(exc, "a blob into %s" % self.root)
+            raise
+
     def put_stream(self, chunks: Iterable[bytes]) -> Tuple[str, int]:
         """Store the bytes of ``chunks``; return (sha256, size). Existing blobs are not rewritten."""
-        digest = hashlib.sha256()
-        size = 0
-        tmp = temp_name(self.path("tmp", "blob"))
+        writer = self.object_writer()
         try:
-            with open(tmp, "xb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            sha = digest.hexdigest()
-            self._commit_blob(tmp, sha)
-        except OSError as exc:
-            unlink_quietly(tmp)
-            raise_if_full(exc, "a blob into %s" % self.root)
+            for chunk in chunks:
+                writer.write(chunk)
+            sha, size, _written = writer.commit()
+        except BaseException:
+            writer.abort()
             raise
         return sha, size
 
@@ -192,17 +346,18 @@ class Store:
                 return self._put_fd(fd, head)
         finally:
             os.close(fd)
-        sha = hashlib.sha256(head).hexdigest()
+        sha = self.hash_bytes(head)
         if os.path.exists(self.blob_path(sha)):
             return sha, len(head), False
-        tmp = self._tmp_path()
+        tmp = self.temp_object_path()
+        cipher = self.cipher
         try:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
-                _write_all(out, head)
+                _write_all(out, cipher.seal(head, _object_context(sha)) if cipher else head)
             finally:
                 os.close(out)
-            written = self._commit_blob(tmp, sha)
+            written = self.commit_blob(tmp, sha)
         except OSError as exc:
             unlink_quietly(tmp)
             raise_if_full(exc, "a blob into %s" % self.root)
@@ -211,9 +366,11 @@ class Store:
 
     def _put_fd(self, fd: int, head: bytes) -> Tuple[str, int, bool]:
         """Copy ``head`` and the rest of ``fd`` into a new object, hashing as it goes."""
+        if self.cipher is not None:
+            return self._put_fd_sealed(fd, head)
         digest = hashlib.sha256(head)
         size = len(head)
-        tmp = self._tmp_path()
+        tmp = self.temp_object_path()
         try:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
@@ -230,14 +387,46 @@ class Store:
             finally:
                 os.close(out)
             sha = digest.hexdigest()
-            written = self._commit_blob(tmp, sha)
+            written = self.commit_blob(tmp, sha)
         except OSError as exc:
             unlink_quietly(tmp)
             raise_if_full(exc, "a blob into %s" % self.root)
             raise
         return sha, size, written
 
-    def _tmp_path(self) -> str:
+    def _put_fd_sealed(self, fd: int, head: bytes) -> Tuple[str, int, bool]:
+        writer = self.object_writer()
+        try:
+            writer.write(head)
+            for chunk in iter(lambda: os.read(fd, CHUNK), b""):
+                writer.write(chunk)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def adopt_file(self, path: str, sha: Optional[str] = None) -> Tuple[str, int]:
+        """Move a finished plain file into the store as an object; return (name, size).
+
+        A plain store renames the file (no copy; ``sha`` is its SHA-256 when known). An encrypted
+        store encrypts it into a new object and deletes the plain file.
+        """
+        if self.cipher is not None:
+            name, size, _written = self.put_file_counted(path)
+            unlink_quietly(path)
+            return name, size
+        sha = sha or sha256_file(path)
+        size = os.path.getsize(path)
+        final = self.blob_path(sha)
+        if os.path.exists(final):
+            os.unlink(path)
+            return sha, size
+        os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
+        os.chmod(path, 0o600)
+        os.rename(path, final)
+        return sha, size
+
+    def temp_object_path(self) -> str:
         """Return a fresh temporary name in tmp/ (no random syscall per object)."""
         return self.path("tmp", ".blob%s%d-%s-%d" % (TEMP_MARK, os.getpid(), self._tmp_token, next(self._tmp_count)))
 
@@ -245,7 +434,7 @@ class Store:
         """Store bytes; return their sha256."""
         return self.put_stream([data])[0]
 
-    def _commit_blob(self, tmp: str, sha: str) -> bool:
+    def commit_blob(self, tmp: str, sha: str) -> bool:
         """Rename a finished temporary file into place; return False when the object existed."""
         final = self.blob_path(sha)
         if os.path.exists(final):
@@ -259,16 +448,41 @@ class Store:
         return True
 
     def read_blob(self, sha: str) -> bytes:
-        """Return a blob's bytes after checking their hash."""
+        """Return a blob's bytes after checking their hash (and, encrypted, their authenticity)."""
         with open(self.blob_path(sha), "rb") as handle:
             data = handle.read()
-        actual = hashlib.sha256(data).hexdigest()
+        cipher = self.cipher
+        if cipher is not None:
+            data = cipher.unseal(data, _object_context(sha), "Object %s" % sha)
+        actual = self.hash_bytes(data)
         if actual != sha:
             raise IntegrityError("Object %s is corrupted (content hashes to %s)." % (sha, actual))
         return data
 
+    def iter_blob_chunks(self, sha: str) -> Iterator[bytes]:
+        """Yield a blob's content in chunks, then check the hash of everything read.
+
+        An encrypted object's tag is verified before its first byte is yielded.
+        """
+        digest = self.hasher()
+        cipher = self.cipher
+        with open(self.blob_path(sha), "rb") as handle:
+            if cipher is None:
+                chunks: Iterable[bytes] = iter(lambda: handle.read(CHUNK), b"")
+            else:
+                size = os.fstat(handle.fileno()).st_size
+                chunks = open_stream(cipher.keys, handle, size, _object_context(sha), "Object %s" % sha)
+            for chunk in chunks:
+                digest.update(chunk)
+                yield chunk
+        if digest.hexdigest() != sha:
+            raise IntegrityError("Object %s is corrupted (content hashes to %s)." % (sha, digest.hexdigest()))
+
     def iter_blob_lines(self, sha: str) -> Iterator[bytes]:
         """Yield a blob's lines, then check the hash of everything read."""
+        if self.cipher is not None:
+            yield from _split_lines(self.iter_blob_chunks(sha))
+            return
         digest = hashlib.sha256()
         with open(self.blob_path(sha), "rb") as handle:
             for line in handle:
@@ -278,11 +492,56 @@ class Store:
             raise IntegrityError("Object %s is corrupted (content hashes to %s)." % (sha, digest.hexdigest()))
 
     def blob_hash(self, sha: str) -> Optional[str]:
-        """Return the actual hash of a stored blob, or None if it is missing."""
+        """Return the actual name of a stored blob's content, or None if it is missing.
+
+        For an encrypted object that fails authentication the result says so instead of a hash.
+        """
         try:
-            return sha256_file(self.blob_path(sha))
+            if self.cipher is None:
+                return sha256_file(self.blob_path(sha))
+            digest = self.hasher()
+            for chunk in self.iter_blob_chunks(sha):
+                digest.update(chunk)
         except FileNotFoundError:
             return None
+        except EncryptionKeyError:
+            return "encrypted with another key"
+        except IntegrityError as exc:
+            if "corrupted" in str(exc):
+                return digest.hexdigest()
+            return "not authentic (MAC mismatch)"
+        return digest.hexdigest()
+
+    def export_blob(self, sha: str, target: str) -> None:
+        """Write a blob's plain content to ``target`` (mode 0600); a plain store hard-links when it can."""
+        if self.cipher is None:
+            try:
+                os.link(self.blob_path(sha), target)
+                return
+            except OSError:
+                shutil.copyfile(self.blob_path(sha), target)
+                return
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in self.iter_blob_chunks(sha):
+                    out.write(chunk)
+        except BaseException:
+            unlink_quietly(target)
+            raise
+
+    def readable_path(self, sha: str, workdir: str) -> str:
+        """Return a path holding a blob's plain content for an external program.
+
+        A plain store returns the object itself; an encrypted store decrypts it (verified) into
+        ``workdir``, which the caller removes.
+        """
+        if self.cipher is None:
+            return self.blob_path(sha)
+        target = os.path.join(workdir, "object-" + sha)
+        if not os.path.exists(target):
+            self.export_blob(sha, target)
+        return target
 
     def sync(self) -> None:
         """Make every object written so far durable (objects before manifests)."""
@@ -304,8 +563,15 @@ class Store:
         return sorted(name[:-5] for name in names if name.endswith(".json") and _ID_RE.match(name[:-5]))
 
     def load(self, checkpoint_id: str) -> dict:
-        """Load and check a manifest."""
-        manifest = read_json(self.manifest_path(checkpoint_id))
+        """Load and check a manifest (decrypting and authenticating it in an encrypted store)."""
+        path = self.manifest_path(checkpoint_id)
+        cipher = self.cipher
+        if cipher is None:
+            manifest = read_json(path)
+        else:
+            with open(path, "rb") as handle:
+                plain = cipher.unseal(handle.read(), _manifest_context(checkpoint_id), "Manifest %s" % checkpoint_id)
+            manifest = json.loads(plain.decode("utf-8"))
         if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
             raise UnsupportedFormat(
                 "Manifest %s has format_version %r; this collection reads version %d."
@@ -322,8 +588,13 @@ class Store:
         """Write a manifest atomically after syncing the objects it references."""
         manifest["format_version"] = FORMAT_VERSION
         self.sync()
+        cipher = self.cipher
         try:
-            atomic_write_json(self.manifest_path(manifest["id"]), manifest)
+            if cipher is None:
+                atomic_write_json(self.manifest_path(manifest["id"]), manifest)
+            else:
+                plain = json.dumps(manifest, sort_keys=True).encode("utf-8")
+                atomic_write_bytes(self.manifest_path(manifest["id"]), cipher.seal(plain, _manifest_context(manifest["id"])))
         except OSError as exc:
             raise_if_full(exc, "manifest %s" % manifest["id"])
             raise
@@ -398,8 +669,6 @@ class Store:
 
     def iter_tree(self, sha: str) -> Iterator[dict]:
         """Yield the entries of a tree object (JSON lines)."""
-        import json  # local: keeps the hot import list short
-
         for line in self.iter_blob_lines(sha):
             if line.strip():
                 yield json.loads(line)
@@ -461,6 +730,106 @@ class Store:
                     "problem": "missing" if actual is None else "hash mismatch",
                 })
         return problems
+
+
+    # ----------------------------------------------------------------- rekey
+    def rekey(self, new_key: str, progress: Optional[Callable[[str], None]] = None, dry_run: bool = False) -> dict:
+        """Re-encrypt every object and manifest under ``new_key``; resumable, one object at a time.
+
+        The caller holds the store lock. The format file records the rekey in progress first
+        (the new key's KDF parameters), then each object and manifest is re-encrypted into a
+        temporary file and renamed over the old one (atomic per object), then the format file
+        names the new key. Object names do not change: the naming key is kept, re-wrapped.
+        Returns counts; ``changed`` is False when the store already uses ``new_key``.
+        """
+        document = self.read_format()
+        encryption = document.get("encryption")
+        if not encryption:
+            raise EncryptionKeyError("Store %s is not encrypted; there is nothing to rekey. Nothing was changed."
+                                     % self.root)
+        marker = document.get("rekey")
+        if not marker and derive_keys(new_key, encryption["kdf"]).key_id_hex == encryption["key_id"]:
+            return {"changed": False, "objects": 0, "manifests": 0, "key_id": encryption["key_id"]}
+        if not self._key:
+            raise EncryptionKeyError("Rekeying store %s needs the current encryption_key as well as "
+                                     "new_encryption_key." % self.root)
+        old = Cipher.load(self._key, encryption, self.root)
+        if dry_run:
+            return {"changed": True, "objects": 0, "manifests": 0, "key_id": None, "resumed": bool(marker)}
+        if marker:
+            new = Cipher(derive_keys(new_key, marker["kdf"]), old.name_key, marker["kdf"])
+            if new.key_id != marker.get("key_id"):
+                raise EncryptionKeyError(
+                    "Store %s has an interrupted rekey to key id %s, but new_encryption_key has id %s. Rerun with the "
+                    "new key of that rekey." % (self.root, marker.get("key_id"), new.key_id))
+        else:
+            new = old.rekeyed(new_key)
+            if new.key_id == old.key_id:
+                raise EncryptionKeyError("new_encryption_key is the current key of store %s." % self.root)
+            document["rekey"] = {"key_id": new.key_id, "kdf": new.kdf}
+            atomic_write_json(self.path("format"), document)
+        counts = {"objects": 0, "manifests": 0}
+        for path, context, kind in self._encrypted_files():
+            if self._reseal(path, context, old, new):
+                counts[kind] += 1
+                if progress:
+                    progress(path)
+        self.sync()
+        atomic_write_json(self.path("format"), {"format_version": ENCRYPTED_FORMAT_VERSION,
+                                                "encryption": new.describe()})
+        self._key, self._cipher, self._cipher_loaded = new_key, new, True
+        return {"changed": True, "key_id": new.key_id, "resumed": bool(marker), **counts}
+
+    def _encrypted_files(self) -> Iterator[Tuple[str, bytes, str]]:
+        objects = self.path("objects")
+        for fan in sorted(os.listdir(objects)) if os.path.isdir(objects) else []:
+            for name in sorted(os.listdir(os.path.join(objects, fan))):
+                if _SHA_RE.match(name):
+                    yield os.path.join(objects, fan, name), _object_context(name), "objects"
+        for checkpoint_id in self.ids():
+            yield self.manifest_path(checkpoint_id), _manifest_context(checkpoint_id), "manifests"
+
+    def _reseal(self, path: str, context: bytes, old: Cipher, new: Cipher) -> bool:
+        """Re-encrypt one file from ``old`` to ``new`` (skipped when already under ``new``)."""
+        with open(path, "rb") as handle:
+            key_id = envelope_key_id(handle)
+            if key_id == new.key_id:
+                return False
+            handle.seek(0)
+            size = os.fstat(handle.fileno()).st_size
+            sealer = Sealer(new.keys)
+            tmp = self.temp_object_path()
+            try:
+                with open(tmp, "xb") as out:
+                    out.write(sealer.header)
+                    for chunk in open_stream(old.keys, handle, size, context, path):
+                        out.write(sealer.update(chunk))
+                    out.write(sealer.tag(context))
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.rename(tmp, path)
+            except OSError as exc:
+                unlink_quietly(tmp)
+                raise_if_full(exc, "re-encrypting %s" % path)
+                raise
+            except RollbackError:
+                unlink_quietly(tmp)
+                raise
+        fsync_path(os.path.dirname(path))
+        return True
+
+
+def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Yield the lines (with their newline) of a stream of chunks."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        lines = rest.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if rest:
+        yield rest
 
 
 def describe(manifests: List[dict], limit: int = 20) -> str:

@@ -70,7 +70,7 @@ class TfContext:
         """Build the context from module parameters."""
         settings = TfSettings.from_params(params)
         name = "%s@%s" % (settings.workspace, params.get("name") or settings.project_path)
-        return cls(Store(params["store_path"]), make_engine(params.get("binary_path")), settings, owner, name,
+        return cls(Store(params["store_path"], params.get("encryption_key")), make_engine(params.get("binary_path")), settings, owner, name,
                    float(params.get("lock_timeout") or 0), check_mode)
 
     def project(self, config_dir: Optional[str] = None) -> TfProject:

@@ -31,9 +31,18 @@ options:
         checkpoint is never deleted.
       - V(verified) re-hashes every object of O(checkpoint) (or of all checkpoints) and fails when
         one is missing or corrupted.
+      - V(rekeyed) re-encrypts every object and manifest of an encrypted store from
+        O(encryption_key) to O(new_encryption_key), one object at a time (each replaced
+        atomically). An interrupted rekey is finished by running it again with both keys; until
+        then the store refuses other operations. Nothing changes when the store already uses
+        O(new_encryption_key).
     type: str
-    choices: [present, absent, pruned, verified]
+    choices: [present, absent, pruned, verified, rekeyed]
     default: present
+  new_encryption_key:
+    description:
+      - With O(state=rekeyed), the new key of the store (at least 16 characters). Never logged.
+    type: str
   paths:
     description:
       - Absolute paths of the managed directories to capture. Required with O(state=present).
@@ -124,6 +133,20 @@ EXAMPLES = r"""
   gitops.rollback.checkpoint:
     state: verified
     checkpoint: v1.4.0
+
+- name: Checkpoint into an encrypted store (key from Ansible Vault)
+  gitops.rollback.checkpoint:
+    paths: [/srv/app]
+    label: v1.4.0
+    store_path: /var/lib/gitops-rollback-enc
+    encryption_key: "{{ vault_rollback_store_key }}"
+
+- name: Rotate the store key (rerun with both keys if it was interrupted)
+  gitops.rollback.checkpoint:
+    state: rekeyed
+    store_path: /var/lib/gitops-rollback-enc
+    encryption_key: "{{ vault_rollback_store_key }}"
+    new_encryption_key: "{{ vault_rollback_store_key_2026 }}"
 """
 
 RETURN = r"""
@@ -165,13 +188,18 @@ problems:
   returned: state=verified
   type: dict
   sample: {"20261121T220257.448Z-452f73": [{object: "ab12...", actual: "cd34...", problem: hash mismatch}]}
+rekey:
+  description: What a rekey did - objects and manifests re-encrypted, the new key id, whether it resumed an interrupted one.
+  returned: state=rekeyed
+  type: dict
+  sample: {objects: 1204, manifests: 3, key_id: 4f0c2a9e61d1b0c37a55e2d8c3b1f9aa, resumed: false}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
-    CheckpointParams, delete_checkpoint, make_checkpoint, prune_checkpoints, verify_checkpoints,
+    CheckpointParams, delete_checkpoint, make_checkpoint, prune_checkpoints, rekey_store, verify_checkpoints,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
 
@@ -180,6 +208,7 @@ OPERATIONS = {
     "absent": delete_checkpoint,
     "pruned": prune_checkpoints,
     "verified": verify_checkpoints,
+    "rekeyed": rekey_store,
 }
 
 
@@ -197,6 +226,7 @@ def main() -> None:
         checkpoint=dict(type="str"),
         keep=dict(type="int"),
         older_than_days=dict(type="float"),
+        new_encryption_key=dict(type="str", no_log=True),
     )
     argument_spec.update(store_argument_spec())
     module = AnsibleModule(
@@ -205,6 +235,7 @@ def main() -> None:
             ("state", "present", ("paths",)),
             ("state", "absent", ("checkpoint",)),
             ("state", "pruned", ("keep", "older_than_days"), True),
+            ("state", "rekeyed", ("encryption_key", "new_encryption_key")),
         ],
         supports_check_mode=True,
     )

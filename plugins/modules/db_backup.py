@@ -204,7 +204,7 @@ def describe_command(params: dict) -> str:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    store = Store(params["store_path"])
+    store = Store(params["store_path"], params.get("encryption_key"))
     request = BackupRequest(
         conn=DbConnection.from_params(params), checkpoint=params["checkpoint"], reason=params["reason"],
         commit=params["commit"], fmt=params["format"], jobs=params["jobs"], compression=params["compression"],

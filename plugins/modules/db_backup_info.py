@@ -107,7 +107,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     try:
-        backups = list_backups(Store(params["store_path"]), params["engine"], params["database"],
+        backups = list_backups(Store(params["store_path"], params.get("encryption_key")), params["engine"], params["database"],
                                params["checkpoint"], params["verify"])
     except RollbackError as exc:
         module.fail_json(msg=str(exc), available=exc.details.get("available", []))

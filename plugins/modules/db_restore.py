@@ -173,7 +173,7 @@ def argument_spec() -> dict:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    store = Store(params["store_path"])
+    store = Store(params["store_path"], params.get("encryption_key"))
     request = RestoreRequest(
         conn=DbConnection.from_params(params), checkpoint=params["checkpoint"],
         source_database=params["source_database"], mode=params["mode"], jobs=params["jobs"],

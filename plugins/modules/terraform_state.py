@@ -219,7 +219,7 @@ def _run(module: AnsibleModule) -> dict:
         name = None
         if params["name"] or params["project_path"]:
             name = "%s@%s" % (params["workspace"], params["name"] or module.params["project_path"])
-        return {"changed": False, "snapshots": list_snapshots(Store(params["store_path"]), name), "commands": []}
+        return {"changed": False, "snapshots": list_snapshots(Store(params["store_path"], params.get("encryption_key")), name), "commands": []}
     ctx = TfContext.build(params, default_owner(params["owner"]), module.check_mode)
     if operation == "snapshot":
         return snapshot(ctx, params["label"], params["reason"])
