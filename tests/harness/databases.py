@@ -40,7 +40,7 @@ class DatabaseError(HarnessError):
 def _run_client(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> str:
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, check=False)
     if proc.returncode != 0:
         raise DatabaseError(cmd, proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout.rstrip("\n")
@@ -256,21 +256,21 @@ def start_postgres(workdir: str | os.PathLike[str], attempts: int = 3) -> PgServ
     _chown(root, "postgres")
     init = subprocess.run(["runuser", "-u", "postgres", "--", str(bin_dir / "initdb"), "-D", str(root / "data"),
                            "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if init.returncode != 0:
         raise HarnessError(f"initdb failed: {init.stderr}")
     (root / "data" / "pg_hba.conf").write_text(PG_HBA)
 
     server = PgServer(root, bin_dir, 0, app_password=secrets.token_hex(12), is_temp=is_temp)
     last = ""
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         server.port = free_port(LOCALHOST)
         opts = (f"-c listen_addresses={LOCALHOST} -p {server.port} -k {root / 'sock'} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50 "
                 "-c password_encryption=scram-sha-256")
         start = subprocess.run(["runuser", "-u", "postgres", "--", str(bin_dir / "pg_ctl"), "-D", str(root / "data"),
                                 "-l", str(server.log), "-w", "-t", "30", "-o", opts, "start"],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, check=False)
         if start.returncode == 0:
             break
         last = start.stderr + server.log.read_text(errors="replace")[-3000:] if server.log.exists() else start.stderr
@@ -373,10 +373,10 @@ def start_mariadb(workdir: str | os.PathLike[str], attempts: int = 3) -> MariaDb
     init = subprocess.run([install_db, "--no-defaults", "--user=mysql", f"--datadir={server.data_dir}",
                            "--auth-root-authentication-method=normal", "--skip-test-db",
                            "--skip-name-resolve", "--innodb-buffer-pool-size=16M"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if init.returncode != 0:
         raise HarnessError(f"mariadb-install-db failed: {init.stdout}{init.stderr}")
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         server.port = free_port(LOCALHOST)
         with open(server.log, "ab") as log:
             server.process = subprocess.Popen(

@@ -54,7 +54,7 @@ class RepoInfo:
 def git(repo: str | os.PathLike[str], *args: str) -> str:
     """Run ``git -C repo ARGS`` with an isolated config; raise with stderr on failure."""
     proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                          env={**os.environ, **_GIT_ENV}, stdin=subprocess.DEVNULL)
+                          env={**os.environ, **_GIT_ENV}, stdin=subprocess.DEVNULL, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
     return proc.stdout.strip()

@@ -60,7 +60,7 @@ def free_port(address: str = "127.0.0.1") -> int:
 def random_loopback(taken: Iterable[str] = ()) -> str:
     """Pick a random, currently unused 127.x.y.z address (never 127.0.0.1)."""
     taken = set(taken)
-    for _ in range(100):
+    for _poll in range(100):
         addr = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
         if addr in taken:
             continue

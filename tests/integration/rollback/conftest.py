@@ -109,7 +109,7 @@ class Drill:
             if tag == "v2":
                 host.write_text("/etc/app/debug.env", "DEBUG=1\n")
         self.play([{"name": "deploy", "gitops.rollback.release": {
-            "root": "/srv/app", "src": str(self.tmp / "build-{{ inventory_hostname }}-" + tag), "label": tag}}])
+            "root": "/srv/app", "src": f"{self.tmp}/build-{{{{ inventory_hostname }}}}-{tag}", "label": tag}}])
         write_migrations(self.tmp / "migrations", upto)
         self.play([{"name": "migrate", "gitops.rollback.db_migrate": {
             "operation": "apply", "migrations_dir": str(self.tmp / "migrations"), "label": tag,

@@ -147,7 +147,7 @@ def test_attach_component_replaces_same_type_and_name(store):
 
 
 def test_prune_never_chooses_the_newest(store):
-    ids = [_checkpoint(store, created="2020-01-01T00:00:00Z")["id"] for _ in range(3)]
+    ids = [_checkpoint(store, created="2020-01-01T00:00:00Z")["id"] for _n in range(3)]
     assert prune(store, keep=0, older_than=None) == ids[:2]
     assert prune(store, keep=2, older_than=None) == ids[:1]
     assert prune(store, keep=None, older_than=60.0) == ids[:2]
