@@ -3,8 +3,8 @@
 """MariaDB/MySQL backup and restore with the server's own clients (mariadb-dump/mysqldump,
 mariadb/mysql).
 
-Row counts are taken in a consistent snapshot before and after the dump; when they differ the
-database was written during the backup and the counts are marked inexact (a restore then
+Row counts are taken in consistent snapshots as the dump starts (concurrently with it) and after
+it; when they differ the database was written during the backup and the counts are marked inexact (a restore then
 reports, but does not enforce, them).
 
 Swap has no ``RENAME DATABASE`` to lean on: the dump is restored into a staging schema, then
@@ -17,6 +17,7 @@ the live schema from the staging schema's definitions. Between the move and the 
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -154,7 +155,9 @@ class MysqlEngine:
              compression_level: Optional[int] = None) -> dict:
         """Dump ``database`` into the store; return the component fields."""
         version, info = self._version_and_info(database)
-        before = self.row_counts(database)
+        before: Dict[str, int] = {}
+        failure: List[BaseException] = []
+        counter = threading.Thread(target=self._count_into, args=(database, before, failure))
         with self.conn.mysql_args() as args:
             argv = [self._dumper(), *args, "--single-transaction", "--quick", "--routines", "--triggers",
                     "--events", "--hex-blob", "--default-character-set=utf8mb4", "--add-drop-table",
@@ -164,16 +167,28 @@ class MysqlEngine:
                 compressor = compressor[:-1] + ["-%d" % compression_level]
             stream = DumpStream(store, argv, "%s of %s" % (argv[0].rsplit("/", 1)[-1], database),
                                 compressor=compressor, secrets=self.conn.secrets())
+            counter.start()  # counts in its own snapshot, taken as the dump takes its own
             try:
                 sha, size = stream.run()
             except CommandError as exc:
                 raise connection_error(self.conn, str(exc)) from exc
+            finally:
+                counter.join()
+        if failure:
+            raise failure[0]
         if DUMP_TRAILER not in bytes(stream.tail):
             raise DatabaseError("The dump of %s ended without its completion line; it is incomplete. Check "
                                 "the server log and free space, then back up again." % database)
         after = self.row_counts(database)
         return {"blobs": [sha], "sha256": sha, "size": size, "server_version": version, "row_counts": after,
                 "row_counts_exact": before == after, "compression": compression, "database_info": info}
+
+    def _count_into(self, database: str, counts: Dict[str, int], failure: List[BaseException]) -> None:
+        """Fill ``counts`` with the row counts of ``database`` (run in a thread beside the dump)."""
+        try:
+            counts.update(self.row_counts(database))
+        except BaseException as exc:  # pylint: disable=broad-except
+            failure.append(exc)
 
     def _version_and_info(self, database: str) -> tuple:
         """Return the server version and the database's character set and collation (one round trip)."""
