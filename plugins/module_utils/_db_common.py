@@ -206,14 +206,6 @@ def hash_files(root: str, jobs: int = 1) -> Dict[str, str]:
     return dict(zip(paths, shas))
 
 
-def link_or_copy(source: str, target: str) -> None:
-    """Hard-link ``source`` to ``target`` (same file system), else copy it."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
 def safe_relpath(rel: str) -> str:
     """Refuse a stored relative path that would escape its directory."""
     norm = os.path.normpath(rel)
