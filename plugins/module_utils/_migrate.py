@@ -107,14 +107,22 @@ def load_migrations(directory: str) -> List[Migration]:
         if version in found:
             raise RollbackError("Version %d appears twice in %s (%s and %s). Give one of them a new version."
                                 % (version, directory, os.path.basename(found[version].up_path), entry))
-        found[version] = Migration(version, name, path, data.decode("utf-8"), sha256_text(data))
+        found[version] = Migration(version, name, path, _text_of(path, data), sha256_text(data))
     for version, name, path, data in downs:
         migration = found.get(version)
         if migration is None or migration.name != name:
             raise RollbackError("%s has no matching up file V%s__%s.up.sql in %s. Rename or remove it."
                                 % (os.path.basename(path), version, name, directory))
-        migration.down_path, migration.down_sql, migration.down_checksum = path, data.decode("utf-8"), sha256_text(data)
+        migration.down_path, migration.down_sql, migration.down_checksum = path, _text_of(path, data), sha256_text(data)
     return [found[v] for v in sorted(found)]
+
+
+def _text_of(path: str, data: bytes) -> str:
+    """Decode a migration file as UTF-8, or say which file is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RollbackError("%s is not UTF-8 text (%s). Save it as UTF-8." % (path, exc)) from exc
 
 
 def parse_version(text: str) -> int:

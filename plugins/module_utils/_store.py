@@ -566,18 +566,23 @@ class Store:
         """Load and check a manifest (decrypting and authenticating it in an encrypted store)."""
         path = self.manifest_path(checkpoint_id)
         cipher = self.cipher
-        if cipher is None:
-            manifest = read_json(path)
-        else:
-            with open(path, "rb") as handle:
-                plain = cipher.unseal(handle.read(), _manifest_context(checkpoint_id), "Manifest %s" % checkpoint_id)
-            manifest = json.loads(plain.decode("utf-8"))
+        try:
+            if cipher is None:
+                manifest = read_json(path)
+            else:
+                with open(path, "rb") as handle:
+                    plain = cipher.unseal(handle.read(), _manifest_context(checkpoint_id), "Manifest %s" % checkpoint_id)
+                manifest = json.loads(plain.decode("utf-8"))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise IntegrityError("Manifest %s in %s is not valid JSON (%s): it is damaged. Delete it "
+                                 "(checkpoint state=absent) and use another checkpoint." % (checkpoint_id, self.root, exc)) from exc
         if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
             raise UnsupportedFormat(
                 "Manifest %s has format_version %r; this collection reads version %d."
                 % (checkpoint_id, manifest.get("format_version") if isinstance(manifest, dict) else None,
                    FORMAT_VERSION)
             )
+        _check_shape(checkpoint_id, manifest)
         return manifest
 
     def manifests(self) -> List[dict]:
@@ -669,9 +674,18 @@ class Store:
 
     def iter_tree(self, sha: str) -> Iterator[dict]:
         """Yield the entries of a tree object (JSON lines)."""
-        for line in self.iter_blob_lines(sha):
-            if line.strip():
-                yield json.loads(line)
+        for number, line in enumerate(self.iter_blob_lines(sha), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError as exc:
+                raise IntegrityError("Tree object %s line %d is not JSON (%s): the checkpoint is damaged. Restore "
+                                     "from another checkpoint." % (sha, number, exc)) from exc
+            if not isinstance(entry, dict):
+                raise IntegrityError("Tree object %s line %d is not an entry (a JSON object): the checkpoint is "
+                                     "damaged. Restore from another checkpoint." % (sha, number))
+            yield entry
 
     def collect_garbage(self) -> Tuple[int, int]:
         """Delete objects no manifest references; return (objects, bytes) removed."""
@@ -817,6 +831,29 @@ class Store:
                 raise
         fsync_path(os.path.dirname(path))
         return True
+
+
+def _check_shape(checkpoint_id: str, manifest: dict) -> None:
+    """Refuse a manifest whose roots or components do not have the documented types."""
+    def bad(what: str) -> IntegrityError:
+        return IntegrityError("Manifest %s is malformed: %s. It is damaged or forged; delete it (checkpoint "
+                              "state=absent) and use another checkpoint." % (checkpoint_id, what))
+
+    if manifest.get("id") != checkpoint_id:
+        raise bad("its id %r is not its file name" % (manifest.get("id"),))
+    if not isinstance(manifest.get("label"), (str, type(None))):
+        raise bad("its label is not text")
+    for key in ("roots", "components"):
+        items = manifest.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise bad("%s is not a list of objects" % key)
+    for root in manifest.get("roots", []):
+        if not isinstance(root.get("path"), str) or not isinstance(root.get("tree"), (str, type(None))):
+            raise bad("a root has no path or a tree that is not an object name")
+    for component in manifest.get("components", []):
+        blobs = component.get("blobs", [])
+        if not isinstance(blobs, list) or not all(isinstance(sha, str) for sha in blobs):
+            raise bad("component %r lists blobs that are not object names" % (component.get("name"),))
 
 
 def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
