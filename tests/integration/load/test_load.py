@@ -1,0 +1,132 @@
+"""Load: checkpoint and roll back 20 real SSH hosts at once (forks 20), and two inventories
+rolling back concurrently against stores whose locks must be honoured. Figures are printed and
+written to $GITOPS_ROLLBACK_LOAD_REPORT (JSON) when set; README "## Trust" quotes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import start_hosts
+
+pytestmark = pytest.mark.slow
+
+HOSTS = 20
+FILES = 200
+
+
+@pytest.fixture(scope="module")
+def big_fleet(tmp_path_factory):
+    fleet = start_hosts(HOSTS, tmp_path_factory.mktemp("load-fleet"))
+    fleet.write_inventory(fleet.workdir / "inventory.yml")
+    yield fleet
+    fleet.stop()
+
+
+def fill(fleet, version: str) -> dict:
+    """Write FILES files under each host's /srv/app; return {host: {path: bytes}}."""
+    trees = {}
+    for host in fleet:
+        root = host.local("/srv/app")
+        rng = random.Random(host.name + version)
+        tree = {}
+        for index in range(FILES):
+            rel = "d%d/f%03d" % (index % 10, index)
+            data = rng.randbytes(2000 if index % 20 else 100_000)
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+            tree[rel] = data
+        trees[host.name] = tree
+    return trees
+
+
+def tree_of(host) -> dict:
+    root = host.local("/srv/app")
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def play(module: str, args: dict, name: str = "task", hosts: str = "fleet") -> list:
+    return [{"name": name, "hosts": hosts, "gather_facts": False,
+             "tasks": [{"name": name, module: args}]}]
+
+
+def report(figures: dict) -> None:
+    print("LOAD", json.dumps(figures))
+    path = os.environ.get("GITOPS_ROLLBACK_LOAD_REPORT")
+    if path:
+        existing = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+        existing.update(figures)
+        Path(path).write_text(json.dumps(existing, indent=1))
+
+
+def test_twenty_hosts_checkpoint_and_roll_back_at_once(big_fleet, run_playbook):
+    env = {"ANSIBLE_FORKS": str(HOSTS), "ANSIBLE_PIPELINING": "True"}
+    store = {"store_path": "/var/lib/gitops-rollback", "lock_timeout": 30}
+    for host in big_fleet:
+        host.wipe()
+    v1 = fill(big_fleet, "v1")
+    started = time.monotonic()
+    result = run_playbook(play("gitops.rollback.checkpoint", dict(store, paths=["/srv/app"], label="v1")),
+                          inventory=big_fleet.inventory, env=env)
+    checkpoint_s = time.monotonic() - started
+    assert result.ok, result
+    assert len(result.results("task", status="ok")) == HOSTS
+
+    fill(big_fleet, "v2")
+    started = time.monotonic()
+    result = run_playbook(play("gitops.rollback.restore", dict(store, checkpoint="v1", paths=["/srv/app"])),
+                          inventory=big_fleet.inventory, env=env)
+    restore_s = time.monotonic() - started
+    assert result.ok, result
+    for host in big_fleet:
+        assert tree_of(host) == v1[host.name], host.name
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    report({"hosts": HOSTS, "files_per_host": FILES, "checkpoint_s": round(checkpoint_s, 1),
+            "rollback_s": round(restore_s, 1), "controller_peak_rss_mib": round(peak_kib / 1024, 1)})
+
+
+def test_two_inventories_rolling_back_concurrently_lose_nothing(big_fleet, run_playbook, tmp_path):
+    """Two inventories (h1..h10 and h6..h20, overlapping on h6..h10) restore at the same time.
+
+    On the shared hosts the second run waits for the store lock (lock_timeout) instead of
+    interleaving; every host ends exactly at its checkpoint and both runs succeed.
+    """
+    env = {"ANSIBLE_FORKS": str(HOSTS), "ANSIBLE_PIPELINING": "True"}
+    store = {"store_path": "/var/lib/gitops-rollback", "lock_timeout": 120}
+    v1 = fill(big_fleet, "c1")
+    assert run_playbook(play("gitops.rollback.checkpoint", dict(store, paths=["/srv/app"], label="c1")),
+                        inventory=big_fleet.inventory, env=env).ok
+    fill(big_fleet, "c2")
+    hosts = list(big_fleet)
+    inventories = []
+    for index, group in enumerate((hosts[:10], hosts[5:])):
+        path = tmp_path / ("inv%d.json" % index)
+        path.write_text(json.dumps({"all": {"children": {"fleet": {
+            "hosts": {h.name: big_fleet.host_vars(h) for h in group}}}}}))
+        inventories.append(path)
+    results = [None, None]
+
+    def roll(index):
+        results[index] = run_playbook(play("gitops.rollback.restore", dict(store, checkpoint="c1", paths=["/srv/app"])),
+                                      inventory=inventories[index], env=env)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=roll, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    both_s = time.monotonic() - started
+    assert all(r.ok for r in results), results
+    for host in big_fleet:
+        assert tree_of(host) == v1[host.name], host.name
+    shared = {e["host"] for r in results for e in r.results("task") if e["result"].get("changed")}
+    assert shared == {h.name for h in hosts}, "every host was restored by exactly the runs that reached it"
+    report({"concurrent_inventories_s": round(both_s, 1)})
