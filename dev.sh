@@ -46,6 +46,9 @@ SYSTEM_PACKAGES=(
     "command -v sqlite3 >/dev/null|sqlite3"
     "command -v rsync >/dev/null|rsync"
     "command -v git >/dev/null|git"
+    "command -v prometheus >/dev/null|prometheus"
+    "command -v nginx >/dev/null || test -x /usr/sbin/nginx|nginx"
+    "command -v chromium >/dev/null|chromium"
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
