@@ -10,7 +10,6 @@ operation fail, whatever the other stages reported.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
