@@ -157,10 +157,12 @@ class FileLock:
 
 
 def playbook_pid() -> int:
-    """Return the pid of the nearest ansible-playbook (or ansible-runner) ancestor, else the parent.
+    """Return the pid of the outermost ansible-playbook (or ansible-runner) ancestor, else the parent.
 
-    A lock taken from inside a module must outlive the module's own short-lived process.
+    A lock taken from inside a module must outlive the module's own short-lived process, and the
+    worker processes Ansible forks per task (whose command line also says ansible-playbook).
     """
+    found = 0
     pid = os.getppid()
     while pid > 1:
         try:
@@ -171,6 +173,6 @@ def playbook_pid() -> int:
         except (OSError, ValueError, IndexError):
             break
         if b"ansible-playbook" in cmdline or b"ansible-runner" in cmdline:
-            return pid
+            found = pid
         pid = parent
-    return os.getppid()
+    return found or os.getppid()
