@@ -29,7 +29,7 @@ options:
     description:
       - Key of an encrypted store (at least 16 characters; use a random key kept in Ansible Vault).
       - A store created with a key is encrypted and authenticated; objects (file contents, trees,
-        database dumps, Terraform states) and manifests are sealed; object names are keyed hashes,
+        database dumps, Terraform states) and manifests are sealed, object names are keyed hashes,
         so identical content is still stored once. See docs/security.md.
       - Required for every operation on an encrypted store; a wrong key is refused before anything
         is read or changed. Given for a store that is not encrypted, it is refused too (an existing

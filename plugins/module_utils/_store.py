@@ -39,6 +39,7 @@ FORMAT_VERSION = 1
 ENCRYPTED_FORMAT_VERSION = 2
 DEFAULT_STORE = "/var/lib/gitops-rollback"
 CHUNK = 1024 * 1024
+_DECODE = json.JSONDecoder().decode  # one decoder for every line: trees are read in hot loops
 SMALL_FILE = 256 * 1024
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
@@ -678,7 +679,7 @@ class Store:
             if not line.strip():
                 continue
             try:
-                entry = json.loads(line)
+                entry = _DECODE(line.decode("utf-8"))
             except ValueError as exc:
                 raise IntegrityError("Tree object %s line %d is not JSON (%s): the checkpoint is damaged. Restore "
                                      "from another checkpoint." % (sha, number, exc)) from exc
@@ -744,7 +745,6 @@ class Store:
                     "problem": "missing" if actual is None else "hash mismatch",
                 })
         return problems
-
 
     # ----------------------------------------------------------------- rekey
     def rekey(self, new_key: str, progress: Optional[Callable[[str], None]] = None, dry_run: bool = False) -> dict:

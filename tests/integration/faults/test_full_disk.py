@@ -57,12 +57,12 @@ def test_database_backup_filling_the_disk_fails_clearly_and_keeps_earlier_backup
     assert first["status"] == "ok", first
     with sqlite3.connect(db) as conn:
         original = conn.execute("SELECT v FROM t").fetchall()
-        conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(500_000),) for _ in range(6)])
+        conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(500_000),) for _row in range(6)])
 
     _result, full = run_task("gitops.rollback.db_backup", dict(args, checkpoint="v2"))
     assert full["status"] == "ignored", full
     assert "full" in full["msg"].lower() or "space" in full["msg"].lower(), full["msg"]
-    assert not [p for p in (store / "tmp").iterdir()], "no partial dump left behind"
+    assert not list((store / "tmp").iterdir()), "no partial dump left behind"
     _result, info = run_task("gitops.rollback.checkpoint_info", {"store_path": str(store)})
     assert [cp["label"] for cp in info["checkpoints"]] == ["v1"]
 

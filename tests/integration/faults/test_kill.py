@@ -3,7 +3,6 @@ checkpoint, and the next run (through ansible-playbook) completes."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
@@ -94,8 +93,8 @@ def test_checkpoint_killed_at_random_points_leaves_no_half_checkpoint(engine, ru
         _result, verified = run_task("gitops.rollback.checkpoint", params(store, key, state="verified"))
         assert verified["status"] == "ok", "a visible checkpoint is incomplete: %s" % verified
     assert killed, "no run was killed: the test proves nothing"
-    _result, done = run_task("gitops.rollback.checkpoint", params(store, key, paths=[str(root)], label="v2",
-                                                                 force=True))
+    args = params(store, key, paths=[str(root)], label="v2", force=True)
+    _result, done = run_task("gitops.rollback.checkpoint", args)
     assert done["status"] == "ok" and done["checkpoint"]["label"] == "v2"
 
 

@@ -19,8 +19,8 @@ def policy_play(tmp_path: Path, policy: dict, **extra) -> list:
                       "rollback_audit_log": str(tmp_path / "audit.jsonl"),
                       "rollback_approvals_file": str(tmp_path / "approvals"), **extra},
              "tasks": [
-                 {"name": "Policy", "ansible.builtin.include_role": {"name": "gitops.rollback.rollback",
-                                                                      "tasks_from": "policy"}},
+                 {"name": "Policy",
+                  "ansible.builtin.include_role": {"name": "gitops.rollback.rollback", "tasks_from": "policy"}},
                  {"name": "Change", "ansible.builtin.copy": {"dest": str(tmp_path / "changed"), "content": "x"}},
              ]}]
 
