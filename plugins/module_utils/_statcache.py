@@ -17,6 +17,9 @@ from ._fsutil import temp_name, unlink_quietly
 from ._tree import Key, path_key
 
 
+_DECODE = json.JSONDecoder().decode
+
+
 def stat_signature(st: os.stat_result) -> List[int]:
     """Return the values that must be unchanged for a cached hash to be trusted."""
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
@@ -43,7 +46,7 @@ class CacheReader:
 
     def _advance(self) -> None:
         try:
-            row = json.loads(next(self._lines))
+            row = _DECODE(next(self._lines).decode("utf-8"))
             self._current = (path_key(row[0]), row)
         except (StopIteration, ValueError, IndexError, TypeError):
             self._current = None

@@ -70,7 +70,7 @@ def _walk_dir(top: str, prefix: str, selection: Selection, keep_temp: bool) -> I
         if not keep_temp and is_temp_name(name):
             continue
         rel = prefix + name
-        full = os.path.join(top, name)
+        full = top + "/" + name
         try:
             st = os.lstat(full)
         except FileNotFoundError:
