@@ -45,8 +45,8 @@ options:
     type: str
     choices: [info, warning, critical, emergency]
     default: info
-  message:
-    description: A human-readable line.
+  summary:
+    description: A human-readable line (recorded as C(message)).
     type: str
   layers:
     description: Per layer, per host results and timings (free form).
@@ -140,7 +140,7 @@ def main() -> None:
             trigger=dict(type="str"),
             reason=dict(type="str"),
             level=dict(type="str", default="info", choices=list(_audit.LEVELS)),
-            message=dict(type="str"),
+            summary=dict(type="str"),
             layers=dict(type="dict"),
             hosts=dict(type="list", elements="str"),
             measurements=dict(type="raw"),
@@ -159,7 +159,7 @@ def main() -> None:
     p = module.params
     record = _audit.make_record(
         p["event"], p["operation"], p["run_id"], target=p["target"], trigger=p["trigger"], reason=p["reason"],
-        level=p["level"], message=p["message"], layers=p["layers"], hosts=p["hosts"],
+        level=p["level"], message=p["summary"], layers=p["layers"], hosts=p["hosts"],
         measurements=p["measurements"], result=p["result"], duration=p["duration"],
         who=_audit.who(p["user"], p["awx_job_id"], p["awx_launcher"]),
     )
