@@ -1,0 +1,2 @@
+DROP TABLE coupons;
+ALTER TABLE products DROP COLUMN discount_pct;

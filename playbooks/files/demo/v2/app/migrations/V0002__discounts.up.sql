@@ -1,0 +1,4 @@
+ALTER TABLE products ADD COLUMN discount_pct INTEGER NOT NULL DEFAULT 0;
+UPDATE products SET discount_pct = 100;
+CREATE TABLE coupons (code TEXT PRIMARY KEY, pct INTEGER NOT NULL);
+INSERT INTO coupons VALUES ('FREE', 100), ('HALF', 50);
