@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 import pytest
 import yaml
@@ -35,32 +34,3 @@ def run_task(run_playbook, local_inventory: Path) -> Callable[..., Any]:
         return result, dict(event["result"], status=event["status"])
 
     return run
-
-
-def tree_snapshot(root: Path) -> Dict[str, Any]:
-    """Every entry under ``root``: type, mode and content (files) or target (symlinks)."""
-    snap: Dict[str, Any] = {}
-    for base, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(dirs + files):
-            full = Path(base) / name
-            rel = str(full.relative_to(root))
-            st = full.lstat()
-            if full.is_symlink():
-                snap[rel] = ("link", os.readlink(full))
-            elif full.is_dir():
-                snap[rel] = ("dir", st.st_mode & 0o7777)
-            else:
-                snap[rel] = ("file", st.st_mode & 0o7777, full.read_bytes())
-    return snap
-
-
-def grep_store(store: Path, needle: bytes) -> list:
-    """Files under the store whose bytes contain ``needle``."""
-    hits = []
-    for base, _dirs, files in os.walk(store):
-        for name in files:
-            path = Path(base) / name
-            if needle in path.read_bytes():
-                hits.append(str(path))
-    return hits

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 
-from conftest import grep_store, tree_snapshot
+from trust_helpers import grep_store, tree_snapshot
 
 KEY = "trust-test-key-0123456789abcdef"
 NEW_KEY = "rotated-key-fedcba9876543210-trust"
