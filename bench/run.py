@@ -71,7 +71,10 @@ def main() -> int:
             print(row(area, figure), flush=True)
         results[area] = figures
         print("%-12s (%.1fs)" % (area, time.monotonic() - started), flush=True)
-    (HERE / "results.json").write_text(json.dumps(results, indent=1))
+    saved = HERE / "results.json"
+    merged = json.loads(saved.read_text()) if saved.exists() else {}
+    merged.update(results)  # areas not run this time keep their last figures
+    saved.write_text(json.dumps(merged, indent=1))
     return 0
 
 
