@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import PLAYBOOKS, break_release, host_snapshot
+from hosts_support import PLAYBOOKS, break_release, host_snapshot
 
 
 def task_results(result, task, host=None, status=None):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
-from conftest import PLAYBOOKS
 from harness.collection import ansible_bin, ansible_env
+
+PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 
 
 def failures(result):
