@@ -28,7 +28,7 @@ def test_the_demo_rolls_every_layer_back_to_v1_and_writes_the_report(demo):
     html = (report / "rollbacks.html").read_text()
     assert "<svg" in html and "guard" in html
     prom = (report / "gitops_rollback.prom").read_text()
-    assert 'gitops_rollback_rollbacks_total{result="success"} 1' in prom.replace("outcome=", "result="), prom[:2000]
+    assert 'gitops_rollback_rollbacks_total{result="success",trigger="guard"} 1' in prom, prom[:2000]
     postmortems = list(report.glob("postmortem-*.md"))
     assert len(postmortems) == 1 and "v1" in postmortems[0].read_text()
     records = demo.audit()
