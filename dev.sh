@@ -260,7 +260,9 @@ part_e2e() {
         return 5
     fi
     # The path is explicit: with testpaths missing, pytest would search the whole tree.
-    (cd "$ROOT" && python -m pytest "${args[@]}" tests/integration) || rc=$?
+    local paths=(tests/integration)
+    [[ " ${GITOPS_ROLLBACK_PYTEST_ARGS:-} " == *" tests/"* ]] && paths=()  # the caller named what to run
+    (cd "$ROOT" && python -m pytest "${args[@]}" "${paths[@]}") || rc=$?
     if ((rc == 5)); then
         warn "E2E FAILED: pytest collected no tests under tests/integration (exit code 5)"
     fi
