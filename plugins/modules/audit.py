@@ -16,6 +16,8 @@ description:
   - A webhook that cannot be reached does not fail the task; the result says so in RV(webhook).
 author:
   - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
 options:
   event:
     description: What happened.
@@ -90,11 +92,9 @@ options:
     default: 5
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns the record that would be written; writes and sends nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

@@ -22,6 +22,7 @@ author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
+  - gitops.rollback.attributes
 options:
   state:
     description:
@@ -100,11 +101,9 @@ options:
     type: float
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports what would be captured or deleted; nothing is written.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: gitops.rollback.checkpoint_info

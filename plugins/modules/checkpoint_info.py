@@ -15,6 +15,7 @@ author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
+  - gitops.rollback.attributes
 options:
   checkpoint:
     description:
@@ -32,10 +33,8 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: gitops.rollback.checkpoint

@@ -22,6 +22,8 @@ description:
   - This is an action plugin; it needs GitPython on the controller only.
 author:
   - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
 options:
   repo:
     description: Path of the config repository on the controller (bare or with a working tree).
@@ -58,10 +60,8 @@ attributes:
     description: Runs on the controller as an action plugin.
     support: full
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 seealso:
   - module: ansible.builtin.template

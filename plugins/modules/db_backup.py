@@ -27,6 +27,7 @@ author:
 extends_documentation_fragment:
   - gitops.rollback.store
   - gitops.rollback.db_connection
+  - gitops.rollback.attributes
 options:
   checkpoint:
     description:
@@ -81,10 +82,8 @@ options:
     default: postgres
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Supports PostgreSQL 13 and newer, MariaDB 10.3 and newer, MySQL 8, SQLite 3.

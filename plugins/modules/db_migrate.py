@@ -33,6 +33,7 @@ author:
 extends_documentation_fragment:
   - gitops.rollback.db_connection
   - gitops.rollback.store
+  - gitops.rollback.attributes
 options:
   operation:
     description:
@@ -107,11 +108,9 @@ options:
     default: 3600
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns in RV(sql) the exact scripts that would run, in order; nothing is sent to the database.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The database's migration version (or a label's version) before and after.
 notes:

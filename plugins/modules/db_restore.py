@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - gitops.rollback.store
   - gitops.rollback.db_connection
+  - gitops.rollback.attributes
 options:
   checkpoint:
     description:
@@ -78,10 +79,8 @@ options:
     default: postgres
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff shows the current and the restored row count of every table.
 notes:

@@ -19,6 +19,8 @@ description:
     RV(next_allowed) tells when one may run again. The guard role fails with that message.
 author:
   - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
 options:
   path:
     description: The state file; its directory is created (mode 0700) when missing.
@@ -39,11 +41,9 @@ options:
     default: acquired
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Checks and records nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

@@ -31,6 +31,8 @@ description:
     for long windows use C(async).
 author:
   - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
 options:
   metrics:
     description: The metrics of the gate.
@@ -179,11 +181,9 @@ options:
     default: []
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads metrics; check mode measures as usual.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - name: Health gates

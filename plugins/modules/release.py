@@ -21,6 +21,7 @@ author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
+  - gitops.rollback.attributes
 options:
   root:
     description:
@@ -120,10 +121,8 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff shows where C(current) points before and after.
 seealso:

@@ -14,6 +14,8 @@ description:
     where C(current) points. Read-only; never reports a change.
 author:
   - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
 options:
   root:
     description:
@@ -26,10 +28,8 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: gitops.rollback.release

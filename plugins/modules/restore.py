@@ -23,6 +23,7 @@ author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
+  - gitops.rollback.attributes
 options:
   checkpoint:
     description:
@@ -42,11 +43,9 @@ options:
     default: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports exactly what would change (RV(changes)) and changes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Unified diffs of text files up to 128 KiB.
 seealso:

@@ -28,6 +28,8 @@ description:
   - "Run it on the controller (C(delegate_to: localhost), C(run_once: true)), where the log is."
 author:
   - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
 options:
   log_path:
     description: The audit log (JSON lines) on the controller. A missing log is an error.
@@ -65,11 +67,9 @@ options:
     default: Rollback report
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Computes everything and says which files would change; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: partial
     details: Before and after text of the Prometheus file and the post-mortem draft (not of the HTML page).
 seealso:

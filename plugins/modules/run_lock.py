@@ -17,6 +17,8 @@ description:
   - "Run it on the controller (C(delegate_to: localhost), C(run_once: true))."
 author:
   - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
 options:
   state:
     description: V(present) takes the lock, V(absent) releases it (only when O(token) matches).
@@ -52,11 +54,9 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode the lock is still checked (a running rollback is reported) but not taken.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

@@ -35,6 +35,7 @@ author:
 extends_documentation_fragment:
   - gitops.rollback.store
   - gitops.rollback.terraform
+  - gitops.rollback.attributes
 options:
   operation:
     description:
@@ -84,11 +85,9 @@ options:
     type: path
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: A revert reports the serials and resource differences; apply_at reports the plan. Nothing changes.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: A revert shows the resource-level difference between the current state and the snapshot.
 requirements:

@@ -21,6 +21,8 @@ description:
   - Idempotent; check mode reports the new weights and the diff and changes nothing.
 author:
   - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
 options:
   path:
     description: File holding the upstream block, included from the C(http) context.
@@ -99,11 +101,9 @@ options:
     default: 10
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports the weights and the diff; writes, tests and reloads nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 seealso:
   - name: Health gates and staged traffic rollback
