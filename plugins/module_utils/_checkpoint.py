@@ -17,7 +17,7 @@ from ._tree import FILE, LINK, Selection, describe_entry, encode_entry, kind_of,
 
 # Threads hashing and storing file contents (hashlib and file I/O release the GIL), and how
 # many walked entries may wait for them.
-WORKERS = 8
+WORKERS = 3  # more threads only fight the walking thread for the GIL on small machines
 WINDOW = 256
 
 

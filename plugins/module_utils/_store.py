@@ -319,9 +319,17 @@ class Store:
     def put_stream(self, chunks: Iterable[bytes]) -> Tuple[str, int]:
         """Store the bytes of ``chunks``; return (sha256, size). Existing blobs are not rewritten."""
         writer = self.object_writer()
+        pending: List[bytes] = []
+        buffered = 0
         try:
-            for chunk in chunks:
-                writer.write(chunk)
+            for chunk in chunks:  # small chunks (tree lines) are batched: one write per 256 KiB
+                pending.append(chunk)
+                buffered += len(chunk)
+                if buffered >= 262144:
+                    writer.write(b"".join(pending))
+                    pending, buffered = [], 0
+            if pending:
+                writer.write(b"".join(pending))
             sha, size, _written = writer.commit()
         except BaseException:
             writer.abort()

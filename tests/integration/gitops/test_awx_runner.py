@@ -96,8 +96,10 @@ def common_vars(job_id: int) -> Dict[str, Any]:
 
 def test_webhook_rollback_tag_runs_once(checkpointed, gitops_inventory: Path, collections_path: Path,
                                         tmp_path: Path) -> None:
+    audit_log = tmp_path / "audit.jsonl"
     webhook = {**common_vars(41), "awx_webhook_event_type": "push", "awx_webhook_event_guid": "guid-1",
-               "awx_webhook_payload": github_tag_push("refs/tags/rollback/v1")}
+               "awx_webhook_payload": github_tag_push("refs/tags/rollback/v1"),
+               "gitops_rollback_audit_log": str(audit_log)}
     pdd = awx_private_data_dir(tmp_path / "job41", gitops_inventory, webhook, collections_path)
     result = run_job(pdd, 41)
     assert result.status == "successful", (pdd / "artifacts" / "41" / "stdout").read_text()
@@ -108,6 +110,10 @@ def test_webhook_rollback_tag_runs_once(checkpointed, gitops_inventory: Path, co
     assert all(e["event"] == "runner_on_ok" and e["event_data"]["res"]["changed"] for e in restored.values())
     for host in checkpointed:
         assert host_files(host) == dict(sorted(RELEASES["v1"].items())), host.name
+    records = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    completed = [r for r in records if r["event"] == "completed"]
+    assert completed and completed[-1]["who"] == {"user": "alice", "awx_job_id": "41", "awx_launcher": "alice"}
+    assert completed[-1]["target"] == "v1"
 
     # The same delivery again (AWX re-sent it), after v2 was deployed again: nothing is restored.
     deploy(checkpointed, "v2")
