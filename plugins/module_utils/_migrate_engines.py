@@ -184,6 +184,28 @@ def _holder_from_row(row: Optional[dict]) -> Optional[dict]:
 
 
 # =========================================================================== PostgreSQL
+def _end_lock_session(engine) -> None:
+    """Delete the engine's owner row and end the client session that holds its server-side lock."""
+    if engine.lock_record is not None:
+        try:
+            engine.query("DELETE FROM %s WHERE name = '%s' AND token = '%s';"
+                         % (LOCKS, LOCK_NAME, engine.lock_record["token"]), "Releasing the migration lock")
+        finally:
+            engine.lock_record = None
+    session = engine._session  # pylint: disable=protected-access
+    if session is not None:
+        try:
+            session.stdin.close()
+            session.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            session.kill()
+            session.wait()
+        for stream in (session.stdout, session.stderr):
+            if stream:
+                stream.close()
+        engine._session = None  # pylint: disable=protected-access
+
+
 class PostgresEngine(Engine):
     """PostgreSQL through psql; an advisory lock held by a psql session for the whole run."""
 
@@ -333,23 +355,7 @@ class PostgresEngine(Engine):
                    + updates + ";", "Recording the migration lock owner")
 
     def release_lock(self) -> None:
-        if self.lock_record is not None:
-            try:
-                self.query("DELETE FROM %s WHERE name = '%s' AND token = '%s';"
-                           % (LOCKS, LOCK_NAME, self.lock_record["token"]), "Releasing the migration lock")
-            finally:
-                self.lock_record = None
-        if self._session is not None:
-            try:
-                self._session.stdin.close()
-                self._session.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self._session.kill()
-                self._session.wait()
-            for stream in (self._session.stdout, self._session.stderr):
-                if stream:
-                    stream.close()
-            self._session = None
+        _end_lock_session(self)
 
     # -- scratch
     def scratch_copy(self) -> "PostgresEngine":
@@ -536,23 +542,7 @@ class MysqlEngine(Engine):
         self.query(_lock_row_sql(self.literal, self.lock_record, "REPLACE") + ";", "Recording the migration lock owner")
 
     def release_lock(self) -> None:
-        if self.lock_record is not None:
-            try:
-                self.query("DELETE FROM %s WHERE name = '%s' AND token = '%s';"
-                           % (LOCKS, LOCK_NAME, self.lock_record["token"]), "Releasing the migration lock")
-            finally:
-                self.lock_record = None
-        if self._session is not None:
-            try:
-                self._session.stdin.close()
-                self._session.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self._session.kill()
-                self._session.wait()
-            for stream in (self._session.stdout, self._session.stderr):
-                if stream:
-                    stream.close()
-            self._session = None
+        _end_lock_session(self)
         if self._session_args is not None:
             self._session_args.__exit__(None, None, None)
             self._session_args = None
