@@ -8,9 +8,15 @@ from __future__ import annotations
 class RollbackError(Exception):
     """A failure the user can act on; ``str()`` is the message to show."""
 
+    PUBLIC = ("available", "holder", "path", "expected", "actual", "differences")
+
     def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
         self.details = details
+
+    def public_details(self) -> dict:
+        """Return the details a module may show (never secrets or internals)."""
+        return {key: value for key, value in self.details.items() if key in self.PUBLIC}
 
 
 class CheckpointNotFound(RollbackError):

@@ -242,14 +242,10 @@ def main() -> None:
     try:
         result = OPERATIONS[module.params["state"]](params)
     except RollbackError as exc:
-        module.fail_json(msg=str(exc), **_public(exc.details))
+        module.fail_json(msg=str(exc), **exc.public_details())
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)
-
-
-def _public(details: dict) -> dict:
-    return {key: value for key, value in details.items() if key in ("available", "holder", "path", "expected", "actual")}
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def main() -> None:
     try:
         result = list_checkpoints(CheckpointParams.from_module(module.params, module.check_mode))
     except RollbackError as exc:
-        module.fail_json(msg=str(exc), available=exc.details.get("available", []))
+        module.fail_json(msg=str(exc), **exc.public_details())
     module.exit_json(**result)
 
 

@@ -117,9 +117,7 @@ def main() -> None:
     try:
         result = restore_host(params)
     except RollbackError as exc:
-        public = {key: value for key, value in exc.details.items()
-                  if key in ("available", "holder", "path", "expected", "actual", "differences")}
-        module.fail_json(msg=str(exc), **public)
+        module.fail_json(msg=str(exc), **exc.public_details())
     module.exit_json(**result)
 
 
