@@ -217,6 +217,20 @@ class PgServer:
     def drop_database(self, name: str) -> None:
         self.psql(f"DROP DATABASE IF EXISTS {_pg_ident(name)} WITH (FORCE)")
 
+    def start(self) -> None:
+        """Start the server again on the same data directory and port (after :meth:`halt`)."""
+        start = subprocess.run(["runuser", "-u", "postgres", "--", self.bin("pg_ctl"), "-D", str(self.data_dir),
+                                "-l", str(self.log), "-w", "-t", "60", "-o", _pg_options(self), "start"],
+                               capture_output=True, text=True, check=False)
+        if start.returncode != 0:
+            raise HarnessError(f"PostgreSQL did not restart: {start.stderr}"
+                               f"{self.log.read_text(errors='replace')[-3000:]}")
+        wait_for_port(self.host, self.port, None, self.log, 30, "PostgreSQL")
+
+    def halt(self, sig: int = signal.SIGINT) -> None:
+        """Stop the postmaster by PID and wait: SIGINT = fast shutdown, SIGQUIT = immediate; data dir kept."""
+        _kill_pid(self.pid, sig, timeout=30)
+
     def stop(self) -> None:
         """Stop the server (immediate mode, then by PID) and remove temp dirs."""
         _kill_pid(self.pid, signal.SIGQUIT)  # SIGQUIT = immediate shutdown
@@ -230,6 +244,13 @@ def _pg_ident(name: str) -> str:
 
 def _pg_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _pg_options(server: PgServer) -> str:
+    """postgres command-line options of a harness server (its port and socket directory)."""
+    return (f"-c listen_addresses={LOCALHOST} -p {server.port} -k {server.socket_dir} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50 "
+            "-c password_encryption=scram-sha-256")
 
 
 PG_HBA = """\
@@ -265,11 +286,8 @@ def start_postgres(workdir: str | os.PathLike[str], attempts: int = 3) -> PgServ
     last = ""
     for _attempt in range(attempts):
         server.port = free_port(LOCALHOST)
-        opts = (f"-c listen_addresses={LOCALHOST} -p {server.port} -k {root / 'sock'} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50 "
-                "-c password_encryption=scram-sha-256")
         start = subprocess.run(["runuser", "-u", "postgres", "--", str(bin_dir / "pg_ctl"), "-D", str(root / "data"),
-                                "-l", str(server.log), "-w", "-t", "30", "-o", opts, "start"],
+                                "-l", str(server.log), "-w", "-t", "30", "-o", _pg_options(server), "start"],
                                capture_output=True, text=True, check=False)
         if start.returncode == 0:
             break
