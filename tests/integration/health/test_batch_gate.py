@@ -1,0 +1,121 @@
+"""Issue 7: playbooks/rollback.yml in serial batches with a health gate between batches, on three
+real SSH hosts, gated on a real Prometheus metric of the test service."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from conftest import JOB, gate_metrics
+from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
+
+from harness import Fleet, repo_root
+
+pytestmark = pytest.mark.slow
+PLAYBOOKS = repo_root() / "playbooks"
+
+
+def release(host_name: str, version: str) -> Dict[str, bytes]:
+    """The bytes of one release of one host's /srv/app."""
+    return {"index.html": f"<h1>{host_name} {version}</h1>\n".encode(),
+            "conf/app.ini": f"release = {version}\n".encode(),
+            **({"bad.js": b"crash()\n"} if version == "v2" else {})}
+
+
+def deploy(fleet: Fleet, version: str) -> None:
+    for host in fleet:
+        root = host.local("/srv/app")
+        for old in sorted(root.rglob("*"), reverse=True):
+            old.unlink() if old.is_file() else old.rmdir()
+        for name, data in release(host.name, version).items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+
+
+def files(fleet: Fleet, name: str) -> Dict[str, bytes]:
+    root = fleet[name].local("/srv/app")
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def gate_records(audit_log: Path) -> List[dict]:
+    lines = audit_log.read_text().splitlines() if audit_log.exists() else []
+    return [r for r in map(json.loads, lines) if r.get("trigger") == "batch gate"]
+
+
+@pytest.fixture
+def batch_vars(clean_fleet: Fleet, run_playbook, tmp_path: Path, prometheus: Prometheus) -> Dict[str, Any]:
+    """v1 checkpointed on h1..h3, v2 deployed; the extra vars of a gated rollback one host per batch."""
+    common = {"gitops_rollback_paths": ["/srv/app"], "gitops_rollback_hosts": "fleet"}
+    deploy(clean_fleet, "v1")
+    checkpoint = run_playbook(PLAYBOOKS / "checkpoint.yml", extra_vars={**common, "checkpoint_label": "v1"})
+    assert checkpoint.ok, checkpoint.stdout[-3000:]
+    deploy(clean_fleet, "v2")
+    return {**common, "rollback_to": "v1", "rollback_layers": "config", "rollback_serial": 1,
+            "gitops_rollback_audit_log": str(tmp_path / "audit.jsonl"), "rollback_lock_dir": str(tmp_path / "locks"),
+            "rollback_batch_gate": True, "guard_batch_gate_name": "error-rate gate",
+            "guard_metrics": gate_metrics(prometheus.url), "guard_interval": 1, "guard_count": 3,
+            "guard_on_inconclusive": "fail", "guard_on_error": "fail"}
+
+
+def test_healthy_gates_let_every_batch_roll_back(clean_fleet, run_playbook, batch_vars, tmp_path) -> None:
+    run = run_playbook(PLAYBOOKS / "rollback.yml", extra_vars=batch_vars)
+
+    assert run.ok, run
+    for name in ("h1", "h2", "h3"):
+        assert files(clean_fleet, name) == release(name, "v1"), name
+    records = gate_records(tmp_path / "audit.jsonl")
+    assert [(r["event"], r["result"]["batch"], r["hosts"]) for r in records] == [
+        ("progress", 1, ["h1"]), ("progress", 2, ["h2"]), ("progress", 3, ["h3"])], records
+    for record in records:
+        assert record["measurements"]["verdict"] == "pass"
+        values = [m["value"] for metric in record["measurements"]["metrics"] for m in metric["measurements"]]
+        assert len(values) == 6 and all(value is not None for value in values), values
+    assert [r["result"]["not_rolled_back"] for r in records] == [["h2", "h3"], ["h3"], []]
+
+
+def test_a_failing_gate_stops_before_the_next_batch(clean_fleet, run_playbook, batch_vars, tmp_path,
+                                                    metrics_app: MetricsApp, prometheus: Prometheus) -> None:
+    rolled, broken = tmp_path / "h1-rolled-back", tmp_path / "service-broken"
+    hook = tmp_path / "after_h1.yml"  # runs in batch 1 after h1's layers, before the gate
+    hook.write_text(json.dumps([
+        {"name": "Tell the test h1 is rolled back", "ansible.builtin.file": {"path": str(rolled), "state": "touch"},
+         "delegate_to": "localhost", "when": "inventory_hostname == 'h1'"},
+        {"name": "Wait until the test has raised the error rate",
+         "ansible.builtin.wait_for": {"path": str(broken), "timeout": 120},
+         "delegate_to": "localhost", "when": "inventory_hostname == 'h1'"}]))
+
+    def break_service() -> None:
+        deadline = time.monotonic() + 300
+        while not rolled.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        metrics_app.set(error_rate=0.5)
+        prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
+        broken.touch()
+
+    breaker = threading.Thread(target=break_service, daemon=True)
+    breaker.start()
+    run = run_playbook(PLAYBOOKS / "rollback.yml",
+                       extra_vars={**batch_vars, "rollback_health_gate_tasks_file": str(hook)})
+    breaker.join(timeout=5)
+
+    assert not run.ok
+    assert files(clean_fleet, "h1") == release("h1", "v1")
+    assert files(clean_fleet, "h2") == release("h2", "v2"), "batch 2 must not run after a failing gate"
+    assert files(clean_fleet, "h3") == release("h3", "v2"), "batch 3 must not run after a failing gate"
+    messages = [e["result"].get("msg", "") for e in run.events if e.get("status") == "failed"]
+    assert any("error-rate gate stopped the rollback to v1 after batch 1 (h1)" in m
+               and "Not rolled back: h2, h3" in m and "critical metric(s) failed: error-rate" in m
+               for m in messages), messages
+    records = gate_records(tmp_path / "audit.jsonl")
+    assert len(records) == 1, records
+    failed = records[0]
+    assert (failed["event"], failed["level"], failed["hosts"]) == ("failed", "critical", ["h1"])
+    assert failed["result"] == {"gate": "error-rate gate", "batch": 1, "hosts": ["h1"],
+                                "not_rolled_back": ["h2", "h3"], "verdict": "fail"}
+    error_rate = failed["measurements"]["metrics"][0]
+    assert error_rate["name"] == "error-rate" and error_rate["phase"] == "failed"
+    assert error_rate["measurements"][-1]["value"] > 0.1
