@@ -305,10 +305,10 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     steps = []
     if req.safety_backup and live:
         steps.append("back up the live %s into a safety checkpoint" % database)
-    if req.mode == "swap":
+    if uses_staging(engine.name, req.mode, live) and engine.name != "sqlite":
         staged, old = staging_names(engine.name, database, manifest)
         steps += ["restore into %s" % staged, "compare row counts"]
-        kept = old if req.keep_old else "(dropped)"
+        kept = old if req.keep_old and req.mode == "swap" else "(dropped)"
         steps.append("swap: %s becomes %s, %s becomes %s" % (database, kept, staged, database))
     else:
         steps += ["drop %s" % database if live else "create %s" % database, "restore into %s" % database,
@@ -340,7 +340,7 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
             if live and req.safety_backup:
                 result["safety_checkpoint"] = take_safety_backup(store, req, database, owner, lock_timeout)
             started = time.monotonic()
-            use_staging = engine.name == "sqlite" or (req.mode == "swap" and live)
+            use_staging = uses_staging(engine.name, req.mode, live)
             target = staged if use_staging else database
             engine.recreate(target, component.get("database_info", {}))
             try:
@@ -375,6 +375,16 @@ def explain_failed_restore(message: str, database: str, staged: bool, safety: Op
         return ("%s The database %s may hold a partial restore; its previous state is in safety checkpoint %s "
                 "(restore it with checkpoint=%s)." % (message, database, safety, safety))
     return "%s The database %s may hold a partial restore." % (message, database)
+
+
+def uses_staging(engine: str, mode: str, live: bool) -> bool:
+    """Tell whether a restore loads beside the live database and renames it into place.
+
+    Always for SQLite (a file rename) and in swap mode; for PostgreSQL in replace mode too, so a
+    restore killed half-way leaves the live database untouched instead of dropped or half loaded
+    (the previous database is dropped after the rename).
+    """
+    return engine == "sqlite" or (live and (mode == "swap" or engine == "postgresql"))
 
 
 def take_safety_backup(store: Store, req: RestoreRequest, database: str, owner: str, lock_timeout: float) -> str:

@@ -324,6 +324,8 @@ class PgEngine:
     def swap(self, live: str, staged: str, old: Optional[str]) -> None:
         """Put ``staged`` in the place of ``live`` (kept as ``old``, or dropped when ``old`` is None)."""
         keep = old or live + "__gr_drop"
+        if old is None:
+            self.drop(keep)  # left by a run killed between its swap and its drop: the pre-restore copy
         for attempt in range(50):
             try:
                 self.sql(

@@ -1,0 +1,23 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Which restores load beside the live database, so a killed one never leaves it half restored."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import uses_staging
+
+
+@pytest.mark.parametrize("engine,mode,live,staged", [
+    ("postgresql", "replace", True, True),  # a kill between DROP and the end of the load left no database
+    ("postgresql", "swap", True, True),
+    ("postgresql", "replace", False, False),  # nothing to protect: restore in place
+    ("postgresql", "swap", False, False),
+    ("sqlite", "replace", True, True),
+    ("sqlite", "replace", False, True),
+    ("mysql", "swap", True, True),
+    ("mysql", "replace", True, False),
+])
+def test_staging_protects_every_live_postgresql_and_sqlite_database(engine, mode, live, staged):
+    assert uses_staging(engine, mode, live) is staged
