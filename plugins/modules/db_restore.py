@@ -19,7 +19,9 @@ description:
   - Then takes a safety backup of the live database into a new checkpoint (kind C(safety)), so the
     restore itself can be undone, restores, and compares every table's row count with the counts
     recorded at backup time.
-  - O(mode=replace) drops and re-creates the database. O(mode=swap) restores beside it into
+  - O(mode=replace) drops and re-creates the database (PostgreSQL and SQLite restore beside it and
+    rename the copy in, dropping the previous one, so a restore killed half-way leaves the live
+    database untouched; this needs room for a second copy meanwhile). O(mode=swap) restores beside it into
     C(<database>__gr_restore_<id>), verifies it, and only then swaps names, keeping the previous
     database as C(<database>__gr_old_<UTC time>) (PostgreSQL C(ALTER DATABASE RENAME); MariaDB one
     atomic C(RENAME TABLE) of every table, views, routines, events and triggers re-created
@@ -43,7 +45,8 @@ options:
     type: str
   mode:
     description:
-      - V(replace) drops the live database and restores in its place.
+      - V(replace) drops the live database and restores in its place (MariaDB/MySQL). PostgreSQL and
+        SQLite restore beside it and rename the copy in, then drop the previous database.
       - V(swap) restores beside the live database and swaps names only after the restored copy is
         verified, so a failed restore leaves the live database untouched.
     type: str
