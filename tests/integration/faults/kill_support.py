@@ -1,0 +1,142 @@
+"""Helpers of the kill tests of the database and infrastructure layers.
+
+The engine runs in a child Python in its own session, so a SIGKILL to the process group
+also kills the clients it started (psql, pg_restore, the Terraform worker): nothing of the
+killed run goes on behind the test's back, as after a power cut of the control process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from harness import PgServer
+
+
+def start_engine(collections_path: Path, code: str, *args: str) -> subprocess.Popen:
+    """Start Python ``code`` that imports the engine, as the leader of a new process group."""
+    env = dict(os.environ, PYTHONPATH=str(collections_path))
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for an unkilled engine run; fail with its stderr unless it printed ``done``."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0 and b"done" in out, err.decode("utf-8", "replace")[-3000:]
+    return out.decode("utf-8")
+
+
+def kill_group_after(proc: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL ``proc`` and every process of its group after ``seconds``; True when it was still running."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.002)
+    killed = proc.poll() is None
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # also children that outlived a finished leader
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+    return killed
+
+
+def timed(proc: subprocess.Popen) -> float:
+    """Run an engine child to completion; return its wall time in seconds."""
+    started = time.monotonic()
+    finish(proc)
+    return time.monotonic() - started
+
+
+def kill_points(seed: int, count: int, duration: float) -> List[float]:
+    """``count`` seeded delays spread over an unkilled run of ``duration`` seconds (one per stratum)."""
+    rng = random.Random(seed)
+    width = duration / count
+    return [round(rng.uniform(index * width, (index + 1) * width), 3) for index in range(count)]
+
+
+class Tally:
+    """Where each kill landed, printed at the end of a test (run pytest with -s or -rA to see it)."""
+
+    def __init__(self, layer: str) -> None:
+        self.layer = layer
+        self.rows: List[tuple] = []
+
+    def add(self, delay: float, killed: bool, phase: str) -> None:
+        """Record one kill point and the phase the layer was found in afterwards."""
+        self.rows.append((delay, killed, phase))
+        print("KILL %s at %.3fs killed=%s -> %s" % (self.layer, delay, killed, phase))
+
+    def summary(self) -> Dict[str, Any]:
+        """Counts per phase; assert at least one run was really killed."""
+        phases = Counter(phase for _delay, _killed, phase in self.rows)
+        killed = sum(1 for row in self.rows if row[1])
+        print("KILL-SUMMARY %s points=%d killed=%d %s" % (self.layer, len(self.rows), killed, dict(phases)))
+        assert killed, "no run was killed: the test proves nothing"
+        return dict(phases)
+
+
+# ------------------------------------------------------------------------------ PostgreSQL
+def pg_ident(name: str) -> str:
+    """Quote a PostgreSQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def pg_settle(pg: PgServer, timeout: float = 60) -> None:
+    """Wait until the server has finished the statements of killed clients (it notices them late)."""
+    deadline = time.monotonic() + timeout
+    while pg.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                  "AND pid <> pg_backend_pid()") != "0":
+        assert time.monotonic() < deadline, "sessions of the killed run never ended"
+        time.sleep(0.05)
+
+
+def pg_fingerprint(pg: PgServer, db: str) -> Optional[Dict[str, str]]:
+    """{table: sha256 of every row's text, ordered}, or None when ``db`` does not exist.
+
+    Row by row: two databases have equal fingerprints only when every table holds exactly the
+    same rows.
+    """
+    pg_settle(pg)
+    if not pg.psql("SELECT 1 FROM pg_database WHERE datname = '%s'" % db.replace("'", "''")):
+        return None
+    tables = pg.psql("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN "
+                     "('pg_catalog', 'information_schema') ORDER BY 1", db=db).split()
+    found = {}
+    for table in tables:
+        rows = pg.psql("SELECT t::text FROM %s t ORDER BY t::text COLLATE \"C\"" % table, db=db)
+        found[table] = hashlib.sha256(rows.encode("utf-8")).hexdigest()
+    return found
+
+
+def pg_databases(pg: PgServer, prefix: str) -> List[str]:
+    """Names of databases starting with ``prefix``."""
+    out = pg.psql("SELECT datname FROM pg_database WHERE starts_with(datname, '%s') ORDER BY 1"
+                  % prefix.replace("'", "''"))
+    return out.split()
+
+
+def pg_copy_database(pg: PgServer, source: str, target: str) -> None:
+    """Replace ``target`` by a copy of ``source`` (CREATE DATABASE ... TEMPLATE)."""
+    pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % pg_ident(target))
+    pg.psql("CREATE DATABASE %s TEMPLATE %s" % (pg_ident(target), pg_ident(source)))
+
+
+def phase_of(now: Any, old: Any, new: Any) -> str:
+    """``old`` or ``new`` when ``now`` equals one of them, else a failure naming what was found."""
+    if now == old:
+        return "old"
+    if now == new:
+        return "new"
+    raise AssertionError("half state after a kill: neither the old nor the new content (%r)"
+                         % (now if not isinstance(now, dict) else {k: v[:12] for k, v in now.items()}))
