@@ -342,18 +342,20 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
             started = time.monotonic()
             use_staging = uses_staging(engine.name, req.mode, live)
             target = staged if use_staging else database
-            engine.recreate(target, component.get("database_info", {}))
+            stage = "create"
             try:
+                engine.recreate(target, component.get("database_info", {}))
+                stage = "load"
                 engine.load(dump_path, component, target, max(1, req.jobs))
+                stage = "verify"
                 result["verification"] = verify_counts(engine, component, target, req.verify_row_counts)
             except RollbackError as exc:
-                if target == staged:
-                    engine.drop(staged)
-                raise type(exc)(explain_failed_restore(str(exc), database, target == staged,
-                                                       result["safety_checkpoint"]), **exc.details) from exc
+                failure = FailedRestore(database, target, stage, result["safety_checkpoint"])
+                failure.cleanup(engine)
+                raise failure.error(exc) from exc
             except BaseException:
                 if target == staged:
-                    engine.drop(staged)
+                    drop_quietly(engine, staged)
                 raise
             if target == staged:
                 keep = old if (req.mode == "swap" and req.keep_old and live) else None
@@ -367,14 +369,72 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
     return result
 
 
-def explain_failed_restore(message: str, database: str, staged: bool, safety: Optional[str]) -> str:
-    """Add to a restore failure what state the live database is in and how to get back."""
-    if staged:
-        return "%s The live database %s was not touched (the staged copy was dropped)." % (message, database)
-    if safety:
-        return ("%s The database %s may hold a partial restore; its previous state is in safety checkpoint %s "
-                "(restore it with checkpoint=%s)." % (message, database, safety, safety))
-    return "%s The database %s may hold a partial restore." % (message, database)
+STAGES = {"create": "while creating %s", "load": "while loading the dump into %s",
+          "verify": "while comparing the row counts of %s"}
+
+
+def drop_quietly(engine, database: str) -> Optional[str]:
+    """Drop a staged copy; return why it could not be dropped (e.g. the server is down), or None."""
+    try:
+        engine.drop(database)
+    except RollbackError as exc:
+        return str(exc)
+    return None
+
+
+def server_problem(engine) -> Optional[str]:
+    """Return why the server does not answer a trivial query now, or None when it does."""
+    try:
+        engine.server_version()
+    except RollbackError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass
+class FailedRestore:
+    """A restore that failed at ``stage``: explains the live database's state and the way back."""
+
+    database: str
+    target: str
+    stage: str
+    safety: Optional[str]
+    drop_problem: Optional[str] = None
+    server: Optional[str] = None
+
+    @property
+    def staged(self) -> bool:
+        return self.target != self.database
+
+    def cleanup(self, engine) -> None:
+        """Drop the staged copy (when there is one) and note whether the server still answers."""
+        if self.staged:
+            self.drop_problem = drop_quietly(engine, self.target)
+        self.server = server_problem(engine)
+
+    def error(self, exc: RollbackError) -> RollbackError:
+        """Return ``exc`` retold: stage, server state, live database state, way out; details for the module."""
+        where = ("the staged copy %s" % self.target) if self.staged else self.database
+        parts = ["The restore of %s failed %s: %s" % (self.database, STAGES[self.stage] % where, exc)]
+        if self.server:
+            parts.append("The server no longer answers (%s); it stopped or restarted during the restore."
+                         % self.server)
+        parts.append(self.state())
+        details = dict(exc.details, stage=self.stage, safety_checkpoint=self.safety,
+                       live_database_touched=not self.staged)
+        return type(exc)(" ".join(parts), **details)
+
+    def state(self) -> str:
+        """Say what the live database holds now and how to get back."""
+        again = "run the restore again once the server is back" if self.server else "run the restore again"
+        if self.staged:
+            left = ("the staged copy was dropped" if not self.drop_problem else
+                    "the staged copy %s could not be dropped now; the next restore drops it" % self.target)
+            return "The live database %s was not touched (%s). Fix the cause, then %s." % (self.database, left, again)
+        if self.safety:
+            return ("The database %s may hold a partial restore; its previous state is in safety checkpoint %s "
+                    "(restore it with checkpoint=%s), or %s." % (self.database, self.safety, self.safety, again))
+        return "The database %s may hold a partial restore (no safety backup was taken); %s." % (self.database, again)
 
 
 def uses_staging(engine: str, mode: str, live: bool) -> bool:

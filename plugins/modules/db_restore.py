@@ -132,10 +132,22 @@ restore:
     duration_s: 1.245
     row_counts: {public.orders: 1000, public.customers: 120}
 safety_checkpoint:
-  description: Id of the checkpoint holding the database as it was before the restore.
-  returned: success
+  description:
+    - Id of the checkpoint holding the database as it was before the restore.
+    - Also returned when the restore fails after the safety backup was taken; restore from it with O(checkpoint).
+  returned: success, and failure after the safety backup
   type: str
   sample: 20261121T230101.120Z-8db17e
+stage:
+  description: On a failure while restoring, the step that failed (V(create), V(load) or V(verify)).
+  returned: failure while restoring
+  type: str
+  sample: load
+live_database_touched:
+  description: On a failure while restoring, whether the live database was dropped and recreated (V(replace) mode).
+  returned: failure while restoring
+  type: bool
+  sample: false
 commands:
   description: The restore command (connection options and secrets left out).
   returned: always
@@ -191,7 +203,8 @@ def main() -> None:
             module.exit_json(changed=True, restore=plan, commands=plan["commands"], diff=diff)
         result = restore(store, request, default_owner(params["owner"]), params["lock_timeout"])
     except RollbackError as exc:
-        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in ("differences", "problems")})
+        shown = ("differences", "problems", "stage", "safety_checkpoint", "live_database_touched")
+        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in shown})
     extra = {"diff": diff} if diff else {}
     module.exit_json(changed=True, restore=result, safety_checkpoint=result["safety_checkpoint"],
                      commands=result["commands"], **extra)

@@ -1,0 +1,171 @@
+"""The database server stops while db_restore loads a dump (issue 10).
+
+A real throwaway PostgreSQL server is stopped (fast or immediate shutdown of the postmaster, by
+PID) while pg_restore is copying rows, detected in pg_stat_progress_copy. In ``swap`` mode the
+live database must be untouched; in ``replace`` mode the failure must name the safety backup,
+and restoring that backup must bring the pre-restore state back. In both modes the restore
+completes once the server is back.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from harness import PgServer, start_postgres
+
+pytestmark = pytest.mark.slow
+
+BIG_ROWS = 1_000_000
+SCHEMA = f"""
+CREATE TABLE account (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12, 2) NOT NULL);
+INSERT INTO account SELECT g, 'owner ' || g, g * 1.25 FROM generate_series(1, 300) g;
+CREATE TABLE event (id bigint PRIMARY KEY, account_id int NOT NULL, kind text NOT NULL, payload text);
+INSERT INTO event SELECT g, 1 + g % 300, (ARRAY['credit', 'debit'])[1 + g % 2], md5(g::text) || md5((g * 7)::text)
+  FROM generate_series(1, {BIG_ROWS}) g;
+CREATE INDEX event_account ON event (account_id, kind);
+"""
+CHANGE = """
+UPDATE account SET balance = balance + 100, owner = owner || ' (moved)' WHERE id % 3 = 0;
+DELETE FROM account WHERE id > 290;
+INSERT INTO account VALUES (1000, 'newcomer', 1);
+DELETE FROM event WHERE id % 10 = 0;
+UPDATE event SET kind = 'refund' WHERE id % 7 = 0;
+"""
+COPYING_SQL = """
+SELECT coalesce(max(p.tuples_processed), 0) FROM pg_stat_progress_copy p
+  JOIN pg_stat_activity a ON a.pid = p.pid
+ WHERE a.application_name = 'pg_restore' AND p.command = 'COPY FROM' AND a.datname {match}
+"""
+
+
+def snapshot(pg: PgServer, db: str) -> dict:
+    """Every account row, and the event table row by row (count and a digest of the ordered rows)."""
+    return {
+        "account": pg.psql("SELECT row_to_json(a)::text FROM account a ORDER BY id", db=db).split("\n"),
+        "event": pg.psql("SELECT count(*) || ' ' || md5(string_agg(row_to_json(e)::text, E'\\n' ORDER BY id)) "
+                         "FROM event e", db=db),
+    }
+
+
+def conn(pg: PgServer, db: str, store: Path, **extra: object) -> dict:
+    args = {"engine": "postgresql", "database": db, "login_host": pg.host, "login_port": pg.port,
+            "login_user": pg.user, "client_bin_dir": str(pg.bin_dir), "store_path": str(store)}
+    args.update(extra)
+    return args
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[PgServer]:
+    """A PostgreSQL server of this test alone (the test stops and restarts it)."""
+    server = start_postgres(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prepared(pg: PgServer, run_task, tmp_path: Path) -> tuple:
+    """A database backed up as checkpoint ``v1``, then changed; returns (db, store, backed-up, changed)."""
+    db, store = "shop", tmp_path / "store"
+    pg.create_database(db)
+    pg.psql(SCHEMA, db=db)
+    backed_up = snapshot(pg, db)
+    result, backup = run_task("gitops.rollback.db_backup", conn(pg, db, store, checkpoint="v1"))
+    assert result.rc == 0 and backup["status"] == "ok", str(result)
+    assert backup["backup"]["row_counts"] == {"public.account": 300, "public.event": BIG_ROWS}
+    pg.psql(CHANGE, db=db)
+    changed = snapshot(pg, db)
+    assert changed != backed_up
+    return db, store, backed_up, changed
+
+
+def restore_with_outage(pg: PgServer, run_task: Callable, args: dict, target_match: str,
+                        sig: int) -> tuple[dict, float]:
+    """Run db_restore in the background; stop the server with ``sig`` once pg_restore copies rows.
+
+    Returns (task result, seconds from the stop to the end of the task).
+    """
+    box: list = []
+    worker = threading.Thread(target=lambda: box.append(run_task("gitops.rollback.db_restore", args)[1]))
+    worker.start()
+    deadline = time.monotonic() + 300
+    while True:
+        assert worker.is_alive(), "the restore ended before the server was stopped: %s" % box
+        assert time.monotonic() < deadline, "pg_restore never started copying rows"
+        if int(pg.psql(COPYING_SQL.format(match=target_match)) or 0) > 0:
+            break
+        time.sleep(0.02)
+    pg.halt(sig)
+    stopped = time.monotonic()
+    worker.join(timeout=300)
+    assert box, "db_restore did not return"
+    return box[0], time.monotonic() - stopped
+
+
+def test_swap_restore_with_the_server_stopped_leaves_the_live_database_untouched(pg: PgServer, run_task,
+                                                                                 prepared: tuple) -> None:
+    db, store, backed_up, changed = prepared
+    args = conn(pg, db, store, checkpoint="v1", mode="swap")
+    task, after_stop = restore_with_outage(pg, run_task, args, "LIKE %s" % literal(db + "__gr_restore_%"),
+                                           signal.SIGINT)
+    assert task["status"] == "ignored", task
+    message = task["msg"]
+    print("%s: failed %.1f s after the stop: %s" % (args["mode"], after_stop, message))
+    for phrase in ("while loading the dump into the staged copy %s__gr_restore_" % db,
+                   "pg_restore of %s__gr_restore_" % db,
+                   "no longer answers",
+                   "The live database %s was not touched" % db,
+                   "run the restore again once the server is back"):
+        assert phrase in message, message
+    assert task["stage"] == "load" and task["live_database_touched"] is False, task
+    assert after_stop < 60, "the failure took %.1f s to be reported" % after_stop
+
+    pg.start()
+    assert snapshot(pg, db) == changed
+    _result, again = run_task("gitops.rollback.db_restore", args)
+    assert again["status"] == "ok", again
+    assert again["restore"]["verification"]["matched"] is True
+    assert snapshot(pg, db) == backed_up
+    assert "__gr_restore_" not in pg.psql("SELECT string_agg(datname, ',') FROM pg_database")
+
+
+def test_replace_restore_with_the_server_stopped_names_the_safety_backup(pg: PgServer, run_task,
+                                                                         prepared: tuple) -> None:
+    db, store, backed_up, changed = prepared
+    args = conn(pg, db, store, checkpoint="v1", mode="replace")
+    task, after_stop = restore_with_outage(pg, run_task, args, "= %s" % literal(db), signal.SIGQUIT)
+    assert task["status"] == "ignored", task
+    safety = task["safety_checkpoint"]
+    assert safety and (store / "checkpoints" / (safety + ".json")).exists(), task
+    message = task["msg"]
+    print("%s: failed %.1f s after the stop: %s" % (args["mode"], after_stop, message))
+    for phrase in ("while loading the dump into %s" % db,
+                   "no longer answers",
+                   "may hold a partial restore",
+                   "safety checkpoint %s" % safety,
+                   "restore it with checkpoint=%s" % safety):
+        assert phrase in message, message
+    assert task["stage"] == "load" and task["live_database_touched"] is True, task
+    assert after_stop < 60, "the failure took %.1f s to be reported" % after_stop
+
+    pg.start()
+    tables = pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=db)
+    assert tables == "0", "the interrupted single-transaction restore left %s tables in the recreated database" % tables
+    _result, undone = run_task("gitops.rollback.db_restore", conn(pg, db, store, checkpoint=safety, mode="replace"))
+    assert undone["status"] == "ok", undone
+    assert snapshot(pg, db) == changed
+    _result, again = run_task("gitops.rollback.db_restore", args)
+    assert again["status"] == "ok", again
+    assert again["restore"]["verification"]["matched"] is True
+    assert snapshot(pg, db) == backed_up
