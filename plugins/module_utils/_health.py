@@ -19,6 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
+try:
+    from typing import Protocol
+except ImportError:  # Python < 3.8 on a managed host: the protocol is documentation only
+    Protocol = object  # type: ignore[assignment,misc]
+
 from ._errors import RollbackError
 
 SUCCESSFUL, FAILED, INCONCLUSIVE, ERROR, RUNNING = "successful", "failed", "inconclusive", "error", "running"
@@ -271,6 +276,50 @@ def decide(runs: Sequence[MetricRun], threshold: float = 100.0, high_failures: i
 
 
 Measure = Callable[[MetricSpec], float]
+
+
+class Clock(Protocol):
+    """Where the evaluation gets the time and how it waits: the system clock or a simulated one."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+
+
+class SystemClock:
+    """The real clock: ``time.time`` and ``time.sleep``."""
+
+    simulated = False
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class SimulatedClock:
+    """Virtual time starting at ``start``: ``sleep`` advances it at once, nothing waits.
+
+    Used to run a long watch (an hour at the production interval) in seconds against data
+    already in Prometheus; the providers ask for the value at :meth:`now` (``time=`` of the query).
+    """
+
+    simulated = True
+
+    def __init__(self, start: float) -> None:
+        self.current = float(start)
+
+    def now(self) -> float:
+        return self.current
+
+    def sleep(self, seconds: float) -> None:
+        self.current += max(0.0, float(seconds))
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 def measure_once(spec: MetricSpec, measure: Measure, clock: Callable[[], float] = time.time) -> Measurement:

@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ._health import HealthSpecError, MeasurementError, MetricSpec, NoData
+from ._health import Clock, HealthSpecError, Measure, MeasurementError, MetricSpec, NoData
 
 PROVIDER_TYPES = ("prometheus", "http", "command")
 REDUCERS: Dict[str, Callable[[List[float]], float]] = {
@@ -44,14 +44,28 @@ def validate_provider(spec: MetricSpec) -> None:
         raise HealthSpecError("Metric %r: command provider value must be stdout or rc." % spec.name)
 
 
-def measure(spec: MetricSpec) -> float:
-    """Measure ``spec`` once through its provider; MeasurementError or NoData when it cannot."""
+def measure(spec: MetricSpec, at: Optional[float] = None) -> float:
+    """Measure ``spec`` once through its provider; MeasurementError or NoData when it cannot.
+
+    ``at`` asks Prometheus for the value at that time (a simulated clock); None is the server's now.
+    """
     kind = spec.provider.get("type")
     if kind == "prometheus":
-        return measure_prometheus(spec.provider)
+        return measure_prometheus(spec.provider, at)
     if kind == "http":
         return measure_http(spec.provider)
     return measure_command(spec.provider)
+
+
+def measurer(clock: Clock) -> Measure:
+    """The measure function for ``clock``: a simulated clock queries Prometheus at its virtual now.
+
+    HTTP endpoints and commands can only answer in real time; the simulated clock is for replaying
+    metric history already stored in Prometheus.
+    """
+    if not getattr(clock, "simulated", False):
+        return measure
+    return lambda spec: measure(spec, at=clock.now())
 
 
 # ------------------------------------------------------------------------------ Prometheus
@@ -65,12 +79,15 @@ def prometheus_request(provider: dict, now: Optional[float] = None) -> "tuple[st
         params = {"query": query, "start": "%.3f" % (end - float(provider["range"])), "end": "%.3f" % end,
                   "step": str(provider.get("step") or 1)}
         return address + "/api/v1/query_range", params
-    return address + "/api/v1/query", {"query": query}
+    params = {"query": query}
+    if now is not None:
+        params["time"] = "%.3f" % now
+    return address + "/api/v1/query", params
 
 
-def measure_prometheus(provider: dict) -> float:
-    """Run the query and reduce its samples to one number; empty result or NaN is no data."""
-    url, params = prometheus_request(provider)
+def measure_prometheus(provider: dict, at: Optional[float] = None) -> float:
+    """Run the query (at ``at``, else now) and reduce its samples to one number; empty result or NaN is no data."""
+    url, params = prometheus_request(provider, at)
     body = _http_get_json(url + "?" + urllib.parse.urlencode(params), provider, "Prometheus")
     if body.get("status") != "success":
         raise MeasurementError("Prometheus at %s refused the query %r: %s" % (

@@ -168,11 +168,12 @@ class MetricsApp:
 class Prometheus:
     """Debian's prometheus scraping ``targets`` every second, in its own data directory."""
 
-    def __init__(self, workdir: Path, targets: List[str], job: str = "app") -> None:
+    def __init__(self, workdir: Path, targets: List[str], job: str = "app", retention: str = "1h") -> None:
         self.binary = require("prometheus", "prometheus")
         self.workdir = workdir
         self.targets = targets
         self.job = job
+        self.retention = retention  # longer for backfilled history (promtool blocks in workdir/data)
         self.port = free_port()
         self.proc: Optional[subprocess.Popen] = None
 
@@ -191,7 +192,7 @@ class Prometheus:
         log = open(self.workdir / "prometheus.log", "ab")
         self.proc = subprocess.Popen(
             [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
+             f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.tsdb.retention.time={self.retention}"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
