@@ -320,6 +320,19 @@ class SimulatedClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+# Test only: an epoch time here makes the module evaluate in simulated time from that instant.
+SIMULATED_CLOCK_ENV = "GITOPS_ROLLBACK_SIMULATED_CLOCK"
+
+
+def clock_from_environment(environ: Dict[str, str]) -> "SystemClock | SimulatedClock":
+    """The system clock, or a simulated clock when ``GITOPS_ROLLBACK_SIMULATED_CLOCK`` holds an epoch time."""
+    value = (environ.get(SIMULATED_CLOCK_ENV) or "").strip()
+    if not value:
+        return SYSTEM_CLOCK
+    try:
+        return SimulatedClock(float(value))
+    except ValueError as exc:
+        raise HealthSpecError("%s must be an epoch time in seconds (got %r)." % (SIMULATED_CLOCK_ENV, value)) from exc
 
 
 def measure_once(spec: MetricSpec, measure: Measure, clock: Callable[[], float] = time.time) -> Measurement:

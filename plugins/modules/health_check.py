@@ -29,6 +29,12 @@ description:
     measurements would show, so a breach is reported within one interval.
   - The module only reads; it runs the same in check mode. It blocks for the evaluation window;
     for long windows use C(async).
+notes:
+  - "Test only: when the environment of the module sets E(GITOPS_ROLLBACK_SIMULATED_CLOCK) to an epoch
+    time, the evaluation runs in simulated time from that instant: waits take no time and Prometheus
+    queries ask for the value at the simulated time, so metric history already in Prometheus is
+    replayed (an hour-long window in seconds). HTTP and command providers still answer in real time.
+    Never set it in production."
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
@@ -290,11 +296,13 @@ detection_seconds:
   sample: 1.003
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._health import MetricSpec, evaluate
-from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import measure, validate_provider
+from ansible_collections.gitops.rollback.plugins.module_utils._health import MetricSpec, clock_from_environment, evaluate
+from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import measurer, validate_provider
 
 _DEFAULTED = ("interval", "count", "initial_delay", "failure_limit", "consecutive_error_limit", "inconclusive_limit")
 
@@ -355,7 +363,9 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
         specs = build_specs(module.params)
-        result = evaluate(specs, measure, module.params["health_threshold"], module.params["high_failures"])
+        clock = clock_from_environment(dict(os.environ))
+        result = evaluate(specs, measurer(clock), module.params["health_threshold"], module.params["high_failures"],
+                          clock=clock.now, sleep=clock.sleep)
     except RollbackError as exc:
         module.fail_json(msg=str(exc))
     outcome = result.as_dict()

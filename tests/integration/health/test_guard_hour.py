@@ -27,6 +27,8 @@ import pytest
 from conftest import _started
 from services import Prometheus, require
 
+from harness import repo_root
+
 
 pytestmark = pytest.mark.slow
 INTERVAL = 10.0                       # the guard's production interval (guard_interval)
@@ -240,3 +242,44 @@ def test_the_breach_fails_the_watch_within_one_interval_and_the_guard_holds_its_
         assert refused["cooldown"]["seconds_left"] == 3540
         assert json.loads(lock_path.read_text())["owner"] == "guard (watch hour-breach)"  # not stolen
     assert not lock_path.exists()
+
+
+def test_the_guard_playbook_watches_the_hour_in_simulated_time(history, run_playbook, local_inventory: Path,
+                                                               tmp_path: Path) -> None:
+    """The production path end to end: playbooks/guard.yml at guard_interval 10 x guard_count 360, with
+    the module's test-only simulated clock, rolls the host's files back at the breach."""
+    server, start, _samples = history
+    app = tmp_path / "srv" / "app"
+    app.mkdir(parents=True)
+    (app / "index.html").write_bytes(b"<h1>v1</h1>\n")
+    store, audit_log = tmp_path / "store", tmp_path / "audit.jsonl"
+    checkpoint = {"name": "checkpoint", "gitops.rollback.checkpoint": {
+        "paths": [str(app)], "label": "v1", "store_path": str(store)}}
+    made = run_playbook([{"hosts": "lb", "gather_facts": False, "tasks": [checkpoint]}], inventory=local_inventory)
+    assert made.ok, made
+    (app / "index.html").write_bytes(b"<h1>v2</h1>\n")
+    metric = {"name": "error-ratio", "severity": "critical",
+              "provider": {"type": "prometheus", "query": 'app_error_ratio{job="breach"}'},
+              "success_condition": f"result < {THRESHOLD}"}
+
+    began = time.monotonic()
+    run = run_playbook(repo_root() / "playbooks" / "guard.yml", inventory=local_inventory,
+                       env={"GITOPS_ROLLBACK_SIMULATED_CLOCK": str(start)}, extra_vars={
+                           "rollback_to": "v1", "guard_metrics": [metric], "guard_prometheus_url": server.url,
+                           "guard_interval": INTERVAL, "guard_count": COUNT,
+                           "guard_rollback_role": "gitops.rollback.rollback_host",
+                           "rollback_host_store_path": str(store), "rollback_host_paths": [str(app)],
+                           "guard_cooldown_path": str(tmp_path / "cooldown.json"),
+                           "guard_audit_log_path": str(audit_log)})
+    wall = time.monotonic() - began
+
+    assert run.ok, run.stdout[-3000:]
+    assert (app / "index.html").read_bytes() == b"<h1>v1</h1>\n"
+    records = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["alert", "started", "completed"], records
+    gate = records[1]["measurements"]
+    assert float(gate["detection_seconds"]) == (int(BREACH_AT // INTERVAL) + 1) * INTERVAL  # 3310 s simulated
+    values = [m["value"] for m in gate["metrics"][0]["measurements"]]
+    assert values == [series_value("breach", INTERVAL * k) for k in range(int(BREACH_AT // INTERVAL) + 2)]
+    save_figures(playbook_hour_wall_seconds=round(wall, 2))
+    print(f"\nguard.yml over the simulated hour: {wall:.2f} s wall (ansible-playbook, rollback included)")
