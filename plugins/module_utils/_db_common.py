@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._errors import CommandError, IntegrityError, RollbackError
 from ._fsutil import raise_if_full
@@ -21,6 +22,7 @@ from ._process import _env, command_error
 from ._store import CHUNK, Store, sha256_file
 
 TAIL_BYTES = 4096
+FOLLOW_POLL_S = 0.005  # how long to wait for a dump writing its file to write more
 
 COMPRESSORS = {
     "gzip": (["gzip", "-c", "-6"], ["gzip", "-d", "-c"]),
@@ -44,13 +46,16 @@ def _drain(stream, sink: List[bytes]) -> None:
     sink.append(stream.read())
 
 
-def _pump(source, target, tail: bytearray, failure: List[BaseException]) -> None:
-    """Copy ``source`` to ``target`` keeping the last bytes seen in ``tail``."""
+def _pump(source, target, tail: bytearray, failure: List[BaseException],
+          observer: Optional[Callable[[bytes], None]] = None) -> None:
+    """Copy ``source`` to ``target`` keeping the last bytes seen in ``tail`` (each chunk shown to ``observer``)."""
     try:
         for chunk in iter(lambda: source.read(CHUNK), b""):
             tail.extend(chunk)
             del tail[:-TAIL_BYTES]
             target.write(chunk)
+            if observer:
+                observer(chunk)
     except BaseException as exc:  # pylint: disable=broad-except
         failure.append(exc)
     finally:
@@ -63,22 +68,28 @@ def _pump(source, target, tail: bytearray, failure: List[BaseException]) -> None
 class DumpStream:
     """Run a dump command (optionally through a compressor) straight into a store blob.
 
-    The dump is hashed while it is written, so the store holds it without a second pass.
-    ``tail`` keeps the last bytes of the uncompressed dump, for a completeness check.
+    The dump is hashed while it is written, so the store holds it without a second pass. Into a
+    plain store without compression the dump writes the object's file itself (followed as it grows).
+    ``tail`` keeps the last bytes of the uncompressed dump, for a completeness check;
+    ``observer`` (if any) sees every chunk of the uncompressed dump, in order.
     """
 
     def __init__(self, store: Store, argv: Sequence[str], what: str, env: Optional[Dict[str, str]] = None,
-                 compressor: Optional[Sequence[str]] = None, secrets: Sequence[str] = ()) -> None:
+                 compressor: Optional[Sequence[str]] = None, secrets: Sequence[str] = (),
+                 observer: Optional[Callable[[bytes], None]] = None) -> None:
         self.store = store
         self.argv = list(argv)
         self.what = what
         self.env = env
         self.compressor = list(compressor) if compressor else None
         self.secrets = secrets
+        self.observer = observer
         self.tail = bytearray()
 
     def run(self) -> Tuple[str, int]:
         """Run the dump; return (sha256, size) of the stored blob."""
+        if self.compressor is None and self.store.cipher is None:
+            return self._run_into_file()
         store = self.store
         procs: List[Tuple[List[str], subprocess.Popen]] = []
         errors: List[List[bytes]] = []
@@ -90,7 +101,8 @@ class DumpStream:
             source = dump.stdout
             if self.compressor:
                 comp = self._start(self.compressor, subprocess.PIPE, procs, errors, threads)
-                pump = threading.Thread(target=_pump, args=(dump.stdout, comp.stdin, self.tail, failure))
+                pump = threading.Thread(target=_pump, args=(dump.stdout, comp.stdin, self.tail, failure,
+                                                            self.observer))
                 pump.start()
                 threads.append(pump)
                 source = comp.stdout
@@ -99,6 +111,8 @@ class DumpStream:
                 if not self.compressor:
                     self.tail.extend(chunk)
                     del self.tail[:-TAIL_BYTES]
+                    if self.observer:
+                        self.observer(chunk)
             codes = [proc.wait() for _argv, proc in procs]
             for thread in threads:
                 thread.join()
@@ -119,9 +133,61 @@ class DumpStream:
                     proc.wait()
             out.abort()
 
-    def _start(self, argv: List[str], stdin, procs, errors, threads) -> subprocess.Popen:
+    def _run_into_file(self) -> Tuple[str, int]:
+        """Let the dump write the new object's file itself and follow the file as it grows.
+
+        What the dump wrote is hashed (and shown to the observer) right behind it, from the page
+        cache: no byte crosses a pipe and the dump never waits for this process.
+        """
+        store = self.store
+        procs: List[Tuple[List[str], subprocess.Popen]] = []
+        errors: List[List[bytes]] = []
+        threads: List[threading.Thread] = []
+        tmp = store.temp_object_path()
+        digest = store.hasher()
+        size = 0
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads, stdout=out)
+            finally:
+                os.close(out)
+            with open(tmp, "rb", buffering=0) as source:
+                while True:
+                    finished = dump.poll() is not None  # before the read: then that read gets the rest
+                    chunk = source.read(CHUNK)
+                    if not chunk:
+                        if finished:
+                            break
+                        time.sleep(FOLLOW_POLL_S)
+                        continue
+                    digest.update(chunk)
+                    size += len(chunk)
+                    self.tail.extend(chunk)
+                    del self.tail[:-TAIL_BYTES]
+                    if self.observer:
+                        self.observer(chunk)
+            for thread in threads:
+                thread.join()
+            if dump.returncode != 0:
+                raise command_error(self.argv, dump.returncode, b"".join(errors[0]), self.what, self.secrets)
+            sha = digest.hexdigest()
+            store.commit_blob(tmp, sha)
+            return sha, size
+        except OSError as exc:
+            raise_if_full(exc, "the dump into %s" % store.root)
+            raise
+        finally:
+            for _argv, proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _start(self, argv: List[str], stdin, procs, errors, threads, stdout=subprocess.PIPE) -> subprocess.Popen:
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                     env=_env(self.env))
         except FileNotFoundError as exc:
             raise CommandError("%s: the program %s is not installed or not on PATH." % (self.what, argv[0]),

@@ -3,9 +3,10 @@
 """MariaDB/MySQL backup and restore with the server's own clients (mariadb-dump/mysqldump,
 mariadb/mysql).
 
-Row counts are taken in consistent snapshots as the dump starts (concurrently with it) and after
-it; when they differ the database was written during the backup and the counts are marked inexact (a restore then
-reports, but does not enforce, them).
+Row counts are read from the dump itself as it streams into the store (``_db_sqlrows``): they
+are what the dump holds, in its own snapshot, without a second scan of the tables. They are
+marked inexact (a restore then reports, but does not enforce, them) when a table appeared or
+went during the dump, or when the dump could not be read (then the server counts afterwards).
 
 Swap has no ``RENAME DATABASE`` to lean on: the dump is restored into a staging schema, then
 ONE ``RENAME TABLE`` statement moves every live table into the ``__gr_old_`` schema and every
@@ -17,18 +18,19 @@ the live schema from the staging schema's definitions. Between the move and the 
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Dict, List, Optional
 
 from ._db_common import COMPRESSORS, DatabaseError, DumpStream, feed_pipeline
 from ._db_conn import DbConnection
+from ._db_sqlrows import RowCounter
 from ._errors import CommandError, RollbackError
 from ._process import run
 from ._store import Store
 
 DUMP_TRAILER = b"-- Dump completed"
 MOVABLE = ("BASE TABLE", "SEQUENCE", "SYSTEM VERSIONED")
+NO_DATA_ENGINES = ("MRG_MYISAM", "MRG_ISAM", "FEDERATED")  # mariadb-dump writes no rows for these
 
 
 def ident(name: str) -> str:
@@ -153,11 +155,13 @@ class MysqlEngine:
     # --------------------------------------------------------------------- dump
     def dump(self, store: Store, database: str, fmt: str, jobs: int, compression: Optional[str] = None,
              compression_level: Optional[int] = None) -> dict:
-        """Dump ``database`` into the store; return the component fields."""
-        version, info = self._version_and_info(database)
-        before: Dict[str, int] = {}
-        failure: List[BaseException] = []
-        counter = threading.Thread(target=self._count_into, args=(database, before, failure))
+        """Dump ``database`` into the store; return the component fields.
+
+        The row counts are read from the dump as it streams by (no second scan of the tables), so
+        they are exactly what the dump holds.
+        """
+        version, info, before = self._dump_context(database)
+        counter = RowCounter()
         with self.conn.mysql_args() as args:
             argv = [self._dumper(), *args, "--single-transaction", "--quick", "--routines", "--triggers",
                     "--events", "--hex-blob", "--default-character-set=utf8mb4", "--add-drop-table",
@@ -166,35 +170,64 @@ class MysqlEngine:
             if compressor and compression_level is not None:
                 compressor = compressor[:-1] + ["-%d" % compression_level]
             stream = DumpStream(store, argv, "%s of %s" % (argv[0].rsplit("/", 1)[-1], database),
-                                compressor=compressor, secrets=self.conn.secrets())
-            counter.start()  # counts in its own snapshot, taken as the dump takes its own
+                                compressor=compressor, secrets=self.conn.secrets(), observer=counter.feed)
             try:
                 sha, size = stream.run()
             except CommandError as exc:
                 raise connection_error(self.conn, str(exc)) from exc
-            finally:
-                counter.join()
-        if failure:
-            raise failure[0]
         if DUMP_TRAILER not in bytes(stream.tail):
             raise DatabaseError("The dump of %s ended without its completion line; it is incomplete. Check "
                                 "the server log and free space, then back up again." % database)
-        after = self.row_counts(database)
-        return {"blobs": [sha], "sha256": sha, "size": size, "server_version": version, "row_counts": after,
-                "row_counts_exact": before == after, "compression": compression, "database_info": info}
+        fields = {"blobs": [sha], "sha256": sha, "size": size, "server_version": version,
+                  "compression": compression, "database_info": info}
+        fields.update(self._dumped_counts(database, before, counter))
+        return fields
 
-    def _count_into(self, database: str, counts: Dict[str, int], failure: List[BaseException]) -> None:
-        """Fill ``counts`` with the row counts of ``database`` (run in a thread beside the dump)."""
-        try:
-            counts.update(self.row_counts(database))
-        except BaseException as exc:  # pylint: disable=broad-except
-            failure.append(exc)
+    def _dump_context(self, database: str) -> tuple:
+        """Return the server version, the database's character set and collation, and its tables (one round trip)."""
+        db = literal(database)
+        rows = self.sql("SELECT 'db', VERSION(), DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "
+                        "information_schema.SCHEMATA WHERE SCHEMA_NAME = %s; %s" % (db, self._tables_sql(database)))
+        head = [row for row in rows if row[0] == "db"]
+        if not head:
+            raise DatabaseError("Database %r vanished from %s before its dump started." % (database, self.conn.describe()))
+        return head[0][1], {"charset": head[0][2], "collation": head[0][3]}, self._parse_tables(rows)
 
-    def _version_and_info(self, database: str) -> tuple:
-        """Return the server version and the database's character set and collation (one round trip)."""
-        row = self.sql("SELECT VERSION(), DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "
-                       "information_schema.SCHEMATA WHERE SCHEMA_NAME = %s" % literal(database))[0]
-        return row[0], {"charset": row[1], "collation": row[2]}
+    @staticmethod
+    def _tables_sql(database: str) -> str:
+        return ("SELECT 'table', TABLE_NAME, TABLE_TYPE, COALESCE(ENGINE, '') FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME" % literal(database))
+
+    @staticmethod
+    def _parse_tables(rows: List[List[str]]) -> Dict[str, tuple]:
+        """Return {table: (TABLE_TYPE, ENGINE)} from rows tagged 'table'."""
+        return {row[1]: (row[2], row[3].upper()) for row in rows if row[0] == "table"}
+
+    def _dumped_counts(self, database: str, before: Dict[str, tuple], counter: RowCounter) -> dict:
+        """Return the row counts of every base table as the dump holds them, and whether they are exact.
+
+        They are exact when the dump could be read and no table appeared or went while it ran.
+        Tables whose data mariadb-dump does not write (MERGE, FEDERATED) are counted by the server.
+        """
+        after = self._parse_tables(self.sql(self._tables_sql(database)))
+        counted = counter.finish()
+        base = sorted(name for name, (kind, _engine) in after.items() if kind == "BASE TABLE")
+        if counted is None:
+            return {"row_counts": self.row_counts(database), "row_counts_exact": False,
+                    "row_counts_note": "counted after the dump: the dump could not be read (%s)" % counter.failed}
+        unread = [name for name in base if after[name][1] in NO_DATA_ENGINES]
+        counts = {name: counted.get(name, 0) for name in base if name not in unread}
+        counts.update(self._count_tables(database, unread))
+        exact = before == after and set(counted) <= set(after)
+        return {"row_counts": counts, "row_counts_exact": exact}
+
+    def _count_tables(self, database: str, tables: List[str]) -> Dict[str, int]:
+        """Return exact row counts of the given tables (one round trip)."""
+        if not tables:
+            return {}
+        sql = " UNION ALL ".join("SELECT %s, COUNT(*) FROM %s.%s" % (literal(t), ident(database), ident(t))
+                                 for t in tables)
+        return {row[0]: int(row[1]) for row in self.sql(sql)}
 
     # ------------------------------------------------------------------ restore
     def prepare_source(self, store: Store, component: dict, workdir: str) -> str:
