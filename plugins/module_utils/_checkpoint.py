@@ -5,20 +5,25 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._errors import RollbackError
-from ._statcache import CacheReader, CacheWriter, cache_file
+from ._statcache import CacheReader, CacheWriter
 from ._store import Store
-from ._tree import FILE, LINK, Selection, describe_entry, encode_entry, kind_of, path_key, walk
+from ._fsutil import is_temp_name
+from ._tree import FILE, LINK, Key, Selection, describe_entry, encode_entry, kind_of, path_key, walk
 
 # Threads hashing and storing file contents (hashlib and file I/O release the GIL), and how
 # many walked entries may wait for them.
 WORKERS = 3  # more threads only fight the walking thread for the GIL on small machines
 WINDOW = 256
+# Files up to this size are hashed and stored by the walking thread itself: handing them to a
+# worker costs more than the work, and the threads' fight for the GIL slows every lstat().
+INLINE_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -73,7 +78,6 @@ class _Capture:
         self.spec = spec
         self.dry_run = dry_run
         self.stats = CaptureStats()
-        self.cache_path = cache_file(store.path("cache"), spec.path)
 
     def _store_content(self, full: str, cached: Optional[str], size: int) -> Tuple[str, int, bool]:
         """Hash (and unless dry-run, store) a file; return (sha256, size, new object). Runs in a worker."""
@@ -116,6 +120,10 @@ class _Capture:
                     cached = cache.lookup(path_key(rel), st)
                     if cached and self.store.has_blob(cached):
                         content = (cached, st.st_size)
+                    elif st.st_size <= INLINE_LIMIT:
+                        content = self._store_content(full, cached, st.st_size)
+                        self.stats.hashed += 1
+                        self.stats.new_blobs += 1 if content[2] else 0
                     else:
                         content = pool.submit(self._store_content, full, cached, st.st_size)
                 elif kind == LINK:
@@ -131,8 +139,8 @@ class _Capture:
 
     def run(self) -> str:
         """Capture the root; return the sha256 of its tree object."""
-        cache = CacheReader(self.cache_path)
-        writer = None if self.dry_run else CacheWriter(self.cache_path)
+        cache = self.store.cache_reader(self.spec.path)
+        writer = None if self.dry_run else self.store.cache_writer(self.spec.path)
         try:
             if self.dry_run:
                 digest = self.store.hasher()
@@ -150,21 +158,96 @@ class _Capture:
         return sha
 
 
+class TreeRecorder(_Capture):
+    """Records the entries of a walk that another pass drives (the restore's plan), in tree
+    order, as a root's tree object: a checkpoint of the root taken in that same pass.
+
+    ``cache`` is the driver's stat cache reader: the driver and the recorder together look each
+    key up at most once, in increasing order (the driver passes the hashes it already knows).
+    """
+
+    def __init__(self, store: Store, spec: RootSpec, cache: CacheReader) -> None:
+        super().__init__(store, spec, dry_run=False)
+        self.cache = cache
+        self.cache_writer = store.cache_writer(spec.path)
+        self.writer = store.object_writer()
+        self.pending: List[bytes] = []
+        self.buffered = 0
+        self.temp_dir: Optional[str] = None
+
+    def _ours(self, rel: str, st: os.stat_result) -> bool:
+        """Tell whether an entry is one of our temporary files (or below one), not content."""
+        if self.temp_dir and rel.startswith(self.temp_dir):
+            return True
+        if is_temp_name(rel.rsplit("/", 1)[-1]):
+            self.temp_dir = rel + "/" if stat.S_ISDIR(st.st_mode) else self.temp_dir
+            return True
+        return False
+
+    def add(self, key: Key, rel: str, st: os.stat_result, sha: Optional[str] = None) -> None:
+        """Record one live entry; ``sha`` is its content hash when the driver knows it."""
+        if self._ours(rel, st):
+            return
+        kind = kind_of(st)
+        if kind is None:
+            self.stats.skipped.append(rel)
+            return
+        entry = describe_entry(rel, st, kind)
+        full = os.path.join(self.spec.path, rel)
+        content = None
+        if kind == FILE:
+            sha = sha or self.cache.lookup(key, st)
+            if sha and self.store.has_blob(sha):
+                content = (sha, st.st_size)
+            else:
+                content = self._store_content(full, None, st.st_size)
+                self.stats.hashed += 1
+                self.stats.new_blobs += 1 if content[2] else 0
+        elif kind == LINK:
+            entry["target"] = os.readlink(full)
+        self.stats.entries += 1
+        line = self._finish(entry, st, content, self.cache_writer)
+        self.pending.append(line)
+        self.buffered += len(line)
+        if self.buffered >= 262144:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.writer.write(b"".join(self.pending))
+        self.pending, self.buffered = [], 0
+
+    def finish(self) -> dict:
+        """Store the tree object and the new stat cache; return the root's manifest record."""
+        self._flush()
+        tree = self.writer.commit()[0]
+        self.cache_writer.commit()
+        return root_record(self.spec, tree, self.stats)
+
+    def abort(self) -> None:
+        """Drop what was recorded."""
+        self.writer.abort()
+        self.cache_writer.abort()
+
+
+def root_record(spec: RootSpec, tree: str, stats: CaptureStats) -> dict:
+    """Return the manifest record of a captured root."""
+    return {
+        "path": spec.path,
+        "include": spec.include,
+        "exclude": spec.exclude,
+        "tree": tree,
+        "entries": stats.entries,
+        "bytes": stats.bytes,
+        "skipped": stats.skipped,
+    }
+
+
 def capture_root(store: Store, spec: RootSpec, dry_run: bool = False) -> Tuple[dict, CaptureStats]:
     """Capture one managed root; return its manifest record and the capture stats."""
     spec = RootSpec(resolve_root(spec.path), spec.include, spec.exclude)
     capture = _Capture(store, spec, dry_run)
     tree = capture.run()
-    record = {
-        "path": spec.path,
-        "include": spec.include,
-        "exclude": spec.exclude,
-        "tree": tree,
-        "entries": capture.stats.entries,
-        "bytes": capture.stats.bytes,
-        "skipped": capture.stats.skipped,
-    }
-    return record, capture.stats
+    return root_record(spec, tree, capture.stats), capture.stats
 
 
 def _same_state(old: Optional[dict], roots: List[dict], commit: Optional[str]) -> bool:
@@ -208,6 +291,11 @@ def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = 
     if dry_run:
         return {"id": None, "label": request.label, "commit": request.commit, "reason": request.reason,
                 "creator": request.creator, "kind": request.kind, "roots": roots}, True, totals
+    return save_checkpoint(store, request, roots), True, totals
+
+
+def save_checkpoint(store: Store, request: CheckpointRequest, roots: List[dict]) -> dict:
+    """Write the manifest of captured roots; return it."""
     manifest = store.new_manifest(
         label=request.label, commit=request.commit, reason=request.reason,
         creator=request.creator, kind=request.kind,
@@ -215,7 +303,7 @@ def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = 
     manifest["roots"] = roots
     manifest["facts"] = request.facts
     store.save(manifest)
-    return manifest, True, totals
+    return manifest
 
 
 def roots_of(manifest: dict, only: Sequence[str] = ()) -> List[dict]:

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import secrets
+from typing import Iterable, Iterator
 
 from ._errors import StoreFullError
 
@@ -110,3 +111,16 @@ def sync_filesystem(path: str) -> None:
         finally:
             os.close(fd)
     os.sync()
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Yield the lines (with their newline) of a stream of chunks."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        lines = rest.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if rest:
+        yield rest

@@ -14,10 +14,10 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ._checkpoint import CheckpointRequest, RootSpec, create_checkpoint, roots_of
+from ._checkpoint import CheckpointRequest, RootSpec, TreeRecorder, roots_of, save_checkpoint
 from ._errors import IntegrityError, UnsafePathError
 from ._fsutil import raise_if_full, temp_name, unlink_quietly, sync_filesystem
-from ._statcache import CacheReader, CacheWriter, cache_file
+from ._statcache import CacheWriter
 from ._store import Store, sha256_file, summarize
 from ._tree import (
     DIR, FILE, LINK, Key, TreeValidator, gid_for, kind_of, path_key, uid_for, walk,
@@ -52,6 +52,7 @@ class RootPlan:
     actions: List[Action] = field(default_factory=list)
     dirs: Dict[Key, dict] = field(default_factory=dict)
     diffs: List[dict] = field(default_factory=list)
+    safety: Optional[dict] = None  # the live root's record, when the plan also captured it
 
     def blobs(self) -> Iterator[Tuple[str, str]]:
         """Yield (sha256, path) of every blob the plan writes."""
@@ -91,14 +92,23 @@ def _text(data: bytes) -> Optional[str]:
 class _Planner:
     """Merges the live walk of a root with its stored tree."""
 
-    def __init__(self, store: Store, record: dict, want_diff: bool, cache_writer: Optional[CacheWriter]) -> None:
+    def __init__(self, store: Store, record: dict, want_diff: bool, cache_writer: Optional[CacheWriter],
+                 capture: bool = False) -> None:
         self.store = store
         self.plan = RootPlan(record["path"], record)
         self.want_diff = want_diff
-        self.cache = CacheReader(cache_file(store.path("cache"), record["path"]))
+        self.cache = store.cache_reader(record["path"])
         self.cache_writer = cache_writer
         self.ancestors: List[Tuple[Key, dict]] = []
         self.validator = TreeValidator(record["path"])
+        self.recorder = TreeRecorder(store, RootSpec.from_record(record), self.cache) \
+            if capture and os.path.isdir(record["path"]) else None
+        self.live_sha: Optional[str] = None
+
+    def _record(self, live: Tuple[Key, str, os.stat_result], sha: Optional[str] = None) -> None:
+        """Add a live entry to the capture of the live root (the safety checkpoint), if any."""
+        if self.recorder:
+            self.recorder.add(live[0], live[1], live[2], sha)
 
     def _live(self) -> Iterator[Tuple[Key, str, os.stat_result]]:
         spec = RootSpec.from_record(self.plan.record)
@@ -145,7 +155,7 @@ class _Planner:
             return
         after = b""
         if after_sha:
-            if os.path.getsize(self.store.blob_path(after_sha)) > DIFF_LIMIT:
+            if self.store.object_size(after_sha) > DIFF_LIMIT:
                 return
             after = self.store.read_blob(after_sha)
         before_text, after_text = _text(before), _text(after)
@@ -164,7 +174,7 @@ class _Planner:
         if live_kind != entry["type"]:
             self._diff(rel, full if live_kind == FILE else None, entry.get("sha256"))
             return Action("retype", rel, entry, live_kind, ["type"])
-        live_sha = self._live_hash(key, rel, st) if live_kind == FILE else None
+        live_sha = self.live_sha = self._live_hash(key, rel, st) if live_kind == FILE else None
         live_target = os.readlink(full) if live_kind == LINK else None
         reasons = _differences(entry, st, live_sha, live_target)
         if not reasons:
@@ -176,46 +186,63 @@ class _Planner:
         return Action("meta", rel, entry, live_kind, reasons)
 
     def run(self) -> RootPlan:
-        """Build the plan; raises on an unsafe or damaged manifest before anything changes."""
-        live_iter, target_iter = self._live(), self._target()
-        live, target = next(live_iter, None), next(target_iter, None)
-        skip: Optional[Key] = None
+        """Build the plan (capturing the live root too when asked); raises on an unsafe or
+        damaged manifest before anything changes."""
         try:
-            while live is not None or target is not None:
-                if live is not None and skip is not None and live[0][: len(skip)] == skip:
-                    live = next(live_iter, None)
-                    continue
-                skip = None
-                if target is None or (live is not None and live[0] < target[0]):
-                    key, rel, st = live
-                    self._diff(rel, os.path.join(self.plan.root, rel) if kind_of(st) == FILE else None, None)
-                    self._add(Action("delete", rel, None, kind_of(st) or "special", ["extra"]), key)
-                    skip = key if _stat.S_ISDIR(st.st_mode) else None
-                    live = next(live_iter, None)
-                    continue
-                key, entry = target
-                self._enter_target(key, entry)
-                if live is None or target[0] < live[0]:
-                    self._diff(entry["path"], None, entry.get("sha256"))
-                    self._add(Action("create", entry["path"], entry), key)
-                    target = next(target_iter, None)
-                    continue
-                action = self._compare(key, live[1], live[2], entry)
-                if action:
-                    self._add(action, key)
-                    if entry["type"] == DIR and action.op == "meta":
-                        self.plan.dirs[key] = entry
-                    if action.op == "retype" and _stat.S_ISDIR(live[2].st_mode):
-                        skip = key
-                live, target = next(live_iter, None), next(target_iter, None)
+            self._merge()
+            if self.recorder:
+                self.plan.safety = self.recorder.finish()
+        except BaseException:
+            if self.recorder:
+                self.recorder.abort()
+            raise
         finally:
             self.cache.close()
         return self.plan
 
+    def _merge(self) -> None:
+        """Walk the live root and the stored tree side by side."""
+        live_iter, target_iter = self._live(), self._target()
+        live, target = next(live_iter, None), next(target_iter, None)
+        skip: Optional[Key] = None
+        while live is not None or target is not None:
+            if live is not None and skip is not None and live[0][: len(skip)] == skip:
+                self._record(live)
+                live = next(live_iter, None)
+                continue
+            skip = None
+            if target is None or (live is not None and live[0] < target[0]):
+                key, rel, st = live
+                self._diff(rel, os.path.join(self.plan.root, rel) if kind_of(st) == FILE else None, None)
+                self._add(Action("delete", rel, None, kind_of(st) or "special", ["extra"]), key)
+                skip = key if _stat.S_ISDIR(st.st_mode) else None
+                self._record(live)
+                live = next(live_iter, None)
+                continue
+            key, entry = target
+            self._enter_target(key, entry)
+            if live is None or target[0] < live[0]:
+                self._diff(entry["path"], None, entry.get("sha256"))
+                self._add(Action("create", entry["path"], entry), key)
+                target = next(target_iter, None)
+                continue
+            self.live_sha = None
+            action = self._compare(key, live[1], live[2], entry)
+            if action:
+                self._add(action, key)
+                if entry["type"] == DIR and action.op == "meta":
+                    self.plan.dirs[key] = entry
+                if action.op == "retype" and _stat.S_ISDIR(live[2].st_mode):
+                    skip = key
+            self._record(live, self.live_sha)
+            live, target = next(live_iter, None), next(target_iter, None)
 
-def plan_root(store: Store, record: dict, want_diff: bool = False, cache_writer: Optional[CacheWriter] = None) -> RootPlan:
-    """Compare a live root with its checkpointed tree."""
-    return _Planner(store, record, want_diff, cache_writer).run()
+
+def plan_root(store: Store, record: dict, want_diff: bool = False, cache_writer: Optional[CacheWriter] = None,
+              capture: bool = False) -> RootPlan:
+    """Compare a live root with its checkpointed tree; with ``capture``, also store the live
+    root's tree (``plan.safety``) in the same walk, for a safety checkpoint."""
+    return _Planner(store, record, want_diff, cache_writer, capture).run()
 
 
 def verify_blobs(store: Store, plans: Sequence[RootPlan]) -> None:
@@ -410,8 +437,7 @@ def _entry_problem(full: str, entry: dict, hash_file: Callable[[str], str]) -> O
 def verify_tree(store: Store, record: dict) -> List[dict]:
     """Compare a live root with its checkpoint (hashing what the stat cache cannot vouch for) and
     refresh the stat cache; return the differences (empty when equal)."""
-    path = cache_file(store.path("cache"), record["path"])
-    writer = CacheWriter(path)
+    writer = store.cache_writer(record["path"])
     try:
         plan = plan_root(store, record, cache_writer=writer)
     except BaseException:
@@ -435,7 +461,8 @@ class RestoreOptions:
 def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) -> dict:
     """Bring the manifest's roots back to their checkpointed state; the caller holds the store lock."""
     records = roots_of(manifest, options.only_paths)
-    plans = [plan_root(store, record, options.want_diff) for record in records]
+    capture = options.safety_checkpoint and not options.dry_run
+    plans = [plan_root(store, record, options.want_diff, capture=capture) for record in records]
     result = {
         "changed": any(plan.actions for plan in plans),
         "changes": _changes(plans),
@@ -449,7 +476,7 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
         return result
     verify_blobs(store, plans)
     if options.safety_checkpoint:
-        result["safety_checkpoint"] = summarize(_safety(store, manifest, records, options.creator))
+        result["safety_checkpoint"] = summarize(_safety(store, manifest, plans, options.creator))
     for plan in plans:
         _Applier(store, plan).run()
     problems = {plan.root: verify_changes(plan, store.hash_file) for plan in plans}
@@ -465,11 +492,11 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
     return result
 
 
-def _safety(store: Store, manifest: dict, records: List[dict], creator: Optional[str]) -> dict:
-    specs = [RootSpec.from_record(record) for record in records if os.path.isdir(record["path"])]
+def _safety(store: Store, manifest: dict, plans: Sequence[RootPlan], creator: Optional[str]) -> dict:
+    """Save the safety checkpoint of the live roots the plans captured."""
     request = CheckpointRequest(
-        roots=specs, kind="safety", creator=creator,
+        roots=[], kind="safety", creator=creator,
         reason="safety checkpoint before restore to %s" % (manifest.get("label") or manifest["id"]),
         label="safety/%s" % (manifest.get("label") or manifest["id"]), force=True,
     )
-    return create_checkpoint(store, request)[0]
+    return save_checkpoint(store, request, [plan.safety for plan in plans if plan.safety])

@@ -4,6 +4,9 @@
 
 A file whose size, mtime, ctime and inode are unchanged since it was hashed is not read
 again. ctime cannot be set by users, so a rewrite that restores mtime is still noticed.
+
+In an encrypted store the cache is sealed like an object (its paths and sizes are as
+sensitive as a manifest), and its file name is keyed, so neither reveals the managed root.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ import json
 import os
 from typing import IO, Iterator, List, Optional, Tuple
 
-from ._fsutil import temp_name, unlink_quietly
+from ._crypto import Sealer, open_stream
+from ._errors import RollbackError
+from ._fsutil import split_lines, temp_name, unlink_quietly
 from ._tree import Key, path_key
+
+FLUSH = 256 * 1024
 
 
 _DECODE = json.JSONDecoder().decode
@@ -25,20 +32,30 @@ def stat_signature(st: os.stat_result) -> List[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def cache_file(cache_dir: str, root: str) -> str:
-    """Return the cache file of a managed root."""
-    return os.path.join(cache_dir, hashlib.sha256(root.encode("utf-8")).hexdigest()[:24] + ".jsonl")
+def cache_file(cache_dir: str, root: str, hasher=None) -> str:
+    """Return the cache file of a managed root (named by a keyed hash when ``hasher`` is given)."""
+    digest = hasher() if hasher else hashlib.sha256()
+    digest.update(root.encode("utf-8"))
+    return os.path.join(cache_dir, digest.hexdigest()[:24] + ".jsonl")
+
+
+def _context(path: str) -> bytes:
+    return b"statcache:" + os.path.basename(path).encode("ascii")
 
 
 class CacheReader:
-    """Looks up paths in increasing tree order; a damaged cache just stops answering."""
+    """Looks up paths in increasing tree order; a damaged (or forged) cache just stops answering."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, keys=None) -> None:
         self._lines: Iterator[bytes] = iter(())
         self._handle: Optional[IO[bytes]] = None
         try:
             self._handle = open(path, "rb")
-            self._lines = iter(self._handle)
+            if keys is None:
+                self._lines = iter(self._handle)
+            else:
+                size = os.fstat(self._handle.fileno()).st_size
+                self._lines = split_lines(open_stream(keys, self._handle, size, _context(path), "stat cache " + path))
         except OSError:
             pass
         self._current: Optional[Tuple[Key, list]] = None
@@ -48,7 +65,7 @@ class CacheReader:
         try:
             row = _DECODE(next(self._lines).decode("utf-8"))
             self._current = (path_key(row[0]), row)
-        except (StopIteration, ValueError, IndexError, TypeError):
+        except (StopIteration, ValueError, IndexError, TypeError, RollbackError):
             self._current = None
 
     def lookup(self, key: Key, st: os.stat_result) -> Optional[str]:
@@ -69,17 +86,36 @@ class CacheReader:
 class CacheWriter:
     """Writes a new cache beside the old one and renames it into place on commit."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, keys=None) -> None:
         self.path = path
         self.tmp = temp_name(path)
         self._handle = open(self.tmp, "wb")
+        self._sealer = Sealer(keys) if keys is not None else None
+        self._pending: List[bytes] = []
+        self._buffered = 0
+        if self._sealer:
+            self._handle.write(self._sealer.header)
 
     def add(self, rel: str, sha: str, st: os.stat_result) -> None:
         """Record the hash of a file with its stat signature."""
-        self._handle.write((json.dumps([rel, sha] + stat_signature(st)) + "\n").encode("utf-8"))
+        line = (json.dumps([rel, sha] + stat_signature(st)) + "\n").encode("utf-8")
+        if self._sealer is None:
+            self._handle.write(line)
+            return
+        self._pending.append(line)
+        self._buffered += len(line)
+        if self._buffered >= FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._handle.write(self._sealer.update(b"".join(self._pending)))
+        self._pending, self._buffered = [], 0
 
     def commit(self) -> None:
         """Replace the old cache."""
+        if self._sealer:
+            self._flush()
+            self._handle.write(self._sealer.tag(_context(self.path)))
         self._handle.close()
         os.rename(self.tmp, self.path)
 

@@ -7,6 +7,7 @@ Layout under the store root (mode 0700)::
     format                     {"format_version": 1}, or 2 with an "encryption" block
     objects/<aa>/<sha256>      immutable blobs, named by the SHA-256 of their content (encrypted
                                stores: HMAC-SHA256 under the store's naming key, see _crypto.py)
+    packs/<name>.pack|.idx     small objects appended to pack files, found by their index (_packs.py)
     checkpoints/<id>.json      manifests; a checkpoint exists once its manifest does
     cache/                     rebuildable stat caches
     locks/store.lock           the exclusive lock of writers
@@ -15,7 +16,9 @@ Layout under the store root (mode 0700)::
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -31,16 +34,20 @@ from ._crypto import Cipher, EncryptionKeyError, Sealer, check_secret, derive_ke
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError, UnsupportedFormat
 from ._fsutil import (
     TEMP_MARK, atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_path, raise_if_full, read_json,
-    sync_filesystem, unlink_quietly,
+    split_lines, sync_filesystem, unlink_quietly,
 )
 from ._lock import DEFAULT_TTL, FileLock
+from ._statcache import CacheReader, CacheWriter, cache_file
+from ._packs import SMALL_OBJECT, Location, PackIndex, PackSet, PackWriter, read_range
 
-FORMAT_VERSION = 1
-ENCRYPTED_FORMAT_VERSION = 2
+FORMAT_VERSION = 1  # of manifests; also of a plain store without packs
+ENCRYPTED_FORMAT_VERSION = 2  # an encrypted store without packs
+PACKED_FORMAT_VERSION = 3  # version 1 or 2 plus packs: what this code creates and upgrades to
+STORE_FORMATS = (FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION, PACKED_FORMAT_VERSION)
 DEFAULT_STORE = "/var/lib/gitops-rollback"
 CHUNK = 1024 * 1024
 _DECODE = json.JSONDecoder().decode  # one decoder for every line: trees are read in hot loops
-SMALL_FILE = 256 * 1024
+SMALL_FILE = SMALL_OBJECT
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
 
@@ -178,6 +185,7 @@ class Store:
         self._key = encryption_key or None
         self._cipher: Optional[Cipher] = None
         self._cipher_loaded = False
+        self.packs = PackSet(self.path("packs"), self.path("tmp"), self._upgrade_to_packs)
 
     # ----------------------------------------------------------------- layout
     def path(self, *parts: str) -> str:
@@ -195,16 +203,16 @@ class Store:
         """
         self._make_layout()
         if not self.exists():
-            document: dict = {"format_version": FORMAT_VERSION}
+            document: dict = {"format_version": PACKED_FORMAT_VERSION}
             if self._key:
                 cipher = Cipher.create(self._key)
-                document = {"format_version": ENCRYPTED_FORMAT_VERSION, "encryption": cipher.describe()}
+                document["encryption"] = cipher.describe()
                 self._cipher, self._cipher_loaded = cipher, True
             atomic_write_json(self.path("format"), document)
         self.check_format()
 
     def _make_layout(self) -> None:
-        for sub in ("", "objects", "checkpoints", "cache", "locks", "tmp"):
+        for sub in ("", "objects", "packs", "checkpoints", "cache", "locks", "tmp"):
             ensure_private_dir(self.path(sub))
 
     def read_format(self) -> dict:
@@ -213,12 +221,19 @@ class Store:
         version = document.get("format_version") if isinstance(document, dict) else None
         if version == ENCRYPTED_FORMAT_VERSION and not isinstance(document.get("encryption"), dict):
             version = "2 without an encryption block"
-        if version not in (FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION):
+        if version not in STORE_FORMATS:
             raise UnsupportedFormat(
-                "Store %s has format_version %r; this collection reads versions %d and %d. Upgrade "
-                "gitops.rollback to read it." % (self.root, version, FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION)
+                "Store %s has format_version %r; this collection reads versions %s. Upgrade "
+                "gitops.rollback to read it." % (self.root, version, ", ".join(map(str, STORE_FORMATS)))
             )
         return document
+
+    def _upgrade_to_packs(self) -> None:
+        """Record in ``format`` that the store has packs (version 3) before the first pack is written."""
+        document = self.read_format()
+        if document["format_version"] != PACKED_FORMAT_VERSION:
+            document["format_version"] = PACKED_FORMAT_VERSION
+            atomic_write_json(self.path("format"), document)
 
     def check_format(self) -> None:
         """Refuse a store of an unknown format, or an encrypted store without its key (or a wrong one)."""
@@ -305,8 +320,51 @@ class Store:
         return self.path("objects", sha[:2], sha)
 
     def has_blob(self, sha: str) -> bool:
-        """Tell whether the blob is stored."""
+        """Tell whether the blob is stored (as a file of its own or in a pack)."""
+        return self.packs.find(sha) is not None or os.path.exists(self.blob_path(sha))
+
+    def _loose_exists(self, sha: str) -> bool:
         return os.path.exists(self.blob_path(sha))
+
+    def _packed(self, sha: str) -> Optional[Location]:
+        """Return where a blob is packed, or None when it is a file of its own (or missing)."""
+        if os.path.exists(self.blob_path(sha)):
+            return None
+        return self.packs.find(sha)
+
+    def _stored_bytes(self, sha: str) -> bytes:
+        """Return a blob's bytes as stored (sealed in an encrypted store), unchecked."""
+        location = self._packed(sha)
+        if location is not None:
+            return read_range(location)
+        try:
+            with open(self.blob_path(sha), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "No such object in the store", self.blob_path(sha)) from None
+
+    def cache_reader(self, root: str) -> CacheReader:
+        """Return the stat cache of a managed root for lookups (sealed in an encrypted store)."""
+        cipher = self.cipher
+        return CacheReader(self._cache_path(root), cipher.keys if cipher else None)
+
+    def cache_writer(self, root: str) -> CacheWriter:
+        """Return a writer of a managed root's new stat cache (renamed into place on commit)."""
+        cipher = self.cipher
+        return CacheWriter(self._cache_path(root), cipher.keys if cipher else None)
+
+    def _cache_path(self, root: str) -> str:
+        return cache_file(self.path("cache"), root, self.hasher if self.cipher else None)
+
+    def object_location(self, sha: str) -> Location:
+        """Return (file, offset, length) of a blob's stored bytes: its own file, or a range of a pack."""
+        location = self._packed(sha)
+        return location if location else (self.blob_path(sha), 0, os.path.getsize(self.blob_path(sha)))
+
+    def object_size(self, sha: str) -> int:
+        """Return how many bytes a blob takes in the store."""
+        location = self._packed(sha)
+        return location[2] if location else os.path.getsize(self.blob_path(sha))
 
     def object_writer(self) -> ObjectWriter:
         """Return a writer of one new object (write chunks, then commit or abort)."""
@@ -345,7 +403,8 @@ class Store:
         """Store a file's content; return (sha256, size, whether a new object was written).
 
         A file of up to SMALL_FILE bytes is read whole and hashed first, so content already
-        stored is not written again; a larger one is hashed while it is copied. Safe to call
+        stored is not written again, and a new one is appended to a pack; a larger one is hashed
+        while it is copied into an object file of its own. Safe to call
         from several threads (hashing and file I/O release the GIL).
         """
         fd = os.open(path, os.O_RDONLY)
@@ -356,22 +415,9 @@ class Store:
         finally:
             os.close(fd)
         sha = self.hash_bytes(head)
-        if os.path.exists(self.blob_path(sha)):
-            return sha, len(head), False
-        tmp = self.temp_object_path()
         cipher = self.cipher
-        try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            try:
-                _write_all(out, cipher.seal(head, _object_context(sha)) if cipher else head)
-            finally:
-                os.close(out)
-            written = self.commit_blob(tmp, sha)
-        except OSError as exc:
-            unlink_quietly(tmp)
-            raise_if_full(exc, "a blob into %s" % self.root)
-            raise
-        return sha, len(head), written
+        stored = (lambda: cipher.seal(head, _object_context(sha))) if cipher else (lambda: head)
+        return sha, len(head), self.packs.add(sha, stored, self._loose_exists)
 
     def _put_fd(self, fd: int, head: bytes) -> Tuple[str, int, bool]:
         """Copy ``head`` and the rest of ``fd`` into a new object, hashing as it goes."""
@@ -458,8 +504,7 @@ class Store:
 
     def read_blob(self, sha: str) -> bytes:
         """Return a blob's bytes after checking their hash (and, encrypted, their authenticity)."""
-        with open(self.blob_path(sha), "rb") as handle:
-            data = handle.read()
+        data = self._stored_bytes(sha)
         cipher = self.cipher
         if cipher is not None:
             data = cipher.unseal(data, _object_context(sha), "Object %s" % sha)
@@ -473,6 +518,9 @@ class Store:
 
         An encrypted object's tag is verified before its first byte is yielded.
         """
+        if self._packed(sha) is not None:
+            yield self.read_blob(sha)
+            return
         digest = self.hasher()
         cipher = self.cipher
         with open(self.blob_path(sha), "rb") as handle:
@@ -489,8 +537,8 @@ class Store:
 
     def iter_blob_lines(self, sha: str) -> Iterator[bytes]:
         """Yield a blob's lines, then check the hash of everything read."""
-        if self.cipher is not None:
-            yield from _split_lines(self.iter_blob_chunks(sha))
+        if self.cipher is not None or self._packed(sha) is not None:
+            yield from split_lines(self.iter_blob_chunks(sha))
             return
         digest = hashlib.sha256()
         with open(self.blob_path(sha), "rb") as handle:
@@ -505,10 +553,16 @@ class Store:
 
         For an encrypted object that fails authentication the result says so instead of a hash.
         """
+        digest = self.hasher()
         try:
+            if self._packed(sha) is not None:
+                stored = self._stored_bytes(sha)
+                if self.cipher is None:
+                    return self.hash_bytes(stored)
+                digest.update(self.cipher.unseal(stored, _object_context(sha), "Object %s" % sha))
+                return digest.hexdigest()
             if self.cipher is None:
                 return sha256_file(self.blob_path(sha))
-            digest = self.hasher()
             for chunk in self.iter_blob_chunks(sha):
                 digest.update(chunk)
         except FileNotFoundError:
@@ -523,7 +577,7 @@ class Store:
 
     def export_blob(self, sha: str, target: str) -> None:
         """Write a blob's plain content to ``target`` (mode 0600); a plain store hard-links when it can."""
-        if self.cipher is None:
+        if self.cipher is None and self._packed(sha) is None:
             try:
                 os.link(self.blob_path(sha), target)
                 return
@@ -542,10 +596,10 @@ class Store:
     def readable_path(self, sha: str, workdir: str) -> str:
         """Return a path holding a blob's plain content for an external program.
 
-        A plain store returns the object itself; an encrypted store decrypts it (verified) into
-        ``workdir``, which the caller removes.
+        A plain store returns the object file itself; a packed object is copied out, and an
+        encrypted store decrypts it (verified), into ``workdir``, which the caller removes.
         """
-        if self.cipher is None:
+        if self.cipher is None and self._packed(sha) is None:
             return self.blob_path(sha)
         target = os.path.join(workdir, "object-" + sha)
         if not os.path.exists(target):
@@ -553,7 +607,8 @@ class Store:
         return target
 
     def sync(self) -> None:
-        """Make every object written so far durable (objects before manifests)."""
+        """Make every object written so far durable (objects before manifests); finishes the open pack."""
+        self.packs.finish()
         sync_filesystem(self.root)
 
     # -------------------------------------------------------------- manifests
@@ -710,8 +765,69 @@ class Store:
                     freed += os.lstat(full).st_size
                     os.unlink(full)
                     removed += 1
+        packed_removed, packed_freed = self._collect_packs(keep)
         self._clean_tmp()
+        return removed + packed_removed, freed + packed_freed
+
+    def _pack_files(self) -> Tuple[List[PackIndex], List[str]]:
+        """Return the finished packs' indexes and the pack files that have no index (leftovers)."""
+        self.packs.forget()
+        indexes = self.packs.indexes()
+        indexed = {index.pack_path for index in indexes}
+        packs_dir = self.path("packs")
+        names = os.listdir(packs_dir) if os.path.isdir(packs_dir) else []
+        orphans = [os.path.join(packs_dir, name) for name in names
+                   if name.endswith(".pack") and os.path.join(packs_dir, name) not in indexed]
+        return indexes, orphans
+
+    def _collect_packs(self, keep: Set[str]) -> Tuple[int, int]:
+        """Delete packs with no referenced object and rewrite those with some; return (objects, bytes) removed.
+
+        A rewritten pack's live objects are copied into a new pack whose index is written before
+        the old pack and index are deleted, so every object stays findable at every moment.
+        """
+        indexes, orphans = self._pack_files()
+        removed = freed = 0
+        for orphan in orphans:
+            freed += os.path.getsize(orphan)
+            os.unlink(orphan)
+        for index in indexes:
+            entries = list(index.entries())
+            live = [entry for entry in entries if entry[0] in keep]
+            if len(live) == len(entries):
+                continue
+            if live:
+                self._rewrite_pack(index, live, lambda _sha, stored: stored)
+            removed += len(entries) - len(live)
+            freed += sum(length for sha, _offset, length in entries if sha not in keep)
+            self._drop_pack(index)
+        self.packs.forget()
         return removed, freed
+
+    def _rewrite_pack(self, index: PackIndex, entries: List[Tuple[str, int, int]],
+                      transform: Callable[[str, bytes], bytes]) -> None:
+        """Copy ``entries`` of a pack, through ``transform(name, stored bytes)``, into a new finished pack."""
+        writer = PackWriter(self.path("tmp"), self.path("packs"))
+        try:
+            for sha, offset, length in entries:
+                writer.add(bytes.fromhex(sha), transform(sha, read_range((index.pack_path, offset, length))))
+            os.fsync(writer.fd)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        fsync_path(self.path("packs"))
+
+    @staticmethod
+    def _drop_pack(index: PackIndex) -> None:
+        """Delete a pack's index, then the pack."""
+        os.unlink(index.pack_path[:-len(".pack")] + ".idx")
+        os.unlink(index.pack_path)
+
+    def _drop_caches(self) -> None:
+        cache = self.path("cache")
+        for name in os.listdir(cache) if os.path.isdir(cache) else []:
+            unlink_quietly(os.path.join(cache, name))
 
     def _clean_tmp(self) -> None:
         tmp = self.path("tmp")
@@ -791,13 +907,19 @@ class Store:
             document["rekey"] = {"key_id": new.key_id, "kdf": new.kdf}
             atomic_write_json(self.path("format"), document)
         counts = {"objects": 0, "manifests": 0}
+        for index in self._pack_files()[0]:
+            if self._reseal_pack(index, old, new):
+                counts["objects"] += index.count
+                if progress:
+                    progress(index.pack_path)
         for path, context, kind in self._encrypted_files():
             if self._reseal(path, context, old, new):
                 counts[kind] += 1
                 if progress:
                     progress(path)
+        self._drop_caches()  # sealed under the old key; rebuilt at the next checkpoint
         self.sync()
-        atomic_write_json(self.path("format"), {"format_version": ENCRYPTED_FORMAT_VERSION,
+        atomic_write_json(self.path("format"), {"format_version": document["format_version"],
                                                 "encryption": new.describe()})
         self._key, self._cipher, self._cipher_loaded = new_key, new, True
         return {"changed": True, "key_id": new.key_id, "resumed": bool(marker), **counts}
@@ -810,6 +932,24 @@ class Store:
                     yield os.path.join(objects, fan, name), _object_context(name), "objects"
         for checkpoint_id in self.ids():
             yield self.manifest_path(checkpoint_id), _manifest_context(checkpoint_id), "manifests"
+
+    def _reseal_pack(self, index: PackIndex, old: Cipher, new: Cipher) -> bool:
+        """Re-encrypt a pack into a new one from ``old`` to ``new`` (skipped when already under ``new``)."""
+        entries = list(index.entries())
+        if not entries:
+            return False
+        first = read_range((index.pack_path, entries[0][1], entries[0][2]))
+        if envelope_key_id(io.BytesIO(first)) == new.key_id:
+            return False
+
+        def reseal(sha: str, stored: bytes) -> bytes:
+            context = _object_context(sha)
+            return new.seal(old.unseal(stored, context, "Object %s" % sha), context)
+
+        self._rewrite_pack(index, entries, reseal)
+        self._drop_pack(index)
+        self.packs.forget()
+        return True
 
     def _reseal(self, path: str, context: bytes, old: Cipher, new: Cipher) -> bool:
         """Re-encrypt one file from ``old`` to ``new`` (skipped when already under ``new``)."""
@@ -862,19 +1002,6 @@ def _check_shape(checkpoint_id: str, manifest: dict) -> None:
         blobs = component.get("blobs", [])
         if not isinstance(blobs, list) or not all(isinstance(sha, str) for sha in blobs):
             raise bad("component %r lists blobs that are not object names" % (component.get("name"),))
-
-
-def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Yield the lines (with their newline) of a stream of chunks."""
-    rest = b""
-    for chunk in chunks:
-        rest += chunk
-        lines = rest.split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            yield line + b"\n"
-    if rest:
-        yield rest
 
 
 def describe(manifests: List[dict], limit: int = 20) -> str:

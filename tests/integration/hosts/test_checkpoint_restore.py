@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from harness.objects import replace_object
 from hosts_support import PLAYBOOKS, break_release, host_snapshot
 
 
@@ -126,9 +127,7 @@ def test_corrupted_blob_is_refused_before_any_change(prepared_fleet, run_playboo
     tree_sha = manifest["roots"][0]["tree"]
     tree = [json.loads(line) for line in (h2.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()]
     victim = next(e for e in tree if e["path"] == "index.html")
-    blob = h2.store / "objects" / victim["sha256"][:2] / victim["sha256"]
-    os.chmod(blob, 0o600)
-    blob.write_bytes(b"tampered")
+    replace_object(h2.store, victim["sha256"], b"tampered")
     broken = {host.name: host_snapshot(host) for host in prepared_fleet}
 
     result = rollback(run_playbook, fleet_vars, "v1")
@@ -149,7 +148,7 @@ def test_restore_module_refuses_corrupted_blob_naming_path_and_hashes(prepared_f
     tree_sha = manifest["roots"][0]["tree"]
     tree = [json.loads(line) for line in (h1.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()]
     victim = next(e for e in tree if e["path"] == "index.html")
-    (h1.store / "objects" / victim["sha256"][:2] / victim["sha256"]).write_bytes(b"tampered")
+    replace_object(h1.store, victim["sha256"], b"tampered")
     broken = host_snapshot(h1)
 
     play = [{"hosts": "h1", "gather_facts": False, "tasks": [

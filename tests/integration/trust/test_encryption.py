@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 
+from harness.objects import object_names
 from trust_helpers import grep_store, tree_snapshot
 
 KEY = "trust-test-key-0123456789abcdef"
@@ -33,7 +34,7 @@ def make_tree(root: Path, version: str) -> None:
 
 
 def objects(store: Path) -> set:
-    return {p.name for p in (store / "objects").glob("*/*")}
+    return object_names(store)
 
 
 def checkpoint(run_task, root: Path, store: Path, label: str, key: str = KEY):
@@ -53,7 +54,7 @@ def test_encrypted_store_hides_content_dedups_and_restores(run_task, tmp_path):
     result, cp1 = checkpoint(run_task, root, store, "v1")
     assert cp1["status"] == "ok" and cp1["changed"], cp1
     fmt = json.loads((store / "format").read_text())
-    assert fmt["format_version"] == 2 and fmt["encryption"]["key_id"]
+    assert fmt["format_version"] == 3 and fmt["encryption"]["key_id"]
     assert KEY not in json.dumps(fmt) and KEY not in result.stdout + result.stderr
     assert grep_store(store, KEY.encode()) == []
     # Neither the secret, nor a path, nor the plain SHA-256 of a file appears in objects or manifests.

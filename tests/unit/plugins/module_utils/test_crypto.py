@@ -159,3 +159,53 @@ def test_cipher_wraps_the_naming_key(tmp_path):
     block = cipher.describe()
     assert Cipher.load(KEY, block, "s").name_key == cipher.name_key
     assert cipher.name_key.hex() not in str(block)
+
+
+def _capture(store, root):
+    from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
+        CheckpointRequest, RootSpec, create_checkpoint,
+    )
+    with store.lock("test", "checkpoint"):
+        return create_checkpoint(store, CheckpointRequest(roots=[RootSpec(str(root))], force=True))
+
+
+def test_the_stat_cache_of_an_encrypted_store_reveals_no_path_and_still_saves_hashing(tmp_path):
+    root = tmp_path / "secret-project"
+    (root / "payroll").mkdir(parents=True)
+    for number in range(50):
+        (root / "payroll" / ("employee-%02d.csv" % number)).write_bytes(os.urandom(300))
+    store = Store(str(tmp_path / "store"), "correct horse battery staple")
+    _first, _changed, cold = _capture(store, root)
+    cache_files = os.listdir(store.path("cache"))
+    assert len(cache_files) == 1 and cold["hashed"] == 50
+    sealed = open(os.path.join(store.path("cache"), cache_files[0]), "rb").read()
+    for secret in (b"employee", b"payroll", b"secret-project", b"300"):
+        assert secret not in sealed
+    _second, _changed, warm = _capture(Store(str(tmp_path / "store"), "correct horse battery staple"), root)
+    assert warm["hashed"] == 0, "the sealed cache still vouches for unchanged files"
+    forged = bytearray(sealed)
+    forged[len(forged) // 2] ^= 1
+    open(os.path.join(store.path("cache"), cache_files[0]), "wb").write(bytes(forged))
+    _third, _changed, after = _capture(Store(str(tmp_path / "store"), "correct horse battery staple"), root)
+    assert after["hashed"] == 50, "a tampered cache is ignored: every file is hashed again"
+
+
+def test_packed_objects_are_rekeyed_and_stay_readable(tmp_path):
+    store = Store(str(tmp_path / "store"), "old key for packs 0123")
+    store.init()
+    shas = []
+    for number in range(20):
+        source = tmp_path / ("f%d" % number)
+        source.write_bytes(os.urandom(500 + number))
+        shas.append(store.put_file(str(source))[0])
+    manifest = store.new_manifest(label="p")
+    manifest["components"] = [{"type": "test", "name": "data", "blobs": shas}]
+    store.save(manifest)
+    contents = {sha: store.read_blob(sha) for sha in shas}
+    with store.lock("test", "rekey", check_format=False):
+        outcome = store.rekey("new key for packs 4567")
+    assert outcome["objects"] == 20
+    rotated = Store(str(tmp_path / "store"), "new key for packs 4567")
+    assert {sha: rotated.read_blob(sha) for sha in shas} == contents
+    with pytest.raises(Exception, match="key"):
+        Store(str(tmp_path / "store"), "old key for packs 0123").read_blob(shas[0])

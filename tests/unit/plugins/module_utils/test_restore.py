@@ -21,6 +21,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils._restore import (
 )
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils._tree import encode_entry
+from ansible_collections.gitops.rollback.tests.harness.objects import remove_object, replace_object
 
 
 class Killed(BaseException):
@@ -130,8 +131,8 @@ def test_a_corrupted_blob_is_refused_before_any_change(store, root):
     wanted = hashlib.sha256(b"port = 80\n").hexdigest()
     (root / "conf" / "app.conf").write_text("port = 8080\n")
     (root / "page01.html").unlink()
-    with open(store.blob_path(wanted), "wb") as handle:
-        handle.write(b"port = 6666\n")
+    replace_object(store.root, wanted, b"port = 6666\n")
+    store.packs.forget()
     before, ids = _snapshot(root), store.ids()
     with pytest.raises(IntegrityError) as caught:
         restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
@@ -147,7 +148,8 @@ def test_a_missing_blob_is_refused_before_any_change(store, root):
     manifest = _checkpoint(store, root)
     (root / "bin" / "run").unlink()
     run_blob = [line for line in store.iter_tree(manifest["roots"][0]["tree"]) if line["path"] == "bin/run"][0]
-    os.unlink(store.blob_path(run_blob["sha256"]))
+    remove_object(store.root, run_blob["sha256"])
+    store.packs.forget()
     with pytest.raises(IntegrityError, match="missing"):
         restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
     assert not (root / "bin" / "run").exists()
@@ -225,3 +227,25 @@ def test_a_restore_killed_midway_leaves_old_or_new_files_and_the_next_run_comple
     assert _snapshot(root) == expected
     assert [name for name in os.listdir(str(root)) if TEMP_MARK in name] == []
     assert verify_tree(store, manifest["roots"][0]) == []
+
+
+def test_the_safety_checkpoint_taken_in_the_plan_walk_holds_the_tree_from_before_the_restore(store, root):
+    manifest = _checkpoint(store, root)
+    (root / "conf" / "app.conf").write_text("port = 8080\n")  # changed
+    shutil.rmtree(str(root / "bin"))  # removed
+    (root / "extra" / "deep").mkdir(parents=True)  # extras below an extra directory
+    (root / "extra" / "deep" / "file").write_bytes(os.urandom(70000))
+    (root / "page04.html").unlink()
+    (root / "page04.html").mkdir()  # a file that became a directory, with content
+    (root / "page04.html" / "inside").write_text("inside\n")
+    os.unlink(str(root / "current.conf"))
+    os.symlink("conf/db.conf", str(root / "current.conf"))  # a retargeted link
+    (root / (".leftover" + TEMP_MARK + "1")).write_text("a temporary file of an interrupted run")
+    before = {rel: value for rel, value in _snapshot(root).items() if TEMP_MARK not in rel}
+    result = restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    safety = store.find(result["safety_checkpoint"]["id"])
+    assert safety["kind"] == "safety" and safety["roots"][0]["entries"] == len(before)
+    back = restore_checkpoint(store, safety, RestoreOptions(creator="test"))
+    assert back["changed"] and _snapshot(root) == before, "rolling the rollback back restores every entry"
+    fresh = _checkpoint(store, root, label="fresh")
+    assert fresh["roots"][0]["tree"] == safety["roots"][0]["tree"], "same tree object as a checkpoint would write"

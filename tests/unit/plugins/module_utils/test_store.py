@@ -41,9 +41,9 @@ def _checkpoint(store, label=None, blobs=(), created=None):
 
 
 def test_store_layout_is_private(store):
-    for sub in ("", "objects", "checkpoints", "cache", "locks", "tmp"):
+    for sub in ("", "objects", "packs", "checkpoints", "cache", "locks", "tmp"):
         assert os.stat(store.path(sub)).st_mode & 0o777 == 0o700
-    assert json.loads(open(store.path("format")).read()) == {"format_version": 1}
+    assert json.loads(open(store.path("format")).read()) == {"format_version": 3}
 
 
 @pytest.mark.parametrize("size", [0, 1, 4096, SMALL_FILE, SMALL_FILE + 1, 3 * SMALL_FILE + 7])
@@ -55,8 +55,14 @@ def test_put_file_names_objects_by_content_hash(store, tmp_path, size):
     assert sha == hashlib.sha256(data).hexdigest()
     assert stored_size == size
     assert store.read_blob(sha) == data
-    assert store.blob_path(sha).endswith(os.path.join("objects", sha[:2], sha))
+    store.sync()  # finishes the open pack
+    location, _offset, length = store.object_location(sha)
+    if size <= SMALL_FILE:
+        assert location.startswith(store.path("packs")) and location.endswith(".pack") and length == size
+    else:
+        assert location == store.blob_path(sha) and location.endswith(os.path.join("objects", sha[:2], sha))
     assert os.listdir(store.path("tmp")) == []
+    assert Store(store.root).read_blob(sha) == data, "a new reader finds it through the pack index"
 
 
 def test_same_content_is_stored_once(store, tmp_path):
@@ -189,3 +195,64 @@ def test_verify_reports_missing_and_corrupted_objects(store):
     assert problems[bad]["problem"] == "hash mismatch"
     assert problems[bad]["actual"] == hashlib.sha256(b"rotten").hexdigest()
     assert problems[gone]["problem"] == "missing"
+
+
+def _packed_files(store, tmp_path, count, prefix):
+    shas = []
+    for number in range(count):
+        source = tmp_path / ("%s%d" % (prefix, number))
+        source.write_bytes(os.urandom(100 + number))
+        shas.append(store.put_file(str(source))[0])
+    return shas
+
+
+def test_packed_objects_are_collected_and_live_ones_kept(store, tmp_path):
+    kept = _packed_files(store, tmp_path, 30, "keep")
+    dropped = _packed_files(store, tmp_path, 20, "drop")
+    _checkpoint(store, blobs=kept)  # save() finishes the pack holding all 50
+    contents = {sha: store.read_blob(sha) for sha in kept}
+    removed, freed = store.collect_garbage()
+    assert removed == 20 and freed == sum(100 + number for number in range(20))
+    reader = Store(store.root)
+    assert {sha: reader.read_blob(sha) for sha in kept} == contents
+    assert not any(reader.has_blob(sha) for sha in dropped)
+    assert len([name for name in os.listdir(store.path("packs")) if name.endswith(".idx")]) == 1
+    assert store.collect_garbage() == (0, 0), "a pack with only live objects is left alone"
+
+
+def test_a_pack_without_index_is_invisible_and_collected(store, tmp_path):
+    shas = _packed_files(store, tmp_path, 5, "f")
+    store.packs.finish()
+    index = store.packs.indexes()[0]
+    os.unlink(index.pack_path[:-len(".pack")] + ".idx")  # a writer killed before its index was written
+    reader = Store(store.root)
+    assert not any(reader.has_blob(sha) for sha in shas)
+    size = os.path.getsize(index.pack_path)
+    assert reader.collect_garbage() == (0, size)
+    assert os.listdir(store.path("packs")) == []
+
+
+def test_an_unfinished_pack_is_readable_by_its_writer_and_dropped_at_collection(store, tmp_path):
+    shas = _packed_files(store, tmp_path, 3, "f")
+    assert all(store.read_blob(sha) for sha in shas), "objects of the open pack can be read back"
+    assert not Store(store.root).has_blob(shas[0]), "no other reader sees an unfinished pack"
+    store.packs.abort()
+    assert Store(store.root).collect_garbage() == (0, 0) and os.listdir(store.path("tmp")) == []
+
+
+def test_a_version_1_store_is_upgraded_when_its_first_pack_is_written(tmp_path):
+    old = Store(str(tmp_path / "store"))
+    old.init()
+    with open(old.path("format"), "w") as handle:
+        json.dump({"format_version": 1}, handle)  # as written before packs existed
+    loose = old.put_bytes(b"an object of a version 1 store")
+    _checkpoint(old, blobs=[loose])
+    reader = Store(old.root)
+    source = tmp_path / "small"
+    source.write_bytes(b"small file content")
+    packed, _size = reader.put_file(str(source))
+    assert json.loads(open(reader.path("format")).read()) == {"format_version": 3}
+    _checkpoint(reader, blobs=[packed])
+    again = Store(old.root)
+    assert again.read_blob(loose) == b"an object of a version 1 store"
+    assert again.read_blob(packed) == b"small file content"

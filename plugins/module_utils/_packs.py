@@ -1,0 +1,249 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pack files: many small objects appended to one file, found through an index.
+
+Creating a file costs far more than writing its bytes on many file systems, so objects of up to
+``SMALL_OBJECT`` bytes are appended to a pack instead of getting a file each (see
+docs/store-format.md, "Packs")::
+
+    packs/<name>.pack   the stored bytes of each object, back to back (plain, or each sealed)
+    packs/<name>.idx    b"GRIDX001", then one 48-byte record per object, sorted by name:
+                        32-byte object name, 8-byte offset, 8-byte length (big-endian)
+
+A pack is written under tmp/, renamed into packs/ when finished, and only then gets its index
+(written atomically). An object is in a pack once the pack's index names it; a pack without an
+index is the leftover of an interrupted writer and is deleted by the next garbage collection.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import threading
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+from ._errors import IntegrityError
+from ._fsutil import atomic_write_bytes, raise_if_full, unlink_quietly
+
+SMALL_OBJECT = 256 * 1024
+PACK_LIMIT = 64 * 1024 * 1024  # a pack is closed once it holds this many bytes
+IDX_MAGIC = b"GRIDX001"
+RECORD = struct.Struct(">32sQQ")
+
+Location = Tuple[str, int, int]  # pack file, offset, length
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class PackIndex:
+    """The index of one finished pack: its records, and a table from the first 8 bytes of each
+    name to its record (an int per object keeps memory small; the full name is compared on a hit)."""
+
+    def __init__(self, pack_path: str, records: bytes) -> None:
+        self.pack_path = pack_path
+        self.records = records
+        self.count = len(records) // RECORD.size
+        self._table: Dict[int, int] = {}
+        self._clashes: Dict[bytes, int] = {}  # names sharing their first 8 bytes with an earlier one
+        for start in range(0, len(records), RECORD.size):
+            if self._table.setdefault(_prefix(records[start:start + 8]), start) != start:
+                self._clashes[records[start:start + 32]] = start
+
+    @classmethod
+    def load(cls, idx_path: str) -> "PackIndex":
+        """Read an index file, refusing one that is damaged."""
+        with open(idx_path, "rb") as handle:
+            data = handle.read()
+        body = data[len(IDX_MAGIC):]
+        if not data.startswith(IDX_MAGIC) or len(body) % RECORD.size:
+            raise IntegrityError(
+                "Pack index %s is damaged (bad header or truncated). Run gitops.rollback.checkpoint "
+                "state=verified to see which checkpoints need it; delete those and take new ones." % idx_path)
+        return cls(idx_path[:-len(".idx")] + ".pack", body)
+
+    @staticmethod
+    def encode(entries: Dict[bytes, Tuple[int, int]]) -> bytes:
+        """Return the index file bytes of ``entries`` (name -> (offset, length))."""
+        return IDX_MAGIC + b"".join(RECORD.pack(key, *entries[key]) for key in sorted(entries))
+
+    def find(self, key: bytes) -> Optional[Location]:
+        """Return where the object ``key`` (32-byte name) is in this pack, or None."""
+        start = self._table.get(_prefix(key))
+        if start is None:
+            return None
+        found, offset, length = RECORD.unpack_from(self.records, start)
+        if found != key:
+            start = self._clashes.get(key)
+            if start is None:
+                return None
+            _found, offset, length = RECORD.unpack_from(self.records, start)
+        return self.pack_path, offset, length
+
+    def entries(self) -> Iterator[Tuple[str, int, int]]:
+        """Yield (object name in hex, offset, length) for every object of the pack."""
+        for key, offset, length in RECORD.iter_unpack(self.records):
+            yield key.hex(), offset, length
+
+
+def _prefix(key: bytes) -> int:
+    return int.from_bytes(key[:8], "big")
+
+
+class PackWriter:
+    """Appends objects to one new pack; safe to share between threads."""
+
+    def __init__(self, tmp_dir: str, packs_dir: str) -> None:
+        self.name = "%d-%s" % (time.time_ns(), secrets.token_hex(4))
+        self.path = os.path.join(tmp_dir, ".pack-" + self.name)
+        self.packs_dir = packs_dir
+        self.entries: Dict[bytes, Tuple[int, int]] = {}
+        self.size = 0
+        self.fd: Optional[int] = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def find(self, key: bytes) -> Optional[Location]:
+        """Return where an object added to this unfinished pack is."""
+        found = self.entries.get(key)
+        return (self.path, found[0], found[1]) if found else None
+
+    def add(self, key: bytes, stored: bytes) -> None:
+        """Append one object's stored bytes (the caller holds the pack set's lock)."""
+        try:
+            _write_all(self.fd, stored)
+        except OSError as exc:
+            raise_if_full(exc, "a pack in %s" % self.packs_dir)
+            raise
+        self.entries[key] = (self.size, len(stored))
+        self.size += len(stored)
+
+    def finish(self) -> Optional[PackIndex]:
+        """Close the pack, move it into packs/ and write its index; None when it is empty."""
+        os.close(self.fd)
+        self.fd = None
+        if not self.entries:
+            unlink_quietly(self.path)
+            return None
+        final = os.path.join(self.packs_dir, self.name + ".pack")
+        os.rename(self.path, final)
+        data = PackIndex.encode(self.entries)
+        try:
+            atomic_write_bytes(os.path.join(self.packs_dir, self.name + ".idx"), data)
+        except OSError as exc:
+            unlink_quietly(final)
+            raise_if_full(exc, "a pack index in %s" % self.packs_dir)
+            raise
+        return PackIndex(final, data[len(IDX_MAGIC):])
+
+    def abort(self) -> None:
+        """Drop the unfinished pack (idempotent)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        unlink_quietly(self.path)
+
+
+class PackSet:
+    """The packs of one store: finished indexes (read lazily) and at most one open writer."""
+
+    def __init__(self, packs_dir: str, tmp_dir: str, before_first_pack: Callable[[], None]) -> None:
+        self.packs_dir = packs_dir
+        self.tmp_dir = tmp_dir
+        self.before_first_pack = before_first_pack  # records the packed format before a pack exists
+        self._indexes: Optional[List[PackIndex]] = None
+        self._writer: Optional[PackWriter] = None
+        self._lock = threading.Lock()
+
+    def indexes(self) -> List[PackIndex]:
+        """Return the index of every finished pack (read once)."""
+        if self._indexes is None:
+            try:
+                names = sorted(os.listdir(self.packs_dir))
+            except FileNotFoundError:
+                names = []
+            self._indexes = [PackIndex.load(os.path.join(self.packs_dir, name))
+                             for name in names if name.endswith(".idx")]
+        return self._indexes
+
+    def forget(self) -> None:
+        """Drop the cached indexes (after packs were rewritten or removed)."""
+        with self._lock:
+            self._indexes = None
+
+    def find(self, sha: str) -> Optional[Location]:
+        """Return where the object ``sha`` is packed, or None."""
+        key = bytes.fromhex(sha)
+        with self._lock:
+            writer = self._writer
+            found = writer.find(key) if writer else None
+            if found:
+                return found
+            for index in self.indexes():
+                found = index.find(key)
+                if found:
+                    return found
+        return None
+
+    def add(self, sha: str, stored: Callable[[], bytes], exists: Callable[[str], bool]) -> bool:
+        """Append an object unless it is already stored (``exists(sha)`` checks loose objects).
+
+        ``stored()`` returns the bytes to write (called only for a new object). Returns whether
+        the object was added.
+        """
+        key = bytes.fromhex(sha)
+        with self._lock:
+            writer = self._writer
+            if writer and key in writer.entries:
+                return False
+            if any(index.find(key) for index in self.indexes()) or exists(sha):
+                return False
+            if writer is None:
+                self.before_first_pack()
+                os.makedirs(self.packs_dir, mode=0o700, exist_ok=True)
+                writer = self._writer = PackWriter(self.tmp_dir, self.packs_dir)
+            writer.add(key, stored())
+            if writer.size >= PACK_LIMIT:
+                self._finish_locked()
+        return True
+
+    def _finish_locked(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            finished = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        if finished is not None:
+            self.indexes().append(finished)
+
+    def finish(self) -> None:
+        """Finish the open pack, if any (before the manifest that needs its objects is saved)."""
+        with self._lock:
+            self._finish_locked()
+
+    def abort(self) -> None:
+        """Drop the open pack, if any."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer:
+            writer.abort()
+
+
+def read_range(location: Location) -> bytes:
+    """Return the stored bytes at a pack location."""
+    path, offset, length = location
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise IntegrityError("Pack %s is truncated: an object at offset %d is cut short. Run "
+                             "gitops.rollback.checkpoint state=verified." % (path, offset))
+    return data
