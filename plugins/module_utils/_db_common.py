@@ -68,15 +68,16 @@ def _pump(source, target, tail: bytearray, failure: List[BaseException],
 class DumpStream:
     """Run a dump command (optionally through a compressor) straight into a store blob.
 
-    The dump is hashed while it is written, so the store holds it without a second pass. Into a
-    plain store without compression the dump writes the object's file itself (followed as it grows).
+    The dump is hashed while it is written, so the store holds it without a second pass.
     ``tail`` keeps the last bytes of the uncompressed dump, for a completeness check;
-    ``observer`` (if any) sees every chunk of the uncompressed dump, in order.
+    ``observer`` (if any) sees every chunk of the uncompressed dump, in order. With ``into_file``
+    (for a client that only appends to its standard output: pg_dump seeks back into a file) a
+    plain store without compression lets the dump write the object's file itself.
     """
 
     def __init__(self, store: Store, argv: Sequence[str], what: str, env: Optional[Dict[str, str]] = None,
                  compressor: Optional[Sequence[str]] = None, secrets: Sequence[str] = (),
-                 observer: Optional[Callable[[bytes], None]] = None) -> None:
+                 observer: Optional[Callable[[bytes], None]] = None, into_file: bool = False) -> None:
         self.store = store
         self.argv = list(argv)
         self.what = what
@@ -84,11 +85,12 @@ class DumpStream:
         self.compressor = list(compressor) if compressor else None
         self.secrets = secrets
         self.observer = observer
+        self.into_file = into_file
         self.tail = bytearray()
 
     def run(self) -> Tuple[str, int]:
         """Run the dump; return (sha256, size) of the stored blob."""
-        if self.compressor is None and self.store.cipher is None:
+        if self.into_file and self.compressor is None and self.store.cipher is None:
             return self._run_into_file()
         store = self.store
         procs: List[Tuple[List[str], subprocess.Popen]] = []
@@ -137,7 +139,8 @@ class DumpStream:
         """Let the dump write the new object's file itself and follow the file as it grows.
 
         What the dump wrote is hashed (and shown to the observer) right behind it, from the page
-        cache: no byte crosses a pipe and the dump never waits for this process.
+        cache: no byte crosses a pipe and the dump never waits for this process. The file is opened
+        for appending, so bytes already hashed cannot change.
         """
         store = self.store
         procs: List[Tuple[List[str], subprocess.Popen]] = []
@@ -147,7 +150,7 @@ class DumpStream:
         digest = store.hasher()
         size = 0
         try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            out = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads, stdout=out)
             finally:

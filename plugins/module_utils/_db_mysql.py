@@ -170,7 +170,8 @@ class MysqlEngine:
             if compressor and compression_level is not None:
                 compressor = compressor[:-1] + ["-%d" % compression_level]
             stream = DumpStream(store, argv, "%s of %s" % (argv[0].rsplit("/", 1)[-1], database),
-                                compressor=compressor, secrets=self.conn.secrets(), observer=counter.feed)
+                                compressor=compressor, secrets=self.conn.secrets(), observer=counter.feed,
+                                into_file=True)
             try:
                 sha, size = stream.run()
             except CommandError as exc:

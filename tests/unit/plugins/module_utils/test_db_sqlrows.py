@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils._db_common import DumpStream
 from ansible_collections.gitops.rollback.plugins.module_utils._db_sqlrows import RowCounter
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import CommandError
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 _ESCAPES = {0: b"\\0", 10: b"\\n", 13: b"\\r", 92: b"\\\\", 39: b"\\'", 34: b'\\"', 26: b"\\Z"}
@@ -148,12 +150,26 @@ def test_dump_stream_shows_every_byte_to_the_observer_in_both_modes(tmp_path) ->
     store = Store(str(tmp_path / "store"))
     store.init()
     argv = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read())", str(source)]
-    for compressor in (None, ["gzip", "-c", "-1"]):
+    for compressor, into_file in ((None, True), (None, False), (["gzip", "-c", "-1"], True)):
         counter = RowCounter()
-        stream = DumpStream(store, argv, "test dump", compressor=compressor, observer=counter.feed)
+        stream = DumpStream(store, argv, "test dump", compressor=compressor, observer=counter.feed, into_file=into_file)
         sha, size = stream.run()
         assert counter.finish() == expected
         assert bytes(stream.tail).endswith(b"-- Dump completed on 2025-01-01\n")
         if compressor is None:
             assert (sha, size) == (store.hash_bytes(data), len(data))
             assert store.read_blob(sha) == data
+
+
+def test_a_dump_writing_its_file_is_stored_as_written_and_failures_leave_nothing(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    store.init()
+    seeking = [sys.executable, "-c", "import os, sys; os.write(1, b'first part;'); os.lseek(1, 0, 0); "
+               "os.write(1, b'second')"]
+    sha, size = DumpStream(store, seeking, "seeking dump", into_file=True).run()
+    assert store.read_blob(sha) == b"first part;second" and size == 17  # appended: hashed bytes never change
+    failing = [sys.executable, "-c", "import sys; sys.stdout.write('partial'); sys.stderr.write('boom'); sys.exit(3)"]
+    with pytest.raises(CommandError) as caught:
+        DumpStream(store, failing, "failing dump", into_file=True).run()
+    assert "boom" in str(caught.value.details.get("stderr")) + str(caught.value)
+    assert not [name for name in os.listdir(store.path("tmp")) if name.startswith(".blob")]
