@@ -21,9 +21,10 @@ from typing import Any, Dict, List, Optional
 from harness import PgServer
 
 
-def start_engine(collections_path: Path, code: str, *args: str) -> subprocess.Popen:
+def start_engine(collections_path: Path, code: str, *args: str,
+                 env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     """Start Python ``code`` that imports the engine, as the leader of a new process group."""
-    env = dict(os.environ, PYTHONPATH=str(collections_path))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(collections_path))
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -58,11 +59,14 @@ def timed(proc: subprocess.Popen) -> float:
     return time.monotonic() - started
 
 
-def kill_points(seed: int, count: int, duration: float) -> List[float]:
-    """``count`` seeded delays spread over an unkilled run of ``duration`` seconds (one per stratum)."""
+def kill_points(seed: int, count: int, duration: float, tail: int = 0) -> List[float]:
+    """``count`` seeded delays over an unkilled run of ``duration`` seconds, one per stratum; the last
+    ``tail`` of them fall in its final fifth, where the short commit steps (rename, push) happen."""
     rng = random.Random(seed)
-    width = duration / count
-    return [round(rng.uniform(index * width, (index + 1) * width), 3) for index in range(count)]
+    width = duration / (count - tail)
+    points = [rng.uniform(index * width, (index + 1) * width) for index in range(count - tail)]
+    points += [rng.uniform(0.8 * duration, duration) for _index in range(tail)]
+    return [round(point, 3) for point in points]
 
 
 class Tally:

@@ -83,7 +83,7 @@ def test_postgresql_restore_killed_at_random_points_is_old_or_new(postgres: PgSe
         duration = timed(start_engine(collections_path, RESTORE, json.dumps(args)))
         assert pg_fingerprint(postgres, db) == new
         tally = Tally("db_restore postgresql %s" % mode)
-        for delay in kill_points(1000 + len(mode), POINTS, duration):
+        for delay in kill_points(1000 + len(mode), POINTS, duration, tail=1):
             pg_copy_database(postgres, template, db)
             killed = kill_group_after(start_engine(collections_path, RESTORE, json.dumps(args)), delay)
             tally.add(delay, killed, phase_of(pg_fingerprint(postgres, db), old, new))
@@ -142,7 +142,7 @@ def test_sqlite_restore_killed_at_random_points_is_old_or_new(run_task, collecti
     duration = timed(start_engine(collections_path, RESTORE, json.dumps(args)))
     assert sqlite_fingerprint(live) == new
     tally = Tally("db_restore sqlite")
-    for delay in kill_points(77, POINTS, duration):
+    for delay in kill_points(77, POINTS, duration, tail=1):
         shutil.copyfile(saved, live)
         killed = kill_group_after(start_engine(collections_path, RESTORE, json.dumps(args)), delay)
         tally.add(delay, killed, phase_of(sqlite_fingerprint(live), old, new))
