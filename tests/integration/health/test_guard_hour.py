@@ -206,8 +206,7 @@ print(json.dumps(out))
 """
 
 
-def test_the_breach_fails_the_watch_within_one_interval_and_the_guard_holds_its_locks(eng, history,
-                                                                                       tmp_path: Path) -> None:
+def test_a_breach_fails_the_watch_within_one_interval_and_locks_hold(eng, history, tmp_path: Path) -> None:
     server, start, _samples = history
     clock = eng.health.SimulatedClock(start)
     audit_log = tmp_path / "audit.jsonl"
