@@ -249,3 +249,14 @@ def test_the_safety_checkpoint_taken_in_the_plan_walk_holds_the_tree_from_before
     assert back["changed"] and _snapshot(root) == before, "rolling the rollback back restores every entry"
     fresh = _checkpoint(store, root, label="fresh")
     assert fresh["roots"][0]["tree"] == safety["roots"][0]["tree"], "same tree object as a checkpoint would write"
+
+
+def test_a_large_plan_keeps_tree_lines_and_restores_the_same(store, root, monkeypatch):
+    monkeypatch.setattr(_restore, "DECODED_ACTIONS", 1)
+    expected = _snapshot(root)
+    manifest = _checkpoint(store, root)
+    shutil.rmtree(str(root))
+    root.mkdir()
+    result = restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    assert result["verified"] and result["summary"][str(root)]["create"] == len(expected)
+    assert _snapshot(root) == expected
