@@ -25,6 +25,8 @@ FLUSH = 256 * 1024
 
 
 _DECODE = json.JSONDecoder().decode
+_QUOTE = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses for a str
+_ROW = '[%s, "%s", %d, %d, %d, %d, %d]\n'  # what json.dumps([path, sha, *signature]) writes
 
 
 def stat_signature(st: os.stat_result) -> List[int]:
@@ -98,7 +100,8 @@ class CacheWriter:
 
     def add(self, rel: str, sha: str, st: os.stat_result) -> None:
         """Record the hash of a file with its stat signature."""
-        line = (json.dumps([rel, sha] + stat_signature(st)) + "\n").encode("utf-8")
+        line = _ROW % ((_QUOTE(rel), sha) + tuple(stat_signature(st)))
+        line = line.encode("ascii")
         if self._sealer is None:
             self._handle.write(line)
             return

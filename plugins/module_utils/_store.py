@@ -186,6 +186,7 @@ class Store:
         self._cipher: Optional[Cipher] = None
         self._cipher_loaded = False
         self.packs = PackSet(self.path("packs"), self.path("tmp"), self._upgrade_to_packs)
+        self._fanouts: Optional[Set[str]] = None  # objects/ fan-out directories, read once
 
     # ----------------------------------------------------------------- layout
     def path(self, *parts: str) -> str:
@@ -321,10 +322,18 @@ class Store:
 
     def has_blob(self, sha: str) -> bool:
         """Tell whether the blob is stored (as a file of its own or in a pack)."""
-        return self.packs.find(sha) is not None or os.path.exists(self.blob_path(sha))
+        return self.packs.find(sha) is not None or self._loose_exists(sha)
 
     def _loose_exists(self, sha: str) -> bool:
-        return os.path.exists(self.blob_path(sha))
+        """Tell whether a blob is a file of its own; no stat at all when its fan-out directory is absent."""
+        if self._fanouts is None:
+            objects = self.path("objects")
+            self._fanouts = set(os.listdir(objects)) if os.path.isdir(objects) else set()
+        return sha[:2] in self._fanouts and os.path.exists(self.blob_path(sha))
+
+    def _made_fanout(self, sha: str) -> None:
+        if self._fanouts is not None:
+            self._fanouts.add(sha[:2])
 
     def _packed(self, sha: str) -> Optional[Location]:
         """Return where a blob is packed, or None when it is a file of its own (or missing)."""
@@ -477,6 +486,7 @@ class Store:
             os.unlink(path)
             return sha, size
         os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
+        self._made_fanout(sha)
         os.chmod(path, 0o600)
         os.rename(path, final)
         return sha, size
@@ -499,6 +509,7 @@ class Store:
             os.rename(tmp, final)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
+            self._made_fanout(sha)
             os.rename(tmp, final)
         return True
 
