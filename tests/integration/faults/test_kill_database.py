@@ -23,7 +23,7 @@ from kill_support import (
 
 pytestmark = pytest.mark.slow
 
-POINTS = 4
+POINTS = 3
 RESTORE = """
 import json, sys
 from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import RestoreRequest, restore

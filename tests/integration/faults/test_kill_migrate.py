@@ -19,7 +19,7 @@ from kill_support import Tally, kill_group_after, kill_points, pg_copy_database,
 
 pytestmark = pytest.mark.slow
 
-POINTS = 4
+POINTS = 3
 STEPS = 10
 TARGET = 2
 ROWS = 15000

@@ -19,7 +19,7 @@ from kill_support import Tally, kill_group_after, kill_points, start_engine, tim
 
 pytestmark = pytest.mark.slow
 
-POINTS = 4
+POINTS = 3
 INSTANCES = 60
 REVERT = """
 import json, sys
