@@ -280,11 +280,15 @@ def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = 
     if not dry_run:
         store.init()
     roots, totals = [], {"entries": 0, "bytes": 0, "hashed": 0, "new_blobs": 0}
-    for spec in request.roots:
-        record, stats = capture_root(store, spec, dry_run)
-        roots.append(record)
-        for key in totals:
-            totals[key] += getattr(stats, key)
+    try:
+        for spec in request.roots:
+            record, stats = capture_root(store, spec, dry_run)
+            roots.append(record)
+            for key in totals:
+                totals[key] += getattr(stats, key)
+    except BaseException:
+        store.packs.abort()  # an unfinished pack is never named by an index: drop it now
+        raise
     previous = store.find_optional(request.label) if request.label else None
     if previous and previous.get("label") == request.label and not request.force and _same_state(previous, roots, request.commit):
         return previous, False, totals

@@ -496,7 +496,11 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
     """Bring the manifest's roots back to their checkpointed state; the caller holds the store lock."""
     records = roots_of(manifest, options.only_paths)
     capture = options.safety_checkpoint and not options.dry_run
-    plans = [plan_root(store, record, options.want_diff, capture=capture) for record in records]
+    try:
+        plans = [plan_root(store, record, options.want_diff, capture=capture) for record in records]
+    except BaseException:
+        store.packs.abort()
+        raise
     result = {
         "changed": any(plan.actions for plan in plans),
         "changes": _changes(plans),
