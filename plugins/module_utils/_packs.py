@@ -42,18 +42,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class PackIndex:
-    """The index of one finished pack: its records, and a table from the first 8 bytes of each
-    name to its record (an int per object keeps memory small; the full name is compared on a hit)."""
+    """The index of one finished pack: its 48-byte records."""
 
     def __init__(self, pack_path: str, records: bytes) -> None:
         self.pack_path = pack_path
         self.records = records
         self.count = len(records) // RECORD.size
-        self._table: Dict[int, int] = {}
-        self._clashes: Dict[bytes, int] = {}  # names sharing their first 8 bytes with an earlier one
-        for start in range(0, len(records), RECORD.size):
-            if self._table.setdefault(_prefix(records[start:start + 8]), start) != start:
-                self._clashes[records[start:start + 32]] = start
 
     @classmethod
     def load(cls, idx_path: str) -> "PackIndex":
@@ -72,18 +66,10 @@ class PackIndex:
         """Return the index file bytes of ``entries`` (name -> (offset, length))."""
         return IDX_MAGIC + b"".join(RECORD.pack(key, *entries[key]) for key in sorted(entries))
 
-    def find(self, key: bytes) -> Optional[Location]:
-        """Return where the object ``key`` (32-byte name) is in this pack, or None."""
-        start = self._table.get(_prefix(key))
-        if start is None:
-            return None
-        found, offset, length = RECORD.unpack_from(self.records, start)
-        if found != key:
-            start = self._clashes.get(key)
-            if start is None:
-                return None
-            _found, offset, length = RECORD.unpack_from(self.records, start)
-        return self.pack_path, offset, length
+    def at(self, start: int) -> Tuple[bytes, Location]:
+        """Return the name and location of the record at byte ``start``."""
+        key, offset, length = RECORD.unpack_from(self.records, start)
+        return key, (self.pack_path, offset, length)
 
     def entries(self) -> Iterator[Tuple[str, int, int]]:
         """Yield (object name in hex, offset, length) for every object of the pack."""
@@ -93,6 +79,41 @@ class PackIndex:
 
 def _prefix(key: bytes) -> int:
     return int.from_bytes(key[:8], "big")
+
+
+class _Lookup:
+    """Finds packed objects of every index: a table from the first 8 bytes of a name to its
+    record (an int per object keeps memory small; the full name is compared on a hit)."""
+
+    def __init__(self, indexes: List[PackIndex]) -> None:
+        self.indexes: List[PackIndex] = []
+        self._table: Dict[int, int] = {}  # prefix -> index number << 40 | record start
+        self._clashes: Dict[bytes, int] = {}  # names sharing their first 8 bytes with an earlier one
+        for index in indexes:
+            self.add(index)
+
+    def add(self, index: PackIndex) -> None:
+        """Make a finished pack's objects findable."""
+        number = len(self.indexes) << 40
+        self.indexes.append(index)
+        records, table = index.records, self._table
+        for start in range(0, len(records), RECORD.size):
+            if table.setdefault(_prefix(records[start:start + 8]), number | start) != number | start:
+                self._clashes[records[start:start + 32]] = number | start
+
+    def _at(self, where: int) -> Tuple[bytes, Location]:
+        return self.indexes[where >> 40].at(where & ((1 << 40) - 1))
+
+    def find(self, key: bytes) -> Optional[Location]:
+        """Return where the object ``key`` (32-byte name) is packed, or None."""
+        where = self._table.get(_prefix(key))
+        if where is None:
+            return None
+        found, location = self._at(where)
+        if found == key:
+            return location
+        where = self._clashes.get(key)
+        return None if where is None else self._at(where)[1]
 
 
 class PackWriter:
@@ -154,39 +175,39 @@ class PackSet:
         self.packs_dir = packs_dir
         self.tmp_dir = tmp_dir
         self.before_first_pack = before_first_pack  # records the packed format before a pack exists
-        self._indexes: Optional[List[PackIndex]] = None
+        self._lookup: Optional[_Lookup] = None
         self._writer: Optional[PackWriter] = None
         self._lock = threading.Lock()
 
-    def indexes(self) -> List[PackIndex]:
-        """Return the index of every finished pack (read once)."""
-        if self._indexes is None:
+    def _loaded(self) -> _Lookup:
+        if self._lookup is None:
             try:
                 names = sorted(os.listdir(self.packs_dir))
             except FileNotFoundError:
                 names = []
-            self._indexes = [PackIndex.load(os.path.join(self.packs_dir, name))
-                             for name in names if name.endswith(".idx")]
-        return self._indexes
+            self._lookup = _Lookup([PackIndex.load(os.path.join(self.packs_dir, name))
+                                    for name in names if name.endswith(".idx")])
+        return self._lookup
+
+    def indexes(self) -> List[PackIndex]:
+        """Return the index of every finished pack (read once)."""
+        return self._loaded().indexes
 
     def forget(self) -> None:
         """Drop the cached indexes (after packs were rewritten or removed)."""
         with self._lock:
-            self._indexes = None
+            self._lookup = None
+
+    def _find_key(self, key: bytes) -> Optional[Location]:
+        writer = self._writer
+        found = writer.find(key) if writer else None
+        return found or self._loaded().find(key)
 
     def find(self, sha: str) -> Optional[Location]:
         """Return where the object ``sha`` is packed, or None."""
         key = bytes.fromhex(sha)
         with self._lock:
-            writer = self._writer
-            found = writer.find(key) if writer else None
-            if found:
-                return found
-            for index in self.indexes():
-                found = index.find(key)
-                if found:
-                    return found
-        return None
+            return self._find_key(key)
 
     def add(self, sha: str, stored: Callable[[], bytes], exists: Callable[[str], bool]) -> bool:
         """Append an object unless it is already stored (``exists(sha)`` checks loose objects).
@@ -196,11 +217,9 @@ class PackSet:
         """
         key = bytes.fromhex(sha)
         with self._lock:
+            if self._find_key(key) or exists(sha):
+                return False
             writer = self._writer
-            if writer and key in writer.entries:
-                return False
-            if any(index.find(key) for index in self.indexes()) or exists(sha):
-                return False
             if writer is None:
                 self.before_first_pack()
                 os.makedirs(self.packs_dir, mode=0o700, exist_ok=True)
@@ -219,8 +238,8 @@ class PackSet:
         except BaseException:
             writer.abort()
             raise
-        if finished is not None:
-            self.indexes().append(finished)
+        if finished is not None and self._lookup is not None:
+            self._lookup.add(finished)  # (not loaded yet: the lookup reads the new index with the others)
 
     def finish(self) -> None:
         """Finish the open pack, if any (before the manifest that needs its objects is saved)."""

@@ -256,3 +256,13 @@ def test_a_version_1_store_is_upgraded_when_its_first_pack_is_written(tmp_path):
     again = Store(old.root)
     assert again.read_blob(loose) == b"an object of a version 1 store"
     assert again.read_blob(packed) == b"small file content"
+
+
+def test_names_sharing_their_first_eight_bytes_are_told_apart():
+    from ansible_collections.gitops.rollback.plugins.module_utils._packs import PackIndex, _Lookup
+    first, second, absent = (bytes(8) + bytes([n]) * 24 for n in (1, 2, 3))
+    lookup = _Lookup([PackIndex("/a.pack", PackIndex.encode({first: (0, 10)})[8:]),
+                      PackIndex("/b.pack", PackIndex.encode({second: (5, 7)})[8:])])
+    assert lookup.find(first) == ("/a.pack", 0, 10)
+    assert lookup.find(second) == ("/b.pack", 5, 7)
+    assert lookup.find(absent) is None
