@@ -12,6 +12,7 @@ import fnmatch
 import grp
 import json
 import os
+import re
 import pwd
 import stat
 from functools import lru_cache
@@ -155,12 +156,14 @@ def encode_entry(entry: dict) -> bytes:
     return (_ENCODER.encode(entry) + "\n").encode("utf-8")
 
 
+_UNSAFE_PART = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # an empty, "." or ".." component (or a leading /)
+
+
 def check_relative(rel: object) -> str:
     """Refuse a manifest path that is not a plain relative path below its root."""
     if not isinstance(rel, str) or not rel:
         raise UnsafePathError("Manifest entry path %r is empty or not text." % (rel,))
-    parts = rel.split("/")
-    if rel.startswith("/") or "\x00" in rel or any(part in ("", ".", "..") for part in parts):
+    if "\x00" in rel or _UNSAFE_PART.search(rel):
         raise UnsafePathError(
             "Manifest entry %r escapes its managed root (absolute path, '..', '.' or empty part). "
             "The manifest is damaged or forged: restore from another checkpoint." % rel
