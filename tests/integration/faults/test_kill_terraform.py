@@ -54,8 +54,8 @@ def project(git_repo: Callable[..., RepoInfo], tmp_path: Path) -> RepoInfo:
     return repo
 
 
-def test_terraform_revert_killed_at_random_points_is_old_or_reverted(project: RepoInfo, run_playbook,
-                                                                      collections_path: Path, tmp_path: Path) -> None:
+def test_terraform_revert_killed_at_random_points_is_old_or_reverted(
+        project: RepoInfo, run_playbook, collections_path: Path, tmp_path: Path) -> None:
     infra = project.path / "infra"
     rc_file = tmp_path / "terraformrc"
     rc_file.write_text("")
