@@ -163,17 +163,19 @@ class RowCounter:
         if self._pending:
             pos = self._resume(chunk, pos)
         find = chunk.find
-        nxt = {b"(": -2, b")": -2, b"'": -2, b";": -2, b"\n": -2}  # next of each: -1 none left, -2 not looked
-        while pos < end:
+        newline = find(b"\n", pos, end)
+        stop = end if newline < 0 else newline + 1  # no value holds a raw newline: look no further
+        nxt = {b"(": -2, b")": -2, b"'": -2, b";": -2, b"\n": newline}  # next of each: -1 none, -2 not looked
+        while pos < stop:
             if self._in_string:
-                pos = self._string(chunk, pos, end)
+                pos = self._string(chunk, pos, stop)
                 continue
             for char, at in nxt.items():
                 if at != -1 and at < pos:
-                    nxt[char] = find(char, pos, end)
+                    nxt[char] = find(char, pos, stop)
             present = [at for at in nxt.values() if at >= 0]
             if not present:
-                return end
+                return stop
             at = min(present)
             char = chunk[at:at + 1]
             pos = at + 1
@@ -200,7 +202,7 @@ class RowCounter:
             else:
                 self._end_statement()
                 return pos
-        return end
+        return stop
 
     def _row_lines(self, chunk: bytes, pos: int, end: int) -> int:
         """Count one row per line until a line ends with ``);``; return the position after it (or ``end``)."""
