@@ -373,6 +373,14 @@ STAGES = {"create": "while creating %s", "load": "while loading the dump into %s
           "verify": "while comparing the row counts of %s"}
 
 
+def shorten(text: str, limit: int = 1500) -> str:
+    """Keep the start and the end of a long client error (a client may echo a whole failed statement)."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    return "%s [... %d characters left out ...] %s" % (text[:head], len(text) - limit, text[-(limit - head):])
+
+
 def drop_quietly(engine, database: str) -> Optional[str]:
     """Drop a staged copy; return why it could not be dropped (e.g. the server is down), or None."""
     try:
@@ -415,10 +423,12 @@ class FailedRestore:
     def error(self, exc: RollbackError) -> RollbackError:
         """Return ``exc`` retold: stage, server state, live database state, way out; details for the module."""
         where = ("the staged copy %s" % self.target) if self.staged else self.database
-        parts = ["The restore of %s failed %s: %s" % (self.database, STAGES[self.stage] % where, exc)]
+        cause = shorten(str(exc).strip())
+        parts = ["The restore of %s failed %s: %s%s" % (self.database, STAGES[self.stage] % where, cause,
+                                                        "" if cause.endswith(".") else ".")]
         if self.server:
             parts.append("The server no longer answers (%s); it stopped or restarted during the restore."
-                         % self.server)
+                         % shorten(self.server, 500))
         parts.append(self.state())
         details = dict(exc.details, stage=self.stage, safety_checkpoint=self.safety,
                        live_database_touched=not self.staged)
@@ -430,6 +440,8 @@ class FailedRestore:
         if self.staged:
             left = ("the staged copy was dropped" if not self.drop_problem else
                     "the staged copy %s could not be dropped now; the next restore drops it" % self.target)
+            if self.safety:
+                left += "; safety checkpoint %s also holds it" % self.safety
             return "The live database %s was not touched (%s). Fix the cause, then %s." % (self.database, left, again)
         if self.safety:
             return ("The database %s may hold a partial restore; its previous state is in safety checkpoint %s "

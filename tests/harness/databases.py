@@ -363,6 +363,20 @@ class MariaDbServer:
     def drop_database(self, name: str) -> None:
         self.sql(f"DROP DATABASE IF EXISTS `{name.replace('`', '``')}`")
 
+    def start(self) -> None:
+        """Start mariadbd again on the same data directory and port (after :meth:`halt`)."""
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(_mariadbd_argv(self), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                            start_new_session=True)
+        wait_for_port(self.host, self.port, self.process, self.log, 60, "mariadbd")
+
+    def halt(self, sig: int = signal.SIGKILL) -> None:
+        """Signal mariadbd by PID (SIGKILL: a crash, SIGTERM: a shutdown) and reap it; data dir kept."""
+        if self.process is not None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=60)
+            self.process = None
+
     def stop(self) -> None:
         """Stop mariadbd by PID and remove temp dirs."""
         if self.process is not None:
@@ -382,9 +396,19 @@ def _mariadb_binaries() -> tuple[str, str, str]:
     return found[0], found[1], found[2]  # type: ignore[return-value]
 
 
+def _mariadbd_argv(server: MariaDbServer) -> list[str]:
+    """mariadbd command line of a harness server (its data dir, port and socket)."""
+    return [_mariadb_binaries()[0], "--no-defaults", "--user=mysql", f"--datadir={server.data_dir}",
+            f"--bind-address={LOCALHOST}", f"--port={server.port}", f"--socket={server.socket}",
+            f"--pid-file={server.root / 'mariadbd.pid'}", f"--tmpdir={server.root}", "--skip-log-bin",
+            "--skip-name-resolve", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
+            "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
+            "--max-connections=50", "--performance-schema=OFF"]
+
+
 def start_mariadb(workdir: str | os.PathLike[str], attempts: int = 3) -> MariaDbServer:
     """Install + start a MariaDB server on a free port of 127.0.0.1 with a root password."""
-    mariadbd, install_db, _client = _mariadb_binaries()
+    _mariadbd, install_db, _client = _mariadb_binaries()
     root, is_temp = _server_dir(Path(workdir).resolve(), "mariadb", "mysql")
     _chown(root, "mysql")
     server = MariaDbServer(root, 0, secrets.token_hex(12), is_temp=is_temp)
@@ -397,14 +421,8 @@ def start_mariadb(workdir: str | os.PathLike[str], attempts: int = 3) -> MariaDb
     for _attempt in range(attempts):
         server.port = free_port(LOCALHOST)
         with open(server.log, "ab") as log:
-            server.process = subprocess.Popen(
-                [mariadbd, "--no-defaults", "--user=mysql", f"--datadir={server.data_dir}",
-                 f"--bind-address={LOCALHOST}", f"--port={server.port}", f"--socket={server.socket}",
-                 f"--pid-file={root / 'mariadbd.pid'}", f"--tmpdir={root}", "--skip-log-bin",
-                 "--skip-name-resolve", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
-                 "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
-                 "--max-connections=50", "--performance-schema=OFF"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            server.process = subprocess.Popen(_mariadbd_argv(server), stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=log, start_new_session=True)
         try:
             wait_for_port(server.host, server.port, server.process, server.log, 30, "mariadbd")
             break

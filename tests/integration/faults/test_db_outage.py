@@ -1,4 +1,4 @@
-"""The database server stops while db_restore loads a dump (issue 10).
+"""The database server stops while db_restore loads a dump (issue 10): PostgreSQL and MariaDB.
 
 A real throwaway PostgreSQL server is stopped (fast or immediate shutdown of the postmaster, by
 PID) while pg_restore is copying rows, detected in pg_stat_progress_copy. In ``swap`` mode the
@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from harness import PgServer, start_postgres
+from harness import MariaDbServer, PgServer, start_mariadb, start_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -144,28 +144,125 @@ def test_replace_restore_with_the_server_stopped_names_the_safety_backup(pg: PgS
                                                                          prepared: tuple) -> None:
     db, store, backed_up, changed = prepared
     args = conn(pg, db, store, checkpoint="v1", mode="replace")
-    task, after_stop = restore_with_outage(pg, run_task, args, "= %s" % literal(db), signal.SIGQUIT)
+    # PostgreSQL replace mode also loads beside the live database, then renames it in
+    task, after_stop = restore_with_outage(pg, run_task, args, "LIKE %s" % literal(db + "__gr_restore_%"),
+                                           signal.SIGQUIT)
     assert task["status"] == "ignored", task
     safety = task["safety_checkpoint"]
     assert safety and (store / "checkpoints" / (safety + ".json")).exists(), task
     message = task["msg"]
     print("%s: failed %.1f s after the stop: %s" % (args["mode"], after_stop, message))
-    for phrase in ("while loading the dump into %s" % db,
+    for phrase in ("while loading the dump into the staged copy %s__gr_restore_" % db,
                    "no longer answers",
-                   "may hold a partial restore",
-                   "safety checkpoint %s" % safety,
-                   "restore it with checkpoint=%s" % safety):
+                   "The live database %s was not touched" % db,
+                   "safety checkpoint %s also holds it" % safety,
+                   "run the restore again once the server is back"):
         assert phrase in message, message
-    assert task["stage"] == "load" and task["live_database_touched"] is True, task
+    assert task["stage"] == "load" and task["live_database_touched"] is False, task
     assert after_stop < 60, "the failure took %.1f s to be reported" % after_stop
 
     pg.start()
-    tables = pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=db)
-    assert tables == "0", "the interrupted single-transaction restore left %s tables in the recreated database" % tables
+    assert snapshot(pg, db) == changed
     _result, undone = run_task("gitops.rollback.db_restore", conn(pg, db, store, checkpoint=safety, mode="replace"))
     assert undone["status"] == "ok", undone
-    assert snapshot(pg, db) == changed
+    assert snapshot(pg, db) == changed, "the safety checkpoint holds the pre-restore state"
     _result, again = run_task("gitops.rollback.db_restore", args)
     assert again["status"] == "ok", again
     assert again["restore"]["verification"]["matched"] is True
     assert snapshot(pg, db) == backed_up
+    assert "__gr_" not in pg.psql("SELECT string_agg(datname, ',') FROM pg_database")
+
+
+# ------------------------------------------------------------------------------------ MariaDB
+MARIA_SCHEMA = f"""
+CREATE TABLE account (id int PRIMARY KEY, owner varchar(80) NOT NULL, balance decimal(12, 2) NOT NULL);
+INSERT INTO account SELECT seq, CONCAT('owner ', seq), seq * 1.25 FROM seq_1_to_300;
+CREATE TABLE event (id bigint PRIMARY KEY, account_id int NOT NULL, kind varchar(10) NOT NULL, payload text,
+                    KEY event_account (account_id, kind));
+INSERT INTO event SELECT seq, 1 + seq % 300, IF(seq % 2, 'debit', 'credit'), CONCAT(MD5(seq), MD5(seq * 7))
+  FROM seq_1_to_{BIG_ROWS // 2};
+"""
+MARIA_CHANGE = """
+UPDATE account SET balance = balance + 100, owner = CONCAT(owner, ' (moved)') WHERE id % 3 = 0;
+DELETE FROM account WHERE id > 290;
+INSERT INTO account VALUES (1000, 'newcomer', 1);
+DELETE FROM event WHERE id % 10 = 0;
+UPDATE event SET kind = 'refund' WHERE id % 7 = 0;
+"""
+MARIA_LOADING_SQL = ("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                     "WHERE DB {match} AND INFO LIKE 'INSERT INTO `event`%%'")
+
+
+def maria_snapshot(server: MariaDbServer, db: str) -> dict:
+    """Every account row, and the event table row by row (count, sum and xor of per-row CRC32)."""
+    return {
+        "account": server.sql("SELECT id, owner, balance FROM account ORDER BY id", db=db).split("\n"),
+        "event": server.sql("SELECT COUNT(*), SUM(CRC32(CONCAT_WS('|', id, account_id, kind, payload))), "
+                            "BIT_XOR(CRC32(CONCAT_WS('|', id, account_id, kind, payload))) FROM event", db=db),
+    }
+
+
+def maria_conn(server: MariaDbServer, db: str, store: Path, **extra: object) -> dict:
+    args = {"engine": "mysql", "database": db, "login_host": server.host, "login_port": server.port,
+            "login_user": server.user, "login_password": server.password, "store_path": str(store)}
+    args.update(extra)
+    return args
+
+
+@pytest.fixture
+def maria(tmp_path: Path) -> Iterator[MariaDbServer]:
+    """A MariaDB server of this test alone (the test kills and restarts it)."""
+    server = start_mariadb(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("mode", ["swap", "replace"])
+def test_mariadb_killed_mid_restore(maria: MariaDbServer, run_task, tmp_path: Path, mode: str) -> None:
+    db, store = "shop", tmp_path / "store"
+    maria.create_database(db)
+    maria.sql(MARIA_SCHEMA, db=db)
+    backed_up = maria_snapshot(maria, db)
+    result, _backup = run_task("gitops.rollback.db_backup", maria_conn(maria, db, store, checkpoint="v1"))
+    assert result.rc == 0, str(result)
+    maria.sql(MARIA_CHANGE, db=db)
+    changed = maria_snapshot(maria, db)
+    args = maria_conn(maria, db, store, checkpoint="v1", mode=mode)
+    match = ("LIKE '%s__gr_restore_%%'" % db) if mode == "swap" else "= '%s'" % db
+
+    box: list = []
+    worker = threading.Thread(target=lambda: box.append(run_task("gitops.rollback.db_restore", args)[1]))
+    worker.start()
+    deadline = time.monotonic() + 300
+    while int(maria.sql(MARIA_LOADING_SQL.format(match=match)) or 0) == 0:
+        assert worker.is_alive(), "the restore ended before the server was killed: %s" % box
+        assert time.monotonic() < deadline, "the restore never started loading rows"
+        time.sleep(0.02)
+    maria.halt(signal.SIGKILL)
+    killed = time.monotonic()
+    worker.join(timeout=300)
+    task = box[0]
+    message = task["msg"]
+    print("mariadb %s: failed %.1f s after the kill: %s" % (mode, time.monotonic() - killed, message))
+    assert task["status"] == "ignored" and task["stage"] == "load", task
+    assert "while loading the dump into" in message and "no longer answers" in message, message
+    if mode == "swap":
+        assert "The live database %s was not touched" % db in message, message
+        assert task["live_database_touched"] is False
+    else:
+        safety = task["safety_checkpoint"]
+        assert safety and "restore it with checkpoint=%s" % safety in message, message
+
+    maria.start()
+    if mode == "swap":
+        assert maria_snapshot(maria, db) == changed
+    else:
+        _result, undone = run_task("gitops.rollback.db_restore", maria_conn(maria, db, store, checkpoint=safety))
+        assert undone["status"] == "ok", undone
+        assert maria_snapshot(maria, db) == changed
+    _result, again = run_task("gitops.rollback.db_restore", args)
+    assert again["status"] == "ok", again
+    assert maria_snapshot(maria, db) == backed_up
+    assert "__gr_restore_" not in maria.sql("SHOW DATABASES")
