@@ -151,9 +151,24 @@ def describe_entry(rel: str, st: os.stat_result, kind: str) -> dict:
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
+_QUOTE = json.encoder.encode_basestring_ascii  # the C encoder json uses for a str
+_LINE = ('{"gid":%d,"group":%s,"mode":%d,"mtime_ns":%d,"owner":%s,"path":%s,"sha256":%s,"size":%d,'
+         '"target":%s,"type":%s,"uid":%d}\n')  # what _ENCODER writes for an entry of describe_entry's keys
+_KEYS = frozenset(("gid", "group", "mode", "mtime_ns", "owner", "path", "sha256", "size", "target", "type", "uid"))
+
+
+def _text_or_null(value: Optional[str]) -> str:
+    return "null" if value is None else _QUOTE(value)
+
+
 def encode_entry(entry: dict) -> bytes:
-    """Return the JSON line of an entry."""
-    return (_ENCODER.encode(entry) + "\n").encode("utf-8")
+    """Return the JSON line of an entry (sorted keys, compact), formatted directly in the common case."""
+    if entry.keys() != _KEYS:
+        return (_ENCODER.encode(entry) + "\n").encode("utf-8")
+    return (_LINE % (
+        entry["gid"], _text_or_null(entry["group"]), entry["mode"], entry["mtime_ns"], _text_or_null(entry["owner"]),
+        _QUOTE(entry["path"]), _text_or_null(entry["sha256"]), entry["size"], _text_or_null(entry["target"]),
+        _QUOTE(entry["type"]), entry["uid"])).encode("ascii")
 
 
 _UNSAFE_PART = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # an empty, "." or ".." component (or a leading /)
