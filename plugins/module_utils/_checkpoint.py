@@ -86,6 +86,28 @@ class _Capture:
             return sha, size, not self.store.has_blob(sha)
         return self.store.put_file_counted(full)
 
+    def _describe(self, rel: str, st: os.stat_result) -> Optional[Tuple[dict, str]]:
+        """Return an entry's record (a link's target included) and full path; None for a special file."""
+        kind = kind_of(st)
+        if kind is None:
+            self.stats.skipped.append(rel)
+            return None
+        self.stats.entries += 1
+        entry = describe_entry(rel, st, kind)
+        full = os.path.join(self.spec.path, rel)
+        if kind == LINK:
+            entry["target"] = os.readlink(full)
+        return entry, full
+
+    def _content_now(self, full: str, sha: Optional[str], st: os.stat_result) -> Tuple:
+        """Return a file's (sha256, size[, new]): the known hash if its blob is stored, else hash and store it here."""
+        if sha and self.store.has_blob(sha):
+            return sha, st.st_size
+        content = self._store_content(full, sha, st.st_size)
+        self.stats.hashed += 1
+        self.stats.new_blobs += 1 if content[2] else 0
+        return content
+
     def _finish(self, entry: dict, st: os.stat_result, content, writer: Optional[CacheWriter]) -> bytes:
         """Fill in a file entry's content (a ready tuple or a future) and return its tree line."""
         if content is not None:
@@ -109,26 +131,17 @@ class _Capture:
         pool = ThreadPoolExecutor(max_workers=WORKERS)
         try:
             for rel, st in walk(self.spec.path, self.spec.selection()):
-                kind = kind_of(st)
-                if kind is None:
-                    self.stats.skipped.append(rel)
+                described = self._describe(rel, st)
+                if described is None:
                     continue
-                entry = describe_entry(rel, st, kind)
-                full = os.path.join(self.spec.path, rel)
+                entry, full = described
                 content = None
-                if kind == FILE:
+                if entry["type"] == FILE:
                     cached = cache.lookup(path_key(rel), st)
-                    if cached and self.store.has_blob(cached):
-                        content = (cached, st.st_size)
-                    elif st.st_size <= INLINE_LIMIT:
-                        content = self._store_content(full, cached, st.st_size)
-                        self.stats.hashed += 1
-                        self.stats.new_blobs += 1 if content[2] else 0
+                    if (cached and self.store.has_blob(cached)) or st.st_size <= INLINE_LIMIT:
+                        content = self._content_now(full, cached, st)
                     else:
                         content = pool.submit(self._store_content, full, cached, st.st_size)
-                elif kind == LINK:
-                    entry["target"] = os.readlink(full)
-                self.stats.entries += 1
                 pending.append((entry, st, content))
                 while pending and (len(pending) > WINDOW or _ready(pending[0][2])):
                     yield self._finish(*pending.popleft(), writer)
@@ -186,26 +199,13 @@ class TreeRecorder(_Capture):
 
     def add(self, key: Key, rel: str, st: os.stat_result, sha: Optional[str] = None) -> None:
         """Record one live entry; ``sha`` is its content hash when the driver knows it."""
-        if self._ours(rel, st):
+        described = None if self._ours(rel, st) else self._describe(rel, st)
+        if described is None:
             return
-        kind = kind_of(st)
-        if kind is None:
-            self.stats.skipped.append(rel)
-            return
-        entry = describe_entry(rel, st, kind)
-        full = os.path.join(self.spec.path, rel)
+        entry, full = described
         content = None
-        if kind == FILE:
-            sha = sha or self.cache.lookup(key, st)
-            if sha and self.store.has_blob(sha):
-                content = (sha, st.st_size)
-            else:
-                content = self._store_content(full, None, st.st_size)
-                self.stats.hashed += 1
-                self.stats.new_blobs += 1 if content[2] else 0
-        elif kind == LINK:
-            entry["target"] = os.readlink(full)
-        self.stats.entries += 1
+        if entry["type"] == FILE:
+            content = self._content_now(full, sha or self.cache.lookup(key, st), st)
         line = self._finish(entry, st, content, self.cache_writer)
         self.pending.append(line)
         self.buffered += len(line)
