@@ -9,9 +9,9 @@ A backup is a component of a checkpoint::
      "row_counts": {table: n}, "created", "files": {relpath: sha256} (PostgreSQL directory format)}
 
 A restore checks the blobs' hashes and the archive before touching the database, holds a
-per-database restore lock, takes a safety backup of the live database, restores (``replace``:
-drop and recreate; ``swap``: restore beside it, verify, then swap names) and compares every
-table's row count with the recorded one.
+per-database restore lock, takes a safety backup of the live database, restores (beside a live database, verified, then
+swapped in; ``replace`` drops the previous content, ``swap`` keeps it) and compares every table's
+row count with the recorded one.
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     steps = []
     if req.safety_backup and live:
         steps.append("back up the live %s into a safety checkpoint" % database)
-    if uses_staging(engine.name, req.mode, live) and engine.name != "sqlite":
+    if uses_staging(engine.name, req.mode, live, database) and engine.name != "sqlite":
         staged, old = staging_names(engine.name, database, manifest)
         steps += ["restore into %s" % staged, "compare row counts"]
         kept = old if req.keep_old and req.mode == "swap" else "(dropped)"
@@ -328,8 +328,9 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
     source = database_key(req.conn, req.source_database)
     manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
     verify_backup(store, component, req.jobs)
-    staged, old = staging_names(engine.name, database, manifest)
     _version, live = engine.probe(database)
+    use_staging = uses_staging(engine.name, req.mode, live, database)
+    staged, old = staging_names(engine.name, database, manifest) if use_staging else (database, None)
     result = {"checkpoint": manifest["id"], "label": manifest.get("label"), "database": database,
               "mode": req.mode, "safety_checkpoint": None, "old_database": None}
     with restore_lock(store, engine.name, database, owner, lock_timeout):
@@ -340,8 +341,7 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
             if live and req.safety_backup:
                 result["safety_checkpoint"] = take_safety_backup(store, req, database, owner, lock_timeout)
             started = time.monotonic()
-            use_staging = uses_staging(engine.name, req.mode, live)
-            target = staged if use_staging else database
+            target = staged
             stage = "create"
             try:
                 engine.recreate(target, component.get("database_info", {}))
@@ -354,10 +354,10 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
                 failure.cleanup(engine)
                 raise failure.error(exc) from exc
             except BaseException:
-                if target == staged:
+                if use_staging:
                     drop_quietly(engine, staged)
                 raise
-            if target == staged:
+            if use_staging:
                 keep = old if (req.mode == "swap" and req.keep_old and live) else None
                 engine.swap(database, staged, keep)
                 result["old_database"] = keep
@@ -449,14 +449,20 @@ class FailedRestore:
         return "The database %s may hold a partial restore (no safety backup was taken); %s." % (self.database, again)
 
 
-def uses_staging(engine: str, mode: str, live: bool) -> bool:
-    """Tell whether a restore loads beside the live database and renames it into place.
+def uses_staging(engine: str, mode: str, live: bool, database: str = "") -> bool:
+    """Tell whether a restore loads beside the live database and swaps it into place.
 
-    Always for SQLite (a file rename) and in swap mode; for PostgreSQL in replace mode too, so a
-    restore killed half-way leaves the live database untouched instead of dropped or half loaded
-    (the previous database is dropped after the rename).
+    Always for SQLite (a file rename) and in swap mode; in replace mode too when the database
+    exists, so a restore killed half-way leaves it untouched instead of dropped or half loaded
+    (PostgreSQL renames the staged database in, MariaDB moves its tables in with one RENAME TABLE;
+    the previous content is dropped afterwards). Replace loads in place, as before, when the
+    staging names would exceed the server's limit.
     """
-    return engine == "sqlite" or (live and (mode == "swap" or engine == "postgresql"))
+    if engine == "sqlite":
+        return True
+    limit = NAME_LIMITS.get(engine)
+    fits = not limit or len(database.encode("utf-8")) + len("__gr_old_YYYYmmddTHHMMSS") <= limit
+    return live and (mode == "swap" or fits)
 
 
 def take_safety_backup(store: Store, req: RestoreRequest, database: str, owner: str, lock_timeout: float) -> str:

@@ -18,7 +18,6 @@ the live schema from the staging schema's definitions. Between the move and the 
 
 from __future__ import annotations
 
-import time
 from typing import Dict, List, Optional
 
 from ._db_common import COMPRESSORS, DatabaseError, DumpStream, feed_pipeline
@@ -282,12 +281,15 @@ class MysqlEngine:
 
     def swap(self, live: str, staged: str, old: Optional[str]) -> None:
         """Move the staged tables into ``live`` (its tables go to ``old``, or are dropped)."""
-        keep = old or "%s__gr_drop_%d" % (live, int(time.time()))
+        keep = old or live + "__gr_drop"
+        if old is None:
+            self.drop(keep)  # left by a run killed between its move and its drop: the pre-restore tables
         staged_objects = self._objects(staged)
         definitions = [(kind, name, self._definition(staged, kind, name)) for kind, name in staged_objects]
         live_objects = self._objects(live) if self.exists(live) else []
+        info = self.database_info(staged)
         if not self.exists(live):
-            self.create(live, self.database_info(staged))
+            self.create(live, info)
         self.create(keep, self.database_info(live))
         drops = ["DROP TRIGGER %s.%s" % (ident(db), ident(name))
                  for db, objects in ((live, live_objects), (staged, staged_objects))
@@ -297,6 +299,9 @@ class MysqlEngine:
         statements = drops + (["RENAME TABLE " + ", ".join(moves)] if moves else [])
         statements += ["DROP %s %s.%s" % (kind, ident(live), ident(name))
                        for kind, name in live_objects if kind != "TRIGGER"]
+        if info.get("charset"):  # the backup's defaults, as a drop and re-create would give
+            statements.append("ALTER DATABASE %s CHARACTER SET %s COLLATE %s"
+                              % (ident(live), ident(info["charset"]), ident(info["collation"])))
         self.sql("; ".join(statements) if statements else "DO 0")
         self._create_objects(live, definitions)
         self.drop(staged)

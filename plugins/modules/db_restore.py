@@ -19,9 +19,11 @@ description:
   - Then takes a safety backup of the live database into a new checkpoint (kind C(safety)), so the
     restore itself can be undone, restores, and compares every table's row count with the counts
     recorded at backup time.
-  - O(mode=replace) drops and re-creates the database (PostgreSQL and SQLite restore beside it and
-    rename the copy in, dropping the previous one, so a restore killed half-way leaves the live
-    database untouched; this needs room for a second copy meanwhile). O(mode=swap) restores beside it into
+  - O(mode=replace) replaces the database's content. When it exists, the restore loads beside it
+    and swaps the copy in as O(mode=swap) does, dropping the previous content, so a restore killed
+    half-way leaves the live database untouched; this needs room for a second copy meanwhile (a
+    PostgreSQL or MariaDB name too long for the staging names is dropped and re-created in place
+    instead). O(mode=swap) restores beside it into
     C(<database>__gr_restore_<id>), verifies it, and only then swaps names, keeping the previous
     database as C(<database>__gr_old_<UTC time>) (PostgreSQL C(ALTER DATABASE RENAME); MariaDB one
     atomic C(RENAME TABLE) of every table, views, routines, events and triggers re-created

@@ -17,7 +17,16 @@ from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import 
     ("sqlite", "replace", True, True),
     ("sqlite", "replace", False, True),
     ("mysql", "swap", True, True),
-    ("mysql", "replace", True, False),
+    ("mysql", "replace", True, True),  # a kill between DROP DATABASE and the end of the load left it half
+    ("mysql", "replace", False, False),
 ])
-def test_staging_protects_every_live_postgresql_and_sqlite_database(engine, mode, live, staged):
-    assert uses_staging(engine, mode, live) is staged
+def test_staging_protects_every_live_database(engine, mode, live, staged):
+    assert uses_staging(engine, mode, live, "shop") is staged
+
+
+@pytest.mark.parametrize("engine,limit", [("postgresql", 63), ("mysql", 64)])
+def test_replace_loads_in_place_when_the_staging_names_would_be_truncated(engine, limit):
+    longest = "d" * (limit - len("__gr_old_20261122T010203"))
+    assert uses_staging(engine, "replace", True, longest)
+    assert not uses_staging(engine, "replace", True, longest + "d")
+    assert uses_staging(engine, "swap", True, longest + "d")  # swap refuses it later, naming the limit
