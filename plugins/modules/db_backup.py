@@ -15,8 +15,8 @@ description:
     written, and records it as a component of a checkpoint (the one labelled O(checkpoint) when
     it exists, so a host checkpoint and its databases share one id and label).
   - Records the dump's SHA-256, size, format, server version and the exact row count of every
-    table, read in the same snapshot as the dump (PostgreSQL, SQLite) or in consistent snapshots
-    before and after it (MariaDB/MySQL; marked inexact when they differ).
+    table, read in the same snapshot as the dump (PostgreSQL, SQLite) or from the dump itself as it
+    streams into the store (MariaDB/MySQL; marked inexact when a table appeared or went meanwhile).
   - Every stage of every pipeline has its exit status checked, and the dump is checked for
     completeness (C(pg_restore --list) of the archive, or the dump's end marker) before it is
     recorded.
