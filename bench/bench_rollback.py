@@ -158,8 +158,8 @@ def _manual_backups(drill) -> None:
         (backups / host.name / "current").write_text(os.readlink(host.local("/srv/app") / "current"))
     pg = drill.pg
     dump = backups / "app.dump"
-    subprocess.run([pg.bin("pg_dump"), "-Fc", "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-f", str(dump),
-               drill.database], check=True)
+    argv = [pg.bin("pg_dump"), "-Fc", "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-f", str(dump), drill.database]
+    subprocess.run(argv, check=True)
     (backups / "v1.tfstate").write_text(json.dumps(drill.tf.state()))
 
 
@@ -211,8 +211,8 @@ def _run_ours(drill) -> Dict[str, Any]:
     """Time rollback.yml; return total seconds, per-layer seconds (slowest host) and task counts."""
     result = drill.playbook("rollback.yml", rollback_to="v1")
     if not result.ok:
-        raise AssertionError("rollback.yml failed: %s" % [(e["host"], e["task"], e["result"].get("msg"))
-                                                           for e in result.events if e["status"] == "failed"])
+        failed = [(e["host"], e["task"], e["result"].get("msg")) for e in result.events if e["status"] == "failed"]
+        raise AssertionError("rollback.yml failed: %s" % failed)
     _assert_v1(drill, ours=True)
     done = [e for e in drill.audit() if e["operation"] == "rollback" and e["event"] == "completed"][-1]
     layers = {layer: max(times.get(layer, 0.0) for times in done["layers"].values()) for layer in LAYERS}
