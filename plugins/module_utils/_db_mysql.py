@@ -62,6 +62,18 @@ def connection_error(conn: DbConnection, stderr: str) -> DatabaseError:
                          stderr=stderr)
 
 
+def creation(kind: str, definition: str) -> str:
+    """Return a CREATE statement as the client runs it (bodies of routines and triggers hold ``;``)."""
+    if kind in ("VIEW", "EVENT"):
+        return definition + ";"
+    return "DELIMITER ;;\n%s;;\nDELIMITER ;" % definition
+
+
+def creation_order(definition: tuple) -> int:
+    """Views first, then routines and events, triggers last (as the swap re-creates them)."""
+    return {"VIEW": 0, "TRIGGER": 2}.get(definition[0], 1)
+
+
 class MysqlEngine:
     """Backs up and restores one MariaDB/MySQL server's databases."""
 
@@ -302,8 +314,18 @@ class MysqlEngine:
         if info.get("charset"):  # the backup's defaults, as a drop and re-create would give
             statements.append("ALTER DATABASE %s CHARACTER SET %s COLLATE %s"
                               % (ident(live), ident(info["charset"]), ident(info["collation"])))
-        self.sql("; ".join(statements) if statements else "DO 0")
-        self._create_objects(live, definitions)
+        # the objects are re-created in the same session right after the move: absent for
+        # milliseconds, not for further client calls (a run killed there left them missing)
+        script = "".join(statement + ";\n" for statement in statements)
+        script += "USE %s;\n" % ident(live) + "".join(creation(kind, sql) + "\n" for kind, sql in
+                                                     ((d[0], d[2]) for d in sorted(definitions, key=creation_order)))
+        try:
+            self.sql(script)
+        except DatabaseError:
+            if self.tables(staged, MOVABLE) or not moves:
+                raise
+            present = set(self._objects(live))  # moved, then an object failed (a view before one it uses)
+            self._create_objects(live, [d for d in definitions if (d[0], d[1]) not in present])
         self.drop(staged)
         if old is None:
             self.drop(keep)
@@ -324,10 +346,10 @@ class MysqlEngine:
             pending = failed
         if pending:
             raise RollbackError("Views %s could not be re-created in %s after the swap; their definitions are "
-                                "in the backup. Restore with mode=replace." % ([p[1] for p in pending], database))
+                                "in the backup's dump." % ([p[1] for p in pending], database))
         for kind, _name, definition in definitions:
             if kind != "VIEW":
-                self.sql("DELIMITER ;;\n%s;;\nDELIMITER ;" % definition if kind != "EVENT" else definition, database)
+                self.sql(creation(kind, definition), database)
 
     def describe_restore(self, component: dict, source: str, database: str, jobs: int) -> List[str]:
         """Return the commands a restore runs (for check mode and the result)."""
