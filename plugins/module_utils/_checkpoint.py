@@ -199,7 +199,9 @@ class TreeRecorder(_Capture):
 
     def add(self, key: Key, rel: str, st: os.stat_result, sha: Optional[str] = None) -> None:
         """Record one live entry; ``sha`` is its content hash when the driver knows it."""
-        described = None if self._ours(rel, st) else self._describe(rel, st)
+        if self._ours(rel, st):
+            return
+        described = self._describe(rel, st)
         if described is None:
             return
         entry, full = described
