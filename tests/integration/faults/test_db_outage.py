@@ -22,6 +22,8 @@ from harness import MariaDbServer, PgServer, start_mariadb, start_postgres
 pytestmark = pytest.mark.slow
 
 BIG_ROWS = 1_000_000
+LONG_NAME = "shop_" + "x" * 40
+"""Too long for the staging names (name + __gr_old_<timestamp> > 63/64 bytes): replace loads in place."""
 SCHEMA = f"""
 CREATE TABLE account (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12, 2) NOT NULL);
 INSERT INTO account SELECT g, 'owner ' || g, g * 1.25 FROM generate_series(1, 300) g;
@@ -75,9 +77,10 @@ def pg(tmp_path: Path) -> Iterator[PgServer]:
 
 
 @pytest.fixture
-def prepared(pg: PgServer, run_task, tmp_path: Path) -> tuple:
-    """A database backed up as checkpoint ``v1``, then changed; returns (db, store, backed-up, changed)."""
-    db, store = "shop", tmp_path / "store"
+def prepared(request: pytest.FixtureRequest, pg: PgServer, run_task, tmp_path: Path) -> tuple:
+    """A database (``shop`` or the indirect parameter) backed up as checkpoint ``v1``, then changed;
+    returns (db, store, backed-up, changed)."""
+    db, store = getattr(request, "param", "shop"), tmp_path / "store"
     pg.create_database(db)
     pg.psql(SCHEMA, db=db)
     backed_up = snapshot(pg, db)
@@ -140,29 +143,37 @@ def test_swap_restore_with_the_server_stopped_leaves_the_live_database_untouched
     assert "__gr_restore_" not in pg.psql("SELECT string_agg(datname, ',') FROM pg_database")
 
 
+@pytest.mark.parametrize("prepared", ["shop", LONG_NAME], indirect=True)
 def test_replace_restore_with_the_server_stopped_names_the_safety_backup(pg: PgServer, run_task,
                                                                          prepared: tuple) -> None:
     db, store, backed_up, changed = prepared
+    in_place = db == LONG_NAME  # else replace mode loads beside the live database, then renames it in
     args = conn(pg, db, store, checkpoint="v1", mode="replace")
-    # PostgreSQL replace mode also loads beside the live database, then renames it in
-    task, after_stop = restore_with_outage(pg, run_task, args, "LIKE %s" % literal(db + "__gr_restore_%"),
-                                           signal.SIGQUIT)
+    target = "= %s" % literal(db) if in_place else "LIKE %s" % literal(db + "__gr_restore_%")
+    task, after_stop = restore_with_outage(pg, run_task, args, target, signal.SIGQUIT)
     assert task["status"] == "ignored", task
     safety = task["safety_checkpoint"]
     assert safety and (store / "checkpoints" / (safety + ".json")).exists(), task
     message = task["msg"]
-    print("%s: failed %.1f s after the stop: %s" % (args["mode"], after_stop, message))
-    for phrase in ("while loading the dump into the staged copy %s__gr_restore_" % db,
-                   "no longer answers",
-                   "The live database %s was not touched" % db,
-                   "safety checkpoint %s also holds it" % safety,
-                   "run the restore again once the server is back"):
+    print("%s%s: failed %.1f s after the stop: %s" % (args["mode"], " in place" if in_place else "", after_stop,
+                                                     message))
+    if in_place:
+        phrases = ("while loading the dump into %s:" % db, "may hold a partial restore",
+                   "its previous state is in safety checkpoint %s (restore it with checkpoint=%s)" % (safety, safety))
+    else:
+        phrases = ("while loading the dump into the staged copy %s__gr_restore_" % db,
+                   "The live database %s was not touched" % db, "safety checkpoint %s also holds it" % safety)
+    for phrase in phrases + ("no longer answers", "run the restore again once the server is back"):
         assert phrase in message, message
-    assert task["stage"] == "load" and task["live_database_touched"] is False, task
+    assert task["stage"] == "load" and task["live_database_touched"] is in_place, task
     assert after_stop < 60, "the failure took %.1f s to be reported" % after_stop
 
     pg.start()
-    assert snapshot(pg, db) == changed
+    if in_place:
+        tables = pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=db)
+        assert tables == "0", "the interrupted single-transaction restore left %s tables" % tables
+    else:
+        assert snapshot(pg, db) == changed
     _result, undone = run_task("gitops.rollback.db_restore", conn(pg, db, store, checkpoint=safety, mode="replace"))
     assert undone["status"] == "ok", undone
     assert snapshot(pg, db) == changed, "the safety checkpoint holds the pre-restore state"
@@ -219,9 +230,10 @@ def maria(tmp_path: Path) -> Iterator[MariaDbServer]:
         server.stop()
 
 
-@pytest.mark.parametrize("mode", ["swap", "replace"])
-def test_mariadb_killed_mid_restore(maria: MariaDbServer, run_task, tmp_path: Path, mode: str) -> None:
-    db, store = "shop", tmp_path / "store"
+@pytest.mark.parametrize("mode,db", [("swap", "shop"), ("replace", "shop"), ("replace", LONG_NAME)])
+def test_mariadb_killed_mid_restore(maria: MariaDbServer, run_task, tmp_path: Path, mode: str, db: str) -> None:
+    store = tmp_path / "store"
+    in_place = db == LONG_NAME  # else both modes load beside the live database
     maria.create_database(db)
     maria.sql(MARIA_SCHEMA, db=db)
     backed_up = maria_snapshot(maria, db)
@@ -230,7 +242,7 @@ def test_mariadb_killed_mid_restore(maria: MariaDbServer, run_task, tmp_path: Pa
     maria.sql(MARIA_CHANGE, db=db)
     changed = maria_snapshot(maria, db)
     args = maria_conn(maria, db, store, checkpoint="v1", mode=mode)
-    match = ("LIKE '%s__gr_restore_%%'" % db) if mode == "swap" else "= '%s'" % db
+    match = "= '%s'" % db if in_place else "LIKE '%s__gr_restore_%%'" % db
 
     box: list = []
     worker = threading.Thread(target=lambda: box.append(run_task("gitops.rollback.db_restore", args)[1]))
@@ -245,23 +257,22 @@ def test_mariadb_killed_mid_restore(maria: MariaDbServer, run_task, tmp_path: Pa
     worker.join(timeout=300)
     task = box[0]
     message = task["msg"]
-    print("mariadb %s: failed %.1f s after the kill: %s" % (mode, time.monotonic() - killed, message))
+    print("mariadb %s%s: failed %.1f s after the kill: %s" % (mode, " in place" if in_place else "",
+                                                             time.monotonic() - killed, message))
     assert task["status"] == "ignored" and task["stage"] == "load", task
+    assert task["live_database_touched"] is in_place, task
     assert "while loading the dump into" in message and "no longer answers" in message, message
-    if mode == "swap":
-        assert "The live database %s was not touched" % db in message, message
-        assert task["live_database_touched"] is False
-    else:
-        safety = task["safety_checkpoint"]
+    safety = task["safety_checkpoint"]
+    if in_place:
         assert safety and "restore it with checkpoint=%s" % safety in message, message
+    else:
+        assert "The live database %s was not touched" % db in message, message
 
     maria.start()
-    if mode == "swap":
-        assert maria_snapshot(maria, db) == changed
-    else:
+    if in_place:
         _result, undone = run_task("gitops.rollback.db_restore", maria_conn(maria, db, store, checkpoint=safety))
         assert undone["status"] == "ok", undone
-        assert maria_snapshot(maria, db) == changed
+    assert maria_snapshot(maria, db) == changed
     _result, again = run_task("gitops.rollback.db_restore", args)
     assert again["status"] == "ok", again
     assert maria_snapshot(maria, db) == backed_up
