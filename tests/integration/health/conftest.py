@@ -5,26 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Dict, Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from services import (  # noqa: E402
-    ERROR_RATE_QUERY, P99_QUERY, MetricsApp, Nginx, Prometheus, ServiceError,
-)
-
-JOB = "app"
-
-
-def _started(factory: Callable[[], Any]) -> Any:
-    """Start a service; a missing Debian package is a failure naming it, never a skip."""
-    try:
-        return factory()
-    except ServiceError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
+from health_support import JOB, _started, gate_metrics  # noqa: E402  (tests import from there, never from conftest)
+from services import ERROR_RATE_QUERY, MetricsApp, Nginx, Prometheus  # noqa: E402
 
 @pytest.fixture
 def metrics_app() -> Iterator[MetricsApp]:
@@ -63,18 +51,6 @@ def local_inventory(tmp_path: Path) -> Path:
     path.write_text(json.dumps({"all": {"hosts": {"lb": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
     return path
-
-
-def gate_metrics(address: str, error_rate: float = 0.1, p99: float = 0.2) -> list:
-    """The error-rate (critical) and p99-latency (high) metrics of the tests."""
-    return [
-        {"name": "error-rate", "severity": "critical",
-         "provider": {"type": "prometheus", "address": address, "query": ERROR_RATE_QUERY % {"job": JOB}},
-         "success_condition": f"result < {error_rate}"},
-        {"name": "p99-latency", "severity": "critical",
-         "provider": {"type": "prometheus", "address": address, "query": P99_QUERY % {"job": JOB}},
-         "success_condition": f"result < {p99}"},
-    ]
 
 
 @pytest.fixture

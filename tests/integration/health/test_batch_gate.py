@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from conftest import JOB, gate_metrics
+from health_support import JOB, gate_metrics
 from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
 
 from harness import Fleet, repo_root

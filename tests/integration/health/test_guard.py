@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-from conftest import JOB
+from health_support import JOB
 from services import ERROR_RATE_QUERY
 
 from harness import repo_root

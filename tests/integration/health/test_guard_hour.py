@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from conftest import _started
+from health_support import _started
 from services import Prometheus, require
 
 from harness import repo_root

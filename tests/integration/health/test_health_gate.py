@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import JOB, gate_metrics
+from health_support import JOB, gate_metrics
 from services import ERROR_RATE_QUERY
 
 pytestmark = pytest.mark.slow
