@@ -231,3 +231,17 @@ def test_one_batch_finishes_the_reachable_hosts_and_a_rerun_completes(setup: Set
 
     again = assert_rerun_completes(setup)
     print("one batch: re-run completed in %.1f s" % again.duration)
+
+
+def test_a_host_down_during_the_preflight_refuses_the_rollback_everywhere(setup: Setup) -> None:
+    setup.fleet.stop_host("h2")
+    result = setup.rollback(rollback_to="v1")
+
+    assert result.rc != 0, result
+    assert setup.trees() == setup.v2, "a host the pre-flight could not check stops every host"
+    refusal = [e for e in result.events if e.get("status") == "failed"][-1]["result"]["msg"]
+    assert "nothing was changed on any host" in refusal and "[h2 / host] unreachable" in refusal, refusal
+    record = setup.audit()[-1]
+    assert record["event"] == "refused" and list(record["result"]) == ["h2"], record
+
+    assert_rerun_completes(setup)
