@@ -317,8 +317,8 @@ class MysqlEngine:
         # the objects are re-created in the same session right after the move: absent for
         # milliseconds, not for further client calls (a run killed there left them missing)
         script = "".join(statement + ";\n" for statement in statements)
-        script += "USE %s;\n" % ident(live) + "".join(creation(kind, sql) + "\n" for kind, sql in
-                                                     ((d[0], d[2]) for d in sorted(definitions, key=creation_order)))
+        ordered = ((d[0], d[2]) for d in sorted(definitions, key=creation_order))
+        script += "USE %s;\n" % ident(live) + "".join(creation(kind, sql) + "\n" for kind, sql in ordered)
         try:
             self.sql(script)
         except DatabaseError:

@@ -155,8 +155,8 @@ def test_replace_restore_with_the_server_stopped_names_the_safety_backup(pg: PgS
     safety = task["safety_checkpoint"]
     assert safety and (store / "checkpoints" / (safety + ".json")).exists(), task
     message = task["msg"]
-    print("%s%s: failed %.1f s after the stop: %s" % (args["mode"], " in place" if in_place else "", after_stop,
-                                                     message))
+    where = " in place" if in_place else ""
+    print("%s%s: failed %.1f s after the stop: %s" % (args["mode"], where, after_stop, message))
     if in_place:
         phrases = ("while loading the dump into %s:" % db, "may hold a partial restore",
                    "its previous state is in safety checkpoint %s (restore it with checkpoint=%s)" % (safety, safety))
@@ -257,8 +257,8 @@ def test_mariadb_killed_mid_restore(maria: MariaDbServer, run_task, tmp_path: Pa
     worker.join(timeout=300)
     task = box[0]
     message = task["msg"]
-    print("mariadb %s%s: failed %.1f s after the kill: %s" % (mode, " in place" if in_place else "",
-                                                             time.monotonic() - killed, message))
+    where = " in place" if in_place else ""
+    print("mariadb %s%s: failed %.1f s after the kill: %s" % (mode, where, time.monotonic() - killed, message))
     assert task["status"] == "ignored" and task["stage"] == "load", task
     assert task["live_database_touched"] is in_place, task
     assert "while loading the dump into" in message and "no longer answers" in message, message

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from health_support import JOB, _started, gate_metrics  # noqa: E402  (tests import from there, never from conftest)
 from services import ERROR_RATE_QUERY, MetricsApp, Nginx, Prometheus  # noqa: E402
 
+
 @pytest.fixture
 def metrics_app() -> Iterator[MetricsApp]:
     """The app (healthy: no errors, no added latency) under a steady load."""
