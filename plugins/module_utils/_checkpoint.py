@@ -103,6 +103,10 @@ class _Capture:
         """Return a file's (sha256, size[, new]): the known hash if its blob is stored, else hash and store it here."""
         if sha and self.store.has_blob(sha):
             return sha, st.st_size
+        return self._store_now(full, sha, st)
+
+    def _store_now(self, full: str, sha: Optional[str], st: os.stat_result) -> Tuple:
+        """Hash and store a file in this thread; return (sha256, size, new)."""
         content = self._store_content(full, sha, st.st_size)
         self.stats.hashed += 1
         self.stats.new_blobs += 1 if content[2] else 0
@@ -138,8 +142,10 @@ class _Capture:
                 content = None
                 if entry["type"] == FILE:
                     cached = cache.lookup(path_key(rel), st)
-                    if (cached and self.store.has_blob(cached)) or st.st_size <= INLINE_LIMIT:
-                        content = self._content_now(full, cached, st)
+                    if cached and self.store.has_blob(cached):
+                        content = (cached, st.st_size)
+                    elif st.st_size <= INLINE_LIMIT:
+                        content = self._store_now(full, cached, st)
                     else:
                         content = pool.submit(self._store_content, full, cached, st.st_size)
                 pending.append((entry, st, content))
