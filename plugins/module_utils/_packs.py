@@ -77,6 +77,15 @@ class PackIndex:
             yield key.hex(), offset, length
 
 
+def _key_of(sha: str) -> Optional[bytes]:
+    """Return the 32-byte form of an object name, or None when ``sha`` is not one."""
+    try:
+        key = bytes.fromhex(sha)
+    except (TypeError, ValueError):
+        return None
+    return key if len(key) == 32 else None
+
+
 def _prefix(key: bytes) -> int:
     return int.from_bytes(key[:8], "big")
 
@@ -103,6 +112,13 @@ class _Lookup:
 
     def _at(self, where: int) -> Tuple[bytes, Location]:
         return self.indexes[where >> 40].at(where & ((1 << 40) - 1))
+
+    def has(self, key: bytes) -> bool:
+        """Tell whether the object ``key`` is packed."""
+        where = self._table.get(_prefix(key))
+        if where is None:
+            return False
+        return self._at(where)[0] == key or key in self._clashes
 
     def find(self, key: bytes) -> Optional[Location]:
         """Return where the object ``key`` (32-byte name) is packed, or None."""
@@ -204,10 +220,21 @@ class PackSet:
         return found or self._loaded().find(key)
 
     def find(self, sha: str) -> Optional[Location]:
-        """Return where the object ``sha`` is packed, or None."""
-        key = bytes.fromhex(sha)
+        """Return where the object ``sha`` is packed, or None (also for a string that is no name)."""
+        key = _key_of(sha)
+        if key is None:
+            return None
         with self._lock:
             return self._find_key(key)
+
+    def has(self, sha: str) -> bool:
+        """Tell whether the object ``sha`` is packed (finished or in the open pack)."""
+        key = _key_of(sha)
+        if key is None:
+            return False
+        with self._lock:
+            writer = self._writer
+            return bool(writer and key in writer.entries) or self._loaded().has(key)
 
     def add(self, sha: str, stored: Callable[[], bytes], exists: Callable[[str], bool]) -> bool:
         """Append an object unless it is already stored (``exists(sha)`` checks loose objects).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from typing import IO, Iterator, List, Optional, Tuple
 
 from ._crypto import Sealer, open_stream
@@ -22,6 +23,7 @@ from ._fsutil import split_lines, temp_name, unlink_quietly
 from ._tree import Key, path_key
 
 FLUSH = 256 * 1024
+_NAME = re.compile(r"[0-9a-f]{64}\Z")  # a cached hash that is not an object name is not an answer
 
 
 _DECODE = json.JSONDecoder().decode
@@ -77,7 +79,9 @@ class CacheReader:
         if self._current is None or self._current[0] != key:
             return None
         row = self._current[1]
-        return row[1] if row[2:] == stat_signature(st) else None
+        if row[2:] != stat_signature(st) or not isinstance(row[1], str) or not _NAME.match(row[1]):
+            return None
+        return row[1]
 
     def close(self) -> None:
         """Close the cache file."""

@@ -322,7 +322,7 @@ class Store:
 
     def has_blob(self, sha: str) -> bool:
         """Tell whether the blob is stored (as a file of its own or in a pack)."""
-        return self.packs.find(sha) is not None or self._loose_exists(sha)
+        return self.packs.has(sha) or self._loose_exists(sha)
 
     def _loose_exists(self, sha: str) -> bool:
         """Tell whether a blob is a file of its own; no stat at all when its fan-out directory is absent."""

@@ -39,6 +39,8 @@ class Selection:
 
     @staticmethod
     def _matches(rel: str, patterns: Sequence[str]) -> bool:
+        if not patterns:
+            return False
         base = rel.rsplit("/", 1)[-1]
         return any(
             fnmatch.fnmatchcase(rel, pat) or ("/" not in pat and fnmatch.fnmatchcase(base, pat))

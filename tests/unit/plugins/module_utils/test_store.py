@@ -266,3 +266,15 @@ def test_names_sharing_their_first_eight_bytes_are_told_apart():
     assert lookup.find(first) == ("/a.pack", 0, 10)
     assert lookup.find(second) == ("/b.pack", 5, 7)
     assert lookup.find(absent) is None
+    assert lookup.has(first) and lookup.has(second) and not lookup.has(absent)
+
+
+def test_a_stat_cache_row_whose_hash_is_no_object_name_is_not_an_answer(tmp_path):
+    from ansible_collections.gitops.rollback.plugins.module_utils._statcache import CacheReader, stat_signature
+    from ansible_collections.gitops.rollback.plugins.module_utils._tree import path_key
+    target = tmp_path / "file"
+    target.write_text("x")
+    st = os.lstat(str(target))
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text(json.dumps(["file", "../../etc/passwd"] + stat_signature(st)) + "\n")
+    assert CacheReader(str(cache)).lookup(path_key("file"), st) is None
