@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._errors import CommandError, IntegrityError, RollbackError
@@ -23,6 +23,7 @@ from ._store import CHUNK, Store, sha256_file
 
 TAIL_BYTES = 4096
 FOLLOW_POLL_S = 0.005  # how long to wait for a dump writing its file to write more
+HASH_BACKLOG = 8  # chunks read but not hashed yet, at most
 
 COMPRESSORS = {
     "gzip": (["gzip", "-c", "-6"], ["gzip", "-d", "-c"]),
@@ -138,9 +139,9 @@ class DumpStream:
     def _run_into_file(self) -> Tuple[str, int]:
         """Let the dump write the new object's file itself and follow the file as it grows.
 
-        What the dump wrote is hashed (and shown to the observer) right behind it, from the page
-        cache: no byte crosses a pipe and the dump never waits for this process. The file is opened
-        for appending, so bytes already hashed cannot change.
+        What the dump wrote is read right behind it from the page cache, hashed in one thread and
+        shown to the observer in this one: no byte crosses a pipe and the dump never waits for
+        this process. The file is opened for appending, so bytes already hashed cannot change.
         """
         store = self.store
         procs: List[Tuple[List[str], subprocess.Popen]] = []
@@ -149,44 +150,50 @@ class DumpStream:
         tmp = store.temp_object_path()
         digest = store.hasher()
         size = 0
-        try:
-            out = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        hashing: List[Future] = []
+        with ThreadPoolExecutor(max_workers=1) as hasher:
             try:
-                dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads, stdout=out)
+                out = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads, stdout=out)
+                finally:
+                    os.close(out)
+                with open(tmp, "rb", buffering=0) as source:
+                    while True:
+                        finished = dump.poll() is not None  # before the read: then that read gets the rest
+                        chunk = source.read(CHUNK)
+                        if not chunk:
+                            if finished:
+                                break
+                            time.sleep(FOLLOW_POLL_S)
+                            continue
+                        hashing.append(hasher.submit(digest.update, chunk))  # one worker: in order
+                        while len(hashing) > HASH_BACKLOG:
+                            hashing.pop(0).result()
+                        size += len(chunk)
+                        self.tail.extend(chunk)
+                        del self.tail[:-TAIL_BYTES]
+                        if self.observer:
+                            self.observer(chunk)
+                    for job in hashing:
+                        job.result()
+                for thread in threads:
+                    thread.join()
+                if dump.returncode != 0:
+                    raise command_error(self.argv, dump.returncode, b"".join(errors[0]), self.what, self.secrets)
+                sha = digest.hexdigest()
+                store.commit_blob(tmp, sha)
+                return sha, size
+            except OSError as exc:
+                raise_if_full(exc, "the dump into %s" % store.root)
+                raise
             finally:
-                os.close(out)
-            with open(tmp, "rb", buffering=0) as source:
-                while True:
-                    finished = dump.poll() is not None  # before the read: then that read gets the rest
-                    chunk = source.read(CHUNK)
-                    if not chunk:
-                        if finished:
-                            break
-                        time.sleep(FOLLOW_POLL_S)
-                        continue
-                    digest.update(chunk)
-                    size += len(chunk)
-                    self.tail.extend(chunk)
-                    del self.tail[:-TAIL_BYTES]
-                    if self.observer:
-                        self.observer(chunk)
-            for thread in threads:
-                thread.join()
-            if dump.returncode != 0:
-                raise command_error(self.argv, dump.returncode, b"".join(errors[0]), self.what, self.secrets)
-            sha = digest.hexdigest()
-            store.commit_blob(tmp, sha)
-            return sha, size
-        except OSError as exc:
-            raise_if_full(exc, "the dump into %s" % store.root)
-            raise
-        finally:
-            for _argv, proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+                for _argv, proc in procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
     def _start(self, argv: List[str], stdin, procs, errors, threads, stdout=subprocess.PIPE) -> subprocess.Popen:
         try:
