@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from . import _facts
 from ._checkpoint import CheckpointRequest, RootSpec, create_checkpoint
-from ._errors import RollbackError
+from ._errors import IntegrityError, RollbackError
 from ._options import default_owner
 from ._restore import RestoreOptions, restore_checkpoint
 from ._store import Store, prune, summarize
@@ -42,6 +42,7 @@ class CheckpointParams:
     details: bool = False
     diff: bool = False
     safety_checkpoint: bool = True
+    verify_checkpoint: bool = False
     encryption_key: Optional[str] = None
     new_encryption_key: Optional[str] = None
 
@@ -122,17 +123,20 @@ def verify_checkpoints(params: CheckpointParams) -> dict:
         result["checkpoint"] = summarize(manifests[0])
     if problems:
         result["failed"] = True
-        details = "; ".join(
-            "%s: %s object %s is %s%s" % (
-                cid, item["used_by"], item["object"], item["problem"],
-                " (content hashes to %s)" % item["actual"] if item.get("actual") else "")
-            for cid, items in sorted(problems.items()) for item in items[:5]
-        )
-        result["msg"] = (
-            "%d checkpoint(s) have missing or corrupted objects: %s. Restore from another checkpoint "
-            "and delete the damaged one (state=absent)." % (len(problems), details)
-        )
+        result["msg"] = damaged_message(problems)
     return result
+
+
+def damaged_message(problems: dict) -> str:
+    """Describe the damaged objects of checkpoints ({id: problems}) and the way out."""
+    details = "; ".join(
+        "%s: %s object %s is %s%s" % (
+            cid, item["used_by"], item["object"], item["problem"],
+            " (content hashes to %s)" % item["actual"] if item.get("actual") else "")
+        for cid, items in sorted(problems.items()) for item in items[:5]
+    )
+    return ("%d checkpoint(s) have missing or corrupted objects: %s. Restore from another checkpoint "
+            "and delete the damaged one (state=absent)." % (len(problems), details))
 
 
 def rekey_store(params: CheckpointParams) -> dict:
@@ -175,6 +179,16 @@ def _describe(store: Store, manifest: dict, details: bool) -> dict:
     return summary
 
 
+def _restorable(store: Store, params: CheckpointParams) -> dict:
+    """Find the checkpoint to restore; with verify_checkpoint, refuse it unless every object re-hashes."""
+    manifest = store.find(params.checkpoint)
+    if params.verify_checkpoint:
+        problems = store.verify(manifest)
+        if problems:
+            raise IntegrityError(damaged_message({manifest["id"]: problems}) + " Nothing was changed.")
+    return manifest
+
+
 def restore_host(params: CheckpointParams) -> dict:
     """Restore managed paths to a checkpoint (restore module)."""
     store = params.store()
@@ -186,11 +200,11 @@ def restore_host(params: CheckpointParams) -> dict:
         safety_checkpoint=params.safety_checkpoint, creator=params.owner,
     )
     if params.check_mode:
-        manifest = store.find(params.checkpoint)
+        manifest = _restorable(store, params)
         outcome = restore_checkpoint(store, manifest, options)
     else:
         with params.lock(store, "restore"):
-            manifest = store.find(params.checkpoint)
+            manifest = _restorable(store, params)
             outcome = restore_checkpoint(store, manifest, options)
     result = {
         "changed": outcome["changed"],

@@ -41,6 +41,14 @@ options:
       - Take a checkpoint of the current state before changing anything.
     type: bool
     default: true
+  verify_checkpoint:
+    description:
+      - Before planning, re-hash every object of the checkpoint (as O(gitops.rollback.checkpoint#module:state=verified)
+        does) and fail, naming each damaged object and what uses it, when one is missing or corrupted.
+      - Without it, only the objects the restore will write are verified, and only when it is not in check mode.
+      - The pre-flight of the ordered rollback verifies and plans in this one call.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -110,6 +118,7 @@ def main() -> None:
         checkpoint=dict(type="str", required=True),
         paths=dict(type="list", elements="path", default=[]),
         safety_checkpoint=dict(type="bool", default=True),
+        verify_checkpoint=dict(type="bool", default=False),
     )
     argument_spec.update(store_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -260,3 +260,18 @@ def test_a_large_plan_keeps_tree_lines_and_restores_the_same(store, root, monkey
     result = restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
     assert result["verified"] and result["summary"][str(root)]["create"] == len(expected)
     assert _snapshot(root) == expected
+
+
+def test_verify_checkpoint_refuses_a_plan_when_any_object_is_damaged(store, root):
+    from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, restore_host
+    manifest = _checkpoint(store, root)
+    (root / "conf" / "app.conf").write_text("port = 8080\n")  # the plan writes only this file
+    untouched = hashlib.sha256(b"page 7\n").hexdigest()
+    replace_object(store.root, untouched, b"bit rot")  # damaged, though the plan would not write it
+    params = CheckpointParams(store_path=store.root, check_mode=True, checkpoint=manifest["id"], owner="test")
+    assert restore_host(params)["changed"], "without verify_checkpoint only written objects count"
+    params.verify_checkpoint = True
+    with pytest.raises(IntegrityError) as caught:
+        restore_host(params)
+    assert untouched in str(caught.value) and "page07.html" in str(caught.value)
+    assert "Nothing was changed" in str(caught.value)
