@@ -593,7 +593,18 @@ def rollback(params: ReleaseParams) -> dict:
             root.save()
             if abandoned is not None and not params.keep_bad:
                 _delete_release(root, abandoned)
+            _verify_current(root, target["id"])
+            outcome.extra["verified"] = True
         return outcome.result(params)
+
+
+def _verify_current(root: "ReleaseRoot", expected: str) -> None:
+    """Read ``current`` back from disk after a switch; refuse to report success if it is not ``expected``."""
+    actual = root.current_id()
+    if actual != expected:
+        raise ReleaseError(
+            "After the switch, current in %s points to %s, not %s. Another deploy may have run at the same "
+            "time; inspect with gitops.rollback.release_info and roll back again." % (root.path, actual, expected))
 
 
 def _rollback_target(root: ReleaseRoot, params: ReleaseParams, current: Optional[str]) -> dict:

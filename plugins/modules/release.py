@@ -192,6 +192,13 @@ release:
     current: true
     good: true
     bad: false
+verified:
+  description:
+    - With O(state=rolled_back), true when the switch was made and C(current), read back from disk
+      afterwards, points to the target release (the module fails otherwise).
+  returned: when a rollback switched current (not in check mode)
+  type: bool
+  sample: true
 previous_release:
   description: The release that was current before, when it changed.
   returned: always

@@ -236,3 +236,18 @@ def test_git_deploy_runs_argument_lists_and_records_the_tag_commit(root, tmp_pat
     assert all(isinstance(argv, list) for argv in result["commands"])
     assert live(root) == "v1" and not os.path.exists(os.path.join(root, "current", ".git"))
     assert not release.apply("present", params(root, repo=str(repo), version="v1"))["changed"]
+
+
+def test_rollback_reads_current_back_and_refuses_when_it_moved(root, builds, monkeypatch):
+    deploy(root, builds, "v1", "v2")
+    assert release.apply("rolled_back", params(root))["verified"] is True
+    deploy(root, builds, "v3")
+    real_switch = release.ReleaseRoot.switch
+
+    def switch_then_lose_a_race(self, release_id):
+        real_switch(self, release_id)
+        real_switch(self, labels(root)["v3"]["id"])  # another deploy switched right after us
+
+    monkeypatch.setattr(release.ReleaseRoot, "switch", switch_then_lose_a_race)
+    with pytest.raises(release.ReleaseError, match="After the switch, current .* points to"):
+        release.apply("rolled_back", params(root, to="v1"))
