@@ -66,6 +66,14 @@ def _pump(source, target, tail: bytearray, failure: List[BaseException],
             pass
 
 
+def _kill_unfinished(procs: Sequence[Tuple[List[str], subprocess.Popen]]) -> None:
+    """Kill and reap the pipeline's processes that are still running ((argv, process) pairs)."""
+    for _argv, proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class DumpStream:
     """Run a dump command (optionally through a compressor) straight into a store blob.
 
@@ -130,10 +138,7 @@ class DumpStream:
             raise_if_full(exc, "the dump into %s" % store.root)
             raise
         finally:
-            for _argv, proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            _kill_unfinished(procs)
             out.abort()
 
     def _run_into_file(self) -> Tuple[str, int]:
@@ -188,10 +193,7 @@ class DumpStream:
                 raise_if_full(exc, "the dump into %s" % store.root)
                 raise
             finally:
-                for _argv, proc in procs:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
+                _kill_unfinished(procs)
                 if os.path.exists(tmp):
                     os.unlink(tmp)
 
