@@ -67,6 +67,14 @@ def kill_after(proc, seconds: float) -> bool:
     return True
 
 
+def unkilled_seconds(proc) -> float:
+    """Let an engine run finish; return how long it took (kill points are drawn inside it)."""
+    started = time.monotonic()
+    _out, err = proc.communicate()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return time.monotonic() - started
+
+
 def params(store: Path, key: str, **extra) -> dict:
     args = {"store_path": str(store), **extra}
     if key:
@@ -83,10 +91,11 @@ def test_checkpoint_killed_at_random_points_leaves_no_half_checkpoint(engine, ru
     _result, first = run_task("gitops.rollback.checkpoint", params(store, key, paths=[str(root)], label="v1"))
     assert first["status"] == "ok", first
     write_tree(root, "v2")
+    duration = unkilled_seconds(engine(CHECKPOINT, str(tmp_path / "timing-store"), str(root), key, "v2"))
     killed = 0
     for attempt in range(5):
         proc = engine(CHECKPOINT, str(store), str(root), key, "v2")
-        killed += kill_after(proc, rng.uniform(0.05, 1.5))
+        killed += kill_after(proc, rng.uniform(0.05, 0.95) * duration)
         _result, info = run_task("gitops.rollback.checkpoint_info", params(store, key))
         labels = [cp["label"] for cp in info["checkpoints"]]
         assert labels[0] == "v1" and set(labels) <= {"v1", "v2"}, labels
@@ -106,11 +115,13 @@ def test_restore_killed_at_random_points_leaves_every_file_old_or_new(engine, ru
     old = write_tree(root, "v1")
     _result, first = run_task("gitops.rollback.checkpoint", params(store, key, paths=[str(root)], label="v1"))
     assert first["status"] == "ok", first
+    write_tree(root, "v2")
+    duration = unkilled_seconds(engine(RESTORE, str(store), str(root), key, "v1"))  # back at v1: redeploy v2
     new = write_tree(root, "v2")
     killed = 0
     for attempt in range(4):
         proc = engine(RESTORE, str(store), str(root), key, "v1")
-        killed += kill_after(proc, rng.uniform(0.2, 2.0))
+        killed += kill_after(proc, rng.uniform(0.05, 0.95) * duration)
         now = live(root)
         for rel, data in now.items():
             if ".grtmp-" in rel:
