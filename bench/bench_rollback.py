@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -111,35 +110,11 @@ def _make_drill(fleet: Fleet, pg: PgServer, tmp: Path, collections: Path, extra_
     tmp.mkdir(parents=True)
     fleet.wipe()
     run = _runner(collections, tmp, extra_env)
-    cli = tmp / "terraformrc"
-    cli.write_text("")
-    localhost = tmp / "localhost.ini"
-    localhost.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
 
     def git_repo(releases: dict, name: str = "repo"):
         return make_repo(tmp / name, releases)
 
-    tf = DRILL.TF._make_setup("local", None, tmp, git_repo, cli, localhost, run)
-    database = "app_" + secrets.token_hex(4)
-    pg.create_database(database)
-    common = {
-        "gitops_rollback_paths": ["/etc/app"],
-        "gitops_rollback_release_root": "/srv/app",
-        "gitops_rollback_terraform": [{"project_path": str(tf.project), "store_path": str(tmp / "controller-store"),
-                                       "variables": {"labels": DRILL.TF.LABELS}}],
-        "gitops_rollback_services": [{"name": "app", "layers": ["release", "config"],
-                                      "command": ["touch", str(tmp / "restarted-{{ inventory_hostname }}")]}],
-    }
-    hosts = {host.name: dict(fleet.host_vars(host)) for host in fleet}
-    hosts["h1"]["gitops_rollback_databases"] = [{
-        "engine": "postgresql", "database": database, "login_host": pg.host, "login_port": pg.port,
-        "login_user": pg.user, "migrations_dir": str(tmp / "migrations")}]
-    inventory = tmp / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
-        "children": {"fleet": {"hosts": hosts, "vars": common}}}}))
-    drill = DRILL.Drill(fleet, pg, database, tf, tmp, inventory, tmp / "audit.jsonl", tmp / "locks", run)
-    drill.deploy("v1")
+    drill = DRILL.build_drill(fleet, pg, tmp, git_repo, run)
     drill.v1 = drill.state()
     checkpoint = drill.playbook("checkpoint.yml", checkpoint_label="v1")
     assert checkpoint.ok, checkpoint

@@ -156,42 +156,45 @@ class Drill:
         return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
 
 
-@pytest.fixture
-def drill(clean_fleet: Fleet, postgres: PgServer, tmp_path: Path, git_repo, run_playbook, request) -> Drill:
-    """Three hosts at v1 in every layer, checkpointed as v1, then a bad v2 deployed in every layer."""
-    cli = tmp_path / "terraformrc"
+def build_drill(fleet: Fleet, pg: PgServer, tmp: Path, git_repo, run, request=None) -> Drill:
+    """Three hosts, PostgreSQL and Terraform wired into one inventory, v1 deployed in every layer
+    (shared by the drill fixture and bench/bench_rollback.py)."""
+    cli = tmp / "terraformrc"
     cli.write_text("")
-    inventory_file = tmp_path / "localhost.ini"
-    inventory_file.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    tf = TF._make_setup("local", request, tmp_path, git_repo, cli, inventory_file, run_playbook)
+    localhost = tmp / "localhost.ini"
+    localhost.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    tf = TF._make_setup("local", request, tmp, git_repo, cli, localhost, run)
     database = "app_" + secrets.token_hex(4)
-    postgres.create_database(database)
-    terraform = [{"project_path": str(tf.project), "store_path": str(tmp_path / "controller-store"),
-                  "variables": {"labels": TF.LABELS}}]
+    pg.create_database(database)
     common = {
         "gitops_rollback_paths": ["/etc/app"],
         "gitops_rollback_release_root": "/srv/app",
-        "gitops_rollback_terraform": terraform,
+        "gitops_rollback_terraform": [{"project_path": str(tf.project), "store_path": str(tmp / "controller-store"),
+                                       "variables": {"labels": TF.LABELS}}],
         "gitops_rollback_services": [{"name": "app", "layers": ["release", "config"],
-                                      "command": ["touch", str(tmp_path / "restarted-{{ inventory_hostname }}")]}],
+                                      "command": ["touch", str(tmp / "restarted-{{ inventory_hostname }}")]}],
     }
-    hosts = {}
-    for host in clean_fleet:
-        hosts[host.name] = dict(clean_fleet.host_vars(host))
+    hosts = {host.name: dict(fleet.host_vars(host)) for host in fleet}
     hosts["h1"]["gitops_rollback_databases"] = [{
-        "engine": "postgresql", "database": database, "login_host": postgres.host, "login_port": postgres.port,
-        "login_user": postgres.user, "migrations_dir": str(tmp_path / "migrations")}]
-    inventory = tmp_path / "inventory.yml"
+        "engine": "postgresql", "database": database, "login_host": pg.host, "login_port": pg.port,
+        "login_user": pg.user, "migrations_dir": str(tmp / "migrations")}]
+    inventory = tmp / "inventory.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
         "children": {"fleet": {"hosts": hosts, "vars": common}}}}))
-    drill = Drill(clean_fleet, postgres, database, tf, tmp_path, inventory, tmp_path / "audit.jsonl",
-                  tmp_path / "locks", run_playbook)
+    drill = Drill(fleet, pg, database, tf, tmp, inventory, tmp / "audit.jsonl", tmp / "locks", run)
     drill.deploy("v1")
+    return drill
+
+
+@pytest.fixture
+def drill(clean_fleet: Fleet, postgres: PgServer, tmp_path: Path, git_repo, run_playbook, request) -> Drill:
+    """Three hosts at v1 in every layer, checkpointed as v1, then a bad v2 deployed in every layer."""
+    drill = build_drill(clean_fleet, postgres, tmp_path, git_repo, run_playbook, request)
     drill.v1 = drill.state()
     checkpoint = drill.playbook("checkpoint.yml", checkpoint_label="v1")
     assert checkpoint.ok, checkpoint
     drill.deploy("v2")
     drill.v2 = drill.state()
     yield drill
-    postgres.drop_database(database)
+    postgres.drop_database(drill.database)
