@@ -7,23 +7,18 @@ from __future__ import annotations
 import os
 import stat
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from ._contentpool import ContentPool
 from ._errors import RollbackError
 from ._statcache import CacheReader, CacheWriter
 from ._store import Store
 from ._fsutil import is_temp_name
 from ._tree import FILE, LINK, Key, Selection, describe_entry, encode_entry, kind_of, path_key, walk
 
-# Threads hashing and storing file contents (hashlib and file I/O release the GIL), and how
-# many walked entries may wait for them.
-WORKERS = 3  # more threads only fight the walking thread for the GIL on small machines
-WINDOW = 256
-# Files up to this size are hashed and stored by the walking thread itself: handing them to a
-# worker costs more than the work, and the threads' fight for the GIL slows every lstat().
-INLINE_LIMIT = 64 * 1024
+# Walked entries that may wait for their file contents (hashed and stored by worker processes).
+WINDOW = 2048
 
 
 @dataclass
@@ -65,11 +60,6 @@ class CaptureStats:
     skipped: List[str] = field(default_factory=list)
 
 
-def _ready(content: object) -> bool:
-    """Tell whether a pending entry's content is known (no content, a tuple, or a done future)."""
-    return not isinstance(content, Future) or content.done()
-
-
 class _Capture:
     """Turns a walk of one root into tree lines, storing file contents as it goes."""
 
@@ -84,7 +74,7 @@ class _Capture:
         if self.dry_run:
             sha = cached or self.store.hash_file(full)
             return sha, size, not self.store.has_blob(sha)
-        return self.store.put_file_counted(full)
+        return self.store.put_file_counted(full, size)
 
     def _describe(self, rel: str, st: os.stat_result) -> Optional[Tuple[dict, str]]:
         """Return an entry's record (a link's target included) and full path; None for a special file."""
@@ -112,11 +102,12 @@ class _Capture:
         self.stats.new_blobs += 1 if content[2] else 0
         return content
 
-    def _finish(self, entry: dict, st: os.stat_result, content, writer: Optional[CacheWriter]) -> bytes:
-        """Fill in a file entry's content (a ready tuple or a future) and return its tree line."""
+    def _finish(self, entry: dict, st: os.stat_result, content, writer: Optional[CacheWriter],
+                contents: Optional[ContentPool] = None) -> bytes:
+        """Fill in a file entry's content (a known tuple, or a job of ``contents``) and return its tree line."""
         if content is not None:
-            if not isinstance(content, tuple):
-                content = content.result()
+            if contents is not None and isinstance(content, int):
+                content = contents.result(content)
                 self.stats.hashed += 1
                 self.stats.new_blobs += 1 if content[2] else 0
             entry["sha256"], entry["size"] = content[0], content[1]
@@ -128,33 +119,35 @@ class _Capture:
     def lines(self, cache: CacheReader, writer: Optional[CacheWriter]) -> Iterator[bytes]:
         """Yield the tree object's lines for the root, in tree order.
 
-        Files the stat cache cannot vouch for are hashed and stored by a few worker threads
-        while the walk goes on; at most WINDOW entries wait for them, so memory stays bounded.
+        Files the stat cache cannot vouch for are hashed and stored by worker processes while
+        the walk goes on (see ``_contentpool``); at most WINDOW entries wait for them, so memory
+        stays bounded.
         """
         pending: Deque[Tuple[dict, os.stat_result, object]] = deque()
-        pool = ThreadPoolExecutor(max_workers=WORKERS)
+        contents = ContentPool(self._store_content, self.store)
         try:
             for rel, st in walk(self.spec.path, self.spec.selection()):
                 described = self._describe(rel, st)
                 if described is None:
                     continue
                 entry, full = described
-                content = None
+                content: object = None
                 if entry["type"] == FILE:
                     cached = cache.lookup(path_key(rel), st)
                     if cached and self.store.has_blob(cached):
                         content = (cached, st.st_size)
-                    elif st.st_size <= INLINE_LIMIT:
-                        content = self._store_now(full, cached, st)
                     else:
-                        content = pool.submit(self._store_content, full, cached, st.st_size)
+                        content = contents.submit(full, cached, st.st_size)
                 pending.append((entry, st, content))
-                while pending and (len(pending) > WINDOW or _ready(pending[0][2])):
-                    yield self._finish(*pending.popleft(), writer)
+                while pending and (len(pending) > WINDOW or not isinstance(pending[0][2], int)
+                                   or contents.ready(pending[0][2])):
+                    yield self._finish(*pending.popleft(), writer, contents)
             while pending:
-                yield self._finish(*pending.popleft(), writer)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+                yield self._finish(*pending.popleft(), writer, contents)
+            contents.close()
+        except BaseException:
+            contents.abort()
+            raise
 
     def run(self) -> str:
         """Capture the root; return the sha256 of its tree object."""

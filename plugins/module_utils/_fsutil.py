@@ -98,8 +98,8 @@ _LIBC = None
 SYNC_FILE_RANGE_WRITE = 2
 
 
-def _libc():
-    """Return the C library (ctypes), or False where it cannot be loaded."""
+def libc():
+    """Return the C library (ctypes, loaded once), or False where it cannot be loaded."""
     global _LIBC  # pylint: disable=global-statement
     if _LIBC is None:
         try:
@@ -114,11 +114,11 @@ def _libc():
 
 def sync_filesystem(path: str) -> None:
     """Flush the file system holding ``path`` to disk (syncfs, or sync where missing)."""
-    libc = _libc()
-    if libc and hasattr(libc, "syncfs"):
+    c_library = libc()
+    if c_library and hasattr(c_library, "syncfs"):
         fd = os.open(path, os.O_RDONLY)
         try:
-            if libc.syncfs(fd) == 0:
+            if c_library.syncfs(fd) == 0:
                 return
         finally:
             os.close(fd)
@@ -130,9 +130,9 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
     The final fsync/syncfs then finds most pages already written instead of writing them all at once.
     """
-    libc = _libc()
-    if libc and hasattr(libc, "sync_file_range"):
-        libc.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+    c_library = libc()
+    if c_library and hasattr(c_library, "sync_file_range"):
+        c_library.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:

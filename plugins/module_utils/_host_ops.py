@@ -14,7 +14,6 @@ from . import _facts
 from ._checkpoint import CheckpointRequest, RootSpec, create_checkpoint
 from ._errors import IntegrityError, RollbackError
 from ._options import default_owner
-from ._restore import RestoreOptions, restore_checkpoint
 from ._store import Store, prune, summarize
 
 DAY = 86400.0
@@ -195,6 +194,9 @@ def restore_host(params: CheckpointParams) -> dict:
     if not store.exists():
         raise RollbackError("There is no checkpoint store at %s on this host, so nothing to restore %r from. "
                             "Create checkpoints with gitops.rollback.checkpoint." % (store.root, params.checkpoint))
+    # imported here: a checkpoint run (every module start compiles what it imports) never needs it
+    from ._restore import RestoreOptions, restore_checkpoint  # pylint: disable=import-outside-toplevel
+
     options = RestoreOptions(
         only_paths=params.paths, dry_run=params.check_mode, want_diff=params.diff,
         safety_checkpoint=params.safety_checkpoint, creator=params.owner,

@@ -25,10 +25,11 @@ import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ._errors import IntegrityError
-from ._fsutil import atomic_write_bytes, raise_if_full, unlink_quietly
+from ._fsutil import atomic_write_bytes, raise_if_full, start_writeback, unlink_quietly
 
 SMALL_OBJECT = 256 * 1024
 PACK_LIMIT = 64 * 1024 * 1024  # a pack is closed once it holds this many bytes
+WRITEBACK_STEP = 8 * 1024 * 1024  # written bytes are sent to disk in steps of this size, without waiting
 IDX_MAGIC = b"GRIDX001"
 RECORD = struct.Struct(">32sQQ")
 
@@ -141,6 +142,7 @@ class PackWriter:
         self.packs_dir = packs_dir
         self.entries: Dict[bytes, Tuple[int, int]] = {}
         self.size = 0
+        self.written_back = 0
         self.fd: Optional[int] = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def find(self, key: bytes) -> Optional[Location]:
@@ -157,11 +159,22 @@ class PackWriter:
             raise
         self.entries[key] = (self.size, len(stored))
         self.size += len(stored)
+        if self.size - self.written_back >= WRITEBACK_STEP:
+            start_writeback(self.fd, self.written_back, self.size - self.written_back)
+            self.written_back = self.size
 
     def finish(self) -> Optional[PackIndex]:
-        """Close the pack, move it into packs/ and write its index; None when it is empty."""
-        os.close(self.fd)
-        self.fd = None
+        """Make the pack durable, move it into packs/ and write its index; None when it is empty.
+
+        The pack's bytes are on disk before an index names them: a crash can never leave an
+        index whose objects were not written (a later checkpoint would trust them).
+        """
+        fd, self.fd = self.fd, None
+        try:
+            if self.entries:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
         if not self.entries:
             unlink_quietly(self.path)
             return None
@@ -194,6 +207,7 @@ class PackSet:
         self._lookup: Optional[_Lookup] = None
         self._writer: Optional[PackWriter] = None
         self._lock = threading.Lock()
+        self.finished: List[str] = []  # index files this pack set wrote
 
     def _loaded(self) -> _Lookup:
         if self._lookup is None:
@@ -265,8 +279,26 @@ class PackSet:
         except BaseException:
             writer.abort()
             raise
-        if finished is not None and self._lookup is not None:
+        if finished is None:
+            return
+        self.finished.append(os.path.basename(finished.pack_path)[:-len(".pack")] + ".idx")
+        if self._lookup is not None:
             self._lookup.add(finished)  # (not loaded yet: the lookup reads the new index with the others)
+
+    def detach(self) -> None:
+        """In a forked worker: forget the parent's open pack (the parent still writes it)."""
+        writer, self._writer = self._writer, None
+        if writer is not None and writer.fd is not None:
+            os.close(writer.fd)  # this process's copy only
+        self._lock = threading.Lock()
+        self.finished = []
+
+    def adopt(self, names: List[str]) -> None:
+        """Make packs that other processes finished findable (index file names in packs/)."""
+        with self._lock:
+            if self._lookup is not None:
+                for name in names:
+                    self._lookup.add(PackIndex.load(os.path.join(self.packs_dir, name)))
 
     def finish(self) -> None:
         """Finish the open pack, if any (before the manifest that needs its objects is saved)."""

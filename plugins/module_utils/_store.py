@@ -34,7 +34,7 @@ from ._crypto import Cipher, EncryptionKeyError, Sealer, check_secret, derive_ke
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError, UnsupportedFormat
 from ._fsutil import (
     TEMP_MARK, atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_path, raise_if_full, read_json,
-    split_lines, sync_filesystem, unlink_quietly,
+    split_lines, start_writeback, sync_filesystem, unlink_quietly,
 )
 from ._lock import DEFAULT_TTL, FileLock
 from ._statcache import CacheReader, CacheWriter, cache_file
@@ -84,10 +84,20 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _read_up_to(fd: int, limit: int) -> bytes:
-    """Read ``fd`` to its end, or stop once more than ``limit`` bytes were read."""
+def _read_up_to(fd: int, limit: int, expected: Optional[int] = None) -> bytes:
+    """Read ``fd`` to its end, or stop once more than ``limit`` bytes were read.
+
+    With the ``expected`` size (from a stat), a file that still has it is read in one call: a
+    read that returns less than it asked for has met the end of the file.
+    """
     parts = []
     total = 0
+    if expected is not None and expected < limit:
+        first = os.read(fd, expected + 1)
+        if len(first) <= expected:
+            return first
+        parts.append(first)
+        total = len(first)
     while total <= limit:
         chunk = os.read(fd, limit + 1 - total)
         if not chunk:
@@ -408,7 +418,7 @@ class Store:
         sha, size, _written = self.put_file_counted(path)
         return sha, size
 
-    def put_file_counted(self, path: str) -> Tuple[str, int, bool]:
+    def put_file_counted(self, path: str, size_hint: Optional[int] = None) -> Tuple[str, int, bool]:
         """Store a file's content; return (sha256, size, whether a new object was written).
 
         A file of up to SMALL_FILE bytes is read whole and hashed first, so content already
@@ -418,7 +428,7 @@ class Store:
         """
         fd = os.open(path, os.O_RDONLY)
         try:
-            head = _read_up_to(fd, SMALL_FILE)
+            head = _read_up_to(fd, SMALL_FILE, size_hint)
             if len(head) > SMALL_FILE:
                 return self._put_fd(fd, head)
         finally:
@@ -448,6 +458,7 @@ class Store:
                     digest.update(view[:count])
                     _write_all(out, view[:count])
                     size += count
+                start_writeback(out, 0, size)  # on its way to disk before the final sync waits for it
             finally:
                 os.close(out)
             sha = digest.hexdigest()
@@ -616,6 +627,25 @@ class Store:
         if not os.path.exists(target):
             self.export_blob(sha, target)
         return target
+
+    # ------------------------------------------------- content worker processes
+    def enter_worker(self) -> None:
+        """In a forked content worker: write packs of its own, not the parent's open one."""
+        self.packs.detach()
+
+    def finish_worker(self) -> List[str]:
+        """In a content worker: finish its pack; return the index files it wrote."""
+        self.packs.finish()
+        return list(self.packs.finished)
+
+    def abort_worker(self) -> None:
+        """In a content worker: drop its unfinished pack."""
+        self.packs.abort()
+
+    def adopt_packs(self, names: List[str]) -> None:
+        """Make what content workers stored findable: their packs, and fan-out directories they made."""
+        self.packs.adopt(names)
+        self._fanouts = None
 
     def sync(self) -> None:
         """Make every object written so far durable (objects before manifests); finishes the open pack."""

@@ -14,8 +14,21 @@ def files(root: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("key", [None, "full-disk-key-0123456789"])
-def test_checkpoint_filling_the_disk_fails_clearly_and_keeps_earlier_ones(run_task, tmp_path, tmpfs, key):
+def big_files(root: Path) -> None:
+    for index in range(4):
+        (root / ("big%d.bin" % index)).write_bytes(os.urandom(1_000_000))
+
+
+def many_files(root: Path) -> None:
+    """Enough small files that the capture hands them to worker processes, which fill the disk."""
+    for index in range(400):
+        (root / "many" / ("f%03d.bin" % index)).parent.mkdir(exist_ok=True)
+        (root / "many" / ("f%03d.bin" % index)).write_bytes(os.urandom(12_000))
+
+
+@pytest.mark.parametrize("key,filler", [(None, big_files), ("full-disk-key-0123456789", big_files),
+                                        (None, many_files)], ids=["plain-big", "encrypted-big", "plain-many"])
+def test_checkpoint_filling_the_disk_fails_clearly_and_keeps_earlier_ones(run_task, tmp_path, tmpfs, key, filler):
     store = tmpfs("3m") / "store"
     root = tmp_path / "app"
     root.mkdir()
@@ -26,8 +39,7 @@ def test_checkpoint_filling_the_disk_fails_clearly_and_keeps_earlier_ones(run_ta
     assert first["status"] == "ok", first
     v1 = files(root)
     (root / "app.conf").write_text("v2\n")
-    for index in range(4):
-        (root / ("big%d.bin" % index)).write_bytes(os.urandom(1_000_000))
+    filler(root)
 
     _result, full = run_task("gitops.rollback.checkpoint", dict(base, paths=[str(root)], label="v2"))
     assert full["status"] == "ignored", full
@@ -38,8 +50,9 @@ def test_checkpoint_filling_the_disk_fails_clearly_and_keeps_earlier_ones(run_ta
     _result, verified = run_task("gitops.rollback.checkpoint", dict(base, state="verified"))
     assert verified["status"] == "ok", verified
 
-    for index in range(4):
-        (root / ("big%d.bin" % index)).unlink()
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.name != "app.conf" and path.name != "small.bin":
+            path.rmdir() if path.is_dir() else path.unlink()
     _result, restored = run_task("gitops.rollback.restore", dict(base, checkpoint="v1", paths=[str(root)],
                                                                  safety_checkpoint=False))
     assert restored["status"] == "ok", restored
