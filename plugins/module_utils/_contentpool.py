@@ -16,6 +16,7 @@ on its pipe) drops its unfinished pack and exits.
 
 from __future__ import annotations
 
+import gc
 import marshal
 import os
 import pickle
@@ -193,7 +194,11 @@ class ContentPool:
         while len(worker.queued) >= MAX_QUEUED:
             self._collect(block=True)
             worker = min(self.workers, key=lambda w: w.queued_bytes)
-        _write_frame(worker.commands, marshal.dumps(("jobs", batch)))
+        try:
+            _write_frame(worker.commands, marshal.dumps(("jobs", batch)))
+        except BrokenPipeError:
+            raise RollbackError("A checkpoint worker process (pid %d) ended unexpectedly; see the system log "
+                                "(out of memory?) and run the checkpoint again." % worker.pid) from None
         worker.queued.append([job for job, _path, _known, _size in batch])
         worker.queued_bytes += sum(size for _job, _path, _known, size in batch)
 
@@ -202,8 +207,10 @@ class ContentPool:
         busy = {worker.answers: worker for worker in self.workers if worker.queued}
         if not busy:
             return False
-        readable, _w, _x = select.select(list(busy), [], [], None if block else 0)
-        for fd in readable:
+        poller = select.poll()  # (select() cannot watch descriptors above 1023)
+        for fd in busy:
+            poller.register(fd, select.POLLIN)
+        for fd, _event in poller.poll(None if block else 0):
             answers = _answer(_read_frame(fd), busy[fd].pid)
             worker = busy[fd]
             for job, answer in zip(worker.queued.pop(0), answers):
@@ -257,6 +264,7 @@ class ContentPool:
         if pid == 0:  # the worker
             code = 1
             try:
+                gc.freeze()  # never collect (and so never flush or close) the parent's objects here
                 _die_with(parent)
                 os.close(to_worker_w)
                 os.close(from_worker_r)
