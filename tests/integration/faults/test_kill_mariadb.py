@@ -3,6 +3,12 @@
 Restore: the live database is exactly the pre-restore content or exactly the backup, row by row
 (tables, columns, rows, views and triggers); a staged copy or a moved-out copy of the killed run
 does not outlive the next run, and that run (through ansible-playbook) restores the backup.
+One intermediate state is documented (``_db_mysql`` module docstring) and accepted as the phase
+``moved``: MariaDB cannot move a table with triggers to another schema, nor create triggers or
+views in one statement with a rename, so for the milliseconds between the swap's single
+``RENAME TABLE`` and the re-creation of the views and triggers (one client session), every table
+holds exactly the backup's rows and only some of the backup's views and triggers exist. Any
+other mix fails, and the re-run must complete it.
 
 Migrate revert: MariaDB cannot roll back DDL, so a revert killed inside a migration leaves it
 recorded ``dirty``. The history and the schema must then agree with a prefix of that migration's
@@ -114,6 +120,17 @@ def my_fingerprint(server: MariaDbServer, db: str) -> Optional[Dict[str, str]]:
     return found
 
 
+def restore_phase(now: Optional[Dict[str, str]], old: Dict[str, str], new: Dict[str, str]) -> str:
+    """``old``, ``new``, or ``moved``: the backup's tables all in place with only some of its views
+    and triggers re-created yet (the swap's documented window); anything else fails."""
+    if now and now != new and {k: v for k, v in now.items() if k != "objects"} == \
+            {k: v for k, v in new.items() if k != "objects"}:
+        present = {name for name in now["objects"].split(", ") if name}
+        if present < {name for name in new["objects"].split(", ") if name}:
+            return "moved"
+    return phase_of(now, old, new)
+
+
 def my_copy_database(server: MariaDbServer, source: str, target: str) -> None:
     """Replace ``target`` by a copy of ``source`` (tables, rows, views, triggers) through mariadb-dump."""
     server.drop_database(target)
@@ -163,7 +180,7 @@ def test_mariadb_restore_killed_at_random_points_is_old_or_new(mariadb: MariaDbS
             my_copy_database(mariadb, template, db)
             assert my_fingerprint(mariadb, db) == old
             killed = kill_group_after(start_engine(collections_path, RESTORE, json.dumps(args)), delay)
-            tally.add(delay, killed, phase_of(my_fingerprint(mariadb, db), old, new))
+            tally.add(delay, killed, restore_phase(my_fingerprint(mariadb, db), old, new))
             done = run_task("gitops.rollback.db_restore", args)[1]
             assert done["status"] == "ok", done
             assert my_fingerprint(mariadb, db) == new, "the re-run did not restore every row"
