@@ -79,8 +79,8 @@ def test_a_large_capture_is_stored_by_workers_and_restores_byte_for_byte(store, 
     for path in root.rglob("*"):
         if path.is_file():
             path.write_bytes(b"changed")
-    restore_checkpoint(store, store.find("v1"), RestoreOptions(only_paths=[], dry_run=False, want_diff=False,
-                                                                 safety_checkpoint=False, creator="test"))
+    options = RestoreOptions(only_paths=[], dry_run=False, want_diff=False, safety_checkpoint=False, creator="test")
+    restore_checkpoint(store, store.find("v1"), options)
     assert _live(root) == content
 
 
