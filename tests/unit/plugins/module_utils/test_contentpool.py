@@ -93,39 +93,37 @@ def test_a_small_capture_runs_in_process(store, tmp_path, monkeypatch):
     assert store.verify(manifest) == []
 
 
-def test_an_error_in_a_worker_is_raised_by_the_parent_and_no_pack_is_left(store, tmp_path, monkeypatch):
+def _capture_with_a_bad_file(store, root, monkeypatch, name, misbehave):
+    """Capture a tree with workers where storing the file ``name`` calls ``misbehave()`` first."""
     monkeypatch.setattr(_contentpool, "usable_cpus", lambda: 2)
-    root = tmp_path / "app"
     _tree(root, BATCH_FILES * 3)
     real_put = Store.put_file_counted
 
-    def failing_put(self, path, size_hint=None):
-        if path.endswith("f0300"):
-            raise StoreFullError("The store's file system is full (test).")
+    def put(self, path, size_hint=None):
+        if path.endswith(name):
+            misbehave()
         return real_put(self, path, size_hint)
 
-    monkeypatch.setattr(Store, "put_file_counted", failing_put)
+    monkeypatch.setattr(Store, "put_file_counted", put)
+    create_checkpoint(store, CheckpointRequest([RootSpec(str(root))], label="v1"))
+
+
+def _disk_full():
+    raise StoreFullError("The store's file system is full (test).")
+
+
+def test_an_error_in_a_worker_is_raised_by_the_parent_and_no_pack_is_left(store, tmp_path, monkeypatch):
     with pytest.raises(StoreFullError, match="full"):
-        create_checkpoint(store, CheckpointRequest([RootSpec(str(root))], label="v1"))
+        _capture_with_a_bad_file(store, tmp_path / "app", monkeypatch, "f0300", _disk_full)
     assert store.ids() == []
     assert os.listdir(store.path("tmp")) == [], "every unfinished pack was dropped"
     _no_children_left()
 
 
 def test_a_worker_that_dies_is_named(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(_contentpool, "usable_cpus", lambda: 2)
-    root = tmp_path / "app"
-    _tree(root, BATCH_FILES * 3)
-    real_put = Store.put_file_counted
-
-    def dying_put(self, path, size_hint=None):
-        if path.endswith("f0200"):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_put(self, path, size_hint)
-
-    monkeypatch.setattr(Store, "put_file_counted", dying_put)
     with pytest.raises(RollbackError, match=r"worker process \(pid \d+\) ended without answering"):
-        create_checkpoint(store, CheckpointRequest([RootSpec(str(root))], label="v1"))
+        _capture_with_a_bad_file(store, tmp_path / "app", monkeypatch, "f0200",
+                                 lambda: os.kill(os.getpid(), signal.SIGKILL))
     assert store.ids() == []
     _no_children_left()
 
