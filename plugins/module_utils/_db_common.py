@@ -10,20 +10,28 @@ operation fail, whatever the other stages reported.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from functools import lru_cache
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._errors import CommandError, IntegrityError, RollbackError
-from ._fsutil import raise_if_full
+from ._fsutil import raise_if_full, start_writeback
 from ._process import _env, command_error
 from ._store import CHUNK, Store, sha256_file
 
 TAIL_BYTES = 4096
 FOLLOW_POLL_S = 0.005  # how long to wait for a dump writing its file to write more
-HASH_BACKLOG = 8  # chunks read but not hashed yet, at most
+HASH_BACKLOG = 8  # chunks read but not hashed yet, at most (the buffers a followed file is read into)
+WRITEBACK_BYTES = 32 * 1024 * 1024  # bytes of a followed file sent on to disk at a time
+FOLLOW_NICE = 10  # how much nicer than the dump the threads following its file run
+OUTPUT_BUFFER = "64K"  # stdout buffer of a dump client writing through C stdio (glibc's own is 4 KB for a file)
+
+Observer = Callable[[bytes, int], None]  # shown (data, length): the next ``data[:length]`` of the dump
 
 COMPRESSORS = {
     "gzip": (["gzip", "-c", "-6"], ["gzip", "-d", "-c"]),
@@ -48,7 +56,7 @@ def _drain(stream, sink: List[bytes]) -> None:
 
 
 def _pump(source, target, tail: bytearray, failure: List[BaseException],
-          observer: Optional[Callable[[bytes], None]] = None) -> None:
+          observer: Optional[Observer] = None) -> None:
     """Copy ``source`` to ``target`` keeping the last bytes seen in ``tail`` (each chunk shown to ``observer``)."""
     try:
         for chunk in iter(lambda: source.read(CHUNK), b""):
@@ -56,7 +64,7 @@ def _pump(source, target, tail: bytearray, failure: List[BaseException],
             del tail[:-TAIL_BYTES]
             target.write(chunk)
             if observer:
-                observer(chunk)
+                observer(chunk, len(chunk))
     except BaseException as exc:  # pylint: disable=broad-except
         failure.append(exc)
     finally:
@@ -64,6 +72,48 @@ def _pump(source, target, tail: bytearray, failure: List[BaseException],
             target.close()
         except OSError:
             pass
+
+
+def _thread_nice() -> int:
+    """Return the calling thread's nice value (Linux: per thread; elsewhere the process's)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except OSError:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def _yield_cpu(nice: int) -> None:
+    """Set the calling thread's nice value (Linux: per thread), so that the dump it works beside gets the CPU first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:
+        pass
+
+
+@lru_cache(maxsize=None)
+def output_buffer_launcher() -> Tuple[str, ...]:
+    """Return the command prefix that gives a stdio program an OUTPUT_BUFFER stdout buffer, or ().
+
+    A dump client writing its output 4 KB per write() spends most of its system time in those
+    calls; ``stdbuf -o`` (GNU coreutils, FreeBSD) sets the buffer at start-up and execs the client
+    (same process, same exit status, same output). Where stdbuf is missing or cannot preload its
+    library (checked once), the client runs as it is.
+    """
+    stdbuf = shutil.which("stdbuf")
+    if not stdbuf:
+        return ()
+    prefix = (stdbuf, "-o", OUTPUT_BUFFER)
+    try:
+        works = subprocess.run(list(prefix) + ["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        works = False
+    return prefix if works else ()
+
+
+def _background(nice: int) -> ThreadPoolExecutor:
+    """Return a one-thread executor whose thread runs at ``nice`` (see ``_yield_cpu``)."""
+    return ThreadPoolExecutor(1, initializer=_yield_cpu, initargs=(nice,))
 
 
 def _kill_unfinished(procs: Sequence[Tuple[List[str], subprocess.Popen]]) -> None:
@@ -79,14 +129,17 @@ class DumpStream:
 
     The dump is hashed while it is written, so the store holds it without a second pass.
     ``tail`` keeps the last bytes of the uncompressed dump, for a completeness check;
-    ``observer`` (if any) sees every chunk of the uncompressed dump, in order. With ``into_file``
-    (for a client that only appends to its standard output: pg_dump seeks back into a file) a
-    plain store without compression lets the dump write the object's file itself.
+    ``observer`` (if any) is shown every chunk of the uncompressed dump, in order, as
+    ``(data, length)``: the chunk is ``data[:length]``, and ``data`` may be reused afterwards.
+    With ``into_file`` (for a client that only appends to its standard output: pg_dump seeks
+    back into a file) a plain store without compression lets the dump write the object's file
+    itself. ``launcher`` is put before the dump's command line when it is started (not in
+    messages).
     """
 
     def __init__(self, store: Store, argv: Sequence[str], what: str, env: Optional[Dict[str, str]] = None,
                  compressor: Optional[Sequence[str]] = None, secrets: Sequence[str] = (),
-                 observer: Optional[Callable[[bytes], None]] = None, into_file: bool = False) -> None:
+                 observer: Optional[Observer] = None, into_file: bool = False, launcher: Sequence[str] = ()) -> None:
         self.store = store
         self.argv = list(argv)
         self.what = what
@@ -95,6 +148,7 @@ class DumpStream:
         self.secrets = secrets
         self.observer = observer
         self.into_file = into_file
+        self.launcher = list(launcher)
         self.tail = bytearray()
 
     def run(self) -> Tuple[str, int]:
@@ -108,7 +162,7 @@ class DumpStream:
         failure: List[BaseException] = []
         out = store.object_writer()
         try:
-            dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads)
+            dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads, launcher=self.launcher)
             source = dump.stdout
             if self.compressor:
                 comp = self._start(self.compressor, subprocess.PIPE, procs, errors, threads)
@@ -123,7 +177,7 @@ class DumpStream:
                     self.tail.extend(chunk)
                     del self.tail[:-TAIL_BYTES]
                     if self.observer:
-                        self.observer(chunk)
+                        self.observer(chunk, len(chunk))
             codes = [proc.wait() for _argv, proc in procs]
             for thread in threads:
                 thread.join()
@@ -144,9 +198,10 @@ class DumpStream:
     def _run_into_file(self) -> Tuple[str, int]:
         """Let the dump write the new object's file itself and follow the file as it grows.
 
-        What the dump wrote is read right behind it from the page cache, hashed in one thread and
-        shown to the observer in this one: no byte crosses a pipe and the dump never waits for
-        this process. The file is opened for appending, so bytes already hashed cannot change.
+        What the dump wrote is read right behind it from the page cache, shown to the observer
+        and hashed, in threads that yield the CPU to the dump (``_yield_cpu``): no byte crosses a
+        pipe and the dump never waits for this process. The file is opened for appending, so
+        bytes already hashed cannot change.
         """
         store = self.store
         procs: List[Tuple[List[str], subprocess.Popen]] = []
@@ -154,34 +209,17 @@ class DumpStream:
         threads: List[threading.Thread] = []
         tmp = store.temp_object_path()
         digest = store.hasher()
-        size = 0
-        hashing: List[Future] = []
-        with ThreadPoolExecutor(max_workers=1) as hasher:
+        nice = min(19, _thread_nice() + FOLLOW_NICE)  # the dump runs at this thread's
+        with _background(nice) as reader, _background(nice) as hasher, _background(nice) as flusher:
             try:
                 out = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
-                    dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads, stdout=out)
+                    dump = self._start(self.argv, subprocess.DEVNULL, procs, errors, threads, stdout=out,
+                                       launcher=self.launcher)
                 finally:
                     os.close(out)
                 with open(tmp, "rb", buffering=0) as source:
-                    while True:
-                        finished = dump.poll() is not None  # before the read: then that read gets the rest
-                        chunk = source.read(CHUNK)
-                        if not chunk:
-                            if finished:
-                                break
-                            time.sleep(FOLLOW_POLL_S)
-                            continue
-                        hashing.append(hasher.submit(digest.update, chunk))  # one worker: in order
-                        while len(hashing) > HASH_BACKLOG:
-                            hashing.pop(0).result()
-                        size += len(chunk)
-                        self.tail.extend(chunk)
-                        del self.tail[:-TAIL_BYTES]
-                        if self.observer:
-                            self.observer(chunk)
-                    for job in hashing:
-                        job.result()
+                    size = reader.submit(self._follow, dump, source, digest.update, hasher, flusher).result()
                 for thread in threads:
                     thread.join()
                 if dump.returncode != 0:
@@ -197,9 +235,52 @@ class DumpStream:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
 
-    def _start(self, argv: List[str], stdin, procs, errors, threads, stdout=subprocess.PIPE) -> subprocess.Popen:
+    def _follow(self, dump: subprocess.Popen, source, update: Callable[[memoryview], None],
+                hasher: ThreadPoolExecutor, flusher: ThreadPoolExecutor) -> int:
+        """Read the file ``dump`` writes until the dump exits; return its size.
+
+        Each chunk is read into one of HASH_BACKLOG reused buffers (no allocation per chunk: fresh
+        memory costs page faults), hashed by ``hasher``'s one worker (in order) and shown to the
+        observer here; a buffer is read into again once its hash is done. Every WRITEBACK_BYTES,
+        ``flusher`` starts writing what was read to disk, so that the store's final sync, which the
+        raw client does not need, finds little left to write.
+        """
+        buffers = [bytearray(CHUNK) for _ in range(HASH_BACKLOG)]
+        hashing: Deque[Future] = deque()
+        flushing: Optional[Future] = None
+        size = count = 0
+        while True:
+            if len(hashing) == HASH_BACKLOG:
+                hashing.popleft().result()  # frees the buffer read into next
+            buffer = buffers[count % HASH_BACKLOG]
+            finished = dump.poll() is not None  # before the read: then that read gets the rest
+            length = source.readinto(buffer)
+            if not length:
+                if finished:
+                    break
+                time.sleep(FOLLOW_POLL_S)
+                continue
+            count += 1
+            view = memoryview(buffer)[:length]
+            hashing.append(hasher.submit(update, view))
+            if size // WRITEBACK_BYTES != (size + length) // WRITEBACK_BYTES and (flushing is None or flushing.done()):
+                flushing = flusher.submit(start_writeback, source.fileno(), 0, size)
+            size += length
+            self.tail.extend(view[-TAIL_BYTES:])
+            del self.tail[:-TAIL_BYTES]
+            if self.observer:
+                self.observer(buffer, length)
+        for job in hashing:
+            job.result()
+        if flushing is not None:
+            flushing.result()  # done with the file before it is closed
+        start_writeback(source.fileno(), 0, size)
+        return size
+
+    def _start(self, argv: List[str], stdin, procs, errors, threads, stdout=subprocess.PIPE,
+               launcher: Sequence[str] = ()) -> subprocess.Popen:
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+            proc = subprocess.Popen([*launcher, *argv], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                     env=_env(self.env))
         except FileNotFoundError as exc:
             raise CommandError("%s: the program %s is not installed or not on PATH." % (self.what, argv[0]),

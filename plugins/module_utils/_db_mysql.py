@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from ._db_common import COMPRESSORS, DatabaseError, DumpStream, feed_pipeline
+from ._db_common import COMPRESSORS, DatabaseError, DumpStream, feed_pipeline, output_buffer_launcher
 from ._db_conn import DbConnection
 from ._db_sqlrows import RowCounter
 from ._errors import CommandError, RollbackError
@@ -182,7 +182,7 @@ class MysqlEngine:
                 compressor = compressor[:-1] + ["-%d" % compression_level]
             stream = DumpStream(store, argv, "%s of %s" % (argv[0].rsplit("/", 1)[-1], database),
                                 compressor=compressor, secrets=self.conn.secrets(), observer=counter.feed,
-                                into_file=True)
+                                into_file=True, launcher=output_buffer_launcher())
             try:
                 sha, size = stream.run()
             except CommandError as exc:
@@ -262,12 +262,19 @@ class MysqlEngine:
         self.sql("DROP DATABASE IF EXISTS %s" % ident(database))
 
     def load(self, source: str, component: dict, database: str, jobs: int) -> None:
-        """Load a stored dump into an existing empty database."""
+        """Load a stored dump into an existing empty database.
+
+        The client splits the dump into statements byte by byte; with a multi-byte character set
+        it also decodes every character, about a quarter of its CPU time. The dump is UTF-8
+        (``--default-character-set=utf8mb4``), whose multi-byte characters never hold an ASCII
+        byte (quotes, backslash, delimiter), so splitting it as ``binary`` finds the same
+        statements; the dump's own ``SET NAMES utf8mb4`` sets how the server reads them.
+        """
         stages = []
         if component.get("compression"):
             stages.append(COMPRESSORS[component["compression"]][1])
         with self.conn.mysql_args() as args:
-            stages.append([self._client(), *args, "--batch", "--default-character-set=utf8mb4", "--binary-mode",
+            stages.append([self._client(), *args, "--batch", "--default-character-set=binary", "--binary-mode",
                            database])
             try:
                 feed_pipeline(stages, source, "restore of %s" % database, secrets=self.conn.secrets())

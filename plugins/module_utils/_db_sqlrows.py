@@ -60,9 +60,9 @@ class RowCounter:
         self._last = b""  # the last bytes of the current row line (one-row-per-line statements)
 
     # ------------------------------------------------------------------ public
-    def feed(self, chunk: bytes) -> None:
-        """Consume the next bytes of the dump."""
-        pos, end = 0, len(chunk)
+    def feed(self, chunk: bytes, length: Optional[int] = None) -> None:
+        """Consume the next bytes of the dump: ``chunk[:length]`` (all of it by default)."""
+        pos, end = 0, len(chunk) if length is None else length
         while pos < end and self.failed is None:
             pos = self._STEPS[self._state](self, chunk, pos, end)
 

@@ -119,6 +119,22 @@ def test_any_chunking_gives_the_same_counts(per_line: bool) -> None:
         assert count(data, cuts).finish() == expected, cuts
 
 
+@pytest.mark.parametrize("per_line", [True, False], ids=["row-per-line", "one-line"])
+def test_a_reused_buffer_is_read_only_up_to_the_length_given(per_line: bool) -> None:
+    data, expected = make_dump(per_line)
+    rng = random.Random(11)
+    for _attempt in range(10):
+        cuts = sorted(rng.sample(range(1, len(data)), 60)) + [len(data)]
+        buffer = bytearray(b");\n'(\\" * (len(data) // 5 + 1))  # stale bytes after each chunk: traps if read
+        counter = RowCounter()
+        start = 0
+        for cut in cuts:
+            buffer[:cut - start] = data[start:cut]
+            counter.feed(buffer, cut - start)
+            start = cut
+        assert counter.finish() == expected, (cuts, counter.failed)
+
+
 def test_a_dump_cut_inside_data_is_not_counted() -> None:
     data, _expected = make_dump()
     cut = data.index(b"(999,")
