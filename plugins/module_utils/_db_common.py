@@ -245,7 +245,7 @@ class DumpStream:
         ``flusher`` starts writing what was read to disk, so that the store's final sync, which the
         raw client does not need, finds little left to write.
         """
-        buffers = [bytearray(CHUNK) for _ in range(HASH_BACKLOG)]
+        buffers = [bytearray(CHUNK) for _slot in range(HASH_BACKLOG)]
         hashing: Deque[Future] = deque()
         flushing: Optional[Future] = None
         size = count = 0

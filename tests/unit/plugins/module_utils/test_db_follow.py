@@ -21,7 +21,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils._store import Stor
 SLOW_WRITER = r"""
 import os, random, sys, time
 rng = random.Random(3)
-data = bytes(rng.getrandbits(8) for _ in range(1 << 16)) * 80
+data = bytes(rng.getrandbits(8) for _byte in range(1 << 16)) * 80
 pos = 0
 while pos < len(data):
     step = rng.choice([1, 7, 4096, 65536, 1 << 20, 3 << 20])
@@ -42,7 +42,7 @@ def store(tmp_path):
 def expected_data() -> bytes:
     """What SLOW_WRITER writes."""
     rng = random.Random(3)
-    return bytes(rng.getrandbits(8) for _ in range(1 << 16)) * 80
+    return bytes(rng.getrandbits(8) for _byte in range(1 << 16)) * 80
 
 
 def test_a_followed_dump_is_hashed_and_observed_exactly_while_buffers_are_reused(store, monkeypatch) -> None:
