@@ -50,7 +50,20 @@ def deploy(host, version: str) -> None:
 
 
 def tree(host) -> dict[str, dict[str, tuple]]:
-    """Per managed path: relative path -> (type, mode, sha256 or link target)."""
+    """Per managed path: relative path -> (type, mode, sha256 or link target).
+
+    Polled while a rollback changes the tree: a read that meets an entry which went away in the
+    meantime (a temporary file renamed into place) is taken again.
+    """
+    while True:
+        try:
+            return read_tree(host)
+        except FileNotFoundError:
+            continue
+
+
+def read_tree(host) -> dict[str, dict[str, tuple]]:
+    """One read of ``tree``; FileNotFoundError when an entry goes away during it."""
     result: dict[str, dict[str, tuple]] = {}
     for mount in MANAGED:
         top, entries = host.local(mount), {}
