@@ -111,7 +111,7 @@ class _Worker:
         self.pid = pid
         self.commands = commands
         self.answers = answers
-        self.queued: List[List[int]] = []  # job numbers of each batch sent, oldest first
+        self.queued: List[Tuple[List[int], int]] = []  # (job numbers, bytes) of each batch sent, oldest first
         self.queued_bytes = 0
 
 
@@ -144,7 +144,6 @@ class ContentPool:
         self.batch: List[Job] = []
         self.batch_bytes = 0
         self.jobs = 0
-        self.sizes: Dict[int, int] = {}
         self.polls = 0
 
     # ------------------------------------------------------------------ parent
@@ -154,7 +153,6 @@ class ContentPool:
         self.jobs += 1
         self.batch.append((job, path, known, size))
         self.batch_bytes += size
-        self.sizes[job] = size
         if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
             self._flush(on_demand=False)
         return job
@@ -175,7 +173,6 @@ class ContentPool:
                 self._flush(on_demand=True)
             elif not self._collect(block=True):
                 raise RuntimeError("job %d was never submitted or its result was taken" % job)
-        self.sizes.pop(job, None)
         return self.results.pop(job)
 
     def _flush(self, on_demand: bool) -> None:
@@ -199,8 +196,9 @@ class ContentPool:
         except BrokenPipeError:
             raise RollbackError("A checkpoint worker process (pid %d) ended unexpectedly; see the system log "
                                 "(out of memory?) and run the checkpoint again." % worker.pid) from None
-        worker.queued.append([job for job, _path, _known, _size in batch])
-        worker.queued_bytes += sum(size for _job, _path, _known, size in batch)
+        batch_bytes = sum(size for _job, _path, _known, size in batch)
+        worker.queued.append(([job for job, _path, _known, _size in batch], batch_bytes))
+        worker.queued_bytes += batch_bytes
 
     def _collect(self, block: bool) -> bool:
         """Read the answers that arrived (or wait for one when ``block``); False when none is due."""
@@ -213,9 +211,10 @@ class ContentPool:
         for fd, _event in poller.poll(None if block else 0):
             answers = _answer(_read_frame(fd), busy[fd].pid)
             worker = busy[fd]
-            for job, answer in zip(worker.queued.pop(0), answers):
+            jobs, batch_bytes = worker.queued.pop(0)
+            for job, answer in zip(jobs, answers):
                 self.results[job] = (answer[0], answer[1], answer[2])
-                worker.queued_bytes -= self.sizes.get(job, 0)
+            worker.queued_bytes -= batch_bytes
         return True
 
     def close(self) -> None:
