@@ -128,7 +128,7 @@ class WorkerStore(Protocol):
         """In a worker: drop its unfinished pack."""
 
     def adopt_packs(self, names: List[str]) -> None:
-        """In the parent: make the packs the workers wrote findable."""
+        """In the parent: make the packs the workers wrote findable, and all they wrote durable at the next sync."""
 
 
 class ContentPool:
@@ -223,6 +223,7 @@ class ContentPool:
         while any(worker.queued for worker in self.workers):
             self._collect(block=True)
         names: List[str] = []
+        forked = bool(self.workers)
         try:
             for worker in self.workers:
                 _write_frame(worker.commands, marshal.dumps(("finish", None)))
@@ -230,7 +231,7 @@ class ContentPool:
                 names.extend(_answer(_read_frame(worker.answers), worker.pid))
         finally:
             self._reap()
-        if names or self.jobs:
+        if names or forked:
             self.store.adopt_packs(names)
 
     def abort(self) -> None:

@@ -26,6 +26,7 @@ import re
 import shutil
 import secrets
 import socket
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
@@ -48,6 +49,7 @@ DEFAULT_STORE = "/var/lib/gitops-rollback"
 CHUNK = 1024 * 1024
 _DECODE = json.JSONDecoder().decode  # one decoder for every line: trees are read in hot loops
 SMALL_FILE = SMALL_OBJECT
+LOOSE_SYNC_LIMIT = 8  # new loose objects made durable one by one at most; beyond, the whole file system is synced
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
 
@@ -197,6 +199,8 @@ class Store:
         self._cipher_loaded = False
         self.packs = PackSet(self.path("packs"), self.path("tmp"), self._upgrade_to_packs)
         self._fanouts: Optional[Set[str]] = None  # objects/ fan-out directories, read once
+        self._unsynced: Optional[List[str]] = []  # loose objects placed since the last sync; None: not known
+        self._unsynced_lock = threading.Lock()
 
     # ----------------------------------------------------------------- layout
     def path(self, *parts: str) -> str:
@@ -500,6 +504,7 @@ class Store:
         self._made_fanout(sha)
         os.chmod(path, 0o600)
         os.rename(path, final)
+        self._placed(final)
         return sha, size
 
     def temp_object_path(self) -> str:
@@ -522,6 +527,7 @@ class Store:
             os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
             self._made_fanout(sha)
             os.rename(tmp, final)
+        self._placed(final)
         return True
 
     def read_blob(self, sha: str) -> bytes:
@@ -643,14 +649,43 @@ class Store:
         self.packs.abort()
 
     def adopt_packs(self, names: List[str]) -> None:
-        """Make what content workers stored findable: their packs, and fan-out directories they made."""
+        """Make what content workers stored findable (their packs, fan-out directories they made), and durable at the next sync."""
         self.packs.adopt(names)
         self._fanouts = None
+        self._sync_everything()  # the workers' own loose objects are not listed here
+
+    def _placed(self, path: str) -> None:
+        """Note a loose object put in place, for the next ``sync``."""
+        with self._unsynced_lock:
+            if self._unsynced is not None:
+                self._unsynced.append(path)
+                if len(self._unsynced) > LOOSE_SYNC_LIMIT:
+                    self._unsynced = None
+
+    def _sync_everything(self) -> None:
+        """Make the next ``sync`` flush the whole file system (what was written is not known one by one)."""
+        with self._unsynced_lock:
+            self._unsynced = None
 
     def sync(self) -> None:
-        """Make every object written so far durable (objects before manifests); finishes the open pack."""
+        """Make every object written so far durable (objects before manifests); finishes the open pack.
+
+        Packs make themselves durable when finished. A few new loose objects (a database dump)
+        are fsynced one by one with their directories, so that the sync does not wait for what
+        other processes left unwritten on the same file system; otherwise the file system is
+        synced (syncfs).
+        """
         self.packs.finish()
-        sync_filesystem(self.root)
+        with self._unsynced_lock:
+            unsynced, self._unsynced = self._unsynced, []
+        if unsynced is None:
+            sync_filesystem(self.root)
+            return
+        for path in unsynced:
+            fsync_path(path)
+        if unsynced:
+            for directory in sorted({os.path.dirname(path) for path in unsynced}) + [self.path("objects")]:
+                fsync_path(directory)
 
     # -------------------------------------------------------------- manifests
     def manifest_path(self, checkpoint_id: str) -> str:
@@ -959,6 +994,7 @@ class Store:
                 if progress:
                     progress(path)
         self._drop_caches()  # sealed under the old key; rebuilt at the next checkpoint
+        self._sync_everything()
         self.sync()
         atomic_write_json(self.path("format"), {"format_version": document["format_version"],
                                                 "encryption": new.describe()})

@@ -278,3 +278,59 @@ def test_a_stat_cache_row_whose_hash_is_no_object_name_is_not_an_answer(tmp_path
     cache = tmp_path / "cache.jsonl"
     cache.write_text(json.dumps(["file", "../../etc/passwd"] + stat_signature(st)) + "\n")
     assert CacheReader(str(cache)).lookup(path_key("file"), st) is None
+
+
+# ------------------------------------------------------------------ sync before a manifest
+@pytest.fixture
+def flushes(monkeypatch):
+    """Record what Store.sync flushes: {"filesystem": calls of syncfs, "paths": paths fsynced}."""
+    from ansible_collections.gitops.rollback.plugins.module_utils import _store
+    seen = {"filesystem": 0, "paths": []}
+    real_fsync = _store.fsync_path
+
+    def fsync(path):
+        seen["paths"].append(path)
+        real_fsync(path)
+
+    monkeypatch.setattr(_store, "sync_filesystem", lambda _root: seen.__setitem__("filesystem", seen["filesystem"] + 1))
+    monkeypatch.setattr(_store, "fsync_path", fsync)
+    return seen
+
+
+def _large(tmp_path, name, seed):
+    path = tmp_path / name
+    path.write_bytes(hashlib.sha256(seed).digest() * (SMALL_FILE // 32 + 1))
+    return str(path)
+
+
+def test_a_dump_is_synced_by_itself_not_with_the_whole_file_system(store, tmp_path, flushes):
+    """One new loose object (a database dump) is fsynced with its directories; other processes'
+    unwritten data on the same file system is not waited for."""
+    sha, _size = store.adopt_file(_large(tmp_path, "dump.sql", b"dump"))
+    store.put_bytes(b"small, packed")
+    store.sync()
+    blob = store.blob_path(sha)
+    assert flushes["filesystem"] == 0
+    assert flushes["paths"][0] == blob
+    assert os.path.dirname(blob) in flushes["paths"] and store.path("objects") in flushes["paths"]
+    flushes["paths"].clear()
+    store.sync()  # nothing new: nothing to flush
+    assert flushes == {"filesystem": 0, "paths": []}
+
+
+def test_many_new_loose_objects_sync_the_file_system(store, tmp_path, flushes):
+    from ansible_collections.gitops.rollback.plugins.module_utils._store import LOOSE_SYNC_LIMIT
+    for number in range(LOOSE_SYNC_LIMIT + 1):
+        store.put_file(_large(tmp_path, "file%d" % number, b"%d" % number))
+    store.sync()
+    assert flushes["filesystem"] == 1
+    again = store.blob_path(store.put_file(_large(tmp_path, "again", b"again"))[0])
+    store.sync()  # counting starts again after a sync
+    assert flushes["filesystem"] == 1 and again in flushes["paths"]
+
+
+def test_objects_written_by_content_workers_sync_the_file_system(store, flushes):
+    """Loose objects a forked worker wrote are not listed in this process: the whole file system is synced."""
+    store.adopt_packs([])
+    store.sync()
+    assert flushes["filesystem"] == 1
