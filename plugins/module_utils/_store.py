@@ -496,15 +496,8 @@ class Store:
             return name, size
         sha = sha or sha256_file(path)
         size = os.path.getsize(path)
-        final = self.blob_path(sha)
-        if os.path.exists(final):
-            os.unlink(path)
-            return sha, size
-        os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
-        self._made_fanout(sha)
         os.chmod(path, 0o600)
-        os.rename(path, final)
-        self._placed(final)
+        self.commit_blob(path, sha)
         return sha, size
 
     def temp_object_path(self) -> str:
@@ -516,10 +509,15 @@ class Store:
         return self.put_stream([data])[0]
 
     def commit_blob(self, tmp: str, sha: str) -> bool:
-        """Rename a finished temporary file into place; return False when the object existed."""
+        """Rename a finished temporary file into place; return False when the object existed.
+
+        Either way the object is made durable by the next ``sync``: one that existed may have
+        been placed by a run killed before its own sync.
+        """
         final = self.blob_path(sha)
         if os.path.exists(final):
             os.unlink(tmp)
+            self._placed(final)
             return False
         try:
             os.rename(tmp, final)

@@ -334,3 +334,14 @@ def test_objects_written_by_content_workers_sync_the_file_system(store, flushes)
     store.adopt_packs([])
     store.sync()
     assert flushes["filesystem"] == 1
+
+
+def test_a_dump_that_was_already_stored_is_synced_again(store, tmp_path, flushes):
+    """The same dump met again may have been placed by a run killed before its sync: it is flushed too."""
+    sha, _size = store.adopt_file(_large(tmp_path, "first.sql", b"same"))
+    store.sync()
+    flushes["paths"].clear()
+    again, _size = store.adopt_file(_large(tmp_path, "second.sql", b"same"))
+    store.sync()
+    assert again == sha and flushes["filesystem"] == 0 and flushes["paths"][0] == store.blob_path(sha)
+    assert not os.path.exists(tmp_path / "second.sql")
