@@ -199,7 +199,7 @@ class Store:
         self._cipher_loaded = False
         self.packs = PackSet(self.path("packs"), self.path("tmp"), self._upgrade_to_packs)
         self._fanouts: Optional[Set[str]] = None  # objects/ fan-out directories, read once
-        self._unsynced: Optional[List[str]] = []  # loose objects placed since the last sync; None: not known
+        self._unsynced: Optional[Set[str]] = set()  # loose objects placed since the last sync; None: not known
         self._unsynced_lock = threading.Lock()
 
     # ----------------------------------------------------------------- layout
@@ -656,7 +656,7 @@ class Store:
         """Note a loose object put in place, for the next ``sync``."""
         with self._unsynced_lock:
             if self._unsynced is not None:
-                self._unsynced.append(path)
+                self._unsynced.add(path)
                 if len(self._unsynced) > LOOSE_SYNC_LIMIT:
                     self._unsynced = None
 
@@ -675,11 +675,11 @@ class Store:
         """
         self.packs.finish()
         with self._unsynced_lock:
-            unsynced, self._unsynced = self._unsynced, []
+            unsynced, self._unsynced = self._unsynced, set()
         if unsynced is None:
             sync_filesystem(self.root)
             return
-        for path in unsynced:
+        for path in sorted(unsynced):
             fsync_path(path)
         if unsynced:
             for directory in sorted({os.path.dirname(path) for path in unsynced}) + [self.path("objects")]:

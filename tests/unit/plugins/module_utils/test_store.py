@@ -13,7 +13,8 @@ import pytest
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import (
     CheckpointNotFound, IntegrityError, UnsupportedFormat,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._store import SMALL_FILE, Store, prune
+from ansible_collections.gitops.rollback.plugins.module_utils import _store
+from ansible_collections.gitops.rollback.plugins.module_utils._store import LOOSE_SYNC_LIMIT, SMALL_FILE, Store, prune
 
 
 @pytest.fixture
@@ -284,7 +285,6 @@ def test_a_stat_cache_row_whose_hash_is_no_object_name_is_not_an_answer(tmp_path
 @pytest.fixture
 def flushes(monkeypatch):
     """Record what Store.sync flushes: {"filesystem": calls of syncfs, "paths": paths fsynced}."""
-    from ansible_collections.gitops.rollback.plugins.module_utils import _store
     seen = {"filesystem": 0, "paths": []}
     real_fsync = _store.fsync_path
 
@@ -319,7 +319,6 @@ def test_a_dump_is_synced_by_itself_not_with_the_whole_file_system(store, tmp_pa
 
 
 def test_many_new_loose_objects_sync_the_file_system(store, tmp_path, flushes):
-    from ansible_collections.gitops.rollback.plugins.module_utils._store import LOOSE_SYNC_LIMIT
     for number in range(LOOSE_SYNC_LIMIT + 1):
         store.put_file(_large(tmp_path, "file%d" % number, b"%d" % number))
     store.sync()
