@@ -20,21 +20,25 @@ The module does more than the raw client, and the figures include it all:
 
 Safety backups are off (the target database does not exist, as for the raw restore).
 
-MariaDB runs five sides per round (the one going first rotates): the module, the raw client,
-the raw client followed by ``sha256sum`` and an fsync of its file (what a user runs by hand to get
-the durable, checksummed dump the module records; for information), the raw client with one
-SHA-256 pass over a dump of the same size running beside it in another process (the least the
-module adds: the figure against it says how much of the gap is that hashing alone; for
-information), and the raw client driven
-the way the module drives it, for information (no target): mariadb-dump
-with a 64 KB stdout buffer (``stdbuf -o 64K``; glibc's default for a file is 4 KB, one write()
-per 4 KB) and mariadb parsing the dump as ``binary`` (the module's dumps are UTF-8, so the
-statements found are the same, without decoding every character). The gap between the module
-and those tuned runs is what the module itself adds. Each side removes its own output of the
-last round right before its backup (untimed; an untimed backup of each side before round 0
-gives round 0 one too), so that each writes its dump into memory it has just freed: removing
-all outputs at the end of a round handed that memory to whichever side went first in the next
-one, and the other side then faulted in memory the VM had given back to its host (free page
+A MariaDB backup round runs five sides (the one going first rotates; a restore round three):
+
+* the module;
+* the raw client;
+* the raw client followed by ``sha256sum`` and an fsync of its file: what a user runs by hand to
+  get the durable, checksummed dump the module records (for information);
+* the raw client (plain, as the second side) with one SHA-256 pass over a dump of the same size
+  running beside it in another process: the least the module adds (for information, against the
+  module and against the raw client alone: how much of the gap that hashing makes by itself);
+* the raw client driven the way the module drives it (for information): mariadb-dump with a 64 KB
+  stdout buffer (``stdbuf -o 64K``; glibc's default for a file is 4 KB, one write() per 4 KB),
+  and in the restore mariadb parsing the dump as ``binary`` (the module's dumps are UTF-8, so the
+  statements found are the same, without decoding every character).
+
+The gap between the module and those tuned runs is what the module itself adds. Each side removes
+its own output of the last round right before its backup (untimed; an untimed backup of each side
+before round 0 gives round 0 one too), so that each writes its dump into memory it has just freed:
+removing all outputs at the end of a round handed that memory to whichever side went first in the
+next one, and the other side then faulted in memory the VM had given back to its host (free page
 reporting), which cost it up to a second or more.
 """
 
@@ -177,29 +181,8 @@ def tuned_dump_prefix() -> List[str]:
     return [stdbuf, "-o", "64K"] if stdbuf else []
 
 
-def raw_dump(client: List[str], env: dict, out_path: Path, unsynced: List[float], prefix: List[str] = ()) -> None:
-    """mariadb-dump with the options db_backup uses, into a file, then fsync the file.
-
-    The time before the fsync is appended to ``unsynced``. The module makes its dump durable before
-    it records it; the fsync keeps the raw dump's dirty pages from being flushed by the module's
-    sync when the module runs next. ``prefix`` runs the client through a launcher (stdbuf).
-    """
-    started = time.monotonic()
-    with open(out_path, "wb") as out:
-        sh([*prefix, "mariadb-dump", *client, *DUMP_OPTIONS, "bench"], env, stdout=out)
-        unsynced.append(time.monotonic() - started)
-        os.fsync(out.fileno())
-
-
-def checked_dump(client: List[str], env: dict, out_path: Path) -> None:
-    """mariadb-dump into a file, then ``sha256sum`` of the file, then fsync: what a user runs by hand
-    to get what db_backup records (a durable dump and its checksum)."""
-    with open(out_path, "wb") as out:
-        sh(["mariadb-dump", *client, *DUMP_OPTIONS, "bench"], env, stdout=out)
-        sh(["sha256sum", str(out_path)], env)
-        os.fsync(out.fileno())
-
-
+# One SHA-256 pass over a file with OpenSSL's SHA-256 through hashlib, as the module hashes: the
+# hashing a side runs beside the raw client (``raw_dump(beside=...)``).
 HASH_ONCE = ("import hashlib, sys\n"
              "digest, chunk = hashlib.sha256(), bytearray(1 << 20)\n"
              "with open(sys.argv[1], 'rb', buffering=0) as source:\n"
@@ -207,25 +190,32 @@ HASH_ONCE = ("import hashlib, sys\n"
              "        digest.update(memoryview(chunk)[:length])\n")
 
 
-def hashed_dump(client: List[str], env: dict, out_path: Path, other_dump: Path, times: List[float]) -> None:
-    """mariadb-dump into a file while another process (nice 10) makes one SHA-256 pass (OpenSSL's,
-    as the module's) over a dump of the same size in the page cache; the time until both are done
-    is appended to ``times``, then the file is fsynced (untimed, as in ``raw_dump``).
+def raw_dump(client: List[str], env: dict, out_path: Path, unsynced: List[float], prefix: List[str] = (),
+             beside: Optional[Path] = None, check: bool = False) -> None:
+    """mariadb-dump with the options db_backup uses, into a file, then fsync the file.
 
-    The least the module adds to the raw client is hashing the dump's bytes beside it: this side
-    measures that alone, with no reading of the growing file, row counting, sync or start-up.
+    The time before the fsync is appended to ``unsynced``. The module makes its dump durable before
+    it records it; the fsync keeps the raw dump's dirty pages from being flushed by the module's
+    sync when the module runs next. ``prefix`` runs the client through a launcher (stdbuf).
+    ``beside``: another process (nice 10) makes one SHA-256 pass over that file (a dump of the
+    same size, in the page cache while the machine has the memory for every side's output) while
+    the client runs, and the time counted is until both are done: the least the module adds to
+    the raw client, with no reading of a growing file, row counting, sync or start-up.
+    ``check``: ``sha256sum`` of the dump after it, what a user runs by hand for a checksum.
     """
     started = time.monotonic()
-    hasher = subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", HASH_ONCE, str(other_dump)])
+    hasher = subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", HASH_ONCE, str(beside)]) if beside else None
     try:
         with open(out_path, "wb") as out:
-            sh(["mariadb-dump", *client, *DUMP_OPTIONS, "bench"], env, stdout=out)
-            if hasher.wait() != 0:
-                raise RuntimeError("the SHA-256 pass over %s failed" % other_dump)
-            times.append(time.monotonic() - started)
+            sh([*prefix, "mariadb-dump", *client, *DUMP_OPTIONS, "bench"], env, stdout=out)
+            if hasher is not None and hasher.wait() != 0:
+                raise RuntimeError("the SHA-256 pass over %s failed" % beside)
+            if check:
+                sh(["sha256sum", str(out_path)], env)
+            unsynced.append(time.monotonic() - started)
             os.fsync(out.fileno())
     finally:
-        if hasher.poll() is None:
+        if hasher is not None and hasher.poll() is None:
             hasher.kill()
             hasher.wait()
 
@@ -271,19 +261,20 @@ def mariadb_figures(workdir: Path, rows: int, size_label: str) -> List[dict]:
         client = ["--no-defaults", "--protocol=TCP", "-h", my.host, "-P", str(my.port), "-u", my.user]
         store, raw_out, tuned_out = workdir / "mystore", workdir / "raw-my.sql", workdir / "tuned-my.sql"
         checked_out, hashed_out = workdir / "checked-my.sql", workdir / "hashed-my.sql"
-        dumps, loads, raw_unsynced, tuned_unsynced, hashed_times = [], [], [], [], []
+        dumps, loads = [], []
+        unsynced: Dict[str, List[float]] = {"raw": [], "tuned": [], "hashed": [], "checked": []}
 
-        def backups(raw_times: List[float], tuned_times: List[float], hash_times: List[float]) -> dict:
+        def backups(times: Dict[str, List[float]]) -> dict:
             return {"ours": (store, lambda: run_module(workdir, "db_backup", dict(
                 conn, database="bench", store_path=str(store), checkpoint="bench"))),
-                "raw": (raw_out, lambda: raw_dump(client, env, raw_out, raw_times)),
-                "tuned": (tuned_out, lambda: raw_dump(client, env, tuned_out, tuned_times, tuned_dump_prefix())),
-                "checked": (checked_out, lambda: checked_dump(client, env, checked_out)),
-                "hashed": (hashed_out, lambda: hashed_dump(client, env, hashed_out, tuned_out, hash_times))}
+                "raw": (raw_out, lambda: raw_dump(client, env, raw_out, times["raw"])),
+                "tuned": (tuned_out, lambda: raw_dump(client, env, tuned_out, times["tuned"], tuned_dump_prefix())),
+                "checked": (checked_out, lambda: raw_dump(client, env, checked_out, times["checked"], check=True)),
+                "hashed": (hashed_out, lambda: raw_dump(client, env, hashed_out, times["hashed"], beside=tuned_out))}
 
-        rotate(0, backups([], [], []))  # untimed: in round 0 too, every side has an output of its own to remove
+        rotate(0, backups({name: [] for name in unsynced}))  # untimed: in round 0 too, every side has an output of its own to remove
         for round_no in range(ROUNDS):
-            dumps.append(rotate(round_no, backups(raw_unsynced, tuned_unsynced, hashed_times)))
+            dumps.append(rotate(round_no, backups(unsynced)))
             loads.append(rotate(round_no, {
                 "ours": (None, lambda: run_module(workdir, "db_restore", dict(
                     conn, database="ours_target", source_database="bench", store_path=str(store), checkpoint="bench",
@@ -297,15 +288,17 @@ def mariadb_figures(workdir: Path, rows: int, size_label: str) -> List[dict]:
         ours = [times["ours"] for times in dumps]
         loaded = [times["ours"] for times in loads]
         return [
-            figure("MariaDB backup %s, sql" % size_label, list(zip(ours, raw_unsynced)), "mariadb-dump"),
+            figure("MariaDB backup %s, sql" % size_label, list(zip(ours, unsynced["raw"])), "mariadb-dump"),
             figure("MariaDB backup %s, sql, raw + fsync" % size_label, [(o, t["raw"]) for o, t in zip(ours, dumps)],
                    "mariadb-dump + fsync"),
             figure("MariaDB backup %s, sql, raw with one SHA-256 pass beside it" % size_label,
-                   list(zip(ours, hashed_times)), "mariadb-dump + a concurrent SHA-256 pass", target=None),
+                   list(zip(ours, unsynced["hashed"])), "mariadb-dump + a concurrent SHA-256 pass", target=None),
+            figure("MariaDB backup %s, no module: mariadb-dump with one SHA-256 pass beside it" % size_label,
+                   list(zip(unsynced["hashed"], unsynced["raw"])), "mariadb-dump alone", target=None),
             figure("MariaDB backup %s, sql, raw + sha256sum + fsync" % size_label,
                    [(o, t["checked"]) for o, t in zip(ours, dumps)], "mariadb-dump + sha256sum + fsync", target=None),
             figure("MariaDB backup %s, sql, raw with a 64 KB stdout buffer" % size_label,
-                   list(zip(ours, tuned_unsynced)), "stdbuf -o 64K mariadb-dump", target=None),
+                   list(zip(ours, unsynced["tuned"])), "stdbuf -o 64K mariadb-dump", target=None),
             figure("MariaDB restore %s, sql" % size_label, [(o, t["raw"]) for o, t in zip(loaded, loads)],
                    "mariadb < dump"),
             figure("MariaDB restore %s, sql, raw parsing as binary" % size_label,
