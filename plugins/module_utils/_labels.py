@@ -1,0 +1,94 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one grammar for checkpoint labels and Git tag names, and how to print untrusted text.
+
+A label names a checkpoint (``v2.4.0``, ``safety/rollback-20261202T190000Z-123``); a Git tag
+becomes a label when a push checkpoints or rolls back. Both come from outside (a pusher, a
+webhook, a survey, the command line), so both obey one grammar, checked before anything runs:
+
+- 1 to 128 characters, ASCII letters, digits and ``. _ / -`` only;
+- starts with a letter or a digit; no empty, ``.``-led or ``..`` path component, no ``//``,
+  no trailing ``/`` or ``.``, no component ending in ``.lock`` (what ``git check-ref-format``
+  also refuses).
+
+A configured pattern (a regular expression, matched in full) can only narrow that grammar.
+Standard library only, no imports of other module_utils: the ``gitops-rollback`` command loads
+this file by path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+MAX_LABEL_LENGTH = 128
+LABEL_CHARACTERS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+GRAMMAR = ("1 to %d characters: ASCII letters, digits and . _ / -, starting with a letter or a digit; "
+           "no '..', '//', '/.', trailing '/' or '.', nor a component ending in '.lock'" % MAX_LABEL_LENGTH)
+_PRINT_LIMIT = 80
+
+
+class LabelError(ValueError):
+    """A label or tag name is outside the grammar; the message names the value (escaped) and why."""
+
+
+def escape(value: object, limit: int = _PRINT_LIMIT) -> str:
+    """Return ``value`` quoted for a log line or a message: printable ASCII only, cut at ``limit``.
+
+    Control characters, non-ASCII characters and template markers are shown as escapes, so a
+    printed label can neither move the cursor nor read as a template to whatever shows it.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    shown = text[:limit]
+    out = []
+    for char in shown:
+        if char in "{}%#$`\\'\"" or not " " <= char <= "~":
+            out.append("\\x%02x" % ord(char) if ord(char) < 0x100 else "\\u%04x" % ord(char)
+                       if ord(char) < 0x10000 else "\\U%08x" % ord(char))
+        else:
+            out.append(char)
+    suffix = "...(%d characters)" % len(text) if len(text) > limit else ""
+    return "'%s'%s" % ("".join(out), suffix)
+
+
+def label_problem(value: object, pattern: Optional[str] = None) -> Optional[str]:
+    """Return why ``value`` is not a valid label, or None when it is."""
+    if not isinstance(value, str):
+        return "it is not text (%s)" % type(value).__name__
+    if not value:
+        return "it is empty"
+    if len(value) > MAX_LABEL_LENGTH:
+        return "it has %d characters (at most %d)" % (len(value), MAX_LABEL_LENGTH)
+    if not LABEL_CHARACTERS.fullmatch(value):
+        bad = next((c for c in value if not (c.isascii() and (c.isalnum() or c in "._/-"))), None)
+        if bad is None:
+            return "it must start with an ASCII letter or a digit"
+        return "it contains %s, which is not an ASCII letter, digit, '.', '_', '/' or '-'" % escape(bad)
+    for component in value.split("/"):
+        if not component:
+            return "it has an empty path component ('//' or a trailing '/')"
+        if component.startswith("."):
+            return "a path component starts with '.'"
+        if component.endswith(".lock"):
+            return "a path component ends in '.lock'"
+    if ".." in value:
+        return "it contains '..'"
+    if value.endswith("."):
+        return "it ends in '.'"
+    if pattern and not re.fullmatch(pattern, value):
+        return "it does not match the configured label pattern %s" % escape(pattern, 200)
+    return None
+
+
+def check_label(value: object, pattern: Optional[str] = None, what: str = "label") -> str:
+    """Return ``value`` when it is a valid label; raise :class:`LabelError` naming the problem."""
+    problem = label_problem(value, pattern)
+    if problem:
+        raise LabelError("%s %s is refused: %s. A %s is %s." % (what.capitalize(), escape(value), problem, what,
+                                                                 GRAMMAR))
+    return value  # type: ignore[return-value]  # a str once label_problem() found nothing
+
+
+def is_label(value: object, pattern: Optional[str] = None) -> bool:
+    """Tell whether ``value`` is a valid label."""
+    return label_problem(value, pattern) is None
