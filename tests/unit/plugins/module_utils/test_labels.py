@@ -45,5 +45,5 @@ def test_a_configured_pattern_only_narrows_the_grammar():
 def test_escape_makes_text_inert_and_short():
     shown = escape("x{{ a }}\n\x1b\u0430" + "y" * 200)
     assert "{" not in shown and "\n" not in shown and "\x1b" not in shown
-    assert shown.endswith("(206 characters)")
+    assert shown.endswith("(211 characters)")
     assert escape("v1") == "'v1'"
