@@ -26,6 +26,7 @@ LABEL_CHARACTERS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 GRAMMAR = ("1 to %d characters: ASCII letters, digits and . _ / -, starting with a letter or a digit; "
            "no '..', '//', '/.', trailing '/' or '.', nor a component ending in '.lock'" % MAX_LABEL_LENGTH)
 _PRINT_LIMIT = 80
+_ESCAPED = frozenset("{}%#$`\\'\"")
 
 
 class LabelError(ValueError):
@@ -40,15 +41,17 @@ def escape(value: object, limit: int = _PRINT_LIMIT) -> str:
     """
     text = value if isinstance(value, str) else repr(value)
     shown = text[:limit]
-    out = []
-    for char in shown:
-        if char in "{}%#$`\\'\"" or not " " <= char <= "~":
-            out.append("\\x%02x" % ord(char) if ord(char) < 0x100 else "\\u%04x" % ord(char)
-                       if ord(char) < 0x10000 else "\\U%08x" % ord(char))
-        else:
-            out.append(char)
+    out = [_escape_char(c) if c in _ESCAPED or not " " <= c <= "~" else c for c in shown]
     suffix = "...(%d characters)" % len(text) if len(text) > limit else ""
     return "'%s'%s" % ("".join(out), suffix)
+
+
+def _escape_char(char: str) -> str:
+    """Return ``char`` as a Python-style escape (``\\x7b``, ``\\u0430``, ``\\U0001f600``)."""
+    code = ord(char)
+    if code < 0x100:
+        return "\\x%02x" % code
+    return "\\u%04x" % code if code < 0x10000 else "\\U%08x" % code
 
 
 def label_problem(value: object, pattern: Optional[str] = None) -> Optional[str]:
@@ -84,8 +87,8 @@ def check_label(value: object, pattern: Optional[str] = None, what: str = "label
     """Return ``value`` when it is a valid label; raise :class:`LabelError` naming the problem."""
     problem = label_problem(value, pattern)
     if problem:
-        raise LabelError("%s %s is refused: %s. A %s is %s." % (what.capitalize(), escape(value), problem, what,
-                                                                 GRAMMAR))
+        raise LabelError("%s %s is refused: %s. A %s is %s."
+                         % (what.capitalize(), escape(value), problem, what, GRAMMAR))
     return value  # type: ignore[return-value]  # a str once label_problem() found nothing
 
 
