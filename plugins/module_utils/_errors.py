@@ -39,6 +39,10 @@ class StoreFullError(RollbackError):
     """The disk filled up while writing to the store."""
 
 
+class NotAStore(RollbackError):
+    """A store_path names something other than a checkpoint store (a file, a link, another directory)."""
+
+
 class UnsupportedFormat(RollbackError):
     """A manifest or store has a format version this code does not know."""
 

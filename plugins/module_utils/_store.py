@@ -26,17 +26,20 @@ import re
 import shutil
 import secrets
 import socket
+import stat
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ._crypto import Cipher, EncryptionKeyError, Sealer, check_secret, derive_keys, envelope_key_id, open_stream
-from ._errors import CheckpointNotFound, IntegrityError, RollbackError, UnsupportedFormat
+from ._errors import CheckpointNotFound, IntegrityError, NotAStore, RollbackError, UnsupportedFormat
 from ._fsutil import (
-    TEMP_MARK, atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_path, raise_if_full, read_json,
+    TEMP_MARK, atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_path, is_temp_name, raise_if_full,
+    read_json,
     split_lines, start_writeback, sync_filesystem, unlink_quietly,
 )
+from ._labels import escape
 from ._lock import DEFAULT_TTL, FileLock
 from ._statcache import CacheReader, CacheWriter, cache_file
 from ._packs import SMALL_OBJECT, Location, PackIndex, PackSet, PackWriter, read_range
@@ -52,6 +55,10 @@ SMALL_FILE = SMALL_OBJECT
 LOOSE_SYNC_LIMIT = 8  # new loose objects made durable one by one at most; beyond, the whole file system is synced
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
+LAYOUT = ("objects", "packs", "checkpoints", "cache", "locks", "tmp")
+_FOREIGN_ALLOWED = ("lost+found",)  # a store that is a file system of its own
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 def utc_now() -> str:
@@ -114,6 +121,40 @@ def _write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a directory")
+
+
+def root_problem(root: str) -> Optional[str]:
+    """Return why ``root`` cannot be a store's directory, or None (a store, nothing yet, or a half-made store).
+
+    Only the last component is looked at without following links: parents are the administrator's.
+    """
+    try:
+        status = os.lstat(root)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return "has a parent that is not a directory"
+    if stat.S_ISLNK(status.st_mode):
+        return "is a symbolic link (to %s)" % escape(os.readlink(root), 200)
+    if not stat.S_ISDIR(status.st_mode):
+        return "is %s" % _kind(status.st_mode)
+    names = os.listdir(root)
+    if "format" in names:
+        format_status = os.lstat(os.path.join(root, "format"))
+        if not stat.S_ISREG(format_status.st_mode):
+            return "has a format file that is not a regular file (it is %s)" % _kind(format_status.st_mode)
+        return None
+    foreign = sorted(name for name in names
+                     if name not in LAYOUT and name not in _FOREIGN_ALLOWED and not is_temp_name(name))
+    if foreign:
+        more = " and %d more" % (len(foreign) - 5) if len(foreign) > 5 else ""
+        return "is a directory that is not a checkpoint store (it has no format file and holds %s%s)" % (
+            ", ".join(escape(name) for name in foreign[:5]), more)
+    return None
 
 
 def summarize(manifest: dict) -> dict:
@@ -201,14 +242,34 @@ class Store:
         self._fanouts: Optional[Set[str]] = None  # objects/ fan-out directories, read once
         self._unsynced: Optional[Set[str]] = set()  # loose objects placed since the last sync; None: not known
         self._unsynced_lock = threading.Lock()
+        self._root_checked = False
 
     # ----------------------------------------------------------------- layout
     def path(self, *parts: str) -> str:
         """Return a path inside the store."""
         return os.path.join(self.root, *parts)
 
+    def check_root(self) -> None:
+        """Refuse a root that is not a store, nothing yet, or a half-made store; a store's format must be known.
+
+        Every way into the store passes here first (exists, init, lock, ids, read_format), so
+        nothing is read or created under a path that is a file, a link or another directory.
+        """
+        if self._root_checked:
+            return
+        problem = root_problem(self.root)
+        if problem:
+            raise NotAStore(
+                "not a checkpoint store: %s %s. Nothing was read or changed. Point store_path at a checkpoint "
+                "store, or at a new or empty directory for a new one (the default is %s)." % (
+                    self.root, problem, DEFAULT_STORE), path=self.root)
+        self._root_checked = True
+        if os.path.lexists(self.path("format")):
+            self._read_format_document()
+
     def exists(self) -> bool:
         """Tell whether the store has been initialised."""
+        self.check_root()
         return os.path.isfile(self.path("format"))
 
     def init(self) -> None:
@@ -227,19 +288,30 @@ class Store:
         self.check_format()
 
     def _make_layout(self) -> None:
-        for sub in ("", "objects", "packs", "checkpoints", "cache", "locks", "tmp"):
+        self.check_root()
+        for sub in ("",) + LAYOUT:
             ensure_private_dir(self.path(sub))
 
     def read_format(self) -> dict:
         """Return the store's format document, refusing versions this code does not know."""
-        document = read_json(self.path("format"))
+        self.check_root()
+        return self._read_format_document()
+
+    def _read_format_document(self) -> dict:
+        try:
+            document = read_json(self.path("format"))
+        except (OSError, ValueError) as exc:
+            raise NotAStore(
+                "not a checkpoint store: %s has a format file that is not a readable JSON document (%s). Nothing "
+                "was read or changed. Point store_path at a checkpoint store, or restore the store's format file "
+                "from a copy." % (self.root, exc), path=self.root) from exc
         version = document.get("format_version") if isinstance(document, dict) else None
         if version == ENCRYPTED_FORMAT_VERSION and not isinstance(document.get("encryption"), dict):
             version = "2 without an encryption block"
         if version not in STORE_FORMATS:
             raise UnsupportedFormat(
-                "Store %s has format_version %r; this collection reads versions %s. Upgrade "
-                "gitops.rollback to read it." % (self.root, version, ", ".join(map(str, STORE_FORMATS)))
+                "Store %s has format_version %r; this collection reads versions %s. Nothing was read or "
+                "changed. Upgrade gitops.rollback to read it." % (self.root, version, ", ".join(map(str, STORE_FORMATS)))
             )
         return document
 
@@ -694,6 +766,7 @@ class Store:
 
     def ids(self) -> List[str]:
         """Return every checkpoint id, oldest first."""
+        self.check_root()
         try:
             names = os.listdir(self.path("checkpoints"))
         except FileNotFoundError:
