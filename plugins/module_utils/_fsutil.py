@@ -24,6 +24,14 @@ def ensure_private_dir(path: str) -> None:
         os.chmod(path, 0o700)
 
 
+PRIVATE_FILE = 0o600  # every file of a store; directories are 0700
+
+
+def create_private(path: str, flags: int = os.O_WRONLY) -> int:
+    """Create ``path`` (it must not exist, nor be a link) with mode 0600; return its descriptor."""
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+
+
 def temp_name(path: str) -> str:
     """Return a unique temporary name beside ``path`` (same directory, same file system)."""
     head, tail = os.path.split(path)
@@ -44,7 +52,7 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
+def atomic_write_bytes(path: str, data: bytes, mode: int = PRIVATE_FILE) -> None:
     """Write ``data`` to ``path`` via temp file, fsync and rename; the old content stays on failure."""
     tmp = temp_name(path)
     try:

@@ -25,7 +25,7 @@ import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ._errors import IntegrityError
-from ._fsutil import atomic_write_bytes, raise_if_full, start_writeback, unlink_quietly
+from ._fsutil import atomic_write_bytes, create_private, raise_if_full, start_writeback, unlink_quietly
 
 SMALL_OBJECT = 256 * 1024
 PACK_LIMIT = 64 * 1024 * 1024  # a pack is closed once it holds this many bytes
@@ -143,7 +143,7 @@ class PackWriter:
         self.entries: Dict[bytes, Tuple[int, int]] = {}
         self.size = 0
         self.written_back = 0
-        self.fd: Optional[int] = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.fd: Optional[int] = create_private(self.path)
 
     def find(self, key: bytes) -> Optional[Location]:
         """Return where an object added to this unfinished pack is."""

@@ -19,7 +19,7 @@ from typing import IO, Iterator, List, Optional, Tuple
 
 from ._crypto import Sealer, open_stream
 from ._errors import RollbackError
-from ._fsutil import split_lines, temp_name, unlink_quietly
+from ._fsutil import create_private, split_lines, temp_name, unlink_quietly
 from ._tree import Key, path_key
 
 FLUSH = 256 * 1024
@@ -95,7 +95,7 @@ class CacheWriter:
     def __init__(self, path: str, keys=None) -> None:
         self.path = path
         self.tmp = temp_name(path)
-        self._handle = open(self.tmp, "wb")
+        self._handle = os.fdopen(create_private(self.tmp), "wb")
         self._sealer = Sealer(keys) if keys is not None else None
         self._pending: List[bytes] = []
         self._buffered = 0

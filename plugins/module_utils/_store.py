@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 from ._crypto import Cipher, EncryptionKeyError, Sealer, check_secret, derive_keys, envelope_key_id, open_stream
 from ._errors import CheckpointNotFound, IntegrityError, NotAStore, RollbackError, UnsupportedFormat
 from ._fsutil import (
-    TEMP_MARK, atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_path, is_temp_name, raise_if_full,
+    TEMP_MARK, atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, fsync_path, is_temp_name, raise_if_full,
     read_json,
     split_lines, start_writeback, sync_filesystem, unlink_quietly,
 )
@@ -188,7 +188,7 @@ class ObjectWriter:
         self.sealer = Sealer(cipher.keys) if cipher else None
         self.size = 0
         self.tmp = store.temp_object_path()
-        self.fd: Optional[int] = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.fd: Optional[int] = create_private(self.tmp)
         if self.sealer:
             self._out(self.sealer.header)
 
@@ -522,7 +522,7 @@ class Store:
         size = len(head)
         tmp = self.temp_object_path()
         try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            out = create_private(tmp)
             try:
                 _write_all(out, head)
                 buffer = bytearray(CHUNK)
@@ -1110,7 +1110,7 @@ class Store:
             sealer = Sealer(new.keys)
             tmp = self.temp_object_path()
             try:
-                with open(tmp, "xb") as out:
+                with os.fdopen(create_private(tmp), "wb") as out:
                     out.write(sealer.header)
                     for chunk in open_stream(old.keys, handle, size, context, path):
                         out.write(sealer.update(chunk))
