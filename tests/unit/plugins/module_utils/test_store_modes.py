@@ -51,7 +51,7 @@ def test_a_store_after_checkpoints_and_a_database_backup_is_private(tmp_path, op
     database = tmp_path / "app.db"
     with sqlite3.connect(str(database)) as conn:
         conn.execute("CREATE TABLE t (x BLOB)")
-        conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(4096),) for _ in range(300)])
+        conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(4096),) for row in range(300)])
     os.chmod(database, 0o644)
     store = Store(str(tmp_path / "store"), "correct horse battery staple" if encrypted else None)
     request = CheckpointRequest(roots=[RootSpec(str(managed))], label="v1")
