@@ -6,6 +6,7 @@
     gitops-rollback watch /srv/git/config.git -i inventory.yml --interval 30
     gitops-rollback install-hook /srv/git/config.git -i inventory.yml
     gitops-rollback status | forget rollback/v1
+    gitops-rollback audit verify [~/.local/state/gitops-rollback/audit.jsonl]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from . import __version__
-from .collection import CollectionNotFound, find_collection
+from .collection import CollectionNotFound, find_collection, load_module_util
 from .hooks import HookError, TagRef, install_hook, list_tags, peel, scrub_git_environment
 from .runner import RunRequest, extravars_for, prune_runs, run
 from .state import StateError, StateFile, default_state_path
@@ -272,6 +273,27 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEFAULT_AUDIT_LOG = "~/.local/state/gitops-rollback/audit.jsonl"
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Check the audit log's hash chain: exit 0 when intact, 1 naming the first broken record."""
+    chain = load_module_util(find_collection(args.collections_path), "_auditchain")
+    try:
+        result = chain.verify(args.log, args.head)
+    except chain.ChainError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+    else:
+        print(result.summary())
+        for problem in result.problems:
+            print("  %s" % problem["message"])
+        for note in result.notes:
+            print("  note: %s" % note)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 # ------------------------------------------------------------------------------------------ parsing
 
 
@@ -371,6 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("tags", nargs="+")
     forget.add_argument("--state", help="state file")
     forget.set_defaults(func=cmd_forget)
+
+    audit = sub.add_parser("audit", help="check the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="verify the audit log's hash chain; name the first broken record",
+                                  description="Exit 0 when every record chains to the one before it and the "
+                                  "head file agrees; 1 naming the first altered, missing or damaged record.")
+    verify.add_argument("log", nargs="?", default=DEFAULT_AUDIT_LOG, help="audit log (default %(default)s)")
+    verify.add_argument("--head", help="head file (default: the log's path + .head)")
+    verify.add_argument("--json", action="store_true", help="print every problem as JSON")
+    verify.add_argument("--collections-path", help="collections path holding gitops.rollback")
+    verify.set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -1,22 +1,25 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The audit log: JSON lines on the controller, appended under an flock, plus webhook events.
+"""The audit log: hash-chained JSON lines on the controller, plus signed webhook events.
 
 One line per event. A rollback writes ``started``, ``progress`` (per layer), then ``completed``
 or ``failed``; a refused run writes ``refused``; the guard writes ``alert`` lines. Lines are
-never rewritten; readers group them by ``run_id``.
+never rewritten; readers group them by ``run_id``. Each line is chained to the one before it
+(``_auditchain.py``), so a changed, removed or truncated record is found by
+``gitops-rollback audit verify`` and by the report.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 import urllib.error
 import urllib.request
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Optional
 
+from . import _auditchain
+from ._secrets import SIGNATURE_HEADER, signature
 from ._store import utc_now
 
 EVENTS = ("started", "progress", "completed", "failed", "refused", "alert")
@@ -45,56 +48,45 @@ def make_record(event: str, operation: str, run_id: str, **fields: object) -> di
     return record
 
 
-def append(path: str, record: dict) -> None:
-    """Append one record to the log (directory created 0700, file 0600), durably, under an flock."""
-    path = os.path.expanduser(path)
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def append(path: str, record: dict) -> dict:
+    """Append one record to the log, chained to the previous one; return it as written.
+
+    The directory is created 0700 and the file 0600; the line is fsynced and the head file
+    replaced, all under an exclusive flock (see ``_auditchain.append``).
+    """
+    return _auditchain.append(path, record)
 
 
-def read(path: str) -> Iterator[dict]:
-    """Yield the records of a log; a damaged line is skipped, never fatal."""
-    path = os.path.expanduser(path)
-    if not os.path.exists(path):
-        return
-    with open(path, "r", encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+def webhook_headers(body: bytes, secret: Optional[str]) -> Dict[str, str]:
+    """Headers of a webhook POST: with a secret, the HMAC-SHA256 signature of the exact body."""
+    headers = {"Content-Type": "application/json", "User-Agent": "gitops.rollback"}
+    if secret:
+        headers[SIGNATURE_HEADER] = signature(body, secret)
+    return headers
 
 
-def runs(records: Iterator[dict]) -> Dict[str, List[dict]]:
-    """Group records by run id, in log order."""
-    grouped: Dict[str, List[dict]] = {}
-    for record in records:
-        grouped.setdefault(record.get("run_id", "?"), []).append(record)
-    return grouped
+def post_webhook(url: str, record: dict, retries: int = 3, timeout: float = 5.0, backoff: float = 0.5,
+                 secret: Optional[str] = None) -> dict:
+    """POST the record as JSON (signed when a secret is given); retry on errors and 5xx.
 
-
-def post_webhook(url: str, record: dict, retries: int = 3, timeout: float = 5.0, backoff: float = 0.5) -> dict:
-    """POST the record as JSON; retry on errors and 5xx; return {ok, status, attempts, error}."""
+    Returns {ok, status, attempts, signed, error}; errors never contain the URL.
+    """
     body = json.dumps(record, sort_keys=True, default=str).encode("utf-8")
+    headers = webhook_headers(body, secret)
+    signed = SIGNATURE_HEADER in headers
     last_error = None
     for attempt in range(1, max(retries, 0) + 2):
-        request = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json",
-                                                  "User-Agent": "gitops.rollback"})
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
         try:
             with _OPENER.open(request, timeout=timeout) as response:  # nosec: user-given URL
-                return {"ok": True, "status": response.status, "attempts": attempt}
+                return {"ok": True, "status": response.status, "attempts": attempt, "signed": signed}
         except urllib.error.HTTPError as exc:
             last_error = "HTTP %s" % exc.code
             if exc.code < 500:
-                return {"ok": False, "status": exc.code, "attempts": attempt, "error": last_error}
-        except (urllib.error.URLError, OSError) as exc:
-            last_error = str(getattr(exc, "reason", exc))
+                return {"ok": False, "status": exc.code, "attempts": attempt, "signed": signed, "error": last_error}
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last_error = "%s: %s" % (type(exc).__name__, getattr(exc, "reason", None) or exc)
+            if url in last_error:
+                last_error = type(exc).__name__
         time.sleep(backoff * attempt)
-    return {"ok": False, "status": None, "attempts": attempt, "error": last_error}
+    return {"ok": False, "status": None, "attempts": attempt, "signed": signed, "error": last_error}

@@ -5,7 +5,8 @@
 Records in, numbers and text out: :func:`analyze` turns audit records into :class:`Rollback`
 entries and a summary; :func:`render_html`, :func:`render_prometheus` and
 :func:`render_postmortem` draw them; :func:`write_reports` does it all for a log file.
-Standard library only and no relative imports, so a command line can load this file on its own.
+Standard library only and no relative imports, so a command line can load this file on its own
+(with ``_auditchain.py`` beside it, which checks the log's hash chain).
 
 How the log is read (see ``_audit.py``): records are grouped by ``run_id``. A ``rollback`` run
 ends ``completed`` (success, or a plan when it ran in check mode), ``failed`` (any host failed),
@@ -19,12 +20,34 @@ measurements; a guard run with no such rollback run counts as the rollback itsel
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import math
 import os
 import secrets
+import sys
 from datetime import datetime, timedelta, timezone
+from types import ModuleType
 from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+
+def _sibling(name: str) -> ModuleType:
+    """Load ``<name>.py`` from this file's directory (when this file was loaded on its own)."""
+    qualified = "gitops_rollback_report_" + name.lstrip("_")
+    if qualified not in sys.modules:
+        spec = importlib.util.spec_from_file_location(qualified, os.path.join(os.path.dirname(__file__), name + ".py"))
+        if spec is None or spec.loader is None:
+            raise ImportError("%s.py is missing beside %s" % (name, __file__))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qualified] = module
+        spec.loader.exec_module(module)
+    return sys.modules[qualified]
+
+
+try:
+    from ansible_collections.gitops.rollback.plugins.module_utils import _auditchain
+except ImportError:  # loaded on its own by tools/rollback_report.py
+    _auditchain = _sibling("_auditchain")
 
 OUTCOMES = ("success", "failed", "refused", "incomplete")
 FINISHED = ("success", "failed")
@@ -45,23 +68,18 @@ class ReportError(Exception):
 # Reading
 # ---------------------------------------------------------------------------------------------
 
-def read_log(path: str) -> List[dict]:
-    """Return the records of an audit log (JSON lines); damaged lines are skipped."""
+def read_log(path: str) -> Tuple[List[dict], dict]:
+    """Return the records of an audit log and what checking its hash chain found.
+
+    A damaged line is not a record, and the integrity (``_auditchain.Verification.as_dict``) names it.
+    """
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
         raise ReportError(
             "The audit log %s does not exist. Rollbacks write it (gitops_rollback_audit_log, "
             "rollback_audit_log, guard_audit_log_path); give the path they use as log_path." % path)
-    records = []
-    with open(path, "r", encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
+    verification = _auditchain.verify(path)
+    return verification.records, verification.as_dict()
 
 
 def parse_time(value: Any) -> Optional[float]:
@@ -656,7 +674,7 @@ def _clip(text: str, size: int) -> str:
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:24px;color:#212121;max-width:1180px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd}
-.sub{color:#616161;margin-bottom:16px}.kpis{display:flex;flex-wrap:wrap;gap:12px}
+.sub{color:#616161;margin-bottom:16px}.broken{border:2px solid #c62828;padding:8px 12px;margin-bottom:16px}.kpis{display:flex;flex-wrap:wrap;gap:12px}
 .kpi{border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:130px}
 .kpi b{display:block;font-size:24px}.kpi span{color:#616161;font-size:13px}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
@@ -682,6 +700,7 @@ def render_html(rollbacks: List[Rollback], summary: dict, title: str = "Rollback
              '<div class="sub">From %s: %d records, %s to %s. Times in UTC.</div>'
              % (_e(source or "the audit log"), summary["records"], _e(summary["first_record"] or "-"),
                 _e(summary["last_record"] or "-")),
+             _html_integrity(summary.get("integrity")),
              _html_kpis(summary), "<h2>Breakdown</h2>", '<div class="charts">',
              '<div id="chart-trigger">%s</div>' % svg_bar_chart(summary["by_trigger"], "Rollbacks by trigger"),
              '<div id="chart-layer">%s</div>' % svg_bar_chart(summary["by_layer"], "Rollbacks by layer"),
@@ -694,6 +713,17 @@ def render_html(rollbacks: List[Rollback], summary: dict, title: str = "Rollback
         parts.append(_html_run_details(rollback, open_=index == 0))
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _html_integrity(integrity: Optional[dict]) -> str:
+    """The audit log's hash chain: a line when intact, every problem when not."""
+    if not integrity:
+        return ""
+    if integrity["ok"]:
+        return '<div id="integrity" class="sub">Audit log hash chain intact (%s).</div>' % _e(integrity["summary"])
+    items = "".join("<li>%s</li>" % _e(p["message"]) for p in integrity["problems"][:50])
+    return ('<div id="integrity" class="broken"><b>The audit log is not intact: the numbers below may be '
+            'incomplete or wrong.</b><ul>%s</ul></div>' % items)
 
 
 def _html_kpis(summary: dict) -> str:
@@ -828,6 +858,13 @@ def render_prometheus(summary: dict, prefix: str = "gitops_rollback") -> str:
         lines += _family(p + "_layer_duration_seconds_avg", "gauge", "Average seconds of the layer (slowest host).",
                          layer_seconds)
     lines += _family(p + "_drills_total", "counter", "Rollback drills, by result.", drills)
+    integrity = summary.get("integrity")
+    if integrity:
+        lines += _family(p + "_audit_log_intact", "gauge",
+                         "1 when every audit record chains to the one before it and the head file agrees, else 0.",
+                         [_sample(p + "_audit_log_intact", 1 if integrity["ok"] else 0)])
+        lines += _family(p + "_audit_log_problems", "gauge", "Altered, missing or damaged audit records.",
+                         [_sample(p + "_audit_log_problems", integrity["problem_count"])])
     return "\n".join(lines) + "\n"
 
 
@@ -901,8 +938,12 @@ def _md_context(summary: dict) -> str:
     counts = summary["rollbacks"]
     numbers = (counts["total"], counts["success"], counts["failed"], counts["refused"],
                format_rate(summary["success_rate"]), format_seconds(summary["mttr_seconds"]))
-    return ("All rollbacks in the log: %d (%d succeeded, %d failed, %d refused); success rate %s; "
+    text = ("All rollbacks in the log: %d (%d succeeded, %d failed, %d refused); success rate %s; "
             "mean time to recover %s." % numbers)
+    integrity = summary.get("integrity")
+    if integrity:
+        text += " Audit log: %s" % _md_cell(integrity["summary"])
+    return text
 
 
 def _md_measurements(measurements: Any) -> List[str]:
@@ -987,8 +1028,9 @@ def write_reports(log_path: str, html_path: Optional[str] = None, prom_path: Opt
     content (someone edited it) is kept unless ``postmortem_overwrite``. ``{run_id}`` in
     ``postmortem_path`` is replaced by the run's id.
     """
-    records = read_log(log_path)
+    records, integrity = read_log(log_path)
     rollbacks, _drills, summary = analyze(records, days)
+    summary["integrity"] = integrity
     files: Dict[str, dict] = {}
     texts: Dict[str, str] = {}
     chosen = None

@@ -12,6 +12,12 @@ version_added: 0.1.0
 description:
   - Appends one JSON line to the audit log (under a file lock, fsynced; directory 0700, file 0600)
     and optionally POSTs the same record to a webhook with retries and a timeout.
+  - Each line is chained to the one before it - it carries C(seq), the previous record's hash
+    (C(prev_hash)) and its own C(hash), SHA-256 over its canonical JSON - and the head of the chain
+    is also written to O(log_path) plus C(.head). C(gitops-rollback audit verify) and
+    M(gitops.rollback.rollback_report) name the first altered, missing or damaged record.
+  - With O(webhook_secret), each POST carries C(X-Gitops-Rollback-Signature-256), C(sha256=) and the
+    hex HMAC-SHA256 of the exact body under the secret, so the receiver can authenticate it.
   - "Run it on the controller (C(delegate_to: localhost), C(run_once: true))."
   - A webhook that cannot be reached does not fail the task; the result says so in RV(webhook).
 author:
@@ -80,7 +86,15 @@ options:
     type: path
     default: ~/.local/state/gitops-rollback/audit.jsonl
   webhook_url:
-    description: URL receiving each record as a JSON POST.
+    description:
+      - URL receiving each record as a JSON POST.
+      - Treated as a secret (many webhook URLs are): never logged; messages show only its scheme and host.
+    type: str
+  webhook_secret:
+    description:
+      - Shared secret signing each webhook POST (HMAC-SHA256 over the exact body, in the
+        C(X-Gitops-Rollback-Signature-256) header, formatted C(sha256=<hex>)).
+      - Without it the POST is unsigned and the module warns.
     type: str
   webhook_retries:
     description: Retries after a failed POST (connection error or 5xx).
@@ -108,26 +122,30 @@ EXAMPLES = r"""
     trigger: manual
     hosts: "{{ ansible_play_hosts }}"
     webhook_url: https://hooks.example.com/rollback
+    webhook_secret: "{{ vault_rollback_webhook_secret }}"
   delegate_to: localhost
   run_once: true
 """
 
 RETURN = r"""
 record:
-  description: The record written (or that would be in check mode).
+  description: The record written with its place in the chain (or, in check mode, the record without it).
   returned: always
   type: dict
-  sample: {time: "2026-11-21T22:30:00Z", event: started, operation: rollback, run_id: r-1, target: v1}
+  sample: {time: "2026-11-21T22:30:00Z", event: started, operation: rollback, run_id: r-1, target: v1,
+           seq: 12, prev_hash: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08,
+           hash: 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752}
 webhook:
   description: Outcome of the webhook POST; null when no URL was given.
   returned: always
   type: dict
-  sample: {ok: true, status: 200, attempts: 1}
+  sample: {ok: true, status: 200, attempts: 1, signed: true}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils import _audit
+from ansible_collections.gitops.rollback.plugins.module_utils._secrets import redact_url
 
 
 def main() -> None:
@@ -150,7 +168,8 @@ def main() -> None:
             awx_job_id=dict(type="str"),
             awx_launcher=dict(type="str"),
             log_path=dict(type="path", default=_audit.DEFAULT_LOG),
-            webhook_url=dict(type="str"),
+            webhook_url=dict(type="str", no_log=True),
+            webhook_secret=dict(type="str", no_log=True),
             webhook_retries=dict(type="int", default=3),
             webhook_timeout=dict(type="float", default=5),
         ),
@@ -165,11 +184,19 @@ def main() -> None:
     )
     webhook = None
     if not module.check_mode:
-        _audit.append(p["log_path"], record)
+        try:
+            record = _audit.append(p["log_path"], record)
+        except OSError as exc:
+            module.fail_json(msg="The audit record could not be written to %s: %s" % (p["log_path"], exc))
         if p["webhook_url"]:
-            webhook = _audit.post_webhook(p["webhook_url"], record, p["webhook_retries"], p["webhook_timeout"])
+            shown = redact_url(p["webhook_url"], origin_only=True)
+            if not p["webhook_secret"]:
+                module.warn("Webhook %s gets unsigned events: set webhook_secret so the receiver can "
+                            "authenticate them." % shown)
+            webhook = _audit.post_webhook(p["webhook_url"], record, p["webhook_retries"], p["webhook_timeout"],
+                                          secret=p["webhook_secret"])
             if not webhook["ok"]:
-                module.warn("Webhook %s did not accept the %s event: %s" % (p["webhook_url"], p["event"], webhook.get("error")))
+                module.warn("Webhook %s did not accept the %s event: %s" % (shown, p["event"], webhook.get("error")))
     module.exit_json(changed=not module.check_mode, record=record, webhook=webhook)
 
 

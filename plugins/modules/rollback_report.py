@@ -25,6 +25,9 @@ description:
   - O(postmortem_path) gets a Markdown post-mortem draft of one rollback (O(run_id), default the
     latest rollback that ran), prefilled with the timeline, trigger, measurements and layers, with
     sections left for the root cause and action items.
+  - Checks the audit log's hash chain first. The result's C(summary.integrity), the HTML page, the
+    post-mortem draft and the C(gitops_rollback_audit_log_intact) metric name the first altered,
+    missing or damaged record; the module warns when the chain is broken (the report is still written).
   - "Run it on the controller (C(delegate_to: localhost), C(run_once: true)), where the log is."
 author:
   - gitops.rollback contributors (@gitops-rollback)
@@ -131,6 +134,14 @@ summary:
       description: Counts per day (UTC) over O(days).
       type: list
       elements: dict
+    integrity:
+      description:
+        - The audit log's hash chain. C(ok), C(records), C(legacy_records) (lines from before the chain),
+          C(chain_starts_at_line), C(first_problem) and C(problems) (each with C(line), C(seq), C(kind) -
+          V(altered), V(missing), V(damaged) or V(head) - and C(message)), C(problem_count), C(summary).
+      type: dict
+      sample: {ok: false, records: 41, problem_count: 1, first_problem: {line: 17, seq: 17, kind: missing,
+               message: "record #17 missing before line 17 (record #18), after line 16"}}
   sample: {rollbacks: {total: 3, success: 2, failed: 0, refused: 1, incomplete: 0}, success_rate: 1.0}
 rollback:
   description: The rollback the post-mortem is about; null when no post-mortem was asked or none ran.
@@ -173,6 +184,9 @@ def main() -> None:
     except (_report.ReportError, OSError) as exc:
         module.fail_json(msg=str(exc))
     files = {kind: {k: v for k, v in planned.items() if k != "before"} for kind, planned in outcome["files"].items()}
+    integrity = outcome["summary"]["integrity"]
+    if not integrity["ok"]:
+        module.warn("The audit log is not intact: %s" % integrity["summary"])
     for kind, planned in files.items():
         if planned["kept"]:
             module.warn("%s was edited since it was drafted, so it was kept; set postmortem_overwrite to replace it."

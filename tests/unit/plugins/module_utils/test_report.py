@@ -161,6 +161,35 @@ def test_missing_fields_and_damaged_lines_do_not_break_the_report(tmp_path):
                                   postmortem_path=str(tmp_path / "pm.md"))
     assert result["summary"]["rollbacks"]["success"] == 1
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    integrity = result["summary"]["integrity"]
+    assert not integrity["ok"]
+    assert [(p["line"], p["kind"]) for p in integrity["problems"]] == [(2, "damaged"), (3, "damaged")]
+    assert 'line 2 is damaged (not a JSON record): &quot;not json&quot;' in (tmp_path / "r.html").read_text()
+
+
+def test_a_broken_hash_chain_is_named_in_every_report(tmp_path):
+    from ansible_collections.gitops.rollback.plugins.module_utils import _audit
+
+    log = tmp_path / "audit.jsonl"
+    for run_id, event in (("r1", "started"), ("r1", "completed"), ("r2", "started"), ("r2", "completed")):
+        _audit.append(str(log), _audit.make_record(event, "rollback", run_id, target="v1"))
+    paths = dict(html_path=str(tmp_path / "r.html"), prom_path=str(tmp_path / "m.prom"),
+                 postmortem_path=str(tmp_path / "pm.md"))
+    clean = report.write_reports(str(log), **paths)
+    assert clean["summary"]["integrity"]["ok"]
+    assert report.parse_prometheus((tmp_path / "m.prom").read_text())[("gitops_rollback_audit_log_intact", ())] == 1
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # r1's completed record removed
+    broken = report.write_reports(str(log), postmortem_overwrite=True, **paths)
+    integrity = broken["summary"]["integrity"]
+    assert integrity["first_problem"]["seq"] == 2 and integrity["first_problem"]["kind"] == "missing"
+    message = "record #2 missing before line 2 (record #3), after line 1"
+    assert integrity["first_problem"]["message"] == message
+    assert message in (tmp_path / "r.html").read_text()
+    assert message in (tmp_path / "pm.md").read_text()
+    metrics = report.parse_prometheus((tmp_path / "m.prom").read_text())
+    assert metrics[("gitops_rollback_audit_log_intact", ())] == 0
+    assert metrics[("gitops_rollback_audit_log_problems", ())] == 1
 
 
 def test_missing_log_names_the_path_and_the_way_out(tmp_path):
