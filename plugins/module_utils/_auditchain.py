@@ -269,8 +269,8 @@ def verify(path: str, head: Optional[str] = None) -> Verification:
                 continue
             if result.chain_starts is None:
                 result.chain_starts = number
-            expected_seq, expected_prev, prev_line = _check(result, number, record, expected_seq,
-                                                             expected_prev, prev_line)
+            expected = _check(result, number, record, expected_seq, expected_prev, prev_line)
+            expected_seq, expected_prev, prev_line = expected
     _check_head(result, head if head is not None else head_path(path))
     return result
 

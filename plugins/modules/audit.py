@@ -88,7 +88,7 @@ options:
   webhook_url:
     description:
       - URL receiving each record as a JSON POST.
-      - Treated as a secret (many webhook URLs are): never logged; messages show only its scheme and host.
+      - Treated as a secret (many webhook URLs are). It is never logged; messages show only its scheme and host.
     type: str
   webhook_secret:
     description:
