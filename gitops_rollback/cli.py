@@ -7,6 +7,7 @@
     gitops-rollback install-hook /srv/git/config.git -i inventory.yml
     gitops-rollback status | forget rollback/v1
     gitops-rollback audit verify [~/.local/state/gitops-rollback/audit.jsonl]
+    gitops-rollback approve <run id> --target v2 --key-file KEY --approvals-file FILE
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from . import __version__
+from .approve import ApproveError, add_parser as add_approve_parser
 from .collection import CollectionNotFound, find_collection, load_module_util
 from .hooks import HookError, TagRef, install_hook, list_tags, peel, scrub_git_environment
 from .runner import RunRequest, extravars_for, prune_runs, run
@@ -404,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print every problem as JSON")
     verify.add_argument("--collections-path", help="collections path holding gitops.rollback")
     verify.set_defaults(func=cmd_audit_verify)
+
+    add_approve_parser(sub)
     return parser
 
 
@@ -417,7 +421,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, TagEventError) as exc:
         LOG.error("%s", exc)
         return EXIT_USAGE
-    except (StateError, HookError, CollectionNotFound) as exc:
+    except (StateError, HookError, CollectionNotFound, ApproveError) as exc:
         LOG.error("%s", exc)
         return EXIT_FAILED
 

@@ -51,6 +51,8 @@ def awx_private_data_dir(root: Path, inventory: Path, extravars: Dict[str, Any],
     project_from_playbooks(root / "project")
     (root / "env" / "extravars").write_text(json.dumps(extravars))
     (root / "env" / "envvars").write_text(json.dumps({
+        # What AWX sets for every job (the rollback policy recognises an AWX job by them).
+        "JOB_ID": str(extravars.get("awx_job_id", "")), "AWX_PRIVATE_DATA_DIR": str(root),
         "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}))

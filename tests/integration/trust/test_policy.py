@@ -1,15 +1,29 @@
-"""Who may roll back: the rollback role's policy step through ansible-playbook (allowed users and
-AWX teams, file and AWX approvals, confirmation timeout, maximum rollback time), with every
-refusal in the audit log and nothing changed."""
+"""Who may roll back: the rollback role's policy step through ansible-playbook (and ansible-runner for
+an AWX job). The requester is the controller's OS user or the AWX job's launcher, never a variable;
+an approval is a record made by ``gitops-rollback approve``, never a name. Every refusal is in the
+audit log and nothing changes."""
 
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
+import ansible_runner
 import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+ME = pwd.getpwuid(os.getuid()).pw_name  # the OS user running the tests: the requester outside AWX
+APPROVER = "nobody"  # another OS user, who runs "gitops-rollback approve" in these tests
 
 
 def policy_play(tmp_path: Path, policy: dict, **extra) -> list:
@@ -30,8 +44,10 @@ def audit(tmp_path: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def run(run_playbook, local_inventory, tmp_path, policy, user="carol", **extra):
-    return run_playbook(policy_play(tmp_path, policy, **extra), inventory=local_inventory, env={"USER": user})
+def run(run_playbook, local_inventory, tmp_path, policy, extra_vars=None, env=None, extra_args=(), **play_vars):
+    """Run the policy play; ``extra_vars`` are typed on the command line (-e), ``play_vars`` are play vars."""
+    return run_playbook(policy_play(tmp_path, policy, **play_vars), inventory=local_inventory, extra_vars=extra_vars,
+                        env={"USER": "carol", **(env or {})}, extra_args=list(extra_args))
 
 
 def refused(result, tmp_path, reason_part):
@@ -39,59 +55,149 @@ def refused(result, tmp_path, reason_part):
     assert not (tmp_path / "changed").exists(), "a refused run changed something"
     events = [e for e in audit(tmp_path) if e.get("event") == "refused"]
     assert events and reason_part in events[-1]["reason"], audit(tmp_path)
-    assert "Rollback refused by policy" in result.stdout
+    assert "Rollback refused by policy" in result.stdout and reason_part in result.stdout
     return events[-1]
 
 
-def test_a_user_not_allowed_is_refused_and_audited(run_playbook, local_inventory, tmp_path):
-    result = run(run_playbook, local_inventory, tmp_path, {"allowed_users": ["alice"], "allowed_awx_teams": ["ops"]})
-    event = refused(result, tmp_path, "user carol")
-    assert event["who"]["user"] == "carol" and event["run_id"] == "run-42" and event["target"] == "v1"
+# ----------------------------------------------------------------------------------- approvers
 
 
-def test_allowed_users_and_awx_teams_may_roll_back(run_playbook, local_inventory, tmp_path):
-    assert run(run_playbook, local_inventory, tmp_path, {"allowed_users": ["carol"]}).ok
-    (tmp_path / "changed").unlink()
-    result = run(run_playbook, local_inventory, tmp_path, {"allowed_awx_teams": ["ops"]}, user="dave",
-                 rollback_user_teams="dev, ops", awx_user_name="dave")
+@pytest.fixture(scope="module")
+def cli_copy() -> Iterator[Path]:
+    """The gitops-rollback command and the collection's module_utils in a directory any user can read
+    (the test tree may live under root's home), so that another OS user can run ``approve``."""
+    root = Path(tempfile.mkdtemp(prefix="gitops-rollback-cli-"))
+    try:
+        shutil.copytree(REPO_ROOT / "gitops_rollback", root / "gitops_rollback")
+        shutil.copytree(REPO_ROOT / "plugins" / "module_utils", root / "plugins" / "module_utils")
+        shutil.copy(REPO_ROOT / "galaxy.yml", root / "galaxy.yml")
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict:
+    """The approval key (held by the approver ``nobody`` and readable by the verifying controller user),
+    another key, and a shared approvals directory."""
+    shared = Path(tempfile.mkdtemp(prefix="gitops-rollback-approvals-"))
+    shared.chmod(0o1777)
+    paths = {"key": shared / "approval.key", "other": shared / "other.key", "approvals": shared / "approvals",
+             "shared": shared}
+    for name in ("key", "other"):
+        subprocess.run([sys.executable, "-m", "gitops_rollback", "approve", "--new-key", str(paths[name])],
+                       check=True, capture_output=True, cwd=REPO_ROOT)
+    nobody = pwd.getpwnam(APPROVER)
+    os.chown(paths["key"], nobody.pw_uid, nobody.pw_gid)
+    os.chown(paths["other"], nobody.pw_uid, nobody.pw_gid)
+    yield paths
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+def approve(cli_copy: Path, key: Path, *args: str, as_user: str = APPROVER) -> str:
+    """Run ``gitops-rollback approve ARGS --key-file KEY`` as ``as_user``; return the record it printed."""
+    argv = [sys.executable, "-m", "gitops_rollback", "approve", *args, "--key-file", str(key)]
+    env = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"}
+    if as_user != ME:
+        argv = ["runuser", "-u", as_user, "--", "/usr/bin/python3", *argv[1:]]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=cli_copy, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def approval_policy(keys: dict, **more) -> dict:
+    return {"approval_required": True, "approvers": [APPROVER, "bob"], "confirmation_timeout": 3,
+            "approval_key_file": str(keys["key"]), **more}
+
+
+# ---------------------------------------------------------------------------------------- tests
+
+
+def test_a_typed_in_identity_and_approval_are_refused_and_audited(run_playbook, local_inventory, tmp_path):
+    """The bypass: -e awx_user_name=alice -e rollback_approval=bob satisfied allowed_users and approvers."""
+    policy = {"allowed_users": ["alice"], "approval_required": True, "approvers": ["bob"], "confirmation_timeout": 3}
+    result = run(run_playbook, local_inventory, tmp_path, policy,
+                 extra_vars={"awx_user_name": "alice", "rollback_approval": "bob"})
+    event = refused(result, tmp_path, "awx_user_name='alice' claims an AWX identity, but this is no AWX job")
+    assert event["who"]["user"] == ME and event["run_id"] == "run-42" and event["target"] == "v1"
+
+
+def test_the_requester_is_the_os_user_not_USER(run_playbook, local_inventory, tmp_path):
+    event = refused(run(run_playbook, local_inventory, tmp_path, {"allowed_users": ["carol"]},
+                        env={"USER": "carol", "LOGNAME": "carol"}), tmp_path, "user '%s'" % ME)
+    assert event["who"]["user"] == ME
+    result = run(run_playbook, local_inventory, tmp_path, {"allowed_users": [ME]})
     assert result.ok, result
     assert (tmp_path / "changed").exists()
-    assert not [e for e in audit(tmp_path) if e.get("event") == "refused"]
 
 
-def test_a_file_approval_within_the_timeout_lets_the_run_go_on(run_playbook, local_inventory, tmp_path):
-    approvals = tmp_path / "approvals"
+def test_team_membership_comes_from_the_policy_not_from_a_variable(run_playbook, local_inventory, tmp_path):
+    policy = {"allowed_awx_teams": ["ops"], "teams": {"ops": ["alice"], "dev": [ME]}}
+    refused(run(run_playbook, local_inventory, tmp_path, policy, extra_vars={"rollback_user_teams": "ops"}),
+            tmp_path, "rollback_user_teams='ops' claims team membership")
+    refused(run(run_playbook, local_inventory, tmp_path, policy), tmp_path, "user '%s' (teams: dev)" % ME)
+    policy["teams"]["ops"].append(ME)
+    assert run(run_playbook, local_inventory, tmp_path, policy).ok
+    assert (tmp_path / "changed").exists()
+
+
+def test_a_policy_given_as_an_extra_var_is_refused(run_playbook, local_inventory, tmp_path):
+    result = run(run_playbook, local_inventory, tmp_path, {"allowed_users": ["alice"]},
+                 extra_vars={"rollback_policy": {}})
+    refused(result, tmp_path, "rollback_policy was given as an extra var")
+
+
+def test_a_signed_approval_by_an_approver_lets_the_run_go_on(run_playbook, local_inventory, tmp_path, keys,
+                                                            cli_copy):
+    approvals = keys["approvals"]
+    approve(cli_copy, keys["key"], "run-41", "--target", "v1", "--approvals-file", str(approvals))
+    approvals.open("a").write("approve run-42 bob\n")  # the old, unsigned form approves nothing
 
     def approve_later():
-        time.sleep(3)
-        approvals.write_text("approve run-41 bob\napprove run-42 mallory\napprove run-42 bob\n")
+        time.sleep(2)
+        approve(cli_copy, keys["key"], "run-42", "--target", "v1", "--approvals-file", str(approvals))
 
     writer = threading.Thread(target=approve_later)
     writer.start()
     started = time.monotonic()
-    result = run(run_playbook, local_inventory, tmp_path,
-                 {"approval_required": True, "approvers": ["bob"], "confirmation_timeout": 60})
+    result = run(run_playbook, local_inventory, tmp_path, approval_policy(keys, confirmation_timeout=60),
+                 rollback_approvals_file=str(approvals))
     writer.join()
     assert result.ok, result
     assert (tmp_path / "changed").exists()
-    assert time.monotonic() - started >= 3
+    assert time.monotonic() - started >= 2
+    approved = [e for e in audit(tmp_path) if e.get("event") == "progress"]
+    assert approved and approved[-1]["reason"] == "approved by %s" % APPROVER and approved[-1]["who"]["user"] == ME
 
 
-def test_no_approval_in_time_or_a_self_approval_is_refused(run_playbook, local_inventory, tmp_path):
-    (tmp_path / "approvals").write_text("approve run-42 carol\napprove run-1 bob\n")
+def test_no_approval_in_time_is_refused(run_playbook, local_inventory, tmp_path, keys, cli_copy):
+    approve(cli_copy, keys["key"], "run-41", "--target", "v1", "--approvals-file", str(keys["approvals"]))
     started = time.monotonic()
-    result = run(run_playbook, local_inventory, tmp_path,
-                 {"approval_required": True, "approvers": ["bob", "carol"], "confirmation_timeout": 4})
-    refused(result, tmp_path, "no approval by bob, carol within 4 s")
-    assert time.monotonic() - started < 60
+    result = run(run_playbook, local_inventory, tmp_path, approval_policy(keys),
+                 rollback_approvals_file=str(keys["approvals"]))
+    refused(result, tmp_path, "no approval by %s, bob within 3 s" % APPROVER)
+    assert 3 <= time.monotonic() - started < 60
 
 
-def test_an_awx_approval_counts_only_from_an_approver(run_playbook, local_inventory, tmp_path):
-    policy = {"approval_required": True, "approvers": ["bob"], "confirmation_timeout": 2}
-    refused(run(run_playbook, local_inventory, tmp_path, policy, rollback_approval="mallory"), tmp_path,
-            "approval by mallory does not count")
-    assert run(run_playbook, local_inventory, tmp_path, policy, rollback_approval="bob").ok
-    assert (tmp_path / "changed").exists()
+@pytest.mark.parametrize("case, reason", [
+    ("other run", "is for run 'run-41', not for this run 'run-42'"),
+    ("other target", "is for a rollback to 'v0', not to 'v1'"),
+    ("expired", "expired at"),
+    ("forged", "signature does not match the approval key"),
+    ("self", "self-approval"),
+])
+def test_an_approval_that_does_not_fit_is_refused(run_playbook, local_inventory, tmp_path, keys, cli_copy, case,
+                                                  reason):
+    args = {"other run": ("run-41", "v1"), "other target": ("run-42", "v0")}.get(case, ("run-42", "v1"))
+    key = keys["other"] if case == "forged" else keys["key"]
+    record = approve(cli_copy, key, args[0], "--target", args[1], "--print-only",
+                     *(("--expires-in", "1") if case == "expired" else ()), as_user=ME if case == "self" else APPROVER)
+    if case == "expired":
+        time.sleep(1.5)
+    result = run(run_playbook, local_inventory, tmp_path, approval_policy(keys), extra_vars={"rollback_approval": record})
+    refused(result, tmp_path, reason)
 
 
 @pytest.mark.parametrize("limit, stops", [(1, True), (600, False)])
@@ -103,8 +209,45 @@ def test_the_maximum_rollback_time_stops_the_run(run_playbook, local_inventory, 
                                                               "tasks_from": "policy_deadline"},
          "vars": {"__rollback_layer": "database"}},
     ]
-    result = run_playbook(play, inventory=local_inventory, env={"USER": "carol"})
+    result = run_playbook(play, inventory=local_inventory)
     assert result.ok != stops, result
     assert (tmp_path / "changed").exists() != stops
     if stops:
         assert "exceeded max_rollback_seconds (1 s)" in result.stdout and "before database" in result.stdout
+
+
+# -------------------------------------------------------------------------------------------- AWX
+
+
+def awx_job_dir(root: Path, inventory: Path, play: list, extravars: dict, collections: Path) -> Path:
+    """A private data directory as AWX writes it: env/extravars (with AWX's meta vars), env/envvars
+    (JOB_ID, AWX_PRIVATE_DATA_DIR), inventory/hosts, project/."""
+    for sub in ("env", "inventory", "project"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy(inventory, root / "inventory" / "hosts")
+    (root / "project" / "policy.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    (root / "env" / "extravars").write_text(json.dumps(extravars))
+    (root / "env" / "envvars").write_text(json.dumps({
+        "JOB_ID": str(extravars["awx_job_id"]), "AWX_PRIVATE_DATA_DIR": str(root),
+        "ANSIBLE_COLLECTIONS_PATH": str(collections),
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}))
+    return root
+
+
+def test_in_an_awx_job_the_launcher_is_the_requester_and_cannot_be_overridden(run_playbook, local_inventory,
+                                                                              tmp_path, collections_path):
+    meta = {"awx_job_id": 7, "tower_job_id": 7, "awx_user_name": "alice", "tower_user_name": "alice",
+            "awx_job_launch_type": "manual"}
+    play = policy_play(tmp_path, {"allowed_users": ["alice"]})
+    pdd = awx_job_dir(tmp_path / "job7", local_inventory, play, meta, collections_path)
+    job = ansible_runner.run(private_data_dir=str(pdd), playbook="policy.yml", ident="7", quiet=True)
+    assert job.status == "successful", (pdd / "artifacts" / "7" / "stdout").read_text()
+    assert (tmp_path / "changed").exists()
+    (tmp_path / "changed").unlink()
+
+    # The same job with a variable added after AWX's file, as a forged command line would.
+    result = run(run_playbook, local_inventory, tmp_path, {"allowed_users": ["mallory"]},
+                 env={"JOB_ID": "7", "AWX_PRIVATE_DATA_DIR": str(pdd)},
+                 extra_args=["-e", "@%s" % (pdd / "env" / "extravars"), "-e", "awx_user_name=mallory"])
+    event = refused(result, tmp_path, "awx_user_name='mallory' overrides what AWX wrote for job 7 ('alice')")
+    assert event["who"] == {"user": "alice", "awx_job_id": "7", "awx_launcher": "alice"}
