@@ -76,7 +76,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         result["changed"] = False
         sources = extra_var_sources(self._loader)
         variables = {name: task_vars.get(name) for name in IDENTITY_VARS + TEAM_VARS + POLICY_VARS}

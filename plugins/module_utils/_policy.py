@@ -331,12 +331,11 @@ def sign_approval(key: bytes, run_id: str, target: str, approver: str, expires: 
 
 def parse_approval(token: object) -> Approval:
     """Return the fields of an approval record; raise ApprovalError when it is not one."""
-    text = token.strip() if isinstance(token, str) else token
-    if not isinstance(text, str) or len(text) > _MAX_TOKEN or not _TOKEN.fullmatch(text):
+    text = token.strip() if isinstance(token, str) else ""
+    match = _TOKEN.fullmatch(text) if len(text) <= _MAX_TOKEN else None
+    if match is None:
         raise ApprovalError("%s is not an approval record (made by 'gitops-rollback approve': gra1.<data>.<64 hex>)."
                             % escape(token))
-    match = _TOKEN.fullmatch(text)
-    assert match is not None
     try:
         payload = base64.urlsafe_b64decode(match.group(1).encode("ascii"))
         data = json.loads(payload.decode("ascii"))

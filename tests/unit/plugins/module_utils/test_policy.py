@@ -165,7 +165,7 @@ def test_a_job_no_user_launched_has_a_job_identity():
 
 def test_teams_and_the_policy_are_never_taken_from_variables():
     sources = [("{...}", {"rollback_policy": {}}), ("@/x.yml", {"gitops_rollback_policy": {}})]
-    _, claims = resolve_identity("root", {}, sources, {"rollback_user_teams": ["ops"]})
+    claims = resolve_identity("root", {}, sources, {"rollback_user_teams": ["ops"]})[1]
     assert claims == [r"rollback_user_teams='[\x27ops\x27]' claims team membership; teams come from the policy's "
                       "teams mapping",
                       r"rollback_policy was given as an extra var (-e '\x7b...\x7d'); the policy comes from the inventory only",
@@ -177,7 +177,7 @@ def test_teams_and_the_policy_are_never_taken_from_variables():
 
 
 def test_who_may_roll_back():
-    identity, _ = resolve_identity("carol", {}, [], {})
+    identity = resolve_identity("carol", {}, [], {})[0]
     assert requester_refusal(load_policy({}), identity) == ""
     assert requester_refusal(load_policy({"allowed_users": ["carol"]}), identity) == ""
     assert requester_refusal(load_policy({"allowed_awx_teams": ["ops"], "teams": {"ops": ["carol"]}}), identity) == ""
@@ -202,13 +202,13 @@ def test_a_malformed_policy_is_named(raw, message):
 def test_an_awx_workflow_named_in_the_policy_approves():
     values = dict(AWX_FILE, awx_workflow_job_name="rollback with approval", awx_workflow_job_id=99)
     sources = [("@/runner/env/extravars", values)]
-    identity, _ = resolve_identity("runner", AWX_ENV, sources, dict(values))
+    identity = resolve_identity("runner", AWX_ENV, sources, dict(values))[0]
     job = find_awx_job(AWX_ENV, sources)
     policy = load_policy({"awx_approval_workflows": ["rollback with approval"]})
     assert awx_workflow_approval(policy, identity, job) == (
         "AWX workflow approval node (workflow rollback with approval, workflow job 99)")
     assert awx_workflow_approval(load_policy({"awx_approval_workflows": ["other"]}), identity, job) == ""
-    outside, _ = resolve_identity("root", {}, [], {})
+    outside = resolve_identity("root", {}, [], {})[0]
     assert awx_workflow_approval(policy, outside, None) == ""
 
 
