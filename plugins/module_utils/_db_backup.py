@@ -100,6 +100,7 @@ class RestoreRequest:
     verify_row_counts: bool = True
     keep_old: bool = True
     maintenance_db: Optional[str] = None
+    terminate_sessions: bool = False
 
 
 # ---------------------------------------------------------------------------------------- backup
@@ -300,7 +301,8 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     source = database_key(req.conn, req.source_database)
     manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
     verify_backup(store, component, req.jobs)
-    _version, live = engine.probe(database)
+    version, live = engine.probe(database)
+    check_privileges(engine, req, database, component.get("database_info", {}), live, version)
     current = engine.row_counts(database) if live else {}
     steps = []
     if req.safety_backup and live:
@@ -308,6 +310,8 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     if uses_staging(engine.name, req.mode, live, database) and engine.name != "sqlite":
         staged, old = staging_names(engine.name, database, manifest)
         steps += ["restore into %s" % staged, "compare row counts"]
+        if engine.name == "postgresql":
+            steps.append("give %s the backed-up database properties (owner, privileges, settings, ...)" % staged)
         kept = old if req.keep_old and req.mode == "swap" else "(dropped)"
         steps.append("swap: %s becomes %s, %s becomes %s" % (database, kept, staged, database))
     else:
@@ -328,12 +332,14 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
     source = database_key(req.conn, req.source_database)
     manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
     verify_backup(store, component, req.jobs)
-    _version, live = engine.probe(database)
+    version, live = engine.probe(database)
     use_staging = uses_staging(engine.name, req.mode, live, database)
     staged, old = staging_names(engine.name, database, manifest) if use_staging else (database, None)
     result = {"checkpoint": manifest["id"], "label": manifest.get("label"), "database": database,
               "mode": req.mode, "safety_checkpoint": None, "old_database": None}
+    info = component.get("database_info", {})
     with restore_lock(store, engine.name, database, owner, lock_timeout):
+        check_privileges(engine, req, database, info, live, version)
         workdir = temp_name(store.path("tmp", "restore"))
         ensure_private_dir(workdir)
         try:
@@ -344,11 +350,18 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
             target = staged
             stage = "create"
             try:
-                engine.recreate(target, component.get("database_info", {}))
+                recreate(engine, req, target, info, use_staging)
                 stage = "load"
                 engine.load(dump_path, component, target, max(1, req.jobs))
                 stage = "verify"
                 result["verification"] = verify_counts(engine, component, target, req.verify_row_counts)
+                if hasattr(engine, "apply_properties"):
+                    stage = "properties"
+                    engine.apply_properties(target, info)
+                keep = old if (req.mode == "swap" and req.keep_old and live) else None
+                if use_staging and engine.name == "postgresql":  # one transaction: fails whole or not at all
+                    stage = "swap"
+                    engine.swap(database, staged, keep, terminate_sessions=req.terminate_sessions)
             except RollbackError as exc:
                 failure = FailedRestore(database, target, stage, result["safety_checkpoint"])
                 failure.cleanup(engine)
@@ -357,10 +370,9 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
                 if use_staging:
                     drop_quietly(engine, staged)
                 raise
-            if use_staging:
-                keep = old if (req.mode == "swap" and req.keep_old and live) else None
+            if use_staging and engine.name != "postgresql":
                 engine.swap(database, staged, keep)
-                result["old_database"] = keep
+            result["old_database"] = keep if use_staging else None
             result["duration_s"] = round(time.monotonic() - started, 3)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -369,8 +381,24 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
     return result
 
 
+def check_privileges(engine, req: RestoreRequest, database: str, info: dict, live: bool, version: str) -> None:
+    """Refuse, before anything changes, a restore the login role could not finish (PostgreSQL)."""
+    if engine.name == "postgresql":
+        engine.check_restore(database, info, live, req.terminate_sessions, version)
+
+
+def recreate(engine, req: RestoreRequest, target: str, info: dict, staged: bool) -> None:
+    """Create the restore's target empty; a live database loaded in place loses its sessions only when asked."""
+    if engine.name == "postgresql":
+        engine.recreate(target, info, force=staged or req.terminate_sessions)
+    else:
+        engine.recreate(target, info)
+
+
 STAGES = {"create": "while creating %s", "load": "while loading the dump into %s",
-          "verify": "while comparing the row counts of %s"}
+          "verify": "while comparing the row counts of %s",
+          "properties": "while giving %s the backed-up database properties",
+          "swap": "while putting %s in the live database's place"}
 
 
 def shorten(text: str, limit: int = 1500) -> str:

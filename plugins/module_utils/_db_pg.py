@@ -19,6 +19,9 @@ from typing import Dict, List, Optional
 
 from ._db_common import DatabaseError, DumpStream, adopt_file, hash_files, safe_relpath
 from ._db_conn import DbConnection
+from ._db_pg_props import (
+    create_sql, ident, info_sql, literal, privileges_sql, property_statements, recorded_roles, restore_problems,
+)
 from ._errors import CommandError, RollbackError
 from ._fsutil import temp_name
 from ._process import run
@@ -33,22 +36,6 @@ TABLES_SQL = (
     "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
 )
-
-
-def ident(name: str) -> str:
-    """Quote a PostgreSQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(value: str) -> str:
-    """Quote a PostgreSQL string literal (standard_conforming_strings on)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _info_sql(database: str) -> str:
-    return ("SELECT json_build_object('encoding', pg_encoding_to_char(encoding), 'collate', datcollate, "
-            "'ctype', datctype, 'owner', pg_get_userbyid(datdba)) FROM pg_database WHERE datname = %s"
-            % literal(database))
 
 
 def _row_counts_sql() -> str:
@@ -166,8 +153,8 @@ class PgEngine:
         return {key: int(value) for key, value in json.loads(lines[-1]).items()}
 
     def database_info(self, database: str) -> dict:
-        """Return what re-creating the database needs (encoding, locale, owner)."""
-        return json.loads(self.sql(_info_sql(database))[0])
+        """Return the database itself as a backup records it (encoding, locale, owner, privileges, settings)."""
+        return json.loads(self.sql(info_sql(database))[0])
 
     # --------------------------------------------------------------------- dump
     def dump(self, store: Store, database: str, fmt: str, jobs: int, compression: Optional[str] = None,
@@ -179,7 +166,7 @@ class PgEngine:
         session = PgSession(self.conn, self._bin("psql"))
         try:
             version = session.query("SHOW server_version")[0].strip()
-            info = json.loads(session.query(_info_sql(database))[0])
+            info = json.loads(session.query(info_sql(database))[0])
             session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = session.query("SELECT pg_export_snapshot()")[0].strip()
             counts: Dict[str, int] = {}
@@ -272,9 +259,10 @@ class PgEngine:
             self.check_archive(path)
         return path
 
-    def recreate(self, database: str, info: dict) -> None:
-        """Drop ``database`` if it exists (ending its sessions) and create it empty."""
-        self.sql_steps(["DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(database), self._create_sql(database, info)])
+    def recreate(self, database: str, info: dict, force: bool = True) -> None:
+        """Drop ``database`` if it exists (ending its sessions when ``force``) and create it empty."""
+        drop = "DROP DATABASE IF EXISTS %s%s" % (ident(database), " WITH (FORCE)" if force else "")
+        self.sql_steps(self._untemplate(database) + [drop, create_sql(database, info)])
 
     def sql_steps(self, statements: List[str]) -> None:
         """Run statements one after the other, each in its own transaction, in one psql call."""
@@ -288,24 +276,47 @@ class PgEngine:
             raise connection_error(self.maintenance, str(exc.details.get("stderr") or exc)) from exc
 
     def create(self, database: str, info: dict) -> None:
-        """Create an empty database with the recorded encoding and locale."""
-        self.sql(self._create_sql(database, info))
-
-    def _create_sql(self, database: str, info: dict) -> str:
-        sql = "CREATE DATABASE %s TEMPLATE template0" % ident(database)
-        if info.get("encoding"):
-            sql += " ENCODING %s LC_COLLATE %s LC_CTYPE %s" % (
-                literal(info["encoding"]), literal(info["collate"]), literal(info["ctype"]))
-        owner = info.get("owner")
-        if owner and self.sql("SELECT 1 FROM pg_roles r WHERE rolname = %s AND (pg_has_role(current_user, "
-                              "r.oid, 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))"
-                              % literal(owner)):
-            sql += " OWNER %s" % ident(owner)
-        return sql
+        """Create an empty database with the recorded encoding, locale, tablespace and owner."""
+        self.sql(create_sql(database, info))
 
     def drop(self, database: str) -> None:
-        """Drop a database, ending its sessions first."""
-        self.sql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(database))
+        """Drop a database (a template one too), ending its sessions first."""
+        self.sql_steps(self._untemplate(database) + ["DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(database)])
+
+    def _untemplate(self, database: str) -> List[str]:
+        """Return the statement that lets a template database be dropped, when it is one."""
+        if self.sql("SELECT 1 FROM pg_database WHERE datname = %s AND datistemplate" % literal(database)):
+            return ["ALTER DATABASE %s IS_TEMPLATE false" % ident(database)]
+        return []
+
+    # ------------------------------------------------------------ the database itself
+    def check_restore(self, database: str, info: dict, live: bool, terminate_sessions: bool, version: str) -> None:
+        """Refuse a restore the login role cannot finish, naming what it lacks, before anything changes.
+
+        Then, when the live database exists, apply the recorded properties to it in a transaction
+        that is rolled back: the server itself proves every statement will pass on the copy.
+        """
+        major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 13
+        facts = json.loads(self.sql(privileges_sql(database, recorded_roles(info), info.get("tablespace"), major))[0])
+        problems = restore_problems(database, info, facts, live, terminate_sessions)
+        if problems:
+            raise DatabaseError("Role %s cannot restore %s on %s: %s. Nothing was changed."
+                                % (facts["user"], database, self.conn.describe(), "; ".join(problems)),
+                                problems=problems)
+        statements = property_statements(database, info)
+        if live and statements:
+            try:
+                self.sql("BEGIN; %s; ROLLBACK" % "; ".join(statements))
+            except DatabaseError as exc:
+                raise DatabaseError("Role %s could not give %s the backed-up database properties (tried in a "
+                                    "transaction that was rolled back): %s Nothing was changed."
+                                    % (facts["user"], database, exc.details.get("stderr") or exc)) from exc
+
+    def apply_properties(self, database: str, info: dict) -> None:
+        """Give ``database`` the recorded properties (owner, limit, privileges, comment, settings, template)."""
+        statements = property_statements(database, info)
+        if statements:
+            self.sql("BEGIN; %s; COMMIT" % "; ".join(statements))
 
     def load(self, source: str, component: dict, database: str, jobs: int) -> None:
         """Restore a prepared dump into an existing empty database."""
@@ -321,23 +332,34 @@ class PgEngine:
             what = "pg_restore of %s" % database
         run(argv, what, env=target.pg_env(), secrets=target.secrets())
 
-    def swap(self, live: str, staged: str, old: Optional[str]) -> None:
-        """Put ``staged`` in the place of ``live`` (kept as ``old``, or dropped when ``old`` is None)."""
+    def swap(self, live: str, staged: str, old: Optional[str], terminate_sessions: bool = True) -> None:
+        """Put ``staged`` in the place of ``live`` (kept as ``old``, or dropped when ``old`` is None).
+
+        Other sessions of ``live`` are ended when ``terminate_sessions``; otherwise the swap waits
+        up to 5 s for them to leave and then fails, naming them (the live database unchanged).
+        """
         keep = old or live + "__gr_drop"
         if old is None:
             self.drop(keep)  # left by a run killed between its swap and its drop: the pre-restore copy
+        terminate = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                     "pg_backend_pid(); " % literal(live)) if terminate_sessions else ""
         for attempt in range(50):
             try:
                 self.sql(
-                    "ALTER DATABASE %s ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(pid)) FROM "
-                    "pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid(); BEGIN; "
+                    "ALTER DATABASE %s ALLOW_CONNECTIONS false; %sBEGIN; "
                     "ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s; COMMIT; "
                     "ALTER DATABASE %s ALLOW_CONNECTIONS true"
-                    % (ident(live), literal(live), ident(live), ident(keep), ident(staged), ident(live), ident(keep)))
+                    % (ident(live), terminate, ident(live), ident(keep), ident(staged), ident(live), ident(keep)))
                 break
             except DatabaseError as exc:
                 if "being accessed by other users" not in str(exc) or attempt == 49:
                     self.sql("ALTER DATABASE %s ALLOW_CONNECTIONS true" % ident(live))
+                    if "being accessed by other users" in str(exc) and not terminate_sessions:
+                        sessions = self.sql("SELECT string_agg(format('pid %%s (user %%s, application %%s)', pid, "
+                                            "usename, application_name), ', ') FROM pg_stat_activity WHERE "
+                                            "datname = %s" % literal(live))
+                        raise DatabaseError("Other sessions stayed connected to %s: %s. Stop them, or set "
+                                            "terminate_sessions=true." % (live, "".join(sessions))) from exc
                     raise
                 time.sleep(0.1)
         if old is None:

@@ -28,6 +28,16 @@ description:
     database as C(<database>__gr_old_<UTC time>) (PostgreSQL C(ALTER DATABASE RENAME); MariaDB one
     atomic C(RENAME TABLE) of every table, views, routines, events and triggers re-created
     afterwards; SQLite a file rename).
+  - PostgreSQL restores the database itself too, not only its contents, from what the backup
+    recorded: owner, encoding, collation, ctype, locale provider and locale, tablespace, connection
+    limit, template flag, database privileges, comment, C(ALTER DATABASE ... SET) and C(ALTER ROLE
+    ... IN DATABASE ... SET). They are applied to the restored copy before it takes the live
+    database's place.
+  - Before anything changes, PostgreSQL checks that O(login_user) holds every privilege the
+    restore needs and refuses, naming the missing ones (see O(terminate_sessions) and the notes).
+    The recorded properties are first applied to the live database inside a transaction that is
+    rolled back, so a property the role may not set is found before the restore starts. A
+    C(<database>__gr_restore_<id>) copy is dropped whenever a restore fails.
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
@@ -82,6 +92,16 @@ options:
       - PostgreSQL database to connect to for C(CREATE), C(DROP) and C(ALTER DATABASE).
     type: str
     default: postgres
+  terminate_sessions:
+    description:
+      - PostgreSQL. End the other sessions connected to the live database when it is replaced.
+      - When false, a restore is refused before anything changes while other sessions are connected,
+        naming each one (process id, user, application, client); a session that connects after that
+        check and stays connected for 5 s fails the swap, which leaves the live database as it was.
+      - Ending sessions of other roles needs membership in C(pg_signal_backend) (or SUPERUSER); a
+        superuser's sessions can only be ended by a superuser.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -89,6 +109,12 @@ attributes:
     support: full
     details: The diff shows the current and the restored row count of every table.
 notes:
+  - "PostgreSQL privileges of O(login_user): C(CREATEDB) in every mode (the copy is a new
+    database); ownership of the live database (membership in its owner role) to rename and drop it;
+    membership in the backed-up owner role to create the copy owned by it; C(CREATE) on the
+    backed-up tablespace; C(CREATEROLE) to re-create other roles' per-database settings; with
+    O(terminate_sessions), C(pg_signal_backend) for other roles' sessions. A superuser has all of
+    them. The safety backup needs what C(pg_dump) needs: read access to every table."
   - In MariaDB swap mode, views, routines, events and triggers are absent for the moment between
     the table move and their re-creation, and the kept old database holds its tables only.
   - A restore always reports a change; it is not idempotent by design (it replaces data).
@@ -179,6 +205,7 @@ def argument_spec() -> dict:
         safety_backup=dict(type="bool", default=True),
         verify_row_counts=dict(type="bool", default=True),
         keep_old=dict(type="bool", default=True),
+        terminate_sessions=dict(type="bool", default=False),
         maintenance_db=dict(type="str", default="postgres"),
     )
     spec.update(store_argument_spec())
@@ -195,6 +222,7 @@ def main() -> None:
         source_database=params["source_database"], mode=params["mode"], jobs=params["jobs"],
         safety_backup=params["safety_backup"], verify_row_counts=params["verify_row_counts"],
         keep_old=params["keep_old"], maintenance_db=params["maintenance_db"],
+        terminate_sessions=params["terminate_sessions"],
     )
     diff = None
     try:

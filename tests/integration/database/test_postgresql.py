@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,88 @@ def test_retention_keeps_the_newest_backups(postgres: PgServer, run_task, store_
     objects = [p for p in (store_path / "objects").rglob("*") if p.is_file()]
     referenced = {sha for b in info["backups"] for sha in [b["sha256"]]}
     assert {p.name for p in objects} == referenced
+
+
+# --------------------------------------------------------------- the database itself, not only its contents
+def catalog(pg: PgServer, db: str) -> dict:
+    """Everything PostgreSQL records about the database itself (not its contents), by name."""
+    row = pg.psql(
+        "SELECT row_to_json(x)::text FROM (SELECT pg_encoding_to_char(d.encoding) AS encoding, d.datcollate, "
+        "d.datctype, d.datlocprovider, d.daticulocale, d.datconnlimit, d.datistemplate, d.datallowconn, "
+        "pg_get_userbyid(d.datdba) AS owner, t.spcname AS tablespace, d.datacl::text AS acl, "
+        "shobj_description(d.oid, 'pg_database') AS comment, "
+        "(SELECT json_agg(json_build_object('role', coalesce(pg_get_userbyid(nullif(s.setrole, 0)), ''), "
+        "'config', s.setconfig) ORDER BY s.setrole) FROM pg_db_role_setting s WHERE s.setdatabase = d.oid) "
+        "AS settings FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace "
+        "WHERE d.datname = '%s') x" % db)
+    return json.loads(row)
+
+
+def make_dressed_db(pg: PgServer, name: str) -> dict:
+    """A database with every database-level property set away from its default; returns role names."""
+    tag = name.rsplit("_", 1)[-1]
+    roles = {"owner": "own_" + tag, "reader": "read_" + tag, "writer": "write_" + tag}
+    for role in roles.values():
+        pg.psql('CREATE ROLE "%s" NOLOGIN' % role)
+    location = pg.root / ("ts_" + tag)
+    location.mkdir()
+    shutil.chown(location, "postgres", "postgres")
+    pg.psql("CREATE TABLESPACE ts_%s LOCATION '%s'" % (tag, location))
+    pg.psql("CREATE DATABASE %s OWNER %s TEMPLATE template0 ENCODING 'LATIN1' LOCALE_PROVIDER icu "
+            "ICU_LOCALE 'de' LC_COLLATE 'C' LC_CTYPE 'C' TABLESPACE ts_%s CONNECTION LIMIT 7"
+            % (name, roles["owner"], tag))
+    pg.psql(";".join([
+        "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC",
+        "GRANT CONNECT ON DATABASE {db} TO {reader}",
+        "GRANT CONNECT, CREATE ON DATABASE {db} TO {writer} WITH GRANT OPTION",
+        "COMMENT ON DATABASE {db} IS 'Bestellungen (prod), don''t drop'",
+        "ALTER DATABASE {db} SET search_path = app, \"$user\", public",
+        "ALTER DATABASE {db} SET work_mem = '8MB'",
+        "ALTER DATABASE {db} SET statement_timeout = '5s'",
+        "ALTER ROLE {reader} IN DATABASE {db} SET work_mem = '16MB'",
+        "ALTER DATABASE {db} IS_TEMPLATE true",
+    ]).format(db=name, **roles))
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g "
+            "FROM generate_series(1, 25) g", db=name)
+    return roles
+
+
+def change_everything(pg: PgServer, db: str) -> None:
+    """Undo every database-level property the backup recorded (what a bad release or a DBA might do)."""
+    pg.psql(";".join([
+        "ALTER DATABASE {db} IS_TEMPLATE false",
+        "ALTER DATABASE {db} CONNECTION LIMIT -1",
+        "GRANT ALL ON DATABASE {db} TO PUBLIC",
+        "REVOKE ALL ON DATABASE {db} FROM read_{tag}",
+        "COMMENT ON DATABASE {db} IS 'changed'",
+        "ALTER DATABASE {db} RESET ALL",
+        "ALTER DATABASE {db} SET work_mem = '64MB'",
+        "ALTER ROLE read_{tag} IN DATABASE {db} RESET ALL",
+        "ALTER DATABASE {db} OWNER TO postgres",
+    ]).format(db=db, tag=db.rsplit("_", 1)[-1]))
+    pg.psql("ALTER DATABASE %s SET TABLESPACE pg_default" % db)  # not inside a transaction block
+    pg.psql("DELETE FROM t WHERE id > 10", db=db)
+
+
+@pytest.mark.parametrize("mode,fmt", [("replace", "custom"), ("swap", "plain")])
+def test_restore_brings_back_the_database_itself(postgres: PgServer, run_task, store_path: Path, unique_name,
+                                                 mode: str, fmt: str) -> None:
+    db = unique_name("pgprops")
+    make_dressed_db(postgres, db)
+    before = catalog(postgres, db)
+    assert before["datlocprovider"] == "i" and before["datconnlimit"] == 7 and before["settings"]
+    result, backup = run_task("gitops.rollback.db_backup", conn(postgres, db, store_path=str(store_path),
+                                                                checkpoint="v1", format=fmt))
+    assert backup["status"] == "ok", backup
+
+    change_everything(postgres, db)
+    changed = catalog(postgres, db)
+    assert {k for k in before if before[k] != changed[k]} >= {
+        "datconnlimit", "datistemplate", "owner", "tablespace", "acl", "comment", "settings"}
+    result, restored = run_task("gitops.rollback.db_restore", conn(postgres, db, store_path=str(store_path),
+                                                                   checkpoint="v1", mode=mode))
+    assert restored["status"] == "ok", restored
+    assert catalog(postgres, db) == before
+    assert postgres.psql("SELECT count(*) FROM t", db=db) == "25"
+    leftovers = postgres.psql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '%s__gr_%%'" % db)
+    assert ("__gr_restore_" not in leftovers) and (mode == "swap" or leftovers == "")
