@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -275,3 +278,68 @@ def test_restore_brings_back_the_database_itself(postgres: PgServer, run_task, s
     assert postgres.psql("SELECT count(*) FROM t", db=db) == "25"
     leftovers = postgres.psql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '%s__gr_%%'" % db)
     assert ("__gr_restore_" not in leftovers) and (mode == "swap" or leftovers == "")
+
+
+def test_a_non_superuser_owner_is_told_which_privilege_it_lacks_before_anything_changes(
+        postgres: PgServer, run_task, store_path: Path, unique_name) -> None:
+    db = unique_name("pgowner")
+    owner, password = "own_" + db.rsplit("_", 1)[-1], "owner-secret-7"
+    postgres.psql("CREATE ROLE %s LOGIN NOCREATEDB PASSWORD '%s'" % (owner, password))
+    postgres.create_database(db, owner=owner)
+    postgres.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 30);"
+                  "REVOKE CONNECT, TEMPORARY ON DATABASE %s FROM PUBLIC; GRANT CONNECT ON DATABASE %s TO app;"
+                  "COMMENT ON DATABASE %s IS 'owned by a plain role'; ALTER DATABASE %s SET work_mem = '3MB'"
+                  % (db, db, db, db), db=db, user=owner, password=password)
+    before = catalog(postgres, db)
+    args = conn(postgres, db, store_path=str(store_path), checkpoint="v1", login_user=owner, login_password=password)
+    _result, backup = run_task("gitops.rollback.db_backup", args)
+    assert backup["status"] == "ok", backup
+    postgres.psql("DELETE FROM t WHERE id > 3; COMMENT ON DATABASE %s IS 'changed'; GRANT ALL ON DATABASE %s TO "
+                  "PUBLIC" % (db, db), db=db, user=owner, password=password)
+
+    def untouched() -> None:
+        assert postgres.psql("SELECT count(*) FROM t", db=db) == "3"
+        assert postgres.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%s\\_\\_gr\\_%%'" % db) == "0"
+        assert len(list((store_path / "checkpoints").iterdir())) == 1, "no safety backup was taken"
+
+    # 1. without CREATEDB: refused before anything changes, naming the attribute and the way to grant it
+    _result, task = run_task("gitops.rollback.db_restore", args)
+    assert task["status"] == "ignored" and "needs the CREATEDB attribute" in task["msg"], task
+    assert 'ALTER ROLE "%s" CREATEDB' % owner in task["msg"] and "Nothing was changed" in task["msg"]
+    untouched()
+
+    # 2. another role's session is connected: refused, naming it, unless terminate_sessions is set
+    postgres.psql("ALTER ROLE %s CREATEDB" % owner)
+    sleeper = subprocess.Popen([postgres.bin("psql"), "-X", "-h", postgres.host, "-p", str(postgres.port), "-U", "app",
+                                "-d", db, "-c", "SELECT pg_sleep(600)"], env=dict(os.environ, PGPASSWORD=postgres.app_password,
+                                PGAPPNAME="billing-worker"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while postgres.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'" % db) != "1":
+            assert time.monotonic() < deadline and sleeper.poll() is None, "the session did not connect"
+            time.sleep(0.1)
+        backend = postgres.psql("SELECT pid FROM pg_stat_activity WHERE datname = '%s'" % db)
+        _result, task = run_task("gitops.rollback.db_restore", dict(args, mode="swap"))
+        assert task["status"] == "ignored", task
+        assert "pid %s (user app, application billing-worker" % backend in task["msg"], task["msg"]
+        assert "terminate_sessions=true" in task["msg"]
+        untouched()
+
+        # 3. asked to end it, but ending another role's session needs pg_signal_backend
+        _result, task = run_task("gitops.rollback.db_restore", dict(args, terminate_sessions=True))
+        assert task["status"] == "ignored" and "GRANT pg_signal_backend TO \"%s\"" % owner in task["msg"], task
+        untouched()
+        assert sleeper.poll() is None
+
+        # 4. with it, the restore ends the session and brings back the rows and the database itself
+        postgres.psql("GRANT pg_signal_backend TO %s" % owner)
+        _result, task = run_task("gitops.rollback.db_restore", dict(args, terminate_sessions=True))
+        assert task["status"] == "ok", task
+        assert sleeper.wait(timeout=30) != 0, "the session was ended"
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+    assert postgres.psql("SELECT count(*) FROM t", db=db) == "30"
+    assert catalog(postgres, db) == before
+    assert postgres.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%s\\_\\_gr\\_%%'" % db) == "0"
