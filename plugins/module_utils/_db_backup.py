@@ -43,9 +43,16 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def engine_for(conn: DbConnection, maintenance_db: Optional[str] = None):
-    """Return the engine object of a connection."""
-    return ENGINES[conn.engine](conn, maintenance_db or "postgres")
+def engine_for(conn: DbConnection, maintenance_db: Optional[str] = None,
+               extra_args: Optional[Dict[str, List[str]]] = None):
+    """Return the engine object of a connection (``extra_args``: {"pg_dump"|"pg_restore": argv})."""
+    extra_args = {tool: args for tool, args in (extra_args or {}).items() if args}
+    if conn.engine != "postgresql":
+        if extra_args:
+            raise RollbackError("dump_extra_args and restore_extra_args are pg_dump and pg_restore options; "
+                                "leave them out for engine=%s." % conn.engine)
+        return ENGINES[conn.engine](conn, maintenance_db or "postgres")
+    return PgEngine(conn, maintenance_db or "postgres", extra_args)
 
 
 def database_key(conn: DbConnection, database: Optional[str] = None) -> str:
@@ -85,6 +92,7 @@ class BackupRequest:
     keep: Optional[int] = None
     older_than: Optional[str] = None
     maintenance_db: Optional[str] = None
+    dump_extra_args: Optional[List[str]] = None
 
 
 @dataclass
@@ -101,6 +109,7 @@ class RestoreRequest:
     keep_old: bool = True
     maintenance_db: Optional[str] = None
     terminate_sessions: bool = False
+    restore_extra_args: Optional[List[str]] = None
 
 
 # ---------------------------------------------------------------------------------------- backup
@@ -125,7 +134,7 @@ def check_source(engine, conn: DbConnection, database: str) -> str:
 
 def plan_backup(store: Store, req: BackupRequest) -> dict:
     """Describe a backup without taking it (check mode)."""
-    engine = engine_for(req.conn, req.maintenance_db)
+    engine = engine_for(req.conn, req.maintenance_db, {"pg_dump": req.dump_extra_args})
     database = database_key(req.conn)
     fmt = choose_format(engine, req.fmt)
     version = check_source(engine, req.conn, database)
@@ -145,7 +154,7 @@ def backup(store: Store, req: BackupRequest, owner: str, lock_timeout: float = 0
     The checkpoint is the one labelled (or identified) ``req.checkpoint`` when it exists,
     else a new one with that label.
     """
-    engine = engine_for(req.conn, req.maintenance_db)
+    engine = engine_for(req.conn, req.maintenance_db, {"pg_dump": req.dump_extra_args})
     database = database_key(req.conn)
     fmt = choose_format(engine, req.fmt)
     check_source(engine, req.conn, database)
@@ -296,11 +305,13 @@ def verify_backup(store: Store, component: dict, jobs: int) -> None:
 
 def plan_restore(store: Store, req: RestoreRequest) -> dict:
     """Describe a restore (check mode) after the same checks a real one makes first."""
-    engine = engine_for(req.conn, req.maintenance_db)
+    engine = engine_for(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
     database = database_key(req.conn)
     source = database_key(req.conn, req.source_database)
     manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
     verify_backup(store, component, req.jobs)
+    if engine.name == "postgresql":
+        engine.check_restore_args(component)
     version, live = engine.probe(database)
     check_privileges(engine, req, database, component.get("database_info", {}), live, version)
     current = engine.row_counts(database) if live else {}
@@ -327,11 +338,13 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
 
 def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float = 0.0) -> dict:
     """Restore a database from a checkpoint; return what was done and what was verified."""
-    engine = engine_for(req.conn, req.maintenance_db)
+    engine = engine_for(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
     database = database_key(req.conn)
     source = database_key(req.conn, req.source_database)
     manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
     verify_backup(store, component, req.jobs)
+    if engine.name == "postgresql":
+        engine.check_restore_args(component)
     version, live = engine.probe(database)
     use_staging = uses_staging(engine.name, req.mode, live, database)
     staged, old = staging_names(engine.name, database, manifest) if use_staging else (database, None)

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 from ._db_common import DatabaseError, DumpStream, adopt_file, hash_files, safe_relpath
 from ._db_conn import DbConnection
+from ._db_pg_args import check_extra_args
 from ._db_pg_props import (
     create_sql, ident, info_sql, literal, privileges_sql, property_statements, recorded_roles, restore_problems,
 )
@@ -106,9 +107,14 @@ class PgEngine:
     formats = tuple(FORMATS)
     default_format = "custom"
 
-    def __init__(self, conn: DbConnection, maintenance_db: str = "postgres") -> None:
+    def __init__(self, conn: DbConnection, maintenance_db: str = "postgres",
+                 extra_args: Optional[Dict[str, List[str]]] = None) -> None:
         self.conn = conn
         self.maintenance = conn.with_database(maintenance_db)
+        self.extra_args = {tool: check_extra_args(args, tool, option)
+                           for tool, option, args in (("pg_dump", "dump_extra_args", (extra_args or {}).get("pg_dump")),
+                                                      ("pg_restore", "restore_extra_args",
+                                                       (extra_args or {}).get("pg_restore")))}
 
     def _bin(self, name: str) -> str:
         return self.conn.binary(name)
@@ -190,11 +196,13 @@ class PgEngine:
         finally:
             session.close()
         fields.update(server_version=version, row_counts=counts, database_info=info)
+        if self.extra_args["pg_dump"]:
+            fields["dump_extra_args"] = self.extra_args["pg_dump"]
         return fields
 
     def _dump_argv(self, database: str, fmt: str, jobs: int, snapshot: str, level: Optional[int]) -> List[str]:
         argv = [self._bin("pg_dump"), "--format=%s" % FORMATS[fmt], "--snapshot=%s" % snapshot,
-                *self.conn.with_database(database).pg_args()]
+                *self.extra_args["pg_dump"], *self.conn.with_database(database).pg_args()]
         if fmt == "directory" and jobs > 1:
             argv.append("--jobs=%d" % jobs)
         if level is not None and fmt != "plain":
@@ -326,7 +334,7 @@ class PgEngine:
                     *target.pg_args(), "--file", source]
             what = "psql restore of %s" % database
         else:
-            argv = [self._bin("pg_restore"), "--exit-on-error", *target.pg_args()]
+            argv = [self._bin("pg_restore"), "--exit-on-error", *self.extra_args["pg_restore"], *target.pg_args()]
             argv += ["--jobs=%d" % jobs] if jobs > 1 else ["--single-transaction"]
             argv.append(source)
             what = "pg_restore of %s" % database
@@ -365,9 +373,16 @@ class PgEngine:
         if old is None:
             self.drop(keep)
 
+    def check_restore_args(self, component: dict) -> None:
+        """Refuse restore_extra_args for a plain dump, which psql restores, not pg_restore."""
+        if component["format"] == "plain" and self.extra_args["pg_restore"]:
+            raise RollbackError("restore_extra_args are pg_restore options, but this backup is a plain SQL dump, "
+                                "which psql restores. Leave restore_extra_args out for it. Nothing was changed.")
+
     def describe_restore(self, component: dict, source: str, database: str, jobs: int) -> List[str]:
         """Return the commands a restore runs (for check mode and the result)."""
         if component["format"] == "plain":
             return ["psql --single-transaction -v ON_ERROR_STOP=1 --dbname %s --file <dump>" % database]
-        return ["pg_restore --exit-on-error %s --dbname %s <dump>"
-                % ("--jobs=%d" % jobs if jobs > 1 else "--single-transaction", database)]
+        return ["pg_restore --exit-on-error %s%s --dbname %s <dump>"
+                % ("".join(arg + " " for arg in self.extra_args["pg_restore"]),
+                   "--jobs=%d" % jobs if jobs > 1 else "--single-transaction", database)]

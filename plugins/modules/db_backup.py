@@ -80,6 +80,19 @@ options:
       - PostgreSQL database to connect to for server-wide statements.
     type: str
     default: postgres
+  dump_extra_args:
+    description:
+      - PostgreSQL. More C(pg_dump) arguments, one list item each (for example
+        V(--exclude-extension=postgis) or V(--no-comments)); write a long option that takes a value as
+        V(--name=value). They are recorded in the backup.
+      - Refused, with the reason, where they would break the backup's checks or take over what other
+        options set, abbreviated or not: C(--file) (the dump goes into the store), C(--format),
+        C(--jobs), C(--compress), C(--snapshot), connection options, C(--data-only),
+        C(--schema-only), C(--section), C(--table), C(--schema), C(--exclude-table*),
+        C(--exclude-schema), C(--no-unlogged-table-data) (a partial dump fails the row count check),
+        C(--create), C(--clean), C(--if-exists), C(--version), C(--help).
+    type: list
+    elements: str
 attributes:
   check_mode:
     support: full
@@ -180,6 +193,7 @@ def argument_spec() -> dict:
         keep=dict(type="int"),
         older_than=dict(type="str"),
         maintenance_db=dict(type="str", default="postgres"),
+        dump_extra_args=dict(type="list", elements="str"),
     )
     spec.update(store_argument_spec())
     spec.update(db_connection_argument_spec())
@@ -192,7 +206,8 @@ def describe_command(params: dict) -> str:
     if engine == "postgresql":
         fmt = params["format"] or "custom"
         jobs = " --jobs=%d" % params["jobs"] if fmt == "directory" and params["jobs"] > 1 else ""
-        return "pg_dump --format=%s%s --snapshot=<exported> --dbname %s" % (fmt[0], jobs, params["database"])
+        extra = "".join(" " + arg for arg in params.get("dump_extra_args") or [])
+        return "pg_dump --format=%s%s --snapshot=<exported>%s --dbname %s" % (fmt[0], jobs, extra, params["database"])
     if engine == "mysql":
         tail = " | %s -c" % params["compression"] if params["compression"] else ""
         return "mariadb-dump --single-transaction --routines --triggers --events --hex-blob %s%s" % (
@@ -208,7 +223,7 @@ def main() -> None:
         conn=DbConnection.from_params(params), checkpoint=params["checkpoint"], reason=params["reason"],
         commit=params["commit"], fmt=params["format"], jobs=params["jobs"], compression=params["compression"],
         compression_level=params["compression_level"], keep=params["keep"], older_than=params["older_than"],
-        maintenance_db=params["maintenance_db"],
+        maintenance_db=params["maintenance_db"], dump_extra_args=params["dump_extra_args"],
     )
     commands = [describe_command(params)]
     try:

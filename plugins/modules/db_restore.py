@@ -102,6 +102,20 @@ options:
         superuser's sessions can only be ended by a superuser.
     type: bool
     default: false
+  restore_extra_args:
+    description:
+      - PostgreSQL custom and directory backups. More C(pg_restore) arguments, one list item each
+        (for example V(--no-owner), V(--no-privileges) or V(--role=deploy)); write a long option that
+        takes a value as V(--name=value).
+      - Refused, with the reason, where they would break the restore's checks or take over what
+        other options set, abbreviated or not: C(--file) (a script instead of a restore),
+        C(--format), C(--jobs), C(--single-transaction), connection options, C(--create),
+        C(--clean), C(--data-only), C(--schema-only), C(--section), C(--table), C(--index),
+        C(--function), C(--trigger), C(--schema), C(--exclude-schema), C(--use-list), C(--list) (a
+        partial restore fails the row count check), C(--version), C(--help). Refused for a plain
+        SQL backup, which C(psql) restores.
+    type: list
+    elements: str
 attributes:
   check_mode:
     support: full
@@ -167,7 +181,7 @@ safety_checkpoint:
   type: str
   sample: 20261121T230101.120Z-8db17e
 stage:
-  description: On a failure while restoring, the step that failed (V(create), V(load) or V(verify)).
+  description: On a failure while restoring, the step that failed (V(create), V(load), V(verify), V(properties) or V(swap)).
   returned: failure while restoring
   type: str
   sample: load
@@ -206,6 +220,7 @@ def argument_spec() -> dict:
         verify_row_counts=dict(type="bool", default=True),
         keep_old=dict(type="bool", default=True),
         terminate_sessions=dict(type="bool", default=False),
+        restore_extra_args=dict(type="list", elements="str"),
         maintenance_db=dict(type="str", default="postgres"),
     )
     spec.update(store_argument_spec())
@@ -222,7 +237,7 @@ def main() -> None:
         source_database=params["source_database"], mode=params["mode"], jobs=params["jobs"],
         safety_backup=params["safety_backup"], verify_row_counts=params["verify_row_counts"],
         keep_old=params["keep_old"], maintenance_db=params["maintenance_db"],
-        terminate_sessions=params["terminate_sessions"],
+        terminate_sessions=params["terminate_sessions"], restore_extra_args=params["restore_extra_args"],
     )
     diff = None
     try:

@@ -343,3 +343,35 @@ def test_a_non_superuser_owner_is_told_which_privilege_it_lacks_before_anything_
     assert postgres.psql("SELECT count(*) FROM t", db=db) == "30"
     assert catalog(postgres, db) == before
     assert postgres.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%s\\_\\_gr\\_%%'" % db) == "0"
+
+
+def test_extra_dump_and_restore_arguments_reach_the_clients_and_unsafe_ones_are_refused(
+        postgres: PgServer, run_task, store_path: Path, unique_name) -> None:
+    db = unique_name("pgargs")
+    postgres.create_database(db)
+    postgres.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 12);"
+                  "COMMENT ON TABLE t IS 'kept out by --no-comments'; CREATE ROLE ro_%s; GRANT SELECT ON t TO ro_%s"
+                  % ((db.rsplit("_", 1)[-1],) * 2), db=db)
+    _result, task = run_task("gitops.rollback.db_backup", conn(postgres, db, store_path=str(store_path),
+                                                               dump_extra_args=["--file=/tmp/elsewhere", "-a"]))
+    assert task["status"] == "ignored", task
+    assert "--file: the dump goes into the checkpoint store" in task["msg"]
+    assert "-a (--data-only): a dump without the schema cannot be restored" in task["msg"]
+    assert not (store_path / "checkpoints").exists() or not list((store_path / "checkpoints").iterdir())
+
+    _result, task = run_task("gitops.rollback.db_backup", conn(postgres, db, store_path=str(store_path),
+                                                               checkpoint="v1", dump_extra_args=["--no-comments"]))
+    assert task["status"] == "ok", task
+    assert task["backup"]["dump_extra_args"] == ["--no-comments"]
+    assert "--no-comments" in task["commands"][0]
+    postgres.psql("DELETE FROM t", db=db)
+    _result, task = run_task("gitops.rollback.db_restore", conn(postgres, db, store_path=str(store_path),
+                                                                checkpoint="v1", restore_extra_args=["--table=t"]))
+    assert task["status"] == "ignored" and "a partial restore leaves tables out" in task["msg"], task
+    assert postgres.psql("SELECT count(*) FROM t", db=db) == "0"
+    _result, task = run_task("gitops.rollback.db_restore", conn(postgres, db, store_path=str(store_path),
+                                                                checkpoint="v1", restore_extra_args=["--no-privileges"]))
+    assert task["status"] == "ok", task
+    assert postgres.psql("SELECT count(*) FROM t", db=db) == "12"
+    assert postgres.psql("SELECT coalesce(obj_description('t'::regclass), 'none')", db=db) == "none"
+    assert postgres.psql("SELECT coalesce(relacl::text, 'default') FROM pg_class WHERE relname = 't'", db=db) == "default"
