@@ -65,8 +65,8 @@ PG_RESTORE_SHORT = {"f": "file", "F": "format", "j": "jobs", "1": "single-transa
                     "V": "version", "?": "help"}
 PG_RESTORE_VALUES = "dfFhIjLnNpPStTU"
 
-TOOLS = {"pg_dump": (PG_DUMP, PG_DUMP_SHORT, PG_DUMP_VALUES), "pg_restore": (PG_RESTORE, PG_RESTORE_SHORT,
-                                                                         PG_RESTORE_VALUES)}
+TOOLS = {"pg_dump": (PG_DUMP, PG_DUMP_SHORT, PG_DUMP_VALUES),
+         "pg_restore": (PG_RESTORE, PG_RESTORE_SHORT, PG_RESTORE_VALUES)}
 
 
 def _refused_long(name: str, refused: Dict[str, str]) -> Optional[str]:

@@ -153,8 +153,8 @@ def grant_statements(database: str, owner: Optional[str], grants: Optional[List[
         for grantable in (False, True):
             if not privileges[(grantor, grantee)][grantable]:
                 continue
-            sql = "GRANT %s ON DATABASE %s TO %s%s" % (", ".join(privileges[(grantor, grantee)][grantable]), target,
-                                                      who, " WITH GRANT OPTION" if grantable else "")
+            names = ", ".join(privileges[(grantor, grantee)][grantable])
+            sql = "GRANT %s ON DATABASE %s TO %s%s" % (names, target, who, " WITH GRANT OPTION" if grantable else "")
             if owner and grantor != owner:
                 sql = "SET ROLE %s; %s; RESET ROLE" % (ident(grantor), sql)
             statements.append(sql)
@@ -233,10 +233,10 @@ def restore_problems(database: str, info: dict, facts: dict, live: bool, termina
         problems.append("creating the restored copy needs the CREATEDB attribute, which role %s lacks "
                         "(ALTER ROLE %s CREATEDB)" % (user, ident(user)))
     if live and not (superuser or facts["owns_live"]):
+        live_owner = facts["live_owner"]
         problems.append("renaming or dropping the live database %s needs its ownership: it belongs to %s, not to "
-                        "%s (GRANT %s TO %s, or log in as %s)" % (database, facts["live_owner"], user,
-                                                                 ident(facts["live_owner"]), ident(user),
-                                                                 facts["live_owner"]))
+                        "%s (GRANT %s TO %s, or log in as %s)"
+                        % (database, live_owner, user, ident(live_owner), ident(user), live_owner))
     roles = facts.get("roles") or {}
     missing = [role for role in recorded_roles(info) if role not in roles]
     if missing:
@@ -271,8 +271,8 @@ def session_problems(database: str, facts: dict, terminate_sessions: bool) -> Li
         return []
     if not terminate_sessions:
         return ["%d other session(s) are connected to %s: %s. Stop the application or end them, or set "
-                "terminate_sessions=true to have the restore end them" % (len(sessions), database,
-                                                                        describe_sessions(sessions))]
+                "terminate_sessions=true to have the restore end them"
+                % (len(sessions), database, describe_sessions(sessions))]
     if facts["superuser"]:
         return []
     protected = [s for s in sessions if s["superuser"]]

@@ -86,7 +86,7 @@ options:
         V(--exclude-extension=postgis) or V(--no-comments)); write a long option that takes a value as
         V(--name=value). They are recorded in the backup.
       - Refused, with the reason, where they would break the backup's checks or take over what other
-        options set, abbreviated or not: C(--file) (the dump goes into the store), C(--format),
+        options set, abbreviated or not, C(--file) (the dump goes into the store), C(--format),
         C(--jobs), C(--compress), C(--snapshot), connection options, C(--data-only),
         C(--schema-only), C(--section), C(--table), C(--schema), C(--exclude-table*),
         C(--exclude-schema), C(--no-unlogged-table-data) (a partial dump fails the row count check),

@@ -29,9 +29,9 @@ description:
     atomic C(RENAME TABLE) of every table, views, routines, events and triggers re-created
     afterwards; SQLite a file rename).
   - PostgreSQL restores the database itself too, not only its contents, from what the backup
-    recorded: owner, encoding, collation, ctype, locale provider and locale, tablespace, connection
+    recorded (owner, encoding, collation, ctype, locale provider and locale, tablespace, connection
     limit, template flag, database privileges, comment, C(ALTER DATABASE ... SET) and C(ALTER ROLE
-    ... IN DATABASE ... SET). They are applied to the restored copy before it takes the live
+    ... IN DATABASE ... SET)). They are applied to the restored copy before it takes the live
     database's place.
   - Before anything changes, PostgreSQL checks that O(login_user) holds every privilege the
     restore needs and refuses, naming the missing ones (see O(terminate_sessions) and the notes).
@@ -108,7 +108,7 @@ options:
         (for example V(--no-owner), V(--no-privileges) or V(--role=deploy)); write a long option that
         takes a value as V(--name=value).
       - Refused, with the reason, where they would break the restore's checks or take over what
-        other options set, abbreviated or not: C(--file) (a script instead of a restore),
+        other options set, abbreviated or not, C(--file) (a script instead of a restore),
         C(--format), C(--jobs), C(--single-transaction), connection options, C(--create),
         C(--clean), C(--data-only), C(--schema-only), C(--section), C(--table), C(--index),
         C(--function), C(--trigger), C(--schema), C(--exclude-schema), C(--use-list), C(--list) (a

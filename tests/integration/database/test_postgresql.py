@@ -310,9 +310,10 @@ def test_a_non_superuser_owner_is_told_which_privilege_it_lacks_before_anything_
 
     # 2. another role's session is connected: refused, naming it, unless terminate_sessions is set
     postgres.psql("ALTER ROLE %s CREATEDB" % owner)
-    sleeper = subprocess.Popen([postgres.bin("psql"), "-X", "-h", postgres.host, "-p", str(postgres.port), "-U", "app",
-                                "-d", db, "-c", "SELECT pg_sleep(600)"], env=dict(os.environ, PGPASSWORD=postgres.app_password,
-                                PGAPPNAME="billing-worker"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sleeper = subprocess.Popen(
+        [postgres.bin("psql"), "-X", "-h", postgres.host, "-p", str(postgres.port), "-U", "app", "-d", db,
+         "-c", "SELECT pg_sleep(600)"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PGPASSWORD=postgres.app_password, PGAPPNAME="billing-worker"))
     try:
         deadline = time.monotonic() + 20
         while postgres.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'" % db) != "1":
