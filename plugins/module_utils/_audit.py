@@ -19,6 +19,7 @@ import urllib.request
 from typing import Dict, Optional
 
 from . import _auditchain
+from ._policy import os_user_name
 from ._secrets import SIGNATURE_HEADER, signature
 from ._store import utc_now
 
@@ -30,8 +31,9 @@ _OPENER = urllib.request.build_opener()
 
 
 def who(user: Optional[str] = None, awx_job_id: Optional[str] = None, awx_launcher: Optional[str] = None) -> dict:
-    """Return the actor: the AWX job id and launcher when present, else the local user."""
-    actor = {"user": user or os.environ.get("USER") or "unknown"}
+    """Return the actor: the AWX job id and launcher when present; the user defaults to the process' OS user
+    (never ``$USER``, which the invoker sets)."""
+    actor = {"user": user or os_user_name()}
     job = awx_job_id or os.environ.get("AWX_JOB_ID") or os.environ.get("JOB_ID")
     if job:
         actor["awx_job_id"] = str(job)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pwd
 
 import pytest
 
+from ansible_collections.gitops.rollback.plugins.module_utils._audit import who
 from ansible_collections.gitops.rollback.plugins.module_utils._policy import (
     ApprovalError, PolicyError, approvals_in, awx_workflow_approval, check_approval, find_awx_job, first_valid,
     load_key, load_policy, new_key, parse_approval, requester_refusal, resolve_identity, sign_approval,
@@ -214,3 +217,9 @@ def test_an_awx_workflow_named_in_the_policy_approves():
 
 def test_new_keys_differ():
     assert new_key() != new_key() and len(new_key()) == 64
+
+
+def test_the_audit_log_names_the_os_user_not_USER(monkeypatch):
+    monkeypatch.setenv("USER", "mallory")
+    assert who()["user"] == pwd.getpwuid(os.getuid()).pw_name
+    assert who("alice")["user"] == "alice"
