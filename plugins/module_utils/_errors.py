@@ -49,3 +49,11 @@ class UnsupportedFormat(RollbackError):
 
 class CommandError(RollbackError):
     """An external command failed; ``details`` carries cmd, rc and stderr."""
+
+
+class EncryptionKeyError(RollbackError):
+    """The encryption key is missing, too short, or not the key of the store."""
+
+
+class MissingLibraryError(RollbackError):
+    """A Python library that an operation needs is not installed on the host running it."""

@@ -139,16 +139,19 @@ def damaged_message(problems: dict) -> str:
 
 
 def rekey_store(params: CheckpointParams) -> dict:
-    """Re-encrypt every object and manifest under a new key (state=rekeyed); resumable."""
+    """Re-encrypt every object and manifest under a new key and the current scheme (state=rekeyed); resumable.
+
+    Without ``new_encryption_key`` the key stays and only the scheme moves on.
+    """
     store = params.store()
     if not store.exists():
         raise RollbackError("There is no checkpoint store at %s on this host; there is nothing to rekey."
                             % store.root)
     if params.check_mode:
-        outcome = store.rekey(params.new_encryption_key or "", dry_run=True)
+        outcome = store.rekey(params.new_encryption_key or params.encryption_key or "", dry_run=True)
     else:
         with store.lock(params.owner, "rekey", params.lock_timeout, check_format=False):
-            outcome = store.rekey(params.new_encryption_key or "")
+            outcome = store.rekey(params.new_encryption_key or params.encryption_key or "")
     return {"changed": outcome.pop("changed"), "rekey": outcome}
 
 

@@ -17,7 +17,6 @@ import os
 import re
 from typing import IO, Iterator, List, Optional, Tuple
 
-from ._crypto import Sealer, open_stream
 from ._errors import RollbackError
 from ._fsutil import create_private, split_lines, temp_name, unlink_quietly
 from ._tree import Key, path_key
@@ -50,16 +49,16 @@ def _context(path: str) -> bytes:
 class CacheReader:
     """Looks up paths in increasing tree order; a damaged (or forged) cache just stops answering."""
 
-    def __init__(self, path: str, keys=None) -> None:
+    def __init__(self, path: str, cipher=None) -> None:
         self._lines: Iterator[bytes] = iter(())
         self._handle: Optional[IO[bytes]] = None
         try:
             self._handle = open(path, "rb")
-            if keys is None:
+            if cipher is None:
                 self._lines = iter(self._handle)
             else:
                 size = os.fstat(self._handle.fileno()).st_size
-                self._lines = split_lines(open_stream(keys, self._handle, size, _context(path), "stat cache " + path))
+                self._lines = split_lines(cipher.open_stream(self._handle, size, _context(path), "stat cache " + path))
         except OSError:
             pass
         self._current: Optional[Tuple[Key, list]] = None
@@ -92,11 +91,11 @@ class CacheReader:
 class CacheWriter:
     """Writes a new cache beside the old one and renames it into place on commit."""
 
-    def __init__(self, path: str, keys=None) -> None:
+    def __init__(self, path: str, cipher=None) -> None:
         self.path = path
         self.tmp = temp_name(path)
         self._handle = os.fdopen(create_private(self.tmp), "wb")
-        self._sealer = Sealer(keys) if keys is not None else None
+        self._sealer = cipher.sealer() if cipher is not None else None
         self._pending: List[bytes] = []
         self._buffered = 0
         if self._sealer:
@@ -122,7 +121,7 @@ class CacheWriter:
         """Replace the old cache."""
         if self._sealer:
             self._flush()
-            self._handle.write(self._sealer.tag(_context(self.path)))
+            self._handle.write(self._sealer.finish(_context(self.path)))
         self._handle.close()
         os.rename(self.tmp, self.path)
 

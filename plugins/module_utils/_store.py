@@ -32,8 +32,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
-from ._crypto import Cipher, EncryptionKeyError, Sealer, check_secret, derive_keys, envelope_key_id, open_stream
-from ._errors import CheckpointNotFound, IntegrityError, NotAStore, RollbackError, UnsupportedFormat
+from ._crypto import Cipher, check_secret
+from ._errors import CheckpointNotFound, EncryptionKeyError, IntegrityError, NotAStore, RollbackError, UnsupportedFormat
 from ._fsutil import (
     TEMP_MARK, atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, fsync_path, is_temp_name, raise_if_full,
     read_json,
@@ -185,7 +185,7 @@ class ObjectWriter:
         self.store = store
         self.digest = store.hasher()
         cipher = store.cipher
-        self.sealer = Sealer(cipher.keys) if cipher else None
+        self.sealer = cipher.sealer() if cipher else None
         self.size = 0
         self.tmp = store.temp_object_path()
         self.fd: Optional[int] = create_private(self.tmp)
@@ -210,7 +210,7 @@ class ObjectWriter:
         """Name the object and rename it into place; return (name, size, whether it was new)."""
         sha = self.digest.hexdigest()
         if self.sealer:
-            self._out(self.sealer.tag(_object_context(sha)))
+            self._out(self.sealer.finish(_object_context(sha)))
         os.close(self.fd)
         self.fd = None
         try:
@@ -341,7 +341,8 @@ class Store:
             raise EncryptionKeyError(
                 "Store %s has an interrupted rekey (from key id %s to key id %s). Nothing was changed. Finish it: "
                 "run gitops.rollback.checkpoint state=rekeyed with encryption_key (the old key) and "
-                "new_encryption_key (the new one)." % (self.root, encryption.get("key_id"),
+                "new_encryption_key (the new one; omitted when the rekey only moves the store to the current "
+                "scheme)." % (self.root, encryption.get("key_id"),
                                                        document["rekey"].get("key_id")))
         if not self._key:
             raise EncryptionKeyError(
@@ -441,12 +442,12 @@ class Store:
     def cache_reader(self, root: str) -> CacheReader:
         """Return the stat cache of a managed root for lookups (sealed in an encrypted store)."""
         cipher = self.cipher
-        return CacheReader(self._cache_path(root), cipher.keys if cipher else None)
+        return CacheReader(self._cache_path(root), cipher)
 
     def cache_writer(self, root: str) -> CacheWriter:
         """Return a writer of a managed root's new stat cache (renamed into place on commit)."""
         cipher = self.cipher
-        return CacheWriter(self._cache_path(root), cipher.keys if cipher else None)
+        return CacheWriter(self._cache_path(root), cipher)
 
     def _cache_path(self, root: str) -> str:
         return cache_file(self.path("cache"), root, self.hasher if self.cipher else None)
@@ -626,7 +627,7 @@ class Store:
                 chunks: Iterable[bytes] = iter(lambda: handle.read(CHUNK), b"")
             else:
                 size = os.fstat(handle.fileno()).st_size
-                chunks = open_stream(cipher.keys, handle, size, _object_context(sha), "Object %s" % sha)
+                chunks = cipher.open_stream(handle, size, _object_context(sha), "Object %s" % sha)
             for chunk in chunks:
                 digest.update(chunk)
                 yield chunk
@@ -1019,13 +1020,15 @@ class Store:
 
     # ----------------------------------------------------------------- rekey
     def rekey(self, new_key: str, progress: Optional[Callable[[str], None]] = None, dry_run: bool = False) -> dict:
-        """Re-encrypt every object and manifest under ``new_key``; resumable, one object at a time.
+        """Re-encrypt every object and manifest under ``new_key`` and the current scheme; resumable.
 
         The caller holds the store lock. The format file records the rekey in progress first
-        (the new key's KDF parameters), then each object and manifest is re-encrypted into a
-        temporary file and renamed over the old one (atomic per object), then the format file
-        names the new key. Object names do not change: the naming key is kept, re-wrapped.
-        Returns counts; ``changed`` is False when the store already uses ``new_key``.
+        (target scheme, key id and KDF parameters), then each pack, object and manifest is
+        re-encrypted into a temporary file and renamed over the old one (atomic per file), then
+        the format file names the new key. Files already under the target key are skipped, so a
+        rerun after a kill finishes the work. Object names do not change: the naming key is
+        kept, re-wrapped. ``new_key`` may be the current key: that moves a store of an older
+        scheme to the current one. ``changed`` is False when there is nothing to do.
         """
         document = self.read_format()
         encryption = document.get("encryption")
@@ -1033,25 +1036,22 @@ class Store:
             raise EncryptionKeyError("Store %s is not encrypted; there is nothing to rekey. Nothing was changed."
                                      % self.root)
         marker = document.get("rekey")
-        if not marker and derive_keys(new_key, encryption["kdf"]).key_id_hex == encryption["key_id"]:
-            return {"changed": False, "objects": 0, "manifests": 0, "key_id": encryption["key_id"]}
+        if not marker and Cipher.is_key_of(new_key, encryption):
+            return {"changed": False, "objects": 0, "manifests": 0, "key_id": encryption["key_id"],
+                    "scheme": encryption["scheme"], "resumed": False}
         if not self._key:
-            raise EncryptionKeyError("Rekeying store %s needs the current encryption_key as well as "
-                                     "new_encryption_key." % self.root)
+            raise EncryptionKeyError("Rekeying store %s needs its current encryption_key." % self.root)
         old = Cipher.load(self._key, encryption, self.root)
         if dry_run:
-            return {"changed": True, "objects": 0, "manifests": 0, "key_id": None, "resumed": bool(marker)}
-        if marker:
-            new = Cipher(derive_keys(new_key, marker["kdf"]), old.name_key, marker["kdf"])
-            if new.key_id != marker.get("key_id"):
-                raise EncryptionKeyError(
-                    "Store %s has an interrupted rekey to key id %s, but new_encryption_key has id %s. Rerun with the "
-                    "new key of that rekey." % (self.root, marker.get("key_id"), new.key_id))
-        else:
-            new = old.rekeyed(new_key)
-            if new.key_id == old.key_id:
-                raise EncryptionKeyError("new_encryption_key is the current key of store %s." % self.root)
-            document["rekey"] = {"key_id": new.key_id, "kdf": new.kdf}
+            return {"changed": True, "objects": 0, "manifests": 0, "key_id": None, "scheme": Cipher.scheme,
+                    "resumed": bool(marker)}
+        new = Cipher.rekey_target(old, new_key, marker)
+        if marker and new.key_id != marker.get("key_id"):
+            raise EncryptionKeyError(
+                "Store %s has an interrupted rekey to key id %s, but new_encryption_key has id %s. Rerun with the "
+                "new key of that rekey." % (self.root, marker.get("key_id"), new.key_id))
+        if not marker:
+            document["rekey"] = new.marker()
             atomic_write_json(self.path("format"), document)
         counts = {"objects": 0, "manifests": 0}
         for index in self._pack_files()[0]:
@@ -1070,7 +1070,7 @@ class Store:
         atomic_write_json(self.path("format"), {"format_version": document["format_version"],
                                                 "encryption": new.describe()})
         self._key, self._cipher, self._cipher_loaded = new_key, new, True
-        return {"changed": True, "key_id": new.key_id, "resumed": bool(marker), **counts}
+        return {"changed": True, "key_id": new.key_id, "scheme": new.scheme, "resumed": bool(marker), **counts}
 
     def _encrypted_files(self) -> Iterator[Tuple[str, bytes, str]]:
         objects = self.path("objects")
@@ -1087,7 +1087,7 @@ class Store:
         if not entries:
             return False
         first = read_range((index.pack_path, entries[0][1], entries[0][2]))
-        if envelope_key_id(io.BytesIO(first)) == new.key_id:
+        if new.envelope_key_id(io.BytesIO(first)) == new.key_id:
             return False
 
         def reseal(sha: str, stored: bytes) -> bytes:
@@ -1102,19 +1102,19 @@ class Store:
     def _reseal(self, path: str, context: bytes, old: Cipher, new: Cipher) -> bool:
         """Re-encrypt one file from ``old`` to ``new`` (skipped when already under ``new``)."""
         with open(path, "rb") as handle:
-            key_id = envelope_key_id(handle)
+            key_id = new.envelope_key_id(handle)
             if key_id == new.key_id:
                 return False
             handle.seek(0)
             size = os.fstat(handle.fileno()).st_size
-            sealer = Sealer(new.keys)
+            sealer = new.sealer()
             tmp = self.temp_object_path()
             try:
                 with os.fdopen(create_private(tmp), "wb") as out:
                     out.write(sealer.header)
-                    for chunk in open_stream(old.keys, handle, size, context, path):
+                    for chunk in old.open_stream(handle, size, context, path):
                         out.write(sealer.update(chunk))
-                    out.write(sealer.tag(context))
+                    out.write(sealer.finish(context))
                     out.flush()
                     os.fsync(out.fileno())
                 os.rename(tmp, path)

@@ -1,104 +1,239 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The stdlib encryption of stores: HKDF, envelopes, tampering, wrong keys, dedup and rekey."""
+"""Encryption of stores: published vectors of the primitives, the envelope construction, tampering,
+wrong keys, dedup, rekey (within a scheme and from the first scheme), and a host without cryptography."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
+import json
 import os
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _crypto
+from ansible_collections.gitops.rollback.plugins.module_utils import _crypto, _crypto_legacy
 from ansible_collections.gitops.rollback.plugins.module_utils._crypto import (
-    BLOCK, Cipher, EncryptionKeyError, Sealer, derive_keys, hkdf_expand, hkdf_extract, open_bytes, open_stream, seal,
+    CHUNK, HEADER_BYTES, SCHEME, SEGMENT, TAG_BYTES, Cipher, hkdf_expand, scrypt,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError
+from ansible_collections.gitops.rollback.plugins.module_utils._crypto_legacy import LegacyCipher
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import (
+    EncryptionKeyError, IntegrityError, MissingLibraryError,
+)
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 KEY = "unit-test-key-0123456789"
-FAST_KDF = {"name": "pbkdf2-sha256", "iterations": 10, "salt": "00" * 16}
+NEW_KEY = "new-key-for-rotation!"
 
 
 @pytest.fixture(autouse=True)
 def fast_kdf(monkeypatch):
-    """Keep PBKDF2 cheap in unit tests."""
-    monkeypatch.setattr(_crypto, "PBKDF2_ITERATIONS", 10)
+    """Keep the KDFs cheap in unit tests (the parameters are recorded, so stores stay consistent)."""
+    monkeypatch.setattr(_crypto, "SCRYPT", {"n": 1024, "r": 8, "p": 1})
+    monkeypatch.setattr(_crypto_legacy, "PBKDF2_ITERATIONS", 10)
 
 
-def test_hkdf_matches_rfc5869_test_case_1():
-    ikm = bytes.fromhex("0b" * 22)
-    salt = bytes.fromhex("000102030405060708090a0b0c")
+# ------------------------------------------------------------------ published test vectors
+GCM_KEY = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308"
+GCM_PLAIN = ("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+             "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39")
+
+
+@pytest.mark.parametrize("key, iv, plain, aad, cipher, tag", [
+    # The GCM specification (McGrew and Viega), test case 14: AES-256, zero key and IV.
+    ("00" * 32, "00" * 12, "00" * 16, "", "cea7403d4d606b6e074ec5d3baf39d18", "d0d1c8a799996bf0265b98b5d48ab919"),
+    # Test case 16: AES-256 with associated data, 60 bytes of plaintext.
+    (GCM_KEY, "cafebabefacedbaddecaf888", GCM_PLAIN, "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+     "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+     "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662", "76fc6ece0f4e1768cddf8853bb2d551b"),
+])
+def test_the_aead_matches_the_gcm_specification_vectors(key, iv, plain, aad, cipher, tag):
+    aead = _crypto.AESGCM(bytes.fromhex(key))
+    sealed = aead.encrypt(bytes.fromhex(iv), bytes.fromhex(plain), bytes.fromhex(aad) or None)
+    assert sealed.hex() == cipher + tag
+    assert aead.decrypt(bytes.fromhex(iv), sealed, bytes.fromhex(aad) or None).hex() == plain
+
+
+@pytest.mark.parametrize("password, salt, n, r, p, expected", [
+    (b"", "", 16, 1, 1, "77d6576238657b203b19ca42c18a0497f16b4844e3074ae8dfdffa3fede21442"
+                        "fcd0069ded0948f8326a753a0fc81f17e8d3e0fb2e0d3628cf35e20c38d18906"),
+    (b"password", "NaCl", 1024, 8, 16, "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162"
+                                       "2eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"),
+])
+def test_scrypt_with_recorded_parameters_matches_rfc7914(password, salt, n, r, p, expected):
+    kdf = {"name": "scrypt", "salt": salt.encode().hex(), "n": n, "r": r, "p": p, "length": 64}
+    assert scrypt(password, kdf).hex() == expected
+
+
+def test_hkdf_expand_matches_rfc5869_test_case_1():
+    prk = bytes.fromhex("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
     info = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9")
-    prk = hkdf_extract(salt, ikm)
-    assert prk.hex() == "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5"
     assert hkdf_expand(prk, info, 42).hex() == (
         "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
 
 
-def test_keys_are_distinct_and_depend_on_the_secret():
-    keys = derive_keys(KEY, FAST_KDF)
-    assert len({keys.key_id, keys.enc, keys.mac}) == 3
-    assert derive_keys(KEY + "x", FAST_KDF).key_id != keys.key_id
-    with pytest.raises(EncryptionKeyError, match="at least 16"):
-        derive_keys("short", FAST_KDF)
+@pytest.mark.parametrize("kdf, problem", [
+    ({"n": 1000, "r": 8, "p": 1}, "out of range"),  # N not a power of two
+    ({"n": 2 ** 24, "r": 8, "p": 1}, "out of range"),  # 2 GiB of memory asked by a forged format
+    ({"n": 1024, "r": 8}, "damaged"),
+])
+def test_scrypt_parameters_from_a_damaged_format_are_refused(kdf, problem):
+    with pytest.raises(IntegrityError, match=problem):
+        scrypt(b"secret", dict(kdf, name="scrypt", salt="00" * 16, length=32))
 
 
-@pytest.mark.parametrize("size", [0, 1, 31, BLOCK - 1, BLOCK, BLOCK + 17, 3 * BLOCK + 5])
-def test_seal_and_open_round_trip_whatever_the_chunking(size):
-    keys = derive_keys(KEY, FAST_KDF)
+# ------------------------------------------------------------------ the envelope construction
+def test_an_envelope_is_the_documented_construction_recomputed_by_hand():
+    cipher = Cipher.create(KEY)
+    nonce = bytes(range(16))
+    plain = os.urandom(CHUNK + 100)
+    sealer = cipher.sealer(nonce)
+    envelope = sealer.header + sealer.update(plain) + sealer.finish(b"object:abc")
+
+    stretched = scrypt(KEY.encode(), cipher.kdf)
+    label = b"gitops.rollback aead v2 "
+    key_id = hmac.digest(stretched, label + b"key-id\x01", "sha256")[:16]
+    content = hmac.digest(stretched, label + b"content\x01", "sha256")
+    header = b"GRAEAD\x02\x00" + key_id + nonce
+    aead = AESGCM(hmac.digest(content, label + b"envelope " + nonce + b"\x01", "sha256"))
+    expected = (header + aead.encrypt(bytes(11) + b"\x00", plain[:CHUNK], header)
+                + aead.encrypt((1).to_bytes(11, "big") + b"\x01", plain[CHUNK:], header + b"object:abc"))
+    assert cipher.key_id == key_id.hex()
+    assert envelope == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 31, CHUNK - 1, CHUNK, CHUNK + 17, 3 * CHUNK + 5])
+def test_seal_and_open_round_trip_whatever_the_pieces(size):
+    cipher = Cipher.create(KEY)
     plain = os.urandom(size)
-    whole = seal(keys, plain, b"ctx")
-    assert len(whole) == size + _crypto.HEADER_BYTES + _crypto.TAG_BYTES
-    assert plain == open_bytes(keys, whole, b"ctx", "t")
-    sealer = Sealer(keys, nonce=whole[24:40])
-    pieces = [plain[i:i + 7777] for i in range(0, size, 7777)]
-    streamed = sealer.header + b"".join(sealer.update(p) for p in pieces) + sealer.tag(b"ctx")
+    whole = cipher.seal(plain, b"ctx")
+    full, last = divmod(size, CHUNK)
+    assert len(whole) == HEADER_BYTES + full * SEGMENT + last + TAG_BYTES
+    assert cipher.unseal(whole, b"ctx", "t") == plain
+    sealer = cipher.sealer(whole[24:40])
+    pieces = [bytearray(plain[i:i + 777777]) for i in range(0, size, 777777)]  # reused buffers are copied
+    streamed = sealer.header + b"".join(sealer.update(p) for p in pieces) + sealer.finish(b"ctx")
     assert streamed == whole
-    assert b"".join(open_stream(keys, io.BytesIO(whole), len(whole), b"ctx", "t")) == plain
+    chunks = list(cipher.open_stream(io.BytesIO(whole), len(whole), b"ctx", "t"))
+    assert b"".join(chunks) == plain
+    assert max(map(len, chunks)) <= CHUNK, "memory is bounded by one chunk"
 
 
-def test_any_flipped_bit_truncation_or_other_context_fails_authentication():
-    keys = derive_keys(KEY, FAST_KDF)
-    whole = seal(keys, b"secret content" * 10, b"object:a")
-    for index in (40, len(whole) // 2, len(whole) - 1):
-        damaged = bytearray(whole)
-        damaged[index] ^= 0x80
-        with pytest.raises(IntegrityError, match="MAC mismatch"):
-            open_bytes(keys, bytes(damaged), b"object:a", "t")
-    with pytest.raises(IntegrityError):
-        open_bytes(keys, whole[:-1], b"object:a", "t")
-    with pytest.raises(IntegrityError, match="MAC mismatch"):
-        open_bytes(keys, whole, b"object:b", "t")
+def test_two_envelopes_of_the_same_plaintext_share_no_key_nor_bytes():
+    cipher = Cipher.create(KEY)
+    one, two = cipher.seal(b"same" * 100, b"c"), cipher.seal(b"same" * 100, b"c")
+    assert one[24:40] != two[24:40] and one[HEADER_BYTES:] != two[HEADER_BYTES:]
+
+
+def _tampered(envelope: bytes, index: int) -> bytes:
+    damaged = bytearray(envelope)
+    damaged[index] ^= 0x80
+    return bytes(damaged)
+
+
+def test_any_flipped_bit_truncation_reordering_or_other_context_fails_authentication():
+    cipher = Cipher.create(KEY)
+    plain = os.urandom(3 * CHUNK + 10)
+    whole = cipher.seal(plain, b"object:a")
+    other = cipher.seal(plain, b"object:a")
+    bad = [_tampered(whole, index) for index in (30, HEADER_BYTES, HEADER_BYTES + SEGMENT + 5, len(whole) - 1)]
+    bad += [
+        whole[:-1],  # truncated final chunk
+        whole[:HEADER_BYTES + 3 * SEGMENT],  # the final chunk dropped: the last full chunk is not final
+        whole[:HEADER_BYTES + SEGMENT] + whole[HEADER_BYTES + 2 * SEGMENT:HEADER_BYTES + 3 * SEGMENT]
+        + whole[HEADER_BYTES + SEGMENT:HEADER_BYTES + 2 * SEGMENT] + whole[HEADER_BYTES + 3 * SEGMENT:],  # reordered
+        whole[:HEADER_BYTES + SEGMENT] + other[HEADER_BYTES + SEGMENT:],  # chunks of another envelope
+    ]
+    for envelope in bad:
+        with pytest.raises(IntegrityError, match="fails authentication|bad header"):
+            cipher.unseal(envelope, b"object:a", "t")
+        with pytest.raises(IntegrityError, match="fails authentication|bad header"):
+            b"".join(cipher.open_stream(io.BytesIO(envelope), len(envelope), b"object:a", "t"))
+    with pytest.raises(IntegrityError, match="fails authentication"):
+        cipher.unseal(whole, b"object:b", "t")
+    stream = cipher.open_stream(io.BytesIO(whole), len(whole), b"object:b", "t")
+    with pytest.raises(IntegrityError, match="fails authentication"):
+        next(stream)  # a swapped or renamed object yields not one byte
     with pytest.raises(EncryptionKeyError, match="key id"):
-        open_bytes(derive_keys(KEY + "other", FAST_KDF), whole, b"object:a", "t")
+        Cipher.create(KEY + "other").unseal(whole, b"object:a", "t")
 
 
-def _store(tmp_path, key=KEY):
-    store = Store(str(tmp_path / "store"), key)
+def test_the_key_id_costs_a_scrypt_and_changes_with_the_salt():
+    one, two = Cipher.create(KEY), Cipher.create(KEY)
+    assert one.key_id != two.key_id, "a new salt per store"
+    fast_hashes = {hashlib.sha256(KEY.encode()).hexdigest()[:32], hashlib.sha256(KEY.encode()).hexdigest()[-32:]}
+    assert one.key_id not in fast_hashes
+    stretched = scrypt(KEY.encode(), one.kdf)
+    assert one.key_id == hkdf_expand(stretched, b"gitops.rollback aead v2 key-id", 16).hex()
+
+
+def test_the_format_records_scheme_and_parameters_and_wraps_the_naming_key():
+    cipher = Cipher.create(KEY)
+    block = cipher.describe()
+    assert block["scheme"] == SCHEME == "aes-256-gcm-stream/v2" and block["aead"] == "AES-256-GCM"
+    assert block["kdf"]["name"] == "scrypt" and {"n", "r", "p", "salt", "length"} <= set(block["kdf"])
+    assert block["chunk_size"] == CHUNK
+    assert Cipher.load(KEY, block, "s").name_key == cipher.name_key
+    assert cipher.name_key.hex() not in json.dumps(block)
+    with pytest.raises(EncryptionKeyError, match="not the key of store"):
+        Cipher.load(KEY + "-wrong", block, "s")
+
+
+def test_the_production_kdf_is_scrypt_n_2_15(monkeypatch):
+    monkeypatch.undo()
+    assert _crypto.SCRYPT == {"n": 2 ** 15, "r": 8, "p": 1}
+    assert _crypto.new_kdf()["n"] == 2 ** 15
+
+
+# ------------------------------------------------------------------ stores
+def _store(tmp_path, key=KEY, name="store"):
+    store = Store(str(tmp_path / name), key)
     store.init()
     return store
+
+
+def _legacy_store(tmp_path, key=KEY, name="store") -> Store:
+    """A store as the previous release created it: format 3 with the first scheme's encryption block."""
+    root = tmp_path / name
+    root.mkdir(mode=0o700)
+    (root / "format").write_text(json.dumps({"format_version": 3, "encryption": LegacyCipher.create(key).describe()}))
+    store = Store(str(root), key)
+    store.init()
+    return store
+
+
+def test_new_stores_use_the_aead_scheme(tmp_path):
+    store = _store(tmp_path)
+    fmt = json.loads(open(store.path("format")).read())
+    assert fmt["encryption"]["scheme"] == SCHEME
+    sha = store.put_bytes(b"hello")
+    assert open(store.blob_path(sha), "rb").read().startswith(b"GRAEAD") or store.packs.has(sha)
 
 
 def test_encrypted_store_names_by_keyed_hash_and_dedups(tmp_path):
     store = _store(tmp_path)
     sha = store.put_bytes(b"same content")
     assert store.put_bytes(b"same content") == sha
-    assert sha != __import__("hashlib").sha256(b"same content").hexdigest()
+    assert sha != hashlib.sha256(b"same content").hexdigest()
     assert b"same content" not in open(store.blob_path(sha), "rb").read()
     assert store.read_blob(sha) == b"same content"
     assert store.blob_hash(sha) == sha
-    other = Store(str(tmp_path / "store2"), KEY)
-    other.init()
-    assert other.put_bytes(b"same content") != sha, "naming keys are per store"
+    assert _store(tmp_path, name="store2").put_bytes(b"same content") != sha, "naming keys are per store"
 
 
-def test_tampered_object_and_swapped_objects_are_refused(tmp_path):
+def test_a_large_object_streams_and_a_swapped_one_is_refused(tmp_path):
     store = _store(tmp_path)
-    first, second = store.put_bytes(b"one" * 1000), store.put_bytes(b"two" * 1000)
+    big = os.urandom(3 * CHUNK + 123)
+    source = tmp_path / "big"
+    source.write_bytes(big)
+    first, _size = store.put_file(str(source))
+    second = store.put_bytes(os.urandom(CHUNK + 5))
+    assert b"".join(store.iter_blob_chunks(first)) == big
     os.replace(store.blob_path(second), store.blob_path(first))
-    with pytest.raises(IntegrityError, match="MAC mismatch"):
-        store.read_blob(first)
+    with pytest.raises(IntegrityError, match="fails authentication"):
+        next(store.iter_blob_chunks(first))
     assert store.blob_hash(first) == "not authentic (MAC mismatch)"
 
 
@@ -108,8 +243,7 @@ def test_wrong_missing_and_unwanted_keys_are_refused(tmp_path):
         Store(str(tmp_path / "store"), KEY + "-wrong").init()
     with pytest.raises(EncryptionKeyError, match="no encryption_key"):
         Store(str(tmp_path / "store")).init()
-    plain = Store(str(tmp_path / "plain"))
-    plain.init()
+    Store(str(tmp_path / "plain")).init()
     with pytest.raises(EncryptionKeyError, match="not encrypted"):
         Store(str(tmp_path / "plain"), KEY).init()
 
@@ -123,42 +257,102 @@ def test_manifests_are_sealed_and_bound_to_their_id(tmp_path):
     assert b"secret-label" not in open(store.manifest_path(one["id"]), "rb").read()
     assert store.find("secret-label")["id"] == one["id"]
     os.replace(store.manifest_path(two["id"]), store.manifest_path(one["id"]))
-    with pytest.raises(IntegrityError, match="MAC mismatch"):
+    with pytest.raises(IntegrityError, match="fails authentication"):
         store.load(one["id"])
+
+
+def _fill(store, count=20):
+    shas = [store.put_bytes(os.urandom(100 + n)) for n in range(count)]
+    store.save(store.new_manifest(label="v1", components=[{"type": "t", "name": "n", "blobs": shas}]))
+    store.sync()
+    return {sha: store.read_blob(sha) for sha in shas}
+
+
+def _crash_after(count):
+    calls = []
+
+    def progress(path):
+        calls.append(path)
+        if len(calls) == count:
+            raise KeyboardInterrupt
+
+    return progress
 
 
 def test_rekey_interrupted_then_resumed_keeps_every_object(tmp_path):
     store = _store(tmp_path)
-    shas = [store.put_bytes(os.urandom(100 + n)) for n in range(20)]
-    contents = {sha: store.read_blob(sha) for sha in shas}
-    manifest = store.new_manifest(label="v1", components=[{"type": "t", "name": "n", "blobs": shas}])
-    store.save(manifest)
-    calls = []
-
-    def crash(path):
-        calls.append(path)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-
+    contents = _fill(store)
     with pytest.raises(KeyboardInterrupt):
-        Store(store.root, KEY).rekey("new-key-for-rotation!", progress=crash)
+        Store(store.root, KEY).rekey(NEW_KEY, progress=_crash_after(1))
     with pytest.raises(EncryptionKeyError, match="interrupted rekey"):
         Store(store.root, KEY).init()
     with pytest.raises(EncryptionKeyError, match="interrupted rekey to key id"):
         Store(store.root, KEY).rekey("yet-another-key-entirely")
-    outcome = Store(store.root, KEY).rekey("new-key-for-rotation!")
-    assert outcome["changed"] and outcome["resumed"] and outcome["objects"] == 20 - 7
-    assert not Store(store.root, KEY).rekey("new-key-for-rotation!")["changed"]
-    rotated = Store(store.root, "new-key-for-rotation!")
-    assert {sha: rotated.read_blob(sha) for sha in shas} == contents
+    outcome = Store(store.root, KEY).rekey(NEW_KEY)
+    assert outcome["changed"] and outcome["resumed"] and outcome["scheme"] == SCHEME
+    assert not Store(store.root, KEY).rekey(NEW_KEY)["changed"]
+    rotated = Store(store.root, NEW_KEY)
+    assert {sha: rotated.read_blob(sha) for sha in contents} == contents
     assert rotated.verify(rotated.find("v1")) == []
 
 
-def test_cipher_wraps_the_naming_key(tmp_path):
-    cipher = Cipher.create(KEY, FAST_KDF)
-    block = cipher.describe()
-    assert Cipher.load(KEY, block, "s").name_key == cipher.name_key
-    assert cipher.name_key.hex() not in str(block)
+def test_a_store_of_the_first_scheme_stays_readable_and_writable(tmp_path):
+    store = _legacy_store(tmp_path)
+    contents = _fill(store)
+    again = Store(store.root, KEY)
+    assert isinstance(again.cipher, LegacyCipher)
+    assert {sha: again.read_blob(sha) for sha in contents} == contents
+    sha = again.put_bytes(b"written after the upgrade")
+    assert Store(store.root, KEY).read_blob(sha) == b"written after the upgrade"
+
+
+def test_rekey_moves_a_store_of_the_first_scheme_to_the_aead_with_the_same_key_resumably(tmp_path):
+    store = _legacy_store(tmp_path)
+    contents = _fill(store, 12)
+    loose = store.put_bytes(os.urandom(CHUNK * 2 + 7))  # a loose object of several chunks
+    contents[loose] = store.read_blob(loose)
+    store.save(store.new_manifest(label="v2", components=[{"type": "t", "name": "big", "blobs": [loose]}]))
+    with pytest.raises(KeyboardInterrupt):
+        Store(store.root, KEY).rekey(KEY, progress=_crash_after(2))
+    fmt = json.loads(open(store.path("format")).read())
+    assert fmt["rekey"]["scheme"] == SCHEME and fmt["encryption"]["scheme"] == _crypto_legacy.SCHEME
+    outcome = Store(store.root, KEY).rekey(KEY)
+    assert outcome["changed"] and outcome["resumed"] and outcome["scheme"] == SCHEME
+    fmt = json.loads(open(store.path("format")).read())
+    assert fmt["encryption"]["scheme"] == SCHEME and "rekey" not in fmt
+    moved = Store(store.root, KEY)
+    assert isinstance(moved.cipher, Cipher)
+    assert {sha: moved.read_blob(sha) for sha in contents} == contents
+    assert all(moved.verify(manifest) == [] for manifest in moved.manifests())
+    assert not Store(store.root, KEY).rekey(KEY)["changed"], "a second run has nothing to do"
+
+
+def test_a_rekey_begun_by_the_previous_release_is_finished_within_the_first_scheme(tmp_path):
+    store = _legacy_store(tmp_path)
+    contents = _fill(store, 5)
+    target = store.cipher.with_key(NEW_KEY, _crypto_legacy.new_kdf())
+    fmt = json.loads(open(store.path("format")).read())
+    fmt["rekey"] = {"key_id": target.key_id, "kdf": target.kdf}  # what that release recorded
+    open(store.path("format"), "w").write(json.dumps(fmt))
+    outcome = Store(store.root, KEY).rekey(NEW_KEY)
+    assert outcome["scheme"] == _crypto_legacy.SCHEME and outcome["resumed"]
+    rotated = Store(store.root, NEW_KEY)
+    assert {sha: rotated.read_blob(sha) for sha in contents} == contents
+
+
+def test_a_host_without_cryptography_fails_naming_the_package_only_when_encryption_is_used(tmp_path, monkeypatch):
+    legacy = _legacy_store(tmp_path, name="legacy")
+    contents = _fill(legacy, 3)
+    monkeypatch.setattr(_crypto, "AESGCM", None)
+    with pytest.raises(MissingLibraryError, match=r"required Python library \(cryptography\).*Nothing was"):
+        Store(str(tmp_path / "new"), KEY).init()
+    plain = Store(str(tmp_path / "plain"))
+    plain.init()
+    assert plain.read_blob(plain.put_bytes(b"plain works")) == b"plain works"
+    reader = Store(legacy.root, KEY)
+    assert {sha: reader.read_blob(sha) for sha in contents} == contents, "the first scheme needs only the stdlib"
+    with pytest.raises(MissingLibraryError, match="cryptography"):
+        Store(legacy.root, KEY).rekey(KEY)
 
 
 def _capture(store, root):
@@ -207,5 +401,16 @@ def test_packed_objects_are_rekeyed_and_stay_readable(tmp_path):
     assert outcome["objects"] == 20
     rotated = Store(str(tmp_path / "store"), "new key for packs 4567")
     assert {sha: rotated.read_blob(sha) for sha in shas} == contents
-    with pytest.raises(Exception, match="key"):
+    with pytest.raises(EncryptionKeyError, match="not the key"):
         Store(str(tmp_path / "store"), "old key for packs 0123").read_blob(shas[0])
+
+
+# ------------------------------------------------------------------ the first scheme
+def test_the_first_scheme_still_opens_what_it_sealed_and_refuses_tampering():
+    keys = _crypto_legacy.derive_keys(KEY, {"name": "pbkdf2-sha256", "iterations": 10, "salt": "00" * 16})
+    whole = _crypto_legacy.seal(keys, b"secret content" * 10, b"object:a")
+    assert _crypto_legacy.open_bytes(keys, whole, b"object:a", "t") == b"secret content" * 10
+    with pytest.raises(IntegrityError, match="MAC mismatch"):
+        _crypto_legacy.open_bytes(keys, _tampered(whole, 50), b"object:a", "t")
+    with pytest.raises(IntegrityError, match="MAC mismatch"):
+        _crypto_legacy.open_bytes(keys, whole, b"object:b", "t")
