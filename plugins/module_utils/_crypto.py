@@ -5,8 +5,8 @@
 Scheme ``aes-256-gcm-stream/v2`` (docs/store-format.md, "Encryption"), built only from vetted
 primitives of pyca/cryptography (a managed-host requirement of encrypted stores only):
 
-- user key -> scrypt (N=2**15, r=8, p=1, random 16-byte salt per store; parameters recorded in
-  the store's ``format``) -> 32 bytes; HKDF-Expand-SHA256 (RFC 5869) of those gives the key id
+- user key -> scrypt (N=2**14, r=8, p=2: 16 MiB; random 16-byte salt per store; parameters
+  recorded in the store's ``format``) -> 32 bytes; HKDF-Expand-SHA256 (RFC 5869) of those gives the key id
   (16 bytes, kept in clear: checking a guessed key against it costs a scrypt) and the content key;
 - each envelope has a random 128-bit nonce; its own AES-256-GCM key is
   HKDF-Expand(content key, label || nonce), so no key is shared by two envelopes unless 128-bit
@@ -55,7 +55,7 @@ HEADER_BYTES = len(MAGIC) + KEY_ID_BYTES + NONCE_BYTES
 TAG_BYTES = 16
 CHUNK = 1024 * 1024
 SEGMENT = CHUNK + TAG_BYTES
-SCRYPT = {"n": 2 ** 15, "r": 8, "p": 1}
+SCRYPT = {"n": 2 ** 14, "r": 8, "p": 2}  # the work of N=2**15, p=1 in 16 MiB (module memory stays < 60 MB)
 SCRYPT_MAX_BYTES = 1024 ** 3  # refuse parameters (from a damaged or forged format) that need more memory
 MIN_KEY_CHARS = 16
 _LABEL = b"gitops.rollback aead v2 "
@@ -338,8 +338,11 @@ class Cipher:
         final = self._open(aead, header, full, _read_exactly(handle, last), True, context, what)
         if full:
             handle.seek(HEADER_BYTES)
+            buffer = bytearray(SEGMENT)  # one buffer for every chunk read
             for index in range(full):
-                yield self._open(aead, header, index, _read_exactly(handle, SEGMENT), False, b"", what)
+                if handle.readinto(buffer) != SEGMENT:
+                    raise IntegrityError("An encrypted object was truncated while it was read.")
+                yield self._open(aead, header, index, buffer, False, b"", what)
         yield final
 
     @staticmethod

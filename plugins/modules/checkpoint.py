@@ -33,9 +33,11 @@ options:
       - V(verified) re-hashes every object of O(checkpoint) (or of all checkpoints) and fails when
         one is missing or corrupted.
       - V(rekeyed) re-encrypts every object and manifest of an encrypted store from
-        O(encryption_key) to O(new_encryption_key), one object at a time (each replaced
-        atomically). An interrupted rekey is finished by running it again with both keys; until
-        then the store refuses other operations. Nothing changes when the store already uses
+        O(encryption_key) to O(new_encryption_key) under the current scheme (AES-256-GCM, scrypt),
+        one file at a time (each replaced atomically). Without O(new_encryption_key) the key stays
+        and a store of the earlier scheme moves to the current one. An interrupted rekey is
+        finished by running it again with the same keys; until then the store refuses other
+        operations. Nothing changes when the store already uses the current scheme and
         O(new_encryption_key).
     type: str
     choices: [present, absent, pruned, verified, rekeyed]
@@ -43,6 +45,7 @@ options:
   new_encryption_key:
     description:
       - With O(state=rekeyed), the new key of the store (at least 16 characters). Never logged.
+      - Default is O(encryption_key): the rekey then only moves the store to the current scheme.
     type: str
   paths:
     description:
@@ -146,6 +149,12 @@ EXAMPLES = r"""
     store_path: /var/lib/gitops-rollback-enc
     encryption_key: "{{ vault_rollback_store_key }}"
     new_encryption_key: "{{ vault_rollback_store_key_2026 }}"
+
+- name: Move a store encrypted by an earlier release to AES-256-GCM, keeping its key
+  gitops.rollback.checkpoint:
+    state: rekeyed
+    store_path: /var/lib/gitops-rollback-enc
+    encryption_key: "{{ gitops_rollback_encryption_key }}"
 """
 
 RETURN = r"""
@@ -188,10 +197,10 @@ problems:
   type: dict
   sample: {"20261121T220257.448Z-452f73": [{object: "ab12...", actual: "cd34...", problem: hash mismatch}]}
 rekey:
-  description: What a rekey did - objects and manifests re-encrypted, the new key id, whether it resumed an interrupted one.
+  description: What a rekey did - objects and manifests re-encrypted, the new key id and scheme, whether it resumed an interrupted one.
   returned: state=rekeyed
   type: dict
-  sample: {objects: 1204, manifests: 3, key_id: 4f0c2a9e61d1b0c37a55e2d8c3b1f9aa, resumed: false}
+  sample: {objects: 1204, manifests: 3, key_id: 4f0c2a9e61d1b0c37a55e2d8c3b1f9aa, scheme: aes-256-gcm-stream/v2, resumed: false}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -234,7 +243,7 @@ def main() -> None:
             ("state", "present", ("paths",)),
             ("state", "absent", ("checkpoint",)),
             ("state", "pruned", ("keep", "older_than_days"), True),
-            ("state", "rekeyed", ("encryption_key", "new_encryption_key")),
+            ("state", "rekeyed", ("encryption_key",)),
         ],
         supports_check_mode=True,
     )

@@ -12,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
+from harness import run_playbook
+from harness.collection import ansible_bin, ansible_env
 from harness.objects import object_names
 from trust_helpers import grep_store, tree_snapshot
 
@@ -138,7 +141,7 @@ def test_encrypted_database_dump_is_sealed_and_restores(run_task, tmp_path):
     assert not list((store / "tmp").iterdir()), "no decrypted copy left behind"
 
 
-def _rekey_in_subprocess(collections_path: Path, store: Path, delay: float) -> subprocess.Popen:
+def _rekey_in_subprocess(collections_path: Path, store: Path, delay: float, new_key: str = NEW_KEY) -> subprocess.Popen:
     """Start a rekey that sleeps ``delay`` seconds after each re-encrypted object (to be killed)."""
     code = (
         "import sys, time\n"
@@ -148,12 +151,32 @@ def _rekey_in_subprocess(collections_path: Path, store: Path, delay: float) -> s
         "    store.rekey(sys.argv[3], progress=lambda path: time.sleep(float(sys.argv[4])))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(collections_path))
-    return subprocess.Popen([sys.executable, "-c", code, str(store), KEY, NEW_KEY, str(delay)], env=env)
+    return subprocess.Popen([sys.executable, "-c", code, str(store), KEY, new_key, str(delay)], env=env)
 
 
-def test_rekey_killed_midway_is_finished_by_a_rerun_and_loses_no_checkpoint(run_task, tmp_path, collections_path):
+def _first_scheme_store(store: Path, collections_path: Path) -> None:
+    """Create an empty store as earlier releases did: the first scheme's encryption block in ``format``."""
+    code = (
+        "import json, os, sys\n"
+        "from ansible_collections.gitops.rollback.plugins.module_utils._crypto_legacy import LegacyCipher\n"
+        "os.makedirs(sys.argv[1], mode=0o700)\n"
+        "block = LegacyCipher.create(sys.argv[2]).describe()\n"
+        "open(os.path.join(sys.argv[1], 'format'), 'w').write(json.dumps({'format_version': 3, 'encryption': block}))\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(store), KEY], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(collections_path)))
+
+
+@pytest.mark.parametrize("start", ["aead", "first scheme"])
+def test_rekey_killed_midway_is_finished_by_a_rerun_and_loses_no_checkpoint(run_task, tmp_path, collections_path,
+                                                                            start):
+    """A key rotation (or, for a store of the first scheme, the move to AES-256-GCM with the same key)
+    killed three times with SIGKILL, then finished by a rerun; every checkpoint restores byte-exact."""
     rng = random.Random(10)
     root, store = tmp_path / "app", tmp_path / "store"
+    new_key = NEW_KEY if start == "aead" else KEY
+    if start == "first scheme":
+        _first_scheme_store(store, collections_path)
     snapshots = {}
     for version in ("v1", "v2", "v3"):
         make_tree(root, version)
@@ -161,8 +184,10 @@ def test_rekey_killed_midway_is_finished_by_a_rerun_and_loses_no_checkpoint(run_
         checkpoint(run_task, root, store, version)
     total = len(objects(store)) + 3
 
+    if start == "first scheme":
+        assert json.loads((store / "format").read_text())["encryption"]["scheme"] == "shake256-xor+hmac-sha256+hkdf/v1"
     for _round in range(3):  # killed three times at seeded random points, each run resuming the last
-        proc = _rekey_in_subprocess(collections_path, store, 0.05)
+        proc = _rekey_in_subprocess(collections_path, store, 0.05, new_key)
         deadline = time.monotonic() + 30
         while "rekey" not in (store / "format").read_text() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -176,18 +201,87 @@ def test_rekey_killed_midway_is_finished_by_a_rerun_and_loses_no_checkpoint(run_
     _result, refused = checkpoint(run_task, root, store, "v4")
     assert refused["status"] == "ignored" and "interrupted rekey" in refused["msg"], refused
 
-    _result, rekeyed = run_task("gitops.rollback.checkpoint", {"state": "rekeyed", "store_path": str(store),
-                                                               "encryption_key": KEY,
-                                                               "new_encryption_key": NEW_KEY})
+    args = {"state": "rekeyed", "store_path": str(store), "encryption_key": KEY}
+    if new_key != KEY:
+        args["new_encryption_key"] = new_key
+    _result, rekeyed = run_task("gitops.rollback.checkpoint", args)
     assert rekeyed["status"] == "ok" and rekeyed["changed"] and rekeyed["rekey"]["resumed"], rekeyed
     assert rekeyed["rekey"]["objects"] + rekeyed["rekey"]["manifests"] < total, "the first run did some"
-    _result, again = run_task("gitops.rollback.checkpoint", {"state": "rekeyed", "store_path": str(store),
-                                                             "encryption_key": KEY, "new_encryption_key": NEW_KEY})
+    assert rekeyed["rekey"]["scheme"] == "aes-256-gcm-stream/v2"
+    _result, again = run_task("gitops.rollback.checkpoint", args)
     assert again["status"] == "ok" and not again["changed"], again
+    fmt = json.loads((store / "format").read_text())
+    assert fmt["encryption"]["scheme"] == "aes-256-gcm-stream/v2" and "rekey" not in fmt
 
-    _result, old = restore(run_task, root, store, "v1", key=KEY)
-    assert old["status"] == "ignored" and "not the key" in old["msg"]
+    if new_key != KEY:
+        _result, old = restore(run_task, root, store, "v1", key=KEY)
+        assert old["status"] == "ignored" and "not the key" in old["msg"]
     for version in ("v1", "v2", "v3"):
-        _result, restored = restore(run_task, root, store, version, key=NEW_KEY)
+        _result, restored = restore(run_task, root, store, version, key=new_key)
         assert restored["status"] == "ok", restored
         assert tree_snapshot(root) == snapshots[version], version
+
+
+# --------------------------------------------------------------------- every playbook, one variable
+REPO = Path(__file__).resolve().parents[3]
+PLAYBOOKS = REPO / "playbooks"
+DEMO_INVENTORY = REPO / "inventories" / "demo" / "hosts.yml"
+VAULTED_KEY = "vaulted-store-key-7f3a9c21e4b8d605"
+
+
+def _vault(tmp_path: Path) -> list:
+    """A vars file encrypted with ansible-vault holding gitops_rollback_encryption_key; the CLI arguments to use it."""
+    password = tmp_path / "vault-password"
+    password.write_text("vault password of the test\n")
+    secrets_file = tmp_path / "secrets.yml"
+    secrets_file.write_text("gitops_rollback_encryption_key: %s\n" % VAULTED_KEY)
+    subprocess.run([ansible_bin("ansible-vault"), "encrypt", "--vault-password-file", str(password), str(secrets_file)],
+                   check=True, capture_output=True, env=ansible_env())
+    assert VAULTED_KEY.encode() not in secrets_file.read_bytes()
+    return ["-e", "@%s" % secrets_file, "--vault-password-file", str(password)]
+
+
+def _stores(directory: Path) -> dict:
+    """Every store under ``directory``: its format document, by path."""
+    return {fmt.parent: json.loads(fmt.read_text()) for fmt in directory.rglob("format")
+            if (fmt.parent / "checkpoints").is_dir()}
+
+
+def test_one_vaulted_variable_encrypts_every_store_of_checkpoint_guard_rollback_and_drill(tmp_path, collections_path):
+    """The demo (deploy, checkpoint playbook roles, the guard rolling every layer back, the report),
+    then a drill (by hand and through the guard), with the key only in a Vault-encrypted variable, at -vvv."""
+    vault = _vault(tmp_path)
+    directory = tmp_path / "gitops-rollback-demo"
+    env = {"HOME": os.environ.get("HOME", "/root")}
+    demo = run_playbook(PLAYBOOKS / "demo.yml", DEMO_INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
+                        collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault)
+    assert demo.ok, [(e["task"], e["result"].get("msg")) for e in demo.events if e.get("status") == "failed"]
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in demo.stdout, "-vvv shows module arguments, the key masked"
+    assert VAULTED_KEY not in demo.stdout + demo.stderr
+
+    stores = _stores(directory)
+    assert {path.name for path in stores} == {"store", "controller-store"}, stores
+    for path, fmt in stores.items():
+        assert fmt["encryption"]["scheme"] == "aes-256-gcm-stream/v2", (path, fmt)
+        assert grep_store(path, VAULTED_KEY.encode()) == []
+        assert grep_store(path / "checkpoints", b"\"label\"") == [], "manifests are sealed"
+    assert (directory / "srv" / "app" / "current" / "app" / "VERSION").read_text().strip() == "v1"
+    guard = [json.loads(line) for line in (directory / "audit.jsonl").read_text().splitlines()
+             if json.loads(line)["operation"] in ("guard", "rollback")]
+    assert [(r["operation"], r["event"]) for r in guard][-2:] == [("rollback", "started"), ("rollback", "completed")]
+
+    drill = run_playbook(PLAYBOOKS / "drill.yml", DEMO_INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
+                         collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault)
+    assert drill.ok, [(e["task"], e["result"].get("msg")) for e in drill.events if e.get("status") == "failed"]
+    assert VAULTED_KEY not in drill.stdout + drill.stderr
+    records = [json.loads(line) for line in (directory / "audit.jsonl").read_text().splitlines()]
+    finished = [r for r in records if r["operation"] == "drill"][-1]
+    assert finished["event"] == "completed" and finished["result"]["verified"] is True, finished
+
+    # The same playbooks without the variable are refused by the encrypted stores, naming the way out.
+    refused = run_playbook(PLAYBOOKS / "checkpoint.yml", DEMO_INVENTORY,
+                           {"gitops_rollback_demo_dir": str(directory), "checkpoint_label": "no-key"},
+                           collections_dir=collections_path, cwd=tmp_path, env=env)
+    assert not refused.ok
+    messages = " ".join(str(e["result"].get("msg")) for e in refused.events if e.get("status") == "failed")
+    assert "is encrypted" in messages and "encryption_key" in messages, messages

@@ -181,10 +181,11 @@ def test_the_format_records_scheme_and_parameters_and_wraps_the_naming_key():
         Cipher.load(KEY + "-wrong", block, "s")
 
 
-def test_the_production_kdf_is_scrypt_n_2_15(monkeypatch):
+def test_the_production_kdf_is_scrypt_of_16_mib_and_twice_the_work_of_n_2_14(monkeypatch):
     monkeypatch.undo()
-    assert _crypto.SCRYPT == {"n": 2 ** 15, "r": 8, "p": 1}
-    assert _crypto.new_kdf()["n"] == 2 ** 15
+    assert _crypto.SCRYPT == {"n": 2 ** 14, "r": 8, "p": 2}
+    kdf = _crypto.new_kdf()
+    assert 128 * kdf["r"] * kdf["n"] == 16 * 1024 * 1024 and kdf["n"] * kdf["p"] == 2 ** 15
 
 
 # ------------------------------------------------------------------ stores
@@ -414,3 +415,24 @@ def test_the_first_scheme_still_opens_what_it_sealed_and_refuses_tampering():
         _crypto_legacy.open_bytes(keys, _tampered(whole, 50), b"object:a", "t")
     with pytest.raises(IntegrityError, match="MAC mismatch"):
         _crypto_legacy.open_bytes(keys, whole, b"object:b", "t")
+
+
+# ------------------------------------------------------------------ one variable for every playbook
+REPO = __import__("pathlib").Path(__file__).resolve().parents[4]
+
+
+def test_the_store_action_group_lists_every_module_that_opens_a_store():
+    import yaml  # pylint: disable=import-outside-toplevel
+    group = set(yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())["action_groups"]["store"])
+    with_store = {path.stem for path in (REPO / "plugins" / "modules").glob("*.py")
+                  if "store_argument_spec()" in path.read_text()}
+    assert group == with_store
+
+
+@pytest.mark.parametrize("book", ["checkpoint", "rollback", "guard", "drill", "demo"])
+def test_every_play_of_the_playbooks_that_open_stores_passes_the_one_key_variable(book):
+    import yaml  # pylint: disable=import-outside-toplevel
+    plays = yaml.safe_load((REPO / "playbooks" / ("%s.yml" % book)).read_text())
+    for play in plays:
+        defaults = play.get("module_defaults", {}).get("group/gitops.rollback.store", {})
+        assert defaults.get("encryption_key") == "{{ gitops_rollback_encryption_key | default('') }}", play["name"]
