@@ -45,7 +45,6 @@ PBKDF2_ITERATIONS = 200_000
 _INFO = b"gitops.rollback store v1 "
 
 
-
 def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
     """RFC 5869 HKDF-Extract with HMAC-SHA256."""
     return hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
@@ -80,7 +79,6 @@ class Keys:
     def key_id_hex(self) -> str:
         """The fingerprint of the key, safe to record and show."""
         return self.key_id.hex()
-
 
 
 def derive_keys(secret: str, kdf: dict) -> Keys:

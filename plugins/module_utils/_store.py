@@ -342,8 +342,7 @@ class Store:
                 "Store %s has an interrupted rekey (from key id %s to key id %s). Nothing was changed. Finish it: "
                 "run gitops.rollback.checkpoint state=rekeyed with encryption_key (the old key) and "
                 "new_encryption_key (the new one; omitted when the rekey only moves the store to the current "
-                "scheme)." % (self.root, encryption.get("key_id"),
-                                                       document["rekey"].get("key_id")))
+                "scheme)." % (self.root, encryption.get("key_id"), document["rekey"].get("key_id")))
         if not self._key:
             raise EncryptionKeyError(
                 "Store %s is encrypted (key id %s) and no encryption_key was given. Nothing was read or changed. "

@@ -45,7 +45,7 @@ options:
   new_encryption_key:
     description:
       - With O(state=rekeyed), the new key of the store (at least 16 characters). Never logged.
-      - Default is O(encryption_key): the rekey then only moves the store to the current scheme.
+      - Default is O(encryption_key), so the rekey only moves the store to the current scheme.
     type: str
   paths:
     description:

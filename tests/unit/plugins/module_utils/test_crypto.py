@@ -436,3 +436,14 @@ def test_every_play_of_the_playbooks_that_open_stores_passes_the_one_key_variabl
     for play in plays:
         defaults = play.get("module_defaults", {}).get("group/gitops.rollback.store", {})
         assert defaults.get("encryption_key") == "{{ gitops_rollback_encryption_key | default('') }}", play["name"]
+
+
+def test_no_task_overrides_the_key_of_the_action_group_with_omit():
+    """A task argument ``encryption_key: ... omit`` wins over module_defaults and drops the key."""
+    offenders = [
+        "%s:%d" % (path.relative_to(REPO), number)
+        for top in ("roles", "playbooks") for path in (REPO / top).rglob("*.yml")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "encryption_key:" in line and "omit" in line
+    ]
+    assert offenders == []
