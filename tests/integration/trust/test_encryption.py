@@ -266,9 +266,10 @@ def test_one_vaulted_variable_encrypts_every_store_of_checkpoint_guard_rollback_
         assert grep_store(path, VAULTED_KEY.encode()) == []
         assert grep_store(path / "checkpoints", b"\"label\"") == [], "manifests are sealed"
     assert (directory / "srv" / "app" / "current" / "app" / "VERSION").read_text().strip() == "v1"
-    guard = [json.loads(line) for line in (directory / "audit.jsonl").read_text().splitlines()
-             if json.loads(line)["operation"] in ("guard", "rollback")]
-    assert [(r["operation"], r["event"]) for r in guard][-2:] == [("rollback", "started"), ("rollback", "completed")]
+    records = [json.loads(line) for line in (directory / "audit.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records if r["operation"] == "guard"] == ["alert", "started", "completed"]
+    rollback = [r for r in records if r["operation"] == "rollback"]
+    assert [r["event"] for r in rollback] == ["started", "completed"] and rollback[-1]["trigger"] == "guard"
 
     drill = run_playbook(PLAYBOOKS / "drill.yml", DEMO_INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
                          collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault)
