@@ -122,11 +122,15 @@ def derive_keys(secret: str, kdf: dict) -> Tuple[bytes, bytes]:
 
 
 def _envelope_aead(content_key: bytes, nonce: bytes):
-    return AESGCM(hkdf_expand(content_key, _LABEL + b"envelope " + nonce))
+    """Return the AES-256-GCM of one envelope: HKDF-Expand(content key, label || nonce), one HMAC block."""
+    return AESGCM(hmac.digest(content_key, _LABEL + b"envelope " + nonce + b"\x01", "sha256"))
 
 
 def _chunk_nonce(index: int, final: bool) -> bytes:
     return index.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
+
+
+_FIRST_FINAL = _chunk_nonce(0, True)
 
 
 class Sealer:
@@ -280,7 +284,11 @@ class Cipher:
         return Sealer(self._content, self._key_id, nonce)
 
     def seal(self, plain, context: bytes) -> bytes:
-        """Return the envelope of ``plain`` bound to ``context``."""
+        """Return the envelope of ``plain`` bound to ``context`` (one final chunk when it is small)."""
+        if len(plain) < CHUNK:  # the common case (packed objects, manifests): no stream state
+            nonce = os.urandom(NONCE_BYTES)
+            header = MAGIC + self._key_id + nonce
+            return header + _envelope_aead(self._content, nonce).encrypt(_FIRST_FINAL, plain, header + context)
         sealer = self.sealer()
         body = sealer.update(plain)
         return b"".join((sealer.header, body, sealer.finish(context)))
