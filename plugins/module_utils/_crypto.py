@@ -36,7 +36,7 @@ import socket
 import sys
 from typing import BinaryIO, Iterator, Optional, Tuple, Union
 
-from ._crypto_legacy import SCHEME as LEGACY_SCHEME, LegacyCipher
+from ._crypto_legacy import SCHEME as LEGACY_SCHEME, LegacyCipher, header_nonce
 from ._errors import EncryptionKeyError, IntegrityError, MissingLibraryError
 
 try:
@@ -295,15 +295,7 @@ class Cipher:
 
     def _nonce(self, header: bytes, what: str) -> bytes:
         """Return the nonce of a well-formed header of this key; raise otherwise."""
-        if len(header) < HEADER_BYTES or header[:len(MAGIC)] != MAGIC:
-            raise IntegrityError("%s is not an encrypted object of this store (bad header); it is damaged or was "
-                                 "written by something else. Restore from another checkpoint." % what)
-        key_id = header[len(MAGIC):len(MAGIC) + KEY_ID_BYTES]
-        if key_id != self._key_id:
-            raise EncryptionKeyError(
-                "%s was encrypted with key id %s, not with the given key (id %s). Pass the store's key, or finish an "
-                "interrupted rekey." % (what, key_id.hex(), self.key_id), object_key_id=key_id.hex())
-        return header[len(MAGIC) + KEY_ID_BYTES:HEADER_BYTES]
+        return header_nonce(header, MAGIC, self._key_id, what)
 
     def _open(self, aead, header: bytes, index: int, segment, final: bool, context: bytes, what: str) -> bytes:
         try:

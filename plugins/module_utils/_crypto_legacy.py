@@ -164,17 +164,26 @@ def seal(keys: Keys, plain: bytes, context: bytes) -> bytes:
     return sealer.header + sealer.update(plain) + sealer.tag(context)
 
 
-def _check_header(keys: Keys, header: bytes, what: str) -> bytes:
-    """Return the nonce of a well-formed header of this key; raise otherwise."""
-    if len(header) < HEADER_BYTES or header[:len(MAGIC)] != MAGIC:
+def header_nonce(header: bytes, magic: bytes, key_id: bytes, what: str) -> bytes:
+    """Return the nonce of an envelope header ``magic | key id (16) | nonce (16)`` of ``key_id``; raise otherwise.
+
+    Both schemes lay their headers out so; only the magic differs.
+    """
+    size = len(magic) + KEY_ID_BYTES + NONCE_BYTES
+    if len(header) < size or header[:len(magic)] != magic:
         raise IntegrityError("%s is not an encrypted object of this store (bad header); it is damaged or was "
                              "written by something else. Restore from another checkpoint." % what)
-    key_id = header[len(MAGIC):len(MAGIC) + KEY_ID_BYTES]
-    if key_id != keys.key_id:
+    found = header[len(magic):len(magic) + KEY_ID_BYTES]
+    if found != key_id:
         raise EncryptionKeyError(
             "%s was encrypted with key id %s, not with the given key (id %s). Pass the store's key, or finish an "
-            "interrupted rekey." % (what, key_id.hex(), keys.key_id_hex), object_key_id=key_id.hex())
-    return header[len(MAGIC) + KEY_ID_BYTES:HEADER_BYTES]
+            "interrupted rekey." % (what, found.hex(), key_id.hex()), object_key_id=found.hex())
+    return header[len(magic) + KEY_ID_BYTES:size]
+
+
+def _check_header(keys: Keys, header: bytes, what: str) -> bytes:
+    """Return the nonce of a well-formed header of this key; raise otherwise."""
+    return header_nonce(header, MAGIC, keys.key_id, what)
 
 
 def _tamper_error(what: str) -> IntegrityError:
