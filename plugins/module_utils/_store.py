@@ -32,7 +32,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
-from ._crypto import Cipher, check_secret
+from ._crypto import Cipher, check_secret, require_cryptography
 from ._errors import CheckpointNotFound, EncryptionKeyError, IntegrityError, NotAStore, RollbackError, UnsupportedFormat
 from ._fsutil import (
     TEMP_MARK, atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, fsync_path, is_temp_name, raise_if_full,
@@ -1041,6 +1041,7 @@ class Store:
         if not self._key:
             raise EncryptionKeyError("Rekeying store %s needs its current encryption_key." % self.root)
         old = Cipher.load(self._key, encryption, self.root)
+        require_cryptography("to re-encrypt a store with AES-256-GCM")  # in check mode too: the real run would fail
         if dry_run:
             return {"changed": True, "objects": 0, "manifests": 0, "key_id": None, "scheme": Cipher.scheme,
                     "resumed": bool(marker)}

@@ -353,6 +353,8 @@ def test_a_host_without_cryptography_fails_naming_the_package_only_when_encrypti
     reader = Store(legacy.root, KEY)
     assert {sha: reader.read_blob(sha) for sha in contents} == contents, "the first scheme needs only the stdlib"
     with pytest.raises(MissingLibraryError, match="cryptography"):
+        Store(legacy.root, KEY).rekey(KEY, dry_run=True)
+    with pytest.raises(MissingLibraryError, match="cryptography"):
         Store(legacy.root, KEY).rekey(KEY)
 
 
