@@ -277,6 +277,9 @@ class Store:
 
         A new store is encrypted when an encryption key was given (format_version 2).
         """
+        if self._key and not self.exists():  # the key and the library are checked before anything is made
+            check_secret(self._key)
+            require_cryptography("to create an encrypted store (AES-256-GCM, scrypt)")
         self._make_layout()
         if not self.exists():
             document: dict = {"format_version": PACKED_FORMAT_VERSION}

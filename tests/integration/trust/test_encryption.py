@@ -286,3 +286,32 @@ def test_one_vaulted_variable_encrypts_every_store_of_checkpoint_guard_rollback_
     assert not refused.ok
     messages = " ".join(str(e["result"].get("msg")) for e in refused.events if e.get("status") == "failed")
     assert "is encrypted" in messages and "encryption_key" in messages, messages
+
+
+def test_a_host_without_cryptography_is_told_which_package_only_when_the_store_is_encrypted(run_playbook, tmp_path):
+    """A managed host whose Python has no pyca/cryptography: plain stores work, an encrypted one fails
+    naming the package, before anything is written."""
+    bare = tmp_path / "bare-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = bare / "bin" / "python"
+    assert subprocess.run([str(python), "-c", "import cryptography"], capture_output=True).returncode != 0
+    inventory = tmp_path / "bare.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"bare": {
+        "ansible_connection": "local", "ansible_python_interpreter": str(python)}}}}))
+    root = tmp_path / "app"
+    make_tree(root, "v1")
+
+    def task(store: str, key: str = "") -> dict:
+        args = {"paths": [str(root)], "label": "v1", "store_path": str(tmp_path / store), "encryption_key": key}
+        play = [{"hosts": "bare", "gather_facts": False,
+                 "tasks": [{"name": "task", "gitops.rollback.checkpoint": args, "ignore_errors": True}]}]
+        event = run_playbook(play, inventory=inventory).results("task", "bare")[-1]
+        return dict(event["result"], status=event["status"])
+
+    plain = task("plain")
+    assert plain["status"] == "ok" and plain["changed"], plain
+    encrypted = task("sealed", KEY)
+    assert encrypted["status"] == "ignored", encrypted
+    assert "required Python library (cryptography)" in encrypted["msg"] and str(python) in encrypted["msg"]
+    assert "Nothing was read or changed" in encrypted["msg"] and KEY not in json.dumps(encrypted)
+    assert not (tmp_path / "sealed").exists()

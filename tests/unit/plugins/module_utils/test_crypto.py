@@ -347,6 +347,7 @@ def test_a_host_without_cryptography_fails_naming_the_package_only_when_encrypti
     monkeypatch.setattr(_crypto, "AESGCM", None)
     with pytest.raises(MissingLibraryError, match=r"required Python library \(cryptography\).*Nothing was"):
         Store(str(tmp_path / "new"), KEY).init()
+    assert not (tmp_path / "new").exists(), "nothing is created"
     plain = Store(str(tmp_path / "plain"))
     plain.init()
     assert plain.read_blob(plain.put_bytes(b"plain works")) == b"plain works"
