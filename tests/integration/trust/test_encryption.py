@@ -254,7 +254,8 @@ def test_one_vaulted_variable_encrypts_every_store_of_checkpoint_guard_rollback_
     directory = tmp_path / "gitops-rollback-demo"
     env = {"HOME": os.environ.get("HOME", "/root")}
     demo = run_playbook(PLAYBOOKS / "demo.yml", DEMO_INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
-                        collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault)
+                        collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault,
+                        timeout=1800)
     assert demo.ok, [(e["task"], e["result"].get("msg")) for e in demo.events if e.get("status") == "failed"]
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in demo.stdout, "-vvv shows module arguments, the key masked"
     assert VAULTED_KEY not in demo.stdout + demo.stderr
@@ -271,8 +272,11 @@ def test_one_vaulted_variable_encrypts_every_store_of_checkpoint_guard_rollback_
     rollback = [r for r in records if r["operation"] == "rollback"]
     assert [r["event"] for r in rollback] == ["started", "completed"] and rollback[-1]["trigger"] == "guard"
 
-    drill = run_playbook(PLAYBOOKS / "drill.yml", DEMO_INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
-                         collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault)
+    # The drill's manual round (the demo above went through the guard): baseline checkpoint, break, roll back, verify.
+    drill = run_playbook(PLAYBOOKS / "drill.yml", DEMO_INVENTORY, {"gitops_rollback_demo_dir": str(directory),
+                                                                  "gitops_rollback_drill_rounds": ["manual"]},
+                         collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault,
+                         timeout=1800)
     assert drill.ok, [(e["task"], e["result"].get("msg")) for e in drill.events if e.get("status") == "failed"]
     assert VAULTED_KEY not in drill.stdout + drill.stderr
     records = [json.loads(line) for line in (directory / "audit.jsonl").read_text().splitlines()]
