@@ -273,10 +273,9 @@ def test_one_vaulted_variable_encrypts_every_store_of_checkpoint_guard_rollback_
     assert [r["event"] for r in rollback] == ["started", "completed"] and rollback[-1]["trigger"] == "guard"
 
     # The drill's manual round (the demo above went through the guard): baseline checkpoint, break, roll back, verify.
-    drill = run_playbook(PLAYBOOKS / "drill.yml", DEMO_INVENTORY, {"gitops_rollback_demo_dir": str(directory),
-                                                                  "gitops_rollback_drill_rounds": ["manual"]},
-                         collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault,
-                         timeout=1800)
+    drill_vars = {"gitops_rollback_demo_dir": str(directory), "gitops_rollback_drill_rounds": ["manual"]}
+    drill = run_playbook(PLAYBOOKS / "drill.yml", DEMO_INVENTORY, drill_vars, collections_dir=collections_path,
+                         cwd=tmp_path, env=env, verbosity=3, extra_args=vault, timeout=1800)
     assert drill.ok, [(e["task"], e["result"].get("msg")) for e in drill.events if e.get("status") == "failed"]
     assert VAULTED_KEY not in drill.stdout + drill.stderr
     records = [json.loads(line) for line in (directory / "audit.jsonl").read_text().splitlines()]
