@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import ssl
@@ -15,6 +16,7 @@ import urllib.request
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ._health import Clock, HealthSpecError, Measure, MeasurementError, MetricSpec, NoData
+from ._secrets import redact_url, split_credentials
 
 PROVIDER_TYPES = ("prometheus", "http", "command")
 REDUCERS: Dict[str, Callable[[List[float]], float]] = {
@@ -91,7 +93,7 @@ def measure_prometheus(provider: dict, at: Optional[float] = None) -> float:
     body = _http_get_json(url + "?" + urllib.parse.urlencode(params), provider, "Prometheus")
     if body.get("status") != "success":
         raise MeasurementError("Prometheus at %s refused the query %r: %s" % (
-            provider["address"], provider["query"], body.get("error") or body))
+            redact_url(provider["address"]), provider["query"], body.get("error") or body))
     values = prometheus_values(body.get("data") or {})
     if not values:
         raise NoData("query %r returned no samples" % provider["query"])
@@ -125,8 +127,7 @@ def prometheus_values(data: dict) -> List[float]:
 def measure_http(provider: dict) -> float:
     """Status code, latency in seconds, or a number from the JSON body of one request."""
     url = str(provider["url"])
-    request = urllib.request.Request(url, method=str(provider.get("method") or "GET"),
-                                     headers=dict(provider.get("headers") or {}))
+    request = _request(url, provider, str(provider.get("method") or "GET"))
     started = time.monotonic()
     try:
         with _opener(provider).open(request, timeout=float(provider.get("timeout") or 5)) as response:
@@ -134,14 +135,14 @@ def measure_http(provider: dict) -> float:
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read(1 << 20)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise MeasurementError("HTTP endpoint %s could not be reached: %s" % (url, _reason(exc))) from exc
+        raise MeasurementError("HTTP endpoint %s could not be reached: %s" % (redact_url(url), _reason(exc))) from exc
     latency = time.monotonic() - started
     kind = provider.get("value") or "status"
     if kind == "status":
         return float(status)
     if kind == "latency":
         return latency
-    return json_value(body, str(provider.get("json_path") or ""), url)
+    return json_value(body, str(provider.get("json_path") or ""), redact_url(url))
 
 
 def json_value(body: bytes, path: str, where: str) -> float:
@@ -192,8 +193,18 @@ def measure_command(provider: dict) -> float:
 
 # ------------------------------------------------------------------------------ helpers
 
+def _request(url: str, provider: dict, method: str = "GET") -> urllib.request.Request:
+    """A request with the provider's headers; credentials in the URL become basic authentication."""
+    bare, credentials = split_credentials(url)
+    headers = dict(provider.get("headers") or {})
+    if credentials and not any(name.lower() == "authorization" for name in headers):
+        token = base64.b64encode(("%s:%s" % credentials).encode("utf-8")).decode("ascii")
+        headers["Authorization"] = "Basic " + token
+    return urllib.request.Request(bare, method=method, headers=headers)
+
+
 def _http_get_json(url: str, provider: dict, what: str) -> dict:
-    request = urllib.request.Request(url, headers=dict(provider.get("headers") or {}))
+    request = _request(url, provider)
     try:
         with _opener(provider).open(request, timeout=float(provider.get("timeout") or 5)) as response:
             body = response.read()
@@ -205,7 +216,7 @@ def _http_get_json(url: str, provider: dict, what: str) -> dict:
             raise MeasurementError("%s answered HTTP %d: %s" % (what, exc.code, body[:300])) from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise MeasurementError("%s at %s could not be reached: %s" % (
-            what, provider.get("address") or url, _reason(exc))) from exc
+            what, redact_url(provider.get("address") or url), _reason(exc))) from exc
     try:
         return json.loads(body.decode("utf-8"))
     except ValueError as exc:

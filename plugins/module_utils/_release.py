@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
 from ._errors import RollbackError
+from ._secrets import redact_url
 from ._fsutil import atomic_write_bytes, fsync_path, is_temp_name, read_json, temp_name
 from ._lock import FileLock
 from ._process import run
@@ -498,7 +499,7 @@ def _source_identity(params: ReleaseParams, outcome: Outcome) -> Tuple[dict, Opt
         commit, is_tag = remote_commit(params.repo, params.version)
         outcome.commands.append(ls_remote_argv(params.repo, params.version))
         label = params.label or (params.version if is_tag else None)
-        return {"commit": commit, "source": "%s@%s" % (params.repo, params.version)}, label
+        return {"commit": commit, "source": "%s@%s" % (redact_url(params.repo), params.version)}, label
     return {"digest": tree_digest(params.src), "source": os.path.abspath(params.src),
             "commit": params.commit}, params.label
 

@@ -61,7 +61,10 @@ options:
             required: true
             choices: [prometheus, http, command]
           address:
-            description: Prometheus base URL. Default is O(prometheus_url).
+            description:
+              - Prometheus base URL. Default is O(prometheus_url).
+              - Credentials in it (C(https://user:password@host)) are sent as HTTP basic authentication;
+                they and token-like query parameters are masked in logs, results and messages.
             type: str
           query:
             description: PromQL query (prometheus).
@@ -79,14 +82,20 @@ options:
             choices: [max, min, avg, sum, first, last]
             default: max
           url:
-            description: URL of the HTTP endpoint (http).
+            description:
+              - URL of the HTTP endpoint (http).
+              - Credentials in it are sent as HTTP basic authentication; they and token-like query
+                parameters (C(token), C(key), C(secret), C(password), C(auth), C(sig), ...) are masked in
+                logs, results and messages.
             type: str
           method:
             description: HTTP method (http).
             type: str
             default: GET
           headers:
-            description: HTTP request headers (http, prometheus).
+            description:
+              - HTTP request headers (http, prometheus), for example C(Authorization).
+              - Their values are treated as secrets (C(no_log)) and never appear in logs or results.
             type: dict
           value:
             description:
@@ -143,7 +152,10 @@ options:
         choices: [critical, high, medium, low]
         default: medium
   prometheus_url:
-    description: Default address of prometheus providers, for example C(http://prometheus:9090).
+    description:
+      - Default address of prometheus providers, for example C(http://prometheus:9090).
+      - Credentials in it (C(https://user:password@prometheus:9090)) are sent as HTTP basic
+        authentication and masked in logs, results and messages.
     type: str
   interval:
     description: Default seconds between measurements.
@@ -298,11 +310,10 @@ detection_seconds:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._health import MetricSpec, clock_from_environment, evaluate
 from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import measurer, validate_provider
+from ansible_collections.gitops.rollback.plugins.module_utils._redacting import RedactingModule
 
 _DEFAULTED = ("interval", "count", "initial_delay", "failure_limit", "consecutive_error_limit", "inconclusive_limit")
 
@@ -313,7 +324,7 @@ def _provider_spec() -> dict:
         address=dict(type="str"), query=dict(type="str"), range=dict(type="float"),
         step=dict(type="float", default=1), reduce=dict(type="str", default="max",
                                                         choices=["max", "min", "avg", "sum", "first", "last"]),
-        url=dict(type="str"), method=dict(type="str", default="GET"), headers=dict(type="dict"),
+        url=dict(type="str"), method=dict(type="str", default="GET"), headers=dict(type="dict", no_log=True),
         value=dict(type="str"), json_path=dict(type="str"), argv=dict(type="list", elements="str"),
         timeout=dict(type="float", default=5), validate_certs=dict(type="bool", default=True),
     )
@@ -359,8 +370,17 @@ def build_specs(params: dict) -> list:
     return specs
 
 
+def urls(params: dict) -> list:
+    """Every URL option: the default Prometheus address and each provider's address and url."""
+    found = [params.get("prometheus_url")]
+    for metric in params.get("metrics") or []:
+        provider = (metric or {}).get("provider") or {}
+        found += [provider.get("address"), provider.get("url")]
+    return [url for url in found if url]
+
+
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = RedactingModule(argument_spec=argument_spec(), supports_check_mode=True, secret_urls=urls)
     try:
         specs = build_specs(module.params)
         clock = clock_from_environment(dict(os.environ))

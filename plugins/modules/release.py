@@ -55,6 +55,8 @@ options:
   repo:
     description:
       - Git repository URL or path to deploy from (cloned with the git CLI, without its C(.git)).
+      - A token or password in the URL (C(https://TOKEN@host/repo.git), C(https://user:password@host/repo.git))
+        is masked in logs and results and never stored in the release's record.
     type: str
   version:
     description:
@@ -280,10 +282,9 @@ diff:
     after: "current -> releases/20261121T221530.123Z (v2.3.0)\n"
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner, store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._redacting import RedactingModule
 from ansible_collections.gitops.rollback.plugins.module_utils._release import ReleaseParams, apply
 
 STATES = ["present", "rolled_back", "good", "pruned", "recorded"]
@@ -315,8 +316,9 @@ def argument_spec() -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = RedactingModule(
         argument_spec=argument_spec(),
+        secret_urls=lambda params: [params.get("repo")],
         mutually_exclusive=[("src", "repo"), ("to", "checkpoint")],
         required_if=[("state", "present", ("src", "repo"), True), ("state", "recorded", ("checkpoint",))],
         supports_check_mode=True,
