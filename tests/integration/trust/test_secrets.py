@@ -121,10 +121,10 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
 def metrics(receiver: Receiver) -> list:
     return [
         {"name": "prometheus-up", "severity": "critical",
-         "provider": {"type": "prometheus", "query": "vector(0)"}, "success_condition": "result < 1"},
+         "provider": {"type": "prometheus", "query": "vector(0)", "timeout": 30}, "success_condition": "result < 1"},
         {"name": "health", "severity": "critical", "success_condition": "result == 200",
          "provider": {"type": "http", "url": receiver.url + "/health?api_key=" + API_KEY,
-                      "headers": {"Authorization": "Bearer " + BEARER}}},
+                      "headers": {"Authorization": "Bearer " + BEARER}, "timeout": 30}},
     ]
 
 
@@ -189,7 +189,8 @@ def test_guard_and_rollback_playbooks_keep_every_secret_out(run_playbook, local_
     guard = run_playbook(str(repo_root() / "playbooks" / "guard.yml"), inventory=local_inventory, verbosity=3,
                          extra_vars={**common, "rollback_to": "v1", "guard_metrics": failing,
                                      "guard_prometheus_url": prometheus, "guard_interval": 0, "guard_count": 1,
-                                     "guard_cooldown_path": str(state / "cooldown.json")})
+                                     "guard_cooldown_path": str(state / "cooldown.json"),
+                                     "guard_on_error": "fail", "guard_on_inconclusive": "fail"})
     assert guard.ok, guard
     assert (app / "index.html").read_text() == "v1\n"
 
