@@ -55,4 +55,11 @@ options:
       - Directory holding the client programs (C(pg_dump), C(pg_restore), C(psql),
         C(mariadb-dump)/C(mysqldump), C(mariadb)/C(mysql)). Default is to search E(PATH).
     type: path
+  client_charset:
+    description:
+      - MariaDB/MySQL. Character set of every client connection (C(--default-character-set)), so
+        text in migrations and queries is read as written whatever the host's option files and
+        locale say. Backups and restores dump and load in C(utf8mb4) and binary, whatever this says.
+    type: str
+    default: utf8mb4
 """

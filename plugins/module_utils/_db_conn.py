@@ -32,6 +32,7 @@ def db_connection_argument_spec() -> dict:
         login_password=dict(type="str", no_log=True, aliases=["password"]),
         login_unix_socket=dict(type="path", aliases=["unix_socket"]),
         client_bin_dir=dict(type="path"),
+        client_charset=dict(type="str", default="utf8mb4"),
     )
 
 
@@ -47,6 +48,7 @@ class DbConnection:
     password: Optional[str] = None
     unix_socket: Optional[str] = None
     client_bin_dir: Optional[str] = None
+    charset: str = "utf8mb4"
 
     @classmethod
     def from_params(cls, params: dict) -> "DbConnection":
@@ -55,7 +57,7 @@ class DbConnection:
             engine=params["engine"], database=params["database"], host=params.get("login_host"),
             port=params.get("login_port"), user=params.get("login_user"),
             password=params.get("login_password"), unix_socket=params.get("login_unix_socket"),
-            client_bin_dir=params.get("client_bin_dir"),
+            client_bin_dir=params.get("client_bin_dir"), charset=params.get("client_charset") or "utf8mb4",
         )
 
     def describe(self) -> str:
@@ -114,7 +116,11 @@ class DbConnection:
     @contextmanager
     def mysql_args(self) -> Iterator[List[str]]:
         """Yield client options for MariaDB/MySQL; the password goes into a 0600 defaults file
-        (the option must come first on the command line), removed on exit."""
+        (the option must come first on the command line), removed on exit.
+
+        The character set is always given: without it the client takes the option files' or
+        guesses from the locale (latin1 under LC_ALL=C), and text is stored garbled.
+        """
         tmpdir = tempfile.mkdtemp(prefix="gitops-rollback-my-")
         try:
             args = []
@@ -132,6 +138,7 @@ class DbConnection:
                 args.append("--port=%d" % self.port)
             if self.user:
                 args.append("--user=%s" % self.user)
+            args.append("--default-character-set=%s" % self.charset)
             yield args
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)

@@ -7,6 +7,8 @@ Shift-JIS and GBK characters whose second byte is a backslash in those character
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from harness import MariaDbServer
@@ -54,3 +56,28 @@ def test_mariadb_text_of_every_character_set_comes_back_byte_for_byte(mariadb: M
     assert mariadb.sql(SNAPSHOT, db=db) == before
     assert mariadb.sql("SET NAMES utf8mb4; INSERT INTO texts (id) VALUES (5); SELECT t FROM texts WHERE id = 5",
                        db=db) == "ソフト 客"
+
+
+def test_migrations_talk_utf8mb4_when_no_option_file_sets_a_character_set(mariadb: MariaDbServer, run_task,
+                                                                          tmp_path, unique_name) -> None:
+    printed = subprocess.run(["mariadb", "--print-defaults"], capture_output=True, text=True, check=True,
+                             env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"}).stdout
+    assert "character-set" not in printed, "this test needs option files that set no client character set"
+    db = unique_name("mymig")
+    mariadb.create_database(db)
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "V1__names.up.sql").write_text(
+        "CREATE TABLE names (id INT PRIMARY KEY, n VARCHAR(20) CHARACTER SET utf8mb4);\n"
+        "INSERT INTO names VALUES (1, 'Ä');\n"
+        "CREATE VIEW v_names AS SELECT n, 'Ö' AS o FROM names;\n", encoding="utf-8")
+    (migrations / "V1__names.down.sql").write_text("DROP VIEW v_names;\nDROP TABLE names;\n", encoding="utf-8")
+    args = {"engine": "mysql", "database": db, "login_host": mariadb.host, "login_port": mariadb.port,
+            "login_user": mariadb.user, "login_password": mariadb.password, "store_path": str(tmp_path / "store"),
+            "operation": "apply", "migrations_dir": str(migrations)}
+    _result, task = run_task("gitops.rollback.db_migrate", args)
+    assert task["status"] == "ok", task
+    assert mariadb.sql("SELECT HEX(n) FROM names", db=db) == "C384"  # 'Ä', not 'Ã„' (C383E2809E)
+    assert mariadb.sql("SELECT HEX(o) FROM v_names", db=db) == "C396"
+    assert mariadb.sql("SELECT CONCAT(CHARACTER_SET_CLIENT, ' ', COLLATION_CONNECTION) FROM information_schema.VIEWS "
+                       "WHERE TABLE_SCHEMA = '%s'" % db).startswith("utf8mb4 utf8mb4_")
