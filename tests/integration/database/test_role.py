@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,48 @@ def test_role_backs_up_and_rolls_back_three_engines(postgres: PgServer, mariadb:
     bad = dict(variables, rollback_database_action="restore", rollback_database_checkpoint="")
     result = run_playbook(PLAY, inventory=local_inventory, extra_vars=bad)
     assert result.rc != 0 and "rollback_database needs" in result.stdout
+
+
+def _hold_session(postgres: PgServer, db: str) -> subprocess.Popen:
+    """Another client connected to ``db`` (as an application would be), once it shows in pg_stat_activity."""
+    sleeper = subprocess.Popen(
+        [postgres.bin("psql"), "-X", "-h", postgres.host, "-p", str(postgres.port), "-U", postgres.user, "-d", db,
+         "-c", "SELECT pg_sleep(600)"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PGAPPNAME="shop-worker"))
+    deadline = time.monotonic() + 30
+    while postgres.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shop-worker'") != "1":
+        assert time.monotonic() < deadline and sleeper.poll() is None, "the session did not connect"
+        time.sleep(0.1)
+    return sleeper
+
+
+def test_role_ends_the_application_sessions_only_when_the_item_says_so(postgres: PgServer, run_playbook,
+                                                                       local_inventory: Path, store_path: Path,
+                                                                       unique_name) -> None:
+    db = unique_name("rolesess")
+    postgres.create_database(db)
+    postgres.psql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'v' || g "
+                  "FROM generate_series(1, 20) g", db=db)
+    item = {"engine": "postgresql", "database": db, "login_host": postgres.host, "login_port": postgres.port,
+            "login_user": postgres.user}
+    variables = {"rollback_database_checkpoint": "v1", "rollback_database_store_path": str(store_path),
+                 "rollback_database_databases": [item]}
+    assert run_playbook(PLAY, inventory=local_inventory, extra_vars=variables).rc == 0
+    postgres.psql("DELETE FROM t", db=db)
+    restore = dict(variables, rollback_database_action="restore")
+    sleeper = _hold_session(postgres, db)
+    try:
+        result = run_playbook(PLAY, inventory=local_inventory, extra_vars=restore)
+        assert result.rc != 0 and "shop-worker" in result.stdout and "terminate_sessions" in result.stdout, str(result)
+        assert postgres.psql("SELECT count(*) FROM t", db=db) == "0", "nothing changed"
+        assert sleeper.poll() is None, "the application's session was left alone"
+
+        ending = dict(restore, rollback_database_databases=[dict(item, terminate_sessions=True)])
+        result = run_playbook(PLAY, inventory=local_inventory, extra_vars=ending)
+        assert result.rc == 0, str(result)
+        assert sleeper.wait(timeout=30) != 0, "the session was ended"
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+    assert postgres.psql("SELECT count(*) FROM t", db=db) == "20"
