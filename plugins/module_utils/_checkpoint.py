@@ -11,14 +11,23 @@ from dataclasses import dataclass, field
 from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._contentpool import ContentPool
-from ._errors import RollbackError
+from ._errors import RollbackError, UnsafePathError
+from ._nofollow import DirCursor, lstat_at, open_listed, open_root, race_point
 from ._statcache import CacheReader, CacheWriter
 from ._store import Store
 from ._fsutil import is_temp_name
-from ._tree import FILE, LINK, Key, Selection, describe_entry, encode_entry, kind_of, path_key, walk
+from ._tree import (
+    DIR, FILE, LINK, Key, Selection, describe_entry, device_refusal, encode_entry, kind_of, path_key, walk_at,
+)
 
 # Walked entries that may wait for their file contents (hashed and stored by worker processes).
 WINDOW = 2048
+# Looks at an entry that keeps changing under a capture before the capture gives up on it.
+LOOKS = 4
+
+Listed = Tuple[str, int, int]  # a file as listed: relative path, device, inode
+Content = Tuple[Optional[str], int, bool]  # object name, size, new object
+CHANGED: Content = (None, 0, False)  # the entry was no longer the file that was listed
 
 
 @dataclass
@@ -68,48 +77,128 @@ class _Capture:
         self.spec = spec
         self.dry_run = dry_run
         self.stats = CaptureStats()
+        self.cursor: Optional[DirCursor] = None  # the root's descriptor and a path of directories below it
 
-    def _store_content(self, full: str, cached: Optional[str], size: int) -> Tuple[str, int, bool]:
-        """Hash (and unless dry-run, store) a file; return (sha256, size, new object). Runs in a worker."""
+    def _store_content(self, listed: Listed, cached: Optional[str], size: int,
+                       at: Optional[Tuple[int, str]] = None) -> Content:
+        """Hash (and unless dry-run, store) a listed file, opened below its parent directory's
+        descriptor (``at``, else found through the cursor) without following a link; CHANGED when
+        what is there is not the inode that was listed. Runs in a worker."""
+        if self.dry_run and cached:
+            return cached, size, not self.store.has_blob(cached)
+        rel, dev, ino = listed
+        try:
+            dir_fd, name = at or self.cursor.parent_of(rel)
+        except (OSError, UnsafePathError):
+            return CHANGED  # a parent directory was removed or replaced since the listing
+        race_point("capture.read", rel=rel)
+        fd = open_listed(dir_fd, name, dev, ino)
+        if fd is None:
+            return CHANGED
+        try:
+            return self._content_of(fd, size)
+        finally:
+            os.close(fd)
+
+    def _content_of(self, fd: int, size: int) -> Content:
         if self.dry_run:
-            sha = cached or self.store.hash_file(full)
+            sha = self.store.hash_fd(fd)
             return sha, size, not self.store.has_blob(sha)
-        return self.store.put_file_counted(full, size)
+        return self.store.put_fd_counted(fd, size)
 
-    def _describe(self, rel: str, st: os.stat_result) -> Optional[Tuple[dict, str]]:
-        """Return an entry's record (a link's target included) and full path; None for a special file."""
+    def _describe(self, rel: str, st: os.stat_result, dir_fd: int,
+                  name: str) -> Optional[Tuple[dict, os.stat_result, Optional[Content]]]:
+        """Return a walked entry's record (a link's target included), its stat and, for a file
+        that had to be looked at again, its content; None for a socket (listed as skipped) or an
+        entry that is gone. A device is refused."""
+        refusal = device_refusal(self.spec.path, rel, st)
+        if refusal:
+            raise refusal
         kind = kind_of(st)
         if kind is None:
             self.stats.skipped.append(rel)
             return None
-        self.stats.entries += 1
         entry = describe_entry(rel, st, kind)
-        full = os.path.join(self.spec.path, rel)
         if kind == LINK:
-            entry["target"] = os.readlink(full)
-        return entry, full
+            try:
+                entry["target"] = os.readlink(name, dir_fd=dir_fd)
+            except OSError:  # no longer a link
+                return self._look_again(rel)
+        self.stats.entries += 1
+        return entry, st, None
 
-    def _content_now(self, full: str, sha: Optional[str], st: os.stat_result) -> Tuple:
+    def _look_again(self, rel: str) -> Optional[Tuple[dict, os.stat_result, Optional[Content]]]:
+        """Describe an entry that changed after it was listed as what it is now (a symlink stays a
+        symlink, a file's record and content come from one descriptor); None when it is gone."""
+        for _look in range(LOOKS):
+            try:
+                dir_fd, name = self.cursor.parent_of(rel)
+                st = lstat_at(dir_fd, name)
+            except (OSError, UnsafePathError):
+                return None  # gone, or its parent was replaced: no longer below the root
+            refusal = device_refusal(self.spec.path, rel, st)
+            if refusal:
+                raise refusal
+            kind = kind_of(st)
+            if kind is None:
+                self.stats.skipped.append(rel)
+                return None
+            if kind == DIR:
+                continue  # a directory in place of a listed entry: its inside was not walked
+            entry, content = describe_entry(rel, st, kind), None
+            if kind == LINK:
+                try:
+                    entry["target"] = os.readlink(name, dir_fd=dir_fd)
+                except OSError:
+                    continue
+            elif kind == FILE:
+                fd = open_listed(dir_fd, name, st.st_dev, st.st_ino)
+                if fd is None:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    entry = describe_entry(rel, st, kind)
+                    content = self._content_of(fd, st.st_size)
+                finally:
+                    os.close(fd)
+                self.stats.hashed += 1
+                self.stats.new_blobs += 1 if content[2] else 0
+            self.stats.entries += 1
+            return entry, st, content
+        raise RollbackError(
+            "%s/%s changed at each of %d looks while it was captured; nothing was stored for it. Find what "
+            "replaces it (or exclude it) and run the checkpoint again." % (self.spec.path, rel, LOOKS),
+            path="%s/%s" % (self.spec.path, rel))
+
+    def _content_now(self, listed: Listed, sha: Optional[str], st: os.stat_result,
+                     at: Optional[Tuple[int, str]] = None) -> Content:
         """Return a file's (sha256, size[, new]): the known hash if its blob is stored, else hash and store it here."""
         if sha and self.store.has_blob(sha):
-            return sha, st.st_size
-        return self._store_now(full, sha, st)
-
-    def _store_now(self, full: str, sha: Optional[str], st: os.stat_result) -> Tuple:
-        """Hash and store a file in this thread; return (sha256, size, new)."""
-        content = self._store_content(full, sha, st.st_size)
-        self.stats.hashed += 1
-        self.stats.new_blobs += 1 if content[2] else 0
+            return sha, st.st_size, False
+        content = self._store_content(listed, sha, st.st_size, at)
+        if content[0] is not None:
+            self.stats.hashed += 1
+            self.stats.new_blobs += 1 if content[2] else 0
         return content
 
     def _finish(self, entry: dict, st: os.stat_result, content, writer: Optional[CacheWriter],
                 contents: Optional[ContentPool] = None) -> bytes:
-        """Fill in a file entry's content (a known tuple, or a job of ``contents``) and return its tree line."""
+        """Fill in a file entry's content (a known tuple, or a job of ``contents``) and return its
+        tree line; an entry that changed since it was listed is described again as it is now."""
         if content is not None:
             if contents is not None and isinstance(content, int):
                 content = contents.result(content)
-                self.stats.hashed += 1
-                self.stats.new_blobs += 1 if content[2] else 0
+                if content[0] is not None:
+                    self.stats.hashed += 1
+                    self.stats.new_blobs += 1 if content[2] else 0
+            if content[0] is None:
+                self.stats.entries -= 1
+                again = self._look_again(entry["path"])
+                if again is None:
+                    return b""
+                entry, st, content = again
+                if content is None:
+                    return encode_entry(entry)
             entry["sha256"], entry["size"] = content[0], content[1]
             if writer:
                 writer.add(entry["path"], entry["sha256"], st)
@@ -126,18 +215,17 @@ class _Capture:
         pending: Deque[Tuple[dict, os.stat_result, object]] = deque()
         contents = ContentPool(self._store_content, self.store)
         try:
-            for rel, st in walk(self.spec.path, self.spec.selection()):
-                described = self._describe(rel, st)
+            for rel, st, dir_fd, name in walk_at(self.cursor.root_fd, self.spec.selection()):
+                described = self._describe(rel, st, dir_fd, name)
                 if described is None:
                     continue
-                entry, full = described
-                content: object = None
-                if entry["type"] == FILE:
+                entry, st, content = described
+                if entry["type"] == FILE and content is None:
                     cached = cache.lookup(path_key(rel), st)
                     if cached and self.store.has_blob(cached):
                         content = (cached, st.st_size)
                     else:
-                        content = contents.submit(full, cached, st.st_size)
+                        content = contents.submit((rel, st.st_dev, st.st_ino), cached, st.st_size)
                 pending.append((entry, st, content))
                 while pending and (len(pending) > WINDOW or not isinstance(pending[0][2], int)
                                    or contents.ready(pending[0][2])):
@@ -151,6 +239,7 @@ class _Capture:
 
     def run(self) -> str:
         """Capture the root; return the sha256 of its tree object."""
+        self.cursor = DirCursor(open_root(self.spec.path), self.spec.path)
         cache = self.store.cache_reader(self.spec.path)
         writer = None if self.dry_run else self.store.cache_writer(self.spec.path)
         try:
@@ -166,6 +255,7 @@ class _Capture:
             raise
         finally:
             cache.close()
+            self.cursor.close()
         writer.commit()
         return sha
 
@@ -178,8 +268,9 @@ class TreeRecorder(_Capture):
     key up at most once, in increasing order (the driver passes the hashes it already knows).
     """
 
-    def __init__(self, store: Store, spec: RootSpec, cache: CacheReader) -> None:
+    def __init__(self, store: Store, spec: RootSpec, cache: CacheReader, cursor: DirCursor) -> None:
         super().__init__(store, spec, dry_run=False)
+        self.cursor = cursor  # the driver's: it closes it
         self.cache = cache
         self.cache_writer = store.cache_writer(spec.path)
         self.writer = store.object_writer()
@@ -196,17 +287,17 @@ class TreeRecorder(_Capture):
             return True
         return False
 
-    def add(self, key: Key, rel: str, st: os.stat_result, sha: Optional[str] = None) -> None:
-        """Record one live entry; ``sha`` is its content hash when the driver knows it."""
+    def add(self, key: Key, rel: str, st: os.stat_result, sha: Optional[str], dir_fd: int, name: str) -> None:
+        """Record one live entry (``dir_fd``/``name`` reach it); ``sha`` is its content hash when the driver knows it."""
         if self._ours(rel, st):
             return
-        described = self._describe(rel, st)
+        described = self._describe(rel, st, dir_fd, name)
         if described is None:
             return
-        entry, full = described
-        content = None
-        if entry["type"] == FILE:
-            content = self._content_now(full, sha or self.cache.lookup(key, st), st)
+        entry, st, content = described
+        if entry["type"] == FILE and content is None:
+            content = self._content_now((rel, st.st_dev, st.st_ino), sha or self.cache.lookup(key, st), st,
+                                        (dir_fd, name))
         line = self._finish(entry, st, content, self.cache_writer)
         self.pending.append(line)
         self.buffered += len(line)

@@ -5,8 +5,11 @@
 A cold checkpoint spends its time opening, reading, hashing and writing files; threads share one
 interpreter lock, so on a machine with several cores the work goes to processes forked from
 the capturing one (they inherit the opened store, no start-up cost). The parent walks the tree
-and sends batches of jobs (path, known hash, size) over a pipe; a worker answers each batch with
-(object name, size, new) per job, in order. Each worker appends small objects to a pack of its
+and sends batches of jobs (the file as listed, known hash, size) over a pipe; a worker answers each
+batch with (object name, size, new) per job, in order. A worker reads a file only through the
+store_content function it was given: for a capture, that opens the file below its parent
+directory's descriptor without following a link and checks it is the inode that was listed (see
+``_nofollow``); workers inherit the parent's descriptor of the managed root when they fork. Each worker appends small objects to a pack of its
 own and finishes it when told; the parent then reads the new packs' indexes.
 
 Workers start only once a batch fills while the walk goes on (a checkpoint with little to store,
@@ -30,8 +33,8 @@ from ._fsutil import libc
 
 PR_SET_PDEATHSIG = 1
 
-Job = Tuple[int, str, Optional[str], int]  # job number, path, known hash, size
-Content = Tuple[str, int, bool]  # object name, size, new object
+Job = Tuple[int, object, Optional[str], int]  # job number, the file (marshallable), known hash, size
+Content = Tuple[Optional[str], int, bool]  # object name (None: not the file that was listed), size, new object
 
 BATCH_FILES = 128
 BATCH_BYTES = 4 * 1024 * 1024
@@ -132,9 +135,9 @@ class WorkerStore(Protocol):
 
 
 class ContentPool:
-    """Runs ``store_content(path, known_hash, size)`` for file jobs, in workers or in-process."""
+    """Runs ``store_content(what, known_hash, size)`` for file jobs, in workers or in-process."""
 
-    def __init__(self, store_content: Callable[[str, Optional[str], int], Content], store: "WorkerStore",
+    def __init__(self, store_content: Callable[[object, Optional[str], int], Content], store: "WorkerStore",
                  workers: Optional[int] = None) -> None:
         self.store_content = store_content
         self.store = store
@@ -147,11 +150,11 @@ class ContentPool:
         self.polls = 0
 
     # ------------------------------------------------------------------ parent
-    def submit(self, path: str, known: Optional[str], size: int) -> int:
-        """Queue a job; return its number."""
+    def submit(self, what: object, known: Optional[str], size: int) -> int:
+        """Queue a job for the file ``what`` (marshallable); return its number."""
         job = self.jobs
         self.jobs += 1
-        self.batch.append((job, path, known, size))
+        self.batch.append((job, what, known, size))
         self.batch_bytes += size
         if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
             self._flush(on_demand=False)

@@ -10,7 +10,7 @@ import errno
 import json
 import os
 import secrets
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Union
 
 from ._errors import StoreFullError
 
@@ -120,16 +120,19 @@ def libc():
     return _LIBC
 
 
-def sync_filesystem(path: str) -> None:
-    """Flush the file system holding ``path`` to disk (syncfs, or sync where missing)."""
+def sync_filesystem(where: Union[str, int]) -> None:
+    """Flush the file system holding ``where`` (a path, or an open descriptor) to disk (syncfs, or
+    sync where missing)."""
     c_library = libc()
     if c_library and hasattr(c_library, "syncfs"):
-        fd = os.open(path, os.O_RDONLY)
+        owned = not isinstance(where, int)
+        fd = os.open(where, os.O_RDONLY) if owned else where
         try:
             if c_library.syncfs(fd) == 0:
                 return
         finally:
-            os.close(fd)
+            if owned:
+                os.close(fd)
     os.sync()
 
 

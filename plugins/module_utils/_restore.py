@@ -14,18 +14,20 @@ import marshal
 import os
 import re
 import secrets
-import shutil
 from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ._checkpoint import CheckpointRequest, RootSpec, TreeRecorder, roots_of, save_checkpoint
-from ._errors import IntegrityError, UnsafePathError
-from ._fsutil import TEMP_MARK, raise_if_full, unlink_quietly, sync_filesystem
+from ._errors import IntegrityError, RollbackError, UnsafePathError
+from ._fsutil import TEMP_MARK, raise_if_full, sync_filesystem
+from ._nofollow import (
+    CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_listed, open_root, race_point, read_small, remove_at,
+)
 from ._statcache import CacheWriter
-from ._store import Store, sha256_file, summarize
+from ._store import Store, summarize
 from ._tree import (
-    DIR, FILE, LINK, Key, TreeValidator, encode_entry, gid_for, kind_of, path_key, uid_for, walk,
+    DIR, FIFO, FILE, LINK, Key, TreeValidator, encode_entry, gid_for, kind_of, path_key, uid_for, walk_at,
 )
 import stat as _stat
 
@@ -49,16 +51,17 @@ class Action:
     restore of 40,000 files stays under 60 MB.
     """
 
-    __slots__ = ("op", "rel", "_entry", "_line", "live_kind", "reasons")
+    __slots__ = ("op", "rel", "_entry", "_line", "live_kind", "reasons", "live_ino")
 
     def __init__(self, op: str, rel: str, entry: Optional[dict], live_kind: Optional[str] = None,
-                 reasons: Sequence[str] = (), line: Optional[bytes] = None) -> None:
+                 reasons: Sequence[str] = (), line: Optional[bytes] = None, live_ino: Optional[int] = None) -> None:
         self.op = op  # create | update | meta | delete | retype
         self.rel = rel
         self._entry = None if line else entry
         self._line = line
         self.live_kind = live_kind
         self.reasons = tuple(reasons)
+        self.live_ino = live_ino  # for meta: the inode the plan saw, the only one whose metadata may change
 
     @property
     def entry(self) -> Optional[dict]:
@@ -102,10 +105,24 @@ class RootPlan:
     def blobs(self) -> Iterator[Tuple[str, str]]:
         """Yield (sha256, path) of every blob the plan writes."""
         for action in self.actions:
-            if action.op in ("create", "update", "retype"):
+            if action.op != "delete":
                 entry = action.entry
-                if entry["type"] == FILE:
+                if entry["type"] == FILE and rewrites(action, entry):
                     yield entry["sha256"], action.rel
+
+
+def rewrites(action: Action, entry: dict) -> bool:
+    """Tell whether an action writes a new entry beside the live one and renames it into place.
+
+    A metadata change writes a new copy when it would give an inode that someone else may hold
+    open for writing a new owner or a set-id bit, and a symlink is always made anew (a link's
+    metadata cannot be set through a descriptor).
+    """
+    if action.op != "meta":
+        return True
+    if entry["type"] == LINK:
+        return True
+    return entry["type"] == FILE and ("owner" in action.reasons or bool(entry["mode"] & (_stat.S_ISUID | _stat.S_ISGID)))
 
 
 def _owner_ids(entry: dict) -> Tuple[int, int]:
@@ -136,6 +153,9 @@ def _text(data: bytes) -> Optional[str]:
         return None
 
 
+LiveEntry = Tuple[Key, str, os.stat_result, int, str]  # key, relative path, lstat, parent descriptor, name
+
+
 class _Planner:
     """Merges the live walk of a root with its stored tree."""
 
@@ -148,21 +168,31 @@ class _Planner:
         self.cache_writer = cache_writer
         self.ancestors: List[Tuple[Key, dict]] = []
         self.validator = TreeValidator(record["path"])
-        self.recorder = TreeRecorder(store, RootSpec.from_record(record), self.cache) \
-            if capture and os.path.isdir(record["path"]) else None
+        self.cursor: Optional[DirCursor] = None
+        try:
+            self.cursor = DirCursor(open_root(record["path"]), record["path"])
+        except FileNotFoundError:
+            pass  # no live root: everything is created
+        except BaseException:
+            self.cache.close()
+            raise
+        self.recorder = TreeRecorder(store, RootSpec.from_record(record), self.cache, self.cursor) \
+            if capture and self.cursor else None
         self.live_sha: Optional[str] = None
 
-    def _record(self, live: Tuple[Key, str, os.stat_result], sha: Optional[str] = None) -> None:
+    def _record(self, live: LiveEntry, sha: Optional[str] = None) -> None:
         """Add a live entry to the capture of the live root (the safety checkpoint), if any."""
         if self.recorder:
-            self.recorder.add(live[0], live[1], live[2], sha)
+            self.recorder.add(live[0], live[1], live[2], sha, live[3], live[4])
 
-    def _live(self) -> Iterator[Tuple[Key, str, os.stat_result]]:
-        spec = RootSpec.from_record(self.plan.record)
-        if not os.path.isdir(spec.path):
+    def _live(self) -> Iterator[LiveEntry]:
+        if self.cursor is None:
             return
-        for rel, st in walk(spec.path, spec.selection(), keep_temp=True):
-            yield path_key(rel), rel, st
+        spec = RootSpec.from_record(self.plan.record)
+        for rel, st, dir_fd, name in walk_at(self.cursor.root_fd, spec.selection(), keep_temp=True):
+            if _stat.S_ISSOCK(st.st_mode):
+                continue  # sockets belong to running services: never captured, never removed
+            yield path_key(rel), rel, st, dir_fd, name
 
     def _target(self) -> Iterator[Tuple[Key, dict]]:
         for entry in self.store.iter_tree(self.plan.record["tree"]):
@@ -185,23 +215,31 @@ class _Planner:
         if entry["type"] == DIR:
             self.ancestors.append((key, entry))
 
-    def _live_hash(self, key: Key, rel: str, st: os.stat_result) -> str:
+    def _live_hash(self, live: LiveEntry) -> Optional[str]:
+        """Return a live file's content hash (None when it is no longer the file that was listed)."""
+        key, rel, st, dir_fd, name = live
         sha = self.cache.lookup(key, st)
         if sha is None:
-            sha = self.store.hash_file(os.path.join(self.plan.root, rel))
+            fd = open_listed(dir_fd, name, st.st_dev, st.st_ino)
+            if fd is None:
+                return None  # replaced since it was listed: the plan writes the checkpoint's copy
+            try:
+                sha = self.store.hash_fd(fd)
+            finally:
+                os.close(fd)
         if self.cache_writer:
             self.cache_writer.add(rel, sha, st)
         return sha
 
-    def _diff(self, rel: str, before_path: Optional[str], after_sha: Optional[str]) -> None:
-        if not self.want_diff or (before_path is None and after_sha is None):
+    def _diff(self, rel: str, before_at: Optional[Tuple[int, str]], after_sha: Optional[str]) -> None:
+        if not self.want_diff or (before_at is None and after_sha is None):
             return
         before = b""
-        if before_path and os.path.getsize(before_path) <= DIFF_LIMIT:
-            with open(before_path, "rb") as handle:
-                before = handle.read()
-        elif before_path:
-            return
+        if before_at:
+            data = read_small(before_at[0], before_at[1], DIFF_LIMIT)
+            if data is None:
+                return
+            before = data
         after = b""
         if after_sha:
             if self.store.object_size(after_sha) > DIFF_LIMIT:
@@ -212,27 +250,32 @@ class _Planner:
             return
         root = self.plan.root
         self.plan.diffs.append({
-            "before_header": os.path.join(root, rel) if before_path else "/dev/null",
+            "before_header": os.path.join(root, rel) if before_at else "/dev/null",
             "after_header": "%s (checkpoint)" % os.path.join(root, rel) if after_sha else "/dev/null",
             "before": before_text, "after": after_text,
         })
 
-    def _compare(self, key: Key, rel: str, st: os.stat_result, entry: dict) -> Optional[Action]:
+    def _compare(self, live: LiveEntry, entry: dict) -> Optional[Action]:
+        _key, rel, st, dir_fd, name = live
         live_kind = kind_of(st)
-        full = os.path.join(self.plan.root, rel)
         if live_kind != entry["type"]:
-            self._diff(rel, full if live_kind == FILE else None, entry.get("sha256"))
-            return Action("retype", rel, entry, live_kind, ["type"])
-        live_sha = self.live_sha = self._live_hash(key, rel, st) if live_kind == FILE else None
-        live_target = os.readlink(full) if live_kind == LINK else None
+            self._diff(rel, (dir_fd, name) if live_kind == FILE else None, entry.get("sha256"))
+            return Action("retype", rel, entry, live_kind or "special", ["type"])
+        live_sha = self.live_sha = self._live_hash(live) if live_kind == FILE else None
+        live_target = None
+        if live_kind == LINK:
+            try:
+                live_target = os.readlink(name, dir_fd=dir_fd)
+            except OSError:
+                pass  # no longer a link: the plan makes the checkpoint's link anew
         reasons = _differences(entry, st, live_sha, live_target)
         if not reasons:
             return None
         if "content" in reasons or "target" in reasons:
             if "content" in reasons:
-                self._diff(rel, full, entry["sha256"])
+                self._diff(rel, (dir_fd, name), entry["sha256"])
             return Action("update", rel, entry, live_kind, reasons)
-        return Action("meta", rel, entry, live_kind, reasons)
+        return Action("meta", rel, entry, live_kind, reasons, live_ino=st.st_ino)
 
     def run(self) -> RootPlan:
         """Build the plan (capturing the live root too when asked); raises on an unsafe or
@@ -247,6 +290,8 @@ class _Planner:
             raise
         finally:
             self.cache.close()
+            if self.cursor:
+                self.cursor.close()
         return self.plan
 
     def _merge(self) -> None:
@@ -261,8 +306,8 @@ class _Planner:
                 continue
             skip = None
             if target is None or (live is not None and live[0] < target[0]):
-                key, rel, st = live
-                self._diff(rel, os.path.join(self.plan.root, rel) if kind_of(st) == FILE else None, None)
+                key, rel, st, dir_fd, name = live
+                self._diff(rel, (dir_fd, name) if kind_of(st) == FILE else None, None)
                 self._add(Action("delete", rel, None, kind_of(st) or "special", ["extra"]), key)
                 skip = key if _stat.S_ISDIR(st.st_mode) else None
                 self._record(live)
@@ -276,7 +321,7 @@ class _Planner:
                 target = next(target_iter, None)
                 continue
             self.live_sha = None
-            action = self._compare(key, live[1], live[2], entry)
+            action = self._compare(live, entry)
             if action:
                 self._add(action, key)
                 if entry["type"] == DIR and action.op == "meta":
@@ -314,136 +359,169 @@ def verify_blobs(store: Store, plans: Sequence[RootPlan]) -> None:
                     )
 
 
+def _changed(full: str, expected: str, found: str) -> UnsafePathError:
+    return UnsafePathError(
+        "%s changed between the plan and the change: expected %s, found %s. It was left as it is and nothing "
+        "outside the managed root was touched; find what replaces entries there and run the restore again."
+        % (full, expected, found), path=full)
+
+
 class _Applier:
-    """Carries out a root plan: removals, staging, renames, then directory metadata."""
+    """Carries out a root plan: removals, staging, renames, then directory metadata.
+
+    Every entry is reached from its parent directory's descriptor, each directory opened without
+    following a link; new content is written to a file created (``O_EXCL|O_NOFOLLOW``) beside
+    its destination and renamed over it; metadata is set through descriptors.
+    """
 
     def __init__(self, store: Store, plan: RootPlan) -> None:
         self.store = store
         self.plan = plan
         self.root = plan.root
-        self.safe_dirs = {self.root}
-        self.pending = array("L")  # actions whose new content waits at _tmp(full), by number
+        self.pending = array("L")  # actions whose new content waits at _tmp(name), by number
         self.token = secrets.token_hex(4)
+        self.cursor: Optional[DirCursor] = None
 
-    def _tmp(self, full: str) -> str:
-        """Return where the new content of ``full`` is staged (same directory, one name per run)."""
-        head, tail = os.path.split(full)
-        return os.path.join(head, ".%s%s%s" % (tail[:100], TEMP_MARK, self.token))
+    def _tmp(self, name: str) -> str:
+        """Return the name new content of ``name`` is staged under (same directory, one name per run)."""
+        return ".%s%s%s" % (name[:100], TEMP_MARK, self.token)
 
     def _full(self, rel: str) -> str:
         return os.path.join(self.root, rel)
 
-    def _check_parent(self, rel: str) -> None:
-        parent = os.path.dirname(self._full(rel))
-        if parent in self.safe_dirs:
-            return
-        if os.path.realpath(parent) != parent:
-            raise UnsafePathError(
-                "Refusing to write %s: its parent directory resolves outside the managed root %s "
-                "(a symlinked parent). Remove the symlink or restore from another checkpoint."
-                % (self._full(rel), self.root)
-            )
-        self.safe_dirs.add(parent)
+    def _at(self, rel: str) -> Tuple[int, str]:
+        return self.cursor.parent_of(rel)
 
-    @staticmethod
-    def _remove(full: str) -> None:
-        try:
-            st = os.lstat(full)
-        except FileNotFoundError:
-            return
-        if _stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(full)
-        else:
-            os.unlink(full)
-
-    def _stage_file(self, entry: dict, full: str) -> None:
-        tmp = self._tmp(full)
+    def _stage_file(self, entry: dict, dir_fd: int, name: str, full: str) -> None:
+        tmp = self._tmp(name)
         digest = self.store.hasher()
-        with open(tmp, "xb") as out:
+        with os.fdopen(os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=dir_fd), "wb") as out:
             for chunk in self.store.iter_blob_chunks(entry["sha256"]):
                 digest.update(chunk)
                 out.write(chunk)
             if digest.hexdigest() != entry["sha256"]:
                 out.close()
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=dir_fd)
                 raise IntegrityError("Object %s changed while restoring %s; nothing more was written."
                                      % (entry["sha256"], full))
+            out.flush()
             self._set_meta(out.fileno(), entry)
-        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
 
     @staticmethod
     def _set_meta(fd: int, entry: dict) -> None:
         uid, gid = _owner_ids(entry)
         os.fchown(fd, uid, gid)
         os.fchmod(fd, entry["mode"])
+        os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
 
-    def _stage_link(self, entry: dict, full: str) -> None:
-        tmp = self._tmp(full)
-        os.symlink(entry["target"], tmp)
-        os.lchown(tmp, *_owner_ids(entry))
-        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+    def _stage_link(self, entry: dict, dir_fd: int, name: str) -> None:
+        tmp = self._tmp(name)
+        os.symlink(entry["target"], tmp, dir_fd=dir_fd)
+        os.chown(tmp, *_owner_ids(entry), dir_fd=dir_fd, follow_symlinks=False)
+        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]), dir_fd=dir_fd, follow_symlinks=False)
 
-    def _fix_meta(self, entry: dict, full: str) -> None:
-        if entry["type"] == DIR:
-            return  # directories are finished last, deepest first
-        uid, gid = _owner_ids(entry)
-        os.lchown(full, uid, gid)
-        if entry["type"] == FILE:
-            os.chmod(full, entry["mode"])
-        os.utime(full, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+    def _stage_fifo(self, entry: dict, dir_fd: int, name: str, full: str) -> None:
+        tmp = self._tmp(name)
+        os.mkfifo(tmp, 0o600, dir_fd=dir_fd)
+        self._fix_meta_at(entry, dir_fd, tmp, full, None)
+
+    def _fix_meta_at(self, entry: dict, dir_fd: int, name: str, full: str, ino: Optional[int]) -> None:
+        """Set the metadata of a file or FIFO through a descriptor, if it is the expected inode."""
+        try:
+            fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)  # never follows a link, never blocks on a FIFO
+        except OSError as exc:
+            raise _changed(full, "a %s" % entry["type"], os.strerror(exc.errno or 0)) from None
+        try:
+            st = os.fstat(fd)
+            if kind_of(st) != entry["type"] or (ino is not None and st.st_ino != ino):
+                raise _changed(full, "the %s the plan saw" % entry["type"],
+                               "another %s" % (kind_of(st) or "special file"))
+            self._set_meta(fd, entry)
+        finally:
+            os.close(fd)
+
+    def _make_dir(self, dir_fd: int, name: str, full: str) -> None:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            st = lstat_at(dir_fd, name)
+            if not _stat.S_ISDIR(st.st_mode):
+                raise _changed(full, "a directory", kind_of(st) or "a special file") from None
 
     def _stage(self, action: Action) -> bool:
         """Carry out a non-delete action up to its rename; tell whether content was staged."""
         entry, full = action.entry, self._full(action.rel)
-        self._check_parent(action.rel)
-        if action.op == "meta":
-            self._fix_meta(entry, full)
-            return False
+        dir_fd, name = self._at(action.rel)
         if entry["type"] == DIR:
-            os.makedirs(full, mode=0o700, exist_ok=True)
-            self.plan.dirs[path_key(action.rel)] = entry
+            if action.op != "meta":
+                self._make_dir(dir_fd, name, full)
+                self.plan.dirs[path_key(action.rel)] = entry
+            return False  # directories are finished last, deepest first
+        if not rewrites(action, entry):
+            race_point("restore.meta", rel=action.rel)
+            self._fix_meta_at(entry, dir_fd, name, full, action.live_ino)
             return False
         if entry["type"] == FILE:
-            self._stage_file(entry, full)
+            self._stage_file(entry, dir_fd, name, full)
+        elif entry["type"] == FIFO:
+            self._stage_fifo(entry, dir_fd, name, full)
         else:
-            self._stage_link(entry, full)
+            self._stage_link(entry, dir_fd, name)
         return True
 
-    def _staged(self) -> Iterator[str]:
-        """Yield the destinations whose new content is staged."""
+    def _finish_dirs(self) -> None:
+        self.cursor.reset()
+        for key in sorted(self.plan.dirs, key=len, reverse=True):
+            entry = self.plan.dirs[key]
+            race_point("restore.meta", rel="/".join(key))
+            fd = self.cursor.open(key)  # each component opened without following a link
+            uid, gid = _owner_ids(entry)
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, entry["mode"])
+            os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+
+    def _rename_staged(self) -> None:
+        self.cursor.reset()
         actions = self.plan.actions
         for number in self.pending:
-            yield self._full(actions[number].rel)
+            rel = actions[number].rel
+            dir_fd, name = self._at(rel)
+            race_point("restore.rename", rel=rel)
+            os.rename(self._tmp(name), name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        self.pending = array("L")
 
-    def _finish_dirs(self) -> None:
-        for key in sorted(self.plan.dirs, key=len, reverse=True):
-            entry, full = self.plan.dirs[key], self._full("/".join(key))
-            uid, gid = _owner_ids(entry)
-            os.lchown(full, uid, gid)
-            os.chmod(full, entry["mode"])
-            os.utime(full, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+    def _drop_staged(self) -> None:
+        actions = self.plan.actions
+        for number in self.pending:
+            try:
+                dir_fd, name = self._at(actions[number].rel)
+                os.unlink(self._tmp(name), dir_fd=dir_fd)
+            except (OSError, RollbackError):
+                pass
 
     def run(self) -> None:
         """Apply the plan."""
-        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        self.cursor = DirCursor(open_root(self.root, create=True), self.root)
         try:
             for action in reversed(self.plan.actions):
                 if action.op in ("delete", "retype"):
-                    self._remove(self._full(action.rel))
+                    dir_fd, name = self._at(action.rel)
+                    remove_at(dir_fd, name, self._full(action.rel))
+            self.cursor.reset()
             for number, action in enumerate(self.plan.actions):
                 if action.op != "delete" and self._stage(action):
                     self.pending.append(number)
-            sync_filesystem(self.root)
-            for full in self._staged():
-                os.rename(self._tmp(full), full)
-            self.pending = array("L")
+            sync_filesystem(self.cursor.root_fd)
+            self._rename_staged()
             self._finish_dirs()
-            sync_filesystem(self.root)
-        except OSError as exc:
-            for full in self._staged():
-                unlink_quietly(self._tmp(full))
-            raise_if_full(exc, "files under %s" % self.root)
+            sync_filesystem(self.cursor.root_fd)
+        except Exception as exc:
+            self._drop_staged()
+            if isinstance(exc, OSError):
+                raise_if_full(exc, "files under %s" % self.root)
             raise
+        finally:
+            self.cursor.close()
 
 
 REPORT_LIMIT = 1000
@@ -464,36 +542,52 @@ def _summary(plans: Sequence[RootPlan]) -> Dict[str, Dict[str, int]]:
     return counts
 
 
-def verify_changes(plan: RootPlan, hash_file: Callable[[str], str] = sha256_file) -> List[dict]:
+def verify_changes(plan: RootPlan, store: Store) -> List[dict]:
     """Check that every change of an applied plan landed: re-read each written entry (content
     re-hashed, not trusted to the stat cache), each removed path is gone, each touched directory
     has its metadata. Entries the plan left alone were found equal when it was made."""
+    try:
+        cursor = DirCursor(open_root(plan.root), plan.root)
+    except (OSError, RollbackError) as exc:
+        return [{"path": ".", "problem": "cannot be opened: %s" % exc}]
     problems = []
-    for action in plan.actions:
-        full = os.path.join(plan.root, action.rel)
-        if action.op == "delete":
-            if os.path.lexists(full):
-                problems.append({"path": action.rel, "problem": "still present"})
-            continue
-        problem = _entry_problem(full, action.entry, hash_file)
-        if problem:
-            problems.append({"path": action.rel, "problem": problem})
-    for key, entry in plan.dirs.items():
-        problem = _entry_problem(os.path.join(plan.root, "/".join(key)), entry, hash_file)
-        if problem:
-            problems.append({"path": "/".join(key), "problem": problem})
+    try:
+        checks = [(action.rel, action.entry) for action in plan.actions]
+        checks += [("/".join(key), entry) for key, entry in plan.dirs.items()]
+        for rel, entry in checks:
+            try:
+                dir_fd, name = cursor.parent_of(rel)
+                problem = _entry_problem(dir_fd, name, entry, store)
+            except (OSError, RollbackError) as exc:
+                problem = "cannot be reached: %s" % exc
+            if problem:
+                problems.append({"path": rel, "problem": problem})
+    finally:
+        cursor.close()
     return problems
 
 
-def _entry_problem(full: str, entry: dict, hash_file: Callable[[str], str]) -> Optional[str]:
+def _entry_problem(dir_fd: int, name: str, entry: Optional[dict], store: Store) -> Optional[str]:
+    """Return how an entry differs from what the plan wrote (``entry`` None: it was removed)."""
     try:
-        st = os.lstat(full)
+        st = lstat_at(dir_fd, name)
     except FileNotFoundError:
-        return "missing"
+        return "missing" if entry is not None else None
+    if entry is None:
+        return "still present"
     if kind_of(st) != entry["type"]:
-        return "is a %s, not a %s" % (kind_of(st), entry["type"])
-    sha = hash_file(full) if entry["type"] == FILE else None
-    target = os.readlink(full) if entry["type"] == LINK else None
+        return "is a %s, not a %s" % (kind_of(st) or "special file", entry["type"])
+    sha = target = None
+    if entry["type"] == FILE:
+        fd = open_listed(dir_fd, name, st.st_dev, st.st_ino)
+        if fd is None:
+            return "changed while it was checked"
+        try:
+            sha = store.hash_fd(fd)
+        finally:
+            os.close(fd)
+    if entry["type"] == LINK:
+        target = os.readlink(name, dir_fd=dir_fd)
     reasons = _differences(entry, st, sha, target)
     return "differs in " + ", ".join(reasons) if reasons else None
 
@@ -545,9 +639,10 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
     verify_blobs(store, plans)
     if options.safety_checkpoint:
         result["safety_checkpoint"] = summarize(_safety(store, manifest, plans, options.creator))
+    race_point("restore.planned")
     for plan in plans:
         _Applier(store, plan).run()
-    problems = {plan.root: verify_changes(plan, store.hash_file) for plan in plans}
+    problems = {plan.root: verify_changes(plan, store) for plan in plans}
     problems = {root: items for root, items in problems.items() if items}
     if problems:
         raise IntegrityError(

@@ -402,6 +402,13 @@ class Store:
                 digest.update(chunk)
         return digest.hexdigest()
 
+    def hash_fd(self, fd: int) -> str:
+        """Return the object name of the content of an open file (read from its current offset)."""
+        digest = self.hasher()
+        for chunk in iter(lambda: os.read(fd, CHUNK), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
+
     # ------------------------------------------------------------------ blobs
     def blob_path(self, sha: str) -> str:
         """Return where the blob named ``sha`` lives."""
@@ -507,11 +514,15 @@ class Store:
         """
         fd = os.open(path, os.O_RDONLY)
         try:
-            head = _read_up_to(fd, SMALL_FILE, size_hint)
-            if len(head) > SMALL_FILE:
-                return self._put_fd(fd, head)
+            return self.put_fd_counted(fd, size_hint)
         finally:
             os.close(fd)
+
+    def put_fd_counted(self, fd: int, size_hint: Optional[int] = None) -> Tuple[str, int, bool]:
+        """Store the content of an open file (from its current offset); as ``put_file_counted``."""
+        head = _read_up_to(fd, SMALL_FILE, size_hint)
+        if len(head) > SMALL_FILE:
+            return self._put_fd(fd, head)
         sha = self.hash_bytes(head)
         cipher = self.cipher
         stored = (lambda: cipher.seal(head, _object_context(sha))) if cipher else (lambda: head)

@@ -8,6 +8,7 @@ Trees are walked depth-first, pre-order, names sorted, so a walk and a stored tr
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import grp
 import json
@@ -18,10 +19,12 @@ import stat
 from functools import lru_cache
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-from ._errors import IntegrityError, UnsafePathError
+from ._errors import IntegrityError, RollbackError, UnsafePathError
 from ._fsutil import is_temp_name
+from ._nofollow import DIR_FLAGS, lstat_at, open_root, race_point
 
-FILE, DIR, LINK = "file", "dir", "symlink"
+FILE, DIR, LINK, FIFO = "file", "dir", "symlink", "fifo"
+TYPES = (FILE, DIR, LINK, FIFO)
 Key = Tuple[str, ...]
 
 
@@ -58,43 +61,97 @@ class Selection:
         return is_dir or not self.include or self._matches(rel, self.include)
 
 
+Walked = Tuple[str, os.stat_result, int, str]  # relative path, lstat, parent directory descriptor, name
+
+
 def walk(root: str, selection: Selection, keep_temp: bool = False) -> Iterator[Tuple[str, os.stat_result]]:
-    """Yield (relative path, lstat) for the selected entries under ``root`` in tree order.
+    """Yield (relative path, lstat) for the selected entries under ``root`` in tree order."""
+    root_fd = open_root(root)
+    try:
+        for rel, st, _dir_fd, _name in walk_at(root_fd, selection, keep_temp):
+            yield rel, st
+    finally:
+        os.close(root_fd)
 
-    Our own temporary files are skipped unless ``keep_temp`` (restore treats them as extras).
+
+def walk_at(root_fd: int, selection: Selection, keep_temp: bool = False) -> Iterator[Walked]:
+    """Yield (relative path, lstat, parent descriptor, name) for the selected entries below the
+    directory ``root_fd``, in tree order, without following any link.
+
+    Each directory is opened (``O_NOFOLLOW``) before it is yielded and its ``fstat`` is what is
+    yielded, so what is described is what is descended into; a directory replaced by something
+    else after it was listed is yielded as what it is now. The parent descriptor stays open until
+    the next entry is asked for. Our own temporary files are skipped unless ``keep_temp``
+    (restore treats them as extras).
     """
-    yield from _walk_dir(root, "", selection, keep_temp)
+    yield from _walk_dir(root_fd, "", selection, keep_temp)
 
 
-def _walk_dir(top: str, prefix: str, selection: Selection, keep_temp: bool) -> Iterator[Tuple[str, os.stat_result]]:
-    with os.scandir(top) as scan:
+def _walk_dir(dir_fd: int, prefix: str, selection: Selection, keep_temp: bool) -> Iterator[Walked]:
+    with os.scandir(dir_fd) as scan:
         names = sorted(entry.name for entry in scan)
     for name in names:
         if not keep_temp and is_temp_name(name):
             continue
         rel = prefix + name
-        full = top + "/" + name
         try:
-            st = os.lstat(full)
+            st = lstat_at(dir_fd, name)
         except FileNotFoundError:
             continue
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if not selection.wanted(rel, is_dir):
+        if not selection.wanted(rel, stat.S_ISDIR(st.st_mode)):
             continue
-        yield rel, st
-        if is_dir:
-            yield from _walk_dir(full, rel + "/", selection, keep_temp)
+        race_point("walk.listed", rel=rel)
+        child = _open_listed_dir(dir_fd, name, rel, st) if stat.S_ISDIR(st.st_mode) else None
+        if child is None:
+            if stat.S_ISDIR(st.st_mode):  # replaced since listed: describe what is there now
+                try:
+                    st = lstat_at(dir_fd, name)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(st.st_mode) or not selection.wanted(rel, False):
+                    continue  # replaced again, by a directory: left to the next run
+            yield rel, st, dir_fd, name
+            continue
+        try:
+            yield rel, os.fstat(child), dir_fd, name
+            yield from _walk_dir(child, rel + "/", selection, keep_temp)
+        finally:
+            os.close(child)
+
+
+def _open_listed_dir(dir_fd: int, name: str, rel: str, st: os.stat_result) -> Optional[int]:
+    """Open a listed directory; None when it is no longer a directory."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return None
+        raise RollbackError("Cannot open directory %s of a managed tree: %s." % (rel, exc.strerror)) from exc
 
 
 def kind_of(st: os.stat_result) -> Optional[str]:
-    """Return the entry type of a stat result, or None for special files we do not capture."""
+    """Return the entry type of a stat result, or None for sockets and devices (never captured)."""
     if stat.S_ISREG(st.st_mode):
         return FILE
     if stat.S_ISDIR(st.st_mode):
         return DIR
     if stat.S_ISLNK(st.st_mode):
         return LINK
+    if stat.S_ISFIFO(st.st_mode):
+        return FIFO
     return None
+
+
+def device_refusal(root: str, rel: str, st: os.stat_result) -> Optional[UnsafePathError]:
+    """Return the refusal for a device node in a managed tree (None for anything else)."""
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        return None
+    return UnsafePathError(
+        "%s/%s is a %s device: checkpoints hold files, directories, symlinks and FIFOs and never open a "
+        "device. Leave it out of the managed path (exclude: [%r]) or move it elsewhere, and run again."
+        % (root, rel, "character" if stat.S_ISCHR(st.st_mode) else "block", rel), path="%s/%s" % (root, rel))
 
 
 @lru_cache(maxsize=256)
@@ -200,7 +257,7 @@ class TreeValidator:
         """Validate one entry; return its key."""
         rel = check_relative(entry.get("path"))
         key = path_key(rel)
-        if entry.get("type") not in (FILE, DIR, LINK):
+        if entry.get("type") not in TYPES:
             raise IntegrityError("Manifest entry %r has unknown type %r." % (rel, entry.get("type")))
         if self.last is not None and key <= self.last:
             raise IntegrityError("Manifest entries of %s are out of order at %r." % (self.root, rel))

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _contentpool
+from ansible_collections.gitops.rollback.plugins.module_utils import _contentpool, _nofollow
 from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
     CheckpointRequest, RootSpec, create_checkpoint,
 )
@@ -97,14 +97,12 @@ def _capture_with_a_bad_file(store, root, monkeypatch, name, misbehave):
     """Capture a tree with workers where storing the file ``name`` calls ``misbehave()`` first."""
     monkeypatch.setattr(_contentpool, "usable_cpus", lambda: 2)
     _tree(root, BATCH_FILES * 3)
-    real_put = Store.put_file_counted
 
-    def put(self, path, size_hint=None):
-        if path.endswith(name):
+    def before_reading(point, where):
+        if point == "capture.read" and where["rel"].endswith(name):
             misbehave()
-        return real_put(self, path, size_hint)
 
-    monkeypatch.setattr(Store, "put_file_counted", put)
+    monkeypatch.setattr(_nofollow, "race_hook", before_reading)
     create_checkpoint(store, CheckpointRequest([RootSpec(str(root))], label="v1"))
 
 

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _restore
+from ansible_collections.gitops.rollback.plugins.module_utils import _nofollow, _restore
 from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
     CheckpointRequest, RootSpec, create_checkpoint,
 )
@@ -196,22 +196,18 @@ def test_a_restore_killed_midway_leaves_old_or_new_files_and_the_next_run_comple
     new = {name: "new content of %s\n" % name for name in old}
     for name, text in new.items():
         (root / name).write_text(text)
-    real_rename = os.rename
     renamed = []
 
-    def rename_then_die(src, dst):
-        if not str(dst).startswith(str(root)):  # the store's own renames (safety checkpoint)
-            return real_rename(src, dst)
-        if len(renamed) == 4:
-            raise Killed()
-        real_rename(src, dst)
-        renamed.append(dst)
-        return None
+    def die_at_the_fifth_rename(point, where):
+        if point == "restore.rename":
+            if len(renamed) == 4:
+                raise Killed()
+            renamed.append(where["rel"])
 
-    monkeypatch.setattr(_restore.os, "rename", rename_then_die)
+    monkeypatch.setattr(_nofollow, "race_hook", die_at_the_fifth_rename)
     with pytest.raises(Killed):
         restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
-    monkeypatch.setattr(_restore.os, "rename", real_rename)
+    monkeypatch.setattr(_nofollow, "race_hook", None)
 
     leftovers = [name for name in os.listdir(str(root)) if TEMP_MARK in name]
     assert leftovers, "the kill came after staging, so staged temporary files remain"

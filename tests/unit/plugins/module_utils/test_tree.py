@@ -126,6 +126,6 @@ def test_validator_refuses_escapes_unknown_types_and_files_without_hash():
     with pytest.raises(UnsafePathError):
         TreeValidator("/root").check(_entry("/etc/shadow"))
     with pytest.raises(IntegrityError, match="unknown type"):
-        TreeValidator("/root").check(_entry("dev", "fifo"))
+        TreeValidator("/root").check(_entry("dev", "chardev"))
     with pytest.raises(IntegrityError, match="no sha256"):
         TreeValidator("/root").check({"path": "f", "type": FILE})
