@@ -13,7 +13,13 @@ Figures:
 - incremental checkpoint after 1 % of the files changed vs ``rsync -a --link-dest``;
 - restore after 1 % of the files changed, and a full restore into an emptied tree (seconds);
 - peak memory (ru_maxrss of the module process) of a checkpoint and of a full restore as the
-  tree grows.
+  tree grows;
+- with ``restic`` installed (Debian package ``restic``): cold ``restic backup`` into a new
+  repository, incremental ``restic backup`` after 1 % changed, and ``restic restore latest``
+  after 1 % changed, each beside the module's figure (the module should be at least 3x faster);
+- with ``GITOPS_ROLLBACK_BENCH_BEFORE=<another checkout of the collection>``: the cold,
+  incremental and restore figures of that checkout too, measured in the same rounds on the
+  same tree (ours vs before; a change should stay within 10 %).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
+BEFORE = os.environ.get("GITOPS_ROLLBACK_BENCH_BEFORE")
+RESTIC_PASSWORD = "bench-only-password"
 ROUNDS = 3
 CHANGED_FRACTION = 0.01
 
@@ -149,15 +157,17 @@ def run_child_measured(argv: List[str], env: dict) -> Outcome:
 class Modules:
     """Runs the collection's modules as Ansible would on a host."""
 
-    def __init__(self, workdir: Path, store: Path) -> None:
+    def __init__(self, workdir: Path, store: Path, repo: Path = REPO) -> None:
         self.workdir = workdir
         self.store = store
-        collections = workdir / "collections" / "ansible_collections" / "gitops"
+        self.repo = repo
+        side = "collections" if repo == REPO else "collections-before"
+        collections = workdir / side / "ansible_collections" / "gitops"
         collections.mkdir(parents=True, exist_ok=True)
         link = collections / "rollback"
         if not link.exists():
-            link.symlink_to(REPO)
-        self.env = dict(os.environ, PYTHONPATH=str(workdir / "collections"), LC_ALL="C.UTF-8",
+            link.symlink_to(repo)
+        self.env = dict(os.environ, PYTHONPATH=str(workdir / side), LC_ALL="C.UTF-8",
                         GR_BENCH_OUT=str(workdir / "module-output.json"))
         self.calls = 0
 
@@ -167,7 +177,7 @@ class Modules:
         args_file = self.workdir / ("args-%d.json" % self.calls)
         args = dict(args, store_path=str(self.store))
         args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-        argv = [sys.executable, str(REPO / "plugins" / "modules" / ("%s.py" % module)), str(args_file)]
+        argv = [sys.executable, str(self.repo / "plugins" / "modules" / ("%s.py" % module)), str(args_file)]
         outcome = run_child_measured(argv, self.env)
         args_file.unlink()
         result = json.loads(outcome.stdout[outcome.stdout.index("{"):])
@@ -205,16 +215,64 @@ def median(values: List[float]) -> float:
     return statistics.median(values)
 
 
+class Restic:
+    """restic on a repository of its own (Debian package ``restic``)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.env = dict(os.environ, RESTIC_PASSWORD=RESTIC_PASSWORD, RESTIC_REPOSITORY=str(repo),
+                        RESTIC_CACHE_DIR=str(repo) + "-cache")
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(["restic", "--quiet", *args], env=self.env, check=True, stdout=subprocess.DEVNULL)
+
+    def init(self) -> None:
+        """Start over with an empty repository."""
+        shutil.rmtree(self.repo, ignore_errors=True)
+        shutil.rmtree(str(self.repo) + "-cache", ignore_errors=True)
+        self._run("init")
+
+    def backup(self, tree: Path) -> None:
+        """Back ``tree`` up (incremental when the repository has a snapshot of it)."""
+        self._run("backup", str(tree))
+
+    def restore(self) -> None:
+        """Restore the latest snapshot to where it was taken."""
+        self._run("restore", "latest", "--target", "/")
+
+
+def remove_symlinks(tree: Path) -> None:
+    """Remove the tree's symlinks (restic 0.14 cannot restore a symlink over an existing one)."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                os.unlink(os.path.join(dirpath, name))
+
+
+def have_restic() -> bool:
+    """Tell whether restic is installed."""
+    return shutil.which("restic") is not None
+
+
+def side_by_side(name: str, ours: List[float], other: List[float], baseline: str, target: float) -> dict:
+    """A figure comparing our median with another side's."""
+    return {"name": name, "ours_s": median(ours), "baseline": baseline, "baseline_s": median(other),
+            "target": target}
+
+
 # ---------------------------------------------------------------------------- the figures
 def cold_checkpoint(work: Path, tree: Path) -> List[dict]:
-    """Cold checkpoint (empty store) vs tar -cf, and vs tar -cf + sync."""
+    """Cold checkpoint (empty store) vs tar -cf, vs tar -cf + sync, vs restic backup, and vs the
+    checkout in GITOPS_ROLLBACK_BENCH_BEFORE."""
     store = work / "store"
     modules = Modules(work, store)
+    before = Modules(work, work / "store-before", Path(BEFORE)) if BEFORE else None
+    restic = Restic(work / "restic") if have_restic() else None
     archive = work / "out.tar"
 
-    def ours() -> float:
-        shutil.rmtree(store, ignore_errors=True)
-        return timed(lambda: modules.checkpoint(tree, "cold"))
+    def checkpoint(side: Modules) -> float:
+        shutil.rmtree(side.store, ignore_errors=True)
+        return timed(lambda: side.checkpoint(tree, "cold"))
 
     def tar(sync: bool) -> float:
         archive.unlink(missing_ok=True)
@@ -225,28 +283,53 @@ def cold_checkpoint(work: Path, tree: Path) -> List[dict]:
                 os.sync()
         return timed(action)
 
-    ours(), tar(False)  # warm-up, untimed
-    ours_s, tar_s, tar_sync_s = [], [], []
+    def restic_cold() -> float:
+        restic.init()
+        return timed(lambda: restic.backup(tree))
+
+    checkpoint(modules), tar(False)  # warm-up, untimed
+    if before:
+        checkpoint(before)
+    ours_s, tar_s, tar_sync_s, before_s, restic_s = [], [], [], [], []
     for _round in range(ROUNDS):
         tar_s.append(tar(False))
-        ours_s.append(ours())
+        ours_s.append(checkpoint(modules))
         tar_sync_s.append(tar(True))
+        if before:
+            before_s.append(checkpoint(before))
+        if restic:
+            restic_s.append(restic_cold())
     archive.unlink(missing_ok=True)
-    return [
+    if before:
+        shutil.rmtree(before.store)
+    figures = [
         {"name": "cold checkpoint vs tar -cf", "ours_s": median(ours_s), "baseline": "tar",
          "baseline_s": median(tar_s), "target": 1.0},
         {"name": "cold checkpoint vs tar -cf + sync", "ours_s": median(ours_s), "baseline": "tar+sync",
          "baseline_s": median(tar_sync_s), "target": 1.0},
     ]
+    if restic:
+        figures.append(side_by_side("cold checkpoint vs restic backup", ours_s, restic_s, "restic", 1 / 3))
+    if before:
+        figures.append(side_by_side("cold checkpoint vs before", ours_s, before_s, "before", 1.1))
+    return figures
 
 
 def incremental_checkpoint(work: Path, tree: Path, files: List[Path], rng: random.Random) -> List[dict]:
-    """Incremental checkpoint after 1 % changed vs rsync -a --link-dest=<previous>."""
+    """Incremental checkpoint after 1 % changed vs rsync -a --link-dest=<previous>, vs an
+    incremental restic backup, and vs the checkout in GITOPS_ROLLBACK_BENCH_BEFORE."""
     modules = Modules(work, work / "store")
+    before = Modules(work, work / "store-before", Path(BEFORE)) if BEFORE else None
+    restic = Restic(work / "restic") if have_restic() else None
     snapshots = work / "rsync"
     snapshots.mkdir()
     subprocess.run(["rsync", "-a", "%s/" % tree, "%s/" % (snapshots / "0")], check=True)
-    ours_s, rsync_s = [], []
+    if restic:
+        restic.init()
+        restic.backup(tree)
+    if before:
+        before.checkpoint(tree, "inc-0")
+    ours_s, rsync_s, before_s, restic_s = [], [], [], []
     for index in range(1, ROUNDS + 2):  # round 1 is the warm-up
         change_files(files, rng)
         previous, current = snapshots / str(index - 1), snapshots / str(index)
@@ -254,25 +337,55 @@ def incremental_checkpoint(work: Path, tree: Path, files: List[Path], rng: rando
         theirs = timed(lambda: subprocess.run(
             ["rsync", "-a", "--link-dest=%s" % previous, "%s/" % tree, "%s/" % current], check=True))
         shutil.rmtree(previous)
+        other = timed(lambda: before.checkpoint(tree, "inc-%d" % index)) if before else 0.0
+        restic_one = timed(lambda: restic.backup(tree)) if restic else 0.0
         if index > 1:
             ours_s.append(ours)
             rsync_s.append(theirs)
+            before_s.append(other)
+            restic_s.append(restic_one)
     shutil.rmtree(snapshots)
-    return [{"name": "incremental checkpoint (1% changed) vs rsync --link-dest", "ours_s": median(ours_s),
-             "baseline": "rsync", "baseline_s": median(rsync_s), "target": 0.5}]
+    figures = [{"name": "incremental checkpoint (1% changed) vs rsync --link-dest", "ours_s": median(ours_s),
+                "baseline": "rsync", "baseline_s": median(rsync_s), "target": 0.5}]
+    if restic:
+        figures.append(side_by_side("incremental checkpoint (1% changed) vs restic backup", ours_s, restic_s,
+                                    "restic", 1 / 3))
+    if before:
+        figures.append(side_by_side("incremental checkpoint (1% changed) vs before", ours_s, before_s, "before", 1.1))
+    return figures
 
 
 def restores(work: Path, tree: Path, files: List[Path], rng: random.Random) -> List[dict]:
-    """Restore after 1 % changed, and a full restore into an emptied tree."""
+    """Restore after 1 % changed (also vs restic restore and vs the checkout in
+    GITOPS_ROLLBACK_BENCH_BEFORE), and a full restore into an emptied tree."""
     modules = Modules(work, work / "store")
     modules.checkpoint(tree, "release")
+    before = Modules(work, work / "store-before", Path(BEFORE)) if BEFORE else None
+    if before:
+        before.checkpoint(tree, "release")
+    restic = Restic(work / "restic") if have_restic() else None
+    if restic:
+        restic.init()
+        restic.backup(tree)
     expected = fingerprint(tree)
-    partial = []
+    partial, before_s, restic_s = [], [], []
     for index in range(ROUNDS + 1):
         change_files(files, rng)
         seconds = timed(lambda: modules.restore("release"))
+        if before:
+            change_files(files, rng)
+            other = timed(lambda: before.restore("release"))
+        if restic:
+            change_files(files, rng)
+            remove_symlinks(tree)  # untimed
+            restic_one = timed(restic.restore)
+            modules.restore("release")  # restic leaves the changed files' times as they were: start clean
         if index:
             partial.append(seconds)
+            if before:
+                before_s.append(other)
+            if restic:
+                restic_s.append(restic_one)
     full = []
     for index in range(ROUNDS + 1):
         empty_dir(tree)
@@ -281,10 +394,15 @@ def restores(work: Path, tree: Path, files: List[Path], rng: random.Random) -> L
             full.append(seconds)
     if fingerprint(tree) != expected:
         raise RuntimeError("the restored tree differs from the checkpointed one")
-    return [
+    figures = [
         {"name": "restore after 1% changed", "value": median(partial), "unit": "s", "target": 1.0},
         {"name": "full restore into an emptied tree", "value": median(full), "unit": "s", "target": None},
     ]
+    if restic:
+        figures.append(side_by_side("restore after 1% changed vs restic restore", partial, restic_s, "restic", 1 / 3))
+    if before:
+        figures.append(side_by_side("restore after 1% changed vs before", partial, before_s, "before", 1.1))
+    return figures
 
 
 def memory(work: Path, sizes: List[int]) -> List[dict]:
