@@ -16,7 +16,7 @@ import re
 import secrets
 from array import array
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ._checkpoint import CheckpointRequest, RootSpec, TreeRecorder, roots_of, save_checkpoint
 from ._errors import IntegrityError, RollbackError, UnsafePathError

@@ -155,8 +155,8 @@ def test_a_file_swapped_for_a_link_to_a_root_only_file_is_recorded_as_that_link(
     assert _state(outside) == before
 
 
-def test_a_directory_swapped_for_a_link_is_recorded_as_that_link_and_nothing_behind_it(store, root, outside,
-                                                                                      monkeypatch):
+def test_a_directory_swapped_for_a_link_is_recorded_as_that_link_and_nothing_behind_it(
+        store, root, outside, monkeypatch):
     fired = _race(monkeypatch, "walk.listed", "conf", lambda: _swap(root / "conf", _link_to(outside)))
     manifest = _checkpoint(store, root)
     assert fired
@@ -183,8 +183,8 @@ def test_a_file_replaced_by_a_hard_link_to_a_root_only_file_is_recorded_with_tha
         "content and metadata come from the same descriptor: never stored readable for others"
 
 
-def test_a_file_swapped_for_a_fifo_before_it_is_read_does_not_hang_and_is_recorded_as_a_fifo(store, root,
-                                                                                             monkeypatch):
+def test_a_file_swapped_for_a_fifo_before_it_is_read_does_not_hang_and_is_recorded_as_a_fifo(
+        store, root, monkeypatch):
     _race(monkeypatch, "capture.read", "index.html", lambda: _swap(root / "index.html", os.mkfifo))
     manifest = _checkpoint(store, root)
     assert _entries(store, manifest)["index.html"]["type"] == "fifo"
@@ -219,8 +219,8 @@ def _restore_refused_or_equal(store, manifest, root, expected):
     return None
 
 
-def test_a_file_whose_mode_is_restored_swapped_for_a_link_to_a_root_only_file(store, root, outside, tmp_path,
-                                                                              monkeypatch):
+def test_a_file_whose_mode_is_restored_swapped_for_a_link_to_a_root_only_file(
+        store, root, outside, tmp_path, monkeypatch):
     manifest = _checkpoint(store, root)
     os.chmod(str(root / "conf" / "app.conf"), 0o600)  # the plan: a mode change (meta) only
     before = _state(outside, tmp_path)
@@ -231,8 +231,8 @@ def test_a_file_whose_mode_is_restored_swapped_for_a_link_to_a_root_only_file(st
     assert _state(outside, tmp_path) == before, "the root-only file kept its mode, owner, time and bytes"
 
 
-def test_a_directory_whose_mode_is_restored_swapped_for_a_link_to_a_directory_outside(store, root, outside,
-                                                                                     tmp_path, monkeypatch):
+def test_a_directory_whose_mode_is_restored_swapped_for_a_link_to_a_directory_outside(
+        store, root, outside, tmp_path, monkeypatch):
     manifest = _checkpoint(store, root)
     os.chmod(str(root / "conf"), 0o777)
     before = _state(outside, tmp_path)
@@ -242,8 +242,8 @@ def test_a_directory_whose_mode_is_restored_swapped_for_a_link_to_a_directory_ou
     assert _state(outside, tmp_path) == before
 
 
-def test_a_parent_directory_swapped_for_a_link_after_the_plan_is_not_written_through(store, root, outside, tmp_path,
-                                                                                    monkeypatch):
+def test_a_parent_directory_swapped_for_a_link_after_the_plan_is_not_written_through(
+        store, root, outside, tmp_path, monkeypatch):
     manifest = _checkpoint(store, root)
     (root / "conf" / "app.conf").write_text("port = 8080\n")  # update
     (root / "conf" / "db.conf").unlink()  # create
@@ -276,8 +276,8 @@ def test_the_managed_root_swapped_for_a_link_after_the_plan(store, root, outside
     assert _state(outside) == before
 
 
-def test_a_file_whose_content_is_restored_swapped_for_a_link_is_replaced_not_followed(store, root, outside,
-                                                                                     tmp_path, monkeypatch):
+def test_a_file_whose_content_is_restored_swapped_for_a_link_is_replaced_not_followed(
+        store, root, outside, tmp_path, monkeypatch):
     expected = _tree_state(root)
     manifest = _checkpoint(store, root)
     (root / "conf" / "app.conf").write_text("port = 8080\n")
@@ -287,8 +287,8 @@ def test_a_file_whose_content_is_restored_swapped_for_a_link_is_replaced_not_fol
     assert _state(outside, tmp_path) == before
 
 
-def test_a_symlink_whose_owner_is_restored_is_made_anew_not_changed_through(store, root, outside, tmp_path,
-                                                                           monkeypatch):
+def test_a_symlink_whose_owner_is_restored_is_made_anew_not_changed_through(
+        store, root, outside, tmp_path, monkeypatch):
     expected = _tree_state(root)
     manifest = _checkpoint(store, root)
     os.lchown(str(root / "current.conf"), 4321, 4321)
