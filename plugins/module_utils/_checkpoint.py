@@ -12,6 +12,7 @@ from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._contentpool import ContentPool
 from ._errors import RollbackError, UnsafePathError
+from . import _nofollow
 from ._nofollow import DirCursor, lstat_at, open_listed, open_root, race_point
 from ._statcache import CacheReader, CacheWriter
 from ._store import Store
@@ -91,7 +92,8 @@ class _Capture:
             dir_fd, name = at or self.cursor.parent_of(rel)
         except (OSError, UnsafePathError):
             return CHANGED  # a parent directory was removed or replaced since the listing
-        race_point("capture.read", rel=rel)
+        if _nofollow.race_hook is not None:
+            race_point("capture.read", rel=rel)
         fd = open_listed(dir_fd, name, dev, ino)
         if fd is None:
             return CHANGED
@@ -111,11 +113,11 @@ class _Capture:
         """Return a walked entry's record (a link's target included), its stat and, for a file
         that had to be looked at again, its content; None for a socket (listed as skipped) or an
         entry that is gone. A device is refused."""
-        refusal = device_refusal(self.spec.path, rel, st)
-        if refusal:
-            raise refusal
         kind = kind_of(st)
         if kind is None:
+            refusal = device_refusal(self.spec.path, rel, st)
+            if refusal:
+                raise refusal
             self.stats.skipped.append(rel)
             return None
         entry = describe_entry(rel, st, kind)
@@ -136,11 +138,11 @@ class _Capture:
                 st = lstat_at(dir_fd, name)
             except (OSError, UnsafePathError):
                 return None  # gone, or its parent was replaced: no longer below the root
-            refusal = device_refusal(self.spec.path, rel, st)
-            if refusal:
-                raise refusal
             kind = kind_of(st)
             if kind is None:
+                refusal = device_refusal(self.spec.path, rel, st)
+                if refusal:
+                    raise refusal
                 self.stats.skipped.append(rel)
                 return None
             if kind == DIR:

@@ -92,9 +92,11 @@ class DirCursor:
         self.root = root
         self.names: List[str] = []
         self.fds: List[int] = []
+        self.head: Optional[str] = ""  # the relative path of the directory the cursor is at (None: moving)
 
     def open(self, parts: Sequence[str], create: bool = False) -> int:
         """Return a descriptor of the directory ``root/parts`` (valid until the cursor moves)."""
+        self.head = None
         common = 0
         limit = min(len(parts), len(self.names))
         while common < limit and self.names[common] == parts[common]:
@@ -107,12 +109,15 @@ class DirCursor:
             where = os.path.join(self.root, *self.names, part)
             self.fds.append(open_dir_at(parent, part, where, create, 0o700))
             self.names.append(part)
+        self.head = "/".join(self.names)
         return self.fds[-1] if self.fds else self.root_fd
 
     def parent_of(self, rel: str) -> Tuple[int, str]:
         """Return (descriptor of the parent directory, base name) of a relative path."""
-        parts = rel.split("/")
-        return self.open(parts[:-1]), parts[-1]
+        head, _slash, name = rel.rpartition("/")
+        if head == self.head:  # the common case in tree order: a sibling of the last entry
+            return (self.fds[-1] if self.fds else self.root_fd), name
+        return self.open(head.split("/") if head else ()), name
 
     def reset(self) -> None:
         """Close every descriptor but the root's."""

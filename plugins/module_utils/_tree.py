@@ -21,6 +21,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 from ._errors import IntegrityError, RollbackError, UnsafePathError
 from ._fsutil import is_temp_name
+from . import _nofollow
 from ._nofollow import DIR_FLAGS, lstat_at, open_root, race_point
 
 FILE, DIR, LINK, FIFO = "file", "dir", "symlink", "fifo"
@@ -98,12 +99,14 @@ def _walk_dir(dir_fd: int, prefix: str, selection: Selection, keep_temp: bool) -
             st = lstat_at(dir_fd, name)
         except FileNotFoundError:
             continue
-        if not selection.wanted(rel, stat.S_ISDIR(st.st_mode)):
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not selection.wanted(rel, is_dir):
             continue
-        race_point("walk.listed", rel=rel)
-        child = _open_listed_dir(dir_fd, name, rel, st) if stat.S_ISDIR(st.st_mode) else None
+        if _nofollow.race_hook is not None:
+            race_point("walk.listed", rel=rel)
+        child = _open_listed_dir(dir_fd, name, rel, st) if is_dir else None
         if child is None:
-            if stat.S_ISDIR(st.st_mode):  # replaced since listed: describe what is there now
+            if is_dir:  # replaced since listed: describe what is there now
                 try:
                     st = lstat_at(dir_fd, name)
                 except FileNotFoundError:

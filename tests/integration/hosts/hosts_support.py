@@ -25,6 +25,8 @@ def snapshot(top: Path) -> dict[str, tuple]:
                 result[rel] = ("symlink", st.st_uid, st.st_gid, os.readlink(full))
             elif stat.S_ISDIR(st.st_mode):
                 result[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO or socket: never opened (a FIFO would block)
+                result[rel] = ("special", stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
             else:
                 digest = hashlib.sha256(full.read_bytes()).hexdigest()
                 result[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest, st.st_mtime_ns)

@@ -72,6 +72,34 @@ def test_a_rollback_can_itself_be_rolled_back(prepared_fleet, run_playbook, flee
         assert host_snapshot(host) == broken[host.name], host.name
 
 
+def test_a_fifo_is_checkpointed_and_restored_and_a_planted_link_is_replaced_not_followed(
+        prepared_fleet, run_playbook, fleet_vars, tmp_path):
+    secret = tmp_path / "root-only"
+    secret.write_bytes(b"only root may read this\n")
+    os.chmod(secret, 0o600)
+    for host in prepared_fleet:
+        pipe = host.local("/srv/app") / "pipe"
+        os.mkfifo(pipe)
+        os.chmod(pipe, 0o640)
+    before = {host.name: host_snapshot(host) for host in prepared_fleet}
+    checkpoint(run_playbook, fleet_vars, "v1")  # a FIFO in the tree: the checkpoint does not hang
+    for host in prepared_fleet:
+        app = host.local("/srv/app")
+        (app / "pipe").unlink()
+        (app / "index.html").unlink()
+        os.symlink(secret, app / "index.html")  # planted by the application user
+        os.chmod(app / "run.sh", 0o777)
+    secret_before = (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_mtime_ns)
+
+    result = rollback(run_playbook, fleet_vars, "v1")
+
+    assert result.ok, result
+    for host in prepared_fleet:
+        assert host_snapshot(host) == before[host.name], host.name
+    assert (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_mtime_ns) == secret_before, \
+        "the file behind the planted link kept its bytes, mode and time"
+
+
 def test_second_rollback_changes_nothing(prepared_fleet, run_playbook, fleet_vars):
     checkpoint(run_playbook, fleet_vars, "v1")
     for host in prepared_fleet:
