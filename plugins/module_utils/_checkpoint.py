@@ -115,11 +115,7 @@ class _Capture:
         entry that is gone. A device is refused."""
         kind = kind_of(st)
         if kind is None:
-            refusal = device_refusal(self.spec.path, rel, st)
-            if refusal:
-                raise refusal
-            self.stats.skipped.append(rel)
-            return None
+            return self._skip(rel, st)
         entry = describe_entry(rel, st, kind)
         if kind == LINK:
             try:
@@ -128,6 +124,13 @@ class _Capture:
                 return self._look_again(rel)
         self.stats.entries += 1
         return entry, st, None
+
+    def _skip(self, rel: str, st: os.stat_result) -> None:
+        """Leave out a socket (listed as skipped); refuse a device."""
+        refusal = device_refusal(self.spec.path, rel, st)
+        if refusal:
+            raise refusal
+        self.stats.skipped.append(rel)
 
     def _look_again(self, rel: str) -> Optional[Tuple[dict, os.stat_result, Optional[Content]]]:
         """Describe an entry that changed after it was listed as what it is now (a symlink stays a
@@ -140,11 +143,7 @@ class _Capture:
                 return None  # gone, or its parent was replaced: no longer below the root
             kind = kind_of(st)
             if kind is None:
-                refusal = device_refusal(self.spec.path, rel, st)
-                if refusal:
-                    raise refusal
-                self.stats.skipped.append(rel)
-                return None
+                return self._skip(rel, st)
             if kind == DIR:
                 continue  # a directory in place of a listed entry: its inside was not walked
             entry, content = describe_entry(rel, st, kind), None
