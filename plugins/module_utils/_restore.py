@@ -9,6 +9,7 @@ leftover temporary files are extras that the next run removes while it completes
 
 from __future__ import annotations
 
+import itertools
 import json
 import marshal
 import os
@@ -552,9 +553,9 @@ def verify_changes(plan: RootPlan, store: Store) -> List[dict]:
         return [{"path": ".", "problem": "cannot be opened: %s" % exc}]
     problems = []
     try:
-        checks = [(action.rel, action.entry) for action in plan.actions]
-        checks += [("/".join(key), entry) for key, entry in plan.dirs.items()]
-        for rel, entry in checks:
+        checks = itertools.chain(((action.rel, action.entry) for action in plan.actions),
+                                 (("/".join(key), entry) for key, entry in plan.dirs.items()))
+        for rel, entry in checks:  # one entry decoded at a time: a large plan keeps its entries packed
             try:
                 dir_fd, name = cursor.parent_of(rel)
                 problem = _entry_problem(dir_fd, name, entry, store)
