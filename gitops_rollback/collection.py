@@ -63,16 +63,25 @@ def collections_dir_for(root: Path, workdir: Path) -> Path:
     return workdir
 
 
+MODULE_UTILS_PACKAGE = "gitops_rollback._collection_module_utils"
+
+
 def load_module_util(root: Path, name: str) -> ModuleType:
-    """Import ``plugins/module_utils/<name>.py`` of the collection as a plain module."""
-    qualified = f"gitops_rollback._collection_{name.lstrip('_')}"
-    if qualified in sys.modules:
-        return sys.modules[qualified]
-    path = root / "plugins" / "module_utils" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(qualified, path)
-    if spec is None or spec.loader is None:
-        raise CollectionNotFound(f"{path} cannot be loaded: the collection at {root} is incomplete.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[qualified] = module  # dataclasses look the module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    """Import ``plugins/module_utils/<name>.py`` of the collection as a plain module.
+
+    The collection's module_utils directory becomes the package ``gitops_rollback._collection_module_utils``
+    (for this process, the first collection loaded wins), so a module_util's relative imports of
+    its siblings (``from ._labels import ...``) resolve as they do under Ansible.
+    """
+    folder = root / "plugins" / "module_utils"
+    package = sys.modules.get(MODULE_UTILS_PACKAGE)
+    if package is None:
+        spec = importlib.util.spec_from_loader(MODULE_UTILS_PACKAGE, loader=None, is_package=True)
+        if spec is None:  # pragma: no cover  # spec_from_loader returns a spec for a name
+            raise CollectionNotFound(f"{folder} cannot be loaded as a package.")
+        spec.submodule_search_locations = [str(folder)]
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[MODULE_UTILS_PACKAGE] = package
+    if not (folder / f"{name}.py").is_file():
+        raise CollectionNotFound(f"{folder / (name + '.py')} cannot be loaded: the collection at {root} is incomplete.")
+    return importlib.import_module(f"{MODULE_UTILS_PACKAGE}.{name}")

@@ -5,8 +5,10 @@
 A Git push (a post-receive line, a GitHub or GitLab webhook payload, or the webhook extra vars
 AWX injects) becomes a :class:`RefEvent`; :func:`decide` turns it into a :class:`Decision`:
 ``checkpoint`` a release tag, ``rollback`` to the target of a rollback tag, or ``ignore`` with
-the reason. Pure functions, standard library only, no relative imports: the ``gitops-rollback``
-command loads this file by path, the ``tag_event`` filter imports it as a module_util.
+the reason, or ``refuse`` a ref whose tag, rollback target or commit is outside the grammar of
+``_labels.py`` (such a ref is untrusted data that must never reach a playbook). Pure functions,
+standard library only; the one import is ``_labels`` (relative): the ``gitops-rollback`` command
+loads both files as a package, the ``tag_event`` filter imports them as module_utils.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import fnmatch
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ._labels import LabelError, check_label, escape, is_label
 
 ZERO_SHA = "0" * 40
 TAG_PREFIX = "refs/tags/"
@@ -27,7 +31,9 @@ AWX_PREFIXES = ("awx", "tower")
 CHECKPOINT = "checkpoint"
 ROLLBACK = "rollback"
 IGNORE = "ignore"
+REFUSE = "refuse"
 MANUAL = "manual"
+OBJECT_NAME = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
 class TagEventError(ValueError):
@@ -36,10 +42,15 @@ class TagEventError(ValueError):
 
 @dataclass(frozen=True)
 class TagPatterns:
-    """Which tags make checkpoints (globs) and which roll back (a pattern with ``{target}``)."""
+    """Which tags make checkpoints (globs) and which roll back (a pattern with ``{target}``).
+
+    ``label`` is an optional regular expression every tag name must also match in full: it narrows
+    the label grammar of ``_labels.py``, it cannot widen it.
+    """
 
     release: Tuple[str, ...] = DEFAULT_RELEASE_PATTERNS
     rollback: str = DEFAULT_ROLLBACK_PATTERN
+    label: Optional[str] = None
     _rollback_re: Any = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
@@ -50,6 +61,12 @@ class TagPatterns:
             raise TagEventError(
                 "Rollback tag pattern %r must contain %s exactly once (for example 'rollback/%s')."
                 % (self.rollback, TARGET_PLACEHOLDER, TARGET_PLACEHOLDER))
+        if self.label:
+            try:
+                re.compile(self.label)
+            except re.error as exc:
+                raise TagEventError("Tag label pattern %s is not a regular expression (%s). Give one that "
+                                    "matches the tag names you allow in full." % (escape(self.label, 200), exc))
         head, tail = self.rollback.split(TARGET_PLACEHOLDER)
         object.__setattr__(self, "_rollback_re", re.compile(
             "^%s(?P<target>.+)%s$" % (_glob_regex(head), _glob_regex(tail))))
@@ -65,7 +82,8 @@ class TagPatterns:
 
     def describe(self) -> str:
         """Patterns as text for log lines."""
-        return "release %s, rollback %s" % (", ".join(self.release) or "(none)", self.rollback)
+        text = "release %s, rollback %s" % (", ".join(self.release) or "(none)", self.rollback)
+        return text + (", label pattern %s" % escape(self.label, 200) if self.label else "")
 
 
 def _glob_regex(glob: str) -> str:
@@ -214,25 +232,52 @@ def _is_push(event: RefEvent) -> bool:
     return event.event_type in ("push", "create", "delete", "Push Hook", "Tag Push Hook", "tag_push")
 
 
+def shown(text: str) -> str:
+    """``text`` as it may appear in a message: itself when it is a valid label, else escaped."""
+    return text if is_label(text) else escape(text)
+
+
+def refusal(event: RefEvent, patterns: TagPatterns) -> Optional[str]:
+    """Why the tag, rollback target or commit of a tag push is refused, or None when they are valid."""
+    tag = event.tag or ""
+    try:
+        check_label(tag, patterns.label, what="tag")
+        target = patterns.rollback_target(tag)
+        if target is not None:
+            check_label(target, what="rollback target")
+    except LabelError as exc:
+        return str(exc)
+    if event.commit and not OBJECT_NAME.fullmatch(event.commit):
+        return "Commit %s of tag %s is refused: it is not a Git object name (40 or 64 lowercase hex digits)." % (
+            escape(event.commit), tag)
+    return None
+
+
 def decide(event: RefEvent, patterns: TagPatterns, processed_tags: Collection[str] = (),
            processed_events: Collection[str] = ()) -> Decision:
-    """Decide what ``event`` triggers: checkpoint, rollback, or ignore (with the reason).
+    """Decide what ``event`` triggers: checkpoint, rollback, ignore or refuse (with the reason).
 
     ``processed_tags``/``processed_events`` are what was handled before (tags are processed
-    once; a redelivered event id is ignored even for a new tag).
+    once; a redelivered event id is ignored even for a new tag). A tag push whose tag, rollback
+    target or commit is outside the grammar is refused before anything else is looked at; the
+    decision then carries the ref escaped and no tag, target or commit.
     """
-    base = {"ref": event.ref, "tag": event.tag or "", "commit": event.commit, "event_id": event.event_id,
-            "source": event.source}
+    commit = event.commit if OBJECT_NAME.fullmatch(event.commit or "") else ""
+    base = {"ref": shown(event.ref) if event.ref else "", "tag": shown(event.tag) if event.tag else "",
+            "commit": commit, "event_id": shown(event.event_id) if event.event_id else "", "source": event.source}
     if event.event_id and event.event_id in processed_events:
-        return Decision(IGNORE, "duplicate event %s: it was handled already" % event.event_id, **base)
+        return Decision(IGNORE, "duplicate event %s: it was handled already" % base["event_id"], **base)
     if not _is_push(event):
-        return Decision(IGNORE, "event type %r is not a push" % event.event_type, **base)
+        return Decision(IGNORE, "event type %s is not a push" % escape(event.event_type), **base)
     tag = event.tag
     if tag is None:
         what = "branch push" if event.ref.startswith(BRANCH_PREFIX) else "not a tag"
-        return Decision(IGNORE, "%s (%s): only tags trigger checkpoints and rollbacks" % (what, event.ref), **base)
+        return Decision(IGNORE, "%s (%s): only tags trigger checkpoints and rollbacks" % (what, base["ref"]), **base)
     if event.deleted:
-        return Decision(IGNORE, "tag %s was deleted: deleting a tag never triggers anything" % tag, **base)
+        return Decision(IGNORE, "tag %s was deleted: deleting a tag never triggers anything" % base["tag"], **base)
+    problem = refusal(event, patterns)
+    if problem:
+        return Decision(REFUSE, problem, **dict(base, tag="", commit=""))
     target = patterns.rollback_target(tag)
     action = ROLLBACK if target else CHECKPOINT if patterns.is_release(tag) else None
     if action is None:
@@ -253,7 +298,8 @@ def decide_awx(variables: Mapping[str, Any], patterns: TagPatterns, processed_ta
     return decide(event, patterns, processed_tags, processed_events)
 
 
-def patterns_from(release: Optional[Sequence[str]] = None, rollback: Optional[str] = None) -> TagPatterns:
+def patterns_from(release: Optional[Sequence[str]] = None, rollback: Optional[str] = None,
+                  label: Optional[str] = None) -> TagPatterns:
     """TagPatterns from optional settings (None: defaults)."""
     return TagPatterns(tuple(release) if release is not None else DEFAULT_RELEASE_PATTERNS,
-                       rollback or DEFAULT_ROLLBACK_PATTERN)
+                       rollback or DEFAULT_ROLLBACK_PATTERN, label or None)

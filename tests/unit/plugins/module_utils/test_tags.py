@@ -70,3 +70,84 @@ def test_custom_patterns() -> None:
 def test_bad_post_receive_line() -> None:
     with pytest.raises(TagEventError, match="line 1"):
         parse_post_receive("garbage\n")
+
+
+MARKER = "/tmp/gitops-rollback-marker"
+HOSTILE = [
+    "rollback/{{ lookup('pipe', 'touch %s') }}" % MARKER,
+    "rollback/{{lookup('pipe','touch${IFS}%s')}}" % MARKER,
+    "v{%print(lookup('pipe','id'))%}",
+    "v{#x#}",
+    "rollback/v1${IFS}x",
+    "v1\nrollback/v1",
+    "v1\x00",
+    "v" + "1" * 1024,
+    "rollback/v" + "1" * 1024,
+    "\u0440ollback/v1",   # Cyrillic er
+    "v1\u2024",            # one dot leader
+    "\uff56" + "1",        # fullwidth v
+    "rollback/-v1",
+    "rollback/../v1",
+    "-v1",
+]
+
+
+@pytest.mark.parametrize("tag", HOSTILE)
+def test_tags_outside_the_grammar_are_refused_before_anything_runs(tag: str) -> None:
+    """Every way a tag reaches decide() (post-receive, payload, AWX) refuses it, with the name escaped."""
+    events = [event_from_payload({"ref": "refs/tags/" + tag, "before": ZERO, "after": SHA}, "push", "guid-9"),
+              decide_awx({"awx_webhook_payload": {"ref": "refs/tags/" + tag, "before": ZERO, "after": SHA},
+                          "awx_webhook_event_type": "push"}, PATTERNS)]
+    decisions = [decide(events[0], PATTERNS), events[1]]
+    for decision in decisions:
+        assert decision.action == "refuse", decision
+        assert not decision.runs
+        assert decision.target == "" and decision.tag == ""
+        assert "is refused" in decision.reason
+        for raw in ("{{", "{%", "{#", "\n", "\x00", "${", "\u0440", "\uff56", "\u2024"):
+            assert raw not in decision.reason, decision.reason
+        assert len(decision.reason) < 600
+
+
+def test_the_refused_tag_is_kept_escaped_for_the_record() -> None:
+    decision = decide(event_from_payload({"ref": "refs/tags/v{{ 7*7 }}", "before": ZERO, "after": SHA}), PATTERNS)
+    assert decision.action == "refuse"
+    assert decision.ref == "'refs/tags/v\\x7b\\x7b 7*7 \\x7d\\x7d'"
+    assert "Tag 'v\\x7b\\x7b 7*7 \\x7d\\x7d' is refused: it contains '\\x7b'" in decision.reason
+
+
+def test_a_commit_that_is_no_object_name_is_refused() -> None:
+    event = event_from_payload({"ref": "refs/tags/v2", "before": ZERO, "after": "{{ 7*7 }}"}, "push")
+    decision = decide(event, PATTERNS)
+    assert decision.action == "refuse" and decision.commit == ""
+    assert "not a Git object name" in decision.reason and "{{" not in decision.reason
+
+
+def test_deleted_and_branch_refs_with_odd_names_are_ignored_and_printed_escaped() -> None:
+    gone = decide(event_from_payload({"ref": "refs/tags/v{{x}}", "before": SHA, "after": ZERO}), PATTERNS)
+    branch = decide(event_from_payload({"ref": "refs/heads/a\nb", "before": SHA, "after": SHA}), PATTERNS)
+    assert gone.action == branch.action == "ignore"
+    assert "{{" not in gone.reason + gone.ref and "\n" not in branch.reason + branch.ref
+
+
+def test_a_label_pattern_narrows_the_grammar_and_cannot_widen_it() -> None:
+    narrow = patterns_from(None, None, r"(rollback/)?v[0-9]+(\.[0-9]+)*")
+    assert decide(parse_post_receive(f"{ZERO} {SHA} refs/tags/v2.1")[0], narrow).action == "checkpoint"
+    assert decide(parse_post_receive(f"{ZERO} {SHA} refs/tags/rollback/v2")[0], narrow).target == "v2"
+    refused = decide(parse_post_receive(f"{ZERO} {SHA} refs/tags/v2-rc1")[0], narrow)
+    assert refused.action == "refuse" and "configured label pattern" in refused.reason
+    wide = patterns_from(None, None, r".*")
+    assert decide(parse_post_receive(f"{ZERO} {SHA} refs/tags/v{{{{x}}}}")[0], wide).action == "refuse"
+    with pytest.raises(TagEventError, match="label pattern"):
+        patterns_from(None, None, "v[")
+
+
+def test_a_rollback_target_outside_the_grammar_is_refused() -> None:
+    patterns = TagPatterns(("v*",), "revert-{target}")
+    decision = decide(parse_post_receive(f"{ZERO} {SHA} refs/tags/revert-.hidden")[0], patterns)
+    assert decision.action == "refuse" and "Rollback target" in decision.reason
+
+
+def test_events_without_a_tag_keep_empty_fields() -> None:
+    decision = decide(event_from_payload({"zen": "hi"}, "ping"), PATTERNS)
+    assert (decision.tag, decision.ref, decision.event_id) == ("", "", "")
