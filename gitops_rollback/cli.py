@@ -30,8 +30,8 @@ from .collection import CollectionNotFound, find_collection, load_module_util
 from .hooks import HookError, TagRef, install_hook, list_tags, peel, scrub_git_environment
 from .runner import RunRequest, extravars_for, prune_runs, run
 from .state import StateError, StateFile, default_state_path
-from .tags import (DEFAULT_RELEASE_PATTERNS, DEFAULT_ROLLBACK_PATTERN, RefEvent, TagEventError, decide,
-                   event_from_payload, event_from_ref, parse_post_receive, patterns_from)
+from .tags import (DEFAULT_RELEASE_PATTERNS, DEFAULT_ROLLBACK_PATTERN, OBJECT_NAME, REFUSE, RefEvent, TagEventError, decide,
+                   event_from_payload, event_from_ref, parse_post_receive, patterns_from, shown)
 
 LOG = logging.getLogger("gitops_rollback")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -73,14 +73,19 @@ class Engine:
         return self.settings.state.path.parent / "runs"
 
     def handle(self, event: RefEvent) -> bool:
-        """Decide about one event and run what it triggers; False when a run failed."""
+        """Decide about one event and run what it triggers; False when a run failed or the ref was refused."""
         s = self.settings
-        if event.commit and s.repo:
+        if s.repo and OBJECT_NAME.fullmatch(event.commit):  # anything else is refused by decide()
             event = dataclasses.replace(event, commit=peel(s.repo, event.commit))
         with s.state.transaction() as state:
             processed_tags = {} if s.force else state.tags
             processed_events = {} if s.force else state.events
             decision = decide(event, s.patterns, processed_tags, processed_events)
+            if decision.action == REFUSE:
+                LOG.warning("refused: %s Nothing runs for %s.", decision.reason, decision.ref)
+                if not s.decide_only:
+                    state.refuse(decision)
+                return False
             if not decision.runs:
                 LOG.info("ignored: %s", decision.reason)
                 if not s.decide_only:
@@ -241,6 +246,8 @@ def trigger_args_for_hook(args: argparse.Namespace) -> List[str]:
         out += ["--release-pattern", pattern]
     if args.rollback_pattern:
         out += ["--rollback-pattern", args.rollback_pattern]
+    if args.label_pattern:
+        out += ["--label-pattern", args.label_pattern]
     if args.layers:
         out += ["--layers", args.layers]
     for extra in args.extra_vars or []:
@@ -264,7 +271,9 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     state = StateFile(args.state or default_state_path()).read()
     for tag, entry in sorted(state.tags.items(), key=lambda item: str(item[1].get("started"))):
-        print(f"{tag}\t{entry.get('action')}\t{entry.get('status')}\t{entry.get('started')}\t{entry.get('run', '')}")
+        print(f"{shown(tag)}\t{entry.get('action')}\t{entry.get('status')}\t{entry.get('started')}\t{entry.get('run', '')}")
+    for entry in state.refused:  # recorded escaped
+        print(f"{entry.get('ref')}\trefused\t{entry.get('reason')}\t{entry.get('time')}")
     return EXIT_OK
 
 
@@ -321,7 +330,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(
         inventory=Path(args.inventory).resolve() if args.inventory else None,
         state=StateFile(args.state or default_state_path()),
-        patterns=patterns_from(args.release_pattern or None, args.rollback_pattern),
+        patterns=patterns_from(args.release_pattern or None, args.rollback_pattern, args.label_pattern),
         layers=[layer.strip() for layer in (args.layers or "").split(",") if layer.strip()],
         extravars=_parse_extra_vars(args.extra_vars or []),
         check=args.check,
@@ -341,6 +350,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help=f"tag glob that makes a checkpoint (repeatable; default {' '.join(DEFAULT_RELEASE_PATTERNS)})")
     parser.add_argument("--rollback-pattern", metavar="PATTERN",
                         help=f"tag pattern that rolls back to {{target}} (default {DEFAULT_ROLLBACK_PATTERN})")
+    parser.add_argument("--label-pattern", metavar="REGEX",
+                        help="regular expression every tag name must match in full; it narrows the label grammar "
+                             "(ASCII letters, digits, . _ / -; at most 128 characters), never widens it")
     parser.add_argument("--layers", help="comma-separated layers a rollback restores (default: all)")
     parser.add_argument("-e", "--extra-vars", action="append", metavar="VARS",
                         help="extra vars for the playbook: KEY=VALUE, JSON or @file (repeatable)")

@@ -84,7 +84,8 @@ def peel(repo: Optional[str], obj: str) -> str:
     if not repo or not obj or not is_local(repo):
         return obj
     try:
-        return _git(["--git-dir", _git_dir(repo), "rev-parse", "--verify", "--quiet", f"{obj}^{{commit}}"],
+        return _git(["--git-dir", _git_dir(repo), "rev-parse", "--verify", "--quiet", "--end-of-options",
+                     f"{obj}^{{commit}}"],
                     "Resolving a tag").strip() or obj
     except HookError:
         return obj

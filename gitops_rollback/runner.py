@@ -3,7 +3,8 @@
 ::
 
     <run dir>/
-      env/extravars      JSON: checkpoint_label/commit or rollback_to (+ layers), the trigger
+      env/extravars      YAML, every string !unsafe: checkpoint_label/commit or rollback_to (+ layers),
+                         the trigger, --extra-vars (as AWX writes launch-time and webhook vars)
       env/envvars        JSON: ANSIBLE_COLLECTIONS_PATH, PATH with ansible-playbook
       env/cmdline        --check --diff for a dry run
       env/settings       JSON: runner settings
@@ -26,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import yaml
 
 from .collection import collections_dir_for
 
@@ -68,6 +71,36 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.chmod(0o600)
 
 
+class _Unsafe(str):
+    """A string Ansible must never render as a template (written with the ``!unsafe`` tag)."""
+
+
+class _UnsafeDumper(yaml.SafeDumper):  # pylint: disable=too-many-ancestors
+    """SafeDumper that writes :class:`_Unsafe` strings as ``!unsafe "..."`` (non-ASCII escaped)."""
+
+
+_UnsafeDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value), style='"'))
+
+
+def _mark_unsafe(value: Any) -> Any:
+    """``value`` with every string in it (values, not keys) made :class:`_Unsafe`."""
+    if isinstance(value, Mapping):
+        return {str(key): _mark_unsafe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mark_unsafe(item) for item in value]
+    return _Unsafe(value) if isinstance(value, str) else value
+
+
+def unsafe_yaml(data: Mapping[str, Any]) -> str:
+    """Extra vars as YAML in which every string is ``!unsafe``: Ansible keeps them as data, never templates.
+
+    Refs, payloads and command-line values come from outside; ansible-core (2.19 data tagging
+    included) renders a string from an ``-e @file`` unless it carries this tag.
+    """
+    return yaml.dump(_mark_unsafe(dict(data)), Dumper=_UnsafeDumper, default_flow_style=False, sort_keys=True,
+                     allow_unicode=False, width=1 << 20)
+
+
 def _copy_inventory(inventory: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     if inventory.is_dir():
@@ -100,7 +133,9 @@ def prepare(request: RunRequest) -> Path:
     }
     envvars.update(request.extra_envvars)
     _write_json(pdd / "env" / "envvars", envvars)
-    _write_json(pdd / "env" / "extravars", request.extravars)
+    extravars = pdd / "env" / "extravars"
+    extravars.write_text("---\n" + unsafe_yaml(request.extravars), encoding="utf-8")
+    extravars.chmod(0o600)
     _write_json(pdd / "env" / "settings", {"suppress_ansible_output": True})
     if request.check:
         (pdd / "env" / "cmdline").write_text("--check --diff\n", encoding="utf-8")

@@ -7,8 +7,12 @@ Format (JSON, ``format_version`` 1)::
                      "source": "post-receive", "status": "successful", "started": "...",
                      "finished": "...", "run": "<runner ident>"}},
      "events": {"<delivery id>": "<time seen>"},
-     "baselines": {"<repository>": "<time>"}}
+     "baselines": {"<repository>": "<time>"},
+     "refused": [{"ref": "'refs/tags/v\\x7b\\x7b...'", "reason": "Tag ... is refused: ...",
+                  "event_id": "", "source": "post-receive", "time": "..."}]}
 
+A ref whose tag, rollback target or commit is outside the label grammar is recorded under
+``refused`` (its name and the reason escaped, the newest ``MAX_REFUSED`` kept) and nothing runs.
 A tag is recorded *before* its playbook starts (status ``running``), so a second trigger for the
 same tag, concurrent or later, is ignored: each tag runs at most once. A failed run stays
 recorded (status ``failed``); run it again with ``trigger --force`` or ``forget`` it first.
@@ -27,6 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 FORMAT_VERSION = 1
 MAX_EVENTS = 5000
+MAX_REFUSED = 1000
 BASELINE = "baseline"
 
 
@@ -56,11 +61,18 @@ class State:
         self.tags: Dict[str, Dict[str, Any]] = dict(data.get("tags") or {})
         self.events: Dict[str, str] = dict(data.get("events") or {})
         self.baselines: Dict[str, str] = dict(data.get("baselines") or {})
+        self.refused: List[Dict[str, Any]] = list(data.get("refused") or [])
 
     def to_json(self) -> Dict[str, Any]:
         """The JSON document."""
         return {"format_version": FORMAT_VERSION, "tags": self.tags, "events": self.events,
-                "baselines": self.baselines}
+                "baselines": self.baselines, "refused": self.refused}
+
+    def refuse(self, decision: Any) -> None:
+        """Record a refused ref (``decision`` carries the ref and the reason escaped already)."""
+        self.refused.append({"ref": decision.ref, "reason": decision.reason, "event_id": decision.event_id,
+                             "source": decision.source, "time": now()})
+        del self.refused[:-MAX_REFUSED]
 
     def start(self, decision: Any, run: str) -> None:
         """Record that the run for ``decision`` starts now (the tag counts as processed from here)."""

@@ -14,7 +14,9 @@ _tags = load_module_util(find_collection(), "_tags")
 CHECKPOINT = _tags.CHECKPOINT
 ROLLBACK = _tags.ROLLBACK
 IGNORE = _tags.IGNORE
+REFUSE = _tags.REFUSE
 ZERO_SHA = _tags.ZERO_SHA
+OBJECT_NAME = _tags.OBJECT_NAME
 TAG_PREFIX = _tags.TAG_PREFIX
 DEFAULT_RELEASE_PATTERNS = _tags.DEFAULT_RELEASE_PATTERNS
 DEFAULT_ROLLBACK_PATTERN = _tags.DEFAULT_ROLLBACK_PATTERN
@@ -27,9 +29,10 @@ event_from_ref = _tags.event_from_ref
 event_from_payload = _tags.event_from_payload
 parse_post_receive = _tags.parse_post_receive
 patterns_from = _tags.patterns_from
+shown = _tags.shown
 
 __all__ = [
-    "CHECKPOINT", "DEFAULT_RELEASE_PATTERNS", "DEFAULT_ROLLBACK_PATTERN", "Decision", "IGNORE", "ROLLBACK",
-    "RefEvent", "TAG_PREFIX", "TagEventError", "TagPatterns", "ZERO_SHA", "decide", "event_from_payload",
-    "event_from_ref", "parse_post_receive", "patterns_from",
+    "CHECKPOINT", "DEFAULT_RELEASE_PATTERNS", "DEFAULT_ROLLBACK_PATTERN", "Decision", "IGNORE", "OBJECT_NAME", "ROLLBACK",
+    "REFUSE", "RefEvent", "TAG_PREFIX", "TagEventError", "TagPatterns", "ZERO_SHA", "decide", "event_from_payload",
+    "event_from_ref", "parse_post_receive", "patterns_from", "shown",
 ]

@@ -68,6 +68,7 @@ def test_pushed_tags_checkpoint_and_roll_back(clean_fleet, gitops_inventory: Pat
     assert len(runs) == 3
     status = [(r / "artifacts" / r.name / "status").read_text() for r in runs]
     assert status == ["successful"] * 3
-    extravars = json.loads((runs[-1] / "env" / "extravars").read_text())
-    assert extravars["rollback_to"] == "v1"
-    assert extravars["gitops_rollback_trigger"]["tag"] == "rollback/v1"
+    # The extra vars reach Ansible as data, never as templates: every string is !unsafe.
+    text = (runs[-1] / "env" / "extravars").read_text()
+    assert 'rollback_to: !unsafe "v1"' in text and 'tag: !unsafe "rollback/v1"' in text, text
+    assert not [line for line in text.splitlines() if '"' in line and "!unsafe" not in line], text
