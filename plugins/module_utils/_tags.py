@@ -277,7 +277,8 @@ def decide(event: RefEvent, patterns: TagPatterns, processed_tags: Collection[st
         return Decision(IGNORE, "tag %s was deleted: deleting a tag never triggers anything" % base["tag"], **base)
     problem = refusal(event, patterns)
     if problem:
-        return Decision(REFUSE, problem, **dict(base, tag="", commit=""))
+        refused = dict(base, tag="", commit="")
+        return Decision(REFUSE, problem, **refused)
     target = patterns.rollback_target(tag)
     action = ROLLBACK if target else CHECKPOINT if patterns.is_release(tag) else None
     if action is None:

@@ -58,7 +58,7 @@ def test_trigger_refuses_hostile_tags_and_runs_nothing(clean_fleet, gitops_inven
     state = tmp_path / "state" / "state.json"
     common = ["-i", str(gitops_inventory), "--state", str(state)]
     outcomes = []
-    for number, (name, _) in enumerate(hostile(marker)):
+    for number, (name, _git_ok) in enumerate(hostile(marker)):
         if "\x00" not in name:  # argv cannot hold a NUL
             outcomes.append((name, run_cli(["trigger", name, *common], config_repo.env, tmp_path)))
         body = tmp_path / f"push{number}.json"
