@@ -277,8 +277,7 @@ def decide(event: RefEvent, patterns: TagPatterns, processed_tags: Collection[st
         return Decision(IGNORE, "tag %s was deleted: deleting a tag never triggers anything" % base["tag"], **base)
     problem = refusal(event, patterns)
     if problem:
-        refused = dict(base, tag="", commit="")
-        return Decision(REFUSE, problem, **refused)
+        return Decision(REFUSE, problem, ref=base["ref"], event_id=base["event_id"], source=base["source"])
     target = patterns.rollback_target(tag)
     action = ROLLBACK if target else CHECKPOINT if patterns.is_release(tag) else None
     if action is None:
