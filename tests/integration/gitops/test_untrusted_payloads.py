@@ -107,8 +107,8 @@ def test_plain_extra_vars_with_templates_run_nothing(v2_fleet, gitops_inventory:
 def awx_job(root: Path, inventory: Path, collections: Path, job_id: int, playbook: str,
             untrusted: Dict[str, Any], all_plain: bool = False) -> Any:
     """Run ``playbook`` as AWX would: job vars plain, survey answers and webhook vars ``!unsafe`` (by default)."""
-    pdd = awx_private_data_dir(root, inventory, {}, collections)
     trusted = common_vars(job_id)
+    pdd = awx_private_data_dir(root, inventory, trusted, collections)  # env/envvars as AWX sets them
     if all_plain:  # ALLOW_JINJA_IN_EXTRA_VARS=always
         text = json.dumps({**trusted, **untrusted})
     else:
