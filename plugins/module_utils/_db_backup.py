@@ -33,8 +33,9 @@ from ._db_pg import PgEngine
 from ._db_sqlite import SqliteEngine
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError
 from ._fsutil import ensure_private_dir, temp_name
+from ._labels import show_label
 from ._lock import FileLock
-from ._store import Store, parse_time, utc_now
+from ._store import Store, check_new_label, parse_time, utc_now
 
 COMPONENT_TYPE = "database"
 ENGINES = {"postgresql": PgEngine, "mysql": MysqlEngine, "sqlite": SqliteEngine}
@@ -139,6 +140,8 @@ def plan_backup(store: Store, req: BackupRequest) -> dict:
     fmt = choose_format(engine, req.fmt)
     version = check_source(engine, req.conn, database)
     target = store.find_optional(req.checkpoint) if store.exists() else None
+    if target is None:
+        check_new_label(req.checkpoint, "checkpoint")
     return {
         "name": component_name(engine.name, database), "engine": engine.name, "database": database,
         "format": fmt, "server_version": version, "estimated_size": engine.size(database),
@@ -157,6 +160,8 @@ def backup(store: Store, req: BackupRequest, owner: str, lock_timeout: float = 0
     engine = engine_for(req.conn, req.maintenance_db, {"pg_dump": req.dump_extra_args})
     database = database_key(req.conn)
     fmt = choose_format(engine, req.fmt)
+    if store.find_optional(req.checkpoint) is None:
+        check_new_label(req.checkpoint, "checkpoint")  # a new checkpoint gets it: refused before the dump
     check_source(engine, req.conn, database)
     with store.lock(owner, "db_backup %s" % component_name(engine.name, database), timeout=lock_timeout):
         started = time.monotonic()
@@ -262,7 +267,8 @@ def locate_backup(store: Store, ref: str, engine: str, database: str) -> Tuple[d
     raise CheckpointNotFound(
         "Checkpoint %s (%s) has no backup of %s (it holds: %s). Set source_database, or run "
         "gitops.rollback.db_backup_info to find one." % (
-            manifest["id"], manifest.get("label") or "no label", component_name(engine, database),
+            manifest["id"], show_label(manifest["label"]) if manifest.get("label") else "no label",
+            component_name(engine, database),
             ", ".join(c["name"] for c in others) or "no database backups"))
 
 

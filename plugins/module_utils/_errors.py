@@ -39,6 +39,10 @@ class StoreFullError(RollbackError):
     """The disk filled up while writing to the store."""
 
 
+class BadLabel(RollbackError):
+    """A label given for a new checkpoint, release, snapshot or migration is outside the label grammar."""
+
+
 class NotAStore(RollbackError):
     """A store_path names something other than a checkpoint store (a file, a link, another directory)."""
 

@@ -95,3 +95,8 @@ def check_label(value: object, pattern: Optional[str] = None, what: str = "label
 def is_label(value: object, pattern: Optional[str] = None) -> bool:
     """Tell whether ``value`` is a valid label."""
     return label_problem(value, pattern) is None
+
+
+def show_label(value: object) -> str:
+    """Return a label for a message: a valid one as it is, anything else escaped and quoted (an old store's)."""
+    return value if is_label(value) else escape(value)  # type: ignore[return-value]  # a str when a label

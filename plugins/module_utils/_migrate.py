@@ -23,11 +23,17 @@ from typing import Dict, List, Optional
 
 from ._db_conn import DbConnection
 from ._errors import RollbackError
+from ._labels import escape, show_label
 from ._migrate_engines import Engine, MigrationFailed, Row, make_engine
 
 FILE_RE = re.compile(r"^V(\d+)__([A-Za-z0-9][A-Za-z0-9_-]*)\.(up|down)\.sql$")
 IRREVERSIBLE_MARK = "-- gitops-rollback: irreversible"
 OPERATIONS = ("status", "apply", "revert", "label", "resolve", "verify")
+
+
+def _shown(label: Optional[str]) -> str:
+    """Return a label for a message (escaped unless in the grammar), or 'none'."""
+    return show_label(label) if label else "none"
 
 
 class DirtyError(RollbackError):
@@ -341,13 +347,13 @@ def irreversible_message(crossing: List[dict], conn: DbConnection, params: Param
         best = matching[-1]
         way = ("Restore the checkpoint backup instead: checkpoint %s (label %s, component database %s, migration "
                "version %s) with gitops.rollback.db_restore checkpoint=%s."
-               % (best["checkpoint"], best["label"], best["component"], best["migration_version"],
-                  best["label"] or best["checkpoint"]))
+               % (best["checkpoint"], _shown(best["label"]), best["component"], best["migration_version"],
+                  _shown(best["label"]) if best["label"] else best["checkpoint"]))
     elif backups:
         way = ("No checkpoint backup in %s matches version %d%s; backups of this database there: %s. Restore the one "
                "taken at that release with gitops.rollback.db_restore." % (
-                   params.store_path, target, " / label %s" % label if label else "",
-                   ", ".join("%s (label %s, version %s)" % (b["checkpoint"], b["label"], b["migration_version"])
+                   params.store_path, target, " / label %s" % _shown(label) if label else "",
+                   ", ".join("%s (label %s, version %s)" % (b["checkpoint"], _shown(b["label"]), b["migration_version"])
                              for b in backups)))
     else:
         way = ("There is no checkpoint backup of %s in %s, so nothing can restore it: before deploying an "
@@ -385,10 +391,11 @@ def revert_target(state: State, params: Params) -> int:
     if params.label is not None:
         version = state.label_version(params.label)
         if version is None:
-            raise RollbackError("Label %r is not recorded in %s (have: %s). Record labels with operation=label, "
+            raise RollbackError("Label %s is not recorded in %s (have: %s). Record labels with operation=label, "
                                 "or revert by version, count or date." % (
-                                    params.label, params.conn.describe(),
-                                    ", ".join("%s=%s" % (e["label"], e["version"]) for e in state.labels) or "none"))
+                                    escape(params.label), params.conn.describe(),
+                                    ", ".join("%s=%s" % (show_label(e["label"]), e["version"]) for e in state.labels)
+                                    or "none"))
         return version
     versions = [int(row["version"]) for row in state.applied]
     if params.count is not None:
@@ -629,8 +636,9 @@ def record_label(engine: Engine, state: State, params: Params) -> dict:
     if existing == target:
         return {"changed": False, "operation": "label", "label": params.label, "version": target, "sql": []}
     if existing is not None and not params.force:
-        raise RollbackError("Label %r already names version %d of %s; a tag names one release. Use another label or "
-                            "force=true to move it to version %d." % (params.label, existing, params.conn.describe(), target))
+        raise RollbackError("Label %s already names version %d of %s; a tag names one release. Use another label or "
+                            "force=true to move it to version %d." % (escape(params.label), existing, params.conn.describe(),
+                                                                      target))
     script = engine.label_script(params.label, target, params.applied_by or default_applied_by())
     if not params.check_mode:
         engine.run_scripts([script])

@@ -8,7 +8,7 @@ import getpass
 import socket
 from typing import Optional
 
-from ._store import DEFAULT_STORE
+from ._store import DEFAULT_STORE, check_new_label
 
 
 def store_argument_spec() -> dict:
@@ -19,6 +19,12 @@ def store_argument_spec() -> dict:
         owner=dict(type="str"),
         encryption_key=dict(type="str", no_log=True),
     )
+
+
+def check_label_options(params: dict, *names: str) -> None:
+    """Refuse (BadLabel) the first of the options ``names`` that is set and outside the label grammar."""
+    for name in names:
+        check_new_label(params.get(name), name)
 
 
 def default_owner(owner: Optional[str]) -> str:

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from ._errors import RollbackError
 from ._secrets import redact_url
 from ._fsutil import atomic_write_bytes, fsync_path, is_temp_name, read_json, temp_name
+from ._labels import escape, show_label
 from ._lock import FileLock
 from ._process import run
 
@@ -115,7 +116,7 @@ class ReleaseRoot:
         """Return 'label (id), ...' of every release, newest first, for an error message."""
         if not self.releases:
             return "none"
-        return ", ".join("%s (%s)" % (rel["label"], rel["id"]) if rel.get("label") else rel["id"]
+        return ", ".join("%s (%s)" % (show_label(rel["label"]), rel["id"]) if rel.get("label") else rel["id"]
                          for rel in reversed(self.releases))
 
     def find(self, ref: str) -> dict:
@@ -126,8 +127,8 @@ class ReleaseRoot:
             found = labelled[-1] if labelled else None
         if found is None:
             raise ReleaseError(
-                "Release %r is not in %s (have: %s). Use a release id or label from "
-                "gitops.rollback.release_info." % (ref, self.path, self.describe()),
+                "Release %s is not in %s (have: %s). Use a release id or label from "
+                "gitops.rollback.release_info." % (escape(ref), self.path, self.describe()),
                 available=[rel["id"] for rel in self.releases],
                 labels=[rel.get("label") for rel in self.releases if rel.get("label")])
         return found
@@ -185,7 +186,7 @@ class ReleaseRoot:
             raise ReleaseError(
                 "Release %s%s is listed in %s but its directory %s is missing. Deploy it again with "
                 "state=present, or choose another release (have: %s)."
-                % (rel["id"], " (%s)" % rel["label"] if rel.get("label") else "", self.join(INDEX), directory,
+                % (rel["id"], " (%s)" % show_label(rel["label"]) if rel.get("label") else "", self.join(INDEX), directory,
                    self.describe()))
         for shared in rel.get("shared", []):
             if not os.path.lexists(os.path.join(directory, shared)):

@@ -26,7 +26,7 @@ from ._nofollow import (
     CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_listed, open_root, race_point, read_small, remove_at,
 )
 from ._statcache import CacheWriter
-from ._store import Store, summarize
+from ._store import Store, safety_label, summarize
 from ._tree import (
     DIR, FIFO, FILE, LINK, Key, TreeValidator, encode_entry, gid_for, kind_of, path_key, uid_for, walk_at,
 )
@@ -661,6 +661,6 @@ def _safety(store: Store, manifest: dict, plans: Sequence[RootPlan], creator: Op
     request = CheckpointRequest(
         roots=[], kind="safety", creator=creator,
         reason="safety checkpoint before restore to %s" % (manifest.get("label") or manifest["id"]),
-        label="safety/%s" % (manifest.get("label") or manifest["id"]), force=True,
+        label=safety_label(manifest), force=True,
     )
     return save_checkpoint(store, request, [plan.safety for plan in plans if plan.safety])

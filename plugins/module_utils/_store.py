@@ -33,13 +33,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ._crypto import Cipher, check_secret, require_cryptography
-from ._errors import CheckpointNotFound, EncryptionKeyError, IntegrityError, NotAStore, RollbackError, UnsupportedFormat
+from ._errors import BadLabel, CheckpointNotFound, EncryptionKeyError, IntegrityError, NotAStore, RollbackError, UnsupportedFormat
 from ._fsutil import (
     TEMP_MARK, atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, fsync_path, is_temp_name, raise_if_full,
     read_json,
     split_lines, start_writeback, sync_filesystem, unlink_quietly,
 )
-from ._labels import escape
+from ._labels import GRAMMAR, escape, is_label, label_problem, show_label
 from ._lock import DEFAULT_TTL, FileLock
 from ._statcache import CacheReader, CacheWriter, cache_file
 from ._packs import SMALL_OBJECT, Location, PackIndex, PackSet, PackWriter, read_range
@@ -121,6 +121,27 @@ def _write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def check_new_label(label: Optional[str], option: str = "label") -> Optional[str]:
+    """Return ``label`` when it is None or in the label grammar; raise :class:`BadLabel` naming the problem.
+
+    Only labels about to be written are checked: existing checkpoints keep whatever label they have.
+    """
+    problem = None if label is None else label_problem(label)
+    if problem:
+        raise BadLabel("%s=%s is refused: %s. A label is %s. Nothing was changed. Choose a label in that grammar "
+                       "(a release tag such as v2.4.0)." % (option, escape(label), problem, GRAMMAR))
+    return label
+
+
+def safety_label(manifest: dict) -> str:
+    """Return the label of the safety checkpoint taken before restoring ``manifest``: ``safety/<its label>``.
+
+    An old checkpoint whose label is outside the grammar (or too long for the prefix) gives ``safety/<its id>``.
+    """
+    label = "safety/%s" % manifest.get("label")
+    return label if manifest.get("label") and is_label(label) else "safety/%s" % manifest["id"]
 
 
 def _kind(mode: int) -> str:
@@ -830,7 +851,8 @@ class Store:
             raise
 
     def new_manifest(self, label: Optional[str] = None, **fields: object) -> dict:
-        """Return a fresh manifest dict (not yet saved)."""
+        """Return a fresh manifest dict (not yet saved); its label must be in the label grammar."""
+        check_new_label(label)
         manifest = {
             "format_version": FORMAT_VERSION,
             "id": new_checkpoint_id((self.ids() or [None])[-1]),
@@ -858,8 +880,8 @@ class Store:
         if len(prefixed) == 1:
             return self.load(prefixed[0])
         raise CheckpointNotFound(
-            "Checkpoint %r is not in %s on %s (have: %s). Run gitops.rollback.checkpoint_info "
-            "to list checkpoints." % (ref, self.root, socket.gethostname(), describe(manifests)),
+            "Checkpoint %s is not in %s on %s (have: %s). Run gitops.rollback.checkpoint_info "
+            "to list checkpoints." % (escape(ref), self.root, socket.gethostname(), describe(manifests)),
             available=[summarize(man) for man in manifests],
         )
 
@@ -1170,10 +1192,8 @@ def describe(manifests: List[dict], limit: int = 20) -> str:
     """Return 'id (label), ...' for an error message, newest first."""
     if not manifests:
         return "none"
-    parts = [
-        "%s%s" % (man.get("label") or man["id"], " (%s)" % man["id"] if man.get("label") else "")
-        for man in reversed(manifests)
-    ]
+    parts = ["%s (%s)" % (show_label(man["label"]), man["id"]) if man.get("label") else man["id"]
+             for man in reversed(manifests)]
     more = len(parts) - limit
     return ", ".join(parts[:limit]) + (", and %d more" % more if more > 0 else "")
 

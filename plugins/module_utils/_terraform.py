@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError
 from ._fsutil import atomic_write_bytes
-from ._store import Store, utc_now
+from ._labels import escape, show_label
+from ._store import Store, check_new_label, utc_now
 from ._tf_engine import make_engine
 from ._tf_git import config_commit, worktree_at
 from ._tf_project import TfProject, TfSettings
@@ -108,11 +109,12 @@ def find_snapshot(store: Store, ref: str, name: str) -> Tuple[dict, dict]:
         manifest = store.find(ref)
     except CheckpointNotFound as exc:
         have = list_snapshots(store, name)
-        listing = ", ".join("%s (%s, serial %s)" % (s["label"] or s["checkpoint"], s["checkpoint"], s["serial"])
+        listing = ", ".join("%s (%s, serial %s)" % (show_label(s["label"]) if s["label"] else s["checkpoint"],
+                                                      s["checkpoint"], s["serial"])
                             for s in reversed(have)) or "none"
         raise CheckpointNotFound(
-            "Terraform snapshot %r is not in %s (snapshots of %s: %s). Run gitops.rollback.terraform_state "
-            "with operation=list to see them." % (ref, store.root, name, listing),
+            "Terraform snapshot %s is not in %s (snapshots of %s: %s). Run gitops.rollback.terraform_state "
+            "with operation=list to see them." % (escape(ref), store.root, name, listing),
             available=have,
         ) from exc
     for component in manifest.get("components", []):
@@ -122,7 +124,8 @@ def find_snapshot(store: Store, ref: str, name: str) -> Tuple[dict, dict]:
     raise CheckpointNotFound(
         "Checkpoint %s (%s) holds no Terraform state of %s (it has: %s). Give the name or workspace the "
         "snapshot was taken with, or another snapshot (operation=list)."
-        % (manifest.get("label") or manifest["id"], manifest["id"], name, ", ".join(others) or "none"),
+        % (show_label(manifest["label"]) if manifest.get("label") else manifest["id"], manifest["id"], name,
+           ", ".join(others) or "none"),
         available=list_snapshots(store, name),
     )
 
@@ -130,7 +133,8 @@ def find_snapshot(store: Store, ref: str, name: str) -> Tuple[dict, dict]:
 def read_snapshot(store: Store, manifest: dict, component: dict) -> dict:
     """Read a snapshot's state after checking its hash; refuse a missing or corrupted blob."""
     sha = (component.get("blobs") or [None])[0]
-    where = "Terraform snapshot %s (%s)" % (manifest.get("label") or manifest["id"], manifest["id"])
+    where = "Terraform snapshot %s (%s)" % (show_label(manifest["label"]) if manifest.get("label") else manifest["id"],
+                                            manifest["id"])
     try:
         data = store.read_blob(sha)
     except (IntegrityError, OSError) as exc:
@@ -163,6 +167,8 @@ def save_snapshot(ctx: TfContext, data: bytes, state: dict, label: Optional[str]
 
 def snapshot(ctx: TfContext, label: Optional[str], reason: Optional[str]) -> dict:
     """Pull the current state into the store; unchanged when the labelled checkpoint already holds it."""
+    if label is not None and ctx.store.find_optional(label) is None:
+        check_new_label(label)  # a new checkpoint gets it: refused before Terraform runs
     with ctx.project() as project:
         project.init()
         data = project.pull()
@@ -215,7 +221,8 @@ def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], w
                  "<snapshot %s with serial %s>" % (component["sha256"][:12], pushed["serial"])], project.config_dir)]
             return result
         if current is not None:
-            label = safety_label or "safety-%s-before-revert-%s" % (ctx.settings.workspace, utc_now())
+            label = safety_label or "safety-%s-before-revert-%s" % (ctx.settings.workspace,
+                                                                   utc_now().replace("-", "").replace(":", ""))
             safety_manifest, safety = save_snapshot(
                 ctx, current_bytes, current, label, "safety snapshot before reverting %s to %s" % (ctx.name, ref),
                 None, project.backend_type)

@@ -209,7 +209,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils._errors import Rol
 from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
     CheckpointParams, delete_checkpoint, make_checkpoint, prune_checkpoints, rekey_store, verify_checkpoints,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options, store_argument_spec
 
 OPERATIONS = {
     "present": make_checkpoint,
@@ -249,6 +249,7 @@ def main() -> None:
     )
     params = CheckpointParams.from_module(module.params, module.check_mode)
     try:
+        check_label_options(module.params, "label")
         result = OPERATIONS[module.params["state"]](params)
     except RollbackError as exc:
         module.fail_json(msg=str(exc), **exc.public_details())

@@ -245,7 +245,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import db_connection_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate import OPERATIONS, Params, run_operation
-from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options, store_argument_spec
 
 
 def argument_spec() -> dict:
@@ -284,6 +284,8 @@ def main() -> None:
         ],
     )
     try:
+        if module.params["operation"] in ("apply", "label"):  # a label to record; revert looks one up
+            check_label_options(module.params, "label")
         result = run_operation(Params.from_module(module.params, module.check_mode))
     except RollbackError as exc:
         module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in (

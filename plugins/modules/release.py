@@ -283,7 +283,9 @@ diff:
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner, store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._options import (
+    check_label_options, default_owner, store_argument_spec,
+)
 from ansible_collections.gitops.rollback.plugins.module_utils._redacting import RedactingModule
 from ansible_collections.gitops.rollback.plugins.module_utils._release import ReleaseParams, apply
 
@@ -328,6 +330,7 @@ def main() -> None:
     fields["owner"] = default_owner(params.get("owner"))
     request = ReleaseParams(check_mode=module.check_mode, diff=module._diff, **fields)
     try:
+        check_label_options(params, "label")
         result = apply(params["state"], request)
     except RollbackError as exc:
         module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in ("available", "labels")})

@@ -204,7 +204,9 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner, store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._options import (
+    check_label_options, default_owner, store_argument_spec,
+)
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils._terraform import (
     OPERATIONS, TfContext, apply_at, list_snapshots, revert, snapshot, terraform_argument_spec, verify,
@@ -254,6 +256,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     try:
+        check_label_options(module.params, "safety_label")
         result = _run(module)
     except RollbackError as exc:
         details = {key: value for key, value in exc.details.items()
