@@ -17,6 +17,7 @@ from ._nofollow import DirCursor, lstat_at, open_listed, open_root, race_point
 from ._statcache import CacheReader, CacheWriter
 from ._store import Store
 from ._fsutil import is_temp_name
+from ._labels import show_label
 from ._tree import (
     DIR, FILE, LINK, Key, Selection, describe_entry, device_refusal, encode_entry, kind_of, path_key, walk_at,
 )
@@ -404,6 +405,16 @@ def save_checkpoint(store: Store, request: CheckpointRequest, roots: List[dict])
 
 
 def roots_of(manifest: dict, only: Sequence[str] = ()) -> List[dict]:
-    """Return the manifest's root records, optionally only those under the given paths."""
-    wanted = [os.path.realpath(path) for path in only]
-    return [root for root in manifest.get("roots", []) if not wanted or root["path"] in wanted]
+    """Return the manifest's root records, or only those named in ``only``; refuse a path it does not manage."""
+    roots = manifest.get("roots", [])
+    managed = [root["path"] for root in roots]
+    for path in only:
+        if os.path.realpath(path) not in managed:
+            raise RollbackError(
+                "%s is not a managed path of checkpoint %s (%s); it manages: %s. Nothing was changed. Name whole "
+                "managed paths in paths, or leave paths empty to restore them all." % (
+                    path, show_label(manifest["label"]) if manifest.get("label") else manifest["id"],
+                    manifest["id"], ", ".join(managed) or "no paths"),
+                available=managed)
+    wanted = {os.path.realpath(path) for path in only}
+    return [root for root in roots if not wanted or root["path"] in wanted]

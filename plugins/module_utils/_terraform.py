@@ -109,9 +109,9 @@ def find_snapshot(store: Store, ref: str, name: str) -> Tuple[dict, dict]:
         manifest = store.find(ref)
     except CheckpointNotFound as exc:
         have = list_snapshots(store, name)
-        listing = ", ".join("%s (%s, serial %s)" % (show_label(s["label"]) if s["label"] else s["checkpoint"],
-                                                      s["checkpoint"], s["serial"])
-                            for s in reversed(have)) or "none"
+        listing = ", ".join(
+            "%s (%s, serial %s)" % (show_label(s["label"]) if s["label"] else s["checkpoint"], s["checkpoint"], s["serial"])
+            for s in reversed(have)) or "none"
         raise CheckpointNotFound(
             "Terraform snapshot %s is not in %s (snapshots of %s: %s). Run gitops.rollback.terraform_state "
             "with operation=list to see them." % (escape(ref), store.root, name, listing),
@@ -221,8 +221,8 @@ def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], w
                  "<snapshot %s with serial %s>" % (component["sha256"][:12], pushed["serial"])], project.config_dir)]
             return result
         if current is not None:
-            label = safety_label or "safety-%s-before-revert-%s" % (ctx.settings.workspace,
-                                                                   utc_now().replace("-", "").replace(":", ""))
+            stamp = utc_now().replace("-", "").replace(":", "")  # labels have no ':'
+            label = safety_label or "safety-%s-before-revert-%s" % (ctx.settings.workspace, stamp)
             safety_manifest, safety = save_snapshot(
                 ctx, current_bytes, current, label, "safety snapshot before reverting %s to %s" % (ctx.name, ref),
                 None, project.backend_type)

@@ -1,0 +1,34 @@
+"""End-to-end: restore paths=[...] naming a path the checkpoint does not manage fails, listing the managed paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from badinput_support import play, results_by_task, tree_state
+
+
+@pytest.mark.parametrize("paths", [["/srv/other"], ["/srv/app", "/srv/app/index.html"], ["/etc/app/"]])
+def test_restore_refuses_paths_the_checkpoint_does_not_manage(clean_fleet, run_playbook, paths):
+    h1 = clean_fleet["h1"]
+    h1.write_text("/srv/app/index.html", "v1\n")
+    made = run_playbook(play("h1", [{"name": "checkpoint", "gitops.rollback.checkpoint": {
+        "paths": ["/srv/app"], "label": "v1"}}]))
+    assert made.ok, made
+    h1.write_text("/srv/app/index.html", "v2\n")
+    before = {"store": tree_state(h1.store), "app": tree_state(h1.local("/srv/app"))}
+
+    result = run_playbook(play("h1", [
+        {"name": "restore", "gitops.rollback.restore": {"checkpoint": "v1", "paths": paths}},
+        {"name": "restore check mode", "check_mode": True,
+         "gitops.rollback.restore": {"checkpoint": "v1", "paths": paths}},
+    ]))
+
+    by_task = results_by_task(result, "h1")
+    unmanaged = [path for path in paths if path != "/srv/app"]
+    for name in ("restore", "restore check mode"):
+        outcome = by_task[name]
+        assert outcome["status"] == "ignored", (name, outcome)
+        assert "%s is not a managed path of checkpoint v1 (" % unmanaged[0] in outcome["msg"], outcome["msg"]
+        assert "it manages: /srv/app. Nothing was changed." in outcome["msg"], outcome["msg"]
+    assert {"store": tree_state(h1.store), "app": tree_state(h1.local("/srv/app"))} == before
+    assert h1.read_text("/srv/app/index.html") == "v2\n"
