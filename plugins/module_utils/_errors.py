@@ -8,7 +8,9 @@ from __future__ import annotations
 class RollbackError(Exception):
     """A failure the user can act on; ``str()`` is the message to show."""
 
-    PUBLIC = ("available", "holder", "path", "expected", "actual", "differences")
+    # never "path": Ansible adds the metadata of a returned path (mode, owner, size), which would read as
+    # describing whatever the message is about (a damaged object), not the live file
+    PUBLIC = ("available", "holder", "expected", "actual", "differences", "damaged")
 
     def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)

@@ -181,14 +181,41 @@ def _describe(store: Store, manifest: dict, details: bool) -> dict:
     return summary
 
 
+def damaged_object(manifest: dict, name: Optional[str], actual: Optional[str], problem: str,
+                   restore_path: Optional[str]) -> dict:
+    """Describe a damaged object of a checkpoint for a result: the object, its checkpoint, and apart the path it is for."""
+    return {"object": name, "checkpoint": manifest["id"], "label": manifest.get("label"), "problem": problem,
+            "actual": actual, "restore_path": restore_path}
+
+
 def _restorable(store: Store, params: CheckpointParams) -> dict:
     """Find the checkpoint to restore; with verify_checkpoint, refuse it unless every object re-hashes."""
     manifest = store.find(params.checkpoint)
     if params.verify_checkpoint:
         problems = store.verify(manifest)
         if problems:
-            raise IntegrityError(damaged_message({manifest["id"]: problems}) + " Nothing was changed.")
+            raise IntegrityError(damaged_message({manifest["id"]: problems}) + " Nothing was changed.", damaged=[
+                damaged_object(manifest, item["object"], item["actual"], item["problem"],
+                               item["used_by"] if (item["used_by"] or "").startswith("/") else None)
+                for item in problems])
     return manifest
+
+
+def _restore(store: Store, params: CheckpointParams, options) -> tuple:
+    """Find, check and restore the checkpoint; a damaged object is reported apart from the path it is for."""
+    # imported here: a checkpoint run (every module start compiles what it imports) never needs it
+    from ._restore import restore_checkpoint  # pylint: disable=import-outside-toplevel
+
+    manifest = _restorable(store, params)
+    try:
+        return manifest, restore_checkpoint(store, manifest, options)
+    except IntegrityError as exc:
+        if not exc.details.get("expected"):
+            raise
+        actual = exc.details.get("actual")
+        raise IntegrityError(str(exc), damaged=[damaged_object(
+            manifest, exc.details["expected"], actual, "missing" if actual is None else "corrupted",
+            exc.details.get("path"))]) from exc
 
 
 def restore_host(params: CheckpointParams) -> dict:
@@ -198,19 +225,17 @@ def restore_host(params: CheckpointParams) -> dict:
         raise RollbackError("There is no checkpoint store at %s on this host, so nothing to restore %r from. "
                             "Create checkpoints with gitops.rollback.checkpoint." % (store.root, params.checkpoint))
     # imported here: a checkpoint run (every module start compiles what it imports) never needs it
-    from ._restore import RestoreOptions, restore_checkpoint  # pylint: disable=import-outside-toplevel
+    from ._restore import RestoreOptions  # pylint: disable=import-outside-toplevel
 
     options = RestoreOptions(
         only_paths=params.paths, dry_run=params.check_mode, want_diff=params.diff,
         safety_checkpoint=params.safety_checkpoint, creator=params.owner,
     )
     if params.check_mode:
-        manifest = _restorable(store, params)
-        outcome = restore_checkpoint(store, manifest, options)
+        manifest, outcome = _restore(store, params, options)
     else:
         with params.lock(store, "restore"):
-            manifest = _restorable(store, params)
-            outcome = restore_checkpoint(store, manifest, options)
+            manifest, outcome = _restore(store, params, options)
     result = {
         "changed": outcome["changed"],
         "checkpoint": summarize(manifest),

@@ -283,7 +283,7 @@ class Store:
             raise NotAStore(
                 "not a checkpoint store: %s %s. Nothing was read or changed. Point store_path at a checkpoint "
                 "store, or at a new or empty directory for a new one (the default is %s)." % (
-                    self.root, problem, DEFAULT_STORE), path=self.root)
+                    self.root, problem, DEFAULT_STORE))
         self._root_checked = True
         if os.path.lexists(self.path("format")):
             self._read_format_document()
@@ -328,7 +328,7 @@ class Store:
             raise NotAStore(
                 "not a checkpoint store: %s has a format file that is not a readable JSON document (%s). Nothing "
                 "was read or changed. Point store_path at a checkpoint store, or restore the store's format file "
-                "from a copy." % (self.root, exc), path=self.root) from exc
+                "from a copy." % (self.root, exc)) from exc
         version = document.get("format_version") if isinstance(document, dict) else None
         if version == ENCRYPTED_FORMAT_VERSION and not isinstance(document.get("encryption"), dict):
             version = "2 without an encryption block"
