@@ -104,6 +104,21 @@ verified:
   returned: success
   type: bool
   sample: true
+damaged:
+  description:
+    - When the restore is refused because objects of the checkpoint are damaged or missing, each such object
+      (its name, checkpoint, label, problem and the hash its content has now) and, apart, the path it was to
+      restore (C(restore_path)). No metadata of the live path is returned.
+  returned: failure, when objects of the checkpoint are damaged or missing
+  type: list
+  elements: dict
+  sample:
+    - object: 2d27fbdf4e8ca207afbfa388ca9172fbcc6c70e534af2476b3b704f87debadcf
+      checkpoint: 20261121T220257.448Z-452f73
+      label: v1.4.0
+      problem: corrupted
+      actual: d121be3103007b41edf96f8262925f8c7d61894afe9a041843b631f69445bc57
+      restore_path: /srv/app/index.html
 """
 
 from ansible.module_utils.basic import AnsibleModule
