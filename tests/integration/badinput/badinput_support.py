@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -25,6 +26,16 @@ def tree_state(top: Path) -> dict[str, tuple]:
         state[str(full)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, detail,
                             st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else None)
     return state
+
+
+def checkpoint_v1(run_playbook, host) -> tuple[Path, dict]:
+    """Give ``host`` an /srv/app holding index.html 'v1', checkpoint it as v1; return (manifest file, manifest)."""
+    host.write_text("/srv/app/index.html", "v1\n")
+    made = run_playbook([{"hosts": host.name, "gather_facts": False, "tasks": [
+        {"name": "checkpoint", "gitops.rollback.checkpoint": {"paths": ["/srv/app"], "label": "v1"}}]}])
+    assert made.ok, made
+    manifest_path = next((host.store / "checkpoints").iterdir())
+    return manifest_path, json.loads(manifest_path.read_text())
 
 
 def play(host: str, tasks: list[dict]) -> list[dict]:

@@ -7,18 +7,14 @@ import json
 
 from harness.objects import replace_object
 
-from badinput_support import play, results_by_task, tree_state
+from badinput_support import checkpoint_v1, play, results_by_task, tree_state
 
 LIVE_METADATA = ("mode", "owner", "group", "uid", "gid", "size", "state", "secontext")
 
 
 def test_a_failed_restore_reports_the_damaged_object_and_the_path_separately(clean_fleet, run_playbook):
     h1 = clean_fleet["h1"]
-    h1.write_text("/srv/app/index.html", "v1\n")
-    made = run_playbook(play("h1", [{"name": "checkpoint", "gitops.rollback.checkpoint": {
-        "paths": ["/srv/app"], "label": "v1"}}]))
-    assert made.ok, made
-    manifest = json.loads(next((h1.store / "checkpoints").iterdir()).read_text())
+    _manifest_path, manifest = checkpoint_v1(run_playbook, h1)
     tree_sha = manifest["roots"][0]["tree"]
     tree = [json.loads(line) for line in (h1.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()]
     victim = next(entry for entry in tree if entry["path"] == "index.html")

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from badinput_support import play, results_by_task, tree_state
+from badinput_support import checkpoint_v1, play, results_by_task, tree_state
 
 BAD = {
     "empty": ("", "it is empty"),
@@ -67,12 +67,7 @@ def test_every_label_option_refuses_a_label_outside_the_grammar(clean_fleet, run
 
 def test_an_old_checkpoint_with_a_label_outside_the_grammar_is_listed_and_restored(clean_fleet, run_playbook):
     h1 = clean_fleet["h1"]
-    h1.write_text("/srv/app/index.html", "v1\n")
-    made = run_playbook(play("h1", [{"name": "checkpoint", "gitops.rollback.checkpoint": {
-        "paths": ["/srv/app"], "label": "v1"}}]))
-    assert made.ok, made
-    manifest_path = next((h1.store / "checkpoints").iterdir())
-    manifest = json.loads(manifest_path.read_text())
+    manifest_path, manifest = checkpoint_v1(run_playbook, h1)
     old_label = "old release\x1b[2J"
     manifest["label"] = old_label
     manifest_path.write_text(json.dumps(manifest))  # as a collection that did not check labels wrote it

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from badinput_support import play, results_by_task, tree_state
+from badinput_support import checkpoint_v1, play, results_by_task, tree_state
 
 
 @pytest.mark.parametrize("paths", [["/srv/other"], ["/srv/app", "/srv/app/index.html"], ["/etc/app/"]])
 def test_restore_refuses_paths_the_checkpoint_does_not_manage(clean_fleet, run_playbook, paths):
     h1 = clean_fleet["h1"]
-    h1.write_text("/srv/app/index.html", "v1\n")
-    made = run_playbook(play("h1", [{"name": "checkpoint", "gitops.rollback.checkpoint": {
-        "paths": ["/srv/app"], "label": "v1"}}]))
-    assert made.ok, made
+    checkpoint_v1(run_playbook, h1)
     h1.write_text("/srv/app/index.html", "v2\n")
     before = {"store": tree_state(h1.store), "app": tree_state(h1.local("/srv/app"))}
 
