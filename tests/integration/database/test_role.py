@@ -114,3 +114,32 @@ def test_role_ends_the_application_sessions_only_when_the_item_says_so(postgres:
             sleeper.kill()
             sleeper.wait()
     assert postgres.psql("SELECT count(*) FROM t", db=db) == "20"
+
+
+PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
+
+
+def test_database_passwords_stay_out_of_a_verbose_rollback(postgres: PgServer, run_playbook, local_inventory: Path,
+                                                           store_path: Path, tmp_path: Path, unique_name) -> None:
+    """The layer loops of the rollback role print their item at -v: an entry's password must not be in it."""
+    db, secret = unique_name("rolepw"), "pw-" + unique_name("LEAK")
+    postgres.create_database(db)
+    postgres.psql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'v' || g "
+                  "FROM generate_series(1, 10) g", db=db)
+    variables = {
+        "gitops_rollback_store_path": str(store_path), "gitops_rollback_paths": [],
+        "gitops_rollback_audit_log": str(tmp_path / "audit.jsonl"), "rollback_lock_dir": str(tmp_path / "locks"),
+        "gitops_rollback_databases": [{"engine": "postgresql", "database": db, "login_host": postgres.host,
+                                       "login_port": postgres.port, "login_user": postgres.user,
+                                       "login_password": secret, "mode": "replace"}],
+    }
+    result = run_playbook(PLAYBOOKS / "checkpoint.yml", inventory=local_inventory,
+                          extra_vars=dict(variables, checkpoint_label="v1"), verbosity=2)
+    assert result.rc == 0, str(result)
+    postgres.psql("DELETE FROM t", db=db)
+    result = run_playbook(PLAYBOOKS / "rollback.yml", inventory=local_inventory,
+                          extra_vars=dict(variables, rollback_to="v1", rollback_layers=["database"]), verbosity=2)
+    assert result.rc == 0, str(result)
+    assert postgres.psql("SELECT count(*) FROM t", db=db) == "10"
+    assert secret not in result.stdout + result.stderr
+    assert secret not in (tmp_path / "audit.jsonl").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -81,3 +82,29 @@ def test_the_action_group_lists_every_module() -> None:
         ast.parse((REPO_ROOT / "plugins" / "modules" / f"{module}.py").read_text())  # every module parses
     assert modules - group == set(), "modules missing from the action group: %s" % sorted(modules - group)
     assert group - modules == set(), "action group names unknown modules: %s" % sorted(group - modules)
+
+
+SECRET_BEARING_LISTS = re.compile(r"^\{\{\s*(rollback|checkpoint|gitops_rollback)_(databases|terraform)\b")
+
+
+def _tasks(node: object):
+    """Every task of a task file, blocks included."""
+    if isinstance(node, list):
+        for task in node:
+            yield from _tasks(task)
+    elif isinstance(node, dict):
+        yield node
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(node.get(key))
+
+
+def test_no_role_task_loops_over_entries_that_carry_secrets() -> None:
+    """A loop result carries its whole item, and Ansible prints it at -v: a database entry's password or a
+    Terraform backend secret would be shown. Roles loop over indexes and look the entry up in ``vars``."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "roles").glob("*/tasks/*.yml")):
+        for task in _tasks(yaml.safe_load(path.read_text()) or []):
+            loop = task.get("loop") or task.get("with_items")
+            if isinstance(loop, str) and SECRET_BEARING_LISTS.match(loop.strip()):
+                offenders.append("%s: %s" % (path.relative_to(REPO_ROOT), task.get("name")))
+    assert not offenders, offenders
