@@ -72,6 +72,11 @@ options:
   duration:
     description: Seconds the run took so far.
     type: float
+  dry_run:
+    description:
+      - Whether the run is a dry run (plan only, nothing changed) or a real one, recorded as C(dry_run).
+      - The playbooks and roles of the collection decide it once with the P(gitops.rollback.dry_run#filter) filter.
+    type: bool
   user:
     description: Who runs it. Default is the controller user.
     type: str
@@ -164,6 +169,7 @@ def main() -> None:
             measurements=dict(type="raw"),
             result=dict(type="raw"),
             duration=dict(type="float"),
+            dry_run=dict(type="bool"),
             user=dict(type="str"),
             awx_job_id=dict(type="str"),
             awx_launcher=dict(type="str"),
@@ -179,7 +185,7 @@ def main() -> None:
     record = _audit.make_record(
         p["event"], p["operation"], p["run_id"], target=p["target"], trigger=p["trigger"], reason=p["reason"],
         level=p["level"], message=p["summary"], layers=p["layers"], hosts=p["hosts"],
-        measurements=p["measurements"], result=p["result"], duration=p["duration"],
+        measurements=p["measurements"], result=p["result"], duration=p["duration"], dry_run=p["dry_run"],
         who=_audit.who(p["user"], p["awx_job_id"], p["awx_launcher"]),
     )
     webhook = None

@@ -114,7 +114,8 @@ def main() -> None:
     )
     p = module.params
     lock_dir = p["lock_dir"]
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    if not module.check_mode:  # check mode leaves no trace, not even the directory
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
     path = os.path.join(lock_dir, hashlib.sha256(p["name"].encode("utf-8")).hexdigest()[:24] + ".lock")
     lock = FileLock(path, p["owner"], "%s of %s" % (p["operation"], p["name"]), p["ttl"], pid=playbook_pid())
     if p["state"] == "absent":
