@@ -185,7 +185,9 @@ class Rollback:
             self.started = record_epoch(self.records[0])
         self.ended = record_epoch(self.final) if self.final else None
         self.detected = next((d for d in (detection_epoch(r) for r in self.records) if d is not None), None)
-        if "failed" in events:
+        if any(r.get("dry_run") is True for r in self.records):
+            self.outcome = "plan"  # a dry run changed nothing, whatever it found: never a rollback
+        elif "failed" in events:
             self.outcome = "failed"
         elif "completed" in events:
             self.outcome = "plan" if self._is_plan() else "success"

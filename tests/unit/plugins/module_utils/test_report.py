@@ -122,6 +122,16 @@ def test_a_guard_run_without_its_rollback_run_counts_as_the_rollback():
     assert summary["rollbacks"]["failed"] == 1
 
 
+def test_a_dry_run_is_a_plan_whatever_it_found():
+    records = [rec("alert", "g7", T0, "guard", dry_run=True), rec("started", "g7", T0 + 1, "guard", dry_run=True),
+               rec("started", "d7", T0 + 2, target="v1", trigger="guard", dry_run=True),
+               rec("failed", "d7", T0 + 3, target="v1", trigger="guard", dry_run=True),
+               rec("refused", "g6", T0 + 4, "guard", reason="cooldown", dry_run=True)]
+    rollbacks, _drills, summary = report.analyze(records)
+    assert {r.run_id: r.outcome for r in rollbacks} == {"d7": "plan", "g6": "plan"}
+    assert summary["plans"] == 2 and summary["rollbacks"]["total"] == 0
+
+
 def test_a_guard_refused_by_the_cooldown_is_a_refused_rollback():
     records = [rec("alert", "g8", T0, "guard"), rec("refused", "g8", T0 + 1, "guard", reason="cooldown")]
     summary = report.analyze(records)[2]
