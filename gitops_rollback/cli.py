@@ -88,7 +88,7 @@ class Engine:
                 return False
             if not decision.runs:
                 LOG.info("ignored: %s", decision.reason)
-                if not s.decide_only:
+                if not (s.decide_only or s.check):  # a dry run records nothing
                     state.see_event(event.event_id)
                 return True
             if s.decide_only:
@@ -96,7 +96,8 @@ class Engine:
                 return True
             ident = "%s-%s-%s" % (time.strftime("%Y%m%dT%H%M%S"), decision.action,
                                   re.sub(r"[^A-Za-z0-9._-]", "_", decision.tag))
-            state.start(decision, ident)
+            if not s.check:  # a dry run uses nothing up: the tag still runs for real later
+                state.start(decision, ident)
         return self._run(decision, ident)
 
     def _run(self, decision: Any, ident: str) -> bool:
@@ -115,8 +116,9 @@ class Engine:
         except Exception as exc:  # pylint: disable=broad-except  # recorded, then reported
             status, rc, outcome = "error", None, None
             LOG.error("%s %s could not run: %s", decision.action, decision.tag, exc)
-        with s.state.transaction() as state:
-            state.finish(decision.tag, status, rc)
+        if not s.check:
+            with s.state.transaction() as state:
+                state.finish(decision.tag, status, rc)
         if outcome is not None:
             LOG.info("%s %s: %s (rc %s) in %.1f s; artifacts in %s", decision.action, decision.tag, status, rc,
                      outcome.duration, outcome.artifact_dir)
