@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitops_support import MANAGED, ConfigRepo, cli_env, git
+from gitops_support import MANAGED, REPO_ROOT, ConfigRepo, cli_env, deploy, git
 
 
 @pytest.fixture
@@ -30,3 +30,14 @@ def config_repo(tmp_path: Path, collections_path: Path) -> ConfigRepo:
     git(tmp_path, "init", "-q", "-b", "main", str(work))
     git(work, "remote", "add", "origin", str(bare))
     return ConfigRepo(work=work, bare=bare, env=cli_env(collections_path))
+
+
+@pytest.fixture
+def checkpointed(clean_fleet: Any, gitops_inventory: Path, run_playbook: Any) -> Any:
+    """Hosts with checkpoints v1 and v2 taken with the real checkpoint playbook; v2 deployed."""
+    for release in ("v1", "v2"):
+        deploy(clean_fleet, release)
+        result = run_playbook(REPO_ROOT / "playbooks" / "checkpoint.yml", inventory=gitops_inventory,
+                              extra_vars={"checkpoint_label": release})
+        assert result.ok, result
+    return clean_fleet

@@ -80,17 +80,6 @@ def messages(events: List[Dict[str, Any]], task: str) -> List[str]:
     return [e["event_data"]["res"].get("msg", "") for e in task_results(events, task).values()]
 
 
-@pytest.fixture
-def checkpointed(clean_fleet, gitops_inventory: Path, run_playbook) -> Any:
-    """Hosts with checkpoints v1 and v2 taken with the real checkpoint playbook; v2 deployed."""
-    for release in ("v1", "v2"):
-        deploy(clean_fleet, release)
-        result = run_playbook(REPO_ROOT / "playbooks" / "checkpoint.yml", inventory=gitops_inventory,
-                              extra_vars={"checkpoint_label": release})
-        assert result.ok, result
-    return clean_fleet
-
-
 def common_vars(job_id: int) -> Dict[str, Any]:
     return {"awx_job_id": job_id, "tower_job_id": job_id, "awx_user_name": "alice", "tower_user_name": "alice",
             "awx_job_launch_type": "webhook"}
