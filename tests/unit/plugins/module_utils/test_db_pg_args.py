@@ -63,4 +63,3 @@ def test_pg_dump_and_pg_restore_receive_them():
 def test_other_engines_refuse_them():
     with pytest.raises(RollbackError, match="leave them out for engine=mysql"):
         engine_for(DbConnection(engine="mysql", database="shop"), None, {"pg_dump": ["--no-comments"]})
-
