@@ -196,6 +196,12 @@ def snapshot(ctx: TfContext, label: Optional[str], reason: Optional[str]) -> dic
 
 
 # --------------------------------------------------------------------- revert
+def _safety_label(ctx: TfContext, action: str) -> str:
+    """The label of an automatic safety snapshot: in the label grammar (no ':' from the time)."""
+    stamp = utc_now().replace("-", "").replace(":", "")
+    return "safety-%s-before-%s-%s" % (ctx.settings.workspace, action, stamp)
+
+
 def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], want_diff: bool) -> dict:
     """Push the snapshot's resources as a new state version (same lineage, serial + 1) after a safety snapshot."""
     manifest, component = find_snapshot(ctx.store, ref, ctx.name)
@@ -221,8 +227,7 @@ def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], w
                  "<snapshot %s with serial %s>" % (component["sha256"][:12], pushed["serial"])], project.config_dir)]
             return result
         if current is not None:
-            stamp = utc_now().replace("-", "").replace(":", "")  # labels have no ':'
-            label = safety_label or "safety-%s-before-revert-%s" % (ctx.settings.workspace, stamp)
+            label = safety_label or _safety_label(ctx, "revert")
             safety_manifest, safety = save_snapshot(
                 ctx, current_bytes, current, label, "safety snapshot before reverting %s to %s" % (ctx.name, ref),
                 None, project.backend_type)
@@ -316,7 +321,7 @@ def apply_at(ctx: TfContext, tag: str, repo: Optional[str], safety_label: Option
             current_bytes = main.pull()
             current = parse_state(current_bytes, "The current state of workspace %r" % ctx.settings.workspace)
             if current is not None:
-                label = safety_label or "safety-%s-before-apply-%s-%s" % (ctx.settings.workspace, tag, utc_now())
+                label = safety_label or _safety_label(ctx, "apply-%s" % tag)
                 manifest, safety = save_snapshot(ctx, current_bytes, current, label,
                                                  "safety snapshot before applying %s at %s" % (ctx.name, tag),
                                                  None, main.backend_type)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ansible.errors import AnsibleFilterError
 
-from ansible_collections.gitops.rollback.plugins.filter.dry_run import FilterModule
 from ansible_collections.gitops.rollback.plugins.module_utils._run_mode import DryRunAnswerError, is_dry_run
 
 YES = ["yes", "YES", " yes ", "y", "true", "True", "on", "1", True, 1]
@@ -34,10 +32,3 @@ def test_an_unclear_answer_is_refused_naming_it(answer):
     assert "{{" not in message and "\n" not in message, "the answer is shown escaped, never as a template"
     with pytest.raises(DryRunAnswerError):
         is_dry_run(answer, check_mode=True)  # refused in check mode too: the answer is checked, always
-
-
-def test_the_filter_decides_the_same_and_names_the_variable():
-    dry_run = FilterModule().filters()["dry_run"]
-    assert dry_run("yes") is True and dry_run("no") is False and dry_run("no", True) is True
-    with pytest.raises(AnsibleFilterError, match=r"survey_dry_run must be yes or no \(got 'maybe'\)"):
-        dry_run("maybe", False, "survey_dry_run")

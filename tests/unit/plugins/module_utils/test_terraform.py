@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from ansible_collections.gitops.rollback.plugins.doc_fragments.terraform import ModuleDocFragment
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError, LockHeldError
-from ansible_collections.gitops.rollback.plugins.module_utils._terraform import terraform_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._labels import label_problem
+from ansible_collections.gitops.rollback.plugins.module_utils._terraform import _safety_label, terraform_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils._tf_engine import BinaryEngine, clean_output
 from ansible_collections.gitops.rollback.plugins.module_utils._tf_project import (
     TfOutput, TfProject, TfSettings, summarize_plan,
@@ -180,3 +182,11 @@ def test_doc_fragment_and_argument_spec_name_the_same_options():
     for name, option in spec.items():
         assert documented[name]["type"] == option["type"], name
         assert documented[name].get("default") == option.get("default"), name
+
+
+def test_automatic_safety_labels_are_in_the_label_grammar():
+    """A revert or an apply at a tag labels its safety snapshot itself: the label must pass the grammar."""
+    ctx = SimpleNamespace(settings=SimpleNamespace(workspace="default"))
+    for action in ("revert", "apply-v2", "apply-release/2026.12.1"):
+        label = _safety_label(ctx, action)
+        assert label_problem(label) is None, label
