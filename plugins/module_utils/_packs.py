@@ -316,7 +316,7 @@ class PackSet:
 def read_range(location: Location) -> bytes:
     """Return the stored bytes at a pack location."""
     path, offset, length = location
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         data = os.pread(fd, length, offset)
     finally:

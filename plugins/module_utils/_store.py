@@ -533,7 +533,7 @@ class Store:
         while it is copied into an object file of its own. Safe to call
         from several threads (hashing and file I/O release the GIL).
         """
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             return self.put_fd_counted(fd, size_hint)
         finally:
