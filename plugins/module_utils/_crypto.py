@@ -29,6 +29,7 @@ state=rekeyed`` moves them to this one.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -98,7 +99,10 @@ def new_kdf() -> dict:
 
 
 def scrypt(secret: bytes, kdf: dict) -> bytes:
-    """Return scrypt (RFC 7914) of ``secret`` with a store's recorded parameters, checked first."""
+    """Return scrypt (RFC 7914) of ``secret`` with a store's recorded parameters, checked first.
+
+    Derived once per process for the same secret and parameters: a module run that creates a
+    store and then opens it (or opens it twice) pays the deliberately slow derivation once."""
     require_cryptography("to open an encrypted store (scrypt, AES-256-GCM)")
     try:
         salt = bytes.fromhex(kdf["salt"])
@@ -110,6 +114,11 @@ def scrypt(secret: bytes, kdf: dict) -> bytes:
         raise IntegrityError("The store's scrypt parameters %r are out of range (N a power of two, 128*r*N at most "
                              "1 GiB, p at most 16, a key of 16 to 64 bytes): the format file is damaged or forged."
                              % (kdf,))
+    return _scrypt_once(secret, salt, n, r, p, length)
+
+
+@functools.lru_cache(maxsize=4)
+def _scrypt_once(secret: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
     return Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(secret)
 
 

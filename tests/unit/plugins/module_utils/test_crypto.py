@@ -205,6 +205,27 @@ def _legacy_store(tmp_path, key=KEY, name="store") -> Store:
     return store
 
 
+def test_a_module_run_derives_the_key_once_and_a_wrong_key_is_still_refused(tmp_path, monkeypatch):
+    """Creating a store and then using it (the format is checked again) pays scrypt once."""
+    calls = []
+    real = _crypto.Scrypt
+
+    def counting_scrypt(**parameters):
+        calls.append(parameters["n"])
+        return real(**parameters)
+
+    monkeypatch.setattr(_crypto, "Scrypt", counting_scrypt)
+    if hasattr(_crypto, "_scrypt_once"):
+        _crypto._scrypt_once.cache_clear()
+    store = _store(tmp_path)
+    store.put_bytes(b"hello")
+    Store(store.root, KEY).check_format()
+    assert len(calls) == 1
+    with pytest.raises(EncryptionKeyError):
+        Store(store.root, NEW_KEY).check_format()
+    assert len(calls) == 2
+
+
 def test_new_stores_use_the_aead_scheme(tmp_path):
     store = _store(tmp_path)
     fmt = json.loads(open(store.path("format")).read())
