@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import hmac
 import io
 import itertools
 import json
@@ -408,10 +409,11 @@ class Store:
         return cipher.hasher() if cipher else hashlib.sha256()
 
     def hash_bytes(self, data: bytes) -> str:
-        """Return the object name of ``data``."""
-        digest = self.hasher()
-        digest.update(data)
-        return digest.hexdigest()
+        """Return the object name of ``data`` (one call into OpenSSL: most objects are small)."""
+        cipher = self.cipher
+        if cipher is None:
+            return hashlib.sha256(data).hexdigest()
+        return hmac.digest(cipher.name_key, data, "sha256").hex()  # what cipher.hasher() computes
 
     def hash_file(self, path: str) -> str:
         """Return the object name of a file's content."""

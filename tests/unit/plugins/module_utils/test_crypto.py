@@ -471,3 +471,16 @@ def test_no_task_overrides_the_key_of_the_action_group_with_omit():
         if "encryption_key:" in line and "omit" in line
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("make", [_store, _legacy_store], ids=["aead", "first-scheme"])
+def test_object_names_are_the_same_whichever_way_they_are_computed(tmp_path, make):
+    """Small objects are named in one call, large ones by streaming: both give the store's names."""
+    store = make(tmp_path)
+    data = os.urandom(3000)
+    streamed = store.hasher()
+    for piece in (data[:1000], data[1000:]):
+        streamed.update(piece)
+    (tmp_path / "file").write_bytes(data)
+    expected = hmac.new(store.cipher.name_key, data, hashlib.sha256).hexdigest()
+    assert store.hash_bytes(data) == streamed.hexdigest() == store.hash_file(str(tmp_path / "file")) == expected
