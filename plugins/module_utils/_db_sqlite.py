@@ -2,26 +2,36 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """SQLite backup and restore with Python's sqlite3 online backup API.
 
-The backup is a consistent copy even while other processes write the database; row counts
-are read from that copy, so they describe exactly what was stored. A restore builds the new
-file beside the live one, checks it, then renames it into place (with its ``-wal``/``-shm``
-companions moved out of the way, so a stale write-ahead log is never replayed onto it).
-Processes that keep the old file open keep seeing the old content until they reopen it.
+The backup checkpoints the write-ahead log (best effort), then takes a consistent copy even
+while other processes write the database; row counts are read from that copy, so they describe
+exactly what was stored. It records the file's owner, group and mode and the database's
+``journal_mode``, ``page_size``, ``user_version`` and ``application_id``.
+
+A restore builds the new file beside the live one (created exclusively, never through a link),
+checks it, gives it the recorded owner, group, mode and journal mode, then renames it into place.
+The live file's ``-wal``/``-shm``/``-journal`` companions are moved out of the way first, even
+when the database file itself is gone, so a stale write-ahead log is never replayed onto the
+restored file. Processes that keep the old file open keep seeing the old content until they
+reopen it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
+from contextlib import closing
 from typing import Dict, List, Optional
 from urllib.parse import quote
 
 from ._db_common import DatabaseError, adopt_file
 from ._fsutil import temp_name, unlink_quietly
 from ._store import Store
+from ._tree import gid_for, group_name, uid_for, user_name
 
 COMPANIONS = ("-wal", "-shm", "-journal")
+# Header values a restore gives back: PRAGMA name -> settable after the copy.
+HEADER_PRAGMAS = ("page_size", "user_version", "application_id")
+_COPY_CHUNK = 1 << 20
 
 
 def ident(name: str) -> str:
@@ -43,6 +53,59 @@ def row_counts_of(conn: sqlite3.Connection) -> Dict[str, int]:
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
         "ORDER BY name")]
     return {name: conn.execute("SELECT count(*) FROM %s" % ident(name)).fetchone()[0] for name in names}
+
+
+def header_values(conn: sqlite3.Connection) -> Dict[str, int]:
+    """Return the page size, user_version and application_id of an open database."""
+    return {name: int(conn.execute("PRAGMA %s" % name).fetchone()[0]) for name in HEADER_PRAGMAS}
+
+
+def checkpoint_wal(path: str) -> None:
+    """Fold the write-ahead log into the database file, best effort (a busy reader only delays it).
+
+    As root SQLite gives any ``-wal``/``-shm`` file it creates the database file's owner.
+    """
+    try:
+        with closing(_open(path)) as conn:
+            conn.execute("PRAGMA busy_timeout = 2000")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.DatabaseError:
+        pass  # the online backup still copies the committed WAL content
+
+
+def copy_new(source: str, dest: str, mode: int) -> None:
+    """Copy ``source`` to a new file ``dest`` (never through an existing file or link), ``mode`` set."""
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with open(source, "rb") as src:
+            for chunk in iter(lambda: src.read(_COPY_CHUNK), b""):
+                os.write(fd, chunk)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def give_owner(path: str, info: dict) -> None:
+    """Give the file the recorded owner and group (names first, then the recorded ids) and mode."""
+    if "uid" not in info:
+        return
+    uid, gid = uid_for(info.get("owner"), info["uid"]), gid_for(info.get("group"), info["gid"])
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            try:
+                os.fchown(fd, uid, gid)
+            except PermissionError as exc:
+                raise DatabaseError(
+                    "The restored SQLite file %s cannot be given its owner %s:%s (uid %d, gid %d) as this user; "
+                    "run the restore as root (become: true) or as that user." % (
+                        path, info.get("owner") or uid, info.get("group") or gid, uid, gid)) from exc
+        os.fchmod(fd, info.get("mode", 0o600))
+    finally:
+        os.close(fd)
 
 
 def check_integrity(conn: sqlite3.Connection, path: str) -> None:
@@ -95,15 +158,27 @@ class SqliteEngine:
             raise DatabaseError("SQLite database %s cannot be read: %s." % (database, exc)) from exc
 
     def database_info(self, database: str) -> dict:
-        """Return the file mode, to give the restored file the same one."""
-        return {"mode": os.stat(database).st_mode & 0o7777}
+        """Return the file's mode, owner and group and the database's journal mode and header values."""
+        st = os.stat(database)
+        info = {"mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
+                "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
+        try:
+            with closing(_open(database, readonly=True)) as conn:
+                info["journal_mode"] = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                info.update(header_values(conn))
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError("SQLite database %s cannot be read: %s." % (database, exc)) from exc
+        return {key: value for key, value in info.items() if value is not None}
 
     def dump(self, store: Store, database: str, fmt: str, jobs: int, compression: Optional[str] = None,
              compression_level: Optional[int] = None) -> dict:
         """Copy the database with the online backup API into the store."""
         tmp = temp_name(store.path("tmp", "sqlite"))
+        if os.path.isfile(database):
+            checkpoint_wal(database)
         try:
             try:
+                info = self.database_info(database)
                 source = _open(database, readonly=True)
                 target = sqlite3.connect(tmp)
                 try:
@@ -121,7 +196,7 @@ class SqliteEngine:
         finally:
             unlink_quietly(tmp)
         return {"blobs": [sha], "sha256": sha, "size": size, "server_version": sqlite3.sqlite_version,
-                "row_counts": counts, "database_info": self.database_info(database)}
+                "row_counts": counts, "database_info": info}
 
     def prepare_source(self, store: Store, component: dict, workdir: str) -> str:
         """Return the stored copy's path (decrypted into ``workdir`` for an encrypted store)."""
@@ -136,29 +211,51 @@ class SqliteEngine:
             unlink_quietly(database + suffix)
 
     def load(self, source: str, component: dict, database: str, jobs: int) -> None:
-        """Copy the stored database to ``database`` (a staging path) and check it."""
-        shutil.copyfile(source, database)
-        os.chmod(database, component.get("database_info", {}).get("mode", 0o600))
-        with _open(database) as conn:
+        """Copy the stored database to ``database`` (a new staging file) and check it."""
+        copy_new(source, database, component.get("database_info", {}).get("mode", 0o600))
+        with closing(_open(database)) as conn:
             check_integrity(conn, database)
 
+    def apply_properties(self, database: str, info: dict) -> None:
+        """Give the staged file the backed-up owner, group, mode, journal mode and header values."""
+        give_owner(database, info)
+        try:
+            with closing(_open(database)) as conn:
+                for name in ("user_version", "application_id"):
+                    if name in info and int(conn.execute("PRAGMA %s" % name).fetchone()[0]) != int(info[name]):
+                        conn.execute("PRAGMA %s = %d" % (name, int(info[name])))
+                if str(info.get("journal_mode", "")).lower() == "wal":  # the one mode the file itself keeps
+                    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                got = header_values(conn)
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError("SQLite database %s cannot be given its journal mode and header values: %s."
+                                % (database, exc)) from exc
+        wrong = ["%s %s instead of %s" % (name, got[name], info[name]) for name in HEADER_PRAGMAS
+                 if name in info and got[name] != int(info[name])]
+        if wrong:
+            raise DatabaseError("The restored SQLite database %s has %s." % (database, ", ".join(wrong)))
+        for suffix in COMPANIONS:  # a clean close leaves none; never rename the file away from its log
+            if os.path.exists(database + suffix):
+                raise DatabaseError("The staged SQLite database %s kept a %s file after it was closed."
+                                    % (database, suffix))
+
     def swap(self, live: str, staged: str, old: Optional[str]) -> None:
-        """Rename ``staged`` over ``live``; keep the old file as ``old`` (or drop it)."""
-        if os.path.exists(live):
-            try:
-                with _open(live) as conn:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.DatabaseError:
-                pass  # a damaged live file is replaced all the same
-            keep = old or temp_name(live)
-            for suffix in COMPANIONS:
-                if os.path.exists(live + suffix):
-                    os.rename(live + suffix, keep + suffix)
+        """Rename ``staged`` over ``live``; keep the old file as ``old`` (or drop it).
+
+        The live file's companions go with the old file, and leftover companions of a file that
+        is gone are removed, so the restored file never meets another database's log.
+        """
+        exists = os.path.exists(live)
+        if exists:
+            checkpoint_wal(live)  # a damaged live file is replaced all the same
+        keep = old or temp_name(live)
+        for suffix in COMPANIONS:
+            if os.path.lexists(live + suffix):
+                os.rename(live + suffix, keep + suffix)
+        if exists:
             os.link(live, keep)
-        else:
-            keep = None
         os.rename(staged, live)
-        if old is None and keep:
+        if old is None or not exists:
             self.drop(keep)
 
     def staging_name(self, live: str, suffix: str) -> str:
@@ -167,4 +264,9 @@ class SqliteEngine:
 
     def describe_restore(self, component: dict, source: str, database: str, jobs: int) -> List[str]:
         """Return the steps a restore takes."""
-        return ["copy <backup> to a staging file beside %s, PRAGMA quick_check, rename into place" % database]
+        info = component.get("database_info", {})
+        owner = "%s:%s" % (info.get("owner", info.get("uid", "?")), info.get("group", info.get("gid", "?")))
+        return ["copy <backup> to a new staging file beside %s, PRAGMA quick_check" % database,
+                "give it owner %s, mode %04o, journal_mode %s" % (owner, info.get("mode", 0o600),
+                                                                  info.get("journal_mode", "delete")),
+                "move the live file's -wal/-shm/-journal aside, rename the staging file into place"]
