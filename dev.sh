@@ -253,6 +253,7 @@ part_e2e() {
     if [[ -n "${GITOPS_ROLLBACK_E2E_WORKERS:-}" ]]; then
         args+=(-n "$GITOPS_ROLLBACK_E2E_WORKERS")
     fi
+    args+=(--durations=30)  # the slowest tests, where the suite's time goes
     # shellcheck disable=SC2206  # word splitting of user-given extra args is intended
     args+=(${GITOPS_ROLLBACK_PYTEST_ARGS:-})
     if [[ ! -d "$ROOT/tests/integration" ]]; then
