@@ -13,8 +13,16 @@ ends ``completed`` (success, or a plan when it ran in check mode), ``failed`` (a
 ``refused`` (pre-flight said no; nothing changed) or not at all (incomplete). A ``guard`` run
 that wrote ``started`` began an automatic rollback: it is joined to the ``rollback`` run with
 trigger ``guard`` that started inside it, which gains the guard's detection time, reason and
-measurements; a guard run with no such rollback run counts as the rollback itself. Drills
-(``drill`` runs) are counted apart. Fields may be missing; nothing here fails on that.
+measurements; a guard run with no such rollback run counts as the rollback itself.
+
+Drills (``drill`` runs) and every rollback or guard run a drill made are kept out of the
+production figures and get their own section: a run belongs to a drill when its records say so
+(``measurements.drill``, trigger ``drill``), when the drill's record lists it among its rounds,
+or when its id is the drill's id plus a round (``<drill>-manual``, ``<drill>-guard``). A drill's
+rollback is never a success when the drill found that round's layers wrong or failed before
+measuring it. Rollbacks are broken down by their cause: a failure's or refusal's problem
+(missing checkpoint, corrupted object, failed health gate, ...), else the reason given.
+Fields may be missing; nothing here fails on that.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import secrets
 import sys
 from datetime import datetime, timedelta, timezone
@@ -57,6 +66,22 @@ COLORS = {"success": "#2e7d32", "failed": "#c62828", "refused": "#ef6c00", "inco
           "completed": "#2e7d32", "alert": "#ad1457"}
 QUANTILES = (0.5, 0.9, 0.99)
 GUARD_LINK_SLACK = 2.0  # seconds of clock skew allowed when joining a guard run to its rollback run
+# Causes of failures and refusals, found in the problem texts the engine writes (first match wins).
+CAUSES = (
+    ("missing checkpoint or label", r"\bis not in\b|\bnot found\b|\bhas no backup\b|\bholds no\b|\bno checkpoint\b"
+                                    r"|\bunknown (checkpoint|label|tag)\b|\bno such (checkpoint|label|tag)\b"),
+    ("corrupted object", r"corrupt|\bis damaged\b|does not hash|hashes to|does not match its objects"
+                         r"|integrity check"),
+    ("failed health gate", r"\b(health|batch) gate (fail|error|inconclusive)"),
+    ("refused by the cooldown", r"\bcooldown\b"),
+    ("refused by policy", r"refused by policy|\bnot allowed\b|\bapproval\b"),
+    ("another rollback was running", r"while one runs|\block\b.*\bheld\b|\bis locked\b"),
+    ("host unreachable", r"\bunreachable\b"),
+    ("disk full", r"no space left"),
+    ("Terraform state of another lineage", r"\blineage\b"),
+    ("migration without a down script", r"\bdown script\b"),
+)
+NO_REASON = "(no reason given)"
 RUN_ID_PLACEHOLDER = "{run_id}"
 
 
@@ -163,6 +188,9 @@ class Rollback:
         self.measurements: Any = None
         self.reason = ""
         self.refusal: Any = None
+        self.drill: Optional[str] = None  # the drill this run belongs to ("" when the drill is not in the log)
+        self.note = ""  # why the report's outcome differs from what the run itself recorded
+        self.rollbacks: List["Rollback"] = []  # a drill's rollbacks
         self._read()
 
     def _first(self, field: str, events: Tuple[str, ...] = ()) -> Any:
@@ -306,16 +334,53 @@ class Rollback:
         if not self.target:
             self.target = guard.target
 
+    def drill_label(self) -> Optional[str]:
+        """The drill these records name (``measurements.drill`` or a ``drill`` field), else None."""
+        for record in self.records + self.guard_records:
+            for value in (record.get("drill"), _as_dict(record.get("measurements")).get("drill")):
+                if isinstance(value, str) and value:
+                    return value
+        return None
+
+    def problems(self) -> List[str]:
+        """The problem texts of a failed or refused run: per host and layer, else the final record's reason."""
+        texts = [str(f.get("problem", "")) for f in self.failures if f.get("problem")]
+        if self.outcome == "refused":
+            for host_problems in _as_dict(self.refusal).values():
+                for problem in host_problems if isinstance(host_problems, list) else []:
+                    if isinstance(problem, dict) and problem.get("problem"):
+                        texts.append(str(problem["problem"]))
+        if not texts and self.outcome in ("failed", "refused") and self.final is not None:
+            if self.final.get("reason"):
+                texts.append(str(self.final["reason"]))
+        return texts
+
+    def round_of_drill(self, drill: "Rollback") -> Optional[dict]:
+        """The drill's measurement of the round this rollback was, or None when the drill did not measure it."""
+        rounds = _as_dict(_as_dict(drill.measurements).get("rounds"))
+        for name, measured in rounds.items():
+            measured = _as_dict(measured)
+            if measured.get("rollback_run_id") == self.run_id or self.run_id == "%s-%s" % (drill.run_id, name):
+                return measured
+        return None
+
     def as_dict(self) -> dict:
         """A JSON-ready summary of the rollback."""
-        return {
+        data = {
             "run_id": self.run_id, "operation": self.operation, "target": self.target,
             "trigger": self.trigger, "reason": self.reason, "outcome": self.outcome,
             "started": iso(self.started), "ended": iso(self.ended), "detected": iso(self.detected),
             "duration": _round(self.duration), "time_to_recover": _round(self.time_to_recover),
             "hosts": self.hosts, "layers": self.layer_names, "guard_run_id": self.guard_run_id,
-            "who": self.who,
+            "who": self.who, "causes": causes(self),
         }
+        if self.drill is not None:
+            data["drill"] = self.drill
+        if self.note:
+            data["note"] = self.note
+        if self.operation == "drill":
+            data["rollbacks"] = [r.as_dict() for r in self.rollbacks]
+        return data
 
 
 def _layer_key(layer: str) -> Tuple[int, str]:
@@ -360,7 +425,54 @@ def build_rollbacks(records: Iterable[dict]) -> Tuple[List[Rollback], List[Rollb
             rollbacks.append(guard)
     rollbacks.sort(key=lambda r: r.started or 0.0)
     drills.sort(key=lambda r: r.started or 0.0)
-    return rollbacks, drills
+    production = [r for r in rollbacks if not _assign_drill(r, drills)]
+    for drill in drills:
+        for rollback in drill.rollbacks:
+            _settle_drill_outcome(rollback, drill)
+    return production, drills
+
+
+def _owning_drill(run: Rollback, drills: List[Rollback]) -> Optional[Rollback]:
+    """The drill run that made ``run``: named in its records, listed in the drill's rounds, or by its id."""
+    label = run.drill_label()
+    for drill in drills:
+        if label and drill.run_id == label:
+            return drill
+        if run.round_of_drill(drill) is not None or run.run_id.startswith(drill.run_id + "-"):
+            return drill
+    if run.operation == "guard" and run.started is not None:  # a guard run of a drill that wrote no label
+        for drill in drills:
+            end = drill.ended if drill.ended is not None else math.inf
+            if (drill.started is not None and drill.started <= run.started <= end
+                    and set(run.hosts) & set(drill.hosts)):
+                return drill
+    return None
+
+
+def _assign_drill(run: Rollback, drills: List[Rollback]) -> bool:
+    """Attach a drill's run to its drill; return whether ``run`` belongs to a drill."""
+    drill = _owning_drill(run, drills)
+    if drill is None and run.trigger != "drill" and not run.drill_label():
+        return False
+    run.drill = drill.run_id if drill else (run.drill_label() or "")
+    if drill is not None:
+        drill.rollbacks.append(run)
+    return True
+
+
+def _settle_drill_outcome(rollback: Rollback, drill: Rollback) -> None:
+    """A drill's rollback is no success when its round's verification found problems or the drill failed first."""
+    if rollback.outcome != "success":
+        return
+    measured = rollback.round_of_drill(drill)
+    problems = _number(_as_dict(measured).get("problems")) if measured is not None else None
+    if problems:
+        rollback.outcome = "failed"
+        rollback.note = "the drill's verification found %d problem(s) after this rollback" % problems
+    elif drill.outcome == "failed" and measured is None:
+        rollback.outcome = "failed"
+        rollback.note = "the drill failed before it verified this rollback: %s" % _clip(drill.problems()[0], 200) \
+            if drill.problems() else "the drill failed before it verified this rollback"
 
 
 def _join_guard(guard: Rollback, rollbacks: List[Rollback]) -> bool:
@@ -370,7 +482,9 @@ def _join_guard(guard: Rollback, rollbacks: List[Rollback]) -> bool:
     begin = guard.started if guard.started is not None else -math.inf
     end = guard.ended if guard.ended is not None else math.inf
     for rollback in rollbacks:
-        if rollback.trigger != "guard" or rollback.guard_run_id or rollback.started is None:
+        if rollback.guard_run_id or rollback.started is None:
+            continue
+        if rollback.trigger != "guard" and not (guard.drill_label() and guard.drill_label() == rollback.drill_label()):
             continue
         if begin - GUARD_LINK_SLACK <= rollback.started <= end + GUARD_LINK_SLACK:
             rollback.attach_guard(guard)
@@ -441,13 +555,42 @@ def _daily(rollbacks: List[Rollback], days: int, until: Optional[float]) -> List
     return [dict(date=day.isoformat(), total=sum(c.values()), **c) for day, c in sorted(rows.items())]
 
 
-def _reason_label(rollback: Rollback) -> List[str]:
-    reason = " ".join((rollback.reason or "").split())
-    if rollback.outcome == "refused" and rollback.final is not None and rollback.final.get("reason"):
-        reason = " ".join(str(rollback.final["reason"]).split())
-    if not reason:
-        return ["(no reason given)"]
-    return [reason if len(reason) <= 80 else reason[:77] + "..."]
+def classify(text: str) -> Optional[str]:
+    """The cause a problem or reason text names (see CAUSES), or None."""
+    lowered = " ".join(str(text).split()).lower()
+    for cause, pattern in CAUSES:
+        if re.search(pattern, lowered):
+            return cause
+    return None
+
+
+def _explicit_causes(rollback: Rollback) -> List[str]:
+    found = []
+    for record in rollback.records:
+        for value in (record.get("cause"), _as_dict(record.get("result")).get("cause")):
+            if isinstance(value, str) and value.strip() and value.strip() not in found:
+                found.append(value.strip())
+    return found
+
+
+def causes(rollback: Rollback) -> List[str]:
+    """Why the run ended as it did: its recorded cause, else the cause its problems name, else its reason.
+
+    A failure's or refusal's own problem comes first (a run that failed on a corrupted object is
+    counted under that, whatever reason it was started for); a run that ran is counted under the
+    reason it was started for (a failed health gate for the guard's rollbacks).
+    """
+    found = _explicit_causes(rollback)
+    if not found:
+        for text in rollback.problems():
+            cause = classify(text) or _clip(text, 80)
+            if cause not in found:
+                found.append(cause)
+    if not found:
+        reason = " ".join((rollback.reason or "").split())
+        cause = classify(reason) if (rollback.trigger == "guard" or rollback.operation == "guard") else None
+        found.append(cause or (_clip(reason, 80) if reason else NO_REASON))
+    return found[:3]
 
 
 def summarize(rollbacks: List[Rollback], drills: List[Rollback], days: int = 30,
@@ -474,7 +617,7 @@ def summarize(rollbacks: List[Rollback], drills: List[Rollback], days: int = 30,
         "mttr_count": len(recoveries),
         "mean_time_to_detect_seconds": _round(_mean(detections)),
         "by_trigger": _breakdown(counted, lambda r: [r.trigger]),
-        "by_reason": _breakdown(counted, _reason_label),
+        "by_reason": _breakdown(counted, causes),
         "by_layer": _by_layer(counted),
         "daily": _daily(counted, days, until),
         "last": last.as_dict() if last else None,
@@ -482,6 +625,8 @@ def summarize(rollbacks: List[Rollback], drills: List[Rollback], days: int = 30,
         "last_success_epoch": max((r.ended for r in ended if r.outcome == "success"), default=None),
         "last_duration": _round(max(ended, key=lambda r: r.ended).duration) if ended else None,
         "drills": _counts(drills),
+        "drill_rollbacks": _counts([r for d in drills for r in d.rollbacks if r.outcome != "plan"]),
+        "drill_runs": [d.as_dict() for d in drills],
         "runs": [r.as_dict() for r in counted],
     }
 
@@ -590,7 +735,7 @@ def _svg_legend(x: int, y: int) -> str:
 
 
 def svg_trend(daily: List[dict], width: int = 1140, height: int = 240) -> str:
-    """Lines of rollbacks per day: all, failed, refused."""
+    """One bar per day, stacked by outcome (success, failed, refused, incomplete)."""
     title = "Rollbacks per day"
     left, right, top, bottom = 40, 16, 30, 40
     parts = [_svg_open(width, height, title), '<text x="0" y="16" class="t">%s</text>' % title]
@@ -599,35 +744,29 @@ def svg_trend(daily: List[dict], width: int = 1140, height: int = 240) -> str:
         return "".join(parts)
     peak = max([d["total"] for d in daily] + [1])
     plot_w, plot_h = width - left - right, height - top - bottom
-    step = plot_w / max(len(daily) - 1, 1)
-
-    def point(index: int, value: int) -> Tuple[float, float]:
-        return left + index * step, top + plot_h - plot_h * value / peak
-
+    slot = plot_w / len(daily)
+    bar_w = max(slot * 0.7, 1.0)
     for tick in sorted({0, peak // 2, peak}):
-        y = point(0, tick)[1]
+        y = top + plot_h - plot_h * tick / peak
         parts.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" class="grid"/><text x="%d" y="%.1f" class="m" '
                      'text-anchor="end">%d</text>' % (left, y, width - right, y, left - 6, y + 4, tick))
     every = max(int(math.ceil(len(daily) / 10.0)), 1)
     for index, day in enumerate(daily):
+        x = left + index * slot + (slot - bar_w) / 2
         if index % every == 0 or index == len(daily) - 1:
-            x = point(index, 0)[0]
             parts.append('<text x="%.1f" y="%d" class="m" text-anchor="middle">%s</text>'
-                         % (x, height - bottom + 16, _e(day["date"][5:])))
-    for key, color in (("total", "#1565c0"), ("refused", COLORS["refused"]), ("failed", COLORS["failed"])):
-        points = [point(i, d[key]) for i, d in enumerate(daily)]
-        parts.append('<polyline class="line line-%s" fill="none" stroke="%s" stroke-width="2" points="%s"/>'
-                     % (key, color, " ".join("%.1f,%.1f" % p for p in points)))
-        for (x, y), day in zip(points, daily):
-            if day[key]:
-                parts.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s: %d %s</title></circle>'
-                             % (x, y, color, day["date"], day[key], key))
-    legend_x = left
-    for key, color in (("all", "#1565c0"), ("failed", COLORS["failed"]), ("refused", COLORS["refused"])):
-        parts.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d" '
-                     'class="m">%s</text>' % (legend_x, height - 8, legend_x + 16, height - 8, color,
-                                              legend_x + 20, height - 4, key))
-        legend_x += 90
+                         % (x + bar_w / 2, height - bottom + 16, _e(day["date"][5:])))
+        base = float(top + plot_h)
+        for outcome in OUTCOMES:
+            count = day.get(outcome, 0)
+            if not count:
+                continue
+            h = plot_h * count / peak
+            base -= h
+            parts.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" class="bar bar-%s">'
+                         '<title>%s: %d %s</title></rect>' % (x, base, bar_w, h, COLORS[outcome], outcome,
+                                                              _e(day["date"]), count, outcome))
+    parts.append(_svg_legend(left, height - 4))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -710,6 +849,7 @@ def render_html(rollbacks: List[Rollback], summary: dict, title: str = "Rollback
              "</div>", _html_layer_table(summary["by_layer"]),
              "<h2>Daily trend</h2>", '<div id="chart-trend">%s</div>' % svg_trend(summary["daily"]),
              "<h2>Rollbacks</h2>", _html_runs_table(counted),
+             "<h2>Drills</h2>", _html_drills(summary),
              "<h2>Timelines (latest %d)</h2>" % min(max_runs, len(counted))]
     for index, rollback in enumerate(reversed(counted[-max_runs:] if max_runs > 0 else [])):
         parts.append(_html_run_details(rollback, open_=index == 0))
@@ -762,6 +902,28 @@ def _html_runs_table(rollbacks: List[Rollback]) -> str:
                        _e(", ".join(r.layer_names) or "-"), _e(_clip(r.reason, 60) or "-")))
     return ('<table id="runs"><tr><th>started</th><th>run</th><th>target</th><th>trigger</th><th>outcome</th>'
             '<th>duration</th><th>time to recover</th><th>layers</th><th>reason</th></tr>%s</table>' % "".join(rows))
+
+
+def _html_drills(summary: dict) -> str:
+    """The drills and the rollbacks they made: apart from the production figures above."""
+    drills = summary.get("drill_runs") or []
+    counts = summary.get("drill_rollbacks") or {}
+    if not drills and not counts.get("total"):
+        return '<div id="drills" class="sub">No drills in the log.</div>'
+    rows = []
+    for drill in reversed(drills):
+        rollbacks = "".join('<li>%s (%s): <span class="o-%s">%s</span>%s%s</li>' % (
+            _e(r["run_id"]), _e(r["trigger"]), _e(r["outcome"]), _e(r["outcome"]),
+            (", recovered in %s" % _e(format_seconds(r["time_to_recover"]))) if r.get("time_to_recover") else "",
+            (" - %s" % _e(r["note"])) if r.get("note") else "") for r in drill.get("rollbacks", []))
+        rows.append('<tr><td>%s</td><td>%s</td><td class="o-%s">%s</td><td class="num">%s</td><td><ul>%s</ul></td>'
+                    '<td>%s</td></tr>' % (_e(drill["started"] or "-"), _e(drill["run_id"]), _e(drill["outcome"]),
+                                          _e(drill["outcome"]), _e(format_seconds(drill["duration"])), rollbacks,
+                                          _e(", ".join(drill.get("causes") or []))))
+    return ('<div id="drills"><div class="sub">Drills and their rollbacks are not counted in the figures above '
+            '(%d drill rollbacks: %d succeeded, %d failed).</div><table><tr><th>started</th><th>drill</th>'
+            '<th>outcome</th><th>duration</th><th>rollbacks</th><th>cause</th></tr>%s</table></div>'
+            % (counts.get("total", 0), counts.get("success", 0), counts.get("failed", 0), "".join(rows)))
 
 
 def _html_run_details(rollback: Rollback, open_: bool) -> str:
@@ -829,6 +991,8 @@ def render_prometheus(summary: dict, prefix: str = "gitops_rollback") -> str:
     layer_seconds = [_sample(p + "_layer_duration_seconds_avg", row["avg_seconds"], {"layer": row["name"]})
                      for row in summary["by_layer"] if row["avg_seconds"] is not None]
     drills = [_sample(p + "_drills_total", summary["drills"][o], {"result": o}) for o in OUTCOMES]
+    drill_rollbacks = [_sample(p + "_drill_rollbacks_total", summary["drill_rollbacks"][o], {"result": o})
+                       for o in OUTCOMES]
     lines: List[str] = []
     lines += _family(p + "_rollbacks_total", "counter", "Rollbacks recorded in the audit log, by result and trigger.",
                      totals)
@@ -860,6 +1024,8 @@ def render_prometheus(summary: dict, prefix: str = "gitops_rollback") -> str:
         lines += _family(p + "_layer_duration_seconds_avg", "gauge", "Average seconds of the layer (slowest host).",
                          layer_seconds)
     lines += _family(p + "_drills_total", "counter", "Rollback drills, by result.", drills)
+    lines += _family(p + "_drill_rollbacks_total", "counter",
+                     "Rollbacks made by drills (not in the other figures), by result.", drill_rollbacks)
     integrity = summary.get("integrity")
     if integrity:
         lines += _family(p + "_audit_log_intact", "gauge",

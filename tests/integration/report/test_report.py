@@ -128,7 +128,13 @@ def test_report_renders_in_headless_chromium(audit_log, run_playbook, tmp_path, 
         assert "<rect" in block or "<polyline" in block, chart
     trigger_chart = dom.split('id="chart-trigger"', 1)[1].split("</svg>", 1)[0]
     assert {"manual", "tag", "guard"} <= set(re.findall(r">(manual|tag|guard)</text>", trigger_chart))
-    assert 'class="line line-total"' in dom
+    trend = dom.split('id="chart-trend"', 1)[1].split("</svg>", 1)[0]
+    assert "<polyline" not in trend and 'class="bar bar-success"' in trend  # bars per day
+    reason_chart = dom.split('id="chart-reason"', 1)[1].split("</svg>", 1)[0]
+    # the real refusal (an unknown label) and the synthetic failure count under their causes
+    causes = set(re.findall(r"<title>([^<]+)</title>", reason_chart))
+    assert {"missing checkpoint or label", "disk full", "failed health gate", "bad release v2"} <= causes, causes
+    assert "(no reason given)" in causes  # only the manual rollback started without a reason
     for run in audit_log.real_runs + [audit_log.refused_run, audit_log.guard_rollback_run, audit_log.failed_run]:
         assert run in dom, run
     assert dom.count('aria-label="Timeline of ') == 5  # one timeline per rollback

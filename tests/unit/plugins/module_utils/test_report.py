@@ -144,9 +144,9 @@ def test_breakdowns_by_trigger_reason_and_layer(analysis):
     triggers = {row["name"]: (row["total"], row["success"], row["failed"]) for row in summary["by_trigger"]}
     assert triggers == {"manual": (3, 1, 1), "guard": (1, 1, 0), "tag": (1, 0, 0)}
     reasons = {row["name"]: row["total"] for row in summary["by_reason"]}
-    assert reasons["bad config"] == 2
-    assert reasons["pre-flight failed; nothing was changed"] == 1
-    assert reasons["health gate fail: error_rate"] == 1
+    # the failed run counts under its failure's problem, the refusal under what the pre-flight found missing
+    assert reasons == {"bad config": 1, "disk full": 1, "missing checkpoint or label": 1, "failed health gate": 1,
+                       "(no reason given)": 1}
     layers = {row["name"]: row for row in summary["by_layer"]}
     assert list(layers) == ["release", "config"]  # rollback order
     assert layers["config"]["total"] == 3 and layers["config"]["changed"] == 3
@@ -313,3 +313,115 @@ def _find_all(text, needle):
     while start >= 0:
         yield start
         start = text.find(needle, start + 1)
+
+
+def test_by_reason_names_the_real_cause_of_failures_and_refusals():
+    records = (
+        [rec("started", "m1", T0, target="v9", trigger="manual"),
+         rec("refused", "m1", T0 + 1, target="v9", trigger="manual", reason="pre-flight failed; nothing was changed",
+             result={"h1": [{"layer": "config", "problem": "Checkpoint v9 is not in /var/lib/gitops-rollback on h1 "
+                                                           "(have: v1). Run gitops.rollback.checkpoint_info"}]})]
+        + manual_rollback("c1", T0 + 10, 5.0, outcome="failed")
+        + [rec("started", "c2", T0 + 100, target="v1", trigger="manual"),
+           rec("failed", "c2", T0 + 101, target="v1", trigger="manual",
+               result={"host": "h1", "layer": "database", "task": "Restore",
+                       "problem": "The backup postgresql/shop is damaged: 3f2a1b object is corrupted. Nothing was "
+                                  "changed"}),
+           rec("failed", "c2", T0 + 102, target="v1", trigger="manual", result={"failed": ["h1"]})]
+        + [rec("started", "x1", T0 + 200, target="v1", trigger="manual"),
+           rec("failed", "x1", T0 + 201, target="v1", trigger="manual",
+               result={"host": "h1", "layer": "config", "problem": "boom", "cause": "operator abort"})]
+        + [rec("alert", "g5", T0 + 300, "guard", reason="health gate fail: error_rate 0.4"),
+           rec("refused", "g5", T0 + 301, "guard", reason="automatic rollback refused by the cooldown: ...")])
+    for run in records:  # the failed rollback of manual_rollback fails with "disk full"
+        if run["run_id"] == "c1" and run["event"] == "failed" and "host" in run.get("result", {}):
+            run["result"]["problem"] = "[Errno 28] No space left on device: '/srv/app/.tmp'"
+    summary = report.analyze(records)[2]
+    reasons = {row["name"]: (row["total"], row["failed"], row["refused"]) for row in summary["by_reason"]}
+    assert reasons == {"missing checkpoint or label": (1, 0, 1), "disk full": (1, 1, 0),
+                       "corrupted object": (1, 1, 0), "operator abort": (1, 1, 0),
+                       "refused by the cooldown": (1, 0, 1)}
+    assert report.NO_REASON not in reasons
+    assert report.classify("health gate fail: error_rate failed: 0.42") == "failed health gate"
+
+
+def drill_records(label, at, outcome="completed", rounds=("manual", "guard"), problems=None):
+    """A drill as playbooks/drill.yml writes it: its own records around a manual and a guard round."""
+    problems = problems or {}
+    records = [rec("started", label, at, "drill", target=label, trigger="drill", hosts=["h1", "h2"])]
+    measured = {}
+    t = at + 10
+    if "manual" in rounds:
+        records += manual_rollback(label + "-manual", t, 4.0, target=label, trigger="drill")
+        measured["manual"] = {"rollback_run_id": label + "-manual", "problems": problems.get("manual", 0)}
+        t += 30
+    if "guard" in rounds:  # the guard round as today's guard role writes it: trigger guard, no drill label
+        records += guard_rollback("guard-x-%d" % int(at), label + "-guard", t, 3.0, 5.0)
+        if outcome == "completed" or "guard" in problems:
+            measured["guard"] = {"rollback_run_id": label + "-guard", "problems": problems.get("guard", 0)}
+        t += 30
+    records.append(rec(outcome, label, t, "drill", target=label, trigger="drill", hosts=["h1", "h2"], duration=t - at,
+                       reason="rollback drill: rounds manual, guard" + ("" if outcome == "completed" else
+                                                                        "; DRILL FAILED - not every layer came back"),
+                       measurements={"rounds": measured}, result={"verified": outcome == "completed"}))
+    return records
+
+
+def test_drill_rollbacks_are_kept_out_of_the_production_figures(records):
+    production = report.analyze(records, days=7)[2]
+    mixed = report.analyze(records + drill_records("drill-1", T0 + 2 * DAY + 1000), days=7)
+    rollbacks, drills, summary = mixed
+    for key in ("rollbacks", "success_rate", "mttr_seconds", "mean_time_to_detect_seconds", "by_trigger",
+                "by_reason", "by_layer", "daily", "duration"):
+        assert summary[key] == production[key], key
+    assert "drill-1-manual" not in {r.run_id for r in rollbacks}
+    assert summary["drills"]["success"] == 1
+    assert summary["drill_rollbacks"] == {"total": 2, "success": 2, "failed": 0, "refused": 0, "incomplete": 0}
+    drill = summary["drill_runs"][0]
+    assert [(r["run_id"], r["outcome"], r["drill"]) for r in drill["rollbacks"]] == [
+        ("drill-1-manual", "success", "drill-1"), ("drill-1-guard", "success", "drill-1")]
+    assert drill["rollbacks"][1]["guard_run_id"].startswith("guard-x-")
+    page = report.render_html(rollbacks, summary)
+    drills_section = page[page.index('<div id="drills"'):]
+    assert "drill-1-guard" in drills_section and "drill-1-guard" not in page[:page.index('<div id="drills"')]
+    prom = report.parse_prometheus(report.render_prometheus(summary))
+    assert prom[("gitops_rollback_drill_rollbacks_total", (("result", "success"),))] == 2
+    assert prom[("gitops_rollback_rollbacks_total", (("result", "success"), ("trigger", "guard")))] == 1
+
+
+def test_a_drill_labelled_run_is_a_drill_run_whatever_its_id():
+    records = (drill_records("drill-2", T0, rounds=("manual",))
+               + [rec("alert", "guard-y", T0 + 100, "guard", level="info", reason="health gate fail",
+                      measurements={"drill": "drill-2", "verdict": "fail"}),
+                  rec("started", "guard-y", T0 + 101, "guard", reason="health gate fail",
+                      measurements={"drill": "drill-2", "verdict": "fail"}),
+                  rec("started", "any-id", T0 + 102, trigger="drill", measurements={"drill": "drill-2"}),
+                  rec("completed", "any-id", T0 + 105, trigger="drill", result={"check_mode": False})])
+    rollbacks, drills, summary = report.analyze(records)
+    assert rollbacks == [] and summary["rollbacks"]["total"] == 0
+    assert {r.run_id: r.guard_run_id for r in drills[0].rollbacks} == {"drill-2-manual": None, "any-id": "guard-y"}
+
+
+@pytest.mark.parametrize("problems,expected", [
+    ({}, {"drill-3-manual": "success", "drill-3-guard": "failed"}),  # failed before the guard round was measured
+    ({"manual": 2, "guard": 0}, {"drill-3-manual": "failed", "drill-3-guard": "success"}),
+])
+def test_a_drill_rollback_is_no_success_when_the_drill_found_it_wrong(problems, expected):
+    records = drill_records("drill-3", T0, outcome="failed", problems=problems)
+    rollbacks, drills, summary = report.analyze(records)
+    assert drills[0].outcome == "failed"
+    assert {r.run_id: r.outcome for r in drills[0].rollbacks} == expected
+    failed = [r for r in drills[0].rollbacks if r.outcome == "failed"]
+    assert failed[0].note.startswith("the drill")
+    assert summary["drill_rollbacks"]["success"] == 1 and summary["drill_rollbacks"]["failed"] == 1
+    assert summary["rollbacks"]["total"] == 0
+
+
+def test_the_trend_chart_draws_a_bar_per_day(analysis):
+    daily = analysis[2]["daily"]
+    svg = report.svg_trend(daily)
+    ET.fromstring(svg)
+    assert "<polyline" not in svg
+    bars = [m for m in _find_all(svg, "<rect ") if 'class="bar ' in svg[m:m + 200]]
+    assert len(bars) == sum(1 for day in daily for o in report.OUTCOMES if day[o])
+    assert 'class="bar bar-failed"><title>2026-09-22: 1 failed</title>' in svg
