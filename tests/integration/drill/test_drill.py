@@ -69,10 +69,22 @@ def test_a_drill_rolls_back_by_hand_and_through_the_guard_and_verifies_every_lay
     assert drill[-1]["result"]["verified"] is True and drill[-1]["result"]["problems"] == []
     runs = {r["run_id"]: r for r in records if r["operation"] == "rollback" and r["event"] == "completed"}
     assert {rounds["manual"]["rollback_run_id"], rounds["guard"]["rollback_run_id"]} <= set(runs)
-    assert runs[rounds["guard"]["rollback_run_id"]]["trigger"] == "guard"
+    assert runs[rounds["guard"]["rollback_run_id"]]["trigger"] == "drill"
     assert runs[rounds["manual"]["rollback_run_id"]]["trigger"] == "drill"
+    # the drill's guard names the drill and raises no alert
+    label = drill[-1]["run_id"]
+    guard = [r for r in records if r["operation"] == "guard" and r["epoch"] >= drill[0]["epoch"]]
+    assert [r["event"] for r in guard] == ["alert", "started", "completed"], guard
+    assert {(r["level"], r["trigger"], r["measurements"]["drill"]) for r in guard} == {("info", "drill", label)}
+    # the report keeps the drill's two rollbacks out of the production figures (the demo's one guard rollback)
     prom = (demo.directory / "report" / "gitops_rollback.prom").read_text()
     assert 'gitops_rollback_drills_total{result="success"} 1' in prom, prom[:2000]
+    assert 'gitops_rollback_rollbacks_total{result="success",trigger="guard"} 1' in prom, prom[:2000]
+    assert 'gitops_rollback_rollbacks_total{result="success",trigger="drill"}' not in prom, prom[:2000]
+    assert 'gitops_rollback_drill_rollbacks_total{result="success"} 2' in prom, prom[:2000]
+    html = (demo.directory / "report" / "rollbacks.html").read_text()
+    drills = html[html.index('<div id="drills"'):]
+    assert all(runs_id in drills for runs_id in (rounds["manual"]["rollback_run_id"], rounds["guard"]["rollback_run_id"]))
 
 
 def test_a_drill_fails_loudly_when_a_layer_does_not_come_back(demo):
@@ -88,6 +100,10 @@ def test_a_drill_fails_loudly_when_a_layer_does_not_come_back(demo):
     assert drill[-1]["event"] == "failed"
     problems = drill[-1]["result"]["problems"]
     assert [p["layer"] for p in problems] == ["config"], problems
+    # its rollback completed, but the drill found the config layer wrong: the report never calls it a success
+    prom = (demo.directory / "report" / "gitops_rollback.prom").read_text()
+    assert 'gitops_rollback_drill_rollbacks_total{result="failed"} 1' in prom, prom[:2000]
+    assert 'gitops_rollback_drills_total{result="failed"} 1' in prom, prom[:2000]
 
 
 def demo_bytes(demo) -> dict:

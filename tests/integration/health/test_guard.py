@@ -143,10 +143,13 @@ def test_default_ordered_rollback_role_restores_the_host(run_playbook, local_inv
     metrics_app.set(error_rate=0.5)
     prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
     settings = {key: value for key, value in guard_vars.items() if key != "guard_rollback_role"}
+    # only the guard's audit log is given: the rollback the guard runs writes to it too
     run = guard(run_playbook, local_inventory, settings, rollback_paths=[str(deployed)],
-                rollback_store_path=str(tmp_path / "store"), rollback_audit_log=guard_vars["guard_audit_log_path"],
-                rollback_lock_dir=str(tmp_path / "locks"))
+                rollback_store_path=str(tmp_path / "store"), rollback_lock_dir=str(tmp_path / "locks"))
     assert run.ok, str(run)
     assert read_tree(deployed) == V1
-    rollback_events = [r for r in audit(guard_vars) if r["operation"] == "rollback"]
-    assert rollback_events and rollback_events[0].get("trigger") == "guard", rollback_events
+    records = audit(guard_vars)
+    assert [(r["operation"], r["event"]) for r in records] == [
+        ("guard", "alert"), ("guard", "started"), ("rollback", "started"), ("rollback", "completed"),
+        ("guard", "completed")], records
+    assert records[2].get("trigger") == "guard", records
