@@ -381,6 +381,9 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
                 if use_staging and engine.name == "postgresql":  # one transaction: fails whole or not at all
                     stage = "swap"
                     engine.swap(database, staged, keep, terminate_sessions=req.terminate_sessions)
+                elif use_staging and engine.name == "mysql":  # puts the live database back when it fails
+                    stage = "swap"
+                    engine.swap(database, staged, keep)
             except RollbackError as exc:
                 failure = FailedRestore(database, target, stage, result["safety_checkpoint"])
                 failure.cleanup(engine)
@@ -389,7 +392,7 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
                 if use_staging:
                     drop_quietly(engine, staged)
                 raise
-            if use_staging and engine.name != "postgresql":
+            if use_staging and engine.name == "sqlite":
                 engine.swap(database, staged, keep)
             result["old_database"] = keep if use_staging else None
             result["duration_s"] = round(time.monotonic() - started, 3)
@@ -476,19 +479,21 @@ class FailedRestore:
         if self.server:
             parts.append("The server no longer answers (%s); it stopped or restarted during the restore."
                          % shorten(self.server, 500))
-        parts.append(self.state())
+        parts.append(self.state(exc.details.get("live_state")))
         details = dict(exc.details, stage=self.stage, safety_checkpoint=self.safety,
-                       live_database_touched=not self.staged)
+                       live_database_touched=exc.details.get("live_database_touched", not self.staged))
         return type(exc)(" ".join(parts), **details)
 
-    def state(self) -> str:
-        """Say what the live database holds now and how to get back."""
+    def state(self, live_state: Optional[str] = None) -> str:
+        """Say what the live database holds now and how to get back (``live_state``: as the engine found it)."""
         again = "run the restore again once the server is back" if self.server else "run the restore again"
         if self.staged:
             left = ("the staged copy was dropped" if not self.drop_problem else
                     "the staged copy %s could not be dropped now; the next restore drops it" % self.target)
             if self.safety:
                 left += "; safety checkpoint %s also holds it" % self.safety
+            if live_state:
+                return "%s (%s). Fix the cause, then %s." % (live_state.rstrip("."), left, again)
             return "The live database %s was not touched (%s). Fix the cause, then %s." % (self.database, left, again)
         if self.safety:
             return ("The database %s may hold a partial restore; its previous state is in safety checkpoint %s "

@@ -12,16 +12,26 @@ Swap has no ``RENAME DATABASE`` to lean on: the dump is restored into a staging 
 ONE ``RENAME TABLE`` statement moves every live table into the ``__gr_old_`` schema and every
 staged table into the live one (atomic for the tables). Triggers pin a table to its schema, so
 they are dropped before the move; views, routines, events and triggers are then re-created in
-the live schema from the staging schema's definitions. Between the move and the re-creation
-(milliseconds) views and triggers are absent; the old schema keeps the tables only.
+the live schema from the staging schema's definitions, each in its own creation session
+(``_db_mysql_objects``). Between the move and the re-creation (one client session, milliseconds)
+views and triggers are absent; the old schema keeps the tables only.
+
+The swap's phases (``SWAP_PHASES``): ``read`` the objects of both databases (dropping what killed
+runs left: ``__gr_drop``, other ``__gr_restore_`` copies), ``rehearse`` their re-creation in the
+staged copy, ``prepare`` the database receiving the live tables, ``move`` + ``objects`` (one
+session), ``cleanup``. A failure up to ``prepare`` leaves the live database untouched; a failure
+in ``move`` or ``objects`` puts it back as it was before the error is raised.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Optional
 
 from ._db_common import COMPRESSORS, DatabaseError, DumpStream, feed_pipeline, output_buffer_launcher
 from ._db_conn import DbConnection
+from ._db_mysql_objects import (DbObject, creation_script, drop_statements, ident, literal, parse_objects,
+                                read_script)
 from ._db_sqlrows import RowCounter
 from ._errors import CommandError, RollbackError
 from ._process import run
@@ -30,16 +40,6 @@ from ._store import Store
 DUMP_TRAILER = b"-- Dump completed"
 MOVABLE = ("BASE TABLE", "SEQUENCE", "SYSTEM VERSIONED")
 NO_DATA_ENGINES = ("MRG_MYISAM", "MRG_ISAM", "FEDERATED")  # mariadb-dump writes no rows for these
-
-
-def ident(name: str) -> str:
-    """Quote a MariaDB identifier."""
-    return "`" + name.replace("`", "``") + "`"
-
-
-def literal(value: str) -> str:
-    """Quote a MariaDB string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def unescape(field: str) -> str:
@@ -62,16 +62,46 @@ def connection_error(conn: DbConnection, stderr: str) -> DatabaseError:
                          stderr=stderr)
 
 
-def creation(kind: str, definition: str) -> str:
-    """Return a CREATE statement as the client runs it (bodies of routines and triggers hold ``;``)."""
-    if kind in ("VIEW", "EVENT"):
-        return definition + ";"
-    return "DELIMITER ;;\n%s;;\nDELIMITER ;" % definition
+SWAP_PHASES = {
+    "read": "reading the views, routines, events and triggers of the staged copy and the live database",
+    "rehearse": "re-creating the views, routines, events and triggers in the staged copy",
+    "prepare": "creating the database that receives the live tables",
+    "move": "moving the tables (one RENAME TABLE)",
+    "objects": "re-creating the views, routines, events and triggers in the live database",
+    "cleanup": "dropping the emptied staged copy and the previous tables",
+}
 
 
-def creation_order(definition: tuple) -> int:
-    """Views first, then routines and events, triggers last (as the swap re-creates them)."""
-    return {"VIEW": 0, "TRIGGER": 2}.get(definition[0], 1)
+def swap_error(live: str, phase: str, cause: RollbackError, touched: bool, state: Optional[str] = None) -> DatabaseError:
+    """Return the error of a failed swap phase; ``details`` say which, whether the live database changed, its state."""
+    details = dict(cause.details, swap_phase=phase, live_database_touched=touched)
+    if state:
+        details["live_state"] = state
+    return DatabaseError("swap phase '%s' (%s) of %s failed: %s" % (phase, SWAP_PHASES[phase], live, cause), **details)
+
+
+def retarget_collation_switches(dumped: str, target: str) -> str:
+    """Return the sed expression making mariadb-dump's ``ALTER DATABASE`` lines of ``dumped`` name ``target``."""
+    def pattern(text: str) -> str:
+        return re.sub(r"([\\.*\[\]^$/])", r"\\\1", text)
+
+    def replacement(text: str) -> str:
+        return re.sub(r"([\\&/])", r"\\\1", text)
+
+    words = r" CHARACTER SET \([A-Za-z0-9_]*\) COLLATE \([A-Za-z0-9_]*\) ;$"
+    return "s/^ALTER DATABASE %s%s/ALTER DATABASE %s CHARACTER SET \\1 COLLATE \\2 ;/" % (
+        pattern(ident(dumped)), words, replacement(ident(target)))
+
+
+def rename(moves: List[tuple]) -> str:
+    """Return one RENAME TABLE statement moving each (from database, table, to database)."""
+    return "RENAME TABLE " + ", ".join("%s.%s TO %s.%s" % (ident(src), ident(table), ident(dst), ident(table))
+                                       for src, table, dst in moves)
+
+
+def statements_script(statements: List[str]) -> bytes:
+    """Return a client script (bytes) of statements whose text is UTF-8."""
+    return "".join(statement + ";\n" for statement in ["SET NAMES utf8mb4"] + statements).encode("utf-8")
 
 
 class MysqlEngine:
@@ -262,7 +292,12 @@ class MysqlEngine:
         self.sql("DROP DATABASE IF EXISTS %s" % ident(database))
 
     def load(self, source: str, component: dict, database: str, jobs: int) -> None:
-        """Load a stored dump into an existing empty database.
+        """Load a stored dump into an existing empty database (``--comments``: routine bodies keep theirs).
+
+        mariadb-dump switches the dumped database's collation around each routine, trigger or event
+        created under another one (``ALTER DATABASE `<dumped name>` ...`` lines): loading into
+        another name, those lines are rewritten (``sed``) to name the target, so the objects keep
+        their collation and the database of the dumped name is never altered.
 
         The client splits the dump into statements byte by byte; with a multi-byte character set
         it also decodes every character, about a quarter of its CPU time. The dump is UTF-8
@@ -273,90 +308,142 @@ class MysqlEngine:
         stages = []
         if component.get("compression"):
             stages.append(COMPRESSORS[component["compression"]][1])
+        if component.get("database") and component["database"] != database:
+            stages.append(["sed", "-e", retarget_collation_switches(component["database"], database)])
         with self.conn.mysql_args() as args:
             stages.append([self._client(), *args, "--batch", "--default-character-set=binary", "--binary-mode",
-                           database])
+                           "--comments", database])
             try:
                 feed_pipeline(stages, source, "restore of %s" % database, secrets=self.conn.secrets())
             except CommandError as exc:
                 raise connection_error(self.conn, str(exc)) from exc
 
+    def run_script(self, script: bytes, database: Optional[str] = None) -> List[List[bytes]]:
+        """Run a script (bytes, given to the server as they are) in one session; return its output rows as bytes."""
+        with self.conn.mysql_args() as args:
+            argv = [self._client(), *args, "--batch", "--skip-column-names", "--connect-timeout=10",
+                    "--default-character-set=binary", "--binary-mode", "--comments"]
+            if database:
+                argv.append(database)
+            try:
+                done = run(argv, "mariadb client", stdin=script, secrets=self.conn.secrets())
+            except CommandError as exc:
+                raise connection_error(self.conn, str(exc.details.get("stderr") or exc)) from exc
+        return [line.split(b"\t") for line in done.stdout.split(b"\n") if line]
+
     def _objects(self, database: str) -> List[tuple]:
-        """Return (kind, name) of the views, routines, events and triggers of a database."""
+        """Return (kind, name) of the views, routines, events and triggers of a database.
+
+        Triggers come in the order they fire (per table, timing and event): they are re-created in it.
+        """
         db = literal(database)
         rows = self.sql(
-            "SELECT 'VIEW', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s UNION ALL "
-            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
-            "UNION ALL SELECT 'EVENT', EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s "
-            "UNION ALL SELECT 'TRIGGER', TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"
+            "SELECT 'VIEW', TABLE_NAME, '', '', '', 0 FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s UNION ALL "
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME, '', '', '', 0 FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
+            "UNION ALL SELECT 'EVENT', EVENT_NAME, '', '', '', 0 FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s "
+            "UNION ALL SELECT 'TRIGGER', TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, "
+            "ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s ORDER BY 1, 3, 4, 5, 6, 2"
             % (db, db, db, db))
         return [(row[0], row[1]) for row in rows]
 
-    def _definition(self, database: str, kind: str, name: str) -> str:
-        """Return the CREATE statement of an object, names unqualified (read with it as default db)."""
-        row = self.sql("SHOW CREATE %s %s" % (kind, ident(name)), database)[0]
-        index = {"VIEW": 1, "PROCEDURE": 2, "FUNCTION": 2, "EVENT": 3, "TRIGGER": 2}[kind]
-        return row[index]
+    def read_objects(self, database: str) -> List[DbObject]:
+        """Return the views, routines, events and triggers of a database as stored, with their creation sessions."""
+        listed = self._objects(database)
+        if not listed:
+            return []
+        return parse_objects(listed, self.run_script(read_script(database, listed)), database)
 
     def swap(self, live: str, staged: str, old: Optional[str]) -> None:
-        """Move the staged tables into ``live`` (its tables go to ``old``, or are dropped)."""
-        keep = old or live + "__gr_drop"
-        if old is None:
-            self.drop(keep)  # left by a run killed between its move and its drop: the pre-restore tables
-        staged_objects = self._objects(staged)
-        definitions = [(kind, name, self._definition(staged, kind, name)) for kind, name in staged_objects]
-        live_objects = self._objects(live) if self.exists(live) else []
-        info = self.database_info(staged)
-        if not self.exists(live):
-            self.create(live, info)
-        self.create(keep, self.database_info(live))
-        drops = ["DROP TRIGGER %s.%s" % (ident(db), ident(name))
-                 for db, objects in ((live, live_objects), (staged, staged_objects))
-                 for kind, name in objects if kind == "TRIGGER"]
-        moves = ["%s.%s TO %s.%s" % (ident(live), ident(t), ident(keep), ident(t)) for t in self.tables(live, MOVABLE)]
-        moves += ["%s.%s TO %s.%s" % (ident(staged), ident(t), ident(live), ident(t)) for t in self.tables(staged, MOVABLE)]
-        statements = drops + (["RENAME TABLE " + ", ".join(moves)] if moves else [])
-        statements += ["DROP %s %s.%s" % (kind, ident(live), ident(name))
-                       for kind, name in live_objects if kind != "TRIGGER"]
-        if info.get("charset"):  # the backup's defaults, as a drop and re-create would give
-            statements.append("ALTER DATABASE %s CHARACTER SET %s COLLATE %s"
-                              % (ident(live), ident(info["charset"]), ident(info["collation"])))
-        # the objects are re-created in the same session right after the move: absent for
-        # milliseconds, not for further client calls (a run killed there left them missing)
-        script = "".join(statement + ";\n" for statement in statements)
-        ordered = ((d[0], d[2]) for d in sorted(definitions, key=creation_order))
-        script += "USE %s;\n" % ident(live) + "".join(creation(kind, sql) + "\n" for kind, sql in ordered)
-        try:
-            self.sql(script)
-        except DatabaseError:
-            if self.tables(staged, MOVABLE) or not moves:
-                raise
-            present = set(self._objects(live))  # moved, then an object failed (a view before one it uses)
-            self._create_objects(live, [d for d in definitions if (d[0], d[1]) not in present])
-        self.drop(staged)
-        if old is None:
-            self.drop(keep)
+        """Move the staged tables into ``live`` (its tables go to ``old``, or are dropped); see the module docstring.
 
-    def _create_objects(self, database: str, definitions: List[tuple]) -> None:
-        """Create views (retrying those that depend on later ones), routines, events, triggers."""
-        pending = [d for d in definitions if d[0] == "VIEW"]
-        for _round in range(len(pending) + 1):
-            failed = []
-            for item in pending:
-                try:
-                    self.sql(item[2], database)
-                except DatabaseError:
-                    failed.append(item)
-            if not failed or len(failed) == len(pending):
-                pending = failed
-                break
-            pending = failed
-        if pending:
-            raise RollbackError("Views %s could not be re-created in %s after the swap; their definitions are "
-                                "in the backup's dump." % ([p[1] for p in pending], database))
-        for kind, _name, definition in definitions:
-            if kind != "VIEW":
-                self.sql(creation(kind, definition), database)
+        A failure names its phase (``SWAP_PHASES``); before the move ``live`` is untouched, after it
+        ``live`` is put back as it was (tables moved back, objects re-created) before the error is raised.
+        """
+        keep = old or live + "__gr_drop"
+        phase = "read"
+        try:
+            for leftover in self._leftovers(live, staged):
+                self.drop(leftover)
+            staged_objects, live_objects = self.read_objects(staged), self.read_objects(live)
+            info, live_info = self.database_info(staged), self.database_info(live)
+            phase = "rehearse"
+            self.run_script(self._rehearsal(staged, staged_objects, info))
+            phase = "prepare"
+            tables = {live: self.tables(live, MOVABLE), staged: self.tables(staged, MOVABLE)}
+            self.create(keep, live_info)
+        except RollbackError as exc:
+            raise swap_error(live, phase, exc, touched=False) from exc
+        try:  # one session: the objects are absent for milliseconds, not across client calls
+            self.run_script(self._move_script(live, staged, keep, tables, live_objects, staged_objects)
+                            + creation_script(live, staged_objects, info))
+        except RollbackError as exc:
+            raise self._put_back(live, staged, keep, tables[staged], live_objects, live_info, exc) from exc
+        phase = "cleanup"
+        try:
+            self.drop(staged)
+            if old is None:
+                self.drop(keep)
+        except RollbackError as exc:
+            raise swap_error(live, phase, exc, touched=True, state=(
+                "The live database %s holds the backup (tables and objects); %s%s could not be dropped now (the "
+                "next restore drops them)." % (live, staged, "" if old else " and " + keep))) from exc
+
+    def _leftovers(self, live: str, staged: str) -> List[str]:
+        """Return the staging databases of ``live`` that killed runs left: ``__gr_drop``, other ``__gr_restore_``."""
+        pattern = (live + "__gr_").replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+        rows = self.sql("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s"
+                        % literal(pattern + "%"))
+        return [row[0] for row in rows if row[0] != staged and (
+            row[0] == live + "__gr_drop" or row[0].startswith(live + "__gr_restore_"))]
+
+    @staticmethod
+    def _rehearsal(staged: str, objects: List[DbObject], info: dict) -> bytes:
+        """Return the script that re-creates the staged objects in the staged copy, proving they can be."""
+        drops = drop_statements(staged, [(o.kind, o.name) for o in objects])
+        return statements_script(drops) + creation_script(staged, objects, info)
+
+    @staticmethod
+    def _move_script(live: str, staged: str, keep: str, tables: Dict[str, List[str]], live_objects: List[DbObject],
+                     staged_objects: List[DbObject]) -> bytes:
+        """Return the script that drops the triggers (they pin a table to its schema) and moves the tables.
+
+        One RENAME TABLE moves every live table into ``keep`` and every staged one into ``live``:
+        all or none. The other live objects are dropped after it.
+        """
+        live_names = [(o.kind, o.name) for o in live_objects]
+        moves = [(live, t, keep) for t in tables[live]] + [(staged, t, live) for t in tables[staged]]
+        statements = drop_statements(live, live_names, others=False)
+        statements += drop_statements(staged, [(o.kind, o.name) for o in staged_objects], others=False)
+        statements += [rename(moves)] if moves else []
+        statements += drop_statements(live, live_names, triggers=False)
+        return statements_script(statements)
+
+    def _put_back(self, live: str, staged: str, keep: str, backup_tables: List[str], live_objects: List[DbObject],
+                  live_info: dict, cause: RollbackError) -> DatabaseError:
+        """Bring ``live`` back as it was after a failed move or re-creation; return the error to raise.
+
+        The objects ``live`` holds now are dropped; if the move happened, one RENAME TABLE moves the
+        backup's tables back to the staged copy and the previous ones back into ``live``; then the
+        previous objects are re-created as they were, and the emptied ``keep`` is dropped.
+        """
+        phase = "objects"
+        try:
+            current = self._objects(live)
+            kept = self.tables(keep, MOVABLE)
+            moved = bool(kept) or bool(backup_tables and not self.tables(staged, MOVABLE))
+            phase = "objects" if moved else "move"
+            moves = [(live, t, staged) for t in backup_tables] + [(keep, t, live) for t in kept] if moved else []
+            statements = drop_statements(live, current, others=False) + ([rename(moves)] if moves else [])
+            statements += drop_statements(live, current, triggers=False)
+            self.run_script(statements_script(statements) + creation_script(live, live_objects, live_info))
+            self.drop(keep)
+        except RollbackError as exc:
+            return swap_error(live, phase, cause, touched=True, state=(
+                "Putting %s back failed too (%s). Its previous tables are in %s unless they are back in %s; restore "
+                "the safety checkpoint, or run the restore again." % (live, exc, keep, live)))
+        return swap_error(live, phase, cause, touched=False, state=(
+            "%s was put back as it was (its tables moved back, its views, routines, events and triggers re-created)"
+            % live))
 
     def describe_restore(self, component: dict, source: str, database: str, jobs: int) -> List[str]:
         """Return the commands a restore runs (for check mode and the result)."""
