@@ -130,7 +130,10 @@ notes:
     O(terminate_sessions), C(pg_signal_backend) for other roles' sessions. A superuser has all of
     them. The safety backup needs what C(pg_dump) needs: read access to every table."
   - In MariaDB swap mode, views, routines, events and triggers are absent for the moment between
-    the table move and their re-creation, and the kept old database holds its tables only.
+    the table move and their re-creation, and the kept old database holds its tables only. Each
+    object is re-created in the session it was created in (C(sql_mode), client character set,
+    connection and database collation, event time zone). A failed MariaDB swap puts the live
+    database back as it was; RV(swap_phase) names the phase (see docs/databases.md).
   - A restore always reports a change; it is not idempotent by design (it replaces data).
 seealso:
   - module: gitops.rollback.db_backup
@@ -185,8 +188,16 @@ stage:
   returned: failure while restoring
   type: str
   sample: load
+swap_phase:
+  description:
+    - On a failure of a MariaDB/MySQL swap, its phase (V(read), V(rehearse), V(prepare), V(move), V(objects) or
+      V(cleanup)); up to V(prepare) the live database is untouched, after V(move) or V(objects) it was put back.
+  returned: failure while swapping a MariaDB/MySQL database
+  type: str
+  sample: objects
 live_database_touched:
-  description: On a failure while restoring, whether the live database was dropped and recreated (V(replace) mode).
+  description: On a failure while restoring, whether the live database was changed (dropped and recreated in
+    V(replace) mode without a staged copy, or not put back after a failed MariaDB swap).
   returned: failure while restoring
   type: bool
   sample: false
@@ -248,7 +259,7 @@ def main() -> None:
             module.exit_json(changed=True, restore=plan, commands=plan["commands"], diff=diff)
         result = restore(store, request, default_owner(params["owner"]), params["lock_timeout"])
     except RollbackError as exc:
-        shown = ("differences", "problems", "stage", "safety_checkpoint", "live_database_touched")
+        shown = ("differences", "problems", "stage", "swap_phase", "safety_checkpoint", "live_database_touched")
         module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in shown})
     extra = {"diff": diff} if diff else {}
     module.exit_json(changed=True, restore=result, safety_checkpoint=result["safety_checkpoint"],
