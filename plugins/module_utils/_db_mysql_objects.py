@@ -95,8 +95,8 @@ def parse_objects(objects: Sequence[tuple], rows: List[List[bytes]], database: s
         mode, client, connection, db_collation, zone = fields
         for value in (mode, client, connection, db_collation, zone):
             if value and not all(_NAME.match(word) for word in value.split(",")):
-                raise RollbackError("%s %s in %s has an unexpected session setting %r." % (kind.lower(), name,
-                                                                                         database, value))
+                raise RollbackError("%s %s in %s has an unexpected session setting %r."
+                                    % (kind.lower(), name, database, value))
         found.append(DbObject(kind, name, statement, client or "utf8mb4", connection or "utf8mb4_general_ci",
                               mode or "", db_collation, zone))
     return found
