@@ -26,14 +26,21 @@ INSERT INTO texts VALUES
   (3, '客\\', 'é\\', '表', '乗\\', 0x5C, ');\nINSERT INTO `x` VALUES (1);'),
   (4, '', NULL, '', NULL, X'', NULL);
 CREATE VIEW greeting AS SELECT '客户 😀 表' AS hello, u FROM texts WHERE id = 1;
+SET SESSION sql_mode = 'PIPES_AS_CONCAT,NO_BACKSLASH_ESCAPES';
 DELIMITER ;;
-CREATE PROCEDURE greet() BEGIN SELECT CONCAT('表示 ', '😀', ' it''s ; \\') AS g; END;;
+CREATE PROCEDURE greet() BEGIN SELECT '表示 ' || '😀' || ' it''s ; \' AS g; END;;
 CREATE TRIGGER texts_note BEFORE INSERT ON texts FOR EACH ROW SET NEW.t = CONCAT('ソフト ', IFNULL(NEW.t, '客'));;
 DELIMITER ;
 """
 
 SNAPSHOT = ("SET NAMES utf8mb4; SELECT id, HEX(u), HEX(l), HEX(s), HEX(g), HEX(b), HEX(t) FROM texts ORDER BY id; "
-            "SELECT HEX(hello), HEX(u) FROM greeting; CALL greet();")
+            "SELECT HEX(hello), HEX(u) FROM greeting; CALL greet(); "
+            "SELECT ROUTINE_NAME, SQL_MODE, CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION, "
+            "HEX(ROUTINE_DEFINITION) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE(); "
+            "SELECT TRIGGER_NAME, SQL_MODE, CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION, "
+            "HEX(ACTION_STATEMENT) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE(); "
+            "SELECT TABLE_NAME, CHARACTER_SET_CLIENT, COLLATION_CONNECTION FROM information_schema.VIEWS "
+            "WHERE TABLE_SCHEMA = DATABASE()")
 
 
 def test_mariadb_text_of_every_character_set_comes_back_byte_for_byte(mariadb: MariaDbServer, run_task,
@@ -43,6 +50,7 @@ def test_mariadb_text_of_every_character_set_comes_back_byte_for_byte(mariadb: M
     mariadb.sql(SCHEMA, db=db)
     before = mariadb.sql(SNAPSHOT, db=db)
     assert "955C" in before  # Shift-JIS 表: its second byte is a backslash
+    assert "PIPES_AS_CONCAT,NO_BACKSLASH_ESCAPES" in before  # the procedure's own sql_mode, kept by the restore
     assert mariadb.sql("SET NAMES utf8mb4; SELECT s, g FROM texts WHERE id = 1", db=db) == "表示 ソフト 十\t中文 誠 乗"
     args = {"engine": "mysql", "database": db, "login_host": mariadb.host, "login_port": mariadb.port,
             "login_user": mariadb.user, "login_password": mariadb.password, "store_path": str(store_path)}
