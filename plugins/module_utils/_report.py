@@ -1197,7 +1197,7 @@ def write_reports(log_path: str, html_path: Optional[str] = None, prom_path: Opt
     ``postmortem_path`` is replaced by the run's id.
     """
     records, integrity = read_log(log_path)
-    rollbacks, _drills, summary = analyze(records, days)
+    rollbacks, drills, summary = analyze(records, days)
     summary["integrity"] = integrity
     files: Dict[str, dict] = {}
     texts: Dict[str, str] = {}
@@ -1208,8 +1208,8 @@ def write_reports(log_path: str, html_path: Optional[str] = None, prom_path: Opt
     if prom_path:
         texts["prom"] = render_prometheus(summary)
         files["prom"] = plan_file(os.path.expanduser(prom_path), texts["prom"])
-    if postmortem_path or run_id:
-        chosen = select_run(rollbacks, run_id)
+    if postmortem_path or run_id:  # a drill's rollback only when asked for by its id
+        chosen = select_run(rollbacks + ([r for d in drills for r in d.rollbacks] if run_id else []), run_id)
     if postmortem_path:
         texts["postmortem"] = render_postmortem(chosen, summary)
         path = os.path.expanduser(postmortem_path).replace(RUN_ID_PLACEHOLDER, chosen.run_id if chosen else "none")

@@ -389,6 +389,15 @@ def test_drill_rollbacks_are_kept_out_of_the_production_figures(records):
     assert prom[("gitops_rollback_rollbacks_total", (("result", "success"), ("trigger", "guard")))] == 1
 
 
+def test_a_drill_rollback_gets_a_postmortem_only_when_asked_for(tmp_path, records):
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records + drill_records("drill-9", T0 + 3 * DAY)))
+    latest = report.write_reports(str(log), postmortem_path=str(tmp_path / "pm-{run_id}.md"))
+    assert latest["rollback"]["run_id"] == "r5"  # the latest production rollback, not the drill's
+    asked = report.write_reports(str(log), postmortem_path=str(tmp_path / "pm-{run_id}.md"), run_id="drill-9-guard")
+    assert asked["rollback"]["run_id"] == "drill-9-guard" and asked["rollback"]["drill"] == "drill-9"
+
+
 def test_a_drill_labelled_run_is_a_drill_run_whatever_its_id():
     records = (drill_records("drill-2", T0, rounds=("manual",))
                + [rec("alert", "guard-y", T0 + 100, "guard", level="info", reason="health gate fail",
