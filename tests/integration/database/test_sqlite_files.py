@@ -49,7 +49,8 @@ def app_dir():
 def as_app(app_dir: SimpleNamespace, code: str, *args: str) -> str:
     """Run Python ``code`` as the application's user; return its output (fails loudly)."""
     done = subprocess.run([APP_PYTHON, "-c", code, *args], user=app_dir.uid, group=app_dir.gid,
-                          extra_groups=[], capture_output=True, text=True, cwd=str(app_dir.path), timeout=60)
+                          extra_groups=[], capture_output=True, text=True, cwd=str(app_dir.path), timeout=60,
+                          check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
