@@ -12,18 +12,15 @@ live in the collection's ``plugins/module_utils/_policy.py`` (the rollback role 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
 
-from .collection import collections_dir_for, find_collection
+from .collection import import_module_util
 
 DEFAULT_KEY_FILE = "~/.config/gitops-rollback/approval.key"
 DEFAULT_APPROVALS_FILE = "~/.local/state/gitops-rollback/approvals"
@@ -37,19 +34,7 @@ class ApproveError(RuntimeError):
 
 def load_policy_module(collections_path: Optional[str] = None) -> ModuleType:
     """Import the collection's ``_policy`` module_util (with the ``_labels`` it imports)."""
-    name = "ansible_collections.gitops.rollback.plugins.module_utils._policy"
-    if name in sys.modules:
-        return sys.modules[name]
-    root = find_collection(collections_path)
-    workdir = Path(tempfile.mkdtemp(prefix="gitops-rollback-"))
-    try:
-        sys.path.insert(0, str(collections_dir_for(root, workdir)))
-        try:
-            return importlib.import_module(name)
-        finally:
-            sys.path.pop(0)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return import_module_util("_policy", collections_path)
 
 
 def parse_duration(text: str) -> int:

@@ -8,6 +8,7 @@
     gitops-rollback status | forget rollback/v1
     gitops-rollback audit verify [~/.local/state/gitops-rollback/audit.jsonl]
     gitops-rollback approve <run id> --target v2 --key-file KEY --approvals-file FILE
+    gitops-rollback report --html report.html --prom gitops_rollback.prom [--log AUDIT_LOG]
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from . import __version__
 from .approve import ApproveError, add_parser as add_approve_parser
-from .collection import CollectionNotFound, find_collection, load_module_util
+from .report import add_parser as add_report_parser
+from .collection import CollectionNotFound, collection_dir_option, find_collection, import_module_util, load_module_util
 from .hooks import HookError, TagRef, install_hook, list_tags, peel, scrub_git_environment
-from .runner import RunRequest, extravars_for, prune_runs, run
+from .runner import RunRequest, error_lines, extravars_for, prune_runs, run
 from .state import StateError, StateFile, default_state_path
-from .tags import (DEFAULT_RELEASE_PATTERNS, DEFAULT_ROLLBACK_PATTERN, OBJECT_NAME, REFUSE, RefEvent, TagEventError, decide,
-                   event_from_payload, event_from_ref, parse_post_receive, patterns_from, shown)
+from . import tags
+
+# Shown in --help, which never loads the collection; tests/unit check them against _tags.py.
+HELP_RELEASE_PATTERNS = ("v*",)
+HELP_ROLLBACK_PATTERN = "rollback/{target}"
 
 LOG = logging.getLogger("gitops_rollback")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -59,6 +64,7 @@ class Settings:
     repo: Optional[str]
     collections_path: Optional[str]
     keep_runs: int
+    audit_log: str
 
 
 class Engine:
@@ -72,16 +78,16 @@ class Engine:
     def runs_dir(self) -> Path:
         return self.settings.state.path.parent / "runs"
 
-    def handle(self, event: RefEvent) -> bool:
+    def handle(self, event: tags.RefEvent) -> bool:
         """Decide about one event and run what it triggers; False when a run failed or the ref was refused."""
         s = self.settings
-        if s.repo and OBJECT_NAME.fullmatch(event.commit):  # anything else is refused by decide()
+        if s.repo and tags.OBJECT_NAME.fullmatch(event.commit):  # anything else is refused by decide()
             event = dataclasses.replace(event, commit=peel(s.repo, event.commit))
         with s.state.transaction() as state:
             processed_tags = {} if s.force else state.tags
             processed_events = {} if s.force else state.events
-            decision = decide(event, s.patterns, processed_tags, processed_events)
-            if decision.action == REFUSE:
+            decision = tags.decide(event, s.patterns, processed_tags, processed_events)
+            if decision.action == tags.REFUSE:
                 LOG.warning("refused: %s Nothing runs for %s.", decision.reason, decision.ref)
                 if not s.decide_only:
                     state.refuse(decision)
@@ -106,24 +112,43 @@ class Engine:
             raise UsageError("--inventory is required to run a playbook (or give --decide-only).")
         LOG.info("%s (%s%s); run %s", decision.reason, "dry run, " if s.check else "",
                  f"event {decision.event_id}" if decision.event_id else f"source {decision.source}", ident)
-        request = RunRequest(playbook=decision.action, inventory=s.inventory,
-                             extravars=extravars_for(decision, s.layers, s.extravars),
-                             collection_root=find_collection(s.collections_path),
-                             run_dir=self.runs_dir / ident, ident=ident, check=s.check)
+        outcome = None
         try:
+            request = RunRequest(playbook=decision.action, inventory=s.inventory,
+                                 extravars=extravars_for(decision, s.layers, s.extravars),
+                                 collection_root=find_collection(s.collections_path),
+                                 run_dir=self.runs_dir / ident, ident=ident, check=s.check)
             outcome = run(request, say, cancel=lambda: self.cancel_requested)
             status, rc = outcome.status, outcome.rc
+            problems = error_lines(outcome.artifact_dir) if not outcome.ok else []
         except Exception as exc:  # pylint: disable=broad-except  # recorded, then reported
-            status, rc, outcome = "error", None, None
-            LOG.error("%s %s could not run: %s", decision.action, decision.tag, exc)
+            status, rc, problems = "error", None, [f"could not run: {exc}"]
         if not s.check:
             with s.state.transaction() as state:
                 state.finish(decision.tag, status, rc)
         if outcome is not None:
-            LOG.info("%s %s: %s (rc %s) in %.1f s; artifacts in %s", decision.action, decision.tag, status, rc,
-                     outcome.duration, outcome.artifact_dir)
+            LOG.log(logging.INFO if outcome.ok else logging.ERROR, "%s %s: %s (rc %s) in %.1f s; artifacts in %s",
+                    decision.action, decision.tag, status, rc, outcome.duration, outcome.artifact_dir)
+        if status != "successful":
+            for line in problems:
+                LOG.error("%s %s: %s", decision.action, decision.tag, line)
+            self._audit_failure(decision, ident, status, rc, problems)
         prune_runs(self.runs_dir, s.keep_runs)
         return status == "successful"
+
+    def _audit_failure(self, decision: Any, ident: str, status: str, rc: Optional[int], problems: List[str]) -> None:
+        """Append a ``failed`` record (operation ``trigger``) to the audit log; say so when that fails too."""
+        s = self.settings
+        try:
+            audit = import_module_util("_audit", s.collections_path)
+            record = audit.make_record(
+                "failed", "trigger", ident, action=decision.action, tag=decision.tag, ref=decision.ref,
+                commit=decision.commit, event_id=decision.event_id, source=decision.source, status=status, rc=rc,
+                error="; ".join(problems) or f"{decision.action} {decision.tag}: {status} (rc {rc})",
+                dry_run=s.check, actor=audit.who())
+            audit.append(str(Path(s.audit_log).expanduser()), record)
+        except Exception as exc:  # pylint: disable=broad-except  # the run's failure is reported already
+            LOG.error("the failure could not be written to the audit log %s: %s", s.audit_log, exc)
 
 
 def say(line: str) -> None:
@@ -138,21 +163,21 @@ def _read_input(path: str) -> str:
     return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
 
 
-def events_for_trigger(args: argparse.Namespace) -> List[RefEvent]:
+def events_for_trigger(args: argparse.Namespace) -> List[tags.RefEvent]:
     """The events named on the command line, stdin or in a payload."""
     sources = [bool(args.ref), bool(args.stdin_refs), bool(args.payload)]
     if sum(sources) != 1:
         raise UsageError("Give exactly one of: a REF, --stdin-refs (post-receive lines) or --payload FILE.")
     if args.stdin_refs:
-        return parse_post_receive(sys.stdin.read())
+        return tags.parse_post_receive(sys.stdin.read())
     if args.payload:
         try:
             payload = json.loads(_read_input(args.payload))
         except ValueError as exc:
             raise UsageError(f"--payload {args.payload} is not JSON: {exc}") from exc
-        return [event_from_payload(payload, args.event_type or "", args.event_id or "")]
+        return [tags.event_from_payload(payload, args.event_type or "", args.event_id or "")]
     new = args.new or (peel(args.repo, args.ref) if args.repo else "")
-    return [event_from_ref(args.ref, args.old or "", new if new != args.ref else "", args.event_id or "")]
+    return [tags.event_from_ref(args.ref, args.old or "", new if new != args.ref else "", args.event_id or "")]
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -184,7 +209,7 @@ class Stopper:
         self.event.set()
 
 
-def new_tag_events(previous: Dict[str, TagRef], current: Sequence[TagRef]) -> List[RefEvent]:
+def new_tag_events(previous: Dict[str, TagRef], current: Sequence[TagRef]) -> List[tags.RefEvent]:
     """Events for tags created, moved or deleted between two listings."""
     events = []
     names = set()
@@ -192,11 +217,11 @@ def new_tag_events(previous: Dict[str, TagRef], current: Sequence[TagRef]) -> Li
         names.add(tag.name)
         before = previous.get(tag.name)
         if before is None or before.object != tag.object:
-            events.append(RefEvent(ref="refs/tags/" + tag.name, old=before.object if before else "",
+            events.append(tags.RefEvent(ref="refs/tags/" + tag.name, old=before.object if before else "",
                                    new=tag.object, commit=tag.commit, source="watch"))
     for name, before in previous.items():
         if name not in names:
-            events.append(RefEvent(ref="refs/tags/" + name, old=before.object, new="0" * 40, source="watch",
+            events.append(tags.RefEvent(ref="refs/tags/" + name, old=before.object, new="0" * 40, source="watch",
                                    deleted=True))
     return events
 
@@ -208,14 +233,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
     stopper = Stopper(engine)
     stopper.install()
     key = args.repository
-    tags = list_tags(args.repository)
+    listed = list_tags(args.repository)
     with settings.state.transaction() as state:
         if key not in state.baselines and not args.catch_up:
-            state.set_baseline(key, [t.name for t in tags])
+            state.set_baseline(key, [t.name for t in listed])
             LOG.info("watching %s for the first time: its %d existing tags are the baseline, not triggers",
-                     key, len(tags))
+                     key, len(listed))
         known = dict(state.tags)
-    previous = {t.name: t for t in tags if t.name in known}
+    previous = {t.name: t for t in listed if t.name in known}
     LOG.info("watching %s every %s s (%s)", key, args.interval, settings.patterns.describe())
     failed = False
     while not stopper.event.is_set():
@@ -254,8 +279,9 @@ def trigger_args_for_hook(args: argparse.Namespace) -> List[str]:
         out += ["--layers", args.layers]
     for extra in args.extra_vars or []:
         out += ["--extra-vars", extra]
-    if args.collections_path:
-        out += ["--collections-path", str(Path(args.collections_path).resolve())]
+    # The hook runs with the pusher's environment, not this one: name the collection found now.
+    out += ["--collections-path", collection_dir_option(find_collection(args.collections_path))]
+    out += ["--audit-log", str(Path(audit_log_of(args, _parse_extra_vars(args.extra_vars or []))).expanduser())]
     if args.check:
         out.append("--check")
     out += ["--keep-runs", str(args.keep_runs)]
@@ -273,7 +299,7 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     state = StateFile(args.state or default_state_path()).read()
     for tag, entry in sorted(state.tags.items(), key=lambda item: str(item[1].get("started"))):
-        print(f"{shown(tag)}\t{entry.get('action')}\t{entry.get('status')}\t{entry.get('started')}\t{entry.get('run', '')}")
+        print(f"{tags.shown(tag)}\t{entry.get('action')}\t{entry.get('status')}\t{entry.get('started')}\t{entry.get('run', '')}")
     for entry in state.refused:  # recorded escaped
         print(f"{entry.get('ref')}\trefused\t{entry.get('reason')}\t{entry.get('time')}")
     return EXIT_OK
@@ -328,19 +354,26 @@ def _parse_extra_vars(items: Iterable[str]) -> Dict[str, Any]:
     return merged
 
 
+def audit_log_of(args: argparse.Namespace, extravars: Dict[str, Any]) -> str:
+    """--audit-log, else the playbooks' ``rollback_audit_log`` from the extra vars, else the default."""
+    return str(getattr(args, "audit_log", None) or extravars.get("rollback_audit_log") or DEFAULT_AUDIT_LOG)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
+    extravars = _parse_extra_vars(args.extra_vars or [])
     return Settings(
         inventory=Path(args.inventory).resolve() if args.inventory else None,
         state=StateFile(args.state or default_state_path()),
-        patterns=patterns_from(args.release_pattern or None, args.rollback_pattern, args.label_pattern),
+        patterns=tags.patterns_from(args.release_pattern or None, args.rollback_pattern, args.label_pattern),
         layers=[layer.strip() for layer in (args.layers or "").split(",") if layer.strip()],
-        extravars=_parse_extra_vars(args.extra_vars or []),
+        extravars=extravars,
         check=args.check,
         decide_only=getattr(args, "decide_only", False),
         force=getattr(args, "force", False),
         repo=getattr(args, "repo", None),
         collections_path=args.collections_path,
         keep_runs=args.keep_runs,
+        audit_log=audit_log_of(args, extravars),
     )
 
 
@@ -349,9 +382,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", help="state file of processed tags and event ids "
                         "(default $GITOPS_ROLLBACK_STATE or ~/.local/state/gitops-rollback/state.json)")
     parser.add_argument("--release-pattern", action="append", metavar="GLOB",
-                        help=f"tag glob that makes a checkpoint (repeatable; default {' '.join(DEFAULT_RELEASE_PATTERNS)})")
+                        help=f"tag glob that makes a checkpoint (repeatable; default {' '.join(HELP_RELEASE_PATTERNS)})")
     parser.add_argument("--rollback-pattern", metavar="PATTERN",
-                        help=f"tag pattern that rolls back to {{target}} (default {DEFAULT_ROLLBACK_PATTERN})")
+                        help=f"tag pattern that rolls back to {{target}} (default {HELP_ROLLBACK_PATTERN})")
     parser.add_argument("--label-pattern", metavar="REGEX",
                         help="regular expression every tag name must match in full; it narrows the label grammar "
                              "(ASCII letters, digits, . _ / -; at most 128 characters), never widens it")
@@ -362,6 +395,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collections-path", help="collections path holding gitops.rollback "
                         "(default: this checkout, ANSIBLE_COLLECTIONS_PATH, ~/.ansible/collections)")
     parser.add_argument("--keep-runs", type=int, default=20, help="run directories (artifacts) kept (default 20)")
+    parser.add_argument("--audit-log", help="audit log a failed run is recorded in (default: rollback_audit_log "
+                        f"from --extra-vars, else {DEFAULT_AUDIT_LOG})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_audit_verify)
 
     add_approve_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -430,14 +466,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="gitops-rollback: %(message)s", force=True)
+    tags.prefer(getattr(args, "collections_path", None))
     try:
         return int(args.func(args))
-    except (UsageError, TagEventError) as exc:
+    except UsageError as exc:
         LOG.error("%s", exc)
         return EXIT_USAGE
     except (StateError, HookError, CollectionNotFound, ApproveError) as exc:
         LOG.error("%s", exc)
         return EXIT_FAILED
+    except Exception as exc:  # pylint: disable=broad-except  # _tags' errors; anything else is a bug, shown
+        if tags.is_tag_event_error(exc):
+            LOG.error("%s", exc)
+            return EXIT_USAGE
+        raise
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import List, Optional
 
 NAMESPACE, NAME = "gitops", "rollback"
 DEFAULT_COLLECTIONS_PATHS = ("~/.ansible/collections", "/usr/share/ansible/collections")
@@ -28,28 +30,63 @@ def _is_collection_root(path: Path) -> bool:
 
 def _under(entry: str) -> Path:
     base = Path(entry).expanduser()
+    if _is_collection_root(base):  # the collection's own directory (a checkout) is accepted too
+        return base
     if base.name != "ansible_collections":
         base = base / "ansible_collections"
     return base / NAMESPACE / NAME
+
+
+def ansible_collections_paths() -> List[str]:
+    """The collections paths ansible-playbook would search from here, in its order.
+
+    ansible-core's configuration decides them (``ANSIBLE_COLLECTIONS_PATH``, ``collections_path``
+    in the ansible.cfg it finds: ``ANSIBLE_CONFIG``, ./ansible.cfg, ~/.ansible.cfg,
+    /etc/ansible/ansible.cfg; then its defaults), followed by the ``ansible_collections``
+    directories on ``sys.path`` (collections installed with pip). Without ansible-core the
+    environment variable and the defaults are used.
+    """
+    try:
+        from ansible import constants  # pylint: disable=import-outside-toplevel  # slow; only when needed
+        paths = [str(p) for p in constants.COLLECTIONS_PATHS or []]
+        scan_sys_path = bool(getattr(constants, "COLLECTIONS_SCAN_SYS_PATH", True))
+    except Exception:  # pylint: disable=broad-except  # ansible-core missing or its configuration unreadable
+        env = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or os.environ.get("ANSIBLE_COLLECTIONS_PATHS") or ""
+        paths = [p for p in env.split(os.pathsep) if p] or list(DEFAULT_COLLECTIONS_PATHS)
+        scan_sys_path = True
+    if scan_sys_path:
+        paths += [entry for entry in sys.path if entry and (Path(entry) / "ansible_collections").is_dir()]
+    return paths
 
 
 def find_collection(collections_path: Optional[str] = None) -> Path:
     """Return the root of gitops.rollback.
 
     Looked for in order: under ``collections_path`` (given), the checkout this package lives in
-    (source tree, editable install), ANSIBLE_COLLECTIONS_PATH, the default collections paths.
+    (source tree, editable install), the collections paths ansible-playbook uses here
+    (:func:`ansible_collections_paths`).
     """
     ordered = [_under(collections_path)] if collections_path else []
-    ordered.append(Path(__file__).resolve().parents[1])
-    entries = os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep) + list(DEFAULT_COLLECTIONS_PATHS)
-    ordered += [_under(entry) for entry in entries if entry]
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "galaxy.yml").is_file():  # not when pip installed the package elsewhere
+        ordered.append(checkout)
+    ordered += [_under(entry) for entry in ansible_collections_paths()]
     for candidate in ordered:
         if _is_collection_root(candidate):
             return candidate
     raise CollectionNotFound(
-        "The gitops.rollback collection was not found (looked in: %s). Install it with "
-        "'ansible-galaxy collection install gitops.rollback' or give --collections-path."
-        % ", ".join(str(c) for c in ordered))
+        "The gitops.rollback collection was not found; looked in: %s. Install it with "
+        "'ansible-galaxy collection install gitops.rollback', or say where it is: set ANSIBLE_COLLECTIONS_PATH "
+        "to the directory that holds ansible_collections/gitops/rollback, or collections_path in the [defaults] "
+        "section of ansible.cfg, or give --collections-path DIR." % ", ".join(str(c) for c in ordered))
+
+
+def collection_dir_option(root: Path) -> str:
+    """A ``--collections-path`` value that finds ``root`` again: its collections directory, or the root itself."""
+    root = Path(os.path.abspath(root))
+    if root.parent.name == NAMESPACE and root.parent.parent.name == "ansible_collections" and root.name == NAME:
+        return str(root.parent.parent.parent)
+    return str(root)
 
 
 def collections_dir_for(root: Path, workdir: Path) -> Path:
@@ -61,6 +98,26 @@ def collections_dir_for(root: Path, workdir: Path) -> Path:
     if not link.is_symlink():
         link.symlink_to(root, target_is_directory=True)
     return workdir
+
+
+def import_module_util(name: str, collections_path: Optional[str] = None) -> ModuleType:
+    """Import ``ansible_collections.gitops.rollback.plugins.module_utils.<name>`` from the collection found.
+
+    For module_utils that import their siblings by absolute ``ansible_collections`` names.
+    """
+    qualified = f"ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils.{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    root = find_collection(collections_path)
+    workdir = Path(tempfile.mkdtemp(prefix="gitops-rollback-"))
+    try:
+        sys.path.insert(0, str(collections_dir_for(root, workdir)))
+        try:
+            return importlib.import_module(qualified)
+        finally:
+            sys.path.pop(0)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 MODULE_UTILS_PACKAGE = "gitops_rollback._collection_module_utils"

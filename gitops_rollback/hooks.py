@@ -92,7 +92,11 @@ def peel(repo: Optional[str], obj: str) -> str:
 
 
 def hook_source(trigger_args: Sequence[str]) -> str:
-    """The post-receive hook: this Python runs ``gitops-rollback trigger --stdin-refs`` with ``trigger_args``."""
+    """The post-receive hook: this Python runs ``gitops-rollback trigger --stdin-refs`` with ``trigger_args``.
+
+    Git shows the hook's stdout and stderr to the pusher (``remote: ...``): progress, the decision
+    per ref, and every failure, including a hook that cannot start.
+    """
     package_parent = str(Path(__file__).resolve().parents[1])
     return (
         f"#!{sys.executable}\n"
@@ -101,7 +105,13 @@ def hook_source(trigger_args: Sequence[str]) -> str:
         "# rollback through ansible-runner, everything else is ignored with a line saying why.\n"
         "import sys\n\n"
         f"sys.path.insert(0, {package_parent!r})\n"
-        "from gitops_rollback.cli import main  # noqa: E402\n\n"
+        "try:\n"
+        "    from gitops_rollback.cli import main\n"
+        "except Exception as exc:  # pylint: disable=broad-except\n"
+        "    sys.stderr.write('gitops-rollback: the post-receive hook %s cannot start (%s: %s); nothing ran for '\n"
+        "                     'this push. Reinstall the command, then run gitops-rollback install-hook again.\\n'\n"
+        "                     % (__file__, type(exc).__name__, exc))\n"
+        "    sys.exit(1)\n\n"
         f"sys.exit(main({['trigger', '--stdin-refs', *trigger_args]!r}))\n"
     )
 

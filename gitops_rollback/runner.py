@@ -130,6 +130,8 @@ def prepare(request: RunRequest) -> Path:
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
+        # An inventory Ansible cannot parse fails the run (by default it warns, matches no host and succeeds).
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
     }
     envvars.update(request.extra_envvars)
     _write_json(pdd / "env" / "envvars", envvars)
@@ -183,6 +185,19 @@ def run(request: RunRequest, say: Callable[[str], None],
                                 cancel_callback=cancel)
     return RunOutcome(status=result.status, rc=result.rc, artifact_dir=Path(result.config.artifact_dir),
                       stats=result.stats or {}, duration=time.monotonic() - start)
+
+
+ERROR_PREFIXES = ("[ERROR]", "ERROR!", "fatal:", "[WARNING]: Unable to parse", "[WARNING]: Failed to parse")
+
+
+def error_lines(artifact_dir: Path, limit: int = 20) -> List[str]:
+    """The error lines of a run's output (Ansible's ``[ERROR]``, ``fatal:``, unparsed inventory), at most ``limit``."""
+    try:
+        text = (artifact_dir / "stdout").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    found = [line.rstrip() for line in text.splitlines() if line.lstrip().startswith(ERROR_PREFIXES)]
+    return found[-limit:]
 
 
 def prune_runs(runs_dir: Path, keep: int) -> List[Path]:

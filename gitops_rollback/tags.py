@@ -7,29 +7,42 @@ playbooks decide alike.
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Any, Optional
+
 from .collection import find_collection, load_module_util
 
-_tags = load_module_util(find_collection(), "_tags")
+_loaded: Optional[ModuleType] = None
+_collections_path: Optional[str] = None
 
-CHECKPOINT = _tags.CHECKPOINT
-ROLLBACK = _tags.ROLLBACK
-IGNORE = _tags.IGNORE
-REFUSE = _tags.REFUSE
-ZERO_SHA = _tags.ZERO_SHA
-OBJECT_NAME = _tags.OBJECT_NAME
-TAG_PREFIX = _tags.TAG_PREFIX
-DEFAULT_RELEASE_PATTERNS = _tags.DEFAULT_RELEASE_PATTERNS
-DEFAULT_ROLLBACK_PATTERN = _tags.DEFAULT_ROLLBACK_PATTERN
-Decision = _tags.Decision
-RefEvent = _tags.RefEvent
-TagPatterns = _tags.TagPatterns
-TagEventError = _tags.TagEventError
-decide = _tags.decide
-event_from_ref = _tags.event_from_ref
-event_from_payload = _tags.event_from_payload
-parse_post_receive = _tags.parse_post_receive
-patterns_from = _tags.patterns_from
-shown = _tags.shown
+
+def _tags() -> ModuleType:
+    global _loaded  # pylint: disable=global-statement  # loaded once, on first use
+    if _loaded is None:
+        _loaded = load_module_util(find_collection(_collections_path), "_tags")
+    return _loaded
+
+
+def prefer(collections_path: Optional[str]) -> None:
+    """Look for the collection under ``collections_path`` first when ``_tags`` is loaded."""
+    global _collections_path  # pylint: disable=global-statement
+    _collections_path = collections_path
+
+
+def is_tag_event_error(exc: BaseException) -> bool:
+    """True for ``_tags.TagEventError`` (False, without loading anything, when ``_tags`` was never loaded)."""
+    return _loaded is not None and isinstance(exc, _loaded.TagEventError)
+
+
+def __getattr__(name: str) -> Any:
+    """The names of ``_tags`` (``decide``, ``REFUSE``...), loaded from the collection on first use.
+
+    Importing this module needs no collection, so ``gitops-rollback --help`` works without one.
+    """
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(_tags(), name)
+
 
 __all__ = [
     "CHECKPOINT", "DEFAULT_RELEASE_PATTERNS", "DEFAULT_ROLLBACK_PATTERN", "Decision", "IGNORE", "OBJECT_NAME", "ROLLBACK",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitops_support import MANAGED, REPO_ROOT, ConfigRepo, cli_env, deploy, git
+from gitops_support import MANAGED, REPO_ROOT, ConfigRepo, InstalledCli, cli_env, deploy, git, install_cli
 
 
 @pytest.fixture
@@ -41,3 +41,9 @@ def checkpointed(clean_fleet: Any, gitops_inventory: Path, run_playbook: Any) ->
                               extra_vars={"checkpoint_label": release})
         assert result.ok, result
     return clean_fleet
+
+
+@pytest.fixture(scope="session")
+def installed_cli(tmp_path_factory: pytest.TempPathFactory) -> InstalledCli:
+    """The collection installed from its tarball and the command pip-installed from it (a fresh virtualenv)."""
+    return install_cli(tmp_path_factory.mktemp("installed"))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
@@ -20,9 +22,10 @@ RELEASES: Dict[str, Dict[str, str]] = {
 }
 
 
-def git(cwd: Path, *args: str, env: Dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run git; return the completed process (text)."""
-    full_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+def git(cwd: Path, *args: str, env: Dict[str, str] | None = None, check: bool = True,
+        inherit: bool = True) -> subprocess.CompletedProcess:
+    """Run git; return the completed process (text). ``inherit=False``: ``env`` is the whole environment."""
+    full_env = {**(os.environ if inherit else {}), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid", **(env or {})}
     proc = subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600,
                           check=False)
@@ -84,6 +87,7 @@ class ConfigRepo:
     bare: Path
     env: Dict[str, str] = field(default_factory=dict)
     commits: Dict[str, str] = field(default_factory=dict)
+    inherit: bool = True  # False: pushes run with ``env`` only (a user's shell, not the test's environment)
 
     def commit_release(self, release: str) -> str:
         for rel, text in RELEASES[release].items():
@@ -98,4 +102,71 @@ class ConfigRepo:
 
     def push(self, *refspecs: str) -> subprocess.CompletedProcess:
         """git push to the bare repo; the hook's output comes back as 'remote:' lines on stderr."""
-        return git(self.work, "push", "origin", *refspecs, env=self.env)
+        return git(self.work, "push", "origin", *refspecs, env=self.env, inherit=self.inherit)
+
+
+@dataclass
+class InstalledCli:
+    """gitops.rollback installed from its tarball, and the command pip-installed from it into a fresh virtualenv."""
+
+    collections: Path  # holds ansible_collections/gitops/rollback
+    venv: Path
+    home: Path  # an empty home: no ~/.ansible/collections, no ansible.cfg
+
+    @property
+    def command(self) -> str:
+        return str(self.venv / "bin" / "gitops-rollback")
+
+    def env(self, **extra: str) -> Dict[str, str]:
+        """A user's plain environment: no collections path, no virtualenv on PATH, HOME of its own."""
+        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8",
+                "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid", **extra}
+
+    def run(self, args: List[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([self.command, *args], cwd=cwd, env=self.env(**extra), capture_output=True, text=True,
+                              timeout=600, check=False)
+
+
+def _tracked_copy(target: Path) -> Path:
+    """The tracked (and untracked, not ignored) files of this checkout, copied to ``target``."""
+    files = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def install_cli(base: Path) -> InstalledCli:
+    """Build the collection, install it with ansible-galaxy, pip-install the command from the installed copy.
+
+    The fresh virtualenv sees this virtualenv's packages through a .pth line (ansible-core, ansible-runner:
+    no download), not its source: the command runs from what pip installed out of the collection.
+    """
+    bin_dir = Path(sys.executable).parent
+    source = _tracked_copy(base / "src" / "ansible_collections" / "gitops" / "rollback")
+    built = base / "built"
+    subprocess.run([str(bin_dir / "ansible-galaxy"), "collection", "build", "--output-path", str(built)],
+                   cwd=source, capture_output=True, check=True)
+    (tarball,) = built.glob("gitops-rollback-*.tar.gz")
+    collections = base / "collections"
+    galaxy_env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}  # no "already installed"
+    subprocess.run([str(bin_dir / "ansible-galaxy"), "collection", "install", "--offline", "--force", "-p",
+                    str(collections), str(tarball)], capture_output=True, check=True, env={**galaxy_env, "HOME": str(base)})
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "dev-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = collections / "ansible_collections" / "gitops" / "rollback"
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                           "--disable-pip-version-check", "-q", "--no-deps", str(installed)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"pip install {installed} failed:\n{proc.stdout}\n{proc.stderr}")
+    home = base / "home"
+    home.mkdir()
+    return InstalledCli(collections=collections, venv=venv, home=home)

@@ -1,4 +1,9 @@
-"""A real bare repository with the post-receive hook: pushed tags drive checkpoints and rollbacks."""
+"""A real bare repository with the post-receive hook: pushed tags drive checkpoints and rollbacks.
+
+The command is the one a user installs: pip-installed from the collection that ansible-galaxy
+installed from the tarball, into a fresh virtualenv; pushes run with a plain environment (no
+collections path, no virtualenv on PATH).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gitops_support import RELEASES, ConfigRepo, checkpoints, deploy, git, host_files, run_cli
+from gitops_support import RELEASES, ConfigRepo, InstalledCli, checkpoints, deploy, git, host_files
 
 pytestmark = pytest.mark.slow
 
@@ -16,11 +21,16 @@ def expected_files(release: str) -> dict:
     return dict(sorted(RELEASES[release].items()))
 
 
-def test_pushed_tags_checkpoint_and_roll_back(clean_fleet, gitops_inventory: Path, config_repo: ConfigRepo) -> None:
+def test_pushed_tags_checkpoint_and_roll_back(clean_fleet, gitops_inventory: Path, config_repo: ConfigRepo,
+                                              installed_cli: InstalledCli, tmp_path: Path) -> None:
     fleet = clean_fleet
-    installed = run_cli(["install-hook", str(config_repo.bare), "-i", str(gitops_inventory)],
-                        config_repo.env, config_repo.work)
+    home = tmp_path / "home"
+    home.mkdir()
+    # Installed once with the collections path set; the hook needs nothing from the pusher's environment.
+    installed = installed_cli.run(["install-hook", str(config_repo.bare), "-i", str(gitops_inventory)],
+                                  config_repo.work, ANSIBLE_COLLECTIONS_PATH=str(installed_cli.collections))
     assert installed.returncode == 0, installed.stderr
+    config_repo.env, config_repo.inherit = installed_cli.env(HOME=str(home)), False
     assert (config_repo.bare / "hooks" / "post-receive").stat().st_mode & 0o111
 
     # v1 is deployed, its tag is pushed: a checkpoint labelled v1 on every host.
@@ -72,3 +82,30 @@ def test_pushed_tags_checkpoint_and_roll_back(clean_fleet, gitops_inventory: Pat
     text = (runs[-1] / "env" / "extravars").read_text()
     assert 'rollback_to: !unsafe "v1"' in text and 'tag: !unsafe "rollback/v1"' in text, text
     assert not [line for line in text.splitlines() if '"' in line and "!unsafe" not in line], text
+
+    # An inventory Ansible cannot parse: the push prints Ansible's error, the audit log records the failure,
+    # nothing is checkpointed (Ansible alone would match no host and succeed).
+    broken = tmp_path / "broken.yml"
+    broken.write_text("all:\n  hosts: [oops\n")
+    reinstalled = installed_cli.run(["install-hook", str(config_repo.bare), "-i", str(broken)], config_repo.work,
+                                    ANSIBLE_COLLECTIONS_PATH=str(installed_cli.collections))
+    assert reinstalled.returncode == 0, reinstalled.stderr
+    (config_repo.work / "CHANGES").write_text("v3\n")
+    git(config_repo.work, "add", "CHANGES")
+    git(config_repo.work, "commit", "-q", "-m", "release v3")
+    git(config_repo.work, "tag", "-a", "v3", "-m", "release v3")
+    v3_commit = git(config_repo.work, "rev-parse", "v3^{commit}").stdout.strip()
+    failed = config_repo.push("main", "v3")
+    assert "checkpoint v3: failed" in failed.stderr, failed.stderr
+    assert "remote: gitops-rollback: checkpoint v3: [ERROR]: No inventory was parsed" in failed.stderr, failed.stderr
+    assert f"Unable to parse {broken}" in failed.stderr, failed.stderr
+    for host in fleet:
+        assert [m["label"] for m in checkpoints(host)] == ["v1", "v2"], host.name
+    log = home / ".local" / "state" / "gitops-rollback" / "audit.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["event"], r["operation"], r["tag"], r["commit"], r["status"]) for r in records] == [
+        ("failed", "trigger", "v3", v3_commit, "failed")], records
+    assert "No inventory was parsed" in records[0]["error"]
+    verified = installed_cli.run(["audit", "verify", str(log)], tmp_path, HOME=str(home),
+                                 ANSIBLE_COLLECTIONS_PATH=str(installed_cli.collections))
+    assert verified.returncode == 0, verified.stdout + verified.stderr

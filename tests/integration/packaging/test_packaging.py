@@ -51,13 +51,14 @@ def tarball_names(tmp_path_factory: pytest.TempPathFactory) -> set:
 
 def test_the_tarball_ships_the_collection_and_its_declared_dependencies(tarball_names: set) -> None:
     for name in ("plugins/modules/checkpoint.py", "roles/rollback/tasks/main.yml", "playbooks/rollback.yml",
-                 "meta/runtime.yml", "meta/execution-environment.yml", "requirements.txt", "bindep.txt"):
+                 "meta/runtime.yml", "meta/execution-environment.yml", "requirements.txt", "bindep.txt",
+                 "pyproject.toml", "gitops_rollback/cli.py"):  # the command is pip-installable from the collection
         assert name in tarball_names, name
 
 
 def test_the_tarball_leaves_developer_files_out(tarball_names: set) -> None:
     leaked = sorted(n for n in tarball_names
-                    if n.split("/")[0] in {"bench", ".ci", "dev.sh"} or "__pycache__" in n
+                    if n.split("/")[0] in {"bench", ".ci", "dev.sh", "build"} or "__pycache__" in n or ".egg-info" in n
                     or n.startswith("tests/output"))
     assert not leaked, leaked
 

@@ -189,14 +189,14 @@ def test_missing_log_and_unknown_run_fail_with_the_way_out(audit_log, run_playbo
 
 def test_command_line_gives_the_same_numbers(audit_log, tmp_path):
     prom = tmp_path / "cli.prom"
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "rollback_report.py"), "--log", str(audit_log.path),
+    result = subprocess.run([sys.executable, "-m", "gitops_rollback", "report", "--log", str(audit_log.path),
                              "--prom", str(prom), "--json"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)["summary"]
     assert summary["rollbacks"]["total"] == 5 and summary["success_rate"] == 0.75
     assert prom_samples(prom.read_text())["gitops_rollback_failures_total"] == 1
 
-    missing = subprocess.run([sys.executable, str(REPO / "tools" / "rollback_report.py"), "--log",
+    missing = subprocess.run([sys.executable, "-m", "gitops_rollback", "report", "--log",
                               str(tmp_path / "none.jsonl")], capture_output=True, text=True, check=False)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
