@@ -120,7 +120,7 @@ class Engine:
                                  run_dir=self.runs_dir / ident, ident=ident, check=s.check)
             outcome = run(request, say, cancel=lambda: self.cancel_requested)
             status, rc = outcome.status, outcome.rc
-            problems = error_lines(outcome.artifact_dir) if not outcome.ok else []
+            problems = error_lines(request, outcome) if not outcome.ok else []
         except Exception as exc:  # pylint: disable=broad-except  # recorded, then reported
             status, rc, problems = "error", None, [f"could not run: {exc}"]
         if not s.check:

@@ -101,13 +101,20 @@ def unsafe_yaml(data: Mapping[str, Any]) -> str:
                      allow_unicode=False, width=1 << 20)
 
 
+def _inventory_copy(inventory: Path, target: Path) -> Path:
+    """Where :func:`_copy_inventory` puts ``inventory`` under ``target``."""
+    if inventory.is_dir():
+        return target
+    suffix = inventory.suffix if inventory.suffix in (".yml", ".yaml", ".json", ".ini", ".cfg") else ""
+    return target / f"hosts{suffix}"
+
+
 def _copy_inventory(inventory: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     if inventory.is_dir():
         shutil.copytree(inventory, target, dirs_exist_ok=True)
     else:
-        suffix = inventory.suffix if inventory.suffix in (".yml", ".yaml", ".json", ".ini", ".cfg") else ""
-        shutil.copy2(inventory, target / f"hosts{suffix}")
+        shutil.copy2(inventory, _inventory_copy(inventory, target))
 
 
 def prepare(request: RunRequest) -> Path:
@@ -125,9 +132,14 @@ def prepare(request: RunRequest) -> Path:
     collections = collections_dir_for(request.collection_root, pdd / "collections")
     inherited = os.environ.get("ANSIBLE_COLLECTIONS_PATH", "")
     bin_dir = str(Path(sys.executable).parent)
+    search = os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")])
+    if not shutil.which("ansible-playbook", path=search):
+        raise FileNotFoundError(f"ansible-playbook is neither beside {sys.executable} nor on PATH ({search}): install "
+                                f"ansible-core into the environment of the gitops-rollback command "
+                                f"({sys.executable} -m pip install ansible-core).")
     envvars = {
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(p for p in (str(collections), inherited) if p),
-        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
+        "PATH": search,
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
         # An inventory Ansible cannot parse fails the run (by default it warns, matches no host and succeeds).
@@ -190,14 +202,20 @@ def run(request: RunRequest, say: Callable[[str], None],
 ERROR_PREFIXES = ("[ERROR]", "ERROR!", "fatal:", "[WARNING]: Unable to parse", "[WARNING]: Failed to parse")
 
 
-def error_lines(artifact_dir: Path, limit: int = 20) -> List[str]:
-    """The error lines of a run's output (Ansible's ``[ERROR]``, ``fatal:``, unparsed inventory), at most ``limit``."""
+def error_lines(request: RunRequest, outcome: RunOutcome, limit: int = 20) -> List[str]:
+    """The error lines of a run's output (Ansible's ``[ERROR]``, ``fatal:``, unparsed inventory), at most ``limit``.
+
+    The run's copy of the inventory is named by the user's path, the one they can fix.
+    """
     try:
-        text = (artifact_dir / "stdout").read_text(encoding="utf-8", errors="replace")
+        text = (outcome.artifact_dir / "stdout").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
-    found = [line.rstrip() for line in text.splitlines() if line.lstrip().startswith(ERROR_PREFIXES)]
-    return found[-limit:]
+    copy = str(_inventory_copy(request.inventory, request.run_dir / "inventory"))
+    folder = str(request.run_dir / "inventory")
+    found = [line.rstrip().replace(copy, str(request.inventory)).replace(folder, str(request.inventory))
+             for line in text.splitlines() if line.lstrip().startswith(ERROR_PREFIXES)]
+    return list(dict.fromkeys(found))[-limit:]  # the copy and its folder give the same line twice
 
 
 def prune_runs(runs_dir: Path, keep: int) -> List[Path]:

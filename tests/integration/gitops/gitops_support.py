@@ -161,6 +161,8 @@ def install_cli(base: Path) -> InstalledCli:
     purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     Path(purelib, "dev-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    for tool in bin_dir.glob("ansible*"):  # the commands pip puts beside python with ansible-core and ansible-runner
+        (venv / "bin" / tool.name).symlink_to(tool)
     installed = collections / "ansible_collections" / "gitops" / "rollback"
     proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
                            "--disable-pip-version-check", "-q", "--no-deps", str(installed)],

@@ -111,3 +111,25 @@ def test_no_task_loops_over_entries_that_carry_secrets() -> None:
             if isinstance(loop, str) and "public_entries" not in loop and SECRET_BEARING_LISTS.search(loop):
                 offenders.append("%s: %s" % (path.relative_to(REPO_ROOT), task.get("name")))
     assert not offenders, offenders
+
+
+def _changelog_entries(text: str) -> set:
+    """The bullet entries of CHANGELOG.md's unreleased section, whitespace collapsed."""
+    section = text.split("(unreleased)", 1)[1].split("\n## ", 1)[0]
+    entries = re.split(r"^- ", section, flags=re.MULTILINE)[1:]
+    return {" ".join(entry.split()) for entry in entries}
+
+
+def test_changelog_fragments_are_valid_and_match_the_changelog() -> None:
+    """antsibull-changelog accepts the fragments, and each unreleased CHANGELOG.md entry is one fragment entry."""
+    proc = subprocess.run([_tool("antsibull-changelog"), "lint"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+    fragments = set()
+    for path in sorted((REPO_ROOT / "changelogs" / "fragments").glob("*.yml")):
+        for section, items in (yaml.safe_load(path.read_text()) or {}).items():
+            if section != "release_summary":
+                fragments |= {" ".join(item.replace("``", "`").split()) for item in items}
+    listed = _changelog_entries((REPO_ROOT / "CHANGELOG.md").read_text())
+    assert listed - fragments == set(), "CHANGELOG.md entries without a fragment in changelogs/fragments/"
+    assert fragments - listed == set(), "fragments missing from CHANGELOG.md's unreleased section"
