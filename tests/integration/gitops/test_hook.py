@@ -103,10 +103,12 @@ def test_pushed_tags_checkpoint_and_roll_back(clean_fleet, gitops_inventory: Pat
     for host in fleet:
         assert checkpoints(host) == before[host.name], host.name
     log = home / ".local" / "state" / "gitops-rollback" / "audit.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(r["event"], r["operation"], r["tag"], r["commit"], r["status"]) for r in records] == [
-        ("failed", "trigger", "v3", v3_commit, "failed")], records
-    assert "No inventory was parsed" in records[0]["error"]
+    records = [json.loads(line) for line in log.read_text().splitlines()]  # the rollback's records come first
+    assert records[0]["operation"] == "rollback", records[0]
+    failures = [r for r in records if r["operation"] == "trigger"]
+    assert [(r["event"], r["tag"], r["commit"], r["status"]) for r in failures] == [
+        ("failed", "v3", v3_commit, "failed")], failures
+    assert records[-1] is failures[0] and "No inventory was parsed" in failures[0]["error"]
     verified = installed_cli.run(["audit", "verify", str(log)], tmp_path, HOME=str(home),
                                  ANSIBLE_COLLECTIONS_PATH=str(installed_cli.collections))
     assert verified.returncode == 0, verified.stdout + verified.stderr
