@@ -281,7 +281,8 @@ def trigger_args_for_hook(args: argparse.Namespace) -> List[str]:
         out += ["--extra-vars", extra]
     # The hook runs with the pusher's environment, not this one: name the collection found now.
     out += ["--collections-path", collection_dir_option(find_collection(args.collections_path))]
-    out += ["--audit-log", str(Path(audit_log_of(args, _parse_extra_vars(args.extra_vars or []))).expanduser())]
+    if args.audit_log:  # else the hook's user's default, as the playbooks it runs use
+        out += ["--audit-log", str(Path(args.audit_log).expanduser().resolve())]
     if args.check:
         out.append("--check")
     out += ["--keep-runs", str(args.keep_runs)]

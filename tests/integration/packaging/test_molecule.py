@@ -1,0 +1,42 @@
+"""molecule scenarios of the layer roles (molecule/<role>/): converge, idempotence and verify on localhost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SCENARIOS = sorted(p.parent.name for p in (REPO_ROOT / "molecule").glob("*/molecule.yml"))
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_layer_role_has_a_scenario() -> None:
+    assert {"checkpoint", "rollback_host", "rollback_release", "rollback_database"} <= set(SCENARIOS), SCENARIOS
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_scenario(scenario: str) -> None:
+    bin_dir = Path(sys.executable).parent
+    molecule = shutil.which("molecule", path=str(bin_dir)) or shutil.which("molecule")
+    if not molecule:
+        pytest.fail("molecule is not installed (it belongs in the dev extra of pyproject.toml)", pytrace=False)
+    if not os.environ.get("ANSIBLE_COLLECTIONS_PATH"):
+        pytest.fail("ANSIBLE_COLLECTIONS_PATH must name a directory holding this collection (./dev.sh e2e sets it)",
+                    pytrace=False)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1",
+           "ANSIBLE_FORCE_COLOR": "0"}
+    proc = subprocess.run([molecule, "test", "-s", scenario], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    sequence = yaml.safe_load((REPO_ROOT / "molecule" / scenario / "molecule.yml").read_text())["scenario"]["test_sequence"]
+    for step in ("converge", "idempotence", "verify"):
+        if step in sequence:
+            assert f"{scenario} > {step}: Executed: Successful" in output, output[-6000:]
