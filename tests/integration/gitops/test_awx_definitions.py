@@ -58,3 +58,15 @@ def test_every_survey_answer_is_read_by_the_playbooks_or_roles() -> None:
         for question in json.loads(survey.read_text())["spec"]:
             assert re.search(r"\b%s\b" % re.escape(question["variable"]), sources), \
                 f"{survey.name}: the answer {question['variable']} is read by nothing"
+
+
+def test_image_and_collection_versions_are_pinned() -> None:
+    """The execution environment and the project are the collection's release, not whatever main or latest is."""
+    version = str(yaml.safe_load((REPO_ROOT / "galaxy.yml").read_text())["version"])
+    base = yaml.safe_load((AWX / "execution-environment.yml").read_text())["images"]["base_image"]["name"]
+    assert not base.endswith(":latest") and re.search(r":\d+(\.\d+)+$", base), base
+    (collection,) = yaml.safe_load((AWX / "requirements.yml").read_text())["collections"]
+    assert str(collection["version"]) == version, collection
+    template_vars = yaml.safe_load((AWX / "job_templates.yml").read_text())[0]["vars"]
+    assert str(template_vars["awx_project_branch"]) == version
+    assert template_vars["awx_execution_environment_image"].endswith(":" + version)
