@@ -171,7 +171,7 @@ part_units() {
 
 part_lint() {
     local dirs=() d
-    for d in roles playbooks; do [[ -d "$ROOT/$d" ]] && dirs+=("$d"); done
+    for d in roles playbooks molecule changelogs; do [[ -d "$ROOT/$d" ]] && dirs+=("$d"); done
     if ((${#dirs[@]} == 0)); then
         warn "LINT NOT RUN: no roles/ or playbooks/ yet"
         return "$NOT_RUN"
