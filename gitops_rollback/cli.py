@@ -218,11 +218,11 @@ def new_tag_events(previous: Dict[str, TagRef], current: Sequence[TagRef]) -> Li
         before = previous.get(tag.name)
         if before is None or before.object != tag.object:
             events.append(tags.RefEvent(ref="refs/tags/" + tag.name, old=before.object if before else "",
-                                   new=tag.object, commit=tag.commit, source="watch"))
+                                        new=tag.object, commit=tag.commit, source="watch"))
     for name, before in previous.items():
         if name not in names:
             events.append(tags.RefEvent(ref="refs/tags/" + name, old=before.object, new="0" * 40, source="watch",
-                                   deleted=True))
+                                        deleted=True))
     return events
 
 

@@ -42,10 +42,3 @@ def __getattr__(name: str) -> Any:
     if name.startswith("__"):
         raise AttributeError(name)
     return getattr(_tags(), name)
-
-
-__all__ = [
-    "CHECKPOINT", "DEFAULT_RELEASE_PATTERNS", "DEFAULT_ROLLBACK_PATTERN", "Decision", "IGNORE", "OBJECT_NAME", "ROLLBACK",
-    "REFUSE", "RefEvent", "TAG_PREFIX", "TagEventError", "TagPatterns", "ZERO_SHA", "decide", "event_from_payload",
-    "event_from_ref", "parse_post_receive", "patterns_from", "shown",
-]

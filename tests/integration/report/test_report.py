@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from report_support import PLAYBOOKS, REPO, render
+from report_support import PLAYBOOKS, render
 
 pytestmark = pytest.mark.slow
 
