@@ -329,6 +329,9 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
         steps += ["restore into %s" % staged, "compare row counts"]
         if engine.name == "postgresql":
             steps.append("give %s the backed-up database properties (owner, privileges, settings, ...)" % staged)
+        if engine.name == "mysql":
+            steps.append("re-create the views, routines, events and triggers of %s in it, each in its own creation "
+                         "session (a rehearsal: the live database is not touched yet)" % staged)
         kept = old if req.keep_old and req.mode == "swap" else "(dropped)"
         steps.append("swap: %s becomes %s, %s becomes %s" % (database, kept, staged, database))
     else:

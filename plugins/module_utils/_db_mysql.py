@@ -448,4 +448,4 @@ class MysqlEngine:
     def describe_restore(self, component: dict, source: str, database: str, jobs: int) -> List[str]:
         """Return the commands a restore runs (for check mode and the result)."""
         head = "%s -d -c <dump> | " % COMPRESSORS[component["compression"]][1][0] if component.get("compression") else ""
-        return [head + "mariadb --batch --binary-mode %s < <dump>" % database]
+        return [head + "mariadb --batch --binary-mode --comments %s < <dump>" % database]
