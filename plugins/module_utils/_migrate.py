@@ -2,33 +2,34 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Versioned SQL migrations: read the directory, plan apply/revert, refuse unsafe plans, run them.
 
-Files are ``V<version>__<name>.up.sql`` and ``V<version>__<name>.down.sql`` (see
-docs/migrations.md). A migration is irreversible when it has no down file or its up file's first
-line is ``-- gitops-rollback: irreversible``. The engines (``_migrate_engines``) turn each step
-into one script; the list of scripts is the preview in check mode and exactly what runs otherwise.
+The directory is read in one of the layouts of ``_migrate_layouts`` (this collection's
+``V<version>__<name>.up.sql``/``.down.sql``, golang-migrate, dbmate, Flyway; see docs/migrations.md).
+A migration is irreversible when it has no down script or its up script's leading comments say
+``-- gitops-rollback: irreversible``. The engines (``_migrate_engines``) turn each step into one
+script; the list of scripts is the preview in check mode and exactly what runs otherwise.
 """
 
 from __future__ import annotations
 
 import difflib
 import getpass
-import hashlib
 import os
 import re
 import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from ._db_conn import DbConnection
 from ._errors import RollbackError
 from ._labels import escape, show_label
 from ._migrate_engines import Engine, MigrationFailed, Row, make_engine
+from ._migrate_layouts import (  # noqa: F401  (Migration, sha256_text: part of this module's interface)
+    IRREVERSIBLE_MARK, LAYOUTS, Folder, Migration, read_folder, sha256_text, wants_transaction,
+)
 
-FILE_RE = re.compile(r"^V(\d+)__([A-Za-z0-9][A-Za-z0-9_-]*)\.(up|down)\.sql$")
-IRREVERSIBLE_MARK = "-- gitops-rollback: irreversible"
-OPERATIONS = ("status", "apply", "revert", "label", "resolve", "verify")
+OPERATIONS = ("status", "apply", "revert", "label", "resolve", "verify", "baseline", "repair")
 
 
 def _shown(label: Optional[str]) -> str:
@@ -52,83 +53,9 @@ class NotReversibleError(RollbackError):
     """verify_reversible found a migration whose down step fails or leaves the schema different."""
 
 
-@dataclass
-class Migration:
-    """One migration as found in the directory."""
-
-    version: int
-    name: str
-    up_path: str
-    up_sql: str
-    checksum: str
-    down_path: Optional[str] = None
-    down_sql: Optional[str] = None
-    down_checksum: Optional[str] = None
-
-    @property
-    def marked_irreversible(self) -> bool:
-        """Tell whether the up file's first line marks it irreversible on purpose."""
-        first = self.up_sql.lstrip("\ufeff").split("\n", 1)[0].strip().lower()
-        return first == IRREVERSIBLE_MARK
-
-    @property
-    def irreversible(self) -> bool:
-        return self.down_sql is None or self.marked_irreversible
-
-    @property
-    def label(self) -> str:
-        return "V%04d__%s" % (self.version, self.name)
-
-
-def sha256_text(data: bytes) -> str:
-    """Return the SHA-256 hex digest of bytes."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-def load_migrations(directory: str) -> List[Migration]:
-    """Read every migration of ``directory``, sorted by version; refuse malformed names."""
-    if not os.path.isdir(directory):
-        raise RollbackError("The migrations directory %s does not exist on %s. Point migrations_dir at a "
-                            "checkout of your migrations." % (directory, socket.gethostname()))
-    found: Dict[int, Migration] = {}
-    downs: List[tuple] = []
-    for entry in sorted(os.listdir(directory)):
-        if not entry.endswith(".sql"):
-            continue
-        match = FILE_RE.match(entry)
-        if not match:
-            raise RollbackError("%s in %s is not named V<version>__<name>.up.sql or .down.sql (for example "
-                                "V0001__create_users.up.sql). Rename it." % (entry, directory))
-        version, name, direction = int(match.group(1)), match.group(2), match.group(3)
-        path = os.path.join(directory, entry)
-        data = _read(path)
-        if direction == "down":
-            downs.append((version, name, path, data))
-            continue
-        if version in found:
-            raise RollbackError("Version %d appears twice in %s (%s and %s). Give one of them a new version."
-                                % (version, directory, os.path.basename(found[version].up_path), entry))
-        found[version] = Migration(version, name, path, _text_of(path, data), sha256_text(data))
-    for version, name, path, data in downs:
-        migration = found.get(version)
-        if migration is None or migration.name != name:
-            raise RollbackError("%s has no matching up file V%s__%s.up.sql in %s. Rename or remove it."
-                                % (os.path.basename(path), version, name, directory))
-        migration.down_path, migration.down_sql, migration.down_checksum = path, _text_of(path, data), sha256_text(data)
-    return [found[v] for v in sorted(found)]
-
-
-def _text_of(path: str, data: bytes) -> str:
-    """Decode a migration file as UTF-8, or say which file is not."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RollbackError("%s is not UTF-8 text (%s). Save it as UTF-8." % (path, exc)) from exc
+def load_migrations(directory: str, layout: str = "auto") -> List[Migration]:
+    """Read every migration of ``directory`` (in ``layout``), sorted by version; refuse malformed names."""
+    return read_folder(directory, layout).migrations
 
 
 def parse_version(text: str) -> int:
@@ -175,6 +102,8 @@ class Params:
     operation: str
     conn: DbConnection
     migrations_dir: Optional[str] = None
+    layout: str = "auto"
+    allow_drift: bool = False
     version: Optional[str] = None
     label: Optional[str] = None
     count: Optional[int] = None
@@ -195,7 +124,8 @@ class Params:
         """Build from AnsibleModule params."""
         return cls(
             operation=params["operation"], conn=DbConnection.from_params(params),
-            migrations_dir=params.get("migrations_dir"), version=params.get("version"), label=params.get("label"),
+            migrations_dir=params.get("migrations_dir"), layout=params.get("layout") or "auto",
+            allow_drift=bool(params.get("allow_drift")), version=params.get("version"), label=params.get("label"),
             count=params.get("count"), date=params.get("date"), force=bool(params.get("force")),
             resolve_as=params.get("resolve_as"), verify_reversible=bool(params.get("verify_reversible")),
             applied_by=params.get("applied_by"), job_id=params.get("job_id"), store_path=params.get("store_path"),
@@ -213,9 +143,11 @@ class Step:
     name: str
     body: str
     script: str
+    transaction: bool = True
 
     def summary(self) -> dict:
-        return {"version": self.version, "name": self.name, "direction": self.direction, "sql": self.body}
+        return {"version": self.version, "name": self.name, "direction": self.direction, "sql": self.body,
+                "transaction": self.transaction}
 
 
 @dataclass
@@ -262,8 +194,9 @@ def refuse_dirty(state: State, conn: DbConnection) -> None:
     row = state.dirty[0]
     doing = "applying" if row.get("direction") == "up" else "reverting"
     raise DirtyError(
-        "Migration V%04d__%s of %s is dirty: %s it failed or was interrupted part-way (started %s by %s), and "
-        "MariaDB/MySQL cannot roll back DDL, so part of it may be in effect. Nothing else was run. To recover: "
+        "Migration V%04d__%s of %s is dirty: %s it failed or was interrupted part-way (started %s by %s), and it "
+        "ran outside a transaction (MariaDB/MySQL DDL, or a no-transaction migration), so part of it may be in "
+        "effect. Nothing else was run. To recover: "
         "1) compare the schema with V%04d__%s.up.sql and .down.sql and finish or undo the half-done statements by "
         "hand; 2) tell db_migrate what the database now is with operation=resolve version=%d resolve_as=applied "
         "(the whole up script is in effect) or resolve_as=reverted (none of it is); 3) run again."
@@ -284,15 +217,17 @@ def check_order(state: State, migrations: List[Migration], target: int) -> List[
     return pending
 
 
-def drift_of(row: dict, migration: Optional[Migration]) -> List[str]:
-    """Return the files of an applied migration that changed since it was applied."""
+def drift_of(row: dict, migration: Optional[Migration], ends: tuple = ("up", "down")) -> List[str]:
+    """Return the files (``ends``: up, down) of an applied migration that changed since it was applied."""
     if migration is None:
         return []
     changed = []
-    if migration.checksum != row["checksum"]:
+    if "up" in ends and migration.checksum != row["checksum"]:
         changed.append(os.path.basename(migration.up_path))
-    if migration.down_checksum and row.get("down_checksum") and migration.down_checksum != row["down_checksum"]:
-        changed.append(os.path.basename(migration.down_path or ""))
+    if "down" in ends and migration.down_checksum and row.get("down_checksum") \
+            and migration.down_checksum != row["down_checksum"]:
+        name = os.path.basename(migration.down_path or "")
+        changed.append(name if name not in changed else name + " (down section)")
     return changed
 
 
@@ -382,8 +317,12 @@ def plan_apply(engine: Engine, state: State, migrations: List[Migration], params
     if target < state.current:
         raise RollbackError("Version %d is below the current version %d of %s: use operation=revert to go back."
                             % (target, state.current, params.conn.describe()))
-    return [Step("up", m.version, m.name, m.up_sql, engine.up_script(m.up_sql, row_for(m, params)))
-            for m in check_order(state, migrations, target)]
+    steps = []
+    for migration in check_order(state, migrations, target):
+        transaction = wants_transaction(migration.up_sql)
+        steps.append(Step("up", migration.version, migration.name, migration.up_sql,
+                          engine.up_script(migration.up_sql, row_for(migration, params), transaction), transaction))
+    return steps
 
 
 def revert_target(state: State, params: Params) -> int:
@@ -427,14 +366,17 @@ def plan_revert(engine: Engine, state: State, migrations: List[Migration], param
     for row in rows:
         version = int(row["version"])
         migration = by_version.get(version)
-        files = drift_of(row, migration)
+        # a revert of this version failed and was rolled back: its down script may since have been fixed
+        files = drift_of(row, migration, ("up",) if row.get("direction") == "down" else ("up", "down"))
         if files:
             drifted.append("V%04d__%s (%s)" % (version, row["name"], ", ".join(files)))
         body, why = down_body(row, migration)
         if body is None:
             crossing.append({"version": version, "name": row["name"], "why": why})
             continue
-        steps.append(Step("down", version, row["name"], body, engine.down_script(body, version)))
+        transaction = wants_transaction(body)
+        steps.append(Step("down", version, row["name"], body, engine.down_script(body, version, transaction),
+                          transaction))
     if crossing:
         raise IrreversibleError(irreversible_message(crossing, params.conn, params, target, params.label),
                                 irreversible=crossing)
@@ -457,7 +399,7 @@ def down_body(row: dict, migration: Optional[Migration]) -> tuple:
         return row["down_sql"], ""  # the files are not in this checkout: the down script recorded at apply time
     if migration is None:
         return None, "no files in migrations_dir and no down script recorded when it was applied"
-    return None, "no down file V%04d__%s.down.sql" % (migration.version, migration.name)
+    return None, "no down script for %s" % os.path.basename(migration.up_path)
 
 
 # ----------------------------------------------------------------------------- verify_reversible
@@ -470,15 +412,17 @@ def verify_reversible(engine: Engine, migrations: List[Migration], params: Param
         for migration in migrations:
             row = row_for(migration, params)
             before = scratch.catalogue()
-            _verify_run(scratch, migration, "up", engine.up_script(migration.up_sql, row))
+            up_tx = wants_transaction(migration.up_sql)
+            _verify_run(scratch, migration, "up", engine.up_script(migration.up_sql, row, up_tx))
             after_up = scratch.catalogue()
             if migration.irreversible:
                 report.append({"version": migration.version, "name": migration.name, "reversible": False,
                                "checked": "up only (irreversible)"})
                 continue
-            _verify_run(scratch, migration, "down", scratch.down_script(migration.down_sql or "", migration.version))
+            _verify_run(scratch, migration, "down", scratch.down_script(
+                migration.down_sql or "", migration.version, wants_transaction(migration.down_sql)))
             _same(before, scratch.catalogue(), migration, "after up then down, the schema differs from before up")
-            _verify_run(scratch, migration, "up again", scratch.up_script(migration.up_sql, row))
+            _verify_run(scratch, migration, "up again", scratch.up_script(migration.up_sql, row, up_tx))
             _same(after_up, scratch.catalogue(), migration, "after up, down, up, the schema differs from the first up")
             report.append({"version": migration.version, "name": migration.name, "reversible": True,
                            "checked": "up, down, up"})
@@ -512,10 +456,11 @@ def run_operation(params: Params) -> dict:
     """Carry out one db_migrate operation and return the module result."""
     if params.operation not in OPERATIONS:
         raise RollbackError("Unknown operation %r (choose from %s)." % (params.operation, ", ".join(OPERATIONS)))
-    engine = make_engine(params.conn)
-    migrations = load_migrations(params.migrations_dir) if params.migrations_dir else []
-    if params.operation in ("apply", "revert", "verify") and not params.migrations_dir:
+    folder = read_folder(params.migrations_dir, params.layout) if params.migrations_dir else Folder("none")
+    migrations = folder.migrations
+    if params.operation in ("apply", "revert", "verify", "baseline", "repair") and not params.migrations_dir:
         raise RollbackError("operation=%s needs migrations_dir." % params.operation)
+    engine = make_engine(params.conn)
     writes = not params.check_mode and params.operation not in ("status", "verify")
     started = time.monotonic()
     if writes:
@@ -525,6 +470,11 @@ def run_operation(params: Params) -> dict:
         result = _dispatch(engine, state, migrations, params)
         if engine.recovered:
             result["lock_recovered"] = {k: engine.recovered.get(k) for k in ("owner", "host", "pid", "expires_at")}
+        if params.migrations_dir:
+            result["layout"] = folder.layout
+            result["ignored"] = folder.ignored
+            if folder.ignored:
+                result.setdefault("warnings", []).extend(folder.ignored)
     finally:
         if writes:
             engine.release_lock()
@@ -549,6 +499,10 @@ def _dispatch(engine: Engine, state: State, migrations: List[Migration], params:
         return {"changed": False, "operation": "verify", "verified": report, "version": state.current}
     if params.operation == "apply":
         return apply(engine, state, migrations, params)
+    if params.operation == "baseline":
+        return baseline(engine, state, migrations, params)
+    if params.operation == "repair":
+        return repair(engine, state, migrations, params)
     return revert(engine, state, migrations, params)
 
 
@@ -562,11 +516,14 @@ def _execute(engine: Engine, steps: List[Step], params: Params) -> Optional[Stat
         after = read_state(engine, create=False)
         done = [s for s in steps if _step_done(s, after)]
         failed = steps[len(done)] if len(done) < len(steps) else None
+        if failed is not None and failed.direction == "down" and not after.dirty:
+            engine.run_scripts([engine.failed_down_script(failed.version)])  # a fixed down file is then accepted
+        rolled_back = failed is not None and failed.transaction and engine.kind != "mysql"
         raise MigrationFailed(
             "%s %s of %s failed%s. %s The database is now at version %d (%d of %d steps done before it). %s"
             % ("Applying" if steps[0].direction == "up" else "Reverting",
                "V%04d__%s" % (failed.version, failed.name) if failed else "a migration", params.conn.describe(),
-               "" if engine.kind == "mysql" else " and was rolled back", exc, after.current, len(done), len(steps),
+               " and was rolled back" if rolled_back else "", exc, after.current, len(done), len(steps),
                "Run operation=status for the dirty version and the recovery steps." if after.dirty else
                "Fix the script and run again."),
             done=[s.summary() for s in done]) from exc
@@ -606,18 +563,68 @@ def apply(engine: Engine, state: State, migrations: List[Migration], params: Par
     label_step = []
     if params.label and state.label_version(params.label) != target:
         label_step = [engine.label_script(params.label, target, params.applied_by or default_applied_by())]
+    drift = drift_report(state, migrations)
+    if drift and not params.allow_drift:
+        raise DriftError(
+            "Checksum drift: %s changed since they were applied to %s. Nothing was run. An applied migration must "
+            "not change: the database does not have what the changed file says. Check out the files as they were "
+            "applied (git checkout <tag> -- <migrations_dir>); or, after reviewing the change, accept it with "
+            "operation=repair (recorded in the history); or apply the pending migrations anyway with "
+            "allow_drift=true." % (_drift_text(drift), params.conn.describe()), drift=drift)
     after = _execute(engine, steps, params)
     if label_step and not params.check_mode:
         engine.run_scripts(label_step)
-    result = _result("apply", state, after, steps, target, params, verified=verified,
-                     drift=drift_report(state, migrations))
+    result = _result("apply", state, after, steps, target, params, verified=verified, drift=drift)
     result["sql"] += label_step
     result["changed"] = bool(steps or label_step)
-    if result["drift"]:
-        names = ", ".join("V%04d__%s" % (d["version"], d["name"]) for d in result["drift"])
-        result["warnings"] = ["Applied migrations changed since they were applied: %s. A revert will refuse them "
-                              "unless force=true." % names]
+    if drift:
+        result["warnings"] = ["Applied migrations changed since they were applied: %s (allow_drift=true). A revert "
+                              "will refuse them unless force=true; accept reviewed changes with operation=repair."
+                              % _drift_text(drift)]
     return result
+
+
+def _drift_text(drift: List[dict]) -> str:
+    return "; ".join("V%04d__%s (%s)" % (d["version"], d["name"], ", ".join(d["files"])) for d in drift)
+
+
+def baseline(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+    """Record the migrations up to ``version`` as applied without running them (adopt a database)."""
+    if params.version is None:
+        raise RollbackError("operation=baseline needs version: the migration the database's schema already has.")
+    target = parse_version(params.version)
+    if state.history:
+        raise RollbackError(
+            "%s already has a migration history (version %d); baseline adopts a database that has none. Use "
+            "operation=status to see it, and apply or revert from there." % (params.conn.describe(), state.current))
+    if target not in {m.version for m in migrations}:
+        raise RollbackError("Version %d is not in %s (have %s): baseline records the migrations up to a version of "
+                            "the directory." % (target, params.migrations_dir,
+                                               ", ".join(str(m.version) for m in migrations) or "none"))
+    adopted = [m for m in migrations if m.version <= target]
+    scripts = [engine.baseline_script(row_for(m, params)) for m in adopted]
+    if params.label:
+        scripts.append(engine.label_script(params.label, target, params.applied_by or default_applied_by()))
+    if not params.check_mode:
+        engine.run_scripts(scripts)
+    return {"changed": True, "operation": "baseline", "version_before": 0, "version": target, "target_version": target,
+            "baselined": [{"version": m.version, "name": m.name} for m in adopted], "sql": scripts,
+            "diff": {"before": "version: 0\n", "after": "version: %d\n" % target}}
+
+
+def repair(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+    """Accept the current files of drifted applied migrations (all, or ``version``) after review."""
+    wanted = parse_version(params.version) if params.version is not None else None
+    if wanted is not None and wanted not in {int(row["version"]) for row in state.applied}:
+        raise RollbackError("Version %d is not applied to %s; repair accepts changed files of applied migrations."
+                            % (wanted, params.conn.describe()))
+    drift = [d for d in drift_report(state, migrations) if wanted is None or d["version"] == wanted]
+    by_version = {m.version: m for m in migrations}
+    scripts = [engine.repair_script(row_for(by_version[d["version"]], params)) for d in drift]
+    if scripts and not params.check_mode:
+        engine.run_scripts(scripts)
+    return {"changed": bool(scripts), "operation": "repair", "version": state.current, "repaired": drift,
+            "sql": scripts}
 
 
 def revert(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:

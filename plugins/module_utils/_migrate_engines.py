@@ -60,6 +60,25 @@ def terminated(body: str) -> str:
     return text + ";\n" if _ends_open(text) else text
 
 
+CLIENT_DELIMITER_RE = re.compile(r"^[ \t]*delimiter[ \t]+\S", re.IGNORECASE | re.MULTILINE)
+
+
+def mysql_batch(body: str) -> str:
+    """Return a MariaDB/MySQL migration body as the client sends it to the server in one piece.
+
+    The server then runs it as one multi-statement query, as golang-migrate's ``multiStatements``
+    does, so ``CREATE PROCEDURE``/``TRIGGER`` bodies with ``;`` inside need no ``DELIMITER``. A
+    file that sets ``DELIMITER`` itself was written for the client and is sent as it is.
+    """
+    if CLIENT_DELIMITER_RE.search(body):
+        return terminated(body)
+    mark, number = "$$gr_end$$", 0
+    while mark in body:  # the client's delimiter is at most 15 characters and must not occur in the body
+        number += 1
+        mark = "$$gr_end%d$$" % number
+    return "DELIMITER %s\n%s%s\nDELIMITER ;\n" % (mark, body.rstrip() + "\n", mark)
+
+
 class Row:
     """The values one history row is written with (all already validated)."""
 
@@ -79,6 +98,7 @@ class Engine:
     """The interface every engine implements."""
 
     kind = "?"
+    now_sql = "CURRENT_TIMESTAMP"
 
     def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
@@ -94,13 +114,43 @@ class Engine:
             raise RollbackError("A value for the history table contains a NUL character: %r." % value[:40])
         return "'" + value.replace("'", "''") + "'"
 
-    def insert_values(self, row: Row, now: str, state: str) -> str:
+    def insert_values(self, row: Row, now: str, state: str, direction: str = "up") -> str:
         values = [str(row.version), self.literal(row.name), self.literal(row.checksum),
                   self.literal(row.down_checksum), self.literal(row.down_sql), now,
                   self.literal(row.applied_by), self.literal(row.job_id), self.literal(row.label),
-                  self.literal(state)]
+                  self.literal(state), self.literal(direction)]
         return ("INSERT INTO %s (version, name, checksum, down_checksum, down_sql, applied_at, applied_by, "
-                "job_id, label, state, direction) VALUES (%s, 'up');\n" % (HISTORY, ", ".join(values)))
+                "job_id, label, state, direction) VALUES (%s);\n" % (HISTORY, ", ".join(values)))
+
+    def baseline_script(self, row: Row) -> str:
+        """Return the script that records a migration as applied without running it."""
+        return self.insert_values(row, self.now_sql, "applied", "baseline")
+
+    def repair_script(self, row: Row) -> str:
+        """Return the script that accepts a migration's current files (checksums, down script)."""
+        return ("UPDATE %s SET checksum = %s, down_checksum = %s, down_sql = %s, direction = 'repair' "
+                "WHERE version = %d;\n" % (HISTORY, self.literal(row.checksum), self.literal(row.down_checksum),
+                                           self.literal(row.down_sql), row.version))
+
+    def failed_down_script(self, version: int) -> str:
+        """Return the script that records a revert of ``version`` that failed and was rolled back."""
+        return ("UPDATE %s SET direction = 'down' WHERE version = %d AND state = 'applied';\n"
+                % (HISTORY, version))
+
+    def _up_outside(self, body: str, row: Row, duration: str) -> str:
+        """An up script run outside a transaction: the row is dirty until the body has run."""
+        return (self.insert_values(row, self.now_sql, "dirty") + self.body_sql(body)
+                + "UPDATE %s SET state = 'applied', duration_ms = %s WHERE version = %d;\n"
+                % (HISTORY, duration, row.version))
+
+    def _down_outside(self, body: str, version: int) -> str:
+        """A down script run outside a transaction: the row is dirty until the body has run."""
+        return ("UPDATE %s SET state = 'dirty', direction = 'down' WHERE version = %d;\n" % (HISTORY, version)
+                + self.body_sql(body) + "DELETE FROM %s WHERE version = %d;\n" % (HISTORY, version))
+
+    def body_sql(self, body: str) -> str:
+        """Return a migration body as it goes into a script."""
+        return terminated(body)
 
     def label_script(self, label: str, version: int, by: str) -> str:
         raise NotImplementedError
@@ -112,10 +162,10 @@ class Engine:
         return "DELETE FROM %s WHERE version = %d;\n" % (HISTORY, version)
 
     # -- interface
-    def up_script(self, body: str, row: Row) -> str:
+    def up_script(self, body: str, row: Row, transaction: bool = True) -> str:
         raise NotImplementedError
 
-    def down_script(self, body: str, version: int) -> str:
+    def down_script(self, body: str, version: int, transaction: bool = True) -> str:
         raise NotImplementedError
 
     def schema_exists(self) -> bool:
@@ -210,6 +260,7 @@ class PostgresEngine(Engine):
     """PostgreSQL through psql; an advisory lock held by a psql session for the whole run."""
 
     kind = "postgresql"
+    now_sql = "now()"
 
     def __init__(self, conn: DbConnection) -> None:
         super().__init__(conn)
@@ -249,12 +300,16 @@ class PostgresEngine(Engine):
                 return tag + value + tag  # dollar quoting keeps a multi-line script readable
         return super().literal(value)
 
-    def up_script(self, body: str, row: Row) -> str:
+    def up_script(self, body: str, row: Row, transaction: bool = True) -> str:
+        if not transaction:
+            return self._up_outside(body, row, "(EXTRACT(EPOCH FROM clock_timestamp() - applied_at) * 1000)::bigint")
         return ("BEGIN;\n" + self.insert_values(row, "now()", "applied") + terminated(body)
                 + "UPDATE %s SET duration_ms = (EXTRACT(EPOCH FROM clock_timestamp() - now()) * 1000)::bigint "
                   "WHERE version = %d;\nCOMMIT;\n" % (HISTORY, row.version))
 
-    def down_script(self, body: str, version: int) -> str:
+    def down_script(self, body: str, version: int, transaction: bool = True) -> str:
+        if not transaction:
+            return self._down_outside(body, version)
         return "BEGIN;\n" + terminated(body) + "DELETE FROM %s WHERE version = %d;\nCOMMIT;\n" % (HISTORY, version)
 
     def label_script(self, label: str, version: int, by: str) -> str:
@@ -402,6 +457,7 @@ class MysqlEngine(Engine):
     """MariaDB/MySQL through the mariadb (or mysql) client; GET_LOCK held by a client session."""
 
     kind = "mysql"
+    now_sql = "UTC_TIMESTAMP(6)"
 
     def __init__(self, conn: DbConnection) -> None:
         super().__init__(conn)
@@ -434,15 +490,22 @@ class MysqlEngine(Engine):
     def lock_name(self) -> str:
         return ("gitops_rollback." + self.conn.database)[:64]
 
-    def up_script(self, body: str, row: Row) -> str:
-        now = "UTC_TIMESTAMP(6)"
-        return (self.insert_values(row, now, "dirty") + "START TRANSACTION;\n" + terminated(body)
-                + "UPDATE %s SET state = 'applied', duration_ms = TIMESTAMPDIFF(MICROSECOND, applied_at, "
-                  "UTC_TIMESTAMP(6)) DIV 1000 WHERE version = %d;\nCOMMIT;\n" % (HISTORY, row.version))
+    def body_sql(self, body: str) -> str:
+        return mysql_batch(body)
 
-    def down_script(self, body: str, version: int) -> str:
+    def up_script(self, body: str, row: Row, transaction: bool = True) -> str:
+        duration = "TIMESTAMPDIFF(MICROSECOND, applied_at, UTC_TIMESTAMP(6)) DIV 1000"
+        if not transaction:
+            return self._up_outside(body, row, duration)
+        return (self.insert_values(row, self.now_sql, "dirty") + "START TRANSACTION;\n" + mysql_batch(body)
+                + "UPDATE %s SET state = 'applied', duration_ms = %s WHERE version = %d;\nCOMMIT;\n"
+                % (HISTORY, duration, row.version))
+
+    def down_script(self, body: str, version: int, transaction: bool = True) -> str:
+        if not transaction:
+            return self._down_outside(body, version)
         return ("UPDATE %s SET state = 'dirty', direction = 'down' WHERE version = %d;\nSTART TRANSACTION;\n"
-                % (HISTORY, version) + terminated(body) + "DELETE FROM %s WHERE version = %d;\nCOMMIT;\n"
+                % (HISTORY, version) + mysql_batch(body) + "DELETE FROM %s WHERE version = %d;\nCOMMIT;\n"
                 % (HISTORY, version))
 
     def label_script(self, label: str, version: int, by: str) -> str:
@@ -460,13 +523,18 @@ class MysqlEngine(Engine):
             "CREATE TABLE IF NOT EXISTS %s (version BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL, "
             "checksum CHAR(64) NOT NULL, down_checksum CHAR(64), down_sql LONGTEXT, applied_at DATETIME(6) NOT NULL, "
             "applied_by VARCHAR(255), job_id VARCHAR(255), duration_ms BIGINT, label VARCHAR(255), "
-            "state VARCHAR(16) NOT NULL, direction VARCHAR(4) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n"
+            "state VARCHAR(16) NOT NULL, direction VARCHAR(16) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n"
             "CREATE TABLE IF NOT EXISTS %s (label VARCHAR(255) PRIMARY KEY, version BIGINT NOT NULL, "
             "labelled_at DATETIME(6) NOT NULL, labelled_by VARCHAR(255)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n"
             "CREATE TABLE IF NOT EXISTS %s (name VARCHAR(64) PRIMARY KEY, owner VARCHAR(255), host VARCHAR(255), "
             "pid BIGINT, session_id BIGINT, token VARCHAR(64), acquired_at VARCHAR(32), expires_epoch DOUBLE, "
-            "expires_at VARCHAR(32)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n" % (HISTORY, LABELS, LOCKS),
-            "Creating the migration history tables")
+            "expires_at VARCHAR(32)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n"
+            # tables made by earlier versions had direction VARCHAR(4): too short for 'baseline'
+            "SET @gr_widen = IF((SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.columns WHERE "
+            "table_schema = DATABASE() AND table_name = '%s' AND column_name = 'direction') < 16, "
+            "'ALTER TABLE %s MODIFY direction VARCHAR(16) NOT NULL', 'DO 0');\n"
+            "PREPARE gr_widen FROM @gr_widen;\nEXECUTE gr_widen;\nDEALLOCATE PREPARE gr_widen;\n"
+            % (HISTORY, LABELS, LOCKS, HISTORY, HISTORY), "Creating the migration history tables")
 
     def read_state(self) -> dict:
         sql = (
@@ -580,10 +648,14 @@ class MysqlEngine(Engine):
 
 
 # =========================================================================== SQLite
+BUSY_TIMEOUT = 10.0  # seconds a statement waits for another writer (the lock waits lock_timeout)
+
+
 class SqliteEngine(Engine):
     """SQLite through Python's sqlite3; each migration in a BEGIN IMMEDIATE transaction."""
 
     kind = "sqlite"
+    now_sql = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
     def __init__(self, conn: DbConnection) -> None:
         super().__init__(conn)
@@ -596,7 +668,7 @@ class SqliteEngine(Engine):
             if not os.path.isfile(path) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
                 raise RollbackError("The directory of SQLite database %s does not exist. Create it or fix "
                                     "the database option." % path)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
         return self._db
 
     def close(self) -> None:
@@ -604,13 +676,16 @@ class SqliteEngine(Engine):
             self._db.close()
             self._db = None
 
-    def up_script(self, body: str, row: Row) -> str:
-        now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-        return ("BEGIN IMMEDIATE;\n" + self.insert_values(row, now, "applied") + terminated(body)
-                + "UPDATE %s SET duration_ms = CAST((julianday('now') - julianday(applied_at)) * 86400000 AS INTEGER) "
-                  "WHERE version = %d;\nCOMMIT;\n" % (HISTORY, row.version))
+    def up_script(self, body: str, row: Row, transaction: bool = True) -> str:
+        duration = "CAST((julianday('now') - julianday(applied_at)) * 86400000 AS INTEGER)"
+        if not transaction:
+            return self._up_outside(body, row, duration)
+        return ("BEGIN IMMEDIATE;\n" + self.insert_values(row, self.now_sql, "applied") + terminated(body)
+                + "UPDATE %s SET duration_ms = %s WHERE version = %d;\nCOMMIT;\n" % (HISTORY, duration, row.version))
 
-    def down_script(self, body: str, version: int) -> str:
+    def down_script(self, body: str, version: int, transaction: bool = True) -> str:
+        if not transaction:
+            return self._down_outside(body, version)
         return "BEGIN IMMEDIATE;\n" + terminated(body) + "DELETE FROM %s WHERE version = %d;\nCOMMIT;\n" % (HISTORY, version)
 
     def label_script(self, label: str, version: int, by: str) -> str:
@@ -626,16 +701,21 @@ class SqliteEngine(Engine):
                                 (HISTORY,)).fetchone()
         return bool(row[0])
 
-    def ensure_schema(self) -> None:
-        self.db().executescript(
+    @staticmethod
+    def schema_statements() -> List[str]:
+        """Return the statements that create the history, label and lock tables."""
+        return [
             "CREATE TABLE IF NOT EXISTS %s (version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, "
             "down_checksum TEXT, down_sql TEXT, applied_at TEXT NOT NULL, applied_by TEXT, job_id TEXT, "
-            "duration_ms INTEGER, label TEXT, state TEXT NOT NULL, direction TEXT NOT NULL);\n"
+            "duration_ms INTEGER, label TEXT, state TEXT NOT NULL, direction TEXT NOT NULL)" % HISTORY,
             "CREATE TABLE IF NOT EXISTS %s (label TEXT PRIMARY KEY, version INTEGER NOT NULL, labelled_at TEXT NOT NULL, "
-            "labelled_by TEXT);\n"
+            "labelled_by TEXT)" % LABELS,
             "CREATE TABLE IF NOT EXISTS %s (name TEXT PRIMARY KEY, owner TEXT, host TEXT, pid INTEGER, "
-            "session_id INTEGER, token TEXT, acquired_at TEXT, expires_epoch REAL, expires_at TEXT);\n"
-            % (HISTORY, LABELS, LOCKS))
+            "session_id INTEGER, token TEXT, acquired_at TEXT, expires_epoch REAL, expires_at TEXT)" % LOCKS,
+        ]
+
+    def ensure_schema(self) -> None:
+        self.db().executescript("".join(statement + ";\n" for statement in self.schema_statements()))
 
     def _rows(self, sql: str) -> List[dict]:
         cursor = self.db().execute(sql)
@@ -660,11 +740,12 @@ class SqliteEngine(Engine):
             try:
                 db.executescript(script)
             except sqlite3.Error as exc:
-                if db.in_transaction:
+                rolled_back = db.in_transaction
+                if rolled_back:
                     db.execute("ROLLBACK")
-                raise MigrationFailed("Running migrations on %s failed: %s. The failed migration was rolled back "
-                                      "(SQLite DDL is transactional); fix it and run again." % (self.conn.describe(), exc),
-                                      stderr=str(exc))
+                raise MigrationFailed("Running migrations on %s failed: %s.%s" % (
+                    self.conn.describe(), exc, " The failed migration was rolled back (SQLite DDL is transactional)."
+                    if rolled_back else ""), stderr=str(exc)) from exc
 
     # -- lock: a row taken under BEGIN IMMEDIATE, stale when expired or its process is gone
     def _stale(self, holder: dict) -> bool:
@@ -674,13 +755,39 @@ class SqliteEngine(Engine):
             return not _alive(int(holder.get("pid") or 0), holder.get("pid_start"))
         return False
 
+    def _busy_timeout(self, seconds: float) -> None:
+        self.db().execute("PRAGMA busy_timeout = %d" % int(max(seconds, 0.0) * 1000))
+
+    def _peek_holder(self) -> Optional[dict]:
+        """Read the lock row without waiting (None when unreadable now or absent)."""
+        try:
+            rows = self._rows("SELECT * FROM %s WHERE name = '%s'" % (LOCKS, LOCK_NAME))
+        except sqlite3.OperationalError:
+            return None
+        return rows[0] if rows else None
+
+    def _begin_within(self, deadline: float) -> bool:
+        """Open a write transaction, waiting for another writer at most until ``deadline``."""
+        self._busy_timeout(deadline - time.monotonic())
+        try:
+            self.db().execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return False
+        finally:
+            self._busy_timeout(BUSY_TIMEOUT)
+        return True
+
     def acquire_lock(self, owner: str, ttl: float, timeout: float) -> None:
-        self.ensure_schema()
         deadline = time.monotonic() + max(timeout, 0.0)
         db = self.db()
         while True:
-            db.execute("BEGIN IMMEDIATE")
+            if not self._begin_within(deadline):  # another run is writing: it holds the lock row too
+                raise self._lock_busy(self._peek_holder())
             try:
+                for statement in self.schema_statements():
+                    db.execute(statement)
                 rows = self._rows("SELECT * FROM %s WHERE name = '%s'" % (LOCKS, LOCK_NAME))
                 holder = rows[0] if rows else None
                 if holder and "pid_start" not in holder:

@@ -13,17 +13,23 @@ description:
   - Applies the migrations of a directory (C(V0001__create_users.up.sql) and
     C(V0001__create_users.down.sql)) to PostgreSQL, MariaDB/MySQL or SQLite, and reverts them to a
     version, a label (Git tag), by count or to a date.
+  - Reads the file layouts of golang-migrate, dbmate and Flyway too (O(layout)), so an existing chain
+    runs unchanged. On MariaDB/MySQL each migration file is sent as one multi-statement query, so
+    procedures and triggers need no C(DELIMITER).
   - A history table C(gitops_rollback_migrations) in the target database records version, name,
     SHA-256 of the up and down files, applied time, who applied it, the AWX job id, duration, the
     label and the state (C(applied) or C(dirty)). Labels live in C(gitops_rollback_labels).
-  - Each migration runs in its own transaction on PostgreSQL and SQLite. On MariaDB/MySQL, DDL
-    cannot be rolled back; a migration that fails half-way stays recorded as C(dirty) and every
-    later run refuses with the recovery steps until O(operation=resolve) marks it.
+  - Each migration runs in its own transaction on PostgreSQL and SQLite, unless its leading comment
+    lines say C(-- gitops-rollback: no-transaction) (for example for C(CREATE INDEX CONCURRENTLY)).
+    On MariaDB/MySQL, DDL cannot be rolled back; a migration that fails half-way outside a
+    transaction stays recorded as C(dirty) and every later run refuses with the recovery steps until
+    O(operation=resolve) marks it.
   - Check mode returns in RV(sql) the exact scripts that would run, in order (the rollback SQL
     preview); a real run returns the scripts it ran.
   - A revert refuses, before running anything, when an applied migration's files changed since it
     was applied (unless O(force)), or when it would cross an irreversible migration; then the
-    message names the checkpoint database backup to restore instead.
+    message names the checkpoint database backup to restore instead. An apply refuses such drift
+    too (unless O(allow_drift)); O(operation=repair) accepts reviewed changes.
   - A lock (PostgreSQL advisory lock, MariaDB C(GET_LOCK), SQLite immediate transaction, plus an
     owner row with an expiry in C(gitops_rollback_lock)) keeps two runs apart. The lock of a
     crashed run is recovered without manual SQL.
@@ -45,8 +51,13 @@ options:
       - V(verify) proves on a scratch copy of the schema that each pending migration can be
         reverted (up, down, up; the schema after down must equal the schema before up). The
         scratch copy is created and dropped even in check mode; the database is not touched.
+      - V(baseline) adopts a database whose schema already is at O(version): it records the
+        migrations up to O(version) as applied without running them. The database must have no
+        migration history yet.
+      - V(repair) accepts the current files of applied migrations whose checksums changed (all of
+        them, or only O(version)), after review; the history rows then say C(direction=repair).
     type: str
-    choices: [status, apply, revert, label, resolve, verify]
+    choices: [status, apply, revert, label, resolve, verify, baseline, repair]
     default: status
   migrations_dir:
     description:
@@ -55,10 +66,22 @@ options:
       - A revert of migrations whose files are not in this directory uses the down scripts
         recorded in the history table when they were applied.
     type: path
+  layout:
+    description:
+      - How the files of O(migrations_dir) are named.
+      - V(gitops) C(V0001__name.up.sql) and C(V0001__name.down.sql).
+      - V(golang-migrate) C(000001_name.up.sql) and C(000001_name.down.sql).
+      - V(dbmate) one file C(20260101120000_name.sql) with C(-- migrate:up) and C(-- migrate:down) sections.
+      - V(flyway) C(V1__name.sql) and the undo script C(U1__name.sql); repeatable C(R__name.sql) files are
+        ignored with a warning.
+      - V(auto) picks the one layout every C(.sql) file of the directory fits, and fails when there is none.
+    type: str
+    choices: [auto, gitops, golang-migrate, dbmate, flyway]
+    default: auto
   version:
     description:
       - V(apply) target version, V(revert) target version (V(0) reverts everything), the version
-        to V(label) or to V(resolve). Given as V(12), V(0012) or V(V0012).
+        to V(label), to V(resolve), to V(baseline) or to V(repair). Given as V(12), V(0012) or V(V0012).
     type: str
   label:
     description:
@@ -78,6 +101,12 @@ options:
     description:
       - Revert even though applied migrations' files changed since (checksum drift); move an
         existing label to another version.
+    type: bool
+    default: false
+  allow_drift:
+    description:
+      - With V(apply), apply pending migrations even though applied migrations' files changed since
+        they were applied (checksum drift); a warning names them. Without it the apply is refused.
     type: bool
     default: false
   resolve_as:
@@ -152,6 +181,23 @@ EXAMPLES = r"""
     operation: revert
     count: 2
 
+- name: Adopt a database created before db_migrate managed it (its schema is at migration 20230301)
+  gitops.rollback.db_migrate:
+    engine: postgresql
+    database: shop
+    migrations_dir: /srv/app/current/db/migrations
+    layout: golang-migrate
+    operation: baseline
+    version: "20230301"
+
+- name: Accept a reviewed change of an applied migration's files
+  gitops.rollback.db_migrate:
+    engine: postgresql
+    database: shop
+    migrations_dir: /srv/app/current/migrations
+    operation: repair
+    version: "7"
+
 - name: Mark a half-applied MariaDB migration as reverted after undoing it by hand
   gitops.rollback.db_migrate:
     engine: mysql
@@ -195,7 +241,7 @@ migrations:
   returned: when operation is apply or revert
   type: list
   elements: dict
-  sample: [{version: 20, name: add_t20, direction: down, sql: "DROP TABLE t20;\n"}]
+  sample: [{version: 20, name: add_t20, direction: down, sql: "DROP TABLE t20;\n", transaction: true}]
 history:
   description: The history rows (without the recorded down scripts).
   returned: when operation is status
@@ -227,6 +273,29 @@ drift:
   type: list
   elements: dict
   sample: [{version: 7, name: add_orders, files: [V0007__add_orders.down.sql]}]
+layout:
+  description: The layout O(migrations_dir) was read with (detected when O(layout=auto)).
+  returned: when migrations_dir is given
+  type: str
+  sample: golang-migrate
+ignored:
+  description: Files of O(migrations_dir) that were not run, each with the reason (Flyway repeatable migrations).
+  returned: when migrations_dir is given
+  type: list
+  elements: str
+  sample: ["R__views.sql: a Flyway repeatable migration; db_migrate runs versioned migrations only, ..."]
+baselined:
+  description: The migrations V(baseline) recorded as applied without running them.
+  returned: when operation is baseline
+  type: list
+  elements: dict
+  sample: [{version: 1, name: create_users}]
+repaired:
+  description: The applied migrations whose changed files V(repair) accepted.
+  returned: when operation is repair
+  type: list
+  elements: dict
+  sample: [{version: 7, name: add_orders, files: [V0007__add_orders.down.sql]}]
 verified:
   description: The migrations proven reversible on a scratch copy.
   returned: when operation is verify, or apply with verify_reversible
@@ -244,7 +313,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import db_connection_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate import OPERATIONS, Params, run_operation
+from ansible_collections.gitops.rollback.plugins.module_utils._migrate import LAYOUTS, OPERATIONS, Params, run_operation
 from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options, store_argument_spec
 
 
@@ -253,11 +322,13 @@ def argument_spec() -> dict:
     spec = dict(
         operation=dict(type="str", default="status", choices=list(OPERATIONS)),
         migrations_dir=dict(type="path"),
+        layout=dict(type="str", default="auto", choices=list(LAYOUTS)),
         version=dict(type="str"),
         label=dict(type="str"),
         count=dict(type="int"),
         date=dict(type="str"),
         force=dict(type="bool", default=False),
+        allow_drift=dict(type="bool", default=False),
         resolve_as=dict(type="str", choices=["applied", "reverted"]),
         verify_reversible=dict(type="bool", default=False),
         applied_by=dict(type="str"),
@@ -281,10 +352,12 @@ def main() -> None:
             ("operation", "verify", ("migrations_dir",)),
             ("operation", "label", ("label",)),
             ("operation", "resolve", ("version", "resolve_as")),
+            ("operation", "baseline", ("migrations_dir", "version")),
+            ("operation", "repair", ("migrations_dir",)),
         ],
     )
     try:
-        if module.params["operation"] in ("apply", "label"):  # a label to record; revert looks one up
+        if module.params["operation"] in ("apply", "label", "baseline"):  # a label to record; revert looks one up
             check_label_options(module.params, "label")
         result = run_operation(Params.from_module(module.params, module.check_mode))
     except RollbackError as exc:
