@@ -61,14 +61,74 @@ def terminated(body: str) -> str:
 
 
 CLIENT_DELIMITER_RE = re.compile(r"^[ \t]*delimiter[ \t]+\S", re.IGNORECASE | re.MULTILINE)
+_TOKEN_RE = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<comment>--(?=\s|$)[^\n]*|\#[^\n]*|/\*.*?(?:\*/|\Z))
+  | (?P<string>'(?:[^'\\]|\\.|'')*(?:'|\Z)|"(?:[^"\\]|\\.|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z))
+  | (?P<word>[A-Za-z0-9_$]+)
+  | (?P<assign>:=)
+  | (?P<other>.)
+""", re.VERBOSE | re.DOTALL)
+_BLOCKS = ("IF", "WHILE", "REPEAT", "LOOP", "FOR", "CASE")
+_STATEMENT_START = (None, ";", ":", "BEGIN", "THEN", "ELSE", "DO", "LOOP", "REPEAT", "ROW", "ATOMIC")
+
+
+def _mysql_tokens(sql: str) -> List[tuple]:
+    """Return the (kind, upper-cased text, start, end) tokens of MariaDB SQL, without spaces and comments."""
+    tokens = []
+    for match in _TOKEN_RE.finditer(sql):
+        kind = match.lastgroup or "other"
+        if kind not in ("space", "comment"):
+            tokens.append((kind, match.group().upper(), match.start(), match.end()))
+    return tokens
+
+
+def mysql_statements(sql: str) -> List[str]:
+    """Split MariaDB/MySQL SQL at the ``;`` that end statements, keeping compound statements whole.
+
+    ``BEGIN ... END``, ``CASE ... END`` and ``IF``/``WHILE``/``REPEAT``/``LOOP``/``FOR`` blocks
+    of stored programs, triggers, events and ``BEGIN NOT ATOMIC`` hold their ``;`` inside, as the
+    server's parser sees them. Quotes and comments are respected. When in doubt a statement is
+    left longer, never cut: the server runs a longer piece as a multi-statement query anyway.
+    """
+    tokens = _mysql_tokens(sql)
+    found, stack, start, prev, seen, skip = [], [], 0, None, False, -1
+    for index, (kind, text, begin, end) in enumerate(tokens):
+        following = [tok[1] for tok in tokens[index + 1:index + 3]]
+        if text == ";" and kind == "other":
+            if not stack:
+                found.append(sql[start:begin])
+                start, prev, seen = end, None, False
+                continue
+            prev = ";"
+            continue
+        seen = True
+        if kind == "word" and index != skip:
+            if text == "BEGIN":
+                if not (prev is None and (not following or following[0] in (";", "WORK"))):
+                    stack.append("BEGIN")  # not the transaction statement BEGIN [WORK]
+            elif text == "CASE" or (text in _BLOCKS and prev in _STATEMENT_START):
+                stack.append(text)
+            elif text == "END" and following and following[0] in _BLOCKS:
+                if following[0] in stack:
+                    del stack[len(stack) - 1 - stack[::-1].index(following[0]):]
+                skip = index + 1
+            elif text == "END" and stack and (stack[-1] == "CASE" or (stack[-1] == "BEGIN" and (
+                    not following or following[0] == ";" or (len(following) == 1 or following[1] == ";")))):
+                stack.pop()
+        prev = ":" if text == ":" else (text if kind == "word" else kind if kind == "string" else text)
+    if seen:
+        found.append(sql[start:])
+    return [part for part in found if _mysql_tokens(part)]
 
 
 def mysql_batch(body: str) -> str:
-    """Return a MariaDB/MySQL migration body as the client sends it to the server in one piece.
+    """Return a MariaDB/MySQL migration body for the client, one statement per client delimiter.
 
-    The server then runs it as one multi-statement query, as golang-migrate's ``multiStatements``
-    does, so ``CREATE PROCEDURE``/``TRIGGER`` bodies with ``;`` inside need no ``DELIMITER``. A
-    file that sets ``DELIMITER`` itself was written for the client and is sent as it is.
+    Each statement reaches the server as it was written, compound statements whole, so
+    ``CREATE PROCEDURE``/``TRIGGER`` bodies with ``;`` inside need no ``DELIMITER`` (as with
+    golang-migrate's ``multiStatements``). A file that sets ``DELIMITER`` itself was written for
+    the client and is sent as it is.
     """
     if CLIENT_DELIMITER_RE.search(body):
         return terminated(body)
@@ -76,7 +136,8 @@ def mysql_batch(body: str) -> str:
     while mark in body:  # the client's delimiter is at most 15 characters and must not occur in the body
         number += 1
         mark = "$$gr_end%d$$" % number
-    return "DELIMITER %s\n%s%s\nDELIMITER ;\n" % (mark, body.rstrip() + "\n", mark)
+    parts = "".join(part.strip("\n") + "\n" + mark + "\n" for part in mysql_statements(body))
+    return "DELIMITER %s\n%sDELIMITER ;\n" % (mark, parts)
 
 
 class Row:

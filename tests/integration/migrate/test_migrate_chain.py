@@ -16,9 +16,15 @@ pytestmark = pytest.mark.slow
 RELEASES = [(4, "v1.0.0"), (9, "v1.1.0"), (15, "v1.2.0"), (24, "v2.0.0")]
 
 
+CLIENT_DELIMITER = re.compile(r"^\s*DELIMITER\s", re.IGNORECASE)
+CLIENT_MARK = re.compile(r"^\s*\$\$gr_end\d*\$\$\s*$")
+
+
 def statements(scripts: list[str]) -> list[str]:
-    """Split scripts into normalised statements (comment lines dropped, whitespace collapsed)."""
-    text = "\n".join(line for script in scripts for line in script.splitlines() if not line.lstrip().startswith("--"))
+    """Split scripts into normalised statements (comment lines dropped, whitespace collapsed; the
+    mariadb client's DELIMITER lines, which the server never sees, dropped, its delimiter read as ;)."""
+    text = "\n".join(";" if CLIENT_MARK.match(line) else line for script in scripts for line in script.splitlines()
+                     if not line.lstrip().startswith("--") and not CLIENT_DELIMITER.match(line))
     return [re.sub(r"\s+", " ", part).strip() for part in text.split(";") if part.strip()]
 
 

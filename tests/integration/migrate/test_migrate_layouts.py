@@ -6,6 +6,7 @@ apply, the "fix the script and run again" path after a failed down script, and l
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -80,11 +81,11 @@ DELIMITER ;
 def test_mariadb_procedure_and_trigger_without_delimiter(new_target, engine_api, tmp_path: Path) -> None:
     target = new_target("mysql")
     migrations = write(tmp_path / "m", {
-        "000001_accounts.up.sql": ROUTINES_UP, "000001_accounts.down.sql": ROUTINES_DOWN,
-        "000002_twice.up.sql": CLIENT_STYLE_UP, "000002_twice.down.sql": "DROP FUNCTION twice;\n"})
+        "V0001__accounts.up.sql": ROUTINES_UP, "V0001__accounts.down.sql": ROUTINES_DOWN,
+        "V0002__twice.up.sql": CLIENT_STYLE_UP, "V0002__twice.down.sql": "DROP FUNCTION twice;\n"})
     before = target.schema()
     res = engine_api.run(target, "apply", migrations_dir=str(migrations))
-    assert res["version"] == 2 and res["layout"] == "golang-migrate"
+    assert res["version"] == 2
     target.sql("CALL open_account(7, 250)")
     assert target.sql("SELECT id, balance, note FROM accounts").split("\t") == ["7", "100", "a;b"]
     assert target.sql("SELECT account, what FROM audit").split("\t") == ["7", "insert;"]
@@ -112,6 +113,9 @@ DBMATE = {
                                  "INSERT INTO orders VALUES (1);\n-- migrate:down\nDROP TABLE orders;\n",
     "20260103120000_drop_legacy.sql": "-- migrate:up\nCREATE TABLE legacy_gone (id INTEGER);\n-- migrate:down\n",
 }
+# the same chain in this collection's own layout (names without dots: main accepted these)
+CHAIN = {re.sub(r"^0*(\d+)_", lambda m: "V%04d__" % int(m.group(1)), name)
+         .replace("users.email.index", "email_index"): text for name, text in GOLANG.items()}
 FLYWAY = {
     "V1__create_users.sql": "CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR(80));\n",
     "U1__create_users.sql": "DROP TABLE users;\n",
@@ -171,6 +175,15 @@ def test_flyway_layout_with_undo_and_repeatable_ignored(engine, new_target, engi
     assert target.schema() == empty
 
 
+def test_own_layout_accepts_names_with_dots(new_target, engine_api, tmp_path: Path) -> None:
+    target = new_target("sqlite")
+    migrations = write(tmp_path / "m", {"V0001__users.v2.up.sql": "CREATE TABLE users (id INTEGER);\n",
+                                        "V0001__users.v2.down.sql": "DROP TABLE users;\n"})
+    res = engine_api.run(target, "apply", migrations_dir=str(migrations))
+    assert res["layout"] == "gitops" and res["migrations"][0]["name"] == "users.v2"
+    assert target.sql("SELECT name FROM gitops_rollback_migrations").strip() == "users.v2"
+
+
 def test_unknown_sql_file_is_refused_naming_the_layout(new_target, engine_api, tmp_path: Path) -> None:
     target = new_target("sqlite")
     migrations = write(tmp_path / "m", dict(GOLANG, **{"seed.sql": "INSERT INTO users VALUES (1, 'x');\n"}))
@@ -216,14 +229,14 @@ def test_postgres_create_index_concurrently_outside_a_transaction(new_target, en
 def test_baseline_adopts_a_database_without_running_scripts(engine, new_target, engine_api, tmp_path: Path) -> None:
     target = new_target(engine)
     chain = {name: text.replace("DROP INDEX users_email;", "DROP INDEX users_email ON users;")
-             if engine == "mysql" else text for name, text in GOLANG.items()}
+             if engine == "mysql" else text for name, text in CHAIN.items()}
     migrations = write(tmp_path / "m", chain)
     empty = target.schema()
     target.sql("CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR(80))")  # made before db_migrate
     target.sql("CREATE INDEX users_email ON users (email)")
     target.sql("INSERT INTO users VALUES (1, 'kept@example.com')")
     res = engine_api.run(target, "baseline", migrations_dir=str(migrations), version="2", label="v1.0.0")
-    assert res["baselined"] == [{"version": 1, "name": "create_users"}, {"version": 2, "name": "users.email.index"}]
+    assert res["baselined"] == [{"version": 1, "name": "create_users"}, {"version": 2, "name": "email_index"}]
     assert target.history() == [(1, "applied"), (2, "applied")]
     assert target.sql("SELECT direction FROM gitops_rollback_migrations WHERE version = 2").strip() == "baseline"
     assert target.sql("SELECT email FROM users").strip() == "kept@example.com"  # nothing ran
@@ -240,13 +253,13 @@ def test_baseline_adopts_a_database_without_running_scripts(engine, new_target, 
 
 def test_drift_is_refused_on_apply_until_repaired(new_target, engine_api, tmp_path: Path) -> None:
     target = new_target("sqlite")
-    migrations = write(tmp_path / "m", {k: v for k, v in GOLANG.items() if not k.startswith("000003")})
+    migrations = write(tmp_path / "m", {k: v for k, v in CHAIN.items() if not k.startswith("V0003")})
     engine_api.run(target, "apply", migrations_dir=str(migrations))
-    up = migrations / "000001_create_users.up.sql"
+    up = migrations / "V0001__create_users.up.sql"
     up.write_text("-- reviewed: comment only\n" + up.read_text())
-    write(migrations, {k: v for k, v in GOLANG.items() if k.startswith("000003")})
+    write(migrations, {k: v for k, v in CHAIN.items() if k.startswith("V0003")})
 
-    with pytest.raises(engine_api.migrate.DriftError, match=r"000001_create_users\.up\.sql.*operation=repair"):
+    with pytest.raises(engine_api.migrate.DriftError, match=r"V0001__create_users\.up\.sql.*operation=repair"):
         engine_api.run(target, "apply", migrations_dir=str(migrations))
     assert [v for v, _s in target.history()] == [1, 2] and "orders" not in target.schema()
 
@@ -264,7 +277,7 @@ def test_drift_is_refused_on_apply_until_repaired(new_target, engine_api, tmp_pa
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 def test_failed_down_script_fix_and_run_again(engine, new_target, engine_api, tmp_path: Path) -> None:
     target = new_target(engine)
-    migrations = write(tmp_path / "m", dict(GOLANG, **{"000003_orders.down.sql": "DROP TABLE order_typo;\n"}))
+    migrations = write(tmp_path / "m", dict(CHAIN, **{"V0003__orders.down.sql": "DROP TABLE order_typo;\n"}))
     engine_api.run(target, "apply", migrations_dir=str(migrations))
     at_three = target.schema()
     with pytest.raises(engine_api.migrate.MigrationFailed, match="Fix the script and run again") as failed:
@@ -272,7 +285,7 @@ def test_failed_down_script_fix_and_run_again(engine, new_target, engine_api, tm
     assert "rolled back" in str(failed.value)
     assert target.history() == [(1, "applied"), (2, "applied"), (3, "applied")] and target.schema() == at_three
 
-    (migrations / "000003_orders.down.sql").write_text("DROP TABLE orders;\n")  # fixed, as the message says
+    (migrations / "V0003__orders.down.sql").write_text("DROP TABLE orders;\n")  # fixed, as the message says
     res = engine_api.run(target, "revert", migrations_dir=str(migrations), version="1")
     assert res["version"] == 1 and target.history() == [(1, "applied")]
 
@@ -298,7 +311,7 @@ time.sleep(600)
 def test_lock_timeout_is_honoured_while_another_run_migrates(engine, new_target, engine_api, collections_path,
                                                              tmp_path: Path) -> None:
     target = new_target(engine)
-    migrations = write(tmp_path / "m", {k: v for k, v in GOLANG.items() if k.startswith("000001")})
+    migrations = write(tmp_path / "m", {k: v for k, v in CHAIN.items() if k.startswith("V0001")})
     engine_api.run(target, "apply", migrations_dir=str(migrations), version="0")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(collections_path), json.dumps(target.conn)],
                               stdout=subprocess.PIPE, text=True)

@@ -26,9 +26,12 @@ def up_down(directory: Path, version: int, name: str, up: str, down: str | None)
         (directory / ("V%04d__%s.down.sql" % (version, name))).write_text(down)
 
 
-def test_drift_refuses_revert_until_forced(new_target, migrate, write_chain, tmp_path: Path) -> None:
+def test_drift_refuses_revert_and_apply_until_repaired(new_target, migrate, write_chain, tmp_path: Path) -> None:
     target = new_target("postgresql")
     migrations = write_chain(tmp_path / "m", "postgresql", 3)
+    ok, res, run = migrate(target, operation="apply", migrations_dir=str(migrations), version="2")
+    assert ok, run
+    before_3 = target.schema()
     ok, res, run = migrate(target, operation="apply", migrations_dir=str(migrations))
     assert ok and res["version"] == 3, run
     before = target.schema()
@@ -43,8 +46,22 @@ def test_drift_refuses_revert_until_forced(new_target, migrate, write_chain, tmp
     ok, res, run = migrate(target, operation="status", migrations_dir=str(migrations))
     assert res["drift"] == [{"version": 3, "name": "step_3", "files": ["V0003__step_3.down.sql"]}]
 
-    ok, res, run = migrate(target, operation="revert", migrations_dir=str(migrations), count=1, force=True)
+    # an apply refuses the drift too, unless allow_drift; repair would accept the reviewed change
+    (migrations / "V0004__step_4.up.sql").write_text("CREATE TABLE t4 (id INTEGER);\n")
+    (migrations / "V0004__step_4.down.sql").write_text("DROP TABLE t4;\n")
+    ok, res, run = migrate(target, operation="apply", migrations_dir=str(migrations), layout="gitops")
+    assert not ok and "Checksum drift" in res["msg"] and "operation=repair" in res["msg"], run
+    assert target.history()[-1] == (3, "applied")
+    ok, res, run = migrate(target, operation="apply", migrations_dir=str(migrations), allow_drift=True)
+    assert ok and res["version"] == 4 and "V0003__step_3" in res["warnings"][0], run
+    ok, res, run = migrate(target, check=True, operation="repair", migrations_dir=str(migrations), version="3")
+    assert ok and res["changed"] and "direction = 'repair'" in res["sql"][0], run
+    assert res["repaired"] == [{"version": 3, "name": "step_3", "files": ["V0003__step_3.down.sql"]}]
+    assert target.sql("SELECT direction FROM gitops_rollback_migrations WHERE version = 3") == "up"
+
+    ok, res, run = migrate(target, operation="revert", migrations_dir=str(migrations), count=2, force=True)
     assert ok and res["version"] == 2, run
+    assert target.schema() == before_3
 
 
 def _store_with_backup(collections_path: Path, store: Path, label: str, database: str) -> str:
