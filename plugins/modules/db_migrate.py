@@ -19,11 +19,11 @@ description:
   - A history table C(gitops_rollback_migrations) in the target database records version, name,
     SHA-256 of the up and down files, applied time, who applied it, the AWX job id, duration, the
     label and the state (C(applied) or C(dirty)). Labels live in C(gitops_rollback_labels).
-  - Each migration runs in its own transaction on PostgreSQL and SQLite, unless its leading comment
+  - "Each migration runs in its own transaction on PostgreSQL and SQLite, unless its leading comment
     lines say C(-- gitops-rollback: no-transaction) (for example for C(CREATE INDEX CONCURRENTLY)).
     On MariaDB/MySQL, DDL cannot be rolled back; a migration that fails half-way outside a
     transaction stays recorded as C(dirty) and every later run refuses with the recovery steps until
-    O(operation=resolve) marks it.
+    O(operation=resolve) marks it."
   - Check mode returns in RV(sql) the exact scripts that would run, in order (the rollback SQL
     preview); a real run returns the scripts it ran.
   - A revert refuses, before running anything, when an applied migration's files changed since it
