@@ -51,7 +51,7 @@ options:
       - V(verify) proves on a scratch copy of the schema that each pending migration can be
         reverted (up, down, up; the schema after down must equal the schema before up). The
         scratch copy is created and dropped even in check mode; the database is not touched.
-      - V(baseline) adopts a database whose schema already is at O(version): it records the
+      - V(baseline) adopts a database whose schema already is at O(version); it records the
         migrations up to O(version) as applied without running them. The database must have no
         migration history yet.
       - V(repair) accepts the current files of applied migrations whose checksums changed (all of
