@@ -598,9 +598,9 @@ def baseline(engine: Engine, state: State, migrations: List[Migration], params: 
             "%s already has a migration history (version %d); baseline adopts a database that has none. Use "
             "operation=status to see it, and apply or revert from there." % (params.conn.describe(), state.current))
     if target not in {m.version for m in migrations}:
+        have = ", ".join(str(m.version) for m in migrations) or "none"
         raise RollbackError("Version %d is not in %s (have %s): baseline records the migrations up to a version of "
-                            "the directory." % (target, params.migrations_dir,
-                                               ", ".join(str(m.version) for m in migrations) or "none"))
+                            "the directory." % (target, params.migrations_dir, have))
     adopted = [m for m in migrations if m.version <= target]
     scripts = [engine.baseline_script(row_for(m, params)) for m in adopted]
     if params.label:

@@ -190,6 +190,14 @@ def read_folder(directory: str, layout: str = "auto") -> Folder:
     return folder
 
 
+def _match(pattern: "re.Pattern[str]", entry: str) -> "re.Match[str]":
+    """Match a file name already checked by read_folder."""
+    match = pattern.match(entry)
+    if match is None:
+        raise RollbackError("%s does not fit the layout it was read with." % entry)
+    return match
+
+
 def _add(found: Dict[int, Migration], migration: Migration, directory: str) -> None:
     """Add an up migration; refuse a version that appears twice."""
     other = found.get(migration.version)
@@ -218,8 +226,7 @@ def _read_pairs(directory: str, entries: List[str], folder: Folder) -> None:
     found: Dict[int, Migration] = {}
     downs = []
     for entry in entries:
-        match = pattern.match(entry)
-        assert match is not None  # checked by read_folder
+        match = _match(pattern, entry)
         version, name, direction = int(match.group(1)), match.group(2), match.group(3)
         path = os.path.join(directory, entry)
         data = _read(path)
@@ -243,8 +250,7 @@ def _read_flyway(directory: str, entries: List[str], folder: Folder) -> None:
             folder.ignored.append("%s: a Flyway repeatable migration; db_migrate runs versioned migrations only, so "
                                   "it was not run (apply it yourself, or make it a versioned migration)." % entry)
             continue
-        match = FLYWAY_RE.match(entry)
-        assert match is not None  # checked by read_folder
+        match = _match(FLYWAY_RE, entry)
         kind, raw, name = match.group(1), match.group(2), match.group(3)
         if not raw.isdigit():
             raise RollbackError("%s in %s has the Flyway version %s; db_migrate takes whole-number versions only "
@@ -282,8 +288,7 @@ def _read_dbmate(directory: str, entries: List[str], folder: Folder) -> None:
     """dbmate: one file per version with ``-- migrate:up`` and ``-- migrate:down`` sections."""
     found: Dict[int, Migration] = {}
     for entry in entries:
-        match = DBMATE_RE.match(entry)
-        assert match is not None  # checked by read_folder
+        match = _match(DBMATE_RE, entry)
         path = os.path.join(directory, entry)
         up, down = dbmate_sections(_text_of(path, _read(path)), "%s in %s" % (entry, directory))
         if down is not None and not has_statements(down):
