@@ -14,8 +14,8 @@ description:
     C(V0001__create_users.down.sql)) to PostgreSQL, MariaDB/MySQL or SQLite, and reverts them to a
     version, a label (Git tag), by count or to a date.
   - Reads the file layouts of golang-migrate, dbmate and Flyway too (O(layout)), so an existing chain
-    runs unchanged. On MariaDB/MySQL each migration file is sent as one multi-statement query, so
-    procedures and triggers need no C(DELIMITER).
+    runs unchanged. On MariaDB/MySQL each statement reaches the server whole, so procedures and
+    triggers need no C(DELIMITER).
   - A history table C(gitops_rollback_migrations) in the target database records version, name,
     SHA-256 of the up and down files, applied time, who applied it, the AWX job id, duration, the
     label and the state (C(applied) or C(dirty)). Labels live in C(gitops_rollback_labels).
