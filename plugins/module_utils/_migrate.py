@@ -25,9 +25,7 @@ from ._db_conn import DbConnection
 from ._errors import RollbackError
 from ._labels import escape, show_label
 from ._migrate_engines import Engine, MigrationFailed, Row, make_engine
-from ._migrate_layouts import (  # noqa: F401  (Migration, sha256_text: part of this module's interface)
-    IRREVERSIBLE_MARK, LAYOUTS, Folder, Migration, read_folder, sha256_text, wants_transaction,
-)
+from ._migrate_layouts import IRREVERSIBLE_MARK, Folder, Migration, read_folder, wants_transaction
 
 OPERATIONS = ("status", "apply", "revert", "label", "resolve", "verify", "baseline", "repair")
 

@@ -313,7 +313,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import db_connection_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate import LAYOUTS, OPERATIONS, Params, run_operation
+from ansible_collections.gitops.rollback.plugins.module_utils._migrate import OPERATIONS, Params, run_operation
+from ansible_collections.gitops.rollback.plugins.module_utils._migrate_layouts import LAYOUTS
 from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options, store_argument_spec
 
 
