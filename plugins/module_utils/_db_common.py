@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -332,9 +333,12 @@ def feed_pipeline(stages: Sequence[Sequence[str]], source_path: str, what: str,
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-    for argv, code, err in zip(stages, codes, errors):
-        if code != 0:
-            raise command_error(argv, code, b"".join(err), what, secrets)
+    failed = [(argv, code, err) for argv, code, err in zip(stages, codes, errors) if code != 0]
+    # a stage killed by SIGPIPE only lost its reader: the stage after it says why
+    causes = [stage for stage in failed if stage[1] != -signal.SIGPIPE] or failed
+    if causes:
+        argv, code, err = causes[0]
+        raise command_error(argv, code, b"".join(err), what, secrets)
     return b"".join(output)
 
 

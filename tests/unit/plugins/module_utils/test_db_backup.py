@@ -140,6 +140,15 @@ def test_feed_pipeline_checks_the_first_stage_too(tmp_path):
         feed_pipeline([[sys.executable, "-c", "import sys; sys.exit(2)"], cat], str(source), "feed")
 
 
+def test_feed_pipeline_names_the_stage_that_failed_not_the_one_that_lost_its_reader(tmp_path):
+    source = tmp_path / "in"
+    source.write_bytes(b"x" * (8 * 1024 * 1024))  # more than a pipe holds: the first stage still writes
+    gone = [sys.executable, "-c", "import sys; sys.stdin.buffer.read(1); sys.stderr.write('lost the server'); "
+                                  "sys.exit(3)"]
+    with pytest.raises(CommandError, match="rc=3.*lost the server"):
+        feed_pipeline([["cat"], gone], str(source), "feed")
+
+
 def test_pg_dump_argv_keeps_the_password_out():
     conn = DbConnection("postgresql", "shop", host="db1", port=5433, user="app", password="s3cret")
     argv = PgEngine(conn)._dump_argv("shop", "directory", 4, "00000003-1", 6)
