@@ -193,10 +193,10 @@ def refuse_dirty(state: State, conn: DbConnection) -> None:
     doing = "applying" if row.get("direction") == "up" else "reverting"
     raise DirtyError(
         "Migration V%04d__%s of %s is dirty: %s it failed or was interrupted part-way (started %s by %s), and it "
-        "ran outside a transaction (MariaDB/MySQL DDL, or a no-transaction migration), so part of it may be in "
-        "effect. Nothing else was run. To recover: "
-        "1) compare the schema with V%04d__%s.up.sql and .down.sql and finish or undo the half-done statements by "
-        "hand; 2) tell db_migrate what the database now is with operation=resolve version=%d resolve_as=applied "
+        "ran outside a transaction (MariaDB/MySQL cannot roll back DDL; or the script is marked no-transaction), so "
+        "part of it may be in effect. Nothing else was run. To recover: "
+        "1) compare the schema with the up and down scripts of V%04d__%s and finish or undo the half-done "
+        "statements by hand; 2) tell db_migrate what the database now is with operation=resolve version=%d resolve_as=applied "
         "(the whole up script is in effect) or resolve_as=reverted (none of it is); 3) run again."
         % (row["version"], row["name"], conn.describe(), doing, row.get("applied_at"), row.get("applied_by"),
            row["version"], row["name"], row["version"]), dirty=state.dirty)
