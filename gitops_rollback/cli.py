@@ -394,7 +394,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="extra vars for the playbook: KEY=VALUE, JSON or @file (repeatable)")
     parser.add_argument("--check", action="store_true", help="run the playbook with --check --diff (dry run)")
     parser.add_argument("--collections-path", help="collections path holding gitops.rollback "
-                        "(default: this checkout, ANSIBLE_COLLECTIONS_PATH, ~/.ansible/collections)")
+                        "(default: this checkout, then where ansible-playbook looks: ANSIBLE_COLLECTIONS_PATH, "
+                        "collections_path in ansible.cfg, ~/.ansible/collections)")
     parser.add_argument("--keep-runs", type=int, default=20, help="run directories (artifacts) kept (default 20)")
     parser.add_argument("--audit-log", help="audit log a failed run is recorded in (default: rollback_audit_log "
                         f"from --extra-vars, else {DEFAULT_AUDIT_LOG})")

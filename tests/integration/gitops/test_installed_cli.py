@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 from gitops_support import InstalledCli
@@ -63,3 +66,28 @@ def test_help_defaults_are_the_collections() -> None:
 
     assert tuple(cli.HELP_RELEASE_PATTERNS) == tuple(tags.DEFAULT_RELEASE_PATTERNS)
     assert cli.HELP_ROLLBACK_PATTERN == tags.DEFAULT_ROLLBACK_PATTERN
+
+
+def test_a_run_that_cannot_start_says_why_and_is_audited(installed_cli: InstalledCli, tmp_path: Path) -> None:
+    """The command installed without ansible-core's commands: the run fails naming what to install, and the
+    failure is in the audit log (nothing ran, so only the command can record it)."""
+    bare = tmp_path / "bare-venv"  # the installed command's packages, but no ansible-playbook beside its python
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    purelib = Path(sysconfig.get_paths(vars={"base": str(bare), "platbase": str(bare)})["purelib"])
+    installed = Path(sysconfig.get_paths(vars={"base": str(installed_cli.venv),
+                                               "platbase": str(installed_cli.venv)})["purelib"])
+    (purelib / "cli.pth").write_text(f"{installed}\n{sysconfig.get_paths()['purelib']}\n")
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    web1:\n")
+    log = tmp_path / "audit.jsonl"
+    result = subprocess.run([str(bare / "bin" / "python"), "-m", "gitops_rollback", "trigger", "v1", "-i", str(inventory),
+                             "--state", str(tmp_path / "state.json"), "--audit-log", str(log)],
+                            cwd=tmp_path, env=installed_cli.env(ANSIBLE_COLLECTIONS_PATH=str(installed_cli.collections)),
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "checkpoint v1: could not run: ansible-playbook is neither beside" in result.stderr, result.stderr
+    assert "pip install ansible-core" in result.stderr
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (record["event"], record["operation"], record["tag"], record["status"]) == ("failed", "trigger", "v1", "error")
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["tags"]["v1"]["status"] == "error"
