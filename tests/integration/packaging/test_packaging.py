@@ -131,5 +131,9 @@ def test_changelog_fragments_are_valid_and_match_the_changelog() -> None:
             if section != "release_summary":
                 fragments |= {" ".join(item.replace("``", "`").split()) for item in items}
     listed = _changelog_entries((REPO_ROOT / "CHANGELOG.md").read_text())
-    assert listed - fragments == set(), "CHANGELOG.md entries without a fragment in changelogs/fragments/"
-    assert fragments - listed == set(), "fragments missing from CHANGELOG.md's unreleased section"
+    how = ("each change is an entry in CHANGELOG.md's unreleased section and the same text in a fragment "
+           "(changelogs/fragments/<topic>.yml, a section such as minor_changes or bugfixes, ``code`` for `code`)")
+    assert listed - fragments == set(), "CHANGELOG.md entries without a fragment (%s): %s" % (
+        how, sorted(entry[:100] for entry in listed - fragments))
+    assert fragments - listed == set(), "fragment entries missing from CHANGELOG.md (%s): %s" % (
+        how, sorted(entry[:100] for entry in fragments - listed))
