@@ -7,6 +7,7 @@ Each function takes a small params object and returns the module result as a dic
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -14,9 +15,8 @@ from . import _facts
 from ._checkpoint import CheckpointRequest, RootSpec, create_checkpoint
 from ._errors import IntegrityError, RollbackError
 from ._options import default_owner
-from ._store import Store, prune, summarize
-
-DAY = 86400.0
+from ._retention import Policy, RetentionError, Snapshot, forgotten, plan
+from ._store import Store, snapshots, summarize
 
 
 @dataclass
@@ -38,6 +38,14 @@ class CheckpointParams:
     checkpoint: Optional[str] = None
     keep: Optional[int] = None
     older_than_days: Optional[float] = None
+    keep_last: Optional[int] = None
+    keep_hourly: Optional[int] = None
+    keep_daily: Optional[int] = None
+    keep_weekly: Optional[int] = None
+    keep_monthly: Optional[int] = None
+    keep_yearly: Optional[int] = None
+    keep_within_days: Optional[float] = None
+    keep_labels: Optional[List[str]] = None
     details: bool = False
     diff: bool = False
     safety_checkpoint: bool = True
@@ -95,13 +103,24 @@ def delete_checkpoint(params: CheckpointParams) -> dict:
 
 
 def prune_checkpoints(params: CheckpointParams) -> dict:
-    """Delete checkpoints by count or age, never the newest (state=pruned)."""
+    """Delete the checkpoints a retention policy forgets; never the newest (state=pruned).
+
+    Check mode is the dry run: the same plan, with what would go and why each kept one stays.
+    """
     store = params.store()
     if not store.exists():
-        return {"changed": False, "deleted": []}
-    older = params.older_than_days * DAY if params.older_than_days is not None else None
-    doomed = prune(store, params.keep, older)
-    result = {"changed": bool(doomed), "deleted": doomed}
+        return {"changed": False, "deleted": [], "kept": [], "forgotten": []}
+    policy = Policy(**{name: getattr(params, name) for name in Policy.__dataclass_fields__})
+    try:
+        decisions = plan(snapshots(store), policy, time.time())
+    except RetentionError as exc:
+        raise RollbackError(str(exc)) from exc
+    doomed = forgotten(decisions)
+    result = {
+        "changed": bool(doomed), "deleted": doomed,
+        "kept": [dict(_brief(dec.snapshot), reasons=dec.reasons) for dec in reversed(decisions) if dec.kept],
+        "forgotten": [_brief(dec.snapshot) for dec in reversed(decisions) if not dec.kept],
+    }
     if doomed and not params.check_mode:
         with params.lock(store, "prune"):
             for checkpoint_id in doomed:
@@ -109,6 +128,12 @@ def prune_checkpoints(params: CheckpointParams) -> dict:
             removed, freed = store.collect_garbage()
         result["collected"] = {"objects": removed, "bytes": freed}
     return result
+
+
+def _brief(snapshot: Snapshot) -> dict:
+    """Return id, label, kind and created time (UTC text) of a checkpoint for a prune result."""
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot.created))
+    return {"id": snapshot.id, "label": snapshot.label, "kind": snapshot.kind, "created": created}
 
 
 def verify_checkpoints(params: CheckpointParams) -> dict:

@@ -43,6 +43,7 @@ from ._fsutil import (
 from ._labels import GRAMMAR, escape, is_label, label_problem, show_label
 from ._lock import DEFAULT_TTL, FileLock
 from ._statcache import CacheReader, CacheWriter, cache_file
+from ._retention import DAY, Policy, Snapshot, forgotten, plan
 from ._packs import SMALL_OBJECT, Location, PackIndex, PackSet, PackWriter, read_range
 
 FORMAT_VERSION = 1  # of manifests; also of a plain store without packs
@@ -1203,18 +1204,13 @@ def describe(manifests: List[dict], limit: int = 20) -> str:
 def prune(store: Store, keep: Optional[int], older_than: Optional[float], now: Optional[float] = None) -> List[str]:
     """Choose checkpoints to delete: beyond the newest ``keep`` or older than ``older_than`` seconds.
 
-    The newest checkpoint is never chosen.
+    The newest checkpoint is never chosen (the count/age policy of ``_retention``).
     """
-    ids = store.ids()
-    if not ids:
-        return []
-    now = time.time() if now is None else now
-    chosen = set()
-    candidates = ids[:-1]
-    if keep is not None:
-        chosen.update(ids[: max(len(ids) - max(keep, 1), 0)])
-    if older_than is not None:
-        for cid in candidates:
-            if now - parse_time(store.load(cid)["created"]) > older_than:
-                chosen.add(cid)
-    return [cid for cid in candidates if cid in chosen]
+    policy = Policy(keep=keep, older_than_days=None if older_than is None else older_than / DAY)
+    return forgotten(plan(snapshots(store), policy, time.time() if now is None else now))
+
+
+def snapshots(store: Store) -> List[Snapshot]:
+    """Return what retention needs of every checkpoint (id, created, label, kind), oldest first."""
+    return [Snapshot(man["id"], parse_time(man["created"]), man.get("label"), man.get("kind") or "checkpoint")
+            for man in store.manifests()]

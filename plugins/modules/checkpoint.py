@@ -28,8 +28,12 @@ options:
     description:
       - V(present) creates a checkpoint of O(paths).
       - V(absent) deletes the checkpoint named by O(checkpoint) and collects unreferenced objects.
-      - V(pruned) deletes checkpoints beyond O(keep) or older than O(older_than_days); the newest
-        checkpoint is never deleted.
+      - V(pruned) deletes the checkpoints a retention policy forgets, then collects unreferenced
+        objects. Either the count/age policy (O(keep), O(older_than_days)) or the restic-style
+        policy (O(keep_last), O(keep_hourly), O(keep_daily), O(keep_weekly), O(keep_monthly),
+        O(keep_yearly), O(keep_within_days), O(keep_labels)); the two cannot be mixed. The newest
+        checkpoint is never deleted. In check mode nothing is deleted and RV(forgotten) and
+        RV(kept) (with the reasons) show what a run would do.
       - V(verified) re-hashes every object of O(checkpoint) (or of all checkpoints) and fails when
         one is missing or corrupted.
       - V(rekeyed) re-encrypts every object and manifest of an encrypted store from
@@ -97,11 +101,58 @@ options:
   keep:
     description:
       - With O(state=pruned), how many of the newest checkpoints to keep (at least one is kept).
+      - Count/age policy; labels do not protect a checkpoint from it.
     type: int
   older_than_days:
     description:
       - With O(state=pruned), delete checkpoints older than this many days.
+      - Count/age policy; combined with O(keep), a checkpoint stays only when both keep it.
     type: float
+  keep_last:
+    description:
+      - With O(state=pruned), keep the newest N checkpoints.
+      - The restic-style options each keep checkpoints; a checkpoint kept by any of them is kept,
+        every other one is deleted. Besides, the newest checkpoint and the newest safety checkpoint
+        (kind V(safety) or a label starting with V(safety/), as restores and rollbacks take) are
+        always kept.
+      - V(0) leaves the rule out, V(-1) means unlimited.
+    type: int
+  keep_hourly:
+    description:
+      - With O(state=pruned), for each of the last N hours that hold a checkpoint, keep the newest
+        checkpoint of that hour. Hours without a checkpoint do not count. Periods are UTC.
+    type: int
+  keep_daily:
+    description:
+      - With O(state=pruned), keep the newest checkpoint of each of the last N days (UTC) that hold one.
+    type: int
+  keep_weekly:
+    description:
+      - With O(state=pruned), keep the newest checkpoint of each of the last N ISO weeks (Monday to
+        Sunday, UTC) that hold one.
+    type: int
+  keep_monthly:
+    description:
+      - With O(state=pruned), keep the newest checkpoint of each of the last N months (UTC) that hold one.
+    type: int
+  keep_yearly:
+    description:
+      - With O(state=pruned), keep the newest checkpoint of each of the last N years (UTC) that hold one.
+    type: int
+  keep_within_days:
+    description:
+      - With O(state=pruned), keep every checkpoint taken within this many days of the newest
+        checkpoint (not of now, so a store nobody writes to does not empty itself).
+    type: float
+  keep_labels:
+    description:
+      - With O(state=pruned), keep every checkpoint whose label matches one of these globs
+        (case-sensitive; C(*) also matches C(/)), such as release tags.
+      - When not set and another restic-style option is, checkpoints labelled with a version tag
+        (V(v[0-9]*), for example V(v1.2.3)) are kept. V([]) protects no label.
+      - Not used by the count/age policy.
+    type: list
+    elements: str
 attributes:
   check_mode:
     support: full
@@ -130,6 +181,22 @@ EXAMPLES = r"""
   gitops.rollback.checkpoint:
     state: pruned
     keep: 10
+
+- name: Keep 7 daily, 4 weekly and 12 monthly checkpoints, every release and the newest safety checkpoint
+  gitops.rollback.checkpoint:
+    state: pruned
+    keep_daily: 7
+    keep_weekly: 4
+    keep_monthly: 12
+    keep_labels: ["v[0-9]*", "hotfix/*"]
+
+- name: Dry run - list what a policy would delete and why each kept checkpoint stays
+  gitops.rollback.checkpoint:
+    state: pruned
+    keep_last: 5
+    keep_within_days: 2
+  check_mode: true
+  register: retention
 
 - name: Re-hash every stored object of v1.4.0
   gitops.rollback.checkpoint:
@@ -186,6 +253,27 @@ deleted:
   type: list
   elements: str
   sample: [20261101T080000.000Z-0a1b2c]
+kept:
+  description: The checkpoints a prune keeps, newest first, each with the rules that keep it.
+  returned: state=pruned
+  type: list
+  elements: dict
+  sample:
+    - id: 20261121T220257.448Z-452f73
+      label: v1.4.0
+      kind: checkpoint
+      created: "2026-11-21T22:02:57Z"
+      reasons: [newest, daily 2026-11-21, "label matches v[0-9]*"]
+forgotten:
+  description: The checkpoints a prune deletes (or would delete in check mode), newest first.
+  returned: state=pruned
+  type: list
+  elements: dict
+  sample:
+    - id: 20261101T080000.000Z-0a1b2c
+      label: scheduled/2026-11-01
+      kind: checkpoint
+      created: "2026-11-01T08:00:00Z"
 collected:
   description: Objects and bytes freed by garbage collection.
   returned: state=absent or state=pruned, not in check mode
@@ -219,6 +307,9 @@ OPERATIONS = {
     "rekeyed": rekey_store,
 }
 
+POLICY_OPTIONS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+                  "keep_within_days", "keep_labels")
+
 
 def main() -> None:
     argument_spec = dict(
@@ -234,6 +325,14 @@ def main() -> None:
         checkpoint=dict(type="str"),
         keep=dict(type="int"),
         older_than_days=dict(type="float"),
+        keep_last=dict(type="int"),
+        keep_hourly=dict(type="int"),
+        keep_daily=dict(type="int"),
+        keep_weekly=dict(type="int"),
+        keep_monthly=dict(type="int"),
+        keep_yearly=dict(type="int"),
+        keep_within_days=dict(type="float"),
+        keep_labels=dict(type="list", elements="str"),
         new_encryption_key=dict(type="str", no_log=True),
     )
     argument_spec.update(store_argument_spec())
@@ -242,9 +341,10 @@ def main() -> None:
         required_if=[
             ("state", "present", ("paths",)),
             ("state", "absent", ("checkpoint",)),
-            ("state", "pruned", ("keep", "older_than_days"), True),
+            ("state", "pruned", ("keep", "older_than_days") + POLICY_OPTIONS, True),
             ("state", "rekeyed", ("encryption_key",)),
         ],
+        mutually_exclusive=[(legacy, option) for legacy in ("keep", "older_than_days") for option in POLICY_OPTIONS],
         supports_check_mode=True,
     )
     params = CheckpointParams.from_module(module.params, module.check_mode)
