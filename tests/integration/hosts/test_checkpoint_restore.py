@@ -52,6 +52,7 @@ def test_rollback_brings_every_host_back_to_its_own_checkpoint(prepared_fleet, r
 
 
 def test_a_rollback_can_itself_be_rolled_back(prepared_fleet, run_playbook, fleet_vars):
+    at_v1 = {host.name: host_snapshot(host) for host in prepared_fleet}
     checkpoint(run_playbook, fleet_vars, "v1")
     for host in prepared_fleet:
         break_release(host)
@@ -70,6 +71,41 @@ def test_a_rollback_can_itself_be_rolled_back(prepared_fleet, run_playbook, flee
     assert undo.ok, undo
     for host in prepared_fleet:
         assert host_snapshot(host) == broken[host.name], host.name
+
+    # Retention: keep_last=1 keeps the newest checkpoint, the release tag (v1) and the newest safety
+    # checkpoint; the dry run deletes nothing (the real run then deletes exactly what it listed), and
+    # v1 still restores after the objects only the forgotten checkpoints used are collected.
+    stores = {host.name: _store_listing(host) for host in prepared_fleet}
+    prune = {"state": "pruned", "keep_last": 1}
+    pruned = run_playbook([{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "retention dry run", "check_mode": True, "gitops.rollback.checkpoint": prune},
+        {"name": "retention", "gitops.rollback.checkpoint": prune},
+    ]}])
+    assert pruned.ok, pruned
+    for host in prepared_fleet:
+        listing = stores[host.name]
+        newest = max(listing)
+        newest_safety = max(cid for cid, label in listing.items() if label.startswith("safety/"))
+        keep = {newest, newest_safety} | {cid for cid, label in listing.items() if label == "v1"}
+        assert len(keep) == 2 and len(listing) > len(keep), listing
+        dry = task_result(pruned, "retention dry run", host.name)
+        assert sorted(dry["deleted"]) == sorted(set(listing) - keep), (listing, dry)
+        assert {item["id"] for item in dry["forgotten"]} == set(listing) - keep
+        reasons = {item["id"]: item["reasons"] for item in dry["kept"]}
+        assert set(reasons) == keep and "label matches v[0-9]*" in reasons[min(keep)], reasons
+        assert reasons[newest] == ["newest", "newest safety checkpoint", "last"], reasons
+        real = task_result(pruned, "retention", host.name)
+        assert real["changed"] and real["deleted"] == dry["deleted"], real
+        assert _store_listing(host) == {cid: listing[cid] for cid in keep}
+    assert rollback(run_playbook, fleet_vars, "v1").ok
+    for host in prepared_fleet:
+        assert host_snapshot(host) == at_v1[host.name], host.name
+
+
+def _store_listing(host) -> dict:
+    """Checkpoint id -> label of every checkpoint in the host's store."""
+    return {path.stem: json.loads(path.read_text())["label"] or ""
+            for path in (host.store / "checkpoints").glob("*.json")}
 
 
 def test_a_fifo_is_checkpointed_and_restored_and_a_planted_link_is_replaced_not_followed(

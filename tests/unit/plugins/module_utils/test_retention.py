@@ -8,9 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 
+from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, prune_checkpoints
 from ansible_collections.gitops.rollback.plugins.module_utils._retention import (
     Policy, RetentionError, Snapshot, forgotten, plan,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc).timestamp()
 
@@ -170,3 +172,35 @@ def test_an_empty_store_forgets_nothing():
 def test_bad_policies_are_refused(policy, message):
     with pytest.raises(RetentionError, match=message):
         plan(SERIES, policy, NOW)
+
+
+def test_prune_dry_run_lists_what_would_go_and_deletes_nothing(tmp_path):
+    """state=pruned on a real store: check mode keeps every manifest and object; the run deletes what it listed."""
+    store = Store(str(tmp_path / "store"))
+    store.init()
+    made = []
+    for created, label in (("2026-11-01T10:00:00Z", "v1.0.0"), ("2026-11-02T10:00:00Z", "scheduled/a"),
+                           ("2026-11-02T11:00:00Z", "scheduled/b"), ("2026-11-03T10:00:00Z", None)):
+        manifest = store.new_manifest(label=label, reason="test")
+        manifest["created"] = created
+        blob = store.put_bytes(("content of %s" % created).encode())
+        manifest["components"] = [{"type": "test", "name": "data", "blobs": [blob]}]
+        store.save(manifest)
+        made.append((manifest["id"], blob))
+    params = dict(store_path=store.root, owner="test@host", keep_daily=1)
+
+    dry = prune_checkpoints(CheckpointParams(check_mode=True, **params))
+
+    assert dry["changed"] and dry["deleted"] == [made[1][0], made[2][0]]
+    assert [item["id"] for item in dry["forgotten"]] == [made[2][0], made[1][0]]
+    assert [(item["label"], item["reasons"]) for item in dry["kept"]] == [
+        (None, ["newest", "daily 2026-11-03"]), ("v1.0.0", ["label matches v[0-9]*"])]
+    assert store.ids() == [cid for cid, _ in made] and "collected" not in dry
+    assert all(store.has_blob(blob) for _, blob in made)
+
+    real = prune_checkpoints(CheckpointParams(**params))
+
+    assert real["deleted"] == dry["deleted"] and real["collected"]["objects"] == 2
+    assert store.ids() == [made[0][0], made[3][0]]
+    assert [store.has_blob(blob) for _, blob in made] == [True, False, False, True]
+    assert prune_checkpoints(CheckpointParams(**params))["changed"] is False
