@@ -35,6 +35,7 @@ BUCKETS: Tuple[Tuple[str, str], ...] = (
     ("monthly", "%Y-%m"),
     ("yearly", "%Y"),
 )
+BUCKET_NAMES = tuple(name for name, _fmt in BUCKETS)
 
 
 class RetentionError(ValueError):
@@ -69,13 +70,13 @@ class Policy:
     def is_bucket_policy(self) -> bool:
         """Return whether any restic-style rule (or ``keep_labels``) is set."""
         rules = (self.keep_last, self.keep_within_days, self.keep_labels) + tuple(
-            getattr(self, "keep_" + name) for name, _ in BUCKETS)
+            getattr(self, "keep_" + name) for name in BUCKET_NAMES)
         return any(rule is not None for rule in rules)
 
     def check(self) -> None:
         """Raise :class:`RetentionError` when a count or a duration is out of range."""
         counts = {"keep_last": self.keep_last}
-        counts.update({"keep_" + name: getattr(self, "keep_" + name) for name, _ in BUCKETS})
+        counts.update({"keep_" + name: getattr(self, "keep_" + name) for name in BUCKET_NAMES})
         for name, value in counts.items():
             if value is not None and value < -1:
                 raise RetentionError("%s=%d is not a count; use a number of checkpoints, 0 to leave the rule "
@@ -191,7 +192,7 @@ def _period_of(fmt: str) -> Callable[[Snapshot], str]:
     def period(snap: Snapshot) -> str:
         moment = datetime.fromtimestamp(snap.created, timezone.utc)
         if not fmt:
-            year, week, _ = moment.isocalendar()
+            year, week = moment.isocalendar()[:2]
             return "%04d-W%02d" % (year, week)
         return moment.strftime(fmt)
     return period

@@ -195,12 +195,12 @@ def test_prune_dry_run_lists_what_would_go_and_deletes_nothing(tmp_path):
     assert [item["id"] for item in dry["forgotten"]] == [made[2][0], made[1][0]]
     assert [(item["label"], item["reasons"]) for item in dry["kept"]] == [
         (None, ["newest", "daily 2026-11-03"]), ("v1.0.0", ["label matches v[0-9]*"])]
-    assert store.ids() == [cid for cid, _ in made] and "collected" not in dry
-    assert all(store.has_blob(blob) for _, blob in made)
+    assert store.ids() == [cid for cid, _blob in made] and "collected" not in dry
+    assert all(store.has_blob(blob) for _cid, blob in made)
 
     real = prune_checkpoints(CheckpointParams(**params))
 
     assert real["deleted"] == dry["deleted"] and real["collected"]["objects"] == 2
     assert store.ids() == [made[0][0], made[3][0]]
-    assert [store.has_blob(blob) for _, blob in made] == [True, False, False, True]
+    assert [store.has_blob(blob) for _cid, blob in made] == [True, False, False, True]
     assert prune_checkpoints(CheckpointParams(**params))["changed"] is False
