@@ -106,3 +106,58 @@ def test_a_second_concurrent_rollback_is_refused(drill, collections_path):
         output = first.communicate(timeout=900)[0]
     assert first.returncode == 0, output
     assert drill.state()["hosts"] == drill.v1["hosts"]
+
+
+def finished(drill, result):
+    """The run's completed audit record and its printed report."""
+    completed = [e for e in drill.audit() if e["operation"] == "rollback" and e["event"] == "completed"][-1]
+    report = [e for e in result.events if e["task"] == "Report" and e.get("status") == "ok"][-1]["result"]["msg"]
+    return completed, report
+
+
+def test_a_migration_revert_alone_is_a_change_with_a_safety_checkpoint_that_undoes_it(drill):
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="database")
+
+    assert result.ok, failures(result)
+    after = drill.state()
+    for key in ("tables", "orders_columns", "schema_version"):
+        assert after[key] == drill.v1[key], key
+    assert after["hosts"] == drill.v2["hosts"], "only the database layer was asked for"
+    completed, report = finished(drill, result)
+    label = "safety/" + completed["run_id"]
+    assert completed["result"]["changed_layers"]["h1"] == ["database"], completed["result"]
+    assert completed["result"]["safety_checkpoint"] == {"label": label, "layers": {"h1": ["database"]}}
+    assert label in completed["message"] and f"-e rollback_to={label}" in report, report
+
+    undo = drill.playbook("rollback.yml", rollback_to=label)
+
+    assert undo.ok, failures(undo)
+    back = drill.state()
+    for key in ("tables", "orders_columns", "orders", "customers", "schema_version"):
+        assert back[key] == drill.v2[key], key
+    assert drill.sql("SELECT code FROM coupons") == "FREE"
+    assert back["hosts"] == drill.v2["hosts"] and back["tf_serial"] == drill.v2["tf_serial"], \
+        "layers the first run did not touch are left alone"
+
+
+def test_the_target_is_resolved_once_and_a_newer_checkpoint_of_the_label_changes_nothing(drill):
+    # Mid-rollback, just before each host's files are restored, the broken v2 files are checkpointed
+    # under the label v1 again: a label names its newest checkpoint, the plan named the checkpoint id.
+    hook = drill.tmp / "relabel.yml"
+    hook.write_text("- name: Checkpoint the broken files as v1 again\n  gitops.rollback.checkpoint:\n"
+                    "    paths: [/etc/app]\n    label: v1\n    store_path: '{{ rollback_host_store_path }}'\n"
+                    "  when: not (gitops_rollback_planning | default(false)) and __rollback_target is not defined\n")
+
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="release,config",
+                            rollback_host_before_restore_tasks_file=str(hook))
+
+    assert result.ok, failures(result)
+    after = drill.state()
+    for name in ("h1", "h2", "h3"):
+        assert after["hosts"][name] == drill.v1["hosts"][name], name
+        labels = [json.loads(p.read_text())["label"] for p in (drill.fleet[name].store / "checkpoints").glob("*.json")]
+        assert labels.count("v1") == 2, (name, labels)
+    completed, report = finished(drill, result)
+    label = "safety/" + completed["run_id"]
+    assert completed["result"]["safety_checkpoint"]["layers"] == {name: ["release", "config"] for name in ("h1", "h2", "h3")}
+    assert f"-e rollback_to={label}" in report

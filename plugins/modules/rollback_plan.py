@@ -1,0 +1,181 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rollback_plan
+short_description: Plan the rollback of a host - resolve the target once, per layer, and find every problem
+version_added: 0.1.0
+description:
+  - Reads the host's checkpoint store once (M(gitops.rollback.checkpoint_info) on the host) and the
+    Terraform stores on the controller, resolves O(target) to one checkpoint id per layer, and says
+    what each layer will do, which layers the safety checkpoint must capture, and every problem found.
+  - A label names its newest checkpoint. The plan resolves it once, at the start of the run; the
+    C(rollback) role passes the resolved ids to every later step, so a checkpoint taken with the same
+    label while the rollback runs changes nothing.
+  - For a safety checkpoint (C(safety/<run id>)) a layer, or a host, that the checkpoint does not hold
+    is skipped with a note (the run that took it did not touch it); database entries are restored
+    from the safety checkpoint's dump, never migrated.
+  - Never fails for a problem of the plan; the problems are returned so that the caller can report
+    those of every host at once.
+  - This is an action plugin; it runs on the controller.
+author:
+  - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
+  - gitops.rollback.store
+options:
+  target:
+    description: Checkpoint id, id prefix or label (Git tag) to roll back to.
+    type: str
+    required: true
+  layers:
+    description: Layers to roll back, in this order, as a list or a comma-separated string.
+    type: raw
+    default: [traffic, release, config, database, infrastructure, services]
+  run_id:
+    description: Id of the rollback run; names the safety checkpoint C(safety/<run id>).
+    type: str
+    default: ""
+  paths:
+    description: Managed directories of the config layer.
+    type: list
+    elements: str
+    default: []
+  release_root:
+    description: Release root of the release layer (empty for none).
+    type: str
+    default: ""
+  databases:
+    description:
+      - Database entries of the database layer (C(engine), C(database), optional C(source_database),
+        C(migrations_dir), C(method)). Passwords are not used and not returned.
+    type: list
+    elements: dict
+    default: []
+  terraform:
+    description:
+      - Terraform entries of the infrastructure layer (C(project_path), C(workspace), C(name),
+        C(store_path) on the controller). Secrets are not used and not returned.
+    type: list
+    elements: dict
+    default: []
+  services:
+    description: Services of the services layer (C(name), C(layers)).
+    type: list
+    elements: dict
+    default: []
+  traffic:
+    description: Whether the host has a traffic layer.
+    type: bool
+    default: false
+attributes:
+  action:
+    description: Runs on the controller as an action plugin; reads the host's store with one module call.
+    support: full
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Plan the rollback to v2.3.0
+  gitops.rollback.rollback_plan:
+    target: v2.3.0
+    layers: [release, config, database]
+    run_id: rollback-20261203T000000Z-1
+    paths: [/etc/app]
+    release_root: /srv/app
+    databases: [{engine: postgresql, database: app, migrations_dir: /srv/app/current/migrations}]
+  register: plan
+
+- name: Show it
+  ansible.builtin.debug:
+    var: plan.plan.steps
+"""
+
+RETURN = r"""
+plan:
+  description: The plan of the host.
+  returned: always
+  type: dict
+  contains:
+    target:
+      description: The target as given.
+      type: str
+      sample: v2.3.0
+    checkpoint:
+      description: The id of the host's checkpoint the target resolved to (null when none).
+      type: str
+      sample: 20261202T190000.123Z-a1b2c3
+    layers:
+      description: The layers to run on this host, in order.
+      type: list
+      elements: str
+      sample: [release, config, database]
+    steps:
+      description: Per layer, what it will do (C(action)) and the checkpoint id it uses.
+      type: dict
+      sample: {config: {checkpoint: 20261202T190000.123Z-a1b2c3, action: restore /etc/app byte-exact}}
+    checkpoints:
+      description: Per layer, the checkpoint id every later step uses.
+      type: dict
+      sample: {config: 20261202T190000.123Z-a1b2c3}
+    safety:
+      description: The layers the safety checkpoint must capture before any change.
+      type: list
+      elements: str
+      sample: [release, config, database]
+    safety_label:
+      description: The label of the safety checkpoint of this run.
+      type: str
+      sample: safety/rollback-20261203T000000Z-1
+    problems:
+      description: What stops the rollback, each with its layer.
+      type: list
+      elements: dict
+      sample: [{layer: config, problem: "Checkpoint 'v9' is not in /var/lib/gitops-rollback on web1 (have: v1)."}]
+    notes:
+      description: Layers skipped and why.
+      type: list
+      elements: str
+      sample: []
+    lines:
+      description: The plan in words, a line per layer, then the notes.
+      type: list
+      elements: str
+      sample: ["config: restore /etc/app byte-exact from checkpoint 20261202T190000.123Z-a1b2c3"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    """Only reached when the action plugin is bypassed."""
+    module = AnsibleModule(
+        argument_spec=dict(
+            target=dict(type="str", required=True),
+            layers=dict(type="raw", default=["traffic", "release", "config", "database", "infrastructure", "services"]),
+            run_id=dict(type="str", default=""),
+            paths=dict(type="list", elements="str", default=[]),
+            release_root=dict(type="str", default=""),
+            databases=dict(type="list", elements="dict", default=[]),
+            terraform=dict(type="list", elements="dict", default=[]),
+            services=dict(type="list", elements="dict", default=[]),
+            traffic=dict(type="bool", default=False),
+            store_path=dict(type="path", default="/var/lib/gitops-rollback"),
+            lock_timeout=dict(type="float", default=0),
+            owner=dict(type="str"),
+            encryption_key=dict(type="str", no_log=True),
+        ),
+        supports_check_mode=True,
+    )
+    module.fail_json(msg="gitops.rollback.rollback_plan runs on the controller as an action plugin; call it as a task.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The rollback plan of a host (plugins/module_utils/_plan.py): resolved once, every problem at once."""
+
+from __future__ import annotations
+
+from ansible_collections.gitops.rollback.plugins.module_utils._plan import (
+    HostSettings, layer_list, plan_host, problems_message, resolve)
+
+OLD = {"id": "20261201T100000.000Z-aaaaaa", "label": "v1", "roots": ["/etc/app"],
+       "components": [{"type": "release", "name": "/srv/app"}, {"type": "database", "name": "postgresql/app"}]}
+NEW = {"id": "20261202T100000.000Z-bbbbbb", "label": "v1", "roots": ["/etc/app"],
+       "components": [{"type": "release", "name": "/srv/app"}, {"type": "database", "name": "postgresql/app"}]}
+V2 = {"id": "20261203T100000.000Z-cccccc", "label": "v2", "roots": ["/etc/app"], "components": []}
+TF = {"id": "20261201T100000.000Z-dddddd", "label": "v1", "roots": [],
+      "components": [{"type": "terraform_state", "name": "default@/srv/tf"}]}
+SAFETY = {"id": "20261204T100000.000Z-eeeeee", "label": "safety/rollback-1", "roots": ["/etc/app"],
+          "components": [{"type": "database", "name": "postgresql/app"}]}
+
+
+def settings(**changes) -> HostSettings:
+    base = dict(paths=["/etc/app"], release_root="/srv/app", store_path="/var/lib/gitops-rollback",
+                databases=[{"engine": "postgresql", "database": "app", "migrations_dir": "/srv/migrations"}],
+                terraform=[{"project_path": "/srv/tf", "store_path": "/ctl"}],
+                services=[{"name": "app", "layers": ["release"]}])
+    base.update(changes)
+    return HostSettings(**base)
+
+
+def test_a_label_resolves_once_to_its_newest_checkpoint_and_every_layer_gets_that_id():
+    plan = plan_host("web1", "v1", "release, config,database,infrastructure,services", settings(),
+                     [OLD, NEW, V2], {"/ctl": [TF]}, run_id="rollback-1")
+    assert plan["problems"] == []
+    assert plan["layers"] == ["release", "config", "database", "infrastructure", "services"]
+    assert plan["checkpoints"] == {"release": NEW["id"], "config": NEW["id"], "database": NEW["id"],
+                                   "infrastructure": TF["id"]}
+    assert plan["safety"] == ["release", "config", "database", "infrastructure"]
+    assert plan["safety_label"] == "safety/rollback-1"
+    assert plan["steps"]["database"]["databases"][0]["method"] == "auto"
+    assert "else restore the dump in checkpoint " + NEW["id"] in plan["steps"]["database"]["action"]
+
+
+def test_an_id_or_a_unique_prefix_names_one_checkpoint():
+    assert resolve([OLD, NEW], OLD["id"]) is OLD
+    assert resolve([OLD, NEW], OLD["id"][:24]) is OLD
+    assert resolve([OLD, NEW], "2026120") is None  # too short to be a prefix
+    assert resolve([OLD, NEW], "v9") is None
+
+
+def test_every_problem_of_every_layer_is_reported_at_once():
+    broken = {"id": "20261201T100000.000Z-ffffff", "label": "v1", "roots": ["/etc/other"], "components": []}
+    plan = plan_host("web1", "v1", ["release", "config", "database", "infrastructure"],
+                     settings(databases=[{"engine": "postgresql", "database": "app"}]), [broken], {"/ctl": []})
+    layers = [p["layer"] for p in plan["problems"]]
+    assert layers == ["release", "config", "database", "infrastructure"], plan["problems"]
+    text = " ".join(p["problem"] for p in plan["problems"])
+    assert "records no release of /srv/app" in text and "does not manage /etc/app" in text
+    assert "holds no backup of postgresql/app" in text and "Terraform snapshot 'v1' of default@/srv/tf" in text
+    assert plan["layers"] == [] and plan["safety"] == []
+    message = problems_message({"web1": plan["problems"]})
+    assert message.startswith("Pre-flight failed, so nothing was changed on any host.")
+    assert "[web1 / config]" in message
+
+
+def test_an_unknown_target_names_the_checkpoints_there_are():
+    plan = plan_host("web1", "v9", ["config"], settings(), [OLD, V2])
+    assert plan["problems"] == [{"layer": "config", "problem": (
+        "Checkpoint 'v9' is not in /var/lib/gitops-rollback on web1 (have: v2 (%s), v1 (%s)). Run "
+        "gitops.rollback.checkpoint_info to list checkpoints, or roll back to one of those." % (V2["id"], OLD["id"]))}]
+
+
+def test_a_safety_checkpoint_restores_the_dump_and_skips_what_its_run_did_not_touch():
+    plan = plan_host("web1", "safety/rollback-1", ["release", "config", "database", "infrastructure"],
+                     settings(), [OLD, SAFETY], {"/ctl": [TF]})
+    assert plan["problems"] == [], plan["problems"]
+    # the release layer is configured, but the run that made the safety checkpoint did not touch it
+    assert "release" not in plan["layers"] and "infrastructure" not in plan["layers"]
+    assert plan["steps"]["database"]["databases"][0]["method"] == "restore"
+    assert plan["checkpoints"]["database"] == SAFETY["id"]
+    elsewhere = plan_host("web2", "safety/rollback-1", ["config"], settings(), [OLD])
+    assert elsewhere["layers"] == [] and elsewhere["problems"] == [] and elsewhere["notes"]
+
+
+def test_layers_the_host_does_not_have_are_left_out_and_unknown_ones_refused():
+    plan = plan_host("web2", "v1", ["traffic", "config", "database", "bogus"],
+                     settings(databases=[], terraform=[]), [OLD])
+    assert plan["layers"] == ["config"]
+    assert plan["problems"] == [{"layer": "request", "problem": (
+        "rollback_layers may only name traffic, release, config, database, infrastructure, services "
+        "(got 'bogus').")}]
+    assert layer_list(" config , database,") == ["config", "database"]
+
+
+def test_a_database_without_migrations_needs_its_dump():
+    plan = plan_host("db1", "v2", ["database"], settings(databases=[{"engine": "sqlite", "database": "/d.db"}]),
+                     [V2])
+    assert "and it has no migrations_dir to revert" in plan["problems"][0]["problem"]
+    method = plan_host("db1", "v1", ["database"], settings(databases=[
+        {"engine": "postgresql", "database": "app", "migrations_dir": "/m", "method": "migrate"}]), [OLD])
+    assert method["steps"]["database"]["databases"][0]["method"] == "migrate"
