@@ -111,7 +111,7 @@ def test_a_second_concurrent_rollback_is_refused(drill, collections_path):
 def finished(drill, result):
     """The run's completed audit record and its printed report."""
     completed = [e for e in drill.audit() if e["operation"] == "rollback" and e["event"] == "completed"][-1]
-    report = [e for e in result.events if e["task"] == "Report" and e.get("status") == "ok"][-1]["result"]["msg"]
+    report = [e for e in result.events if e["task"].endswith("Report") and e.get("status") == "ok"][-1]["result"]["msg"]
     return completed, report
 
 
