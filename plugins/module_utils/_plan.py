@@ -216,7 +216,7 @@ class _HostPlan:
         if len(entries) < len(self.settings.databases) or all(e["method"] == "skip" for e in entries):
             return None
         return {"checkpoint": checkpoint["id"], "action": "; ".join(e["action"] for e in entries),
-                "databases": entries}
+                "databases": entries, "methods": {e["name"]: e["method"] for e in entries}}
 
     def infrastructure(self) -> Optional[Dict[str, Any]]:
         projects = []

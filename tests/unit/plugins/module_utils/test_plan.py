@@ -34,7 +34,7 @@ def test_a_label_resolves_once_to_its_newest_checkpoint_and_every_layer_gets_tha
                                    "infrastructure": TF["id"]}
     assert plan["safety"] == ["release", "config", "database", "infrastructure"]
     assert plan["safety_label"] == "safety/rollback-1"
-    assert plan["steps"]["database"]["databases"][0]["method"] == "auto"
+    assert plan["steps"]["database"]["methods"] == {"postgresql/app": "auto"}
     assert "else restore the dump in checkpoint " + NEW["id"] in plan["steps"]["database"]["action"]
 
 
@@ -73,7 +73,7 @@ def test_a_safety_checkpoint_restores_the_dump_and_skips_what_its_run_did_not_to
     assert plan["problems"] == [], plan["problems"]
     # the release layer is configured, but the run that made the safety checkpoint did not touch it
     assert "release" not in plan["layers"] and "infrastructure" not in plan["layers"]
-    assert plan["steps"]["database"]["databases"][0]["method"] == "restore"
+    assert plan["steps"]["database"]["methods"] == {"postgresql/app": "restore"}
     assert plan["checkpoints"]["database"] == SAFETY["id"]
     elsewhere = plan_host("web2", "safety/rollback-1", ["config"], settings(), [OLD])
     assert elsewhere["layers"] == [] and elsewhere["problems"] == [] and elsewhere["notes"]
