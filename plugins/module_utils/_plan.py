@@ -152,8 +152,8 @@ class _HostPlan:
                               "nothing to undo" % (layer, self.host, show_label(self.target)))
             return None
         self.problem(layer, "Checkpoint %s is not %s (have: %s). Run gitops.rollback.checkpoint_info to list "
-                     "checkpoints, or roll back to one of those." % (escape(self.target), self.where(),
-                                                                      describe(self.checkpoints)))
+                     "checkpoints, or roll back to one of those."
+                     % (escape(self.target), self.where(), describe(self.checkpoints)))
         return None
 
     def release(self) -> Optional[Dict[str, Any]]:
@@ -163,8 +163,8 @@ class _HostPlan:
         root = os.path.abspath(self.settings.release_root)
         if not has_component(checkpoint, "release", root):
             self.lacks("release", "Checkpoint %s (%s) records no release of %s %s. Record one with "
-                         "gitops.rollback.release state=recorded when checkpointing."
-                         % (show_label(self.target), checkpoint["id"], root, self.where()))
+                       "gitops.rollback.release state=recorded when checkpointing."
+                       % (show_label(self.target), checkpoint["id"], root, self.where()))
             return None
         return {"checkpoint": checkpoint["id"], "action": "switch %s back to the release checkpoint %s recorded"
                 % (root, checkpoint["id"]), "root": root}
@@ -177,9 +177,9 @@ class _HostPlan:
         missing = [path for path in self.settings.paths if not covers(roots, path)]
         if missing:
             self.lacks("config", "Checkpoint %s (%s) does not manage %s %s (it manages: %s). Checkpoint those "
-                         "paths, or leave them out of the managed paths." % (
-                             show_label(self.target), checkpoint["id"], ", ".join(missing), self.where(),
-                             ", ".join(roots) or "no paths"))
+                       "paths, or leave them out of the managed paths." % (
+                           show_label(self.target), checkpoint["id"], ", ".join(missing), self.where(),
+                           ", ".join(roots) or "no paths"))
             return None
         return {"checkpoint": checkpoint["id"], "action": "restore %s byte-exact from checkpoint %s"
                 % (", ".join(self.settings.paths), checkpoint["id"]), "paths": list(self.settings.paths)}
@@ -198,11 +198,11 @@ class _HostPlan:
                     entries.append({"name": name, "method": "skip", "dump": False,
                                     "action": "leave %s alone (the run did not touch it)" % name})
                 self.lacks("database", "Checkpoint %s (%s) holds no backup of %s %s%s. Back it up with "
-                             "gitops.rollback.db_backup when checkpointing%s." % (
-                                 show_label(self.target), checkpoint["id"], name, self.where(),
-                                 "" if entry.get("migrations_dir") or self.safety_target else
-                                 " and it has no migrations_dir to revert",
-                                 "" if self.safety_target else ", or give the entry a migrations_dir"))
+                           "gitops.rollback.db_backup when checkpointing%s." % (
+                               show_label(self.target), checkpoint["id"], name, self.where(),
+                               "" if entry.get("migrations_dir") or self.safety_target else
+                               " and it has no migrations_dir to revert",
+                               "" if self.safety_target else ", or give the entry a migrations_dir"))
                 continue
             if method == "restore":
                 action = "restore %s from the dump in checkpoint %s" % (name, checkpoint["id"])
