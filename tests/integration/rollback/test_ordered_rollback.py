@@ -65,7 +65,8 @@ def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):
 
 def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back(drill):
     hook = drill.tmp / "fail_on_h2.yml"
-    hook.write_text("- name: Break h2 mid-rollback\n  ansible.builtin.fail:\n    msg: injected failure\n"
+    hook.write_text("- name: Break h2 mid-rollback\n  ansible.builtin.command:\n"
+                    "    argv: [sh, -c, 'echo injected failure >&2; exit 3']\n  changed_when: false\n"
                     "  when: inventory_hostname == 'h2' and not (gitops_rollback_planning | default(false))"
                     " and __rollback_target is not defined\n")  # not in the plan, not in the recovery
 
@@ -81,7 +82,10 @@ def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back(drill):
     assert failed and failed[0]["result"]["host"] == "h2" and failed[0]["result"]["layer"] == "config"
     assert failed[0]["result"]["recovered_to_safety_checkpoint"] is True, failed[0]["result"].get("recovery_problem")
     message = [e for e in result.events if e.get("status") == "failed" and e["host"] == "h2"][-1]["result"]["msg"]
-    assert "failed on h2 at the config layer" in message and "injected failure" in message
+    assert "failed on h2 at the config layer" in message and "task 'Break h2 mid-rollback'" in message
+    # the command and its exit code, not only "non-zero return code"
+    assert "command: sh -c echo injected failure >&2; exit 3; exit code 3; stderr: injected failure" in message
+    assert failed[0]["result"]["problem"] in message and failed[0]["result"]["safety_checkpoint"].startswith("safety/")
 
 
 def test_a_second_concurrent_rollback_is_refused(drill, collections_path):
