@@ -16,7 +16,8 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._plan import (
     HOST_STORE_LAYERS, HostSettings, layer_list, plan_host)
-from ansible_collections.gitops.rollback.plugins.module_utils._store import DEFAULT_STORE, Store, summarize
+from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._store import Store, summarize
 
 ARGUMENT_SPEC = {
     "target": {"type": "str", "required": True},
@@ -28,10 +29,7 @@ ARGUMENT_SPEC = {
     "terraform": {"type": "list", "elements": "dict", "default": []},
     "services": {"type": "list", "elements": "dict", "default": []},
     "traffic": {"type": "bool", "default": False},
-    "store_path": {"type": "path", "default": DEFAULT_STORE},
-    "lock_timeout": {"type": "float", "default": 0},
-    "owner": {"type": "str"},
-    "encryption_key": {"type": "str", "no_log": True},
+    **store_argument_spec(),
 }
 #: Entry keys never passed on (the plan needs names and paths, never credentials).
 _SECRETS = ("login_password", "backend_config_secrets", "password", "token", "encryption_key")

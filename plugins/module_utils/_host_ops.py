@@ -36,16 +36,7 @@ class CheckpointParams:
     facts: List[str] = field(default_factory=list)
     force: bool = False
     checkpoint: Optional[str] = None
-    keep: Optional[int] = None
-    older_than_days: Optional[float] = None
-    keep_last: Optional[int] = None
-    keep_hourly: Optional[int] = None
-    keep_daily: Optional[int] = None
-    keep_weekly: Optional[int] = None
-    keep_monthly: Optional[int] = None
-    keep_yearly: Optional[int] = None
-    keep_within_days: Optional[float] = None
-    keep_labels: Optional[List[str]] = None
+    policy: Policy = field(default_factory=Policy)  # retention, for state=pruned
     details: bool = False
     diff: bool = False
     safety_checkpoint: bool = True
@@ -58,6 +49,7 @@ class CheckpointParams:
         """Pick the known fields out of module params."""
         known = {name: params[name] for name in cls.__dataclass_fields__ if name in params}
         known["owner"] = default_owner(params.get("owner"))
+        known["policy"] = Policy(**{name: params.get(name) for name in Policy.__dataclass_fields__})
         return cls(check_mode=check_mode, diff=diff, **known)
 
     def store(self) -> Store:
@@ -110,9 +102,8 @@ def prune_checkpoints(params: CheckpointParams) -> dict:
     store = params.store()
     if not store.exists():
         return {"changed": False, "deleted": [], "kept": [], "forgotten": []}
-    policy = Policy(**{name: getattr(params, name) for name in Policy.__dataclass_fields__})
     try:
-        decisions = plan(snapshots(store), policy, time.time())
+        decisions = plan(snapshots(store), params.policy, time.time())
     except RetentionError as exc:
         raise RollbackError(str(exc)) from exc
     doomed = forgotten(decisions)

@@ -153,6 +153,8 @@ plan:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+
 
 def main() -> None:
     """Only reached when the action plugin is bypassed."""
@@ -167,10 +169,7 @@ def main() -> None:
             terraform=dict(type="list", elements="dict", default=[]),
             services=dict(type="list", elements="dict", default=[]),
             traffic=dict(type="bool", default=False),
-            store_path=dict(type="path", default="/var/lib/gitops-rollback"),
-            lock_timeout=dict(type="float", default=0),
-            owner=dict(type="str"),
-            encryption_key=dict(type="str", no_log=True),
+            **store_argument_spec(),
         ),
         supports_check_mode=True,
     )

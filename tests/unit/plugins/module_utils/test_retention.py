@@ -187,7 +187,7 @@ def test_prune_dry_run_lists_what_would_go_and_deletes_nothing(tmp_path):
         manifest["components"] = [{"type": "test", "name": "data", "blobs": [blob]}]
         store.save(manifest)
         made.append((manifest["id"], blob))
-    params = dict(store_path=store.root, owner="test@host", keep_daily=1)
+    params = dict(store_path=store.root, owner="test@host", policy=Policy(keep_daily=1))
 
     dry = prune_checkpoints(CheckpointParams(check_mode=True, **params))
 

@@ -14,6 +14,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
     CheckpointParams, delete_checkpoint, list_checkpoints, make_checkpoint, prune_checkpoints, restore_host,
     verify_checkpoints,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils._retention import Policy
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 
@@ -89,7 +90,7 @@ def _operations(store_path, managed):
         "checkpoint_info": lambda: list_checkpoints(params()),
         "checkpoint_info one": lambda: list_checkpoints(params(checkpoint="v1")),
         "delete": lambda: delete_checkpoint(params(checkpoint="v1")),
-        "prune": lambda: prune_checkpoints(params(keep=1)),
+        "prune": lambda: prune_checkpoints(params(policy=Policy(keep=1))),
         "verify": lambda: verify_checkpoints(params()),
         "restore": lambda: restore_host(params(checkpoint="v1")),
         "restore check mode": lambda: restore_host(params(checkpoint="v1", check_mode=True)),
