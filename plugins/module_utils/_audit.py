@@ -50,6 +50,12 @@ def make_record(event: str, operation: str, run_id: str, **fields: object) -> di
     return record
 
 
+def alerts(record: dict) -> bool:
+    """Tell whether a record goes to the webhook: a drill's records never do (a rehearsal pages
+    nobody; the audit log and the report's drill section hold them)."""
+    return record.get("trigger") != "drill"
+
+
 def append(path: str, record: dict) -> dict:
     """Append one record to the log, chained to the previous one; return it as written.
 

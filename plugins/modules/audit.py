@@ -43,7 +43,9 @@ options:
     description: Checkpoint id or label the run works towards.
     type: str
   trigger:
-    description: What started the run (V(manual), V(guard), V(tag), V(awx), ...).
+    description:
+      - What started the run (V(manual), V(guard), V(tag), V(awx), V(drill), ...).
+      - Records of a drill (V(drill)) go to the audit log only, never to O(webhook_url).
     type: str
   reason:
     description: Why the run happened, or why it was refused.
@@ -141,7 +143,9 @@ record:
            seq: 12, prev_hash: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08,
            hash: 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752}
 webhook:
-  description: Outcome of the webhook POST; null when no URL was given.
+  description:
+    - Outcome of the webhook POST; null when no URL was given.
+    - A record of a drill (O(trigger=drill)) is never sent; RV(webhook.skipped) says so.
   returned: always
   type: dict
   sample: {ok: true, status: 200, attempts: 1, signed: true}
@@ -194,7 +198,9 @@ def main() -> None:
             record = _audit.append(p["log_path"], record)
         except OSError as exc:
             module.fail_json(msg="The audit record could not be written to %s: %s" % (p["log_path"], exc))
-        if p["webhook_url"]:
+        if p["webhook_url"] and not _audit.alerts(record):
+            webhook = {"ok": True, "skipped": "a drill's records are not sent to the webhook"}
+        elif p["webhook_url"]:
             shown = redact_url(p["webhook_url"], origin_only=True)
             if not p["webhook_secret"]:
                 module.warn("Webhook %s gets unsigned events: set webhook_secret so the receiver can "

@@ -157,6 +157,10 @@ def test_health_check_and_audit_keep_every_secret_out_of_vvv_and_the_log(run_pla
         {"name": "audit to a webhook that refuses", "gitops.rollback.audit": {
             "event": "completed", "operation": "guard", "run_id": "g-2", "log_path": str(log), "webhook_retries": 0,
             "webhook_url": receiver.url + "/elsewhere/" + HOOK_PATH, "webhook_secret": HOOK_SECRET}},
+        {"name": "a drill's failed rollback pages nobody", "register": "drill", "gitops.rollback.audit": {
+            "event": "failed", "operation": "rollback", "run_id": "d-1", "log_path": str(log), "trigger": "drill",
+            "level": "critical", "webhook_url": receiver.url + "/hooks/" + HOOK_PATH, "webhook_secret": HOOK_SECRET}},
+        {"name": "show the drill's webhook outcome", "ansible.builtin.debug": {"msg": "drill webhook {{ drill.webhook }}"}},
     ]}]
     result = run_playbook(play, inventory=local_inventory, verbosity=3)
     assert result.ok, result
@@ -166,6 +170,9 @@ def test_health_check_and_audit_keep_every_secret_out_of_vvv_and_the_log(run_pla
     assert "HTTP endpoint http://user:********@127.0.0.1:" in result.stdout  # the failing one, redacted
     assert "Webhook http://127.0.0.1:%s/... did not accept" % receiver.url.rsplit(":", 1)[1] in result.stdout + result.stderr
     assert len(receiver.posts) == 2 and all(post["valid"] for post in receiver.posts), receiver.posts
+    assert [json.loads(post["body"])["run_id"] for post in receiver.posts] == ["g-1", "g-2"]  # not the drill's
+    assert json.loads(log.read_text().splitlines()[-1])["run_id"] == "d-1"  # the drill's record is in the log
+    assert "a drill's records are not sent to the webhook" in result.stdout
     assert json.loads(receiver.posts[0]["body"])["hash"] == json.loads(log.read_text().splitlines()[0])["hash"]
 
 
