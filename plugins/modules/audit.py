@@ -145,7 +145,7 @@ record:
 webhook:
   description:
     - Outcome of the webhook POST; null when no URL was given.
-    - A record of a drill (O(trigger=drill)) is never sent; RV(webhook.skipped) says so.
+    - A record of a drill (O(trigger=drill)) is never sent; the result then has C(skipped) saying so.
   returned: always
   type: dict
   sample: {ok: true, status: 200, attempts: 1, signed: true}
