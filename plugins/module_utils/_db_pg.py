@@ -30,6 +30,7 @@ from ._store import Store
 
 FORMATS = {"custom": "c", "directory": "d", "plain": "p"}
 END_MARK = "__gitops_rollback_end__"
+SESSION_GRACE = 5.0  # seconds other sessions of the live database get to end before a restore is refused
 PLAIN_TRAILER = b"PostgreSQL database dump complete"
 
 TABLES_SQL = (
@@ -305,7 +306,12 @@ class PgEngine:
         that is rolled back: the server itself proves every statement will pass on the copy.
         """
         major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 13
-        facts = json.loads(self.sql(privileges_sql(database, recorded_roles(info), info.get("tablespace"), major))[0])
+        query = privileges_sql(database, recorded_roles(info), info.get("tablespace"), major)
+        facts = json.loads(self.sql(query)[0])
+        deadline = time.monotonic() + SESSION_GRACE
+        while facts["sessions"] and not terminate_sessions and time.monotonic() < deadline:
+            time.sleep(0.2)  # a killed run's backends end within moments of their client
+            facts = json.loads(self.sql(query)[0])
         problems = restore_problems(database, info, facts, live, terminate_sessions)
         if problems:
             raise DatabaseError("Role %s cannot restore %s on %s: %s. Nothing was changed."

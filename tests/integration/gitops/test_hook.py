@@ -8,7 +8,10 @@ collections path, no virtualenv on PATH).
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -21,11 +24,19 @@ def expected_files(release: str) -> dict:
     return dict(sorted(RELEASES[release].items()))
 
 
+@pytest.fixture
+def short_home() -> Iterator[Path]:
+    """The pusher's HOME, short like a real one: ssh's ControlPath under ~/.ansible/cp must fit a Unix
+    socket path (108 bytes), which a HOME deep in pytest's (and xdist's) temporary tree does not."""
+    home = Path(tempfile.mkdtemp(prefix="gr-home-", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
 def test_pushed_tags_checkpoint_and_roll_back(clean_fleet, gitops_inventory: Path, config_repo: ConfigRepo,
-                                              installed_cli: InstalledCli, tmp_path: Path) -> None:
+                                              installed_cli: InstalledCli, tmp_path: Path, short_home: Path) -> None:
     fleet = clean_fleet
-    home = tmp_path / "home"
-    home.mkdir()
+    home = short_home
     # Installed once with the collections path set; the hook needs nothing from the pusher's environment.
     installed = installed_cli.run(["install-hook", str(config_repo.bare), "-i", str(gitops_inventory)],
                                   config_repo.work, ANSIBLE_COLLECTIONS_PATH=str(installed_cli.collections))
