@@ -116,7 +116,15 @@ def has_statements(sql: str) -> bool:
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
+    """Read a migration file, never through a link planted in its place (it runs as SQL, often as root)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if os.path.islink(path):
+            raise RollbackError("%s is a symbolic link; migration files are read only as regular files. Replace "
+                                "the link with the file it points to. Nothing was run." % path) from exc
+        raise
+    with os.fdopen(fd, "rb") as handle:
         return handle.read()
 
 

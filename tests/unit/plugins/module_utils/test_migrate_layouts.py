@@ -162,3 +162,13 @@ def test_mysql_statements_never_cut_when_unsure():
 def test_mysql_batch_leaves_client_delimiters_alone():
     body = "DELIMITER //\nCREATE FUNCTION f() RETURNS INT RETURN 1//\ndelimiter ;\nSELECT 1"
     assert mysql_batch(body) == body + "\n;\n"
+
+
+def test_a_migration_file_planted_as_a_link_is_refused_not_read(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("SELECT 'root only';\n")
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "000001_a.up.sql").symlink_to(secret)
+    with pytest.raises(RollbackError, match="symbolic link"):
+        read_folder(str(folder))
