@@ -52,12 +52,17 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes, mode: int = PRIVATE_FILE) -> None:
-    """Write ``data`` to ``path`` via temp file, fsync and rename; the old content stays on failure."""
+def atomic_write_bytes(path: str, data: bytes, mode: int = PRIVATE_FILE, exact_mode: bool = False) -> None:
+    """Write ``data`` to ``path`` via temp file, fsync and rename; the old content stays on failure.
+
+    The file gets ``mode`` less the umask, or exactly ``mode`` with ``exact_mode``.
+    """
     tmp = temp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as handle:
+            if exact_mode:
+                os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -1,79 +1,29 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Rollback analytics: outcomes, success rate, durations, MTTR from the guard's detection, breakdowns, files."""
+"""Rollback analytics (outcomes, success rate, durations, MTTR from the guard's detection, breakdowns) and the report files."""
 
 from __future__ import annotations
 
 import json
 import os
-import xml.etree.ElementTree as ET
 
 import pytest
 
+from ansible_collections.gitops.rollback.plugins.module_utils import _report_analytics as report_analytics
+from ansible_collections.gitops.rollback.plugins.module_utils import _report_html as report_html
+from ansible_collections.gitops.rollback.plugins.module_utils import _report_prometheus as report_prometheus
 from ansible_collections.gitops.rollback.plugins.module_utils import _report as report
-
-DAY = 86400.0
-T0 = 1_790_000_000.0  # 2026-09-21
-
-
-def rec(event, run_id, at, operation="rollback", **fields):
-    """An audit record as gitops.rollback.audit writes it."""
-    record = {"event": event, "run_id": run_id, "operation": operation, "epoch": at, "time": report.iso(at),
-              "level": "info", "who": {"user": "ops"}}
-    record.update(fields)
-    return record
-
-
-def manual_rollback(run_id, at, seconds, target="v1", outcome="completed", reason="", trigger="manual"):
-    layers = {"h1": {"config": seconds / 2, "release": 0.25}, "h2": {"config": seconds / 3}}
-    records = [rec("started", run_id, at, target=target, trigger=trigger, reason=reason, hosts=["h1", "h2"],
-                   message="layers: release, config")]
-    if outcome == "failed":
-        records.append(rec("failed", run_id, at + seconds - 1, target=target, trigger=trigger, hosts=["h2"],
-                           result={"host": "h2", "layer": "config", "task": "Restore", "problem": "disk full",
-                                   "recovered_to_safety_checkpoint": True}, layers={"h2": {"config": 1.0}}))
-    records.append(rec(outcome, run_id, at + seconds, target=target, trigger=trigger, hosts=["h1", "h2"],
-                       layers=layers, duration=seconds,
-                       result={"run_id": run_id, "target": target, "check_mode": False, "seconds": seconds,
-                               "completed": ["h1"] if outcome == "failed" else ["h1", "h2"],
-                               "failed": ["h2"] if outcome == "failed" else [], "layers": layers,
-                               "changed_layers": {"h1": ["config"], "h2": []}}))
-    return records
-
-
-def guard_rollback(guard_id, run_id, at, detect_after, seconds):
-    """A guard run: alert at detection, started, the nested rollback run, completed."""
-    measurements = {"verdict": "fail", "reason": "error_rate 0.31 > 0.05", "started": report.iso(at),
-                    "detected": report.iso(at + detect_after), "detection_seconds": detect_after,
-                    "metrics": [{"name": "error_rate", "phase": "failed", "reason": "0.31 meets failure condition '> 0.05'",
-                                 "measurements": [{"value": 0.02, "outcome": "successful"},
-                                                  {"value": 0.31, "outcome": "failed"}]}]}
-    started = at + detect_after + 1
-    guard = dict(target="v1", trigger="health gate", measurements=measurements, hosts=["h1", "h2"])
-    return ([rec("alert", guard_id, at + detect_after, "guard", reason="health gate fail", **guard),
-             rec("started", guard_id, started, "guard", reason="health gate fail: error_rate", **guard)]
-            + manual_rollback(run_id, started + 0.5, seconds, trigger="guard")
-            + [rec("completed", guard_id, started + seconds + 1, "guard", reason="rolled back", **guard)])
+from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import DAY, T0, drill_records, manual_rollback, rec, sample_records
 
 
 @pytest.fixture
 def records():
-    return (manual_rollback("r1", T0, 10.0, reason="bad config")
-            + manual_rollback("r2", T0 + DAY, 20.0, outcome="failed", reason="bad config")
-            + [rec("started", "r3", T0 + DAY + 100, target="nope", trigger="manual"),
-               rec("refused", "r3", T0 + DAY + 101, target="nope", trigger="manual", level="warning",
-                   reason="pre-flight failed; nothing was changed",
-                   result={"h1": [{"layer": "config", "problem": "Checkpoint 'nope' is not in the store"}]})]
-            + guard_rollback("g1", "r4", T0 + 2 * DAY, 30.0, 6.0)
-            + [rec("started", "p1", T0 + 2 * DAY + 500, message="plan (check mode)", target="v1"),
-               rec("completed", "p1", T0 + 2 * DAY + 501, target="v1", result={"check_mode": True}, duration=1.0)]
-            + [rec("completed", "g0", T0 - DAY, "guard", reason="health gate pass")]  # a passing gate, no rollback
-            + [rec("started", "r5", T0 + 2 * DAY + 900, target="v1", trigger="tag")])  # still running or killed
+    return sample_records()
 
 
 @pytest.fixture
 def analysis(records):
-    return report.analyze(records, days=7)
+    return report_analytics.analyze(records, days=7)
 
 
 def by_run(rollbacks):
@@ -117,7 +67,7 @@ def test_mttr_counts_from_the_guards_detection(analysis):
 def test_a_guard_run_without_its_rollback_run_counts_as_the_rollback():
     records = [rec("started", "g9", T0, "guard", target="v1", measurements={"detected_at": T0 - 4}),
                rec("failed", "g9", T0 + 3, "guard", target="v1", level="emergency")]
-    rollbacks, _drills, summary = report.analyze(records)
+    rollbacks, _drills, summary = report_analytics.analyze(records)
     assert [(r.run_id, r.trigger, r.outcome) for r in rollbacks] == [("g9", "guard", "failed")]
     assert summary["rollbacks"]["failed"] == 1
 
@@ -127,14 +77,14 @@ def test_a_dry_run_is_a_plan_whatever_it_found():
                rec("started", "d7", T0 + 2, target="v1", trigger="guard", dry_run=True),
                rec("failed", "d7", T0 + 3, target="v1", trigger="guard", dry_run=True),
                rec("refused", "g6", T0 + 4, "guard", reason="cooldown", dry_run=True)]
-    rollbacks, _drills, summary = report.analyze(records)
+    rollbacks, _drills, summary = report_analytics.analyze(records)
     assert {r.run_id: r.outcome for r in rollbacks} == {"d7": "plan", "g6": "plan"}
     assert summary["plans"] == 2 and summary["rollbacks"]["total"] == 0
 
 
 def test_a_guard_refused_by_the_cooldown_is_a_refused_rollback():
     records = [rec("alert", "g8", T0, "guard"), rec("refused", "g8", T0 + 1, "guard", reason="cooldown")]
-    summary = report.analyze(records)[2]
+    summary = report_analytics.analyze(records)[2]
     assert summary["rollbacks"]["refused"] == 1
     assert summary["by_trigger"][0]["name"] == "guard"
 
@@ -187,7 +137,7 @@ def test_a_broken_hash_chain_is_named_in_every_report(tmp_path):
                  postmortem_path=str(tmp_path / "pm.md"))
     clean = report.write_reports(str(log), **paths)
     assert clean["summary"]["integrity"]["ok"]
-    assert report.parse_prometheus((tmp_path / "m.prom").read_text())[("gitops_rollback_audit_log_intact", ())] == 1
+    assert report_prometheus.parse_prometheus((tmp_path / "m.prom").read_text())[("gitops_rollback_audit_log_intact", ())] == 1
     lines = log.read_text().splitlines()
     log.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # r1's completed record removed
     broken = report.write_reports(str(log), postmortem_overwrite=True, **paths)
@@ -197,83 +147,26 @@ def test_a_broken_hash_chain_is_named_in_every_report(tmp_path):
     assert integrity["first_problem"]["message"] == message
     assert message in (tmp_path / "r.html").read_text()
     assert message in (tmp_path / "pm.md").read_text()
-    metrics = report.parse_prometheus((tmp_path / "m.prom").read_text())
+    metrics = report_prometheus.parse_prometheus((tmp_path / "m.prom").read_text())
     assert metrics[("gitops_rollback_audit_log_intact", ())] == 0
     assert metrics[("gitops_rollback_audit_log_problems", ())] == 1
 
 
 def test_missing_log_names_the_path_and_the_way_out(tmp_path):
-    with pytest.raises(report.ReportError, match="does not exist.*log_path"):
+    with pytest.raises(report_analytics.ReportError, match="does not exist.*log_path"):
         report.write_reports(str(tmp_path / "nope.jsonl"), prom_path=str(tmp_path / "m.prom"))
     assert not (tmp_path / "m.prom").exists()
 
 
 def test_unknown_run_id_lists_the_known_ones(analysis):
-    with pytest.raises(report.ReportError, match="'zz' is not a rollback.*r4"):
-        report.select_run(analysis[0], "zz")
+    with pytest.raises(report_analytics.ReportError, match="'zz' is not a rollback.*r4"):
+        report_analytics.select_run(analysis[0], "zz")
 
 
 def test_select_run_defaults_to_the_latest_that_ran_and_accepts_the_guard_id(analysis):
     rollbacks = analysis[0]
-    assert report.select_run(rollbacks).run_id == "r5"
-    assert report.select_run(rollbacks, "g1").run_id == "r4"
-
-
-def test_prometheus_file_holds_the_counts(analysis):
-    text = report.render_prometheus(analysis[2])
-    samples = report.parse_prometheus(text)
-    total = "gitops_rollback_rollbacks_total"
-    assert samples[(total, (("result", "success"), ("trigger", "manual")))] == 1
-    assert samples[(total, (("result", "success"), ("trigger", "guard")))] == 1
-    assert samples[(total, (("result", "incomplete"), ("trigger", "tag")))] == 1
-    assert samples[(total, (("result", "failed"), ("trigger", "tag")))] == 0  # zeros are present
-    assert samples[("gitops_rollback_failures_total", ())] == 1
-    assert samples[("gitops_rollback_duration_seconds_count", ())] == 3
-    assert samples[("gitops_rollback_duration_seconds_sum", ())] == 36
-    assert samples[("gitops_rollback_success_ratio", ())] == pytest.approx(0.6667)
-    assert samples[("gitops_rollback_mttr_seconds", ())] == pytest.approx(8.75)
-    assert samples[("gitops_rollback_last_timestamp_seconds", ())] == pytest.approx(T0 + 2 * DAY + 31 + 1.5 + 6)
-    for line in text.splitlines():  # every sample belongs to a declared family
-        if not line.startswith("#"):
-            name = line.split("{")[0].split(" ")[0]
-            assert "# TYPE %s " % name in text or "# TYPE %s " % name.rsplit("_", 1)[0] in text, line
-
-
-def test_prometheus_label_values_are_escaped():
-    records = manual_rollback("q", T0, 1.0, trigger='say "hi"\\\n')
-    text = report.render_prometheus(report.analyze(records)[2])
-    assert 'trigger="say \\"hi\\"\\\\\\n"' in text
-
-
-def test_html_is_self_contained_and_its_svg_parses(analysis):
-    rollbacks, _drills, summary = analysis
-    page = report.render_html(rollbacks, summary, source="/x/audit.jsonl")
-    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
-    assert "https://" not in page
-    svgs = [page[m:page.index("</svg>", m) + 6] for m in _find_all(page, "<svg ")]
-    assert len(svgs) >= 5  # trigger, layer, reason, trend, timelines
-    for svg in svgs:
-        ET.fromstring(svg)
-    assert 'id="kpi-success-rate"><b>66.7 %</b>' in page
-
-
-def test_html_escapes_what_the_log_says():
-    records = manual_rollback("<r>", T0, 1.0, reason="<script>alert(1)</script>")
-    page = report.render_html(*report.analyze(records)[::2])
-    assert "<script>" not in page and "&lt;script&gt;" in page
-
-
-def test_postmortem_is_prefilled(analysis):
-    rollbacks, _drills, summary = analysis
-    text = report.render_postmortem(report.select_run(rollbacks, "r4"), summary)
-    assert "# Post-mortem: rollback to v1" in text
-    assert "| Trigger | guard |" in text and "| Guard run | g1 |" in text
-    assert "error_rate 0.31 > 0.05" in text  # the measurements
-    assert "| error_rate | failed | 0.31 meets failure condition '> 0.05' | 0.02, 0.31 |" in text
-    assert "breach detected by the health gate" in text
-    assert "| h1 | 5.00 s * | 0.25 s |" not in text  # release comes before config
-    assert "| h1 | 0.25 s | 3.00 s * |" in text
-    assert "## Root cause" in text and "## Action items" in text
+    assert report_analytics.select_run(rollbacks).run_id == "r5"
+    assert report_analytics.select_run(rollbacks, "g1").run_id == "r4"
 
 
 def test_files_are_written_once_and_an_edited_draft_is_kept(tmp_path, records):
@@ -298,21 +191,9 @@ def test_files_are_written_once_and_an_edited_draft_is_kept(tmp_path, records):
 
 
 def test_time_parsing_accepts_epochs_and_iso_texts():
-    assert report.parse_time("2026-11-21T22:30:00Z") == report.parse_time("2026-11-21T22:30:00+00:00")
-    assert report.parse_time(12.5) == 12.5 and report.parse_time("12.5") == 12.5
-    assert report.parse_time("yesterday") is None and report.parse_time(True) is None
-
-
-def test_format_seconds():
-    assert [report.format_seconds(s) for s in (None, 0.5, 12.34, 245, 7500)] == [
-        "-", "0.50 s", "12.3 s", "4 min 05 s", "2 h 05 min"]
-
-
-def _find_all(text, needle):
-    start = text.find(needle)
-    while start >= 0:
-        yield start
-        start = text.find(needle, start + 1)
+    assert report_analytics.parse_time("2026-11-21T22:30:00Z") == report_analytics.parse_time("2026-11-21T22:30:00+00:00")
+    assert report_analytics.parse_time(12.5) == 12.5 and report_analytics.parse_time("12.5") == 12.5
+    assert report_analytics.parse_time("yesterday") is None and report_analytics.parse_time(True) is None
 
 
 def test_by_reason_names_the_real_cause_of_failures_and_refusals():
@@ -336,40 +217,18 @@ def test_by_reason_names_the_real_cause_of_failures_and_refusals():
     for run in records:  # the failed rollback of manual_rollback fails with "disk full"
         if run["run_id"] == "c1" and run["event"] == "failed" and "host" in run.get("result", {}):
             run["result"]["problem"] = "[Errno 28] No space left on device: '/srv/app/.tmp'"
-    summary = report.analyze(records)[2]
+    summary = report_analytics.analyze(records)[2]
     reasons = {row["name"]: (row["total"], row["failed"], row["refused"]) for row in summary["by_reason"]}
     assert reasons == {"missing checkpoint or label": (1, 0, 1), "disk full": (1, 1, 0),
                        "corrupted object": (1, 1, 0), "operator abort": (1, 1, 0),
                        "refused by the cooldown": (1, 0, 1)}
-    assert report.NO_REASON not in reasons
-    assert report.classify("health gate fail: error_rate failed: 0.42") == "failed health gate"
-
-
-def drill_records(label, at, outcome="completed", rounds=("manual", "guard"), problems=None):
-    """A drill as playbooks/drill.yml writes it: its own records around a manual and a guard round."""
-    problems = problems or {}
-    records = [rec("started", label, at, "drill", target=label, trigger="drill", hosts=["h1", "h2"])]
-    measured = {}
-    t = at + 10
-    if "manual" in rounds:
-        records += manual_rollback(label + "-manual", t, 4.0, target=label, trigger="drill")
-        measured["manual"] = {"rollback_run_id": label + "-manual", "problems": problems.get("manual", 0)}
-        t += 30
-    if "guard" in rounds:  # the guard round as today's guard role writes it: trigger guard, no drill label
-        records += guard_rollback("guard-x-%d" % int(at), label + "-guard", t, 3.0, 5.0)
-        if outcome == "completed" or "guard" in problems:
-            measured["guard"] = {"rollback_run_id": label + "-guard", "problems": problems.get("guard", 0)}
-        t += 30
-    records.append(rec(outcome, label, t, "drill", target=label, trigger="drill", hosts=["h1", "h2"], duration=t - at,
-                       reason="rollback drill: rounds manual, guard" + ("" if outcome == "completed" else
-                                                                        "; DRILL FAILED - not every layer came back"),
-                       measurements={"rounds": measured}, result={"verified": outcome == "completed"}))
-    return records
+    assert report_analytics.NO_REASON not in reasons
+    assert report_analytics.classify("health gate fail: error_rate failed: 0.42") == "failed health gate"
 
 
 def test_drill_rollbacks_are_kept_out_of_the_production_figures(records):
-    production = report.analyze(records, days=7)[2]
-    mixed = report.analyze(records + drill_records("drill-1", T0 + 2 * DAY + 1000), days=7)
+    production = report_analytics.analyze(records, days=7)[2]
+    mixed = report_analytics.analyze(records + drill_records("drill-1", T0 + 2 * DAY + 1000), days=7)
     rollbacks, drills, summary = mixed
     for key in ("rollbacks", "success_rate", "mttr_seconds", "mean_time_to_detect_seconds", "by_trigger",
                 "by_reason", "by_layer", "daily", "duration"):
@@ -381,10 +240,10 @@ def test_drill_rollbacks_are_kept_out_of_the_production_figures(records):
     assert [(r["run_id"], r["outcome"], r["drill"]) for r in drill["rollbacks"]] == [
         ("drill-1-manual", "success", "drill-1"), ("drill-1-guard", "success", "drill-1")]
     assert drill["rollbacks"][1]["guard_run_id"].startswith("guard-x-")
-    page = report.render_html(rollbacks, summary)
+    page = report_html.render_html(rollbacks, summary)
     drills_section = page[page.index('<div id="drills"'):]
     assert "drill-1-guard" in drills_section and "drill-1-guard" not in page[:page.index('<div id="drills"')]
-    prom = report.parse_prometheus(report.render_prometheus(summary))
+    prom = report_prometheus.parse_prometheus(report_prometheus.render_prometheus(summary))
     assert prom[("gitops_rollback_drill_rollbacks_total", (("result", "success"),))] == 2
     assert prom[("gitops_rollback_rollbacks_total", (("result", "success"), ("trigger", "guard")))] == 1
 
@@ -406,7 +265,7 @@ def test_a_drill_labelled_run_is_a_drill_run_whatever_its_id():
                       measurements={"drill": "drill-2", "verdict": "fail"}),
                   rec("started", "any-id", T0 + 102, trigger="drill", measurements={"drill": "drill-2"}),
                   rec("completed", "any-id", T0 + 105, trigger="drill", result={"check_mode": False})])
-    rollbacks, drills, summary = report.analyze(records)
+    rollbacks, drills, summary = report_analytics.analyze(records)
     assert rollbacks == [] and summary["rollbacks"]["total"] == 0
     assert {r.run_id: r.guard_run_id for r in drills[0].rollbacks} == {"drill-2-manual": None, "any-id": "guard-y"}
 
@@ -417,7 +276,7 @@ def test_a_drill_labelled_run_is_a_drill_run_whatever_its_id():
 ])
 def test_a_drill_rollback_is_no_success_when_the_drill_found_it_wrong(problems, expected):
     records = drill_records("drill-3", T0, outcome="failed", problems=problems)
-    rollbacks, drills, summary = report.analyze(records)
+    rollbacks, drills, summary = report_analytics.analyze(records)
     assert drills[0].outcome == "failed"
     assert {r.run_id: r.outcome for r in drills[0].rollbacks} == expected
     failed = [r for r in drills[0].rollbacks if r.outcome == "failed"]
@@ -426,11 +285,12 @@ def test_a_drill_rollback_is_no_success_when_the_drill_found_it_wrong(problems, 
     assert summary["rollbacks"]["total"] == 0
 
 
-def test_the_trend_chart_draws_a_bar_per_day(analysis):
-    daily = analysis[2]["daily"]
-    svg = report.svg_trend(daily)
-    ET.fromstring(svg)
-    assert "<polyline" not in svg
-    bars = [m for m in _find_all(svg, "<rect ") if 'class="bar ' in svg[m:m + 200]]
-    assert len(bars) == sum(1 for day in daily for o in report.OUTCOMES if day[o])
-    assert 'class="bar bar-failed"><title>2026-09-22: 1 failed</title>' in svg
+def test_report_files_are_readable_by_all_whatever_the_umask(tmp_path, records):
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    old = os.umask(0o077)
+    try:
+        report.write_reports(str(log), prom_path=str(tmp_path / "m.prom"), html_path=str(tmp_path / "r.html"))
+    finally:
+        os.umask(old)
+    assert {oct(os.stat(tmp_path / name).st_mode & 0o777) for name in ("m.prom", "r.html")} == {"0o644"}
