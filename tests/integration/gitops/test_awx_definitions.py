@@ -70,3 +70,50 @@ def test_image_and_collection_versions_are_pinned() -> None:
     template_vars = yaml.safe_load((AWX / "job_templates.yml").read_text())[0]["vars"]
     assert str(template_vars["awx_project_branch"]) == version
     assert template_vars["awx_execution_environment_image"].endswith(":" + version)
+
+
+def _workflow() -> dict:
+    (workflow,) = json.loads((AWX / "workflow.json").read_text())["workflow_job_templates"]
+    return workflow
+
+
+def test_guarded_deploy_workflow_reaches_the_rollback_only_through_the_approval() -> None:
+    workflow = _workflow()
+    nodes = {node["identifier"]: node for node in workflow["related"]["workflow_nodes"]}
+    assert len(nodes) == len(workflow["related"]["workflow_nodes"]), "node identifiers must be unique"
+
+    def targets(identifier: str, kind: str) -> set:
+        return {link["identifier"] for link in nodes[identifier]["related"][kind]}
+
+    for identifier in nodes:  # every link names a node of this workflow
+        for kind in ("success_nodes", "failure_nodes", "always_nodes"):
+            assert targets(identifier, kind) <= set(nodes), (identifier, kind)
+    assert targets("deploy", "success_nodes") == {"guard"}
+    assert targets("deploy", "failure_nodes") == targets("guard", "failure_nodes") == {"approve-rollback"}
+    assert targets("guard", "success_nodes") == set()  # a passing gate keeps the release
+    approval = nodes["approve-rollback"]["unified_job_template"]
+    assert approval["type"] == "workflow_approval_template" and approval["timeout"] > 0
+    assert targets("approve-rollback", "success_nodes") == {"rollback"}
+    assert targets("approve-rollback", "failure_nodes") == set()  # denied or timed out: nothing rolls back
+    parents = {child for identifier in nodes for kind in ("success_nodes", "failure_nodes", "always_nodes")
+               for child in targets(identifier, kind) if child == "rollback" and identifier != "approve-rollback"}
+    assert not parents, "the rollback must be reachable only through the approval node"
+
+
+def test_guarded_deploy_workflow_runs_the_shipped_templates_with_a_guard_that_stops() -> None:
+    workflow = _workflow()
+    templates = {t["name"]: t for t in yaml.safe_load((AWX / "job_templates.yml").read_text())[0]["vars"]["awx_templates"]}
+    nodes = {node["identifier"]: node for node in workflow["related"]["workflow_nodes"]}
+    assert templates[nodes["guard"]["unified_job_template"]["name"]]["playbook"] == "playbooks/guard.yml"
+    assert templates[nodes["rollback"]["unified_job_template"]["name"]]["playbook"] == "playbooks/rollback.yml"
+    workflow_vars = yaml.safe_load(workflow["extra_vars"])
+    guard_survey = {q["variable"]: q for q in json.loads((AWX / "surveys" / "guard.json").read_text())["spec"]}
+    for name in ("guard_on_fail", "guard_on_inconclusive", "guard_on_error"):
+        assert workflow_vars[name] == "fail" and "fail" in guard_survey[name]["choices"], name
+    role_spec = yaml.safe_load((REPO_ROOT / "roles" / "guard" / "meta" / "argument_specs.yml").read_text())
+    assert "fail" in role_spec["argument_specs"]["main"]["options"]["guard_on_fail"]["choices"]
+    assert workflow_vars["rollback_dry_run"] == "no"  # an approved rollback changes the hosts
+    survey = {q["variable"]: q for q in workflow["related"]["survey_spec"]["spec"]}
+    assert survey["rollback_to"]["required"] is True
+    playbook = yaml.safe_load((AWX / "workflow.yml").read_text())[0]
+    assert "workflow.json" in playbook["vars"]["awx_workflow"]  # one graph for the playbook and `awx import`

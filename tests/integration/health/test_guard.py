@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
+import yaml
 from health_support import JOB
 from services import ERROR_RATE_QUERY
 
@@ -153,3 +154,27 @@ def test_default_ordered_rollback_role_restores_the_host(run_playbook, local_inv
         ("guard", "alert"), ("guard", "started"), ("rollback", "started"), ("rollback", "completed"),
         ("guard", "completed")], records
     assert records[2].get("trigger") == "guard", records
+
+
+def test_guard_on_fail_fail_stops_for_an_approval_then_the_rollback_job_restores(
+        run_playbook, local_inventory, guard_vars, deployed, prometheus, metrics_app, tmp_path) -> None:
+    """The guarded-deploy workflow (awx/workflow.json): the guard alerts and stops, the approved rollback job restores."""
+    workflow = json.loads((repo_root() / "awx" / "workflow.json").read_text())["workflow_job_templates"][0]
+    workflow_vars = yaml.safe_load(workflow["extra_vars"])
+    metrics_app.set(error_rate=0.5)
+    prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
+    stopped = guard(run_playbook, local_inventory, guard_vars, **workflow_vars)
+    assert not stopped.ok
+    assert read_tree(deployed) == V2  # nothing rolled back before the approval
+    assert "nothing was rolled back" in stopped.stdout, stopped.stdout
+    assert [(r["event"], r["level"]) for r in audit(guard_vars)] == [("alert", "critical")]
+    assert not Path(guard_vars["guard_cooldown_path"]).exists()  # no automatic rollback, no cooldown taken
+
+    approved = run_playbook(str(repo_root() / "playbooks" / "rollback.yml"), inventory=local_inventory, extra_vars={
+        **workflow_vars, "rollback_to": "v1", "rollback_paths": [str(deployed)],
+        "rollback_store_path": str(tmp_path / "store"), "rollback_lock_dir": str(tmp_path / "locks"),
+        "rollback_audit_log": guard_vars["guard_audit_log_path"]})
+    assert approved.ok, str(approved)
+    assert read_tree(deployed) == V1
+    assert [(r["operation"], r["event"]) for r in audit(guard_vars)] == [
+        ("guard", "alert"), ("rollback", "started"), ("rollback", "completed")]
