@@ -1,0 +1,145 @@
+"""Before/after hooks per layer (gitops_rollback_before_<layer>_tasks, gitops_rollback_after_<layer>_tasks)
+around the layers of playbooks/rollback.yml, on one host over the local connection: release, config
+and services layers, checkpointed at v1, then v2 deployed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_ordered_rollback import failures
+
+PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
+
+#: A hook task: appends "<when> <layer> <checkpoint id of the plan> <app.conf's release line>" to the log.
+HOOK = """- name: Note the {when} hook of {{{{ gitops_rollback_layer }}}}
+  ansible.builtin.command:
+    argv: [sh, -c, 'printf "%s %s\\n" "$1" "$(grep release= "$2")" >> "$3"', hook,
+           "{when} {{{{ gitops_rollback_layer }}}} {{{{ gitops_rollback_layer_plan.checkpoint | default('-') }}}}",
+           "{conf}", "{log}"]
+  changed_when: true
+"""
+
+FAILING_HOOK = """- name: Refuse to touch {{ gitops_rollback_layer }}
+  ansible.builtin.command:
+    argv: [sh, -c, 'echo maintenance window closed >&2; exit 4']
+  changed_when: false
+"""
+
+
+class Site:
+    """One host with a release root, a managed directory and a service, and the hook log."""
+
+    def __init__(self, tmp: Path, run_playbook) -> None:
+        self.tmp, self.run_playbook = tmp, run_playbook
+        self.conf = tmp / "etc" / "app" / "app.conf"
+        self.root = tmp / "srv"
+        self.log = tmp / "hooks.log"
+        self.inventory = tmp / "hosts.yml"
+        self.inventory.write_text(yaml.safe_dump({"all": {"hosts": {"app1": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "gitops_rollback_store_path": str(tmp / "store"),
+            "gitops_rollback_paths": [str(self.conf.parent)],
+            "gitops_rollback_release_root": str(self.root),
+            "gitops_rollback_services": [{"name": "app", "layers": ["release", "config"], "command": [
+                "sh", "-c", 'echo "services restarted" >> "$1"', "restart", str(self.log)]}],
+        }}}}))
+
+    def vars(self, **extra) -> dict:
+        return {"gitops_rollback_audit_log": str(self.tmp / "audit.jsonl"),
+                "rollback_lock_dir": str(self.tmp / "locks"), **extra}
+
+    def deploy(self, tag: str) -> None:
+        build = self.tmp / f"build-{tag}"
+        build.mkdir(exist_ok=True)
+        (build / "VERSION").write_text(tag + "\n")
+        self.conf.parent.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(f"release={tag}\n")
+        result = self.run_playbook([{"hosts": "all", "gather_facts": False, "tasks": [
+            {"name": "deploy", "gitops.rollback.release": {"root": str(self.root), "src": str(build), "label": tag}}]}],
+            inventory=self.inventory)
+        assert result.ok, result
+
+    def state(self) -> dict:
+        return {"conf": self.conf.read_text(), "current": (self.root / "current" / "VERSION").read_text()}
+
+    def hooks(self, spec: dict[str, str]) -> dict[str, str]:
+        """Write a hook file for each ``{<when>_<layer>: text}`` and return the role's variables."""
+        found = {}
+        for key, text in spec.items():
+            path = self.tmp / f"{key}.yml"
+            path.write_text(text)
+            when, layer = key.split("_", 1)
+            found[f"gitops_rollback_{when}_{layer}_tasks"] = str(path)
+        return found
+
+    def rollback(self, **extra):
+        return self.run_playbook(PLAYBOOKS / "rollback.yml", inventory=self.inventory,
+                                 extra_vars=self.vars(**extra))
+
+
+@pytest.fixture
+def site(tmp_path: Path, run_playbook) -> Site:
+    """v1 deployed and checkpointed, then v2 deployed."""
+    site = Site(tmp_path, run_playbook)
+    site.deploy("v1")
+    checkpoint = run_playbook(PLAYBOOKS / "checkpoint.yml", inventory=site.inventory,
+                              extra_vars=site.vars(checkpoint_label="v1"))
+    assert checkpoint.ok, checkpoint
+    site.deploy("v2")
+    return site
+
+
+def v1_checkpoint(site: Site) -> str:
+    manifests = [json.loads(p.read_text()) for p in (site.tmp / "store" / "checkpoints").iterdir()]
+    return next(m["id"] for m in manifests if m.get("label") == "v1")
+
+
+def hook_spec(site: Site, layers: list[str]) -> dict[str, str]:
+    return {f"{when}_{layer}": HOOK.format(when=when, conf=site.conf, log=site.log)
+            for layer in layers for when in ("before", "after")}
+
+
+def test_hooks_run_around_their_layer_only_when_it_runs_and_a_failing_before_hook_changes_nothing(site: Site):
+    # A before hook of the config layer fails: the rollback stops before config changes anything, and
+    # the release layer, rolled back before it, is brought back to the safety checkpoint.
+    v2 = site.state()
+    spec = hook_spec(site, ["release"])
+    spec["before_config"] = FAILING_HOOK
+
+    failed_run = site.rollback(rollback_to="v1", **site.hooks(spec))
+
+    assert not failed_run.ok
+    assert site.state() == v2, "config never changed; the release is back at the safety checkpoint"
+    assert [line.split()[:2] for line in site.log.read_text().splitlines()] == [["before", "release"],
+                                                                               ["after", "release"]]
+    audit = [json.loads(line) for line in (site.tmp / "audit.jsonl").read_text().splitlines()]
+    failed = [e for e in audit if e["event"] == "failed"]
+    assert failed and failed[-1]["result"]["layer"] == "config"
+    assert failed[-1]["result"]["recovered_to_safety_checkpoint"] is True, failed[-1]["result"]
+    message = [e for e in failed_run.events if e.get("status") == "failed"][-1]["result"]["msg"]
+    assert "at the config layer (task 'Refuse to touch config')" in message, message
+    assert "maintenance window closed" in message and "brought back to its safety checkpoint" in message
+
+    # Every layer's hooks, the traffic and database layers' included: those layers do not run here.
+    site.log.unlink()
+    hooks = site.hooks(hook_spec(site, ["traffic", "release", "config", "database", "services"]))
+
+    result = site.rollback(rollback_to="v1", **hooks)
+
+    assert result.ok, failures(result)
+    assert site.state() == {"conf": "release=v1\n", "current": "v1\n"}
+    checkpoint = v1_checkpoint(site)
+    assert site.log.read_text().splitlines() == [
+        f"before release {checkpoint} release=v2",
+        f"after release {checkpoint} release=v2",
+        f"before config {checkpoint} release=v2",  # the config layer has not run yet
+        f"after config {checkpoint} release=v1",   # it has
+        "before services - release=v1",
+        "services restarted",
+        "after services - release=v1",
+    ], "no hook of the traffic and database layers, which do not run on this host"
