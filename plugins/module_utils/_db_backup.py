@@ -6,7 +6,8 @@ A backup is a component of a checkpoint::
 
     {"type": "database", "name": "<engine>/<database>", "blobs": [sha256, ...],
      "engine", "format", "compression", "server_version", "database", "sha256", "size",
-     "row_counts": {table: n}, "created", "files": {relpath: sha256} (PostgreSQL directory format)}
+     "row_counts": {table: n}, "created", "files": {relpath: sha256} (PostgreSQL directory format),
+     "migration_version": n (when the database has a db_migrate history)}
 
 A restore checks the blobs' hashes and the archive before touching the database, holds a
 per-database restore lock, takes a safety backup of the live database, restores (beside a live database, verified, then
@@ -35,6 +36,7 @@ from ._errors import CheckpointNotFound, IntegrityError, RollbackError
 from ._fsutil import ensure_private_dir, temp_name
 from ._labels import show_label
 from ._lock import FileLock
+from ._migrate import recorded_version
 from ._store import Store, check_new_label, parse_time, utc_now
 
 COMPONENT_TYPE = "database"
@@ -173,6 +175,9 @@ def backup(store: Store, req: BackupRequest, owner: str, lock_timeout: float = 0
         }
         component.update(fields)
         component["duration_s"] = round(time.monotonic() - started, 3)
+        version = recorded_version(req.conn)
+        if version is not None:
+            component["migration_version"] = version  # a revert to this checkpoint goes to this version
         manifest = store.find_optional(req.checkpoint)
         if manifest is None:
             manifest = store.new_manifest(label=req.checkpoint, reason=req.reason, creator=owner,

@@ -112,6 +112,8 @@ class Params:
     applied_by: Optional[str] = None
     job_id: Optional[str] = None
     store_path: Optional[str] = None
+    encryption_key: Optional[str] = None
+    checkpoint: Optional[str] = None
     owner: Optional[str] = None
     lock_timeout: float = 0.0
     lock_ttl: float = 3600.0
@@ -127,6 +129,7 @@ class Params:
             count=params.get("count"), date=params.get("date"), force=bool(params.get("force")),
             resolve_as=params.get("resolve_as"), verify_reversible=bool(params.get("verify_reversible")),
             applied_by=params.get("applied_by"), job_id=params.get("job_id"), store_path=params.get("store_path"),
+            encryption_key=params.get("encryption_key"), checkpoint=params.get("checkpoint"),
             owner=params.get("owner"), lock_timeout=float(params.get("lock_timeout") or 0),
             lock_ttl=float(params.get("lock_ttl") or 3600), check_mode=check_mode,
         )
@@ -270,6 +273,49 @@ def find_backups(store_path: Optional[str], conn: DbConnection, version: int, la
     return found
 
 
+def recorded_version(conn: DbConnection) -> Optional[int]:
+    """Return the migration version a database's history records (0: none applied), or None when it has no
+    history or it cannot be read (a backup records it beside the dump; a failed read never fails the backup)."""
+    try:
+        engine = make_engine(conn)
+    except (RollbackError, OSError, KeyError):
+        return None
+    try:
+        if not engine.schema_exists():
+            return None
+        return read_state(engine, create=False).current
+    except (RollbackError, OSError, ValueError):
+        return None
+    finally:
+        close = getattr(engine, "close", None)
+        if close:
+            close()
+
+
+def checkpoint_version(params: Params) -> int:
+    """Return the migration version the checkpoint ``params.checkpoint`` (an id, as the rollback plan resolved
+    it; or a label) recorded for this database when it was backed up: the revert target, fixed by the id."""
+    from ._db_backup import component_name, database_key  # imported late: _db_backup imports this module
+    from ._store import Store
+
+    store_path = params.store_path or ""
+    store = Store(store_path, params.encryption_key)
+    if not store.exists():
+        raise RollbackError("There is no checkpoint store at %s on %s, so checkpoint %s cannot name the version to "
+                            "revert %s to. Set store_path, or revert by label or version."
+                            % (store_path, socket.gethostname(), _shown(params.checkpoint), params.conn.describe()))
+    manifest = store.find(str(params.checkpoint))
+    name = component_name(params.conn.engine, database_key(params.conn))
+    for comp in manifest.get("components", []):
+        if comp.get("type") == "database" and comp.get("name") == name and comp.get("migration_version") is not None:
+            return int(comp["migration_version"])
+    raise RollbackError(
+        "Checkpoint %s (label %s) records no migration version of %s: it holds no backup of it, or the backup was "
+        "taken before the database had a migration history (or before backups recorded it). Nothing was run. "
+        "Restore the checkpoint's dump (gitops.rollback.db_restore), or revert by label or version."
+        % (manifest.get("id"), _shown(manifest.get("label")), name))
+
+
 def irreversible_message(crossing: List[dict], conn: DbConnection, params: Params, target: int,
                          label: Optional[str]) -> str:
     """Explain an irreversible crossing and name the checkpoint backup to restore instead."""
@@ -324,7 +370,9 @@ def plan_apply(engine: Engine, state: State, migrations: List[Migration], params
 
 
 def revert_target(state: State, params: Params) -> int:
-    """Resolve version / label / count / date to the version to revert to."""
+    """Resolve checkpoint / version / label / count / date to the version to revert to."""
+    if params.checkpoint is not None:
+        return checkpoint_version(params)
     if params.label is not None:
         version = state.label_version(params.label)
         if version is None:
@@ -349,7 +397,7 @@ def revert_target(state: State, params: Params) -> int:
         return kept[-1] if kept else 0
     if params.version is not None:
         return parse_version(params.version)
-    raise RollbackError("operation=revert needs one of version, label, count or date.")
+    raise RollbackError("operation=revert needs one of checkpoint, version, label, count or date.")
 
 
 def plan_revert(engine: Engine, state: State, migrations: List[Migration], params: Params) -> tuple:

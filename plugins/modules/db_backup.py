@@ -136,7 +136,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backup:
-  description: The recorded backup (in check mode, what would be dumped).
+  description:
+    - The recorded backup (in check mode, what would be dumped).
+    - C(migration_version) is the version of the database's M(gitops.rollback.db_migrate) history at the
+      backup (absent without a history); a revert to this checkpoint goes to it.
   returned: always
   type: dict
   sample:
@@ -150,6 +153,7 @@ backup:
     size: 33200
     row_counts: {public.orders: 1000, public.customers: 120}
     row_counts_exact: true
+    migration_version: 12
     created: "2026-11-21T22:06:57Z"
     duration_s: 0.565
     checkpoint: 20261121T220657.696Z-42d293

@@ -45,7 +45,7 @@ options:
     description:
       - V(status) reports applied, pending, dirty and drifted migrations and the labels.
       - V(apply) applies pending migrations up to O(version) (default the latest).
-      - V(revert) reverts to O(version), O(label), by O(count) or to O(date) (one of them).
+      - V(revert) reverts to O(checkpoint), O(version), O(label), by O(count) or to O(date) (one of them).
       - V(label) records O(label) for the current version (or O(version)).
       - V(resolve) marks the dirty O(version) as O(resolve_as) after it was repaired by hand.
       - V(verify) proves on a scratch copy of the schema that each pending migration can be
@@ -87,6 +87,13 @@ options:
     description:
       - The label (Git tag). With V(revert), revert to the version recorded for it; with V(apply),
         record it for the version reached and in the history rows; with V(label), record it.
+    type: str
+  checkpoint:
+    description:
+      - With V(revert), revert to the migration version that this checkpoint's backup of the database
+        recorded (M(gitops.rollback.db_backup) records it beside the dump), read from O(store_path).
+      - Give the checkpoint id (the rollback role passes the id its plan resolved, once), so that a label
+        recorded or moved since then does not change what is reverted.
     type: str
   count:
     description:
@@ -143,7 +150,8 @@ attributes:
     support: full
     details: The database's migration version (or a label's version) before and after.
 notes:
-  - O(store_path) is only read, to name checkpoint database backups when a revert is refused.
+  - O(store_path) is only read, to find O(checkpoint) and to name checkpoint database backups when a revert is
+    refused.
   - O(owner) is recorded in the lock row (default C(user@host)).
 seealso:
   - module: gitops.rollback.checkpoint
@@ -326,6 +334,7 @@ def argument_spec() -> dict:
         layout=dict(type="str", default="auto", choices=list(LAYOUTS)),
         version=dict(type="str"),
         label=dict(type="str"),
+        checkpoint=dict(type="str"),
         count=dict(type="int"),
         date=dict(type="str"),
         force=dict(type="bool", default=False),
@@ -345,11 +354,11 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
-        mutually_exclusive=[("version", "count", "date"), ("label", "count", "date")],
+        mutually_exclusive=[("version", "count", "date", "checkpoint"), ("label", "count", "date", "checkpoint")],
         required_if=[
             ("operation", "apply", ("migrations_dir",)),
             ("operation", "revert", ("migrations_dir",)),
-            ("operation", "revert", ("version", "label", "count", "date"), True),
+            ("operation", "revert", ("checkpoint", "version", "label", "count", "date"), True),
             ("operation", "verify", ("migrations_dir",)),
             ("operation", "label", ("label",)),
             ("operation", "resolve", ("version", "resolve_as")),

@@ -165,3 +165,26 @@ def test_the_target_is_resolved_once_and_a_newer_checkpoint_of_the_label_changes
     label = "safety/" + completed["run_id"]
     assert completed["result"]["safety_checkpoint"]["layers"] == {name: ["release", "config"] for name in ("h1", "h2", "h3")}
     assert f"-e rollback_to={label}" in report
+
+
+def test_the_migrations_go_back_to_the_checkpoint_the_plan_resolved_not_to_a_label_moved_since(drill):
+    # Mid-rollback, just before the database layer, the migration label v1 is moved to the current
+    # (bad) version: the revert must still go to the version the plan's checkpoint id recorded.
+    hook = drill.tmp / "move_label.yml"
+    hook.write_text(json.dumps([{
+        "name": "Move the migration label v1 to the bad version",
+        "gitops.rollback.db_migrate": {
+            "operation": "label", "label": "v1", "force": True, "engine": "postgresql", "database": drill.database,
+            "login_host": drill.pg.host, "login_port": drill.pg.port, "login_user": drill.pg.user},
+        "when": "not (gitops_rollback_planning | default(false)) and __rollback_target is not defined"}]))
+
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="database",
+                            rollback_database_before_restore_tasks_file=str(hook))
+
+    assert result.ok, failures(result)
+    assert drill.sql("SELECT version FROM gitops_rollback_labels WHERE label = 'v1'") == "4", "the hook ran"
+    after = drill.state()
+    for key in ("tables", "orders_columns", "schema_version"):
+        assert after[key] == drill.v1[key], key
+    reverted = [e for e in result.events if "Revert the migrations" in e["task"] and e.get("status") == "ok"]
+    assert reverted and reverted[-1]["result"]["target_version"] == 3, reverted
