@@ -2,8 +2,9 @@
 # Development and test entry point for the gitops.rollback collection.
 #
 #   ./dev.sh test     everything, in order, with a summary table (non-zero if any part fails)
+#   ./dev.sh test --fast   units and component tests only (no ansible-playbook runs): everyday work
 #   ./dev.sh demo     ansible-playbook playbooks/demo.yml -i inventories/demo/hosts.yml
-#   ./dev.sh syspkgs|sanity|units|lint|build|doc|e2e   one part
+#   ./dev.sh syspkgs|sanity|units|lint|build|doc|component|e2e   one part (e2e: all of tests/integration)
 #   ./dev.sh venv     only create/refresh the virtualenv and print its path
 #   ./dev.sh shell    a shell with the virtualenv and ANSIBLE_COLLECTIONS_PATH set
 #
@@ -244,6 +245,18 @@ part_doc() {
     ((failed == 0))
 }
 
+# The tests under tests/integration that start no Ansible run (marked ``component`` by
+# tests/integration/conftest.py): the engine and the modules against the real servers.
+part_component() {
+    local rc=0
+    if ((${#MISSING_PACKAGES[@]})); then
+        warn "COMPONENT FAILED (not run): missing system packages: ${MISSING_PACKAGES[*]}"
+        return 1
+    fi
+    GITOPS_ROLLBACK_PYTEST_ARGS="-m component ${GITOPS_ROLLBACK_PYTEST_ARGS:-}" part_e2e || rc=$?
+    return "$rc"
+}
+
 part_e2e() {
     local args=() rc=0
     if ((${#MISSING_PACKAGES[@]})); then
@@ -251,7 +264,9 @@ part_e2e() {
         return 1
     fi
     if [[ -n "${GITOPS_ROLLBACK_E2E_WORKERS:-}" ]]; then
-        args+=(-n "$GITOPS_ROLLBACK_E2E_WORKERS")
+        # loadgroup: the tests of a module that share a module-scoped fixture (the demo run, a
+        # fleet of twelve) run on one worker, so that fixture is built once (see tests/integration/conftest.py).
+        args+=(-n "$GITOPS_ROLLBACK_E2E_WORKERS" --dist loadgroup)
     fi
     args+=(--durations=30)  # the slowest tests, where the suite's time goes
     # shellcheck disable=SC2206  # word splitting of user-given extra args is intended
@@ -295,7 +310,7 @@ print_summary() {
 }
 
 usage() {
-    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -303,10 +318,16 @@ main() {
     [[ $# -gt 0 ]] && shift
     case "$cmd" in
         test)
-            local failed=0 not_run=0 part rc start=$SECONDS
+            local failed=0 not_run=0 part rc start=$SECONDS parts=(syspkgs sanity units lint build doc e2e)
+            if [[ "${1:-}" == --fast ]]; then
+                parts=(syspkgs units component)
+            elif [[ -n "${1:-}" ]]; then
+                usage >&2
+                return 2
+            fi
             ensure_venv
             build_tree
-            for part in syspkgs sanity units lint build doc e2e; do
+            for part in "${parts[@]}"; do
                 rc=0
                 run_part "$part" || rc=$?
                 if ((rc == NOT_RUN)); then not_run=1; elif ((rc != 0)); then failed=1; fi
@@ -323,11 +344,11 @@ main() {
             printf '\033[1;32mOK\033[0m\n'
             ;;
         syspkgs) part_syspkgs ;;
-        sanity | units | lint | build | doc | e2e)
+        sanity | units | lint | build | doc | component | e2e)
             local rc=0
             ensure_venv
             build_tree
-            [[ "$cmd" == e2e ]] && { part_syspkgs >/dev/null 2>&1 || true; }
+            [[ "$cmd" == e2e || "$cmd" == component ]] && { part_syspkgs >/dev/null 2>&1 || true; }
             run_part "$cmd" || rc=$?
             print_summary
             ((rc == 0 || rc == NOT_RUN))

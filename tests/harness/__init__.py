@@ -7,10 +7,12 @@ Plain Python (no pytest dependency) so it can be used from pytest fixtures
 from __future__ import annotations
 
 from .collection import (
+    NO_ANSIBLE_ENV,
     Result,
     collections_path,
     repo_root,
     run_module,
+    run_module_process,
     run_playbook,
     run_playbook_json,
 )
@@ -19,6 +21,7 @@ from .gitrepo import RepoInfo, add_release, make_repo
 from .hosts import STORE_DIR, Fleet, HarnessError, Host, MissingDependencyError, start_hosts
 
 __all__ = [
+    "NO_ANSIBLE_ENV",
     "STORE_DIR",
     "DatabaseError",
     "Fleet",
@@ -34,6 +37,7 @@ __all__ = [
     "make_repo",
     "repo_root",
     "run_module",
+    "run_module_process",
     "run_playbook",
     "run_playbook_json",
     "start_hosts",

@@ -23,6 +23,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 NAMESPACE, NAME = "gitops", "rollback"
 
+NO_ANSIBLE_ENV = "GITOPS_HARNESS_NO_ANSIBLE"
+"""Set (to the test's id) while a test marked ``component`` runs: the harness then refuses to start Ansible."""
+
 _CALLBACK_NAME = "gitops_harness_events"
 _CALLBACK_SOURCE = '''\
 """Writes one JSON line per task result to $GITOPS_HARNESS_EVENTS (harness-generated)."""
@@ -245,6 +248,9 @@ def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: str | os.PathLike[str] | None, timeout: float) -> Result:
+    if os.environ.get(NO_ANSIBLE_ENV):
+        raise RuntimeError(f"{os.environ[NO_ANSIBLE_ENV]} runs {Path(cmd[0]).name} but is not marked e2e: ask for the "
+                           "run_playbook fixture or mark the module with pytestmark = pytest.mark.e2e")
     fd, events_path = tempfile.mkstemp(prefix="gitops-harness-events-", suffix=".jsonl")
     os.close(fd)
     env = {**env, "GITOPS_HARNESS_EVENTS": events_path}
@@ -320,6 +326,71 @@ def run_playbook_json(playbook: str | os.PathLike[str] | Sequence[Mapping[str, A
     env = {"ANSIBLE_CALLBACK_RESULT_FORMAT": "json", **(env or {})}
     kwargs.setdefault("verbosity", 1)
     return run_playbook(playbook, inventory, extra_vars, check, diff, env, **kwargs)
+
+
+_MODULE_MAIN = """\
+import runpy, sys
+sys.path.insert(0, sys.argv.pop(1))  # the collections path; not PYTHONPATH, so processes the module starts do not inherit it
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+
+
+def run_module_process(
+    module: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    check: bool = False,
+    diff: bool = False,
+    env: Mapping[str, str] | None = None,
+    collections_dir: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 600,
+) -> Result:
+    """Run one module of this collection the way Ansible runs it on a host, without the controller.
+
+    The module runs in its own Python process (this interpreter) with its arguments as the JSON
+    Ansible sends (check and diff mode included), so its argument spec, its engine calls, what it
+    returns and what it hides (``no_log``) are the real ones; there is no ``ansible-playbook``
+    start-up, connection, templating or callback. ``Result.events`` holds one event (task ``task``,
+    host ``local``, status ``ok`` or ``failed``) whose ``result`` is the returned JSON. Modules with
+    an action plugin need the controller: use :func:`run_playbook` for those.
+    """
+    name = module.rsplit(".", 1)[-1]
+    if module.count(".") == 2 and not module.startswith(f"{NAMESPACE}.{NAME}."):
+        raise ValueError(f"{module}: only modules of {NAMESPACE}.{NAME} run without the controller")
+    if (repo_root() / "plugins" / "action" / f"{name}.py").exists():
+        raise ValueError(f"{module} has an action plugin, which runs on the controller: use run_playbook")
+    with tempfile.TemporaryDirectory(prefix="gitops-harness-module-") as tmp:
+        payload = {"ANSIBLE_MODULE_ARGS": {
+            **dict(args or {}), "_ansible_check_mode": check, "_ansible_diff": diff,
+            "_ansible_module_name": f"{NAMESPACE}.{NAME}.{name}", "_ansible_tmpdir": tmp, "_ansible_remote_tmp": tmp,
+            "_ansible_keep_remote_files": False, "_ansible_verbosity": 0, "_ansible_no_log": False}}
+        cmd = [sys.executable, "-c", _MODULE_MAIN, str(collections_dir or _default_collections_path()),
+               f"ansible_collections.{NAMESPACE}.{NAME}.plugins.modules.{name}"]
+        start = time.monotonic()
+        proc = subprocess.run(cmd, input=json.dumps(payload, default=str), env={**os.environ, **(env or {})},
+                              cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    data = _module_result(proc)
+    status = "failed" if data.get("failed") else "ok"
+    event = {"event": "result", "status": status, "host": "local", "task": "task", "action": module,
+             "play": None, "changed": bool(data.get("changed", False)), "result": data}
+    return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start, [event], {}, cmd)
+
+
+def _module_result(proc: subprocess.CompletedProcess) -> dict[str, Any]:
+    """The module's JSON as the controller would hand it on (a crash becomes a MODULE FAILURE)."""
+    try:
+        data = json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return {"failed": True, "changed": False, "msg": "MODULE FAILURE", "rc": proc.returncode,
+                "module_stdout": proc.stdout, "module_stderr": proc.stderr}
+    data = {k: v for k, v in data.items() if not k.startswith("_ansible_")}
+    data.setdefault("changed", False)
+    if proc.returncode != 0:
+        data["failed"] = True
+    return data
 
 
 def run_module(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -13,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make tests/harne
 from harness import (  # noqa: E402
     Fleet,
     MariaDbServer,
+    NO_ANSIBLE_ENV,
     MissingDependencyError,
     PgServer,
     RepoInfo,
@@ -20,6 +22,7 @@ from harness import (  # noqa: E402
     collections_path as _collections_path,
     make_repo,
     run_module as _run_module,
+    run_module_process,
     run_playbook as _run_playbook,
     run_playbook_json as _run_playbook_json,
     start_hosts,
@@ -29,10 +32,54 @@ from harness import (  # noqa: E402
 
 FLEET_SIZE = 3
 
+E2E_MARK = "e2e: runs ansible-playbook / ansible (end to end); ./dev.sh test --fast leaves these out"
+COMPONENT_MARK = "component: the engine in-process against real servers, no Ansible run (set automatically)"
+ANSIBLE_FIXTURES = {"run_playbook", "run_module"}
+"""Fixtures that start Ansible: a test that uses one (also through another fixture) is ``e2e``."""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds (real hosts, databases, Terraform)")
     config.addinivalue_line("markers", "harness: tests of the test harness itself")
+    config.addinivalue_line("markers", E2E_MARK)
+    config.addinivalue_line("markers", COMPONENT_MARK)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test ``e2e`` (it runs Ansible) or ``component`` (engine and servers only).
+
+    A test is end to end when it asks, directly or through its fixtures, for a fixture that runs
+    Ansible, or when its module says so (``pytestmark = pytest.mark.e2e`` for ansible-runner,
+    molecule or the command line tool); ``./dev.sh test --fast`` runs the others.
+    """
+    for item in items:
+        if item.get_closest_marker("e2e") is None and ANSIBLE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.component)
+        if _shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    """True when the test uses a module-scoped fixture (such as the demo run): with
+    ``--dist loadgroup`` the module's tests then share one worker, so the fixture is built once."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(defs and defs[-1].scope in ("module", "package", "class") for defs in definitions)
+
+
+@pytest.fixture(autouse=True)
+def _component_tests_run_no_ansible(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A component test that starts Ansible through the harness fails, naming the missing mark."""
+    if request.node.get_closest_marker("e2e") is not None:
+        yield
+        return
+    os.environ[NO_ANSIBLE_ENV] = request.node.nodeid
+    try:
+        yield
+    finally:
+        os.environ.pop(NO_ANSIBLE_ENV, None)
 
 
 def _start(factory: Callable[[], Any]) -> Any:
@@ -148,5 +195,23 @@ def run_module(request: pytest.FixtureRequest, collections_path: Path) -> Callab
             inventory = request.getfixturevalue("fleet").inventory
         kwargs.setdefault("collections_dir", collections_path)
         return _run_module(host_pattern, module, args, inventory, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def run_task(collections_path: Path, tmp_path: Path) -> Callable[..., tuple[Result, dict[str, Any]]]:
+    """``run_task(module, args, check=False, diff=False)`` runs one module of the collection as
+    Ansible runs it on a host, without the controller (a component test: see
+    :func:`harness.run_module_process`). Returns ``(result, task_result)``; ``task_result`` is what
+    the module returned plus ``status``: ``ok``, or ``ignored`` when the module failed (as a task
+    with ``ignore_errors`` reports it).
+    """
+
+    def run(module: str, args: dict[str, Any], check: bool = False, diff: bool = False) -> tuple[Result, dict[str, Any]]:
+        result = run_module_process(module, args, check=check, diff=diff, collections_dir=collections_path,
+                                    cwd=tmp_path)
+        event = result.events[-1]
+        return result, dict(event["result"], status="ignored" if event["status"] == "failed" else "ok")
 
     return run

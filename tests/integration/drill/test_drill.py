@@ -7,6 +7,10 @@ import hashlib
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # the demo fixture runs ansible-playbook
+
 V1 = Path(__file__).resolve().parents[3] / "playbooks" / "files" / "demo" / "v1"
 
 

@@ -1,4 +1,4 @@
-"""Fixtures of the fault tests: a local inventory, one-task plays, engine runs in killable processes."""
+"""Fixtures of the fault tests: a local inventory, engine runs in killable processes, a small tmpfs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 import yaml
@@ -19,20 +19,6 @@ def local_inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.write_text(yaml.safe_dump({"all": {"hosts": {"local": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
     return path
-
-
-@pytest.fixture
-def run_task(run_playbook, local_inventory: Path) -> Callable[..., Any]:
-    """``run_task(module, args)`` runs one task on ``local``; returns (result, task result with status)."""
-
-    def run(module: str, args: dict, check: bool = False) -> tuple:
-        play = [{"name": "faults", "hosts": "local", "gather_facts": False,
-                 "tasks": [{"name": "task", module: args, "ignore_errors": True}]}]
-        result = run_playbook(play, inventory=local_inventory, check=check)
-        event = result.results("task", "local")[-1]
-        return result, dict(event["result"], status=event["status"])
-
-    return run
 
 
 @pytest.fixture

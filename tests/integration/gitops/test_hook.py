@@ -17,7 +17,7 @@ import pytest
 
 from gitops_support import RELEASES, ConfigRepo, InstalledCli, checkpoints, deploy, git, host_files
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # runs ansible-playbook (CLI, ansible-runner, molecule)
 
 
 def expected_files(release: str) -> dict:

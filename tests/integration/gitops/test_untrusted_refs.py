@@ -15,7 +15,7 @@ import pytest
 
 from gitops_support import ConfigRepo, checkpoints, deploy, git, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # runs ansible-playbook (CLI, ansible-runner, molecule)
 
 
 def hostile(marker: Path) -> List[Tuple[str, bool]]:

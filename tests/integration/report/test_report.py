@@ -13,7 +13,7 @@ import pytest
 
 from report_support import PLAYBOOKS, render
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # the audit_log fixture runs the playbooks
 
 
 def finals(audit_log):

@@ -247,6 +247,7 @@ def _stores(directory: Path) -> dict:
             if (fmt.parent / "checkpoints").is_dir()}
 
 
+@pytest.mark.e2e  # runs the demo playbook
 def test_one_vaulted_variable_encrypts_every_store_of_checkpoint_guard_rollback_and_drill(tmp_path, collections_path):
     """The demo (deploy, checkpoint playbook roles, the guard rolling every layer back, the report),
     then a drill (by hand and through the guard), with the key only in a Vault-encrypted variable, at -vvv."""
