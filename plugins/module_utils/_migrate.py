@@ -666,10 +666,18 @@ def repair(engine: Engine, state: State, migrations: List[Migration], params: Pa
                             % (wanted, params.conn.describe()))
     drift = [d for d in drift_report(state, migrations) if wanted is None or d["version"] == wanted]
     by_version = {m.version: m for m in migrations}
-    scripts = [engine.repair_script(row_for(by_version[d["version"]], params)) for d in drift]
+    recorded = {int(row["version"]): row for row in state.history}
+    scripts, repaired = [], []
+    for found in drift:
+        row = row_for(by_version[found["version"]], params)
+        before = recorded[found["version"]]
+        scripts.append(engine.repair_script(row, before))
+        repaired.append(dict(found, checksum_before=before.get("checksum"), checksum_after=row.checksum,
+                             down_checksum_before=before.get("down_checksum"), down_checksum_after=row.down_checksum,
+                             repaired_by=row.applied_by))
     if scripts and not params.check_mode:
         engine.run_scripts(scripts)
-    return {"changed": bool(scripts), "operation": "repair", "version": state.current, "repaired": drift,
+    return {"changed": bool(scripts), "operation": "repair", "version": state.current, "repaired": repaired,
             "sql": scripts}
 
 

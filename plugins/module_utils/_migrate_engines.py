@@ -32,6 +32,7 @@ from ._process import _env, command_error, run
 
 HISTORY = "gitops_rollback_migrations"
 LABELS = "gitops_rollback_labels"
+REPAIRS = "gitops_rollback_repairs"
 LOCKS = "gitops_rollback_lock"
 LOCK_NAME = "migrate"
 OWN_TABLES = (HISTORY, LABELS, LOCKS)
@@ -187,11 +188,23 @@ class Engine:
         """Return the script that records a migration as applied without running it."""
         return self.insert_values(row, self.now_sql, "applied", "baseline")
 
-    def repair_script(self, row: Row) -> str:
-        """Return the script that accepts a migration's current files (checksums, down script)."""
-        return ("UPDATE %s SET checksum = %s, down_checksum = %s, down_sql = %s, direction = 'repair' "
-                "WHERE version = %d;\n" % (HISTORY, self.literal(row.checksum), self.literal(row.down_checksum),
-                                           self.literal(row.down_sql), row.version))
+    #: The table of accepted checksum changes (created by the first repair), and the transaction around a repair.
+    repairs_table = ""
+    begin_sql = "BEGIN;\n"
+
+    def repair_script(self, row: Row, before: dict) -> str:
+        """Return the script that accepts a migration's current files (checksums, down script) and records, in
+        ``gitops_rollback_repairs``, the checksums it replaces, the new ones, who and when."""
+        values = [str(row.version), self.literal(row.name), self.literal(before.get("checksum")),
+                  self.literal(row.checksum), self.literal(before.get("down_checksum")),
+                  self.literal(row.down_checksum), self.now_sql, self.literal(row.applied_by)]
+        record = ("INSERT INTO %s (version, name, checksum_before, checksum_after, down_checksum_before, "
+                  "down_checksum_after, repaired_at, repaired_by) VALUES (%s);\n" % (REPAIRS, ", ".join(values)))
+        update = ("UPDATE %s SET checksum = %s, down_checksum = %s, down_sql = %s, direction = 'repair' "
+                  "WHERE version = %d;\n" % (HISTORY, self.literal(row.checksum), self.literal(row.down_checksum),
+                                             self.literal(row.down_sql), row.version))
+        return ("CREATE TABLE IF NOT EXISTS %s %s;\n" % (REPAIRS, self.repairs_table) + self.begin_sql + record + update
+                + "COMMIT;\n")
 
     def failed_down_script(self, version: int) -> str:
         """Return the script that records a revert of ``version`` that failed and was rolled back."""
@@ -322,6 +335,9 @@ class PostgresEngine(Engine):
 
     kind = "postgresql"
     now_sql = "now()"
+    repairs_table = ("(id bigserial PRIMARY KEY, version bigint NOT NULL, name text NOT NULL, checksum_before text, "
+                     "checksum_after text NOT NULL, down_checksum_before text, down_checksum_after text, "
+                     "repaired_at timestamptz NOT NULL, repaired_by text)")
 
     def __init__(self, conn: DbConnection) -> None:
         super().__init__(conn)
@@ -519,6 +535,11 @@ class MysqlEngine(Engine):
 
     kind = "mysql"
     now_sql = "UTC_TIMESTAMP(6)"
+    begin_sql = "START TRANSACTION;\n"
+    repairs_table = ("(id BIGINT AUTO_INCREMENT PRIMARY KEY, version BIGINT NOT NULL, name VARCHAR(255) NOT NULL, "
+                     "checksum_before CHAR(64), checksum_after CHAR(64) NOT NULL, down_checksum_before CHAR(64), "
+                     "down_checksum_after CHAR(64), repaired_at DATETIME(6) NOT NULL, repaired_by VARCHAR(255)) "
+                     "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
 
     def __init__(self, conn: DbConnection) -> None:
         super().__init__(conn)
@@ -717,6 +738,10 @@ class SqliteEngine(Engine):
 
     kind = "sqlite"
     now_sql = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    begin_sql = "BEGIN IMMEDIATE;\n"
+    repairs_table = ("(id INTEGER PRIMARY KEY, version INTEGER NOT NULL, name TEXT NOT NULL, checksum_before TEXT, "
+                     "checksum_after TEXT NOT NULL, down_checksum_before TEXT, down_checksum_after TEXT, "
+                     "repaired_at TEXT NOT NULL, repaired_by TEXT)")
 
     def __init__(self, conn: DbConnection) -> None:
         super().__init__(conn)

@@ -55,7 +55,8 @@ options:
         migrations up to O(version) as applied without running them. The database must have no
         migration history yet.
       - V(repair) accepts the current files of applied migrations whose checksums changed (all of
-        them, or only O(version)), after review; the history rows then say C(direction=repair).
+        them, or only O(version)), after review; the history rows then say C(direction=repair), and the
+        table C(gitops_rollback_repairs) keeps the checksums replaced and accepted, who and when.
     type: str
     choices: [status, apply, revert, label, resolve, verify, baseline, repair]
     default: status
@@ -299,11 +300,24 @@ baselined:
   elements: dict
   sample: [{version: 1, name: create_users}]
 repaired:
-  description: The applied migrations whose changed files V(repair) accepted.
+  description:
+    - The applied migrations whose changed files V(repair) accepted, each with the checksums it replaced
+      (C(checksum_before), C(down_checksum_before)), the ones it recorded (C(checksum_after),
+      C(down_checksum_after)) and who accepted them (C(repaired_by)).
+    - The same, with the time, is kept in the table C(gitops_rollback_repairs) of the database, one row per
+      accepted change (the history row keeps only the current checksums).
   returned: when operation is repair
   type: list
   elements: dict
-  sample: [{version: 7, name: add_orders, files: [V0007__add_orders.down.sql]}]
+  sample:
+    - version: 7
+      name: add_orders
+      files: [V0007__add_orders.down.sql]
+      checksum_before: 9c56cc51b374c3ba189210d5b6d4bf57790d351c96c47c02190ecf1e430635ab
+      checksum_after: 9c56cc51b374c3ba189210d5b6d4bf57790d351c96c47c02190ecf1e430635ab
+      down_checksum_before: 1b4f0e9851971998e732078544c96b36c3d01cedf7caa332359d6f1d83567014
+      down_checksum_after: 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+      repaired_by: deploy@ci1
 verified:
   description: The migrations proven reversible on a scratch copy.
   returned: when operation is verify, or apply with verify_reversible

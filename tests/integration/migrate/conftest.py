@@ -60,7 +60,8 @@ def _my_target(server: Any, name: str) -> Target:
                               "-u", server.user, "--no-data", "--skip-comments",
                               "--skip-dump-date", "--ignore-table=%s.gitops_rollback_migrations" % name,
                               "--ignore-table=%s.gitops_rollback_labels" % name,
-                              "--ignore-table=%s.gitops_rollback_lock" % name, name],
+                              "--ignore-table=%s.gitops_rollback_lock" % name,
+                              "--ignore-table=%s.gitops_rollback_repairs" % name, name],
                              capture_output=True, text=True, check=True,
                              env={"MYSQL_PWD": server.password, "PATH": "/usr/bin:/bin"}).stdout
         return re.sub(r" AUTO_INCREMENT=\d+", "", out)

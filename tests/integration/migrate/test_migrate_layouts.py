@@ -5,6 +5,7 @@ apply, the "fix the script and run again" path after a failed down script, and l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -277,6 +278,32 @@ def test_drift_is_refused_on_apply_until_repaired(new_target, engine_api, tmp_pa
     res = engine_api.run(target, "apply", migrations_dir=str(migrations))
     assert res["version"] == 3 and res["drift"] == []
     assert engine_api.run(target, "repair", migrations_dir=str(migrations))["changed"] is False
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
+def test_repair_keeps_the_checksums_it_replaced_who_and_when(engine, new_target, engine_api, tmp_path: Path) -> None:
+    target = new_target(engine)
+    migrations = write(tmp_path / "m", {k: v for k, v in CHAIN.items() if k.startswith("V0001")})
+    engine_api.run(target, "apply", migrations_dir=str(migrations))
+    up, down = migrations / "V0001__create_users.up.sql", migrations / "V0001__create_users.down.sql"
+    sums = [(hashlib.sha256(up.read_bytes()).hexdigest(), hashlib.sha256(down.read_bytes()).hexdigest())]
+    for review in ("-- reviewed: a comment\n", "-- reviewed again\n"):
+        down.write_text(review + down.read_text())
+        sums.append((sums[0][0], hashlib.sha256(down.read_bytes()).hexdigest()))
+        res = engine_api.run(target, "repair", migrations_dir=str(migrations), applied_by="reviewer@ci")
+        assert [(d["version"], d["checksum_before"], d["checksum_after"], d["down_checksum_before"],
+                 d["down_checksum_after"], d["repaired_by"]) for d in res["repaired"]] == [
+            (1, sums[-2][0], sums[-1][0], sums[-2][1], sums[-1][1], "reviewer@ci")]
+
+    out = target.sql("SELECT version, checksum_before, checksum_after, down_checksum_before, down_checksum_after, "
+                     "repaired_by, repaired_at FROM gitops_rollback_repairs ORDER BY id")
+    rows = [re.split(r"[|\t]", line.strip()) for line in out.splitlines() if line.strip()]
+    assert [row[:6] for row in rows] == [
+        ["1", sums[0][0], sums[1][0], sums[0][1], sums[1][1], "reviewer@ci"],
+        ["1", sums[1][0], sums[2][0], sums[1][1], sums[2][1], "reviewer@ci"]], "every accepted change, old and new"
+    assert all(row[6].startswith(time.strftime("%Y-", time.gmtime())) for row in rows), rows
+    history = target.sql("SELECT down_checksum FROM gitops_rollback_migrations WHERE version = 1").strip()
+    assert history == sums[-1][1]
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
