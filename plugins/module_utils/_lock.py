@@ -47,6 +47,33 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def holder_record(owner: str, operation: str, pid: int, ttl: float, token: str) -> dict:
+    """The record a lock holder leaves: who, what, which process where, since and until when."""
+    now = time.time()
+    return {
+        "owner": owner,
+        "operation": operation,
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pid_start": _process_start(pid),
+        "started": _iso(now),
+        "expires_epoch": now + ttl,
+        "expires": _iso(now + ttl),
+        "token": token,
+    }
+
+
+def is_stale(holder: dict) -> bool:
+    """Tell whether a holder record belongs to an expired owner, or a dead process on this host."""
+    if not holder:
+        return True
+    if time.time() > float(holder.get("expires_epoch", 0)):
+        return True
+    if holder.get("host") == socket.gethostname():
+        return not _alive(int(holder.get("pid", 0)), holder.get("pid_start"))
+    return False
+
+
 class FileLock:
     """An exclusive lock held as a JSON file created with O_EXCL."""
 
@@ -61,19 +88,7 @@ class FileLock:
         self.recovered: Optional[dict] = None
 
     def _record(self) -> dict:
-        now = time.time()
-        pid = self.pid
-        return {
-            "owner": self.owner,
-            "operation": self.operation,
-            "host": socket.gethostname(),
-            "pid": pid,
-            "pid_start": _process_start(pid),
-            "started": _iso(now),
-            "expires_epoch": now + self.ttl,
-            "expires": _iso(now + self.ttl),
-            "token": self.token,
-        }
+        return holder_record(self.owner, self.operation, self.pid, self.ttl, self.token)
 
     def _try_create(self) -> bool:
         try:
@@ -99,13 +114,7 @@ class FileLock:
     @staticmethod
     def is_stale(holder: dict) -> bool:
         """Tell whether a holder record belongs to an expired or dead owner."""
-        if not holder:
-            return True
-        if time.time() > float(holder.get("expires_epoch", 0)):
-            return True
-        if holder.get("host") == socket.gethostname():
-            return not _alive(int(holder.get("pid", 0)), holder.get("pid_start"))
-        return False
+        return is_stale(holder)
 
     def _break_stale(self, holder: dict) -> None:
         aside = "%s.stale-%s" % (self.path, secrets.token_hex(4))

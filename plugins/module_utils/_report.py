@@ -10,15 +10,16 @@ changed. The ``rollback_report`` module and the ``gitops-rollback report`` comma
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
-from ._errors import StoreFullError
+from ._errors import RollbackError, StoreFullError
 from ._fsutil import atomic_write_bytes
 from ._report_analytics import ReportError, analyze, read_log, select_run
 from ._report_html import render_html
 from ._report_markdown import render_postmortem
 from ._report_prometheus import render_prometheus
 from ._report_text import format_rate, format_seconds
+from ._state_pg import PgState
 
 # what callers use besides write_reports (the command line prints the summary with the format helpers)
 __all__ = ["ReportError", "format_rate", "format_seconds", "plan_file", "write_reports"]
@@ -51,24 +52,34 @@ def plan_file(path: str, text: str, keep_edits: bool = False) -> dict:
     return {"path": path, "changed": before != text and not kept, "kept": kept, "before": before}
 
 
+def read_state_log(state_url: str) -> Tuple[List[dict], dict]:
+    """The records of the shared state's audit log and what checking its hash chain found."""
+    try:
+        with PgState(state_url, create=False) as state:
+            return state.read_audit()
+    except RollbackError as exc:
+        raise ReportError(str(exc)) from exc
+
+
 def write_reports(log_path: str, html_path: Optional[str] = None, prom_path: Optional[str] = None,
                   postmortem_path: Optional[str] = None, run_id: Optional[str] = None, days: int = 30,
                   title: str = "Rollback report", postmortem_overwrite: bool = False, check: bool = False,
-                  max_runs: int = 20) -> dict:
-    """Read the log, compute the summary and write the asked files; in check mode only say what would change.
+                  max_runs: int = 20, state_url: str = "") -> dict:
+    """Read the log (or the shared state's log when ``state_url`` is set), compute the summary and write the asked files; in check mode only say what would change.
 
     Files are rewritten only when their content differs. A post-mortem draft that exists with other
     content (someone edited it) is kept unless ``postmortem_overwrite``. ``{run_id}`` in
     ``postmortem_path`` is replaced by the run's id.
     """
-    records, integrity = read_log(log_path)
+    records, integrity = read_state_log(state_url) if state_url else read_log(log_path)
     rollbacks, drills, summary = analyze(records, days)
     summary["integrity"] = integrity
     files: Dict[str, dict] = {}
     texts: Dict[str, str] = {}
     chosen = None
     if html_path:
-        texts["html"] = render_html(rollbacks, summary, title, os.path.expanduser(log_path), max_runs)
+        texts["html"] = render_html(rollbacks, summary, title, integrity["path"] if state_url else os.path.expanduser(log_path),
+                                     max_runs)
         files["html"] = plan_file(os.path.expanduser(html_path), texts["html"])
     if prom_path:
         texts["prom"] = render_prometheus(summary)

@@ -24,6 +24,7 @@ author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.attributes
+  - gitops.rollback.shared_state
 options:
   event:
     description: What happened.
@@ -89,7 +90,7 @@ options:
     description: AWX/Tower user who launched the job (C(tower_user_name) / C(awx_user_name)).
     type: str
   log_path:
-    description: The audit log file on the controller.
+    description: The audit log file on the controller (unused with O(state_url)).
     type: path
     default: ~/.local/state/gitops-rollback/audit.jsonl
   webhook_url:
@@ -154,7 +155,18 @@ webhook:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils import _audit
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._secrets import redact_url
+from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import open_state
+
+
+def _append(state_url: str, log_path: str, record: dict) -> dict:
+    """Append ``record`` to the shared state's audit log when one is set, else to the log file."""
+    state = open_state(state_url)
+    if state is None:
+        return _audit.append(log_path, record)
+    with state:
+        return state.append_audit(record)
 
 
 def main() -> None:
@@ -182,6 +194,7 @@ def main() -> None:
             webhook_secret=dict(type="str", no_log=True),
             webhook_retries=dict(type="int", default=3),
             webhook_timeout=dict(type="float", default=5),
+            state_url=dict(type="str", default="", no_log=True),
         ),
         supports_check_mode=True,
     )
@@ -195,9 +208,10 @@ def main() -> None:
     webhook = None
     if not module.check_mode:
         try:
-            record = _audit.append(p["log_path"], record)
-        except OSError as exc:
-            module.fail_json(msg="The audit record could not be written to %s: %s" % (p["log_path"], exc))
+            record = _append(p["state_url"], p["log_path"], record)
+        except (OSError, RollbackError) as exc:
+            where = "the shared state" if p["state_url"] else p["log_path"]
+            module.fail_json(msg="The audit record could not be written to %s: %s" % (where, exc))
         if p["webhook_url"] and not _audit.alerts(record):
             webhook = {"ok": True, "skipped": "a drill's records are not sent to the webhook"}
         elif p["webhook_url"]:

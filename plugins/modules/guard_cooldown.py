@@ -21,9 +21,10 @@ author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.attributes
+  - gitops.rollback.shared_state
 options:
   path:
-    description: The state file; its directory is created (mode 0700) when missing.
+    description: The state file; its directory is created (mode 0700) when missing. Unused with O(state_url).
     type: path
     required: true
   key:
@@ -97,6 +98,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._health_cooldown import acquire
+from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import open_state
 
 
 def main() -> None:
@@ -105,6 +107,7 @@ def main() -> None:
             path=dict(type="path", required=True), key=dict(type="str", required=True, no_log=False),
             cooldown=dict(type="float", required=True),
             state=dict(type="str", default="acquired", choices=["acquired", "checked"]),
+            state_url=dict(type="str", default="", no_log=True),
         ),
         supports_check_mode=True,
     )
@@ -112,9 +115,15 @@ def main() -> None:
     record = params["state"] == "acquired" and not module.check_mode
     now = time.time()
     try:
-        decision = acquire(params["path"], params["key"], params["cooldown"], record, now)
+        state = open_state(params["state_url"], module.check_mode)
+        if state is not None:
+            with state:
+                decision = state.cooldown(params["key"], params["cooldown"], record, now)
+        else:
+            decision = acquire(params["path"], params["key"], params["cooldown"], record, now)
     except (RollbackError, OSError) as exc:
-        module.fail_json(msg="Cooldown state %s: %s" % (params["path"], exc))
+        where = "in the shared state" if params["state_url"] else params["path"]
+        module.fail_json(msg="Cooldown state %s: %s" % (where, exc))
     module.exit_json(changed=decision.recorded, **decision.as_dict(now))
 
 

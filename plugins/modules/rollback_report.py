@@ -33,9 +33,10 @@ author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.attributes
+  - gitops.rollback.shared_state
 options:
   log_path:
-    description: The audit log (JSON lines) on the controller. A missing log is an error.
+    description: The audit log (JSON lines) on the controller. A missing log is an error. Unused with O(state_url).
     type: path
     default: ~/.local/state/gitops-rollback/audit.jsonl
   html_path:
@@ -172,6 +173,7 @@ def main() -> None:
             days=dict(type="int", default=30),
             max_runs=dict(type="int", default=20),
             title=dict(type="str", default="Rollback report"),
+            state_url=dict(type="str", default="", no_log=True),
         ),
         supports_check_mode=True,
     )
@@ -180,7 +182,7 @@ def main() -> None:
         outcome = _report.write_reports(
             p["log_path"], html_path=p["html_path"], prom_path=p["prom_path"], postmortem_path=p["postmortem_path"],
             run_id=p["run_id"], days=p["days"], title=p["title"], postmortem_overwrite=p["postmortem_overwrite"],
-            check=module.check_mode, max_runs=p["max_runs"])
+            check=module.check_mode, max_runs=p["max_runs"], state_url=p["state_url"])
     except (_report.ReportError, OSError) as exc:
         module.fail_json(msg=str(exc))
     files = {kind: {k: v for k, v in planned.items() if k != "before"} for kind, planned in outcome["files"].items()}

@@ -15,10 +15,13 @@ description:
     the owner and start time of the first. A lock whose process is gone or whose expiry has
     passed is recovered.
   - "Run it on the controller (C(delegate_to: localhost), C(run_once: true))."
+  - With O(state_url) the lock is a row in the shared state instead of a file, so controllers on
+    different machines (AWX jobs among them) keep each other out; it is recovered once it expires.
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.attributes
+  - gitops.rollback.shared_state
 options:
   state:
     description: V(present) takes the lock, V(absent) releases it (only when O(token) matches).
@@ -30,7 +33,7 @@ options:
     type: str
     required: true
   lock_dir:
-    description: Directory of the lock files on the controller.
+    description: Directory of the lock files on the controller (unused with O(state_url)).
     type: path
     default: ~/.local/state/gitops-rollback/locks
   owner:
@@ -93,8 +96,23 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError
-from ansible_collections.gitops.rollback.plugins.module_utils._lock import FileLock, playbook_pid
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError, RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._lock import FileLock, is_stale, playbook_pid
+from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import PgLock, open_state
+
+
+def _lock(module: AnsibleModule):
+    """The lock named by the module's options: a row of the shared state, or a file in lock_dir."""
+    p = module.params
+    operation = "%s of %s" % (p["operation"], p["name"])
+    state = open_state(p["state_url"], module.check_mode)
+    if state is not None:
+        return PgLock(state, p["name"], p["owner"], operation, p["ttl"], pid=playbook_pid())
+    lock_dir = p["lock_dir"]
+    if not module.check_mode:  # check mode leaves no trace, not even the directory
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(lock_dir, hashlib.sha256(p["name"].encode("utf-8")).hexdigest()[:24] + ".lock")
+    return FileLock(path, p["owner"], operation, p["ttl"], pid=playbook_pid())
 
 
 def main() -> None:
@@ -108,22 +126,22 @@ def main() -> None:
             ttl=dict(type="float", default=3600),
             timeout=dict(type="float", default=0),
             token=dict(type="str", no_log=False),
+            state_url=dict(type="str", default="", no_log=True),
         ),
         required_if=[("state", "absent", ("token",))],
         supports_check_mode=True,
     )
     p = module.params
-    lock_dir = p["lock_dir"]
-    if not module.check_mode:  # check mode leaves no trace, not even the directory
-        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(lock_dir, hashlib.sha256(p["name"].encode("utf-8")).hexdigest()[:24] + ".lock")
-    lock = FileLock(path, p["owner"], "%s of %s" % (p["operation"], p["name"]), p["ttl"], pid=playbook_pid())
+    try:
+        lock = _lock(module)
+    except RollbackError as exc:
+        module.fail_json(msg=str(exc))
     if p["state"] == "absent":
         released = False if module.check_mode else lock.release(p["token"])
         module.exit_json(changed=released, holder=lock.read_holder() or {})
     holder = lock.read_holder()
     if module.check_mode:
-        if holder and not FileLock.is_stale(holder):
+        if holder and not is_stale(holder):
             module.fail_json(msg="A %s is already running: %s since %s (pid %s)." % (
                 p["operation"], holder.get("owner"), holder.get("started"), holder.get("pid")), holder=holder)
         module.exit_json(changed=False, holder=holder or {})

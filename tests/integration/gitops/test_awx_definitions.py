@@ -33,7 +33,7 @@ def test_ansible_builder_creates_the_build_context(tmp_path: Path) -> None:
     text = containerfile.read_text()
     assert "ansible-galaxy" in text and "quay.io/ansible/awx-ee" in text
     requirements = (context / "_build" / "requirements.txt").read_text().lower()
-    assert "gitpython" in requirements and "jinja2" in requirements
+    assert "gitpython" in requirements and "jinja2" in requirements and "psycopg2" in requirements
     galaxy = yaml.safe_load((context / "_build" / "requirements.yml").read_text())
     assert any("gitops.rollback" in c["name"] for c in galaxy["collections"])
 

@@ -1,0 +1,176 @@
+"""Shared controller state in PostgreSQL: two controllers (separate home directories) share one lock,
+one cooldown and one hash-chained audit log, as AWX jobs in throwaway containers must."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, Iterator
+
+import psycopg2
+import pytest
+
+from harness import repo_root
+
+pytestmark = pytest.mark.slow
+ROLLBACK = str(repo_root() / "playbooks" / "rollback.yml")
+
+
+@pytest.fixture
+def state_url(postgres) -> Iterator[str]:
+    """A fresh database of the session's PostgreSQL server for the shared state."""
+    name = "state_" + secrets.token_hex(4)
+    admin = psycopg2.connect(postgres.dsn)
+    admin.autocommit = True
+    admin.cursor().execute("CREATE DATABASE " + name)
+    yield postgres.dsn.rsplit("/", 1)[0] + "/" + name
+    admin.cursor().execute("DROP DATABASE %s WITH (FORCE)" % name)
+    admin.close()
+
+
+@pytest.fixture
+def controllers(tmp_path: Path) -> Dict[str, Dict[str, str]]:
+    """Two controllers: each its own home, so nothing local is shared between them."""
+    homes = {}
+    for name in ("alice", "bob"):
+        home = tmp_path / "home" / name
+        home.mkdir(parents=True)
+        homes[name] = {"HOME": str(home), "USER": name}
+    return homes
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Dict[str, Path]:
+    """An inventory of one host, ``app1``, reached through the local connection."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"app1": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    return {"inventory": inventory}
+
+
+@pytest.fixture
+def app(tmp_path: Path, run_playbook, local) -> Dict[str, Path]:
+    """One local host whose app directory was checkpointed as v1 and then changed."""
+    inventory = local["inventory"]
+    app_dir = tmp_path / "srv" / "app"
+    app_dir.mkdir(parents=True)
+    (app_dir / "app.ini").write_text("workers = 4\n")
+    run = run_playbook([{"hosts": "app1", "gather_facts": False, "tasks": [{"gitops.rollback.checkpoint": {
+        "paths": [str(app_dir)], "label": "v1", "store_path": str(tmp_path / "store")}}]}], inventory=inventory)
+    assert run.ok, run
+    (app_dir / "app.ini").write_text("workers = 0\n")
+    return {"inventory": inventory, "dir": app_dir, "store": tmp_path / "store"}
+
+
+def audit_rows(url: str) -> list:
+    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT body FROM gitops_rollback.audit ORDER BY seq")
+        return [json.loads(body) for (body,) in cursor.fetchall()]
+
+
+def test_a_second_controller_is_refused_while_the_first_holds_the_lock_and_the_log_has_both_in_order(
+        run_playbook, state_url, controllers, app, tmp_path) -> None:
+    release = tmp_path / "release-alice"
+    holding = [{"hosts": "app1", "gather_facts": False, "module_defaults": {"group/gitops.rollback.state": {
+        "state_url": state_url}}, "tasks": [
+        {"name": "take the lock as the role does", "gitops.rollback.run_lock": {
+            "name": "{{ ansible_inventory_sources | join(',') }}", "owner": "alice", "operation": "rollback to v1"},
+         "delegate_to": "localhost", "run_once": True, "register": "lock"},
+        {"gitops.rollback.audit": {"event": "started", "operation": "rollback", "run_id": "alice-run",
+                                   "target": "v1"}, "delegate_to": "localhost", "run_once": True},
+        {"ansible.builtin.wait_for": {"path": str(release), "timeout": 120}},
+        {"gitops.rollback.audit": {"event": "completed", "operation": "rollback", "run_id": "alice-run",
+                                   "target": "v1"}, "delegate_to": "localhost", "run_once": True},
+        {"gitops.rollback.run_lock": {"name": "{{ ansible_inventory_sources | join(',') }}", "owner": "alice",
+                                      "state": "absent", "token": "{{ lock.token }}"},
+         "delegate_to": "localhost", "run_once": True}]}]
+    first: dict = {}
+    thread = threading.Thread(target=lambda: first.update(run=run_playbook(
+        holding, inventory=app["inventory"], env=controllers["alice"])))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(r.get("run_id") == "alice-run" for r in _rows(state_url)):
+            time.sleep(0.2)
+        rollback_vars = {"rollback_to": "v1", "rollback_paths": [str(app["dir"])],
+                         "rollback_store_path": str(app["store"]), "gitops_rollback_state": state_url}
+        refused = run_playbook(ROLLBACK, inventory=app["inventory"], extra_vars=rollback_vars, env=controllers["bob"])
+        assert not refused.ok
+        assert "Refusing a second rollback" in refused.stdout and "alice" in refused.stdout, refused.stdout
+        assert (app["dir"] / "app.ini").read_text() == "workers = 0\n"  # bob changed nothing
+    finally:
+        release.write_text("go\n")
+        thread.join()
+    assert first["run"].ok, first["run"]
+    second = run_playbook(ROLLBACK, inventory=app["inventory"], extra_vars=rollback_vars, env=controllers["bob"])
+    assert second.ok, second
+    assert (app["dir"] / "app.ini").read_text() == "workers = 4\n"
+
+    rows = audit_rows(state_url)
+    order = [(r["run_id"] == "alice-run", r["event"]) for r in rows if r["event"] in ("started", "completed")]
+    assert order[:2] == [(True, "started"), (True, "completed")] and order[-2:] == [(False, "started"),
+                                                                                    (False, "completed")], rows
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    for home in controllers.values():  # nothing went to the controllers' own files
+        assert not (Path(home["HOME"]) / ".local" / "state" / "gitops-rollback" / "audit.jsonl").exists()
+
+
+def _rows(url: str) -> list:
+    try:
+        return audit_rows(url)
+    except psycopg2.Error:  # the schema is created by the first module run
+        return []
+
+
+def test_the_cooldown_holds_across_controllers(run_module, state_url, controllers, local) -> None:
+    args = {"path": "/nonexistent/unused.json", "key": "prod::web", "cooldown": 3600, "state_url": state_url}
+    first = run_module("app1", "gitops.rollback.guard_cooldown", args, inventory=local["inventory"],
+                       env=controllers["alice"])
+    assert first.ok, first
+    taken = first.events[-1]["result"]
+    assert taken["allowed"] and taken["recorded"], taken
+    second = run_module("app1", "gitops.rollback.guard_cooldown", args, inventory=local["inventory"],
+                        env=controllers["bob"])
+    assert second.ok, second
+    refused = second.events[-1]["result"]
+    assert not refused["allowed"] and refused["last"] == taken["last"] and refused["seconds_left"] > 3500, refused
+
+
+def test_a_changed_or_removed_audit_row_is_reported_and_a_dry_run_creates_nothing(
+        run_module, state_url, controllers, local, collections_path) -> None:
+    lock = {"name": "inventory", "owner": "alice", "state_url": state_url}
+    planned = run_module("app1", "gitops.rollback.run_lock", lock, inventory=local["inventory"],
+                         env=controllers["alice"], check=True)
+    assert planned.ok, planned
+    with psycopg2.connect(state_url) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('gitops_rollback.locks')")
+        assert cursor.fetchone()[0] is None  # check mode: no schema, no row
+
+    sys.path.insert(0, str(collections_path))
+    from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import PgState
+
+    with PgState(state_url) as state:
+        for event in ("started", "completed", "started"):
+            state.append_audit({"event": event, "operation": "rollback", "run_id": "r1"})
+        assert state.read_audit()[1]["ok"]
+    with psycopg2.connect(state_url) as conn, conn.cursor() as cursor:
+        cursor.execute("UPDATE gitops_rollback.audit SET body = replace(body, 'completed', 'failed') WHERE seq = 2")
+        cursor.execute("DELETE FROM gitops_rollback.audit WHERE seq = 3")
+        cursor.execute("INSERT INTO gitops_rollback.audit SELECT 4, hash, body FROM gitops_rollback.audit WHERE seq = 1")
+    with PgState(state_url, create=False) as state:
+        integrity = state.read_audit()[1]
+    kinds = {(p["seq"], p["kind"]) for p in integrity["problems"]}
+    assert (2, "altered") in kinds and not integrity["ok"], integrity
+    assert any(kind == "missing" for _, kind in kinds), integrity
+
+
+def test_a_state_that_is_not_a_postgresql_url_is_refused_with_the_way_out(run_module, controllers, local) -> None:
+    run = run_module("app1", "gitops.rollback.run_lock", {"name": "x", "owner": "alice",
+                                                          "state_url": "mysql://root@localhost/state"},
+                     inventory=local["inventory"], env=controllers["alice"])
+    assert not run.ok
+    assert "postgresql:// URL" in run.events[-1]["result"]["msg"], run
