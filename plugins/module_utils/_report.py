@@ -65,7 +65,9 @@ def write_reports(log_path: str, html_path: Optional[str] = None, prom_path: Opt
                   postmortem_path: Optional[str] = None, run_id: Optional[str] = None, days: int = 30,
                   title: str = "Rollback report", postmortem_overwrite: bool = False, check: bool = False,
                   max_runs: int = 20, state_url: str = "") -> dict:
-    """Read the log (or the shared state's log when ``state_url`` is set), compute the summary and write the asked files; in check mode only say what would change.
+    """Read the log, compute the summary and write the asked files; in check mode only say what would change.
+
+    The log is the shared state's when ``state_url`` is set, else the file ``log_path``.
 
     Files are rewritten only when their content differs. A post-mortem draft that exists with other
     content (someone edited it) is kept unless ``postmortem_overwrite``. ``{run_id}`` in
@@ -78,8 +80,8 @@ def write_reports(log_path: str, html_path: Optional[str] = None, prom_path: Opt
     texts: Dict[str, str] = {}
     chosen = None
     if html_path:
-        texts["html"] = render_html(rollbacks, summary, title, integrity["path"] if state_url else os.path.expanduser(log_path),
-                                     max_runs)
+        source = integrity["path"] if state_url else os.path.expanduser(log_path)
+        texts["html"] = render_html(rollbacks, summary, title, source, max_runs)
         files["html"] = plan_file(os.path.expanduser(html_path), texts["html"])
     if prom_path:
         texts["prom"] = render_prometheus(summary)
