@@ -188,3 +188,42 @@ def test_the_migrations_go_back_to_the_checkpoint_the_plan_resolved_not_to_a_lab
         assert after[key] == drill.v1[key], key
     reverted = [e for e in result.events if "Revert the migrations" in e["task"] and e.get("status") == "ok"]
     assert reverted and reverted[-1]["result"]["target_version"] == 3, reverted
+
+
+def test_a_failed_recovery_says_where_the_host_is_verified_against_its_safety_checkpoint(drill):
+    # The service restart of h2 fails in the rollback and again in the recovery: the recovery "fails",
+    # yet h2's files and release are back at the safety checkpoint, and the message must say so.
+    def services(command):
+        return [{"name": "app", "layers": ["release", "config"], "command": ["sh", "-c", command]}]
+
+    broken = services('test "$(hostname)" != h2 || { echo restart failed >&2; exit 7; }')
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="release,config,services",
+                            gitops_rollback_services=broken)
+
+    assert not result.ok
+    after = drill.state()
+    assert after["hosts"]["h2"] == drill.v2["hosts"]["h2"], "h2's files are byte-equal to its safety checkpoint"
+    assert after["hosts"]["h1"] == drill.v1["hosts"]["h1"]
+    failed = [e for e in drill.audit() if e["event"] == "failed"][-1]["result"]
+    label = failed["safety_checkpoint"]
+    assert failed["host"] == "h2" and failed["layer"] == "services" and label.startswith("safety/")
+    assert failed["recovery_state"] == "at_safety_checkpoint" and failed["recovered_to_safety_checkpoint"] is True
+    assert failed["recovery_verified"] == ["release", "config"] and "exit code 7" in failed["recovery_problem"]
+    message = [e for e in result.events if e.get("status") == "failed" and e["host"] == "h2"][-1]["result"]["msg"]
+    assert f"The host is back at its safety checkpoint {label} (verified: release and config" in message, message
+    assert "NOT" not in message, message
+
+    # The same, but the failing restart leaves a stray file behind in the managed path: said, and named.
+    stray = services('test "$(hostname)" != h2 || { echo x > /etc/app/stray.conf; exit 7; }')
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="release,config,services",
+                            gitops_rollback_services=stray)
+
+    assert not result.ok
+    assert "stray.conf" in drill.state()["hosts"]["h2"]["config"]
+    failed = [e for e in drill.audit() if e["event"] == "failed"][-1]["result"]
+    assert failed["recovery_state"] == "differs" and failed["recovered_to_safety_checkpoint"] is False
+    assert failed["recovery_differences"] == {"config": ["/etc/app: delete stray.conf"]}, failed
+    message = [e for e in result.events if e.get("status") == "failed" and e["host"] == "h2"][-1]["result"]["msg"]
+    assert f"The host is NOT at its safety checkpoint {failed['safety_checkpoint']}: config differs " \
+           "(/etc/app: delete stray.conf)" in message, message
+    assert "back at its safety checkpoint" not in message
