@@ -25,7 +25,7 @@ from ._db_conn import DbConnection
 from ._errors import RollbackError
 from ._labels import escape, show_label
 from ._migrate_engines import Engine, MigrationFailed, Row, make_engine
-from ._migrate_layouts import IRREVERSIBLE_MARK, Folder, Migration, read_folder, wants_transaction
+from ._migrate_layouts import IRREVERSIBLE_MARK, Folder, Migration, flyway_key, read_folder, wants_transaction
 
 OPERATIONS = ("status", "apply", "revert", "label", "resolve", "verify", "baseline", "repair")
 
@@ -60,7 +60,8 @@ def parse_version(text: str) -> int:
     """Parse a version given as ``5``, ``0005`` or ``V0005``."""
     match = re.match(r"^[Vv]?(\d+)$", str(text).strip())
     if not match:
-        raise RollbackError("Version %r is not a number (use 12, 0012 or V0012)." % text)
+        raise RollbackError("Version %r is not a number (use 12, 0012 or V0012; a Flyway version such as 1.2 needs "
+                            "layout=flyway)." % text)
     return int(match.group(1))
 
 
@@ -504,6 +505,8 @@ def run_operation(params: Params) -> dict:
         raise RollbackError("Unknown operation %r (choose from %s)." % (params.operation, ", ".join(OPERATIONS)))
     folder = read_folder(params.migrations_dir, params.layout) if params.migrations_dir else Folder("none")
     migrations = folder.migrations
+    if params.version is not None and "flyway" in (folder.layout, params.layout):
+        params.version = str(flyway_key(str(params.version), "version: "))  # 1.2 -> the number it is recorded by
     if params.operation in ("apply", "revert", "verify", "baseline", "repair") and not params.migrations_dir:
         raise RollbackError("operation=%s needs migrations_dir." % params.operation)
     engine = make_engine(params.conn)

@@ -29,6 +29,9 @@ GOLANG_RE = re.compile(r"^(\d+)_(.+)\.(up|down)\.sql$")
 DBMATE_RE = re.compile(r"^(\d+)(?:_(.+))?\.sql$")
 FLYWAY_RE = re.compile(r"^([VU])(\d+(?:[._]\d+)*)__(.+)\.sql$")
 FLYWAY_REPEATABLE_RE = re.compile(r"^R__.+\.sql$")
+FLYWAY_PARTS = 4
+FLYWAY_PART_LIMIT = 10000
+FLYWAY_FIRST_LIMIT = 9223372  # the packed key stays below 2^63 (a signed 64-bit history column)
 DBMATE_MARK_RE = re.compile(r"^--\s*migrate:(up|down)(?:\s+(.*))?$")
 EXAMPLES = {
     "gitops": "V0001__create_users.up.sql and V0001__create_users.down.sql",
@@ -50,6 +53,8 @@ class Migration:
     down_path: Optional[str] = None
     down_sql: Optional[str] = None
     down_checksum: Optional[str] = None
+    #: The version as the file name writes it, when it is not the number itself (Flyway's ``1.2.3``).
+    version_text: str = ""
 
     @property
     def marked_irreversible(self) -> bool:
@@ -62,6 +67,8 @@ class Migration:
 
     @property
     def label(self) -> str:
+        if self.version_text:
+            return "V%s__%s" % (self.version_text, self.name)
         return "V%04d__%s" % (self.version, self.name)
 
     def files(self) -> List[str]:
@@ -210,8 +217,8 @@ def _add(found: Dict[int, Migration], migration: Migration, directory: str) -> N
     """Add an up migration; refuse a version that appears twice."""
     other = found.get(migration.version)
     if other is not None:
-        raise RollbackError("Version %d appears twice in %s (%s and %s). Give one of them a new version."
-                            % (migration.version, directory, os.path.basename(other.up_path),
+        raise RollbackError("Version %s appears twice in %s (%s and %s). Give one of them a new version."
+                            % (migration.version_text or migration.version, directory, os.path.basename(other.up_path),
                                os.path.basename(migration.up_path)))
     found[migration.version] = migration
 
@@ -249,8 +256,43 @@ def _read_pairs(directory: str, entries: List[str], folder: Folder) -> None:
     folder.migrations = list(found.values())
 
 
+def flyway_key(raw: str, where: str = "") -> int:
+    """Return the number a Flyway version (``7``, ``1.2.3``, ``1_2`` = 1.2) is ordered and recorded by.
+
+    Its parts, compared as numbers as Flyway does (1.10 after 1.9; 1.0 is 1), packed as decimal digit
+    groups: the first part times 10^12, the second times 10^8, the third times 10^4, plus the fourth
+    (``1.2.3`` is 1000200030000), so the history's 64-bit ``version`` column orders them as Flyway does.
+    """
+    parts = [int(part) for part in re.split(r"[._]", raw.strip().lstrip("Vv")) if part != ""] \
+        if re.match(r"^[Vv]?\d+(?:[._]\d+)*$", raw.strip()) else []
+    if not parts or len(parts) > FLYWAY_PARTS or parts[0] >= FLYWAY_FIRST_LIMIT \
+            or any(part >= FLYWAY_PART_LIMIT for part in parts[1:]):
+        raise RollbackError(
+            "%sFlyway version %s is out of range: db_migrate takes up to %d numeric parts, the first below %d and the "
+            "others below %d (1, 1.2, 1.2.3, 2026.11.21.1430). Rename it (a 14-digit timestamp fits the dbmate or "
+            "golang-migrate layout)." % (where, raw, FLYWAY_PARTS, FLYWAY_FIRST_LIMIT, FLYWAY_PART_LIMIT))
+    parts += [0] * (FLYWAY_PARTS - len(parts))
+    key = 0
+    for part in parts:
+        key = key * FLYWAY_PART_LIMIT + part
+    return key
+
+
+def flyway_text(key: int) -> str:
+    """Return the Flyway version a key stands for (``1.2.3``; trailing zero parts left out)."""
+    parts = []
+    for _index in range(FLYWAY_PARTS):
+        key, part = divmod(key, FLYWAY_PART_LIMIT)
+        parts.insert(0, part)
+    parts[0] += key * FLYWAY_PART_LIMIT
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return ".".join(str(part) for part in parts)
+
+
 def _read_flyway(directory: str, entries: List[str], folder: Folder) -> None:
-    """Flyway: V<n>__<name>.sql applies, U<n>__<name>.sql undoes; R__ files are repeatable (ignored)."""
+    """Flyway: V<version>__<name>.sql applies, U<version>__<name>.sql undoes (the version may have dotted or
+    underscored parts, ordered numerically); R__ files are repeatable (ignored)."""
     found: Dict[int, Migration] = {}
     downs = []
     for entry in entries:
@@ -260,16 +302,15 @@ def _read_flyway(directory: str, entries: List[str], folder: Folder) -> None:
             continue
         match = _match(FLYWAY_RE, entry)
         kind, raw, name = match.group(1), match.group(2), match.group(3)
-        if not raw.isdigit():
-            raise RollbackError("%s in %s has the Flyway version %s; db_migrate takes whole-number versions only "
-                                "(V1, V2, V20260101120000). Rename it." % (entry, directory, raw.replace("_", ".")))
+        key = flyway_key(raw, "%s in %s: " % (entry, directory))
         path = os.path.join(directory, entry)
         data = _read(path)
         if kind == "U":
-            downs.append((int(raw), name, path, data))
+            downs.append((key, name, path, data))
         else:
-            _add(found, Migration(int(raw), name, path, _text_of(path, data), sha256_text(data)), directory)
-    _pair_downs(found, downs, directory, lambda v, n: "V%s__%s.sql" % (v, n))
+            _add(found, Migration(key, name, path, _text_of(path, data), sha256_text(data),
+                                  version_text=flyway_text(key)), directory)
+    _pair_downs(found, downs, directory, lambda v, n: "V%s__%s.sql" % (flyway_text(v), n))
     folder.migrations = list(found.values())
 
 

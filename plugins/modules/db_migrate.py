@@ -73,8 +73,9 @@ options:
       - V(gitops) C(V0001__name.up.sql) and C(V0001__name.down.sql).
       - V(golang-migrate) C(000001_name.up.sql) and C(000001_name.down.sql).
       - V(dbmate) one file C(20260101120000_name.sql) with C(-- migrate:up) and C(-- migrate:down) sections.
-      - V(flyway) C(V1__name.sql) and the undo script C(U1__name.sql); repeatable C(R__name.sql) files are
-        ignored with a warning.
+      - V(flyway) C(V1__name.sql) and the undo script C(U1__name.sql), versions with parts too
+        (C(V1.2.3__name.sql), C(V1_2__name.sql) = 1.2), ordered as numbers part by part (1.10 after 1.9);
+        repeatable C(R__name.sql) files are ignored with a warning.
       - V(auto) picks the one layout every C(.sql) file of the directory fits, and fails when there is none.
     type: str
     choices: [auto, gitops, golang-migrate, dbmate, flyway]
@@ -83,6 +84,8 @@ options:
     description:
       - V(apply) target version, V(revert) target version (V(0) reverts everything), the version
         to V(label), to V(resolve), to V(baseline) or to V(repair). Given as V(12), V(0012) or V(V0012).
+      - With O(layout=flyway), a Flyway version such as V(1.2.3) or V(1_2) (see C(docs/migrations.md) for how
+        it is recorded).
     type: str
   label:
     description:

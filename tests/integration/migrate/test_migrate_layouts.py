@@ -169,11 +169,41 @@ def test_flyway_layout_with_undo_and_repeatable_ignored(engine, new_target, engi
     migrations = write(tmp_path / "m", FLYWAY)
     empty = target.schema()
     res = engine_api.run(target, "apply", migrations_dir=str(migrations))
-    assert res["layout"] == "flyway" and res["version"] == 2
+    assert res["layout"] == "flyway" and res["version"] == 2 * 10 ** 12  # V2: 2.0.0.0 packed
     assert res["ignored"] and res["ignored"][0].startswith("R__user_view.sql") and res["warnings"]
     assert "user_emails" not in target.schema() and "orders" in target.schema()
     engine_api.run(target, "revert", migrations_dir=str(migrations), version="0")
     assert target.schema() == empty
+
+
+# each migration reads the table of the one before it: applied out of numeric order, one fails
+FLYWAY_DOTTED = {
+    "V1__users.sql": "CREATE TABLE users (id INTEGER PRIMARY KEY);\n", "U1__users.sql": "DROP TABLE users;\n",
+    "V1_2__c.sql": "CREATE TABLE c12 AS SELECT id FROM users;\n", "U1_2__c.sql": "DROP TABLE c12;\n",
+    "V1.2.3__d.sql": "CREATE TABLE d123 AS SELECT id FROM c12;\n", "U1.2.3__d.sql": "DROP TABLE d123;\n",
+    "V1.9__a.sql": "CREATE TABLE a19 AS SELECT id FROM d123;\n", "U1.9__a.sql": "DROP TABLE a19;\n",
+    "V1.10__b.sql": "CREATE TABLE b110 AS SELECT id FROM a19;\n", "U1.10__b.sql": "DROP TABLE b110;\n",
+}
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_flyway_dotted_versions_apply_and_revert_in_numeric_order(engine, new_target, engine_api, tmp_path) -> None:
+    target = new_target(engine)
+    migrations = write(tmp_path / "m", FLYWAY_DOTTED)
+    res = engine_api.run(target, "apply", migrations_dir=str(migrations))
+    assert [m["name"] for m in res["migrations"]] == ["users", "c", "d", "a", "b"]  # 1, 1.2, 1.2.3, 1.9, 1.10
+    recorded = [10 ** 12, 10 ** 12 + 2 * 10 ** 8, 10 ** 12 + 2 * 10 ** 8 + 3 * 10 ** 4, 10 ** 12 + 9 * 10 ** 8,
+                10 ** 12 + 10 * 10 ** 8]  # each part a group of digits
+    assert [v for v, _state in target.history()] == recorded
+    tables = target.schema()
+    assert all(name in tables for name in ("users", "c12", "d123", "a19", "b110"))
+
+    res = engine_api.run(target, "revert", migrations_dir=str(migrations), version="1.2")
+    assert [m["name"] for m in res["migrations"]] == ["b", "a", "d"]  # 1.10, 1.9, 1.2.3 (newest first)
+    tables = target.schema()
+    assert "c12" in tables and not any(name in tables for name in ("d123", "a19", "b110"))
+    with pytest.raises(engine_api.errors.RollbackError, match="Flyway version 1.2.3.4.5 is out of range"):
+        engine_api.run(target, "apply", migrations_dir=str(migrations), version="1.2.3.4.5")
 
 
 def test_own_layout_accepts_names_with_dots(new_target, engine_api, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate_engines import mysql_batch, mysql_statements
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate_layouts import (
-    dbmate_sections, read_folder, wants_transaction,
+    dbmate_sections, flyway_key, flyway_text, read_folder, wants_transaction,
 )
 
 
@@ -60,11 +60,34 @@ def test_flyway_undo_repeatable_and_dotted_versions(tmp_path):
                                  "U1__users.sql": "DROP TABLE users;\n", "V2__orders.sql": "SELECT 1;\n",
                                  "R__views.sql": "CREATE VIEW v AS SELECT 1;\n"})
     folder = read_folder(directory)
-    assert [(m.version, m.irreversible) for m in folder.migrations] == [(1, False), (2, True)]
+    assert [(m.version_text, m.irreversible) for m in folder.migrations] == [("1", False), ("2", True)]
     assert len(folder.ignored) == 1 and folder.ignored[0].startswith("R__views.sql: a Flyway repeatable")
-    (tmp_path / "V2_1__fix.sql").write_text("SELECT 1;\n")
-    with pytest.raises(RollbackError, match=r"Flyway version 2\.1"):
-        read_folder(directory)
+    (tmp_path / "V2_1__fix.sql").write_text("SELECT 1;\n")  # Flyway reads 2_1 as 2.1
+    assert [m.label for m in read_folder(directory).migrations] == ["V1__users", "V2__orders", "V2.1__fix"]
+
+
+def test_flyway_versions_are_ordered_by_their_parts_as_numbers(tmp_path):
+    names = ["V1.9__a.sql", "V1.10__b.sql", "V1.2.3__c.sql", "U1.2.3__c.sql", "V1_2__d.sql", "V2__e.sql",
+             "V1.2.10__f.sql", "V0.9.1__g.sql", "V2026.11.21.1430__h.sql"]
+    folder = read_folder(files(tmp_path, {name: "SELECT 1;\n" for name in names}))
+    assert [m.version_text for m in folder.migrations] == [
+        "0.9.1", "1.2", "1.2.3", "1.2.10", "1.9", "1.10", "2", "2026.11.21.1430"]
+    assert [m.version for m in folder.migrations] == sorted(m.version for m in folder.migrations)
+    assert folder.migrations[2].down_sql == "SELECT 1;\n" and folder.migrations[2].label == "V1.2.3__c"
+    assert flyway_key("1.2.3") == 1000200030000 and flyway_text(1000200030000) == "1.2.3"
+    assert flyway_key("V1_2") == flyway_key("1.2.0") == flyway_key("1.02")
+
+
+@pytest.mark.parametrize("names, message", [
+    ({"V1__a.sql": "", "V1.0__b.sql": ""}, r"Version 1 appears twice"),
+    ({"V1.2.3.4.5__a.sql": ""}, r"V1\.2\.3\.4\.5__a\.sql in .*: Flyway version 1\.2\.3\.4\.5 is out of range"),
+    ({"V1.10000__a.sql": ""}, r"out of range"),
+    ({"V20260101120000__a.sql": ""}, r"out of range.*dbmate"),
+    ({"V1.2__a.sql": "", "U1.3__a.sql": ""}, r"U1\.3__a\.sql has no matching up file V1\.3__a\.sql"),
+])
+def test_flyway_versions_out_of_range_or_twice_are_refused(tmp_path, names, message):
+    with pytest.raises(RollbackError, match=message):
+        read_folder(files(tmp_path, names))
 
 
 def test_flyway_undo_without_its_migration_is_refused(tmp_path):
