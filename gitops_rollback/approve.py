@@ -3,6 +3,7 @@
     gitops-rollback approve --new-key /etc/gitops-rollback/approval.key        # once, by an admin
     gitops-rollback approve rollback-20261202T190000Z-4242 --target v2.3.0 \\
         --key-file /etc/gitops-rollback/approval.key --approvals-file /srv/gitops-rollback/approvals
+    gitops-rollback approve rollback-20261202T190000Z-4242 --target v2.3.0 --state postgresql://...  # shared
 
 The record is an HMAC-SHA256 over run id, target, approver and expiry under the approval key;
 the approver is the OS user running this command, never an option. The signing and checking
@@ -69,6 +70,20 @@ def append_record(path: Path, record: str) -> None:
         os.close(fd)
 
 
+def store_record(record: str, state_url: str, approvals_file: str, collections_path: Optional[str]) -> str:
+    """Put ``record`` where the waiting rollback reads it: the shared state when set, else the file."""
+    if not state_url:
+        append_record(Path(os.path.expanduser(approvals_file)), record)
+        return f"appended to {approvals_file}"
+    state_pg = import_module_util("_state_pg", collections_path)
+    try:
+        with state_pg.PgState(state_url) as state:
+            state.add_approval(record)
+    except state_pg.RollbackError as exc:
+        raise ApproveError(str(exc)) from exc
+    return f"stored in the shared state {state_pg.redacted(state_url)}"
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     """Make an approval record (or, with --new-key, an approval key)."""
     policy = load_policy_module(args.collections_path)
@@ -87,12 +102,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
         record = policy.sign_approval(key, args.run_id, args.target, policy.os_user_name(), expires)
     except policy.ApprovalError as exc:
         raise ApproveError(str(exc)) from exc
+    state_url = args.state or os.environ.get("GITOPS_ROLLBACK_STATE", "")
     if not args.print_only:
-        append_record(Path(os.path.expanduser(args.approvals_file)), record)
+        stored_in = store_record(record, state_url, args.approvals_file, args.collections_path)
     print(record)
     print(f"approved run {args.run_id} to {args.target} as {policy.os_user_name()} until "
           f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}"
-          + ("" if args.print_only else f" (appended to {args.approvals_file})"), file=sys.stderr)
+          + ("" if args.print_only else f" ({stored_in})"), file=sys.stderr)
     return 0
 
 
@@ -107,6 +123,9 @@ def add_parser(sub: Any) -> None:
                          f"{DEFAULT_KEY_FILE})")
     approve.add_argument("--approvals-file", default=DEFAULT_APPROVALS_FILE,
                          help=f"file the rollback reads approvals from (default {DEFAULT_APPROVALS_FILE})")
+    approve.add_argument("--state", metavar="URL",
+                         help="the shared state (postgresql://...) the rollback reads approvals from, as the "
+                              "inventory's gitops_rollback_state (default $GITOPS_ROLLBACK_STATE)")
     approve.add_argument("--print-only", action="store_true",
                          help="print the record (for an AWX survey or -e rollback_approval=...), append nothing")
     approve.add_argument("--new-key", metavar="PATH", help="create a new approval key file (mode 0600) and exit")

@@ -19,11 +19,13 @@ from ansible import context
 from ansible.errors import AnsibleError
 from ansible.parsing.splitter import parse_kv
 from ansible.plugins.action import ActionBase
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._policy import (
     AWX_KEY_FILE_ENV, IDENTITY_VARS, POLICY_VARS, TEAM_VARS, ApprovalError, PolicyError, approvals_in,
     awx_workflow_approval, check_approval, find_awx_job, first_valid, load_key, load_policy, os_user_name,
     requester_refusal, resolve_identity,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import open_state
 
 ARGUMENT_SPEC = {
     "policy": {"type": "dict", "default": {}},
@@ -33,6 +35,7 @@ ARGUMENT_SPEC = {
     "approvals_file": {"type": "path", "default": "~/.local/state/gitops-rollback/approvals"},
     "wait": {"type": "bool", "default": True},
     "poll_interval": {"type": "float", "default": 2.0},
+    "state_url": {"type": "str", "default": "", "no_log": True},
 }
 _MAX_APPROVALS_FILE = 1024 * 1024
 
@@ -125,19 +128,32 @@ class ActionModule(ActionBase):
             except ApprovalError as exc:
                 return "", str(exc)
         approvals_file = os.path.expanduser(args["approvals_file"])
+        where = "--state \"$GITOPS_ROLLBACK_STATE\"" if args["state_url"] else "--approvals-file " + approvals_file
         self._display.display(
             "Rollback %s to %s by %s needs an approval by one of %s within %d s: on the controller, one of them "
-            "runs: gitops-rollback approve %s --target %s --key-file %s --approvals-file %s"
+            "runs: gitops-rollback approve %s --target %s --key-file %s %s"
             % (run_id, target, requester, ", ".join(policy.approvers) or "(no approvers)",
-               policy.confirmation_timeout, run_id, target, key_file, approvals_file))
+               policy.confirmation_timeout, run_id, target, key_file, where))
         deadline = time.monotonic() + policy.confirmation_timeout
-        while True:
-            approval, reasons = first_valid(key, read_approvals(approvals_file), run_id, target, requester, policy)
-            if approval is not None:
-                return approval.approver, ""
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(min(args["poll_interval"], max(deadline - time.monotonic(), 0.05)))
+        try:
+            state = open_state(args["state_url"], dry_run=True)
+        except RollbackError as exc:
+            return "", str(exc)
+        try:
+            while True:
+                records = state.approvals() if state is not None else read_approvals(approvals_file)
+                approval, reasons = first_valid(key, records, run_id, target, requester, policy)
+                if approval is not None:
+                    return approval.approver, ""
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(min(args["poll_interval"], max(deadline - time.monotonic(), 0.05)))
+                if state is not None and not state.ready:  # the first approval creates the schema
+                    state.close()
+                    state = open_state(args["state_url"], dry_run=True)
+        finally:
+            if state is not None:
+                state.close()
         mine = [reason for reason in reasons if "not for this run" not in reason]
         return "", ("no approval by %s within %g s (%s)%s" % (
             ", ".join(policy.approvers) or "any approver", policy.confirmation_timeout,

@@ -1,6 +1,6 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Shared controller state in PostgreSQL: run locks, the guard cooldown and the audit log.
+"""Shared controller state in PostgreSQL: run locks, guard cooldown, approvals and the audit log.
 
 Local files under ``~/.local/state/gitops-rollback`` stay the default. A ``postgresql://`` URL
 (``gitops_rollback_state``) moves that state into the schema ``gitops_rollback`` of one database,
@@ -41,7 +41,10 @@ _SCHEMA_SQL = (
     "NOT NULL)",
     "CREATE TABLE IF NOT EXISTS gitops_rollback.audit (seq bigint PRIMARY KEY, hash text NOT NULL, "
     "body text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gitops_rollback.approvals (id bigserial PRIMARY KEY, record text NOT NULL, "
+    "added timestamptz NOT NULL DEFAULT now())",
 )
+APPROVALS_READ = 1000  # the newest records a waiting rollback looks at
 
 
 def is_state_url(value: Optional[str]) -> bool:
@@ -164,6 +167,22 @@ class PgState:
             cursor.execute("INSERT INTO gitops_rollback.cooldown (key, last_rollback) VALUES (%s, %s) "
                            "ON CONFLICT (key) DO UPDATE SET last_rollback = EXCLUDED.last_rollback", (key, now))
         return CooldownDecision(key, True, now, now + seconds, True)
+
+    # -- approvals -------------------------------------------------------------------------------
+
+    def add_approval(self, record: str) -> None:
+        """Store an approval record (``gitops-rollback approve``); the waiting rollback checks its signature."""
+        with self.transaction("approvals") as cursor:
+            cursor.execute("INSERT INTO gitops_rollback.approvals (record) VALUES (%s)", (record,))
+
+    def approvals(self) -> List[str]:
+        """The newest approval records, oldest first (none before the schema exists)."""
+        if not self.ready:
+            return []
+        with self.transaction("approvals-read") as cursor:
+            cursor.execute("SELECT record FROM (SELECT id, record FROM gitops_rollback.approvals ORDER BY id DESC "
+                           "LIMIT %s) newest ORDER BY id", (APPROVALS_READ,))
+            return [record for (record,) in cursor.fetchall()]
 
     # -- audit log -------------------------------------------------------------------------------
 

@@ -24,13 +24,15 @@ description:
     given as an extra var.
   - An approval is a record made by C(gitops-rollback approve) (HMAC-SHA256 over run id, target,
     approver and expiry under the policy's C(approval_key_file)), given as O(approval) or
-    written to O(approvals_file), which is polled until the policy's C(confirmation_timeout). In AWX, a
+    written to O(approvals_file) (or, with O(state_url), stored in the shared state by
+    C(gitops-rollback approve --state)), which is polled until the policy's C(confirmation_timeout). In AWX, a
     job spawned by a workflow named in the policy's C(awx_approval_workflows) counts as approved by the
     workflow's approval node. See docs/security.md.
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.attributes
+  - gitops.rollback.shared_state
 options:
   policy:
     type: dict
@@ -58,7 +60,7 @@ options:
     type: str
     default: ""
   approvals_file:
-    description: Controller file where approvers append approval records, one a line.
+    description: Controller file where approvers append approval records, one a line (unused with O(state_url)).
     type: path
     default: ~/.local/state/gitops-rollback/approvals
   wait:
@@ -66,7 +68,7 @@ options:
     type: bool
     default: true
   poll_interval:
-    description: Seconds between reads of O(approvals_file).
+    description: Seconds between reads of O(approvals_file) or the shared state.
     type: float
     default: 2.0
 attributes:
@@ -137,6 +139,7 @@ def main() -> None:
             approvals_file=dict(type="path", default="~/.local/state/gitops-rollback/approvals"),
             wait=dict(type="bool", default=True),
             poll_interval=dict(type="float", default=2.0),
+            state_url=dict(type="str", default="", no_log=True),
         ),
         supports_check_mode=True,
     )
