@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import psycopg2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make tests/harness importable
@@ -215,3 +217,17 @@ def run_task(collections_path: Path, tmp_path: Path) -> Callable[..., tuple[Resu
         return result, dict(event["result"], status="ignored" if event["status"] == "failed" else "ok")
 
     return run
+
+
+@pytest.fixture
+def state_url(postgres: PgServer) -> Iterator[str]:
+    """A fresh database of the session's PostgreSQL server for the shared controller state."""
+    name = "state_" + secrets.token_hex(4)
+    admin = psycopg2.connect(postgres.dsn)
+    admin.autocommit = True
+    admin.cursor().execute("CREATE DATABASE " + name)
+    try:
+        yield postgres.dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.cursor().execute("DROP DATABASE %s WITH (FORCE)" % name)
+        admin.close()

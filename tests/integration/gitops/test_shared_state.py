@@ -4,12 +4,11 @@ one cooldown and one hash-chained audit log, as AWX jobs in throwaway containers
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict
 
 import psycopg2
 import pytest
@@ -18,18 +17,6 @@ from harness import repo_root
 
 pytestmark = pytest.mark.slow
 ROLLBACK = str(repo_root() / "playbooks" / "rollback.yml")
-
-
-@pytest.fixture
-def state_url(postgres) -> Iterator[str]:
-    """A fresh database of the session's PostgreSQL server for the shared state."""
-    name = "state_" + secrets.token_hex(4)
-    admin = psycopg2.connect(postgres.dsn)
-    admin.autocommit = True
-    admin.cursor().execute("CREATE DATABASE " + name)
-    yield postgres.dsn.rsplit("/", 1)[0] + "/" + name
-    admin.cursor().execute("DROP DATABASE %s WITH (FORCE)" % name)
-    admin.close()
 
 
 @pytest.fixture

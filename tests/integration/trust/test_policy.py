@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import ansible_runner
+import psycopg2
 import pytest
 import yaml
 
@@ -251,3 +252,34 @@ def test_in_an_awx_job_the_launcher_is_the_requester_and_cannot_be_overridden(ru
                  extra_args=["-e", "@%s" % (pdd / "env" / "extravars"), "-e", "awx_user_name=mallory"])
     event = refused(result, tmp_path, "awx_user_name='mallory' overrides what AWX wrote for job 7 ('alice')")
     assert event["who"] == {"user": "alice", "awx_job_id": "7", "awx_launcher": "alice"}
+
+
+def test_an_approval_in_the_shared_state_lets_the_run_go_on(run_playbook, local_inventory, tmp_path, keys, cli_copy,
+                                                            state_url, collections_path):
+    """AWX jobs share no files: the approver's record goes to the shared state, where the waiting rollback reads it."""
+    stored = subprocess.run([sys.executable, "-m", "gitops_rollback", "approve", "run-7", "--target", "v9",
+                             "--key-file", str(keys["other"]), "--state", state_url,
+                             "--collections-path", str(collections_path)],
+                            capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    # the CLI stores what it signs (root may read the approver's key); this one is for another run
+    assert stored.returncode == 0 and "stored in the shared state" in stored.stderr, stored.stderr
+    record = approve(cli_copy, keys["key"], "run-42", "--target", "v1", "--print-only")
+
+    def approve_later():  # what `approve --state` stores, for the approver `nobody`
+        time.sleep(2)
+        with psycopg2.connect(state_url) as conn, conn.cursor() as cursor:
+            cursor.execute("INSERT INTO gitops_rollback.approvals (record) VALUES (%s)", (record,))
+
+    writer = threading.Thread(target=approve_later)
+    writer.start()
+    play = policy_play(tmp_path, approval_policy(keys, confirmation_timeout=60))
+    play[0]["module_defaults"] = {"group/gitops.rollback.state": {"state_url": state_url}}
+    result = run_playbook(play, inventory=local_inventory, env={"USER": "carol"})
+    writer.join()
+    assert result.ok, result
+    assert (tmp_path / "changed").exists()
+    assert not (tmp_path / "approvals").exists() and not audit(tmp_path)  # no local file read or written
+    with psycopg2.connect(state_url) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT body FROM gitops_rollback.audit ORDER BY seq")
+        approved = [e for e in (json.loads(body) for (body,) in cursor.fetchall()) if e.get("event") == "progress"]
+    assert approved and approved[-1]["reason"] == "approved by %s" % APPROVER, approved
