@@ -87,8 +87,12 @@ def recovery_state(checks: Any, safety_label: Optional[str], layers: Any = None,
         problem = " The recovery reported: %s." % recovery_problem.rstrip(".")
     if not safety_label or not held:
         state = "unverified"
-        text = "The host was NOT brought back: %s (no safety checkpoint was taken to compare it with)." % (
-            recovery_problem or OFF)
+        if recovered and not recovery_problem:
+            text = "No safety checkpoint was taken (the plan changes no stored layer of this host), so nothing was " \
+                   "brought back."
+        else:
+            text = "The host was NOT brought back: %s (no safety checkpoint was taken to compare it with)." % (
+                recovery_problem or OFF)
     elif differences:
         state = "differs"
         text = "The host is NOT at its safety checkpoint %s: %s.%s%s" % (

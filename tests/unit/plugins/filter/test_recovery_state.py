@@ -58,3 +58,9 @@ def test_without_a_safety_checkpoint_nothing_was_brought_back():
     assert state["state"] == "unverified"
     assert state["text"] == ("The host was NOT brought back: recovery is off (no safety checkpoint was taken to compare "
                              "it with).")
+
+
+def test_a_plan_with_no_stored_layer_has_nothing_to_bring_back():
+    state = recovery_state({}, None, [], None, True)
+    assert state["state"] == "unverified" and state["recovered"] is False
+    assert state["text"].startswith("No safety checkpoint was taken (the plan changes no stored layer")
