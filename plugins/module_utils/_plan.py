@@ -237,7 +237,7 @@ class _HostPlan:
                              % (escape(self.target), name, store, describe(have)))
                 continue
             projects.append({"name": name, "checkpoint": checkpoint["id"], "project_path": entry.get("project_path"),
-                             "action": "revert the state of %s to snapshot %s" % (name, checkpoint["id"])})
+                             "store_path": store, "action": "revert the state of %s to snapshot %s" % (name, checkpoint["id"])})
         if not projects or len(projects) < len(self.settings.terraform):
             return None
         return {"checkpoint": projects[0]["checkpoint"], "action": "; ".join(p["action"] for p in projects),

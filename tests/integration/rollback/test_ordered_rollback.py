@@ -149,7 +149,7 @@ def test_the_target_is_resolved_once_and_a_newer_checkpoint_of_the_label_changes
     # under the label v1 again: a label names its newest checkpoint, the plan named the checkpoint id.
     hook = drill.tmp / "relabel.yml"
     hook.write_text("- name: Checkpoint the broken files as v1 again\n  gitops.rollback.checkpoint:\n"
-                    "    paths: [/etc/app]\n    label: v1\n    store_path: '{{ rollback_host_store_path }}'\n"
+                    "    paths: [/etc/app]\n    label: v1\n    store_path: \"{{ lookup('gitops.rollback.setting', 'gitops_rollback_store_path') }}\"\n"
                     "  when: not (gitops_rollback_planning | default(false)) and __rollback_target is not defined\n")
 
     result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="release,config",

@@ -1,0 +1,49 @@
+"""One variable namespace: the roles read the store as gitops_rollback_store_path, also when used
+alone; the role-specific name they had before is still read, with a deprecation warning."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+DEPRECATION = "checkpoint_store_path is deprecated: set gitops_rollback_store_path"
+
+
+def test_the_roles_read_the_store_by_its_one_name_and_an_old_name_with_a_warning(run_playbook, tmp_path: Path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"app1": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    app, old_store, store = tmp_path / "app", tmp_path / "old-store", tmp_path / "store"
+    app.mkdir()
+    (app / "app.conf").write_text("release=v1\n")
+
+    def checkpoint(label: str, **variables):
+        return run_playbook([{"hosts": "all", "gather_facts": False, "tasks": [
+            {"name": "checkpoint", "ansible.builtin.include_role": {"name": "gitops.rollback.checkpoint"},
+             "vars": {"checkpoint_paths": [str(app)], "checkpoint_label": label, **variables}}]}],
+            inventory=inventory, env={"ANSIBLE_DEPRECATION_WARNINGS": "True"})
+
+    old = checkpoint("v1", checkpoint_store_path=str(old_store))
+    assert old.ok, old
+    assert DEPRECATION in " ".join((old.stdout + old.stderr).split()), "the old name warns, naming the new one"
+    assert [json.loads(p.read_text())["label"] for p in (old_store / "checkpoints").iterdir()] == ["v1"]
+
+    new = checkpoint("v1", gitops_rollback_store_path=str(store), checkpoint_store_path=str(old_store))
+    assert new.ok, new
+    assert "deprecated" not in new.stdout + new.stderr, "the new name wins, without a warning"
+    assert [json.loads(p.read_text())["label"] for p in (store / "checkpoints").iterdir()] == ["v1"]
+    assert len(list((old_store / "checkpoints").iterdir())) == 1
+
+    # The layer role alone, by the same name: the restore reads the store the checkpoint role wrote.
+    (app / "app.conf").write_text("release=v2\n")
+    restored = run_playbook([{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "restore", "ansible.builtin.include_role": {"name": "gitops.rollback.rollback_host"},
+         "vars": {"rollback_host_checkpoint": "v1", "rollback_host_paths": [str(app)],
+                  "rollback_host_safety_checkpoint": False, "gitops_rollback_store_path": str(store)}}]}],
+        inventory=inventory, env={"ANSIBLE_DEPRECATION_WARNINGS": "True"})
+    assert restored.ok, restored
+    assert (app / "app.conf").read_text() == "release=v1\n"
+    assert "deprecated" not in restored.stdout + restored.stderr
