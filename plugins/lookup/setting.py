@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Optional
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
-from ansible_collections.gitops.rollback.plugins.module_utils._namespace import REMOVED_IN, UnknownSetting, setting, source
+from ansible_collections.gitops.rollback.plugins.module_utils._namespace import UnknownSetting, setting, source
 
 display = Display()
 
@@ -63,6 +63,6 @@ class LookupModule(LookupBase):
             except UnknownSetting as exc:
                 raise AnsibleLookupError(str(exc)) from exc
             if warning:
-                display.deprecated(warning, version=REMOVED_IN, collection_name="gitops.rollback")
+                display.deprecated(warning, version="0.2.0", collection_name="gitops.rollback")  # REMOVED_IN, literal for sanity
             values.append(default if variable is None else self._templar.template(variables[variable]))
         return values

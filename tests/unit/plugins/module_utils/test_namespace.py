@@ -32,3 +32,9 @@ def test_every_old_name_maps_to_one_new_name_in_the_namespace():
     renamed = ns.renamed()
     assert renamed["checkpoint_store_path"] == "gitops_rollback_store_path"
     assert all(new.startswith(ns.PREFIX) and not old.startswith(ns.PREFIX) for old, new in renamed.items())
+
+
+def test_the_lookup_names_the_same_removal_version():
+    from pathlib import Path
+    lookup = Path(__file__).resolve().parents[4] / "plugins" / "lookup" / "setting.py"
+    assert 'version="%s"' % ns.REMOVED_IN in lookup.read_text()
