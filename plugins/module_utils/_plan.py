@@ -102,6 +102,17 @@ def terraform_name(entry: Dict[str, Any]) -> str:
     return "%s@%s" % (entry.get("workspace") or "default", name)
 
 
+def terraform_verify_tag(entry: Dict[str, Any], target: str) -> str:
+    """Return the Git tag whose configuration must show no drift after the revert ('' - no tag).
+
+    The entry's ``verify_tag`` (empty: the project path as it is), else the tag rolled back to; a
+    safety checkpoint is no tag.
+    """
+    if target.startswith(SAFETY_PREFIX):
+        return ""
+    return str(entry.get("verify_tag", target) or "")
+
+
 def database_method(entry: Dict[str, Any], safety_target: bool) -> str:
     """Decide how a database goes back: ``migrate``, ``auto`` (migrate, else the dump) or ``restore``.
 
@@ -237,7 +248,8 @@ class _HostPlan:
                              % (escape(self.target), name, store, describe(have)))
                 continue
             projects.append({"name": name, "checkpoint": checkpoint["id"], "project_path": entry.get("project_path"),
-                             "store_path": store, "action": "revert the state of %s to snapshot %s" % (name, checkpoint["id"])})
+                             "store_path": store, "verify_tag": terraform_verify_tag(entry, self.target),
+                             "action": "revert the state of %s to snapshot %s" % (name, checkpoint["id"])})
         if not projects or len(projects) < len(self.settings.terraform):
             return None
         return {"checkpoint": projects[0]["checkpoint"], "action": "; ".join(p["action"] for p in projects),

@@ -96,3 +96,16 @@ def test_a_database_without_migrations_needs_its_dump():
     method = plan_host("db1", "v1", ["database"], settings(databases=[
         {"engine": "postgresql", "database": "app", "migrations_dir": "/m", "method": "migrate"}]), [OLD])
     assert method["steps"]["database"]["databases"][0]["method"] == "migrate"
+
+
+def test_terraform_verifies_against_the_entry_tag_else_the_target_and_never_a_safety_label():
+    entry = {"project_path": "/srv/tf", "store_path": "/ctl"}
+    plan = plan_host("web1", "v1", ["infrastructure"], settings(terraform=[entry]), [], {"/ctl": [TF]})
+    assert plan["steps"]["infrastructure"]["projects"][0]["verify_tag"] == "v1"
+    assert plan["steps"]["infrastructure"]["projects"][0]["store_path"] == "/ctl"
+    pinned = plan_host("web1", "v1", ["infrastructure"], settings(terraform=[dict(entry, verify_tag="")]), [],
+                       {"/ctl": [TF]})
+    assert pinned["steps"]["infrastructure"]["projects"][0]["verify_tag"] == ""
+    undo = dict(TF, label="safety/rollback-1")
+    safety = plan_host("web1", "safety/rollback-1", ["infrastructure"], settings(terraform=[entry]), [], {"/ctl": [undo]})
+    assert safety["steps"]["infrastructure"]["projects"][0]["verify_tag"] == ""
