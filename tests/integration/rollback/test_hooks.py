@@ -123,7 +123,10 @@ def test_hooks_run_around_their_layer_only_when_it_runs_and_a_failing_before_hoo
     assert failed[-1]["result"]["recovered_to_safety_checkpoint"] is True, failed[-1]["result"]
     message = [e for e in failed_run.events if e.get("status") == "failed"][-1]["result"]["msg"]
     assert "at the config layer (task 'Refuse to touch config')" in message, message
-    assert "maintenance window closed" in message and "brought back to its safety checkpoint" in message
+    assert "maintenance window closed" in message
+    # Compared with the safety checkpoint in the host's store (gitops_rollback_store_path), not only restored.
+    assert failed[-1]["result"]["recovery_state"] == "at_safety_checkpoint", failed[-1]["result"]
+    assert "is back at its safety checkpoint" in message, message
 
     # Every layer's hooks, the traffic and database layers' included: those layers do not run here.
     site.log.unlink()
