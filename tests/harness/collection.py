@@ -345,6 +345,7 @@ def run_module_process(
     collections_dir: str | os.PathLike[str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     timeout: float = 600,
+    prefix: Sequence[str] = (),
 ) -> Result:
     """Run one module of this collection the way Ansible runs it on a host, without the controller.
 
@@ -353,7 +354,8 @@ def run_module_process(
     returns and what it hides (``no_log``) are the real ones; there is no ``ansible-playbook``
     start-up, connection, templating or callback. ``Result.events`` holds one event (task ``task``,
     host ``local``, status ``ok`` or ``failed``) whose ``result`` is the returned JSON. Modules with
-    an action plugin need the controller: use :func:`run_playbook` for those.
+    an action plugin need the controller: use :func:`run_playbook` for those. ``prefix`` goes
+    before the command (``nsenter ...`` runs it inside a host of the fleet: :meth:`Host.module`).
     """
     name = module.rsplit(".", 1)[-1]
     if module.count(".") == 2 and not module.startswith(f"{NAMESPACE}.{NAME}."):
@@ -365,7 +367,7 @@ def run_module_process(
             **dict(args or {}), "_ansible_check_mode": check, "_ansible_diff": diff,
             "_ansible_module_name": f"{NAMESPACE}.{NAME}.{name}", "_ansible_tmpdir": tmp, "_ansible_remote_tmp": tmp,
             "_ansible_keep_remote_files": False, "_ansible_verbosity": 0, "_ansible_no_log": False}}
-        cmd = [sys.executable, "-c", _MODULE_MAIN, str(collections_dir or _default_collections_path()),
+        cmd = [*prefix, sys.executable, "-c", _MODULE_MAIN, str(collections_dir or _default_collections_path()),
                f"ansible_collections.{NAMESPACE}.{NAME}.plugins.modules.{name}"]
         start = time.monotonic()
         proc = subprocess.run(cmd, input=json.dumps(payload, default=str), env={**os.environ, **(env or {})},
@@ -388,6 +390,9 @@ def _module_result(proc: subprocess.CompletedProcess) -> dict[str, Any]:
                 "module_stdout": proc.stdout, "module_stderr": proc.stderr}
     data = {k: v for k, v in data.items() if not k.startswith("_ansible_")}
     data.setdefault("changed", False)
+    if isinstance(data.get("warnings"), list):  # ansible-core 2.19 sends WarningSummary objects; users see the text
+        data["warnings"] = [w["event"].get("msg", w) if isinstance(w, dict) and isinstance(w.get("event"), dict) else w
+                            for w in data["warnings"]]
     if proc.returncode != 0:
         data["failed"] = True
     return data

@@ -1,17 +1,18 @@
-"""Fixtures for db_migrate end-to-end tests: one fresh database per test on each engine, a
-migration chain writer, and a runner that calls the module through a real ansible-playbook."""
+"""Fixtures for the db_migrate tests: one fresh database per test on each engine, a migration chain
+writer, and a runner that calls the module as Ansible runs it on a host (without the controller)."""
 
 from __future__ import annotations
 
 import re
 import secrets
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+from harness import run_module_process
 
 ENGINES = ("postgresql", "mysql", "sqlite")
 
@@ -132,27 +133,16 @@ def chain_step(engine: str, version: int) -> tuple[str, str]:
 
 
 @pytest.fixture
-def local_inventory(tmp_path: Path) -> Path:
-    """An inventory with localhost over the local connection, on this Python."""
-    path = tmp_path / "local.ini"
-    path.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
-    return path
+def migrate(tmp_path: Path) -> Callable[..., Any]:
+    """``migrate(target, check=False, **options)`` runs db_migrate once, as Ansible runs it on a host
+    but without the controller (:func:`harness.run_module_process`); returns ``(ok, module_result, run)``."""
 
-
-@pytest.fixture
-def migrate(run_playbook: Callable[..., Any], local_inventory: Path) -> Callable[..., Any]:
-    """``migrate(target, check=False, **options)`` runs db_migrate in a real playbook; returns
-    ``(ok, module_result, run)``."""
-
-    def call(target: Target, check: bool = False, background: bool = False, **options: Any) -> Any:
+    def call(target: Target, check: bool = False, **options: Any) -> Any:
         args = dict(target.conn)
         args.update(options)
-        play = [{"hosts": "localhost", "gather_facts": False,
-                 "tasks": [{"name": "migrate", "gitops.rollback.db_migrate": args}]}]
-        result = run_playbook(play, inventory=local_inventory, check=check)
-        found = result.results("migrate", "localhost")
-        assert found, str(result)
-        return found[-1]["status"] == "ok", found[-1]["result"], result
+        result = run_module_process("gitops.rollback.db_migrate", args, check=check, cwd=tmp_path)
+        event = result.events[-1]
+        return event["status"] == "ok", event["result"], result
 
     return call
 

@@ -309,7 +309,9 @@ def test_interrupted_migration(engine, new_target, migrate, tmp_path: Path) -> N
         assert ok, run
     else:
         # Rolled back with the transaction: no table, no history row, no dirty state.
-        time.sleep(9 if engine == "postgresql" else 0)  # the orphaned backend finishes its sleep and rolls back
+        if engine == "postgresql":  # the orphaned backend finishes its sleep and rolls back
+            _wait_for(lambda: target.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(8)%' "
+                                         "AND pid <> pg_backend_pid()") == "0")
         assert target.history() == [(1, "applied")]
         assert "slow" not in target.schema()
 

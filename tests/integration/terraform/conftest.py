@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness import PgServer, RepoInfo, Result
+from harness import PgServer, RepoInfo, Result, run_module_process
 
 LABELS = {"team": "ops", "tier": "web"}
 
@@ -86,9 +86,13 @@ class TfSetup:
         return {"name": name, "gitops.rollback.terraform_state": self.module_args(**args)}
 
     def module(self, name: str, check: bool = False, diff: bool = False, **args: Any) -> tuple[Result, dict]:
-        """Run one terraform_state task; return the run and the module's result."""
-        result = self.play(self.task(name, **args), check=check, diff=diff)
-        return result, result.result(name, "localhost")
+        """Run terraform_state once on localhost as Ansible runs a module, without the controller
+        (:func:`harness.run_module_process`); return the run and the module's result. ``name`` is
+        the step's name in assertion messages."""
+        result = run_module_process("gitops.rollback.terraform_state", self.module_args(**args), check=check,
+                                    diff=diff, env=self.env, cwd=self.store.parent)
+        result.cmd.append(f"# {name}")
+        return result, result.events[-1]["result"]
 
     # ------------------------------------------------------------ terraform
     def terraform(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -171,11 +175,21 @@ def _make_setup(backend: str, request: pytest.FixtureRequest, tmp_path: Path, gi
     return setup
 
 
+def _playbook_runner(request: pytest.FixtureRequest) -> Callable[..., Result]:
+    """The run_playbook fixture, asked for only when a test runs a play (``TfSetup.play``): the
+    module checks stay component tests, the role tests are marked e2e."""
+    def run(*args: Any, **kwargs: Any) -> Result:
+        return request.getfixturevalue("run_playbook")(*args, **kwargs)
+
+    return run
+
+
 @pytest.fixture(params=["local", "pg"])
 def tf(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[..., RepoInfo], tf_cli_config: Path,
-       localhost_inventory: Path, run_playbook: Callable[..., Result]) -> Iterator[TfSetup]:
+       localhost_inventory: Path) -> Iterator[TfSetup]:
     """A configuration repository (releases v1, v2) on the local backend and on Terraform's pg backend."""
-    setup = _make_setup(request.param, request, tmp_path, git_repo, tf_cli_config, localhost_inventory, run_playbook)
+    setup = _make_setup(request.param, request, tmp_path, git_repo, tf_cli_config, localhost_inventory,
+                        _playbook_runner(request))
     yield setup
     if setup.pg is not None and setup.database:
         setup.pg.drop_database(setup.database)
@@ -183,9 +197,9 @@ def tf(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[..., R
 
 @pytest.fixture
 def tf_pg(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[..., RepoInfo], tf_cli_config: Path,
-          localhost_inventory: Path, run_playbook: Callable[..., Result]) -> Iterator[TfSetup]:
+          localhost_inventory: Path) -> Iterator[TfSetup]:
     """The same on the pg backend only (for state lock tests)."""
-    setup = _make_setup("pg", request, tmp_path, git_repo, tf_cli_config, localhost_inventory, run_playbook)
+    setup = _make_setup("pg", request, tmp_path, git_repo, tf_cli_config, localhost_inventory, _playbook_runner(request))
     yield setup
     if setup.pg is not None and setup.database:
         setup.pg.drop_database(setup.database)
@@ -193,6 +207,6 @@ def tf_pg(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[...
 
 @pytest.fixture
 def tf_local(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[..., RepoInfo], tf_cli_config: Path,
-             localhost_inventory: Path, run_playbook: Callable[..., Result]) -> TfSetup:
+             localhost_inventory: Path) -> TfSetup:
     """The local backend only, for store-side checks that do not depend on the backend."""
-    return _make_setup("local", request, tmp_path, git_repo, tf_cli_config, localhost_inventory, run_playbook)
+    return _make_setup("local", request, tmp_path, git_repo, tf_cli_config, localhost_inventory, _playbook_runner(request))

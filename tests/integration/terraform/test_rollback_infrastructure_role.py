@@ -8,7 +8,7 @@ import pytest
 
 TfSetup = Any  # the fixture object of conftest.py
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # the role through ansible-playbook (TfSetup.play)
 
 
 def role_vars(tf: TfSetup, label: str, **extra: Any) -> dict[str, Any]:
