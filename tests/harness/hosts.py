@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .collection import Result, run_module_process
+
 STORE_DIR = "/var/lib/gitops-rollback"
 """Checkpoint store of the collection; bind-mounted per host like the managed dirs."""
 
@@ -204,6 +206,15 @@ class Host:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         return target
+
+    def module(self, module: str, args: dict, check: bool = False) -> Result:
+        """Run a module of the collection on this host (its mount and UTS namespaces, as root) the way
+        Ansible runs it there, without SSH or the controller: for set-up steps, not for what a test proves
+        about playbooks."""
+        if not self.running:
+            raise HarnessError(f"{self.name} is not running")
+        return run_module_process(module, args, check=check,
+                                  prefix=["nsenter", "--target", str(self.pid), "--mount", "--uts", "--"])
 
     def wipe(self) -> None:
         """Empty every managed directory and the store of this host (keeps the directories)."""
