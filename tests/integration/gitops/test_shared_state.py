@@ -65,14 +65,14 @@ def test_a_second_controller_is_refused_while_the_first_holds_the_lock_and_the_l
     holding = [{"hosts": "app1", "gather_facts": False, "module_defaults": {"group/gitops.rollback.state": {
         "state_url": state_url}}, "tasks": [
         {"name": "take the lock as the role does", "gitops.rollback.run_lock": {
-            "name": "{{ ansible_inventory_sources | join(',') }}", "owner": "alice", "operation": "rollback to v1"},
+            "name": "shop", "owner": "alice", "operation": "rollback to v1"},
          "delegate_to": "localhost", "run_once": True, "register": "lock"},
         {"gitops.rollback.audit": {"event": "started", "operation": "rollback", "run_id": "alice-run",
                                    "target": "v1"}, "delegate_to": "localhost", "run_once": True},
         {"ansible.builtin.wait_for": {"path": str(release), "timeout": 120}},
         {"gitops.rollback.audit": {"event": "completed", "operation": "rollback", "run_id": "alice-run",
                                    "target": "v1"}, "delegate_to": "localhost", "run_once": True},
-        {"gitops.rollback.run_lock": {"name": "{{ ansible_inventory_sources | join(',') }}", "owner": "alice",
+        {"gitops.rollback.run_lock": {"name": "shop", "owner": "alice",
                                       "state": "absent", "token": "{{ lock.token }}"},
          "delegate_to": "localhost", "run_once": True}]}]
     first: dict = {}
@@ -84,8 +84,12 @@ def test_a_second_controller_is_refused_while_the_first_holds_the_lock_and_the_l
         while time.monotonic() < deadline and not any(r.get("run_id") == "alice-run" for r in _rows(state_url)):
             time.sleep(0.2)
         rollback_vars = {"rollback_to": "v1", "rollback_paths": [str(app["dir"])],
-                         "rollback_store_path": str(app["store"]), "gitops_rollback_state": state_url}
-        refused = run_playbook(ROLLBACK, inventory=app["inventory"], extra_vars=rollback_vars, env=controllers["bob"])
+                         "rollback_store_path": str(app["store"]), "gitops_rollback_state": state_url,
+                         "gitops_rollback_lock_name": "shop"}
+        # bob keeps the same inventory at another path: the lock is the inventory's name, not its path
+        bob_inventory = Path(controllers["bob"]["HOME"]) / "inventory.yml"
+        bob_inventory.write_text(app["inventory"].read_text())
+        refused = run_playbook(ROLLBACK, inventory=bob_inventory, extra_vars=rollback_vars, env=controllers["bob"])
         assert not refused.ok
         assert "Refusing a second rollback" in refused.stdout and "alice" in refused.stdout, refused.stdout
         assert (app["dir"] / "app.ini").read_text() == "workers = 0\n"  # bob changed nothing
@@ -93,7 +97,7 @@ def test_a_second_controller_is_refused_while_the_first_holds_the_lock_and_the_l
         release.write_text("go\n")
         thread.join()
     assert first["run"].ok, first["run"]
-    second = run_playbook(ROLLBACK, inventory=app["inventory"], extra_vars=rollback_vars, env=controllers["bob"])
+    second = run_playbook(ROLLBACK, inventory=bob_inventory, extra_vars=rollback_vars, env=controllers["bob"])
     assert second.ok, second
     assert (app["dir"] / "app.ini").read_text() == "workers = 4\n"
 
