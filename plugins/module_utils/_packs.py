@@ -20,8 +20,11 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+import sys
 import threading
 import time
+from array import array
+from bisect import bisect_left
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ._errors import IntegrityError
@@ -54,9 +57,9 @@ class PackIndex:
     def load(cls, idx_path: str) -> "PackIndex":
         """Read an index file, refusing one that is damaged."""
         with open(idx_path, "rb") as handle:
-            data = handle.read()
-        body = data[len(IDX_MAGIC):]
-        if not data.startswith(IDX_MAGIC) or len(body) % RECORD.size:
+            magic = handle.read(len(IDX_MAGIC))
+            body = handle.read()  # (not sliced off the whole file: one copy of the records in memory)
+        if magic != IDX_MAGIC or len(body) % RECORD.size:
             raise IntegrityError(
                 "Pack index %s is damaged (bad header or truncated). Run gitops.rollback.checkpoint "
                 "state=verified to see which checkpoints need it; delete those and take new ones." % idx_path)
@@ -91,46 +94,80 @@ def _prefix(key: bytes) -> int:
     return int.from_bytes(key[:8], "big")
 
 
+def _prefixes(records: bytes) -> array:
+    """Return the first 8 bytes of every record's name, as numbers (sorted, as the records are)."""
+    prefixes = array("Q")
+    prefixes.frombytes(memoryview(records).cast("B").cast("Q")[::RECORD.size // 8].tobytes())
+    if sys.byteorder == "little":
+        prefixes.byteswap()
+    return prefixes
+
+
+WHERE_BITS = 40  # where a record is: index number << WHERE_BITS | byte offset of the record in the index
+Run = Tuple[array, Optional[array], int]  # sorted prefixes; where each record is (None: all in one index); that index
+
+
 class _Lookup:
-    """Finds packed objects of every index: a table from the first 8 bytes of a name to its
-    record (an int per object keeps memory small; the full name is compared on a hit)."""
+    """Finds packed objects of every index by binary search over sorted runs of the first 8 bytes
+    of their names (16 bytes per object at most; the full name is compared on a hit).
+
+    The indexes read together make one run; a pack finished later adds a run of its own, and
+    more than ``MAX_RUNS`` are merged into one.
+    """
+
+    MAX_RUNS = 8
 
     def __init__(self, indexes: List[PackIndex]) -> None:
         self.indexes: List[PackIndex] = []
-        self._table: Dict[int, int] = {}  # prefix -> index number << 40 | record start
-        self._clashes: Dict[bytes, int] = {}  # names sharing their first 8 bytes with an earlier one
+        self._runs: List[Run] = []
         for index in indexes:
-            self.add(index)
+            self.indexes.append(index)
+            self._runs.append((_prefixes(index.records), None, len(self.indexes) - 1))
+        if len(self._runs) > 1:
+            self._merge()
 
     def add(self, index: PackIndex) -> None:
         """Make a finished pack's objects findable."""
-        number = len(self.indexes) << 40
         self.indexes.append(index)
-        records, table = index.records, self._table
-        for start in range(0, len(records), RECORD.size):
-            if table.setdefault(_prefix(records[start:start + 8]), number | start) != number | start:
-                self._clashes[records[start:start + 32]] = number | start
+        self._runs.append((_prefixes(index.records), None, len(self.indexes) - 1))
+        if len(self._runs) > self.MAX_RUNS:
+            self._merge()
 
-    def _at(self, where: int) -> Tuple[bytes, Location]:
-        return self.indexes[where >> 40].at(where & ((1 << 40) - 1))
+    def _merge(self) -> None:
+        """Merge every run into one (each object as one number while they are sorted)."""
+        keyed = []
+        for prefixes, wheres, number in self._runs:
+            if wheres is None:
+                base = number << WHERE_BITS
+                keyed.extend(prefix << 64 | base | start
+                             for prefix, start in zip(prefixes, range(0, len(prefixes) * RECORD.size, RECORD.size)))
+            else:
+                keyed.extend(prefix << 64 | where for prefix, where in zip(prefixes, wheres))
+        self._runs = []
+        keyed.sort()
+        mask = (1 << 64) - 1
+        self._runs = [(array("Q", (key >> 64 for key in keyed)), array("Q", (key & mask for key in keyed)), -1)]
 
-    def has(self, key: bytes) -> bool:
-        """Tell whether the object ``key`` is packed."""
-        where = self._table.get(_prefix(key))
-        if where is None:
-            return False
-        return self._at(where)[0] == key or key in self._clashes
+    def _candidates(self, key: bytes) -> Iterator[int]:
+        """Yield where the records whose names start like ``key`` are."""
+        prefix = _prefix(key)
+        for prefixes, wheres, number in self._runs:
+            at = bisect_left(prefixes, prefix)
+            while at < len(prefixes) and prefixes[at] == prefix:
+                yield wheres[at] if wheres is not None else number << WHERE_BITS | at * RECORD.size
+                at += 1
 
     def find(self, key: bytes) -> Optional[Location]:
         """Return where the object ``key`` (32-byte name) is packed, or None."""
-        where = self._table.get(_prefix(key))
-        if where is None:
-            return None
-        found, location = self._at(where)
-        if found == key:
-            return location
-        where = self._clashes.get(key)
-        return None if where is None else self._at(where)[1]
+        for where in self._candidates(key):
+            found, location = self.indexes[where >> WHERE_BITS].at(where & ((1 << WHERE_BITS) - 1))
+            if found == key:
+                return location
+        return None
+
+    def has(self, key: bytes) -> bool:
+        """Tell whether the object ``key`` is packed."""
+        return self.find(key) is not None
 
 
 class PackWriter:

@@ -10,10 +10,7 @@ leftover temporary files are extras that the next run removes while it completes
 from __future__ import annotations
 
 import itertools
-import json
-import marshal
 import os
-import re
 import secrets
 from array import array
 from dataclasses import dataclass, field
@@ -25,71 +22,18 @@ from ._fsutil import TEMP_MARK, raise_if_full, sync_filesystem
 from ._nofollow import (
     CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_listed, open_root, race_point, read_small, remove_at,
 )
+from ._plantable import Action, ActionList, DirEntries
 from ._statcache import CacheWriter
 from ._store import Store, safety_label, summarize
 from ._tree import (
-    DIR, FIFO, FILE, LINK, Key, TreeValidator, encode_entry, gid_for, kind_of, path_key, uid_for, walk_at,
+    DIR, FIFO, FILE, LINK, Key, TreeValidator, gid_for, kind_of, path_key, uid_for, walk_at,
 )
 import stat as _stat
 
 DIFF_LIMIT = 128 * 1024
 
 
-DECODED_ACTIONS = 2000  # beyond this many actions a plan keeps tree lines, not decoded entries
-_DECODE = json.JSONDecoder().decode
-
-
-_NAME = re.compile(r"[0-9a-f]{64}\Z")
-_FIELDS = ("gid", "group", "mode", "mtime_ns", "owner", "sha256", "size", "target", "type", "uid")  # + path
-_ENTRY_KEYS = frozenset(_FIELDS + ("path",))
-
-
-class Action:
-    """One change that brings a live entry to its checkpointed state.
-
-    The target entry is kept as its decoded dict, or in a large plan packed (its values without
-    the path, marshalled; an entry with other keys as its JSON line) and unpacked when used: a
-    restore of 40,000 files stays under 60 MB.
-    """
-
-    __slots__ = ("op", "rel", "_entry", "_line", "live_kind", "reasons", "live_ino")
-
-    def __init__(self, op: str, rel: str, entry: Optional[dict], live_kind: Optional[str] = None,
-                 reasons: Sequence[str] = (), line: Optional[bytes] = None, live_ino: Optional[int] = None) -> None:
-        self.op = op  # create | update | meta | delete | retype
-        self.rel = rel
-        self._entry = None if line else entry
-        self._line = line
-        self.live_kind = live_kind
-        self.reasons = tuple(reasons)
-        self.live_ino = live_ino  # for meta: the inode the plan saw, the only one whose metadata may change
-
-    @property
-    def entry(self) -> Optional[dict]:
-        """The checkpointed entry (None for a delete)."""
-        if not self._line:
-            return self._entry
-        if self._line[:1] == b"{":
-            return _DECODE(self._line.decode("utf-8"))
-        entry = dict(zip(_FIELDS, marshal.loads(self._line)))
-        entry["path"] = self.rel
-        return entry
-
-    def compact(self) -> None:
-        """Keep the entry packed from now on."""
-        entry = self._entry
-        if entry is None:
-            return
-        if entry.keys() == _ENTRY_KEYS and entry["path"] == self.rel:
-            self._line = marshal.dumps(tuple(entry[key] for key in _FIELDS))
-        else:
-            self._line = encode_entry(entry)
-        self._entry = None
-
-    def as_dict(self) -> dict:
-        """Return the reportable form of the action."""
-        return {"op": self.op, "path": self.rel, "reasons": list(self.reasons),
-                "type": (self.entry or {}).get("type") or self.live_kind}
+VERIFIED_MEMORY = 4096  # object names verify_blobs remembers; one seen again after that is hashed again
 
 
 @dataclass
@@ -98,15 +42,17 @@ class RootPlan:
 
     root: str
     record: dict
-    actions: List[Action] = field(default_factory=list)
-    dirs: Dict[Key, dict] = field(default_factory=dict)
+    actions: ActionList = field(default_factory=ActionList)
+    dirs: DirEntries = field(default_factory=DirEntries)
     diffs: List[dict] = field(default_factory=list)
     safety: Optional[dict] = None  # the live root's record, when the plan also captured it
 
     def blobs(self) -> Iterator[Tuple[str, str]]:
         """Yield (sha256, path) of every blob the plan writes."""
-        for action in self.actions:
-            if action.op != "delete":
+        actions = self.actions
+        for number in range(len(actions)):
+            if actions.op(number) != "delete":
+                action = actions[number]
                 entry = action.entry
                 if entry["type"] == FILE and rewrites(action, entry):
                     yield entry["sha256"], action.rel
@@ -202,11 +148,9 @@ class _Planner:
     def _touch(self, key: Key) -> None:
         for dir_key, entry in self.ancestors:
             if key[: len(dir_key)] == dir_key and len(key) > len(dir_key):
-                self.plan.dirs[dir_key] = entry
+                self.plan.dirs.add(dir_key, entry)
 
     def _add(self, action: Action, key: Key) -> None:
-        if len(self.plan.actions) >= DECODED_ACTIONS:
-            action.compact()
         self.plan.actions.append(action)
         self._touch(key)
 
@@ -326,7 +270,7 @@ class _Planner:
             if action:
                 self._add(action, key)
                 if entry["type"] == DIR and action.op == "meta":
-                    self.plan.dirs[key] = entry
+                    self.plan.dirs.add(key, entry)
                 if action.op == "retype" and _stat.S_ISDIR(live[2].st_mode):
                     skip = key
             self._record(live, self.live_sha)
@@ -342,14 +286,16 @@ def plan_root(store: Store, record: dict, want_diff: bool = False, cache_writer:
 
 def verify_blobs(store: Store, plans: Sequence[RootPlan]) -> None:
     """Re-hash every blob a restore will write; refuse before any change when one is bad."""
-    checked: Set[int] = set()  # first 128 bits of each name, as numbers: no practical clash, less memory
+    checked: Set[str] = set()  # names found sound (the latest VERIFIED_MEMORY): a repeat is not hashed again
     for plan in plans:
         for sha, rel in plan.blobs():
-            key = int(sha[:32], 16) if _NAME.match(sha) else -1  # -1: not a name; blob_hash refuses it
-            if key not in checked:
+            if sha not in checked:
                 actual = store.blob_hash(sha)
-                checked.add(key)
-                if actual != sha:
+                if actual == sha:
+                    if len(checked) >= VERIFIED_MEMORY:
+                        checked.clear()
+                    checked.add(sha)
+                else:
                     raise IntegrityError(
                         "Stored content of %s is %s: expected sha256 %s, found %s. Nothing was "
                         "changed. Run gitops.rollback.checkpoint state=verified to list damaged "
@@ -456,7 +402,7 @@ class _Applier:
         if entry["type"] == DIR:
             if action.op != "meta":
                 self._make_dir(dir_fd, name, full)
-                self.plan.dirs[path_key(action.rel)] = entry
+                self.plan.dirs.add(path_key(action.rel), entry)
             return False  # directories are finished last, deepest first
         if not rewrites(action, entry):
             race_point("restore.meta", rel=action.rel)
@@ -485,7 +431,7 @@ class _Applier:
         self.cursor.reset()
         actions = self.plan.actions
         for number in self.pending:
-            rel = actions[number].rel
+            rel = actions.rel(number)
             dir_fd, name = self._at(rel)
             race_point("restore.rename", rel=rel)
             os.rename(self._tmp(name), name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -495,7 +441,7 @@ class _Applier:
         actions = self.plan.actions
         for number in self.pending:
             try:
-                dir_fd, name = self._at(actions[number].rel)
+                dir_fd, name = self._at(actions.rel(number))
                 os.unlink(self._tmp(name), dir_fd=dir_fd)
             except (OSError, RollbackError):
                 pass
@@ -504,13 +450,15 @@ class _Applier:
         """Apply the plan."""
         self.cursor = DirCursor(open_root(self.root, create=True), self.root)
         try:
-            for action in reversed(self.plan.actions):
-                if action.op in ("delete", "retype"):
-                    dir_fd, name = self._at(action.rel)
-                    remove_at(dir_fd, name, self._full(action.rel))
+            actions = self.plan.actions
+            for number in range(len(actions) - 1, -1, -1):
+                if actions.op(number) in ("delete", "retype"):
+                    rel = actions.rel(number)
+                    dir_fd, name = self._at(rel)
+                    remove_at(dir_fd, name, self._full(rel))
             self.cursor.reset()
-            for number, action in enumerate(self.plan.actions):
-                if action.op != "delete" and self._stage(action):
+            for number in range(len(actions)):
+                if actions.op(number) != "delete" and self._stage(actions[number]):
                     self.pending.append(number)
             sync_filesystem(self.cursor.root_fd)
             self._rename_staged()
@@ -530,17 +478,12 @@ REPORT_LIMIT = 1000
 
 def _changes(plans: Sequence[RootPlan]) -> Dict[str, List[dict]]:
     """Return the changes per root, at most REPORT_LIMIT each (the summary counts them all)."""
-    return {plan.root: [action.as_dict() for action in plan.actions[:REPORT_LIMIT]] for plan in plans if plan.actions}
+    return {plan.root: [action.as_dict() for action in plan.actions.head(REPORT_LIMIT)] for plan in plans if plan.actions}
 
 
 def _summary(plans: Sequence[RootPlan]) -> Dict[str, Dict[str, int]]:
     """Count the changes per root and operation."""
-    counts: Dict[str, Dict[str, int]] = {}
-    for plan in plans:
-        for action in plan.actions:
-            per_root = counts.setdefault(plan.root, {})
-            per_root[action.op] = per_root.get(action.op, 0) + 1
-    return counts
+    return {plan.root: plan.actions.counts() for plan in plans if plan.actions}
 
 
 def verify_changes(plan: RootPlan, store: Store) -> List[dict]:

@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import shutil
+import tracemalloc
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _nofollow, _restore
+from ansible_collections.gitops.rollback.plugins.module_utils import _nofollow
 from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
     CheckpointRequest, RootSpec, create_checkpoint,
 )
@@ -247,8 +249,7 @@ def test_the_safety_checkpoint_taken_in_the_plan_walk_holds_the_tree_from_before
     assert fresh["roots"][0]["tree"] == safety["roots"][0]["tree"], "same tree object as a checkpoint would write"
 
 
-def test_a_large_plan_keeps_tree_lines_and_restores_the_same(store, root, monkeypatch):
-    monkeypatch.setattr(_restore, "DECODED_ACTIONS", 1)
+def test_a_full_restore_from_the_packed_plan_gives_back_every_entry(store, root):
     expected = _snapshot(root)
     manifest = _checkpoint(store, root)
     shutil.rmtree(str(root))
@@ -271,3 +272,29 @@ def test_verify_checkpoint_refuses_a_plan_when_any_object_is_damaged(store, root
         restore_host(params)
     assert untouched in str(caught.value) and "page07.html" in str(caught.value)
     assert "Nothing was changed" in str(caught.value)
+
+
+def test_the_plan_of_a_full_restore_takes_little_memory_per_entry(store, tmp_path):
+    """A full restore keeps its whole plan until it has verified the result: 40,000 files must
+    stay under 60 MB, so the plan must not hold a dict or several objects per entry."""
+    tree, count = tmp_path / "tree", 1000
+    for number in range(count):
+        path = tree / ("d%02d" % (number % 10)) / ("file-%05d.conf" % number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%d\n" % number)
+    manifest = _checkpoint(store, tree)
+    shutil.rmtree(str(tree))
+    os.mkdir(str(tree))
+    record = manifest["roots"][0]
+    plan_root(store, record)  # once unmeasured: caches and lazily compiled patterns
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        plan = plan_root(store, record)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(plan.actions) == count + 10
+    assert kept / len(plan.actions) < 200, "%d bytes per planned action" % (kept / len(plan.actions))
