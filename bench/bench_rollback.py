@@ -1,8 +1,8 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Ordered rollback (issue 6): ``playbooks/rollback.yml -e rollback_to=v1`` end to end on three SSH
-hosts + a PostgreSQL database with migrations + Terraform state, against the raw steps a user
-would otherwise run by hand.
+"""Ordered rollback: ``playbooks/rollback.yml -e rollback_to=v1`` end to end on three SSH hosts +
+a PostgreSQL database with migrations + Terraform state, against the raw steps a user would
+otherwise run by hand, against the layers' own work, in check mode, and on twenty hosts.
 
 The set-up is the drill's (tests/integration/rollback/conftest.py): v1 in every layer, a v1
 checkpoint, then a bad v2 in every layer (release, /etc/app, a migration + rows, Terraform). Ours
@@ -11,11 +11,20 @@ order, verification, restart, audit log. The baseline is a plain playbook of the
 backups taken by hand at v1, without pre-flight, safety net or verification: ``rsync -a --delete``
 of /etc/app, ``ln -sfn``-style switch of ``current`` (file state=link), ``pg_restore --clean
 --create`` of a ``pg_dump -Fc`` dump and ``terraform state push -force`` of the pulled v1 state,
-then the restart. Every round builds a fresh drill; ours and the baseline alternate; after each run
-every layer must be back at v1 (trees, current, tables, rows, schema version, Terraform outputs),
-else the benchmark fails. Per-layer seconds come from the audit log (slowest host per layer).
+then the restart. Every round builds fresh drills; after each run every layer must be back at v1
+(trees, current, tables, rows, schema version, Terraform outputs), else the benchmark fails.
 
-``GITOPS_ROLLBACK_BENCH_PROFILE=1`` also prints the slowest tasks of our last run.
+Each round, in this order:
+- ``--check`` of the same rollback on the 3-host drill at v2 (the plan, nothing changed: every
+  layer and every store must be as before, else the benchmark fails);
+- ours on that drill; its per-layer seconds come from the audit log (slowest host per layer), and
+  their sum is "the layers' own work" the wall time is compared with;
+- the baseline on a fresh 3-host drill;
+- ours on a fresh drill of ``GITOPS_ROLLBACK_BENCH_ROLLBACK_HOSTS`` hosts (default 20; 0 skips it).
+
+Ansible runs with its default forks (5) for every run of ours. ``GITOPS_ROLLBACK_BENCH_ROLLBACK_ROUNDS``
+sets the rounds (default 3), ``GITOPS_ROLLBACK_BENCH_PROFILE=1`` also prints the slowest tasks of
+our 3-host runs.
 """
 
 from __future__ import annotations
@@ -37,7 +46,11 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 # pylint: disable=wrong-import-position
 from harness import Fleet, PgServer, Result, make_repo, run_playbook, start_hosts, start_postgres  # noqa: E402
 
-TARGET_S = 30.0
+TARGET_S = 10.0  # ordered rollback of the 3-host drill, end to end
+TARGET_CHECK_S = 5.0  # its --check plan
+TARGET_OVERHEAD = 1.5  # wall time / the layers' own work
+TARGET_SCALE = 2.0  # many hosts / 3 hosts
+DEFAULT_FORKS = "5"  # Ansible's default; the test harness sets 10
 LAYERS = ("release", "config", "database", "infrastructure", "services")
 PROFILE_CALLBACK = '''
 """Per-task wall time (bench only)."""
@@ -182,17 +195,34 @@ def _assert_v1(drill, ours: bool) -> None:
         raise AssertionError("the Terraform serial did not move forward: %s" % after["tf_serial"])
 
 
+def _failed(result: Result) -> List[Any]:
+    return [(e["host"], e["task"], e["result"].get("msg")) for e in result.events if e["status"] == "failed"]
+
+
 def _run_ours(drill) -> Dict[str, Any]:
-    """Time rollback.yml; return total seconds, per-layer seconds (slowest host) and task counts."""
+    """Time rollback.yml; return total seconds, per-layer seconds (slowest host), their sum and task counts."""
     result = drill.playbook("rollback.yml", rollback_to="v1")
     if not result.ok:
-        failed = [(e["host"], e["task"], e["result"].get("msg")) for e in result.events if e["status"] == "failed"]
-        raise AssertionError("rollback.yml failed: %s" % failed)
+        raise AssertionError("rollback.yml failed: %s" % _failed(result))
     _assert_v1(drill, ours=True)
-    done = [e for e in drill.audit() if e["operation"] == "rollback" and e["event"] == "completed"][-1]
-    layers = {layer: max(times.get(layer, 0.0) for times in done["layers"].values()) for layer in LAYERS}
-    return {"total": result.duration, "layers": layers, "results": len(result.events),
+    done = [e for e in drill.audit() if e["operation"] == "rollback" and e["event"] == "completed"
+            and not e.get("dry_run")][-1]
+    layers = {layer: max(float(times.get(layer, 0.0)) for times in done["layers"].values()) for layer in LAYERS}
+    return {"total": result.duration, "layers": layers, "work": sum(layers.values()), "results": len(result.events),
             "tasks": len({(e["play"], e["task"]) for e in result.events})}
+
+
+def _run_check(drill) -> float:
+    """Time ``rollback.yml --check`` (the plan of the same rollback); fail unless nothing changed."""
+    before, stores = drill.state(), drill.stores()
+    result = drill.playbook("rollback.yml", check=True, rollback_to="v1")
+    if not result.ok:
+        raise AssertionError("rollback.yml --check failed: %s" % _failed(result))
+    if drill.state() != before:
+        raise AssertionError("rollback.yml --check changed a layer")
+    if drill.stores() != stores:
+        raise AssertionError("rollback.yml --check changed a store")
+    return result.duration
 
 
 def _run_baseline(drill) -> float:
@@ -215,41 +245,75 @@ def _profile(times_file: Path) -> None:
 
 
 def run(workdir: Path, quick: bool) -> List[dict]:
-    """Median of fresh drills, ours and the baseline alternating."""
+    """Median of fresh drills: check, ours, the baseline and ours on many hosts, in turn."""
     rounds = 1 if quick else int(os.environ.get("GITOPS_ROLLBACK_BENCH_ROLLBACK_ROUNDS") or 3)
+    many = int(os.environ.get("GITOPS_ROLLBACK_BENCH_ROLLBACK_HOSTS") or 20)
     collections = workdir / "collections"
     link = collections / "ansible_collections" / "gitops" / "rollback"
     link.parent.mkdir(parents=True)
     link.symlink_to(ROOT, target_is_directory=True)
-    extra_env: Dict[str, str] = {}
+    forks = {"ANSIBLE_FORKS": DEFAULT_FORKS}
+    profiled = dict(forks)
     times_file = workdir / "task-times.json"
     if os.environ.get("GITOPS_ROLLBACK_BENCH_PROFILE"):
         (workdir / "callbacks").mkdir()
         (workdir / "callbacks" / "gitops_bench_timer.py").write_text(PROFILE_CALLBACK)
-        extra_env = {"ANSIBLE_CALLBACK_PLUGINS": "%s:%s" % (workdir / "callbacks", _harness_callbacks()),
-                     "ANSIBLE_CALLBACKS_ENABLED": "gitops_bench_timer", "GITOPS_BENCH_TIMES": str(times_file)}
+        profiled.update({"ANSIBLE_CALLBACK_PLUGINS": "%s:%s" % (workdir / "callbacks", _harness_callbacks()),
+                         "ANSIBLE_CALLBACKS_ENABLED": "gitops_bench_timer", "GITOPS_BENCH_TIMES": str(times_file)})
     fleet = start_hosts(3, workdir / "fleet")
+    big = start_hosts(many, workdir / "fleet-many") if many else None
     pg = start_postgres(workdir)
     ours: List[Dict[str, Any]] = []
+    checks: List[float] = []
     baseline: List[float] = []
+    scaled: List[Dict[str, Any]] = []
     try:
         for index in range(rounds):
-            ours.append(_run_ours(_make_drill(fleet, pg, workdir / ("ours%d" % index), collections, extra_env)))
-            print("  round %d ours %.1fs %s" % (index, ours[-1]["total"], ours[-1]["layers"]), flush=True)
+            drill = _make_drill(fleet, pg, workdir / ("ours%d" % index), collections, profiled)
+            checks.append(_run_check(drill))
+            print("  round %d check %.1fs" % (index, checks[-1]), flush=True)
+            ours.append(_run_ours(drill))
+            print("  round %d ours %.1fs, layers' own work %.1fs %s" % (index, ours[-1]["total"], ours[-1]["work"],
+                                                                       ours[-1]["layers"]), flush=True)
             baseline.append(_run_baseline(_make_drill(fleet, pg, workdir / ("base%d" % index), collections, {})))
             print("  round %d baseline %.1fs" % (index, baseline[-1]), flush=True)
+            if big:
+                scaled.append(_run_ours(_make_drill(big, pg, workdir / ("many%d" % index), collections, forks)))
+                print("  round %d ours on %d hosts %.1fs, layers' own work %.1fs" % (
+                    index, many, scaled[-1]["total"], scaled[-1]["work"]), flush=True)
     finally:
         fleet.stop()
+        if big:
+            big.stop()
         pg.stop()
-    if extra_env:
+    if "GITOPS_BENCH_TIMES" in profiled:
         _profile(times_file)
+    return _figures(ours, checks, baseline, scaled, many)
+
+
+def _figures(ours: List[Dict[str, Any]], checks: List[float], baseline: List[float], scaled: List[Dict[str, Any]],
+             many: int) -> List[dict]:
+    """The figures of the rounds (medians)."""
     total = statistics.median(o["total"] for o in ours)
     figures = [
         {"name": "ordered rollback, 3 hosts + PostgreSQL + Terraform", "ours_s": total,
          "baseline": "raw rsync/ln/pg_restore/state push playbook", "baseline_s": statistics.median(baseline),
          "target": None},
+        {"name": "ordered rollback vs the layers' own work", "ours_s": total,
+         "baseline": "sum of the slowest host per layer", "baseline_s": statistics.median(o["work"] for o in ours),
+         "target": TARGET_OVERHEAD},
         {"name": "ordered rollback end to end (absolute)", "value": total, "unit": "s", "target": TARGET_S},
+        {"name": "--check plan of the same (absolute)", "value": statistics.median(checks), "unit": "s",
+         "target": TARGET_CHECK_S},
     ]
+    if scaled:
+        figures.append({"name": "ordered rollback, %d hosts vs 3 hosts (forks %s)" % (many, DEFAULT_FORKS),
+                        "ours_s": statistics.median(o["total"] for o in scaled), "baseline": "3 hosts",
+                        "baseline_s": total, "target": TARGET_SCALE})
+        figures.append({"name": "%d hosts: vs the layers' own work" % many,
+                        "ours_s": statistics.median(o["total"] for o in scaled),
+                        "baseline": "sum of the slowest host per layer",
+                        "baseline_s": statistics.median(o["work"] for o in scaled), "target": None})
     for layer in LAYERS:
         figures.append({"name": "layer %s (slowest host)" % layer, "value": statistics.median(
             o["layers"][layer] for o in ours), "unit": "s", "target": None})

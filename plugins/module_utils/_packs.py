@@ -148,21 +148,17 @@ class _Lookup:
         mask = (1 << 64) - 1
         self._runs = [(array("Q", (key >> 64 for key in keyed)), array("Q", (key & mask for key in keyed)), -1)]
 
-    def _candidates(self, key: bytes) -> Iterator[int]:
-        """Yield where the records whose names start like ``key`` are."""
+    def find(self, key: bytes) -> Optional[Location]:
+        """Return where the object ``key`` (32-byte name) is packed, or None."""
         prefix = _prefix(key)
         for prefixes, wheres, number in self._runs:
             at = bisect_left(prefixes, prefix)
             while at < len(prefixes) and prefixes[at] == prefix:
-                yield wheres[at] if wheres is not None else number << WHERE_BITS | at * RECORD.size
+                where = wheres[at] if wheres is not None else number << WHERE_BITS | at * RECORD.size
+                found, location = self.indexes[where >> WHERE_BITS].at(where & ((1 << WHERE_BITS) - 1))
+                if found == key:
+                    return location
                 at += 1
-
-    def find(self, key: bytes) -> Optional[Location]:
-        """Return where the object ``key`` (32-byte name) is packed, or None."""
-        for where in self._candidates(key):
-            found, location = self.indexes[where >> WHERE_BITS].at(where & ((1 << WHERE_BITS) - 1))
-            if found == key:
-                return location
         return None
 
     def has(self, key: bytes) -> bool:

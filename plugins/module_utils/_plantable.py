@@ -173,6 +173,9 @@ def _bits_reasons(bits: int) -> Tuple[str, ...]:
     return tuple(reason for number, reason in enumerate(_REASONS) if bits & (1 << number))
 
 
+_REASON_SETS = tuple(_bits_reasons(bits) for bits in range(1 << len(_REASONS)))
+
+
 class ActionList:
     """The actions of a plan in order, packed; indexing and iteration give an Action each."""
 
@@ -207,7 +210,7 @@ class ActionList:
         if not 0 <= number < len(self._ops):
             raise IndexError("action %d of %d" % (number, len(self._ops)))
         bits = self._reasons[number]
-        reasons = self._odd_reasons.get(number) or _bits_reasons(bits & ~_HAS_INO)
+        reasons = self._odd_reasons.get(number) or _REASON_SETS[bits & ~_HAS_INO]
         action = Action(_OPS[self._ops[number]], self._entries.path(number), None, _KINDS[self._kinds[number]],
                         reasons, self._inos[number] if bits & _HAS_INO else None)
         action._source = (self._entries, number)  # pylint: disable=protected-access

@@ -457,7 +457,7 @@ class Store:
 
     def _packed(self, sha: str) -> Optional[Location]:
         """Return where a blob is packed, or None when it is a file of its own (or missing)."""
-        if os.path.exists(self.blob_path(sha)):
+        if self._loose_exists(sha):
             return None
         return self.packs.find(sha)
 
@@ -640,7 +640,10 @@ class Store:
 
     def read_blob(self, sha: str) -> bytes:
         """Return a blob's bytes after checking their hash (and, encrypted, their authenticity)."""
-        data = self._stored_bytes(sha)
+        return self._content(sha, self._stored_bytes(sha))
+
+    def _content(self, sha: str, data: bytes) -> bytes:
+        """Return a blob's content from its stored bytes after checking them (see read_blob)."""
         cipher = self.cipher
         if cipher is not None:
             data = cipher.unseal(data, _object_context(sha), "Object %s" % sha)
@@ -654,8 +657,9 @@ class Store:
 
         An encrypted object's tag is verified before its first byte is yielded.
         """
-        if self._packed(sha) is not None:
-            yield self.read_blob(sha)
+        location = self._packed(sha)
+        if location is not None:
+            yield self._content(sha, read_range(location))
             return
         digest = self.hasher()
         cipher = self.cipher
@@ -691,8 +695,9 @@ class Store:
         """
         digest = self.hasher()
         try:
-            if self._packed(sha) is not None:
-                stored = self._stored_bytes(sha)
+            location = self._packed(sha)
+            if location is not None:
+                stored = read_range(location)
                 if self.cipher is None:
                     return self.hash_bytes(stored)
                 digest.update(self.cipher.unseal(stored, _object_context(sha), "Object %s" % sha))
