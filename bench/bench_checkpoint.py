@@ -13,7 +13,7 @@ Figures:
 - incremental checkpoint after 1 % of the files changed vs ``rsync -a --link-dest``;
 - restore after 1 % of the files changed, and a full restore into an emptied tree (seconds);
 - peak memory (ru_maxrss of the module process) of a checkpoint and of a full restore as the
-  tree grows;
+  tree grows (and of the full restore by the checkout in ``GITOPS_ROLLBACK_BENCH_BEFORE``);
 - with ``restic`` installed (Debian package ``restic``): cold ``restic backup`` into a new
   repository, incremental ``restic backup`` after 1 % changed, and ``restic restore latest``
   after 1 % changed, each beside the module's figure (the module should be at least 3x faster);
@@ -422,6 +422,11 @@ def memory(work: Path, sizes: List[int]) -> List[dict]:
                         "value": checkpoint.max_rss_mb, "unit": "MB", "target": 60})
         figures.append({"name": "full restore peak memory, %d files" % count,
                         "value": restore.max_rss_mb, "unit": "MB", "target": 60})
+        if BEFORE:  # the same restore of the same store by the other checkout
+            empty_dir(tree)
+            before = Modules(base, base / "store", Path(BEFORE)).restore("mem")
+            figures.append({"name": "full restore peak memory, %d files, before" % count,
+                            "value": before.max_rss_mb, "unit": "MB", "target": None})
         shutil.rmtree(base)
     return figures
 

@@ -273,8 +273,8 @@ def run(workdir: Path, quick: bool) -> List[dict]:
             checks.append(_run_check(drill))
             print("  round %d check %.1fs" % (index, checks[-1]), flush=True)
             ours.append(_run_ours(drill))
-            print("  round %d ours %.1fs, layers' own work %.1fs %s" % (index, ours[-1]["total"], ours[-1]["work"],
-                                                                       ours[-1]["layers"]), flush=True)
+            print("  round %d ours %.1fs, layers' own work %.1fs %s" % (
+                index, ours[-1]["total"], ours[-1]["work"], ours[-1]["layers"]), flush=True)
             baseline.append(_run_baseline(_make_drill(fleet, pg, workdir / ("base%d" % index), collections, {})))
             print("  round %d baseline %.1fs" % (index, baseline[-1]), flush=True)
             if big:
