@@ -35,18 +35,12 @@ import hmac
 import os
 import socket
 import sys
+from types import SimpleNamespace
 from typing import BinaryIO, Iterator, Optional, Tuple, Union
 
 from ._crypto_legacy import SCHEME as LEGACY_SCHEME, LegacyCipher, header_nonce
 from ._errors import EncryptionKeyError, IntegrityError, MissingLibraryError
 
-try:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-except ImportError:  # only encrypted stores need it; plain ones work without
-    AESGCM = Scrypt = None
-    InvalidTag = ValueError
 
 SCHEME = "aes-256-gcm-stream/v2"
 MAGIC = b"GRAEAD\x02\x00"
@@ -71,9 +65,24 @@ def check_secret(secret: object) -> str:
     return secret
 
 
+@functools.lru_cache(maxsize=None)
+def cryptography_library() -> Optional[SimpleNamespace]:
+    """Return pyca/cryptography's ``AESGCM``, ``Scrypt`` and ``InvalidTag``, imported on first use;
+    None when it is not installed. Only encrypted stores need it: a module run on a plain store
+    never loads it, and starts sooner."""
+    # pylint: disable=import-outside-toplevel
+    try:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+    except ImportError:
+        return None
+    return SimpleNamespace(AESGCM=AESGCM, Scrypt=Scrypt, InvalidTag=InvalidTag)
+
+
 def require_cryptography(purpose: str) -> None:
     """Fail with the message Ansible's ``missing_required_lib`` gives when pyca/cryptography is absent."""
-    if AESGCM is None:
+    if cryptography_library() is None:
         raise MissingLibraryError(
             "Failed to import the required Python library (cryptography) on %s's Python %s. It is needed %s. "
             "Install it on that host (`pip install cryptography`, or the distribution's python3-cryptography "
@@ -119,7 +128,7 @@ def scrypt(secret: bytes, kdf: dict) -> bytes:
 
 @functools.lru_cache(maxsize=4)
 def _scrypt_once(secret: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
-    return Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(secret)
+    return cryptography_library().Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(secret)
 
 
 def derive_keys(secret: str, kdf: dict) -> Tuple[bytes, bytes]:
@@ -132,7 +141,7 @@ def derive_keys(secret: str, kdf: dict) -> Tuple[bytes, bytes]:
 
 def _envelope_aead(content_key: bytes, nonce: bytes):
     """Return the AES-256-GCM of one envelope: HKDF-Expand(content key, label || nonce), one HMAC block."""
-    return AESGCM(hmac.digest(content_key, _LABEL + b"envelope " + nonce + b"\x01", "sha256"))
+    return cryptography_library().AESGCM(hmac.digest(content_key, _LABEL + b"envelope " + nonce + b"\x01", "sha256"))
 
 
 def _chunk_nonce(index: int, final: bool) -> bytes:
@@ -309,7 +318,7 @@ class Cipher:
     def _open(self, aead, header: bytes, index: int, segment, final: bool, context: bytes, what: str) -> bytes:
         try:
             return aead.decrypt(_chunk_nonce(index, final), segment, header + context if final else header)
-        except InvalidTag:
+        except cryptography_library().InvalidTag:
             raise _tamper_error(what) from None
 
     def unseal(self, envelope, context: bytes, what: str) -> bytes:

@@ -10,6 +10,8 @@ import hmac
 import io
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -50,7 +52,7 @@ GCM_PLAIN = ("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
      "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662", "76fc6ece0f4e1768cddf8853bb2d551b"),
 ])
 def test_the_aead_matches_the_gcm_specification_vectors(key, iv, plain, aad, cipher, tag):
-    aead = _crypto.AESGCM(bytes.fromhex(key))
+    aead = _crypto.cryptography_library().AESGCM(bytes.fromhex(key))
     sealed = aead.encrypt(bytes.fromhex(iv), bytes.fromhex(plain), bytes.fromhex(aad) or None)
     assert sealed.hex() == cipher + tag
     assert aead.decrypt(bytes.fromhex(iv), sealed, bytes.fromhex(aad) or None).hex() == plain
@@ -208,13 +210,13 @@ def _legacy_store(tmp_path, key=KEY, name="store") -> Store:
 def test_a_module_run_derives_the_key_once_and_a_wrong_key_is_still_refused(tmp_path, monkeypatch):
     """Creating a store and then using it (the format is checked again) pays scrypt once."""
     calls = []
-    real = _crypto.Scrypt
+    real = _crypto.cryptography_library().Scrypt
 
     def counting_scrypt(**parameters):
         calls.append(parameters["n"])
         return real(**parameters)
 
-    monkeypatch.setattr(_crypto, "Scrypt", counting_scrypt)
+    monkeypatch.setattr(_crypto.cryptography_library(), "Scrypt", counting_scrypt)
     if hasattr(_crypto, "_scrypt_once"):
         _crypto._scrypt_once.cache_clear()
     store = _store(tmp_path)
@@ -365,7 +367,7 @@ def test_a_rekey_begun_by_the_previous_release_is_finished_within_the_first_sche
 def test_a_host_without_cryptography_fails_naming_the_package_only_when_encryption_is_used(tmp_path, monkeypatch):
     legacy = _legacy_store(tmp_path, name="legacy")
     contents = _fill(legacy, 3)
-    monkeypatch.setattr(_crypto, "AESGCM", None)
+    monkeypatch.setattr(_crypto, "cryptography_library", lambda: None)
     with pytest.raises(MissingLibraryError, match=r"required Python library \(cryptography\).*Nothing was"):
         Store(str(tmp_path / "new"), KEY).init()
     assert not (tmp_path / "new").exists(), "nothing is created"
@@ -484,3 +486,20 @@ def test_object_names_are_the_same_whichever_way_they_are_computed(tmp_path, mak
     (tmp_path / "file").write_bytes(data)
     expected = hmac.new(store.cipher.name_key, data, hashlib.sha256).hexdigest()
     assert store.hash_bytes(data) == streamed.hexdigest() == store.hash_file(str(tmp_path / "file")) == expected
+
+
+def test_module_runs_on_a_plain_store_never_load_cryptography(tmp_path):
+    """Only encrypted stores need the library: a checkpoint or restore of a plain store does not
+    pay for importing it at every module start."""
+    code = ("import sys\n"
+            "from ansible_collections.gitops.rollback.plugins.module_utils import _host_ops, _restore\n"
+            "from ansible_collections.gitops.rollback.plugins.module_utils._store import Store\n"
+            "store = Store(sys.argv[1])\n"
+            "store.init()\n"
+            "assert store.read_blob(store.put_bytes(b'plain')) == b'plain'\n"
+            "loaded = sorted(name for name in sys.modules if name.split('.')[0] == 'cryptography')\n"
+            "assert not loaded, loaded\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")], env=env, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
