@@ -17,7 +17,7 @@ DATABASE_KEYS = {"engine", "database", "login_host", "login_port", "login_user",
                  "client_charset", "client_bin_dir", "migrations_dir", "method", "mode", "terminate_sessions", "jobs",
                  "format", "compression", "dump_extra_args", "restore_extra_args", "source_database", "name"}
 #: The keys of a Terraform entry the checkpoint and rollback roles pass on.
-TERRAFORM_KEYS = {"project_path", "workspace", "backend_config", "backend_config_secrets", "variables",
+TERRAFORM_KEYS = {"project_path", "workspace", "name", "backend_config", "backend_config_secrets", "variables",
                   "variables_files", "binary_path", "store_path", "verify_tag"}
 
 
