@@ -291,13 +291,12 @@ rekey:
   sample: {objects: 1204, manifests: 3, key_id: 4f0c2a9e61d1b0c37a55e2d8c3b1f9aa, scheme: aes-256-gcm-stream/v2, resumed: false}
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
     CheckpointParams, delete_checkpoint, make_checkpoint, prune_checkpoints, rekey_store, verify_checkpoints,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options, store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options
 
 OPERATIONS = {
     "present": make_checkpoint,
@@ -309,6 +308,11 @@ OPERATIONS = {
 
 POLICY_OPTIONS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
                   "keep_within_days", "keep_labels")
+
+
+def _run(options: dict, params: CheckpointParams) -> dict:
+    check_label_options(options, "label")
+    return OPERATIONS[options["state"]](params)
 
 
 def main() -> None:
@@ -335,9 +339,10 @@ def main() -> None:
         keep_labels=dict(type="list", elements="str"),
         new_encryption_key=dict(type="str", no_log=True),
     )
-    argument_spec.update(store_argument_spec())
-    module = AnsibleModule(
-        argument_spec=argument_spec,
+    module = RollbackModule(
+        argument_spec,
+        store=True,
+        error_details=RollbackError.PUBLIC,
         required_if=[
             ("state", "present", ("paths",)),
             ("state", "absent", ("checkpoint",)),
@@ -348,11 +353,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = CheckpointParams.from_module(module.params, module.check_mode)
-    try:
-        check_label_options(module.params, "label")
-        result = OPERATIONS[module.params["state"]](params)
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), **exc.public_details())
+    result = module.run(lambda: _run(module.params, params))
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

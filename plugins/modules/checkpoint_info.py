@@ -72,11 +72,9 @@ checkpoints:
       components: []
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, list_checkpoints
-from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 
 
 def main() -> None:
@@ -85,12 +83,8 @@ def main() -> None:
         label=dict(type="str"),
         details=dict(type="bool", default=False),
     )
-    argument_spec.update(store_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        result = list_checkpoints(CheckpointParams.from_module(module.params, module.check_mode))
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), **exc.public_details())
+    module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True)
+    result = module.run(lambda: list_checkpoints(CheckpointParams.from_module(module.params, module.check_mode)))
     module.exit_json(**result)
 
 

@@ -173,14 +173,12 @@ commands:
   sample: ["pg_dump --format=c --snapshot=<exported> --dbname orders"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import (
     BackupRequest, backup, plan_backup, summarize_backup,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection, db_connection_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner, store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 
@@ -199,7 +197,6 @@ def argument_spec() -> dict:
         maintenance_db=dict(type="str", default="postgres"),
         dump_extra_args=dict(type="list", elements="str"),
     )
-    spec.update(store_argument_spec())
     spec.update(db_connection_argument_spec())
     return spec
 
@@ -220,7 +217,7 @@ def describe_command(params: dict) -> str:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = RollbackModule(argument_spec(), store=True, supports_check_mode=True)
     params = module.params
     store = Store(params["store_path"], params.get("encryption_key"))
     request = BackupRequest(
@@ -230,13 +227,11 @@ def main() -> None:
         maintenance_db=params["maintenance_db"], dump_extra_args=params["dump_extra_args"],
     )
     commands = [describe_command(params)]
-    try:
-        if module.check_mode:
-            plan = plan_backup(store, request)
-            module.exit_json(changed=True, backup=plan, checkpoint=plan["checkpoint"], commands=commands)
-        manifest, component = backup(store, request, default_owner(params["owner"]), params["lock_timeout"])
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), commands=commands)
+    if module.check_mode:
+        plan = module.run(lambda: plan_backup(store, request), commands=commands)
+        module.exit_json(changed=True, backup=plan, checkpoint=plan["checkpoint"], commands=commands)
+    manifest, component = module.run(
+        lambda: backup(store, request, default_owner(params["owner"]), params["lock_timeout"]), commands=commands)
     summary = summarize_backup(manifest, component)
     module.exit_json(changed=True, backup=summary, checkpoint=manifest["id"], commands=commands)
 

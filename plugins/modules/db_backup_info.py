@@ -87,11 +87,8 @@ backups:
       problems: []
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import list_backups
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 
@@ -102,14 +99,11 @@ def main() -> None:
         checkpoint=dict(type="str"),
         verify=dict(type="bool", default=False),
     )
-    argument_spec.update(store_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = RollbackModule(argument_spec, store=True, error_details=("available",), supports_check_mode=True)
     params = module.params
-    try:
-        backups = list_backups(Store(params["store_path"], params.get("encryption_key")), params["engine"], params["database"],
-                               params["checkpoint"], params["verify"])
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), available=exc.details.get("available", []))
+    backups = module.run(lambda: list_backups(Store(params["store_path"], params.get("encryption_key")), params["engine"],
+                                              params["database"], params["checkpoint"], params["verify"]),
+                         available=[])
     module.exit_json(changed=False, backups=backups)
 
 

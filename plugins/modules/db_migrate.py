@@ -334,13 +334,11 @@ lock_recovered:
   sample: {owner: "root@web1", host: web1, pid: 4242, expires_at: "2026-11-21T15:30:00Z"}
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import db_connection_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate import OPERATIONS, Params, run_operation
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate_layouts import LAYOUTS
-from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options, store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options
 
 
 def argument_spec() -> dict:
@@ -363,13 +361,20 @@ def argument_spec() -> dict:
         lock_ttl=dict(type="float", default=3600),
     )
     spec.update(db_connection_argument_spec())
-    spec.update(store_argument_spec())
     return spec
 
 
+def _run(params: dict, check_mode: bool) -> dict:
+    if params["operation"] in ("apply", "label", "baseline"):  # a label to record; revert looks one up
+        check_label_options(params, "label")
+    return run_operation(Params.from_module(params, check_mode))
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
+    module = RollbackModule(
+        argument_spec(),
+        store=True,
+        error_details=("dirty", "drift", "irreversible", "holder", "done", "diff"),
         supports_check_mode=True,
         mutually_exclusive=[("version", "count", "date", "checkpoint"), ("label", "count", "date", "checkpoint")],
         required_if=[
@@ -383,14 +388,8 @@ def main() -> None:
             ("operation", "repair", ("migrations_dir",)),
         ],
     )
-    try:
-        if module.params["operation"] in ("apply", "label", "baseline"):  # a label to record; revert looks one up
-            check_label_options(module.params, "label")
-        result = run_operation(Params.from_module(module.params, module.check_mode))
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in (
-            "dirty", "drift", "irreversible", "holder", "done", "diff")})
-    if not module._diff:
+    result = module.run(lambda: _run(module.params, module.check_mode))
+    if not module.diff_mode:
         result.pop("diff", None)
     module.exit_json(**result)
 

@@ -209,14 +209,12 @@ commands:
   sample: ["pg_restore --exit-on-error --jobs=4 --dbname orders <dump>"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import (
     RestoreRequest, plan_restore, restore,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection, db_connection_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner, store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 
@@ -234,13 +232,13 @@ def argument_spec() -> dict:
         restore_extra_args=dict(type="list", elements="str"),
         maintenance_db=dict(type="str", default="postgres"),
     )
-    spec.update(store_argument_spec())
     spec.update(db_connection_argument_spec())
     return spec
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = RollbackModule(argument_spec(), store=True, supports_check_mode=True, error_details=(
+        "differences", "problems", "stage", "swap_phase", "safety_checkpoint", "live_database_touched"))
     params = module.params
     store = Store(params["store_path"], params.get("encryption_key"))
     request = RestoreRequest(
@@ -251,16 +249,12 @@ def main() -> None:
         terminate_sessions=params["terminate_sessions"], restore_extra_args=params["restore_extra_args"],
     )
     diff = None
-    try:
-        if module.check_mode or module._diff:
-            plan = plan_restore(store, request)
-            diff = {"before": plan.pop("before"), "after": plan.pop("after")}
-        if module.check_mode:
-            module.exit_json(changed=True, restore=plan, commands=plan["commands"], diff=diff)
-        result = restore(store, request, default_owner(params["owner"]), params["lock_timeout"])
-    except RollbackError as exc:
-        shown = ("differences", "problems", "stage", "swap_phase", "safety_checkpoint", "live_database_touched")
-        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in shown})
+    if module.check_mode or module.diff_mode:
+        plan = module.run(lambda: plan_restore(store, request))
+        diff = {"before": plan.pop("before"), "after": plan.pop("after")}
+    if module.check_mode:
+        module.exit_json(changed=True, restore=plan, commands=plan["commands"], diff=diff)
+    result = module.run(lambda: restore(store, request, default_owner(params["owner"]), params["lock_timeout"]))
     extra = {"diff": diff} if diff else {}
     module.exit_json(changed=True, restore=result, safety_checkpoint=result["safety_checkpoint"],
                      commands=result["commands"], **extra)

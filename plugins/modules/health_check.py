@@ -310,10 +310,9 @@ detection_seconds:
 
 import os
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._health import MetricSpec, clock_from_environment, evaluate
+from ansible_collections.gitops.rollback.plugins.module_utils._health import Evaluation, MetricSpec, clock_from_environment, evaluate
 from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import measurer, validate_provider
-from ansible_collections.gitops.rollback.plugins.module_utils._redacting import RedactingModule
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 
 _DEFAULTED = ("interval", "count", "initial_delay", "failure_limit", "consecutive_error_limit", "inconclusive_limit")
 
@@ -379,16 +378,16 @@ def urls(params: dict) -> list:
     return [url for url in found if url]
 
 
+def _evaluate(params: dict) -> Evaluation:
+    specs = build_specs(params)
+    clock = clock_from_environment(dict(os.environ))
+    return evaluate(specs, measurer(clock), params["health_threshold"], params["high_failures"],
+                    clock=clock.now, sleep=clock.sleep)
+
+
 def main() -> None:
-    module = RedactingModule(argument_spec=argument_spec(), supports_check_mode=True, secret_urls=urls)
-    try:
-        specs = build_specs(module.params)
-        clock = clock_from_environment(dict(os.environ))
-        result = evaluate(specs, measurer(clock), module.params["health_threshold"], module.params["high_failures"],
-                          clock=clock.now, sleep=clock.sleep)
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc))
-    outcome = result.as_dict()
+    module = RollbackModule(argument_spec(), supports_check_mode=True, secret_urls=urls)
+    outcome = module.run(lambda: _evaluate(module.params)).as_dict()
     if outcome["verdict"] in module.params["fail_on"]:
         module.fail_json(msg="Health gate verdict %s: %s" % (outcome["verdict"], outcome["reason"]),
                          changed=False, **outcome)

@@ -282,11 +282,10 @@ diff:
     after: "current -> releases/20261121T221530.123Z (v2.3.0)\n"
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils._options import (
-    check_label_options, default_owner, store_argument_spec,
+    check_label_options, default_owner,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._redacting import RedactingModule
 from ansible_collections.gitops.rollback.plugins.module_utils._release import ReleaseParams, apply
 
 STATES = ["present", "rolled_back", "good", "pruned", "recorded"]
@@ -313,13 +312,19 @@ def argument_spec() -> dict:
         keep=dict(type="int", default=5),
         prune_bad=dict(type="bool", default=False),
     )
-    spec.update(store_argument_spec())
     return spec
 
 
+def _apply(params: dict, request: ReleaseParams) -> dict:
+    check_label_options(params, "label")
+    return apply(params["state"], request)
+
+
 def main() -> None:
-    module = RedactingModule(
-        argument_spec=argument_spec(),
+    module = RollbackModule(
+        argument_spec(),
+        store=True,
+        error_details=("available", "labels"),
         secret_urls=lambda params: [params.get("repo")],
         mutually_exclusive=[("src", "repo"), ("to", "checkpoint")],
         required_if=[("state", "present", ("src", "repo"), True), ("state", "recorded", ("checkpoint",))],
@@ -328,12 +333,8 @@ def main() -> None:
     params = dict(module.params)
     fields = {name: params[name] for name in ReleaseParams.__dataclass_fields__ if name in params}
     fields["owner"] = default_owner(params.get("owner"))
-    request = ReleaseParams(check_mode=module.check_mode, diff=module._diff, **fields)
-    try:
-        check_label_options(params, "label")
-        result = apply(params["state"], request)
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in ("available", "labels")})
+    request = ReleaseParams(check_mode=module.check_mode, diff=module.diff_mode, **fields)
+    result = module.run(lambda: _apply(params, request))
     module.exit_json(**result)
 
 

@@ -93,22 +93,18 @@ root:
   sample: /srv/app
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils._release import ReleaseParams, list_releases
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(root=dict(type="path", required=True), release=dict(type="str")),
+    module = RollbackModule(
+        dict(root=dict(type="path", required=True), release=dict(type="str")),
+        error_details=("available", "labels"),
         supports_check_mode=True,
     )
     request = ReleaseParams(root=module.params["root"], owner="", release=module.params["release"])
-    try:
-        result = list_releases(request)
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in ("available", "labels")})
+    result = module.run(lambda: list_releases(request))
     module.exit_json(**result)
 
 

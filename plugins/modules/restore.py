@@ -121,11 +121,9 @@ damaged:
       restore_path: /srv/app/index.html
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, restore_host
-from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 
 
 def main() -> None:
@@ -135,13 +133,9 @@ def main() -> None:
         safety_checkpoint=dict(type="bool", default=True),
         verify_checkpoint=dict(type="bool", default=False),
     )
-    argument_spec.update(store_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = CheckpointParams.from_module(module.params, module.check_mode, module._diff)
-    try:
-        result = restore_host(params)
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), **exc.public_details())
+    module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True)
+    params = CheckpointParams.from_module(module.params, module.check_mode, module.diff_mode)
+    result = module.run(lambda: restore_host(params))
     module.exit_json(**result)
 
 

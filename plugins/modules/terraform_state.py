@@ -201,11 +201,9 @@ commands:
   sample: ["terraform -chdir=/srv/infra/prod state push -no-color -lock-timeout=60s /tmp/.../revert.tfstate"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils._options import (
-    check_label_options, default_owner, store_argument_spec,
+    check_label_options, default_owner,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils._terraform import (
@@ -213,8 +211,9 @@ from ansible_collections.gitops.rollback.plugins.module_utils._terraform import 
 )
 
 
-def _run(module: AnsibleModule) -> dict:
+def _run(module: RollbackModule) -> dict:
     params = module.params
+    check_label_options(params, "safety_label")
     operation = params["operation"]
     if operation == "list":
         name = None
@@ -225,7 +224,7 @@ def _run(module: AnsibleModule) -> dict:
     if operation == "snapshot":
         return snapshot(ctx, params["label"], params["reason"])
     if operation == "revert":
-        return revert(ctx, params["snapshot"], params["force"], params["safety_label"], module._diff)
+        return revert(ctx, params["snapshot"], params["force"], params["safety_label"], module.diff_mode)
     if operation == "verify":
         return verify(ctx, params["tag"], params["config_repo"])
     return apply_at(ctx, params["tag"], params["config_repo"], params["safety_label"])
@@ -243,10 +242,11 @@ def main() -> None:
         tag=dict(type="str"),
         config_repo=dict(type="path"),
     )
-    argument_spec.update(store_argument_spec())
     argument_spec.update(terraform_argument_spec())
-    module = AnsibleModule(
-        argument_spec=argument_spec,
+    module = RollbackModule(
+        argument_spec,
+        store=True,
+        error_details=("available", "holder", "rc", "snapshot_lineage", "current_lineage", "object"),
         required_if=[
             ("operation", "snapshot", ("project_path",)),
             ("operation", "revert", ("project_path", "snapshot")),
@@ -255,13 +255,7 @@ def main() -> None:
         ],
         supports_check_mode=True,
     )
-    try:
-        check_label_options(module.params, "safety_label")
-        result = _run(module)
-    except RollbackError as exc:
-        details = {key: value for key, value in exc.details.items()
-                   if key in ("available", "holder", "rc", "snapshot_lineage", "current_lineage", "object")}
-        module.fail_json(msg=str(exc), **details)
+    result = module.run(lambda: _run(module))
     warnings = result.pop("warnings", [])
     for warning in warnings:
         module.warn(warning)

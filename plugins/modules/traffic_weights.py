@@ -162,9 +162,7 @@ reload_confirmed:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils._traffic import (
     Nginx, Server, apply, parse_weights, render, shares, split,
 )
@@ -178,11 +176,41 @@ def _read(path: str) -> "bytes | None":
         return None
 
 
+def _apply(module: RollbackModule, nginx: Nginx) -> dict:
+    params = module.params
+    path = params["path"]
+    if params["servers"] is not None:
+        servers = [Server(item["address"], item["weight"], tuple(item["parameters"])) for item in params["servers"]]
+    else:
+        servers = split(params["stable"], params["canary"], params["canary_percent"], params["parameters"])
+    content = render(params["upstream"], servers)
+    previous = _read(path)
+    before_text = previous.decode("utf-8", "replace") if previous is not None else ""
+    changed = previous != content.encode("utf-8")
+    result = dict(changed=changed, weights={item.address: item.weight for item in servers},
+                  previous=parse_weights(before_text), shares=shares(servers), commands=[],
+                  reload_confirmed=None)
+    if module.diff_mode:
+        result["diff"] = dict(before=before_text, after=content, before_header=path, after_header=path)
+    if changed and module.check_mode:
+        result["commands"] = ([nginx.test_argv()] if params["validate"] else []) + (
+            [nginx.reload_argv()] if params["reload"] else [])
+    elif changed:
+        if not os.path.isdir(os.path.dirname(path) or "."):
+            module.fail_json(msg="Directory of %s does not exist; create it or fix path." % path)
+        applied = apply(path, content, previous, nginx, params["validate"], params["reload"])
+        result.update(commands=applied.commands, reload_confirmed=applied.reload_confirmed)
+        if applied.reload_confirmed is False:
+            module.warn("nginx was reloaded but old workers of %s still ran after %ss (long requests?)"
+                        % (params["pid_file"], params["reload_timeout"]))
+    return result
+
+
 def main() -> None:
     server = dict(address=dict(type="str", required=True), weight=dict(type="int", required=True),
                   parameters=dict(type="list", elements="str", default=[]))
-    module = AnsibleModule(
-        argument_spec=dict(
+    module = RollbackModule(
+        dict(
             path=dict(type="path", required=True), upstream=dict(type="str", required=True),
             servers=dict(type="list", elements="dict", options=server),
             stable=dict(type="list", elements="str"), canary=dict(type="list", elements="str"),
@@ -195,39 +223,13 @@ def main() -> None:
         required_one_of=[("servers", "canary_percent")],
         mutually_exclusive=[("servers", "canary_percent"), ("servers", "stable"), ("servers", "canary")],
         required_by={"canary_percent": ("stable", "canary")},
+        error_details=("cmd", "rc", "stderr"),
         supports_check_mode=True,
     )
     params = module.params
     nginx = Nginx(params["nginx_binary"], params["nginx_args"], params["reload_command"], params["pid_file"],
                   params["reload_timeout"])
-    path = params["path"]
-    try:
-        if params["servers"] is not None:
-            servers = [Server(item["address"], item["weight"], tuple(item["parameters"])) for item in params["servers"]]
-        else:
-            servers = split(params["stable"], params["canary"], params["canary_percent"], params["parameters"])
-        content = render(params["upstream"], servers)
-        previous = _read(path)
-        before_text = previous.decode("utf-8", "replace") if previous is not None else ""
-        changed = previous != content.encode("utf-8")
-        result = dict(changed=changed, weights={item.address: item.weight for item in servers},
-                      previous=parse_weights(before_text), shares=shares(servers), commands=[],
-                      reload_confirmed=None)
-        if module._diff:
-            result["diff"] = dict(before=before_text, after=content, before_header=path, after_header=path)
-        if changed and module.check_mode:
-            result["commands"] = ([nginx.test_argv()] if params["validate"] else []) + (
-                [nginx.reload_argv()] if params["reload"] else [])
-        elif changed:
-            if not os.path.isdir(os.path.dirname(path) or "."):
-                module.fail_json(msg="Directory of %s does not exist; create it or fix path." % path)
-            applied = apply(path, content, previous, nginx, params["validate"], params["reload"])
-            result.update(commands=applied.commands, reload_confirmed=applied.reload_confirmed)
-            if applied.reload_confirmed is False:
-                module.warn("nginx was reloaded but old workers of %s still ran after %ss (long requests?)"
-                            % (params["pid_file"], params["reload_timeout"]))
-    except RollbackError as exc:
-        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in ("cmd", "rc", "stderr")})
+    result = module.run(lambda: _apply(module, nginx))
     module.exit_json(**result)
 
 
