@@ -37,6 +37,7 @@ from ._fsutil import ensure_private_dir, temp_name
 from ._labels import show_label
 from ._lock import FileLock
 from ._migrate import recorded_version
+from ._manifest import Component, Manifest
 from ._store import Store, check_new_label, parse_time, utc_now
 
 COMPONENT_TYPE = "database"
@@ -153,7 +154,7 @@ def plan_backup(store: Store, req: BackupRequest) -> dict:
 
 
 def backup(store: Store, req: BackupRequest, owner: str, lock_timeout: float = 0.0,
-           kind: Optional[str] = None) -> Tuple[dict, dict]:
+           kind: Optional[str] = None) -> Tuple[Manifest, Component]:
     """Dump a database into the store as a component of a checkpoint; return (manifest, component).
 
     The checkpoint is the one labelled (or identified) ``req.checkpoint`` when it exists,
@@ -185,7 +186,7 @@ def backup(store: Store, req: BackupRequest, owner: str, lock_timeout: float = 0
         store.attach_component(manifest, component)
         if req.keep is not None or req.older_than is not None:
             component["pruned"] = prune_backups(store, component["name"], req.keep, parse_duration(req.older_than))
-    return manifest, component
+    return Manifest.from_json(manifest), Component.from_json(component)
 
 
 def prune_backups(store: Store, name: str, keep: Optional[int], older_than: Optional[float],
@@ -196,40 +197,31 @@ def prune_backups(store: Store, name: str, keep: Optional[int], older_than: Opti
     no checkpoint references any more are collected. Call with the store lock held.
     """
     now = time.time() if now is None else now
-    holders = [man for man in store.manifests() if find_component(man, name)]
+    holders = [(man, held) for man in store.typed_manifests() for held in [man.component(COMPONENT_TYPE, name)] if held]
     chosen = []
-    for index, manifest in enumerate(holders[:-1]):
+    for index, (manifest, held) in enumerate(holders[:-1]):
         too_many = keep is not None and index < len(holders) - max(keep, 1)
-        created = find_component(manifest, name).get("created") or manifest["created"]
+        created = held.get("created") or manifest.created
         too_old = older_than is not None and now - parse_time(created) > older_than
         if too_many or too_old:
             chosen.append(manifest)
     for manifest in chosen:
-        manifest["components"] = [c for c in manifest["components"]
-                                  if (c.get("type"), c.get("name")) != (COMPONENT_TYPE, name)]
-        if not manifest["components"] and not manifest.get("roots"):
-            store.delete(manifest["id"])
+        manifest.drop_component(COMPONENT_TYPE, name)  # the manifest is rewritten (docs/store-format.md)
+        if manifest.empty:
+            store.delete(manifest.id)
         else:
             store.save(manifest)
     if chosen:
         store.collect_garbage()
-    return [man["id"] for man in chosen]
+    return [man.id for man in chosen]
 
 
 # ------------------------------------------------------------------------------------- listing
-def find_component(manifest: dict, name: str) -> Optional[dict]:
-    """Return the database component ``name`` of a manifest, or None."""
-    for component in manifest.get("components", []):
-        if component.get("type") == COMPONENT_TYPE and component.get("name") == name:
-            return component
-    return None
-
-
-def summarize_backup(manifest: dict, component: dict) -> dict:
+def summarize_backup(manifest: Manifest, component: Component) -> dict:
     """Return the listing fields of a backup (no per-file hashes)."""
-    summary = {key: value for key, value in component.items() if key not in ("files", "blobs")}
-    summary.update(checkpoint=manifest["id"], label=manifest.get("label"), checkpoint_created=manifest.get("created"),
-                   objects=len(component.get("blobs", [])))
+    summary = {key: value for key, value in component.to_json().items() if key not in ("files", "blobs")}
+    summary.update(checkpoint=manifest.id, label=manifest.label, checkpoint_created=manifest.created,
+                   objects=len(component.blobs))
     return summary
 
 
@@ -238,43 +230,41 @@ def list_backups(store: Store, engine: Optional[str] = None, database: Optional[
     """Return the database backups in the store, oldest first, filtered as asked."""
     if not store.exists():
         return []
-    manifests = [store.find(ref)] if ref else store.manifests()
+    manifests = [store.find_manifest(ref)] if ref else store.typed_manifests()
     found = []
     for manifest in manifests:
-        for component in manifest.get("components", []):
-            if component.get("type") != COMPONENT_TYPE:
-                continue
+        for component in manifest.components_of(COMPONENT_TYPE):
             if engine and component.get("engine") != engine:
                 continue
             if database and component.get("database") not in (database, os.path.abspath(database)):
                 continue
             summary = summarize_backup(manifest, component)
             if verify:
-                summary["problems"] = verify_blobs(store, component.get("blobs", []), 4)
+                summary["problems"] = verify_blobs(store, component.blobs, 4)
                 summary["verified"] = not summary["problems"]
             found.append(summary)
     return found
 
 
-def locate_backup(store: Store, ref: str, engine: str, database: str) -> Tuple[dict, dict]:
+def locate_backup(store: Store, ref: str, engine: str, database: str) -> Tuple[Manifest, Component]:
     """Return (manifest, component) of the backup of ``engine/database`` in checkpoint ``ref``."""
-    manifest = store.find(ref)
-    component = find_component(manifest, component_name(engine, database))
+    manifest = store.find_manifest(ref)
+    component = manifest.component(COMPONENT_TYPE, component_name(engine, database))
     if component is not None:
         return manifest, component
-    others = [c for c in manifest.get("components", []) if c.get("type") == COMPONENT_TYPE]
+    others = manifest.components_of(COMPONENT_TYPE)
     same_db = [c for c in others if c.get("database") == database]
     if same_db:
         raise RollbackError(
             "Checkpoint %s holds a %s dump of %r, which cannot be restored into %s. Restore it with "
             "engine=%s, or choose a checkpoint with a %s backup." % (
-                manifest["id"], same_db[0]["engine"], database, engine, same_db[0]["engine"], engine))
+                manifest.id, same_db[0].get("engine"), database, engine, same_db[0].get("engine"), engine))
     raise CheckpointNotFound(
         "Checkpoint %s (%s) has no backup of %s (it holds: %s). Set source_database, or run "
         "gitops.rollback.db_backup_info to find one." % (
-            manifest["id"], show_label(manifest["label"]) if manifest.get("label") else "no label",
+            manifest.id, show_label(manifest.label) if manifest.label else "no label",
             component_name(engine, database),
-            ", ".join(c["name"] for c in others) or "no database backups"))
+            ", ".join(str(c.name) for c in others) or "no database backups"))
 
 
 # ------------------------------------------------------------------------------------- restore
@@ -287,9 +277,9 @@ def restore_lock(store: Store, engine: str, database: str, owner: str, timeout: 
     return FileLock(path, owner, "db_restore %s/%s" % (engine, database)).acquire(timeout)
 
 
-def staging_names(engine: str, database: str, manifest: dict) -> Tuple[str, str]:
+def staging_names(engine: str, database: str, checkpoint_id: str) -> Tuple[str, str]:
     """Return the staging and kept-old names of a swap, refusing ones the server would truncate."""
-    staged = "%s__gr_restore_%s" % (database, manifest["id"][-6:])
+    staged = "%s__gr_restore_%s" % (database, checkpoint_id[-6:])
     old = "%s__gr_old_%s" % (database, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
     limit = NAME_LIMITS.get(engine)
     if limit and len(old.encode("utf-8")) > limit:
@@ -319,7 +309,8 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     engine = engine_for(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
     database = database_key(req.conn)
     source = database_key(req.conn, req.source_database)
-    manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
+    manifest, backup_component = locate_backup(store, req.checkpoint, engine.name, source)
+    component = backup_component.to_json()
     verify_backup(store, component, req.jobs)
     if engine.name == "postgresql":
         engine.check_restore_args(component)
@@ -330,7 +321,7 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     if req.safety_backup and live:
         steps.append("back up the live %s into a safety checkpoint" % database)
     if uses_staging(engine.name, req.mode, live, database) and engine.name != "sqlite":
-        staged, old = staging_names(engine.name, database, manifest)
+        staged, old = staging_names(engine.name, database, manifest.id)
         steps += ["restore into %s" % staged, "compare row counts"]
         if engine.name == "postgresql":
             steps.append("give %s the backed-up database properties (owner, privileges, settings, ...)" % staged)
@@ -343,7 +334,7 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
         steps += ["drop %s" % database if live else "create %s" % database, "restore into %s" % database,
                   "compare row counts"]
     return {
-        "checkpoint": manifest["id"], "label": manifest.get("label"), "backup": summarize_backup(manifest, component),
+        "checkpoint": manifest.id, "label": manifest.label, "backup": summarize_backup(manifest, backup_component),
         "database": database, "exists": live, "mode": req.mode, "steps": steps,
         "commands": engine.describe_restore(component, "<dump>", database, req.jobs),
         "before": current, "after": component.get("row_counts", {}),
@@ -355,14 +346,15 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
     engine = engine_for(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
     database = database_key(req.conn)
     source = database_key(req.conn, req.source_database)
-    manifest, component = locate_backup(store, req.checkpoint, engine.name, source)
+    manifest, backup_component = locate_backup(store, req.checkpoint, engine.name, source)
+    component = backup_component.to_json()
     verify_backup(store, component, req.jobs)
     if engine.name == "postgresql":
         engine.check_restore_args(component)
     version, live = engine.probe(database)
     use_staging = uses_staging(engine.name, req.mode, live, database)
-    staged, old = staging_names(engine.name, database, manifest) if use_staging else (database, None)
-    result = {"checkpoint": manifest["id"], "label": manifest.get("label"), "database": database,
+    staged, old = staging_names(engine.name, database, manifest.id) if use_staging else (database, None)
+    result = {"checkpoint": manifest.id, "label": manifest.label, "database": database,
               "mode": req.mode, "safety_checkpoint": None, "old_database": None}
     info = component.get("database_info", {})
     with restore_lock(store, engine.name, database, owner, lock_timeout):
@@ -532,7 +524,7 @@ def take_safety_backup(store: Store, req: RestoreRequest, database: str, owner: 
                            reason="safety backup before db_restore of %s from %s" % (database, req.checkpoint),
                            maintenance_db=req.maintenance_db)
     manifest, _component = backup(store, safety, owner, lock_timeout, kind="safety")
-    return manifest["id"]
+    return manifest.id
 
 
 def verify_counts(engine, component: dict, database: str, enforce: bool) -> dict:

@@ -26,6 +26,7 @@ from ._errors import RollbackError
 from ._labels import escape, show_label
 from ._migrate_engines import Engine, MigrationFailed, Row, make_engine
 from ._migrate_layouts import IRREVERSIBLE_MARK, Folder, Migration, flyway_key, read_folder, wants_transaction
+from ._store import Store
 
 OPERATIONS = ("status", "apply", "revert", "label", "resolve", "verify", "baseline", "repair")
 
@@ -245,32 +246,27 @@ def drift_report(state: State, migrations: List[Migration]) -> List[dict]:
 
 
 # ----------------------------------------------------------------------------- checkpoint backups
-def find_backups(store_path: Optional[str], conn: DbConnection, version: int, label: Optional[str]) -> List[dict]:
-    """Return database backups in the checkpoint store that match the target (label or version)."""
-    if not store_path or not os.path.isdir(store_path):
-        return []
-    from ._store import Store  # imported late: only this error path needs the store
+def find_backups(store: Optional[Store], conn: DbConnection, version: int, label: Optional[str]) -> List[dict]:
+    """Return database backups in the checkpoint store that match the target (label or version).
 
-    found = []
-    try:
-        manifests = Store(store_path).manifests()
-    except (OSError, ValueError, RollbackError):
+    A store that cannot be read (wrong or missing key, damaged manifest) raises its error.
+    """
+    if store is None or not os.path.isdir(store.root):
         return []
+    found = []
     wanted_db = os.path.basename(conn.database) if conn.engine == "sqlite" else conn.database
-    for manifest in manifests:
-        for comp in manifest.get("components", []):
-            if comp.get("type") != "database":
-                continue
+    for manifest in store.typed_manifests():
+        for comp in manifest.components_of("database"):
             names = {str(comp.get(key)) for key in ("name", "database") if comp.get(key)}
             names |= {os.path.basename(n) for n in names}
             if wanted_db not in names:
                 continue
             comp_version = comp.get("migration_version")
-            matches = (label and manifest.get("label") == label) or (
+            matches = (label and manifest.label == label) or (
                 comp_version is not None and str(comp_version) == str(version))
-            found.append({"checkpoint": manifest.get("id"), "label": manifest.get("label"),
-                          "component": comp.get("name"), "migration_version": comp_version,
-                          "created": manifest.get("created"), "matches": bool(matches)})
+            found.append({"checkpoint": manifest.id, "label": manifest.label,
+                          "component": comp.name, "migration_version": comp_version,
+                          "created": manifest.created, "matches": bool(matches)})
     return found
 
 
@@ -297,7 +293,6 @@ def checkpoint_version(params: Params) -> int:
     """Return the migration version the checkpoint ``params.checkpoint`` (an id, as the rollback plan resolved
     it; or a label) recorded for this database when it was backed up: the revert target, fixed by the id."""
     from ._db_backup import component_name, database_key  # imported late: _db_backup imports this module
-    from ._store import Store
 
     store_path = params.store_path or ""
     store = Store(store_path, params.encryption_key)
@@ -305,23 +300,29 @@ def checkpoint_version(params: Params) -> int:
         raise RollbackError("There is no checkpoint store at %s on %s, so checkpoint %s cannot name the version to "
                             "revert %s to. Set store_path, or revert by label or version."
                             % (store_path, socket.gethostname(), _shown(params.checkpoint), params.conn.describe()))
-    manifest = store.find(str(params.checkpoint))
+    manifest = store.find_manifest(str(params.checkpoint))
     name = component_name(params.conn.engine, database_key(params.conn))
-    for comp in manifest.get("components", []):
-        if comp.get("type") == "database" and comp.get("name") == name and comp.get("migration_version") is not None:
-            return int(comp["migration_version"])
+    component = manifest.component("database", name)
+    if component is not None and component.get("migration_version") is not None:
+        return int(component.get("migration_version"))
     raise RollbackError(
         "Checkpoint %s (label %s) records no migration version of %s: it holds no backup of it, or the backup was "
         "taken before the database had a migration history (or before backups recorded it). Nothing was run. "
         "Restore the checkpoint's dump (gitops.rollback.db_restore), or revert by label or version."
-        % (manifest.get("id"), _shown(manifest.get("label")), name))
+        % (manifest.id, _shown(manifest.label), name))
 
 
 def irreversible_message(crossing: List[dict], conn: DbConnection, params: Params, target: int,
                          label: Optional[str]) -> str:
     """Explain an irreversible crossing and name the checkpoint backup to restore instead."""
     what = "; ".join("V%04d__%s (%s)" % (c["version"], c["name"], c["why"]) for c in crossing)
-    backups = find_backups(params.store_path, conn, target, label)
+    try:
+        backups = find_backups(Store(params.store_path, params.encryption_key) if params.store_path else None,
+                               conn, target, label)
+    except (OSError, RollbackError) as exc:
+        return ("Reverting %s to version %d would cross irreversible migration(s) %s. Nothing was run. The "
+                "checkpoint store %s cannot be read to name a backup to restore instead: %s"
+                % (conn.describe(), target, what, params.store_path, exc))
     matching = [b for b in backups if b["matches"]]
     if matching:
         best = matching[-1]

@@ -31,12 +31,15 @@ from ._secrets import redact_url
 from ._fsutil import atomic_write_bytes, fsync_path, is_temp_name, read_json, temp_name
 from ._labels import escape, show_label
 from ._lock import FileLock
+from ._manifest import Component
 from ._process import run
+from ._store import DEFAULT_STORE, Store
 
 INDEX = "releases.json"
 LOCK = ".gitops-rollback-release.lock"
 INDEX_FORMAT = 1
 HISTORY_LIMIT = 100
+COMPONENT_TYPE = "release"  # the checkpoint component that records a root's current release
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{7,40}$")
 
@@ -260,7 +263,7 @@ def release_component(path: str) -> Optional[dict]:
     rel = current_release(path)
     if rel is None:
         return None
-    return {"type": "release", "name": os.path.abspath(path), "release": rel["id"], "label": rel.get("label"),
+    return {"type": COMPONENT_TYPE, "name": os.path.abspath(path), "release": rel["id"], "label": rel.get("label"),
             "commit": rel.get("commit"), "blobs": []}
 
 
@@ -626,18 +629,16 @@ def _rollback_target(root: ReleaseRoot, params: ReleaseParams, current: Optional
 
 def _release_in_checkpoint(root: ReleaseRoot, params: ReleaseParams) -> str:
     """Return the release id a checkpoint recorded for this root."""
-    from ._store import DEFAULT_STORE, Store  # local: only this path needs the store
-
     store = Store(params.store_path or DEFAULT_STORE, params.encryption_key)
-    manifest = store.find(params.checkpoint)
-    for component in manifest.get("components", []):
-        if component.get("type") == "release" and component.get("name") == root.path:
-            return component["release"]
+    manifest = store.find_manifest(params.checkpoint)
+    component = manifest.component(COMPONENT_TYPE, root.path)
+    if component is not None:
+        return component.fields["release"]
     raise ReleaseError(
         "Checkpoint %s (%s) records no release of %s (components: %s). Record one with "
         "gitops.rollback.release state=recorded, or name the release with to=<id or label>."
-        % (manifest.get("label") or manifest["id"], manifest["id"], root.path,
-           ", ".join("%s %s" % (c.get("type"), c.get("name")) for c in manifest.get("components", [])) or "none"))
+        % (manifest.shown_label, manifest.id, root.path,
+           ", ".join("%s %s" % (c.type, c.name) for c in manifest.components) or "none"))
 
 
 def _mark(rel: dict, mark: str, reason: Optional[str] = None) -> None:
@@ -714,8 +715,6 @@ def prune_releases(params: ReleaseParams) -> dict:
 
 def record_in_checkpoint(params: ReleaseParams) -> dict:
     """state=recorded: attach the current release to a checkpoint (created when the label is new)."""
-    from ._store import DEFAULT_STORE, Store  # local: only this path needs the store
-
     root = ReleaseRoot.open(params.root)
     current = root.current_id()
     component = release_component(root.path)
@@ -723,13 +722,13 @@ def record_in_checkpoint(params: ReleaseParams) -> dict:
         raise ReleaseError("%s has no current release to record. Deploy one with state=present." % root.path)
     outcome = Outcome(root, current, current, extra={"component": component})
     store = Store(params.store_path or DEFAULT_STORE, params.encryption_key)
-    manifest = store.find_optional(params.checkpoint) if store.exists() else None
-    if manifest is not None and component in manifest.get("components", []):
-        outcome.extra["checkpoint"] = {"id": manifest["id"], "label": manifest.get("label")}
+    recorded = store.find_manifest_optional(params.checkpoint) if store.exists() else None
+    if recorded is not None and recorded.component(COMPONENT_TYPE, root.path) == Component.from_json(component):
+        outcome.extra["checkpoint"] = {"id": recorded.id, "label": recorded.label}
         return outcome.result(params)
     outcome.changed = True
     if params.check_mode:
-        outcome.extra["checkpoint"] = {"id": manifest["id"] if manifest else None, "label": params.checkpoint}
+        outcome.extra["checkpoint"] = {"id": recorded.id if recorded else None, "label": params.checkpoint}
         return outcome.result(params)
     with store.lock(params.owner, "release recorded", params.lock_timeout):
         manifest = store.find_optional(params.checkpoint)

@@ -31,7 +31,7 @@ import stat
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from ._crypto import Cipher, check_secret, require_cryptography
 from ._errors import BadLabel, CheckpointNotFound, EncryptionKeyError, IntegrityError, NotAStore, RollbackError, UnsupportedFormat
@@ -42,11 +42,11 @@ from ._fsutil import (
 )
 from ._labels import GRAMMAR, escape, is_label, label_problem, show_label
 from ._lock import DEFAULT_TTL, FileLock
+from ._manifest import FORMAT_VERSION, Manifest
 from ._statcache import CacheReader, CacheWriter, cache_file
 from ._retention import DAY, Policy, Snapshot, forgotten, plan
 from ._packs import SMALL_OBJECT, Location, PackIndex, PackSet, PackWriter, read_range
 
-FORMAT_VERSION = 1  # of manifests; also of a plain store without packs
 ENCRYPTED_FORMAT_VERSION = 2  # an encrypted store without packs
 PACKED_FORMAT_VERSION = 3  # version 1 or 2 plus packs: what this code creates and upgrades to
 STORE_FORMATS = (FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION, PACKED_FORMAT_VERSION)
@@ -830,21 +830,34 @@ class Store:
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise IntegrityError("Manifest %s in %s is not valid JSON (%s): it is damaged. Delete it "
                                  "(checkpoint state=absent) and use another checkpoint." % (checkpoint_id, self.root, exc)) from exc
-        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-            raise UnsupportedFormat(
-                "Manifest %s has format_version %r; this collection reads version %d."
-                % (checkpoint_id, manifest.get("format_version") if isinstance(manifest, dict) else None,
-                   FORMAT_VERSION)
-            )
-        _check_shape(checkpoint_id, manifest)
+        Manifest.from_json(manifest, checkpoint_id)  # the checks of format and shape
         return manifest
+
+    def load_manifest(self, checkpoint_id: str) -> Manifest:
+        """Like :meth:`load`, typed."""
+        return Manifest.from_json(self.load(checkpoint_id), checkpoint_id)
+
+    def typed_manifests(self) -> List[Manifest]:
+        """Return every manifest, typed, oldest first."""
+        return [Manifest.from_json(document) for document in self.manifests()]
+
+    def find_manifest(self, ref: str) -> Manifest:
+        """Like :meth:`find`, typed."""
+        return Manifest.from_json(self.find(ref))
+
+    def find_manifest_optional(self, ref: Optional[str]) -> Optional[Manifest]:
+        """Like :meth:`find_optional`, typed."""
+        document = self.find_optional(ref)
+        return None if document is None else Manifest.from_json(document)
 
     def manifests(self) -> List[dict]:
         """Return every manifest, oldest first."""
         return [self.load(cid) for cid in self.ids()]
 
-    def save(self, manifest: dict) -> None:
+    def save(self, manifest: Union[dict, Manifest]) -> None:
         """Write a manifest atomically after syncing the objects it references."""
+        if isinstance(manifest, Manifest):
+            manifest = manifest.to_json()
         manifest["format_version"] = FORMAT_VERSION
         self.sync()
         cipher = self.cipher
@@ -1171,29 +1184,6 @@ class Store:
                 raise
         fsync_path(os.path.dirname(path))
         return True
-
-
-def _check_shape(checkpoint_id: str, manifest: dict) -> None:
-    """Refuse a manifest whose roots or components do not have the documented types."""
-    def bad(what: str) -> IntegrityError:
-        return IntegrityError("Manifest %s is malformed: %s. It is damaged or forged; delete it (checkpoint "
-                              "state=absent) and use another checkpoint." % (checkpoint_id, what))
-
-    if manifest.get("id") != checkpoint_id:
-        raise bad("its id %r is not its file name" % (manifest.get("id"),))
-    if not isinstance(manifest.get("label"), (str, type(None))):
-        raise bad("its label is not text")
-    for key in ("roots", "components"):
-        items = manifest.get(key, [])
-        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise bad("%s is not a list of objects" % key)
-    for root in manifest.get("roots", []):
-        if not isinstance(root.get("path"), str) or not isinstance(root.get("tree"), (str, type(None))):
-            raise bad("a root has no path or a tree that is not an object name")
-    for component in manifest.get("components", []):
-        blobs = component.get("blobs", [])
-        if not isinstance(blobs, list) or not all(isinstance(sha, str) for sha in blobs):
-            raise bad("component %r lists blobs that are not object names" % (component.get("name"),))
 
 
 def describe(manifests: List[dict], limit: int = 20) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError
 from ._fsutil import atomic_write_bytes
 from ._labels import escape, show_label
+from ._manifest import Component, Manifest
 from ._store import Store, check_new_label, utc_now
 from ._tf_engine import make_engine
 from ._tf_git import config_commit, worktree_at
@@ -84,29 +85,29 @@ class TfContext:
 
 
 # ------------------------------------------------------------------ snapshots
-def snapshot_entry(manifest: dict, component: dict) -> dict:
+def snapshot_entry(manifest: Manifest, component: Component) -> dict:
     """The listing fields of one snapshot."""
     keys = ("name", "sha256", "serial", "lineage", "terraform_version", "resources", "commit", "workspace",
             "backend", "created")
     entry = {key: component.get(key) for key in keys}
-    entry.update(checkpoint=manifest["id"], label=manifest.get("label"), reason=manifest.get("reason"))
+    entry.update(checkpoint=manifest.id, label=manifest.label, reason=manifest.fields.get("reason"))
     return entry
 
 
 def list_snapshots(store: Store, name: Optional[str]) -> List[dict]:
     """Every Terraform snapshot in the store (of ``name`` when given), oldest first."""
     found = []
-    for manifest in store.manifests():
-        for component in manifest.get("components", []):
-            if component.get("type") == COMPONENT_TYPE and (name is None or component.get("name") == name):
+    for manifest in store.typed_manifests():
+        for component in manifest.components_of(COMPONENT_TYPE):
+            if name is None or component.name == name:
                 found.append(snapshot_entry(manifest, component))
     return found
 
 
-def find_snapshot(store: Store, ref: str, name: str) -> Tuple[dict, dict]:
+def find_snapshot(store: Store, ref: str, name: str) -> Tuple[Manifest, Component]:
     """Resolve a checkpoint id or label to (manifest, component of ``name``), or fail listing the choices."""
     try:
-        manifest = store.find(ref)
+        manifest = store.find_manifest(ref)
     except CheckpointNotFound as exc:
         have = list_snapshots(store, name)
         listing = ", ".join(
@@ -117,24 +118,23 @@ def find_snapshot(store: Store, ref: str, name: str) -> Tuple[dict, dict]:
             "with operation=list to see them." % (escape(ref), store.root, name, listing),
             available=have,
         ) from exc
-    for component in manifest.get("components", []):
-        if component.get("type") == COMPONENT_TYPE and component.get("name") == name:
-            return manifest, component
-    others = [c.get("name") for c in manifest.get("components", []) if c.get("type") == COMPONENT_TYPE]
+    component = manifest.component(COMPONENT_TYPE, name)
+    if component is not None:
+        return manifest, component
+    others = [str(c.name) for c in manifest.components_of(COMPONENT_TYPE)]
     raise CheckpointNotFound(
         "Checkpoint %s (%s) holds no Terraform state of %s (it has: %s). Give the name or workspace the "
         "snapshot was taken with, or another snapshot (operation=list)."
-        % (show_label(manifest["label"]) if manifest.get("label") else manifest["id"], manifest["id"], name,
+        % (show_label(manifest.label) if manifest.label else manifest.id, manifest.id, name,
            ", ".join(others) or "none"),
         available=list_snapshots(store, name),
     )
 
 
-def read_snapshot(store: Store, manifest: dict, component: dict) -> dict:
+def read_snapshot(store: Store, manifest: Manifest, component: Component) -> dict:
     """Read a snapshot's state after checking its hash; refuse a missing or corrupted blob."""
-    sha = (component.get("blobs") or [None])[0]
-    where = "Terraform snapshot %s (%s)" % (show_label(manifest["label"]) if manifest.get("label") else manifest["id"],
-                                            manifest["id"])
+    sha = (component.blobs or [None])[0]
+    where = "Terraform snapshot %s (%s)" % (show_label(manifest.label) if manifest.label else manifest.id, manifest.id)
     try:
         data = store.read_blob(sha)
     except (IntegrityError, OSError) as exc:
@@ -149,7 +149,7 @@ def read_snapshot(store: Store, manifest: dict, component: dict) -> dict:
 
 
 def save_snapshot(ctx: TfContext, data: bytes, state: dict, label: Optional[str], reason: str,
-                  commit: Optional[str], backend: Optional[str]) -> Tuple[dict, dict]:
+                  commit: Optional[str], backend: Optional[str]) -> Tuple[Manifest, Component]:
     """Store state bytes and attach them to the checkpoint labelled ``label`` (new if none); hold the store lock."""
     sha = ctx.store.put_bytes(data)
     manifest = ctx.store.find_optional(label) or ctx.store.new_manifest(
@@ -162,7 +162,7 @@ def save_snapshot(ctx: TfContext, data: bytes, state: dict, label: Optional[str]
         "created": utc_now(),
     }
     ctx.store.attach_component(manifest, component)
-    return manifest, component
+    return Manifest.from_json(manifest), Component.from_json(component)
 
 
 def snapshot(ctx: TfContext, label: Optional[str], reason: Optional[str]) -> dict:
@@ -177,14 +177,13 @@ def snapshot(ctx: TfContext, label: Optional[str], reason: Optional[str]) -> dic
             raise RollbackError("Workspace %r of %s has no state yet, so there is nothing to snapshot. Apply the "
                                 "configuration first." % (ctx.settings.workspace, ctx.settings.project_path))
         sha = hashlib.sha256(data).hexdigest()
-        existing = ctx.store.find_optional(label)
-        for component in (existing or {}).get("components", []):
-            if component.get("type") == COMPONENT_TYPE and component.get("name") == ctx.name \
-                    and component.get("sha256") == sha:
-                return {"changed": False, "snapshot": snapshot_entry(existing, component), "commands": project.commands}
+        existing = ctx.store.find_manifest_optional(label)
+        held = existing.component(COMPONENT_TYPE, ctx.name) if existing else None
+        if existing and held and held.get("sha256") == sha:
+            return {"changed": False, "snapshot": snapshot_entry(existing, held), "commands": project.commands}
         commit = config_commit(ctx.settings.project_path)
         if ctx.check_mode:
-            planned = {"checkpoint": existing["id"] if existing else None, "label": label, "name": ctx.name,
+            planned = {"checkpoint": existing.id if existing else None, "label": label, "name": ctx.name,
                        "sha256": sha, "serial": state["serial"], "lineage": state["lineage"],
                        "resources": count_resources(state), "commit": commit,
                        "terraform_version": state.get("terraform_version")}
@@ -224,7 +223,7 @@ def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], w
         if ctx.check_mode:
             result["commands"] = project.commands + [project.engine.describe(
                 ["state", "push", "-no-color", *project.lock_args(), *(["-force"] if warnings else []),
-                 "<snapshot %s with serial %s>" % (component["sha256"][:12], pushed["serial"])], project.config_dir)]
+                 "<snapshot %s with serial %s>" % (component.fields["sha256"][:12], pushed["serial"])], project.config_dir)]
             return result
         if current is not None:
             label = safety_label or _safety_label(ctx, "revert")
@@ -240,7 +239,7 @@ def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], w
         return result
 
 
-def _revert_plan(ctx: TfContext, manifest: dict, component: dict, current: Optional[dict], target: dict,
+def _revert_plan(ctx: TfContext, manifest: Manifest, component: Component, current: Optional[dict], target: dict,
                  pushed: dict, warnings: List[str], want_diff: bool) -> dict:
     result: Dict[str, Any] = {
         "changed": True,
@@ -259,7 +258,7 @@ def _revert_plan(ctx: TfContext, manifest: dict, component: dict, current: Optio
         result["diff"] = {
             "before_header": "%s (serial %s)" % (ctx.name, current["serial"] if current else "none"),
             "after_header": "%s (snapshot %s, pushed as serial %s)" % (
-                ctx.name, manifest.get("label") or manifest["id"], pushed["serial"]),
+                ctx.name, manifest.shown_label, pushed["serial"]),
             "before": render_resources(current, "current state"),
             "after": render_resources(target, "state after revert"),
         }

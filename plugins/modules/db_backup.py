@@ -233,7 +233,7 @@ def main() -> None:
     manifest, component = module.run(
         lambda: backup(store, request, default_owner(params["owner"]), params["lock_timeout"]), commands=commands)
     summary = summarize_backup(manifest, component)
-    module.exit_json(changed=True, backup=summary, checkpoint=manifest["id"], commands=commands)
+    module.exit_json(changed=True, backup=summary, checkpoint=manifest.id, commands=commands)
 
 
 if __name__ == "__main__":

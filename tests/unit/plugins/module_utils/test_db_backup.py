@@ -67,7 +67,7 @@ def test_safe_relpath_accepts_plain_names():
 
 
 def test_staging_names_refuse_names_the_server_would_truncate():
-    manifest = {"id": "20261121T220657.696Z-42d293"}
+    manifest = "20261121T220657.696Z-42d293"  # the checkpoint id
     staged, old = db.staging_names("postgresql", "shop", manifest)
     assert staged == "shop__gr_restore_42d293" and old.startswith("shop__gr_old_")
     with pytest.raises(RollbackError, match="too long for swap mode"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils import _migrate as mig
+from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import component_name, database_key
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError, RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate_engines import (
@@ -123,6 +124,25 @@ def test_irreversible_names_a_matching_checkpoint_backup(tmp_path, chain):
     assert manifest["id"] in str(caught.value) and "V0006__drop" in str(caught.value)
 
 
+@pytest.mark.parametrize("key,found", [("unit-test-key-0123456789", True), (None, False)])
+def test_irreversible_in_an_encrypted_store_names_the_backup_or_why_none_can_be_named(tmp_path, chain, key, found):
+    write(chain, 6, "drop", "-- gitops-rollback: irreversible\nDROP TABLE t1;", "SELECT 1;")
+    mig.run_operation(params(tmp_path, chain, operation="apply"))
+    store = Store(str(tmp_path / "store"), "unit-test-key-0123456789")
+    store.init()
+    manifest = store.new_manifest(label="v1")
+    store.attach_component(manifest, {"type": "database", "name": "sqlite/db.sqlite",
+                                      "database": str(tmp_path / "db.sqlite"), "blobs": [], "migration_version": 5})
+    with pytest.raises(mig.IrreversibleError) as caught:
+        mig.run_operation(params(tmp_path, chain, operation="revert", version="5", encryption_key=key))
+    message = str(caught.value)
+    assert "V0006__drop" in message and "Nothing was run" in message
+    if found:
+        assert manifest["id"] in message
+    else:  # not "there is no checkpoint backup": the store could not be read, and the message says why
+        assert "cannot be read" in message and "encryption_key" in message and "no checkpoint backup" not in message
+
+
 def test_out_of_order_apply_is_refused(tmp_path, chain):
     (chain / "V0003__t3.up.sql").rename(chain / "V0009__t3.up.sql")
     (chain / "V0003__t3.down.sql").rename(chain / "V0009__t3.down.sql")
@@ -149,3 +169,19 @@ def test_verify_reversible_catches_an_incomplete_down(tmp_path):
     write(directory, 1, "a", "CREATE TABLE a (id INTEGER);\nCREATE INDEX a_id ON a (id);", "SELECT 1;")
     with pytest.raises(mig.NotReversibleError, match="a_id"):
         mig.run_operation(params(tmp_path, directory, operation="verify"))
+
+
+def test_the_revert_target_of_a_checkpoint_is_the_version_its_backup_recorded(tmp_path):
+    conn = DbConnection(engine="sqlite", database=str(tmp_path / "db.sqlite"))
+    store = Store(str(tmp_path / "store"))
+    store.init()
+    recorded = store.new_manifest(label="v1")
+    store.attach_component(recorded, {"type": "database", "name": component_name("sqlite", database_key(conn)),
+                                      "blobs": [], "migration_version": 3})
+    other = store.new_manifest(label="v2")
+    store.attach_component(other, {"type": "database", "name": "sqlite/elsewhere.db", "blobs": [],
+                                   "migration_version": 7})
+    params = mig.Params("revert", conn, store_path=store.root, checkpoint=recorded["id"])
+    assert mig.checkpoint_version(params) == 3
+    with pytest.raises(RollbackError, match="records no migration version of sqlite/"):
+        mig.checkpoint_version(mig.Params("revert", conn, store_path=store.root, checkpoint=other["id"]))
