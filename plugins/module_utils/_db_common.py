@@ -22,7 +22,7 @@ from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tu
 
 from ._errors import CommandError, IntegrityError, RollbackError
 from ._fsutil import raise_if_full, start_writeback
-from ._process import _env, command_error
+from ._process import command_env, command_error
 from ._store import CHUNK, Store, sha256_file
 
 TAIL_BYTES = 4096
@@ -282,7 +282,7 @@ class DumpStream:
                launcher: Sequence[str] = ()) -> subprocess.Popen:
         try:
             proc = subprocess.Popen([*launcher, *argv], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                                    env=_env(self.env))
+                                    env=command_env(self.env))
         except FileNotFoundError as exc:
             raise CommandError("%s: the program %s is not installed or not on PATH." % (self.what, argv[0]),
                                cmd=argv[0], rc=None, stderr=str(exc)) from exc
@@ -311,7 +311,7 @@ def feed_pipeline(stages: Sequence[Sequence[str]], source_path: str, what: str,
                 last = index == len(stages) - 1
                 try:
                     proc = subprocess.Popen(list(argv), stdin=procs[-1].stdout if procs else source,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(env))
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=command_env(env))
                 except FileNotFoundError as exc:
                     raise CommandError("%s: the program %s is not installed or not on PATH." % (what, argv[0]),
                                        cmd=argv[0], rc=None, stderr=str(exc)) from exc

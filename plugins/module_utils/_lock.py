@@ -22,7 +22,7 @@ from ._errors import LockHeldError
 DEFAULT_TTL = 3600.0
 
 
-def _process_start(pid: int) -> Optional[str]:
+def process_start(pid: int) -> Optional[str]:
     """Return the kernel start time of ``pid`` (field 22 of /proc/pid/stat), or None."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as handle:
@@ -32,14 +32,15 @@ def _process_start(pid: int) -> Optional[str]:
     return raw.rsplit(")", 1)[-1].split()[19]
 
 
-def _alive(pid: int, start: Optional[str]) -> bool:
+def process_alive(pid: int, start: Optional[str]) -> bool:
+    """Tell whether ``pid`` runs and is the process that started at ``start`` (not a reused pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    current = _process_start(pid)
+    current = process_start(pid)
     return start is None or current is None or current == start
 
 
@@ -55,7 +56,7 @@ def holder_record(owner: str, operation: str, pid: int, ttl: float, token: str) 
         "operation": operation,
         "host": socket.gethostname(),
         "pid": pid,
-        "pid_start": _process_start(pid),
+        "pid_start": process_start(pid),
         "started": _iso(now),
         "expires_epoch": now + ttl,
         "expires": _iso(now + ttl),
@@ -70,7 +71,7 @@ def is_stale(holder: dict) -> bool:
     if time.time() > float(holder.get("expires_epoch", 0)):
         return True
     if holder.get("host") == socket.gethostname():
-        return not _alive(int(holder.get("pid", 0)), holder.get("pid_start"))
+        return not process_alive(int(holder.get("pid", 0)), holder.get("pid_start"))
     return False
 
 

@@ -27,8 +27,8 @@ from typing import Dict, List, Optional
 
 from ._db_conn import DbConnection
 from ._errors import CommandError, LockHeldError, RollbackError
-from ._lock import _alive, _process_start
-from ._process import _env, command_error, run
+from ._lock import process_alive, process_start
+from ._process import command_env, command_error, run
 
 HISTORY = "gitops_rollback_migrations"
 LABELS = "gitops_rollback_labels"
@@ -278,7 +278,7 @@ class Engine:
     def _lock_record(self, owner: str, ttl: float, session: Optional[int]) -> dict:
         now = time.time()
         pid = os.getpid()
-        return {"owner": owner, "host": socket.gethostname(), "pid": pid, "pid_start": _process_start(pid),
+        return {"owner": owner, "host": socket.gethostname(), "pid": pid, "pid_start": process_start(pid),
                 "session": session, "token": secrets.token_hex(8), "acquired_at": _iso(now),
                 "expires_epoch": now + ttl, "expires_at": _iso(now + ttl)}
 
@@ -458,7 +458,7 @@ class PostgresEngine(Engine):
     def acquire_lock(self, owner: str, ttl: float, timeout: float) -> None:
         argv = [self.conn.binary("psql"), "-X", "-q", "-A", "-t"] + self.conn.pg_args()
         self._session = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         env=_env(self._env("gitops-rollback-lock")))
+                                         env=command_env(self._env("gitops-rollback-lock")))
         deadline = time.monotonic() + max(timeout, 0.0)
         key = self.lock_key()
         while True:
@@ -664,7 +664,7 @@ class MysqlEngine(Engine):
         args = self._session_args.__enter__()
         argv = [self._client()] + args + ["--batch", "--raw", "--skip-column-names", "--unbuffered", self.conn.database]
         self._session = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         env=_env(None))
+                                         env=command_env(None))
         deadline = time.monotonic() + max(timeout, 0.0)
         name = self.literal(self.lock_name())
         while True:
@@ -838,7 +838,7 @@ class SqliteEngine(Engine):
         if time.time() > float(holder.get("expires_epoch") or 0):
             return True
         if holder.get("host") == socket.gethostname():
-            return not _alive(int(holder.get("pid") or 0), holder.get("pid_start"))
+            return not process_alive(int(holder.get("pid") or 0), holder.get("pid_start"))
         return False
 
     def _busy_timeout(self, seconds: float) -> None:

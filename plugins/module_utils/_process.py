@@ -23,7 +23,8 @@ class Completed:
     stderr: bytes
 
 
-def _env(extra: Optional[Dict[str, str]]) -> Dict[str, str]:
+def command_env(extra: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """Return the environment of a command: this one, the C locale, then ``extra``."""
     env = dict(os.environ)
     env.update({"LC_ALL": "C", "LANG": "C"})
     env.update(extra or {})
@@ -53,7 +54,7 @@ def run(argv: Sequence[str], what: str, env: Optional[Dict[str, str]] = None, st
     try:
         proc = subprocess.run(
             list(argv), input=stdin, stdout=out_handle or subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_env(env), cwd=cwd, check=False,
+            env=command_env(env), cwd=cwd, check=False,
         )
     except FileNotFoundError as exc:
         raise CommandError("%s: the program %s is not installed or not on PATH." % (what, argv[0]),
@@ -84,7 +85,7 @@ def run_pipeline(stages: Sequence[Sequence[str]], what: str, stdout_path: str, e
             last = index == len(stages) - 1
             proc = subprocess.Popen(
                 list(argv), stdin=procs[-1].stdout if procs else stdin,
-                stdout=out if last else subprocess.PIPE, stderr=subprocess.PIPE, env=_env(env),
+                stdout=out if last else subprocess.PIPE, stderr=subprocess.PIPE, env=command_env(env),
             )
             if procs:
                 procs[-1].stdout.close()  # the next stage owns the pipe now
