@@ -321,6 +321,7 @@ main() {
             local failed=0 not_run=0 part rc start=$SECONDS parts=(syspkgs sanity units lint build doc e2e)
             if [[ "${1:-}" == --fast ]]; then
                 parts=(syspkgs units component)
+                export GITOPS_ROLLBACK_E2E_WORKERS="${GITOPS_ROLLBACK_E2E_WORKERS:-2}"  # they mostly wait on servers
             elif [[ -n "${1:-}" ]]; then
                 usage >&2
                 return 2
