@@ -384,7 +384,8 @@ def test_lock_timeout_is_honoured_while_another_run_migrates(engine, new_target,
             with pytest.raises(engine_api.errors.LockHeldError, match="locked by") as refused:
                 engine_api.run(target, "apply", migrations_dir=str(migrations), lock_timeout=timeout)
             waited = time.monotonic() - started
-            assert timeout <= waited < timeout + 1.5, (timeout, waited)
+            # well under the 10 s the engines used to wait whatever lock_timeout said (slack for a busy machine)
+            assert timeout <= waited < timeout + 5, (timeout, waited)
             assert "holder-test@elsewhere" in str(refused.value)
     finally:
         holder.kill()

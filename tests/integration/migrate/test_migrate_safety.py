@@ -56,7 +56,13 @@ def test_drift_refuses_revert_and_apply_until_repaired(new_target, migrate, writ
     assert ok and res["version"] == 4 and "V0003__step_3" in res["warnings"][0], run
     ok, res, run = migrate(target, check=True, operation="repair", migrations_dir=str(migrations), version="3")
     assert ok and res["changed"] and "direction = 'repair'" in res["sql"][0], run
-    assert res["repaired"] == [{"version": 3, "name": "step_3", "files": ["V0003__step_3.down.sql"]}]
+    (repaired,) = res["repaired"]
+    assert {key: repaired[key] for key in ("version", "name", "files")} == {
+        "version": 3, "name": "step_3", "files": ["V0003__step_3.down.sql"]}
+    # what the repair accepts: the edited down script's new checksum in place of the recorded one
+    assert repaired["checksum_before"] == repaired["checksum_after"]
+    assert repaired["down_checksum_before"] != repaired["down_checksum_after"]
+    assert len(repaired["down_checksum_after"]) == 64
     assert target.sql("SELECT direction FROM gitops_rollback_migrations WHERE version = 3") == "up"
 
     ok, res, run = migrate(target, operation="revert", migrations_dir=str(migrations), count=2, force=True)
