@@ -115,8 +115,8 @@ def test_hooks_run_around_their_layer_only_when_it_runs_and_a_failing_before_hoo
 
     assert not failed_run.ok
     assert site.state() == v2, "config never changed; the release is back at the safety checkpoint"
-    assert [line.split()[:2] for line in site.log.read_text().splitlines()] == [["before", "release"],
-                                                                               ["after", "release"]]
+    ran = [line.split()[:2] for line in site.log.read_text().splitlines()]
+    assert ran == [["before", "release"], ["after", "release"]]
     audit = [json.loads(line) for line in (site.tmp / "audit.jsonl").read_text().splitlines()]
     failed = [e for e in audit if e["event"] == "failed"]
     assert failed and failed[-1]["result"]["layer"] == "config"
