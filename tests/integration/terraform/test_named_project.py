@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # runs ansible-playbook through the tf_local fixture
 TfSetup = Any  # the fixture object of conftest.py
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
