@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -20,12 +21,13 @@ DEFAULT_LOG = "~/.local/state/gitops-rollback/audit.jsonl"
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report, the Prometheus text file and the post-mortem draft that were asked for."""
     engine = load_module_util(find_collection(args.collections_path), "_report")
+    state_url = args.state or os.environ.get("GITOPS_ROLLBACK_STATE", "")
     try:
         outcome = engine.write_reports(
             args.log, html_path=args.html, prom_path=args.prom, postmortem_path=args.postmortem, run_id=args.run_id,
             days=args.days, title=args.title, postmortem_overwrite=args.overwrite_postmortem, check=args.check,
-            max_runs=args.max_runs)
-    except (engine.ReportError, OSError) as exc:
+            max_runs=args.max_runs, state_url=state_url)
+    except (engine.ReportError, engine.RollbackError, OSError) as exc:
         print("gitops-rollback report: %s" % exc, file=sys.stderr)
         return 1
     if args.json:
@@ -50,6 +52,9 @@ def add_parser(sub: Any) -> None:
     report = sub.add_parser("report", help="HTML report, Prometheus metrics and post-mortem draft from the audit log",
                             description=__doc__.split("\n\n", maxsplit=1)[0])
     report.add_argument("--log", default=DEFAULT_LOG, help="audit log (default %(default)s)")
+    report.add_argument("--state", metavar="URL",
+                        help="read the audit log of the shared state (postgresql://...; default: the "
+                             "GITOPS_ROLLBACK_STATE environment variable) instead of --log")
     report.add_argument("--html", help="write the HTML report here")
     report.add_argument("--prom", help="write the Prometheus text file here (node_exporter textfile collector)")
     report.add_argument("--postmortem", help="write the post-mortem draft here ({run_id} is replaced)")

@@ -4,6 +4,7 @@ one cooldown and one hash-chained audit log, as AWX jobs in throwaway containers
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -165,3 +166,23 @@ def test_a_state_that_is_not_a_postgresql_url_is_refused_with_the_way_out(run_mo
                      inventory=local["inventory"], env=controllers["alice"])
     assert not run.ok
     assert "postgresql:// URL" in run.events[-1]["result"]["msg"], run
+
+
+def test_the_report_command_reads_the_shared_audit_log(state_url, collections_path, tmp_path) -> None:
+    """``gitops-rollback report --state`` reports the runs of every controller from the shared log."""
+    sys.path.insert(0, str(collections_path))
+    from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import PgState  # pylint: disable=import-outside-toplevel
+    with PgState(state_url) as state:
+        for run_id, who, outcome in (("alice-run", "alice", "completed"), ("bob-run", "bob", "failed")):
+            for event in ("started", outcome):
+                state.append_audit({"event": event, "run_id": run_id, "operation": "rollback", "time": "2026-12-01T10:00:00Z",
+                                    "epoch": 1_796_119_200.0, "level": "info", "who": {"user": who}, "target": "v1",
+                                    "trigger": "manual"})
+    done = subprocess.run(
+        [sys.executable, "-m", "gitops_rollback", "report", "--state", state_url, "--json",
+         "--log", str(tmp_path / "absent.jsonl"), "--collections-path", str(collections_path)],
+        capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rollbacks = json.loads(done.stdout)["summary"]["rollbacks"]
+    assert (rollbacks["total"], rollbacks["success"], rollbacks["failed"]) == (2, 1, 1), rollbacks
+    assert "password" not in done.stdout + done.stderr
