@@ -9,6 +9,8 @@
     gitops-rollback audit verify [~/.local/state/gitops-rollback/audit.jsonl]
     gitops-rollback approve <run id> --target v2 --key-file KEY --approvals-file FILE
     gitops-rollback report --html report.html --prom gitops_rollback.prom [--log AUDIT_LOG]
+    gitops-rollback schedule rollback --to v2.3.0 --at 2026-12-24T02:00Z -i inventory.yml
+    gitops-rollback schedule checkpoint --every daily -i inventory.yml | list | cancel ID | run-due | timer
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from . import __version__
 from .approve import ApproveError, add_parser as add_approve_parser
+from .extravars import ExtraVarsError, parse_extra_vars
 from .report import add_parser as add_report_parser
+from .schedule import ScheduleError, add_parser as add_schedule_parser
 from .collection import CollectionNotFound, collection_dir_option, find_collection, import_module_util, load_module_util
 from .hooks import HookError, TagRef, install_hook, list_tags, peel, scrub_git_environment
 from .runner import RunRequest, error_lines, extravars_for, prune_runs, run
@@ -337,31 +341,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ parsing
 
 
-def _parse_extra_vars(items: Iterable[str]) -> Dict[str, Any]:
-    merged: Dict[str, Any] = {}
-    for item in items:
-        if item.startswith("@"):
-            item = Path(item[1:]).read_text(encoding="utf-8")
-        if item.lstrip().startswith("{"):
-            try:
-                merged.update(json.loads(item))
-            except ValueError as exc:
-                raise UsageError(f"--extra-vars {item!r} is not a JSON object: {exc}") from exc
-        elif "=" in item:
-            key, value = item.split("=", 1)
-            merged[key] = value
-        else:
-            raise UsageError(f"--extra-vars {item!r}: give KEY=VALUE, a JSON object or @file.json.")
-    return merged
-
-
 def audit_log_of(args: argparse.Namespace, extravars: Dict[str, Any]) -> str:
     """--audit-log, else the playbooks' ``rollback_audit_log`` from the extra vars, else the default."""
     return str(getattr(args, "audit_log", None) or extravars.get("rollback_audit_log") or DEFAULT_AUDIT_LOG)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    extravars = _parse_extra_vars(args.extra_vars or [])
+    extravars = parse_extra_vars(args.extra_vars or [])
     return Settings(
         inventory=Path(args.inventory).resolve() if args.inventory else None,
         state=StateFile(args.state or default_state_path()),
@@ -460,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_approve_parser(sub)
     add_report_parser(sub)
+    add_schedule_parser(sub)
     return parser
 
 
@@ -471,10 +458,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tags.prefer(getattr(args, "collections_path", None))
     try:
         return int(args.func(args))
-    except UsageError as exc:
+    except (UsageError, ExtraVarsError) as exc:
         LOG.error("%s", exc)
         return EXIT_USAGE
-    except (StateError, HookError, CollectionNotFound, ApproveError) as exc:
+    except (StateError, HookError, CollectionNotFound, ApproveError, ScheduleError) as exc:
         LOG.error("%s", exc)
         return EXIT_FAILED
     except Exception as exc:  # pylint: disable=broad-except  # _tags' errors; anything else is a bug, shown

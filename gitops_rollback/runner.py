@@ -83,12 +83,16 @@ _UnsafeDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_sc
 
 
 def _mark_unsafe(value: Any) -> Any:
-    """``value`` with every string in it (values, not keys) made :class:`_Unsafe`."""
+    """``value`` with every string in it (values, not keys) made :class:`_Unsafe`.
+
+    An empty string stays plain: there is nothing in it to template, and ansible-core reads
+    ``!unsafe ""`` as None, which breaks every ``| length`` test of an emptied variable.
+    """
     if isinstance(value, Mapping):
         return {str(key): _mark_unsafe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_mark_unsafe(item) for item in value]
-    return _Unsafe(value) if isinstance(value, str) else value
+    return _Unsafe(value) if isinstance(value, str) and value else value
 
 
 def unsafe_yaml(data: Mapping[str, Any]) -> str:

@@ -108,47 +108,66 @@ class State:
         return self.tags.pop(tag, None) is not None
 
 
-class StateFile:
-    """A state file guarded by an exclusive ``flock`` on ``<path>.lock``."""
+class JsonFile:
+    """A JSON document guarded by an exclusive ``flock`` on ``<path>.lock``, written atomically.
+
+    Subclasses name the document (``kind``), its ``format_version`` and what an absent file reads as
+    (``empty``); ``decode``/``encode`` turn the JSON into the object handed out and back.
+    """
+
+    kind = "JSON file"
+    format_version = FORMAT_VERSION
 
     def __init__(self, path: os.PathLike[str] | str) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
 
-    def read(self) -> State:
+    def empty(self) -> Dict[str, Any]:
+        """What an absent file holds."""
+        return {"format_version": self.format_version}
+
+    def decode(self, data: Dict[str, Any]) -> Any:
+        """The object handed out for the file's JSON."""
+        return data
+
+    def encode(self, value: Any) -> Dict[str, Any]:
+        """The JSON written for the object."""
+        return value
+
+    def read(self) -> Any:
         """Read without locking (for display)."""
         if not self.path.exists():
-            return State()
+            return self.decode(self.empty())
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise StateError(f"State file {self.path} is unreadable ({exc}). Fix or move it away; "
-                             "a new one starts empty (every tag would then count as new).") from exc
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise StateError(f"State file {self.path} has format_version {version!r}; this gitops-rollback "
-                             f"reads {FORMAT_VERSION}. Use the gitops-rollback that wrote it.")
-        return State(data)
+            raise StateError(f"{self.kind} {self.path} is unreadable ({exc}). Fix or move it away; "
+                             "a new one starts empty.") from exc
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if version != self.format_version:
+            raise StateError(f"{self.kind} {self.path} has format_version {version!r}; this gitops-rollback "
+                             f"reads {self.format_version}. Use the gitops-rollback that wrote it.")
+        return self.decode(data)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[State]:
-        """Lock, read, yield the state, then write it back atomically (also when unchanged)."""
+    def transaction(self) -> Iterator[Any]:
+        """Lock, read, yield the document, then write it back atomically (also when unchanged)."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.lock_path, "a+", encoding="utf-8") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                state = self.read()
-                yield state
-                self._write(state)
+                value = self.read()
+                yield value
+                self._write(self.encode(value))
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    def _write(self, state: State) -> None:
-        data = json.dumps(state.to_json(), indent=2, sort_keys=True).encode() + b"\n"
+    def _write(self, data: Dict[str, Any]) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=str(self.path.parent))
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
@@ -161,3 +180,15 @@ class StateFile:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class StateFile(JsonFile):
+    """The state file of processed tags and event ids."""
+
+    kind = "State file"
+
+    def decode(self, data: Dict[str, Any]) -> State:
+        return State(data)
+
+    def encode(self, value: State) -> Dict[str, Any]:
+        return value.to_json()

@@ -1,0 +1,84 @@
+"""The scheduler's decisions (gitops_rollback/schedule.py): times, windows, recurring slots. Pure, fast."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import pytest
+
+from gitops_rollback.schedule import (CANCELLED, MISSED, PENDING, ScheduleError, ScheduleFile, checkpoint_vars,
+                                      due_entries, parse_every, parse_time, rollback_vars, scheduled_label,
+                                      timer_units)
+from gitops_rollback.state import StateError
+
+NOW = datetime.datetime(2026, 12, 24, 1, 30, tzinfo=datetime.timezone.utc)
+
+
+def rollback(at: str, status: str = PENDING, window: int = 3600) -> dict:
+    return {"id": "rollback-" + at, "kind": "rollback", "target": "v2.3.0", "at": at, "window": window,
+            "status": status, "scheduled_by": "ops", "layers": []}
+
+
+def test_times_need_a_zone_and_delays_count_from_now() -> None:
+    assert parse_time("2026-12-24T02:00Z", NOW) == datetime.datetime(2026, 12, 24, 2, 0, tzinfo=datetime.timezone.utc)
+    assert parse_time("2026-12-24T03:00+01:00", NOW) == parse_time("2026-12-24T02:00Z", NOW)
+    assert parse_time("+30m", NOW) == NOW + datetime.timedelta(minutes=30)
+    with pytest.raises(ScheduleError, match="no time zone: add Z"):
+        parse_time("2026-12-24T02:00", NOW)
+    with pytest.raises(ScheduleError, match="is not a time"):
+        parse_time("tomorrow; rm -rf /", NOW)
+
+
+def test_intervals_are_named_or_counted_and_at_least_a_minute() -> None:
+    assert [parse_every(text) for text in ("hourly", "daily", "6h", "30m", "1w", "2 days")] == [
+        3600, 86400, 21600, 1800, 604800, 172800]
+    for bad in ("10s", "0m", "often", "1y"):
+        with pytest.raises(ScheduleError):
+            parse_every(bad)
+
+
+def test_a_rollback_runs_in_its_window_is_missed_after_it_and_a_cancelled_one_never_runs() -> None:
+    entries = [rollback("2026-12-24T01:00:00Z"), rollback("2026-12-24T00:00:00Z", window=3600),
+               rollback("2026-12-24T01:10:00Z", status=CANCELLED), rollback("2026-12-24T02:00:00Z")]
+    due = due_entries(entries, NOW)
+    assert [(d.entry["at"], d.action) for d in due] == [("2026-12-24T00:00:00Z", MISSED), ("2026-12-24T01:00:00Z", "run")]
+
+
+def test_a_recurring_checkpoint_runs_once_for_its_latest_slot() -> None:
+    entry = {"id": "checkpoint-x", "kind": "checkpoint", "at": "2026-12-23T22:00:00Z", "every": 3600,
+             "status": PENDING, "scheduled_by": "ops", "layers": ["config"]}
+    [due] = due_entries([entry], NOW)
+    assert due.slot == datetime.datetime(2026, 12, 24, 1, 0, tzinfo=datetime.timezone.utc)
+    variables = checkpoint_vars(entry, due.slot)
+    assert variables["checkpoint_label"] == scheduled_label(due.slot) == "scheduled/20261224T0100Z"
+    assert variables["gitops_rollback_databases"] == [] and variables["gitops_rollback_terraform"] == []
+    assert "gitops_rollback_paths" not in variables  # the chosen layer keeps its inventory entry
+
+
+def test_a_scheduled_rollback_says_who_scheduled_it() -> None:
+    entry = {**rollback("2026-12-24T02:00:00Z"), "reason": "bad release", "layers": ["config"]}
+    variables = rollback_vars(entry)
+    assert variables["rollback_to"] == "v2.3.0" and variables["rollback_trigger"] == "schedule"
+    assert variables["rollback_layers"] == ["config"]
+    assert variables["rollback_reason"] == "scheduled by ops as rollback-2026-12-24T02:00:00Z: bad release"
+
+
+def test_the_schedule_file_refuses_another_format_and_names_the_entries_it_has(tmp_path: Path) -> None:
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps({"format_version": 7, "entries": []}))
+    with pytest.raises(StateError, match="format_version 7"):
+        ScheduleFile(path).read()
+    path.unlink()
+    with ScheduleFile(path).transaction() as data:
+        data["entries"].append(rollback("2026-12-24T02:00:00Z"))
+    with pytest.raises(ScheduleError, match=r"pending: rollback-2026-12-24T02:00:00Z"):
+        ScheduleFile.find(ScheduleFile(path).read(), "rollback-nope")
+
+
+def test_the_timer_runs_run_due_every_minute(tmp_path: Path) -> None:
+    units = timer_units(tmp_path / "my schedule.json", None)
+    assert "OnCalendar=*-*-* *:*:00" in units["gitops-rollback-schedule.timer"]
+    exec_line = [line for line in units["gitops-rollback-schedule.service"].splitlines() if line.startswith("ExecStart=")]
+    assert exec_line and exec_line[0].endswith('run-due --schedule-file "%s"' % (tmp_path / "my schedule.json"))
