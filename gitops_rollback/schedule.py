@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .collection import find_collection, import_module_util
 from .extravars import ExtraVarsError, parse_extra_vars
 from .runner import RunRequest, error_lines, prune_runs, run
-from .state import JsonFile, StateError
+from .state import JsonFile
 
 FORMAT_VERSION = 1
 PENDING, RUNNING, DONE, FAILED, MISSED, CANCELLED = "pending", "running", "done", "failed", "missed", "cancelled"

@@ -130,7 +130,10 @@ def test_scheduled_checkpoints_are_labelled_by_their_slot(site: Dict[str, Any]) 
     first = entry["at"]
     due = cli(site, "run-due", "--now", first)
     assert due.returncode == 0, due.stdout + due.stderr
-    labels = lambda: sorted(json.loads(p.read_text()).get("label") or "" for p in (site["store"] / "checkpoints").glob("*.json"))
+
+    def labels() -> List[str]:
+        return sorted(json.loads(p.read_text()).get("label") or "" for p in (site["store"] / "checkpoints").glob("*.json"))
+
     slot = datetime.datetime.fromisoformat(first.replace("Z", "+00:00"))
     assert labels() == sorted(["v1", "scheduled/" + slot.strftime("%Y%m%dT%H%MZ")])
     assert cli(site, "run-due", "--now", first).returncode == 0 and len(labels()) == 2  # that slot is taken
