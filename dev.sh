@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Development and test entry point for the gitops.rollback collection.
 #
-#   ./dev.sh test     everything, in order, with a summary table (non-zero if any part fails)
+#   ./dev.sh test     everything, with a summary table (non-zero if any part fails); sanity, units,
+#                     lint, build and doc run alongside e2e, at a lower priority, their output after it
 #   ./dev.sh test --fast   units and component tests only (no ansible-playbook runs): everyday work
 #   ./dev.sh demo     ansible-playbook playbooks/demo.yml -i inventories/demo/hosts.yml
 #   ./dev.sh syspkgs|sanity|units|lint|build|doc|component|e2e   one part (e2e: all of tests/integration)
@@ -18,6 +19,7 @@
 #   GITOPS_ROLLBACK_PYTHON        python used to create the virtualenv (default python3)
 #   GITOPS_ROLLBACK_E2E_WORKERS   pytest-xdist workers for e2e (default: none, one process)
 #   GITOPS_ROLLBACK_PYTEST_ARGS   extra pytest arguments for e2e (e.g. "-k checkpoint -x")
+#   GITOPS_ROLLBACK_SERIAL=1      ./dev.sh test runs its parts one after the other
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,10 +33,11 @@ VENV="${GITOPS_ROLLBACK_VENV:-$CACHE/venv-$PYPROJECT_HASH}"
 # removed on exit; a GITOPS_ROLLBACK_BUILD given by the user is reused and kept.
 if [[ -n "${GITOPS_ROLLBACK_BUILD:-}" ]]; then
     BUILD="$GITOPS_ROLLBACK_BUILD"
+    trap 'stop_side_lane' EXIT
 else
     mkdir -p "$CACHE"
     BUILD="$(mktemp -d "$CACHE/build.XXXXXX")"
-    trap 'rm -rf "$BUILD"' EXIT
+    trap 'stop_side_lane; rm -rf "$BUILD"' EXIT
 fi
 COLLECTION_DIR="$BUILD/ansible_collections/$NAMESPACE/$NAME"
 
@@ -208,8 +211,34 @@ doc_one() {
     return 1
 }
 
+# The same checks as doc_one for every plugin of one type in two ansible-doc runs (JSON, then text)
+# instead of two per plugin (each run costs a second of start-up); when anything is wrong, each
+# plugin is checked alone so the failure names it. Prints the number of failures.
+doc_type() {
+    local type="$1" out err rc=0 fqcn failed=0
+    shift
+    err="$(mktemp)"
+    out="$(ansible-doc -t "$type" --json "$@" 2>"$err")" || rc=$?
+    if ((rc == 0)) && ! grep -qE 'was not found|Error loading|\[ERROR\]|^ERROR' "$err" \
+        && python -c 'import json,sys; d=json.loads(sys.stdin.read()); assert all(d[n].get("doc") or d[n].get("entry_points") for n in sys.argv[1:])' "$@" <<<"$out" 2>/dev/null \
+        && ansible-doc -t "$type" "$@" >/dev/null 2>>"$err" \
+        && ! grep -qE 'was not found|Error loading|\[ERROR\]|^ERROR' "$err"; then
+        for fqcn in "$@"; do echo "ok   ansible-doc -t $type $fqcn"; done
+    else
+        for fqcn in "$@"; do doc_one "$type" "$fqcn" || failed=$((failed + 1)); done
+        if ((failed == 0)); then
+            warn "FAIL ansible-doc -t $type with every $type at once (each alone passes):"
+            tail -20 "$err" >&2
+            failed=1
+        fi
+    fi
+    rm -f "$err"
+    return "$failed"
+}
+
 part_doc() {
-    local type_dir type f name count=0 failed=0
+    local type_dir type f name count=0 failed=0 rc
+    local -A names=()
     for type_dir in "$COLLECTION_DIR"/plugins/*/; do
         [[ -d "$type_dir" ]] || continue
         type="$(basename "$type_dir")"
@@ -227,7 +256,7 @@ part_doc() {
                 *) continue ;;
             esac
             count=$((count + 1))
-            doc_one "$type" "$NAMESPACE.$NAME.$name" || failed=$((failed + 1))
+            names[$type]+="$NAMESPACE.$NAME.$name "
         done
     done
     # Roles with an argument spec are documented too.
@@ -235,12 +264,18 @@ part_doc() {
         [[ -e "$f" ]] || continue
         name="$(basename "$(dirname "$(dirname "$f")")")"
         count=$((count + 1))
-        doc_one role "$NAMESPACE.$NAME.$name" || failed=$((failed + 1))
+        names[role]+="$NAMESPACE.$NAME.$name "
     done
     if ((count == 0)); then
         warn "DOC NOT RUN: no documented plugins or roles yet"
         return "$NOT_RUN"
     fi
+    for type in "${!names[@]}"; do
+        rc=0
+        # shellcheck disable=SC2086  # one word per plugin name
+        doc_type "$type" ${names[$type]} || rc=$?
+        failed=$((failed + rc))
+    done
     echo "ansible-doc: $count checked, $failed failed"
     ((failed == 0))
 }
@@ -289,9 +324,11 @@ part_e2e() {
 # Driver
 # ---------------------------------------------------------------------------------------------
 SUMMARY=()
+RESULTS_DIR=""   # when set, run_part also writes its exit code and summary line to $RESULTS_DIR/<part>
+SIDE_LANE_PID=""
 
 run_part() {
-    local part="$1" start rc=0 result
+    local part="$1" start rc=0 result line
     say "[$part]"
     start=$SECONDS
     "part_$part" || rc=$?
@@ -300,7 +337,9 @@ run_part() {
         "$NOT_RUN") result="NOT RUN" ;;
         *) result="FAIL (rc $rc)" ;;
     esac
-    SUMMARY+=("$(printf '%-9s %-14s %5ss' "$part" "$result" "$((SECONDS - start))")")
+    line="$(printf '%-9s %-14s %5ss' "$part" "$result" "$((SECONDS - start))")"
+    SUMMARY+=("$line")
+    [[ -z "$RESULTS_DIR" ]] || printf '%s\n%s\n' "$rc" "$line" >"$RESULTS_DIR/$part"
     return "$rc"
 }
 
@@ -309,8 +348,72 @@ print_summary() {
     printf '%s\n' "${SUMMARY[@]}"
 }
 
+# The side lane: parts that need the CPU but wait on nothing (sanity, units, lint, build, doc) run
+# one after the other in their own process group at a lower priority, each into $RESULTS_DIR/<part>.log,
+# while the test parts that mostly wait on servers (e2e, component) run in the foreground.
+start_side_lane() {
+    GITOPS_ROLLBACK_BUILD="$BUILD" setsid nice -n 10 "$ROOT/dev.sh" _lane "$RESULTS_DIR" "$@" </dev/null &
+    SIDE_LANE_PID=$!
+}
+
+stop_side_lane() {
+    if [[ -n "$SIDE_LANE_PID" ]] && kill -0 "$SIDE_LANE_PID" 2>/dev/null; then
+        kill -- "-$SIDE_LANE_PID" 2>/dev/null || true
+    fi
+    SIDE_LANE_PID=""
+}
+
+run_lane() {
+    local part
+    RESULTS_DIR="$1"
+    shift
+    export ANSIBLE_COLLECTIONS_PATH="$BUILD"  # the copy the foreground made (build_tree)
+    for part in "$@"; do
+        run_part "$part" >"$RESULTS_DIR/$part.log" 2>&1 || true
+    done
+}
+
+# Run the parts (syspkgs first, alone); with a side lane, the side parts run alongside the others
+# and their output is printed after them. SUMMARY ends up in the order of the parts.
+run_parts() {
+    local -a side=() fore=() parts=("$@")
+    local part
+    [[ "${GITOPS_ROLLBACK_SERIAL:-}" == 1 ]] || for part in "${parts[@]}"; do
+        case "$part" in
+            syspkgs | e2e | component) ;;
+            *) side+=("$part") ;;
+        esac
+    done
+    RESULTS_DIR="$BUILD/results"
+    rm -rf "$RESULTS_DIR"
+    mkdir -p "$RESULTS_DIR"
+    for part in "${parts[@]}"; do [[ " ${side[*]} " == *" $part "* ]] || fore+=("$part"); done
+    run_part "${fore[0]}" || true  # syspkgs: the e2e and component parts use what it found
+    if ((${#side[@]})); then
+        say "${side[*]} run alongside ${fore[*]:1} (lower priority); their output follows (GITOPS_ROLLBACK_SERIAL=1: one after the other)"
+        start_side_lane "${side[@]}"
+    fi
+    for part in "${fore[@]:1}"; do run_part "$part" || true; done
+    if ((${#side[@]})); then
+        wait "$SIDE_LANE_PID" || true
+        SIDE_LANE_PID=""
+        for part in "${side[@]}"; do
+            cat "$RESULTS_DIR/$part.log" 2>/dev/null || warn "[$part] left no output"
+        done
+    fi
+    SUMMARY=()
+    for part in "${parts[@]}"; do
+        if [[ -f "$RESULTS_DIR/$part" ]]; then
+            SUMMARY+=("$(sed -n 2p "$RESULTS_DIR/$part")")
+        else
+            SUMMARY+=("$(printf '%-9s %-14s %5ss' "$part" "FAIL (no result)" 0)")
+            printf '1\n' >"$RESULTS_DIR/$part"
+        fi
+    done
+}
+
 usage() {
-    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -328,9 +431,9 @@ main() {
             fi
             ensure_venv
             build_tree
+            run_parts "${parts[@]}"
             for part in "${parts[@]}"; do
-                rc=0
-                run_part "$part" || rc=$?
+                rc="$(head -1 "$RESULTS_DIR/$part")"
                 if ((rc == NOT_RUN)); then not_run=1; elif ((rc != 0)); then failed=1; fi
             done
             print_summary
@@ -345,6 +448,10 @@ main() {
             printf '\033[1;32mOK\033[0m\n'
             ;;
         syspkgs) part_syspkgs ;;
+        _lane)  # internal: the side lane of ./dev.sh test (see run_parts)
+            ensure_venv
+            run_lane "$@"
+            ;;
         sanity | units | lint | build | doc | component | e2e)
             local rc=0
             ensure_venv

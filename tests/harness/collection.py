@@ -25,6 +25,8 @@ NAMESPACE, NAME = "gitops", "rollback"
 
 NO_ANSIBLE_ENV = "GITOPS_HARNESS_NO_ANSIBLE"
 """Set (to the test's id) while a test marked ``component`` runs: the harness then refuses to start Ansible."""
+RUN_LOG_ENV = "GITOPS_HARNESS_RUN_LOG"
+"""When set, a file each ansible-playbook / ansible run appends a line to: test, program, seconds."""
 
 _CALLBACK_NAME = "gitops_harness_events"
 _CALLBACK_SOURCE = '''\
@@ -247,6 +249,15 @@ def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
     return base
 
 
+def _log_run(cmd: list[str], seconds: float) -> None:
+    """Append one line (test, program, seconds) to $GITOPS_HARNESS_RUN_LOG when set: how many Ansible runs a suite makes."""
+    log = os.environ.get(RUN_LOG_ENV)
+    if log:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "-").rsplit(" ", 1)[0]
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{test}\t{Path(cmd[0]).name}\t{seconds:.1f}\n")
+
+
 def _run(cmd: list[str], env: dict[str, str], cwd: str | os.PathLike[str] | None, timeout: float) -> Result:
     if os.environ.get(NO_ANSIBLE_ENV):
         raise RuntimeError(f"{os.environ[NO_ANSIBLE_ENV]} runs {Path(cmd[0]).name} but is not marked e2e: ask for the "
@@ -261,6 +272,7 @@ def _run(cmd: list[str], env: dict[str, str], cwd: str | os.PathLike[str] | None
         lines = Path(events_path).read_text().splitlines()
     finally:
         os.unlink(events_path)
+    _log_run(cmd, time.monotonic() - start)
     events = [json.loads(line) for line in lines if line.strip()]
     stats = next((e["stats"] for e in reversed(events) if e["event"] == "stats"), {})
     return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start,
