@@ -53,6 +53,8 @@ SYSTEM_PACKAGES=(
     "command -v prometheus >/dev/null|prometheus"
     "command -v nginx >/dev/null || test -x /usr/sbin/nginx|nginx"
     "command -v chromium >/dev/null|chromium"
+    "command -v etcd >/dev/null|etcd-server"
+    "command -v etcdctl >/dev/null|etcd-client"
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

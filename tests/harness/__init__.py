@@ -17,6 +17,7 @@ from .collection import (
     run_playbook_json,
 )
 from .databases import DatabaseError, MariaDbServer, PgServer, start_mariadb, start_postgres
+from .etcd import EtcdServer, start_etcd
 from .gitrepo import RepoInfo, add_release, make_repo
 from .hosts import STORE_DIR, Fleet, HarnessError, Host, MissingDependencyError, start_hosts
 
@@ -24,6 +25,7 @@ __all__ = [
     "NO_ANSIBLE_ENV",
     "STORE_DIR",
     "DatabaseError",
+    "EtcdServer",
     "Fleet",
     "HarnessError",
     "Host",
@@ -41,6 +43,7 @@ __all__ = [
     "run_playbook",
     "run_playbook_json",
     "start_hosts",
+    "start_etcd",
     "start_mariadb",
     "start_postgres",
 ]

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make tests/harness importable
 
 from harness import (  # noqa: E402
+    EtcdServer,
     Fleet,
     MariaDbServer,
     NO_ANSIBLE_ENV,
@@ -27,6 +28,7 @@ from harness import (  # noqa: E402
     run_module_process,
     run_playbook as _run_playbook,
     run_playbook_json as _run_playbook_json,
+    start_etcd,
     start_hosts,
     start_mariadb,
     start_postgres,
@@ -146,6 +148,16 @@ def postgres(harness_dir: Path) -> Iterator[PgServer]:
 def mariadb(harness_dir: Path) -> Iterator[MariaDbServer]:
     """A throwaway MariaDB server (``root`` with ``password``)."""
     server = _start(lambda: start_mariadb(harness_dir))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd(harness_dir: Path) -> Iterator[EtcdServer]:
+    """A throwaway single-member etcd server (Debian etcd-server)."""
+    server = _start(lambda: start_etcd(harness_dir))
     try:
         yield server
     finally:
