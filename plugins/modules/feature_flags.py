@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: feature_flags
-short_description: Checkpoint feature flags, put them back, or turn flags off: the fastest rollback
+short_description: Checkpoint feature flags, put them back, or turn flags off (the fastest rollback)
 version_added: 0.1.0
 description:
   - Captures a set of feature flags into a checkpoint (O(state=checkpointed)), puts back the flags a
