@@ -28,10 +28,10 @@ def test_flags_are_checkpointed_rolled_back_and_turned_off(run_playbook, tmp_pat
     result = planned.result("Flags", "app1")
     assert result["changed"] and result["changes"] == {"checkout_v2": {"before": True, "after": False}}
     assert json.loads(flags.read_text())["checkout_v2"] is True  # a dry run is dry
+    turn_off = dict(common, state="off", names=["banner"])
     done = run_playbook(play({"name": "Flags", "gitops.rollback.feature_flags": dict(common, checkpoint="v1")},
                              {"name": "Again", "gitops.rollback.feature_flags": dict(common, checkpoint="v1")},
-                             {"name": "Off", "gitops.rollback.feature_flags": dict(common, state="off",
-                                                                                      names=["banner"])}),
+                             {"name": "Off", "gitops.rollback.feature_flags": turn_off}),
                         inventory=inventory)
     assert done.ok, done
     assert done.result("Flags", "app1")["changed"] and not done.result("Again", "app1")["changed"]
