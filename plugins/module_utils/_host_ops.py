@@ -8,7 +8,7 @@ Each function takes a small params object and returns the module result as a dic
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional
 
 from . import _facts
@@ -43,6 +43,7 @@ class CheckpointParams:
     verify_checkpoint: bool = False
     encryption_key: Optional[str] = None
     new_encryption_key: Optional[str] = None
+    repository: Optional[dict] = None  # restore: fetch the checkpoint from this repository when the store lacks it
 
     @classmethod
     def from_module(cls, params: dict, check_mode: bool, diff: bool = False) -> "CheckpointParams":
@@ -235,23 +236,33 @@ def _restore(store: Store, params: CheckpointParams, options) -> tuple:
 
 
 def restore_host(params: CheckpointParams) -> dict:
-    """Restore managed paths to a checkpoint (restore module)."""
+    """Restore managed paths to a checkpoint (restore module); with a repository, fetch what the store lacks first."""
     store = params.store()
+    if params.repository:
+        return _restore_from_repository(store, params)
     if not store.exists():
         raise RollbackError("There is no checkpoint store at %s on this host, so nothing to restore %r from. "
-                            "Create checkpoints with gitops.rollback.checkpoint." % (store.root, params.checkpoint))
+                            "Create checkpoints with gitops.rollback.checkpoint, or restore from a repository "
+                            "(repository)." % (store.root, params.checkpoint))
+    if params.check_mode:
+        manifest, outcome = _restore(store, params, _restore_options(params))
+    else:
+        with params.lock(store, "restore"):
+            manifest, outcome = _restore(store, params, _restore_options(params))
+    return _restore_result(params, manifest, outcome)
+
+
+def _restore_options(params: CheckpointParams):
     # imported here: a checkpoint run (every module start compiles what it imports) never needs it
     from ._restore import RestoreOptions  # pylint: disable=import-outside-toplevel
 
-    options = RestoreOptions(
+    return RestoreOptions(
         only_paths=params.paths, dry_run=params.check_mode, want_diff=params.diff,
         safety_checkpoint=params.safety_checkpoint, creator=params.owner,
     )
-    if params.check_mode:
-        manifest, outcome = _restore(store, params, options)
-    else:
-        with params.lock(store, "restore"):
-            manifest, outcome = _restore(store, params, options)
+
+
+def _restore_result(params: CheckpointParams, manifest: dict, outcome: dict) -> dict:
     result = {
         "changed": outcome["changed"],
         "checkpoint": summarize(manifest),
@@ -262,4 +273,34 @@ def restore_host(params: CheckpointParams) -> dict:
     }
     if params.diff:
         result["diff"] = outcome["diffs"]
+    return result
+
+
+def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
+    """Fetch the checkpoint's manifest and the objects the store lacks (creating a missing store), then restore.
+
+    Check mode changes nothing here or there: it reports what would be fetched, and plans the restore
+    only when the local store already holds the whole checkpoint.
+    """
+    # imported here: only restores from a repository need ssh and the receiver
+    from ._repository import RepositorySpec, fetch_checkpoint, plan_fetch, prepare_store  # pylint: disable=import-outside-toplevel
+
+    spec = RepositorySpec.from_options(params.repository)
+    if params.check_mode:
+        fetched = plan_fetch(store, spec, params.checkpoint, params.encryption_key)
+        if fetched["source"] == "repository":
+            return {"changed": True, "checkpoint": fetched["checkpoint"], "fetched": fetched["fetched"],
+                    "changes": {}, "summary": {}, "safety_checkpoint": None, "verified": False,
+                    "msg": "The checkpoint would be fetched from %s first; the changes are planned once it is "
+                           "here." % spec.where()}
+        manifest, outcome = _restore(store, params, _restore_options(params))
+        return dict(_restore_result(params, manifest, outcome), fetched=fetched["fetched"])
+    prepare_store(store, spec)
+    with params.lock(store, "restore"):
+        fetched = fetch_checkpoint(store, spec, params.checkpoint, params.encryption_key)
+        exact = replace(params, checkpoint=fetched["checkpoint"]["id"])
+        manifest, outcome = _restore(store, exact, _restore_options(exact))
+    result = _restore_result(params, manifest, outcome)
+    result["fetched"] = fetched["fetched"]
+    result["changed"] = result["changed"] or bool(fetched["fetched"]["objects"])
     return result

@@ -21,6 +21,21 @@ def store_argument_spec() -> dict:
     )
 
 
+def repository_argument_spec() -> dict:
+    """Return the argument spec of the repository doc fragment."""
+    return dict(repository=dict(type="dict", options=dict(
+        host=dict(type="str", required=True),
+        port=dict(type="int", default=22),
+        user=dict(type="str"),
+        path=dict(type="str", required=True),
+        name=dict(type="str"),
+        private_key=dict(type="str", no_log=True),
+        private_key_file=dict(type="path"),
+        known_hosts=dict(type="str"),
+        connect_timeout=dict(type="int", default=30),
+    ), mutually_exclusive=[("private_key", "private_key_file")]))
+
+
 def check_label_options(params: dict, *names: str) -> None:
     """Refuse (BadLabel) the first of the options ``names`` that is set and outside the label grammar."""
     for name in names:

@@ -19,10 +19,16 @@ description:
     restore itself can be rolled back) and, after writing, checks the tree against the checkpoint.
   - A process killed during a restore leaves every file either old or new; running the restore
     again completes it.
+  - With O(repository), a checkpoint the store does not hold (or holds only in part) is fetched first from the
+    checkpoint repository - its manifest and only the objects the store lacks, each checked before it is
+    placed - also onto a host whose store is gone (the store is created with the format the host's store had,
+    so an encrypted one opens with the same key). A corrupted object in the repository is refused, naming it,
+    before anything is restored.
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
   - gitops.rollback.store
+  - gitops.rollback.repository
   - gitops.rollback.attributes
 options:
   checkpoint:
@@ -52,13 +58,17 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports exactly what would change (RV(changes)) and changes nothing.
+    details:
+      - Reports exactly what would change (RV(changes)) and changes nothing.
+      - With O(repository) and a checkpoint the store lacks, reports what would be fetched (RV(fetched)) and
+        plans the changes only once the checkpoint is here.
   diff_mode:
     support: full
     details: Unified diffs of text files up to 128 KiB.
 seealso:
   - module: gitops.rollback.checkpoint
   - module: gitops.rollback.checkpoint_info
+  - module: gitops.rollback.checkpoint_sync
 """
 
 EXAMPLES = r"""
@@ -66,6 +76,16 @@ EXAMPLES = r"""
   gitops.rollback.restore:
     checkpoint: v1.3.0
   register: restored
+
+- name: Rebuild a replaced host from the checkpoint repository
+  gitops.rollback.restore:
+    checkpoint: v1.3.0
+    repository:
+      host: backup.example.com
+      path: /srv/gitops-rollback/repository
+      name: "{{ inventory_hostname }}"
+      private_key: "{{ vault_repository_ssh_key }}"
+      known_hosts: "{{ repository_host_key_line }}"
 
 - name: Show what rolling back would change
   gitops.rollback.restore:
@@ -104,6 +124,13 @@ verified:
   returned: success
   type: bool
   sample: true
+fetched:
+  description:
+    - With O(repository), the objects fetched from the repository and their bytes (V(0) when the store held the
+      whole checkpoint); in check mode the objects that would be fetched, and C(bytes) null.
+  returned: when O(repository) is set
+  type: dict
+  sample: {objects: 1204, bytes: 52428800}
 damaged:
   description:
     - When the restore is refused because objects of the checkpoint are damaged or missing, each such object
@@ -124,6 +151,7 @@ damaged:
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, restore_host
 from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils._options import repository_argument_spec
 
 
 def main() -> None:
@@ -132,6 +160,7 @@ def main() -> None:
         paths=dict(type="list", elements="path", default=[]),
         safety_checkpoint=dict(type="bool", default=True),
         verify_checkpoint=dict(type="bool", default=False),
+        **repository_argument_spec(),
     )
     module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True)
     params = CheckpointParams.from_module(module.params, module.check_mode, module.diff_mode)

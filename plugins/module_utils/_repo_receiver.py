@@ -1,0 +1,335 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The receiver: the program a repository host runs for one sync or fetch (see docs/repository.md).
+
+The sending side starts it as ``python3 -c <BOOTSTRAP>`` over ssh: the bootstrap (a constant, the
+only text a remote shell ever parses) reads this file's source from stdin and runs it. Every request
+then comes on stdin as one JSON line, followed by the bytes it announces; each reply is one JSON
+line on stdout, followed by the bytes it announces. Paths are made here from checked names only (64
+hex digits, a checkpoint id, a host namespace); the repository's own path comes in the first
+request and is never given to a shell.
+
+Durability is the local store's: an object is written under ``tmp/``, its SHA-256 compared with the
+one announced, made durable and renamed into ``objects/``; a manifest is accepted only when every
+object it names is in place, and is written beside its final name, fsynced and renamed. Standard
+library only: it runs on the repository host's own Python 3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import stat
+import sys
+
+BOOTSTRAP = ("import sys;_n=int(sys.stdin.buffer.readline());"
+             'exec(compile(sys.stdin.buffer.read(_n),"gitops-rollback-receiver","exec"))')
+REPOSITORY_VERSION = 1
+CHUNK = 1024 * 1024
+SYNC_ONE_BY_ONE = 8  # a batch of more objects is made durable by one sync of the file system
+NAME_RE = re.compile(r"^[0-9a-f]{64}$")
+ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+LAYOUT = ("objects", "hosts", "tmp")
+
+
+class Refused(Exception):
+    """A request the receiver will not carry out; the message goes back to the sender."""
+
+
+def _private_dir(path: str) -> None:
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        status = os.lstat(path)
+        if not stat.S_ISDIR(status.st_mode):
+            raise Refused("%s exists and is not a directory" % path) from None
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Receiver:
+    """One repository, opened by the ``hello`` request."""
+
+    def __init__(self, stdin, stdout) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.root = ""
+        self.host = ""
+
+    # ---------------------------------------------------------------- framing
+    def reply(self, document: dict, body: bytes = b"") -> None:
+        """Send one reply line (and its bytes)."""
+        self.stdout.write(json.dumps(document, sort_keys=True).encode("utf-8") + b"\n")
+        if body:
+            self.stdout.write(body)
+        self.stdout.flush()
+
+    def read_exactly(self, size: int) -> bytes:
+        """Read ``size`` bytes of a request's body; a short read means the sender went away."""
+        data = self.stdin.read(size)
+        if len(data) != size:
+            raise EOFError("the sender went away in the middle of a request")
+        return data
+
+    # ---------------------------------------------------------------- layout
+    def path(self, *parts: str) -> str:
+        """A path inside the repository."""
+        return os.path.join(self.root, *parts)
+
+    def object_path(self, name: str) -> str:
+        """Where object ``name`` lives (``objects/<aa>/<name>``)."""
+        if not NAME_RE.match(name):
+            raise Refused("%r is not an object name" % (name,))
+        return self.path("objects", name[:2], name)
+
+    def manifest_dir(self) -> str:
+        """The directory of this host's manifests."""
+        return self.path("hosts", self.host, "checkpoints")
+
+    def _temp(self) -> str:
+        return self.path("tmp", ".recv.grtmp-%d-%s" % (os.getpid(), secrets.token_hex(6)))
+
+    # ---------------------------------------------------------------- requests
+    def hello(self, request: dict) -> dict:
+        """Open (and with ``create``, make) the repository and the host's namespace."""
+        root, host = request.get("root"), request.get("host")
+        if not isinstance(root, str) or not root.startswith("/") or "\0" in root:
+            raise Refused("the repository path must be absolute, got %r" % (root,))
+        if not isinstance(host, str) or not HOST_RE.match(host):
+            raise Refused("%r is not a host namespace name (letters, digits, . _ -)" % (host,))
+        self.root, self.host = os.path.normpath(root), host
+        exists = os.path.lexists(self.path("format"))
+        if not exists:
+            if os.path.lexists(self.root):
+                status = os.lstat(self.root)
+                if not stat.S_ISDIR(status.st_mode):
+                    raise Refused("%s is not a directory" % self.root)
+                foreign = sorted(set(os.listdir(self.root)) - set(LAYOUT) - {"lost+found"})
+                if foreign:
+                    raise Refused("%s is a directory that is not a repository (it holds %s)"
+                                  % (self.root, ", ".join(foreign[:5])))
+            if not request.get("create"):
+                return {"ok": True, "exists": False, "host_format": None, "manifests": {}}
+            self._make()
+        document = self._read_json(self.path("format"))
+        if not isinstance(document, dict) or document.get("repository") != REPOSITORY_VERSION:
+            raise Refused("%s has a format this receiver does not know: %r" % (self.root, document))
+        host_format = self._host_format()
+        if request.get("create"):
+            _private_dir(self.path("hosts", self.host))
+            _private_dir(self.manifest_dir())
+        return {"ok": True, "exists": True, "host_format": host_format, "manifests": self._manifest_digests()}
+
+    def _make(self) -> None:
+        _private_dir(self.root)
+        for name in LAYOUT:
+            _private_dir(self.path(name))
+        self._write_atomic(self.path("format"), json.dumps(
+            {"format_version": 1, "repository": REPOSITORY_VERSION}, sort_keys=True, indent=1).encode("utf-8"))
+
+    def _host_format(self):
+        path = self.path("hosts", self.host, "format")
+        return self._read_json(path) if os.path.lexists(path) else None
+
+    @staticmethod
+    def _read_json(path: str):
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+
+    def _manifest_digests(self) -> dict:
+        folder = self.manifest_dir()
+        found = {}
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if name.endswith(".json") and ID_RE.match(name[:-5]):
+                with open(os.path.join(folder, name), "rb") as handle:
+                    found[name[:-5]] = hashlib.sha256(handle.read()).hexdigest()
+        return found
+
+    def set_format(self, request: dict) -> dict:
+        """Record the host store's format document (no key in it: a wrapped naming key at most)."""
+        body = self.read_exactly(int(request["size"]))
+        json.loads(body.decode("utf-8"))
+        self._write_atomic(self.path("hosts", self.host, "format"), body)
+        return {"ok": True}
+
+    def have(self, request: dict) -> dict:
+        """Say which of the named objects the repository holds."""
+        names = request.get("names", [])
+        return {"ok": True, "have": [name for name in names if os.path.exists(self.object_path(name))]}
+
+    def put(self, request: dict) -> dict:
+        """Receive a batch of objects, each followed by its SHA-256 (64 hex digits): checked, made durable, renamed.
+
+        The sender gives an object of a plain store its name as the digest, so its content must hash to
+        its name; an encrypted store's object comes with the digest of its envelope.
+        """
+        entries = [(self.object_path(name), int(size)) for name, size in request["objects"]]
+        staged = []
+        problems = []
+        try:
+            for final, size in entries:
+                tmp = self._temp()
+                actual = self._receive(tmp, size)
+                expected = self.read_exactly(64).decode("ascii", "replace")
+                if actual != expected:
+                    os.unlink(tmp)
+                    problems.append({"object": os.path.basename(final), "expected": expected, "actual": actual})
+                    continue
+                staged.append((tmp, final))
+            self._make_durable([tmp for tmp, _final in staged])
+            stored = []
+            fanouts = set()
+            for tmp, final in staged:
+                folder = os.path.dirname(final)
+                if folder not in fanouts and not os.path.isdir(folder):
+                    _private_dir(folder)
+                fanouts.add(folder)
+                os.rename(tmp, final)
+                stored.append(os.path.basename(final))
+            for folder in sorted(fanouts) + [self.path("objects")]:
+                _fsync(folder)
+        except BaseException:
+            for tmp, _final in staged:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+            raise
+        return {"ok": not problems, "stored": stored, "problems": problems}
+
+    def _receive(self, tmp: str, size: int) -> str:
+        digest = hashlib.sha256()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            left = size
+            while left:
+                chunk = self.stdin.read(min(CHUNK, left))
+                if not chunk:
+                    raise EOFError("the sender went away in the middle of an object")
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                left -= len(chunk)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return digest.hexdigest()
+
+    @staticmethod
+    def _make_durable(paths) -> None:
+        if len(paths) > SYNC_ONE_BY_ONE:
+            os.sync()
+            return
+        for path in paths:
+            _fsync(path)
+
+    def put_manifest(self, request: dict) -> dict:
+        """Write a host's manifest once every object it needs is in place (temp name, fsync, rename)."""
+        checkpoint_id = request.get("id")
+        if not isinstance(checkpoint_id, str) or not ID_RE.match(checkpoint_id):
+            raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
+        body = self.read_exactly(int(request["size"]))
+        if hashlib.sha256(body).hexdigest() != request.get("sha256"):
+            return {"ok": False, "problems": [{"manifest": checkpoint_id, "problem": "changed on the way"}]}
+        missing = [name for name in request.get("needs", []) if not os.path.exists(self.object_path(name))]
+        if missing:
+            return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
+        _private_dir(self.path("hosts", self.host))
+        _private_dir(self.manifest_dir())
+        self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), body)
+        return {"ok": True}
+
+    def get(self, request: dict) -> None:
+        """Send the stored bytes of the named objects (a size of -1: missing), one reply line, then the bytes."""
+        names = request.get("names", [])
+        sizes = []
+        for name in names:
+            path = self.object_path(name)
+            sizes.append(os.path.getsize(path) if os.path.isfile(path) else -1)
+        self.reply({"ok": True, "sizes": sizes})
+        for name, size in zip(names, sizes):
+            if size < 0:
+                continue
+            with open(self.object_path(name), "rb") as handle:
+                left = size
+                while left:
+                    chunk = handle.read(min(CHUNK, left))
+                    if not chunk:
+                        raise EOFError("object %s shrank while it was sent" % name)
+                    self.stdout.write(chunk)
+                    left -= len(chunk)
+        self.stdout.flush()
+
+    def get_manifests(self, request: dict) -> None:
+        """Send the named manifests of the host (all when none are named): ids and sizes, then the bytes."""
+        wanted = request.get("ids") or sorted(self._manifest_digests())
+        bodies = []
+        for checkpoint_id in wanted:
+            if not ID_RE.match(checkpoint_id):
+                raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
+            with open(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), "rb") as handle:
+                bodies.append(handle.read())
+        self.reply({"ok": True, "ids": wanted, "sizes": [len(body) for body in bodies]}, b"".join(bodies))
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        tmp = os.path.join(os.path.dirname(path), ".%s.grtmp-%s" % (os.path.basename(path), secrets.token_hex(4)))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        _fsync(os.path.dirname(path))
+
+    # ---------------------------------------------------------------- loop
+    def serve(self) -> None:
+        """Answer requests until the sender closes stdin."""
+        handlers = {"hello": self.hello, "set_format": self.set_format, "have": self.have, "put": self.put,
+                    "put_manifest": self.put_manifest}
+        streaming = {"get": self.get, "get_manifests": self.get_manifests}
+        while True:
+            line = self.stdin.readline()
+            if not line:
+                return
+            request = json.loads(line.decode("utf-8"))
+            operation = request.get("op")
+            if operation != "hello" and not self.root:
+                self.reply({"ok": False, "error": "the first request must be hello"})
+                return
+            try:
+                if operation in streaming:
+                    streaming[operation](request)
+                elif operation in handlers:
+                    self.reply(handlers[operation](request))
+                else:
+                    self.reply({"ok": False, "error": "unknown request %r" % (operation,)})
+            except Refused as exc:  # the rest of the request may still be on its way: the session ends
+                self.reply({"ok": False, "error": str(exc)})
+                return
+            except OSError as exc:
+                self.reply({"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc), "errno": exc.errno})
+                return
+
+
+def main() -> None:
+    """Serve the requests on stdin."""
+    os.umask(0o077)
+    Receiver(sys.stdin.buffer, sys.stdout.buffer).serve()
+
+
+if __name__ == "__main__":
+    main()

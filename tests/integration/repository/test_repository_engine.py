@@ -1,0 +1,212 @@
+"""The repository engine against a real SSH host: sync, resume after a SIGKILL, rebuild, damage, sharing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+SECRET_LINE = b"db_password=plaintext-that-must-stay-home\n"
+KEY = "repository-test-key-0123456789"
+
+
+def make_tree(root: Path, files: int = 30) -> None:
+    """A managed tree: a config file, small files, one large file (a loose object), a symlink, an empty dir."""
+    (root / "conf").mkdir(parents=True)
+    (root / "conf" / "app.conf").write_bytes(SECRET_LINE)
+    (root / "data").mkdir()
+    for index in range(files):
+        (root / "data" / ("f%03d.txt" % index)).write_bytes(b"content of file %d\n" % index)
+    (root / "big.bin").write_bytes(hashlib.sha256(b"big").digest() * 20000)
+    (root / "empty").mkdir()
+    os.symlink("conf/app.conf", root / "current")
+
+
+def snapshot(root: Path) -> dict:
+    """Every entry below ``root``: type, content or link target, and mode."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        status = path.lstat()
+        if path.is_symlink():
+            found[str(path.relative_to(root))] = ("link", os.readlink(path), status.st_mode)
+        elif path.is_dir():
+            found[str(path.relative_to(root))] = ("dir", None, status.st_mode)
+        else:
+            found[str(path.relative_to(root))] = ("file", path.read_bytes(), status.st_mode)
+    return found
+
+
+def take(eng: SimpleNamespace, store, root: Path, label: str) -> dict:
+    """Checkpoint ``root`` into ``store`` under the lock."""
+    request = eng.checkpoint.CheckpointRequest(roots=[eng.checkpoint.RootSpec(str(root), [], [])], label=label)
+    with store.lock("test", "checkpoint"):
+        return eng.checkpoint.create_checkpoint(store, request)[0]
+
+
+def repo_files(repo: Path) -> dict:
+    """Path -> bytes of every file of a repository."""
+    return {str(path.relative_to(repo)): path.read_bytes() for path in repo.rglob("*") if path.is_file()}
+
+
+def repo_objects(repo: Path) -> dict:
+    """Object name -> stored bytes."""
+    return {path.name: path.read_bytes() for path in (repo / "objects").glob("*/*")}
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "encrypted"])
+def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identical(eng, repository_host, repo_path,
+                                                                                     tmp_path, key):
+    root = tmp_path / "app"
+    make_tree(root)
+    store = eng.store.Store(str(tmp_path / "store"), key)
+    first = take(eng, store, root, "v1")
+    (root / "data" / "f000.txt").write_bytes(b"changed\n")
+    second = take(eng, store, root, "v2")
+    spec = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path))
+
+    sent = eng.repository.sync_store(store, spec)
+    needed = set(store.referenced(first)) | set(store.referenced(second))
+    assert sent["checkpoints"] == [first["id"], second["id"]]
+    assert sent["objects"]["sent"] == len(needed) and sent["objects"]["present"] == 0
+    again = eng.repository.sync_store(store, spec)
+    assert again["changed"] is False and again["objects"]["sent"] == 0 and again["up_to_date"] == sent["checkpoints"]
+
+    repo = repository_host.local(repo_path)
+    objects = repo_objects(repo)
+    assert set(objects) == needed
+    assert sorted(os.listdir(repo / "hosts" / "web1" / "checkpoints")) == [first["id"] + ".json", second["id"] + ".json"]
+    for name in needed:  # the repository holds each object exactly as the store does
+        location = store.object_location(name)
+        with open(location[0], "rb") as handle:
+            handle.seek(location[1])
+            assert objects[name] == handle.read(location[2])
+    if key:
+        everything = b"".join(repo_files(repo).values())
+        assert SECRET_LINE.strip() not in everything and key.encode() not in everything
+        assert b"v1" not in (repo / "hosts" / "web1" / "checkpoints" / (first["id"] + ".json")).read_bytes()
+
+    expected = snapshot(root)
+    expected["data/f000.txt"] = ("file", b"content of file 0\n", expected["data/f000.txt"][2])
+    shutil.rmtree(tmp_path / "store")
+    shutil.rmtree(root)
+    root.mkdir()
+    rebuilt = eng.store.Store(str(tmp_path / "store"), key)
+    eng.repository.prepare_store(rebuilt, spec)
+    with rebuilt.lock("test", "restore"):
+        fetched = eng.repository.fetch_checkpoint(rebuilt, spec, "v1", key)
+        assert fetched["source"] == "repository" and fetched["checkpoint"]["id"] == first["id"]
+        assert fetched["fetched"]["objects"] == len(set(store.referenced(first)))
+        manifest = rebuilt.find("v1")
+        eng.restore.restore_checkpoint(rebuilt, manifest, eng.restore.RestoreOptions(safety_checkpoint=False))
+    assert snapshot(root) == expected
+    assert rebuilt.verify(manifest) == []
+    assert [man["id"] for man in rebuilt.manifests()] == [first["id"]]  # only what was asked for
+
+
+KILL_CODE = r"""
+import json, os, signal, sys
+from ansible_collections.gitops.rollback.plugins.module_utils import _repository, _store
+_repository.BATCH_OBJECTS = 10
+spec = _repository.RepositorySpec.from_options(json.loads(sys.argv[2]))
+kill_after = int(sys.argv[3])
+
+def progress(event, count):
+    if event == "sent" and count == kill_after:
+        os.killpg(0, signal.SIGKILL)  # this process and its ssh, in the middle of a batch
+
+_repository.sync_store(_store.Store(sys.argv[1]), spec, progress=progress)
+print("done")
+"""
+
+
+def test_a_sync_killed_in_the_middle_shows_no_checkpoint_and_the_next_sends_only_the_rest(
+        eng, repository_host, repo_path, tmp_path, collections_path):
+    root = tmp_path / "app"
+    make_tree(root, files=60)
+    store = eng.store.Store(str(tmp_path / "store"))
+    manifest = take(eng, store, root, "v1")
+    needed = list(dict.fromkeys(store.referenced(manifest)))
+    options = repository_host.options(repo_path)
+
+    killed = subprocess.run([sys.executable, "-c", KILL_CODE, str(tmp_path / "store"), json.dumps(options), "25"],
+                            env=dict(os.environ, PYTHONPATH=str(collections_path)), start_new_session=True,
+                            capture_output=True, timeout=120, check=False)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+
+    repo = repository_host.local(repo_path)
+    assert not list((repo / "hosts" / "web1" / "checkpoints").glob("*.json"))
+    arrived = repo_objects(repo)
+    assert len(arrived) == 20  # two acknowledged batches of ten; the third was cut
+    assert all(hashlib.sha256(data).hexdigest() == name for name, data in arrived.items())
+
+    spec = eng.repository.RepositorySpec.from_options(options)
+    sent_names = []
+    resumed = eng.repository.sync_store(store, spec, progress=lambda event, count: sent_names.append(count))
+    assert resumed["objects"]["present"] == 20
+    assert resumed["objects"]["sent"] == len(needed) - 20
+    assert [man.name for man in (repo / "hosts" / "web1" / "checkpoints").glob("*.json")] == [manifest["id"] + ".json"]
+    final = repo_objects(repo)
+    assert set(final) == set(needed)
+    assert all(hashlib.sha256(data).hexdigest() == name for name, data in final.items())
+
+
+def test_a_corrupted_object_in_the_repository_is_refused_at_restore_naming_it(eng, repository_host, repo_path, tmp_path):
+    root = tmp_path / "app"
+    make_tree(root)
+    store = eng.store.Store(str(tmp_path / "store"))
+    manifest = take(eng, store, root, "v1")
+    spec = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path))
+    eng.repository.sync_store(store, spec)
+    big = next(entry["sha256"] for entry in store.iter_tree(manifest["roots"][0]["tree"]) if entry["path"] == "big.bin")
+    damaged = repository_host.local(repo_path) / "objects" / big[:2] / big
+    data = bytearray(damaged.read_bytes())
+    data[1000] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+
+    shutil.rmtree(tmp_path / "store")
+    rebuilt = eng.store.Store(str(tmp_path / "store"))
+    eng.repository.prepare_store(rebuilt, spec)
+    with rebuilt.lock("test", "restore"), pytest.raises(eng.repository.IntegrityError) as refused:
+        eng.repository.fetch_checkpoint(rebuilt, spec, "v1")
+    assert big in str(refused.value) and "corrupted" in str(refused.value)
+    assert refused.value.details["expected"] == big
+    assert rebuilt.ids() == [] and not rebuilt.has_blob(big)
+
+
+def test_two_hosts_with_the_same_content_store_it_once(eng, repository_host, repo_path, tmp_path):
+    stores = {}
+    for name in ("web1", "web2"):
+        root = tmp_path / name / "app"
+        make_tree(root)
+        stores[name] = eng.store.Store(str(tmp_path / name / "store"))
+        take(eng, stores[name], root, "v1")
+    first = eng.repository.sync_store(stores["web1"], eng.repository.RepositorySpec.from_options(
+        repository_host.options(repo_path, name="web1")))
+    second = eng.repository.sync_store(stores["web2"], eng.repository.RepositorySpec.from_options(
+        repository_host.options(repo_path, name="web2")))
+    assert second["objects"]["sent"] == 1  # its tree object (other mtimes); every file content was there
+    assert second["objects"]["present"] == first["objects"]["sent"] - 1
+    repo = repository_host.local(repo_path)
+    assert len(repo_objects(repo)) == first["objects"]["sent"] + 1
+    assert len(list((repo / "hosts").glob("*/checkpoints/*.json"))) == 2
+
+
+def test_an_unknown_host_key_is_refused_before_anything_is_sent(eng, repository_host, repo_path, tmp_path):
+    root = tmp_path / "app"
+    make_tree(root, files=2)
+    store = eng.store.Store(str(tmp_path / "store"))
+    take(eng, store, root, "v1")
+    other = (repository_host.fleet.client_key.parent / "id_ed25519.pub").read_text().split()
+    options = repository_host.options(repo_path, known_hosts="[%s]:%d %s %s" % (
+        repository_host.host.address, repository_host.host.port, other[0], other[1]))
+    with pytest.raises(eng.repository.RepositoryError) as refused:
+        eng.repository.sync_store(store, eng.repository.RepositorySpec.from_options(options))
+    assert "known_hosts" in str(refused.value) and "Host key verification failed" in str(refused.value)
+    assert not repository_host.local(repo_path).exists()

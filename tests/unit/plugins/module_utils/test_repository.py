@@ -1,0 +1,122 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The repository receiver and the checks of the repository option (no SSH: the receiver on pipes)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.gitops.rollback.plugins.module_utils import _repo_receiver
+from ansible_collections.gitops.rollback.plugins.module_utils._repository import (
+    Connection, RepositoryError, RepositorySpec, receiver_source,
+)
+
+ID = "20261203T090000.000Z-abcdef"
+
+
+def serve(*requests):
+    """Run the receiver on ``requests`` (JSON documents, or bytes sent as they are); return its replies."""
+    data = b"".join(item if isinstance(item, bytes) else json.dumps(item).encode() + b"\n" for item in requests)
+    out = io.BytesIO()
+    _repo_receiver.Receiver(io.BytesIO(data), out).serve()
+    return [json.loads(line) for line in out.getvalue().splitlines() if line.startswith(b"{")]
+
+
+def hello(root, host="web1"):
+    return {"op": "hello", "root": str(root), "host": host, "create": True}
+
+
+def test_objects_are_stored_only_when_they_hash_as_announced(tmp_path):
+    good, bad = b"good content", b"tampered content"
+    good_name = hashlib.sha256(good).hexdigest()
+    bad_name = hashlib.sha256(b"what it should have been").hexdigest()
+    replies = serve(hello(tmp_path / "repo"),
+                    {"op": "put", "objects": [[good_name, len(good)], [bad_name, len(bad)]]},
+                    good + good_name.encode() + bad + bad_name.encode())
+    assert replies[1]["stored"] == [good_name]
+    assert replies[1]["problems"] == [{"object": bad_name, "expected": bad_name,
+                                       "actual": hashlib.sha256(bad).hexdigest()}]
+    assert (tmp_path / "repo" / "objects" / good_name[:2] / good_name).read_bytes() == good
+    assert not (tmp_path / "repo" / "objects" / bad_name[:2]).exists()
+    assert os.listdir(tmp_path / "repo" / "tmp") == []
+
+
+def test_a_manifest_is_refused_while_an_object_it_needs_is_missing(tmp_path):
+    body = b'{"id": "%s"}' % ID.encode()
+    needed = hashlib.sha256(b"x").hexdigest()
+    manifest = {"op": "put_manifest", "id": ID, "size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                "needs": [needed]}
+    replies = serve(hello(tmp_path / "repo"), manifest, body)
+    assert replies[1]["ok"] is False and replies[1]["missing"] == [needed]
+    assert not (tmp_path / "repo" / "hosts" / "web1" / "checkpoints" / (ID + ".json")).exists()
+    replies = serve(hello(tmp_path / "repo"), {"op": "put", "objects": [[needed, 1]]}, b"x" + needed.encode(),
+                    manifest, body)
+    assert replies[2]["ok"] is True
+    assert (tmp_path / "repo" / "hosts" / "web1" / "checkpoints" / (ID + ".json")).read_bytes() == body
+
+
+@pytest.mark.parametrize("request_", [
+    {"op": "have", "names": ["../../../etc/passwd"]},
+    {"op": "get", "names": ["../" * 5 + "x" * 50]},
+    {"op": "put", "objects": [["../escape", 1]]},
+    {"op": "put_manifest", "id": "../../escape", "size": 1, "sha256": "0" * 64},
+], ids=["have", "get", "put", "put_manifest"])
+def test_names_that_are_not_object_names_or_ids_are_refused_and_end_the_session(tmp_path, request_):
+    replies = serve(hello(tmp_path / "repo"), request_, b"x", {"op": "have", "names": []})
+    assert len(replies) == 2 and replies[1]["ok"] is False and "is not" in replies[1]["error"]
+    assert sorted(os.listdir(tmp_path)) == ["repo"]
+    assert sorted(os.listdir(tmp_path / "repo")) == ["format", "hosts", "objects", "tmp"]
+
+
+@pytest.mark.parametrize("host", ["../evil", "a/b", "", "-x"])
+def test_a_host_namespace_outside_the_grammar_is_refused(tmp_path, host):
+    replies = serve(hello(tmp_path / "repo", host))
+    assert replies[0]["ok"] is False and not (tmp_path / "repo").exists()
+
+
+def test_a_directory_that_is_not_a_repository_is_refused(tmp_path):
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "important.txt").write_text("data")
+    replies = serve(hello(tmp_path / "repo"))
+    assert replies[0]["ok"] is False and "not a repository" in replies[0]["error"]
+    assert os.listdir(tmp_path / "repo") == ["important.txt"]
+
+
+def test_the_bootstrap_runs_the_receiver_it_reads_from_stdin(tmp_path):
+    source = receiver_source()
+    request = json.dumps(hello(tmp_path / "repo")).encode() + b"\n"
+    done = subprocess.run([sys.executable, "-c", _repo_receiver.BOOTSTRAP], input=b"%d\n" % len(source) + source + request,
+                          capture_output=True, check=True, timeout=60)
+    assert json.loads(done.stdout)["exists"] is True
+    assert json.loads((tmp_path / "repo" / "format").read_text()) == {"format_version": 1, "repository": 1}
+
+
+@pytest.mark.parametrize("options,problem", [
+    ({"host": "-oProxyCommand=touch /tmp/x", "path": "/srv/repo"}, "host="),
+    ({"host": "backup; rm -rf /", "path": "/srv/repo"}, "host="),
+    ({"host": "backup", "path": "relative/repo"}, "path="),
+    ({"host": "backup", "path": "/srv/repo", "user": "root -oX"}, "user="),
+    ({"host": "backup", "path": "/srv/repo", "name": "../other"}, "name="),
+    ({"host": "backup", "path": "/srv/repo", "port": 70000}, "port="),
+])
+def test_repository_options_are_checked_before_anything_runs(options, problem):
+    with pytest.raises(RepositoryError, match=problem):
+        RepositorySpec.from_options(options)
+
+
+def test_ssh_checks_host_keys_and_the_remote_command_is_a_constant(tmp_path):
+    spec = RepositorySpec.from_options({"host": "backup.example.com", "path": "/srv/repo'; rm -rf / #", "port": 2222,
+                                        "user": "repo", "name": "web1"})
+    connection = Connection(spec)
+    connection.workdir = str(tmp_path)
+    argv = connection.argv()
+    assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
+    assert argv[-3:] == ["--", "backup.example.com", "python3 -c '%s'" % _repo_receiver.BOOTSTRAP]
+    assert all("/srv/repo" not in arg for arg in argv)
