@@ -21,9 +21,9 @@ def store_argument_spec() -> dict:
     )
 
 
-def repository_argument_spec() -> dict:
-    """Return the argument spec of the repository doc fragment."""
-    return dict(repository=dict(type="dict", options=dict(
+def repository_argument_spec(required: bool = False) -> dict:
+    """Return the argument spec of the repository doc fragment (``required`` for checkpoint_sync)."""
+    return dict(repository=dict(type="dict", required=required, options=dict(
         host=dict(type="str", required=True),
         port=dict(type="int", default=22),
         user=dict(type="str"),

@@ -31,10 +31,11 @@ options:
   checkpoints:
     description:
       - Ids, id prefixes or labels of the checkpoints to send. Default is every checkpoint of the store.
-      - O(repository) is required.
     type: list
     elements: str
     default: []
+  repository:
+    required: true
 attributes:
   check_mode:
     support: full
@@ -103,9 +104,8 @@ from ansible_collections.gitops.rollback.plugins.module_utils._store import Stor
 
 
 def main() -> None:
-    argument_spec = dict(checkpoints=dict(type="list", elements="str", default=[]), **repository_argument_spec())
-    module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC,
-                            required_one_of=[("repository",)], supports_check_mode=True)
+    argument_spec = dict(checkpoints=dict(type="list", elements="str", default=[]), **repository_argument_spec(True))
+    module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True)
     store = Store(module.params["store_path"], module.params["encryption_key"] or None)
     result = module.run(lambda: sync_host(store, module.params["repository"], module.params["checkpoints"],
                                           module.check_mode))

@@ -24,8 +24,8 @@ def tree(root: Path) -> dict:
     return found
 
 
-def test_a_wiped_host_is_rebuilt_from_the_repository_byte_identical(clean_fleet: Fleet, repository_host, repo_path,
-                                                                     run_playbook):
+def test_a_wiped_host_is_rebuilt_from_the_repository_byte_identical(
+        clean_fleet: Fleet, repository_host, repo_path, run_playbook):
     host = clean_fleet["h1"]
     host.write_text("/srv/app/conf/app.conf", "listen 8080\n")
     host.local("/srv/app/bin").mkdir(parents=True)

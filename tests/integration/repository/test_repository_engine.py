@@ -61,8 +61,8 @@ def repo_objects(repo: Path) -> dict:
 
 
 @pytest.mark.parametrize("key", [None, KEY], ids=["plain", "encrypted"])
-def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identical(eng, repository_host, repo_path,
-                                                                                     tmp_path, key):
+def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identical(
+        eng, repository_host, repo_path, tmp_path, key):
     root = tmp_path / "app"
     make_tree(root)
     store = eng.store.Store(str(tmp_path / "store"), key)
