@@ -455,7 +455,7 @@ def test_the_store_action_group_lists_every_module_that_opens_a_store():
     assert group == with_store
 
 
-@pytest.mark.parametrize("book", ["checkpoint", "rollback", "guard", "drill", "demo"])
+@pytest.mark.parametrize("book", ["checkpoint", "rollback", "guard", "drill", "demo", "rebuild"])
 def test_every_play_of_the_playbooks_that_open_stores_passes_the_one_key_variable(book):
     import yaml  # pylint: disable=import-outside-toplevel
     plays = yaml.safe_load((REPO / "playbooks" / ("%s.yml" % book)).read_text())
