@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -127,8 +129,14 @@ def install_hook(repo: str, trigger_args: Sequence[str], force: bool = False) ->
         raise HookError(f"{hook} exists and was not written by gitops-rollback. Move it away, or give --force "
                         "to replace it (call it from the new hook yourself if you still need it).")
     hook.parent.mkdir(exist_ok=True)
-    tmp = hook.with_name(".post-receive.tmp")
-    tmp.write_text(hook_source(trigger_args), encoding="utf-8")
-    tmp.chmod(0o755)
-    tmp.replace(hook)
+    fd, tmp = tempfile.mkstemp(prefix=".post-receive.", dir=str(hook.parent))  # O_EXCL: never through a planted link
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(hook_source(trigger_args))
+            os.fchmod(handle.fileno(), 0o755)
+        os.replace(tmp, hook)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return hook

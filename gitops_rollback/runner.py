@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -121,11 +122,37 @@ def _copy_inventory(inventory: Path, target: Path) -> None:
         shutil.copy2(inventory, _inventory_copy(inventory, target))
 
 
+class UnsafeRunDir(RuntimeError):
+    """A run directory (or the directory of runs) is a link, not a directory, or another user's."""
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (0700) unless it exists; refuse a symbolic link, a non-directory or another user's directory.
+
+    The run directories hold the extra vars (secrets included) and are pruned with ``rmtree``: a link
+    planted in their place would send both somewhere nobody planned.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else (
+            "not a directory" if not stat.S_ISDIR(info.st_mode) else f"owned by uid {info.st_uid}")
+        raise UnsafeRunDir(f"{path} is {what}; run directories are only created and removed in a directory of "
+                           f"this user's own (uid {os.geteuid()}), never through a link. Remove it and run again.")
+    return path
+
+
 def prepare(request: RunRequest) -> Path:
     """Lay out the private data dir for ``request``; return it."""
     pdd = request.run_dir
     if request.playbook not in PLAYBOOKS:
         raise ValueError(f"unknown playbook {request.playbook!r} (have: {', '.join(PLAYBOOKS)})")
+    private_dir(pdd.parent)
+    private_dir(pdd)
     (pdd / "project").mkdir(parents=True, exist_ok=True)
     (pdd / "project" / f"{request.playbook}.yml").write_text(
         f"---\n# Written by gitops-rollback: the collection's playbook, as an AWX project would hold it.\n"
@@ -224,9 +251,9 @@ def error_lines(request: RunRequest, outcome: RunOutcome, limit: int = 20) -> Li
 
 def prune_runs(runs_dir: Path, keep: int) -> List[Path]:
     """Remove all but the newest ``keep`` run directories; return the removed ones."""
-    if keep <= 0 or not runs_dir.is_dir():
+    if keep <= 0 or not runs_dir.is_dir() or runs_dir.is_symlink():  # a link is never followed, nor pruned through
         return []
-    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    runs = sorted((p for p in runs_dir.iterdir() if stat.S_ISDIR(p.lstat().st_mode)), key=lambda p: p.lstat().st_mtime)
     removed = runs[: max(0, len(runs) - keep)]
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)

@@ -32,10 +32,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .collection import find_collection, import_module_util
 from .extravars import ExtraVarsError, parse_extra_vars
 from .runner import RunRequest, error_lines, prune_runs, run
-from .state import JsonFile
+from .state import JsonFile, StateError
 
 FORMAT_VERSION = 1
 PENDING, RUNNING, DONE, FAILED, MISSED, CANCELLED = "pending", "running", "done", "failed", "missed", "cancelled"
+REFUSED = "refused"  # a pending entry read back outside the grammar: never run
+STATUSES = (PENDING, RUNNING, DONE, FAILED, MISSED, CANCELLED, REFUSED)
 ROLLBACK, CHECKPOINT = "rollback", "checkpoint"
 LAYER_VARIABLES = {  # a scheduled checkpoint of chosen layers leaves the others' inventory entries empty
     "config": ("gitops_rollback_paths", []),
@@ -48,6 +50,10 @@ UNITS = {"hour": 3600, "h": 3600, "minute": 60, "m": 60, "day": 86400, "d": 8640
 NAMED_EVERY = {"hourly": 3600, "daily": 86400, "weekly": 604800}
 MIN_EVERY = 60
 KEEP_FINISHED = 200
+ENTRY_ID = re.compile(r"(?:rollback|checkpoint)-[A-Za-z0-9._-]{1,100}")  # a path component of the run directory
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+ZONED_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?(?:Z|[+-]\d\d:\d\d)")
+MAX_WINDOW = 7 * 86400
 
 
 class ScheduleError(RuntimeError):
@@ -147,6 +153,69 @@ def next_slot(entry: Dict[str, Any], slot: datetime.datetime) -> str:
     return iso(slot + datetime.timedelta(seconds=entry["every"]))
 
 
+# ------------------------------------------------------------------------------------------ the grammar
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def extravars_problem(extravars: Any) -> Optional[str]:
+    """Why extra vars may not be stored in or run from the schedule, or None (values are never shown)."""
+    if not isinstance(extravars, dict):
+        return "its extra vars are not a mapping"
+    for name in extravars:
+        if not isinstance(name, str) or not VARIABLE_NAME.fullmatch(name):
+            return "an extra var name is not a variable name (letters, digits, '_'; at most 128 characters)"
+        if name.startswith("ansible_"):
+            return (f"extra var {name} is a connection or interpreter setting: set it in the inventory, not in "
+                    "a scheduled run")
+    return None
+
+
+def entry_problem(entry: Any, labels: Any) -> Optional[str]:
+    """Why a schedule entry is outside the grammar, or None: checked when written and again when read back.
+
+    The schedule file is data a timer acts on later, possibly edited by hand in between: every field
+    that reaches a path, a playbook or Ansible is checked. ``labels`` is the collection's ``_labels``
+    (``label_problem`` and ``escape``); messages show values escaped and extra-var values never.
+    """
+    if not isinstance(entry, dict):
+        return "it is not a mapping"
+    checks = [
+        (isinstance(entry.get("id"), str) and ENTRY_ID.fullmatch(entry["id"]),
+         "its id is not rollback-<...> or checkpoint-<...> (letters, digits, '.', '_', '-')"),
+        (entry.get("kind") in (ROLLBACK, CHECKPOINT), "its kind is neither rollback nor checkpoint"),
+        (entry.get("status") in STATUSES, "its status is none of " + ", ".join(STATUSES)),
+        (isinstance(entry.get("at"), str) and ZONED_TIME.fullmatch(entry["at"]),
+         "its time is not ISO 8601 with a zone (2026-12-24T02:00:00Z)"),
+        (isinstance(entry.get("scheduled_by"), str), "it does not say who scheduled it"),
+        (isinstance(entry.get("reason", ""), str), "its reason is not text"),
+    ]
+    problem = next((message for ok, message in checks if not ok), None)
+    if problem:
+        return problem
+    if entry["kind"] == ROLLBACK:
+        target_problem = labels.label_problem(entry.get("target"))
+        if target_problem:
+            return "its target %s is not a label: %s" % (labels.escape(entry.get("target")), target_problem)
+        if not _is_int(entry.get("window", 3600), 0, MAX_WINDOW):
+            return "its window is not a number of seconds from 0 to %d" % MAX_WINDOW
+    elif not _is_int(entry.get("every"), MIN_EVERY, 10 ** 9):
+        return "its interval is not a number of seconds of at least %d" % MIN_EVERY
+    allowed = LAYERS if entry["kind"] == ROLLBACK else tuple(LAYER_VARIABLES)
+    layers = entry.get("layers") or []
+    if not isinstance(layers, list) or any(layer not in allowed for layer in layers):
+        return "its layers are not a list of " + ", ".join(allowed)
+    inventory = entry.get("inventory")
+    if not (isinstance(inventory, str) and os.path.isabs(inventory) and os.path.normpath(inventory) == inventory
+            and "\x00" not in inventory):
+        return "its inventory is not an absolute, normalized path"
+    if not os.path.exists(inventory):
+        return "its inventory %s does not exist" % labels.escape(inventory)
+    return extravars_problem(entry.get("extravars", {}))
+
+
 # ------------------------------------------------------------------------------------------ the file
 
 
@@ -165,13 +234,20 @@ class ScheduleFile(JsonFile):
     def empty(self) -> Dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "entries": []}
 
+    def decode(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        if not isinstance(data.get("entries"), list):
+            raise StateError(f"{self.kind} {self.path} has no list of entries. Fix or move it away; a new one "
+                             "starts empty.")
+        return data
+
     @staticmethod
     def find(data: Dict[str, Any], entry_id: str) -> Dict[str, Any]:
         """The entry ``entry_id``, or a ScheduleError naming the ids there are."""
         for entry in data["entries"]:
-            if entry["id"] == entry_id:
+            if isinstance(entry, dict) and entry.get("id") == entry_id:
                 return entry
-        known = ", ".join(e["id"] for e in data["entries"] if e.get("status") == PENDING) or "none"
+        known = ", ".join(str(e.get("id")) for e in data["entries"]
+                          if isinstance(e, dict) and e.get("status") == PENDING) or "none"
         raise ScheduleError(f"No schedule entry {entry_id!r} (pending: {known}); `gitops-rollback schedule list` "
                             "shows them all.")
 
@@ -205,9 +281,21 @@ class Context:
         audit.append(str(Path(self.audit_log).expanduser()),
                      audit.make_record(event, "schedule", run_id, actor=audit.who(), **fields))
 
+    @property
+    def labels(self) -> Any:
+        """The collection's ``_labels`` (the label grammar and ``escape``)."""
+        return import_module_util("_labels", self.collections_path)
+
     def label_problem(self, label: str) -> Optional[str]:
         """Why ``label`` is not a checkpoint label, or None."""
-        return import_module_util("_labels", self.collections_path).label_problem(label)
+        return self.labels.label_problem(label)
+
+    def checked(self, entry: Dict[str, Any]) -> Dict[str, Any]:
+        """``entry`` when it is inside the grammar; a ScheduleError saying why not (nothing is recorded)."""
+        problem = entry_problem(entry, self.labels)
+        if problem:
+            raise ScheduleError(f"not scheduled: {problem}.")
+        return entry
 
     def play(self, entry: Dict[str, Any], ident: str, check: bool, extravars: Dict[str, Any],
              say: Callable[[str], None]) -> Tuple[bool, List[str]]:
@@ -250,6 +338,7 @@ def checkpoint_vars(entry: Dict[str, Any], slot: datetime.datetime) -> Dict[str,
 def run_due(context: Context, now: datetime.datetime, say: Callable[[str], None]) -> bool:
     """Run every entry whose time has come; False when one failed."""
     with context.schedule.transaction() as data:
+        refused = refuse_invalid(data, context.labels, now)
         chosen = due_entries(data["entries"], now)
         for due in chosen:
             entry = ScheduleFile.find(data, due.entry["id"])
@@ -257,10 +346,34 @@ def run_due(context: Context, now: datetime.datetime, say: Callable[[str], None]
                 entry.update(status=MISSED, finished=iso(now))
             elif entry["kind"] == ROLLBACK:
                 entry.update(status=RUNNING, started=iso(now), pid=os.getpid())
-    ok = True
+    for shown, problem in refused:
+        say(f"{shown}: refused, not run: {problem}")
+        context.audit("refused", shown, error=problem)
+    ok = not refused
     for due in chosen:
         ok &= _run_one(context, due, now, say)
     return ok
+
+
+def refuse_invalid(data: Dict[str, Any], labels: Any, now: datetime.datetime) -> List[Tuple[str, str]]:
+    """Mark every pending entry outside the grammar ``refused`` (it never runs); return (escaped id, why).
+
+    An entry that is not even a mapping is dropped from the file.
+    """
+    refused = []
+    kept = []
+    for entry in data["entries"]:
+        if not isinstance(entry, dict) or entry.get("status") == PENDING:
+            problem = entry_problem(entry, labels)
+            if problem:
+                shown = labels.escape(entry.get("id")) if isinstance(entry, dict) else "an entry"
+                refused.append((shown, problem))
+                if not isinstance(entry, dict):
+                    continue
+                entry.update(status=REFUSED, problem=problem, finished=iso(now))
+        kept.append(entry)
+    data["entries"] = kept
+    return refused
 
 
 def _run_one(context: Context, due: Due, now: datetime.datetime, say: Callable[[str], None]) -> bool:
@@ -337,6 +450,7 @@ def cmd_schedule_rollback(args: argparse.Namespace) -> int:
              "window": int(args.window), "layers": parse_layers(args.layers, LAYERS), "inventory": _inventory(args),
              "extravars": _extravars(args), "reason": args.reason or "", "scheduled_by": audit.who()["user"],
              "scheduled": iso(now), "status": PENDING}
+    context.checked(entry)
     say(f"planning the rollback to {args.to} now (check mode) ...")
     ok, problems = context.play(entry, entry["id"] + "-plan", True, rollback_vars(entry), say)
     if not ok:
@@ -363,6 +477,7 @@ def cmd_schedule_checkpoint(args: argparse.Namespace) -> int:
              "layers": parse_layers(args.layers, tuple(LAYER_VARIABLES)), "inventory": _inventory(args),
              "extravars": _extravars(args), "scheduled_by": audit.who()["user"], "scheduled": iso(now),
              "status": PENDING}
+    context.checked(entry)
     with context.schedule.transaction() as data:
         data["entries"].append(entry)
     context.audit("scheduled", entry["id"], every=every, at=entry["at"], layers=entry["layers"],
@@ -373,10 +488,19 @@ def cmd_schedule_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_schedule_list(args: argparse.Namespace) -> int:
     """Print the entries, one per line."""
-    data = _context(args).schedule.read()
+    context = _context(args)
+    data = context.schedule.read()
+    escape = context.labels.escape
     for entry in data["entries"]:
-        what = f"rollback to {entry['target']}" if entry["kind"] == ROLLBACK else f"checkpoint every {entry['every']} s"
-        print("\t".join([entry["id"], entry["status"], entry["at"], what, "by " + entry["scheduled_by"],
+        problem = entry_problem(entry, context.labels)
+        if problem:  # hand-edited: shown escaped, and run-due refuses it
+            shown = escape(entry.get("id")) if isinstance(entry, dict) else "an entry"
+            status = entry.get("status") if isinstance(entry, dict) else None
+            print("\t".join([shown, escape(status), "outside the schedule grammar: " + problem]))
+            continue
+        what = (f"rollback to {entry['target']}" if entry["kind"] == ROLLBACK
+                else f"checkpoint every {entry['every']} s")
+        print("\t".join([entry["id"], entry["status"], entry["at"], what, "by " + escape(entry["scheduled_by"]),
                          ",".join(entry.get("layers") or []) or "all layers"]))
     return 0
 

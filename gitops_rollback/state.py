@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -135,32 +137,63 @@ class JsonFile:
         return value
 
     def read(self) -> Any:
-        """Read without locking (for display)."""
-        if not self.path.exists():
-            return self.decode(self.empty())
+        """Read without locking (for display); refuse a link, a non-file and a file others could have written."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self.decode(self.empty())
+        except OSError as exc:
+            raise StateError(self._unreadable(exc)) from exc
+        try:
+            self._check_trusted(os.fstat(fd))
+            with os.fdopen(fd, "rb") as handle:
+                fd = -1
+                data = json.loads(handle.read().decode("utf-8"))
         except (OSError, ValueError) as exc:
-            raise StateError(f"{self.kind} {self.path} is unreadable ({exc}). Fix or move it away; "
-                             "a new one starts empty.") from exc
+            raise StateError(self._unreadable(exc)) from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
         version = data.get("format_version") if isinstance(data, dict) else None
         if version != self.format_version:
             raise StateError(f"{self.kind} {self.path} has format_version {version!r}; this gitops-rollback "
                              f"reads {self.format_version}. Use the gitops-rollback that wrote it.")
         return self.decode(data)
 
+    def _unreadable(self, exc: BaseException) -> str:
+        if getattr(exc, "errno", None) == errno.ELOOP:
+            return (f"{self.kind} {self.path} is a symbolic link; it is never followed. Remove the link and give "
+                    "the real path.")
+        return f"{self.kind} {self.path} is unreadable ({exc}). Fix or move it away; a new one starts empty."
+
+    def _check_trusted(self, info: os.stat_result) -> None:
+        """Refuse what is not a regular file owned by this user (or root) and writable by its owner only."""
+        if not stat.S_ISREG(info.st_mode):
+            raise StateError(f"{self.kind} {self.path} is not a regular file. Move it away; a new one starts empty.")
+        if info.st_uid not in (os.geteuid(), 0):
+            raise StateError(f"{self.kind} {self.path} belongs to uid {info.st_uid}, not to this user "
+                             f"(uid {os.geteuid()}): its entries are not trusted. Check it, then chown it.")
+        if info.st_mode & 0o022:
+            raise StateError(f"{self.kind} {self.path} is writable by others (mode {info.st_mode & 0o777:04o}): its "
+                             f"entries are not trusted. Check it, then `chmod go-w {self.path}`.")
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         """Lock, read, yield the document, then write it back atomically (also when unchanged)."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.lock_path, "a+", encoding="utf-8") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                value = self.read()
-                yield value
-                self._write(self.encode(value))
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        try:
+            lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                           0o600)
+        except OSError as exc:
+            raise StateError(f"The lock {self.lock_path} of {self.kind.lower()} {self.path} cannot be opened ({exc}); "
+                             "a symbolic link there is never followed: remove it.") from exc
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            value = self.read()
+            yield value
+            self._write(self.encode(value))
+        finally:
+            os.close(lock)  # releases the flock
 
     def _write(self, data: Dict[str, Any]) -> None:
         text = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"

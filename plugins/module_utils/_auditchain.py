@@ -15,11 +15,13 @@ CLI load this file on its own.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import secrets
+import stat
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 GENESIS = "0" * 64
@@ -30,6 +32,10 @@ _TAIL_CHUNK = 1 << 16
 
 class ChainError(Exception):
     """The log or its head file cannot be used; the message names the file and the way out."""
+
+
+class UnsafeLogError(ChainError, OSError):
+    """The log's path is a symbolic link or not a regular file: it is never written through."""
 
 
 def canonical(record: Dict[str, Any]) -> bytes:
@@ -74,7 +80,7 @@ def append(path: str, record: Dict[str, Any]) -> Dict[str, Any]:
     """
     path = os.path.expanduser(path)
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = _open_log(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         seq, prev = _previous(fd, head_path(path))
@@ -89,6 +95,21 @@ def append(path: str, record: Dict[str, Any]) -> Dict[str, Any]:
         return sealed
     finally:
         os.close(fd)
+
+
+def _open_log(path: str) -> int:
+    """Open (or create, 0600) the log for appending; a symbolic link or a non-file there is refused, never followed."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeLogError("The audit log %s is a symbolic link; it is never followed. Remove the link, or give "
+                             "the real path as the audit log." % path) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeLogError("The audit log %s is not a regular file. Move it away, or give another path." % path)
+    return fd
 
 
 def _last_byte(fd: int, end: int) -> bytes:
