@@ -104,7 +104,7 @@ def _open_log(path: str) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeLogError("The audit log %s is a symbolic link; it is never followed. Remove the link, or give "
-                             "the real path as the audit log." % path) from exc
+                                 "the real path as the audit log." % path) from exc
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
