@@ -266,6 +266,38 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _secret_names(value: Any, secrets: Any, path: str = "") -> List[str]:
+    """Where in an extra var's value a secret sits: token-like names and URLs with a password or token."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items()
+                for found in ([f"{path}{key}"] if secrets.SECRET_PARAMETER.search(str(key)) else
+                              _secret_names(item, secrets, f"{path}{key}."))]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _secret_names(item, secrets, f"{path}{index}.")]
+    return [path.rstrip(".")] if isinstance(value, str) and secrets.url_secrets(value) else []
+
+
+def hook_extra_vars(items: Sequence[str], collections_path: Optional[str]) -> List[str]:
+    """The hook's --extra-vars: @files by absolute path (the hook runs in the repository), inline secrets refused.
+
+    The hook is a script every user of the machine can read (mode 0755): a password written in it is
+    not a secret any more. Secrets go in a file only the pushers can read, given as @FILE.
+    """
+    secrets = import_module_util("_secrets", collections_path)
+    out = []
+    for number, item in enumerate(items, 1):
+        if item.startswith("@"):
+            out.append("@" + str(Path(item[1:]).expanduser().resolve()))
+            continue
+        names = _secret_names(parse_extra_vars([item]), secrets)
+        if names:
+            raise UsageError(f"--extra-vars #{number} sets {', '.join(names)} inline: the hook would hold it in "
+                             "clear in a script every user can read. Put it in a file only the pushers can read "
+                             "and give --extra-vars @FILE.")
+        out.append(item)
+    return out
+
+
 def trigger_args_for_hook(args: argparse.Namespace) -> List[str]:
     """The options the hook passes to ``trigger`` (absolute paths)."""
     out = ["--repo", str(Path(args.repository).resolve()),
@@ -281,7 +313,7 @@ def trigger_args_for_hook(args: argparse.Namespace) -> List[str]:
         out += ["--label-pattern", args.label_pattern]
     if args.layers:
         out += ["--layers", args.layers]
-    for extra in args.extra_vars or []:
+    for extra in hook_extra_vars(args.extra_vars or [], args.collections_path):
         out += ["--extra-vars", extra]
     # The hook runs with the pusher's environment, not this one: name the collection found now.
     out += ["--collections-path", collection_dir_option(find_collection(args.collections_path))]

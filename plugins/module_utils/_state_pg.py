@@ -26,6 +26,7 @@ from ._auditchain import GENESIS, canonical, record_hash, seal
 from ._errors import LockHeldError, RollbackError
 from ._health_cooldown import CooldownDecision
 from ._lock import DEFAULT_TTL, holder_record, is_stale
+from ._secrets import MASK, redact_url
 
 try:
     import psycopg2
@@ -60,8 +61,11 @@ def open_state(url: Optional[str], dry_run: bool = False) -> Optional["PgState"]
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL for messages: its password, and every token-like query parameter (``?password=``,
+    ``?sslpassword=``), masked; a ``key=value`` DSN (``password=...``) is masked whole, a path shown."""
+    if "://" in url:
+        return redact_url(url)
+    return MASK if "=" in url else url
 
 
 class PgState:

@@ -182,3 +182,26 @@ def test_an_extra_vars_error_never_shows_the_secret(tmp_path: Path, argument: st
     with pytest.raises(ExtraVarsError) as raised:
         parse_extra_vars(["checkpoint_label=v1", argument.replace("{file}", str(vars_file))])
     assert SECRET not in str(raised.value) and "--extra-vars #2" in str(raised.value)
+
+
+@pytest.mark.parametrize("inline", [
+    "db_password=" + SECRET,
+    '{"gitops_rollback_databases": [{"name": "app", "password": "%s"}]}' % SECRET,
+    "gitops_rollback_state=postgresql://gr:%s@db/state" % SECRET,
+])
+def test_the_hook_never_holds_a_secret_in_clear(tmp_path: Path, inline: str, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    bare = tmp_path / "config.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all: {}\n")
+    code = main(["install-hook", str(bare), "-i", str(inventory), "-e", "checkpoint_reason=release", "-e", inline])
+    assert code == 2 and not (bare / "hooks" / "post-receive").exists()
+    err = capsys.readouterr().err
+    assert "--extra-vars #2" in err and "@FILE" in err and SECRET not in err
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps({"db_password": SECRET}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["install-hook", str(bare), "-i", str(inventory), "-e", "@secrets.json"]) == 0
+    hook = (bare / "hooks" / "post-receive").read_text()
+    assert SECRET not in hook and "@" + str(secrets_file) in hook  # by absolute path: the hook runs elsewhere

@@ -28,5 +28,18 @@ def test_any_other_value_is_refused_naming_the_setting_and_without_the_password(
 
 
 def test_a_url_is_shown_without_its_password() -> None:
-    assert redacted("postgresql://gr:s3cret@db.example:5432/state") == "postgresql://gr:***@db.example:5432/state"
+    assert redacted("postgresql://gr:s3cret@db.example:5432/state") == "postgresql://gr:********@db.example:5432/state"
     assert redacted("postgresql://db/state") == "postgresql://db/state"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://gr@db.example/state?password=s3cret&sslmode=require",  # libpq takes the password as a parameter
+    "postgresql://gr@db.example/state?sslpassword=s3cret",
+    "postgresql://gr:s3c@ret@db.example/state",                          # an unencoded '@' in the password
+    "host=db.example dbname=state password=s3cret",                     # a libpq key=value DSN
+])
+def test_no_form_of_the_state_setting_shows_its_password(url: str) -> None:
+    assert "s3cret" not in redacted(url) and "ret@" not in redacted(url)
+    with pytest.raises(RollbackError) as caught:
+        PgState(url.replace("postgresql://", "postgres-x://"))
+    assert "s3cret" not in str(caught.value)
