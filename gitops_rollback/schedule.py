@@ -160,6 +160,14 @@ def _is_int(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
+def _is_time(text: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
 def extravars_problem(extravars: Any) -> Optional[str]:
     """Why extra vars may not be stored in or run from the schedule, or None (values are never shown)."""
     if not isinstance(extravars, dict):
@@ -187,7 +195,7 @@ def entry_problem(entry: Any, labels: Any) -> Optional[str]:
          "its id is not rollback-<...> or checkpoint-<...> (letters, digits, '.', '_', '-')"),
         (entry.get("kind") in (ROLLBACK, CHECKPOINT), "its kind is neither rollback nor checkpoint"),
         (entry.get("status") in STATUSES, "its status is none of " + ", ".join(STATUSES)),
-        (isinstance(entry.get("at"), str) and ZONED_TIME.fullmatch(entry["at"]),
+        (isinstance(entry.get("at"), str) and ZONED_TIME.fullmatch(entry["at"]) and _is_time(entry["at"]),
          "its time is not ISO 8601 with a zone (2026-12-24T02:00:00Z)"),
         (isinstance(entry.get("scheduled_by"), str), "it does not say who scheduled it"),
         (isinstance(entry.get("reason", ""), str), "its reason is not text"),

@@ -51,6 +51,7 @@ PLANTED = {
     "an interval of zero": {"kind": "checkpoint", "every": 0, "id": "checkpoint-20261224T0200Z-ab12"},
     "a window that is text": {"window": "forever"},
     "a relative time": {"at": "+0s"},
+    "a time that is no date": {"at": "2026-13-45T02:00:00Z"},
     "an unknown layer": {"layers": ["everything"]},
 }
 
