@@ -210,3 +210,63 @@ def test_an_unknown_host_key_is_refused_before_anything_is_sent(eng, repository_
         eng.repository.sync_store(store, eng.repository.RepositorySpec.from_options(options))
     assert "known_hosts" in str(refused.value) and "Host key verification failed" in str(refused.value)
     assert not repository_host.local(repo_path).exists()
+
+
+def test_a_connection_lost_in_the_middle_fails_clearly_and_the_next_sync_completes(
+        eng, repository_host, repo_path, tmp_path):
+    root = tmp_path / "app"
+    make_tree(root, files=60)
+    store = eng.store.Store(str(tmp_path / "store"))
+    manifest = take(eng, store, root, "v1")
+    needed = set(store.referenced(manifest))
+    spec = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path))
+    name = repository_host.host.name
+
+    def cut(event, count):
+        if event == "sent" and count == 25:  # the repository host goes away, sshd and the receiver with it
+            repository_host.fleet.stop_host(name)
+
+    batch = eng.repository.BATCH_OBJECTS
+    eng.repository.BATCH_OBJECTS = 10
+    try:
+        with pytest.raises(eng.repository.RepositoryError, match="could not be reached or stopped answering"):
+            eng.repository.sync_store(store, spec, progress=cut)
+    finally:
+        eng.repository.BATCH_OBJECTS = batch
+        repository_host.fleet.start_host(name)
+    repo = repository_host.local(repo_path)
+    assert not list((repo / "hosts" / "web1" / "checkpoints").glob("*.json"))
+    arrived = repo_objects(repo)
+    assert len(arrived) == 20 and all(hashlib.sha256(data).hexdigest() == key for key, data in arrived.items())
+
+    resumed = eng.repository.sync_store(store, spec)
+    assert resumed["objects"]["present"] == 20 and resumed["objects"]["sent"] == len(needed) - 20
+    assert set(repo_objects(repo)) == needed
+
+
+def in_namespace(host, *argv: str) -> subprocess.CompletedProcess:
+    """Run a command in the repository host's mount namespace."""
+    return subprocess.run(["nsenter", "--target", str(host.pid), "--mount", "--", *argv], capture_output=True,
+                          text=True, check=True, timeout=60)
+
+
+def test_a_full_repository_disk_fails_clearly_and_keeps_what_was_recorded(eng, repository_host, repo_path, tmp_path):
+    host = repository_host.host
+    in_namespace(host, "mkdir", "-p", repo_path)
+    in_namespace(host, "mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", repo_path)
+    try:
+        root = tmp_path / "app"
+        make_tree(root, files=3)
+        store = eng.store.Store(str(tmp_path / "store"))
+        first = take(eng, store, root, "v1")
+        spec = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path))
+        eng.repository.sync_store(store, spec)
+        (root / "large.bin").write_bytes(os.urandom(2_000_000))
+        second = take(eng, store, root, "v2")
+        with pytest.raises(eng.repository.StoreFullError, match="is full"):
+            eng.repository.sync_store(store, spec)
+        listed = in_namespace(host, "ls", "-A", repo_path + "/hosts/web1/checkpoints", repo_path + "/tmp").stdout
+        assert first["id"] + ".json" in listed and second["id"] not in listed
+        assert ".recv" not in listed  # the cut object was removed
+    finally:
+        in_namespace(host, "umount", repo_path)
