@@ -17,6 +17,7 @@ library only: it runs on the repository host's own Python 3.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ import re
 import secrets
 import stat
 import sys
+import time
 
 BOOTSTRAP = ("import sys;_n=int(sys.stdin.buffer.readline());"
              'exec(compile(sys.stdin.buffer.read(_n),"gitops-rollback-receiver","exec"))')
@@ -34,6 +36,7 @@ NAME_RE = re.compile(r"^[0-9a-f]{64}$")
 ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 LAYOUT = ("objects", "hosts", "tmp")
+NEEDS = ".needs"  # beside a manifest: the names of the objects it needs, one a line (what collection keeps)
 
 
 class Refused(Exception):
@@ -55,6 +58,23 @@ def _fsync(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _Flock:
+    """flock(2) on a file of the repository, as a context manager."""
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.path = path
+        self.mode = mode
+        self.fd = -1
+
+    def __enter__(self) -> "_Flock":
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        fcntl.flock(self.fd, self.mode)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        os.close(self.fd)
 
 
 class Receiver:
@@ -242,13 +262,89 @@ class Receiver:
         body = self.read_exactly(int(request["size"]))
         if hashlib.sha256(body).hexdigest() != request.get("sha256"):
             return {"ok": False, "problems": [{"manifest": checkpoint_id, "problem": "changed on the way"}]}
-        missing = [name for name in request.get("needs", []) if not os.path.exists(self.object_path(name))]
+        needs = request.get("needs", [])
+        missing = [name for name in needs if not os.path.exists(self.object_path(name))]
         if missing:
             return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
         _private_dir(self.path("hosts", self.host))
         _private_dir(self.manifest_dir())
-        self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), body)
+        with self._locked(fcntl.LOCK_SH):
+            missing = [name for name in needs if not os.path.exists(self.object_path(name))]
+            if missing:  # collected since they were checked
+                return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
+            self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + NEEDS),
+                               "".join(name + "\n" for name in needs).encode("ascii"))
+            self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), body)
         return {"ok": True}
+
+    def _locked(self, mode: int):
+        """The repository's lock: shared by writers of manifests, exclusive for garbage collection."""
+        return _Flock(self.path("format"), mode)
+
+    def forget(self, request: dict) -> dict:
+        """Delete manifests of this host (the manifest first, then its list of objects)."""
+        forgotten = []
+        for checkpoint_id in request.get("ids", []):
+            if not isinstance(checkpoint_id, str) or not ID_RE.match(checkpoint_id):
+                raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
+            for suffix in (".json", NEEDS):
+                path = os.path.join(self.manifest_dir(), checkpoint_id + suffix)
+                if os.path.lexists(path):
+                    os.unlink(path)
+                    if suffix == ".json":
+                        forgotten.append(checkpoint_id)
+        if os.path.isdir(self.manifest_dir()):
+            _fsync(self.manifest_dir())
+        return {"ok": True, "forgotten": forgotten}
+
+    def collect(self, request: dict) -> dict:
+        """Delete objects no manifest of any host needs, and temporary files, older than ``grace`` seconds.
+
+        Every host's lists of needed objects are read under the exclusive lock, so no manifest is
+        recorded meanwhile; an object sent for a manifest not recorded yet is kept while it is young.
+        """
+        grace = float(request.get("grace", 3600))
+        dry_run = bool(request.get("dry_run"))
+        deadline = time.time() - grace
+        removed = freed = 0
+        with self._locked(fcntl.LOCK_EX):
+            keep = self._needed_by_all()
+            objects = self.path("objects")
+            for fan in sorted(os.listdir(objects)):
+                folder = os.path.join(objects, fan)
+                for name in os.listdir(folder):
+                    if name in keep:
+                        continue
+                    status = os.lstat(os.path.join(folder, name))
+                    if status.st_mtime > deadline:
+                        continue
+                    removed += 1
+                    freed += status.st_size
+                    if not dry_run:
+                        os.unlink(os.path.join(folder, name))
+            for name in os.listdir(self.path("tmp")):
+                path = self.path("tmp", name)
+                if os.lstat(path).st_mtime <= deadline and not dry_run:
+                    os.unlink(path)
+        return {"ok": True, "objects": removed, "bytes": freed, "kept": len(keep)}
+
+    def _needed_by_all(self) -> set:
+        """The objects some manifest of some host needs; refuses a manifest without its list."""
+        keep = set()
+        hosts = self.path("hosts")
+        for host in sorted(os.listdir(hosts)):
+            folder = os.path.join(hosts, host, "checkpoints")
+            names = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+            for name in sorted(names):
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                needs = name[:-len(".json")] + NEEDS
+                if needs not in names:
+                    raise Refused("manifest %s of host %s has no list of the objects it needs; nothing was collected"
+                                  % (name, host))
+                with open(os.path.join(folder, needs), "rb") as handle:
+                    keep.update(line.decode("ascii").strip() for line in handle if line.strip())
+        return keep
 
     def get(self, request: dict) -> None:
         """Send the stored bytes of the named objects (a size of -1: missing), one reply line, then the bytes."""
@@ -299,7 +395,7 @@ class Receiver:
     def serve(self) -> None:
         """Answer requests until the sender closes stdin."""
         handlers = {"hello": self.hello, "set_format": self.set_format, "have": self.have, "put": self.put,
-                    "put_manifest": self.put_manifest}
+                    "put_manifest": self.put_manifest, "forget": self.forget, "collect": self.collect}
         streaming = {"get": self.get, "get_manifests": self.get_manifests}
         while True:
             line = self.stdin.readline()

@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -33,7 +34,8 @@ from . import _repo_receiver
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError, StoreFullError
 from ._fsutil import atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, unlink_quietly
 from ._labels import escape
-from ._store import LAYOUT, Store, summarize
+from ._retention import Policy, RetentionError, forgotten, plan
+from ._store import LAYOUT, Store, snapshots, summarize
 
 BATCH_BYTES = 8 * 1024 * 1024  # objects sent (or fetched) per request, by stored size
 BATCH_OBJECTS = 2000
@@ -610,6 +612,44 @@ def known_hosts_line(address: str, port: int, public_key: str) -> str:
     return "%s %s %s" % (host, fields[0], fields[1])
 
 
-def sync_host(store: Store, repository: dict, checkpoints: Sequence[str], check_mode: bool) -> dict:
-    """The checkpoint_sync module: send the store's checkpoints (or those named) to the repository."""
-    return sync_store(store, RepositorySpec.from_options(repository), checkpoints, dry_run=check_mode)
+def prune_repository(spec: RepositorySpec, policy: Policy, key: Optional[str] = None, grace: float = 3600.0,
+                     dry_run: bool = False) -> dict:
+    """Forget this host's checkpoints in the repository that ``policy`` does not keep, then collect garbage there.
+
+    The host reads its manifests from the repository (with its key, for an encrypted store) and
+    decides; the receiver deletes the forgotten manifests, then, under the repository's exclusive
+    lock, every object that no manifest of any host needs and that is older than ``grace`` seconds
+    (so objects of a sync whose manifests are not recorded yet stay). The newest checkpoint is never
+    forgotten. In a dry run nothing is deleted and nothing is collected.
+    """
+    with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
+        view = _View(conn, _host_format(conn.hello(create=False), spec), key, workdir)
+        try:
+            decisions = plan(snapshots(view.store), policy, time.time())
+        except RetentionError as exc:
+            raise RollbackError(str(exc)) from exc
+        doomed = forgotten(decisions)
+        result = {
+            "changed": bool(doomed), "repository": spec.where(), "host": spec.namespace, "deleted": doomed,
+            "kept": [dict(id=dec.snapshot.id, label=dec.snapshot.label, reasons=dec.reasons)
+                     for dec in reversed(decisions) if dec.kept],
+        }
+        if dry_run:
+            return result
+        if doomed:
+            conn.request({"op": "forget", "ids": doomed}, "forgetting checkpoints")
+        collected = conn.request({"op": "collect", "grace": grace}, "collecting garbage")
+    result["collected"] = {"objects": collected["objects"], "bytes": collected["bytes"]}
+    result["changed"] = bool(doomed or collected["objects"])
+    return result
+
+
+def sync_host(store: Store, options: dict, check_mode: bool) -> dict:
+    """The checkpoint_sync module: send the store's checkpoints (state=present) or prune the repository (state=pruned)."""
+    spec = RepositorySpec.from_options(options["repository"])
+    if options.get("state") == "pruned":
+        retention = options.get("retention") or {}
+        policy = Policy(**{name: retention.get(name) for name in Policy.__dataclass_fields__})
+        return prune_repository(spec, policy, options.get("encryption_key") or None,
+                                float(options.get("gc_grace_hours", 1.0)) * 3600, dry_run=check_mode)
+    return sync_store(store, spec, options.get("checkpoints") or (), dry_run=check_mode)

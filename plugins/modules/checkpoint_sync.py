@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: checkpoint_sync
-short_description: Send a host's checkpoints to a checkpoint repository on another host
+short_description: Send a host's checkpoints to a checkpoint repository on another host, or prune them there
 version_added: 0.1.0
 description:
   - Sends the checkpoints of the host's store (or those O(checkpoints) names) that the O(repository) lacks, or
@@ -21,6 +21,10 @@ description:
     a checkpoint needs, and never sent.
   - M(gitops.rollback.restore) with O(gitops.rollback.restore#module:repository) brings a checkpoint back from the
     repository, also onto a host whose store is gone.
+  - With O(state=pruned), the host's checkpoints in the repository that the O(retention) policy does not keep are
+    deleted there (the host reads its manifests, with its key when the store is encrypted, and decides), then
+    objects no manifest of any host needs are collected. An object another host's checkpoint needs is never
+    deleted.
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
@@ -28,9 +32,62 @@ extends_documentation_fragment:
   - gitops.rollback.repository
   - gitops.rollback.attributes
 options:
+  state:
+    description:
+      - V(present) sends checkpoints to the repository.
+      - V(pruned) applies O(retention) to this host's checkpoints in the repository, then collects garbage there.
+    type: str
+    choices: [present, pruned]
+    default: present
+  retention:
+    description:
+      - With O(state=pruned), the retention policy, as the options of the same names of
+        M(gitops.rollback.checkpoint) with O(gitops.rollback.checkpoint#module:state=pruned) (the count/age policy
+        O(retention.keep), O(retention.older_than_days), or the restic-style rules). The newest checkpoint is never
+        deleted. Required with O(state=pruned).
+    type: dict
+    suboptions:
+      keep:
+        description: How many of the newest checkpoints to keep.
+        type: int
+      older_than_days:
+        description: Delete checkpoints older than this many days.
+        type: float
+      keep_last:
+        description: Keep the newest N checkpoints.
+        type: int
+      keep_hourly:
+        description: Keep the newest checkpoint of each of the last N hours that hold one.
+        type: int
+      keep_daily:
+        description: Keep the newest checkpoint of each of the last N days that hold one.
+        type: int
+      keep_weekly:
+        description: Keep the newest checkpoint of each of the last N ISO weeks that hold one.
+        type: int
+      keep_monthly:
+        description: Keep the newest checkpoint of each of the last N months that hold one.
+        type: int
+      keep_yearly:
+        description: Keep the newest checkpoint of each of the last N years that hold one.
+        type: int
+      keep_within_days:
+        description: Keep every checkpoint within this many days of the newest one.
+        type: float
+      keep_labels:
+        description: Keep every checkpoint whose label matches one of these globs.
+        type: list
+        elements: str
+  gc_grace_hours:
+    description:
+      - With O(state=pruned), objects younger than this are not collected, so the objects of a sync running
+        meanwhile (whose manifests are not recorded yet) stay.
+    type: float
+    default: 1
   checkpoints:
     description:
-      - Ids, id prefixes or labels of the checkpoints to send. Default is every checkpoint of the store.
+      - With O(state=present), ids, id prefixes or labels of the checkpoints to send. Default is every checkpoint of
+        the store.
     type: list
     elements: str
     default: []
@@ -39,7 +96,9 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Connects to the repository (creating nothing there) and reports the checkpoints and objects a run would send.
+    details:
+      - Connects to the repository (creating nothing there) and reports the checkpoints and objects a run would send.
+      - With O(state=pruned), reports the checkpoints a run would delete (RV(deleted)) and deletes nothing.
   diff_mode:
     support: none
 seealso:
@@ -58,6 +117,15 @@ EXAMPLES = r"""
       private_key: "{{ vault_repository_ssh_key }}"
       known_hosts: "{{ repository_host_key_line }}"
 
+- name: Keep 7 daily and 4 weekly checkpoints of this host in the repository, and every release
+  gitops.rollback.checkpoint_sync:
+    state: pruned
+    retention:
+      keep_daily: 7
+      keep_weekly: 4
+      keep_labels: ["v[0-9]*"]
+    repository: "{{ gitops_rollback_repository }}"
+
 - name: Send the checkpoint just taken
   gitops.rollback.checkpoint_sync:
     checkpoints: [v1.4.0]
@@ -67,13 +135,13 @@ EXAMPLES = r"""
 RETURN = r"""
 checkpoints:
   description: Ids of the checkpoints sent (or that would be, in check mode), oldest first.
-  returned: success
+  returned: state=present
   type: list
   elements: str
   sample: [20261121T220257.448Z-452f73]
 up_to_date:
   description: Ids of the selected checkpoints the repository already held as they are.
-  returned: success
+  returned: state=present
   type: list
   elements: str
   sample: []
@@ -81,7 +149,7 @@ objects:
   description:
     - C(needed) - objects the checkpoints sent need; C(present) - of those, already in the repository (sent by this
       or another host, or before an interruption); C(sent) and C(bytes) - objects sent and their stored size.
-  returned: success
+  returned: state=present
   type: dict
   sample: {needed: 1204, present: 1190, sent: 14, bytes: 1048576}
 repository:
@@ -94,6 +162,23 @@ host:
   returned: success
   type: str
   sample: web1
+deleted:
+  description: Ids of this host's checkpoints deleted from the repository (or that would be, in check mode).
+  returned: state=pruned
+  type: list
+  elements: str
+  sample: [20261101T080000.000Z-0a1b2c]
+kept:
+  description: The checkpoints the policy keeps, newest first, each with the rules that keep it.
+  returned: state=pruned
+  type: list
+  elements: dict
+  sample: [{id: 20261121T220257.448Z-452f73, label: v1.4.0, reasons: [newest]}]
+collected:
+  description: Objects (of any host) no manifest needs any more, deleted from the repository, and their bytes.
+  returned: state=pruned, not in check mode
+  type: dict
+  sample: {objects: 14, bytes: 1048576}
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
@@ -103,12 +188,24 @@ from ansible_collections.gitops.rollback.plugins.module_utils._repository import
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 
+RETENTION = dict(keep=dict(type="int"), older_than_days=dict(type="float"), keep_last=dict(type="int"),
+                 keep_hourly=dict(type="int"), keep_daily=dict(type="int"), keep_weekly=dict(type="int"),
+                 keep_monthly=dict(type="int"), keep_yearly=dict(type="int"), keep_within_days=dict(type="float"),
+                 keep_labels=dict(type="list", elements="str"))
+
+
 def main() -> None:
-    argument_spec = dict(checkpoints=dict(type="list", elements="str", default=[]), **repository_argument_spec(True))
-    module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True)
+    argument_spec = dict(
+        state=dict(type="str", default="present", choices=["present", "pruned"]),
+        checkpoints=dict(type="list", elements="str", default=[]),
+        retention=dict(type="dict", options=RETENTION),
+        gc_grace_hours=dict(type="float", default=1.0),
+        **repository_argument_spec(True),
+    )
+    module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True,
+                            required_if=[("state", "pruned", ("retention",))])
     store = Store(module.params["store_path"], module.params["encryption_key"] or None)
-    result = module.run(lambda: sync_host(store, module.params["repository"], module.params["checkpoints"],
-                                          module.check_mode))
+    result = module.run(lambda: sync_host(store, module.params, module.check_mode))
     module.exit_json(**result)
 
 

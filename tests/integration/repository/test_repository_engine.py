@@ -81,7 +81,8 @@ def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identic
     repo = repository_host.local(repo_path)
     objects = repo_objects(repo)
     assert set(objects) == needed
-    assert sorted(os.listdir(repo / "hosts" / "web1" / "checkpoints")) == [first["id"] + ".json", second["id"] + ".json"]
+    assert sorted(path.name for path in (repo / "hosts" / "web1" / "checkpoints").glob("*.json")) == [
+        first["id"] + ".json", second["id"] + ".json"]
     for name in needed:  # the repository holds each object exactly as the store does
         location = store.object_location(name)
         with open(location[0], "rb") as handle:
@@ -270,3 +271,44 @@ def test_a_full_repository_disk_fails_clearly_and_keeps_what_was_recorded(eng, r
         assert ".recv" not in listed  # the cut object was removed
     finally:
         in_namespace(host, "umount", repo_path)
+
+
+def test_pruning_one_host_never_collects_what_another_host_still_needs(eng, repository_host, repo_path, tmp_path):
+    shared = b"shared release content\n" * 1000
+    specs, stores, roots = {}, {}, {}
+    for name in ("web1", "web2"):
+        roots[name] = tmp_path / name / "app"
+        roots[name].mkdir(parents=True)
+        (roots[name] / "release.js").write_bytes(shared)
+        (roots[name] / "own.conf").write_bytes(b"only %s\n" % name.encode())
+        stores[name] = eng.store.Store(str(tmp_path / name / "store"))
+        specs[name] = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path, name=name))
+    old = take(eng, stores["web1"], roots["web1"], "v1")
+    only_old = {entry["sha256"] for entry in stores["web1"].iter_tree(old["roots"][0]["tree"]) if entry["sha256"]}
+    (roots["web1"] / "release.js").unlink()
+    (roots["web1"] / "own.conf").write_bytes(b"web1, second release\n")
+    new = take(eng, stores["web1"], roots["web1"], "v2")
+    other = take(eng, stores["web2"], roots["web2"], "v1")
+    for name in ("web1", "web2"):
+        eng.repository.sync_store(stores[name], specs[name])
+    repo = repository_host.local(repo_path)
+    shared_name = eng.store.sha256_file(str(roots["web2"] / "release.js"))
+    assert shared_name in only_old and shared_name in repo_objects(repo)
+
+    planned = eng.repository.prune_repository(specs["web1"], eng.repository.Policy(keep=1), grace=0, dry_run=True)
+    assert planned["deleted"] == [old["id"]] and (repo / "hosts/web1/checkpoints" / (old["id"] + ".json")).exists()
+    pruned = eng.repository.prune_repository(specs["web1"], eng.repository.Policy(keep=1), grace=0)
+    assert pruned["deleted"] == [old["id"]]
+    left = set(repo_objects(repo))
+    assert left == set(stores["web1"].referenced(new)) | set(stores["web2"].referenced(other))
+    assert shared_name in left  # web2's v1 needs it
+    assert pruned["collected"]["objects"] == len((only_old | {old["roots"][0]["tree"]}) - left)
+    assert sorted(path.name for path in (repo / "hosts").glob("*/checkpoints/*.json")) == sorted(
+        [new["id"] + ".json", other["id"] + ".json"])
+
+    shutil.rmtree(tmp_path / "web2" / "store")  # web2's checkpoint still comes back whole
+    rebuilt = eng.store.Store(str(tmp_path / "web2" / "store"))
+    eng.repository.prepare_store(rebuilt, specs["web2"])
+    with rebuilt.lock("test", "restore"):
+        eng.repository.fetch_checkpoint(rebuilt, specs["web2"], "v1")
+    assert rebuilt.verify(rebuilt.find("v1")) == []

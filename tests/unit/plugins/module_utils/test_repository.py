@@ -120,3 +120,20 @@ def test_ssh_checks_host_keys_and_the_remote_command_is_a_constant(tmp_path):
     assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
     assert argv[-3:] == ["--", "backup.example.com", "python3 -c '%s'" % _repo_receiver.BOOTSTRAP]
     assert all("/srv/repo" not in arg for arg in argv)
+
+
+def test_collection_keeps_young_objects_and_those_any_host_needs(tmp_path):
+    names = {word: hashlib.sha256(word.encode()).hexdigest() for word in ("needed", "orphan", "young")}
+    puts = [{"op": "put", "objects": [[names[word], len(word)]]} for word in names]
+    bodies = [word.encode() + names[word].encode() for word in names]
+    body = b'{"id": "%s"}' % ID.encode()
+    serve(hello(tmp_path / "repo", "web2"), puts[0], bodies[0], puts[1], bodies[1], puts[2], bodies[2],
+          {"op": "put_manifest", "id": ID, "size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+           "needs": [names["needed"]]}, body)
+    objects = tmp_path / "repo" / "objects"
+    for word in ("needed", "orphan"):
+        os.utime(objects / names[word][:2] / names[word], (1, 1))
+    replies = serve(hello(tmp_path / "repo", "web1"), {"op": "collect", "grace": 60}, {"op": "forget", "ids": [ID]})
+    assert replies[1]["objects"] == 1 and replies[1]["kept"] == 1
+    assert sorted(path.name for path in objects.glob("*/*")) == sorted([names["needed"], names["young"]])
+    assert replies[2]["forgotten"] == []  # web1 cannot forget web2's checkpoints
