@@ -2,6 +2,7 @@
 
     gitops-rollback schedule rollback --to v2.3.0 --at 2026-12-24T02:00Z -i inventory.yml [--layers config]
     gitops-rollback schedule checkpoint --every 1d [--start 2026-12-24T03:00Z] -i inventory.yml [--layers config,database]
+    gitops-rollback schedule checkpoint --every 15m --layers config --when-changed -i inventory.yml  # changes outside deploys
     gitops-rollback schedule list
     gitops-rollback schedule cancel <id>
     gitops-rollback schedule run-due              # what the timer runs every minute
@@ -340,6 +341,8 @@ def checkpoint_vars(entry: Dict[str, Any], slot: datetime.datetime) -> Dict[str,
         for layer, (name, empty) in LAYER_VARIABLES.items():
             if layer not in entry["layers"]:
                 variables[name] = empty
+    if entry.get("when_changed"):
+        variables["checkpoint_when_changed"] = True
     return variables
 
 
@@ -480,9 +483,12 @@ def cmd_schedule_checkpoint(args: argparse.Namespace) -> int:
     now = utc_now()
     every = parse_every(args.every)
     start = parse_time(args.start, now) if args.start else now + datetime.timedelta(seconds=every)
+    layers = parse_layers(args.layers, tuple(LAYER_VARIABLES))
+    if args.when_changed and layers != ["config"]:
+        raise ScheduleError("--when-changed compares managed paths only: give --layers config with it.")
     audit = import_module_util("_audit", args.collections_path)
     entry = {"id": new_id(CHECKPOINT, start), "kind": CHECKPOINT, "at": iso(start), "every": every,
-             "layers": parse_layers(args.layers, tuple(LAYER_VARIABLES)), "inventory": _inventory(args),
+             "when_changed": bool(args.when_changed), "layers": layers, "inventory": _inventory(args),
              "extravars": _extravars(args), "scheduled_by": audit.who()["user"], "scheduled": iso(now),
              "status": PENDING}
     context.checked(entry)
@@ -596,6 +602,8 @@ def add_parser(sub: Any) -> None:
     checkpoint.add_argument("--every", required=True, help="hourly, daily, weekly, or 30m / 6h / 1d / 1w")
     checkpoint.add_argument("--start", help="first time (default: one interval from now)")
     checkpoint.add_argument("--layers", help="comma-separated layers: config, release, database, infrastructure")
+    checkpoint.add_argument("--when-changed", action="store_true",
+                            help="only when the managed paths changed since their newest checkpoint (with --layers config)")
     checkpoint.add_argument("-i", "--inventory", help="Ansible inventory the playbook runs against")
     checkpoint.add_argument("-e", "--extra-vars", action="append", metavar="VARS", help="KEY=VALUE, JSON or @file")
     checkpoint.set_defaults(func=cmd_schedule_checkpoint)

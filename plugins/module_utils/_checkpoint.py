@@ -363,13 +363,26 @@ class CheckpointRequest:
     kind: str = "checkpoint"
     facts: Dict[str, object] = field(default_factory=dict)
     force: bool = False
+    when_changed: bool = False
+
+
+def newest_of_roots(store: Store, roots: List[dict]) -> Optional[dict]:
+    """The newest checkpoint that manages exactly these root paths, or None."""
+    wanted = sorted(root["path"] for root in roots)
+    for checkpoint_id in reversed(store.ids()):
+        manifest = store.load(checkpoint_id)
+        if sorted(root.get("path") for root in manifest.get("roots", [])) == wanted:
+            return manifest
+    return None
 
 
 def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = False) -> Tuple[dict, bool, dict]:
     """Capture the roots into a new checkpoint; return (manifest, changed, stats).
 
     When a checkpoint with the same label already holds exactly this state (same trees and
-    commit), it is returned unchanged unless ``force``. The caller holds the store lock.
+    commit), it is returned unchanged unless ``force``. With ``when_changed``, so is the newest
+    checkpoint of the same roots when its trees are these (whatever its label). The caller holds
+    the store lock.
     """
     if not dry_run:
         store.init()
@@ -386,6 +399,9 @@ def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = 
     previous = store.find_optional(request.label) if request.label else None
     if previous and previous.get("label") == request.label and not request.force and _same_state(previous, roots, request.commit):
         return previous, False, totals
+    newest = newest_of_roots(store, roots) if request.when_changed and store.exists() else None
+    if newest is not None and _same_state(newest, roots, newest.get("commit")):
+        return newest, False, totals
     if dry_run:
         return {"id": None, "label": request.label, "commit": request.commit, "reason": request.reason,
                 "creator": request.creator, "kind": request.kind, "roots": roots}, True, totals

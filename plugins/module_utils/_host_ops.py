@@ -35,6 +35,7 @@ class CheckpointParams:
     reason: Optional[str] = None
     facts: List[str] = field(default_factory=list)
     force: bool = False
+    when_changed: bool = False
     checkpoint: Optional[str] = None
     policy: Policy = field(default_factory=Policy)  # retention, for state=pruned
     details: bool = False
@@ -68,7 +69,7 @@ def make_checkpoint(params: CheckpointParams) -> dict:
     request = CheckpointRequest(
         roots=[RootSpec(path, params.include, params.exclude) for path in params.paths],
         label=params.label, commit=params.commit, reason=params.reason, creator=params.owner,
-        facts=_facts.collect(params.facts), force=params.force,
+        facts=_facts.collect(params.facts), force=params.force, when_changed=params.when_changed,
     )
     if params.check_mode:
         manifest, changed, stats = create_checkpoint(store, request, dry_run=True)

@@ -94,6 +94,13 @@ options:
       - Create a new checkpoint even when one with the same O(label) holds the same state.
     type: bool
     default: false
+  when_changed:
+    description:
+      - Create the checkpoint only when the managed paths differ from the newest checkpoint of the same
+        paths (whatever its label); otherwise report that checkpoint, unchanged. For checkpoints on a
+        schedule that should record only changes made outside a deploy.
+    type: bool
+    default: false
   checkpoint:
     description:
       - Checkpoint id or label, for O(state=absent) and O(state=verified).
@@ -326,6 +333,7 @@ def main() -> None:
         reason=dict(type="str"),
         facts=dict(type="list", elements="str", default=[], choices=["packages", "services"]),
         force=dict(type="bool", default=False),
+        when_changed=dict(type="bool", default=False),
         checkpoint=dict(type="str"),
         keep=dict(type="int"),
         older_than_days=dict(type="float"),

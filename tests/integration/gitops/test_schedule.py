@@ -139,3 +139,22 @@ def test_scheduled_checkpoints_are_labelled_by_their_slot(site: Dict[str, Any]) 
     assert cli(site, "run-due", "--now", first).returncode == 0 and len(labels()) == 2  # that slot is taken
     [entry] = entries(site)
     assert entry["at"] == (slot + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_checkpoints_when_changed_record_only_changes_made_outside_a_deploy(site: Dict[str, Any]) -> None:
+    refused = cli(site, "checkpoint", "--every", "15m", "--when-changed", "-i", str(site["inventory"]))
+    assert refused.returncode == 1 and "--layers config" in refused.stderr and entries(site) == []
+    scheduled = cli(site, "checkpoint", "--every", "15m", "--start", "+1h", "--layers", "config", "--when-changed",
+                    "-i", str(site["inventory"]))
+    assert scheduled.returncode == 0, scheduled.stderr
+    first = entries(site)[0]["at"]
+    slot = datetime.datetime.fromisoformat(first.replace("Z", "+00:00"))
+
+    def labels() -> List[str]:
+        return sorted(json.loads(p.read_text()).get("label") or "" for p in (site["store"] / "checkpoints").glob("*.json"))
+
+    assert cli(site, "run-due", "--now", first).returncode == 0  # app.ini changed after v1: recorded
+    assert labels() == sorted(["v1", "scheduled/" + slot.strftime("%Y%m%dT%H%MZ")])
+    later = (slot + datetime.timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert cli(site, "run-due", "--now", later).returncode == 0  # nothing changed since: nothing new
+    assert len(labels()) == 2

@@ -82,3 +82,10 @@ def test_the_timer_runs_run_due_every_minute(tmp_path: Path) -> None:
     assert "OnCalendar=*-*-* *:*:00" in units["gitops-rollback-schedule.timer"]
     exec_line = [line for line in units["gitops-rollback-schedule.service"].splitlines() if line.startswith("ExecStart=")]
     assert exec_line and exec_line[0].endswith('run-due --schedule-file "%s"' % (tmp_path / "my schedule.json"))
+
+
+def test_checkpoints_when_changed_ask_the_playbook_for_it() -> None:
+    entry = {"id": "checkpoint-x", "kind": "checkpoint", "at": "2026-12-23T22:00:00Z", "every": 900,
+             "status": PENDING, "scheduled_by": "ops", "layers": ["config"], "when_changed": True}
+    assert checkpoint_vars(entry, NOW)["checkpoint_when_changed"] is True
+    assert "checkpoint_when_changed" not in checkpoint_vars(dict(entry, when_changed=False), NOW)
