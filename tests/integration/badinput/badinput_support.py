@@ -1,4 +1,8 @@
-"""Helpers for the bad-input end-to-end tests (a uniquely named module: conftest modules share a name)."""
+"""Helpers for the bad-input tests (a uniquely named module: conftest modules share a name).
+
+The tests check what the modules refuse and change on a fleet host; the modules run there as
+Ansible runs them (:meth:`harness.Host.module`: inside the host's namespaces, the arguments as the
+JSON Ansible sends, no controller), each task going on after a failure as ``ignore_errors`` would."""
 
 from __future__ import annotations
 
@@ -28,26 +32,21 @@ def tree_state(top: Path) -> dict[str, tuple]:
     return state
 
 
-def checkpoint_v1(run_playbook, host) -> tuple[Path, dict]:
+def checkpoint_v1(host) -> tuple[Path, dict]:
     """Give ``host`` an /srv/app holding index.html 'v1', checkpoint it as v1; return (manifest file, manifest)."""
     host.write_text("/srv/app/index.html", "v1\n")
-    made = run_playbook([{"hosts": host.name, "gather_facts": False, "tasks": [
-        {"name": "checkpoint", "gitops.rollback.checkpoint": {"paths": ["/srv/app"], "label": "v1"}}]}])
-    assert made.ok, made
+    made = run_tasks(host, [{"name": "checkpoint", "gitops.rollback.checkpoint": {"paths": ["/srv/app"], "label": "v1"}}])
+    assert made["checkpoint"]["status"] == "ok", made
     manifest_path = next((host.store / "checkpoints").iterdir())
     return manifest_path, json.loads(manifest_path.read_text())
 
 
-def play(host: str, tasks: list[dict]) -> list[dict]:
-    """One play on ``host`` whose tasks each go on after a failure (so every refusal is seen)."""
-    return [{"hosts": host, "gather_facts": False,
-             "tasks": [{**task, "ignore_errors": True} for task in tasks]}]
-
-
-def results_by_task(result, host: str) -> dict[str, dict]:
-    """The last result of every task on ``host``, by task name."""
+def run_tasks(host, tasks: list[dict]) -> dict[str, dict]:
+    """Run each task (``{"name": ..., "<module>": args, "check_mode": bool}``) on ``host`` in turn, going
+    on after a failure; the result of every task by name, with ``status`` ``ok`` or ``ignored`` (failed)."""
     found: dict[str, dict] = {}
-    for event in result.events:
-        if event.get("event") == "result" and event["host"] == host:
-            found[event["task"]] = {**event["result"], "status": event["status"]}
+    for task in tasks:
+        (module, args), = [(key, value) for key, value in task.items() if key not in ("name", "check_mode")]
+        event = host.module(module, args, check=bool(task.get("check_mode"))).events[-1]
+        found[task["name"]] = {**event["result"], "status": "ignored" if event["status"] == "failed" else "ok"}
     return found

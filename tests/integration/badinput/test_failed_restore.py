@@ -1,4 +1,4 @@
-"""End-to-end: a restore refused for a damaged object reports that object (name, checkpoint) and the path apart,
+"""A restore refused for a damaged object reports that object (name, checkpoint) and the path apart,
 never the live file's metadata as if it were the object."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import json
 
 from harness.objects import replace_object
 
-from badinput_support import checkpoint_v1, play, results_by_task, tree_state
+from badinput_support import checkpoint_v1, run_tasks, tree_state
 
 LIVE_METADATA = ("mode", "owner", "group", "uid", "gid", "size", "state", "secontext")
 
 
-def test_a_failed_restore_reports_the_damaged_object_and_the_path_separately(clean_fleet, run_playbook):
+def test_a_failed_restore_reports_the_damaged_object_and_the_path_separately(clean_fleet):
     h1 = clean_fleet["h1"]
-    _manifest_path, manifest = checkpoint_v1(run_playbook, h1)
+    _manifest_path, manifest = checkpoint_v1(h1)
     tree_sha = manifest["roots"][0]["tree"]
     tree = [json.loads(line) for line in (h1.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()]
     victim = next(entry for entry in tree if entry["path"] == "index.html")
@@ -23,12 +23,11 @@ def test_a_failed_restore_reports_the_damaged_object_and_the_path_separately(cle
     # the plan walk may leave unreferenced objects and a refreshed stat cache; no checkpoint and no managed file changes
     before = {"checkpoints": tree_state(h1.store / "checkpoints"), "app": tree_state(h1.local("/srv/app"))}
 
-    result = run_playbook(play("h1", [
+    by_task = run_tasks(h1, [
         {"name": "restore", "gitops.rollback.restore": {"checkpoint": "v1"}},
         {"name": "restore verified", "gitops.rollback.restore": {"checkpoint": "v1", "verify_checkpoint": True}},
-    ]))
+    ])
 
-    by_task = results_by_task(result, "h1")
     failed = by_task["restore"]
     assert failed["status"] == "ignored", failed
     assert not set(LIVE_METADATA) & set(failed), "the live file's metadata reads as the damaged object's: %s" % failed

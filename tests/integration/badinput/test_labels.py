@@ -1,4 +1,4 @@
-"""End-to-end: every module option that names a new label refuses one outside the grammar, escaped, changing nothing;
+"""Every module option that names a new label refuses one outside the grammar, escaped, changing nothing;
 an old checkpoint with such a label is still listed and restored."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from badinput_support import checkpoint_v1, play, results_by_task, tree_state
+from badinput_support import checkpoint_v1, run_tasks, tree_state
 
 BAD = {
     "empty": ("", "it is empty"),
@@ -39,7 +39,7 @@ def _tasks(label: str, tmp) -> list[dict]:
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_every_label_option_refuses_a_label_outside_the_grammar(clean_fleet, run_playbook, tmp_path, case):
+def test_every_label_option_refuses_a_label_outside_the_grammar(clean_fleet, tmp_path, case):
     label, problem = BAD[case]
     h1 = clean_fleet["h1"]
     h1.write_text("/srv/app/index.html", "v1\n")
@@ -52,9 +52,8 @@ def test_every_label_option_refuses_a_label_outside_the_grammar(clean_fleet, run
     watched = [h1.store, h1.local("/srv/app")] + [tmp_path / name for name in ("app.db", "build", "infra", "releases")]
     before = [tree_state(path) for path in watched]
 
-    result = run_playbook(play("h1", [task for _option, task in tasks]))
+    by_task = run_tasks(h1, [task for _option, task in tasks])
 
-    by_task = results_by_task(result, "h1")
     for option, task in tasks:
         outcome = by_task[task["name"]]
         assert outcome["status"] == "ignored", (task["name"], outcome)
@@ -65,21 +64,20 @@ def test_every_label_option_refuses_a_label_outside_the_grammar(clean_fleet, run
     assert [tree_state(path) for path in watched] == before
 
 
-def test_an_old_checkpoint_with_a_label_outside_the_grammar_is_listed_and_restored(clean_fleet, run_playbook):
+def test_an_old_checkpoint_with_a_label_outside_the_grammar_is_listed_and_restored(clean_fleet):
     h1 = clean_fleet["h1"]
-    manifest_path, manifest = checkpoint_v1(run_playbook, h1)
+    manifest_path, manifest = checkpoint_v1(h1)
     old_label = "old release\x1b[2J"
     manifest["label"] = old_label
     manifest_path.write_text(json.dumps(manifest))  # as a collection that did not check labels wrote it
     h1.write_text("/srv/app/index.html", "v2\n")
 
-    result = run_playbook(play("h1", [
+    by_task = run_tasks(h1, [
         {"name": "list", "gitops.rollback.checkpoint_info": {}},
         {"name": "restore", "gitops.rollback.restore": {"checkpoint": old_label}},
         {"name": "unknown", "gitops.rollback.restore": {"checkpoint": "v9\x1b]0;owned\x07"}},
-    ]))
+    ])
 
-    by_task = results_by_task(result, "h1")
     assert [c["label"] for c in by_task["list"]["checkpoints"]] == [old_label]
     assert by_task["restore"]["status"] != "ignored", by_task["restore"]
     assert h1.read_text("/srv/app/index.html") == "v1\n"

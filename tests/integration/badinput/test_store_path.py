@@ -1,4 +1,4 @@
-"""End-to-end: a store_path that is not a checkpoint store is refused by every module that opens one."""
+"""A store_path that is not a checkpoint store is refused by every module that opens one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from badinput_support import play, results_by_task, tree_state
+from badinput_support import run_tasks, tree_state
 
 
 def _module_tasks(store_path: str) -> list[dict]:
@@ -41,7 +41,7 @@ def _foreign_directory(path):
 
 
 @pytest.mark.parametrize("make", [_regular_file, _symlink, _foreign_directory], ids=lambda m: m.__name__.strip("_"))
-def test_every_module_refuses_a_store_path_that_is_not_a_store(clean_fleet, run_playbook, tmp_path, make):
+def test_every_module_refuses_a_store_path_that_is_not_a_store(clean_fleet, tmp_path, make):
     h1 = clean_fleet["h1"]
     h1.write_text("/srv/app/index.html", "v1\n")
     store_path = tmp_path / "store"
@@ -50,9 +50,8 @@ def test_every_module_refuses_a_store_path_that_is_not_a_store(clean_fleet, run_
     before = {"store": tree_state(store_path), "app": tree_state(h1.local("/srv/app")),
               "default store": tree_state(h1.store)}
 
-    result = run_playbook(play("h1", tasks))
+    by_task = run_tasks(h1, tasks)
 
-    by_task = results_by_task(result, "h1")
     for task in tasks:
         outcome = by_task[task["name"]]
         assert outcome["status"] == "ignored", (task["name"], outcome)
