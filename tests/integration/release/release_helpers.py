@@ -37,10 +37,14 @@ def module_play(args: dict, hosts: str = "fleet", name: str = "Release") -> list
              "tasks": [{"name": name, "gitops.rollback.release": {"root": ROOT, **args}, "register": "out"}]}]
 
 
+def deploy_plays(builds: Path, *versions: str, hosts: str = "fleet") -> list[dict]:
+    """One deploy play per version, in turn."""
+    return [play for version in versions for play in deploy_play(builds, version, hosts)]
+
+
 def deploy(run_playbook, builds: Path, *versions: str, hosts: str = "fleet") -> None:
     """Deploy each version in turn (one play each, one ansible-playbook run) and fail the test on any error."""
-    plays = [play for version in versions for play in deploy_play(builds, version, hosts)]
-    result = run_playbook(plays)
+    result = run_playbook(deploy_plays(builds, *versions, hosts=hosts))
     assert result.ok, result
 
 

@@ -7,8 +7,8 @@ import threading
 import time
 
 from release_helpers import (
-    ROOT, by_label, deploy, deploy_play, index, live_version, module_play, release_dirs, role_play, state_of,
-    task_result,
+    ROOT, by_label, deploy, deploy_play, deploy_plays, index, live_version, module_play, release_dirs, role_play,
+    state_of, task_result,
 )
 
 
@@ -28,7 +28,10 @@ def test_deploy_then_roll_back_to_previous_and_to_any_label_keeping_the_bad_ones
         assert releases["v3"]["marks"] == ["bad"] and releases["v3"]["reason"] == "health gate failed"
         assert (host.local(ROOT) / "releases" / releases["v3"]["id"] / "VERSION").read_text() == "v3\n", "bad kept"
 
-    to_v1 = run_playbook(role_play("main", rollback_release_to="v1"))
+    # the listing play reads what the rollback left: one ansible-playbook run for both
+    listing = [{"hosts": "fleet", "gather_facts": False, "tasks": [
+        {"name": "List", "gitops.rollback.release_info": {"root": ROOT}}]}]
+    to_v1 = run_playbook(role_play("main", rollback_release_to="v1") + listing)
 
     assert to_v1.ok, to_v1
     for host in clean_fleet:
@@ -40,10 +43,7 @@ def test_deploy_then_roll_back_to_previous_and_to_any_label_keeping_the_bad_ones
         assert switched["changed"] and switched["release"]["label"] == "v1"
         assert switched["previous_release"]["label"] == "v2" and switched["previous_release"]["state"] == "bad"
 
-    info = run_playbook([{"hosts": "fleet", "gather_facts": False, "tasks": [
-        {"name": "List", "gitops.rollback.release_info": {"root": ROOT}}]}])
-    assert info.ok, info
-    listed = info.result("List", "h2")
+    listed = to_v1.result("List", "h2")
     assert [(r["label"], r["state"], r["current"]) for r in listed["releases"]] == [
         ("v1", "active", True), ("v2", "bad", False), ("v3", "bad", False)]
 
@@ -86,11 +86,10 @@ def test_check_mode_says_which_release_would_become_current_and_changes_nothing(
     deploy(run_playbook, builds, "v1", "v2", "v3")
     before = {host.name: state_of(host) for host in clean_fleet}
 
-    plan = run_playbook(role_play("main"), check=True, diff=True)
-    new = run_playbook(deploy_play(builds, "v4"), check=True, diff=True)
+    # both plays in check mode, in one run: the second sees what the first left, which is nothing new
+    plan = new = run_playbook(role_play("main") + deploy_play(builds, "v4"), check=True, diff=True)
 
     assert plan.ok, plan
-    assert new.ok, new
     assert {host.name: state_of(host) for host in clean_fleet} == before
     for host in clean_fleet:
         planned = task_result(plan, "Switch current back", host.name)
@@ -122,11 +121,11 @@ def test_unknown_label_fails_listing_the_releases_and_changes_nothing(builds, ru
 
 
 def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_playbook, clean_fleet):
-    deploy(run_playbook, builds, "v1")
-    assert run_playbook(role_play("good", rollback_release_reason="health gate passed")).ok
-    deploy(run_playbook, builds, "v2", "v3", "v4", "v5")
-    assert run_playbook(role_play("main")).ok  # v5 bad -> v4 current
-    assert run_playbook(role_play("main")).ok  # v4 bad -> v3 current
+    made = run_playbook(deploy_plays(builds, "v1") + role_play("good", rollback_release_reason="health gate passed")
+                        + deploy_plays(builds, "v2", "v3", "v4", "v5")
+                        + role_play("main")  # v5 bad -> v4 current
+                        + role_play("main"))  # v4 bad -> v3 current
+    assert made.ok, made
 
     pruned = run_playbook(module_play({"state": "pruned", "keep": 1}))
 
@@ -188,10 +187,9 @@ def test_current_switches_atomically_under_a_reader(builds, run_playbook, clean_
 def test_deploy_from_git_tags_and_roll_back_by_tag(clean_fleet, run_playbook, git_repo):
     repo = git_repo({"v1": {"VERSION": "v1\n", "app.py": "print(1)\n"},
                      "v2": {"VERSION": "v2\n", "app.py": "print(2)\n", "new.py": ""}})
-    for tag in ("v1", "v2"):
-        result = run_playbook(role_play("deploy", rollback_release_repo=repo.url, rollback_release_version=tag,
-                                        rollback_release_shared=["log"]))
-        assert result.ok, result
+    result = run_playbook([play for tag in ("v1", "v2") for play in role_play(
+        "deploy", rollback_release_repo=repo.url, rollback_release_version=tag, rollback_release_shared=["log"])])
+    assert result.ok, result
 
     for host in clean_fleet:
         releases = by_label(host)
@@ -209,10 +207,9 @@ def test_deploy_from_git_tags_and_roll_back_by_tag(clean_fleet, run_playbook, gi
 
 
 def test_rollback_to_the_release_recorded_in_a_checkpoint(builds, run_playbook, clean_fleet):
-    deploy(run_playbook, builds, "v1")
-    recorded = run_playbook(role_play("checkpoint", rollback_release_checkpoint="pre-v2"))
+    recorded = run_playbook(deploy_plays(builds, "v1") + role_play("checkpoint", rollback_release_checkpoint="pre-v2")
+                            + deploy_plays(builds, "v2", "v3"))
     assert recorded.ok, recorded
-    deploy(run_playbook, builds, "v2", "v3")
 
     back = run_playbook(role_play("main", rollback_release_checkpoint="pre-v2"))
 
