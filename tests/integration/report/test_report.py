@@ -35,6 +35,13 @@ def report_vars(audit_log, tmp_path, **extra):
             "report_postmortem_path": str(tmp_path / "out" / "postmortem-{run_id}.md"), **extra}
 
 
+def report_args(audit_log, tmp_path, **extra):
+    """The rollback_report arguments report.yml passes for report_vars() (the role's defaults are the module's)."""
+    return {"log_path": str(audit_log.path), "html_path": str(tmp_path / "out" / "rollbacks.html"),
+            "prom_path": str(tmp_path / "out" / "gitops_rollback.prom"),
+            "postmortem_path": str(tmp_path / "out" / "postmortem-{run_id}.md"), **extra}
+
+
 def prom_samples(text):
     samples = {}
     for line in text.splitlines():
@@ -91,10 +98,15 @@ def test_prometheus_file_and_postmortem_hold_the_numbers_of_the_log(audit_log, r
     assert "## Root cause" in draft and "## Action items" in draft
 
 
-def test_postmortem_of_a_real_rollback_and_of_a_guard_run(audit_log, run_playbook, tmp_path):
+# report.yml itself runs in test_prometheus_file_and_postmortem_hold_the_numbers_of_the_log and
+# test_report_renders_in_headless_chromium; the module's other behaviours run it as Ansible does on the
+# controller (run_task: the arguments report.yml passes, no playbook run each).
+
+
+def test_postmortem_of_a_real_rollback_and_of_a_guard_run(audit_log, run_task, tmp_path):
     real = audit_log.real_runs[1]
-    result = run_playbook(PLAYBOOKS / "report.yml", extra_vars=report_vars(audit_log, tmp_path, report_run_id=real))
-    assert result.ok, result
+    _run, result = run_task("gitops.rollback.rollback_report", report_args(audit_log, tmp_path, run_id=real))
+    assert result["status"] == "ok", result
     draft = (tmp_path / "out" / ("postmortem-%s.md" % real)).read_text()
     assert "| Trigger | tag |" in draft and "| Reason | bad release v2 |" in draft
     assert "| Hosts | h1, h2, h3 |" in draft
@@ -102,9 +114,9 @@ def test_postmortem_of_a_real_rollback_and_of_a_guard_run(audit_log, run_playboo
         assert re.search(r"^\| %s \|.* \* \|" % host, draft, re.M), draft  # config changed on every host
     assert re.search(r"\| rollback \| started \|", draft) and re.search(r"\| rollback \| completed \|", draft)
 
-    result = run_playbook(PLAYBOOKS / "report.yml",
-                          extra_vars=report_vars(audit_log, tmp_path, report_run_id=audit_log.guard_run))
-    assert result.ok, result
+    _run, result = run_task("gitops.rollback.rollback_report",
+                            report_args(audit_log, tmp_path, run_id=audit_log.guard_run))
+    assert result["status"] == "ok", result
     draft = (tmp_path / "out" / ("postmortem-%s.md" % audit_log.guard_rollback_run)).read_text()
     assert "| Trigger | guard |" in draft and "| Guard run | %s |" % audit_log.guard_run in draft
     assert "| error_rate | failed | 0.42 meets failure condition '> 0.05' | 0.01, 0.42 |" in draft
@@ -145,45 +157,45 @@ def test_report_renders_in_headless_chromium(audit_log, run_playbook, tmp_path, 
     assert distinct > 20, "the screenshot is (nearly) blank: %d distinct byte values" % distinct
 
 
-def test_check_mode_writes_nothing_and_a_second_run_changes_nothing(audit_log, run_playbook, tmp_path):
-    extra = report_vars(audit_log, tmp_path)
-    planned = run_playbook(PLAYBOOKS / "report.yml", extra_vars=extra, check=True)
-    assert planned.ok, planned
-    assert report_task(planned)["changed"] and not (tmp_path / "out").exists()
+def test_check_mode_writes_nothing_and_a_second_run_changes_nothing(audit_log, run_task, tmp_path):
+    args = report_args(audit_log, tmp_path)
+    _run, planned = run_task("gitops.rollback.rollback_report", args, check=True)
+    assert planned["status"] == "ok", planned
+    assert planned["changed"] and not (tmp_path / "out").exists()
 
-    first = run_playbook(PLAYBOOKS / "report.yml", extra_vars=extra)
-    second = run_playbook(PLAYBOOKS / "report.yml", extra_vars=extra)
-    assert first.ok and second.ok, (first, second)
-    assert report_task(first)["changed"] and not report_task(second)["changed"]
+    _run, first = run_task("gitops.rollback.rollback_report", args)
+    _run, second = run_task("gitops.rollback.rollback_report", args)
+    assert first["status"] == second["status"] == "ok", (first, second)
+    assert first["changed"] and not second["changed"]
     prom = tmp_path / "out" / "gitops_rollback.prom"
     assert oct(prom.stat().st_mode & 0o777) == "0o644"  # node_exporter reads it as its own user
     assert sorted(p.name for p in prom.parent.iterdir()) == sorted(
         ["rollbacks.html", "gitops_rollback.prom", "postmortem-%s.md" % audit_log.failed_run])  # no temp files left
 
 
-def test_an_edited_postmortem_draft_is_kept(audit_log, run_playbook, tmp_path):
-    extra = report_vars(audit_log, tmp_path)
-    assert run_playbook(PLAYBOOKS / "report.yml", extra_vars=extra).ok
+def test_an_edited_postmortem_draft_is_kept(audit_log, run_task, tmp_path):
+    args = report_args(audit_log, tmp_path)
+    assert run_task("gitops.rollback.rollback_report", args)[1]["status"] == "ok"
     draft = tmp_path / "out" / ("postmortem-%s.md" % audit_log.failed_run)
     draft.write_text(draft.read_text() + "\nRoot cause: the disk was full.\n")
     edited = draft.read_text()
 
-    result = run_playbook(PLAYBOOKS / "report.yml", extra_vars=extra)
+    _run, result = run_task("gitops.rollback.rollback_report", args)
 
-    assert result.ok, result
+    assert result["status"] == "ok", result
     assert draft.read_text() == edited
-    assert "was edited since it was drafted, so it was kept" in result.stdout + result.stderr
+    assert any("was edited since it was drafted, so it was kept" in w for w in result.get("warnings", [])), result
 
 
-def test_missing_log_and_unknown_run_fail_with_the_way_out(audit_log, run_playbook, tmp_path):
-    missing = run_playbook(PLAYBOOKS / "report.yml",
-                           extra_vars=report_vars(audit_log, tmp_path, report_log_path=str(tmp_path / "none.jsonl")))
-    assert not missing.ok
-    assert "none.jsonl does not exist" in missing.stdout and "log_path" in missing.stdout
+def test_missing_log_and_unknown_run_fail_with_the_way_out(audit_log, run_task, tmp_path):
+    _run, missing = run_task("gitops.rollback.rollback_report",
+                             report_args(audit_log, tmp_path, log_path=str(tmp_path / "none.jsonl")))
+    assert missing["status"] == "ignored", missing  # the task fails
+    assert "none.jsonl does not exist" in missing["msg"] and "log_path" in missing["msg"]
 
-    unknown = run_playbook(PLAYBOOKS / "report.yml", extra_vars=report_vars(audit_log, tmp_path, report_run_id="r-x"))
-    assert not unknown.ok
-    assert "'r-x' is not a rollback in the audit log" in unknown.stdout and audit_log.failed_run in unknown.stdout
+    _run, unknown = run_task("gitops.rollback.rollback_report", report_args(audit_log, tmp_path, run_id="r-x"))
+    assert unknown["status"] == "ignored", unknown
+    assert "'r-x' is not a rollback in the audit log" in unknown["msg"] and audit_log.failed_run in unknown["msg"]
     assert not (tmp_path / "out").exists()  # nothing written
 
 

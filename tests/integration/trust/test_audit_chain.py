@@ -1,5 +1,5 @@
 """The audit log is evidence: two real ansible-playbook runs append to one hash chain, and
-`gitops-rollback audit verify` and the report name the first altered, missing or damaged record."""
+`gitops-rollback audit verify` and the report module name the first altered, missing or damaged record."""
 
 from __future__ import annotations
 
@@ -75,17 +75,19 @@ def test_concurrent_runs_chain_and_verify_names_what_was_tampered(run_playbook, 
     assert damaged.returncode == 1 and 'line 6 is damaged (not a JSON record): "{garbage"' in damaged.stdout
 
 
-def test_the_report_module_names_the_first_broken_record(run_playbook, local_inventory, tmp_path):
+def test_the_report_module_names_the_first_broken_record(run_task, tmp_path):
+    # the modules as Ansible runs them on the controller (run_task); the playbook runs are above
     log = tmp_path / "audit.jsonl"
-    assert run_playbook(audit_play(log, "run", 4), inventory=local_inventory).ok
+    for item in range(4):
+        _run, recorded = run_task("gitops.rollback.audit", {
+            "event": "progress", "operation": "rollback", "run_id": f"run-{item}", "reason": f"layer {item}",
+            "log_path": str(log)})
+        assert recorded["status"] == "ok", recorded
     lines = log.read_text().splitlines()
     log.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
-    play = [{"name": "report", "hosts": "local", "gather_facts": False, "tasks": [{
-        "name": "report", "gitops.rollback.rollback_report": {
-            "log_path": str(log), "html_path": str(tmp_path / "report.html")}}]}]
-    result = run_playbook(play, inventory=local_inventory, json=True)
-    assert result.ok, result.stdout
-    outcome = result.result("report", "local")
+    _run, outcome = run_task("gitops.rollback.rollback_report",
+                             {"log_path": str(log), "html_path": str(tmp_path / "report.html")})
+    assert outcome["status"] == "ok", outcome
     integrity = outcome["summary"]["integrity"]
     assert integrity["first_problem"]["message"] == "record #2 missing before line 2 (record #3), after line 1"
     assert any("The audit log is not intact" in warning for warning in outcome.get("warnings", []))
