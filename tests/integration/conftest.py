@@ -215,15 +215,16 @@ def run_module(request: pytest.FixtureRequest, collections_path: Path) -> Callab
 
 @pytest.fixture
 def run_task(collections_path: Path, tmp_path: Path) -> Callable[..., tuple[Result, dict[str, Any]]]:
-    """``run_task(module, args, check=False, diff=False)`` runs one module of the collection as
+    """``run_task(module, args, check=False, diff=False, env=None)`` runs one module of the collection as
     Ansible runs it on a host, without the controller (a component test: see
-    :func:`harness.run_module_process`). Returns ``(result, task_result)``; ``task_result`` is what
-    the module returned plus ``status``: ``ok``, or ``ignored`` when the module failed (as a task
-    with ``ignore_errors`` reports it).
+    :func:`harness.run_module_process`); ``env`` is added to the module's environment (``HOME``,
+    ``USER``). Returns ``(result, task_result)``; ``task_result`` is what the module returned plus
+    ``status``: ``ok``, or ``ignored`` when the module failed (as a task with ``ignore_errors`` reports it).
     """
 
-    def run(module: str, args: dict[str, Any], check: bool = False, diff: bool = False) -> tuple[Result, dict[str, Any]]:
-        result = run_module_process(module, args, check=check, diff=diff, collections_dir=collections_path,
+    def run(module: str, args: dict[str, Any], check: bool = False, diff: bool = False,
+            env: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
+        result = run_module_process(module, args, check=check, diff=diff, env=env, collections_dir=collections_path,
                                     cwd=tmp_path)
         event = result.events[-1]
         return result, dict(event["result"], status="ignored" if event["status"] == "failed" else "ok")

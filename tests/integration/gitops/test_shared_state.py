@@ -118,26 +118,23 @@ def _rows(url: str) -> list:
         return []
 
 
-def test_the_cooldown_holds_across_controllers(run_module, state_url, controllers, local) -> None:
+# The module behaviours of the shared state run the modules as Ansible runs them on a host (run_task),
+# each controller with its own home; the playbook runs above prove the lock through rollback.yml.
+def test_the_cooldown_holds_across_controllers(run_task, state_url, controllers) -> None:
     args = {"path": "/nonexistent/unused.json", "key": "prod::web", "cooldown": 3600, "state_url": state_url}
-    first = run_module("app1", "gitops.rollback.guard_cooldown", args, inventory=local["inventory"],
-                       env=controllers["alice"])
-    assert first.ok, first
-    taken = first.events[-1]["result"]
+    _run, taken = run_task("gitops.rollback.guard_cooldown", args, env=controllers["alice"])
+    assert taken["status"] == "ok", taken
     assert taken["allowed"] and taken["recorded"], taken
-    second = run_module("app1", "gitops.rollback.guard_cooldown", args, inventory=local["inventory"],
-                        env=controllers["bob"])
-    assert second.ok, second
-    refused = second.events[-1]["result"]
+    _run, refused = run_task("gitops.rollback.guard_cooldown", args, env=controllers["bob"])
+    assert refused["status"] == "ok", refused
     assert not refused["allowed"] and refused["last"] == taken["last"] and refused["seconds_left"] > 3500, refused
 
 
 def test_a_changed_or_removed_audit_row_is_reported_and_a_dry_run_creates_nothing(
-        run_module, state_url, controllers, local, collections_path) -> None:
+        run_task, state_url, controllers, collections_path) -> None:
     lock = {"name": "inventory", "owner": "alice", "state_url": state_url}
-    planned = run_module("app1", "gitops.rollback.run_lock", lock, inventory=local["inventory"],
-                         env=controllers["alice"], check=True)
-    assert planned.ok, planned
+    _run, planned = run_task("gitops.rollback.run_lock", lock, check=True, env=controllers["alice"])
+    assert planned["status"] == "ok", planned
     with psycopg2.connect(state_url) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT to_regclass('gitops_rollback.locks')")
         assert cursor.fetchone()[0] is None  # check mode: no schema, no row
@@ -160,12 +157,12 @@ def test_a_changed_or_removed_audit_row_is_reported_and_a_dry_run_creates_nothin
     assert "missing" in {kind for seq, kind in kinds}, integrity
 
 
-def test_a_state_that_is_not_a_postgresql_url_is_refused_with_the_way_out(run_module, controllers, local) -> None:
-    run = run_module("app1", "gitops.rollback.run_lock", {"name": "x", "owner": "alice",
+def test_a_state_that_is_not_a_postgresql_url_is_refused_with_the_way_out(run_task, controllers) -> None:
+    _run, refused = run_task("gitops.rollback.run_lock", {"name": "x", "owner": "alice",
                                                           "state_url": "mysql://root@localhost/state"},
-                     inventory=local["inventory"], env=controllers["alice"])
-    assert not run.ok
-    assert "postgresql:// URL" in run.events[-1]["result"]["msg"], run
+                             env=controllers["alice"])
+    assert refused["status"] == "ignored"  # the task fails
+    assert "postgresql:// URL" in refused["msg"], refused
 
 
 def test_the_report_command_reads_the_shared_audit_log(state_url, collections_path, tmp_path) -> None:
