@@ -17,6 +17,7 @@ library only: it runs on the repository host's own Python 3.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -56,6 +57,21 @@ def _fsync(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_filesystem(path: str) -> None:
+    """Flush the file system holding ``path`` (syncfs; sync where it is missing)."""
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            os.sync()
     finally:
         os.close(fd)
 
@@ -246,10 +262,9 @@ class Receiver:
         os.close(fd)
         return digest.hexdigest()
 
-    @staticmethod
-    def _make_durable(paths) -> None:
+    def _make_durable(self, paths) -> None:
         if len(paths) > SYNC_ONE_BY_ONE:
-            os.sync()
+            _sync_filesystem(self.path("tmp"))
             return
         for path in paths:
             _fsync(path)

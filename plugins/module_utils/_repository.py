@@ -34,10 +34,11 @@ from . import _repo_receiver
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError, StoreFullError
 from ._fsutil import atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, unlink_quietly
 from ._labels import escape
+from ._packs import SMALL_OBJECT
 from ._retention import Policy, RetentionError, forgotten, plan
 from ._store import LAYOUT, Store, snapshots, summarize
 
-BATCH_BYTES = 8 * 1024 * 1024  # objects sent (or fetched) per request, by stored size
+BATCH_BYTES = 32 * 1024 * 1024  # objects sent per request (one durable sync on the repository each), by stored size
 BATCH_OBJECTS = 2000
 CHUNK = 1024 * 1024
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:\[\]%-]{1,253}$")
@@ -464,8 +465,18 @@ class _View:
         return _read_file(self.store.manifest_path(checkpoint_id))
 
 
+def _damaged(name: str, where: str, actual: Optional[str], exc: Optional[Exception] = None) -> IntegrityError:
+    if actual is None:
+        return IntegrityError("Object %s in the repository %s is damaged: %s Nothing was restored; the object was not "
+                              "placed in the local store." % (name, where, exc), expected=name, actual=None)
+    return IntegrityError(
+        "Object %s in the repository %s is corrupted (its content hashes to %s). Nothing was restored; the object "
+        "was not placed in the local store. Restore another checkpoint, or sync this one again from a host that "
+        "holds it intact." % (name, where, actual), expected=name, actual=actual)
+
+
 def _check_fetched(store: Store, name: str, tmp: str, where: str) -> None:
-    """Refuse a fetched object whose content does not have its name (or, sealed, is not authentic)."""
+    """Refuse a fetched object file whose content does not have its name (or, sealed, is not authentic)."""
     cipher = store.cipher
     digest = store.hasher()
     try:
@@ -478,51 +489,74 @@ def _check_fetched(store: Store, name: str, tmp: str, where: str) -> None:
                 for chunk in cipher.open_stream(handle, size, b"object:" + name.encode("ascii"), "Object %s" % name):
                     digest.update(chunk)
     except IntegrityError as exc:
-        raise IntegrityError("Object %s in the repository %s is damaged: %s Nothing was restored; the object was not "
-                             "placed in the local store." % (name, where, exc), expected=name, actual=None) from exc
+        raise _damaged(name, where, None, exc) from exc
     if digest.hexdigest() != name:
-        raise IntegrityError(
-            "Object %s in the repository %s is corrupted (its content hashes to %s). Nothing was restored; the object "
-            "was not placed in the local store. Restore another checkpoint, or sync this one again from a host that "
-            "holds it intact." % (name, where, digest.hexdigest()), expected=name, actual=digest.hexdigest())
+        raise _damaged(name, where, digest.hexdigest())
+
+
+def _check_fetched_bytes(store: Store, name: str, data: bytes, where: str) -> None:
+    """Like :func:`_check_fetched`, for an object read into memory."""
+    cipher = store.cipher
+    try:
+        content = data if cipher is None else cipher.unseal(data, b"object:" + name.encode("ascii"), "Object %s" % name)
+    except IntegrityError as exc:
+        raise _damaged(name, where, None, exc) from exc
+    actual = store.hash_bytes(content)
+    if actual != name:
+        raise _damaged(name, where, actual)
+
+
+def _receive_batch(conn: Connection, store: Store, names: List[str], sizes: List[int],
+                   staged: List[Tuple[str, str]]) -> List[Tuple[str, bytes]]:
+    """Read a batch's objects, each checked: small ones into memory, larger ones into temporary files (``staged``)."""
+    where = conn.spec.where()
+    small = []
+    for name, size in zip(names, sizes):
+        if size <= SMALL_OBJECT:
+            data = conn.read_exactly(size, "sending object %s" % name)
+            _check_fetched_bytes(store, name, data, where)
+            small.append((name, data))
+            continue
+        tmp = store.temp_object_path()
+        staged.append((name, tmp))
+        with os.fdopen(create_private(tmp), "wb") as out:
+            left = size
+            while left:
+                data = conn.read_exactly(min(CHUNK, left), "sending object %s" % name)
+                out.write(data)
+                left -= len(data)
+        _check_fetched(store, name, tmp, where)
+    return small
 
 
 def _fetch_objects(conn: Connection, store: Store, names: Sequence[str]) -> Tuple[int, int]:
-    """Fetch objects into the local store, each checked before it is renamed into place; return (objects, bytes)."""
+    """Fetch objects into the local store, each checked before it is placed; return (objects, bytes).
+
+    Objects of up to 256 KiB go into a pack (as a checkpoint stores them), larger ones are renamed
+    into place; none is placed before every object of its batch was checked.
+    """
     count = total = 0
-    where = conn.spec.where()
     for start in range(0, len(names), BATCH_OBJECTS):
         chunk = list(names[start:start + BATCH_OBJECTS])
         sizes = conn.request({"op": "get", "names": chunk}, "sending objects")["sizes"]
-        staged = []
+        gone = [name for name, size in zip(chunk, sizes) if size < 0]
+        if gone:
+            raise IntegrityError("The repository %s lacks object %s (and %d more) that the checkpoint needs. "
+                                 "Nothing was restored." % (conn.spec.where(), gone[0], len(gone) - 1),
+                                 expected=gone[0], actual=None)
+        staged: List[Tuple[str, str]] = []
         try:
-            for name, size in zip(chunk, sizes):
-                if size < 0:
-                    continue
-                tmp = store.temp_object_path()
-                staged.append((name, tmp))
-                fd = create_private(tmp)
-                with os.fdopen(fd, "wb") as out:
-                    left = size
-                    while left:
-                        data = conn.read_exactly(min(CHUNK, left), "sending object %s" % name)
-                        out.write(data)
-                        left -= len(data)
-                total += size
-            gone = [name for name, size in zip(chunk, sizes) if size < 0]
-            if gone:
-                raise IntegrityError("The repository %s lacks object %s (and %d more) that the checkpoint needs. "
-                                     "Nothing was restored." % (where, gone[0], len(gone) - 1),
-                                     expected=gone[0], actual=None)
-            for name, tmp in staged:
-                _check_fetched(store, name, tmp, where)
+            small = _receive_batch(conn, store, chunk, sizes, staged)
+            for name, data in small:
+                store.packs.add(name, lambda data=data: data, lambda _name: False)
             for name, tmp in staged:
                 store.commit_blob(tmp, name)
-                count += 1
             staged = []
         finally:
             for _name, tmp in staged:
                 unlink_quietly(tmp)
+        count += len(chunk)
+        total += sum(sizes)
     return count, total
 
 
