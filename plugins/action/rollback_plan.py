@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action rollback_plan: read the host's store once, and the Terraform stores on the controller, then plan.
 
-The decisions are made by module_utils/_plan.py; this file only gathers the listings: one
-``checkpoint_info`` call on the host, the Terraform stores read here on the controller.
-Problems are returned, not raised, so the role reports every host's problems at once.
+The decisions are made by module_utils/_plan.py; this file only gathers what they need: one
+``rollback_preview`` call on the host (its store's listing and what each host layer would change,
+read-only), the Terraform stores read here on the controller. Problems are returned, not raised,
+so the role reports every host's problems at once.
 Documentation: plugins/modules/rollback_plan.py.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from ansible.plugins.action import ActionBase
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._plan import (
-    HOST_STORE_LAYERS, HostSettings, layer_list, plan_host)
+    HOST_STORE_LAYERS, TF_COMPONENT, HostSettings, layer_list, plan_host)
 from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store, summarize
 
@@ -26,17 +27,43 @@ ARGUMENT_SPEC = {
     "paths": {"type": "list", "elements": "str", "default": []},
     "release_root": {"type": "str", "default": ""},
     "databases": {"type": "list", "elements": "dict", "default": []},
+    "database_passwords": {"type": "dict", "default": {}, "no_log": True},
     "terraform": {"type": "list", "elements": "dict", "default": []},
     "services": {"type": "list", "elements": "dict", "default": []},
     "traffic": {"type": "bool", "default": False},
     **store_argument_spec(),
 }
+#: The fields of a Terraform snapshot the plan shows.
+_SNAPSHOT_FIELDS = ("serial", "lineage", "resources", "terraform_version")
 #: Entry keys never passed on (the plan needs names and paths, never credentials).
 _SECRETS = ("login_password", "backend_config_secrets", "password", "token", "encryption_key")
 
 
 def _public(entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [{key: value for key, value in entry.items() if key not in _SECRETS} for entry in entries]
+
+
+def database_passwords(entries: List[Dict[str, Any]], passwords: Dict[str, Any]) -> Dict[str, str]:
+    """Return each entry's password by position, as the rollback_database role picks it.
+
+    ``passwords`` (rollback_database_passwords) by the entry's name or database, else its login_password.
+    """
+    found = {}
+    for index, entry in enumerate(entries):
+        secret = passwords.get(entry.get("name") or entry.get("database")) or entry.get("login_password")
+        if secret:
+            found[str(index)] = str(secret)
+    return found
+
+
+def _listed(manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """A manifest as checkpoint_info lists it, with the recorded fields of its Terraform snapshots."""
+    listed = summarize(manifest)
+    listed["components"] = [
+        dict(comp, **{key: full.get(key) for key in _SNAPSHOT_FIELDS})
+        if comp.get("type") == TF_COMPONENT else comp
+        for comp, full in zip(listed["components"], manifest.get("components", []))]
+    return listed
 
 
 def terraform_listings(entries: List[Dict[str, Any]], default_store: str, key: Optional[str]) -> Dict[str, Any]:
@@ -46,7 +73,7 @@ def terraform_listings(entries: List[Dict[str, Any]], default_store: str, key: O
         path = entry.get("store_path") or default_store
         if path not in listings:
             store = Store(path, key or None)
-            listings[path] = [summarize(manifest) for manifest in store.manifests()] if store.exists() else []
+            listings[path] = [_listed(manifest) for manifest in store.manifests()] if store.exists() else []
     return listings
 
 
@@ -66,24 +93,33 @@ class ActionModule(ActionBase):
                                 services=args["services"], traffic=args["traffic"], store_path=args["store_path"])
         requested = layer_list(args["layers"])
         active = [layer for layer in settings.configured() if layer in requested]
-        checkpoints: List[Dict[str, Any]] = []
         problems: List[Dict[str, str]] = []
+        preview: Dict[str, Any] = {}
         if any(layer in HOST_STORE_LAYERS for layer in active):
-            listing = self._execute_module(
-                module_name="gitops.rollback.checkpoint_info", task_vars=task_vars,
-                module_args={"store_path": args["store_path"], "encryption_key": args["encryption_key"]})
-            if listing.get("unreachable"):
-                return listing
-            if listing.get("failed"):
-                problems.append({"layer": "store", "problem": listing.get("msg", "checkpoint_info failed")})
-            checkpoints = listing.get("checkpoints") or []
+            preview = self._preview(args, [layer for layer in active if layer in HOST_STORE_LAYERS], task_vars)
+            if preview.get("unreachable"):
+                return preview
+            if preview.get("failed"):
+                problems.append({"layer": "store", "problem": preview.get("msg", "rollback_preview failed")})
         terraform: Dict[str, Any] = {}
         if "infrastructure" in active:
             try:
                 terraform = terraform_listings(settings.terraform, args["store_path"], args["encryption_key"])
             except (RollbackError, OSError) as exc:
                 problems.append({"layer": "infrastructure", "problem": str(exc)})
-        plan = plan_host(host, args["target"], requested, settings, checkpoints, terraform, args["run_id"])
+        plan = plan_host(host, args["target"], requested, settings, preview.get("checkpoints") or [], terraform,
+                         args["run_id"], preview.get("previews") or {}, preview.get("problems") or [])
         plan["problems"] = problems + plan["problems"]
+        if problems:
+            plan["lines"].extend("PROBLEM [%s] %s" % (p["layer"], p["problem"]) for p in problems)
         result.update(changed=False, plan=plan)
         return result
+
+    def _preview(self, args: Dict[str, Any], layers: List[str], task_vars: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """Run rollback_preview on the host: its store's listing and what each host layer would change."""
+        return self._execute_module(
+            module_name="gitops.rollback.rollback_preview", task_vars=task_vars,
+            module_args={"target": args["target"], "layers": layers, "paths": args["paths"],
+                         "release_root": args["release_root"], "databases": _public(args["databases"]),
+                         "database_passwords": database_passwords(args["databases"], args["database_passwords"]),
+                         "store_path": args["store_path"], "encryption_key": args["encryption_key"]})

@@ -125,6 +125,31 @@ def database_method(entry: Dict[str, Any], safety_target: bool) -> str:
     return method if method in ("auto", "migrate", "restore") else "auto"
 
 
+def component_fields(checkpoint: Dict[str, Any], kind: str, name: str) -> Dict[str, Any]:
+    """Return the listed component of this type and name (its recorded fields), or {}."""
+    return next((c for c in checkpoint.get("components") or [] if c.get("type") == kind and c.get("name") == name),
+                {})
+
+
+def snapshot_text(snapshot: Dict[str, Any]) -> str:
+    """Describe a Terraform snapshot's serial, lineage and resources for the plan ('' when not listed)."""
+    if snapshot.get("serial") is None:
+        return ""
+    return " (serial %s, lineage %s, %s resources)" % (snapshot["serial"], snapshot.get("lineage"),
+                                                       snapshot.get("resources", "?"))
+
+
+def database_needs(entry: Dict[str, Any], checkpoint: str) -> str:
+    """Say what one database's way back needs."""
+    if entry["method"] == "skip":
+        return "%s: nothing" % entry["name"]
+    dump = "the dump of %s in checkpoint %s" % (entry["name"], checkpoint)
+    if entry["method"] == "restore":
+        return dump
+    down = "the down migrations of %s down to the version checkpoint %s recorded" % (entry["name"], checkpoint)
+    return down if entry["method"] == "migrate" or not entry.get("dump") else "%s, else %s" % (down, dump)
+
+
 class _HostPlan:
     """Builds the plan of one host; problems are collected, never raised."""
 
@@ -178,7 +203,8 @@ class _HostPlan:
                        % (show_label(self.target), checkpoint["id"], root, self.where()))
             return None
         return {"checkpoint": checkpoint["id"], "action": "switch %s back to the release checkpoint %s recorded"
-                % (root, checkpoint["id"]), "root": root}
+                % (root, checkpoint["id"]), "root": root,
+                "needs": "the release checkpoint %s recorded, complete in %s/releases" % (checkpoint["id"], root)}
 
     def config(self) -> Optional[Dict[str, Any]]:
         checkpoint = self.host_checkpoint("config")
@@ -193,7 +219,8 @@ class _HostPlan:
                            ", ".join(roots) or "no paths"))
             return None
         return {"checkpoint": checkpoint["id"], "action": "restore %s byte-exact from checkpoint %s"
-                % (", ".join(self.settings.paths), checkpoint["id"]), "paths": list(self.settings.paths)}
+                % (", ".join(self.settings.paths), checkpoint["id"]), "paths": list(self.settings.paths),
+                "needs": "every object of checkpoint %s intact (re-hashed)" % checkpoint["id"]}
 
     def database(self) -> Optional[Dict[str, Any]]:
         checkpoint = self.host_checkpoint("database")
@@ -227,7 +254,8 @@ class _HostPlan:
         if len(entries) < len(self.settings.databases) or all(e["method"] == "skip" for e in entries):
             return None
         return {"checkpoint": checkpoint["id"], "action": "; ".join(e["action"] for e in entries),
-                "databases": entries, "methods": {e["name"]: e["method"] for e in entries}}
+                "databases": entries, "methods": {e["name"]: e["method"] for e in entries},
+                "needs": "; ".join(database_needs(e, checkpoint["id"]) for e in entries)}
 
     def infrastructure(self) -> Optional[Dict[str, Any]]:
         projects = []
@@ -247,26 +275,37 @@ class _HostPlan:
                              "(snapshots of it: %s). Run gitops.rollback.terraform_state operation=list to see them."
                              % (escape(self.target), name, store, describe(have)))
                 continue
+            snapshot = component_fields(checkpoint, TF_COMPONENT, name)
             projects.append({"name": name, "checkpoint": checkpoint["id"], "project_path": entry.get("project_path"),
                              "store_path": store, "verify_tag": terraform_verify_tag(entry, self.target),
-                             "action": "revert the state of %s to snapshot %s" % (name, checkpoint["id"])})
+                             "snapshot_serial": snapshot.get("serial"), "lineage": snapshot.get("lineage"),
+                             "resources": snapshot.get("resources"),
+                             "action": "revert the state of %s to snapshot %s%s, pushed as the next serial" % (
+                                 name, checkpoint["id"], snapshot_text(snapshot))})
         if not projects or len(projects) < len(self.settings.terraform):
             return None
         return {"checkpoint": projects[0]["checkpoint"], "action": "; ".join(p["action"] for p in projects),
-                "projects": projects}
+                "projects": projects,
+                "needs": "; ".join("snapshot %s in %s on the controller, the same lineage as the state%s" % (
+                    p["checkpoint"], p["store_path"], " and no drift against tag %s" % show_label(p["verify_tag"])
+                    if p["verify_tag"] else "") for p in projects)}
 
 
 def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
               checkpoints: Sequence[Dict[str, Any]],
               terraform_checkpoints: Optional[Dict[str, Sequence[Dict[str, Any]]]] = None,
-              run_id: str = "") -> Dict[str, Any]:
+              run_id: str = "", previews: Optional[Dict[str, Dict[str, Any]]] = None,
+              preview_problems: Sequence[Dict[str, str]] = ()) -> Dict[str, Any]:
     """Return the plan of one host: the layers to run, each with its checkpoint id and action, and the problems.
 
     ``checkpoints`` lists the host's store, ``terraform_checkpoints`` each Terraform store path's
-    checkpoints (controller side). Keys of the result: ``layers`` (run in this order), ``steps``
-    (layer -> what it will do and the checkpoint id it uses), ``checkpoints`` (layer -> id),
-    ``safety`` (the layers the safety checkpoint must capture before any change), ``safety_label``,
-    ``problems`` ([{layer, problem}]), ``notes`` (layers skipped, and why) and ``lines`` (the plan in words).
+    checkpoints (controller side); ``previews`` and ``preview_problems`` are what the host's layers
+    said they would do (``_preview.preview_host``), attached to their steps. Keys of the result:
+    ``layers`` (run in this order), ``steps`` (layer -> what it will do, what it needs, the checkpoint
+    id it uses and its preview), ``checkpoints`` (layer -> id), ``changes`` (the layers that will
+    change something), ``safety`` (the layers the safety checkpoint must capture before any change),
+    ``safety_label``, ``problems`` ([{layer, problem}]), ``notes`` (layers skipped, and why) and
+    ``lines`` (the plan in words).
     """
     requested = layer_list(layers)
     builder = _HostPlan(host, target or "", settings, checkpoints, terraform_checkpoints or {})
@@ -283,7 +322,7 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
         if not target:
             break
         if layer == "traffic":
-            step: Optional[Dict[str, Any]] = {"action": "shift traffic away, in stages"}
+            step: Optional[Dict[str, Any]] = {"action": "shift traffic away, in stages", "needs": "the upstream file"}
         elif layer == "services":
             step = {"action": "restart or reload the services whose layers changed",
                     "services": [s.get("name") for s in settings.services]}
@@ -292,19 +331,105 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
         if step is not None:
             steps[layer] = step
             order.append(layer)
-    return {
+    attach_previews(steps, previews or {})
+    problems = builder.problems + [p for p in preview_problems if p.get("layer") in steps]
+    changes = changing_layers(order, steps, settings.services)
+    if "services" in steps:
+        steps["services"]["restart"] = services_to_restart(settings.services, changes)
+    plan = {
         "host": host,
         "target": target,
         "checkpoint": (builder.found or {}).get("id"),
         "layers": order,
         "steps": steps,
         "checkpoints": {layer: step["checkpoint"] for layer, step in steps.items() if "checkpoint" in step},
+        "changes": changes,
         "safety": [layer for layer in order if layer in STORED_LAYERS],
         "safety_label": SAFETY_PREFIX + run_id if run_id else "",
-        "problems": builder.problems,
+        "problems": problems,
         "notes": builder.notes,
-        "lines": ["%s: %s" % (layer, steps[layer]["action"]) for layer in order] + builder.notes,
     }
+    plan["lines"] = plan_lines(plan)
+    return plan
+
+
+def attach_previews(steps: Dict[str, Dict[str, Any]], previews: Dict[str, Dict[str, Any]]) -> None:
+    """Put each layer's preview (what it would change) on its step."""
+    for layer, preview in previews.items():
+        if layer in steps:
+            steps[layer]["preview"] = preview
+            steps[layer]["changed"] = bool(preview.get("changed"))
+
+
+def services_to_restart(services: Sequence[Dict[str, Any]], changes: Sequence[str]) -> List[str]:
+    """Return the services whose layers (default: every layer) will change, in their order."""
+    return [str(s.get("name")) for s in services if set(s.get("layers") or LAYERS) & set(changes)]
+
+
+def changing_layers(order: Sequence[str], steps: Dict[str, Dict[str, Any]],
+                    services: Sequence[Dict[str, Any]]) -> List[str]:
+    """Return the layers that will change something, in order.
+
+    A layer without a preview (traffic, and infrastructure: telling needs a state pull) counts as
+    changing; services change when a service's layers do.
+    """
+    changes = [layer for layer in order if layer != "services" and steps[layer].get("changed", True)]
+    if "services" in order and services_to_restart(services, changes):
+        changes.append("services")
+    return changes
+
+
+def preview_text(layer: str, step: Dict[str, Any]) -> str:
+    """Say what a layer's preview found, in words ('' without a preview)."""
+    preview = step.get("preview")
+    if not preview:
+        return ""
+    if not preview.get("changed"):
+        return "already there, nothing would change"
+    if layer == "config":
+        paths = ["%s: %s" % (root, ", ".join(shown)) for root, shown in sorted(preview.get("paths", {}).items())]
+        counts = ["%s %s" % (count, op) for root in sorted(preview.get("summary", {}))
+                  for op, count in sorted(preview["summary"][root].items())]
+        return "would change %s (%s)" % ("; ".join(paths), ", ".join(counts))
+    if layer == "release":
+        return "current would go from %s to %s" % (
+            show_label(preview.get("from_label") or "") or preview.get("from") or "none",
+            "%s (%s)" % (show_label(preview["label"]), preview.get("current")) if preview.get("label")
+            else preview.get("current"))
+    texts = []
+    for entry in preview.get("databases", []):
+        if entry["method"] == "migrate":
+            texts.append("%s: version %s -> %s, reverting %s" % (entry["name"], entry["version_before"],
+                                                                entry["target_version"],
+                                                                ", ".join(entry["reverted"]) or "nothing"))
+        else:
+            texts.append("%s: restore the dump of checkpoint %s%s" % (
+                entry["name"], entry.get("restore_from"),
+                " (the revert is refused: %s)" % entry["revert_refused"] if entry.get("revert_refused") else ""))
+    return "; ".join(texts)
+
+
+def plan_lines(plan: Dict[str, Any]) -> List[str]:
+    """Return the plan of one host in words: per layer its checkpoint, action, needs and preview; the
+    safety checkpoint; every problem."""
+    lines = []
+    for layer in plan["layers"]:
+        step = plan["steps"][layer]
+        line = "%s: %s" % (layer, step["action"])
+        if step.get("needs"):
+            line += "; needs %s" % step["needs"]
+        found = preview_text(layer, step)
+        if found:
+            line += "; %s" % found
+        if layer == "services":
+            line += "; would restart %s" % (", ".join(step.get("restart") or []) or "none")
+        lines.append(line)
+    if plan["safety"] and plan["changes"]:
+        lines.append("safety checkpoint %s first, of %s" % (plan["safety_label"] or "safety/<run id>",
+                                                            ", ".join(plan["safety"])))
+    lines.extend(plan["notes"])
+    lines.extend("PROBLEM [%s] %s" % (p.get("layer"), p.get("problem")) for p in plan["problems"])
+    return lines
 
 
 def problems_message(problems_by_host: Dict[str, Sequence[Dict[str, str]]]) -> str:

@@ -19,11 +19,42 @@ def failures(result):
     return [(e["host"], e["task"], e["result"].get("msg")) for e in result.events if e.get("status") == "failed"]
 
 
+#: Modules of the layers and of the safety checkpoint: none runs in a dry run, not even in check mode.
+LAYER_ACTIONS = {"gitops.rollback.restore", "gitops.rollback.release", "gitops.rollback.db_migrate",
+                 "gitops.rollback.db_restore", "gitops.rollback.checkpoint", "gitops.rollback.db_backup",
+                 "gitops.rollback.traffic_weights", "ansible.builtin.command", "ansible.builtin.service"}
+
+
+def assert_plan_only(plan):
+    """A dry run is the plan: no layer task ran on any host, and each host's printed plan says, per
+    layer, what would change - the files, the release that becomes current, the migrations reverted,
+    the Terraform snapshot's serial - and what the safety checkpoint must cover."""
+    ran = {e["action"] for e in plan.events if e.get("status") != "skipped"}
+    assert not ran & LAYER_ACTIONS, sorted(ran & LAYER_ACTIONS)
+    assert len([e for e in plan.events if e["action"] == "gitops.rollback.terraform_state"]) <= 1, \
+        "the Terraform revert is previewed once, on the controller"
+    shown = {e["host"]: e["result"]["msg"] for e in plan.events
+             if e["task"].endswith("Show the plan") and e.get("status") == "ok"}
+    assert set(shown) == {"h1", "h2", "h3"}, shown
+    lines = shown["h1"]
+    by_layer = {layer: [line for line in lines if line.startswith(layer + ":")] for layer in
+                ("release", "config", "database", "infrastructure", "services")}
+    assert all(by_layer.values()), lines
+    assert "to v1 (" in by_layer["release"][0] and "needs" in by_layer["release"][0], lines
+    assert "debug.env" in by_layer["config"][0] and "/etc/app" in by_layer["config"][0], lines
+    assert "version 4 -> 3, reverting V0004__" in by_layer["database"][0], lines
+    assert any("serial" in line for line in by_layer["infrastructure"]), lines
+    assert "would restart app" in by_layer["services"][0], lines
+    assert any(line.startswith("safety checkpoint safety/") for line in lines), lines
+    assert not any(line.startswith("database:") for line in shown["h2"]), shown["h2"]
+
+
 def test_every_layer_comes_back_to_v1_on_every_host(drill):
     assert drill.v2 != drill.v1
     plan = drill.playbook("rollback.yml", check=True, rollback_to="v1")
     assert plan.ok, failures(plan)
     assert drill.state() == drill.v2, "check mode changed something"
+    assert_plan_only(plan)
 
     result = drill.playbook("rollback.yml", rollback_to="v1")
 

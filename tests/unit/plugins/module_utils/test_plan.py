@@ -109,3 +109,45 @@ def test_terraform_verifies_against_the_entry_tag_else_the_target_and_never_a_sa
     undo = dict(TF, label="safety/rollback-1")
     safety = plan_host("web1", "safety/rollback-1", ["infrastructure"], settings(terraform=[entry]), [], {"/ctl": [undo]})
     assert safety["steps"]["infrastructure"]["projects"][0]["verify_tag"] == ""
+
+
+PREVIEWS = {
+    "config": {"changed": True, "verified": True, "summary": {"/etc/app": {"delete": 1, "update": 1}},
+               "paths": {"/etc/app": ["update app.conf", "delete debug.env"]}},
+    "release": {"changed": True, "current": "r1", "label": "v1", "from": "r2", "from_label": "v2"},
+    "database": {"changed": True, "databases": [{"name": "postgresql/app", "method": "migrate", "changed": True,
+                                                 "version_before": 4, "target_version": 3,
+                                                 "reverted": ["V0004__coupons"]}]},
+}
+TF_LISTED = dict(TF, components=[{"type": "terraform_state", "name": "default@/srv/tf", "serial": 7,
+                                  "lineage": "abc", "resources": 2}])
+
+
+def test_the_plan_says_per_layer_what_would_change_what_it_needs_and_what_the_safety_checkpoint_covers():
+    plan = plan_host("web1", "v1", "release,config,database,infrastructure,services", settings(),
+                     [OLD, NEW], {"/ctl": [TF_LISTED]}, "rollback-1", PREVIEWS, [])
+    lines = {line.split(":", 1)[0]: line for line in plan["lines"]}
+    assert "current would go from v2 to v1 (r1)" in lines["release"] and "needs the release checkpoint" in lines["release"]
+    assert "/etc/app: update app.conf, delete debug.env (1 delete, 1 update)" in lines["config"]
+    assert "needs every object of checkpoint %s intact" % NEW["id"] in lines["config"]
+    assert "postgresql/app: version 4 -> 3, reverting V0004__coupons" in lines["database"]
+    assert "serial 7, lineage abc, 2 resources" in lines["infrastructure"]
+    assert lines["services"].endswith("would restart app")
+    assert "safety checkpoint safety/rollback-1 first, of release, config, database, infrastructure" in plan["lines"]
+    assert plan["changes"] == ["release", "config", "database", "infrastructure", "services"]
+
+
+def test_a_layer_already_there_changes_nothing_and_its_services_stay_up():
+    previews = dict(PREVIEWS, release={"changed": False, "current": "r1", "label": "v1"})
+    plan = plan_host("web1", "v1", "release,services", settings(), [NEW], {}, "rollback-1", previews, [])
+    assert plan["changes"] == [] and plan["steps"]["services"]["restart"] == []
+    assert "release: " in plan["lines"][0] and "nothing would change" in plan["lines"][0]
+    assert not any(line.startswith("safety checkpoint") for line in plan["lines"])
+
+
+def test_a_preview_problem_is_reported_for_a_layer_the_plan_runs_only():
+    problems = [{"layer": "config", "problem": "object 1234 is corrupted"},
+                {"layer": "release", "problem": "no release recorded"}]
+    safety = plan_host("web1", "safety/rollback-1", "release,config", settings(), [SAFETY], {}, "", {}, problems)
+    assert [p["layer"] for p in safety["problems"]] == ["config"], "the safety checkpoint holds no release: a note"
+    assert "PROBLEM [config] object 1234 is corrupted" in safety["lines"]

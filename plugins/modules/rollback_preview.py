@@ -1,0 +1,137 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rollback_preview
+short_description: Show what a rollback would change on this host, without changing anything
+version_added: 0.1.0
+description:
+  - Lists the host's checkpoint store once, resolves O(target) once, and asks each host layer what it
+    would do, in one module run and read-only - the managed paths that would change (after re-hashing
+    every object of the checkpoint), the release that would become current, the migrations each
+    database would revert (or the dump it would restore).
+  - A layer that cannot go back is returned in RV(problems) with its layer; the module does not fail
+    for it. M(gitops.rollback.rollback_plan) runs this module on each host and builds the plan from it.
+  - Never changes anything, in check mode or not; takes no lock.
+author:
+  - gitops.rollback contributors (@gitops-rollback)
+extends_documentation_fragment:
+  - gitops.rollback.attributes
+  - gitops.rollback.store
+options:
+  target:
+    description: Checkpoint id, id prefix or label (Git tag) to roll back to.
+    type: str
+    required: true
+  layers:
+    description: Layers asked for (C(release), C(config) and C(database) are previewed here).
+    type: list
+    elements: str
+    default: [release, config, database]
+  paths:
+    description: Managed directories of the config layer.
+    type: list
+    elements: path
+    default: []
+  release_root:
+    description: Release root of the release layer (empty for none).
+    type: path
+    default: ""
+  databases:
+    description:
+      - Database entries of the database layer, with the connection options of
+        M(gitops.rollback.db_migrate) (C(engine), C(database), C(login_host), C(login_port), C(login_user),
+        C(login_unix_socket)) and C(migrations_dir), C(method), C(source_database); no password (see
+        O(database_passwords)).
+    type: list
+    elements: dict
+    default: []
+  database_passwords:
+    description:
+      - The password of each database entry that needs one, by the entry's position in O(databases)
+        (C("0"), C("1"), ...). Used to read the migration history; never returned.
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+seealso:
+  - module: gitops.rollback.rollback_plan
+  - module: gitops.rollback.restore
+"""
+
+EXAMPLES = r"""
+- name: What would a rollback to v2.3.0 change here?
+  gitops.rollback.rollback_preview:
+    target: v2.3.0
+    paths: [/etc/app]
+    release_root: /srv/app
+  register: preview
+"""
+
+RETURN = r"""
+checkpoints:
+  description: The store's checkpoints, oldest first, as M(gitops.rollback.checkpoint_info) lists them.
+  returned: always
+  type: list
+  elements: dict
+checkpoint:
+  description: The id the target resolved to (null when the store has none such).
+  returned: always
+  type: str
+  sample: 20261202T190000.123Z-a1b2c3
+previews:
+  description: Per layer, what it would do.
+  returned: always
+  type: dict
+  sample:
+    config: {changed: true, verified: true, summary: {/etc/app: {update: 1, delete: 1}},
+             paths: {/etc/app: [update app.conf, delete debug.env]}}
+    release: {changed: true, current: "20261202T1900Z", label: v1, from: "20261203T0800Z", from_label: v2}
+    database: {changed: true, databases: [{name: postgresql/app, method: migrate, version_before: 4,
+               target_version: 3, reverted: [V0004__add_coupons]}]}
+problems:
+  description: What stops a layer from going back, as C({layer, problem}).
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner
+from ansible_collections.gitops.rollback.plugins.module_utils._preview import PreviewRequest, preview_host
+
+
+def with_passwords(entries: list, passwords: dict) -> list:
+    """Return the entries, each with its password from ``passwords`` (by position) when it has one."""
+    return [dict(entry, login_password=passwords[str(index)]) if passwords.get(str(index)) else dict(entry)
+            for index, entry in enumerate(entries)]
+
+
+def main() -> None:
+    argument_spec = dict(
+        target=dict(type="str", required=True),
+        layers=dict(type="list", elements="str", default=["release", "config", "database"]),
+        paths=dict(type="list", elements="path", default=[]),
+        release_root=dict(type="path", default=""),
+        databases=dict(type="list", elements="dict", default=[]),
+        database_passwords=dict(type="dict", default={}, no_log=True),
+    )
+    module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True)
+    params = module.params
+    request = PreviewRequest(target=params["target"], layers=params["layers"], store_path=params["store_path"],
+                             owner=default_owner(params["owner"]), encryption_key=params["encryption_key"] or None,
+                             paths=params["paths"], release_root=params["release_root"] or "",
+                             databases=with_passwords(params["databases"], params["database_passwords"]))
+    module.exit_json(**module.run(lambda: preview_host(request)))
+
+
+if __name__ == "__main__":
+    main()
