@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
-    add_changed_layer, layers_to_recover, terraform_preview_lines, with_terraform_preview)
-from ansible_collections.gitops.rollback.plugins.module_utils._plan import layer_list
+    add_changed_layer, layers_to_recover, preflight_problems, terraform_preview_lines, with_terraform_preview)
+from ansible_collections.gitops.rollback.plugins.module_utils._plan import layer_list, problems_message
 
 
 class FilterModule:
@@ -21,4 +21,5 @@ class FilterModule:
     def filters(self) -> Dict[str, Any]:
         return {"add_changed_layer": add_changed_layer, "layers_to_recover": layers_to_recover,
                 "terraform_preview_lines": terraform_preview_lines, "with_terraform_preview": with_terraform_preview,
-                "layer_list": layer_list}
+                "layer_list": layer_list, "preflight_problems": preflight_problems,
+                "problems_message": problems_message}

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from ._plan import STORED_LAYERS
 
 INFRASTRUCTURE = "infrastructure"
+UNCHECKED = ("unreachable or failed during the pre-flight, so nothing could be verified there; bring it back, "
+             "or leave it out with --limit")
 
 
 def is_changed(result: Any) -> bool:
@@ -87,3 +89,12 @@ def with_terraform_preview(changes: Sequence[str], preview: Any) -> List[str]:
     if results and not any(r.get("changed") for r in results):
         return [layer for layer in changes if layer != INFRASTRUCTURE]
     return list(changes)
+
+
+def preflight_problems(by_host: Mapping[str, Any], unchecked: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
+    """Return the pre-flight problems of the hosts that have some, and a problem for each host the
+    pre-flight could not check (``unchecked``: unreachable, or failed outright)."""
+    found = {host: list(problems) for host, problems in by_host.items() if problems}
+    for host in unchecked:
+        found[host] = [{"layer": "host", "problem": UNCHECKED}]
+    return found

@@ -399,9 +399,9 @@ def preview_text(layer: str, step: Dict[str, Any]) -> str:
     texts = []
     for entry in preview.get("databases", []):
         if entry["method"] == "migrate":
-            texts.append("%s: version %s -> %s, reverting %s" % (entry["name"], entry["version_before"],
-                                                                entry["target_version"],
-                                                                ", ".join(entry["reverted"]) or "nothing"))
+            texts.append("%s: version %s -> %s, reverting %s" % (
+                entry["name"], entry["version_before"], entry["target_version"],
+                ", ".join(entry["reverted"]) or "nothing"))
         else:
             texts.append("%s: restore the dump of checkpoint %s%s" % (
                 entry["name"], entry.get("restore_from"),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
-    add_changed_layer, is_changed, layers_to_recover, terraform_preview_lines, with_terraform_preview)
+    add_changed_layer, is_changed, layers_to_recover, preflight_problems, terraform_preview_lines,
+    with_terraform_preview)
 
 
 def test_a_layer_is_changed_when_what_it_registered_says_so():
@@ -39,3 +40,9 @@ def test_the_terraform_preview_says_the_serials_and_drops_a_revert_that_is_a_no_
     assert with_terraform_preview(["config", "infrastructure"], same) == ["config"]
     assert with_terraform_preview(["config", "infrastructure"], changing) == ["config", "infrastructure"]
     assert with_terraform_preview(["infrastructure"], {"skipped": True}) == ["infrastructure"]
+
+
+def test_the_preflight_problems_name_the_hosts_with_problems_and_those_it_could_not_check():
+    found = preflight_problems({"h1": [], "h2": [{"layer": "config", "problem": "object 12ab is corrupted"}]}, ["h3"])
+    assert list(found) == ["h2", "h3"] and found["h3"][0]["layer"] == "host"
+    assert found["h3"][0]["problem"].startswith("unreachable or failed during the pre-flight")
