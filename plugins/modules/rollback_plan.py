@@ -10,9 +10,11 @@ module: rollback_plan
 short_description: Plan the rollback of a host - resolve the target once, per layer, and find every problem
 version_added: 0.1.0
 description:
-  - Reads the host's checkpoint store once (M(gitops.rollback.checkpoint_info) on the host) and the
-    Terraform stores on the controller, resolves O(target) to one checkpoint id per layer, and says
-    what each layer will do, which layers the safety checkpoint must capture, and every problem found.
+  - Reads the host's checkpoint store once (one M(gitops.rollback.rollback_preview) run on the host,
+    read-only) and the Terraform stores on the controller, resolves O(target) to one checkpoint id per
+    layer, and says what each layer will do, what it needs, what would change (the managed files, the
+    release that would become current, the migrations each database would revert, the Terraform
+    snapshot's serial), which layers the safety checkpoint must capture, and every problem found.
   - A label names its newest checkpoint. The plan resolves it once, at the start of the run; the
     C(rollback) role passes the resolved ids to every later step, so a checkpoint taken with the same
     label while the rollback runs changes nothing.
@@ -52,10 +54,18 @@ options:
   databases:
     description:
       - Database entries of the database layer (C(engine), C(database), optional C(source_database),
-        C(migrations_dir), C(method)). Passwords are not used and not returned.
+        C(migrations_dir), C(method)) and the connection options of M(gitops.rollback.db_migrate).
+        A password (C(login_password), or O(database_passwords)) only reaches the host's preview, which
+        reads the migration history; it is never returned.
     type: list
     elements: dict
     default: []
+  database_passwords:
+    description:
+      - Passwords by the database entry's C(name) or C(database) (as C(rollback_database_passwords)),
+        before the entry's own C(login_password).
+    type: dict
+    default: {}
   terraform:
     description:
       - Terraform entries of the infrastructure layer (C(project_path), C(workspace), C(name),
@@ -118,13 +128,22 @@ plan:
       elements: str
       sample: [release, config, database]
     steps:
-      description: Per layer, what it will do (C(action)) and the checkpoint id it uses.
+      description:
+        - Per layer, what it will do (C(action)), what it needs (C(needs)), the checkpoint id it uses and,
+          for release, config and database, what the host's preview found (C(preview), C(changed)).
       type: dict
       sample: {config: {checkpoint: 20261202T190000.123Z-a1b2c3, action: restore /etc/app byte-exact}}
     checkpoints:
       description: Per layer, the checkpoint id every later step uses.
       type: dict
       sample: {config: 20261202T190000.123Z-a1b2c3}
+    changes:
+      description:
+        - The layers that will change something, in order (traffic and infrastructure count as changing;
+          services when a service's layers change).
+      type: list
+      elements: str
+      sample: [release, config]
     safety:
       description: The layers the safety checkpoint must capture before any change.
       type: list
@@ -145,7 +164,7 @@ plan:
       elements: str
       sample: []
     lines:
-      description: The plan in words, a line per layer, then the notes.
+      description: The plan in words, a line per layer, the safety checkpoint, the notes, then every problem.
       type: list
       elements: str
       sample: ["config: restore /etc/app byte-exact from checkpoint 20261202T190000.123Z-a1b2c3"]
@@ -166,6 +185,7 @@ def main() -> None:
             paths=dict(type="list", elements="str", default=[]),
             release_root=dict(type="str", default=""),
             databases=dict(type="list", elements="dict", default=[]),
+            database_passwords=dict(type="dict", default={}, no_log=True),
             terraform=dict(type="list", elements="dict", default=[]),
             services=dict(type="list", elements="dict", default=[]),
             traffic=dict(type="bool", default=False),
