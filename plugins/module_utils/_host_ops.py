@@ -296,6 +296,7 @@ def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
                            "here." % spec.where()}
         manifest, outcome = _restore(store, params, _restore_options(params))
         return dict(_restore_result(params, manifest, outcome), fetched=fetched["fetched"])
+    started = time.monotonic()
     prepare_store(store, spec)
     with params.lock(store, "restore"):
         fetched = fetch_checkpoint(store, spec, params.checkpoint, params.encryption_key)
@@ -304,4 +305,6 @@ def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
     result = _restore_result(params, manifest, outcome)
     result["fetched"] = fetched["fetched"]
     result["changed"] = result["changed"] or bool(fetched["fetched"]["objects"])
+    result["recovery"] = {"source": fetched["source"], "newest_replicated": fetched.get("newest_replicated"),
+                          "rpo_seconds": fetched.get("rpo_seconds"), "rto_seconds": round(time.monotonic() - started, 3)}
     return result

@@ -36,7 +36,7 @@ from ._fsutil import atomic_write_bytes, atomic_write_json, create_private, ensu
 from ._labels import escape
 from ._packs import SMALL_OBJECT
 from ._retention import Policy, RetentionError, forgotten, plan
-from ._store import LAYOUT, Store, snapshots, summarize
+from ._store import LAYOUT, Store, parse_time, snapshots, summarize
 
 BATCH_BYTES = 32 * 1024 * 1024  # objects sent per request (one durable sync on the repository each), by stored size
 BATCH_OBJECTS = 2000
@@ -461,6 +461,11 @@ class _View:
                         "%s (%s)" % (item["id"], item["label"]) if item.get("label") else item["id"]
                         for item in reversed(available[-20:])) or "none"), available=available) from exc
 
+    def newest(self) -> Optional[dict]:
+        """Id and creation time of the host's newest checkpoint in the repository (what a rebuild can reach at best)."""
+        manifests = self.store.manifests()
+        return {"id": manifests[-1]["id"], "created": manifests[-1]["created"]} if manifests else None
+
     def raw(self, checkpoint_id: str) -> bytes:
         return _read_file(self.store.manifest_path(checkpoint_id))
 
@@ -612,12 +617,14 @@ def fetch_checkpoint(store: Store, spec: RepositorySpec, ref: str, key: Optional
                 "was changed. Restore into a new store_path (or remove the store that was created anew)." % (
                     store.root, spec.namespace, spec.where(), problem))
         local = store.find_optional(ref)
+        newest = None
         if local is not None:
             manifest, raw = local, None
         else:
             view = _View(conn, host_format, key, workdir)
             manifest = view.find(ref, spec.where())
             raw = view.raw(manifest["id"])
+            newest = view.newest()
         missing, complete = _missing_locally(store, manifest)
         objects, size = _fetch_objects(conn, store, missing)
         if not complete:
@@ -628,7 +635,9 @@ def fetch_checkpoint(store: Store, spec: RepositorySpec, ref: str, key: Optional
         if raw is not None:
             atomic_write_bytes(store.manifest_path(manifest["id"]), raw)
             store.load(manifest["id"])
-    return {"checkpoint": summarize(manifest), "fetched": {"objects": objects, "bytes": size}, "source": "repository"}
+    return {"checkpoint": summarize(manifest), "fetched": {"objects": objects, "bytes": size}, "source": "repository",
+            "newest_replicated": newest,
+            "rpo_seconds": None if newest is None else max(0, int(time.time() - parse_time(newest["created"])))}
 
 
 def prepare_store(store: Store, spec: RepositorySpec) -> None:

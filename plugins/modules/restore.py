@@ -131,6 +131,19 @@ fetched:
   returned: when O(repository) is set
   type: dict
   sample: {objects: 1204, bytes: 52428800}
+recovery:
+  description:
+    - With O(repository), outside check mode - where the checkpoint came from (C(local) or C(repository)), the
+      host's newest checkpoint in the repository and its age when the restore began (C(rpo_seconds), the
+      recovery point: how much a rebuild from the repository loses at most; null when the store held the
+      checkpoint), and the time the fetch and the restore took (C(rto_seconds)).
+  returned: when O(repository) is set, not in check mode
+  type: dict
+  sample:
+    source: repository
+    newest_replicated: {id: 20261121T220257.448Z-452f73, created: "2026-11-21T22:02:57Z"}
+    rpo_seconds: 3600
+    rto_seconds: 42.5
 damaged:
   description:
     - When the restore is refused because objects of the checkpoint are damaged or missing, each such object

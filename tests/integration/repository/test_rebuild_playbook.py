@@ -53,5 +53,8 @@ def test_a_wiped_host_is_rebuilt_from_the_repository_byte_identical(
     assert result.ok, result
     rebuilt = result.result("Restore the checkpoint, fetching it from the repository", "h1")
     assert rebuilt["fetched"]["objects"] == sent["objects"]["sent"] and rebuilt["verified"], rebuilt
+    recovery = rebuilt["recovery"]
+    assert recovery["source"] == "repository" and recovery["newest_replicated"]["id"] == taken["checkpoint"]["id"]
+    assert 0 <= recovery["rpo_seconds"] < 600 and 0 < recovery["rto_seconds"] < 600, recovery
     assert tree(host.local("/srv/app")) == expected
     assert options["private_key"].split("\n")[1] not in result.stdout

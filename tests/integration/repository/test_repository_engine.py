@@ -105,6 +105,7 @@ def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identic
         fetched = eng.repository.fetch_checkpoint(rebuilt, spec, "v1", key)
         assert fetched["source"] == "repository" and fetched["checkpoint"]["id"] == first["id"]
         assert fetched["fetched"]["objects"] == len(needed_by_first)
+        assert fetched["newest_replicated"]["id"] == second["id"] and 0 <= fetched["rpo_seconds"] < 600
         manifest = rebuilt.find("v1")
         eng.restore.restore_checkpoint(rebuilt, manifest, eng.restore.RestoreOptions(safety_checkpoint=False))
     assert snapshot(root) == expected
