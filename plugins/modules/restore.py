@@ -135,8 +135,8 @@ recovery:
   description:
     - With O(repository), outside check mode - where the checkpoint came from (C(local) or C(repository)), the
       host's newest checkpoint in the repository and its age when the restore began (C(rpo_seconds), the
-      recovery point: how much a rebuild from the repository loses at most; null when the store held the
-      checkpoint), and the time the fetch and the restore took (C(rto_seconds)).
+      recovery point, which is how much a rebuild from the repository loses at most; null when the store held
+      the checkpoint), and the time the fetch and the restore took (C(rto_seconds)).
   returned: when O(repository) is set, not in check mode
   type: dict
   sample:
