@@ -65,9 +65,17 @@ warn() { printf '\033[1;33m!!! %s\033[0m\n' "$*" >&2; }
 # ---------------------------------------------------------------------------------------------
 
 ensure_venv() {
-    local stamp="$VENV/.gitops-rollback-stamp" want
+    local stamp="$VENV/.gitops-rollback-stamp" want have=""
     want="$PYPROJECT_HASH $ROOT"
-    if [[ -x "$VENV/bin/ansible-test" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    [[ -f "$stamp" ]] && have="$(cat "$stamp")"
+    if [[ -x "$VENV/bin/ansible-test" && "$have" == "$want" ]]; then
+        export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
+        return 0
+    fi
+    # Made for another checkout with the same dependencies (worktrees share a virtualenv): used as
+    # it is, never reinstalled from here, so runs in other checkouts keep theirs. The tests import
+    # gitops_rollback from the checkout they run in.
+    if [[ -x "$VENV/bin/ansible-test" && "${have%% *}" == "$PYPROJECT_HASH" ]]; then
         export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
         return 0
     fi
