@@ -31,10 +31,11 @@ def deploy_play(builds: Path, version: str, hosts: str = "fleet", **extra: Any) 
                      rollback_release_label=version, rollback_release_shared=SHARED, **extra)
 
 
-def module_play(args: dict, hosts: str = "fleet", name: str = "Release") -> list[dict]:
-    """A play with one gitops.rollback.release task named ``name``."""
-    return [{"name": "release module", "hosts": hosts, "gather_facts": False,
-             "tasks": [{"name": name, "gitops.rollback.release": {"root": ROOT, **args}, "register": "out"}]}]
+def release_module(host, args: dict) -> tuple[bool, dict]:
+    """The release module on ``host`` as Ansible runs it there (:meth:`harness.Host.module`: the host's
+    namespaces, the JSON arguments, no controller): (succeeded, what it returned)."""
+    event = host.module("gitops.rollback.release", {"root": ROOT, **args}).events[-1]
+    return event["status"] == "ok", event["result"]
 
 
 def deploy_plays(builds: Path, *versions: str, hosts: str = "fleet") -> list[dict]:

@@ -7,8 +7,8 @@ import threading
 import time
 
 from release_helpers import (
-    ROOT, by_label, deploy, deploy_play, deploy_plays, index, live_version, module_play, release_dirs, role_play,
-    state_of, task_result,
+    ROOT, by_label, deploy, deploy_play, deploy_plays, index, live_version, release_dirs, release_module,
+    role_play, state_of, task_result,
 )
 
 
@@ -116,8 +116,8 @@ def test_unknown_label_fails_listing_the_releases_and_changes_nothing(builds, ru
         assert failed["labels"] == ["v1", "v2"]
     assert {host.name: state_of(host) for host in clean_fleet} == before
 
-    direct = run_playbook(module_play({"state": "rolled_back", "to": "v9"}, hosts="h1"))
-    assert not direct.ok and "have: v2 (" in direct.result("Release", "h1")["msg"]
+    ok, direct = release_module(clean_fleet["h1"], {"state": "rolled_back", "to": "v9"})
+    assert not ok and "have: v2 (" in direct["msg"], direct
 
 
 def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_playbook, clean_fleet):
@@ -127,9 +127,10 @@ def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_
                         + role_play("main"))  # v4 bad -> v3 current
     assert made.ok, made
 
-    pruned = run_playbook(module_play({"state": "pruned", "keep": 1}))
+    # the module's pruning policy, run on each host as Ansible runs it there
+    pruned = {host.name: release_module(host, {"state": "pruned", "keep": 1}) for host in clean_fleet}
 
-    assert pruned.ok, pruned
+    assert all(ok for ok, _result in pruned.values()), pruned
     for host in clean_fleet:
         labels = by_label(host)
         assert set(labels) == {"v1", "v3", "v4", "v5"}, "only v2 may go: v1 good, v3 current, v4/v5 bad"
@@ -137,9 +138,10 @@ def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_
         assert release_dirs(host) == {rel["id"] for rel in labels.values()}
         assert live_version(host) == "v3"
 
-    with_bad = run_playbook(module_play({"state": "pruned", "keep": 1, "prune_bad": True}))
+    with_bad = {host.name: release_module(host, {"state": "pruned", "keep": 1, "prune_bad": True})
+                for host in clean_fleet}
 
-    assert with_bad.ok, with_bad
+    assert all(ok for ok, _result in with_bad.values()), with_bad
     for host in clean_fleet:
         assert set(by_label(host)) == {"v1", "v3", "v5"}, "v5 is the newest (kept), v1 good, v3 current"
 
@@ -244,9 +246,9 @@ def test_missing_release_directory_is_refused_before_switching(builds, run_playb
     os.rename(h1.local(ROOT) / "releases" / v1, h1.local(ROOT) / "v1-moved-away")
     before = state_of(h1)
 
-    result = run_playbook(module_play({"state": "rolled_back"}, hosts="h1"))
+    ok, result = release_module(h1, {"state": "rolled_back"})
 
-    assert not result.ok
-    msg = result.result("Release", "h1")["msg"]
+    assert not ok, result
+    msg = result["msg"]
     assert f"Release {v1} (v1) is listed" in msg and "is missing" in msg
     assert state_of(h1) == before and live_version(h1) == "v2"
