@@ -41,15 +41,16 @@ def local(tmp_path: Path) -> Dict[str, Path]:
 
 
 @pytest.fixture
-def app(tmp_path: Path, run_playbook, local) -> Dict[str, Path]:
-    """One local host whose app directory was checkpointed as v1 and then changed."""
+def app(tmp_path: Path, run_task, local) -> Dict[str, Path]:
+    """One local host whose app directory was checkpointed as v1 (the module as Ansible runs it on the
+    local host) and then changed."""
     inventory = local["inventory"]
     app_dir = tmp_path / "srv" / "app"
     app_dir.mkdir(parents=True)
     (app_dir / "app.ini").write_text("workers = 4\n")
-    run = run_playbook([{"hosts": "app1", "gather_facts": False, "tasks": [{"gitops.rollback.checkpoint": {
-        "paths": [str(app_dir)], "label": "v1", "store_path": str(tmp_path / "store")}}]}], inventory=inventory)
-    assert run.ok, run
+    _run, made = run_task("gitops.rollback.checkpoint", {
+        "paths": [str(app_dir)], "label": "v1", "store_path": str(tmp_path / "store")})
+    assert made["status"] == "ok", made
     (app_dir / "app.ini").write_text("workers = 0\n")
     return {"inventory": inventory, "dir": app_dir, "store": tmp_path / "store"}
 

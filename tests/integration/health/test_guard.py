@@ -35,15 +35,14 @@ def read_tree(root: Path) -> Dict[str, str]:
 
 
 @pytest.fixture
-def deployed(tmp_path: Path, run_playbook, local_inventory: Path) -> Path:
-    """v1 checkpointed (label v1) in a store in tmp, then the broken v2 deployed over it."""
+def deployed(tmp_path: Path, run_task) -> Path:
+    """v1 checkpointed (label v1) in a store in tmp, then the broken v2 deployed over it (set-up: the
+    checkpoint module as Ansible runs it on the local host ``lb``, no playbook run)."""
     app_dir = tmp_path / "srv" / "app"
     write_tree(app_dir, V1)
-    run = run_playbook([{"hosts": "lb", "gather_facts": False, "tasks": [{
-        "name": "checkpoint", "gitops.rollback.checkpoint": {
-            "paths": [str(app_dir)], "label": "v1", "store_path": str(tmp_path / "store")}}]}],
-        inventory=local_inventory)
-    assert run.ok, run
+    _run, made = run_task("gitops.rollback.checkpoint", {
+        "paths": [str(app_dir)], "label": "v1", "store_path": str(tmp_path / "store")})
+    assert made["status"] == "ok", made
     write_tree(app_dir, V2)
     return app_dir
 
