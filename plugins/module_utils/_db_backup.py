@@ -29,34 +29,36 @@ from typing import Dict, List, Optional, Tuple
 
 from ._db_common import DatabaseError, compare_counts, verify_blobs
 from ._db_conn import DbConnection
-from ._db_mysql import MysqlEngine
-from ._db_pg import PgEngine
-from ._db_sqlite import SqliteEngine
+from ._db_engines import make_engine
+from ._db_migrations import read_state
 from ._errors import CheckpointNotFound, IntegrityError, RollbackError
 from ._fsutil import ensure_private_dir, temp_name
 from ._labels import show_label
 from ._lock import FileLock
-from ._migrate import recorded_version
 from ._manifest import Component, Manifest
 from ._store import Store, check_new_label, parse_time, utc_now
 
 COMPONENT_TYPE = "database"
-ENGINES = {"postgresql": PgEngine, "mysql": MysqlEngine, "sqlite": SqliteEngine}
 NAME_LIMITS = {"postgresql": 63, "mysql": 64}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def engine_for(conn: DbConnection, maintenance_db: Optional[str] = None,
-               extra_args: Optional[Dict[str, List[str]]] = None):
-    """Return the engine object of a connection (``extra_args``: {"pg_dump"|"pg_restore": argv})."""
-    extra_args = {tool: args for tool, args in (extra_args or {}).items() if args}
-    if conn.engine != "postgresql":
-        if extra_args:
-            raise RollbackError("dump_extra_args and restore_extra_args are pg_dump and pg_restore options; "
-                                "leave them out for engine=%s." % conn.engine)
-        return ENGINES[conn.engine](conn, maintenance_db or "postgres")
-    return PgEngine(conn, maintenance_db or "postgres", extra_args)
+def recorded_version(conn: DbConnection) -> Optional[int]:
+    """Return the migration version a database's history records (0: none applied), or None when it has no
+    history or it cannot be read (a backup records it beside the dump; a failed read never fails the backup)."""
+    try:
+        migrations = make_engine(conn).migrations()
+    except (RollbackError, OSError, KeyError):
+        return None
+    try:
+        if not migrations.schema_exists():
+            return None
+        return read_state(migrations, create=False).current
+    except (RollbackError, OSError, ValueError):
+        return None
+    finally:
+        migrations.close()
 
 
 def database_key(conn: DbConnection, database: Optional[str] = None) -> str:
@@ -138,7 +140,7 @@ def check_source(engine, conn: DbConnection, database: str) -> str:
 
 def plan_backup(store: Store, req: BackupRequest) -> dict:
     """Describe a backup without taking it (check mode)."""
-    engine = engine_for(req.conn, req.maintenance_db, {"pg_dump": req.dump_extra_args})
+    engine = make_engine(req.conn, req.maintenance_db, {"pg_dump": req.dump_extra_args})
     database = database_key(req.conn)
     fmt = choose_format(engine, req.fmt)
     version = check_source(engine, req.conn, database)
@@ -160,7 +162,7 @@ def backup(store: Store, req: BackupRequest, owner: str, lock_timeout: float = 0
     The checkpoint is the one labelled (or identified) ``req.checkpoint`` when it exists,
     else a new one with that label.
     """
-    engine = engine_for(req.conn, req.maintenance_db, {"pg_dump": req.dump_extra_args})
+    engine = make_engine(req.conn, req.maintenance_db, {"pg_dump": req.dump_extra_args})
     database = database_key(req.conn)
     fmt = choose_format(engine, req.fmt)
     if store.find_optional(req.checkpoint) is None:
@@ -306,7 +308,7 @@ def verify_backup(store: Store, component: dict, jobs: int) -> None:
 
 def plan_restore(store: Store, req: RestoreRequest) -> dict:
     """Describe a restore (check mode) after the same checks a real one makes first."""
-    engine = engine_for(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
+    engine = make_engine(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
     database = database_key(req.conn)
     source = database_key(req.conn, req.source_database)
     manifest, backup_component = locate_backup(store, req.checkpoint, engine.name, source)
@@ -343,7 +345,7 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
 
 def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float = 0.0) -> dict:
     """Restore a database from a checkpoint; return what was done and what was verified."""
-    engine = engine_for(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
+    engine = make_engine(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
     database = database_key(req.conn)
     source = database_key(req.conn, req.source_database)
     manifest, backup_component = locate_backup(store, req.checkpoint, engine.name, source)

@@ -1,6 +1,6 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""MariaDB/MySQL backup and restore with the server's own clients (mariadb-dump/mysqldump,
+"""MariaDB/MySQL's adapter: backup and restore with the server's own clients (mariadb-dump/mysqldump,
 mariadb/mysql).
 
 Row counts are read from the dump itself as it streams into the store (``_db_sqlrows``): they
@@ -8,19 +8,9 @@ are what the dump holds, in its own snapshot, without a second scan of the table
 marked inexact (a restore then reports, but does not enforce, them) when a table appeared or
 went during the dump, or when the dump could not be read (then the server counts afterwards).
 
-Swap has no ``RENAME DATABASE`` to lean on: the dump is restored into a staging schema, then
-ONE ``RENAME TABLE`` statement moves every live table into the ``__gr_old_`` schema and every
-staged table into the live one (atomic for the tables). Triggers pin a table to its schema, so
-they are dropped before the move; views, routines, events and triggers are then re-created in
-the live schema from the staging schema's definitions, each in its own creation session
-(``_db_mysql_objects``). Between the move and the re-creation (one client session, milliseconds)
-views and triggers are absent; the old schema keeps the tables only.
-
-The swap's phases (``SWAP_PHASES``): ``read`` the objects of both databases (dropping what killed
-runs left: ``__gr_drop``, other ``__gr_restore_`` copies), ``rehearse`` their re-creation in the
-staged copy, ``prepare`` the database receiving the live tables, ``move`` + ``objects`` (one
-session), ``cleanup``. A failure up to ``prepare`` leaves the live database untouched; a failure
-in ``move`` or ``objects`` puts it back as it was before the error is raised.
+A restore's swap of the staged copy into the live database is ``_db_mysql_swap``; the migration
+side (history, lock, scratch copy) is ``_db_mysql_migrations.MysqlMigrations``
+(``MysqlEngine.migrations()``).
 """
 
 from __future__ import annotations
@@ -30,15 +20,15 @@ from typing import Dict, List, Optional
 
 from ._db_common import COMPRESSORS, DatabaseError, DumpStream, feed_pipeline, output_buffer_launcher
 from ._db_conn import DbConnection
-from ._db_mysql_objects import (DbObject, creation_script, drop_statements, ident, literal, parse_objects,
-                                read_script)
+from ._db_mysql_migrations import MysqlMigrations
+from ._db_mysql_objects import DbObject, ident, literal, parse_objects, read_script
+from ._db_mysql_swap import swap
 from ._db_sqlrows import RowCounter
-from ._errors import CommandError, RollbackError
+from ._errors import CommandError
 from ._process import run
 from ._store import Store
 
 DUMP_TRAILER = b"-- Dump completed"
-MOVABLE = ("BASE TABLE", "SEQUENCE", "SYSTEM VERSIONED")
 NO_DATA_ENGINES = ("MRG_MYISAM", "MRG_ISAM", "FEDERATED")  # mariadb-dump writes no rows for these
 
 
@@ -62,24 +52,6 @@ def connection_error(conn: DbConnection, stderr: str) -> DatabaseError:
                          stderr=stderr)
 
 
-SWAP_PHASES = {
-    "read": "reading the views, routines, events and triggers of the staged copy and the live database",
-    "rehearse": "re-creating the views, routines, events and triggers in the staged copy",
-    "prepare": "creating the database that receives the live tables",
-    "move": "moving the tables (one RENAME TABLE)",
-    "objects": "re-creating the views, routines, events and triggers in the live database",
-    "cleanup": "dropping the emptied staged copy and the previous tables",
-}
-
-
-def swap_error(live: str, phase: str, cause: RollbackError, touched: bool, state: Optional[str] = None) -> DatabaseError:
-    """Return the error of a failed swap phase; ``details`` say which, whether the live database changed, its state."""
-    details = dict(cause.details, swap_phase=phase, live_database_touched=touched)
-    if state:
-        details["live_state"] = state
-    return DatabaseError("swap phase '%s' (%s) of %s failed: %s" % (phase, SWAP_PHASES[phase], live, cause), **details)
-
-
 def retarget_collation_switches(dumped: str, target: str) -> str:
     """Return the sed expression making mariadb-dump's ``ALTER DATABASE`` lines of ``dumped`` name ``target``."""
     def pattern(text: str) -> str:
@@ -93,17 +65,6 @@ def retarget_collation_switches(dumped: str, target: str) -> str:
         pattern(ident(dumped)), words, replacement(ident(target)))
 
 
-def rename(moves: List[tuple]) -> str:
-    """Return one RENAME TABLE statement moving each (from database, table, to database)."""
-    return "RENAME TABLE " + ", ".join("%s.%s TO %s.%s" % (ident(src), ident(table), ident(dst), ident(table))
-                                       for src, table, dst in moves)
-
-
-def statements_script(statements: List[str]) -> bytes:
-    """Return a client script (bytes) of statements whose text is UTF-8."""
-    return "".join(statement + ";\n" for statement in ["SET NAMES utf8mb4"] + statements).encode("utf-8")
-
-
 class MysqlEngine:
     """Backs up and restores one MariaDB/MySQL server's databases."""
 
@@ -113,6 +74,10 @@ class MysqlEngine:
 
     def __init__(self, conn: DbConnection, maintenance_db: Optional[str] = None) -> None:
         self.conn = conn
+
+    def migrations(self) -> MysqlMigrations:
+        """Return the migration side (history, lock, scratch copy) of the connection's database."""
+        return MysqlMigrations(self.conn)
 
     def _client(self) -> str:
         return self.conn.binary("mariadb", "mysql")
@@ -331,7 +296,7 @@ class MysqlEngine:
                 raise connection_error(self.conn, str(exc.details.get("stderr") or exc)) from exc
         return [line.split(b"\t") for line in done.stdout.split(b"\n") if line]
 
-    def _objects(self, database: str) -> List[tuple]:
+    def list_objects(self, database: str) -> List[tuple]:
         """Return (kind, name) of the views, routines, events and triggers of a database.
 
         Triggers come in the order they fire (per table, timing and event): they are re-created in it.
@@ -348,102 +313,14 @@ class MysqlEngine:
 
     def read_objects(self, database: str) -> List[DbObject]:
         """Return the views, routines, events and triggers of a database as stored, with their creation sessions."""
-        listed = self._objects(database)
+        listed = self.list_objects(database)
         if not listed:
             return []
         return parse_objects(listed, self.run_script(read_script(database, listed)), database)
 
     def swap(self, live: str, staged: str, old: Optional[str]) -> None:
-        """Move the staged tables into ``live`` (its tables go to ``old``, or are dropped); see the module docstring.
-
-        A failure names its phase (``SWAP_PHASES``); before the move ``live`` is untouched, after it
-        ``live`` is put back as it was (tables moved back, objects re-created) before the error is raised.
-        """
-        keep = old or live + "__gr_drop"
-        phase = "read"
-        try:
-            for leftover in self._leftovers(live, staged):
-                self.drop(leftover)
-            staged_objects, live_objects = self.read_objects(staged), self.read_objects(live)
-            info, live_info = self.database_info(staged), self.database_info(live)
-            phase = "rehearse"
-            self.run_script(self._rehearsal(staged, staged_objects, info))
-            phase = "prepare"
-            tables = {live: self.tables(live, MOVABLE), staged: self.tables(staged, MOVABLE)}
-            self.create(keep, live_info)
-        except RollbackError as exc:
-            raise swap_error(live, phase, exc, touched=False) from exc
-        try:  # one session: the objects are absent for milliseconds, not across client calls
-            self.run_script(self._move_script(live, staged, keep, tables, live_objects, staged_objects)
-                            + creation_script(live, staged_objects, info))
-        except RollbackError as exc:
-            raise self._put_back(live, staged, keep, tables[staged], live_objects, live_info, exc) from exc
-        phase = "cleanup"
-        try:
-            self.drop(staged)
-            if old is None:
-                self.drop(keep)
-        except RollbackError as exc:
-            raise swap_error(live, phase, exc, touched=True, state=(
-                "The live database %s holds the backup (tables and objects); %s%s could not be dropped now (the "
-                "next restore drops them)." % (live, staged, "" if old else " and " + keep))) from exc
-
-    def _leftovers(self, live: str, staged: str) -> List[str]:
-        """Return the staging databases of ``live`` that killed runs left: ``__gr_drop``, other ``__gr_restore_``."""
-        pattern = (live + "__gr_").replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
-        rows = self.sql("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s"
-                        % literal(pattern + "%"))
-        return [row[0] for row in rows if row[0] != staged and (
-            row[0] == live + "__gr_drop" or row[0].startswith(live + "__gr_restore_"))]
-
-    @staticmethod
-    def _rehearsal(staged: str, objects: List[DbObject], info: dict) -> bytes:
-        """Return the script that re-creates the staged objects in the staged copy, proving they can be."""
-        drops = drop_statements(staged, [(o.kind, o.name) for o in objects])
-        return statements_script(drops) + creation_script(staged, objects, info)
-
-    @staticmethod
-    def _move_script(live: str, staged: str, keep: str, tables: Dict[str, List[str]], live_objects: List[DbObject],
-                     staged_objects: List[DbObject]) -> bytes:
-        """Return the script that drops the triggers (they pin a table to its schema) and moves the tables.
-
-        One RENAME TABLE moves every live table into ``keep`` and every staged one into ``live``:
-        all or none. The other live objects are dropped after it.
-        """
-        live_names = [(o.kind, o.name) for o in live_objects]
-        moves = [(live, t, keep) for t in tables[live]] + [(staged, t, live) for t in tables[staged]]
-        statements = drop_statements(live, live_names, others=False)
-        statements += drop_statements(staged, [(o.kind, o.name) for o in staged_objects], others=False)
-        statements += [rename(moves)] if moves else []
-        statements += drop_statements(live, live_names, triggers=False)
-        return statements_script(statements)
-
-    def _put_back(self, live: str, staged: str, keep: str, backup_tables: List[str], live_objects: List[DbObject],
-                  live_info: dict, cause: RollbackError) -> DatabaseError:
-        """Bring ``live`` back as it was after a failed move or re-creation; return the error to raise.
-
-        The objects ``live`` holds now are dropped; if the move happened, one RENAME TABLE moves the
-        backup's tables back to the staged copy and the previous ones back into ``live``; then the
-        previous objects are re-created as they were, and the emptied ``keep`` is dropped.
-        """
-        phase = "objects"
-        try:
-            current = self._objects(live)
-            kept = self.tables(keep, MOVABLE)
-            moved = bool(kept) or bool(backup_tables and not self.tables(staged, MOVABLE))
-            phase = "objects" if moved else "move"
-            moves = [(live, t, staged) for t in backup_tables] + [(keep, t, live) for t in kept] if moved else []
-            statements = drop_statements(live, current, others=False) + ([rename(moves)] if moves else [])
-            statements += drop_statements(live, current, triggers=False)
-            self.run_script(statements_script(statements) + creation_script(live, live_objects, live_info))
-            self.drop(keep)
-        except RollbackError as exc:
-            return swap_error(live, phase, cause, touched=True, state=(
-                "Putting %s back failed too (%s). Its previous tables are in %s unless they are back in %s; restore "
-                "the safety checkpoint, or run the restore again." % (live, exc, keep, live)))
-        return swap_error(live, phase, cause, touched=False, state=(
-            "%s was put back as it was (its tables moved back, its views, routines, events and triggers re-created)"
-            % live))
+        """Move the staged tables into ``live`` (its tables go to ``old``, or are dropped): ``_db_mysql_swap``."""
+        swap(self, live, staged, old)
 
     def describe_restore(self, component: dict, source: str, database: str, jobs: int) -> List[str]:
         """Return the commands a restore runs (for check mode and the result)."""

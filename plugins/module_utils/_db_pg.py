@@ -1,6 +1,7 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PostgreSQL backup and restore with the server's own clients (psql, pg_dump, pg_restore).
+"""PostgreSQL's adapter: backup and restore with the server's own clients (psql, pg_dump, pg_restore); its
+migration side is ``_db_pg_migrations.PgMigrations`` (``PgEngine.migrations()``).
 
 The dump and the recorded row counts see the same data: a psql session opens a repeatable-read
 transaction, exports its snapshot, and pg_dump runs with ``--snapshot`` while that session
@@ -19,6 +20,7 @@ from typing import Dict, List, Optional
 
 from ._db_common import DatabaseError, DumpStream, adopt_file, hash_files, safe_relpath
 from ._db_conn import DbConnection
+from ._db_pg_migrations import PgMigrations
 from ._db_pg_args import check_extra_args
 from ._db_pg_props import (
     create_sql, ident, info_sql, literal, privileges_sql, property_statements, recorded_roles, restore_problems,
@@ -119,6 +121,10 @@ class PgEngine:
 
     def _bin(self, name: str) -> str:
         return self.conn.binary(name)
+
+    def migrations(self) -> PgMigrations:
+        """Return the migration side (history, lock, scratch copy) of the connection's database."""
+        return PgMigrations(self.conn)
 
     # ------------------------------------------------------------------ queries
     def sql(self, sql: str, database: Optional[str] = None) -> List[str]:

@@ -1,6 +1,7 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""SQLite backup and restore with Python's sqlite3 online backup API.
+"""SQLite's adapter: backup and restore with Python's sqlite3 online backup API; its migration side is
+``_db_sqlite_migrations.SqliteMigrations`` (``SqliteEngine.migrations()``).
 
 The backup checkpoints the write-ahead log (best effort), then takes a consistent copy even
 while other processes write the database; row counts are read from that copy, so they describe
@@ -24,6 +25,7 @@ from typing import Dict, List, Optional
 from urllib.parse import quote
 
 from ._db_common import DatabaseError, adopt_file
+from ._db_sqlite_migrations import SqliteMigrations
 from ._fsutil import temp_name, unlink_quietly
 from ._store import Store
 from ._tree import gid_for, group_name, uid_for, user_name
@@ -124,6 +126,10 @@ class SqliteEngine:
 
     def __init__(self, conn, maintenance_db: Optional[str] = None) -> None:
         self.conn = conn
+
+    def migrations(self) -> SqliteMigrations:
+        """Return the migration side (history, lock, scratch copy) of the database file."""
+        return SqliteMigrations(self.conn)
 
     def server_version(self) -> str:
         """Return the SQLite library version."""

@@ -5,7 +5,7 @@
 The directory is read in one of the layouts of ``_migrate_layouts`` (this collection's
 ``V<version>__<name>.up.sql``/``.down.sql``, golang-migrate, dbmate, Flyway; see docs/migrations.md).
 A migration is irreversible when it has no down script or its up script's leading comments say
-``-- gitops-rollback: irreversible``. The engines (``_migrate_engines``) turn each step into one
+``-- gitops-rollback: irreversible``. The engines' migration sides (``_db_migrations``) turn each step into one
 script; the list of scripts is the preview in check mode and exactly what runs otherwise.
 """
 
@@ -17,14 +17,16 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import List, Optional
 
+from ._db_backup import component_name, database_key
 from ._db_conn import DbConnection
 from ._errors import RollbackError
 from ._labels import escape, show_label
-from ._migrate_engines import Engine, MigrationFailed, Row, make_engine
+from ._db_engines import make_engine
+from ._db_migrations import MigrationFailed, Migrations, Row, State, read_state
 from ._migrate_layouts import IRREVERSIBLE_MARK, Folder, Migration, flyway_key, read_folder, wants_transaction
 from ._store import Store
 
@@ -153,42 +155,6 @@ class Step:
                 "transaction": self.transaction}
 
 
-@dataclass
-class State:
-    """The history and labels read from the database."""
-
-    history: List[dict] = field(default_factory=list)
-    labels: List[dict] = field(default_factory=list)
-
-    @property
-    def applied(self) -> List[dict]:
-        return [row for row in self.history if row["state"] == "applied"]
-
-    @property
-    def dirty(self) -> List[dict]:
-        return [row for row in self.history if row["state"] != "applied"]
-
-    @property
-    def current(self) -> int:
-        return max([int(row["version"]) for row in self.history] or [0])
-
-    def label_version(self, label: str) -> Optional[int]:
-        for entry in self.labels:
-            if entry["label"] == label:
-                return int(entry["version"])
-        return None
-
-
-def read_state(engine: Engine, create: bool) -> State:
-    """Read the history (creating the tables when ``create``; none yet reads as empty)."""
-    if create:
-        engine.ensure_schema()
-    elif not engine.schema_exists():
-        return State()
-    raw = engine.read_state()
-    return State(history=list(raw.get("history") or []), labels=list(raw.get("labels") or []))
-
-
 # ----------------------------------------------------------------------------- refusals
 def refuse_dirty(state: State, conn: DbConnection) -> None:
     """Refuse to go on while a migration is recorded dirty, with the exact recovery steps."""
@@ -270,30 +236,9 @@ def find_backups(store: Optional[Store], conn: DbConnection, version: int, label
     return found
 
 
-def recorded_version(conn: DbConnection) -> Optional[int]:
-    """Return the migration version a database's history records (0: none applied), or None when it has no
-    history or it cannot be read (a backup records it beside the dump; a failed read never fails the backup)."""
-    try:
-        engine = make_engine(conn)
-    except (RollbackError, OSError, KeyError):
-        return None
-    try:
-        if not engine.schema_exists():
-            return None
-        return read_state(engine, create=False).current
-    except (RollbackError, OSError, ValueError):
-        return None
-    finally:
-        close = getattr(engine, "close", None)
-        if close:
-            close()
-
-
 def checkpoint_version(params: Params) -> int:
     """Return the migration version the checkpoint ``params.checkpoint`` (an id, as the rollback plan resolved
     it; or a label) recorded for this database when it was backed up: the revert target, fixed by the id."""
-    from ._db_backup import component_name, database_key  # imported late: _db_backup imports this module
-
     store_path = params.store_path or ""
     store = Store(store_path, params.encryption_key)
     if not store.exists():
@@ -353,7 +298,7 @@ def row_for(migration: Migration, params: Params) -> Row:
                params.applied_by or default_applied_by(), params.job_id or default_job_id(), params.label)
 
 
-def plan_apply(engine: Engine, state: State, migrations: List[Migration], params: Params) -> List[Step]:
+def plan_apply(engine: Migrations, state: State, migrations: List[Migration], params: Params) -> List[Step]:
     """Return the up steps to the target version (latest when not given)."""
     latest = migrations[-1].version if migrations else 0
     target = parse_version(params.version) if params.version else latest
@@ -402,7 +347,7 @@ def revert_target(state: State, params: Params) -> int:
     raise RollbackError("operation=revert needs one of checkpoint, version, label, count or date.")
 
 
-def plan_revert(engine: Engine, state: State, migrations: List[Migration], params: Params) -> tuple:
+def plan_revert(engine: Migrations, state: State, migrations: List[Migration], params: Params) -> tuple:
     """Return (target version, down steps newest first); refuse drift and irreversible crossings."""
     target = revert_target(state, params)
     if target > state.current:
@@ -451,7 +396,7 @@ def down_body(row: dict, migration: Optional[Migration]) -> tuple:
 
 
 # ----------------------------------------------------------------------------- verify_reversible
-def verify_reversible(engine: Engine, migrations: List[Migration], params: Params) -> List[dict]:
+def verify_reversible(engine: Migrations, migrations: List[Migration], params: Params) -> List[dict]:
     """Apply up, down, up of each migration on a scratch copy; refuse a down that fails or differs."""
     scratch = engine.scratch_copy()
     report = []
@@ -475,14 +420,12 @@ def verify_reversible(engine: Engine, migrations: List[Migration], params: Param
             report.append({"version": migration.version, "name": migration.name, "reversible": True,
                            "checked": "up, down, up"})
     finally:
-        close = getattr(scratch, "close", None)
-        if close:
-            close()
+        scratch.close()
         scratch.drop()
     return report
 
 
-def _verify_run(scratch: Engine, migration: Migration, step: str, script: str) -> None:
+def _verify_run(scratch: Migrations, migration: Migration, step: str, script: str) -> None:
     try:
         scratch.run_scripts([script])
     except MigrationFailed as exc:
@@ -510,7 +453,7 @@ def run_operation(params: Params) -> dict:
         params.version = str(flyway_key(str(params.version), "version: "))  # 1.2 -> the number it is recorded by
     if params.operation in ("apply", "revert", "verify", "baseline", "repair") and not params.migrations_dir:
         raise RollbackError("operation=%s needs migrations_dir." % params.operation)
-    engine = make_engine(params.conn)
+    engine = make_engine(params.conn).migrations()
     writes = not params.check_mode and params.operation not in ("status", "verify")
     started = time.monotonic()
     if writes:
@@ -528,14 +471,12 @@ def run_operation(params: Params) -> dict:
     finally:
         if writes:
             engine.release_lock()
-        close = getattr(engine, "close", None)
-        if close:
-            close()
+        engine.close()
     result["duration_s"] = round(time.monotonic() - started, 3)
     return result
 
 
-def _dispatch(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+def _dispatch(engine: Migrations, state: State, migrations: List[Migration], params: Params) -> dict:
     if params.operation == "status":
         return status(state, migrations, params)
     if params.operation == "resolve":
@@ -556,7 +497,7 @@ def _dispatch(engine: Engine, state: State, migrations: List[Migration], params:
     return revert(engine, state, migrations, params)
 
 
-def _execute(engine: Engine, steps: List[Step], params: Params) -> Optional[State]:
+def _execute(engine: Migrations, steps: List[Step], params: Params) -> Optional[State]:
     """Run the steps' scripts (not in check mode) and return the state read afterwards."""
     if params.check_mode or not steps:
         return None
@@ -604,7 +545,7 @@ def _result(operation: str, before: State, after: Optional[State], steps: List[S
     return result
 
 
-def apply(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+def apply(engine: Migrations, state: State, migrations: List[Migration], params: Params) -> dict:
     """Apply pending migrations up to the target, verify them first when asked, record the label."""
     steps = plan_apply(engine, state, migrations, params)
     verified = verify_reversible(engine, [m for m in migrations if m.version in {s.version for s in steps}], params) \
@@ -638,7 +579,7 @@ def _drift_text(drift: List[dict]) -> str:
     return "; ".join("V%04d__%s (%s)" % (d["version"], d["name"], ", ".join(d["files"])) for d in drift)
 
 
-def baseline(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+def baseline(engine: Migrations, state: State, migrations: List[Migration], params: Params) -> dict:
     """Record the migrations up to ``version`` as applied without running them (adopt a database)."""
     if params.version is None:
         raise RollbackError("operation=baseline needs version: the migration the database's schema already has.")
@@ -662,7 +603,7 @@ def baseline(engine: Engine, state: State, migrations: List[Migration], params: 
             "diff": {"before": "version: 0\n", "after": "version: %d\n" % target}}
 
 
-def repair(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+def repair(engine: Migrations, state: State, migrations: List[Migration], params: Params) -> dict:
     """Accept the current files of drifted applied migrations (all, or ``version``) after review."""
     wanted = parse_version(params.version) if params.version is not None else None
     if wanted is not None and wanted not in {int(row["version"]) for row in state.applied}:
@@ -685,14 +626,14 @@ def repair(engine: Engine, state: State, migrations: List[Migration], params: Pa
             "sql": scripts}
 
 
-def revert(engine: Engine, state: State, migrations: List[Migration], params: Params) -> dict:
+def revert(engine: Migrations, state: State, migrations: List[Migration], params: Params) -> dict:
     """Revert to a version, label, count or date."""
     target, steps = plan_revert(engine, state, migrations, params)
     after = _execute(engine, steps, params)
     return _result("revert", state, after, steps, target, params)
 
 
-def record_label(engine: Engine, state: State, params: Params) -> dict:
+def record_label(engine: Migrations, state: State, params: Params) -> dict:
     """Record ``label`` (a Git tag) for the current version."""
     if not params.label:
         raise RollbackError("operation=label needs label (the Git tag of the release now deployed).")
@@ -711,7 +652,7 @@ def record_label(engine: Engine, state: State, params: Params) -> dict:
             "diff": {"before": "%s: %s\n" % (params.label, existing), "after": "%s: %d\n" % (params.label, target)}}
 
 
-def resolve(engine: Engine, state: State, params: Params) -> dict:
+def resolve(engine: Migrations, state: State, params: Params) -> dict:
     """Mark a dirty version applied or reverted after fixing it by hand."""
     if params.version is None or params.resolve_as is None:
         raise RollbackError("operation=resolve needs version and resolve_as (applied or reverted).")
@@ -739,14 +680,3 @@ def status(state: State, migrations: List[Migration], params: Params) -> dict:
                     for m in migrations if m.version not in applied],
         "drift": drift_report(state, migrations), "sql": [],
     }
-
-
-def current_version(conn: DbConnection) -> Optional[int]:
-    """Return the migration version of a database (None without a history table), e.g. for backups."""
-    engine = make_engine(conn)
-    try:
-        return read_state(engine, create=False).current if engine.schema_exists() else None
-    finally:
-        close = getattr(engine, "close", None)
-        if close:
-            close()

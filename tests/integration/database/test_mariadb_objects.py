@@ -105,12 +105,12 @@ def send(server: MariaDbServer, db: str, script: bytes) -> bytes:
 
 @pytest.fixture
 def engine_api(collections_path: Path):
-    """The collection's database engine, imported in-process."""
+    """The collection's database engine (and the MariaDB swap, whose scripts a test breaks), imported in-process."""
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils import _db_backup, _db_mysql
+    from ansible_collections.gitops.rollback.plugins.module_utils import _db_backup, _db_mysql_swap
     from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
     from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
-    return _db_backup, _db_mysql, DbConnection, Store
+    return _db_backup, _db_mysql_swap, DbConnection, Store
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def schema_db(mariadb: MariaDbServer, unique_name: Callable[[str], str]) -> str:
 
 def requests(engine_api, server: MariaDbServer, db: str, store: Path):
     """Return functions backing up and restoring ``db`` in-process."""
-    db_backup, _db_mysql, connection, store_class = engine_api
+    db_backup, _swap, connection, store_class = engine_api
     conn = connection(engine="mysql", database=db, host=server.host, port=server.port, user=server.user,
                       password=server.password)
 
@@ -171,8 +171,8 @@ def test_a_failed_swap_puts_the_live_database_back_and_a_rerun_completes(
     backed_up = snapshot(mariadb, db)
     send(mariadb, db, CHANGE.encode("utf-8"))
     changed = snapshot(mariadb, db)
-    _db_backup, db_mysql = engine_api[:2]
-    real = db_mysql.creation_script
+    _db_backup, mysql_swap = engine_api[:2]
+    real = mysql_swap.creation_script
     calls = []
 
     def failing_after_two(database, objects, final_info=None):
@@ -183,8 +183,8 @@ def test_a_failed_swap_puts_the_live_database_back_and_a_rerun_completes(
             script = real(database, objects[:2], None) + b"DROP TABLE no_such_table_forced_failure;\n"
         return script
 
-    monkeypatch.setattr(db_mysql, "creation_script", failing_after_two)
-    with pytest.raises(db_mysql.DatabaseError) as failed:
+    monkeypatch.setattr(mysql_swap, "creation_script", failing_after_two)
+    with pytest.raises(mysql_swap.DatabaseError) as failed:
         restore("v1", "replace")
     message = str(failed.value)
     assert "failed while putting the staged copy %s__gr_restore_" % db in message
@@ -196,7 +196,7 @@ def test_a_failed_swap_puts_the_live_database_back_and_a_rerun_completes(
     assert snapshot(mariadb, db) == changed
     assert staging_databases(mariadb, db) == []
 
-    monkeypatch.setattr(db_mysql, "creation_script", real)
+    monkeypatch.setattr(mysql_swap, "creation_script", real)
     mariadb.sql("CREATE DATABASE `%s__gr_restore_0ld0ne`; CREATE DATABASE `%s__gr_drop`" % (db, db))
     restore("v1", "replace")
     assert snapshot(mariadb, db) == backed_up

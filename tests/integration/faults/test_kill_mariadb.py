@@ -3,7 +3,7 @@
 Restore: the live database is exactly the pre-restore content or exactly the backup, row by row
 (tables, columns, rows, views and triggers); a staged copy or a moved-out copy of the killed run
 does not outlive the next run, and that run (through ansible-playbook) restores the backup.
-One intermediate state is documented (``_db_mysql`` module docstring) and accepted as the phase
+One intermediate state is documented (``_db_mysql_swap`` module docstring) and accepted as the phase
 ``moved``: MariaDB cannot move a table with triggers to another schema, nor create triggers or
 views in one statement with a rename, so for the milliseconds between the swap's single
 ``RENAME TABLE`` and the re-creation of the views and triggers (one client session), every table

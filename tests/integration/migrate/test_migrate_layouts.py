@@ -357,9 +357,9 @@ HOLDER = """
 import json, sqlite3, sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_engines import make_engine
+from ansible_collections.gitops.rollback.plugins.module_utils._db_engines import make_engine
 conn = DbConnection.from_params(json.loads(sys.argv[2]))
-engine = make_engine(conn)
+engine = make_engine(conn).migrations()
 engine.acquire_lock("holder-test@elsewhere", 3600, 0)
 if conn.engine == "sqlite":  # a migration of this run is writing
     engine.db().execute("BEGIN IMMEDIATE")

@@ -163,10 +163,10 @@ HOLDER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_engines import make_engine
+from ansible_collections.gitops.rollback.plugins.module_utils._db_engines import make_engine
 import json
 conn = DbConnection.from_params(json.loads(sys.argv[2]))
-engine = make_engine(conn)
+engine = make_engine(conn).migrations()
 engine.acquire_lock("holder-test@elsewhere", float(sys.argv[3]), 0)
 print("locked", flush=True)
 time.sleep(600)

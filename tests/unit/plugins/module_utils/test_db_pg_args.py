@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import engine_for
+from ansible_collections.gitops.rollback.plugins.module_utils._db_engines import make_engine
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
 from ansible_collections.gitops.rollback.plugins.module_utils._db_pg_args import check_extra_args
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
@@ -51,7 +51,7 @@ def test_every_refused_argument_is_named_at_once():
 
 def test_pg_dump_and_pg_restore_receive_them():
     conn = DbConnection(engine="postgresql", database="shop")
-    engine = engine_for(conn, None, {"pg_dump": ["--no-comments"], "pg_restore": ["--no-owner"]})
+    engine = make_engine(conn, None, {"pg_dump": ["--no-comments"], "pg_restore": ["--no-owner"]})
     argv = engine._dump_argv("shop", "custom", 1, "snap", None)
     assert argv[argv.index("--snapshot=snap") + 1] == "--no-comments"
     assert engine.describe_restore({"format": "custom"}, "<dump>", "shop", 1) == [
@@ -62,4 +62,4 @@ def test_pg_dump_and_pg_restore_receive_them():
 
 def test_other_engines_refuse_them():
     with pytest.raises(RollbackError, match="leave them out for engine=mysql"):
-        engine_for(DbConnection(engine="mysql", database="shop"), None, {"pg_dump": ["--no-comments"]})
+        make_engine(DbConnection(engine="mysql", database="shop"), None, {"pg_dump": ["--no-comments"]})

@@ -10,9 +10,10 @@ from ansible_collections.gitops.rollback.plugins.module_utils import _migrate as
 from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import component_name, database_key
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError, RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_engines import (
-    MysqlEngine, PostgresEngine, SqliteEngine, terminated,
-)
+from ansible_collections.gitops.rollback.plugins.module_utils._db_migrations import terminated
+from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql_migrations import MysqlMigrations
+from ansible_collections.gitops.rollback.plugins.module_utils._db_pg_migrations import PgMigrations
+from ansible_collections.gitops.rollback.plugins.module_utils._db_sqlite_migrations import SqliteMigrations
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 
@@ -74,11 +75,11 @@ def test_parse_version(text, version):
 
 def test_literals_escape_per_dialect():
     conn = DbConnection(engine="postgresql", database="d")
-    assert MysqlEngine(conn).literal("a'b\\c") == "'a''b\\\\c'"
-    assert SqliteEngine(conn).literal("a'b") == "'a''b'"
-    assert PostgresEngine(conn).literal("x;\n'y'") == "$gr$x;\n'y'$gr$"
+    assert MysqlMigrations(conn).literal("a'b\\c") == "'a''b\\\\c'"
+    assert SqliteMigrations(conn).literal("a'b") == "'a''b'"
+    assert PgMigrations(conn).literal("x;\n'y'") == "$gr$x;\n'y'$gr$"
     with pytest.raises(RollbackError, match="NUL"):
-        SqliteEngine(conn).literal("a\x00")
+        SqliteMigrations(conn).literal("a\x00")
 
 
 def test_sqlite_apply_revert_and_preview_equals_run(tmp_path, chain):
@@ -153,7 +154,7 @@ def test_out_of_order_apply_is_refused(tmp_path, chain):
 
 
 def test_sqlite_lock_held_by_live_owner_refuses(tmp_path, chain):
-    holder = SqliteEngine(DbConnection(engine="sqlite", database=str(tmp_path / "db.sqlite")))
+    holder = SqliteMigrations(DbConnection(engine="sqlite", database=str(tmp_path / "db.sqlite")))
     holder.acquire_lock("other@host", 3600, 0)
     try:
         with pytest.raises(LockHeldError, match="other@host"):

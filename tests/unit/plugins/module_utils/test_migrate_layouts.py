@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_engines import mysql_batch, mysql_statements
+from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql_migrations import mysql_batch, mysql_statements
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate_layouts import (
     dbmate_sections, flyway_key, flyway_text, read_folder, wants_transaction,
 )
