@@ -26,6 +26,8 @@ class GitConfigError(RollbackError):
 
 def _git_module() -> Any:
     try:
+        # imported when used (documented exception): GitPython takes about a second to import, and the
+        # runs that never read a Git tag (most Terraform snapshots and reverts) should not pay for it
         import git  # pylint: disable=import-outside-toplevel
     except ImportError as exc:
         raise GitConfigError("GitPython is not installed on the controller (%s). Install it with "

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The rollback report files from the audit log: HTML page, Prometheus text file, post-mortem draft.
 
-:func:`write_reports` reads the log, computes the numbers (``_report_analytics``), draws the asked
+:func:`write_reports` reads the log, computes the numbers (``_report_runs``, ``_report_analytics``), draws the asked
 files (``_report_html``, ``_report_prometheus``, ``_report_markdown``) and writes those whose content
 changed. The ``rollback_report`` module and the ``gitops-rollback report`` command call it.
 """
@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Tuple
 
 from ._errors import RollbackError, StoreFullError
 from ._fsutil import atomic_write_bytes
-from ._report_analytics import ReportError, analyze, read_log, select_run
+from ._report_analytics import analyze, select_run
+from ._report_runs import ReportError, read_log
 from ._report_html import render_html
 from ._report_markdown import render_postmortem
 from ._report_prometheus import render_prometheus

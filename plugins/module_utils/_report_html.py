@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from ._report_analytics import Rollback, iso
+from ._report_runs import Rollback, iso
 from ._report_svg import svg_bar_chart, svg_timeline, svg_trend
 from ._report_text import clip, escape, format_rate, format_seconds, json_text
 

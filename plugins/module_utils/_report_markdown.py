@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional
 
-from ._report_analytics import Rollback, dict_or_empty, iso
+from ._report_runs import Rollback, dict_or_empty, iso
 from ._report_text import clip, format_rate, format_seconds, json_text
 
 

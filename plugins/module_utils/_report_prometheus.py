@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Tuple
 
-from ._report_analytics import OUTCOMES, QUANTILES, round_or_none
+from ._report_runs import OUTCOMES, QUANTILES, round_or_none
 
 
 def _label_value(value: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import List
 
-from ._report_analytics import OUTCOMES, Rollback
+from ._report_runs import OUTCOMES, Rollback
 from ._report_text import clip, escape, format_seconds
 
 

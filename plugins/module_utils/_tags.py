@@ -14,6 +14,7 @@ loads both files as a package, the ``tag_event`` filter imports them as module_u
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -218,7 +219,6 @@ def event_from_awx_vars(variables: Mapping[str, Any]) -> Optional[RefEvent]:
         if payload is None:
             continue
         if isinstance(payload, str):
-            import json  # pylint: disable=import-outside-toplevel
             try:
                 payload = json.loads(payload)
             except ValueError as exc:

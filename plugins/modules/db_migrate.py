@@ -335,7 +335,8 @@ lock_recovered:
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import db_connection_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate import OPERATIONS, Params, run_operation
+from ansible_collections.gitops.rollback.plugins.module_utils._migrate import run_operation
+from ansible_collections.gitops.rollback.plugins.module_utils._migrate_plan import OPERATIONS, Params
 from ansible_collections.gitops.rollback.plugins.module_utils._migrate_layouts import LAYOUTS
 from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options

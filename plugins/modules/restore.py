@@ -162,7 +162,8 @@ damaged:
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, restore_host
+from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams
+from ansible_collections.gitops.rollback.plugins.module_utils._host_restore import restore_host
 from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils._options import repository_argument_spec
 

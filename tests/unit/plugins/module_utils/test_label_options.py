@@ -11,8 +11,9 @@ import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import BadLabel, CheckpointNotFound
 from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
-    CheckpointParams, list_checkpoints, make_checkpoint, restore_host,
+    CheckpointParams, list_checkpoints, make_checkpoint,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils._host_restore import restore_host
 from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store, check_new_label, safety_label
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils import _migrate as mig
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import component_name, database_key
+from ansible_collections.gitops.rollback.plugins.module_utils import _migrate_plan as plan
 from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError, RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._db_migrations import terminated
-from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql_migrations import MysqlMigrations
-from ansible_collections.gitops.rollback.plugins.module_utils._db_pg_migrations import PgMigrations
 from ansible_collections.gitops.rollback.plugins.module_utils._db_sqlite_migrations import SqliteMigrations
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
@@ -35,51 +32,8 @@ def chain(tmp_path):
 
 def params(tmp_path, directory, **kwargs):
     conn = DbConnection(engine="sqlite", database=str(tmp_path / "db.sqlite"))
-    return mig.Params(operation=kwargs.pop("operation", "status"), conn=conn, migrations_dir=str(directory),
-                      store_path=str(tmp_path / "store"), **kwargs)
-
-
-def test_load_migrations_sorts_and_pairs(chain):
-    found = mig.load_migrations(str(chain))
-    assert [m.version for m in found] == [1, 2, 3, 4, 5]
-    assert found[0].down_sql == "DROP TABLE t1;\n" and len(found[0].checksum) == 64 and not found[0].irreversible
-
-
-@pytest.mark.parametrize("name, problem", [
-    ("V1_bad.up.sql", "is not named"),
-    ("V0001__other.down.sql", "no matching up file"),
-    ("V01__t1.up.sql", "appears twice"),
-])
-def test_load_migrations_refuses_malformed_directories(chain, name, problem):
-    (chain / name).write_text("SELECT 1;")
-    with pytest.raises(RollbackError, match=problem):
-        mig.load_migrations(str(chain))
-
-
-def test_irreversible_by_marker_or_missing_down(tmp_path):
-    write(tmp_path, 1, "a", "-- gitops-rollback: irreversible\nDROP TABLE x;", "SELECT 1;")
-    write(tmp_path, 2, "b", "SELECT 1;")
-    first, second = mig.load_migrations(str(tmp_path))
-    assert first.marked_irreversible and first.irreversible and second.irreversible
-
-
-def test_terminated_adds_a_missing_semicolon_only():
-    assert terminated("SELECT 1") == "SELECT 1\n;\n"
-    assert terminated("SELECT 1;\n-- done\n") == "SELECT 1;\n-- done\n"
-
-
-@pytest.mark.parametrize("text, version", [("12", 12), ("0012", 12), ("V0012", 12)])
-def test_parse_version(text, version):
-    assert mig.parse_version(text) == version
-
-
-def test_literals_escape_per_dialect():
-    conn = DbConnection(engine="postgresql", database="d")
-    assert MysqlMigrations(conn).literal("a'b\\c") == "'a''b\\\\c'"
-    assert SqliteMigrations(conn).literal("a'b") == "'a''b'"
-    assert PgMigrations(conn).literal("x;\n'y'") == "$gr$x;\n'y'$gr$"
-    with pytest.raises(RollbackError, match="NUL"):
-        SqliteMigrations(conn).literal("a\x00")
+    return plan.Params(operation=kwargs.pop("operation", "status"), conn=conn, migrations_dir=str(directory),
+                       store_path=str(tmp_path / "store"), **kwargs)
 
 
 def test_sqlite_apply_revert_and_preview_equals_run(tmp_path, chain):
@@ -90,24 +44,10 @@ def test_sqlite_apply_revert_and_preview_equals_run(tmp_path, chain):
     assert preview["sql"][0].startswith("BEGIN IMMEDIATE;\nDROP TABLE t5;")
 
 
-def test_revert_target_by_date_label_and_count():
-    state = mig.State(history=[
-        {"version": 1, "state": "applied", "applied_at": "2026-01-01T00:00:00.000Z"},
-        {"version": 2, "state": "applied", "applied_at": "2026-01-02T00:00:00.000Z"},
-        {"version": 3, "state": "applied", "applied_at": "2026-01-03T00:00:00.000Z"},
-    ], labels=[{"label": "v1", "version": 1}])
-    conn = DbConnection(engine="sqlite", database="x")
-    assert mig.revert_target(state, mig.Params("revert", conn, date="2026-01-02T12:00:00Z")) == 2
-    assert mig.revert_target(state, mig.Params("revert", conn, label="v1")) == 1
-    assert mig.revert_target(state, mig.Params("revert", conn, count=3)) == 0
-    with pytest.raises(RollbackError, match="Label 'v9' is not recorded"):
-        mig.revert_target(state, mig.Params("revert", conn, label="v9"))
-
-
 def test_drift_refuses_revert_unless_forced(tmp_path, chain):
     mig.run_operation(params(tmp_path, chain, operation="apply"))
     (chain / "V0005__t5.up.sql").write_text("CREATE TABLE t5 (id INTEGER, x INTEGER)")
-    with pytest.raises(mig.DriftError, match="V0005__t5.up.sql"):
+    with pytest.raises(plan.DriftError, match="V0005__t5.up.sql"):
         mig.run_operation(params(tmp_path, chain, operation="revert", count=1))
     assert mig.run_operation(params(tmp_path, chain, operation="revert", count=1, force=True))["version"] == 4
 
@@ -120,7 +60,7 @@ def test_irreversible_names_a_matching_checkpoint_backup(tmp_path, chain):
     manifest = store.new_manifest(label="v1")
     store.attach_component(manifest, {"type": "database", "name": "sqlite/db.sqlite",
                                       "database": str(tmp_path / "db.sqlite"), "blobs": [], "migration_version": 5})
-    with pytest.raises(mig.IrreversibleError) as caught:
+    with pytest.raises(plan.IrreversibleError) as caught:
         mig.run_operation(params(tmp_path, chain, operation="revert", version="5"))
     assert manifest["id"] in str(caught.value) and "V0006__drop" in str(caught.value)
 
@@ -134,7 +74,7 @@ def test_irreversible_in_an_encrypted_store_names_the_backup_or_why_none_can_be_
     manifest = store.new_manifest(label="v1")
     store.attach_component(manifest, {"type": "database", "name": "sqlite/db.sqlite",
                                       "database": str(tmp_path / "db.sqlite"), "blobs": [], "migration_version": 5})
-    with pytest.raises(mig.IrreversibleError) as caught:
+    with pytest.raises(plan.IrreversibleError) as caught:
         mig.run_operation(params(tmp_path, chain, operation="revert", version="5", encryption_key=key))
     message = str(caught.value)
     assert "V0006__drop" in message and "Nothing was run" in message
@@ -168,21 +108,5 @@ def test_verify_reversible_catches_an_incomplete_down(tmp_path):
     directory = tmp_path / "m"
     directory.mkdir()
     write(directory, 1, "a", "CREATE TABLE a (id INTEGER);\nCREATE INDEX a_id ON a (id);", "SELECT 1;")
-    with pytest.raises(mig.NotReversibleError, match="a_id"):
+    with pytest.raises(plan.NotReversibleError, match="a_id"):
         mig.run_operation(params(tmp_path, directory, operation="verify"))
-
-
-def test_the_revert_target_of_a_checkpoint_is_the_version_its_backup_recorded(tmp_path):
-    conn = DbConnection(engine="sqlite", database=str(tmp_path / "db.sqlite"))
-    store = Store(str(tmp_path / "store"))
-    store.init()
-    recorded = store.new_manifest(label="v1")
-    store.attach_component(recorded, {"type": "database", "name": component_name("sqlite", database_key(conn)),
-                                      "blobs": [], "migration_version": 3})
-    other = store.new_manifest(label="v2")
-    store.attach_component(other, {"type": "database", "name": "sqlite/elsewhere.db", "blobs": [],
-                                   "migration_version": 7})
-    params = mig.Params("revert", conn, store_path=store.root, checkpoint=recorded["id"])
-    assert mig.checkpoint_version(params) == 3
-    with pytest.raises(RollbackError, match="records no migration version of sqlite/"):
-        mig.checkpoint_version(mig.Params("revert", conn, store_path=store.root, checkpoint=other["id"]))

@@ -11,6 +11,8 @@ import subprocess
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils import _release as release
+from ansible_collections.gitops.rollback.plugins.module_utils._release_build import ls_remote_argv
+from ansible_collections.gitops.rollback.plugins.module_utils._release_root import INDEX, INDEX_FORMAT, ReleaseError, ReleaseRoot, current_release
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 
 
@@ -47,7 +49,7 @@ def live(root):
 
 
 def labels(root):
-    return {rel["label"]: rel for rel in release.ReleaseRoot.open(root).releases}
+    return {rel["label"]: rel for rel in ReleaseRoot.open(root).releases}
 
 
 def test_deploy_links_shared_paths_and_switches_current(root, builds):
@@ -71,7 +73,7 @@ def test_same_label_and_content_is_not_deployed_twice(root, builds):
 
 def test_same_label_with_other_content_is_refused(root, builds):
     deploy(root, builds, "v1")
-    with pytest.raises(release.ReleaseError, match="holds other content"):
+    with pytest.raises(ReleaseError, match="holds other content"):
         release.apply("present", params(root, src=builds["v2"], label="v1"))
 
 
@@ -92,19 +94,19 @@ def test_rollback_marks_bad_and_skips_bad_releases_next_time(root, builds):
     assert first["release"]["label"] == "v2" and second["release"]["label"] == "v1"
     assert labels(root)["v3"]["marks"] == ["bad"] and labels(root)["v3"]["reason"] == "5xx"
     assert live(root) == "v1"
-    with pytest.raises(release.ReleaseError, match="no release before"):
+    with pytest.raises(ReleaseError, match="no release before"):
         release.apply("rolled_back", params(root))
 
 
 def test_rollback_to_current_changes_nothing(root, builds):
     deploy(root, builds, "v1", "v2")
-    with open(os.path.join(root, release.INDEX), "rb") as handle:
+    with open(os.path.join(root, INDEX), "rb") as handle:
         before = handle.read()
 
     result = release.apply("rolled_back", params(root, to="v2"))
 
     assert not result["changed"]
-    with open(os.path.join(root, release.INDEX), "rb") as handle:
+    with open(os.path.join(root, INDEX), "rb") as handle:
         assert handle.read() == before
 
 
@@ -134,7 +136,7 @@ def test_check_mode_plans_and_changes_nothing(root, builds):
 
 def test_unknown_release_lists_the_available_ones(root, builds):
     deploy(root, builds, "v1", "v2")
-    with pytest.raises(release.ReleaseError) as caught:
+    with pytest.raises(ReleaseError) as caught:
         release.apply("rolled_back", params(root, to="v9"))
     assert "'v9' is not in" in str(caught.value) and "v2 (" in str(caught.value) and "v1 (" in str(caught.value)
     assert caught.value.details["labels"] == ["v1", "v2"]
@@ -142,14 +144,14 @@ def test_unknown_release_lists_the_available_ones(root, builds):
 
 def test_current_that_is_a_directory_is_refused(root, builds):
     os.makedirs(os.path.join(root, "current"))
-    with pytest.raises(release.ReleaseError, match="not a symlink"):
+    with pytest.raises(ReleaseError, match="not a symlink"):
         deploy(root, builds, "v1")
 
 
 def test_missing_release_directory_is_refused(root, builds):
     deploy(root, builds, "v1", "v2")
     os.rename(os.path.join(root, "releases", labels(root)["v1"]["id"]), os.path.join(root, "elsewhere"))
-    with pytest.raises(release.ReleaseError, match="is missing"):
+    with pytest.raises(ReleaseError, match="is missing"):
         release.apply("rolled_back", params(root))
     assert live(root) == "v2"
 
@@ -159,7 +161,7 @@ def test_prune_plan_protects_current_good_and_bad(root, builds):
     release.apply("good", params(root))
     deploy(root, builds, "v2", "v3", "v4")
     release.apply("rolled_back", params(root))  # v4 bad, v3 current
-    tree = release.ReleaseRoot.open(root)
+    tree = ReleaseRoot.open(root)
 
     doomed = release.prune_plan(tree, tree.current_id(), keep=1, prune_bad=False)
     with_bad = release.prune_plan(tree, tree.current_id(), keep=1, prune_bad=True)
@@ -181,7 +183,7 @@ def test_prune_removes_interrupted_deploys(root, builds):
 
 def test_relative_shared_paths_only(root, builds):
     for bad in ("/etc/passwd", "../escape", "."):
-        with pytest.raises(release.ReleaseError, match="relative path"):
+        with pytest.raises(ReleaseError, match="relative path"):
             release.apply("present", params(root, src=builds["v1"], shared=[bad]))
 
 
@@ -202,14 +204,14 @@ def test_recorded_component_attaches_to_checkpoint_and_drives_rollback(root, bui
 
 
 def test_current_release_for_the_orchestrator(root, builds):
-    assert release.current_release(root) is None
+    assert current_release(root) is None
     deploy(root, builds, "v1")
 
-    current = release.current_release(root)
+    current = current_release(root)
 
     assert current["label"] == "v1" and current["state"] == "active" and current["path"].startswith(root)
-    with open(os.path.join(root, release.INDEX)) as handle:
-        assert json.load(handle)["format_version"] == release.INDEX_FORMAT
+    with open(os.path.join(root, INDEX)) as handle:
+        assert json.load(handle)["format_version"] == INDEX_FORMAT
 
 
 def test_git_deploy_runs_argument_lists_and_records_the_tag_commit(root, tmp_path):
@@ -232,7 +234,7 @@ def test_git_deploy_runs_argument_lists_and_records_the_tag_commit(root, tmp_pat
     result = release.apply("present", params(root, repo=str(repo), version="v1"))
 
     assert result["release"]["label"] == "v1" and result["release"]["commit"] == commit
-    assert result["commands"][0] == release.ls_remote_argv(str(repo), "v1")
+    assert result["commands"][0] == ls_remote_argv(str(repo), "v1")
     assert all(isinstance(argv, list) for argv in result["commands"])
     assert live(root) == "v1" and not os.path.exists(os.path.join(root, "current", ".git"))
     assert not release.apply("present", params(root, repo=str(repo), version="v1"))["changed"]
@@ -242,12 +244,12 @@ def test_rollback_reads_current_back_and_refuses_when_it_moved(root, builds, mon
     deploy(root, builds, "v1", "v2")
     assert release.apply("rolled_back", params(root))["verified"] is True
     deploy(root, builds, "v3")
-    real_switch = release.ReleaseRoot.switch
+    real_switch = ReleaseRoot.switch
 
     def switch_then_lose_a_race(self, release_id):
         real_switch(self, release_id)
         real_switch(self, labels(root)["v3"]["id"])  # another deploy switched right after us
 
-    monkeypatch.setattr(release.ReleaseRoot, "switch", switch_then_lose_a_race)
-    with pytest.raises(release.ReleaseError, match="After the switch, current .* points to"):
+    monkeypatch.setattr(ReleaseRoot, "switch", switch_then_lose_a_race)
+    with pytest.raises(ReleaseError, match="After the switch, current .* points to"):
         release.apply("rolled_back", params(root, to="v1"))

@@ -10,6 +10,7 @@ import os
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils import _report_analytics as report_analytics
+from ansible_collections.gitops.rollback.plugins.module_utils import _report_runs as report_runs
 from ansible_collections.gitops.rollback.plugins.module_utils import _report_html as report_html
 from ansible_collections.gitops.rollback.plugins.module_utils import _report_prometheus as report_prometheus
 from ansible_collections.gitops.rollback.plugins.module_utils import _report as report
@@ -153,13 +154,13 @@ def test_a_broken_hash_chain_is_named_in_every_report(tmp_path):
 
 
 def test_missing_log_names_the_path_and_the_way_out(tmp_path):
-    with pytest.raises(report_analytics.ReportError, match="does not exist.*log_path"):
+    with pytest.raises(report_runs.ReportError, match="does not exist.*log_path"):
         report.write_reports(str(tmp_path / "nope.jsonl"), prom_path=str(tmp_path / "m.prom"))
     assert not (tmp_path / "m.prom").exists()
 
 
 def test_unknown_run_id_lists_the_known_ones(analysis):
-    with pytest.raises(report_analytics.ReportError, match="'zz' is not a rollback.*r4"):
+    with pytest.raises(report_runs.ReportError, match="'zz' is not a rollback.*r4"):
         report_analytics.select_run(analysis[0], "zz")
 
 
@@ -190,12 +191,6 @@ def test_files_are_written_once_and_an_edited_draft_is_kept(tmp_path, records):
     assert [p.name for p in (tmp_path / "out").iterdir()] in (["r.html", "m.prom"], ["m.prom", "r.html"])
 
 
-def test_time_parsing_accepts_epochs_and_iso_texts():
-    assert report_analytics.parse_time("2026-11-21T22:30:00Z") == report_analytics.parse_time("2026-11-21T22:30:00+00:00")
-    assert report_analytics.parse_time(12.5) == 12.5 and report_analytics.parse_time("12.5") == 12.5
-    assert report_analytics.parse_time("yesterday") is None and report_analytics.parse_time(True) is None
-
-
 def test_by_reason_names_the_real_cause_of_failures_and_refusals():
     records = (
         [rec("started", "m1", T0, target="v9", trigger="manual"),
@@ -222,8 +217,8 @@ def test_by_reason_names_the_real_cause_of_failures_and_refusals():
     assert reasons == {"missing checkpoint or label": (1, 0, 1), "disk full": (1, 1, 0),
                        "corrupted object": (1, 1, 0), "operator abort": (1, 1, 0),
                        "refused by the cooldown": (1, 0, 1)}
-    assert report_analytics.NO_REASON not in reasons
-    assert report_analytics.classify("health gate fail: error_rate failed: 0.42") == "failed health gate"
+    assert report_runs.NO_REASON not in reasons
+    assert report_runs.classify("health gate fail: error_rate failed: 0.42") == "failed health gate"
 
 
 def test_drill_rollbacks_are_kept_out_of_the_production_figures(records):

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils import _report_analytics as report_analytics
+from ansible_collections.gitops.rollback.plugins.module_utils import _report_runs as report_runs
 from ansible_collections.gitops.rollback.plugins.module_utils import _report_svg as report_svg
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import find_all, sample_records
 
@@ -24,7 +25,7 @@ def test_the_trend_chart_draws_a_bar_per_day(analysis):
     ET.fromstring(svg)
     assert "<polyline" not in svg
     bars = [m for m in find_all(svg, "<rect ") if 'class="bar ' in svg[m:m + 200]]
-    assert len(bars) == sum(1 for day in daily for o in report_analytics.OUTCOMES if day[o])
+    assert len(bars) == sum(1 for day in daily for o in report_runs.OUTCOMES if day[o])
     assert 'class="bar bar-failed"><title>2026-09-22: 1 failed</title>' in svg
 
 

@@ -18,6 +18,8 @@ from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import
 )
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError, UnsafePathError
 from ansible_collections.gitops.rollback.plugins.module_utils._fsutil import TEMP_MARK
+from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams
+from ansible_collections.gitops.rollback.plugins.module_utils._host_restore import restore_host
 from ansible_collections.gitops.rollback.plugins.module_utils._restore import (
     RestoreOptions, plan_root, restore_checkpoint, verify_tree,
 )
@@ -260,7 +262,6 @@ def test_a_full_restore_from_the_packed_plan_gives_back_every_entry(store, root)
 
 
 def test_verify_checkpoint_refuses_a_plan_when_any_object_is_damaged(store, root):
-    from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, restore_host
     manifest = _checkpoint(store, root)
     (root / "conf" / "app.conf").write_text("port = 8080\n")  # the plan writes only this file
     untouched = hashlib.sha256(b"page 7\n").hexdigest()

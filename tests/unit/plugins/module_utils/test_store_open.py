@@ -11,9 +11,9 @@ import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
-    CheckpointParams, delete_checkpoint, list_checkpoints, make_checkpoint, prune_checkpoints, restore_host,
-    verify_checkpoints,
+    CheckpointParams, delete_checkpoint, list_checkpoints, make_checkpoint, prune_checkpoints, verify_checkpoints,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils._host_restore import restore_host
 from ansible_collections.gitops.rollback.plugins.module_utils._retention import Policy
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
 

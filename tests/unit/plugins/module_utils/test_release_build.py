@@ -1,0 +1,57 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Building a release: relative shared paths only, a content digest, shared paths linked in, leftovers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.gitops.rollback.plugins.module_utils._fsutil import temp_name
+from ansible_collections.gitops.rollback.plugins.module_utils._release_build import (
+    check_relative, leftovers, link_shared, tree_digest,
+)
+from ansible_collections.gitops.rollback.plugins.module_utils._release_root import ReleaseError, ReleaseRoot
+
+
+@pytest.mark.parametrize("path", ["/etc/app.yml", "..", "../x", "a/../../x", "."])
+def test_shared_paths_must_stay_inside_the_release(path):
+    with pytest.raises(ReleaseError, match="relative path"):
+        check_relative(path, "shared")
+
+
+def test_digest_changes_with_content_mode_and_links_but_not_with_git(tmp_path):
+    tree = tmp_path / "build"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "run").write_text("v1")
+    first = tree_digest(str(tree))
+    (tree / ".git").mkdir()
+    (tree / ".git" / "HEAD").write_text("ref")
+    assert tree_digest(str(tree)) == first
+    (tree / "bin" / "run").chmod(0o755)
+    moded = tree_digest(str(tree))
+    assert moded != first
+    os.symlink("bin/run", str(tree / "run"))
+    assert tree_digest(str(tree)) != moded
+
+
+def test_the_first_release_seeds_shared_paths_and_later_ones_link_them(tmp_path):
+    root = ReleaseRoot.open(str(tmp_path / "app"))
+    for rid, text in (("r1", "first"), ("r2", "second")):
+        directory = root.release_dir(rid)
+        os.makedirs(os.path.join(directory, "config"))
+        with open(os.path.join(directory, "config", "app.yml"), "w") as handle:
+            handle.write(text)
+        link_shared(root, directory, ["config/app.yml", "log"])
+        with open(os.path.join(directory, "config", "app.yml")) as handle:
+            assert handle.read() == "first"
+        assert os.path.islink(os.path.join(directory, "log")) and os.path.isdir(root.join("shared", "log"))
+
+
+def test_leftovers_are_the_temporary_release_directories(tmp_path):
+    root = ReleaseRoot.open(str(tmp_path / "app"))
+    os.makedirs(root.release_dir("r1"))
+    unfinished = temp_name(root.release_dir("r2"))
+    os.makedirs(unfinished)
+    assert leftovers(root) == [unfinished]
