@@ -24,6 +24,7 @@ from typing import List, Optional
 from ._db_conn import DbConnection
 from ._errors import LockHeldError, RollbackError
 from ._lock import process_start
+from ._process import command_error
 
 HISTORY = "gitops_rollback_migrations"
 LABELS = "gitops_rollback_labels"
@@ -200,6 +201,24 @@ class Migrations:
                 "session": session, "token": secrets.token_hex(8), "acquired_at": _iso(now),
                 "expires_epoch": now + ttl, "expires_at": _iso(now + ttl)}
 
+    def _record_owner(self, owner: str, ttl: float, session: int, upsert: str, conflict: str = "") -> None:
+        """Write the owner row of the server-side lock this engine's client session now holds (``upsert``: the
+        statement's verb, ``conflict``: its ON CONFLICT clause); a crashed run's row found there is reported."""
+        self.lock_record = self._lock_record(owner, ttl, session)
+        self.ensure_schema()
+        holder = self._holder()
+        if holder and not self.recovered:
+            self.recovered = holder  # a crashed run left its record; the server had already freed its lock
+        self.query(lock_row_sql(self.literal, self.lock_record, upsert) + conflict + ";", "Recording the migration lock owner")
+
+    def _holder(self) -> Optional[dict]:
+        """Return the lock's owner row (None when there is none)."""
+        raise NotImplementedError
+
+    def query(self, sql: str, what: str) -> str:
+        """Run SQL on the database and return the client's output."""
+        raise NotImplementedError
+
     def _lock_busy(self, holder: Optional[dict]) -> LockHeldError:
         if holder:
             who = "%s (pid %s on %s, since %s, expires %s)" % (
@@ -220,6 +239,22 @@ def lock_row_sql(literal, record: dict, upsert: str) -> str:
               str(record["session"] or "NULL"), literal(record["token"]), literal(record["acquired_at"]),
               repr(record["expires_epoch"]), literal(record["expires_at"])]
     return "%s INTO %s (%s) VALUES (%s)" % (upsert, LOCKS, ", ".join(cols), ", ".join(values))
+
+
+def send_to_session(engine, sql: str) -> str:
+    """Send one statement to the client session holding the engine's lock; return its one line of output."""
+    session = engine._session  # pylint: disable=protected-access
+    if session is None or session.stdin is None or session.stdout is None:
+        raise RollbackError("The migration lock session of %s is not running." % engine.conn.describe())
+    session.stdin.write(sql.encode("utf-8") + b"\n")
+    session.stdin.flush()
+    line = session.stdout.readline().decode("utf-8").strip()
+    if not line:
+        err = session.stderr.read() if session.stderr else b""
+        session.wait()
+        raise command_error(session.args, session.returncode or 1, err,
+                            "Taking the migration lock on %s" % engine.conn.describe(), engine.conn.secrets())
+    return line
 
 
 def end_lock_session(engine) -> None:

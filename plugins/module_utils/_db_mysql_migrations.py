@@ -13,10 +13,9 @@ import time
 from typing import List, Optional
 
 from ._db_conn import DbConnection
-from ._db_migrations import (HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row,
-                             end_lock_session, lock_row_sql, terminated)
+from ._db_migrations import HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row, end_lock_session, send_to_session, terminated
 from ._errors import CommandError, RollbackError
-from ._process import command_env, command_error, run
+from ._process import command_env, run
 
 CLIENT_DELIMITER_RE = re.compile(r"^[ \t]*delimiter[ \t]+\S", re.IGNORECASE | re.MULTILINE)
 _TOKEN_RE = re.compile(r"""
@@ -206,19 +205,6 @@ class MysqlMigrations(Migrations):
             raise MigrationFailed(str(exc), **exc.details) from exc
 
     # -- lock
-    def _send(self, sql: str) -> str:
-        if self._session is None or self._session.stdin is None or self._session.stdout is None:
-            raise RollbackError("The migration lock session of %s is not running." % self.conn.describe())
-        self._session.stdin.write(sql.encode("utf-8") + b"\n")
-        self._session.stdin.flush()
-        line = self._session.stdout.readline().decode("utf-8").strip()
-        if not line:
-            err = self._session.stderr.read() if self._session.stderr else b""
-            self._session.wait()
-            raise command_error(self._session.args, self._session.returncode or 1, err,
-                                "Taking the migration lock on %s" % self.conn.describe(), self.conn.secrets())
-        return line
-
     def _holder(self) -> Optional[dict]:
         if not self.schema_exists():
             return None
@@ -236,7 +222,7 @@ class MysqlMigrations(Migrations):
         deadline = time.monotonic() + max(timeout, 0.0)
         name = self.literal(self.lock_name())
         while True:
-            got, session = self._send("SELECT GET_LOCK(%s, 0), CONNECTION_ID();" % name).split("\t")
+            got, session = send_to_session(self, "SELECT GET_LOCK(%s, 0), CONNECTION_ID();" % name).split("\t")
             if got == "1":
                 break
             holder = self._holder()
@@ -252,12 +238,7 @@ class MysqlMigrations(Migrations):
                 self.release_lock()
                 raise self._lock_busy(holder)
             time.sleep(0.5)
-        self.lock_record = self._lock_record(owner, ttl, int(session))
-        self.ensure_schema()
-        holder = self._holder()
-        if holder and not self.recovered:
-            self.recovered = holder
-        self.query(lock_row_sql(self.literal, self.lock_record, "REPLACE") + ";", "Recording the migration lock owner")
+        self._record_owner(owner, ttl, int(session), "REPLACE")
 
     def release_lock(self) -> None:
         end_lock_session(self)

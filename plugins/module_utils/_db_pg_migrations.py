@@ -16,10 +16,9 @@ import time
 from typing import Dict, List, Optional
 
 from ._db_conn import DbConnection
-from ._db_migrations import (HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row,
-                             end_lock_session, lock_row_sql, terminated)
+from ._db_migrations import HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row, end_lock_session, send_to_session, terminated
 from ._errors import CommandError, RollbackError
-from ._process import command_env, command_error, run
+from ._process import command_env, run
 
 
 class PgMigrations(Migrations):
@@ -127,19 +126,6 @@ class PgMigrations(Migrations):
             raise MigrationFailed(str(exc), **exc.details) from exc
 
     # -- lock
-    def _send(self, sql: str) -> str:
-        if self._session is None or self._session.stdin is None or self._session.stdout is None:
-            raise RollbackError("The migration lock session of %s is not running." % self.conn.describe())
-        self._session.stdin.write(sql.encode("utf-8") + b"\n")
-        self._session.stdin.flush()
-        line = self._session.stdout.readline().decode("utf-8").strip()
-        if not line:
-            err = self._session.stderr.read().decode("utf-8", "replace") if self._session.stderr else ""
-            self._session.wait()
-            raise command_error(self._session.args, self._session.returncode or 1, err.encode("utf-8"),
-                                "Taking the migration lock on %s" % self.conn.describe(), self.conn.secrets())
-        return line
-
     def _holder(self) -> Optional[dict]:
         if not self.schema_exists():
             return None
@@ -154,7 +140,7 @@ class PgMigrations(Migrations):
         deadline = time.monotonic() + max(timeout, 0.0)
         key = self.lock_key()
         while True:
-            got, backend = self._send("SELECT pg_try_advisory_lock(%d), pg_backend_pid();" % key).split("|")
+            got, backend = send_to_session(self, "SELECT pg_try_advisory_lock(%d), pg_backend_pid();" % key).split("|")
             if got == "t":
                 break
             holder = self._holder()
@@ -168,15 +154,9 @@ class PgMigrations(Migrations):
                 self.release_lock()
                 raise self._lock_busy(holder)
             time.sleep(0.5)
-        self.lock_record = self._lock_record(owner, ttl, int(backend))
-        self.ensure_schema()
-        holder = self._holder()
-        if holder and not self.recovered:
-            self.recovered = holder  # a crashed run left its record; the server had already freed its lock
         columns = ("owner", "host", "pid", "session_id", "token", "acquired_at", "expires_epoch", "expires_at")
         updates = ", ".join("%s = EXCLUDED.%s" % (column, column) for column in columns)
-        self.query(lock_row_sql(self.literal, self.lock_record, "INSERT") + " ON CONFLICT (name) DO UPDATE SET "
-                   + updates + ";", "Recording the migration lock owner")
+        self._record_owner(owner, ttl, int(backend), "INSERT", " ON CONFLICT (name) DO UPDATE SET " + updates)
 
     def release_lock(self) -> None:
         end_lock_session(self)

@@ -12,22 +12,12 @@ from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import Db
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError, RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils._db_sqlite_migrations import SqliteMigrations
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
-
-
-def write(directory, version, name, up, down=None):
-    (directory / ("V%04d__%s.up.sql" % (version, name))).write_text(up)
-    if down is not None:
-        (directory / ("V%04d__%s.down.sql" % (version, name))).write_text(down)
+from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.migration_files import write, write_chain
 
 
 @pytest.fixture
 def chain(tmp_path):
-    directory = tmp_path / "migrations"
-    directory.mkdir()
-    for version in range(1, 6):
-        write(directory, version, "t%d" % version, "CREATE TABLE t%d (id INTEGER)" % version,
-              "DROP TABLE t%d;\n" % version)
-    return directory
+    return write_chain(tmp_path)
 
 
 def params(tmp_path, directory, **kwargs):
