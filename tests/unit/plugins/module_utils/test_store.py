@@ -13,8 +13,9 @@ import pytest
 from ansible_collections.gitops.rollback.plugins.module_utils._errors import (
     CheckpointNotFound, IntegrityError, UnsupportedFormat,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils import _store
-from ansible_collections.gitops.rollback.plugins.module_utils._store import LOOSE_SYNC_LIMIT, SMALL_FILE, Store, prune
+from ansible_collections.gitops.rollback.plugins.module_utils import _store_writes
+from ansible_collections.gitops.rollback.plugins.module_utils._store import SMALL_FILE, Store, prune
+from ansible_collections.gitops.rollback.plugins.module_utils._store_writes import LOOSE_SYNC_LIMIT
 
 
 @pytest.fixture
@@ -286,14 +287,14 @@ def test_a_stat_cache_row_whose_hash_is_no_object_name_is_not_an_answer(tmp_path
 def flushes(monkeypatch):
     """Record what Store.sync flushes: {"filesystem": calls of syncfs, "paths": paths fsynced}."""
     seen = {"filesystem": 0, "paths": []}
-    real_fsync = _store.fsync_path
+    real_fsync = _store_writes.fsync_path
 
     def fsync(path):
         seen["paths"].append(path)
         real_fsync(path)
 
-    monkeypatch.setattr(_store, "sync_filesystem", lambda _root: seen.__setitem__("filesystem", seen["filesystem"] + 1))
-    monkeypatch.setattr(_store, "fsync_path", fsync)
+    monkeypatch.setattr(_store_writes, "sync_filesystem", lambda _root: seen.__setitem__("filesystem", seen["filesystem"] + 1))
+    monkeypatch.setattr(_store_writes, "fsync_path", fsync)
     return seen
 
 
