@@ -23,18 +23,19 @@ pytestmark = pytest.mark.slow
 def engine_api(collections_path: Path) -> Any:
     """The engine's modules, imported from the built collection."""
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils import _errors, _migrate
+    from ansible_collections.gitops.rollback.plugins.module_utils import _errors, _migrate, _migrate_plan
     from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
 
     class Api:
         errors = _errors
         migrate = _migrate
+        plan = _migrate_plan
 
         @staticmethod
         def run(target: Any, operation: str, **options: Any) -> dict:
             conn = DbConnection.from_params(target.conn)
-            return _migrate.run_operation(_migrate.Params(operation=operation, conn=conn, owner="test@here",
-                                                          **options))
+            return _migrate.run_operation(_migrate_plan.Params(operation=operation, conn=conn, owner="test@here",
+                                                               **options))
 
     return Api
 
@@ -158,7 +159,7 @@ def test_dbmate_layout_sections_and_empty_down(engine, new_target, engine_api, t
 
     engine_api.run(target, "apply", migrations_dir=str(migrations))
     assert "legacy_gone" in target.schema()
-    with pytest.raises(engine_api.migrate.IrreversibleError, match="20260103120000"):  # its down section is empty
+    with pytest.raises(engine_api.plan.IrreversibleError, match="20260103120000"):  # its down section is empty
         engine_api.run(target, "revert", migrations_dir=str(migrations), version="0")
     assert [v for v, _state in target.history()] == [20260101120000, 20260102120000, 20260103120000]
 
@@ -248,7 +249,7 @@ def test_postgres_create_index_concurrently_outside_a_transaction(new_target, en
     with pytest.raises(engine_api.migrate.MigrationFailed, match="operation=status"):
         engine_api.run(target, "apply", migrations_dir=str(migrations))
     assert target.history() == [(1, "applied"), (2, "dirty")]
-    with pytest.raises(engine_api.migrate.DirtyError, match="no-transaction"):
+    with pytest.raises(engine_api.plan.DirtyError, match="no-transaction"):
         engine_api.run(target, "apply", migrations_dir=str(migrations))
     target.sql("DROP INDEX users_email")
     engine_api.run(target, "resolve", version="2", resolve_as="reverted")
@@ -295,7 +296,7 @@ def test_drift_is_refused_on_apply_until_repaired(new_target, engine_api, tmp_pa
     up.write_text("-- reviewed: comment only\n" + up.read_text())
     write(migrations, {k: v for k, v in CHAIN.items() if k.startswith("V0003")})
 
-    with pytest.raises(engine_api.migrate.DriftError, match=r"V0001__create_users\.up\.sql.*operation=repair"):
+    with pytest.raises(engine_api.plan.DriftError, match=r"V0001__create_users\.up\.sql.*operation=repair"):
         engine_api.run(target, "apply", migrations_dir=str(migrations))
     assert [v for v, _s in target.history()] == [1, 2] and "orders" not in target.schema()
 
