@@ -5,16 +5,7 @@
 The layers above it: objects (``_store_objects``, ``_store_writes``), manifests (``_store_manifests``),
 maintenance (``_store_maintenance``); ``_store.Store`` is the facade the rest of the collection uses.
 
-Layout under the store root (mode 0700)::
-
-    format                     {"format_version": 1}, or 2 with an "encryption" block
-    objects/<aa>/<sha256>      immutable blobs, named by the SHA-256 of their content (encrypted
-                               stores: HMAC-SHA256 under the store's naming key, see _crypto.py)
-    packs/<name>.pack|.idx     small objects appended to pack files, found by their index (_packs.py)
-    checkpoints/<id>.json      manifests; a checkpoint exists once its manifest does
-    cache/                     rebuildable stat caches
-    locks/store.lock           the exclusive lock of writers
-    tmp/                       temporary files, renamed into place
+The layout under the root: the ``_store`` module docstring and docs/store-format.md.
 """
 
 from __future__ import annotations
