@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from ._errors import RollbackError
-from ._host_ops import CheckpointParams, list_checkpoints, restore_host
+from ._host_ops import CheckpointParams, list_checkpoints
+from ._host_restore import restore_host
+from ._migrate import run_operation
+from ._migrate_plan import Params
 from ._plan import database_method, database_name, resolve, SAFETY_PREFIX
+from ._release import ReleaseParams, rollback
 
 #: Changed paths shown per managed root (the counts cover them all).
 PATHS_SHOWN = 20
@@ -58,9 +62,6 @@ def config_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
 
 def release_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
     """The switch of ``current`` in check mode: the release that would become current, and from which."""
-    # imported here: a preview without a release layer never needs the release engine
-    from ._release import ReleaseParams, rollback  # pylint: disable=import-outside-toplevel
-
     outcome = rollback(ReleaseParams(root=request.release_root, owner=request.owner, check_mode=True,
                                      checkpoint=checkpoint, store_path=request.store_path,
                                      encryption_key=request.encryption_key))
@@ -70,10 +71,7 @@ def release_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
             "from": before.get("id"), "from_label": before.get("label"), "marked_bad": outcome.get("marked_bad")}
 
 
-def _migrate_params(entry: Dict[str, Any], request: PreviewRequest, checkpoint: str):
-    # imported here: only a database with migrations needs the migration engine
-    from ._migrate import Params  # pylint: disable=import-outside-toplevel
-
+def _migrate_params(entry: Dict[str, Any], request: PreviewRequest, checkpoint: str) -> Params:
     params = {key: entry.get(key) for key in ("engine", "database", "login_host", "login_port", "login_user",
                                               "login_password", "login_unix_socket", "client_bin_dir",
                                               "client_charset", "migrations_dir", "layout")}
@@ -92,8 +90,6 @@ def database_entry_preview(entry: Dict[str, Any], request: PreviewRequest, check
     method = database_method(entry, request.target.startswith(SAFETY_PREFIX))
     if method == "restore":
         return {"name": name, "method": "restore", "changed": True, "restore_from": checkpoint}
-    # imported here: only a database with migrations needs the migration engine
-    from ._migrate import run_operation  # pylint: disable=import-outside-toplevel
 
     try:
         outcome = run_operation(_migrate_params(entry, request, checkpoint))
