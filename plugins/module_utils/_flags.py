@@ -10,7 +10,7 @@ decoded from it for display and comparison) and writes one back. Two backends:
   directory's descriptor, opened component by component without following a link), fsynced and
   renamed over it.
 - :class:`EtcdFlags`: the keys under a prefix of an etcd v3 cluster, through its JSON gateway
-  (standard library HTTP), stored with their exact bytes; written back in one transaction that
+  (Ansible's ``open_url``), stored with their exact bytes; written back in one transaction that
   first compares every key's revision with what was read, so a change made meanwhile is never
   overwritten unseen.
 
@@ -23,12 +23,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import ssl
 import stat
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError, SSLValidationError, open_url
 
 from ._errors import RollbackError
 from ._fsutil import temp_name
@@ -275,7 +275,7 @@ class EtcdFlags:
         for endpoint in self.connection.endpoints:
             try:
                 return self._post(endpoint, path, body)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (urllib.error.URLError, OSError, ValueError, UrlConnectionError, SSLValidationError) as exc:
                 problems.append("%s: %s" % (endpoint, getattr(exc, "reason", exc)))
         raise FlagsError("No etcd endpoint answered (%s). Check endpoints, TLS and credentials; nothing was changed."
                          % "; ".join(problems))
@@ -284,10 +284,14 @@ class EtcdFlags:
         headers = {"Content-Type": "application/json"}
         if self.connection.user and path != "/v3/auth/authenticate":
             headers["Authorization"] = self._authenticate(endpoint)
-        request = urllib.request.Request(endpoint.rstrip("/") + path, data=json.dumps(body).encode("utf-8"),
-                                         headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.connection.timeout, context=self._tls()) as response:
+        response = open_url(endpoint.rstrip("/") + path, data=json.dumps(body).encode("utf-8"), headers=headers,
+                            method="POST", timeout=self.connection.timeout, use_proxy=False,
+                            ca_path=self.connection.ca_cert, client_cert=self.connection.client_cert,
+                            client_key=self.connection.client_key)
+        try:
             return json.loads(response.read().decode("utf-8"))
+        finally:
+            response.close()
 
     def _authenticate(self, endpoint: str) -> str:
         if self._token is None:
@@ -295,14 +299,6 @@ class EtcdFlags:
                                 {"name": self.connection.user, "password": self.connection.password or ""})
             self._token = str(answer.get("token", ""))
         return self._token
-
-    def _tls(self) -> Optional[ssl.SSLContext]:
-        if not any(e.startswith("https:") for e in self.connection.endpoints):
-            return None
-        context = ssl.create_default_context(cafile=self.connection.ca_cert)
-        if self.connection.client_cert:
-            context.load_cert_chain(self.connection.client_cert, self.connection.client_key)
-        return context
 
 
 def _check_known(current: Snapshot, names: Sequence[str]) -> None:

@@ -150,8 +150,12 @@ def test_survey_answers_dry_run_then_run(checkpointed, gitops_inventory: Path, c
     dry = awx_private_data_dir(tmp_path / "job60", gitops_inventory, survey, collections_path, job_type="check")
     result = run_job(dry, 60)
     assert result.status == "successful", (dry / "artifacts" / "60" / "stdout").read_text()
-    planned = task_results(job_events(dry, 60), "Restore the managed paths")
-    assert sorted(planned) == ["h1", "h2", "h3"] and all(e["event_data"]["res"]["changed"] for e in planned.values())
+    shown = task_results(job_events(dry, 60), "Show the plan")  # the dry run is the plan: no layer task runs
+    assert sorted(shown) == ["h1", "h2", "h3"], shown
+    for event in shown.values():
+        config = [line for line in event["event_data"]["res"]["msg"] if line.startswith("config:")]
+        assert config and "would change" in config[0], event["event_data"]["res"]["msg"]
+    assert not task_results(job_events(dry, 60), "Restore the managed paths")
     assert all("manual: no webhook event" in m for m in messages(job_events(dry, 60), "Say what the launch means"))
     for host in checkpointed:
         assert host_files(host) == dict(sorted(RELEASES["v2"].items()))

@@ -32,4 +32,4 @@ def test_the_readme_quick_start_checkpoints_and_rolls_back(installed_cli: Instal
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "quickstart" / "etc" / "app.conf").read_text() == "version=1\n"
     assert done.stdout.rstrip().endswith("version=1"), done.stdout[-500:]  # the README's last line prints it
-    assert "-version=2-broken" in done.stdout and "+version=1" in done.stdout  # --check --diff showed the change
+    assert "would change" in done.stdout and "update app.conf" in done.stdout  # the --check plan named the change
