@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from ._db_conn import DbConnection
 from ._errors import LockHeldError, RollbackError
@@ -239,6 +239,30 @@ def lock_row_sql(literal, record: dict, upsert: str) -> str:
               str(record["session"] or "NULL"), literal(record["token"]), literal(record["acquired_at"]),
               repr(record["expires_epoch"]), literal(record["expires_at"])]
     return "%s INTO %s (%s) VALUES (%s)" % (upsert, LOCKS, ", ".join(cols), ", ".join(values))
+
+
+def wait_for_lock(engine, timeout: float, try_lock: Callable[[], Tuple[bool, str]],
+                  end_expired: Callable[[dict], bool]) -> str:
+    """Take the engine's migration lock in its lock session; return the session's id.
+
+    ``try_lock`` tries once (taken?, session id); while another session holds the lock, an expired
+    holder is ended by ``end_expired`` (False when it cannot be) and the lock is tried again; past
+    ``timeout`` the lock session ends and LockHeldError names the holder.
+    """
+    deadline = time.monotonic() + max(timeout, 0.0)
+    while True:
+        got, session = try_lock()
+        if got:
+            return session
+        holder = engine._holder()  # pylint: disable=protected-access  # the engine's own owner row
+        if holder and time.time() > float(holder.get("expires_epoch") or 0) and end_expired(holder):
+            engine.recovered = holder
+            time.sleep(0.2)
+            continue
+        if time.monotonic() >= deadline:
+            engine.release_lock()
+            raise engine._lock_busy(holder)  # pylint: disable=protected-access
+        time.sleep(0.5)
 
 
 def send_to_session(engine, sql: str) -> str:

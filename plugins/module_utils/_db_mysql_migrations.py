@@ -9,11 +9,10 @@ import json
 import re
 import secrets
 import subprocess
-import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ._db_conn import DbConnection
-from ._db_migrations import HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row, end_lock_session, send_to_session, terminated
+from ._db_migrations import HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row, end_lock_session, send_to_session, terminated, wait_for_lock
 from ._errors import CommandError, RollbackError
 from ._process import command_env, run
 
@@ -219,25 +218,20 @@ class MysqlMigrations(Migrations):
         argv = [self._client()] + args + ["--batch", "--raw", "--skip-column-names", "--unbuffered", self.conn.database]
         self._session = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          env=command_env(None))
-        deadline = time.monotonic() + max(timeout, 0.0)
         name = self.literal(self.lock_name())
-        while True:
+
+        def try_lock() -> Tuple[bool, str]:
             got, session = send_to_session(self, "SELECT GET_LOCK(%s, 0), CONNECTION_ID();" % name).split("\t")
-            if got == "1":
-                break
-            holder = self._holder()
-            if holder and time.time() > float(holder.get("expires_epoch") or 0):
-                self.query("SELECT IS_USED_LOCK(%s) INTO @gr_holder;\n"
-                           "SET @gr_kill = IF(@gr_holder = %d, CONCAT('KILL ', @gr_holder), 'DO 0');\n"
-                           "PREPARE gr_stmt FROM @gr_kill;\nEXECUTE gr_stmt;\n"
-                           % (name, int(holder.get("session_id") or -1)), "Ending the expired lock holder's session")
-                self.recovered = holder
-                time.sleep(0.2)
-                continue
-            if time.monotonic() >= deadline:
-                self.release_lock()
-                raise self._lock_busy(holder)
-            time.sleep(0.5)
+            return got == "1", session
+
+        def end_expired(holder: dict) -> bool:
+            self.query("SELECT IS_USED_LOCK(%s) INTO @gr_holder;\n"
+                       "SET @gr_kill = IF(@gr_holder = %d, CONCAT('KILL ', @gr_holder), 'DO 0');\n"
+                       "PREPARE gr_stmt FROM @gr_kill;\nEXECUTE gr_stmt;\n"
+                       % (name, int(holder.get("session_id") or -1)), "Ending the expired lock holder's session")
+            return True
+
+        session = wait_for_lock(self, timeout, try_lock, end_expired)
         self._record_owner(owner, ttl, int(session), "REPLACE")
 
     def release_lock(self) -> None:

@@ -12,11 +12,10 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ._db_conn import DbConnection
-from ._db_migrations import HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row, end_lock_session, send_to_session, terminated
+from ._db_migrations import HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row, end_lock_session, send_to_session, terminated, wait_for_lock
 from ._errors import CommandError, RollbackError
 from ._process import command_env, run
 
@@ -137,23 +136,20 @@ class PgMigrations(Migrations):
         argv = [self.conn.binary("psql"), "-X", "-q", "-A", "-t"] + self.conn.pg_args()
         self._session = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          env=command_env(self._env("gitops-rollback-lock")))
-        deadline = time.monotonic() + max(timeout, 0.0)
         key = self.lock_key()
-        while True:
+
+        def try_lock() -> Tuple[bool, str]:
             got, backend = send_to_session(self, "SELECT pg_try_advisory_lock(%d), pg_backend_pid();" % key).split("|")
-            if got == "t":
-                break
-            holder = self._holder()
-            if holder and time.time() > float(holder.get("expires_epoch") or 0) and holder.get("session_id"):
-                self.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                           "AND pid = %d;" % int(holder["session_id"]), "Ending the expired lock holder's session")
-                self.recovered = holder
-                time.sleep(0.2)
-                continue
-            if time.monotonic() >= deadline:
-                self.release_lock()
-                raise self._lock_busy(holder)
-            time.sleep(0.5)
+            return got == "t", backend
+
+        def end_expired(holder: dict) -> bool:
+            if not holder.get("session_id"):
+                return False
+            self.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                       "AND pid = %d;" % int(holder["session_id"]), "Ending the expired lock holder's session")
+            return True
+
+        backend = wait_for_lock(self, timeout, try_lock, end_expired)
         columns = ("owner", "host", "pid", "session_id", "token", "acquired_at", "expires_epoch", "expires_at")
         updates = ", ".join("%s = EXCLUDED.%s" % (column, column) for column in columns)
         self._record_owner(owner, ttl, int(backend), "INSERT", " ON CONFLICT (name) DO UPDATE SET " + updates)
