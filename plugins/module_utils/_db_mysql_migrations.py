@@ -12,7 +12,9 @@ import subprocess
 from typing import List, Optional, Tuple
 
 from ._db_conn import DbConnection
-from ._db_migrations import HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row, end_lock_session, send_to_session, terminated, wait_for_lock
+from ._db_migrations import (
+    HISTORY, LABELS, LOCK_NAME, LOCKS, OWN_TABLES, MigrationFailed, Migrations, Row, end_lock_session, send_to_session,
+    terminated, wait_for_lock)
 from ._errors import CommandError, RollbackError
 from ._process import command_env, run
 
