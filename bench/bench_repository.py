@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,9 +42,11 @@ def _engine(workdir: Path):
     sys.path.insert(0, str(workdir / "collections"))
     sys.path.insert(0, str(REPO / "tests"))
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.gitops.rollback.plugins.module_utils import _checkpoint, _repository, _store
+    from ansible_collections.gitops.rollback.plugins.module_utils import (
+        _checkpoint, _repo_client, _repo_fetch, _repo_sync, _store,
+    )
     from harness import start_hosts
-    return _checkpoint, _repository, _store, start_hosts
+    return _checkpoint, SimpleNamespace(client=_repo_client, sync=_repo_sync, fetch=_repo_fetch), _store, start_hosts
 
 
 def run(workdir: Path, quick: bool) -> List[dict]:
@@ -67,7 +70,7 @@ def run(workdir: Path, quick: bool) -> List[dict]:
     try:
         host = fleet.hosts[0]
         public = (host.root / "ssh_host_ed25519_key.pub").read_text().split()
-        spec = repository.RepositorySpec.from_options({
+        spec = repository.client.RepositorySpec.from_options({
             "host": host.address, "port": host.port, "user": "root", "path": REPOSITORY_MOUNT + "/repository",
             "name": "bench", "private_key": fleet.client_key.read_text(),
             "known_hosts": "[%s]:%d %s %s" % (host.address, host.port, public[0], public[1])})
@@ -79,7 +82,7 @@ def run(workdir: Path, quick: bool) -> List[dict]:
             subprocess.run(["rsync", "-a", "-e", ssh, source, target], check=True, capture_output=True)
 
         figures = []
-        ours = bench.timed(lambda: repository.sync_store(store, spec))
+        ours = bench.timed(lambda: repository.sync.sync_store(store, spec))
         theirs = bench.timed(lambda: rsync(str(tree) + "/", remote))
         figures.append(bench.side_by_side("first sync vs rsync -a (ssh)", [ours], [theirs], "rsync -a", None))
 
@@ -88,7 +91,7 @@ def run(workdir: Path, quick: bool) -> List[dict]:
         changed = sum(path.stat().st_size for path in files if path.stat().st_mtime_ns != before[path])
         take("v2")
         outcome = {}
-        ours = bench.timed(lambda: outcome.update(repository.sync_store(store, spec)))
+        ours = bench.timed(lambda: outcome.update(repository.sync.sync_store(store, spec)))
         theirs = bench.timed(lambda: rsync(str(tree) + "/", remote))
         figures.append(bench.side_by_side("sync after 1 % changed vs rsync -a (ssh)", [ours], [theirs], "rsync -a", 1.5))
         figures.append({"name": "bytes sent after 1 % changed / bytes changed",
@@ -97,9 +100,9 @@ def run(workdir: Path, quick: bool) -> List[dict]:
         rebuilt = store_module.Store(str(workdir / "rebuilt"))
 
         def fetch() -> None:
-            repository.prepare_store(rebuilt, spec)
+            repository.fetch.prepare_store(rebuilt, spec)
             with rebuilt.lock("bench", "fetch"):
-                repository.fetch_checkpoint(rebuilt, spec, "v2")
+                repository.fetch.fetch_checkpoint(rebuilt, spec, "v2")
 
         ours = bench.timed(fetch)
         theirs = bench.timed(lambda: rsync(remote, str(workdir / "pulled") + "/"))

@@ -13,7 +13,8 @@ from typing import Optional
 
 from ._errors import IntegrityError, RollbackError
 from ._host_ops import CheckpointParams, damaged_message
-from ._repository import RepositorySpec, fetch_checkpoint, plan_fetch, prepare_store
+from ._repo_client import RepositorySpec
+from ._repo_fetch import fetch_checkpoint, plan_fetch, prepare_store
 from ._restore import RestoreOptions, restore_checkpoint
 from ._store import Store, summarize
 

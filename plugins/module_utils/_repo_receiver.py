@@ -93,8 +93,8 @@ class _Flock:
         os.close(self.fd)
 
 
-class Receiver:
-    """One repository, opened by the ``hello`` request."""
+class _Session:
+    """The framing of requests and replies, and the repository's layout: paths from checked names, atomic writes, its lock."""
 
     def __init__(self, stdin, stdout) -> None:
         self.stdin = stdin
@@ -102,7 +102,6 @@ class Receiver:
         self.root = ""
         self.host = ""
 
-    # ---------------------------------------------------------------- framing
     def reply(self, document: dict, body: bytes = b"") -> None:
         """Send one reply line (and its bytes)."""
         self.stdout.write(json.dumps(document, sort_keys=True).encode("utf-8") + b"\n")
@@ -117,7 +116,6 @@ class Receiver:
             raise EOFError("the sender went away in the middle of a request")
         return data
 
-    # ---------------------------------------------------------------- layout
     def path(self, *parts: str) -> str:
         """A path inside the repository."""
         return os.path.join(self.root, *parts)
@@ -135,7 +133,32 @@ class Receiver:
     def _temp(self) -> str:
         return self.path("tmp", ".recv.grtmp-%d-%s" % (os.getpid(), secrets.token_hex(6)))
 
-    # ---------------------------------------------------------------- requests
+    @staticmethod
+    def _read_json(path: str):
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        tmp = os.path.join(os.path.dirname(path), ".%s.grtmp-%s" % (os.path.basename(path), secrets.token_hex(4)))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        _fsync(os.path.dirname(path))
+
+    def _locked(self, mode: int):
+        """The repository's lock: shared by writers of manifests, exclusive for garbage collection."""
+        return _Flock(self.path("format"), mode)
+
+
+class _Namespaces(_Session):
+    """Opening the repository and the host's namespace: its format document and its manifests."""
+
     def hello(self, request: dict) -> dict:
         """Open (and with ``create``, make) the repository and the host's namespace."""
         root, host = request.get("root"), request.get("host")
@@ -177,11 +200,6 @@ class Receiver:
         path = self.path("hosts", self.host, "format")
         return self._read_json(path) if os.path.lexists(path) else None
 
-    @staticmethod
-    def _read_json(path: str):
-        with open(path, "rb") as handle:
-            return json.loads(handle.read().decode("utf-8"))
-
     def _manifest_digests(self) -> dict:
         folder = self.manifest_dir()
         found = {}
@@ -197,6 +215,60 @@ class Receiver:
         json.loads(body.decode("utf-8"))
         self._write_atomic(self.path("hosts", self.host, "format"), body)
         return {"ok": True}
+
+    def put_manifest(self, request: dict) -> dict:
+        """Write a host's manifest once every object it needs is in place (temp name, fsync, rename)."""
+        checkpoint_id = request.get("id")
+        if not isinstance(checkpoint_id, str) or not ID_RE.match(checkpoint_id):
+            raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
+        body = self.read_exactly(int(request["size"]))
+        if hashlib.sha256(body).hexdigest() != request.get("sha256"):
+            return {"ok": False, "problems": [{"manifest": checkpoint_id, "problem": "changed on the way"}]}
+        needs = request.get("needs", [])
+        missing = [name for name in needs if not os.path.exists(self.object_path(name))]
+        if missing:
+            return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
+        _private_dir(self.path("hosts", self.host))
+        _private_dir(self.manifest_dir())
+        with self._locked(fcntl.LOCK_SH):
+            missing = [name for name in needs if not os.path.exists(self.object_path(name))]
+            if missing:  # collected since they were checked
+                return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
+            self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + NEEDS),
+                               "".join(name + "\n" for name in needs).encode("ascii"))
+            self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), body)
+        return {"ok": True}
+
+    def forget(self, request: dict) -> dict:
+        """Delete manifests of this host (the manifest first, then its list of objects)."""
+        forgotten = []
+        for checkpoint_id in request.get("ids", []):
+            if not isinstance(checkpoint_id, str) or not ID_RE.match(checkpoint_id):
+                raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
+            for suffix in (".json", NEEDS):
+                path = os.path.join(self.manifest_dir(), checkpoint_id + suffix)
+                if os.path.lexists(path):
+                    os.unlink(path)
+                    if suffix == ".json":
+                        forgotten.append(checkpoint_id)
+        if os.path.isdir(self.manifest_dir()):
+            _fsync(self.manifest_dir())
+        return {"ok": True, "forgotten": forgotten}
+
+    def get_manifests(self, request: dict) -> None:
+        """Send the named manifests of the host (all when none are named): ids and sizes, then the bytes."""
+        wanted = request.get("ids") or sorted(self._manifest_digests())
+        bodies = []
+        for checkpoint_id in wanted:
+            if not ID_RE.match(checkpoint_id):
+                raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
+            with open(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), "rb") as handle:
+                bodies.append(handle.read())
+        self.reply({"ok": True, "ids": wanted, "sizes": [len(body) for body in bodies]}, b"".join(bodies))
+
+
+class _Objects(_Namespaces):
+    """The shared objects: which are held, receiving a batch (checked, durable, renamed), sending them back."""
 
     def have(self, request: dict) -> dict:
         """Say which of the named objects the repository holds."""
@@ -269,48 +341,30 @@ class Receiver:
         for path in paths:
             _fsync(path)
 
-    def put_manifest(self, request: dict) -> dict:
-        """Write a host's manifest once every object it needs is in place (temp name, fsync, rename)."""
-        checkpoint_id = request.get("id")
-        if not isinstance(checkpoint_id, str) or not ID_RE.match(checkpoint_id):
-            raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
-        body = self.read_exactly(int(request["size"]))
-        if hashlib.sha256(body).hexdigest() != request.get("sha256"):
-            return {"ok": False, "problems": [{"manifest": checkpoint_id, "problem": "changed on the way"}]}
-        needs = request.get("needs", [])
-        missing = [name for name in needs if not os.path.exists(self.object_path(name))]
-        if missing:
-            return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
-        _private_dir(self.path("hosts", self.host))
-        _private_dir(self.manifest_dir())
-        with self._locked(fcntl.LOCK_SH):
-            missing = [name for name in needs if not os.path.exists(self.object_path(name))]
-            if missing:  # collected since they were checked
-                return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
-            self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + NEEDS),
-                               "".join(name + "\n" for name in needs).encode("ascii"))
-            self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), body)
-        return {"ok": True}
+    def get(self, request: dict) -> None:
+        """Send the stored bytes of the named objects (a size of -1: missing), one reply line, then the bytes."""
+        names = request.get("names", [])
+        sizes = []
+        for name in names:
+            path = self.object_path(name)
+            sizes.append(os.path.getsize(path) if os.path.isfile(path) else -1)
+        self.reply({"ok": True, "sizes": sizes})
+        for name, size in zip(names, sizes):
+            if size < 0:
+                continue
+            with open(self.object_path(name), "rb") as handle:
+                left = size
+                while left:
+                    chunk = handle.read(min(CHUNK, left))
+                    if not chunk:
+                        raise EOFError("object %s shrank while it was sent" % name)
+                    self.stdout.write(chunk)
+                    left -= len(chunk)
+        self.stdout.flush()
 
-    def _locked(self, mode: int):
-        """The repository's lock: shared by writers of manifests, exclusive for garbage collection."""
-        return _Flock(self.path("format"), mode)
 
-    def forget(self, request: dict) -> dict:
-        """Delete manifests of this host (the manifest first, then its list of objects)."""
-        forgotten = []
-        for checkpoint_id in request.get("ids", []):
-            if not isinstance(checkpoint_id, str) or not ID_RE.match(checkpoint_id):
-                raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
-            for suffix in (".json", NEEDS):
-                path = os.path.join(self.manifest_dir(), checkpoint_id + suffix)
-                if os.path.lexists(path):
-                    os.unlink(path)
-                    if suffix == ".json":
-                        forgotten.append(checkpoint_id)
-        if os.path.isdir(self.manifest_dir()):
-            _fsync(self.manifest_dir())
-        return {"ok": True, "forgotten": forgotten}
+class Receiver(_Objects):
+    """One repository, opened by the ``hello`` request: garbage collection and the request loop."""
 
     def collect(self, request: dict) -> dict:
         """Delete objects no manifest of any host needs, and temporary files, older than ``grace`` seconds.
@@ -361,52 +415,6 @@ class Receiver:
                     keep.update(line.decode("ascii").strip() for line in handle if line.strip())
         return keep
 
-    def get(self, request: dict) -> None:
-        """Send the stored bytes of the named objects (a size of -1: missing), one reply line, then the bytes."""
-        names = request.get("names", [])
-        sizes = []
-        for name in names:
-            path = self.object_path(name)
-            sizes.append(os.path.getsize(path) if os.path.isfile(path) else -1)
-        self.reply({"ok": True, "sizes": sizes})
-        for name, size in zip(names, sizes):
-            if size < 0:
-                continue
-            with open(self.object_path(name), "rb") as handle:
-                left = size
-                while left:
-                    chunk = handle.read(min(CHUNK, left))
-                    if not chunk:
-                        raise EOFError("object %s shrank while it was sent" % name)
-                    self.stdout.write(chunk)
-                    left -= len(chunk)
-        self.stdout.flush()
-
-    def get_manifests(self, request: dict) -> None:
-        """Send the named manifests of the host (all when none are named): ids and sizes, then the bytes."""
-        wanted = request.get("ids") or sorted(self._manifest_digests())
-        bodies = []
-        for checkpoint_id in wanted:
-            if not ID_RE.match(checkpoint_id):
-                raise Refused("%r is not a checkpoint id" % (checkpoint_id,))
-            with open(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), "rb") as handle:
-                bodies.append(handle.read())
-        self.reply({"ok": True, "ids": wanted, "sizes": [len(body) for body in bodies]}, b"".join(bodies))
-
-    def _write_atomic(self, path: str, data: bytes) -> None:
-        tmp = os.path.join(os.path.dirname(path), ".%s.grtmp-%s" % (os.path.basename(path), secrets.token_hex(4)))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        _fsync(os.path.dirname(path))
-
-    # ---------------------------------------------------------------- loop
     def serve(self) -> None:
         """Answer requests until the sender closes stdin."""
         handlers = {"hello": self.hello, "set_format": self.set_format, "have": self.have, "put": self.put,

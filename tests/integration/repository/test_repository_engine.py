@@ -69,13 +69,13 @@ def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identic
     first = take(eng, store, root, "v1")
     (root / "data" / "f000.txt").write_bytes(b"changed\n")
     second = take(eng, store, root, "v2")
-    spec = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path))
+    spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path))
 
-    sent = eng.repository.sync_store(store, spec)
+    sent = eng.sync.sync_store(store, spec)
     needed = set(store.referenced(first)) | set(store.referenced(second))
     assert sent["checkpoints"] == [first["id"], second["id"]]
     assert sent["objects"]["sent"] == len(needed) and sent["objects"]["present"] == 0
-    again = eng.repository.sync_store(store, spec)
+    again = eng.sync.sync_store(store, spec)
     assert again["changed"] is False and again["objects"]["sent"] == 0 and again["up_to_date"] == sent["checkpoints"]
 
     repo = repository_host.local(repo_path)
@@ -100,9 +100,9 @@ def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identic
     shutil.rmtree(root)
     root.mkdir()
     rebuilt = eng.store.Store(str(tmp_path / "store"), key)
-    eng.repository.prepare_store(rebuilt, spec)
+    eng.fetch.prepare_store(rebuilt, spec)
     with rebuilt.lock("test", "restore"):
-        fetched = eng.repository.fetch_checkpoint(rebuilt, spec, "v1", key)
+        fetched = eng.fetch.fetch_checkpoint(rebuilt, spec, "v1", key)
         assert fetched["source"] == "repository" and fetched["checkpoint"]["id"] == first["id"]
         assert fetched["fetched"]["objects"] == len(needed_by_first)
         assert fetched["newest_replicated"]["id"] == second["id"] and 0 <= fetched["rpo_seconds"] < 600
@@ -115,16 +115,16 @@ def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identic
 
 KILL_CODE = r"""
 import json, os, signal, sys
-from ansible_collections.gitops.rollback.plugins.module_utils import _repository, _store
-_repository.BATCH_OBJECTS = 10
-spec = _repository.RepositorySpec.from_options(json.loads(sys.argv[2]))
+from ansible_collections.gitops.rollback.plugins.module_utils import _repo_client, _repo_sync, _store
+_repo_sync.BATCH_OBJECTS = 10
+spec = _repo_client.RepositorySpec.from_options(json.loads(sys.argv[2]))
 kill_after = int(sys.argv[3])
 
 def progress(event, count):
     if event == "sent" and count == kill_after:
         os.killpg(0, signal.SIGKILL)  # this process and its ssh, in the middle of a batch
 
-_repository.sync_store(_store.Store(sys.argv[1]), spec, progress=progress)
+_repo_sync.sync_store(_store.Store(sys.argv[1]), spec, progress=progress)
 print("done")
 """
 
@@ -149,9 +149,9 @@ def test_a_sync_killed_in_the_middle_shows_no_checkpoint_and_the_next_sends_only
     assert len(arrived) == 20  # two acknowledged batches of ten; the third was cut
     assert all(hashlib.sha256(data).hexdigest() == name for name, data in arrived.items())
 
-    spec = eng.repository.RepositorySpec.from_options(options)
+    spec = eng.client.RepositorySpec.from_options(options)
     sent_names = []
-    resumed = eng.repository.sync_store(store, spec, progress=lambda event, count: sent_names.append(count))
+    resumed = eng.sync.sync_store(store, spec, progress=lambda event, count: sent_names.append(count))
     assert resumed["objects"]["present"] == 20
     assert resumed["objects"]["sent"] == len(needed) - 20
     assert [man.name for man in (repo / "hosts" / "web1" / "checkpoints").glob("*.json")] == [manifest["id"] + ".json"]
@@ -165,8 +165,8 @@ def test_a_corrupted_object_in_the_repository_is_refused_at_restore_naming_it(en
     make_tree(root)
     store = eng.store.Store(str(tmp_path / "store"))
     manifest = take(eng, store, root, "v1")
-    spec = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path))
-    eng.repository.sync_store(store, spec)
+    spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path))
+    eng.sync.sync_store(store, spec)
     big = next(entry["sha256"] for entry in store.iter_tree(manifest["roots"][0]["tree"]) if entry["path"] == "big.bin")
     damaged = repository_host.local(repo_path) / "objects" / big[:2] / big
     data = bytearray(damaged.read_bytes())
@@ -175,9 +175,9 @@ def test_a_corrupted_object_in_the_repository_is_refused_at_restore_naming_it(en
 
     shutil.rmtree(tmp_path / "store")
     rebuilt = eng.store.Store(str(tmp_path / "store"))
-    eng.repository.prepare_store(rebuilt, spec)
-    with rebuilt.lock("test", "restore"), pytest.raises(eng.repository.IntegrityError) as refused:
-        eng.repository.fetch_checkpoint(rebuilt, spec, "v1")
+    eng.fetch.prepare_store(rebuilt, spec)
+    with rebuilt.lock("test", "restore"), pytest.raises(eng.errors.IntegrityError) as refused:
+        eng.fetch.fetch_checkpoint(rebuilt, spec, "v1")
     assert big in str(refused.value) and "corrupted" in str(refused.value)
     assert refused.value.details["expected"] == big
     assert rebuilt.ids() == [] and not rebuilt.has_blob(big)
@@ -190,9 +190,9 @@ def test_two_hosts_with_the_same_content_store_it_once(eng, repository_host, rep
         make_tree(root)
         stores[name] = eng.store.Store(str(tmp_path / name / "store"))
         take(eng, stores[name], root, "v1")
-    first = eng.repository.sync_store(stores["web1"], eng.repository.RepositorySpec.from_options(
+    first = eng.sync.sync_store(stores["web1"], eng.client.RepositorySpec.from_options(
         repository_host.options(repo_path, name="web1")))
-    second = eng.repository.sync_store(stores["web2"], eng.repository.RepositorySpec.from_options(
+    second = eng.sync.sync_store(stores["web2"], eng.client.RepositorySpec.from_options(
         repository_host.options(repo_path, name="web2")))
     assert second["objects"]["sent"] == 1  # its tree object (other mtimes); every file content was there
     assert second["objects"]["present"] == first["objects"]["sent"] - 1
@@ -209,8 +209,8 @@ def test_an_unknown_host_key_is_refused_before_anything_is_sent(eng, repository_
     other = (repository_host.fleet.client_key.parent / "id_ed25519.pub").read_text().split()
     options = repository_host.options(repo_path, known_hosts="[%s]:%d %s %s" % (
         repository_host.host.address, repository_host.host.port, other[0], other[1]))
-    with pytest.raises(eng.repository.RepositoryError) as refused:
-        eng.repository.sync_store(store, eng.repository.RepositorySpec.from_options(options))
+    with pytest.raises(eng.client.RepositoryError) as refused:
+        eng.sync.sync_store(store, eng.client.RepositorySpec.from_options(options))
     assert "known_hosts" in str(refused.value) and "Host key verification failed" in str(refused.value)
     assert not repository_host.local(repo_path).exists()
 
@@ -222,27 +222,27 @@ def test_a_connection_lost_in_the_middle_fails_clearly_and_the_next_sync_complet
     store = eng.store.Store(str(tmp_path / "store"))
     manifest = take(eng, store, root, "v1")
     needed = set(store.referenced(manifest))
-    spec = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path))
+    spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path))
     name = repository_host.host.name
 
     def cut(event, count):
         if event == "sent" and count == 25:  # the repository host goes away, sshd and the receiver with it
             repository_host.fleet.stop_host(name)
 
-    batch = eng.repository.BATCH_OBJECTS
-    eng.repository.BATCH_OBJECTS = 10
+    batch = eng.sync.BATCH_OBJECTS
+    eng.sync.BATCH_OBJECTS = 10
     try:
-        with pytest.raises(eng.repository.RepositoryError, match="could not be reached or stopped answering"):
-            eng.repository.sync_store(store, spec, progress=cut)
+        with pytest.raises(eng.client.RepositoryError, match="could not be reached or stopped answering"):
+            eng.sync.sync_store(store, spec, progress=cut)
     finally:
-        eng.repository.BATCH_OBJECTS = batch
+        eng.sync.BATCH_OBJECTS = batch
         repository_host.fleet.start_host(name)
     repo = repository_host.local(repo_path)
     assert not list((repo / "hosts" / "web1" / "checkpoints").glob("*.json"))
     arrived = repo_objects(repo)
     assert len(arrived) == 20 and all(hashlib.sha256(data).hexdigest() == key for key, data in arrived.items())
 
-    resumed = eng.repository.sync_store(store, spec)
+    resumed = eng.sync.sync_store(store, spec)
     assert resumed["objects"]["present"] == 20 and resumed["objects"]["sent"] == len(needed) - 20
     assert set(repo_objects(repo)) == needed
 
@@ -262,12 +262,12 @@ def test_a_full_repository_disk_fails_clearly_and_keeps_what_was_recorded(eng, r
         make_tree(root, files=3)
         store = eng.store.Store(str(tmp_path / "store"))
         first = take(eng, store, root, "v1")
-        spec = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path))
-        eng.repository.sync_store(store, spec)
+        spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path))
+        eng.sync.sync_store(store, spec)
         (root / "large.bin").write_bytes(os.urandom(2_000_000))
         second = take(eng, store, root, "v2")
-        with pytest.raises(eng.repository.StoreFullError, match="is full"):
-            eng.repository.sync_store(store, spec)
+        with pytest.raises(eng.errors.StoreFullError, match="is full"):
+            eng.sync.sync_store(store, spec)
         listed = in_namespace(host, "ls", "-A", repo_path + "/hosts/web1/checkpoints", repo_path + "/tmp").stdout
         assert first["id"] + ".json" in listed and second["id"] not in listed
         assert ".recv" not in listed  # the cut object was removed
@@ -284,7 +284,7 @@ def test_pruning_one_host_never_collects_what_another_host_still_needs(eng, repo
         (roots[name] / "release.js").write_bytes(shared)
         (roots[name] / "own.conf").write_bytes(b"only %s\n" % name.encode())
         stores[name] = eng.store.Store(str(tmp_path / name / "store"))
-        specs[name] = eng.repository.RepositorySpec.from_options(repository_host.options(repo_path, name=name))
+        specs[name] = eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name=name))
     old = take(eng, stores["web1"], roots["web1"], "v1")
     only_old = {entry["sha256"] for entry in stores["web1"].iter_tree(old["roots"][0]["tree"]) if entry["sha256"]}
     (roots["web1"] / "release.js").unlink()
@@ -292,7 +292,7 @@ def test_pruning_one_host_never_collects_what_another_host_still_needs(eng, repo
     new = take(eng, stores["web1"], roots["web1"], "v2")
     other = take(eng, stores["web2"], roots["web2"], "v1")
     for name in ("web1", "web2"):
-        eng.repository.sync_store(stores[name], specs[name])
+        eng.sync.sync_store(stores[name], specs[name])
     repo = repository_host.local(repo_path)
     shared_name = eng.store.sha256_file(str(roots["web2"] / "release.js"))
     assert shared_name in only_old and shared_name in repo_objects(repo)
@@ -310,7 +310,7 @@ def test_pruning_one_host_never_collects_what_another_host_still_needs(eng, repo
 
     shutil.rmtree(tmp_path / "web2" / "store")  # web2's checkpoint still comes back whole
     rebuilt = eng.store.Store(str(tmp_path / "web2" / "store"))
-    eng.repository.prepare_store(rebuilt, specs["web2"])
+    eng.fetch.prepare_store(rebuilt, specs["web2"])
     with rebuilt.lock("test", "restore"):
-        eng.repository.fetch_checkpoint(rebuilt, specs["web2"], "v1")
+        eng.fetch.fetch_checkpoint(rebuilt, specs["web2"], "v1")
     assert rebuilt.verify(rebuilt.find("v1")) == []

