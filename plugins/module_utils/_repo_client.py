@@ -244,7 +244,6 @@ class Connection:
         return found
 
 
-
 def known_hosts_line(address: str, port: int, public_key: str) -> str:
     """A known_hosts line for a host key (``[address]:port`` for a port other than 22)."""
     fields = public_key.split()
