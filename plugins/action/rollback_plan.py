@@ -18,6 +18,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils._errors import Rol
 from ansible_collections.gitops.rollback.plugins.module_utils._plan import (
     HOST_STORE_LAYERS, TF_COMPONENT, HostSettings, layer_list, plan_host)
 from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils._safety import database_passwords
 from ansible_collections.gitops.rollback.plugins.module_utils._store import Store, summarize
 
 ARGUMENT_SPEC = {
@@ -41,19 +42,6 @@ _SECRETS = ("login_password", "backend_config_secrets", "password", "token", "en
 
 def _public(entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [{key: value for key, value in entry.items() if key not in _SECRETS} for entry in entries]
-
-
-def database_passwords(entries: List[Dict[str, Any]], passwords: Dict[str, Any]) -> Dict[str, str]:
-    """Return each entry's password by position, as the rollback_database role picks it.
-
-    ``passwords`` (rollback_database_passwords) by the entry's name or database, else its login_password.
-    """
-    found = {}
-    for index, entry in enumerate(entries):
-        secret = passwords.get(entry.get("name") or entry.get("database")) or entry.get("login_password")
-        if secret:
-            found[str(index)] = str(secret)
-    return found
 
 
 def _listed(manifest: Dict[str, Any]) -> Dict[str, Any]:

@@ -1,6 +1,7 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filter public_entries: layer entries without the keys that carry secrets, safe to loop over.
+"""Filters public_entries (layer entries without the keys that carry secrets, safe to loop over) and
+database_passwords (each database entry's password by position, for a module's no_log option).
 
 A loop result carries its item, and Ansible prints results at ``-v``: a task that loops over
 database or Terraform entries loops over this view and takes the secret from the entry by
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.gitops.rollback.plugins.module_utils._safety import database_passwords
 
 SECRET_KEYS = frozenset(("login_password", "backend_config_secrets", "password", "token", "encryption_key",
                          "webhook_secret"))
@@ -28,4 +30,4 @@ class FilterModule:
     """gitops.rollback entry filters."""
 
     def filters(self) -> Dict[str, Any]:
-        return {"public_entries": public_entries}
+        return {"public_entries": public_entries, "database_passwords": database_passwords}

@@ -304,7 +304,7 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
     ``layers`` (run in this order), ``steps`` (layer -> what it will do, what it needs, the checkpoint
     id it uses and its preview), ``checkpoints`` (layer -> id), ``changes`` (the layers that will
     change something), ``safety`` (the layers the safety checkpoint must capture before any change),
-    ``safety_label``, ``problems`` ([{layer, problem}]), ``notes`` (layers skipped, and why) and
+    ``safety_host`` (those of them captured on the host, by one rollback_safety run), ``safety_label``, ``problems`` ([{layer, problem}]), ``notes`` (layers skipped, and why) and
     ``lines`` (the plan in words).
     """
     requested = layer_list(layers)
@@ -345,6 +345,7 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
         "checkpoints": {layer: step["checkpoint"] for layer, step in steps.items() if "checkpoint" in step},
         "changes": changes,
         "safety": [layer for layer in order if layer in STORED_LAYERS],
+        "safety_host": [layer for layer in order if layer in HOST_STORE_LAYERS],
         "safety_label": SAFETY_PREFIX + run_id if run_id else "",
         "problems": problems,
         "notes": builder.notes,

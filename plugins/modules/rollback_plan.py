@@ -149,6 +149,11 @@ plan:
       type: list
       elements: str
       sample: [release, config, database]
+    safety_host:
+      description: Those of RV(plan.safety) captured on the host itself (one M(gitops.rollback.rollback_safety) run).
+      type: list
+      elements: str
+      sample: [release, config, database]
     safety_label:
       description: The label of the safety checkpoint of this run.
       type: str

@@ -107,12 +107,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils._errors import Rol
 from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner
 from ansible_collections.gitops.rollback.plugins.module_utils._preview import PreviewRequest, preview_host
-
-
-def with_passwords(entries: list, passwords: dict) -> list:
-    """Return the entries, each with its password from ``passwords`` (by position) when it has one."""
-    return [dict(entry, login_password=passwords[str(index)]) if passwords.get(str(index)) else dict(entry)
-            for index, entry in enumerate(entries)]
+from ansible_collections.gitops.rollback.plugins.module_utils._safety import with_passwords
 
 
 def main() -> None:
