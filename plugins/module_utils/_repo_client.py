@@ -103,6 +103,8 @@ class Connection:
         self.workdir = ""
         self.proc: Optional[subprocess.Popen] = None
         self.stderr_path = ""
+        self.bytes_sent = 0  # what crossed the SSH session after the receiver program (requests and their bytes)
+        self.bytes_received = 0
 
     def argv(self) -> List[str]:
         """The ssh command: host keys checked, no agent or X11 forwarding, no tty, batch mode."""
@@ -140,6 +142,7 @@ class Connection:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
             source = receiver_source()
             self._write(b"%d\n" % len(source) + source)
+            self.bytes_sent = 0
         except FileNotFoundError as exc:
             self.close()
             raise RepositoryError("Reaching the repository needs the ssh client, which is not installed on this "
@@ -185,6 +188,7 @@ class Connection:
             "known_hosts, and that it has python3." % (self.spec.where(), what, code, self._stderr() or "no error output"))
 
     def _write(self, data) -> None:
+        self.bytes_sent += len(data)
         try:
             self.proc.stdin.write(data)
         except (BrokenPipeError, ValueError) as exc:
@@ -207,6 +211,7 @@ class Connection:
         line = self.proc.stdout.readline()
         if not line:
             raise self._lost(what)
+        self.bytes_received += len(line)
         document = json.loads(line.decode("utf-8"))
         if document.get("error"):
             if document.get("errno") in (28, 122):  # ENOSPC, EDQUOT
@@ -228,6 +233,7 @@ class Connection:
         data = self.proc.stdout.read(size)
         if len(data) != size:
             raise self._lost(what)
+        self.bytes_received += size
         return data
 
     def hello(self, create: bool) -> dict:

@@ -76,6 +76,38 @@ def _sync_filesystem(path: str) -> None:
         os.close(fd)
 
 
+def apply_delta(delta: bytes, base):
+    """Yield the bytes of an object rebuilt from ``base`` (an open file) and ``delta`` (docs/repository.md).
+
+    A delta is a sequence of instructions: ``C <offset> <length>\\n`` copies that range of the base,
+    ``I <length>\\n`` followed by that many bytes inserts them. Anything else is refused.
+    """
+    size = os.fstat(base.fileno()).st_size
+    position = 0
+    while position < len(delta):
+        end = delta.find(b"\n", position)
+        fields = delta[position:end].split(b" ") if end >= 0 else []
+        try:
+            numbers = [int(field) for field in fields[1:]]
+        except ValueError:
+            numbers = []
+        position = end + 1
+        if fields[:1] == [b"C"] and len(numbers) == 2 and min(numbers) >= 0 and sum(numbers) <= size:
+            base.seek(numbers[0])
+            left = numbers[1]
+            while left:
+                chunk = base.read(min(CHUNK, left))
+                if not chunk:
+                    raise Refused("the base of a delta shrank while it was read")
+                left -= len(chunk)
+                yield chunk
+        elif fields[:1] == [b"I"] and len(numbers) == 1 and 0 <= numbers[0] <= len(delta) - position:
+            yield delta[position:position + numbers[0]]
+            position += numbers[0]
+        else:
+            raise Refused("a delta holds an instruction this receiver does not know (at byte %d)" % max(0, end))
+
+
 class _Flock:
     """flock(2) on a file of the repository, as a context manager."""
 
@@ -224,20 +256,44 @@ class _Namespaces(_Session):
         body = self.read_exactly(int(request["size"]))
         if hashlib.sha256(body).hexdigest() != request.get("sha256"):
             return {"ok": False, "problems": [{"manifest": checkpoint_id, "problem": "changed on the way"}]}
-        needs = request.get("needs", [])
-        missing = [name for name in needs if not os.path.exists(self.object_path(name))]
-        if missing:
-            return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
         _private_dir(self.path("hosts", self.host))
         _private_dir(self.manifest_dir())
         with self._locked(fcntl.LOCK_SH):
-            missing = [name for name in needs if not os.path.exists(self.object_path(name))]
-            if missing:  # collected since they were checked
+            needs, fresh = self._needs(request)
+            if needs is None:  # the base was forgotten since the sender looked, or its list here is another
+                return {"ok": False, "needs_in_full": True,
+                        "problems": [{"manifest": checkpoint_id, "problem": "no list of needed objects to build on"}]}
+            missing = [name for name in fresh if not os.path.exists(self.object_path(name))]
+            if missing:
                 return {"ok": False, "missing": missing[:20], "missing_count": len(missing)}
             self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + NEEDS),
                                "".join(name + "\n" for name in needs).encode("ascii"))
             self._write_atomic(os.path.join(self.manifest_dir(), checkpoint_id + ".json"), body)
         return {"ok": True}
+
+    def _needs(self, request: dict):
+        """The objects a manifest needs, and those of them to check: all, or with ``needs_base`` (a checkpoint
+        recorded here, whose objects are here) that checkpoint's list less ``needs_removed`` plus ``needs_added``
+        (None when that base is gone or the list built does not have the digest ``needs_sha256``)."""
+        base_id = request.get("needs_base")
+        if base_id is None:
+            needs = list(request.get("needs", []))
+            return needs, needs
+        if not isinstance(base_id, str) or not ID_RE.match(base_id):
+            raise Refused("%r is not a checkpoint id" % (base_id,))
+        base = os.path.join(self.manifest_dir(), base_id)
+        try:
+            if not os.path.exists(base + ".json"):
+                return None, None
+            with open(base + NEEDS, "rb") as handle:
+                listed = [line.decode("ascii").strip() for line in handle if line.strip()]
+        except FileNotFoundError:  # forgotten meanwhile (forget takes no lock; collection cannot run now)
+            return None, None
+        removed, known = set(request.get("needs_removed", [])), set(listed)
+        added = [name for name in request.get("needs_added", []) if name not in known]
+        needs = [name for name in listed if name not in removed] + added
+        digest = hashlib.sha256("".join(name + "\n" for name in sorted(set(needs))).encode("ascii")).hexdigest()
+        return (needs, added) if digest == request.get("needs_sha256") else (None, None)
 
     def forget(self, request: dict) -> dict:
         """Delete manifests of this host (the manifest first, then its list of objects)."""
@@ -279,19 +335,27 @@ class _Objects(_Namespaces):
         """Receive a batch of objects, each followed by its SHA-256 (64 hex digits): checked, made durable, renamed.
 
         The sender gives an object of a plain store its name as the digest, so its content must hash to
-        its name; an encrypted store's object comes with the digest of its envelope.
+        its name; an encrypted store's object comes with the digest of its envelope. An entry with a
+        third field comes as a delta against that object (:func:`apply_delta`); when the base is not
+        here, or the rebuilt object does not hash as announced, the object is in ``problems`` and the
+        sender sends it whole.
         """
-        entries = [(self.object_path(name), int(size)) for name, size in request["objects"]]
+        entries = [(self.object_path(entry[0]), int(entry[1]), self._base(entry)) for entry in request["objects"]]
         staged = []
         problems = []
         try:
-            for final, size in entries:
+            for final, size, base in entries:
                 tmp = self._temp()
-                actual = self._receive(tmp, size)
+                if base is None:
+                    actual = self._receive(tmp, self._body_chunks(size))
+                else:
+                    actual = self._receive_delta(tmp, self.read_exactly(size), base)
                 expected = self.read_exactly(64).decode("ascii", "replace")
                 if actual != expected:
-                    os.unlink(tmp)
-                    problems.append({"object": os.path.basename(final), "expected": expected, "actual": actual})
+                    if actual is not None:
+                        os.unlink(tmp)
+                    problem = {"object": os.path.basename(final), "expected": expected, "actual": actual}
+                    problems.append(dict(problem, base=os.path.basename(base)) if base else problem)
                     continue
                 staged.append((tmp, final))
             self._make_durable([tmp for tmp, _final in staged])
@@ -313,20 +377,36 @@ class _Objects(_Namespaces):
             raise
         return {"ok": not problems, "stored": stored, "problems": problems}
 
-    def _receive(self, tmp: str, size: int) -> str:
+    def _base(self, entry) -> "str | None":
+        return self.object_path(entry[2]) if len(entry) > 2 and entry[2] is not None else None
+
+    def _body_chunks(self, size: int):
+        left = size
+        while left:
+            chunk = self.stdin.read(min(CHUNK, left))
+            if not chunk:
+                raise EOFError("the sender went away in the middle of an object")
+            left -= len(chunk)
+            yield chunk
+
+    def _receive_delta(self, tmp: str, delta: bytes, base: str) -> "str | None":
+        """Rebuild an object from ``base`` (an object here) and ``delta``; None when the base is not here."""
+        try:
+            handle = open(base, "rb")  # pylint: disable=consider-using-with
+        except FileNotFoundError:
+            return None
+        with handle:
+            return self._receive(tmp, apply_delta(delta, handle))
+
+    def _receive(self, tmp: str, chunks) -> str:
         digest = hashlib.sha256()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            left = size
-            while left:
-                chunk = self.stdin.read(min(CHUNK, left))
-                if not chunk:
-                    raise EOFError("the sender went away in the middle of an object")
+            for chunk in chunks:
                 digest.update(chunk)
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
-                left -= len(chunk)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)

@@ -17,6 +17,9 @@ from ansible_collections.gitops.rollback.plugins.module_utils import _repo_recei
 from ansible_collections.gitops.rollback.plugins.module_utils._repo_client import (
     Connection, RepositoryError, RepositorySpec, receiver_source,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils._repo_sync import (
+    encode_delta, needs_digest,
+)
 
 ID = "20261203T090000.000Z-abcdef"
 
@@ -137,3 +140,79 @@ def test_collection_keeps_young_objects_and_those_any_host_needs(tmp_path):
     assert replies[1]["objects"] == 1 and replies[1]["kept"] == 1
     assert sorted(path.name for path in objects.glob("*/*")) == sorted([names["needed"], names["young"]])
     assert replies[2]["forgotten"] == []  # web1 cannot forget web2's checkpoints
+
+
+def tree_lines(count, changed=(), seed=""):
+    """Lines shaped like a tree object's entries; those in ``changed`` have another hash."""
+    return b"".join(b'{"path":"dir%02d/file%05d.txt","sha256":"%s","size":%d}\n' % (
+        number // 100, number, hashlib.sha256(b"%d%s" % (number, (seed if number in changed else "").encode())
+                                              ).hexdigest().encode(), number) for number in range(count))
+
+
+@pytest.mark.parametrize("edit", ["changed", "added_and_removed", "reordered", "unrelated", "empty_base"])
+def test_a_delta_rebuilds_the_object_exactly_and_is_small_for_a_small_change(tmp_path, edit):
+    base = tree_lines(2000)
+    new = {
+        "changed": tree_lines(2000, changed=range(0, 2000, 100), seed="v2"),
+        "added_and_removed": base[:5000] + b'{"path":"new"}\n' + base[9000:] + b"no newline at the end",
+        "reordered": b"".join(reversed(base.splitlines(keepends=True))),
+        "unrelated": os.urandom(5000),
+        "empty_base": base,
+    }[edit]
+    if edit == "empty_base":
+        base = b""
+    delta = encode_delta(base, new)
+    (tmp_path / "base").write_bytes(base)
+    with open(tmp_path / "base", "rb") as handle:
+        assert b"".join(_repo_receiver.apply_delta(delta, handle)) == new
+    if edit == "changed":  # 20 of 2,000 entries: the delta is those lines and a few instructions
+        assert len(delta) < 20 * 110 + 41 * 20 < len(new) // 20
+
+
+def put_delta(name, base, delta):
+    return [{"op": "put", "objects": [[name, len(delta), base]]}, delta + name.encode()]
+
+
+def test_an_object_sent_as_a_delta_is_rebuilt_checked_and_stored_whole(tmp_path):
+    base, new = tree_lines(300), tree_lines(300, changed=[7, 250], seed="v2")
+    base_name, new_name = hashlib.sha256(base).hexdigest(), hashlib.sha256(new).hexdigest()
+    forged = hashlib.sha256(b"something else").hexdigest()
+    replies = serve(hello(tmp_path / "repo"),
+                    *put_delta(new_name, base_name, encode_delta(base, new)),  # the base is not there: sent again
+                    {"op": "put", "objects": [[base_name, len(base)]]}, base + base_name.encode(),
+                    *put_delta(new_name, base_name, encode_delta(base, new)),
+                    *put_delta(forged, base_name, encode_delta(base, new)),  # rebuilt, but not to its name
+                    *put_delta(forged, base_name, b"X 1 2\n"))
+    assert replies[1]["stored"] == [] and replies[1]["problems"][0]["actual"] is None
+    assert replies[3]["stored"] == [new_name]
+    assert (tmp_path / "repo" / "objects" / new_name[:2] / new_name).read_bytes() == new
+    assert replies[4]["stored"] == [] and replies[4]["problems"][0]["actual"] == new_name
+    assert replies[5]["ok"] is False and "instruction" in replies[5]["error"]  # and the session ends
+    assert not (tmp_path / "repo" / "objects" / forged[:2]).exists()
+    assert os.listdir(tmp_path / "repo" / "tmp") == []
+
+
+def test_a_list_of_needed_objects_sent_as_a_difference_is_rebuilt_or_asked_for_in_full(tmp_path):
+    names = {word: hashlib.sha256(word.encode()).hexdigest() for word in ("kept", "dropped", "added")}
+    puts = []
+    for word, name in names.items():
+        puts += [{"op": "put", "objects": [[name, len(word)]]}, word.encode() + name.encode()]
+    second = ID.replace("090000", "100000")
+    first_body, second_body = b'{"id": "%s"}' % ID.encode(), b'{"id": "%s"}' % second.encode()
+
+    def record(checkpoint_id, body, **needs):
+        return [dict({"op": "put_manifest", "id": checkpoint_id, "size": len(body),
+                      "sha256": hashlib.sha256(body).hexdigest()}, **needs), body]
+
+    difference = {"needs_base": ID, "needs_added": [names["added"]], "needs_removed": [names["dropped"]]}
+    wanted = needs_digest([names["kept"], names["added"]])
+    replies = serve(hello(tmp_path / "repo"), *puts,
+                    *record(ID, first_body, needs=[names["kept"], names["dropped"]]),
+                    *record(second, second_body, needs_sha256=needs_digest([names["kept"]]), **difference),
+                    *record(second, second_body, needs_sha256=wanted, **dict(difference, needs_base=second)),
+                    *record(second, second_body, needs_sha256=wanted, **difference))
+    folder = tmp_path / "repo" / "hosts" / "web1" / "checkpoints"
+    assert replies[5]["needs_in_full"] is True  # the list built would not be the one meant
+    assert replies[6]["needs_in_full"] is True  # no such base recorded
+    assert replies[7]["ok"] is True
+    assert (folder / (second + ".needs")).read_text().split() == [names["kept"], names["added"]]
