@@ -241,12 +241,18 @@ class Connection:
         return self.request({"op": "hello", "root": self.spec.path, "host": self.spec.namespace, "create": create},
                             "opening it")
 
-    def have(self, names: Sequence[str]) -> set:
-        """Return which of ``names`` the repository holds."""
+    def have(self, names: Sequence[str], key_id: Optional[str] = None) -> set:
+        """Return which of ``names`` the repository holds (with ``key_id``: sealed under that key).
+
+        Objects are shared by name across host namespaces; a store whose key was rotated names its
+        objects as before, so the copies sealed under the old key do not count as held.
+        """
         found: set = set()
         for start in range(0, len(names), NAMES_PER_REQUEST):
-            found.update(self.request({"op": "have", "names": list(names[start:start + NAMES_PER_REQUEST])},
-                                      "listing objects")["have"])
+            request = {"op": "have", "names": list(names[start:start + NAMES_PER_REQUEST])}
+            if key_id:
+                request["key_id"] = key_id
+            found.update(self.request(request, "listing objects")["have"])
         return found
 
 

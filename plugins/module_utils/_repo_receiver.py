@@ -327,9 +327,21 @@ class _Objects(_Namespaces):
     """The shared objects: which are held, receiving a batch (checked, durable, renamed), sending them back."""
 
     def have(self, request: dict) -> dict:
-        """Say which of the named objects the repository holds."""
+        """Say which of the named objects the repository holds (with ``key_id``: sealed under that key)."""
         names = request.get("names", [])
-        return {"ok": True, "have": [name for name in names if os.path.exists(self.object_path(name))]}
+        key_id = request.get("key_id")
+        if key_id is None:
+            return {"ok": True, "have": [name for name in names if os.path.exists(self.object_path(name))]}
+        return {"ok": True, "have": [name for name in names if self._sealed_by(self.object_path(name), key_id)]}
+
+    @staticmethod
+    def _sealed_by(path: str, key_id: str) -> bool:
+        """Whether an object's envelope names ``key_id`` (bytes 8-24 of every scheme's header)."""
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(24)[8:].hex() == key_id
+        except FileNotFoundError:
+            return False
 
     def put(self, request: dict) -> dict:
         """Receive a batch of objects, each followed by its SHA-256 (64 hex digits): checked, made durable, renamed.

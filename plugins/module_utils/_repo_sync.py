@@ -24,7 +24,7 @@ BATCH_BYTES = 32 * 1024 * 1024  # objects sent per request (one durable sync on 
 BATCH_OBJECTS = 2000
 DELTA_AT_MOST = 0.5  # a tree goes as a delta when that is at most half its size
 TREE_DELTAS = True
-Progress = Callable[[str, int], None]  # ("sent" | "stored", objects so far)
+Progress = Callable[[str, int], None]  # ("sent" | "stored", objects so far; "recorded", checkpoints so far)
 Deltas = Dict[str, Tuple[str, bytes]]  # object name -> (base object name, delta)
 
 
@@ -241,8 +241,9 @@ def sync_store(store: Store, spec: RepositorySpec, refs: Sequence[str] = (), dry
         base = _base(store, remote) if todo else None
         base_needs = needed_objects(store, base) if base is not None else []
         known = set(base_needs)  # a recorded checkpoint's objects are in the repository
-        held = (conn.have([name for name in wanted if name not in known]) if hello.get("exists") else set()) | (
-            known.intersection(wanted))
+        key_id = (local_format.get("encryption") or {}).get("key_id")
+        asked = [name for name in wanted if name not in known]
+        held = (conn.have(asked, key_id) if hello.get("exists") else set()) | known.intersection(wanted)
         missing = [name for name in wanted if name not in held]
         absent = [name for name in missing if not store.has_blob(name)]
         if absent:
@@ -266,7 +267,9 @@ def sync_store(store: Store, spec: RepositorySpec, refs: Sequence[str] = (), dry
                          "recording the store format", json.dumps(local_format).encode("utf-8"))
         stored, sent_bytes = _send_objects(conn, store, missing, progress, deltas)
         result["objects"].update(sent=stored, bytes=sent_bytes)
-        for man in todo:
+        for recorded, man in enumerate(todo, 1):
             _record(conn, man, raw[man["id"]], needs[man["id"]], base, base_needs)
+            if progress:
+                progress("recorded", recorded)
         result["wire"] = {"sent": conn.bytes_sent, "received": conn.bytes_received}
     return result

@@ -148,10 +148,23 @@ up_to_date:
 objects:
   description:
     - C(needed) - objects the checkpoints sent need; C(present) - of those, already in the repository (sent by this
-      or another host, or before an interruption); C(sent) and C(bytes) - objects sent and their stored size.
+      or another host, or before an interruption); C(sent) and C(bytes) - objects sent and the bytes sent for them;
+      C(as_delta) - of those, tree objects sent as a delta against the base's tree.
   returned: state=present
   type: dict
-  sample: {needed: 1204, present: 1190, sent: 14, bytes: 1048576}
+  sample: {needed: 1204, present: 1190, sent: 14, as_delta: 1, bytes: 1048576}
+base:
+  description:
+    - The newest checkpoint of this host the repository already held, which the sync built on (tree deltas, the
+      list of needed objects as a difference); null when there was none.
+  returned: state=present
+  type: str
+  sample: 20261120T220112.031Z-1f2e3d
+wire:
+  description: Bytes that crossed the SSH session after the receiver program, each way (requests and objects sent, replies received).
+  returned: state=present, not in check mode
+  type: dict
+  sample: {sent: 1071234, received: 4120}
 repository:
   description: The repository and namespace (no secrets).
   returned: success

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -314,3 +315,211 @@ def test_pruning_one_host_never_collects_what_another_host_still_needs(eng, repo
     with rebuilt.lock("test", "restore"):
         eng.fetch.fetch_checkpoint(rebuilt, specs["web2"], "v1")
     assert rebuilt.verify(rebuilt.find("v1")) == []
+
+
+def test_after_a_small_change_a_sync_sends_the_changed_files_and_a_delta_of_the_tree(
+        eng, repository_host, repo_path, tmp_path):
+    root = tmp_path / "app"
+    (root / "data").mkdir(parents=True)
+    files = [root / "data" / ("f%04d.bin" % index) for index in range(1000)]
+    for path in files:
+        path.write_bytes(os.urandom(4096))
+    store = eng.store.Store(str(tmp_path / "store"))
+    take(eng, store, root, "v1")
+    spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path))
+    eng.sync.sync_store(store, spec)
+    for path in files[::100]:  # 1 % of the files, 40 KB
+        path.write_bytes(os.urandom(4096))
+    second = take(eng, store, root, "v2")
+    tree = second["roots"][0]["tree"]
+
+    sent = eng.sync.sync_store(store, spec)
+    changed = 10 * 4096
+    assert sent["objects"]["sent"] == 11 and sent["objects"]["as_delta"] == 1  # the files and the tree
+    assert sent["objects"]["bytes"] < changed + 3000 < store.object_size(tree)  # the tree: ~200 KB whole
+    # all on the wire (requests, the tree's changed lines, lists, the manifest): < 1,000 bytes per changed file,
+    # where the tree sent whole costs about 230 bytes per file of the tree (230 KB here)
+    assert sent["wire"]["sent"] - changed < 1000 * 10
+    repo = repository_host.local(repo_path)
+    assert repo_objects(repo)[tree] == store.read_blob(tree)  # the repository holds the tree whole
+    assert sorted((repo / "hosts/web1/checkpoints" / (second["id"] + ".needs")).read_text().split()) == needed_list(
+        store, second)
+
+
+def needed_list(store, manifest: dict) -> list:
+    """The objects a checkpoint needs, as the repository lists them (sorted here)."""
+    return sorted(set(store.referenced(manifest)))
+
+
+KILL_AT_CODE = r"""
+import json, os, signal, sys
+from ansible_collections.gitops.rollback.plugins.module_utils import _repo_client, _repo_sync, _store
+_repo_sync.BATCH_OBJECTS = 10
+spec = _repo_client.RepositorySpec.from_options(json.loads(sys.argv[2]))
+event, count, victim = sys.argv[3], int(sys.argv[4]), sys.argv[5]
+
+
+def children():
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                if entry.isdigit() and int(handle.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def progress(seen, number):
+    if (seen, number) != (event, count):
+        return
+    if victim == "module":
+        os.kill(os.getpid(), signal.SIGKILL)  # ssh sees its stdin end, the receiver the request cut
+    elif victim == "module and ssh":
+        os.killpg(0, signal.SIGKILL)
+    else:
+        for child in children():  # the SSH connection: the module goes on writing into it
+            os.kill(child, signal.SIGKILL)
+
+_repo_sync.sync_store(_store.Store(sys.argv[1]), spec, progress=progress)
+print("done")
+"""
+
+
+def assert_only_complete_checkpoints(repo: Path, store) -> set:
+    """Every checkpoint the repository shows has every object it needs, intact; return their ids."""
+    folder = repo / "hosts" / "web1" / "checkpoints"
+    shown = {path.name[:-len(".json")] for path in folder.glob("*.json")}
+    for checkpoint_id in shown:
+        listed = (folder / (checkpoint_id + ".needs")).read_text().split()
+        assert sorted(set(listed)) == needed_list(store, store.load(checkpoint_id))
+        for name in listed:
+            assert hashlib.sha256((repo / "objects" / name[:2] / name).read_bytes()).hexdigest() == name
+    return shown
+
+
+def test_syncs_killed_at_random_points_never_show_an_incomplete_checkpoint_and_the_next_completes_them(
+        eng, repository_host, repo_path, tmp_path, collections_path):
+    """SIGKILL of the module, of the module and its ssh, or of the SSH connection alone, at seeded points
+    of successive syncs of two checkpoints (objects in batches of ten, the tree as a delta, then the manifests)."""
+    rng = random.Random(23)
+    root = tmp_path / "app"
+    make_tree(root, files=80)
+    store = eng.store.Store(str(tmp_path / "store"))
+    take(eng, store, root, "v1")
+    options = repository_host.options(repo_path)
+    spec = eng.client.RepositorySpec.from_options(options)
+    eng.sync.sync_store(store, spec)
+    for version in ("v2", "v3"):
+        for path in rng.sample(sorted((root / "data").iterdir()), 30):
+            path.write_bytes(os.urandom(100))
+        take(eng, store, root, version)
+    repo = repository_host.local(repo_path)
+    needed = set().union(*(store.referenced(man) for man in store.manifests()))
+    victims = ["module", "module and ssh", "ssh", "ssh", "module"]
+    kills = 0
+    for victim in victims:
+        missing = len(needed - set(repo_objects(repo)))
+        shown = assert_only_complete_checkpoints(repo, store)
+        if missing == 0 and len(shown) >= 2:  # nothing left to kill in the middle of
+            break
+        if missing and (len(shown) == 2 or rng.random() < 0.7):
+            point = ("sent", rng.randint(1, missing))
+        else:  # between the two manifests
+            point = ("recorded", 1)
+        run = subprocess.run([sys.executable, "-c", KILL_AT_CODE, str(tmp_path / "store"), json.dumps(options),
+                              point[0], str(point[1]), victim],
+                             env=dict(os.environ, PYTHONPATH=str(collections_path)), start_new_session=True,
+                             capture_output=True, timeout=120, check=False)
+        if victim == "ssh":
+            assert run.returncode == 1 and b"stopped answering" in run.stderr, (point, run.stderr[-2000:])
+        else:
+            assert run.returncode == -9, (point, victim, run.stderr[-2000:])
+        kills += 1
+        arrived = assert_only_complete_checkpoints(repo, store)
+        assert len(arrived) < 3  # killed before its end: the last checkpoint is not shown
+        assert not [name for name in os.listdir(repo / "tmp") if name in needed]
+    assert kills >= 3
+
+    before = set(repo_objects(repo))
+    final = eng.sync.sync_store(store, spec)
+    assert final["objects"]["sent"] == len(needed - before)  # what arrived before is not sent again
+    assert assert_only_complete_checkpoints(repo, store) == set(store.ids())
+    assert set(repo_objects(repo)) == needed
+
+
+def test_a_prune_while_a_sync_runs_keeps_the_sync_whole_or_refuses_it_until_the_next(
+        eng, repository_host, repo_path, tmp_path):
+    root = tmp_path / "app"
+    make_tree(root, files=40)
+    store = eng.store.Store(str(tmp_path / "store"))
+    spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path))
+    for version in ("v1", "v2"):
+        (root / "data" / "f000.txt").write_bytes(version.encode() * 100)
+        take(eng, store, root, version)
+    eng.sync.sync_store(store, spec)
+    repo = repository_host.local(repo_path)
+
+    def prune_when_stored(grace):
+        def progress(event, count):
+            if event == "stored" and count == 10:  # a batch is in the repository, named by no manifest yet
+                pruned.append(eng.repository.prune_repository(spec, eng.repository.Policy(keep=1), grace=grace))
+        return progress
+
+    pruned: list = []
+    for index in range(25):
+        (root / "data" / ("f%03d.txt" % index)).write_bytes(b"v3 %d\n" % index)
+    v3 = take(eng, store, root, "v3")
+    eng.sync.BATCH_OBJECTS, batch = 10, eng.sync.BATCH_OBJECTS
+    try:
+        done = eng.sync.sync_store(store, spec, progress=prune_when_stored(3600))  # objects of a sync are young
+        assert done["checkpoints"] == [v3["id"]] and pruned[0]["deleted"] == [store.find("v1")["id"]]
+        assert assert_only_complete_checkpoints(repo, store) == {store.find("v2")["id"], v3["id"]}
+
+        for index in range(25):
+            (root / "data" / ("f%03d.txt" % index)).write_bytes(b"v4 %d\n" % index)
+        v4 = take(eng, store, root, "v4")
+        with pytest.raises(eng.client.RepositoryError, match="did not record checkpoint %s" % v4["id"]):
+            eng.sync.sync_store(store, spec, ["v4"], progress=prune_when_stored(0))  # collects the batch just stored
+        assert pruned[1]["collected"]["objects"] >= 10
+        assert assert_only_complete_checkpoints(repo, store) == {v3["id"]}
+    finally:
+        eng.sync.BATCH_OBJECTS = batch
+    again = eng.sync.sync_store(store, spec, ["v4"])
+    assert again["checkpoints"] == [v4["id"]] and again["objects"]["sent"] >= 10
+    assert assert_only_complete_checkpoints(repo, store) == {v3["id"], v4["id"]}
+
+
+def test_after_a_key_rotation_the_objects_are_sent_again_sealed_under_the_new_key(
+        eng, repository_host, repo_path, tmp_path):
+    root = tmp_path / "app"
+    make_tree(root, files=5)
+    store = eng.store.Store(str(tmp_path / "store"), KEY)
+    manifest = take(eng, store, root, "v1")
+    old = eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name="web1"))
+    first = eng.sync.sync_store(store, old)
+    repo = repository_host.local(repo_path)
+    before = repo_files(repo)
+    new_key = KEY + "-rotated"
+    with store.lock("test", "rekey"):
+        store.rekey(new_key)
+    store = eng.store.Store(str(tmp_path / "store"), new_key)
+    with pytest.raises(eng.client.RepositoryError, match="different keys") as refused:
+        eng.sync.sync_store(store, old)
+    assert store.read_format()["encryption"]["key_id"] in str(refused.value)
+    assert repo_files(repo) == before  # nothing was sent
+
+    rotated = eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name="web1-rotated"))
+    sent = eng.sync.sync_store(store, rotated)
+    assert sent["objects"]["present"] == 0 and sent["objects"]["sent"] == first["objects"]["sent"]
+    expected = snapshot(root)
+    shutil.rmtree(tmp_path / "store")
+    shutil.rmtree(root)
+    root.mkdir()
+    rebuilt = eng.store.Store(str(tmp_path / "store"), new_key)
+    eng.fetch.prepare_store(rebuilt, rotated)
+    with rebuilt.lock("test", "restore"):
+        eng.fetch.fetch_checkpoint(rebuilt, rotated, "v1", new_key)
+        eng.restore.restore_checkpoint(rebuilt, rebuilt.find("v1"), eng.restore.RestoreOptions(safety_checkpoint=False))
+    assert snapshot(root) == expected and rebuilt.verify(rebuilt.find(manifest["id"])) == []
