@@ -206,10 +206,11 @@ def test_a_list_of_needed_objects_sent_as_a_difference_is_rebuilt_or_asked_for_i
 
     difference = {"needs_base": ID, "needs_added": [names["added"]], "needs_removed": [names["dropped"]]}
     wanted = needs_digest([names["kept"], names["added"]])
+    unknown_base = dict(difference, needs_base=second)
     replies = serve(hello(tmp_path / "repo"), *puts,
                     *record(ID, first_body, needs=[names["kept"], names["dropped"]]),
                     *record(second, second_body, needs_sha256=needs_digest([names["kept"]]), **difference),
-                    *record(second, second_body, needs_sha256=wanted, **dict(difference, needs_base=second)),
+                    *record(second, second_body, needs_sha256=wanted, **unknown_base),
                     *record(second, second_body, needs_sha256=wanted, **difference))
     folder = tmp_path / "repo" / "hosts" / "web1" / "checkpoints"
     assert replies[5]["needs_in_full"] is True  # the list built would not be the one meant
