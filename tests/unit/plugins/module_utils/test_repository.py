@@ -206,7 +206,7 @@ def test_a_list_of_needed_objects_sent_as_a_difference_is_rebuilt_or_asked_for_i
 
     difference = {"needs_base": ID, "needs_added": [names["added"]], "needs_removed": [names["dropped"]]}
     wanted = needs_digest([names["kept"], names["added"]])
-    unknown_base = dict(difference, needs_base=second)
+    unknown_base = {"needs_base": second, "needs_added": [names["added"]], "needs_removed": [names["dropped"]]}
     replies = serve(hello(tmp_path / "repo"), *puts,
                     *record(ID, first_body, needs=[names["kept"], names["dropped"]]),
                     *record(second, second_body, needs_sha256=needs_digest([names["kept"]]), **difference),
