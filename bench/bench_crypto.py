@@ -52,7 +52,8 @@ def _crypto():
         link.symlink_to(REPO)
     sys.path.insert(0, str(collections))
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.gitops.rollback.plugins.module_utils import _crypto, _crypto_legacy
+    from ansible_collections.gitops.rollback.plugins.module_utils.store import crypto as _crypto
+    from ansible_collections.gitops.rollback.plugins.module_utils.store import crypto_legacy as _crypto_legacy
     return _crypto, _crypto_legacy
 
 

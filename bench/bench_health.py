@@ -39,8 +39,8 @@ JOB = "app"
 
 GATE_SCRIPT = """
 import sys, time
-from ansible_collections.gitops.rollback.plugins.module_utils._health import MetricSpec, evaluate
-from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import measure
+from ansible_collections.gitops.rollback.plugins.module_utils.health.analysis import MetricSpec, evaluate
+from ansible_collections.gitops.rollback.plugins.module_utils.health.providers import measure
 url, count = sys.argv[1], int(sys.argv[2])
 specs = [MetricSpec.from_dict({"name": name, "provider": {"type": "prometheus", "address": url, "query": query},
                                "success_condition": cond, "interval": 1, "count": count, "severity": "critical"})
@@ -61,8 +61,8 @@ def _collections(workdir: Path) -> Path:
 
 def _engine():
     sys.path.insert(0, str(_collections(Path(os.environ.get("TMPDIR", "/tmp")) / "gitops-bench-health")))
-    from ansible_collections.gitops.rollback.plugins.module_utils._health import MetricSpec, evaluate
-    from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import measure
+    from ansible_collections.gitops.rollback.plugins.module_utils.health.analysis import MetricSpec, evaluate
+    from ansible_collections.gitops.rollback.plugins.module_utils.health.providers import measure
     return MetricSpec, evaluate, measure
 
 

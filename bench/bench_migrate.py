@@ -49,8 +49,8 @@ def downgrade():
 OURS = '''
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate import run_operation
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_plan import Params
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate import run_operation
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate_plan import Params
 params = json.loads(sys.argv[2])
 result = run_operation(Params.from_module(params, False))
 assert result["version"] == 0, result["version"]

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 ENGINE = '''
 import sys
-from ansible_collections.gitops.rollback.plugins.module_utils import _release as r
+from ansible_collections.gitops.rollback.plugins.module_utils.release import operations as r
 state, root, arg = sys.argv[1:4]
 p = r.ReleaseParams(root=root, owner="bench", shared=["log"], **({"src": arg, "label": sys.argv[4]}
                     if state == "present" else {"to": arg}))
@@ -63,7 +63,7 @@ def _switch(root: Path, to: str) -> float:
     collections = str(_collections(root.parent))
     if collections not in sys.path:
         sys.path.insert(0, collections)
-    from ansible_collections.gitops.rollback.plugins.module_utils import _release as release
+    from ansible_collections.gitops.rollback.plugins.module_utils.release import operations as release
 
     params = release.ReleaseParams(root=str(root), owner="bench", to=to)
     start = time.perf_counter()

@@ -29,7 +29,7 @@ def _import_engine(workdir: Path):
     if not link.exists():
         link.symlink_to(REPO, target_is_directory=True)
     sys.path.insert(0, str(root))
-    from ansible_collections.gitops.rollback.plugins.module_utils import _terraform  # noqa: E402
+    from ansible_collections.gitops.rollback.plugins.module_utils.terraform import rollback as _terraform  # noqa: E402
 
     return _terraform
 

@@ -7,7 +7,7 @@
 
 The record is an HMAC-SHA256 over run id, target, approver and expiry under the approval key;
 the approver is the OS user running this command, never an option. The signing and checking
-live in the collection's ``plugins/module_utils/_policy.py`` (the rollback role checks with it).
+live in the collection's ``plugins/module_utils/controller/policy.py`` (the rollback role checks with it).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class ApproveError(RuntimeError):
 
 
 def load_policy_module(collections_path: Optional[str] = None) -> ModuleType:
-    """Import the collection's ``_policy`` module_util (with the ``_labels`` it imports)."""
-    return import_module_util("_policy", collections_path)
+    """Import the collection's ``controller.policy`` module_util (with the ``common.labels`` it imports)."""
+    return import_module_util("controller.policy", collections_path)
 
 
 def parse_duration(text: str) -> int:
@@ -75,7 +75,7 @@ def store_record(record: str, state_url: str, approvals_file: str, collections_p
     if not state_url:
         append_record(Path(os.path.expanduser(approvals_file)), record)
         return f"appended to {approvals_file}"
-    state_pg = import_module_util("_state_pg", collections_path)
+    state_pg = import_module_util("controller.state_pg", collections_path)
     try:
         with state_pg.PgState(state_url) as state:
             state.add_approval(record)

@@ -38,7 +38,7 @@ from .runner import RunRequest, error_lines, extravars_for, prune_runs, run
 from .state import StateError, StateFile, default_state_path
 from . import tags
 
-# Shown in --help, which never loads the collection; tests/unit check them against _tags.py.
+# Shown in --help, which never loads the collection; tests/unit check them against controller/tags.py.
 HELP_RELEASE_PATTERNS = ("v*",)
 HELP_ROLLBACK_PATTERN = "rollback/{target}"
 
@@ -144,7 +144,7 @@ class Engine:
         """Append a ``failed`` record (operation ``trigger``) to the audit log; say so when that fails too."""
         s = self.settings
         try:
-            audit = import_module_util("_audit", s.collections_path)
+            audit = import_module_util("controller.audit", s.collections_path)
             record = audit.make_record(
                 "failed", "trigger", ident, action=decision.action, tag=decision.tag, ref=decision.ref,
                 commit=decision.commit, event_id=decision.event_id, source=decision.source, status=status, rc=rc,
@@ -283,7 +283,7 @@ def hook_extra_vars(items: Sequence[str], collections_path: Optional[str]) -> Li
     The hook is a script every user of the machine can read (mode 0755): a password written in it is
     not a secret any more. Secrets go in a file only the pushers can read, given as @FILE.
     """
-    secrets = import_module_util("_secrets", collections_path)
+    secrets = import_module_util("common.secrets", collections_path)
     out = []
     for number, item in enumerate(items, 1):
         if item.startswith("@"):
@@ -354,7 +354,7 @@ DEFAULT_AUDIT_LOG = "~/.local/state/gitops-rollback/audit.jsonl"
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit log's hash chain: exit 0 when intact, 1 naming the first broken record."""
-    chain = load_module_util(find_collection(args.collections_path), "_auditchain")
+    chain = load_module_util(find_collection(args.collections_path), "controller.auditchain")
     try:
         result = chain.verify(args.log, args.head)
     except chain.ChainError as exc:

@@ -25,7 +25,7 @@ def _is_collection_root(path: Path) -> bool:
     if galaxy.is_file():
         text = galaxy.read_text(encoding="utf-8", errors="replace")
         return f"namespace: {NAMESPACE}" in text and f"name: {NAME}" in text
-    return manifest.is_file() and (path / "plugins" / "module_utils" / "_tags.py").is_file()
+    return manifest.is_file() and (path / "plugins" / "module_utils" / "controller" / "tags.py").is_file()
 
 
 def _under(entry: str) -> Path:
@@ -124,11 +124,11 @@ MODULE_UTILS_PACKAGE = "gitops_rollback._collection_module_utils"
 
 
 def load_module_util(root: Path, name: str) -> ModuleType:
-    """Import ``plugins/module_utils/<name>.py`` of the collection as a plain module.
+    """Import ``plugins/module_utils/<package>/<name>.py`` (``name`` is ``package.name``) as a plain module.
 
     The collection's module_utils directory becomes the package ``gitops_rollback._collection_module_utils``
     (for this process, the first collection loaded wins), so a module_util's relative imports of
-    its siblings (``from ._labels import ...``) resolve as they do under Ansible.
+    its siblings (``from ..common.labels import ...``) resolve as they do under Ansible.
     """
     folder = root / "plugins" / "module_utils"
     package = sys.modules.get(MODULE_UTILS_PACKAGE)
@@ -139,6 +139,7 @@ def load_module_util(root: Path, name: str) -> ModuleType:
         spec.submodule_search_locations = [str(folder)]
         package = importlib.util.module_from_spec(spec)
         sys.modules[MODULE_UTILS_PACKAGE] = package
-    if not (folder / f"{name}.py").is_file():
-        raise CollectionNotFound(f"{folder / (name + '.py')} cannot be loaded: the collection at {root} is incomplete.")
+    source = folder.joinpath(*name.split(".")).with_suffix(".py")
+    if not source.is_file():
+        raise CollectionNotFound(f"{source} cannot be loaded: the collection at {root} is incomplete.")
     return importlib.import_module(f"{MODULE_UTILS_PACKAGE}.{name}")

@@ -1,6 +1,6 @@
 """``gitops-rollback report``: the rollback report from the audit log, without Ansible.
 
-The engine is the collection's ``plugins/module_utils/_report.py`` (standard library only), the one
+The engine is the collection's ``plugins/module_utils/report/files.py`` (standard library only), the one
 the ``rollback_report`` module runs. Exit codes: 0 written (or nothing to change), 1 a problem with
 the input (the message says which and what to do), 2 bad arguments.
 """
@@ -20,7 +20,7 @@ DEFAULT_LOG = "~/.local/state/gitops-rollback/audit.jsonl"
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report, the Prometheus text file and the post-mortem draft that were asked for."""
-    engine = load_module_util(find_collection(args.collections_path), "_report")
+    engine = load_module_util(find_collection(args.collections_path), "report.files")
     state_url = args.state or os.environ.get("GITOPS_ROLLBACK_STATE", "")
     try:
         outcome = engine.write_reports(

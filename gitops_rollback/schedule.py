@@ -186,7 +186,7 @@ def entry_problem(entry: Any, labels: Any) -> Optional[str]:
     """Why a schedule entry is outside the grammar, or None: checked when written and again when read back.
 
     The schedule file is data a timer acts on later, possibly edited by hand in between: every field
-    that reaches a path, a playbook or Ansible is checked. ``labels`` is the collection's ``_labels``
+    that reaches a path, a playbook or Ansible is checked. ``labels`` is the collection's ``common.labels``
     (``label_problem`` and ``escape``); messages show values escaped and extra-var values never.
     """
     if not isinstance(entry, dict):
@@ -286,14 +286,14 @@ class Context:
 
     def audit(self, event: str, run_id: str, **fields: Any) -> None:
         """Append a record (operation ``schedule``) to the audit log with who did it."""
-        audit = import_module_util("_audit", self.collections_path)
+        audit = import_module_util("controller.audit", self.collections_path)
         audit.append(str(Path(self.audit_log).expanduser()),
                      audit.make_record(event, "schedule", run_id, actor=audit.who(), **fields))
 
     @property
     def labels(self) -> Any:
-        """The collection's ``_labels`` (the label grammar and ``escape``)."""
-        return import_module_util("_labels", self.collections_path)
+        """The collection's ``common.labels`` (the label grammar and ``escape``)."""
+        return import_module_util("common.labels", self.collections_path)
 
     def label_problem(self, label: str) -> Optional[str]:
         """Why ``label`` is not a checkpoint label, or None."""
@@ -456,7 +456,7 @@ def cmd_schedule_rollback(args: argparse.Namespace) -> int:
     at = parse_time(args.at, now)
     if at <= now:
         raise ScheduleError(f"--at {args.at} is not in the future (now {iso(now)}).")
-    audit = import_module_util("_audit", args.collections_path)
+    audit = import_module_util("controller.audit", args.collections_path)
     entry = {"id": new_id(ROLLBACK, at), "kind": ROLLBACK, "target": args.to, "at": iso(at),
              "window": int(args.window), "layers": parse_layers(args.layers, LAYERS), "inventory": _inventory(args),
              "extravars": _extravars(args), "reason": args.reason or "", "scheduled_by": audit.who()["user"],
@@ -486,7 +486,7 @@ def cmd_schedule_checkpoint(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, tuple(LAYER_VARIABLES))
     if args.when_changed and layers != ["config"]:
         raise ScheduleError("--when-changed compares managed paths only: give --layers config with it.")
-    audit = import_module_util("_audit", args.collections_path)
+    audit = import_module_util("controller.audit", args.collections_path)
     entry = {"id": new_id(CHECKPOINT, start), "kind": CHECKPOINT, "at": iso(start), "every": every,
              "when_changed": bool(args.when_changed), "layers": layers, "inventory": _inventory(args),
              "extravars": _extravars(args), "scheduled_by": audit.who()["user"], "scheduled": iso(now),
@@ -526,7 +526,7 @@ def cmd_schedule_cancel(args: argparse.Namespace) -> int:
         entry = ScheduleFile.find(data, args.id)
         if entry["status"] != PENDING:
             raise ScheduleError(f"{args.id} is {entry['status']}, not pending: there is nothing to cancel.")
-        audit = import_module_util("_audit", args.collections_path)
+        audit = import_module_util("controller.audit", args.collections_path)
         entry.update(status=CANCELLED, cancelled_by=audit.who()["user"], finished=iso(utc_now()))
     context.audit("cancelled", args.id, target=entry.get("target"), at=entry["at"], cancelled_by=entry["cancelled_by"])
     print(f"{args.id}: cancelled")

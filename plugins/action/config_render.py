@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.gitops.rollback.plugins.module_utils._gitconfig import (GitConfigError, checkout_at,
-                                                                                 destination, templates_in)
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.git_templates import (GitConfigError, checkout_at,
+                                                                                               destination, templates_in)
 
 ARGUMENT_SPEC = {
     "repo": {"type": "path", "required": True},

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.gitops.rollback.plugins.module_utils._inputs import input_problems
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.inputs import input_problems
 
 try:  # ansible-core 2.19+: data tagging; a string is rendered only when it is trusted as a template
     from ansible.template import is_trusted_as_template as _trusted

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action rollback_plan: read the host's store once, and the Terraform stores on the controller, then plan.
 
-The decisions are made by module_utils/_plan.py; this file only gathers what they need: one
+The decisions are made by module_utils/controller/plan.py; this file only gathers what they need: one
 ``rollback_preview`` call on the host (its store's listing and what each host layer would change,
 read-only), the Terraform stores read here on the controller. Problems are returned, not raised,
 so the role reports every host's problems at once.
@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._plan import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
     HOST_STORE_LAYERS, TF_COMPONENT, HostSettings, layer_list, plan_host)
-from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._safety import database_passwords
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store, summarize
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import database_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store, summarize
 
 ARGUMENT_SPEC = {
     "target": {"type": "str", "required": True},

@@ -4,7 +4,7 @@
 
 Reads the requester from the process (or the AWX job's own extra-vars file), the ``-e``
 arguments from ansible-playbook's command line, and signed approval records; never a variable
-that claims an identity. Decisions: plugins/module_utils/_policy.py. Documentation:
+that claims an identity. Decisions: plugins/module_utils/controller/policy.py. Documentation:
 plugins/modules/rollback_policy.py.
 """
 
@@ -19,13 +19,13 @@ from ansible import context
 from ansible.errors import AnsibleError
 from ansible.parsing.splitter import parse_kv
 from ansible.plugins.action import ActionBase
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._policy import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.policy import (
     AWX_KEY_FILE_ENV, IDENTITY_VARS, POLICY_VARS, TEAM_VARS, ApprovalError, PolicyError, approvals_in,
     awx_workflow_approval, check_approval, find_awx_job, first_valid, load_key, load_policy, os_user_name,
     requester_refusal, resolve_identity,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import open_state
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import open_state
 
 ARGUMENT_SPEC = {
     "policy": {"type": "dict", "default": {}},

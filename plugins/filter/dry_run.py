@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filter dry_run: a dry-run answer and Ansible's check mode -> whether the run only plans.
 
-The decision lives in module_utils/_run_mode.py. Documentation: dry_run.yml.
+The decision lives in module_utils/controller/run_mode.py. Documentation: dry_run.yml.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils._run_mode import DryRunAnswerError, is_dry_run
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.run_mode import DryRunAnswerError, is_dry_run
 
 
 def dry_run(answer: Any, check_mode: Any = False, name: str = "rollback_dry_run") -> bool:

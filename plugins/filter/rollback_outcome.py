@@ -3,16 +3,16 @@
 """Filters of the rollback role's outcome: which layers changed, which a recovery restores, what the
 Terraform preview adds to the plan, and the requested layers as a list.
 
-The decisions live in module_utils/_outcome.py and _plan.py. Documentation: one .yml file per filter.
+The decisions live in module_utils/controller/outcome.py and _plan.py. Documentation: one .yml file per filter.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
-from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
     add_changed_layer, layers_to_recover, preflight_problems, terraform_preview_lines, with_terraform_preview)
-from ansible_collections.gitops.rollback.plugins.module_utils._plan import layer_list, problems_message
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import layer_list, problems_message
 
 
 class FilterModule:

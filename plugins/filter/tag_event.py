@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filter tag_event: AWX/Tower webhook extra vars -> checkpoint, rollback, ignore, refuse or manual.
 
-The decision logic lives in module_utils/_tags.py, shared with the gitops-rollback command.
+The decision logic lives in module_utils/controller/tags.py, shared with the gitops-rollback command.
 Documentation: tag_event.yml.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils._tags import TagEventError, decide_awx, patterns_from
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.tags import TagEventError, decide_awx, patterns_from
 
 
 def tag_event(variables: Mapping[str, Any], release_patterns: Optional[Sequence[str]] = None,

@@ -1,6 +1,6 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Lookup setting: the value of a shared gitops_rollback_* setting (the table is module_utils/_namespace.py)."""
+"""Lookup setting: the value of a shared gitops_rollback_* setting (the table is module_utils/controller/namespace.py)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Optional
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
-from ansible_collections.gitops.rollback.plugins.module_utils._namespace import UnknownSetting, setting, source
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.namespace import UnknownSetting, setting, source
 
 display = Display()
 

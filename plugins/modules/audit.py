@@ -154,10 +154,10 @@ webhook:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _audit
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._secrets import redact_url
-from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import open_state
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.secrets import redact_url
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import open_state
 
 
 def _append(state_url: str, log_path: str, record: dict) -> dict:

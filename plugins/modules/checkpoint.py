@@ -298,12 +298,12 @@ rekey:
   sample: {objects: 1204, manifests: 3, key_id: 4f0c2a9e61d1b0c37a55e2d8c3b1f9aa, scheme: aes-256-gcm-stream/v2, resumed: false}
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import (
     CheckpointParams, delete_checkpoint, make_checkpoint, prune_checkpoints, rekey_store, verify_checkpoints,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import check_label_options
 
 OPERATIONS = {
     "present": make_checkpoint,

@@ -72,9 +72,9 @@ checkpoints:
       components: []
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, list_checkpoints
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams, list_checkpoints
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 
 
 def main() -> None:

@@ -194,11 +194,11 @@ collected:
   sample: {objects: 14, bytes: 1048576}
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import repository_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._repository import sync_host
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import repository_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.replication.repository import sync_host
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 RETENTION = dict(keep=dict(type="int"), older_than_days=dict(type="float"), keep_last=dict(type="int"),

@@ -87,9 +87,9 @@ backups:
       problems: []
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import list_backups
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import list_backups
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 def main() -> None:

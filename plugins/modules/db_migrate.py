@@ -334,12 +334,12 @@ lock_recovered:
   sample: {owner: "root@web1", host: web1, pid: 4242, expires_at: "2026-11-21T15:30:00Z"}
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import db_connection_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate import run_operation
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_plan import OPERATIONS, Params
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_layouts import LAYOUTS
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import db_connection_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate import run_operation
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate_plan import OPERATIONS, Params
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate_layouts import LAYOUTS
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import check_label_options
 
 
 def argument_spec() -> dict:

@@ -209,13 +209,13 @@ commands:
   sample: ["pg_restore --exit-on-error --jobs=4 --dbname orders <dump>"]
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import (
+from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import (
     RestoreRequest, plan_restore, restore,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection, db_connection_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection, db_connection_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 def argument_spec() -> dict:

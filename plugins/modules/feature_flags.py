@@ -144,11 +144,11 @@ checkpoint:
   sample: {"id": "20261203T092446.462Z-ab8fb3", "label": "v2.4.0"}
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._flags import (
+from ansible_collections.gitops.rollback.plugins.module_utils.release.flags import (
     EtcdConnection, EtcdFlags, FileFlags, FlagsError, FlagsRequest, capture, restore, turn_off)
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 OPERATIONS = {"checkpointed": capture, "restored": restore, "off": turn_off}
 

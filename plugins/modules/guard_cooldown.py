@@ -96,9 +96,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._health_cooldown import acquire
-from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import open_state
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.health.cooldown import acquire
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import open_state
 
 
 def main() -> None:

@@ -310,9 +310,9 @@ detection_seconds:
 
 import os
 
-from ansible_collections.gitops.rollback.plugins.module_utils._health import Evaluation, MetricSpec, clock_from_environment, evaluate
-from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import measurer, validate_provider
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.health.analysis import Evaluation, MetricSpec, clock_from_environment, evaluate
+from ansible_collections.gitops.rollback.plugins.module_utils.health.providers import measurer, validate_provider
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 
 _DEFAULTED = ("interval", "count", "initial_delay", "failure_limit", "consecutive_error_limit", "inconclusive_limit")
 

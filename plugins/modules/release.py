@@ -282,11 +282,10 @@ diff:
     after: "current -> releases/20261121T221530.123Z (v2.3.0)\n"
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import (
-    check_label_options, default_owner,
-)
-from ansible_collections.gitops.rollback.plugins.module_utils._release import ReleaseParams, apply
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import check_label_options
+from ansible_collections.gitops.rollback.plugins.module_utils.release.operations import ReleaseParams, apply
 
 STATES = ["present", "rolled_back", "good", "pruned", "recorded"]
 

@@ -93,8 +93,8 @@ root:
   sample: /srv/app
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._release import ReleaseParams, list_releases
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.release.operations import ReleaseParams, list_releases
 
 
 def main() -> None:

@@ -161,11 +161,11 @@ damaged:
       restore_path: /srv/app/index.html
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams
-from ansible_collections.gitops.rollback.plugins.module_utils._host_restore import restore_host
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import repository_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams
+from ansible_collections.gitops.rollback.plugins.module_utils.files.restore_ops import restore_host
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import repository_argument_spec
 
 
 def main() -> None:

@@ -177,7 +177,7 @@ plan:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils._options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import store_argument_spec
 
 
 def main() -> None:

@@ -103,11 +103,11 @@ problems:
   elements: dict
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner
-from ansible_collections.gitops.rollback.plugins.module_utils._preview import PreviewRequest, preview_host
-from ansible_collections.gitops.rollback.plugins.module_utils._safety import with_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.preview import PreviewRequest, preview_host
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import with_passwords
 
 
 def main() -> None:

@@ -158,7 +158,7 @@ files:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _report
+from ansible_collections.gitops.rollback.plugins.module_utils.report import files as _report
 
 
 def main() -> None:

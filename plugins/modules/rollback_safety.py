@@ -124,9 +124,9 @@ database:
   sample: {changed: true, backups: [{name: postgresql/app, format: custom, sha256: "ab12..."}]}
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import default_owner
-from ansible_collections.gitops.rollback.plugins.module_utils._safety import (
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import (
     SafetyRequest, take_safety_checkpoint, with_passwords,
 )
 

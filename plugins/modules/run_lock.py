@@ -96,9 +96,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError, RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._lock import FileLock, is_stale, playbook_pid
-from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import PgLock, open_state
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import LockHeldError, RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import FileLock, is_stale, playbook_pid
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import PgLock, open_state
 
 
 def _lock(module: AnsibleModule):

@@ -201,12 +201,11 @@ commands:
   sample: ["terraform -chdir=/srv/infra/prod state push -no-color -lock-timeout=60s /tmp/.../revert.tfstate"]
 """
 
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import (
-    check_label_options, default_owner,
-)
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
-from ansible_collections.gitops.rollback.plugins.module_utils._terraform import (
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import check_label_options
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.terraform.rollback import (
     OPERATIONS, TfContext, apply_at, list_snapshots, revert, snapshot, terraform_argument_spec, verify,
 )
 

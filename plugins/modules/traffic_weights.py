@@ -162,8 +162,8 @@ reload_confirmed:
 
 import os
 
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._traffic import (
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.release.traffic import (
     Nginx, Server, apply, parse_weights, render, shares, split,
 )
 

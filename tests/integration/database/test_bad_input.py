@@ -119,8 +119,8 @@ def test_dump_of_another_engine_is_refused(mariadb: MariaDbServer, run_task, sto
 def test_second_restore_of_the_same_database_is_refused(postgres: PgServer, run_task, store_path: Path,
                                                         backed_up: str, collections_path: Path) -> None:
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import restore_lock
-    from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+    from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import restore_lock
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
     with restore_lock(Store(str(store_path)), "postgresql", backed_up, "alice@ci-job-17", 0):
         task = run_task("gitops.rollback.db_restore", pg_args(postgres, backed_up, store_path))[1]

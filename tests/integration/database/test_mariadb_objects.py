@@ -107,9 +107,10 @@ def send(server: MariaDbServer, db: str, script: bytes) -> bytes:
 def engine_api(collections_path: Path):
     """The collection's database engine (and the MariaDB swap, whose scripts a test breaks), imported in-process."""
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils import _db_backup, _db_mysql_swap
-    from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-    from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import backup as _db_backup
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import mysql_swap as _db_mysql_swap
+    from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
     return _db_backup, _db_mysql_swap, DbConnection, Store
 
 

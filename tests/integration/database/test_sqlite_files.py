@@ -29,7 +29,9 @@ def eng(collections_path: Path) -> SimpleNamespace:
     """The engine's backup and restore, imported from this repository."""
     if str(collections_path) not in sys.path:
         sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils import _db_backup, _db_conn, _store
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import backup as _db_backup
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import connection as _db_conn
+    from ansible_collections.gitops.rollback.plugins.module_utils.store import store as _store
     return SimpleNamespace(db=_db_backup, conn=_db_conn.DbConnection, Store=_store.Store)
 
 

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow
 
 CHECKPOINT = """
 import sys
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
-from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import CheckpointRequest, RootSpec, create_checkpoint
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import CheckpointRequest, RootSpec, create_checkpoint
 store = Store(sys.argv[1], sys.argv[3] or None)
 with store.lock("killer", "checkpoint"):
     create_checkpoint(store, CheckpointRequest(roots=[RootSpec(sys.argv[2], [], [])], label=sys.argv[4],
@@ -25,8 +25,8 @@ print("done")
 
 RESTORE = """
 import sys
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
-from ansible_collections.gitops.rollback.plugins.module_utils._restore import RestoreOptions, restore_checkpoint
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.files.restore import RestoreOptions, restore_checkpoint
 store = Store(sys.argv[1], sys.argv[3] or None)
 with store.lock("killer", "restore"):
     restore_checkpoint(store, store.find(sys.argv[4]), RestoreOptions(only_paths=[sys.argv[2]], dry_run=False,

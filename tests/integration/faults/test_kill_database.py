@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow
 POINTS = 3
 RESTORE = """
 import json, sys
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import RestoreRequest, restore
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import RestoreRequest, restore
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 args = json.loads(sys.argv[1])
 request = RestoreRequest(conn=DbConnection.from_params(args), checkpoint=args["checkpoint"], mode=args["mode"])
 restore(Store(args["store_path"]), request, "killer@test", 0)

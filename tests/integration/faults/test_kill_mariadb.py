@@ -3,7 +3,7 @@
 Restore: the live database is exactly the pre-restore content or exactly the backup, row by row
 (tables, columns, rows, views and triggers); a staged copy or a moved-out copy of the killed run
 does not outlive the next run, and that run (through ansible-playbook) restores the backup.
-One intermediate state is documented (``_db_mysql_swap`` module docstring) and accepted as the phase
+One intermediate state is documented (``db.mysql_swap`` module docstring) and accepted as the phase
 ``moved``: MariaDB cannot move a table with triggers to another schema, nor create triggers or
 views in one statement with a rename, so for the milliseconds between the swap's single
 ``RENAME TABLE`` and the re-creation of the views and triggers (one client session), every table
@@ -38,9 +38,9 @@ pytestmark = pytest.mark.slow
 POINTS = 3
 RESTORE = """
 import json, sys
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import RestoreRequest, restore
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import RestoreRequest, restore
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 args = json.loads(sys.argv[1])
 request = RestoreRequest(conn=DbConnection.from_params(args), checkpoint=args["checkpoint"], mode=args["mode"],
                          keep_old=args.get("keep_old", True))

@@ -25,9 +25,9 @@ TARGET = 2
 ROWS = 15000
 MIGRATE = """
 import json, sys
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate import run_operation
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_plan import Params
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate import run_operation
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate_plan import Params
 args = json.loads(sys.argv[1])
 run_operation(Params(operation=args["operation"], conn=DbConnection.from_params(args),
                      migrations_dir=args["migrations_dir"], version=args.get("version"), owner="killer@test"))

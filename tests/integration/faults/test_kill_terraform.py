@@ -23,7 +23,7 @@ POINTS = 3
 INSTANCES = 60
 REVERT = """
 import json, sys
-from ansible_collections.gitops.rollback.plugins.module_utils._terraform import TfContext, revert
+from ansible_collections.gitops.rollback.plugins.module_utils.terraform.rollback import TfContext, revert
 ctx = TfContext.build(json.loads(sys.argv[1]), "killer@test", False)
 revert(ctx, "v1", False, None, False)
 print("done")

@@ -17,8 +17,8 @@ PREFIX = "/flags/shop/"
 @pytest.fixture
 def flags(etcd: EtcdServer, collections_path: Path, tmp_path: Path):
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils import _flags
-    from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+    from ansible_collections.gitops.rollback.plugins.module_utils.release import flags as _flags
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
     prefix = PREFIX + tmp_path.name + "/"
     etcd.ctl("put", prefix + "checkout_v2", "true")
     etcd.ctl("put", prefix + "banner", "winter")

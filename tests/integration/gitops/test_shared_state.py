@@ -141,7 +141,7 @@ def test_a_changed_or_removed_audit_row_is_reported_and_a_dry_run_creates_nothin
         assert cursor.fetchone()[0] is None  # check mode: no schema, no row
 
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import PgState
+    from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import PgState
 
     with PgState(state_url) as state:
         for event in ("started", "completed", "started"):
@@ -169,7 +169,7 @@ def test_a_state_that_is_not_a_postgresql_url_is_refused_with_the_way_out(run_ta
 def test_the_report_command_reads_the_shared_audit_log(state_url, collections_path, tmp_path) -> None:
     """``gitops-rollback report --state`` reports the runs of every controller from the shared log."""
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils._state_pg import PgState  # pylint: disable=import-outside-toplevel
+    from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import PgState  # pylint: disable=import-outside-toplevel
     with PgState(state_url) as state:
         for run_id, who, outcome in (("alice-run", "alice", "completed"), ("bob-run", "bob", "failed")):
             for event in ("started", outcome):

@@ -152,7 +152,7 @@ def test_run_directories_are_never_made_or_pruned_through_a_link(tmp_path: Path)
 
 
 def test_the_audit_log_is_never_written_through_a_link(tmp_path: Path) -> None:
-    audit = import_module_util("_audit", None)
+    audit = import_module_util("controller.audit", None)
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")
     log = tmp_path / "audit.jsonl"

@@ -47,8 +47,9 @@ def eng(collections_path: Path) -> SimpleNamespace:
     if str(collections_path) not in sys.path:
         sys.path.insert(0, str(collections_path))
     base = "ansible_collections.gitops.rollback.plugins.module_utils."
-    names = ("_audit", "_health", "_health_cooldown", "_health_providers", "_lock")
-    return SimpleNamespace(**{name.lstrip("_"): importlib.import_module(base + name) for name in names})
+    names = {"audit": "controller.audit", "health": "health.analysis", "health_cooldown": "health.cooldown",
+             "health_providers": "health.providers", "lock": "common.lock"}
+    return SimpleNamespace(**{name: importlib.import_module(base + module) for name, module in names.items()})
 
 
 def series_value(job: str, offset: float) -> float:
@@ -190,9 +191,9 @@ def test_an_hour_of_watching_loses_nothing_and_memory_stays_flat(eng, history, t
 
 CONTENDER = r"""
 import json, sys
-from ansible_collections.gitops.rollback.plugins.module_utils import _health_cooldown
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError
-from ansible_collections.gitops.rollback.plugins.module_utils._lock import FileLock
+from ansible_collections.gitops.rollback.plugins.module_utils.health import cooldown as _health_cooldown
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import LockHeldError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import FileLock
 lock_path, cooldown_path, key, now = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 out = {}
 try:

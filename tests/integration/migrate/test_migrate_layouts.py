@@ -23,8 +23,10 @@ pytestmark = pytest.mark.slow
 def engine_api(collections_path: Path) -> Any:
     """The engine's modules, imported from the built collection."""
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils import _errors, _migrate, _migrate_plan
-    from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
+    from ansible_collections.gitops.rollback.plugins.module_utils.common import errors as _errors
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import migrate as _migrate
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import migrate_plan as _migrate_plan
+    from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
 
     class Api:
         errors = _errors
@@ -357,8 +359,8 @@ def test_failed_down_script_fix_and_run_again(engine, new_target, engine_api, tm
 HOLDER = """
 import json, sqlite3, sys, time
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._db_engines import make_engine
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.db.engines import make_engine
 conn = DbConnection.from_params(json.loads(sys.argv[2]))
 engine = make_engine(conn).migrations()
 engine.acquire_lock("holder-test@elsewhere", 3600, 0)

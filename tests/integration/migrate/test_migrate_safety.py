@@ -72,7 +72,7 @@ def test_drift_refuses_revert_and_apply_until_repaired(new_target, migrate, writ
 
 def _store_with_backup(collections_path: Path, store: Path, label: str, database: str) -> str:
     sys.path.insert(0, str(collections_path))
-    from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
     repo = Store(str(store))
     repo.init()
@@ -162,8 +162,8 @@ def test_verify_reversible_stops_a_deploy_whose_down_is_incomplete(new_target, m
 HOLDER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._db_engines import make_engine
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.db.engines import make_engine
 import json
 conn = DbConnection.from_params(json.loads(sys.argv[2]))
 engine = make_engine(conn).migrations()

@@ -116,7 +116,9 @@ def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identic
 
 KILL_CODE = r"""
 import json, os, signal, sys
-from ansible_collections.gitops.rollback.plugins.module_utils import _repo_client, _repo_sync, _store
+from ansible_collections.gitops.rollback.plugins.module_utils.replication import client as _repo_client
+from ansible_collections.gitops.rollback.plugins.module_utils.replication import sync as _repo_sync
+from ansible_collections.gitops.rollback.plugins.module_utils.store import store as _store
 _repo_sync.BATCH_OBJECTS = 10
 spec = _repo_client.RepositorySpec.from_options(json.loads(sys.argv[2]))
 kill_after = int(sys.argv[3])
@@ -353,7 +355,9 @@ def needed_list(store, manifest: dict) -> list:
 
 KILL_AT_CODE = r"""
 import json, os, signal, sys
-from ansible_collections.gitops.rollback.plugins.module_utils import _repo_client, _repo_sync, _store
+from ansible_collections.gitops.rollback.plugins.module_utils.replication import client as _repo_client
+from ansible_collections.gitops.rollback.plugins.module_utils.replication import sync as _repo_sync
+from ansible_collections.gitops.rollback.plugins.module_utils.store import store as _store
 _repo_sync.BATCH_OBJECTS = 10
 spec = _repo_client.RepositorySpec.from_options(json.loads(sys.argv[2]))
 event, count, victim = sys.argv[3], int(sys.argv[4]), sys.argv[5]

@@ -145,7 +145,7 @@ def _rekey_in_subprocess(collections_path: Path, store: Path, delay: float, new_
     """Start a rekey that sleeps ``delay`` seconds after each re-encrypted object (to be killed)."""
     code = (
         "import sys, time\n"
-        "from ansible_collections.gitops.rollback.plugins.module_utils._store import Store\n"
+        "from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store\n"
         "store = Store(sys.argv[1], sys.argv[2])\n"
         "with store.lock('killer', 'rekey', check_format=False):\n"
         "    store.rekey(sys.argv[3], progress=lambda path: time.sleep(float(sys.argv[4])))\n"
@@ -158,7 +158,7 @@ def _first_scheme_store(store: Path, collections_path: Path) -> None:
     """Create an empty store as earlier releases did: the first scheme's encryption block in ``format``."""
     code = (
         "import json, os, sys\n"
-        "from ansible_collections.gitops.rollback.plugins.module_utils._crypto_legacy import LegacyCipher\n"
+        "from ansible_collections.gitops.rollback.plugins.module_utils.store.crypto_legacy import LegacyCipher\n"
         "os.makedirs(sys.argv[1], mode=0o700)\n"
         "block = LegacyCipher.create(sys.argv[2]).describe()\n"
         "open(os.path.join(sys.argv[1], 'format'), 'w').write(json.dumps({'format_version': 3, 'encryption': block}))\n"

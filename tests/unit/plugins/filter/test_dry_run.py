@@ -1,4 +1,4 @@
-"""The dry_run filter decides as plugins/module_utils/_run_mode.py does and names the variable."""
+"""The dry_run filter decides as plugins/module_utils/controller/run_mode.py does and names the variable."""
 
 from __future__ import annotations
 

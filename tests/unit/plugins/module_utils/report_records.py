@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.gitops.rollback.plugins.module_utils._report_runs import iso
+from ansible_collections.gitops.rollback.plugins.module_utils.report.runs import iso
 
 DAY = 86400.0
 T0 = 1_790_000_000.0  # 2026-09-21

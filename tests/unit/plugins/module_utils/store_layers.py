@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-from ansible_collections.gitops.rollback.plugins.module_utils._store_base import StoreRoot
-from ansible_collections.gitops.rollback.plugins.module_utils._store_maintenance import Maintenance
-from ansible_collections.gitops.rollback.plugins.module_utils._store_manifests import Manifests
-from ansible_collections.gitops.rollback.plugins.module_utils._store_objects import Objects
-from ansible_collections.gitops.rollback.plugins.module_utils._store_writes import ObjectWrites
+from ansible_collections.gitops.rollback.plugins.module_utils.store.root import StoreRoot
+from ansible_collections.gitops.rollback.plugins.module_utils.store.maintenance import Maintenance
+from ansible_collections.gitops.rollback.plugins.module_utils.store.manifests import Manifests
+from ansible_collections.gitops.rollback.plugins.module_utils.store.objects import Objects
+from ansible_collections.gitops.rollback.plugins.module_utils.store.writes import ObjectWrites
 
 
 class Layers(NamedTuple):

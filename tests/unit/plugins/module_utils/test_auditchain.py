@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _audit
-from ansible_collections.gitops.rollback.plugins.module_utils import _auditchain as chain
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import auditchain as chain
 
 
 def write_log(path, count=5):

@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
+from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import (
     CheckpointRequest, RootSpec, create_checkpoint)
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 def take(store, root, label, when_changed=True, **fields):

@@ -10,14 +10,15 @@ import signal
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _contentpool, _nofollow
-from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
+from ansible_collections.gitops.rollback.plugins.module_utils.store import contentpool as _contentpool
+from ansible_collections.gitops.rollback.plugins.module_utils.common import nofollow as _nofollow
+from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import (
     CheckpointRequest, RootSpec, create_checkpoint,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._contentpool import BATCH_FILES, ContentPool
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError, StoreFullError
-from ansible_collections.gitops.rollback.plugins.module_utils._restore import RestoreOptions, restore_checkpoint
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.contentpool import BATCH_FILES, ContentPool
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError, StoreFullError
+from ansible_collections.gitops.rollback.plugins.module_utils.files.restore import RestoreOptions, restore_checkpoint
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 @pytest.fixture

@@ -16,15 +16,16 @@ import sys
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _crypto, _crypto_legacy
-from ansible_collections.gitops.rollback.plugins.module_utils._crypto import (
+from ansible_collections.gitops.rollback.plugins.module_utils.store import crypto as _crypto
+from ansible_collections.gitops.rollback.plugins.module_utils.store import crypto_legacy as _crypto_legacy
+from ansible_collections.gitops.rollback.plugins.module_utils.store.crypto import (
     CHUNK, HEADER_BYTES, SCHEME, SEGMENT, TAG_BYTES, Cipher, hkdf_expand, scrypt,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._crypto_legacy import LegacyCipher
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import (
+from ansible_collections.gitops.rollback.plugins.module_utils.store.crypto_legacy import LegacyCipher
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import (
     EncryptionKeyError, IntegrityError, MissingLibraryError,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 KEY = "unit-test-key-0123456789"
 NEW_KEY = "new-key-for-rotation!"
@@ -383,7 +384,7 @@ def test_a_host_without_cryptography_fails_naming_the_package_only_when_encrypti
 
 
 def _capture(store, root):
-    from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
+    from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import (
         CheckpointRequest, RootSpec, create_checkpoint,
     )
     with store.lock("test", "checkpoint"):
@@ -492,8 +493,8 @@ def test_module_runs_on_a_plain_store_never_load_cryptography(tmp_path):
     """Only encrypted stores need the library: a checkpoint or restore of a plain store does not
     pay for importing it at every module start."""
     code = ("import sys\n"
-            "from ansible_collections.gitops.rollback.plugins.module_utils import _host_ops, _restore\n"
-            "from ansible_collections.gitops.rollback.plugins.module_utils._store import Store\n"
+            "from ansible_collections.gitops.rollback.plugins.module_utils.files import checkpoint_ops, restore\n"
+            "from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store\n"
             "store = Store(sys.argv[1])\n"
             "store.init()\n"
             "assert store.read_blob(store.put_bytes(b'plain')) == b'plain'\n"

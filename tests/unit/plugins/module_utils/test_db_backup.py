@@ -9,17 +9,17 @@ import sys
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _db_backup as db
-from ansible_collections.gitops.rollback.plugins.module_utils._db_common import (
+from ansible_collections.gitops.rollback.plugins.module_utils.db import backup as db
+from ansible_collections.gitops.rollback.plugins.module_utils.db.streams import (
     DumpStream, compare_counts, feed_pipeline, safe_relpath,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql import literal, unescape
-from ansible_collections.gitops.rollback.plugins.module_utils._db_pg import PgEngine
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import (
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.db.mysql import literal, unescape
+from ansible_collections.gitops.rollback.plugins.module_utils.db.pg import PgEngine
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import (
     CheckpointNotFound, CommandError, IntegrityError, LockHeldError, RollbackError,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 @pytest.fixture

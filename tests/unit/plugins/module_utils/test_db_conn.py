@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ansible_collections.gitops.rollback.plugins.doc_fragments.db_connection import ModuleDocFragment
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection, db_connection_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection, db_connection_argument_spec
 
 
 @pytest.mark.parametrize("params,expected", [({}, "utf8mb4"), ({"client_charset": "latin1"}, "latin1")])

@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import FailedRestore, shorten
-from ansible_collections.gitops.rollback.plugins.module_utils._db_common import DatabaseError
+from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import FailedRestore, shorten
+from ansible_collections.gitops.rollback.plugins.module_utils.db.streams import DatabaseError
 
 
 def test_staged_failure_with_the_server_gone_says_the_live_database_is_untouched() -> None:

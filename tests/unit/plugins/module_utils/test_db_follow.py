@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _db_common
-from ansible_collections.gitops.rollback.plugins.module_utils._db_common import DumpStream, output_buffer_launcher
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import CommandError
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.db import streams as _db_common
+from ansible_collections.gitops.rollback.plugins.module_utils.db.streams import DumpStream, output_buffer_launcher
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import CommandError
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 # writes 5 MB in pieces of every size, sleeping now and then so that the reader catches up and waits
 SLOW_WRITER = r"""

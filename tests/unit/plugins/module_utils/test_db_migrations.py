@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._db_migrations import terminated
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql_migrations import MysqlMigrations
-from ansible_collections.gitops.rollback.plugins.module_utils._db_pg_migrations import PgMigrations
-from ansible_collections.gitops.rollback.plugins.module_utils._db_sqlite_migrations import SqliteMigrations
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrations import terminated
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.db.mysql_migrations import MysqlMigrations
+from ansible_collections.gitops.rollback.plugins.module_utils.db.pg_migrations import PgMigrations
+from ansible_collections.gitops.rollback.plugins.module_utils.db.sqlite_migrations import SqliteMigrations
 
 
 def test_terminated_adds_a_missing_semicolon_only():

@@ -9,13 +9,13 @@ import subprocess
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import FailedRestore
-from ansible_collections.gitops.rollback.plugins.module_utils._db_common import DatabaseError
-from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql import retarget_collation_switches
-from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql_swap import swap_error
-from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql_objects import (
+from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import FailedRestore
+from ansible_collections.gitops.rollback.plugins.module_utils.db.streams import DatabaseError
+from ansible_collections.gitops.rollback.plugins.module_utils.db.mysql import retarget_collation_switches
+from ansible_collections.gitops.rollback.plugins.module_utils.db.mysql_swap import swap_error
+from ansible_collections.gitops.rollback.plugins.module_utils.db.mysql_objects import (
     DbObject, creation_script, delimiter_for, ordered, parse_objects, unescape_bytes)
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 
 
 def view(name: str, body: str) -> DbObject:

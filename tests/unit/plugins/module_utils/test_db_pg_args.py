@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_engines import make_engine
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._db_pg_args import check_extra_args
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.db.engines import make_engine
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.db.pg_args import check_extra_args
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 
 
 @pytest.mark.parametrize("args", [

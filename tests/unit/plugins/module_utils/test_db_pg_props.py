@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_pg_props import (
+from ansible_collections.gitops.rollback.plugins.module_utils.db.pg_props import (
     create_sql, grant_statements, property_statements, restore_problems, setting_value, split_guc_list,
 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import uses_staging
+from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import uses_staging
 
 
 @pytest.mark.parametrize("engine,mode,live,staged", [

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._db_common import DumpStream
-from ansible_collections.gitops.rollback.plugins.module_utils._db_sqlrows import RowCounter
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import CommandError
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.db.streams import DumpStream
+from ansible_collections.gitops.rollback.plugins.module_utils.db.sqlrows import RowCounter
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import CommandError
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 _ESCAPES = {0: b"\\0", 10: b"\\n", 13: b"\\r", 92: b"\\\\", 39: b"\\'", 34: b'\\"', 26: b"\\Z"}
 

@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import CheckpointNotFound
-from ansible_collections.gitops.rollback.plugins.module_utils._flags import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import CheckpointNotFound
+from ansible_collections.gitops.rollback.plugins.module_utils.release.flags import (
     FileFlags, FlagsError, FlagsRequest, capture, prefix_end, restore, turn_off)
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 FLAGS = b'{\n  "checkout_v2": true,\n  "banner": "winter"\n}\n'
 

@@ -8,8 +8,8 @@ import json
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _tags
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import tags as _tags
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLEAR = (_tags.TagEventError, RollbackError)

@@ -11,9 +11,9 @@ import tempfile
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
-from ansible_collections.gitops.rollback.plugins.module_utils._tree import TreeValidator
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.tree import TreeValidator
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ROOT = "/srv/app"

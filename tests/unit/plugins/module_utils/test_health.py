@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._health import (
+from ansible_collections.gitops.rollback.plugins.module_utils.health.analysis import (
     ERROR, FAIL, FAILED, INCONCLUSIVE, PASS, SUCCESSFUL, HealthSpecError, MeasurementError, MetricSpec,
     NoData, classify, evaluate, judge_metric, measure_once, parse_condition,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._health_cooldown import acquire
-from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import (
+from ansible_collections.gitops.rollback.plugins.module_utils.health.cooldown import acquire
+from ansible_collections.gitops.rollback.plugins.module_utils.health.providers import (
     json_value, measure_command, prometheus_values,
 )
 

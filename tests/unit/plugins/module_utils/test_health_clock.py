@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._health import (
+from ansible_collections.gitops.rollback.plugins.module_utils.health.analysis import (
     PASS, SYSTEM_CLOCK, HealthSpecError, MetricSpec, SimulatedClock, clock_from_environment, evaluate,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._health_providers import (
+from ansible_collections.gitops.rollback.plugins.module_utils.health.providers import (
     measure, measurer, prometheus_request,
 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._traffic import (
+from ansible_collections.gitops.rollback.plugins.module_utils.release.traffic import (
     Nginx, Server, TrafficError, parse_weights, render, shares, split,
 )
 

@@ -1,10 +1,10 @@
-"""Checks of outside values before Ansible templates them (plugins/module_utils/_inputs.py)."""
+"""Checks of outside values before Ansible templates them (plugins/module_utils/controller/inputs.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._inputs import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.inputs import (
     input_problems, is_template_text, label_variable_problem, template_text_problem)
 
 TRUSTED = {"trusted"}

@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import BadLabel, CheckpointNotFound
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import BadLabel, CheckpointNotFound
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import (
     CheckpointParams, list_checkpoints, make_checkpoint,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._host_restore import restore_host
-from ansible_collections.gitops.rollback.plugins.module_utils._options import check_label_options
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store, check_new_label, safety_label
+from ansible_collections.gitops.rollback.plugins.module_utils.files.restore_ops import restore_host
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import check_label_options
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store, check_new_label, safety_label
 
 BAD = {
     "": "it is empty",

@@ -1,10 +1,10 @@
-"""The label and tag grammar (plugins/module_utils/_labels.py)."""
+"""The label and tag grammar (plugins/module_utils/common/labels.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._labels import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.labels import (
     LabelError, check_label, escape, is_label, label_problem)
 
 VALID = ["v1", "v2.4.0", "release/2026-12-02", "safety/rollback-20261202T190000Z-123", "a" * 128,

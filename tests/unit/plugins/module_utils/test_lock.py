@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError
-from ansible_collections.gitops.rollback.plugins.module_utils._lock import FileLock
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import LockHeldError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import FileLock
 
 
 @pytest.fixture

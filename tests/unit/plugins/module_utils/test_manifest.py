@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError, UnsupportedFormat
-from ansible_collections.gitops.rollback.plugins.module_utils._manifest import Component, Manifest
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import IntegrityError, UnsupportedFormat
+from ansible_collections.gitops.rollback.plugins.module_utils.store.manifest import Component, Manifest
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 CHECKPOINT_ID = "20261203T061254.216Z-5df4ba"
 # A manifest as the collection wrote it before the typed manifest (a checkpoint of /etc/app with a

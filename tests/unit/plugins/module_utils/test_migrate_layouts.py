@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._db_mysql_migrations import mysql_batch, mysql_statements
-from ansible_collections.gitops.rollback.plugins.module_utils._migrate_layouts import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.db.mysql_migrations import mysql_batch, mysql_statements
+from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate_layouts import (
     dbmate_sections, flyway_key, flyway_text, read_folder, wants_transaction,
 )
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import CheckpointNotFound
-from ansible_collections.gitops.rollback.plugins.module_utils._module import RollbackModule
-from ansible_collections.gitops.rollback.plugins.module_utils._options import DEFAULT_STORE
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import CheckpointNotFound
+from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import DEFAULT_STORE
 
 
 def make(args, **kwargs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _namespace as ns
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import namespace as ns
 
 
 def test_the_new_name_wins_over_an_old_one():

@@ -1,7 +1,7 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """No link is followed that was not planned: deterministic races between listing and reading
-(capture) and between plan and apply (restore), through the ``_nofollow.race_hook`` seam, and
+(capture) and between plan and apply (restore), through the ``common.nofollow.race_hook`` seam, and
 special files (FIFOs, sockets, devices) in a managed tree.
 
 After every race, everything outside the managed root (files, directories, the root's parent)
@@ -19,17 +19,18 @@ import stat
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _contentpool, _nofollow
-from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
+from ansible_collections.gitops.rollback.plugins.module_utils.store import contentpool as _contentpool
+from ansible_collections.gitops.rollback.plugins.module_utils.common import nofollow as _nofollow
+from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import (
     CheckpointRequest, RootSpec, create_checkpoint,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._contentpool import BATCH_FILES
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import UnsafePathError
-from ansible_collections.gitops.rollback.plugins.module_utils._fsutil import TEMP_MARK
-from ansible_collections.gitops.rollback.plugins.module_utils._restore import (
+from ansible_collections.gitops.rollback.plugins.module_utils.store.contentpool import BATCH_FILES
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import UnsafePathError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.fsutil import TEMP_MARK
+from ansible_collections.gitops.rollback.plugins.module_utils.files.restore import (
     RestoreOptions, restore_checkpoint, verify_tree,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 SECRET = b"root:$6$only-root-may-read-this\n"
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to other users, mknod)")

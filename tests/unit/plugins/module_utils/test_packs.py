@@ -8,8 +8,8 @@ import gc
 import hashlib
 import tracemalloc
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _packs
-from ansible_collections.gitops.rollback.plugins.module_utils._packs import PackIndex
+from ansible_collections.gitops.rollback.plugins.module_utils.store import packs as _packs
+from ansible_collections.gitops.rollback.plugins.module_utils.store.packs import PackIndex
 
 
 def _name(number):

@@ -1,8 +1,8 @@
-"""The rollback plan of a host (plugins/module_utils/_plan.py): resolved once, every problem at once."""
+"""The rollback plan of a host (plugins/module_utils/controller/plan.py): resolved once, every problem at once."""
 
 from __future__ import annotations
 
-from ansible_collections.gitops.rollback.plugins.module_utils._plan import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
     HostSettings, layer_list, plan_host, problems_message, resolve)
 
 OLD = {"id": "20261201T100000.000Z-aaaaaa", "label": "v1", "roots": ["/etc/app"],

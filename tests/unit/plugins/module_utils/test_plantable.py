@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._plantable import (
+from ansible_collections.gitops.rollback.plugins.module_utils.files.plantable import (
     Action, ActionList, DirEntries, Entries,
 )
 

@@ -1,6 +1,6 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Signed approvals, the requester's identity and the policy decision (module_utils/_policy.py)."""
+"""Signed approvals, the requester's identity and the policy decision (module_utils/controller/policy.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pwd
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._audit import who
-from ansible_collections.gitops.rollback.plugins.module_utils._policy import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.audit import who
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.policy import (
     ApprovalError, PolicyError, approvals_in, awx_workflow_approval, check_approval, find_awx_job, first_valid,
     load_key, load_policy, new_key, parse_approval, requester_refusal, resolve_identity, sign_approval,
 )

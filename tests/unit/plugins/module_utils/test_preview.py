@@ -1,4 +1,4 @@
-"""What a rollback would change on a host (plugins/module_utils/_preview.py), read from a real store,
+"""What a rollback would change on a host (plugins/module_utils/controller/preview.py), read from a real store,
 real files and a real release root in a temporary directory: the plan's preview, and nothing changes."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, make_checkpoint
-from ansible_collections.gitops.rollback.plugins.module_utils._preview import PreviewRequest, preview_host
-from ansible_collections.gitops.rollback.plugins.module_utils._release import ReleaseParams, apply
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams, make_checkpoint
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.preview import PreviewRequest, preview_host
+from ansible_collections.gitops.rollback.plugins.module_utils.release.operations import ReleaseParams, apply
 from ansible_collections.gitops.rollback.tests.harness.objects import replace_object
 
 

@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _release as release
-from ansible_collections.gitops.rollback.plugins.module_utils._release_build import ls_remote_argv
-from ansible_collections.gitops.rollback.plugins.module_utils._release_root import INDEX, INDEX_FORMAT, ReleaseError, ReleaseRoot, current_release
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.release import operations as release
+from ansible_collections.gitops.rollback.plugins.module_utils.release.build import ls_remote_argv
+from ansible_collections.gitops.rollback.plugins.module_utils.release.root import INDEX, INDEX_FORMAT, ReleaseError, ReleaseRoot, current_release
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 @pytest.fixture

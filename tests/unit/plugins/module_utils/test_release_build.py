@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._fsutil import temp_name
-from ansible_collections.gitops.rollback.plugins.module_utils._release_build import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.fsutil import temp_name
+from ansible_collections.gitops.rollback.plugins.module_utils.release.build import (
     check_relative, leftovers, link_shared, tree_digest,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._release_root import ReleaseError, ReleaseRoot
+from ansible_collections.gitops.rollback.plugins.module_utils.release.root import ReleaseError, ReleaseRoot
 
 
 @pytest.mark.parametrize("path", ["/etc/app.yml", "..", "../x", "a/../../x", "."])

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._release_root import (
+from ansible_collections.gitops.rollback.plugins.module_utils.release.root import (
     HISTORY_LIMIT, INDEX, INDEX_FORMAT, ReleaseError, ReleaseRoot, new_release_id, previous_release, summarize,
 )
 

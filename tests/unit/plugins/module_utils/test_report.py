@@ -9,11 +9,11 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_analytics as report_analytics
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_runs as report_runs
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_html as report_html
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_prometheus as report_prometheus
-from ansible_collections.gitops.rollback.plugins.module_utils import _report as report
+from ansible_collections.gitops.rollback.plugins.module_utils.report import analytics as report_analytics
+from ansible_collections.gitops.rollback.plugins.module_utils.report import runs as report_runs
+from ansible_collections.gitops.rollback.plugins.module_utils.report import html as report_html
+from ansible_collections.gitops.rollback.plugins.module_utils.report import prometheus as report_prometheus
+from ansible_collections.gitops.rollback.plugins.module_utils.report import files as report
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import DAY, T0, drill_records, manual_rollback, rec, sample_records
 
 
@@ -129,7 +129,7 @@ def test_missing_fields_and_damaged_lines_do_not_break_the_report(tmp_path):
 
 
 def test_a_broken_hash_chain_is_named_in_every_report(tmp_path):
-    from ansible_collections.gitops.rollback.plugins.module_utils import _audit
+    from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
 
     log = tmp_path / "audit.jsonl"
     for run_id, event in (("r1", "started"), ("r1", "completed"), ("r2", "started"), ("r2", "completed")):

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_analytics as report_analytics
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_html as report_html
+from ansible_collections.gitops.rollback.plugins.module_utils.report import analytics as report_analytics
+from ansible_collections.gitops.rollback.plugins.module_utils.report import html as report_html
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import T0, find_all, manual_rollback, sample_records
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_analytics as report_analytics
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_markdown as report_markdown
+from ansible_collections.gitops.rollback.plugins.module_utils.report import analytics as report_analytics
+from ansible_collections.gitops.rollback.plugins.module_utils.report import markdown as report_markdown
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import T0, manual_rollback, sample_records
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_analytics as report_analytics
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_prometheus as report_prometheus
+from ansible_collections.gitops.rollback.plugins.module_utils.report import analytics as report_analytics
+from ansible_collections.gitops.rollback.plugins.module_utils.report import prometheus as report_prometheus
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import DAY, T0, manual_rollback, sample_records
 
 

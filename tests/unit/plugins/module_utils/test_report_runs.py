@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_runs as report_runs
+from ansible_collections.gitops.rollback.plugins.module_utils.report import runs as report_runs
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import T0, manual_rollback
 
 

@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_analytics as report_analytics
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_runs as report_runs
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_svg as report_svg
+from ansible_collections.gitops.rollback.plugins.module_utils.report import analytics as report_analytics
+from ansible_collections.gitops.rollback.plugins.module_utils.report import runs as report_runs
+from ansible_collections.gitops.rollback.plugins.module_utils.report import svg as report_svg
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import find_all, sample_records
 
 

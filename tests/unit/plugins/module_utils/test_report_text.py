@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _report_text as report_text
+from ansible_collections.gitops.rollback.plugins.module_utils.report import text as report_text
 
 
 def test_format_seconds():

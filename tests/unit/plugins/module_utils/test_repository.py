@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _repo_receiver
-from ansible_collections.gitops.rollback.plugins.module_utils._repo_client import (
+from ansible_collections.gitops.rollback.plugins.module_utils.replication import receiver as _repo_receiver
+from ansible_collections.gitops.rollback.plugins.module_utils.replication.client import (
     Connection, RepositoryError, RepositorySpec, receiver_source,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._repo_sync import (
+from ansible_collections.gitops.rollback.plugins.module_utils.replication.sync import (
     encode_delta, needs_digest,
 )
 

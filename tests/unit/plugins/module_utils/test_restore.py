@@ -12,19 +12,19 @@ import tracemalloc
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _nofollow
-from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common import nofollow as _nofollow
+from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import (
     CheckpointRequest, RootSpec, create_checkpoint,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError, UnsafePathError
-from ansible_collections.gitops.rollback.plugins.module_utils._fsutil import TEMP_MARK
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams
-from ansible_collections.gitops.rollback.plugins.module_utils._host_restore import restore_host
-from ansible_collections.gitops.rollback.plugins.module_utils._restore import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import IntegrityError, UnsafePathError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.fsutil import TEMP_MARK
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams
+from ansible_collections.gitops.rollback.plugins.module_utils.files.restore_ops import restore_host
+from ansible_collections.gitops.rollback.plugins.module_utils.files.restore import (
     RestoreOptions, plan_root, restore_checkpoint, verify_tree,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
-from ansible_collections.gitops.rollback.plugins.module_utils._tree import encode_entry
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.tree import encode_entry
 from ansible_collections.gitops.rollback.tests.harness.objects import remove_object, replace_object
 
 

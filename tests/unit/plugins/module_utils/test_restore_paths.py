@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import roots_of
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import roots_of
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 
 MANIFEST = {"id": "20261202T190000.000Z-abcdef", "label": "v1",
             "roots": [{"path": "/srv/app", "tree": None}, {"path": "/etc/app", "tree": None}]}

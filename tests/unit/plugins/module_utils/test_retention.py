@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, prune_checkpoints
-from ansible_collections.gitops.rollback.plugins.module_utils._retention import (
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams, prune_checkpoints
+from ansible_collections.gitops.rollback.plugins.module_utils.store.retention import (
     Policy, RetentionError, Snapshot, forgotten, plan,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc).timestamp()
 

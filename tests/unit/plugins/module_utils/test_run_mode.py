@@ -1,10 +1,10 @@
-"""One definition of a dry run (plugins/module_utils/_run_mode.py, filter gitops.rollback.dry_run)."""
+"""One definition of a dry run (plugins/module_utils/controller/run_mode.py, filter gitops.rollback.dry_run)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._run_mode import DryRunAnswerError, is_dry_run
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.run_mode import DryRunAnswerError, is_dry_run
 
 YES = ["yes", "YES", " yes ", "y", "true", "True", "on", "1", True, 1]
 NO = ["no", "No", "n", "false", "off", "0", "", None, False, 0]

@@ -1,4 +1,4 @@
-"""The safety checkpoint of one host in one process (plugins/module_utils/_safety.py), against a real
+"""The safety checkpoint of one host in one process (plugins/module_utils/controller/safety.py), against a real
 store, real files, a real release root and a real SQLite database in a temporary directory."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import CheckpointParams, list_checkpoints
-from ansible_collections.gitops.rollback.plugins.module_utils._release import ReleaseParams, apply
-from ansible_collections.gitops.rollback.plugins.module_utils._safety import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams, list_checkpoints
+from ansible_collections.gitops.rollback.plugins.module_utils.release.operations import ReleaseParams, apply
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import (
     SafetyRequest, database_passwords, take_safety_checkpoint, with_passwords)
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 def host(tmp: Path) -> SafetyRequest:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _audit
-from ansible_collections.gitops.rollback.plugins.module_utils._secrets import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
+from ansible_collections.gitops.rollback.plugins.module_utils.common.secrets import (
     MASK, SIGNATURE_HEADER, redact_url, signature, signature_valid, split_credentials, url_secrets)
 
 

@@ -10,12 +10,12 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import (
     CheckpointNotFound, IntegrityError, UnsupportedFormat,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils import _store_writes
-from ansible_collections.gitops.rollback.plugins.module_utils._store import SMALL_FILE, Store, prune
-from ansible_collections.gitops.rollback.plugins.module_utils._store_writes import LOOSE_SYNC_LIMIT
+from ansible_collections.gitops.rollback.plugins.module_utils.store import writes as _store_writes
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import SMALL_FILE, Store, prune
+from ansible_collections.gitops.rollback.plugins.module_utils.store.writes import LOOSE_SYNC_LIMIT
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_a_version_1_store_is_upgraded_when_its_first_pack_is_written(tmp_path):
 
 
 def test_names_sharing_their_first_eight_bytes_are_told_apart():
-    from ansible_collections.gitops.rollback.plugins.module_utils._packs import PackIndex, _Lookup
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.packs import PackIndex, _Lookup
     first, second, absent = (bytes(8) + bytes([n]) * 24 for n in (1, 2, 3))
     lookup = _Lookup([PackIndex("/a.pack", PackIndex.encode({first: (0, 10)})[8:]),
                       PackIndex("/b.pack", PackIndex.encode({second: (5, 7)})[8:])])
@@ -272,8 +272,8 @@ def test_names_sharing_their_first_eight_bytes_are_told_apart():
 
 
 def test_a_stat_cache_row_whose_hash_is_no_object_name_is_not_an_answer(tmp_path):
-    from ansible_collections.gitops.rollback.plugins.module_utils._statcache import CacheReader, stat_signature
-    from ansible_collections.gitops.rollback.plugins.module_utils._tree import path_key
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.statcache import CacheReader, stat_signature
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.tree import path_key
     target = tmp_path / "file"
     target.write_text("x")
     st = os.lstat(str(target))

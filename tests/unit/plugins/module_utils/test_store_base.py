@@ -10,10 +10,10 @@ import stat
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import (
     EncryptionKeyError, LockHeldError, NotAStore, UnsupportedFormat,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._store_base import (
+from ansible_collections.gitops.rollback.plugins.module_utils.store.root import (
     LAYOUT, PACKED_FORMAT_VERSION, StoreRoot, new_checkpoint_id, root_problem,
 )
 

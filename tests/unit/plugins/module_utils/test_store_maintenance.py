@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.gitops.rollback.plugins.module_utils._store_base import StoreRoot
-from ansible_collections.gitops.rollback.plugins.module_utils._store_writes import SMALL_FILE
+from ansible_collections.gitops.rollback.plugins.module_utils.store.root import StoreRoot
+from ansible_collections.gitops.rollback.plugins.module_utils.store.writes import SMALL_FILE
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.store_layers import layers
 
 KEY = "unit-test-key-0123456789"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import BadLabel, CheckpointNotFound, IntegrityError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import BadLabel, CheckpointNotFound, IntegrityError
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.store_layers import layers
 
 

@@ -10,12 +10,12 @@ import stat
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._checkpoint import (
+from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import (
     CheckpointRequest, RootSpec, create_checkpoint,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._db_backup import BackupRequest, backup
-from ansible_collections.gitops.rollback.plugins.module_utils._db_conn import DbConnection
-from ansible_collections.gitops.rollback.plugins.module_utils._store import SMALL_FILE, Store
+from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import BackupRequest, backup
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import SMALL_FILE, Store
 
 SIZES = [0, 1, 4096, SMALL_FILE - 1, SMALL_FILE, SMALL_FILE + 1, 3 * SMALL_FILE + 7, 5 * 1024 * 1024]
 

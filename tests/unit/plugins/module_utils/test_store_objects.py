@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError
-from ansible_collections.gitops.rollback.plugins.module_utils._store_writes import SMALL_FILE
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import IntegrityError
+from ansible_collections.gitops.rollback.plugins.module_utils.store.writes import SMALL_FILE
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.store_layers import layers
 
 KEY = "unit-test-key-0123456789"

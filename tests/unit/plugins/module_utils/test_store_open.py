@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._host_ops import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import (
     CheckpointParams, delete_checkpoint, list_checkpoints, make_checkpoint, prune_checkpoints, verify_checkpoints,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._host_restore import restore_host
-from ansible_collections.gitops.rollback.plugins.module_utils._retention import Policy
-from ansible_collections.gitops.rollback.plugins.module_utils._store import Store
+from ansible_collections.gitops.rollback.plugins.module_utils.files.restore_ops import restore_host
+from ansible_collections.gitops.rollback.plugins.module_utils.store.retention import Policy
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 def _tree_state(top):

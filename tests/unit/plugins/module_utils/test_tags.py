@@ -1,10 +1,10 @@
-"""Tag events to decisions (plugins/module_utils/_tags.py)."""
+"""Tag events to decisions (plugins/module_utils/controller/tags.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._tags import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.tags import (
     TagEventError, TagPatterns, decide, decide_awx, event_from_payload, parse_post_receive, patterns_from)
 
 SHA = "a" * 40

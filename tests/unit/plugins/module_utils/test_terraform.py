@@ -13,14 +13,14 @@ import pytest
 import yaml
 
 from ansible_collections.gitops.rollback.plugins.doc_fragments.terraform import ModuleDocFragment
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError, LockHeldError
-from ansible_collections.gitops.rollback.plugins.module_utils._labels import label_problem
-from ansible_collections.gitops.rollback.plugins.module_utils._terraform import _safety_label, terraform_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils._tf_engine import BinaryEngine, clean_output
-from ansible_collections.gitops.rollback.plugins.module_utils._tf_project import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import IntegrityError, LockHeldError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.labels import label_problem
+from ansible_collections.gitops.rollback.plugins.module_utils.terraform.rollback import _safety_label, terraform_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.terraform.engine import BinaryEngine, clean_output
+from ansible_collections.gitops.rollback.plugins.module_utils.terraform.project import (
     TfOutput, TfProject, TfSettings, summarize_plan,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils._tf_state import (
+from ansible_collections.gitops.rollback.plugins.module_utils.terraform.state import (
     LineageMismatch, content_digest, parse_state, render_resources, resource_index, revert_copy,
     state_difference,
 )

@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import IntegrityError, UnsafePathError
-from ansible_collections.gitops.rollback.plugins.module_utils._fsutil import temp_name
-from ansible_collections.gitops.rollback.plugins.module_utils._tree import (
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import IntegrityError, UnsafePathError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.fsutil import temp_name
+from ansible_collections.gitops.rollback.plugins.module_utils.store.tree import (
     DIR, FILE, LINK, Selection, TreeValidator, check_relative, describe_entry, encode_entry, kind_of,
     path_key, walk,
 )

@@ -1,0 +1,164 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Small file-system helpers: private directories, atomic writes, durable syncs."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import secrets
+from typing import Iterable, Iterator, Union
+
+from .errors import StoreFullError
+
+TEMP_MARK = ".grtmp-"
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create ``path`` (and parents) and make it mode 0700."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+
+
+PRIVATE_FILE = 0o600  # every file of a store; directories are 0700
+
+
+def create_private(path: str, flags: int = os.O_WRONLY) -> int:
+    """Create ``path`` (it must not exist, nor be a link) with mode 0600; return its descriptor."""
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+
+
+def temp_name(path: str) -> str:
+    """Return a unique temporary name beside ``path`` (same directory, same file system)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, ".%s%s%s" % (tail[:100], TEMP_MARK, secrets.token_hex(4)))
+
+
+def is_temp_name(name: str) -> bool:
+    """Tell whether a base name is one of our temporary files."""
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def fsync_path(path: str) -> None:
+    """fsync a file or directory by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes, mode: int = PRIVATE_FILE, exact_mode: bool = False) -> None:
+    """Write ``data`` to ``path`` via temp file, fsync and rename; the old content stays on failure.
+
+    The file gets ``mode`` less the umask, or exactly ``mode`` with ``exact_mode``.
+    """
+    tmp = temp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as handle:
+            if exact_mode:
+                os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise_if_full(exc, path)
+        raise
+    fsync_path(os.path.dirname(path) or ".")
+
+
+def atomic_write_json(path: str, document: object) -> None:
+    """Write a JSON document atomically (sorted keys, UTF-8)."""
+    atomic_write_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode("utf-8"))
+
+
+def read_json(path: str) -> object:
+    """Read a JSON document."""
+    with open(path, "rb") as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+def raise_if_full(exc: OSError, where: str) -> None:
+    """Turn ENOSPC/EDQUOT into StoreFullError with advice."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StoreFullError(
+            "No space left while writing %s. Nothing was made visible and earlier "
+            "checkpoints are intact; free space (or prune old checkpoints with "
+            "gitops.rollback.checkpoint state=pruned) and run again." % where
+        ) from exc
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove a file, ignoring a missing one."""
+    _unlink_quietly(path)
+
+
+_LIBC = None
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def libc():
+    """Return the C library (ctypes, loaded once), or False where it cannot be loaded."""
+    global _LIBC  # pylint: disable=global-statement
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: no library search
+        except OSError:
+            name = ctypes.util.find_library("c")
+            _LIBC = ctypes.CDLL(name, use_errno=True) if name else False
+        if _LIBC and hasattr(_LIBC, "sync_file_range"):
+            _LIBC.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return _LIBC
+
+
+def sync_filesystem(where: Union[str, int]) -> None:
+    """Flush the file system holding ``where`` (a path, or an open descriptor) to disk (syncfs, or
+    sync where missing)."""
+    c_library = libc()
+    if c_library and hasattr(c_library, "syncfs"):
+        owned = not isinstance(where, int)
+        fd = os.open(where, os.O_RDONLY) if owned else where
+        try:
+            if c_library.syncfs(fd) == 0:
+                return
+        finally:
+            if owned:
+                os.close(fd)
+    os.sync()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a file range to disk without waiting (Linux sync_file_range; elsewhere nothing).
+
+    The final fsync/syncfs then finds most pages already written instead of writing them all at once.
+    """
+    c_library = libc()
+    if c_library and hasattr(c_library, "sync_file_range"):
+        c_library.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Yield the lines (with their newline) of a stream of chunks."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        lines = rest.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if rest:
+        yield rest

@@ -1,0 +1,217 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Reaching entries of a managed tree without following a link nobody planned.
+
+A managed root is opened once, component by component from ``/`` with ``O_NOFOLLOW``; every
+entry below it is then reached from its parent directory's descriptor (``dir_fd=``), never by a
+path the kernel would resolve again. A component that became a symlink fails to open (ELOOP or
+ENOTDIR) instead of being followed. Files are read, and their metadata changed, only through a
+descriptor whose ``fstat`` shows the inode that was listed or planned. docs/store-format.md
+("No-follow rules") states the rules.
+
+``race_hook`` is a test seam: tests set it to a function called at the named points below, to
+change the tree between listing and reading or between plan and apply. It is None in production.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from .errors import UnsafePathError
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in for a file must not hang the open; O_NOCTTY: never a controlling tty.
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_REPLACED = (errno.ELOOP, errno.ENOTDIR)
+
+# Named points: "walk.listed" (a walk listed an entry, before it is opened or read),
+# "capture.read" (before a file's content is opened), "restore.planned" (every plan is made and
+# every object verified, before the first change), "restore.meta" (before the metadata of an
+# existing entry is set), "restore.rename" (before staged content is renamed into place).
+race_hook: Optional[Callable[[str, dict], None]] = None
+
+
+def race_point(point: str, **where: object) -> None:
+    """Call the test hook at a named point (nothing happens in production)."""
+    if race_hook is not None:
+        race_hook(point, where)
+
+
+def replaced_error(where: str, exc: OSError) -> UnsafePathError:
+    """Return the refusal for a path component that is no longer the directory it was."""
+    return UnsafePathError(
+        "Refusing to follow %s: a component of it is a symlink or no longer a directory (%s), so it may lead "
+        "outside the managed root. Nothing was written through it. Remove the link (or find who replaces "
+        "entries while the module runs) and run again." % (where, os.strerror(exc.errno or 0)),
+        path=where,
+    )
+
+
+def open_dir_at(dir_fd: int, name: str, where: str, create: bool = False, mode: int = 0o755) -> int:
+    """Open the directory ``name`` below ``dir_fd`` without following a link (creating it when asked)."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        if exc.errno in _REPLACED:
+            raise replaced_error(where, exc) from None
+        raise
+    try:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    return open_dir_at(dir_fd, name, where)
+
+
+def open_root(path: str, create: bool = False) -> int:
+    """Open an absolute directory path component by component from ``/``, following no symlink."""
+    fd = os.open("/", DIR_FLAGS)
+    try:
+        for part in [part for part in path.split("/") if part]:
+            child = open_dir_at(fd, part, path, create)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class DirCursor:
+    """Descriptors of the directories on one path below a root, reused while entries come in
+    tree order (consecutive entries mostly share their parents)."""
+
+    def __init__(self, root_fd: int, root: str) -> None:
+        self.root_fd = root_fd
+        self.root = root
+        self.names: List[str] = []
+        self.fds: List[int] = []
+        self.head: Optional[str] = ""  # the relative path of the directory the cursor is at (None: moving)
+
+    def open(self, parts: Sequence[str], create: bool = False) -> int:
+        """Return a descriptor of the directory ``root/parts`` (valid until the cursor moves)."""
+        self.head = None
+        common = 0
+        limit = min(len(parts), len(self.names))
+        while common < limit and self.names[common] == parts[common]:
+            common += 1
+        while len(self.names) > common:
+            self.names.pop()
+            os.close(self.fds.pop())
+        for part in parts[common:]:
+            parent = self.fds[-1] if self.fds else self.root_fd
+            where = os.path.join(self.root, *self.names, part)
+            self.fds.append(open_dir_at(parent, part, where, create, 0o700))
+            self.names.append(part)
+        self.head = "/".join(self.names)
+        return self.fds[-1] if self.fds else self.root_fd
+
+    def parent_of(self, rel: str) -> Tuple[int, str]:
+        """Return (descriptor of the parent directory, base name) of a relative path."""
+        head, _slash, name = rel.rpartition("/")
+        if head == self.head:  # the common case in tree order: a sibling of the last entry
+            return (self.fds[-1] if self.fds else self.root_fd), name
+        return self.open(head.split("/") if head else ()), name
+
+    def reset(self) -> None:
+        """Close every descriptor but the root's."""
+        self.open(())
+
+    def close(self) -> None:
+        """Close every descriptor, the root's too."""
+        self.reset()
+        os.close(self.root_fd)
+
+
+def lstat_at(dir_fd: int, name: str) -> os.stat_result:
+    """Return the lstat of ``name`` below ``dir_fd``."""
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def same_inode(first: os.stat_result, second: os.stat_result) -> bool:
+    """Tell whether two stats describe the same inode of the same type."""
+    return (first.st_ino == second.st_ino and first.st_dev == second.st_dev
+            and stat.S_IFMT(first.st_mode) == stat.S_IFMT(second.st_mode))
+
+
+def open_listed(dir_fd: int, name: str, dev: int, ino: int) -> Optional[int]:
+    """Open a regular file for reading if it is still the inode that was listed; else None.
+
+    Opening never follows a link and never blocks (a FIFO or device swapped in is closed
+    unread); the caller looks again at what is there now.
+    """
+    try:
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None  # a link (ELOOP), gone, a socket (ENXIO), ...: not the file that was listed
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_ino != ino or st.st_dev != dev:
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_small(dir_fd: int, name: str, limit: int) -> Optional[bytes]:
+    """Return a regular file's content if it is at most ``limit`` bytes; None otherwise."""
+    try:
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        data = os.read(fd, limit + 1)
+        return data if len(data) <= limit else None
+    finally:
+        os.close(fd)
+
+
+def remove_at(dir_fd: int, name: str, where: str) -> None:
+    """Remove an entry (a directory with everything below it) without following a link."""
+    for _attempt in range(8):
+        try:
+            st = lstat_at(dir_fd, name)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+                return
+            except FileNotFoundError:
+                return
+            except IsADirectoryError:
+                continue  # became a directory: look again
+        try:
+            child = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno in _REPLACED:
+                continue  # became a link or a file: look again
+            raise
+        try:
+            if not same_inode(os.fstat(child), st):
+                continue
+            with os.scandir(child) as scan:
+                names = [entry.name for entry in scan]
+            for inner in names:
+                remove_at(child, inner, where + "/" + inner)
+        finally:
+            os.close(child)
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+    raise UnsafePathError("%s kept changing while it was being removed; nothing outside the managed root was "
+                          "touched. Find what rewrites it and run again." % where, path=where)

@@ -1,0 +1,100 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The rollback role's decisions about what happened, from the results its layers registered.
+
+Which layers changed something, which layers a recovery brings back to the safety checkpoint,
+and what the Terraform preview (a check-mode revert on the controller) adds to the plan. Pure
+Python, no Ansible: the role passes the registered results in and uses what comes back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from .plan import STORED_LAYERS
+
+INFRASTRUCTURE = "infrastructure"
+UNCHECKED = ("unreachable or failed during the pre-flight, so nothing could be verified there; bring it back, "
+             "or leave it out with --limit")
+
+
+def is_changed(result: Any) -> bool:
+    """Tell whether a registered result (a loop's results included) reports a change.
+
+    The database layer registers a dict of the databases it changed (empty: none); a list holds
+    several results (a layer of several tasks): any change counts.
+    """
+    if isinstance(result, list):
+        return any(is_changed(item) for item in result)
+    if not isinstance(result, Mapping):
+        return False
+    if "results" in result and isinstance(result["results"], list):
+        return any(is_changed(item) for item in result["results"]) or bool(result.get("changed"))
+    if "changed" in result:
+        return bool(result.get("changed")) and not result.get("skipped")
+    return bool(result) and not result.get("skipped", False) and all(isinstance(v, str) for v in result.values())
+
+
+def layer_changed(results: Mapping[str, Any], layer: str) -> bool:
+    """Tell whether ``layer`` changed something, from ``results`` (layer -> what the layer registered)."""
+    return is_changed(results.get(layer))
+
+
+def add_changed_layer(changed: Sequence[str], layer: str, results: Mapping[str, Any]) -> List[str]:
+    """Return ``changed`` with ``layer`` added when its result reports a change (order kept, no repeats)."""
+    out = list(changed)
+    if layer_changed(results, layer) and layer not in out:
+        out.append(layer)
+    return out
+
+
+def layers_to_recover(active: Sequence[str], failed_layer: Optional[str], safety: Sequence[str]) -> List[str]:
+    """Return the layers a failed host brings back to its safety checkpoint, in order.
+
+    The layers run so far, the failed one included (it may have changed part of its state): a stored
+    layer when the safety checkpoint holds it (``safety``), traffic and services always (they are run
+    again); none when the failure came before the layers.
+    """
+    if failed_layer not in active:
+        return []
+    done = list(active)[:list(active).index(failed_layer) + 1]
+    return [layer for layer in done if layer in safety or layer not in STORED_LAYERS]
+
+
+def _tf_results(preview: Any) -> List[Dict[str, Any]]:
+    if not isinstance(preview, Mapping) or preview.get("skipped"):
+        return []
+    return [r for r in preview.get("results", [preview]) if isinstance(r, Mapping) and "revert" in r]
+
+
+def terraform_preview_lines(preview: Any) -> List[str]:
+    """Say what each Terraform revert would do (the check-mode results of terraform_state), one line each."""
+    lines = []
+    for result in _tf_results(preview):
+        revert = result["revert"]
+        if not result.get("changed"):
+            lines.append("infrastructure: the state already holds the snapshot's resources (serial %s); nothing "
+                         "would change" % revert.get("to_serial"))
+            continue
+        lines.append("infrastructure: serial %s -> %s (snapshot serial %s), lineage %s%s" % (
+            revert.get("from_serial"), revert.get("to_serial"), revert.get("snapshot_serial"), revert.get("lineage"),
+            "" if revert.get("previous_lineage") in (None, revert.get("lineage"))
+            else " (was %s)" % revert.get("previous_lineage")))
+    return lines
+
+
+def with_terraform_preview(changes: Sequence[str], preview: Any) -> List[str]:
+    """Return the plan's changing layers, without infrastructure when every Terraform revert is a no-op."""
+    results = _tf_results(preview)
+    if results and not any(r.get("changed") for r in results):
+        return [layer for layer in changes if layer != INFRASTRUCTURE]
+    return list(changes)
+
+
+def preflight_problems(by_host: Mapping[str, Any], unchecked: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
+    """Return the pre-flight problems of the hosts that have some, and a problem for each host the
+    pre-flight could not check (``unchecked``: unreachable, or failed outright)."""
+    found = {host: list(problems) for host, problems in by_host.items() if problems}
+    for host in unchecked:
+        found[host] = [{"layer": "host", "problem": UNCHECKED}]
+    return found

@@ -1,0 +1,130 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The safety checkpoint of one host: every host layer the plan names, in one process (the rollback_safety module).
+
+Before a rollback changes anything, the host's current state goes into one checkpoint labelled
+``safety/<run id>``: the managed paths (as the checkpoint module captures them), the current release
+(as the release module records it) and a dump of each database (as db_backup takes it), in that
+order, each by the same engine function its own module runs. The first layer creates the checkpoint,
+the others attach to it. A failure stops at once: the rollback must not start without its way back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from ..db.backup import BackupRequest, backup, plan_backup, summarize_backup
+from ..db.connection import DbConnection
+from ..files.checkpoint_ops import CheckpointParams, make_checkpoint
+from ..release.operations import ReleaseParams, record_in_checkpoint
+from ..store.store import Store
+
+#: The host layers a safety checkpoint captures, in the order they are captured.
+SAFETY_LAYERS = ("config", "release", "database")
+
+
+def database_passwords(entries: List[Dict[str, Any]], passwords: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
+    """Return each entry's password by position, as the rollback_database role picks it.
+
+    ``passwords`` (rollback_database_passwords) by the entry's name or database, else its login_password.
+    """
+    found, passwords = {}, passwords or {}
+    for index, entry in enumerate(entries):
+        secret = passwords.get(entry.get("name") or entry.get("database")) or entry.get("login_password")
+        if secret:
+            found[str(index)] = str(secret)
+    return found
+
+
+def with_passwords(entries: List[Dict[str, Any]], passwords: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """Return the entries, each with its password from ``passwords`` (by position) when it has one."""
+    return [dict(entry, login_password=passwords[str(index)]) if passwords.get(str(index)) else dict(entry)
+            for index, entry in enumerate(entries)]
+
+
+@dataclass
+class SafetyRequest:
+    """What to capture on this host, under which label."""
+
+    label: str
+    reason: str
+    layers: List[str]
+    store_path: str
+    owner: str
+    encryption_key: Optional[str] = None
+    lock_timeout: float = 0.0
+    check_mode: bool = False
+    paths: List[str] = field(default_factory=list)
+    exclude: List[str] = field(default_factory=list)
+    release_root: str = ""
+    databases: List[Dict[str, Any]] = field(default_factory=list)  # with their passwords (never returned)
+
+    def wants(self, layer: str) -> bool:
+        """Whether the layer is asked for and configured on this host."""
+        configured = {"config": bool(self.paths), "release": bool(self.release_root),
+                      "database": bool(self.databases)}
+        return layer in self.layers and configured[layer]
+
+
+def _config(request: SafetyRequest) -> Dict[str, Any]:
+    outcome = make_checkpoint(CheckpointParams(
+        store_path=request.store_path, owner=request.owner, lock_timeout=request.lock_timeout,
+        check_mode=request.check_mode, paths=list(request.paths), exclude=list(request.exclude),
+        label=request.label, reason=request.reason, encryption_key=request.encryption_key))
+    return {"changed": bool(outcome["changed"]), "checkpoint": outcome["checkpoint"].get("id"),
+            "stats": outcome["stats"]}
+
+
+def _release(request: SafetyRequest) -> Dict[str, Any]:
+    outcome = record_in_checkpoint(ReleaseParams(
+        root=request.release_root, owner=request.owner, lock_timeout=request.lock_timeout,
+        check_mode=request.check_mode, checkpoint=request.label, reason=request.reason,
+        store_path=request.store_path, encryption_key=request.encryption_key))
+    return {"changed": bool(outcome["changed"]), "checkpoint": (outcome.get("checkpoint") or {}).get("id"),
+            "release": outcome.get("current")}
+
+
+def _backup_request(entry: Dict[str, Any], request: SafetyRequest) -> BackupRequest:
+    conn = DbConnection.from_params({key: entry.get(key) for key in (
+        "engine", "database", "login_host", "login_port", "login_user", "login_password", "login_unix_socket",
+        "client_bin_dir", "client_charset")})
+    return BackupRequest(conn=conn, checkpoint=request.label, reason=request.reason, fmt=entry.get("format"),
+                         dump_extra_args=entry.get("dump_extra_args"))
+
+
+def _databases(request: SafetyRequest) -> Dict[str, Any]:
+    store = Store(request.store_path, request.encryption_key)
+    backups = []
+    for entry in request.databases:
+        wanted = _backup_request(entry, request)
+        if request.check_mode:
+            backups.append(plan_backup(store, wanted))
+            continue
+        manifest, component = backup(store, wanted, request.owner, request.lock_timeout)
+        backups.append(summarize_backup(manifest, component))
+    return {"changed": bool(backups), "backups": backups}
+
+
+_CAPTURES = {"config": _config, "release": _release, "database": _databases}
+
+
+def take_safety_checkpoint(request: SafetyRequest) -> Dict[str, Any]:
+    """Capture every layer asked for into the checkpoint ``request.label``; return what each layer took.
+
+    Keys: ``changed``, ``label``, ``checkpoint`` (its id; None in check mode when new), ``layers``
+    (the layers captured, in order) and one entry per layer (``config``, ``release``, ``database``).
+    A RollbackError of any layer propagates: the layers before it stay in the checkpoint.
+    """
+    result: Dict[str, Any] = {"changed": False, "label": request.label, "checkpoint": None, "layers": []}
+    for layer in SAFETY_LAYERS:
+        if not request.wants(layer):
+            continue
+        taken = _CAPTURES[layer](request)
+        result[layer] = taken
+        result["layers"].append(layer)
+        result["changed"] = result["changed"] or taken["changed"]
+    store = Store(request.store_path, request.encryption_key)
+    found = store.find_optional(request.label) if result["layers"] and store.exists() else None
+    result["checkpoint"] = found["id"] if found else None
+    return result

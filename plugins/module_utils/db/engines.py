@@ -1,0 +1,33 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One adapter per database engine, and the one place that picks it for a connection.
+
+An adapter (``PgEngine``, ``MysqlEngine``, ``SqliteEngine``) holds the connection and the server's
+client command lines; it dumps, restores and swaps, and ``migrations()`` returns its migration side
+(history tables, lock, scratch copy: ``db.migrations.Migrations``) on the same connection.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Union
+
+from .connection import DbConnection
+from .mysql import MysqlEngine
+from .pg import PgEngine
+from .sqlite import SqliteEngine
+from ..common.errors import RollbackError
+
+ENGINES = {"postgresql": PgEngine, "mysql": MysqlEngine, "sqlite": SqliteEngine}
+Adapter = Union[PgEngine, MysqlEngine, SqliteEngine]
+
+
+def make_engine(conn: DbConnection, maintenance_db: Optional[str] = None,
+                extra_args: Optional[Dict[str, List[str]]] = None) -> Adapter:
+    """Return the adapter of a connection (``extra_args``: {"pg_dump"|"pg_restore": argv}, PostgreSQL only)."""
+    extra_args = {tool: args for tool, args in (extra_args or {}).items() if args}
+    if conn.engine != "postgresql":
+        if extra_args:
+            raise RollbackError("dump_extra_args and restore_extra_args are pg_dump and pg_restore options; "
+                                "leave them out for engine=%s." % conn.engine)
+        return ENGINES[conn.engine](conn, maintenance_db or "postgres")
+    return PgEngine(conn, maintenance_db or "postgres", extra_args)

@@ -1,0 +1,436 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Creating host checkpoints: capture managed roots into tree objects and a manifest."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from ..store.contentpool import ContentPool
+from ..common.errors import RollbackError, UnsafePathError
+from ..common import nofollow
+from ..common.nofollow import DirCursor, lstat_at, open_listed, open_root, race_point
+from ..store.statcache import CacheReader, CacheWriter
+from ..store.store import Store
+from ..common.fsutil import is_temp_name
+from ..common.labels import show_label
+from ..store.tree import (
+    DIR, FILE, LINK, Key, Selection, describe_entry, device_refusal, encode_entry, kind_of, path_key, walk_at,
+)
+
+# Walked entries that may wait for their file contents (hashed and stored by worker processes).
+WINDOW = 2048
+# Looks at an entry that keeps changing under a capture before the capture gives up on it.
+LOOKS = 4
+
+Listed = Tuple[str, int, int]  # a file as listed: relative path, device, inode
+Content = Tuple[Optional[str], int, bool]  # object name, size, new object
+CHANGED: Content = (None, 0, False)  # the entry was no longer the file that was listed
+
+
+@dataclass
+class RootSpec:
+    """A managed root directory and the globs that select its entries."""
+
+    path: str
+    include: List[str] = field(default_factory=list)
+    exclude: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "RootSpec":
+        """Build the spec a manifest root was captured with."""
+        return cls(record["path"], list(record.get("include") or []), list(record.get("exclude") or []))
+
+    def selection(self) -> Selection:
+        """Return the include/exclude selection."""
+        return Selection(self.include, self.exclude)
+
+
+def resolve_root(path: str) -> str:
+    """Return the real absolute path of a managed root, or fail saying what is wrong."""
+    if not os.path.isabs(path):
+        raise RollbackError("Managed path %r is not absolute; give the full path." % path)
+    real = os.path.realpath(path)
+    if not os.path.isdir(real):
+        raise RollbackError("Managed path %s does not exist or is not a directory on this host." % path)
+    return real
+
+
+@dataclass
+class CaptureStats:
+    """What a capture did."""
+
+    entries: int = 0
+    bytes: int = 0
+    hashed: int = 0
+    new_blobs: int = 0
+    skipped: List[str] = field(default_factory=list)
+
+
+class _Capture:
+    """Turns a walk of one root into tree lines, storing file contents as it goes."""
+
+    def __init__(self, store: Store, spec: RootSpec, dry_run: bool) -> None:
+        self.store = store
+        self.spec = spec
+        self.dry_run = dry_run
+        self.stats = CaptureStats()
+        self.cursor: Optional[DirCursor] = None  # the root's descriptor and a path of directories below it
+
+    def _store_content(self, listed: Listed, cached: Optional[str], size: int,
+                       at: Optional[Tuple[int, str]] = None) -> Content:
+        """Hash (and unless dry-run, store) a listed file, opened below its parent directory's
+        descriptor (``at``, else found through the cursor) without following a link; CHANGED when
+        what is there is not the inode that was listed. Runs in a worker."""
+        if self.dry_run and cached:
+            return cached, size, not self.store.has_blob(cached)
+        rel, dev, ino = listed
+        try:
+            dir_fd, name = at or self.cursor.parent_of(rel)
+        except (OSError, UnsafePathError):
+            return CHANGED  # a parent directory was removed or replaced since the listing
+        if nofollow.race_hook is not None:
+            race_point("capture.read", rel=rel)
+        fd = open_listed(dir_fd, name, dev, ino)
+        if fd is None:
+            return CHANGED
+        try:
+            return self._content_of(fd, size)
+        finally:
+            os.close(fd)
+
+    def _content_of(self, fd: int, size: int) -> Content:
+        if self.dry_run:
+            sha = self.store.hash_fd(fd)
+            return sha, size, not self.store.has_blob(sha)
+        return self.store.put_fd_counted(fd, size)
+
+    def _describe(self, rel: str, st: os.stat_result, dir_fd: int,
+                  name: str) -> Optional[Tuple[dict, os.stat_result, Optional[Content]]]:
+        """Return a walked entry's record (a link's target included), its stat and, for a file
+        that had to be looked at again, its content; None for a socket (listed as skipped) or an
+        entry that is gone. A device is refused."""
+        kind = kind_of(st)
+        if kind is None:
+            return self._skip(rel, st)
+        entry = describe_entry(rel, st, kind)
+        if kind == LINK:
+            try:
+                entry["target"] = os.readlink(name, dir_fd=dir_fd)
+            except OSError:  # no longer a link
+                return self._look_again(rel)
+        self.stats.entries += 1
+        return entry, st, None
+
+    def _skip(self, rel: str, st: os.stat_result) -> None:
+        """Leave out a socket (listed as skipped); refuse a device."""
+        refusal = device_refusal(self.spec.path, rel, st)
+        if refusal:
+            raise refusal
+        self.stats.skipped.append(rel)
+
+    def _look_again(self, rel: str) -> Optional[Tuple[dict, os.stat_result, Optional[Content]]]:
+        """Describe an entry that changed after it was listed as what it is now (a symlink stays a
+        symlink, a file's record and content come from one descriptor); None when it is gone."""
+        for _look in range(LOOKS):
+            try:
+                dir_fd, name = self.cursor.parent_of(rel)
+                st = lstat_at(dir_fd, name)
+            except (OSError, UnsafePathError):
+                return None  # gone, or its parent was replaced: no longer below the root
+            kind = kind_of(st)
+            if kind is None:
+                return self._skip(rel, st)
+            if kind == DIR:
+                continue  # a directory in place of a listed entry: its inside was not walked
+            entry, content = describe_entry(rel, st, kind), None
+            if kind == LINK:
+                try:
+                    entry["target"] = os.readlink(name, dir_fd=dir_fd)
+                except OSError:
+                    continue
+            elif kind == FILE:
+                fd = open_listed(dir_fd, name, st.st_dev, st.st_ino)
+                if fd is None:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    entry = describe_entry(rel, st, kind)
+                    content = self._content_of(fd, st.st_size)
+                finally:
+                    os.close(fd)
+                self.stats.hashed += 1
+                self.stats.new_blobs += 1 if content[2] else 0
+            self.stats.entries += 1
+            return entry, st, content
+        raise RollbackError(
+            "%s/%s changed at each of %d looks while it was captured; nothing was stored for it. Find what "
+            "replaces it (or exclude it) and run the checkpoint again." % (self.spec.path, rel, LOOKS),
+            path="%s/%s" % (self.spec.path, rel))
+
+    def _content_now(self, listed: Listed, sha: Optional[str], st: os.stat_result,
+                     at: Optional[Tuple[int, str]] = None) -> Content:
+        """Return a file's (sha256, size[, new]): the known hash if its blob is stored, else hash and store it here."""
+        if sha and self.store.has_blob(sha):
+            return sha, st.st_size, False
+        content = self._store_content(listed, sha, st.st_size, at)
+        if content[0] is not None:
+            self.stats.hashed += 1
+            self.stats.new_blobs += 1 if content[2] else 0
+        return content
+
+    def _finish(self, entry: dict, st: os.stat_result, content, writer: Optional[CacheWriter],
+                contents: Optional[ContentPool] = None) -> bytes:
+        """Fill in a file entry's content (a known tuple, or a job of ``contents``) and return its
+        tree line; an entry that changed since it was listed is described again as it is now."""
+        if content is not None:
+            if contents is not None and isinstance(content, int):
+                content = contents.result(content)
+                if content[0] is not None:
+                    self.stats.hashed += 1
+                    self.stats.new_blobs += 1 if content[2] else 0
+            if content[0] is None:
+                self.stats.entries -= 1
+                again = self._look_again(entry["path"])
+                if again is None:
+                    return b""
+                entry, st, content = again
+                if content is None:
+                    return encode_entry(entry)
+            entry["sha256"], entry["size"] = content[0], content[1]
+            if writer:
+                writer.add(entry["path"], entry["sha256"], st)
+            self.stats.bytes += entry["size"]
+        return encode_entry(entry)
+
+    def lines(self, cache: CacheReader, writer: Optional[CacheWriter]) -> Iterator[bytes]:
+        """Yield the tree object's lines for the root, in tree order.
+
+        Files the stat cache cannot vouch for are hashed and stored by worker processes while
+        the walk goes on (see ``store.contentpool``); at most WINDOW entries wait for them, so memory
+        stays bounded.
+        """
+        pending: Deque[Tuple[dict, os.stat_result, object]] = deque()
+        contents = ContentPool(self._store_content, self.store)
+        try:
+            for rel, st, dir_fd, name in walk_at(self.cursor.root_fd, self.spec.selection()):
+                described = self._describe(rel, st, dir_fd, name)
+                if described is None:
+                    continue
+                entry, st, content = described
+                if entry["type"] == FILE and content is None:
+                    cached = cache.lookup(path_key(rel), st)
+                    if cached and self.store.has_blob(cached):
+                        content = (cached, st.st_size)
+                    else:
+                        content = contents.submit((rel, st.st_dev, st.st_ino), cached, st.st_size)
+                pending.append((entry, st, content))
+                while pending and (len(pending) > WINDOW or not isinstance(pending[0][2], int)
+                                   or contents.ready(pending[0][2])):
+                    yield self._finish(*pending.popleft(), writer, contents)
+            while pending:
+                yield self._finish(*pending.popleft(), writer, contents)
+            contents.close()
+        except BaseException:
+            contents.abort()
+            raise
+
+    def run(self) -> str:
+        """Capture the root; return the sha256 of its tree object."""
+        self.cursor = DirCursor(open_root(self.spec.path), self.spec.path)
+        cache = self.store.cache_reader(self.spec.path)
+        writer = None if self.dry_run else self.store.cache_writer(self.spec.path)
+        try:
+            if self.dry_run:
+                digest = self.store.hasher()
+                for line in self.lines(cache, writer):
+                    digest.update(line)
+                return digest.hexdigest()
+            sha = self.store.put_stream(self.lines(cache, writer))[0]
+        except BaseException:
+            if writer:
+                writer.abort()
+            raise
+        finally:
+            cache.close()
+            self.cursor.close()
+        writer.commit()
+        return sha
+
+
+class TreeRecorder(_Capture):
+    """Records the entries of a walk that another pass drives (the restore's plan), in tree
+    order, as a root's tree object: a checkpoint of the root taken in that same pass.
+
+    ``cache`` is the driver's stat cache reader: the driver and the recorder together look each
+    key up at most once, in increasing order (the driver passes the hashes it already knows).
+    """
+
+    def __init__(self, store: Store, spec: RootSpec, cache: CacheReader, cursor: DirCursor) -> None:
+        super().__init__(store, spec, dry_run=False)
+        self.cursor = cursor  # the driver's: it closes it
+        self.cache = cache
+        self.cache_writer = store.cache_writer(spec.path)
+        self.writer = store.object_writer()
+        self.pending: List[bytes] = []
+        self.buffered = 0
+        self.temp_dir: Optional[str] = None
+
+    def _ours(self, rel: str, st: os.stat_result) -> bool:
+        """Tell whether an entry is one of our temporary files (or below one), not content."""
+        if self.temp_dir and rel.startswith(self.temp_dir):
+            return True
+        if is_temp_name(rel.rsplit("/", 1)[-1]):
+            self.temp_dir = rel + "/" if stat.S_ISDIR(st.st_mode) else self.temp_dir
+            return True
+        return False
+
+    def add(self, key: Key, rel: str, st: os.stat_result, sha: Optional[str], dir_fd: int, name: str) -> None:
+        """Record one live entry (``dir_fd``/``name`` reach it); ``sha`` is its content hash when the driver knows it."""
+        if self._ours(rel, st):
+            return
+        described = self._describe(rel, st, dir_fd, name)
+        if described is None:
+            return
+        entry, st, content = described
+        if entry["type"] == FILE and content is None:
+            content = self._content_now((rel, st.st_dev, st.st_ino), sha or self.cache.lookup(key, st), st,
+                                        (dir_fd, name))
+        line = self._finish(entry, st, content, self.cache_writer)
+        self.pending.append(line)
+        self.buffered += len(line)
+        if self.buffered >= 262144:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.writer.write(b"".join(self.pending))
+        self.pending, self.buffered = [], 0
+
+    def finish(self) -> dict:
+        """Store the tree object and the new stat cache; return the root's manifest record."""
+        self._flush()
+        tree = self.writer.commit()[0]
+        self.cache_writer.commit()
+        return root_record(self.spec, tree, self.stats)
+
+    def abort(self) -> None:
+        """Drop what was recorded."""
+        self.writer.abort()
+        self.cache_writer.abort()
+
+
+def root_record(spec: RootSpec, tree: str, stats: CaptureStats) -> dict:
+    """Return the manifest record of a captured root."""
+    return {
+        "path": spec.path,
+        "include": spec.include,
+        "exclude": spec.exclude,
+        "tree": tree,
+        "entries": stats.entries,
+        "bytes": stats.bytes,
+        "skipped": stats.skipped,
+    }
+
+
+def capture_root(store: Store, spec: RootSpec, dry_run: bool = False) -> Tuple[dict, CaptureStats]:
+    """Capture one managed root; return its manifest record and the capture stats."""
+    spec = RootSpec(resolve_root(spec.path), spec.include, spec.exclude)
+    capture = _Capture(store, spec, dry_run)
+    tree = capture.run()
+    return root_record(spec, tree, capture.stats), capture.stats
+
+
+def _same_state(old: Optional[dict], roots: List[dict], commit: Optional[str]) -> bool:
+    if not old or old.get("commit") != commit:
+        return False
+    trees = [(r["path"], r["tree"], r["include"], r["exclude"]) for r in roots]
+    return trees == [(r["path"], r.get("tree"), r.get("include"), r.get("exclude")) for r in old["roots"]]
+
+
+@dataclass
+class CheckpointRequest:
+    """What to capture and how to describe it."""
+
+    roots: List[RootSpec]
+    label: Optional[str] = None
+    commit: Optional[str] = None
+    reason: Optional[str] = None
+    creator: Optional[str] = None
+    kind: str = "checkpoint"
+    facts: Dict[str, object] = field(default_factory=dict)
+    force: bool = False
+    when_changed: bool = False
+
+
+def newest_of_roots(store: Store, roots: List[dict]) -> Optional[dict]:
+    """The newest checkpoint that manages exactly these root paths, or None."""
+    wanted = sorted(root["path"] for root in roots)
+    for checkpoint_id in reversed(store.ids()):
+        manifest = store.load(checkpoint_id)
+        if sorted(root.get("path") for root in manifest.get("roots", [])) == wanted:
+            return manifest
+    return None
+
+
+def create_checkpoint(store: Store, request: CheckpointRequest, dry_run: bool = False) -> Tuple[dict, bool, dict]:
+    """Capture the roots into a new checkpoint; return (manifest, changed, stats).
+
+    When a checkpoint with the same label already holds exactly this state (same trees and
+    commit), it is returned unchanged unless ``force``. With ``when_changed``, so is the newest
+    checkpoint of the same roots when its trees are these (whatever its label). The caller holds
+    the store lock.
+    """
+    if not dry_run:
+        store.init()
+    roots, totals = [], {"entries": 0, "bytes": 0, "hashed": 0, "new_blobs": 0}
+    try:
+        for spec in request.roots:
+            record, stats = capture_root(store, spec, dry_run)
+            roots.append(record)
+            for key in totals:
+                totals[key] += getattr(stats, key)
+    except BaseException:
+        store.packs.abort()  # an unfinished pack is never named by an index: drop it now
+        raise
+    previous = store.find_optional(request.label) if request.label else None
+    if previous and previous.get("label") == request.label and not request.force and _same_state(previous, roots, request.commit):
+        return previous, False, totals
+    newest = newest_of_roots(store, roots) if request.when_changed and store.exists() else None
+    if newest is not None and _same_state(newest, roots, newest.get("commit")):
+        return newest, False, totals
+    if dry_run:
+        return {"id": None, "label": request.label, "commit": request.commit, "reason": request.reason,
+                "creator": request.creator, "kind": request.kind, "roots": roots}, True, totals
+    return save_checkpoint(store, request, roots), True, totals
+
+
+def save_checkpoint(store: Store, request: CheckpointRequest, roots: List[dict]) -> dict:
+    """Write the manifest of captured roots; return it."""
+    manifest = store.new_manifest(
+        label=request.label, commit=request.commit, reason=request.reason,
+        creator=request.creator, kind=request.kind,
+    )
+    manifest["roots"] = roots
+    manifest["facts"] = request.facts
+    store.save(manifest)
+    return manifest
+
+
+def roots_of(manifest: dict, only: Sequence[str] = ()) -> List[dict]:
+    """Return the manifest's root records, or only those named in ``only``; refuse a path it does not manage."""
+    roots = manifest.get("roots", [])
+    managed = [root["path"] for root in roots]
+    for path in only:
+        if os.path.realpath(path) not in managed:
+            raise RollbackError(
+                "%s is not a managed path of checkpoint %s (%s); it manages: %s. Nothing was changed. Name whole "
+                "managed paths in paths, or leave paths empty to restore them all." % (
+                    path, show_label(manifest["label"]) if manifest.get("label") else manifest["id"],
+                    manifest["id"], ", ".join(managed) or "no paths"),
+                available=managed)
+    wanted = {os.path.realpath(path) for path in only}
+    return [root for root in roots if not wanted or root["path"] in wanted]

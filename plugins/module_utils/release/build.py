@@ -1,0 +1,122 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Building a release directory: its content from a directory or a Git tag, shared paths linked in, a digest
+that says whether two builds hold the same content."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+from typing import List, Optional, Tuple
+
+from ..common.fsutil import is_temp_name
+from ..common.process import run
+from .root import ReleaseError, ReleaseRoot
+
+_HEX_RE = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+def check_relative(path: str, what: str) -> str:
+    """Return a normalised relative path; refuse absolute ones and ``..``."""
+    norm = os.path.normpath(path)
+    if os.path.isabs(path) or norm == "." or norm.split(os.sep)[0] == "..":
+        raise ReleaseError("%s %r must be a relative path inside the release (no leading / or ..)." % (what, path))
+    return norm
+
+
+def tree_digest(top: str) -> str:
+    """Return a SHA-256 over a tree: every relative path, type, mode, content or link target."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, top)
+            st = os.lstat(full)
+            digest.update(("%s\0%o\0" % (rel, st.st_mode)).encode("utf-8", "surrogateescape"))
+            if stat.S_ISLNK(st.st_mode):
+                digest.update(os.readlink(full).encode("utf-8", "surrogateescape"))
+            elif stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def ls_remote_argv(repo: str, version: str) -> List[str]:
+    """Return the git command that asks a repository which commit ``version`` names."""
+    return ["git", "ls-remote", "--", repo, version, "refs/tags/%s^{}" % version]
+
+
+def remote_commit(repo: str, version: str) -> Tuple[Optional[str], bool]:
+    """Ask the repository (git ls-remote) which commit ``version`` names; return (commit, is_tag)."""
+    out = run(ls_remote_argv(repo, version), "git ls-remote of %s" % repo,
+              env={"GIT_TERMINAL_PROMPT": "0"}).stdout.decode()
+    refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    for ref in ("refs/tags/%s^{}" % version, "refs/tags/%s" % version, "refs/heads/%s" % version, version):
+        if ref in refs:
+            return refs[ref], ref.startswith("refs/tags/")
+    if _HEX_RE.match(version):
+        return version, False
+    raise ReleaseError("Version %r is neither a branch, a tag nor a commit of %s. Push it, or name an "
+                       "existing tag or branch." % (version, repo))
+
+
+def checkout(repo: str, version: str, into: str) -> Tuple[str, List[List[str]]]:
+    """Clone ``repo`` into ``into`` at ``version`` (without .git); return (commit, commands run)."""
+    env = {"GIT_TERMINAL_PROMPT": "0"}
+    commands = [["git", "clone", "--quiet", "--no-checkout", "--", repo, into]]
+    run(commands[-1], "git clone of %s" % repo, env=env)
+    commit = None
+    for candidate in (version, "origin/%s" % version):
+        argv = ["git", "-C", into, "rev-parse", "--verify", "--quiet", "%s^{commit}" % candidate]
+        done = run(argv, "git rev-parse", env=env, check=False)
+        if done.rc == 0:
+            commit = done.stdout.decode().strip()
+            break
+    if commit is None:
+        raise ReleaseError("Version %r is not in %s. Name an existing tag, branch or commit." % (version, repo))
+    commands.append(["git", "-C", into, "checkout", "--quiet", "--detach", commit])
+    run(commands[-1], "git checkout of %s" % version, env=env)
+    shutil.rmtree(os.path.join(into, ".git"))
+    return commit, commands
+
+
+def link_shared(root: ReleaseRoot, release_dir: str, shared: List[str]) -> None:
+    """Link each shared path into a release; a path missing under shared/ is seeded from the release."""
+    for rel_path in shared:
+        in_release = os.path.join(release_dir, rel_path)
+        in_shared = root.join("shared", rel_path)
+        os.makedirs(os.path.dirname(in_shared), exist_ok=True)
+        if not os.path.lexists(in_shared):
+            if os.path.lexists(in_release):
+                os.rename(in_release, in_shared)  # the first release seeds the shared copy
+            else:
+                os.makedirs(in_shared)
+        if os.path.lexists(in_release):
+            if os.path.isdir(in_release) and not os.path.islink(in_release):
+                shutil.rmtree(in_release)
+            else:
+                os.unlink(in_release)
+        os.makedirs(os.path.dirname(in_release), exist_ok=True)
+        os.symlink(os.path.relpath(in_shared, os.path.dirname(in_release)), in_release)
+
+
+def remove_tree(path: str) -> None:
+    """Remove a release directory (or a leftover temporary one)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path)
+
+
+def leftovers(root: ReleaseRoot) -> List[str]:
+    """Return the incomplete (temporary) release directories left by interrupted deploys."""
+    releases = root.join("releases")
+    if not os.path.isdir(releases):
+        return []
+    return sorted(os.path.join(releases, name) for name in os.listdir(releases) if is_temp_name(name))

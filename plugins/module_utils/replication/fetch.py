@@ -1,0 +1,247 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bringing a checkpoint back from a repository (docs/repository.md, "Restoring from a repository").
+
+:func:`fetch_checkpoint` makes the local store hold one checkpoint: its manifest and the objects it
+needs, each checked (hash; envelope authenticity in an encrypted store) before it is placed, the
+manifest last. :class:`RepositoryView` reads the host's manifests in the repository through a
+throwaway store of the same format (also what pruning decides on).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import List, Optional, Sequence, Tuple
+
+from ..common.errors import CheckpointNotFound, IntegrityError
+from ..common.fsutil import atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, unlink_quietly
+from ..common.labels import escape
+from ..store.packs import SMALL_OBJECT
+from .client import (CHUNK, NAMES_PER_REQUEST, Connection, RepositoryError, RepositorySpec, compatible,
+                     needed_objects, recorded_format, read_file)
+from ..store.store import LAYOUT, Store, parse_time, summarize
+
+
+def _missing_locally(store: Store, manifest: dict) -> Tuple[List[str], bool]:
+    """Objects of a checkpoint the local store lacks, and whether the list is complete (every tree was there)."""
+    trees = [root["tree"] for root in manifest.get("roots", []) if root.get("tree")]
+    absent_trees = [tree for tree in trees if not store.has_blob(tree)]
+    if absent_trees:
+        return absent_trees, False
+    return [name for name in needed_objects(store, manifest) if not store.has_blob(name)], True
+
+
+def seed_store(store: Store, host_format: dict) -> None:
+    """Create a missing local store with the format recorded in the repository (same naming key, if sealed)."""
+    if store.exists():
+        return
+    for sub in ("",) + LAYOUT:
+        ensure_private_dir(store.path(sub))
+    atomic_write_json(store.path("format"), host_format)
+    store.check_format()
+
+
+class RepositoryView:
+    """The host's manifests in the repository, read through a throwaway store of the same format."""
+
+    def __init__(self, conn: Connection, host_format: dict, key: Optional[str], workdir: str) -> None:
+        self.root = os.path.join(workdir, "view")
+        for sub in ("",) + LAYOUT:
+            ensure_private_dir(os.path.join(self.root, sub))
+        atomic_write_json(os.path.join(self.root, "format"), host_format)
+        reply = conn.request({"op": "get_manifests"}, "listing checkpoints")
+        for checkpoint_id, size in zip(reply["ids"], reply["sizes"]):
+            body = conn.read_exactly(size, "reading checkpoint %s" % checkpoint_id)
+            atomic_write_bytes(os.path.join(self.root, "checkpoints", checkpoint_id + ".json"), body)
+        self.store = Store(self.root, key)
+
+    def find(self, ref: str, where: str) -> dict:
+        try:
+            return self.store.find(ref)
+        except CheckpointNotFound as exc:
+            available = exc.details.get("available", [])
+            raise CheckpointNotFound(
+                "Checkpoint %s is neither in the local store nor in the repository %s (it has: %s)." % (
+                    escape(ref), where, ", ".join(
+                        "%s (%s)" % (item["id"], item["label"]) if item.get("label") else item["id"]
+                        for item in reversed(available[-20:])) or "none"), available=available) from exc
+
+    def newest(self) -> Optional[dict]:
+        """Id and creation time of the host's newest checkpoint in the repository (what a rebuild can reach at best)."""
+        manifests = self.store.manifests()
+        return {"id": manifests[-1]["id"], "created": manifests[-1]["created"]} if manifests else None
+
+    def raw(self, checkpoint_id: str) -> bytes:
+        return read_file(self.store.manifest_path(checkpoint_id))
+
+
+def _damaged(name: str, where: str, actual: Optional[str], exc: Optional[Exception] = None) -> IntegrityError:
+    if actual is None:
+        return IntegrityError("Object %s in the repository %s is damaged: %s Nothing was restored; the object was not "
+                              "placed in the local store." % (name, where, exc), expected=name, actual=None)
+    return IntegrityError(
+        "Object %s in the repository %s is corrupted (its content hashes to %s). Nothing was restored; the object "
+        "was not placed in the local store. Restore another checkpoint, or sync this one again from a host that "
+        "holds it intact." % (name, where, actual), expected=name, actual=actual)
+
+
+def _check_fetched(store: Store, name: str, tmp: str, where: str) -> None:
+    """Refuse a fetched object file whose content does not have its name (or, sealed, is not authentic)."""
+    cipher = store.cipher
+    digest = store.hasher()
+    try:
+        with open(tmp, "rb") as handle:
+            if cipher is None:
+                for chunk in iter(lambda: handle.read(CHUNK), b""):
+                    digest.update(chunk)
+            else:
+                size = os.fstat(handle.fileno()).st_size
+                for chunk in cipher.open_stream(handle, size, b"object:" + name.encode("ascii"), "Object %s" % name):
+                    digest.update(chunk)
+    except IntegrityError as exc:
+        raise _damaged(name, where, None, exc) from exc
+    if digest.hexdigest() != name:
+        raise _damaged(name, where, digest.hexdigest())
+
+
+def _check_fetched_bytes(store: Store, name: str, data: bytes, where: str) -> None:
+    """Like :func:`_check_fetched`, for an object read into memory."""
+    cipher = store.cipher
+    try:
+        content = data if cipher is None else cipher.unseal(data, b"object:" + name.encode("ascii"), "Object %s" % name)
+    except IntegrityError as exc:
+        raise _damaged(name, where, None, exc) from exc
+    actual = store.hash_bytes(content)
+    if actual != name:
+        raise _damaged(name, where, actual)
+
+
+def _receive_batch(conn: Connection, store: Store, names: List[str], sizes: List[int],
+                   staged: List[Tuple[str, str]]) -> List[Tuple[str, bytes]]:
+    """Read a batch's objects, each checked: small ones into memory, larger ones into temporary files (``staged``)."""
+    where = conn.spec.where()
+    small = []
+    for name, size in zip(names, sizes):
+        if size <= SMALL_OBJECT:
+            data = conn.read_exactly(size, "sending object %s" % name)
+            _check_fetched_bytes(store, name, data, where)
+            small.append((name, data))
+            continue
+        tmp = store.temp_object_path()
+        staged.append((name, tmp))
+        with os.fdopen(create_private(tmp), "wb") as out:
+            left = size
+            while left:
+                data = conn.read_exactly(min(CHUNK, left), "sending object %s" % name)
+                out.write(data)
+                left -= len(data)
+        _check_fetched(store, name, tmp, where)
+    return small
+
+
+def _fetch_objects(conn: Connection, store: Store, names: Sequence[str]) -> Tuple[int, int]:
+    """Fetch objects into the local store, each checked before it is placed; return (objects, bytes).
+
+    Objects of up to 256 KiB go into a pack (as a checkpoint stores them), larger ones are renamed
+    into place; none is placed before every object of its batch was checked.
+    """
+    count = total = 0
+    for start in range(0, len(names), NAMES_PER_REQUEST):
+        chunk = list(names[start:start + NAMES_PER_REQUEST])
+        sizes = conn.request({"op": "get", "names": chunk}, "sending objects")["sizes"]
+        gone = [name for name, size in zip(chunk, sizes) if size < 0]
+        if gone:
+            raise IntegrityError("The repository %s lacks object %s (and %d more) that the checkpoint needs. "
+                                 "Nothing was restored." % (conn.spec.where(), gone[0], len(gone) - 1),
+                                 expected=gone[0], actual=None)
+        staged: List[Tuple[str, str]] = []
+        try:
+            small = _receive_batch(conn, store, chunk, sizes, staged)
+            for name, data in small:
+                store.packs.add(name, lambda data=data: data, lambda _name: False)
+            for name, tmp in staged:
+                store.commit_blob(tmp, name)
+            staged = []
+        finally:
+            for _name, tmp in staged:
+                unlink_quietly(tmp)
+        count += len(chunk)
+        total += sum(sizes)
+    return count, total
+
+
+def plan_fetch(store: Store, spec: RepositorySpec, ref: str, key: Optional[str] = None) -> dict:
+    """What :func:`fetch_checkpoint` would do, changing nothing here or there (check mode).
+
+    The checkpoint's tree objects are read into a throwaway directory to count the objects the local
+    store lacks.
+    """
+    if store.exists():
+        local = store.find_optional(ref)
+        if local is not None and _missing_locally(store, local) == ([], True):
+            return {"checkpoint": summarize(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
+    with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
+        host_format = recorded_format(conn.hello(create=False), spec)
+        view = RepositoryView(conn, host_format, key, workdir)
+        manifest = view.find(ref, spec.where())
+        trees = [root["tree"] for root in manifest.get("roots", []) if root.get("tree")]
+        _fetch_objects(conn, view.store, trees)
+        here = store if store.exists() else None
+        missing = [name for name in needed_objects(view.store, manifest) if here is None or not here.has_blob(name)]
+    return {"checkpoint": summarize(manifest), "fetched": {"objects": len(missing), "bytes": None},
+            "source": "repository"}
+
+
+def fetch_checkpoint(store: Store, spec: RepositorySpec, ref: str, key: Optional[str] = None) -> dict:
+    """Make the local store hold checkpoint ``ref``: from the local store when it is complete there, else from the repository.
+
+    A missing local store is created with the format recorded in the repository. Tree objects come
+    first, then the file and component objects the local store lacks, each checked (hash; envelope
+    authenticity in an encrypted store) before it is placed; the manifest is written last. The caller
+    holds the store lock once the store exists (see :func:`prepare_store`).
+    """
+    if store.exists():
+        local = store.find_optional(ref)
+        if local is not None and _missing_locally(store, local) == ([], True):
+            return {"checkpoint": summarize(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
+    with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
+        host_format = recorded_format(conn.hello(create=False), spec)
+        seed_store(store, host_format)
+        problem = compatible(store.read_format(), host_format)
+        if problem:
+            raise RepositoryError(
+                "The local store %s cannot take checkpoints of host namespace %s of the repository %s: %s. Nothing "
+                "was changed. Restore into a new store_path (or remove the store that was created anew)." % (
+                    store.root, spec.namespace, spec.where(), problem))
+        local = store.find_optional(ref)
+        newest = None
+        if local is not None:
+            manifest, raw = local, None
+        else:
+            view = RepositoryView(conn, host_format, key, workdir)
+            manifest = view.find(ref, spec.where())
+            raw = view.raw(manifest["id"])
+            newest = view.newest()
+        missing, complete = _missing_locally(store, manifest)
+        objects, size = _fetch_objects(conn, store, missing)
+        if not complete:
+            missing, _complete = _missing_locally(store, manifest)
+            more, more_size = _fetch_objects(conn, store, missing)
+            objects, size = objects + more, size + more_size
+        store.sync()
+        if raw is not None:
+            atomic_write_bytes(store.manifest_path(manifest["id"]), raw)
+            store.load(manifest["id"])
+    return {"checkpoint": summarize(manifest), "fetched": {"objects": objects, "bytes": size}, "source": "repository",
+            "newest_replicated": newest,
+            "rpo_seconds": None if newest is None else max(0, int(time.time() - parse_time(newest["created"])))}
+
+
+def prepare_store(store: Store, spec: RepositorySpec) -> None:
+    """Create a missing local store from the format the repository recorded for this host (before the lock is taken)."""
+    if store.exists():
+        return
+    with Connection(spec) as conn:
+        seed_store(store, recorded_format(conn.hello(create=False), spec))

@@ -1,0 +1,75 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Repositories: copies of checkpoint stores on a repository host, reached over SSH (docs/repository.md).
+
+A repository is a directory on another host holding the objects of many stores (shared) and, per
+host, the store's ``format`` document and its manifests (``hosts/<name>/``). :func:`sync_store`
+sends what the repository lacks, objects first and manifests last; :func:`fetch_checkpoint` brings
+one checkpoint (its manifest and the objects it needs) back into a local store, checking each object
+before it is placed. Objects and manifests cross exactly as stored: an encrypted store's stay sealed,
+and no key ever leaves the host.
+
+The system ``ssh`` is run with an argument list; on the repository host it runs ``python3`` with a
+constant bootstrap that reads the receiver (:mod:`replication.receiver`) from stdin, so no path, name or
+option is ever parsed by a remote shell.
+
+The files: :mod:`replication.client` (where the repository is, the SSH session), :mod:`replication.sync`
+(sending), :mod:`replication.fetch` (fetching back), :mod:`replication.receiver` (the program on the
+repository host); this one holds the checkpoint_sync module's operations (sync, prune).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Optional
+
+from ..common.errors import RollbackError
+from .client import Connection, RepositorySpec, recorded_format
+from .fetch import RepositoryView
+from .sync import sync_store
+from ..store.retention import Policy, RetentionError, forgotten, plan
+from ..store.store import Store, snapshots
+
+
+def prune_repository(spec: RepositorySpec, policy: Policy, key: Optional[str] = None, grace: float = 3600.0,
+                     dry_run: bool = False) -> dict:
+    """Forget this host's checkpoints in the repository that ``policy`` does not keep, then collect garbage there.
+
+    The host reads its manifests from the repository (with its key, for an encrypted store) and
+    decides; the receiver deletes the forgotten manifests, then, under the repository's exclusive
+    lock, every object that no manifest of any host needs and that is older than ``grace`` seconds
+    (so objects of a sync whose manifests are not recorded yet stay). The newest checkpoint is never
+    forgotten. In a dry run nothing is deleted and nothing is collected.
+    """
+    with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
+        view = RepositoryView(conn, recorded_format(conn.hello(create=False), spec), key, workdir)
+        try:
+            decisions = plan(snapshots(view.store), policy, time.time())
+        except RetentionError as exc:
+            raise RollbackError(str(exc)) from exc
+        doomed = forgotten(decisions)
+        result = {
+            "changed": bool(doomed), "repository": spec.where(), "host": spec.namespace, "deleted": doomed,
+            "kept": [dict(id=dec.snapshot.id, label=dec.snapshot.label, reasons=dec.reasons)
+                     for dec in reversed(decisions) if dec.kept],
+        }
+        if dry_run:
+            return result
+        if doomed:
+            conn.request({"op": "forget", "ids": doomed}, "forgetting checkpoints")
+        collected = conn.request({"op": "collect", "grace": grace}, "collecting garbage")
+    result["collected"] = {"objects": collected["objects"], "bytes": collected["bytes"]}
+    result["changed"] = bool(doomed or collected["objects"])
+    return result
+
+
+def sync_host(store: Store, options: dict, check_mode: bool) -> dict:
+    """The checkpoint_sync module: send the store's checkpoints (state=present) or prune the repository (state=pruned)."""
+    spec = RepositorySpec.from_options(options["repository"])
+    if options.get("state") == "pruned":
+        retention = options.get("retention") or {}
+        policy = Policy(**{name: retention.get(name) for name in Policy.__dataclass_fields__})
+        return prune_repository(spec, policy, options.get("encryption_key") or None,
+                                float(options.get("gc_grace_hours", 1.0)) * 3600, dry_run=check_mode)
+    return sync_store(store, spec, options.get("checkpoints") or (), dry_run=check_mode)

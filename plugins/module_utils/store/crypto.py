@@ -1,0 +1,379 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Authenticated encryption of store objects and manifests: AES-256-GCM in chunks, scrypt keys.
+
+Scheme ``aes-256-gcm-stream/v2`` (docs/store-format.md, "Encryption"), built only from vetted
+primitives of pyca/cryptography (a managed-host requirement of encrypted stores only):
+
+- user key -> scrypt (N=2**14, r=8, p=2: 16 MiB; random 16-byte salt per store; parameters
+  recorded in the store's ``format``) -> 32 bytes; HKDF-Expand-SHA256 (RFC 5869) of those gives the key id
+  (16 bytes, kept in clear: checking a guessed key against it costs a scrypt) and the content key;
+- each envelope has a random 128-bit nonce; its own AES-256-GCM key is
+  HKDF-Expand(content key, label || nonce), so no key is shared by two envelopes unless 128-bit
+  random values collide;
+- the plaintext is cut into chunks of CHUNK bytes (age's STREAM): chunk ``i`` is sealed with the
+  96-bit nonce ``i`` (11 bytes, big-endian) || final flag (1 byte), and associated data = the
+  envelope header, plus the context (kind and name of the object) for the final chunk. Nonces
+  are a counter under a key of their own: they cannot repeat. A reader verifies the final chunk
+  (and so the context and the length) before it releases the first byte, then each chunk as it
+  goes: memory stays bounded by one chunk whatever the object's size;
+- object names: HMAC-SHA256 of the plaintext under a random per-store naming key, stored sealed
+  under the content key, so equal content deduplicates without plain hashes in the store.
+
+Envelope: ``MAGIC (8) | key id (16) | nonce (16) | chunk 0 | ... | final chunk``, each chunk its
+ciphertext plus a 16-byte tag; every chunk but the final one holds exactly CHUNK bytes.
+Stores of the first scheme (_crypto_legacy.py) stay readable and writable; ``checkpoint
+state=rekeyed`` moves them to this one.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import os
+import socket
+import sys
+from types import SimpleNamespace
+from typing import BinaryIO, Iterator, Optional, Tuple, Union
+
+from .crypto_legacy import SCHEME as LEGACY_SCHEME, LegacyCipher, header_nonce
+from ..common.errors import EncryptionKeyError, IntegrityError, MissingLibraryError
+
+
+SCHEME = "aes-256-gcm-stream/v2"
+MAGIC = b"GRAEAD\x02\x00"
+KEY_ID_BYTES = 16
+NONCE_BYTES = 16
+HEADER_BYTES = len(MAGIC) + KEY_ID_BYTES + NONCE_BYTES
+TAG_BYTES = 16
+CHUNK = 1024 * 1024
+SEGMENT = CHUNK + TAG_BYTES
+SCRYPT = {"n": 2 ** 14, "r": 8, "p": 2}  # the work of N=2**15, p=1 in 16 MiB (module memory stays < 60 MB)
+SCRYPT_MAX_BYTES = 1024 ** 3  # refuse parameters (from a damaged or forged format) that need more memory
+MIN_KEY_CHARS = 16
+_LABEL = b"gitops.rollback aead v2 "
+
+
+def check_secret(secret: object) -> str:
+    """Refuse a key that is not a string of at least MIN_KEY_CHARS characters."""
+    if not isinstance(secret, str) or len(secret) < MIN_KEY_CHARS:
+        raise EncryptionKeyError(
+            "encryption_key must be at least %d characters (use a random key, e.g. `openssl rand -base64 32`, "
+            "kept in Ansible Vault). Nothing was changed." % MIN_KEY_CHARS)
+    return secret
+
+
+@functools.lru_cache(maxsize=None)
+def cryptography_library() -> Optional[SimpleNamespace]:
+    """Return pyca/cryptography's ``AESGCM``, ``Scrypt`` and ``InvalidTag``, imported on first use;
+    None when it is not installed. Only encrypted stores need it: a module run on a plain store
+    never loads it, and starts sooner."""
+    # pylint: disable=import-outside-toplevel
+    try:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+    except ImportError:
+        return None
+    return SimpleNamespace(AESGCM=AESGCM, Scrypt=Scrypt, InvalidTag=InvalidTag)
+
+
+def require_cryptography(purpose: str) -> None:
+    """Fail with the message Ansible's ``missing_required_lib`` gives when pyca/cryptography is absent."""
+    if cryptography_library() is None:
+        raise MissingLibraryError(
+            "Failed to import the required Python library (cryptography) on %s's Python %s. It is needed %s. "
+            "Install it on that host (`pip install cryptography`, or the distribution's python3-cryptography "
+            "package), or set ansible_python_interpreter to a Python that has it. Nothing was read or changed."
+            % (socket.gethostname(), sys.executable, purpose))
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int = 32) -> bytes:
+    """RFC 5869 HKDF-Expand with HMAC-SHA256 (``prk`` is already a uniformly random key)."""
+    if length > 255 * 32:
+        raise ValueError("HKDF-Expand cannot produce more than 8160 bytes")
+    block, out, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def new_kdf() -> dict:
+    """Return the key-derivation parameters of a new store (random salt)."""
+    return {"name": "scrypt", "salt": os.urandom(16).hex(), "length": 32, **SCRYPT}
+
+
+def scrypt(secret: bytes, kdf: dict) -> bytes:
+    """Return scrypt (RFC 7914) of ``secret`` with a store's recorded parameters, checked first.
+
+    Derived once per process for the same secret and parameters: a module run that creates a
+    store and then opens it (or opens it twice) pays the deliberately slow derivation once."""
+    require_cryptography("to open an encrypted store (scrypt, AES-256-GCM)")
+    try:
+        salt = bytes.fromhex(kdf["salt"])
+        n, r, p, length = (int(kdf[name]) for name in ("n", "r", "p", "length"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError("The store's key derivation parameters are damaged: %r." % (kdf,)) from exc
+    if n < 2 or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16 or not 16 <= length <= 64 \
+            or 128 * r * n > SCRYPT_MAX_BYTES:
+        raise IntegrityError("The store's scrypt parameters %r are out of range (N a power of two, 128*r*N at most "
+                             "1 GiB, p at most 16, a key of 16 to 64 bytes): the format file is damaged or forged."
+                             % (kdf,))
+    return _scrypt_once(secret, salt, n, r, p, length)
+
+
+@functools.lru_cache(maxsize=4)
+def _scrypt_once(secret: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
+    return cryptography_library().Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(secret)
+
+
+def derive_keys(secret: str, kdf: dict) -> Tuple[bytes, bytes]:
+    """Return (key id, content key) of ``secret`` under a store's KDF parameters."""
+    if not isinstance(kdf, dict) or kdf.get("name") != "scrypt":
+        raise EncryptionKeyError("Unknown key derivation %r in the store format; upgrade gitops.rollback." % (kdf,))
+    stretched = scrypt(check_secret(secret).encode("utf-8"), kdf)
+    return hkdf_expand(stretched, _LABEL + b"key-id", KEY_ID_BYTES), hkdf_expand(stretched, _LABEL + b"content")
+
+
+def _envelope_aead(content_key: bytes, nonce: bytes):
+    """Return the AES-256-GCM of one envelope: HKDF-Expand(content key, label || nonce), one HMAC block."""
+    return cryptography_library().AESGCM(hmac.digest(content_key, _LABEL + b"envelope " + nonce + b"\x01", "sha256"))
+
+
+def _chunk_nonce(index: int, final: bool) -> bytes:
+    return index.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
+
+
+_FIRST_FINAL = _chunk_nonce(0, True)
+
+
+class Sealer:
+    """Encrypts one envelope as a stream: ``header``, then :meth:`update` per piece, then :meth:`finish`.
+
+    Full chunks are sealed as soon as they are complete (read straight from the caller's buffer);
+    only the unfinished last part of a piece is copied.
+    """
+
+    def __init__(self, content_key: bytes, key_id: bytes, nonce: Optional[bytes] = None) -> None:
+        nonce = nonce or os.urandom(NONCE_BYTES)
+        self.header = MAGIC + key_id + nonce
+        self._aead = _envelope_aead(content_key, nonce)
+        self._index = 0
+        self._pending = bytearray()
+
+    def _seal(self, data, final: bool, context: bytes = b"") -> bytes:
+        nonce = _chunk_nonce(self._index, final)
+        self._index += 1
+        return self._aead.encrypt(nonce, data, self.header + context if final else self.header)
+
+    def update(self, plain) -> bytes:
+        """Return the ciphertext of the chunks that ``plain`` completes (maybe empty)."""
+        view = memoryview(plain).cast("B")
+        out = []
+        if self._pending:
+            take = CHUNK - len(self._pending)
+            self._pending += view[:take]
+            view = view[take:]
+            if len(self._pending) < CHUNK:
+                return b""
+            out.append(self._seal(self._pending, False))
+            self._pending = bytearray()
+        while len(view) >= CHUNK:
+            out.append(self._seal(view[:CHUNK], False))
+            view = view[CHUNK:]
+        if view:
+            self._pending += view
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def finish(self, context: bytes) -> bytes:
+        """Return the final chunk (the rest of the plaintext, maybe empty), bound to ``context``."""
+        final = self._seal(self._pending, True, context)
+        self._pending = bytearray()
+        return final
+
+
+def _tamper_error(what: str) -> IntegrityError:
+    return IntegrityError(
+        "%s fails authentication (AES-GCM tag mismatch): it was modified, truncated or swapped. Nothing was "
+        "restored from it; run gitops.rollback.checkpoint state=verified and restore from another "
+        "checkpoint." % what)
+
+
+def _layout(size: int) -> Optional[Tuple[int, int]]:
+    """Return (number of full chunks, bytes of the final chunk) of an envelope of ``size`` bytes."""
+    full, last = divmod(size - HEADER_BYTES, SEGMENT)
+    return (full, last) if size >= HEADER_BYTES and last >= TAG_BYTES else None
+
+
+class Cipher:
+    """The encryption of one store of the current scheme: keys from the user's key, a wrapped naming key."""
+
+    scheme = SCHEME
+
+    def __init__(self, key_id: bytes, content_key: bytes, name_key: bytes, kdf: dict) -> None:
+        self._key_id = key_id
+        self._content = content_key
+        self.name_key = name_key
+        self.kdf = kdf
+
+    # ---------------------------------------------------------------- keys
+    @property
+    def key_id(self) -> str:
+        """Fingerprint of the user's key under this store's KDF (hex), safe to record and show."""
+        return self._key_id.hex()
+
+    @classmethod
+    def create(cls, secret: str, name_key: Optional[bytes] = None) -> "Cipher":
+        """Return the cipher of a new store (new salt; a random naming key unless one is kept)."""
+        kdf = new_kdf()
+        key_id, content = derive_keys(secret, kdf)
+        return cls(key_id, content, name_key or os.urandom(32), kdf)
+
+    @classmethod
+    def load(cls, secret: str, encryption: dict, store: str) -> Union["Cipher", LegacyCipher]:
+        """Return the cipher described by a store format's ``encryption`` block, checking the key."""
+        scheme = encryption.get("scheme")
+        if scheme == LEGACY_SCHEME:
+            return LegacyCipher.load(check_secret(secret), encryption, store)
+        if scheme != SCHEME:
+            raise EncryptionKeyError("Store %s uses encryption scheme %r; this collection knows %r and %r. Upgrade "
+                                     "gitops.rollback." % (store, scheme, SCHEME, LEGACY_SCHEME))
+        key_id, content = derive_keys(secret, encryption.get("kdf"))
+        if key_id.hex() != encryption.get("key_id"):
+            raise EncryptionKeyError(
+                "The encryption_key given is not the key of store %s (store key id %s, given key id %s). Nothing "
+                "was read or changed. Pass the right key (from Ansible Vault)."
+                % (store, encryption.get("key_id"), key_id.hex()),
+                expected=encryption.get("key_id"), actual=key_id.hex())
+        try:
+            wrapped = base64.b64decode(encryption["name_key"], validate=True)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError("The naming key in %s/format is damaged." % store) from exc
+        cipher = cls(key_id, content, b"", encryption["kdf"])
+        cipher.name_key = cipher.unseal(wrapped, b"name-key", "The naming key in %s/format" % store)
+        return cipher
+
+    @staticmethod
+    def is_key_of(secret: str, encryption: dict) -> bool:
+        """Tell whether ``secret`` is the key of a store of the current scheme (False for any other scheme)."""
+        if encryption.get("scheme") != SCHEME:
+            return False
+        return derive_keys(secret, encryption.get("kdf"))[0].hex() == encryption.get("key_id")
+
+    @classmethod
+    def rekey_target(cls, old, secret: str, marker: Optional[dict]) -> Union["Cipher", LegacyCipher]:
+        """Return the cipher a rekey of the store of ``old`` moves to: a new one, or the one ``marker`` names.
+
+        The naming key is kept, so object names do not change. A marker without a scheme was
+        written by a release that rekeyed within the first scheme; that rekey is finished as begun.
+        """
+        if not marker:
+            return cls.create(secret, old.name_key)
+        scheme = marker.get("scheme", LEGACY_SCHEME)
+        if scheme == LEGACY_SCHEME and isinstance(old, LegacyCipher):
+            return old.with_key(check_secret(secret), marker["kdf"])
+        if scheme != SCHEME:
+            raise IntegrityError("The rekey recorded in the store's format names scheme %r over a store of scheme %r: "
+                                 "the format file is damaged." % (scheme, old.scheme))
+        key_id, content = derive_keys(secret, marker.get("kdf"))
+        return cls(key_id, content, old.name_key, marker["kdf"])
+
+    def marker(self) -> dict:
+        """Return what the format file records of a rekey in progress towards this cipher."""
+        return {"scheme": self.scheme, "key_id": self.key_id, "kdf": self.kdf}
+
+    def hasher(self):
+        """Return a fresh hash object computing object names (HMAC-SHA256 under the naming key)."""
+        return hmac.new(self.name_key, digestmod=hashlib.sha256)
+
+    def describe(self) -> dict:
+        """Return the ``encryption`` block of the format file (the naming key sealed, no secret in clear)."""
+        wrapped = base64.b64encode(self.seal(self.name_key, b"name-key")).decode("ascii")
+        return {"scheme": SCHEME, "aead": "AES-256-GCM", "chunk_size": CHUNK, "key_id": self.key_id,
+                "kdf": self.kdf, "name_key": wrapped}
+
+    # ------------------------------------------------------------ envelopes
+    def sealer(self, nonce: Optional[bytes] = None) -> Sealer:
+        """Return a streaming sealer of one new envelope."""
+        return Sealer(self._content, self._key_id, nonce)
+
+    def seal(self, plain, context: bytes) -> bytes:
+        """Return the envelope of ``plain`` bound to ``context`` (one final chunk when it is small)."""
+        if len(plain) < CHUNK:  # the common case (packed objects, manifests): no stream state
+            nonce = os.urandom(NONCE_BYTES)
+            header = MAGIC + self._key_id + nonce
+            return header + _envelope_aead(self._content, nonce).encrypt(_FIRST_FINAL, plain, header + context)
+        sealer = self.sealer()
+        body = sealer.update(plain)
+        return b"".join((sealer.header, body, sealer.finish(context)))
+
+    def _nonce(self, header: bytes, what: str) -> bytes:
+        """Return the nonce of a well-formed header of this key; raise otherwise."""
+        return header_nonce(header, MAGIC, self._key_id, what)
+
+    def _open(self, aead, header: bytes, index: int, segment, final: bool, context: bytes, what: str) -> bytes:
+        try:
+            return aead.decrypt(_chunk_nonce(index, final), segment, header + context if final else header)
+        except cryptography_library().InvalidTag:
+            raise _tamper_error(what) from None
+
+    def unseal(self, envelope, context: bytes, what: str) -> bytes:
+        """Verify and decrypt a whole envelope held in memory."""
+        view = memoryview(envelope)
+        header = bytes(view[:HEADER_BYTES])
+        aead = _envelope_aead(self._content, self._nonce(header, what))
+        layout = _layout(len(view))
+        if layout is None:
+            raise _tamper_error(what)
+        full, last = layout
+        end = HEADER_BYTES + full * SEGMENT
+        final = self._open(aead, header, full, view[end:end + last], True, context, what)
+        if not full:
+            return final
+        parts = [self._open(aead, header, index, view[HEADER_BYTES + index * SEGMENT:HEADER_BYTES + (index + 1) * SEGMENT],
+                            False, b"", what) for index in range(full)]
+        parts.append(final)
+        return b"".join(parts)
+
+    def open_stream(self, handle: BinaryIO, size: int, context: bytes, what: str) -> Iterator[bytes]:
+        """Yield the plaintext of an envelope file (read from its start) chunk by chunk.
+
+        The final chunk is verified first (it binds the context and the length), so nothing is
+        yielded from an envelope that was swapped, renamed or truncated; each chunk is verified
+        before it is yielded.
+        """
+        header = handle.read(HEADER_BYTES)
+        aead = _envelope_aead(self._content, self._nonce(header, what))
+        layout = _layout(size)
+        if layout is None:
+            raise _tamper_error(what)
+        full, last = layout
+        handle.seek(HEADER_BYTES + full * SEGMENT)
+        final = self._open(aead, header, full, _read_exactly(handle, last), True, context, what)
+        if full:
+            handle.seek(HEADER_BYTES)
+            buffer = bytearray(SEGMENT)  # one buffer for every chunk read
+            for index in range(full):
+                if handle.readinto(buffer) != SEGMENT:
+                    raise IntegrityError("An encrypted object was truncated while it was read.")
+                yield self._open(aead, header, index, buffer, False, b"", what)
+        yield final
+
+    @staticmethod
+    def envelope_key_id(handle: BinaryIO) -> Optional[str]:
+        """Return the key id (hex) of an envelope file of this scheme, or None when it is not one."""
+        header = handle.read(HEADER_BYTES)
+        if len(header) < HEADER_BYTES or header[:len(MAGIC)] != MAGIC:
+            return None
+        return header[len(MAGIC):len(MAGIC) + KEY_ID_BYTES].hex()
+
+
+def _read_exactly(handle: BinaryIO, size: int) -> bytes:
+    data = handle.read(size)
+    if len(data) != size:
+        raise IntegrityError("An encrypted object was truncated while it was read.")
+    return data
