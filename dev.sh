@@ -309,9 +309,9 @@ part_e2e() {
         return 1
     fi
     if [[ -n "${GITOPS_ROLLBACK_E2E_WORKERS:-}" ]]; then
-        # loadgroup: the tests of a module that share a module-scoped fixture (the demo run, a
-        # fleet of twelve) run on one worker, so that fixture is built once (see tests/integration/conftest.py).
-        args+=(-n "$GITOPS_ROLLBACK_E2E_WORKERS" --dist loadgroup)
+        # Each module runs whole on one worker, the longest first, so a module-scoped fixture (the
+        # demo run) is made once (tests/harness/scheduling.py).
+        args+=(-n "$GITOPS_ROLLBACK_E2E_WORKERS")
     fi
     args+=(--durations=30)  # the slowest tests, where the suite's time goes
     # shellcheck disable=SC2206  # word splitting of user-given extra args is intended

@@ -33,6 +33,7 @@ from harness import (  # noqa: E402
     start_mariadb,
     start_postgres,
 )
+from harness.scheduling import order_heaviest_first, pytest_xdist_make_scheduler  # noqa: E402,F401  (a hook)
 
 FLEET_SIZE = 3
 
@@ -50,7 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test ``e2e`` (it runs Ansible) or ``component`` (engine and servers only).
+    """Mark each test ``e2e`` (it runs Ansible) or ``component`` (engine and servers only), and put
+    the longest modules first (with ``-n``, each module runs whole on one worker: harness/scheduling.py).
 
     A test is end to end when it asks, directly or through its fixtures, for a fixture that runs
     Ansible, or when its module says so (``pytestmark = pytest.mark.e2e`` for ansible-runner,
@@ -61,16 +63,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         if item.get_closest_marker("e2e") is None:
             item.add_marker(pytest.mark.component)
-        if _shares_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
-def _shares_a_module_fixture(item: pytest.Item) -> bool:
-    """True when the test uses a module-scoped fixture (such as the demo run): with
-    ``--dist loadgroup`` the module's tests then share one worker, so the fixture is built once."""
-    info = getattr(item, "_fixtureinfo", None)
-    definitions = info.name2fixturedefs.values() if info is not None else ()
-    return any(defs and defs[-1].scope in ("module", "package", "class") for defs in definitions)
+    order_heaviest_first(items)
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -182,3 +183,36 @@ def test_missing_binaries_name_the_debian_package(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(databases.os, "access", lambda path, mode: False)
     with pytest.raises(MissingDependencyError, match="mariadb-server"):
         databases.start_mariadb("/nonexistent")
+
+
+TOY_MODULE = '''\
+import os
+import pytest
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    with open({log!r}, "a") as fh:
+        fh.write(__name__ + " " + os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_uses_the_module_fixture(made, n):
+    pass
+'''
+
+
+def test_with_two_workers_each_module_runs_on_one_worker_so_its_module_fixture_is_made_once(tmp_path: Path) -> None:
+    """The demo run and the other module-scoped fixtures are made once per module, not once per worker."""
+    toy, log = tmp_path / "toy", tmp_path / "made.log"
+    toy.mkdir()
+    (toy / "conftest.py").write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+                                     "from harness.scheduling import pytest_xdist_make_scheduler  # noqa: F401\n")
+    for name in ("test_one", "test_two", "test_three"):
+        (toy / f"{name}.py").write_text(TOY_MODULE.format(log=str(log)))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--rootdir",
+                           str(toy), str(toy)], capture_output=True, text=True, cwd=toy, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = sorted(log.read_text().splitlines())
+    assert [line.split()[0] for line in made] == ["test_one", "test_three", "test_two"], made
+    assert {line.split()[1] for line in made} == {"gw0", "gw1"}, "both workers had work"
