@@ -33,7 +33,9 @@ from harness import (  # noqa: E402
     start_mariadb,
     start_postgres,
 )
-from harness.scheduling import order_heaviest_first, pytest_xdist_make_scheduler  # noqa: E402,F401  (a hook)
+from harness.scheduling import order_heaviest_first  # noqa: E402
+# the pytest-xdist hook that gives each worker whole modules
+from harness.scheduling import pytest_xdist_make_scheduler  # noqa: E402,F401 pylint: disable=unused-import
 
 FLEET_SIZE = 3
 
