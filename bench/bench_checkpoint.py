@@ -243,9 +243,10 @@ class Restic:
         self.repo = repo
         self.env = dict(os.environ, RESTIC_PASSWORD=RESTIC_PASSWORD, RESTIC_REPOSITORY=str(repo),
                         RESTIC_CACHE_DIR=str(repo) + "-cache")
+        self.options: List[str] = []  # e.g. -o sftp.command=... for a repository on another host
 
     def _run(self, *args: str) -> None:
-        subprocess.run(["restic", "--quiet", *args], env=self.env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["restic", "--quiet", *self.options, *args], env=self.env, check=True, stdout=subprocess.DEVNULL)
 
     def init(self) -> None:
         """Start over with an empty repository."""

@@ -3,25 +3,36 @@
 """Repository figures: sync to a repository host and rebuild from it, against ``rsync -a`` over the same SSH.
 
 The tree of the checkpoint benchmark (10,000 files / 200 MB; ``--quick``: 1,000 / 20 MB) is
-checkpointed into a store; a harness SSH host (an sshd in its own mount namespace on this machine)
-is the repository host. Measured in one run, page cache warm, ``sync`` (untimed) before each timed
-step: the first sync vs ``rsync -a`` of the tree to the same host; after 1 % of the files changed and
-a new checkpoint, the sync vs ``rsync -a`` of the same change (and the bytes sent vs the bytes
-changed); the fetch of the checkpoint into an empty store (what a rebuild fetches before it restores)
-vs ``rsync -a`` pulling the tree from the repository host. One round each: a first sync can be
-timed only once per repository.
+checkpointed into a plain store; a harness SSH host (an sshd in its own mount namespace on this
+machine) is the repository host. Measured in one run, page cache warm, ``sync`` (untimed) before
+each timed step:
+
+- the first sync vs ``rsync -a`` of the tree to the same host;
+- after 1 % of the files changed and a new checkpoint, the sync vs ``rsync -a`` of the same change:
+  wall time, CPU time (this process and its children, plus the repository host's sshd and every
+  session it ran: ssh, the receiver, rsync's server side) and bytes on the connection vs the bytes
+  changed; A/B in the same run, the tree sent whole (``TREE_DELTAS`` off) into a copy of the
+  repository made before the change;
+- the rebuild of the tree into an empty directory (fetch into an empty store, then restore) vs
+  ``rsync -a`` pulling the tree from the repository host and vs ``restic restore`` from a restic
+  repository on the repository host (sftp over the same SSH).
+
+One round each: a first sync can be timed only once per repository.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
+import resource
+import time
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import List
+from typing import Callable, List, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 REPOSITORY_MOUNT = "/srv/gr-repository"
@@ -34,6 +45,17 @@ def _load(name: str, path: Path):
     return module
 
 
+def _restic_on(host, key: Path, workdir: Path):
+    """restic with its repository on the repository host, reached over sftp with the same key."""
+    bench = _load("bench_checkpoint", REPO / "bench" / "bench_checkpoint.py")
+    restic = bench.Restic(workdir / "restic-unused")
+    command = "ssh -i %s -p %d -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR " \
+              "root@%s -s sftp" % (key, host.port, host.address)
+    restic.env.update(RESTIC_REPOSITORY="sftp:root@%s:%s/restic" % (host.address, REPOSITORY_MOUNT))
+    restic.options = ["-o", "sftp.command=%s" % command]
+    return restic
+
+
 def _engine(workdir: Path):
     """The engine and the harness, imported from this checkout."""
     collections = workdir / "collections" / "ansible_collections" / "gitops"
@@ -43,16 +65,41 @@ def _engine(workdir: Path):
     sys.path.insert(0, str(REPO / "tests"))
     # pylint: disable=import-outside-toplevel
     from ansible_collections.gitops.rollback.plugins.module_utils import (
-        _checkpoint, _repo_client, _repo_fetch, _repo_sync, _store,
+        _checkpoint, _repo_client, _repo_fetch, _repo_sync, _restore, _store,
     )
     from harness import start_hosts
-    return _checkpoint, SimpleNamespace(client=_repo_client, sync=_repo_sync, fetch=_repo_fetch), _store, start_hosts
+    return (_checkpoint, SimpleNamespace(client=_repo_client, sync=_repo_sync, fetch=_repo_fetch), _restore, _store,
+            start_hosts)
+
+
+def _cpu(remote_pid: int) -> float:
+    """CPU seconds so far of this process and its waited-for children, and of the repository host's sshd tree."""
+    here = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+    with open("/proc/%d/stat" % remote_pid, encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return here + sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(bench, remote_pid: int, action: Callable[[], object]) -> Tuple[float, float]:
+    """(wall, CPU) seconds of ``action``, after settling the page cache."""
+    bench.settle()
+    cpu, wall = _cpu(remote_pid), time.perf_counter()
+    action()
+    return time.perf_counter() - wall, _cpu(remote_pid) - cpu
+
+
+def _compared(name: str, ours: Tuple[float, float], theirs: Tuple[float, float], baseline: str,
+              target) -> List[dict]:
+    return [{"name": name, "ours_s": ours[0], "baseline": baseline, "baseline_s": theirs[0], "target": target},
+            {"name": name + ", CPU", "ours_s": ours[1], "baseline": baseline, "baseline_s": theirs[1],
+             "target": target}]
 
 
 def run(workdir: Path, quick: bool) -> List[dict]:
     """Measure sync, incremental sync and rebuild fetch against rsync."""
     bench = _load("bench_checkpoint", REPO / "bench" / "bench_checkpoint.py")
-    checkpoint, repository, store_module, start_hosts = _engine(workdir)
+    checkpoint, repository, restore, store_module, start_hosts = _engine(workdir)
     shape = bench.TreeShape(files=1000, total_bytes=20 << 20, symlinks=10, empty_dirs=5) if quick else \
         bench.TreeShape(files=10000, total_bytes=200 << 20, symlinks=100, empty_dirs=40)
     tree = workdir / "tree"
@@ -70,10 +117,11 @@ def run(workdir: Path, quick: bool) -> List[dict]:
     try:
         host = fleet.hosts[0]
         public = (host.root / "ssh_host_ed25519_key.pub").read_text().split()
-        spec = repository.client.RepositorySpec.from_options({
+        options = {
             "host": host.address, "port": host.port, "user": "root", "path": REPOSITORY_MOUNT + "/repository",
             "name": "bench", "private_key": fleet.client_key.read_text(),
-            "known_hosts": "[%s]:%d %s %s" % (host.address, host.port, public[0], public[1])})
+            "known_hosts": "[%s]:%d %s %s" % (host.address, host.port, public[0], public[1])}
+        spec = repository.client.RepositorySpec.from_options(options)
         ssh = "ssh -i %s -p %d -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR" % (
             fleet.client_key, host.port)
         remote = "root@%s:%s/rsync/" % (host.address, REPOSITORY_MOUNT)
@@ -82,32 +130,59 @@ def run(workdir: Path, quick: bool) -> List[dict]:
             subprocess.run(["rsync", "-a", "-e", ssh, source, target], check=True, capture_output=True)
 
         figures = []
+        pid = host.pid
         ours = bench.timed(lambda: repository.sync.sync_store(store, spec))
         theirs = bench.timed(lambda: rsync(str(tree) + "/", remote))
         figures.append(bench.side_by_side("first sync vs rsync -a (ssh)", [ours], [theirs], "rsync -a", None))
+        local_repo = host.local(REPOSITORY_MOUNT)  # a copy of the repository as it is now, for the A/B
+        subprocess.run(["cp", "-a", str(local_repo / "repository"), str(local_repo / "repository-whole")], check=True)
+        whole = repository.client.RepositorySpec.from_options(dict(options, path=REPOSITORY_MOUNT + "/repository-whole"))
 
         before = {path: path.stat().st_mtime_ns for path in files}
         bench.change_files(files, random.Random(7))
         changed = sum(path.stat().st_size for path in files if path.stat().st_mtime_ns != before[path])
         take("v2")
-        outcome = {}
-        ours = bench.timed(lambda: outcome.update(repository.sync.sync_store(store, spec)))
-        theirs = bench.timed(lambda: rsync(str(tree) + "/", remote))
-        figures.append(bench.side_by_side("sync after 1 % changed vs rsync -a (ssh)", [ours], [theirs], "rsync -a", 1.5))
-        figures.append({"name": "bytes sent after 1 % changed / bytes changed",
+        outcome, plain = {}, {}
+        ours = _measured(bench, pid, lambda: outcome.update(repository.sync.sync_store(store, spec)))
+        theirs = _measured(bench, pid, lambda: rsync(str(tree) + "/", remote))
+        repository.sync.TREE_DELTAS = False
+        try:
+            tree_whole = _measured(bench, pid, lambda: plain.update(repository.sync.sync_store(store, whole)))
+        finally:
+            repository.sync.TREE_DELTAS = True
+        figures += _compared("sync after 1 % changed vs rsync -a (ssh)", ours, theirs, "rsync -a", 1.5)
+        figures += _compared("sync after 1 % changed, tree delta vs tree whole", ours, tree_whole, "tree whole", None)
+        figures.append({"name": "bytes on the connection after 1 % changed / bytes changed",
+                        "value": outcome["wire"]["sent"] / max(1, changed), "unit": "x", "target": 1.1})
+        figures.append({"name": "the same, tree sent whole (A/B)",
+                        "value": plain["wire"]["sent"] / max(1, changed), "unit": "x", "target": None})
+        figures.append({"name": "object bytes sent after 1 % changed / bytes changed",
                         "value": outcome["objects"]["bytes"] / max(1, changed), "unit": "x", "target": 1.1})
 
         rebuilt = store_module.Store(str(workdir / "rebuilt"))
+        fingerprint = bench.fingerprint(tree)
 
-        def fetch() -> None:
+        def rebuild() -> None:
             repository.fetch.prepare_store(rebuilt, spec)
-            with rebuilt.lock("bench", "fetch"):
+            with rebuilt.lock("bench", "rebuild"):
                 repository.fetch.fetch_checkpoint(rebuilt, spec, "v2")
+                restore.restore_checkpoint(rebuilt, rebuilt.find("v2"), restore.RestoreOptions(safety_checkpoint=False))
 
-        ours = bench.timed(fetch)
-        theirs = bench.timed(lambda: rsync(remote, str(workdir / "pulled") + "/"))
-        figures.append(bench.side_by_side("rebuild fetch into an empty store vs rsync -a pull", [ours], [theirs],
-                                          "rsync -a", 1.5))
+        restic = _restic_on(host, fleet.client_key, workdir) if bench.have_restic() else None
+        if restic:
+            restic.init()
+            restic.backup(tree)  # untimed: the peer's repository holds the same tree
+        bench.empty_dir(tree)
+        ours = _measured(bench, pid, rebuild)
+        assert bench.fingerprint(tree) == fingerprint, "the rebuilt tree differs"
+        theirs = _measured(bench, pid, lambda: rsync(remote, str(workdir / "pulled") + "/"))
+        figures += _compared("rebuild (fetch + restore into an empty directory) vs rsync -a pull", ours, theirs,
+                             "rsync -a", 1.5)
+        if restic:
+            bench.empty_dir(tree)
+            peer = _measured(bench, pid, restic.restore)
+            assert bench.fingerprint(tree) == fingerprint, "restic restored another tree"
+            figures += _compared("rebuild vs restic restore (sftp, same host)", ours, peer, "restic restore", 1.0)
     finally:
         fleet.stop()
     shutil.rmtree(workdir / "store")
