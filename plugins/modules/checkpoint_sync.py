@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: checkpoint_sync
-short_description: Send a host's checkpoints to a checkpoint repository on another host, or prune them there
+short_description: Send a host's checkpoints to a checkpoint repository on another host, fetch them back, or prune them there
 version_added: 0.1.0
 description:
   - Sends the checkpoints of the host's store (or those O(checkpoints) names) that the O(repository) lacks, or
@@ -21,6 +21,10 @@ description:
     a checkpoint needs, and never sent.
   - M(gitops.rollback.restore) with O(gitops.rollback.restore#module:repository) brings a checkpoint back from the
     repository, also onto a host whose store is gone.
+  - With O(state=fetched), the checkpoints O(checkpoints) names are brought back into the local store (created with
+    the format the repository recorded for the host when it is gone): each manifest and the objects the store
+    lacks, each checked before it is placed. Every layer's restore (files, release, database dumps, Terraform
+    states) then works from the local store, so a rollback or a rebuild of a replaced host runs this first.
   - With O(state=pruned), the host's checkpoints in the repository that the O(retention) policy does not keep are
     deleted there (the host reads its manifests, with its key when the store is encrypted, and decides), then
     objects no manifest of any host needs are collected. An object another host's checkpoint needs is never
@@ -35,9 +39,10 @@ options:
   state:
     description:
       - V(present) sends checkpoints to the repository.
+      - V(fetched) brings the checkpoints O(checkpoints) names from the repository into the local store.
       - V(pruned) applies O(retention) to this host's checkpoints in the repository, then collects garbage there.
     type: str
-    choices: [present, pruned]
+    choices: [present, fetched, pruned]
     default: present
   retention:
     description:
@@ -88,6 +93,8 @@ options:
     description:
       - With O(state=present), ids, id prefixes or labels of the checkpoints to send. Default is every checkpoint of
         the store.
+      - With O(state=fetched), the checkpoints to fetch (ids, id prefixes or labels, resolved among the host's
+        checkpoints in the repository when the store lacks them); required.
     type: list
     elements: str
     default: []
@@ -99,6 +106,7 @@ attributes:
     details:
       - Connects to the repository (creating nothing there) and reports the checkpoints and objects a run would send.
       - With O(state=pruned), reports the checkpoints a run would delete (RV(deleted)) and deletes nothing.
+      - With O(state=fetched), reports the checkpoints and the number of objects a run would fetch, creating nothing.
   diff_mode:
     support: none
 seealso:
@@ -130,12 +138,19 @@ EXAMPLES = r"""
   gitops.rollback.checkpoint_sync:
     checkpoints: [v1.4.0]
     repository: "{{ gitops_rollback_repository }}"
+
+- name: Bring v1.4.0 back onto a replaced host before rolling every layer back to it
+  gitops.rollback.checkpoint_sync:
+    state: fetched
+    checkpoints: [v1.4.0]
+    repository: "{{ {'name': inventory_hostname} | combine(gitops_rollback_repository) }}"
 """
 
 RETURN = r"""
 checkpoints:
-  description: Ids of the checkpoints sent (or that would be, in check mode), oldest first.
-  returned: state=present
+  description: Ids of the checkpoints sent (or that would be, in check mode), oldest first; with O(state=fetched), those
+    now in the local store.
+  returned: state=present or state=fetched
   type: list
   elements: str
   sample: [20261121T220257.448Z-452f73]
@@ -165,6 +180,20 @@ wire:
   returned: state=present, not in check mode
   type: dict
   sample: {sent: 1071234, received: 4120}
+fetched:
+  description: Objects fetched into the local store and their bytes (in check mode, the objects a run would fetch).
+  returned: state=fetched
+  type: dict
+  sample: {objects: 1204, bytes: 209715200}
+recovery:
+  description:
+    - C(rpo_seconds) - the age of the host's newest checkpoint in the repository (C(newest_replicated), its id and
+      time), what a rebuild loses at most; C(rto_seconds) - the time the fetch took. Null values when the store
+      held everything.
+  returned: state=fetched, not in check mode
+  type: dict
+  sample: {rpo_seconds: 3600, rto_seconds: 12.5, newest_replicated: {id: 20261121T220257.448Z-452f73,
+           created: "2026-11-21T22:02:57.448Z"}}
 repository:
   description: The repository and namespace (no secrets).
   returned: success
@@ -209,14 +238,14 @@ RETENTION = dict(keep=dict(type="int"), older_than_days=dict(type="float"), keep
 
 def main() -> None:
     argument_spec = dict(
-        state=dict(type="str", default="present", choices=["present", "pruned"]),
+        state=dict(type="str", default="present", choices=["present", "fetched", "pruned"]),
         checkpoints=dict(type="list", elements="str", default=[]),
         retention=dict(type="dict", options=RETENTION),
         gc_grace_hours=dict(type="float", default=1.0),
         **repository_argument_spec(True),
     )
     module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True,
-                            required_if=[("state", "pruned", ("retention",))])
+                            required_if=[("state", "pruned", ("retention",)), ("state", "fetched", ("checkpoints",))])
     store = Store(module.params["store_path"], module.params["encryption_key"] or None)
     result = module.run(lambda: sync_host(store, module.params, module.check_mode))
     module.exit_json(**result)

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..common.errors import RollbackError
+from ..common.lock import default_owner
 from .client import Connection, RepositorySpec, recorded_format
-from .fetch import RepositoryView
+from .fetch import RepositoryView, fetch_checkpoint, plan_fetch, prepare_store
 from .sync import sync_store
 from ..store.retention import Policy, RetentionError, forgotten, plan
 from ..store.store import Store, snapshots
@@ -64,9 +65,45 @@ def prune_repository(spec: RepositorySpec, policy: Policy, key: Optional[str] = 
     return result
 
 
+def fetch_into(store: Store, spec: RepositorySpec, refs: Sequence[str], key: Optional[str], owner: str,
+               lock_timeout: float = 0.0, dry_run: bool = False) -> dict:
+    """Make the local store hold the checkpoints ``refs`` name, fetching from the repository what it lacks.
+
+    A missing store is created with the format the repository recorded for the host; the fetch runs
+    under the store lock. The result's ``recovery`` holds the recovery point (age of the host's
+    newest checkpoint in the repository) and the time the fetch took.
+    """
+    if not refs:
+        raise RollbackError("state=fetched needs the checkpoints to fetch (checkpoints: [<id or label>]). Nothing was "
+                            "fetched.")
+    started = time.monotonic()
+    if dry_run:
+        planned = [plan_fetch(store, spec, ref, key) for ref in refs]
+        return {"changed": any(item["source"] == "repository" for item in planned), "repository": spec.where(),
+                "host": spec.namespace, "checkpoints": [item["checkpoint"]["id"] for item in planned],
+                "fetched": {"objects": sum(item["fetched"]["objects"] for item in planned), "bytes": None}}
+    prepare_store(store, spec)
+    with store.lock(owner, "fetch", lock_timeout):
+        done = [fetch_checkpoint(store, spec, ref, key) for ref in refs]
+    remote = [item for item in done if item["source"] == "repository"]
+    return {
+        "changed": bool(remote), "repository": spec.where(), "host": spec.namespace,
+        "checkpoints": [item["checkpoint"]["id"] for item in done],
+        "fetched": {"objects": sum(item["fetched"]["objects"] for item in done),
+                    "bytes": sum(item["fetched"]["bytes"] for item in done)},
+        "recovery": {"newest_replicated": remote[0].get("newest_replicated") if remote else None,
+                     "rpo_seconds": remote[0].get("rpo_seconds") if remote else None,
+                     "rto_seconds": round(time.monotonic() - started, 3)},
+    }
+
+
 def sync_host(store: Store, options: dict, check_mode: bool) -> dict:
-    """The checkpoint_sync module: send the store's checkpoints (state=present) or prune the repository (state=pruned)."""
+    """The checkpoint_sync module: send the store's checkpoints (state=present), bring them back (state=fetched) or
+    prune the repository (state=pruned)."""
     spec = RepositorySpec.from_options(options["repository"])
+    if options.get("state") == "fetched":
+        return fetch_into(store, spec, options.get("checkpoints") or (), options.get("encryption_key") or None,
+                          default_owner(options.get("owner")), float(options.get("lock_timeout") or 0), check_mode)
     if options.get("state") == "pruned":
         retention = options.get("retention") or {}
         policy = Policy(**{name: retention.get(name) for name in Policy.__dataclass_fields__})

@@ -311,12 +311,15 @@ def test_pruning_one_host_never_collects_what_another_host_still_needs(eng, repo
     assert sorted(path.name for path in (repo / "hosts").glob("*/checkpoints/*.json")) == sorted(
         [new["id"] + ".json", other["id"] + ".json"])
 
-    shutil.rmtree(tmp_path / "web2" / "store")  # web2's checkpoint still comes back whole
+    web2_needs = set(stores["web2"].referenced(other))
+    shutil.rmtree(tmp_path / "web2" / "store")  # web2's checkpoint still comes back whole (checkpoint_sync state=fetched)
     rebuilt = eng.store.Store(str(tmp_path / "web2" / "store"))
-    eng.fetch.prepare_store(rebuilt, specs["web2"])
-    with rebuilt.lock("test", "restore"):
-        eng.fetch.fetch_checkpoint(rebuilt, specs["web2"], "v1")
+    fetched = eng.repository.fetch_into(rebuilt, specs["web2"], ["v1"], None, "test")
+    assert fetched["checkpoints"] == [other["id"]] and fetched["fetched"]["objects"] == len(web2_needs)
+    assert fetched["recovery"]["newest_replicated"]["id"] == other["id"] and fetched["recovery"]["rpo_seconds"] < 600
     assert rebuilt.verify(rebuilt.find("v1")) == []
+    again = eng.repository.fetch_into(rebuilt, specs["web2"], ["v1"], None, "test")
+    assert again["changed"] is False and again["fetched"]["objects"] == 0
 
 
 def test_after_a_small_change_a_sync_sends_the_changed_files_and_a_delta_of_the_tree(
