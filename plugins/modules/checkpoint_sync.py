@@ -22,8 +22,8 @@ description:
   - M(gitops.rollback.restore) with O(gitops.rollback.restore#module:repository) brings a checkpoint back from the
     repository, also onto a host whose store is gone.
   - With O(state=fetched), the checkpoints O(checkpoints) names are brought back into the local store (created with
-    the format the repository recorded for the host when it is gone): each manifest and the objects the store
-    lacks, each checked before it is placed. Every layer's restore (files, release, database dumps, Terraform
+    the format the repository recorded for the host when it is gone). Each manifest comes with the objects the
+    store lacks, each checked before it is placed. Every layer's restore (files, release, database dumps, Terraform
     states) then works from the local store, so a rollback or a rebuild of a replaced host runs this first.
   - With O(state=pruned), the host's checkpoints in the repository that the O(retention) policy does not keep are
     deleted there (the host reads its manifests, with its key when the store is encrypted, and decides), then
