@@ -64,12 +64,11 @@ def _engine(workdir: Path):
     sys.path.insert(0, str(workdir / "collections"))
     sys.path.insert(0, str(REPO / "tests"))
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.gitops.rollback.plugins.module_utils import (
-        _checkpoint, _repo_client, _repo_fetch, _repo_sync, _restore, _store,
-    )
+    from ansible_collections.gitops.rollback.plugins.module_utils.files import capture, restore
+    from ansible_collections.gitops.rollback.plugins.module_utils.replication import client, fetch, sync
+    from ansible_collections.gitops.rollback.plugins.module_utils.store import store
     from harness import start_hosts
-    return (_checkpoint, SimpleNamespace(client=_repo_client, sync=_repo_sync, fetch=_repo_fetch), _restore, _store,
-            start_hosts)
+    return capture, SimpleNamespace(client=client, sync=sync, fetch=fetch), restore, store, start_hosts
 
 
 def _cpu(remote_pid: int) -> float:

@@ -61,8 +61,9 @@ def eng(collections_path: Path) -> SimpleNamespace:
     if str(collections_path) not in sys.path:
         sys.path.insert(0, str(collections_path))
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.gitops.rollback.plugins.module_utils import (
-        _checkpoint, _errors, _repo_client, _repo_fetch, _repo_sync, _repository, _restore, _store,
-    )
-    return SimpleNamespace(checkpoint=_checkpoint, client=_repo_client, errors=_errors, fetch=_repo_fetch,
-                           repository=_repository, restore=_restore, store=_store, sync=_repo_sync)
+    from ansible_collections.gitops.rollback.plugins.module_utils.common import errors
+    from ansible_collections.gitops.rollback.plugins.module_utils.files import capture, restore
+    from ansible_collections.gitops.rollback.plugins.module_utils.replication import client, fetch, repository, sync
+    from ansible_collections.gitops.rollback.plugins.module_utils.store import store
+    return SimpleNamespace(checkpoint=capture, client=client, errors=errors, fetch=fetch, repository=repository,
+                           restore=restore, store=store, sync=sync)
