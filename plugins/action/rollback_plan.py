@@ -19,7 +19,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan im
     HOST_STORE_LAYERS, TF_COMPONENT, HostSettings, layer_list, plan_host)
 from ansible_collections.gitops.rollback.plugins.module_utils.module.options import store_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import database_passwords
-from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store, summarize
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store, checkpoint_summary
 
 ARGUMENT_SPEC = {
     "target": {"type": "str", "required": True},
@@ -46,7 +46,7 @@ def _public(entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def _listed(manifest: Dict[str, Any]) -> Dict[str, Any]:
     """A manifest as checkpoint_info lists it, with the recorded fields of its Terraform snapshots."""
-    listed = summarize(manifest)
+    listed = checkpoint_summary(manifest)
     listed["components"] = [
         dict(comp, **{key: full.get(key) for key in _SNAPSHOT_FIELDS})
         if comp.get("type") == TF_COMPONENT else comp

@@ -16,7 +16,7 @@ from .capture import CheckpointRequest, RootSpec, create_checkpoint
 from ..common.errors import RollbackError
 from ..common.lock import default_owner
 from ..store.retention import Policy, RetentionError, Snapshot, forgotten, plan
-from ..store.store import Store, snapshots, summarize
+from ..store.store import Store, snapshots, checkpoint_summary
 
 
 @dataclass
@@ -76,7 +76,7 @@ def make_checkpoint(params: CheckpointParams) -> dict:
     else:
         with params.lock(store, "checkpoint"):
             manifest, changed, stats = create_checkpoint(store, request)
-    return {"changed": changed, "checkpoint": summarize(manifest), "stats": stats}
+    return {"changed": changed, "checkpoint": checkpoint_summary(manifest), "stats": stats}
 
 
 def delete_checkpoint(params: CheckpointParams) -> dict:
@@ -87,7 +87,7 @@ def delete_checkpoint(params: CheckpointParams) -> dict:
     manifest = store.find_optional(params.checkpoint)
     if manifest is None:
         return {"changed": False, "deleted": []}
-    result = {"changed": True, "deleted": [manifest["id"]], "checkpoint": summarize(manifest)}
+    result = {"changed": True, "deleted": [manifest["id"]], "checkpoint": checkpoint_summary(manifest)}
     if not params.check_mode:
         with params.lock(store, "delete"):
             store.delete(manifest["id"])
@@ -137,7 +137,7 @@ def verify_checkpoints(params: CheckpointParams) -> dict:
     problems = {cid: items for cid, items in problems.items() if items}
     result = {"changed": False, "problems": problems, "verified": [man["id"] for man in manifests]}
     if params.checkpoint:
-        result["checkpoint"] = summarize(manifests[0])
+        result["checkpoint"] = checkpoint_summary(manifests[0])
     if problems:
         result["failed"] = True
         result["msg"] = damaged_message(problems)
@@ -189,7 +189,7 @@ def list_checkpoints(params: CheckpointParams) -> dict:
 
 
 def _describe(store: Store, manifest: dict, details: bool) -> dict:
-    summary = summarize(manifest)
+    summary = checkpoint_summary(manifest)
     if details:
         summary["facts"] = manifest.get("facts", {})
         summary["components"] = manifest.get("components", [])

@@ -22,7 +22,7 @@ from ..common.fsutil import TEMP_MARK, raise_if_full, sync_filesystem
 from ..common.nofollow import CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_listed, open_root, race_point, remove_at
 from .plantable import Action
 from .restore_plan import RootPlan, differences, owner_ids, plan_root, rewrites, verify_blobs
-from ..store.store import Store, safety_label, summarize
+from ..store.store import Store, safety_label, checkpoint_summary
 from ..store.tree import DIR, FIFO, FILE, LINK, kind_of, path_key
 import stat as _stat
 
@@ -303,7 +303,7 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
         return result
     verify_blobs(store, plans)
     if options.safety_checkpoint:
-        result["safety_checkpoint"] = summarize(_safety(store, manifest, plans, options.creator))
+        result["safety_checkpoint"] = checkpoint_summary(_safety(store, manifest, plans, options.creator))
     race_point("restore.planned")
     for plan in plans:
         _Applier(store, plan).run()

@@ -16,7 +16,7 @@ from .checkpoint_ops import CheckpointParams, damaged_message
 from ..replication.client import RepositorySpec
 from ..replication.fetch import fetch_checkpoint, plan_fetch, prepare_store
 from .restore import RestoreOptions, restore_checkpoint
-from ..store.store import Store, summarize
+from ..store.store import Store, checkpoint_summary
 
 
 def damaged_object(manifest: dict, name: Optional[str], actual: Optional[str], problem: str,
@@ -80,7 +80,7 @@ def _restore_options(params: CheckpointParams) -> RestoreOptions:
 def _restore_result(params: CheckpointParams, manifest: dict, outcome: dict) -> dict:
     result = {
         "changed": outcome["changed"],
-        "checkpoint": summarize(manifest),
+        "checkpoint": checkpoint_summary(manifest),
         "changes": outcome["changes"],
         "summary": outcome["summary"],
         "safety_checkpoint": outcome["safety_checkpoint"],

@@ -15,7 +15,7 @@ from ..common.fsutil import fsync_path, is_temp_name, temp_name
 from ..store.manifest import Component
 from .build import check_relative, checkout, leftovers, link_shared, ls_remote_argv, remote_commit, remove_tree, tree_digest
 from .root import (COMPONENT_TYPE, ReleaseError, ReleaseRoot, new_release_id, previous_release,
-                   release_component, summarize, utc_now)
+                   release_component, release_summary, utc_now)
 from ..common.secrets import redact_url
 from ..store.store import DEFAULT_STORE, Store
 
@@ -66,7 +66,7 @@ class Outcome:
     def result(self, params: ReleaseParams) -> dict:
         """Return the module result."""
         root = self.root
-        shown = {rid: summarize(root, root.record(rid), self.after) for rid in (self.before, self.after)
+        shown = {rid: release_summary(root, root.record(rid), self.after) for rid in (self.before, self.after)
                  if rid and root.record(rid)}
         if self.after and self.after not in shown:
             shown[self.after] = {"id": self.after, "label": self.planned_label, "state": "new"}
@@ -402,7 +402,7 @@ def list_releases(params: ReleaseParams) -> dict:
     previous = previous_release(root, current)
     return dict(changed=False, root=root.path, current=current, good=root.index.get("good"),
                 previous=previous["id"] if previous else None,
-                releases=[summarize(root, rel, current) for rel in chosen],
+                releases=[release_summary(root, rel, current) for rel in chosen],
                 incomplete=leftovers(root) + _unlisted(root))
 
 

@@ -201,7 +201,7 @@ class ReleaseRoot:
         fsync_path(self.path)
 
 
-def summarize(root: ReleaseRoot, rel: dict, current: Optional[str]) -> dict:
+def release_summary(root: ReleaseRoot, rel: dict, current: Optional[str]) -> dict:
     """Return a release as the modules show it, with its marks."""
     previous = previous_release(root, current)
     good = root.index.get("good")
@@ -246,7 +246,7 @@ def current_release(path: str) -> Optional[dict]:
     if current is None:
         return None
     rel = root.record(current) or {"id": current}
-    return summarize(root, rel, current)
+    return release_summary(root, rel, current)
 
 
 def release_component(path: str) -> Optional[dict]:

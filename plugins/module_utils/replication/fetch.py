@@ -21,7 +21,7 @@ from ..common.labels import escape
 from ..store.packs import SMALL_OBJECT
 from .client import (CHUNK, NAMES_PER_REQUEST, Connection, RepositoryError, RepositorySpec, compatible,
                      needed_objects, recorded_format, read_file)
-from ..store.store import LAYOUT, Store, parse_time, summarize
+from ..store.store import LAYOUT, Store, parse_time, checkpoint_summary
 
 
 def _missing_locally(store: Store, manifest: dict) -> Tuple[List[str], bool]:
@@ -181,7 +181,7 @@ def plan_fetch(store: Store, spec: RepositorySpec, ref: str, key: Optional[str] 
     if store.exists():
         local = store.find_optional(ref)
         if local is not None and _missing_locally(store, local) == ([], True):
-            return {"checkpoint": summarize(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
+            return {"checkpoint": checkpoint_summary(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
     with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
         host_format = recorded_format(conn.hello(create=False), spec)
         view = RepositoryView(conn, host_format, key, workdir)
@@ -190,7 +190,7 @@ def plan_fetch(store: Store, spec: RepositorySpec, ref: str, key: Optional[str] 
         _fetch_objects(conn, view.store, trees)
         here = store if store.exists() else None
         missing = [name for name in needed_objects(view.store, manifest) if here is None or not here.has_blob(name)]
-    return {"checkpoint": summarize(manifest), "fetched": {"objects": len(missing), "bytes": None},
+    return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": len(missing), "bytes": None},
             "source": "repository"}
 
 
@@ -205,7 +205,7 @@ def fetch_checkpoint(store: Store, spec: RepositorySpec, ref: str, key: Optional
     if store.exists():
         local = store.find_optional(ref)
         if local is not None and _missing_locally(store, local) == ([], True):
-            return {"checkpoint": summarize(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
+            return {"checkpoint": checkpoint_summary(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
     with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
         host_format = recorded_format(conn.hello(create=False), spec)
         seed_store(store, host_format)
@@ -234,7 +234,7 @@ def fetch_checkpoint(store: Store, spec: RepositorySpec, ref: str, key: Optional
         if raw is not None:
             atomic_write_bytes(store.manifest_path(manifest["id"]), raw)
             store.load(manifest["id"])
-    return {"checkpoint": summarize(manifest), "fetched": {"objects": objects, "bytes": size}, "source": "repository",
+    return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": objects, "bytes": size}, "source": "repository",
             "newest_replicated": newest,
             "rpo_seconds": None if newest is None else max(0, int(time.time() - parse_time(newest["created"])))}
 

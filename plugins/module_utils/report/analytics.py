@@ -192,7 +192,7 @@ def _daily(rollbacks: List[Rollback], days: int, until: Optional[float]) -> List
     return [dict(date=day.isoformat(), total=sum(c.values()), **c) for day, c in sorted(rows.items())]
 
 
-def summarize(rollbacks: List[Rollback], drills: List[Rollback], days: int = 30,
+def summarize_runs(rollbacks: List[Rollback], drills: List[Rollback], days: int = 30,
               until: Optional[float] = None) -> dict:
     """The numbers of the report: totals, success rate, durations, MTTR, breakdowns, daily trend."""
     counted = [r for r in rollbacks if r.outcome != "plan"]
@@ -234,7 +234,7 @@ def analyze(records: List[dict], days: int = 30) -> Tuple[List[Rollback], List[R
     """Return (rollbacks, drills, summary) for the audit records."""
     rollbacks, drills = build_rollbacks(records)
     epochs = [e for e in (record_epoch(r) for r in records) if e is not None]
-    summary = summarize(rollbacks, drills, days, max(epochs) if epochs else None)
+    summary = summarize_runs(rollbacks, drills, days, max(epochs) if epochs else None)
     summary["records"] = len(records)
     summary["first_record"] = iso(min(epochs)) if epochs else None
     summary["last_record"] = iso(max(epochs)) if epochs else None

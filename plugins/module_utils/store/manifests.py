@@ -33,7 +33,7 @@ def check_new_label(label: Optional[str], option: str = "label") -> Optional[str
     return label
 
 
-def summarize(manifest: dict) -> dict:
+def checkpoint_summary(manifest: dict) -> dict:
     """Return the listing fields of a manifest (no entries)."""
     keys = ("id", "label", "commit", "reason", "creator", "created", "host", "kind")
     summary = {key: manifest.get(key) for key in keys}
@@ -166,7 +166,7 @@ class Manifests:
         raise CheckpointNotFound(
             "Checkpoint %s is not in %s on %s (have: %s). Run gitops.rollback.checkpoint_info "
             "to list checkpoints." % (escape(ref), self.base.root, socket.gethostname(), describe(manifests)),
-            available=[summarize(man) for man in manifests],
+            available=[checkpoint_summary(man) for man in manifests],
         )
 
     def find_optional(self, ref: Optional[str]) -> Optional[dict]:

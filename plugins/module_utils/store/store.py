@@ -36,13 +36,13 @@ from .retention import DAY, Policy, Snapshot, forgotten, plan
 from .statcache import CacheReader, CacheWriter
 from .root import CHUNK, DEFAULT_STORE, LAYOUT, StoreRoot, parse_time, sha256_file, utc_now
 from .maintenance import Maintenance
-from .manifests import Manifests, check_new_label, summarize
+from .manifests import Manifests, check_new_label, checkpoint_summary
 from .objects import Objects
 from .writes import SMALL_FILE, ObjectWriter, ObjectWrites
 
 # The store's public names, used across the collection (the layers' own names stay in their files).
 __all__ = ["CHUNK", "DEFAULT_STORE", "LAYOUT", "SMALL_FILE", "Store", "check_new_label", "parse_time", "prune", "safety_label",
-           "sha256_file", "snapshots", "summarize", "utc_now"]
+           "sha256_file", "snapshots", "checkpoint_summary", "utc_now"]
 
 
 def safety_label(manifest: dict) -> str:

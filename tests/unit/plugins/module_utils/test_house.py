@@ -82,7 +82,7 @@ def local_imports(name: str, tree: ast.Module) -> Set[str]:
 
 
 def test_the_files_live_in_subpackages():
-    flat = [name for name in os.listdir(ENGINE_DIR) if name.endswith(".py")]
+    flat = [name for name in os.listdir(ENGINE_DIR) if name.endswith(".py") and name != "__init__.py"]
     assert not flat, "files outside a subpackage: %s" % flat
     assert set(MAY_IMPORT) == {name.split("/")[0] for name in sources()}
 
@@ -154,3 +154,22 @@ def test_one_adapter_per_engine_with_its_migration_side():
         migrations = adapter.migrations()
         assert isinstance(migrations, Migrations) and migrations.kind == engine and migrations.conn is conn
     assert sorted(_db_engines.ENGINES) == sorted(ENGINES)
+
+
+def test_no_file_uses_another_files_private_names():
+    """A file imports and uses another file's public names only (make a name public, or move it)."""
+    private = []
+    for name, tree in sources().items():
+        modules = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.level:
+                for alias in node.names:
+                    if alias.name.startswith("_"):
+                        private.append((name, alias.name))
+                    if not node.module or node.level == 2 and "." not in node.module:
+                        modules.add(alias.asname or alias.name)  # from . import x / from ..room import x
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules \
+                    and node.attr.startswith("_") and not node.attr.startswith("__"):
+                private.append((name, "%s.%s" % (node.value.id, node.attr)))
+    assert not private, "private names of another file: %s" % private

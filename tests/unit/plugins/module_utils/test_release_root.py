@@ -10,7 +10,7 @@ import os
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.release.root import (
-    HISTORY_LIMIT, INDEX, INDEX_FORMAT, ReleaseError, ReleaseRoot, new_release_id, previous_release, summarize,
+    HISTORY_LIMIT, INDEX, INDEX_FORMAT, ReleaseError, ReleaseRoot, new_release_id, previous_release, release_summary,
 )
 
 
@@ -59,7 +59,7 @@ def test_switch_points_current_at_the_release_and_previous_skips_bad_ones(tmp_pa
     root.switch("r3")
     assert os.readlink(root.join("current")) == os.path.join("releases", "r3") and root.current_id() == "r3"
     assert previous_release(root, "r3")["id"] == "r1"
-    shown = {rid: summarize(root, root.record(rid), "r3")["state"] for rid in root.ids()}
+    shown = {rid: release_summary(root, root.record(rid), "r3")["state"] for rid in root.ids()}
     assert shown == {"r1": "previous", "r2": "bad", "r3": "active"}
 
 
