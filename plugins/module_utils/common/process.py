@@ -1,12 +1,11 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Running external commands with argument lists, checking every stage of a pipeline."""
+"""Running external commands with argument lists; the errors of failed and missing programs (secrets scrubbed)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -57,8 +56,7 @@ def run(argv: Sequence[str], what: str, env: Optional[Dict[str, str]] = None, st
             env=command_env(env), cwd=cwd, check=False,
         )
     except FileNotFoundError as exc:
-        raise CommandError("%s: the program %s is not installed or not on PATH." % (what, argv[0]),
-                           cmd=argv[0], rc=None, stderr=str(exc)) from exc
+        raise not_installed(what, argv[0], exc) from exc
     finally:
         if out_handle:
             out_handle.close()
@@ -67,40 +65,7 @@ def run(argv: Sequence[str], what: str, env: Optional[Dict[str, str]] = None, st
     return Completed(list(argv), proc.returncode, proc.stdout or b"", proc.stderr)
 
 
-def _drain(proc: subprocess.Popen, errors: List[bytes], index: int) -> None:
-    errors[index] = proc.stderr.read()
-
-
-def run_pipeline(stages: Sequence[Sequence[str]], what: str, stdout_path: str, env: Optional[Dict[str, str]] = None,
-                 stdin_path: Optional[str] = None, secrets: Sequence[str] = ()) -> None:
-    """Run ``stages`` connected by pipes into ``stdout_path``; fail if ANY stage fails.
-
-    Every stage's exit status is collected (a shell pipeline reports only the last one).
-    """
-    procs: List[subprocess.Popen] = []
-    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
-    out = open(stdout_path, "xb")
-    try:
-        for index, argv in enumerate(stages):
-            last = index == len(stages) - 1
-            proc = subprocess.Popen(
-                list(argv), stdin=procs[-1].stdout if procs else stdin,
-                stdout=out if last else subprocess.PIPE, stderr=subprocess.PIPE, env=command_env(env),
-            )
-            if procs:
-                procs[-1].stdout.close()  # the next stage owns the pipe now
-            procs.append(proc)
-        errors: List[bytes] = [b""] * len(procs)
-        readers = [threading.Thread(target=_drain, args=(proc, errors, i)) for i, proc in enumerate(procs)]
-        for reader in readers:
-            reader.start()
-        codes = [proc.wait() for proc in procs]
-        for reader in readers:
-            reader.join()
-    finally:
-        out.close()
-        if stdin_path:
-            stdin.close()
-    for argv, code, err in zip(stages, codes, errors):
-        if code != 0:
-            raise command_error(argv, code, err, what, secrets)
+def not_installed(what: str, program: str, exc: OSError) -> CommandError:
+    """Build the error of a program that could not be started."""
+    return CommandError("%s: the program %s is not installed or not on PATH." % (what, program),
+                        cmd=program, rc=None, stderr=str(exc))

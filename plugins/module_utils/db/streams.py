@@ -20,9 +20,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..common.errors import CommandError, IntegrityError, RollbackError
+from ..common.errors import IntegrityError, RollbackError
 from ..common.fsutil import raise_if_full, start_writeback
-from ..common.process import command_env, command_error
+from ..common.process import command_env, command_error, not_installed
 from ..store.store import CHUNK, Store, sha256_file
 
 TAIL_BYTES = 4096
@@ -284,8 +284,7 @@ class DumpStream:
             proc = subprocess.Popen([*launcher, *argv], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                     env=command_env(self.env))
         except FileNotFoundError as exc:
-            raise CommandError("%s: the program %s is not installed or not on PATH." % (self.what, argv[0]),
-                               cmd=argv[0], rc=None, stderr=str(exc)) from exc
+            raise not_installed(self.what, argv[0], exc) from exc
         sink: List[bytes] = []
         reader = threading.Thread(target=_drain, args=(proc.stderr, sink))
         reader.start()
@@ -313,8 +312,7 @@ def feed_pipeline(stages: Sequence[Sequence[str]], source_path: str, what: str,
                     proc = subprocess.Popen(list(argv), stdin=procs[-1].stdout if procs else source,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=command_env(env))
                 except FileNotFoundError as exc:
-                    raise CommandError("%s: the program %s is not installed or not on PATH." % (what, argv[0]),
-                                       cmd=argv[0], rc=None, stderr=str(exc)) from exc
+                    raise not_installed(what, argv[0], exc) from exc
                 if procs:
                     procs[-1].stdout.close()
                 procs.append(proc)

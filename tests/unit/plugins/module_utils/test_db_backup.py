@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -147,6 +148,16 @@ def test_feed_pipeline_names_the_stage_that_failed_not_the_one_that_lost_its_rea
                                   "sys.exit(3)"]
     with pytest.raises(CommandError, match="rc=3.*lost the server"):
         feed_pipeline([["cat"], gone], str(source), "feed")
+
+
+def test_feed_pipeline_names_a_missing_program_and_leaves_no_stage_running(tmp_path):
+    source, marker = tmp_path / "in", tmp_path / "still-running"
+    source.write_bytes(b"abc")
+    first = [sys.executable, "-c", "import sys, time; time.sleep(2); open(sys.argv[1], 'w').close()", str(marker)]
+    with pytest.raises(CommandError, match="feed: the program gzip-that-is-not-there is not installed or not on PATH"):
+        feed_pipeline([first, ["gzip-that-is-not-there", "-d"]], str(source), "feed")
+    time.sleep(2.5)
+    assert not marker.exists(), "the first stage kept running after the pipeline failed"
 
 
 def test_pg_dump_argv_keeps_the_password_out():
