@@ -56,12 +56,30 @@ def resolve(repo: Any, version: str) -> Any:
                              % (version, repo.git_dir, ", ".join(tags[-20:]) or "none")) from exc
 
 
-def _export(tree: Any, target: str) -> None:
+_UNSAFE_NAMES = {"", ".", "..", ".git"}
+
+
+def _entries(tree: Any, version: str) -> List[Any]:
+    """Return a tree's entries; refuse a name that is no plain file name (a crafted tree can hold '..')."""
+    try:
+        items = list(tree)
+    except ValueError as exc:  # GitPython refuses some unsafe names itself
+        raise GitConfigError("The tree of %s holds a path that is not a safe path (%s); nothing was rendered. Its "
+                             "commit was crafted (git fsck reports it): push a clean one." % (version, exc)) from exc
+    for item in items:
+        if item.name.lower() in _UNSAFE_NAMES or "/" in item.name or "\0" in item.name:
+            raise GitConfigError("The tree of %s holds an entry named %r, which is not a safe path; nothing was "
+                                 "rendered. Its commit was crafted (git fsck reports it): push a clean one."
+                                 % (version, item.name))
+    return items
+
+
+def _export(tree: Any, target: str, version: str) -> None:
     os.makedirs(target, exist_ok=True)
-    for item in tree:
+    for item in _entries(tree, version):
         path = os.path.join(target, item.name)
         if item.type == "tree":
-            _export(item, path)
+            _export(item, path, version)
         elif item.type == "blob" and not stat.S_ISLNK(item.mode):
             with open(path, "wb") as handle:
                 item.stream_data(handle)
@@ -82,7 +100,7 @@ def checkout_at(repo_path: str, version: str, subdir: str = "") -> Iterator[Tupl
                                  % (repo_path, subdir, version, commit.hexsha[:12])) from exc
     parent = tempfile.mkdtemp(prefix="gitops-config-")
     try:
-        _export(tree, os.path.join(parent, "tree"))
+        _export(tree, os.path.join(parent, "tree"), version)
         yield os.path.join(parent, "tree"), commit.hexsha
     finally:
         shutil.rmtree(parent, ignore_errors=True)
