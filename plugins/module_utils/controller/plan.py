@@ -304,8 +304,8 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
     ``layers`` (run in this order), ``steps`` (layer -> what it will do, what it needs, the checkpoint
     id it uses and its preview), ``checkpoints`` (layer -> id), ``changes`` (the layers that will
     change something), ``safety`` (the layers the safety checkpoint must capture before any change),
-    ``safety_host`` (those of them captured on the host, by one rollback_safety run), ``safety_label``, ``problems`` ([{layer, problem}]), ``notes`` (layers skipped, and why) and
-    ``lines`` (the plan in words).
+    ``safety_host`` (those of them captured on the host, by one rollback_safety run), ``safety_label``,
+    ``problems`` ([{layer, problem}]), ``notes`` (layers skipped, and why) and ``lines`` (the plan in words).
     """
     requested = layer_list(layers)
     builder = _HostPlan(host, target or "", settings, checkpoints, terraform_checkpoints or {})
