@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness import DatabaseError, Fleet, MariaDbServer, MissingDependencyError, PgServer
 from harness import databases
@@ -59,9 +60,21 @@ def test_fleet_shape(fleet: Fleet) -> None:
     assert fleet.inventory is not None and fleet.inventory.exists()
 
 
-def test_playbook_writes_per_host_files(clean_fleet: Fleet, run_playbook) -> None:
+def test_one_playbook_run_writes_and_reads_per_host_files_and_reports_json(clean_fleet: Fleet, run_playbook) -> None:
+    """What the harness promises of a playbook run on the fleet: each host its own files and hostname,
+    a file written locally seen by its host only, the fleet's Python with GitPython, JSON results."""
     token = uuid.uuid4().hex[:8]
-    result = run_playbook(WRITE_AND_FACTS.format(token=token, store=STORE_DIR))
+    clean_fleet["h2"].write_text("/etc/app/app.conf", "port=8080\n")
+    more = [
+        {"name": "Read app.conf", "ansible.builtin.slurp": {"src": "/etc/app/app.conf"}, "ignore_errors": True},
+        {"name": "Python", "ansible.builtin.command": {
+            "argv": [clean_fleet.interpreter, "-c", "import git, socket; print(socket.gethostname())"]},
+         "changed_when": False},
+        {"name": "Echo", "ansible.builtin.command": {"argv": ["echo", "hi"]}, "when": "inventory_hostname == 'h1'"},
+    ]
+    book = yaml.safe_load(WRITE_AND_FACTS.format(token=token, store=STORE_DIR))
+    book[0]["tasks"] += more
+    result = run_playbook(book, json=True)
     assert result.rc == 0, str(result)
     assert set(result.stats) == {"h1", "h2", "h3"}
     assert all(s["failures"] == 0 and s["unreachable"] == 0 for s in result.stats.values()), result.stats
@@ -75,24 +88,18 @@ def test_playbook_writes_per_host_files(clean_fleet: Fleet, run_playbook) -> Non
         assert host.store.joinpath(f"probe-{token}").read_text() == host.name
         # the file exists on this host only, not on the others
         assert sorted(p.name for p in host.dirs["/srv/app"].iterdir()) == [f"{host.name}-{token}.txt"]
-        assert list(host.dirs["/etc/app"].iterdir()) == []
+        assert [p.name for p in host.dirs["/etc/app"].iterdir()] == (["app.conf"] if host.name == "h2" else [])
+        assert result.result("Python", host.name)["stdout"] == host.name
 
     # nothing was written to the real root
     assert not list(Path("/srv/app").glob(f"*-{token}.txt"))
-
-
-def test_file_written_locally_is_seen_by_host(clean_fleet: Fleet, run_module) -> None:
-    clean_fleet["h2"].write_text("/etc/app/app.conf", "port=8080\n")
-    result = run_module("fleet", "ansible.builtin.slurp", {"src": "/etc/app/app.conf"})
-    assert {e["host"]: e["status"] for e in result.events} == {"h1": "failed", "h2": "ok", "h3": "failed"}
-    assert base64.b64decode(result.result("ansible.builtin.slurp", "h2")["content"]) == b"port=8080\n"
-
-
-def test_python_interpreter_works(fleet: Fleet, run_module) -> None:
-    result = run_module("fleet", "ansible.builtin.command",
-                        {"argv": [fleet.interpreter, "-c", "import git, socket; print(socket.gethostname())"]})
-    assert result.rc == 0, str(result)
-    assert {e["host"]: e["result"]["stdout"] for e in result.events} == {"h1": "h1", "h2": "h2", "h3": "h3"}
+    # the file written locally for h2 is seen by h2 alone
+    assert {e["host"]: e["status"] for e in result.results("Read app.conf")} == {"h1": "ignored", "h2": "ok",
+                                                                                 "h3": "ignored"}
+    assert base64.b64decode(result.result("Read app.conf", "h2")["content"]) == b"port=8080\n"
+    # -v with ANSIBLE_CALLBACK_RESULT_FORMAT=json
+    assert result.result("Echo", "h1")["stdout"] == "hi"
+    assert '"stdout": "hi"' in result.stdout
 
 
 def test_stop_and_start_host(fleet: Fleet, run_module) -> None:
@@ -164,15 +171,6 @@ def test_git_repo(git_repo) -> None:
         for rel, content in files.items():
             assert repo.show(tag, rel) == content
     assert repo.git("rev-parse", "v2^") == repo.tags["v1"]
-
-
-def test_json_output(clean_fleet: Fleet, run_playbook) -> None:
-    book = [{"name": "json", "hosts": "h1", "gather_facts": False,
-             "tasks": [{"name": "Echo", "ansible.builtin.command": {"argv": ["echo", "hi"]}}]}]
-    result = run_playbook(book, json=True)
-    assert result.rc == 0, str(result)
-    assert result.result("Echo", "h1")["stdout"] == "hi"
-    assert '"stdout": "hi"' in result.stdout  # -v with ANSIBLE_CALLBACK_RESULT_FORMAT=json
 
 
 def test_missing_binaries_name_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
