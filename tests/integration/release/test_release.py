@@ -12,81 +12,38 @@ from release_helpers import (
 )
 
 
-def test_deploy_then_roll_back_to_previous_and_to_any_label_keeping_the_bad_ones(builds, run_playbook, clean_fleet):
-    deploy(run_playbook, builds, "v1", "v2", "v3")
-    for host in clean_fleet:
-        assert live_version(host) == "v3"
-        assert (host.local(ROOT) / "current" / "index.html").read_text() == f"<h1>{host.name} v3</h1>\n"
-        assert len(release_dirs(host)) == 3
-
-    previous = run_playbook(role_play("main", rollback_release_reason="health gate failed"))
-
-    assert previous.ok, previous
-    for host in clean_fleet:
-        assert live_version(host) == "v2"
-        releases = by_label(host)
-        assert releases["v3"]["marks"] == ["bad"] and releases["v3"]["reason"] == "health gate failed"
-        assert (host.local(ROOT) / "releases" / releases["v3"]["id"] / "VERSION").read_text() == "v3\n", "bad kept"
-
-    # the listing play reads what the rollback left: one ansible-playbook run for both
-    listing = [{"hosts": "fleet", "gather_facts": False, "tasks": [
-        {"name": "List", "gitops.rollback.release_info": {"root": ROOT}}]}]
-    to_v1 = run_playbook(role_play("main", rollback_release_to="v1") + listing)
-
-    assert to_v1.ok, to_v1
-    for host in clean_fleet:
-        assert live_version(host) == "v1"
-        assert (host.local(ROOT) / "current" / "index.html").read_text() == f"<h1>{host.name} v1</h1>\n"
-        assert {label for label, rel in by_label(host).items() if "bad" in rel["marks"]} == {"v2", "v3"}
-        assert len(release_dirs(host)) == 3, "bad releases are kept for forensics"
-        switched = task_result(to_v1, "Switch current back", host.name)
-        assert switched["changed"] and switched["release"]["label"] == "v1"
-        assert switched["previous_release"]["label"] == "v2" and switched["previous_release"]["state"] == "bad"
-
-    listed = to_v1.result("List", "h2")
-    assert [(r["label"], r["state"], r["current"]) for r in listed["releases"]] == [
-        ("v1", "active", True), ("v2", "bad", False), ("v3", "bad", False)]
-
-
-def test_shared_paths_are_linked_into_every_release(builds, run_playbook, clean_fleet):
+def test_deploy_redeploy_plan_refuse_and_roll_back_to_previous_and_to_any_label_on_three_hosts(builds, run_playbook,
+                                                                                               clean_fleet):
+    """Three releases deployed on three SSH hosts and the playbook runs that follow, each proving its own
+    outcome: shared paths are linked into every release, a redeploy changes nothing, check mode says which
+    release would become current, an unknown label is refused listing the releases, a rollback goes to the
+    previous release and then to any label keeping the bad ones, and a second rollback changes nothing."""
     deploy(run_playbook, builds, "v1")
     h1 = clean_fleet["h1"]
     root = h1.local(ROOT)
     (root / "current" / "log" / "app.log").write_text("written by v1\n")
     (root / "shared" / "config" / "app.yml").write_text("edited on the host\n")
 
-    deploy(run_playbook, builds, "v2")
+    deploy(run_playbook, builds, "v2", "v3")
 
-    assert live_version(h1) == "v2"
+    for host in clean_fleet:
+        assert live_version(host) == "v3"
+        assert (host.local(ROOT) / "current" / "index.html").read_text() == f"<h1>{host.name} v3</h1>\n"
+        assert len(release_dirs(host)) == 3
+    # the shared paths: what v1 wrote and the host's own config, not the build's copy
     assert (root / "current" / "log" / "app.log").read_text() == "written by v1\n"
     assert (root / "current" / "config" / "app.yml").read_text() == "edited on the host\n", "not the build's copy"
     assert (root / "current" / "config" / "app.yml").is_symlink()
 
-
-def test_deploy_and_rollback_are_idempotent(builds, run_playbook, clean_fleet):
-    deploy(run_playbook, builds, "v1", "v2")
+    # Deploying the current release again changes nothing.
     before = {host.name: state_of(host) for host in clean_fleet}
-
-    again = run_playbook(deploy_play(builds, "v2"))
+    again = run_playbook(deploy_play(builds, "v3"))
 
     assert again.ok, again
     assert all(stats["changed"] == 0 for stats in again.stats.values()), again.stats
     assert {host.name: state_of(host) for host in clean_fleet} == before
 
-    assert run_playbook(role_play("main", rollback_release_to="v1")).ok
-    rolled = {host.name: state_of(host) for host in clean_fleet}
-    second = run_playbook(role_play("main", rollback_release_to="v1"))
-
-    assert second.ok, second
-    assert all(stats["changed"] == 0 for stats in second.stats.values()), second.stats
-    assert {host.name: state_of(host) for host in clean_fleet} == rolled
-
-
-def test_check_mode_says_which_release_would_become_current_and_changes_nothing(builds, run_playbook, clean_fleet):
-    deploy(run_playbook, builds, "v1", "v2", "v3")
-    before = {host.name: state_of(host) for host in clean_fleet}
-
-    # both plays in check mode, in one run: the second sees what the first left, which is nothing new
+    # Check mode: both plays in one run, the second sees what the first left, which is nothing new.
     plan = new = run_playbook(role_play("main") + deploy_play(builds, "v4"), check=True, diff=True)
 
     assert plan.ok, plan
@@ -101,11 +58,7 @@ def test_check_mode_says_which_release_would_become_current_and_changes_nothing(
             "id": would["would_create"], "label": "v4", "state": "new"}
     assert "Would switch" in plan.stdout
 
-
-def test_unknown_label_fails_listing_the_releases_and_changes_nothing(builds, run_playbook, clean_fleet):
-    deploy(run_playbook, builds, "v1", "v2")
-    before = {host.name: state_of(host) for host in clean_fleet}
-
+    # An unknown label fails listing the releases and changes nothing.
     result = run_playbook(role_play("main", rollback_release_to="v9"))
 
     assert not result.ok
@@ -113,11 +66,46 @@ def test_unknown_label_fails_listing_the_releases_and_changes_nothing(builds, ru
         failed = task_result(result, "Pre-flight - find the target release (fails listing the releases when it is "
                                      "unknown)", host.name)
         assert "'v9' is not in /srv/app" in failed["msg"] and "v2 (" in failed["msg"] and "v1 (" in failed["msg"]
-        assert failed["labels"] == ["v1", "v2"]
+        assert failed["labels"] == ["v1", "v2", "v3"]
     assert {host.name: state_of(host) for host in clean_fleet} == before
-
     ok, direct = release_module(clean_fleet["h1"], {"state": "rolled_back", "to": "v9"})
-    assert not ok and "have: v2 (" in direct["msg"], direct
+    assert not ok and "have: v3 (" in direct["msg"], direct
+
+    # Back to the previous release: the bad one is marked and kept.
+    previous = run_playbook(role_play("main", rollback_release_reason="health gate failed"))
+
+    assert previous.ok, previous
+    for host in clean_fleet:
+        assert live_version(host) == "v2"
+        releases = by_label(host)
+        assert releases["v3"]["marks"] == ["bad"] and releases["v3"]["reason"] == "health gate failed"
+        assert (host.local(ROOT) / "releases" / releases["v3"]["id"] / "VERSION").read_text() == "v3\n", "bad kept"
+
+    # To any label; the listing play reads what the rollback left: one ansible-playbook run for both.
+    listing = [{"hosts": "fleet", "gather_facts": False, "tasks": [
+        {"name": "List", "gitops.rollback.release_info": {"root": ROOT}}]}]
+    to_v1 = run_playbook(role_play("main", rollback_release_to="v1") + listing)
+
+    assert to_v1.ok, to_v1
+    for host in clean_fleet:
+        assert live_version(host) == "v1"
+        assert (host.local(ROOT) / "current" / "index.html").read_text() == f"<h1>{host.name} v1</h1>\n"
+        assert {label for label, rel in by_label(host).items() if "bad" in rel["marks"]} == {"v2", "v3"}
+        assert len(release_dirs(host)) == 3, "bad releases are kept for forensics"
+        switched = task_result(to_v1, "Switch current back", host.name)
+        assert switched["changed"] and switched["release"]["label"] == "v1"
+        assert switched["previous_release"]["label"] == "v2" and switched["previous_release"]["state"] == "bad"
+    listed = to_v1.result("List", "h2")
+    assert [(r["label"], r["state"], r["current"]) for r in listed["releases"]] == [
+        ("v1", "active", True), ("v2", "bad", False), ("v3", "bad", False)]
+
+    # The same rollback again changes nothing.
+    rolled = {host.name: state_of(host) for host in clean_fleet}
+    second = run_playbook(role_play("main", rollback_release_to="v1"))
+
+    assert second.ok, second
+    assert all(stats["changed"] == 0 for stats in second.stats.values()), second.stats
+    assert {host.name: state_of(host) for host in clean_fleet} == rolled
 
 
 def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_playbook, clean_fleet):
