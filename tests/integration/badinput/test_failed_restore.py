@@ -36,6 +36,8 @@ def test_a_failed_restore_reports_the_damaged_object_and_the_path_separately(cle
                                   "problem": "corrupted", "actual": failed["damaged"][0]["actual"],
                                   "restore_path": "/srv/app/index.html"}]
     assert failed["damaged"][0]["actual"] not in (None, victim["sha256"])
+    assert "/srv/app/index.html" in failed["msg"] and victim["sha256"] in failed["msg"], failed["msg"]
+    assert "hashes" in failed["msg"] or "found" in failed["msg"], failed["msg"]
     verified = by_task["restore verified"]
     assert verified["status"] == "ignored" and not set(LIVE_METADATA) & set(verified)
     assert [(d["object"], d["checkpoint"], d["restore_path"]) for d in verified["damaged"]] == [

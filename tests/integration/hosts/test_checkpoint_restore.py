@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-from harness.objects import replace_object
 from hosts_support import PLAYBOOKS, break_release, host_snapshot
 
 
@@ -31,34 +30,84 @@ def rollback(run_playbook, fleet_vars, target, **kwargs):
     return run_playbook(PLAYBOOKS / "rollback.yml", extra_vars={**fleet_vars, "rollback_to": target}, **kwargs)
 
 
-def test_rollback_brings_every_host_back_to_its_own_checkpoint(prepared_fleet, run_playbook, fleet_vars):
-    before = {host.name: host_snapshot(host) for host in prepared_fleet}
-    assert before["h1"] != before["h2"] != before["h3"], "hosts must differ for the test to mean anything"
-    checkpoint(run_playbook, fleet_vars, "v1")
+def test_checkpoint_refusals_plan_rollback_again_undo_and_retention_on_three_hosts(prepared_fleet, run_playbook,
+                                                                                   fleet_vars, tmp_path):
+    """One checkpoint of three SSH hosts and the playbook runs that follow it, each proving its own outcome:
+    an unknown label is refused, check mode is the plan, the rollback brings every host back to its own
+    checkpoint (a FIFO in the tree, a planted link replaced, not followed), a second rollback changes
+    nothing, the rollback is itself rolled back through its safety checkpoint, and retention keeps what
+    it must. (A corrupted object is refused before any change: rollback/test_ordered_rollback.py over
+    three hosts, badinput/test_failed_restore.py for the restore module.)"""
+    secret = tmp_path / "root-only"
+    secret.write_bytes(b"only root may read this\n")
+    os.chmod(secret, 0o600)
+    for host in prepared_fleet:
+        pipe = host.local("/srv/app") / "pipe"
+        os.mkfifo(pipe)
+        os.chmod(pipe, 0o640)
+    at_v1 = {host.name: host_snapshot(host) for host in prepared_fleet}
+    assert at_v1["h1"] != at_v1["h2"] != at_v1["h3"], "hosts must differ for the test to mean anything"
+    checkpoint(run_playbook, fleet_vars, "v1")  # a FIFO in the tree: the checkpoint does not hang
+
+    # An unknown label: refused, naming every host and what there is.
+    unknown = rollback(run_playbook, fleet_vars, "v9")
+
+    assert not unknown.ok
+    failed = task_results(unknown, "Refuse the rollback, naming what is missing where", status="failed")
+    assert len(failed) == 1
+    message = failed[0]["result"]["msg"]
+    assert "nothing was changed on any host" in message
+    for host in ("h1", "h2", "h3"):
+        assert "[%s / config]" % host in message
+    assert "'v9' is not in" in message and "v1 (" in message and "checkpoint_info" in message
+    assert {host.name: host_snapshot(host) for host in prepared_fleet} == at_v1
+
+    # A bad deploy, then check mode: the plan, and no change, no checkpoint written.
     for host in prepared_fleet:
         break_release(host)
-        assert host_snapshot(host) != before[host.name]
+    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
+    stores = {host.name: sorted(os.listdir(host.store / "checkpoints")) for host in prepared_fleet}
+
+    plan = rollback(run_playbook, fleet_vars, "v1", check=True, diff=True)
+
+    assert plan.ok, plan
+    for host in prepared_fleet:
+        assert host_snapshot(host) == broken[host.name]
+        assert sorted(os.listdir(host.store / "checkpoints")) == stores[host.name], "check mode wrote a checkpoint"
+        assert not task_results(plan, "Restore the managed paths", host.name)  # the dry run is the plan
+        config = [line for line in task_result(plan, "Show the plan", host.name)["msg"] if line.startswith("config:")]
+        assert config and "/srv/app: " in config[0] and "update index.html" in config[0], config
+
+    # The FIFO gone and, on h3, a link planted by the application user where index.html was.
+    for host in prepared_fleet:
+        (host.local("/srv/app") / "pipe").unlink()
+    h3_app = prepared_fleet["h3"].local("/srv/app")
+    (h3_app / "index.html").unlink()
+    os.symlink(secret, h3_app / "index.html")
+    secret_before = (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_mtime_ns)
+    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
 
     result = rollback(run_playbook, fleet_vars, "v1")
 
     assert result.ok, result
     for host in prepared_fleet:
-        assert host_snapshot(host) == before[host.name], host.name
-        restored = task_result(result, "Restore the managed paths", host.name)
+        assert host_snapshot(host) == at_v1[host.name], host.name
+    for name in ("h1", "h2"):
+        restored = task_result(result, "Restore the managed paths", name)
         assert restored["changed"] and restored["verified"]
         ops = {(c["op"], c["path"]) for c in restored["changes"]["/srv/app"]}
         assert {("update", "index.html"), ("delete", "new.js"), ("delete", "newdir"), ("create", "empty"),
                 ("update", "logo"), ("create", "static/img/a.png"), ("meta", "run.sh")} <= ops
+    assert (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_mtime_ns) == secret_before, \
+        "the file behind the planted link kept its bytes, mode and time"
 
+    # The same rollback again changes nothing.
+    again = rollback(run_playbook, fleet_vars, "v1")
 
-def test_a_rollback_can_itself_be_rolled_back(prepared_fleet, run_playbook, fleet_vars):
-    at_v1 = {host.name: host_snapshot(host) for host in prepared_fleet}
-    checkpoint(run_playbook, fleet_vars, "v1")
-    for host in prepared_fleet:
-        break_release(host)
-    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
-    assert rollback(run_playbook, fleet_vars, "v1").ok
+    assert again.ok, again
+    assert all(stats["changed"] == 0 for stats in again.stats.values()), again.stats
 
+    # The rollback rolled back: its safety checkpoint brings the broken state back.
     labels = set()
     for host in prepared_fleet:
         for manifest in (host.store / "checkpoints").iterdir():
@@ -106,120 +155,3 @@ def _store_listing(host) -> dict:
     """Checkpoint id -> label of every checkpoint in the host's store."""
     return {path.stem: json.loads(path.read_text())["label"] or ""
             for path in (host.store / "checkpoints").glob("*.json")}
-
-
-def test_a_fifo_is_checkpointed_and_restored_and_a_planted_link_is_replaced_not_followed(
-        prepared_fleet, run_playbook, fleet_vars, tmp_path):
-    secret = tmp_path / "root-only"
-    secret.write_bytes(b"only root may read this\n")
-    os.chmod(secret, 0o600)
-    for host in prepared_fleet:
-        pipe = host.local("/srv/app") / "pipe"
-        os.mkfifo(pipe)
-        os.chmod(pipe, 0o640)
-    before = {host.name: host_snapshot(host) for host in prepared_fleet}
-    checkpoint(run_playbook, fleet_vars, "v1")  # a FIFO in the tree: the checkpoint does not hang
-    for host in prepared_fleet:
-        app = host.local("/srv/app")
-        (app / "pipe").unlink()
-        (app / "index.html").unlink()
-        os.symlink(secret, app / "index.html")  # planted by the application user
-        os.chmod(app / "run.sh", 0o777)
-    secret_before = (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_mtime_ns)
-
-    result = rollback(run_playbook, fleet_vars, "v1")
-
-    assert result.ok, result
-    for host in prepared_fleet:
-        assert host_snapshot(host) == before[host.name], host.name
-    assert (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_mtime_ns) == secret_before, \
-        "the file behind the planted link kept its bytes, mode and time"
-
-
-def test_second_rollback_changes_nothing(prepared_fleet, run_playbook, fleet_vars):
-    checkpoint(run_playbook, fleet_vars, "v1")
-    for host in prepared_fleet:
-        break_release(host)
-    assert rollback(run_playbook, fleet_vars, "v1").ok
-
-    again = rollback(run_playbook, fleet_vars, "v1")
-
-    assert again.ok, again
-    assert all(stats["changed"] == 0 for stats in again.stats.values()), again.stats
-
-
-def test_check_mode_reports_the_plan_and_changes_nothing(prepared_fleet, run_playbook, fleet_vars):
-    checkpoint(run_playbook, fleet_vars, "v1")
-    for host in prepared_fleet:
-        break_release(host)
-    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
-    stores = {host.name: sorted(os.listdir(host.store / "checkpoints")) for host in prepared_fleet}
-
-    plan = rollback(run_playbook, fleet_vars, "v1", check=True, diff=True)
-
-    assert plan.ok, plan
-    for host in prepared_fleet:
-        assert host_snapshot(host) == broken[host.name]
-        assert sorted(os.listdir(host.store / "checkpoints")) == stores[host.name], "check mode wrote a checkpoint"
-        assert not task_results(plan, "Restore the managed paths", host.name)  # the dry run is the plan
-        config = [line for line in task_result(plan, "Show the plan", host.name)["msg"] if line.startswith("config:")]
-        assert config and "/srv/app: " in config[0] and "update index.html" in config[0], config
-
-
-def test_unknown_label_lists_the_available_checkpoints(prepared_fleet, run_playbook, fleet_vars):
-    checkpoint(run_playbook, fleet_vars, "v1")
-
-    result = rollback(run_playbook, fleet_vars, "v9")
-
-    assert not result.ok
-    failed = task_results(result, "Refuse the rollback, naming what is missing where", status="failed")
-    assert len(failed) == 1
-    message = failed[0]["result"]["msg"]
-    assert "nothing was changed on any host" in message
-    for host in ("h1", "h2", "h3"):
-        assert "[%s / config]" % host in message
-    assert "'v9' is not in" in message and "v1 (" in message and "checkpoint_info" in message
-
-
-def test_corrupted_blob_is_refused_before_any_change(prepared_fleet, run_playbook, fleet_vars):
-    checkpoint(run_playbook, fleet_vars, "v1")
-    for host in prepared_fleet:
-        break_release(host)
-    h2 = prepared_fleet["h2"]
-    manifest = json.loads(next((h2.store / "checkpoints").iterdir()).read_text())
-    tree_sha = manifest["roots"][0]["tree"]
-    tree = [json.loads(line) for line in (h2.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()]
-    victim = next(e for e in tree if e["path"] == "index.html")
-    replace_object(h2.store, victim["sha256"], b"tampered")
-    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
-
-    result = rollback(run_playbook, fleet_vars, "v1")
-
-    assert not result.ok
-    for host in prepared_fleet:
-        assert host_snapshot(host) == broken[host.name], "a corrupted checkpoint on h2 must stop every host"
-    message = task_results(result, "Refuse the rollback, naming what is missing where", status="failed")[0]["result"]["msg"]
-    assert "[h2 / config]" in message and victim["sha256"] in message
-    assert "[h1 / config]" not in message and "[h3 / config]" not in message
-
-
-def test_restore_module_refuses_corrupted_blob_naming_path_and_hashes(prepared_fleet, run_playbook, fleet_vars):
-    checkpoint(run_playbook, fleet_vars, "v1")
-    h1 = prepared_fleet["h1"]
-    break_release(h1)
-    manifest = json.loads(next((h1.store / "checkpoints").iterdir()).read_text())
-    tree_sha = manifest["roots"][0]["tree"]
-    tree = [json.loads(line) for line in (h1.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()]
-    victim = next(e for e in tree if e["path"] == "index.html")
-    replace_object(h1.store, victim["sha256"], b"tampered")
-    broken = host_snapshot(h1)
-
-    play = [{"hosts": "h1", "gather_facts": False, "tasks": [
-        {"name": "restore", "gitops.rollback.restore": {"checkpoint": "v1"}}]}]
-    result = run_playbook(play)
-
-    assert not result.ok
-    message = task_result(result, "restore", "h1")["msg"]
-    assert "/srv/app/index.html" in message and victim["sha256"] in message
-    assert "hashes" in message or "found" in message
-    assert host_snapshot(h1) == broken

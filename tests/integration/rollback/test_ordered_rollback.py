@@ -95,6 +95,7 @@ def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):
     assert drill.state() == drill.v2, "a refused rollback must not change any layer on any host"
     refusal = [e for e in result.events if e.get("status") == "failed"][-1]["result"]["msg"]
     assert "nothing was changed on any host" in refusal and "[h3 / config]" in refusal and entry["sha256"] in refusal
+    assert "[h1 / config]" not in refusal and "[h2 / config]" not in refusal, "only the host whose object is bad"
     assert [e["event"] for e in drill.audit()] == ["started", "refused"]
 
 
