@@ -154,19 +154,9 @@ webhook:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
-from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils.common.secrets import redact_url
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import open_state
-
-
-def _append(state_url: str, log_path: str, record: dict) -> dict:
-    """Append ``record`` to the shared state's audit log when one is set, else to the log file."""
-    state = open_state(state_url)
-    if state is None:
-        return _audit.append(log_path, record)
-    with state:
-        return state.append_audit(record)
+from ansible_collections.gitops.rollback.plugins.module_utils import _audit
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._runstate import append_record, send_webhook
 
 
 def main() -> None:
@@ -208,21 +198,12 @@ def main() -> None:
     webhook = None
     if not module.check_mode:
         try:
-            record = _append(p["state_url"], p["log_path"], record)
+            record = append_record(p["state_url"], p["log_path"], record)
         except (OSError, RollbackError) as exc:
             where = "the shared state" if p["state_url"] else p["log_path"]
             module.fail_json(msg="The audit record could not be written to %s: %s" % (where, exc))
-        if p["webhook_url"] and not _audit.alerts(record):
-            webhook = {"ok": True, "skipped": "a drill's records are not sent to the webhook"}
-        elif p["webhook_url"]:
-            shown = redact_url(p["webhook_url"], origin_only=True)
-            if not p["webhook_secret"]:
-                module.warn("Webhook %s gets unsigned events: set webhook_secret so the receiver can "
-                            "authenticate them." % shown)
-            webhook = _audit.post_webhook(p["webhook_url"], record, p["webhook_retries"], p["webhook_timeout"],
-                                          secret=p["webhook_secret"])
-            if not webhook["ok"]:
-                module.warn("Webhook %s did not accept the %s event: %s" % (shown, p["event"], webhook.get("error")))
+        webhook = send_webhook(p["webhook_url"], p["webhook_secret"], record, module.warn,
+                               p["webhook_retries"], p["webhook_timeout"])
     module.exit_json(changed=not module.check_mode, record=record, webhook=webhook)
 
 

@@ -91,28 +91,10 @@ recovered:
   sample: {owner: bob, pid: 999, started: "2026-11-21T20:00:00Z"}
 """
 
-import hashlib
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import LockHeldError, RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import FileLock, is_stale, playbook_pid
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import PgLock, open_state
-
-
-def _lock(module: AnsibleModule):
-    """The lock named by the module's options: a row of the shared state, or a file in lock_dir."""
-    p = module.params
-    operation = "%s of %s" % (p["operation"], p["name"])
-    state = open_state(p["state_url"], module.check_mode)
-    if state is not None:
-        return PgLock(state, p["name"], p["owner"], operation, p["ttl"], pid=playbook_pid())
-    lock_dir = p["lock_dir"]
-    if not module.check_mode:  # check mode leaves no trace, not even the directory
-        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(lock_dir, hashlib.sha256(p["name"].encode("utf-8")).hexdigest()[:24] + ".lock")
-    return FileLock(path, p["owner"], operation, p["ttl"], pid=playbook_pid())
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._runstate import run_lock, take_run_lock
 
 
 def main() -> None:
@@ -133,32 +115,14 @@ def main() -> None:
     )
     p = module.params
     try:
-        lock = _lock(module)
+        lock = run_lock(p["name"], p["lock_dir"], p["owner"], p["operation"], p["ttl"], p["state_url"],
+                        module.check_mode)
+        if p["state"] == "absent":
+            released = False if module.check_mode else lock.release(p["token"])
+            module.exit_json(changed=released, holder=lock.read_holder() or {})
+        result = take_run_lock(lock, p["name"], p["operation"], p["timeout"], module.check_mode)
     except RollbackError as exc:
-        module.fail_json(msg=str(exc))
-    if p["state"] == "absent":
-        released = False if module.check_mode else lock.release(p["token"])
-        module.exit_json(changed=released, holder=lock.read_holder() or {})
-    holder = lock.read_holder()
-    if module.check_mode:
-        if holder and not is_stale(holder):
-            module.fail_json(msg="A %s is already running: %s since %s (pid %s)." % (
-                p["operation"], holder.get("owner"), holder.get("started"), holder.get("pid")), holder=holder)
-        module.exit_json(changed=False, holder=holder or {})
-    try:
-        lock.acquire(p["timeout"])
-    except LockHeldError as exc:
-        holder = exc.details.get("holder", {})
-        module.fail_json(
-            msg="Refusing a second %s of %s: %s has been running one since %s (pid %s on %s). Wait for it to "
-                "finish; a lock whose process died is recovered automatically."
-                % (p["operation"], p["name"], holder.get("owner"), holder.get("started"), holder.get("pid"),
-                   holder.get("host")),
-            holder=holder,
-        )
-    result = dict(changed=True, token=lock.token, holder=lock.read_holder())
-    if lock.recovered:
-        result["recovered"] = lock.recovered
+        module.fail_json(msg=str(exc), **({"holder": exc.details["holder"]} if "holder" in exc.details else {}))
     module.exit_json(**result)
 
 

@@ -9,6 +9,7 @@ Python, no Ansible: the role passes the registered results in and uses what come
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .plan import STORED_LAYERS
@@ -98,3 +99,44 @@ def preflight_problems(by_host: Mapping[str, Any], unchecked: Sequence[str]) -> 
     for host in unchecked:
         found[host] = [{"layer": "host", "problem": UNCHECKED}]
     return found
+
+
+def run_summary(run_id: str, target: str, dry_run: bool, hosts: Sequence[str], completed: Sequence[str],
+                facts: Mapping[str, Mapping[str, Any]], safety_label: str, seconds: float) -> Dict[str, Any]:
+    """Return the outcome of a run: hosts completed and failed, per host the layers' seconds and the
+    layers changed, and the safety checkpoint (its label and the layers it holds on each host).
+
+    ``facts`` holds each host's ``timings``, ``changed_layers`` and ``safety_taken`` (missing: none).
+    """
+    done = [host for host in hosts if host in completed]
+    return {
+        "run_id": run_id, "target": target, "check_mode": bool(dry_run), "completed": done,
+        "failed": [host for host in hosts if host not in completed],
+        "seconds": round(seconds, 3),
+        "layers": {host: dict(facts.get(host, {}).get("timings") or {}) for host in done},
+        "changed_layers": {host: list(facts.get(host, {}).get("changed_layers") or []) for host in done},
+        "safety_checkpoint": {"label": safety_label, "layers": {
+            host: list(facts[host]["safety_taken"]) for host in hosts
+            if host in facts and facts[host].get("safety_taken")}},
+    }
+
+
+def run_report(summary: Mapping[str, Any]) -> Dict[str, str]:
+    """Return the run's audit summary (``audit``) and the report printed at its end (``report``)."""
+    label = summary["safety_checkpoint"]["label"]
+    taken = summary["safety_checkpoint"]["layers"]
+    dry = summary["check_mode"]
+    audit = ("dry run: plan only, nothing changed" if dry else "rolled back") + (
+        "; safety checkpoint %s" % label if taken else "")
+    safety = ("Safety checkpoint %s (%s); undo this rollback with -e rollback_to=%s"
+              % (label, json.dumps(taken, sort_keys=True), label) if taken else
+              "No safety checkpoint was taken (nothing to change, a dry run, or rollback_safety_checkpoint off).")
+    report = "%s %s in %s s (run %s); per host and layer seconds: %s; layers changed: %s. %s" % (
+        "Dry run - plan only, nothing changed - for" if dry else "Rolled back to", summary["target"],
+        summary["seconds"], summary["run_id"], summary["layers"], summary["changed_layers"], safety)
+    return {"audit": audit, "report": report}
+
+
+def deadline(started: float, max_seconds: float) -> float:
+    """Return the epoch a run must finish by (0: no limit)."""
+    return started + max_seconds if max_seconds and max_seconds > 0 else 0.0

@@ -1,10 +1,10 @@
-"""The rollback role's outcome decisions (plugins/module_utils/controller/outcome.py)."""
+"""The rollback role's outcome decisions (plugins/module_utils/_outcome.py)."""
 
 from __future__ import annotations
 
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
-    add_changed_layer, is_changed, layers_to_recover, preflight_problems, terraform_preview_lines,
-    with_terraform_preview)
+from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
+    add_changed_layer, deadline, is_changed, layers_to_recover, preflight_problems, run_report, run_summary,
+    terraform_preview_lines, with_terraform_preview)
 
 
 def test_a_layer_is_changed_when_what_it_registered_says_so():
@@ -46,3 +46,35 @@ def test_the_preflight_problems_name_the_hosts_with_problems_and_those_it_could_
     found = preflight_problems({"h1": [], "h2": [{"layer": "config", "problem": "object 12ab is corrupted"}]}, ["h3"])
     assert list(found) == ["h2", "h3"] and found["h3"][0]["layer"] == "host"
     assert found["h3"][0]["problem"].startswith("unreachable or failed during the pre-flight")
+
+
+def test_the_summary_of_a_run_names_completed_and_failed_hosts_and_the_safety_layers_of_each():
+    facts = {"h1": {"timings": {"release": 0.5}, "changed_layers": ["release"], "safety_taken": ["release", "config"]},
+             "h2": {"timings": {"release": 0.7}, "changed_layers": [], "safety_taken": ["release"]},
+             "h3": {"timings": None, "changed_layers": None, "safety_taken": None}}
+
+    summary = run_summary("run-1", "v1", False, ["h1", "h2", "h3"], ["h1", "h3"], facts, "safety/run-1", 3.14159)
+
+    assert summary["completed"] == ["h1", "h3"] and summary["failed"] == ["h2"]
+    assert summary["seconds"] == 3.142 and summary["check_mode"] is False
+    assert summary["layers"] == {"h1": {"release": 0.5}, "h3": {}}
+    assert summary["changed_layers"] == {"h1": ["release"], "h3": []}
+    assert summary["safety_checkpoint"] == {"label": "safety/run-1",
+                                            "layers": {"h1": ["release", "config"], "h2": ["release"]}}
+    texts = run_report(summary)
+    assert texts["audit"] == "rolled back; safety checkpoint safety/run-1"
+    assert texts["report"].startswith("Rolled back to v1 in 3.142 s (run run-1)")
+    assert texts["report"].endswith("undo this rollback with -e rollback_to=safety/run-1")
+
+
+def test_a_dry_run_reports_the_plan_only_and_no_safety_checkpoint():
+    summary = run_summary("run-2", "v1", True, ["h1"], ["h1"], {"h1": {}}, "safety/run-2", 0.5)
+    texts = run_report(summary)
+    assert texts["audit"] == "dry run: plan only, nothing changed"
+    assert texts["report"].startswith("Dry run - plan only, nothing changed - for v1")
+    assert "No safety checkpoint was taken" in texts["report"]
+
+
+def test_the_deadline_is_the_start_plus_the_limit_and_none_without_one():
+    assert deadline(1000.0, 30) == 1030.0
+    assert deadline(1000.0, 0) == 0.0 and deadline(1000.0, -5) == 0.0

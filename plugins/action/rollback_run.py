@@ -1,0 +1,150 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action rollback_run: a rollback's start, refusal and finish on the controller, in one step each.
+
+Each step writes its audit records (and webhook) and takes or releases the run lock in this
+process, with the functions the audit and run_lock modules use (module_utils/_runstate.py), instead
+of one module process per record and per lock operation. The outcome of a run is decided in
+module_utils/_outcome.py. Documentation: plugins/modules/rollback_run.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+from ansible.plugins.action import ActionBase
+from ansible_collections.gitops.rollback.plugins.module_utils import _audit
+from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
+    deadline, preflight_problems, run_report, run_summary)
+from ansible_collections.gitops.rollback.plugins.module_utils._plan import layer_list, problems_message
+from ansible_collections.gitops.rollback.plugins.module_utils._runstate import (
+    append_record, lock_name, run_lock, send_webhook, take_run_lock)
+
+ARGUMENT_SPEC = {
+    "step": {"type": "str", "required": True, "choices": ["start", "refuse", "finish"]},
+    "run_id": {"type": "str", "required": True},
+    "target": {"type": "str", "required": True},
+    "trigger": {"type": "str", "default": "manual"},
+    "reason": {"type": "str", "default": ""},
+    "measurements": {"type": "raw"},
+    "layers": {"type": "raw", "default": []},
+    "dry_run": {"type": "bool", "default": False},
+    "decision": {"type": "dict", "default": {}},
+    "lock": {"type": "bool", "default": True},
+    "lock_name": {"type": "str", "default": ""},
+    "lock_dir": {"type": "path", "default": "~/.local/state/gitops-rollback/locks"},
+    "lock_token": {"type": "str", "default": ""},
+    "started": {"type": "float", "default": 0.0},
+    "safety_label": {"type": "str", "default": ""},
+    "log_path": {"type": "path", "default": _audit.DEFAULT_LOG},
+    "webhook_url": {"type": "str", "default": "", "no_log": True},
+    "webhook_secret": {"type": "str", "default": "", "no_log": True},
+    "state_url": {"type": "str", "default": "", "no_log": True},
+}
+#: The facts the rollback role sets on each host, read by the finish and refuse steps.
+HOST_FACTS = {"timings": "__rollback_timings", "changed_layers": "__rollback_changed_layers",
+              "safety_taken": "__rollback_safety_taken", "problems": "__rollback_preflight_problems"}
+
+
+class ActionModule(ActionBase):
+    """Start, refuse or finish a rollback on the controller."""
+
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+    _supports_check_mode = True
+
+    def run(self, tmp: Optional[str] = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        del tmp
+        task_vars = task_vars or {}
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
+        who = dict(args["decision"].get("who") or {"user": "unknown (policy step not run)"})
+        step = {"start": self._start, "refuse": self._refuse, "finish": self._finish}[args["step"]]
+        try:
+            result.update(step(args, who, task_vars))
+        except RollbackError as exc:
+            result.update(failed=True, msg=str(exc))
+        result.setdefault("changed", False)
+        return result
+
+    # ----------------------------------------------------------------- records
+    def _record(self, args: Mapping[str, Any], who: Mapping[str, Any], event: str, level: str = "info",
+                **fields: Any) -> dict:
+        """Write one audit record of this run (also in a dry run: it is recorded as one) and send it."""
+        record = _audit.make_record(
+            event, "rollback", args["run_id"], target=args["target"], trigger=args["trigger"],
+            level=level, dry_run=args["dry_run"], who=_audit.who(who.get("user"), who.get("awx_job_id"), who.get("awx_launcher")),
+            **fields)
+        try:
+            record = append_record(args["state_url"], args["log_path"], record)
+        except OSError as exc:
+            where = "the shared state" if args["state_url"] else args["log_path"]
+            raise RollbackError("The audit record could not be written to %s: %s" % (where, exc)) from exc
+        send_webhook(args["webhook_url"], args["webhook_secret"], record, self._display.warning)
+        return record
+
+    def _release(self, args: Mapping[str, Any], who: Mapping[str, Any], name: str) -> bool:
+        if not (args["lock_token"] and name):
+            return False
+        lock = run_lock(name, args["lock_dir"], who.get("user") or "", "rollback", 0, args["state_url"], False)
+        return lock.release(args["lock_token"])
+
+    # ------------------------------------------------------------------- steps
+    def _start(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
+        """Refuse by policy, or note the approval, take the lock and record the start."""
+        hosts = list(task_vars.get("ansible_play_hosts") or [])
+        decision = args["decision"]
+        if decision.get("refusal"):
+            self._record(args, who, "refused", reason=decision["refusal"], level="warning", hosts=hosts)
+            return {"failed": True, "msg": "Rollback refused by policy: %s. Nothing was changed; the refusal is in %s."
+                    % (decision["refusal"], args["state_url"] and "the shared state" or args["log_path"])}
+        if decision.get("approver"):
+            self._record(args, who, "progress", reason="approved by %s" % decision["approver"], hosts=hosts)
+        name = lock_name(args["lock_name"], task_vars)
+        lock: Dict[str, Any] = {"name": name}
+        if args["lock"]:
+            owner = "%s%s" % (who.get("user"), " (AWX job %s)" % who["awx_job_id"] if who.get("awx_job_id") else "")
+            held = run_lock(name, args["lock_dir"], owner, "rollback to %s" % args["target"], 3600,
+                            args["state_url"], self._task.check_mode)
+            lock.update(take_run_lock(held, name, "rollback to %s" % args["target"], 0, self._task.check_mode))
+        started = time.time()
+        summary = ("dry run: plan only, nothing changes" if args["dry_run"]
+                   else "layers: " + ", ".join(layer_list(args["layers"])))
+        self._record(args, who, "started", reason=args["reason"] or None, measurements=args["measurements"] or None,
+                     hosts=hosts, message=summary)
+        policy = decision.get("policy") or {}
+        return {"who": who, "lock": lock, "started": started,
+                "deadline": deadline(started, float(policy.get("max_rollback_seconds") or 0))}
+
+    def _facts(self, task_vars: Mapping[str, Any], hosts: List[str]) -> Dict[str, Dict[str, Any]]:
+        hostvars = task_vars.get("hostvars") or {}
+        return {host: {key: hostvars[host].get(name) for key, name in HOST_FACTS.items()}
+                for host in hosts if host in hostvars}
+
+    def _refuse(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
+        """Refuse the run when the pre-flight found problems anywhere: record them, release the lock, fail."""
+        everyone = list(task_vars.get("ansible_play_hosts_all") or [])
+        alive = list(task_vars.get("ansible_play_hosts") or [])
+        facts = self._facts(task_vars, everyone)
+        problems = preflight_problems({host: facts.get(host, {}).get("problems") or [] for host in alive},
+                                      [host for host in everyone if host not in alive])
+        if not problems:
+            return {"problems": {}}
+        self._record(args, who, "refused", reason="pre-flight failed; nothing was changed", result=problems,
+                     level="warning")
+        self._release(args, who, lock_name(args["lock_name"], task_vars))
+        return {"failed": True, "problems": problems, "msg": problems_message(problems)}
+
+    def _finish(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
+        """Decide the run's outcome, record it, release the lock; return the summary and the report."""
+        everyone = list(task_vars.get("ansible_play_hosts_all") or [])
+        summary = run_summary(args["run_id"], args["target"], args["dry_run"], everyone,
+                              list(task_vars.get("ansible_play_hosts") or []), self._facts(task_vars, everyone),
+                              args["safety_label"], time.time() - args["started"] if args["started"] else 0.0)
+        texts = run_report(summary)
+        self._record(args, who, "failed" if summary["failed"] else "completed", reason=args["reason"] or None,
+                     hosts=everyone, layers=summary["layers"], result=summary, duration=summary["seconds"],
+                     message=texts["audit"])
+        released = self._release(args, who, lock_name(args["lock_name"], task_vars))
+        return {"summary": summary, "report": texts["report"], "lock_released": released}

@@ -1,0 +1,101 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A run's state on the controller: its audit records, its webhook and its run lock.
+
+Kept in local files, or in the shared PostgreSQL state when ``state_url`` names one. The audit and
+run_lock modules and the rollback_run action (which does a rollback's start and finish in-process
+on the controller) all go through these functions, so a record, a webhook and a lock are the same
+whoever writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Callable, Dict, Optional, Union
+
+from . import _audit
+from ._errors import LockHeldError
+from ._lock import FileLock, is_stale, playbook_pid
+from ._secrets import redact_url
+from ._state_pg import PgLock, open_state
+
+RunLock = Union[FileLock, PgLock]
+
+
+def append_record(state_url: str, log_path: str, record: dict) -> dict:
+    """Append ``record`` to the shared state's audit log when one is set, else to the log file; return it sealed."""
+    state = open_state(state_url)
+    if state is None:
+        return _audit.append(os.path.expanduser(log_path), record)
+    with state:
+        return state.append_audit(record)
+
+
+def send_webhook(url: str, secret: Optional[str], record: dict, warn: Callable[[str], None],
+                 retries: int = 3, timeout: float = 5.0) -> Optional[dict]:
+    """POST ``record`` to the webhook (none: None); a drill's records are not sent. Problems are warnings."""
+    if not url:
+        return None
+    if not _audit.alerts(record):
+        return {"ok": True, "skipped": "a drill's records are not sent to the webhook"}
+    shown = redact_url(url, origin_only=True)
+    if not secret:
+        warn("Webhook %s gets unsigned events: set webhook_secret so the receiver can authenticate them." % shown)
+    outcome = _audit.post_webhook(url, record, retries, timeout, secret=secret)
+    if not outcome["ok"]:
+        warn("Webhook %s did not accept the %s event: %s" % (shown, record.get("event"), outcome.get("error")))
+    return outcome
+
+
+def run_lock(name: str, lock_dir: str, owner: str, operation: str, ttl: float, state_url: str,
+             check_mode: bool) -> RunLock:
+    """The lock named ``name``: a row of the shared state, or a file in ``lock_dir`` (created unless check mode)."""
+    described = "%s of %s" % (operation, name)
+    state = open_state(state_url, check_mode)
+    if state is not None:
+        return PgLock(state, name, owner, described, ttl, pid=playbook_pid())
+    lock_dir = os.path.expanduser(lock_dir)
+    if not check_mode:  # check mode leaves no trace, not even the directory
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(lock_dir, hashlib.sha256(name.encode("utf-8")).hexdigest()[:24] + ".lock")
+    return FileLock(path, owner, described, ttl, pid=playbook_pid())
+
+
+def take_run_lock(lock: RunLock, name: str, operation: str, timeout: float, check_mode: bool) -> Dict[str, Any]:
+    """Take the lock (check mode: only see that it is free); return token, holder and a recovered stale lock.
+
+    A live holder raises LockHeldError naming it and the way out.
+    """
+    if check_mode:
+        holder = lock.read_holder()
+        if holder and not is_stale(holder):
+            raise LockHeldError("A %s is already running: %s since %s (pid %s)." % (
+                operation, holder.get("owner"), holder.get("started"), holder.get("pid")), holder=holder)
+        return {"changed": False, "holder": holder or {}}
+    try:
+        lock.acquire(timeout)
+    except LockHeldError as exc:
+        holder = exc.details.get("holder", {})
+        raise LockHeldError(
+            "Refusing a second %s of %s: %s has been running one since %s (pid %s on %s). Wait for it to "
+            "finish; a lock whose process died is recovered automatically."
+            % (operation, name, holder.get("owner"), holder.get("started"), holder.get("pid"), holder.get("host")),
+            holder=holder) from exc
+    result: Dict[str, Any] = {"changed": True, "token": lock.token, "holder": lock.read_holder()}
+    if lock.recovered:
+        result["recovered"] = lock.recovered
+    return result
+
+
+def lock_name(given: str, variables: Dict[str, Any]) -> str:
+    """The name a rollback's lock is taken under.
+
+    ``given`` (gitops_rollback_lock_name), else the AWX job's inventory name (every AWX job's
+    inventory is the same /runner/inventory path), else the inventory sources (two controllers
+    sharing the state may keep one inventory at different paths: they name the lock).
+    """
+    for name in (given, variables.get("awx_inventory_name"), variables.get("tower_inventory_name")):
+        if name:
+            return str(name)
+    return ",".join(str(source) for source in variables.get("ansible_inventory_sources") or [])
