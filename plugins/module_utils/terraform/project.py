@@ -9,6 +9,7 @@ argument list and map or list variables keep their types.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,6 +24,10 @@ from ..common.process import run as run_process
 from .engine import TfOutput, clean_output
 
 _LOCK_ERROR = "Error acquiring the state lock"
+#: The file in the data directory that says with which settings it was initialised (a digest only).
+INIT_MARKER = "gitops-rollback-init.json"
+#: The files of a configuration that ``terraform init`` reads (besides the backend settings).
+_INIT_INPUTS = (".tf", ".tf.json", ".tofu", ".tofu.json", ".terraform.lock.hcl")
 
 
 class TerraformError(RollbackError):
@@ -128,12 +133,22 @@ class TfProject:
                      cmd=out.argv, rc=out.rc, stderr=text)
 
     def init(self) -> None:
-        """terraform init for the workspace and backend (reconfigured from the given settings)."""
+        """terraform init for the workspace and backend (reconfigured from the given settings).
+
+        Skipped when this directory was initialised with the same settings and nothing Terraform reads
+        at init has changed since (:func:`init_fingerprint`): a rollback's preview, safety snapshot,
+        revert and verification of one project then initialise it once, not four times.
+        """
         if not os.path.isdir(self.config_dir):
             raise InitError("Terraform configuration directory %s does not exist. Give project_path of the "
                             "directory holding the .tf files." % self.config_dir)
+        marker = os.path.join(self.data_dir(), INIT_MARKER)
+        backend_files = [self._absolute(p) for p in self.settings.backend_config_files]
+        if read_marker(marker) == init_fingerprint(self, backend_files):
+            self._read_backend()
+            return
         args = ["init", "-input=false", "-no-color", "-reconfigure"]
-        args += ["-backend-config=%s" % self._absolute(p) for p in self.settings.backend_config_files]
+        args += ["-backend-config=%s" % path for path in backend_files]
         if self.settings.backend_config:
             args.append("-backend-config=%s" % self._json_file("backend.json", self.settings.backend_config))
         out = self.run(args)
@@ -142,12 +157,20 @@ class TfProject:
                             "(backend_config, backend_config_files) so that 'terraform init' succeeds; "
                             "nothing was changed.", InitError)
         self._read_backend()
+        try:
+            os.makedirs(self.data_dir(), exist_ok=True)
+            atomic_write_bytes(marker, json.dumps({"fingerprint": init_fingerprint(self, backend_files)}).encode())
+        except OSError:
+            pass  # only the next init is not skipped
+
+    def data_dir(self) -> str:
+        """Terraform's data directory of this configuration (TF_DATA_DIR, else .terraform)."""
+        return os.environ.get("TF_DATA_DIR") or os.path.join(self.config_dir, ".terraform")
 
     def _read_backend(self) -> None:
         """Learn the initialised backend's type and settings from the data directory."""
-        data_dir = os.environ.get("TF_DATA_DIR") or os.path.join(self.config_dir, ".terraform")
         try:
-            with open(os.path.join(data_dir, "terraform.tfstate"), "r", encoding="utf-8") as handle:
+            with open(os.path.join(self.data_dir(), "terraform.tfstate"), "r", encoding="utf-8") as handle:
                 backend = json.load(handle).get("backend") or {}
         except (OSError, ValueError):
             backend = {}
@@ -222,6 +245,48 @@ class TfProject:
             return "not reported by the backend"
         fields = dict(re.findall(r"^\s*(ID|Path|Operation|Who|Version|Created):\s*(.*)$", info.group(1), re.M))
         return ", ".join("%s %s" % (key.lower(), value) for key, value in fields.items() if value)
+
+
+def _file_digest(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def init_fingerprint(project: "TfProject", backend_files: Sequence[str]) -> str:
+    """A digest of everything ``terraform init`` depends on for this project.
+
+    The engine, the workspace, the backend settings and files, every configuration file (and the
+    dependency lock file) under the configuration directory, and what the data directory holds
+    (names, sizes and times: providers or modules removed or changed there need a new init).
+    """
+    parts: List[Any] = [project.engine.describe(["init"], project.config_dir), project.settings.workspace,
+                        json.dumps(project.settings.backend_config, sort_keys=True, default=str),
+                        [(path, _file_digest(path)) for path in backend_files]]
+    data_dir = project.data_dir()
+    for top, dirs, files in os.walk(project.config_dir):
+        dirs[:] = sorted(d for d in dirs if os.path.join(top, d) != data_dir and d not in (".git", ".terraform"))
+        parts.extend((os.path.relpath(os.path.join(top, name), project.config_dir), _file_digest(os.path.join(top, name)))
+                     for name in sorted(files) if name.endswith(_INIT_INPUTS))
+    for top, dirs, files in os.walk(data_dir):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            if name != INIT_MARKER:
+                info = os.lstat(path)
+                parts.append((os.path.relpath(path, data_dir), info.st_size, info.st_mtime_ns))
+    return hashlib.sha256(json.dumps(parts, default=str).encode("utf-8")).hexdigest()
+
+
+def read_marker(path: str) -> Optional[str]:
+    """The fingerprint recorded by the last init here, or None."""
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            return json.load(handle).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _with_diagnostics(out: TfOutput) -> TfOutput:

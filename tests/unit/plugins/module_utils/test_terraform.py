@@ -190,3 +190,42 @@ def test_automatic_safety_labels_are_in_the_label_grammar():
     for action in ("revert", "apply-v2", "apply-release/2026.12.1"):
         label = _safety_label(ctx, action)
         assert label_problem(label) is None, label
+
+
+def test_init_runs_once_for_the_same_settings_and_again_when_anything_init_reads_changes(tmp_path):
+    (tmp_path / "main.tf").write_text('resource "terraform_data" "a" {}\n')
+    engine = RecordingEngine((0, "", ""))
+
+    def inits(**changes):
+        settings = TfSettings(project_path=str(tmp_path), backend_config={"path": "s.tfstate"})
+        for key, value in changes.items():
+            setattr(settings, key, value)
+        with TfProject(engine, settings) as project:
+            project.init()
+        return sum(1 for args, _, _ in engine.calls if args[0] == "init")
+
+    assert inits() == 1
+    assert inits() == 1, "a second project of the same run (preview, snapshot, revert, verify) skips it"
+    assert inits(workspace="staging") == 2
+    assert inits(workspace="staging") == 2
+    assert inits(workspace="staging", backend_config={"path": "other.tfstate"}) == 3
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "x.tf").write_text("# changed\n")
+    assert inits(workspace="staging", backend_config={"path": "other.tfstate"}) == 4
+    (tmp_path / ".terraform" / "providers").mkdir()
+    (tmp_path / ".terraform" / "providers" / "p").write_text("provider")
+    assert inits(workspace="staging", backend_config={"path": "other.tfstate"}) == 5, "the data directory changed"
+    (tmp_path / ".terraform" / "providers" / "p").unlink()
+    assert inits(workspace="staging", backend_config={"path": "other.tfstate"}) == 6
+    marker = (tmp_path / ".terraform" / "gitops-rollback-init.json").read_text()
+    assert "other.tfstate" not in marker, "the marker holds a digest, never the settings"
+
+
+def test_a_failed_init_is_not_remembered(tmp_path):
+    (tmp_path / "main.tf").write_text("")
+    engine = RecordingEngine((1, "", "Error: bad backend"))
+    for _ in range(2):
+        with TfProject(engine, TfSettings(project_path=str(tmp_path))) as project:
+            with pytest.raises(Exception, match="terraform init failed"):
+                project.init()
+    assert len(engine.calls) == 2
