@@ -24,7 +24,9 @@ Each round, in this order:
 
 Ansible runs with its default forks (5) for every run of ours. ``GITOPS_ROLLBACK_BENCH_ROLLBACK_ROUNDS``
 sets the rounds (default 3), ``GITOPS_ROLLBACK_BENCH_PROFILE=1`` also prints the slowest tasks of
-our 3-host runs.
+our 3-host runs. Beside the wall times it reports the controller's CPU seconds (ansible-playbook and what
+it ran on the controller) and the load average before each run: under load, compare CPU and task counts,
+not wall times.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -199,9 +202,18 @@ def _failed(result: Result) -> List[Any]:
     return [(e["host"], e["task"], e["result"].get("msg")) for e in result.events if e["status"] == "failed"]
 
 
+def _cpu() -> float:
+    """CPU seconds of the finished child processes (ansible-playbook and what it ran on the controller)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run_ours(drill) -> Dict[str, Any]:
-    """Time rollback.yml; return total seconds, per-layer seconds (slowest host), their sum and task counts."""
+    """Time rollback.yml; return total seconds, per-layer seconds (slowest host), their sum, task counts,
+    the controller's CPU seconds and the load average before the run."""
+    load, cpu = os.getloadavg()[0], _cpu()
     result = drill.playbook("rollback.yml", rollback_to="v1")
+    cpu = _cpu() - cpu
     if not result.ok:
         raise AssertionError("rollback.yml failed: %s" % _failed(result))
     _assert_v1(drill, ours=True)
@@ -209,20 +221,23 @@ def _run_ours(drill) -> Dict[str, Any]:
             and not e.get("dry_run")][-1]
     layers = {layer: max(float(times.get(layer, 0.0)) for times in done["layers"].values()) for layer in LAYERS}
     return {"total": result.duration, "layers": layers, "work": sum(layers.values()), "results": len(result.events),
-            "tasks": len({(e["play"], e["task"]) for e in result.events})}
+            "tasks": len({(e["play"], e["task"]) for e in result.events}), "cpu": cpu, "load": load}
 
 
-def _run_check(drill) -> float:
+def _run_check(drill) -> Dict[str, Any]:
     """Time ``rollback.yml --check`` (the plan of the same rollback); fail unless nothing changed."""
     before, stores = drill.state(), drill.stores()
+    load, cpu = os.getloadavg()[0], _cpu()
     result = drill.playbook("rollback.yml", check=True, rollback_to="v1")
+    cpu = _cpu() - cpu
     if not result.ok:
         raise AssertionError("rollback.yml --check failed: %s" % _failed(result))
     if drill.state() != before:
         raise AssertionError("rollback.yml --check changed a layer")
     if drill.stores() != stores:
         raise AssertionError("rollback.yml --check changed a store")
-    return result.duration
+    return {"total": result.duration, "cpu": cpu, "load": load, "results": len(result.events),
+            "tasks": len({(e["play"], e["task"]) for e in result.events})}
 
 
 def _run_baseline(drill) -> float:
@@ -264,17 +279,19 @@ def run(workdir: Path, quick: bool) -> List[dict]:
     big = start_hosts(many, workdir / "fleet-many") if many else None
     pg = start_postgres(workdir)
     ours: List[Dict[str, Any]] = []
-    checks: List[float] = []
+    checks: List[Dict[str, Any]] = []
     baseline: List[float] = []
     scaled: List[Dict[str, Any]] = []
     try:
         for index in range(rounds):
             drill = _make_drill(fleet, pg, workdir / ("ours%d" % index), collections, profiled)
             checks.append(_run_check(drill))
-            print("  round %d check %.1fs" % (index, checks[-1]), flush=True)
+            print("  round %d check %.1fs (controller CPU %.1fs, load %.1f)" % (
+                index, checks[-1]["total"], checks[-1]["cpu"], checks[-1]["load"]), flush=True)
             ours.append(_run_ours(drill))
-            print("  round %d ours %.1fs, layers' own work %.1fs %s" % (
-                index, ours[-1]["total"], ours[-1]["work"], ours[-1]["layers"]), flush=True)
+            print("  round %d ours %.1fs (controller CPU %.1fs, load %.1f), layers' own work %.1fs %s" % (
+                index, ours[-1]["total"], ours[-1]["cpu"], ours[-1]["load"], ours[-1]["work"], ours[-1]["layers"]),
+                flush=True)
             baseline.append(_run_baseline(_make_drill(fleet, pg, workdir / ("base%d" % index), collections, {})))
             print("  round %d baseline %.1fs" % (index, baseline[-1]), flush=True)
             if big:
@@ -291,7 +308,7 @@ def run(workdir: Path, quick: bool) -> List[dict]:
     return _figures(ours, checks, baseline, scaled, many)
 
 
-def _figures(ours: List[Dict[str, Any]], checks: List[float], baseline: List[float], scaled: List[Dict[str, Any]],
+def _figures(ours: List[Dict[str, Any]], checks: List[Dict[str, Any]], baseline: List[float], scaled: List[Dict[str, Any]],
              many: int) -> List[dict]:
     """The figures of the rounds (medians)."""
     total = statistics.median(o["total"] for o in ours)
@@ -303,8 +320,14 @@ def _figures(ours: List[Dict[str, Any]], checks: List[float], baseline: List[flo
          "baseline": "sum of the slowest host per layer", "baseline_s": statistics.median(o["work"] for o in ours),
          "target": TARGET_OVERHEAD},
         {"name": "ordered rollback end to end (absolute)", "value": total, "unit": "s", "target": TARGET_S},
-        {"name": "--check plan of the same (absolute)", "value": statistics.median(checks), "unit": "s",
-         "target": TARGET_CHECK_S},
+        {"name": "--check plan of the same (absolute)", "value": statistics.median(c["total"] for c in checks),
+         "unit": "s", "target": TARGET_CHECK_S},
+        {"name": "controller CPU of the ordered rollback", "value": statistics.median(o["cpu"] for o in ours),
+         "unit": "s", "target": None},
+        {"name": "controller CPU of the --check plan", "value": statistics.median(c["cpu"] for c in checks),
+         "unit": "s", "target": None},
+        {"name": "load average before the runs (1 min, max)", "value": max(
+            [o["load"] for o in ours + scaled] + [c["load"] for c in checks]), "unit": "", "target": None},
     ]
     if scaled:
         figures.append({"name": "ordered rollback, %d hosts vs 3 hosts (forks %s)" % (many, DEFAULT_FORKS),
@@ -321,6 +344,8 @@ def _figures(ours: List[Dict[str, Any]], checks: List[float], baseline: List[flo
                     "unit": "", "target": None})
     figures.append({"name": "tasks run", "value": statistics.median(o["tasks"] for o in ours), "unit": "",
                     "target": None})
+    figures.append({"name": "--check: tasks run", "value": statistics.median(c["tasks"] for c in checks),
+                    "unit": "", "target": None})
     return figures
 
 

@@ -37,9 +37,10 @@ def database_passwords(entries: List[Dict[str, Any]], passwords: Optional[Mappin
     return found
 
 
-def with_passwords(entries: List[Dict[str, Any]], passwords: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """Return the entries, each with its password from ``passwords`` (by position) when it has one."""
-    return [dict(entry, login_password=passwords[str(index)]) if passwords.get(str(index)) else dict(entry)
+def with_passwords(entries: List[Dict[str, Any]], passwords: Mapping[str, Any],
+                   key: str = "login_password") -> List[Dict[str, Any]]:
+    """Return the entries, each with its password from ``passwords`` (by position) as ``key`` when it has one."""
+    return [dict(entry, **{key: passwords[str(index)]}) if passwords.get(str(index)) else dict(entry)
             for index, entry in enumerate(entries)]
 
 
