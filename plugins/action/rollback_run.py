@@ -20,29 +20,9 @@ from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
     deadline, preflight_problems, run_report, run_summary)
 from ansible_collections.gitops.rollback.plugins.module_utils._plan import layer_list, problems_message
 from ansible_collections.gitops.rollback.plugins.module_utils._runstate import (
-    append_record, lock_name, run_lock, send_webhook, take_run_lock)
+    append_record, lock_name, run_argument_spec, run_lock, send_webhook, take_run_lock)
 
-ARGUMENT_SPEC = {
-    "step": {"type": "str", "required": True, "choices": ["start", "refuse", "finish"]},
-    "run_id": {"type": "str", "required": True},
-    "target": {"type": "str", "required": True},
-    "trigger": {"type": "str", "default": "manual"},
-    "reason": {"type": "str", "default": ""},
-    "measurements": {"type": "raw"},
-    "layers": {"type": "raw", "default": []},
-    "dry_run": {"type": "bool", "default": False},
-    "decision": {"type": "dict", "default": {}},
-    "lock": {"type": "bool", "default": True},
-    "lock_name": {"type": "str", "default": ""},
-    "lock_dir": {"type": "path", "default": "~/.local/state/gitops-rollback/locks"},
-    "lock_token": {"type": "str", "default": ""},
-    "started": {"type": "float", "default": 0.0},
-    "safety_label": {"type": "str", "default": ""},
-    "log_path": {"type": "path", "default": _audit.DEFAULT_LOG},
-    "webhook_url": {"type": "str", "default": "", "no_log": True},
-    "webhook_secret": {"type": "str", "default": "", "no_log": True},
-    "state_url": {"type": "str", "default": "", "no_log": True},
-}
+ARGUMENT_SPEC = run_argument_spec()
 #: The facts the rollback role sets on each host, read by the finish and refuse steps.
 HOST_FACTS = {"timings": "__rollback_timings", "changed_layers": "__rollback_changed_layers",
               "safety_taken": "__rollback_safety_taken", "problems": "__rollback_preflight_problems"}

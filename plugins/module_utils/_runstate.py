@@ -99,3 +99,28 @@ def lock_name(given: str, variables: Dict[str, Any]) -> str:
         if name:
             return str(name)
     return ",".join(str(source) for source in variables.get("ansible_inventory_sources") or [])
+
+
+def run_argument_spec() -> Dict[str, Any]:
+    """The options of the rollback_run action (a fresh dict)."""
+    return {
+        "step": {"type": "str", "required": True, "choices": ["start", "refuse", "finish"]},
+        "run_id": {"type": "str", "required": True},
+        "target": {"type": "str", "required": True},
+        "trigger": {"type": "str", "default": "manual"},
+        "reason": {"type": "str", "default": ""},
+        "measurements": {"type": "raw"},
+        "layers": {"type": "raw", "default": []},
+        "dry_run": {"type": "bool", "default": False},
+        "decision": {"type": "dict", "default": {}},
+        "lock": {"type": "bool", "default": True},
+        "lock_name": {"type": "str", "default": ""},
+        "lock_dir": {"type": "path", "default": "~/.local/state/gitops-rollback/locks"},
+        "lock_token": {"type": "str", "default": ""},
+        "started": {"type": "float", "default": 0.0},
+        "safety_label": {"type": "str", "default": ""},
+        "log_path": {"type": "path", "default": _audit.DEFAULT_LOG},
+        "webhook_url": {"type": "str", "default": "", "no_log": True},
+        "webhook_secret": {"type": "str", "default": "", "no_log": True},
+        "state_url": {"type": "str", "default": "", "no_log": True},
+    }

@@ -191,10 +191,12 @@ lock_released:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.gitops.rollback.plugins.module_utils._runstate import run_argument_spec
+
 
 def main() -> None:
     """Only reached when the action plugin is bypassed."""
-    module = AnsibleModule(argument_spec=dict(step=dict(type="str", required=True)), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=run_argument_spec(), supports_check_mode=True)
     module.fail_json(msg="gitops.rollback.rollback_run runs on the controller as an action plugin; "
                          "call it as a task, not with 'ansible -m' against a host's Python directly.")
 
