@@ -116,7 +116,7 @@ def run_argument_spec() -> Dict[str, Any]:
         "lock": {"type": "bool", "default": True},
         "lock_name": {"type": "str", "default": ""},
         "lock_dir": {"type": "path", "default": "~/.local/state/gitops-rollback/locks"},
-        "lock_token": {"type": "str", "default": ""},
+        "lock_token": {"type": "str", "default": "", "no_log": False},  # an id of the lock, no secret
         "started": {"type": "float", "default": 0.0},
         "safety_label": {"type": "str", "default": ""},
         "log_path": {"type": "path", "default": _audit.DEFAULT_LOG},
