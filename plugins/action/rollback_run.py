@@ -1,6 +1,6 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action rollback_run: a rollback's start, refusal and finish on the controller, in one step each.
+"""Action rollback_run: a rollback's policy outcome, start, refusal and finish on the controller, one step each.
 
 Each step writes its audit records (and webhook) and takes or releases the run lock in this
 process, with the functions the audit and run_lock modules use (module_utils/_runstate.py), instead
@@ -40,7 +40,8 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         who = dict(args["decision"].get("who") or {"user": "unknown (policy step not run)"})
-        step = {"start": self._start, "refuse": self._refuse, "finish": self._finish}[args["step"]]
+        step = {"policy": self._policy, "start": self._start, "refuse": self._refuse,
+                "finish": self._finish}[args["step"]]
         try:
             result.update(step(args, who, task_vars))
         except RollbackError as exc:
@@ -71,31 +72,34 @@ class ActionModule(ActionBase):
         return lock.release(args["lock_token"])
 
     # ------------------------------------------------------------------- steps
-    def _start(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
-        """Refuse by policy, or note the approval, take the lock and record the start."""
+    def _policy(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
+        """Record a refusal by policy and fail, or record the approval; set the run's deadline."""
         hosts = list(task_vars.get("ansible_play_hosts") or [])
         decision = args["decision"]
         if decision.get("refusal"):
             self._record(args, who, "refused", reason=decision["refusal"], level="warning", hosts=hosts)
             return {"failed": True, "msg": "Rollback refused by policy: %s. Nothing was changed; the refusal is in %s."
-                    % (decision["refusal"], args["state_url"] and "the shared state" or args["log_path"])}
+                    % (decision["refusal"], "the shared state" if args["state_url"] else args["log_path"])}
         if decision.get("approver"):
             self._record(args, who, "progress", reason="approved by %s" % decision["approver"], hosts=hosts)
+        policy = decision.get("policy") or {}
+        return {"who": who, "deadline": deadline(time.time(), float(policy.get("max_rollback_seconds") or 0))}
+
+    def _start(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
+        """Take the run lock (in check mode: see that it is free) and record the start."""
+        started = time.time()
         name = lock_name(args["lock_name"], task_vars)
         lock: Dict[str, Any] = {"name": name}
         if args["lock"]:
             owner = "%s%s" % (who.get("user"), " (AWX job %s)" % who["awx_job_id"] if who.get("awx_job_id") else "")
-            held = run_lock(name, args["lock_dir"], owner, "rollback to %s" % args["target"], 3600,
-                            args["state_url"], self._task.check_mode)
-            lock.update(take_run_lock(held, name, "rollback to %s" % args["target"], 0, self._task.check_mode))
-        started = time.time()
+            operation = "rollback to %s" % args["target"]
+            held = run_lock(name, args["lock_dir"], owner, operation, 3600, args["state_url"], self._task.check_mode)
+            lock.update(take_run_lock(held, name, operation, 0, self._task.check_mode))
         summary = ("dry run: plan only, nothing changes" if args["dry_run"]
                    else "layers: " + ", ".join(layer_list(args["layers"])))
         self._record(args, who, "started", reason=args["reason"] or None, measurements=args["measurements"] or None,
-                     hosts=hosts, message=summary)
-        policy = decision.get("policy") or {}
-        return {"who": who, "lock": lock, "started": started,
-                "deadline": deadline(started, float(policy.get("max_rollback_seconds") or 0))}
+                     hosts=list(task_vars.get("ansible_play_hosts") or []), message=summary)
+        return {"lock": lock, "started": started}
 
     def _facts(self, task_vars: Mapping[str, Any], hosts: List[str]) -> Dict[str, Dict[str, Any]]:
         hostvars = task_vars.get("hostvars") or {}

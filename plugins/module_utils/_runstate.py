@@ -104,7 +104,7 @@ def lock_name(given: str, variables: Dict[str, Any]) -> str:
 def run_argument_spec() -> Dict[str, Any]:
     """The options of the rollback_run action (a fresh dict)."""
     return {
-        "step": {"type": "str", "required": True, "choices": ["start", "refuse", "finish"]},
+        "step": {"type": "str", "required": True, "choices": ["policy", "start", "refuse", "finish"]},
         "run_id": {"type": "str", "required": True},
         "target": {"type": "str", "required": True},
         "trigger": {"type": "str", "default": "manual"},

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: rollback_run
-short_description: Start, refuse or finish a rollback on the controller - its audit records and its run lock
+short_description: The policy outcome, start, refusal and finish of a rollback on the controller - records and run lock
 version_added: 0.1.0
 description:
   - The bookkeeping of the C(rollback) role, one task per step, in the controller's own process (no module
     process per record or lock operation). Records go to the audit log (and the webhook) as
     M(gitops.rollback.audit) writes them; the lock is the one M(gitops.rollback.run_lock) takes.
-  - O(step=start) - with the decision of M(gitops.rollback.rollback_policy) in O(decision) - records a refusal
-    and fails, or records the approval; takes the run lock (in check mode only checks that it is free) and
-    fails naming the holder when another rollback holds it; records the start; returns the lock, the start
-    time and the deadline of the policy's C(max_rollback_seconds).
+  - O(step=policy) - with the decision of M(gitops.rollback.rollback_policy) in O(decision) - records a refusal
+    and fails, or records the approval; returns the deadline of the policy's C(max_rollback_seconds).
+  - O(step=start) takes the run lock (in check mode only checks that it is free) and fails naming the holder
+    when another rollback holds it; records the start; returns the lock and the start time.
   - O(step=refuse) gathers every play host's pre-flight problems (and names the hosts the pre-flight could
     not check); when there are any it records the refusal, releases the lock and fails with every problem.
   - O(step=finish) decides the outcome (hosts completed and failed, per host the layers' seconds and the
@@ -37,7 +37,7 @@ options:
     description: Which step of the run.
     type: str
     required: true
-    choices: [start, refuse, finish]
+    choices: [policy, start, refuse, finish]
   run_id:
     description: Id of the rollback run.
     type: str
@@ -66,7 +66,9 @@ options:
     type: bool
     default: false
   decision:
-    description: The result of M(gitops.rollback.rollback_policy) (C(who), C(approver), C(refusal), C(policy)).
+    description:
+      - The result of M(gitops.rollback.rollback_policy) (C(who), C(approver), C(refusal), C(policy)); C(who)
+        names the requester in every record.
     type: dict
     default: {}
   lock:
@@ -118,12 +120,20 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Refuse by policy or record the approval
+  gitops.rollback.rollback_run:
+    step: policy
+    run_id: "{{ rollback_run_id }}"
+    target: v2.3.0
+    decision: "{{ decision }}"
+  delegate_to: localhost
+  run_once: true
+
 - name: Take the lock and record the start
   gitops.rollback.rollback_run:
     step: start
     run_id: "{{ rollback_run_id }}"
     target: v2.3.0
-    decision: "{{ decision }}"
   register: run
   delegate_to: localhost
   run_once: true
@@ -141,8 +151,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 who:
-  description: Who rolls back (O(step=start)).
-  returned: O(step=start)
+  description: Who rolls back.
+  returned: O(step=policy)
   type: dict
   sample: {user: alice}
 lock:
@@ -157,7 +167,7 @@ started:
   sample: 1764763200.123
 deadline:
   description: When the run must be finished by (seconds since the epoch; 0 without a limit).
-  returned: O(step=start)
+  returned: O(step=policy)
   type: float
   sample: 0
 problems:
