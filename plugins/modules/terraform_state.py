@@ -76,8 +76,16 @@ options:
   tag:
     description:
       - Git tag (or any revision) of the configuration repository. Required with O(operation=apply_at);
-        with O(operation=verify), plan against the configuration as of that tag.
+        with O(operation=verify), or O(operation=revert) and O(verify=true), plan against the configuration
+        as of that tag.
     type: str
+  verify:
+    description:
+      - With O(operation=revert), after the revert (or when the state already held the snapshot's resources)
+        also run what O(operation=verify) runs - a plan against the configuration (as of O(tag) when given) -
+        in the same module run, and return it in RV(verify). Not in check mode.
+    type: bool
+    default: false
   config_repo:
     description:
       - The Git repository holding the configuration. Default is the repository containing O(project_path);
@@ -172,6 +180,11 @@ safety_snapshot:
   returned: operation=revert or operation=apply_at, when something changed and there was a state
   type: dict
   sample: {checkpoint: 20261121T230000.000Z-0a1b2c, label: safety-default-before-revert-2026-11-21T23:00:00Z, serial: 9}
+verify:
+  description: What O(operation=verify) returns (C(drift), C(plan), C(tag), C(commit), C(commands)), run after the revert.
+  returned: operation=revert with O(verify=true), not in check mode
+  type: dict
+  sample: {drift: false, plan: {changes_pending: false, summary: {add: 0, change: 0, destroy: 0}}, tag: v2.3.0}
 drift:
   description: Whether the plan has changes (the infrastructure differs from the configuration).
   returned: operation=verify
@@ -223,7 +236,10 @@ def _run(module: RollbackModule) -> dict:
     if operation == "snapshot":
         return snapshot(ctx, params["label"], params["reason"])
     if operation == "revert":
-        return revert(ctx, params["snapshot"], params["force"], params["safety_label"], module.diff_mode)
+        result = revert(ctx, params["snapshot"], params["force"], params["safety_label"], module.diff_mode)
+        if params["verify"] and not module.check_mode:
+            result["verify"] = verify(ctx, params["tag"], params["config_repo"])
+        return result
     if operation == "verify":
         return verify(ctx, params["tag"], params["config_repo"])
     return apply_at(ctx, params["tag"], params["config_repo"], params["safety_label"])
@@ -239,6 +255,7 @@ def main() -> None:
         force=dict(type="bool", default=False),
         safety_label=dict(type="str"),
         tag=dict(type="str"),
+        verify=dict(type="bool", default=False),
         config_repo=dict(type="path"),
     )
     argument_spec.update(terraform_argument_spec())

@@ -81,6 +81,32 @@ def test_revert_brings_v1_back_forward_with_same_lineage_and_no_drift(tf: TfSetu
     assert labels[0] == "v1" and labels[1].startswith("safety-default-before-revert-")
 
 
+def test_a_revert_with_verify_proves_it_in_the_same_run_and_initialises_the_project_once(tf_local: TfSetup) -> None:
+    tf = tf_local
+    tf.deploy("v1")
+    assert tf.module("snapshot v1", operation="snapshot", label="v1")[0].ok
+    v2 = tf.deploy("v2")
+
+    run, done = tf.module("revert and verify", operation="revert", snapshot="v1", verify=True, tag="v1")
+
+    assert run.ok, run
+    assert outputs(tf.state()) == {"release": "v1"} and done["revert"]["from_serial"] == v2["serial"]
+    assert done["verify"]["drift"] is False and done["verify"]["commit"] == tf.repo.tags["v1"], done["verify"]
+    commands = done["commands"] + done["verify"]["commands"]
+    project_inits = [c for c in commands if "-chdir=%s init" % tf.project in c]
+    assert len(project_inits) <= 1, commands
+    assert any(c.startswith("terraform -chdir=") and " plan " in c for c in done["verify"]["commands"])
+
+    run, drifting = tf.module("verify against v2", operation="revert", snapshot="v1", verify=True, tag="v2")
+    assert run.ok, run
+    assert drifting["changed"] is False and drifting["verify"]["drift"] is True
+    assert not [c for c in drifting["commands"] + drifting["verify"]["commands"] if "-chdir=%s init" % tf.project in c], \
+        "the project was initialised with these settings already"
+
+    run, planned = tf.module("check mode", check=True, operation="revert", snapshot="v1", verify=True)
+    assert run.ok and "verify" not in planned, "check mode plans nothing more"
+
+
 def test_revert_the_safety_snapshot_undoes_a_revert(tf: TfSetup) -> None:
     tf.deploy("v1")
     tf.module("snapshot v1", operation="snapshot", label="v1")
