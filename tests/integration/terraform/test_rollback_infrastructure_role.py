@@ -52,9 +52,12 @@ def test_role_checkpoints_then_rolls_back_with_no_drift(tf_pg: TfSetup) -> None:
 
     run = tf.run(rollback_play(tf, "v1"), inventory=tf.inventory, env=tf.env)
     assert run.ok, run
-    verify = [e["result"] for e in run.results(host="localhost")
-              if e["task"].endswith("Verify - plan against the configuration of the tag")][-1]
-    assert verify["drift"] is False
+    ran = [e for e in run.results(host="localhost") if e["action"] == "gitops.rollback.terraform_state"
+           and e.get("status") != "skipped"]
+    assert [e["task"].split(" : ")[-1] for e in ran] == ["Pre-flight - find the snapshot to revert to",
+                                                         "Roll the infrastructure back"], \
+        "the revert and its no-drift proof are one module run"
+    assert ran[0]["result"]["verify"]["drift"] is False and ran[0]["result"]["verify"]["tag"] == "v1"
     now = tf.state()
     assert now["outputs"]["release"]["value"] == "v1"
     assert now["lineage"] == v1["lineage"] and now["serial"] > v2["serial"]
