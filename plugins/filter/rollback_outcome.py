@@ -3,16 +3,27 @@
 """Filters of the rollback role's outcome: which layers changed, which a recovery restores, what the
 Terraform preview adds to the plan, and the requested layers as a list.
 
-The decisions live in module_utils/controller/outcome.py and _plan.py. Documentation: one .yml file per filter.
+The decisions live in module_utils/_outcome.py and _plan.py. Documentation: one .yml file per filter.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict
 
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
-    add_changed_layer, layers_to_recover, preflight_problems, terraform_preview_lines, with_terraform_preview)
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import layer_list, problems_message
+from ansible.errors import AnsibleFilterError
+from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
+    add_changed_layer, deadline_problem, layers_to_recover, preflight_problems, terraform_preview_lines,
+    with_terraform_preview)
+from ansible_collections.gitops.rollback.plugins.module_utils._plan import layer_list, problems_message
+
+
+def within_deadline(layer: str, deadline_epoch: Any = 0, max_seconds: Any = 0) -> str:
+    """Return ``layer`` while the run is within its deadline (0: none); fail the task, saying so, past it."""
+    problem = deadline_problem(float(deadline_epoch or 0), time.time(), layer, max_seconds)
+    if problem:
+        raise AnsibleFilterError(problem)
+    return layer
 
 
 class FilterModule:
@@ -22,4 +33,4 @@ class FilterModule:
         return {"add_changed_layer": add_changed_layer, "layers_to_recover": layers_to_recover,
                 "terraform_preview_lines": terraform_preview_lines, "with_terraform_preview": with_terraform_preview,
                 "layer_list": layer_list, "preflight_problems": preflight_problems,
-                "problems_message": problems_message}
+                "problems_message": problems_message, "within_deadline": within_deadline}

@@ -140,3 +140,12 @@ def run_report(summary: Mapping[str, Any]) -> Dict[str, str]:
 def deadline(started: float, max_seconds: float) -> float:
     """Return the epoch a run must finish by (0: no limit)."""
     return started + max_seconds if max_seconds and max_seconds > 0 else 0.0
+
+
+def deadline_problem(deadline_epoch: float, now: float, before: str, max_seconds: Any) -> Optional[str]:
+    """Return why the run must stop before ``before`` when ``now`` is past the deadline (0: none), else None."""
+    if not deadline_epoch or float(deadline_epoch) <= 0 or now <= float(deadline_epoch):
+        return None
+    return ("The rollback exceeded max_rollback_seconds (%s s) of this environment's rollback_policy before %s; it "
+            "stops here. Layers already rolled back stay rolled back (see the audit log); rerun to continue, or raise "
+            "the limit." % (max_seconds, before))

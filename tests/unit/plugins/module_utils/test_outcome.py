@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
-    add_changed_layer, deadline, is_changed, layers_to_recover, preflight_problems, run_report, run_summary,
+    add_changed_layer, deadline, deadline_problem, is_changed, layers_to_recover, preflight_problems, run_report, run_summary,
     terraform_preview_lines, with_terraform_preview)
 
 
@@ -78,3 +78,10 @@ def test_a_dry_run_reports_the_plan_only_and_no_safety_checkpoint():
 def test_the_deadline_is_the_start_plus_the_limit_and_none_without_one():
     assert deadline(1000.0, 30) == 1030.0
     assert deadline(1000.0, 0) == 0.0 and deadline(1000.0, -5) == 0.0
+
+
+def test_past_the_deadline_the_run_stops_before_the_next_layer_naming_the_limit():
+    assert deadline_problem(0, 5000.0, "database", 0) is None, "no limit"
+    assert deadline_problem(1000.0, 999.0, "database", 60) is None
+    problem = deadline_problem(1000.0, 1000.5, "database", 60)
+    assert "exceeded max_rollback_seconds (60 s)" in problem and "before database" in problem
