@@ -57,7 +57,7 @@ def test_role_checkpoints_then_rolls_back_with_no_drift(tf_pg: TfSetup) -> None:
     assert [e["task"].split(" : ")[-1] for e in ran] == ["Pre-flight - find the snapshot to revert to",
                                                          "Roll the infrastructure back"], \
         "the revert and its no-drift proof are one module run"
-    assert ran[0]["result"]["verify"]["drift"] is False and ran[0]["result"]["verify"]["tag"] == "v1"
+    assert ran[-1]["result"]["verify"]["drift"] is False and ran[-1]["result"]["verify"]["tag"] == "v1"
     now = tf.state()
     assert now["outputs"]["release"]["value"] == "v1"
     assert now["lineage"] == v1["lineage"] and now["serial"] > v2["serial"]
