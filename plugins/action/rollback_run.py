@@ -3,9 +3,9 @@
 """Action rollback_run: a rollback's policy outcome, start, refusal and finish on the controller, one step each.
 
 Each step writes its audit records (and webhook) and takes or releases the run lock in this
-process, with the functions the audit and run_lock modules use (module_utils/_runstate.py), instead
+process, with the functions the audit and run_lock modules use (module_utils/controller/runstate.py), instead
 of one module process per record and per lock operation. The outcome of a run is decided in
-module_utils/_outcome.py. Documentation: plugins/modules/rollback_run.py.
+module_utils/controller/outcome.py. Documentation: plugins/modules/rollback_run.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import time
 from typing import Any, Dict, List, Mapping, Optional
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.gitops.rollback.plugins.module_utils import _audit
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
     deadline, preflight_problems, run_report, run_summary)
-from ansible_collections.gitops.rollback.plugins.module_utils._plan import layer_list, problems_message
-from ansible_collections.gitops.rollback.plugins.module_utils._runstate import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import layer_list, problems_message
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import (
     append_record, lock_name, run_argument_spec, run_lock, send_webhook, take_run_lock)
 
 ARGUMENT_SPEC = run_argument_spec()

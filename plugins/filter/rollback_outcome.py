@@ -3,7 +3,7 @@
 """Filters of the rollback role's outcome: which layers changed, which a recovery restores, what the
 Terraform preview adds to the plan, and the requested layers as a list.
 
-The decisions live in module_utils/_outcome.py and _plan.py. Documentation: one .yml file per filter.
+The decisions live in module_utils/controller/outcome.py and _plan.py. Documentation: one .yml file per filter.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import time
 from typing import Any, Dict
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
     add_changed_layer, deadline_problem, layers_to_recover, preflight_problems, terraform_preview_lines,
     with_terraform_preview)
-from ansible_collections.gitops.rollback.plugins.module_utils._plan import layer_list, problems_message
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import layer_list, problems_message
 
 
 def within_deadline(layer: str, deadline_epoch: Any = 0, max_seconds: Any = 0) -> str:

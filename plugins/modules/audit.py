@@ -154,9 +154,9 @@ webhook:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _audit
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._runstate import append_record, send_webhook
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import append_record, send_webhook
 
 
 def main() -> None:

@@ -201,7 +201,7 @@ lock_released:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils._runstate import run_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import run_argument_spec
 
 
 def main() -> None:

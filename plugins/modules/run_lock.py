@@ -93,8 +93,8 @@ recovered:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils._runstate import run_lock, take_run_lock
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import run_lock, take_run_lock
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
-"""The rollback role's outcome decisions (plugins/module_utils/_outcome.py)."""
+"""The rollback role's outcome decisions (plugins/module_utils/controller/outcome.py)."""
 
 from __future__ import annotations
 
-from ansible_collections.gitops.rollback.plugins.module_utils._outcome import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
     add_changed_layer, deadline, deadline_problem, is_changed, layers_to_recover, preflight_problems, run_report, run_summary,
     terraform_preview_lines, with_terraform_preview)
 

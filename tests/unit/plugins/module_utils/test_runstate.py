@@ -1,4 +1,4 @@
-"""A run's controller state (plugins/module_utils/_runstate.py): records, the run lock and its name."""
+"""A run's controller state (plugins/module_utils/controller/runstate.py): records, the run lock and its name."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from ansible_collections.gitops.rollback.plugins.module_utils import _audit
-from ansible_collections.gitops.rollback.plugins.module_utils._errors import LockHeldError
-from ansible_collections.gitops.rollback.plugins.module_utils._runstate import (
+from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import LockHeldError
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import (
     append_record, lock_name, run_lock, send_webhook, take_run_lock)
 
 

@@ -14,11 +14,11 @@ import hashlib
 import os
 from typing import Any, Callable, Dict, Optional, Union
 
-from . import _audit
-from ._errors import LockHeldError
-from ._lock import FileLock, is_stale, playbook_pid
-from ._secrets import redact_url
-from ._state_pg import PgLock, open_state
+from . import audit as _audit
+from ..common.errors import LockHeldError
+from ..common.lock import FileLock, is_stale, playbook_pid
+from ..common.secrets import redact_url
+from .state_pg import PgLock, open_state
 
 RunLock = Union[FileLock, PgLock]
 
