@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import database_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import database_passwords
 
 SECRET_KEYS = frozenset(("login_password", "backend_config_secrets", "password", "token", "encryption_key",
                          "webhook_secret"))

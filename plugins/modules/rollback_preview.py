@@ -107,7 +107,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.common.errors impo
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.preview import PreviewRequest, preview_host
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import with_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import with_passwords
 
 
 def main() -> None:

@@ -126,9 +126,8 @@ database:
 
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import (
-    SafetyRequest, take_safety_checkpoint, with_passwords,
-)
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import with_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import SafetyRequest, take_safety_checkpoint
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..common.labels import escape, show_label
 
@@ -438,3 +438,23 @@ def problems_message(problems_by_host: Dict[str, Sequence[Dict[str, str]]]) -> s
     lines = ["[%s / %s] %s" % (host, p.get("layer"), p.get("problem"))
              for host, problems in sorted(problems_by_host.items()) for p in problems]
     return "Pre-flight failed, so nothing was changed on any host. Problems:\n" + "\n".join(lines)
+
+
+def database_passwords(entries: List[Dict[str, Any]], passwords: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
+    """Return each entry's password by position, as the rollback_database role picks it.
+
+    ``passwords`` (rollback_database_passwords) by the entry's name or database, else its login_password.
+    """
+    found, passwords = {}, passwords or {}
+    for index, entry in enumerate(entries):
+        secret = passwords.get(entry.get("name") or entry.get("database")) or entry.get("login_password")
+        if secret:
+            found[str(index)] = str(secret)
+    return found
+
+
+def with_passwords(entries: List[Dict[str, Any]], passwords: Mapping[str, Any],
+                   key: str = "login_password") -> List[Dict[str, Any]]:
+    """Return the entries, each with its password from ``passwords`` (by position) as ``key`` when it has one."""
+    return [dict(entry, **{key: passwords[str(index)]}) if passwords.get(str(index)) else dict(entry)
+            for index, entry in enumerate(entries)]

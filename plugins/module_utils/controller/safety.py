@@ -12,7 +12,7 @@ the others attach to it. A failure stops at once: the rollback must not start wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 from ..db.backup import BackupRequest, backup, plan_backup, summarize_backup
 from ..db.connection import DbConnection
@@ -22,26 +22,6 @@ from ..store.store import Store
 
 #: The host layers a safety checkpoint captures, in the order they are captured.
 SAFETY_LAYERS = ("config", "release", "database")
-
-
-def database_passwords(entries: List[Dict[str, Any]], passwords: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
-    """Return each entry's password by position, as the rollback_database role picks it.
-
-    ``passwords`` (rollback_database_passwords) by the entry's name or database, else its login_password.
-    """
-    found, passwords = {}, passwords or {}
-    for index, entry in enumerate(entries):
-        secret = passwords.get(entry.get("name") or entry.get("database")) or entry.get("login_password")
-        if secret:
-            found[str(index)] = str(secret)
-    return found
-
-
-def with_passwords(entries: List[Dict[str, Any]], passwords: Mapping[str, Any],
-                   key: str = "login_password") -> List[Dict[str, Any]]:
-    """Return the entries, each with its password from ``passwords`` (by position) as ``key`` when it has one."""
-    return [dict(entry, **{key: passwords[str(index)]}) if passwords.get(str(index)) else dict(entry)
-            for index, entry in enumerate(entries)]
 
 
 @dataclass

@@ -11,8 +11,8 @@ import pytest
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams, list_checkpoints
 from ansible_collections.gitops.rollback.plugins.module_utils.release.operations import ReleaseParams, apply
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import (
-    SafetyRequest, database_passwords, take_safety_checkpoint, with_passwords)
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import database_passwords, with_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import SafetyRequest, take_safety_checkpoint
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
