@@ -18,7 +18,8 @@ from ansible_collections.gitops.rollback.plugins.module_utils.controller import 
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
     deadline, preflight_problems, run_report, run_summary)
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import layer_list, problems_message
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
+    layer_list, problems_message, request_problems)
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import (
     append_record, lock_name, run_argument_spec, run_lock, send_webhook, take_run_lock)
 
@@ -86,7 +87,11 @@ class ActionModule(ActionBase):
         return {"who": who, "deadline": deadline(time.time(), float(policy.get("max_rollback_seconds") or 0))}
 
     def _start(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
-        """Take the run lock (in check mode: see that it is free) and record the start."""
+        """Refuse a request without a target or with unknown layers; take the run lock (in check mode: see
+        that it is free) and record the start."""
+        problems = request_problems(args["target"], args["layers"])
+        if problems:
+            return {"failed": True, "msg": " ".join(problems) + " Nothing was changed."}
         started = time.time()
         name = lock_name(args["lock_name"], task_vars)
         lock: Dict[str, Any] = {"name": name}

@@ -15,8 +15,9 @@ description:
     M(gitops.rollback.audit) writes them; the lock is the one M(gitops.rollback.run_lock) takes.
   - O(step=policy) - with the decision of M(gitops.rollback.rollback_policy) in O(decision) - records a refusal
     and fails, or records the approval; returns the deadline of the policy's C(max_rollback_seconds).
-  - O(step=start) takes the run lock (in check mode only checks that it is free) and fails naming the holder
-    when another rollback holds it; records the start; returns the lock and the start time.
+  - O(step=start) fails, before anything else, when O(target) is empty or O(layers) names a layer that does not
+    exist; takes the run lock (in check mode only checks that it is free) and fails naming the holder when
+    another rollback holds it; records the start; returns the lock and the start time.
   - O(step=refuse) gathers every play host's pre-flight problems (and names the hosts the pre-flight could
     not check); when there are any it records the refusal, releases the lock and fails with every problem.
   - O(step=finish) decides the outcome (hosts completed and failed, per host the layers' seconds and the

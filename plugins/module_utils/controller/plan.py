@@ -56,6 +56,18 @@ def layer_list(layers: Any) -> List[str]:
     return [str(name) for name in layers or []]
 
 
+def request_problems(target: Optional[str], layers: Any) -> List[str]:
+    """Return what is wrong with a rollback request: no target, or layers that do not exist."""
+    problems = []
+    if not target:
+        problems.append("Give the checkpoint id or Git tag to roll back to with -e rollback_to=<tag>.")
+    unknown = [name for name in layer_list(layers) if name not in LAYERS]
+    if unknown:
+        problems.append("rollback_layers may only name %s (got %s)."
+                        % (", ".join(LAYERS), ", ".join(escape(name) for name in unknown)))
+    return problems
+
+
 def resolve(checkpoints: Sequence[Dict[str, Any]], ref: str) -> Optional[Dict[str, Any]]:
     """Return the checkpoint ``ref`` names (an id, the newest of a label, a unique id prefix), or None.
 
@@ -309,12 +321,8 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
     """
     requested = layer_list(layers)
     builder = _HostPlan(host, target or "", settings, checkpoints, terraform_checkpoints or {})
-    unknown = [name for name in requested if name not in LAYERS]
-    if not target:
-        builder.problem("request", "Give the checkpoint id or Git tag to roll back to with -e rollback_to=<tag>.")
-    if unknown:
-        builder.problem("request", "rollback_layers may only name %s (got %s)."
-                        % (", ".join(LAYERS), ", ".join(escape(name) for name in unknown)))
+    for problem in request_problems(target, requested):
+        builder.problem("request", problem)
     configured = settings.configured()
     steps: Dict[str, Dict[str, Any]] = {}
     order: List[str] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
-    HostSettings, layer_list, plan_host, problems_message, resolve)
+    HostSettings, layer_list, plan_host, problems_message, request_problems, resolve)
 
 OLD = {"id": "20261201T100000.000Z-aaaaaa", "label": "v1", "roots": ["/etc/app"],
        "components": [{"type": "release", "name": "/srv/app"}, {"type": "database", "name": "postgresql/app"}]}
@@ -87,6 +87,14 @@ def test_layers_the_host_does_not_have_are_left_out_and_unknown_ones_refused():
         "rollback_layers may only name traffic, release, config, database, infrastructure, services "
         "(got 'bogus').")}]
     assert layer_list(" config , database,") == ["config", "database"]
+
+
+def test_a_request_without_target_or_with_unknown_layers_is_refused_before_anything_runs():
+    assert request_problems("v1", "config,database") == []
+    assert request_problems("", ["config"]) == [
+        "Give the checkpoint id or Git tag to roll back to with -e rollback_to=<tag>."]
+    problem, = request_problems("v1", "config,{{ x }}")
+    assert problem.startswith("rollback_layers may only name traffic, release,") and "{{" not in problem, problem
 
 
 def test_a_database_without_migrations_needs_its_dump():
