@@ -283,3 +283,17 @@ def test_an_approval_in_the_shared_state_lets_the_run_go_on(run_playbook, local_
         cursor.execute("SELECT body FROM gitops_rollback.audit ORDER BY seq")
         approved = [e for e in (json.loads(body) for (body,) in cursor.fetchall()) if e.get("event") == "progress"]
     assert approved and approved[-1]["reason"] == "approved by %s" % APPROVER, approved
+
+
+def test_a_request_without_a_target_is_refused_before_the_lock_and_the_start_record(run_playbook, local_inventory,
+                                                                                    tmp_path):
+    play = policy_play(tmp_path, {}, rollback_to="", rollback_layers="config,bogus",
+                       rollback_lock_dir=str(tmp_path / "locks"))
+    play[0]["tasks"][0]["ansible.builtin.include_role"]["tasks_from"] = "preflight"
+    result = run_playbook(play, inventory=local_inventory)
+    assert not result.ok, result
+    message = [e for e in result.events if e.get("status") == "failed"][-1]["result"]["msg"]
+    assert "Give the checkpoint id or Git tag to roll back to with -e rollback_to=<tag>." in message
+    assert "rollback_layers may only name" in message and "(got 'bogus')" in message
+    assert not (tmp_path / "changed").exists() and not (tmp_path / "locks").exists()
+    assert audit(tmp_path) == [], "nothing is recorded for a request that names nothing to roll back to"
