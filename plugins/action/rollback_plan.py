@@ -16,9 +16,8 @@ from typing import Any, Dict, List, Optional
 from ansible.plugins.action import ActionBase
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
-    HOST_STORE_LAYERS, TF_COMPONENT, HostSettings, layer_list, plan_host)
+    HOST_STORE_LAYERS, TF_COMPONENT, HostSettings, database_passwords, layer_list, plan_host)
 from ansible_collections.gitops.rollback.plugins.module_utils.module.options import store_argument_spec
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import database_passwords
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store, checkpoint_summary
 
 ARGUMENT_SPEC = {
