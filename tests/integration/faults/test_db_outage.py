@@ -9,6 +9,7 @@ completes once the server is back.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from harness import MariaDbServer, PgServer, start_mariadb, start_postgres
+from harness import DatabaseError, MariaDbServer, PgServer, run_module_process, start_mariadb, start_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -66,31 +67,63 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-@pytest.fixture
-def pg(tmp_path: Path) -> Iterator[PgServer]:
-    """A PostgreSQL server of this test alone (the test stops and restarts it)."""
-    server = start_postgres(tmp_path)
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    """A PostgreSQL server of this module's tests alone (each test stops it and starts it again)."""
+    server = start_postgres(tmp_path_factory.mktemp("outage-pg"))
     try:
         yield server
     finally:
         server.stop()
 
 
+TEMPLATE = "outage_template"
+
+
+@pytest.fixture(scope="module")
+def backups(pg: PgServer, collections_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """The million-row database made once (a template each test copies) and backed up once per database
+    name as checkpoint ``v1``: (store by database name, the rows backed up)."""
+    pg.create_database(TEMPLATE)
+    pg.psql(SCHEMA, db=TEMPLATE)
+    stores = {}
+    for db in ("shop", LONG_NAME):
+        pg.psql("CREATE DATABASE %s TEMPLATE %s" % (ident(db), TEMPLATE))
+        store = tmp_path_factory.mktemp("outage-backup") / "store"
+        result = run_module_process("gitops.rollback.db_backup", conn(pg, db, store, checkpoint="v1"),
+                                    collections_dir=collections_path)
+        backup = result.events[-1]["result"]
+        assert result.rc == 0 and not backup.get("failed"), str(result)
+        assert backup["backup"]["row_counts"] == {"public.account": 300, "public.event": BIG_ROWS}
+        pg.drop_database(db)
+        stores[db] = store
+    return stores, snapshot(pg, TEMPLATE)
+
+
 @pytest.fixture
-def prepared(request: pytest.FixtureRequest, pg: PgServer, run_task, tmp_path: Path) -> tuple:
-    """A database (``shop`` or the indirect parameter) backed up as checkpoint ``v1``, then changed;
-    returns (db, store, backed-up, changed)."""
+def prepared(request: pytest.FixtureRequest, pg: PgServer, backups: tuple, tmp_path: Path) -> Iterator[tuple]:
+    """A database (``shop`` or the indirect parameter) as backed up as checkpoint ``v1``, then changed;
+    returns (db, store, backed-up, changed). The server runs again afterwards, without the database."""
+    stores, backed_up = backups
     db, store = getattr(request, "param", "shop"), tmp_path / "store"
-    pg.create_database(db)
-    pg.psql(SCHEMA, db=db)
-    backed_up = snapshot(pg, db)
-    result, backup = run_task("gitops.rollback.db_backup", conn(pg, db, store, checkpoint="v1"))
-    assert result.rc == 0 and backup["status"] == "ok", str(result)
-    assert backup["backup"]["row_counts"] == {"public.account": 300, "public.event": BIG_ROWS}
+    pg.psql("CREATE DATABASE %s TEMPLATE %s" % (ident(db), TEMPLATE))
+    shutil.copytree(stores[db], store)
     pg.psql(CHANGE, db=db)
     changed = snapshot(pg, db)
     assert changed != backed_up
-    return db, store, backed_up, changed
+    try:
+        yield db, store, backed_up, changed
+    finally:
+        try:
+            pg.psql("SELECT 1")
+        except DatabaseError:
+            pg.start()
+        for name in pg.psql("SELECT datname FROM pg_database WHERE datname LIKE %s" % literal(db + "%")).split():
+            pg.drop_database(name)
 
 
 def restore_with_outage(pg: PgServer, run_task: Callable, args: dict, target_match: str,
@@ -220,14 +253,25 @@ def maria_conn(server: MariaDbServer, db: str, store: Path, **extra: object) -> 
     return args
 
 
-@pytest.fixture
-def maria(tmp_path: Path) -> Iterator[MariaDbServer]:
-    """A MariaDB server of this test alone (the test kills and restarts it)."""
-    server = start_mariadb(tmp_path)
+@pytest.fixture(scope="module")
+def maria_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDbServer]:
+    """A MariaDB server of this module's tests alone (each test kills it and starts it again)."""
+    server = start_mariadb(tmp_path_factory.mktemp("outage-maria"))
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def maria(maria_server: MariaDbServer) -> Iterator[MariaDbServer]:
+    """The module's MariaDB server, running again after the test, without the test's databases."""
+    yield maria_server
+    if maria_server.process is None:
+        maria_server.start()
+    for name in maria_server.sql("SHOW DATABASES").split():
+        if name.startswith("shop"):  # the test's database and any staged copy a failed test left
+            maria_server.drop_database(name)
 
 
 @pytest.mark.parametrize("mode,db", [("swap", "shop"), ("replace", "shop"), ("replace", LONG_NAME)])
