@@ -60,7 +60,7 @@ def main() -> int:
             link.parent.mkdir(parents=True)
             link.symlink_to(root, target_is_directory=True)
             fleets.append(bench.start_hosts(3, work / ("fleet%d" % index)))
-            drills.append(bench._make_drill(fleets[-1], pg, work / ("drill%d" % index), collections,  # noqa
+            drills.append(bench._make_drill(fleets[-1], pg, work / ("drill%d" % index), collections,
                                             {"ANSIBLE_FORKS": bench.DEFAULT_FORKS}))
         order = list(range(len(roots)))
         for round_no in range(args.rounds):
@@ -74,7 +74,7 @@ def main() -> int:
                     print("round %d  %-40s %-8s wall %6.1f s  CPU %5.1f s  load %4.1f  tasks %3d  results %3d" % (
                         round_no, roots[index], label, time.monotonic() - started, _cpu() - cpu, load,
                         len({(e["play"], e["task"]) for e in result.events}), len(result.events)), flush=True)
-                if any(not check for _, check in modes):
+                if any(not check for _label, check in modes):
                     bench._assert_v1(drill, ours=True)
                     drill.deploy("v2")
     finally:
