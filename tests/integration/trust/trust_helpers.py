@@ -23,14 +23,3 @@ def tree_snapshot(root: Path) -> Dict[str, Any]:
             else:
                 snap[rel] = ("file", st.st_mode & 0o7777, full.read_bytes())
     return snap
-
-
-def grep_store(store: Path, needle: bytes) -> list:
-    """Files under the store whose bytes contain ``needle``."""
-    hits = []
-    for base, _dirs, files in os.walk(store):
-        for name in files:
-            path = Path(base) / name
-            if needle in path.read_bytes():
-                hits.append(str(path))
-    return hits
