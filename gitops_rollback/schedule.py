@@ -41,12 +41,13 @@ REFUSED = "refused"  # a pending entry read back outside the grammar: never run
 STATUSES = (PENDING, RUNNING, DONE, FAILED, MISSED, CANCELLED, REFUSED)
 ROLLBACK, CHECKPOINT = "rollback", "checkpoint"
 LAYER_VARIABLES = {  # a scheduled checkpoint of chosen layers leaves the others' inventory entries empty
+    "flags": ("gitops_rollback_flags", []),
     "config": ("gitops_rollback_paths", []),
     "release": ("gitops_rollback_release_root", ""),
     "database": ("gitops_rollback_databases", []),
     "infrastructure": ("gitops_rollback_terraform", []),
 }
-LAYERS = ("traffic", "release", "config", "database", "infrastructure", "services")
+LAYERS = ("flags", "traffic", "release", "config", "database", "infrastructure", "services")
 UNITS = {"hour": 3600, "h": 3600, "minute": 60, "m": 60, "day": 86400, "d": 86400, "week": 604800, "w": 604800}
 NAMED_EVERY = {"hourly": 3600, "daily": 86400, "weekly": 604800}
 MIN_EVERY = 60
@@ -187,7 +188,7 @@ def entry_problem(entry: Any, labels: Any) -> Optional[str]:
 
     The schedule file is data a timer acts on later, possibly edited by hand in between: every field
     that reaches a path, a playbook or Ansible is checked. ``labels`` is the collection's ``common.labels``
-    (``label_problem`` and ``escape``); messages show values escaped and extra-var values never.
+    (``target_problem`` and ``escape``); messages show values escaped and extra-var values never.
     """
     if not isinstance(entry, dict):
         return "it is not a mapping"
@@ -205,9 +206,9 @@ def entry_problem(entry: Any, labels: Any) -> Optional[str]:
     if problem:
         return problem
     if entry["kind"] == ROLLBACK:
-        target_problem = labels.label_problem(entry.get("target"))
+        target_problem = labels.target_problem(entry.get("target"))
         if target_problem:
-            return "its target %s is not a label: %s" % (labels.escape(entry.get("target")), target_problem)
+            return "its target %s is not a target: %s" % (labels.escape(entry.get("target")), target_problem)
         if not _is_int(entry.get("window", 3600), 0, MAX_WINDOW):
             return "its window is not a number of seconds from 0 to %d" % MAX_WINDOW
     elif not _is_int(entry.get("every"), MIN_EVERY, 10 ** 9):
@@ -294,10 +295,6 @@ class Context:
     def labels(self) -> Any:
         """The collection's ``common.labels`` (the label grammar and ``escape``)."""
         return import_module_util("common.labels", self.collections_path)
-
-    def label_problem(self, label: str) -> Optional[str]:
-        """Why ``label`` is not a checkpoint label, or None."""
-        return self.labels.label_problem(label)
 
     def checked(self, entry: Dict[str, Any]) -> Dict[str, Any]:
         """``entry`` when it is inside the grammar; a ScheduleError saying why not (nothing is recorded)."""
@@ -450,9 +447,9 @@ def cmd_schedule_rollback(args: argparse.Namespace) -> int:
     """Plan the rollback now (check mode); record it only when the plan passes."""
     context = _context(args)
     now = utc_now()
-    problem = context.label_problem(args.to)
+    problem = context.labels.target_problem(args.to)
     if problem:
-        raise ScheduleError(f"--to: {problem}")
+        raise ScheduleError(f"--to {context.labels.escape(args.to)}: {problem}. A target is {context.labels.TARGET_GRAMMAR}.")
     at = parse_time(args.at, now)
     if at <= now:
         raise ScheduleError(f"--at {args.at} is not in the future (now {iso(now)}).")
@@ -588,7 +585,8 @@ def add_parser(sub: Any) -> None:
         return parser
 
     rollback = common(inner.add_parser("rollback", help="roll back to a checkpoint at a given time"))
-    rollback.add_argument("--to", required=True, help="checkpoint label or id to roll back to")
+    rollback.add_argument("--to", required=True, help="checkpoint label or id to roll back to, or a relative target "
+                          "(previous, previous~2:v*), resolved when the rollback runs")
     rollback.add_argument("--at", required=True, help="when: 2026-12-24T02:00Z, or +30m / +2h from now")
     rollback.add_argument("--window", type=int, default=3600,
                           help="seconds after --at during which it may still start (default 3600); later it is missed")
@@ -601,7 +599,7 @@ def add_parser(sub: Any) -> None:
     checkpoint = common(inner.add_parser("checkpoint", help="take labelled checkpoints on a schedule"))
     checkpoint.add_argument("--every", required=True, help="hourly, daily, weekly, or 30m / 6h / 1d / 1w")
     checkpoint.add_argument("--start", help="first time (default: one interval from now)")
-    checkpoint.add_argument("--layers", help="comma-separated layers: config, release, database, infrastructure")
+    checkpoint.add_argument("--layers", help="comma-separated layers: flags, config, release, database, infrastructure")
     checkpoint.add_argument("--when-changed", action="store_true",
                             help="only when the managed paths changed since their newest checkpoint (with --layers config)")
     checkpoint.add_argument("-i", "--inventory", help="Ansible inventory the playbook runs against")

@@ -16,13 +16,14 @@ from typing import Any, Dict, List, Optional
 from ansible.plugins.action import ActionBase
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
-    HOST_STORE_LAYERS, TF_COMPONENT, HostSettings, database_passwords, layer_list, plan_host)
+    COMPONENT_FIELDS, HOST_STORE_LAYERS, LAYERS, TF_COMPONENT, HostSettings, database_passwords, flags_passwords,
+    layer_list, plan_host, select_components)
 from ansible_collections.gitops.rollback.plugins.module_utils.module.options import store_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store, checkpoint_summary
 
 ARGUMENT_SPEC = {
     "target": {"type": "str", "required": True},
-    "layers": {"type": "raw", "default": ["traffic", "release", "config", "database", "infrastructure", "services"]},
+    "layers": {"type": "raw", "default": list(LAYERS)},
     "run_id": {"type": "str", "default": ""},
     "paths": {"type": "list", "elements": "str", "default": []},
     "release_root": {"type": "str", "default": ""},
@@ -31,12 +32,14 @@ ARGUMENT_SPEC = {
     "terraform": {"type": "list", "elements": "dict", "default": []},
     "services": {"type": "list", "elements": "dict", "default": []},
     "traffic": {"type": "bool", "default": False},
+    "flags": {"type": "list", "elements": "dict", "default": []},
+    "components": {"type": "raw", "default": []},
     **store_argument_spec(),
 }
 #: The fields of a Terraform snapshot the plan shows.
 _SNAPSHOT_FIELDS = ("serial", "lineage", "resources", "terraform_version")
 #: Entry keys never passed on (the plan needs names and paths, never credentials).
-_SECRETS = ("login_password", "backend_config_secrets", "password", "token", "encryption_key")
+_SECRETS = ("login_password", "backend_config_secrets", "password", "token", "encryption_key", "etcd_password")
 
 
 def _public(entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -77,9 +80,13 @@ class ActionModule(ActionBase):
         host = (task_vars or {}).get("inventory_hostname", "")
         settings = HostSettings(paths=args["paths"], release_root=args["release_root"],
                                 databases=_public(args["databases"]), terraform=_public(args["terraform"]),
-                                services=args["services"], traffic=args["traffic"], store_path=args["store_path"])
+                                services=args["services"], traffic=args["traffic"], store_path=args["store_path"],
+                                flags=_public(args["flags"]))
         requested = layer_list(args["layers"])
-        active = [layer for layer in settings.configured() if layer in requested]
+        selection = select_components(settings, args["components"])
+        args = dict(args, release_root=selection.settings.release_root, **{
+            name: [args[name][index] for index in selection.indexes[layer]] for layer, name in COMPONENT_FIELDS.items()})
+        active = [layer for layer in selection.settings.configured() if layer in requested]
         problems: List[Dict[str, str]] = []
         preview: Dict[str, Any] = {}
         if any(layer in HOST_STORE_LAYERS for layer in active):
@@ -91,11 +98,12 @@ class ActionModule(ActionBase):
         terraform: Dict[str, Any] = {}
         if "infrastructure" in active:
             try:
-                terraform = terraform_listings(settings.terraform, args["store_path"], args["encryption_key"])
+                terraform = terraform_listings(selection.settings.terraform, args["store_path"], args["encryption_key"])
             except (RollbackError, OSError) as exc:
                 problems.append({"layer": "infrastructure", "problem": str(exc)})
         plan = plan_host(host, args["target"], requested, settings, preview.get("checkpoints") or [], terraform,
-                         args["run_id"], preview.get("previews") or {}, preview.get("problems") or [])
+                         args["run_id"], preview.get("previews") or {}, preview.get("problems") or [],
+                         args["components"])
         plan["problems"] = problems + plan["problems"]
         if problems:
             plan["lines"].extend("PROBLEM [%s] %s" % (p["layer"], p["problem"]) for p in problems)
@@ -109,4 +117,5 @@ class ActionModule(ActionBase):
             module_args={"target": args["target"], "layers": layers, "paths": args["paths"],
                          "release_root": args["release_root"], "databases": _public(args["databases"]),
                          "database_passwords": database_passwords(args["databases"], args["database_passwords"]),
+                         "flags": _public(args["flags"]), "flags_passwords": flags_passwords(args["flags"]),
                          "store_path": args["store_path"], "encryption_key": args["encryption_key"]})

@@ -1,7 +1,8 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters public_entries (layer entries without the keys that carry secrets, safe to loop over) and
-database_passwords (each database entry's password by position, for a module's no_log option).
+database_passwords and flags_passwords (each database entry's password, each flag set's etcd password, by
+position, for a module's no_log option).
 
 A loop result carries its item, and Ansible prints results at ``-v``: a task that loops over
 database or Terraform entries loops over this view and takes the secret from the entry by
@@ -13,10 +14,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import database_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import database_passwords, flags_passwords
 
 SECRET_KEYS = frozenset(("login_password", "backend_config_secrets", "password", "token", "encryption_key",
-                         "webhook_secret"))
+                         "webhook_secret", "etcd_password"))
 
 
 def public_entries(entries: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -30,4 +31,5 @@ class FilterModule:
     """gitops.rollback entry filters."""
 
     def filters(self) -> Dict[str, Any]:
-        return {"public_entries": public_entries, "database_passwords": database_passwords}
+        return {"public_entries": public_entries, "database_passwords": database_passwords,
+                "flags_passwords": flags_passwords}

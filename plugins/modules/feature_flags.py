@@ -63,6 +63,12 @@ options:
   reason:
     description: Why, recorded in a checkpoint this module creates.
     type: str
+  safety_checkpoint:
+    description:
+      - For O(state=restored) and O(state=off), a label - before the flags change, they are stored as they are
+        in this checkpoint (created when new), in the same call, so the change can itself be undone. Nothing
+        is stored when nothing changes, nor in check mode.
+    type: str
   etcd_endpoints:
     description: Client URLs of the etcd cluster (tried in order), e.g. V(https://etcd1.example.com:2379).
     type: list
@@ -90,6 +96,15 @@ options:
     description: Seconds to wait for each etcd request.
     type: float
     default: 10
+  gate:
+    description:
+      - A health gate with the options of M(gitops.rollback.health_check) (C(metrics), C(interval), C(count),
+        C(initial_delay), C(failure_limit), C(consecutive_error_limit), C(inconclusive_limit),
+        C(health_threshold), C(high_failures), C(prometheus_url)), evaluated here, on the host; the moment its
+        verdict is C(fail), the flags are put back (O(state=restored)) or turned off (O(state=off)) in the same
+        process - no task or connection in between. Any other verdict leaves the flags alone.
+      - The guard's first response (C(guard_first_response=flags)). RV(gate) holds the evaluation.
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -137,6 +152,24 @@ changes:
   returned: when O(state=restored) or O(state=off)
   type: dict
   sample: {"checkout_v2": {"before": true, "after": false}}
+gate:
+  description: The evaluation of O(gate), as M(gitops.rollback.health_check) returns it (C(verdict), C(reason), ...).
+  returned: when O(gate) is given
+  type: dict
+  sample: {"verdict": "fail", "reason": "metric checkout-errors failed", "detected": "2026-12-03T12:00:04.120Z"}
+responded:
+  description: Whether the gate failed and the flags were put back (or turned off).
+  returned: when O(gate) is given
+  type: bool
+responded_at:
+  description: When the flags were written (epoch seconds).
+  returned: when the flags were put back after O(gate) failed
+  type: float
+safety_checkpoint:
+  description: Id and label of the checkpoint the flags were stored in before they changed.
+  returned: when O(safety_checkpoint) is given and the flags changed
+  type: dict
+  sample: {"id": "20261203T092450.101Z-c0ffee", "label": "safety/guard-20261203T092450-1"}
 checkpoint:
   description: Id and label of the checkpoint the flags were stored in or restored from.
   returned: when O(state=checkpointed) or O(state=restored)
@@ -145,7 +178,8 @@ checkpoint:
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils.release.flags import (
-    EtcdConnection, EtcdFlags, FileFlags, FlagsError, FlagsRequest, capture, restore, turn_off)
+    FlagsError, FlagsRequest, backend_from, capture, restore, restore_when_unhealthy, turn_off)
+from ansible_collections.gitops.rollback.plugins.module_utils.health.options import evaluate_gate, gate_params, urls
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
@@ -153,27 +187,22 @@ from ansible_collections.gitops.rollback.plugins.module_utils.store.store import
 OPERATIONS = {"checkpointed": capture, "restored": restore, "off": turn_off}
 
 
-def backend_of(params: dict):
-    """The flags backend the options describe."""
-    if params["backend"] == "file":
-        if not params["path"]:
-            raise FlagsError("backend=file needs path: the flags file on the host.")
-        return FileFlags(params["path"])
-    connection = EtcdConnection(params["etcd_endpoints"], params["etcd_user"], params["etcd_password"],
-                                params["etcd_ca_cert"], params["etcd_client_cert"], params["etcd_client_key"],
-                                params["etcd_timeout"])
-    return EtcdFlags(connection, params["etcd_prefix"] or "")
-
-
 def run(module: RollbackModule) -> dict:
     """Build the request and run the chosen operation."""
     p = module.params
     if p["state"] in ("checkpointed", "restored") and not p["checkpoint"]:
         raise FlagsError("state=%s needs checkpoint: the label or id of the checkpoint." % p["state"])
-    request = FlagsRequest(backend_of(p), Store(p["store_path"], p["encryption_key"]), default_owner(p["owner"]),
+    request = FlagsRequest(backend_from(p), Store(p["store_path"], p["encryption_key"]), default_owner(p["owner"]),
                            checkpoint=p["checkpoint"], names=p["names"], reason=p["reason"],
-                           lock_timeout=p["lock_timeout"], check_mode=module.check_mode)
-    result = OPERATIONS[p["state"]](request)
+                           lock_timeout=p["lock_timeout"], check_mode=module.check_mode,
+                           safety_checkpoint=p["safety_checkpoint"] if p["state"] != "checkpointed" else None)
+    if p["gate"]:
+        if p["state"] == "checkpointed":
+            raise FlagsError("gate is for state=restored or state=off: the flags go back when the gate fails.")
+        gate = gate_params(p["gate"])
+        result = restore_when_unhealthy(request, lambda: evaluate_gate(gate))
+    else:
+        result = OPERATIONS[p["state"]](request)
     diff = result.pop("diff", None)
     if diff is not None and module.diff_mode:
         result["diff"] = diff
@@ -189,6 +218,7 @@ def main() -> None:
             checkpoint=dict(type="str"),
             names=dict(type="list", elements="str", default=[]),
             reason=dict(type="str"),
+            safety_checkpoint=dict(type="str"),
             etcd_endpoints=dict(type="list", elements="str", default=[]),
             etcd_prefix=dict(type="str"),
             etcd_user=dict(type="str"),
@@ -197,9 +227,11 @@ def main() -> None:
             etcd_client_cert=dict(type="path"),
             etcd_client_key=dict(type="path", no_log=False),
             etcd_timeout=dict(type="float", default=10),
+            gate=dict(type="dict"),  # checked by gate_params, as health_check checks its options
         ),
         store=True,
         supports_check_mode=True,
+        secret_urls=lambda params: urls(params.get("gate") or {}),
     )
     module.exit_json(**module.run(lambda: run(module)))
 

@@ -308,86 +308,14 @@ detection_seconds:
   sample: 1.003
 """
 
-import os
 
-from ansible_collections.gitops.rollback.plugins.module_utils.health.analysis import Evaluation, MetricSpec, clock_from_environment, evaluate
-from ansible_collections.gitops.rollback.plugins.module_utils.health.providers import measurer, validate_provider
+from ansible_collections.gitops.rollback.plugins.module_utils.health.options import argument_spec, evaluate_gate, urls
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
-
-_DEFAULTED = ("interval", "count", "initial_delay", "failure_limit", "consecutive_error_limit", "inconclusive_limit")
-
-
-def _provider_spec() -> dict:
-    return dict(
-        type=dict(type="str", required=True, choices=["prometheus", "http", "command"]),
-        address=dict(type="str"), query=dict(type="str"), range=dict(type="float"),
-        step=dict(type="float", default=1), reduce=dict(type="str", default="max",
-                                                        choices=["max", "min", "avg", "sum", "first", "last"]),
-        url=dict(type="str"), method=dict(type="str", default="GET"), headers=dict(type="dict", no_log=True),
-        value=dict(type="str"), json_path=dict(type="str"), argv=dict(type="list", elements="str"),
-        timeout=dict(type="float", default=5), validate_certs=dict(type="bool", default=True),
-    )
-
-
-def argument_spec() -> dict:
-    """The module's options."""
-    metric = dict(
-        name=dict(type="str", required=True),
-        provider=dict(type="dict", required=True, options=_provider_spec()),
-        success_condition=dict(type="str"), failure_condition=dict(type="str"),
-        interval=dict(type="float"), count=dict(type="int"), initial_delay=dict(type="float"),
-        failure_limit=dict(type="int"), consecutive_error_limit=dict(type="int"),
-        inconclusive_limit=dict(type="int"), weight=dict(type="float", default=1),
-        severity=dict(type="str", default="medium", choices=["critical", "high", "medium", "low"]),
-    )
-    return dict(
-        metrics=dict(type="list", elements="dict", required=True, options=metric),
-        prometheus_url=dict(type="str"),
-        interval=dict(type="float", default=10), count=dict(type="int", default=3),
-        initial_delay=dict(type="float", default=0), failure_limit=dict(type="int", default=0),
-        consecutive_error_limit=dict(type="int", default=4), inconclusive_limit=dict(type="int", default=0),
-        health_threshold=dict(type="float", default=100), high_failures=dict(type="int", default=2),
-        fail_on=dict(type="list", elements="str", default=[], choices=["fail", "error", "inconclusive"]),
-    )
-
-
-def build_specs(params: dict) -> list:
-    """Metric specs from module params, module-level defaults filling what a metric leaves unset."""
-    defaults = {key: params[key] for key in _DEFAULTED}
-    specs = []
-    for raw in params["metrics"]:
-        raw = dict(raw)
-        provider = {key: value for key, value in (raw.get("provider") or {}).items() if value is not None}
-        if provider.get("type") == "prometheus":
-            provider.setdefault("address", params.get("prometheus_url"))
-        if provider.get("type") == "http":
-            provider.setdefault("value", "status")
-        raw["provider"] = provider
-        spec = MetricSpec.from_dict(raw, defaults)
-        validate_provider(spec)
-        specs.append(spec)
-    return specs
-
-
-def urls(params: dict) -> list:
-    """Every URL option: the default Prometheus address and each provider's address and url."""
-    found = [params.get("prometheus_url")]
-    for metric in params.get("metrics") or []:
-        provider = (metric or {}).get("provider") or {}
-        found += [provider.get("address"), provider.get("url")]
-    return [url for url in found if url]
-
-
-def _evaluate(params: dict) -> Evaluation:
-    specs = build_specs(params)
-    clock = clock_from_environment(dict(os.environ))
-    return evaluate(specs, measurer(clock), params["health_threshold"], params["high_failures"],
-                    clock=clock.now, sleep=clock.sleep)
 
 
 def main() -> None:
     module = RollbackModule(argument_spec(), supports_check_mode=True, secret_urls=urls)
-    outcome = module.run(lambda: _evaluate(module.params)).as_dict()
+    outcome = module.run(lambda: evaluate_gate(module.params)).as_dict()
     if outcome["verdict"] in module.params["fail_on"]:
         module.fail_json(msg="Health gate verdict %s: %s" % (outcome["verdict"], outcome["reason"]),
                          changed=False, **outcome)

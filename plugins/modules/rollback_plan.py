@@ -37,7 +37,7 @@ options:
   layers:
     description: Layers to roll back, in this order, as a list or a comma-separated string.
     type: raw
-    default: [traffic, release, config, database, infrastructure, services]
+    default: [flags, traffic, release, config, database, infrastructure, services]
   run_id:
     description: Id of the rollback run; names the safety checkpoint C(safety/<run id>).
     type: str
@@ -82,6 +82,25 @@ options:
     description: Whether the host has a traffic layer.
     type: bool
     default: false
+  components:
+    description:
+      - Roll back only these components (a list, or a comma-separated string), each named as the plan shows it
+        or by its entry - a database (C(postgresql/app), or the entry's C(database) or C(name)), a Terraform
+        project (C(default@infra), its C(name) or C(project_path)), the release root, a flag set
+        (C(file:/etc/shop/flags.json), its C(path) or C(etcd_prefix)) or a managed path. Every layer keeps
+        the entries named, a layer with none is left out, and the safety checkpoint covers exactly those
+        (RV(plan.selection)). Empty - everything.
+    type: raw
+    default: []
+  flags:
+    description:
+      - Flag sets of the flags layer, each with the options of M(gitops.rollback.feature_flags) (C(backend),
+        C(path), C(etcd_endpoints), C(etcd_prefix), C(etcd_user), C(etcd_password), ...), and optionally
+        C(off), the flags to turn off instead of restoring the set. The etcd password only reaches the host's
+        preview; it is never returned.
+    type: list
+    elements: dict
+    default: []
 attributes:
   action:
     description: Runs on the controller as an action plugin; reads the host's store with one module call.
@@ -154,6 +173,17 @@ plan:
       type: list
       elements: str
       sample: [release, config, database]
+    selection:
+      description:
+        - Per layer with entries (C(flags), C(config), C(database), C(infrastructure)), the positions in its
+          configured list of the entries it rolls back (all of them without O(components)); the layers and the
+          safety checkpoint take exactly these.
+      type: dict
+      sample: {flags: [], config: [], database: [1], infrastructure: []}
+    resolved:
+      description: What a relative target (C(previous~2:v*)) resolved to on this host; empty for any other target.
+      type: str
+      sample: "target previous is v2.3.0 (20261202T190000.123Z-a1b2c3) on this host, resolved once: every layer rolls back to that id"
     safety_label:
       description: The label of the safety checkpoint of this run.
       type: str
@@ -185,7 +215,8 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             target=dict(type="str", required=True),
-            layers=dict(type="raw", default=["traffic", "release", "config", "database", "infrastructure", "services"]),
+            layers=dict(type="raw", default=["flags", "traffic", "release", "config", "database", "infrastructure",
+                                             "services"]),
             run_id=dict(type="str", default=""),
             paths=dict(type="list", elements="str", default=[]),
             release_root=dict(type="str", default=""),
@@ -194,6 +225,8 @@ def main() -> None:
             terraform=dict(type="list", elements="dict", default=[]),
             services=dict(type="list", elements="dict", default=[]),
             traffic=dict(type="bool", default=False),
+            flags=dict(type="list", elements="dict", default=[]),
+            components=dict(type="raw", default=[]),
             **store_argument_spec(),
         ),
         supports_check_mode=True,

@@ -28,10 +28,10 @@ options:
     type: str
     required: true
   layers:
-    description: Layers asked for (C(release), C(config) and C(database) are previewed here).
+    description: Layers asked for (C(flags), C(release), C(config) and C(database) are previewed here).
     type: list
     elements: str
-    default: [release, config, database]
+    default: [flags, release, config, database]
   paths:
     description: Managed directories of the config layer.
     type: list
@@ -54,6 +54,19 @@ options:
     description:
       - The password of each database entry that needs one, by the entry's position in O(databases)
         (C("0"), C("1"), ...). Used to read the migration history; never returned.
+    type: dict
+    default: {}
+  flags:
+    description:
+      - Flag sets of the flags layer, each with the options of M(gitops.rollback.feature_flags) (C(backend),
+        C(path), C(etcd_endpoints), C(etcd_prefix), ...) and optionally C(off) (flags to turn off instead of
+        restoring); no password (see O(flags_passwords)).
+    type: list
+    elements: dict
+    default: []
+  flags_passwords:
+    description:
+      - The etcd password of each flag set that needs one, by the entry's position in O(flags); never returned.
     type: dict
     default: {}
 attributes:
@@ -113,18 +126,21 @@ from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan im
 def main() -> None:
     argument_spec = dict(
         target=dict(type="str", required=True),
-        layers=dict(type="list", elements="str", default=["release", "config", "database"]),
+        layers=dict(type="list", elements="str", default=["flags", "release", "config", "database"]),
         paths=dict(type="list", elements="path", default=[]),
         release_root=dict(type="path", default=""),
         databases=dict(type="list", elements="dict", default=[]),
         database_passwords=dict(type="dict", default={}, no_log=True),
+        flags=dict(type="list", elements="dict", default=[]),
+        flags_passwords=dict(type="dict", default={}, no_log=True),
     )
     module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True)
     params = module.params
     request = PreviewRequest(target=params["target"], layers=params["layers"], store_path=params["store_path"],
                              owner=default_owner(params["owner"]), encryption_key=params["encryption_key"] or None,
                              paths=params["paths"], release_root=params["release_root"] or "",
-                             databases=with_passwords(params["databases"], params["database_passwords"]))
+                             databases=with_passwords(params["databases"], params["database_passwords"]),
+                             flags=with_passwords(params["flags"], params["flags_passwords"], "etcd_password"))
     module.exit_json(**module.run(lambda: preview_host(request)))
 
 

@@ -33,10 +33,10 @@ options:
     type: str
     default: safety checkpoint before rollback
   layers:
-    description: Layers to capture (C(config), C(release), C(database); others are ignored).
+    description: Layers to capture (C(flags), C(config), C(release), C(database); others are ignored).
     type: list
     elements: str
-    default: [config, release, database]
+    default: [flags, config, release, database]
   paths:
     description: Managed directories of the config layer.
     type: list
@@ -64,6 +64,18 @@ options:
     description:
       - The password of each database entry that needs one, by the entry's position in O(databases)
         (C("0"), C("1"), ...), as the filter C(gitops.rollback.database_passwords) returns it. Never returned.
+    type: dict
+    default: {}
+  flags:
+    description:
+      - Flag sets of the flags layer, each with the options of M(gitops.rollback.feature_flags) (C(backend),
+        C(path), C(etcd_endpoints), C(etcd_prefix), ...); other keys (C(off)) are ignored. No password (see
+        O(flags_passwords)).
+    type: list
+    elements: dict
+    default: []
+  flags_passwords:
+    description: The etcd password of each flag set that needs one, by the entry's position in O(flags). Never returned.
     type: dict
     default: {}
 attributes:
@@ -134,12 +146,14 @@ def main() -> None:
     argument_spec = dict(
         label=dict(type="str", required=True),
         reason=dict(type="str", default="safety checkpoint before rollback"),
-        layers=dict(type="list", elements="str", default=["config", "release", "database"]),
+        layers=dict(type="list", elements="str", default=["flags", "config", "release", "database"]),
         paths=dict(type="list", elements="path", default=[]),
         exclude=dict(type="list", elements="str", default=[]),
         release_root=dict(type="path", default=""),
         databases=dict(type="list", elements="dict", default=[]),
         database_passwords=dict(type="dict", default={}, no_log=True),
+        flags=dict(type="list", elements="dict", default=[]),
+        flags_passwords=dict(type="dict", default={}, no_log=True),
     )
     module = RollbackModule(argument_spec, store=True, supports_check_mode=True)
     params = module.params
@@ -148,7 +162,8 @@ def main() -> None:
         owner=default_owner(params["owner"]), encryption_key=params["encryption_key"] or None,
         lock_timeout=params["lock_timeout"], check_mode=module.check_mode, paths=params["paths"],
         exclude=params["exclude"], release_root=params["release_root"] or "",
-        databases=with_passwords(params["databases"], params["database_passwords"]))
+        databases=with_passwords(params["databases"], params["database_passwords"]),
+        flags=with_passwords(params["flags"], params["flags_passwords"], "etcd_password"))
     module.exit_json(**module.run(lambda: take_safety_checkpoint(request)))
 
 

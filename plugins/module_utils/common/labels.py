@@ -12,6 +12,18 @@ webhook, a survey, the command line), so both obey one grammar, checked before a
   also refuses).
 
 A configured pattern (a regular expression, matched in full) can only narrow that grammar.
+
+A rollback *target* (``rollback_to``) is a label, a checkpoint id, or a relative target, resolved on each
+host against its own checkpoints (oldest first; safety checkpoints never count; a label counts once, as its
+newest checkpoint):
+
+- ``previous``: the checkpoint before the newest one (the one before the current release);
+- ``previous~N`` (N from 1 to 99): N back from the newest (``previous~1`` is ``previous``);
+- either followed by ``:<glob>``, counting only checkpoints whose label matches the glob
+  (``previous~2:v*``: two releases back);
+- ``latest:<glob>``: the newest checkpoint whose label matches the glob (``latest:v2.3.*``).
+
+A glob holds the label characters and the wildcards ``*`` (any run of characters, ``/`` too) and ``?``.
 Standard library only, no imports of other module_utils: the ``gitops-rollback`` command loads
 this file by path.
 """
@@ -19,7 +31,9 @@ this file by path.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Dict, List, Optional, Sequence
 
 MAX_LABEL_LENGTH = 128
 LABEL_CHARACTERS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
@@ -27,6 +41,81 @@ GRAMMAR = ("1 to %d characters: ASCII letters, digits and . _ / -, starting with
            "no '..', '//', '/.', trailing '/' or '.', nor a component ending in '.lock'" % MAX_LABEL_LENGTH)
 _PRINT_LIMIT = 80
 _ESCAPED = frozenset("{}%#$`\\'\"")
+
+
+RELATIVE_GRAMMAR = ("previous, previous~N (N from 1 to 99), either followed by :<glob> to count only labels "
+                    "matching the glob (previous~2:v*), or latest:<glob> (the newest label matching it); a glob has "
+                    "ASCII letters, digits, . _ / - and the wildcards * and ?, at most %d characters" % MAX_LABEL_LENGTH)
+TARGET_GRAMMAR = "a checkpoint id, a label (%s), or a relative target (%s)" % (GRAMMAR, RELATIVE_GRAMMAR)
+_RELATIVE = re.compile(r"(?:previous(?:~(?P<back>[0-9]{1,3}))?|(?P<latest>latest))(?::(?P<glob>.*))?", re.S)
+_GLOB = re.compile(r"[A-Za-z0-9._/*?-]{1,%d}" % MAX_LABEL_LENGTH)
+SAFETY_PREFIX = "safety/"
+
+
+@dataclass(frozen=True)
+class RelativeTarget:
+    """A target counted back from the newest checkpoint: ``back`` steps, among labels matching ``glob``."""
+
+    text: str
+    back: int
+    glob: Optional[str] = None
+
+    def pick(self, checkpoints: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        """Return the checkpoint this target names in a listing (oldest first), or None.
+
+        Safety checkpoints never count; a label counts once, as its newest checkpoint; with a glob,
+        only checkpoints whose label matches it count.
+        """
+        return next(iter(self.candidates(checkpoints)[::-1][self.back:self.back + 1]), None)
+
+    def candidates(self, checkpoints: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """The checkpoints that count, oldest first."""
+        newest: Dict[str, int] = {}
+        counted = []
+        for checkpoint in checkpoints:
+            label = checkpoint.get("label") or ""
+            if checkpoint.get("kind") == "safety" or label.startswith(SAFETY_PREFIX):
+                continue
+            if self.glob is not None and not (label and fnmatchcase(label, self.glob)):
+                continue
+            if label:
+                if label in newest:
+                    counted[newest[label]] = None
+                newest[label] = len(counted)
+            counted.append(checkpoint)
+        return [checkpoint for checkpoint in counted if checkpoint is not None]
+
+
+def _relative(value: object) -> "tuple[Optional[RelativeTarget], Optional[str]]":
+    """``value`` as a relative target and None, (None, None) when it is no relative target (a label or an
+    id), or (None, why) when it starts like one but breaks its grammar."""
+    match = _RELATIVE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or (match.group("latest") and match.group("glob") is None):  # "latest" alone is a label
+        return None, None
+    back, glob = match.group("back"), match.group("glob")
+    if back is not None and not 1 <= int(back) <= 99:
+        return None, "it counts back %s checkpoints (from 1 to 99)" % back
+    if glob is not None and not _GLOB.fullmatch(glob):
+        return None, ("its glob %s is empty, too long or holds a character outside the label characters and * ?"
+                      % escape(glob))
+    return RelativeTarget(str(value), 0 if match.group("latest") else int(back or 1), glob), None
+
+
+def relative_target(value: object) -> Optional[RelativeTarget]:
+    """Return ``value`` as a relative target, None when it is none (a label or an id); raise
+    :class:`LabelError` when it starts like one but breaks its grammar."""
+    relative, problem = _relative(value)
+    if problem:
+        raise LabelError("Rollback target %s is refused: %s. A target is %s." % (escape(value), problem, TARGET_GRAMMAR))
+    return relative
+
+
+def target_problem(value: object, pattern: Optional[str] = None) -> Optional[str]:
+    """Return why ``value`` is not a rollback target (a label, an id or a relative target), or None."""
+    relative, problem = _relative(value)
+    if relative is not None or problem:
+        return problem
+    return label_problem(value, pattern)
 
 
 class LabelError(ValueError):
@@ -78,6 +167,8 @@ def label_problem(value: object, pattern: Optional[str] = None) -> Optional[str]
         return "it contains '..'"
     if value.endswith("."):
         return "it ends in '.'"
+    if value == "previous":
+        return "'previous' is a relative target (the checkpoint before the newest), never a label"
     if pattern and not re.fullmatch(pattern, value):
         return "it does not match the configured label pattern %s" % escape(pattern, 200)
     return None

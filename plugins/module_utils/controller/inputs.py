@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Checks of values that come from outside (refs, payloads, survey answers, extra vars) before Ansible templates them.
 
-A label variable (``rollback_to``, ``checkpoint_label``) must obey the label grammar of
-``common.labels.py``; any other outside variable (a webhook payload, a commit, a reason) may hold any
+A label variable (``checkpoint_label``) must obey the label grammar of ``common.labels.py``, a target
+variable (``rollback_to``, ``guard_rollback_to``) that grammar or its relative targets (``previous~2:v*``); any other outside variable (a webhook payload, a commit, a reason) may hold any
 text, but not template text that Ansible would render. The caller (the ``input_check`` action)
 reads the variables *raw*, before any templating, and says which strings Ansible trusts as
 templates. Pure functions, standard library only.
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ..common.labels import GRAMMAR, escape, label_problem
+from ..common.labels import GRAMMAR, TARGET_GRAMMAR, escape, label_problem, target_problem
 
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
+#: Label variables that name a rollback target: a relative target (previous, previous~2:v*) is one too.
+TARGET_VARIABLES = ("rollback_to", "guard_rollback_to")
 JINJA_HEADER = "#jinja2:"
 
 
@@ -43,6 +45,10 @@ def label_variable_problem(name: str, value: Any, pattern: Optional[str] = None)
     """Why the label variable ``name`` holding ``value`` is refused, or None (unset and empty pass)."""
     if value is None or value == "":
         return None
+    if name in TARGET_VARIABLES:
+        problem = target_problem(value, pattern)
+        return None if problem is None else "%s %s is refused: %s. A target is %s." % (
+            name, escape(value), problem, TARGET_GRAMMAR)
     problem = label_problem(value, pattern)
     if problem is None:
         return None

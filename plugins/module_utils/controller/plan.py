@@ -12,21 +12,24 @@ once. Pure Python: no Ansible, no I/O.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..common.labels import escape, show_label
+from ..release.flags import component_name as flags_name
+from ..common.labels import TARGET_GRAMMAR, LabelError, escape, relative_target, show_label, target_problem
 
-#: Every layer, in the default rollback order.
-LAYERS = ("traffic", "release", "config", "database", "infrastructure", "services")
+#: Every layer, in the default rollback order: feature flags first, they switch back in seconds.
+LAYERS = ("flags", "traffic", "release", "config", "database", "infrastructure", "services")
 #: The layers whose state a checkpoint holds (and a safety checkpoint captures).
-STORED_LAYERS = ("release", "config", "database", "infrastructure")
+STORED_LAYERS = ("flags", "release", "config", "database", "infrastructure")
 #: The layers read from the host's own store (Terraform snapshots live on the controller).
-HOST_STORE_LAYERS = ("release", "config", "database")
+HOST_STORE_LAYERS = ("flags", "release", "config", "database")
 SAFETY_PREFIX = "safety/"
 TF_COMPONENT = "terraform_state"
 DB_COMPONENT = "database"
+FLAGS_COMPONENT = "flags"
 
 
 @dataclass
@@ -40,13 +43,77 @@ class HostSettings:
     services: List[Dict[str, Any]] = field(default_factory=list)
     traffic: bool = False
     store_path: str = ""
+    flags: List[Dict[str, Any]] = field(default_factory=list)
 
     def configured(self) -> List[str]:
         """Return the layers this host has something to roll back in, in the default order."""
-        have = {"traffic": self.traffic, "release": bool(self.release_root), "config": bool(self.paths),
+        have = {"flags": bool(self.flags), "traffic": self.traffic, "release": bool(self.release_root), "config": bool(self.paths),
                 "database": bool(self.databases), "infrastructure": bool(self.terraform),
                 "services": bool(self.services)}
         return [layer for layer in LAYERS if have[layer]]
+
+
+#: The layers whose entries are components a selection (rollback_components) can name, and the settings
+#: field that lists them.
+COMPONENT_FIELDS = {"flags": "flags", "config": "paths", "database": "databases", "infrastructure": "terraform"}
+
+
+@dataclass
+class Selection:
+    """What ``rollback_components`` leaves of a host's settings: the narrowed settings, the positions of
+    the entries kept in each configured list, and the selectors that named nothing here."""
+
+    settings: HostSettings
+    indexes: Dict[str, List[int]]
+    unmatched: List[str]
+
+
+def component_name(layer: str, entry: Any) -> str:
+    """The name a layer's entry is shown and selected by (a database ``engine/database``, a Terraform
+    project ``workspace@name``, a flag set ``file:<path>``/``etcd:<prefix>``, a managed path itself)."""
+    if layer == "database":
+        return database_name(entry)
+    if layer == "infrastructure":
+        return terraform_name(entry)
+    if layer == "flags":
+        return flags_name(entry)
+    return os.path.normpath(str(entry))
+
+
+def _selected(selector: str, layer: str, entry: Any) -> bool:
+    if selector == component_name(layer, entry):
+        return True
+    if isinstance(entry, dict):
+        aliases = [entry.get("name"), entry.get("database"), entry.get("project_path"), entry.get("path"),
+                   entry.get("etcd_prefix")]
+        return selector in [str(alias) for alias in aliases if alias]
+    return False
+
+
+def select_components(settings: HostSettings, components: Any) -> Selection:
+    """Keep only the components ``components`` names (``rollback_components``; empty: everything).
+
+    A selector names a database (``postgresql/app``, or the entry's ``database`` or ``name``), a Terraform
+    project (``default@infra``, its ``name`` or ``project_path``), a release root (``/srv/app``), a flag set
+    (``file:/etc/shop/flags.json``, its ``path`` or ``etcd_prefix``) or a managed path (``/etc/app``).
+    Every layer keeps the entries named and nothing else: a layer with none is left out.
+    """
+    selectors = layer_list(components)
+    everything = {layer: list(range(len(getattr(settings, name)))) for layer, name in COMPONENT_FIELDS.items()}
+    if not selectors:
+        return Selection(settings, everything, [])
+    indexes = {layer: [index for index in everything[layer]
+                       if any(_selected(s, layer, getattr(settings, name)[index]) for s in selectors)]
+               for layer, name in COMPONENT_FIELDS.items()}
+    root = os.path.normpath(settings.release_root) if settings.release_root else ""
+    keep_release = bool(root) and root in [os.path.normpath(s) for s in selectors]
+    narrowed = replace(settings, release_root=settings.release_root if keep_release else "",
+                       **{name: [getattr(settings, name)[index] for index in indexes[layer]]
+                          for layer, name in COMPONENT_FIELDS.items()})
+    unmatched = [s for s in selectors
+                 if not any(_selected(s, layer, entry) for layer, name in COMPONENT_FIELDS.items()
+                            for entry in getattr(narrowed, name)) and not (keep_release and os.path.normpath(s) == root)]
+    return Selection(narrowed, indexes, unmatched)
 
 
 def layer_list(layers: Any) -> List[str]:
@@ -57,10 +124,13 @@ def layer_list(layers: Any) -> List[str]:
 
 
 def request_problems(target: Optional[str], layers: Any) -> List[str]:
-    """Return what is wrong with a rollback request: no target, or layers that do not exist."""
+    """Return what is wrong with a rollback request: no target, a target outside its grammar, or layers that do not exist."""
     problems = []
     if not target:
         problems.append("Give the checkpoint id or Git tag to roll back to with -e rollback_to=<tag>.")
+    elif target_problem(target):
+        problems.append("rollback_to %s is refused: %s. A target is %s." % (escape(target), target_problem(target),
+                                                                            TARGET_GRAMMAR))
     unknown = [name for name in layer_list(layers) if name not in LAYERS]
     if unknown:
         problems.append("rollback_layers may only name %s (got %s)."
@@ -69,12 +139,19 @@ def request_problems(target: Optional[str], layers: Any) -> List[str]:
 
 
 def resolve(checkpoints: Sequence[Dict[str, Any]], ref: str) -> Optional[Dict[str, Any]]:
-    """Return the checkpoint ``ref`` names (an id, the newest of a label, a unique id prefix), or None.
+    """Return the checkpoint ``ref`` names (an id, the newest of a label, a unique id prefix, or a relative
+    target such as ``previous~2:v*``, see ``common.labels``), or None.
 
     The same rules as the store's own look-up, applied to a listing (oldest first).
     """
     if not ref:
         return None
+    try:
+        relative = relative_target(ref)
+    except LabelError:
+        return None  # outside the grammar: plan_host reports it
+    if relative is not None:
+        return relative.pick(checkpoints)
     for checkpoint in checkpoints:
         if checkpoint.get("id") == ref:
             return checkpoint
@@ -176,6 +253,7 @@ class _HostPlan:
         self.problems: List[Dict[str, str]] = []
         self.notes: List[str] = []
         self.found = resolve(self.checkpoints, target)
+        self.relative = relative_target(target) if not target_problem(target) else None
 
     def problem(self, layer: str, text: str) -> None:
         self.problems.append({"layer": layer, "problem": text})
@@ -199,10 +277,54 @@ class _HostPlan:
             self.notes.append("%s: %s has no checkpoint %s: the run that made it changed nothing here, so there is "
                               "nothing to undo" % (layer, self.host, show_label(self.target)))
             return None
+        if self.relative is not None:
+            self.problem(layer, "Rollback target %s names no checkpoint %s: counting back from the newest, it has "
+                         "only %s. Name a checkpoint id or label, or count back less." % (
+                             self.target, self.where(), describe(self.relative.candidates(self.checkpoints))))
+            return None
         self.problem(layer, "Checkpoint %s is not %s (have: %s). Run gitops.rollback.checkpoint_info to list "
                      "checkpoints, or roll back to one of those."
                      % (escape(self.target), self.where(), describe(self.checkpoints)))
         return None
+
+    def terraform_ref(self) -> str:
+        """What names the target in a Terraform store: a relative target that resolved on the host is its
+        label there (the same release), else the target as given."""
+        if self.relative is not None and self.found is not None and self.found.get("label"):
+            return str(self.found["label"])
+        return self.target
+
+    def flags(self) -> Optional[Dict[str, Any]]:
+        """Each flag set back to the values the checkpoint holds, or its ``off`` flags turned off."""
+        sets = []
+        checkpoint = None
+        for entry in self.settings.flags:
+            name = flags_name(entry)
+            off = [str(flag) for flag in entry.get("off") or []]
+            if off:
+                sets.append({"name": name, "method": "off", "names": off,
+                             "action": "turn %s off in %s" % (", ".join(off), name)})
+                continue
+            checkpoint = self.host_checkpoint("flags")
+            if checkpoint is None:
+                return None
+            if not has_component(checkpoint, FLAGS_COMPONENT, name):
+                self.lacks("flags", "Checkpoint %s (%s) holds no flags of %s %s. Record them with "
+                           "gitops.rollback.feature_flags state=checkpointed when checkpointing (the checkpoint "
+                           "playbook does, for gitops_rollback_flags), or give the entry off: [flags] to turn "
+                           "flags off instead." % (show_label(self.target), checkpoint["id"], name, self.where()))
+                continue
+            sets.append({"name": name, "method": "restore",
+                         "action": "put the flags of %s back as checkpoint %s holds them" % (name, checkpoint["id"])})
+        if len(sets) < len(self.settings.flags):
+            return None
+        step = {"action": "; ".join(s["action"] for s in sets), "sets": sets,
+                "needs": "; ".join("the flags of %s in checkpoint %s" % (s["name"], checkpoint["id"])
+                                   if s["method"] == "restore" else "flags %s in %s" % (", ".join(s["names"]), s["name"])
+                                   for s in sets)}
+        if checkpoint is not None:
+            step["checkpoint"] = checkpoint["id"]
+        return step
 
     def release(self) -> Optional[Dict[str, Any]]:
         checkpoint = self.host_checkpoint("release")
@@ -275,7 +397,7 @@ class _HostPlan:
             name = terraform_name(entry)
             store = entry.get("store_path") or self.settings.store_path
             listed = list(self.terraform_checkpoints.get(store) or [])
-            checkpoint = resolve(listed, self.target)
+            checkpoint = resolve(listed, self.terraform_ref())
             if checkpoint is None and self.safety_target:
                 self.notes.append("infrastructure: no Terraform snapshot %s of %s: the run that made it did not "
                                   "touch it" % (show_label(self.target), name))
@@ -307,7 +429,7 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
               checkpoints: Sequence[Dict[str, Any]],
               terraform_checkpoints: Optional[Dict[str, Sequence[Dict[str, Any]]]] = None,
               run_id: str = "", previews: Optional[Dict[str, Dict[str, Any]]] = None,
-              preview_problems: Sequence[Dict[str, str]] = ()) -> Dict[str, Any]:
+              preview_problems: Sequence[Dict[str, str]] = (), components: Any = ()) -> Dict[str, Any]:
     """Return the plan of one host: the layers to run, each with its checkpoint id and action, and the problems.
 
     ``checkpoints`` lists the host's store, ``terraform_checkpoints`` each Terraform store path's
@@ -317,17 +439,23 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
     id it uses and its preview), ``checkpoints`` (layer -> id), ``changes`` (the layers that will
     change something), ``safety`` (the layers the safety checkpoint must capture before any change),
     ``safety_host`` (those of them captured on the host, by one rollback_safety run), ``safety_label``,
-    ``problems`` ([{layer, problem}]), ``notes`` (layers skipped, and why) and ``lines`` (the plan in words).
+    ``problems`` ([{layer, problem}]), ``notes`` (layers skipped, and why), ``selection`` (layer -> the
+    positions of the entries it rolls back, in its configured list; ``components`` narrows them, see
+    :func:`select_components`) and ``lines`` (the plan in words).
     """
     requested = layer_list(layers)
+    selection = select_components(settings, components)
+    settings = selection.settings
     builder = _HostPlan(host, target or "", settings, checkpoints, terraform_checkpoints or {})
     for problem in request_problems(target, requested):
         builder.problem("request", problem)
+    builder.notes.extend("rollback_components: nothing named %s on this host" % escape(name)
+                         for name in selection.unmatched)
     configured = settings.configured()
     steps: Dict[str, Dict[str, Any]] = {}
     order: List[str] = []
     for layer in [name for name in requested if name in configured]:
-        if not target:
+        if not target or target_problem(target):
             break
         if layer == "traffic":
             step: Optional[Dict[str, Any]] = {"action": "shift traffic away, in stages", "needs": "the upstream file"}
@@ -348,12 +476,14 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
         "host": host,
         "target": target,
         "checkpoint": (builder.found or {}).get("id"),
+        "resolved": resolved_text(target, builder.relative, builder.found),
         "layers": order,
         "steps": steps,
         "checkpoints": {layer: step["checkpoint"] for layer, step in steps.items() if "checkpoint" in step},
         "changes": changes,
         "safety": [layer for layer in order if layer in STORED_LAYERS],
         "safety_host": [layer for layer in order if layer in HOST_STORE_LAYERS],
+        "selection": selection.indexes,
         "safety_label": SAFETY_PREFIX + run_id if run_id else "",
         "problems": problems,
         "notes": builder.notes,
@@ -400,6 +530,11 @@ def preview_text(layer: str, step: Dict[str, Any]) -> str:
         counts = ["%s %s" % (count, op) for root in sorted(preview.get("summary", {}))
                   for op, count in sorted(preview["summary"][root].items())]
         return "would change %s (%s)" % ("; ".join(paths), ", ".join(counts))
+    if layer == "flags":
+        return "would change %s" % "; ".join(
+            "%s: %s" % (name, ", ".join("%s %s -> %s" % (flag, json.dumps(change["before"]), json.dumps(change["after"]))
+                                        for flag, change in sorted(changes.items())) or "nothing")
+            for name, changes in sorted(preview.get("sets", {}).items()))
     if layer == "release":
         return "current would go from %s to %s" % (
             show_label(preview.get("from_label") or "") or preview.get("from") or "none",
@@ -418,10 +553,18 @@ def preview_text(layer: str, step: Dict[str, Any]) -> str:
     return "; ".join(texts)
 
 
+def resolved_text(target: str, relative: Any, found: Optional[Dict[str, Any]]) -> str:
+    """Say what a relative target resolved to on this host ('' for any other target, or when it names none)."""
+    if relative is None or found is None:
+        return ""
+    return "target %s is %s on this host, resolved once: every layer rolls back to that id" % (
+        target, "%s (%s)" % (show_label(found["label"]), found["id"]) if found.get("label") else found["id"])
+
+
 def plan_lines(plan: Dict[str, Any]) -> List[str]:
-    """Return the plan of one host in words: per layer its checkpoint, action, needs and preview; the
-    safety checkpoint; every problem."""
-    lines = []
+    """Return the plan of one host in words: what a relative target resolved to; per layer its checkpoint,
+    action, needs and preview; the safety checkpoint; every problem."""
+    lines = [plan["resolved"]] if plan.get("resolved") else []
     for layer in plan["layers"]:
         step = plan["steps"][layer]
         line = "%s: %s" % (layer, step["action"])
@@ -459,6 +602,11 @@ def database_passwords(entries: List[Dict[str, Any]], passwords: Optional[Mappin
         if secret:
             found[str(index)] = str(secret)
     return found
+
+
+def flags_passwords(entries: List[Dict[str, Any]]) -> Dict[str, str]:
+    """Return each flag set's etcd password by position."""
+    return {str(index): str(entry["etcd_password"]) for index, entry in enumerate(entries) if entry.get("etcd_password")}
 
 
 def with_passwords(entries: List[Dict[str, Any]], passwords: Mapping[str, Any],

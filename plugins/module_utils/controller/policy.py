@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.gitops.rollback.plugins.module_utils.common.labels import LabelError, check_label, escape
+from ansible_collections.gitops.rollback.plugins.module_utils.common.labels import (
+    TARGET_GRAMMAR, LabelError, check_label, escape, target_problem)
 
 # Variables that claim an AWX job identity; outside an AWX job any of them is a refused claim.
 IDENTITY_VARS = ("awx_user_name", "tower_user_name", "awx_job_id", "tower_job_id")
@@ -320,9 +321,11 @@ def sign_approval(key: bytes, run_id: str, target: str, approver: str, expires: 
     """Return the approval record of ``approver`` for ``run_id`` rolling back to ``target`` until ``expires``."""
     try:
         check_label(run_id, what="run id")
-        check_label(target, what="target")
     except LabelError as exc:
         raise ApprovalError(str(exc)) from exc
+    if target_problem(target):
+        raise ApprovalError("Target %s is refused: %s. A target is %s." % (escape(target), target_problem(target),
+                                                                           TARGET_GRAMMAR))
     check_name(approver)
     payload = _payload(run_id, target, approver, int(expires))
     encoded = base64.urlsafe_b64encode(payload).decode("ascii")

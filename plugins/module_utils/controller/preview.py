@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from ..common.errors import RollbackError
+from ..release.flags import FlagsRequest, backend_from, component_name, restore as restore_flags, turn_off
 from ..files.checkpoint_ops import CheckpointParams, list_checkpoints
 from ..files.restore_ops import restore_host
 from ..db.migrate import run_operation
 from ..db.migrate_plan import Params
 from .plan import database_method, database_name, resolve, SAFETY_PREFIX
 from ..release.operations import ReleaseParams, rollback
+from ..store.store import Store
 
 #: Changed paths shown per managed root (the counts cover them all).
 PATHS_SHOWN = 20
@@ -39,6 +41,7 @@ class PreviewRequest:
     paths: List[str] = field(default_factory=list)
     release_root: str = ""
     databases: List[Dict[str, Any]] = field(default_factory=list)  # with their passwords (never returned)
+    flags: List[Dict[str, Any]] = field(default_factory=list)  # flag sets, with their etcd passwords (never returned)
 
 
 def _problem(layer: str, exc: Exception) -> Dict[str, str]:
@@ -109,13 +112,25 @@ def database_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]
     return {"changed": any(e["changed"] for e in entries), "databases": entries}
 
 
+def flags_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
+    """Each flag set's restore (or its ``off`` flags turned off) in check mode: the flags that would change."""
+    sets = {}
+    for entry in request.flags:
+        flag_request = FlagsRequest(backend_from(entry), Store(request.store_path, request.encryption_key),
+                                    request.owner, checkpoint=checkpoint, names=list(entry.get("off") or []),
+                                    check_mode=True)
+        outcome = turn_off(flag_request) if entry.get("off") else restore_flags(flag_request)
+        sets[component_name(entry)] = outcome["changes"]
+    return {"changed": any(sets.values()), "sets": sets}
+
+
 #: The host layers a preview covers, with the setting that turns each on.
 _PREVIEWS: Dict[str, Callable[[PreviewRequest, str], Dict[str, Any]]] = {
-    "release": release_preview, "config": config_preview, "database": database_preview}
+    "flags": flags_preview, "release": release_preview, "config": config_preview, "database": database_preview}
 
 
 def _configured(request: PreviewRequest, layer: str) -> bool:
-    return {"release": bool(request.release_root), "config": bool(request.paths),
+    return {"flags": bool(request.flags), "release": bool(request.release_root), "config": bool(request.paths),
             "database": bool(request.databases)}[layer]
 
 

@@ -3,9 +3,9 @@
 """The safety checkpoint of one host: every host layer the plan names, in one process (the rollback_safety module).
 
 Before a rollback changes anything, the host's current state goes into one checkpoint labelled
-``safety/<run id>``: the managed paths (as the checkpoint module captures them), the current release
-(as the release module records it) and a dump of each database (as db_backup takes it), in that
-order, each by the same engine function its own module runs. The first layer creates the checkpoint,
+``safety/<run id>``: the feature flags (as feature_flags stores them), the managed paths (as the
+checkpoint module captures them), the current release (as the release module records it) and a dump
+of each database (as db_backup takes it), in that order, each by the same engine function its own module runs. The first layer creates the checkpoint,
 the others attach to it. A failure stops at once: the rollback must not start without its way back.
 """
 
@@ -16,12 +16,13 @@ from typing import Any, Dict, List, Optional
 
 from ..db.backup import BackupRequest, backup, plan_backup, summarize_backup
 from ..db.connection import DbConnection
+from ..release.flags import FlagsRequest, backend_from, capture as capture_flags
 from ..files.checkpoint_ops import CheckpointParams, make_checkpoint
 from ..release.operations import ReleaseParams, record_in_checkpoint
 from ..store.store import Store
 
 #: The host layers a safety checkpoint captures, in the order they are captured.
-SAFETY_LAYERS = ("config", "release", "database")
+SAFETY_LAYERS = ("flags", "config", "release", "database")
 
 
 @dataclass
@@ -40,10 +41,11 @@ class SafetyRequest:
     exclude: List[str] = field(default_factory=list)
     release_root: str = ""
     databases: List[Dict[str, Any]] = field(default_factory=list)  # with their passwords (never returned)
+    flags: List[Dict[str, Any]] = field(default_factory=list)  # flag sets, with their etcd passwords
 
     def wants(self, layer: str) -> bool:
         """Whether the layer is asked for and configured on this host."""
-        configured = {"config": bool(self.paths), "release": bool(self.release_root),
+        configured = {"flags": bool(self.flags), "config": bool(self.paths), "release": bool(self.release_root),
                       "database": bool(self.databases)}
         return layer in self.layers and configured[layer]
 
@@ -87,7 +89,19 @@ def _databases(request: SafetyRequest) -> Dict[str, Any]:
     return {"changed": bool(backups), "backups": backups}
 
 
-_CAPTURES = {"config": _config, "release": _release, "database": _databases}
+def _flags(request: SafetyRequest) -> Dict[str, Any]:
+    store = Store(request.store_path, request.encryption_key)
+    stored = {}
+    for entry in request.flags:
+        backend = backend_from(entry)
+        outcome = capture_flags(FlagsRequest(backend, store, request.owner, checkpoint=request.label,
+                                             reason=request.reason, lock_timeout=request.lock_timeout,
+                                             check_mode=request.check_mode))
+        stored[backend.component_name] = outcome["flags"]
+    return {"changed": bool(stored), "sets": stored}
+
+
+_CAPTURES = {"flags": _flags, "config": _config, "release": _release, "database": _databases}
 
 
 def take_safety_checkpoint(request: SafetyRequest) -> Dict[str, Any]:

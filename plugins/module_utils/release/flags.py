@@ -15,7 +15,8 @@ decoded from it for display and comparison) and writes one back. Two backends:
   overwritten unseen.
 
 Adding a backend: a class with ``kind``, ``component_name``, ``read() -> Snapshot``,
-``decode(document) -> Snapshot`` and ``write(target, current)``; see docs/feature-flags.md.
+``decode(document) -> Snapshot``, ``turned_off(current, names)`` and ``write(target, current)``, and
+its options in :func:`backend_from`; see docs/feature-flags.md.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import base64
 import json
 import os
 import stat
+import time
 import urllib.error
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError, SSLValidationError, open_url
 
@@ -49,6 +51,17 @@ OFF_ETCD_VALUE = b"false"
 
 class FlagsError(RollbackError):
     """Flags that cannot be read, found or written; nothing was changed."""
+
+
+def component_name(entry: Dict[str, Any]) -> str:
+    """The name a flag set is stored under in a checkpoint: ``file:<path>`` or ``etcd:<prefix>``.
+
+    ``entry`` holds the feature_flags options (``backend``, ``path``, ``etcd_prefix``); the rollback
+    plan names a flag set of the inventory (``gitops_rollback_flags``) by it, without reading it.
+    """
+    if entry.get("backend", "file") == "etcd":
+        return "etcd:" + str(entry.get("etcd_prefix") or "")
+    return "file:" + os.path.normpath(str(entry.get("path") or ""))
 
 
 @dataclass
@@ -78,7 +91,7 @@ class FileFlags:
     @property
     def component_name(self) -> str:
         """The component's name in a checkpoint."""
-        return "file:" + self.path
+        return component_name({"backend": "file", "path": self.path})
 
     def read(self) -> Snapshot:
         """Read the file (never through a link) with its mode and owner."""
@@ -225,7 +238,7 @@ class EtcdFlags:
     @property
     def component_name(self) -> str:
         """The component's name in a checkpoint."""
-        return "etcd:" + self.prefix.decode("utf-8")
+        return component_name({"backend": "etcd", "etcd_prefix": self.prefix.decode("utf-8")})
 
     def read(self) -> Snapshot:
         """Every key under the prefix with its value and revision."""
@@ -311,6 +324,21 @@ def _check_known(current: Snapshot, names: Sequence[str]) -> None:
 # ---------------------------------------------------------------------------------------------- operations
 
 
+def backend_from(entry: Dict[str, Any]) -> Any:
+    """The backend a flag set's options describe (the feature_flags module's, an inventory entry's)."""
+    backend = entry.get("backend") or "file"
+    if backend == "file":
+        if not entry.get("path"):
+            raise FlagsError("backend=file needs path: the flags file on the host.")
+        return FileFlags(str(entry["path"]))
+    if backend != "etcd":
+        raise FlagsError("backend %r is not a flags backend (file or etcd)." % (backend,))
+    connection = EtcdConnection(list(entry.get("etcd_endpoints") or []), entry.get("etcd_user"),
+                                entry.get("etcd_password"), entry.get("etcd_ca_cert"), entry.get("etcd_client_cert"),
+                                entry.get("etcd_client_key"), float(entry.get("etcd_timeout") or 10))
+    return EtcdFlags(connection, str(entry.get("etcd_prefix") or ""))
+
+
 @dataclass
 class FlagsRequest:
     """One flags operation on one host."""
@@ -323,6 +351,8 @@ class FlagsRequest:
     reason: Optional[str] = None
     lock_timeout: float = 0.0
     check_mode: bool = False
+    #: A label: before writing, the flags as they are go into this checkpoint (a safety checkpoint).
+    safety_checkpoint: Optional[str] = None
 
 
 def changes(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -352,16 +382,21 @@ def capture(request: FlagsRequest) -> Dict[str, Any]:
     result["changed"] = True
     if request.check_mode:
         return result
-    store.init()
-    with store.lock(request.owner, "flags checkpointed", request.lock_timeout):
-        wanted = _component(request, current, store.put_bytes(current.document))
-        manifest = store.find_optional(request.checkpoint)
-        if manifest is None:
-            manifest = store.new_manifest(label=request.checkpoint, reason=request.reason or "flags checkpointed",
-                                          creator=request.owner)
-        store.attach_component(manifest, wanted.to_json())
-    result["checkpoint"] = {"id": manifest["id"], "label": manifest.get("label")}
+    result["checkpoint"] = _store(request, request.checkpoint or "", current, request.reason or "flags checkpointed")
     return result
+
+
+def _store(request: FlagsRequest, label: str, snapshot: Snapshot, reason: str) -> Dict[str, Any]:
+    """Attach ``snapshot`` to the checkpoint ``label`` (made when new), under the store's lock."""
+    store = request.store
+    store.init()
+    with store.lock(request.owner, reason, request.lock_timeout):
+        wanted = _component(request, snapshot, store.put_bytes(snapshot.document))
+        manifest = store.find_optional(label)
+        if manifest is None:
+            manifest = store.new_manifest(label=label, reason=reason, creator=request.owner)
+        store.attach_component(manifest, wanted.to_json())
+    return {"id": manifest["id"], "label": manifest.get("label")}
 
 
 def stored_flags(request: FlagsRequest) -> Tuple[Snapshot, Dict[str, Any]]:
@@ -390,6 +425,23 @@ def turn_off(request: FlagsRequest) -> Dict[str, Any]:
     return _apply(request, None, {})
 
 
+def restore_when_unhealthy(request: FlagsRequest, evaluate: Callable[[], Any]) -> Dict[str, Any]:
+    """Evaluate a health gate; the moment it fails, put the flags back (or turn ``names`` off) in this process.
+
+    The first response of the guard: no task, connection or process lies between the failing
+    measurement and the write. ``evaluate`` returns the gate's evaluation (``health.analysis.Evaluation``);
+    the flags are left alone for any other verdict. Keys: ``gate`` (the evaluation), ``responded``
+    (the flags were put back), ``responded_at`` (epoch seconds) and what the restore returns.
+    """
+    evaluation = evaluate()
+    result: Dict[str, Any] = {"changed": False, "gate": evaluation.as_dict(), "responded": False}
+    if evaluation.verdict != "fail":
+        return result
+    result.update(turn_off(request) if request.names else restore(request))
+    result.update(responded=True, responded_at=round(time.time(), 3))
+    return result
+
+
 def _apply(request: FlagsRequest, target: Optional[Snapshot], extra: Dict[str, Any]) -> Dict[str, Any]:
     current = request.backend.read()
     if target is None:
@@ -398,6 +450,9 @@ def _apply(request: FlagsRequest, target: Optional[Snapshot], extra: Dict[str, A
     same_meta = not target.meta or not current.meta or target.meta == current.meta
     changed = bool(delta) or current.document != target.document or not same_meta
     if changed and not request.check_mode:
+        if request.safety_checkpoint:
+            extra["safety_checkpoint"] = _store(request, request.safety_checkpoint, current,
+                                                "safety checkpoint of the flags before they change")
         request.backend.write(target, current)
     return dict(extra, changed=changed, flags=target.flags, changes=delta,
                 diff={"before": _shown(current.flags), "after": _shown(target.flags)})

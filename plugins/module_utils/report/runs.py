@@ -18,7 +18,7 @@ from .text import clip
 
 OUTCOMES = ("success", "failed", "refused", "incomplete")
 FINISHED = ("success", "failed")
-LAYER_ORDER = ("traffic", "release", "config", "database", "infrastructure", "services")
+LAYER_ORDER = ("flags", "traffic", "release", "config", "database", "infrastructure", "services")
 QUANTILES = (0.5, 0.9, 0.99)
 GUARD_LINK_SLACK = 2.0  # seconds of clock skew allowed when joining a guard run to its rollback run
 # Causes of failures and refusals, found in the problem texts the engine writes (first match wins).

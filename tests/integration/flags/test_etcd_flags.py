@@ -4,7 +4,12 @@ change made meanwhile never overwritten unseen (the engine in-process; a compone
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -74,3 +79,43 @@ def test_an_unreachable_cluster_is_named(flags) -> None:
     dead = _flags.EtcdFlags(_flags.EtcdConnection(["http://127.0.0.1:9"], timeout=2), prefix)
     with pytest.raises(_flags.FlagsError, match=r"No etcd endpoint answered \(http://127.0.0.1:9"):
         _flags.capture(_flags.FlagsRequest(dead, request().store, "test", checkpoint="v1"))
+
+
+def _put(endpoint: str, key: str, value: str) -> None:
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(value.encode()).decode()})
+    with urllib.request.urlopen(urllib.request.Request(endpoint + "/v3/kv/put", body.encode(), method="POST"),
+                                timeout=10) as answer:
+        answer.read()
+
+
+def test_a_concurrent_writers_unrelated_keys_are_untouched_while_the_flags_come_back(etcd: EtcdServer, flags) -> None:
+    _flags, _backend, request, prefix = flags
+    _flags.capture(request(checkpoint="v1"))
+    etcd.ctl("put", prefix + "checkout_v2", "false")
+    etcd.ctl("put", prefix + "added_later", "x")
+    neighbour = prefix.rstrip("/") + "-neighbour/"  # shares the prefix's text up to its last '/'
+    stop, written = threading.Event(), []
+
+    def writer() -> None:
+        while not stop.is_set():
+            number = str(len(written))
+            _put(etcd.endpoint, "/flags/other/counter", number)
+            _put(etcd.endpoint, neighbour + "counter", number)
+            written.append(number)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while len(written) < 3:
+            time.sleep(0.01)
+        for _round in range(3):  # each restore's transaction lands between the writer's puts
+            assert _flags.restore(request(checkpoint="v1"))["flags"] == {"banner": "winter", "checkout_v2": "true"}
+            etcd.ctl("put", prefix + "checkout_v2", "false")
+        assert _flags.restore(request(checkpoint="v1"))["changed"]
+    finally:
+        stop.set()
+        thread.join()
+    assert keys(etcd, prefix) == {prefix + "banner": "winter", prefix + "checkout_v2": "true"}
+    assert keys(etcd, "/flags/other/") == {"/flags/other/counter": written[-1], "/flags/other/keep": "untouched"}
+    assert keys(etcd, neighbour) == {neighbour + "counter": written[-1]}
+    assert len(written) > 3  # the writer kept writing while the flags were restored

@@ -43,7 +43,7 @@ def test_surveys_ask_what_the_playbooks_take() -> None:
                  for name in ("checkpoint", "rollback", "guard")}
     assert variables["rollback"]["rollback_to"]["required"] is True
     assert set(variables["rollback"]["rollback_layers"]["choices"]) == {
-        "traffic", "release", "config", "database", "infrastructure", "services"}
+        "flags", "traffic", "release", "config", "database", "infrastructure", "services"}
     assert variables["rollback"]["rollback_dry_run"]["default"] == "yes"
     assert "checkpoint_label" in variables["checkpoint"]
     templates = yaml.safe_load((AWX / "job_templates.yml").read_text())[0]["vars"]["awx_templates"]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from gitops_rollback.collection import import_module_util
 from gitops_rollback.schedule import (CANCELLED, MISSED, PENDING, ScheduleError, ScheduleFile, checkpoint_vars,
-                                      due_entries, parse_every, parse_time, rollback_vars, scheduled_label,
+                                      due_entries, entry_problem, parse_every, parse_time, rollback_vars, scheduled_label,
                                       timer_units)
 from gitops_rollback.state import StateError
 
@@ -89,3 +90,15 @@ def test_checkpoints_when_changed_ask_the_playbook_for_it() -> None:
              "status": PENDING, "scheduled_by": "ops", "layers": ["config"], "when_changed": True}
     assert checkpoint_vars(entry, NOW)["checkpoint_when_changed"] is True
     assert "checkpoint_when_changed" not in checkpoint_vars(dict(entry, when_changed=False), NOW)
+
+
+def test_a_scheduled_rollback_takes_a_relative_target_resolved_when_it_runs(tmp_path: Path) -> None:
+    (tmp_path / "prod.yml").write_text("all: {}\n")
+    labels = import_module_util("common.labels", None)
+    for target in ("previous", "previous~2:v*", "latest:v2.3.*"):
+        entry = dict(rollback("2026-12-24T02:00:00Z"), id="rollback-20261224T0200Z-3fa2", target=target,
+                     inventory=str(tmp_path / "prod.yml"))
+        assert entry_problem(entry, labels) is None, target
+        assert rollback_vars(entry)["rollback_to"] == target
+    problem = entry_problem(dict(entry, target="previous~0"), labels)
+    assert problem == "its target 'previous~0' is not a target: it counts back 0 checkpoints (from 1 to 99)"

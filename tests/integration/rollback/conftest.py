@@ -1,5 +1,5 @@
-"""A three-host deployment with every layer (release, config, PostgreSQL with migrations,
-Terraform state), for the ordered-rollback drill tests."""
+"""A three-host deployment with every layer (feature flags in files and in etcd, release, config,
+PostgreSQL with migrations, Terraform state), for the ordered-rollback drill tests."""
 
 from __future__ import annotations
 
@@ -80,6 +80,8 @@ class Drill:
     audit_log: Path
     lock_dir: Path
     run: Callable[..., Result]
+    etcd: Any = None
+    etcd_prefix: str = ""
 
     def vars(self, **extra: Any) -> dict[str, Any]:
         """Extra vars shared by every run."""
@@ -100,6 +102,12 @@ class Drill:
     def deploy(self, tag: str) -> None:
         """Deploy a release in every layer: release dir, config, migrations + data, Terraform."""
         upto = {"v1": 3, "v2": 4}[tag]
+        for host in self.fleet:
+            (self.tmp / f"flags-{host.name}.json").write_text(json.dumps({"checkout_v2": tag == "v2"}) + "\n")
+        if self.etcd is not None:
+            self.etcd.ctl("put", self.etcd_prefix + "checkout_v2", json.dumps(tag == "v2"))
+            if tag == "v2":
+                self.etcd.ctl("put", self.etcd_prefix + "added_in_v2", "true")
         for host in self.fleet:
             build = self.tmp / f"build-{host.name}-{tag}"
             build.mkdir(parents=True, exist_ok=True)
@@ -140,6 +148,7 @@ class Drill:
                 if (host.local("/srv/app") / "current").is_symlink() else None,
                 "version": (host.local("/srv/app") / "current" / "VERSION").read_text()
                 if (host.local("/srv/app") / "current").exists() else None,
+                "flags": (self.tmp / f"flags-{host.name}.json").read_text(),
             }
         tables = self.sql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname='public'")
         columns = self.sql("SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
@@ -148,7 +157,8 @@ class Drill:
         customers = self.sql("SELECT json_agg(c ORDER BY id) FROM customers c")
         version = self.sql("SELECT max(version) FROM gitops_rollback_migrations")
         tfstate = self.tf.state()
-        return {"hosts": hosts, "tables": tables, "orders_columns": columns, "orders": rows,
+        flags = self.etcd.ctl("get", "--prefix", self.etcd_prefix) if self.etcd is not None else ""
+        return {"hosts": hosts, "etcd_flags": flags, "tables": tables, "orders_columns": columns, "orders": rows,
                 "customers": customers, "schema_version": version,
                 "tf_release": tfstate["outputs"]["release"]["value"], "tf_lineage": tfstate["lineage"],
                 "tf_serial": tfstate["serial"],
@@ -167,7 +177,7 @@ class Drill:
         return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
 
 
-def build_drill(fleet: Fleet, pg: PgServer, tmp: Path, git_repo, run, request=None) -> Drill:
+def build_drill(fleet: Fleet, pg: PgServer, tmp: Path, git_repo, run, request=None, etcd=None) -> Drill:
     """Three hosts, PostgreSQL and Terraform wired into one inventory, v1 deployed in every layer
     (shared by the drill fixture and bench/bench_rollback.py)."""
     cli = tmp / "terraformrc"
@@ -185,7 +195,12 @@ def build_drill(fleet: Fleet, pg: PgServer, tmp: Path, git_repo, run, request=No
         "gitops_rollback_services": [{"name": "app", "layers": ["release", "config"],
                                       "command": ["touch", str(tmp / "restarted-{{ inventory_hostname }}")]}],
     }
-    hosts = {host.name: dict(fleet.host_vars(host)) for host in fleet}
+    hosts = {host.name: dict(fleet.host_vars(host), gitops_rollback_flags=[{"path": str(tmp / f"flags-{host.name}.json")}])
+             for host in fleet}
+    prefix = "/flags/%s/" % tmp.name
+    if etcd is not None:  # h2's application also reads flags from etcd
+        hosts["h2"]["gitops_rollback_flags"].append({"backend": "etcd", "etcd_endpoints": [etcd.endpoint],
+                                                     "etcd_prefix": prefix})
     hosts["h1"]["gitops_rollback_databases"] = [{
         "engine": "postgresql", "database": database, "login_host": pg.host, "login_port": pg.port,
         "login_user": pg.user, "migrations_dir": str(tmp / "migrations")}]
@@ -193,18 +208,19 @@ def build_drill(fleet: Fleet, pg: PgServer, tmp: Path, git_repo, run, request=No
     inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
         "children": {"fleet": {"hosts": hosts, "vars": common}}}}))
-    drill = Drill(fleet, pg, database, tf, tmp, inventory, tmp / "audit.jsonl", tmp / "locks", run)
+    drill = Drill(fleet, pg, database, tf, tmp, inventory, tmp / "audit.jsonl", tmp / "locks", run, etcd, prefix)
     drill.deploy("v1")
     return drill
 
 
 @pytest.fixture
-def drill(clean_fleet: Fleet, postgres: PgServer, tmp_path: Path, git_repo, run_playbook, request) -> Drill:
+def drill(clean_fleet: Fleet, postgres: PgServer, etcd, tmp_path: Path, git_repo, run_playbook, request) -> Drill:
     """Three hosts at v1 in every layer, checkpointed as v1, then a bad v2 deployed in every layer."""
-    drill = build_drill(clean_fleet, postgres, tmp_path, git_repo, run_playbook, request)
+    drill = build_drill(clean_fleet, postgres, tmp_path, git_repo, run_playbook, request, etcd)
     drill.v1 = drill.state()
     checkpoint = drill.playbook("checkpoint.yml", checkpoint_label="v1")
-    assert checkpoint.ok, checkpoint
+    assert checkpoint.ok, [(e["host"], e["task"], e["result"].get("msg")) for e in checkpoint.events
+                           if e.get("status") == "failed"] or checkpoint
     drill.deploy("v2")
     drill.v2 = drill.state()
     yield drill

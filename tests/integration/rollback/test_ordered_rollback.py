@@ -22,10 +22,11 @@ def failures(result):
 #: Modules of the layers and of the safety checkpoint: none runs in a dry run, not even in check mode.
 LAYER_ACTIONS = {"gitops.rollback.restore", "gitops.rollback.release", "gitops.rollback.db_migrate",
                  "gitops.rollback.db_restore", "gitops.rollback.checkpoint", "gitops.rollback.db_backup",
-                 "gitops.rollback.traffic_weights", "ansible.builtin.command", "ansible.builtin.service"}
+                 "gitops.rollback.traffic_weights", "ansible.builtin.command", "ansible.builtin.service",
+                 "gitops.rollback.feature_flags"}
 
 
-def assert_plan_only(plan):
+def assert_plan_only(plan, drill):
     """A dry run is the plan: no layer task ran on any host, and each host's printed plan says, per
     layer, what would change - the files, the release that becomes current, the migrations reverted,
     the Terraform snapshot's serial - and what the safety checkpoint must cover."""
@@ -38,8 +39,12 @@ def assert_plan_only(plan):
     assert set(shown) == {"h1", "h2", "h3"}, shown
     lines = shown["h1"]
     by_layer = {layer: [line for line in lines if line.startswith(layer + ":")] for layer in
-                ("release", "config", "database", "infrastructure", "services")}
+                ("flags", "release", "config", "database", "infrastructure", "services")}
     assert all(by_layer.values()), lines
+    assert by_layer["flags"][0].endswith("would change file:%s: checkout_v2 true -> false" % (drill.tmp / "flags-h1.json"))
+    assert "etcd:%s: added_in_v2 \"true\" -> null, checkout_v2 \"true\" -> \"false\"" % drill.etcd_prefix \
+        in [line for line in shown["h2"] if line.startswith("flags:")][0], shown["h2"]
+    assert lines.index(by_layer["flags"][0]) == 0, "the flags layer comes first"
     assert "to v1 (" in by_layer["release"][0] and "needs" in by_layer["release"][0], lines
     assert "debug.env" in by_layer["config"][0] and "/etc/app" in by_layer["config"][0], lines
     assert "version 4 -> 3, reverting V0004__" in by_layer["database"][0], lines
@@ -54,7 +59,7 @@ def test_every_layer_comes_back_to_v1_on_every_host(drill):
     plan = drill.playbook("rollback.yml", check=True, rollback_to="v1")
     assert plan.ok, failures(plan)
     assert drill.state() == drill.v2, "check mode changed something"
-    assert_plan_only(plan)
+    assert_plan_only(plan, drill)
 
     result = drill.playbook("rollback.yml", rollback_to="v1")
 
@@ -76,8 +81,8 @@ def test_every_layer_comes_back_to_v1_on_every_host(drill):
     real = [e for e in events if e["run_id"] != events[0]["run_id"]]
     assert [e["event"] for e in real] == ["started", "completed"]
     layers = real[-1]["layers"]
-    assert set(layers["h1"]) == {"release", "config", "database", "infrastructure", "services"}
-    assert set(layers["h2"]) == {"release", "config", "infrastructure", "services"}
+    assert set(layers["h1"]) == {"flags", "release", "config", "database", "infrastructure", "services"}
+    assert set(layers["h2"]) == {"flags", "release", "config", "infrastructure", "services"}
 
 
 def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):

@@ -11,7 +11,8 @@ import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import CheckpointNotFound
 from ansible_collections.gitops.rollback.plugins.module_utils.release.flags import (
-    FileFlags, FlagsError, FlagsRequest, capture, prefix_end, restore, turn_off)
+    EtcdFlags, FileFlags, FlagsError, FlagsRequest, backend_from, capture, prefix_end, restore, restore_when_unhealthy,
+    turn_off)
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 FLAGS = b'{\n  "checkout_v2": true,\n  "banner": "winter"\n}\n'
@@ -109,3 +110,58 @@ def test_yaml_flags_files_are_read_and_turned_off_as_yaml(tmp_path) -> None:
 def test_the_etcd_range_end_covers_exactly_the_prefix() -> None:
     assert prefix_end(b"/flags/shop/") == b"/flags/shop0"
     assert prefix_end(b"a\xff") == b"b"
+
+
+def test_a_restore_with_a_safety_checkpoint_stores_the_flags_as_they_were_in_the_same_call(site) -> None:
+    capture(request(site, checkpoint="v1"))
+    bad = b'{"checkout_v2": true, "banner": "broken"}'
+    site["path"].write_bytes(bad)
+    assert "safety_checkpoint" not in restore(request(site, checkpoint="v1", check_mode=True,
+                                                      safety_checkpoint="safety/guard-1"))
+    assert site["store"].find_optional("safety/guard-1") is None  # a dry run stores nothing
+    done = restore(request(site, checkpoint="v1", safety_checkpoint="safety/guard-1"))
+    assert done["safety_checkpoint"]["label"] == "safety/guard-1"
+    assert site["path"].read_bytes() == FLAGS
+    undone = restore(request(site, checkpoint="safety/guard-1"))  # the change itself can be undone
+    assert undone["changed"] and site["path"].read_bytes() == bad
+    again = restore(request(site, checkpoint="safety/guard-1", safety_checkpoint="safety/guard-2"))
+    assert not again["changed"] and "safety_checkpoint" not in again  # nothing changes: nothing stored
+    assert site["store"].find_optional("safety/guard-2") is None
+
+
+def test_a_flag_set_of_the_inventory_names_its_backend() -> None:
+    assert isinstance(backend_from({"path": "/etc/shop/flags.json"}), FileFlags)
+    etcd = backend_from({"backend": "etcd", "etcd_endpoints": ["http://127.0.0.1:2379"], "etcd_prefix": "/f/"})
+    assert isinstance(etcd, EtcdFlags) and etcd.component_name == "etcd:/f/"
+    with pytest.raises(FlagsError, match="backend 'consul' is not a flags backend"):
+        backend_from({"backend": "consul"})
+    with pytest.raises(FlagsError, match="backend=file needs path"):
+        backend_from({})
+
+
+class _Evaluation:
+    def __init__(self, verdict):
+        self.verdict = verdict
+
+    def as_dict(self):
+        return {"verdict": self.verdict}
+
+
+@pytest.mark.parametrize("verdict", ["pass", "inconclusive", "error"])
+def test_a_gate_that_does_not_fail_leaves_the_flags_alone(site, verdict) -> None:
+    capture(request(site, checkpoint="v1"))
+    site["path"].write_text('{"checkout_v2": false}')
+    done = restore_when_unhealthy(request(site, checkpoint="v1"), lambda: _Evaluation(verdict))
+    assert done == {"changed": False, "gate": {"verdict": verdict}, "responded": False}
+    assert site["path"].read_text() == '{"checkout_v2": false}'
+
+
+def test_a_failing_gate_puts_the_flags_back_in_the_same_call(site) -> None:
+    capture(request(site, checkpoint="v1"))
+    site["path"].write_text('{"checkout_v2": false, "banner": "winter"}')
+    done = restore_when_unhealthy(request(site, checkpoint="v1", safety_checkpoint="safety/guard-1"),
+                                  lambda: _Evaluation("fail"))
+    assert done["responded"] and done["changed"] and done["changes"] == {"checkout_v2": {"before": False, "after": True}}
+    assert site["path"].read_bytes() == FLAGS and done["safety_checkpoint"]["label"] == "safety/guard-1"
+    off = restore_when_unhealthy(request(site, names=["banner"]), lambda: _Evaluation("fail"))
+    assert off["changes"] == {"banner": {"before": "winter", "after": False}}

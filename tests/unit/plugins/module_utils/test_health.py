@@ -15,6 +15,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.health.analysis im
     NoData, classify, evaluate, judge_metric, measure_once, parse_condition,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils.health.cooldown import acquire
+from ansible_collections.gitops.rollback.plugins.module_utils.health.options import build_specs, gate_params
 from ansible_collections.gitops.rollback.plugins.module_utils.health.providers import (
     json_value, measure_command, prometheus_values,
 )
@@ -217,3 +218,13 @@ def test_cooldown_check_only_creates_nothing(tmp_path):
     path = tmp_path / "none" / "cooldown.json"
     assert acquire(str(path), "k", 60, record=False, now=time.time()).allowed
     assert not path.parent.exists()
+
+
+def test_a_gate_given_as_one_dict_is_checked_and_completed_as_health_checks_options() -> None:
+    gate = gate_params({"metrics": [{"name": "errors", "success_condition": "result < 0.5",
+                                     "provider": {"type": "http", "url": "http://shop/health", "value": "json"}}],
+                        "interval": "2.0", "count": "60"})  # as Jinja renders them
+    assert (gate["interval"], gate["count"], gate["health_threshold"]) == (2.0, 60, 100)
+    assert [(s.interval, s.count) for s in build_specs(gate)] == [(2.0, 60)]
+    with pytest.raises(HealthSpecError, match="gate: .*interval"):
+        gate_params({"metrics": [], "interval": "soon"})

@@ -59,3 +59,12 @@ def test_input_problems_lists_each_refused_variable_and_skips_unset_ones() -> No
                               ["rollback_to", "checkpoint_label", "missing"], ["awx_webhook_payload", "other"],
                               trusted)
     assert len(problems) == 2 and problems[0].startswith("rollback_to ") and "awx_webhook_payload['a']" in problems[1]
+
+
+def test_a_target_variable_takes_a_relative_target_and_refuses_one_outside_its_grammar():
+    for value in ("previous", "previous~2", "previous~2:v*", "latest:v2.3.*"):
+        assert label_variable_problem("rollback_to", value) is None, value
+        assert label_variable_problem("checkpoint_label", value), value  # a label is never relative
+    problem = label_variable_problem("guard_rollback_to", "previous~0:v*")
+    assert problem.startswith("guard_rollback_to 'previous~0:v*' is refused: it counts back 0")
+    assert "{{" not in str(label_variable_problem("rollback_to", "previous:{{ x }}"))

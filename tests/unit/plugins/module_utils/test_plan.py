@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ansible_collections.gitops.rollback.plugins.module_utils.release.flags import FileFlags
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
-    HostSettings, layer_list, plan_host, problems_message, request_problems, resolve)
+    LAYERS, HostSettings, flags_name, layer_list, plan_host, problems_message, request_problems, resolve)
 
 OLD = {"id": "20261201T100000.000Z-aaaaaa", "label": "v1", "roots": ["/etc/app"],
        "components": [{"type": "release", "name": "/srv/app"}, {"type": "database", "name": "postgresql/app"}]}
@@ -84,7 +85,7 @@ def test_layers_the_host_does_not_have_are_left_out_and_unknown_ones_refused():
                      settings(databases=[], terraform=[]), [OLD])
     assert plan["layers"] == ["config"]
     assert plan["problems"] == [{"layer": "request", "problem": (
-        "rollback_layers may only name traffic, release, config, database, infrastructure, services "
+        "rollback_layers may only name flags, traffic, release, config, database, infrastructure, services "
         "(got 'bogus').")}]
     assert layer_list(" config , database,") == ["config", "database"]
 
@@ -159,3 +160,129 @@ def test_a_preview_problem_is_reported_for_a_layer_the_plan_runs_only():
     safety = plan_host("web1", "safety/rollback-1", "release,config", settings(), [SAFETY], {}, "", {}, problems)
     assert [p["layer"] for p in safety["problems"]] == ["config"], "the safety checkpoint holds no release: a note"
     assert "PROBLEM [config] object 1234 is corrupted" in safety["lines"]
+
+
+FLAGS_FILE = {"backend": "file", "path": "/etc/shop/flags.json"}
+FLAGS_ETCD = {"backend": "etcd", "etcd_endpoints": ["http://etcd:2379"], "etcd_prefix": "/flags/shop/"}
+WITH_FLAGS = {"id": "20261201T100000.000Z-111111", "label": "v1", "roots": ["/etc/app"],
+              "components": [{"type": "flags", "name": "file:/etc/shop/flags.json"},
+                             {"type": "flags", "name": "etcd:/flags/shop/"},
+                             {"type": "release", "name": "/srv/app"}]}
+
+
+def test_the_flags_layer_comes_first_and_puts_each_set_back_from_the_resolved_id():
+    plan = plan_host("web1", "v1", list(LAYERS), settings(flags=[FLAGS_FILE, FLAGS_ETCD], databases=[], terraform=[],
+                                                          services=[]), [WITH_FLAGS], run_id="rollback-1")
+    assert plan["problems"] == []
+    assert plan["layers"] == ["flags", "release", "config"]  # first in the default order
+    assert plan["checkpoints"]["flags"] == WITH_FLAGS["id"]
+    assert [s["name"] for s in plan["steps"]["flags"]["sets"]] == ["file:/etc/shop/flags.json", "etcd:/flags/shop/"]
+    assert plan["safety"] == ["flags", "release", "config"]
+    assert plan["lines"][0].startswith("flags: put the flags of file:/etc/shop/flags.json back as checkpoint "
+                                       + WITH_FLAGS["id"])
+
+
+def test_a_checkpoint_without_the_flags_is_a_problem_and_an_off_set_needs_none():
+    plan = plan_host("web1", "v1", ["flags"], settings(flags=[FLAGS_FILE, dict(FLAGS_ETCD, etcd_prefix="/other/")]),
+                     [WITH_FLAGS])
+    assert plan["layers"] == []
+    assert plan["problems"] == [{"layer": "flags", "problem": (
+        "Checkpoint v1 (%s) holds no flags of etcd:/other/ in /var/lib/gitops-rollback on web1. Record them with "
+        "gitops.rollback.feature_flags state=checkpointed when checkpointing (the checkpoint playbook does, for "
+        "gitops_rollback_flags), or give the entry off: [flags] to turn flags off instead." % WITH_FLAGS["id"])}]
+    off = plan_host("web1", "v1", ["flags"], settings(flags=[dict(FLAGS_ETCD, etcd_prefix="/other/", off=["beta"])]),
+                    [V2])
+    assert off["problems"] == [] and off["layers"] == ["flags"] and "flags" not in off["checkpoints"]
+    assert off["steps"]["flags"]["sets"] == [{"name": "etcd:/other/", "method": "off", "names": ["beta"],
+                                              "action": "turn beta off in etcd:/other/"}]
+
+
+def test_the_flags_preview_says_which_flags_change_and_none_is_no_change():
+    preview = {"changed": True, "sets": {"file:/etc/shop/flags.json": {"checkout_v2": {"before": True, "after": False}}}}
+    plan = plan_host("web1", "v1", ["flags", "release"], settings(flags=[FLAGS_FILE]), [WITH_FLAGS],
+                     previews={"flags": preview, "release": {"changed": False}})
+    assert plan["changes"] == ["flags"]
+    assert plan["lines"][0].endswith("; would change file:/etc/shop/flags.json: checkout_v2 true -> false")
+
+
+def test_the_plan_names_a_flag_set_as_the_backend_stores_it():
+    assert flags_name({"path": "/etc/shop//flags.json"}) == FileFlags("/etc/shop//flags.json").component_name
+
+
+def _listing(*labels):
+    return [{"id": "2026120%dT100000.000Z-%06d" % (index + 1, index), "label": label, "roots": ["/etc/app"],
+             "components": [{"type": "release", "name": "/srv/app"}]} for index, label in enumerate(labels)]
+
+
+def test_a_relative_target_resolves_once_to_an_id_and_the_plan_says_which():
+    listing = _listing("v2.2.0", "scheduled/20261203T0300Z", "v2.3.0", "safety/rollback-1", "v2.4.0", "v2.4.0")
+    checks = {"previous": listing[2], "previous~2": listing[1], "previous:v*": listing[2],
+              "previous~2:v*": listing[0], "latest:v2.3.*": listing[2], "latest:v*": listing[5]}
+    for target, wanted in checks.items():
+        plan = plan_host("web1", target, ["release"], settings(), listing)
+        assert plan["problems"] == [], (target, plan["problems"])
+        assert plan["checkpoints"] == {"release": wanted["id"]}, target
+        assert plan["lines"][0] == "target %s is %s (%s) on this host, resolved once: every layer rolls back to " \
+                                   "that id" % (target, wanted["label"], wanted["id"])
+
+
+def test_a_relative_target_past_the_oldest_or_outside_the_grammar_is_a_problem_naming_the_way_out():
+    listing = _listing("v1", "v2")
+    plan = plan_host("web1", "previous~2:v*", ["release"], settings(), listing)
+    assert plan["layers"] == [] and [p["layer"] for p in plan["problems"]] == ["release"]
+    assert plan["problems"][0]["problem"].startswith(
+        "Rollback target previous~2:v* names no checkpoint in /var/lib/gitops-rollback on web1: counting back from "
+        "the newest, it has only v2 (%s), v1 (%s)." % (listing[1]["id"], listing[0]["id"]))
+    for bad, why in (("previous~0", "it counts back 0 checkpoints (from 1 to 99)"),
+                     ("previous:v 1", "its glob 'v 1' is empty, too long or holds a character outside"),
+                     ("previous~", "it contains '~'")):
+        refused = plan_host("web1", bad, ["release"], settings(), listing)
+        assert refused["layers"] == [] and [p["layer"] for p in refused["problems"]] == ["request"], bad
+        assert why in refused["problems"][0]["problem"], refused["problems"]
+        assert refused["problems"][0]["problem"].startswith("rollback_to '%s' is refused: " % bad)
+        assert "or a relative target (previous, previous~N" in refused["problems"][0]["problem"]
+
+
+def test_a_relative_target_finds_the_terraform_snapshot_of_the_release_it_resolved_to():
+    listing = _listing("v1", "v2")
+    tf = {"/ctl": [dict(TF, label="v1"), dict(TF, id="20261209T100000.000Z-999999", label="v2")]}
+    plan = plan_host("web1", "previous", ["release", "infrastructure"], settings(), listing, tf)
+    assert plan["problems"] == [] and plan["checkpoints"] == {"release": listing[0]["id"], "infrastructure": TF["id"]}
+
+
+TWO_DBS = [{"engine": "postgresql", "database": "app", "migrations_dir": "/srv/migrations"},
+           {"engine": "postgresql", "database": "billing", "name": "billing"}]
+TWO_TF = [{"project_path": "/srv/tf", "store_path": "/ctl"}, {"project_path": "/srv/dns", "name": "dns", "store_path": "/ctl"}]
+EVERYTHING = {"id": "20261201T100000.000Z-222222", "label": "v1", "roots": ["/etc/app", "/etc/other"],
+              "components": [{"type": "release", "name": "/srv/app"}, {"type": "database", "name": "postgresql/app"},
+                             {"type": "database", "name": "postgresql/billing"},
+                             {"type": "flags", "name": "file:/etc/shop/flags.json"}]}
+TF_BOTH = dict(TF, components=TF["components"] + [{"type": "terraform_state", "name": "default@dns"}])
+
+
+def test_rollback_components_keeps_one_database_of_several_and_nothing_else():
+    wide = settings(paths=["/etc/app", "/etc/other"], databases=TWO_DBS, terraform=TWO_TF, flags=[FLAGS_FILE])
+    plan = plan_host("web1", "v1", list(LAYERS), wide, [EVERYTHING], {"/ctl": [TF_BOTH]}, run_id="rollback-1",
+                     components="billing")
+    assert plan["problems"] == []
+    assert plan["layers"] == ["database", "services"]
+    assert [d["name"] for d in plan["steps"]["database"]["databases"]] == ["postgresql/billing"]
+    assert plan["selection"] == {"flags": [], "config": [], "database": [1], "infrastructure": []}
+    assert plan["safety"] == ["database"] and plan["safety_host"] == ["database"]
+
+
+def test_rollback_components_names_a_terraform_project_a_release_a_flag_set_and_a_managed_path():
+    wide = settings(paths=["/etc/app", "/etc/other"], databases=TWO_DBS, terraform=TWO_TF, flags=[FLAGS_FILE])
+    plan = plan_host("web1", "v1", list(LAYERS), wide, [EVERYTHING], {"/ctl": [TF_BOTH]},
+                     components=["default@dns", "/srv/app/", "/etc/shop/flags.json", "/etc/other", "nothing/here"])
+    assert plan["problems"] == []
+    assert plan["layers"] == ["flags", "release", "config", "infrastructure", "services"]
+    assert [p["name"] for p in plan["steps"]["infrastructure"]["projects"]] == ["default@dns"]
+    assert plan["steps"]["config"]["paths"] == ["/etc/other"]
+    assert plan["selection"] == {"flags": [0], "config": [1], "database": [], "infrastructure": [1]}
+    assert plan["notes"] == ["rollback_components: nothing named 'nothing/here' on this host"]
+
+
+def test_without_rollback_components_every_entry_rolls_back():
+    plan = plan_host("web1", "v1", ["database"], settings(databases=TWO_DBS), [EVERYTHING])
+    assert plan["selection"]["database"] == [0, 1] and len(plan["steps"]["database"]["databases"]) == 2
