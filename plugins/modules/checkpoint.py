@@ -31,8 +31,9 @@ options:
       - V(pruned) deletes the checkpoints a retention policy forgets, then collects unreferenced
         objects. Either the count/age policy (O(keep), O(older_than_days)) or the restic-style
         policy (O(keep_last), O(keep_hourly), O(keep_daily), O(keep_weekly), O(keep_monthly),
-        O(keep_yearly), O(keep_within_days), O(keep_labels)); the two cannot be mixed. The newest
-        checkpoint is never deleted. In check mode nothing is deleted and RV(forgotten) and
+        O(keep_yearly), O(keep_within_days), O(keep_labels)); the two cannot be mixed. Whatever the policy,
+        the newest checkpoint, the newest safety checkpoint and every checkpoint labelled with a release tag
+        (V(v[0-9]*), for example V(v1.2.3)) are never deleted. In check mode nothing is deleted and RV(forgotten) and
         RV(kept) (with the reasons) show what a run would do.
       - V(verified) re-hashes every object of O(checkpoint) (or of all checkpoints) and fails when
         one is missing or corrupted.
@@ -155,8 +156,7 @@ options:
     description:
       - With O(state=pruned), keep every checkpoint whose label matches one of these globs
         (case-sensitive; C(*) also matches C(/)), such as release tags.
-      - When not set and another restic-style option is, checkpoints labelled with a version tag
-        (V(v[0-9]*), for example V(v1.2.3)) are kept. V([]) protects no label.
+      - Release tags (V(v[0-9]*)) are kept whatever this option says.
       - Not used by the count/age policy.
     type: list
     elements: str

@@ -10,9 +10,12 @@ Two policies share one result shape (:class:`Decision` per checkpoint, with the 
   ``keep_hourly``/``daily``/``weekly``/``monthly``/``yearly`` keeps the newest checkpoint of each of
   the last N periods (UTC; ISO weeks) that hold a checkpoint; ``keep_within_days`` keeps every
   checkpoint taken within that many days of the newest one; ``keep_labels`` keeps every
-  checkpoint whose label matches a glob (default: version tags). A checkpoint kept by any rule is
-  kept. A count of -1 means unlimited. The newest checkpoint and the newest safety checkpoint
-  (see :func:`is_safety`) are always kept.
+  checkpoint whose label matches a glob. A checkpoint kept by any rule is kept. A count of -1 means
+  unlimited.
+
+Whatever the policy, three checkpoints are always kept: the newest, the newest safety checkpoint
+(see :func:`is_safety`, so the last rollback can be undone) and every checkpoint a release tag names
+(its label matches :data:`VERSION_TAGS`), so a rollback to any release stays possible.
 
 Pure functions, standard library only.
 """
@@ -26,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 DAY = 86400.0
 VERSION_TAGS = ("v[0-9]*",)
-"""Label globs kept by the bucket policy when ``keep_labels`` is not given: version tags (v1.2.3)."""
+"""Label globs of release tags (v1.2.3, v2.0.0-rc1): their checkpoints are never forgotten."""
 
 BUCKETS: Tuple[Tuple[str, str], ...] = (
     ("hourly", "%Y-%m-%dT%H"),
@@ -125,7 +128,7 @@ def _count_age_plan(snapshots: Sequence[Snapshot], policy: Policy, now: float) -
     decisions = [Decision(snap) for snap in snapshots]
     if not decisions:
         return decisions
-    decisions[-1].reasons.append("newest")
+    _always_kept(list(reversed(decisions)))
     keep = None if policy.keep is None else max(policy.keep, 1)
     for index, dec in enumerate(decisions[:-1]):
         within_count = keep is None or index >= len(decisions) - keep
@@ -146,10 +149,7 @@ def _bucket_plan(snapshots: Sequence[Snapshot], policy: Policy) -> List[Decision
     if not decisions:
         return decisions
     newest_first = list(reversed(decisions))
-    newest_first[0].reasons.append("newest")
-    safety = next((dec for dec in newest_first if is_safety(dec.snapshot)), None)
-    if safety is not None:
-        safety.reasons.append("newest safety checkpoint")
+    _always_kept(newest_first)
     if policy.keep_last:
         _keep_periods(newest_first, policy.keep_last, lambda snap: snap.id, lambda key: "last")
     for name, fmt in BUCKETS:
@@ -161,12 +161,24 @@ def _bucket_plan(snapshots: Sequence[Snapshot], policy: Policy) -> List[Decision
         for dec in newest_first:
             if dec.snapshot.created >= limit:
                 dec.reasons.append("within %s days of the newest" % _number(policy.keep_within_days))
-    patterns = list(VERSION_TAGS if policy.keep_labels is None else policy.keep_labels)
+    patterns = [glob for glob in policy.keep_labels or [] if glob not in VERSION_TAGS]
     for dec in newest_first:
         match = label_match(dec.snapshot.label, patterns)
         if match is not None:
             dec.reasons.append("label matches %s" % match)
     return decisions
+
+
+def _always_kept(newest_first: Sequence[Decision]) -> None:
+    """Keep, under any policy, the newest checkpoint, the newest safety checkpoint and every release tag's."""
+    newest_first[0].reasons.append("newest")
+    safety = next((dec for dec in newest_first if is_safety(dec.snapshot)), None)
+    if safety is not None:
+        safety.reasons.append("newest safety checkpoint")
+    for dec in newest_first:
+        match = label_match(dec.snapshot.label, VERSION_TAGS)
+        if match is not None:
+            dec.reasons.append("label matches %s (a release tag)" % match)
 
 
 def is_safety(snapshot: Snapshot) -> bool:

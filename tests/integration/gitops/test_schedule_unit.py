@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,21 @@ def test_a_scheduled_rollback_takes_a_relative_target_resolved_when_it_runs(tmp_
         assert rollback_vars(entry)["rollback_to"] == target
     problem = entry_problem(dict(entry, target="previous~0"), labels)
     assert problem == "its target 'previous~0' is not a target: it counts back 0 checkpoints (from 1 to 99)"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (Debian: systemd)")
+def test_the_timer_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    folder = tmp_path / "units"
+    folder.mkdir()
+    for name, text in timer_units(tmp_path / "my schedule.json", str(tmp_path / "collections")).items():
+        (folder / name).write_text(text)
+
+    def verify(*names: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["systemd-analyze", "verify", "--man=no", *[str(folder / n) for n in names]],
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    done = verify("gitops-rollback-schedule.timer", "gitops-rollback-schedule.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    timer = folder / "gitops-rollback-schedule.timer"
+    timer.write_text(timer.read_text().replace("OnCalendar=*-*-* *:*:00", "OnCalendar=every minute"))
+    assert verify("gitops-rollback-schedule.timer").returncode != 0  # the check does catch a broken unit

@@ -109,17 +109,29 @@ def test_a_rollback_runs_safety_label_marks_a_safety_checkpoint_too():
     assert _kept_ids(snaps, keep_last=1) == ["20261102T000000", "20261103T000000"]
 
 
-def test_version_tags_are_kept_by_default_and_keep_labels_replaces_the_default():
+def test_release_tags_are_always_kept_and_keep_labels_adds_patterns():
     snaps = [_snap("2026-10-01T00:00:00Z", "v1.2.3"), _snap("2026-10-02T00:00:00Z", "scheduled/2026-10-02"),
              _snap("2026-10-03T00:00:00Z", "very-old"), _snap("2026-10-04T00:00:00Z", "v2.0.0-rc1"),
              _snap("2026-10-05T00:00:00Z")]
     assert _kept(plan(snaps, Policy(keep_last=1), NOW)) == {
-        "20261001T000000": ["label matches v[0-9]*"],
-        "20261004T000000": ["label matches v[0-9]*"],
+        "20261001T000000": ["label matches v[0-9]* (a release tag)"],
+        "20261004T000000": ["label matches v[0-9]* (a release tag)"],
         "20261005T000000": ["newest", "last"],
     }
-    assert _kept_ids(snaps, keep_last=1, keep_labels=["scheduled/*"]) == ["20261002T000000", "20261005T000000"]
-    assert _kept_ids(snaps, keep_last=1, keep_labels=[]) == ["20261005T000000"]
+    assert _kept_ids(snaps, keep_last=1, keep_labels=["scheduled/*"]) == [
+        "20261001T000000", "20261002T000000", "20261004T000000", "20261005T000000"]
+    assert _kept_ids(snaps, keep_last=1, keep_labels=[]) == ["20261001T000000", "20261004T000000", "20261005T000000"]
+
+
+def test_no_policy_forgets_a_release_tags_checkpoint_nor_the_newest_safety_checkpoint():
+    snaps = [_snap("2026-11-01T00:00:00Z", "v1.0.0"), _snap("2026-11-02T00:00:00Z", "safety/rollback-1"),
+             _snap("2026-11-03T00:00:00Z", "safety/rollback-2"), _snap("2026-11-04T00:00:00Z", "build-7"),
+             _snap("2026-11-05T00:00:00Z", "build-8")]
+    for policy in (Policy(keep=1), Policy(older_than_days=1), Policy(keep_last=1, keep_labels=[]), Policy(keep_daily=1)):
+        assert forgotten(plan(snaps, policy, NOW)) == [snaps[1].id, snaps[3].id], policy
+    reasons = _kept(plan(snaps, Policy(keep=1), NOW))
+    assert reasons == {"20261101T000000": ["label matches v[0-9]* (a release tag)"],
+                       "20261103T000000": ["newest safety checkpoint"], "20261105T000000": ["newest"]}
 
 
 def test_label_patterns_are_case_sensitive_globs():
@@ -145,7 +157,7 @@ def test_periods_are_utc_whatever_the_local_zone(monkeypatch):
 
 
 def test_count_age_policy_is_unchanged():
-    snaps = [_snap("2026-11-0%dT00:00:00Z" % day, "v1.%d.0" % day) for day in range(1, 6)]
+    snaps = [_snap("2026-11-0%dT00:00:00Z" % day, "build-1.%d.0" % day) for day in range(1, 6)]
     assert forgotten(plan(snaps, Policy(keep=2), NOW)) == [s.id for s in snaps[:3]]
     assert forgotten(plan(snaps, Policy(keep=0), NOW)) == [s.id for s in snaps[:4]]
     # NOW is 2026-12-03 12:00: 2026-11-03 is 30.5 days old, and exactly that age is not older.
@@ -194,7 +206,7 @@ def test_prune_dry_run_lists_what_would_go_and_deletes_nothing(tmp_path):
     assert dry["changed"] and dry["deleted"] == [made[1][0], made[2][0]]
     assert [item["id"] for item in dry["forgotten"]] == [made[2][0], made[1][0]]
     assert [(item["label"], item["reasons"]) for item in dry["kept"]] == [
-        (None, ["newest", "daily 2026-11-03"]), ("v1.0.0", ["label matches v[0-9]*"])]
+        (None, ["newest", "daily 2026-11-03"]), ("v1.0.0", ["label matches v[0-9]* (a release tag)"])]
     assert store.ids() == [cid for cid, _blob in made] and "collected" not in dry
     assert all(store.has_blob(blob) for _cid, blob in made)
 
