@@ -178,7 +178,7 @@ def _always_kept(newest_first: Sequence[Decision]) -> None:
     for dec in newest_first:
         match = label_match(dec.snapshot.label, VERSION_TAGS)
         if match is not None:
-            dec.reasons.append("label matches %s (a release tag)" % match)
+            dec.reasons.append("label matches %s" % match)
 
 
 def is_safety(snapshot: Snapshot) -> bool:

@@ -288,7 +288,7 @@ def test_pruning_one_host_never_collects_what_another_host_still_needs(eng, repo
         (roots[name] / "own.conf").write_bytes(b"only %s\n" % name.encode())
         stores[name] = eng.store.Store(str(tmp_path / name / "store"))
         specs[name] = eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name=name))
-    old = take(eng, stores["web1"], roots["web1"], "v1")
+    old = take(eng, stores["web1"], roots["web1"], "build-1")  # no release tag: retention may drop it
     only_old = {entry["sha256"] for entry in stores["web1"].iter_tree(old["roots"][0]["tree"]) if entry["sha256"]}
     (roots["web1"] / "release.js").unlink()
     (roots["web1"] / "own.conf").write_bytes(b"web1, second release\n")
@@ -462,7 +462,7 @@ def test_a_prune_while_a_sync_runs_keeps_the_sync_whole_or_refuses_it_until_the_
     make_tree(root, files=40)
     store = eng.store.Store(str(tmp_path / "store"))
     spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path))
-    for version in ("v1", "v2"):
+    for version in ("build-1", "build-2"):  # no release tags: retention may drop them
         (root / "data" / "f000.txt").write_bytes(version.encode() * 100)
         take(eng, store, root, version)
     eng.sync.sync_store(store, spec)
@@ -477,23 +477,23 @@ def test_a_prune_while_a_sync_runs_keeps_the_sync_whole_or_refuses_it_until_the_
     pruned: list = []
     for index in range(25):
         (root / "data" / ("f%03d.txt" % index)).write_bytes(b"v3 %d\n" % index)
-    v3 = take(eng, store, root, "v3")
+    v3 = take(eng, store, root, "build-3")
     eng.sync.BATCH_OBJECTS, batch = 10, eng.sync.BATCH_OBJECTS
     try:
         done = eng.sync.sync_store(store, spec, progress=prune_when_stored(3600))  # objects of a sync are young
-        assert done["checkpoints"] == [v3["id"]] and pruned[0]["deleted"] == [store.find("v1")["id"]]
-        assert assert_only_complete_checkpoints(repo, store) == {store.find("v2")["id"], v3["id"]}
+        assert done["checkpoints"] == [v3["id"]] and pruned[0]["deleted"] == [store.find("build-1")["id"]]
+        assert assert_only_complete_checkpoints(repo, store) == {store.find("build-2")["id"], v3["id"]}
 
         for index in range(25):
             (root / "data" / ("f%03d.txt" % index)).write_bytes(b"v4 %d\n" % index)
-        v4 = take(eng, store, root, "v4")
+        v4 = take(eng, store, root, "build-4")
         with pytest.raises(eng.client.RepositoryError, match="did not record checkpoint %s" % v4["id"]):
-            eng.sync.sync_store(store, spec, ["v4"], progress=prune_when_stored(0))  # collects the batch just stored
+            eng.sync.sync_store(store, spec, ["build-4"], progress=prune_when_stored(0))  # collects the batch just stored
         assert pruned[1]["collected"]["objects"] >= 10
         assert assert_only_complete_checkpoints(repo, store) == {v3["id"]}
     finally:
         eng.sync.BATCH_OBJECTS = batch
-    again = eng.sync.sync_store(store, spec, ["v4"])
+    again = eng.sync.sync_store(store, spec, ["build-4"])
     assert again["checkpoints"] == [v4["id"]] and again["objects"]["sent"] >= 10
     assert assert_only_complete_checkpoints(repo, store) == {v3["id"], v4["id"]}
 

@@ -114,8 +114,8 @@ def test_release_tags_are_always_kept_and_keep_labels_adds_patterns():
              _snap("2026-10-03T00:00:00Z", "very-old"), _snap("2026-10-04T00:00:00Z", "v2.0.0-rc1"),
              _snap("2026-10-05T00:00:00Z")]
     assert _kept(plan(snaps, Policy(keep_last=1), NOW)) == {
-        "20261001T000000": ["label matches v[0-9]* (a release tag)"],
-        "20261004T000000": ["label matches v[0-9]* (a release tag)"],
+        "20261001T000000": ["label matches v[0-9]*"],
+        "20261004T000000": ["label matches v[0-9]*"],
         "20261005T000000": ["newest", "last"],
     }
     assert _kept_ids(snaps, keep_last=1, keep_labels=["scheduled/*"]) == [
@@ -130,7 +130,7 @@ def test_no_policy_forgets_a_release_tags_checkpoint_nor_the_newest_safety_check
     for policy in (Policy(keep=1), Policy(older_than_days=1), Policy(keep_last=1, keep_labels=[]), Policy(keep_daily=1)):
         assert forgotten(plan(snaps, policy, NOW)) == [snaps[1].id, snaps[3].id], policy
     reasons = _kept(plan(snaps, Policy(keep=1), NOW))
-    assert reasons == {"20261101T000000": ["label matches v[0-9]* (a release tag)"],
+    assert reasons == {"20261101T000000": ["label matches v[0-9]*"],
                        "20261103T000000": ["newest safety checkpoint"], "20261105T000000": ["newest"]}
 
 
@@ -206,7 +206,7 @@ def test_prune_dry_run_lists_what_would_go_and_deletes_nothing(tmp_path):
     assert dry["changed"] and dry["deleted"] == [made[1][0], made[2][0]]
     assert [item["id"] for item in dry["forgotten"]] == [made[2][0], made[1][0]]
     assert [(item["label"], item["reasons"]) for item in dry["kept"]] == [
-        (None, ["newest", "daily 2026-11-03"]), ("v1.0.0", ["label matches v[0-9]* (a release tag)"])]
+        (None, ["newest", "daily 2026-11-03"]), ("v1.0.0", ["label matches v[0-9]*"])]
     assert store.ids() == [cid for cid, _blob in made] and "collected" not in dry
     assert all(store.has_blob(blob) for _cid, blob in made)
 
