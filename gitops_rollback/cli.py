@@ -11,6 +11,7 @@
     gitops-rollback report --html report.html --prom gitops_rollback.prom [--log AUDIT_LOG]
     gitops-rollback schedule rollback --to v2.3.0 --at 2026-12-24T02:00Z -i inventory.yml
     gitops-rollback schedule checkpoint --every daily -i inventory.yml | list | cancel ID | run-due | timer
+    gitops-rollback rollback --to previous -i inventory.yml [--layers database] [--components postgresql/app] [--check]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from . import __version__
 from .approve import ApproveError, add_parser as add_approve_parser
 from .extravars import ExtraVarsError, parse_extra_vars
 from .report import add_parser as add_report_parser
+from .rollback import add_parser as add_rollback_parser
 from .schedule import ScheduleError, add_parser as add_schedule_parser
 from .collection import CollectionNotFound, collection_dir_option, find_collection, import_module_util, load_module_util
 from .hooks import HookError, TagRef, install_hook, list_tags, peel, scrub_git_environment
@@ -478,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_approve_parser(sub)
     add_report_parser(sub)
+    add_rollback_parser(sub)
     add_schedule_parser(sub)
     return parser
 

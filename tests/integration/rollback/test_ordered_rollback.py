@@ -111,7 +111,7 @@ def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back(drill):
                     "  when: inventory_hostname == 'h2' and not (gitops_rollback_planning | default(false))"
                     " and __rollback_target is not defined\n")  # not in the plan, not in the recovery
 
-    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_serial=1, rollback_layers="release,config",
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_serial=1, rollback_layers="flags,release,config",
                             rollback_host_after_restore_tasks_file=str(hook))
 
     assert not result.ok
