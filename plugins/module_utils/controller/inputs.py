@@ -3,8 +3,9 @@
 """Checks of values that come from outside (refs, payloads, survey answers, extra vars) before Ansible templates them.
 
 A label variable (``checkpoint_label``) must obey the label grammar of ``common.labels.py``, a target
-variable (``rollback_to``, ``guard_rollback_to``) that grammar or its relative targets (``previous~2:v*``); any other outside variable (a webhook payload, a commit, a reason) may hold any
-text, but not template text that Ansible would render. The caller (the ``input_check`` action)
+variable (``rollback_to``, ``guard_rollback_to``) that grammar or its relative targets (``previous~2:v*``);
+any other outside variable (a webhook payload, a commit, a reason) may hold any text, but not template
+text that Ansible would render. The caller (the ``input_check`` action)
 reads the variables *raw*, before any templating, and says which strings Ansible trusts as
 templates. Pure functions, standard library only.
 """
