@@ -16,8 +16,9 @@ from typing import Any, Dict, List, Optional
 from ansible.plugins.action import ActionBase
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
-    COMPONENT_FIELDS, HOST_STORE_LAYERS, LAYERS, TF_COMPONENT, HostSettings, database_passwords, flags_passwords,
-    layer_list, plan_host, select_components)
+    HOST_STORE_LAYERS, LAYERS, TF_COMPONENT, HostSettings, database_passwords, flags_passwords, layer_list, plan_host)
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.selection import (
+    COMPONENT_FIELDS, select_components)
 from ansible_collections.gitops.rollback.plugins.module_utils.module.options import store_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store, checkpoint_summary
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ansible_collections.gitops.rollback.plugins.module_utils.release.flags import FileFlags
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
-    LAYERS, HostSettings, flags_name, layer_list, plan_host, problems_message, request_problems, resolve)
+    LAYERS, HostSettings, layer_list, plan_host, problems_message, request_problems, resolve)
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.selection import component_name
 
 OLD = {"id": "20261201T100000.000Z-aaaaaa", "label": "v1", "roots": ["/etc/app"],
        "components": [{"type": "release", "name": "/srv/app"}, {"type": "database", "name": "postgresql/app"}]}
@@ -95,7 +96,7 @@ def test_a_request_without_target_or_with_unknown_layers_is_refused_before_anyth
     assert request_problems("", ["config"]) == [
         "Give the checkpoint id or Git tag to roll back to with -e rollback_to=<tag>."]
     problem, = request_problems("v1", "config,{{ x }}")
-    assert problem.startswith("rollback_layers may only name traffic, release,") and "{{" not in problem, problem
+    assert problem.startswith("rollback_layers may only name flags, traffic, release,") and "{{" not in problem, problem
 
 
 def test_a_database_without_migrations_needs_its_dump():
@@ -206,7 +207,7 @@ def test_the_flags_preview_says_which_flags_change_and_none_is_no_change():
 
 
 def test_the_plan_names_a_flag_set_as_the_backend_stores_it():
-    assert flags_name({"path": "/etc/shop//flags.json"}) == FileFlags("/etc/shop//flags.json").component_name
+    assert component_name("flags", {"path": "/etc/shop//flags.json"}) == FileFlags("/etc/shop//flags.json").component_name
 
 
 def _listing(*labels):
