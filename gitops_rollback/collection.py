@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
@@ -9,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 NAMESPACE, NAME = "gitops", "rollback"
 DEFAULT_COLLECTIONS_PATHS = ("~/.ansible/collections", "/usr/share/ansible/collections")
@@ -100,24 +101,34 @@ def collections_dir_for(root: Path, workdir: Path) -> Path:
     return workdir
 
 
+#: The directory each collection root is imported from in this process (kept until it exits: the package
+#: ``ansible_collections.gitops.rollback`` keeps its path, and a later import of another room needs it).
+_IMPORT_DIRS: Dict[Path, Path] = {}
+
+
+def _import_dir(root: Path) -> Path:
+    if root not in _IMPORT_DIRS:
+        workdir = Path(tempfile.mkdtemp(prefix="gitops-rollback-"))
+        atexit.register(shutil.rmtree, workdir, True)
+        _IMPORT_DIRS[root] = collections_dir_for(root, workdir)
+    return _IMPORT_DIRS[root]
+
+
 def import_module_util(name: str, collections_path: Optional[str] = None) -> ModuleType:
     """Import ``ansible_collections.gitops.rollback.plugins.module_utils.<name>`` from the collection found.
 
-    For module_utils that import their siblings by absolute ``ansible_collections`` names.
+    For module_utils that import their siblings by absolute ``ansible_collections`` names. Every import
+    of a process goes through one directory per collection, so modules of several rooms can be imported
+    one after another.
     """
     qualified = f"ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils.{name}"
     if qualified in sys.modules:
         return sys.modules[qualified]
-    root = find_collection(collections_path)
-    workdir = Path(tempfile.mkdtemp(prefix="gitops-rollback-"))
+    sys.path.insert(0, str(_import_dir(find_collection(collections_path))))
     try:
-        sys.path.insert(0, str(collections_dir_for(root, workdir)))
-        try:
-            return importlib.import_module(qualified)
-        finally:
-            sys.path.pop(0)
+        return importlib.import_module(qualified)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        sys.path.pop(0)
 
 
 MODULE_UTILS_PACKAGE = "gitops_rollback._collection_module_utils"

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .collection import find_collection, import_module_util
+from .conditions import ConditionError, condition_met, cooldown_path, read_gate
 from .extravars import ExtraVarsError, parse_extra_vars
 from .runner import RunRequest, error_lines, prune_runs, run
 from .state import JsonFile, StateError
@@ -213,6 +214,8 @@ def entry_problem(entry: Any, labels: Any) -> Optional[str]:
             return "its window is not a number of seconds from 0 to %d" % MAX_WINDOW
     elif not _is_int(entry.get("every"), MIN_EVERY, 10 ** 9):
         return "its interval is not a number of seconds of at least %d" % MIN_EVERY
+    elif "gate" in entry and (not isinstance(entry["gate"], dict) or not _is_int(entry.get("cooldown", 0), 0, 10 ** 9)):
+        return "its gate is not a mapping of health_check options, or its cooldown not a number of seconds"
     allowed = LAYERS if entry["kind"] == ROLLBACK else tuple(LAYER_VARIABLES)
     layers = entry.get("layers") or []
     if not isinstance(layers, list) or any(layer not in allowed for layer in layers):
@@ -392,6 +395,17 @@ def _run_one(context: Context, due: Due, now: datetime.datetime, say: Callable[[
                       scheduled_by=entry["scheduled_by"])
         return False
     ident = "%s-%s" % (entry["id"], due.slot.strftime("%Y%m%dT%H%M%SZ"))
+    if entry.get("gate"):
+        met, why = condition_met(entry, context.collections_path, cooldown_path(context.schedule.path), now)
+        if not met:
+            say(f"{entry['id']}: no checkpoint: {why}")
+            with context.schedule.transaction() as data:
+                stored = ScheduleFile.find(data, entry["id"])
+                stored.setdefault("runs", []).append({"time": iso(now), "ok": True, "skipped": why})
+                stored["runs"] = stored["runs"][-10:]
+                stored["at"] = next_slot(entry, due.slot)
+            return True
+        say(f"{entry['id']}: {why}")
     extravars = rollback_vars(entry) if entry["kind"] == ROLLBACK else checkpoint_vars(entry, due.slot)
     say(f"{entry['id']}: running the {entry['kind']} playbook ({ident})")
     ok, problems = context.play(entry, ident, False, extravars, say)
@@ -483,11 +497,17 @@ def cmd_schedule_checkpoint(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, tuple(LAYER_VARIABLES))
     if args.when_changed and layers != ["config"]:
         raise ScheduleError("--when-changed compares managed paths only: give --layers config with it.")
+    try:
+        gate = read_gate(args.when_gate, args.collections_path) if args.when_gate else None
+    except ConditionError as exc:
+        raise ScheduleError(str(exc)) from exc
     audit = import_module_util("controller.audit", args.collections_path)
     entry = {"id": new_id(CHECKPOINT, start), "kind": CHECKPOINT, "at": iso(start), "every": every,
              "when_changed": bool(args.when_changed), "layers": layers, "inventory": _inventory(args),
              "extravars": _extravars(args), "scheduled_by": audit.who()["user"], "scheduled": iso(now),
              "status": PENDING}
+    if gate is not None:
+        entry.update(gate=gate, cooldown=parse_every(args.cooldown) if args.cooldown else every)
     context.checked(entry)
     with context.schedule.transaction() as data:
         data["entries"].append(entry)
@@ -602,6 +622,9 @@ def add_parser(sub: Any) -> None:
     checkpoint.add_argument("--layers", help="comma-separated layers: flags, config, release, database, infrastructure")
     checkpoint.add_argument("--when-changed", action="store_true",
                             help="only when the managed paths changed since their newest checkpoint (with --layers config)")
+    checkpoint.add_argument("--when-gate", metavar="FILE",
+                            help="only while this health gate (health_check options, YAML) passes")
+    checkpoint.add_argument("--cooldown", help="with --when-gate: at most one checkpoint per this long (default --every)")
     checkpoint.add_argument("-i", "--inventory", help="Ansible inventory the playbook runs against")
     checkpoint.add_argument("-e", "--extra-vars", action="append", metavar="VARS", help="KEY=VALUE, JSON or @file")
     checkpoint.set_defaults(func=cmd_schedule_checkpoint)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime
+import http.server
 import json
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from gitops_rollback.cli import main as cli_main
 from gitops_rollback.collection import import_module_util
-from gitops_rollback.schedule import (CANCELLED, MISSED, PENDING, ScheduleError, ScheduleFile, checkpoint_vars,
+from gitops_rollback.schedule import (CANCELLED, MISSED, PENDING, Context, ScheduleError, ScheduleFile, checkpoint_vars,
                                       due_entries, entry_problem, parse_every, parse_time, rollback_vars, scheduled_label,
                                       timer_units)
 from gitops_rollback.state import StateError
@@ -122,3 +125,51 @@ def test_the_timer_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     timer = folder / "gitops-rollback-schedule.timer"
     timer.write_text(timer.read_text().replace("OnCalendar=*-*-* *:*:00", "OnCalendar=every minute"))
     assert verify("gitops-rollback-schedule.timer").returncode != 0  # the check does catch a broken unit
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    healthy = True
+
+    def do_GET(self) -> None:  # noqa: N802  (the http.server name)
+        body = json.dumps({"ok": 1 if _Health.healthy else 0}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:  # pylint: disable=arguments-differ
+        pass
+
+
+def test_a_conditional_checkpoint_runs_only_while_its_gate_passes_and_once_a_cooldown(tmp_path: Path, monkeypatch) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gate = tmp_path / "gate.yml"
+    gate.write_text(json.dumps({"interval": 0, "count": 1, "metrics": [{
+        "name": "ok", "success_condition": "result == 1",
+        "provider": {"type": "http", "url": "http://127.0.0.1:%d/" % server.server_address[1], "value": "json",
+                     "json_path": "ok"}}]}))
+    (tmp_path / "inventory.yml").write_text("all: {}\n")
+    schedule = tmp_path / "schedule.json"
+    common = ["--schedule-file", str(schedule), "--audit-log", str(tmp_path / "audit.jsonl")]
+    assert cli_main(["schedule", "checkpoint", "--every", "15m", "--when-gate", str(gate), "--cooldown", "1h",
+                     "--start", "2026-12-24T00:00Z", "-i", str(tmp_path / "inventory.yml"), *common]) == 0
+    played = []
+    monkeypatch.setattr(Context, "play", lambda self, entry, ident, check, extravars, say: (
+        played.append(extravars["checkpoint_label"]) or (True, [])))
+    runs = [("2026-12-24T00:00:30Z", True), ("2026-12-24T00:15:30Z", True), ("2026-12-24T01:00:30Z", False),
+            ("2026-12-24T01:15:30Z", True)]
+    for moment, healthy in runs:
+        _Health.healthy = healthy
+        assert cli_main(["schedule", "run-due", "--now", moment, *common]) == 0
+    server.shutdown()
+    # 00:00 passes and is taken; 00:15 passes inside the cooldown; 01:00 fails its gate; 01:15 passes, cooled down
+    assert played == ["scheduled/20261224T0000Z", "scheduled/20261224T0115Z"]
+    skipped = [run.get("skipped", "") for run in json.loads(schedule.read_text())["entries"][0]["runs"]]
+    assert skipped[1].startswith("the gate passes, but the cooldown allows the next checkpoint at 2026-12-24T01:00:30Z")
+    assert skipped[2].startswith("the gate's verdict is fail")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("metrics: [{name: x}]\n")
+    assert cli_main(["schedule", "checkpoint", "--every", "15m", "--when-gate", str(bad),
+                     "-i", str(tmp_path / "inventory.yml"), *common]) == 1  # refused, nothing scheduled
+    assert len(json.loads(schedule.read_text())["entries"]) == 1
