@@ -3,10 +3,10 @@
 """The safety checkpoint of one host: every host layer the plan names, in one process (the rollback_safety module).
 
 Before a rollback changes anything, the host's current state goes into one checkpoint labelled
-``safety/<run id>``: the feature flags (as feature_flags stores them), the managed paths (as the
-checkpoint module captures them), the current release (as the release module records it) and a dump
-of each database (as db_backup takes it), in that order, each by the same engine function its own module runs. The first layer creates the checkpoint,
-the others attach to it. A failure stops at once: the rollback must not start without its way back.
+``safety/<run id>``: the managed paths (as the checkpoint module captures them), the feature flags
+(as feature_flags stores them), the current release (as the release module records it) and a dump
+of each database (as db_backup takes it), in that order, each by the same engine function its own
+module runs. The first layer creates the checkpoint, the others attach to it. A failure stops at once: the rollback must not start without its way back.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..release.operations import ReleaseParams, record_in_checkpoint
 from ..store.store import Store
 
 #: The host layers a safety checkpoint captures, in the order they are captured.
-SAFETY_LAYERS = ("flags", "config", "release", "database")
+SAFETY_LAYERS = ("config", "flags", "release", "database")  # the paths' capture makes a checkpoint; the rest attach
 
 
 @dataclass

@@ -118,7 +118,8 @@ def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back(drill):
     after = drill.state()
     assert after["hosts"]["h1"] == drill.v1["hosts"]["h1"], "the batch before the failure completed"
     assert after["hosts"]["h2"] == drill.v2["hosts"]["h2"], ("the failed host is back at its safety checkpoint",
-                                                             [e["result"] for e in drill.audit() if e["event"] == "failed"])
+                                                             [e["result"].get("recovery_problem") for e in drill.audit()
+                                                              if e["event"] == "failed"])
     assert after["hosts"]["h3"] == drill.v2["hosts"]["h3"], "later batches did not run"
     failed = [e for e in drill.audit() if e["event"] == "failed"]
     assert failed and failed[0]["result"]["host"] == "h2" and failed[0]["result"]["layer"] == "config"

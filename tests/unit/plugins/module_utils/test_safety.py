@@ -91,3 +91,20 @@ def test_a_password_by_name_comes_before_the_entry_s_own_and_only_reaches_its_en
     assert passwords == {"0": "vault", "1": "crm-own"}
     public = [{k: v for k, v in e.items() if k != "login_password"} for e in entries]
     assert [e.get("login_password") for e in with_passwords(public, passwords)] == ["vault", "crm-own", None]
+
+
+def test_the_flags_go_into_the_same_checkpoint_as_the_managed_paths(tmp_path):
+    request = host(tmp_path)
+    flags = tmp_path / "flags.json"
+    flags.write_text('{"checkout_v2": true}\n')
+    request.layers = ["flags", "release", "config", "database"]
+    request.flags = [{"path": str(flags)}]
+
+    taken = take_safety_checkpoint(request)
+
+    assert taken["layers"] == ["config", "flags", "release", "database"]
+    listing = list_checkpoints(CheckpointParams(store_path=request.store_path, owner="t"))["checkpoints"]
+    assert [c["label"] for c in listing] == ["safety/run-1"], "one checkpoint holds every layer"
+    manifest = Store(request.store_path).find("safety/run-1")
+    assert ("flags", "file:%s" % flags) in [(c["type"], c["name"]) for c in manifest["components"]]
+    assert [root["path"] for root in manifest["roots"]] == request.paths
