@@ -20,6 +20,7 @@ from .databases import DatabaseError, MariaDbServer, PgServer, start_mariadb, st
 from .etcd import EtcdServer, start_etcd
 from .gitrepo import RepoInfo, add_release, make_repo
 from .hosts import STORE_DIR, Fleet, HarnessError, Host, MissingDependencyError, start_hosts
+from .repository import REPOSITORY_MOUNT, RepositoryHost, start_repository_host
 
 __all__ = [
     "NO_ANSIBLE_ENV",
@@ -32,7 +33,9 @@ __all__ = [
     "MariaDbServer",
     "MissingDependencyError",
     "PgServer",
+    "REPOSITORY_MOUNT",
     "RepoInfo",
+    "RepositoryHost",
     "Result",
     "add_release",
     "collections_path",
@@ -46,4 +49,5 @@ __all__ = [
     "start_etcd",
     "start_mariadb",
     "start_postgres",
+    "start_repository_host",
 ]

@@ -21,6 +21,7 @@ from harness import (  # noqa: E402
     MissingDependencyError,
     PgServer,
     RepoInfo,
+    RepositoryHost,
     Result,
     collections_path as _collections_path,
     make_repo,
@@ -32,6 +33,7 @@ from harness import (  # noqa: E402
     start_hosts,
     start_mariadb,
     start_postgres,
+    start_repository_host,
 )
 from harness.scheduling import order_heaviest_first  # noqa: E402
 # the pytest-xdist hook that gives each worker whole modules
@@ -127,6 +129,16 @@ def inventory(fleet: Fleet) -> Path:
     """Path of the fleet's inventory (group ``fleet``)."""
     assert fleet.inventory is not None
     return fleet.inventory
+
+
+@pytest.fixture(scope="session")
+def repository_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepositoryHost]:
+    """A checkpoint repository host: one SSH host of its own whose ``/srv/gr-repository`` holds repositories."""
+    host = _start(lambda: start_repository_host(tmp_path_factory.mktemp("repository-host")))
+    try:
+        yield host
+    finally:
+        host.stop()
 
 
 @pytest.fixture(scope="session")

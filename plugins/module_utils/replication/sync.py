@@ -13,6 +13,7 @@ hash), and a manifest's list of needed objects as the difference to the base's l
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -34,46 +35,37 @@ def encode_delta(base: bytes, new: bytes) -> bytes:
     Each line of ``new`` found in ``base`` is copied from there (consecutive lines in one ``C``
     instruction), every other run of lines is inserted (``I``). Linear in the sizes; meant for tree
     objects, whose lines are entries in tree order, so a few changed entries give a few instructions.
+    Any split of the bytes gives a correct delta (lines only make the matches likely).
     """
+    base_lines = base.splitlines(keepends=True)
     where: Dict[bytes, int] = {}
-    for offset, line in _lines(base):
+    for offset, line in zip(itertools.accumulate(map(len, base_lines), initial=0), base_lines):
         where.setdefault(line, offset)
     out: List[bytes] = []
     literal: List[bytes] = []
-    run = [-1, -1]  # the copy being extended: [start, end) in the base
-
-    def flush() -> None:
-        if run[0] >= 0:
-            out.append(b"C %d %d\n" % (run[0], run[1] - run[0]))
-            run[0] = -1
+    start = end = -1  # the copy being extended: [start, end) in the base
+    for line in new.splitlines(keepends=True):
+        at = where.get(line)
+        if at is not None and at == end:
+            end += len(line)
+            continue
+        if start >= 0:
+            out.append(b"C %d %d\n" % (start, end - start))
+            start = end = -1
+        if at is None:
+            literal.append(line)
+            continue
         if literal:
             data = b"".join(literal)
-            out.append(b"I %d\n" % len(data))
-            out.append(data)
-            literal.clear()
-
-    for _offset, line in _lines(new):
-        at = where.get(line)
-        if at is None:
-            if run[0] >= 0:
-                flush()
-            literal.append(line)
-        elif run[0] >= 0 and at == run[1]:
-            run[1] += len(line)
-        else:
-            flush()
-            run[0], run[1] = at, at + len(line)
-    flush()
+            out += [b"I %d\n" % len(data), data]
+            literal = []
+        start, end = at, at + len(line)
+    if start >= 0:
+        out.append(b"C %d %d\n" % (start, end - start))
+    if literal:
+        data = b"".join(literal)
+        out += [b"I %d\n" % len(data), data]
     return b"".join(out)
-
-
-def _lines(data: bytes) -> Iterator[Tuple[int, bytes]]:
-    start = 0
-    while start < len(data):
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end + 1
-        yield start, data[start:end]
-        start = end
 
 
 def _select(store: Store, refs: Sequence[str]) -> List[dict]:

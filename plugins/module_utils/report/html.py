@@ -115,13 +115,17 @@ def _html_drills(summary: dict) -> str:
             escape(r["run_id"]), escape(r["trigger"]), escape(r["outcome"]), escape(r["outcome"]),
             (", recovered in %s" % escape(format_seconds(r["time_to_recover"]))) if r.get("time_to_recover") else "",
             (" - %s" % escape(r["note"])) if r.get("note") else "") for r in drill.get("rollbacks", []))
-        rows.append('<tr><td>%s</td><td>%s</td><td class="o-%s">%s</td><td class="num">%s</td><td><ul>%s</ul></td>'
-                    '<td>%s</td></tr>' % (escape(drill["started"] or "-"), escape(drill["run_id"]), escape(drill["outcome"]),
-                                          escape(drill["outcome"]), escape(format_seconds(drill["duration"])), rollbacks,
-                                          escape(", ".join(drill.get("causes") or []))))
+        recovery = "-" if drill.get("rto_seconds") is None else "RPO %s, RTO %s" % (
+            format_seconds(drill.get("rpo_seconds")), format_seconds(drill["rto_seconds"]))
+        rows.append('<tr><td>%s</td><td>%s</td><td class="o-%s">%s</td><td class="num">%s</td><td>%s</td>'
+                    '<td><ul>%s</ul></td><td>%s</td></tr>' % (
+                        escape(drill["started"] or "-"), escape(drill["run_id"]), escape(drill["outcome"]),
+                        escape(drill["outcome"]), escape(format_seconds(drill["duration"])), escape(recovery), rollbacks,
+                        escape(", ".join(drill.get("causes") or []))))
     return ('<div id="drills"><div class="sub">Drills and their rollbacks are not counted in the figures above '
             '(%d drill rollbacks: %d succeeded, %d failed).</div><table><tr><th>started</th><th>drill</th>'
-            '<th>outcome</th><th>duration</th><th>rollbacks</th><th>cause</th></tr>%s</table></div>'
+            '<th>outcome</th><th>duration</th><th>rebuilt from the repository</th><th>rollbacks</th><th>cause</th></tr>'
+            '%s</table></div>'
             % (counts.get("total", 0), counts.get("success", 0), counts.get("failed", 0), "".join(rows)))
 
 

@@ -82,6 +82,14 @@ def render_prometheus(summary: dict, prefix: str = "gitops_rollback") -> str:
     lines += _family(p + "_drills_total", "counter", "Rollback drills, by result.", drills)
     lines += _family(p + "_drill_rollbacks_total", "counter",
                      "Rollbacks made by drills (not in the other figures), by result.", drill_rollbacks)
+    rebuilt = [drill for drill in summary.get("drill_runs") or [] if drill.get("rto_seconds") is not None]
+    if rebuilt:  # the newest drill that rebuilt a host from the checkpoint repository (its dr round)
+        lines += _family(p + "_drill_rpo_seconds", "gauge", "Recovery point of the last disaster-recovery drill: "
+                         "age of the newest replicated checkpoint when the rebuild began.",
+                         [_sample(p + "_drill_rpo_seconds", rebuilt[-1].get("rpo_seconds"))])
+        lines += _family(p + "_drill_rto_seconds", "gauge", "Recovery time of the last disaster-recovery drill: "
+                         "from the loss of the host's store and managed directories to the completed rollback.",
+                         [_sample(p + "_drill_rto_seconds", rebuilt[-1]["rto_seconds"])])
     integrity = summary.get("integrity")
     if integrity:
         lines += _family(p + "_audit_log_intact", "gauge",

@@ -327,6 +327,10 @@ class Rollback:
             data["note"] = self.note
         if self.operation == "drill":
             data["rollbacks"] = [r.as_dict() for r in self.rollbacks]
+            measured = dict_or_empty(self.measurements)
+            # the dr round: the recovery point (age of the newest replicated checkpoint) and time (rebuild)
+            data["rpo_seconds"] = round_or_none(as_number(measured.get("rpo_seconds")))
+            data["rto_seconds"] = round_or_none(as_number(measured.get("rto_seconds")))
         return data
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import REPOSITORY_MOUNT
 from harness.objects import grep_store
 
 pytestmark = pytest.mark.e2e  # the demo fixture runs ansible-playbook
@@ -91,28 +92,42 @@ def test_a_playbook_without_the_vaulted_variable_is_refused_by_the_encrypted_sto
     assert demo.layers() == layers
 
 
-def test_a_drill_rolls_back_by_hand_and_through_the_guard_and_verifies_every_layer(demo):
+def test_a_drill_rolls_back_through_the_guard_and_rebuilds_from_the_repository_and_verifies_every_layer(
+        demo, repository_host):
+    """The guard round, and the dr round: the rollback role by hand (as the manual round, which the failing
+    drill below runs) on a host that lost its store and managed directory."""
     assert demo.result.ok, "the demo must have run first"
     before = demo.layers()
+    repository = repository_host.options(REPOSITORY_MOUNT + "/drill", name="demo")
 
-    result = demo.run("drill.yml", verbosity=3)
+    result = demo.run("drill.yml", verbosity=3, drill_rounds="guard,dr", gitops_rollback_repository=repository)
 
     assert result.ok, failures(result) or result.stdout[-3000:]
     assert demo.key not in result.stdout + result.stderr, "-vvv never shows the key"
+    assert repository["private_key"].split("\n")[1] not in result.stdout + result.stderr
     assert demo.layers() == before == v1_layers(), "the drill leaves every layer as it found it"
     records = demo.audit()
     drill = [r for r in records if r["operation"] == "drill"]
     assert [r["event"] for r in drill] == ["started", "completed"]
     rounds = drill[-1]["measurements"]["rounds"]
-    assert set(rounds) == {"manual", "guard"}
+    assert set(rounds) == {"guard", "dr"}
     for name, measured in rounds.items():
         assert 0 < float(measured["rollback_seconds"]) <= float(measured["recovery_seconds"]), (name, measured)
         assert set(measured["layers"]["demo"]) == {"release", "config", "database", "infrastructure", "services"}
     assert drill[-1]["result"]["verified"] is True and drill[-1]["result"]["problems"] == []
     runs = {r["run_id"]: r for r in records if r["operation"] == "rollback" and r["event"] == "completed"}
-    assert {rounds["manual"]["rollback_run_id"], rounds["guard"]["rollback_run_id"]} <= set(runs)
-    assert runs[rounds["guard"]["rollback_run_id"]]["trigger"] == "drill"
-    assert runs[rounds["manual"]["rollback_run_id"]]["trigger"] == "drill"
+    assert {rounds[name]["rollback_run_id"] for name in rounds} <= set(runs)
+    assert {runs[rounds[name]["rollback_run_id"]]["trigger"] for name in rounds} == {"drill"}
+    # dr: the store and the managed directory were lost; the baseline came back from the repository (its
+    # objects fetched, every layer verified above), and the drill recorded the recovery point and time
+    dr = rounds["dr"]
+    assert int(dr["fetched_objects"]) > 0, dr
+    assert 0 < float(dr["rpo_seconds"]) < float(drill[-1]["duration"]), dr  # the baseline, taken at the start
+    assert float(dr["rto_seconds"]) == float(dr["recovery_seconds"]) > 0, dr
+    assert (drill[-1]["measurements"]["rpo_seconds"], drill[-1]["measurements"]["rto_seconds"]) == (
+        dr["rpo_seconds"], dr["rto_seconds"])
+    replicated = repository_host.local(REPOSITORY_MOUNT + "/drill") / "hosts" / "demo" / "checkpoints"
+    assert len(list(replicated.glob("*.json"))) == 1
     # the drill's guard names the drill and raises no alert
     label = drill[-1]["run_id"]
     guard = [r for r in records if r["operation"] == "guard" and r["epoch"] >= drill[0]["epoch"]]
@@ -124,9 +139,12 @@ def test_a_drill_rolls_back_by_hand_and_through_the_guard_and_verifies_every_lay
     assert 'gitops_rollback_rollbacks_total{result="success",trigger="guard"} 1' in prom, prom[:2000]
     assert 'gitops_rollback_rollbacks_total{result="success",trigger="drill"}' not in prom, prom[:2000]
     assert 'gitops_rollback_drill_rollbacks_total{result="success"} 2' in prom, prom[:2000]
+    rto = re.search(r"^gitops_rollback_drill_rto_seconds (\S+)$", prom, re.M)
+    assert rto and float(rto.group(1)) == pytest.approx(float(dr["rto_seconds"])), prom
     html = (demo.directory / "report" / "rollbacks.html").read_text()
     drills = html[html.index('<div id="drills"'):]
-    assert all(runs_id in drills for runs_id in (rounds["manual"]["rollback_run_id"], rounds["guard"]["rollback_run_id"]))
+    assert all(rounds[name]["rollback_run_id"] in drills for name in rounds)
+    assert "RPO " in drills and ", RTO " in drills
 
 
 def test_a_drill_fails_loudly_when_a_layer_does_not_come_back(demo):

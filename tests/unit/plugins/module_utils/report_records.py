@@ -65,10 +65,16 @@ def drill_records(label, at, outcome="completed", rounds=("manual", "guard"), pr
         if outcome == "completed" or "guard" in problems:
             measured["guard"] = {"rollback_run_id": label + "-guard", "problems": problems.get("guard", 0)}
         t += 30
+    recovery = {}
+    if "dr" in rounds:  # rebuilt from the repository: the recovery point and time
+        records += manual_rollback(label + "-dr", t, 12.0, target=label, trigger="drill")
+        recovery = {"rpo_seconds": 75.5, "rto_seconds": 14.25}
+        measured["dr"] = dict(recovery, rollback_run_id=label + "-dr", problems=problems.get("dr", 0))
+        t += 30
     records.append(rec(outcome, label, t, "drill", target=label, trigger="drill", hosts=["h1", "h2"], duration=t - at,
                        reason="rollback drill: rounds manual, guard" + ("" if outcome == "completed" else
                                                                         "; DRILL FAILED - not every layer came back"),
-                       measurements={"rounds": measured}, result={"verified": outcome == "completed"}))
+                       measurements=dict({"rounds": measured}, **recovery), result={"verified": outcome == "completed"}))
     return records
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.report import analytics as report_analytics
 from ansible_collections.gitops.rollback.plugins.module_utils.report import html as report_html
-from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import T0, find_all, manual_rollback, sample_records
+from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import (
+    T0, drill_records, find_all, manual_rollback, sample_records,
+)
 
 
 @pytest.fixture
@@ -41,3 +43,12 @@ def test_html_draws_only_the_latest_timelines(analysis):
     page = report_html.render_html(rollbacks, summary, max_runs=2)
     assert "<h2>Timelines (latest 2)</h2>" in page
     assert page.count("<details") == 2 and "<details open" in page
+
+
+def test_a_drill_that_rebuilt_a_host_shows_its_recovery_point_and_time():
+    records = drill_records("drill-a", T0) + drill_records("drill-b", T0 + 500, rounds=("manual", "dr"))
+    page = report_html.render_html(*report_analytics.analyze(records, days=7)[::2])
+    drills = page[page.index('<div id="drills"'):]
+    assert drills.count("RPO 1 min 15 s, RTO 14.2 s") == 1 and "drill-b-dr" in drills
+    row_a = drills[drills.index("drill-a"):drills.index("</tr>", drills.index("drill-a"))]
+    assert "RPO" not in row_a  # no dr round

@@ -8,7 +8,9 @@ import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.report import analytics as report_analytics
 from ansible_collections.gitops.rollback.plugins.module_utils.report import prometheus as report_prometheus
-from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import DAY, T0, manual_rollback, sample_records
+from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.report_records import (
+    DAY, T0, drill_records, manual_rollback, sample_records,
+)
 
 
 @pytest.fixture
@@ -48,3 +50,14 @@ def test_a_log_without_finished_rollbacks_gives_nan_not_zero():
     assert str(samples[("gitops_rollback_success_ratio", ())]) == "nan"  # unknown, not 0 %
     assert samples[("gitops_rollback_rollbacks_total", (("result", "success"), ("trigger", "manual")))] == 0
     assert "gitops_rollback_layer_rollbacks_total" not in text  # no layer family without layers
+
+
+def test_the_last_disaster_recovery_drill_gives_its_recovery_point_and_time():
+    plain = report_prometheus.render_prometheus(report_analytics.analyze(drill_records("drill-a", T0), days=7)[2])
+    assert "drill_rpo_seconds" not in plain  # no drill rebuilt a host
+    records = drill_records("drill-a", T0) + drill_records("drill-b", T0 + 500, rounds=("manual", "dr"))
+    samples = report_prometheus.parse_prometheus(report_prometheus.render_prometheus(
+        report_analytics.analyze(records, days=7)[2]))
+    assert samples[("gitops_rollback_drill_rpo_seconds", ())] == 75.5
+    assert samples[("gitops_rollback_drill_rto_seconds", ())] == 14.25
+    assert samples[("gitops_rollback_drill_rollbacks_total", (("result", "success"),))] == 4
