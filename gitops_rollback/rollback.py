@@ -47,8 +47,8 @@ def rollback_extravars(args: argparse.Namespace, labels: Any) -> Dict[str, Any]:
     layers = _list(args.layers)
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown:
-        raise RollbackCommandError("--layers: unknown %s; choose from %s." % (", ".join(map(labels.escape, unknown)),
-                                                                           ", ".join(LAYERS)))
+        shown = ", ".join(map(labels.escape, unknown))
+        raise RollbackCommandError("--layers: unknown %s; choose from %s." % (shown, ", ".join(LAYERS)))
     components = _list(args.components)
     bad = [name for name in components if not COMPONENT.fullmatch(name)]
     if bad:

@@ -193,7 +193,7 @@ def _daily(rollbacks: List[Rollback], days: int, until: Optional[float]) -> List
 
 
 def summarize_runs(rollbacks: List[Rollback], drills: List[Rollback], days: int = 30,
-              until: Optional[float] = None) -> dict:
+                   until: Optional[float] = None) -> dict:
     """The numbers of the report: totals, success rate, durations, MTTR, breakdowns, daily trend."""
     counted = [r for r in rollbacks if r.outcome != "plan"]
     finished = [r for r in counted if r.outcome in FINISHED]
