@@ -202,7 +202,7 @@ def test_init_runs_once_for_the_same_settings_and_again_when_anything_init_reads
             setattr(settings, key, value)
         with TfProject(engine, settings) as project:
             project.init()
-        return sum(1 for args, _, _ in engine.calls if args[0] == "init")
+        return sum(1 for call in engine.calls if call[0][0] == "init")
 
     assert inits() == 1
     assert inits() == 1, "a second project of the same run (preview, snapshot, revert, verify) skips it"
@@ -224,7 +224,7 @@ def test_init_runs_once_for_the_same_settings_and_again_when_anything_init_reads
 def test_a_failed_init_is_not_remembered(tmp_path):
     (tmp_path / "main.tf").write_text("")
     engine = RecordingEngine((1, "", "Error: bad backend"))
-    for _ in range(2):
+    for _attempt in range(2):
         with TfProject(engine, TfSettings(project_path=str(tmp_path))) as project:
             with pytest.raises(Exception, match="terraform init failed"):
                 project.init()
