@@ -195,7 +195,7 @@ def test_the_target_is_resolved_once_and_a_newer_checkpoint_of_the_label_changes
                     "    paths: [/etc/app]\n    label: v1\n    store_path: \"{{ lookup('gitops.rollback.setting', 'gitops_rollback_store_path') }}\"\n"
                     "  when: not (gitops_rollback_planning | default(false)) and __rollback_target is not defined\n")
 
-    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="release,config",
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="flags,release,config",
                             rollback_host_before_restore_tasks_file=str(hook))
 
     assert result.ok, failures(result)
@@ -206,7 +206,8 @@ def test_the_target_is_resolved_once_and_a_newer_checkpoint_of_the_label_changes
         assert labels.count("v1") == 2, (name, labels)
     completed, report = finished(drill, result)
     label = "safety/" + completed["run_id"]
-    assert completed["result"]["safety_checkpoint"]["layers"] == {name: ["release", "config"] for name in ("h1", "h2", "h3")}
+    assert completed["result"]["safety_checkpoint"]["layers"] == {
+        name: ["flags", "release", "config"] for name in ("h1", "h2", "h3")}
     assert f"-e rollback_to={label}" in report
 
 
@@ -240,7 +241,7 @@ def test_a_failed_recovery_says_where_the_host_is_verified_against_its_safety_ch
         return [{"name": "app", "layers": ["release", "config"], "command": ["sh", "-c", command]}]
 
     broken = services('test "$(hostname)" != h2 || { echo restart failed >&2; exit 7; }')
-    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="release,config,services",
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="flags,release,config,services",
                             gitops_rollback_services=broken)
 
     assert not result.ok
@@ -258,7 +259,7 @@ def test_a_failed_recovery_says_where_the_host_is_verified_against_its_safety_ch
 
     # The same, but the failing restart leaves a stray file behind in the managed path: said, and named.
     stray = services('test "$(hostname)" != h2 || { echo x > /etc/app/stray.conf; exit 7; }')
-    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="release,config,services",
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="flags,release,config,services",
                             gitops_rollback_services=stray)
 
     assert not result.ok
