@@ -306,8 +306,9 @@ def verify_backup(store: Store, component: dict, jobs: int) -> None:
                                  "restore from another checkpoint." % component["name"])
 
 
-def plan_restore(store: Store, req: RestoreRequest) -> dict:
-    """Describe a restore (check mode) after the same checks a real one makes first."""
+def _checked_backup(store: Store, req: RestoreRequest):
+    """The checks a restore and its plan make first: the backup found and verified, its restore arguments
+    checked, the live database probed. Return (engine, database, manifest, component, its JSON, version, live)."""
     engine = make_engine(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
     database = database_key(req.conn)
     source = database_key(req.conn, req.source_database)
@@ -317,6 +318,12 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
     if engine.name == "postgresql":
         engine.check_restore_args(component)
     version, live = engine.probe(database)
+    return engine, database, manifest, backup_component, component, version, live
+
+
+def plan_restore(store: Store, req: RestoreRequest) -> dict:
+    """Describe a restore (check mode) after the same checks a real one makes first."""
+    engine, database, manifest, backup_component, component, version, live = _checked_backup(store, req)
     check_privileges(engine, req, database, component.get("database_info", {}), live, version)
     current = engine.row_counts(database) if live else {}
     steps = []
@@ -345,15 +352,7 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
 
 def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float = 0.0) -> dict:
     """Restore a database from a checkpoint; return what was done and what was verified."""
-    engine = make_engine(req.conn, req.maintenance_db, {"pg_restore": req.restore_extra_args})
-    database = database_key(req.conn)
-    source = database_key(req.conn, req.source_database)
-    manifest, backup_component = locate_backup(store, req.checkpoint, engine.name, source)
-    component = backup_component.to_json()
-    verify_backup(store, component, req.jobs)
-    if engine.name == "postgresql":
-        engine.check_restore_args(component)
-    version, live = engine.probe(database)
+    engine, database, manifest, backup_component, component, version, live = _checked_backup(store, req)
     use_staging = uses_staging(engine.name, req.mode, live, database)
     staged, old = staging_names(engine.name, database, manifest.id) if use_staging else (database, None)
     result = {"checkpoint": manifest.id, "label": manifest.label, "database": database,
