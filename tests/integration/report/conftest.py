@@ -31,6 +31,8 @@ class AuditLog:
     detected_epoch: float = 0.0
 
     def records(self) -> list:
+        if not self.path.exists():
+            return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
@@ -46,12 +48,12 @@ def _play(fleet, collections_path, workdir, playbook, extra_vars, **kwargs):
                                 cwd=workdir, **kwargs)
 
 
-def _run_id(result, event: str) -> str:
-    for entry in result.events:
-        record = entry.get("result", {}).get("record")
-        if entry.get("action", "").endswith("audit") and record and record.get("event") == event:
+def _run_id(log: AuditLog, seen: int, event: str, result) -> str:
+    """The run id of the record of ``event`` that the run wrote to the log after its first ``seen`` records."""
+    for record in log.records()[seen:]:
+        if record.get("event") == event and record.get("operation", "rollback") == "rollback":
             return record["run_id"]
-    raise AssertionError("no %s audit record in the run:\n%s" % (event, result))
+    raise AssertionError("no %s audit record in %s after the run:\n%s" % (event, log.path, result))
 
 
 def _record(event, run_id, epoch, operation="rollback", **fields):
@@ -119,12 +121,14 @@ def audit_log(fleet, collections_path, tmp_path_factory) -> AuditLog:
     assert checkpoint.ok, checkpoint
     for extra in ({}, {"rollback_trigger": "tag", "rollback_reason": "bad release v2"}):
         _deploy(fleet, "v2")
+        seen = len(log.records())
         result = _play(fleet, collections_path, workdir, "rollback.yml", {**base, "rollback_to": "v1", **extra})
         assert result.ok, result
-        log.real_runs.append(_run_id(result, "completed"))
+        log.real_runs.append(_run_id(log, seen, "completed", result))
+    seen = len(log.records())
     refused = _play(fleet, collections_path, workdir, "rollback.yml", {**base, "rollback_to": "no-such-label"})
     assert not refused.ok, refused
-    log.refused_run = _run_id(refused, "refused")
+    log.refused_run = _run_id(log, seen, "refused", refused)
     _append_synthetic(log, fleet.names)
     return log
 
