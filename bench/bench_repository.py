@@ -162,10 +162,11 @@ def run(workdir: Path, quick: bool) -> List[dict]:
         fingerprint = bench.fingerprint(tree)
 
         def rebuild() -> None:
-            repository.fetch.prepare_store(rebuilt, spec)
-            with rebuilt.lock("bench", "rebuild"):
-                repository.fetch.fetch_checkpoint(rebuilt, spec, "v2")
-                restore.restore_checkpoint(rebuilt, rebuilt.find("v2"), restore.RestoreOptions(safety_checkpoint=False))
+            with repository.fetch.Fetcher(rebuilt, spec) as fetcher:
+                fetcher.prepare()
+                with rebuilt.lock("bench", "rebuild"):
+                    fetcher.fetch("v2")
+                    restore.restore_checkpoint(rebuilt, rebuilt.find("v2"), restore.RestoreOptions(safety_checkpoint=False))
 
         restic = _restic_on(host, fleet.client_key, workdir) if bench.have_restic() else None
         if restic:

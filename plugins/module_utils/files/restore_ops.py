@@ -14,7 +14,7 @@ from typing import Optional
 from ..common.errors import IntegrityError, RollbackError
 from .checkpoint_ops import CheckpointParams, damaged_message
 from ..replication.client import RepositorySpec
-from ..replication.fetch import fetch_checkpoint, plan_fetch, prepare_store
+from ..replication.fetch import Fetcher
 from .restore import RestoreOptions, restore_checkpoint
 from ..store.store import Store, checkpoint_summary
 
@@ -99,7 +99,8 @@ def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
     """
     spec = RepositorySpec.from_options(params.repository)
     if params.check_mode:
-        fetched = plan_fetch(store, spec, params.checkpoint, params.encryption_key)
+        with Fetcher(store, spec, params.encryption_key) as fetcher:
+            fetched = fetcher.plan(params.checkpoint)
         if fetched["source"] == "repository":
             return {"changed": True, "checkpoint": fetched["checkpoint"], "fetched": fetched["fetched"],
                     "changes": {}, "summary": {}, "safety_checkpoint": None, "verified": False,
@@ -108,11 +109,12 @@ def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
         manifest, outcome = _restore(store, params, _restore_options(params))
         return dict(_restore_result(params, manifest, outcome), fetched=fetched["fetched"])
     started = time.monotonic()
-    prepare_store(store, spec)
-    with params.lock(store, "restore"):
-        fetched = fetch_checkpoint(store, spec, params.checkpoint, params.encryption_key)
-        exact = replace(params, checkpoint=fetched["checkpoint"]["id"])
-        manifest, outcome = _restore(store, exact, _restore_options(exact))
+    with Fetcher(store, spec, params.encryption_key) as fetcher:
+        fetcher.prepare()
+        with params.lock(store, "restore"):
+            fetched = fetcher.fetch(params.checkpoint)
+            exact = replace(params, checkpoint=fetched["checkpoint"]["id"])
+            manifest, outcome = _restore(store, exact, _restore_options(exact))
     result = _restore_result(params, manifest, outcome)
     result["fetched"] = fetched["fetched"]
     result["changed"] = result["changed"] or bool(fetched["fetched"]["objects"])

@@ -202,12 +202,16 @@ class Connection:
         """Send bytes of the current request."""
         self._write(data)
 
-    def reply(self, what: str) -> dict:
-        """Read one reply line; a refusal raises RepositoryError (a full disk: StoreFullError)."""
+    def flush(self, what: str) -> None:
+        """Push what was sent so far to the repository host."""
         try:
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError) as exc:
             raise self._lost(what) from exc
+
+    def reply(self, what: str) -> dict:
+        """Read one reply line; a refusal raises RepositoryError (a full disk: StoreFullError)."""
+        self.flush(what)
         line = self.proc.stdout.readline()
         if not line:
             raise self._lost(what)

@@ -145,17 +145,25 @@ def _fetch_objects(conn: Connection, store: Store, names: Sequence[str]) -> Tupl
     """Fetch objects into the local store, each checked before it is placed; return (objects, bytes).
 
     Objects of up to 256 KiB go into a pack (as a checkpoint stores them), larger ones are renamed
-    into place; none is placed before every object of its batch was checked.
+    into place; none is placed before every object of its batch was checked. The next batch is asked
+    for as soon as a batch's sizes are known, so the repository host reads it while this one is
+    checked and written. Each object checked here is remembered as sound by the store for this run
+    (a restore that follows does not hash it again).
     """
+    batches = [list(names[start:start + NAMES_PER_REQUEST]) for start in range(0, len(names), NAMES_PER_REQUEST)]
     count = total = 0
-    for start in range(0, len(names), NAMES_PER_REQUEST):
-        chunk = list(names[start:start + NAMES_PER_REQUEST])
-        sizes = conn.request({"op": "get", "names": chunk}, "sending objects")["sizes"]
+    if batches:
+        conn.send({"op": "get", "names": batches[0]})
+    for number, chunk in enumerate(batches):
+        sizes = conn.reply("sending objects")["sizes"]
         gone = [name for name, size in zip(chunk, sizes) if size < 0]
         if gone:
             raise IntegrityError("The repository %s lacks object %s (and %d more) that the checkpoint needs. "
                                  "Nothing was restored." % (conn.spec.where(), gone[0], len(gone) - 1),
                                  expected=gone[0], actual=None)
+        if number + 1 < len(batches):
+            conn.send({"op": "get", "names": batches[number + 1]})
+            conn.flush("sending objects")
         staged: List[Tuple[str, str]] = []
         try:
             small = _receive_batch(conn, store, chunk, sizes, staged)
@@ -167,63 +175,113 @@ def _fetch_objects(conn: Connection, store: Store, names: Sequence[str]) -> Tupl
         finally:
             for _name, tmp in staged:
                 unlink_quietly(tmp)
+        store.remember_sound(chunk)
         count += len(chunk)
         total += sum(sizes)
     return count, total
 
 
-def plan_fetch(store: Store, spec: RepositorySpec, ref: str, key: Optional[str] = None) -> dict:
-    """What :func:`fetch_checkpoint` would do, changing nothing here or there (check mode).
+class Fetcher:
+    """One session with the repository for one local store: fetches checkpoints over a single connection.
 
-    The checkpoint's tree objects are read into a throwaway directory to count the objects the local
-    store lacks.
+    The connection opens when first needed (a checkpoint the local store already holds whole needs
+    none). Use as a context manager; :meth:`prepare` before the store lock, :meth:`fetch` under it.
     """
-    if store.exists():
-        local = store.find_optional(ref)
-        if local is not None and _missing_locally(store, local) == ([], True):
+
+    def __init__(self, store: Store, spec: RepositorySpec, key: Optional[str] = None) -> None:
+        self.store, self.spec, self.key = store, spec, key
+        self._conn: Optional[Connection] = None
+        self._format: Optional[dict] = None
+        self._workdir: Optional[tempfile.TemporaryDirectory] = None
+        self._view: Optional[RepositoryView] = None
+
+    def __enter__(self) -> "Fetcher":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            conn = Connection(self.spec).__enter__()
+            try:
+                self._format = recorded_format(conn.hello(create=False), self.spec)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _host_format(self) -> dict:
+        self._connection()
+        return self._format
+
+    def view(self) -> RepositoryView:
+        """The host's manifests in the repository, read once per session."""
+        if self._view is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="gitops-rollback-view-")
+            self._view = RepositoryView(self._connection(), self._host_format(), self.key, self._workdir.name)
+        return self._view
+
+    def _local(self, ref: str) -> Optional[dict]:
+        """The result for a checkpoint the local store holds whole, or None."""
+        if not self.store.exists():
+            return None
+        local = self.store.find_optional(ref)
+        if local is not None and _missing_locally(self.store, local) == ([], True):
             return {"checkpoint": checkpoint_summary(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
-    with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
-        host_format = recorded_format(conn.hello(create=False), spec)
-        view = RepositoryView(conn, host_format, key, workdir)
-        manifest = view.find(ref, spec.where())
+        return None
+
+    def prepare(self) -> None:
+        """Create a missing local store from the format the repository recorded for this host (before the lock)."""
+        if not self.store.exists():
+            seed_store(self.store, self._host_format())
+
+    def plan(self, ref: str) -> dict:
+        """What :meth:`fetch` would do, changing nothing here or there (check mode).
+
+        The checkpoint's tree objects are read into the session's throwaway view to count the
+        objects the local store lacks.
+        """
+        local = self._local(ref)
+        if local is not None:
+            return local
+        view = self.view()
+        manifest = view.find(ref, self.spec.where())
         trees = [root["tree"] for root in manifest.get("roots", []) if root.get("tree")]
-        _fetch_objects(conn, view.store, trees)
-        here = store if store.exists() else None
+        _fetch_objects(self._connection(), view.store, [tree for tree in trees if not view.store.has_blob(tree)])
+        here = self.store if self.store.exists() else None
         missing = [name for name in needed_objects(view.store, manifest) if here is None or not here.has_blob(name)]
-    return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": len(missing), "bytes": None},
-            "source": "repository"}
+        return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": len(missing), "bytes": None},
+                "source": "repository"}
 
+    def fetch(self, ref: str) -> dict:
+        """Make the local store hold checkpoint ``ref``: from the local store when it is complete there, else from the repository.
 
-def fetch_checkpoint(store: Store, spec: RepositorySpec, ref: str, key: Optional[str] = None) -> dict:
-    """Make the local store hold checkpoint ``ref``: from the local store when it is complete there, else from the repository.
-
-    A missing local store is created with the format recorded in the repository. Tree objects come
-    first, then the file and component objects the local store lacks, each checked (hash; envelope
-    authenticity in an encrypted store) before it is placed; the manifest is written last. The caller
-    holds the store lock once the store exists (see :func:`prepare_store`).
-    """
-    if store.exists():
-        local = store.find_optional(ref)
-        if local is not None and _missing_locally(store, local) == ([], True):
-            return {"checkpoint": checkpoint_summary(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
-    with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
-        host_format = recorded_format(conn.hello(create=False), spec)
-        seed_store(store, host_format)
-        problem = compatible(store.read_format(), host_format)
+        Tree objects come first, then the file and component objects the local store lacks, each
+        checked (hash; envelope authenticity in an encrypted store) before it is placed; the manifest
+        is written last. The caller holds the store lock.
+        """
+        local = self._local(ref)
+        if local is not None:
+            return local
+        store = self.store
+        conn = self._connection()
+        seed_store(store, self._host_format())
+        problem = compatible(store.read_format(), self._host_format())
         if problem:
             raise RepositoryError(
                 "The local store %s cannot take checkpoints of host namespace %s of the repository %s: %s. Nothing "
                 "was changed. Restore into a new store_path (or remove the store that was created anew)." % (
-                    store.root, spec.namespace, spec.where(), problem))
-        local = store.find_optional(ref)
-        newest = None
-        if local is not None:
-            manifest, raw = local, None
-        else:
-            view = RepositoryView(conn, host_format, key, workdir)
-            manifest = view.find(ref, spec.where())
-            raw = view.raw(manifest["id"])
-            newest = view.newest()
+                    store.root, self.spec.namespace, self.spec.where(), problem))
+        manifest, raw, newest = store.find_optional(ref), None, None
+        if manifest is None:
+            view = self.view()
+            manifest = view.find(ref, self.spec.where())
+            raw, newest = view.raw(manifest["id"]), view.newest()
         missing, complete = _missing_locally(store, manifest)
         objects, size = _fetch_objects(conn, store, missing)
         if not complete:
@@ -234,14 +292,6 @@ def fetch_checkpoint(store: Store, spec: RepositorySpec, ref: str, key: Optional
         if raw is not None:
             atomic_write_bytes(store.manifest_path(manifest["id"]), raw)
             store.load(manifest["id"])
-    return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": objects, "bytes": size}, "source": "repository",
-            "newest_replicated": newest,
-            "rpo_seconds": None if newest is None else max(0, int(time.time() - parse_time(newest["created"])))}
-
-
-def prepare_store(store: Store, spec: RepositorySpec) -> None:
-    """Create a missing local store from the format the repository recorded for this host (before the lock is taken)."""
-    if store.exists():
-        return
-    with Connection(spec) as conn:
-        seed_store(store, recorded_format(conn.hello(create=False), spec))
+        return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": objects, "bytes": size},
+                "source": "repository", "newest_replicated": newest,
+                "rpo_seconds": None if newest is None else max(0, int(time.time() - parse_time(newest["created"])))}

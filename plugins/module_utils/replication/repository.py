@@ -4,7 +4,7 @@
 
 A repository is a directory on another host holding the objects of many stores (shared) and, per
 host, the store's ``format`` document and its manifests (``hosts/<name>/``). :func:`sync_store`
-sends what the repository lacks, objects first and manifests last; :func:`fetch_checkpoint` brings
+sends what the repository lacks, objects first and manifests last; :class:`~.fetch.Fetcher` brings
 one checkpoint (its manifest and the objects it needs) back into a local store, checking each object
 before it is placed. Objects and manifests cross exactly as stored: an encrypted store's stay sealed,
 and no key ever leaves the host.
@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 from ..common.errors import RollbackError
 from ..common.lock import default_owner
 from .client import Connection, RepositorySpec, recorded_format
-from .fetch import RepositoryView, fetch_checkpoint, plan_fetch, prepare_store
+from .fetch import Fetcher, RepositoryView
 from .sync import sync_store
 from ..store.retention import Policy, RetentionError, forgotten, plan
 from ..store.store import Store, snapshots
@@ -78,13 +78,15 @@ def fetch_into(store: Store, spec: RepositorySpec, refs: Sequence[str], key: Opt
                             "fetched.")
     started = time.monotonic()
     if dry_run:
-        planned = [plan_fetch(store, spec, ref, key) for ref in refs]
+        with Fetcher(store, spec, key) as fetcher:
+            planned = [fetcher.plan(ref) for ref in refs]
         return {"changed": any(item["source"] == "repository" for item in planned), "repository": spec.where(),
                 "host": spec.namespace, "checkpoints": [item["checkpoint"]["id"] for item in planned],
                 "fetched": {"objects": sum(item["fetched"]["objects"] for item in planned), "bytes": None}}
-    prepare_store(store, spec)
-    with store.lock(owner, "fetch", lock_timeout):
-        done = [fetch_checkpoint(store, spec, ref, key) for ref in refs]
+    with Fetcher(store, spec, key) as fetcher:
+        fetcher.prepare()
+        with store.lock(owner, "fetch", lock_timeout):
+            done = [fetcher.fetch(ref) for ref in refs]
     remote = [item for item in done if item["source"] == "repository"]
     return {
         "changed": bool(remote), "repository": spec.where(), "host": spec.namespace,

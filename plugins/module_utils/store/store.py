@@ -25,7 +25,7 @@ Layout under the store root (mode 0700)::
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from .crypto import Cipher
 from ..common.labels import is_label
@@ -39,6 +39,8 @@ from .maintenance import Maintenance
 from .manifests import Manifests, check_new_label, checkpoint_summary
 from .objects import Objects
 from .writes import SMALL_FILE, ObjectWriter, ObjectWrites
+
+SOUND_MEMORY = 1 << 20  # object names a store remembers as checked in this process (about 100 bytes each)
 
 # The store's public names, used across the collection (the layers' own names stay in their files).
 __all__ = ["CHUNK", "DEFAULT_STORE", "LAYOUT", "SMALL_FILE", "Store", "check_new_label", "parse_time", "prune", "safety_label",
@@ -64,6 +66,7 @@ class Store:
         self.writes = ObjectWrites(self.objects)
         self.checkpoints = Manifests(self.base, self.objects, self.writes)
         self.maintenance = Maintenance(self.base, self.objects, self.writes, self.checkpoints)
+        self._sound: Set[bytes] = set()  # objects this process checked against their names (see remember_sound)
 
     @property
     def packs(self) -> PackSet:
@@ -130,6 +133,21 @@ class Store:
     def blob_path(self, sha: str) -> str:
         """Return where the blob named ``sha`` lives."""
         return self.objects.blob_path(sha)
+
+    def remember_sound(self, names: Iterable[str]) -> None:
+        """Remember objects this process has just checked against their names and placed (a fetch).
+
+        A restore in the same run then need not hash them again; the store is writable by root
+        only. At most SOUND_MEMORY names are kept (beyond that, objects are hashed again).
+        """
+        for name in names:
+            if len(self._sound) >= SOUND_MEMORY:
+                return
+            self._sound.add(bytes.fromhex(name))
+
+    def known_sound(self, name: str) -> bool:
+        """Tell whether this process checked the object against its name (:meth:`remember_sound`)."""
+        return bytes.fromhex(name) in self._sound
 
     def has_blob(self, sha: str) -> bool:
         """Tell whether the blob is stored (as a file of its own or in a pack)."""

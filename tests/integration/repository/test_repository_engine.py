@@ -101,18 +101,60 @@ def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identic
     shutil.rmtree(root)
     root.mkdir()
     rebuilt = eng.store.Store(str(tmp_path / "store"), key)
-    eng.fetch.prepare_store(rebuilt, spec)
-    with rebuilt.lock("test", "restore"):
-        fetched = eng.fetch.fetch_checkpoint(rebuilt, spec, "v1", key)
-        assert fetched["source"] == "repository" and fetched["checkpoint"]["id"] == first["id"]
-        assert fetched["fetched"]["objects"] == len(needed_by_first)
-        assert fetched["newest_replicated"]["id"] == second["id"] and 0 <= fetched["rpo_seconds"] < 600
-        manifest = rebuilt.find("v1")
-        eng.restore.restore_checkpoint(rebuilt, manifest, eng.restore.RestoreOptions(safety_checkpoint=False))
+    with eng.fetch.Fetcher(rebuilt, spec, key) as fetcher:
+        fetcher.prepare()
+        with rebuilt.lock("test", "restore"):
+            fetched = fetcher.fetch("v1")
+            assert fetched["source"] == "repository" and fetched["checkpoint"]["id"] == first["id"]
+            assert fetched["fetched"]["objects"] == len(needed_by_first)
+            assert fetched["newest_replicated"]["id"] == second["id"] and 0 <= fetched["rpo_seconds"] < 600
+            manifest = rebuilt.find("v1")
+            eng.restore.restore_checkpoint(rebuilt, manifest, eng.restore.RestoreOptions(safety_checkpoint=False))
     assert snapshot(root) == expected
     assert rebuilt.verify(manifest) == []
     assert [man["id"] for man in rebuilt.manifests()] == [first["id"]]  # only what was asked for
 
+
+
+def test_a_rebuild_is_one_session_with_its_batches_pipelined(eng, repository_host, repo_path, tmp_path, monkeypatch):
+    """Fetch and restore of a lost host over one SSH session, the objects asked for in several batches, each
+    asked before the previous one was read: every byte comes back, and a second checkpoint is fetched over
+    the same session."""
+    root = tmp_path / "app"
+    make_tree(root)
+    store = eng.store.Store(str(tmp_path / "store"))
+    first = take(eng, store, root, "v1")
+    (root / "data" / "f001.txt").write_bytes(b"changed again\n")
+    take(eng, store, root, "v2")
+    expected = snapshot(root)
+    spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path))
+    eng.sync.sync_store(store, spec)
+    needed_by_first = len(set(store.referenced(first)))
+    shutil.rmtree(tmp_path / "store")
+    shutil.rmtree(root)
+    root.mkdir()
+
+    sessions = []
+
+    class Counted(eng.client.Connection):
+        def __enter__(self):
+            sessions.append(self)
+            return super().__enter__()
+
+    monkeypatch.setattr(eng.fetch, "Connection", Counted)
+    monkeypatch.setattr(eng.fetch, "NAMES_PER_REQUEST", 4)  # 30+ objects: about ten batches
+    rebuilt = eng.store.Store(str(tmp_path / "store"))
+    with eng.fetch.Fetcher(rebuilt, spec) as fetcher:
+        fetcher.prepare()
+        with rebuilt.lock("test", "restore"):
+            older = fetcher.fetch("v1")
+            newer = fetcher.fetch("v2")
+            eng.restore.restore_checkpoint(rebuilt, rebuilt.find("v2"), eng.restore.RestoreOptions(safety_checkpoint=False))
+    assert len(sessions) == 1
+    assert older["fetched"]["objects"] == needed_by_first
+    assert 0 < newer["fetched"]["objects"] < older["fetched"]["objects"]  # only what v1 did not bring
+    assert snapshot(root) == expected
+    assert rebuilt.verify(rebuilt.find("v1")) == [] and rebuilt.verify(rebuilt.find("v2")) == []
 
 KILL_CODE = r"""
 import json, os, signal, sys
@@ -178,9 +220,10 @@ def test_a_corrupted_object_in_the_repository_is_refused_at_restore_naming_it(en
 
     shutil.rmtree(tmp_path / "store")
     rebuilt = eng.store.Store(str(tmp_path / "store"))
-    eng.fetch.prepare_store(rebuilt, spec)
-    with rebuilt.lock("test", "restore"), pytest.raises(eng.errors.IntegrityError) as refused:
-        eng.fetch.fetch_checkpoint(rebuilt, spec, "v1")
+    with eng.fetch.Fetcher(rebuilt, spec) as fetcher:
+        fetcher.prepare()
+        with rebuilt.lock("test", "restore"), pytest.raises(eng.errors.IntegrityError) as refused:
+            fetcher.fetch("v1")
     assert big in str(refused.value) and "corrupted" in str(refused.value)
     assert refused.value.details["expected"] == big
     assert rebuilt.ids() == [] and not rebuilt.has_blob(big)
@@ -525,8 +568,9 @@ def test_after_a_key_rotation_the_objects_are_sent_again_sealed_under_the_new_ke
     shutil.rmtree(root)
     root.mkdir()
     rebuilt = eng.store.Store(str(tmp_path / "store"), new_key)
-    eng.fetch.prepare_store(rebuilt, rotated)
-    with rebuilt.lock("test", "restore"):
-        eng.fetch.fetch_checkpoint(rebuilt, rotated, "v1", new_key)
-        eng.restore.restore_checkpoint(rebuilt, rebuilt.find("v1"), eng.restore.RestoreOptions(safety_checkpoint=False))
+    with eng.fetch.Fetcher(rebuilt, rotated, new_key) as fetcher:
+        fetcher.prepare()
+        with rebuilt.lock("test", "restore"):
+            fetcher.fetch("v1")
+            eng.restore.restore_checkpoint(rebuilt, rebuilt.find("v1"), eng.restore.RestoreOptions(safety_checkpoint=False))
     assert snapshot(root) == expected and rebuilt.verify(rebuilt.find(manifest["id"])) == []
