@@ -115,7 +115,6 @@ def test_sync_sends_only_what_is_missing_and_a_lost_host_is_rebuilt_byte_identic
     assert [man["id"] for man in rebuilt.manifests()] == [first["id"]]  # only what was asked for
 
 
-
 def test_a_rebuild_is_one_session_with_its_batches_pipelined(eng, repository_host, repo_path, tmp_path, monkeypatch):
     """Fetch and restore of a lost host over one SSH session, the objects asked for in several batches, each
     asked before the previous one was read: every byte comes back, and a second checkpoint is fetched over
@@ -155,6 +154,7 @@ def test_a_rebuild_is_one_session_with_its_batches_pipelined(eng, repository_hos
     assert 0 < newer["fetched"]["objects"] < older["fetched"]["objects"]  # only what v1 did not bring
     assert snapshot(root) == expected
     assert rebuilt.verify(rebuilt.find("v1")) == [] and rebuilt.verify(rebuilt.find("v2")) == []
+
 
 KILL_CODE = r"""
 import json, os, signal, sys
