@@ -9,6 +9,13 @@ ENOTDIR) instead of being followed. Files are read, and their metadata changed, 
 descriptor whose ``fstat`` shows the inode that was listed or planned. docs/store-format.md
 ("No-follow rules") states the rules.
 
+Files the engine keeps beside what it manages (a release root's index and ``current`` link, its
+shared paths, a SQLite database and its staging copy, Terraform's init marker) are reached the same
+way by path: ``open_parent`` opens the directory above a path component by component, and
+``read_file``, ``write_file``, ``link_file`` and ``remove_path`` work relative to it. Directories
+the engine keeps for itself alone (a store, a repository) are not walked like this: ``private_dir_problem``
+says whether another user could change anything in them, and they are refused when one could.
+
 ``race_hook`` is a test seam: tests set it to a function called at the named points below, to
 change the tree between listing and reading or between plan and apply. It is None in production.
 """
@@ -16,11 +23,13 @@ change the tree between listing and reading or between plan and apply. It is Non
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import stat
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from .errors import UnsafePathError
+from .fsutil import TEMP_MARK
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO swapped in for a file must not hang the open; O_NOCTTY: never a controlling tty.
@@ -215,3 +224,192 @@ def remove_at(dir_fd: int, name: str, where: str) -> None:
                 raise
     raise UnsafePathError("%s kept changing while it was being removed; nothing outside the managed root was "
                           "touched. Find what rewrites it and run again." % where, path=where)
+
+
+# ------------------------------------------------------------------------------ by path, below a root
+def open_parent(path: str, create: bool = False) -> Tuple[int, str]:
+    """Open the directory holding ``path`` (absolute) following no link; return (its descriptor, base name)."""
+    head, name = os.path.split(os.path.abspath(path))
+    if not name:
+        raise UnsafePathError("%s names no entry of a directory." % path, path=path)
+    return open_root(head, create), name
+
+
+def read_file(path: str, limit: int) -> bytes:
+    """Return the content of the regular file ``path``, reached through no link, of at most ``limit`` bytes.
+
+    Raises FileNotFoundError when it is missing, UnsafePathError when it (or a directory above it) is a
+    link or it is not a regular file of at most ``limit`` bytes.
+    """
+    dir_fd, name = open_parent(path)
+    try:
+        st = lstat_at(dir_fd, name)
+        data = read_small(dir_fd, name, limit) if stat.S_ISREG(st.st_mode) else None
+    finally:
+        os.close(dir_fd)
+    if data is None:
+        raise UnsafePathError("Refusing to read %s: it is not a regular file (a link, or something else), or it "
+                              "is larger than %d bytes. Nothing was read through it." % (path, limit), path=path)
+    return data
+
+
+def write_file_at(dir_fd: int, name: str, data: bytes, mode: int, owner: Optional[Tuple[int, int]] = None) -> None:
+    """Replace ``name`` below ``dir_fd`` with ``data`` atomically: a new file created beside it
+    (``O_EXCL|O_NOFOLLOW``) gets exactly ``mode`` (and ``owner`` as (uid, gid)), is synced, and renamed
+    over it; a link there is replaced, never written through."""
+    tmp = ".%s%s%s" % (name[:100], TEMP_MARK, os.urandom(4).hex())
+    try:
+        fd = os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if owner is not None:
+                os.fchown(fd, owner[0], owner[1])
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+
+
+def write_file(path: str, data: bytes, mode: int, create_dirs: bool = False) -> None:
+    """Replace the file ``path`` with ``data`` atomically (see ``write_file_at``), following no link."""
+    dir_fd, name = open_parent(path, create_dirs)
+    try:
+        write_file_at(dir_fd, name, data, mode)
+    finally:
+        os.close(dir_fd)
+
+
+def link_file(path: str, target: str) -> None:
+    """Point the symlink ``path`` at ``target`` atomically: a new link made beside it and renamed over it."""
+    dir_fd, name = open_parent(path)
+    tmp = ".%s%s%s" % (name[:100], TEMP_MARK, os.urandom(4).hex())
+    try:
+        os.symlink(target, tmp, dir_fd=dir_fd)
+        try:
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_link(path: str) -> Optional[str]:
+    """Return the target of the symlink ``path`` (None when nothing is there), reached through no link.
+
+    Raises UnsafePathError when something other than a symlink is there.
+    """
+    try:
+        dir_fd, name = open_parent(path)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            st = lstat_at(dir_fd, name)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISLNK(st.st_mode):
+            raise UnsafePathError("%s is not a symlink." % path, path=path, mode=st.st_mode)
+        return os.readlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def remove_path(path: str) -> None:
+    """Remove ``path`` (a directory with everything below it), following no link on the way."""
+    try:
+        dir_fd, name = open_parent(path)
+    except FileNotFoundError:
+        return
+    try:
+        remove_at(dir_fd, name, path)
+    finally:
+        os.close(dir_fd)
+
+
+def plain_file_problem(path: str) -> Optional[str]:
+    """Return why ``path`` is not a regular file reached through no link (None when it is one, or is missing
+    below directories that are no links)."""
+    try:
+        dir_fd, name = open_parent(path)
+    except FileNotFoundError:
+        return None
+    except UnsafePathError:
+        return "a directory above it is a symlink or not a directory"
+    try:
+        st = lstat_at(dir_fd, name)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(dir_fd)
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symlink"
+    return None if stat.S_ISREG(st.st_mode) else "it is not a regular file"
+
+
+# ------------------------------------------------------------------------- directories kept private
+def private_dir_problem(path: str) -> Optional[str]:
+    """Return why another user could change what lies in the directory ``path``, or None.
+
+    Every directory from ``/`` down to it (links resolved: each one met must be such a directory too)
+    must belong to root or to this process's user and be writable by nobody else, unless it has the
+    sticky bit (then nobody else can rename or remove what is in it); ``path`` itself, when it exists,
+    must belong to this user and be writable by nobody else. A missing ``path`` is judged by the
+    directories above it (this user makes it 0700).
+    """
+    given = os.path.abspath(path)
+    for prefix in _prefixes(given):  # a link another user owns could be made to point elsewhere
+        try:
+            st = os.lstat(prefix)
+        except (FileNotFoundError, NotADirectoryError):
+            break
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.geteuid()):
+            return "the symlink %s on its path belongs to uid %d" % (prefix, st.st_uid)
+    parts = _prefixes(os.path.realpath(given))
+    for depth, current in enumerate(parts):
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return None
+        last = depth == len(parts) - 1
+        problem = _dir_status_problem(st, last)
+        if problem:
+            return "%s %s" % ("it" if last else "the directory above it, %s," % current, problem)
+    return None
+
+
+def _prefixes(path: str) -> List[str]:
+    parts = [part for part in path.split("/") if part]
+    return ["/" + "/".join(parts[:depth]) for depth in range(len(parts) + 1)]
+
+
+def _dir_status_problem(st: os.stat_result, last: bool) -> Optional[str]:
+    euid = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid not in (0, euid) or (last and st.st_uid != euid):
+        return "belongs to uid %d, not to this user (uid %d)%s" % (st.st_uid, euid, "" if last else " or root")
+    sticky = bool(st.st_mode & stat.S_ISVTX) and not last
+    if st.st_mode & 0o002 and not sticky:
+        return "is writable by every user (mode %04o)" % stat.S_IMODE(st.st_mode)
+    if st.st_mode & 0o020 and not sticky and (last or st.st_gid not in (0, os.getegid())):
+        return "is writable by its group (gid %d, mode %04o)" % (st.st_gid, stat.S_IMODE(st.st_mode))
+    return None
+
+
+def private_dir_rule_source() -> str:
+    """Return the source of ``private_dir_problem`` and its helpers (the receiver runs them on a repository
+    host, where the collection is not installed)."""
+    return "\n\n".join(inspect.getsource(function) for function in (_prefixes, _dir_status_problem,
+                                                                       private_dir_problem))

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from contextlib import closing
 from typing import Dict, List, Optional
 from urllib.parse import quote
 
 from .streams import DatabaseError, adopt_file
 from .sqlite_migrations import SqliteMigrations
+from ..common.errors import UnsafePathError
 from ..common.fsutil import temp_name, unlink_quietly
+from ..common.nofollow import CREATE_FLAGS, READ_FLAGS, open_parent, plain_file_problem
 from ..store.store import Store
 from ..store.tree import gid_for, group_name, uid_for, user_name
 
@@ -41,7 +44,20 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def check_database_path(path: str) -> None:
+    """Refuse a database file that is a symlink, not a regular file, or below a symlinked directory.
+
+    SQLite opens files by path; the file is checked just before, so a link planted in a directory the
+    application can write makes the module stop instead of reading or writing what the link names.
+    """
+    problem = plain_file_problem(path)
+    if problem:
+        raise UnsafePathError("Refusing the SQLite database %s: %s. Nothing was read or changed through it. "
+                              "Name the real database file (no symlink on its path)." % (path, problem), path=path)
+
+
 def _open(path: str, readonly: bool = False) -> sqlite3.Connection:
+    check_database_path(path)
     if readonly:
         if not os.path.isfile(path):
             raise DatabaseError("SQLite database %s does not exist. Check the database path." % path)
@@ -78,7 +94,11 @@ def checkpoint_wal(path: str) -> None:
 
 def copy_new(source: str, dest: str, mode: int) -> None:
     """Copy ``source`` to a new file ``dest`` (never through an existing file or link), ``mode`` set."""
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    dir_fd, name = open_parent(dest)
+    try:
+        fd = os.open(name, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
     try:
         with open(source, "rb") as src:
             for chunk in iter(lambda: src.read(_COPY_CHUNK), b""):
@@ -94,9 +114,16 @@ def give_owner(path: str, info: dict) -> None:
     if "uid" not in info:
         return
     uid, gid = uid_for(info.get("owner"), info["uid"]), gid_for(info.get("group"), info["gid"])
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    dir_fd, name = open_parent(path)
+    try:
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError("The staged SQLite file %s is no longer a regular file; nothing was changed "
+                                  "through it." % path, path=path)
         if (st.st_uid, st.st_gid) != (uid, gid):
             try:
                 os.fchown(fd, uid, gid)
@@ -165,7 +192,8 @@ class SqliteEngine:
 
     def database_info(self, database: str) -> dict:
         """Return the file's mode, owner and group and the database's journal mode and header values."""
-        st = os.stat(database)
+        check_database_path(database)
+        st = os.stat(database, follow_symlinks=False)
         info = {"mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
                 "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
         try:
@@ -213,8 +241,18 @@ class SqliteEngine:
 
     def drop(self, database: str) -> None:
         """Remove a database file and its companions."""
-        for suffix in ("",) + COMPANIONS:
-            unlink_quietly(database + suffix)
+        try:
+            dir_fd, name = open_parent(database)
+        except FileNotFoundError:
+            return
+        try:
+            for suffix in ("",) + COMPANIONS:
+                try:
+                    os.unlink(name + suffix, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+        finally:
+            os.close(dir_fd)
 
     def load(self, source: str, component: dict, database: str, jobs: int) -> None:
         """Copy the stored database to ``database`` (a new staging file) and check it."""
@@ -251,16 +289,23 @@ class SqliteEngine:
         The live file's companions go with the old file, and leftover companions of a file that
         is gone are removed, so the restored file never meets another database's log.
         """
+        check_database_path(live)
         exists = os.path.exists(live)
         if exists:
             checkpoint_wal(live)  # a damaged live file is replaced all the same
         keep = old or temp_name(live)
-        for suffix in COMPANIONS:
-            if os.path.lexists(live + suffix):
-                os.rename(live + suffix, keep + suffix)
-        if exists:
-            os.link(live, keep)
-        os.rename(staged, live)
+        dir_fd, name = open_parent(live)  # the staged and kept names are beside it: one directory, no link
+        try:
+            for suffix in COMPANIONS:
+                try:
+                    os.rename(name + suffix, os.path.basename(keep) + suffix, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+            if exists:
+                os.link(name, os.path.basename(keep), src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            os.rename(os.path.basename(staged), name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
         if old is None or not exists:
             self.drop(keep)
 

@@ -13,6 +13,7 @@ import stat
 from typing import List, Optional, Tuple
 
 from ..common.fsutil import is_temp_name
+from ..common.nofollow import lstat_at, open_root, remove_at, remove_path
 from ..common.process import run
 from .root import ReleaseError, ReleaseRoot
 
@@ -87,31 +88,48 @@ def checkout(repo: str, version: str, into: str) -> Tuple[str, List[List[str]]]:
 
 
 def link_shared(root: ReleaseRoot, release_dir: str, shared: List[str]) -> None:
-    """Link each shared path into a release; a path missing under shared/ is seeded from the release."""
+    """Link each shared path into a release; a path missing under shared/ is seeded from the release.
+
+    The application writes below ``shared/`` and a release's content may hold links, so both sides are
+    reached from their directories' descriptors, following no link (common/nofollow.py).
+    """
     for rel_path in shared:
+        name = os.path.basename(rel_path)
         in_release = os.path.join(release_dir, rel_path)
         in_shared = root.join("shared", rel_path)
-        os.makedirs(os.path.dirname(in_shared), exist_ok=True)
-        if not os.path.lexists(in_shared):
-            if os.path.lexists(in_release):
-                os.rename(in_release, in_shared)  # the first release seeds the shared copy
-            else:
-                os.makedirs(in_shared)
-        if os.path.lexists(in_release):
-            if os.path.isdir(in_release) and not os.path.islink(in_release):
-                shutil.rmtree(in_release)
-            else:
-                os.unlink(in_release)
-        os.makedirs(os.path.dirname(in_release), exist_ok=True)
-        os.symlink(os.path.relpath(in_shared, os.path.dirname(in_release)), in_release)
+        shared_fd = open_root(os.path.dirname(in_shared), create=True)
+        try:
+            release_fd = open_root(os.path.dirname(in_release), create=True)
+            try:
+                _link_one(shared_fd, release_fd, name, os.path.relpath(in_shared, os.path.dirname(in_release)),
+                          in_release)
+            finally:
+                os.close(release_fd)
+        finally:
+            os.close(shared_fd)
+
+
+def _exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        lstat_at(dir_fd, name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _link_one(shared_fd: int, release_fd: int, name: str, target: str, where: str) -> None:
+    if not _exists_at(shared_fd, name):
+        if _exists_at(release_fd, name):
+            os.rename(name, name, src_dir_fd=release_fd, dst_dir_fd=shared_fd)  # the first release seeds it
+        else:
+            os.mkdir(name, 0o755, dir_fd=shared_fd)
+    remove_at(release_fd, name, where)
+    os.symlink(target, name, dir_fd=release_fd)
 
 
 def remove_tree(path: str) -> None:
-    """Remove a release directory (or a leftover temporary one)."""
-    if os.path.islink(path) or not os.path.isdir(path):
-        os.unlink(path)
-    else:
-        shutil.rmtree(path)
+    """Remove a release directory (or a leftover temporary one), following no link."""
+    remove_path(path)
 
 
 def leftovers(root: ReleaseRoot) -> List[str]:

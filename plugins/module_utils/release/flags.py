@@ -33,9 +33,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError, SSLValidationError, open_url
 
 from ..common.errors import RollbackError
-from ..common.fsutil import temp_name
 from ..store.manifest import Component
-from ..common.nofollow import CREATE_FLAGS, lstat_at, open_root, read_small
+from ..common.nofollow import lstat_at, open_root, read_small, write_file_at
 from ..store.store import Store
 
 try:
@@ -140,28 +139,10 @@ class FileFlags:
     def write(self, target: Snapshot, current: Snapshot) -> None:
         """Replace the file with ``target``'s bytes, mode and owner, atomically, following no link."""
         meta = target.meta or current.meta
+        owner = (meta["uid"], meta["gid"]) if meta and os.geteuid() == 0 else None
         dir_fd = self._open_folder()
-        tmp = os.path.basename(temp_name(self.path))
         try:
-            fd = os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
-            try:
-                view = memoryview(target.document)
-                while view:
-                    view = view[os.write(fd, view):]
-                if meta and os.geteuid() == 0:
-                    os.fchown(fd, meta["uid"], meta["gid"])
-                os.fchmod(fd, meta.get("mode", 0o644) if meta else 0o644)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            os.fsync(dir_fd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
-            raise
+            write_file_at(dir_fd, self.name, target.document, meta.get("mode", 0o644) if meta else 0o644, owner)
         finally:
             os.close(dir_fd)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ..common.fsutil import fsync_path, is_temp_name, temp_name
+from ..common.nofollow import open_parent, open_root, remove_at
 from ..store.manifest import Component
 from .build import check_relative, checkout, leftovers, link_shared, ls_remote_argv, remote_commit, remove_tree, tree_digest
 from .root import (COMPONENT_TYPE, ReleaseError, ReleaseRoot, new_release_id, previous_release,
@@ -200,8 +201,8 @@ def _build(root: ReleaseRoot, params: ReleaseParams, target: str, label: Optiona
     if os.path.lexists(final):
         raise ReleaseError("%s exists but is not a listed release (an interrupted deploy?). Remove it, or choose "
                            "another release_id." % final)
-    os.makedirs(root.join("releases"), exist_ok=True)
-    os.makedirs(root.join("shared"), exist_ok=True)
+    for sub in ("releases", "shared"):  # made, or found to be directories reached through no link
+        os.close(open_root(root.join(sub), create=True))
     building = temp_name(final)
     try:
         if params.repo:
@@ -305,10 +306,19 @@ def _delete_release(root: ReleaseRoot, rel: dict) -> None:
     root.note("remove", release=rel["id"])
     root.save()
     directory = root.release_dir(rel["id"])
-    if os.path.lexists(directory):
-        aside = temp_name(directory)
-        os.rename(directory, aside)
-        remove_tree(aside)
+    try:
+        dir_fd, name = open_parent(directory)
+    except FileNotFoundError:
+        return
+    try:
+        aside = os.path.basename(temp_name(directory))
+        try:
+            os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        remove_at(dir_fd, aside, directory)
+    finally:
+        os.close(dir_fd)
 
 
 def mark_good(params: ReleaseParams) -> dict:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
-from ..common.errors import RollbackError
-from ..common.fsutil import atomic_write_bytes, fsync_path, read_json, temp_name
+from ..common.errors import RollbackError, UnsafePathError
+from ..common.nofollow import link_file, read_file, read_link, write_file
 from ..common.labels import escape, show_label
 from ..common.lock import FileLock
 
@@ -32,6 +32,7 @@ INDEX = "releases.json"
 LOCK = ".gitops-rollback-release.lock"
 INDEX_FORMAT = 1
 HISTORY_LIMIT = 100
+MAX_INDEX = 64 << 20  # bytes of releases.json read at most
 COMPONENT_TYPE = "release"  # the checkpoint component that records a root's current release
 
 
@@ -69,8 +70,11 @@ class ReleaseRoot:
         """Read the root's index (an empty one when the root is new)."""
         root = cls(os.path.abspath(path))
         index_path = root.join(INDEX)
-        if os.path.exists(index_path):
-            index = read_json(index_path)
+        try:
+            index = json.loads(read_file(index_path, MAX_INDEX).decode("utf-8"))
+        except FileNotFoundError:
+            index = None
+        if index is not None:
             if not isinstance(index, dict) or index.get("format_version") != INDEX_FORMAT:
                 raise ReleaseError(
                     "%s has an index format this collection does not read (format_version %r). Upgrade "
@@ -132,15 +136,15 @@ class ReleaseRoot:
         """Return where ``current`` points (None when absent); refuse a ``current`` that is no symlink."""
         link = self.join("current")
         try:
-            mode = os.lstat(link).st_mode
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISLNK(mode):
+            return read_link(link)
+        except UnsafePathError as exc:
+            mode = exc.details.get("mode")
+            if mode is None:
+                raise
             raise ReleaseError(
                 "%s is a %s, not a symlink, so it cannot be switched atomically. Move it into "
                 "releases/<id>/ (or away) and deploy with gitops.rollback.release state=present, which "
-                "creates the symlink." % (link, "directory" if stat.S_ISDIR(mode) else "file"))
-        return os.readlink(link)
+                "creates the symlink." % (link, "directory" if stat.S_ISDIR(mode) else "file")) from None
 
     def current_id(self) -> Optional[str]:
         """Return the id of the release ``current`` points to, or None."""
@@ -166,7 +170,7 @@ class ReleaseRoot:
         history = self.index.setdefault("history", [])
         del history[:-HISTORY_LIMIT]  # type: ignore[index]
         data = json.dumps(self.index, sort_keys=True, indent=1).encode("utf-8")
-        atomic_write_bytes(self.join(INDEX), data, mode=0o644)  # readable by the application
+        write_file(self.join(INDEX), data, 0o644)  # readable by the application
 
     def note(self, operation: str, **fields: object) -> None:
         """Append an event to the index history."""
@@ -190,15 +194,7 @@ class ReleaseRoot:
 
     def switch(self, release_id: str) -> None:
         """Point ``current`` at a release: a new symlink renamed over the old one (atomic)."""
-        link = self.join("current")
-        tmp = temp_name(link)
-        os.symlink(os.path.join("releases", release_id), tmp)
-        try:
-            os.rename(tmp, link)
-        except OSError:
-            os.unlink(tmp)
-            raise
-        fsync_path(self.path)
+        link_file(self.join("current"), os.path.join("releases", release_id))
 
 
 def release_summary(root: ReleaseRoot, rel: dict, current: Optional[str]) -> dict:

@@ -25,6 +25,7 @@ from . import receiver
 from ..common.errors import RollbackError, StoreFullError
 from ..common.fsutil import create_private
 from ..common.labels import escape
+from ..common.nofollow import private_dir_rule_source
 from ..store.store import Store
 
 NAMES_PER_REQUEST = 2000  # object names asked about (have) or fetched (get) per request
@@ -91,8 +92,11 @@ class RepositorySpec:
 
 
 def receiver_source() -> bytes:
-    """The receiver program sent to the repository host."""
-    return inspect.getsource(receiver).encode("utf-8")
+    """The receiver program sent to the repository host, with the rule it imports from ``common.nofollow``."""
+    source = inspect.getsource(receiver)
+    rule = private_dir_rule_source()
+    head, guard, tail = source.rpartition('\nif __name__ == "__main__":')
+    return (head + "\n" + rule + "\n" + guard + tail).encode("utf-8")
 
 
 class Connection:

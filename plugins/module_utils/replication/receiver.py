@@ -12,7 +12,9 @@ request and is never given to a shell.
 Durability is the local store's: an object is written under ``tmp/``, its SHA-256 compared with the
 one announced, made durable and renamed into ``objects/``; a manifest is accepted only when every
 object it names is in place, and is written beside its final name, fsynced and renamed. Standard
-library only: it runs on the repository host's own Python 3.
+library only: it runs on the repository host's own Python 3. The repository's directory must be one only the account the
+receiver runs as can change (``common.nofollow.private_dir_problem``, sent with this source): inside it,
+paths are followed as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ import re
 import secrets
 import stat
 import sys
+
+try:
+    from ..common.nofollow import private_dir_problem
+except ImportError:  # run from source on the repository host: receiver_source() sends the rule with this file
+    pass
 import time
 
 BOOTSTRAP = ("import sys;_n=int(sys.stdin.buffer.readline());"
@@ -199,6 +206,12 @@ class _Namespaces(_Session):
         if not isinstance(host, str) or not HOST_RE.match(host):
             raise Refused("%r is not a host namespace name (letters, digits, . _ -)" % (host,))
         self.root, self.host = os.path.normpath(root), host
+        unsafe = private_dir_problem(self.root)
+        if unsafe:
+            raise Refused("refusing the repository %s: %s, so another user could plant links or files in it. Give "
+                          "it a directory only the repository's account can change (owned by it, mode 0700; every "
+                          "directory above it root's or that account's, not writable by others unless sticky)"
+                          % (self.root, unsafe))
         exists = os.path.lexists(self.path("format"))
         if not exists:
             if os.path.lexists(self.root):

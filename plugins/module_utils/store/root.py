@@ -5,7 +5,9 @@
 The layers above it: objects (``store.objects``, ``store.writes``), manifests (``store.manifests``),
 maintenance (``store.maintenance``); ``store.store.Store`` is the facade the rest of the collection uses.
 
-The layout under the root: the ``store.store`` module docstring and docs/store-format.md.
+The layout under the root: the ``store.store`` module docstring and docs/store-format.md. Everything
+below the root is reached by path: ``check_root`` first refuses a root another user could change
+(``common.nofollow.private_dir_problem``), so no link can have been planted there (docs/security.md).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from .crypto import Cipher, check_secret, require_cryptography
-from ..common.errors import EncryptionKeyError, NotAStore, UnsupportedFormat
+from ..common.errors import EncryptionKeyError, NotAStore, UnsafePathError, UnsupportedFormat
 from ..common.fsutil import atomic_write_json, ensure_private_dir, is_temp_name, read_json
 from ..common.labels import escape
+from ..common.nofollow import private_dir_problem
 from ..common.lock import DEFAULT_TTL, FileLock
 from .manifest import FORMAT_VERSION
 
@@ -181,6 +184,13 @@ class StoreRoot:
                 "not a checkpoint store: %s %s. Nothing was read or changed. Point store_path at a checkpoint "
                 "store, or at a new or empty directory for a new one (the default is %s)." % (
                     self.root, problem, DEFAULT_STORE))
+        unsafe = private_dir_problem(self.root)
+        if unsafe:
+            raise UnsafePathError(
+                "Refusing the store %s: %s, so another user could plant links or files in it that this user would "
+                "then follow. Nothing was read or changed. Give the store a directory only this user can change "
+                "(chown it to this user, chmod 0700; every directory above it root's or this user's, not writable "
+                "by others unless sticky)." % (self.root, unsafe), path=self.root)
         self._root_checked = True
         if os.path.lexists(self.path("format")):
             self._read_format_document()

@@ -18,14 +18,16 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..common.errors import CommandError, LockHeldError, RollbackError
+from ..common.errors import CommandError, LockHeldError, RollbackError, UnsafePathError
 from ..common.fsutil import atomic_write_bytes
+from ..common.nofollow import read_file, write_file
 from ..common.process import run as run_process
 from .engine import TfOutput, clean_output
 
 _LOCK_ERROR = "Error acquiring the state lock"
 #: The file in the data directory that says with which settings it was initialised (a digest only).
 INIT_MARKER = "gitops-rollback-init.json"
+MAX_JSON = 16 << 20  # bytes read at most of the JSON files in the data directory
 #: The files of a configuration that ``terraform init`` reads (besides the backend settings).
 _INIT_INPUTS = (".tf", ".tf.json", ".tofu", ".tofu.json", ".terraform.lock.hcl")
 
@@ -89,8 +91,7 @@ class TfProject:
     # ------------------------------------------------------------ arguments
     def _json_file(self, name: str, content: Dict[str, Any]) -> str:
         path = os.path.join(self.scratch, name)
-        atomic_write_bytes(path, json.dumps(content).encode("utf-8"))
-        os.chmod(path, 0o600)
+        atomic_write_bytes(path, json.dumps(content).encode("utf-8"), exact_mode=True)
         return path
 
     def _absolute(self, path: str) -> str:
@@ -158,9 +159,9 @@ class TfProject:
                             "nothing was changed.", InitError)
         self._read_backend()
         try:
-            os.makedirs(self.data_dir(), exist_ok=True)
-            atomic_write_bytes(marker, json.dumps({"fingerprint": init_fingerprint(self, backend_files)}).encode())
-        except OSError:
+            write_file(marker, json.dumps({"fingerprint": init_fingerprint(self, backend_files)}).encode(), 0o600,
+                       create_dirs=True)
+        except (OSError, UnsafePathError):
             pass  # only the next init is not skipped
 
     def data_dir(self) -> str:
@@ -170,9 +171,8 @@ class TfProject:
     def _read_backend(self) -> None:
         """Learn the initialised backend's type and settings from the data directory."""
         try:
-            with open(os.path.join(self.data_dir(), "terraform.tfstate"), "r", encoding="utf-8") as handle:
-                backend = json.load(handle).get("backend") or {}
-        except (OSError, ValueError):
+            backend = json.loads(read_file(os.path.join(self.data_dir(), "terraform.tfstate"), MAX_JSON)).get("backend") or {}
+        except (OSError, ValueError, AttributeError, UnsafePathError):
             backend = {}
         self.backend_type = backend.get("type") or "local"
         self.backend_settings = {k: v for k, v in (backend.get("config") or {}).items() if v is not None}
@@ -283,9 +283,8 @@ def init_fingerprint(project: "TfProject", backend_files: Sequence[str]) -> str:
 def read_marker(path: str) -> Optional[str]:
     """The fingerprint recorded by the last init here, or None."""
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            return json.load(handle).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
+        return json.loads(read_file(path, MAX_JSON)).get("fingerprint")
+    except (OSError, ValueError, AttributeError, UnsafePathError):
         return None
 
 

@@ -67,7 +67,7 @@ def root(tmp_path):
     return tree
 
 
-def _state(top, parent=None):
+def outside_state(top, parent=None):
     """Everything that must not change outside the managed root: type, mode, owner, mtime and
     bytes of every entry in ``top`` and of ``top`` itself, and of the directory ``parent`` (the
     managed root's parent) itself."""
@@ -87,7 +87,7 @@ def _state(top, parent=None):
 
 
 def _tree_state(root):
-    return {path: value for path, value in _state(root).items() if path != str(root) and TEMP_MARK not in path}
+    return {path: value for path, value in outside_state(root).items() if path != str(root) and TEMP_MARK not in path}
 
 
 def _checkpoint(store, root, label="v1"):
@@ -139,7 +139,7 @@ def no_hang():
 
 # ----------------------------------------------------------------------- capture: list, then read
 def test_a_file_swapped_for_a_link_to_a_root_only_file_is_recorded_as_that_link(store, root, outside, monkeypatch):
-    before = _state(outside)
+    before = outside_state(outside)
     fired = _race(monkeypatch, "walk.listed", "conf/app.conf",
                   lambda: _swap(root / "conf" / "app.conf", _link_to(outside / "secret")))
     manifest = _checkpoint(store, root)
@@ -147,13 +147,13 @@ def test_a_file_swapped_for_a_link_to_a_root_only_file_is_recorded_as_that_link(
     entry = _entries(store, manifest)["conf/app.conf"]
     assert entry["type"] == "symlink" and entry["target"] == str(outside / "secret")
     assert not store.has_blob(hashlib.sha256(SECRET).hexdigest()), "the root-only file was never read"
-    assert _state(outside) == before
+    assert outside_state(outside) == before
     monkeypatch.setattr(_nofollow, "race_hook", None)
     (root / "conf" / "app.conf").unlink()
     (root / "conf" / "app.conf").write_text("port = 81\n")
     restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
     assert os.readlink(str(root / "conf" / "app.conf")) == str(outside / "secret"), "restored as the link it was"
-    assert _state(outside) == before
+    assert outside_state(outside) == before
 
 
 def test_a_directory_swapped_for_a_link_is_recorded_as_that_link_and_nothing_behind_it(
@@ -224,23 +224,23 @@ def test_a_file_whose_mode_is_restored_swapped_for_a_link_to_a_root_only_file(
         store, root, outside, tmp_path, monkeypatch):
     manifest = _checkpoint(store, root)
     os.chmod(str(root / "conf" / "app.conf"), 0o600)  # the plan: a mode change (meta) only
-    before = _state(outside, tmp_path)
+    before = outside_state(outside, tmp_path)
     fired = _plan_then_swap(monkeypatch, "restore.planned", None, root / "conf" / "app.conf",
                             _link_to(outside / "secret"))
     message = _restore_refused_or_equal(store, manifest, root, None)
     assert fired and message and str(root / "conf" / "app.conf") in message and "changed between the plan" in message
-    assert _state(outside, tmp_path) == before, "the root-only file kept its mode, owner, time and bytes"
+    assert outside_state(outside, tmp_path) == before, "the root-only file kept its mode, owner, time and bytes"
 
 
 def test_a_directory_whose_mode_is_restored_swapped_for_a_link_to_a_directory_outside(
         store, root, outside, tmp_path, monkeypatch):
     manifest = _checkpoint(store, root)
     os.chmod(str(root / "conf"), 0o777)
-    before = _state(outside, tmp_path)
+    before = outside_state(outside, tmp_path)
     _plan_then_swap(monkeypatch, "restore.planned", None, root / "conf", _link_to(outside))
     message = _restore_refused_or_equal(store, manifest, root, None)
     assert message and "Refusing to follow" in message and str(root / "conf") in message
-    assert _state(outside, tmp_path) == before
+    assert outside_state(outside, tmp_path) == before
 
 
 def test_a_parent_directory_swapped_for_a_link_after_the_plan_is_not_written_through(
@@ -250,31 +250,31 @@ def test_a_parent_directory_swapped_for_a_link_after_the_plan_is_not_written_thr
     (root / "conf" / "db.conf").unlink()  # create
     (root / "conf" / "extra").write_text("an extra file: the plan removes conf/extra\n")  # delete
     os.chmod(str(root / "index.html"), 0o600)
-    before = _state(outside, tmp_path)
+    before = outside_state(outside, tmp_path)
     _plan_then_swap(monkeypatch, "restore.planned", None, root / "conf", _link_to(outside))
     message = _restore_refused_or_equal(store, manifest, root, None)
     assert message and "Refusing to follow" in message
-    assert _state(outside, tmp_path) == before, "outside/extra is still there, nothing was staged or chmod-ed there"
+    assert outside_state(outside, tmp_path) == before, "outside/extra is still there, nothing was staged or chmod-ed there"
 
 
 def test_a_parent_directory_swapped_just_before_the_rename(store, root, outside, tmp_path, monkeypatch):
     manifest = _checkpoint(store, root)
     (root / "conf" / "app.conf").write_text("port = 8080\n")
-    before = _state(outside, tmp_path)
+    before = outside_state(outside, tmp_path)
     fired = _plan_then_swap(monkeypatch, "restore.rename", "conf/app.conf", root / "conf", _link_to(outside))
     message = _restore_refused_or_equal(store, manifest, root, None)
     assert fired and message and "Refusing to follow" in message
-    assert _state(outside, tmp_path) == before
+    assert outside_state(outside, tmp_path) == before
 
 
 def test_the_managed_root_swapped_for_a_link_after_the_plan(store, root, outside, monkeypatch):
     manifest = _checkpoint(store, root)
     (root / "index.html").write_text("changed\n")
-    before = _state(outside)
+    before = outside_state(outside)
     _plan_then_swap(monkeypatch, "restore.planned", None, root, _link_to(outside))
     message = _restore_refused_or_equal(store, manifest, root, None)
     assert message and "Refusing to follow" in message and str(root) in message
-    assert _state(outside) == before
+    assert outside_state(outside) == before
 
 
 def test_a_file_whose_content_is_restored_swapped_for_a_link_is_replaced_not_followed(
@@ -282,10 +282,10 @@ def test_a_file_whose_content_is_restored_swapped_for_a_link_is_replaced_not_fol
     expected = _tree_state(root)
     manifest = _checkpoint(store, root)
     (root / "conf" / "app.conf").write_text("port = 8080\n")
-    before = _state(outside, tmp_path)
+    before = outside_state(outside, tmp_path)
     _plan_then_swap(monkeypatch, "restore.planned", None, root / "conf" / "app.conf", _link_to(outside / "secret"))
     assert _restore_refused_or_equal(store, manifest, root, expected) is None, "the link was replaced by the file"
-    assert _state(outside, tmp_path) == before
+    assert outside_state(outside, tmp_path) == before
 
 
 def test_a_symlink_whose_owner_is_restored_is_made_anew_not_changed_through(
@@ -293,10 +293,10 @@ def test_a_symlink_whose_owner_is_restored_is_made_anew_not_changed_through(
     expected = _tree_state(root)
     manifest = _checkpoint(store, root)
     os.lchown(str(root / "current.conf"), 4321, 4321)
-    before = _state(outside, tmp_path)
+    before = outside_state(outside, tmp_path)
     _plan_then_swap(monkeypatch, "restore.planned", None, root / "current.conf", _link_to(outside / "secret"))
     assert _restore_refused_or_equal(store, manifest, root, expected) is None
-    assert _state(outside, tmp_path) == before
+    assert outside_state(outside, tmp_path) == before
 
 
 @AS_ROOT
