@@ -411,5 +411,5 @@ def _dir_status_problem(st: os.stat_result, last: bool) -> Optional[str]:
 def private_dir_rule_source() -> str:
     """Return the source of ``private_dir_problem`` and its helpers (the receiver runs them on a repository
     host, where the collection is not installed)."""
-    return "\n\n".join(inspect.getsource(function) for function in (_prefixes, _dir_status_problem,
-                                                                       private_dir_problem))
+    functions = (_prefixes, _dir_status_problem, private_dir_problem)
+    return "\n\n".join(inspect.getsource(function) for function in functions)
