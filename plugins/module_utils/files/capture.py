@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from stat import S_ISREG
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -19,7 +20,8 @@ from ..store.store import Store
 from ..common.fsutil import is_temp_name
 from ..common.labels import show_label
 from ..store.tree import (
-    DIR, FILE, LINK, Key, Selection, describe_entry, device_refusal, encode_entry, kind_of, path_key, walk_at,
+    DIR, FILE, LINK, Key, Selection, describe_entry, device_refusal, encode_entry, file_line, kind_of, path_key,
+    walk_at,
 )
 
 # Walked entries that may wait for their file contents (hashed and stored by worker processes).
@@ -183,10 +185,16 @@ class _Capture:
             self.stats.new_blobs += 1 if content[2] else 0
         return content
 
-    def _finish(self, entry: dict, st: os.stat_result, content, writer: Optional[CacheWriter],
+    def _finish(self, entry: Optional[dict], st, content, writer: Optional[CacheWriter],
                 contents: Optional[ContentPool] = None) -> bytes:
         """Fill in a file entry's content (a known tuple, or a job of ``contents``) and return its
-        tree line; an entry that changed since it was listed is described again as it is now."""
+        tree line; an entry that changed since it was listed is described again as it is now.
+        ``entry`` None: ``st`` is the finished line of an unchanged file, ``content`` its stat cache row
+        (which goes to the new cache as it is, in tree order like every row)."""
+        if entry is None:
+            if writer:
+                writer.add_row(content)
+            return st
         if content is not None:
             if contents is not None and isinstance(content, int):
                 content = contents.result(content)
@@ -218,17 +226,22 @@ class _Capture:
         contents = ContentPool(self._store_content, self.store)
         try:
             for rel, st, dir_fd, name in walk_at(self.cursor.root_fd, self.spec.selection()):
-                described = self._describe(rel, st, dir_fd, name)
-                if described is None:
-                    continue
-                entry, st, content = described
-                if entry["type"] == FILE and content is None:
-                    cached = cache.lookup(path_key(rel), st)
-                    if cached and self.store.has_blob(cached):
-                        content = (cached, st.st_size)
-                    else:
-                        content = contents.submit((rel, st.st_dev, st.st_ino), cached, st.st_size)
-                pending.append((entry, st, content))
+                row, cached = cache.lookup_row(rel, st) if S_ISREG(st.st_mode) else (None, None)
+                if row is not None:  # unchanged: its line from its stat (its object is stored: store.statcache)
+                    pending.append((None, file_line(rel, st, cached), row))
+                    self.stats.entries += 1
+                    self.stats.bytes += st.st_size
+                else:
+                    described = self._describe(rel, st, dir_fd, name)
+                    if described is None:
+                        continue
+                    entry, st, content = described
+                    if entry["type"] == FILE and content is None:
+                        if cached and self.store.has_blob(cached):
+                            content = (cached, st.st_size)
+                        else:
+                            content = contents.submit((rel, st.st_dev, st.st_ino), cached, st.st_size)
+                    pending.append((entry, st, content))
                 while pending and (len(pending) > WINDOW or not isinstance(pending[0][2], int)
                                    or contents.ready(pending[0][2])):
                     yield self._finish(*pending.popleft(), writer, contents)

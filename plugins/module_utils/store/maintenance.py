@@ -10,11 +10,12 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple
 
 from .crypto import Cipher, require_cryptography
 from ..common.errors import EncryptionKeyError, IntegrityError, RollbackError
-from ..common.fsutil import atomic_write_json, create_private, fsync_path, raise_if_full, unlink_quietly
+from ..common.fsutil import atomic_write_json, create_private, fsync_path, is_temp_name, raise_if_full, unlink_quietly
 from .packs import PackIndex, PackWriter, read_range
 from .root import SHA_RE, StoreRoot, manifest_context, object_context
 from .manifests import Manifests
 from .objects import Objects
+from .statcache import CacheReader
 from .writes import ObjectWrites
 
 
@@ -33,6 +34,7 @@ class Maintenance:
         keep: Set[str] = set()
         for manifest in self.checkpoints.manifests():
             keep.update(self.checkpoints.referenced(manifest))
+        self._drop_caches(lambda hashes: any(sha not in keep for sha in hashes))  # before any object goes
         removed = freed = 0
         objects = self.base.path("objects")
         for fan in sorted(os.listdir(objects)) if os.path.isdir(objects) else []:
@@ -101,10 +103,19 @@ class Maintenance:
         os.unlink(index.pack_path[:-len(".pack")] + ".idx")
         os.unlink(index.pack_path)
 
-    def _drop_caches(self) -> None:
+    def _drop_caches(self, naming: Optional[Callable[[Iterator[Optional[str]]], bool]] = None) -> None:
+        """Delete the stat caches (those whose hashes ``naming`` is true of, when given)."""
         cache = self.base.path("cache")
         for name in os.listdir(cache) if os.path.isdir(cache) else []:
-            unlink_quietly(os.path.join(cache, name))
+            path = os.path.join(cache, name)
+            if naming is not None and not is_temp_name(name):
+                reader = CacheReader(path, self.objects.cipher)
+                try:
+                    if not naming(reader.hashes()):
+                        continue
+                finally:
+                    reader.close()
+            unlink_quietly(path)
 
     def _clean_tmp(self) -> None:
         tmp = self.base.path("tmp")

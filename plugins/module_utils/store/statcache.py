@@ -5,6 +5,10 @@
 A file whose size, mtime, ctime and inode are unchanged since it was hashed is not read
 again. ctime cannot be set by users, so a rewrite that restores mtime is still noticed.
 
+Every hash in a cache names an object the store holds: a cache is written with the tree that
+references its hashes, and garbage collection deletes a cache naming an object it is about to
+delete before it deletes anything, so a capture takes a cached hash without looking the object up.
+
 In an encrypted store the cache is sealed like an object (its paths and sizes are as
 sensitive as a manifest), and its file name is keyed, so neither reveals the managed root.
 """
@@ -28,6 +32,7 @@ _NAME = re.compile(r"[0-9a-f]{64}\Z")  # a cached hash that is not an object nam
 _DECODE = json.JSONDecoder().decode
 _QUOTE = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses for a str
 _ROW = '[%s, "%s", %d, %d, %d, %d, %d]\n'  # what json.dumps([path, sha, *signature]) writes
+_TAIL = '", %d, %d, %d, %d, %d]\n'  # a row after its path and hash
 
 
 def stat_signature(st: os.stat_result) -> List[int]:
@@ -47,7 +52,12 @@ def _context(path: str) -> bytes:
 
 
 class CacheReader:
-    """Looks up paths in increasing tree order; a damaged (or forged) cache just stops answering."""
+    """Looks up paths in increasing tree order; a damaged (or forged) cache just stops answering.
+
+    A row is parsed only as far as a lookup needs: when the walk meets the row's own path (the
+    common case, the tree unchanged), ``lookup_row`` compares the row's text with the one the
+    entry's stat would give and decodes nothing.
+    """
 
     def __init__(self, path: str, cipher=None) -> None:
         self._lines: Iterator[bytes] = iter(())
@@ -61,26 +71,67 @@ class CacheReader:
                 self._lines = split_lines(cipher.open_stream(self._handle, size, _context(path), "stat cache " + path))
         except OSError:
             pass
-        self._current: Optional[Tuple[Key, list]] = None
+        self._raw: Optional[str] = None  # the current row's text (None: the end, or a damaged row)
+        self._key: Optional[Key] = None  # its path's key, decoded when a lookup needs it
         self._advance()
 
     def _advance(self) -> None:
+        self._key = None
         try:
-            row = _DECODE(next(self._lines).decode("utf-8"))
-            self._current = (path_key(row[0]), row)
-        except (StopIteration, ValueError, IndexError, TypeError, RollbackError):
-            self._current = None
+            self._raw = next(self._lines).decode("ascii")
+        except (StopIteration, ValueError, RollbackError):
+            self._raw = None
+
+    def _current_key(self) -> Optional[Key]:
+        if self._key is None and self._raw is not None:
+            try:
+                self._key = path_key(_DECODE(self._raw)[0])
+            except (ValueError, IndexError, TypeError, AttributeError):
+                self._raw = None
+        return self._key
 
     def lookup(self, key: Key, st: os.stat_result) -> Optional[str]:
         """Return the cached sha256 of ``key`` if its stat signature still matches."""
-        while self._current is not None and self._current[0] < key:
+        while self._current_key() is not None and self._key < key:
             self._advance()
-        if self._current is None or self._current[0] != key:
+        if self._current_key() != key:
             return None
-        row = self._current[1]
+        try:
+            row = _DECODE(self._raw)
+        except ValueError:
+            return None
         if row[2:] != stat_signature(st) or not isinstance(row[1], str) or not _NAME.match(row[1]):
             return None
         return row[1]
+
+    def lookup_row(self, rel: str, st: os.stat_result) -> Tuple[Optional[str], Optional[str]]:
+        """Return (the cached row, sha256) of ``rel`` if its stat signature still matches; the row is
+        None when the hash came from a row that is not the one ``CacheWriter.add`` would write now."""
+        raw = self._raw
+        if raw is not None:
+            head = '[%s, "' % _QUOTE(rel)
+            if raw.startswith(head):
+                self._advance()
+                sha = raw[len(head):len(head) + 64]
+                if raw[len(head) + 64:] == _TAIL % (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                                                    st.st_dev) and _NAME.match(sha):
+                    return raw, sha
+                return None, None
+        key = path_key(rel)
+        sha = self.lookup(key, st)
+        if self._key == key:
+            self._advance()  # the next lookup starts at the next row: the fast path again
+        return None, sha
+
+    def hashes(self) -> Iterator[Optional[str]]:
+        """Yield the hash of every row from the current one on; None for a row that does not parse."""
+        while self._raw is not None:
+            try:
+                yield _DECODE(self._raw)[1]
+            except (ValueError, IndexError, TypeError):
+                yield None
+                return
+            self._advance()
 
     def close(self) -> None:
         """Close the cache file."""
@@ -103,8 +154,11 @@ class CacheWriter:
 
     def add(self, rel: str, sha: str, st: os.stat_result) -> None:
         """Record the hash of a file with its stat signature."""
-        line = _ROW % ((_QUOTE(rel), sha) + tuple(stat_signature(st)))
-        line = line.encode("ascii")
+        self.add_row(_ROW % ((_QUOTE(rel), sha) + tuple(stat_signature(st))))
+
+    def add_row(self, row: str) -> None:
+        """Record a row as ``CacheReader.lookup_row`` returned it (the file is unchanged)."""
+        line = row.encode("ascii")
         if self._sealer is None:
             self._handle.write(line)
             return

@@ -233,6 +233,15 @@ def encode_entry(entry: dict) -> bytes:
         _QUOTE(entry["type"]), entry["uid"])).encode("ascii")
 
 
+def file_line(rel: str, st: os.stat_result, sha: str) -> bytes:
+    """Return the tree line of a regular file with the content ``sha``: ``encode_entry`` of its record,
+    formatted straight from its stat."""
+    return (_LINE % (
+        st.st_gid, _text_or_null(group_name(st.st_gid)), st.st_mode & 0o7777, st.st_mtime_ns,
+        _text_or_null(user_name(st.st_uid)), _QUOTE(rel), _QUOTE(sha), st.st_size, "null", '"file"',
+        st.st_uid)).encode("ascii")
+
+
 _UNSAFE_PART = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # an empty, "." or ".." component (or a leading /)
 
 
