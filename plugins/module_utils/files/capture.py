@@ -271,6 +271,7 @@ class _Capture:
         finally:
             cache.close()
             self.cursor.close()
+        self.store.packs.finish()  # every object the new cache names is in a finished pack first
         writer.commit()
         return sha
 
@@ -327,6 +328,7 @@ class TreeRecorder(_Capture):
         """Store the tree object and the new stat cache; return the root's manifest record."""
         self._flush()
         tree = self.writer.commit()[0]
+        self.store.packs.finish()  # every object the new cache names is in a finished pack first
         self.cache_writer.commit()
         return root_record(self.spec, tree, self.stats)
 

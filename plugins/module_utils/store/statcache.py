@@ -5,8 +5,8 @@
 A file whose size, mtime, ctime and inode are unchanged since it was hashed is not read
 again. ctime cannot be set by users, so a rewrite that restores mtime is still noticed.
 
-Every hash in a cache names an object the store holds: a cache is written with the tree that
-references its hashes, and garbage collection deletes a cache naming an object it is about to
+Every hash in a cache names an object the store holds: a cache is committed once every object it
+names is stored (the capture finishes its open pack first), and garbage collection deletes a cache naming an object it is about to
 delete before it deletes anything, so a capture takes a cached hash without looking the object up.
 
 In an encrypted store the cache is sealed like an object (its paths and sizes are as

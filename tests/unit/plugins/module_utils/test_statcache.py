@@ -111,3 +111,32 @@ def test_the_new_cache_is_in_tree_order_when_a_changed_file_waits_for_its_worker
         reader._advance()  # pylint: disable=protected-access
     reader.close()
     assert paths == sorted(paths, key=lambda rel: rel.split("/")) and "a/f03" in paths and len(paths) == 41
+
+
+def test_a_cache_never_names_an_object_of_a_pack_dropped_by_a_failed_checkpoint(tmp_path, monkeypatch):
+    from ansible_collections.gitops.rollback.plugins.module_utils.files import capture as _capture
+
+    store = Store(str(tmp_path / "store"))
+    store.init()
+    first, second = tmp_path / "first", tmp_path / "second"
+    _tree(first)
+    _tree(second)
+    _checkpoint(store, first)
+    (first / "a" / "f05").write_bytes(b"only in the failed checkpoint\n")
+    calls = []
+    real = _capture.capture_root
+
+    def second_root_fails(*args, **kwargs):
+        calls.append(args[1].path)
+        if len(calls) == 2:
+            raise RuntimeError("the second root failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_capture, "capture_root", second_root_fails)
+    with pytest.raises(RuntimeError):
+        create_checkpoint(store, CheckpointRequest(roots=[RootSpec(str(first)), RootSpec(str(second))], force=True))
+    monkeypatch.setattr(_capture, "capture_root", real)
+    third = _checkpoint(Store(str(tmp_path / "store")), first)
+    reopened = Store(str(tmp_path / "store"))
+    assert all(reopened.has_blob(entry["sha256"]) for entry in reopened.iter_tree(third["roots"][0]["tree"])
+               if entry["type"] == "file")
