@@ -99,7 +99,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--layers", help="comma-separated layers (default: all, in order): " + ", ".join(LAYERS))
     parser.add_argument("--components", help="comma-separated components: only these roll back (a database "
                         "postgresql/app, a Terraform project default@infra, the release root, a flag set, a managed path)")
-    parser.add_argument("--paths", help="comma-separated managed paths the config layer restores (default: all)")
+    parser.add_argument("--paths", help="comma-separated paths the config layer restores: managed paths, or paths "
+                        "below them (/etc/app/nginx.conf), the rest of their managed path left as it is (default: all)")
     parser.add_argument("--reason", help="why (recorded in the audit log)")
     parser.add_argument("--check", action="store_true", help="the plan only: nothing changes on any host")
     parser.add_argument("-e", "--extra-vars", action="append", metavar="VARS", help="KEY=VALUE, JSON or @file")

@@ -38,7 +38,12 @@ options:
     required: true
   paths:
     description:
-      - Restore only these managed paths of the checkpoint. Default is all of them.
+      - Restore only these managed paths of the checkpoint, or paths below them. Default is all of them.
+      - A path below a managed path (C(/etc/app/nginx.conf), C(/srv/app/static)) goes back with everything
+        below it, and every other entry of its managed path stays as it is now (directories on the way keep
+        their metadata). The plan, the diff and the safety checkpoint cover that path and nothing else.
+      - A path outside every managed path, a path the checkpoint does not hold, or a directory on the way that
+        is now a link or a file, is refused before anything changes, naming the managed paths.
     type: list
     elements: path
     default: []
@@ -86,6 +91,11 @@ EXAMPLES = r"""
       name: "{{ inventory_hostname }}"
       private_key: "{{ vault_repository_ssh_key }}"
       known_hosts: "{{ repository_host_key_line }}"
+
+- name: Put back only the nginx configuration of v1.3.0, leaving the rest of /etc/app as it is
+  gitops.rollback.restore:
+    checkpoint: v1.3.0
+    paths: [/etc/app/nginx.conf]
 
 - name: Show what rolling back would change
   gitops.rollback.restore:

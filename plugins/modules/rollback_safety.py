@@ -38,7 +38,17 @@ options:
     elements: str
     default: [flags, config, release, database]
   paths:
-    description: Managed directories of the config layer.
+    description:
+      - Managed directories of the config layer, or with O(roots) managed directories and paths below them.
+    type: list
+    elements: path
+    default: []
+  roots:
+    description:
+      - The managed directories O(paths) lie in (the C(roots) of the rollback plan's config step). A path of
+        O(paths) below one of them is captured alone - the checkpoint's root is narrowed to it (its C(scope)) and
+        a restore of the safety checkpoint puts back that path and nothing else of the root.
+      - Empty - every path of O(paths) is a managed directory, captured whole.
     type: list
     elements: path
     default: []
@@ -148,6 +158,7 @@ def main() -> None:
         reason=dict(type="str", default="safety checkpoint before rollback"),
         layers=dict(type="list", elements="str", default=["flags", "config", "release", "database"]),
         paths=dict(type="list", elements="path", default=[]),
+        roots=dict(type="list", elements="path", default=[]),
         exclude=dict(type="list", elements="str", default=[]),
         release_root=dict(type="path", default=""),
         databases=dict(type="list", elements="dict", default=[]),
@@ -161,7 +172,7 @@ def main() -> None:
         label=params["label"], reason=params["reason"], layers=params["layers"], store_path=params["store_path"],
         owner=default_owner(params["owner"]), encryption_key=params["encryption_key"] or None,
         lock_timeout=params["lock_timeout"], check_mode=module.check_mode, paths=params["paths"],
-        exclude=params["exclude"], release_root=params["release_root"] or "",
+        roots=params["roots"],        exclude=params["exclude"], release_root=params["release_root"] or "",
         databases=with_passwords(params["databases"], params["database_passwords"]),
         flags=with_passwords(params["flags"], params["flags_passwords"], "etcd_password"))
     module.exit_json(**module.run(lambda: take_safety_checkpoint(request)))

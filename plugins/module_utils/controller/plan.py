@@ -105,9 +105,16 @@ def has_component(checkpoint: Dict[str, Any], kind: str, name: str) -> bool:
     return any(c.get("type") == kind and c.get("name") == name for c in checkpoint.get("components") or [])
 
 
+def covering_root(roots: Sequence[str], path: str) -> Optional[str]:
+    """Return the root of a checkpoint a path is or lies below (the nearest), or None."""
+    path = os.path.normpath(path)
+    found = [root for root in roots if path == os.path.normpath(root) or path.startswith(root.rstrip("/") + "/")]
+    return max(found, key=len) if os.path.isabs(path) and found else None
+
+
 def covers(roots: Sequence[str], path: str) -> bool:
-    """Tell whether a managed path is one of a checkpoint's roots (restore takes whole roots)."""
-    return os.path.normpath(path) in {os.path.normpath(root) for root in roots}
+    """Tell whether a path is one of a checkpoint's roots or lies below one (restore narrows a root to it)."""
+    return covering_root(roots, path) is not None
 
 
 def terraform_verify_tag(entry: Dict[str, Any], target: str) -> str:
@@ -265,14 +272,19 @@ class _HostPlan:
             return None
         roots = checkpoint.get("roots") or []
         missing = [path for path in self.settings.paths if not covers(roots, path)]
+        paths = [path for path in self.settings.paths if covers(roots, path)]
         if missing:
-            self.lacks("config", "Checkpoint %s (%s) does not manage %s %s (it manages: %s). Checkpoint those "
-                       "paths, or leave them out of the managed paths." % (
+            self.lacks("config", "Checkpoint %s (%s) does not manage %s %s, nor a path above (it manages: %s). "
+                       "Checkpoint those paths, or leave them out of the managed paths." % (
                            show_label(self.target), checkpoint["id"], ", ".join(missing), self.where(),
                            ", ".join(roots) or "no paths"))
-            return None
-        return {"checkpoint": checkpoint["id"], "action": "restore %s byte-exact from checkpoint %s"
-                % (", ".join(self.settings.paths), checkpoint["id"]), "paths": list(self.settings.paths),
+            if not self.safety_target or not paths:
+                return None
+        below = [path for path in paths if os.path.normpath(path) not in roots]
+        return {"checkpoint": checkpoint["id"], "action": "restore %s byte-exact from checkpoint %s%s"
+                % (", ".join(paths), checkpoint["id"], ", nothing else of %s" % ", ".join(sorted(
+                    {covering_root(roots, path) for path in below})) if below else ""),
+                "paths": paths, "roots": sorted({covering_root(roots, path) for path in paths}),
                 "needs": "every object of checkpoint %s intact (re-hashed)" % checkpoint["id"]}
 
     def database(self) -> Optional[Dict[str, Any]]:
@@ -386,6 +398,9 @@ def plan_host(host: str, target: str, layers: Any, settings: HostSettings,
         if step is not None:
             steps[layer] = step
             order.append(layer)
+    if "config" in steps and len(steps["config"]["paths"]) < len(settings.paths):  # a safety checkpoint holds fewer
+        selection.indexes["config"] = [index for index, path in zip(selection.indexes["config"], settings.paths)
+                                       if path in steps["config"]["paths"]]
     attach_previews(steps, previews or {})
     problems = builder.problems + [p for p in preview_problems if p.get("layer") in steps]
     changes = changing_layers(order, steps, settings.services)

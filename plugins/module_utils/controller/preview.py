@@ -12,7 +12,7 @@ Nothing here writes: no lock is taken, no file, row or link changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional
 
 from ..common.errors import RollbackError
@@ -21,7 +21,7 @@ from ..files.checkpoint_ops import CheckpointParams, list_checkpoints
 from ..files.restore_ops import restore_host
 from ..db.migrate import run_operation
 from ..db.migrate_plan import Params
-from .plan import database_method, database_name, resolve, SAFETY_PREFIX
+from .plan import covers, database_method, database_name, resolve, SAFETY_PREFIX
 from ..release.operations import ReleaseParams, rollback
 from ..store.store import Store
 
@@ -145,6 +145,8 @@ def preview_host(request: PreviewRequest) -> Dict[str, Any]:
     found = resolve(listing, request.target)
     previews: Dict[str, Any] = {}
     problems: List[Dict[str, str]] = []
+    if found is not None and request.target.startswith(SAFETY_PREFIX):  # the plan restores the paths it holds
+        request = replace(request, paths=[path for path in request.paths if covers(found.get("roots") or [], path)])
     if found is not None:
         for layer, preview in _PREVIEWS.items():
             if layer in request.layers and _configured(request, layer):

@@ -38,6 +38,7 @@ class SafetyRequest:
     lock_timeout: float = 0.0
     check_mode: bool = False
     paths: List[str] = field(default_factory=list)
+    roots: List[str] = field(default_factory=list)  # the managed roots paths may lie below (the plan's config roots)
     exclude: List[str] = field(default_factory=list)
     release_root: str = ""
     databases: List[Dict[str, Any]] = field(default_factory=list)  # with their passwords (never returned)
@@ -53,7 +54,8 @@ class SafetyRequest:
 def _config(request: SafetyRequest) -> Dict[str, Any]:
     outcome = make_checkpoint(CheckpointParams(
         store_path=request.store_path, owner=request.owner, lock_timeout=request.lock_timeout,
-        check_mode=request.check_mode, paths=list(request.paths), exclude=list(request.exclude),
+        check_mode=request.check_mode, paths=list(request.paths), roots=list(request.roots),
+        exclude=list(request.exclude),
         label=request.label, reason=request.reason, encryption_key=request.encryption_key))
     return {"changed": bool(outcome["changed"]), "checkpoint": outcome["checkpoint"].get("id"),
             "stats": outcome["stats"]}

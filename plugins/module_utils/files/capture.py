@@ -35,20 +35,23 @@ CHANGED: Content = (None, 0, False)  # the entry was no longer the file that was
 
 @dataclass
 class RootSpec:
-    """A managed root directory and the globs that select its entries."""
+    """A managed root directory, the globs that select its entries, and the paths below it it is narrowed to
+    (``scope``, relative; empty: the whole root)."""
 
     path: str
     include: List[str] = field(default_factory=list)
     exclude: List[str] = field(default_factory=list)
+    scope: List[str] = field(default_factory=list)
 
     @classmethod
     def from_record(cls, record: dict) -> "RootSpec":
         """Build the spec a manifest root was captured with."""
-        return cls(record["path"], list(record.get("include") or []), list(record.get("exclude") or []))
+        return cls(record["path"], list(record.get("include") or []), list(record.get("exclude") or []),
+                   list(record.get("scope") or []))
 
     def selection(self) -> Selection:
-        """Return the include/exclude selection."""
-        return Selection(self.include, self.exclude)
+        """Return the include/exclude selection, narrowed to the scope."""
+        return Selection(self.include, self.exclude, self.scope)
 
 
 def resolve_root(path: str) -> str:
@@ -338,8 +341,8 @@ class TreeRecorder(_Capture):
 
 
 def root_record(spec: RootSpec, tree: str, stats: CaptureStats) -> dict:
-    """Return the manifest record of a captured root."""
-    return {
+    """Return the manifest record of a captured root (with its ``scope`` when it is narrowed to some paths)."""
+    record = {
         "path": spec.path,
         "include": spec.include,
         "exclude": spec.exclude,
@@ -348,11 +351,14 @@ def root_record(spec: RootSpec, tree: str, stats: CaptureStats) -> dict:
         "bytes": stats.bytes,
         "skipped": stats.skipped,
     }
+    if spec.scope:
+        record["scope"] = list(spec.scope)
+    return record
 
 
 def capture_root(store: Store, spec: RootSpec, dry_run: bool = False) -> Tuple[dict, CaptureStats]:
     """Capture one managed root; return its manifest record and the capture stats."""
-    spec = RootSpec(resolve_root(spec.path), spec.include, spec.exclude)
+    spec = RootSpec(resolve_root(spec.path), spec.include, spec.exclude, spec.scope)
     capture = _Capture(store, spec, dry_run)
     tree = capture.run()
     return root_record(spec, tree, capture.stats), capture.stats
@@ -361,8 +367,9 @@ def capture_root(store: Store, spec: RootSpec, dry_run: bool = False) -> Tuple[d
 def _same_state(old: Optional[dict], roots: List[dict], commit: Optional[str]) -> bool:
     if not old or old.get("commit") != commit:
         return False
-    trees = [(r["path"], r["tree"], r["include"], r["exclude"]) for r in roots]
-    return trees == [(r["path"], r.get("tree"), r.get("include"), r.get("exclude")) for r in old["roots"]]
+    trees = [(r["path"], r["tree"], r["include"], r["exclude"], r.get("scope")) for r in roots]
+    return trees == [(r["path"], r.get("tree"), r.get("include"), r.get("exclude"), r.get("scope"))
+                     for r in old["roots"]]
 
 
 @dataclass
@@ -434,17 +441,92 @@ def save_checkpoint(store: Store, request: CheckpointRequest, roots: List[dict])
     return manifest
 
 
+def locate(roots: Sequence[str], path: str) -> Tuple[str, Optional[str]]:
+    """Return the managed root a path is or lies below, and its path relative to that root (None: the root).
+
+    The match is made on the path as written (normalized, no link followed: the engine reaches what lies
+    below a root only through directory descriptors); only a path that matches no root lexically is
+    resolved, so a root named through a link is still found. Raises ValueError when no root holds the path.
+    """
+    if not os.path.isabs(path):
+        raise ValueError(path)
+    for candidate in (os.path.normpath(path), os.path.realpath(path)):
+        found = [root for root in roots if candidate == root or candidate.startswith(root.rstrip("/") + "/")]
+        if found:
+            root = max(found, key=len)
+            return root, (candidate[len(root):].strip("/") or None)
+    raise ValueError(path)
+
+
+def by_root(roots: Sequence[str], paths: Sequence[str]) -> Dict[str, Optional[List[str]]]:
+    """Group paths by the managed root each is or lies below: root -> the relative paths (None: the whole root).
+    Raises ValueError naming the first path no root holds."""
+    wanted: Dict[str, Optional[List[str]]] = {}
+    for path in paths:
+        root, rel = locate(roots, path)
+        if rel is None or wanted.get(root, []) is None:
+            wanted[root] = None
+        else:
+            wanted.setdefault(root, []).append(rel)
+    return wanted
+
+
+def narrow(recorded: Sequence[str], wanted: Optional[Sequence[str]]) -> List[str]:
+    """Return the scope of a restore: the wanted paths (None: the whole root) within a record's own scope."""
+    keys = [path_key(rel) for rel in recorded]
+    if wanted is None:
+        return list(recorded)
+    chosen = [rel for rel in wanted if not keys or any(path_key(rel)[: len(key)] == key for key in keys)]
+    chosen += [rel for rel, key in zip(recorded, keys) if any(key[: len(path_key(w))] == path_key(w) for w in wanted)]
+    unique = sorted(set(chosen), key=path_key)
+    return [rel for rel in unique if not any(path_key(rel)[: len(path_key(o))] == path_key(o) and o != rel
+                                             for o in unique)]
+
+
+def root_specs(paths: Sequence[str], roots: Sequence[str], include: Sequence[str] = (),
+               exclude: Sequence[str] = ()) -> List[RootSpec]:
+    """Return what to capture of ``paths``: each is a root of its own, or, when ``roots`` are given (the
+    managed roots of a rollback's target), a managed root or a path below one (its root narrowed to it)."""
+    if not roots:
+        return [RootSpec(path, list(include), list(exclude)) for path in paths]
+    try:
+        wanted = by_root(roots, paths)
+    except ValueError as exc:
+        raise RollbackError("%s is not a managed path nor below one (the managed paths: %s). Nothing was "
+                            "captured." % (exc, ", ".join(roots)), available=list(roots)) from None
+    return [RootSpec(root, list(include), list(exclude), narrow([], scope) if scope is not None else [])
+            for root, scope in wanted.items()]
+
+
+def _not_managed(manifest: dict, path: str, managed: Sequence[str]) -> RollbackError:
+    return RollbackError(
+        "%s is not a managed path of checkpoint %s (%s) nor below one; it manages: %s. Nothing was changed. Name "
+        "managed paths or paths below them in paths, or leave paths empty to restore them all." % (
+            path, show_label(manifest["label"]) if manifest.get("label") else manifest["id"],
+            manifest["id"], ", ".join(managed) or "no paths"),
+        available=list(managed))
+
+
 def roots_of(manifest: dict, only: Sequence[str] = ()) -> List[dict]:
-    """Return the manifest's root records, or only those named in ``only``; refuse a path it does not manage."""
+    """Return the manifest's root records, or only those ``only`` names: a managed path names its root, a path
+    below one the root narrowed to it (the record's ``scope``); refuse a path outside every root."""
     roots = manifest.get("roots", [])
     managed = [root["path"] for root in roots]
-    for path in only:
-        if os.path.realpath(path) not in managed:
-            raise RollbackError(
-                "%s is not a managed path of checkpoint %s (%s); it manages: %s. Nothing was changed. Name whole "
-                "managed paths in paths, or leave paths empty to restore them all." % (
-                    path, show_label(manifest["label"]) if manifest.get("label") else manifest["id"],
-                    manifest["id"], ", ".join(managed) or "no paths"),
-                available=managed)
-    wanted = {os.path.realpath(path) for path in only}
-    return [root for root in roots if not wanted or root["path"] in wanted]
+    if not only:
+        return list(roots)
+    try:
+        wanted = by_root(managed, only)
+    except ValueError as exc:
+        raise _not_managed(manifest, str(exc), managed) from None
+    chosen = []
+    for record in roots:
+        if record["path"] in wanted:
+            scope = narrow(record.get("scope") or [], wanted[record["path"]])
+            if wanted[record["path"]] is not None and not scope:
+                raise RollbackError(
+                    "Checkpoint %s holds nothing of %s: it holds only %s there. Nothing was changed." % (
+                        manifest["id"], ", ".join(os.path.join(record["path"], rel) for rel in wanted[record["path"]]),
+                        ", ".join(os.path.join(record["path"], rel) for rel in record["scope"])),
+                    available=managed)
+            chosen.append(dict(record, scope=scope) if scope else record)
+    return chosen

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from .facts import collect as collect_facts
-from .capture import CheckpointRequest, RootSpec, create_checkpoint
+from .capture import CheckpointRequest, create_checkpoint, root_specs
 from ..common.errors import RollbackError
 from ..common.lock import default_owner
 from ..store.retention import Policy, RetentionError, Snapshot, forgotten, plan
@@ -28,6 +28,7 @@ class CheckpointParams:
     lock_timeout: float = 0.0
     check_mode: bool = False
     paths: List[str] = field(default_factory=list)
+    roots: List[str] = field(default_factory=list)  # the managed roots paths may lie below (a safety checkpoint)
     include: List[str] = field(default_factory=list)
     exclude: List[str] = field(default_factory=list)
     label: Optional[str] = None
@@ -67,7 +68,7 @@ def make_checkpoint(params: CheckpointParams) -> dict:
     """Create a checkpoint (state=present)."""
     store = params.store()
     request = CheckpointRequest(
-        roots=[RootSpec(path, params.include, params.exclude) for path in params.paths],
+        roots=root_specs(params.paths, params.roots, params.include, params.exclude),
         label=params.label, commit=params.commit, reason=params.reason, creator=params.owner,
         facts=collect_facts(params.facts), force=params.force, when_changed=params.when_changed,
     )

@@ -16,8 +16,9 @@ from array import array
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .capture import CheckpointRequest, roots_of, save_checkpoint
+from .capture import CheckpointRequest, locate, roots_of, save_checkpoint
 from ..common.errors import IntegrityError, RollbackError, UnsafePathError
+from ..common.labels import show_label
 from ..common.fsutil import TEMP_MARK, raise_if_full, sync_filesystem
 from ..common.nofollow import CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_listed, open_root, race_point, remove_at
 from .plantable import Action
@@ -287,6 +288,7 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
     capture = options.safety_checkpoint and not options.dry_run
     try:
         plans = [plan_root(store, record, options.want_diff, capture=capture) for record in records]
+        refuse_unheld(manifest, plans, options.only_paths)
     except BaseException:
         store.packs.abort()
         raise
@@ -318,6 +320,24 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
         )
     result["verified"] = True
     return result
+
+
+def refuse_unheld(manifest: dict, plans: Sequence[RootPlan], only_paths: Sequence[str]) -> None:
+    """Refuse, before any change, a path named below a managed root that the checkpoint does not hold."""
+    managed = [root["path"] for root in manifest.get("roots", [])]
+    named = set()
+    for path in only_paths:
+        root, rel = locate(managed, path)
+        if rel is not None:
+            named.add(os.path.join(root, rel))
+    unheld = [os.path.join(plan.root, rel) for plan in plans for rel in plan.record.get("scope") or []
+              if os.path.join(plan.root, rel) in named and rel not in plan.found]
+    if unheld:
+        raise RollbackError(
+            "Checkpoint %s (%s) holds nothing at %s: there is nothing to restore it from. Nothing was changed. It "
+            "manages %s; name a path it holds (gitops.rollback.checkpoint_info with details lists them), or a "
+            "managed path." % (show_label(manifest["label"]) if manifest.get("label") else manifest["id"], manifest["id"], ", ".join(unheld),
+                               ", ".join(managed)), paths=unheld, available=managed)
 
 
 def _safety(store: Store, manifest: dict, plans: Sequence[RootPlan], creator: Optional[str]) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
 from .capture import RootSpec, TreeRecorder
-from ..common.errors import IntegrityError
+from ..common.errors import IntegrityError, UnsafePathError
 from ..common.nofollow import DirCursor, open_listed, open_root, read_small
 from .plantable import Action, ActionList, DirEntries
 from ..store.statcache import CacheWriter
@@ -36,6 +36,7 @@ class RootPlan:
     dirs: DirEntries = field(default_factory=DirEntries)
     diffs: List[dict] = field(default_factory=list)
     safety: Optional[dict] = None  # the live root's record, when the plan also captured it
+    found: Set[str] = field(default_factory=set)  # the paths of the record's scope the checkpoint holds
 
     def blobs(self) -> Iterator[Tuple[str, str]]:
         """Yield (sha256, path) of every blob the plan writes."""
@@ -107,6 +108,8 @@ class _Planner:
         self.cache_writer = cache_writer
         self.ancestors: List[Tuple[Key, dict]] = []
         self.validator = TreeValidator(record["path"])
+        self.selection = RootSpec.from_record(record).selection()
+        self.scope = set(self.selection.scope)
         self.cursor: Optional[DirCursor] = None
         try:
             self.cursor = DirCursor(open_root(record["path"]), record["path"])
@@ -127,15 +130,36 @@ class _Planner:
     def _live(self) -> Iterator[LiveEntry]:
         if self.cursor is None:
             return
-        spec = RootSpec.from_record(self.plan.record)
-        for rel, st, dir_fd, name in walk_at(self.cursor.root_fd, spec.selection(), keep_temp=True):
+        for rel, st, dir_fd, name in walk_at(self.cursor.root_fd, self.selection, keep_temp=True):
             if _stat.S_ISSOCK(st.st_mode):
                 continue  # sockets belong to running services: never captured, never removed
             yield path_key(rel), rel, st, dir_fd, name
 
     def _target(self) -> Iterator[Tuple[Key, dict]]:
+        """Yield the stored entries to restore: all, or those of the scope and the directories that lead to it."""
         for entry in self.store.iter_tree(self.plan.record["tree"]):
-            yield self.validator.check(entry), entry
+            key = self.validator.check(entry)
+            if self.selection.in_scope(key):
+                if key in self.scope:
+                    self.plan.found.add(entry["path"])
+                yield key, entry
+            elif entry["type"] == DIR and self.selection.leads_to(key):
+                yield key, entry
+
+    def _keep_leading_dir(self, live: LiveEntry, key: Key) -> None:
+        """A live directory on the way to the scope stays as it is: a change below it gives it back its
+        own metadata (not the checkpoint's); anything else where the checkpoint has a directory is refused."""
+        st = live[2]
+        if not _stat.S_ISDIR(st.st_mode):
+            full = os.path.join(self.plan.root, live[1])
+            below = [os.path.join(self.plan.root, "/".join(part)) for part in sorted(self.scope) if part[: len(key)] == key]
+            raise UnsafePathError(
+                "%s is a %s now, where the checkpoint has a directory: restoring %s below it would replace it. "
+                "Nothing was changed. Name %s (or its managed root) to restore it too." % (
+                    full, kind_of(st) or "special file", ", ".join(below), full), path=full)
+        kept = {"type": DIR, "path": live[1], "mode": _stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
+                "mtime_ns": st.st_mtime_ns}
+        self.ancestors[-1] = (key, kept)
 
     def _touch(self, key: Key) -> None:
         for dir_key, entry in self.ancestors:
@@ -244,6 +268,10 @@ class _Planner:
             skip = None
             if target is None or (live is not None and live[0] < target[0]):
                 key, rel, st, dir_fd, name = live
+                if self.selection.leads_to(key):  # on the way to the scope, and not in the checkpoint: left alone
+                    self._record(live)
+                    live = next(live_iter, None)
+                    continue
                 self._diff(rel, (dir_fd, name) if kind_of(st) == FILE else None, None)
                 self._add(Action("delete", rel, None, kind_of(st) or "special", ["extra"]), key)
                 skip = key if _stat.S_ISDIR(st.st_mode) else None
@@ -258,6 +286,11 @@ class _Planner:
                 target = next(target_iter, None)
                 continue
             self.live_sha = None
+            if self.selection.leads_to(key):
+                self._keep_leading_dir(live, key)
+                self._record(live)
+                live, target = next(live_iter, None), next(target_iter, None)
+                continue
             action = self._compare(live, entry)
             if action:
                 self._add(action, key)

@@ -17,8 +17,16 @@ from typing import Any, Dict, List, Optional
 from ..common.errors import IntegrityError, UnsupportedFormat
 
 FORMAT_VERSION = 1  # of manifests; also of a plain store without packs
+SCOPED_FORMAT_VERSION = 2  # of a manifest with a root narrowed to some paths (``scope``): earlier readers refuse it
+READ_VERSIONS = (FORMAT_VERSION, SCOPED_FORMAT_VERSION)
 _CORE = ("type", "name", "blobs")
 _MANIFEST_CORE = ("format_version", "id", "label", "created", "kind", "roots", "components")
+
+
+def manifest_version(roots: List[dict]) -> int:
+    """Return the format_version a manifest with these roots is written with: 2 when a root has a ``scope``
+    (a reader that ignored it would restore the whole root), else 1."""
+    return SCOPED_FORMAT_VERSION if any(root.get("scope") for root in roots) else FORMAT_VERSION
 
 
 def malformed(checkpoint_id: Optional[str], what: str) -> IntegrityError:
@@ -79,9 +87,9 @@ class Manifest:
     def from_json(cls, document: Any, checkpoint_id: Optional[str] = None) -> "Manifest":
         """Read and check a manifest document (of ``checkpoint_id`` when given: its id must be that)."""
         version = document.get("format_version") if isinstance(document, dict) else None
-        if version != FORMAT_VERSION:
-            raise UnsupportedFormat("Manifest %s has format_version %r; this collection reads version %d."
-                                    % (checkpoint_id, version, FORMAT_VERSION))
+        if version not in READ_VERSIONS:
+            raise UnsupportedFormat("Manifest %s has format_version %r; this collection reads versions %s."
+                                    % (checkpoint_id, version, ", ".join(map(str, READ_VERSIONS))))
         checkpoint_id = document.get("id") if checkpoint_id is None else checkpoint_id
         if document.get("id") != checkpoint_id or not isinstance(checkpoint_id, str):
             raise malformed(checkpoint_id, "its id %r is not its file name" % (document.get("id"),))
@@ -94,6 +102,9 @@ class Manifest:
         for root in document.get("roots", []):
             if not isinstance(root.get("path"), str) or not isinstance(root.get("tree"), (str, type(None))):
                 raise malformed(checkpoint_id, "a root has no path or a tree that is not an object name")
+            scope = root.get("scope", [])
+            if not isinstance(scope, list) or not all(isinstance(rel, str) for rel in scope):
+                raise malformed(checkpoint_id, "the scope of root %r is not a list of paths" % (root["path"],))
         return cls(
             id=checkpoint_id, label=document.get("label"), created=document.get("created"), kind=document.get("kind"),
             roots=list(document.get("roots", [])),
@@ -103,7 +114,7 @@ class Manifest:
 
     def to_json(self) -> dict:
         """Return the manifest document as stored (``kind`` and ``created`` only when set)."""
-        document = dict(self.fields, format_version=FORMAT_VERSION, id=self.id, label=self.label, roots=list(self.roots),
+        document = dict(self.fields, format_version=manifest_version(self.roots), id=self.id, label=self.label, roots=list(self.roots),
                         components=[component.to_json() for component in self.components])
         for key in ("created", "kind"):
             if getattr(self, key) is not None:

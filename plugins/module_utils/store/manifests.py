@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional, Union
 from ..common.errors import BadLabel, CheckpointNotFound, IntegrityError
 from ..common.fsutil import atomic_write_bytes, atomic_write_json, raise_if_full, read_json
 from ..common.labels import GRAMMAR, escape, label_problem, show_label
-from .manifest import FORMAT_VERSION, Manifest
+from .manifest import FORMAT_VERSION, Manifest, manifest_version
 from .root import ID_RE, StoreRoot, manifest_context, new_checkpoint_id, utc_now
 from .objects import Objects
 from .writes import ObjectWrites
@@ -121,7 +121,7 @@ class Manifests:
         """Write a manifest atomically after syncing the objects it references."""
         if isinstance(manifest, Manifest):
             manifest = manifest.to_json()
-        manifest["format_version"] = FORMAT_VERSION
+        manifest["format_version"] = manifest_version(manifest.get("roots", []))
         self.writes.sync()
         cipher = self.base.cipher
         try:

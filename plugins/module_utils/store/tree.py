@@ -35,11 +35,24 @@ def path_key(rel: str) -> Key:
 
 
 class Selection:
-    """Include/exclude globs relative to a root; a glob without '/' also matches base names."""
+    """Include/exclude globs relative to a root; a glob without '/' also matches base names.
 
-    def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
+    A ``scope`` (relative paths below the root, none: the whole root) narrows it to those paths and
+    what lies below them; the directories that lead to them are walked, and nothing else.
+    """
+
+    def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = (), scope: Sequence[str] = ()) -> None:
         self.include = list(include or [])
         self.exclude = list(exclude or [])
+        self.scope = [path_key(check_relative(rel)) for rel in scope or ()]
+
+    def in_scope(self, key: Key) -> bool:
+        """Tell whether an entry is a path of the scope or lies below one (always, without a scope)."""
+        return not self.scope or any(key[: len(part)] == part for part in self.scope)
+
+    def leads_to(self, key: Key) -> bool:
+        """Tell whether an entry is a directory above a path of the scope (never, without a scope)."""
+        return any(len(key) < len(part) and part[: len(key)] == key for part in self.scope)
 
     @staticmethod
     def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -56,9 +69,15 @@ class Selection:
         return self._matches(rel, self.exclude)
 
     def wanted(self, rel: str, is_dir: bool) -> bool:
-        """Tell whether an entry belongs to the selection (directories always do unless excluded)."""
+        """Tell whether an entry belongs to the selection (directories always do unless excluded).
+
+        With a scope, an entry on the way to a path of the scope is walked whatever its type, so a
+        restore sees what stands where the checkpoint has a directory.
+        """
         if self.excluded(rel):
             return False
+        if not self.in_scope(path_key(rel)):
+            return self.leads_to(path_key(rel))
         return is_dir or not self.include or self._matches(rel, self.include)
 
 

@@ -137,7 +137,8 @@ def test_put_and_drop_component_replace_by_type_and_name():
 
 
 @pytest.mark.parametrize("change,error,message", [
-    (lambda d: d.update(format_version=2), UnsupportedFormat, "format_version 2"),
+    (lambda d: d.update(format_version=3), UnsupportedFormat, "format_version 3"),
+    (lambda d: d["roots"][0].update(scope="conf"), IntegrityError, "scope of root .* is not a list of paths"),
     (lambda d: d.update(id="20261203T061254.216Z-000000"), IntegrityError, "is not its file name"),
     (lambda d: d.update(label=["v1"]), IntegrityError, "label is not text"),
     (lambda d: d.update(components={"type": "database"}), IntegrityError, "components is not a list of objects"),
