@@ -43,7 +43,7 @@ options:
     type: str
     default: ""
   paths:
-    description: Managed directories of the config layer.
+    description: Managed directories of the config layer, or paths below them (the layer restores only those).
     type: list
     elements: str
     default: []

@@ -33,7 +33,7 @@ options:
     elements: str
     default: [flags, release, config, database]
   paths:
-    description: Managed directories of the config layer.
+    description: Managed directories of the config layer, or paths below them (the layer restores only those).
     type: list
     elements: path
     default: []

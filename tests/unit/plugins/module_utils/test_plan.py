@@ -287,3 +287,25 @@ def test_rollback_components_names_a_terraform_project_a_release_a_flag_set_and_
 def test_without_rollback_components_every_entry_rolls_back():
     plan = plan_host("web1", "v1", ["database"], settings(databases=TWO_DBS), [EVERYTHING])
     assert plan["selection"]["database"] == [0, 1] and len(plan["steps"]["database"]["databases"]) == 2
+
+
+def test_a_path_below_a_managed_root_is_planned_with_its_root_and_one_outside_is_a_problem():
+    both = dict(NEW, roots=["/etc/app", "/srv/www"])
+    plan = plan_host("web1", "v1", ["config"], settings(paths=["/etc/app/nginx.conf", "/srv/www/static"]), [both])
+    assert plan["problems"] == []
+    step = plan["steps"]["config"]
+    assert step["roots"] == ["/etc/app", "/srv/www"] and step["paths"] == ["/etc/app/nginx.conf", "/srv/www/static"]
+    assert "restore /etc/app/nginx.conf, /srv/www/static byte-exact" in step["action"]
+    assert "nothing else of /etc/app, /srv/www" in step["action"]
+    outside = plan_host("web1", "v1", ["config"], settings(paths=["/etc/apple/x.conf", "/etc/app/x"]), [both])
+    assert [p["layer"] for p in outside["problems"]] == ["config"]
+    assert "does not manage /etc/apple/x.conf" in outside["problems"][0]["problem"]
+    assert "it manages: /etc/app, /srv/www" in outside["problems"][0]["problem"]
+
+
+def test_a_safety_checkpoint_of_some_paths_restores_those_and_notes_the_others():
+    safety = dict(SAFETY, roots=["/etc/app"])
+    plan = plan_host("web1", SAFETY["label"], ["config"], settings(paths=["/srv/www", "/etc/app"]), [safety])
+    assert plan["problems"] == [] and plan["layers"] == ["config"]
+    assert plan["steps"]["config"]["paths"] == ["/etc/app"] and plan["selection"]["config"] == [1]
+    assert any("does not manage /srv/www" in note for note in plan["notes"])
