@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -23,7 +23,31 @@ from .collection import import_module_util
 
 
 class ConditionError(RuntimeError):
-    """A gate file that is not a health gate: nothing was scheduled."""
+    """A gate file that is not a health gate, or a condition without its layer: nothing was scheduled."""
+
+
+#: Conditions the checkpoint playbook decides itself, per host: the entry's flag -> (the option, the
+#: checkpoint role's variable, the one layer it compares). ``--when-changed``: the managed paths differ from
+#: their newest checkpoint; ``--when-migrated``: a database's migration version differs from its newest backup's.
+PLAYBOOK_CONDITIONS = {
+    "when_changed": ("--when-changed", "checkpoint_when_changed", "config"),
+    "when_migrated": ("--when-migrated", "checkpoint_when_migrated", "database"),
+}
+
+
+def playbook_conditions(args: Any, layers: List[str]) -> Dict[str, bool]:
+    """The entry's playbook conditions from the command line; each compares one layer, which must be the only one."""
+    chosen = {flag: bool(getattr(args, flag, False)) for flag in PLAYBOOK_CONDITIONS}
+    for flag, (option, _variable, layer) in PLAYBOOK_CONDITIONS.items():
+        if chosen[flag] and layers != [layer]:
+            what = "managed paths" if layer == "config" else "databases' migration versions"
+            raise ConditionError(f"{option} compares {what} only: give --layers {layer} with it.")
+    return chosen
+
+
+def condition_variables(entry: Dict[str, Any]) -> Dict[str, bool]:
+    """The checkpoint role's variables for the entry's playbook conditions."""
+    return {variable: True for flag, (_option, variable, _layer) in PLAYBOOK_CONDITIONS.items() if entry.get(flag)}
 
 
 def read_gate(path: str, collections_path: Optional[str]) -> Dict[str, Any]:

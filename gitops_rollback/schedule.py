@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .collection import find_collection, import_module_util
-from .conditions import ConditionError, condition_met, cooldown_path, read_gate
+from .conditions import ConditionError, condition_met, condition_variables, cooldown_path, playbook_conditions, read_gate
 from .extravars import ExtraVarsError, parse_extra_vars
 from .runner import RunRequest, error_lines, prune_runs, run
 from .state import JsonFile, StateError
@@ -341,8 +341,7 @@ def checkpoint_vars(entry: Dict[str, Any], slot: datetime.datetime) -> Dict[str,
         for layer, (name, empty) in LAYER_VARIABLES.items():
             if layer not in entry["layers"]:
                 variables[name] = empty
-    if entry.get("when_changed"):
-        variables["checkpoint_when_changed"] = True
+    variables.update(condition_variables(entry))
     return variables
 
 
@@ -495,15 +494,14 @@ def cmd_schedule_checkpoint(args: argparse.Namespace) -> int:
     every = parse_every(args.every)
     start = parse_time(args.start, now) if args.start else now + datetime.timedelta(seconds=every)
     layers = parse_layers(args.layers, tuple(LAYER_VARIABLES))
-    if args.when_changed and layers != ["config"]:
-        raise ScheduleError("--when-changed compares managed paths only: give --layers config with it.")
     try:
+        conditions = playbook_conditions(args, layers)
         gate = read_gate(args.when_gate, args.collections_path) if args.when_gate else None
     except ConditionError as exc:
         raise ScheduleError(str(exc)) from exc
     audit = import_module_util("controller.audit", args.collections_path)
     entry = {"id": new_id(CHECKPOINT, start), "kind": CHECKPOINT, "at": iso(start), "every": every,
-             "when_changed": bool(args.when_changed), "layers": layers, "inventory": _inventory(args),
+             **conditions, "layers": layers, "inventory": _inventory(args),
              "extravars": _extravars(args), "scheduled_by": audit.who()["user"], "scheduled": iso(now),
              "status": PENDING}
     if gate is not None:
@@ -622,6 +620,8 @@ def add_parser(sub: Any) -> None:
     checkpoint.add_argument("--layers", help="comma-separated layers: flags, config, release, database, infrastructure")
     checkpoint.add_argument("--when-changed", action="store_true",
                             help="only when the managed paths changed since their newest checkpoint (with --layers config)")
+    checkpoint.add_argument("--when-migrated", action="store_true", help="only when a database's migration version "
+                            "differs from its newest backup's (with --layers database)")
     checkpoint.add_argument("--when-gate", metavar="FILE",
                             help="only while this health gate (health_check options, YAML) passes")
     checkpoint.add_argument("--cooldown", help="with --when-gate: at most one checkpoint per this long (default --every)")

@@ -80,6 +80,14 @@ options:
       - PostgreSQL database to connect to for server-wide statements.
     type: str
     default: postgres
+  when_migrated:
+    description:
+      - Back up only when the version of the database's M(gitops.rollback.db_migrate) history differs from the
+        version its newest backup in the store recorded (whatever that checkpoint's label), or when there is no
+        backup of it yet. Otherwise nothing is taken, V(changed=false), and RV(backup) is that newest backup.
+      - A database without a history is backed up once, then not again.
+    type: bool
+    default: false
   dump_extra_args:
     description:
       - PostgreSQL. More C(pg_dump) arguments, one list item each (for example
@@ -165,6 +173,12 @@ checkpoint:
   returned: always
   type: str
   sample: 20261121T220657.696Z-42d293
+migrated:
+  description:
+    - With O(when_migrated), whether the migration version moved since the newest backup (so a backup was taken).
+  returned: when O(when_migrated) is set
+  type: bool
+  sample: true
 commands:
   description: The dump command (connection options and secrets left out).
   returned: always
@@ -174,7 +188,7 @@ commands:
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import (
-    BackupRequest, backup, plan_backup, summarize_backup,
+    BackupRequest, backup, plan_backup, summarize_backup, unmigrated_backup,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection, db_connection_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
@@ -196,6 +210,7 @@ def argument_spec() -> dict:
         older_than=dict(type="str"),
         maintenance_db=dict(type="str", default="postgres"),
         dump_extra_args=dict(type="list", elements="str"),
+        when_migrated=dict(type="bool", default=False),
     )
     spec.update(db_connection_argument_spec())
     return spec
@@ -227,13 +242,21 @@ def main() -> None:
         maintenance_db=params["maintenance_db"], dump_extra_args=params["dump_extra_args"],
     )
     commands = [describe_command(params)]
+    if params["when_migrated"]:
+        newest = module.run(lambda: unmigrated_backup(store, request.conn), commands=commands)
+        if newest is not None:
+            module.exit_json(changed=False, backup=newest, checkpoint=newest["checkpoint"], migrated=False, commands=[],
+                             msg="The migration version of %s is %s, as its newest backup (checkpoint %s) recorded: "
+                                 "no backup taken." % (newest["name"], newest["current_version"], newest["checkpoint"]))
     if module.check_mode:
         plan = module.run(lambda: plan_backup(store, request), commands=commands)
-        module.exit_json(changed=True, backup=plan, checkpoint=plan["checkpoint"], commands=commands)
+        module.exit_json(changed=True, backup=plan, checkpoint=plan["checkpoint"], commands=commands,
+                         **({"migrated": True} if params["when_migrated"] else {}))
     manifest, component = module.run(
         lambda: backup(store, request, default_owner(params["owner"]), params["lock_timeout"]), commands=commands)
     summary = summarize_backup(manifest, component)
-    module.exit_json(changed=True, backup=summary, checkpoint=manifest.id, commands=commands)
+    module.exit_json(changed=True, backup=summary, checkpoint=manifest.id, commands=commands,
+                     **({"migrated": True} if params["when_migrated"] else {}))
 
 
 if __name__ == "__main__":

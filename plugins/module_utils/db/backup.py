@@ -191,6 +191,26 @@ def backup(store: Store, req: BackupRequest, owner: str, lock_timeout: float = 0
     return Manifest.from_json(manifest), Component.from_json(component)
 
 
+def unmigrated_backup(store: Store, conn: DbConnection) -> Optional[dict]:
+    """Return the newest backup of a database (its listing summary, and ``current_version``) when the version of
+    its db_migrate history is still the one that backup recorded (``when_migrated``: no new backup is needed);
+    None when it moved, or when the store holds no backup of it yet.
+
+    A database without a history has no version: it is backed up once, then not again.
+    """
+    if not store.exists():
+        return None
+    name = component_name(make_engine(conn).name, database_key(conn))
+    newest = next(((manifest, held) for manifest in reversed(store.typed_manifests())
+                   for held in [manifest.component(COMPONENT_TYPE, name)] if held), None)
+    if newest is None:
+        return None
+    current = recorded_version(conn)
+    if newest[1].get("migration_version") != current:
+        return None
+    return dict(summarize_backup(*newest), current_version=current)
+
+
 def prune_backups(store: Store, name: str, keep: Optional[int], older_than: Optional[float],
                   now: Optional[float] = None) -> List[str]:
     """Drop backups of ``name`` beyond the newest ``keep`` or older than ``older_than`` seconds.

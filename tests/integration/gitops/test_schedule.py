@@ -158,3 +158,55 @@ def test_checkpoints_when_changed_record_only_changes_made_outside_a_deploy(site
     later = (slot + datetime.timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert cli(site, "run-due", "--now", later).returncode == 0  # nothing changed since: nothing new
     assert len(labels()) == 2
+
+
+def test_checkpoints_when_migrated_record_a_database_only_when_its_migration_version_moved(
+        tmp_path: Path, collections_path: Path) -> None:
+    import sqlite3
+    import sys
+    database, migrations, home = tmp_path / "app.db", tmp_path / "migrations", tmp_path / "home"
+    migrations.mkdir()
+    home.mkdir()
+    for version, table in enumerate(("customers", "orders"), start=1):
+        (migrations / f"V{version:04d}__{table}.up.sql").write_text(f"CREATE TABLE {table} (id INTEGER);\n")
+        (migrations / f"V{version:04d}__{table}.down.sql").write_text(f"DROP TABLE {table};\n")
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"db1": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "gitops_rollback_store_path": str(tmp_path / "store"),
+        "gitops_rollback_databases": [{"engine": "sqlite", "database": str(database), "migrations_dir": str(migrations)}],
+    }}}}))
+    site = {"env": {**cli_env(collections_path), "HOME": str(home)}, "tmp": tmp_path,
+            "schedule": home / ".local" / "state" / "gitops-rollback" / "schedule.json"}
+    site["env"].pop("XDG_STATE_HOME", None)
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import migrate as mig
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import migrate_plan as plan
+    from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
+
+    def migrate(version: int) -> None:
+        conn = DbConnection(engine="sqlite", database=str(database))
+        mig.run_operation(plan.Params(operation="apply", conn=conn, migrations_dir=str(migrations), version=str(version)))
+
+    migrate(1)
+    refused = cli(site, "checkpoint", "--every", "15m", "--when-migrated", "-i", str(inventory))
+    assert refused.returncode == 1 and "--layers database" in refused.stderr and entries(site) == []
+    scheduled = cli(site, "checkpoint", "--every", "15m", "--start", "+1h", "--layers", "database", "--when-migrated",
+                    "-i", str(inventory))
+    assert scheduled.returncode == 0, scheduled.stderr
+    slot = datetime.datetime.fromisoformat(entries(site)[0]["at"].replace("Z", "+00:00"))
+
+    def run_slot(number: int) -> Dict[str, Any]:
+        now = (slot + datetime.timedelta(minutes=15 * number)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        due = cli(site, "run-due", "--now", now)
+        assert due.returncode == 0, due.stdout + due.stderr
+        found = [json.loads(p.read_text()) for p in (tmp_path / "store" / "checkpoints").glob("*.json")]
+        return {m["label"]: [c.get("migration_version") for c in m["components"]] for m in found}
+
+    first = "scheduled/" + slot.strftime("%Y%m%dT%H%MZ")
+    assert run_slot(0) == {first: [1]}  # no backup yet: taken
+    with sqlite3.connect(database) as db:
+        db.execute("INSERT INTO customers VALUES (1)")
+    assert run_slot(1) == {first: [1]}  # rows changed, the migration version did not: nothing new
+    migrate(2)
+    third = "scheduled/" + (slot + datetime.timedelta(minutes=30)).strftime("%Y%m%dT%H%MZ")
+    assert run_slot(2) == {first: [1], third: [2]}

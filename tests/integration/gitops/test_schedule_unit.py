@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import http.server
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gitops_rollback.cli import main as cli_main
+from gitops_rollback.conditions import ConditionError, playbook_conditions
 from gitops_rollback.collection import import_module_util
 from gitops_rollback.schedule import (CANCELLED, MISSED, PENDING, Context, ScheduleError, ScheduleFile, checkpoint_vars,
                                       due_entries, entry_problem, parse_every, parse_time, rollback_vars, scheduled_label,
@@ -95,6 +97,18 @@ def test_checkpoints_when_changed_ask_the_playbook_for_it() -> None:
              "status": PENDING, "scheduled_by": "ops", "layers": ["config"], "when_changed": True}
     assert checkpoint_vars(entry, NOW)["checkpoint_when_changed"] is True
     assert "checkpoint_when_changed" not in checkpoint_vars(dict(entry, when_changed=False), NOW)
+
+
+def test_checkpoints_when_migrated_ask_the_playbook_for_it_and_need_the_database_layer_alone() -> None:
+    entry = {"id": "checkpoint-x", "kind": "checkpoint", "at": "2026-12-23T22:00:00Z", "every": 900,
+             "status": PENDING, "scheduled_by": "ops", "layers": ["database"], "when_migrated": True}
+    assert checkpoint_vars(entry, NOW)["checkpoint_when_migrated"] is True
+    assert "checkpoint_when_changed" not in checkpoint_vars(entry, NOW)
+    args = argparse.Namespace(when_changed=False, when_migrated=True)
+    assert playbook_conditions(args, ["database"]) == {"when_changed": False, "when_migrated": True}
+    with pytest.raises(ConditionError, match="--when-migrated compares databases' migration versions only: give "
+                                             "--layers database with it"):
+        playbook_conditions(args, ["config", "database"])
 
 
 def test_a_scheduled_rollback_takes_a_relative_target_resolved_when_it_runs(tmp_path: Path) -> None:
