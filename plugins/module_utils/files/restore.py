@@ -285,10 +285,10 @@ class RestoreOptions:
 def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) -> dict:
     """Bring the manifest's roots back to their checkpointed state; the caller holds the store lock."""
     records = roots_of(manifest, options.only_paths)
+    refuse_unheld(store, manifest, records, options.only_paths)
     capture = options.safety_checkpoint and not options.dry_run
     try:
         plans = [plan_root(store, record, options.want_diff, capture=capture) for record in records]
-        refuse_unheld(manifest, plans, options.only_paths)
     except BaseException:
         store.packs.abort()
         raise
@@ -322,16 +322,21 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
     return result
 
 
-def refuse_unheld(manifest: dict, plans: Sequence[RootPlan], only_paths: Sequence[str]) -> None:
-    """Refuse, before any change, a path named below a managed root that the checkpoint does not hold."""
+def refuse_unheld(store: Store, manifest: dict, records: Sequence[dict], only_paths: Sequence[str]) -> None:
+    """Refuse, before anything is read or written, a path named below a managed root that the checkpoint's
+    tree does not hold (the stored tree is only read)."""
     managed = [root["path"] for root in manifest.get("roots", [])]
     named = set()
     for path in only_paths:
         root, rel = locate(managed, path)
         if rel is not None:
             named.add(os.path.join(root, rel))
-    unheld = [os.path.join(plan.root, rel) for plan in plans for rel in plan.record.get("scope") or []
-              if os.path.join(plan.root, rel) in named and rel not in plan.found]
+    unheld = []
+    for record in records:
+        wanted = {rel for rel in record.get("scope") or [] if os.path.join(record["path"], rel) in named}
+        if wanted and record.get("tree"):
+            wanted -= {entry.get("path") for entry in store.iter_tree(record["tree"])}
+        unheld += [os.path.join(record["path"], rel) for rel in sorted(wanted)]
     if unheld:
         raise RollbackError(
             "Checkpoint %s (%s) holds nothing at %s: there is nothing to restore it from. Nothing was changed. It "

@@ -36,7 +36,6 @@ class RootPlan:
     dirs: DirEntries = field(default_factory=DirEntries)
     diffs: List[dict] = field(default_factory=list)
     safety: Optional[dict] = None  # the live root's record, when the plan also captured it
-    found: Set[str] = field(default_factory=set)  # the paths of the record's scope the checkpoint holds
 
     def blobs(self) -> Iterator[Tuple[str, str]]:
         """Yield (sha256, path) of every blob the plan writes."""
@@ -109,7 +108,6 @@ class _Planner:
         self.ancestors: List[Tuple[Key, dict]] = []
         self.validator = TreeValidator(record["path"])
         self.selection = RootSpec.from_record(record).selection()
-        self.scope = set(self.selection.scope)
         self.cursor: Optional[DirCursor] = None
         try:
             self.cursor = DirCursor(open_root(record["path"]), record["path"])
@@ -140,8 +138,6 @@ class _Planner:
         for entry in self.store.iter_tree(self.plan.record["tree"]):
             key = self.validator.check(entry)
             if self.selection.in_scope(key):
-                if key in self.scope:
-                    self.plan.found.add(entry["path"])
                 yield key, entry
             elif entry["type"] == DIR and self.selection.leads_to(key):
                 yield key, entry
@@ -152,7 +148,8 @@ class _Planner:
         st = live[2]
         if not _stat.S_ISDIR(st.st_mode):
             full = os.path.join(self.plan.root, live[1])
-            below = [os.path.join(self.plan.root, "/".join(part)) for part in sorted(self.scope) if part[: len(key)] == key]
+            below = [os.path.join(self.plan.root, "/".join(part)) for part in self.selection.scope
+                     if part[: len(key)] == key]
             raise UnsafePathError(
                 "%s is a %s now, where the checkpoint has a directory: restoring %s below it would replace it. "
                 "Nothing was changed. Name %s (or its managed root) to restore it too." % (
