@@ -26,6 +26,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.files.restore impo
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils.store.tree import encode_entry
 from ansible_collections.gitops.rollback.tests.harness.objects import remove_object, replace_object
+from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.tree_state import tree_state
 
 
 class Killed(BaseException):
@@ -60,19 +61,7 @@ def _checkpoint(store, root, label="v1"):
 
 
 def _snapshot(root):
-    seen = {}
-    for dirpath, dirnames, filenames in os.walk(str(root)):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            rel = os.path.relpath(full, str(root))
-            if os.path.islink(full):
-                seen[rel] = ("link", os.readlink(full))
-            elif os.path.isdir(full):
-                seen[rel] = ("dir", st.st_mode)
-            else:
-                seen[rel] = ("file", st.st_mode, open(full, "rb").read())
-    return seen
+    return tree_state(root)
 
 
 def _ops(store, manifest):

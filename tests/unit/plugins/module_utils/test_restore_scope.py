@@ -18,23 +18,11 @@ from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_o
 )
 from ansible_collections.gitops.rollback.plugins.module_utils.files.restore import RestoreOptions, restore_checkpoint
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
+from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.tree_state import tree_state
 
 
 def _state(root):
-    """Every entry below root: type, mode, mtime and bytes or link target."""
-    seen = {}
-    for dirpath, dirnames, filenames in os.walk(str(root)):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            rel = os.path.relpath(full, str(root))
-            if os.path.islink(full):
-                seen[rel] = ("link", os.readlink(full))
-            elif os.path.isdir(full):
-                seen[rel] = ("dir", oct(st.st_mode), st.st_mtime_ns)
-            else:
-                seen[rel] = ("file", oct(st.st_mode), st.st_mtime_ns, open(full, "rb").read())
-    return seen
+    return tree_state(root, times=True)
 
 
 @pytest.fixture
@@ -83,7 +71,7 @@ def test_a_file_below_a_root_goes_back_and_nothing_else_changes(app):
 
     assert outcome["verified"] and outcome["summary"] == {str(app["etc"]): {"update": 1}}
     assert (app["etc"] / "nginx.conf").read_text() == "worker_processes 1;\n"
-    assert oct(os.stat(str(app["etc"] / "nginx.conf")).st_mode & 0o777) == "0o640"
+    assert os.stat(str(app["etc"] / "nginx.conf")).st_mode & 0o777 == 0o640
     etc_after = _state(app["etc"])
     assert {rel: value for rel, value in etc_after.items() if rel != "nginx.conf"} == \
         {rel: value for rel, value in etc_before.items() if rel != "nginx.conf"}
