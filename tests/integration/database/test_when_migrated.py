@@ -4,6 +4,7 @@ for): the engine in-process against a real server."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +20,10 @@ def _migrations(directory: Path) -> Path:
 
 
 def test_a_postgresql_backup_is_due_only_when_its_migration_version_moved(
-        postgres: PgServer, tmp_path: Path, unique_name: Callable[[str], str]) -> None:
+        postgres: PgServer, tmp_path: Path, unique_name: Callable[[str], str], collections_path: Path) -> None:
+    if str(collections_path) not in sys.path:
+        sys.path.insert(0, str(collections_path))
+    # pylint: disable=import-outside-toplevel
     from ansible_collections.gitops.rollback.plugins.module_utils.db import migrate as mig
     from ansible_collections.gitops.rollback.plugins.module_utils.db import migrate_plan as plan
     from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import BackupRequest, backup, unmigrated_backup

@@ -179,6 +179,9 @@ def test_checkpoints_when_migrated_record_a_database_only_when_its_migration_ver
     site = {"env": {**cli_env(collections_path), "HOME": str(home)}, "tmp": tmp_path,
             "schedule": home / ".local" / "state" / "gitops-rollback" / "schedule.json"}
     site["env"].pop("XDG_STATE_HOME", None)
+    if str(collections_path) not in sys.path:
+        sys.path.insert(0, str(collections_path))
+    # pylint: disable=import-outside-toplevel
     from ansible_collections.gitops.rollback.plugins.module_utils.db import migrate as mig
     from ansible_collections.gitops.rollback.plugins.module_utils.db import migrate_plan as plan
     from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
