@@ -172,7 +172,7 @@ def main() -> None:
         label=params["label"], reason=params["reason"], layers=params["layers"], store_path=params["store_path"],
         owner=default_owner(params["owner"]), encryption_key=params["encryption_key"] or None,
         lock_timeout=params["lock_timeout"], check_mode=module.check_mode, paths=params["paths"],
-        roots=params["roots"],        exclude=params["exclude"], release_root=params["release_root"] or "",
+        roots=params["roots"], exclude=params["exclude"], release_root=params["release_root"] or "",
         databases=with_passwords(params["databases"], params["database_passwords"]),
         flags=with_passwords(params["flags"], params["flags_passwords"], "etcd_password"))
     module.exit_json(**module.run(lambda: take_safety_checkpoint(request)))
