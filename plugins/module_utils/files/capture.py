@@ -20,7 +20,8 @@ from ..store.store import Store
 from ..common.fsutil import is_temp_name
 from ..common.labels import show_label
 from ..store.tree import (
-    DIR, FILE, LINK, Key, Selection, describe_entry, device_refusal, encode_entry, file_line, kind_of, walk_at,
+    DIR, FILE, LINK, Key, Selection, describe_entry, device_refusal, encode_entry, file_line, kind_of, path_key,
+    walk_at,
 )
 
 # Walked entries that may wait for their file contents (hashed and stored by worker processes).
