@@ -312,6 +312,25 @@ class Fleet:
         for host in self.hosts:
             host.wipe()
 
+    def snapshot(self, directory: str | os.PathLike[str]) -> Path:
+        """Copy every host's managed directories and store to ``directory`` (links, modes and times kept):
+        a state several tests start from, made once (by playbook runs) and put back by :meth:`restore`."""
+        directory = Path(directory)
+        for host in self.hosts:
+            for mount, local in host.dirs.items():
+                shutil.copytree(local, directory / host.name / managed_dir_name(mount), symlinks=True)
+        return directory
+
+    def restore(self, directory: str | os.PathLike[str]) -> None:
+        """Start every host and make its managed directories and store what :meth:`snapshot` copied."""
+        self.ensure_running()
+        self.wipe()
+        for host in self.hosts:
+            for mount, local in host.dirs.items():
+                # into the existing directory: the bind mount holds on to its inode
+                shutil.copytree(Path(directory) / host.name / managed_dir_name(mount), local, symlinks=True,
+                                dirs_exist_ok=True)
+
     def stop(self) -> None:
         """Stop every host by PID."""
         for host in self.hosts:

@@ -15,13 +15,13 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from harness import Fleet, Result
+from harness import Fleet, Result, run_playbook
 from harness.collection import ansible_bin, ansible_env
 
 pytestmark = pytest.mark.slow
@@ -150,26 +150,40 @@ class Background:
                       [e for e in events if e["event"] == "result"], stats, self.cmd)
 
 
-@pytest.fixture
-def setup(clean_fleet: Fleet, tmp_path: Path, run_playbook, collections_path: Path) -> Setup:
-    hosts = {host.name: clean_fleet.host_vars(host) for host in clean_fleet}
-    inventory = tmp_path / "inventory.yml"
+@pytest.fixture(scope="module")
+def checkpointed(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory,
+                 collections_path: Path) -> tuple[Setup, Path]:
+    """Made once per module: three hosts at v1 checkpointed by checkpoint.yml, then at v2; and a copy of
+    their files and stores, which the ``setup`` fixture puts back before each test."""
+    fleet.ensure_running()
+    fleet.wipe()
+    tmp = tmp_path_factory.mktemp("unreachable")
+    hosts = {host.name: fleet.host_vars(host) for host in fleet}
+    inventory = tmp / "inventory.yml"
     inventory.write_text(json.dumps({"all": {
         "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
         "children": {"fleet": {"hosts": hosts, "vars": {"gitops_rollback_paths": list(MANAGED)}}}}}))
-    for host in clean_fleet:
+    for host in fleet:
         deploy(host, "v1")
-    v1 = {host.name: tree(host) for host in clean_fleet}
-    setup = Setup(clean_fleet, tmp_path, inventory, tmp_path / "audit.jsonl", collections_path, run_playbook,
-                  v1, {})
-    checkpoint = run_playbook(PLAYBOOKS / "checkpoint.yml", inventory=inventory,
-                              extra_vars=setup.vars(checkpoint_label="v1"))
+    v1 = {host.name: tree(host) for host in fleet}
+    setup = Setup(fleet, tmp, inventory, tmp / "audit.jsonl", collections_path, None, v1, {})
+    checkpoint = run_playbook(PLAYBOOKS / "checkpoint.yml", inventory, setup.vars(checkpoint_label="v1"),
+                              collections_dir=collections_path, cwd=tmp)
     assert checkpoint.ok, checkpoint
-    for host in clean_fleet:
+    for host in fleet:
         deploy(host, "v2")
     setup.v2 = setup.trees()
     assert all(setup.v2[name] != v1[name] for name in v1)
-    return setup
+    return setup, fleet.snapshot(tmp_path_factory.mktemp("unreachable-at-v2") / "hosts")
+
+
+@pytest.fixture
+def setup(checkpointed: tuple[Setup, Path], clean_fleet: Fleet, tmp_path: Path, run_playbook) -> Setup:
+    """Three hosts checkpointed at v1 and now at v2 (put back from the module's copy), with this test's
+    audit log and lock directory."""
+    made, snapshot = checkpointed
+    made.fleet.restore(snapshot)
+    return replace(made, tmp=tmp_path, audit_log=tmp_path / "audit.jsonl", run=run_playbook)
 
 
 def unreachable_record(setup: Setup, run_id: str) -> dict:

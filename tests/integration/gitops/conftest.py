@@ -7,19 +7,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import run_playbook
 from gitops_support import MANAGED, REPO_ROOT, ConfigRepo, InstalledCli, cli_env, deploy, git, install_cli
 
 
 @pytest.fixture
 def gitops_inventory(clean_fleet: Any, tmp_path: Path) -> Path:
     """The fleet's hosts with the managed paths as group vars (a private copy, the session one is untouched)."""
-    data = {"all": {"children": {"fleet": {
-        "hosts": {h.name: clean_fleet.host_vars(h) for h in clean_fleet},
+    path = tmp_path / "inventory.yml"
+    path.write_text(json.dumps(inventory_data(clean_fleet), indent=2))
+    return path
+
+
+def inventory_data(fleet: Any) -> dict:
+    """The fleet's hosts with the managed paths as group vars."""
+    return {"all": {"children": {"fleet": {
+        "hosts": {h.name: fleet.host_vars(h) for h in fleet},
         "vars": {"gitops_rollback_paths": MANAGED},
     }}}}
-    path = tmp_path / "inventory.yml"
-    path.write_text(json.dumps(data, indent=2))
-    return path
 
 
 @pytest.fixture
@@ -32,14 +37,28 @@ def config_repo(tmp_path: Path, collections_path: Path) -> ConfigRepo:
     return ConfigRepo(work=work, bare=bare, env=cli_env(collections_path))
 
 
-@pytest.fixture
-def checkpointed(clean_fleet: Any, gitops_inventory: Path, run_playbook: Any) -> Any:
-    """Hosts with checkpoints v1 and v2 taken with the real checkpoint playbook; v2 deployed."""
+@pytest.fixture(scope="module")
+def checkpointed_copy(fleet: Any, tmp_path_factory: pytest.TempPathFactory, collections_path: Path) -> Path:
+    """Made once per module with the real checkpoint playbook: checkpoints v1 and v2, v2 deployed; a copy
+    of the hosts' files and stores, which ``checkpointed`` puts back before each test."""
+    fleet.ensure_running()
+    fleet.wipe()
+    tmp = tmp_path_factory.mktemp("checkpointed")
+    inventory = tmp / "inventory.yml"
+    inventory.write_text(json.dumps(inventory_data(fleet), indent=2))
     for release in ("v1", "v2"):
-        deploy(clean_fleet, release)
-        result = run_playbook(REPO_ROOT / "playbooks" / "checkpoint.yml", inventory=gitops_inventory,
-                              extra_vars={"checkpoint_label": release})
+        deploy(fleet, release)
+        result = run_playbook(REPO_ROOT / "playbooks" / "checkpoint.yml", inventory,
+                              {"checkpoint_label": release}, collections_dir=collections_path, cwd=tmp)
         assert result.ok, result
+    return fleet.snapshot(tmp / "hosts")
+
+
+@pytest.fixture
+def checkpointed(clean_fleet: Any, checkpointed_copy: Path, run_playbook: Any) -> Any:
+    """Hosts with checkpoints v1 and v2 taken with the real checkpoint playbook; v2 deployed (put back
+    from the module's copy, after ``clean_fleet`` emptied them)."""
+    clean_fleet.restore(checkpointed_copy)
     return clean_fleet
 
 

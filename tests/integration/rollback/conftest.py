@@ -7,14 +7,15 @@ import hashlib
 import importlib.util
 import json
 import secrets
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness import Fleet, PgServer, Result
+from harness import Fleet, PgServer, Result, make_repo, run_playbook
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "playbooks"
@@ -213,15 +214,76 @@ def build_drill(fleet: Fleet, pg: PgServer, tmp: Path, git_repo, run, request=No
     return drill
 
 
-@pytest.fixture
-def drill(clean_fleet: Fleet, postgres: PgServer, etcd, tmp_path: Path, git_repo, run_playbook, request) -> Drill:
-    """Three hosts at v1 in every layer, checkpointed as v1, then a bad v2 deployed in every layer."""
-    drill = build_drill(clean_fleet, postgres, tmp_path, git_repo, run_playbook, request, etcd)
+@dataclass
+class DrillSnapshot:
+    """A copy of everything a drill is made of, taken once: the hosts' files and stores, the drill's
+    directory (flags files, Terraform project and state, controller store, migrations), its database
+    and its etcd keys."""
+
+    drill: Drill
+    directory: Path
+    template_database: str
+    etcd_keys: list[tuple[str, str]]
+
+    @classmethod
+    def take(cls, drill: Drill, directory: Path) -> "DrillSnapshot":
+        drill.fleet.snapshot(directory / "hosts")
+        shutil.copytree(drill.tmp, directory / "drill", symlinks=True)
+        template = drill.database + "_at_v2"
+        drill.pg.psql(f'CREATE DATABASE "{template}" TEMPLATE "{drill.database}"')
+        lines = drill.etcd.ctl("get", "--prefix", drill.etcd_prefix).splitlines() if drill.etcd is not None else []
+        return cls(drill, directory, template, list(zip(lines[::2], lines[1::2])))
+
+    def restore(self) -> Drill:
+        """Put the drill back as it was when the copy was taken; return it."""
+        drill = self.drill
+        drill.fleet.restore(self.directory / "hosts")
+        shutil.rmtree(drill.tmp)
+        shutil.copytree(self.directory / "drill", drill.tmp, symlinks=True)
+        drill.pg.drop_database(drill.database)
+        drill.pg.psql(f'CREATE DATABASE "{drill.database}" TEMPLATE "{self.template_database}"')
+        if drill.etcd is not None:
+            drill.etcd.ctl("del", "--prefix", drill.etcd_prefix)
+            for key, value in self.etcd_keys:
+                drill.etcd.ctl("put", key, value)
+        return drill
+
+
+@pytest.fixture(scope="module")
+def drill_at_v2(fleet: Fleet, postgres: PgServer, etcd, tmp_path_factory: pytest.TempPathFactory,
+                collections_path: Path) -> Iterator[DrillSnapshot]:
+    """Made once per module by real runs: three hosts at v1 in every layer, checkpointed as v1 with
+    checkpoint.yml, then a bad v2 deployed in every layer; and a copy of all of it (the ``drill``
+    fixture puts it back before each test, instead of a checkpoint.yml run per test)."""
+    fleet.ensure_running()
+    fleet.wipe()
+    tmp = tmp_path_factory.mktemp("drill")
+
+    def run(playbook: Any, inventory: Any = None, extra_vars: Any = None, check: bool = False, diff: bool = False,
+            env: Any = None, **kwargs: Any) -> Result:
+        return run_playbook(playbook, inventory or fleet.inventory, extra_vars, check, diff, env,
+                            collections_dir=collections_path, cwd=tmp_path_factory.mktemp("run"), **kwargs)
+
+    def git_repo(releases: dict, name: str = "repo") -> Any:
+        return make_repo(tmp / name, releases)
+
+    drill = build_drill(fleet, postgres, tmp, git_repo, run, None, etcd)
     drill.v1 = drill.state()
     checkpoint = drill.playbook("checkpoint.yml", checkpoint_label="v1")
     assert checkpoint.ok, [(e["host"], e["task"], e["result"].get("msg")) for e in checkpoint.events
                            if e.get("status") == "failed"] or checkpoint
     drill.deploy("v2")
     drill.v2 = drill.state()
-    yield drill
+    snapshot = DrillSnapshot.take(drill, tmp_path_factory.mktemp("drill-at-v2"))
+    yield snapshot
     postgres.drop_database(drill.database)
+    postgres.drop_database(snapshot.template_database)
+
+
+@pytest.fixture
+def drill(drill_at_v2: DrillSnapshot, clean_fleet: Fleet, run_playbook) -> Drill:
+    """Three hosts at v1 in every layer, checkpointed as v1, then a bad v2 deployed in every layer (put
+    back from the module's copy before each test)."""
+    drill = drill_at_v2.restore()
+    drill.run = run_playbook
+    return drill
