@@ -29,8 +29,9 @@ NO_ANSIBLE_ENV = "GITOPS_HARNESS_NO_ANSIBLE"
 RUN_LOG_ENV = "GITOPS_HARNESS_RUN_LOG"
 """When set, a file each ansible-playbook / ansible run appends a line to: test, program, seconds."""
 PRELOAD_ENV = "GITOPS_HARNESS_PRELOAD"
-"""``0`` turns off the import of the collection's plugins before Ansible forks its workers (the
-harness's callback does it; about 40 % less controller CPU per run), to measure what it saves."""
+"""``0`` turns off what the harness's callback does before Ansible forks its workers, to measure what
+it saves: import the collection's plugins (about 40 % less controller CPU per run) and share one
+AnsiballZ cache among the runs (:func:`_share_module_cache`)."""
 
 _CALLBACK_NAME = "gitops_harness_events"
 _CALLBACK_SOURCE = '''\
@@ -76,6 +77,25 @@ def _preload_collection_plugins():
                 pass
 
 
+def _share_module_cache():
+    """Let this run's AnsiballZ cache be the directory $GITOPS_HARNESS_ANSIBALLZ_CACHE names.
+
+    Ansible builds each module's payload (the module and the module_utils it imports, found by
+    parsing them) once per run, in a cache under its per-run temporary directory. The harness
+    names a directory per collection tree and ansible-core version (:func:`ansible_env`), so
+    later runs of the session reuse the payloads the first run built.
+    """
+    shared = os.environ.get("GITOPS_HARNESS_ANSIBALLZ_CACHE")
+    if not shared:
+        return
+    from ansible import constants as C  # pylint: disable=import-outside-toplevel
+
+    link = os.path.join(C.DEFAULT_LOCAL_TMP, "ansiballz_cache")  # the run's directory, made on first use
+    if not os.path.lexists(link):
+        os.makedirs(shared, exist_ok=True)
+        os.symlink(shared, link)
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
@@ -88,6 +108,7 @@ class CallbackModule(CallbackBase):
         self._play = None
         if os.environ.get("GITOPS_HARNESS_PRELOAD", "1") == "1":
             _preload_collection_plugins()
+            _share_module_cache()
 
     def _emit(self, event):
         if self._path:
@@ -256,8 +277,9 @@ def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
     base = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     base["PATH"] = bin_dir + os.pathsep + base.get("PATH", "")
+    collections = str(collections_dir or _default_collections_path())
     base.update({
-        "ANSIBLE_COLLECTIONS_PATH": str(collections_dir or _default_collections_path()),
+        "ANSIBLE_COLLECTIONS_PATH": collections,
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_FORCE_COLOR": "0",
@@ -273,6 +295,7 @@ def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
         "ANSIBLE_TIMEOUT": "15",
         "ANSIBLE_FORKS": "10",
         "PYTHONUNBUFFERED": "1",
+        "GITOPS_HARNESS_ANSIBALLZ_CACHE": str(_module_cache_dir(collections)),
     })
     base.update(env or {})
     enabled = [c for c in base["ANSIBLE_CALLBACKS_ENABLED"].split(",") if c.strip()]
@@ -280,6 +303,21 @@ def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
         enabled.append(_CALLBACK_NAME)
     base["ANSIBLE_CALLBACKS_ENABLED"] = ",".join(enabled)
     return base
+
+
+def _module_cache_dir(collections: str) -> Path:
+    """The AnsiballZ cache the runs against ``collections`` share (:func:`_share_module_cache`): named after
+    the ansible-core version, the collections path and every file of the collection's plugins (path, size
+    and modification time), so a changed module or module_utils gets a new one."""
+    from ansible.release import __version__  # pylint: disable=import-outside-toplevel
+
+    digest = hashlib.sha256(f"{__version__}\0{sys.executable}\0{collections}".encode())
+    plugins = Path(collections) / "ansible_collections" / NAMESPACE / NAME / "plugins"
+    for path in sorted(plugins.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            info = path.stat()
+            digest.update(f"\0{path}\0{info.st_size}\0{info.st_mtime_ns}".encode())
+    return Path(tempfile.gettempdir()) / f"gitops-harness-ansiballz-{os.getuid()}-{digest.hexdigest()[:16]}"
 
 
 def _log_run(cmd: list[str], seconds: float) -> None:
