@@ -271,6 +271,14 @@ def _default_collections_path() -> Path:
     return _default_collections
 
 
+def callback_env(collections_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The environment that enables the harness's callback (task results for the tests, and the
+    plugins imported and module payloads shared before Ansible forks its workers) for runs against
+    ``collections_dir``; also for runs the harness does not start (ansible-runner jobs)."""
+    return {"ANSIBLE_CALLBACK_PLUGINS": str(_callback_dir()), "ANSIBLE_CALLBACKS_ENABLED": _CALLBACK_NAME,
+            "GITOPS_HARNESS_ANSIBALLZ_CACHE": str(_module_cache_dir(str(collections_dir)))}
+
+
 def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
                 env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a real ansible run against this collection."""
@@ -285,8 +293,6 @@ def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
-        "ANSIBLE_CALLBACK_PLUGINS": str(_callback_dir()),
-        "ANSIBLE_CALLBACKS_ENABLED": _CALLBACK_NAME,
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_LOCALHOST_WARNING": "False",
@@ -295,7 +301,7 @@ def ansible_env(collections_dir: str | os.PathLike[str] | None = None,
         "ANSIBLE_TIMEOUT": "15",
         "ANSIBLE_FORKS": "10",
         "PYTHONUNBUFFERED": "1",
-        "GITOPS_HARNESS_ANSIBALLZ_CACHE": str(_module_cache_dir(collections)),
+        **callback_env(collections),
     })
     base.update(env or {})
     enabled = [c for c in base["ANSIBLE_CALLBACKS_ENABLED"].split(",") if c.strip()]

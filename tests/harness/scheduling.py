@@ -19,11 +19,14 @@ from xdist.scheduler import LoadScopeScheduling
 HEAVIEST_FIRST = (
     "tests/integration/drill/test_drill.py",  # the demo and three drills: about 330 s of CPU in one row
     "tests/integration/rollback/test_ordered_rollback.py",
+    "tests/integration/gitops/test_untrusted_payloads.py",  # about 60 refused runs: 440 s in one process at load 5
     "tests/integration/load/test_load.py",
     "tests/integration/faults/test_db_outage.py",
     "tests/integration/packaging/test_molecule.py",
     "tests/integration/terraform/test_terraform_state.py",
     "tests/integration/release/test_release.py",
+    "tests/integration/gitops/test_awx_runner.py",  # ansible-runner jobs: 270 s in one process at load 5
+    "tests/integration/report/test_report.py",  # its audit log: a checkpoint and three rollbacks
     "tests/integration/database/test_role.py",
     "tests/integration/hosts/test_checkpoint_restore.py",
     "tests/integration/faults/test_kill_mariadb.py",

@@ -21,6 +21,7 @@ import ansible_runner
 import psycopg2
 import pytest
 import yaml
+from harness.collection import callback_env
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ME = pwd.getpwuid(os.getuid()).pw_name  # the OS user running the tests: the requester outside AWX
@@ -231,7 +232,8 @@ def awx_job_dir(root: Path, inventory: Path, play: list, extravars: dict, collec
     (root / "env" / "envvars").write_text(json.dumps({
         "JOB_ID": str(extravars["awx_job_id"]), "AWX_PRIVATE_DATA_DIR": str(root),
         "ANSIBLE_COLLECTIONS_PATH": str(collections),
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}))
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+        **callback_env(collections)}))  # the test harness's callback: the same job, less controller CPU
     return root
 
 
