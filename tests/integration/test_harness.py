@@ -132,6 +132,28 @@ def test_restart_keeps_files_and_hostname(fleet: Fleet) -> None:
     assert out.stdout.split() == ["h3", "kept"]
 
 
+def test_restore_puts_back_what_the_snapshot_copied_seen_from_the_host(clean_fleet: Fleet, tmp_path: Path) -> None:
+    h2 = clean_fleet["h2"]
+    h2.write_text("/etc/app/app.conf", "v1\n").chmod(0o600)
+    (h2.local("/srv/app") / "current").symlink_to("/srv/app/releases/v1")
+    h2.write_text(STORE_DIR + "/checkpoints/v1.json", "{}")
+    snapshot = clean_fleet.snapshot(tmp_path / "snapshot")
+    h2.write_text("/etc/app/app.conf", "v2\n").chmod(0o644)
+    h2.write_text("/etc/app/stray.conf", "stray")
+    (h2.local("/srv/app") / "current").unlink()
+    h2.local(STORE_DIR + "/checkpoints/v1.json").unlink()
+
+    clean_fleet.restore(snapshot)
+
+    ssh = ["ssh", "-i", str(clean_fleet.client_key), "-p", str(h2.port), "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", f"root@{h2.address}",
+           f"ls /etc/app; stat -c %a /etc/app/app.conf; cat /etc/app/app.conf; readlink /srv/app/current; "
+           f"ls {STORE_DIR}/checkpoints"]
+    out = subprocess.run(ssh, capture_output=True, text=True, timeout=20, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["app.conf", "600", "v1", "/srv/app/releases/v1", "v1.json"]
+
+
 def test_postgres(postgres: PgServer) -> None:
     assert postgres.port != 5432
     assert postgres.psql("SELECT 1 + 1") == "2"
