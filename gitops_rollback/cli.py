@@ -376,8 +376,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def audit_log_of(args: argparse.Namespace, extravars: Dict[str, Any]) -> str:
-    """--audit-log, else the playbooks' ``rollback_audit_log`` from the extra vars, else the default."""
-    return str(getattr(args, "audit_log", None) or extravars.get("rollback_audit_log") or DEFAULT_AUDIT_LOG)
+    """--audit-log, else ``gitops_rollback_audit_log`` from the extra vars (or its old name), else the default."""
+    return str(getattr(args, "audit_log", None) or extravars.get("gitops_rollback_audit_log")
+               or extravars.get("rollback_audit_log") or DEFAULT_AUDIT_LOG)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -417,7 +418,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "(default: this checkout, then where ansible-playbook looks: ANSIBLE_COLLECTIONS_PATH, "
                         "collections_path in ansible.cfg, ~/.ansible/collections)")
     parser.add_argument("--keep-runs", type=int, default=20, help="run directories (artifacts) kept (default 20)")
-    parser.add_argument("--audit-log", help="audit log a failed run is recorded in (default: rollback_audit_log "
+    parser.add_argument("--audit-log", help="audit log a failed run is recorded in (default: gitops_rollback_audit_log "
                         f"from --extra-vars, else {DEFAULT_AUDIT_LOG})")
 
 

@@ -7,7 +7,7 @@
 
 The playbook runs through ansible-runner as the other commands run it (every value inert, ``!unsafe``);
 ``--layers``, ``--components`` and ``--paths`` become ``rollback_layers``, ``rollback_components`` and
-``rollback_paths``, which the plan checks like any other run: the pre-flight and the safety checkpoint
+``rollback_paths`` (managed paths, or paths below them), which the plan checks like any other run: the pre-flight and the safety checkpoint
 cover exactly what will change.
 """
 

@@ -14,10 +14,16 @@ description:
     inventory through every role to the modules' option (C(gitops_rollback_store_path) is every module's
     C(store_path)). The roles read it with this lookup.
   - When the setting is not set, a name the roles used before (for example C(checkpoint_store_path) or
-    C(rollback_host_store_path) for C(gitops_rollback_store_path)) is still read, with a deprecation
+    C(rollback_host_store_path) for C(gitops_rollback_store_path), C(checkpoint_paths) for
+    C(gitops_rollback_paths)) is still read, with a deprecation
     warning, until version 0.2.0; else the setting's default applies.
-  - "Settings: C(gitops_rollback_store_path) (default C(/var/lib/gitops-rollback)), C(gitops_rollback_encryption_key)
-    (default empty: a plain store)."
+  - "Settings (docs/variables.md): C(gitops_rollback_store_path) (default C(/var/lib/gitops-rollback)),
+    C(gitops_rollback_encryption_key) (default empty: a plain store); what each host holds - C(gitops_rollback_paths),
+    C(gitops_rollback_exclude), C(gitops_rollback_facts), C(gitops_rollback_keep), C(gitops_rollback_release_root),
+    C(gitops_rollback_databases), C(gitops_rollback_terraform), C(gitops_rollback_flags), C(gitops_rollback_services),
+    C(gitops_rollback_traffic), C(gitops_rollback_repository); and where runs are recorded and who may run them -
+    C(gitops_rollback_audit_log), C(gitops_rollback_webhook_url), C(gitops_rollback_webhook_secret),
+    C(gitops_rollback_policy)."
 options:
   _terms:
     description: The setting's name, with or without the C(gitops_rollback_) prefix.
@@ -40,6 +46,7 @@ _raw:
   elements: raw
 """
 
+import copy
 from typing import Any, Dict, List, Optional
 
 from ansible.errors import AnsibleLookupError
@@ -64,5 +71,5 @@ class LookupModule(LookupBase):
                 raise AnsibleLookupError(str(exc)) from exc
             if warning:
                 display.deprecated(warning, version="0.2.0", collection_name="gitops.rollback")  # REMOVED_IN, literal for sanity
-            values.append(default if variable is None else self._templar.template(variables[variable]))
+            values.append(copy.deepcopy(default) if variable is None else self._templar.template(variables[variable]))
         return values

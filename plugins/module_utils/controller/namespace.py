@@ -28,12 +28,38 @@ class Setting:
     old: Tuple[str, ...] = ()
 
 
-SETTINGS: Dict[str, Setting] = {setting.name: setting for setting in (
+#: The default audit log on the controller (every entry point writes it unless the inventory names another).
+DEFAULT_AUDIT_LOG = "~/.local/state/gitops-rollback/audit.jsonl"
+
+
+def _settings(*settings: Setting) -> Dict[str, Setting]:
+    return {item.name: item for item in settings}
+
+
+SETTINGS: Dict[str, Setting] = _settings(
+    # The store of every host (and the controller's, for Terraform snapshots) and its key.
     Setting(PREFIX + "store_path", DEFAULT_STORE,
             ("rollback_store_path", "checkpoint_store_path", "rollback_host_store_path",
              "rollback_release_store_path", "rollback_database_store_path", "rollback_infrastructure_store_path")),
     Setting(PREFIX + "encryption_key", "", ("rollback_release_encryption_key",)),
-)}
+    # What each host holds, layer by layer: checkpointed and rolled back under the same names.
+    Setting(PREFIX + "paths", [], ("checkpoint_paths",)),
+    Setting(PREFIX + "exclude", [], ("checkpoint_exclude",)),
+    Setting(PREFIX + "facts", [], ("checkpoint_facts",)),
+    Setting(PREFIX + "keep", 0, ("checkpoint_keep",)),
+    Setting(PREFIX + "release_root", "", ("rollback_release_root", "checkpoint_release_root")),
+    Setting(PREFIX + "databases", [], ("rollback_databases", "checkpoint_databases")),
+    Setting(PREFIX + "terraform", [], ("rollback_terraform", "checkpoint_terraform")),
+    Setting(PREFIX + "flags", [], ("rollback_flags", "checkpoint_flags")),
+    Setting(PREFIX + "services", [], ("rollback_services",)),
+    Setting(PREFIX + "traffic", False, ("rollback_traffic",)),
+    Setting(PREFIX + "repository", {}, ("rollback_repository",)),
+    # Where runs are recorded and announced, and who may run them.
+    Setting(PREFIX + "audit_log", DEFAULT_AUDIT_LOG, ("rollback_audit_log",)),
+    Setting(PREFIX + "webhook_url", "", ("rollback_webhook_url",)),
+    Setting(PREFIX + "webhook_secret", "", ("rollback_webhook_secret",)),
+    Setting(PREFIX + "policy", {}, ("rollback_policy",)),
+)
 
 
 class UnknownSetting(KeyError):

@@ -39,7 +39,7 @@ def test_role_backs_up_and_rolls_back_three_engines(postgres: PgServer, mariadb:
                            "INSERT INTO t (v) VALUES ('a'), ('b'), ('c');")
     variables = {
         "rollback_database_checkpoint": "v1",
-        "rollback_database_store_path": str(store_path),
+        "gitops_rollback_store_path": str(store_path),
         "rollback_database_databases": [
             {"engine": "postgresql", "database": pg_db, "login_host": postgres.host, "login_port": postgres.port,
              "login_user": postgres.user},
@@ -93,7 +93,7 @@ def test_role_ends_the_application_sessions_only_when_the_item_says_so(postgres:
                   "FROM generate_series(1, 20) g", db=db)
     item = {"engine": "postgresql", "database": db, "login_host": postgres.host, "login_port": postgres.port,
             "login_user": postgres.user}
-    variables = {"rollback_database_checkpoint": "v1", "rollback_database_store_path": str(store_path),
+    variables = {"rollback_database_checkpoint": "v1", "gitops_rollback_store_path": str(store_path),
                  "rollback_database_databases": [item]}
     assert run_playbook(PLAY, inventory=local_inventory, extra_vars=variables).rc == 0
     postgres.psql("DELETE FROM t", db=db)

@@ -85,8 +85,8 @@ def test_a_second_controller_is_refused_while_the_first_holds_the_lock_and_the_l
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any(r.get("run_id") == "alice-run" for r in _rows(state_url)):
             time.sleep(0.2)
-        rollback_vars = {"rollback_to": "v1", "rollback_paths": [str(app["dir"])],
-                         "rollback_store_path": str(app["store"]), "gitops_rollback_state": state_url,
+        rollback_vars = {"rollback_to": "v1", "gitops_rollback_paths": [str(app["dir"])],
+                         "gitops_rollback_store_path": str(app["store"]), "gitops_rollback_state": state_url,
                          "gitops_rollback_lock_name": "shop"}
         # bob keeps the same inventory at another path: the lock is the inventory's name, not its path
         bob_inventory = Path(controllers["bob"]["HOME"]) / "inventory.yml"

@@ -80,7 +80,6 @@ def test_webhook_body_given_with_extra_vars_file_runs_nothing(v2_fleet, gitops_i
 
 
 OWN_PLAY = [{"name": "A play of the user's own that uses the roles", "hosts": "all", "gather_facts": False,
-             "vars": {"checkpoint_paths": "{{ gitops_rollback_paths }}"},
              "roles": [{"role": "gitops.rollback.checkpoint"}]}]
 
 

@@ -65,5 +65,5 @@ def guard_vars(tmp_path: Path, prometheus: Prometheus) -> Dict[str, Any]:
         "guard_audit_log_path": str(tmp_path / "state" / "audit.jsonl"),
         "guard_decision_file": str(tmp_path / "state" / "decision"),
         "guard_decision_timeout": 2,
-        "rollback_host_store_path": str(tmp_path / "store"),
+        "gitops_rollback_store_path": str(tmp_path / "store"),
     }

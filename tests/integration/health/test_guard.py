@@ -144,8 +144,8 @@ def test_default_ordered_rollback_role_restores_the_host(run_playbook, local_inv
     prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
     settings = {key: value for key, value in guard_vars.items() if key != "guard_rollback_role"}
     # only the guard's audit log is given: the rollback the guard runs writes to it too
-    run = guard(run_playbook, local_inventory, settings, rollback_paths=[str(deployed)],
-                rollback_store_path=str(tmp_path / "store"), rollback_lock_dir=str(tmp_path / "locks"))
+    run = guard(run_playbook, local_inventory, settings, gitops_rollback_paths=[str(deployed)],
+                gitops_rollback_store_path=str(tmp_path / "store"), rollback_lock_dir=str(tmp_path / "locks"))
     assert run.ok, str(run)
     assert read_tree(deployed) == V1
     records = audit(guard_vars)
@@ -170,9 +170,9 @@ def test_guard_on_fail_fail_stops_for_an_approval_then_the_rollback_job_restores
     assert not Path(guard_vars["guard_cooldown_path"]).exists()  # no automatic rollback, no cooldown taken
 
     approved = run_playbook(str(repo_root() / "playbooks" / "rollback.yml"), inventory=local_inventory, extra_vars={
-        **workflow_vars, "rollback_to": "v1", "rollback_paths": [str(deployed)],
-        "rollback_store_path": str(tmp_path / "store"), "rollback_lock_dir": str(tmp_path / "locks"),
-        "rollback_audit_log": guard_vars["guard_audit_log_path"]})
+        **workflow_vars, "rollback_to": "v1", "gitops_rollback_paths": [str(deployed)],
+        "gitops_rollback_store_path": str(tmp_path / "store"), "rollback_lock_dir": str(tmp_path / "locks"),
+        "gitops_rollback_audit_log": guard_vars["guard_audit_log_path"]})
     assert approved.ok, str(approved)
     assert read_tree(deployed) == V1
     assert [(r["operation"], r["event"]) for r in audit(guard_vars)] == [

@@ -12,7 +12,7 @@ SHARED = ["log", "config/app.yml"]
 
 def role_play(tasks_from: str, hosts: str = "fleet", **role_vars: Any) -> list[dict]:
     """A play that runs one entry point of the rollback_release role with its variables."""
-    role_vars = {"rollback_release_root": ROOT, **role_vars}
+    role_vars = {"gitops_rollback_release_root": ROOT, **role_vars}
     return [{
         "name": f"rollback_release {tasks_from}",
         "hosts": hosts,

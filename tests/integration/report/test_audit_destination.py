@@ -1,6 +1,6 @@
 """One audit destination for every entry point: each playbook and task that writes or reads the audit log
-uses the inventory's gitops_rollback_audit_log (through vars/inventory_layers.yml), so the report links a
-guard's detection to its rollback and counts every run once."""
+uses the inventory's gitops_rollback_audit_log (read by the lookup gitops.rollback.setting), so the report
+links a guard's detection to its rollback and counts every run once."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "playbooks"
-ENTRY_POINTS = ("checkpoint.yml", "rollback.yml", "guard.yml", "drill.yml", "report.yml")
-ONE_LOG = "{{ rollback_audit_log }}"
-# The guard resolves its log once (its own setting, else the play's rollback_audit_log) and hands it to the rollback.
+SETTING = "{{ lookup('gitops.rollback.setting', 'gitops_rollback_audit_log') }}"
+# Where each file reads the setting: the rollback role and the drill through an alias of the lookup, the
+# guard through its own setting falling back to it (resolved once, and handed to the rollback it runs).
+ALIASES = {"roles/rollback/": "{{ __rollback_audit_log }}", "playbooks/tasks/drill_": "{{ __drill_audit_log }}",
+           "roles/guard/": "{{ __guard_audit_log }}"}
 GUARD_LOG = "{{ __guard_audit_log }}"
 AUDIT_MODULE = "gitops.rollback.audit"
-LOG_VARIABLES = ("guard_audit_log_path", "report_log_path", "rollback_audit_log", "log_path")
+LOG_VARIABLES = ("guard_audit_log_path", "report_log_path", "gitops_rollback_audit_log", "log_path")
 
 
 def walk(node, path=()):
@@ -36,12 +38,12 @@ def task_files():
     yield from sorted(REPO.glob("roles/*/tasks/*.yml"))
 
 
-def test_every_entry_point_takes_the_inventorys_audit_log() -> None:
-    layers = yaml.safe_load((PLAYBOOKS / "vars" / "inventory_layers.yml").read_text())
-    assert layers["rollback_audit_log"].startswith("{{ gitops_rollback_audit_log | default("), layers
-    for name in ENTRY_POINTS:
-        for play in yaml.safe_load((PLAYBOOKS / name).read_text()):
-            assert "vars/inventory_layers.yml" in play.get("vars_files", []), (name, play.get("name"))
+def test_every_alias_is_the_inventorys_setting() -> None:
+    assert yaml.safe_load((REPO / "roles/rollback/vars/main.yml").read_text())["__rollback_audit_log"] == SETTING
+    assert yaml.safe_load((PLAYBOOKS / "vars/drill.yml").read_text())["__drill_audit_log"] == SETTING
+    guard = yaml.safe_load((REPO / "roles/guard/vars/main.yml").read_text())["__guard_audit_log_path"]
+    assert guard.strip().endswith("else " + SETTING[3:]), guard
+    assert not (PLAYBOOKS / "vars" / "inventory_layers.yml").exists(), "no mapping of inventory names onto others"
 
 
 def test_every_audit_record_and_report_uses_that_log() -> None:
@@ -52,15 +54,13 @@ def test_every_audit_record_and_report_uses_that_log() -> None:
         for keys, value in walk(document):
             if not keys or keys[-1] not in LOG_VARIABLES or not isinstance(value, str):
                 continue
-            in_guard_role = where.startswith("roles/guard/")
             if keys[-1] == "log_path" and AUDIT_MODULE not in keys:
                 continue
             if keys[-1] == "log_path" and where.startswith("roles/report/"):
                 continue  # the report role reads report_log_path, checked where it is set
-            allowed = {ONE_LOG, GUARD_LOG} if in_guard_role else {ONE_LOG}
-            if keys[-1] == "log_path" and where == "roles/guard/tasks/batch_gate.yml":
-                allowed = {"{{ guard_audit_log_path if guard_audit_log_path | length > 0 else "
-                           "(rollback_audit_log | default(omit)) }}"}
+            allowed = {SETTING} | {alias for prefix, alias in ALIASES.items() if where.startswith(prefix)}
+            if where == "roles/guard/tasks/batch_gate.yml":
+                allowed = {"{{ __guard_audit_log_path }}"}
             if value.strip() not in allowed:
                 wrong.append("%s %s: %s" % (where, ".".join(map(str, keys)), value))
     assert not wrong, "\n".join(wrong)
@@ -72,6 +72,6 @@ def test_the_guard_hands_its_log_to_the_rollback_it_runs() -> None:
                 if isinstance(task, dict) and "ansible.builtin.include_role" in task]
     assert includes
     for task in includes:
-        assert task["vars"]["rollback_audit_log"] == GUARD_LOG, task["name"]
+        assert task["vars"]["gitops_rollback_audit_log"] == GUARD_LOG, task["name"]
     main = (REPO / "roles" / "guard" / "tasks" / "main.yml").read_text()
-    assert "__guard_audit_log: >-" in main and "rollback_audit_log" in main
+    assert '__guard_audit_log: "{{ __guard_audit_log_path }}"' in main

@@ -50,9 +50,8 @@ def test_the_roles_argument_specs_accept_the_example_variables(run_playbook):
     specs = {role: str(REPO / "roles" / role / "meta" / "argument_specs.yml")
              for role in ("rollback", "checkpoint", "rollback_release")}
     result = run_playbook([{
-        "name": "Validate the example's variables as the playbooks map them",
+        "name": "Validate the example's variables, read by the roles under the same names",
         "hosts": "all", "gather_facts": False, "connection": "local",
-        "vars_files": [str(REPO / "playbooks" / "vars" / "inventory_layers.yml")],
         "vars": {"rollback_to": "v2.3.0", "checkpoint_label": "v2.4.0"},
         "tasks": [{
             "name": "Validate against the argument spec of {{ item.key }}",

@@ -23,7 +23,7 @@ def test_the_roles_read_the_store_by_its_one_name_and_an_old_name_with_a_warning
     def checkpoint(label: str, **variables):
         return run_playbook([{"hosts": "all", "gather_facts": False, "tasks": [
             {"name": "checkpoint", "ansible.builtin.include_role": {"name": "gitops.rollback.checkpoint"},
-             "vars": {"checkpoint_paths": [str(app)], "checkpoint_label": label, **variables}}]}],
+             "vars": {"gitops_rollback_paths": [str(app)], "checkpoint_label": label, **variables}}]}],
             inventory=inventory, env={"ANSIBLE_DEPRECATION_WARNINGS": "True"})
 
     old = checkpoint("v1", checkpoint_store_path=str(old_store))

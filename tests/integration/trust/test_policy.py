@@ -31,8 +31,8 @@ APPROVER = "nobody"  # another OS user, who runs "gitops-rollback approve" in th
 def policy_play(tmp_path: Path, policy: dict, **extra) -> list:
     """A play running the policy step, then a change that only an accepted run may make."""
     return [{"name": "policy", "hosts": "local", "gather_facts": False,
-             "vars": {"rollback_to": "v1", "rollback_policy": policy, "rollback_run_id": "run-42",
-                      "rollback_audit_log": str(tmp_path / "audit.jsonl"),
+             "vars": {"rollback_to": "v1", "gitops_rollback_policy": policy, "rollback_run_id": "run-42",
+                      "gitops_rollback_audit_log": str(tmp_path / "audit.jsonl"),
                       "rollback_approvals_file": str(tmp_path / "approvals"), **extra},
              "tasks": [
                  {"name": "Policy",

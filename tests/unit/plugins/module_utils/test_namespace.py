@@ -38,3 +38,32 @@ def test_the_lookup_names_the_same_removal_version():
     from pathlib import Path
     lookup = Path(__file__).resolve().parents[4] / "plugins" / "lookup" / "setting.py"
     assert 'version="%s"' % ns.REMOVED_IN in lookup.read_text()
+
+
+def test_the_inventory_settings_of_every_layer_have_one_name_each():
+    renamed = ns.renamed()
+    assert renamed["checkpoint_paths"] == "gitops_rollback_paths"
+    assert "rollback_paths" not in renamed  # the rollback role's own parameter: the paths of this run
+    assert renamed["rollback_release_root"] == "gitops_rollback_release_root"
+    assert renamed["checkpoint_keep"] == "gitops_rollback_keep"
+    assert renamed["rollback_audit_log"] == "gitops_rollback_audit_log"
+    assert ns.setting("audit_log").default == ns.DEFAULT_AUDIT_LOG and ns.setting("traffic").default is False
+
+
+def _defined_names(paths):
+    import yaml
+    for path in paths:
+        for name in yaml.safe_load(path.read_text(encoding="utf-8")) or {}:
+            yield path, name
+
+
+def test_no_role_or_playbook_defines_an_old_name():
+    """A role default or a playbook vars file under an old name would always be 'set': the lookup would read it
+    (with a deprecation warning) instead of the inventory's gitops_rollback_* setting."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[4]
+    files = [*root.glob("roles/*/defaults/main.yml"), *root.glob("roles/*/vars/main.yml"), *root.glob("playbooks/vars/*.yml")]
+    assert files
+    renamed = ns.renamed()
+    defined = ["%s: %s" % (path.relative_to(root), name) for path, name in _defined_names(files) if name in renamed]
+    assert not defined, defined
