@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -162,8 +164,6 @@ def test_checkpoints_when_changed_record_only_changes_made_outside_a_deploy(site
 
 def test_checkpoints_when_migrated_record_a_database_only_when_its_migration_version_moved(
         tmp_path: Path, collections_path: Path) -> None:
-    import sqlite3
-    import sys
     database, migrations, home = tmp_path / "app.db", tmp_path / "migrations", tmp_path / "home"
     migrations.mkdir()
     home.mkdir()
