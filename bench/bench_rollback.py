@@ -142,11 +142,13 @@ def _make_drill(fleet: Fleet, pg: PgServer, tmp: Path, collections: Path, extra_
 
 
 def _manual_backups(drill) -> None:
-    """What a user keeps for a hand rollback: a copy of /etc/app, the current link, a dump, the state."""
+    """What a user keeps for a hand rollback: a copy of /etc/app, the current link, the flags file, a dump,
+    the state."""
     backups = drill.tmp / "manual"
     for host in drill.fleet:
         shutil.copytree(host.local("/etc/app"), backups / host.name / "etc-app", symlinks=True)
         (backups / host.name / "current").write_text(os.readlink(host.local("/srv/app") / "current"))
+        shutil.copy2(drill.tmp / ("flags-%s.json" % host.name), backups / host.name / "flags.json")
     pg = drill.pg
     dump = backups / "app.dump"
     argv = [pg.bin("pg_dump"), "-Fc", "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-f", str(dump), drill.database]
@@ -166,6 +168,8 @@ def _baseline_playbook(drill) -> List[dict]:
     hosts = [{"hosts": "fleet", "gather_facts": False, "tasks": [
         {"name": "rsync /etc/app back", "ansible.builtin.command": {"argv": [
             "rsync", "-a", "--delete", "%s/{{ inventory_hostname }}/etc-app/" % backups, "/etc/app/"]}},
+        {"name": "put the feature flags back", "ansible.builtin.command": {"argv": [
+            "cp", "%s/{{ inventory_hostname }}/flags.json" % backups, "%s/flags-{{ inventory_hostname }}.json" % drill.tmp]}},
         {"name": "switch current back", "ansible.builtin.file": {
             "src": "{{ lookup('ansible.builtin.file', '%s/' ~ inventory_hostname ~ '/current') }}" % backups,
             "dest": "/srv/app/current", "state": "link", "force": True}},
