@@ -253,6 +253,11 @@ class _HostPlan:
         return step
 
     def release(self) -> Optional[Dict[str, Any]]:
+        if not os.path.isabs(self.settings.release_root):
+            self.problem("release", "Set gitops_rollback_release_root to the absolute release root on %s (the "
+                         "directory holding releases/, shared/ and current), not %s."
+                         % (self.host, escape(self.settings.release_root)))
+            return None
         checkpoint = self.host_checkpoint("release")
         if checkpoint is None:
             return None

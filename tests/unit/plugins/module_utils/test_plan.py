@@ -62,6 +62,14 @@ def test_every_problem_of_every_layer_is_reported_at_once():
     assert "[web1 / config]" in message
 
 
+def test_a_relative_release_root_is_a_problem_of_the_plan():
+    plan = plan_host("web1", "v1", ["release", "config"], settings(release_root="srv/app"), [OLD, NEW])
+    assert plan["problems"] == [{"layer": "release", "problem": (
+        "Set gitops_rollback_release_root to the absolute release root on web1 (the directory holding releases/, "
+        "shared/ and current), not 'srv/app'.")}]
+    assert "release" not in plan["layers"]
+
+
 def test_an_unknown_target_names_the_checkpoints_there_are():
     plan = plan_host("web1", "v9", ["config"], settings(), [OLD, V2])
     assert plan["problems"] == [{"layer": "config", "problem": (
