@@ -54,7 +54,7 @@ TARGET_CHECK_S = 5.0  # its --check plan
 TARGET_OVERHEAD = 1.5  # wall time / the layers' own work
 TARGET_SCALE = 2.0  # many hosts / 3 hosts
 DEFAULT_FORKS = "5"  # Ansible's default; the test harness sets 10
-LAYERS = ("release", "config", "database", "infrastructure", "services")
+LAYERS = ("flags", "release", "config", "database", "infrastructure", "services")
 PROFILE_CALLBACK = '''
 """Per-task wall time (bench only)."""
 import json, os, time
