@@ -227,13 +227,20 @@ class _Capture:
         """
         pending: Deque[Tuple[dict, os.stat_result, object]] = deque()
         contents = ContentPool(self._store_content, self.store)
+        lookup_row, add_row = cache.lookup_row, (writer.add_row if writer else None)
+        unchanged = unchanged_bytes = 0
         try:
             for rel, st, dir_fd, name in walk_at(self.cursor.root_fd, self.spec.selection()):
-                row, cached = cache.lookup_row(rel, st) if S_ISREG(st.st_mode) else (None, None)
+                row, cached = lookup_row(rel, st) if S_ISREG(st.st_mode) else (None, None)
                 if row is not None:  # unchanged: its line from its stat (its object is stored: store.statcache)
+                    unchanged += 1
+                    unchanged_bytes += st.st_size
+                    if not pending:  # nothing waits before it (the common case): out in tree order now
+                        if add_row:
+                            add_row(row)
+                        yield file_line(rel, st, cached)
+                        continue
                     pending.append((None, file_line(rel, st, cached), row))
-                    self.stats.entries += 1
-                    self.stats.bytes += st.st_size
                 else:
                     described = self._describe(rel, st, dir_fd, name)
                     if described is None:
@@ -247,13 +254,22 @@ class _Capture:
                     pending.append((entry, st, content))
                 while pending and (len(pending) > WINDOW or not isinstance(pending[0][2], int)
                                    or contents.ready(pending[0][2])):
-                    yield self._finish(*pending.popleft(), writer, contents)
+                    entry, st, content = pending.popleft()
+                    if entry is None:  # an unchanged file (``st`` is its line): most of what waits, as in _finish
+                        if add_row:
+                            add_row(content)
+                        yield st
+                    else:
+                        yield self._finish(entry, st, content, writer, contents)
             while pending:
                 yield self._finish(*pending.popleft(), writer, contents)
             contents.close()
         except BaseException:
             contents.abort()
             raise
+        finally:
+            self.stats.entries += unchanged
+            self.stats.bytes += unchanged_bytes
 
     def run(self) -> str:
         """Capture the root; return the sha256 of its tree object."""

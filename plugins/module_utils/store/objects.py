@@ -10,14 +10,16 @@ import hashlib
 import hmac
 import os
 import shutil
-from typing import Iterable, Iterator, Optional, Set
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Set
 
-from .crypto import Cipher
 from ..common.errors import EncryptionKeyError, IntegrityError
 from ..common.fsutil import split_lines, unlink_quietly
 from .statcache import CacheReader, CacheWriter, cache_file
 from .packs import Location, PackSet, read_range
 from .root import CHUNK, SHA_RE, StoreRoot, object_context, sha256_file
+
+if TYPE_CHECKING:  # the cipher module is imported only for an encrypted store
+    from .crypto import Cipher
 
 
 class Objects:

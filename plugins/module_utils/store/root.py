@@ -18,15 +18,25 @@ import re
 import secrets
 import stat
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from .crypto import Cipher, check_secret, require_cryptography
 from ..common.errors import EncryptionKeyError, NotAStore, UnsafePathError, UnsupportedFormat
 from ..common.fsutil import atomic_write_json, ensure_private_dir, is_temp_name, read_json
 from ..common.labels import escape
 from ..common.nofollow import private_dir_problem
 from ..common.lock import DEFAULT_TTL, FileLock
 from .manifest import FORMAT_VERSION
+
+if TYPE_CHECKING:
+    from .crypto import Cipher
+
+
+def _crypto():
+    """Return the cipher module, imported on first use: a plain store never needs it (module start-up time)."""
+    from . import crypto  # pylint: disable=import-outside-toplevel
+
+    return crypto
+
 
 ENCRYPTED_FORMAT_VERSION = 2  # an encrypted store without packs
 PACKED_FORMAT_VERSION = 3  # version 1 or 2 plus packs: what this code creates and upgrades to
@@ -206,13 +216,13 @@ class StoreRoot:
         A new store is encrypted when an encryption key was given (format_version 2).
         """
         if self._key and not self.exists():  # the key and the library are checked before anything is made
-            check_secret(self._key)
-            require_cryptography("to create an encrypted store (AES-256-GCM, scrypt)")
+            _crypto().check_secret(self._key)
+            _crypto().require_cryptography("to create an encrypted store (AES-256-GCM, scrypt)")
         self.make_layout()
         if not self.exists():
             document: dict = {"format_version": PACKED_FORMAT_VERSION}
             if self._key:
-                cipher = Cipher.create(self._key)
+                cipher = _crypto().Cipher.create(self._key)
                 document["encryption"] = cipher.describe()
                 self._cipher, self._cipher_loaded = cipher, True
             atomic_write_json(self.path("format"), document)
@@ -278,7 +288,7 @@ class StoreRoot:
             raise EncryptionKeyError(
                 "Store %s is encrypted (key id %s) and no encryption_key was given. Nothing was read or changed. "
                 "Pass encryption_key (from Ansible Vault)." % (self.root, encryption.get("key_id")))
-        return Cipher.load(self._key, encryption, self.root)
+        return _crypto().Cipher.load(self._key, encryption, self.root)
 
     @property
     def cipher(self) -> Optional[Cipher]:
@@ -286,7 +296,7 @@ class StoreRoot:
         if not self._cipher_loaded:
             if not self.exists():
                 if self._key:
-                    check_secret(self._key)
+                    _crypto().check_secret(self._key)
                 return None
             self.check_format()
         return self._cipher

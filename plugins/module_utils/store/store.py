@@ -25,9 +25,8 @@ Layout under the store root (mode 0700)::
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
-from .crypto import Cipher
 from ..common.labels import is_label
 from ..common.lock import DEFAULT_TTL, FileLock
 from .manifest import Manifest
@@ -35,10 +34,13 @@ from .packs import Location, PackSet
 from .retention import DAY, Policy, Snapshot, forgotten, plan
 from .statcache import CacheReader, CacheWriter
 from .root import CHUNK, DEFAULT_STORE, LAYOUT, StoreRoot, parse_time, sha256_file, utc_now
-from .maintenance import Maintenance
 from .manifests import Manifests, check_new_label, checkpoint_summary
 from .objects import Objects
 from .writes import SMALL_FILE, ObjectWriter, ObjectWrites
+
+if TYPE_CHECKING:  # imported where used: a checkpoint of a plain store needs neither (module start-up)
+    from .crypto import Cipher
+    from .maintenance import Maintenance
 
 SOUND_MEMORY = 1 << 20  # object names a store remembers as checked in this process (about 100 bytes each)
 
@@ -65,8 +67,17 @@ class Store:
         self.objects = Objects(self.base)
         self.writes = ObjectWrites(self.objects)
         self.checkpoints = Manifests(self.base, self.objects, self.writes)
-        self.maintenance = Maintenance(self.base, self.objects, self.writes, self.checkpoints)
+        self._maintenance: Optional[Maintenance] = None
         self._sound: Set[bytes] = set()  # objects this process checked against their names (see remember_sound)
+
+    @property
+    def maintenance(self) -> Maintenance:
+        """Garbage collection, verify and rekey (``store.maintenance``, imported on first use)."""
+        if self._maintenance is None:
+            from .maintenance import Maintenance  # pylint: disable=import-outside-toplevel
+
+            self._maintenance = Maintenance(self.base, self.objects, self.writes, self.checkpoints)
+        return self._maintenance
 
     @property
     def packs(self) -> PackSet:

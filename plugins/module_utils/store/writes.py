@@ -9,13 +9,15 @@ import itertools
 import os
 import secrets
 import threading
-from typing import Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Iterable, List, Optional, Set, Tuple
 
-from .crypto import Cipher
 from ..common.fsutil import TEMP_MARK, create_private, fsync_path, raise_if_full, start_writeback, sync_filesystem, unlink_quietly
 from .packs import SMALL_OBJECT
 from .root import CHUNK, object_context, read_up_to, sha256_file, write_all
 from .objects import Objects
+
+if TYPE_CHECKING:  # the cipher module is imported only for an encrypted store
+    from .crypto import Cipher
 
 SMALL_FILE = SMALL_OBJECT
 LOOSE_SYNC_LIMIT = 8  # new loose objects made durable one by one at most; beyond, the whole file system is synced
