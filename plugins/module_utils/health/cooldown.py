@@ -4,15 +4,18 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from typing import Optional
 
-from ..common.errors import RollbackError
+from ..common.errors import RollbackError, UnsafePathError
 from ..common.fsutil import atomic_write_json
+from ..common.nofollow import private_dir_problem
 
 FORMAT_VERSION = 1
 
@@ -35,12 +38,32 @@ class CooldownDecision:
         }
 
 
+MAX_STATE = 4 << 20  # bytes of a cooldown state file
+
+
+def _read_bytes(path: str) -> bytes:
+    """Return the state file's content; it must be a regular file (no link) of at most MAX_STATE bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE:
+            raise RollbackError("Cooldown state %s is not a regular file of at most %d bytes. Nothing was read or "
+                                "changed. Remove it and run again." % (path, MAX_STATE))
+        return os.read(fd, MAX_STATE)
+    finally:
+        os.close(fd)
+
+
 def _read_state(path: str) -> dict:
     try:
-        with open(path, "rb") as handle:
-            document = json.loads(handle.read().decode("utf-8") or "{}")
+        document = json.loads(_read_bytes(path).decode("utf-8") or "{}")
     except FileNotFoundError:
         return {"format_version": FORMAT_VERSION, "last_rollback": {}}
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise UnsafePathError("Refusing the cooldown state %s: it is a symbolic link. Nothing was read or changed. "
+                              "Remove the link and run again." % path, path=path) from None
     except ValueError as exc:
         raise RollbackError("Cooldown state %s is not valid JSON (%s). Fix or remove the file; removing it "
                             "forgets when the last automatic rollback ran." % (path, exc)) from exc
@@ -50,19 +73,44 @@ def _read_state(path: str) -> dict:
     return document
 
 
+def _check_directory(directory: str) -> None:
+    """Refuse a state directory another user could change (they could plant a link this user would follow)."""
+    unsafe = private_dir_problem(directory)
+    if unsafe:
+        raise UnsafePathError(
+            "Refusing the cooldown state directory %s: %s, so another user could plant links or files in it. "
+            "Nothing was read or changed. Give the state file a directory only this user can change (the "
+            "default, ~/.local/state/gitops-rollback, is made 0700)." % (directory, unsafe), path=directory)
+
+
+def _open_lock(path: str) -> int:
+    """Open (creating it 0600) the lock file beside the state, following no link."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError("Refusing the cooldown lock %s: it is a symbolic link. Nothing was read or "
+                                  "changed. Remove the link and run again." % path, path=path) from None
+        raise
+
+
 def acquire(path: str, key: str, cooldown: float, record: bool, now: Optional[float] = None) -> CooldownDecision:
     """Check the cooldown of ``key`` and, when allowed and ``record``, record ``now`` as its last rollback.
 
     The check and the record happen under an exclusive lock of ``<path>.lock``, so two guards
-    racing for the same key cannot both start a rollback.
+    racing for the same key cannot both start a rollback. The state's directory must be one only this
+    user can change (``common.nofollow.private_dir_problem``); the lock and the state are opened
+    following no link.
     """
     now = time.time() if now is None else now
-    if not record and not os.path.exists(path):
-        return CooldownDecision(key, True, None, None, False)  # a pure check creates nothing
     directory = os.path.dirname(os.path.abspath(path))
+    _check_directory(directory)
+    if not record and not os.path.lexists(path):
+        return CooldownDecision(key, True, None, None, False)  # a pure check creates nothing
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    with open(path + ".lock", "a", encoding="utf-8") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    lock = _open_lock(path + ".lock")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         state = _read_state(path)
         entry = state["last_rollback"].get(key) or {}
         last = entry.get("time")
@@ -74,6 +122,8 @@ def acquire(path: str, key: str, cooldown: float, record: bool, now: Optional[fl
             atomic_write_json(path, state)
             return CooldownDecision(key, True, now, now + cooldown, True)
         return CooldownDecision(key, allowed, last, next_allowed, False)
+    finally:
+        os.close(lock)
 
 
 def _iso(stamp: Optional[float]) -> Optional[str]:

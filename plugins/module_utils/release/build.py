@@ -13,7 +13,8 @@ import stat
 from typing import List, Optional, Tuple
 
 from ..common.fsutil import is_temp_name
-from ..common.nofollow import lstat_at, open_root, remove_at, remove_path
+from ..common import nofollow
+from ..common.nofollow import lstat_at, open_dir_at, open_listed, open_root, race_point, remove_at, remove_path
 from ..common.process import run
 from .root import ReleaseError, ReleaseRoot
 
@@ -29,23 +30,75 @@ def check_relative(path: str, what: str) -> str:
 
 
 def tree_digest(top: str) -> str:
-    """Return a SHA-256 over a tree: every relative path, type, mode, content or link target."""
+    """Return a SHA-256 over a tree: every relative path, type, mode, content or link target.
+
+    Directories are walked top-down, names sorted, ``.git`` left out; each entry but a directory goes in
+    as ``path NUL mode NUL content-or-target NUL``. The tree is reached through directory descriptors
+    and no link below ``top`` is followed: a file is read only when the descriptor opened (``O_NOFOLLOW``,
+    never blocking) is the regular file that was listed; one replaced meanwhile is described as what is
+    there now (a link as a link).
+    """
     digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = sorted(d for d in dirnames if d != ".git")
-        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, top)
-            st = os.lstat(full)
-            digest.update(("%s\0%o\0" % (rel, st.st_mode)).encode("utf-8", "surrogateescape"))
-            if stat.S_ISLNK(st.st_mode):
-                digest.update(os.readlink(full).encode("utf-8", "surrogateescape"))
-            elif stat.S_ISREG(st.st_mode):
-                with open(full, "rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(chunk)
-            digest.update(b"\0")
+    top_fd = open_root(os.path.realpath(top))
+    try:
+        _digest_dir(top_fd, "", digest)
+    finally:
+        os.close(top_fd)
     return digest.hexdigest()
+
+
+def _digest_dir(dir_fd: int, prefix: str, digest) -> None:
+    listed = {}
+    for name in os.listdir(dir_fd):
+        try:
+            listed[name] = lstat_at(dir_fd, name)
+        except FileNotFoundError:
+            continue
+    subdirs = sorted(name for name, st in listed.items() if stat.S_ISDIR(st.st_mode) and name != ".git")
+    for name in sorted(name for name, st in listed.items() if not stat.S_ISDIR(st.st_mode)):
+        if name != ".git" or not _links_to_directory(dir_fd, name, listed[name]):
+            _digest_entry(dir_fd, name, prefix + name, listed[name], digest)
+    for name in subdirs:
+        child = open_dir_at(dir_fd, name, prefix + name)
+        try:
+            _digest_dir(child, prefix + name + "/", digest)
+        finally:
+            os.close(child)
+
+
+def _links_to_directory(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    """Tell whether a link points at a directory (a ``.git`` link to one is left out like a ``.git`` directory)."""
+    try:
+        return stat.S_ISLNK(st.st_mode) and stat.S_ISDIR(os.stat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
+
+
+def _digest_entry(dir_fd: int, name: str, rel: str, st: os.stat_result, digest) -> None:
+    """Add one entry that is not a directory: its path, mode and content (a file) or target (a link)."""
+    if nofollow.race_hook is not None:
+        race_point("walk.listed", rel=rel)
+    content = None
+    if stat.S_ISREG(st.st_mode):
+        content = open_listed(dir_fd, name, st.st_dev, st.st_ino)
+        if content is None:  # replaced since it was listed: describe what is there now
+            try:
+                st = lstat_at(dir_fd, name)
+            except FileNotFoundError:
+                st = None
+            content = open_listed(dir_fd, name, st.st_dev, st.st_ino) if st and stat.S_ISREG(st.st_mode) else None
+            if st is None or (content is None and stat.S_ISREG(st.st_mode)):
+                raise ReleaseError("%s in the release source changed while it was read; run again." % rel)
+    digest.update(("%s\0%o\0" % (rel, st.st_mode)).encode("utf-8", "surrogateescape"))
+    if stat.S_ISLNK(st.st_mode):
+        digest.update(os.readlink(name, dir_fd=dir_fd).encode("utf-8", "surrogateescape"))
+    elif content is not None:
+        try:
+            for chunk in iter(lambda: os.read(content, 1 << 20), b""):
+                digest.update(chunk)
+        finally:
+            os.close(content)
+    digest.update(b"\0")
 
 
 def ls_remote_argv(repo: str, version: str) -> List[str]:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -248,11 +249,25 @@ class TfProject:
 
 
 def _file_digest(path: str) -> str:
+    """Return the SHA-256 of a configuration file's content ("missing", or "not a regular file").
+
+    Terraform reads its configuration following links, so the fingerprint does too; the file is opened
+    without blocking and read only when ``fstat`` shows a regular file, in chunks: a FIFO or a link to a
+    device planted in the configuration directory never hangs the module or fills its memory.
+    """
     try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return "missing"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not a regular file"
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def init_fingerprint(project: "TfProject", backend_files: Sequence[str]) -> str:

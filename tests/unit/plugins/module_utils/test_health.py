@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.health.analysis im
     ERROR, FAIL, FAILED, INCONCLUSIVE, PASS, SUCCESSFUL, HealthSpecError, MeasurementError, MetricSpec,
     NoData, classify, evaluate, judge_metric, measure_once, parse_condition,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import UnsafePathError
 from ansible_collections.gitops.rollback.plugins.module_utils.health.cooldown import acquire
 from ansible_collections.gitops.rollback.plugins.module_utils.health.options import build_specs, gate_params
 from ansible_collections.gitops.rollback.plugins.module_utils.health.providers import (
@@ -218,6 +220,31 @@ def test_cooldown_check_only_creates_nothing(tmp_path):
     path = tmp_path / "none" / "cooldown.json"
     assert acquire(str(path), "k", 60, record=False, now=time.time()).allowed
     assert not path.parent.exists()
+
+
+def test_cooldown_follows_no_link_planted_beside_its_state(tmp_path):
+    """A link planted at the lock or the state file is refused; its target is neither created nor read."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    os.symlink(str(elsewhere), str(state / "cooldown.json.lock"))
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        acquire(str(state / "cooldown.json"), "k", 60, record=True, now=1000.0)
+    assert not os.path.lexists(str(elsewhere))
+    os.unlink(str(state / "cooldown.json.lock"))
+    (tmp_path / "secret.json").write_text('{"last_rollback": {"k": {"time": 999.0}}}')
+    os.symlink(str(tmp_path / "secret.json"), str(state / "cooldown.json"))
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        acquire(str(state / "cooldown.json"), "k", 60, record=False, now=1000.0)
+
+
+def test_cooldown_refuses_a_state_directory_other_users_can_write(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UnsafePathError, match="Refusing the cooldown state directory"):
+        acquire(str(shared / "cooldown.json"), "k", 60, record=True, now=1000.0)
+    assert os.listdir(str(shared)) == []
 
 
 def test_a_gate_given_as_one_dict_is_checked_and_completed_as_health_checks_options() -> None:

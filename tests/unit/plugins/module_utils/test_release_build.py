@@ -12,6 +12,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.common.fsutil impo
 from ansible_collections.gitops.rollback.plugins.module_utils.release.build import (
     check_relative, leftovers, link_shared, tree_digest,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils.common import nofollow
 from ansible_collections.gitops.rollback.plugins.module_utils.release.root import ReleaseError, ReleaseRoot
 
 
@@ -34,6 +35,33 @@ def test_digest_changes_with_content_mode_and_links_but_not_with_git(tmp_path):
     assert moded != first
     os.symlink("bin/run", str(tree / "run"))
     assert tree_digest(str(tree)) != moded
+
+
+def test_digest_reads_no_file_swapped_for_a_link_after_it_was_listed(tmp_path, monkeypatch):
+    """A source file replaced by a link to a root-only file between listing and reading is digested as
+    the link it now is; the file it points at is never read."""
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    tree = tmp_path / "build"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "run").write_text("v1")
+
+    swapped = []
+
+    def swap(point, where):
+        if point == "walk.listed" and where["rel"] == "bin/run":
+            os.unlink(str(tree / "bin" / "run"))
+            os.symlink(str(secret), str(tree / "bin" / "run"))
+            swapped.append(where["rel"])
+
+    monkeypatch.setattr(nofollow, "race_hook", swap)
+    raced = tree_digest(str(tree))
+    monkeypatch.setattr(nofollow, "race_hook", None)
+    assert swapped == ["bin/run"]  # listed, then swapped before it was read
+    assert raced == tree_digest(str(tree))  # the link, as a link
+    os.unlink(str(tree / "bin" / "run"))
+    (tree / "bin" / "run").write_text("root only")
+    assert raced != tree_digest(str(tree))
 
 
 def test_the_first_release_seeds_shared_paths_and_later_ones_link_them(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +19,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.common.labels impo
 from ansible_collections.gitops.rollback.plugins.module_utils.terraform.rollback import _safety_label, terraform_argument_spec
 from ansible_collections.gitops.rollback.plugins.module_utils.terraform.engine import BinaryEngine, clean_output
 from ansible_collections.gitops.rollback.plugins.module_utils.terraform.project import (
-    TfOutput, TfProject, TfSettings, summarize_plan,
+    TfOutput, TfProject, TfSettings, init_fingerprint, summarize_plan,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils.terraform.state import (
     LineageMismatch, content_digest, parse_state, render_resources, resource_index, revert_copy,
@@ -229,3 +230,26 @@ def test_a_failed_init_is_not_remembered(tmp_path):
             with pytest.raises(Exception, match="terraform init failed"):
                 project.init()
     assert len(engine.calls) == 2
+
+
+def test_init_fingerprint_never_hangs_on_a_fifo_in_the_configuration(tmp_path):
+    """A FIFO planted as a configuration file (or as the backend file) is fingerprinted as what it is, not read:
+    the module does not wait forever for a writer."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "main.tf").write_text('resource "null_resource" "a" {}\n')
+    os.mkfifo(str(config / "planted.tf"))
+    project = SimpleNamespace(engine=SimpleNamespace(describe=lambda args, where: "terraform"),
+                              settings=SimpleNamespace(workspace="default", backend_config={}),
+                              config_dir=str(config), data_dir=lambda: str(config / ".terraform"))
+    found = []
+    worker = threading.Thread(target=lambda: found.append(init_fingerprint(project, [str(config / "planted.tf")])),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # let the stuck open return before failing
+        try:
+            os.close(os.open(str(config / "planted.tf"), os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert found and len(found[0]) == 64
