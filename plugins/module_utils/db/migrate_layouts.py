@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import socket
+import stat
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -123,15 +124,19 @@ def has_statements(sql: str) -> bool:
 
 
 def _read(path: str) -> bytes:
-    """Read a migration file, never through a link planted in its place (it runs as SQL, often as root)."""
+    """Read a migration file, never through a link planted in its place (it runs as SQL, often as root);
+    opened without blocking and read only when it is a regular file (a FIFO swapped in never hangs the run)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         if os.path.islink(path):
             raise RollbackError("%s is a symbolic link; migration files are read only as regular files. Replace "
                                 "the link with the file it points to. Nothing was run." % path) from exc
         raise
     with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RollbackError("%s is not a regular file; migration files are read only as regular files. "
+                                "Nothing was run." % path)
         return handle.read()
 
 

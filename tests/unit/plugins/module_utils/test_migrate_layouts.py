@@ -5,12 +5,15 @@ and the MariaDB multi-statement wrapping (no server needed)."""
 
 from __future__ import annotations
 
+import os
+import threading
+
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.db.mysql_migrations import mysql_batch, mysql_statements
 from ansible_collections.gitops.rollback.plugins.module_utils.db.migrate_layouts import (
-    dbmate_sections, flyway_key, flyway_text, read_folder, wants_transaction,
+    _read, dbmate_sections, flyway_key, flyway_text, read_folder, wants_transaction,
 )
 
 
@@ -195,3 +198,23 @@ def test_a_migration_file_planted_as_a_link_is_refused_not_read(tmp_path):
     (folder / "000001_a.up.sql").symlink_to(secret)
     with pytest.raises(RollbackError, match="symbolic link"):
         read_folder(str(folder))
+
+
+def test_a_fifo_in_place_of_a_migration_file_is_refused_not_waited_on(tmp_path):
+    """A migration file swapped for a FIFO after the folder was listed is refused; the run never hangs."""
+    fifo = str(tmp_path / "V2__planted.sql")
+    os.mkfifo(fifo)
+    outcome = []
+
+    def read():
+        try:
+            outcome.append(_read(fifo))
+        except RollbackError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # let the stuck open return before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert outcome and isinstance(outcome[0], RollbackError) and "not a regular file" in str(outcome[0])
