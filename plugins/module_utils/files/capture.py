@@ -212,10 +212,13 @@ class _Capture:
                 entry, st, content = again
                 if content is None:
                     return encode_entry(entry)
-            entry["sha256"], entry["size"] = content[0], content[1]
+            sha, size = content[0], content[1]
             if writer:
-                writer.add(entry["path"], entry["sha256"], st)
-            self.stats.bytes += entry["size"]
+                writer.add(entry["path"], sha, st)
+            self.stats.bytes += size
+            if size == st.st_size and entry["type"] == FILE:  # the record is its stat's: the line straight from it
+                return file_line(entry["path"], st, sha)
+            entry["sha256"], entry["size"] = sha, size
         return encode_entry(entry)
 
     def lines(self, cache: CacheReader, writer: Optional[CacheWriter]) -> Iterator[bytes]:

@@ -154,7 +154,7 @@ class CacheWriter:
 
     def add(self, rel: str, sha: str, st: os.stat_result) -> None:
         """Record the hash of a file with its stat signature."""
-        self.add_row(_ROW % ((_QUOTE(rel), sha) + tuple(stat_signature(st))))
+        self.add_row(_ROW % (_QUOTE(rel), sha, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
 
     def add_row(self, row: str) -> None:
         """Record a row as ``CacheReader.lookup_row`` returned it (the file is unchanged)."""
