@@ -15,6 +15,8 @@ import yaml
 from gitops_support import REPO_ROOT, checkpoints, deploy, host_files, RELEASES
 from harness.collection import callback_env
 
+from gitops_rollback.runner import unsafe_yaml
+
 pytestmark = pytest.mark.slow
 
 INCLUDE = {"name": "Filter the AWX webhook event", "ansible.builtin.include_tasks": "tasks/awx_event.yml",
@@ -87,6 +89,17 @@ def common_vars(job_id: int) -> Dict[str, Any]:
             "awx_job_launch_type": "webhook"}
 
 
+def awx_extravars(job_id: int, untrusted: Dict[str, Any], all_plain: bool = False,
+                  trusted: Dict[str, Any] | None = None) -> str:
+    """``env/extravars`` of an AWX job: job vars (:func:`common_vars`, ``trusted``) plain, survey answers and
+    webhook vars (``untrusted``) ``!unsafe``, as AWX writes them; ``all_plain``: everything plain, as with
+    AWX's ALLOW_JINJA_IN_EXTRA_VARS=always."""
+    plain = {**common_vars(job_id), **(trusted or {})}
+    if all_plain:
+        return json.dumps({**plain, **untrusted})
+    return "---\n" + yaml.safe_dump(plain) + unsafe_yaml(untrusted)
+
+
 def test_webhook_rollback_tag_runs_once(checkpointed, gitops_inventory: Path, collections_path: Path,
                                         tmp_path: Path) -> None:
     audit_log = tmp_path / "audit.jsonl"
@@ -94,6 +107,11 @@ def test_webhook_rollback_tag_runs_once(checkpointed, gitops_inventory: Path, co
                "awx_webhook_payload": github_tag_push("refs/tags/rollback/v1"),
                "gitops_rollback_audit_log": str(audit_log)}
     pdd = awx_private_data_dir(tmp_path / "job41", gitops_inventory, webhook, collections_path)
+    # The webhook variables !unsafe, as AWX passes them: the tag still names the rollback target.
+    untrusted = {name: webhook[name] for name in ("awx_webhook_event_type", "awx_webhook_event_guid",
+                                                  "awx_webhook_payload")}
+    (pdd / "env" / "extravars").write_text(awx_extravars(41, untrusted,
+                                                         trusted={"gitops_rollback_audit_log": str(audit_log)}))
     result = run_job(pdd, 41)
     assert result.status == "successful", (pdd / "artifacts" / "41" / "stdout").read_text()
     assert (pdd / "artifacts" / "41" / "rc").read_text() == "0"
