@@ -1,7 +1,12 @@
-"""Who may roll back: the rollback role's policy step through ansible-playbook (and ansible-runner for
-an AWX job). The requester is the controller's OS user or the AWX job's launcher, never a variable;
-an approval is a record made by ``gitops-rollback approve``, never a name. Every refusal is in the
-audit log and nothing changes."""
+"""Who may roll back: the rollback role's policy step. The requester is the controller's OS user or the
+AWX job's launcher, never a variable; an approval is a record made by ``gitops-rollback approve``, never
+a name. Every refusal is in the audit log and nothing changes.
+
+The decisions (who, which team, an approval that fits or comes in time) are made by the
+``rollback_policy`` action: the component tests run it in-process on the command line ansible-playbook
+parses (harness/actions.py). The end-to-end tests run the policy step through ansible-playbook (and
+ansible-runner for an AWX job): a refusal is audited and fails the run before anything changes, an
+approval lets it go on, the deadline stops it."""
 
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ import threading
 import time
 from pathlib import Path
 from typing import Iterator
+from unittest import mock
 
 import ansible_runner
 import psycopg2
 import pytest
 import yaml
+from harness.actions import collection_module, command_line, run_action
 from harness.collection import callback_env
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -80,14 +87,13 @@ def cli_copy() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def keys(tmp_path: Path) -> dict:
-    """The approval key (held by the approver ``nobody`` and readable by the verifying controller user),
-    another key, and a shared approvals directory."""
-    shared = Path(tempfile.mkdtemp(prefix="gitops-rollback-approvals-"))
-    shared.chmod(0o1777)
-    paths = {"key": shared / "approval.key", "other": shared / "other.key", "approvals": shared / "approvals",
-             "shared": shared}
+@pytest.fixture(scope="module")
+def approval_keys() -> Iterator[dict]:
+    """The approval key (held by the approver ``nobody`` and readable by the verifying controller user) and
+    another key, made once per module with ``gitops-rollback approve --new-key``."""
+    shared = Path(tempfile.mkdtemp(prefix="gitops-rollback-keys-"))
+    shared.chmod(0o755)
+    paths = {"key": shared / "approval.key", "other": shared / "other.key"}
     for name in ("key", "other"):
         subprocess.run([sys.executable, "-m", "gitops_rollback", "approve", "--new-key", str(paths[name])],
                        check=True, capture_output=True, cwd=REPO_ROOT)
@@ -95,6 +101,15 @@ def keys(tmp_path: Path) -> dict:
     os.chown(paths["key"], nobody.pw_uid, nobody.pw_gid)
     os.chown(paths["other"], nobody.pw_uid, nobody.pw_gid)
     yield paths
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture
+def keys(approval_keys: dict) -> Iterator[dict]:
+    """The module's keys and an approvals directory of this test's own that the approver may write."""
+    shared = Path(tempfile.mkdtemp(prefix="gitops-rollback-approvals-"))
+    shared.chmod(0o1777)
+    yield {**approval_keys, "approvals": shared / "approvals", "shared": shared}
     shutil.rmtree(shared, ignore_errors=True)
 
 
@@ -126,33 +141,44 @@ def test_a_typed_in_identity_and_approval_are_refused_and_audited(run_playbook, 
     assert event["who"]["user"] == ME and event["run_id"] == "run-42" and event["target"] == "v1"
 
 
-def test_the_requester_is_the_os_user_not_USER(run_playbook, local_inventory, tmp_path):
-    event = refused(run(run_playbook, local_inventory, tmp_path, {"allowed_users": ["carol"]},
-                        env={"USER": "carol", "LOGNAME": "carol"}), tmp_path, "user '%s'" % ME)
-    assert event["who"]["user"] == ME
-    result = run(run_playbook, local_inventory, tmp_path, {"allowed_users": [ME]})
-    assert result.ok, result
-    assert (tmp_path / "changed").exists()
+@pytest.fixture(name="decide")
+def fixture_decide(collections_path: Path, tmp_path: Path):
+    """``decide(policy, *options, env=None, approval="", approvals_file=None) -> result`` of the policy step's
+    ``rollback_policy`` task for run run-42 to v1, on ``ansible-playbook OPTIONS`` (``-e ...``) with
+    ``USER=carol`` (as the end-to-end runs); ``result["refusal"]`` is why the run is refused, or empty."""
+    action = collection_module(collections_path, "plugins.action.rollback_policy").ActionModule
+
+    def decide(policy: dict, *options: str, env: dict | None = None, approval: str = "",
+               approvals_file: Path | None = None) -> dict:
+        with command_line(*options) as extra, mock.patch.dict(os.environ, {"USER": "carol", **(env or {})}):
+            args = {"policy": policy, "run_id": "run-42", "target": "v1", "approval": approval,
+                    "approvals_file": str(approvals_file or tmp_path / "approvals"), "wait": True}
+            return run_action(action, args, task_vars={"rollback_to": "v1", **extra})
+
+    return decide
 
 
-def test_team_membership_comes_from_the_policy_not_from_a_variable(run_playbook, local_inventory, tmp_path):
+def test_the_requester_is_the_os_user_not_USER(decide):
+    decision = decide({"allowed_users": ["carol"]}, env={"USER": "carol", "LOGNAME": "carol"})
+    assert "user '%s'" % ME in decision["refusal"] and decision["who"]["user"] == ME, decision
+    assert decide({"allowed_users": [ME]})["refusal"] == ""
+
+
+def test_team_membership_comes_from_the_policy_not_from_a_variable(decide):
     policy = {"allowed_awx_teams": ["ops"], "teams": {"ops": ["alice"], "dev": [ME]}}
-    refused(run(run_playbook, local_inventory, tmp_path, policy, extra_vars={"rollback_user_teams": "ops"}),
-            tmp_path, "rollback_user_teams='ops' claims team membership")
-    refused(run(run_playbook, local_inventory, tmp_path, policy), tmp_path, "user '%s' (teams: dev)" % ME)
+    assert "rollback_user_teams='ops' claims team membership" in decide(
+        policy, "-e", json.dumps({"rollback_user_teams": "ops"}))["refusal"]
+    assert "user '%s' (teams: dev)" % ME in decide(policy)["refusal"]
     policy["teams"]["ops"].append(ME)
-    assert run(run_playbook, local_inventory, tmp_path, policy).ok
-    assert (tmp_path / "changed").exists()
+    assert decide(policy)["refusal"] == ""
 
 
-def test_a_policy_given_as_an_extra_var_is_refused(run_playbook, local_inventory, tmp_path):
-    result = run(run_playbook, local_inventory, tmp_path, {"allowed_users": ["alice"]},
-                 extra_vars={"rollback_policy": {}})
-    refused(result, tmp_path, "rollback_policy was given as an extra var")
+def test_a_policy_given_as_an_extra_var_is_refused(decide):
+    decision = decide({"allowed_users": ["alice"]}, "-e", json.dumps({"rollback_policy": {}}))
+    assert "rollback_policy was given as an extra var" in decision["refusal"]
 
 
-def test_a_signed_approval_by_an_approver_lets_the_run_go_on(run_playbook, local_inventory, tmp_path, keys,
-                                                             cli_copy):
+def test_a_signed_approval_by_an_approver_lets_the_run_go_on(decide, keys, cli_copy):
     approvals = keys["approvals"]
     approve(cli_copy, keys["key"], "run-41", "--target", "v1", "--approvals-file", str(approvals))
     with approvals.open("a") as handle:
@@ -165,22 +191,17 @@ def test_a_signed_approval_by_an_approver_lets_the_run_go_on(run_playbook, local
     writer = threading.Thread(target=approve_later)
     writer.start()
     started = time.monotonic()
-    result = run(run_playbook, local_inventory, tmp_path, approval_policy(keys, confirmation_timeout=60),
-                 rollback_approvals_file=str(approvals))
+    decision = decide(approval_policy(keys, confirmation_timeout=60), approvals_file=approvals)
     writer.join()
-    assert result.ok, result
-    assert (tmp_path / "changed").exists()
+    assert decision["refusal"] == "" and decision["approver"] == APPROVER, decision
     assert time.monotonic() - started >= 2
-    approved = [e for e in audit(tmp_path) if e.get("event") == "progress"]
-    assert approved and approved[-1]["reason"] == "approved by %s" % APPROVER and approved[-1]["who"]["user"] == ME
 
 
-def test_no_approval_in_time_is_refused(run_playbook, local_inventory, tmp_path, keys, cli_copy):
+def test_no_approval_in_time_is_refused(decide, keys, cli_copy):
     approve(cli_copy, keys["key"], "run-41", "--target", "v1", "--approvals-file", str(keys["approvals"]))
     started = time.monotonic()
-    result = run(run_playbook, local_inventory, tmp_path, approval_policy(keys),
-                 rollback_approvals_file=str(keys["approvals"]))
-    refused(result, tmp_path, "no approval by %s, bob within 3 s" % APPROVER)
+    decision = decide(approval_policy(keys), approvals_file=keys["approvals"])
+    assert "no approval by %s, bob within 3 s" % APPROVER in decision["refusal"], decision
     assert 3 <= time.monotonic() - started < 60
 
 
@@ -190,16 +211,15 @@ def test_no_approval_in_time_is_refused(run_playbook, local_inventory, tmp_path,
     ("expired", "expired at"),
     ("forged", "signature does not match the approval key"),
 ])
-def test_an_approval_that_does_not_fit_is_refused(run_playbook, local_inventory, tmp_path, keys, cli_copy, case,
-                                                  reason):
+def test_an_approval_that_does_not_fit_is_refused(decide, keys, cli_copy, case, reason):
     args = ("run-41", "v1") if case == "other run" else ("run-42", "v1")
     key = keys["other"] if case == "forged" else keys["key"]
     record = approve(cli_copy, key, args[0], "--target", args[1], "--print-only",
                      *(("--expires-in", "1") if case == "expired" else ()))
     if case == "expired":
         time.sleep(1.5)
-    result = run(run_playbook, local_inventory, tmp_path, approval_policy(keys), extra_vars={"rollback_approval": record})
-    refused(result, tmp_path, reason)
+    decision = decide(approval_policy(keys), "-e", json.dumps({"rollback_approval": record}), approval=record)
+    assert reason in decision["refusal"], decision
 
 
 @pytest.mark.parametrize("limit, stops", [(1, True), (600, False)])
