@@ -42,7 +42,7 @@ def test_error_rate_above_threshold_fails_within_an_interval(run_task, prometheu
 def test_p99_latency_above_threshold_fails(run_task, prometheus, metrics_app) -> None:
     metrics_app.set(latency=0.3)
     result = gate(run_task, gate_metrics(prometheus.url), count=15)
-    assert result["verdict"] == "fail", result
+    assert result["verdict"] == "fail" and "p99-latency" in result["reason"], result
     p99 = result["metrics"][1]
     assert p99["phase"] == "failed" and p99["measurements"][-1]["value"] >= 0.2, p99
 
