@@ -38,6 +38,18 @@ def release_module(host, args: dict) -> tuple[bool, dict]:
     return event["status"] == "ok", event["result"]
 
 
+def deploy_args(builds: Path, host: str, version: str) -> dict:
+    """The release module's arguments the role's deploy passes for :func:`deploy_play` on ``host``."""
+    return {"state": "present", "src": f"{builds}/{host}/{version}", "label": version, "shared": SHARED}
+
+
+def deploy_with_the_module(host, builds: Path, *versions: str) -> None:
+    """Set-up, not what a test proves: deploy each version in turn with the release module on the host."""
+    for version in versions:
+        ok, result = release_module(host, deploy_args(builds, host.name, version))
+        assert ok, result
+
+
 def deploy_plays(builds: Path, *versions: str, hosts: str = "fleet") -> list[dict]:
     """One deploy play per version, in turn."""
     return [play for version in versions for play in deploy_play(builds, version, hosts)]

@@ -7,8 +7,8 @@ import threading
 import time
 
 from release_helpers import (
-    ROOT, by_label, deploy, deploy_play, deploy_plays, index, live_version, release_dirs, release_module,
-    role_play, state_of, task_result,
+    ROOT, by_label, deploy, deploy_args, deploy_play, deploy_plays, deploy_with_the_module, index, live_version,
+    release_dirs, release_module, role_play, state_of, task_result,
 )
 
 
@@ -136,7 +136,7 @@ def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_
 
 def test_current_switches_atomically_under_a_reader(builds, run_playbook, clean_fleet):
     h1 = clean_fleet["h1"]
-    deploy(run_playbook, builds, "v1", "v2", hosts="h1")
+    deploy_with_the_module(h1, builds, "v1", "v2")
     seen: dict[str, int] = {}
     errors: list[str] = []
     stop = threading.Event()
@@ -214,22 +214,23 @@ def test_rollback_to_the_release_recorded_in_a_checkpoint(builds, run_playbook, 
         assert component in __import__("json").loads(manifests[0].read_text())["components"]
 
 
-def test_current_that_is_not_a_symlink_is_refused_with_advice(builds, run_playbook, clean_fleet):
+def test_current_that_is_not_a_symlink_is_refused_with_advice(builds, clean_fleet):
+    """The release module's refusal, with the arguments the role's deploy passes (a module run on the host)."""
     h1 = clean_fleet["h1"]
     (h1.local(ROOT) / "current").mkdir(parents=True)
     (h1.local(ROOT) / "current" / "VERSION").write_text("hand-made\n")
 
-    result = run_playbook(deploy_play(builds, "v1", hosts="h1"))
+    ok, result = release_module(h1, deploy_args(builds, h1.name, "v1"))
 
-    assert not result.ok
-    msg = task_result(result, "Deploy the release", "h1")["msg"]
+    assert not ok
+    msg = result["msg"]
     assert "is a directory, not a symlink" in msg and "Move it into releases/<id>/" in msg
     assert (h1.local(ROOT) / "current" / "VERSION").read_text() == "hand-made\n"
 
 
-def test_missing_release_directory_is_refused_before_switching(builds, run_playbook, clean_fleet):
-    deploy(run_playbook, builds, "v1", "v2", hosts="h1")
+def test_missing_release_directory_is_refused_before_switching(builds, clean_fleet):
     h1 = clean_fleet["h1"]
+    deploy_with_the_module(h1, builds, "v1", "v2")
     v1 = by_label(h1)["v1"]["id"]
     os.rename(h1.local(ROOT) / "releases" / v1, h1.local(ROOT) / "v1-moved-away")
     before = state_of(h1)
