@@ -19,7 +19,6 @@ from xdist.scheduler import LoadScopeScheduling
 HEAVIEST_FIRST = (
     "tests/integration/drill/test_drill.py",  # the demo and three drills: about 330 s of CPU in one row
     "tests/integration/rollback/test_ordered_rollback.py",
-    "tests/integration/gitops/test_untrusted_payloads.py",  # about 60 refused runs: 440 s in one process at load 5
     "tests/integration/load/test_load.py",
     "tests/integration/faults/test_db_outage.py",
     "tests/integration/packaging/test_molecule.py",
