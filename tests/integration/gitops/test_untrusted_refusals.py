@@ -2,7 +2,7 @@
 
 A playbook's first task decides whether outside values may go on: the ``input_check`` action reads
 the extra vars raw (a label outside the grammar, template text Ansible trusts: "Refused before
-anything ran"), then the webhook filter ``tag_event`` (as ``playbooks/tasks/awx_event.yml`` calls it)
+anything ran"), then the webhook filter ``tag_event`` (as ``playbooks/tasks/awx_webhook.yml`` calls it)
 refuses a tag, target or commit outside the grammar. Here the extra vars are loaded the way
 ``ansible-playbook`` loads them (``-e @payload.json``, ``-e key=value``, and AWX's ``env/extravars``,
 which ansible-runner passes as ``-e @file``, with its ``!unsafe`` tags) and those two steps run
@@ -45,7 +45,7 @@ def body_file(tmp_path: Path, data: Dict[str, Any], name: str = "payload.json") 
 def fixture_launch(collections_path: Path) -> Iterator[Launch]:
     """``launch(extra_vars, expect) -> refusal``: what the first play of a playbook that acts on ``expect``
     events (rollback or checkpoint) says on these extra vars: the failure of its ``input_check`` task,
-    else the ``awx_event.yml`` refusal of the webhook's ref; empty when the launch may go on."""
+    else the ``awx_webhook.yml`` refusal of the webhook's ref; empty when the launch may go on."""
     input_check_action = collection_module(collections_path, "plugins.action.input_check").ActionModule
     tag_event = collection_module(collections_path, "plugins.filter.tag_event").tag_event
 
