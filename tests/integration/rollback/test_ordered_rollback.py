@@ -4,14 +4,11 @@ in order with playbooks/rollback.yml and prove each equals v1."""
 from __future__ import annotations
 
 import json
-import subprocess
+import threading
 import time
-from pathlib import Path
+from typing import Any, Callable
 
-from harness.collection import ansible_bin, ansible_env
 from harness.objects import replace_object
-
-PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 
 
 def failures(result):
@@ -54,14 +51,15 @@ def assert_plan_only(plan, drill):
     assert not any(line.startswith("database:") for line in shown["h2"]), shown["h2"]
 
 
-def test_every_layer_comes_back_to_v1_on_every_host(drill):
+def test_every_layer_comes_back_to_v1_on_every_host_and_a_second_concurrent_rollback_is_refused(drill):
     assert drill.v2 != drill.v1
     plan = drill.playbook("rollback.yml", check=True, rollback_to="v1")
     assert plan.ok, failures(plan)
     assert drill.state() == drill.v2, "check mode changed something"
     assert_plan_only(plan, drill)
 
-    result = drill.playbook("rollback.yml", rollback_to="v1")
+    result = while_running(lambda: drill.playbook("rollback.yml", rollback_to="v1"),
+                           lambda: second_rollback_is_refused(drill))
 
     assert result.ok, failures(result)
     ran = [e for e in result.events if e.get("status") not in ("skipped", None)]
@@ -79,7 +77,7 @@ def test_every_layer_comes_back_to_v1_on_every_host(drill):
     events = [e for e in drill.audit() if e["operation"] == "rollback"]
     assert all(e["dry_run"] is True for e in events if e["run_id"] == events[0]["run_id"]), "the plan says dry run"
     real = [e for e in events if e["run_id"] != events[0]["run_id"]]
-    assert [e["event"] for e in real] == ["started", "completed"]
+    assert [e["event"] for e in real] == ["started", "completed"], "the refused second run records nothing"
     layers = real[-1]["layers"]
     assert set(layers["h1"]) == {"flags", "release", "config", "database", "infrastructure", "services"}
     assert set(layers["h2"]) == {"flags", "release", "config", "infrastructure", "services"}
@@ -131,28 +129,31 @@ def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back(drill):
     assert failed[0]["result"]["problem"] in message and failed[0]["result"]["safety_checkpoint"].startswith("safety/")
 
 
-def test_a_second_concurrent_rollback_is_refused(drill, collections_path):
-    env = ansible_env(collections_path, drill.tf.env)
-    first = subprocess.Popen(
-        [ansible_bin("ansible-playbook"), "-i", str(drill.inventory), str(PLAYBOOKS / "rollback.yml"),
-         "-e", json.dumps(drill.vars(rollback_to="v1"))],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def while_running(run: Callable[[], Any], meanwhile: Callable[[], None]) -> Any:
+    """Start ``run`` in a thread, call ``meanwhile``, then return what ``run`` returned."""
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(run()))
+    thread.start()
     try:
-        deadline = time.monotonic() + 120
-        while not (drill.lock_dir.exists() and any(drill.lock_dir.glob("*.lock"))):
-            assert first.poll() is None, first.stdout.read()
-            assert time.monotonic() < deadline, "the first rollback never took its lock"
-            time.sleep(0.2)
-
-        second = drill.playbook("rollback.yml", rollback_to="v1")
-
-        assert not second.ok
-        message = [e for e in second.events if e.get("status") == "failed"][0]["result"]["msg"]
-        assert "Refusing a second rollback" in message and "running one since" in message
+        meanwhile()
     finally:
-        output = first.communicate(timeout=900)[0]
-    assert first.returncode == 0, output
-    assert drill.state()["hosts"] == drill.v1["hosts"]
+        thread.join(timeout=900)
+    assert outcome, "the run did not finish"
+    return outcome[0]
+
+
+def second_rollback_is_refused(drill) -> None:
+    """Once the running rollback holds its lock, a second one is refused, naming the first."""
+    deadline = time.monotonic() + 120
+    while not (drill.lock_dir.exists() and any(drill.lock_dir.glob("*.lock"))):
+        assert time.monotonic() < deadline, "the first rollback never took its lock"
+        time.sleep(0.2)
+
+    second = drill.playbook("rollback.yml", rollback_to="v1")
+
+    assert not second.ok
+    message = [e for e in second.events if e.get("status") == "failed"][0]["result"]["msg"]
+    assert "Refusing a second rollback" in message and "running one since" in message
 
 
 def finished(drill, result):
@@ -163,12 +164,27 @@ def finished(drill, result):
 
 
 def test_a_migration_revert_alone_is_a_change_with_a_safety_checkpoint_that_undoes_it(drill):
-    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="database")
+    """And the migrations go back to the checkpoint the plan resolved, not to a label moved since: mid-rollback,
+    just before the database layer, the migration label v1 is moved to the current (bad) version; the revert
+    must still go to the version the plan's checkpoint id recorded."""
+    hook = drill.tmp / "move_label.yml"
+    hook.write_text(json.dumps([{
+        "name": "Move the migration label v1 to the bad version",
+        "gitops.rollback.db_migrate": {
+            "operation": "label", "label": "v1", "force": True, "engine": "postgresql", "database": drill.database,
+            "login_host": drill.pg.host, "login_port": drill.pg.port, "login_user": drill.pg.user},
+        "when": "not (gitops_rollback_planning | default(false)) and __rollback_target is not defined"}]))
+
+    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="database",
+                            rollback_database_before_restore_tasks_file=str(hook))
 
     assert result.ok, failures(result)
+    assert drill.sql("SELECT version FROM gitops_rollback_labels WHERE label = 'v1'") == "4", "the hook ran"
     after = drill.state()
     for key in ("tables", "orders_columns", "schema_version"):
         assert after[key] == drill.v1[key], key
+    reverted = [e for e in result.events if "Revert the migrations" in e["task"] and e.get("status") == "ok"]
+    assert reverted and reverted[-1]["result"]["target_version"] == 3, reverted
     assert after["hosts"] == drill.v2["hosts"], "only the database layer was asked for"
     completed, report = finished(drill, result)
     label = "safety/" + completed["run_id"]
@@ -209,29 +225,6 @@ def test_the_target_is_resolved_once_and_a_newer_checkpoint_of_the_label_changes
     assert completed["result"]["safety_checkpoint"]["layers"] == {
         name: ["flags", "release", "config"] for name in ("h1", "h2", "h3")}
     assert f"-e rollback_to={label}" in report
-
-
-def test_the_migrations_go_back_to_the_checkpoint_the_plan_resolved_not_to_a_label_moved_since(drill):
-    # Mid-rollback, just before the database layer, the migration label v1 is moved to the current
-    # (bad) version: the revert must still go to the version the plan's checkpoint id recorded.
-    hook = drill.tmp / "move_label.yml"
-    hook.write_text(json.dumps([{
-        "name": "Move the migration label v1 to the bad version",
-        "gitops.rollback.db_migrate": {
-            "operation": "label", "label": "v1", "force": True, "engine": "postgresql", "database": drill.database,
-            "login_host": drill.pg.host, "login_port": drill.pg.port, "login_user": drill.pg.user},
-        "when": "not (gitops_rollback_planning | default(false)) and __rollback_target is not defined"}]))
-
-    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="database",
-                            rollback_database_before_restore_tasks_file=str(hook))
-
-    assert result.ok, failures(result)
-    assert drill.sql("SELECT version FROM gitops_rollback_labels WHERE label = 'v1'") == "4", "the hook ran"
-    after = drill.state()
-    for key in ("tables", "orders_columns", "schema_version"):
-        assert after[key] == drill.v1[key], key
-    reverted = [e for e in result.events if "Revert the migrations" in e["task"] and e.get("status") == "ok"]
-    assert reverted and reverted[-1]["result"]["target_version"] == 3, reverted
 
 
 def test_a_failed_recovery_says_where_the_host_is_verified_against_its_safety_checkpoint(drill):
