@@ -19,7 +19,9 @@ Figures:
   after 1 % changed, each beside the module's figure (the module should be at least 3x faster);
 - with ``GITOPS_ROLLBACK_BENCH_BEFORE=<another checkout of the collection>``: the cold,
   incremental and restore figures of that checkout too, measured in the same rounds on the
-  same tree (ours vs before; a change should stay within 10 %).
+  same tree (ours vs before; a change should stay within 10 %), and the CPU time (user and
+  system, workers included) of the cold and incremental module runs, steadier than wall time
+  on a loaded machine.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class Outcome(NamedTuple):
     seconds: float
     max_rss_mb: float
     stdout: str
+    cpu_s: float = 0.0  # user + system CPU of the process and of the workers it waited for
 
 
 # Starts a command from a small process and prints its exit code and ru_maxrss (KiB). On Linux a
@@ -148,7 +151,7 @@ import os, subprocess, sys
 with open(sys.argv[1], "wb") as out:
     proc = subprocess.Popen(sys.argv[2:], stdout=out, stderr=subprocess.STDOUT)
     _pid, status, usage = os.wait4(proc.pid, 0)
-print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 """
 
 
@@ -161,17 +164,19 @@ def run_child_measured(argv: List[str], env: dict, small_parent: bool = False) -
         done = subprocess.run([sys.executable, "-c", SMALL_PARENT, str(out_path), *argv], env=env, check=True,
                               stdout=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - started
-        returncode, max_rss_kib = (int(word) for word in done.stdout.split())
+        words = done.stdout.split()
+        returncode, max_rss_kib, cpu_s = int(words[0]), int(words[1]), float(words[2])
     else:
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
             _pid, status, usage = os.wait4(proc.pid, 0)
             seconds = time.perf_counter() - started
         returncode, max_rss_kib = os.waitstatus_to_exitcode(status), usage.ru_maxrss
+        cpu_s = usage.ru_utime + usage.ru_stime
     text = out_path.read_text(errors="replace")
     if returncode != 0:
         raise RuntimeError("%s failed (rc %s): %s" % (argv, returncode, text[-3000:]))
-    return Outcome(seconds, max_rss_kib / 1024.0, text)
+    return Outcome(seconds, max_rss_kib / 1024.0, text, cpu_s)
 
 
 class Modules:
@@ -191,6 +196,7 @@ class Modules:
                         GR_BENCH_OUT=str(workdir / "module-output.json"))
         self.calls = 0
         self.small_parent = False  # True for memory figures (see SMALL_PARENT)
+        self.last_cpu_s = 0.0  # CPU of the last module run, workers included: steadier than wall time under load
 
     def run(self, module: str, **args: object) -> Tuple[Outcome, dict]:
         """Run one module with ``args``; return the outcome and the module's result."""
@@ -200,6 +206,7 @@ class Modules:
         args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
         argv = [sys.executable, str(self.repo / "plugins" / "modules" / ("%s.py" % module)), str(args_file)]
         outcome = run_child_measured(argv, self.env, self.small_parent)
+        self.last_cpu_s = outcome.cpu_s
         args_file.unlink()
         result = json.loads(outcome.stdout[outcome.stdout.index("{"):])
         if result.get("failed"):
@@ -312,13 +319,15 @@ def cold_checkpoint(work: Path, tree: Path) -> List[dict]:
     checkpoint(modules), tar(False)  # warm-up, untimed
     if before:
         checkpoint(before)
-    ours_s, tar_s, tar_sync_s, before_s, restic_s = [], [], [], [], []
+    ours_s, tar_s, tar_sync_s, before_s, restic_s, ours_cpu, before_cpu = [], [], [], [], [], [], []
     for _round in range(ROUNDS):
         tar_s.append(tar(False))
         ours_s.append(checkpoint(modules))
+        ours_cpu.append(modules.last_cpu_s)
         tar_sync_s.append(tar(True))
         if before:
             before_s.append(checkpoint(before))
+            before_cpu.append(before.last_cpu_s)
         if restic:
             restic_s.append(restic_cold())
     archive.unlink(missing_ok=True)
@@ -334,6 +343,7 @@ def cold_checkpoint(work: Path, tree: Path) -> List[dict]:
         figures.append(side_by_side("cold checkpoint vs restic backup", ours_s, restic_s, "restic", 1 / 3))
     if before:
         figures.append(side_by_side("cold checkpoint vs before", ours_s, before_s, "before", 1.1))
+        figures.append(side_by_side("cold checkpoint CPU vs before", ours_cpu, before_cpu, "before", 1.1))
     return figures
 
 
@@ -351,7 +361,7 @@ def incremental_checkpoint(work: Path, tree: Path, files: List[Path], rng: rando
         restic.backup(tree)
     if before:
         before.checkpoint(tree, "inc-0")
-    ours_s, rsync_s, before_s, restic_s = [], [], [], []
+    ours_s, rsync_s, before_s, restic_s, ours_cpu, before_cpu = [], [], [], [], [], []
     for index in range(1, ROUNDS + 2):  # round 1 is the warm-up
         change_files(files, rng)
         previous, current = snapshots / str(index - 1), snapshots / str(index)
@@ -366,6 +376,8 @@ def incremental_checkpoint(work: Path, tree: Path, files: List[Path], rng: rando
             rsync_s.append(theirs)
             before_s.append(other)
             restic_s.append(restic_one)
+            ours_cpu.append(modules.last_cpu_s)
+            before_cpu.append(before.last_cpu_s if before else 0.0)
     shutil.rmtree(snapshots)
     figures = [{"name": "incremental checkpoint (1% changed) vs rsync --link-dest", "ours_s": median(ours_s),
                 "baseline": "rsync", "baseline_s": median(rsync_s), "target": 0.5}]
@@ -374,6 +386,8 @@ def incremental_checkpoint(work: Path, tree: Path, files: List[Path], rng: rando
                                     "restic", 1 / 3))
     if before:
         figures.append(side_by_side("incremental checkpoint (1% changed) vs before", ours_s, before_s, "before", 1.1))
+        figures.append(side_by_side("incremental checkpoint (1% changed) CPU vs before", ours_cpu, before_cpu,
+                                    "before", 1.1))
     return figures
 
 
