@@ -23,6 +23,7 @@ One round each: a first sync can be timed only once per repository.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import random
 import resource
@@ -36,6 +37,7 @@ from typing import Callable, List, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 REPOSITORY_MOUNT = "/srv/gr-repository"
+BEFORE = os.environ.get("GITOPS_ROLLBACK_BENCH_BEFORE")
 
 
 def _load(name: str, path: Path):
@@ -64,7 +66,7 @@ def _engine(workdir: Path):
     sys.path.insert(0, str(workdir / "collections"))
     sys.path.insert(0, str(REPO / "tests"))
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.gitops.rollback.plugins.module_utils.files import capture, restore
+    from ansible_collections.gitops.rollback.plugins.module_utils.files import capture, restore_ops as restore
     from ansible_collections.gitops.rollback.plugins.module_utils.replication import client, fetch, sync
     from ansible_collections.gitops.rollback.plugins.module_utils.store import store
     from harness import start_hosts
@@ -93,6 +95,23 @@ def _compared(name: str, ours: Tuple[float, float], theirs: Tuple[float, float],
     return [{"name": name, "ours_s": ours[0], "baseline": baseline, "baseline_s": theirs[0], "target": target},
             {"name": name + ", CPU", "ours_s": ours[1], "baseline": baseline, "baseline_s": theirs[1],
              "target": target}]
+
+
+def _rebuild_before_after(bench, remote_pid: int, workdir: Path, tree: Path, fingerprint, options: dict) -> List[dict]:
+    """The rebuild of this checkout vs the one in GITOPS_ROLLBACK_BENCH_BEFORE, each in a child process
+    (``bench/repository_rebuild.py``), into an empty directory and an empty store, alternating, two rounds."""
+    times = {"after": [], "before": []}
+    for round_number in range(2):
+        for side, checkout in (("before", BEFORE), ("after", str(REPO))):
+            bench.empty_dir(tree)
+            argv = [sys.executable, str(REPO / "bench" / "repository_rebuild.py"), checkout,
+                    str(workdir / ("child-" + side)), str(workdir / ("store-%s-%d" % (side, round_number))), "v2",
+                    json.dumps(options)]
+            times[side].append(_measured(bench, remote_pid, lambda argv=argv: subprocess.run(argv, check=True)))
+            assert bench.fingerprint(tree) == fingerprint, "the %s checkout rebuilt another tree" % side
+    after = tuple(min(value[i] for value in times["after"]) for i in (0, 1))
+    before = tuple(min(value[i] for value in times["before"]) for i in (0, 1))
+    return _compared("rebuild, this checkout vs before (child processes, best of 2)", after, before, "before", None)
 
 
 def run(workdir: Path, quick: bool) -> List[dict]:
@@ -165,8 +184,7 @@ def run(workdir: Path, quick: bool) -> List[dict]:
             with repository.fetch.Fetcher(rebuilt, spec) as fetcher:
                 fetcher.prepare()
                 with rebuilt.lock("bench", "rebuild"):
-                    fetcher.fetch("v2")
-                    restore.restore_checkpoint(rebuilt, rebuilt.find("v2"), restore.RestoreOptions(safety_checkpoint=False))
+                    restore.rebuild(rebuilt, fetcher, "v2", restore.RestoreOptions(safety_checkpoint=False))
 
         restic = _restic_on(host, fleet.client_key, workdir) if bench.have_restic() else None
         if restic:
@@ -183,6 +201,8 @@ def run(workdir: Path, quick: bool) -> List[dict]:
             peer = _measured(bench, pid, restic.restore)
             assert bench.fingerprint(tree) == fingerprint, "restic restored another tree"
             figures += _compared("rebuild vs restic restore (sftp, same host)", ours, peer, "restic restore", 1.0)
+        if BEFORE:
+            figures += _rebuild_before_after(bench, pid, workdir, tree, fingerprint, options)
     finally:
         fleet.stop()
     shutil.rmtree(workdir / "store")

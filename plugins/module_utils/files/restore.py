@@ -14,7 +14,7 @@ import os
 import secrets
 from array import array
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .capture import CheckpointRequest, locate, roots_of, save_checkpoint
 from ..common.errors import IntegrityError, RollbackError, UnsafePathError
@@ -35,19 +35,63 @@ def _changed(full: str, expected: str, found: str) -> UnsafePathError:
         % (full, expected, found), path=full)
 
 
+class ContentSource:
+    """Where a restore reads the content it writes: the store (this class), or a repository
+    (``replication.fetch.RemoteContent``). The restore hashes every byte it writes and compares
+    the result with the object's name before the file is renamed into place."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def supplies(self, sha: str) -> bool:  # pylint: disable=unused-argument
+        """Tell whether this source brings ``sha`` itself, checked as it is written (not read from the store)."""
+        return False
+
+    def chunks(self, sha: str) -> Iterator[bytes]:
+        """Yield the content of object ``sha`` (the caller hashes it)."""
+        return self.store.iter_blob_content(sha)
+
+    def refused(self, sha: str, actual: str, full: str) -> IntegrityError:
+        """The error for content that does not hash to its name."""
+        return IntegrityError("Object %s changed while restoring %s; nothing more was written." % (sha, full),
+                              expected=sha, actual=actual, path=full)
+
+
+class WrittenFiles:
+    """The inode and size of each file a restore wrote (by action number; 16 bytes each), its content
+    hashed and checked against the object name as it was written."""
+
+    def __init__(self, count: int) -> None:
+        self.inodes = array("Q", bytes(8 * count))
+        self.sizes = array("Q", bytes(8 * count))
+
+    def note(self, number: int, st: os.stat_result) -> None:
+        """Remember the file written for action ``number``."""
+        self.inodes[number], self.sizes[number] = st.st_ino, st.st_size
+
+    def get(self, number: int) -> Optional[Tuple[int, int]]:
+        """(inode, size) of the file written for action ``number``, or None."""
+        return (self.inodes[number], self.sizes[number]) if self.inodes[number] else None
+
+
 class _Applier:
     """Carries out a root plan: removals, staging, renames, then directory metadata.
 
     Every entry is reached from its parent directory's descriptor, each directory opened without
     following a link; new content is written to a file created (``O_EXCL|O_NOFOLLOW``) beside
-    its destination and renamed over it; metadata is set through descriptors.
+    its destination, hashed as it is written and compared with its object name, and renamed over
+    it; metadata is set through descriptors. When staging fails, nothing was renamed yet: the
+    staged files and the directories this run made are removed again.
     """
 
-    def __init__(self, store: Store, plan: RootPlan) -> None:
+    def __init__(self, store: Store, plan: RootPlan, source: Optional[ContentSource] = None) -> None:
         self.store = store
         self.plan = plan
         self.root = plan.root
+        self.source = source or ContentSource(store)
         self.pending = array("L")  # actions whose new content waits at _tmp(name), by number
+        self.written = WrittenFiles(len(plan.actions))
+        self.made: List[str] = []  # directories this run made, in the order made
         self.token = secrets.token_hex(4)
         self.cursor: Optional[DirCursor] = None
 
@@ -61,20 +105,25 @@ class _Applier:
     def _at(self, rel: str) -> Tuple[int, str]:
         return self.cursor.parent_of(rel)
 
-    def _stage_file(self, entry: dict, dir_fd: int, name: str, full: str) -> None:
-        tmp = self._tmp(name)
+    def _stage_file(self, entry: dict, dir_fd: int, name: str, full: str, number: int) -> None:
+        tmp, sha = self._tmp(name), entry["sha256"]
         digest = self.store.hasher()
-        with os.fdopen(os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=dir_fd), "wb") as out:
-            for chunk in self.store.iter_blob_chunks(entry["sha256"]):
-                digest.update(chunk)
-                out.write(chunk)
-            if digest.hexdigest() != entry["sha256"]:
-                out.close()
+        try:
+            with os.fdopen(os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=dir_fd), "wb") as out:
+                for chunk in self.source.chunks(sha):
+                    digest.update(chunk)
+                    out.write(chunk)
+                if digest.hexdigest() != sha:
+                    raise self.source.refused(sha, digest.hexdigest(), full)
+                out.flush()
+                self._set_meta(out.fileno(), entry)
+                self.written.note(number, os.fstat(out.fileno()))
+        except BaseException:
+            try:
                 os.unlink(tmp, dir_fd=dir_fd)
-                raise IntegrityError("Object %s changed while restoring %s; nothing more was written."
-                                     % (entry["sha256"], full))
-            out.flush()
-            self._set_meta(out.fileno(), entry)
+            except OSError:
+                pass
+            raise
 
     @staticmethod
     def _set_meta(fd: int, entry: dict) -> None:
@@ -109,21 +158,23 @@ class _Applier:
         finally:
             os.close(fd)
 
-    def _make_dir(self, dir_fd: int, name: str, full: str) -> None:
+    def _make_dir(self, dir_fd: int, name: str, rel: str) -> None:
         try:
             os.mkdir(name, 0o700, dir_fd=dir_fd)
         except FileExistsError:
             st = lstat_at(dir_fd, name)
             if not _stat.S_ISDIR(st.st_mode):
-                raise _changed(full, "a directory", kind_of(st) or "a special file") from None
+                raise _changed(self._full(rel), "a directory", kind_of(st) or "a special file") from None
+            return
+        self.made.append(rel)
 
-    def _stage(self, action: Action) -> bool:
+    def _stage(self, action: Action, number: int) -> bool:
         """Carry out a non-delete action up to its rename; tell whether content was staged."""
         entry, full = action.entry, self._full(action.rel)
         dir_fd, name = self._at(action.rel)
         if entry["type"] == DIR:
             if action.op != "meta":
-                self._make_dir(dir_fd, name, full)
+                self._make_dir(dir_fd, name, action.rel)
                 self.plan.dirs.add(path_key(action.rel), entry)
             return False  # directories are finished last, deepest first
         if not rewrites(action, entry):
@@ -131,7 +182,7 @@ class _Applier:
             self._fix_meta_at(entry, dir_fd, name, full, action.live_ino)
             return False
         if entry["type"] == FILE:
-            self._stage_file(entry, dir_fd, name, full)
+            self._stage_file(entry, dir_fd, name, full, number)
         elif entry["type"] == FIFO:
             self._stage_fifo(entry, dir_fd, name, full)
         else:
@@ -167,6 +218,30 @@ class _Applier:
                 os.unlink(self._tmp(name), dir_fd=dir_fd)
             except (OSError, RollbackError):
                 pass
+        self.pending = array("L")
+
+    def _remove_made(self) -> None:
+        """Remove the directories this run made (deepest first; only empty ones go)."""
+        self.cursor.reset()
+        for rel in reversed(self.made):
+            try:
+                dir_fd, name = self._at(rel)
+                os.rmdir(name, dir_fd=dir_fd)
+            except (OSError, RollbackError):
+                pass
+        self.made = []
+
+    def _stage_all(self) -> None:
+        """Stage every new entry; on a failure remove what was staged and made (nothing was renamed yet)."""
+        actions = self.plan.actions
+        try:
+            for number in range(len(actions)):
+                if actions.op(number) != "delete" and self._stage(actions[number], number):
+                    self.pending.append(number)
+        except BaseException:
+            self._drop_staged()
+            self._remove_made()
+            raise
 
     def run(self) -> None:
         """Apply the plan."""
@@ -179,9 +254,7 @@ class _Applier:
                     dir_fd, name = self._at(rel)
                     remove_at(dir_fd, name, self._full(rel))
             self.cursor.reset()
-            for number in range(len(actions)):
-                if actions.op(number) != "delete" and self._stage(actions[number]):
-                    self.pending.append(number)
+            self._stage_all()
             sync_filesystem(self.cursor.root_fd)
             self._rename_staged()
             self._finish_dirs()
@@ -208,22 +281,28 @@ def _summary(plans: Sequence[RootPlan]) -> Dict[str, Dict[str, int]]:
     return {plan.root: plan.actions.counts() for plan in plans if plan.actions}
 
 
-def verify_changes(plan: RootPlan, store: Store) -> List[dict]:
-    """Check that every change of an applied plan landed: re-read each written entry (content
-    re-hashed, not trusted to the stat cache), each removed path is gone, each touched directory
-    has its metadata. Entries the plan left alone were found equal when it was made."""
+def verify_changes(plan: RootPlan, store: Store, written: Optional[WrittenFiles] = None) -> List[dict]:
+    """Check that every change of an applied plan landed: re-read each written entry, each removed
+    path is gone, each touched directory has its metadata. Entries the plan left alone were found
+    equal when it was made.
+
+    A file's content is re-hashed (not trusted to the stat cache) unless it is the file this run
+    wrote, hashing every byte as it wrote it (``written``): the same inode, of the size written
+    (its mtime, mode and owner are compared as every entry's).
+    """
     try:
         cursor = DirCursor(open_root(plan.root), plan.root)
     except (OSError, RollbackError) as exc:
         return [{"path": ".", "problem": "cannot be opened: %s" % exc}]
     problems = []
     try:
-        checks = itertools.chain(((action.rel, action.entry) for action in plan.actions),
-                                 (("/".join(key), entry) for key, entry in plan.dirs.items()))
-        for rel, entry in checks:  # one entry decoded at a time: a large plan keeps its entries packed
+        checks = itertools.chain(((number, action.rel, action.entry) for number, action in enumerate(plan.actions)),
+                                 ((None, "/".join(key), entry) for key, entry in plan.dirs.items()))
+        for number, rel, entry in checks:  # one entry decoded at a time: a large plan keeps its entries packed
             try:
                 dir_fd, name = cursor.parent_of(rel)
-                problem = _entry_problem(dir_fd, name, entry, store)
+                as_written = written.get(number) if written is not None and number is not None else None
+                problem = _entry_problem(dir_fd, name, entry, store, as_written)
             except (OSError, RollbackError) as exc:
                 problem = "cannot be reached: %s" % exc
             if problem:
@@ -233,8 +312,10 @@ def verify_changes(plan: RootPlan, store: Store) -> List[dict]:
     return problems
 
 
-def _entry_problem(dir_fd: int, name: str, entry: Optional[dict], store: Store) -> Optional[str]:
-    """Return how an entry differs from what the plan wrote (``entry`` None: it was removed)."""
+def _entry_problem(dir_fd: int, name: str, entry: Optional[dict], store: Store,
+                   as_written: Optional[Tuple[int, int]] = None) -> Optional[str]:
+    """Return how an entry differs from what the plan wrote (``entry`` None: it was removed); ``as_written``:
+    the inode and size of the file this run wrote there, its content hashed as it was written."""
     try:
         st = lstat_at(dir_fd, name)
     except FileNotFoundError:
@@ -244,7 +325,9 @@ def _entry_problem(dir_fd: int, name: str, entry: Optional[dict], store: Store) 
     if kind_of(st) != entry["type"]:
         return "is a %s, not a %s" % (kind_of(st) or "special file", entry["type"])
     sha = target = None
-    if entry["type"] == FILE:
+    if entry["type"] == FILE and as_written == (st.st_ino, st.st_size):
+        sha = entry["sha256"]
+    elif entry["type"] == FILE:
         fd = open_listed(dir_fd, name, st.st_dev, st.st_ino)
         if fd is None:
             return "changed while it was checked"
@@ -282,8 +365,15 @@ class RestoreOptions:
     creator: Optional[str] = None
 
 
-def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) -> dict:
-    """Bring the manifest's roots back to their checkpointed state; the caller holds the store lock."""
+SourceFor = Callable[[Sequence[RootPlan]], ContentSource]
+
+
+def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions, source_for: Optional[SourceFor] = None) -> dict:
+    """Bring the manifest's roots back to their checkpointed state; the caller holds the store lock.
+
+    ``source_for`` (given the plans, before anything changes) says where the content comes from:
+    by default the store; a rebuild streams the objects the store lacks from a repository.
+    """
     records = roots_of(manifest, options.only_paths)
     refuse_unheld(store, manifest, records, options.only_paths)
     capture = options.safety_checkpoint and not options.dry_run
@@ -303,13 +393,17 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions) ->
     if options.dry_run or not result["changed"]:
         result["verified"] = not result["changed"]
         return result
-    verify_blobs(store, plans)
+    source = source_for(plans) if source_for else ContentSource(store)
+    verify_blobs(store, plans, source.supplies)
     if options.safety_checkpoint:
         result["safety_checkpoint"] = checkpoint_summary(_safety(store, manifest, plans, options.creator))
     race_point("restore.planned")
+    applied = []
     for plan in plans:
-        _Applier(store, plan).run()
-    problems = {plan.root: verify_changes(plan, store) for plan in plans}
+        applier = _Applier(store, plan, source)
+        applier.run()
+        applied.append((plan, applier.written))
+    problems = {plan.root: verify_changes(plan, store, written) for plan, written in applied}
     problems = {root: items for root, items in problems.items() if items}
     if problems:
         raise IntegrityError(

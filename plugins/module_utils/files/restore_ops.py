@@ -1,21 +1,21 @@
 # Copyright (c) gitops.rollback contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The restore module's operation: find and check the checkpoint (fetched from a repository first when one is
-given), restore the host's managed paths, and report a damaged object apart from the path it is for. Its own
+"""The restore module's operation: find and check the checkpoint (from a repository when one is given: streamed
+into the restored files, or fetched into the store first), restore the host's managed paths, and report a damaged object apart from the path it is for. Its own
 file, so a checkpoint run never loads the restore engine (``files.restore``) or the repository client.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..common.errors import IntegrityError, RollbackError
 from .checkpoint_ops import CheckpointParams, damaged_message
 from ..replication.client import RepositorySpec
 from ..replication.fetch import Fetcher
-from .restore import RestoreOptions, restore_checkpoint
+from .restore import ContentSource, RestoreOptions, SourceFor, restore_checkpoint
+from .restore_plan import RootPlan
 from ..store.store import Store, checkpoint_summary
 
 
@@ -26,10 +26,10 @@ def damaged_object(manifest: dict, name: Optional[str], actual: Optional[str], p
             "actual": actual, "restore_path": restore_path}
 
 
-def _restorable(store: Store, params: CheckpointParams) -> dict:
+def _restorable(store: Store, ref: str, verify_checkpoint: bool) -> dict:
     """Find the checkpoint to restore; with verify_checkpoint, refuse it unless every object re-hashes."""
-    manifest = store.find(params.checkpoint)
-    if params.verify_checkpoint:
+    manifest = store.find(ref)
+    if verify_checkpoint:
         problems = store.verify(manifest)
         if problems:
             raise IntegrityError(damaged_message({manifest["id"]: problems}) + " Nothing was changed.", damaged=[
@@ -41,9 +41,14 @@ def _restorable(store: Store, params: CheckpointParams) -> dict:
 
 def _restore(store: Store, params: CheckpointParams, options: RestoreOptions) -> tuple:
     """Find, check and restore the checkpoint; a damaged object is reported apart from the path it is for."""
-    manifest = _restorable(store, params)
+    manifest = _restorable(store, params.checkpoint, params.verify_checkpoint)
+    return manifest, _restore_reported(store, manifest, options)
+
+
+def _restore_reported(store: Store, manifest: dict, options: RestoreOptions, source_for: Optional[SourceFor] = None) -> dict:
+    """Restore a manifest's roots; a damaged object is reported apart from the path it is for."""
     try:
-        return manifest, restore_checkpoint(store, manifest, options)
+        return restore_checkpoint(store, manifest, options, source_for)
     except IntegrityError as exc:
         if not exc.details.get("expected"):
             raise
@@ -112,12 +117,37 @@ def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
     with Fetcher(store, spec, params.encryption_key) as fetcher:
         fetcher.prepare()
         with params.lock(store, "restore"):
-            fetched = fetcher.fetch(params.checkpoint)
-            exact = replace(params, checkpoint=fetched["checkpoint"]["id"])
-            manifest, outcome = _restore(store, exact, _restore_options(exact))
+            manifest, outcome, fetched = rebuild(store, fetcher, params.checkpoint, _restore_options(params),
+                                                 params.verify_checkpoint)
     result = _restore_result(params, manifest, outcome)
     result["fetched"] = fetched["fetched"]
     result["changed"] = result["changed"] or bool(fetched["fetched"]["objects"])
     result["recovery"] = {"source": fetched["source"], "newest_replicated": fetched.get("newest_replicated"),
                           "rpo_seconds": fetched.get("rpo_seconds"), "rto_seconds": round(time.monotonic() - started, 3)}
     return result
+
+
+def rebuild(store: Store, fetcher: Fetcher, ref: str, options: RestoreOptions, verify_checkpoint: bool = False) -> tuple:
+    """Restore checkpoint ``ref`` from the repository under the store lock; return (manifest, outcome, fetched).
+
+    When the local store lacks the checkpoint and is plain, only its trees are fetched into the store,
+    and the content the store lacks is streamed from the repository straight into the files being
+    restored, each hashed as it is written and checked against its name before anything is renamed
+    into place; the local store does not keep the checkpoint. A restore that also removes entries
+    (the target is not empty), an encrypted store, or ``verify_checkpoint`` fetch the checkpoint into
+    the store first (checked), then restore from it.
+    """
+    manifest = None if verify_checkpoint else fetcher.trees_only(ref)
+    if manifest is None:
+        fetched = fetcher.fetch(ref)
+        manifest = _restorable(store, fetched["checkpoint"]["id"], verify_checkpoint)
+        return manifest, _restore_reported(store, manifest, options), fetched
+
+    def source_for(plans: Sequence[RootPlan]):
+        if any(plan.actions.counts().get(op) for plan in plans for op in ("delete", "retype")):
+            fetcher.fetch(manifest["id"])  # nothing is removed before every object was checked in the store
+            return ContentSource(store)
+        return fetcher.stream([sha for plan in plans for sha, _rel in plan.blobs() if not store.has_blob(sha)])
+
+    outcome = _restore_reported(store, manifest, options, source_for)
+    return manifest, outcome, fetcher.rebuilt()

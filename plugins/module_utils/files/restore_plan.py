@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .capture import RootSpec, TreeRecorder
 from ..common.errors import IntegrityError, UnsafePathError
@@ -306,12 +306,15 @@ def plan_root(store: Store, record: dict, want_diff: bool = False, cache_writer:
     return _Planner(store, record, want_diff, cache_writer, capture).run()
 
 
-def verify_blobs(store: Store, plans: Sequence[RootPlan]) -> None:
-    """Re-hash every blob a restore will write; refuse before any change when one is bad."""
+def verify_blobs(store: Store, plans: Sequence[RootPlan], supplied: Callable[[str], bool] = lambda _sha: False) -> None:
+    """Re-hash every blob a restore will read from the store; refuse before any change when one is bad.
+
+    Blobs for which ``supplied`` is true come from elsewhere (a repository) and are checked as they are written.
+    """
     checked: Set[str] = set()  # names found sound (the latest VERIFIED_MEMORY): a repeat is not hashed again
     for plan in plans:
         for sha, rel in plan.blobs():
-            if sha not in checked and not store.known_sound(sha):
+            if sha not in checked and not store.known_sound(sha) and not supplied(sha):
                 actual = store.blob_hash(sha)
                 if actual == sha:
                     if len(checked) >= VERIFIED_MEMORY:

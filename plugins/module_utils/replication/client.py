@@ -160,13 +160,18 @@ class Connection:
         self.close()
 
     def close(self) -> None:
-        """End the session (the receiver stops at the end of its input) and remove the key files."""
+        """End the session (the receiver stops at the end of its input) and remove the key files.
+
+        Replies not read (a restore that stopped in the middle of a stream of objects) are dropped:
+        the receiver, blocked writing them, ends on the closed pipe instead of waiting for a reader.
+        """
         proc, self.proc = self.proc, None
         if proc is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

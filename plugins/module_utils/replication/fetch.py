@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Deque, Iterator, List, Optional, Sequence, Tuple
 
 from ..common.errors import CheckpointNotFound, IntegrityError
 from ..common.fsutil import atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, unlink_quietly
@@ -77,14 +78,15 @@ class RepositoryView:
         return read_file(self.store.manifest_path(checkpoint_id))
 
 
-def _damaged(name: str, where: str, actual: Optional[str], exc: Optional[Exception] = None) -> IntegrityError:
+def _damaged(name: str, where: str, actual: Optional[str], exc: Optional[Exception] = None,
+             path: Optional[str] = None) -> IntegrityError:
     if actual is None:
         return IntegrityError("Object %s in the repository %s is damaged: %s Nothing was restored; the object was not "
-                              "placed in the local store." % (name, where, exc), expected=name, actual=None)
+                              "placed in the local store." % (name, where, exc), expected=name, actual=None, path=path)
     return IntegrityError(
         "Object %s in the repository %s is corrupted (its content hashes to %s). Nothing was restored; the object "
         "was not placed in the local store. Restore another checkpoint, or sync this one again from a host that "
-        "holds it intact." % (name, where, actual), expected=name, actual=actual)
+        "holds it intact." % (name, where, actual), expected=name, actual=actual, path=path)
 
 
 def _check_fetched(store: Store, name: str, tmp: str, where: str) -> None:
@@ -141,6 +143,83 @@ def _receive_batch(conn: Connection, store: Store, names: List[str], sizes: List
     return small
 
 
+def _refuse_gone(conn: Connection, names: Sequence[str], sizes: Sequence[int]) -> None:
+    """Refuse a batch in which the repository lacks objects (a size of -1)."""
+    gone = [name for name, size in zip(names, sizes) if size < 0]
+    if gone:
+        raise IntegrityError("The repository %s lacks object %s (and %d more) that the checkpoint needs. "
+                             "Nothing was restored." % (conn.spec.where(), gone[0], len(gone) - 1),
+                             expected=gone[0], actual=None)
+
+
+class RemoteContent:
+    """The content of the objects a restore writes that the local store lacks, streamed from the repository
+    straight into the files being restored (a rebuild): nothing is written to the local store. A
+    content source of ``files.restore`` (the other objects are read from the store).
+
+    The objects are asked for in the order the restore writes them (a name twice when two files
+    have that content), in batches, the next batch as soon as one's sizes are known. The restore
+    hashes every byte as it writes it and compares the result with the object's name before the
+    file can be renamed into place (:meth:`refused` names the object and the repository).
+    """
+
+    def __init__(self, store: Store, conn: Connection, names: Sequence[str]) -> None:
+        self.store = store
+        self.conn = conn
+        self.wanted = frozenset(names)
+        self.batches = [list(names[start:start + NAMES_PER_REQUEST]) for start in range(0, len(names), NAMES_PER_REQUEST)]
+        self.queue: Deque[Tuple[str, int]] = deque()
+        self.read_batches = 0
+        self.objects = self.bytes = 0
+        if self.batches:
+            self._ask(0)
+
+    def _ask(self, number: int) -> None:
+        self.conn.send({"op": "get", "names": self.batches[number]})
+        self.conn.flush("sending objects")
+
+    def _next_batch(self) -> None:
+        names = self.batches[self.read_batches]
+        sizes = self.conn.reply("sending objects")["sizes"]
+        _refuse_gone(self.conn, names, sizes)
+        self.read_batches += 1
+        if self.read_batches < len(self.batches):
+            self._ask(self.read_batches)
+        self.queue.extend(zip(names, sizes))
+
+    def supplies(self, sha: str) -> bool:
+        """Tell whether ``sha`` comes from the repository (the restore does not read it from the store)."""
+        return sha in self.wanted
+
+    def chunks(self, sha: str) -> Iterator[bytes]:
+        """Yield the content of ``sha``: from the repository when the store lacked it, else from the store."""
+        if sha not in self.wanted:
+            return self.store.iter_blob_content(sha)
+        return self._stream(sha)
+
+    def _stream(self, sha: str) -> Iterator[bytes]:
+        if not self.queue:
+            self._next_batch()
+        name, size = self.queue.popleft()
+        if name != sha:
+            raise RepositoryError("The restore asked for object %s where %s was due from %s; nothing was renamed "
+                                  "into place." % (sha, name, self.conn.spec.where()))
+        left = size
+        while left:
+            data = self.conn.read_exactly(min(CHUNK, left), "sending object %s" % name)
+            left -= len(data)
+            yield data
+        self.objects += 1
+        self.bytes += size
+
+    def refused(self, sha: str, actual: str, full: str) -> IntegrityError:
+        """The error for an object whose content does not hash to its name, naming the object and where it came from."""
+        if sha not in self.wanted:
+            return IntegrityError("Object %s changed while restoring %s; nothing more was written." % (sha, full),
+                                  expected=sha, actual=actual, path=full)
+        return _damaged(sha, self.conn.spec.where(), actual, path=full)
+
+
 def _fetch_objects(conn: Connection, store: Store, names: Sequence[str]) -> Tuple[int, int]:
     """Fetch objects into the local store, each checked before it is placed; return (objects, bytes).
 
@@ -156,11 +235,7 @@ def _fetch_objects(conn: Connection, store: Store, names: Sequence[str]) -> Tupl
         conn.send({"op": "get", "names": batches[0]})
     for number, chunk in enumerate(batches):
         sizes = conn.reply("sending objects")["sizes"]
-        gone = [name for name, size in zip(chunk, sizes) if size < 0]
-        if gone:
-            raise IntegrityError("The repository %s lacks object %s (and %d more) that the checkpoint needs. "
-                                 "Nothing was restored." % (conn.spec.where(), gone[0], len(gone) - 1),
-                                 expected=gone[0], actual=None)
+        _refuse_gone(conn, chunk, sizes)
         if number + 1 < len(batches):
             conn.send({"op": "get", "names": batches[number + 1]})
             conn.flush("sending objects")
@@ -194,6 +269,9 @@ class Fetcher:
         self._format: Optional[dict] = None
         self._workdir: Optional[tempfile.TemporaryDirectory] = None
         self._view: Optional[RepositoryView] = None
+        self._counts = [0, 0]  # objects and bytes fetched in this session (into the store or the restored files)
+        self._content: Optional[RemoteContent] = None
+        self._rebuilding: Optional[dict] = None  # the summary of trees_only (manifest, newest)
 
     def __enter__(self) -> "Fetcher":
         return self
@@ -268,6 +346,30 @@ class Fetcher:
         local = self._local(ref)
         if local is not None:
             return local
+        store, conn = self.store, self._open_store()
+        manifest, raw, newest = store.find_optional(ref), None, None
+        if manifest is None:
+            view = self.view()
+            manifest = view.find(ref, self.spec.where())
+            raw, newest = view.raw(manifest["id"]), view.newest()
+        missing, complete = _missing_locally(store, manifest)
+        objects, size = self._fetched(_fetch_objects(conn, store, missing))
+        if not complete:
+            missing, _complete = _missing_locally(store, manifest)
+            more, more_size = self._fetched(_fetch_objects(conn, store, missing))
+            objects, size = objects + more, size + more_size
+        store.sync()
+        if raw is not None:
+            atomic_write_bytes(store.manifest_path(manifest["id"]), raw)
+            store.load(manifest["id"])
+        return _fetch_result(manifest, objects, size, newest)
+
+    def _fetched(self, counts: Tuple[int, int]) -> Tuple[int, int]:
+        self._counts = [self._counts[0] + counts[0], self._counts[1] + counts[1]]
+        return counts
+
+    def _open_store(self) -> Connection:
+        """Connect, create a missing local store, and refuse one whose format cannot take the host's checkpoints."""
         store = self.store
         conn = self._connection()
         seed_store(store, self._host_format())
@@ -277,21 +379,44 @@ class Fetcher:
                 "The local store %s cannot take checkpoints of host namespace %s of the repository %s: %s. Nothing "
                 "was changed. Restore into a new store_path (or remove the store that was created anew)." % (
                     store.root, self.spec.namespace, self.spec.where(), problem))
-        manifest, raw, newest = store.find_optional(ref), None, None
+        return conn
+
+    def trees_only(self, ref: str) -> Optional[dict]:
+        """For a rebuild: the manifest of checkpoint ``ref`` with its tree objects fetched into the local store
+        (checked), its other objects left in the repository for :meth:`stream`. None when the local store
+        holds the checkpoint whole, or is encrypted (then :meth:`fetch` brings it into the store first, where
+        its objects are opened with the store's key). The caller holds the store lock.
+        """
+        if self._local(ref) is not None:
+            return None
+        store, conn = self.store, self._open_store()
+        if store.encrypted:
+            return None
+        manifest, newest = store.find_optional(ref), None
         if manifest is None:
             view = self.view()
             manifest = view.find(ref, self.spec.where())
-            raw, newest = view.raw(manifest["id"]), view.newest()
-        missing, complete = _missing_locally(store, manifest)
-        objects, size = _fetch_objects(conn, store, missing)
-        if not complete:
-            missing, _complete = _missing_locally(store, manifest)
-            more, more_size = _fetch_objects(conn, store, missing)
-            objects, size = objects + more, size + more_size
-        store.sync()
-        if raw is not None:
-            atomic_write_bytes(store.manifest_path(manifest["id"]), raw)
-            store.load(manifest["id"])
-        return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": objects, "bytes": size},
-                "source": "repository", "newest_replicated": newest,
-                "rpo_seconds": None if newest is None else max(0, int(time.time() - parse_time(newest["created"])))}
+            newest = view.newest()
+        trees = [root["tree"] for root in manifest.get("roots", []) if root.get("tree")]
+        self._fetched(_fetch_objects(conn, store, [tree for tree in trees if not store.has_blob(tree)]))
+        store.packs.finish()
+        self._rebuilding = {"manifest": manifest, "newest": newest}
+        return manifest
+
+    def stream(self, names: Sequence[str]) -> RemoteContent:
+        """The content of ``names`` (in the order a restore writes them), streamed from the repository."""
+        self._content = RemoteContent(self.store, self._connection(), names)
+        return self._content
+
+    def rebuilt(self) -> dict:
+        """What a rebuild begun with :meth:`trees_only` fetched (into the store, and into the restored files)."""
+        objects, size = self._counts
+        if self._content is not None:
+            objects, size = objects + self._content.objects, size + self._content.bytes
+        return _fetch_result(self._rebuilding["manifest"], objects, size, self._rebuilding["newest"])
+
+
+def _fetch_result(manifest: dict, objects: int, size: int, newest: Optional[dict]) -> dict:
+    return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": objects, "bytes": size},
+            "source": "repository", "newest_replicated": newest,
+            "rpo_seconds": None if newest is None else max(0, int(time.time() - parse_time(newest["created"])))}

@@ -288,3 +288,43 @@ def test_the_plan_of_a_full_restore_takes_little_memory_per_entry(store, tmp_pat
         tracemalloc.stop()
     assert len(plan.actions) == count + 10
     assert kept / len(plan.actions) < 200, "%d bytes per planned action" % (kept / len(plan.actions))
+
+
+def test_a_full_restore_hashes_each_file_once_as_it_writes_it(store, root, monkeypatch):
+    """The verification after the restore trusts the hash taken while writing (same inode, same size): no
+    written file is read back."""
+    manifest = _checkpoint(store, root)
+    expected = _snapshot(root)
+    shutil.rmtree(str(root))
+    read_back = []
+    original = Store.hash_fd
+    monkeypatch.setattr(Store, "hash_fd", lambda self, fd: read_back.append(fd) or original(self, fd))
+    result = restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    assert result["verified"] and _snapshot(root) == expected
+    assert read_back == []
+
+
+@pytest.mark.parametrize("how", ["replaced", "written in place"])
+def test_a_file_changed_after_it_was_written_fails_the_verification(store, root, monkeypatch, how):
+    manifest = _checkpoint(store, root)
+    (root / "conf" / "app.conf").write_text("port = 8080\n")
+    target = root / "conf" / "app.conf"
+    checkpointed = next(entry for entry in store.iter_tree(manifest["roots"][0]["tree"])
+                        if entry["path"] == "conf/app.conf")
+
+    def change_it(point, _where):
+        if point == "restore.meta" and target.read_text() == "port = 80\n":
+            if how == "replaced":  # another inode of the same size and mtime, other content
+                os.unlink(str(target))
+                target.write_text("port = 81\n")
+                os.utime(str(target), ns=(checkpointed["mtime_ns"], checkpointed["mtime_ns"]))
+            else:
+                with open(str(target), "r+b") as handle:
+                    handle.write(b"PORT")
+
+    monkeypatch.setattr(_nofollow, "race_hook", change_it)
+    with pytest.raises(IntegrityError) as failed:
+        restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    problem = failed.value.details["differences"][str(root)][0]
+    assert problem["path"] == "conf/app.conf"
+    assert ("content" if how == "replaced" else "mtime") in problem["problem"]
