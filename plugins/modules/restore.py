@@ -19,11 +19,14 @@ description:
     restore itself can be rolled back) and, after writing, checks the tree against the checkpoint.
   - A process killed during a restore leaves every file either old or new; running the restore
     again completes it.
-  - With O(repository), a checkpoint the store does not hold (or holds only in part) is fetched first from the
-    checkpoint repository - its manifest and only the objects the store lacks, each checked before it is
-    placed - also onto a host whose store is gone (the store is created with the format the host's store had,
-    so an encrypted one opens with the same key). A corrupted object in the repository is refused, naming it,
-    before anything is restored.
+  - With O(repository), a checkpoint the store does not hold (or holds only in part) comes from the checkpoint
+    repository - only the objects the store lacks, each checked against its name - also onto a host whose store
+    is gone (the store is created with the format the host's store had, so an encrypted one opens with the same
+    key). A corrupted object in the repository is refused, naming it, before anything is restored.
+  - Into empty or missing directories (a rebuild) of a plain store, the contents are streamed from the repository
+    straight into the files being restored, each hashed as it is written and checked before anything is renamed
+    into place; the store keeps only the checkpoint's trees, not the checkpoint. Otherwise (entries to remove, an
+    encrypted store, O(verify_checkpoint)) the checkpoint is fetched into the store first, then restored.
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
