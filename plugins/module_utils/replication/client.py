@@ -129,7 +129,7 @@ class Connection:
             known = os.path.join(self.workdir, "known_hosts")
             self._write_private(known, spec.known_hosts.strip() + "\n")
             argv += ["-o", "UserKnownHostsFile=%s" % known, "-o", "GlobalKnownHostsFile=/dev/null"]
-        return argv + ["--", spec.host, "python3 -c %s" % shlex.quote(receiver.BOOTSTRAP)]
+        return argv + ["--", spec.host, "python3 %s -c %s" % (receiver.PYTHON_FLAGS, shlex.quote(receiver.BOOTSTRAP))]
 
     @staticmethod
     def _write_private(path: str, text: str) -> None:

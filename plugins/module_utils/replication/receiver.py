@@ -19,13 +19,11 @@ paths are followed as they are.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import hashlib
 import json
 import os
 import re
-import secrets
 import stat
 import sys
 
@@ -35,6 +33,7 @@ except ImportError:  # run from source on the repository host: receiver_source()
     pass
 import time
 
+PYTHON_FLAGS = "-I -S"  # isolated (no PYTHON* variables, no user site), no site module: standard library only
 BOOTSTRAP = ("import sys;_n=int(sys.stdin.buffer.readline());"
              'exec(compile(sys.stdin.buffer.read(_n),"gitops-rollback-receiver","exec"))')
 REPOSITORY_VERSION = 1
@@ -70,6 +69,7 @@ def _fsync(path: str) -> None:
 
 def _sync_filesystem(path: str) -> None:
     """Flush the file system holding ``path`` (syncfs; sync where it is missing)."""
+    import ctypes  # pylint: disable=import-outside-toplevel  # (only here: its import costs each session)
     try:
         syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
@@ -170,7 +170,7 @@ class _Session:
         return self.path("hosts", self.host, "checkpoints")
 
     def _temp(self) -> str:
-        return self.path("tmp", ".recv.grtmp-%d-%s" % (os.getpid(), secrets.token_hex(6)))
+        return self.path("tmp", ".recv.grtmp-%d-%s" % (os.getpid(), os.urandom(6).hex()))
 
     @staticmethod
     def _read_json(path: str):
@@ -178,7 +178,7 @@ class _Session:
             return json.loads(handle.read().decode("utf-8"))
 
     def _write_atomic(self, path: str, data: bytes) -> None:
-        tmp = os.path.join(os.path.dirname(path), ".%s.grtmp-%s" % (os.path.basename(path), secrets.token_hex(4)))
+        tmp = os.path.join(os.path.dirname(path), ".%s.grtmp-%s" % (os.path.basename(path), os.urandom(4).hex()))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             view = memoryview(data)

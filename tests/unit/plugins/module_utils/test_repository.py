@@ -121,7 +121,7 @@ def test_ssh_checks_host_keys_and_the_remote_command_is_a_constant(tmp_path):
     connection.workdir = str(tmp_path)
     argv = connection.argv()
     assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
-    assert argv[-3:] == ["--", "backup.example.com", "python3 -c '%s'" % _repo_receiver.BOOTSTRAP]
+    assert argv[-3:] == ["--", "backup.example.com", "python3 -I -S -c '%s'" % _repo_receiver.BOOTSTRAP]
     assert all("/srv/repo" not in arg for arg in argv)
 
 
