@@ -13,9 +13,13 @@ each timed step:
   session it ran: ssh, the receiver, rsync's server side) and bytes on the connection vs the bytes
   changed; A/B in the same run, the tree sent whole (``TREE_DELTAS`` off) into a copy of the
   repository made before the change;
-- the rebuild of the tree into an empty directory (fetch into an empty store, then restore) vs
-  ``rsync -a`` pulling the tree from the repository host and vs ``restic restore`` from a restic
-  repository on the repository host (sftp over the same SSH).
+- the rebuild of the tree into an empty directory and an empty store (``restore_ops.rebuild``, as the
+  restore module with ``repository`` runs it: the trees into the store, the contents streamed into
+  the files) vs ``rsync -a`` pulling the tree from the repository host and vs ``restic restore`` from
+  a restic repository on the repository host (sftp over the same SSH);
+- with ``GITOPS_ROLLBACK_BENCH_BEFORE=<another checkout of the collection>``: the rebuild of this
+  checkout vs that one, each in a child process (``bench/repository_rebuild.py``), alternating, best
+  of two rounds.
 
 One round each: a first sync can be timed only once per repository.
 """
