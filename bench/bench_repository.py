@@ -198,7 +198,7 @@ def run(workdir: Path, quick: bool) -> List[dict]:
         ours = _measured(bench, pid, rebuild)
         assert bench.fingerprint(tree) == fingerprint, "the rebuilt tree differs"
         theirs = _measured(bench, pid, lambda: rsync(remote, str(workdir / "pulled") + "/"))
-        figures += _compared("rebuild (fetch + restore into an empty directory) vs rsync -a pull", ours, theirs,
+        figures += _compared("rebuild (restore from the repository into an empty directory) vs rsync -a pull", ours, theirs,
                              "rsync -a", 1.5)
         if restic:
             bench.empty_dir(tree)
