@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import secrets
+import stat
 from typing import Iterable, Iterator, Union
 
 from .errors import StoreFullError
@@ -43,11 +44,18 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and TEMP_MARK in name
 
 
+# Opening a path only to flush it: never blocks (a FIFO put in a file's place would wait for a writer)
+# and is not inherited by a child process.
+FLUSH_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def fsync_path(path: str) -> None:
-    """fsync a file or directory by path."""
-    fd = os.open(path, os.O_RDONLY)
+    """fsync a file or directory by path; anything else (a FIFO, a socket, a device) holds nothing to flush."""
+    fd = os.open(path, FLUSH_OPEN_FLAGS)
     try:
-        os.fsync(fd)
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind in (stat.S_IFREG, stat.S_IFDIR):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -131,7 +139,7 @@ def sync_filesystem(where: Union[str, int]) -> None:
     c_library = libc()
     if c_library and hasattr(c_library, "syncfs"):
         owned = not isinstance(where, int)
-        fd = os.open(where, os.O_RDONLY) if owned else where
+        fd = os.open(where, FLUSH_OPEN_FLAGS) if owned else where
         try:
             if c_library.syncfs(fd) == 0:
                 return

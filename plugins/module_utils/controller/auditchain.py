@@ -196,7 +196,7 @@ def write_head(path: str, seq: int, digest: str) -> None:
     except OSError:
         os.unlink(temp)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
     finally:

@@ -60,7 +60,7 @@ def _private_dir(path: str) -> None:
 
 
 def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO in its place never blocks
     try:
         os.fsync(fd)
     finally:
@@ -75,7 +75,7 @@ def _sync_filesystem(path: str) -> None:
     except (OSError, AttributeError):
         os.sync()
         return
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO in its place never blocks
     try:
         if syncfs(fd) != 0:
             os.sync()
