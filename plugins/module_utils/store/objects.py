@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import os
 import shutil
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Set
+from typing import TYPE_CHECKING, Iterator, Optional, Set
 
 from ..common.errors import EncryptionKeyError, IntegrityError
 from ..common.fsutil import split_lines, unlink_quietly
@@ -130,18 +130,33 @@ class Objects:
         """Return a blob's bytes after checking their hash (and, encrypted, their authenticity)."""
         return self._content(sha, self._stored_bytes(sha))
 
+    def _unsealed(self, sha: str, stored: bytes) -> bytes:
+        """Return a blob's content from its stored bytes (authenticated first when encrypted), unhashed."""
+        cipher = self.cipher
+        return stored if cipher is None else cipher.unseal(stored, object_context(sha), "Object %s" % sha)
+
     def _content(self, sha: str, data: bytes) -> bytes:
         """Return a blob's content from its stored bytes after checking them (see read_blob)."""
-        cipher = self.cipher
-        if cipher is not None:
-            data = cipher.unseal(data, object_context(sha), "Object %s" % sha)
+        data = self._unsealed(sha, data)
         actual = self.hash_bytes(data)
         if actual != sha:
             raise IntegrityError("Object %s is corrupted (content hashes to %s)." % (sha, actual))
         return data
 
+    def _loose_chunks(self, sha: str) -> Iterator[bytes]:
+        """Yield the content of a blob stored as a file of its own, unhashed (an encrypted one's tag is
+        verified before its first byte)."""
+        cipher = self.cipher
+        with open(self.blob_path(sha), "rb") as handle:
+            if cipher is None:
+                yield from iter(lambda: handle.read(CHUNK), b"")
+            else:
+                yield from cipher.open_stream(handle, os.fstat(handle.fileno()).st_size, object_context(sha),
+                                              "Object %s" % sha)
+
     def iter_blob_chunks(self, sha: str) -> Iterator[bytes]:
-        """Yield a blob's content in chunks, then check the hash of everything read.
+        """Yield a blob's content in chunks, then check the hash of everything read (a packed blob's
+        before its bytes are yielded).
 
         An encrypted object's tag is verified before its first byte is yielded.
         """
@@ -150,16 +165,9 @@ class Objects:
             yield self._content(sha, read_range(location))
             return
         digest = self.hasher()
-        cipher = self.cipher
-        with open(self.blob_path(sha), "rb") as handle:
-            if cipher is None:
-                chunks: Iterable[bytes] = iter(lambda: handle.read(CHUNK), b"")
-            else:
-                size = os.fstat(handle.fileno()).st_size
-                chunks = cipher.open_stream(handle, size, object_context(sha), "Object %s" % sha)
-            for chunk in chunks:
-                digest.update(chunk)
-                yield chunk
+        for chunk in self._loose_chunks(sha):
+            digest.update(chunk)
+            yield chunk
         if digest.hexdigest() != sha:
             raise IntegrityError("Object %s is corrupted (content hashes to %s)." % (sha, digest.hexdigest()))
 
@@ -169,17 +177,9 @@ class Objects:
         still authenticated before its first byte is yielded."""
         location = self.packed(sha)
         if location is not None:
-            stored = read_range(location)
-            cipher = self.cipher
-            yield stored if cipher is None else cipher.unseal(stored, object_context(sha), "Object %s" % sha)
+            yield self._unsealed(sha, read_range(location))
             return
-        cipher = self.cipher
-        with open(self.blob_path(sha), "rb") as handle:
-            if cipher is None:
-                yield from iter(lambda: handle.read(CHUNK), b"")
-            else:
-                yield from cipher.open_stream(handle, os.fstat(handle.fileno()).st_size, object_context(sha),
-                                              "Object %s" % sha)
+        yield from self._loose_chunks(sha)
 
     def iter_blob_lines(self, sha: str) -> Iterator[bytes]:
         """Yield a blob's lines, then check the hash of everything read."""
