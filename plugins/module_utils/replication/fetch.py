@@ -11,10 +11,11 @@ throwaway store of the same format (also what pruning decides on).
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 import time
-from collections import deque
-from typing import Deque, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from ..common.errors import CheckpointNotFound, IntegrityError
 from ..common.fsutil import atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, unlink_quietly
@@ -23,6 +24,9 @@ from ..store.packs import SMALL_OBJECT
 from .client import (CHUNK, NAMES_PER_REQUEST, Connection, RepositoryError, RepositorySpec, compatible,
                      needed_objects, recorded_format, read_file)
 from ..store.store import LAYOUT, Store, parse_time, checkpoint_summary
+
+READ_CHUNK = 256 * 1024  # the reader thread's reads of a large object
+READ_AHEAD = 256  # chunks read ahead of the restore (at most 64 MiB)
 
 
 def _missing_locally(store: Store, manifest: dict) -> Tuple[List[str], bool]:
@@ -158,7 +162,9 @@ class RemoteContent:
     content source of ``files.restore`` (the other objects are read from the store).
 
     The objects are asked for in the order the restore writes them (a name twice when two files
-    have that content), in batches, the next batch as soon as one's sizes are known. The restore
+    have that content), in batches, the next batch as soon as one's sizes are known. A reader
+    thread takes the bytes off the SSH session while the restore creates and writes the files (both
+    wait in system calls, which let the other run), at most READ_AHEAD chunks ahead. The restore
     hashes every byte as it writes it and compares the result with the object's name before the
     file can be renamed into place (:meth:`refused` names the object and the repository).
     """
@@ -168,24 +174,65 @@ class RemoteContent:
         self.conn = conn
         self.wanted = frozenset(names)
         self.batches = [list(names[start:start + NAMES_PER_REQUEST]) for start in range(0, len(names), NAMES_PER_REQUEST)]
-        self.queue: Deque[Tuple[str, int]] = deque()
-        self.read_batches = 0
         self.objects = self.bytes = 0
+        self._chunks: "queue.Queue[object]" = queue.Queue(READ_AHEAD)
+        self._stopping = threading.Event()
+        self._reader = threading.Thread(target=self._read_all, name="gitops-rollback-repository-reader", daemon=True)
         if self.batches:
-            self._ask(0)
+            self._reader.start()
 
-    def _ask(self, number: int) -> None:
-        self.conn.send({"op": "get", "names": self.batches[number]})
-        self.conn.flush("sending objects")
+    def _read_all(self) -> None:
+        """The reader thread: ask for each batch, read its sizes and objects, queue them as (name, size, chunk, last)."""
+        conn = self.conn
+        try:
+            conn.send({"op": "get", "names": self.batches[0]})
+            for number, names in enumerate(self.batches):
+                sizes = conn.reply("sending objects")["sizes"]
+                _refuse_gone(conn, names, sizes)
+                if number + 1 < len(self.batches):
+                    conn.send({"op": "get", "names": self.batches[number + 1]})
+                    conn.flush("sending objects")
+                for name, size in zip(names, sizes):
+                    left = size
+                    while True:
+                        data = conn.read_exactly(min(READ_CHUNK, left), "sending object %s" % name) if left else b""
+                        left -= len(data)
+                        self._put((name, size, data, not left))
+                        if not left:
+                            break
+        except _Stopped:
+            return
+        except BaseException as exc:  # pylint: disable=broad-exception-caught  # raised again in the restoring thread
+            try:
+                self._put(exc)
+            except _Stopped:
+                pass
 
-    def _next_batch(self) -> None:
-        names = self.batches[self.read_batches]
-        sizes = self.conn.reply("sending objects")["sizes"]
-        _refuse_gone(self.conn, names, sizes)
-        self.read_batches += 1
-        if self.read_batches < len(self.batches):
-            self._ask(self.read_batches)
-        self.queue.extend(zip(names, sizes))
+    def _put(self, item: object) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                pass
+        raise _Stopped()
+
+    def _take(self) -> tuple:
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        """Stop the reader thread (a restore that ended before every object was read); the session is closed next."""
+        self._stopping.set()
+        while True:
+            try:
+                self._chunks.get_nowait()
+            except queue.Empty:
+                break
+        if self._reader.is_alive():
+            self._reader.join(timeout=1)
 
     def supplies(self, sha: str) -> bool:
         """Tell whether ``sha`` comes from the repository (the restore does not read it from the store)."""
@@ -198,16 +245,13 @@ class RemoteContent:
         return self._stream(sha)
 
     def _stream(self, sha: str) -> Iterator[bytes]:
-        if not self.queue:
-            self._next_batch()
-        name, size = self.queue.popleft()
+        name, size, data, last = self._take()
         if name != sha:
             raise RepositoryError("The restore asked for object %s where %s was due from %s; nothing was renamed "
                                   "into place." % (sha, name, self.conn.spec.where()))
-        left = size
-        while left:
-            data = self.conn.read_exactly(min(CHUNK, left), "sending object %s" % name)
-            left -= len(data)
+        yield data
+        while not last:
+            _name, _size, data, last = self._take()
             yield data
         self.objects += 1
         self.bytes += size
@@ -218,6 +262,10 @@ class RemoteContent:
             return IntegrityError("Object %s changed while restoring %s; nothing more was written." % (sha, full),
                                   expected=sha, actual=actual, path=full)
         return _damaged(sha, self.conn.spec.where(), actual, path=full)
+
+
+class _Stopped(Exception):
+    """The restore stopped reading the stream (the reader thread ends)."""
 
 
 def _fetch_objects(conn: Connection, store: Store, names: Sequence[str]) -> Tuple[int, int]:
@@ -277,6 +325,8 @@ class Fetcher:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._content is not None:
+            self._content.stop()
         if self._conn is not None:
             self._conn.close()
         if self._workdir is not None:
