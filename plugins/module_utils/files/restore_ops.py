@@ -147,7 +147,7 @@ def rebuild(store: Store, fetcher: Fetcher, ref: str, options: RestoreOptions, v
         if any(plan.actions.counts().get(op) for plan in plans for op in ("delete", "retype")):
             fetcher.fetch(manifest["id"])  # nothing is removed before every object was checked in the store
             return ContentSource(store)
-        return fetcher.stream([sha for plan in plans for sha, _rel in plan.blobs() if not store.has_blob(sha)])
+        return fetcher.stream([(sha, size) for plan in plans for sha, _rel, size in plan.blobs() if not store.has_blob(sha)])
 
     outcome = _restore_reported(store, manifest, options, source_for)
     return manifest, outcome, fetcher.rebuilt()

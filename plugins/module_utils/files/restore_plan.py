@@ -37,15 +37,15 @@ class RootPlan:
     diffs: List[dict] = field(default_factory=list)
     safety: Optional[dict] = None  # the live root's record, when the plan also captured it
 
-    def blobs(self) -> Iterator[Tuple[str, str]]:
-        """Yield (sha256, path) of every blob the plan writes."""
+    def blobs(self) -> Iterator[Tuple[str, str, int]]:
+        """Yield (sha256, path, size) of every blob the plan writes."""
         actions = self.actions
         for number in range(len(actions)):
             if actions.op(number) != "delete":
                 action = actions[number]
                 entry = action.entry
                 if entry["type"] == FILE and rewrites(action, entry):
-                    yield entry["sha256"], action.rel
+                    yield entry["sha256"], action.rel, entry["size"]
 
 
 def rewrites(action: Action, entry: dict) -> bool:
@@ -313,7 +313,7 @@ def verify_blobs(store: Store, plans: Sequence[RootPlan], supplied: Callable[[st
     """
     checked: Set[str] = set()  # names found sound (the latest VERIFIED_MEMORY): a repeat is not hashed again
     for plan in plans:
-        for sha, rel in plan.blobs():
+        for sha, rel, _size in plan.blobs():
             if sha not in checked and not store.known_sound(sha) and not supplied(sha):
                 actual = store.blob_hash(sha)
                 if actual == sha:

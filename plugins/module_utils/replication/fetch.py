@@ -15,7 +15,7 @@ import queue
 import tempfile
 import threading
 import time
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..common.errors import CheckpointNotFound, IntegrityError
 from ..common.fsutil import atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, unlink_quietly
@@ -27,6 +27,7 @@ from ..store.store import LAYOUT, Store, parse_time, checkpoint_summary
 
 READ_CHUNK = 256 * 1024  # the reader thread's reads of a large object
 READ_AHEAD = 256  # chunks read ahead of the restore (at most 64 MiB)
+REPEATS_KEPT = 64 * 1024 * 1024  # bytes of content several files have, kept in memory for the later ones
 
 
 def _missing_locally(store: Store, manifest: dict) -> Tuple[List[str], bool]:
@@ -161,18 +162,23 @@ class RemoteContent:
     straight into the files being restored (a rebuild): nothing is written to the local store. A
     content source of ``files.restore`` (the other objects are read from the store).
 
-    The objects are asked for in the order the restore writes them (a name twice when two files
-    have that content), in batches, the next batch as soon as one's sizes are known. A reader
+    The objects are asked for in the order the restore writes them, in batches, the next batch as
+    soon as one's sizes are known. Content that several files have is asked for once and kept in
+    memory (checked by the first file's write, hashed again by each later one) until its last file
+    is written, up to REPEATS_KEPT bytes in all; beyond that it is asked for again. A reader
     thread takes the bytes off the SSH session while the restore creates and writes the files (both
     wait in system calls, which let the other run), at most READ_AHEAD chunks ahead. The restore
     hashes every byte as it writes it and compares the result with the object's name before the
     file can be renamed into place (:meth:`refused` names the object and the repository).
     """
 
-    def __init__(self, store: Store, conn: Connection, names: Sequence[str]) -> None:
+    def __init__(self, store: Store, conn: Connection, wanted: Sequence[Tuple[str, int]]) -> None:
         self.store = store
         self.conn = conn
-        self.wanted = frozenset(names)
+        self.wanted = frozenset(name for name, _size in wanted)
+        names, self._uses = _asked_once(wanted)
+        self._planned = {name: size for name, size in wanted if name in self._uses}
+        self._kept: Dict[str, bytes] = {}  # content of several files, received, until its last file is written
         self.batches = [list(names[start:start + NAMES_PER_REQUEST]) for start in range(0, len(names), NAMES_PER_REQUEST)]
         self.objects = self.bytes = 0
         self._chunks: "queue.Queue[object]" = queue.Queue(READ_AHEAD)
@@ -245,16 +251,38 @@ class RemoteContent:
         return self._stream(sha)
 
     def _stream(self, sha: str) -> Iterator[bytes]:
+        kept = self._kept.get(sha)
+        if kept is not None:
+            yield from self._repeat(sha, kept)
+            return
         name, size, data, last = self._take()
         if name != sha:
             raise RepositoryError("The restore asked for object %s where %s was due from %s; nothing was renamed "
                                   "into place." % (sha, name, self.conn.spec.where()))
-        yield data
-        while not last:
-            _name, _size, data, last = self._take()
+        keep = None
+        if self._uses.get(sha):
+            if size != self._planned[sha]:  # kept in memory: never more than the checkpoint says
+                raise _damaged(sha, self.conn.spec.where(), None, RepositoryError(
+                    "it holds %d bytes where the checkpoint's file has %d." % (size, self._planned[sha])))
+            keep = []
+        while True:
+            if keep is not None:
+                keep.append(data)
             yield data
+            if last:
+                break
+            _name, _size, data, last = self._take()
         self.objects += 1
         self.bytes += size
+        if keep is not None:
+            self._kept[sha] = b"".join(keep)
+
+    def _repeat(self, sha: str, kept: bytes) -> Iterator[bytes]:
+        """The content of a file whose object an earlier file brought (kept until its last file)."""
+        self._uses[sha] -= 1
+        if not self._uses[sha]:
+            del self._kept[sha], self._uses[sha], self._planned[sha]
+        yield kept
 
     def refused(self, sha: str, actual: str, full: str) -> IntegrityError:
         """The error for an object whose content does not hash to its name, naming the object and where it came from."""
@@ -262,6 +290,30 @@ class RemoteContent:
             return IntegrityError("Object %s changed while restoring %s; nothing more was written." % (sha, full),
                                   expected=sha, actual=actual, path=full)
         return _damaged(sha, self.conn.spec.where(), actual, path=full)
+
+
+def _asked_once(wanted: Sequence[Tuple[str, int]]) -> Tuple[List[str], Dict[str, int]]:
+    """The names to ask for, in order, and for each object kept for later files how many will reuse it.
+
+    An object several files have is asked for once while the sizes of those kept stay within
+    REPEATS_KEPT; one beyond is asked for again at each of its files.
+    """
+    counts: Dict[str, int] = {}
+    for name, _size in wanted:
+        counts[name] = counts.get(name, 0) + 1
+    names: List[str] = []
+    asked = set()
+    uses: Dict[str, int] = {}
+    budget = REPEATS_KEPT
+    for name, size in wanted:
+        if name in uses:
+            continue  # brought by its first file, kept
+        if counts[name] > 1 and size <= budget and name not in asked:
+            uses[name] = counts[name] - 1
+            budget -= size
+        asked.add(name)
+        names.append(name)
+    return names, uses
 
 
 class _Stopped(Exception):
@@ -453,9 +505,9 @@ class Fetcher:
         self._rebuilding = {"manifest": manifest, "newest": newest}
         return manifest
 
-    def stream(self, names: Sequence[str]) -> RemoteContent:
-        """The content of ``names`` (in the order a restore writes them), streamed from the repository."""
-        self._content = RemoteContent(self.store, self._connection(), names)
+    def stream(self, wanted: Sequence[Tuple[str, int]]) -> RemoteContent:
+        """The content of ``wanted`` ((name, size) in the order a restore writes them), streamed from the repository."""
+        self._content = RemoteContent(self.store, self._connection(), wanted)
         return self._content
 
     def rebuilt(self) -> dict:

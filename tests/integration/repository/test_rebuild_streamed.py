@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,11 +62,29 @@ def test_a_rebuild_writes_the_files_straight_from_the_repository_equal_to_the_ch
     assert outcome["verified"] and manifest["id"] == lost.manifest["id"]
     assert fetched["source"] == "repository" and fetched["checkpoint"]["id"] == lost.manifest["id"]
     files = list(lost.content.values())
-    assert fetched["fetched"]["objects"] == len(files) + 1  # each file's content (the same twice), and the tree
+    assert fetched["fetched"]["objects"] == len(set(files)) + 1  # each content once (two files share one), the tree
     # the content went into the files only: the local store holds the tree, not the checkpoint's content
     assert not any(store.has_blob(sha) for sha in files)
     assert store.find_optional(lost.manifest["id"]) is None
     assert not [name for name in os.listdir(lost.root) if ".grtmp" in name]
+
+
+def test_content_several_files_have_is_fetched_once_or_again_beyond_the_memory_kept(
+        eng, ops, repository_host, repo_path, tmp_path, monkeypatch):
+    lost = replicated(eng, repository_host, repo_path, tmp_path)
+    shared = lost.content["data/same-a.txt"]
+    (tmp_path / "once").mkdir()
+    (tmp_path / "twice").mkdir()
+    _store, _manifest, outcome, fetched = rebuild(eng, ops, tmp_path / "once", lost.spec)
+    assert snapshot(lost.root) == lost.expected and outcome["verified"]
+    once = fetched["fetched"]
+    shutil.rmtree(lost.root)
+    monkeypatch.setattr(eng.fetch, "REPEATS_KEPT", 0)  # nothing kept in memory: the shared content comes twice
+    _store, _manifest, outcome, fetched = rebuild(eng, ops, tmp_path / "twice", lost.spec)
+    assert snapshot(lost.root) == lost.expected and outcome["verified"]
+    assert fetched["fetched"]["objects"] == once["objects"] + 1
+    assert fetched["fetched"]["bytes"] == once["bytes"] + len(b"the same content\n" * 100)
+    assert list(lost.content.values()).count(shared) == 2
 
 
 @pytest.mark.parametrize("damaged_path", ["big.bin", "data/f005.txt"], ids=["loose", "small"])
@@ -84,6 +103,27 @@ def test_a_corrupted_object_is_refused_naming_it_and_nothing_is_restored(
     assert refused.value.details["damaged"][0]["object"] == name
     assert refused.value.details["damaged"][0]["restore_path"] == str(lost.root / damaged_path)
     assert list(lost.root.iterdir()) == []  # no file renamed into place, no staged file, no directory left
+
+
+def test_a_repository_host_lost_in_the_middle_of_the_stream_fails_clearly_and_nothing_is_restored(
+        eng, ops, repository_host, repo_path, tmp_path, monkeypatch):
+    lost = replicated(eng, repository_host, repo_path, tmp_path)
+    name = repository_host.host.name
+    monkeypatch.setattr(eng.fetch, "NAMES_PER_REQUEST", 4)
+    monkeypatch.setattr(eng.fetch, "READ_AHEAD", 1)  # the reader waits after one object: the rest is still to come
+
+    def cut(point: str, _where: dict) -> None:
+        if point == "restore.planned":  # the reader has begun; the repository host goes away, sshd with it
+            repository_host.fleet.stop_host(name)
+
+    monkeypatch.setattr(ops.nofollow, "race_hook", cut)
+    try:
+        with pytest.raises(eng.client.RepositoryError, match="could not be reached or stopped answering"):
+            rebuild(eng, ops, tmp_path, lost.spec)
+    finally:
+        repository_host.fleet.start_host(name)
+    assert list(lost.root.iterdir()) == []  # nothing renamed into place, nothing staged left, no directory made
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("gitops-rollback")]
 
 
 def test_a_link_planted_after_the_plan_is_not_followed(eng, ops, repository_host, repo_path, tmp_path, monkeypatch):
