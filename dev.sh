@@ -20,6 +20,8 @@
 #   GITOPS_ROLLBACK_E2E_WORKERS   pytest-xdist workers for e2e (default: none, one process)
 #   GITOPS_ROLLBACK_PYTEST_ARGS   extra pytest arguments for e2e (e.g. "-k checkpoint -x")
 #   GITOPS_ROLLBACK_SERIAL=1      ./dev.sh test runs its parts one after the other
+#   GITOPS_ROLLBACK_UNITS=pytest  units in one plain pytest process instead of ansible-test units
+#                                 (the default of --fast)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -178,6 +180,13 @@ part_units() {
     if [[ -z "$(find "$COLLECTION_DIR/tests/unit" -name 'test_*.py' -print -quit 2>/dev/null)" ]]; then
         warn "UNITS NOT RUN: there is no tests/unit/**/test_*.py yet"
         return "$NOT_RUN"
+    fi
+    if [[ "${GITOPS_ROLLBACK_UNITS:-}" == pytest ]]; then
+        # The same tests in one plain pytest process: no per-test fork, no requirements install,
+        # no second run for the controller's plugins (ansible-test units spends most of its time there).
+        (cd "$COLLECTION_DIR" && PYTHONPATH="$BUILD${PYTHONPATH:+:$PYTHONPATH}" \
+            python -m pytest -q -p no:cacheprovider --strict-markers tests/unit)
+        return
     fi
     offline_bootstrap
     (cd "$COLLECTION_DIR" && ansible-test units --python "$TEST_PYTHON" --requirements --color=yes)
@@ -423,7 +432,7 @@ run_parts() {
 }
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -435,6 +444,7 @@ main() {
             if [[ "${1:-}" == --fast ]]; then
                 parts=(syspkgs units component)
                 export GITOPS_ROLLBACK_E2E_WORKERS="${GITOPS_ROLLBACK_E2E_WORKERS:-2}"  # they mostly wait on servers
+                export GITOPS_ROLLBACK_UNITS="${GITOPS_ROLLBACK_UNITS:-pytest}"
             elif [[ -n "${1:-}" ]]; then
                 usage >&2
                 return 2
