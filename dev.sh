@@ -3,7 +3,8 @@
 #
 #   ./dev.sh test     everything, with a summary table (non-zero if any part fails); sanity, units,
 #                     lint, build and doc run alongside e2e, at a lower priority, their output after it
-#   ./dev.sh test --fast   units and component tests only (no ansible-playbook runs): everyday work
+#   ./dev.sh test --fast   units and component tests only (no ansible-playbook runs, nor the long ones
+#                     marked deep): everyday work
 #   ./dev.sh demo     ansible-playbook playbooks/demo.yml -i inventories/demo/hosts.yml
 #   ./dev.sh syspkgs|sanity|units|lint|build|doc|component|e2e   one part (e2e: all of tests/integration)
 #   ./dev.sh venv     only create/refresh the virtualenv and print its path
@@ -20,6 +21,8 @@
 #   GITOPS_ROLLBACK_E2E_WORKERS   pytest-xdist workers for e2e (default: none, one process)
 #   GITOPS_ROLLBACK_PYTEST_ARGS   extra pytest arguments for e2e (e.g. "-k checkpoint -x")
 #   GITOPS_ROLLBACK_SERIAL=1      ./dev.sh test runs its parts one after the other
+#   GITOPS_ROLLBACK_MARK          pytest -m expression of the e2e/component part (component: "component";
+#                                 --fast: "component and not deep", the long fault and Terraform tests out)
 #   GITOPS_ROLLBACK_UNITS=pytest  units in one plain pytest process instead of ansible-test units
 #                                 (the default of --fast)
 set -euo pipefail
@@ -307,7 +310,7 @@ part_component() {
         warn "COMPONENT FAILED (not run): missing system packages: ${MISSING_PACKAGES[*]}"
         return 1
     fi
-    GITOPS_ROLLBACK_PYTEST_ARGS="-m component ${GITOPS_ROLLBACK_PYTEST_ARGS:-}" part_e2e || rc=$?
+    GITOPS_ROLLBACK_MARK="${GITOPS_ROLLBACK_MARK:-component}" part_e2e || rc=$?
     return "$rc"
 }
 
@@ -323,6 +326,7 @@ part_e2e() {
         args+=(-n "$GITOPS_ROLLBACK_E2E_WORKERS")
     fi
     args+=(--durations=30)  # the slowest tests, where the suite's time goes
+    [[ -z "${GITOPS_ROLLBACK_MARK:-}" ]] || args+=(-m "$GITOPS_ROLLBACK_MARK")
     # shellcheck disable=SC2206  # word splitting of user-given extra args is intended
     args+=(${GITOPS_ROLLBACK_PYTEST_ARGS:-})
     if [[ ! -d "$ROOT/tests/integration" ]]; then
@@ -432,7 +436,7 @@ run_parts() {
 }
 
 usage() {
-    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -445,6 +449,7 @@ main() {
                 parts=(syspkgs units component)
                 export GITOPS_ROLLBACK_E2E_WORKERS="${GITOPS_ROLLBACK_E2E_WORKERS:-2}"  # they mostly wait on servers
                 export GITOPS_ROLLBACK_UNITS="${GITOPS_ROLLBACK_UNITS:-pytest}"
+                export GITOPS_ROLLBACK_MARK="${GITOPS_ROLLBACK_MARK:-component and not deep}"
             elif [[ -n "${1:-}" ]]; then
                 usage >&2
                 return 2

@@ -43,6 +43,8 @@ FLEET_SIZE = 3
 
 E2E_MARK = "e2e: runs ansible-playbook / ansible (end to end); ./dev.sh test --fast leaves these out"
 COMPONENT_MARK = "component: the engine in-process against real servers, no Ansible run (set automatically)"
+DEEP_MARK = ("deep: a long component test (big data, a server or process killed at many points, a Terraform "
+             "chain); ./dev.sh test --fast leaves these out, the full run has them")
 ANSIBLE_FIXTURES = {"run_playbook", "run_module"}
 """Fixtures that start Ansible: a test that uses one (also through another fixture) is ``e2e``."""
 
@@ -52,6 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness: tests of the test harness itself")
     config.addinivalue_line("markers", E2E_MARK)
     config.addinivalue_line("markers", COMPONENT_MARK)
+    config.addinivalue_line("markers", DEEP_MARK)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from harness import DatabaseError, MariaDbServer, PgServer, run_module_process, start_mariadb, start_postgres
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 BIG_ROWS = 1_000_000
 LONG_NAME = "shop_" + "x" * 40

@@ -21,7 +21,7 @@ from kill_support import (
     start_engine, timed,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 POINTS = 3
 RESTORE = """

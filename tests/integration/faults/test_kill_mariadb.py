@@ -33,7 +33,7 @@ from harness import MariaDbServer
 from kill_support import Tally, kill_group_after, kill_points, phase_of, start_engine, timed
 from test_kill_migrate import MIGRATE, ROWS, STEPS, TARGET, expected, write_migrations
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 POINTS = 3
 RESTORE = """

@@ -17,7 +17,7 @@ import pytest
 from harness import PgServer
 from kill_support import Tally, kill_group_after, kill_points, pg_copy_database, pg_ident, pg_settle, start_engine, timed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 POINTS = 3
 STEPS = 10

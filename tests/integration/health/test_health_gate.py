@@ -10,7 +10,7 @@ import pytest
 from health_support import JOB, gate_metrics
 from services import ERROR_RATE_QUERY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 
 def gate(run_task, metrics: list, count: int = 4, **options: object) -> dict:

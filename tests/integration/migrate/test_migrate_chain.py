@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 RELEASES = [(4, "v1.0.0"), (9, "v1.1.0"), (15, "v1.2.0"), (24, "v2.0.0")]
 

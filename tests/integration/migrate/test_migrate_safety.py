@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 
 def up_down(directory: Path, version: int, name: str, up: str, down: str | None) -> None:

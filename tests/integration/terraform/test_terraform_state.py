@@ -14,7 +14,7 @@ import pytest
 
 TfSetup = Any  # the fixture object of conftest.py (tf, tf_pg)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 
 def outputs(state: dict) -> dict:
