@@ -222,6 +222,7 @@ def test_uses_the_module_fixture(made, n):
 '''
 
 
+@pytest.mark.deep
 def test_with_two_workers_each_module_runs_on_one_worker_so_its_module_fixture_is_made_once(tmp_path: Path) -> None:
     """The demo run and the other module-scoped fixtures are made once per module, not once per worker."""
     toy, log = tmp_path / "toy", tmp_path / "made.log"

@@ -162,6 +162,7 @@ def test_checkpoints_when_changed_record_only_changes_made_outside_a_deploy(site
     assert len(labels()) == 2
 
 
+@pytest.mark.deep
 def test_checkpoints_when_migrated_record_a_database_only_when_its_migration_version_moved(
         tmp_path: Path, collections_path: Path) -> None:
     database, migrations, home = tmp_path / "app.db", tmp_path / "migrations", tmp_path / "home"

@@ -165,6 +165,7 @@ def _first_scheme_store(store: Path, collections_path: Path) -> None:
                    env=dict(os.environ, PYTHONPATH=str(collections_path)))
 
 
+@pytest.mark.deep
 @pytest.mark.parametrize("start", ["aead", "first scheme"])
 def test_rekey_killed_midway_is_finished_by_a_rerun_and_loses_no_checkpoint(run_task, tmp_path, collections_path,
                                                                             start):
