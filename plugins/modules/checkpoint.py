@@ -298,28 +298,27 @@ rekey:
   sample: {objects: 1204, manifests: 3, key_id: 4f0c2a9e61d1b0c37a55e2d8c3b1f9aa, scheme: aes-256-gcm-stream/v2, resumed: false}
 """
 
+from typing import Any, Callable
+
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import (
-    CheckpointParams, delete_checkpoint, make_checkpoint, prune_checkpoints, rekey_store, verify_checkpoints,
-)
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.module.options import check_label_options
 
-OPERATIONS = {
-    "present": make_checkpoint,
-    "absent": delete_checkpoint,
-    "pruned": prune_checkpoints,
-    "verified": verify_checkpoints,
-    "rekeyed": rekey_store,
+OPERATIONS = {  # state -> the function of files.checkpoint_ops that does it
+    "present": "make_checkpoint",
+    "absent": "delete_checkpoint",
+    "pruned": "prune_checkpoints",
+    "verified": "verify_checkpoints",
+    "rekeyed": "rekey_store",
 }
 
 POLICY_OPTIONS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
                   "keep_within_days", "keep_labels")
 
 
-def _run(options: dict, params: CheckpointParams) -> dict:
+def _run(options: dict, operation: Callable[[Any], dict], params: Any) -> dict:
     check_label_options(options, "label")
-    return OPERATIONS[options["state"]](params)
+    return operation(params)
 
 
 def main() -> None:
@@ -360,8 +359,13 @@ def main() -> None:
         mutually_exclusive=[(legacy, option) for legacy in ("keep", "older_than_days") for option in POLICY_OPTIONS],
         supports_check_mode=True,
     )
-    params = CheckpointParams.from_module(module.params, module.check_mode)
-    result = module.run(lambda: _run(module.params, params))
+    # The engine is imported once the options are known: with an encryption key, the store's key
+    # derivation that RollbackModule started runs meanwhile on another core.
+    from ansible_collections.gitops.rollback.plugins.module_utils.files import checkpoint_ops  # pylint: disable=import-outside-toplevel
+
+    params = checkpoint_ops.CheckpointParams.from_module(module.params, module.check_mode)
+    operation = getattr(checkpoint_ops, OPERATIONS[module.params["state"]])
+    result = module.run(lambda: _run(module.params, operation, params))
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, TypeVar
 
 from ..common.errors import RollbackError
+from ..store.root import StoreRoot
 from .options import store_argument_spec
 from .redacting import RedactingModule
 
@@ -26,7 +27,9 @@ def no_secret_urls(params: dict) -> Iterable[Optional[str]]:
 class RollbackModule(RedactingModule):
     """AnsibleModule that merges the shared store options and turns typed errors into failed tasks.
 
-    ``store=True`` adds the options of the store doc fragment (``store_argument_spec()``). A
+    ``store=True`` adds the options of the store doc fragment (``store_argument_spec()``); with an
+    ``encryption_key``, the store's key derivation starts at once in the background (a module that
+    imports its engine after building this object has it derived meanwhile on another core). A
     :class:`RollbackError` raised by :meth:`run` fails the task with its message and those of its
     details named in ``error_details`` (only those: details may hold internals). ``secret_urls``
     names URL options whose secret parts are masked (see :class:`RedactingModule`).
@@ -39,6 +42,8 @@ class RollbackModule(RedactingModule):
             spec.update(store_argument_spec())
         self.error_details = tuple(error_details)
         super().__init__(argument_spec=spec, secret_urls=secret_urls, **kwargs)
+        if store and self.params.get("encryption_key"):
+            StoreRoot(self.params["store_path"], self.params["encryption_key"]).derive_key_soon()
 
     @property
     def diff_mode(self) -> bool:

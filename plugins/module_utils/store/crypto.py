@@ -35,8 +35,9 @@ import hmac
 import os
 import socket
 import sys
+import threading
 from types import SimpleNamespace
-from typing import BinaryIO, Iterator, Optional, Tuple, Union
+from typing import BinaryIO, Dict, Iterator, Optional, Tuple, Union
 
 from .crypto_legacy import SCHEME as LEGACY_SCHEME, LegacyCipher, header_nonce
 from ..common.errors import EncryptionKeyError, IntegrityError, MissingLibraryError
@@ -102,17 +103,15 @@ def hkdf_expand(prk: bytes, info: bytes, length: int = 32) -> bytes:
     return out[:length]
 
 
-def new_kdf() -> dict:
-    """Return the key-derivation parameters of a new store (random salt)."""
-    return {"name": "scrypt", "salt": os.urandom(16).hex(), "length": 32, **SCRYPT}
+def new_kdf(secret: Optional[str] = None) -> dict:
+    """Return the key-derivation parameters of a new store (random salt): those ``derive_soon`` prepared
+    for ``secret``, whose derivation is already under way, else new ones."""
+    prepared = _PREPARED.pop(secret, None) if secret is not None else None
+    return prepared or {"name": "scrypt", "salt": os.urandom(16).hex(), "length": 32, **SCRYPT}
 
 
-def scrypt(secret: bytes, kdf: dict) -> bytes:
-    """Return scrypt (RFC 7914) of ``secret`` with a store's recorded parameters, checked first.
-
-    Derived once per process for the same secret and parameters: a module run that creates a
-    store and then opens it (or opens it twice) pays the deliberately slow derivation once."""
-    require_cryptography("to open an encrypted store (scrypt, AES-256-GCM)")
+def _scrypt_arguments(secret: bytes, kdf: dict) -> Tuple[bytes, bytes, int, int, int, int]:
+    """Return the arguments of scrypt of ``secret`` under recorded parameters, checked (IntegrityError)."""
     try:
         salt = bytes.fromhex(kdf["salt"])
         n, r, p, length = (int(kdf[name]) for name in ("n", "r", "p", "length"))
@@ -123,12 +122,78 @@ def scrypt(secret: bytes, kdf: dict) -> bytes:
         raise IntegrityError("The store's scrypt parameters %r are out of range (N a power of two, 128*r*N at most "
                              "1 GiB, p at most 16, a key of 16 to 64 bytes): the format file is damaged or forged."
                              % (kdf,))
-    return _scrypt_once(secret, salt, n, r, p, length)
+    return secret, salt, n, r, p, length
+
+
+def scrypt(secret: bytes, kdf: dict) -> bytes:
+    """Return scrypt (RFC 7914) of ``secret`` with a store's recorded parameters, checked first.
+
+    Derived once per process for the same secret and parameters: a module run that creates a
+    store and then opens it (or opens it twice) pays the deliberately slow derivation once; one
+    that ``derive_soon`` started takes its result."""
+    require_cryptography("to open an encrypted store (scrypt, AES-256-GCM)")
+    return _scrypt_once(*_scrypt_arguments(secret, kdf))
 
 
 @functools.lru_cache(maxsize=4)
-def _scrypt_once(secret: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
+def _scrypt_once(*arguments) -> bytes:
+    running = _RUNNING.pop(arguments, None)
+    derived = running.result() if running is not None else None
+    return derived or _derive(*arguments)
+
+
+def _derive(secret: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
     return cryptography_library().Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(secret)
+
+
+class _Derivation:
+    """scrypt in a thread of its own: OpenSSL's scrypt releases the interpreter lock, so the derivation
+    runs on another core while the module goes on (imports its code, opens the store)."""
+
+    def __init__(self, arguments: Tuple[bytes, bytes, int, int, int, int]) -> None:
+        self._derived: Optional[bytes] = None
+        self._thread = threading.Thread(target=self._run, args=arguments, name="scrypt", daemon=True)
+        self._thread.start()
+
+    def _run(self, *arguments) -> None:
+        try:
+            self._derived = _derive(*arguments)
+        except Exception:  # pylint: disable=broad-except
+            pass  # the derivation is made again where it is needed, and fails there with its message
+
+    def result(self) -> Optional[bytes]:
+        """Return the derived key once the thread is done; None when it failed (or did not survive a fork)."""
+        self._thread.join()
+        return self._derived
+
+
+_RUNNING: Dict[Tuple[bytes, bytes, int, int, int, int], _Derivation] = {}  # derivations started by derive_soon
+_PREPARED: Dict[str, dict] = {}  # secret -> the KDF parameters of a store it is about to create
+
+
+def derive_soon(secret: object, encryption: Optional[dict]) -> None:
+    """Start the derivation of ``secret``'s key in the background, as soon as the key and the store's
+    format (its ``encryption`` block; None: a store about to be created) are known.
+
+    Nothing else changes: opening the store checks the key as always and takes the result (a module
+    run waits for scrypt only where it needs the key). Does nothing for a key or parameters that
+    opening would refuse, a store of the first scheme, or a host without pyca/cryptography.
+    """
+    if not isinstance(secret, str) or len(secret) < MIN_KEY_CHARS or cryptography_library() is None:
+        return
+    if encryption is None:
+        kdf = _PREPARED.setdefault(secret, new_kdf())
+    elif encryption.get("scheme") == SCHEME and isinstance(encryption.get("kdf"), dict) \
+            and encryption["kdf"].get("name") == "scrypt":
+        kdf = encryption["kdf"]
+    else:
+        return
+    try:
+        arguments = _scrypt_arguments(secret.encode("utf-8"), kdf)
+    except IntegrityError:
+        return
+    if arguments not in _RUNNING:
+        _RUNNING[arguments] = _Derivation(arguments)
 
 
 def derive_keys(secret: str, kdf: dict) -> Tuple[bytes, bytes]:
@@ -139,9 +204,21 @@ def derive_keys(secret: str, kdf: dict) -> Tuple[bytes, bytes]:
     return hkdf_expand(stretched, _LABEL + b"key-id", KEY_ID_BYTES), hkdf_expand(stretched, _LABEL + b"content")
 
 
-def _envelope_aead(content_key: bytes, nonce: bytes):
-    """Return the AES-256-GCM of one envelope: HKDF-Expand(content key, label || nonce), one HMAC block."""
-    return cryptography_library().AESGCM(hmac.digest(content_key, _LABEL + b"envelope " + nonce + b"\x01", "sha256"))
+class _EnvelopeKeys:
+    """Makes the AES-256-GCM of each envelope: HKDF-Expand(content key, label || nonce), one HMAC block.
+
+    The HMAC of the content key, fed with the fixed label, is made once per cipher and copied for
+    each envelope (the key's padding is not hashed again at every object)."""
+
+    def __init__(self, content_key: bytes) -> None:
+        self._mac = hmac.new(content_key, _LABEL + b"envelope ", hashlib.sha256)
+        self._aesgcm = cryptography_library().AESGCM
+
+    def aead(self, nonce: bytes):
+        """Return the AEAD of the envelope with ``nonce``."""
+        mac = self._mac.copy()
+        mac.update(nonce + b"\x01")
+        return self._aesgcm(mac.digest())
 
 
 def _chunk_nonce(index: int, final: bool) -> bytes:
@@ -158,10 +235,10 @@ class Sealer:
     only the unfinished last part of a piece is copied.
     """
 
-    def __init__(self, content_key: bytes, key_id: bytes, nonce: Optional[bytes] = None) -> None:
+    def __init__(self, keys: _EnvelopeKeys, key_id: bytes, nonce: Optional[bytes] = None) -> None:
         nonce = nonce or os.urandom(NONCE_BYTES)
         self.header = MAGIC + key_id + nonce
-        self._aead = _envelope_aead(content_key, nonce)
+        self._aead = keys.aead(nonce)
         self._index = 0
         self._pending = bytearray()
 
@@ -217,8 +294,20 @@ class Cipher:
     def __init__(self, key_id: bytes, content_key: bytes, name_key: bytes, kdf: dict) -> None:
         self._key_id = key_id
         self._content = content_key
+        self._envelopes = _EnvelopeKeys(content_key)
+        self._name_mac = None
         self.name_key = name_key
         self.kdf = kdf
+
+    @property
+    def name_key(self) -> bytes:
+        """The store's naming key (object names are HMAC-SHA256 of the content under it)."""
+        return self._name_key
+
+    @name_key.setter
+    def name_key(self, key: bytes) -> None:
+        self._name_key = key
+        self._name_mac = hmac.new(key, digestmod=hashlib.sha256)  # copied for each name (see hasher)
 
     # ---------------------------------------------------------------- keys
     @property
@@ -229,7 +318,7 @@ class Cipher:
     @classmethod
     def create(cls, secret: str, name_key: Optional[bytes] = None) -> "Cipher":
         """Return the cipher of a new store (new salt; a random naming key unless one is kept)."""
-        kdf = new_kdf()
+        kdf = new_kdf(secret)
         key_id, content = derive_keys(secret, kdf)
         return cls(key_id, content, name_key or os.urandom(32), kdf)
 
@@ -288,7 +377,13 @@ class Cipher:
 
     def hasher(self):
         """Return a fresh hash object computing object names (HMAC-SHA256 under the naming key)."""
-        return hmac.new(self.name_key, digestmod=hashlib.sha256)
+        return self._name_mac.copy()
+
+    def name(self, data) -> str:
+        """Return the object name of ``data`` (what :meth:`hasher` computes, in one go)."""
+        mac = self._name_mac.copy()
+        mac.update(data)
+        return mac.hexdigest()
 
     def describe(self) -> dict:
         """Return the ``encryption`` block of the format file (the naming key sealed, no secret in clear)."""
@@ -299,14 +394,14 @@ class Cipher:
     # ------------------------------------------------------------ envelopes
     def sealer(self, nonce: Optional[bytes] = None) -> Sealer:
         """Return a streaming sealer of one new envelope."""
-        return Sealer(self._content, self._key_id, nonce)
+        return Sealer(self._envelopes, self._key_id, nonce)
 
     def seal(self, plain, context: bytes) -> bytes:
         """Return the envelope of ``plain`` bound to ``context`` (one final chunk when it is small)."""
         if len(plain) < CHUNK:  # the common case (packed objects, manifests): no stream state
             nonce = os.urandom(NONCE_BYTES)
             header = MAGIC + self._key_id + nonce
-            return header + _envelope_aead(self._content, nonce).encrypt(_FIRST_FINAL, plain, header + context)
+            return header + self._envelopes.aead(nonce).encrypt(_FIRST_FINAL, plain, header + context)
         sealer = self.sealer()
         body = sealer.update(plain)
         return b"".join((sealer.header, body, sealer.finish(context)))
@@ -325,7 +420,7 @@ class Cipher:
         """Verify and decrypt a whole envelope held in memory."""
         view = memoryview(envelope)
         header = bytes(view[:HEADER_BYTES])
-        aead = _envelope_aead(self._content, self._nonce(header, what))
+        aead = self._envelopes.aead(self._nonce(header, what))
         layout = _layout(len(view))
         if layout is None:
             raise _tamper_error(what)
@@ -347,7 +442,7 @@ class Cipher:
         before it is yielded.
         """
         header = handle.read(HEADER_BYTES)
-        aead = _envelope_aead(self._content, self._nonce(header, what))
+        aead = self._envelopes.aead(self._nonce(header, what))
         layout = _layout(size)
         if layout is None:
             raise _tamper_error(what)

@@ -266,6 +266,10 @@ class LegacyCipher:
         """Return a fresh hash object computing object names (HMAC-SHA256 under the naming key)."""
         return hmac.new(self.name_key, digestmod=hashlib.sha256)
 
+    def name(self, data) -> str:
+        """Return the object name of ``data`` (what :meth:`hasher` computes, in one go)."""
+        return hmac.digest(self.name_key, data, "sha256").hex()
+
     @classmethod
     def create(cls, secret: str, kdf: Optional[dict] = None) -> "LegacyCipher":
         """Return the cipher of a new store of this scheme (only tests make them now)."""

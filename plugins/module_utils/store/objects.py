@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import hmac
 import os
 import shutil
 from typing import TYPE_CHECKING, Iterator, Optional, Set
@@ -45,7 +44,7 @@ class Objects:
         cipher = self.cipher
         if cipher is None:
             return hashlib.sha256(data).hexdigest()
-        return hmac.digest(cipher.name_key, data, "sha256").hex()  # what cipher.hasher() computes
+        return cipher.name(data)  # what cipher.hasher() computes
 
     def hash_file(self, path: str) -> str:
         """Return the object name of a file's content."""

@@ -20,7 +20,7 @@ import stat
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Optional
 
-from ..common.errors import EncryptionKeyError, NotAStore, UnsafePathError, UnsupportedFormat
+from ..common.errors import EncryptionKeyError, NotAStore, RollbackError, UnsafePathError, UnsupportedFormat
 from ..common.fsutil import atomic_write_json, ensure_private_dir, is_temp_name, read_json
 from ..common.labels import escape
 from ..common.nofollow import private_dir_problem
@@ -289,6 +289,23 @@ class StoreRoot:
                 "Store %s is encrypted (key id %s) and no encryption_key was given. Nothing was read or changed. "
                 "Pass encryption_key (from Ansible Vault)." % (self.root, encryption.get("key_id")))
         return _crypto().Cipher.load(self._key, encryption, self.root)
+
+    def derive_key_soon(self) -> None:
+        """Start deriving the key of an encrypted store (or of a store about to be created with a key) in a
+        background thread (``crypto.derive_soon``), so that scrypt runs while the caller does other work.
+
+        Opening the store checks the key as always and takes the result. Never raises: a store that cannot
+        be opened is refused, with its message, when it is opened.
+        """
+        if not self._key:
+            return
+        try:
+            document = self.read_format() if self.exists() else None
+        except (RollbackError, OSError, ValueError):
+            return
+        encryption = document.get("encryption") if document else None
+        if document is None or isinstance(encryption, dict):
+            _crypto().derive_soon(self._key, encryption)
 
     @property
     def cipher(self) -> Optional[Cipher]:

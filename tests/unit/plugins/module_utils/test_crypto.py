@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,8 +24,9 @@ from ansible_collections.gitops.rollback.plugins.module_utils.store.crypto impor
 )
 from ansible_collections.gitops.rollback.plugins.module_utils.store.crypto_legacy import LegacyCipher
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import (
-    EncryptionKeyError, IntegrityError, MissingLibraryError,
+    EncryptionKeyError, IntegrityError, MissingLibraryError, NotAStore,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils.store.root import StoreRoot
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 KEY = "unit-test-key-0123456789"
@@ -227,6 +229,79 @@ def test_a_module_run_derives_the_key_once_and_a_wrong_key_is_still_refused(tmp_
     with pytest.raises(EncryptionKeyError):
         Store(store.root, NEW_KEY).check_format()
     assert len(calls) == 2
+
+
+def _scrypt_calls(monkeypatch) -> list:
+    """Record, for each scrypt from now on, whether it ran in the main thread."""
+    calls = []
+    real = _crypto.cryptography_library().Scrypt
+
+    def recording_scrypt(**parameters):
+        calls.append("main" if threading.current_thread() is threading.main_thread() else "background")
+        return real(**parameters)
+
+    monkeypatch.setattr(_crypto.cryptography_library(), "Scrypt", recording_scrypt)
+    _crypto._scrypt_once.cache_clear()
+    return calls
+
+
+def test_the_key_of_an_existing_store_is_derived_in_the_background_once(tmp_path, monkeypatch):
+    """A module run starts the slow derivation as soon as it knows the key; opening the store takes its result."""
+    store = _store(tmp_path)
+    sha = store.put_bytes(b"hello")
+    calls = _scrypt_calls(monkeypatch)
+    StoreRoot(store.root, KEY).derive_key_soon()
+    assert Store(store.root, KEY).read_blob(sha) == b"hello"
+    assert calls == ["background"]
+
+
+def test_a_new_store_takes_the_parameters_whose_derivation_started_and_opens_with_its_key_later(tmp_path, monkeypatch):
+    calls = _scrypt_calls(monkeypatch)
+    root = str(tmp_path / "store")
+    StoreRoot(root, KEY).derive_key_soon()
+    store = Store(root, KEY)
+    store.init()
+    sha = store.put_bytes(b"hello")
+    assert calls == ["background"]
+    _crypto._scrypt_once.cache_clear()  # a later module run: the key from the recorded parameters
+    assert Store(root, KEY).read_blob(sha) == b"hello"
+    assert calls == ["background", "main"]
+    other = _store(tmp_path, name="other")  # prepared parameters serve one store: every store has its own salt
+    salts = {json.loads(open(path).read())["encryption"]["kdf"]["salt"] for path in (store.path("format"), other.path("format"))}
+    assert len(salts) == 2
+
+
+def test_a_key_derived_early_is_checked_as_always_and_a_path_that_is_no_store_is_refused_when_opened(tmp_path):
+    store = _store(tmp_path)
+    StoreRoot(store.root, NEW_KEY).derive_key_soon()
+    with pytest.raises(EncryptionKeyError, match="not the key of store"):
+        Store(store.root, NEW_KEY).check_format()
+    plain = Store(str(tmp_path / "plain"))
+    plain.init()
+    StoreRoot(plain.root, KEY).derive_key_soon()
+    with pytest.raises(EncryptionKeyError, match="not encrypted"):
+        Store(plain.root, KEY).check_format()
+    (tmp_path / "file").write_text("not a store")
+    StoreRoot(str(tmp_path / "file"), KEY).derive_key_soon()  # nothing read, nothing raised
+    with pytest.raises(NotAStore, match="regular file"):
+        Store(str(tmp_path / "file"), KEY).init()
+    StoreRoot(str(tmp_path / "short"), "short").derive_key_soon()
+    with pytest.raises(EncryptionKeyError, match="at least 16"):
+        Store(str(tmp_path / "short"), "short").init()
+
+
+def test_names_and_envelope_keys_made_from_the_cached_keys_are_the_documented_hmacs():
+    """The per-cipher HMAC objects are copied for each object: the same names and keys as HMACs made afresh."""
+    cipher = Cipher.create(KEY)
+    for data in (b"", b"a", os.urandom(5000)):
+        expected = hmac.new(cipher.name_key, data, hashlib.sha256).hexdigest()
+        hasher = cipher.hasher()
+        hasher.update(data)
+        assert cipher.name(data) == hasher.hexdigest() == expected
+    first, second = cipher.seal(b"same", b"ctx"), cipher.seal(b"same", b"ctx")
+    assert cipher.unseal(first, b"ctx", "t") == cipher.unseal(second, b"ctx", "t") == b"same"
+    cipher.name_key = os.urandom(32)  # a naming key unsealed from a format replaces the cached one
+    assert cipher.name(b"x") == hmac.new(cipher.name_key, b"x", hashlib.sha256).hexdigest()
 
 
 def test_new_stores_use_the_aead_scheme(tmp_path):

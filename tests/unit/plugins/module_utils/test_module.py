@@ -10,6 +10,8 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import CheckpointNotFound
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.module.options import DEFAULT_STORE
+from ansible_collections.gitops.rollback.plugins.module_utils.store import crypto as _crypto
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 def make(args, **kwargs):
@@ -65,3 +67,21 @@ def test_the_result_of_a_good_operation_is_returned_and_other_errors_propagate()
 @pytest.mark.parametrize("diff", [True, False])
 def test_diff_mode_follows_the_task(diff):
     assert make({"_ansible_diff": diff}).diff_mode is diff
+
+
+def test_with_an_encryption_key_the_store_key_is_being_derived_once_the_module_is_built(tmp_path, monkeypatch):
+    """The slow key derivation starts with the module object (before the module imports its engine) and
+    the store then opens with its result."""
+    monkeypatch.setattr(_crypto, "SCRYPT", {"n": 1024, "r": 8, "p": 1})
+    monkeypatch.setattr(_crypto, "_RUNNING", {})
+    monkeypatch.setattr(_crypto, "_PREPARED", {})
+    key, root = "module-test-key-0123456789", str(tmp_path / "store")
+    _crypto._scrypt_once.cache_clear()
+    make({"name": "x", "store_path": root, "encryption_key": key}, store=True)
+    assert len(_crypto._RUNNING) == 1
+    store = Store(root, key)
+    store.init()
+    assert store.read_blob(store.put_bytes(b"sealed")) == b"sealed"
+    assert not _crypto._RUNNING
+    make({"name": "x", "store_path": str(tmp_path / "plain")}, store=True)
+    assert not _crypto._RUNNING
