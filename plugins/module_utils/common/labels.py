@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Dict, List, Optional, Sequence
 
+from .errors import BadLabel
+
 MAX_LABEL_LENGTH = 128
 LABEL_CHARACTERS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 GRAMMAR = ("1 to %d characters: ASCII letters, digits and . _ / -, starting with a letter or a digit; "
@@ -191,3 +193,15 @@ def is_label(value: object, pattern: Optional[str] = None) -> bool:
 def show_label(value: object) -> str:
     """Return a label for a message: a valid one as it is, anything else escaped and quoted (an old store's)."""
     return value if is_label(value) else escape(value)  # type: ignore[return-value]  # a str when a label
+
+
+def check_new_label(label: Optional[str], option: str = "label") -> Optional[str]:
+    """Return ``label`` when it is None or in the label grammar; raise :class:`BadLabel` naming the problem.
+
+    Only labels about to be written are checked: existing checkpoints keep whatever label they have.
+    """
+    problem = None if label is None else label_problem(label)
+    if problem:
+        raise BadLabel("%s=%s is refused: %s. A label is %s. Nothing was changed. Choose a label in that grammar "
+                       "(a release tag such as v2.4.0)." % (option, escape(label), problem, GRAMMAR))
+    return label

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from ..common.labels import check_new_label
 from ..store.root import DEFAULT_STORE
 
 
@@ -34,7 +35,5 @@ def repository_argument_spec(required: bool = False) -> dict:
 
 def check_label_options(params: dict, *names: str) -> None:
     """Refuse (BadLabel) the first of the options ``names`` that is set and outside the label grammar."""
-    from ..store.manifests import check_new_label  # pylint: disable=import-outside-toplevel
-
     for name in names:
         check_new_label(params.get(name), name)

@@ -12,25 +12,13 @@ from typing import Iterator, List, Optional, Union
 
 from ..common.errors import BadLabel, CheckpointNotFound, IntegrityError
 from ..common.fsutil import atomic_write_bytes, atomic_write_json, raise_if_full, read_json
-from ..common.labels import GRAMMAR, escape, label_problem, show_label
+from ..common.labels import check_new_label, escape, show_label
 from .manifest import FORMAT_VERSION, Manifest, manifest_version
 from .root import ID_RE, StoreRoot, manifest_context, new_checkpoint_id, utc_now
 from .objects import Objects
 from .writes import ObjectWrites
 
 _DECODE = json.JSONDecoder().decode  # one decoder for every line: trees are read in hot loops
-
-
-def check_new_label(label: Optional[str], option: str = "label") -> Optional[str]:
-    """Return ``label`` when it is None or in the label grammar; raise :class:`BadLabel` naming the problem.
-
-    Only labels about to be written are checked: existing checkpoints keep whatever label they have.
-    """
-    problem = None if label is None else label_problem(label)
-    if problem:
-        raise BadLabel("%s=%s is refused: %s. A label is %s. Nothing was changed. Choose a label in that grammar "
-                       "(a release tag such as v2.4.0)." % (option, escape(label), problem, GRAMMAR))
-    return label
 
 
 def checkpoint_summary(manifest: dict) -> dict:
