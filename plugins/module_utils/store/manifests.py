@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Iterator, List, Optional, Union
 
-from ..common.errors import BadLabel, CheckpointNotFound, IntegrityError
+from ..common.errors import CheckpointNotFound, IntegrityError
 from ..common.fsutil import atomic_write_bytes, atomic_write_json, raise_if_full, read_json
 from ..common.labels import check_new_label, escape, show_label
 from .manifest import FORMAT_VERSION, Manifest, manifest_version
