@@ -17,22 +17,31 @@ from typing import Any
 from xdist.scheduler import LoadScopeScheduling
 
 HEAVIEST_FIRST = (
-    "tests/integration/drill/test_drill.py",  # the demo and three drills: about 330 s of CPU in one row
-    "tests/integration/rollback/test_ordered_rollback.py",
-    "tests/integration/load/test_load.py",
-    "tests/integration/faults/test_db_outage.py",
-    "tests/integration/packaging/test_molecule.py",
-    "tests/integration/terraform/test_terraform_state.py",
+    "tests/integration/drill/test_drill.py",  # the demo and three drills: about 300 s in one row
+    "tests/integration/rollback/test_ordered_rollback.py",  # about 220 s
+    "tests/integration/packaging/test_molecule.py",  # five scenarios, about 30 s each
     "tests/integration/release/test_release.py",
-    "tests/integration/gitops/test_awx_runner.py",  # ansible-runner jobs: 270 s in one process at load 5
-    "tests/integration/report/test_report.py",  # its audit log: a checkpoint and three rollbacks
-    "tests/integration/database/test_role.py",
-    "tests/integration/hosts/test_checkpoint_restore.py",
+    "tests/integration/rollback/test_dry_run.py",
+    "tests/integration/faults/test_db_outage.py",
+    "tests/integration/gitops/test_awx_runner.py",  # ansible-runner jobs
+    "tests/integration/health/test_guard.py",
+    "tests/integration/terraform/test_terraform_state.py",
+    "tests/integration/rollback/test_hooks.py",
     "tests/integration/faults/test_kill_mariadb.py",
+    "tests/integration/health/test_batch_gate.py",
+    "tests/integration/load/test_load.py",
+    "tests/integration/gitops/test_config_render.py",
+    "tests/integration/faults/test_unreachable.py",
+    "tests/integration/hosts/test_checkpoint_restore.py",
+    "tests/integration/hosts/test_rollback_paths.py",
+    "tests/integration/health/test_health_gate.py",
+    "tests/integration/database/test_role.py",
+    "tests/integration/report/test_report.py",
 )
-"""The modules that take longest, longest first (the drill module measured; the others ranked by their
-playbook runs, GITOPS_HARNESS_RUN_LOG); the others follow in their usual order. Only the order depends
-on this list."""
+"""The modules that take longest, longest first, so the workers finish together instead of one of them
+starting a long module last (a fresh-clone run: its Ansible runs, GITOPS_HARNESS_RUN_LOG, and the
+component tests' durations); the others follow in their usual order. Only the order depends on this
+list."""
 
 
 class ModuleScheduling(LoadScopeScheduling):

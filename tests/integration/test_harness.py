@@ -15,6 +15,7 @@ import yaml
 from harness import DatabaseError, Fleet, MariaDbServer, MissingDependencyError, PgServer
 from harness import databases
 from harness.hosts import STORE_DIR
+from harness.scheduling import HEAVIEST_FIRST
 
 pytestmark = pytest.mark.harness
 
@@ -237,3 +238,10 @@ def test_with_two_workers_each_module_runs_on_one_worker_so_its_module_fixture_i
     made = sorted(log.read_text().splitlines())
     assert [line.split()[0] for line in made] == ["test_one", "test_three", "test_two"], made
     assert {line.split()[1] for line in made} == {"gw0", "gw1"}, "both workers had work"
+
+
+def test_every_module_the_scheduler_puts_first_exists() -> None:
+    """A renamed or deleted test module in ``HEAVIEST_FIRST`` would silently lose its place at the front."""
+    root = Path(__file__).resolve().parents[2]
+    assert [m for m in HEAVIEST_FIRST if not (root / m).is_file()] == []
+    assert len(set(HEAVIEST_FIRST)) == len(HEAVIEST_FIRST)
