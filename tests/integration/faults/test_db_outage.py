@@ -22,7 +22,7 @@ from harness import DatabaseError, MariaDbServer, PgServer, run_module_process, 
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
-BIG_ROWS = 1_000_000
+BIG_ROWS = 300_000
 LONG_NAME = "shop_" + "x" * 40
 """Too long for the staging names (name + __gr_old_<timestamp> > 63/64 bytes): replace loads in place."""
 SCHEMA = f"""
@@ -86,7 +86,7 @@ TEMPLATE = "outage_template"
 
 @pytest.fixture(scope="module")
 def backups(pg: PgServer, collections_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
-    """The million-row database made once (a template each test copies) and backed up once per database
+    """The big database made once (a template each test copies) and backed up once per database
     name as checkpoint ``v1``: (store by database name, the rows backed up)."""
     pg.create_database(TEMPLATE)
     pg.psql(SCHEMA, db=TEMPLATE)
