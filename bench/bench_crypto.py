@@ -6,7 +6,9 @@ Figures:
 - encrypted cold checkpoint (AES-256-GCM scheme) vs a plain cold checkpoint of the same tree
   (10,000 files / 200 MB, bench_checkpoint.py's tree), the real ``checkpoint`` module run as
   Ansible runs it, sides alternating, median of 3 after a warm-up; the same for a store of the
-  first scheme (information); peak memory of the encrypted checkpoint;
+  first scheme (information); peak memory of the encrypted checkpoint; with
+  ``GITOPS_ROLLBACK_BENCH_BEFORE=<another checkout of the collection>``, the plain and encrypted cold
+  checkpoints of that checkout too, in the same rounds (its encrypted vs plain ratio beside ours);
 - encrypt and decrypt throughput (sides alternating, median of 7) of the store's envelopes (``Cipher.sealer`` / ``open_stream``)
   vs ``cryptography``'s raw ``AESGCM.encrypt`` / ``decrypt`` of the same 200 MB in the same
   1 MiB chunks under one key: the cost of the construction (per-envelope key, chunk framing,
@@ -30,6 +32,7 @@ from typing import Callable, List
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ROUNDS = 3
+BEFORE = os.environ.get("GITOPS_ROLLBACK_BENCH_BEFORE")
 KEY = "bench-key-0123456789abcdef-crypto"
 
 
@@ -91,6 +94,10 @@ def checkpoints(work: Path, tree: Path, legacy) -> List[dict]:
     """Cold checkpoints: plain, AES-256-GCM and first-scheme stores, sides alternating."""
     sides = {"plain": {}, "aead": {"encryption_key": KEY}, "first": {"encryption_key": KEY}}
     modules = {name: CP.Modules(work, work / ("store-" + name)) for name in sides}
+    if BEFORE:
+        sides.update({"before plain": {}, "before aead": {"encryption_key": KEY}})
+        modules.update({name: CP.Modules(work, work / ("store-" + name.replace(" ", "-")), Path(BEFORE))
+                        for name in ("before plain", "before aead")})
     seconds = {name: [] for name in sides}
     peak = {}
 
@@ -112,13 +119,16 @@ def checkpoints(work: Path, tree: Path, legacy) -> List[dict]:
     for name in sides:
         shutil.rmtree(modules[name].store, ignore_errors=True)
     plain = CP.median(seconds["plain"])
-    return [
+    before = [{"name": "encrypted cold checkpoint (AES-256-GCM) vs plain, before", "ours_s": CP.median(seconds["before aead"]),
+               "baseline": "plain", "baseline_s": CP.median(seconds["before plain"]), "target": None}] if BEFORE else []
+    figures = [
         {"name": "encrypted cold checkpoint (AES-256-GCM) vs plain", "ours_s": CP.median(seconds["aead"]),
          "baseline": "plain", "baseline_s": plain, "target": 1.3},
         {"name": "encrypted cold checkpoint (first scheme) vs plain", "ours_s": CP.median(seconds["first"]),
          "baseline": "plain", "baseline_s": plain, "target": None},
         {"name": "encrypted cold checkpoint peak memory", "value": peak["aead"], "unit": "MB", "target": 60},
     ]
+    return figures[:1] + before + figures[1:]
 
 
 # ---------------------------------------------------------------------------- throughput
