@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import secrets
+import threading
 from array import array
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -90,6 +92,7 @@ class _Applier:
         self.root = plan.root
         self.source = source or ContentSource(store)
         self.pending = array("L")  # actions whose new content waits at _tmp(name), by number
+        self.created = array("L")  # files whose temporary copy the creator thread made (written or not yet)
         self.written = WrittenFiles(len(plan.actions))
         self.made: List[str] = []  # directories this run made, in the order made
         self.token = secrets.token_hex(4)
@@ -105,25 +108,19 @@ class _Applier:
     def _at(self, rel: str) -> Tuple[int, str]:
         return self.cursor.parent_of(rel)
 
-    def _stage_file(self, entry: dict, dir_fd: int, name: str, full: str, number: int) -> None:
-        tmp, sha = self._tmp(name), entry["sha256"]
+    def _write_file(self, entry: dict, fd: int, full: str, number: int) -> None:
+        """Write a staged file's content (created by the creator thread), hashed and checked as it is written, and its metadata."""
+        sha = entry["sha256"]
         digest = self.store.hasher()
-        try:
-            with os.fdopen(os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=dir_fd), "wb") as out:
-                for chunk in self.source.chunks(sha):
-                    digest.update(chunk)
-                    out.write(chunk)
-                if digest.hexdigest() != sha:
-                    raise self.source.refused(sha, digest.hexdigest(), full)
-                out.flush()
-                self._set_meta(out.fileno(), entry)
-                self.written.note(number, os.fstat(out.fileno()))
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
-            raise
+        with os.fdopen(fd, "wb") as out:
+            for chunk in self.source.chunks(sha):
+                digest.update(chunk)
+                out.write(chunk)
+            if digest.hexdigest() != sha:
+                raise self.source.refused(sha, digest.hexdigest(), full)
+            out.flush()
+            self._set_meta(out.fileno(), entry)
+            self.written.note(number, os.fstat(out.fileno()))
 
     @staticmethod
     def _set_meta(fd: int, entry: dict) -> None:
@@ -168,8 +165,9 @@ class _Applier:
             return
         self.made.append(rel)
 
-    def _stage(self, action: Action, number: int) -> bool:
-        """Carry out a non-delete action up to its rename; tell whether content was staged."""
+    def _stage(self, action: Action) -> bool:
+        """Carry out a non-delete action up to its rename, but a file's new content (:meth:`_write_file`);
+        tell whether something was staged."""
         entry, full = action.entry, self._full(action.rel)
         dir_fd, name = self._at(action.rel)
         if entry["type"] == DIR:
@@ -181,12 +179,12 @@ class _Applier:
             race_point("restore.meta", rel=action.rel)
             self._fix_meta_at(entry, dir_fd, name, full, action.live_ino)
             return False
-        if entry["type"] == FILE:
-            self._stage_file(entry, dir_fd, name, full, number)
-        elif entry["type"] == FIFO:
+        if entry["type"] == FIFO:
             self._stage_fifo(entry, dir_fd, name, full)
-        else:
+        elif entry["type"] == LINK:
             self._stage_link(entry, dir_fd, name)
+        else:
+            raise RollbackError("A file's new content is written by the restore's writer, not staged here: %s" % full)
         return True
 
     def _finish_dirs(self) -> None:
@@ -212,13 +210,14 @@ class _Applier:
 
     def _drop_staged(self) -> None:
         actions = self.plan.actions
-        for number in self.pending:
+        for number in sorted(set(self.pending) | set(self.created)):
             try:
                 dir_fd, name = self._at(actions.rel(number))
                 os.unlink(self._tmp(name), dir_fd=dir_fd)
             except (OSError, RollbackError):
                 pass
         self.pending = array("L")
+        self.created = array("L")
 
     def _remove_made(self) -> None:
         """Remove the directories this run made (deepest first; only empty ones go)."""
@@ -232,16 +231,48 @@ class _Applier:
         self.made = []
 
     def _stage_all(self) -> None:
-        """Stage every new entry; on a failure remove what was staged and made (nothing was renamed yet)."""
+        """Stage every new entry; on a failure remove what was staged and made (nothing was renamed yet).
+
+        The directories are made first; then a creator thread creates the files' temporary copies
+        (``O_CREAT|O_EXCL|O_NOFOLLOW``, each below a directory opened without following a link) in
+        plan order, while this thread writes each one's content and metadata and stages the other
+        entries: a file's creation and another's writes wait in the kernel side by side.
+        """
         actions = self.plan.actions
+        creator = None
         try:
+            files = array("L")
             for number in range(len(actions)):
-                if actions.op(number) != "delete" and self._stage(actions[number], number):
+                if actions.op(number) != "delete":
+                    action = actions[number]
+                    if action.entry["type"] == DIR:
+                        self._stage(action)
+                    elif action.entry["type"] == FILE and rewrites(action, action.entry):
+                        files.append(number)
+            if files:
+                self.cursor.reset()
+                creator = _Creator(self, files)
+            for number in range(len(actions)):
+                if actions.op(number) == "delete":
+                    continue
+                action = actions[number]
+                if action.entry["type"] == DIR:
+                    continue
+                if action.entry["type"] == FILE and rewrites(action, action.entry):
+                    self._write_file(action.entry, creator.take(number), self._full(action.rel), number)
+                    self.pending.append(number)
+                elif self._stage(action):
                     self.pending.append(number)
         except BaseException:
+            if creator is not None:
+                creator.finish()
+                creator = None
             self._drop_staged()
             self._remove_made()
             raise
+        finally:
+            if creator is not None:
+                creator.finish()
 
     def run(self) -> None:
         """Apply the plan."""
@@ -267,6 +298,70 @@ class _Applier:
         finally:
             self.cursor.close()
 
+
+class _Creator:
+    """A thread that creates the temporary copies of the files a plan writes, in plan order, at most
+    CREATE_AHEAD ahead of the writes; each is reached from its parent directory's descriptor, every
+    directory opened without following a link (a cursor of its own, from the same root descriptor)."""
+
+    def __init__(self, applier: _Applier, numbers: array) -> None:
+        self.applier = applier
+        self.numbers = numbers
+        self.cursor = DirCursor(os.dup(applier.cursor.root_fd), applier.root)
+        self.ready: "queue.Queue[object]" = queue.Queue(CREATE_AHEAD)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="gitops-rollback-restore-creator", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        applier, actions = self.applier, self.applier.plan.actions
+        try:
+            for number in self.numbers:
+                dir_fd, name = self.cursor.parent_of(actions.rel(number))
+                fd = os.open(applier._tmp(name), CREATE_FLAGS, 0o600, dir_fd=dir_fd)  # pylint: disable=protected-access
+                applier.created.append(number)
+                if not self._put((number, fd)):
+                    os.close(fd)
+                    return
+        except BaseException as exc:  # pylint: disable=broad-exception-caught  # raised again by take()
+            self._put(exc)
+
+    def _put(self, item: object) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.ready.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def take(self, number: int) -> int:
+        """The descriptor of action ``number``'s temporary copy, open for writing (the next in plan order)."""
+        item = self.ready.get()
+        if isinstance(item, BaseException):
+            raise item
+        created, fd = item
+        if created != number:
+            os.close(fd)
+            raise RollbackError("The restore of %s wrote its files out of the plan's order; nothing was renamed "
+                                "into place." % self.applier.root)
+        return fd
+
+    def finish(self) -> None:
+        """Stop the thread, close the descriptors it made that were not taken, and its cursor."""
+        self.stopping.set()
+        while self.thread.is_alive() or not self.ready.empty():
+            try:
+                item = self.ready.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, tuple):
+                os.close(item[1])
+        self.thread.join()
+        self.cursor.close()
+
+
+CREATE_AHEAD = 64  # files the creator thread creates ahead of the writes
 
 REPORT_LIMIT = 1000
 
