@@ -171,6 +171,17 @@ _RUNNING: Dict[Tuple[bytes, bytes, int, int, int, int], _Derivation] = {}  # der
 _PREPARED: Dict[str, dict] = {}  # secret -> the KDF parameters of a store it is about to create
 
 
+def _finish_derivations() -> None:
+    """Before a fork: let every derivation under way finish, so that no child starts with OpenSSL in the middle
+    of one (its locks held by a thread the child does not have); the child inherits the results."""
+    for running in list(_RUNNING.values()):
+        running.result()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_finish_derivations)
+
+
 def derive_soon(secret: object, encryption: Optional[dict]) -> None:
     """Start the derivation of ``secret``'s key in the background, as soon as the key and the store's
     format (its ``encryption`` block; None: a store about to be created) are known.

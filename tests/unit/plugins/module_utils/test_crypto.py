@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -231,13 +232,16 @@ def test_a_module_run_derives_the_key_once_and_a_wrong_key_is_still_refused(tmp_
     assert len(calls) == 2
 
 
-def _scrypt_calls(monkeypatch) -> list:
-    """Record, for each scrypt from now on, whether it ran in the main thread."""
+def _scrypt_calls(monkeypatch, background_seconds: float = 0.0) -> list:
+    """Record, for each scrypt from now on, whether it ran in the main thread (one in the background lasts at
+    least ``background_seconds``)."""
     calls = []
     real = _crypto.cryptography_library().Scrypt
 
     def recording_scrypt(**parameters):
         calls.append("main" if threading.current_thread() is threading.main_thread() else "background")
+        if calls[-1] == "background":
+            time.sleep(background_seconds)
         return real(**parameters)
 
     monkeypatch.setattr(_crypto.cryptography_library(), "Scrypt", recording_scrypt)
@@ -288,6 +292,23 @@ def test_a_key_derived_early_is_checked_as_always_and_a_path_that_is_no_store_is
     StoreRoot(str(tmp_path / "short"), "short").derive_key_soon()
     with pytest.raises(EncryptionKeyError, match="at least 16"):
         Store(str(tmp_path / "short"), "short").init()
+
+
+def test_a_fork_waits_for_a_derivation_under_way_and_the_child_has_its_result(tmp_path, monkeypatch):
+    """Content workers are forked processes: none starts while scrypt runs in a thread it would not have."""
+    store = _store(tmp_path)
+    sha = store.put_bytes(b"hello")
+    calls = _scrypt_calls(monkeypatch, background_seconds=0.3)  # still under way when the fork comes
+    StoreRoot(store.root, KEY).derive_key_soon()
+    pid = os.fork()
+    if pid == 0:  # the child: opens the store with the derived key, deriving nothing itself
+        code = 1
+        try:
+            code = 0 if Store(store.root, KEY).read_blob(sha) == b"hello" and calls == ["background"] else 3
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert Store(store.root, KEY).read_blob(sha) == b"hello" and calls == ["background"]
 
 
 def test_names_and_envelope_keys_made_from_the_cached_keys_are_the_documented_hmacs():
