@@ -259,7 +259,7 @@ def _profile(times_file: Path) -> None:
         totals.setdefault(name, []).append(seconds)
     ranked = sorted(totals.items(), key=lambda item: -sum(item[1]))
     print("tasks started: %d; slowest:" % sum(len(v) for v in totals.values()))
-    for name, seconds in ranked[:25]:
+    for name, seconds in ranked[:40]:
         print("  %6.2fs x%-3d %s" % (sum(seconds), len(seconds), name))
 
 

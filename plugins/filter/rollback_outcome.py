@@ -13,17 +13,23 @@ from typing import Any, Dict
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
-    add_changed_layer, deadline_problem, layers_to_recover, preflight_problems, terraform_preview_lines,
+    add_changed_layer, deadline_problem, layer_seconds, layers_to_recover, preflight_problems, terraform_preview_lines,
     with_terraform_preview)
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import layer_list, problems_message
 
 
-def within_deadline(layer: str, deadline_epoch: Any = 0, max_seconds: Any = 0) -> str:
-    """Return ``layer`` while the run is within its deadline (0: none); fail the task, saying so, past it."""
+def within_deadline(layer: str, deadline_epoch: Any = 0, max_seconds: Any = 0, otherwise: Any = None) -> str:
+    """Return ``layer`` while the run is within its deadline (0: none); past it, ``otherwise`` when given,
+    else fail the task, saying so."""
     problem = deadline_problem(float(deadline_epoch or 0), time.time(), layer, max_seconds)
-    if problem:
+    if problem and otherwise is None:
         raise AnsibleFilterError(problem)
-    return layer
+    return otherwise if problem else layer
+
+
+def stop_clock(timings: Dict[str, Any], layer: str, started: Any) -> Dict[str, Any]:
+    """Return ``timings`` with the seconds of ``layer`` since ``started`` (epoch seconds); unchanged without a layer."""
+    return layer_seconds(timings, layer, started, time.time())
 
 
 class FilterModule:
@@ -33,4 +39,5 @@ class FilterModule:
         return {"add_changed_layer": add_changed_layer, "layers_to_recover": layers_to_recover,
                 "terraform_preview_lines": terraform_preview_lines, "with_terraform_preview": with_terraform_preview,
                 "layer_list": layer_list, "preflight_problems": preflight_problems,
-                "problems_message": problems_message, "within_deadline": within_deadline}
+                "problems_message": problems_message, "within_deadline": within_deadline,
+                "stop_clock": stop_clock}

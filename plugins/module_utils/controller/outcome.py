@@ -49,6 +49,14 @@ def add_changed_layer(changed: Sequence[str], layer: str, results: Mapping[str, 
     return out
 
 
+def layer_seconds(timings: Mapping[str, Any], layer: str, started: Any, now: float) -> Dict[str, Any]:
+    """Return ``timings`` with ``layer``'s seconds from ``started`` to ``now`` (epoch seconds); as is without a layer."""
+    out = dict(timings)
+    if layer:
+        out[layer] = round(now - float(started), 3)
+    return out
+
+
 def layers_to_recover(active: Sequence[str], failed_layer: Optional[str], safety: Sequence[str]) -> List[str]:
     """Return the layers a failed host brings back to its safety checkpoint, in order.
 

@@ -18,3 +18,9 @@ def test_the_layer_passes_within_the_limit_and_without_one():
 def test_past_the_deadline_the_task_fails_naming_the_limit_and_the_layer():
     with pytest.raises(AnsibleFilterError, match=r"exceeded max_rollback_seconds \(1 s\).*before config"):
         within_deadline("config", time.time() - 1, 1)
+
+
+def test_past_the_deadline_otherwise_is_returned_instead_of_failing():
+    assert within_deadline("config", time.time() - 1, 1, otherwise="release") == "release"
+    assert within_deadline("config", time.time() + 60, 60, otherwise="release") == "config"
+    assert within_deadline("config", 0, 0, otherwise="") == "config"
