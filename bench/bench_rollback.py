@@ -202,8 +202,10 @@ def _assert_v1(drill, ours: bool) -> None:
         raise AssertionError("the Terraform serial did not move forward: %s" % after["tf_serial"])
 
 
-def _failed(result: Result) -> List[Any]:
-    return [(e["host"], e["task"], e["result"].get("msg")) for e in result.events if e["status"] == "failed"]
+def _failed(result: Result) -> Any:
+    """The failed tasks of a run, else the end of its output (a parse error, an unreachable host)."""
+    failed = [(e["host"], e["task"], e["result"].get("msg")) for e in result.events if e["status"] == "failed"]
+    return failed or (result.stdout[-3000:] + result.stderr[-3000:])
 
 
 def _cpu() -> float:
