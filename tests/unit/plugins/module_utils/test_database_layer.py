@@ -1,0 +1,36 @@
+"""The database layer's decisions: the method of each database and the arguments of the modules that run."""
+
+from __future__ import annotations
+
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.database_layer import (
+    LayerSettings, choose_method, restore_args, revert_args)
+
+MIGRATED = {"engine": "postgresql", "database": "app", "migrations_dir": "/srv/app/migrations", "login_host": "db1"}
+PLAIN = {"engine": "mysql", "database": "shop", "jobs": 4, "mode": "replace", "source_database": "shop_v1"}
+
+
+def test_the_method_comes_from_the_role_then_the_plan_then_the_entry():
+    plan = LayerSettings(checkpoint="c1", methods={"postgresql/app": "restore"})
+    assert choose_method(MIGRATED, LayerSettings(checkpoint="c1")) == "auto"
+    assert choose_method(dict(MIGRATED, method="migrate"), LayerSettings(checkpoint="c1")) == "migrate"
+    assert choose_method(MIGRATED, plan) == "restore"
+    assert choose_method(MIGRATED, LayerSettings(checkpoint="c1", method="skip", methods=plan.methods)) == "skip"
+    assert choose_method(PLAIN, LayerSettings(checkpoint="c1")) == "restore"
+
+
+def test_a_revert_goes_to_the_label_else_to_the_checkpoints_version():
+    store = {"store_path": "/var/lib/s", "lock_timeout": 5.0, "encryption_key": None}
+    by_checkpoint = revert_args(MIGRATED, "pw", LayerSettings(checkpoint="c1", store=store))
+    assert by_checkpoint == {"engine": "postgresql", "database": "app", "login_host": "db1", "login_password": "pw",
+                             "store_path": "/var/lib/s", "lock_timeout": 5.0, "operation": "revert",
+                             "migrations_dir": "/srv/app/migrations", "checkpoint": "c1"}
+    by_label = revert_args(MIGRATED, "", LayerSettings(checkpoint="c1", label="v1"))
+    assert by_label["label"] == "v1" and "checkpoint" not in by_label and "login_password" not in by_label
+
+
+def test_a_restore_takes_the_entrys_own_options_before_the_roles():
+    args = restore_args(PLAIN, "", LayerSettings(checkpoint="c1", mode="swap", jobs=1, safety_backup=False))
+    assert (args["jobs"], args["mode"], args["source_database"], args["safety_backup"]) == (4, "replace", "shop_v1", False)
+    defaults = restore_args(MIGRATED, "", LayerSettings(checkpoint="c1", mode="swap", jobs=2))
+    assert (defaults["jobs"], defaults["mode"], defaults["checkpoint"]) == (2, "swap", "c1")
+    assert "migrations_dir" not in defaults
