@@ -183,8 +183,10 @@ def test_a_migration_revert_alone_is_a_change_with_a_safety_checkpoint_that_undo
     after = drill.state()
     for key in ("tables", "orders_columns", "schema_version"):
         assert after[key] == drill.v1[key], key
-    reverted = [e for e in result.events if "Revert the migrations" in e["task"] and e.get("status") == "ok"]
-    assert reverted and reverted[-1]["result"]["target_version"] == 3, reverted
+    rolled = [e["result"]["databases"] for e in result.events
+              if e["action"].endswith(".rollback_database") and e.get("status") == "ok"]
+    assert rolled and rolled[-1][-1]["method"] == "auto", rolled
+    assert rolled[-1][-1]["migrated"]["target_version"] == 3, rolled
     assert after["hosts"] == drill.v2["hosts"], "only the database layer was asked for"
     completed, report = finished(drill, result)
     label = "safety/" + completed["run_id"]
