@@ -79,7 +79,6 @@ attributes:
 seealso:
   - module: gitops.rollback.db_migrate
   - module: gitops.rollback.db_restore
-  - role: gitops.rollback.rollback_database
 """
 
 EXAMPLES = r"""
