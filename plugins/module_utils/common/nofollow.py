@@ -23,9 +23,12 @@ change the tree between listing and reading or between plan and apply. It is Non
 from __future__ import annotations
 
 import errno
+import fcntl
 import inspect
 import os
 import stat
+import struct
+import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from .errors import UnsafePathError
@@ -147,6 +150,23 @@ def same_inode(first: os.stat_result, second: os.stat_result) -> bool:
     """Tell whether two stats describe the same inode of the same type."""
     return (first.st_ino == second.st_ino and first.st_dev == second.st_dev
             and stat.S_IFMT(first.st_mode) == stat.S_IFMT(second.st_mode))
+
+
+FS_IOC_GETVERSION = (2 << 30) | (struct.calcsize("l") << 16) | (ord("v") << 8) | 1
+"""``_IOR('v', 1, long)``: the inode's generation number (ext4, XFS, btrfs and others)."""
+
+
+def inode_generation(fd: int) -> Optional[int]:
+    """Return the generation number of the inode open at ``fd``, or None where the file system has none.
+
+    An inode number freed and given to a new file comes with another generation, so inode number and
+    generation together name one file for as long as it exists.
+    """
+    try:
+        raw = fcntl.ioctl(fd, FS_IOC_GETVERSION, bytes(struct.calcsize("l")))
+    except OSError:
+        return None
+    return int.from_bytes(raw, sys.byteorder)
 
 
 def open_listed(dir_fd: int, name: str, dev: int, ino: int) -> Optional[int]:

@@ -22,7 +22,9 @@ from .capture import CheckpointRequest, locate, roots_of, save_checkpoint
 from ..common.errors import IntegrityError, RollbackError, UnsafePathError
 from ..common.labels import show_label
 from ..common.fsutil import TEMP_MARK, raise_if_full, sync_filesystem
-from ..common.nofollow import CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_listed, open_root, race_point, remove_at
+from ..common.nofollow import (
+    CREATE_FLAGS, READ_FLAGS, DirCursor, inode_generation, lstat_at, open_listed, open_root, race_point, remove_at,
+)
 from .plantable import Action
 from .restore_plan import RootPlan, differences, owner_ids, plan_root, rewrites, verify_blobs
 from ..store.store import Store, safety_label, checkpoint_summary
@@ -60,20 +62,41 @@ class ContentSource:
 
 
 class WrittenFiles:
-    """The inode and size of each file a restore wrote (by action number; 16 bytes each), its content
-    hashed and checked against the object name as it was written."""
+    """Which file a restore wrote for each action, its content hashed and checked against the object
+    name as it was written (by action number; 32 bytes each).
+
+    A file is known by its inode number and generation (an inode number freed and given to another file
+    has another generation), its size, and its change time after the rename (set by the kernel, no user
+    can set it back: a write, a chmod or a ``utime`` after the rename changes it). Where the file system
+    has no generation number, nothing is noted and the verification reads the file back.
+    """
 
     def __init__(self, count: int) -> None:
         self.inodes = array("Q", bytes(8 * count))
+        self.generations = array("Q", bytes(8 * count))
         self.sizes = array("Q", bytes(8 * count))
+        self.ctimes = array("q", bytes(8 * count))
 
-    def note(self, number: int, st: os.stat_result) -> None:
-        """Remember the file written for action ``number``."""
-        self.inodes[number], self.sizes[number] = st.st_ino, st.st_size
+    def note(self, number: int, fd: int) -> None:
+        """Remember the file open at ``fd``, written for action ``number`` (before its rename)."""
+        generation = inode_generation(fd)
+        if generation is not None:
+            st = os.fstat(fd)
+            self.inodes[number], self.generations[number], self.sizes[number] = st.st_ino, generation, st.st_size
 
-    def get(self, number: int) -> Optional[Tuple[int, int]]:
-        """(inode, size) of the file written for action ``number``, or None."""
-        return (self.inodes[number], self.sizes[number]) if self.inodes[number] else None
+    def renamed(self, number: int, st: os.stat_result) -> None:
+        """Take the change time of the entry found at the destination just after the rename; forget the
+        file when that entry is not it."""
+        if st.st_ino == self.inodes[number] and st.st_size == self.sizes[number]:
+            self.ctimes[number] = st.st_ctime_ns
+        else:
+            self.inodes[number] = 0
+
+    def get(self, number: int) -> Optional[Tuple[int, int, int, int]]:
+        """(inode, size, change time, generation) of the file written for action ``number``, or None."""
+        if not self.inodes[number] or not self.ctimes[number]:
+            return None
+        return self.inodes[number], self.sizes[number], self.ctimes[number], self.generations[number]
 
 
 class _Applier:
@@ -120,7 +143,7 @@ class _Applier:
                 raise self.source.refused(sha, digest.hexdigest(), full)
             out.flush()
             self._set_meta(out.fileno(), entry)
-            self.written.note(number, os.fstat(out.fileno()))
+            self.written.note(number, out.fileno())
 
     @staticmethod
     def _set_meta(fd: int, entry: dict) -> None:
@@ -206,6 +229,8 @@ class _Applier:
             dir_fd, name = self._at(rel)
             race_point("restore.rename", rel=rel)
             os.rename(self._tmp(name), name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if self.written.inodes[number]:
+                self.written.renamed(number, lstat_at(dir_fd, name))
         self.pending = array("L")
 
     def _drop_staged(self) -> None:
@@ -382,8 +407,8 @@ def verify_changes(plan: RootPlan, store: Store, written: Optional[WrittenFiles]
     equal when it was made.
 
     A file's content is re-hashed (not trusted to the stat cache) unless it is the file this run
-    wrote, hashing every byte as it wrote it (``written``): the same inode, of the size written
-    (its mtime, mode and owner are compared as every entry's).
+    wrote, hashing every byte as it wrote it (``written``), untouched since its rename: the same inode
+    and generation, size and change time (its mtime, mode and owner are compared as every entry's).
     """
     try:
         cursor = DirCursor(open_root(plan.root), plan.root)
@@ -408,9 +433,9 @@ def verify_changes(plan: RootPlan, store: Store, written: Optional[WrittenFiles]
 
 
 def _entry_problem(dir_fd: int, name: str, entry: Optional[dict], store: Store,
-                   as_written: Optional[Tuple[int, int]] = None) -> Optional[str]:
+                   as_written: Optional[Tuple[int, int, int, int]] = None) -> Optional[str]:
     """Return how an entry differs from what the plan wrote (``entry`` None: it was removed); ``as_written``:
-    the inode and size of the file this run wrote there, its content hashed as it was written."""
+    the file this run wrote there (:class:`WrittenFiles`), its content hashed as it was written."""
     try:
         st = lstat_at(dir_fd, name)
     except FileNotFoundError:
@@ -420,20 +445,26 @@ def _entry_problem(dir_fd: int, name: str, entry: Optional[dict], store: Store,
     if kind_of(st) != entry["type"]:
         return "is a %s, not a %s" % (kind_of(st) or "special file", entry["type"])
     sha = target = None
-    if entry["type"] == FILE and as_written == (st.st_ino, st.st_size):
-        sha = entry["sha256"]
-    elif entry["type"] == FILE:
+    if entry["type"] == FILE:
         fd = open_listed(dir_fd, name, st.st_dev, st.st_ino)
         if fd is None:
             return "changed while it was checked"
         try:
-            sha = store.hash_fd(fd)
+            sha = entry["sha256"] if unchanged_since_written(fd, st, as_written) else store.hash_fd(fd)
         finally:
             os.close(fd)
     if entry["type"] == LINK:
         target = os.readlink(name, dir_fd=dir_fd)
     reasons = differences(entry, st, sha, target)
     return "differs in " + ", ".join(reasons) if reasons else None
+
+
+def unchanged_since_written(fd: int, st: os.stat_result, as_written: Optional[Tuple[int, int, int, int]]) -> bool:
+    """Tell whether the file open at ``fd`` (``st`` its status) is the file this run wrote and renamed into
+    place, untouched since: same inode and generation, same size and change time."""
+    if as_written is None or as_written[:3] != (st.st_ino, st.st_size, st.st_ctime_ns):
+        return False
+    return inode_generation(fd) == as_written[3]
 
 
 def verify_tree(store: Store, record: dict) -> List[dict]:

@@ -20,8 +20,9 @@ from ansible_collections.gitops.rollback.plugins.module_utils.common.errors impo
 from ansible_collections.gitops.rollback.plugins.module_utils.common.fsutil import TEMP_MARK
 from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams
 from ansible_collections.gitops.rollback.plugins.module_utils.files.restore_ops import restore_host
+from ansible_collections.gitops.rollback.plugins.module_utils.common.nofollow import inode_generation
 from ansible_collections.gitops.rollback.plugins.module_utils.files.restore import (
-    RestoreOptions, plan_root, restore_checkpoint, verify_tree,
+    RestoreOptions, plan_root, restore_checkpoint, unchanged_since_written, verify_tree,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils.store.tree import encode_entry
@@ -304,7 +305,7 @@ def test_a_full_restore_hashes_each_file_once_as_it_writes_it(store, root, monke
     assert read_back == []
 
 
-@pytest.mark.parametrize("how", ["replaced", "written in place"])
+@pytest.mark.parametrize("how", ["replaced", "written in place", "written in place, mtime set back"])
 def test_a_file_changed_after_it_was_written_fails_the_verification(store, root, monkeypatch, how):
     manifest = _checkpoint(store, root)
     (root / "conf" / "app.conf").write_text("port = 8080\n")
@@ -321,10 +322,32 @@ def test_a_file_changed_after_it_was_written_fails_the_verification(store, root,
             else:
                 with open(str(target), "r+b") as handle:
                     handle.write(b"PORT")
+                if how.endswith("set back"):  # same inode, size and mtime: only the change time tells
+                    os.utime(str(target), ns=(checkpointed["mtime_ns"], checkpointed["mtime_ns"]))
 
     monkeypatch.setattr(_nofollow, "race_hook", change_it)
     with pytest.raises(IntegrityError) as failed:
         restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
     problem = failed.value.details["differences"][str(root)][0]
     assert problem["path"] == "conf/app.conf"
-    assert ("content" if how == "replaced" else "mtime") in problem["problem"]
+    assert ("mtime" if how == "written in place" else "content") in problem["problem"]
+
+
+def test_a_written_file_is_known_by_inode_generation_size_and_change_time(tmp_path):
+    """An inode number given to another file of the same size in the same clock tick still differs in its
+    generation: the verification then reads the file back."""
+    path = tmp_path / "f"
+    path.write_bytes(b"port = 80\n")
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        generation = inode_generation(fd)
+        if generation is None:
+            pytest.fail("the test directory's file system has no inode generation numbers: %s" % tmp_path)
+        same = (st.st_ino, st.st_size, st.st_ctime_ns, generation)
+        assert unchanged_since_written(fd, st, same)
+        assert not unchanged_since_written(fd, st, same[:3] + (generation ^ 1,))
+        assert not unchanged_since_written(fd, st, (st.st_ino, st.st_size, st.st_ctime_ns - 1, generation))
+        assert not unchanged_since_written(fd, st, None)
+    finally:
+        os.close(fd)
