@@ -78,23 +78,37 @@ class WrittenFiles:
         self.ctimes = array("q", bytes(8 * count))
 
     def note(self, number: int, fd: int) -> None:
-        """Remember the file open at ``fd``, written for action ``number`` (before its rename)."""
+        """Remember the file open at ``fd``, written for action ``number`` with its metadata (before its rename)."""
         generation = inode_generation(fd)
         if generation is not None:
             st = os.fstat(fd)
             self.inodes[number], self.generations[number], self.sizes[number] = st.st_ino, generation, st.st_size
+            self.ctimes[number] = st.st_ctime_ns
+
+    def tracked(self, number: int) -> bool:
+        """Tell whether the file of action ``number`` is still taken as written."""
+        return bool(self.inodes[number])
+
+    def unchanged(self, number: int, st: os.stat_result) -> bool:
+        """Tell whether ``st`` (the staged file just before its rename) is the file as written: same inode,
+        size and change time."""
+        return (st.st_ino, st.st_size, st.st_ctime_ns) == (self.inodes[number], self.sizes[number], self.ctimes[number])
 
     def renamed(self, number: int, st: os.stat_result) -> None:
-        """Take the change time of the entry found at the destination just after the rename; forget the
-        file when that entry is not it."""
+        """Take the change time of the entry found at the destination just after the rename (a rename sets
+        it); forget the file when that entry is not it."""
         if st.st_ino == self.inodes[number] and st.st_size == self.sizes[number]:
             self.ctimes[number] = st.st_ctime_ns
         else:
-            self.inodes[number] = 0
+            self.forget(number)
+
+    def forget(self, number: int) -> None:
+        """Read the file of action ``number`` back at the verification."""
+        self.inodes[number] = 0
 
     def get(self, number: int) -> Optional[Tuple[int, int, int, int]]:
-        """(inode, size, change time, generation) of the file written for action ``number``, or None."""
-        if not self.inodes[number] or not self.ctimes[number]:
+        """(inode, size, change time after the rename, generation) of the file written for action ``number``, or None."""
+        if not self.inodes[number]:
             return None
         return self.inodes[number], self.sizes[number], self.ctimes[number], self.generations[number]
 
@@ -228,10 +242,24 @@ class _Applier:
             rel = actions.rel(number)
             dir_fd, name = self._at(rel)
             race_point("restore.rename", rel=rel)
+            self._check_staged(number, dir_fd, self._tmp(name))
             os.rename(self._tmp(name), name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            if self.written.inodes[number]:
-                self.written.renamed(number, lstat_at(dir_fd, name))
+            if self.written.tracked(number):
+                try:
+                    self.written.renamed(number, lstat_at(dir_fd, name))
+                except OSError:  # gone again already: the verification reports what is there
+                    self.written.forget(number)
         self.pending = array("L")
+
+    def _check_staged(self, number: int, dir_fd: int, tmp: str) -> None:
+        """Forget a staged file changed since it was written (the verification then reads it back)."""
+        if self.written.tracked(number):
+            try:
+                unchanged = self.written.unchanged(number, lstat_at(dir_fd, tmp))
+            except OSError:
+                unchanged = False
+            if not unchanged:
+                self.written.forget(number)
 
     def _drop_staged(self) -> None:
         actions = self.plan.actions

@@ -27,6 +27,7 @@ from ..store.store import LAYOUT, Store, parse_time, checkpoint_summary
 
 READ_CHUNK = 256 * 1024  # the reader thread's reads of a large object
 READ_AHEAD = 256  # chunks read ahead of the restore (at most 64 MiB)
+_END = object()  # the reader's last item: every object asked for was sent
 REPEATS_KEPT = 64 * 1024 * 1024  # bytes of content several files have, kept in memory for the later ones
 
 
@@ -177,7 +178,7 @@ class RemoteContent:
         self.conn = conn
         self.wanted = frozenset(name for name, _size in wanted)
         names, self._uses = _asked_once(wanted)
-        self._planned = {name: size for name, size in wanted if name in self._uses}
+        self._sizes = dict(wanted)  # each object's size by the checkpoint: a repository that says otherwise is refused
         self._kept: Dict[str, bytes] = {}  # content of several files, received, until its last file is written
         self.batches = [list(names[start:start + NAMES_PER_REQUEST]) for start in range(0, len(names), NAMES_PER_REQUEST)]
         self.objects = self.bytes = 0
@@ -206,6 +207,7 @@ class RemoteContent:
                         self._put((name, size, data, not left))
                         if not left:
                             break
+            self._put(_END)
         except _Stopped:
             return
         except BaseException as exc:  # pylint: disable=broad-exception-caught  # raised again in the restoring thread
@@ -227,6 +229,9 @@ class RemoteContent:
         item = self._chunks.get()
         if isinstance(item, BaseException):
             raise item
+        if item is _END:
+            raise RepositoryError("The restore asked %s for more objects than it planned; nothing was renamed into "
+                                  "place." % self.conn.spec.where())
         return item
 
     def stop(self) -> None:
@@ -259,12 +264,10 @@ class RemoteContent:
         if name != sha:
             raise RepositoryError("The restore asked for object %s where %s was due from %s; nothing was renamed "
                                   "into place." % (sha, name, self.conn.spec.where()))
-        keep = None
-        if self._uses.get(sha):
-            if size != self._planned[sha]:  # kept in memory: never more than the checkpoint says
-                raise _damaged(sha, self.conn.spec.where(), None, RepositoryError(
-                    "it holds %d bytes where the checkpoint's file has %d." % (size, self._planned[sha])))
-            keep = []
+        if size != self._sizes[sha]:  # refused before a byte is written or kept: never more than the checkpoint says
+            raise _damaged(sha, self.conn.spec.where(), None, RepositoryError(
+                "it holds %d bytes where the checkpoint's file has %d." % (size, self._sizes[sha])))
+        keep = [] if self._uses.get(sha) else None
         while True:
             if keep is not None:
                 keep.append(data)
@@ -281,7 +284,7 @@ class RemoteContent:
         """The content of a file whose object an earlier file brought (kept until its last file)."""
         self._uses[sha] -= 1
         if not self._uses[sha]:
-            del self._kept[sha], self._uses[sha], self._planned[sha]
+            del self._kept[sha], self._uses[sha]
         yield kept
 
     def refused(self, sha: str, actual: str, full: str) -> IntegrityError:

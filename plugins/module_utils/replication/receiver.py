@@ -470,6 +470,8 @@ class _Objects(_Namespaces):
                         raise EOFError("object %s shrank while it was sent" % name)
                     self.stdout.write(chunk)
                     left -= len(chunk)
+                if sent < size:  # copied through the buffer: out before the next object's sendfile
+                    self.stdout.flush()
         self.stdout.flush()
 
     def _object_size(self, name: str) -> int:

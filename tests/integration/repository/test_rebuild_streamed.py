@@ -105,6 +105,24 @@ def test_a_corrupted_object_is_refused_naming_it_and_nothing_is_restored(
     assert list(lost.root.iterdir()) == []  # no file renamed into place, no staged file, no directory left
 
 
+def test_an_object_of_another_size_is_refused_before_a_byte_of_it_is_written(
+        eng, ops, repository_host, repo_path, tmp_path, monkeypatch):
+    lost = replicated(eng, repository_host, repo_path, tmp_path)
+    name = lost.content["data/f005.txt"]
+    grown = repository_host.local(repo_path) / "objects" / name[:2] / name
+    grown.write_bytes(grown.read_bytes() + b"\0" * (1 << 20))  # a repository that would fill the managed disk
+    written = []
+    chunks = eng.fetch.RemoteContent.chunks
+    monkeypatch.setattr(eng.fetch.RemoteContent, "chunks",
+                        lambda self, sha: (written.append(sha) or chunk for chunk in chunks(self, sha)))
+
+    with pytest.raises(eng.errors.IntegrityError) as refused:
+        rebuild(eng, ops, tmp_path, lost.spec)
+    assert name in str(refused.value) and "bytes where the checkpoint's file has" in str(refused.value)
+    assert name not in written  # refused when its size arrived, before its first chunk
+    assert list(lost.root.iterdir()) == []
+
+
 def test_a_repository_host_lost_in_the_middle_of_the_stream_fails_clearly_and_nothing_is_restored(
         eng, ops, repository_host, repo_path, tmp_path, monkeypatch):
     lost = replicated(eng, repository_host, repo_path, tmp_path)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -217,3 +218,26 @@ def test_a_list_of_needed_objects_sent_as_a_difference_is_rebuilt_or_asked_for_i
     assert replies[6]["needs_in_full"] is True  # no such base recorded
     assert replies[7]["ok"] is True
     assert (folder / (second + ".needs")).read_text().split() == [names["kept"], names["added"]]
+
+
+def test_objects_sent_by_sendfile_after_one_copied_through_the_buffer_keep_their_order(tmp_path, monkeypatch):
+    first, second = b"first object " * 100, b"second object " * 100
+    names = [hashlib.sha256(data).hexdigest() for data in (first, second)]
+    serve(hello(tmp_path / "repo"), {"op": "put", "objects": [[names[0], len(first)], [names[1], len(second)]]},
+          first + names[0].encode() + second + names[1].encode())
+    real_sendfile = os.sendfile
+    refused = []
+
+    def sendfile_refusing_the_first(out, source, offset, count):
+        if not refused:  # the first object falls back to a copy through stdout's buffer
+            refused.append(source)
+            raise OSError(errno.EAGAIN, "try again")
+        return real_sendfile(out, source, offset, count)
+
+    monkeypatch.setattr(_repo_receiver.os, "sendfile", sendfile_refusing_the_first)
+    request = json.dumps(hello(tmp_path / "repo")).encode() + b"\n" + json.dumps({"op": "get", "names": names}).encode() + b"\n"
+    with open(tmp_path / "out", "w+b") as out:
+        _repo_receiver.Receiver(io.BytesIO(request), out).serve()
+        out.seek(0)
+        sent = out.read()
+    assert refused and sent.endswith(first + second)

@@ -333,6 +333,26 @@ def test_a_file_changed_after_it_was_written_fails_the_verification(store, root,
     assert ("mtime" if how == "written in place" else "content") in problem["problem"]
 
 
+def test_a_staged_file_changed_before_its_rename_fails_the_verification(store, root, monkeypatch):
+    manifest = _checkpoint(store, root)
+    (root / "conf" / "app.conf").write_text("port = 8080\n")
+    checkpointed = next(entry for entry in store.iter_tree(manifest["roots"][0]["tree"])
+                        if entry["path"] == "conf/app.conf")
+
+    def change_staged(point, where):
+        if point == "restore.rename" and where.get("rel") == "conf/app.conf":
+            staged = next(path for path in (root / "conf").iterdir() if TEMP_MARK in path.name)
+            with open(str(staged), "r+b") as handle:  # same size, mtime set back: only the change time tells
+                handle.write(b"PORT")
+            os.utime(str(staged), ns=(checkpointed["mtime_ns"], checkpointed["mtime_ns"]))
+
+    monkeypatch.setattr(_nofollow, "race_hook", change_staged)
+    with pytest.raises(IntegrityError) as failed:
+        restore_checkpoint(store, manifest, RestoreOptions(creator="test"))
+    problem = failed.value.details["differences"][str(root)][0]
+    assert problem["path"] == "conf/app.conf" and "content" in problem["problem"]
+
+
 def test_a_written_file_is_known_by_inode_generation_size_and_change_time(tmp_path):
     """An inode number given to another file of the same size in the same clock tick still differs in its
     generation: the verification then reads the file back."""
