@@ -21,8 +21,9 @@ from ansible_collections.gitops.rollback.plugins.module_utils.common.fsutil impo
 from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_ops import CheckpointParams
 from ansible_collections.gitops.rollback.plugins.module_utils.files.restore_ops import restore_host
 from ansible_collections.gitops.rollback.plugins.module_utils.common.nofollow import inode_generation
+from ansible_collections.gitops.rollback.plugins.module_utils.files.written import unchanged_since_written
 from ansible_collections.gitops.rollback.plugins.module_utils.files.restore import (
-    RestoreOptions, plan_root, restore_checkpoint, unchanged_since_written, verify_tree,
+    RestoreOptions, plan_root, restore_checkpoint, verify_tree,
 )
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils.store.tree import encode_entry
