@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from harness.objects import replace_object
@@ -63,6 +64,11 @@ def test_every_layer_comes_back_to_v1_on_every_host_and_a_second_concurrent_roll
 
     assert result.ok, failures(result)
     ran = [e for e in result.events if e.get("status") not in ("skipped", None)]
+    started = [item for e in ran if e["task"].startswith("Start the Terraform state snapshot")
+               for item in e["result"].get("results", [])]
+    job_files = [item["results_file"] for item in started if item.get("results_file")]
+    assert job_files and not [name for name in job_files if Path(name).exists()], \
+        "the Terraform snapshot's async job files (its whole result) are removed from the controller"
     safety = [e["host"] for e in ran if e["action"] == "gitops.rollback.rollback_safety"]
     assert sorted(safety) == ["h1", "h2", "h3"], "one safety checkpoint run per host, for all its layers"
     assert not [e for e in ran if e["action"] in ("gitops.rollback.checkpoint", "gitops.rollback.db_backup")]
