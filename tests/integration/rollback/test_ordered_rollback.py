@@ -64,7 +64,7 @@ def test_every_layer_comes_back_to_v1_on_every_host_and_a_second_concurrent_roll
 
     assert result.ok, failures(result)
     ran = [e for e in result.events if e.get("status") not in ("skipped", None)]
-    started = [item for e in ran if e["task"].startswith("Start the Terraform state snapshot")
+    started = [item for e in ran if "Start the Terraform state snapshot" in e["task"]
                for item in e["result"].get("results", [])]
     job_files = [item["results_file"] for item in started if item.get("results_file")]
     assert job_files and not [name for name in job_files if Path(name).exists()], \
