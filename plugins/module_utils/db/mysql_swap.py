@@ -5,10 +5,17 @@
 Swap has no ``RENAME DATABASE`` to lean on: the dump is restored into a staging schema, then
 ONE ``RENAME TABLE`` statement moves every live table into the ``__gr_old_`` schema and every
 staged table into the live one (atomic for the tables). Triggers pin a table to its schema, so
-they are dropped before the move; views, routines, events and triggers are then re-created in
-the live schema from the staging schema's definitions, each in its own creation session
-(``db.mysql_objects``). Between the move and the re-creation (one client session, milliseconds)
-views and triggers are absent; the old schema keeps the tables only.
+they are dropped before the move, in ONE server-side block with the ``RENAME TABLE``
+(``BEGIN NOT ATOMIC``): the server runs a block it received to its end even when the client is
+killed. It does notice a dead client while a statement waits for a metadata lock (every second)
+and fails that wait, so the block retries a failed lock wait until ``lock_wait_timeout`` from its
+start has passed; the live tables therefore never lose their triggers without being moved. Views,
+routines, events and triggers are then re-created in the live schema from the staging schema's
+definitions, each in its own creation session (``db.mysql_objects``). Between the move and the
+re-creation (one client session, milliseconds) views and triggers are absent (the state ``moved``;
+the next restore completes it); the old schema keeps the tables only. A client killed while
+the block waits longer than ``lock_wait_timeout``, or while it fails for another reason, leaves
+the live tables in place without their triggers; the next restore completes that too.
 
 The swap's phases (``SWAP_PHASES``): ``read`` the objects of both databases (dropping what killed
 runs left: ``__gr_drop``, other ``__gr_restore_`` copies), ``rehearse`` their re-creation in the
@@ -19,6 +26,7 @@ in ``move`` or ``objects`` puts it back as it was before the error is raised.
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional
 
 from .streams import DatabaseError
@@ -112,15 +120,34 @@ def move_script(live: str, staged: str, keep: str, tables: Dict[str, List[str]],
     """Return the script that drops the triggers (they pin a table to its schema) and moves the tables.
 
     One RENAME TABLE moves every live table into ``keep`` and every staged one into ``live``:
-    all or none. The other live objects are dropped after it.
+    all or none, in one server-side block with the drops of the live triggers (``retrying_block``).
+    The other live objects are dropped after it.
     """
     live_names = [(o.kind, o.name) for o in live_objects]
     moves = [(live, t, keep) for t in tables[live]] + [(staged, t, live) for t in tables[staged]]
-    statements = drop_statements(live, live_names, others=False)
-    statements += drop_statements(staged, [(o.kind, o.name) for o in staged_objects], others=False)
-    statements += [rename(moves)] if moves else []
-    statements += drop_statements(live, live_names, triggers=False)
-    return statements_script(statements)
+    staged_drops = drop_statements(staged, [(o.kind, o.name) for o in staged_objects], others=False)
+    block = drop_statements(live, live_names, others=False) + ([rename(moves)] if moves else [])
+    return (statements_script(staged_drops) + retrying_block(block)
+            + statements_script(drop_statements(live, live_names, triggers=False)))
+
+
+def retrying_block(statements: List[str]) -> bytes:
+    """Return a client script running ``statements`` as ONE server-side block, each retried after a lock wait
+    failed (ER_LOCK_WAIT_TIMEOUT: the server fails a wait when it notices its client is gone) until
+    ``lock_wait_timeout`` from the block's start has passed; see the module docstring.
+    """
+    if not statements:
+        return b""
+    body = "".join("  SET gr_retry = 1;\n  WHILE gr_retry DO\n    SET gr_retry = 0;\n    BEGIN\n"
+                   "      DECLARE CONTINUE HANDLER FOR 1205 IF NOW(6) < gr_deadline THEN SET gr_retry = 1; "
+                   "ELSE RESIGNAL; END IF;\n      %s;\n    END;\n  END WHILE;\n" % statement
+                   for statement in statements)
+    block = ("BEGIN NOT ATOMIC\n  DECLARE gr_deadline DATETIME(6) DEFAULT NOW(6) + INTERVAL @@lock_wait_timeout "
+             "SECOND;\n  DECLARE gr_retry INT DEFAULT 1;\n" + body + "END")
+    delimiter = "$$" + os.urandom(5).hex() + "$$"
+    while delimiter in block:
+        delimiter = "$$" + os.urandom(5).hex() + "$$"
+    return ("SET NAMES utf8mb4;\nDELIMITER %s\n%s%s\nDELIMITER ;\n" % (delimiter, block, delimiter)).encode("utf-8")
 
 
 def put_back(engine, live: str, staged: str, keep: str, backup_tables: List[str], live_objects: List[DbObject],

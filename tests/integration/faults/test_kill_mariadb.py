@@ -191,6 +191,57 @@ def test_mariadb_restore_killed_at_random_points_is_old_or_new(mariadb: MariaDbS
             mariadb.drop_database(name)
 
 
+def my_waiting(server: MariaDbServer, prefix: str, timeout: float = 180) -> None:
+    """Wait until a statement starting with ``prefix`` waits for a metadata lock."""
+    deadline = time.monotonic() + timeout
+    while server.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'Waiting for table "
+                     "metadata lock' AND INFO LIKE %s" % text(prefix + "%")).strip() == "0":
+        assert time.monotonic() < deadline, "no %s ever waited for the held lock" % prefix
+        time.sleep(0.05)
+
+
+def test_mariadb_swap_killed_while_the_move_waits_for_a_lock_is_moved(
+        mariadb: MariaDbServer, run_task, collections_path: Path, tmp_path: Path) -> None:
+    """Another session reads a live table without triggers, so the swap's RENAME TABLE waits for its
+    metadata lock after the live triggers were dropped; the client is killed then, and the server
+    notices the dead client while the wait goes on. The move still happens once the lock is free:
+    the live database is ``moved`` (backup tables, triggers not yet re-created), never the previous
+    tables without their triggers, and the next run completes the restore."""
+    db = "killwait_%s" % secrets.token_hex(3)
+    mariadb.create_database(db)
+    holder = None
+    try:
+        mariadb.sql(SCHEMA, db=db)
+        new = my_fingerprint(mariadb, db)
+        base = my_args(mariadb, db, tmp_path / "store")
+        assert run_task("gitops.rollback.db_backup", dict(base, checkpoint="good"))[1]["status"] == "ok"
+        mariadb.sql(DAMAGE, db=db)
+        old = my_fingerprint(mariadb, db)
+        holder = subprocess.Popen(["mariadb", *mariadb.client_args(), "-N", "-B"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, env={"MYSQL_PWD": mariadb.password, "PATH": "/usr/bin:/bin"})
+        holder.stdin.write(("BEGIN; SELECT COUNT(*) FROM %s.log;\n" % quote(db)).encode("utf-8"))
+        holder.stdin.flush()
+        args = dict(base, checkpoint="good", mode="swap", keep_old=False)
+        run = start_engine(collections_path, RESTORE, json.dumps(args))
+        my_waiting(mariadb, "RENAME TABLE")
+        assert kill_group_after(run, 0), "the restore ended while its move waited for the held lock"
+        time.sleep(3)  # the server checks every second whether a waiting statement's client is gone
+        holder.communicate(b"COMMIT;\n", timeout=60)
+        holder = None
+        now = my_fingerprint(mariadb, db)
+        assert restore_phase(now, old, new) == "moved", now
+        done = run_task("gitops.rollback.db_restore", args)[1]
+        assert done["status"] == "ok", done
+        assert my_fingerprint(mariadb, db) == new, "the re-run did not restore every row, view and trigger"
+        assert my_databases(mariadb, db + "__gr_") == [], "a staged or moved-out copy outlived the re-run"
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.communicate()
+        for name in [db] + my_databases(mariadb, db + "__gr_"):
+            mariadb.drop_database(name)
+
+
 # ------------------------------------------------------------------------------ migrate revert
 Shape = Tuple[int, Tuple[str, ...], Tuple[str, ...], int]
 
