@@ -15,7 +15,8 @@ definitions, each in its own creation session (``db.mysql_objects``). Between th
 re-creation (one client session, milliseconds) views and triggers are absent (the state ``moved``;
 the next restore completes it); the old schema keeps the tables only. A client killed while
 the block waits longer than ``lock_wait_timeout``, or while it fails for another reason, leaves
-the live tables in place without their triggers; the next restore completes that too.
+the live tables in place without their triggers; the next restore completes that too. MySQL has
+no anonymous blocks: there the drops and the move are separate statements.
 
 The swap's phases (``SWAP_PHASES``): ``read`` the objects of both databases (dropping what killed
 runs left: ``__gr_drop``, other ``__gr_restore_`` copies), ``rehearse`` their re-creation in the
@@ -77,6 +78,7 @@ def swap(engine, live: str, staged: str, old: Optional[str]) -> None:
             engine.drop(leftover)
         staged_objects, live_objects = engine.read_objects(staged), engine.read_objects(live)
         info, live_info = engine.database_info(staged), engine.database_info(live)
+        mariadb = "mariadb" in engine.server_version().lower()
         phase = "rehearse"
         engine.run_script(rehearsal(staged, staged_objects, info))
         phase = "prepare"
@@ -85,7 +87,7 @@ def swap(engine, live: str, staged: str, old: Optional[str]) -> None:
     except RollbackError as exc:
         raise swap_error(live, phase, exc, touched=False) from exc
     try:  # one session: the objects are absent for milliseconds, not across client calls
-        engine.run_script(move_script(live, staged, keep, tables, live_objects, staged_objects)
+        engine.run_script(move_script(live, staged, keep, tables, live_objects, staged_objects, mariadb)
                           + creation_script(live, staged_objects, info))
     except RollbackError as exc:
         raise put_back(engine, live, staged, keep, tables[staged], live_objects, live_info, exc) from exc
@@ -116,18 +118,19 @@ def rehearsal(staged: str, objects: List[DbObject], info: dict) -> bytes:
 
 
 def move_script(live: str, staged: str, keep: str, tables: Dict[str, List[str]], live_objects: List[DbObject],
-                staged_objects: List[DbObject]) -> bytes:
+                staged_objects: List[DbObject], block: bool = True) -> bytes:
     """Return the script that drops the triggers (they pin a table to its schema) and moves the tables.
 
     One RENAME TABLE moves every live table into ``keep`` and every staged one into ``live``:
-    all or none, in one server-side block with the drops of the live triggers (``retrying_block``).
+    all or none, in one server-side block with the drops of the live triggers (``retrying_block``;
+    MySQL has no anonymous blocks: with ``block`` false they are separate statements).
     The other live objects are dropped after it.
     """
     live_names = [(o.kind, o.name) for o in live_objects]
     moves = [(live, t, keep) for t in tables[live]] + [(staged, t, live) for t in tables[staged]]
     staged_drops = drop_statements(staged, [(o.kind, o.name) for o in staged_objects], others=False)
-    block = drop_statements(live, live_names, others=False) + ([rename(moves)] if moves else [])
-    return (statements_script(staged_drops) + retrying_block(block)
+    moving = drop_statements(live, live_names, others=False) + ([rename(moves)] if moves else [])
+    return (statements_script(staged_drops) + (retrying_block(moving) if block else statements_script(moving))
             + statements_script(drop_statements(live, live_names, triggers=False)))
 
 
