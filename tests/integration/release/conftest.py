@@ -5,18 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-
-def write_build(top: Path, host: str, version: str) -> Path:
-    """A build directory with content that differs per host and per version."""
-    build = top / host / version
-    (build / "config").mkdir(parents=True, exist_ok=True)
-    (build / "static").mkdir(exist_ok=True)
-    (build / "VERSION").write_text(f"{version}\n")
-    (build / "index.html").write_text(f"<h1>{host} {version}</h1>\n")
-    (build / "static" / "app.js").write_text(f"console.log('{version}')\n" * (len(version) + 3))
-    (build / "config" / "app.yml").write_text(f"seeded_by: {version}\n")
-    return build
+from release_helpers import write_build
 
 
 @pytest.fixture

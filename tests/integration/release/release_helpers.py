@@ -10,6 +10,18 @@ ROOT = "/srv/app"
 SHARED = ["log", "config/app.yml"]
 
 
+def write_build(top: Path, host: str, version: str) -> Path:
+    """A build directory with content that differs per host and per version."""
+    build = top / host / version
+    (build / "config").mkdir(parents=True, exist_ok=True)
+    (build / "static").mkdir(exist_ok=True)
+    (build / "VERSION").write_text(f"{version}\n")
+    (build / "index.html").write_text(f"<h1>{host} {version}</h1>\n")
+    (build / "static" / "app.js").write_text(f"console.log('{version}')\n" * (len(version) + 3))
+    (build / "config" / "app.yml").write_text(f"seeded_by: {version}\n")
+    return build
+
+
 def role_play(tasks_from: str, hosts: str = "fleet", **role_vars: Any) -> list[dict]:
     """A play that runs one entry point of the rollback_release role with its variables."""
     role_vars = {"gitops_rollback_release_root": ROOT, **role_vars}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import os
-import threading
-import time
+import subprocess
+import sys
 
 from release_helpers import (
-    ROOT, by_label, deploy, deploy_args, deploy_play, deploy_plays, deploy_with_the_module, index, live_version,
+    ROOT, SHARED, write_build, by_label, deploy, deploy_args, deploy_play, deploy_plays, deploy_with_the_module, index, live_version,
     release_dirs, release_module, role_play, state_of, task_result,
 )
 
@@ -134,44 +135,52 @@ def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_
         assert set(by_label(host)) == {"v1", "v3", "v5"}, "v5 is the newest (kept), v1 good, v3 current"
 
 
-def test_current_switches_atomically_under_a_reader(builds, run_playbook, clean_fleet):
-    h1 = clean_fleet["h1"]
-    deploy_with_the_module(h1, builds, "v1", "v2")
-    seen: dict[str, int] = {}
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        path = h1.local(ROOT) / "current" / "VERSION"
-        while not stop.is_set():
-            try:
-                value = path.read_text().strip()
-            except OSError as exc:
-                errors.append(repr(exc))
-                continue
-            seen[value] = seen.get(value, 0) + 1
-
-    switches = 40
-    play = [{"hosts": "h1", "gather_facts": False, "tasks": [{
-        "name": "Switch back and forth", "gitops.rollback.release": {
-            "root": ROOT, "state": "rolled_back", "to": "{{ 'v1' if item is even else 'v2' }}"},
-        "loop": list(range(switches))}]}]
-    thread = threading.Thread(target=reader)
-    thread.start()
+READER = """
+import os, sys
+path, stop = sys.argv[1], sys.argv[2]
+seen, errors = {}, []
+while not os.path.exists(stop):
     try:
-        start = time.monotonic()
-        result = run_playbook(play)
-        elapsed = time.monotonic() - start
-    finally:
-        stop.set()
-        thread.join()
+        with open(path) as fh:
+            value = fh.read().strip()
+    except OSError as exc:
+        errors.append(repr(exc))
+        continue
+    if not seen:
+        print("reading", flush=True)
+    seen[value] = seen.get(value, 0) + 1
+print(repr((seen, errors[:5], len(errors))), flush=True)
+"""
 
-    assert result.ok, result
-    switched = [e for e in result.events if e["task"] == "Switch back and forth" and e["host"] == "h1"]
-    assert switched and all(r["changed"] for r in switched[-1]["result"]["results"])
-    assert errors == [], errors[:5]
-    assert set(seen) == {"v1", "v2"} and sum(seen.values()) > 1000, (seen, elapsed)
-    assert live_version(h1) == "v2"
+
+def test_current_switches_atomically_under_a_reader(tmp_path, collections_path):
+    """The release engine switching ``current`` 40 times (as state=rolled_back does on a host) while another
+    process reads current/VERSION as fast as it can: every read finds a release, never a missing file."""
+    if str(collections_path) not in sys.path:
+        sys.path.insert(0, str(collections_path))
+    from ansible_collections.gitops.rollback.plugins.module_utils.release.operations import ReleaseParams, apply
+
+    root = tmp_path / "app"
+    for version in ("v1", "v2"):
+        made = apply("present", ReleaseParams(root=str(root), owner="test", src=str(write_build(tmp_path, "h1", version)),
+                                              label=version, shared=SHARED))
+        assert made["changed"], made
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(root / "current" / "VERSION"), str(stop)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "reading\n", "the reader started"
+        switched = [apply("rolled_back", ReleaseParams(root=str(root), owner="test", to="v1" if item % 2 == 0 else "v2"))
+                    for item in range(40)]
+    finally:
+        stop.touch()
+        out, _ = reader.communicate(timeout=60)
+    seen, errors, error_count = ast.literal_eval(out)
+
+    assert all(r["changed"] for r in switched), switched
+    assert errors == [] and error_count == 0, errors
+    assert set(seen) == {"v1", "v2"} and sum(seen.values()) > 1000, seen
+    assert (root / "current" / "VERSION").read_text().strip() == "v2"
 
 
 def test_deploy_from_git_tags_and_roll_back_by_tag(clean_fleet, run_playbook, git_repo):
