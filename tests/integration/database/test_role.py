@@ -23,54 +23,6 @@ PLAY = """
 """
 
 
-def test_role_backs_up_and_rolls_back_three_engines(postgres: PgServer, mariadb: MariaDbServer, run_playbook,
-                                                    local_inventory: Path, store_path: Path, tmp_path: Path,
-                                                    unique_name) -> None:
-    pg_db, my_db = unique_name("rolepg"), unique_name("rolemy")
-    postgres.create_database(pg_db)
-    postgres.psql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'v' || g "
-                  "FROM generate_series(1, 30) g", db=pg_db)
-    mariadb.create_database(my_db)
-    mariadb.sql("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT); INSERT INTO t (v) "
-                "SELECT CONCAT('v', seq) FROM seq_1_to_30", db=my_db)
-    lite = tmp_path / "app.db"
-    with sqlite3.connect(lite) as conn:
-        conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
-                           "INSERT INTO t (v) VALUES ('a'), ('b'), ('c');")
-    variables = {
-        "rollback_database_checkpoint": "v1",
-        "gitops_rollback_store_path": str(store_path),
-        "rollback_database_databases": [
-            {"engine": "postgresql", "database": pg_db, "login_host": postgres.host, "login_port": postgres.port,
-             "login_user": postgres.user},
-            {"engine": "mysql", "database": my_db, "name": "shop", "login_host": mariadb.host,
-             "login_port": mariadb.port, "login_user": "root"},
-            {"engine": "sqlite", "database": str(lite)},
-        ],
-        "rollback_database_passwords": {"shop": mariadb.password},
-    }
-    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=variables)
-    assert result.rc == 0, str(result)
-    assert mariadb.password not in result.stdout
-    manifests = list((store_path / "checkpoints").iterdir())
-    assert len(manifests) == 1, "three databases, one checkpoint"
-
-    postgres.psql("DELETE FROM t", db=pg_db)
-    mariadb.sql("DELETE FROM t WHERE id > 3", db=my_db)
-    with sqlite3.connect(lite) as conn:
-        conn.execute("DELETE FROM t")
-    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=dict(variables, rollback_database_action="restore"))
-    assert result.rc == 0, str(result)
-    assert postgres.psql("SELECT count(*), max(v) FROM t", db=pg_db) == "30|v9"
-    assert mariadb.sql("SELECT COUNT(*) FROM t", db=my_db) == "30"
-    with sqlite3.connect(lite) as conn:
-        assert conn.execute("SELECT v FROM t ORDER BY id").fetchall() == [("a",), ("b",), ("c",)]
-
-    bad = dict(variables, rollback_database_action="restore", rollback_database_checkpoint="")
-    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=bad)
-    assert result.rc != 0 and "rollback_database needs" in result.stdout
-
-
 def _hold_session(postgres: PgServer, db: str) -> subprocess.Popen:
     """Another client connected to ``db`` (as an application would be), once it shows in pg_stat_activity."""
     sleeper = subprocess.Popen(
@@ -84,28 +36,62 @@ def _hold_session(postgres: PgServer, db: str) -> subprocess.Popen:
     return sleeper
 
 
-def test_role_ends_the_application_sessions_only_when_the_item_says_so(postgres: PgServer, run_playbook,
-                                                                       local_inventory: Path, store_path: Path,
-                                                                       unique_name) -> None:
-    db = unique_name("rolesess")
-    postgres.create_database(db)
+def test_role_backs_up_and_rolls_back_three_engines_ending_sessions_only_when_the_item_says_so(
+        postgres: PgServer, mariadb: MariaDbServer, run_playbook, local_inventory: Path, store_path: Path,
+        tmp_path: Path, unique_name) -> None:
+    """One checkpoint of four databases (PostgreSQL, MariaDB, SQLite, and a PostgreSQL one an application
+    is connected to): the restore is refused while the application's session is open and the item does not
+    say terminate_sessions; with it, the session is ended and every database comes back."""
+    pg_db, my_db, sess_db = unique_name("rolepg"), unique_name("rolemy"), unique_name("rolesess")
+    postgres.create_database(pg_db)
     postgres.psql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'v' || g "
-                  "FROM generate_series(1, 20) g", db=db)
-    item = {"engine": "postgresql", "database": db, "login_host": postgres.host, "login_port": postgres.port,
-            "login_user": postgres.user}
-    variables = {"rollback_database_checkpoint": "v1", "gitops_rollback_store_path": str(store_path),
-                 "rollback_database_databases": [item]}
-    assert run_playbook(PLAY, inventory=local_inventory, extra_vars=variables).rc == 0
-    postgres.psql("DELETE FROM t", db=db)
+                  "FROM generate_series(1, 30) g", db=pg_db)
+    postgres.create_database(sess_db)
+    postgres.psql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'v' || g "
+                  "FROM generate_series(1, 20) g", db=sess_db)
+    mariadb.create_database(my_db)
+    mariadb.sql("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT); INSERT INTO t (v) "
+                "SELECT CONCAT('v', seq) FROM seq_1_to_30", db=my_db)
+    lite = tmp_path / "app.db"
+    with sqlite3.connect(lite) as conn:
+        conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
+                           "INSERT INTO t (v) VALUES ('a'), ('b'), ('c');")
+    session_item = {"engine": "postgresql", "database": sess_db, "login_host": postgres.host,
+                    "login_port": postgres.port, "login_user": postgres.user}
+    variables = {
+        "rollback_database_checkpoint": "v1",
+        "gitops_rollback_store_path": str(store_path),
+        "rollback_database_databases": [
+            {"engine": "postgresql", "database": pg_db, "login_host": postgres.host, "login_port": postgres.port,
+             "login_user": postgres.user},
+            {"engine": "mysql", "database": my_db, "name": "shop", "login_host": mariadb.host,
+             "login_port": mariadb.port, "login_user": "root"},
+            {"engine": "sqlite", "database": str(lite)},
+            session_item,
+        ],
+        "rollback_database_passwords": {"shop": mariadb.password},
+    }
+    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=variables)
+    assert result.rc == 0, str(result)
+    assert mariadb.password not in result.stdout
+    manifests = list((store_path / "checkpoints").iterdir())
+    assert len(manifests) == 1, "four databases, one checkpoint"
+
+    postgres.psql("DELETE FROM t", db=pg_db)
+    postgres.psql("DELETE FROM t", db=sess_db)
+    mariadb.sql("DELETE FROM t WHERE id > 3", db=my_db)
+    with sqlite3.connect(lite) as conn:
+        conn.execute("DELETE FROM t")
     restore = dict(variables, rollback_database_action="restore")
-    sleeper = _hold_session(postgres, db)
+    sleeper = _hold_session(postgres, sess_db)
     try:
         result = run_playbook(PLAY, inventory=local_inventory, extra_vars=restore)
         assert result.rc != 0 and "shop-worker" in result.stdout and "terminate_sessions" in result.stdout, str(result)
-        assert postgres.psql("SELECT count(*) FROM t", db=db) == "0", "nothing changed"
+        assert postgres.psql("SELECT count(*) FROM t", db=sess_db) == "0", "nothing changed"
         assert sleeper.poll() is None, "the application's session was left alone"
 
-        ending = dict(restore, rollback_database_databases=[dict(item, terminate_sessions=True)])
+        ending = dict(restore, rollback_database_databases=variables["rollback_database_databases"][:3] + [
+            dict(session_item, terminate_sessions=True)])
         result = run_playbook(PLAY, inventory=local_inventory, extra_vars=ending)
         assert result.rc == 0, str(result)
         assert sleeper.wait(timeout=30) != 0, "the session was ended"
@@ -113,7 +99,16 @@ def test_role_ends_the_application_sessions_only_when_the_item_says_so(postgres:
         if sleeper.poll() is None:
             sleeper.kill()
             sleeper.wait()
-    assert postgres.psql("SELECT count(*) FROM t", db=db) == "20"
+    assert postgres.psql("SELECT count(*) FROM t", db=sess_db) == "20"
+    assert postgres.psql("SELECT count(*), max(v) FROM t", db=pg_db) == "30|v9"
+    assert mariadb.sql("SELECT COUNT(*) FROM t", db=my_db) == "30"
+    with sqlite3.connect(lite) as conn:
+        assert conn.execute("SELECT v FROM t ORDER BY id").fetchall() == [("a",), ("b",), ("c",)]
+    assert mariadb.password not in result.stdout
+
+    bad = dict(variables, rollback_database_action="restore", rollback_database_checkpoint="")
+    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=bad)
+    assert result.rc != 0 and "rollback_database needs" in result.stdout
 
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
