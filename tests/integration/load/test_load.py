@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import start_hosts
+from harness import run_playbook as harness_run_playbook, start_hosts
 
 pytestmark = pytest.mark.slow
 
 HOSTS = 20
 FILES = 200
+ENV = {"ANSIBLE_FORKS": str(HOSTS), "ANSIBLE_PIPELINING": "True"}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,20 @@ def play(module: str, args: dict, name: str = "task", hosts: str = "fleet") -> l
              "tasks": [{"name": name, module: args}]}]
 
 
+@pytest.fixture(scope="module")
+def checkpoint_v1(big_fleet, collections_path) -> dict:
+    """Every host of the big fleet filled with its v1 tree and checkpointed at once (label v1), timed: the trees
+    written, the run and its seconds. Both tests roll back to it."""
+    for host in big_fleet:
+        host.wipe()
+    trees = fill(big_fleet, "v1")
+    store = {"store_path": "/var/lib/gitops-rollback", "lock_timeout": 30}
+    started = time.monotonic()
+    result = harness_run_playbook(play("gitops.rollback.checkpoint", dict(store, paths=["/srv/app"], label="v1")),
+                                  big_fleet.inventory, env=ENV, collections_dir=collections_path)
+    return {"trees": trees, "result": result, "seconds": time.monotonic() - started}
+
+
 def report(figures: dict) -> None:
     print("LOAD", json.dumps(figures))
     path = os.environ.get("GITOPS_ROLLBACK_LOAD_REPORT")
@@ -66,16 +81,10 @@ def report(figures: dict) -> None:
         Path(path).write_text(json.dumps(existing, indent=1))
 
 
-def test_twenty_hosts_checkpoint_and_roll_back_at_once(big_fleet, run_playbook):
-    env = {"ANSIBLE_FORKS": str(HOSTS), "ANSIBLE_PIPELINING": "True"}
+def test_twenty_hosts_checkpoint_and_roll_back_at_once(big_fleet, checkpoint_v1, run_playbook):
+    env = ENV
     store = {"store_path": "/var/lib/gitops-rollback", "lock_timeout": 30}
-    for host in big_fleet:
-        host.wipe()
-    v1 = fill(big_fleet, "v1")
-    started = time.monotonic()
-    result = run_playbook(play("gitops.rollback.checkpoint", dict(store, paths=["/srv/app"], label="v1")),
-                          inventory=big_fleet.inventory, env=env)
-    checkpoint_s = time.monotonic() - started
+    v1, result, checkpoint_s = checkpoint_v1["trees"], checkpoint_v1["result"], checkpoint_v1["seconds"]
     assert result.ok, result
     assert len(result.results("task", status="ok")) == HOSTS
 
@@ -92,17 +101,16 @@ def test_twenty_hosts_checkpoint_and_roll_back_at_once(big_fleet, run_playbook):
             "rollback_s": round(restore_s, 1), "controller_peak_rss_mib": round(peak_kib / 1024, 1)})
 
 
-def test_two_inventories_rolling_back_concurrently_lose_nothing(big_fleet, run_playbook, tmp_path):
+def test_two_inventories_rolling_back_concurrently_lose_nothing(big_fleet, checkpoint_v1, run_playbook, tmp_path):
     """Two inventories (h1..h10 and h6..h20, overlapping on h6..h10) restore at the same time.
 
     On the shared hosts the second run waits for the store lock (lock_timeout) instead of
     interleaving; every host ends exactly at its checkpoint and both runs succeed.
     """
-    env = {"ANSIBLE_FORKS": str(HOSTS), "ANSIBLE_PIPELINING": "True"}
+    env = ENV
     store = {"store_path": "/var/lib/gitops-rollback", "lock_timeout": 120}
-    v1 = fill(big_fleet, "c1")
-    assert run_playbook(play("gitops.rollback.checkpoint", dict(store, paths=["/srv/app"], label="c1")),
-                        inventory=big_fleet.inventory, env=env).ok
+    assert checkpoint_v1["result"].ok, checkpoint_v1["result"]
+    v1 = checkpoint_v1["trees"]
     fill(big_fleet, "c2")
     hosts = list(big_fleet)
     inventories = []
@@ -114,7 +122,7 @@ def test_two_inventories_rolling_back_concurrently_lose_nothing(big_fleet, run_p
     results = [None, None]
 
     def roll(index):
-        results[index] = run_playbook(play("gitops.rollback.restore", dict(store, checkpoint="c1", paths=["/srv/app"])),
+        results[index] = run_playbook(play("gitops.rollback.restore", dict(store, checkpoint="v1", paths=["/srv/app"])),
                                       inventory=inventories[index], env=env)
 
     started = time.monotonic()
