@@ -13,6 +13,7 @@ import ansible_runner
 import pytest
 import yaml
 from gitops_support import REPO_ROOT, checkpoints, deploy, host_files, RELEASES
+from harness.actions import collection_module
 from harness.collection import callback_env
 
 from gitops_rollback.runner import unsafe_yaml
@@ -145,22 +146,43 @@ IGNORED = [
     (github_tag_push("refs/tags/v3"), "acts on rollback events only"),
     (github_tag_push("refs/tags/nightly-7"), "tag nightly-7 matches no pattern"),
 ]
+"""Webhook events rollback.yml does not act on, and why (what its "Say what the launch means" task says)."""
+IGNORED_BY_THE_PLAYBOOK = "acts on rollback events only"
+"""The reason the playbook adds (a release tag is a checkpoint event); the filter gives the others."""
 
 
-def test_webhook_events_that_do_nothing(checkpointed, gitops_inventory: Path, collections_path: Path,
-                                        tmp_path: Path) -> None:
+def test_webhook_events_the_filter_ignores(collections_path: Path) -> None:
+    """What ``tasks/awx_webhook.yml`` decides for each ignored event, with the filter called as it calls it (the
+    default patterns, nothing processed yet): never a rollback, the reason the job says (the jobs below: the wiring)."""
+    tag_event = collection_module(collections_path, "plugins.filter.tag_event").tag_event
     for number, (payload, why) in enumerate(IGNORED, 50):
-        extravars = {**common_vars(number), "awx_webhook_event_type": "push",
-                     "awx_webhook_event_guid": f"guid-{number}", "awx_webhook_payload": payload}
-        pdd = awx_private_data_dir(tmp_path / f"job{number}", gitops_inventory, extravars, collections_path)
-        result = run_job(pdd, number)
-        assert result.status == "successful", why
-        events = job_events(pdd, number)
-        assert not task_results(events, "Restore the managed paths"), why
-        said = messages(events, "Say what the launch means")
-        assert len(said) == 3 and all(why in m for m in said), said
-        for host in checkpointed:
-            assert host_files(host) == dict(sorted(RELEASES["v2"].items())), why
+        decision = tag_event({"awx_webhook_payload": payload, "awx_webhook_event_type": "push",
+                              "awx_webhook_event_guid": f"guid-{number}"}, release_patterns=["v*"],
+                             rollback_pattern="rollback/{target}", label_pattern=None, processed_tags=[],
+                             processed_events=[])
+        if why == IGNORED_BY_THE_PLAYBOOK:
+            assert decision["action"] == "checkpoint", decision
+        else:
+            assert decision["action"] == "ignore" and why in f"{decision['action']}: {decision['reason']}", decision
+
+
+@pytest.mark.parametrize("number", [50, 52], ids=["ignored-by-the-filter", "ignored-by-the-playbook"])
+def test_webhook_events_that_do_nothing(checkpointed, gitops_inventory: Path, collections_path: Path,
+                                        tmp_path: Path, number: int) -> None:
+    """An event the filter ignores and one the playbook does not act on: the job succeeds, says why on every
+    host, restores nothing (every ignored event's decision: test_webhook_events_the_filter_ignores)."""
+    payload, why = IGNORED[number - 50]
+    extravars = {**common_vars(number), "awx_webhook_event_type": "push",
+                 "awx_webhook_event_guid": f"guid-{number}", "awx_webhook_payload": payload}
+    pdd = awx_private_data_dir(tmp_path / f"job{number}", gitops_inventory, extravars, collections_path)
+    result = run_job(pdd, number)
+    assert result.status == "successful", why
+    events = job_events(pdd, number)
+    assert not task_results(events, "Restore the managed paths"), why
+    said = messages(events, "Say what the launch means")
+    assert len(said) == 3 and all(why in m for m in said), said
+    for host in checkpointed:
+        assert host_files(host) == dict(sorted(RELEASES["v2"].items())), why
 
 
 def test_survey_answers_dry_run_then_run(checkpointed, gitops_inventory: Path, collections_path: Path,
