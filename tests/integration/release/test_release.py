@@ -174,7 +174,7 @@ def test_current_switches_atomically_under_a_reader(tmp_path, collections_path):
                     for item in range(40)]
     finally:
         stop.touch()
-        out, _ = reader.communicate(timeout=60)
+        out = reader.communicate(timeout=60)[0]
     seen, errors, error_count = ast.literal_eval(out)
 
     assert all(r["changed"] for r in switched), switched
