@@ -15,13 +15,16 @@ each timed step:
   repository made before the change;
 - the rebuild of the tree into an empty directory and an empty store (``restore_ops.rebuild``, as the
   restore module with ``repository`` runs it: the trees into the store, the contents streamed into
-  the files) vs ``rsync -a`` pulling the tree from the repository host and vs ``restic restore`` from
-  a restic repository on the repository host (sftp over the same SSH);
+  the files) vs ``rsync -a`` pulling the tree from the repository host, vs the same followed by ``sync``
+  (durable, as the rebuild is), and vs ``restic restore`` from a restic repository on the repository
+  host (sftp over the same SSH): every side writes into the same emptied directory after the same
+  ``sync``, the order rotated each round, the medians of ``GITOPS_ROLLBACK_BENCH_ROUNDS`` rounds (3;
+  ``--quick``: 1), each side's rounds kept in bench/results.json;
 - with ``GITOPS_ROLLBACK_BENCH_BEFORE=<another checkout of the collection>``: the rebuild of this
   checkout vs that one, each in a child process (``bench/repository_rebuild.py``), alternating, best
   of two rounds.
 
-One round each: a first sync can be timed only once per repository.
+The syncs one round each: a first sync can be timed only once per repository.
 """
 
 from __future__ import annotations
@@ -31,17 +34,20 @@ import json
 import os
 import random
 import resource
-import time
 import shutil
+import statistics
+import time
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 REPOSITORY_MOUNT = "/srv/gr-repository"
 BEFORE = os.environ.get("GITOPS_ROLLBACK_BENCH_BEFORE")
+ROUNDS = int(os.environ.get("GITOPS_ROLLBACK_BENCH_ROUNDS", "3"))  # rebuild rounds, each side once a round
+ROUNDS_QUICK = 1
 
 
 def _load(name: str, path: Path):
@@ -118,6 +124,50 @@ def _rebuild_before_after(bench, remote_pid: int, workdir: Path, tree: Path, fin
     return _compared("rebuild, this checkout vs before (child processes, best of 2)", after, before, "before", None)
 
 
+def _rebuild(repository, restore, store_module, workdir: Path, spec) -> None:
+    """The rebuild into the emptied tree and a new, empty store, as the restore module with ``repository`` runs it."""
+    shutil.rmtree(workdir / "rebuilt", ignore_errors=True)
+    rebuilt = store_module.Store(str(workdir / "rebuilt"))
+    with repository.fetch.Fetcher(rebuilt, spec) as fetcher:
+        fetcher.prepare()
+        with rebuilt.lock("bench", "rebuild"):
+            restore.rebuild(rebuilt, fetcher, "v2", restore.RestoreOptions(safety_checkpoint=False))
+
+
+def _restic_restore(host, key: Path, workdir: Path, tree: Path, bench) -> Optional[Callable[[], None]]:
+    """``restic restore`` of the tree from a restic repository on the repository host, backed up now (untimed)."""
+    if not bench.have_restic():
+        return None
+    restic = _restic_on(host, key, workdir)
+    restic.init()
+    restic.backup(tree)
+    return restic.restore
+
+
+def _rebuild_rounds(bench, remote_pid: int, tree: Path, fingerprint, rounds: int,
+                    sides: Dict[str, Optional[Callable[[], None]]]) -> List[dict]:
+    """The rebuild vs each peer, every side into the emptied tree after the same ``sync``, the order rotated
+    each round; the medians of wall and CPU time, and each side's rounds (``rounds``)."""
+    sides = {name: action for name, action in sides.items() if action is not None}
+    names = list(sides)
+    times: Dict[str, List[Tuple[float, float]]] = {name: [] for name in names}
+    for number in range(rounds):
+        for name in names[number % len(names):] + names[:number % len(names)]:
+            bench.empty_dir(tree)
+            times[name].append(_measured(bench, remote_pid, sides[name]))
+            assert bench.fingerprint(tree) == fingerprint, "%s made another tree" % name
+    medians = {name: tuple(statistics.median(value[i] for value in times[name]) for i in (0, 1)) for name in names}
+    figures = []
+    for peer, target, label in (("rsync -a", 1.5, "rsync -a pull"), ("restic restore", 1.0, "restic restore (sftp)"),
+                                ("rsync -a, then sync", None, "rsync -a pull + sync")):
+        if peer in medians:
+            figures += _compared("rebuild vs %s, median of %d" % (label, rounds), medians["rebuild"], medians[peer],
+                                 peer, target)
+    for figure in figures:
+        figure["rounds"] = {name: times[name] for name in names}
+    return figures
+
+
 def run(workdir: Path, quick: bool) -> List[dict]:
     """Measure sync, incremental sync and rebuild fetch against rsync."""
     bench = _load("bench_checkpoint", REPO / "bench" / "bench_checkpoint.py")
@@ -181,30 +231,12 @@ def run(workdir: Path, quick: bool) -> List[dict]:
         figures.append({"name": "object bytes sent after 1 % changed / bytes changed",
                         "value": outcome["objects"]["bytes"] / max(1, changed), "unit": "x", "target": 1.1})
 
-        rebuilt = store_module.Store(str(workdir / "rebuilt"))
         fingerprint = bench.fingerprint(tree)
-
-        def rebuild() -> None:
-            with repository.fetch.Fetcher(rebuilt, spec) as fetcher:
-                fetcher.prepare()
-                with rebuilt.lock("bench", "rebuild"):
-                    restore.rebuild(rebuilt, fetcher, "v2", restore.RestoreOptions(safety_checkpoint=False))
-
-        restic = _restic_on(host, fleet.client_key, workdir) if bench.have_restic() else None
-        if restic:
-            restic.init()
-            restic.backup(tree)  # untimed: the peer's repository holds the same tree
-        bench.empty_dir(tree)
-        ours = _measured(bench, pid, rebuild)
-        assert bench.fingerprint(tree) == fingerprint, "the rebuilt tree differs"
-        theirs = _measured(bench, pid, lambda: rsync(remote, str(workdir / "pulled") + "/"))
-        figures += _compared("rebuild (restore from the repository into an empty directory) vs rsync -a pull", ours, theirs,
-                             "rsync -a", 1.5)
-        if restic:
-            bench.empty_dir(tree)
-            peer = _measured(bench, pid, restic.restore)
-            assert bench.fingerprint(tree) == fingerprint, "restic restored another tree"
-            figures += _compared("rebuild vs restic restore (sftp, same host)", ours, peer, "restic restore", 1.0)
+        figures += _rebuild_rounds(bench, pid, tree, fingerprint, ROUNDS_QUICK if quick else ROUNDS, {
+            "rebuild": lambda: _rebuild(repository, restore, store_module, workdir, spec),
+            "rsync -a": lambda: rsync(remote, str(tree) + "/"),
+            "rsync -a, then sync": lambda: (rsync(remote, str(tree) + "/"), os.sync()),
+            "restic restore": _restic_restore(host, fleet.client_key, workdir, tree, bench)})
         if BEFORE:
             figures += _rebuild_before_after(bench, pid, workdir, tree, fingerprint, options)
     finally:
