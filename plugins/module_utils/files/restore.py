@@ -62,6 +62,15 @@ class ContentSource:
                               expected=sha, actual=actual, path=full)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (straight from the chunk: no buffer object per file, no copy)."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
 class _Applier:
     """Carries out a root plan: removals, staging, renames, then directory metadata.
 
@@ -98,15 +107,16 @@ class _Applier:
         """Write a staged file's content (created by the creator thread), hashed and checked as it is written, and its metadata."""
         sha = entry["sha256"]
         digest = self.store.hasher()
-        with os.fdopen(fd, "wb") as out:
+        try:
             for chunk in self.source.chunks(sha):
                 digest.update(chunk)
-                out.write(chunk)
+                _write_all(fd, chunk)
             if digest.hexdigest() != sha:
                 raise self.source.refused(sha, digest.hexdigest(), full)
-            out.flush()
-            self._set_meta(out.fileno(), entry)
-            self.written.note(number, out.fileno())
+            self._set_meta(fd, entry)
+            self.written.note(number, fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _set_meta(fd: int, entry: dict) -> None:

@@ -372,3 +372,15 @@ def test_a_written_file_is_known_by_inode_generation_size_and_change_time(tmp_pa
         assert not unchanged_since_written(fd, st, None)
     finally:
         os.close(fd)
+
+
+def test_a_file_system_that_takes_a_few_bytes_a_write_still_gets_every_byte(store, root, monkeypatch):
+    expected = _snapshot(root)
+    manifest = _checkpoint(store, root)
+    shutil.rmtree(str(root))
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    result = restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
+    monkeypatch.undo()
+    assert result["verified"]
+    assert _snapshot(root) == expected
