@@ -22,7 +22,7 @@ primitives of pyca/cryptography (a managed-host requirement of encrypted stores 
 
 Envelope: ``MAGIC (8) | key id (16) | nonce (16) | chunk 0 | ... | final chunk``, each chunk its
 ciphertext plus a 16-byte tag; every chunk but the final one holds exactly CHUNK bytes.
-Stores of the first scheme (_crypto_legacy.py) stay readable and writable; ``checkpoint
+Stores of the first scheme (crypto_legacy.py, imported only for them) stay readable and writable; ``checkpoint
 state=rekeyed`` moves them to this one.
 """
 
@@ -37,13 +37,16 @@ import socket
 import sys
 import threading
 from types import SimpleNamespace
-from typing import BinaryIO, Dict, Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, BinaryIO, Dict, Iterator, Optional, Tuple, Union
 
-from .crypto_legacy import SCHEME as LEGACY_SCHEME, LegacyCipher, header_nonce
 from ..common.errors import EncryptionKeyError, IntegrityError, MissingLibraryError
+
+if TYPE_CHECKING:  # the first scheme's module is imported only for a store of that scheme
+    from .crypto_legacy import LegacyCipher
 
 
 SCHEME = "aes-256-gcm-stream/v2"
+LEGACY_SCHEME = "shake256-xor+hmac-sha256+hkdf/v1"  # the first scheme (crypto_legacy.SCHEME)
 MAGIC = b"GRAEAD\x02\x00"
 KEY_ID_BYTES = 16
 NONCE_BYTES = 16
@@ -54,7 +57,32 @@ SEGMENT = CHUNK + TAG_BYTES
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 2}  # the work of N=2**15, p=1 in 16 MiB (module memory stays < 60 MB)
 SCRYPT_MAX_BYTES = 1024 ** 3  # refuse parameters (from a damaged or forged format) that need more memory
 MIN_KEY_CHARS = 16
+SCRATCH_BYTES = 256 * 1024 + HEADER_BYTES + TAG_BYTES  # a packed object's envelope fits (store.packs.SMALL_OBJECT)
 _LABEL = b"gitops.rollback aead v2 "
+
+
+def _legacy():
+    """Return the first scheme's module, imported on first use (a store of the current scheme never needs it)."""
+    from . import crypto_legacy  # pylint: disable=import-outside-toplevel
+
+    return crypto_legacy
+
+
+def header_nonce(header: bytes, magic: bytes, key_id: bytes, what: str) -> bytes:
+    """Return the nonce of an envelope header ``magic | key id (16) | nonce (16)`` of ``key_id``; raise otherwise.
+
+    Both schemes lay their headers out so; only the magic differs.
+    """
+    size = len(magic) + KEY_ID_BYTES + NONCE_BYTES
+    if len(header) < size or header[:len(magic)] != magic:
+        raise IntegrityError("%s is not an encrypted object of this store (bad header); it is damaged or was "
+                             "written by something else. Restore from another checkpoint." % what)
+    found = header[len(magic):len(magic) + KEY_ID_BYTES]
+    if found != key_id:
+        raise EncryptionKeyError(
+            "%s was encrypted with key id %s, not with the given key (id %s). Pass the store's key, or finish an "
+            "interrupted rekey." % (what, found.hex(), key_id.hex()), object_key_id=found.hex())
+    return header[len(magic) + KEY_ID_BYTES:size]
 
 
 def check_secret(secret: object) -> str:
@@ -334,11 +362,11 @@ class Cipher:
         return cls(key_id, content, name_key or os.urandom(32), kdf)
 
     @classmethod
-    def load(cls, secret: str, encryption: dict, store: str) -> Union["Cipher", LegacyCipher]:
+    def load(cls, secret: str, encryption: dict, store: str) -> Union["Cipher", "LegacyCipher"]:
         """Return the cipher described by a store format's ``encryption`` block, checking the key."""
         scheme = encryption.get("scheme")
         if scheme == LEGACY_SCHEME:
-            return LegacyCipher.load(check_secret(secret), encryption, store)
+            return _legacy().LegacyCipher.load(check_secret(secret), encryption, store)
         if scheme != SCHEME:
             raise EncryptionKeyError("Store %s uses encryption scheme %r; this collection knows %r and %r. Upgrade "
                                      "gitops.rollback." % (store, scheme, SCHEME, LEGACY_SCHEME))
@@ -365,7 +393,7 @@ class Cipher:
         return derive_keys(secret, encryption.get("kdf"))[0].hex() == encryption.get("key_id")
 
     @classmethod
-    def rekey_target(cls, old, secret: str, marker: Optional[dict]) -> Union["Cipher", LegacyCipher]:
+    def rekey_target(cls, old, secret: str, marker: Optional[dict]) -> Union["Cipher", "LegacyCipher"]:
         """Return the cipher a rekey of the store of ``old`` moves to: a new one, or the one ``marker`` names.
 
         The naming key is kept, so object names do not change. A marker without a scheme was
@@ -374,7 +402,7 @@ class Cipher:
         if not marker:
             return cls.create(secret, old.name_key)
         scheme = marker.get("scheme", LEGACY_SCHEME)
-        if scheme == LEGACY_SCHEME and isinstance(old, LegacyCipher):
+        if scheme == LEGACY_SCHEME and isinstance(old, _legacy().LegacyCipher):
             return old.with_key(check_secret(secret), marker["kdf"])
         if scheme != SCHEME:
             raise IntegrityError("The rekey recorded in the store's format names scheme %r over a store of scheme %r: "
@@ -416,6 +444,21 @@ class Cipher:
         sealer = self.sealer()
         body = sealer.update(plain)
         return b"".join((sealer.header, body, sealer.finish(context)))
+
+    def seal_transient(self, plain, context: bytes):
+        """Return the envelope of ``plain`` (less than CHUNK bytes) bound to ``context``, as :meth:`seal` does, in
+        this thread's scratch buffer: valid until the thread's next call, for a caller that writes it at once (a
+        pack). Per object, nothing is allocated, zeroed or copied besides the encryption itself."""
+        nonce = os.urandom(NONCE_BYTES)
+        header = MAGIC + self._key_id + nonce
+        aead = self._envelopes.aead(nonce)
+        if not hasattr(aead, "encrypt_into"):  # an older pyca/cryptography
+            return header + aead.encrypt(_FIRST_FINAL, plain, header + context)
+        size = HEADER_BYTES + len(plain) + TAG_BYTES
+        view = _scratch(size)
+        view[:HEADER_BYTES] = header
+        aead.encrypt_into(_FIRST_FINAL, plain, header + context, view[HEADER_BYTES:size])
+        return view[:size]
 
     def _nonce(self, header: bytes, what: str) -> bytes:
         """Return the nonce of a well-formed header of this key; raise otherwise."""
@@ -476,6 +519,17 @@ class Cipher:
         if len(header) < HEADER_BYTES or header[:len(MAGIC)] != MAGIC:
             return None
         return header[len(MAGIC):len(MAGIC) + KEY_ID_BYTES].hex()
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> memoryview:
+    """Return a writable view of at least ``size`` bytes, this thread's own (a new buffer only when it must grow)."""
+    view = getattr(_SCRATCH, "view", None)
+    if view is None or len(view) < size:
+        view = _SCRATCH.view = memoryview(bytearray(max(size, SCRATCH_BYTES)))
+    return view
 
 
 def _read_exactly(handle: BinaryIO, size: int) -> bytes:

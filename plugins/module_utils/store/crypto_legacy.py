@@ -32,8 +32,7 @@ from typing import BinaryIO, Iterator, Optional
 
 from ..common.errors import IntegrityError
 from ..common.errors import EncryptionKeyError
-
-SCHEME = "shake256-xor+hmac-sha256+hkdf/v1"
+from .crypto import LEGACY_SCHEME as SCHEME, header_nonce
 MAGIC = b"GRENC\x00\x01\x00"
 KEY_ID_BYTES = 16
 NONCE_BYTES = 16
@@ -162,23 +161,6 @@ def seal(keys: Keys, plain: bytes, context: bytes) -> bytes:
     """Return the envelope of ``plain``."""
     sealer = Sealer(keys)
     return sealer.header + sealer.update(plain) + sealer.tag(context)
-
-
-def header_nonce(header: bytes, magic: bytes, key_id: bytes, what: str) -> bytes:
-    """Return the nonce of an envelope header ``magic | key id (16) | nonce (16)`` of ``key_id``; raise otherwise.
-
-    Both schemes lay their headers out so; only the magic differs.
-    """
-    size = len(magic) + KEY_ID_BYTES + NONCE_BYTES
-    if len(header) < size or header[:len(magic)] != magic:
-        raise IntegrityError("%s is not an encrypted object of this store (bad header); it is damaged or was "
-                             "written by something else. Restore from another checkpoint." % what)
-    found = header[len(magic):len(magic) + KEY_ID_BYTES]
-    if found != key_id:
-        raise EncryptionKeyError(
-            "%s was encrypted with key id %s, not with the given key (id %s). Pass the store's key, or finish an "
-            "interrupted rekey." % (what, found.hex(), key_id.hex()), object_key_id=found.hex())
-    return header[len(magic) + KEY_ID_BYTES:size]
 
 
 def _check_header(keys: Keys, header: bytes, what: str) -> bytes:

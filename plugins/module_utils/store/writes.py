@@ -149,7 +149,7 @@ class ObjectWrites:
             return self._put_fd(fd, head)
         sha = self.objects.hash_bytes(head)
         cipher = self.cipher
-        stored = (lambda: cipher.seal(head, object_context(sha))) if cipher else (lambda: head)
+        stored = (lambda: cipher.seal_transient(head, object_context(sha))) if cipher else (lambda: head)
         return sha, len(head), self.objects.packs.add(sha, stored, self.objects.loose_exists)
 
     def _put_fd(self, fd: int, head: bytes) -> Tuple[str, int, bool]:
