@@ -292,6 +292,10 @@ class LegacyCipher:
         """Return the envelope of ``plain`` bound to ``context``."""
         return seal(self.keys, plain, context)
 
+    def seal_transient(self, plain: bytes, context: bytes) -> bytes:
+        """Return the envelope of a packed object: :meth:`seal` (the current scheme's writes into a reused buffer)."""
+        return self.seal(plain, context)
+
     def unseal(self, envelope: bytes, context: bytes, what: str) -> bytes:
         """Verify and decrypt an envelope bound to ``context``."""
         return open_bytes(self.keys, envelope, context, what)
