@@ -58,7 +58,7 @@ def test_the_demo_rolls_every_layer_back_to_v1_and_writes_the_report(demo):
     assert [r["event"] for r in rollback] == ["started", "completed"]
     assert rollback[-1]["trigger"] == "guard" and rollback[-1]["target"] == "v1"
     assert set(rollback[-1]["layers"]["demo"]) == {"release", "config", "database", "infrastructure", "services"}
-    order = re.findall(r"TASK \[gitops\.rollback\.rollback : Enter the layer and start its clock[^\]]* \((\w+)\)\]",
+    order = re.findall(r"TASK \[gitops\.rollback\.rollback : Enter the layer, within the rollback time limit \((\w+)\)\]",
                        demo.result.stdout)
     assert order == ["release", "config", "database", "infrastructure", "services"], "layers in rollback order"
     assert f"file://{report}/rollbacks.html" in demo.result.stdout
