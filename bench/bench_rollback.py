@@ -302,8 +302,9 @@ def run(workdir: Path, quick: bool) -> List[dict]:
             print("  round %d baseline %.1fs" % (index, baseline[-1]), flush=True)
             if big:
                 scaled.append(_run_ours(_make_drill(big, pg, workdir / ("many%d" % index), collections, forks)))
-                print("  round %d ours on %d hosts %.1fs, layers' own work %.1fs" % (
-                    index, many, scaled[-1]["total"], scaled[-1]["work"]), flush=True)
+                print("  round %d ours on %d hosts %.1fs (controller CPU %.1fs, load %.1f), layers' own work %.1fs" % (
+                    index, many, scaled[-1]["total"], scaled[-1]["cpu"], scaled[-1]["load"], scaled[-1]["work"]),
+                    flush=True)
     finally:
         fleet.stop()
         if big:
