@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_hooks import Site, site  # noqa: F401  (the fixture)
+from test_hooks import Site, site  # noqa: F401 pylint: disable=unused-import  (the fixture)
 
 
 def role(tasks_from: str, **variables) -> dict:
@@ -19,13 +19,13 @@ def test_a_second_run_in_the_same_playbook_keeps_its_rollback_time_limit(site: S
     # whatever layer the first run ended in.
     limited = {"rollback_run_id": "run-2", "rollback_layers": ["services"],
                "gitops_rollback_policy": {"max_rollback_seconds": 1}}
-    play = [{"hosts": "all", "gather_facts": False, "vars": site.vars(rollback_to="v1"),
-             "tasks": [
-                 role("main", rollback_run_id="run-1", rollback_layers=["release", "config", "services"]),
-                 role("preflight", **limited),
-                 {"name": "A slow pre-flight", "ansible.builtin.pause": {"seconds": 2}},
-                 role("layers", **limited),
-             ]}]
+    tasks = [
+        role("main", rollback_run_id="run-1", rollback_layers=["release", "config", "services"]),
+        role("preflight", **limited),
+        {"name": "A slow pre-flight", "ansible.builtin.pause": {"seconds": 2}},
+        role("layers", **limited),
+    ]
+    play = [{"hosts": "all", "gather_facts": False, "vars": site.vars(rollback_to="v1"), "tasks": tasks}]
 
     result = site.run_playbook(play, inventory=site.inventory)
 
