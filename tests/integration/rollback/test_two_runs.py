@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from test_hooks import Site, site  # noqa: F401 pylint: disable=unused-import  (the fixture)
+# site: test_hooks' fixture
+from test_hooks import Site, site  # noqa: F401 pylint: disable=unused-import
 
 
 def role(tasks_from: str, **variables) -> dict:
