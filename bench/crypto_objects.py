@@ -45,8 +45,8 @@ def main(tree: str, side: str, count: int) -> None:
             store.put_file_counted(path)
         store.packs.finish()
         ended = resource.getrusage(resource.RUSAGE_SELF)
-        print("%s: %d files, %.3f s CPU" % (side, len(files), ended.ru_utime + ended.ru_stime
-                                             - started.ru_utime - started.ru_stime))
+        cpu = ended.ru_utime + ended.ru_stime - started.ru_utime - started.ru_stime
+        print("%s: %d files, %.3f s CPU" % (side, len(files), cpu))
 
 
 if __name__ == "__main__":
