@@ -34,11 +34,7 @@ KEY = "unit-test-key-0123456789"
 NEW_KEY = "new-key-for-rotation!"
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch):
-    """Keep the KDFs cheap in unit tests (the parameters are recorded, so stores stay consistent)."""
-    monkeypatch.setattr(_crypto, "SCRYPT", {"n": 1024, "r": 8, "p": 1})
-    monkeypatch.setattr(_crypto_legacy, "PBKDF2_ITERATIONS", 10)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # conftest.py: the KDFs kept cheap
 
 
 # ------------------------------------------------------------------ published test vectors

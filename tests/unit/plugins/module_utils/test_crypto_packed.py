@@ -13,7 +13,6 @@ import threading
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.store import crypto as _crypto
-from ansible_collections.gitops.rollback.plugins.module_utils.store import crypto_legacy as _crypto_legacy
 from ansible_collections.gitops.rollback.plugins.module_utils.store.crypto import HEADER_BYTES, TAG_BYTES, Cipher
 from ansible_collections.gitops.rollback.plugins.module_utils.store.crypto_legacy import LegacyCipher
 from ansible_collections.gitops.rollback.plugins.module_utils.store.root import object_context
@@ -23,11 +22,7 @@ KEY = "unit-test-key-0123456789"
 PACKAGE = "ansible_collections.gitops.rollback.plugins.module_utils"
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch):
-    """Keep the KDFs cheap in unit tests (the parameters are recorded, so stores stay consistent)."""
-    monkeypatch.setattr(_crypto, "SCRYPT", {"n": 1024, "r": 8, "p": 1})
-    monkeypatch.setattr(_crypto_legacy, "PBKDF2_ITERATIONS", 10)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # conftest.py: the KDFs kept cheap
 
 
 def test_an_envelope_sealed_in_the_reused_buffer_opens_like_a_sealed_one_until_the_next_seal():
