@@ -18,6 +18,16 @@ from .errors import StoreFullError
 TEMP_MARK = ".grtmp-"
 
 
+def write_all(fd: int, data) -> None:
+    """Write every byte of ``data`` to ``fd``: one ``os.write`` as a rule, straight from ``data`` (a view of
+    the rest only after a short write)."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
 def ensure_private_dir(path: str) -> None:
     """Create ``path`` (and parents) and make it mode 0700."""
     os.makedirs(path, mode=0o700, exist_ok=True)

@@ -32,7 +32,7 @@ import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from .errors import UnsafePathError
-from .fsutil import TEMP_MARK
+from .fsutil import TEMP_MARK, write_all
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO swapped in for a file must not hang the open; O_NOCTTY: never a controlling tty.
@@ -281,9 +281,7 @@ def write_file_at(dir_fd: int, name: str, data: bytes, mode: int, owner: Optiona
     try:
         fd = os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             if owner is not None:
                 os.fchown(fd, owner[0], owner[1])
             os.fchmod(fd, mode)

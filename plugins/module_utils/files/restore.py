@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from .capture import CheckpointRequest, locate, roots_of, save_checkpoint
 from ..common.errors import IntegrityError, RollbackError, UnsafePathError
 from ..common.labels import show_label
-from ..common.fsutil import TEMP_MARK, raise_if_full, sync_filesystem
+from ..common.fsutil import TEMP_MARK, raise_if_full, sync_filesystem, write_all
 from ..common.nofollow import (
     CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_listed, open_root, race_point, remove_at,
 )
@@ -60,15 +60,6 @@ class ContentSource:
         """The error for content that does not hash to its name."""
         return IntegrityError("Object %s changed while restoring %s; nothing more was written." % (sha, full),
                               expected=sha, actual=actual, path=full)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (straight from the chunk: no buffer object per file, no copy)."""
-    written = os.write(fd, data)
-    if written < len(data):
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view):]
 
 
 class _Applier:
@@ -110,7 +101,7 @@ class _Applier:
         try:
             for chunk in self.source.chunks(sha):
                 digest.update(chunk)
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
             if digest.hexdigest() != sha:
                 raise self.source.refused(sha, digest.hexdigest(), full)
             self._set_meta(fd, entry)

@@ -29,7 +29,7 @@ import struct
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from ..common.errors import RollbackError
-from ..common.fsutil import libc
+from ..common.fsutil import libc, write_all
 
 PR_SET_PDEATHSIG = 1
 
@@ -53,9 +53,7 @@ def usable_cpus() -> int:
 
 
 def _write_frame(fd: int, payload: bytes) -> None:
-    view = memoryview(_FRAME.pack(len(payload)) + payload)
-    while view:
-        view = view[os.write(fd, view):]
+    write_all(fd, _FRAME.pack(len(payload)) + payload)
 
 
 def _read_exactly(fd: int, count: int) -> Optional[bytes]:

@@ -28,7 +28,7 @@ from bisect import bisect_left
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..common.errors import IntegrityError
-from ..common.fsutil import atomic_write_bytes, create_private, raise_if_full, start_writeback, unlink_quietly
+from ..common.fsutil import atomic_write_bytes, create_private, raise_if_full, start_writeback, unlink_quietly, write_all
 
 SMALL_OBJECT = 256 * 1024
 PACK_LIMIT = 64 * 1024 * 1024  # a pack is closed once it holds this many bytes
@@ -37,12 +37,6 @@ IDX_MAGIC = b"GRIDX001"
 RECORD = struct.Struct(">32sQQ")
 
 Location = Tuple[str, int, int]  # pack file, offset, length
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class PackIndex:
@@ -186,7 +180,7 @@ class PackWriter:
     def add(self, key: bytes, stored: bytes) -> None:
         """Append one object's stored bytes (the caller holds the pack set's lock)."""
         try:
-            _write_all(self.fd, stored)
+            write_all(self.fd, stored)
         except OSError as exc:
             raise_if_full(exc, "a pack in %s" % self.packs_dir)
             raise

@@ -106,13 +106,6 @@ def read_up_to(fd: int, limit: int, expected: Optional[int] = None) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def write_all(fd: int, data) -> None:
-    """Write every byte of ``data`` to ``fd``."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a directory")
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Iterable, List, Optional, Set, Tuple
 
 from ..common.fsutil import TEMP_MARK, create_private, fsync_path, raise_if_full, start_writeback, sync_filesystem, unlink_quietly
 from .packs import SMALL_OBJECT
-from .root import CHUNK, object_context, read_up_to, sha256_file, write_all
+from .root import CHUNK, object_context, read_up_to, sha256_file
+from ..common.fsutil import write_all
 from .objects import Objects
 
 if TYPE_CHECKING:  # the cipher module is imported only for an encrypted store
