@@ -83,8 +83,9 @@ options:
     default: true
   keep_old:
     description:
-      - In swap mode, keep the previous database as C(<database>__gr_old_<UTC time>). When false it
-        is dropped after the swap.
+      - In swap mode, keep the previous database as C(<database>__gr_old_<UTC time>) (with C(_2), C(_3), ...
+        appended when a database or file of that name exists: a second swap within the same second). When
+        false it is dropped after the swap.
     type: bool
     default: true
   maintenance_db:

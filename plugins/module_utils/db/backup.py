@@ -303,11 +303,30 @@ def staging_names(engine: str, database: str, checkpoint_id: str) -> Tuple[str, 
     """Return the staging and kept-old names of a swap, refusing ones the server would truncate."""
     staged = "%s__gr_restore_%s" % (database, checkpoint_id[-6:])
     old = "%s__gr_old_%s" % (database, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
-    limit = NAME_LIMITS.get(engine)
-    if limit and len(old.encode("utf-8")) > limit:
-        raise RollbackError("The database name %r is too long for swap mode (%s allows %d bytes for %r). "
-                            "Use mode=replace." % (database, engine, limit, old))
+    _check_name_length(engine, database, old)
     return staged, old
+
+
+def _check_name_length(engine: str, database: str, name: str) -> None:
+    """Refuse a staging or kept-old name longer than the server allows (it would truncate it)."""
+    limit = NAME_LIMITS.get(engine)
+    if limit and len(name.encode("utf-8")) > limit:
+        raise RollbackError("The database name %r is too long for swap mode (%s allows %d bytes for %r). "
+                            "Use mode=replace." % (database, engine, limit, name))
+
+
+def unused_old_name(engine, database: str, old: str) -> str:
+    """``old``, or ``old_2``, ``old_3``, ... the first name no database (or file) has yet.
+
+    The kept-old name holds the time to the second: a second swap restore within that second must
+    keep its previous database beside the first one's, not fail on it nor (SQLite) replace it.
+    """
+    name, number = old, 1
+    while engine.exists(name) or (engine.name == "sqlite" and os.path.lexists(name)):
+        number += 1
+        name = "%s_%d" % (old, number)
+    _check_name_length(engine.name, database, name)
+    return name
 
 
 def verify_backup(store: Store, component: dict, jobs: int) -> None:
@@ -351,6 +370,8 @@ def plan_restore(store: Store, req: RestoreRequest) -> dict:
         steps.append("back up the live %s into a safety checkpoint" % database)
     if uses_staging(engine.name, req.mode, live, database) and engine.name != "sqlite":
         staged, old = staging_names(engine.name, database, manifest.id)
+        if req.keep_old and req.mode == "swap":
+            old = unused_old_name(engine, database, old)
         steps += ["restore into %s" % staged, "compare row counts"]
         if engine.name == "postgresql":
             steps.append("give %s the backed-up database properties (owner, privileges, settings, ...)" % staged)
@@ -380,6 +401,8 @@ def restore(store: Store, req: RestoreRequest, owner: str, lock_timeout: float =
     info = component.get("database_info", {})
     with restore_lock(store, engine.name, database, owner, lock_timeout):
         check_privileges(engine, req, database, info, live, version)
+        if use_staging and req.mode == "swap" and req.keep_old and live:
+            old = unused_old_name(engine, database, old)  # under the lock: no other restore of it picks one
         workdir = temp_name(store.path("tmp", "restore"))
         ensure_private_dir(workdir)
         try:

@@ -76,6 +76,37 @@ def test_staging_names_refuse_names_the_server_would_truncate():
     db.staging_names("sqlite", "/srv/" + "x" * 80 + ".db", manifest)
 
 
+class _Named:
+    """An engine that knows which databases exist."""
+
+    def __init__(self, name: str, existing: set) -> None:
+        self.name, self.existing = name, existing
+
+    def exists(self, database: str) -> bool:
+        return database in self.existing
+
+
+def test_a_second_swap_in_the_same_second_keeps_the_first_ones_old_database():
+    """Two swap restores within one second got the same kept-old name: the second failed on it (PostgreSQL,
+    MariaDB) or would have replaced the first one's kept file (SQLite)."""
+    taken = {"shop__gr_old_20261204T121416", "shop__gr_old_20261204T121416_2"}
+    engine = _Named("postgresql", taken)
+    assert db.unused_old_name(engine, "shop", "shop__gr_old_20261204T121416") == "shop__gr_old_20261204T121416_3"
+    assert db.unused_old_name(engine, "shop", "shop__gr_old_20261204T121417") == "shop__gr_old_20261204T121417"
+    longest = "d" * (63 - len("__gr_old_20261204T121416"))
+    engine.existing = {longest + "__gr_old_20261204T121416"}
+    with pytest.raises(RollbackError, match="too long for swap mode"):
+        db.unused_old_name(engine, longest, longest + "__gr_old_20261204T121416")
+
+
+def test_a_kept_sqlite_file_or_link_is_never_replaced(tmp_path):
+    live = tmp_path / "app.db"
+    (tmp_path / "app.db__gr_old_20261204T121416").write_bytes(b"first kept")
+    os.symlink("/nonexistent", str(tmp_path / "app.db__gr_old_20261204T121416_2"))
+    name = db.unused_old_name(_Named("sqlite", set()), str(live), str(live) + "__gr_old_20261204T121416")
+    assert name == str(live) + "__gr_old_20261204T121416_3"
+
+
 def test_prune_keeps_the_newest_and_collects_objects(store):
     for label in ("r1", "r2", "r3", "r4"):
         attach(store, label)
