@@ -84,7 +84,7 @@ options:
   keep_old:
     description:
       - In swap mode, keep the previous database as C(<database>__gr_old_<UTC time>) (with C(_2), C(_3), ...
-        appended when a database or file of that name exists: a second swap within the same second). When
+        appended when a database or file of that name exists, as after a second swap within the same second). When
         false it is dropped after the swap.
     type: bool
     default: true

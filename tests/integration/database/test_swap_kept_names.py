@@ -44,8 +44,8 @@ def test_postgresql_swaps_in_one_second_keep_every_previous_database(postgres: P
         kept = []
         for value in (2, 3):
             postgres.psql("UPDATE t SET v = %d" % value, db=db)
-            result, restored = run_task("gitops.rollback.db_restore", pg_args(postgres, db, store_path, checkpoint="v1",
-                                                                              mode="swap"))
+            restore_args = pg_args(postgres, db, store_path, checkpoint="v1", mode="swap")
+            result, restored = run_task("gitops.rollback.db_restore", restore_args)
             assert result.rc == 0, str(result)
             assert postgres.psql("SELECT v FROM t", db=db) == "1"
             kept.append(restored["restore"]["old_database"])
@@ -59,8 +59,8 @@ def test_postgresql_swaps_in_one_second_keep_every_previous_database(postgres: P
             postgres.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
 
 
-def test_mariadb_swaps_in_one_second_keep_every_previous_database(mariadb: MariaDbServer, run_task,
-                                                                   store_path: Path, unique_name) -> None:
+def test_mariadb_swaps_in_one_second_keep_every_previous_database(mariadb: MariaDbServer, run_task, store_path: Path,
+                                                                  unique_name) -> None:
     db = unique_name("swapname")
     args = {"engine": "mysql", "database": db, "login_host": mariadb.host, "login_port": mariadb.port,
             "login_user": mariadb.user, "login_password": mariadb.password, "store_path": str(store_path)}
@@ -113,4 +113,3 @@ def test_sqlite_swaps_in_one_second_never_replace_a_kept_file(run_task, store_pa
     assert sqlite3.connect(path).execute("SELECT v FROM t").fetchone() == (1,)
     assert len(set(kept)) == 2 and not set(kept) & set(taken), kept
     assert {name: name.read_bytes() for name in taken} == taken, "a file kept before was replaced"
-
