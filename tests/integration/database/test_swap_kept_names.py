@@ -31,7 +31,7 @@ def pg_args(pg: PgServer, db: str, store: Path, **extra: object) -> dict:
 
 
 def test_postgresql_swaps_in_one_second_keep_every_previous_database(postgres: PgServer, run_task, store_path: Path,
-                                                                      unique_name) -> None:
+                                                                     unique_name) -> None:
     db = unique_name("swapname")
     postgres.create_database(db)
     taken = kept_names(db)
