@@ -92,7 +92,7 @@ ensure_venv() {
             "${GITOPS_ROLLBACK_PYTHON:-python3}" -m venv "$VENV"
         fi
         "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
-        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$ROOT[dev]"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "${ROOT}[dev]"
         printf '%s' "$want" >"$stamp"
     ) 9>"$VENV.lock"
     export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
