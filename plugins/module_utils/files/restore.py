@@ -9,6 +9,7 @@ leftover temporary files are extras that the next run removes while it completes
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import queue
@@ -304,46 +305,73 @@ class _Applier:
 
 class _Creator:
     """A thread that creates the temporary copies of the files a plan writes, in plan order, at most
-    CREATE_AHEAD ahead of the writes; each is reached from its parent directory's descriptor, every
-    directory opened without following a link (a cursor of its own, from the same root descriptor)."""
+    CREATE_AHEAD ahead of the writes, handed over CREATE_BATCH at a time; each is reached from its parent
+    directory's descriptor, every directory opened without following a link (a cursor of its own, from
+    the same root descriptor)."""
 
     def __init__(self, applier: _Applier, numbers: array) -> None:
         self.applier = applier
         self.numbers = numbers
-        self.cursor = DirCursor(os.dup(applier.cursor.root_fd), applier.root)
-        self.ready: "queue.Queue[object]" = queue.Queue(CREATE_AHEAD)
+        self.ready: "queue.Queue[object]" = queue.Queue(max(1, CREATE_AHEAD // CREATE_BATCH))  # lists of (number, fd)
+        self.taken: "collections.deque[Tuple[int, int]]" = collections.deque()  # the batch being written
         self.stopping = threading.Event()
+        self.cursor = DirCursor(os.dup(applier.cursor.root_fd), applier.root)
         self.thread = threading.Thread(target=self._run, name="gitops-rollback-restore-creator", daemon=True)
-        self.thread.start()
+        try:
+            self.thread.start()
+        except BaseException:
+            self.cursor.close()
+            raise
 
     def _run(self) -> None:
         applier, actions = self.applier, self.applier.plan.actions
+        batch: List[Tuple[int, int]] = []
         try:
             for number in self.numbers:
                 dir_fd, name = self.cursor.parent_of(actions.rel(number))
                 fd = os.open(applier._tmp(name), CREATE_FLAGS, 0o600, dir_fd=dir_fd)  # pylint: disable=protected-access
                 applier.created.append(number)
-                if not self._put((number, fd)):
-                    os.close(fd)
-                    return
+                batch.append((number, fd))
+                if len(batch) >= CREATE_BATCH:
+                    self._hand_over(batch)
+                    batch = []
+            self._hand_over(batch)
+        except _Stopped:
+            return
         except BaseException as exc:  # pylint: disable=broad-exception-caught  # raised again by take()
-            self._put(exc)
+            try:
+                self._hand_over(batch)
+                self._put(exc)
+            except _Stopped:
+                pass
 
-    def _put(self, item: object) -> bool:
+    def _hand_over(self, batch: List[Tuple[int, int]]) -> None:
+        """Queue a batch of created files; close them when the restore stopped taking them."""
+        if batch:
+            try:
+                self._put(batch)
+            except _Stopped:
+                for _number, fd in batch:
+                    os.close(fd)
+                raise
+
+    def _put(self, item: object) -> None:
         while not self.stopping.is_set():
             try:
                 self.ready.put(item, timeout=0.2)
-                return True
+                return
             except queue.Full:
                 pass
-        return False
+        raise _Stopped()
 
     def take(self, number: int) -> int:
         """The descriptor of action ``number``'s temporary copy, open for writing (the next in plan order)."""
-        item = self.ready.get()
-        if isinstance(item, BaseException):
-            raise item
-        created, fd = item
+        if not self.taken:
+            item = self.ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            self.taken.extend(item)
+        created, fd = self.taken.popleft()
         if created != number:
             os.close(fd)
             raise RollbackError("The restore of %s wrote its files out of the plan's order; nothing was renamed "
@@ -353,18 +381,26 @@ class _Creator:
     def finish(self) -> None:
         """Stop the thread, close the descriptors it made that were not taken, and its cursor."""
         self.stopping.set()
+        while self.taken:
+            os.close(self.taken.popleft()[1])
         while self.thread.is_alive() or not self.ready.empty():
             try:
                 item = self.ready.get(timeout=0.05)
             except queue.Empty:
                 continue
-            if isinstance(item, tuple):
-                os.close(item[1])
+            if isinstance(item, list):
+                for _number, fd in item:
+                    os.close(fd)
         self.thread.join()
         self.cursor.close()
 
 
+class _Stopped(Exception):
+    """The restore stopped taking the created files (the creator thread ends)."""
+
+
 CREATE_AHEAD = 64  # files the creator thread creates ahead of the writes
+CREATE_BATCH = 16  # files handed over to the writes at once (one wake-up, not one per file)
 
 REPORT_LIMIT = 1000
 

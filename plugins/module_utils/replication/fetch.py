@@ -10,6 +10,7 @@ throwaway store of the same format (also what pruning decides on).
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import tempfile
@@ -26,7 +27,8 @@ from .client import (CHUNK, NAMES_PER_REQUEST, Connection, RepositoryError, Repo
 from ..store.store import LAYOUT, Store, parse_time, checkpoint_summary
 
 READ_CHUNK = 256 * 1024  # the reader thread's reads of a large object
-READ_AHEAD = 256  # chunks read ahead of the restore (at most 64 MiB)
+READ_GROUP = 1024 * 1024  # bytes the reader hands over at once: many small objects, or four chunks of a large one
+READ_AHEAD = 64  # groups read ahead of the restore (at most 64 MiB)
 _END = object()  # the reader's last item: every object asked for was sent
 REPEATS_KEPT = 64 * 1024 * 1024  # bytes of content several files have, kept in memory for the later ones
 
@@ -182,14 +184,16 @@ class RemoteContent:
         self._kept: Dict[str, bytes] = {}  # content of several files, received, until its last file is written
         self.batches = [list(names[start:start + NAMES_PER_REQUEST]) for start in range(0, len(names), NAMES_PER_REQUEST)]
         self.objects = self.bytes = 0
-        self._chunks: "queue.Queue[object]" = queue.Queue(READ_AHEAD)
+        self._chunks: "queue.Queue[object]" = queue.Queue(READ_AHEAD)  # lists of (name, size, chunk, last)
+        self._ready: "collections.deque[tuple]" = collections.deque()  # the group being written
         self._stopping = threading.Event()
         self._reader = threading.Thread(target=self._read_all, name="gitops-rollback-repository-reader", daemon=True)
         if self.batches:
             self._reader.start()
 
     def _read_all(self) -> None:
-        """The reader thread: ask for each batch, read its sizes and objects, queue them as (name, size, chunk, last)."""
+        """The reader thread: ask for each batch, read its sizes and objects, queue them as lists of
+        (name, size, chunk, last) of about READ_GROUP bytes (one hand-over per group, not per object)."""
         conn = self.conn
         try:
             conn.send({"op": "get", "names": self.batches[0]})
@@ -199,14 +203,7 @@ class RemoteContent:
                 if number + 1 < len(self.batches):
                     conn.send({"op": "get", "names": self.batches[number + 1]})
                     conn.flush("sending objects")
-                for name, size in zip(names, sizes):
-                    left = size
-                    while True:
-                        data = conn.read_exactly(min(READ_CHUNK, left), "sending object %s" % name) if left else b""
-                        left -= len(data)
-                        self._put((name, size, data, not left))
-                        if not left:
-                            break
+                self._read_batch(names, sizes)
             self._put(_END)
         except _Stopped:
             return
@@ -215,6 +212,25 @@ class RemoteContent:
                 self._put(exc)
             except _Stopped:
                 pass
+
+    def _read_batch(self, names: Sequence[str], sizes: Sequence[int]) -> None:
+        """Read one batch's objects and queue them in groups; the last group as soon as the batch ends."""
+        group: List[tuple] = []
+        grouped = 0
+        for name, size in zip(names, sizes):
+            left = size
+            while True:
+                data = self.conn.read_exactly(min(READ_CHUNK, left), "sending object %s" % name) if left else b""
+                left -= len(data)
+                group.append((name, size, data, not left))
+                grouped += len(data) + 1
+                if grouped >= READ_GROUP:
+                    self._put(group)
+                    group, grouped = [], 0
+                if not left:
+                    break
+        if group:
+            self._put(group)
 
     def _put(self, item: object) -> None:
         while not self._stopping.is_set():
@@ -226,13 +242,15 @@ class RemoteContent:
         raise _Stopped()
 
     def _take(self) -> tuple:
-        item = self._chunks.get()
-        if isinstance(item, BaseException):
-            raise item
-        if item is _END:
-            raise RepositoryError("The restore asked %s for more objects than it planned; nothing was renamed into "
-                                  "place." % self.conn.spec.where())
-        return item
+        if not self._ready:
+            item = self._chunks.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is _END:
+                raise RepositoryError("The restore asked %s for more objects than it planned; nothing was renamed "
+                                      "into place." % self.conn.spec.where())
+            self._ready.extend(item)
+        return self._ready.popleft()
 
     def stop(self) -> None:
         """Stop the reader thread (a restore that ended before every object was read); the session is closed next."""

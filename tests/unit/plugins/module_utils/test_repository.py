@@ -14,10 +14,13 @@ import sys
 
 import pytest
 
+from ansible_collections.gitops.rollback.plugins.module_utils.replication import client as _repo_client
+from ansible_collections.gitops.rollback.plugins.module_utils.replication import fetch as _fetch
 from ansible_collections.gitops.rollback.plugins.module_utils.replication import receiver as _repo_receiver
 from ansible_collections.gitops.rollback.plugins.module_utils.replication.client import (
-    Connection, RepositoryError, RepositorySpec, receiver_source,
+    Connection, RepositoryError, RepositorySpec, preferred_ciphers, receiver_source,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils.replication.sync import (
     encode_delta, needs_digest,
 )
@@ -241,3 +244,76 @@ def test_objects_sent_by_sendfile_after_one_copied_through_the_buffer_keep_their
         out.seek(0)
         sent = out.read()
     assert refused and sent.endswith(first + second)
+
+
+FAKE_SSH = """#!/bin/sh
+# ssh -G: the ciphers of the configuration (CONFIGURED), or ssh's own defaults with -F /dev/null
+case " $* " in *" -F /dev/null "*) echo "ciphers $DEFAULTS";; *) echo "ciphers $CONFIGURED";; esac
+"""
+DEFAULT_CIPHERS = "chacha20-poly1305@openssh.com,aes128-ctr,aes128-gcm@openssh.com"
+
+
+@pytest.mark.parametrize("configured, expected", [
+    (DEFAULT_CIPHERS, ["-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"]),
+    ("aes256-ctr", []),  # set in ~/.ssh/config or /etc/ssh/ssh_config: kept
+    ("chacha20-poly1305@openssh.com,aes128-ctr", []),
+])
+def test_ssh_offers_aes_gcm_first_unless_the_ssh_configuration_names_the_ciphers(tmp_path, monkeypatch, configured, expected):
+    (tmp_path / "ssh").write_text(FAKE_SSH)
+    (tmp_path / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tmp_path, os.environ["PATH"]))
+    monkeypatch.setenv("DEFAULTS", DEFAULT_CIPHERS)
+    monkeypatch.setenv("CONFIGURED", configured)
+    monkeypatch.setattr(_repo_client, "_CIPHERS", {})
+    connection = Connection(RepositorySpec.from_options({"host": "backup.example.com", "path": "/srv/repo"}))
+    connection.workdir = str(tmp_path)
+    argv = connection.argv()
+    assert [arg for arg in argv if arg.startswith("Ciphers=")] == expected[1:]
+    assert argv.index("--") > (argv.index(expected[1]) if expected else 0)
+
+
+@pytest.mark.parametrize("configured, defaults", [
+    (None, None),  # an ssh without -G
+    (["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"],) * 2,  # already first
+    (["chacha20-poly1305@openssh.com", "aes128-ctr"],) * 2,  # an ssh without it
+])
+def test_ssh_is_left_to_its_ciphers_when_it_cannot_tell_or_aes_gcm_is_first_or_missing(configured, defaults):
+    assert preferred_ciphers(configured, defaults) == []
+
+
+class _Conn:
+    """A repository session on bytes: the replies to ``get`` and the objects, in order."""
+
+    def __init__(self, objects):
+        self.objects = objects
+        self.data = io.BytesIO(b"".join(objects))
+        self.spec = RepositorySpec.from_options({"host": "backup", "path": "/srv/repo"})
+
+    def send(self, document):
+        pass
+
+    def flush(self, what):
+        pass
+
+    def reply(self, what):
+        return {"sizes": [len(data) for data in self.objects]}
+
+    def read_exactly(self, size, what):
+        return self.data.read(size)
+
+
+def test_the_stream_of_a_rebuild_brings_every_object_whole_in_order_handed_over_in_groups(tmp_path, monkeypatch):
+    objects = [b"", os.urandom(5), os.urandom(_fetch.READ_CHUNK * 2 + 3)] + [os.urandom(20000) for _ in range(200)]
+    names = [hashlib.sha256(data).hexdigest() for data in objects]
+    store = Store(str(tmp_path / "store"))
+    store.init()
+    handed = []
+    real_put = _fetch.RemoteContent._put
+    monkeypatch.setattr(_fetch.RemoteContent, "_put", lambda self, item: handed.append(item) or real_put(self, item))
+    content = _fetch.RemoteContent(store, _Conn(objects), [(name, len(data)) for name, data in zip(names, objects)])
+    try:
+        assert [b"".join(content.chunks(name)) for name in names] == objects
+    finally:
+        content.stop()
+    assert content.objects == len(objects) and content.bytes == sum(map(len, objects))
+    assert len(handed) <= 1 + sum(map(len, objects)) // _fetch.READ_GROUP + 2  # groups, not 203 objects (and the end)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import os
@@ -22,6 +23,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_o
 from ansible_collections.gitops.rollback.plugins.module_utils.files.restore_ops import restore_host
 from ansible_collections.gitops.rollback.plugins.module_utils.common.nofollow import inode_generation
 from ansible_collections.gitops.rollback.plugins.module_utils.files.written import unchanged_since_written
+from ansible_collections.gitops.rollback.plugins.module_utils.files import restore as _restore
 from ansible_collections.gitops.rollback.plugins.module_utils.files.restore import (
     RestoreOptions, plan_root, restore_checkpoint, verify_tree,
 )
@@ -384,3 +386,42 @@ def test_a_file_system_that_takes_a_few_bytes_a_write_still_gets_every_byte(stor
     monkeypatch.undo()
     assert result["verified"]
     assert _snapshot(root) == expected
+
+
+def _open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_restore_whose_creator_thread_cannot_start_leaves_no_descriptor_open(store, root, monkeypatch):
+    manifest = _checkpoint(store, root)
+    shutil.rmtree(str(root))
+    before = _open_fds()
+
+    def refuse_start(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_restore.threading.Thread, "start", refuse_start)
+    with pytest.raises(RuntimeError, match="start new thread"):
+        restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
+    assert _open_fds() == before
+
+
+def test_a_write_failing_within_a_batch_of_created_files_closes_them_all_and_removes_every_staged_one(store, root, monkeypatch):
+    manifest = _checkpoint(store, root)
+    shutil.rmtree(str(root))
+    monkeypatch.setattr(_restore, "CREATE_BATCH", 4)
+    real_write_all = _restore.write_all
+    writes = []
+
+    def failing_on_the_sixth(fd, data):
+        writes.append(fd)
+        if len(writes) == 6:
+            raise OSError(errno.EIO, "I/O error")
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(_restore, "write_all", failing_on_the_sixth)
+    before = _open_fds()
+    with pytest.raises(OSError, match="I/O error"):
+        restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
+    assert _open_fds() == before
+    assert not root.exists() or not [name for _dir, _dirs, files in os.walk(str(root)) for name in files]
