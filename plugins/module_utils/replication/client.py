@@ -35,7 +35,7 @@ PIPE_BYTES = 1024 * 1024  # the ssh pipes' capacity (Linux F_SETPIPE_SZ; the def
 _F_SETPIPE_SZ = 1031
 # A fraction of chacha20-poly1305's CPU at both ends where the processor has AES instructions (most x86 and arm64).
 PREFERRED_CIPHER = "aes128-gcm@openssh.com"
-_CIPHERS: dict = {}  # the cipher options for each ssh command (ssh -G asked once per process)
+_CIPHERS: dict = {}  # the cipher options for each host, port and user (ssh -G asked once per process)
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:\[\]%-]{1,253}$")
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _NAMESPACE_RE = receiver.HOST_RE
@@ -135,7 +135,7 @@ class Connection:
             known = os.path.join(self.workdir, "known_hosts")
             self._write_private(known, spec.known_hosts.strip() + "\n")
             argv += ["-o", "UserKnownHostsFile=%s" % known, "-o", "GlobalKnownHostsFile=/dev/null"]
-        argv += cipher_options(argv + ["--", spec.host])
+        argv += cipher_options(spec)
         return argv + ["--", spec.host, "python3 %s -c %s" % (receiver.PYTHON_FLAGS, shlex.quote(receiver.BOOTSTRAP))]
 
     @staticmethod
@@ -286,17 +286,17 @@ def _widen_pipes(proc: subprocess.Popen) -> None:
             pass  # not Linux, or above the system's pipe-max-size: the default capacity
 
 
-def cipher_options(ssh: List[str]) -> List[str]:
+def cipher_options(spec: RepositorySpec) -> List[str]:
     """``-o Ciphers=...`` with PREFERRED_CIPHER first, when the ssh configuration (the user's and the system's)
-    leaves the ciphers at ssh's defaults and they include it; else none (a Ciphers setting is kept as it is).
-
-    ``ssh``: the ssh command without the remote command. The client offers the cipher first; a server without
-    it agrees on the next one, as by default.
+    leaves the ciphers for the repository host at ssh's defaults and they include it; else none (a Ciphers
+    setting is kept as it is). The client offers the cipher first; a server without it agrees on the next
+    one, as by default. ``ssh -G`` tells (it evaluates the configuration, connecting nowhere), once per process.
     """
-    key = tuple(ssh)
+    where = ["-p", str(int(spec.port))] + (["-l", spec.user] if spec.user else []) + ["--", spec.host]
+    key = tuple(where)
     if key not in _CIPHERS:
-        _CIPHERS[key] = preferred_ciphers(_ssh_ciphers(ssh[:1] + ["-G"] + ssh[1:]),
-                                          _ssh_ciphers(ssh[:1] + ["-G", "-F", "/dev/null"] + ssh[1:]))
+        _CIPHERS[key] = preferred_ciphers(_ssh_ciphers(["ssh", "-G"] + where),
+                                          _ssh_ciphers(["ssh", "-G", "-F", "/dev/null"] + where))
     return list(_CIPHERS[key])
 
 
