@@ -167,6 +167,11 @@ class Connection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def kill(self) -> None:
+        """End ssh at once (a session that stopped answering); :meth:`close` follows."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
     def close(self) -> None:
         """End the session (the receiver stops at the end of its input) and remove the key files.
 

@@ -262,6 +262,9 @@ class RemoteContent:
                 break
         if self._reader.is_alive():
             self._reader.join(timeout=1)
+        if self._reader.is_alive():  # blocked reading a session that sends nothing more, holding its buffer's lock
+            self.conn.kill()  # the read ends at the end of the output, and closing the session does not wait for it
+            self._reader.join(timeout=5)
 
     def supplies(self, sha: str) -> bool:
         """Tell whether ``sha`` comes from the repository (the restore does not read it from the store)."""

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -317,3 +318,19 @@ def test_the_stream_of_a_rebuild_brings_every_object_whole_in_order_handed_over_
         content.stop()
     assert content.objects == len(objects) and content.bytes == sum(map(len, objects))
     assert len(handed) <= 1 + sum(map(len, objects)) // _fetch.READ_GROUP + 2  # groups, not 203 objects (and the end)
+
+
+def test_a_rebuild_stopped_while_the_session_sends_nothing_ends_without_waiting_for_it(tmp_path):
+    """The reader thread blocked on a silent session holds the pipe's buffer: stopping ends ssh, so closing
+    the session does not wait for ssh's own timeouts."""
+    store = Store(str(tmp_path / "store"))
+    store.init()
+    conn = Connection(RepositorySpec.from_options({"host": "backup", "path": "/srv/repo"}))
+    conn.proc = subprocess.Popen(["sleep", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    content = _fetch.RemoteContent(store, conn, [("ab" * 32, 10)])
+    time.sleep(0.2)  # the reader waits for the reply to its request
+    started = time.monotonic()
+    content.stop()
+    conn.close()
+    assert time.monotonic() - started < 15
+    assert not content._reader.is_alive()  # pylint: disable=protected-access
