@@ -304,7 +304,7 @@ class _Conn:
 
 
 def test_the_stream_of_a_rebuild_brings_every_object_whole_in_order_handed_over_in_groups(tmp_path, monkeypatch):
-    objects = [b"", os.urandom(5), os.urandom(_fetch.READ_CHUNK * 2 + 3)] + [os.urandom(20000) for _ in range(200)]
+    objects = [b"", os.urandom(5), os.urandom(_fetch.READ_CHUNK * 2 + 3)] + [os.urandom(20000) for _number in range(200)]
     names = [hashlib.sha256(data).hexdigest() for data in objects]
     store = Store(str(tmp_path / "store"))
     store.init()
