@@ -182,8 +182,11 @@ def prepare(request: RunRequest) -> Path:
     extravars.write_text("---\n" + unsafe_yaml(request.extravars), encoding="utf-8")
     extravars.chmod(0o600)
     _write_json(pdd / "env" / "settings", {"suppress_ansible_output": True})
+    cmdline = pdd / "env" / "cmdline"
     if request.check:
-        (pdd / "env" / "cmdline").write_text("--check --diff\n", encoding="utf-8")
+        cmdline.write_text("--check --diff\n", encoding="utf-8")
+    else:  # a run dir reused within the same second: a dry run's --check must not carry over to a real run
+        cmdline.unlink(missing_ok=True)
     return pdd
 
 
