@@ -13,6 +13,7 @@ import pytest
 from health_support import JOB, gate_metrics
 from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
 
+import harness
 from harness import Fleet, repo_root
 
 pytestmark = pytest.mark.slow
@@ -46,15 +47,31 @@ def gate_records(audit_log: Path) -> List[dict]:
     return [r for r in map(json.loads, lines) if r.get("trigger") == "batch gate"]
 
 
-@pytest.fixture
-def batch_vars(clean_fleet: Fleet, run_playbook, tmp_path: Path, prometheus: Prometheus) -> Dict[str, Any]:
-    """v1 checkpointed on h1..h3, v2 deployed; the extra vars of a gated rollback one host per batch."""
-    common = {"gitops_rollback_paths": ["/srv/app"], "gitops_rollback_hosts": "fleet"}
-    deploy(clean_fleet, "v1")
-    checkpoint = run_playbook(PLAYBOOKS / "checkpoint.yml", extra_vars={**common, "checkpoint_label": "v1"})
+COMMON = {"gitops_rollback_paths": ["/srv/app"], "gitops_rollback_hosts": "fleet"}
+
+
+@pytest.fixture(scope="module")
+def checkpointed_copy(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, collections_path: Path) -> Path:
+    """Made once per module with the real checkpoint playbook: v1 checkpointed on h1..h3, v2 deployed; a copy
+    of the hosts' files and stores, which ``batch_vars`` puts back before each test."""
+    fleet.ensure_running()
+    fleet.wipe()
+    tmp = tmp_path_factory.mktemp("batch-gate")
+    deploy(fleet, "v1")
+    assert fleet.inventory is not None
+    checkpoint = harness.run_playbook(PLAYBOOKS / "checkpoint.yml", fleet.inventory,
+                                      {**COMMON, "checkpoint_label": "v1"}, collections_dir=collections_path, cwd=tmp)
     assert checkpoint.ok, checkpoint.stdout[-3000:]
-    deploy(clean_fleet, "v2")
-    return {**common, "rollback_to": "v1", "rollback_layers": "config", "rollback_serial": 1,
+    deploy(fleet, "v2")
+    return fleet.snapshot(tmp / "hosts")
+
+
+@pytest.fixture
+def batch_vars(clean_fleet: Fleet, checkpointed_copy: Path, tmp_path: Path, prometheus: Prometheus) -> Dict[str, Any]:
+    """v1 checkpointed on h1..h3, v2 deployed (put back from the module's copy); the extra vars of a gated
+    rollback one host per batch."""
+    clean_fleet.restore(checkpointed_copy)
+    return {**COMMON, "rollback_to": "v1", "rollback_layers": "config", "rollback_serial": 1,
             "gitops_rollback_audit_log": str(tmp_path / "audit.jsonl"), "rollback_lock_dir": str(tmp_path / "locks"),
             "rollback_batch_gate": True, "guard_batch_gate_name": "error-rate gate",
             "guard_metrics": gate_metrics(prometheus.url), "guard_interval": 1, "guard_count": 3,

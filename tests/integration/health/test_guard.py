@@ -66,15 +66,23 @@ def test_healthy_release_is_kept(run_playbook, local_inventory, guard_vars, depl
     assert [(r["event"], r["level"]) for r in audit(guard_vars)] == [("completed", "info")]
 
 
-def test_error_rate_breach_rolls_back_and_audits_and_the_cooldown_refuses_a_second_rollback(
-        run_playbook, local_inventory, guard_vars, deployed, prometheus, metrics_app) -> None:
+def test_error_rate_breach_rolls_back_with_the_default_role_and_the_cooldown_refuses_a_second_rollback(
+        run_playbook, local_inventory, guard_vars, deployed, prometheus, metrics_app, tmp_path) -> None:
     metrics_app.set(error_rate=0.5)
     prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
-    run = guard(run_playbook, local_inventory, guard_vars)
+    settings = {key: value for key, value in guard_vars.items() if key != "guard_rollback_role"}
+    # the default rollback role (the ordered rollback); only the guard's audit log is given: the rollback the
+    # guard runs writes to it too
+    extra = {"gitops_rollback_paths": [str(deployed)], "gitops_rollback_store_path": str(tmp_path / "store"),
+             "rollback_lock_dir": str(tmp_path / "locks")}
+    run = guard(run_playbook, local_inventory, settings, **extra)
     assert run.ok, str(run)
     assert read_tree(deployed) == V1  # the host's files are back at the checkpoint
     records = audit(guard_vars)
-    assert [r["event"] for r in records] == ["alert", "started", "completed"], records
+    assert [(r["operation"], r["event"]) for r in records] == [
+        ("guard", "alert"), ("guard", "started"), ("rollback", "started"), ("rollback", "completed"),
+        ("guard", "completed")], records
+    assert records[2].get("trigger") == "guard", records
     started = records[1]
     assert started["level"] == "critical" and started["target"] == "v1"
     assert started["measurements"]["verdict"] == "fail"
@@ -84,7 +92,7 @@ def test_error_rate_breach_rolls_back_and_audits_and_the_cooldown_refuses_a_seco
     assert json.loads(Path(guard_vars["guard_cooldown_path"]).read_text())["last_rollback"]
 
     write_tree(deployed, V2)  # deployed again, still broken
-    second = guard(run_playbook, local_inventory, guard_vars)
+    second = guard(run_playbook, local_inventory, settings, **extra)
     assert not second.ok
     assert read_tree(deployed) == V2  # nothing rolled back the second time
     assert "Automatic rollback refused" in second.stdout and "allows the next at" in second.stdout
@@ -125,23 +133,6 @@ def test_operator_go_rolls_back_after_an_error(run_playbook, local_inventory, gu
     records = audit(guard_vars)
     assert records[0]["measurements"]["verdict"] == "error"
     assert any(r["event"] == "progress" and "go" in r["reason"] for r in records)
-
-
-def test_default_ordered_rollback_role_restores_the_host(run_playbook, local_inventory, guard_vars, deployed,
-                                                         prometheus, metrics_app, tmp_path) -> None:
-    metrics_app.set(error_rate=0.5)
-    prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
-    settings = {key: value for key, value in guard_vars.items() if key != "guard_rollback_role"}
-    # only the guard's audit log is given: the rollback the guard runs writes to it too
-    run = guard(run_playbook, local_inventory, settings, gitops_rollback_paths=[str(deployed)],
-                gitops_rollback_store_path=str(tmp_path / "store"), rollback_lock_dir=str(tmp_path / "locks"))
-    assert run.ok, str(run)
-    assert read_tree(deployed) == V1
-    records = audit(guard_vars)
-    assert [(r["operation"], r["event"]) for r in records] == [
-        ("guard", "alert"), ("guard", "started"), ("rollback", "started"), ("rollback", "completed"),
-        ("guard", "completed")], records
-    assert records[2].get("trigger") == "guard", records
 
 
 def test_guard_on_fail_fail_stops_for_an_approval_then_the_rollback_job_restores(
