@@ -37,10 +37,11 @@ def config_repo(tmp_path: Path, collections_path: Path) -> ConfigRepo:
     return ConfigRepo(work=work, bare=bare, env=cli_env(collections_path))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def checkpointed_copy(fleet: Any, tmp_path_factory: pytest.TempPathFactory, collections_path: Path) -> Path:
-    """Made once per module with the real checkpoint playbook: checkpoints v1 and v2, v2 deployed; a copy
-    of the hosts' files and stores, which ``checkpointed`` puts back before each test."""
+    """Made once per session (per pytest worker) with the real checkpoint playbook: checkpoints v1 and v2, v2
+    deployed; a copy of the hosts' files and stores, which ``checkpointed`` puts back before each test (the
+    GitOps modules that start from it test what comes after the checkpoints, not the checkpoint playbook)."""
     fleet.ensure_running()
     fleet.wipe()
     tmp = tmp_path_factory.mktemp("checkpointed")

@@ -1,27 +1,45 @@
-"""The audit log is evidence: two real ansible-playbook runs append to one hash chain, and
-`gitops-rollback audit verify` and the report module name the first altered, missing or damaged record."""
+"""The audit log is evidence: two processes appending at once (as two ansible-playbook runs' audit modules do)
+make one hash chain, and `gitops-rollback audit verify` and the report module name the first altered, missing
+or damaged record. The audit module's own records, as Ansible runs it: test_the_report_module_names_the_first_broken_record."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
 from harness import repo_root
+from harness.actions import collection_module
 
 pytestmark = pytest.mark.slow
 
 
-def audit_play(log: Path, name: str, count: int) -> list:
-    return [{"name": name, "hosts": "local", "gather_facts": False, "tasks": [{
-        "name": "record", "loop": list(range(count)),
-        "gitops.rollback.audit": {"event": "progress", "operation": "rollback", "run_id": name + "-{{ item }}",
-                                  "reason": "layer {{ item }}", "log_path": str(log)}}]}]
+def append_concurrently(collections_path: Path, log: Path, names: Sequence[str], count: int) -> None:
+    """One process per name, started together, each appending ``count`` records the way the audit module does
+    (``runstate.append_record`` of a ``make_record``): the lock and the chain across processes, no Ansible run."""
+    audit = collection_module(collections_path, "plugins.module_utils.controller.audit")
+    runstate = collection_module(collections_path, "plugins.module_utils.controller.runstate")
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(len(names))
+
+    def append(name: str) -> None:
+        start.wait(60)
+        for item in range(count):
+            runstate.append_record("", str(log), audit.make_record("progress", "rollback", f"{name}-{item}",
+                                                                   reason=f"layer {item}"))
+
+    processes = [context.Process(target=append, args=(name,)) for name in names]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+    assert [process.exitcode for process in processes] == [0] * len(names)
 
 
 def verify(log: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -30,19 +48,9 @@ def verify(log: Path, *extra: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_concurrent_runs_chain_and_verify_names_what_was_tampered(run_playbook, local_inventory, tmp_path):
+def test_concurrent_appends_chain_and_verify_names_what_was_tampered(collections_path, tmp_path):
     log = tmp_path / "state" / "audit.jsonl"
-    results = {}
-
-    def run(name: str) -> None:
-        results[name] = run_playbook(audit_play(log, name, 12), inventory=local_inventory)
-
-    threads = [threading.Thread(target=run, args=(name,)) for name in ("first", "second")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(300)
-    assert all(result.ok for result in results.values()), results
+    append_concurrently(collections_path, log, ("first", "second"), 12)
 
     clean = verify(log)
     assert clean.returncode == 0, clean.stdout + clean.stderr
