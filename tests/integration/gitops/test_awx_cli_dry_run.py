@@ -21,7 +21,6 @@ from test_awx_runner import awx_private_data_dir, common_vars, job_events, messa
 from gitops_rollback import cli, runner
 
 
-
 def stores(fleet: Any) -> Dict[str, Dict[str, str]]:
     """Each host's checkpoint store, file by file (sha256)."""
     return {host.name: {str(p.relative_to(host.store)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -65,8 +64,8 @@ def test_check_and_survey_dry_runs_change_nothing_and_the_real_guard_job_rolls_b
     before = everything(checkpointed, tmp_path)
     log = tmp_path / "audit.jsonl"
     # Job type "check" (what `trigger --check` runs too): the plan shows the change, nothing changes.
-    _, dry = run_template(tmp_path, gitops_inventory, collections_path, 60, "rollback.yml", {"rollback_to": "v1"},
-                          job_type="check")
+    dry = run_template(tmp_path, gitops_inventory, collections_path, 60, "rollback.yml", {"rollback_to": "v1"},
+                       job_type="check")[1]
     events = job_events(dry, 60)
     shown = task_results(events, "Show the plan")  # the dry run is the plan: no layer task runs
     assert sorted(shown) == ["h1", "h2", "h3"], shown
@@ -92,8 +91,8 @@ def test_check_and_survey_dry_runs_change_nothing_and_the_real_guard_job_rolls_b
 
     # The real run (a manual launch with the survey's target): every host holds v1 again.
     seen = len(audit(log))
-    result, _ = run_template(tmp_path, gitops_inventory, collections_path, 72, "guard.yml",
-                             {"rollback_to": "v1", "rollback_dry_run": "no"})
+    result = run_template(tmp_path, gitops_inventory, collections_path, 72, "guard.yml",
+                          {"rollback_to": "v1", "rollback_dry_run": "no"})[0]
     assert result.stats["changed"].keys() == {"h1", "h2", "h3"}
     records = audit(log)[seen:]
     assert all(r.get("dry_run") is False for r in records), records

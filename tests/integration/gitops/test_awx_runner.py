@@ -168,7 +168,7 @@ def test_webhook_events_the_filter_ignores(collections_path: Path) -> None:
 
 
 def test_a_release_tag_event_does_nothing_in_the_rollback_job(checkpointed, gitops_inventory: Path,
-                                                               collections_path: Path, tmp_path: Path) -> None:
+                                                              collections_path: Path, tmp_path: Path) -> None:
     """An event the playbook does not act on (a release tag: a checkpoint event): the job succeeds, says why on
     every host, restores nothing. An event the filter ignores takes the same path as the duplicate delivery in
     test_webhook_rollback_tag_runs_once; every ignored event's decision: test_webhook_events_the_filter_ignores."""
