@@ -9,7 +9,7 @@ The decisions live in module_utils/controller/outcome.py and _plan.py. Documenta
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
@@ -32,12 +32,19 @@ def stop_clock(timings: Dict[str, Any], layer: str, started: Any) -> Dict[str, A
     return layer_seconds(timings, layer, started, time.time())
 
 
+def preflight_clear(hostvars: Mapping[str, Any], everyone: Sequence[str], alive: Sequence[str]) -> bool:
+    """Whether every host of the play was planned and no plan found a problem (the pre-flight so far passes)."""
+    by_host = {host: ((hostvars.get(host) or {}).get("__rollback_plan") or {}).get("plan", {}).get("problems") or []
+               for host in alive}
+    return not preflight_problems(by_host, [host for host in everyone if host not in alive])
+
+
 class FilterModule:
     """gitops.rollback outcome filters."""
 
     def filters(self) -> Dict[str, Any]:
         return {"add_changed_layer": add_changed_layer, "layers_to_recover": layers_to_recover,
                 "terraform_preview_lines": terraform_preview_lines, "with_terraform_preview": with_terraform_preview,
-                "layer_list": layer_list, "preflight_problems": preflight_problems,
+                "layer_list": layer_list, "preflight_problems": preflight_problems, "preflight_clear": preflight_clear,
                 "problems_message": problems_message, "within_deadline": within_deadline,
                 "stop_clock": stop_clock}

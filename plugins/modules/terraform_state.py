@@ -22,6 +22,10 @@ description:
     version with the B(same lineage) and serial = current serial + 1, under the backend's state lock
     (waiting up to O(state_lock_timeout)). The history stays intact. A snapshot of another lineage is
     refused unless O(force=true). After the push the state is pulled again and compared.
+  - O(operation=preview) says what O(operation=revert) would do (never pushes anything) and then, when O(label) is given
+    and not in check mode, stores the current state it pulled in the checkpoint O(label) - one state pull for the
+    pre-flight of a rollback and its safety checkpoint. Nothing is stored when the revert would be refused.
+    The result's C(changed) says whether the revert would change the state; C(safety_snapshot) what was stored.
   - O(operation=verify) runs C(terraform plan -detailed-exitcode) against the configuration (as of O(tag)
     when given) and reports the drift as resources to add, change and destroy. It never changes anything.
   - O(operation=apply_at) checks the configuration out at Git tag O(tag) into a temporary worktree,
@@ -41,12 +45,13 @@ options:
     description:
       - What to do; see the description.
     type: str
-    choices: [snapshot, list, revert, verify, apply_at]
+    choices: [snapshot, list, revert, preview, verify, apply_at]
     required: true
   label:
     description:
       - With O(operation=snapshot), the label of the checkpoint to attach the snapshot to, usually the
         release tag (V(v2.3.0)). A checkpoint with that label is created when there is none.
+      - With O(operation=preview), the checkpoint to store the current state in (none without it).
         Without a label every snapshot makes a new checkpoint.
     type: str
   reason:
@@ -60,7 +65,8 @@ options:
     type: str
   snapshot:
     description:
-      - With O(operation=revert), the checkpoint id, id prefix or label holding the snapshot to revert to.
+      - With O(operation=revert) or O(operation=preview), the checkpoint id, id prefix or label holding the
+        snapshot to revert to.
     type: str
   force:
     description:
@@ -153,7 +159,7 @@ EXAMPLES = r"""
 RETURN = r"""
 snapshot:
   description: The snapshot taken, found unchanged, or reverted to.
-  returned: operation=snapshot or operation=revert
+  returned: operation=snapshot, operation=revert or operation=preview
   type: dict
   sample: {checkpoint: 20261121T220257.448Z-452f73, label: v2.3.0, name: default@/srv/infra/prod,
            sha256: 3f1c..., serial: 4, lineage: 87a4cd0f-8ac6-ffed-3326-08c36737bc90, resources: 2,
@@ -166,18 +172,19 @@ snapshots:
   sample: [{checkpoint: 20261121T220257.448Z-452f73, label: v2.3.0, serial: 4, resources: 2}]
 revert:
   description: The serials of the revert; to_serial is the serial of the new state version.
-  returned: operation=revert
+  returned: operation=revert or operation=preview
   type: dict
   sample: {from_serial: 9, to_serial: 10, snapshot_serial: 4, lineage: 87a4cd0f-..., previous_lineage: 87a4cd0f-...}
 resources:
   description: Resource instances (and outputs, as C(output.<name>)) the revert adds, removes and changes.
-  returned: operation=revert
+  returned: operation=revert or operation=preview
   type: dict
   sample: {added: [], removed: [terraform_data.cache], changed: [{address: terraform_data.app, attributes: [input, output]}],
            unchanged: 1}
 safety_snapshot:
   description: The snapshot of the state as it was before the revert or apply.
-  returned: operation=revert or operation=apply_at, when something changed and there was a state
+  returned: operation=revert or operation=apply_at, when something changed and there was a state; operation=preview
+    with O(label) outside check mode, when there was a state (with C(changed), whether the checkpoint gained it)
   type: dict
   sample: {checkpoint: 20261121T230000.000Z-0a1b2c, label: safety-default-before-revert-2026-11-21T23:00:00Z, serial: 9}
 verify:
@@ -219,7 +226,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import
 from ansible_collections.gitops.rollback.plugins.module_utils.module.options import check_label_options
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils.terraform.rollback import (
-    OPERATIONS, TfContext, apply_at, list_snapshots, revert, snapshot, terraform_argument_spec, verify,
+    OPERATIONS, TfContext, apply_at, list_snapshots, preview, revert, snapshot, terraform_argument_spec, verify,
 )
 
 
@@ -240,6 +247,8 @@ def _run(module: RollbackModule) -> dict:
         if params["verify"] and not module.check_mode:
             result["verify"] = verify(ctx, params["tag"], params["config_repo"])
         return result
+    if operation == "preview":
+        return preview(ctx, params["snapshot"], params["label"], params["reason"], module.diff_mode)
     if operation == "verify":
         return verify(ctx, params["tag"], params["config_repo"])
     return apply_at(ctx, params["tag"], params["config_repo"], params["safety_label"])
@@ -266,6 +275,7 @@ def main() -> None:
         required_if=[
             ("operation", "snapshot", ("project_path",)),
             ("operation", "revert", ("project_path", "snapshot")),
+            ("operation", "preview", ("project_path", "snapshot")),
             ("operation", "verify", ("project_path",)),
             ("operation", "apply_at", ("project_path", "tag")),
         ],

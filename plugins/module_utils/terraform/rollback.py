@@ -36,7 +36,7 @@ from .state import (
 )
 
 COMPONENT_TYPE = "terraform_state"
-OPERATIONS = ("snapshot", "list", "revert", "verify", "apply_at")
+OPERATIONS = ("snapshot", "list", "revert", "preview", "verify", "apply_at")
 
 
 def terraform_argument_spec() -> dict:
@@ -237,6 +237,48 @@ def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], w
         result["revert"]["to_serial"] = _check_pushed(project, pushed)
         result["commands"] = project.commands
         return result
+
+
+def preview(ctx: TfContext, ref: str, label: Optional[str], reason: Optional[str], want_diff: bool) -> dict:
+    """What a revert to ``ref`` would do (nothing pushed); then, with ``label`` and outside check mode, the
+    current state stored as a snapshot in the checkpoint ``label`` (a rollback's safety checkpoint).
+
+    One state pull serves both. The snapshot is taken only after the preview passed (a revert that
+    would be refused stores nothing); ``changed`` says whether the revert would change the state,
+    ``safety_snapshot`` what was stored (``changed`` in it: whether the checkpoint gained it).
+    """
+    manifest, component = find_snapshot(ctx.store, ref, ctx.name)
+    target = read_snapshot(ctx.store, manifest, component)
+    store_it = bool(label) and not ctx.check_mode
+    if store_it and ctx.store.find_optional(label) is None:
+        check_new_label(str(label))  # refused before Terraform runs
+    with ctx.project() as project:
+        project.init()
+        current_bytes = project.pull()
+        current = parse_state(current_bytes, "The current state of workspace %r" % ctx.settings.workspace)
+        pushed, warnings = revert_copy(current, target, False)
+        result = _revert_plan(ctx, manifest, component, current, target, pushed, warnings, want_diff)
+        if current is not None and current["lineage"] == target["lineage"] \
+                and content_digest(current) == content_digest(target):
+            result.update(changed=False, msg="The state already holds the snapshot's resources; nothing to do.")
+            result["revert"]["to_serial"] = current["serial"]
+        if store_it and current is not None:
+            result["safety_snapshot"] = _store_current(ctx, current_bytes, current, str(label),
+                                                       reason or "safety snapshot before reverting %s to %s" % (ctx.name, ref),
+                                                       project.backend_type)
+        result["commands"] = project.commands
+        return result
+
+
+def _store_current(ctx: TfContext, data: bytes, state: dict, label: str, reason: str, backend: Optional[str]) -> dict:
+    """Store the pulled state in the checkpoint ``label``; unchanged when it already holds these bytes."""
+    existing = ctx.store.find_manifest_optional(label)
+    held = existing.component(COMPONENT_TYPE, ctx.name) if existing else None
+    if existing and held and held.get("sha256") == hashlib.sha256(data).hexdigest():
+        return dict(snapshot_entry(existing, held), changed=False)
+    with ctx.store_lock("snapshot"):
+        manifest, stored = save_snapshot(ctx, data, state, label, reason, config_commit(ctx.settings.project_path), backend)
+    return dict(snapshot_entry(manifest, stored), changed=True)
 
 
 def _revert_plan(ctx: TfContext, manifest: Manifest, component: Component, current: Optional[dict], target: dict,

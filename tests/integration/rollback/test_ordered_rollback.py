@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from harness.objects import replace_object
@@ -30,8 +29,11 @@ def assert_plan_only(plan, drill):
     the Terraform snapshot's serial - and what the safety checkpoint must cover."""
     ran = [e for e in plan.events if e.get("status") != "skipped"]
     assert not {e["action"] for e in ran} & LAYER_ACTIONS, sorted({e["action"] for e in ran} & LAYER_ACTIONS)
-    assert {e["task"].split(" : ")[-1] for e in ran if e["action"] == "gitops.rollback.terraform_state"} \
-        <= {"Plan the Terraform revert on the controller"}, "the Terraform revert is only previewed, in check mode"
+    previews = [e for e in ran if e["action"] == "gitops.rollback.terraform_state"]
+    assert {e["task"].split(" : ")[-1] for e in previews} \
+        <= {"Plan the Terraform revert on the controller, and take its safety snapshot"}, "the Terraform revert is only previewed"
+    assert not [item for e in previews for item in e["result"].get("results", []) if "safety_snapshot" in item], \
+        "a dry run stores no Terraform safety snapshot"
     shown = {e["host"]: e["result"]["msg"] for e in plan.events
              if e["task"].endswith("Show the plan") and e.get("status") == "ok"}
     assert set(shown) == {"h1", "h2", "h3"}, shown
@@ -64,11 +66,11 @@ def test_every_layer_comes_back_to_v1_on_every_host_and_a_second_concurrent_roll
 
     assert result.ok, failures(result)
     ran = [e for e in result.events if e.get("status") not in ("skipped", None)]
-    started = [item for e in ran if "Start the Terraform state snapshot" in e["task"]
-               for item in e["result"].get("results", [])]
-    job_files = [item["results_file"] for item in started if item.get("results_file")]
-    assert job_files and not [name for name in job_files if Path(name).exists()], \
-        "the Terraform snapshot's async job files (its whole result) are removed from the controller"
+    previews = [item for e in ran if e["action"] == "gitops.rollback.terraform_state"
+                for item in e["result"].get("results", [])]
+    assert len(previews) == 1 and previews[0]["safety_snapshot"]["label"].startswith("safety/") \
+        and previews[0]["safety_snapshot"]["changed"] is True, "the Terraform preview stores the safety snapshot, once"
+    assert not [e for e in ran if e["action"] == "ansible.builtin.async_status"], "no background job to wait for"
     safety = [e["host"] for e in ran if e["action"] == "gitops.rollback.rollback_safety"]
     assert sorted(safety) == ["h1", "h2", "h3"], "one safety checkpoint run per host, for all its layers"
     assert not [e for e in ran if e["action"] in ("gitops.rollback.checkpoint", "gitops.rollback.db_backup")]
@@ -97,6 +99,7 @@ def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):
     entry = next(json.loads(line) for line in (h3.store / "objects" / tree_sha[:2] / tree_sha).read_text().splitlines()
                  if json.loads(line)["path"] == "app.conf")
     replace_object(h3.store, entry["sha256"], b"bit rot")
+    stores = drill.stores()
 
     result = drill.playbook("rollback.yml", rollback_to="v1")
 
@@ -105,6 +108,7 @@ def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):
     refusal = [e for e in result.events if e.get("status") == "failed"][-1]["result"]["msg"]
     assert "nothing was changed on any host" in refusal and "[h3 / config]" in refusal and entry["sha256"] in refusal
     assert "[h1 / config]" not in refusal and "[h2 / config]" not in refusal, "only the host whose object is bad"
+    assert drill.stores() == stores, "no safety checkpoint anywhere, not even the Terraform snapshot of the controller"
     assert [e["event"] for e in drill.audit()] == ["started", "refused"]
 
 
