@@ -13,7 +13,6 @@ from ansible_collections.gitops.rollback.plugins.module_utils.terraform.rollback
 from ansible_collections.gitops.rollback.plugins.module_utils.terraform.state import encode_state
 
 
-
 def make_state(serial: int, lineage: str = "lin-a", release: str = "v1") -> dict:
     return {"version": 4, "terraform_version": "1.15.5", "serial": serial, "lineage": lineage,
             "outputs": {"release": {"value": release, "type": "string"}},
@@ -67,7 +66,7 @@ def test_a_label_stores_the_pulled_state_after_the_preview(tmp_path):
 
 
 def test_check_mode_and_no_label_store_nothing(tmp_path):
-    ctx, _ = context(tmp_path, make_state(7, release="v2"), check_mode=True)
+    ctx = context(tmp_path, make_state(7, release="v2"), check_mode=True)[0]
     assert "safety_snapshot" not in preview(ctx, "v1", "safety/run-1", None, False)
     ctx.check_mode = False
     assert "safety_snapshot" not in preview(ctx, "v1", None, None, False)
@@ -75,14 +74,14 @@ def test_check_mode_and_no_label_store_nothing(tmp_path):
 
 
 def test_a_refused_revert_stores_nothing(tmp_path):
-    ctx, _ = context(tmp_path, make_state(7, lineage="lin-other", release="v2"))
+    ctx = context(tmp_path, make_state(7, lineage="lin-other", release="v2"))[0]
     with pytest.raises(RollbackError):
         preview(ctx, "v1", "safety/run-1", None, False)
     assert labels(ctx) == ["v1"]
 
 
 def test_a_revert_with_nothing_to_do_says_so_and_still_stores_the_state(tmp_path):
-    ctx, _ = context(tmp_path, make_state(5))
+    ctx = context(tmp_path, make_state(5))[0]
     result = preview(ctx, "v1", "safety/run-1", None, False)
     assert result["changed"] is False and result["revert"]["to_serial"] == 5
     assert result["safety_snapshot"]["changed"] is True
