@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness import run_module_process
 from test_ordered_rollback import failures
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
@@ -34,8 +35,8 @@ FAILING_HOOK = """- name: Refuse to touch {{ gitops_rollback_layer }}
 class Site:
     """One host with a release root, a managed directory and a service, and the hook log."""
 
-    def __init__(self, tmp: Path, run_playbook) -> None:
-        self.tmp, self.run_playbook = tmp, run_playbook
+    def __init__(self, tmp: Path, run_playbook, collections_dir: Path) -> None:
+        self.tmp, self.run_playbook, self.collections_dir = tmp, run_playbook, collections_dir
         self.conf = tmp / "etc" / "app" / "app.conf"
         self.root = tmp / "srv"
         self.log = tmp / "hooks.log"
@@ -59,9 +60,9 @@ class Site:
         (build / "VERSION").write_text(tag + "\n")
         self.conf.parent.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(f"release={tag}\n")
-        result = self.run_playbook([{"hosts": "all", "gather_facts": False, "tasks": [
-            {"name": "deploy", "gitops.rollback.release": {"root": str(self.root), "src": str(build), "label": tag}}]}],
-            inventory=self.inventory)
+        # Set-up, not what the tests prove: the release module alone, as Ansible runs it on the host.
+        result = run_module_process("gitops.rollback.release", {"root": str(self.root), "src": str(build), "label": tag},
+                                    collections_dir=self.collections_dir, cwd=self.tmp)
         assert result.ok, result
 
     def state(self) -> dict:
@@ -83,9 +84,9 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path, run_playbook) -> Site:
-    """v1 deployed and checkpointed, then v2 deployed."""
-    site = Site(tmp_path, run_playbook)
+def site(tmp_path: Path, run_playbook, collections_path: Path) -> Site:
+    """v1 deployed and checkpointed (checkpoint.yml), then v2 deployed."""
+    site = Site(tmp_path, run_playbook, collections_path)
     site.deploy("v1")
     checkpoint = run_playbook(PLAYBOOKS / "checkpoint.yml", inventory=site.inventory,
                               extra_vars=site.vars(checkpoint_label="v1"))
