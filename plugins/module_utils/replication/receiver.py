@@ -2,23 +2,20 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The receiver: the program a repository host runs for one sync or fetch (see docs/repository.md).
 
-The sending side starts it as ``python3 -c <BOOTSTRAP>`` over ssh: the bootstrap (a constant, the
-only text a remote shell ever parses) reads this file's source from stdin and runs it. Every request
-then comes on stdin as one JSON line, followed by the bytes it announces; each reply is one JSON
-line on stdout, followed by the bytes it announces. Paths are made here from checked names only (64
-hex digits, a checkpoint id, a host namespace); the repository's own path comes in the first
-request and is never given to a shell.
+The sending side starts it as ``python3 -c <BOOTSTRAP>`` over ssh: the bootstrap (a constant, the only text a
+remote shell ever parses) reads this file's source from stdin and runs it. Every request then comes on stdin as one
+JSON line, followed by the bytes it announces; each reply is one JSON line on stdout, followed by the bytes it
+announces. Paths are made here from checked names only; the repository's path comes in the first request.
 
-Durability is the local store's: an object is written under ``tmp/``, its SHA-256 compared with the
-one announced, made durable and renamed into ``objects/``; a manifest is accepted only when every
-object it names is in place, and is written beside its final name, fsynced and renamed. Standard
-library only: it runs on the repository host's own Python 3. The repository's directory must be one only the account the
-receiver runs as can change (``common.nofollow.private_dir_problem``, sent with this source): inside it,
-paths are followed as they are.
+Durability is the local store's: an object is written under ``tmp/``, its SHA-256 compared with the one announced,
+made durable and linked into ``objects/``; a manifest is accepted only when every object it names is in place.
+Standard library only. The repository's directory must be one only the receiver's account can change
+(``common.nofollow.private_dir_problem``, sent with this source): inside it, paths are followed as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -27,12 +24,12 @@ import os
 import re
 import stat
 import sys
+import time
 
 try:
     from ..common.nofollow import private_dir_problem
 except ImportError:  # run from source on the repository host: receiver_source() sends the rule with this file
     pass
-import time
 
 PYTHON_FLAGS = "-I -S"  # isolated (no PYTHON* variables, no user site), no site module: standard library only
 BOOTSTRAP = ("import sys;_n=int(sys.stdin.buffer.readline());"
@@ -116,21 +113,15 @@ def apply_delta(delta: bytes, base):
             raise Refused("a delta holds an instruction this receiver does not know (at byte %d)" % max(0, end))
 
 
-class _Flock:
-    """flock(2) on a file of the repository, as a context manager."""
-
-    def __init__(self, path: str, mode: int) -> None:
-        self.path = path
-        self.mode = mode
-        self.fd = -1
-
-    def __enter__(self) -> "_Flock":
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-        fcntl.flock(self.fd, self.mode)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        os.close(self.fd)
+@contextlib.contextmanager
+def _flock(path: str, mode: int):
+    """flock(2) on a file of the repository while the block runs."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)
 
 
 class _Session:
@@ -139,14 +130,11 @@ class _Session:
     def __init__(self, stdin, stdout) -> None:
         self.stdin = stdin
         self.stdout = stdout
-        self.root = ""
-        self.host = ""
+        self.root = self.host = ""
 
     def reply(self, document: dict, body: bytes = b"") -> None:
         """Send one reply line (and its bytes)."""
-        self.stdout.write(json.dumps(document, sort_keys=True).encode("utf-8") + b"\n")
-        if body:
-            self.stdout.write(body)
+        self.stdout.write(json.dumps(document, sort_keys=True).encode("utf-8") + b"\n" + body)
         self.stdout.flush()
 
     def read_exactly(self, size: int) -> bytes:
@@ -193,7 +181,7 @@ class _Session:
 
     def _locked(self, mode: int):
         """The repository's lock: shared by writers of manifests, exclusive for garbage collection."""
-        return _Flock(self.path("format"), mode)
+        return _flock(self.path("format"), mode)
 
 
 class _Namespaces(_Session):
@@ -358,17 +346,16 @@ class _Objects(_Namespaces):
             return False
 
     def put(self, request: dict) -> dict:
-        """Receive a batch of objects, each followed by its SHA-256 (64 hex digits): checked, made durable, renamed.
+        """Receive a batch of objects, each followed by its SHA-256 (64 hex digits): checked, made durable, linked.
 
-        The sender gives an object of a plain store its name as the digest, so its content must hash to
-        its name; an encrypted store's object comes with the digest of its envelope. An entry with a
-        third field comes as a delta against that object (:func:`apply_delta`); when the base is not
-        here, or the rebuilt object does not hash as announced, the object is in ``problems`` and the
-        sender sends it whole.
+        A plain store's object comes with its name as the digest, an encrypted store's with its envelope's. An
+        entry with a third field comes as a delta against that object (:func:`apply_delta`); when the base is not
+        here, or the rebuilt object does not hash as announced, it is in ``problems`` and is sent whole.
         """
         entries = [(self.object_path(entry[0]), int(entry[1]), self._base(entry)) for entry in request["objects"]]
         staged = []
         problems = []
+        plain = set()  # the names whose content hashed to them
         try:
             for final, size, base in entries:
                 tmp = self._temp()
@@ -384,6 +371,8 @@ class _Objects(_Namespaces):
                     problems.append(dict(problem, base=os.path.basename(base)) if base else problem)
                     continue
                 staged.append((tmp, final))
+                if actual == os.path.basename(final):
+                    plain.add(actual)
             self._make_durable([tmp for tmp, _final in staged])
             stored = []
             fanouts = set()
@@ -392,8 +381,11 @@ class _Objects(_Namespaces):
                 if folder not in fanouts and not os.path.isdir(folder):
                     _private_dir(folder)
                 fanouts.add(folder)
-                os.rename(tmp, final)
-                stored.append(os.path.basename(final))
+                problem = self._place(tmp, final, plain=os.path.basename(final) in plain)
+                if problem:
+                    problems.append({"object": os.path.basename(final), "problem": problem})
+                else:
+                    stored.append(os.path.basename(final))
             for folder in sorted(fanouts) + [self.path("objects")]:
                 _fsync(folder)
         except BaseException:
@@ -402,6 +394,31 @@ class _Objects(_Namespaces):
                     os.unlink(tmp)
             raise
         return {"ok": not problems, "stored": stored, "problems": problems}
+
+    def _place(self, tmp: str, final: str, plain: bool) -> "str | None":
+        """Link a received object into place, never over one held (None), or say why it is not stored.
+
+        An object held is kept, whoever sent another: an encrypted object's name is a keyed hash this host
+        cannot check, so a replacement could be anything. The one held is made young again (a collection
+        meanwhile keeps it for the manifest to come); one sealed under another key is named to the sender.
+        """
+        try:
+            try:
+                os.link(tmp, final)
+                return None
+            except OSError as exc:  # EEXIST: held; a file system without hard links: a rename unless held
+                if exc.errno not in (errno.EEXIST, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                if exc.errno != errno.EEXIST and not os.path.lexists(final):
+                    os.rename(tmp, final)
+                    return None
+            os.utime(final)
+            with open(tmp, "rb") as handle:
+                key_id = handle.read(24)[8:].hex()
+            return None if plain or self._sealed_by(final, key_id) else "held sealed under another key, kept"
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
     def _base(self, entry) -> "str | None":
         return self.object_path(entry[2]) if len(entry) > 2 and entry[2] is not None else None
@@ -441,22 +458,20 @@ class _Objects(_Namespaces):
         return digest.hexdigest()
 
     def _make_durable(self, paths) -> None:
-        if len(paths) > SYNC_ONE_BY_ONE:
-            _sync_filesystem(self.path("tmp"))
-            return
+        flush, paths = (_sync_filesystem, [self.path("tmp")]) if len(paths) > SYNC_ONE_BY_ONE else (_fsync, paths)
         for path in paths:
-            _fsync(path)
+            flush(path)
 
     def get(self, request: dict) -> None:
-        """Send the stored bytes of the named objects (a size of -1: missing), one reply line, then the bytes.
-
-        Each object is looked up once (one ``stat``) and its bytes go from the file to the session by
-        ``sendfile`` (no copy through Python) where stdout is a descriptor that takes it.
-        """
+        """Send the stored bytes of the named objects (a size of -1: missing), one reply line, then the bytes: each
+        looked up once (one ``stat``), sent by ``sendfile`` (no copy through Python) where stdout takes it."""
         names = request.get("names", [])
         sizes = [self._object_size(name) for name in names]
         self.reply({"ok": True, "sizes": sizes})
-        out = self._out_fd()
+        try:  # stdout's descriptor, its buffer flushed by the reply (None when stdout is not a file, as in tests)
+            out = self.stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            out = None
         for name, size in zip(names, sizes):
             if size < 0:
                 continue
@@ -481,15 +496,6 @@ class _Objects(_Namespaces):
         except FileNotFoundError:
             return -1
         return status.st_size if stat.S_ISREG(status.st_mode) else -1
-
-    def _out_fd(self) -> "int | None":
-        """stdout's descriptor, its buffer flushed (None when stdout is not a file, as in tests)."""
-        try:
-            out = self.stdout.fileno()
-        except (AttributeError, OSError, ValueError):
-            return None
-        self.stdout.flush()
-        return out
 
     def _sendfile(self, out: int, source: int, size: int) -> int:
         """Send up to ``size`` bytes of ``source`` to ``out`` in the kernel; return how many went (the rest is copied)."""
@@ -525,16 +531,12 @@ class Receiver(_Objects):
             objects = self.path("objects")
             for fan in sorted(os.listdir(objects)):
                 folder = os.path.join(objects, fan)
-                for name in os.listdir(folder):
-                    if name in keep:
-                        continue
+                for name in set(os.listdir(folder)) - keep:
                     status = os.lstat(os.path.join(folder, name))
-                    if status.st_mtime > deadline:
-                        continue
-                    removed += 1
-                    freed += status.st_size
-                    if not dry_run:
-                        os.unlink(os.path.join(folder, name))
+                    if status.st_mtime <= deadline:
+                        removed, freed = removed + 1, freed + status.st_size
+                        if not dry_run:
+                            os.unlink(os.path.join(folder, name))
             for name in os.listdir(self.path("tmp")):
                 path = self.path("tmp", name)
                 if os.lstat(path).st_mtime <= deadline and not dry_run:

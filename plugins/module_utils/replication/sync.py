@@ -163,6 +163,12 @@ def _send_objects(conn: Connection, store: Store, names: Sequence[str], progress
                 progress("sent", sent)
         reply = conn.reply("storing objects")
         problems = [problem for problem in reply.get("problems", []) if problem["object"] not in deltas]
+        held = [problem["object"] for problem in problems if "problem" in problem]
+        if held:
+            raise RepositoryError(
+                "The repository %s holds object %s (and %d more) sealed under another key than this store's, and never "
+                "replaces an object it holds. Nothing that needs it was recorded there. After a key rotation, sync the "
+                "store to another repository path." % (conn.spec.where(), held[0], len(held) - 1))
         if problems:
             first = problems[0]
             raise IntegrityError(

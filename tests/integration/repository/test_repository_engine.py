@@ -543,7 +543,7 @@ def test_a_prune_while_a_sync_runs_keeps_the_sync_whole_or_refuses_it_until_the_
     assert assert_only_complete_checkpoints(repo, store) == {v3["id"], v4["id"]}
 
 
-def test_after_a_key_rotation_the_objects_are_sent_again_sealed_under_the_new_key(
+def test_after_a_key_rotation_the_objects_are_sent_again_sealed_under_the_new_key_to_another_repository(
         eng, repository_host, repo_path, tmp_path):
     root = tmp_path / "app"
     make_tree(root, files=5)
@@ -562,7 +562,14 @@ def test_after_a_key_rotation_the_objects_are_sent_again_sealed_under_the_new_ke
     assert store.read_format()["encryption"]["key_id"] in str(refused.value)
     assert repo_files(repo) == before  # nothing was sent
 
-    rotated = eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name="web1-rotated"))
+    beside = eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name="web1-rotated"))
+    with pytest.raises(eng.client.RepositoryError, match="sealed under another key") as refused:
+        eng.sync.sync_store(store, beside)  # the old key's objects are kept: web1's checkpoints stay restorable
+    assert "another repository path" in str(refused.value)
+    assert repo_objects(repo) == {path.rsplit("/", 1)[1]: data for path, data in before.items() if path.startswith("objects/")}
+    assert not [path for path in repo_files(repo) if path.startswith("hosts/web1-rotated/checkpoints/")]
+
+    rotated = eng.client.RepositorySpec.from_options(repository_host.options(repo_path + "-rotated", name="web1"))
     sent = eng.sync.sync_store(store, rotated)
     assert sent["objects"]["present"] == 0 and sent["objects"]["sent"] == first["objects"]["sent"]
     expected = snapshot(root)

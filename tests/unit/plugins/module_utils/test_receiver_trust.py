@@ -1,0 +1,76 @@
+# Copyright (c) gitops.rollback contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What one login of the repository receiver can do to the checkpoints of another host (no SSH: the receiver on pipes)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+
+from ansible_collections.gitops.rollback.plugins.module_utils.replication import receiver as _repo_receiver
+
+ID = "20261203T090000.000Z-abcdef"
+
+
+def serve(*requests, namespace=None):
+    """Run the receiver (bound to ``namespace`` when given) on ``requests``; return its replies."""
+    data = b"".join(item if isinstance(item, bytes) else json.dumps(item).encode() + b"\n" for item in requests)
+    out = io.BytesIO()
+    _repo_receiver.Receiver(io.BytesIO(data), out, **({"namespace": namespace} if namespace else {})).serve()
+    return [json.loads(line) for line in out.getvalue().splitlines() if line.startswith(b"{")]
+
+
+def hello(root, host="web1"):
+    return {"op": "hello", "root": str(root), "host": host, "create": True}
+
+
+def put(name, body, digest=None):
+    return [{"op": "put", "objects": [[name, len(body)]]}, body + (digest or hashlib.sha256(body).hexdigest()).encode()]
+
+
+def envelope(key_id: bytes, payload: bytes) -> bytes:
+    """Bytes shaped as an encrypted store's object: 8 bytes of scheme, the key id in bytes 8-24, then ciphertext."""
+    return b"GRENC001" + key_id + payload
+
+
+def stored(root, name):
+    return (root / "objects" / name[:2] / name).read_bytes()
+
+
+def test_an_object_held_is_never_replaced_by_another_hosts_session(tmp_path):
+    repo = tmp_path / "repo"
+    good = b"web1's config file\n"
+    name = hashlib.sha256(good).hexdigest()
+    assert serve(hello(repo), *put(name, good))[1]["stored"] == [name]
+    junk = b"junk from web2"
+    reply = serve(hello(repo, "web2"), *put(name, junk))[1]  # sent with the junk's own digest, as an envelope is
+    assert reply["stored"] == [] and reply["problems"][0]["object"] == name
+    assert stored(repo, name) == good
+    assert os.listdir(repo / "tmp") == []
+
+
+def test_an_encrypted_object_held_is_kept_and_one_under_another_key_is_refused(tmp_path):
+    repo = tmp_path / "repo"
+    name = "ab" * 32  # a keyed name: the receiver cannot tell the content from its name
+    held = envelope(b"K" * 16, b"web1's sealed bytes")
+    assert serve(hello(repo), *put(name, held))[1]["stored"] == [name]
+    same_key = serve(hello(repo, "web2"), *put(name, envelope(b"K" * 16, b"forged under web1's key id")))[1]
+    assert same_key["ok"] is True and same_key["stored"] == [name]  # already held: the one held stays
+    other_key = serve(hello(repo, "web2"), *put(name, envelope(b"R" * 16, b"sealed under a rotated key")))[1]
+    assert other_key["ok"] is False and other_key["problems"] == [{"object": name, "problem": "held sealed under another key, kept"}]
+    assert stored(repo, name) == held
+    assert os.listdir(repo / "tmp") == []
+
+
+def test_an_object_sent_again_is_made_young_so_a_collection_meanwhile_keeps_it(tmp_path):
+    repo = tmp_path / "repo"
+    body = b"content no manifest needs yet"
+    name = hashlib.sha256(body).hexdigest()
+    serve(hello(repo), *put(name, body))
+    path = repo / "objects" / name[:2] / name
+    os.utime(path, (1, 1))
+    assert serve(hello(repo), *put(name, body))[1]["stored"] == [name]
+    assert serve(hello(repo), {"op": "collect", "grace": 3600})[1]["objects"] == 0
+    assert path.read_bytes() == body
