@@ -36,12 +36,15 @@ def test_deploy_redeploy_plan_refuse_and_roll_back_to_previous_and_to_any_label_
     assert (root / "current" / "config" / "app.yml").read_text() == "edited on the host\n", "not the build's copy"
     assert (root / "current" / "config" / "app.yml").is_symlink()
 
-    # Deploying the current release again changes nothing.
+    # Deploying the current release again changes nothing: decided by the release module, run on each host with
+    # the arguments the role's deploy passes (the deploy then the prune at the role's default keep). The role's
+    # deploy entry point run again changing nothing: test_deploy_from_git_tags_and_roll_back_by_tag.
     before = {host.name: state_of(host) for host in clean_fleet}
-    again = run_playbook(deploy_play(builds, "v3"))
-
-    assert again.ok, again
-    assert all(stats["changed"] == 0 for stats in again.stats.values()), again.stats
+    for host in clean_fleet:
+        ok, redeployed = release_module(host, deploy_args(builds, host.name, "v3"))
+        assert ok and not redeployed["changed"] and redeployed["release"]["label"] == "v3", redeployed
+        ok, pruned = release_module(host, {"state": "pruned", "keep": 5})
+        assert ok and not pruned["changed"], pruned
     assert {host.name: state_of(host) for host in clean_fleet} == before
 
     # Check mode: both plays in one run, the second sees what the first left, which is nothing new.
