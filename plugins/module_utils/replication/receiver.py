@@ -2,15 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The receiver: the program a repository host runs for one sync or fetch (see docs/repository.md).
 
-The sending side starts it as ``python3 -c <BOOTSTRAP>`` over ssh: the bootstrap (a constant, the only text a
-remote shell ever parses) reads this file's source from stdin and runs it. Every request then comes on stdin as one
-JSON line, followed by the bytes it announces; each reply is one JSON line on stdout, followed by the bytes it
-announces. Paths are made here from checked names only; the repository's path comes in the first request.
-
-Durability is the local store's: an object is written under ``tmp/``, its SHA-256 compared with the one announced,
-made durable and linked into ``objects/``; a manifest is accepted only when every object it names is in place.
-Standard library only. The repository's directory must be one only the receiver's account can change
-(``common.nofollow.private_dir_problem``, sent with this source): inside it, paths are followed as they are.
+Started over ssh as ``python3 -c <BOOTSTRAP>`` (a constant), which reads this file's source from stdin and runs it, or
+installed there and run bound to one namespace (``main``). Requests are JSON lines on stdin, each followed by the bytes
+it announces; replies likewise on stdout. Paths are made from checked names only. Standard library only; the
+repository's directory must be one only the receiver's account can change (``common.nofollow.private_dir_problem``).
 """
 
 from __future__ import annotations
@@ -52,8 +47,7 @@ def _private_dir(path: str) -> None:
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
-        status = os.lstat(path)
-        if not stat.S_ISDIR(status.st_mode):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
             raise Refused("%s exists and is not a directory" % path) from None
 
 
@@ -127,10 +121,11 @@ def _flock(path: str, mode: int):
 class _Session:
     """The framing of requests and replies, and the repository's layout: paths from checked names, atomic writes, its lock."""
 
-    def __init__(self, stdin, stdout) -> None:
+    def __init__(self, stdin, stdout, namespace: "str | None" = None) -> None:
         self.stdin = stdin
         self.stdout = stdout
         self.root = self.host = ""
+        self.bound = namespace  # the only namespace this login may open (its command line's ``--namespace``)
 
     def reply(self, document: dict, body: bytes = b"") -> None:
         """Send one reply line (and its bytes)."""
@@ -194,6 +189,8 @@ class _Namespaces(_Session):
             raise Refused("the repository path must be absolute, got %r" % (root,))
         if not isinstance(host, str) or not HOST_RE.match(host):
             raise Refused("%r is not a host namespace name (letters, digits, . _ -)" % (host,))
+        if self.bound is not None and host != self.bound:
+            raise Refused("this login is bound to host namespace %s, not %s" % (self.bound, host))
         self.root, self.host = os.path.normpath(root), host
         unsafe = private_dir_problem(self.root)
         if unsafe:
@@ -204,8 +201,7 @@ class _Namespaces(_Session):
         exists = os.path.lexists(self.path("format"))
         if not exists:
             if os.path.lexists(self.root):
-                status = os.lstat(self.root)
-                if not stat.S_ISDIR(status.st_mode):
+                if not stat.S_ISDIR(os.lstat(self.root).st_mode):
                     raise Refused("%s is not a directory" % self.root)
                 foreign = sorted(set(os.listdir(self.root)) - set(LAYOUT) - {"lost+found"})
                 if foreign:
@@ -217,7 +213,8 @@ class _Namespaces(_Session):
         document = self._read_json(self.path("format"))
         if not isinstance(document, dict) or document.get("repository") != REPOSITORY_VERSION:
             raise Refused("%s has a format this receiver does not know: %r" % (self.root, document))
-        host_format = self._host_format()
+        path = self.path("hosts", self.host, "format")
+        host_format = self._read_json(path) if os.path.lexists(path) else None
         if request.get("create"):
             _private_dir(self.path("hosts", self.host))
             _private_dir(self.manifest_dir())
@@ -229,10 +226,6 @@ class _Namespaces(_Session):
             _private_dir(self.path(name))
         self._write_atomic(self.path("format"), json.dumps(
             {"format_version": 1, "repository": REPOSITORY_VERSION}, sort_keys=True, indent=1).encode("utf-8"))
-
-    def _host_format(self):
-        path = self.path("hosts", self.host, "format")
-        return self._read_json(path) if os.path.lexists(path) else None
 
     def _manifest_digests(self) -> dict:
         folder = self.manifest_dir()
@@ -274,9 +267,8 @@ class _Namespaces(_Session):
         return {"ok": True}
 
     def _needs(self, request: dict):
-        """The objects a manifest needs, and those of them to check: all, or with ``needs_base`` (a checkpoint
-        recorded here, whose objects are here) that checkpoint's list less ``needs_removed`` plus ``needs_added``
-        (None when that base is gone or the list built does not have the digest ``needs_sha256``)."""
+        """The objects a manifest needs, and those to check: all, or with ``needs_base`` (recorded here, its objects
+        too) its list less ``needs_removed`` plus ``needs_added`` (None: base gone, or not the digest ``needs_sha256``)."""
         base_id = request.get("needs_base")
         if base_id is None:
             needs = list(request.get("needs", []))
@@ -590,11 +582,19 @@ class Receiver(_Objects):
                 return
 
 
-def main() -> None:
-    """Serve the requests on stdin."""
+def main(argv: "list[str]") -> None:
+    """Serve the requests on stdin; with ``--namespace NAME`` (a program installed on the repository host, run by
+    the login's forced command), only in that namespace, after discarding the program the sender sends first."""
     os.umask(0o077)
-    Receiver(sys.stdin.buffer, sys.stdout.buffer).serve()
+    namespace = argv[2] if len(argv) == 3 and argv[1] == "--namespace" else None
+    if len(argv) > 1 and (namespace is None or not HOST_RE.match(namespace)):
+        sys.exit("usage: %s [--namespace HOST-NAMESPACE]" % argv[0])
+    if namespace is not None:
+        left = int(sys.stdin.buffer.readline())
+        while left > 0:
+            left -= len(sys.stdin.buffer.read(min(CHUNK, left))) or left
+    Receiver(sys.stdin.buffer, sys.stdout.buffer, namespace).serve()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv)

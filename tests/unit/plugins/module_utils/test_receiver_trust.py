@@ -8,8 +8,11 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 
 from ansible_collections.gitops.rollback.plugins.module_utils.replication import receiver as _repo_receiver
+from ansible_collections.gitops.rollback.plugins.module_utils.replication.client import receiver_source
 
 ID = "20261203T090000.000Z-abcdef"
 
@@ -74,3 +77,41 @@ def test_an_object_sent_again_is_made_young_so_a_collection_meanwhile_keeps_it(t
     assert serve(hello(repo), *put(name, body))[1]["stored"] == [name]
     assert serve(hello(repo), {"op": "collect", "grace": 3600})[1]["objects"] == 0
     assert path.read_bytes() == body
+
+
+def record(repo, host="web1"):
+    """Record checkpoint ``ID`` of ``host`` (one object), unbound; return the manifest's path."""
+    body, content = b'{"id": "%s"}' % ID.encode(), b"content of %s" % host.encode()
+    name = hashlib.sha256(content).hexdigest()
+    replies = serve(hello(repo, host), *put(name, content), {"op": "put_manifest", "id": ID, "size": len(body),
+                                                           "sha256": hashlib.sha256(body).hexdigest(), "needs": [name]}, body)
+    assert replies[2]["ok"] is True
+    return repo / "hosts" / host / "checkpoints" / (ID + ".json")
+
+
+def test_a_login_bound_to_its_namespace_can_neither_open_nor_forget_another_hosts_checkpoints(tmp_path):
+    repo = tmp_path / "repo"
+    manifest = record(repo, "web1")
+    replies = serve(hello(repo, "web1"), {"op": "forget", "ids": [ID]}, namespace="web2")
+    assert len(replies) == 1 and replies[0]["ok"] is False and "bound to host namespace web2" in replies[0]["error"]
+    assert manifest.exists()
+    replies = serve(hello(repo, "web2"), {"op": "forget", "ids": [ID]}, namespace="web2")
+    assert replies[1] == {"ok": True, "forgotten": []} and manifest.exists()
+    assert serve(hello(repo, "web1"), {"op": "forget", "ids": [ID]})[1]["forgotten"] == [ID]  # unbound: as before
+
+
+def test_an_installed_receiver_run_with_namespace_discards_the_program_sent_and_serves_only_that_namespace(tmp_path):
+    repo, marker = tmp_path / "repo", tmp_path / "ran"
+    manifest = record(repo, "web1")
+    installed = tmp_path / "receiver.py"
+    installed.write_bytes(receiver_source())
+    sent = b"open(%r, 'w').write('the program sent ran')\n" % str(marker).encode()
+    requests = b"".join(json.dumps(item).encode() + b"\n" for item in (hello(repo, "web1"), {"op": "forget", "ids": [ID]}))
+    done = subprocess.run([sys.executable, "-I", "-S", str(installed), "--namespace", "web2"],
+                          input=b"%d\n" % len(sent) + sent + requests, capture_output=True, check=True, timeout=60)
+    assert "bound to host namespace web2" in json.loads(done.stdout)["error"]
+    assert manifest.exists() and not marker.exists()
+    done = subprocess.run([sys.executable, "-I", "-S", str(installed), "--namespace", "web1"],
+                          input=b"%d\n" % len(sent) + sent + requests, capture_output=True, check=True, timeout=60)
+    assert [json.loads(line)["ok"] for line in done.stdout.splitlines()] == [True, True] and not manifest.exists()
+    assert not marker.exists()
