@@ -25,11 +25,11 @@ LAYOUTS = ("auto", "gitops", "golang-migrate", "dbmate", "flyway")
 IRREVERSIBLE_MARK = "-- gitops-rollback: irreversible"
 NO_TRANSACTION_MARK = "-- gitops-rollback: no-transaction"
 
-GITOPS_RE = re.compile(r"^V(\d+)__(.+)\.(up|down)\.sql$")
-GOLANG_RE = re.compile(r"^(\d+)_(.+)\.(up|down)\.sql$")
-DBMATE_RE = re.compile(r"^(\d+)(?:_(.+))?\.sql$")
-FLYWAY_RE = re.compile(r"^([VU])(\d+(?:[._]\d+)*)__(.+)\.sql$")
-FLYWAY_REPEATABLE_RE = re.compile(r"^R__.+\.sql$")
+GITOPS_RE = re.compile(r"^V(\d+)__(.+)\.(up|down)\.sql\Z")
+GOLANG_RE = re.compile(r"^(\d+)_(.+)\.(up|down)\.sql\Z")
+DBMATE_RE = re.compile(r"^(\d+)(?:_(.+))?\.sql\Z")
+FLYWAY_RE = re.compile(r"^([VU])(\d+(?:[._]\d+)*)__(.+)\.sql\Z")
+FLYWAY_REPEATABLE_RE = re.compile(r"^R__.+\.sql\Z")
 FLYWAY_PARTS = 4
 FLYWAY_PART_LIMIT = 10000
 FLYWAY_FIRST_LIMIT = 9223372  # the packed key stays below 2^63 (a signed 64-bit history column)

@@ -36,7 +36,7 @@ COLUMNS = {
 ORDER = {"FUNCTION": 0, "PROCEDURE": 1, "EVENT": 2, "VIEW": 3, "TRIGGER": 4}  # a view may call a function
 _ESCAPES = {b"0": b"\0", b"t": b"\t", b"n": b"\n", b"\\": b"\\"}
 _ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
-_NAME = re.compile(r"^[A-Za-z0-9_+:/-]+$")  # character sets, collations, sql_mode words, time zone names
+_NAME = re.compile(r"^[A-Za-z0-9_+:/-]+\Z")  # character sets, collations, sql_mode words, time zone names
 
 
 @dataclass

@@ -18,7 +18,7 @@ from ..common.nofollow import lstat_at, open_dir_at, open_listed, open_root, rac
 from ..common.process import run
 from .root import ReleaseError, ReleaseRoot
 
-_HEX_RE = re.compile(r"^[0-9a-f]{7,40}$")
+_HEX_RE = re.compile(r"^[0-9a-f]{7,40}\Z")
 
 
 def check_relative(path: str, what: str) -> str:

@@ -20,7 +20,7 @@ from .root import (COMPONENT_TYPE, ReleaseError, ReleaseRoot, new_release_id, pr
 from ..common.secrets import redact_url
 from ..store.store import DEFAULT_STORE, Store
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
 
 
 # ------------------------------------------------------------------------------------ operations

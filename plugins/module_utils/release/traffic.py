@@ -16,9 +16,9 @@ from ..common.fsutil import atomic_write_bytes, unlink_quietly
 from ..common.process import run
 
 HEADER = "# Managed by gitops.rollback.traffic_weights; edits are overwritten.\n"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_ADDRESS = re.compile(r"^(unix:/[^\s;{}'\"]+|\[[0-9A-Fa-f:.]+\](:\d+)?|[A-Za-z0-9_.-]+(:\d+)?)$")
-_PARAMETER = re.compile(r"^[a-z_]+(=[A-Za-z0-9_.:]+)?$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+\Z")
+_ADDRESS = re.compile(r"^(unix:/[^\s;{}'\"]+|\[[0-9A-Fa-f:.]+\](:\d+)?|[A-Za-z0-9_.-]+(:\d+)?)\Z")
+_PARAMETER = re.compile(r"^[a-z_]+(=[A-Za-z0-9_.:]+)?\Z")
 _SERVER_LINE = re.compile(r"^\s*server\s+(\S+)((?:\s+[^;\s]+)*)\s*;", re.MULTILINE)
 MAX_WEIGHT = 1000
 

@@ -32,9 +32,9 @@ BOOTSTRAP = ("import sys;_n=int(sys.stdin.buffer.readline());"
 REPOSITORY_VERSION = 1
 CHUNK = 1024 * 1024
 SYNC_ONE_BY_ONE = 8  # a batch of more objects is made durable by one sync of the file system
-NAME_RE = re.compile(r"^[0-9a-f]{64}$")
-ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+NAME_RE = re.compile(r"^[0-9a-f]{64}\Z")
+ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}\Z")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
 LAYOUT = ("objects", "hosts", "tmp")
 NEEDS = ".needs"  # beside a manifest: the names of the objects it needs, one a line (what collection keeps)
 

@@ -115,3 +115,16 @@ def test_an_installed_receiver_run_with_namespace_discards_the_program_sent_and_
                           input=b"%d\n" % len(sent) + sent + requests, capture_output=True, check=True, timeout=60)
     assert [json.loads(line)["ok"] for line in done.stdout.splitlines()] == [True, True] and not manifest.exists()
     assert not marker.exists()
+
+
+def test_names_with_a_trailing_newline_are_refused_and_nothing_is_created(tmp_path):
+    repo = tmp_path / "repo"
+    content = b"content"
+    name = hashlib.sha256(content).hexdigest()
+    assert serve(hello(repo, "web1\n"))[0]["ok"] is False
+    assert not repo.exists()
+    replies = serve(hello(repo), *put(name + "\n", content, name))
+    assert replies[1]["ok"] is False and "not an object name" in replies[1]["error"]
+    replies = serve(hello(repo), {"op": "forget", "ids": [ID + "\n"]})
+    assert replies[1]["ok"] is False and "not a checkpoint id" in replies[1]["error"]
+    assert os.listdir(repo / "hosts") == ["web1"] and os.listdir(repo / "objects") == []
