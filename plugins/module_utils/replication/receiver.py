@@ -588,7 +588,7 @@ def main(argv: "list[str]") -> None:
     os.umask(0o077)
     namespace = argv[2] if len(argv) == 3 and argv[1] == "--namespace" else None
     if len(argv) > 1 and (namespace is None or not HOST_RE.match(namespace)):
-        sys.exit("usage: %s [--namespace HOST-NAMESPACE]" % argv[0])
+        raise SystemExit("usage: %s [--namespace HOST-NAMESPACE]" % argv[0])
     if namespace is not None:
         left = int(sys.stdin.buffer.readline())
         while left > 0:
