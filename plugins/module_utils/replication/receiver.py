@@ -79,19 +79,20 @@ def apply_delta(delta: bytes, base):
     """Yield the bytes of an object rebuilt from ``base`` (an open file) and ``delta`` (docs/repository.md).
 
     A delta is a sequence of instructions: ``C <offset> <length>\\n`` copies that range of the base,
-    ``I <length>\\n`` followed by that many bytes inserts them. Anything else is refused.
+    ``I <length>\\n`` followed by that many bytes inserts them. Anything else is refused. An object that would
+    grow past the base's size plus the delta's ends there (it cannot hash as announced: it is sent whole).
     """
     size = os.fstat(base.fileno()).st_size
-    position = 0
+    position, room = 0, size + len(delta)
     while position < len(delta):
         end = delta.find(b"\n", position)
         fields = delta[position:end].split(b" ") if end >= 0 else []
-        try:
-            numbers = [int(field) for field in fields[1:]]
-        except ValueError:
-            numbers = []
+        numbers = [int(field) for field in fields[1:]] if all(field.isdigit() for field in fields[1:]) else []
         position = end + 1
-        if fields[:1] == [b"C"] and len(numbers) == 2 and min(numbers) >= 0 and sum(numbers) <= size:
+        room -= numbers[-1] if numbers else 0
+        if room < 0:
+            return
+        if fields[:1] == [b"C"] and len(numbers) == 2 and sum(numbers) <= size:
             base.seek(numbers[0])
             left = numbers[1]
             while left:
@@ -100,7 +101,7 @@ def apply_delta(delta: bytes, base):
                     raise Refused("the base of a delta shrank while it was read")
                 left -= len(chunk)
                 yield chunk
-        elif fields[:1] == [b"I"] and len(numbers) == 1 and 0 <= numbers[0] <= len(delta) - position:
+        elif fields[:1] == [b"I"] and len(numbers) == 1 and numbers[0] <= len(delta) - position:
             yield delta[position:position + numbers[0]]
             position += numbers[0]
         else:
@@ -122,8 +123,7 @@ class _Session:
     """The framing of requests and replies, and the repository's layout: paths from checked names, atomic writes, its lock."""
 
     def __init__(self, stdin, stdout, namespace: "str | None" = None) -> None:
-        self.stdin = stdin
-        self.stdout = stdout
+        self.stdin, self.stdout = stdin, stdout
         self.root = self.host = ""
         self.bound = namespace  # the only namespace this login may open (its command line's ``--namespace``)
 

@@ -128,3 +128,27 @@ def test_names_with_a_trailing_newline_are_refused_and_nothing_is_created(tmp_pa
     replies = serve(hello(repo), {"op": "forget", "ids": [ID + "\n"]})
     assert replies[1]["ok"] is False and "not a checkpoint id" in replies[1]["error"]
     assert os.listdir(repo / "hosts") == ["web1"] and os.listdir(repo / "objects") == []
+
+
+def test_a_delta_that_would_rebuild_an_object_larger_than_its_base_and_itself_stops_there(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    base = os.urandom(1 << 20)
+    base_name = hashlib.sha256(base).hexdigest()
+    delta = b"C 0 %d\n" % len(base) * 200  # 2.4 KB asking for 200 MiB
+    target = "0" * 64
+    written = []
+    receive = _repo_receiver.Receiver._receive
+
+    def measured(self, tmp, chunks):
+        sizes = []
+        try:
+            return receive(self, tmp, (sizes.append(len(chunk)) or chunk for chunk in chunks))
+        finally:
+            written.append(sum(sizes))
+
+    monkeypatch.setattr(_repo_receiver.Receiver, "_receive", measured)
+    replies = serve(hello(repo), *put(base_name, base), {"op": "put", "objects": [[target, len(delta), base_name]]},
+                    delta + target.encode(), {"op": "have", "names": []})
+    assert written[1] <= len(base) + len(delta)
+    assert replies[2]["stored"] == [] and replies[2]["problems"][0]["object"] == target  # the sender sends it whole
+    assert replies[3]["ok"] is True and not (repo / "objects" / "00").exists()
