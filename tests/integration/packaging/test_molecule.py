@@ -1,4 +1,5 @@
-"""molecule scenarios of the layer roles (molecule/<role>/): converge, idempotence and verify on localhost."""
+"""molecule scenarios of the layer roles (molecule/<role>/ holds each role's prepare, converge and verify; layer_roles
+runs checkpoint, rollback_host and rollback_release in one scenario): converge, idempotence and verify on localhost."""
 
 from __future__ import annotations
 
@@ -17,8 +18,21 @@ SCENARIOS = sorted(p.parent.name for p in (REPO_ROOT / "molecule").glob("*/molec
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # runs ansible-playbook (CLI, ansible-runner, molecule)
 
 
+def converged_roles(scenario: str) -> set:
+    """The layer roles a scenario's converge runs: its own role, or the roles whose playbooks it imports."""
+    converge = yaml.safe_load((REPO_ROOT / "molecule" / scenario / "converge.yml").read_text())
+    imported = {Path(play["ansible.builtin.import_playbook"]).parent.name for play in converge
+                if "ansible.builtin.import_playbook" in play}
+    return imported or {scenario}
+
+
 def test_every_layer_role_has_a_scenario() -> None:
-    assert {"checkpoint", "rollback_host", "rollback_release", "rollback_database"} <= set(SCENARIOS), SCENARIOS
+    """Every layer role is converged (and, but rollback_database, checked idempotent) and verified by a scenario."""
+    roles = set().union(*(converged_roles(s) for s in SCENARIOS))
+    assert {"checkpoint", "rollback_host", "rollback_release", "rollback_database"} <= roles, (SCENARIOS, roles)
+    for scenario in SCENARIOS:
+        verify = (REPO_ROOT / "molecule" / scenario / "verify.yml").read_text()
+        assert all(f"../{role}/verify.yml" in verify for role in converged_roles(scenario) - {scenario}), scenario
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
