@@ -281,8 +281,13 @@ def send_to_session(engine, sql: str) -> str:
     return line
 
 
-def end_lock_session(engine) -> None:
-    """Delete the engine's owner row and end the client session that holds its server-side lock."""
+def end_lock_session(engine, unlock_sql: str) -> None:
+    """Delete the engine's owner row, free the server-side lock and end the client session that held it.
+
+    The lock is freed by ``unlock_sql`` sent through the holding session, whose answer is awaited: the
+    server ends a closed client's backend (and only then frees its locks) a moment later, so a run right
+    after this one (the next task, the next step) would otherwise find the lock still held.
+    """
     if engine.lock_record is not None:
         try:
             engine.query("DELETE FROM %s WHERE name = '%s' AND token = '%s';"
@@ -290,6 +295,11 @@ def end_lock_session(engine) -> None:
         finally:
             engine.lock_record = None
     session = engine._session  # pylint: disable=protected-access
+    if session is not None and session.poll() is None:
+        try:
+            send_to_session(engine, unlock_sql)
+        except (OSError, RollbackError):
+            pass  # the session is gone: the server frees its lock as its backend ends
     if session is not None:
         try:
             session.stdin.close()

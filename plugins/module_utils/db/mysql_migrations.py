@@ -237,7 +237,7 @@ class MysqlMigrations(Migrations):
         self._record_owner(owner, ttl, int(session), "REPLACE")
 
     def release_lock(self) -> None:
-        end_lock_session(self)
+        end_lock_session(self, "SELECT RELEASE_ALL_LOCKS(), 1;")
         if self._session_args is not None:
             self._session_args.__exit__(None, None, None)
             self._session_args = None

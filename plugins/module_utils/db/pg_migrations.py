@@ -157,7 +157,7 @@ class PgMigrations(Migrations):
         self._record_owner(owner, ttl, int(backend), "INSERT", " ON CONFLICT (name) DO UPDATE SET " + updates)
 
     def release_lock(self) -> None:
-        end_lock_session(self)
+        end_lock_session(self, "SELECT pg_advisory_unlock_all(), 1;")
 
     # -- scratch
     def scratch_copy(self) -> "PgMigrations":
