@@ -39,6 +39,7 @@ _CIPHERS: dict = {}  # the cipher options for each host, port and user (ssh -G a
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:\[\]%-]{1,253}$")
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _NAMESPACE_RE = receiver.HOST_RE
+REMOTE_TEXT_LIMIT = 500  # characters of the repository's error text or of ssh's error output shown in a message
 
 
 class RepositoryError(RollbackError):
@@ -195,11 +196,13 @@ class Connection:
             self.workdir = ""
 
     def _stderr(self) -> str:
+        """The end of ssh's error output, escaped (it holds what the repository host printed)."""
         try:
             with open(self.stderr_path, "rb") as handle:
-                return handle.read()[-2000:].decode("utf-8", "replace").strip()
+                text = handle.read()[-2000:].decode("utf-8", "replace").strip()
         except OSError:
             return ""
+        return escape(text[-REMOTE_TEXT_LIMIT:], REMOTE_TEXT_LIMIT) if text else ""
 
     def _lost(self, what: str) -> RepositoryError:
         proc = self.proc
@@ -240,11 +243,12 @@ class Connection:
         self.bytes_received += len(line)
         document = json.loads(line.decode("utf-8"))
         if document.get("error"):
+            error = escape(document["error"], REMOTE_TEXT_LIMIT)  # the repository's text: no line or escape of its own
             if document.get("errno") in (28, 122):  # ENOSPC, EDQUOT
                 raise StoreFullError("The repository %s is full (%s) while %s. What was already stored stays; no "
                                      "manifest names an object that is missing. Free space there and run again."
-                                     % (self.spec.where(), document["error"], what))
-            raise RepositoryError("The repository %s refused %s: %s." % (self.spec.where(), what, document["error"]))
+                                     % (self.spec.where(), error, what))
+            raise RepositoryError("The repository %s refused %s: %s." % (self.spec.where(), what, error))
         return document
 
     def request(self, document: dict, what: str, body: bytes = b"") -> dict:

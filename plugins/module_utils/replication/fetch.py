@@ -24,6 +24,7 @@ from ..common.labels import escape
 from ..store.packs import SMALL_OBJECT
 from .client import (CHUNK, NAMES_PER_REQUEST, Connection, RepositoryError, RepositorySpec, compatible,
                      needed_objects, recorded_format, read_file)
+from .replies import UNDECLARED_OBJECT_MAX, checked_sizes, listed_manifests, object_limit
 from ..store.store import LAYOUT, Store, parse_time, checkpoint_summary
 
 READ_CHUNK = 256 * 1024  # the reader thread's reads of a large object
@@ -33,13 +34,27 @@ _END = object()  # the reader's last item: every object asked for was sent
 REPEATS_KEPT = 64 * 1024 * 1024  # bytes of content several files have, kept in memory for the later ones
 
 
-def _missing_locally(store: Store, manifest: dict) -> Tuple[List[str], bool]:
-    """Objects of a checkpoint the local store lacks, and whether the list is complete (every tree was there)."""
-    trees = [root["tree"] for root in manifest.get("roots", []) if root.get("tree")]
-    absent_trees = [tree for tree in trees if not store.has_blob(tree)]
+def _missing_locally(store: Store, manifest: dict) -> Tuple[Dict[str, int], bool]:
+    """Objects of a checkpoint the local store lacks, each with the most bytes it may have (:func:`object_limit`),
+    and whether the list is complete (every tree was there)."""
+    trees = _trees(manifest)
+    absent_trees = {tree: UNDECLARED_OBJECT_MAX for tree in trees if not store.has_blob(tree)}
     if absent_trees:
         return absent_trees, False
-    return [name for name in needed_objects(store, manifest) if not store.has_blob(name)], True
+    limits = {tree: UNDECLARED_OBJECT_MAX for tree in trees}
+    for tree in trees:
+        for entry in store.iter_tree(tree):
+            name = entry.get("sha256")
+            if name:
+                limits[name] = max(limits.get(name, 0), object_limit(store, entry.get("size")))
+    for component in manifest.get("components", []):
+        for name in component.get("blobs", []):
+            limits[name] = UNDECLARED_OBJECT_MAX
+    return {name: limit for name, limit in limits.items() if not store.has_blob(name)}, True
+
+
+def _trees(manifest: dict) -> List[str]:
+    return [root["tree"] for root in manifest.get("roots", []) if root.get("tree")]
 
 
 def seed_store(store: Store, host_format: dict) -> None:
@@ -52,6 +67,7 @@ def seed_store(store: Store, host_format: dict) -> None:
     store.check_format()
 
 
+
 class RepositoryView:
     """The host's manifests in the repository, read through a throwaway store of the same format."""
 
@@ -60,11 +76,11 @@ class RepositoryView:
         for sub in ("",) + LAYOUT:
             ensure_private_dir(os.path.join(self.root, sub))
         atomic_write_json(os.path.join(self.root, "format"), host_format)
-        reply = conn.request({"op": "get_manifests"}, "listing checkpoints")
-        for checkpoint_id, size in zip(reply["ids"], reply["sizes"]):
-            body = conn.read_exactly(size, "reading checkpoint %s" % checkpoint_id)
-            atomic_write_bytes(os.path.join(self.root, "checkpoints", checkpoint_id + ".json"), body)
         self.store = Store(self.root, key)
+        reply = conn.request({"op": "get_manifests"}, "listing checkpoints")
+        for checkpoint_id, size in listed_manifests(reply, conn.spec.where()):
+            body = conn.read_exactly(size, "reading checkpoint %s" % checkpoint_id)
+            atomic_write_bytes(self.store.manifest_path(checkpoint_id), body)
 
     def find(self, ref: str, where: str) -> dict:
         try:
@@ -128,12 +144,19 @@ def _check_fetched_bytes(store: Store, name: str, data: bytes, where: str) -> No
         raise _damaged(name, where, actual)
 
 
-def _receive_batch(conn: Connection, store: Store, names: List[str], sizes: List[int],
+def _receive_batch(conn: Connection, store: Store, wanted: Dict[str, int], sizes: List[int],
                    staged: List[Tuple[str, str]]) -> List[Tuple[str, bytes]]:
-    """Read a batch's objects, each checked: small ones into memory, larger ones into temporary files (``staged``)."""
+    """Read a batch's objects, each checked: small ones into memory, larger ones into temporary files (``staged``).
+
+    ``wanted`` maps each name to the most bytes the checkpoint allows it (:func:`object_limit`); an object
+    announced as larger is refused before a byte of it is read.
+    """
     where = conn.spec.where()
     small = []
-    for name, size in zip(names, sizes):
+    for name, size in zip(wanted, sizes):
+        if size > wanted[name]:
+            raise _damaged(name, where, None, RepositoryError(
+                "it is announced with %d bytes where the checkpoint allows at most %d." % (size, wanted[name])))
         if size <= SMALL_OBJECT:
             data = conn.read_exactly(size, "sending object %s" % name)
             _check_fetched_bytes(store, name, data, where)
@@ -198,7 +221,7 @@ class RemoteContent:
         try:
             conn.send({"op": "get", "names": self.batches[0]})
             for number, names in enumerate(self.batches):
-                sizes = conn.reply("sending objects")["sizes"]
+                sizes = checked_sizes(conn.reply("sending objects"), names, conn.spec.where(), "sending objects")
                 _refuse_gone(conn, names, sizes)
                 if number + 1 < len(self.batches):
                     conn.send({"op": "get", "names": self.batches[number + 1]})
@@ -344,37 +367,41 @@ class _Stopped(Exception):
     """The restore stopped reading the stream (the reader thread ends)."""
 
 
-def _fetch_objects(conn: Connection, store: Store, names: Sequence[str]) -> Tuple[int, int]:
+def _fetch_objects(conn: Connection, store: Store, wanted: Dict[str, int]) -> Tuple[int, int]:
     """Fetch objects into the local store, each checked before it is placed; return (objects, bytes).
 
     Objects of up to 256 KiB go into a pack (as a checkpoint stores them), larger ones are renamed
     into place; none is placed before every object of its batch was checked. The next batch is asked
     for as soon as a batch's sizes are known, so the repository host reads it while this one is
     checked and written. Each object checked here is remembered as sound by the store for this run
-    (a restore that follows does not hash it again).
+    (a restore that follows does not hash it again). ``wanted`` maps each name to the most bytes it may
+    have (:func:`object_limit`); a reply that does not give one size for each name asked for is refused.
     """
-    batches = [list(names[start:start + NAMES_PER_REQUEST]) for start in range(0, len(names), NAMES_PER_REQUEST)]
+    names = list(wanted)
+    where = conn.spec.where()
+    batches = [names[start:start + NAMES_PER_REQUEST] for start in range(0, len(names), NAMES_PER_REQUEST)]
     count = total = 0
     if batches:
         conn.send({"op": "get", "names": batches[0]})
     for number, chunk in enumerate(batches):
-        sizes = conn.reply("sending objects")["sizes"]
+        sizes = checked_sizes(conn.reply("sending objects"), chunk, where, "sending objects")
         _refuse_gone(conn, chunk, sizes)
         if number + 1 < len(batches):
             conn.send({"op": "get", "names": batches[number + 1]})
             conn.flush("sending objects")
         staged: List[Tuple[str, str]] = []
         try:
-            small = _receive_batch(conn, store, chunk, sizes, staged)
+            small = _receive_batch(conn, store, {name: wanted[name] for name in chunk}, sizes, staged)
             for name, data in small:
                 store.packs.add(name, lambda data=data: data, lambda _name: False)
+            checked = [name for name, _data in small] + [name for name, _tmp in staged]
             for name, tmp in staged:
                 store.commit_blob(tmp, name)
             staged = []
         finally:
             for _name, tmp in staged:
                 unlink_quietly(tmp)
-        store.remember_sound(chunk)
+        store.remember_sound(checked)
         count += len(chunk)
         total += sum(sizes)
     return count, total
@@ -435,7 +462,7 @@ class Fetcher:
         if not self.store.exists():
             return None
         local = self.store.find_optional(ref)
-        if local is not None and _missing_locally(self.store, local) == ([], True):
+        if local is not None and _missing_locally(self.store, local) == ({}, True):
             return {"checkpoint": checkpoint_summary(local), "fetched": {"objects": 0, "bytes": 0}, "source": "local"}
         return None
 
@@ -455,8 +482,8 @@ class Fetcher:
             return local
         view = self.view()
         manifest = view.find(ref, self.spec.where())
-        trees = [root["tree"] for root in manifest.get("roots", []) if root.get("tree")]
-        _fetch_objects(self._connection(), view.store, [tree for tree in trees if not view.store.has_blob(tree)])
+        _fetch_objects(self._connection(), view.store,
+                       {tree: UNDECLARED_OBJECT_MAX for tree in _trees(manifest) if not view.store.has_blob(tree)})
         here = self.store if self.store.exists() else None
         missing = [name for name in needed_objects(view.store, manifest) if here is None or not here.has_blob(name)]
         return {"checkpoint": checkpoint_summary(manifest), "fetched": {"objects": len(missing), "bytes": None},
@@ -485,6 +512,7 @@ class Fetcher:
             more, more_size = self._fetched(_fetch_objects(conn, store, missing))
             objects, size = objects + more, size + more_size
         store.sync()
+        _refuse_incomplete(store, manifest, self.spec.where())
         if raw is not None:
             atomic_write_bytes(store.manifest_path(manifest["id"]), raw)
             store.load(manifest["id"])
@@ -523,8 +551,8 @@ class Fetcher:
             view = self.view()
             manifest = view.find(ref, self.spec.where())
             newest = view.newest()
-        trees = [root["tree"] for root in manifest.get("roots", []) if root.get("tree")]
-        self._fetched(_fetch_objects(conn, store, [tree for tree in trees if not store.has_blob(tree)]))
+        self._fetched(_fetch_objects(conn, store, {tree: UNDECLARED_OBJECT_MAX for tree in _trees(manifest)
+                                                   if not store.has_blob(tree)}))
         store.packs.finish()
         self._rebuilding = {"manifest": manifest, "newest": newest}
         return manifest
@@ -540,6 +568,16 @@ class Fetcher:
         if self._content is not None:
             objects, size = objects + self._content.objects, size + self._content.bytes
         return _fetch_result(self._rebuilding["manifest"], objects, size, self._rebuilding["newest"])
+
+
+def _refuse_incomplete(store: Store, manifest: dict, where: str) -> None:
+    """Refuse a checkpoint the local store still lacks objects of after fetching (its manifest is not written)."""
+    missing, complete = _missing_locally(store, manifest)
+    if missing or not complete:
+        raise IntegrityError("The local store still lacks object %s (and %d more) of checkpoint %s after fetching it "
+                             "from the repository %s. Nothing was restored; its manifest was not written." % (
+                                 next(iter(missing)), len(missing) - 1, manifest["id"], where),
+                             expected=next(iter(missing)), actual=None)
 
 
 def _fetch_result(manifest: dict, objects: int, size: int, newest: Optional[dict]) -> dict:

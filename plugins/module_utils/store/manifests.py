@@ -54,7 +54,7 @@ class Manifests:
 
     def manifest_path(self, checkpoint_id: str) -> str:
         """Return the manifest file of a checkpoint id."""
-        if not ID_RE.match(checkpoint_id):
+        if not isinstance(checkpoint_id, str) or not ID_RE.fullmatch(checkpoint_id):
             raise IntegrityError("%r is not a checkpoint id." % (checkpoint_id,))
         return self.base.path("checkpoints", checkpoint_id + ".json")
 
