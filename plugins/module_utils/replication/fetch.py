@@ -67,7 +67,6 @@ def seed_store(store: Store, host_format: dict) -> None:
     store.check_format()
 
 
-
 class RepositoryView:
     """The host's manifests in the repository, read through a throwaway store of the same format."""
 
