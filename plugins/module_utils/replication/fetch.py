@@ -58,9 +58,18 @@ def _trees(manifest: dict) -> List[str]:
 
 
 def seed_store(store: Store, host_format: dict) -> None:
-    """Create a missing local store with the format recorded in the repository (same naming key, if sealed)."""
+    """Create a missing local store with the format recorded in the repository (same naming key, if sealed).
+
+    The format is checked first, in a scratch store (an encrypted one needs the key; a plain one refuses a
+    key), so a refused format leaves no store behind.
+    """
     if store.exists():
         return
+    with tempfile.TemporaryDirectory(prefix="gitops-rollback-format-") as scratch:
+        for sub in ("",) + LAYOUT:
+            ensure_private_dir(os.path.join(scratch, "store", sub))
+        atomic_write_json(os.path.join(scratch, "store", "format"), host_format)
+        Store(os.path.join(scratch, "store"), store.base.key).check_format()
     for sub in ("",) + LAYOUT:
         ensure_private_dir(store.path(sub))
     atomic_write_json(store.path("format"), host_format)

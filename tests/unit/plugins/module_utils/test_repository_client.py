@@ -19,7 +19,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.replication import
 from ansible_collections.gitops.rollback.plugins.module_utils.replication import receiver as _receiver
 from ansible_collections.gitops.rollback.plugins.module_utils.replication.client import RepositoryError
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
-from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import IntegrityError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import EncryptionKeyError, IntegrityError
 
 KEY = "client-test-key-0123456789abcdef"
 BIG = hashlib.sha256(b"big").digest() * 20000  # 640 KB: a loose object, not packed
@@ -258,3 +258,12 @@ def test_the_error_output_of_ssh_is_escaped_and_shortened(tmp_path):
     (tmp_path / "stderr").write_bytes(b"y" * 3000 + b"banner\n[WARNING]: fake\x1b[2J\n")
     message = str(conn._lost("opening it"))  # pylint: disable=protected-access
     assert "\n" not in message and "\x1b" not in message and "\\x0a[WARNING]: fake" in message and len(message) < 1200
+
+
+def test_a_key_given_for_a_plain_host_is_refused_before_a_store_is_created(tmp_path, repo):
+    _app, _store, spec, _manifest = synced(tmp_path)  # the host's checkpoints are plain
+    fresh = Store(str(tmp_path / "fresh"), KEY)
+    with pytest.raises(EncryptionKeyError, match="not encrypted, but encryption_key was given"):
+        with fetch.Fetcher(fresh, spec, KEY) as fetcher:
+            fetcher.prepare()
+    assert not (tmp_path / "fresh").exists()  # no plain store left where an encrypted one was asked for
