@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import errno
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device, disk quota exceeded
+
 
 class RollbackError(Exception):
     """A failure the user can act on; ``str()`` is the message to show."""

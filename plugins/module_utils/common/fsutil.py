@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import json
 import os
 import secrets
 import stat
 from typing import Iterable, Iterator, Union
 
-from .errors import StoreFullError
+from .errors import FULL_ERRNOS, StoreFullError
 
 TEMP_MARK = ".grtmp-"
 
@@ -105,7 +104,7 @@ def read_json(path: str) -> object:
 
 def raise_if_full(exc: OSError, where: str) -> None:
     """Turn ENOSPC/EDQUOT into StoreFullError with advice."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno in FULL_ERRNOS:
         raise StoreFullError(
             "No space left while writing %s. Nothing was made visible and earlier "
             "checkpoints are intact; free space (or prune old checkpoints with "

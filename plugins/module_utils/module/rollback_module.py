@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, TypeVar
 
-from ..common.errors import RollbackError
+from ..common.errors import FULL_ERRNOS, RollbackError, StoreFullError
 from ..store.root import StoreRoot
 from .options import store_argument_spec
 from .redacting import RedactingModule
@@ -61,4 +61,11 @@ class RollbackModule(RedactingModule):
             return operation()
         except RollbackError as exc:
             self.fail_on_error(exc, **fields)
+            raise  # not reached: fail_json exits
+        except OSError as exc:
+            if exc.errno not in FULL_ERRNOS:
+                raise
+            # every store write names a full disk itself; this is the net under one that does not
+            self.fail_on_error(StoreFullError("No space left on device (%s). Free space (or prune old checkpoints "
+                                              "with gitops.rollback.checkpoint state=pruned) and run again." % exc))
             raise  # not reached: fail_json exits

@@ -12,7 +12,7 @@ import shutil
 from typing import TYPE_CHECKING, Iterator, Optional, Set
 
 from ..common.errors import EncryptionKeyError, IntegrityError
-from ..common.fsutil import split_lines, unlink_quietly
+from ..common.fsutil import raise_if_full, split_lines, unlink_quietly
 from .statcache import CacheReader, CacheWriter, cache_file
 from .packs import Location, PackSet, read_range
 from .root import CHUNK, SHA_RE, StoreRoot, object_context, sha256_file
@@ -235,8 +235,10 @@ class Objects:
             with os.fdopen(fd, "wb") as out:
                 for chunk in self.iter_blob_chunks(sha):
                     out.write(chunk)
-        except BaseException:
+        except BaseException as exc:
             unlink_quietly(target)
+            if isinstance(exc, OSError):
+                raise_if_full(exc, "a copy of object %s" % sha[:12])
             raise
 
     def readable_path(self, sha: str, workdir: str) -> str:

@@ -22,7 +22,7 @@ import re
 from typing import IO, Iterator, List, Optional, Tuple
 
 from ..common.errors import RollbackError
-from ..common.fsutil import create_private, split_lines, temp_name, unlink_quietly
+from ..common.fsutil import create_private, raise_if_full, split_lines, temp_name, unlink_quietly
 from .tree import Key, path_key
 
 FLUSH = 256 * 1024
@@ -145,12 +145,24 @@ class CacheWriter:
     def __init__(self, path: str, cipher=None) -> None:
         self.path = path
         self.tmp = temp_name(path)
-        self._handle = os.fdopen(create_private(self.tmp), "wb")
+        try:
+            self._handle = os.fdopen(create_private(self.tmp), "wb")
+        except OSError as exc:
+            raise_if_full(exc, "the stat cache %s" % self.tmp)
+            raise
         self._sealer = cipher.sealer() if cipher is not None else None
         self._pending: List[bytes] = []
         self._buffered = 0
         if self._sealer:
-            self._handle.write(self._sealer.header)
+            self._write(self._sealer.header)
+
+    def _write(self, data: bytes) -> None:
+        """Write to the new cache; a full disk is a StoreFullError like every other store write."""
+        try:
+            self._handle.write(data)
+        except OSError as exc:
+            raise_if_full(exc, "the stat cache %s" % self.tmp)
+            raise
 
     def add(self, rel: str, sha: str, st: os.stat_result) -> None:
         """Record the hash of a file with its stat signature."""
@@ -160,7 +172,7 @@ class CacheWriter:
         """Record a row as ``CacheReader.lookup_row`` returned it (the file is unchanged)."""
         line = row.encode("ascii")
         if self._sealer is None:
-            self._handle.write(line)
+            self._write(line)
             return
         self._pending.append(line)
         self._buffered += len(line)
@@ -168,18 +180,25 @@ class CacheWriter:
             self._flush()
 
     def _flush(self) -> None:
-        self._handle.write(self._sealer.update(b"".join(self._pending)))
+        self._write(self._sealer.update(b"".join(self._pending)))
         self._pending, self._buffered = [], 0
 
     def commit(self) -> None:
         """Replace the old cache."""
         if self._sealer:
             self._flush()
-            self._handle.write(self._sealer.finish(_context(self.path)))
-        self._handle.close()
+            self._write(self._sealer.finish(_context(self.path)))
+        try:
+            self._handle.close()  # writes what the file object still buffers
+        except OSError as exc:
+            raise_if_full(exc, "the stat cache %s" % self.tmp)
+            raise
         os.rename(self.tmp, self.path)
 
     def abort(self) -> None:
         """Drop the new cache."""
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:
+            pass  # what it still buffered could not be written (a full disk): the file goes all the same
         unlink_quietly(self.tmp)

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
@@ -85,3 +87,12 @@ def test_with_an_encryption_key_the_store_key_is_being_derived_once_the_module_i
     assert not _crypto._RUNNING
     make({"name": "x", "store_path": str(tmp_path / "plain")}, store=True)
     assert not _crypto._RUNNING
+
+
+def test_a_full_disk_no_writer_named_fails_the_task_clearly_instead_of_a_traceback():
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device")
+    result = failure(make({}), full)
+    assert result["failed"] and result["msg"].startswith("No space left on device") and "prune" in result["msg"]
+    with pytest.raises(PermissionError):  # other system errors are not dressed up as a full disk
+        make({}).run(lambda: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))

@@ -14,6 +14,8 @@ import pytest
 from ansible_collections.gitops.rollback.plugins.module_utils.files.capture import (
     CheckpointRequest, RootSpec, create_checkpoint,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import StoreFullError
+from ansible_collections.gitops.rollback.plugins.module_utils.store.statcache import CacheWriter
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 from ansible_collections.gitops.rollback.plugins.module_utils.store.tree import describe_entry, encode_entry, file_line
 
@@ -140,3 +142,19 @@ def test_a_cache_never_names_an_object_of_a_pack_dropped_by_a_failed_checkpoint(
     reopened = Store(str(tmp_path / "store"))
     assert all(reopened.has_blob(entry["sha256"]) for entry in reopened.iter_tree(third["roots"][0]["tree"])
                if entry["type"] == "file")
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "encrypted"])
+def test_a_full_disk_while_writing_the_stat_cache_is_a_clear_store_full_error(tmp_path, sealed):
+    """The stat cache was the one store write that let a full disk out as a bare OSError: the checkpoint module
+    crashed with a traceback (MODULE FAILURE) instead of saying the disk is full, whenever that write came first."""
+    store = Store(str(tmp_path / "store"), "full-disk-key-0123456789" if sealed else None)
+    writer = CacheWriter(str(tmp_path / "cache"), store.cipher)
+    writer._handle.close()  # pylint: disable=protected-access
+    writer._handle = open("/dev/full", "wb", buffering=0)  # pylint: disable=protected-access,consider-using-with
+    with pytest.raises(StoreFullError, match="No space left while writing the stat cache"):
+        for number in range(20000):  # sealed rows are written in batches
+            writer.add_row("f%05d\t%s\t1\t1\t1\t1\t1\n" % (number, "0" * 64))
+        writer.commit()
+    writer.abort()
+    assert not os.path.exists(writer.tmp)
