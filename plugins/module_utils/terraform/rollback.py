@@ -210,14 +210,9 @@ def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], w
         if not ctx.check_mode:
             stack.enter_context(ctx.store_lock("revert"))
         project.init()
-        current_bytes = project.pull()
-        current = parse_state(current_bytes, "The current state of workspace %r" % ctx.settings.workspace)
-        pushed, warnings = revert_copy(current, target, force)
-        result = _revert_plan(ctx, manifest, component, current, target, pushed, warnings, want_diff)
-        if current is not None and current["lineage"] == target["lineage"] \
-                and content_digest(current) == content_digest(target):
-            result.update(changed=False, msg="The state already holds the snapshot's resources; nothing to do.")
-            result["revert"]["to_serial"] = current["serial"]
+        current_bytes, current, pushed, warnings, result = _against_current(ctx, project, (manifest, component), target,
+                                                                            force, want_diff)
+        if result["changed"] is False:
             result["commands"] = project.commands
             return result
         if ctx.check_mode:
@@ -239,6 +234,21 @@ def revert(ctx: TfContext, ref: str, force: bool, safety_label: Optional[str], w
         return result
 
 
+def _against_current(ctx: TfContext, project, snapshot: tuple, target: dict, force: bool, want_diff: bool) -> tuple:
+    """Pull the current state and plan the revert to ``target`` (the ``snapshot``'s manifest and component)
+    against it: (state bytes, state, state to push, warnings, result); the result's ``changed`` is False when
+    the state already holds the snapshot's resources."""
+    current_bytes = project.pull()
+    current = parse_state(current_bytes, "The current state of workspace %r" % ctx.settings.workspace)
+    pushed, warnings = revert_copy(current, target, force)
+    result = _revert_plan(ctx, snapshot[0], snapshot[1], current, target, pushed, warnings, want_diff)
+    if current is not None and current["lineage"] == target["lineage"] \
+            and content_digest(current) == content_digest(target):
+        result.update(changed=False, msg="The state already holds the snapshot's resources; nothing to do.")
+        result["revert"]["to_serial"] = current["serial"]
+    return current_bytes, current, pushed, warnings, result
+
+
 def preview(ctx: TfContext, ref: str, label: Optional[str], reason: Optional[str], want_diff: bool) -> dict:
     """What a revert to ``ref`` would do (nothing pushed); then, with ``label`` and outside check mode, the
     current state stored as a snapshot in the checkpoint ``label`` (a rollback's safety checkpoint).
@@ -254,14 +264,8 @@ def preview(ctx: TfContext, ref: str, label: Optional[str], reason: Optional[str
         check_new_label(str(label))  # refused before Terraform runs
     with ctx.project() as project:
         project.init()
-        current_bytes = project.pull()
-        current = parse_state(current_bytes, "The current state of workspace %r" % ctx.settings.workspace)
-        pushed, warnings = revert_copy(current, target, False)
-        result = _revert_plan(ctx, manifest, component, current, target, pushed, warnings, want_diff)
-        if current is not None and current["lineage"] == target["lineage"] \
-                and content_digest(current) == content_digest(target):
-            result.update(changed=False, msg="The state already holds the snapshot's resources; nothing to do.")
-            result["revert"]["to_serial"] = current["serial"]
+        current_bytes, current, _pushed, _warnings, result = _against_current(ctx, project, (manifest, component), target,
+                                                                              False, want_diff)
         if store_it and current is not None:
             result["safety_snapshot"] = _store_current(ctx, current_bytes, current, str(label),
                                                        reason or "safety snapshot before reverting %s to %s" % (ctx.name, ref),
