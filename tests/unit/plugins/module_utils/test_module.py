@@ -94,6 +94,7 @@ def test_a_full_disk_no_writer_named_fails_the_task_clearly_instead_of_a_traceba
         raise OSError(errno.ENOSPC, "No space left on device")
     result = failure(make({}), full)
     assert result["failed"] and result["msg"].startswith("No space left on device") and "prune" in result["msg"]
+
     def denied():
         raise PermissionError(errno.EACCES, "denied")
     with pytest.raises(PermissionError):  # other system errors are not dressed up as a full disk

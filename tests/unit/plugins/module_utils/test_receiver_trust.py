@@ -83,8 +83,8 @@ def record(repo, host="web1"):
     """Record checkpoint ``ID`` of ``host`` (one object), unbound; return the manifest's path."""
     body, content = b'{"id": "%s"}' % ID.encode(), b"content of %s" % host.encode()
     name = hashlib.sha256(content).hexdigest()
-    replies = serve(hello(repo, host), *put(name, content), {"op": "put_manifest", "id": ID, "size": len(body),
-                                                           "sha256": hashlib.sha256(body).hexdigest(), "needs": [name]}, body)
+    manifest = {"op": "put_manifest", "id": ID, "size": len(body), "sha256": hashlib.sha256(body).hexdigest(), "needs": [name]}
+    replies = serve(hello(repo, host), *put(name, content), manifest, body)
     assert replies[2]["ok"] is True
     return repo / "hosts" / host / "checkpoints" / (ID + ".json")
 
