@@ -66,14 +66,17 @@ def seed_store(store: Store, host_format: dict) -> None:
     if store.exists():
         return
     with tempfile.TemporaryDirectory(prefix="gitops-rollback-format-") as scratch:
-        for sub in ("",) + LAYOUT:
-            ensure_private_dir(os.path.join(scratch, "store", sub))
-        atomic_write_json(os.path.join(scratch, "store", "format"), host_format)
-        Store(os.path.join(scratch, "store"), store.base.key).check_format()
-    for sub in ("",) + LAYOUT:
-        ensure_private_dir(store.path(sub))
-    atomic_write_json(store.path("format"), host_format)
+        Store(_create_store_dir(os.path.join(scratch, "store"), host_format), store.base.key).check_format()
+    _create_store_dir(store.path(""), host_format)
     store.check_format()
+
+
+def _create_store_dir(root: str, host_format: dict) -> str:
+    """Create a store's directories at ``root`` with the repository's recorded format; return ``root``."""
+    for sub in ("",) + LAYOUT:
+        ensure_private_dir(os.path.join(root, sub))
+    atomic_write_json(os.path.join(root, "format"), host_format)
+    return root
 
 
 class RepositoryView:
@@ -81,10 +84,7 @@ class RepositoryView:
 
     def __init__(self, conn: Connection, host_format: dict, key: Optional[str], workdir: str) -> None:
         self.root = os.path.join(workdir, "view")
-        for sub in ("",) + LAYOUT:
-            ensure_private_dir(os.path.join(self.root, sub))
-        atomic_write_json(os.path.join(self.root, "format"), host_format)
-        self.store = Store(self.root, key)
+        self.store = Store(_create_store_dir(self.root, host_format), key)
         reply = conn.request({"op": "get_manifests"}, "listing checkpoints")
         for checkpoint_id, size in listed_manifests(reply, conn.spec.where()):
             body = conn.read_exactly(size, "reading checkpoint %s" % checkpoint_id)
