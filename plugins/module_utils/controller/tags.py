@@ -70,7 +70,7 @@ class TagPatterns:
                                     "matches the tag names you allow in full." % (escape(self.label, 200), exc))
         head, tail = self.rollback.split(TARGET_PLACEHOLDER)
         object.__setattr__(self, "_rollback_re", re.compile(
-            "^%s(?P<target>.+)%s$" % (_glob_regex(head), _glob_regex(tail))))
+            "^%s(?P<target>.+)%s\\Z" % (_glob_regex(head), _glob_regex(tail))))
 
     def rollback_target(self, tag: str) -> Optional[str]:
         """Return the target named by a rollback tag, or None when ``tag`` is not one."""

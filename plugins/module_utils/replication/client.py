@@ -36,8 +36,8 @@ _F_SETPIPE_SZ = 1031
 # A fraction of chacha20-poly1305's CPU at both ends where the processor has AES instructions (most x86 and arm64).
 PREFERRED_CIPHER = "aes128-gcm@openssh.com"
 _CIPHERS: dict = {}  # the cipher options for each host, port and user (ssh -G asked once per process)
-_HOST_RE = re.compile(r"^[A-Za-z0-9_.:\[\]%-]{1,253}$")
-_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:\[\]%-]{1,253}\Z")
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
 _NAMESPACE_RE = receiver.HOST_RE
 REMOTE_TEXT_LIMIT = 500  # characters of the repository's error text or of ssh's error output shown in a message
 

@@ -113,6 +113,9 @@ def test_the_bootstrap_runs_the_receiver_it_reads_from_stdin(tmp_path):
     ({"host": "backup", "path": "/srv/repo", "user": "root -oX"}, "user="),
     ({"host": "backup", "path": "/srv/repo", "name": "../other"}, "name="),
     ({"host": "backup", "path": "/srv/repo", "port": 70000}, "port="),
+    ({"host": "backup\n", "path": "/srv/repo"}, "host="),  # "$" would accept a trailing newline
+    ({"host": "backup", "path": "/srv/repo", "user": "repo\n"}, "user="),
+    ({"host": "backup", "path": "/srv/repo", "name": "web1\n"}, "name="),
 ])
 def test_repository_options_are_checked_before_anything_runs(options, problem):
     with pytest.raises(RepositoryError, match=problem):

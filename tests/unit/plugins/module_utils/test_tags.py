@@ -62,6 +62,7 @@ def test_custom_patterns() -> None:
     patterns = TagPatterns(("release-*", "v[0-9]*"), "revert-to-{target}-now")
     assert patterns.rollback_target("revert-to-v1-now") == "v1"
     assert patterns.rollback_target("revert-to--now") is None
+    assert patterns.rollback_target("revert-to-v1-now\n") is None  # "$" would accept a trailing newline
     assert patterns.is_release("release-7") and patterns.is_release("v2") and not patterns.is_release("vx")
     with pytest.raises(TagEventError, match="exactly once"):
         TagPatterns(("v*",), "rollback/")
