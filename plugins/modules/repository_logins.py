@@ -60,7 +60,6 @@ options:
         description: The host's OpenSSH public key line (the content of its C(.pub) file).
         type: str
         required: true
-        no_log: false
 attributes:
   check_mode:
     support: full
