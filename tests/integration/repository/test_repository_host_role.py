@@ -42,17 +42,18 @@ def take(eng, store, root: Path) -> dict:
 
 def test_the_playbook_binds_each_managed_host_to_its_namespace_and_a_second_run_changes_nothing(
         repository_host, repo_path, run_playbook, eng, tmp_path):
-    keys = {name: keygen(tmp_path / name, "root@" + name) for name in ("web1", "web2")}
+    keys = {name: keygen(tmp_path / name, "root@" + name) for name in ("web1", "web2", "spare")}
     authorized_keys = repository_host.fleet.authorized_keys  # the file the repository host's sshd reads
     original = authorized_keys.read_text()  # the harness's own key: Ansible logs in with it
     receiver = "%s-receiver/receiver.py" % repo_path
-    extra = {"repository_host_receiver_path": receiver, "repository_host_authorized_keys_file": str(authorized_keys)}
+    extra = {"repository_host_receiver_path": receiver, "repository_host_authorized_keys_file": str(authorized_keys),
+             "repository_host_logins": [{"namespace": "spare", "public_key": keys["spare"]}]}  # a login given as a list
     book = inventory(tmp_path, repository_host, repo_path, keys)
     try:
         applied = run_playbook(PLAYBOOK, inventory=book, extra_vars=extra, diff=True)
         assert applied.ok, applied
         result = [event["result"] for event in applied.results(host="repohost") if event["action"] == MODULE][0]
-        assert result["changed"] and result["authorized_keys"]["added"] == ["shop-web2", "web1"], result
+        assert result["changed"] and result["authorized_keys"]["added"] == ["shop-web2", "spare", "web1"], result
         assert "--namespace shop-web2" in result["diff"][1]["after"] and not result["diff"][1]["before"]
         text = authorized_keys.read_text()
         assert text.startswith(original)  # the other key is kept, byte for byte
