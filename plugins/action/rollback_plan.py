@@ -35,6 +35,7 @@ ARGUMENT_SPEC = {
     "traffic": {"type": "bool", "default": False},
     "flags": {"type": "list", "elements": "dict", "default": []},
     "components": {"type": "raw", "default": []},
+    "safety": {"type": "dict", "default": {}},
     **store_argument_spec(),
 }
 #: The fields of a Terraform snapshot the plan shows.
@@ -91,11 +92,15 @@ class ActionModule(ActionBase):
         problems: List[Dict[str, str]] = []
         preview: Dict[str, Any] = {}
         if any(layer in HOST_STORE_LAYERS for layer in active):
-            preview = self._preview(args, [layer for layer in active if layer in HOST_STORE_LAYERS], task_vars)
+            preview = self._preview(args, [layer for layer in active if layer in HOST_STORE_LAYERS], task_vars,
+                                    safety_ask(args["safety"], active))
             if preview.get("unreachable"):
                 return preview
             if preview.get("failed"):
                 problems.append({"layer": "store", "problem": preview.get("msg", "rollback_preview failed")})
+            if (preview.get("safety") or {}).get("problem"):
+                problems.append({"layer": "safety", "problem": "The safety checkpoint %s could not be taken: %s" % (
+                    preview["safety"].get("label"), preview["safety"]["problem"])})
         terraform: Dict[str, Any] = {}
         if "infrastructure" in active:
             try:
@@ -108,15 +113,31 @@ class ActionModule(ActionBase):
         plan["problems"] = problems + plan["problems"]
         if problems:
             plan["lines"].extend("PROBLEM [%s] %s" % (p["layer"], p["problem"]) for p in problems)
-        result.update(changed=False, plan=plan)
+        safety = preview.get("safety") or {}
+        result.update(changed=bool(safety.get("layers")), plan=plan, safety={
+            "layers": list(safety.get("layers") or []), "checkpoint": safety.get("checkpoint"),
+            "journal": safety.get("journal") or {"created": []}})
         return result
 
-    def _preview(self, args: Dict[str, Any], layers: List[str], task_vars: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        """Run rollback_preview on the host: its store's listing and what each host layer would change."""
+    def _preview(self, args: Dict[str, Any], layers: List[str], task_vars: Optional[Dict[str, Any]],
+                 safety: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """Run rollback_preview on the host: its store's listing and what each host layer would change (and with
+        ``safety`` its safety checkpoint, when its own plan is clear)."""
         return self._execute_module(
             module_name="gitops.rollback.rollback_preview", task_vars=task_vars,
             module_args={"target": args["target"], "layers": layers, "paths": args["paths"],
                          "release_root": args["release_root"], "databases": _public(args["databases"]),
                          "database_passwords": database_passwords(args["databases"], args["database_passwords"]),
                          "flags": _public(args["flags"]), "flags_passwords": flags_passwords(args["flags"]),
-                         "store_path": args["store_path"], "encryption_key": args["encryption_key"]})
+                         "store_path": args["store_path"], "encryption_key": args["encryption_key"],
+                         **({"safety": safety} if safety else {})})
+
+
+def safety_ask(safety: Dict[str, Any], active: List[str]) -> Optional[Dict[str, Any]]:
+    """Return the preview's ``safety`` option: the role's request with ``changing`` - whether a layer outside the
+    host's store (traffic, infrastructure) changes on this host; None when no safety checkpoint is asked for."""
+    if not safety or not safety.get("label"):
+        return None
+    known = ("label", "reason", "exclude", "lock_timeout")
+    return dict({key: safety[key] for key in known if key in safety},
+                changing=any(layer in ("traffic", "infrastructure") for layer in active))

@@ -39,6 +39,13 @@ def preflight_clear(hostvars: Mapping[str, Any], everyone: Sequence[str], alive:
     return not preflight_problems(by_host, [host for host in everyone if host not in alive])
 
 
+def preflight_refused(hostvars: Mapping[str, Any], everyone: Sequence[str], alive: Sequence[str]) -> bool:
+    """Whether the pre-flight refuses the run: a problem noted on any host (its plan, the Terraform preview), or a
+    host of the play it could not check - what the refuse step of rollback_run decides, read before it."""
+    by_host = {host: (hostvars.get(host) or {}).get("__rollback_preflight_problems") or [] for host in alive}
+    return bool(preflight_problems(by_host, [host for host in everyone if host not in alive]))
+
+
 class FilterModule:
     """gitops.rollback outcome filters."""
 
@@ -46,5 +53,6 @@ class FilterModule:
         return {"add_changed_layer": add_changed_layer, "layers_to_recover": layers_to_recover,
                 "terraform_preview_lines": terraform_preview_lines, "with_terraform_preview": with_terraform_preview,
                 "layer_list": layer_list, "preflight_problems": preflight_problems, "preflight_clear": preflight_clear,
+                "preflight_refused": preflight_refused,
                 "problems_message": problems_message, "within_deadline": within_deadline,
                 "stop_clock": stop_clock}

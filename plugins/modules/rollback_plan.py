@@ -101,6 +101,15 @@ options:
     type: list
     elements: dict
     default: []
+  safety:
+    description:
+      - Take the host's safety checkpoint in the same host run as the plan, when this host's own plan is clear and
+        something changes (outside check mode): C(label), and optionally C(reason), C(exclude), C(lock_timeout), as
+        M(gitops.rollback.rollback_safety) takes them. What it created is returned in RV(safety), so that a run
+        refused by another host's plan can remove it (M(gitops.rollback.rollback_safety) O(gitops.rollback.rollback_safety#module:state=absent)).
+        Empty - no safety checkpoint here.
+    type: dict
+    default: {}
 attributes:
   action:
     description: Runs on the controller as an action plugin; reads the host's store with one module call.
@@ -128,6 +137,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+safety:
+  description:
+    - The safety checkpoint taken in the plan's host run (O(safety)) - C(layers) captured (empty - none),
+      C(checkpoint) (its id) and C(journal), what the capture created in the store.
+  returned: always
+  type: dict
+  sample: {layers: [config, release], checkpoint: 20261203T120001.123Z-a1b2c3, journal: {created: []}}
 plan:
   description: The plan of the host.
   returned: always
@@ -227,6 +243,7 @@ def main() -> None:
             traffic=dict(type="bool", default=False),
             flags=dict(type="list", elements="dict", default=[]),
             components=dict(type="raw", default=[]),
+            safety=dict(type="dict", default={}),
             **store_argument_spec(),
         ),
         supports_check_mode=True,

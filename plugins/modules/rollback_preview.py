@@ -16,7 +16,13 @@ description:
     database would revert (or the dump it would restore).
   - A layer that cannot go back is returned in RV(problems) with its layer; the module does not fail
     for it. M(gitops.rollback.rollback_plan) runs this module on each host and builds the plan from it.
-  - Never changes anything, in check mode or not; takes no lock.
+  - Changes nothing, in check mode or not, and takes no lock - unless O(safety) asks for the safety checkpoint.
+  - With O(safety), outside check mode, when this host's own plan (the rules of
+    M(gitops.rollback.rollback_plan)) found no problem and something changes, the same run then takes the host's
+    safety checkpoint, as M(gitops.rollback.rollback_safety) does, with the store's stat caches left as they are,
+    and returns in RV(safety) what it created (its journal): M(gitops.rollback.rollback_safety)
+    O(gitops.rollback.rollback_safety#module:state=absent) removes exactly that when another host refuses the run,
+    and the store is then byte for byte what it was.
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
@@ -69,9 +75,36 @@ options:
       - The etcd password of each flag set that needs one, by the entry's position in O(flags); never returned.
     type: dict
     default: {}
+  safety:
+    description:
+      - Take the safety checkpoint in this run (see above). Empty - never.
+    type: dict
+    suboptions:
+      label:
+        description: Label of the safety checkpoint (C(safety/<run id>)).
+        type: str
+        required: true
+      reason:
+        description: Why the checkpoint is taken (recorded in its manifest).
+        type: str
+        default: safety checkpoint before rollback
+      exclude:
+        description: Glob patterns of paths under O(paths) left out of the capture.
+        type: list
+        elements: str
+        default: []
+      lock_timeout:
+        description: Seconds to wait for the store lock.
+        type: float
+        default: 0
+      changing:
+        description: Whether a layer outside the host's store (traffic, infrastructure) changes on this host.
+        type: bool
+        default: false
 attributes:
   check_mode:
     support: full
+    details: With O(safety), no safety checkpoint is taken in check mode.
   diff_mode:
     support: none
 seealso:
@@ -114,12 +147,22 @@ problems:
   returned: always
   type: list
   elements: dict
+safety:
+  description:
+    - The safety checkpoint taken in this run - C(layers) captured (empty - none taken), C(checkpoint) (its id),
+      C(problem) when the capture failed, and C(journal) (C(created), every store path the capture created;
+      C(checkpoints), the manifests before it; C(touched), existing files that changed meanwhile).
+  returned: when O(safety) was given, outside check mode
+  type: dict
+  sample: {layers: [config, release], checkpoint: 20261203T120001.123Z-a1b2c3,
+           journal: {created: [checkpoints/20261203T120001.123Z-a1b2c3.json], checkpoints: [], touched: []}}
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.preview import PreviewRequest, preview_host
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.preview import (
+    PreviewRequest, SafetyAsk, preview_with_safety)
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import with_passwords
 
 
@@ -133,6 +176,13 @@ def main() -> None:
         database_passwords=dict(type="dict", default={}, no_log=True),
         flags=dict(type="list", elements="dict", default=[]),
         flags_passwords=dict(type="dict", default={}, no_log=True),
+        safety=dict(type="dict", options=dict(
+            label=dict(type="str", required=True),
+            reason=dict(type="str", default="safety checkpoint before rollback"),
+            exclude=dict(type="list", elements="str", default=[]),
+            lock_timeout=dict(type="float", default=0),
+            changing=dict(type="bool", default=False),
+        )),
     )
     module = RollbackModule(argument_spec, store=True, error_details=RollbackError.PUBLIC, supports_check_mode=True)
     params = module.params
@@ -141,7 +191,8 @@ def main() -> None:
                              paths=params["paths"], release_root=params["release_root"] or "",
                              databases=with_passwords(params["databases"], params["database_passwords"]),
                              flags=with_passwords(params["flags"], params["flags_passwords"], "etcd_password"))
-    module.exit_json(**module.run(lambda: preview_host(request)))
+    ask = SafetyAsk(**params["safety"]) if params["safety"] else None
+    module.exit_json(**module.run(lambda: preview_with_safety(request, ask, module.check_mode)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ description:
     database entries). The Terraform state is snapshotted on the controller by
     M(gitops.rollback.terraform_state), not here.
   - A failure of any layer fails the task at once; the layers captured before it stay in the checkpoint.
+  - With O(state=absent), removes what a safety checkpoint taken in the plan's run created (the C(journal) that
+    M(gitops.rollback.rollback_preview) returned in RV(gitops.rollback.rollback_preview#module:safety)), under the
+    store lock: the store is then byte for byte what it was before it. When another writer stored a checkpoint
+    since, only the safety checkpoint's manifest goes and its objects are left to the next garbage collection.
 author:
   - gitops.rollback contributors (@gitops-rollback)
 extends_documentation_fragment:
@@ -28,6 +32,17 @@ options:
     description: Label of the checkpoint that receives every layer (created by the first one).
     type: str
     required: true
+  state:
+    description: C(present) takes the safety checkpoint; C(absent) removes what O(journal) names.
+    type: str
+    choices: [present, absent]
+    default: present
+  journal:
+    description:
+      - With O(state=absent), the journal of the capture to undo - C(created) (store paths, each checked against
+        the store's layout), C(checkpoints) (the manifests before it) and C(touched).
+    type: dict
+    default: {}
   reason:
     description: Why the checkpoint is taken (recorded in its manifest).
     type: str
@@ -144,17 +159,31 @@ database:
   returned: when the database layer was captured
   type: dict
   sample: {changed: true, backups: [{name: postgresql/app, format: custom, sha256: "ab12..."}]}
+removed:
+  description: With O(state=absent), how many store entries were removed.
+  returned: with O(state=absent)
+  type: int
+  sample: 7
+identical:
+  description: With O(state=absent), whether the store is again byte for byte what it was before the capture.
+  returned: with O(state=absent)
+  type: bool
+  sample: true
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import with_passwords
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety import SafetyRequest, take_safety_checkpoint
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.safety_journal import discard
+from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 def main() -> None:
     argument_spec = dict(
         label=dict(type="str", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        journal=dict(type="dict", default={}),
         reason=dict(type="str", default="safety checkpoint before rollback"),
         layers=dict(type="list", elements="str", default=["flags", "config", "release", "database"]),
         paths=dict(type="list", elements="path", default=[]),
@@ -168,6 +197,10 @@ def main() -> None:
     )
     module = RollbackModule(argument_spec, store=True, supports_check_mode=True)
     params = module.params
+    if params["state"] == "absent":
+        store = Store(params["store_path"], params["encryption_key"] or None)
+        module.exit_json(label=params["label"], **module.run(lambda: discard(
+            store, params["journal"], default_owner(params["owner"]), params["lock_timeout"], module.check_mode)))
     request = SafetyRequest(
         label=params["label"], reason=params["reason"], layers=params["layers"], store_path=params["store_path"],
         owner=default_owner(params["owner"]), encryption_key=params["encryption_key"] or None,

@@ -21,7 +21,9 @@ from ..files.checkpoint_ops import CheckpointParams, list_checkpoints
 from ..files.restore_ops import restore_host
 from ..db.migrate import run_operation
 from ..db.migrate_plan import Params
-from .plan import covers, database_method, database_name, resolve, SAFETY_PREFIX
+from .plan import HostSettings, covers, database_method, database_name, plan_host, resolve, SAFETY_PREFIX
+from .safety import SafetyRequest
+from .safety_journal import take_journaled
 from ..release.operations import ReleaseParams, rollback
 from ..store.store import Store
 
@@ -156,3 +158,50 @@ def preview_host(request: PreviewRequest) -> Dict[str, Any]:
                     problems.append(_problem(layer, exc))
     return {"changed": False, "checkpoints": listing, "checkpoint": found["id"] if found else None,
             "previews": previews, "problems": problems}
+
+
+@dataclass
+class SafetyAsk:
+    """The safety checkpoint to take in the preview's own run (rollback_preview's ``safety``)."""
+
+    label: str
+    reason: str = "safety checkpoint before rollback"
+    exclude: List[str] = field(default_factory=list)
+    lock_timeout: float = 0.0
+    changing: bool = False  # a layer outside the host's store (traffic, infrastructure) changes on this host
+
+
+def safety_layers(plan: Dict[str, Any], changing: bool) -> List[str]:
+    """Return the host layers to capture in the preview's run: the plan's ``safety_host`` when the host's own plan
+    found no problem and something changes (a layer of the plan, or one outside the host's store); else none."""
+    if plan["problems"] or not (plan["changes"] or changing):
+        return []
+    return list(plan["safety_host"])
+
+
+def preview_with_safety(request: PreviewRequest, ask: Optional[SafetyAsk], check_mode: bool) -> Dict[str, Any]:
+    """Preview the host (:func:`preview_host`), then, when asked, outside check mode and when this host's plan is
+    clear, take its safety checkpoint in the same run, journaled (``safety_journal``) so that a run refused
+    afterwards by another host can remove it. Adds ``safety``: ``layers`` taken (empty: none), the capture's
+    result, its ``journal`` and a ``problem`` when the capture failed."""
+    outcome = preview_host(request)
+    if ask is None or check_mode or not ask.label:
+        return outcome
+    settings = HostSettings(paths=request.paths, release_root=request.release_root, store_path=request.store_path,
+                            databases=request.databases, flags=request.flags)
+    plan = plan_host("", request.target, request.layers, settings, outcome["checkpoints"], None, "",
+                     outcome["previews"], outcome["problems"])
+    layers = safety_layers(plan, ask.changing)
+    if not layers:
+        outcome["safety"] = {"layers": [], "journal": {"created": []}}
+        return outcome
+    config = plan["steps"].get("config") or {}
+    taken = take_journaled(SafetyRequest(
+        label=ask.label, reason=ask.reason, layers=layers, store_path=request.store_path, owner=request.owner,
+        encryption_key=request.encryption_key, lock_timeout=ask.lock_timeout, paths=list(config.get("paths") or []),
+        roots=list(config.get("roots") or []), exclude=list(ask.exclude), release_root=request.release_root,
+        databases=request.databases, flags=request.flags))
+    taken["layers"] = [] if taken.get("problem") else layers
+    outcome["safety"] = taken
+    outcome["changed"] = bool(taken["journal"]["created"])
+    return outcome

@@ -43,6 +43,7 @@ class SafetyRequest:
     release_root: str = ""
     databases: List[Dict[str, Any]] = field(default_factory=list)  # with their passwords (never returned)
     flags: List[Dict[str, Any]] = field(default_factory=list)  # flag sets, with their etcd passwords
+    keep_caches: bool = False  # leave the stat caches as they are (a journaled capture, see safety_journal)
 
     def wants(self, layer: str) -> bool:
         """Whether the layer is asked for and configured on this host."""
@@ -56,7 +57,8 @@ def _config(request: SafetyRequest) -> Dict[str, Any]:
         store_path=request.store_path, owner=request.owner, lock_timeout=request.lock_timeout,
         check_mode=request.check_mode, paths=list(request.paths), roots=list(request.roots),
         exclude=list(request.exclude),
-        label=request.label, reason=request.reason, encryption_key=request.encryption_key))
+        label=request.label, reason=request.reason, encryption_key=request.encryption_key,
+        keep_caches=request.keep_caches))
     return {"changed": bool(outcome["changed"]), "checkpoint": outcome["checkpoint"].get("id"),
             "stats": outcome["stats"]}
 

@@ -46,6 +46,7 @@ class CheckpointParams:
     encryption_key: Optional[str] = None
     new_encryption_key: Optional[str] = None
     repository: Optional[dict] = None  # restore: fetch the checkpoint from this repository when the store lacks it
+    keep_caches: bool = False  # a capture leaves the store's stat caches as they are (a safety checkpoint taken early)
 
     @classmethod
     def from_module(cls, params: dict, check_mode: bool, diff: bool = False) -> "CheckpointParams":
@@ -57,7 +58,9 @@ class CheckpointParams:
 
     def store(self) -> Store:
         """Return the store (with its encryption key, if any)."""
-        return Store(self.store_path, self.encryption_key)
+        store = Store(self.store_path, self.encryption_key)
+        store.keep_caches = self.keep_caches
+        return store
 
     def lock(self, store: Store, operation: str):
         """Take the store lock for a write."""

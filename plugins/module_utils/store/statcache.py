@@ -202,3 +202,20 @@ class CacheWriter:
         except OSError:
             pass  # what it still buffered could not be written (a full disk): the file goes all the same
         unlink_quietly(self.tmp)
+
+
+class KeptCache:
+    """A cache writer that writes nothing: the old cache stays as it was (a capture that must leave the store's
+    existing files untouched, so that removing what it created restores the store byte for byte)."""
+
+    def add(self, rel: str, sha: str, st: os.stat_result) -> None:
+        """Ignore an entry."""
+
+    def add_row(self, row: str) -> None:
+        """Ignore a row."""
+
+    def commit(self) -> None:
+        """Nothing to replace."""
+
+    def abort(self) -> None:
+        """Nothing to drop."""

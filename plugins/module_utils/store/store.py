@@ -32,7 +32,7 @@ from ..common.lock import DEFAULT_TTL, FileLock
 from .manifest import Manifest
 from .packs import Location, PackSet
 from .retention import DAY, Policy, Snapshot, forgotten, plan
-from .statcache import CacheReader, CacheWriter
+from .statcache import CacheReader, CacheWriter, KeptCache
 from .root import CHUNK, DEFAULT_STORE, LAYOUT, StoreRoot, parse_time, sha256_file, utc_now
 from .manifests import Manifests, check_new_label, checkpoint_summary
 from .objects import Objects
@@ -69,6 +69,7 @@ class Store:
         self.checkpoints = Manifests(self.base, self.objects, self.writes)
         self._maintenance: Optional[Maintenance] = None
         self._sound: Set[bytes] = set()  # objects this process checked against their names (see remember_sound)
+        self.keep_caches = False  # True: captures leave the stat caches as they are (see cache_writer)
 
     @property
     def maintenance(self) -> Maintenance:
@@ -168,9 +169,10 @@ class Store:
         """Return the stat cache of a managed root for lookups (sealed in an encrypted store)."""
         return self.objects.cache_reader(root)
 
-    def cache_writer(self, root: str) -> CacheWriter:
-        """Return a writer of a managed root's new stat cache (renamed into place on commit)."""
-        return self.objects.cache_writer(root)
+    def cache_writer(self, root: str) -> Union[CacheWriter, KeptCache]:
+        """Return a writer of a managed root's new stat cache (renamed into place on commit); with
+        ``keep_caches`` one that writes nothing."""
+        return KeptCache() if self.keep_caches else self.objects.cache_writer(root)
 
     def object_location(self, sha: str) -> Location:
         """Return (file, offset, length) of a blob's stored bytes: its own file, or a range of a pack."""
