@@ -71,8 +71,10 @@ def test_every_layer_comes_back_to_v1_on_every_host_and_a_second_concurrent_roll
     assert len(previews) == 1 and previews[0]["safety_snapshot"]["label"].startswith("safety/") \
         and previews[0]["safety_snapshot"]["changed"] is True, "the Terraform preview stores the safety snapshot, once"
     assert not [e for e in ran if e["action"] == "ansible.builtin.async_status"], "no background job to wait for"
-    safety = [e["host"] for e in ran if e["action"] == "gitops.rollback.rollback_safety"]
-    assert sorted(safety) == ["h1", "h2", "h3"], "one safety checkpoint run per host, for all its layers"
+    assert not [e for e in ran if e["action"] == "gitops.rollback.rollback_safety"], "no separate safety checkpoint run"
+    taken = {e["host"]: e["result"]["safety"]["layers"] for e in ran if e["action"] == "gitops.rollback.rollback_plan"}
+    assert sorted(taken) == ["h1", "h2", "h3"] and all(taken.values()), \
+        "one module run per host for its plan and its safety checkpoint, of all its layers: %s" % taken
     assert not [e for e in ran if e["action"] in ("gitops.rollback.checkpoint", "gitops.rollback.db_backup")]
     after = drill.state()
     for name in ("h1", "h2", "h3"):
@@ -109,6 +111,9 @@ def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):
     assert "nothing was changed on any host" in refusal and "[h3 / config]" in refusal and entry["sha256"] in refusal
     assert "[h1 / config]" not in refusal and "[h2 / config]" not in refusal, "only the host whose object is bad"
     assert drill.stores() == stores, "no safety checkpoint anywhere, not even the Terraform snapshot of the controller"
+    removed = sorted(e["host"] for e in result.events if e.get("action") == "gitops.rollback.rollback_safety"
+                     and e.get("status") not in ("skipped", None))
+    assert removed == ["h1", "h2"], "the safety checkpoints the clear hosts took in their plan's run were removed"
     assert [e["event"] for e in drill.audit()] == ["started", "refused"]
 
 
