@@ -236,7 +236,8 @@ def test_one_batch_finishes_the_reachable_hosts_and_a_rerun_completes(setup: Set
     run = setup.start_rollback(rollback_to="v1")
     preflight = run.wait_for("the safety checkpoint of h2", lambda: any(
         e["event"] == "result" and e["host"] == "h2" and e["status"] == "ok"
-        and e["action"].endswith("rollback_safety") for e in run.events()))
+        and e["action"].endswith("rollback_plan") and (e["result"].get("safety") or {}).get("layers")
+        for e in run.events()))
     setup.fleet.stop_host("h2")
     stopped = time.monotonic()
     result = run.finish()
