@@ -104,7 +104,7 @@ options:
   safety:
     description:
       - Take the host's safety checkpoint in the same host run as the plan, when this host's own plan is clear and
-        something changes (outside check mode): C(label), and optionally C(reason), C(exclude), C(lock_timeout), as
+        something changes (outside check mode) - C(label), and optionally C(reason), C(exclude), C(lock_timeout), as
         M(gitops.rollback.rollback_safety) takes them. What it created is returned in RV(safety), so that a run
         refused by another host's plan can remove it (M(gitops.rollback.rollback_safety) O(gitops.rollback.rollback_safety#module:state=absent)).
         Empty - no safety checkpoint here.

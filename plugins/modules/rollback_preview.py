@@ -20,7 +20,7 @@ description:
   - With O(safety), outside check mode, when this host's own plan (the rules of
     M(gitops.rollback.rollback_plan)) found no problem and something changes, the same run then takes the host's
     safety checkpoint, as M(gitops.rollback.rollback_safety) does, with the store's stat caches left as they are,
-    and returns in RV(safety) what it created (its journal): M(gitops.rollback.rollback_safety)
+    and returns in RV(safety) what it created (its journal); M(gitops.rollback.rollback_safety)
     O(gitops.rollback.rollback_safety#module:state=absent) removes exactly that when another host refuses the run,
     and the store is then byte for byte what it was.
 author:
@@ -150,8 +150,8 @@ problems:
 safety:
   description:
     - The safety checkpoint taken in this run - C(layers) captured (empty - none taken), C(checkpoint) (its id),
-      C(problem) when the capture failed, and C(journal) (C(created), every store path the capture created;
-      C(checkpoints), the manifests before it; C(touched), existing files that changed meanwhile).
+      C(problem) when the capture failed, and C(journal) (C(created), every store path the capture created, C(checkpoints), the manifests before it, and
+      C(touched), existing files that changed meanwhile).
   returned: when O(safety) was given, outside check mode
   type: dict
   sample: {layers: [config, release], checkpoint: 20261203T120001.123Z-a1b2c3,

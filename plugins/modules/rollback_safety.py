@@ -20,7 +20,7 @@ description:
   - A failure of any layer fails the task at once; the layers captured before it stay in the checkpoint.
   - With O(state=absent), removes what a safety checkpoint taken in the plan's run created (the C(journal) that
     M(gitops.rollback.rollback_preview) returned in RV(gitops.rollback.rollback_preview#module:safety)), under the
-    store lock: the store is then byte for byte what it was before it. When another writer stored a checkpoint
+    store lock, and the store is then byte for byte what it was before it. When another writer stored a checkpoint
     since, only the safety checkpoint's manifest goes and its objects are left to the next garbage collection.
 author:
   - gitops.rollback contributors (@gitops-rollback)

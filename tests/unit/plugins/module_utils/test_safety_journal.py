@@ -132,4 +132,3 @@ def test_the_safety_checkpoint_is_taken_only_when_the_host_plan_is_clear_and_som
         problems, changes, changing, expected):
     plan = {"problems": problems, "changes": changes, "safety_host": ["release", "config"]}
     assert safety_layers(plan, changing) == expected
-
