@@ -50,6 +50,19 @@ options:
     type: list
     elements: path
     default: []
+  allowed_paths:
+    description:
+      - With O(repository), the only paths the checkpoint may restore - the host's managed paths as the inventory
+        configures them (C(gitops_rollback_paths); C(playbooks/rebuild.yml) passes them). Default is O(paths).
+      - The repository host is not trusted, and a plain store's manifest names the paths its files go to. A
+        checkpoint with a managed path outside these (or that is not an absolute normalised path) is refused
+        before anything is fetched or written, naming the path. With O(repository) and neither this nor
+        O(paths), a checkpoint that restores files is refused.
+      - Without O(repository), the local store is trusted to name its managed paths; when given, these bound
+        the restore too.
+    type: list
+    elements: path
+    default: []
   safety_checkpoint:
     description:
       - Take a checkpoint of the current state before changing anything.
@@ -94,6 +107,7 @@ EXAMPLES = r"""
       name: "{{ inventory_hostname }}"
       private_key: "{{ vault_repository_ssh_key }}"
       known_hosts: "{{ repository_host_key_line }}"
+    allowed_paths: "{{ gitops_rollback_paths }}"
 
 - name: Put back only the nginx configuration of v1.3.0, leaving the rest of /etc/app as it is
   gitops.rollback.restore:
@@ -185,6 +199,7 @@ def main() -> None:
     argument_spec = dict(
         checkpoint=dict(type="str", required=True),
         paths=dict(type="list", elements="path", default=[]),
+        allowed_paths=dict(type="list", elements="path", default=[]),
         safety_checkpoint=dict(type="bool", default=True),
         verify_checkpoint=dict(type="bool", default=False),
         **repository_argument_spec(),

@@ -28,6 +28,7 @@ class CheckpointParams:
     lock_timeout: float = 0.0
     check_mode: bool = False
     paths: List[str] = field(default_factory=list)
+    allowed_paths: List[str] = field(default_factory=list)  # restore: where a checkpoint may write (from a repository)
     roots: List[str] = field(default_factory=list)  # the managed roots paths may lie below (a safety checkpoint)
     include: List[str] = field(default_factory=list)
     exclude: List[str] = field(default_factory=list)

@@ -19,6 +19,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .allowed_roots import check_roots
 from .capture import CheckpointRequest, locate, roots_of, save_checkpoint
 from ..common.errors import IntegrityError, RollbackError, UnsafePathError
 from ..common.labels import show_label
@@ -495,6 +496,7 @@ class RestoreOptions:
     want_diff: bool = False
     safety_checkpoint: bool = True
     creator: Optional[str] = None
+    allowed_roots: Optional[Sequence[str]] = None  # where the restore may write (None: where the manifest says)
 
 
 SourceFor = Callable[[Sequence[RootPlan]], ContentSource]
@@ -507,6 +509,7 @@ def restore_checkpoint(store: Store, manifest: dict, options: RestoreOptions, so
     by default the store; a rebuild streams the objects the store lacks from a repository.
     """
     records = roots_of(manifest, options.only_paths)
+    check_roots(manifest, options.allowed_roots, records)
     refuse_unheld(store, manifest, records, options.only_paths)
     capture = options.safety_checkpoint and not options.dry_run
     try:

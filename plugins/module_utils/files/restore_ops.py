@@ -11,6 +11,8 @@ import time
 from typing import Optional, Sequence
 
 from ..common.errors import IntegrityError, RollbackError
+from .allowed_roots import allowed_paths, check_roots
+from .capture import roots_of
 from .checkpoint_ops import CheckpointParams, damaged_message
 from ..replication.client import RepositorySpec
 from ..replication.fetch import Fetcher
@@ -76,9 +78,14 @@ def restore_host(params: CheckpointParams) -> dict:
 
 
 def _restore_options(params: CheckpointParams) -> RestoreOptions:
+    """How the restore runs; from a repository it may write only below ``allowed_paths`` (default ``paths``)."""
+    if params.repository:
+        allowed: Optional[list] = allowed_paths(params.allowed_paths or params.paths)
+    else:
+        allowed = allowed_paths(params.allowed_paths) if params.allowed_paths else None
     return RestoreOptions(
         only_paths=params.paths, dry_run=params.check_mode, want_diff=params.diff,
-        safety_checkpoint=params.safety_checkpoint, creator=params.owner,
+        safety_checkpoint=params.safety_checkpoint, creator=params.owner, allowed_roots=allowed,
     )
 
 
@@ -105,6 +112,7 @@ def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
     spec = RepositorySpec.from_options(params.repository)
     if params.check_mode:
         with Fetcher(store, spec, params.encryption_key) as fetcher:
+            refuse_foreign_roots(store, fetcher, params.checkpoint, _restore_options(params))
             fetched = fetcher.plan(params.checkpoint)
         if fetched["source"] == "repository":
             return {"changed": True, "checkpoint": fetched["checkpoint"], "fetched": fetched["fetched"],
@@ -135,8 +143,10 @@ def rebuild(store: Store, fetcher: Fetcher, ref: str, options: RestoreOptions, v
     restored, each hashed as it is written and checked against its name before anything is renamed
     into place; the local store does not keep the checkpoint. A restore that also removes entries
     (the target is not empty), an encrypted store, or ``verify_checkpoint`` fetch the checkpoint into
-    the store first (checked), then restore from it.
+    the store first (checked), then restore from it. A checkpoint that would write outside
+    ``options.allowed_roots`` (none when unset) is refused before anything is fetched.
     """
+    refuse_foreign_roots(store, fetcher, ref, options)
     manifest = None if verify_checkpoint else fetcher.trees_only(ref)
     if manifest is None:
         fetched = fetcher.fetch(ref)
@@ -151,3 +161,14 @@ def rebuild(store: Store, fetcher: Fetcher, ref: str, options: RestoreOptions, v
 
     outcome = _restore_reported(store, manifest, options, source_for)
     return manifest, outcome, fetcher.rebuilt()
+
+
+def refuse_foreign_roots(store: Store, fetcher: Fetcher, ref: str, options: RestoreOptions) -> None:
+    """Refuse, before anything is fetched or written, a checkpoint whose roots would take the restore outside
+    ``options.allowed_roots`` (none when unset): its manifest as the local store holds it, else as the repository does."""
+    manifest = store.find_optional(ref) if store.exists() else None
+    source = "the local store %s" % store.root
+    if manifest is None:
+        manifest = fetcher.view().find(ref, fetcher.spec.where())
+        source = "the repository %s" % fetcher.spec.where()
+    check_roots(manifest, options.allowed_roots or [], roots_of(manifest, options.only_paths), source)

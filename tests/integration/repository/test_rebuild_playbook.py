@@ -49,7 +49,8 @@ def test_a_wiped_host_is_rebuilt_from_the_repository_byte_identical(
     assert tree(host.local("/srv/app")) == {} and not os.listdir(host.store)
 
     result = run_playbook(PLAYBOOK, extra_vars={"checkpoint_label": "v1", "gitops_rollback_hosts": "h1",
-                                                "gitops_rollback_repository": options})
+                                                "gitops_rollback_repository": options,
+                                                "gitops_rollback_paths": ["/srv/app"]})
     assert result.ok, result
     rebuilt = result.result("Restore the checkpoint, fetching it from the repository", "h1")
     assert rebuilt["fetched"]["objects"] == sent["objects"]["sent"] and rebuilt["verified"], rebuilt

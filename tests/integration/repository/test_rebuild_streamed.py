@@ -43,10 +43,12 @@ def replicated(eng, repository_host, repo_path: str, tmp_path: Path, key=None):
     return SimpleNamespace(root=root, spec=spec, expected=expected, manifest=manifest, content=content)
 
 
-def rebuild(eng, ops, tmp_path: Path, spec, key=None, **options):
-    """Restore checkpoint v1 from the repository into a new local store, as the restore module does."""
+def rebuild(eng, ops, tmp_path: Path, lost, key=None, **options):
+    """Restore checkpoint v1 from the repository into a new local store, as the restore module does (allowed to
+    write the lost tree's root)."""
     store = eng.store.Store(str(tmp_path / "store"), key)
-    with eng.fetch.Fetcher(store, spec, key) as fetcher:
+    options.setdefault("allowed_roots", [str(lost.root)])
+    with eng.fetch.Fetcher(store, lost.spec, key) as fetcher:
         fetcher.prepare()
         with store.lock("test", "restore"):
             manifest, outcome, fetched = ops.restore_ops.rebuild(store, fetcher, "v1", eng.restore.RestoreOptions(**options))
@@ -57,7 +59,7 @@ def test_a_rebuild_writes_the_files_straight_from_the_repository_equal_to_the_ch
         eng, ops, repository_host, repo_path, tmp_path, monkeypatch):
     lost = replicated(eng, repository_host, repo_path, tmp_path)
     monkeypatch.setattr(eng.fetch, "NAMES_PER_REQUEST", 4)  # several batches, each asked before the last is read
-    store, manifest, outcome, fetched = rebuild(eng, ops, tmp_path, lost.spec)
+    store, manifest, outcome, fetched = rebuild(eng, ops, tmp_path, lost)
     assert snapshot(lost.root) == lost.expected
     assert outcome["verified"] and manifest["id"] == lost.manifest["id"]
     assert fetched["source"] == "repository" and fetched["checkpoint"]["id"] == lost.manifest["id"]
@@ -75,12 +77,12 @@ def test_content_several_files_have_is_fetched_once_or_again_beyond_the_memory_k
     shared = lost.content["data/same-a.txt"]
     (tmp_path / "once").mkdir()
     (tmp_path / "twice").mkdir()
-    _store, _manifest, outcome, fetched = rebuild(eng, ops, tmp_path / "once", lost.spec)
+    _store, _manifest, outcome, fetched = rebuild(eng, ops, tmp_path / "once", lost)
     assert snapshot(lost.root) == lost.expected and outcome["verified"]
     once = fetched["fetched"]
     shutil.rmtree(lost.root)
     monkeypatch.setattr(eng.fetch, "REPEATS_KEPT", 0)  # nothing kept in memory: the shared content comes twice
-    _store, _manifest, outcome, fetched = rebuild(eng, ops, tmp_path / "twice", lost.spec)
+    _store, _manifest, outcome, fetched = rebuild(eng, ops, tmp_path / "twice", lost)
     assert snapshot(lost.root) == lost.expected and outcome["verified"]
     assert fetched["fetched"]["objects"] == once["objects"] + 1
     assert fetched["fetched"]["bytes"] == once["bytes"] + len(b"the same content\n" * 100)
@@ -98,7 +100,7 @@ def test_a_corrupted_object_is_refused_naming_it_and_nothing_is_restored(
     damaged.write_bytes(bytes(data))
 
     with pytest.raises(eng.errors.IntegrityError) as refused:
-        rebuild(eng, ops, tmp_path, lost.spec)
+        rebuild(eng, ops, tmp_path, lost)
     assert name in str(refused.value) and "corrupted" in str(refused.value) and lost.spec.where() in str(refused.value)
     assert refused.value.details["damaged"][0]["object"] == name
     assert refused.value.details["damaged"][0]["restore_path"] == str(lost.root / damaged_path)
@@ -117,7 +119,7 @@ def test_an_object_of_another_size_is_refused_before_a_byte_of_it_is_written(
                         lambda self, sha: (written.append(sha) or chunk for chunk in chunks(self, sha)))
 
     with pytest.raises(eng.errors.IntegrityError) as refused:
-        rebuild(eng, ops, tmp_path, lost.spec)
+        rebuild(eng, ops, tmp_path, lost)
     assert name in str(refused.value) and "bytes where the checkpoint's file has" in str(refused.value)
     assert name not in written  # refused when its size arrived, before its first chunk
     assert list(lost.root.iterdir()) == []
@@ -137,7 +139,7 @@ def test_a_repository_host_lost_in_the_middle_of_the_stream_fails_clearly_and_no
     monkeypatch.setattr(ops.nofollow, "race_hook", cut)
     try:
         with pytest.raises(eng.client.RepositoryError, match="could not be reached or stopped answering"):
-            rebuild(eng, ops, tmp_path, lost.spec)
+            rebuild(eng, ops, tmp_path, lost)
     finally:
         repository_host.fleet.start_host(name)
     assert list(lost.root.iterdir()) == []  # nothing renamed into place, nothing staged left, no directory made
@@ -156,7 +158,7 @@ def test_a_link_planted_after_the_plan_is_not_followed(eng, ops, repository_host
 
     monkeypatch.setattr(ops.nofollow, "race_hook", plant)
     with pytest.raises(eng.errors.UnsafePathError):
-        rebuild(eng, ops, tmp_path, lost.spec)
+        rebuild(eng, ops, tmp_path, lost)
     assert list(outside.iterdir()) == []
     assert sorted(os.listdir(lost.root)) == ["data"] and os.path.islink(lost.root / "data")
 
@@ -167,7 +169,7 @@ def test_a_rebuild_that_removes_entries_fetches_into_the_store_first(eng, ops, r
     lost.root.mkdir()
     (lost.root / "left-over.txt").write_bytes(b"not in the checkpoint\n")
     os.symlink("/etc", lost.root / "conf")  # where the checkpoint has a directory: removed, not followed
-    store, _manifest, outcome, fetched = rebuild(eng, ops, tmp_path, lost.spec, safety_checkpoint=False)
+    store, _manifest, outcome, fetched = rebuild(eng, ops, tmp_path, lost, safety_checkpoint=False)
     assert snapshot(lost.root) == lost.expected and outcome["verified"]
     assert store.verify(store.find("v1")) == []  # the store holds the checkpoint whole
     assert fetched["fetched"]["objects"] == len(set(lost.content.values())) + 1
@@ -175,6 +177,6 @@ def test_a_rebuild_that_removes_entries_fetches_into_the_store_first(eng, ops, r
 
 def test_an_encrypted_store_is_rebuilt_through_the_store(eng, ops, repository_host, repo_path, tmp_path):
     lost = replicated(eng, repository_host, repo_path, tmp_path, KEY)
-    store, _manifest, outcome, _fetched = rebuild(eng, ops, tmp_path, lost.spec, KEY)
+    store, _manifest, outcome, _fetched = rebuild(eng, ops, tmp_path, lost, KEY)
     assert snapshot(lost.root) == lost.expected and outcome["verified"]
     assert store.verify(store.find("v1")) == []

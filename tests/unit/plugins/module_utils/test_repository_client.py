@@ -179,7 +179,7 @@ def test_a_reply_with_fewer_sizes_than_objects_is_refused_before_the_restore_cha
         with fetch.Fetcher(fresh, spec, key) as fetcher:
             fetcher.prepare()
             with fresh.lock("test", "restore"):
-                restore_ops.rebuild(fresh, fetcher, "v1", restore.RestoreOptions())
+                restore_ops.rebuild(fresh, fetcher, "v1", restore.RestoreOptions(allowed_roots=[str(app)]))
     assert {path.name: path.read_bytes() for path in (app / "data").iterdir()} == before
     assert fresh.ids() == []  # no manifest of a checkpoint whose objects never came
     assert not any(fresh.known_sound(name) for name in store.referenced(manifest) if name not in tree_names(manifest))
