@@ -186,25 +186,35 @@ def read_state(dir_fd: int, name: str, where: str) -> FileState:
     return FileState(data, stat.S_IMODE(status.st_mode), status.st_uid, status.st_gid)
 
 
-def open_key_dir(path: str, owner: Tuple[int, int], create: bool) -> Optional[int]:
-    """Open the directory of an authorized_keys file: the directories above it resolved (they belong to root), the
-    last one reached through no link and made (mode 0700, owned by ``owner``) when missing and ``create``; a
-    missing one is None otherwise."""
-    parent = os.path.dirname(path)
-    top_fd = open_root(os.path.realpath(os.path.dirname(parent)))
+def open_key_dir(path: str, home: str, owner: Tuple[int, int], create: bool) -> Optional[int]:
+    """Open the directory of an authorized_keys file, following no link the account could have made.
+
+    Links are resolved above the account's ``home`` (root's directories) and, for a file outside the home, above
+    its directory; from there every directory is opened without following a link. The file's own directory is
+    made (mode 0700, owned by ``owner``) when it is missing and ``create``; a missing one is None otherwise.
+    """
+    parent = os.path.normpath(path.rsplit("/", 1)[0] or "/")
+    home = os.path.normpath(home)
+    base = home if parent == home or parent.startswith(home.rstrip("/") + "/") else os.path.dirname(parent)
+    parts = [part for part in parent[len(base):].split("/") if part]
+    fd = open_root(os.path.realpath(base))
     try:
-        name = os.path.basename(parent)
-        try:
-            fd = open_dir_at(top_fd, name, parent)
-        except FileNotFoundError:
-            if not create:
-                return None
-            os.mkdir(name, 0o700, dir_fd=top_fd)
-            fd = open_dir_at(top_fd, name, parent)
-            os.fchown(fd, owner[0], owner[1])
-        return fd
-    finally:
-        os.close(top_fd)
+        for depth, name in enumerate(parts):
+            last = depth == len(parts) - 1
+            try:
+                child = open_dir_at(fd, name, parent)
+            except FileNotFoundError:
+                if not (create and last):
+                    return None
+                os.mkdir(name, 0o700, dir_fd=fd)
+                child = open_dir_at(fd, name, parent)
+                os.fchown(child, owner[0], owner[1])
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def open_receiver_dir(path: str, check: bool) -> Optional[int]:
@@ -214,8 +224,8 @@ def open_receiver_dir(path: str, check: bool) -> Optional[int]:
     if problem:
         raise LoginError("The receiver's directory %s is not safe for a program that bound logins run: %s. Choose a "
                          "directory that belongs to root and that no other user can write." % (parent, problem))
-    try:
-        return open_root(parent, create=not check)
+    try:  # the links on the path were judged (root's), so they are followed; below them nothing is
+        return open_root(os.path.realpath(parent), create=not check)
     except FileNotFoundError:
         return None  # check mode: it would be made
 
@@ -258,7 +268,7 @@ def converge(request: Request, source: bytes, check: bool) -> dict:
     if not os.path.isabs(path):
         raise LoginError("The authorized_keys path %r is not absolute." % path)
     receiver = _install_receiver(request, source, check)
-    keys = _write_block(request, path, (uid, gid), check)
+    keys = _write_block(request, path, home, (uid, gid), check)
     return {"changed": receiver["changed"] or keys["changed"], "receiver": receiver, "authorized_keys": keys,
             "logins": [login.public() for login in request.logins]}
 
@@ -285,8 +295,11 @@ def _describe(state: FileState) -> str:
     return "sha256 %s, mode %04o, owner %d:%d\n" % (hashlib.sha256(state.data).hexdigest(), state.mode, state.uid, state.gid)
 
 
-def _write_block(request: Request, path: str, owner: Tuple[int, int], check: bool) -> dict:
-    dir_fd = open_key_dir(path, owner, create=not check)  # None in check mode: the directory would be made
+def _write_block(request: Request, path: str, home: str, owner: Tuple[int, int], check: bool) -> dict:
+    dir_fd = open_key_dir(path, home, owner, create=not check)  # None in check mode: the directory would be made
+    if dir_fd is None and not check:
+        raise LoginError("The directories above %s are missing (only the file's own directory is made). Make them, "
+                         "or choose another authorized_keys path, and run again." % path)
     name = os.path.basename(path)
     try:
         found = read_state(dir_fd, name, path) if dir_fd is not None else FileState(None)

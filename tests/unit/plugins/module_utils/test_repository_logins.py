@@ -172,6 +172,24 @@ def test_a_link_in_place_of_the_file_or_its_directory_is_never_written_through(p
     assert not receiver.exists() or receiver.read_bytes() == receiver_source()
 
 
+def test_below_the_home_no_link_is_followed_and_only_the_last_directory_is_made(tmp_path):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    deep = str(home / ".ssh" / "keys" / "authorized_keys")
+    owner = (os.geteuid(), os.getegid())
+    assert lg.open_key_dir(deep, str(home), owner, create=True) is None  # .ssh is missing: not made
+    os.symlink(elsewhere, home / ".ssh")  # the account pointed its .ssh elsewhere
+    with pytest.raises(UnsafePathError, match="symlink"):
+        lg.open_key_dir(deep, str(home), owner, create=True)
+    assert not os.listdir(elsewhere)
+    os.unlink(home / ".ssh")
+    (home / ".ssh").mkdir()
+    fd = lg.open_key_dir(deep, str(home), owner, create=True)
+    os.close(fd)
+    assert stat.S_IMODE((home / ".ssh" / "keys").stat().st_mode) == 0o700
+
+
 @needs_root
 def test_a_receiver_directory_other_users_can_write_is_refused(place):
     receiver, _keys = place
