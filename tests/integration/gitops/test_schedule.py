@@ -1,6 +1,8 @@
 """Scheduled rollbacks and checkpoints through ``gitops-rollback schedule``: the real rollback and
 checkpoint playbooks run by ansible-runner against a local host, planned when scheduled and again
-when they run; who scheduled or cancelled what is in the audit log."""
+when they run; who scheduled or cancelled what is in the audit log. The checkpoint v1 the rollbacks
+go back to is set-up: the checkpoint module as Ansible runs it on the host (``run_task``), not a
+playbook run."""
 
 from __future__ import annotations
 
@@ -12,14 +14,15 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from gitops_support import REPO_ROOT, cli_env, run_cli
+from gitops_support import cli_env, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # the command runs the playbooks through ansible-runner
 
 
 @pytest.fixture
-def site(tmp_path: Path, run_playbook: Any, collections_path: Path) -> Dict[str, Any]:
-    """A local host whose app directory was checkpointed as v1 and then changed; the CLI's environment."""
+def site(tmp_path: Path, run_task: Any, collections_path: Path) -> Dict[str, Any]:
+    """A local host whose app directory was checkpointed as v1 (the checkpoint module on the host, as the
+    checkpoint playbook runs it) and then changed; the CLI's environment."""
     app = tmp_path / "srv" / "app"
     app.mkdir(parents=True)
     (app / "app.ini").write_text("workers = 4\n")
@@ -31,9 +34,9 @@ def site(tmp_path: Path, run_playbook: Any, collections_path: Path) -> Dict[str,
         "gitops_rollback_paths": [str(app)], "gitops_rollback_store_path": str(tmp_path / "store")}}}}))
     env = {**cli_env(collections_path), "HOME": str(home)}
     env.pop("XDG_STATE_HOME", None)
-    taken = run_playbook(REPO_ROOT / "playbooks" / "checkpoint.yml", inventory=inventory,
-                         extra_vars={"checkpoint_label": "v1"}, env={"HOME": str(home)})
-    assert taken.ok, taken
+    _run, taken = run_task("gitops.rollback.checkpoint", {"paths": [str(app)], "label": "v1",
+                                                           "store_path": str(tmp_path / "store")}, env={"HOME": str(home)})
+    assert taken["status"] == "ok" and taken["changed"], taken
     (app / "app.ini").write_text("workers = 0\n")
     return {"app": app, "home": home, "inventory": inventory, "env": env, "tmp": tmp_path,
             "store": tmp_path / "store", "schedule": home / ".local" / "state" / "gitops-rollback" / "schedule.json",

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Dict
 
@@ -62,43 +60,35 @@ def audit_rows(url: str) -> list:
 
 
 def test_a_second_controller_is_refused_while_the_first_holds_the_lock_and_the_log_has_both_in_order(
-        run_playbook, state_url, controllers, app, tmp_path) -> None:
-    release = tmp_path / "release-alice"
-    holding = [{"hosts": "app1", "gather_facts": False, "module_defaults": {"group/gitops.rollback.state": {
-        "state_url": state_url}}, "tasks": [
-        {"name": "take the lock as the role does", "gitops.rollback.run_lock": {
-            "name": "shop", "owner": "alice", "operation": "rollback to v1"},
-         "delegate_to": "localhost", "run_once": True, "register": "lock"},
-        {"gitops.rollback.audit": {"event": "started", "operation": "rollback", "run_id": "alice-run",
-                                   "target": "v1"}, "delegate_to": "localhost", "run_once": True},
-        {"ansible.builtin.wait_for": {"path": str(release), "timeout": 120}},
-        {"gitops.rollback.audit": {"event": "completed", "operation": "rollback", "run_id": "alice-run",
-                                   "target": "v1"}, "delegate_to": "localhost", "run_once": True},
-        {"gitops.rollback.run_lock": {"name": "shop", "owner": "alice",
-                                      "state": "absent", "token": "{{ lock.token }}"},
-         "delegate_to": "localhost", "run_once": True}]}]
-    first: dict = {}
-    thread = threading.Thread(target=lambda: first.update(run=run_playbook(
-        holding, inventory=app["inventory"], env=controllers["alice"])))
-    thread.start()
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(r.get("run_id") == "alice-run" for r in _rows(state_url)):
-            time.sleep(0.2)
-        rollback_vars = {"rollback_to": "v1", "gitops_rollback_paths": [str(app["dir"])],
-                         "gitops_rollback_store_path": str(app["store"]), "gitops_rollback_state": state_url,
-                         "gitops_rollback_lock_name": "shop"}
-        # bob keeps the same inventory at another path: the lock is the inventory's name, not its path
-        bob_inventory = Path(controllers["bob"]["HOME"]) / "inventory.yml"
-        bob_inventory.write_text(app["inventory"].read_text())
-        refused = run_playbook(ROLLBACK, inventory=bob_inventory, extra_vars=rollback_vars, env=controllers["bob"])
-        assert not refused.ok
-        assert "Refusing a second rollback" in refused.stdout and "alice" in refused.stdout, refused.stdout
-        assert (app["dir"] / "app.ini").read_text() == "workers = 0\n"  # bob changed nothing
-    finally:
-        release.write_text("go\n")
-        thread.join()
-    assert first["run"].ok, first["run"]
+        run_playbook, run_task, state_url, controllers, app) -> None:
+    """alice's run takes the lock and writes its audit records with the modules as the rollback role runs them
+    (``run_task``, alice's home); bob's rollback.yml (another home, the same inventory at another path) is
+    refused while she holds it and goes ahead once she released it."""
+    alice = controllers["alice"]
+
+    def as_alice(module: str, args: dict) -> dict:
+        _run, done = run_task(module, dict(args, state_url=state_url), env=alice)
+        assert done["status"] == "ok", done
+        return done
+
+    lock = as_alice("gitops.rollback.run_lock", {"name": "shop", "owner": "alice", "operation": "rollback to v1"})
+    as_alice("gitops.rollback.audit", {"event": "started", "operation": "rollback", "run_id": "alice-run", "target": "v1"})
+    rollback_vars = {"rollback_to": "v1", "gitops_rollback_paths": [str(app["dir"])],
+                     "gitops_rollback_store_path": str(app["store"]), "gitops_rollback_state": state_url,
+                     "gitops_rollback_lock_name": "shop"}
+    # bob keeps the same inventory at another path: the lock is the inventory's name, not its path
+    bob_inventory = Path(controllers["bob"]["HOME"]) / "inventory.yml"
+    bob_inventory.write_text(app["inventory"].read_text())
+    refused = run_playbook(ROLLBACK, inventory=bob_inventory, extra_vars=rollback_vars, env=controllers["bob"])
+    assert not refused.ok
+    assert "Refusing a second rollback" in refused.stdout and "alice" in refused.stdout, refused.stdout
+    assert (app["dir"] / "app.ini").read_text() == "workers = 0\n"  # bob changed nothing
+
+    as_alice("gitops.rollback.audit", {"event": "completed", "operation": "rollback", "run_id": "alice-run",
+                                       "target": "v1"})
+    released = as_alice("gitops.rollback.run_lock", {"name": "shop", "owner": "alice", "state": "absent",
+                                                     "token": lock["token"]})
+    assert released["changed"], released
     second = run_playbook(ROLLBACK, inventory=bob_inventory, extra_vars=rollback_vars, env=controllers["bob"])
     assert second.ok, second
     assert (app["dir"] / "app.ini").read_text() == "workers = 4\n"
@@ -110,13 +100,6 @@ def test_a_second_controller_is_refused_while_the_first_holds_the_lock_and_the_l
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
     for home in controllers.values():  # nothing went to the controllers' own files
         assert not (Path(home["HOME"]) / ".local" / "state" / "gitops-rollback" / "audit.jsonl").exists()
-
-
-def _rows(url: str) -> list:
-    try:
-        return audit_rows(url)
-    except psycopg2.Error:  # the schema is created by the first module run
-        return []
 
 
 # The module behaviours of the shared state run the modules as Ansible runs them on a host (run_task),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from release_helpers import (
-    ROOT, SHARED, write_build, by_label, deploy, deploy_args, deploy_play, deploy_plays, deploy_with_the_module, index, live_version,
+    ROOT, SHARED, write_build, by_label, deploy, deploy_args, deploy_play, deploy_with_the_module, index, live_version,
     release_dirs, release_module, role_play, state_of, task_result,
 )
 
@@ -19,7 +19,8 @@ def test_deploy_redeploy_plan_refuse_and_roll_back_to_previous_and_to_any_label_
     outcome: shared paths are linked into every release, a redeploy changes nothing, check mode says which
     release would become current, an unknown label is refused listing the releases, a rollback goes to the
     previous release and then to any label keeping the bad ones, and a second rollback changes nothing."""
-    deploy(run_playbook, builds, "v1")
+    for host in clean_fleet:  # v1 with the module (set-up); the role's first deploy into an empty root: from Git below
+        deploy_with_the_module(host, builds, "v1")
     h1 = clean_fleet["h1"]
     root = h1.local(ROOT)
     (root / "current" / "log" / "app.log").write_text("written by v1\n")
@@ -75,49 +76,51 @@ def test_deploy_redeploy_plan_refuse_and_roll_back_to_previous_and_to_any_label_
     ok, direct = release_module(clean_fleet["h1"], {"state": "rolled_back", "to": "v9"})
     assert not ok and "have: v3 (" in direct["msg"], direct
 
-    # Back to the previous release: the bad one is marked and kept.
-    previous = run_playbook(role_play("main", rollback_release_reason="health gate failed"))
+    # Back to the previous release (the bad one is marked and kept), then to any label, then the listing play
+    # reads what the rollbacks left, then the same rollback again changes nothing: one ansible-playbook run.
+    listing = [{"hosts": "fleet", "gather_facts": False, "tasks": [
+        {"name": "List", "gitops.rollback.release_info": {"root": ROOT}}]}]
+    second = role_play("main", rollback_release_to="v1")
+    second[0]["name"] = "the same rollback again"
+    rolled = run_playbook(role_play("main", rollback_release_reason="health gate failed")
+                          + role_play("main", rollback_release_to="v1") + listing + second)
 
-    assert previous.ok, previous
+    assert rolled.ok, rolled
     for host in clean_fleet:
-        assert live_version(host) == "v2"
+        previous = [e for e in rolled.events if e["task"].endswith(" : Switch current back") and e["host"] == host.name]
+        assert len(previous) == 3, previous
+        to_previous, to_v1, again = (event["result"] for event in previous)
+        assert to_previous["changed"] and to_previous["release"]["label"] == "v2", to_previous
+        assert to_previous["marked_bad"] == by_label(host)["v3"]["id"]
         releases = by_label(host)
         assert releases["v3"]["marks"] == ["bad"] and releases["v3"]["reason"] == "health gate failed"
         assert (host.local(ROOT) / "releases" / releases["v3"]["id"] / "VERSION").read_text() == "v3\n", "bad kept"
 
-    # To any label; the listing play reads what the rollback left: one ansible-playbook run for both.
-    listing = [{"hosts": "fleet", "gather_facts": False, "tasks": [
-        {"name": "List", "gitops.rollback.release_info": {"root": ROOT}}]}]
-    to_v1 = run_playbook(role_play("main", rollback_release_to="v1") + listing)
-
-    assert to_v1.ok, to_v1
-    for host in clean_fleet:
         assert live_version(host) == "v1"
         assert (host.local(ROOT) / "current" / "index.html").read_text() == f"<h1>{host.name} v1</h1>\n"
-        assert {label for label, rel in by_label(host).items() if "bad" in rel["marks"]} == {"v2", "v3"}
+        assert {label for label, rel in releases.items() if "bad" in rel["marks"]} == {"v2", "v3"}
         assert len(release_dirs(host)) == 3, "bad releases are kept for forensics"
-        switched = task_result(to_v1, "Switch current back", host.name)
-        assert switched["changed"] and switched["release"]["label"] == "v1"
-        assert switched["previous_release"]["label"] == "v2" and switched["previous_release"]["state"] == "bad"
-    listed = to_v1.result("List", "h2")
+        assert to_v1["changed"] and to_v1["release"]["label"] == "v1"
+        assert to_v1["previous_release"]["label"] == "v2" and to_v1["previous_release"]["state"] == "bad"
+
+        assert not again["changed"] and again["release"]["label"] == "v1", again
+    listed = rolled.result("List", "h2")
     assert [(r["label"], r["state"], r["current"]) for r in listed["releases"]] == [
         ("v1", "active", True), ("v2", "bad", False), ("v3", "bad", False)]
-
-    # The same rollback again changes nothing.
-    rolled = {host.name: state_of(host) for host in clean_fleet}
-    second = run_playbook(role_play("main", rollback_release_to="v1"))
-
-    assert second.ok, second
-    assert all(stats["changed"] == 0 for stats in second.stats.values()), second.stats
-    assert {host.name: state_of(host) for host in clean_fleet} == rolled
+    assert not [e for e in rolled.events if e["play"] == "the same rollback again" and e["changed"]], \
+        "the same rollback again changes nothing"
 
 
-def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, run_playbook, clean_fleet):
-    made = run_playbook(deploy_plays(builds, "v1") + role_play("good", rollback_release_reason="health gate passed")
-                        + deploy_plays(builds, "v2", "v3", "v4", "v5")
-                        + role_play("main")  # v5 bad -> v4 current
-                        + role_play("main"))  # v4 bad -> v3 current
-    assert made.ok, made
+def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, clean_fleet):
+    # Set-up with the release module on each host, with the arguments the role's entry points pass (deploy,
+    # good, main: the tests above run them): v1 good, v2..v5 deployed, two rollbacks mark v5 and v4 bad.
+    for host in clean_fleet:
+        deploy_with_the_module(host, builds, "v1")
+        for args in ({"state": "good", "reason": "health gate passed"}, *(deploy_args(builds, host.name, v) for v in (
+                "v2", "v3", "v4", "v5")), {"state": "rolled_back", "keep_bad": True}, {"state": "rolled_back", "keep_bad": True}):
+            ok, made = release_module(host, args)
+            assert ok, made
+        assert live_version(host) == "v3"
 
     # the module's pruning policy, run on each host as Ansible runs it there
     pruned = {host.name: release_module(host, {"state": "pruned", "keep": 1}) for host in clean_fleet}
@@ -198,14 +201,18 @@ def test_deploy_from_git_tags_and_roll_back_by_tag(clean_fleet, run_playbook, gi
         assert {label: rel["commit"] for label, rel in releases.items()} == repo.tags
         assert live_version(host) == "v2" and not (host.local(ROOT) / "current" / ".git").exists()
 
-    back = run_playbook(role_play("main", rollback_release_to="v1"))
+    # Back by tag, then the role's deploy of that tag again (a second play of the same run) changes nothing.
+    again = role_play("deploy", rollback_release_repo=repo.url, rollback_release_version="v1",
+                      rollback_release_shared=["log"])
+    again[0]["name"] = "deploy v1 again"
+    back = run_playbook(role_play("main", rollback_release_to="v1") + again)
     assert back.ok, back
     for host in clean_fleet:
         assert live_version(host) == "v1" and not (host.local(ROOT) / "current" / "new.py").exists()
-
-    again = run_playbook(role_play("deploy", rollback_release_repo=repo.url, rollback_release_version="v1",
-                                   rollback_release_shared=["log"]))
-    assert again.ok and all(s["changed"] == 0 for s in again.stats.values()), again
+        assert task_result(back, "Switch current back", host.name)["changed"]
+    redeployed = [e for e in back.events if e["play"] == "deploy v1 again" and e["status"] != "skipped"]
+    assert len([e for e in redeployed if e["task"].endswith(" : Deploy the release")]) == 3, redeployed
+    assert not [e for e in redeployed if e["changed"]], "deploying the current tag again changes nothing"
 
 
 def test_rollback_to_the_release_recorded_in_a_checkpoint(builds, run_playbook, clean_fleet):

@@ -39,12 +39,21 @@ def rollback_play(tf: TfSetup, label: str, **extra: Any) -> list[dict[str, Any]]
              "roles": [{"role": "gitops.rollback.rollback_infrastructure", "vars": role_vars(tf, label, **extra)}]}]
 
 
-def test_role_checkpoints_then_rolls_back_with_no_drift(tf_pg: TfSetup) -> None:
+def test_role_checkpoints_refuses_a_label_without_snapshot_rolls_back_with_no_drift_and_applies_at_a_tag(
+        tf_pg: TfSetup) -> None:
+    """One configuration on the pg backend: the role's checkpoint, a refusal, a dry run, the rollback with its
+    no-drift proof, then the apply_at mode (one set-up; each step is its own ansible-playbook run)."""
     tf = tf_pg
     v1 = tf.deploy("v1")
     run = tf.run(checkpoint_play(tf, "v1"), inventory=tf.inventory, env=tf.env)
     assert run.ok, run
     v2 = tf.deploy("v2")
+
+    refused = tf.run(rollback_play(tf, "v2"), inventory=tf.inventory, env=tf.env)  # the tag v2 has no snapshot
+    assert not refused.ok
+    failed = refused.results(status="failed")[0]["result"]
+    assert "No Terraform snapshot labelled v2" in failed["msg"], failed
+    assert tf.state()["serial"] == v2["serial"], "the refused run changed the state"
 
     dry = tf.run(rollback_play(tf, "v1"), inventory=tf.inventory, env=tf.env, check=True)
     assert dry.ok, dry
@@ -62,20 +71,8 @@ def test_role_checkpoints_then_rolls_back_with_no_drift(tf_pg: TfSetup) -> None:
     assert now["outputs"]["release"]["value"] == "v1"
     assert now["lineage"] == v1["lineage"] and now["serial"] > v2["serial"]
 
-
-def test_role_refuses_a_label_without_snapshot_before_changing_anything(tf_pg: TfSetup) -> None:
-    tf = tf_pg
-    v2 = tf.deploy("v2")
-    run = tf.run(rollback_play(tf, "v1"), inventory=tf.inventory, env=tf.env)
-    assert not run.ok
-    failed = run.results(status="failed")[0]["result"]
-    assert "No Terraform snapshot labelled v1" in failed["msg"]
-    assert tf.state()["serial"] == v2["serial"]
-
-
-def test_role_apply_at_mode_applies_the_tag_configuration(tf_pg: TfSetup) -> None:
-    tf = tf_pg
-    tf.deploy("v2")
-    run = tf.run(rollback_play(tf, "v1", rollback_infrastructure_mode="apply_at"), inventory=tf.inventory, env=tf.env)
+    # apply_at: the configuration at a tag (v2, which has no snapshot), not the checkout's (v1), applied
+    tf.repo.git("checkout", "--quiet", "--detach", "v1")
+    run = tf.run(rollback_play(tf, "v2", rollback_infrastructure_mode="apply_at"), inventory=tf.inventory, env=tf.env)
     assert run.ok, run
-    assert tf.state()["outputs"]["release"]["value"] == "v1"
+    assert tf.state()["outputs"]["release"]["value"] == "v2"

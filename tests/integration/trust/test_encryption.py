@@ -234,16 +234,20 @@ def test_a_host_without_cryptography_is_told_which_package_only_when_the_store_i
     root = tmp_path / "app"
     make_tree(root, "v1")
 
-    def task(store: str, key: str = "") -> dict:
+    def task(name: str, store: str, key: str = "") -> dict:
         args = {"paths": [str(root)], "label": "v1", "store_path": str(tmp_path / store), "encryption_key": key}
-        play = [{"hosts": "bare", "gather_facts": False,
-                 "tasks": [{"name": "task", "gitops.rollback.checkpoint": args, "ignore_errors": True}]}]
-        event = run_playbook(play, inventory=inventory).results("task", "bare")[-1]
+        return {"name": name, "gitops.rollback.checkpoint": args, "ignore_errors": True}
+
+    run = run_playbook([{"hosts": "bare", "gather_facts": False,  # both tasks in one run
+                         "tasks": [task("plain", "plain"), task("sealed", "sealed", KEY)]}], inventory=inventory)
+
+    def outcome(name: str) -> dict:
+        event = run.results(name, "bare")[-1]
         return dict(event["result"], status=event["status"])
 
-    plain = task("plain")
+    plain = outcome("plain")
     assert plain["status"] == "ok" and plain["changed"], plain
-    encrypted = task("sealed", KEY)
+    encrypted = outcome("sealed")
     assert encrypted["status"] == "ignored", encrypted
     assert "required Python library (cryptography)" in encrypted["msg"] and str(python) in encrypted["msg"]
     assert "Nothing was read or changed" in encrypted["msg"] and KEY not in json.dumps(encrypted)

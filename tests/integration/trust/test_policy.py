@@ -222,20 +222,27 @@ def test_an_approval_that_does_not_fit_is_refused(decide, keys, cli_copy, case, 
     assert reason in decision["refusal"], decision
 
 
-@pytest.mark.parametrize("limit, stops", [(1, True), (600, False)])
-def test_the_maximum_rollback_time_stops_the_run(run_playbook, local_inventory, tmp_path, limit, stops):
-    play = policy_play(tmp_path, {"max_rollback_seconds": limit})
-    play[0]["tasks"][1:1] = [
-        {"name": "A slow layer", "ansible.builtin.pause": {"seconds": 2}},
-        {"name": "Deadline", "ansible.builtin.include_role": {"name": "gitops.rollback.rollback",
-                                                              "tasks_from": "policy_deadline"},
-         "vars": {"__rollback_layer": "database"}},
-    ]
-    result = run_playbook(play, inventory=local_inventory)
-    assert result.ok != stops, result
-    assert (tmp_path / "changed").exists() != stops
-    if stops:
-        assert "exceeded max_rollback_seconds (1 s)" in result.stdout and "before database" in result.stdout
+def test_the_maximum_rollback_time_stops_the_run(run_playbook, local_inventory, tmp_path):
+    """Two plays of one run, each with a slow layer of 2 s: within 600 s the run goes on, past 1 s it stops
+    before the next layer (each play's policy step sets its own deadline)."""
+    plays = []
+    for limit in (600, 1):
+        play = policy_play(tmp_path, {"max_rollback_seconds": limit})
+        play[0]["name"] = "limit %d" % limit
+        play[0]["tasks"][1:1] = [
+            {"name": "A slow layer", "ansible.builtin.pause": {"seconds": 2}},
+            {"name": "Deadline", "ansible.builtin.include_role": {"name": "gitops.rollback.rollback",
+                                                                  "tasks_from": "policy_deadline"},
+             "vars": {"__rollback_layer": "database"}},
+        ]
+        play[0]["tasks"][-1]["ansible.builtin.copy"]["dest"] = str(tmp_path / ("changed-%d" % limit))
+        plays += play
+    result = run_playbook(plays, inventory=local_inventory)
+    assert not result.ok, result
+    assert (tmp_path / "changed-600").exists(), "within the limit the run went on"
+    assert not (tmp_path / "changed-1").exists(), "past the limit the run stopped before the next change"
+    assert "exceeded max_rollback_seconds (1 s)" in result.stdout and "before database" in result.stdout
+    assert "max_rollback_seconds (600 s)" not in result.stdout
 
 
 # -------------------------------------------------------------------------------------------- AWX
