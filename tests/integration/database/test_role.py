@@ -41,7 +41,8 @@ def test_role_backs_up_and_rolls_back_three_engines_ending_sessions_only_when_th
         tmp_path: Path, unique_name) -> None:
     """One checkpoint of four databases (PostgreSQL, MariaDB, SQLite, and a PostgreSQL one an application
     is connected to): the restore is refused while the application's session is open and the item does not
-    say terminate_sessions; with it, the session is ended and every database comes back."""
+    say terminate_sessions; with it, the session is ended and every database comes back. A restore
+    without a checkpoint is refused."""
     pg_db, my_db, sess_db = unique_name("rolepg"), unique_name("rolemy"), unique_name("rolesess")
     postgres.create_database(pg_db)
     postgres.psql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'v' || g "
@@ -71,8 +72,17 @@ def test_role_backs_up_and_rolls_back_three_engines_ending_sessions_only_when_th
         ],
         "rollback_database_passwords": {"shop": mariadb.password},
     }
-    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=variables)
-    assert result.rc == 0, str(result)
+    # The backup, then (a second play of the same run, so the variables are play vars, not -e) a restore
+    # without a checkpoint, which the role refuses.
+    bad = dict(variables, rollback_database_action="restore", rollback_database_checkpoint="")
+    result = run_playbook([{"name": "Databases", "hosts": "db", "gather_facts": False, "vars": variables,
+                            "roles": [{"role": "gitops.rollback.rollback_database"}]},
+                           {"name": "A restore without a checkpoint", "hosts": "db", "gather_facts": False, "vars": bad,
+                            "roles": [{"role": "gitops.rollback.rollback_database"}]}], inventory=local_inventory)
+    backed_up = [e for e in result.events if e["play"] == "Databases"]
+    assert backed_up and all(e["status"] in ("ok", "skipped") for e in backed_up), str(result)
+    refusal = [e for e in result.events if e["play"] == "A restore without a checkpoint" and e["status"] == "failed"]
+    assert result.rc != 0 and len(refusal) == 1 and "rollback_database needs" in refusal[0]["result"]["msg"], str(result)
     assert mariadb.password not in result.stdout
     manifests = list((store_path / "checkpoints").iterdir())
     assert len(manifests) == 1, "four databases, one checkpoint"
@@ -105,10 +115,6 @@ def test_role_backs_up_and_rolls_back_three_engines_ending_sessions_only_when_th
     with sqlite3.connect(lite) as conn:
         assert conn.execute("SELECT v FROM t ORDER BY id").fetchall() == [("a",), ("b",), ("c",)]
     assert mariadb.password not in result.stdout
-
-    bad = dict(variables, rollback_database_action="restore", rollback_database_checkpoint="")
-    result = run_playbook(PLAY, inventory=local_inventory, extra_vars=bad)
-    assert result.rc != 0 and "rollback_database needs" in result.stdout
 
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"

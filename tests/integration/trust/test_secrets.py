@@ -83,14 +83,14 @@ def receiver() -> Iterator[Receiver]:
     server.stop()
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[str]:
-    """Debian's prometheus requiring basic authentication (user ``prom``); yields its URL with credentials."""
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's prometheus requiring basic authentication (user ``prom``); yields its URL with credentials.
+    One server for the module: the tests only query it (``vector(0)``)."""
     binary = shutil.which("prometheus")
     if not binary:
         pytest.fail("prometheus is missing: apt-get install -y prometheus", pytrace=False)
-    work = tmp_path / "prometheus"
-    work.mkdir()
+    work = tmp_path_factory.mktemp("prometheus")
     hashed = crypt.crypt(PROM_PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
     (work / "web.yml").write_text(json.dumps({"basic_auth_users": {"prom": hashed}}))
     (work / "prometheus.yml").write_text(json.dumps({"global": {"scrape_interval": "1m"}}))
