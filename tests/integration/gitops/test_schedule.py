@@ -34,8 +34,8 @@ def site(tmp_path: Path, run_task: Any, collections_path: Path) -> Dict[str, Any
         "gitops_rollback_paths": [str(app)], "gitops_rollback_store_path": str(tmp_path / "store")}}}}))
     env = {**cli_env(collections_path), "HOME": str(home)}
     env.pop("XDG_STATE_HOME", None)
-    _run, taken = run_task("gitops.rollback.checkpoint", {"paths": [str(app)], "label": "v1",
-                                                           "store_path": str(tmp_path / "store")}, env={"HOME": str(home)})
+    checkpoint = {"paths": [str(app)], "label": "v1", "store_path": str(tmp_path / "store")}
+    _run, taken = run_task("gitops.rollback.checkpoint", checkpoint, env={"HOME": str(home)})
     assert taken["status"] == "ok" and taken["changed"], taken
     (app / "app.ini").write_text("workers = 0\n")
     return {"app": app, "home": home, "inventory": inventory, "env": env, "tmp": tmp_path,
