@@ -14,24 +14,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from health_support import JOB, _started, gate_metrics  # noqa: E402  (tests import from there, never from conftest)
 from services import ERROR_RATE_QUERY, MetricsApp, Nginx, Prometheus  # noqa: E402
 
+SCRAPE_INTERVAL = 0.5  # seconds: the first rate over [5s] after two scrapes
+LOAD_PAUSE = 0.1  # seconds between requests of an app's load: ten a second, 50 in the error rate's window
 
-@pytest.fixture
-def metrics_app() -> Iterator[MetricsApp]:
-    """The app (healthy: no errors, no added latency) under a steady load."""
-    app = MetricsApp("app").start()
-    app.start_load()
+
+@pytest.fixture(scope="module")
+def apps(request: pytest.FixtureRequest) -> Iterator[Dict[str, MetricsApp]]:
+    """The module's metrics apps, started once: its ``METRICS_APPS`` (job name -> ``error_rate``,
+    ``latency``, ``load``; default: one healthy app ``app`` under load). Each app is set once and never
+    changed, so tests that share one read it only; a test that changes an app has one of its own."""
+    wanted = getattr(request.module, "METRICS_APPS", {JOB: {}})
+    started: Dict[str, MetricsApp] = {}
     try:
-        yield app
+        for name, settings in wanted.items():
+            app = started[name] = MetricsApp(name).start()
+            app.set(error_rate=settings.get("error_rate", 0.0), latency=settings.get("latency", 0.0))
+            if settings.get("load", True):
+                app.start_load(threads=1, pause=LOAD_PAUSE)
+        yield started
     finally:
-        app.stop()
+        for app in started.values():
+            app.stop()
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path, metrics_app: MetricsApp) -> Iterator[Prometheus]:
-    """Debian's prometheus scraping the app every second, with data for the error-rate query."""
-    server = _started(lambda: Prometheus(tmp_path / "prometheus", [metrics_app.address], JOB).start())
+@pytest.fixture(scope="module")
+def metrics_app(apps: Dict[str, MetricsApp]) -> MetricsApp:
+    """The healthy app (no errors, no added latency) under a steady load: read it, never change it."""
+    return apps[JOB]
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory, apps: Dict[str, MetricsApp]) -> Iterator[Prometheus]:
+    """One Debian prometheus per module scraping each app (its own job) every 0.5 s, with data for the
+    error-rate query of every app under load."""
+    workdir = tmp_path_factory.mktemp("prometheus")
+    server = _started(lambda: Prometheus(workdir, [], jobs={name: [app.address] for name, app in apps.items()},
+                                         scrape_interval=SCRAPE_INTERVAL).start())
     try:
-        server.wait_for(ERROR_RATE_QUERY % {"job": JOB})
+        for name, app in apps.items():
+            if app.under_load:
+                server.wait_for(ERROR_RATE_QUERY % {"job": name}, poll=0.05)
+            else:  # an idle app's error rate is 0/0, never finite: wait for the two scrapes a rate needs
+                server.wait_for('count_over_time(up{job="%s"}[5s])' % name, lambda count: count >= 2, poll=0.05)
         yield server
     finally:
         server.stop()

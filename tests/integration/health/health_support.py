@@ -20,13 +20,13 @@ def _started(factory: Callable[[], Any]) -> Any:
         pytest.fail(str(exc), pytrace=False)
 
 
-def gate_metrics(address: str, error_rate: float = 0.1, p99: float = 0.2) -> list:
-    """The error-rate (critical) and p99-latency (high) metrics of the tests."""
+def gate_metrics(address: str, error_rate: float = 0.1, p99: float = 0.2, job: str = JOB) -> list:
+    """The error-rate (critical) and p99-latency (high) metrics of the tests, of the app ``job``."""
     return [
         {"name": "error-rate", "severity": "critical",
-         "provider": {"type": "prometheus", "address": address, "query": ERROR_RATE_QUERY % {"job": JOB}},
+         "provider": {"type": "prometheus", "address": address, "query": ERROR_RATE_QUERY % {"job": job}},
          "success_condition": f"result < {error_rate}"},
         {"name": "p99-latency", "severity": "critical",
-         "provider": {"type": "prometheus", "address": address, "query": P99_QUERY % {"job": JOB}},
+         "provider": {"type": "prometheus", "address": address, "query": P99_QUERY % {"job": job}},
          "success_condition": f"result < {p99}"},
     ]

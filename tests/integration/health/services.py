@@ -75,6 +75,11 @@ class MetricsApp:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def under_load(self) -> bool:
+        """Whether :meth:`start_load` is sending requests."""
+        return bool(self._load)
+
     def start(self) -> "MetricsApp":
         self._thread.start()
         return self
@@ -166,14 +171,16 @@ class MetricsApp:
 # ---------------------------------------------------------------------------------------- prometheus
 
 class Prometheus:
-    """Debian's prometheus scraping ``targets`` every second, in its own data directory."""
+    """Debian's prometheus scraping ``targets`` (job ``job``; or each job of ``jobs``: name -> targets)
+    every ``scrape_interval``, in its own data directory."""
 
-    def __init__(self, workdir: Path, targets: List[str], job: str = "app", retention: str = "1h") -> None:
+    def __init__(self, workdir: Path, targets: List[str], job: str = "app", retention: str = "1h",
+                 jobs: Optional[Dict[str, List[str]]] = None, scrape_interval: float = 1.0) -> None:
         self.binary = require("prometheus", "prometheus")
         self.workdir = workdir
-        self.targets = targets
-        self.job = job
+        self.jobs = jobs if jobs is not None else {job: targets}
         self.retention = retention  # longer for backfilled history (promtool blocks in workdir/data)
+        self.scrape_interval = scrape_interval
         self.port = free_port()
         self.proc: Optional[subprocess.Popen] = None
 
@@ -185,9 +192,10 @@ class Prometheus:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms",
-                       "query_log_file": str(self.query_log)},
-            "scrape_configs": [{"job_name": self.job, "static_configs": [{"targets": self.targets}]}],
+            "global": {"scrape_interval": f"{int(self.scrape_interval * 1000)}ms", "evaluation_interval": "1s",
+                       "scrape_timeout": f"{int(self.scrape_interval * 900)}ms", "query_log_file": str(self.query_log)},
+            "scrape_configs": [{"job_name": name, "static_configs": [{"targets": targets}]}
+                               for name, targets in self.jobs.items()],
         }))
         log = open(self.workdir / "prometheus.log", "ab")
         self.proc = subprocess.Popen(
@@ -203,7 +211,7 @@ class Prometheus:
                 if urllib.request.urlopen(self.url + "/-/ready", timeout=1).status == 200:
                     return self
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.05)
         raise ServiceError("prometheus did not become ready")
 
     @property
@@ -236,8 +244,8 @@ class Prometheus:
         url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         return json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["result"]
 
-    def wait_for(self, promql: str, predicate=lambda value: True, timeout: float = 30) -> float:
-        """Wait until ``promql`` returns a finite value for which ``predicate`` holds."""
+    def wait_for(self, promql: str, predicate=lambda value: True, timeout: float = 30, poll: float = 0.1) -> float:
+        """Wait until ``promql`` returns a finite value for which ``predicate`` holds (asked every ``poll`` s)."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -249,7 +257,7 @@ class Prometheus:
                 last = float(result[0]["value"][1])
                 if math.isfinite(last) and predicate(last):
                     return last
-            time.sleep(0.2)
+            time.sleep(poll)
         raise ServiceError(f"{promql} did not reach the expected value (last {last}) within {timeout}s")
 
     def stop(self) -> None:

@@ -18,6 +18,9 @@ from harness import Fleet, repo_root
 
 pytestmark = pytest.mark.slow
 PLAYBOOKS = repo_root() / "playbooks"
+# One prometheus for the module scrapes the healthy app and "breaking", whose error rate only the failing
+# gate's test raises (mid-run).
+METRICS_APPS = {JOB: {}, "breaking": {}}
 
 
 def release(host_name: str, version: str) -> Dict[str, bytes]:
@@ -95,7 +98,8 @@ def test_healthy_gates_let_every_batch_roll_back(clean_fleet, run_playbook, batc
 
 
 def test_a_failing_gate_stops_before_the_next_batch(clean_fleet, run_playbook, batch_vars, tmp_path,
-                                                    metrics_app: MetricsApp, prometheus: Prometheus) -> None:
+                                                    apps: Dict[str, MetricsApp], prometheus: Prometheus) -> None:
+    breaking = apps["breaking"]
     rolled, broken = tmp_path / "h1-rolled-back", tmp_path / "service-broken"
     hook = tmp_path / "after_h1.yml"  # runs in batch 1 after h1's layers, before the gate
     hook.write_text(json.dumps([
@@ -109,14 +113,15 @@ def test_a_failing_gate_stops_before_the_next_batch(clean_fleet, run_playbook, b
         deadline = time.monotonic() + 300
         while not rolled.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        metrics_app.set(error_rate=0.5)
-        prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
+        breaking.set(error_rate=0.5)
+        prometheus.wait_for(ERROR_RATE_QUERY % {"job": "breaking"}, lambda value: value > 0.1)
         broken.touch()
 
     breaker = threading.Thread(target=break_service, daemon=True)
     breaker.start()
     run = run_playbook(PLAYBOOKS / "rollback.yml",
-                       extra_vars={**batch_vars, "rollback_health_gate_tasks_file": str(hook)})
+                       extra_vars={**batch_vars, "rollback_health_gate_tasks_file": str(hook),
+                                   "guard_metrics": gate_metrics(prometheus.url, job="breaking")})
     breaker.join(timeout=5)
 
     assert not run.ok

@@ -1,7 +1,9 @@
 """The guard playbook: health gate over real Prometheus, automatic rollback, cooldown, decisions.
 
 Which metric fails (error rate, p99 latency, no data, a stopped provider) is the health_check module's
-verdict (test_health_gate.py); the guard reacts to a failed verdict the same way whichever metric failed."""
+verdict (test_health_gate.py); the guard reacts to a failed verdict the same way whichever metric failed.
+The engine's decisions (the verdict, the cooldown's) are proven below the playbook (test_health_gate.py,
+test_guard_hour.py); the playbook runs here prove what the guard role does with them."""
 
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ from typing import Dict
 
 import pytest
 import yaml
-from health_support import JOB
-from services import ERROR_RATE_QUERY
+from health_support import JOB, gate_metrics
+from services import free_port
 
 from harness import repo_root
+from harness.actions import collection_module
 
 pytestmark = pytest.mark.slow
+# One prometheus for the module scrapes a healthy app and one failing half its requests, each set once.
+METRICS_APPS = {JOB: {}, "errors": {"error_rate": 0.5}}
 GUARD = str(repo_root() / "playbooks" / "guard.yml")
 V1 = {"index.html": "<h1>v1</h1>\n", "conf/app.ini": "workers = 4\n"}
 V2 = {"index.html": "<h1>v2 - broken</h1>\n", "conf/app.ini": "workers = 0\n", "new.js": "bad()\n"}
@@ -66,11 +71,12 @@ def test_healthy_release_is_kept(run_playbook, local_inventory, guard_vars, depl
     assert [(r["event"], r["level"]) for r in audit(guard_vars)] == [("completed", "info")]
 
 
-def test_error_rate_breach_rolls_back_with_the_default_role_and_the_cooldown_refuses_a_second_rollback(
-        run_playbook, local_inventory, guard_vars, deployed, prometheus, metrics_app, tmp_path) -> None:
-    metrics_app.set(error_rate=0.5)
-    prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
+def test_error_rate_breach_rolls_back_with_the_default_role_and_the_cooldown_refuses_an_operators_go(
+        run_playbook, local_inventory, guard_vars, deployed, prometheus, tmp_path) -> None:
+    """The end-to-end breach: the failing gate rolls back with the default role; then an error verdict,
+    the operator's go, and the cooldown refuses the second automatic rollback before any change."""
     settings = {key: value for key, value in guard_vars.items() if key != "guard_rollback_role"}
+    settings["guard_metrics"] = gate_metrics(prometheus.url, job="errors")
     # the default rollback role (the ordered rollback); only the guard's audit log is given: the rollback the
     # guard runs writes to it too
     extra = {"gitops_rollback_paths": [str(deployed)], "gitops_rollback_store_path": str(tmp_path / "store"),
@@ -91,19 +97,39 @@ def test_error_rate_breach_rolls_back_with_the_default_role_and_the_cooldown_ref
     assert float(started["measurements"]["detection_seconds"]) >= 0
     assert json.loads(Path(guard_vars["guard_cooldown_path"]).read_text())["last_rollback"]
 
-    write_tree(deployed, V2)  # deployed again, still broken
-    second = guard(run_playbook, local_inventory, settings, **extra)
+    write_tree(deployed, V2)  # deployed again, still broken; now the provider cannot be reached: error
+    decision = Path(guard_vars["guard_decision_file"])
+    seen = len(records)
+
+    def operator() -> None:  # writes "go" once the guard has asked (a new alert in the audit log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(r["event"] == "alert" for r in audit(guard_vars)[seen:]):
+            time.sleep(0.1)
+        time.sleep(0.3)
+        decision.write_text("go\n")
+
+    thread = threading.Thread(target=operator, daemon=True)
+    thread.start()
+    unreachable = {**settings, "guard_metrics": gate_metrics(f"http://127.0.0.1:{free_port()}")}
+    second = guard(run_playbook, local_inventory, unreachable, guard_consecutive_error_limit=0,
+                   guard_decision_timeout=30, **extra)
+    thread.join()
     assert not second.ok
     assert read_tree(deployed) == V2  # nothing rolled back the second time
     assert "Automatic rollback refused" in second.stdout and "allows the next at" in second.stdout
-    assert [r["event"] for r in audit(guard_vars)][-1] == "refused"
+    later = audit(guard_vars)[seen:]
+    assert [(r["event"], r["level"]) for r in later] == [
+        ("alert", "critical"), ("progress", "info"), ("refused", "emergency")], later
+    assert later[0]["measurements"]["verdict"] == "error"
+    assert "go" in later[1]["reason"]  # the operator's go led to the rollback, which the cooldown refused
 
 
 def test_no_data_waits_for_a_decision_and_does_not_roll_back(run_playbook, local_inventory, guard_vars,
-                                                             deployed, metrics_app) -> None:
-    metrics_app.stop_load()
-    time.sleep(6)  # the 5 s rate window empties: error rate 0/0, no data
-    run = guard(run_playbook, local_inventory, guard_vars, guard_count=2)
+                                                             deployed, prometheus) -> None:
+    nothing = [{"name": "no-data", "provider": {"type": "prometheus", "address": prometheus.url,
+                                                "query": 'sum(rate(http_requests_total{job="nope"}[5s]))'},
+                "success_condition": "result < 1"}]  # a selector matching nothing: inconclusive
+    run = guard(run_playbook, local_inventory, {**guard_vars, "guard_metrics": nothing}, guard_count=2)
     assert not run.ok
     assert read_tree(deployed) == V2
     assert "no decision" in run.stdout and "NOT rolled back" in run.stdout
@@ -111,49 +137,19 @@ def test_no_data_waits_for_a_decision_and_does_not_roll_back(run_playbook, local
     assert ("alert", "warning") in events and events[-1] == ("failed", "emergency"), events
 
 
-def test_operator_go_rolls_back_after_an_error(run_playbook, local_inventory, guard_vars, deployed,
-                                               prometheus) -> None:
-    prometheus.stop()  # provider unreachable: error, never pass
-    decision = Path(guard_vars["guard_decision_file"])
-
-    def operator() -> None:  # writes "go" once the guard has asked (alert in the audit log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(r["event"] == "alert" for r in audit(guard_vars)):
-            time.sleep(0.1)
-        time.sleep(0.3)
-        decision.write_text("go\n")
-
-    thread = threading.Thread(target=operator, daemon=True)
-    thread.start()
-    run = guard(run_playbook, local_inventory, guard_vars, guard_consecutive_error_limit=0,
-                guard_decision_timeout=30)
-    thread.join()
-    assert run.ok, str(run)
-    assert read_tree(deployed) == V1
-    records = audit(guard_vars)
-    assert records[0]["measurements"]["verdict"] == "error"
-    assert any(r["event"] == "progress" and "go" in r["reason"] for r in records)
-
-
-def test_guard_on_fail_fail_stops_for_an_approval_then_the_rollback_job_restores(
-        run_playbook, local_inventory, guard_vars, deployed, prometheus, metrics_app, tmp_path) -> None:
-    """The guarded-deploy workflow (awx/workflow.json): the guard alerts and stops, the approved rollback job restores."""
+def test_guard_on_fail_fail_stops_for_an_approval(run_playbook, local_inventory, guard_vars, deployed,
+                                                  prometheus, collections_path) -> None:
+    """The guarded-deploy workflow (awx/workflow.json): the guard alerts and stops before any change; the
+    approved rollback job is rollback.yml, whose role restores like the guard's own rollback above."""
     workflow = json.loads((repo_root() / "awx" / "workflow.json").read_text())["workflow_job_templates"][0]
     workflow_vars = yaml.safe_load(workflow["extra_vars"])
-    metrics_app.set(error_rate=0.5)
-    prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
-    stopped = guard(run_playbook, local_inventory, guard_vars, **workflow_vars)
+    # the one workflow variable rollback.yml reads (vars/dry_run.yml): the approved job is a real run
+    dry_run = collection_module(collections_path, "plugins.filter.dry_run").dry_run
+    assert dry_run(workflow_vars["rollback_dry_run"], False) is False
+    failing = {**guard_vars, "guard_metrics": gate_metrics(prometheus.url, job="errors")}
+    stopped = guard(run_playbook, local_inventory, failing, **workflow_vars)
     assert not stopped.ok
     assert read_tree(deployed) == V2  # nothing rolled back before the approval
     assert "nothing was rolled back" in stopped.stdout, stopped.stdout
     assert [(r["event"], r["level"]) for r in audit(guard_vars)] == [("alert", "critical")]
     assert not Path(guard_vars["guard_cooldown_path"]).exists()  # no automatic rollback, no cooldown taken
-
-    approved = run_playbook(str(repo_root() / "playbooks" / "rollback.yml"), inventory=local_inventory, extra_vars={
-        **workflow_vars, "rollback_to": "v1", "gitops_rollback_paths": [str(deployed)],
-        "gitops_rollback_store_path": str(tmp_path / "store"), "rollback_lock_dir": str(tmp_path / "locks"),
-        "gitops_rollback_audit_log": guard_vars["guard_audit_log_path"]})
-    assert approved.ok, str(approved)
-    assert read_tree(deployed) == V1
-    assert [(r["operation"], r["event"]) for r in audit(guard_vars)] == [
-        ("guard", "alert"), ("rollback", "started"), ("rollback", "completed")]

@@ -4,13 +4,28 @@ the playbooks."""
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
+from typing import Iterator
 
 import pytest
-from health_support import JOB, gate_metrics
-from services import ERROR_RATE_QUERY
+from health_support import JOB, _started, gate_metrics
+from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
+# One prometheus for the module scrapes an app per behaviour, each set once: the tests only read them.
+METRICS_APPS = {JOB: {}, "errors": {"error_rate": 0.5}, "slow": {"latency": 0.3}, "idle": {"load": False}}
+
+
+@pytest.fixture
+def own_prometheus(tmp_path: Path, metrics_app: MetricsApp) -> Iterator[Prometheus]:
+    """A prometheus of the test's own (the test stops it) scraping the healthy app."""
+    server = _started(lambda: Prometheus(tmp_path / "prometheus", [metrics_app.address], JOB,
+                                         scrape_interval=0.5).start())
+    try:
+        server.wait_for(ERROR_RATE_QUERY % {"job": JOB}, poll=0.05)
+        yield server
+    finally:
+        server.stop()
 
 
 def gate(run_task, metrics: list, count: int = 4, **options: object) -> dict:
@@ -27,10 +42,8 @@ def test_healthy_release_passes(run_task, prometheus) -> None:
                for metric in result["metrics"] for m in metric["measurements"])
 
 
-def test_error_rate_above_threshold_fails_within_an_interval(run_task, prometheus, metrics_app) -> None:
-    metrics_app.set(error_rate=0.5)
-    prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, lambda value: value > 0.1)
-    result = gate(run_task, gate_metrics(prometheus.url), count=10)
+def test_error_rate_above_threshold_fails_within_an_interval(run_task, prometheus) -> None:
+    result = gate(run_task, gate_metrics(prometheus.url, job="errors"), count=10)
     assert result["verdict"] == "fail" and "error-rate" in result["reason"], result
     error_rate = result["metrics"][0]
     assert error_rate["phase"] == "failed"
@@ -39,18 +52,17 @@ def test_error_rate_above_threshold_fails_within_an_interval(run_task, prometheu
     assert result["detection_seconds"] < 1.5, result
 
 
-def test_p99_latency_above_threshold_fails(run_task, prometheus, metrics_app) -> None:
-    metrics_app.set(latency=0.3)
-    result = gate(run_task, gate_metrics(prometheus.url), count=15)
+def test_p99_latency_above_threshold_fails(run_task, prometheus) -> None:
+    result = gate(run_task, gate_metrics(prometheus.url, job="slow"), count=15)
     assert result["verdict"] == "fail" and "p99-latency" in result["reason"], result
     p99 = result["metrics"][1]
     assert p99["phase"] == "failed" and p99["measurements"][-1]["value"] >= 0.2, p99
 
 
-def test_prometheus_stopped_mid_evaluation_is_error_not_pass(run_task, prometheus) -> None:
+def test_prometheus_stopped_mid_evaluation_is_error_not_pass(run_task, own_prometheus) -> None:
     # stop prometheus right after the gate's first measurement of error-rate (seen in its query log)
-    stopper = prometheus.stop_after_queries("http_requests_total", 1)
-    result = gate(run_task, gate_metrics(prometheus.url), count=6, consecutive_error_limit=2,
+    stopper = own_prometheus.stop_after_queries("http_requests_total", 1)
+    result = gate(run_task, gate_metrics(own_prometheus.url), count=6, consecutive_error_limit=2,
                   fail_on=["fail", "error", "inconclusive"])
     stopper.join()
     assert result["status"] == "ignored", result  # the task fails
@@ -61,10 +73,9 @@ def test_prometheus_stopped_mid_evaluation_is_error_not_pass(run_task, prometheu
     assert result["msg"].startswith("Health gate verdict error"), result["msg"]
 
 
-def test_no_data_is_inconclusive(run_task, prometheus, metrics_app) -> None:
-    metrics_app.stop_load()  # no requests: the error rate is 0/0, a flat metric with no data
-    time.sleep(6)
-    result = gate(run_task, gate_metrics(prometheus.url)[:1], count=3)
+def test_no_data_is_inconclusive(run_task, prometheus) -> None:
+    # the idle app gets no requests: its error rate is 0/0, a flat metric with no data
+    result = gate(run_task, gate_metrics(prometheus.url, job="idle")[:1], count=3)
     assert result["verdict"] == "inconclusive", result
     assert result["metrics"][0]["measurements"][0]["value"] is None
 

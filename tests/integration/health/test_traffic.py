@@ -1,4 +1,9 @@
-"""Staged traffic rollback on a real nginx in front of two app instances (stable and canary)."""
+"""Staged traffic rollback on a real nginx in front of two app instances (stable and canary).
+
+The role's order (stage by stage, a gate between stages, the stop at a failing gate) and its check mode
+run through ansible-playbook; what one stage's weights do to nginx (idempotence, a configuration that
+fails ``nginx -t`` put back) is the traffic_weights module's, run as Ansible runs it with the arguments
+the role passes (``run_task``)."""
 
 from __future__ import annotations
 
@@ -41,6 +46,14 @@ def lb(nginx_lb: Nginx, apps: dict) -> Nginx:
     return nginx_lb.start()
 
 
+def weights_args(lb: Nginx, apps: dict, canary_percent: int, **overrides: object) -> dict:
+    """The traffic_weights arguments the role's stage passes for role_play()'s variables."""
+    return {"path": str(lb.upstream_file), "upstream": "app", "stable": [apps["stable"].address],
+            "canary": [apps["canary"].address], "canary_percent": canary_percent, "parameters": [],
+            "nginx_binary": lb.binary, "nginx_args": lb.args, "reload_command": [], "pid_file": str(lb.pid_file),
+            **overrides}
+
+
 def role_play(lb: Nginx, apps: dict, tmp_path: Path, **overrides: object) -> list:
     counter = tmp_path / "counter.py"
     counter.write_text(COUNTER)
@@ -63,7 +76,7 @@ def role_play(lb: Nginx, apps: dict, tmp_path: Path, **overrides: object) -> lis
              "roles": [{"role": "gitops.rollback.rollback_traffic", "vars": variables}]}]
 
 
-def test_staged_rollback_moves_real_requests_stage_by_stage(run_playbook, local_inventory, lb, apps,
+def test_staged_rollback_moves_real_requests_stage_by_stage(run_playbook, run_task, local_inventory, lb, apps,
                                                             tmp_path) -> None:
     assert lb.hits(20) == {"canary": 20}
     run = run_playbook(role_play(lb, apps, tmp_path), inventory=local_inventory)
@@ -77,8 +90,10 @@ def test_staged_rollback_moves_real_requests_stage_by_stage(run_playbook, local_
     gates = [e["result"]["verdict"] for e in run.results(status="ok") if e["action"].endswith("health_check")]
     assert gates == ["pass", "pass"]
     assert "down" in lb.upstream_file.read_text()
-    again = run_playbook(role_play(lb, apps, tmp_path, rollback_traffic_stages=[0]), inventory=local_inventory)
-    assert again.ok and not any(e["changed"] for e in again.results() if e["action"].endswith("traffic_weights"))
+    upstream = lb.upstream_file.read_text()
+    _run, again = run_task("gitops.rollback.traffic_weights", weights_args(lb, apps, 0))  # the last stage again
+    assert again["status"] == "ok" and not again["changed"], again
+    assert lb.upstream_file.read_text() == upstream
 
 
 def test_failing_gate_stops_at_the_stage(run_playbook, local_inventory, lb, apps, tmp_path) -> None:
@@ -90,12 +105,11 @@ def test_failing_gate_stops_at_the_stage(run_playbook, local_inventory, lb, apps
     assert "Health gate verdict fail" in run.stdout
 
 
-def test_config_that_fails_nginx_t_is_put_back(run_playbook, local_inventory, lb, apps, tmp_path) -> None:
+def test_config_that_fails_nginx_t_is_put_back(run_task, lb, apps) -> None:
     before = lb.upstream_file.read_text()
-    run = run_playbook(role_play(lb, apps, tmp_path, rollback_traffic_server_parameters=["max_fails=lots"]),
-                       inventory=local_inventory)
-    assert not run.ok
-    assert "nginx -t" in run.stdout and "was put back" in run.stdout
+    _run, result = run_task("gitops.rollback.traffic_weights", weights_args(lb, apps, 50, parameters=["max_fails=lots"]))
+    assert result["status"] == "ignored", result  # the task fails
+    assert "nginx -t" in result["msg"] and "was put back" in result["msg"], result["msg"]
     assert lb.upstream_file.read_text() == before
     assert lb.hits(5) == {"canary": 5}
 

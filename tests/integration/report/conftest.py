@@ -110,7 +110,8 @@ def _append_synthetic(log: AuditLog, hosts: list) -> None:
 
 @pytest.fixture(scope="module")
 def audit_log(fleet, collections_path, tmp_path_factory) -> AuditLog:
-    """Two real rollbacks (manual; tag with a reason), one refused (unknown label), then synthetic guard and failure."""
+    """Two real rollbacks (manual on h1; tag with a reason on h1..h3), one refused (unknown label), then synthetic
+    guard and failure."""
     workdir = tmp_path_factory.mktemp("report-log")
     log = AuditLog(workdir / "audit.jsonl")
     fleet.ensure_running()
@@ -119,14 +120,16 @@ def audit_log(fleet, collections_path, tmp_path_factory) -> AuditLog:
     _deploy(fleet, "v1")
     checkpoint = _play(fleet, collections_path, workdir, "checkpoint.yml", {**base, "checkpoint_label": "v1"})
     assert checkpoint.ok, checkpoint
-    for extra in ({}, {"rollback_trigger": "tag", "rollback_reason": "bad release v2"}):
+    # the manual rollback on h1 only (gitops_rollback_hosts), the tag's on every host
+    for extra in ({"gitops_rollback_hosts": "h1"}, {"rollback_trigger": "tag", "rollback_reason": "bad release v2"}):
         _deploy(fleet, "v2")
         seen = len(log.records())
         result = _play(fleet, collections_path, workdir, "rollback.yml", {**base, "rollback_to": "v1", **extra})
         assert result.ok, result
         log.real_runs.append(_run_id(log, seen, "completed", result))
     seen = len(log.records())
-    refused = _play(fleet, collections_path, workdir, "rollback.yml", {**base, "rollback_to": "no-such-label"})
+    refused = _play(fleet, collections_path, workdir, "rollback.yml",
+                    {**base, "rollback_to": "no-such-label", "gitops_rollback_hosts": "h1"})
     assert not refused.ok, refused
     log.refused_run = _run_id(log, seen, "refused", refused)
     _append_synthetic(log, fleet.names)

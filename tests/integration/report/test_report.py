@@ -13,6 +13,8 @@ import pytest
 
 from report_support import PLAYBOOKS, render
 
+from harness import run_playbook as harness_run_playbook
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # the audit_log fixture runs the playbooks
 
 
@@ -57,6 +59,16 @@ def report_task(result):
     return found[-1]
 
 
+@pytest.fixture(scope="module")
+def report(audit_log, fleet, collections_path, tmp_path_factory):
+    """report.yml run once over the module's log (the tests read its files): (result, output directory)."""
+    workdir = tmp_path_factory.mktemp("report")
+    result = harness_run_playbook(PLAYBOOKS / "report.yml", fleet.inventory, report_vars(audit_log, workdir, report_days=7),
+                                  collections_dir=collections_path, cwd=workdir)
+    assert result.ok, result
+    return result, workdir / "out"
+
+
 def test_the_audit_log_holds_what_the_rollbacks_did(audit_log):
     final = finals(audit_log)
     assert {final[run]["event"] for run in audit_log.real_runs} == {"completed"}
@@ -64,15 +76,14 @@ def test_the_audit_log_holds_what_the_rollbacks_did(audit_log):
     assert any(r["event"] == "refused" and r["run_id"] == audit_log.refused_run for r in audit_log.records())
 
 
-def test_prometheus_file_and_postmortem_hold_the_numbers_of_the_log(audit_log, run_playbook, tmp_path):
-    result = run_playbook(PLAYBOOKS / "report.yml", extra_vars=report_vars(audit_log, tmp_path))
-    assert result.ok, result
+def test_prometheus_file_and_postmortem_hold_the_numbers_of_the_log(audit_log, report):
+    result, out = report
 
     final, started = finals(audit_log), starts(audit_log)
     durations = [record["duration"] for record in final.values()]
     recoveries = [final[run]["epoch"] - started[run]["epoch"] for run in audit_log.real_runs]
     recoveries.append(final[audit_log.guard_rollback_run]["epoch"] - audit_log.detected_epoch)
-    samples = prom_samples((tmp_path / "out" / "gitops_rollback.prom").read_text())
+    samples = prom_samples((out / "gitops_rollback.prom").read_text())
     assert samples['gitops_rollback_rollbacks_total{result="success",trigger="manual"}'] == 1
     assert samples['gitops_rollback_rollbacks_total{result="success",trigger="tag"}'] == 1
     assert samples['gitops_rollback_rollbacks_total{result="success",trigger="guard"}'] == 1
@@ -91,16 +102,16 @@ def test_prometheus_file_and_postmortem_hold_the_numbers_of_the_log(audit_log, r
     assert summary["rollbacks"] == {"total": 5, "success": 3, "failed": 1, "refused": 1, "incomplete": 0}
 
     # The draft is about the latest rollback that ran: the failed one.
-    draft = (tmp_path / "out" / ("postmortem-%s.md" % audit_log.failed_run)).read_text()
+    draft = (out / ("postmortem-%s.md" % audit_log.failed_run)).read_text()
     assert "| Outcome | failed |" in draft and "| Reason | config drift |" in draft
     assert "h1 failed at the config layer (task Restore the managed paths): No space left on device" in draft
     assert "All rollbacks in the log: 5 (3 succeeded, 1 failed, 1 refused); success rate 75.0 %" in draft
     assert "## Root cause" in draft and "## Action items" in draft
 
 
-# report.yml itself runs in test_prometheus_file_and_postmortem_hold_the_numbers_of_the_log and
-# test_report_renders_in_headless_chromium; the module's other behaviours run it as Ansible does on the
-# controller (run_task: the arguments report.yml passes, no playbook run each).
+# report.yml itself runs once (the report fixture: its numbers and its page are checked in the two tests
+# above and below); the module's other behaviours run it as Ansible does on the controller (run_task: the
+# arguments report.yml passes, no playbook run each).
 
 
 def test_postmortem_of_a_real_rollback_and_of_a_guard_run(audit_log, run_task, tmp_path):
@@ -124,10 +135,8 @@ def test_postmortem_of_a_real_rollback_and_of_a_guard_run(audit_log, run_task, t
     assert "breach detected by the health gate" in draft
 
 
-def test_report_renders_in_headless_chromium(audit_log, run_playbook, tmp_path, chromium):
-    result = run_playbook(PLAYBOOKS / "report.yml", extra_vars=report_vars(audit_log, tmp_path, report_days=7))
-    assert result.ok, result
-    html = tmp_path / "out" / "rollbacks.html"
+def test_report_renders_in_headless_chromium(audit_log, report, tmp_path, chromium):
+    html = report[1] / "rollbacks.html"
     screenshot = tmp_path / "report.png"
 
     dom = render(chromium, html, tmp_path, screenshot)
