@@ -3,20 +3,19 @@
 Which metric fails (error rate, p99 latency, no data, a stopped provider) is the health_check module's
 verdict (test_health_gate.py); the guard reacts to a failed verdict the same way whichever metric failed.
 The engine's decisions (the verdict, the cooldown's) are proven below the playbook (test_health_gate.py,
-test_guard_hour.py); the playbook runs here prove what the guard role does with them."""
+test_guard_hour.py); the playbook runs here prove what the guard role does with them. The end-to-end breach
+(the default rollback role, then the cooldown refusing an operator's go) runs over the simulated hour
+(test_guard_hour.py)."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Dict
 
 import pytest
 import yaml
 from health_support import JOB, gate_metrics
-from services import free_port
 
 from harness import repo_root
 from harness.actions import collection_module
@@ -71,59 +70,6 @@ def test_healthy_release_is_kept(run_playbook, local_inventory, guard_vars, depl
     assert [(r["event"], r["level"]) for r in audit(guard_vars)] == [("completed", "info")]
 
 
-def test_error_rate_breach_rolls_back_with_the_default_role_and_the_cooldown_refuses_an_operators_go(
-        run_playbook, local_inventory, guard_vars, deployed, prometheus, tmp_path) -> None:
-    """The end-to-end breach: the failing gate rolls back with the default role; then an error verdict,
-    the operator's go, and the cooldown refuses the second automatic rollback before any change."""
-    settings = {key: value for key, value in guard_vars.items() if key != "guard_rollback_role"}
-    settings["guard_metrics"] = gate_metrics(prometheus.url, job="errors")
-    # the default rollback role (the ordered rollback); only the guard's audit log is given: the rollback the
-    # guard runs writes to it too
-    extra = {"gitops_rollback_paths": [str(deployed)], "gitops_rollback_store_path": str(tmp_path / "store"),
-             "rollback_lock_dir": str(tmp_path / "locks")}
-    run = guard(run_playbook, local_inventory, settings, **extra)
-    assert run.ok, str(run)
-    assert read_tree(deployed) == V1  # the host's files are back at the checkpoint
-    records = audit(guard_vars)
-    assert [(r["operation"], r["event"]) for r in records] == [
-        ("guard", "alert"), ("guard", "started"), ("rollback", "started"), ("rollback", "completed"),
-        ("guard", "completed")], records
-    assert records[2].get("trigger") == "guard", records
-    started = records[1]
-    assert started["level"] == "critical" and started["target"] == "v1"
-    assert started["measurements"]["verdict"] == "fail"
-    values = [m["value"] for m in started["measurements"]["metrics"][0]["measurements"]]
-    assert len(values) == 1 and values[0] > 0.1  # decided at the first breach, not after all 4 intervals
-    assert float(started["measurements"]["detection_seconds"]) >= 0
-    assert json.loads(Path(guard_vars["guard_cooldown_path"]).read_text())["last_rollback"]
-
-    write_tree(deployed, V2)  # deployed again, still broken; now the provider cannot be reached: error
-    decision = Path(guard_vars["guard_decision_file"])
-    seen = len(records)
-
-    def operator() -> None:  # writes "go" once the guard has asked (a new alert in the audit log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(r["event"] == "alert" for r in audit(guard_vars)[seen:]):
-            time.sleep(0.1)
-        time.sleep(0.3)
-        decision.write_text("go\n")
-
-    thread = threading.Thread(target=operator, daemon=True)
-    thread.start()
-    unreachable = {**settings, "guard_metrics": gate_metrics(f"http://127.0.0.1:{free_port()}")}
-    second = guard(run_playbook, local_inventory, unreachable, guard_consecutive_error_limit=0,
-                   guard_decision_timeout=30, **extra)
-    thread.join()
-    assert not second.ok
-    assert read_tree(deployed) == V2  # nothing rolled back the second time
-    assert "Automatic rollback refused" in second.stdout and "allows the next at" in second.stdout
-    later = audit(guard_vars)[seen:]
-    assert [(r["event"], r["level"]) for r in later] == [
-        ("alert", "critical"), ("progress", "info"), ("refused", "emergency")], later
-    assert later[0]["measurements"]["verdict"] == "error"
-    assert "go" in later[1]["reason"]  # the operator's go led to the rollback, which the cooldown refused
-
-
 def test_no_data_waits_for_a_decision_and_does_not_roll_back(run_playbook, local_inventory, guard_vars,
                                                              deployed, prometheus) -> None:
     nothing = [{"name": "no-data", "provider": {"type": "prometheus", "address": prometheus.url,
@@ -140,7 +86,8 @@ def test_no_data_waits_for_a_decision_and_does_not_roll_back(run_playbook, local
 def test_guard_on_fail_fail_stops_for_an_approval(run_playbook, local_inventory, guard_vars, deployed,
                                                   prometheus, collections_path) -> None:
     """The guarded-deploy workflow (awx/workflow.json): the guard alerts and stops before any change; the
-    approved rollback job is rollback.yml, whose role restores like the guard's own rollback above."""
+    approved rollback job is rollback.yml, whose role restores like the guard's own rollback
+    (test_guard_hour.py)."""
     workflow = json.loads((repo_root() / "awx" / "workflow.json").read_text())["workflow_job_templates"][0]
     workflow_vars = yaml.safe_load(workflow["extra_vars"])
     # the one workflow variable rollback.yml reads (vars/dry_run.yml): the approved job is a real run

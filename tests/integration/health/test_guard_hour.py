@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from datetime import datetime
@@ -25,7 +26,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 from health_support import _started
-from services import Prometheus, require
+from services import Prometheus, free_port, require
 
 from harness import repo_root
 
@@ -244,15 +245,17 @@ def test_a_breach_fails_the_watch_within_one_interval_and_locks_hold(eng, histor
     assert not lock_path.exists()
 
 
-def test_the_guard_playbook_watches_the_hour_in_simulated_time(history, run_playbook, run_task, local_inventory: Path,
-                                                               tmp_path: Path) -> None:
+def test_the_guard_playbook_watches_the_hour_rolls_back_and_the_cooldown_refuses_an_operators_go(
+        history, run_playbook, run_task, local_inventory: Path, tmp_path: Path) -> None:
     """The production path end to end: playbooks/guard.yml at guard_interval 10 x guard_count 360, with
-    the module's test-only simulated clock, rolls the host's files back at the breach."""
+    the module's test-only simulated clock, rolls the host's files back at the breach with the default
+    (ordered) rollback role. Then an error verdict, the operator's go, and the cooldown refuses that second
+    automatic rollback before any change."""
     server, start, _samples = history
     app = tmp_path / "srv" / "app"
     app.mkdir(parents=True)
     (app / "index.html").write_bytes(b"<h1>v1</h1>\n")
-    store, audit_log = tmp_path / "store", tmp_path / "audit.jsonl"
+    store, audit_log, cooldown = tmp_path / "store", tmp_path / "audit.jsonl", tmp_path / "cooldown.json"
     # set-up: the checkpoint module as Ansible runs it on the local host, no playbook run
     _run, made = run_task("gitops.rollback.checkpoint", {"paths": [str(app)], "label": "v1", "store_path": str(store)})
     assert made["status"] == "ok", made
@@ -260,25 +263,62 @@ def test_the_guard_playbook_watches_the_hour_in_simulated_time(history, run_play
     metric = {"name": "error-ratio", "severity": "critical",
               "provider": {"type": "prometheus", "query": 'app_error_ratio{job="breach"}'},
               "success_condition": f"result < {THRESHOLD}"}
+    # the default rollback role (the ordered rollback); only the guard's audit log is given: the rollback the
+    # guard runs writes to it too
+    settings = {"rollback_to": "v1", "gitops_rollback_paths": [str(app)], "gitops_rollback_store_path": str(store),
+                "rollback_lock_dir": str(tmp_path / "locks"), "guard_cooldown_path": str(cooldown),
+                "guard_audit_log_path": str(audit_log), "guard_decision_file": str(tmp_path / "decision")}
 
     began = time.monotonic()
     run = run_playbook(repo_root() / "playbooks" / "guard.yml", inventory=local_inventory,
                        env={"GITOPS_ROLLBACK_SIMULATED_CLOCK": str(start)}, extra_vars={
-                           "rollback_to": "v1", "guard_metrics": [metric], "guard_prometheus_url": server.url,
-                           "guard_interval": INTERVAL, "guard_count": COUNT,
-                           "guard_rollback_role": "gitops.rollback.rollback_host",
-                           "rollback_host_store_path": str(store), "rollback_host_paths": [str(app)],
-                           "guard_cooldown_path": str(tmp_path / "cooldown.json"),
-                           "guard_audit_log_path": str(audit_log)})
+                           **settings, "guard_metrics": [metric], "guard_prometheus_url": server.url,
+                           "guard_interval": INTERVAL, "guard_count": COUNT})
     wall = time.monotonic() - began
 
     assert run.ok, run.stdout[-3000:]
     assert (app / "index.html").read_bytes() == b"<h1>v1</h1>\n"
     records = [json.loads(line) for line in audit_log.read_text().splitlines()]
-    assert [r["event"] for r in records] == ["alert", "started", "completed"], records
-    gate = records[1]["measurements"]
+    assert [(r["operation"], r["event"]) for r in records] == [
+        ("guard", "alert"), ("guard", "started"), ("rollback", "started"), ("rollback", "completed"),
+        ("guard", "completed")], records
+    assert records[2].get("trigger") == "guard", records
+    started = records[1]
+    assert started["level"] == "critical" and started["target"] == "v1"
+    gate = started["measurements"]
+    assert gate["verdict"] == "fail"
     assert float(gate["detection_seconds"]) == (int(BREACH_AT // INTERVAL) + 1) * INTERVAL  # 3310 s simulated
     values = [m["value"] for m in gate["metrics"][0]["measurements"]]
+    # decided at the first breach, not after all 360 intervals
     assert values == [series_value("breach", INTERVAL * k) for k in range(int(BREACH_AT // INTERVAL) + 2)]
+    assert json.loads(cooldown.read_text())["last_rollback"]
     save_figures(playbook_hour_wall_seconds=round(wall, 2))
     print(f"\nguard.yml over the simulated hour: {wall:.2f} s wall (ansible-playbook, rollback included)")
+
+    (app / "index.html").write_bytes(b"<h1>v2</h1>\n")  # deployed again; now the provider cannot be reached
+    seen = len(records)
+
+    def operator() -> None:  # writes "go" once the guard has asked (a new alert in the audit log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                json.loads(line)["event"] == "alert" for line in audit_log.read_text().splitlines()[seen:]):
+            time.sleep(0.1)
+        time.sleep(0.3)
+        (tmp_path / "decision").write_text("go\n")
+
+    thread = threading.Thread(target=operator, daemon=True)
+    thread.start()
+    unreachable = {**metric, "provider": {"type": "prometheus", "query": metric["provider"]["query"],
+                                          "address": f"http://127.0.0.1:{free_port()}"}}
+    second = run_playbook(repo_root() / "playbooks" / "guard.yml", inventory=local_inventory, extra_vars={
+        **settings, "guard_metrics": [unreachable], "guard_interval": 1, "guard_count": 4,
+        "guard_consecutive_error_limit": 0, "guard_decision_timeout": 30})
+    thread.join()
+    assert not second.ok
+    assert (app / "index.html").read_bytes() == b"<h1>v2</h1>\n"  # nothing rolled back the second time
+    assert "Automatic rollback refused" in second.stdout and "allows the next at" in second.stdout
+    later = [json.loads(line) for line in audit_log.read_text().splitlines()][seen:]
+    assert [(r["event"], r["level"]) for r in later] == [
+        ("alert", "critical"), ("progress", "info"), ("refused", "emergency")], later
+    assert later[0]["measurements"]["verdict"] == "error"
+    assert "go" in later[1]["reason"]  # the operator's go led to the rollback, which the cooldown refused
