@@ -206,33 +206,9 @@ def assert_rerun_completes(setup: Setup) -> Result:
     return again
 
 
-def test_serial_batches_stop_at_the_unreachable_host_and_a_rerun_completes(setup: Setup) -> None:
-    run = setup.start_rollback(rollback_to="v1", rollback_serial=1)
-    first_batch = run.wait_for("h1 rolled back", lambda: tree(setup.fleet["h1"]) == setup.v1["h1"])
-    setup.fleet.stop_host("h2")
-    stopped = time.monotonic()
-    result = run.finish()
-    print("serial=1: h1 at v1 after %.1f s; the run failed %.1f s after h2 stopped (total %.1f s)"
-          % (first_batch, time.monotonic() - stopped, result.duration))
-
-    assert result.rc != 0, result
-    assert result.stats["h2"]["unreachable"] == 1 and result.stats["h1"]["failures"] == 0, result.stats
-    assert "fatal: [h2]: UNREACHABLE!" in result.stdout
-    trees = setup.trees()
-    assert trees["h1"] == setup.v1["h1"], "the batch before the outage completed"
-    assert trees["h2"] == setup.v2["h2"], "nothing was changed on the unreachable host"
-    assert trees["h3"] == setup.v2["h3"], "later batches did not run (max_fail_percentage 0)"
-    started = [r for r in setup.audit() if r["event"] == "started"][-1]
-    record = unreachable_record(setup, started["run_id"])
-    assert record["hosts"] == ["h2"] and record["result"]["host"] == "h2", record
-    assert "Connection refused" in record["result"]["problem"] or "ssh" in record["result"]["problem"], record
-    assert not [r for r in setup.audit() if r["run_id"] == started["run_id"] and r["event"] == "completed"]
-
-    again = assert_rerun_completes(setup)
-    print("serial=1: re-run completed in %.1f s" % again.duration)
-
-
-def test_one_batch_finishes_the_reachable_hosts_and_a_rerun_completes(setup: Setup) -> None:
+def test_one_batch_finishes_the_reachable_hosts(setup: Setup) -> None:
+    """(The re-run once the host is back: the serial test below, from the same state of the host that was down:
+    its safety checkpoint taken, nothing rolled back.)"""
     run = setup.start_rollback(rollback_to="v1")
     preflight = run.wait_for("the safety checkpoint of h2", lambda: any(
         e["event"] == "result" and e["host"] == "h2" and e["status"] == "ok"
@@ -257,11 +233,11 @@ def test_one_batch_finishes_the_reachable_hosts_and_a_rerun_completes(setup: Set
     assert outcome["event"] == "failed" and outcome["result"]["failed"] == ["h2"], outcome
     assert sorted(outcome["result"]["completed"]) == ["h1", "h3"], outcome
 
-    again = assert_rerun_completes(setup)
-    print("one batch: re-run completed in %.1f s" % again.duration)
 
-
-def test_a_host_down_during_the_preflight_refuses_the_rollback_everywhere(setup: Setup) -> None:
+def test_a_host_down_refuses_the_rollback_everywhere_then_serial_batches_stop_at_it_and_a_rerun_completes(
+        setup: Setup) -> None:
+    """A host down during the pre-flight refuses the rollback on every host; once it is back, a rollback in
+    serial batches stops at it when it goes down again during its batch, and a re-run completes."""
     setup.fleet.stop_host("h2")
     result = setup.rollback(rollback_to="v1")
 
@@ -272,4 +248,28 @@ def test_a_host_down_during_the_preflight_refuses_the_rollback_everywhere(setup:
     record = setup.audit()[-1]
     assert record["event"] == "refused" and list(record["result"]) == ["h2"], record
 
-    assert_rerun_completes(setup)
+    # h2 back: the refused run left no lock behind, and this run stops at h2 when it goes down in its batch.
+    setup.fleet.start_host("h2")
+    run = setup.start_rollback(rollback_to="v1", rollback_serial=1)
+    first_batch = run.wait_for("h1 rolled back", lambda: tree(setup.fleet["h1"]) == setup.v1["h1"])
+    setup.fleet.stop_host("h2")
+    stopped = time.monotonic()
+    result = run.finish()
+    print("serial=1: h1 at v1 after %.1f s; the run failed %.1f s after h2 stopped (total %.1f s)"
+          % (first_batch, time.monotonic() - stopped, result.duration))
+
+    assert result.rc != 0, result
+    assert result.stats["h2"]["unreachable"] == 1 and result.stats["h1"]["failures"] == 0, result.stats
+    assert "fatal: [h2]: UNREACHABLE!" in result.stdout
+    trees = setup.trees()
+    assert trees["h1"] == setup.v1["h1"], "the batch before the outage completed"
+    assert trees["h2"] == setup.v2["h2"], "nothing was changed on the unreachable host"
+    assert trees["h3"] == setup.v2["h3"], "later batches did not run (max_fail_percentage 0)"
+    started = [r for r in setup.audit() if r["event"] == "started"][-1]
+    record = unreachable_record(setup, started["run_id"])
+    assert record["hosts"] == ["h2"] and record["result"]["host"] == "h2", record
+    assert "Connection refused" in record["result"]["problem"] or "ssh" in record["result"]["problem"], record
+    assert not [r for r in setup.audit() if r["run_id"] == started["run_id"] and r["event"] == "completed"]
+
+    again = assert_rerun_completes(setup)
+    print("serial=1: re-run completed in %.1f s" % again.duration)

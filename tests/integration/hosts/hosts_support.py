@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -69,3 +70,24 @@ def break_release(host) -> None:
     (app / "empty").rmdir()
     os.chown(etc / "app.conf", 0, 0)
     (etc / "app.conf").write_text("host=wrong\n")
+
+
+def save_hosts(fleet, directory: Path) -> Path:
+    """Copy every host's managed paths and store to ``directory`` as they are: owners, modes, times, links
+    and FIFOs kept (``cp -a``; :meth:`harness.Fleet.snapshot` copies neither owners nor FIFOs)."""
+    for host in fleet:
+        for local in host.dirs.values():
+            target = directory / host.name / local.name
+            target.mkdir(parents=True)
+            subprocess.run(["cp", "-a", "--", f"{local}/.", str(target)], check=True)
+    return directory
+
+
+def restore_hosts(fleet, directory: Path) -> None:
+    """Start every host and make its managed paths and store what :func:`save_hosts` copied."""
+    fleet.ensure_running()
+    fleet.wipe()
+    for host in fleet:
+        for local in host.dirs.values():
+            # into the existing directory: the bind mount holds on to its inode
+            subprocess.run(["cp", "-a", "--", f"{directory / host.name / local.name}/.", str(local)], check=True)

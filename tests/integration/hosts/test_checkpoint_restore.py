@@ -1,4 +1,4 @@
-"""End-to-end: checkpoint and roll back three real SSH hosts through ansible-playbook."""
+"""End-to-end: checkpoint and roll back three real SSH hosts through ansible-playbook; retention on each host."""
 
 from __future__ import annotations
 
@@ -20,46 +20,36 @@ def task_result(result, task, host):
     return found[-1]["result"]
 
 
-def checkpoint(run_playbook, fleet_vars, label, **kwargs):
-    result = run_playbook(PLAYBOOKS / "checkpoint.yml", extra_vars={**fleet_vars, "checkpoint_label": label}, **kwargs)
-    assert result.ok, result
-    return result
-
-
 def rollback(run_playbook, fleet_vars, target, **kwargs):
     return run_playbook(PLAYBOOKS / "rollback.yml", extra_vars={**fleet_vars, "rollback_to": target}, **kwargs)
 
 
-def test_checkpoint_plan_rollback_again_undo_and_retention_on_three_hosts(prepared_fleet, run_playbook,
-                                                                          fleet_vars, tmp_path):
-    """One checkpoint of three SSH hosts and the playbook runs that follow it, each proving its own outcome:
-    check mode is the plan, the rollback brings every host back to its own checkpoint (a FIFO in the
-    tree, a planted link replaced, not followed), a second rollback changes nothing, the rollback is
-    itself rolled back through its safety checkpoint, and retention keeps what it must. (A target a
-    host's store does not hold is refused naming what there is: unit test_plan.py, and the plan's
+def test_checkpoint_plan_rollback_again_undo_and_retention_on_three_hosts(checkpointed_fleet, hosts_at_v1,
+                                                                          run_playbook, fleet_vars, tmp_path):
+    """One checkpoint of three SSH hosts (checkpoint.yml, with a FIFO in the tree: ``hosts_at_v1``) and the
+    playbook runs that follow it, each proving its own outcome: check mode is the plan, the rollback brings every
+    host back to its own checkpoint (a FIFO in the tree, a planted link replaced, not followed), a second
+    rollback changes nothing, the rollback is itself rolled back through its safety checkpoint; then retention
+    (the checkpoint module on each host, as the tasks run it) keeps what it must and v1 still restores. (A
+    target a host's store does not hold is refused naming what there is: unit test_plan.py, and the plan's
     refusal fails the run before any change on any host: rollback/test_ordered_rollback.py over three
     hosts; a corrupted object: there too, and badinput/test_failed_restore.py for the restore module.)"""
+    hosts = checkpointed_fleet
     secret = tmp_path / "root-only"
     secret.write_bytes(b"only root may read this\n")
     os.chmod(secret, 0o600)
-    for host in prepared_fleet:
-        pipe = host.local("/srv/app") / "pipe"
-        os.mkfifo(pipe)
-        os.chmod(pipe, 0o640)
-    at_v1 = {host.name: host_snapshot(host) for host in prepared_fleet}
-    assert at_v1["h1"] != at_v1["h2"] != at_v1["h3"], "hosts must differ for the test to mean anything"
-    checkpoint(run_playbook, fleet_vars, "v1")  # a FIFO in the tree: the checkpoint does not hang
+    at_v1 = hosts_at_v1.snapshots
 
     # A bad deploy, then check mode: the plan, and no change, no checkpoint written.
-    for host in prepared_fleet:
+    for host in hosts:
         break_release(host)
-    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
-    stores = {host.name: sorted(os.listdir(host.store / "checkpoints")) for host in prepared_fleet}
+    broken = {host.name: host_snapshot(host) for host in hosts}
+    stores = {host.name: sorted(os.listdir(host.store / "checkpoints")) for host in hosts}
 
     plan = rollback(run_playbook, fleet_vars, "v1", check=True, diff=True)
 
     assert plan.ok, plan
-    for host in prepared_fleet:
+    for host in hosts:
         assert host_snapshot(host) == broken[host.name]
         assert sorted(os.listdir(host.store / "checkpoints")) == stores[host.name], "check mode wrote a checkpoint"
         assert not task_results(plan, "Restore the managed paths", host.name)  # the dry run is the plan
@@ -67,18 +57,18 @@ def test_checkpoint_plan_rollback_again_undo_and_retention_on_three_hosts(prepar
         assert config and "/srv/app: " in config[0] and "update index.html" in config[0], config
 
     # The FIFO gone and, on h3, a link planted by the application user where index.html was.
-    for host in prepared_fleet:
+    for host in hosts:
         (host.local("/srv/app") / "pipe").unlink()
-    h3_app = prepared_fleet["h3"].local("/srv/app")
+    h3_app = hosts["h3"].local("/srv/app")
     (h3_app / "index.html").unlink()
     os.symlink(secret, h3_app / "index.html")
     secret_before = (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_mtime_ns)
-    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
+    broken = {host.name: host_snapshot(host) for host in hosts}
 
     result = rollback(run_playbook, fleet_vars, "v1")
 
     assert result.ok, result
-    for host in prepared_fleet:
+    for host in hosts:
         assert host_snapshot(host) == at_v1[host.name], host.name
     for name in ("h1", "h2"):
         restored = task_result(result, "Restore the managed paths", name)
@@ -97,7 +87,7 @@ def test_checkpoint_plan_rollback_again_undo_and_retention_on_three_hosts(prepar
 
     # The rollback rolled back: its safety checkpoint brings the broken state back.
     labels = set()
-    for host in prepared_fleet:
+    for host in hosts:
         for manifest in (host.store / "checkpoints").iterdir():
             labels.add(json.loads(manifest.read_text())["label"])
     safety = [label for label in labels if label and label.startswith("safety/rollback-")]
@@ -106,37 +96,39 @@ def test_checkpoint_plan_rollback_again_undo_and_retention_on_three_hosts(prepar
     undo = rollback(run_playbook, fleet_vars, safety[0])
 
     assert undo.ok, undo
-    for host in prepared_fleet:
+    for host in hosts:
         assert host_snapshot(host) == broken[host.name], host.name
 
     # Retention: keep_last=1 keeps the newest checkpoint, the release tag (v1) and the newest safety
     # checkpoint; the dry run deletes nothing (the real run then deletes exactly what it listed), and
     # v1 still restores after the objects only the forgotten checkpoints used are collected.
-    stores = {host.name: _store_listing(host) for host in prepared_fleet}
+    stores = {host.name: _store_listing(host) for host in hosts}
     prune = {"state": "pruned", "keep_last": 1}
-    pruned = run_playbook([{"hosts": "all", "gather_facts": False, "tasks": [
-        {"name": "retention dry run", "check_mode": True, "gitops.rollback.checkpoint": prune},
-        {"name": "retention", "gitops.rollback.checkpoint": prune},
-    ]}])
-    assert pruned.ok, pruned
-    for host in prepared_fleet:
+    for host in hosts:
         listing = stores[host.name]
+        dry = _module(host, "gitops.rollback.checkpoint", prune, check=True)
+        assert _store_listing(host) == listing, "the dry run deleted something"
+        real = _module(host, "gitops.rollback.checkpoint", prune)
         newest = max(listing)
         newest_safety = max(cid for cid, label in listing.items() if label.startswith("safety/"))
         keep = {newest, newest_safety} | {cid for cid, label in listing.items() if label == "v1"}
         assert len(keep) == 2 and len(listing) > len(keep), listing
-        dry = task_result(pruned, "retention dry run", host.name)
         assert sorted(dry["deleted"]) == sorted(set(listing) - keep), (listing, dry)
         assert {item["id"] for item in dry["forgotten"]} == set(listing) - keep
         reasons = {item["id"]: item["reasons"] for item in dry["kept"]}
         assert set(reasons) == keep and "label matches v[0-9]*" in reasons[min(keep)], reasons
         assert reasons[newest] == ["newest", "newest safety checkpoint", "last"], reasons
-        real = task_result(pruned, "retention", host.name)
         assert real["changed"] and real["deleted"] == dry["deleted"], real
         assert _store_listing(host) == {cid: listing[cid] for cid in keep}
-    assert rollback(run_playbook, fleet_vars, "v1").ok
-    for host in prepared_fleet:
-        assert host_snapshot(host) == at_v1[host.name], host.name
+        restored = _module(host, "gitops.rollback.restore", {"checkpoint": "v1"})
+        assert restored["changed"] and host_snapshot(host) == at_v1[host.name], host.name
+
+
+def _module(host, module: str, args: dict, check: bool = False) -> dict:
+    """What ``module`` returns run on ``host`` as a task runs it there (no controller); fails the test on an error."""
+    done = host.module(module, args, check=check)
+    assert done.ok and not done.events[-1]["result"].get("failed"), (host.name, module, done.events[-1]["result"])
+    return done.events[-1]["result"]
 
 
 def _store_listing(host) -> dict:

@@ -17,20 +17,20 @@ def _results(result, task: str, host: str) -> list:
             and e["task"].split(" : ")[-1] == task]
 
 
-def test_rollback_paths_below_the_managed_roots_roll_back_only_those_paths(prepared_fleet, run_playbook, fleet_vars):
-    at_v1 = {host.name: host_snapshot(host) for host in prepared_fleet}
-    taken = run_playbook(PLAYBOOKS / "checkpoint.yml", extra_vars={**fleet_vars, "checkpoint_label": "v1"})
-    assert taken.ok, taken
-    for host in prepared_fleet:
+def test_rollback_paths_below_the_managed_roots_roll_back_only_those_paths(checkpointed_fleet, hosts_at_v1,
+                                                                          run_playbook, fleet_vars):
+    hosts = checkpointed_fleet  # checkpointed as v1 by checkpoint.yml
+    at_v1 = hosts_at_v1.snapshots
+    for host in hosts:
         break_release(host)
-    broken = {host.name: host_snapshot(host) for host in prepared_fleet}
+    broken = {host.name: host_snapshot(host) for host in hosts}
     chosen = ["/etc/app/app.conf", "/srv/app/static"]
 
     rolled = run_playbook(PLAYBOOKS / "rollback.yml", extra_vars={
         **fleet_vars, "rollback_to": "v1", "rollback_layers": ["config"], "rollback_paths": chosen})
 
     assert rolled.ok, _failed(rolled)
-    for host in prepared_fleet:
+    for host in hosts:
         now, v1, before = host_snapshot(host), at_v1[host.name], broken[host.name]
         assert now["/etc/app"] == v1["/etc/app"], host.name  # app.conf: bytes, mode and owner of v1
         static = {rel: entry for rel, entry in now["/srv/app"].items() if rel == "static" or rel.startswith("static/")}
@@ -53,18 +53,18 @@ def test_rollback_paths_below_the_managed_roots_roll_back_only_those_paths(prepa
 
     # A path the checkpoint does not hold: refused by the pre-flight, before any change (a path outside the
     # managed roots: badinput/test_restore_paths.py and the plan's unit tests).
-    restored_state = {host.name: host_snapshot(host) for host in prepared_fleet}
+    restored_state = {host.name: host_snapshot(host) for host in hosts}
     refused = run_playbook(PLAYBOOKS / "rollback.yml", extra_vars={
         **fleet_vars, "rollback_to": "v1", "rollback_layers": ["config"], "rollback_paths": ["/srv/app/static/none.css"]})
     assert not refused.ok
     assert any("holds nothing at /srv/app/static/none.css" in str(msg) and "/srv/app, /etc/app" in str(msg)
                for _task, msg in _failed(refused)), _failed(refused)
-    assert {host.name: host_snapshot(host) for host in prepared_fleet} == restored_state
+    assert {host.name: host_snapshot(host) for host in hosts} == restored_state
 
     # The safety checkpoint undoes the selective rollback: those paths broken again, the rest as it is.
     undo = run_playbook(PLAYBOOKS / "rollback.yml", extra_vars={**fleet_vars, "rollback_to": safety[0]["label"]})
 
     assert undo.ok, _failed(undo)
-    for host in prepared_fleet:
+    for host in hosts:
         assert host_snapshot(host) == broken[host.name], host.name
         assert restored_state[host.name] != broken[host.name]

@@ -1,7 +1,12 @@
-"""A dry run changes nothing: rollback.yml and guard.yml with rollback_dry_run against a broken v2 in
-every layer (three SSH hosts, PostgreSQL with migrations, Terraform state) leave every layer and every
-store byte-identical and say "dry run" in the audit log; a real guard run takes its safety checkpoint
-of the broken state before it rolls back."""
+"""A dry run changes nothing: guard.yml with rollback_dry_run against a broken v2 in every layer (three SSH
+hosts, PostgreSQL with migrations, Terraform state) leaves every layer and every store byte-identical and
+says "dry run" in the audit log; an unclear answer stops rollback.yml before anything runs; a real guard run
+takes its safety checkpoint of the broken state before it rolls back.
+
+rollback.yml's own dry run (the plan of the first play, nothing else runs) over every layer:
+rollback/test_ordered_rollback.py (check mode, which sets the same plays' planning as the answer does); with
+the survey's answer, hosts and stores unchanged and the audit log saying dry run: gitops/test_awx_cli_dry_run.py;
+the answers themselves: the unit tests of the dry_run filter and run_mode."""
 
 from __future__ import annotations
 
@@ -44,9 +49,10 @@ def records_since(drill, count: int) -> list[dict]:
 def test_dry_runs_change_nothing_and_a_real_guard_run_checkpoints_first(drill):
     before = fingerprint(drill)
 
-    # The guard, as its AWX survey answers a dry run: the gate fails, the rollback is only planned.
+    # The guard, with the dry-run answer as a boolean (an extra var from a file or the API; the AWX survey's
+    # "yes": gitops/test_awx_cli_dry_run.py): the gate fails, the rollback is only planned.
     seen = len(drill.audit())
-    guard = drill.playbook("guard.yml", **guard_vars(drill, rollback_dry_run="yes"))
+    guard = drill.playbook("guard.yml", **guard_vars(drill, rollback_dry_run=True))
     assert guard.ok, (failures(guard), guard.stdout[-6000:])
     assert fingerprint(drill) == before, "a dry run of the guard changed a layer or a store"
     records = records_since(drill, seen)
@@ -55,15 +61,6 @@ def test_dry_runs_change_nothing_and_a_real_guard_run_checkpoints_first(drill):
                                                             for r in records]
     planned = [r for r in records if r["operation"] == "rollback" and r["event"] == "completed"][-1]
     assert "dry run" in planned["message"] and planned["result"]["check_mode"] is True
-
-    # The rollback playbook, with the survey's answer as a boolean (an extra var from a file or API).
-    seen = len(drill.audit())
-    plan = drill.playbook("rollback.yml", rollback_to="v1", rollback_dry_run=True)
-    assert plan.ok, (failures(plan), plan.stdout[-6000:])
-    assert fingerprint(drill) == before, "a dry run of the rollback changed a layer or a store"
-    records = records_since(drill, seen)
-    assert [r["event"] for r in records] == ["started", "completed"], records
-    assert all(r.get("dry_run") is True for r in records), records
 
     # A dry-run answer that is neither yes nor no stops before anything runs.
     seen = len(drill.audit())
