@@ -5,16 +5,9 @@ and services layers, checkpointed at v1, then v2 deployed."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-import pytest
-import yaml
-
-from harness import run_module_process
+from site_support import Site
 from test_ordered_rollback import failures
-
-PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 
 #: A hook task: appends "<when> <layer> <checkpoint id of the plan> <app.conf's release line>" to the log.
 HOOK = """- name: Note the {when} hook of {{{{ gitops_rollback_layer }}}}
@@ -30,69 +23,6 @@ FAILING_HOOK = """- name: Refuse to touch {{ gitops_rollback_layer }}
     argv: [sh, -c, 'echo maintenance window closed >&2; exit 4']
   changed_when: false
 """
-
-
-class Site:
-    """One host with a release root, a managed directory and a service, and the hook log."""
-
-    def __init__(self, tmp: Path, run_playbook, collections_dir: Path) -> None:
-        self.tmp, self.run_playbook, self.collections_dir = tmp, run_playbook, collections_dir
-        self.conf = tmp / "etc" / "app" / "app.conf"
-        self.root = tmp / "srv"
-        self.log = tmp / "hooks.log"
-        self.inventory = tmp / "hosts.yml"
-        self.inventory.write_text(yaml.safe_dump({"all": {"hosts": {"app1": {
-            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-            "gitops_rollback_store_path": str(tmp / "store"),
-            "gitops_rollback_paths": [str(self.conf.parent)],
-            "gitops_rollback_release_root": str(self.root),
-            "gitops_rollback_services": [{"name": "app", "layers": ["release", "config"], "command": [
-                "sh", "-c", 'echo "services restarted" >> "$1"', "restart", str(self.log)]}],
-        }}}}))
-
-    def vars(self, **extra) -> dict:
-        return {"gitops_rollback_audit_log": str(self.tmp / "audit.jsonl"),
-                "rollback_lock_dir": str(self.tmp / "locks"), **extra}
-
-    def deploy(self, tag: str) -> None:
-        build = self.tmp / f"build-{tag}"
-        build.mkdir(exist_ok=True)
-        (build / "VERSION").write_text(tag + "\n")
-        self.conf.parent.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(f"release={tag}\n")
-        # Set-up, not what the tests prove: the release module alone, as Ansible runs it on the host.
-        result = run_module_process("gitops.rollback.release", {"root": str(self.root), "src": str(build), "label": tag},
-                                    collections_dir=self.collections_dir, cwd=self.tmp)
-        assert result.ok, result
-
-    def state(self) -> dict:
-        return {"conf": self.conf.read_text(), "current": (self.root / "current" / "VERSION").read_text()}
-
-    def hooks(self, spec: dict[str, str]) -> dict[str, str]:
-        """Write a hook file for each ``{<when>_<layer>: text}`` and return the role's variables."""
-        found = {}
-        for key, text in spec.items():
-            path = self.tmp / f"{key}.yml"
-            path.write_text(text)
-            when, layer = key.split("_", 1)
-            found[f"gitops_rollback_{when}_{layer}_tasks"] = str(path)
-        return found
-
-    def rollback(self, **extra):
-        return self.run_playbook(PLAYBOOKS / "rollback.yml", inventory=self.inventory,
-                                 extra_vars=self.vars(**extra))
-
-
-@pytest.fixture
-def site(tmp_path: Path, run_playbook, collections_path: Path) -> Site:
-    """v1 deployed and checkpointed (checkpoint.yml), then v2 deployed."""
-    site = Site(tmp_path, run_playbook, collections_path)
-    site.deploy("v1")
-    checkpoint = run_playbook(PLAYBOOKS / "checkpoint.yml", inventory=site.inventory,
-                              extra_vars=site.vars(checkpoint_label="v1"))
-    assert checkpoint.ok, checkpoint
-    site.deploy("v2")
-    return site
 
 
 def v1_checkpoint(site: Site) -> str:

@@ -1,12 +1,11 @@
-"""Two runs of the rollback role in one playbook, on one host over the local connection (test_hooks.Site):
+"""Two runs of the rollback role in one playbook, on one host over the local connection (site_support.Site):
 the second run starts afresh - its rollback time limit holds from its first layer on."""
 
 from __future__ import annotations
 
 import json
 
-# site: test_hooks' fixture
-from test_hooks import Site, site  # noqa: F401 pylint: disable=unused-import
+from site_support import Site
 
 
 def role(tasks_from: str, **variables) -> dict:
@@ -14,7 +13,7 @@ def role(tasks_from: str, **variables) -> dict:
         "name": "gitops.rollback.rollback", "tasks_from": tasks_from}, "vars": variables}
 
 
-def test_a_second_run_in_the_same_playbook_keeps_its_rollback_time_limit(site: Site):  # noqa: F811
+def test_a_second_run_in_the_same_playbook_keeps_its_rollback_time_limit(site: Site):
     # The first run rolls the release and config layers back and restarts the service, its last layer; the
     # second one, limited to 1 s, spends 2 s before its layers: it must stop before its services layer,
     # whatever layer the first run ended in.
