@@ -17,8 +17,8 @@ def _results(result, task: str, host: str) -> list:
             and e["task"].split(" : ")[-1] == task]
 
 
-def test_rollback_paths_below_the_managed_roots_roll_back_only_those_paths(checkpointed_fleet, hosts_at_v1,
-                                                                          run_playbook, fleet_vars):
+def test_rollback_paths_below_the_managed_roots_roll_back_only_those_paths(checkpointed_fleet, hosts_at_v1, run_playbook,
+                                                                           fleet_vars):
     hosts = checkpointed_fleet  # checkpointed as v1 by checkpoint.yml
     at_v1 = hosts_at_v1.snapshots
     for host in hosts:
