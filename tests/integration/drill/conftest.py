@@ -1,15 +1,18 @@
 """The demo on the embedded default, run once per module in a private directory, for the demo
 and drill tests: with the stores' key only in a Vault-encrypted variable, as an inventory keeps it,
-and at -vvv (what a user sees when debugging must not show the key)."""
+and at -vvv (what a user sees when debugging must not show the key). Every test starts from the
+directory as the demo left it (its layers, stores, SQLite database, Terraform state, Git repository,
+audit log and report), copied once after the demo and put back before each test."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -90,12 +93,25 @@ V1 = PLAYBOOKS / "files" / "demo" / "v1"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, collections_path: Path) -> Iterator[Demo]:
+def demo_run(tmp_path_factory: pytest.TempPathFactory, collections_path: Path) -> tuple[Demo, Path]:
     """The demo playbook, run end to end in a private directory (the way ./dev.sh demo runs it), with
-    the key of its stores in a Vault-encrypted variable, at -vvv."""
+    the key of its stores in a Vault-encrypted variable, at -vvv; and a copy of the directory it left."""
     directory = tmp_path_factory.mktemp("demo") / "gitops-rollback-demo"
     vault = vault_args(directory.parent)
     result = run_playbook(PLAYBOOKS / "demo.yml", INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
                           collections_dir=collections_path, cwd=directory.parent,
                           env={"HOME": os.environ.get("HOME", "/root")}, verbosity=3, extra_args=vault, timeout=1800)
-    yield Demo(directory, collections_path, result, vault)
+    snapshot = directory.parent / "as-the-demo-left-it"
+    if directory.is_dir():
+        shutil.copytree(directory, snapshot, symlinks=True)
+    return Demo(directory, collections_path, result, vault), snapshot
+
+
+@pytest.fixture
+def demo(demo_run: tuple[Demo, Path]) -> Demo:
+    """The demo's directory as the demo left it, whatever an earlier test ran on it."""
+    built, snapshot = demo_run
+    if snapshot.is_dir():
+        shutil.rmtree(built.directory, ignore_errors=True)
+        shutil.copytree(snapshot, built.directory, symlinks=True)
+    return built

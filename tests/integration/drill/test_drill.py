@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPOSITORY_MOUNT
+from harness import REPOSITORY_MOUNT, run_module_process
 from harness.objects import grep_store
 
 pytestmark = pytest.mark.e2e  # the demo fixture runs ansible-playbook
@@ -80,16 +80,33 @@ def test_one_vaulted_variable_encrypts_every_store_of_the_demo_and_never_shows_t
         assert grep_store(path / "checkpoints", b"\"label\"") == [], "manifests are sealed"
 
 
-def test_a_playbook_without_the_vaulted_variable_is_refused_by_the_encrypted_stores(demo):
+def test_without_the_vaulted_variable_every_store_of_the_demo_refuses_and_nothing_changes(demo):
+    """What a playbook run without the Vault-encrypted variable sends each layer's module (the empty
+    encryption_key of the playbooks' module_defaults), as Ansible runs it on the host: the demo's store
+    (files, release, database) and controller store (Terraform) refuse before anything is read or written."""
     assert demo.result.ok, "the demo must have run first"
-    layers = demo.layers()
+    layers, files = demo.layers(), demo_bytes(demo)
+    store, controller_store = str(demo.directory / "store"), str(demo.directory / "controller-store")
+    terraform_env = {"TF_CLI_CONFIG_FILE": str(demo.directory / "terraformrc"), "TF_IN_AUTOMATION": "1"}
+    calls = [
+        ("gitops.rollback.checkpoint", {"paths": [str(demo.directory / "etc" / "app")], "label": "no-key", "store_path": store}),
+        ("gitops.rollback.release", {"state": "recorded", "root": str(demo.directory / "srv" / "app"), "checkpoint": "no-key",
+                                     "store_path": store}),
+        ("gitops.rollback.db_backup", {"checkpoint": "no-key", "engine": "sqlite", "database": str(demo.directory / "var" / "shop.sqlite"),
+                                       "store_path": store}),
+        ("gitops.rollback.terraform_state", {"operation": "snapshot", "label": "no-key",
+                                             "project_path": str(demo.directory / "config-repo" / "infra"),
+                                             "store_path": controller_store}),
+    ]
 
-    refused = demo.run("checkpoint.yml", key=False, checkpoint_label="no-key")
+    for module, args in calls:
+        refused = run_module_process(module, {**args, "encryption_key": ""}, env=terraform_env,
+                                     collections_dir=demo.collections, cwd=demo.directory.parent)
+        message = str(refused.events[-1]["result"].get("msg"))
+        assert not refused.ok and "is encrypted" in message and "encryption_key" in message, (module, message)
 
-    assert not refused.ok
-    messages = " ".join(str(e["result"].get("msg")) for e in refused.events if e.get("status") == "failed")
-    assert "is encrypted" in messages and "encryption_key" in messages, messages
     assert demo.layers() == layers
+    assert demo_bytes(demo) == files, "a refused module changed a file"
 
 
 def test_a_drill_rolls_back_through_the_guard_and_rebuilds_from_the_repository_and_verifies_every_layer(
@@ -151,9 +168,10 @@ def test_a_drill_fails_loudly_when_a_layer_does_not_come_back(demo):
     assert demo.result.ok, "the demo must have run first"
 
     # the config layer is left out of the rollback: its drill marker stays behind (the drill without the
-    # inventory's Terraform project: what a drill does to the infrastructure layer is the guard and dr rounds' run)
-    result = demo.run("drill.yml", drill_rounds="manual", rollback_layers="release,database,services",
-                      gitops_rollback_terraform=[])
+    # inventory's database and Terraform project: what a drill does to them is the guard and dr rounds' run,
+    # and the dr round rolls back by hand with the role as the manual round does)
+    result = demo.run("drill.yml", drill_rounds="manual", rollback_layers="release,services",
+                      gitops_rollback_databases=[], gitops_rollback_terraform=[])
 
     assert not result.ok
     message = [e for e in result.events if e.get("status") == "failed"][-1]["result"]["msg"]
