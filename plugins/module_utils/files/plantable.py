@@ -21,6 +21,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from ..store.tree import DIR, FIFO, FILE, LINK, TYPES, Key
 
 _ROW = struct.Struct("<BIIIqq32sHHI")  # type, mode, uid, gid, mtime_ns, size, sha256, owner, group, target
+_BLOB = struct.Struct("<B20xq32s")  # the row's type, size and sha256 alone
 _BLANK = bytes(_ROW.size)
 _NO_TARGET = 0xFFFFFFFF
 _MAX_NAMES = 0xFFFF
@@ -109,6 +110,17 @@ class Entries:
         """Return the path of entry ``number``."""
         start = self._ends[number - 1] if number else 0
         return self._paths[start:self._ends[number]].decode(*_CODEC)
+
+    def blob(self, number: int) -> Tuple[Optional[str], int, Optional[str]]:
+        """Return (type, size, sha256) of entry ``number`` without decoding it whole (type None: no entry)."""
+        flags = self._flags[number]
+        if flags & _PACKED:
+            kind, size, sha = _BLOB.unpack_from(self._rows, number * _ROW.size)
+            return TYPES[kind], size, sha.hex() if flags & _HAS_SHA else None
+        entry = self.entry(number)
+        if entry is None:
+            return None, 0, None
+        return entry.get("type"), entry.get("size"), entry.get("sha256")
 
     def entry(self, number: int) -> Optional[dict]:
         """Return entry ``number`` as the tree object holds it (None when there is none)."""
@@ -235,6 +247,10 @@ class ActionList:
     def rel(self, number: int) -> str:
         """Return the path of action ``number``."""
         return self._entries.path(number)
+
+    def blob(self, number: int) -> Tuple[Optional[str], int, Optional[str]]:
+        """Return (type, size, sha256) of action ``number``'s entry, not decoded whole (type None: a delete)."""
+        return self._entries.blob(number)
 
     def counts(self) -> Dict[str, int]:
         """Count the actions per operation."""

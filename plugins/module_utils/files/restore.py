@@ -10,7 +10,6 @@ leftover temporary files are extras that the next run removes while it completes
 from __future__ import annotations
 
 import collections
-import itertools
 import os
 import queue
 import secrets
@@ -25,13 +24,14 @@ from ..common.errors import IntegrityError, RollbackError, UnsafePathError
 from ..common.labels import show_label
 from ..common.fsutil import TEMP_MARK, raise_if_full, sync_filesystem, write_all
 from ..common.nofollow import (
-    CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_listed, open_root, race_point, remove_at,
+    CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_dir_at, open_root, race_point, remove_at,
 )
-from .plantable import Action
-from .written import WrittenFiles, unchanged_since_written
-from .restore_plan import RootPlan, differences, owner_ids, plan_root, rewrites, verify_blobs
+from .plantable import Action, ActionList
+from .written import WrittenFiles
+from .restore_plan import RootPlan, owner_ids, plan_root, rewrites, verify_blobs
+from .restore_verify import verify_changes, verify_tree  # pylint: disable=unused-import  # verify_tree: part of this module's API
 from ..store.store import Store, safety_label, checkpoint_summary
-from ..store.tree import DIR, FIFO, FILE, LINK, kind_of, path_key
+from ..store.tree import DIR, FIFO, LINK, kind_of, path_key
 import stat as _stat
 
 
@@ -85,9 +85,13 @@ class _Applier:
         self.made: List[str] = []  # directories this run made, in the order made
         self.token = secrets.token_hex(4)
         self.cursor: Optional[DirCursor] = None
+        self.staged_whole = False  # every entry staged under its own name inside a stage directory (:meth:`_build_staged`)
 
     def _tmp(self, name: str) -> str:
-        """Return the name new content of ``name`` is staged under (same directory, one name per run)."""
+        """Return the name new content of ``name`` is staged under (same directory, one name per run; inside a
+        stage directory, its own name)."""
+        if self.staged_whole:
+            return name
         return ".%s%s%s" % (name[:100], TEMP_MARK, self.token)
 
     def _full(self, rel: str) -> str:
@@ -213,6 +217,55 @@ class _Applier:
             if not unchanged:
                 self.written.forget(number)
 
+    def _build_staged(self) -> None:
+        """Stage every entry under its own name inside a new directory of the root, flush the file system,
+        then rename the root's new entries (only those, not each file below them) out of it into place.
+
+        As with a temporary copy beside each file, nothing is in place before everything was staged and
+        checked, and a process killed at any point leaves each entry absent or whole; the stage directory
+        (a temporary name) is removed on failure, or as an extra by the next run.
+        """
+        root_fd = self.cursor.root_fd
+        stage = ".rebuild%s%s" % (TEMP_MARK, self.token)
+        os.mkdir(stage, 0o700, dir_fd=root_fd)
+        outer, done = self.cursor, False
+        try:
+            self.cursor = DirCursor(open_dir_at(root_fd, stage, self._full(stage)), self._full(stage))
+            self.staged_whole = True
+            self._stage_all()
+            sync_filesystem(root_fd)
+            self._rename_tops(root_fd)
+            done = True
+        finally:
+            self.pending, self.created = array("L"), array("L")  # in place, or removed with the stage directory
+            if self.cursor is not outer:
+                self.cursor.close()
+            self.cursor, self.staged_whole = outer, False
+            if not done:
+                try:
+                    remove_at(root_fd, stage, self._full(stage))
+                except (OSError, RollbackError):
+                    pass  # the failure is reported; what is left there is an extra of the next run
+        os.rmdir(stage, dir_fd=root_fd)
+
+    def _rename_tops(self, root_fd: int) -> None:
+        """Rename the entries staged directly in the stage directory into the root; a file below a directory
+        moves with it and keeps its change time (the verification's sign that it is as written)."""
+        actions, stage_fd = self.plan.actions, self.cursor.root_fd
+        self.cursor.reset()
+        for number in range(len(actions)):
+            rel = actions.rel(number)
+            if "/" in rel:
+                continue
+            race_point("restore.rename", rel=rel)
+            self._check_staged(number, stage_fd, rel)
+            os.rename(rel, rel, src_dir_fd=stage_fd, dst_dir_fd=root_fd)
+            if self.written.tracked(number):
+                try:
+                    self.written.renamed(number, lstat_at(root_fd, rel))
+                except OSError:  # gone again already: the verification reports what is there
+                    self.written.forget(number)
+
     def _drop_staged(self) -> None:
         actions = self.plan.actions
         for number in sorted(set(self.pending) | set(self.created)):
@@ -248,25 +301,22 @@ class _Applier:
         try:
             files = array("L")
             for number in range(len(actions)):
-                if actions.op(number) != "delete":
-                    action = actions[number]
-                    if action.entry["type"] == DIR:
-                        self._stage(action)
-                    elif action.entry["type"] == FILE and rewrites(action, action.entry):
-                        files.append(number)
+                if self.plan.writes_file(number):
+                    files.append(number)
+                elif actions.op(number) != "delete" and actions.blob(number)[0] == DIR:
+                    self._stage(actions[number])
             if files:
                 self.cursor.reset()
                 creator = _Creator(self, files)
+            upcoming = iter(files)
+            due = next(upcoming, None)
             for number in range(len(actions)):
-                if actions.op(number) == "delete":
-                    continue
-                action = actions[number]
-                if action.entry["type"] == DIR:
-                    continue
-                if action.entry["type"] == FILE and rewrites(action, action.entry):
+                if number == due:
+                    action = actions[number]
                     self._write_file(action.entry, creator.take(number), self._full(action.rel), number)
                     self.pending.append(number)
-                elif self._stage(action):
+                    due = next(upcoming, None)
+                elif actions.op(number) != "delete" and actions.blob(number)[0] != DIR and self._stage(actions[number]):
                     self.pending.append(number)
         except BaseException:
             if creator is not None:
@@ -290,9 +340,12 @@ class _Applier:
                     dir_fd, name = self._at(rel)
                     remove_at(dir_fd, name, self._full(rel))
             self.cursor.reset()
-            self._stage_all()
-            sync_filesystem(self.cursor.root_fd)
-            self._rename_staged()
+            if _only_new_tops(self.plan.actions):
+                self._build_staged()
+            else:
+                self._stage_all()
+                sync_filesystem(self.cursor.root_fd)
+                self._rename_staged()
             self._finish_dirs()
             sync_filesystem(self.cursor.root_fd)
         except Exception as exc:
@@ -302,6 +355,21 @@ class _Applier:
             raise
         finally:
             self.cursor.close()
+
+
+def _only_new_tops(actions: ActionList) -> bool:
+    """Tell whether every action creates an entry whose parent is the root or a directory it creates
+    (a rebuild into an empty root): the whole plan can be staged in one directory."""
+    if set(actions.counts()) != {"create"}:
+        return False
+    made = set()
+    for number in range(len(actions)):
+        rel = actions.rel(number)
+        head = rel.rpartition("/")[0]
+        if head and head not in made:
+            return False
+        made.add(rel)
+    return True
 
 
 class _Creator:
@@ -414,77 +482,6 @@ def _changes(plans: Sequence[RootPlan]) -> Dict[str, List[dict]]:
 def _summary(plans: Sequence[RootPlan]) -> Dict[str, Dict[str, int]]:
     """Count the changes per root and operation."""
     return {plan.root: plan.actions.counts() for plan in plans if plan.actions}
-
-
-def verify_changes(plan: RootPlan, store: Store, written: Optional[WrittenFiles] = None) -> List[dict]:
-    """Check that every change of an applied plan landed: re-read each written entry, each removed
-    path is gone, each touched directory has its metadata. Entries the plan left alone were found
-    equal when it was made.
-
-    A file's content is re-hashed (not trusted to the stat cache) unless it is the file this run
-    wrote, hashing every byte as it wrote it (``written``), untouched since its rename: the same inode
-    and generation, size and change time (its mtime, mode and owner are compared as every entry's).
-    """
-    try:
-        cursor = DirCursor(open_root(plan.root), plan.root)
-    except (OSError, RollbackError) as exc:
-        return [{"path": ".", "problem": "cannot be opened: %s" % exc}]
-    problems = []
-    try:
-        checks = itertools.chain(((number, action.rel, action.entry) for number, action in enumerate(plan.actions)),
-                                 ((None, "/".join(key), entry) for key, entry in plan.dirs.items()))
-        for number, rel, entry in checks:  # one entry decoded at a time: a large plan keeps its entries packed
-            try:
-                dir_fd, name = cursor.parent_of(rel)
-                as_written = written.get(number) if written is not None and number is not None else None
-                problem = _entry_problem(dir_fd, name, entry, store, as_written)
-            except (OSError, RollbackError) as exc:
-                problem = "cannot be reached: %s" % exc
-            if problem:
-                problems.append({"path": rel, "problem": problem})
-    finally:
-        cursor.close()
-    return problems
-
-
-def _entry_problem(dir_fd: int, name: str, entry: Optional[dict], store: Store,
-                   as_written: Optional[Tuple[int, int, int, int]] = None) -> Optional[str]:
-    """Return how an entry differs from what the plan wrote (``entry`` None: it was removed); ``as_written``:
-    the file this run wrote there (:class:`WrittenFiles`), its content hashed as it was written."""
-    try:
-        st = lstat_at(dir_fd, name)
-    except FileNotFoundError:
-        return "missing" if entry is not None else None
-    if entry is None:
-        return "still present"
-    if kind_of(st) != entry["type"]:
-        return "is a %s, not a %s" % (kind_of(st) or "special file", entry["type"])
-    sha = target = None
-    if entry["type"] == FILE:
-        fd = open_listed(dir_fd, name, st.st_dev, st.st_ino)
-        if fd is None:
-            return "changed while it was checked"
-        try:
-            sha = entry["sha256"] if unchanged_since_written(fd, st, as_written) else store.hash_fd(fd)
-        finally:
-            os.close(fd)
-    if entry["type"] == LINK:
-        target = os.readlink(name, dir_fd=dir_fd)
-    reasons = differences(entry, st, sha, target)
-    return "differs in " + ", ".join(reasons) if reasons else None
-
-
-def verify_tree(store: Store, record: dict) -> List[dict]:
-    """Compare a live root with its checkpoint (hashing what the stat cache cannot vouch for) and
-    refresh the stat cache; return the differences (empty when equal)."""
-    writer = store.cache_writer(record["path"])
-    try:
-        plan = plan_root(store, record, cache_writer=writer)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.commit()
-    return [action.as_dict() for action in plan.actions]
 
 
 @dataclass

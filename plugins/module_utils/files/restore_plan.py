@@ -41,11 +41,20 @@ class RootPlan:
         """Yield (sha256, path, size) of every blob the plan writes."""
         actions = self.actions
         for number in range(len(actions)):
-            if actions.op(number) != "delete":
-                action = actions[number]
-                entry = action.entry
-                if entry["type"] == FILE and rewrites(action, entry):
-                    yield entry["sha256"], action.rel, entry["size"]
+            if self.writes_file(number):
+                _kind, size, sha = actions.blob(number)
+                yield sha, actions.rel(number), size
+
+    def writes_file(self, number: int) -> bool:
+        """Tell whether action ``number`` writes a regular file's content (its entry decoded only for a metadata change)."""
+        actions = self.actions
+        op = actions.op(number)
+        if op == "delete" or actions.blob(number)[0] != FILE:
+            return False
+        if op != "meta":
+            return True
+        action = actions[number]
+        return rewrites(action, action.entry)
 
 
 def rewrites(action: Action, entry: dict) -> bool:

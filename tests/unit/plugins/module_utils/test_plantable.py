@@ -96,3 +96,13 @@ def test_directories_keep_one_entry_per_key():
     assert sorted(dirs, key=len, reverse=True) == [("a", "b"), ("a",)]
     assert dict(dirs.items()) == {("a",): _entry("a", type="dir", sha256=None),
                                   ("a", "b"): _entry("a/b", type="dir", sha256=None)}
+
+
+def test_type_size_and_object_of_every_entry_are_read_without_decoding_it_whole():
+    entries = Entries()
+    for entry in ENTRIES:
+        entries.add(entry["path"], entry)
+    entries.add("removed", None)
+    for number, entry in enumerate(ENTRIES):
+        assert entries.blob(number) == (entry.get("type"), entry.get("size"), entry.get("sha256"))
+    assert entries.blob(len(ENTRIES)) == (None, 0, None)

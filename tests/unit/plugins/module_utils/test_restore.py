@@ -425,3 +425,71 @@ def test_a_write_failing_within_a_batch_of_created_files_closes_them_all_and_rem
         restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
     assert _open_fds() == before
     assert not root.exists() or not [name for _dir, _dirs, files in os.walk(str(root)) for name in files]
+
+
+def test_a_restore_into_an_empty_root_killed_while_moving_into_place_leaves_each_entry_absent_or_whole(store, root, monkeypatch):
+    expected = _snapshot(root)
+    manifest = _checkpoint(store, root)
+    shutil.rmtree(str(root))
+    root.mkdir()
+    moved = []
+
+    def die_at_the_third_move(point, where):
+        if point == "restore.rename":
+            if len(moved) == 2:
+                raise Killed()
+            moved.append(where["rel"])
+
+    monkeypatch.setattr(_nofollow, "race_hook", die_at_the_third_move)
+    with pytest.raises(Killed):
+        restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
+    monkeypatch.setattr(_nofollow, "race_hook", None)
+
+    assert all("/" not in rel for rel in moved), "only the root's entries are moved, each with all below it"
+    placed = {rel: value for rel, value in _snapshot(root).items() if TEMP_MARK not in rel}
+    assert placed and len(placed) < len(expected)
+    for rel, value in placed.items():  # a directory's metadata is set last, after every move
+        assert value == expected[rel] or value[0] == "dir", "%s is in place only whole" % rel
+    result = restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
+    assert result["verified"] and _snapshot(root) == expected
+    assert [name for name in os.listdir(str(root)) if TEMP_MARK in name] == []
+
+
+def test_a_restore_into_an_empty_root_that_fails_while_writing_leaves_it_empty(store, root, monkeypatch):
+    manifest = _checkpoint(store, root)
+    shutil.rmtree(str(root))
+    root.mkdir()
+    real_write_all = _restore.write_all
+    writes = []
+
+    def failing_on_the_ninth(fd, data):
+        writes.append(fd)
+        if len(writes) == 9:
+            raise OSError(errno.EIO, "I/O error")
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(_restore, "write_all", failing_on_the_ninth)
+    with pytest.raises(OSError, match="I/O error"):
+        restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
+    assert os.listdir(str(root)) == []
+
+
+def test_a_file_changed_in_the_stage_directory_before_the_move_fails_the_verification(store, root, monkeypatch):
+    manifest = _checkpoint(store, root)
+    shutil.rmtree(str(root))
+    root.mkdir()
+    checkpointed = next(entry for entry in store.iter_tree(manifest["roots"][0]["tree"])
+                        if entry["path"] == "conf/app.conf")
+
+    def change_staged(point, where):
+        if point == "restore.rename" and where.get("rel") == "conf":
+            stage = next(path for path in root.iterdir() if TEMP_MARK in path.name)
+            with open(str(stage / "conf" / "app.conf"), "r+b") as handle:  # same size, mtime set back
+                handle.write(b"PORT")
+            os.utime(str(stage / "conf" / "app.conf"), ns=(checkpointed["mtime_ns"], checkpointed["mtime_ns"]))
+
+    monkeypatch.setattr(_nofollow, "race_hook", change_staged)
+    with pytest.raises(IntegrityError) as failed:
+        restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
+    problem = failed.value.details["differences"][str(root)][0]
+    assert problem["path"] == "conf/app.conf" and "content" in problem["problem"]
