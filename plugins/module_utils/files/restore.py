@@ -23,6 +23,7 @@ from .capture import CheckpointRequest, locate, roots_of, save_checkpoint
 from ..common.errors import IntegrityError, RollbackError, UnsafePathError
 from ..common.labels import show_label
 from ..common.fsutil import TEMP_MARK, raise_if_full, sync_filesystem, write_all
+from ..common.writeback import EarlyWriteback
 from ..common.nofollow import (
     CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_dir_at, open_root, race_point, remove_at,
 )
@@ -86,6 +87,7 @@ class _Applier:
         self.token = secrets.token_hex(4)
         self.cursor: Optional[DirCursor] = None
         self.staged_whole = False  # every entry staged under its own name inside a stage directory (:meth:`_build_staged`)
+        self.writeback: Optional[EarlyWriteback] = None
 
     def _tmp(self, name: str) -> str:
         """Return the name new content of ``name`` is staged under (same directory, one name per run; inside a
@@ -110,6 +112,8 @@ class _Applier:
                 write_all(fd, chunk)
             if digest.hexdigest() != sha:
                 raise self.source.refused(sha, digest.hexdigest(), full)
+            if self.writeback is not None:
+                self.writeback.wrote(entry["size"])
             self._set_meta(fd, entry)
             self.written.note(number, fd)
         finally:
@@ -308,6 +312,7 @@ class _Applier:
             if files:
                 self.cursor.reset()
                 creator = _Creator(self, files)
+                self.writeback = EarlyWriteback(self.cursor.root_fd)
             upcoming = iter(files)
             due = next(upcoming, None)
             for number in range(len(actions)):
@@ -328,6 +333,9 @@ class _Applier:
         finally:
             if creator is not None:
                 creator.finish()
+            if self.writeback is not None:
+                self.writeback.stop()
+                self.writeback = None
 
     def run(self) -> None:
         """Apply the plan."""
