@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import secrets
@@ -139,7 +140,32 @@ def libc():
             _LIBC = ctypes.CDLL(name, use_errno=True) if name else False
         if _LIBC and hasattr(_LIBC, "sync_file_range"):
             _LIBC.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        if _LIBC and hasattr(_LIBC, "renameat2"):
+            _LIBC.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     return _LIBC
+
+
+RENAME_NOREPLACE = 1
+
+
+def rename_new(src_dir_fd: int, name: str, dst_dir_fd: int) -> None:
+    """Move entry ``name`` of one directory to the same name in another, never over an entry there: a
+    FileExistsError then (``renameat2`` with RENAME_NOREPLACE; where the kernel or the file system lacks
+    it, a look just before the rename)."""
+    c_library = libc()
+    if c_library and hasattr(c_library, "renameat2"):
+        raw = os.fsencode(name)
+        if c_library.renameat2(src_dir_fd, raw, dst_dir_fd, raw, RENAME_NOREPLACE) == 0:
+            return
+        error = ctypes.get_errno()
+        if error not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(error, os.strerror(error), name)
+    try:
+        os.stat(name, dir_fd=dst_dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(name, name, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return
+    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), name)
 
 
 def sync_filesystem(where: Union[str, int]) -> None:

@@ -22,12 +22,12 @@ from .allowed_roots import check_roots
 from .capture import CheckpointRequest, locate, roots_of, save_checkpoint
 from ..common.errors import IntegrityError, RollbackError, UnsafePathError
 from ..common.labels import show_label
-from ..common.fsutil import TEMP_MARK, raise_if_full, sync_filesystem, write_all
+from ..common.fsutil import TEMP_MARK, raise_if_full, rename_new, sync_filesystem, write_all
 from ..common.writeback import EarlyWriteback
 from ..common.nofollow import (
     CREATE_FLAGS, READ_FLAGS, DirCursor, lstat_at, open_dir_at, open_root, race_point, remove_at,
 )
-from .plantable import Action, ActionList
+from .plantable import Action
 from .written import WrittenFiles
 from .restore_plan import RootPlan, owner_ids, plan_root, rewrites, verify_blobs
 from .restore_verify import verify_changes, verify_tree  # pylint: disable=unused-import  # verify_tree: part of this module's API
@@ -65,6 +65,29 @@ class ContentSource:
                               expected=sha, actual=actual, path=full)
 
 
+def _set_meta(fd: int, entry: dict) -> None:
+    uid, gid = owner_ids(entry)
+    os.fchown(fd, uid, gid)
+    os.fchmod(fd, entry["mode"])
+    os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+
+
+def _fix_meta_at(entry: dict, dir_fd: int, name: str, full: str, ino: Optional[int]) -> None:
+    """Set the metadata of a file or FIFO through a descriptor, if it is the expected inode."""
+    try:
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)  # never follows a link, never blocks on a FIFO
+    except OSError as exc:
+        raise _changed(full, "a %s" % entry["type"], os.strerror(exc.errno or 0)) from None
+    try:
+        st = os.fstat(fd)
+        if kind_of(st) != entry["type"] or (ino is not None and st.st_ino != ino):
+            raise _changed(full, "the %s the plan saw" % entry["type"],
+                           "another %s" % (kind_of(st) or "special file"))
+        _set_meta(fd, entry)
+    finally:
+        os.close(fd)
+
+
 class _Applier:
     """Carries out a root plan: removals, staging, renames, then directory metadata.
 
@@ -72,7 +95,8 @@ class _Applier:
     following a link; new content is written to a file created (``O_EXCL|O_NOFOLLOW``) beside
     its destination, hashed as it is written and compared with its object name, and renamed over
     it; metadata is set through descriptors. When staging fails, nothing was renamed yet: the
-    staged files and the directories this run made are removed again.
+    staged files and the directories this run made are removed again. A plan that only creates
+    entries is staged whole in one stage directory instead (:meth:`_build_staged`).
     """
 
     def __init__(self, store: Store, plan: RootPlan, source: Optional[ContentSource] = None) -> None:
@@ -114,17 +138,10 @@ class _Applier:
                 raise self.source.refused(sha, digest.hexdigest(), full)
             if self.writeback is not None:
                 self.writeback.wrote(entry["size"])
-            self._set_meta(fd, entry)
+            _set_meta(fd, entry)
             self.written.note(number, fd)
         finally:
             os.close(fd)
-
-    @staticmethod
-    def _set_meta(fd: int, entry: dict) -> None:
-        uid, gid = owner_ids(entry)
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, entry["mode"])
-        os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
 
     def _stage_link(self, entry: dict, dir_fd: int, name: str) -> None:
         tmp = self._tmp(name)
@@ -135,22 +152,7 @@ class _Applier:
     def _stage_fifo(self, entry: dict, dir_fd: int, name: str, full: str) -> None:
         tmp = self._tmp(name)
         os.mkfifo(tmp, 0o600, dir_fd=dir_fd)
-        self._fix_meta_at(entry, dir_fd, tmp, full, None)
-
-    def _fix_meta_at(self, entry: dict, dir_fd: int, name: str, full: str, ino: Optional[int]) -> None:
-        """Set the metadata of a file or FIFO through a descriptor, if it is the expected inode."""
-        try:
-            fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)  # never follows a link, never blocks on a FIFO
-        except OSError as exc:
-            raise _changed(full, "a %s" % entry["type"], os.strerror(exc.errno or 0)) from None
-        try:
-            st = os.fstat(fd)
-            if kind_of(st) != entry["type"] or (ino is not None and st.st_ino != ino):
-                raise _changed(full, "the %s the plan saw" % entry["type"],
-                               "another %s" % (kind_of(st) or "special file"))
-            self._set_meta(fd, entry)
-        finally:
-            os.close(fd)
+        _fix_meta_at(entry, dir_fd, tmp, full, None)
 
     def _make_dir(self, dir_fd: int, name: str, rel: str) -> None:
         try:
@@ -174,7 +176,7 @@ class _Applier:
             return False  # directories are finished last, deepest first
         if not rewrites(action, entry):
             race_point("restore.meta", rel=action.rel)
-            self._fix_meta_at(entry, dir_fd, name, full, action.live_ino)
+            _fix_meta_at(entry, dir_fd, name, full, action.live_ino)
             return False
         if entry["type"] == FIFO:
             self._stage_fifo(entry, dir_fd, name, full)
@@ -257,13 +259,19 @@ class _Applier:
         moves with it and keeps its change time (the verification's sign that it is as written)."""
         actions, stage_fd = self.plan.actions, self.cursor.root_fd
         self.cursor.reset()
+        moved: List[str] = []
         for number in range(len(actions)):
             rel = actions.rel(number)
             if "/" in rel:
                 continue
             race_point("restore.rename", rel=rel)
             self._check_staged(number, stage_fd, rel)
-            os.rename(rel, rel, src_dir_fd=stage_fd, dst_dir_fd=root_fd)
+            try:
+                rename_new(stage_fd, rel, root_fd)
+            except FileExistsError:
+                _move_back(moved, root_fd, stage_fd)
+                raise _changed(self._full(rel), "nothing (the plan creates it)", _kind_at(root_fd, rel)) from None
+            moved.append(rel)
             if self.written.tracked(number):
                 try:
                     self.written.renamed(number, lstat_at(root_fd, rel))
@@ -348,7 +356,7 @@ class _Applier:
                     dir_fd, name = self._at(rel)
                     remove_at(dir_fd, name, self._full(rel))
             self.cursor.reset()
-            if _only_new_tops(self.plan.actions):
+            if self.plan.creates_whole_tops():
                 self._build_staged()
             else:
                 self._stage_all()
@@ -365,19 +373,20 @@ class _Applier:
             self.cursor.close()
 
 
-def _only_new_tops(actions: ActionList) -> bool:
-    """Tell whether every action creates an entry whose parent is the root or a directory it creates
-    (a rebuild into an empty root): the whole plan can be staged in one directory."""
-    if set(actions.counts()) != {"create"}:
-        return False
-    made = set()
-    for number in range(len(actions)):
-        rel = actions.rel(number)
-        head = rel.rpartition("/")[0]
-        if head and head not in made:
-            return False
-        made.add(rel)
-    return True
+def _kind_at(dir_fd: int, name: str) -> str:
+    try:
+        return "a %s" % (kind_of(lstat_at(dir_fd, name)) or "special file")
+    except OSError:
+        return "an entry gone again"
+
+
+def _move_back(moved: Sequence[str], root_fd: int, stage_fd: int) -> None:
+    """Move the entries moved into the root back into the stage directory (removed with it): nothing restored."""
+    for name in reversed(moved):
+        try:
+            rename_new(root_fd, name, stage_fd)
+        except OSError:
+            pass  # replaced meanwhile: the verification of the next run tells
 
 
 class _Creator:

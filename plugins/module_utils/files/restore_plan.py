@@ -45,6 +45,21 @@ class RootPlan:
                 _kind, size, sha = actions.blob(number)
                 yield sha, actions.rel(number), size
 
+    def creates_whole_tops(self) -> bool:
+        """Tell whether every action creates an entry whose parent is the root or a directory it creates
+        (a rebuild into an empty root): the whole plan can be staged in one directory."""
+        actions = self.actions
+        if set(actions.counts()) != {"create"}:
+            return False
+        made = set()
+        for number in range(len(actions)):
+            rel = actions.rel(number)
+            head = rel.rpartition("/")[0]
+            if head and head not in made:
+                return False
+            made.add(rel)
+        return True
+
     def writes_file(self, number: int) -> bool:
         """Tell whether action ``number`` writes a regular file's content (its entry decoded only for a metadata change)."""
         actions = self.actions

@@ -493,3 +493,22 @@ def test_a_file_changed_in_the_stage_directory_before_the_move_fails_the_verific
         restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
     problem = failed.value.details["differences"][str(root)][0]
     assert problem["path"] == "conf/app.conf" and "content" in problem["problem"]
+
+
+def test_an_entry_planted_where_a_restore_into_an_empty_root_moves_one_refuses_it_and_restores_nothing(
+        store, root, tmp_path, monkeypatch):
+    manifest = _checkpoint(store, root)
+    shutil.rmtree(str(root))
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    def plant(point, where):
+        if point == "restore.rename" and where.get("rel") == "conf":
+            os.symlink(str(outside), str(root / "page03.html"))  # a later top entry of the plan
+
+    monkeypatch.setattr(_nofollow, "race_hook", plant)
+    with pytest.raises(UnsafePathError, match="page03.html"):
+        restore_checkpoint(store, manifest, RestoreOptions(safety_checkpoint=False))
+    assert os.listdir(str(root)) == ["page03.html"] and os.path.islink(str(root / "page03.html"))
+    assert list(outside.iterdir()) == []
