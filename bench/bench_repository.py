@@ -19,7 +19,7 @@ each timed step:
   (durable, as the rebuild is), and vs ``restic restore`` from a restic repository on the repository
   host (sftp over the same SSH): every side writes into the same emptied directory after the same
   ``sync``, the order rotated each round, the medians of ``GITOPS_ROLLBACK_BENCH_ROUNDS`` rounds (3;
-  ``--quick``: 1), each side's rounds kept in bench/results.json;
+  ``--quick``: 1) and the median of each round's ratio, each side's rounds kept in bench/results.json;
 - with ``GITOPS_ROLLBACK_BENCH_BEFORE=<another checkout of the collection>``: the rebuild of this
   checkout vs that one, each in a child process (``bench/repository_rebuild.py``), alternating, best
   of two rounds.
@@ -30,6 +30,7 @@ The syncs one round each: a first sync can be timed only once per repository.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import random
@@ -56,6 +57,9 @@ COLD_PAUSE = 4.0
 # while their inode table block is dirty), reading the table block of each: 10,000 files created right after 10,000
 # were deleted spend about 4 s of system time there, every side alike. A new host has no such inodes: each side's
 # tree is moved aside (removed at the end), not deleted.
+
+
+_STORES = itertools.count()
 
 
 def _load(name: str, path: Path):
@@ -149,9 +153,9 @@ def _rebuild_before_after(bench, remote_pid: int, workdir: Path, tree: Path, fin
 
 
 def _rebuild(repository, restore, store_module, workdir: Path, spec) -> None:
-    """The rebuild into the emptied tree and a new, empty store, as the restore module with ``repository`` runs it."""
-    shutil.rmtree(workdir / "rebuilt", ignore_errors=True)
-    rebuilt = store_module.Store(str(workdir / "rebuilt"))
+    """The rebuild into the emptied tree and a new, empty store, as the restore module with ``repository`` runs it
+    (each round's store a new directory: the one before is not removed in the timed step, see COLD_PAUSE)."""
+    rebuilt = store_module.Store(str(workdir / ("rebuilt-%d" % next(_STORES))))
     with repository.fetch.Fetcher(rebuilt, spec) as fetcher:
         fetcher.prepare()
         with rebuilt.lock("bench", "rebuild"):
@@ -187,6 +191,9 @@ def _rebuild_rounds(bench, remote_pid: int, tree: Path, aside: Path, fingerprint
         if peer in medians:
             figures += _compared("rebuild vs %s, median of %d" % (label, rounds), medians["rebuild"], medians[peer],
                                  peer, target)
+            paired = statistics.median(ours[0] / theirs[0] for ours, theirs in zip(times["rebuild"], times[peer]))
+            figures.append({"name": "the same, median of each round's wall ratio (sides run one after another)",
+                            "value": paired, "unit": "x", "target": None})
     for figure in figures:
         figure["rounds"] = {name: times[name] for name in names}
     return figures
