@@ -140,7 +140,7 @@ def _rebuild_before_after(bench, remote_pid: int, workdir: Path, tree: Path, fin
             _emptied(tree, workdir / "aside")
             argv = [sys.executable, str(REPO / "bench" / "repository_rebuild.py"), checkout,
                     str(workdir / ("child-" + side)), str(workdir / ("store-%s-%d" % (side, round_number))), "v2",
-                    json.dumps(options)]
+                    json.dumps(options), str(tree)]
             times[side].append(_measured(bench, remote_pid, lambda argv=argv: subprocess.run(argv, check=True)))
             assert bench.fingerprint(tree) == fingerprint, "the %s checkout rebuilt another tree" % side
     after = tuple(statistics.median(value[i] for value in times["after"]) for i in (0, 1))
@@ -159,7 +159,8 @@ def _rebuild(repository, restore, store_module, workdir: Path, spec) -> None:
     with repository.fetch.Fetcher(rebuilt, spec) as fetcher:
         fetcher.prepare()
         with rebuilt.lock("bench", "rebuild"):
-            restore.rebuild(rebuilt, fetcher, "v2", restore.RestoreOptions(safety_checkpoint=False))
+            restore.rebuild(rebuilt, fetcher, "v2",
+                            restore.RestoreOptions(safety_checkpoint=False, allowed_roots=[str(workdir / "tree")]))
 
 
 def _restic_restore(host, key: Path, workdir: Path, tree: Path, bench) -> Optional[Callable[[], None]]:

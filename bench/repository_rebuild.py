@@ -3,7 +3,7 @@
 """One rebuild (restore from a repository into an empty directory), run by ``bench_repository`` in a child
 process with the engine of a given checkout, for the A/B of two checkouts in the same run.
 
-``python bench/repository_rebuild.py <checkout> <workdir> <store> <label> <repository option as JSON>``
+``python bench/repository_rebuild.py <checkout> <workdir> <store> <label> <repository option as JSON> <the root>``
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 
 def main() -> None:
-    checkout, workdir, store_path, label, options = sys.argv[1:6]
+    checkout, workdir, store_path, label, options, root = sys.argv[1:7]
     collections = os.path.join(workdir, "ansible_collections", "gitops")
     os.makedirs(collections, exist_ok=True)
     if not os.path.lexists(os.path.join(collections, "rollback")):
@@ -27,6 +27,8 @@ def main() -> None:
     store = store_module.Store(store_path)
     spec = client.RepositorySpec.from_options(json.loads(options))
     no_safety = restore.RestoreOptions(safety_checkpoint=False)
+    if hasattr(no_safety, "allowed_roots"):  # a checkout from before the allowed roots wrote anywhere the manifest said
+        no_safety.allowed_roots = [root]
     with fetch.Fetcher(store, spec) as fetcher:
         fetcher.prepare()
         with store.lock("bench", "rebuild"):
