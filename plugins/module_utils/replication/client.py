@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-from . import receiver
+from . import receiver, receiver_files
 from ..common.errors import RollbackError, StoreFullError
 from ..common.fsutil import create_private
 from ..common.labels import escape
@@ -99,11 +99,13 @@ class RepositorySpec:
 
 
 def receiver_source() -> bytes:
-    """The receiver program sent to the repository host, with the rule it imports from ``common.nofollow``."""
+    """The receiver program sent to the repository host, with what it imports: ``receiver_files`` and the rule of
+    ``common.nofollow``."""
     source = inspect.getsource(receiver)
+    files = inspect.getsource(receiver_files).split("\n" + receiver_files.BODY_MARK + "\n", 1)[1]
     rule = private_dir_rule_source()
     head, guard, tail = source.rpartition('\nif __name__ == "__main__":')
-    return (head + "\n" + rule + "\n" + guard + tail).encode("utf-8")
+    return (head + "\n" + files + "\n" + rule + "\n" + guard + tail).encode("utf-8")
 
 
 class Connection:

@@ -23,7 +23,8 @@ import time
 
 try:
     from ..common.nofollow import private_dir_problem
-except ImportError:  # run from source on the repository host: receiver_source() sends the rule with this file
+    from .receiver_files import Refused, apply_delta, file_digest
+except ImportError:  # run from source on the repository host: receiver_source() sends these with this file
     pass
 
 PYTHON_FLAGS = "-I -S"  # isolated (no PYTHON* variables, no user site), no site module: standard library only
@@ -37,10 +38,6 @@ ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}\Z")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
 LAYOUT = ("objects", "hosts", "tmp")
 NEEDS = ".needs"  # beside a manifest: the names of the objects it needs, one a line (what collection keeps)
-
-
-class Refused(Exception):
-    """A request the receiver will not carry out; the message goes back to the sender."""
 
 
 def _private_dir(path: str) -> None:
@@ -73,39 +70,6 @@ def _sync_filesystem(path: str) -> None:
             os.sync()
     finally:
         os.close(fd)
-
-
-def apply_delta(delta: bytes, base):
-    """Yield the bytes of an object rebuilt from ``base`` (an open file) and ``delta`` (docs/repository.md).
-
-    A delta is a sequence of instructions: ``C <offset> <length>\\n`` copies that range of the base,
-    ``I <length>\\n`` followed by that many bytes inserts them. Anything else is refused. An object that would
-    grow past the base's size plus the delta's ends there (it cannot hash as announced: it is sent whole).
-    """
-    size = os.fstat(base.fileno()).st_size
-    position, room = 0, size + len(delta)
-    while position < len(delta):
-        end = delta.find(b"\n", position)
-        fields = delta[position:end].split(b" ") if end >= 0 else []
-        numbers = [int(field) for field in fields[1:]] if all(field.isdigit() for field in fields[1:]) else []
-        position = end + 1
-        room -= numbers[-1] if numbers else 0
-        if room < 0:
-            return
-        if fields[:1] == [b"C"] and len(numbers) == 2 and sum(numbers) <= size:
-            base.seek(numbers[0])
-            left = numbers[1]
-            while left:
-                chunk = base.read(min(CHUNK, left))
-                if not chunk:
-                    raise Refused("the base of a delta shrank while it was read")
-                left -= len(chunk)
-                yield chunk
-        elif fields[:1] == [b"I"] and len(numbers) == 1 and numbers[0] <= len(delta) - position:
-            yield delta[position:position + numbers[0]]
-            position += numbers[0]
-        else:
-            raise Refused("a delta holds an instruction this receiver does not know (at byte %d)" % max(0, end))
 
 
 @contextlib.contextmanager
@@ -321,12 +285,17 @@ class _Objects(_Namespaces):
     """The shared objects: which are held, receiving a batch (checked, durable, renamed), sending them back."""
 
     def have(self, request: dict) -> dict:
-        """Say which of the named objects the repository holds (with ``key_id``: sealed under that key)."""
+        """Say which of the named objects the repository holds (with ``key_id``: whose envelope names that key; with
+        ``digests`` too, the SHA-256 of each)."""
         names = request.get("names", [])
         key_id = request.get("key_id")
         if key_id is None:
             return {"ok": True, "have": [name for name in names if os.path.exists(self.object_path(name))]}
-        return {"ok": True, "have": [name for name in names if self._sealed_by(self.object_path(name), key_id)]}
+        held = [name for name in names if self._sealed_by(self.object_path(name), key_id)]
+        if not request.get("digests"):
+            return {"ok": True, "have": held}
+        # the SHA-256 of each held envelope: the sender checks it is its own, or that the one held opens under its key
+        return {"ok": True, "have": held, "digests": [file_digest(self.object_path(name)) for name in held]}
 
     @staticmethod
     def _sealed_by(path: str, key_id: str) -> bool:
@@ -348,6 +317,7 @@ class _Objects(_Namespaces):
         staged = []
         problems = []
         plain = set()  # the names whose content hashed to them
+        digests = {}  # the SHA-256 of each object received
         try:
             for final, size, base in entries:
                 tmp = self._temp()
@@ -363,6 +333,7 @@ class _Objects(_Namespaces):
                     problems.append(dict(problem, base=os.path.basename(base)) if base else problem)
                     continue
                 staged.append((tmp, final))
+                digests[final] = actual
                 if actual == os.path.basename(final):
                     plain.add(actual)
             self._make_durable([tmp for tmp, _final in staged])
@@ -373,9 +344,9 @@ class _Objects(_Namespaces):
                 if folder not in fanouts and not os.path.isdir(folder):
                     _private_dir(folder)
                 fanouts.add(folder)
-                problem = self._place(tmp, final, plain=os.path.basename(final) in plain)
+                problem = self._place(tmp, final, None if os.path.basename(final) in plain else digests[final])
                 if problem:
-                    problems.append({"object": os.path.basename(final), "problem": problem})
+                    problems.append({"object": os.path.basename(final), "problem": problem[1], "kind": problem[0]})
                 else:
                     stored.append(os.path.basename(final))
             for folder in sorted(fanouts) + [self.path("objects")]:
@@ -387,12 +358,13 @@ class _Objects(_Namespaces):
             raise
         return {"ok": not problems, "stored": stored, "problems": problems}
 
-    def _place(self, tmp: str, final: str, plain: bool) -> "str | None":
-        """Link a received object into place, never over one held (None), or say why it is not stored.
+    def _place(self, tmp: str, final: str, sealed: "str | None") -> "tuple | None":
+        """Link a received object into place, never over one held (None), or say why it is not stored: (kind, text).
 
         An object held is kept, whoever sent another: an encrypted object's name is a keyed hash this host
         cannot check, so a replacement could be anything. The one held is made young again (a collection
-        meanwhile keeps it for the manifest to come); one sealed under another key is named to the sender.
+        meanwhile keeps it for the manifest to come). An encrypted object (``sealed``: the SHA-256 of the bytes
+        received) held with other bytes is named to the sender, which checks that the one held opens under its key.
         """
         try:
             try:
@@ -405,9 +377,13 @@ class _Objects(_Namespaces):
                     os.rename(tmp, final)
                     return None
             os.utime(final)
+            if sealed is None:
+                return None
             with open(tmp, "rb") as handle:
                 key_id = handle.read(24)[8:].hex()
-            return None if plain or self._sealed_by(final, key_id) else "held sealed under another key, kept"
+            if not self._sealed_by(final, key_id):
+                return ("other_key", "held sealed under another key, kept")
+            return None if file_digest(final) == sealed else ("other_bytes", "held with other bytes, kept")
         finally:
             if os.path.lexists(tmp):
                 os.unlink(tmp)

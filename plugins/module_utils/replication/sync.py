@@ -19,6 +19,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..common.errors import IntegrityError, RollbackError
 from .client import CHUNK, Connection, RepositoryError, RepositorySpec, compatible, needed_objects, read_file
+from .held import held_sealed, refuse_foreign
 from ..store.store import Store
 
 BATCH_BYTES = 32 * 1024 * 1024  # objects sent per request (one durable sync on the repository each), by stored size
@@ -163,6 +164,10 @@ def _send_objects(conn: Connection, store: Store, names: Sequence[str], progress
                 progress("sent", sent)
         reply = conn.reply("storing objects")
         problems = [problem for problem in reply.get("problems", []) if problem["object"] not in deltas]
+        other = [problem["object"] for problem in problems if problem.get("kind") == "other_bytes"]
+        if other:  # sent meanwhile by another host, with other bytes: kept if it opens under this store's key
+            again += refuse_foreign(conn, store, other)
+            problems = [problem for problem in problems if problem.get("kind") != "other_bytes"]
         held = [problem["object"] for problem in problems if "problem" in problem]
         if held:
             raise RepositoryError(
@@ -175,7 +180,7 @@ def _send_objects(conn: Connection, store: Store, names: Sequence[str], progress
                 "The repository %s received object %s with SHA-256 %s instead of %s: the local object is damaged or "
                 "changed on the way. Nothing that needs it was recorded there. Run gitops.rollback.checkpoint "
                 "state=verified here." % (conn.spec.where(), first["object"], first["actual"], first["expected"]))
-        again += [problem["object"] for problem in reply.get("problems", [])]
+        again += [problem["object"] for problem in reply.get("problems", []) if problem.get("kind") != "other_bytes"]
         stored += len(reply["stored"])
         if progress:
             progress("stored", stored)
@@ -241,7 +246,11 @@ def sync_store(store: Store, spec: RepositorySpec, refs: Sequence[str] = (), dry
         known = set(base_needs)  # a recorded checkpoint's objects are in the repository
         key_id = (local_format.get("encryption") or {}).get("key_id")
         asked = [name for name in wanted if name not in known]
-        held = (conn.have(asked, key_id) if hello.get("exists") else set()) | known.intersection(wanted)
+        held, other = set(), []
+        if hello.get("exists"):
+            held, other = held_sealed(conn, store, asked, key_id) if key_id else (conn.have(asked), [])
+        gone = set(refuse_foreign(conn, store, other)) if other else set()  # each opens under this store's key
+        held = (held - gone) | known.intersection(wanted)
         missing = [name for name in wanted if name not in held]
         absent = [name for name in missing if not store.has_blob(name)]
         if absent:

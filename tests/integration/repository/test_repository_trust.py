@@ -1,15 +1,19 @@
-"""What a repository host (not trusted) cannot make a host do: a forged manifest cannot choose where a rebuild writes."""
+"""What a repository host, or another host sharing it, cannot make a host do: a forged manifest cannot choose where a
+rebuild writes, and objects another namespace sent first under this store's names cannot pass for its own."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from harness import Fleet
 from test_rebuild_playbook import PLAYBOOK, tree
+from test_repository_engine import KEY, make_tree, take
 
 TASK = "Restore the checkpoint, fetching it from the repository"
 
@@ -61,3 +65,59 @@ def test_a_forged_manifest_cannot_make_a_rebuild_write_outside_the_managed_paths
         assert allowed.ok, allowed
         assert host.read_text("/etc/app/conf/app.conf") == "listen 8080\n"
         assert not os.path.exists(host.local("/etc/app/keep.conf"))
+
+
+def squat(eng, spec, names, key_id: str, scheme: bytes) -> None:
+    """Send garbage under ``names`` from another namespace, each shaped as an envelope naming ``key_id``."""
+    with eng.client.Connection(spec) as conn:
+        conn.hello(create=True)
+        bodies = [scheme + bytes.fromhex(key_id) + b"garbage from another host %d" % index for index in range(len(names))]
+        conn.send({"op": "put", "objects": [[name, len(body)] for name, body in zip(names, bodies)]})
+        for body in bodies:
+            conn.write(body + hashlib.sha256(body).hexdigest().encode("ascii"))
+        assert conn.reply("squatting")["stored"] == list(names)
+
+
+def test_objects_another_namespace_sent_first_under_this_stores_names_refuse_the_sync(
+        eng, repository_host, repo_path, tmp_path):
+    root = tmp_path / "app"
+    make_tree(root, files=3)
+    store = eng.store.Store(str(tmp_path / "store"), KEY)
+    manifest = take(eng, store, root, "v1")
+    names = list(dict.fromkeys(store.referenced(manifest)))
+    key_id = store.read_format()["encryption"]["key_id"]
+    location = store.object_location(names[0])
+    with open(location[0], "rb") as handle:
+        handle.seek(location[1])
+        scheme = handle.read(8)
+    squat(eng, eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name="web2")),
+          names[:2], key_id, scheme)
+
+    spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name="web1"))
+    with pytest.raises(eng.client.RepositoryError, match="does not open with this store's key") as refused:
+        eng.sync.sync_store(store, spec)
+    assert names[0] in str(refused.value) or names[1] in str(refused.value)
+    repo = repository_host.local(repo_path)
+    assert not list((repo / "hosts" / "web1").glob("checkpoints/*.json")), "no checkpoint recorded that needs garbage"
+
+
+def test_a_host_sharing_the_key_reuses_the_objects_another_host_sent(eng, repository_host, repo_path, tmp_path):
+    root = tmp_path / "app"
+    make_tree(root, files=3)
+    first = eng.store.Store(str(tmp_path / "first"), KEY)
+    take(eng, first, root, "v1")
+    eng.sync.sync_store(first, eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name="web1")))
+    second = eng.store.Store(str(tmp_path / "second"), KEY)
+    eng.fetch.seed_store(second, first.read_format())  # the same key and naming key: the same object names
+    manifest = take(eng, second, root, "v1")
+    spec = eng.client.RepositorySpec.from_options(repository_host.options(repo_path, name="web3"))
+    sent = eng.sync.sync_store(second, spec)
+    assert sent["checkpoints"] == [manifest["id"]] and sent["objects"]["present"] > 0, sent
+    shutil.rmtree(root)
+    root.mkdir()
+    rebuilt = eng.store.Store(str(tmp_path / "rebuilt"), KEY)
+    with eng.fetch.Fetcher(rebuilt, spec, KEY) as fetcher:
+        fetcher.prepare()
+        with rebuilt.lock("test", "restore"):
+            assert fetcher.fetch("v1")["checkpoint"]["id"] == manifest["id"]
+    assert rebuilt.verify(rebuilt.find("v1")) == []

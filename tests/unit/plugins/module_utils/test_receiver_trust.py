@@ -59,10 +59,16 @@ def test_an_encrypted_object_held_is_kept_and_one_under_another_key_is_refused(t
     name = "ab" * 32  # a keyed name: the receiver cannot tell the content from its name
     held = envelope(b"K" * 16, b"web1's sealed bytes")
     assert serve(hello(repo), *put(name, held))[1]["stored"] == [name]
+    assert serve(hello(repo, "web1"), *put(name, held))[1] == {"ok": True, "stored": [name], "problems": []}
     same_key = serve(hello(repo, "web2"), *put(name, envelope(b"K" * 16, b"forged under web1's key id")))[1]
-    assert same_key["ok"] is True and same_key["stored"] == [name]  # already held: the one held stays
+    # held: the one held stays, and the sender learns it holds other bytes (it checks they open under its key)
+    assert same_key["ok"] is False and same_key["problems"] == [
+        {"object": name, "problem": "held with other bytes, kept", "kind": "other_bytes"}]
+    listed = serve(hello(repo, "web2"), {"op": "have", "names": [name], "key_id": (b"K" * 16).hex(), "digests": True})[1]
+    assert listed == {"ok": True, "have": [name], "digests": [hashlib.sha256(held).hexdigest()]}
     other_key = serve(hello(repo, "web2"), *put(name, envelope(b"R" * 16, b"sealed under a rotated key")))[1]
-    assert other_key["ok"] is False and other_key["problems"] == [{"object": name, "problem": "held sealed under another key, kept"}]
+    assert other_key["ok"] is False and other_key["problems"] == [
+        {"object": name, "problem": "held sealed under another key, kept", "kind": "other_key"}]
     assert stored(repo, name) == held
     assert os.listdir(repo / "tmp") == []
 
