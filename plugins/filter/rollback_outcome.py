@@ -13,8 +13,8 @@ from typing import Any, Dict, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
-    add_changed_layer, deadline_problem, layer_seconds, layers_to_recover, preflight_problems, terraform_preview_lines,
-    with_terraform_preview)
+    add_changed_layer, deadline_problem, layer_seconds, layers_to_recover, preflight_problems, safety_taken,
+    terraform_preview_lines, with_terraform_preview)
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import layer_list, problems_message
 
 
@@ -53,6 +53,6 @@ class FilterModule:
         return {"add_changed_layer": add_changed_layer, "layers_to_recover": layers_to_recover,
                 "terraform_preview_lines": terraform_preview_lines, "with_terraform_preview": with_terraform_preview,
                 "layer_list": layer_list, "preflight_problems": preflight_problems, "preflight_clear": preflight_clear,
-                "preflight_refused": preflight_refused,
+                "preflight_refused": preflight_refused, "safety_taken": safety_taken,
                 "problems_message": problems_message, "within_deadline": within_deadline,
                 "stop_clock": stop_clock}

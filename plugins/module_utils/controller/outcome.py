@@ -100,6 +100,22 @@ def with_terraform_preview(changes: Sequence[str], preview: Any) -> List[str]:
     return list(changes)
 
 
+def safety_taken(plan_result: Mapping[str, Any], changes: Sequence[str], wanted: bool) -> List[str]:
+    """Return the layers a host's safety checkpoint holds once the pre-flight passed (what a recovery may restore).
+
+    None without a safety checkpoint (``wanted`` false: off, or a dry run) or without a change; the plan's safety
+    list when the plan's host run took the host's layers (or the host has none: the Terraform snapshot alone);
+    else only the layers outside the host (the Terraform snapshot of the controller).
+    """
+    plan = plan_result.get("plan") or {}
+    if not wanted or not changes or not plan.get("safety"):
+        return []
+    on_host = list(plan.get("safety_host") or [])
+    if (plan_result.get("safety") or {}).get("layers") or not on_host:
+        return list(plan["safety"])
+    return [layer for layer in plan["safety"] if layer not in on_host]
+
+
 def preflight_problems(by_host: Mapping[str, Any], unchecked: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
     """Return the pre-flight problems of the hosts that have some, and a problem for each host the
     pre-flight could not check (``unchecked``: unreachable, or failed outright)."""
