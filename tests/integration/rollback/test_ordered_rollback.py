@@ -245,39 +245,33 @@ def test_the_target_is_resolved_once_and_a_newer_checkpoint_of_the_label_changes
 
 
 def test_a_failed_recovery_says_where_the_host_is_verified_against_its_safety_checkpoint(drill):
-    # The service restart of h2 fails in the rollback and again in the recovery: the recovery "fails",
-    # yet h2's files and release are back at the safety checkpoint, and the message must say so.
-    def services(command):
-        return [{"name": "app", "layers": ["release", "config"], "command": ["sh", "-c", command]}]
-
-    broken = services('test "$(hostname)" != h2 || { echo restart failed >&2; exit 7; }')
+    # One run, one batch, each host its own outcome: h1's restart succeeds; h2's restart fails in the rollback
+    # and again in the recovery: the recovery "fails", yet h2's files and release are back at the safety
+    # checkpoint, and the message must say so; h3's failing restart leaves a stray file behind in the managed
+    # path: said, and named.
+    command = ('case "$(hostname)" in h2) echo restart failed >&2; exit 7;; '
+               'h3) echo x > /etc/app/stray.conf; exit 7;; esac')
+    services = [{"name": "app", "layers": ["release", "config"], "command": ["sh", "-c", command]}]
     result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="flags,release,config,services",
-                            gitops_rollback_hosts="h1:h2", gitops_rollback_services=broken)
+                            gitops_rollback_services=services)
 
     assert not result.ok
     after = drill.state()
     assert after["hosts"]["h2"] == drill.v2["hosts"]["h2"], "h2's files are byte-equal to its safety checkpoint"
     assert after["hosts"]["h1"] == drill.v1["hosts"]["h1"]
-    failed = [e for e in drill.audit() if e["event"] == "failed"][-1]["result"]
-    label = failed["safety_checkpoint"]
-    assert failed["host"] == "h2" and failed["layer"] == "services" and label.startswith("safety/")
-    assert failed["recovery_state"] == "at_safety_checkpoint" and failed["recovered_to_safety_checkpoint"] is True
-    assert failed["recovery_verified"] == ["release", "config"] and "exit code 7" in failed["recovery_problem"]
-    message = [e for e in result.events if e.get("status") == "failed" and e["host"] == "h2"][-1]["result"]["msg"]
-    assert f"The host is back at its safety checkpoint {label} (verified: release and config" in message, message
-    assert "NOT" not in message, message
+    failed = {e["result"]["host"]: e["result"] for e in drill.audit() if e["event"] == "failed"}
+    assert sorted(failed) == ["h2", "h3"], failed
+    messages = {e["host"]: e["result"]["msg"] for e in result.events if e.get("status") == "failed"}
+    label = failed["h2"]["safety_checkpoint"]
+    assert failed["h2"]["layer"] == "services" and label.startswith("safety/")
+    assert failed["h2"]["recovery_state"] == "at_safety_checkpoint" and failed["h2"]["recovered_to_safety_checkpoint"] is True
+    assert failed["h2"]["recovery_verified"] == ["release", "config"] and "exit code 7" in failed["h2"]["recovery_problem"]
+    assert f"The host is back at its safety checkpoint {label} (verified: release and config" in messages["h2"], messages
+    assert "NOT" not in messages["h2"], messages
 
-    # The same, but the failing restart leaves a stray file behind in the managed path: said, and named.
-    stray = services('test "$(hostname)" != h2 || { echo x > /etc/app/stray.conf; exit 7; }')
-    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="flags,release,config,services",
-                            gitops_rollback_hosts="h2", gitops_rollback_services=stray)
-
-    assert not result.ok
-    assert "stray.conf" in drill.state()["hosts"]["h2"]["config"]
-    failed = [e for e in drill.audit() if e["event"] == "failed"][-1]["result"]
-    assert failed["recovery_state"] == "differs" and failed["recovered_to_safety_checkpoint"] is False
-    assert failed["recovery_differences"] == {"config": ["/etc/app: delete stray.conf"]}, failed
-    message = [e for e in result.events if e.get("status") == "failed" and e["host"] == "h2"][-1]["result"]["msg"]
-    assert f"The host is NOT at its safety checkpoint {failed['safety_checkpoint']}: config differs " \
-           "(/etc/app: delete stray.conf)" in message, message
-    assert "back at its safety checkpoint" not in message
+    assert "stray.conf" in after["hosts"]["h3"]["config"]
+    assert failed["h3"]["recovery_state"] == "differs" and failed["h3"]["recovered_to_safety_checkpoint"] is False
+    assert failed["h3"]["recovery_differences"] == {"config": ["/etc/app: delete stray.conf"]}, failed["h3"]
+    assert f"The host is NOT at its safety checkpoint {failed['h3']['safety_checkpoint']}: config differs " \
+           "(/etc/app: delete stray.conf)" in messages["h3"], messages
+    assert "back at its safety checkpoint" not in messages["h3"]
