@@ -63,29 +63,36 @@ def test_deploy_redeploy_plan_refuse_and_roll_back_to_previous_and_to_any_label_
             "id": would["would_create"], "label": "v4", "state": "new"}
     assert "Would switch" in plan.stdout
 
-    # An unknown label fails listing the releases and changes nothing.
-    result = run_playbook(role_play("main", rollback_release_to="v9"))
-
-    assert not result.ok
-    for host in clean_fleet:
-        failed = task_result(result, "Pre-flight - find the target release (fails listing the releases when it is "
-                                     "unknown)", host.name)
-        assert "'v9' is not in /srv/app" in failed["msg"] and "v2 (" in failed["msg"] and "v1 (" in failed["msg"]
-        assert failed["labels"] == ["v1", "v2", "v3"]
-    assert {host.name: state_of(host) for host in clean_fleet} == before
+    # An unknown label: the release module refuses it listing the releases (the role's pre-flight refusing it
+    # before any change is the last play of the rollbacks' run below).
     ok, direct = release_module(clean_fleet["h1"], {"state": "rolled_back", "to": "v9"})
     assert not ok and "have: v3 (" in direct["msg"], direct
+    assert {host.name: state_of(host) for host in clean_fleet} == before
 
     # Back to the previous release (the bad one is marked and kept), then to any label, then the listing play
-    # reads what the rollbacks left, then the same rollback again changes nothing: one ansible-playbook run.
+    # reads what the rollbacks left, then the same rollback again changes nothing, then an unknown label fails in
+    # the pre-flight listing the releases and changes nothing: one ansible-playbook run.
     listing = [{"hosts": "fleet", "gather_facts": False, "tasks": [
         {"name": "List", "gitops.rollback.release_info": {"root": ROOT}}]}]
     second = role_play("main", rollback_release_to="v1")
     second[0]["name"] = "the same rollback again"
+    unknown = role_play("main", rollback_release_to="v9")
+    unknown[0]["name"] = "an unknown label"
     rolled = run_playbook(role_play("main", rollback_release_reason="health gate failed")
-                          + role_play("main", rollback_release_to="v1") + listing + second)
+                          + role_play("main", rollback_release_to="v1") + listing + second + unknown)
 
-    assert rolled.ok, rolled
+    preflight = "Pre-flight - find the target release (fails listing the releases when it is unknown)"
+    assert not rolled.ok
+    assert sorted((e["host"], e["play"], e["task"].split(" : ")[-1]) for e in rolled.events if e["status"] == "failed") \
+        == [(host.name, "an unknown label", preflight) for host in clean_fleet], "only the unknown label fails"
+    assert not [e for e in rolled.events if e["play"] == "an unknown label" and e["changed"]]
+    for host in clean_fleet:
+        failed = task_result(rolled, preflight, host.name)
+        assert "'v9' is not in /srv/app" in failed["msg"] and "v2 (" in failed["msg"] and "v1 (" in failed["msg"]
+        assert failed["labels"] == ["v1", "v2", "v3"]
+        # what the listing play read, before the last two plays, is what the host has after them
+        now = host.module("gitops.rollback.release_info", {"root": ROOT}).events[-1]["result"]
+        assert now["releases"] == rolled.result("List", host.name)["releases"], "the last two plays changed nothing"
     for host in clean_fleet:
         previous = [e for e in rolled.events if e["task"].endswith(" : Switch current back") and e["host"] == host.name]
         assert len(previous) == 3, previous
