@@ -106,9 +106,18 @@ options:
     description:
       - Checkpoint id or label, for O(state=absent) and O(state=verified).
     type: str
+  verify:
+    description:
+      - With O(state=present), re-hash every object of the new checkpoint (or of the one found unchanged) in the
+        same run, as O(state=verified) does, and fail naming the damaged objects. Not in check mode.
+    type: bool
+    default: false
   keep:
     description:
       - With O(state=pruned), how many of the newest checkpoints to keep (at least one is kept).
+      - With O(state=present), the same prune after the capture (and its O(verify)), in the same run; RV(pruned) says
+        what it deleted. The new checkpoint is the newest, so it is kept. The other retention options work the same way
+        with O(state=present).
       - Count/age policy; labels do not protect a checkpoint from it.
     type: int
   older_than_days:
@@ -183,6 +192,13 @@ EXAMPLES = r"""
     commit: "{{ deploy_commit }}"
     reason: pre-deploy
     facts: [packages]
+
+- name: Checkpoint, re-hash what was stored and keep the ten newest, in one run
+  gitops.rollback.checkpoint:
+    paths: [/srv/app]
+    label: v1.4.0
+    verify: true
+    keep: 10
 
 - name: Keep the ten newest checkpoints
   gitops.rollback.checkpoint:
@@ -281,6 +297,11 @@ forgotten:
       label: scheduled/2026-11-01
       kind: checkpoint
       created: "2026-11-01T08:00:00Z"
+pruned:
+  description: What the prune after the capture deleted (O(keep) with O(state=present)), as O(state=pruned) reports it.
+  returned: state=present with a retention option (O(keep), O(keep_last), ...)
+  type: dict
+  sample: {deleted: [20261101T080000.000Z-0a1b2c], collected: {objects: 14, bytes: 1048576}}
 collected:
   description: Objects and bytes freed by garbage collection.
   returned: state=absent or state=pruned, not in check mode
@@ -288,7 +309,7 @@ collected:
   sample: {objects: 14, bytes: 1048576}
 problems:
   description: Damaged or missing objects per checkpoint id (empty when sound).
-  returned: state=verified
+  returned: state=verified, or state=present with verify when one is damaged
   type: dict
   sample: {"20261121T220257.448Z-452f73": [{object: "ab12...", actual: "cd34...", problem: hash mismatch}]}
 rekey:
@@ -334,6 +355,7 @@ def main() -> None:
         force=dict(type="bool", default=False),
         when_changed=dict(type="bool", default=False),
         checkpoint=dict(type="str"),
+        verify=dict(type="bool", default=False),
         keep=dict(type="int"),
         older_than_days=dict(type="float"),
         keep_last=dict(type="int"),

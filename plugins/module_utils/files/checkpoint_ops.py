@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from .facts import collect as collect_facts
 from .capture import CheckpointRequest, create_checkpoint, root_specs
@@ -44,6 +44,7 @@ class CheckpointParams:
     diff: bool = False
     safety_checkpoint: bool = True
     verify_checkpoint: bool = False
+    verify: bool = False  # a capture re-hashes the objects of the checkpoint it reports
     encryption_key: Optional[str] = None
     new_encryption_key: Optional[str] = None
     repository: Optional[dict] = None  # restore: fetch the checkpoint from this repository when the store lacks it
@@ -81,7 +82,19 @@ def make_checkpoint(params: CheckpointParams) -> dict:
     else:
         with params.lock(store, "checkpoint"):
             manifest, changed, stats = create_checkpoint(store, request)
-    return {"changed": changed, "checkpoint": checkpoint_summary(manifest), "stats": stats}
+    result = {"changed": changed, "checkpoint": checkpoint_summary(manifest), "stats": stats}
+    if params.verify and not params.check_mode:
+        problems = store.verify(manifest)
+        if problems:
+            return dict(result, failed=True, problems={manifest["id"]: problems},
+                        msg=damaged_message({manifest["id"]: problems}))
+    if params.policy != Policy():  # a retention policy given with a capture: the prune after it
+        # a dry run counts the checkpoint it would create as the newest, as the real prune will see it
+        pending = [_snapshot(manifest)] if params.check_mode and changed else []
+        pruned = prune_checkpoints(params, pending)
+        result["pruned"] = {name: pruned[name] for name in ("deleted", "collected") if name in pruned}
+        result["changed"] = result["changed"] or pruned["changed"]
+    return result
 
 
 def delete_checkpoint(params: CheckpointParams) -> dict:
@@ -101,16 +114,17 @@ def delete_checkpoint(params: CheckpointParams) -> dict:
     return result
 
 
-def prune_checkpoints(params: CheckpointParams) -> dict:
+def prune_checkpoints(params: CheckpointParams, pending: Sequence[Snapshot] = ()) -> dict:
     """Delete the checkpoints a retention policy forgets; never the newest (state=pruned).
 
-    Check mode is the dry run: the same plan, with what would go and why each kept one stays.
+    Check mode is the dry run: the same plan, with what would go and why each kept one stays (``pending``: the
+    checkpoints a dry-run capture would have added, newest last).
     """
     store = params.store()
     if not store.exists():
         return {"changed": False, "deleted": [], "kept": [], "forgotten": []}
     try:
-        decisions = plan(snapshots(store), params.policy, time.time())
+        decisions = plan(snapshots(store) + list(pending), params.policy, time.time())
     except RetentionError as exc:
         raise RollbackError(str(exc)) from exc
     doomed = forgotten(decisions)
@@ -126,6 +140,11 @@ def prune_checkpoints(params: CheckpointParams) -> dict:
             removed, freed = store.collect_garbage()
         result["collected"] = {"objects": removed, "bytes": freed}
     return result
+
+
+def _snapshot(manifest: dict) -> Snapshot:
+    """What retention needs of a checkpoint a dry run would create (its time is now)."""
+    return Snapshot(manifest["id"], time.time(), manifest.get("label"), manifest.get("kind") or "checkpoint")
 
 
 def _brief(snapshot: Snapshot) -> dict:
