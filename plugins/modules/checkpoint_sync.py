@@ -98,6 +98,16 @@ options:
     type: list
     elements: str
     default: []
+  allowed_paths:
+    description:
+      - With O(state=fetched), the managed paths (the host's C(gitops_rollback_paths)) a fetched checkpoint may name.
+        The repository host is not trusted: a checkpoint whose managed roots lie outside them is refused, naming the
+        root, before any of its objects is fetched, since a later restore from the local store trusts the roots its
+        manifest names. Default is none, so only checkpoints without files (databases, releases, Terraform
+        states) are fetched.
+    type: list
+    elements: path
+    default: []
   repository:
     required: true
 attributes:
@@ -143,6 +153,7 @@ EXAMPLES = r"""
   gitops.rollback.checkpoint_sync:
     state: fetched
     checkpoints: [v1.4.0]
+    allowed_paths: "{{ gitops_rollback_paths }}"
     repository: "{{ {'name': inventory_hostname} | combine(gitops_rollback_repository) }}"
 """
 
@@ -240,6 +251,7 @@ def main() -> None:
     argument_spec = dict(
         state=dict(type="str", default="present", choices=["present", "fetched", "pruned"]),
         checkpoints=dict(type="list", elements="str", default=[]),
+        allowed_paths=dict(type="list", elements="path", default=[]),
         retention=dict(type="dict", options=RETENTION),
         gc_grace_hours=dict(type="float", default=1.0),
         **repository_argument_spec(True),

@@ -18,7 +18,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .allowed_roots import check_roots
+from ..store.allowed_roots import check_roots
 from .capture import CheckpointRequest, locate, roots_of, save_checkpoint
 from ..common.errors import IntegrityError, RollbackError, UnsafePathError
 from ..common.labels import show_label

@@ -11,7 +11,7 @@ import time
 from typing import Optional, Sequence
 
 from ..common.errors import IntegrityError, RollbackError
-from .allowed_roots import allowed_paths, check_roots
+from ..store.allowed_roots import allowed_paths, check_roots
 from .capture import roots_of
 from .checkpoint_ops import CheckpointParams, damaged_message
 from ..replication.client import RepositorySpec

@@ -21,6 +21,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from ..common.errors import CheckpointNotFound, IntegrityError
 from ..common.fsutil import atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, unlink_quietly
 from ..common.labels import escape
+from ..store.allowed_roots import check_roots
 from ..store.packs import SMALL_OBJECT
 from .client import (CHUNK, NAMES_PER_REQUEST, Connection, RepositoryError, RepositorySpec, compatible,
                      needed_objects, recorded_format, read_file)
@@ -431,6 +432,7 @@ class Fetcher:
         self._counts = [0, 0]  # objects and bytes fetched in this session (into the store or the restored files)
         self._content: Optional[RemoteContent] = None
         self._rebuilding: Optional[dict] = None  # the summary of trees_only (manifest, newest)
+        self.allowed: Optional[Sequence[str]] = None  # where a manifest from the repository may name managed roots
 
     def __enter__(self) -> "Fetcher":
         return self
@@ -490,6 +492,7 @@ class Fetcher:
             return local
         view = self.view()
         manifest = view.find(ref, self.spec.where())
+        check_roots(manifest, self.allowed, source=self.spec.where())  # before any object is fetched
         _fetch_objects(self._connection(), view.store,
                        {tree: UNDECLARED_OBJECT_MAX for tree in _trees(manifest) if not view.store.has_blob(tree)})
         here = self.store if self.store.exists() else None
@@ -512,6 +515,7 @@ class Fetcher:
         if manifest is None:
             view = self.view()
             manifest = view.find(ref, self.spec.where())
+            check_roots(manifest, self.allowed, source=self.spec.where())  # before any object is fetched
             raw, newest = view.raw(manifest["id"]), view.newest()
         missing, complete = _missing_locally(store, manifest)
         objects, size = self._fetched(_fetch_objects(conn, store, missing))

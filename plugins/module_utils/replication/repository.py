@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 
 from ..common.errors import RollbackError
 from ..common.lock import default_owner
+from ..store.allowed_roots import allowed_paths
 from .client import Connection, RepositorySpec, recorded_format
 from .fetch import Fetcher, RepositoryView
 from .sync import sync_store
@@ -66,12 +67,14 @@ def prune_repository(spec: RepositorySpec, policy: Policy, key: Optional[str] = 
 
 
 def fetch_into(store: Store, spec: RepositorySpec, refs: Sequence[str], key: Optional[str], owner: str,
-               lock_timeout: float = 0.0, dry_run: bool = False) -> dict:
+               lock_timeout: float = 0.0, dry_run: bool = False, allowed: Optional[Sequence[str]] = None) -> dict:
     """Make the local store hold the checkpoints ``refs`` name, fetching from the repository what it lacks.
 
     A missing store is created with the format the repository recorded for the host; the fetch runs
-    under the store lock. The result's ``recovery`` holds the recovery point (age of the host's
-    newest checkpoint in the repository) and the time the fetch took.
+    under the store lock. A checkpoint from the repository whose managed roots lie outside ``allowed`` (when
+    given) is refused before any of its objects is fetched: a later restore from the local store trusts them.
+    The result's ``recovery`` holds the recovery point (age of the host's newest checkpoint in the
+    repository) and the time the fetch took.
     """
     if not refs:
         raise RollbackError("state=fetched needs the checkpoints to fetch (checkpoints: [<id or label>]). Nothing was "
@@ -79,11 +82,13 @@ def fetch_into(store: Store, spec: RepositorySpec, refs: Sequence[str], key: Opt
     started = time.monotonic()
     if dry_run:
         with Fetcher(store, spec, key) as fetcher:
+            fetcher.allowed = allowed
             planned = [fetcher.plan(ref) for ref in refs]
         return {"changed": any(item["source"] == "repository" for item in planned), "repository": spec.where(),
                 "host": spec.namespace, "checkpoints": [item["checkpoint"]["id"] for item in planned],
                 "fetched": {"objects": sum(item["fetched"]["objects"] for item in planned), "bytes": None}}
     with Fetcher(store, spec, key) as fetcher:
+        fetcher.allowed = allowed
         fetcher.prepare()
         with store.lock(owner, "fetch", lock_timeout):
             done = [fetcher.fetch(ref) for ref in refs]
@@ -105,7 +110,8 @@ def sync_host(store: Store, options: dict, check_mode: bool) -> dict:
     spec = RepositorySpec.from_options(options["repository"])
     if options.get("state") == "fetched":
         return fetch_into(store, spec, options.get("checkpoints") or (), options.get("encryption_key") or None,
-                          default_owner(options.get("owner")), float(options.get("lock_timeout") or 0), check_mode)
+                          default_owner(options.get("owner")), float(options.get("lock_timeout") or 0), check_mode,
+                          allowed_paths(options.get("allowed_paths") or []))
     if options.get("state") == "pruned":
         retention = options.get("retention") or {}
         policy = Policy(**{name: retention.get(name) for name in Policy.__dataclass_fields__})

@@ -121,3 +121,29 @@ def test_a_host_sharing_the_key_reuses_the_objects_another_host_sent(eng, reposi
         with rebuilt.lock("test", "restore"):
             assert fetcher.fetch("v1")["checkpoint"]["id"] == manifest["id"]
     assert rebuilt.verify(rebuilt.find("v1")) == []
+
+
+def test_a_forged_manifest_is_not_fetched_into_the_store_outside_the_allowed_paths(clean_fleet: Fleet, repository_host,
+                                                                                    repo_path):
+    """checkpoint_sync state=fetched: a later restore from the local store trusts the roots a manifest names, so a
+    manifest from the repository naming a root outside allowed_paths never reaches the store (nor any of its objects)."""
+    host = clean_fleet["h1"]
+    host.write_text("/srv/app/conf/app.conf", "listen 8080\n")
+    taken = host.module("gitops.rollback.checkpoint", {"paths": ["/srv/app"], "label": "v1"}).events[-1]["result"]
+    options = repository_host.options(repo_path, name="h1")
+    host.module("gitops.rollback.checkpoint_sync", {"repository": options})
+    forge_root(repository_host.local(repo_path), "h1", taken["checkpoint"]["id"], "/etc/app")
+    host.wipe()
+
+    def fetch(**extra):
+        args = {"state": "fetched", "checkpoints": ["v1"], "repository": options, **extra}
+        return host.module("gitops.rollback.checkpoint_sync", args).events[-1]
+
+    for refused, named in ((fetch(allowed_paths=["/srv/app"]), "/etc/app, outside the paths this restore may write (/srv/app)"),
+                           (fetch(), "/srv/app, outside the paths this restore may write (none given)")):
+        assert refused["status"] == "failed", refused
+        assert "would restore " + named in refused["result"]["msg"], refused["result"]["msg"]
+        assert not list(host.store.glob("**/checkpoints/*.json")), "no manifest fetched into the store"
+        assert not [path for path in host.store.glob("objects/*/*") if path.is_file()], "no object fetched"
+    fetched = fetch(allowed_paths=["/srv/app", "/etc/app"])
+    assert fetched["status"] != "failed" and fetched["result"]["checkpoints"] == [taken["checkpoint"]["id"]], fetched

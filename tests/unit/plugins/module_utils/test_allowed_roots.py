@@ -1,11 +1,11 @@
-"""Where a restore may write: the check of a manifest's roots (plugins/module_utils/files/allowed_roots.py)."""
+"""Where a restore may write: the check of a manifest's roots (plugins/module_utils/store/allowed_roots.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import UnsafePathError
-from ansible_collections.gitops.rollback.plugins.module_utils.files.allowed_roots import (
+from ansible_collections.gitops.rollback.plugins.module_utils.store.allowed_roots import (
     allowed_paths, check_roots, root_problem, within)
 
 

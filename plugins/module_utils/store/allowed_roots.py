@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 from ..common.errors import UnsafePathError
 from ..common.labels import escape
-from ..store.tree import check_relative
+from .tree import check_relative
 
 
 def root_problem(path: object) -> Optional[str]:
