@@ -101,7 +101,7 @@ options:
   allowed_paths:
     description:
       - With O(state=fetched), the managed paths (the host's C(gitops_rollback_paths)) a fetched checkpoint may name.
-        The repository host is not trusted: a checkpoint whose managed roots lie outside them is refused, naming the
+        The repository host is not trusted, so a checkpoint whose managed roots lie outside them is refused, naming the
         root, before any of its objects is fetched, since a later restore from the local store trusts the roots its
         manifest names. Default is none, so only checkpoints without files (databases, releases, Terraform
         states) are fetched.

@@ -123,8 +123,8 @@ def test_a_host_sharing_the_key_reuses_the_objects_another_host_sent(eng, reposi
     assert rebuilt.verify(rebuilt.find("v1")) == []
 
 
-def test_a_forged_manifest_is_not_fetched_into_the_store_outside_the_allowed_paths(clean_fleet: Fleet, repository_host,
-                                                                                    repo_path):
+def test_a_forged_manifest_is_not_fetched_into_the_store_outside_the_allowed_paths(
+        clean_fleet: Fleet, repository_host, repo_path):
     """checkpoint_sync state=fetched: a later restore from the local store trusts the roots a manifest names, so a
     manifest from the repository naming a root outside allowed_paths never reaches the store (nor any of its objects)."""
     host = clean_fleet["h1"]
