@@ -268,6 +268,15 @@ class Connection:
         self.bytes_received += size
         return data
 
+    def read_into(self, path: str, size: int, what: str) -> None:
+        """Read ``size`` announced bytes into a new private file at ``path``, CHUNK bytes at a time."""
+        with os.fdopen(create_private(path), "wb") as out:
+            left = size
+            while left:
+                data = self.read_exactly(min(CHUNK, left), what)
+                out.write(data)
+                left -= len(data)
+
     def hello(self, create: bool) -> dict:
         """Open the repository (creating it when ``create``) in this host's namespace."""
         return self.request({"op": "hello", "root": self.spec.path, "host": self.spec.namespace, "create": create},

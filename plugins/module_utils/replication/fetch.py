@@ -19,7 +19,7 @@ import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..common.errors import CheckpointNotFound, IntegrityError
-from ..common.fsutil import atomic_write_bytes, atomic_write_json, create_private, ensure_private_dir, unlink_quietly
+from ..common.fsutil import atomic_write_bytes, atomic_write_json, ensure_private_dir, unlink_quietly
 from ..common.labels import escape
 from ..store.allowed_roots import check_roots
 from ..store.packs import SMALL_OBJECT
@@ -173,12 +173,7 @@ def _receive_batch(conn: Connection, store: Store, wanted: Dict[str, int], sizes
             continue
         tmp = store.temp_object_path()
         staged.append((name, tmp))
-        with os.fdopen(create_private(tmp), "wb") as out:
-            left = size
-            while left:
-                data = conn.read_exactly(min(CHUNK, left), "sending object %s" % name)
-                out.write(data)
-                left -= len(data)
+        conn.read_into(tmp, size, "sending object %s" % name)
         _check_fetched(store, name, tmp, where)
     return small
 

@@ -16,7 +16,7 @@ import hashlib
 import os
 from typing import List, Sequence, Set, Tuple
 
-from ..common.fsutil import create_private, unlink_quietly
+from ..common.fsutil import unlink_quietly
 from ..common.errors import IntegrityError
 from ..store.packs import SMALL_OBJECT
 from ..store.store import Store
@@ -96,12 +96,7 @@ def _opens(conn: Connection, store: Store, name: str, size: int) -> bool:
             return store.hash_bytes(store.cipher.unseal(data, b"object:" + name.encode("ascii"), "Object %s" % name)) == name
         tmp = store.temp_object_path()
         try:
-            with os.fdopen(create_private(tmp), "wb") as out:
-                left = size
-                while left:
-                    data = conn.read_exactly(min(CHUNK, left), "sending object %s" % name)
-                    out.write(data)
-                    left -= len(data)
+            conn.read_into(tmp, size, "sending object %s" % name)
             return _opens_file(store, name, tmp)
         finally:
             unlink_quietly(tmp)
