@@ -99,6 +99,8 @@ class CallbackModule(CallbackBase):
 def _load_drill_support():
     """The drill's set-up (tests/integration/rollback/conftest.py), loaded by path."""
     path = ROOT / "tests" / "integration" / "rollback" / "conftest.py"
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # the conftest imports its sibling support modules
     spec = importlib.util.spec_from_file_location("rollback_drill_support", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
