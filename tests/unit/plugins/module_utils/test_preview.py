@@ -10,12 +10,8 @@ from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_o
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.preview import PreviewRequest, preview_host
 from ansible_collections.gitops.rollback.plugins.module_utils.release.operations import ReleaseParams, apply
 from ansible_collections.gitops.rollback.tests.harness.objects import replace_object
+from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.tree_state import contents
 
-
-def snapshot(top: Path) -> dict:
-    """Every file and link under ``top``, with its content or target."""
-    return {str(p.relative_to(top)): (str(p.readlink()) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
-            for p in sorted(top.rglob("*"))}
 
 
 def deploy(tmp: Path, tag: str) -> None:
@@ -42,11 +38,11 @@ def drill(tmp: Path) -> PreviewRequest:
 
 def test_the_preview_names_the_files_and_the_release_that_would_change_and_changes_nothing(tmp_path):
     request = drill(tmp_path)
-    before = snapshot(tmp_path)
+    before = contents(tmp_path)
 
     preview = preview_host(request)
 
-    assert snapshot(tmp_path) == before, "a preview changes nothing"
+    assert contents(tmp_path) == before, "a preview changes nothing"
     assert preview["problems"] == [] and [c["label"] for c in preview["checkpoints"]] == ["v1"]
     config = preview["previews"]["config"]
     assert config["changed"] and config["verified"]

@@ -17,14 +17,10 @@ from ansible_collections.gitops.rollback.plugins.module_utils.files.checkpoint_o
 from ansible_collections.gitops.rollback.plugins.module_utils.release.operations import ReleaseParams, apply
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 from ansible_collections.gitops.rollback.tests.harness.objects import replace_object
+from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.tree_state import contents
 
 ASK = SafetyAsk(label="safety/run-1", reason="safety checkpoint before rollback to v1")
 
-
-def tree(top: Path) -> dict:
-    """Every entry under ``top``: a file's bytes, a link's target, None for a directory."""
-    return {str(p.relative_to(top)): (str(p.readlink()) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
-            for p in sorted(top.rglob("*"))}
 
 
 def deploy(tmp: Path, tag: str) -> None:
@@ -60,7 +56,7 @@ def drill(tmp: Path) -> PreviewRequest:
 def test_a_clear_plan_takes_the_safety_checkpoint_in_the_same_run_and_discard_restores_the_store_byte_for_byte(tmp_path):
     request = drill(tmp_path)
     store = tmp_path / "store"
-    before = tree(store)
+    before = contents(store)
 
     outcome = preview_with_safety(request, ASK, check_mode=False)
 
@@ -70,13 +66,13 @@ def test_a_clear_plan_takes_the_safety_checkpoint_in_the_same_run_and_discard_re
     manifest = Store(str(store)).find("safety/run-1")
     assert sorted(c["type"] for c in manifest["components"]) == ["database", "release"]
     assert [root["path"] for root in manifest["roots"]] == request.paths
-    assert tree(store) != before and safety["journal"]["created"] and safety["journal"]["touched"] == []
+    assert contents(store) != before and safety["journal"]["created"] and safety["journal"]["touched"] == []
     assert "checkpoints/%s.json" % manifest["id"] in safety["journal"]["created"]
 
     removed = discard(Store(str(store)), safety["journal"], "t", 0)
 
     assert removed["identical"] and removed["removed"] == len(safety["journal"]["created"])
-    assert tree(store) == before, "the refused run leaves the store byte for byte as it was"
+    assert contents(store) == before, "the refused run leaves the store byte for byte as it was"
 
 
 def test_a_host_whose_plan_found_a_problem_takes_no_safety_checkpoint(tmp_path):
@@ -85,22 +81,22 @@ def test_a_host_whose_plan_found_a_problem_takes_no_safety_checkpoint(tmp_path):
     manifest = Store(str(store)).find("v1")
     entry = next(line for line in Store(str(store)).iter_tree(manifest["roots"][0]["tree"]) if line["path"] == "app.conf")
     replace_object(store, entry["sha256"], b"bit rot")
-    before = tree(store)
+    before = contents(store)
 
     outcome = preview_with_safety(request, ASK, check_mode=False)
 
     assert [p["layer"] for p in outcome["problems"]] == ["config"]
     assert outcome["safety"]["layers"] == [] and outcome["safety"]["journal"]["created"] == []
-    assert tree(store) == before
+    assert contents(store) == before
 
 
 def test_check_mode_and_no_safety_asked_take_nothing(tmp_path):
     request = drill(tmp_path)
-    before = tree(tmp_path / "store")
+    before = contents(tmp_path / "store")
 
     assert "safety" not in preview_with_safety(request, ASK, check_mode=True)
     assert "safety" not in preview_with_safety(request, None, check_mode=False)
-    assert tree(tmp_path / "store") == before
+    assert contents(tmp_path / "store") == before
 
 
 def test_a_checkpoint_another_writer_stored_meanwhile_keeps_the_objects_and_only_the_safety_manifest_goes(tmp_path):

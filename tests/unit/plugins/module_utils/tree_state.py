@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 
 
 def tree_state(root, times: bool = False) -> dict:
@@ -24,3 +25,10 @@ def tree_state(root, times: bool = False) -> dict:
                 with open(full, "rb") as handle:
                     seen[rel] = ("file", st.st_mode) + when + (handle.read(),)
     return seen
+
+
+def contents(top) -> dict:
+    """Every entry under ``top`` by relative path: a file's bytes, a link's target, None for a directory."""
+    top = pathlib.Path(top)
+    return {str(p.relative_to(top)): (str(p.readlink()) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
+            for p in sorted(top.rglob("*"))}
