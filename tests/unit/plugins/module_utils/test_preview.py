@@ -13,7 +13,6 @@ from ansible_collections.gitops.rollback.tests.harness.objects import replace_ob
 from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.tree_state import contents
 
 
-
 def deploy(tmp: Path, tag: str) -> None:
     build = tmp / ("build-" + tag)
     build.mkdir()

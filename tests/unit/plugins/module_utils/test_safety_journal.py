@@ -22,7 +22,6 @@ from ansible_collections.gitops.rollback.tests.unit.plugins.module_utils.tree_st
 ASK = SafetyAsk(label="safety/run-1", reason="safety checkpoint before rollback to v1")
 
 
-
 def deploy(tmp: Path, tag: str) -> None:
     build = tmp / ("build-" + tag)
     build.mkdir()
