@@ -118,8 +118,13 @@ def check_receiver_path(path: str) -> None:
 
 # ------------------------------------------------------------------------------ the authorized_keys text
 def split_block(text: str) -> Tuple[List[str], List[str], List[str]]:
-    """The lines before the managed block, in it (markers excluded) and after it; no block: all lines before."""
-    lines = text.splitlines()
+    """The lines before the managed block, in it (markers excluded) and after it; no block: all lines before.
+
+    Lines end at LF only and keep every other byte (a CR of a CRLF file, a form feed), so the lines the module
+    does not manage are written back as they were."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
     begins = [index for index, line in enumerate(lines) if line.strip() == BEGIN]
     ends = [index for index, line in enumerate(lines) if line.strip() == END]
     if not begins and not ends:

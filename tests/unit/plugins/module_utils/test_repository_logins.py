@@ -86,6 +86,13 @@ def test_the_block_is_added_replaced_in_place_and_removed_and_other_lines_are_ke
     assert lg.render("", [], RECEIVER) == ""
 
 
+def test_other_lines_keep_their_bytes_crlf_and_form_feeds_included():
+    text = "# my keys\r\n%s\r\nfrom=\"10.0.0.1\"\x0c ssh-ed25519 AAAAx a\x85b\n" % OTHER
+    one = lg.render(text, [login("web1", KEY1)], RECEIVER)
+    assert one.startswith(text) and one.count("--namespace") == 1
+    assert lg.render(one, [], RECEIVER) == text
+
+
 def test_a_managed_key_in_a_line_outside_the_block_is_refused_unless_commented_out():
     unbound = "%s\n" % KEY1
     with pytest.raises(lg.LoginError, match="line 1 outside the block"):
