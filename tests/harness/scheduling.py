@@ -21,7 +21,6 @@ HEAVIEST_FIRST = (
     "tests/integration/rollback/test_ordered_rollback.py",  # about 220 s
     "tests/integration/packaging/test_molecule.py",  # five scenarios, about 30 s each
     "tests/integration/release/test_release.py",
-    "tests/integration/rollback/test_dry_run.py",
     "tests/integration/faults/test_db_outage.py",
     "tests/integration/gitops/test_awx_runner.py",  # ansible-runner jobs
     "tests/integration/health/test_guard.py",

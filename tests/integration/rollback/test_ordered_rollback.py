@@ -1,11 +1,20 @@
 """The drill: three SSH hosts, PostgreSQL with migrations, Terraform state; roll every layer back
-in order with playbooks/rollback.yml and prove each equals v1."""
+in order with playbooks/rollback.yml and prove each equals v1.
+
+The dry runs are the first plays of the real rollback's run: guard.yml with the AWX survey's answer "yes"
+(its gate fails, the rollback is only planned) and rollback.yml with the answer as a boolean (an extra var
+from a file or the API); every layer and every store is compared while the run waits between them and
+the real rollback. The answers themselves (yes/no/true/check mode): the unit tests of the dry_run filter
+and run_mode; rollback.yml in check mode (``--check --diff``, the AWX job of type check and
+``gitops-rollback trigger --check``): gitops/test_awx_cli_dry_run.py; a real guard run's rollback, safety
+checkpoint and cooldown: that test's real guard job and health/test_guard_hour.py."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from harness.objects import replace_object
@@ -22,19 +31,23 @@ LAYER_ACTIONS = {"gitops.rollback.restore", "gitops.rollback.release", "gitops.r
                  "gitops.rollback.traffic_weights", "ansible.builtin.command", "ansible.builtin.service",
                  "gitops.rollback.feature_flags"}
 
+#: The play of the first test's run between the dry runs and the real rollback.
+PAUSE = "Wait while the test compares every layer and store after the dry runs"
+GUARD_PLAY = "Guard the release with a health gate"
 
-def assert_plan_only(plan, drill):
+
+def assert_plan_only(events, drill):
     """A dry run is the plan: no layer task ran on any host, and each host's printed plan says, per
     layer, what would change - the files, the release that becomes current, the migrations reverted,
     the Terraform snapshot's serial - and what the safety checkpoint must cover."""
-    ran = [e for e in plan.events if e.get("status") != "skipped"]
+    ran = [e for e in events if e.get("status") != "skipped"]
     assert not {e["action"] for e in ran} & LAYER_ACTIONS, sorted({e["action"] for e in ran} & LAYER_ACTIONS)
     previews = [e for e in ran if e["action"] == "gitops.rollback.terraform_state"]
     assert {e["task"].split(" : ")[-1] for e in previews} \
         <= {"Plan the Terraform revert on the controller, and take its safety snapshot"}, "the Terraform revert is only previewed"
     assert not [item for e in previews for item in e["result"].get("results", []) if "safety_snapshot" in item], \
         "a dry run stores no Terraform safety snapshot"
-    shown = {e["host"]: e["result"]["msg"] for e in plan.events
+    shown = {e["host"]: e["result"]["msg"] for e in events
              if e["task"].endswith("Show the plan") and e.get("status") == "ok"}
     assert set(shown) == {"h1", "h2", "h3"}, shown
     lines = shown["h1"]
@@ -54,18 +67,81 @@ def assert_plan_only(plan, drill):
     assert not any(line.startswith("database:") for line in shown["h2"]), shown["h2"]
 
 
-def test_every_layer_comes_back_to_v1_on_every_host_and_a_second_concurrent_rollback_is_refused(drill):
+def fingerprint(drill) -> dict:
+    """Every layer and every store: files, release link, database rows and migrations, Terraform
+    state (serial, lineage, bytes), each host's store, the controller's store, locks and cooldown."""
+    return {
+        "layers": drill.state(),
+        "migrations": drill.sql("SELECT json_agg(m ORDER BY version) FROM gitops_rollback_migrations m"),
+        "stores": drill.stores(),
+        "locks": sorted(p.name for p in drill.lock_dir.iterdir()) if drill.lock_dir.exists() else None,
+        "cooldown": (drill.tmp / "cooldown.json").exists(),
+    }
+
+
+def guard_vars(drill) -> dict:
+    """A guard whose gate fails at once (the command provider reads an error rate of 1.0 from a file),
+    with its state in the drill's directory."""
+    (drill.tmp / "error-rate").write_text("1.0\n")
+    return {"guard_interval": 1, "guard_count": 1,
+            "guard_metrics": [{"name": "error-rate", "severity": "critical",
+                               "provider": {"type": "command", "argv": ["cat", str(drill.tmp / "error-rate")]},
+                               "success_condition": "result < 0.05"}],
+            "guard_cooldown_path": str(drill.tmp / "cooldown.json"), "guard_audit_log_path": str(drill.audit_log)}
+
+
+def dry_runs_then_rollback(ready: Path, go: Path) -> list[dict]:
+    """One run: the guard's dry run, rollback.yml's dry run, a pause (``ready`` written, waits for ``go``),
+    then the real rollback.yml."""
+    return [
+        {"ansible.builtin.import_playbook": "gitops.rollback.guard", "vars": {"rollback_dry_run": "yes"}},
+        {"ansible.builtin.import_playbook": "gitops.rollback.rollback", "vars": {"rollback_dry_run": True}},
+        {"name": PAUSE, "hosts": "localhost", "gather_facts": False, "tasks": [
+            {"name": "Say the dry runs are done", "ansible.builtin.file": {"path": str(ready), "state": "touch"}},
+            {"name": "Wait for the test", "ansible.builtin.wait_for": {"path": str(go), "timeout": 600}}]},
+        {"ansible.builtin.import_playbook": "gitops.rollback.rollback"},
+    ]
+
+
+def test_dry_runs_change_nothing_then_every_layer_comes_back_to_v1_on_every_host_and_a_second_rollback_is_refused(
+        drill):
     assert drill.v2 != drill.v1
-    plan = drill.playbook("rollback.yml", check=True, rollback_to="v1")
-    assert plan.ok, failures(plan)
-    assert drill.state() == drill.v2, "check mode changed something"
-    assert_plan_only(plan, drill)
+    before, seen = fingerprint(drill), len(drill.audit())
+    ready, go = drill.tmp / "dry-runs-done", drill.tmp / "go"
+    paused: dict[str, Any] = {}
 
-    result = while_running(lambda: drill.playbook("rollback.yml", rollback_to="v1"),
-                           lambda: second_rollback_is_refused(drill))
+    def meanwhile(run: threading.Thread) -> None:
+        """Between the dry runs and the real rollback: what they left; then, once the real rollback holds its
+        lock, a second one is refused."""
+        try:
+            wait_until(ready.exists, run, "the dry runs never finished")
+            paused.update(fingerprint=fingerprint(drill), audit=drill.audit())
+        finally:
+            go.touch()
+        second_rollback_is_refused(drill, run)
 
-    assert result.ok, failures(result)
-    ran = [e for e in result.events if e.get("status") not in ("skipped", None)]
+    result = while_running(lambda: drill.run(dry_runs_then_rollback(ready, go), inventory=drill.inventory,
+                                             extra_vars=drill.vars(rollback_to="v1", **guard_vars(drill)),
+                                             env=drill.tf.env),
+                           meanwhile)
+
+    assert result.ok, (failures(result), result.stdout[-6000:])
+    pause = next(i for i, e in enumerate(result.events) if e["play"] == PAUSE)
+    dry_events, real_events = result.events[:pause], result.events[pause:]
+    # The dry runs: nothing changed in any layer or store, no lock or cooldown left; the guard's alert and
+    # both planned rollbacks are recorded as dry runs.
+    assert paused["fingerprint"] == before, "a dry run changed a layer or a store"
+    dry_records = paused["audit"][seen:]
+    assert {(r["operation"], r["event"]) for r in dry_records} >= {("guard", "alert"), ("rollback", "completed")}, \
+        dry_records
+    assert all(r.get("dry_run") is True for r in dry_records), [(r["operation"], r["event"], r.get("dry_run"))
+                                                                for r in dry_records]
+    planned = [r for r in dry_records if r["operation"] == "rollback" and r["event"] == "completed"]
+    assert len(planned) == 2, "the guard's planned rollback and rollback.yml's: %s" % planned
+    assert all("dry run" in r["message"] and r["result"]["check_mode"] is True for r in planned), planned
+    assert_plan_only([e for e in dry_events if e["play"] != GUARD_PLAY], drill)  # rollback.yml's three plays
+
+    ran = [e for e in real_events if e.get("status") not in ("skipped", None)]
     previews = [item for e in ran if e["action"] == "gitops.rollback.terraform_state"
                 for item in e["result"].get("results", [])]
     assert len(previews) == 1 and previews[0]["safety_snapshot"]["label"].startswith("safety/") \
@@ -84,13 +160,23 @@ def test_every_layer_comes_back_to_v1_on_every_host_and_a_second_concurrent_roll
         assert after[key] == drill.v1[key], key
     assert after["tf_lineage"] == drill.v1["tf_lineage"]
     assert after["tf_serial"] > drill.v2["tf_serial"]
-    events = [e for e in drill.audit() if e["operation"] == "rollback"]
-    assert all(e["dry_run"] is True for e in events if e["run_id"] == events[0]["run_id"]), "the plan says dry run"
-    real = [e for e in events if e["run_id"] != events[0]["run_id"]]
-    assert [e["event"] for e in real] == ["started", "completed"], "the refused second run records nothing"
+    real = [r for r in drill.audit()[len(paused["audit"]):] if r["operation"] == "rollback"]
+    assert [r["event"] for r in real] == ["started", "completed"], "the refused second run records nothing"
+    assert all(r["dry_run"] is False for r in real), real
     layers = real[-1]["layers"]
     assert set(layers["h1"]) == {"flags", "release", "config", "database", "infrastructure", "services"}
     assert set(layers["h2"]) == {"flags", "release", "config", "infrastructure", "services"}
+
+
+def test_an_unclear_dry_run_answer_stops_rollback_before_anything_runs(drill):
+    before, seen = fingerprint(drill), len(drill.audit())
+
+    unclear = drill.playbook("rollback.yml", rollback_to="v1", rollback_dry_run="maybe")
+
+    assert not unclear.ok
+    messages = [str(failure[2]) for failure in failures(unclear)]
+    assert any("rollback_dry_run must be yes or no (got 'maybe')" in message for message in messages), messages
+    assert fingerprint(drill) == before and drill.audit()[seen:] == []
 
 
 def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):
@@ -117,19 +203,32 @@ def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):
     assert [e["event"] for e in drill.audit()] == ["started", "refused"]
 
 
-def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back(drill):
-    hook = drill.tmp / "fail_on_h2.yml"
-    hook.write_text("- name: Break h2 mid-rollback\n  ansible.builtin.command:\n"
+def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back_and_the_target_is_resolved_once(drill):
+    # h2 breaks after its files are restored (not in the plan, not in the recovery). And on h1, just before its
+    # files are restored, the broken v2 files are checkpointed under the label v1 again: a label names its newest
+    # checkpoint, the plan named the checkpoint id, which h1 must still come back to.
+    fail = drill.tmp / "fail_on_h2.yml"
+    fail.write_text("- name: Break h2 mid-rollback\n  ansible.builtin.command:\n"
                     "    argv: [sh, -c, 'echo injected failure >&2; exit 3']\n  changed_when: false\n"
                     "  when: inventory_hostname == 'h2' and not (gitops_rollback_planning | default(false))"
-                    " and __rollback_target is not defined\n")  # not in the plan, not in the recovery
+                    " and __rollback_target is not defined\n")
+    relabel = drill.tmp / "relabel_on_h1.yml"
+    relabel.write_text("- name: Checkpoint the broken files as v1 again\n  gitops.rollback.checkpoint:\n"
+                       "    paths: [/etc/app]\n    label: v1\n"
+                       "    store_path: \"{{ lookup('gitops.rollback.setting', 'gitops_rollback_store_path') }}\"\n"
+                       "  when: inventory_hostname == 'h1' and not (gitops_rollback_planning | default(false))"
+                       " and __rollback_target is not defined\n")
 
     result = drill.playbook("rollback.yml", rollback_to="v1", rollback_serial=1, rollback_layers="flags,release,config",
-                            rollback_host_after_restore_tasks_file=str(hook))
+                            rollback_host_before_restore_tasks_file=str(relabel),
+                            rollback_host_after_restore_tasks_file=str(fail))
 
     assert not result.ok
     after = drill.state()
-    assert after["hosts"]["h1"] == drill.v1["hosts"]["h1"], "the batch before the failure completed"
+    labels = [json.loads(p.read_text())["label"] for p in (drill.fleet["h1"].store / "checkpoints").glob("*.json")]
+    assert labels.count("v1") == 2, ("the hook checkpointed h1's broken files as v1 again", labels)
+    assert after["hosts"]["h1"] == drill.v1["hosts"]["h1"], \
+        "the batch before the failure completed, back to the checkpoint the plan named, not the label's newest"
     assert after["hosts"]["h2"] == drill.v2["hosts"]["h2"], ("the failed host is back at its safety checkpoint",
                                                              [e["result"].get("recovery_problem") for e in drill.audit()
                                                               if e["event"] == "failed"])
@@ -144,25 +243,31 @@ def test_a_failure_on_one_host_stops_the_batch_and_brings_that_host_back(drill):
     assert failed[0]["result"]["problem"] in message and failed[0]["result"]["safety_checkpoint"].startswith("safety/")
 
 
-def while_running(run: Callable[[], Any], meanwhile: Callable[[], None]) -> Any:
-    """Start ``run`` in a thread, call ``meanwhile``, then return what ``run`` returned."""
+def while_running(run: Callable[[], Any], meanwhile: Callable[[threading.Thread], None]) -> Any:
+    """Start ``run`` in a thread, call ``meanwhile`` with the thread, then return what ``run`` returned."""
     outcome: list = []
     thread = threading.Thread(target=lambda: outcome.append(run()))
     thread.start()
     try:
-        meanwhile()
+        meanwhile(thread)
     finally:
         thread.join(timeout=900)
     assert outcome, "the run did not finish"
     return outcome[0]
 
 
-def second_rollback_is_refused(drill) -> None:
-    """Once the running rollback holds its lock, a second one is refused, naming the first."""
-    deadline = time.monotonic() + 120
-    while not (drill.lock_dir.exists() and any(drill.lock_dir.glob("*.lock"))):
-        assert time.monotonic() < deadline, "the first rollback never took its lock"
+def wait_until(condition: Callable[[], bool], run: threading.Thread, problem: str) -> None:
+    """Wait (at most 300 s) until ``condition`` holds; fail with ``problem`` if ``run`` ended first."""
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert run.is_alive() and time.monotonic() < deadline, problem
         time.sleep(0.2)
+
+
+def second_rollback_is_refused(drill, run: threading.Thread) -> None:
+    """Once the running rollback holds its lock, a second one is refused, naming the first."""
+    wait_until(lambda: drill.lock_dir.exists() and any(drill.lock_dir.glob("*.lock")), run,
+               "the first rollback never took its lock")
 
     second = drill.playbook("rollback.yml", rollback_to="v1")
 
@@ -219,29 +324,6 @@ def test_a_migration_revert_alone_is_a_change_with_a_safety_checkpoint_that_undo
     assert drill.sql("SELECT code FROM coupons") == "FREE"
     assert back["hosts"] == drill.v2["hosts"] and back["tf_serial"] == drill.v2["tf_serial"], \
         "layers the first run did not touch are left alone"
-
-
-def test_the_target_is_resolved_once_and_a_newer_checkpoint_of_the_label_changes_nothing(drill):
-    # Mid-rollback, just before each host's files are restored, the broken v2 files are checkpointed
-    # under the label v1 again: a label names its newest checkpoint, the plan named the checkpoint id.
-    hook = drill.tmp / "relabel.yml"
-    hook.write_text("- name: Checkpoint the broken files as v1 again\n  gitops.rollback.checkpoint:\n"
-                    "    paths: [/etc/app]\n    label: v1\n    store_path: \"{{ lookup('gitops.rollback.setting', 'gitops_rollback_store_path') }}\"\n"
-                    "  when: not (gitops_rollback_planning | default(false)) and __rollback_target is not defined\n")
-
-    # One host proves it (every host resolves its own target the same way; the three-host run is the first test).
-    result = drill.playbook("rollback.yml", rollback_to="v1", rollback_layers="flags,release,config",
-                            gitops_rollback_hosts="h1", rollback_host_before_restore_tasks_file=str(hook))
-
-    assert result.ok, failures(result)
-    after = drill.state()
-    assert after["hosts"]["h1"] == drill.v1["hosts"]["h1"]
-    labels = [json.loads(p.read_text())["label"] for p in (drill.fleet["h1"].store / "checkpoints").glob("*.json")]
-    assert labels.count("v1") == 2, labels
-    completed, report = finished(drill, result)
-    label = "safety/" + completed["run_id"]
-    assert completed["result"]["safety_checkpoint"]["layers"] == {"h1": ["flags", "release", "config"]}
-    assert f"-e rollback_to={label}" in report
 
 
 def test_a_failed_recovery_says_where_the_host_is_verified_against_its_safety_checkpoint(drill):
