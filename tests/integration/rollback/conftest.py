@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from harness import Fleet, PgServer, Result, make_repo, run_playbook
-# the one-host site of the hooks and two-runs tests, made once per worker
+# the one-host site of the hooks tests, made once per worker
 from site_support import site, site_at_v2  # noqa: F401 pylint: disable=unused-import
 
 REPO = Path(__file__).resolve().parents[3]

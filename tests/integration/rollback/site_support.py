@@ -1,4 +1,4 @@
-"""The one-host site of the hooks and two-runs tests (a uniquely named module: conftest modules of different test
+"""The one-host site of the hooks tests (a uniquely named module: conftest modules of different test
 directories share the name ``conftest``): a release root, a managed directory and a service on one host over the
 local connection, checkpointed at v1 by checkpoint.yml once per pytest worker, then at v2."""
 

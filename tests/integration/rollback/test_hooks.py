@@ -1,6 +1,9 @@
 """Before/after hooks per layer (gitops_rollback_before_<layer>_tasks, gitops_rollback_after_<layer>_tasks)
-around the layers of playbooks/rollback.yml, on one host over the local connection: release, config
-and services layers, checkpointed at v1, then v2 deployed."""
+around the layers of the rollback role, and two runs of the role in one playbook, on one host over the local
+connection (site_support.Site): release, config and services layers, checkpointed at v1, then v2 deployed.
+
+A failing before hook stops playbooks/rollback.yml; every layer's hooks run in order in the first of the two
+runs, whose second one (limited to its rollback time limit) must stop before its layers."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def hook_spec(site: Site, layers: list[str]) -> dict[str, str]:
             for layer in layers for when in ("before", "after")}
 
 
-def test_hooks_run_around_their_layer_only_when_it_runs_and_a_failing_before_hook_changes_nothing(site: Site):
+def test_a_failing_before_hook_stops_the_rollback_before_its_layer_changes_anything(site: Site):
     # A before hook of the config layer fails: the rollback stops before config changes anything, and
     # the release layer, rolled back before it, is brought back to the safety checkpoint.
     v2 = site.state()
@@ -59,14 +62,32 @@ def test_hooks_run_around_their_layer_only_when_it_runs_and_a_failing_before_hoo
     assert failed[-1]["result"]["recovery_state"] == "at_safety_checkpoint", failed[-1]["result"]
     assert "is back at its safety checkpoint" in message, message
 
-    # Every layer's hooks, the traffic and database layers' included: those layers do not run here.
-    site.log.unlink()
+
+def role(tasks_from: str, **variables) -> dict:
+    return {"name": "Rollback role, %s" % tasks_from, "ansible.builtin.include_role": {
+        "name": "gitops.rollback.rollback", "tasks_from": tasks_from}, "vars": variables}
+
+
+def test_hooks_run_around_their_layer_only_when_it_runs_and_a_second_run_keeps_its_rollback_time_limit(site: Site):
+    # The first run rolls every layer the host has back (release and config) and restarts the service, its last
+    # layer, with every layer's hooks set - the traffic and database layers' included, which do not run here. The
+    # second one, limited to 1 s, spends 2 s before its layers: it must stop before its services layer, whatever
+    # layer the first run ended in.
     hooks = site.hooks(hook_spec(site, ["traffic", "release", "config", "database", "services"]))
+    limited = {"rollback_run_id": "run-2", "rollback_layers": ["services"],
+               "gitops_rollback_policy": {"max_rollback_seconds": 1}}
+    tasks = [
+        role("main", rollback_run_id="run-1", **hooks),
+        role("preflight", **limited),
+        {"name": "A slow pre-flight", "ansible.builtin.pause": {"seconds": 2}},
+        role("layers", **limited),
+    ]
+    play = [{"hosts": "all", "gather_facts": False, "vars": site.vars(rollback_to="v1"), "tasks": tasks}]
 
-    result = site.rollback(rollback_to="v1", **hooks)
+    result = site.run_playbook(play, inventory=site.inventory)
 
-    assert result.ok, failures(result)
-    assert site.state() == {"conf": "release=v1\n", "current": "v1\n"}
+    assert not result.ok, "the second run went past its rollback time limit"
+    assert site.state() == {"conf": "release=v1\n", "current": "v1\n"}, "the first run rolled back"
     checkpoint = v1_checkpoint(site)
     assert site.log.read_text().splitlines() == [
         f"before release {checkpoint} release=v2",
@@ -76,4 +97,11 @@ def test_hooks_run_around_their_layer_only_when_it_runs_and_a_failing_before_hoo
         "before services - release=v1",
         "services restarted",
         "after services - release=v1",
-    ], "no hook of the traffic and database layers, which do not run on this host"
+    ], "no hook of the traffic and database layers, which do not run on this host; the service restarted once, " \
+       "by the first run"
+    audit = [json.loads(line) for line in (site.tmp / "audit.jsonl").read_text().splitlines()]
+    failed = [e for e in audit if e["event"] == "failed"]
+    assert [e["run_id"] for e in failed] == ["run-2"], audit
+    assert failed[0]["result"]["layer"] == "before the layers", failed[0]["result"]
+    assert "exceeded max_rollback_seconds (1 s)" in failed[0]["result"]["problem"], failed[0]["result"]
+    assert "before services" in failed[0]["result"]["problem"], failed[0]["result"]
