@@ -18,7 +18,7 @@ from xdist.scheduler import LoadScopeScheduling
 
 HEAVIEST_FIRST = (
     "tests/integration/drill/test_drill.py",  # the demo and three drills: about 300 s in one row
-    "tests/integration/rollback/test_ordered_rollback.py",  # about 220 s
+    "tests/integration/rollback/test_ordered_rollback.py",  # the dry runs and the rollbacks: about 280 s
     "tests/integration/packaging/test_molecule.py",  # five scenarios, about 30 s each
     "tests/integration/release/test_release.py",
     "tests/integration/faults/test_db_outage.py",
