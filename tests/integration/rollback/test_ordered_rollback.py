@@ -7,7 +7,8 @@ from a file or the API); every layer and every store is compared while the run w
 the real rollback. The answers themselves (yes/no/true/check mode): the unit tests of the dry_run filter
 and run_mode; rollback.yml in check mode (``--check --diff``, the AWX job of type check and
 ``gitops-rollback trigger --check``): gitops/test_awx_cli_dry_run.py; a real guard run's rollback, safety
-checkpoint and cooldown: that test's real guard job and health/test_guard_hour.py."""
+checkpoint and cooldown: that test's real guard job and health/test_guard_hour.py; every layer rolled back
+through the guard: the guard round of drill/test_drill.py."""
 
 from __future__ import annotations
 
