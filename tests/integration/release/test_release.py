@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -196,23 +197,38 @@ def test_current_switches_atomically_under_a_reader(tmp_path, collections_path):
     assert (root / "current" / "VERSION").read_text().strip() == "v2"
 
 
-def test_deploy_from_git_tags_and_roll_back_by_tag(clean_fleet, run_playbook, git_repo):
+def test_deploy_from_git_tags_record_a_checkpoint_between_and_roll_back_to_it(clean_fleet, run_playbook, git_repo):
+    """The role's deploy from Git tags into an empty root, with its checkpoint entry point recording the current
+    release between the two deploys (one run); then the rollback to the release that checkpoint recorded and the
+    deploy of that tag again, which changes nothing (another run). The rollback to a label:
+    test_deploy_redeploy_plan_refuse_and_roll_back_to_previous_and_to_any_label_on_three_hosts."""
     repo = git_repo({"v1": {"VERSION": "v1\n", "app.py": "print(1)\n"},
                      "v2": {"VERSION": "v2\n", "app.py": "print(2)\n", "new.py": ""}})
-    result = run_playbook([play for tag in ("v1", "v2") for play in role_play(
-        "deploy", rollback_release_repo=repo.url, rollback_release_version=tag, rollback_release_shared=["log"])])
+
+    def deploy_tag(tag: str) -> list[dict]:
+        return role_play("deploy", rollback_release_repo=repo.url, rollback_release_version=tag,
+                         rollback_release_shared=["log"])
+
+    result = run_playbook(deploy_tag("v1") + role_play("checkpoint", rollback_release_checkpoint="pre-v2")
+                          + deploy_tag("v2"))
     assert result.ok, result
 
     for host in clean_fleet:
         releases = by_label(host)
         assert {label: rel["commit"] for label, rel in releases.items()} == repo.tags
         assert live_version(host) == "v2" and not (host.local(ROOT) / "current" / ".git").exists()
+        component = task_result(result, "Record the current release in the checkpoint", host.name)["component"]
+        assert component == {"type": "release", "name": ROOT, "release": releases["v1"]["id"], "label": "v1",
+                             "commit": repo.tags["v1"], "blobs": []}
+        manifests = list((host.store / "checkpoints").glob("*.json"))
+        assert len(manifests) == 1
+        assert component in json.loads(manifests[0].read_text())["components"]
 
-    # Back by tag, then the role's deploy of that tag again (a second play of the same run) changes nothing.
-    again = role_play("deploy", rollback_release_repo=repo.url, rollback_release_version="v1",
-                      rollback_release_shared=["log"])
+    # Back to the checkpoint's release, then the role's deploy of that tag again (a second play of the same run)
+    # changes nothing.
+    again = deploy_tag("v1")
     again[0]["name"] = "deploy v1 again"
-    back = run_playbook(role_play("main", rollback_release_to="v1") + again)
+    back = run_playbook(role_play("main", rollback_release_checkpoint="pre-v2") + again)
     assert back.ok, back
     for host in clean_fleet:
         assert live_version(host) == "v1" and not (host.local(ROOT) / "current" / "new.py").exists()
@@ -220,29 +236,6 @@ def test_deploy_from_git_tags_and_roll_back_by_tag(clean_fleet, run_playbook, gi
     redeployed = [e for e in back.events if e["play"] == "deploy v1 again" and e["status"] != "skipped"]
     assert len([e for e in redeployed if e["task"].endswith(" : Deploy the release")]) == 3, redeployed
     assert not [e for e in redeployed if e["changed"]], "deploying the current tag again changes nothing"
-
-
-def test_rollback_to_the_release_recorded_in_a_checkpoint(builds, run_playbook, clean_fleet):
-    # The deploys are set-up (the role's deploy: the tests above), made with the release module on each host.
-    for host in clean_fleet:
-        deploy_with_the_module(host, builds, "v1")
-    recorded = run_playbook(role_play("checkpoint", rollback_release_checkpoint="pre-v2"))
-    assert recorded.ok, recorded
-    for host in clean_fleet:
-        deploy_with_the_module(host, builds, "v2", "v3")
-        assert live_version(host) == "v3"
-
-    back = run_playbook(role_play("main", rollback_release_checkpoint="pre-v2"))
-
-    assert back.ok, back
-    for host in clean_fleet:
-        assert live_version(host) == "v1"
-        manifests = list((host.store / "checkpoints").glob("*.json"))
-        assert len(manifests) == 1
-        component = task_result(recorded, "Record the current release in the checkpoint", host.name)["component"]
-        assert component == {"type": "release", "name": ROOT, "release": by_label(host)["v1"]["id"],
-                             "label": "v1", "commit": None, "blobs": []}
-        assert component in __import__("json").loads(manifests[0].read_text())["components"]
 
 
 def test_current_that_is_not_a_symlink_is_refused_with_advice(builds, clean_fleet):
