@@ -93,17 +93,32 @@ def test_role_backs_up_and_rolls_back_three_engines_ending_sessions_only_when_th
     with sqlite3.connect(lite) as conn:
         conn.execute("DELETE FROM t")
     restore = dict(variables, rollback_database_action="restore")
+    ending = dict(restore, rollback_database_databases=variables["rollback_database_databases"][:3] + [
+        dict(session_item, terminate_sessions=True)])
+    # One run: the restore without terminate_sessions (refused; its play ignores the error, so the host goes on),
+    # a play that reads what the refusal left, then the restore with terminate_sessions on the session's item.
+    psql = [postgres.bin("psql"), "-X", "-A", "-t", "-h", postgres.host, "-p", str(postgres.port), "-U",
+            postgres.user, "-d", sess_db, "-c"]
+    observe = {"name": "After the refusal", "hosts": "db", "gather_facts": False, "tasks": [
+        {"name": "Count the rows", "ansible.builtin.command": {"argv": psql + ["SELECT count(*) FROM t"]},
+         "changed_when": False},
+        {"name": "Count the sessions", "ansible.builtin.command": {"argv": psql + [
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shop-worker'"]}, "changed_when": False}]}
     sleeper = _hold_session(postgres, sess_db)
     try:
-        result = run_playbook(PLAY, inventory=local_inventory, extra_vars=restore)
-        assert result.rc != 0 and "shop-worker" in result.stdout and "terminate_sessions" in result.stdout, str(result)
-        assert postgres.psql("SELECT count(*) FROM t", db=sess_db) == "0", "nothing changed"
-        assert sleeper.poll() is None, "the application's session was left alone"
-
-        ending = dict(restore, rollback_database_databases=variables["rollback_database_databases"][:3] + [
-            dict(session_item, terminate_sessions=True)])
-        result = run_playbook(PLAY, inventory=local_inventory, extra_vars=ending)
+        result = run_playbook([{"name": "Refused", "hosts": "db", "gather_facts": False, "vars": restore,
+                                "ignore_errors": True, "roles": [{"role": "gitops.rollback.rollback_database"}]},
+                               observe,
+                               {"name": "Ending", "hosts": "db", "gather_facts": False, "vars": ending,
+                                "roles": [{"role": "gitops.rollback.rollback_database"}]}],
+                              inventory=local_inventory)
         assert result.rc == 0, str(result)
+        refused = [e for e in result.events if e["play"] == "Refused" and e["status"] == "ignored"
+                   and e["action"] == "gitops.rollback.rollback_database"]
+        assert refused and "shop-worker" in refused[0]["result"]["msg"], str(result)
+        assert "terminate_sessions" in refused[0]["result"]["msg"] and not refused[0]["changed"], refused[0]
+        assert result.result("Count the rows", "db")["stdout"] == "0", "nothing changed"
+        assert result.result("Count the sessions", "db")["stdout"] == "1", "the application's session was left alone"
         assert sleeper.wait(timeout=30) != 0, "the session was ended"
     finally:
         if sleeper.poll() is None:
