@@ -42,18 +42,18 @@ def rollback_play(tf: TfSetup, label: str, **extra: Any) -> list[dict[str, Any]]
 def test_role_checkpoints_refuses_a_label_without_snapshot_rolls_back_with_no_drift_and_applies_at_a_tag(
         tf_pg: TfSetup) -> None:
     """One configuration on the pg backend: the role's checkpoint, a refusal, a dry run, the rollback with its
-    no-drift proof, then the apply_at mode (one set-up; each step is its own ansible-playbook run)."""
+    no-drift proof, then the apply_at mode (one set-up; the checkpoint and the refusal share a run, each other step
+    is its own ansible-playbook run)."""
     tf = tf_pg
     v1 = tf.deploy("v1")
-    run = tf.run(checkpoint_play(tf, "v1"), inventory=tf.inventory, env=tf.env)
-    assert run.ok, run
+    # The checkpoint, then (the last play of the same run) a rollback to the tag v2, which has no snapshot
+    run = tf.run(checkpoint_play(tf, "v1") + rollback_play(tf, "v2"), inventory=tf.inventory, env=tf.env)
+    assert not run.ok
+    failed = run.results(status="failed")
+    assert [e["task"].split(" : ")[-1] for e in failed] == ["Pre-flight - the snapshot exists"], failed
+    assert "No Terraform snapshot labelled v2" in failed[0]["result"]["msg"], failed
+    assert tf.state()["serial"] == v1["serial"], "the refused rollback changed the state"
     v2 = tf.deploy("v2")
-
-    refused = tf.run(rollback_play(tf, "v2"), inventory=tf.inventory, env=tf.env)  # the tag v2 has no snapshot
-    assert not refused.ok
-    failed = refused.results(status="failed")[0]["result"]
-    assert "No Terraform snapshot labelled v2" in failed["msg"], failed
-    assert tf.state()["serial"] == v2["serial"], "the refused run changed the state"
 
     dry = tf.run(rollback_play(tf, "v1"), inventory=tf.inventory, env=tf.env, check=True)
     assert dry.ok, dry
