@@ -1,7 +1,7 @@
 """SIGKILL at seeded random points of a terraform_state revert (local backend, embedded Terraform):
 the state is the old one or the reverted one (serial and lineage right, resources as expected),
-no stale lock blocks the next run, and re-running the revert through ansible-playbook completes
-with the snapshot's resources, the same lineage and a higher serial."""
+no stale lock blocks the next run, and re-running the revert (the module as Ansible runs it on a host)
+completes with the snapshot's resources, the same lineage and a higher serial."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def project(git_repo: Callable[..., RepoInfo], tmp_path: Path) -> RepoInfo:
 
 
 def test_terraform_revert_killed_at_random_points_is_old_or_reverted(
-        project: RepoInfo, run_playbook, collections_path: Path, tmp_path: Path) -> None:
+        project: RepoInfo, run_task, collections_path: Path, tmp_path: Path) -> None:
     infra = project.path / "infra"
     rc_file = tmp_path / "terraformrc"
     rc_file.write_text("")
@@ -80,13 +80,9 @@ def test_terraform_revert_killed_at_random_points_is_old_or_reverted(
                             "state_lock_timeout": 5, "workspace": "default"}
 
     def module(**extra: Any) -> dict:
-        play = [{"hosts": "localhost", "gather_facts": False,
-                 "tasks": [{"name": "tf", "gitops.rollback.terraform_state": dict(args, **extra)}]}]
-        inventory = tmp_path / "hosts.ini"
-        inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
-        result = run_playbook(play, inventory=inventory, env=env)
-        assert result.ok, str(result)
-        return result.result("tf", "localhost")
+        result, task = run_task("gitops.rollback.terraform_state", dict(args, **extra), env=env)
+        assert task["status"] == "ok", str(result)
+        return task
 
     v1 = deploy("v1")
     assert module(operation="snapshot", label="v1")["changed"] is True
