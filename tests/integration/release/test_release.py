@@ -199,24 +199,25 @@ def test_current_switches_atomically_under_a_reader(tmp_path, collections_path):
 
 def test_deploy_from_git_tags_record_a_checkpoint_between_and_roll_back_to_it(clean_fleet, run_playbook, git_repo):
     """The role's deploy from Git tags into an empty root, with its checkpoint entry point recording the current
-    release between the two deploys (one run); then the rollback to the release that checkpoint recorded and the
-    deploy of that tag again, which changes nothing (another run). The rollback to a label:
-    test_deploy_redeploy_plan_refuse_and_roll_back_to_previous_and_to_any_label_on_three_hosts."""
+    release (v1) between the deploys of v1 and of v2 and v3 (one run); then the rollback to the release that
+    checkpoint recorded (not the previous one, v2) and the deploy of that tag again, which changes nothing (another
+    run). The rollback to a label: the three-host test above."""
     repo = git_repo({"v1": {"VERSION": "v1\n", "app.py": "print(1)\n"},
-                     "v2": {"VERSION": "v2\n", "app.py": "print(2)\n", "new.py": ""}})
+                     "v2": {"VERSION": "v2\n", "app.py": "print(2)\n", "new.py": ""},
+                     "v3": {"VERSION": "v3\n", "app.py": "print(3)\n", "new.py": ""}})
 
     def deploy_tag(tag: str) -> list[dict]:
         return role_play("deploy", rollback_release_repo=repo.url, rollback_release_version=tag,
                          rollback_release_shared=["log"])
 
     result = run_playbook(deploy_tag("v1") + role_play("checkpoint", rollback_release_checkpoint="pre-v2")
-                          + deploy_tag("v2"))
+                          + deploy_tag("v2") + deploy_tag("v3"))
     assert result.ok, result
 
     for host in clean_fleet:
         releases = by_label(host)
         assert {label: rel["commit"] for label, rel in releases.items()} == repo.tags
-        assert live_version(host) == "v2" and not (host.local(ROOT) / "current" / ".git").exists()
+        assert live_version(host) == "v3" and not (host.local(ROOT) / "current" / ".git").exists()
         component = task_result(result, "Record the current release in the checkpoint", host.name)["component"]
         assert component == {"type": "release", "name": ROOT, "release": releases["v1"]["id"], "label": "v1",
                              "commit": repo.tags["v1"], "blobs": []}
