@@ -62,17 +62,6 @@ def deploy_with_the_module(host, builds: Path, *versions: str) -> None:
         assert ok, result
 
 
-def deploy_plays(builds: Path, *versions: str, hosts: str = "fleet") -> list[dict]:
-    """One deploy play per version, in turn."""
-    return [play for version in versions for play in deploy_play(builds, version, hosts)]
-
-
-def deploy(run_playbook, builds: Path, *versions: str, hosts: str = "fleet") -> None:
-    """Deploy each version in turn (one play each, one ansible-playbook run) and fail the test on any error."""
-    result = run_playbook(deploy_plays(builds, *versions, hosts=hosts))
-    assert result.ok, result
-
-
 def live_version(host) -> str:
     """What a reader of current/VERSION on the host sees."""
     return (host.local(ROOT) / "current" / "VERSION").read_text().strip()

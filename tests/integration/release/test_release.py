@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from release_helpers import (
-    ROOT, SHARED, write_build, by_label, deploy, deploy_args, deploy_play, deploy_with_the_module, index, live_version,
+    ROOT, SHARED, write_build, by_label, deploy_args, deploy_play, deploy_with_the_module, index, live_version,
     release_dirs, release_module, role_play, state_of, task_result,
 )
 
@@ -19,15 +19,19 @@ def test_deploy_redeploy_plan_refuse_and_roll_back_to_previous_and_to_any_label_
     """Three releases deployed on three SSH hosts and the playbook runs that follow, each proving its own
     outcome: shared paths are linked into every release, a redeploy changes nothing, check mode says which
     release would become current, an unknown label is refused listing the releases, a rollback goes to the
-    previous release and then to any label keeping the bad ones, and a second rollback changes nothing."""
-    for host in clean_fleet:  # v1 with the module (set-up); the role's first deploy into an empty root: from Git below
+    previous release and then to any label keeping the bad ones, and a second rollback changes nothing.
+    The releases are deployed with the release module on each host, with the arguments the role's deploy passes
+    (set-up; the role's deploy from Git with its shared path: the Git-tag test below; from a build directory:
+    the molecule scenario)."""
+    for host in clean_fleet:
         deploy_with_the_module(host, builds, "v1")
     h1 = clean_fleet["h1"]
     root = h1.local(ROOT)
     (root / "current" / "log" / "app.log").write_text("written by v1\n")
     (root / "shared" / "config" / "app.yml").write_text("edited on the host\n")
 
-    deploy(run_playbook, builds, "v2", "v3")
+    for host in clean_fleet:
+        deploy_with_the_module(host, builds, "v2", "v3")
 
     for host in clean_fleet:
         assert live_version(host) == "v3"
@@ -218,6 +222,7 @@ def test_deploy_from_git_tags_record_a_checkpoint_between_and_roll_back_to_it(cl
         releases = by_label(host)
         assert {label: rel["commit"] for label, rel in releases.items()} == repo.tags
         assert live_version(host) == "v3" and not (host.local(ROOT) / "current" / ".git").exists()
+        assert (host.local(ROOT) / "current" / "log").is_symlink(), "the role passes the shared paths"
         component = task_result(result, "Record the current release in the checkpoint", host.name)["component"]
         assert component == {"type": "release", "name": ROOT, "release": releases["v1"]["id"], "label": "v1",
                              "commit": repo.tags["v1"], "blobs": []}
