@@ -238,7 +238,8 @@ def test_deploy_from_git_tags_record_a_checkpoint_between_and_roll_back_to_it(cl
     assert back.ok, back
     for host in clean_fleet:
         assert live_version(host) == "v1" and not (host.local(ROOT) / "current" / "new.py").exists()
-        assert task_result(back, "Switch current back", host.name)["changed"]
+        switched = task_result(back, "Switch current back", host.name)
+        assert switched["changed"] and switched["release"]["label"] == "v1", switched
     redeployed = [e for e in back.events if e["play"] == "deploy v1 again" and e["status"] != "skipped"]
     assert len([e for e in redeployed if e["task"].endswith(" : Deploy the release")]) == 3, redeployed
     assert not [e for e in redeployed if e["changed"]], "deploying the current tag again changes nothing"
