@@ -19,9 +19,9 @@ from xdist.scheduler import LoadScopeScheduling
 HEAVIEST_FIRST = (
     "tests/integration/drill/test_drill.py",  # the demo and three drills: about 300 s in one row
     "tests/integration/rollback/test_ordered_rollback.py",  # the dry runs and the rollbacks: about 280 s
-    "tests/integration/packaging/test_molecule.py",  # five scenarios, about 30 s each
-    "tests/integration/release/test_release.py",
     "tests/integration/faults/test_db_outage.py",
+    "tests/integration/packaging/test_molecule.py",  # one scenario of the four layer roles, about 80 s
+    "tests/integration/release/test_release.py",  # 4 runs, about 75 s
     "tests/integration/gitops/test_awx_runner.py",  # ansible-runner jobs
     "tests/integration/health/test_guard.py",
     "tests/integration/terraform/test_terraform_state.py",
