@@ -13,7 +13,6 @@ import pytest
 from health_support import JOB, gate_metrics
 from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
 
-import harness
 from harness import Fleet, repo_root
 
 pytestmark = pytest.mark.slow
@@ -54,17 +53,17 @@ COMMON = {"gitops_rollback_paths": ["/srv/app"], "gitops_rollback_hosts": "fleet
 
 
 @pytest.fixture(scope="module")
-def checkpointed_copy(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, collections_path: Path) -> Path:
-    """Made once per module with the real checkpoint playbook: v1 checkpointed on h1..h3, v2 deployed; a copy
-    of the hosts' files and stores, which ``batch_vars`` puts back before each test."""
+def checkpointed_copy(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Made once per module: v1 checkpointed on h1..h3 by the checkpoint module on each host (as the checkpoint
+    role's task runs it there; the checkpoint playbook's own runs: hosts/ and gitops/), v2 deployed; a copy of
+    the hosts' files and stores, which ``batch_vars`` puts back before each test."""
     fleet.ensure_running()
     fleet.wipe()
     tmp = tmp_path_factory.mktemp("batch-gate")
     deploy(fleet, "v1")
-    assert fleet.inventory is not None
-    checkpoint = harness.run_playbook(PLAYBOOKS / "checkpoint.yml", fleet.inventory,
-                                      {**COMMON, "checkpoint_label": "v1"}, collections_dir=collections_path, cwd=tmp)
-    assert checkpoint.ok, checkpoint.stdout[-3000:]
+    for host in fleet:
+        taken = host.module("gitops.rollback.checkpoint", {"paths": COMMON["gitops_rollback_paths"], "label": "v1"})
+        assert taken.ok and not taken.events[-1]["result"].get("failed"), (host.name, taken)
     deploy(fleet, "v2")
     return fleet.snapshot(tmp / "hosts")
 

@@ -10,6 +10,7 @@ test_guard_hour.py); the playbook runs here prove what the guard role does with 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Dict
 
@@ -41,17 +42,22 @@ def read_tree(root: Path) -> Dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def deployed(tmp_path: Path, run_task) -> Path:
-    """v1 checkpointed (label v1) in a store in tmp, then the broken v2 deployed over it (set-up: the
-    checkpoint module as Ansible runs it on the local host ``lb``, no playbook run)."""
-    app_dir = tmp_path / "srv" / "app"
+def deploy(root: Path, run_task) -> Path:
+    """v1 checkpointed (label v1) in ``root/store``, then the broken v2 deployed over it in ``root/srv/app``
+    (set-up: the checkpoint module as Ansible runs it on the local host, no playbook run)."""
+    app_dir = root / "srv" / "app"
     write_tree(app_dir, V1)
     _run, made = run_task("gitops.rollback.checkpoint", {
-        "paths": [str(app_dir)], "label": "v1", "store_path": str(tmp_path / "store")})
+        "paths": [str(app_dir)], "label": "v1", "store_path": str(root / "store")})
     assert made["status"] == "ok", made
     write_tree(app_dir, V2)
     return app_dir
+
+
+@pytest.fixture
+def deployed(tmp_path: Path, run_task) -> Path:
+    """v1 checkpointed in a store in tmp, the broken v2 deployed over it (:func:`deploy`)."""
+    return deploy(tmp_path, run_task)
 
 
 def audit(guard_vars: dict) -> list:
@@ -63,23 +69,44 @@ def guard(run_playbook, local_inventory, guard_vars, **extra):
     return run_playbook(GUARD, inventory=local_inventory, extra_vars={"rollback_to": "v1", **guard_vars, **extra})
 
 
-def test_healthy_release_is_kept(run_playbook, local_inventory, guard_vars, deployed) -> None:
-    run = guard(run_playbook, local_inventory, guard_vars)
-    assert run.ok, str(run)
-    assert read_tree(deployed) == V2
-    assert [(r["event"], r["level"]) for r in audit(guard_vars)] == [("completed", "info")]
+def scenario_vars(guard_vars: dict, root: Path) -> dict:
+    """``guard_vars`` with the state (cooldown, audit log, decision file) and the store of its own under ``root``."""
+    return {**guard_vars, "guard_cooldown_path": str(root / "state" / "cooldown.json"),
+            "guard_audit_log_path": str(root / "state" / "audit.jsonl"),
+            "guard_decision_file": str(root / "state" / "decision"),
+            "gitops_rollback_store_path": str(root / "store")}
 
 
-def test_no_data_waits_for_a_decision_and_does_not_roll_back(run_playbook, local_inventory, guard_vars,
-                                                             deployed, prometheus) -> None:
+def test_a_healthy_release_is_kept_and_no_data_waits_for_a_decision_and_does_not_roll_back(
+        run_playbook, guard_vars, prometheus, run_task, tmp_path) -> None:
+    """Two plays of one run, each ``guard.yml`` on a local host of its own with its own state and store: the
+    healthy release first (a play that fails ends the run), then a selector matching nothing (inconclusive)."""
+    healthy_root, nodata_root = tmp_path / "healthy", tmp_path / "nodata"
+    healthy_tree, nodata_tree = deploy(healthy_root, run_task), deploy(nodata_root, run_task)
     nothing = [{"name": "no-data", "provider": {"type": "prometheus", "address": prometheus.url,
                                                 "query": 'sum(rate(http_requests_total{job="nope"}[5s]))'},
                 "success_condition": "result < 1"}]  # a selector matching nothing: inconclusive
-    run = guard(run_playbook, local_inventory, {**guard_vars, "guard_metrics": nothing}, guard_count=2)
+    healthy_vars = scenario_vars(guard_vars, healthy_root)
+    nodata_vars = {**scenario_vars(guard_vars, nodata_root), "guard_metrics": nothing, "guard_count": 2}
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inventory = tmp_path / "two-local.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"healthy": local, "nodata": local}}}))
+    plays = [{"import_playbook": GUARD, "vars": {**healthy_vars, "gitops_rollback_hosts": "healthy"}},
+             {"import_playbook": GUARD, "vars": {**nodata_vars, "gitops_rollback_hosts": "nodata"}}]
+
+    run = run_playbook(plays, inventory=inventory, extra_vars={"rollback_to": "v1"})
+
+    # the healthy release: kept, the run completed for it
+    assert not run.results(host="healthy", status="failed"), str(run)
+    assert run.stats["healthy"]["failures"] == 0 and run.stats["healthy"]["ok"] > 0, run.stats
+    assert read_tree(healthy_tree) == V2
+    assert [(r["event"], r["level"]) for r in audit(healthy_vars)] == [("completed", "info")]
+    # no data: no decision came, nothing rolled back, the run fails
     assert not run.ok
-    assert read_tree(deployed) == V2
-    assert "no decision" in run.stdout and "NOT rolled back" in run.stdout
-    events = [(r["event"], r["level"]) for r in audit(guard_vars)]
+    assert read_tree(nodata_tree) == V2
+    failed = [str(e["result"].get("msg", "")) for e in run.results(host="nodata", status="failed")]
+    assert any("no decision" in msg and "NOT rolled back" in msg for msg in failed), failed
+    events = [(r["event"], r["level"]) for r in audit(nodata_vars)]
     assert ("alert", "warning") in events and events[-1] == ("failed", "emergency"), events
 
 

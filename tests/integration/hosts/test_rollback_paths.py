@@ -51,20 +51,25 @@ def test_rollback_paths_below_the_managed_roots_roll_back_only_those_paths(check
         assert [sorted((root["path"], root["scope"]) for root in manifest["roots"]) for manifest in safety] == \
             [[("/etc/app", ["app.conf"]), ("/srv/app", ["static"])]]
 
-    # A path the checkpoint does not hold: refused by the pre-flight, before any change (a path outside the
-    # managed roots: badinput/test_restore_paths.py and the plan's unit tests).
+    # Two plays of one run: the safety checkpoint undoes the selective rollback (those paths broken again, the rest
+    # as it is); then a path the checkpoint does not hold is refused by the pre-flight, before any change (a
+    # path outside the managed roots: badinput/test_restore_paths.py and the plan's unit tests). A refusal ends
+    # the run, so it comes last.
     restored_state = {host.name: host_snapshot(host) for host in hosts}
-    refused = run_playbook(PLAYBOOKS / "rollback.yml", extra_vars={
-        **fleet_vars, "rollback_to": "v1", "rollback_layers": ["config"], "rollback_paths": ["/srv/app/static/none.css"]})
-    assert not refused.ok
-    assert any("holds nothing at /srv/app/static/none.css" in str(msg) and "/srv/app, /etc/app" in str(msg)
-               for _task, msg in _failed(refused)), _failed(refused)
-    assert {host.name: host_snapshot(host) for host in hosts} == restored_state
+    undo_then_refused = run_playbook(
+        [{"import_playbook": str(PLAYBOOKS / "rollback.yml"), "vars": {"rollback_to": safety[0]["label"]}},
+         {"import_playbook": str(PLAYBOOKS / "rollback.yml"),
+          "vars": {"rollback_to": "v1", "rollback_layers": ["config"], "rollback_paths": ["/srv/app/static/none.css"]}}],
+        extra_vars=fleet_vars)
 
-    # The safety checkpoint undoes the selective rollback: those paths broken again, the rest as it is.
-    undo = run_playbook(PLAYBOOKS / "rollback.yml", extra_vars={**fleet_vars, "rollback_to": safety[0]["label"]})
-
-    assert undo.ok, _failed(undo)
+    assert not undo_then_refused.ok
+    failed = _failed(undo_then_refused)
+    assert failed and all("holds nothing at /srv/app/static/none.css" in str(msg) and "/srv/app, /etc/app" in str(msg)
+                          for _task, msg in failed), failed
+    assert {e["host"] for e in undo_then_refused.events if e.get("status") == "failed"} == {h.name for h in hosts}
+    undone = [e for e in undo_then_refused.events if e.get("event") == "result" and e["status"] == "ok"
+              and e["task"].split(" : ")[-1] == "Restore the managed paths" and e["result"].get("changed")]
+    assert {e["host"] for e in undone} == {h.name for h in hosts}, "the undo restored every host"
     for host in hosts:
         assert host_snapshot(host) == broken[host.name], host.name
         assert restored_state[host.name] != broken[host.name]

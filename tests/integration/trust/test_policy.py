@@ -222,29 +222,6 @@ def test_an_approval_that_does_not_fit_is_refused(decide, keys, cli_copy, case, 
     assert reason in decision["refusal"], decision
 
 
-def test_the_maximum_rollback_time_stops_the_run(run_playbook, local_inventory, tmp_path):
-    """Two plays of one run, each with a slow layer of 2 s: within 600 s the run goes on, past 1 s it stops
-    before the next layer (each play's policy step sets its own deadline)."""
-    plays = []
-    for limit in (600, 1):
-        play = policy_play(tmp_path, {"max_rollback_seconds": limit})
-        play[0]["name"] = "limit %d" % limit
-        play[0]["tasks"][1:1] = [
-            {"name": "A slow layer", "ansible.builtin.pause": {"seconds": 2}},
-            {"name": "Deadline", "ansible.builtin.include_role": {"name": "gitops.rollback.rollback",
-                                                                  "tasks_from": "policy_deadline"},
-             "vars": {"__rollback_layer": "database"}},
-        ]
-        play[0]["tasks"][-1]["ansible.builtin.copy"]["dest"] = str(tmp_path / ("changed-%d" % limit))
-        plays += play
-    result = run_playbook(plays, inventory=local_inventory)
-    assert not result.ok, result
-    assert (tmp_path / "changed-600").exists(), "within the limit the run went on"
-    assert not (tmp_path / "changed-1").exists(), "past the limit the run stopped before the next change"
-    assert "exceeded max_rollback_seconds (1 s)" in result.stdout and "before database" in result.stdout
-    assert "max_rollback_seconds (600 s)" not in result.stdout
-
-
 # -------------------------------------------------------------------------------------------- AWX
 
 
@@ -283,9 +260,29 @@ def test_in_an_awx_job_the_launcher_is_the_requester_and_cannot_be_overridden(ru
     assert event["who"] == {"user": "alice", "awx_job_id": "7", "awx_launcher": "alice"}
 
 
-def test_an_approval_in_the_shared_state_lets_the_run_go_on(run_playbook, local_inventory, tmp_path, keys, cli_copy,
-                                                            state_url, collections_path):
-    """AWX jobs share no files: the approver's record goes to the shared state, where the waiting rollback reads it."""
+def deadline_plays(tmp_path: Path) -> list:
+    """Two plays, each with a slow layer of 2 s: within 600 s the run goes on, past 1 s it stops before the next
+    layer (each play's policy step sets its own deadline); the second one ends the run."""
+    plays = []
+    for limit in (600, 1):
+        play = policy_play(tmp_path, {"max_rollback_seconds": limit})
+        play[0]["name"] = "limit %d" % limit
+        play[0]["tasks"][1:1] = [
+            {"name": "A slow layer", "ansible.builtin.pause": {"seconds": 2}},
+            {"name": "Deadline", "ansible.builtin.include_role": {"name": "gitops.rollback.rollback",
+                                                                  "tasks_from": "policy_deadline"},
+             "vars": {"__rollback_layer": "database"}},
+        ]
+        play[0]["tasks"][-1]["ansible.builtin.copy"]["dest"] = str(tmp_path / ("changed-%d" % limit))
+        plays += play
+    return plays
+
+
+def test_an_approval_in_the_shared_state_lets_the_run_go_on_and_the_maximum_rollback_time_stops_it(
+        run_playbook, local_inventory, tmp_path, keys, cli_copy, state_url, collections_path):
+    """Three plays of one run. AWX jobs share no files: the approver's record goes to the shared state, where the
+    waiting rollback reads it (the first play, its files under ``shared/``). Then the deadline's two plays
+    (:func:`deadline_plays`): a play that fails ends the run, so they come last."""
     stored = subprocess.run([sys.executable, "-m", "gitops_rollback", "approve", "run-7", "--target", "v9",
                              "--key-file", str(keys["other"]), "--state", state_url,
                              "--collections-path", str(collections_path)],
@@ -299,19 +296,30 @@ def test_an_approval_in_the_shared_state_lets_the_run_go_on(run_playbook, local_
         with psycopg2.connect(state_url) as conn, conn.cursor() as cursor:
             cursor.execute("INSERT INTO gitops_rollback.approvals (record) VALUES (%s)", (record,))
 
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    play = policy_play(shared, approval_policy(keys, confirmation_timeout=60))
+    play[0]["name"] = "approval in the shared state"
+    play[0]["module_defaults"] = {"group/gitops.rollback.state": {"state_url": state_url}}
     writer = threading.Thread(target=approve_later)
     writer.start()
-    play = policy_play(tmp_path, approval_policy(keys, confirmation_timeout=60))
-    play[0]["module_defaults"] = {"group/gitops.rollback.state": {"state_url": state_url}}
-    result = run_playbook(play, inventory=local_inventory, env={"USER": "carol"})
+    result = run_playbook(play + deadline_plays(tmp_path), inventory=local_inventory, env={"USER": "carol"})
     writer.join()
-    assert result.ok, result
-    assert (tmp_path / "changed").exists()
-    assert not (tmp_path / "approvals").exists() and not audit(tmp_path)  # no local file read or written
+
+    # the approval: its play went on, reading and writing no local file
+    assert not [e for e in result.events if e["play"] == play[0]["name"] and e["status"] == "failed"], result
+    assert (shared / "changed").exists()
+    assert not (shared / "approvals").exists() and not audit(shared)  # no local file read or written
     with psycopg2.connect(state_url) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT body FROM gitops_rollback.audit ORDER BY seq")
         approved = [e for e in (json.loads(body) for (body,) in cursor.fetchall()) if e.get("event") == "progress"]
     assert approved and approved[-1]["reason"] == "approved by %s" % APPROVER, approved
+    # the deadline
+    assert not result.ok, result
+    assert (tmp_path / "changed-600").exists(), "within the limit the run went on"
+    assert not (tmp_path / "changed-1").exists(), "past the limit the run stopped before the next change"
+    assert "exceeded max_rollback_seconds (1 s)" in result.stdout and "before database" in result.stdout
+    assert "max_rollback_seconds (600 s)" not in result.stdout
 
 
 def test_a_request_without_a_target_is_refused_before_the_lock_and_the_start_record(run_playbook, local_inventory,
