@@ -29,7 +29,8 @@ def test_checkpoint_plan_rollback_again_undo_and_retention_on_three_hosts(checkp
     """One checkpoint of three SSH hosts (checkpoint.yml, with a FIFO in the tree: ``hosts_at_v1``) and the
     playbook runs that follow it, each proving its own outcome: check mode is the plan, the rollback brings every
     host back to its own checkpoint (a FIFO in the tree, a planted link replaced, not followed), a second
-    rollback changes nothing, the rollback is itself rolled back through its safety checkpoint; then retention
+    rollback changes nothing and the rollback is itself rolled back through its safety checkpoint (two imports of
+    rollback.yml in one run); then retention
     (the checkpoint module on each host, as the tasks run it) keeps what it must and v1 still restores. (A
     target a host's store does not hold is refused naming what there is: unit test_plan.py, and the plan's
     refusal fails the run before any change on any host: rollback/test_ordered_rollback.py over three
@@ -79,25 +80,35 @@ def test_checkpoint_plan_rollback_again_undo_and_retention_on_three_hosts(checkp
     assert (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_mtime_ns) == secret_before, \
         "the file behind the planted link kept its bytes, mode and time"
 
-    # The same rollback again changes nothing.
-    again = rollback(run_playbook, fleet_vars, "v1")
-
-    assert again.ok, again
-    assert all(stats["changed"] == 0 for stats in again.stats.values()), again.stats
-
-    # The rollback rolled back: its safety checkpoint brings the broken state back.
+    # The same rollback again changes nothing; then the rollback rolled back: its safety checkpoint brings the
+    # broken state back. Two imports of rollback.yml in one run, a marker play between them: the first is a run
+    # of its own (nothing before it), the second needs the label of the first rollback's safety checkpoint.
     labels = set()
     for host in hosts:
         for manifest in (host.store / "checkpoints").iterdir():
             labels.add(json.loads(manifest.read_text())["label"])
     safety = [label for label in labels if label and label.startswith("safety/rollback-")]
     assert len(safety) == 1, labels
+    rollback_yml = str(PLAYBOOKS / "rollback.yml")
+    marker = {"name": "undo", "hosts": "all", "gather_facts": False,
+              "tasks": [{"name": "Undo next", "ansible.builtin.debug": {"msg": "undo"}}]}
 
-    undo = rollback(run_playbook, fleet_vars, safety[0])
+    again_then_undo = run_playbook([{"import_playbook": rollback_yml, "vars": {"rollback_to": "v1"}}, marker,
+                                    {"import_playbook": rollback_yml, "vars": {"rollback_to": safety[0]}}],
+                                   extra_vars=fleet_vars)
 
-    assert undo.ok, undo
+    assert again_then_undo.ok, again_then_undo
+    split = next(i for i, e in enumerate(again_then_undo.events) if e["task"] == "Undo next")
+    again, undo = again_then_undo.events[:split], again_then_undo.events[split + 1:]
+    assert {e["host"] for e in again} == {host.name for host in hosts}, again
+    assert not [e for e in again if e["changed"]], [e for e in again if e["changed"]]
+    assert {e["host"] for e in undo if e["task"].split(" : ")[-1] == "Restore the managed paths" and e["changed"]} \
+        == {host.name for host in hosts}, "the undo restored every host"
     for host in hosts:
         assert host_snapshot(host) == broken[host.name], host.name
+        held = [json.loads(path.read_text())["label"] or "" for path in (host.store / "checkpoints").glob("*.json")]
+        assert len([label for label in held if label.startswith("safety/")]) == 2, \
+            (host.name, held)  # the first rollback's and the undo's: the rollback again took none
 
     # Retention: keep_last=1 keeps the newest checkpoint, the release tag (v1) and the newest safety
     # checkpoint; the dry run deletes nothing (the real run then deletes exactly what it listed), and
