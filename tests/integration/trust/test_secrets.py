@@ -186,29 +186,35 @@ def test_guard_and_rollback_playbooks_keep_every_secret_out(run_playbook, run_ta
               "gitops_rollback_audit_log": str(log), "rollback_lock_dir": str(state / "locks"),
               "gitops_rollback_webhook_url": receiver.url + "/hooks/" + HOOK_PATH,
               "gitops_rollback_webhook_secret": HOOK_SECRET}
-    checkpoint = run_playbook(str(repo_root() / "playbooks" / "checkpoint.yml"), inventory=local_inventory,
-                              extra_vars={**common, "checkpoint_label": "v1"}, verbosity=3)
-    assert checkpoint.ok, checkpoint
-    (app / "index.html").write_text("v2 broken\n")
-
     failing = metrics(receiver)
     failing[0]["success_condition"] = "result > 1"  # the gate fails: an automatic rollback
-    guard = run_playbook(str(repo_root() / "playbooks" / "guard.yml"), inventory=local_inventory, verbosity=3,
-                         extra_vars={**common, "rollback_to": "v1", "guard_metrics": failing,
-                                     "guard_prometheus_url": prometheus, "guard_interval": 0, "guard_count": 1,
-                                     "guard_cooldown_path": str(state / "cooldown.json"),
-                                     "guard_on_error": "fail", "guard_on_inconclusive": "fail"})
-    assert guard.ok, guard
+    guard_vars = {"guard_metrics": failing, "guard_prometheus_url": prometheus, "guard_interval": 0,
+                  "guard_count": 1, "guard_cooldown_path": str(state / "cooldown.json"), "guard_on_error": "fail",
+                  "guard_on_inconclusive": "fail"}
+    index = str(app / "index.html")
+
+    def deploy(content: str, now: str | None = None) -> dict:
+        """A play writing index.html (after checking what the previous play left there)."""
+        check = [{"name": "Read index.html", "ansible.builtin.slurp": {"src": index}, "register": "now"},
+                 {"name": "Check what the previous play left", "ansible.builtin.assert": {
+                     "that": ["now.content | b64decode == %s" % json.dumps(now)]}}] if now else []
+        return {"name": "deploy " + content.strip(), "hosts": "local", "gather_facts": False,
+                "tasks": check + [{"name": "Deploy", "ansible.builtin.copy": {"dest": index, "content": content}}]}
+
+    # One run with -vvv: checkpoint.yml, a bad deploy, guard.yml (its failing gate rolls back), a bad deploy
+    # again (after checking the guard put v1 back), rollback.yml.
+    playbooks = repo_root() / "playbooks"
+    run = run_playbook([{"import_playbook": str(playbooks / "checkpoint.yml"), "vars": {"checkpoint_label": "v1"}},
+                        deploy("v2 broken\n"),
+                        {"import_playbook": str(playbooks / "guard.yml"), "vars": guard_vars},
+                        deploy("v2 again\n", now="v1\n"),
+                        {"import_playbook": str(playbooks / "rollback.yml")}],
+                       inventory=local_inventory, extra_vars={**common, "rollback_to": "v1"}, verbosity=3)
+    assert run.ok, run
+    assert [e["status"] for e in run.results("Check what the previous play left")] == ["ok"], run.results()
     assert (app / "index.html").read_text() == "v1\n"
 
-    (app / "index.html").write_text("v2 again\n")
-    rollback = run_playbook(str(repo_root() / "playbooks" / "rollback.yml"), inventory=local_inventory,
-                            extra_vars={**common, "rollback_to": "v1"}, verbosity=3)
-    assert rollback.ok, rollback
-    assert (app / "index.html").read_text() == "v1\n"
-
-    for name, run in (("checkpoint", checkpoint), ("guard", guard), ("rollback", rollback)):
-        assert_no_secret("the %s playbook with -vvv" % name, run.stdout + run.stderr)
+    assert_no_secret("the checkpoint, guard and rollback playbooks with -vvv", run.stdout + run.stderr)
     assert_no_secret("the audit log, the store or the state", files_text(store, state))
     report = tmp_path / "report"
     _run, reported = run_task("gitops.rollback.rollback_report", {  # the module as Ansible runs it, no playbook run
