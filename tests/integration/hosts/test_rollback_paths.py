@@ -66,7 +66,6 @@ def test_rollback_paths_below_the_managed_roots_roll_back_only_those_paths(check
     failed = _failed(undo_then_refused)
     assert failed and all("holds nothing at /srv/app/static/none.css" in str(msg) and "/srv/app, /etc/app" in str(msg)
                           for _task, msg in failed), failed
-    assert {e["host"] for e in undo_then_refused.events if e.get("status") == "failed"} == {h.name for h in hosts}
     undone = [e for e in undo_then_refused.events if e.get("event") == "result" and e["status"] == "ok"
               and e["task"].split(" : ")[-1] == "Restore the managed paths" and e["result"].get("changed")]
     assert {e["host"] for e in undone} == {h.name for h in hosts}, "the undo restored every host"

@@ -201,20 +201,26 @@ def test_guard_and_rollback_playbooks_keep_every_secret_out(run_playbook, run_ta
         return {"name": "deploy " + content.strip(), "hosts": "local", "gather_facts": False,
                 "tasks": check + [{"name": "Deploy", "ansible.builtin.copy": {"dest": index, "content": content}}]}
 
-    # One run with -vvv: checkpoint.yml, a bad deploy, guard.yml (its failing gate rolls back), a bad deploy
-    # again (after checking the guard put v1 back), rollback.yml.
+    # One run with -vvv: checkpoint.yml, a bad deploy, guard.yml (its failing gate rolls back), a check that the
+    # guard put v1 back. rollback.yml runs on its own: a run that imports it after the guard's rollback would
+    # take that rollback's run id (a fact) with it.
     playbooks = repo_root() / "playbooks"
-    run = run_playbook([{"import_playbook": str(playbooks / "checkpoint.yml"), "vars": {"checkpoint_label": "v1"}},
-                        deploy("v2 broken\n"),
-                        {"import_playbook": str(playbooks / "guard.yml"), "vars": guard_vars},
-                        deploy("v2 again\n", now="v1\n"),
-                        {"import_playbook": str(playbooks / "rollback.yml")}],
-                       inventory=local_inventory, extra_vars={**common, "rollback_to": "v1"}, verbosity=3)
-    assert run.ok, run
-    assert [e["status"] for e in run.results("Check what the previous play left")] == ["ok"], run.results()
+    guarded = run_playbook([{"import_playbook": str(playbooks / "checkpoint.yml"),
+                             "vars": {"checkpoint_label": "v1"}},
+                            deploy("v2 broken\n"),
+                            {"import_playbook": str(playbooks / "guard.yml"), "vars": guard_vars},
+                            deploy("v2 again\n", now="v1\n")],
+                           inventory=local_inventory, extra_vars={**common, "rollback_to": "v1"}, verbosity=3)
+    assert guarded.ok, guarded
+    assert [e["status"] for e in guarded.results("Check what the previous play left")] == ["ok"], guarded.results()
+
+    rollback = run_playbook(str(playbooks / "rollback.yml"), inventory=local_inventory,
+                            extra_vars={**common, "rollback_to": "v1"}, verbosity=3)
+    assert rollback.ok, rollback
     assert (app / "index.html").read_text() == "v1\n"
 
-    assert_no_secret("the checkpoint, guard and rollback playbooks with -vvv", run.stdout + run.stderr)
+    for name, run in (("checkpoint and guard", guarded), ("rollback", rollback)):
+        assert_no_secret("the %s playbooks with -vvv" % name, run.stdout + run.stderr)
     assert_no_secret("the audit log, the store or the state", files_text(store, state))
     report = tmp_path / "report"
     _run, reported = run_task("gitops.rollback.rollback_report", {  # the module as Ansible runs it, no playbook run
