@@ -23,13 +23,13 @@ HEAVIEST_FIRST = (
     "tests/integration/packaging/test_molecule.py",  # one scenario of the four layer roles, about 80 s
     "tests/integration/release/test_release.py",  # 4 runs, about 75 s
     "tests/integration/gitops/test_awx_runner.py",  # ansible-runner jobs
-    "tests/integration/health/test_guard.py",
     "tests/integration/terraform/test_terraform_state.py",
     "tests/integration/rollback/test_hooks.py",
     "tests/integration/faults/test_kill_mariadb.py",
     "tests/integration/health/test_batch_gate.py",
     "tests/integration/load/test_load.py",
     "tests/integration/gitops/test_config_render.py",
+    "tests/integration/health/test_guard.py",  # two guard.yml runs
     "tests/integration/faults/test_unreachable.py",
     "tests/integration/hosts/test_checkpoint_restore.py",
     "tests/integration/hosts/test_rollback_paths.py",
