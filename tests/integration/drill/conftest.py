@@ -1,6 +1,7 @@
 """The demo on the embedded default, run once per module in a private directory, for the demo
 and drill tests: with the stores' key only in a Vault-encrypted variable, as an inventory keeps it,
-and at -vvv (what a user sees when debugging must not show the key). Every test starts from the
+the way a user runs it (the guard and dr drill runs the same modules and roles at -vvv, what a user
+sees when debugging, which must not show the key either). Every test starts from the
 directory as the demo left it (its layers, stores, SQLite database, Terraform state, Git repository,
 audit log and report), copied once after the demo and put back before each test."""
 
@@ -95,12 +96,12 @@ V1 = PLAYBOOKS / "files" / "demo" / "v1"
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory, collections_path: Path) -> tuple[Demo, Path]:
     """The demo playbook, run end to end in a private directory (the way ./dev.sh demo runs it), with
-    the key of its stores in a Vault-encrypted variable, at -vvv; and a copy of the directory it left."""
+    the key of its stores in a Vault-encrypted variable; and a copy of the directory it left."""
     directory = tmp_path_factory.mktemp("demo") / "gitops-rollback-demo"
     vault = vault_args(directory.parent)
     result = run_playbook(PLAYBOOKS / "demo.yml", INVENTORY, {"gitops_rollback_demo_dir": str(directory)},
                           collections_dir=collections_path, cwd=directory.parent,
-                          env={"HOME": os.environ.get("HOME", "/root")}, verbosity=3, extra_args=vault, timeout=1800)
+                          env={"HOME": os.environ.get("HOME", "/root")}, extra_args=vault, timeout=1800)
     snapshot = directory.parent / "as-the-demo-left-it"
     if directory.is_dir():
         shutil.copytree(directory, snapshot, symlinks=True)
