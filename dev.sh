@@ -25,6 +25,7 @@
 #                                 --fast: "component and not deep", the long fault and Terraform tests out)
 #   GITOPS_ROLLBACK_UNITS=pytest  units in one plain pytest process instead of ansible-test units
 #                                 (the default of --fast)
+#   GITOPS_ROLLBACK_LANE_UNIT_WORKERS  ansible-test units workers in the side lane (default 1; 0: one per CPU)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -174,6 +175,12 @@ part_syspkgs() {
     echo "All system packages present: sshd, ssh, PostgreSQL server, mariadbd, sqlite3, rsync, git"
 }
 
+# In the side lane of ./dev.sh test the parts run beside e2e, so what counts there is the CPU they
+# take from it, not their own wall time. Each pytest-xdist worker of ansible-test units imports and
+# collects every test again, so there units run with one worker (6 % less CPU, docs/benchmarks.md).
+# pylint keeps one process per CPU (ansible-test passes --jobs 0): on one CPU it took 19 % more CPU.
+in_lane() { [[ -n "$RESULTS_DIR" && "${GITOPS_ROLLBACK_LANE:-}" == 1 ]]; }
+
 part_sanity() {
     offline_bootstrap
     (cd "$COLLECTION_DIR" && ansible-test sanity --python "$TEST_PYTHON" --requirements --color=yes)
@@ -192,7 +199,9 @@ part_units() {
         return
     fi
     offline_bootstrap
-    (cd "$COLLECTION_DIR" && ansible-test units --python "$TEST_PYTHON" --requirements --color=yes)
+    local workers=()
+    in_lane && workers=(--num-workers "${GITOPS_ROLLBACK_LANE_UNIT_WORKERS:-1}")
+    (cd "$COLLECTION_DIR" && ansible-test units --python "$TEST_PYTHON" --requirements "${workers[@]}" --color=yes)
 }
 
 part_lint() {
@@ -391,6 +400,7 @@ run_lane() {
     RESULTS_DIR="$1"
     shift
     export ANSIBLE_COLLECTIONS_PATH="$BUILD"  # the copy the foreground made (build_tree)
+    export GITOPS_ROLLBACK_LANE=1
     for part in "$@"; do
         run_part "$part" >"$RESULTS_DIR/$part.log" 2>&1 || true
     done
@@ -436,7 +446,7 @@ run_parts() {
 }
 
 usage() {
-    sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
