@@ -17,7 +17,7 @@ from typing import Any
 from xdist.scheduler import LoadScopeScheduling
 
 HEAVIEST_FIRST = (
-    "tests/integration/drill/test_drill.py",  # the demo and three drills: about 300 s in one row
+    "tests/integration/drill/test_drill.py",  # the demo and three drills: about 240 s in one row
     "tests/integration/rollback/test_ordered_rollback.py",  # the dry runs and the rollbacks: about 280 s
     "tests/integration/faults/test_db_outage.py",
     "tests/integration/packaging/test_molecule.py",  # one scenario of the four layer roles, about 80 s
