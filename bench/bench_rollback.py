@@ -56,16 +56,22 @@ TARGET_SCALE = 2.0  # many hosts / 3 hosts
 DEFAULT_FORKS = "5"  # Ansible's default; the test harness sets 10
 LAYERS = ("flags", "release", "config", "database", "infrastructure", "services")
 PROFILE_CALLBACK = '''
-"""Per-task wall time (bench only)."""
-import json, os, time
+"""Per-task wall time, controller CPU and task results (bench only)."""
+import json, os, resource, time
 from ansible.plugins.callback import CallbackBase
 
 DOCUMENTATION = """
 name: gitops_bench_timer
 type: aggregate
 short_description: task wall times
-description: [Writes task wall times to GITOPS_BENCH_TIMES.]
+description: [Writes task wall times, controller CPU and results to GITOPS_BENCH_TIMES.]
 """
+
+
+def _cpu():
+    """CPU seconds of ansible-playbook and its finished workers."""
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
 
 
 class CallbackModule(CallbackBase):
@@ -80,14 +86,21 @@ class CallbackModule(CallbackBase):
 
     def _close(self):
         if self._last:
-            self._times.append((self._last[0], time.monotonic() - self._last[1]))
+            name, started, cpu, results = self._last
+            self._times.append((name, time.monotonic() - started, _cpu() - cpu, results))
         self._last = None
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._close()
-        self._last = (task.get_name(), time.monotonic())
+        self._last = [task.get_name(), time.monotonic(), _cpu(), 0]
 
     v2_playbook_on_handler_task_start = v2_playbook_on_task_start
+
+    def _result(self, *args, **kwargs):
+        if self._last:
+            self._last[3] += 1
+
+    v2_runner_on_ok = v2_runner_on_failed = v2_runner_on_skipped = v2_runner_on_unreachable = _result
 
     def v2_playbook_on_stats(self, stats):
         self._close()
@@ -257,14 +270,21 @@ def _run_baseline(drill) -> float:
 
 
 def _profile(times_file: Path) -> None:
-    """Print the slowest tasks of our last run."""
+    """Print the slowest tasks of our last run: wall time, controller CPU (ansible-playbook and its workers) and
+    task results (one per host the task ran or was skipped on), each task counted once however many hosts ran it."""
     totals: Dict[str, List[float]] = {}
-    for name, seconds in json.loads(times_file.read_text()):
-        totals.setdefault(name, []).append(seconds)
-    ranked = sorted(totals.items(), key=lambda item: -sum(item[1]))
-    print("tasks started: %d; slowest:" % sum(len(v) for v in totals.values()))
-    for name, seconds in ranked[:40]:
-        print("  %6.2fs x%-3d %s" % (sum(seconds), len(seconds), name))
+    for name, seconds, cpu, results in json.loads(times_file.read_text()):
+        total = totals.setdefault(name, [0.0, 0.0, 0, 0])
+        total[0] += seconds
+        total[1] += cpu
+        total[2] += results
+        total[3] += 1
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])
+    print("tasks started: %d, task results: %d, controller CPU in tasks: %.1fs; by CPU:" % (
+        sum(int(v[3]) for v in totals.values()), sum(int(v[2]) for v in totals.values()),
+        sum(v[1] for v in totals.values())))
+    for name, (seconds, cpu, results, started) in ranked[:40]:
+        print("  %6.2fs wall %6.2fs CPU %3d results x%-3d %s" % (seconds, cpu, results, started, name))
 
 
 def run(workdir: Path, quick: bool) -> List[dict]:
@@ -276,13 +296,14 @@ def run(workdir: Path, quick: bool) -> List[dict]:
     link.parent.mkdir(parents=True)
     link.symlink_to(ROOT, target_is_directory=True)
     forks = {"ANSIBLE_FORKS": DEFAULT_FORKS}
-    profiled = dict(forks)
-    times_file = workdir / "task-times.json"
+    profiled, profiled_many = dict(forks), dict(forks)
+    times_file, times_many = workdir / "task-times.json", workdir / "task-times-many.json"
     if os.environ.get("GITOPS_ROLLBACK_BENCH_PROFILE"):
         (workdir / "callbacks").mkdir()
         (workdir / "callbacks" / "gitops_bench_timer.py").write_text(PROFILE_CALLBACK)
         profiled.update({"ANSIBLE_CALLBACK_PLUGINS": "%s:%s" % (workdir / "callbacks", _harness_callbacks()),
                          "ANSIBLE_CALLBACKS_ENABLED": "gitops_bench_timer", "GITOPS_BENCH_TIMES": str(times_file)})
+        profiled_many.update(profiled, GITOPS_BENCH_TIMES=str(times_many))
     fleet = start_hosts(3, workdir / "fleet")
     big = start_hosts(many, workdir / "fleet-many") if many else None
     pg = start_postgres(workdir)
@@ -303,7 +324,7 @@ def run(workdir: Path, quick: bool) -> List[dict]:
             baseline.append(_run_baseline(_make_drill(fleet, pg, workdir / ("base%d" % index), collections, {})))
             print("  round %d baseline %.1fs" % (index, baseline[-1]), flush=True)
             if big:
-                scaled.append(_run_ours(_make_drill(big, pg, workdir / ("many%d" % index), collections, forks)))
+                scaled.append(_run_ours(_make_drill(big, pg, workdir / ("many%d" % index), collections, profiled_many)))
                 print("  round %d ours on %d hosts %.1fs (controller CPU %.1fs, load %.1f), layers' own work %.1fs" % (
                     index, many, scaled[-1]["total"], scaled[-1]["cpu"], scaled[-1]["load"], scaled[-1]["work"]),
                     flush=True)
@@ -313,7 +334,11 @@ def run(workdir: Path, quick: bool) -> List[dict]:
             big.stop()
         pg.stop()
     if "GITOPS_BENCH_TIMES" in profiled:
+        print("3 hosts:")
         _profile(times_file)
+        if big:
+            print("%d hosts:" % many)
+            _profile(times_many)
     return _figures(ours, checks, baseline, scaled, many)
 
 

@@ -108,8 +108,12 @@ class ActionModule(ActionBase):
 
     def _facts(self, task_vars: Mapping[str, Any], hosts: List[str]) -> Dict[str, Dict[str, Any]]:
         hostvars = task_vars.get("hostvars") or {}
-        return {host: {key: hostvars[host].get(name) for key, name in HOST_FACTS.items()}
-                for host in hosts if host in hostvars}
+        facts: Dict[str, Dict[str, Any]] = {}
+        for host in hosts:
+            if host in hostvars:
+                known = hostvars[host]  # each lookup of a host gathers all its variables: once per host
+                facts[host] = {key: known.get(name) for key, name in HOST_FACTS.items()}
+        return facts
 
     def _refuse(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
         """Refuse the run when the pre-flight found problems anywhere: record them, release the lock, fail."""
