@@ -72,12 +72,12 @@ def test_hooks_run_around_their_layer_only_when_it_runs_and_a_second_run_keeps_i
     # The first run rolls every layer the host has back (release and config) and restarts the service, its last
     # layer, with every layer's hooks set - the traffic and database layers' included, which do not run here. The
     # second one, limited to 1 s, spends 2 s before its layers: it must stop before its services layer, whatever
-    # layer the first run ended in.
+    # layer the first run ended in, under a run id of its own.
     hooks = site.hooks(hook_spec(site, ["traffic", "release", "config", "database", "services"]))
-    limited = {"rollback_run_id": "run-2", "rollback_layers": ["services"],
+    limited = {"rollback_layers": ["services"],
                "gitops_rollback_policy": {"max_rollback_seconds": 1}}
     tasks = [
-        role("main", rollback_run_id="run-1", **hooks),
+        role("main", **hooks),
         role("preflight", **limited),
         {"name": "A slow pre-flight", "ansible.builtin.pause": {"seconds": 2}},
         role("layers", **limited),
@@ -101,7 +101,12 @@ def test_hooks_run_around_their_layer_only_when_it_runs_and_a_second_run_keeps_i
        "by the first run"
     audit = [json.loads(line) for line in (site.tmp / "audit.jsonl").read_text().splitlines()]
     failed = [e for e in audit if e["event"] == "failed"]
-    assert [e["run_id"] for e in failed] == ["run-2"], audit
+    completed = [e for e in audit if e["event"] == "completed"]
+    assert len(failed) == 1 and len(completed) == 1, audit
+    # Neither run was given an id: each names its own (and its safety checkpoint safety/<id>), the second one's
+    # not taken from the first one's fact.
+    assert failed[0]["run_id"].startswith("rollback-") and completed[0]["run_id"].startswith("rollback-"), audit
+    assert failed[0]["run_id"] != completed[0]["run_id"], "the second run reused the first run's id"
     assert failed[0]["result"]["layer"] == "before the layers", failed[0]["result"]
     assert "exceeded max_rollback_seconds (1 s)" in failed[0]["result"]["problem"], failed[0]["result"]
     assert "before services" in failed[0]["result"]["problem"], failed[0]["result"]
