@@ -154,57 +154,17 @@ webhook:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import append_record, send_webhook
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import audit_argument_spec, record_event
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            event=dict(type="str", required=True, choices=list(_audit.EVENTS)),
-            operation=dict(type="str", required=True, choices=["checkpoint", "rollback", "guard", "drill"]),
-            run_id=dict(type="str", required=True),
-            target=dict(type="str"),
-            trigger=dict(type="str"),
-            reason=dict(type="str"),
-            level=dict(type="str", default="info", choices=list(_audit.LEVELS)),
-            summary=dict(type="str"),
-            layers=dict(type="dict"),
-            hosts=dict(type="list", elements="str"),
-            measurements=dict(type="raw"),
-            result=dict(type="raw"),
-            duration=dict(type="float"),
-            dry_run=dict(type="bool"),
-            user=dict(type="str"),
-            awx_job_id=dict(type="str"),
-            awx_launcher=dict(type="str"),
-            log_path=dict(type="path", default=_audit.DEFAULT_LOG),
-            webhook_url=dict(type="str", no_log=True),
-            webhook_secret=dict(type="str", no_log=True),
-            webhook_retries=dict(type="int", default=3),
-            webhook_timeout=dict(type="float", default=5),
-            state_url=dict(type="str", default="", no_log=True),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    record = _audit.make_record(
-        p["event"], p["operation"], p["run_id"], target=p["target"], trigger=p["trigger"], reason=p["reason"],
-        level=p["level"], message=p["summary"], layers=p["layers"], hosts=p["hosts"],
-        measurements=p["measurements"], result=p["result"], duration=p["duration"], dry_run=p["dry_run"],
-        who=_audit.who(p["user"], p["awx_job_id"], p["awx_launcher"]),
-    )
-    webhook = None
-    if not module.check_mode:
-        try:
-            record = append_record(p["state_url"], p["log_path"], record)
-        except (OSError, RollbackError) as exc:
-            where = "the shared state" if p["state_url"] else p["log_path"]
-            module.fail_json(msg="The audit record could not be written to %s: %s" % (where, exc))
-        webhook = send_webhook(p["webhook_url"], p["webhook_secret"], record, module.warn,
-                               p["webhook_retries"], p["webhook_timeout"])
-    module.exit_json(changed=not module.check_mode, record=record, webhook=webhook)
+    module = AnsibleModule(argument_spec=audit_argument_spec(), supports_check_mode=True)
+    try:
+        result = record_event(module.params, module.check_mode, module.warn)
+    except RollbackError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 from typing import Any, Callable, Dict, Optional, Union
 
 from . import audit as _audit
-from ..common.errors import LockHeldError
+from ..common.errors import LockHeldError, RollbackError
 from ..common.lock import FileLock, is_stale, playbook_pid
 from ..common.secrets import redact_url
 from .state_pg import PgLock, open_state
@@ -99,6 +99,56 @@ def lock_name(given: str, variables: Dict[str, Any]) -> str:
         if name:
             return str(name)
     return ",".join(str(source) for source in variables.get("ansible_inventory_sources") or [])
+
+
+def audit_argument_spec() -> Dict[str, Any]:
+    """The options of the audit module and action (a fresh dict)."""
+    return {
+        "event": {"type": "str", "required": True, "choices": list(_audit.EVENTS)},
+        "operation": {"type": "str", "required": True, "choices": ["checkpoint", "rollback", "guard", "drill"]},
+        "run_id": {"type": "str", "required": True},
+        "target": {"type": "str"},
+        "trigger": {"type": "str"},
+        "reason": {"type": "str"},
+        "level": {"type": "str", "default": "info", "choices": list(_audit.LEVELS)},
+        "summary": {"type": "str"},
+        "layers": {"type": "dict"},
+        "hosts": {"type": "list", "elements": "str"},
+        "measurements": {"type": "raw"},
+        "result": {"type": "raw"},
+        "duration": {"type": "float"},
+        "dry_run": {"type": "bool"},
+        "user": {"type": "str"},
+        "awx_job_id": {"type": "str"},
+        "awx_launcher": {"type": "str"},
+        "log_path": {"type": "path", "default": _audit.DEFAULT_LOG},
+        "webhook_url": {"type": "str", "no_log": True},
+        "webhook_secret": {"type": "str", "no_log": True},
+        "webhook_retries": {"type": "int", "default": 3},
+        "webhook_timeout": {"type": "float", "default": 5},
+        "state_url": {"type": "str", "default": "", "no_log": True},
+    }
+
+
+def record_event(params: Dict[str, Any], check_mode: bool, warn: Callable[[str], None]) -> Dict[str, Any]:
+    """Write the audit record the audit module's ``params`` describe and send it to the webhook (in check mode:
+    make it only); return the module's result. Raises RollbackError when the record cannot be written."""
+    p = params
+    record = _audit.make_record(
+        p["event"], p["operation"], p["run_id"], target=p["target"], trigger=p["trigger"], reason=p["reason"],
+        level=p["level"], message=p["summary"], layers=p["layers"], hosts=p["hosts"],
+        measurements=p["measurements"], result=p["result"], duration=p["duration"], dry_run=p["dry_run"],
+        who=_audit.who(p["user"], p["awx_job_id"], p["awx_launcher"]),
+    )
+    if check_mode:
+        return {"changed": False, "record": record, "webhook": None}
+    try:
+        record = append_record(p["state_url"], p["log_path"], record)
+    except (OSError, RollbackError) as exc:
+        where = "the shared state" if p["state_url"] else p["log_path"]
+        raise RollbackError("The audit record could not be written to %s: %s" % (where, exc)) from exc
+    webhook = send_webhook(p["webhook_url"], p["webhook_secret"], record, warn, p["webhook_retries"], p["webhook_timeout"])
+    return {"changed": True, "record": record, "webhook": webhook}
 
 
 def run_argument_spec() -> Dict[str, Any]:

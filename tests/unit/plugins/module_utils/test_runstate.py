@@ -7,9 +7,9 @@ import json
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.controller import audit as _audit
-from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import LockHeldError
+from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import LockHeldError, RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import (
-    append_record, lock_name, run_lock, send_webhook, take_run_lock)
+    append_record, audit_argument_spec, lock_name, record_event, run_lock, send_webhook, take_run_lock)
 
 
 def test_the_lock_is_named_as_given_else_after_the_awx_inventory_else_the_inventory_sources():
@@ -48,3 +48,33 @@ def test_records_are_chained_in_the_log_and_a_drill_is_not_sent(tmp_path):
     assert send_webhook("", None, second, warnings.append) is None
     drill = _audit.make_record("started", "drill", "r2", trigger="drill")
     assert send_webhook("http://127.0.0.1:9/hook", None, drill, warnings.append)["skipped"] and not warnings
+
+
+def audit_params(log_path, **given):
+    """The audit module's parameters as its argument spec fills them (defaults, None for the rest)."""
+    params = {name: spec.get("default") for name, spec in audit_argument_spec().items()}
+    params.update(log_path=str(log_path), **given)
+    return params
+
+
+def test_an_audit_event_is_chained_into_the_log_and_check_mode_writes_nothing(tmp_path):
+    log = tmp_path / "state" / "audit.jsonl"
+    params = audit_params(log, event="alert", operation="guard", run_id="g-1", target="v1", level="critical",
+                          measurements={"verdict": "fail"}, hosts=["web1"])
+    planned = record_event(params, True, print)
+    assert not planned["changed"] and planned["record"]["measurements"] == {"verdict": "fail"}
+    assert not log.exists(), "check mode writes no record"
+
+    first = record_event(params, False, print)
+    second = record_event(dict(params, event="started", operation="rollback"), False, print)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert first["changed"] and [r["event"] for r in lines] == ["alert", "started"]
+    assert lines == [first["record"], second["record"]], "what the task returns is what the log holds"
+    assert lines[1]["prev_hash"] == lines[0]["hash"] and lines[1]["seq"] == 2, "chained"
+
+
+def test_an_audit_record_that_cannot_be_written_names_the_log(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(RollbackError, match="could not be written to %s" % (blocker / "audit.jsonl")):
+        record_event(audit_params(blocker / "audit.jsonl", event="alert", operation="guard", run_id="g"), False, print)
