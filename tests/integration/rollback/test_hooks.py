@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 from site_support import Site
-from test_ordered_rollback import failures
 
 #: A hook task: appends "<when> <layer> <checkpoint id of the plan> <app.conf's release line>" to the log.
 HOOK = """- name: Note the {when} hook of {{{{ gitops_rollback_layer }}}}
