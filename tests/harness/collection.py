@@ -26,6 +26,9 @@ NAMESPACE, NAME = "gitops", "rollback"
 
 NO_ANSIBLE_ENV = "GITOPS_HARNESS_NO_ANSIBLE"
 """Set (to the test's id) while a test marked ``component`` runs: the harness then refuses to start Ansible."""
+MODULE_ON_OTHER_HOSTS = frozenset({"audit"})
+"""Modules whose action plugin runs the module's own code in the controller's process on a local connection and
+the module anywhere else: :func:`run_module_process` runs them as a host other than the controller would."""
 RUN_LOG_ENV = "GITOPS_HARNESS_RUN_LOG"
 """When set, a file each ansible-playbook / ansible run appends a line to: test, program, seconds."""
 PRELOAD_ENV = "GITOPS_HARNESS_PRELOAD"
@@ -443,13 +446,14 @@ def run_module_process(
     returns and what it hides (``no_log``) are the real ones; there is no ``ansible-playbook``
     start-up, connection, templating or callback. ``Result.events`` holds one event (task ``task``,
     host ``local``, status ``ok`` or ``failed``) whose ``result`` is the returned JSON. Modules with
-    an action plugin need the controller: use :func:`run_playbook` for those. ``prefix`` goes
+    an action plugin need the controller: use :func:`run_playbook` for those (except
+    :data:`MODULE_ON_OTHER_HOSTS`). ``prefix`` goes
     before the command (``nsenter ...`` runs it inside a host of the fleet: :meth:`Host.module`).
     """
     name = module.rsplit(".", 1)[-1]
     if module.count(".") == 2 and not module.startswith(f"{NAMESPACE}.{NAME}."):
         raise ValueError(f"{module}: only modules of {NAMESPACE}.{NAME} run without the controller")
-    if (repo_root() / "plugins" / "action" / f"{name}.py").exists():
+    if (repo_root() / "plugins" / "action" / f"{name}.py").exists() and name not in MODULE_ON_OTHER_HOSTS:
         raise ValueError(f"{module} has an action plugin, which runs on the controller: use run_playbook")
     with tempfile.TemporaryDirectory(prefix="gitops-harness-module-") as tmp:
         payload = {"ANSIBLE_MODULE_ARGS": {
