@@ -35,6 +35,7 @@ from harness import (  # noqa: E402
     start_postgres,
     start_repository_host,
 )
+from harness.cpuacct import register as register_cpu_log  # noqa: E402
 from harness.scheduling import order_heaviest_first  # noqa: E402
 # the pytest-xdist hook that gives each worker whole modules
 from harness.scheduling import pytest_xdist_make_scheduler  # noqa: E402,F401 pylint: disable=unused-import
@@ -55,6 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", E2E_MARK)
     config.addinivalue_line("markers", COMPONENT_MARK)
     config.addinivalue_line("markers", DEEP_MARK)
+    register_cpu_log(config)  # GITOPS_HARNESS_CPU_LOG: CPU per test (harness/cpuacct.py)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
