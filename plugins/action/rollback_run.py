@@ -21,7 +21,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
     layer_list, problems_message, request_problems)
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import (
-    append_record, lock_name, run_argument_spec, run_lock, send_webhook, take_run_lock)
+    lock_name, run_argument_spec, run_lock, send_webhook, take_run_lock, write_record)
 
 ARGUMENT_SPEC = run_argument_spec()
 #: The facts the rollback role sets on each host, read by the finish and refuse steps.
@@ -58,11 +58,7 @@ class ActionModule(ActionBase):
             event, "rollback", args["run_id"], target=args["target"], trigger=args["trigger"],
             level=level, dry_run=args["dry_run"], who=_audit.who(who.get("user"), who.get("awx_job_id"), who.get("awx_launcher")),
             **fields)
-        try:
-            record = append_record(args["state_url"], args["log_path"], record)
-        except OSError as exc:
-            where = "the shared state" if args["state_url"] else args["log_path"]
-            raise RollbackError("The audit record could not be written to %s: %s" % (where, exc)) from exc
+        record = write_record(args["state_url"], args["log_path"], record)
         send_webhook(args["webhook_url"], args["webhook_secret"], record, self._display.warning)
         return record
 

@@ -130,6 +130,15 @@ def audit_argument_spec() -> Dict[str, Any]:
     }
 
 
+def write_record(state_url: str, log_path: str, record: dict) -> dict:
+    """``append_record``, its failure a RollbackError that names where the record could not be written."""
+    try:
+        return append_record(state_url, log_path, record)
+    except (OSError, RollbackError) as exc:
+        where = "the shared state" if state_url else log_path
+        raise RollbackError("The audit record could not be written to %s: %s" % (where, exc)) from exc
+
+
 def record_event(params: Dict[str, Any], check_mode: bool, warn: Callable[[str], None]) -> Dict[str, Any]:
     """Write the audit record the audit module's ``params`` describe and send it to the webhook (in check mode:
     make it only); return the module's result. Raises RollbackError when the record cannot be written."""
@@ -142,11 +151,7 @@ def record_event(params: Dict[str, Any], check_mode: bool, warn: Callable[[str],
     )
     if check_mode:
         return {"changed": False, "record": record, "webhook": None}
-    try:
-        record = append_record(p["state_url"], p["log_path"], record)
-    except (OSError, RollbackError) as exc:
-        where = "the shared state" if p["state_url"] else p["log_path"]
-        raise RollbackError("The audit record could not be written to %s: %s" % (where, exc)) from exc
+    record = write_record(p["state_url"], p["log_path"], record)
     webhook = send_webhook(p["webhook_url"], p["webhook_secret"], record, warn, p["webhook_retries"], p["webhook_timeout"])
     return {"changed": True, "record": record, "webhook": webhook}
 
