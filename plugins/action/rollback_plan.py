@@ -4,8 +4,9 @@
 
 The decisions are made by module_utils/controller/plan.py; this file only gathers what they need: one
 ``rollback_preview`` call on the host (its store's listing and what each host layer would change,
-read-only), the Terraform stores read here on the controller. Problems are returned, not raised,
-so the role reports every host's problems at once.
+read-only; with a repository it first fetches the target when the store lacks it), the Terraform stores
+read here on the controller. Problems are returned, not raised, so the role reports every host's problems
+at once.
 Documentation: plugins/modules/rollback_plan.py.
 """
 
@@ -36,6 +37,8 @@ ARGUMENT_SPEC = {
     "flags": {"type": "list", "elements": "dict", "default": []},
     "components": {"type": "raw", "default": []},
     "safety": {"type": "dict", "default": {}},
+    "repository": {"type": "dict", "default": {}},
+    "allowed_paths": {"type": "list", "elements": "str", "default": []},
     **store_argument_spec(),
 }
 #: The fields of a Terraform snapshot the plan shows.
@@ -91,16 +94,27 @@ class ActionModule(ActionBase):
         active = [layer for layer in selection.settings.configured() if layer in requested]
         problems: List[Dict[str, str]] = []
         preview: Dict[str, Any] = {}
+        repository = repository_ask(args["repository"], host)
         if any(layer in HOST_STORE_LAYERS for layer in active):
             preview = self._preview(args, [layer for layer in active if layer in HOST_STORE_LAYERS], task_vars,
-                                    safety_ask(args["safety"], active))
-            if preview.get("unreachable"):
-                return preview
+                                    safety_ask(args["safety"], active), repository)
+            if preview.get("unreachable") or preview.get("fetch_failed"):
+                return preview  # the host fails here, as a failed fetch from the repository did before the plan
             if preview.get("failed"):
                 problems.append({"layer": "store", "problem": preview.get("msg", "rollback_preview failed")})
             if (preview.get("safety") or {}).get("problem"):
                 problems.append({"layer": "safety", "problem": "The safety checkpoint %s could not be taken: %s" % (
                     preview["safety"].get("label"), preview["safety"]["problem"])})
+        elif repository:  # no layer reads the host's store: the fetch alone, as checkpoint_sync state=fetched
+            fetched = self._execute_module(
+                module_name="gitops.rollback.checkpoint_sync", task_vars=task_vars,
+                module_args={"state": "fetched", "checkpoints": [args["target"]], "repository": repository,
+                             "allowed_paths": args["allowed_paths"], "store_path": args["store_path"],
+                             "encryption_key": args["encryption_key"]})
+            if fetched.get("unreachable") or fetched.get("failed"):
+                return fetched
+            fetched.pop("invocation", None)
+            preview = {"fetched": fetched, "changed": bool(fetched.get("changed")) and not self._task.check_mode}
         terraform: Dict[str, Any] = {}
         if "infrastructure" in active:
             try:
@@ -117,12 +131,15 @@ class ActionModule(ActionBase):
         result.update(changed=bool(safety.get("layers")), plan=plan, safety={
             "layers": list(safety.get("layers") or []), "checkpoint": safety.get("checkpoint"),
             "journal": safety.get("journal") or {"created": []}})
+        if "fetched" in preview:
+            result.update(fetched=preview["fetched"], changed=bool(preview.get("changed")))
         return result
 
     def _preview(self, args: Dict[str, Any], layers: List[str], task_vars: Optional[Dict[str, Any]],
-                 safety: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                 safety: Optional[Dict[str, Any]], repository: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         """Run rollback_preview on the host: its store's listing and what each host layer would change (and with
-        ``safety`` its safety checkpoint, when its own plan is clear)."""
+        ``safety`` its safety checkpoint, when its own plan is clear; with ``repository`` first the fetch of the
+        target when the store lacks it)."""
         return self._execute_module(
             module_name="gitops.rollback.rollback_preview", task_vars=task_vars,
             module_args={"target": args["target"], "layers": layers, "paths": args["paths"],
@@ -130,7 +147,8 @@ class ActionModule(ActionBase):
                          "database_passwords": database_passwords(args["databases"], args["database_passwords"]),
                          "flags": _public(args["flags"]), "flags_passwords": flags_passwords(args["flags"]),
                          "store_path": args["store_path"], "encryption_key": args["encryption_key"],
-                         **({"safety": safety} if safety else {})})
+                         **({"safety": safety} if safety else {}),
+                         **({"repository": repository, "allowed_paths": args["allowed_paths"]} if repository else {})})
 
 
 def safety_ask(safety: Dict[str, Any], active: List[str]) -> Optional[Dict[str, Any]]:
@@ -141,3 +159,11 @@ def safety_ask(safety: Dict[str, Any], active: List[str]) -> Optional[Dict[str, 
     known = ("label", "reason", "exclude", "lock_timeout")
     return dict({key: safety[key] for key in known if key in safety},
                 changing=any(layer in ("traffic", "infrastructure") for layer in active))
+
+
+def repository_ask(repository: Dict[str, Any], host: str) -> Optional[Dict[str, Any]]:
+    """Return the preview's ``repository`` option: the role's repository settings, the host's namespace defaulting
+    to its inventory name (a rebuilt host fetches what it sent under that name); None without a repository."""
+    if not repository:
+        return None
+    return dict({"name": host}, **repository)

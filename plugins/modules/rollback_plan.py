@@ -21,6 +21,10 @@ description:
   - For a safety checkpoint (C(safety/<run id>)) a layer, or a host, that the checkpoint does not hold
     is skipped with a note (the run that took it did not touch it); database entries are restored
     from the safety checkpoint's dump, never migrated.
+  - With O(repository), the same host run first makes the store hold O(target), as
+    M(gitops.rollback.checkpoint_sync) O(gitops.rollback.checkpoint_sync#module:state=fetched) does - from the
+    repository only when the store lacks it (a rebuilt host) - and returns what it did in RV(fetched). A failed fetch
+    fails the task.
   - Never fails for a problem of the plan; the problems are returned so that the caller can report
     those of every host at once.
   - This is an action plugin; it runs on the controller.
@@ -29,6 +33,7 @@ author:
 extends_documentation_fragment:
   - gitops.rollback.attributes
   - gitops.rollback.store
+  - gitops.rollback.repository
 options:
   target:
     description: Checkpoint id, id prefix or label (Git tag) to roll back to.
@@ -110,6 +115,13 @@ options:
         Empty - no safety checkpoint here.
     type: dict
     default: {}
+  allowed_paths:
+    description:
+      - With O(repository), the only paths a checkpoint fetched from the repository may restore (the host's managed
+        paths), as M(gitops.rollback.checkpoint_sync) takes them.
+    type: list
+    elements: path
+    default: []
 attributes:
   action:
     description: Runs on the controller as an action plugin; reads the host's store with one module call.
@@ -137,6 +149,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+fetched:
+  description:
+    - With O(repository), what the fetch of the target did, as M(gitops.rollback.checkpoint_sync) returns it -
+      C(checkpoints), C(fetched) (C(objects), C(bytes); V(0) when the store held the target) and, outside check
+      mode, C(recovery) (C(rpo_seconds), C(rto_seconds), C(newest_replicated)).
+  returned: when O(repository) is set
+  type: dict
+  sample: {changed: true, checkpoints: [20261202T190000.123Z-a1b2c3], fetched: {objects: 12, bytes: 48213}}
 safety:
   description:
     - The safety checkpoint taken in the plan's host run (O(safety)) - C(layers) captured (empty - none),
@@ -223,7 +243,8 @@ plan:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gitops.rollback.plugins.module_utils.module.options import store_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import (
+    repository_argument_spec, store_argument_spec)
 
 
 def main() -> None:
@@ -244,6 +265,8 @@ def main() -> None:
             flags=dict(type="list", elements="dict", default=[]),
             components=dict(type="raw", default=[]),
             safety=dict(type="dict", default={}),
+            allowed_paths=dict(type="list", elements="path", default=[]),
+            **repository_argument_spec(),
             **store_argument_spec(),
         ),
         supports_check_mode=True,

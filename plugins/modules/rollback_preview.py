@@ -16,7 +16,11 @@ description:
     database would revert (or the dump it would restore).
   - A layer that cannot go back is returned in RV(problems) with its layer; the module does not fail
     for it. M(gitops.rollback.rollback_plan) runs this module on each host and builds the plan from it.
-  - Changes nothing, in check mode or not, and takes no lock - unless O(safety) asks for the safety checkpoint.
+  - Changes nothing, in check mode or not, and takes no lock - unless O(safety) asks for the safety checkpoint, or
+    O(repository) names a checkpoint repository and the store lacks the target.
+  - With O(repository), first makes the store hold O(target), as M(gitops.rollback.checkpoint_sync)
+    O(gitops.rollback.checkpoint_sync#module:state=fetched) does - from the repository only when the store lacks it
+    (a rebuilt host); in check mode it only reports what would be fetched. Then the preview reads the store.
   - With O(safety), outside check mode, when this host's own plan (the rules of
     M(gitops.rollback.rollback_plan)) found no problem and something changes, the same run then takes the host's
     safety checkpoint, as M(gitops.rollback.rollback_safety) does, with the store's stat caches left as they are,
@@ -28,6 +32,7 @@ author:
 extends_documentation_fragment:
   - gitops.rollback.attributes
   - gitops.rollback.store
+  - gitops.rollback.repository
 options:
   target:
     description: Checkpoint id, id prefix or label (Git tag) to roll back to.
@@ -75,6 +80,13 @@ options:
       - The etcd password of each flag set that needs one, by the entry's position in O(flags); never returned.
     type: dict
     default: {}
+  allowed_paths:
+    description:
+      - With O(repository), the only paths a checkpoint fetched from the repository may restore, as
+        M(gitops.rollback.checkpoint_sync) takes them.
+    type: list
+    elements: path
+    default: []
   safety:
     description:
       - Take the safety checkpoint in this run (see above). Empty - never.
@@ -142,6 +154,14 @@ previews:
     release: {changed: true, current: "20261202T1900Z", label: v1, from: "20261203T0800Z", from_label: v2}
     database: {changed: true, databases: [{name: postgresql/app, method: migrate, version_before: 4,
                target_version: 3, reverted: [V0004__add_coupons]}]}
+fetched:
+  description:
+    - With O(repository), what M(gitops.rollback.checkpoint_sync) O(gitops.rollback.checkpoint_sync#module:state=fetched)
+      returns - C(checkpoints), C(fetched) (C(objects), C(bytes)) and, outside check mode, C(recovery) (C(rpo_seconds),
+      C(rto_seconds), C(newest_replicated)). A failed fetch fails the module, with C(fetch_failed).
+  returned: when O(repository) is set
+  type: dict
+  sample: {changed: false, checkpoints: [20261202T190000.123Z-a1b2c3], fetched: {objects: 0, bytes: 0}}
 problems:
   description: What stops a layer from going back, as C({layer, problem}).
   returned: always
@@ -164,6 +184,21 @@ from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.preview import (
     PreviewRequest, SafetyAsk, preview_with_safety)
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import with_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.module.options import repository_argument_spec
+
+
+def fetch_target(params: dict, check_mode: bool) -> dict:
+    """Make the store hold the target, from the repository when it lacks it (checkpoint_sync state=fetched)."""
+    # imported here: a preview without a repository never loads the replication code
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.gitops.rollback.plugins.module_utils.replication.repository import sync_host
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
+
+    store = Store(params["store_path"], params["encryption_key"] or None)
+    return sync_host(store, {"state": "fetched", "checkpoints": [params["target"]], "repository": params["repository"],
+                             "allowed_paths": params["allowed_paths"], "encryption_key": params["encryption_key"],
+                             "owner": params["owner"], "lock_timeout": params["lock_timeout"]}, check_mode)
 
 
 def main() -> None:
@@ -176,6 +211,8 @@ def main() -> None:
         database_passwords=dict(type="dict", default={}, no_log=True),
         flags=dict(type="list", elements="dict", default=[]),
         flags_passwords=dict(type="dict", default={}, no_log=True),
+        allowed_paths=dict(type="list", elements="path", default=[]),
+        **repository_argument_spec(),
         safety=dict(type="dict", options=dict(
             label=dict(type="str", required=True),
             reason=dict(type="str", default="safety checkpoint before rollback"),
@@ -192,7 +229,12 @@ def main() -> None:
                              databases=with_passwords(params["databases"], params["database_passwords"]),
                              flags=with_passwords(params["flags"], params["flags_passwords"], "etcd_password"))
     ask = SafetyAsk(**params["safety"]) if params["safety"] else None
-    module.exit_json(**module.run(lambda: preview_with_safety(request, ask, module.check_mode)))
+    fetched = module.run(lambda: fetch_target(params, module.check_mode), fetch_failed=True) if params["repository"] else None
+    outcome = module.run(lambda: preview_with_safety(request, ask, module.check_mode))
+    if fetched is not None:
+        outcome["fetched"] = fetched
+        outcome["changed"] = bool(outcome.get("changed")) or (bool(fetched.get("changed")) and not module.check_mode)
+    module.exit_json(**outcome)
 
 
 if __name__ == "__main__":
