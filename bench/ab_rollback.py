@@ -3,10 +3,10 @@
 """A/B of the ordered rollback between two checkouts, interleaved in one run (for a busy machine).
 
     git worktree add /tmp/before <commit>      # or: git archive <commit> | tar -x -C /tmp/before
-    python bench/ab_rollback.py /tmp/before . [--rounds 3] [--modes check,rollback]
+    python bench/ab_rollback.py /tmp/before . [--rounds 3] [--modes check,rollback] [--hosts 20]
 
-Each checkout gets its own 3-host drill (bench_rollback.py's: v1 checkpointed, a bad v2 in every layer)
-on its own fleet, one PostgreSQL for both. Each round runs ``--check`` and the rollback of both
+Each checkout gets its own 3-host drill (``--hosts`` sets the number; bench_rollback.py's drill: v1 checkpointed,
+a bad v2 in every layer) on its own fleet, one PostgreSQL for both. Each round runs ``--check`` and the rollback of both
 checkouts, the order alternating between rounds, then deploys v2 again. Printed per run: wall time,
 the controller's CPU seconds (ansible-playbook and what it ran on the controller), the load average
 before it, tasks run and task results. Under load compare CPU and counts, not wall times.
@@ -42,6 +42,7 @@ def main() -> int:
     parser.add_argument("checkouts", nargs=2, type=Path)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--modes", default="check,rollback")
+    parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gr-bench-ab"))
     args = parser.parse_args()
     roots = [path.resolve() for path in args.checkouts]
@@ -59,7 +60,7 @@ def main() -> int:
             link = collections / "ansible_collections" / "gitops" / "rollback"
             link.parent.mkdir(parents=True)
             link.symlink_to(root, target_is_directory=True)
-            fleets.append(bench.start_hosts(3, work / ("fleet%d" % index)))
+            fleets.append(bench.start_hosts(args.hosts, work / ("fleet%d" % index)))
             drills.append(bench._make_drill(fleets[-1], pg, work / ("drill%d" % index), collections,
                                             {"ANSIBLE_FORKS": bench.DEFAULT_FORKS}))
         order = list(range(len(roots)))
