@@ -6,12 +6,13 @@ Ansible sends a module and the module_utils it imports as source in its zip, and
 compiles every one of them at every run (no ``__pycache__``). Per module: the CPU time (user +
 sys) of ``python -c "import ansible.module_utils.basic, <the module>"`` minus that of
 ``python -c "import ansible.module_utils.basic"`` alone (the start every module pays anyway),
-each the median of 5 runs in fresh processes with ``PYTHONDONTWRITEBYTECODE=1`` on a fresh copy
-of the collection's ``plugins`` (nothing compiled is cached; Ansible's own files are imported
-from the virtualenv, as compiled as they are there). The target: within 0.06 s of the baseline.
+each the median of 5 runs (``GITOPS_ROLLBACK_BENCH_ROUNDS``) in fresh processes with
+``PYTHONDONTWRITEBYTECODE=1`` on a fresh copy of the collection's ``plugins`` (nothing compiled
+is cached; Ansible's own files are imported from the virtualenv, as compiled as they are there).
+The target: within 0.06 s of the baseline.
 
 With ``GITOPS_ROLLBACK_BENCH_BEFORE=<another checkout of the collection>`` the same figures of
-that checkout too, in the same rounds (ours vs before).
+that checkout too, in the same rounds, each module's two sides one after the other (ours vs before).
 
 Usage: ``python bench/run.py start`` (``--quick``: 3 runs, a few modules), or
 ``python bench/bench_start.py [module ...]``.
@@ -30,7 +31,7 @@ from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 BEFORE = os.environ.get("GITOPS_ROLLBACK_BENCH_BEFORE")
-ROUNDS = 5
+ROUNDS = int(os.environ.get("GITOPS_ROLLBACK_BENCH_ROUNDS") or 5)
 TARGET_S = 0.06
 QUICK_MODULES = ("checkpoint", "rollback_safety", "feature_flags")
 BASELINE = "import ansible.module_utils.basic"
@@ -70,14 +71,17 @@ def module_code(name: str) -> str:
 
 
 def measure(sides: Dict[str, Path], names: Dict[str, List[str]], rounds: int) -> Dict[str, Dict[str, float]]:
-    """Per side, per module it has (and ``""`` for the baseline): the median CPU seconds, the sides
-    and modules interleaved round after round so that a load change touches them alike."""
+    """Per side, per module it has (and ``""`` for the baseline): the median CPU seconds. The sides' runs of one
+    module follow each other (in turn first), so that a change of the machine's load touches both alike."""
     samples: Dict[str, Dict[str, List[float]]] = {side: {} for side in sides}
-    for _round in range(rounds):
-        for side, collections in sides.items():
-            samples[side].setdefault("", []).append(cpu_of(BASELINE, collections))
-            for name in names[side]:
-                samples[side].setdefault(name, []).append(cpu_of(module_code(name), collections))
+    order = list(sides)
+    everything = [""] + sorted({name for wanted in names.values() for name in wanted})
+    for round_number in range(rounds):
+        for name in everything:
+            for side in order[round_number % len(order):] + order[:round_number % len(order)]:
+                if name == "" or name in names[side]:
+                    code = module_code(name) if name else BASELINE
+                    samples[side].setdefault(name, []).append(cpu_of(code, sides[side]))
     return {side: {name: statistics.median(values) for name, values in by_name.items()}
             for side, by_name in samples.items()}
 

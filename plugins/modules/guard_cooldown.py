@@ -98,7 +98,6 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gitops.rollback.plugins.module_utils.common.errors import RollbackError
 from ansible_collections.gitops.rollback.plugins.module_utils.health.cooldown import acquire
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import open_state
 
 
 def main() -> None:
@@ -115,9 +114,10 @@ def main() -> None:
     record = params["state"] == "acquired" and not module.check_mode
     now = time.time()
     try:
-        state = open_state(params["state_url"], module.check_mode)
-        if state is not None:
-            with state:
+        if params["state_url"]:  # the shared state's code only then: the module's start compiles what it imports
+            from ansible_collections.gitops.rollback.plugins.module_utils.controller.state_pg import (  # pylint: disable=import-outside-toplevel
+                open_state)
+            with open_state(params["state_url"], module.check_mode) as state:
                 decision = state.cooldown(params["key"], params["cooldown"], record, now)
         else:
             decision = acquire(params["path"], params["key"], params["cooldown"], record, now)

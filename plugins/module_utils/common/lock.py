@@ -60,6 +60,11 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def utc_now() -> str:
+    """Return the current UTC time as an ISO 8601 string with a Z suffix (locks, audit records, manifests)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def holder_record(owner: str, operation: str, pid: int, ttl: float, token: str) -> dict:
     """The record a lock holder leaves: who, what, which process where, since and until when."""
     now = time.time()

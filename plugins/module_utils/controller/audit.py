@@ -15,19 +15,16 @@ import json
 import os
 import time
 import urllib.error
-import urllib.request
 from typing import Dict, Optional
 
 from . import auditchain
 from .policy import os_user_name
+from ..common.lock import utc_now
 from ..common.secrets import SIGNATURE_HEADER, signature
-from ..store.store import utc_now
 
 EVENTS = ("started", "progress", "completed", "failed", "refused", "alert")
 LEVELS = ("info", "warning", "critical", "emergency")
 DEFAULT_LOG = "~/.local/state/gitops-rollback/audit.jsonl"
-# A plain opener: the engine runs without Ansible's module_utils (so no open_url here).
-_OPENER = urllib.request.build_opener()
 
 
 def who(user: Optional[str] = None, awx_job_id: Optional[str] = None, awx_launcher: Optional[str] = None) -> dict:
@@ -79,14 +76,18 @@ def post_webhook(url: str, record: dict, retries: int = 3, timeout: float = 5.0,
 
     Returns {ok, status, attempts, signed, error}; errors never contain the URL.
     """
+    # A plain opener: the engine runs without Ansible's module_utils (so no open_url here). urllib.request (its
+    # HTTP, TLS and mail code) is imported here, by a POST, not by every start of a module that imports this file.
+    from urllib.request import Request, build_opener  # pylint: disable=import-outside-toplevel
+    opener = build_opener()
     body = json.dumps(record, sort_keys=True, default=str).encode("utf-8")
     headers = webhook_headers(body, secret)
     signed = SIGNATURE_HEADER in headers
     last_error = None
     for attempt in range(1, max(retries, 0) + 2):
-        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+        request = Request(url, data=body, method="POST", headers=headers)
         try:
-            with _OPENER.open(request, timeout=timeout) as response:  # nosec: user-given URL
+            with opener.open(request, timeout=timeout) as response:  # nosec: user-given URL
                 return {"ok": True, "status": response.status, "attempts": attempt, "signed": signed}
         except urllib.error.HTTPError as exc:
             last_error = "HTTP %s" % exc.code

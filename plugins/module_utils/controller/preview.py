@@ -13,19 +13,16 @@ Nothing here writes: no lock is taken, no file, row or link changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ..common.errors import RollbackError
-from ..release.flags import FlagsRequest, backend_from, component_name, restore as restore_flags, turn_off
+from ..release.flag_names import component_name
 from ..files.checkpoint_ops import CheckpointParams, list_checkpoints
-from ..files.restore_ops import restore_host
-from ..db.migrate import run_operation
-from ..db.migrate_plan import Params
 from .plan import HostSettings, covers, database_method, database_name, plan_host, resolve, SAFETY_PREFIX
-from .safety import SafetyRequest
-from .safety_journal import take_journaled
-from ..release.operations import ReleaseParams, rollback
 from ..store.store import Store
+
+if TYPE_CHECKING:
+    from ..db.migrate_plan import Params
 
 #: Changed paths shown per managed root (the counts cover them all).
 PATHS_SHOWN = 20
@@ -50,8 +47,12 @@ def _problem(layer: str, exc: Exception) -> Dict[str, str]:
     return {"layer": layer, "problem": str(exc)}
 
 
+# Each layer's code is imported by its preview: a host previews the layers it has, and every file a module imports
+# is compiled at its start (Ansible sends them as source).
+# pylint: disable=import-outside-toplevel
 def config_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
     """The restore of the managed paths in check mode, after re-hashing every object of the checkpoint."""
+    from ..files.restore_ops import restore_host
     params = CheckpointParams(store_path=request.store_path, owner=request.owner, check_mode=True,
                               paths=list(request.paths), checkpoint=checkpoint, safety_checkpoint=False,
                               verify_checkpoint=True, encryption_key=request.encryption_key)
@@ -67,6 +68,7 @@ def config_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
 
 def release_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
     """The switch of ``current`` in check mode: the release that would become current, and from which."""
+    from ..release.operations import ReleaseParams, rollback
     outcome = rollback(ReleaseParams(root=request.release_root, owner=request.owner, check_mode=True,
                                      checkpoint=checkpoint, store_path=request.store_path,
                                      encryption_key=request.encryption_key))
@@ -77,12 +79,13 @@ def release_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
 
 
 def _migrate_params(entry: Dict[str, Any], request: PreviewRequest, checkpoint: str) -> Params:
+    from ..db import migrate_plan
     params = {key: entry.get(key) for key in ("engine", "database", "login_host", "login_port", "login_user",
                                               "login_password", "login_unix_socket", "client_bin_dir",
                                               "client_charset", "migrations_dir", "layout")}
     params.update(operation="revert", checkpoint=checkpoint, store_path=request.store_path,
                   encryption_key=request.encryption_key)
-    return Params.from_module(params, check_mode=True)
+    return migrate_plan.Params.from_module(params, check_mode=True)
 
 
 def database_entry_preview(entry: Dict[str, Any], request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
@@ -96,6 +99,7 @@ def database_entry_preview(entry: Dict[str, Any], request: PreviewRequest, check
     if method == "restore":
         return {"name": name, "method": "restore", "changed": True, "restore_from": checkpoint}
 
+    from ..db.migrate import run_operation
     try:
         outcome = run_operation(_migrate_params(entry, request, checkpoint))
     except RollbackError as exc:
@@ -116,6 +120,7 @@ def database_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]
 
 def flags_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
     """Each flag set's restore (or its ``off`` flags turned off) in check mode: the flags that would change."""
+    from ..release.flags import FlagsRequest, backend_from, restore as restore_flags, turn_off
     sets = {}
     for entry in request.flags:
         flag_request = FlagsRequest(backend_from(entry), Store(request.store_path, request.encryption_key),
@@ -124,6 +129,9 @@ def flags_preview(request: PreviewRequest, checkpoint: str) -> Dict[str, Any]:
         outcome = turn_off(flag_request) if entry.get("off") else restore_flags(flag_request)
         sets[component_name(entry)] = outcome["changes"]
     return {"changed": any(sets.values()), "sets": sets}
+
+
+# pylint: enable=import-outside-toplevel
 
 
 #: The host layers a preview covers, with the setting that turns each on.
@@ -195,6 +203,8 @@ def preview_with_safety(request: PreviewRequest, ask: Optional[SafetyAsk], check
     if not layers:
         outcome["safety"] = {"layers": [], "journal": {"created": []}}
         return outcome
+    from .safety import SafetyRequest  # pylint: disable=import-outside-toplevel  # only when a capture is asked
+    from .safety_journal import take_journaled  # pylint: disable=import-outside-toplevel
     config = plan["steps"].get("config") or {}
     taken = take_journaled(SafetyRequest(
         label=ask.label, reason=ask.reason, layers=layers, store_path=request.store_path, owner=request.owner,

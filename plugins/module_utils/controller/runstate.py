@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Callable, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 
 from . import audit as _audit
 from ..common.errors import LockHeldError, RollbackError
 from ..common.lock import FileLock, is_stale, playbook_pid
 from ..common.secrets import redact_url
-from .state_pg import PgLock, open_state
 
-RunLock = Union[FileLock, PgLock]
+if TYPE_CHECKING:
+    from .state_pg import PgLock, PgState
+
+RunLock = Union[FileLock, "PgLock"]
+
+
+def open_state(url: Optional[str], dry_run: bool = False) -> Optional["PgState"]:
+    """The shared state ``url`` names, or None for local files (``state_pg.open_state``). Its code is imported
+    only when a URL is set: the local files are the default, and every start of a module that imports it pays."""
+    if not url:
+        return None
+    from .state_pg import open_state as open_pg_state  # pylint: disable=import-outside-toplevel
+    return open_pg_state(url, dry_run)
 
 
 def append_record(state_url: str, log_path: str, record: dict) -> dict:
@@ -54,6 +65,7 @@ def run_lock(name: str, lock_dir: str, owner: str, operation: str, ttl: float, s
     described = "%s of %s" % (operation, name)
     state = open_state(state_url, check_mode)
     if state is not None:
+        from .state_pg import PgLock  # pylint: disable=import-outside-toplevel  # see open_state
         return PgLock(state, name, owner, described, ttl, pid=playbook_pid())
     lock_dir = os.path.expanduser(lock_dir)
     if not check_mode:  # check mode leaves no trace, not even the directory

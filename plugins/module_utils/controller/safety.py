@@ -12,14 +12,12 @@ module runs. The first layer creates the checkpoint, the others attach to it. A 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from ..db.backup import BackupRequest, backup, plan_backup, summarize_backup
-from ..db.connection import DbConnection
-from ..release.flags import FlagsRequest, backend_from, capture as capture_flags
-from ..files.checkpoint_ops import CheckpointParams, make_checkpoint
-from ..release.operations import ReleaseParams, record_in_checkpoint
 from ..store.store import Store
+
+if TYPE_CHECKING:
+    from ..db.backup import BackupRequest
 
 #: The host layers a safety checkpoint captures, in the order they are captured.
 SAFETY_LAYERS = ("config", "flags", "release", "database")  # the paths' capture makes a checkpoint; the rest attach
@@ -52,7 +50,11 @@ class SafetyRequest:
         return layer in self.layers and configured[layer]
 
 
+# Each layer's code is imported by its capture: a host captures the layers it has, and every file a module imports
+# is compiled at its start (Ansible sends them as source).
+# pylint: disable=import-outside-toplevel
 def _config(request: SafetyRequest) -> Dict[str, Any]:
+    from ..files.checkpoint_ops import CheckpointParams, make_checkpoint
     outcome = make_checkpoint(CheckpointParams(
         store_path=request.store_path, owner=request.owner, lock_timeout=request.lock_timeout,
         check_mode=request.check_mode, paths=list(request.paths), roots=list(request.roots),
@@ -64,6 +66,7 @@ def _config(request: SafetyRequest) -> Dict[str, Any]:
 
 
 def _release(request: SafetyRequest) -> Dict[str, Any]:
+    from ..release.operations import ReleaseParams, record_in_checkpoint
     outcome = record_in_checkpoint(ReleaseParams(
         root=request.release_root, owner=request.owner, lock_timeout=request.lock_timeout,
         check_mode=request.check_mode, checkpoint=request.label, reason=request.reason,
@@ -73,14 +76,17 @@ def _release(request: SafetyRequest) -> Dict[str, Any]:
 
 
 def _backup_request(entry: Dict[str, Any], request: SafetyRequest) -> BackupRequest:
+    from ..db import backup as db_backup
+    from ..db.connection import DbConnection
     conn = DbConnection.from_params({key: entry.get(key) for key in (
         "engine", "database", "login_host", "login_port", "login_user", "login_password", "login_unix_socket",
         "client_bin_dir", "client_charset")})
-    return BackupRequest(conn=conn, checkpoint=request.label, reason=request.reason, fmt=entry.get("format"),
-                         dump_extra_args=entry.get("dump_extra_args"))
+    return db_backup.BackupRequest(conn=conn, checkpoint=request.label, reason=request.reason,
+                                   fmt=entry.get("format"), dump_extra_args=entry.get("dump_extra_args"))
 
 
 def _databases(request: SafetyRequest) -> Dict[str, Any]:
+    from ..db.backup import backup, plan_backup, summarize_backup
     store = Store(request.store_path, request.encryption_key)
     backups = []
     for entry in request.databases:
@@ -94,6 +100,7 @@ def _databases(request: SafetyRequest) -> Dict[str, Any]:
 
 
 def _flags(request: SafetyRequest) -> Dict[str, Any]:
+    from ..release.flags import FlagsRequest, backend_from, capture as capture_flags
     store = Store(request.store_path, request.encryption_key)
     stored = {}
     for entry in request.flags:
@@ -103,6 +110,9 @@ def _flags(request: SafetyRequest) -> Dict[str, Any]:
                                              check_mode=request.check_mode))
         stored[backend.component_name] = outcome["flags"]
     return {"changed": bool(stored), "sets": stored}
+
+
+# pylint: enable=import-outside-toplevel
 
 
 _CAPTURES = {"flags": _flags, "config": _config, "release": _release, "database": _databases}

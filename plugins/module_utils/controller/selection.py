@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List
 
-from ..release.flags import component_name as flags_name
+from ..release.flag_names import component_name as flags_name
 
 
 def layer_list(layers: Any) -> List[str]:

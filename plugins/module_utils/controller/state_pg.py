@@ -28,11 +28,6 @@ from ..health.cooldown import CooldownDecision
 from ..common.lock import DEFAULT_TTL, holder_record, is_stale
 from ..common.secrets import MASK, redact_url
 
-try:
-    import psycopg2
-except ImportError:  # reported when the backend is chosen, not when the collection loads
-    psycopg2 = None
-
 SCHEMA = "gitops_rollback"
 URL_PATTERN = re.compile(r"^postgres(ql)?://")
 _SCHEMA_SQL = (
@@ -75,10 +70,13 @@ class PgState:
         if not is_state_url(url):
             raise RollbackError("gitops_rollback_state must be empty (local files) or a postgresql:// URL, "
                                 "got %r." % redacted(url or ""))
-        if psycopg2 is None:
+        try:  # imported when the backend is chosen: not by every module start, nor when the collection loads
+            import psycopg2  # pylint: disable=import-outside-toplevel
+        except ImportError:
             raise RollbackError("The PostgreSQL state backend (%s) needs psycopg2 on the controller: "
-                                "pip install psycopg2-binary." % redacted(url))
+                                "pip install psycopg2-binary." % redacted(url)) from None
         self.url = url
+        self._errors = psycopg2.Error
         try:
             self.conn = psycopg2.connect(url, connect_timeout=connect_timeout,
                                          application_name="gitops-rollback state")
@@ -112,7 +110,7 @@ class PgState:
                     cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                                    ("gitops_rollback:" + lock_key,))
                     yield cursor
-        except psycopg2.Error as exc:
+        except self._errors as exc:
             raise RollbackError("The shared state %s refused an update: %s"
                                 % (redacted(self.url), _first_line(exc))) from exc
 

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
 from .streams import DatabaseError, compare_counts, verify_blobs
-from .connection import DbConnection
+from .connection import DbConnection, component_name, database_key
 from .engines import make_engine
 from .migrations import read_state
 from ..common.errors import CheckpointNotFound, IntegrityError, RollbackError
@@ -59,17 +59,6 @@ def recorded_version(conn: DbConnection) -> Optional[int]:
         return None
     finally:
         migrations.close()
-
-
-def database_key(conn: DbConnection, database: Optional[str] = None) -> str:
-    """Return how a database is named in components: an absolute path for SQLite."""
-    name = database or conn.database
-    return os.path.abspath(name) if conn.engine == "sqlite" else name
-
-
-def component_name(engine: str, database: str) -> str:
-    """Return the component name ``<engine>/<database>``."""
-    return "%s/%s" % (engine, database)
 
 
 def parse_duration(text: Optional[str]) -> Optional[float]:

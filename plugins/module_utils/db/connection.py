@@ -142,3 +142,14 @@ class DbConnection:
             yield args
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def database_key(conn: DbConnection, database: Optional[str] = None) -> str:
+    """Return how a database is named in components: an absolute path for SQLite."""
+    name = database or conn.database
+    return os.path.abspath(name) if conn.engine == "sqlite" else name
+
+
+def component_name(engine: str, database: str) -> str:
+    """Return the component name ``<engine>/<database>``."""
+    return "%s/%s" % (engine, database)

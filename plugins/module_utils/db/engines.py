@@ -9,16 +9,40 @@ client command lines; it dumps, restores and swaps, and ``migrations()`` returns
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Union
 
 from .connection import DbConnection
-from .mysql import MysqlEngine
-from .pg import PgEngine
-from .sqlite import SqliteEngine
 from ..common.errors import RollbackError
 
-ENGINES = {"postgresql": PgEngine, "mysql": MysqlEngine, "sqlite": SqliteEngine}
-Adapter = Union[PgEngine, MysqlEngine, SqliteEngine]
+if TYPE_CHECKING:
+    from .mysql import MysqlEngine
+    from .pg import PgEngine
+    from .sqlite import SqliteEngine
+
+Adapter = Union["PgEngine", "MysqlEngine", "SqliteEngine"]
+
+
+# Each engine's code is imported when a connection of that engine is made: a module run uses one engine, and
+# every file it imports is compiled at its start (Ansible sends them as source).
+# pylint: disable=import-outside-toplevel
+def _pg() -> Callable[..., Adapter]:
+    from .pg import PgEngine
+    return PgEngine
+
+
+def _mysql() -> Callable[..., Adapter]:
+    from .mysql import MysqlEngine
+    return MysqlEngine
+
+
+def _sqlite() -> Callable[..., Adapter]:
+    from .sqlite import SqliteEngine
+    return SqliteEngine
+# pylint: enable=import-outside-toplevel
+
+
+#: engine name -> the function that imports and returns its adapter class
+ENGINES: Dict[str, Callable[[], Callable[..., Adapter]]] = {"postgresql": _pg, "mysql": _mysql, "sqlite": _sqlite}
 
 
 def make_engine(conn: DbConnection, maintenance_db: Optional[str] = None,
@@ -29,5 +53,5 @@ def make_engine(conn: DbConnection, maintenance_db: Optional[str] = None,
         if extra_args:
             raise RollbackError("dump_extra_args and restore_extra_args are pg_dump and pg_restore options; "
                                 "leave them out for engine=%s." % conn.engine)
-        return ENGINES[conn.engine](conn, maintenance_db or "postgres")
-    return PgEngine(conn, maintenance_db or "postgres", extra_args)
+        return ENGINES[conn.engine]()(conn, maintenance_db or "postgres")
+    return _pg()(conn, maintenance_db or "postgres", extra_args)

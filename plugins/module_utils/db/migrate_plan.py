@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from .backup import component_name, database_key
-from .connection import DbConnection
+from .connection import DbConnection, component_name, database_key
 from .migrations import Migrations, Row, State
 from ..common.errors import RollbackError
 from ..common.labels import escape, show_label

@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
-from .facts import collect as collect_facts
-from .capture import CheckpointRequest, create_checkpoint, root_specs
 from ..common.errors import RollbackError
 from ..common.lock import default_owner
 from ..store.retention import Policy, RetentionError, Snapshot, forgotten, plan
@@ -71,6 +69,10 @@ class CheckpointParams:
 
 def make_checkpoint(params: CheckpointParams) -> dict:
     """Create a checkpoint (state=present)."""
+    # The capture's code only here: checkpoint_info, restore and the plan's listing never capture, and every file a
+    # module imports is compiled at its start (Ansible sends them as source).
+    from .capture import CheckpointRequest, create_checkpoint, root_specs  # pylint: disable=import-outside-toplevel
+    from .facts import collect as collect_facts  # pylint: disable=import-outside-toplevel
     store = params.store()
     request = CheckpointRequest(
         roots=root_specs(params.paths, params.roots, params.include, params.exclude),

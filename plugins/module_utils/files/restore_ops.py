@@ -8,17 +8,18 @@ file, so a checkpoint run never loads the restore engine (``files.restore``) or 
 from __future__ import annotations
 
 import time
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..common.errors import IntegrityError, RollbackError
 from ..store.allowed_roots import allowed_paths, check_roots
 from .capture import roots_of
 from .checkpoint_ops import CheckpointParams, damaged_message
-from ..replication.client import RepositorySpec
-from ..replication.fetch import Fetcher
 from .restore import ContentSource, RestoreOptions, SourceFor, restore_checkpoint
 from .restore_plan import RootPlan
 from ..store.store import Store, checkpoint_summary
+
+if TYPE_CHECKING:
+    from ..replication.fetch import Fetcher
 
 
 def damaged_object(manifest: dict, name: Optional[str], actual: Optional[str], problem: str,
@@ -109,9 +110,13 @@ def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
     Check mode changes nothing here or there: it reports what would be fetched, and plans the restore
     only when the local store already holds the whole checkpoint.
     """
+    # The repository client only here: a restore from the host's own store never loads it, and every file a
+    # module imports is compiled at its start (Ansible sends them as source).
+    from ..replication.client import RepositorySpec  # pylint: disable=import-outside-toplevel
+    from ..replication import fetch  # pylint: disable=import-outside-toplevel
     spec = RepositorySpec.from_options(params.repository)
     if params.check_mode:
-        with Fetcher(store, spec, params.encryption_key) as fetcher:
+        with fetch.Fetcher(store, spec, params.encryption_key) as fetcher:
             refuse_foreign_roots(store, fetcher, params.checkpoint, _restore_options(params))
             fetched = fetcher.plan(params.checkpoint)
         if fetched["source"] == "repository":
@@ -122,7 +127,7 @@ def _restore_from_repository(store: Store, params: CheckpointParams) -> dict:
         manifest, outcome = _restore(store, params, _restore_options(params))
         return dict(_restore_result(params, manifest, outcome), fetched=fetched["fetched"])
     started = time.monotonic()
-    with Fetcher(store, spec, params.encryption_key) as fetcher:
+    with fetch.Fetcher(store, spec, params.encryption_key) as fetcher:
         fetcher.prepare()
         with params.lock(store, "restore"):
             manifest, outcome, fetched = rebuild(store, fetcher, params.checkpoint, _restore_options(params),

@@ -7,16 +7,17 @@ from __future__ import annotations
 import base64
 import json
 import math
-import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from .analysis import Clock, HealthSpecError, Measure, MeasurementError, MetricSpec, NoData
 from ..common.secrets import redact_url, split_credentials
+
+if TYPE_CHECKING:
+    import urllib.request
 
 PROVIDER_TYPES = ("prometheus", "http", "command")
 REDUCERS: Dict[str, Callable[[List[float]], float]] = {
@@ -200,7 +201,10 @@ def _request(url: str, provider: dict, method: str = "GET") -> urllib.request.Re
     if credentials and not any(name.lower() == "authorization" for name in headers):
         token = base64.b64encode(("%s:%s" % credentials).encode("utf-8")).decode("ascii")
         headers["Authorization"] = "Basic " + token
-    return urllib.request.Request(bare, method=method, headers=headers)
+    # urllib.request (its HTTP, TLS and mail code) only when something is measured over HTTP: its import costs
+    # every start of a module that imports this file.
+    from urllib.request import Request  # pylint: disable=import-outside-toplevel
+    return Request(bare, method=method, headers=headers)
 
 
 def _http_get_json(url: str, provider: dict, what: str) -> dict:
@@ -225,12 +229,14 @@ def _http_get_json(url: str, provider: dict, what: str) -> dict:
 
 def _opener(provider: dict) -> urllib.request.OpenerDirector:
     """A plain stdlib opener (the module runs on any host); TLS verified unless validate_certs is false."""
+    import ssl  # pylint: disable=import-outside-toplevel  # see _request
+    from urllib.request import HTTPSHandler, build_opener  # pylint: disable=import-outside-toplevel
     if provider.get("validate_certs", True):
-        return urllib.request.build_opener()
+        return build_opener()
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    return build_opener(HTTPSHandler(context=context))
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..common.labels import check_new_label
-from ..store.root import DEFAULT_STORE
+from ..store.location import DEFAULT_STORE
 
 
 def store_argument_spec() -> dict:

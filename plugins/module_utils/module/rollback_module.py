@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, TypeVar
 
 from ..common.errors import FULL_ERRNOS, RollbackError, StoreFullError
-from ..store.root import StoreRoot
 from .options import store_argument_spec
 from .redacting import RedactingModule
 
@@ -43,6 +42,8 @@ class RollbackModule(RedactingModule):
         self.error_details = tuple(error_details)
         super().__init__(argument_spec=spec, secret_urls=secret_urls, **kwargs)
         if store and self.params.get("encryption_key"):
+            # the store's code only here (an encrypted store): a module that never opens a store does not load it
+            from ..store.root import StoreRoot  # pylint: disable=import-outside-toplevel
             StoreRoot(self.params["store_path"], self.params["encryption_key"]).derive_key_soon()
 
     @property

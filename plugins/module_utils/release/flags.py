@@ -26,21 +26,16 @@ import json
 import os
 import stat
 import time
-import urllib.error
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-from ansible.module_utils.urls import ConnectionError as UrlConnectionError, SSLValidationError, open_url
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..common.errors import RollbackError
 from ..store.manifest import Component
 from ..common.nofollow import lstat_at, open_root, read_small, write_file_at
-from ..store.store import Store
+from .flag_names import component_name
 
-try:
-    import yaml
-except ImportError:  # only YAML flags files need PyYAML on the host
-    yaml = None
+if TYPE_CHECKING:
+    from ..store.store import Store
 
 COMPONENT_TYPE = "flags"
 MAX_FILE = 4 * 1024 * 1024
@@ -50,17 +45,6 @@ OFF_ETCD_VALUE = b"false"
 
 class FlagsError(RollbackError):
     """Flags that cannot be read, found or written; nothing was changed."""
-
-
-def component_name(entry: Dict[str, Any]) -> str:
-    """The name a flag set is stored under in a checkpoint: ``file:<path>`` or ``etcd:<prefix>``.
-
-    ``entry`` holds the feature_flags options (``backend``, ``path``, ``etcd_prefix``); the rollback
-    plan names a flag set of the inventory (``gitops_rollback_flags``) by it, without reading it.
-    """
-    if entry.get("backend", "file") == "etcd":
-        return "etcd:" + str(entry.get("etcd_prefix") or "")
-    return "file:" + os.path.normpath(str(entry.get("path") or ""))
 
 
 @dataclass
@@ -153,14 +137,18 @@ class FileFlags:
             raise FlagsError("The directory of the flags file, %s, does not exist on this host." % self.folder) from None
 
 
-def _require_yaml() -> None:
-    if yaml is None:
+def _require_yaml() -> Any:
+    """PyYAML, imported here: only YAML flags files need it on the host (and its import costs each module start)."""
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel
+    except ImportError:
         raise FlagsError("A YAML flags file needs PyYAML on the managed host (pip install pyyaml, or the "
-                         "python3-yaml package); or keep the flags as JSON.")
+                         "python3-yaml package); or keep the flags as JSON.") from None
+    return yaml
 
 
 def _load_yaml(document: bytes) -> Any:
-    _require_yaml()
+    yaml = _require_yaml()
     try:
         return yaml.safe_load(document.decode("utf-8"))
     except yaml.YAMLError as exc:
@@ -168,7 +156,7 @@ def _load_yaml(document: bytes) -> Any:
 
 
 def _dump_yaml(flags: Dict[str, Any]) -> bytes:
-    _require_yaml()
+    yaml = _require_yaml()
     return yaml.safe_dump(flags, default_flow_style=False, sort_keys=False).encode("utf-8")
 
 
@@ -265,16 +253,22 @@ class EtcdFlags:
                              "Run again (the flags are read anew)." % self.prefix.decode("utf-8", "backslashreplace"))
 
     def _call(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        # Ansible's HTTP code (and the TLS and x509 code it loads) only when etcd is asked: its import costs
+        # every module start that imports this file.
+        from urllib.error import URLError  # pylint: disable=import-outside-toplevel
+        from ansible.module_utils.urls import (  # pylint: disable=import-outside-toplevel
+            ConnectionError as UrlConnectionError, SSLValidationError)
         problems = []
         for endpoint in self.connection.endpoints:
             try:
                 return self._post(endpoint, path, body)
-            except (urllib.error.URLError, OSError, ValueError, UrlConnectionError, SSLValidationError) as exc:
+            except (URLError, OSError, ValueError, UrlConnectionError, SSLValidationError) as exc:
                 problems.append("%s: %s" % (endpoint, getattr(exc, "reason", exc)))
         raise FlagsError("No etcd endpoint answered (%s). Check endpoints, TLS and credentials; nothing was changed."
                          % "; ".join(problems))
 
     def _post(self, endpoint: str, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel  # see _call
         headers = {"Content-Type": "application/json"}
         if self.connection.user and path != "/v3/auth/authenticate":
             headers["Authorization"] = self._authenticate(endpoint)

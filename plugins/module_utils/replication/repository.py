@@ -28,10 +28,13 @@ from ..common.errors import RollbackError
 from ..common.lock import default_owner
 from ..store.allowed_roots import allowed_paths
 from .client import Connection, RepositorySpec, recorded_format
-from .fetch import Fetcher, RepositoryView
 from .sync import sync_store
 from ..store.retention import Policy, RetentionError, forgotten, plan
 from ..store.store import Store, snapshots
+
+# The fetch side only for state=fetched and state=pruned: a sync (state=present) never loads it, and every file a
+# module imports is compiled at its start (Ansible sends them as source).
+# pylint: disable=import-outside-toplevel
 
 
 def prune_repository(spec: RepositorySpec, policy: Policy, key: Optional[str] = None, grace: float = 3600.0,
@@ -44,6 +47,7 @@ def prune_repository(spec: RepositorySpec, policy: Policy, key: Optional[str] = 
     (so objects of a sync whose manifests are not recorded yet stay). The newest checkpoint is never
     forgotten. In a dry run nothing is deleted and nothing is collected.
     """
+    from .fetch import RepositoryView
     with Connection(spec) as conn, tempfile.TemporaryDirectory(prefix="gitops-rollback-view-") as workdir:
         view = RepositoryView(conn, recorded_format(conn.hello(create=False), spec), key, workdir)
         try:
@@ -79,15 +83,16 @@ def fetch_into(store: Store, spec: RepositorySpec, refs: Sequence[str], key: Opt
     if not refs:
         raise RollbackError("state=fetched needs the checkpoints to fetch (checkpoints: [<id or label>]). Nothing was "
                             "fetched.")
+    from . import fetch
     started = time.monotonic()
     if dry_run:
-        with Fetcher(store, spec, key) as fetcher:
+        with fetch.Fetcher(store, spec, key) as fetcher:
             fetcher.allowed = allowed
             planned = [fetcher.plan(ref) for ref in refs]
         return {"changed": any(item["source"] == "repository" for item in planned), "repository": spec.where(),
                 "host": spec.namespace, "checkpoints": [item["checkpoint"]["id"] for item in planned],
                 "fetched": {"objects": sum(item["fetched"]["objects"] for item in planned), "bytes": None}}
-    with Fetcher(store, spec, key) as fetcher:
+    with fetch.Fetcher(store, spec, key) as fetcher:
         fetcher.allowed = allowed
         fetcher.prepare()
         with store.lock(owner, "fetch", lock_timeout):
@@ -102,6 +107,9 @@ def fetch_into(store: Store, spec: RepositorySpec, refs: Sequence[str], key: Opt
                      "rpo_seconds": remote[0].get("rpo_seconds") if remote else None,
                      "rto_seconds": round(time.monotonic() - started, 3)},
     }
+
+
+# pylint: enable=import-outside-toplevel
 
 
 def sync_host(store: Store, options: dict, check_mode: bool) -> dict:

@@ -16,11 +16,7 @@ from ..common.errors import RollbackError, StoreFullError
 from ..common.fsutil import atomic_write_bytes
 from .analytics import analyze, select_run
 from .runs import ReportError, read_log
-from .html import render_html
-from .markdown import render_postmortem
-from .prometheus import render_prometheus
 from .text import format_rate, format_seconds
-from ..controller.state_pg import PgState
 
 # what callers use besides write_reports (the command line prints the summary with the format helpers)
 __all__ = ["ReportError", "format_rate", "format_seconds", "plan_file", "write_reports"]
@@ -55,6 +51,9 @@ def plan_file(path: str, text: str, keep_edits: bool = False) -> dict:
 
 def read_state_log(state_url: str) -> Tuple[List[dict], dict]:
     """The records of the shared state's audit log and what checking its hash chain found."""
+    # The shared state's code (and each renderer below) only when used: every file a module imports is compiled at
+    # its start (Ansible sends them as source).
+    from ..controller.state_pg import PgState  # pylint: disable=import-outside-toplevel
     try:
         with PgState(state_url, create=False) as state:
             return state.read_audit()
@@ -80,16 +79,20 @@ def write_reports(log_path: str, html_path: Optional[str] = None, prom_path: Opt
     files: Dict[str, dict] = {}
     texts: Dict[str, str] = {}
     chosen = None
+    # pylint: disable=import-outside-toplevel  # each renderer only for its file (see read_state_log)
     if html_path:
+        from .html import render_html
         source = integrity["path"] if state_url else os.path.expanduser(log_path)
         texts["html"] = render_html(rollbacks, summary, title, source, max_runs)
         files["html"] = plan_file(os.path.expanduser(html_path), texts["html"])
     if prom_path:
+        from .prometheus import render_prometheus
         texts["prom"] = render_prometheus(summary)
         files["prom"] = plan_file(os.path.expanduser(prom_path), texts["prom"])
     if postmortem_path or run_id:  # a drill's rollback only when asked for by its id
         chosen = select_run(rollbacks + ([r for d in drills for r in d.rollbacks] if run_id else []), run_id)
     if postmortem_path:
+        from .markdown import render_postmortem
         texts["postmortem"] = render_postmortem(chosen, summary)
         path = os.path.expanduser(postmortem_path).replace(RUN_ID_PLACEHOLDER, chosen.run_id if chosen else "none")
         files["postmortem"] = plan_file(path, texts["postmortem"], keep_edits=not postmortem_overwrite)

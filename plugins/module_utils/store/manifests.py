@@ -14,7 +14,8 @@ from ..common.errors import CheckpointNotFound, IntegrityError
 from ..common.fsutil import atomic_write_bytes, atomic_write_json, raise_if_full, read_json
 from ..common.labels import check_new_label, escape, show_label
 from .manifest import FORMAT_VERSION, Manifest, manifest_version
-from .root import ID_RE, StoreRoot, manifest_context, new_checkpoint_id, utc_now
+from ..common.lock import utc_now
+from .root import ID_RE, StoreRoot, manifest_context, new_checkpoint_id
 from .objects import Objects
 from .writes import ObjectWrites
 

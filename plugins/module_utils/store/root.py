@@ -25,6 +25,7 @@ from ..common.fsutil import atomic_write_json, ensure_private_dir, is_temp_name,
 from ..common.labels import escape
 from ..common.nofollow import private_dir_problem
 from ..common.lock import DEFAULT_TTL, FileLock
+from .location import DEFAULT_STORE
 from .manifest import FORMAT_VERSION
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ def _crypto():
 ENCRYPTED_FORMAT_VERSION = 2  # an encrypted store without packs
 PACKED_FORMAT_VERSION = 3  # version 1 or 2 plus packs: what this code creates and upgrades to
 STORE_FORMATS = (FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION, PACKED_FORMAT_VERSION)
-DEFAULT_STORE = "/var/lib/gitops-rollback"
 CHUNK = 1024 * 1024
 SHA_RE = re.compile(r"^[0-9a-f]{64}\Z")
 ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}\Z")
@@ -49,11 +49,6 @@ LAYOUT = ("objects", "packs", "checkpoints", "cache", "locks", "tmp")
 _FOREIGN_ALLOWED = ("lost+found",)  # a store that is a file system of its own
 _KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-def utc_now() -> str:
-    """Return the current UTC time as an ISO 8601 string with a Z suffix."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str) -> float:

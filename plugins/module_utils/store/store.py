@@ -28,12 +28,12 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from ..common.labels import is_label
-from ..common.lock import DEFAULT_TTL, FileLock
+from ..common.lock import DEFAULT_TTL, FileLock, utc_now
 from .manifest import Manifest
 from .packs import Location, PackSet
 from .retention import DAY, Policy, Snapshot, forgotten, plan
 from .statcache import CacheReader, CacheWriter, KeptCache
-from .root import CHUNK, DEFAULT_STORE, LAYOUT, StoreRoot, parse_time, sha256_file, utc_now
+from .root import CHUNK, DEFAULT_STORE, LAYOUT, StoreRoot, parse_time, sha256_file
 from .manifests import Manifests, check_new_label, checkpoint_summary
 from .objects import Objects
 from .writes import SMALL_FILE, ObjectWriter, ObjectWrites
