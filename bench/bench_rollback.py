@@ -23,10 +23,10 @@ Each round, in this order:
 - ours on a fresh drill of ``GITOPS_ROLLBACK_BENCH_ROLLBACK_HOSTS`` hosts (default 20; 0 skips it).
 
 Ansible runs with its default forks (5) for every run of ours. ``GITOPS_ROLLBACK_BENCH_ROLLBACK_ROUNDS``
-sets the rounds (default 3), ``GITOPS_ROLLBACK_BENCH_PROFILE=1`` also prints the slowest tasks of
-our 3-host runs. Beside the wall times it reports the controller's CPU seconds (ansible-playbook and what
-it ran on the controller) and the load average before each run: under load, compare CPU and task counts,
-not wall times.
+sets the rounds (default 3), ``GITOPS_ROLLBACK_BENCH_PROFILE=1`` also prints the costliest tasks of
+our last --check, 3-host and many-host runs. Beside the wall times it reports the controller's CPU seconds
+(ansible-playbook and what it ran on the controller) and the load average before each run: under load, compare
+CPU and task counts, not wall times.
 """
 
 from __future__ import annotations
