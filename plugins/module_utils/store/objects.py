@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Iterator, Optional, Set
 
 from ..common.errors import EncryptionKeyError, IntegrityError
 from ..common.fsutil import raise_if_full, split_lines, unlink_quietly
-from .statcache import CacheReader, CacheWriter, cache_file
 from .packs import Location, PackSet, read_range
 from .root import CHUNK, SHA_RE, StoreRoot, object_context, sha256_file
 
 if TYPE_CHECKING:  # the cipher module is imported only for an encrypted store
     from .crypto import Cipher
+    # the stat caches only by a capture or a restore plan (which import them anyway): a module that only reads or
+    # writes objects does not compile them at its start
+    from .statcache import CacheReader, CacheWriter
 
 
 class Objects:
@@ -104,16 +106,19 @@ class Objects:
 
     def cache_reader(self, root: str) -> CacheReader:
         """Return the stat cache of a managed root for lookups (sealed in an encrypted store)."""
+        from . import statcache  # pylint: disable=import-outside-toplevel  # see TYPE_CHECKING above
         cipher = self.cipher
-        return CacheReader(self._cache_path(root), cipher)
+        return statcache.CacheReader(self._cache_path(root), cipher)
 
     def cache_writer(self, root: str) -> CacheWriter:
         """Return a writer of a managed root's new stat cache (renamed into place on commit)."""
+        from . import statcache  # pylint: disable=import-outside-toplevel
         cipher = self.cipher
-        return CacheWriter(self._cache_path(root), cipher)
+        return statcache.CacheWriter(self._cache_path(root), cipher)
 
     def _cache_path(self, root: str) -> str:
-        return cache_file(self.base.path("cache"), root, self.hasher if self.cipher else None)
+        from . import statcache  # pylint: disable=import-outside-toplevel
+        return statcache.cache_file(self.base.path("cache"), root, self.hasher if self.cipher else None)
 
     def object_location(self, sha: str) -> Location:
         """Return (file, offset, length) of a blob's stored bytes: its own file, or a range of a pack."""

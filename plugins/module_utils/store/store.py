@@ -32,7 +32,6 @@ from ..common.lock import DEFAULT_TTL, FileLock, utc_now
 from .manifest import Manifest
 from .packs import Location, PackSet
 from .retention import DAY, Policy, Snapshot, forgotten, plan
-from .statcache import CacheReader, CacheWriter, KeptCache
 from .root import CHUNK, DEFAULT_STORE, LAYOUT, StoreRoot, parse_time, sha256_file
 from .manifests import Manifests, check_new_label, checkpoint_summary
 from .objects import Objects
@@ -41,6 +40,7 @@ from .writes import SMALL_FILE, ObjectWriter, ObjectWrites
 if TYPE_CHECKING:  # imported where used: a checkpoint of a plain store needs neither (module start-up)
     from .crypto import Cipher
     from .maintenance import Maintenance
+    from .statcache import CacheReader, CacheWriter, KeptCache  # a capture and a restore plan import it (Objects)
 
 SOUND_MEMORY = 1 << 20  # object names a store remembers as checked in this process (about 100 bytes each)
 
@@ -172,7 +172,10 @@ class Store:
     def cache_writer(self, root: str) -> Union[CacheWriter, KeptCache]:
         """Return a writer of a managed root's new stat cache (renamed into place on commit); with
         ``keep_caches`` one that writes nothing."""
-        return KeptCache() if self.keep_caches else self.objects.cache_writer(root)
+        if self.keep_caches:
+            from . import statcache  # pylint: disable=import-outside-toplevel  # see TYPE_CHECKING above
+            return statcache.KeptCache()
+        return self.objects.cache_writer(root)
 
     def object_location(self, sha: str) -> Location:
         """Return (file, offset, length) of a blob's stored bytes: its own file, or a range of a pack."""

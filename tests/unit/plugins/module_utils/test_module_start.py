@@ -27,22 +27,26 @@ MU = "ansible_collections.gitops.rollback.plugins.module_utils."
 #: Loaded by no module's import: HTTP and TLS (Ansible's urls pulls in cryptography's x509), the shared state's
 #: driver, PyYAML (YAML flags files only).
 NEVER_AT_START = ("ansible.module_utils.urls", "cryptography", "urllib.request", "ssl", "psycopg2", "yaml")
+STAT_CACHE = (MU + "store.statcache",)  # a capture's and a restore plan's (the store imports it when they ask)
 ENGINES = (MU + "db.pg", MU + "db.mysql", MU + "db.sqlite")
 RUN_STATE = (MU + "store.store", MU + "controller.state_pg")  # audit records and run locks use neither by default
 #: Per module, what its import must not load (beside NEVER_AT_START): the paths that need it import it.
 NOT_AT_START: Dict[str, tuple] = {
-    "rollback_safety": ENGINES + tuple(MU + name for name in (
+    "rollback_safety": ENGINES + STAT_CACHE + tuple(MU + name for name in (
         "db.backup", "files.checkpoint_ops", "files.capture", "release.flags", "release.operations")),
-    "rollback_preview": ENGINES + tuple(MU + name for name in (
+    "rollback_preview": ENGINES + STAT_CACHE + tuple(MU + name for name in (
         "db.backup", "db.migrate", "files.capture", "files.restore_ops", "replication.client", "release.flags",
         "release.operations", "controller.safety")),
     "audit": RUN_STATE,
     "run_lock": RUN_STATE,
     "rollback_run": RUN_STATE,
-    "db_backup": ENGINES,
-    "db_backup_info": ENGINES,
-    "db_restore": ENGINES,
-    "db_migrate": ENGINES + (MU + "db.backup",),
+    "db_backup": ENGINES + STAT_CACHE,
+    "db_backup_info": ENGINES + STAT_CACHE,
+    "db_restore": ENGINES + STAT_CACHE,
+    "db_migrate": ENGINES + STAT_CACHE + (MU + "db.backup",),
+    "feature_flags": STAT_CACHE,
+    "release": STAT_CACHE,
+    "terraform_state": STAT_CACHE,
     "restore": (MU + "replication.client", MU + "replication.fetch"),
     "checkpoint_info": (MU + "files.capture",),
     "checkpoint_sync": (MU + "replication.fetch",),
