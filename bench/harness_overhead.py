@@ -4,9 +4,11 @@
 and without the harness's Ansible settings (docs/benchmarks.md, "The test suite").
 
 Usage: ``python bench/harness_overhead.py [--rounds N] [setting ...]`` with settings ``harness`` (what the
-tests run with), ``no-shared-cache`` (each run builds its module payloads) and ``no-preload`` (neither:
-each worker imports the collection's plugins again). CPU is user + sys of ansible-playbook and its
-workers (the hosts' side is not counted); the settings alternate, round after round.
+tests run with), ``no-bytecode`` (the payloads carry source alone, which the hosts compile at every task, and
+PYTHONUNBUFFERED is set as a CI environment may set it), ``no-shared-cache`` (each run builds its module payloads)
+and ``no-preload`` (none of these: each worker imports the collection's plugins again). CPU is user + sys of
+ansible-playbook and its workers; "all" adds the hosts' side (sshd, the module processes), measured in a cpuacct
+cgroup of this process where one can be made (root, cgroup v1). The settings alternate, round after round.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from harness import collections_path, run_playbook, start_hosts  # noqa: E402  pylint: disable=wrong-import-position
+from harness.cpuacct import own_cgroup  # noqa: E402  pylint: disable=wrong-import-position
 
 SETTINGS = {
     "harness": {},
+    "no-bytecode": {"GITOPS_HARNESS_BYTECODE": "0", "PYTHONUNBUFFERED": "1"},
     "no-shared-cache": {"GITOPS_HARNESS_ANSIBALLZ_CACHE": ""},
     "no-preload": {"GITOPS_HARNESS_PRELOAD": "0"},
 }
@@ -41,6 +45,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
+    group = own_cgroup()  # before the hosts start: their processes are counted too
+
+    def all_cpu() -> float:
+        return int((group / "cpuacct.usage").read_text(encoding="ascii")) / 1e9 if group else float("nan")
+
     work = Path(tempfile.mkdtemp(prefix="harness-overhead-"))
     collections = collections_path(work / "collections")
     fleet = start_hosts(3, work / "fleet")
@@ -61,12 +70,13 @@ def main() -> None:
         for _round in range(args.rounds):
             for name in args.settings:
                 deploy("v2")
-                cpu, started = children_cpu(), time.monotonic()
+                cpu, started, everything = children_cpu(), time.monotonic(), all_cpu()
                 done = run_playbook(REPO / "playbooks" / "rollback.yml", inventory, {**common, "rollback_to": "v1"},
                                     env=SETTINGS[name], collections_dir=collections, cwd=work)
                 assert done.ok, done
                 assert all(host.read_text("/etc/app/app.conf") == "release=v1\n" for host in fleet)
                 print(f"{name:16s} {time.monotonic() - started:6.1f} s wall {children_cpu() - cpu:6.1f} s CPU "
+                      f"{all_cpu() - everything:6.1f} s CPU all "
                       f"({len(done.events)} task results)", flush=True)
     finally:
         fleet.stop()

@@ -22,7 +22,7 @@ CPU_LOG_ENV = "GITOPS_HARNESS_CPU_LOG"
 CPUACCT_ROOT = Path("/sys/fs/cgroup/cpuacct")
 
 
-def _own_cgroup() -> Path | None:
+def own_cgroup() -> Path | None:
     """A new cpuacct cgroup holding this process, or None where cgroups cannot be made."""
     group = CPUACCT_ROOT / f"gitops-harness-{os.getpid()}"
     try:
@@ -66,7 +66,7 @@ def register(config: pytest.Config) -> None:
     log = os.environ.get(CPU_LOG_ENV)
     if not log:
         return
-    group = _own_cgroup()
+    group = own_cgroup()
     if group is None:
         print(f"{CPU_LOG_ENV}: no cpuacct cgroup could be made under {CPUACCT_ROOT} (root and cgroup v1 needed)")
         return

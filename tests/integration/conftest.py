@@ -40,6 +40,11 @@ from harness.scheduling import order_heaviest_first  # noqa: E402
 # the pytest-xdist hook that gives each worker whole modules
 from harness.scheduling import pytest_xdist_make_scheduler  # noqa: E402,F401 pylint: disable=unused-import
 
+# Every Ansible run the tests start, also those not through the harness's environment (ansible-runner, molecule,
+# the command line tool): a pipelined module run on a local connection reads its payload from standard input,
+# one read() per byte when PYTHONUNBUFFERED is set (harness/collection.py, ansible_env).
+os.environ.pop("PYTHONUNBUFFERED", None)
+
 FLEET_SIZE = 3
 
 E2E_MARK = "e2e: runs ansible-playbook / ansible (end to end); ./dev.sh test --fast leaves these out"
