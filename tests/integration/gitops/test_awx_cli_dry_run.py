@@ -22,6 +22,7 @@ from gitops_support import RELEASES, checkpoints, host_files
 from test_awx_runner import awx_private_data_dir, common_vars, job_events, messages, task_results
 
 from gitops_rollback import cli, runner
+from harness.collection import callback_env
 
 
 def stores(fleet: Any) -> Dict[str, Dict[str, str]]:
@@ -117,6 +118,8 @@ def test_cli_check_runs_a_dry_run_job_and_keeps_the_tag_for_the_real_run(
     monkeypatch.setattr(cli, "run", prepared_only)
     monkeypatch.setattr(cli, "time", SimpleNamespace(strftime=lambda fmt: "20260101T000000"))  # one second: one run dir
     monkeypatch.setenv("ANSIBLE_COLLECTIONS_PATH", str(collections_path))
+    for name, value in callback_env(collections_path).items():  # the harness's callback: the same job, less CPU
+        monkeypatch.setenv(name, value)
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"h1": {}}}}))
     state = tmp_path / "state.json"
