@@ -12,10 +12,11 @@ class ModuleDocFragment:
 options:
   engine:
     description:
-      - The database engine. V(mysql) covers MariaDB and MySQL.
+      - The database engine. V(mysql) covers MariaDB and MySQL; V(mariadb) is another name of V(mysql) (the
+        results, the checkpoint's components and the plans name the engine V(mysql)).
     type: str
     required: true
-    choices: [postgresql, mysql, sqlite]
+    choices: [postgresql, mysql, sqlite, mariadb]
   database:
     description:
       - The database name, or for V(sqlite) the path of the database file.

@@ -190,7 +190,8 @@ commands:
 from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import (
     BackupRequest, backup, plan_backup, summarize_backup, unmigrated_backup,
 )
-from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection, db_connection_argument_spec
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import (
+    DbConnection, canonical_engine, db_connection_argument_spec)
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.common.lock import default_owner
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
@@ -218,7 +219,7 @@ def argument_spec() -> dict:
 
 def describe_command(params: dict) -> str:
     """Return the dump command without connection options."""
-    engine = params["engine"]
+    engine = canonical_engine(params["engine"])
     if engine == "postgresql":
         fmt = params["format"] or "custom"
         jobs = " --jobs=%d" % params["jobs"] if fmt == "directory" and params["jobs"] > 1 else ""

@@ -22,8 +22,9 @@ options:
   engine:
     description:
       - Only list backups of this engine.
+      - C(mariadb) is another name of C(mysql).
     type: str
-    choices: [postgresql, mysql, sqlite]
+    choices: [postgresql, mysql, sqlite, mariadb]
   database:
     description:
       - Only list backups of this database (SQLite, the file's path).
@@ -88,20 +89,21 @@ backups:
 """
 
 from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import list_backups
+from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import ENGINE_CHOICES, canonical_engine
 from ansible_collections.gitops.rollback.plugins.module_utils.module.rollback_module import RollbackModule
 from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
 
 
 def main() -> None:
     argument_spec = dict(
-        engine=dict(type="str", choices=["postgresql", "mysql", "sqlite"]),
+        engine=dict(type="str", choices=list(ENGINE_CHOICES)),
         database=dict(type="str"),
         checkpoint=dict(type="str"),
         verify=dict(type="bool", default=False),
     )
     module = RollbackModule(argument_spec, store=True, error_details=("available",), supports_check_mode=True)
     params = module.params
-    backups = module.run(lambda: list_backups(Store(params["store_path"], params.get("encryption_key")), params["engine"],
+    backups = module.run(lambda: list_backups(Store(params["store_path"], params.get("encryption_key")), params["engine"] and canonical_engine(params["engine"]),
                                               params["database"], params["checkpoint"], params["verify"]),
                          available=[])
     module.exit_json(changed=False, backups=backups)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
+from ..db.connection import canonical_engine
+
 METHODS = ("auto", "migrate", "restore", "skip")
 #: Methods that revert the migrations first (auto falls back to the dump when the revert is refused).
 REVERTING = ("auto", "migrate")
@@ -36,7 +38,7 @@ class LayerSettings:
 
 def database_name(entry: Mapping[str, Any]) -> str:
     """``<engine>/<database>``: how the plan, the methods and the outcome name a database."""
-    return "%s/%s" % (entry["engine"], entry["database"])
+    return "%s/%s" % (canonical_engine(entry["engine"]), entry["database"])
 
 
 def choose_method(entry: Mapping[str, Any], settings: LayerSettings) -> str:
@@ -51,7 +53,7 @@ def choose_method(entry: Mapping[str, Any], settings: LayerSettings) -> str:
 
 
 def _common(entry: Mapping[str, Any], password: str, settings: LayerSettings) -> Dict[str, Any]:
-    args: Dict[str, Any] = {"engine": entry["engine"], "database": entry["database"]}
+    args: Dict[str, Any] = {"engine": canonical_engine(entry["engine"]), "database": entry["database"]}
     args.update({key: entry[key] for key in CONNECTION if entry.get(key) is not None})
     if password:
         args["login_password"] = password

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List
 
+from ..db.connection import canonical_engine
 from ..release.flag_names import component_name as flags_name
 
 
@@ -26,7 +27,7 @@ def layer_list(layers: Any) -> List[str]:
 
 def database_name(entry: Dict[str, Any]) -> str:
     """Return the component name ``<engine>/<database>`` a database entry is backed up as."""
-    return "%s/%s" % (entry.get("engine"), entry.get("source_database") or entry.get("database"))
+    return "%s/%s" % (canonical_engine(entry.get("engine")), entry.get("source_database") or entry.get("database"))
 
 
 def terraform_name(entry: Dict[str, Any]) -> str:

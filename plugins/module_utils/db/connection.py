@@ -19,12 +19,20 @@ from typing import Dict, Iterator, List, Optional
 from ..common.errors import RollbackError
 
 ENGINES = ("postgresql", "mysql", "sqlite")
+ENGINE_ALIASES = {"mariadb": "mysql"}
+"""Other names an ``engine`` option takes: MariaDB is served by the mysql engine (its clients, its dumps)."""
+ENGINE_CHOICES = ENGINES + tuple(ENGINE_ALIASES)
+
+
+def canonical_engine(engine: object) -> str:
+    """The engine's own name (``mariadb`` -> ``mysql``): what component names, dumps and plans use."""
+    return ENGINE_ALIASES.get(str(engine), str(engine))
 
 
 def db_connection_argument_spec() -> dict:
     """Return the argument spec of the db_connection doc fragment (a fresh dict)."""
     return dict(
-        engine=dict(type="str", required=True, choices=list(ENGINES)),
+        engine=dict(type="str", required=True, choices=list(ENGINE_CHOICES)),
         database=dict(type="str", required=True, aliases=["db", "name"]),
         login_host=dict(type="str", aliases=["host"]),
         login_port=dict(type="int", aliases=["port"]),
@@ -54,7 +62,7 @@ class DbConnection:
     def from_params(cls, params: dict) -> "DbConnection":
         """Build a connection from module parameters named as in the spec."""
         return cls(
-            engine=params["engine"], database=params["database"], host=params.get("login_host"),
+            engine=canonical_engine(params["engine"]), database=params["database"], host=params.get("login_host"),
             port=params.get("login_port"), user=params.get("login_user"),
             password=params.get("login_password"), unix_socket=params.get("login_unix_socket"),
             client_bin_dir=params.get("client_bin_dir"), charset=params.get("client_charset") or "utf8mb4",

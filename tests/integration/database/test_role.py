@@ -65,7 +65,8 @@ def test_role_backs_up_and_rolls_back_three_engines_ending_sessions_only_when_th
         "rollback_database_databases": [
             {"engine": "postgresql", "database": pg_db, "login_host": postgres.host, "login_port": postgres.port,
              "login_user": postgres.user},
-            {"engine": "mysql", "database": my_db, "name": "shop", "login_host": mariadb.host,
+            # "mariadb", as the example inventory writes it: the mysql engine under its other name
+            {"engine": "mariadb", "database": my_db, "name": "shop", "login_host": mariadb.host,
              "login_port": mariadb.port, "login_user": "root"},
             {"engine": "sqlite", "database": str(lite)},
             session_item,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.database_layer import (
-    LayerSettings, choose_method, restore_args, revert_args)
+    LayerSettings, choose_method, database_name, restore_args, revert_args)
 
 MIGRATED = {"engine": "postgresql", "database": "app", "migrations_dir": "/srv/app/migrations", "login_host": "db1"}
 PLAIN = {"engine": "mysql", "database": "shop", "jobs": 4, "mode": "replace", "source_database": "shop_v1"}
@@ -34,3 +34,12 @@ def test_a_restore_takes_the_entrys_own_options_before_the_roles():
     defaults = restore_args(MIGRATED, "", LayerSettings(checkpoint="c1", mode="swap", jobs=2))
     assert (defaults["jobs"], defaults["mode"], defaults["checkpoint"]) == (2, "swap", "c1")
     assert "migrations_dir" not in defaults
+
+
+def test_a_mariadb_entry_is_named_and_run_as_the_mysql_engine():
+    """The plan, the layer and the checkpoint's component agree on ``mysql/<database>`` for ``engine: mariadb``."""
+    from ansible_collections.gitops.rollback.plugins.module_utils.controller.selection import (
+        database_name as selected_name)
+    entry = {"engine": "mariadb", "database": "shop", "login_host": "db1"}
+    assert database_name(entry) == selected_name(entry) == "mysql/shop"
+    assert restore_args(entry, "", LayerSettings(checkpoint="v1"))["engine"] == "mysql"

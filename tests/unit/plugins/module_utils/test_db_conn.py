@@ -25,3 +25,10 @@ def test_doc_fragment_and_argument_spec_name_the_same_options():
     for name, option in spec.items():
         assert documented[name]["type"] == option["type"]
         assert documented[name].get("default") == option.get("default"), name
+
+
+def test_mariadb_is_the_mysql_engine_under_another_name():
+    """The example inventory writes ``engine: mariadb``: every module accepts it and names the engine mysql."""
+    assert "mariadb" in db_connection_argument_spec()["engine"]["choices"]
+    conn = DbConnection.from_params({"engine": "mariadb", "database": "shop", "login_user": "shop"})
+    assert conn.engine == "mysql" and conn.describe() == "mysql://shop@localhost:default/shop"
