@@ -103,7 +103,8 @@ def main() -> None:
     )
     module = RollbackModule(argument_spec, store=True, error_details=("available",), supports_check_mode=True)
     params = module.params
-    backups = module.run(lambda: list_backups(Store(params["store_path"], params.get("encryption_key")), params["engine"] and canonical_engine(params["engine"]),
+    engine = canonical_engine(params["engine"]) if params["engine"] else None
+    backups = module.run(lambda: list_backups(Store(params["store_path"], params.get("encryption_key")), engine,
                                               params["database"], params["checkpoint"], params["verify"]),
                          available=[])
     module.exit_json(changed=False, backups=backups)
