@@ -1,7 +1,8 @@
 """The database server stops while db_restore loads a dump (issue 10): PostgreSQL and MariaDB.
 
 A real throwaway PostgreSQL server is stopped (fast or immediate shutdown of the postmaster, by
-PID) while pg_restore is copying rows, detected in pg_stat_progress_copy. In ``swap`` mode the
+PID) while pg_restore is copying rows, detected in pg_stat_progress_copy (the failure must show the
+copy cut: PQputCopyData failed; for MariaDB, the ``INSERT INTO `event``` under way). In ``swap`` mode the
 live database must be untouched; in ``replace`` mode the failure must name the safety backup,
 and restoring that backup must bring the pre-restore state back. In both modes the restore
 completes once the server is back.
@@ -22,7 +23,8 @@ from harness import DatabaseError, MariaDbServer, PgServer, run_module_process, 
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
-BIG_ROWS = 300_000
+BIG_ROWS = 60_000
+"""Enough rows that pg_restore is still copying when the server stops (the tests assert it was)."""
 LONG_NAME = "shop_" + "x" * 40
 """Too long for the staging names (name + __gr_old_<timestamp> > 63/64 bytes): replace loads in place."""
 SCHEMA = f"""
@@ -139,13 +141,16 @@ def restore_with_outage(pg: PgServer, run_task: Callable, args: dict, target_mat
     while True:
         assert worker.is_alive(), "the restore ended before the server was stopped: %s" % box
         assert time.monotonic() < deadline, "pg_restore never started copying rows"
-        if int(pg.psql(COPYING_SQL.format(match=target_match)) or 0) > 0:
+        copied = int(pg.psql(COPYING_SQL.format(match=target_match)) or 0)
+        if copied > 0:
             break
         time.sleep(0.02)
     pg.halt(sig)
+    assert copied < BIG_ROWS, "pg_restore had copied every row (%d) before the stop" % copied
     stopped = time.monotonic()
     worker.join(timeout=300)
     assert box, "db_restore did not return"
+    assert "PQputCopyData" in box[0].get("msg", ""), "the stop did not cut the copy: %s" % box[0]
     return box[0], time.monotonic() - stopped
 
 
@@ -306,6 +311,8 @@ def test_mariadb_killed_mid_restore(maria: MariaDbServer, run_task, tmp_path: Pa
     assert task["status"] == "ignored" and task["stage"] == "load", task
     assert task["live_database_touched"] is in_place, task
     assert "while loading the dump into" in message and "no longer answers" in message, message
+    assert "INSERT INTO `event`" in message and "Lost connection to server during query" in message, \
+        "the kill did not cut the load of the event rows: %s" % message
     safety = task["safety_checkpoint"]
     if in_place:
         assert safety and "restore it with checkpoint=%s" % safety in message, message
