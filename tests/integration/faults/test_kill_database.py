@@ -43,13 +43,13 @@ CREATE TABLE shop.orders (id bigint PRIMARY KEY, customer_id int NOT NULL REFERE
 CREATE INDEX orders_customer ON shop.orders (customer_id);
 CREATE TABLE public.log (id bigserial PRIMARY KEY, what text);
 INSERT INTO shop.customer SELECT g, 'customer ' || g FROM generate_series(1, 2000) g;
-INSERT INTO shop.orders SELECT g, 1 + g % 2000, md5(g::text), g * 1.5 FROM generate_series(1, 60000) g;
-INSERT INTO public.log (what) SELECT 'event ' || g FROM generate_series(1, 20000) g;
+INSERT INTO shop.orders SELECT g, 1 + g % 2000, md5(g::text), g * 1.5 FROM generate_series(1, 15000) g;
+INSERT INTO public.log (what) SELECT 'event ' || g FROM generate_series(1, 5000) g;
 """
 
 PG_DAMAGE = """
 UPDATE shop.orders SET note = 'changed', amount = 0 WHERE id % 7 = 0;
-DELETE FROM shop.orders WHERE id > 55000;
+DELETE FROM shop.orders WHERE id > 14000;
 INSERT INTO shop.customer VALUES (99999, 'intruder');
 CREATE TABLE public.extra (id int);
 INSERT INTO public.extra VALUES (1), (2);
@@ -112,7 +112,7 @@ def sqlite_fingerprint(path: Path) -> Optional[Dict[str, str]]:
 
 
 def sqlite_build(path: Path) -> None:
-    """A database of two tables, 150 000 rows in all."""
+    """A database of two tables, 39 000 rows in all."""
     conn = sqlite3.connect(path)
     with conn:
         conn.execute("CREATE TABLE customer (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
@@ -120,7 +120,7 @@ def sqlite_build(path: Path) -> None:
         conn.execute("CREATE INDEX orders_customer ON orders (customer_id)")
         conn.executemany("INSERT INTO customer VALUES (?, ?)", ((i, "customer %d" % i) for i in range(1, 2001)))
         conn.executemany("INSERT INTO orders VALUES (?, ?, ?)",
-                         ((i, 1 + i % 2000, "note %d %s" % (i, "x" * 40)) for i in range(1, 148001)))
+                         ((i, 1 + i % 2000, "note %d %s" % (i, "x" * 40)) for i in range(1, 37001)))
     conn.close()
 
 
@@ -134,7 +134,7 @@ def test_sqlite_restore_killed_at_random_points_is_old_or_new(run_task, collecti
     assert backup["status"] == "ok", backup
     with sqlite3.connect(live) as conn:
         conn.execute("UPDATE orders SET note = 'changed' WHERE id % 7 = 0")
-        conn.execute("DELETE FROM orders WHERE id > 140000")
+        conn.execute("DELETE FROM orders WHERE id > 35000")
         conn.execute("CREATE TABLE extra (id INTEGER)")
     old = sqlite_fingerprint(live)
     shutil.copyfile(live, saved)
