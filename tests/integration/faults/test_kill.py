@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from kill_support import kill_points
+
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 CHECKPOINT = """
@@ -37,7 +39,7 @@ print("done")
 KEYS = {"plain": "", "encrypted": "fault-test-key-0123456789"}
 
 
-def write_tree(root: Path, version: str, files: int = 1500) -> dict:
+def write_tree(root: Path, version: str, files: int = 600) -> dict:
     """A tree of ``files`` files (some large) whose content depends on ``version``; return {path: bytes}."""
     rng = random.Random(version)
     content = {}
@@ -85,7 +87,6 @@ def params(store: Path, key: str, **extra) -> dict:
 @pytest.mark.parametrize("mode", ["plain", "encrypted"])
 def test_checkpoint_killed_at_random_points_leaves_no_half_checkpoint(engine, run_task, tmp_path, mode):
     key = KEYS[mode]
-    rng = random.Random(42)
     root, store = tmp_path / "app", tmp_path / "store"
     write_tree(root, "v1")
     _result, first = run_task("gitops.rollback.checkpoint", params(store, key, paths=[str(root)], label="v1"))
@@ -93,9 +94,9 @@ def test_checkpoint_killed_at_random_points_leaves_no_half_checkpoint(engine, ru
     write_tree(root, "v2")
     duration = unkilled_seconds(engine(CHECKPOINT, str(tmp_path / "timing-store"), str(root), key, "v2"))
     killed = 0
-    for attempt in range(5):
+    for delay in kill_points(42, 3, duration, tail=1):  # one per half of the run, one in its last fifth (publish)
         proc = engine(CHECKPOINT, str(store), str(root), key, "v2")
-        killed += kill_after(proc, rng.uniform(0.05, 0.95) * duration)
+        killed += kill_after(proc, delay)
         _result, info = run_task("gitops.rollback.checkpoint_info", params(store, key))
         labels = [cp["label"] for cp in info["checkpoints"]]
         assert labels[0] == "v1" and set(labels) <= {"v1", "v2"}, labels
@@ -110,7 +111,6 @@ def test_checkpoint_killed_at_random_points_leaves_no_half_checkpoint(engine, ru
 @pytest.mark.parametrize("mode", ["plain", "encrypted"])
 def test_restore_killed_at_random_points_leaves_every_file_old_or_new(engine, run_task, tmp_path, mode):
     key = KEYS[mode]
-    rng = random.Random(7)
     root, store = tmp_path / "app", tmp_path / "store"
     old = write_tree(root, "v1")
     _result, first = run_task("gitops.rollback.checkpoint", params(store, key, paths=[str(root)], label="v1"))
@@ -119,9 +119,9 @@ def test_restore_killed_at_random_points_leaves_every_file_old_or_new(engine, ru
     duration = unkilled_seconds(engine(RESTORE, str(store), str(root), key, "v1"))  # back at v1: redeploy v2
     new = write_tree(root, "v2")
     killed = 0
-    for attempt in range(4):
+    for delay in kill_points(7, 3, duration, tail=1):  # one per half of the run, one in its last fifth (renames)
         proc = engine(RESTORE, str(store), str(root), key, "v1")
-        killed += kill_after(proc, rng.uniform(0.05, 0.95) * duration)
+        killed += kill_after(proc, delay)
         now = live(root)
         for rel, data in now.items():
             if ".grtmp-" in rel:
