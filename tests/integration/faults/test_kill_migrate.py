@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.deep]
 POINTS = 3
 STEPS = 10
 TARGET = 2
-ROWS = 15000
+ROWS = 5000
 MIGRATE = """
 import json, sys
 from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection
