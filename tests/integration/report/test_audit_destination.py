@@ -73,5 +73,5 @@ def test_the_guard_hands_its_log_to_the_rollback_it_runs() -> None:
     assert includes
     for task in includes:
         assert task["vars"]["gitops_rollback_audit_log"] == GUARD_LOG, task["name"]
-    main = (REPO / "roles" / "guard" / "tasks" / "main.yml").read_text()
-    assert '__guard_audit_log: "{{ __guard_audit_log_path }}"' in main
+    steps = (REPO / "roles" / "guard" / "tasks" / "guard_steps.yml").read_text()  # both guard_run*.yml import it
+    assert '__guard_audit_log: "{{ __guard_audit_log_path }}"' in steps
