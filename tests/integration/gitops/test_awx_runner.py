@@ -107,10 +107,26 @@ def test_webhook_rollback_tag_runs_once(checkpointed, gitops_inventory: Path, co
     webhook = {**common_vars(41), "awx_webhook_event_type": "push", "awx_webhook_event_guid": "guid-1",
                "awx_webhook_payload": github_tag_push("refs/tags/rollback/v1"),
                "gitops_rollback_audit_log": str(audit_log)}
-    pdd = awx_private_data_dir(tmp_path / "job41", gitops_inventory, webhook, collections_path)
     # The webhook variables !unsafe, as AWX passes them: the tag still names the rollback target.
     untrusted = {name: webhook[name] for name in ("awx_webhook_event_type", "awx_webhook_event_guid",
                                                   "awx_webhook_payload")}
+
+    # First the survey's default answer, a dry run (rollback_dry_run yes, no --check): it plans, changes no host
+    # and does not use the delivery up, so the real job below still acts on it.
+    dry = awx_private_data_dir(tmp_path / "job40", gitops_inventory, {**webhook, **common_vars(40)}, collections_path)
+    (dry / "env" / "extravars").write_text(awx_extravars(40, {**untrusted, "rollback_dry_run": "yes"},
+                                                         trusted={"gitops_rollback_audit_log": str(audit_log)}))
+    result = run_job(dry, 40)
+    assert result.status == "successful", (dry / "artifacts" / "40" / "stdout").read_text()
+    assert not [e for e in task_results(job_events(dry, 40), "Restore the managed paths").values()
+                if e["event_data"]["res"].get("changed")]
+    for host in checkpointed:
+        assert host_files(host) == dict(sorted(RELEASES["v2"].items())), host.name
+    dry_records = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    assert ("rollback", "completed") in {(r["operation"], r["event"]) for r in dry_records}, dry_records
+    assert all(r.get("dry_run") is True for r in dry_records), dry_records
+
+    pdd = awx_private_data_dir(tmp_path / "job41", gitops_inventory, webhook, collections_path)
     (pdd / "env" / "extravars").write_text(awx_extravars(41, untrusted,
                                                          trusted={"gitops_rollback_audit_log": str(audit_log)}))
     result = run_job(pdd, 41)
