@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
 from ..db.connection import canonical_engine
+from .selection import database_name  # how the plan, its methods and the outcome name a database
 
 METHODS = ("auto", "migrate", "restore", "skip")
 #: Methods that revert the migrations first (auto falls back to the dump when the revert is refused).
@@ -34,11 +35,6 @@ class LayerSettings:
     jobs: int = 1
     safety_backup: bool = True
     store: Optional[Mapping[str, Any]] = None  # store_path, lock_timeout, encryption_key (when set)
-
-
-def database_name(entry: Mapping[str, Any]) -> str:
-    """``<engine>/<database>``: how the plan, the methods and the outcome name a database."""
-    return "%s/%s" % (canonical_engine(entry["engine"]), entry["database"])
 
 
 def choose_method(entry: Mapping[str, Any], settings: LayerSettings) -> str:

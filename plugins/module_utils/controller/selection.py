@@ -63,8 +63,14 @@ def component_name(layer: str, entry: Any) -> str:
     return os.path.normpath(str(entry))
 
 
+def _canonical_selector(selector: str, layer: str) -> str:
+    """A database selector with the engine's own name (``mariadb/shop`` -> ``mysql/shop``)."""
+    engine, slash, database = selector.partition("/")
+    return canonical_engine(engine) + slash + database if layer == "database" and engine else selector
+
+
 def _selected(selector: str, layer: str, entry: Any) -> bool:
-    if selector == component_name(layer, entry):
+    if _canonical_selector(selector, layer) == component_name(layer, entry):
         return True
     if isinstance(entry, dict):
         aliases = [entry.get("name"), entry.get("database"), entry.get("project_path"), entry.get("path"),
