@@ -117,15 +117,16 @@ def covers(roots: Sequence[str], path: str) -> bool:
     return covering_root(roots, path) is not None
 
 
-def terraform_verify_tag(entry: Dict[str, Any], target: str) -> str:
+def terraform_verify_tag(entry: Dict[str, Any], target: str, snapshot: Dict[str, Any]) -> str:
     """Return the Git tag whose configuration must show no drift after the revert ('' - no tag).
 
-    The entry's ``verify_tag`` (empty: the project path as it is), else the tag rolled back to; a
-    safety checkpoint is no tag.
+    The entry's ``verify_tag`` (empty: the project path as it is), else the label of the snapshot the target
+    resolved to - the tag rolled back to, also when the target was relative (``previous``) or a checkpoint id;
+    a safety checkpoint is no tag.
     """
     if target.startswith(SAFETY_PREFIX):
         return ""
-    return str(entry.get("verify_tag", target) or "")
+    return str(entry.get("verify_tag", snapshot.get("label")) or "")
 
 
 def database_method(entry: Dict[str, Any], safety_target: bool) -> str:
@@ -347,7 +348,7 @@ class _HostPlan:
                 continue
             snapshot = component_fields(checkpoint, TF_COMPONENT, name)
             projects.append({"name": name, "checkpoint": checkpoint["id"], "project_path": entry.get("project_path"),
-                             "store_path": store, "verify_tag": terraform_verify_tag(entry, self.target),
+                             "store_path": store, "verify_tag": terraform_verify_tag(entry, self.target, checkpoint),
                              "snapshot_serial": snapshot.get("serial"), "lineage": snapshot.get("lineage"),
                              "resources": snapshot.get("resources"),
                              "action": "revert the state of %s to snapshot %s%s, pushed as the next serial" % (

@@ -257,6 +257,15 @@ def test_a_relative_target_finds_the_terraform_snapshot_of_the_release_it_resolv
     tf = {"/ctl": [dict(TF, label="v1"), dict(TF, id="20261209T100000.000Z-999999", label="v2")]}
     plan = plan_host("web1", "previous", ["release", "infrastructure"], settings(), listing, tf)
     assert plan["problems"] == [] and plan["checkpoints"] == {"release": listing[0]["id"], "infrastructure": TF["id"]}
+    # verified against the tag it resolved to, not against a Git tag named "previous"
+    assert plan["steps"]["infrastructure"]["projects"][0]["verify_tag"] == "v1"
+
+
+def test_a_checkpoint_id_target_verifies_terraform_against_the_snapshots_label():
+    by_id = plan_host("web1", TF["id"], ["infrastructure"], settings(), [], {"/ctl": [TF]})
+    assert by_id["problems"] == [] and by_id["steps"]["infrastructure"]["projects"][0]["verify_tag"] == "v1"
+    unlabelled = plan_host("web1", TF["id"], ["infrastructure"], settings(), [], {"/ctl": [dict(TF, label="")]})
+    assert unlabelled["steps"]["infrastructure"]["projects"][0]["verify_tag"] == ""
 
 
 TWO_DBS = [{"engine": "postgresql", "database": "app", "migrations_dir": "/srv/migrations"},
