@@ -228,6 +228,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.store.store import
 from ansible_collections.gitops.rollback.plugins.module_utils.terraform.rollback import (
     OPERATIONS, TfContext, apply_at, list_snapshots, preview, revert, snapshot, terraform_argument_spec, verify,
 )
+from ansible_collections.gitops.rollback.plugins.module_utils.terraform.worktree import check_tag
 
 
 def _run(module: RollbackModule) -> dict:
@@ -243,6 +244,8 @@ def _run(module: RollbackModule) -> dict:
     if operation == "snapshot":
         return snapshot(ctx, params["label"], params["reason"])
     if operation == "revert":
+        if params["verify"] and params["tag"]:
+            check_tag(params["project_path"], params["config_repo"], params["tag"])  # before the state changes
         result = revert(ctx, params["snapshot"], params["force"], params["safety_label"], module.diff_mode)
         if params["verify"] and not module.check_mode:
             result["verify"] = verify(ctx, params["tag"], params["config_repo"])

@@ -74,6 +74,20 @@ def resolve_tag(repo: Any, tag: str) -> str:
                        % (tag, repo.working_tree_dir, ", ".join(tags[-20:]) or "none")) from exc
 
 
+def check_tag(project_path: str, repo_path: Optional[str], tag: str) -> str:
+    """Fail as :func:`worktree_at` would - the tag is not there, or the configuration was not there at that
+    tag - without checking anything out; return the tag's commit. Called before a change the tag verifies."""
+    repo, relative = open_repo(project_path, repo_path)
+    commit = resolve_tag(repo, tag)
+    if relative not in ("", "."):
+        try:
+            repo.commit(commit).tree / relative
+        except KeyError as exc:
+            raise GitError("Tag %r of %s has no directory %s: the configuration was not there at that tag."
+                           % (tag, repo.working_tree_dir, relative)) from exc
+    return commit
+
+
 @contextlib.contextmanager
 def worktree_at(project_path: str, repo_path: Optional[str], tag: str) -> Iterator[Tuple[str, str]]:
     """Check the configuration out at ``tag`` into a temporary worktree; yield (config dir, commit).

@@ -87,6 +87,11 @@ def test_a_revert_with_verify_proves_it_in_the_same_run_and_initialises_the_proj
     assert tf.module("snapshot v1", operation="snapshot", label="v1")[0].ok
     v2 = tf.deploy("v2")
 
+    run, refused = tf.module("verify against a tag that is not there", operation="revert", snapshot="v1", verify=True,
+                             tag="previous")
+    assert not run.ok and "Tag 'previous' is not in" in refused["msg"] and "v1" in refused["msg"], refused
+    assert tf.state()["serial"] == v2["serial"], "the state was pushed before the verification's tag was found"
+
     run, done = tf.module("revert and verify", operation="revert", snapshot="v1", verify=True, tag="v1")
 
     assert run.ok, run
