@@ -168,6 +168,18 @@ def test_dry_runs_change_nothing_then_every_layer_comes_back_to_v1_on_every_host
     assert set(layers["h1"]) == {"flags", "release", "config", "database", "infrastructure", "services"}
     assert set(layers["h2"]) == {"flags", "release", "config", "infrastructure", "services"}
 
+    # The rollback can be rolled back: its safety checkpoint brings every layer on every host back to v2.
+    label = "safety/" + real[-1]["run_id"]
+    assert real[-1]["result"]["safety_checkpoint"]["label"] == label, real[-1]["result"]
+    undo = drill.playbook("rollback.yml", rollback_to=label)
+    assert undo.ok, failures(undo)
+    back = drill.state()
+    assert back["hosts"] == drill.v2["hosts"] and back["etcd_flags"] == drill.v2["etcd_flags"]
+    for key in ("tables", "orders_columns", "orders", "customers", "schema_version", "tf_release", "tf_resources",
+                "tf_lineage"):
+        assert back[key] == drill.v2[key], key
+    assert back["tf_serial"] > after["tf_serial"], "the state is pushed forward, never back"
+
 
 def test_an_unclear_dry_run_answer_stops_rollback_before_anything_runs(drill):
     before, seen = fingerprint(drill), len(drill.audit())
