@@ -19,7 +19,7 @@ from ansible_collections.gitops.rollback.plugins.module_utils.common.errors impo
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
     deadline, preflight_problems, run_report, run_summary)
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import (
-    layer_list, problems_message, request_problems)
+    layer_list, problems_message, request_problems, strategy_problem)
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.runstate import (
     lock_name, run_argument_spec, run_lock, send_webhook, take_run_lock, write_record)
 
@@ -85,6 +85,10 @@ class ActionModule(ActionBase):
     def _start(self, args: Mapping[str, Any], who: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Dict[str, Any]:
         """Refuse a request without a target or with unknown layers; take the run lock (in check mode: see
         that it is free) and record the start."""
+        play = self._task.get_play()
+        refused = strategy_problem(play.strategy if play is not None else None)
+        if refused:
+            return {"failed": True, "msg": refused}
         problems = request_problems(args["target"], args["layers"])
         if problems:
             return {"failed": True, "msg": " ".join(problems) + " Nothing was changed."}

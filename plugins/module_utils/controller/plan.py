@@ -53,6 +53,22 @@ class HostSettings:
         return [layer for layer in LAYERS if have[layer]]
 
 
+#: Strategies that let each host run ahead on its own: the layers' order across hosts, the safety checkpoint of
+#: every host before any layer and the run's controller steps (once per run) would not hold.
+HOST_BY_HOST_STRATEGIES = ("free", "host_pinned")
+
+
+def strategy_problem(strategy: Optional[str]) -> str:
+    """Say why a play's strategy cannot run an ordered rollback ('' when it can: linear, debug, another)."""
+    name = str(strategy or "linear").rsplit(".", 1)[-1]
+    if name not in HOST_BY_HOST_STRATEGIES:
+        return ""
+    return ("The %s strategy runs each host on its own, so the layers would not go back in order on every host, nor "
+            "would every host's safety checkpoint be taken before any layer changes. Run the rollback with the linear "
+            "strategy (the default: unset ANSIBLE_STRATEGY and the play's strategy), with forks and rollback_serial "
+            "for many hosts. Nothing was changed." % strategy)
+
+
 def request_problems(target: Optional[str], layers: Any) -> List[str]:
     """Return what is wrong with a rollback request: no target, a target outside its grammar, or layers that do not exist."""
     problems = []

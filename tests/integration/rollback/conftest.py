@@ -91,9 +91,9 @@ class Drill:
         return {"gitops_rollback_audit_log": str(self.audit_log), "rollback_lock_dir": str(self.lock_dir),
                 "gitops_rollback_hosts": "fleet", **extra}
 
-    def playbook(self, name: str, check: bool = False, **extra: Any) -> Result:
+    def playbook(self, name: str, check: bool = False, ansible_env: dict | None = None, **extra: Any) -> Result:
         return self.run(PLAYBOOKS / name, inventory=self.inventory, extra_vars=self.vars(**extra),
-                        check=check, env=self.tf.env)
+                        check=check, env={**self.tf.env, **(ansible_env or {})})
 
     def play(self, tasks: list[dict], hosts: str = "fleet") -> Result:
         result = self.run([{"hosts": hosts, "gather_facts": False, "tasks": tasks}], inventory=self.inventory,

@@ -181,7 +181,7 @@ def test_dry_runs_change_nothing_then_every_layer_comes_back_to_v1_on_every_host
     assert back["tf_serial"] > after["tf_serial"], "the state is pushed forward, never back"
 
 
-def test_an_unclear_dry_run_answer_stops_rollback_before_anything_runs(drill):
+def test_an_unclear_dry_run_answer_or_the_free_strategy_stops_rollback_before_anything_runs(drill):
     before, seen = fingerprint(drill), len(drill.audit())
 
     unclear = drill.playbook("rollback.yml", rollback_to="v1", rollback_dry_run="maybe")
@@ -190,6 +190,13 @@ def test_an_unclear_dry_run_answer_stops_rollback_before_anything_runs(drill):
     messages = [str(failure[2]) for failure in failures(unclear)]
     assert any("rollback_dry_run must be yes or no (got 'maybe')" in message for message in messages), messages
     assert fingerprint(drill) == before and drill.audit()[seen:] == []
+
+    free = drill.playbook("rollback.yml", rollback_to="v1", ansible_env={"ANSIBLE_STRATEGY": "free"})
+
+    assert not free.ok
+    messages = [str(failure[2]) for failure in failures(free)]
+    assert any("The free strategy runs each host on its own" in message for message in messages), messages
+    assert fingerprint(drill) == before and drill.audit()[seen:] == [], "refused before the lock, a record or a change"
 
 
 def test_a_corrupted_blob_on_one_host_changes_nothing_anywhere(drill):

@@ -326,3 +326,13 @@ def test_a_safety_checkpoint_of_some_paths_restores_those_and_notes_the_others()
     assert plan["problems"] == [] and plan["layers"] == ["config"]
     assert plan["steps"]["config"]["paths"] == ["/etc/app"] and plan["selection"]["config"] == [1]
     assert any("does not manage /srv/www" in note for note in plan["notes"])
+
+
+def test_a_strategy_that_runs_hosts_on_their_own_is_refused_with_the_way_out():
+    from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import strategy_problem
+    for strategy in ("linear", "ansible.builtin.linear", "debug", None, ""):
+        assert strategy_problem(strategy) == "", strategy
+    for strategy in ("free", "ansible.builtin.free", "host_pinned", "ansible.builtin.host_pinned"):
+        problem = strategy_problem(strategy)
+        assert problem.startswith("The %s strategy runs each host on its own" % strategy), problem
+        assert "linear" in problem and problem.endswith("Nothing was changed."), problem
