@@ -11,10 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from health_support import JOB, _started, gate_metrics  # noqa: E402  (tests import from there, never from conftest)
+# tests import from health_support, never from conftest
+from health_support import JOB, SCRAPE_INTERVAL, _started, gate_metrics  # noqa: E402
 from services import ERROR_RATE_QUERY, MetricsApp, Nginx, Prometheus  # noqa: E402
 
-SCRAPE_INTERVAL = 0.5  # seconds: the first rate over [5s] after two scrapes
 LOAD_PAUSE = 0.1  # seconds between requests of an app's load: ten a second, 50 in the error rate's window
 
 
@@ -80,14 +80,15 @@ def local_inventory(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def guard_vars(tmp_path: Path, prometheus: Prometheus) -> Dict[str, Any]:
-    """Extra vars of a fast guard (1 s interval) with its state, audit log and decision file in tmp."""
+    """Extra vars of a fast guard (a measurement per scrape, an operator's decision awaited 1 s) with its state,
+    audit log and decision file in tmp."""
     return {
         "guard_metrics": gate_metrics(prometheus.url),
-        "guard_interval": 1, "guard_count": 4,
+        "guard_interval": SCRAPE_INTERVAL, "guard_count": 4,
         "guard_rollback_role": "gitops.rollback.rollback_host",
         "guard_cooldown_path": str(tmp_path / "state" / "cooldown.json"),
         "guard_audit_log_path": str(tmp_path / "state" / "audit.jsonl"),
         "guard_decision_file": str(tmp_path / "state" / "decision"),
-        "guard_decision_timeout": 2,
+        "guard_decision_timeout": 1,
         "gitops_rollback_store_path": str(tmp_path / "store"),
     }

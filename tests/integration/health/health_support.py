@@ -10,6 +10,7 @@ import pytest
 from services import ERROR_RATE_QUERY, P99_QUERY, ServiceError
 
 JOB = "app"
+SCRAPE_INTERVAL = 0.5  # seconds: the first rate over [5s] after two scrapes
 
 
 def _started(factory: Callable[[], Any]) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from health_support import JOB, gate_metrics
+from health_support import JOB, SCRAPE_INTERVAL, gate_metrics
 from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
 
 from harness import Fleet, repo_root
@@ -76,7 +76,7 @@ def batch_vars(clean_fleet: Fleet, checkpointed_copy: Path, tmp_path: Path, prom
     return {**COMMON, "rollback_to": "v1", "rollback_layers": "config", "rollback_serial": 1,
             "gitops_rollback_audit_log": str(tmp_path / "audit.jsonl"), "rollback_lock_dir": str(tmp_path / "locks"),
             "rollback_batch_gate": True, "guard_batch_gate_name": "error-rate gate",
-            "guard_metrics": gate_metrics(prometheus.url), "guard_interval": 1, "guard_count": 3,
+            "guard_metrics": gate_metrics(prometheus.url), "guard_interval": SCRAPE_INTERVAL, "guard_count": 3,
             "guard_on_inconclusive": "fail", "guard_on_error": "fail"}
 
 

@@ -4,11 +4,10 @@ the playbooks."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
-from health_support import JOB, _started, gate_metrics
+from health_support import JOB, SCRAPE_INTERVAL, _started, gate_metrics
 from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
@@ -16,26 +15,35 @@ pytestmark = [pytest.mark.slow, pytest.mark.deep]
 METRICS_APPS = {JOB: {}, "errors": {"error_rate": 0.5}, "slow": {"latency": 0.3}, "idle": {"load": False}}
 
 
-@pytest.fixture
-def own_prometheus(tmp_path: Path, metrics_app: MetricsApp) -> Iterator[Prometheus]:
-    """A prometheus of the test's own (the test stops it) scraping the healthy app."""
-    server = _started(lambda: Prometheus(tmp_path / "prometheus", [metrics_app.address], JOB,
-                                         scrape_interval=0.5).start())
+@pytest.fixture(scope="module", autouse=True)
+def spare_prometheus(tmp_path_factory: pytest.TempPathFactory, metrics_app: MetricsApp) -> Iterator[Prometheus]:
+    """A second prometheus scraping the healthy app, for the test that stops it (``own_prometheus``), started
+    with the module's: a new prometheus scrapes about 5 s after it starts (its target discovery), and the
+    two wait for that together instead of one after the other."""
+    server = _started(lambda: Prometheus(tmp_path_factory.mktemp("own-prometheus"), [metrics_app.address], JOB,
+                                         scrape_interval=SCRAPE_INTERVAL).start())
     try:
-        server.wait_for(ERROR_RATE_QUERY % {"job": JOB}, poll=0.05)
         yield server
     finally:
         server.stop()
 
 
-def gate(run_task, metrics: list, count: int = 4, **options: object) -> dict:
+@pytest.fixture
+def own_prometheus(spare_prometheus: Prometheus) -> Prometheus:
+    """A prometheus of the test's own (the test stops it) scraping the healthy app, with data."""
+    spare_prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, poll=0.05)
+    return spare_prometheus
+
+
+def gate(run_task, metrics: list, count: int = 4, interval: float = 1, **options: object) -> dict:
     """The health_check result (``status`` ``ignored`` when the module failed)."""
-    args = {"metrics": metrics, "interval": 1, "count": count, **options}
+    args = {"metrics": metrics, "interval": interval, "count": count, **options}
     return run_task("gitops.rollback.health_check", args)[1]
 
 
 def test_healthy_release_passes(run_task, prometheus) -> None:
-    result = gate(run_task, gate_metrics(prometheus.url))
+    # a measurement per scrape: each of the four sees a new sample
+    result = gate(run_task, gate_metrics(prometheus.url), interval=SCRAPE_INTERVAL)
     assert result["status"] == "ok" and result["verdict"] == "pass", result
     assert [len(m["measurements"]) for m in result["metrics"]] == [4, 4]
     assert all(m["outcome"] == "successful" and m["value"] is not None
@@ -62,8 +70,8 @@ def test_p99_latency_above_threshold_fails(run_task, prometheus) -> None:
 def test_prometheus_stopped_mid_evaluation_is_error_not_pass(run_task, own_prometheus) -> None:
     # stop prometheus right after the gate's first measurement of error-rate (seen in its query log)
     stopper = own_prometheus.stop_after_queries("http_requests_total", 1)
-    result = gate(run_task, gate_metrics(own_prometheus.url), count=6, consecutive_error_limit=2,
-                  fail_on=["fail", "error", "inconclusive"])
+    result = gate(run_task, gate_metrics(own_prometheus.url), count=6, interval=SCRAPE_INTERVAL,
+                  consecutive_error_limit=2, fail_on=["fail", "error", "inconclusive"])
     stopper.join()
     assert result["status"] == "ignored", result  # the task fails
     assert result["verdict"] == "error", result
