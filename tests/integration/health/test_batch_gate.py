@@ -17,7 +17,7 @@ from harness import Fleet, repo_root
 
 pytestmark = pytest.mark.slow
 PLAYBOOKS = repo_root() / "playbooks"
-# One prometheus for the module scrapes the healthy app and "breaking", whose error rate only the failing
+# The prometheus of the health tests scrapes the healthy app and "breaking", whose error rate only the failing
 # gate's test raises (mid-run).
 METRICS_APPS = {JOB: {}, "breaking": {}}
 

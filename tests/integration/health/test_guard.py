@@ -22,7 +22,7 @@ from harness import repo_root
 from harness.actions import collection_module
 
 pytestmark = pytest.mark.slow
-# One prometheus for the module scrapes a healthy app and one failing half its requests, each set once.
+# The prometheus of the health tests scrapes a healthy app and one failing half its requests, each set once.
 METRICS_APPS = {JOB: {}, "errors": {"error_rate": 0.5}}
 GUARD = str(repo_root() / "playbooks" / "guard.yml")
 V1 = {"index.html": "<h1>v1</h1>\n", "conf/app.ini": "workers = 4\n"}

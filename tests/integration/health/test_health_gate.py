@@ -4,35 +4,12 @@ the playbooks."""
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
-from health_support import JOB, SCRAPE_INTERVAL, _started, gate_metrics
-from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
+from health_support import JOB, SCRAPE_INTERVAL, gate_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
-# One prometheus for the module scrapes an app per behaviour, each set once: the tests only read them.
+# One prometheus scrapes an app per behaviour, each set once: the tests only read them (conftest.py, MetricsStack).
 METRICS_APPS = {JOB: {}, "errors": {"error_rate": 0.5}, "slow": {"latency": 0.3}, "idle": {"load": False}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spare_prometheus(tmp_path_factory: pytest.TempPathFactory, metrics_app: MetricsApp) -> Iterator[Prometheus]:
-    """A second prometheus scraping the healthy app, for the test that stops it (``own_prometheus``), started
-    with the module's: a new prometheus scrapes about 5 s after it starts (its target discovery), and the
-    two wait for that together instead of one after the other."""
-    server = _started(lambda: Prometheus(tmp_path_factory.mktemp("own-prometheus"), [metrics_app.address], JOB,
-                                         scrape_interval=SCRAPE_INTERVAL).start())
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def own_prometheus(spare_prometheus: Prometheus) -> Prometheus:
-    """A prometheus of the test's own (the test stops it) scraping the healthy app, with data."""
-    spare_prometheus.wait_for(ERROR_RATE_QUERY % {"job": JOB}, poll=0.05)
-    return spare_prometheus
 
 
 def gate(run_task, metrics: list, count: int = 4, interval: float = 1, **options: object) -> dict:
