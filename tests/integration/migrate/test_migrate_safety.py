@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import psycopg2
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
@@ -190,7 +191,8 @@ def test_lock_held_refuses_then_dead_owner_is_recovered(engine, new_target, migr
     migrations = write_chain(tmp_path / "m", engine, 2)
     holder = hold_lock(collections_path, target, 3600)
     try:
-        ok, res, run = migrate(target, operation="apply", migrations_dir=str(migrations), lock_timeout=1)
+        # refused at once (waiting lock_timeout for a live holder: test_migrate_layouts.py, lock_timeout)
+        ok, res, run = migrate(target, operation="apply", migrations_dir=str(migrations), lock_timeout=0)
         assert not ok
         assert "locked by holder-test@elsewhere" in res["msg"], res["msg"]
         assert target.history() == []  # nothing ran while another run held the lock
@@ -206,9 +208,9 @@ def test_mariadb_expired_lock_owner_is_ended(new_target, migrate, write_chain, c
                                              tmp_path: Path) -> None:
     target = new_target("mysql")
     migrations = write_chain(tmp_path / "m", "mysql", 2)
-    holder = hold_lock(collections_path, target, 1)  # alive, but its expiry passes in a second
+    holder = hold_lock(collections_path, target, 0.2)  # alive, but its expiry passes in 0.2 s
     try:
-        time.sleep(1.5)
+        time.sleep(0.3)
         ok, res, run = migrate(target, operation="apply", migrations_dir=str(migrations), lock_timeout=10)
         assert ok and res["version"] == 2, run
         assert res["lock_recovered"]["owner"] == "holder-test@elsewhere"
@@ -243,7 +245,8 @@ def _wait_for(condition: Callable[[], Any], timeout: float = 60) -> Any:
 
 
 SLOW = {
-    "postgresql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(8);\nCREATE TABLE slow_end (id int);\n",
+    # PostgreSQL's step waits for an advisory lock the test holds until the client is killed (see blocker)
+    "postgresql": "CREATE TABLE slow (id int);\nSELECT pg_advisory_xact_lock(4242);\nCREATE TABLE slow_end (id int);\n",
     "mysql": "CREATE TABLE slow (id INT);\nSELECT SLEEP(8);\nCREATE TABLE slow_end (id INT);\n",
     "sqlite": "CREATE TABLE slow (id INTEGER);\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
               "WHERE x < 400000000) SELECT count(*) FROM c;\nCREATE TABLE slow_end (id INTEGER);\n",
@@ -284,6 +287,14 @@ def test_interrupted_migration(engine, new_target, migrate, tmp_path: Path) -> N
     assert ok, run
     up_down(migrations, 2, "slow", SLOW[engine], "DROP TABLE slow_end;\nDROP TABLE slow;\n")
 
+    blocker = None
+    if engine == "postgresql":  # holds the lock the slow step waits for, until its client is killed
+        blocker = psycopg2.connect(host=target.server.host, port=target.server.port, user=target.server.user,
+                                   dbname=target.conn["database"])
+        blocker.autocommit = True
+        blocker.cursor().execute("SELECT pg_advisory_lock(4242)")
+    orphan = ("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_advisory_xact_lock(4242)%' "
+              "AND pid <> pg_backend_pid()")
     outcome: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: outcome.setdefault(
         "run", migrate(target, operation="apply", migrations_dir=str(migrations))))
@@ -291,8 +302,7 @@ def test_interrupted_migration(engine, new_target, migrate, tmp_path: Path) -> N
     if engine == "sqlite":
         _wait_for(lambda: os.path.exists(target.conn["database"] + "-journal"))
     elif engine == "postgresql":
-        _wait_for(lambda: target.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(8)%' "
-                                     "AND pid <> pg_backend_pid()") != "0")
+        _wait_for(lambda: target.sql(orphan + " AND wait_event_type = 'Lock'") != "0")
     else:
         _wait_for(lambda: "SLEEP(8)" in target.server.sql("SHOW FULL PROCESSLIST"))
     if engine == "sqlite":
@@ -315,9 +325,9 @@ def test_interrupted_migration(engine, new_target, migrate, tmp_path: Path) -> N
         assert ok, run
     else:
         # Rolled back with the transaction: no table, no history row, no dirty state.
-        if engine == "postgresql":  # the orphaned backend finishes its sleep and rolls back
-            _wait_for(lambda: target.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(8)%' "
-                                         "AND pid <> pg_backend_pid()") == "0")
+        if blocker is not None:  # the orphaned backend gets the lock, finishes its statement and rolls back
+            blocker.close()
+            _wait_for(lambda: target.sql(orphan) == "0")
         assert target.history() == [(1, "applied")]
         assert "slow" not in target.schema()
 
