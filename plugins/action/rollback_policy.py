@@ -34,7 +34,7 @@ ARGUMENT_SPEC = {
     "approval": {"type": "str", "default": ""},
     "approvals_file": {"type": "path", "default": "~/.local/state/gitops-rollback/approvals"},
     "wait": {"type": "bool", "default": True},
-    "poll_interval": {"type": "float", "default": 2.0},
+    "poll_interval": {"type": "float", "default": 0.5},
     "state_url": {"type": "str", "default": "", "no_log": True},
 }
 _MAX_APPROVALS_FILE = 1024 * 1024

@@ -70,7 +70,7 @@ options:
   poll_interval:
     description: Seconds between reads of O(approvals_file) or the shared state.
     type: float
-    default: 2.0
+    default: 0.5
 attributes:
   check_mode:
     support: full
@@ -138,7 +138,7 @@ def main() -> None:
             approval=dict(type="str", default=""),
             approvals_file=dict(type="path", default="~/.local/state/gitops-rollback/approvals"),
             wait=dict(type="bool", default=True),
-            poll_interval=dict(type="float", default=2.0),
+            poll_interval=dict(type="float", default=0.5),
             state_url=dict(type="str", default="", no_log=True),
         ),
         supports_check_mode=True,

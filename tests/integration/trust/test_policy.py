@@ -185,7 +185,7 @@ def test_a_signed_approval_by_an_approver_lets_the_run_go_on(decide, keys, cli_c
         handle.write("approve run-42 bob\n")  # the old, unsigned form approves nothing
 
     def approve_later():
-        time.sleep(2)
+        time.sleep(0.5)  # the waiting run (in this process) has read the file by now
         approve(cli_copy, keys["key"], "run-42", "--target", "v1", "--approvals-file", str(approvals))
 
     writer = threading.Thread(target=approve_later)
@@ -194,15 +194,15 @@ def test_a_signed_approval_by_an_approver_lets_the_run_go_on(decide, keys, cli_c
     decision = decide(approval_policy(keys, confirmation_timeout=60), approvals_file=approvals)
     writer.join()
     assert decision["refusal"] == "" and decision["approver"] == APPROVER, decision
-    assert time.monotonic() - started >= 2
+    assert time.monotonic() - started >= 0.5
 
 
 def test_no_approval_in_time_is_refused(decide, keys, cli_copy):
     approve(cli_copy, keys["key"], "run-41", "--target", "v1", "--approvals-file", str(keys["approvals"]))
     started = time.monotonic()
-    decision = decide(approval_policy(keys), approvals_file=keys["approvals"])
-    assert "no approval by %s, bob within 3 s" % APPROVER in decision["refusal"], decision
-    assert 3 <= time.monotonic() - started < 60
+    decision = decide(approval_policy(keys, confirmation_timeout=1), approvals_file=keys["approvals"])
+    assert "no approval by %s, bob within 1 s" % APPROVER in decision["refusal"], decision
+    assert 1 <= time.monotonic() - started < 60
 
 
 # Another target, a self-approval and an unknown approver: tests/unit/plugins/module_utils/test_policy.py.
@@ -216,8 +216,10 @@ def test_an_approval_that_does_not_fit_is_refused(decide, keys, cli_copy, case, 
     key = keys["other"] if case == "forged" else keys["key"]
     record = approve(cli_copy, key, args[0], "--target", args[1], "--print-only",
                      *(("--expires-in", "1") if case == "expired" else ()))
-    if case == "expired":
-        time.sleep(1.5)
+    if case == "expired":  # it expires at the whole second after it was signed (approve: int(now) + 1)
+        expires = int(time.time()) + 1
+        while time.time() < expires:
+            time.sleep(expires - time.time() + 0.01)
     decision = decide(approval_policy(keys), "-e", json.dumps({"rollback_approval": record}), approval=record)
     assert reason in decision["refusal"], decision
 
@@ -261,19 +263,19 @@ def test_in_an_awx_job_the_launcher_is_the_requester_and_cannot_be_overridden(ru
 
 
 def deadline_plays(tmp_path: Path) -> list:
-    """Two plays, each with a slow layer of 2 s: within 600 s the run goes on, past 1 s it stops before the next
+    """Two plays, each with a slow layer of 1 s: within 600 s the run goes on, past 0.5 s it stops before the next
     layer (each play's policy step sets its own deadline); the second one ends the run."""
     plays = []
-    for limit in (600, 1):
+    for limit in (600, 0.5):
         play = policy_play(tmp_path, {"max_rollback_seconds": limit})
-        play[0]["name"] = "limit %d" % limit
+        play[0]["name"] = "limit %s" % limit
         play[0]["tasks"][1:1] = [
-            {"name": "A slow layer", "ansible.builtin.pause": {"seconds": 2}},
+            {"name": "A slow layer", "ansible.builtin.pause": {"seconds": 1}},
             {"name": "Deadline", "ansible.builtin.include_role": {"name": "gitops.rollback.rollback",
                                                                   "tasks_from": "policy_deadline"},
              "vars": {"__rollback_layer": "database"}},
         ]
-        play[0]["tasks"][-1]["ansible.builtin.copy"]["dest"] = str(tmp_path / ("changed-%d" % limit))
+        play[0]["tasks"][-1]["ansible.builtin.copy"]["dest"] = str(tmp_path / ("changed-%s" % limit))
         plays += play
     return plays
 
@@ -291,8 +293,21 @@ def test_an_approval_in_the_shared_state_lets_the_run_go_on_and_the_maximum_roll
     assert stored.returncode == 0 and "stored in the shared state" in stored.stderr, stored.stderr
     record = approve(cli_copy, keys["key"], "run-42", "--target", "v1", "--print-only")
 
-    def approve_later():  # what `approve --state` stores, for the approver `nobody`
-        time.sleep(2)
+    def approve_later():  # what `approve --state` stores, for the approver `nobody`, once the run waits for it
+        watch = psycopg2.connect(state_url)
+        watch.autocommit = True  # each query sees the sessions of now
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the waiting run's connection to the shared state
+                with watch.cursor() as cursor:
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND application_name = 'gitops-rollback state' AND pid <> pg_backend_pid()")
+                    if cursor.fetchone()[0]:
+                        break
+                time.sleep(0.05)
+        finally:
+            watch.close()
+        time.sleep(0.3)  # its first read (right after it connected) found no approval for it
         with psycopg2.connect(state_url) as conn, conn.cursor() as cursor:
             cursor.execute("INSERT INTO gitops_rollback.approvals (record) VALUES (%s)", (record,))
 
@@ -317,8 +332,8 @@ def test_an_approval_in_the_shared_state_lets_the_run_go_on_and_the_maximum_roll
     # the deadline
     assert not result.ok, result
     assert (tmp_path / "changed-600").exists(), "within the limit the run went on"
-    assert not (tmp_path / "changed-1").exists(), "past the limit the run stopped before the next change"
-    assert "exceeded max_rollback_seconds (1 s)" in result.stdout and "before database" in result.stdout
+    assert not (tmp_path / "changed-0.5").exists(), "past the limit the run stopped before the next change"
+    assert "exceeded max_rollback_seconds (0.5 s)" in result.stdout and "before database" in result.stdout
     assert "max_rollback_seconds (600 s)" not in result.stdout
 
 
