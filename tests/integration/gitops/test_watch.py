@@ -17,7 +17,7 @@ def wait_for(predicate, timeout: float = 60.0) -> bool:
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.1)
+        time.sleep(0.02)
     return False
 
 
@@ -29,7 +29,7 @@ def test_watch_decides_new_tags_once_and_stops_on_sigterm(tmp_path: Path, collec
     state = tmp_path / "state.json"
     log = tmp_path / "watch.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gitops_rollback", "watch", str(repo), "--interval", "0.2",
+        proc = subprocess.Popen([sys.executable, "-m", "gitops_rollback", "watch", str(repo), "--interval", "0.1",
                                  "--decide-only", "--state", str(state)], env=cli_env(collections_path),
                                 cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -40,7 +40,7 @@ def test_watch_decides_new_tags_once_and_stops_on_sigterm(tmp_path: Path, collec
         git(repo, "tag", "-d", "v1")
         assert wait_for(lambda: "tag v1 was deleted" in log.read_text()), log.read_text()
         assert wait_for(lambda: "would rollback" in log.read_text()), log.read_text()
-        time.sleep(0.6)  # a few more polls: nothing is decided twice
+        time.sleep(0.3)  # a few more polls: nothing is decided twice
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

@@ -4,6 +4,7 @@ real SSH hosts, gated on a real Prometheus metric of the test service."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -48,6 +49,18 @@ def gate_records(audit_log: Path) -> List[dict]:
     lines = audit_log.read_text().splitlines() if audit_log.exists() else []
     return [r for r in map(json.loads, lines) if r.get("trigger") == "batch gate"]
 
+
+SIGNAL_AND_WAIT = """
+import pathlib, sys, time
+rolled, broken = map(pathlib.Path, sys.argv[1:])
+rolled.touch()
+deadline = time.monotonic() + 120
+while not broken.exists():
+    if time.monotonic() > deadline:
+        sys.exit("the test did not raise the error rate within 120 s")
+    time.sleep(0.02)
+"""
+"""The hook's wait in batch 1 (on the controller): tell the test h1 is rolled back, wait until it broke the app."""
 
 COMMON = {"gitops_rollback_paths": ["/srv/app"], "gitops_rollback_hosts": "fleet"}
 
@@ -101,19 +114,17 @@ def test_a_failing_gate_stops_before_the_next_batch(clean_fleet, run_playbook, b
     breaking = apps["breaking"]
     rolled, broken = tmp_path / "h1-rolled-back", tmp_path / "service-broken"
     hook = tmp_path / "after_h1.yml"  # runs in batch 1 after h1's layers, before the gate
-    hook.write_text(json.dumps([
-        {"name": "Tell the test h1 is rolled back", "ansible.builtin.file": {"path": str(rolled), "state": "touch"},
-         "delegate_to": "localhost", "when": "inventory_hostname == 'h1'"},
-        {"name": "Wait until the test has raised the error rate",
-         "ansible.builtin.wait_for": {"path": str(broken), "timeout": 120},
-         "delegate_to": "localhost", "when": "inventory_hostname == 'h1'"}]))
+    hook.write_text(json.dumps([  # (wait_for looks once a second: this looks every 0.02 s)
+        {"name": "Tell the test h1 is rolled back, wait until it has raised the error rate",
+         "ansible.builtin.command": {"argv": [sys.executable, "-c", SIGNAL_AND_WAIT, str(rolled), str(broken)]},
+         "changed_when": False, "delegate_to": "localhost", "when": "inventory_hostname == 'h1'"}]))
 
     def break_service() -> None:
         deadline = time.monotonic() + 300
         while not rolled.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.02)
         breaking.set(error_rate=0.5)
-        prometheus.wait_for(ERROR_RATE_QUERY % {"job": "breaking"}, lambda value: value > 0.1)
+        prometheus.wait_for(ERROR_RATE_QUERY % {"job": "breaking"}, lambda value: value > 0.1, poll=0.05)
         broken.touch()
 
     breaker = threading.Thread(target=break_service, daemon=True)
