@@ -23,7 +23,8 @@ from .connection import DbConnection
 from .pg_migrations import PgMigrations
 from .pg_args import check_extra_args
 from .pg_props import (
-    create_sql, ident, info_sql, literal, privileges_sql, property_statements, recorded_roles, restore_problems,
+    create_sql, ident, info_sql, literal, may_be_a_killed_run, privileges_sql, property_statements, recorded_roles,
+    restore_problems,
 )
 from ..common.errors import CommandError, RollbackError
 from ..common.fsutil import temp_name
@@ -32,7 +33,7 @@ from ..store.store import Store
 
 FORMATS = {"custom": "c", "directory": "d", "plain": "p"}
 END_MARK = "__gitops_rollback_end__"
-SESSION_GRACE = 5.0  # seconds other sessions of the live database get to end before a restore is refused
+SESSION_GRACE = 5.0  # seconds a killed run's sessions on the live database get to end before a restore is refused
 PLAIN_TRAILER = b"PostgreSQL database dump complete"
 
 TABLES_SQL = (
@@ -315,7 +316,8 @@ class PgEngine:
         query = privileges_sql(database, recorded_roles(info), info.get("tablespace"), major)
         facts = json.loads(self.sql(query)[0])
         deadline = time.monotonic() + SESSION_GRACE
-        while facts["sessions"] and not terminate_sessions and time.monotonic() < deadline:
+        while (facts["sessions"] and not terminate_sessions and may_be_a_killed_run(facts["sessions"])
+               and time.monotonic() < deadline):
             time.sleep(0.2)  # a killed run's backends end within moments of their client
             facts = json.loads(self.sql(query)[0])
         problems = restore_problems(database, info, facts, live, terminate_sessions)

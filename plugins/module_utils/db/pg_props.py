@@ -214,6 +214,18 @@ def privileges_sql(database: str, roles: List[str], tablespace: Optional[str], m
         % {"db": literal(database), "set": can_set, "names": names, "ts": literal(tablespace or "pg_default")})
 
 
+RUN_CLIENTS = frozenset(("psql", "pg_dump", "pg_restore", "gitops-rollback", "gitops-rollback-migrate",
+                         "gitops-rollback-lock"))
+"""Application names of the clients a backup, restore or migration run starts (libpq's defaults and the
+migration sessions' own): the sessions a killed run leaves behind for a moment."""
+
+
+def may_be_a_killed_run(sessions: List[dict]) -> bool:
+    """True when every session could be one a killed run left behind (worth waiting for it to end); a
+    session of any other application (a service) stays until it is stopped or ended."""
+    return all(s.get("application") in RUN_CLIENTS for s in sessions)
+
+
 def describe_sessions(sessions: List[dict]) -> str:
     """Return 'pid 123 (user app, application psql, from 127.0.0.1)' for each session."""
     return ", ".join("pid %s (user %s, application %s, from %s)" % (

@@ -93,3 +93,34 @@ def test_sessions_are_named_and_ended_only_when_asked_and_allowed():
     supers = [dict(sessions[0], superuser=True)]
     refused = restore_problems("shop", {}, dict(facts, signal=True, sessions=supers), live=True, terminate_sessions=True)
     assert "only a superuser" in refused[0]
+
+
+def _session(pid: int, application: str) -> dict:
+    return {"pid": pid, "user": "web", "application": application, "client": "10.0.0.5", "superuser": False,
+            "mine": True}
+
+
+@pytest.mark.parametrize("application, grace", [("billing-worker", False), ("", False), ("pg_restore", True),
+                                                ("psql", True), ("gitops-rollback-migrate", True)])
+def test_a_restore_waits_for_sessions_only_when_a_killed_run_may_have_left_them(monkeypatch, application, grace):
+    """The grace (a killed run's pg_restore or psql backends end within moments) is not spent on a service's
+    session, which stays until it is stopped: that restore is refused at once."""
+    import json  # pylint: disable=import-outside-toplevel
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import pg  # pylint: disable=import-outside-toplevel
+    from ansible_collections.gitops.rollback.plugins.module_utils.db.connection import DbConnection  # pylint: disable=import-outside-toplevel
+
+    reads = []
+    clock = [0.0]
+
+    def fake_sql(_engine, _query, *_args, **_kwargs):
+        reads.append(clock[0])
+        return [json.dumps(dict(FACTS, sessions=[_session(41, application)]))]
+
+    monkeypatch.setattr(pg.PgEngine, "sql", fake_sql)
+    monkeypatch.setattr(pg.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pg.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    engine = pg.PgEngine(DbConnection("postgresql", "shop", host="db1", port=5433, user="deploy"))
+    with pytest.raises(pg.DatabaseError, match="pid 41 .*terminate_sessions=true"):
+        engine.check_restore("shop", {"owner": "deploy"}, live=True, terminate_sessions=False, version="15.4")
+    waited = reads[-1] - reads[0]
+    assert waited >= pg.SESSION_GRACE if grace else waited == 0, reads
