@@ -4,6 +4,7 @@ argument specs of the roles accept its variables as the collection's playbooks m
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from unittest import mock
@@ -54,6 +55,14 @@ def test_the_example_inventory_parses_and_shows_every_layer(collections_path: Pa
             assert set(tf) <= TERRAFORM_KEYS, (name, set(tf) - TERRAFORM_KEYS)
             assert tf["project_path"].startswith("/") and tf["store_path"].startswith("/")
     assert hosts["web1.example.com"]["gitops_rollback_release_root"] == "/srv/app"
+
+
+def test_the_example_database_entries_show_every_key_the_roles_pass_on():
+    """Each key of a database entry shows in the example, set or commented out (an optional one)."""
+    text = "\n".join(path.read_text() for path in sorted(EXAMPLE.rglob("*.yml")))
+    entries = re.findall(r"^gitops_rollback_databases:\n((?:[ #].*\n|\n)*)", text + "\n", re.M)
+    shown = set(re.findall(r"^\s*(?:#\s*)?(?:- )?(\w+):", "".join(entries), re.M))
+    assert DATABASE_KEYS <= shown, sorted(DATABASE_KEYS - shown)
 
 
 def test_the_roles_argument_specs_accept_the_example_variables():
