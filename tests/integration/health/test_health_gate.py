@@ -45,16 +45,20 @@ def test_p99_latency_above_threshold_fails(run_task, prometheus) -> None:
 
 
 def test_prometheus_stopped_mid_evaluation_is_error_not_pass(run_task, own_prometheus) -> None:
-    # stop prometheus right after the gate's first measurement of error-rate (seen in its query log)
+    # stop prometheus right after the gate's first measurement of error-rate (seen in its query log); the gate
+    # ends at the third error in a row: count 8 leaves the stop 2.5 s before five successes could pass it
     stopper = own_prometheus.stop_after_queries("http_requests_total", 1)
-    result = gate(run_task, gate_metrics(own_prometheus.url), count=6, interval=SCRAPE_INTERVAL,
+    result = gate(run_task, gate_metrics(own_prometheus.url), count=8, interval=SCRAPE_INTERVAL,
                   consecutive_error_limit=2, fail_on=["fail", "error", "inconclusive"])
     stopper.join()
     assert result["status"] == "ignored", result  # the task fails
     assert result["verdict"] == "error", result
-    outcomes = [m["outcome"] for m in result["metrics"][0]["measurements"]]
-    assert outcomes[0] == "successful" and outcomes[-3:] == ["error"] * 3, outcomes
-    assert "could not be reached" in result["metrics"][0]["measurements"][-1]["message"]
+    error_rate = result["metrics"][0]
+    outcomes = [m["outcome"] for m in error_rate["measurements"]]
+    # measured while prometheus answered, then in error from the third error in a row on
+    assert error_rate["phase"] == "error", error_rate
+    assert outcomes[0] == "successful" and outcomes == ["successful"] * (len(outcomes) - 3) + ["error"] * 3, outcomes
+    assert "could not be reached" in error_rate["measurements"][-1]["message"]
     assert result["msg"].startswith("Health gate verdict error"), result["msg"]
 
 
