@@ -26,8 +26,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 BIG_ROWS = 40_000
 """The event rows in PostgreSQL. Their CHECK constraint (``paced``, restored with the table) sleeps 50 ms
-every 2,000 rows, so pg_restore copies them for a second or more at little CPU: the test stops the
-server inside that copy, which the tests assert, however busy the machine."""
+every 2,000 rows in the sessions of a restore the test stops (:data:`PACE`), so pg_restore copies them for a
+second or more at little CPU: the test stops the server inside that copy, which the tests assert, however busy
+the machine. Other loads of the rows (the template, the restores that must succeed) are not paced."""
+PACE = "gitops_test.pace"
+"""The role setting that paces ``paced``: on for the superuser's new sessions while a restore is to be stopped."""
 MARIA_ROWS = 30_000
 """The event rows in MariaDB: the client loads them in a few multi-row INSERTs, killed inside one."""
 LONG_NAME = "shop_" + "x" * 40
@@ -35,7 +38,7 @@ LONG_NAME = "shop_" + "x" * 40
 SCHEMA = f"""
 CREATE FUNCTION paced(id bigint) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-  IF id % 2000 = 0 THEN PERFORM pg_sleep(0.05); END IF;
+  IF id % 2000 = 0 AND current_setting('gitops_test.pace', true) = 'on' THEN PERFORM pg_sleep(0.05); END IF;
   RETURN true;
 END $$;
 CREATE TABLE account (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12, 2) NOT NULL);
@@ -135,6 +138,7 @@ def prepared(request: pytest.FixtureRequest, pg: PgServer, backups: tuple, tmp_p
             pg.psql("SELECT 1")
         except DatabaseError:
             pg.start()
+        pg.psql("ALTER ROLE %s RESET %s" % (ident(pg.user), PACE))
         for name in pg.psql("SELECT datname FROM pg_database WHERE datname LIKE %s" % literal(db + "%")).split():
             pg.drop_database(name)
 
@@ -150,6 +154,7 @@ def restore_with_outage(pg: PgServer, run_task: Callable, args: dict, target_mat
                                stderr=subprocess.DEVNULL, text=True, env=pg.env())
     assert watcher.stdin is not None and watcher.stdout is not None
     poll = " ".join(COPYING_SQL.format(match=target_match).split()) + ";\n"  # one session: a poll takes ~1 ms
+    pg.psql("ALTER ROLE %s SET %s = 'on'" % (ident(pg.user), PACE))  # the restore's sessions copy paced
     box: list = []
     worker = threading.Thread(target=lambda: box.append(run_task("gitops.rollback.db_restore", args)[1]))
     worker.start()
@@ -178,6 +183,12 @@ def restore_with_outage(pg: PgServer, run_task: Callable, args: dict, target_mat
     return box[0], time.monotonic() - stopped
 
 
+def start_unpaced(pg: PgServer) -> None:
+    """Start the server stopped inside a restore; the restores that follow load the rows unpaced."""
+    pg.start()
+    pg.psql("ALTER ROLE %s RESET %s" % (ident(pg.user), PACE))
+
+
 def test_swap_restore_with_the_server_stopped_leaves_the_live_database_untouched(pg: PgServer, run_task,
                                                                                  prepared: tuple) -> None:
     db, store, backed_up, changed = prepared
@@ -196,7 +207,7 @@ def test_swap_restore_with_the_server_stopped_leaves_the_live_database_untouched
     assert task["stage"] == "load" and task["live_database_touched"] is False, task
     assert after_stop < 60, "the failure took %.1f s to be reported" % after_stop
 
-    pg.start()
+    start_unpaced(pg)
     assert snapshot(pg, db) == changed
     _result, again = run_task("gitops.rollback.db_restore", args)
     assert again["status"] == "ok", again
@@ -230,7 +241,7 @@ def test_replace_restore_with_the_server_stopped_names_the_safety_backup(pg: PgS
     assert task["stage"] == "load" and task["live_database_touched"] is in_place, task
     assert after_stop < 60, "the failure took %.1f s to be reported" % after_stop
 
-    pg.start()
+    start_unpaced(pg)
     if in_place:
         tables = pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=db)
         assert tables == "0", "the interrupted single-transaction restore left %s tables" % tables
