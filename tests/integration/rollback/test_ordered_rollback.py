@@ -377,3 +377,49 @@ def test_a_failed_recovery_says_where_the_host_is_verified_against_its_safety_ch
     assert f"The host is NOT at its safety checkpoint {failed['h3']['safety_checkpoint']}: config differs " \
            "(/etc/app: delete stray.conf)" in messages["h3"], messages
     assert "back at its safety checkpoint" not in messages["h3"]
+
+
+def test_a_failure_after_the_database_and_terraform_layers_brings_both_back_to_the_safety_checkpoint(drill):
+    # Every layer by its default step; the application does not start with the v1 config on any host: the
+    # services layer, the last, fails after the flags, the release, the config, the database (h1) and the
+    # Terraform state went back to v1. Each host comes back to its safety checkpoint: the database from its
+    # dump (the down migration dropped v2's coupons; restored, they are there again) and the Terraform state
+    # from its safety snapshot (same lineage, serial pushed forward).
+    tfstate = drill.tf.state()
+    restart = 'grep -q release=v2 /etc/app/app.conf || { echo "app: release v1 will not start" >&2; exit 4; }'
+    services = [{"name": "app", "layers": ["release", "config"], "command": ["sh", "-c", restart]}]
+
+    result = drill.playbook("rollback.yml", rollback_to="v1", gitops_rollback_services=services)
+
+    assert not result.ok
+    # On h1, in order: the database layer's step, the infrastructure layer's step, the services layer failing.
+    on_h1 = [e for e in result.events if e["host"] == "h1" and e.get("status") in ("ok", "failed")]
+    migrated, reverted, restart = (next(((i, e) for i, e in enumerate(on_h1) if first(e)), (None, {})) for first in (
+        lambda e: e["action"] == "gitops.rollback.rollback_database",
+        lambda e: e["action"] == "gitops.rollback.terraform_state"
+        and e["result"].get("invocation", {}).get("module_args", {}).get("operation") == "revert",
+        lambda e: e["action"] == "ansible.builtin.command"))
+    assert [(d["method"], d.get("migrated", {}).get("target_version")) for d in migrated[1]["result"]["databases"]] \
+        == [("auto", 3)], ("the database layer's default step reverted V0004", [e["task"] for e in on_h1])
+    assert reverted[1]["result"]["revert"]["to_serial"] > tfstate["serial"], "the infrastructure layer's default step"
+    assert migrated[0] < reverted[0] < restart[0] and restart[1]["status"] == "failed", \
+        ("on h1 the database, then the infrastructure layer ran before the services layer failed",
+         [e["task"] for e in on_h1])
+    after = drill.state()
+    assert after["hosts"] == drill.v2["hosts"] and after["etcd_flags"] == drill.v2["etcd_flags"]
+    for key in ("tables", "orders_columns", "orders", "customers", "schema_version"):
+        assert after[key] == drill.v2[key], (key, failures(result))
+    assert drill.sql("SELECT string_agg(code || ':' || pct, ',') FROM coupons") == "FREE:100"
+    assert drill.sql("SELECT string_agg(coalesce(coupon, '-'), ',' ORDER BY id) FROM orders") == "FREE,FREE", \
+        "the rows the down migration dropped are back"
+    state = drill.tf.state()
+    assert (state["lineage"], state["outputs"], state["resources"]) == \
+        (tfstate["lineage"], tfstate["outputs"], tfstate["resources"]), "the Terraform state is back at v2"
+    assert state["serial"] > reverted[1]["result"]["revert"]["to_serial"], "the state is pushed forward, never back"
+    failed = {e["result"]["host"]: e["result"] for e in drill.audit() if e["event"] == "failed"}
+    assert sorted(failed) == ["h1", "h2", "h3"], failed
+    assert all(f["layer"] == "services" and f["recovered_to_safety_checkpoint"] is True for f in failed.values()), failed
+    messages = {e["host"]: e["result"]["msg"] for e in result.events if e.get("status") == "failed"}
+    assert "failed on h1 at the services layer" in messages["h1"] and "release v1 will not start" in messages["h1"], \
+        messages
+    assert f"The host is back at its safety checkpoint {failed['h1']['safety_checkpoint']}" in messages["h1"], messages
