@@ -54,7 +54,31 @@ def test_the_wiring_check_finds_the_entry_calls():
     """The roles back up, restore and migrate from entries: a check that finds none checks nothing."""
     files = {call[0] for call in CALLS}
     assert len(CALLS) >= 5, CALLS
-    assert {"roles/checkpoint/tasks/database.yml", "roles/rollback_database/tasks/backup.yml"} <= files, files
+    assert "roles/rollback_database/tasks/backup.yml" in files, files
+
+
+def _module_tasks(module: str) -> Iterator[Tuple[str, dict]]:
+    for path in sorted(TOP.glob("roles/*/tasks/*.yml")) + sorted(TOP.glob("playbooks/**/*.yml")):
+        for task in _tasks(yaml.safe_load(path.read_text(encoding="utf-8"))):
+            if module in task or module.replace("gitops.rollback.", "") in task:
+                yield str(path.relative_to(TOP)), task
+
+
+def test_a_database_entry_is_backed_up_by_one_task_file_which_the_checkpoint_role_includes():
+    """One way to back up an entry: a second copy (the checkpoint role had one) took another password than the
+    rollback_database role (only the entry's login_password) and labelled migrations where the role did not."""
+    backups = sorted({path for path, _task in _module_tasks("gitops.rollback.db_backup")})
+    assert backups == ["roles/rollback_database/tasks/backup.yml"], backups
+    labels = sorted({path for path, task in _module_tasks("gitops.rollback.db_migrate")
+                     if task["gitops.rollback.db_migrate"].get("operation") == "label"})
+    assert labels == ["roles/rollback_database/tasks/backup.yml"], labels
+    includes = [task for path, task in _module_tasks("ansible.builtin.include_role")
+                if path == "roles/checkpoint/tasks/main.yml"
+                and task["ansible.builtin.include_role"].get("name") == "gitops.rollback.rollback_database"]
+    assert [task["ansible.builtin.include_role"].get("tasks_from") for task in includes] == ["backup"], includes
+    passed = includes[0]["vars"]
+    assert "rollback_database_passwords" not in passed, "the checkpoint takes the role's passwords as they are"
+    assert {"rollback_database_databases", "rollback_database_checkpoint"} <= set(passed), passed
 
 
 @pytest.mark.parametrize("path,name,args,entry", CALLS, ids=["%s: %s" % (call[0], call[1]) for call in CALLS])

@@ -136,19 +136,23 @@ def test_role_backs_up_and_rolls_back_three_engines_ending_sessions_only_when_th
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 
 
-def test_database_passwords_stay_out_of_a_verbose_rollback(postgres: PgServer, run_playbook, local_inventory: Path,
-                                                           store_path: Path, tmp_path: Path, unique_name) -> None:
-    """The layer loops of the rollback role print their item at -v: an entry's password must not be in it."""
-    db, secret = unique_name("rolepw"), "pw-" + unique_name("LEAK")
-    postgres.create_database(db)
+def test_a_password_given_only_by_name_backs_up_and_restores_and_stays_out_of_a_verbose_rollback(
+        postgres: PgServer, run_playbook, local_inventory: Path, store_path: Path, tmp_path: Path,
+        unique_name) -> None:
+    """The password of a login that needs one, given only in rollback_database_passwords (by the entry's name):
+    checkpoint.yml backs the database up with it and rollback.yml restores that backup. The layer loops of the
+    rollback role print their item at -v: the password must not be in the output or the audit log."""
+    db, user, secret = unique_name("rolepw"), postgres.app_user, postgres.app_password
+    postgres.create_database(db, owner=user)
     postgres.psql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'v' || g "
-                  "FROM generate_series(1, 10) g", db=db)
+                  "FROM generate_series(1, 10) g", db=db, user=user, password=secret)
     variables = {
         "gitops_rollback_store_path": str(store_path), "gitops_rollback_paths": [],
         "gitops_rollback_audit_log": str(tmp_path / "audit.jsonl"), "rollback_lock_dir": str(tmp_path / "locks"),
-        "gitops_rollback_databases": [{"engine": "postgresql", "database": db, "login_host": postgres.host,
-                                       "login_port": postgres.port, "login_user": postgres.user,
-                                       "login_password": secret, "mode": "replace"}],
+        "gitops_rollback_databases": [{"engine": "postgresql", "database": db, "name": "orders",
+                                       "login_host": postgres.host, "login_port": postgres.port,
+                                       "login_user": user, "mode": "replace"}],
+        "rollback_database_passwords": {"orders": secret},
     }
     result = run_playbook(PLAYBOOKS / "checkpoint.yml", inventory=local_inventory,
                           extra_vars=dict(variables, checkpoint_label="v1"), verbosity=2)
