@@ -23,7 +23,7 @@ ARGUMENT_SPEC = {
     "label": {"type": "str", "default": ""},
     "method": {"type": "str", "default": "", "choices": ["", *METHODS]},
     "methods": {"type": "dict", "default": {}},
-    "mode": {"type": "str", "default": "swap", "choices": ["swap", "replace"]},
+    "mode": {"type": "str", "default": "replace", "choices": ["swap", "replace"]},
     "jobs": {"type": "int", "default": 1},
     "safety_backup": {"type": "bool", "default": True},
     **store_argument_spec(),

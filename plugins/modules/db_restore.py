@@ -57,10 +57,12 @@ options:
     type: str
   mode:
     description:
-      - V(replace) drops the live database and restores in its place (MariaDB/MySQL). PostgreSQL and
-        SQLite restore beside it and rename the copy in, then drop the previous database.
-      - V(swap) restores beside the live database and swaps names only after the restored copy is
-        verified, so a failed restore leaves the live database untouched.
+      - V(replace) restores beside the live database, verifies the copy and renames it into place, then
+        drops the previous database (a PostgreSQL or MariaDB name too long for the staging names is dropped
+        and re-created in place instead). The C(rollback_database) and C(rollback) roles restore this way
+        unless told otherwise.
+      - V(swap) does the same but keeps the previous database as C(<database>__gr_old_<UTC time>) (see
+        O(keep_old)).
     type: str
     choices: [replace, swap]
     default: replace

@@ -56,10 +56,10 @@ options:
     type: dict
     default: {}
   mode:
-    description: Restore mode, unless an entry sets C(mode).
+    description: Restore mode, unless an entry sets C(mode) (M(gitops.rollback.db_restore)'s O(gitops.rollback.db_restore#module:mode)).
     type: str
     choices: [swap, replace]
-    default: swap
+    default: replace
   jobs:
     description: Parallel PostgreSQL restore jobs, unless an entry sets C(jobs).
     type: int
@@ -118,7 +118,7 @@ def main() -> None:
             label=dict(type="str", default=""),
             method=dict(type="str", default="", choices=["", "auto", "migrate", "restore", "skip"]),
             methods=dict(type="dict", default={}),
-            mode=dict(type="str", default="swap", choices=["swap", "replace"]),
+            mode=dict(type="str", default="replace", choices=["swap", "replace"]),
             jobs=dict(type="int", default=1),
             safety_backup=dict(type="bool", default=True),
             **store_argument_spec(),

@@ -31,7 +31,7 @@ class LayerSettings:
     label: str = ""
     method: str = ""
     methods: Optional[Mapping[str, str]] = None
-    mode: str = "swap"
+    mode: str = "replace"
     jobs: int = 1
     safety_backup: bool = True
     store: Optional[Mapping[str, Any]] = None  # store_path, lock_timeout, encryption_key (when set)
