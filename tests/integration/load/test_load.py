@@ -20,7 +20,10 @@ pytestmark = pytest.mark.slow
 
 HOSTS = 20
 FILES = 200
-ENV = {"ANSIBLE_FORKS": str(HOSTS), "ANSIBLE_PIPELINING": "True"}
+#: Forks for every host at once. Two such runs open 25 SSH connections together on a machine the rest of the suite
+#: keeps busy: the connection timeout is longer than the harness's 15 s (what is proven here is the store lock and
+#: the restored bytes, not how fast sshd answers; a fresh-clone run once failed one of the two runs, cause unseen).
+ENV = {"ANSIBLE_FORKS": str(HOSTS), "ANSIBLE_PIPELINING": "True", "ANSIBLE_TIMEOUT": "60"}
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +135,9 @@ def test_two_inventories_rolling_back_concurrently_lose_nothing(big_fleet, check
     for thread in threads:
         thread.join()
     both_s = time.monotonic() - started
-    assert all(r.ok for r in results), results
+    assert all(r.ok for r in results), [(index, [(e["host"], e["task"], e.get("status"), e["result"].get("msg"))
+                                                  for e in r.events if e.get("status") in ("failed", "unreachable")],
+                                          r.stderr[-2000:]) for index, r in enumerate(results) if not r.ok]
     for host in big_fleet:
         assert tree_of(host) == v1[host.name], host.name
     shared = {e["host"] for r in results for e in r.results("task") if e["result"].get("changed")}
