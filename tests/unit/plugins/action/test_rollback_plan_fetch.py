@@ -49,8 +49,9 @@ def test_a_repository_names_its_own_namespace():
 
 
 def test_without_a_repository_the_preview_fetches_nothing():
+    # the rollback role passes the managed paths as allowed_paths always: they count with a repository alone
     preview = {"checkpoints": [], "previews": {}, "problems": []}
-    result, calls = _run({"target": "v1", "paths": ["/etc/app"]}, [preview])
+    result, calls = _run({"target": "v1", "paths": ["/etc/app"], "allowed_paths": ["/etc/app"]}, [preview])
     assert "repository" not in calls[0]["args"] and "allowed_paths" not in calls[0]["args"]
     assert "fetched" not in result
 
