@@ -173,3 +173,29 @@ def deadline_problem(deadline_epoch: float, now: float, before: str, max_seconds
     return ("The rollback exceeded max_rollback_seconds (%s s) of this environment's rollback_policy before %s; it "
             "stops here. Layers already rolled back stay rolled back (see the audit log); rerun to continue, or raise "
             "the limit." % (max_seconds, before))
+
+
+def entry_layer(failed_task: Any, clock_layer: str) -> str:
+    """Return the layer whose entry refused the run, else ''.
+
+    ``failed_task`` is the task that failed, as Ansible describes it (its ``vars``): the entry tasks of a
+    layer carry ``__rollback_entry_task: true``, and a failure there is a refusal at the entry of
+    ``clock_layer`` (the layer whose clock runs, the one before: it is timed then), not a failure in it.
+    """
+    task_vars = failed_task.get("vars") if isinstance(failed_task, Mapping) else None
+    entry = isinstance(task_vars, Mapping) and bool(task_vars.get("__rollback_entry_task"))
+    return str(clock_layer or "") if entry else ""
+
+
+def recovery_steps(safety: Sequence[str], restore_on_failure: bool, safety_checkpoint: bool,
+                   dry_run: bool) -> Dict[str, bool]:
+    """Return what a failed host does after the failure: ``restore`` the layers rolled back so far from
+    the safety checkpoint (recovery and the safety checkpoint on, not a dry run), and compare its config
+    (``compare_config``) and release (``compare_release``) with the safety checkpoint, when it holds them.
+
+    ``safety``: the layers the host's safety checkpoint holds (none in a dry run, or when none was taken).
+    """
+    compare = bool(safety) and not dry_run
+    return {"restore": bool(restore_on_failure) and bool(safety_checkpoint) and not dry_run,
+            "compare_config": compare and "config" in safety,
+            "compare_release": compare and "release" in safety}
