@@ -243,6 +243,11 @@ class _HostPlan:
         checkpoint = None
         for entry in self.settings.flags:
             name = component_name("flags", entry)
+            read_as_bool = [str(key).lower() for key in entry if str(key).lower() in ("false", "true")]
+            if read_as_bool:  # a boolean key, or its JSON form once the entry crossed to a module
+                self.problem("flags", "The flag set %s has a key %s: YAML reads an unquoted off (or on, yes, no) "
+                             "as a boolean. Quote it: \"off\": [flags]." % (name, ", ".join(read_as_bool)))
+                continue
             off = [str(flag) for flag in entry.get("off") or []]
             if off:
                 sets.append({"name": name, "method": "off", "names": off,

@@ -336,3 +336,14 @@ def test_a_strategy_that_runs_hosts_on_their_own_is_refused_with_the_way_out():
         problem = strategy_problem(strategy)
         assert problem.startswith("The %s strategy runs each host on its own" % strategy), problem
         assert "linear" in problem and problem.endswith("Nothing was changed."), problem
+
+
+def test_a_flag_set_whose_off_key_yaml_read_as_false_is_refused_with_the_way_out():
+    unquoted = {**FLAGS_ETCD, False: ["new_search"]}  # {off: [new_search]} as YAML 1.1 loads it
+    plan = plan_host("web1", "v1", ["flags"], settings(flags=[unquoted], databases=[], terraform=[]), [OLD])
+    assert plan["layers"] == [] and [p["layer"] for p in plan["problems"]] == ["flags"], plan
+    assert 'has a key false: YAML reads an unquoted off' in plan["problems"][0]["problem"]
+    assert 'Quote it: "off": [flags].' in plan["problems"][0]["problem"]
+    as_json = {**FLAGS_ETCD, "false": ["new_search"]}  # the same entry after a JSON round trip
+    assert [p["layer"] for p in plan_host("web1", "v1", ["flags"], settings(flags=[as_json], databases=[], terraform=[]),
+                                          [OLD])["problems"]] == ["flags"]
