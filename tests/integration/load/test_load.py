@@ -104,6 +104,13 @@ def test_twenty_hosts_checkpoint_and_roll_back_at_once(big_fleet, checkpoint_v1,
             "rollback_s": round(restore_s, 1), "controller_peak_rss_mib": round(peak_kib / 1024, 1)})
 
 
+def run_failures(index: int, result) -> tuple:
+    """Which of the two runs failed: its failed or unreachable hosts and tasks with their messages, and stderr."""
+    failed = [(e["host"], e["task"], e.get("status"), e["result"].get("msg")) for e in result.events
+              if e.get("status") in ("failed", "unreachable")]
+    return index, failed, result.stderr[-2000:]
+
+
 def test_two_inventories_rolling_back_concurrently_lose_nothing(big_fleet, checkpoint_v1, run_playbook, tmp_path):
     """Two inventories (h1..h10 and h6..h20, overlapping on h6..h10) restore at the same time.
 
@@ -135,9 +142,7 @@ def test_two_inventories_rolling_back_concurrently_lose_nothing(big_fleet, check
     for thread in threads:
         thread.join()
     both_s = time.monotonic() - started
-    assert all(r.ok for r in results), [(index, [(e["host"], e["task"], e.get("status"), e["result"].get("msg"))
-                                                  for e in r.events if e.get("status") in ("failed", "unreachable")],
-                                          r.stderr[-2000:]) for index, r in enumerate(results) if not r.ok]
+    assert all(r.ok for r in results), [run_failures(index, r) for index, r in enumerate(results) if not r.ok]
     for host in big_fleet:
         assert tree_of(host) == v1[host.name], host.name
     shared = {e["host"] for r in results for e in r.results("task") if e["result"].get("changed")}
