@@ -74,18 +74,26 @@ def resolve_tag(repo: Any, tag: str) -> str:
                        % (tag, repo.working_tree_dir, ", ".join(tags[-20:]) or "none")) from exc
 
 
-def check_tag(project_path: str, repo_path: Optional[str], tag: str) -> str:
-    """Fail as :func:`worktree_at` would - the tag is not there, or the configuration was not there at that
-    tag - without checking anything out; return the tag's commit. Called before a change the tag verifies."""
-    repo, relative = open_repo(project_path, repo_path)
+def _config_commit(repo: Any, relative: str, tag: str) -> str:
+    """Return the commit ``tag`` names, or fail: the tag is not there, or the configuration's directory was not
+    there at that tag."""
     commit = resolve_tag(repo, tag)
     if relative not in ("", "."):
         try:
-            repo.commit(commit).tree / relative
-        except KeyError as exc:
+            present = (repo.commit(commit).tree / relative).type == "tree"
+        except KeyError:
+            present = False
+        if not present:
             raise GitError("Tag %r of %s has no directory %s: the configuration was not there at that tag."
-                           % (tag, repo.working_tree_dir, relative)) from exc
+                           % (tag, repo.working_tree_dir, relative))
     return commit
+
+
+def check_tag(project_path: str, repo_path: Optional[str], tag: str) -> str:
+    """Fail as :func:`worktree_at` would, without checking anything out; return the tag's commit. Called
+    before a change the tag verifies."""
+    repo, relative = open_repo(project_path, repo_path)
+    return _config_commit(repo, relative, tag)
 
 
 @contextlib.contextmanager
@@ -95,15 +103,12 @@ def worktree_at(project_path: str, repo_path: Optional[str], tag: str) -> Iterat
     The worktree is removed afterwards, whatever happens.
     """
     repo, relative = open_repo(project_path, repo_path)
-    commit = resolve_tag(repo, tag)
+    commit = _config_commit(repo, relative, tag)
     parent = tempfile.mkdtemp(prefix="gitops-tf-worktree-")
     tree = os.path.join(parent, "tree")
     try:
         repo.git.worktree("add", "--detach", tree, commit)
         config_dir = os.path.normpath(os.path.join(tree, relative))
-        if not os.path.isdir(config_dir):
-            raise GitError("Tag %r of %s has no directory %s: the configuration was not there at that tag."
-                           % (tag, repo.working_tree_dir, relative))
         yield config_dir, commit
     finally:
         try:
