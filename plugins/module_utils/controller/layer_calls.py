@@ -12,21 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .plan import LAYERS
+from .plan import LAYERS, SAFETY_PREFIX, service_layers
 
-SAFETY_PREFIX = "safety/"
 DEFAULT_SERVICE_STATE = "restarted"
-
-
-def _service_layers(service: Mapping[str, Any], known: Sequence[str]) -> List[str]:
-    """The layers a service depends on: its ``layers`` (one name counts as a list of one), every known
-    layer when it names none (the key missing or null); an empty list: none."""
-    layers = service.get("layers")
-    if layers is None:
-        return list(known)
-    if isinstance(layers, str):
-        return [layers]
-    return list(layers)
 
 
 def services_to_restart(services: Sequence[Mapping[str, Any]], changed: Sequence[str],
@@ -40,7 +28,7 @@ def services_to_restart(services: Sequence[Mapping[str, Any]], changed: Sequence
     known = LAYERS if known is None else known
     out: Dict[str, List[Dict[str, Any]]] = {"command": [], "manager": []}
     for service in services or []:
-        if not set(_service_layers(service, known)) & set(changed or []):
+        if not set(service_layers(service, known)) & set(changed or []):
             continue
         if "command" in service:
             out["command"].append(dict(service))

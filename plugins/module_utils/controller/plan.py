@@ -138,11 +138,12 @@ def terraform_verify_tag(entry: Dict[str, Any], target: str, snapshot: Dict[str,
 
     The entry's ``verify_tag`` (empty: the project path as it is), else the label of the snapshot the target
     resolved to - the tag rolled back to, also when the target was relative (``previous``) or a checkpoint id;
-    a safety checkpoint is no tag.
+    a safety checkpoint (named so, or resolved to) is no tag.
     """
-    if target.startswith(SAFETY_PREFIX):
+    label = str(snapshot.get("label") or "")
+    if target.startswith(SAFETY_PREFIX) or snapshot.get("kind") == "safety" or label.startswith(SAFETY_PREFIX):
         return ""
-    return str(entry.get("verify_tag", snapshot.get("label")) or "")
+    return str(entry.get("verify_tag", label) or "")
 
 
 def database_method(entry: Dict[str, Any], safety_target: bool) -> str:
@@ -461,9 +462,20 @@ def attach_previews(steps: Dict[str, Dict[str, Any]], previews: Dict[str, Dict[s
             steps[layer]["changed"] = bool(preview.get("changed"))
 
 
+def service_layers(service: Dict[str, Any], known: Sequence[str] = LAYERS) -> List[str]:
+    """The layers a service depends on: its ``layers`` (one name counts as a list of one), every known
+    layer when it names none (the key missing or null); an empty list: none."""
+    layers = service.get("layers")
+    if layers is None:
+        return list(known)
+    if isinstance(layers, str):
+        return [layers]
+    return list(layers)
+
+
 def services_to_restart(services: Sequence[Dict[str, Any]], changes: Sequence[str]) -> List[str]:
-    """Return the services whose layers (default: every layer) will change, in their order."""
-    return [str(s.get("name")) for s in services if set(s.get("layers") or LAYERS) & set(changes)]
+    """Return the services whose layers will change, in their order (the names the services layer restarts)."""
+    return [str(s.get("name")) for s in services if set(service_layers(s)) & set(changes)]
 
 
 def changing_layers(order: Sequence[str], steps: Dict[str, Dict[str, Any]],
@@ -557,12 +569,19 @@ def database_passwords(entries: List[Dict[str, Any]], passwords: Optional[Mappin
 
     ``passwords`` (rollback_database_passwords) by the entry's name or database, else its login_password.
     """
-    found, passwords = {}, passwords or {}
+    found = {}
     for index, entry in enumerate(entries):
-        secret = passwords.get(entry.get("name") or entry.get("database")) or entry.get("login_password")
+        secret = database_password(entry, passwords)
         if secret:
-            found[str(index)] = str(secret)
+            found[str(index)] = secret
     return found
+
+
+def database_password(entry: Mapping[str, Any], passwords: Optional[Mapping[str, Any]] = None) -> str:
+    """Return one database entry's password ('' - none): ``passwords`` by its name or database, else its
+    login_password."""
+    secret = (passwords or {}).get(entry.get("name") or entry.get("database")) or entry.get("login_password")
+    return str(secret) if secret else ""
 
 
 def flags_passwords(entries: List[Dict[str, Any]]) -> Dict[str, str]:
