@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import database_passwords, flags_passwords
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import database_password, database_passwords, flags_passwords
 
 SECRET_KEYS = frozenset(("login_password", "backend_config_secrets", "password", "token", "encryption_key",
                          "webhook_secret", "etcd_password"))
@@ -32,4 +32,5 @@ class FilterModule:
 
     def filters(self) -> Dict[str, Any]:
         return {"public_entries": public_entries, "database_passwords": database_passwords,
+                "database_password": database_password,
                 "flags_passwords": flags_passwords}
