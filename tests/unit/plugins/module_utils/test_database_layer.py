@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from ansible_collections.gitops.rollback.plugins.module_utils.controller.database_layer import (
     LayerSettings, choose_method, database_name, restore_args, revert_args)
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import HostSettings
+from ansible_collections.gitops.rollback.plugins.module_utils.controller.selection import (
+    database_name as selected_name, select_components)
 
 MIGRATED = {"engine": "postgresql", "database": "app", "migrations_dir": "/srv/app/migrations", "login_host": "db1"}
 PLAIN = {"engine": "mysql", "database": "shop", "jobs": 4, "mode": "replace", "source_database": "shop_v1"}
@@ -38,8 +41,6 @@ def test_a_restore_takes_the_entrys_own_options_before_the_roles():
 
 def test_a_mariadb_entry_is_named_and_run_as_the_mysql_engine():
     """The plan, the layer and the checkpoint's component agree on ``mysql/<database>`` for ``engine: mariadb``."""
-    from ansible_collections.gitops.rollback.plugins.module_utils.controller.selection import (
-        database_name as selected_name)
     entry = {"engine": "mariadb", "database": "shop", "login_host": "db1"}
     assert database_name(entry) == selected_name(entry) == "mysql/shop"
     assert restore_args(entry, "", LayerSettings(checkpoint="v1"))["engine"] == "mysql"
@@ -48,15 +49,11 @@ def test_a_mariadb_entry_is_named_and_run_as_the_mysql_engine():
 def test_an_entry_restored_from_another_database_takes_the_method_the_plan_chose_for_it():
     """The plan names an entry by the database its dump was made of (``source_database``); the layer must
     look its method up by that same name, or a database the plan leaves alone ("skip") would be restored."""
-    from ansible_collections.gitops.rollback.plugins.module_utils.controller.selection import (
-        database_name as selected_name)
     assert database_name(PLAIN) == selected_name(PLAIN) == "mysql/shop_v1"
     assert choose_method(PLAIN, LayerSettings(checkpoint="c1", methods={selected_name(PLAIN): "skip"})) == "skip"
 
 
 def test_a_selector_naming_the_mariadb_engine_selects_the_mysql_component():
-    from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import HostSettings
-    from ansible_collections.gitops.rollback.plugins.module_utils.controller.selection import select_components
     settings = HostSettings(databases=[{"engine": "mariadb", "database": "shop"}, {"engine": "sqlite", "database": "/d/app.db"}])
     for selector in ("mariadb/shop", "mysql/shop", "shop"):
         chosen = select_components(settings, [selector])
