@@ -32,7 +32,6 @@ HEAVIEST_FIRST = (
     "tests/integration/health/test_guard.py",  # two guard.yml runs
     "tests/integration/faults/test_unreachable.py",
     "tests/integration/hosts/test_checkpoint_restore.py",
-    "tests/integration/hosts/test_rollback_paths.py",
     "tests/integration/health/test_health_gate.py",
     "tests/integration/database/test_role.py",
     "tests/integration/report/test_report.py",
