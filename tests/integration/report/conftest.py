@@ -43,19 +43,6 @@ def _deploy(fleet, version: str) -> None:
         (host.local("/etc/app") / "app.conf").write_text("host=%s\nversion=%s\n" % (host.name, version))
 
 
-def _play(fleet, collections_path, workdir, playbook, extra_vars, **kwargs):
-    return harness_run_playbook(PLAYBOOKS / playbook, fleet.inventory, extra_vars, collections_dir=collections_path,
-                                cwd=workdir, **kwargs)
-
-
-def _run_id(log: AuditLog, seen: int, event: str, result) -> str:
-    """The run id of the record of ``event`` that the run wrote to the log after its first ``seen`` records."""
-    for record in log.records()[seen:]:
-        if record.get("event") == event and record.get("operation", "rollback") == "rollback":
-            return record["run_id"]
-    raise AssertionError("no %s audit record in %s after the run:\n%s" % (event, log.path, result))
-
-
 def _record(event, run_id, epoch, operation="rollback", **fields):
     record = {"event": event, "run_id": run_id, "operation": operation, "epoch": round(epoch, 3),
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)), "level": "info",
@@ -111,7 +98,7 @@ def _append_synthetic(log: AuditLog, hosts: list) -> None:
 @pytest.fixture(scope="module")
 def audit_log(fleet, collections_path, tmp_path_factory) -> AuditLog:
     """Two real rollbacks (manual on h1; tag with a reason on h1..h3) to a checkpoint v1, one refused (unknown
-    label), then synthetic guard and failure."""
+    label), all three in one ansible-playbook run, then synthetic guard and failure."""
     workdir = tmp_path_factory.mktemp("report-log")
     log = AuditLog(workdir / "audit.jsonl")
     fleet.ensure_running()
@@ -123,18 +110,31 @@ def audit_log(fleet, collections_path, tmp_path_factory) -> AuditLog:
     for host in fleet:
         taken = host.module("gitops.rollback.checkpoint", {"paths": MANAGED, "label": "v1"})
         assert taken.ok and not taken.events[-1]["result"].get("failed"), (host.name, taken)
-    # the manual rollback on h1 only (gitops_rollback_hosts), the tag's on every host
-    for extra in ({"gitops_rollback_hosts": "h1"}, {"rollback_trigger": "tag", "rollback_reason": "bad release v2"}):
-        _deploy(fleet, "v2")
-        seen = len(log.records())
-        result = _play(fleet, collections_path, workdir, "rollback.yml", {**base, "rollback_to": "v1", **extra})
-        assert result.ok, result
-        log.real_runs.append(_run_id(log, seen, "completed", result))
-    seen = len(log.records())
-    refused = _play(fleet, collections_path, workdir, "rollback.yml",
-                    {**base, "rollback_to": "no-such-label", "gitops_rollback_hosts": "h1"})
-    assert not refused.ok, refused
-    log.refused_run = _run_id(log, seen, "refused", refused)
+    # One run of three imports of rollback.yml: the manual rollback on h1 only (gitops_rollback_hosts), v2 deployed
+    # on h1 again (a play writing its files), the tag's rollback on every host, then the refused one (an unknown
+    # label: the refusal ends the run, so it comes last)
+    _deploy(fleet, "v2")
+    redeploy_h1 = {"name": "deploy v2 on h1 again", "hosts": "h1", "gather_facts": False, "tasks": [
+        {"name": "Write %s" % dest, "ansible.builtin.copy": {"dest": dest, "content": content}}
+        for dest, content in (("/srv/app/index.html", "<h1>h1 v2 again</h1>\n"),
+                              ("/srv/app/build.bin", os.urandom(16).hex()),
+                              ("/etc/app/app.conf", "host=h1\nversion=v2 again\n"))]}
+    rollback_yml = str(PLAYBOOKS / "rollback.yml")
+    result = harness_run_playbook(
+        [{"import_playbook": rollback_yml, "vars": {"rollback_to": "v1", "gitops_rollback_hosts": "h1"}},
+         redeploy_h1,
+         {"import_playbook": rollback_yml,
+          "vars": {"rollback_to": "v1", "rollback_trigger": "tag", "rollback_reason": "bad release v2"}},
+         {"import_playbook": rollback_yml, "vars": {"rollback_to": "no-such-label", "gitops_rollback_hosts": "h1"}}],
+        fleet.inventory, base, collections_dir=collections_path, cwd=workdir)
+    assert not result.ok, result
+    failed = {(e["host"], e["task"]) for e in result.events if e["status"] == "failed"}
+    assert {host for host, _task in failed} == {"h1"}, "only the refused rollback fails, on h1: %s" % (failed,)
+    finals = [(r["event"], r["run_id"]) for r in log.records() if r.get("operation", "rollback") == "rollback"
+              and r.get("event") in ("completed", "failed", "refused")]
+    assert [event for event, _run in finals] == ["completed", "completed", "refused"], (finals, result)
+    log.real_runs = [run for _event, run in finals[:2]]
+    log.refused_run = finals[2][1]
     _append_synthetic(log, fleet.names)
     return log
 
