@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +57,55 @@ def deploy_args(builds: Path, host: str, version: str) -> dict:
     return {"state": "present", "src": f"{builds}/{host}/{version}", "label": version, "shared": SHARED}
 
 
+SET_UP = """
+import contextlib, io, json, runpy, sys, tempfile
+sys.path.insert(0, sys.argv[1])  # the collections path
+from ansible.module_utils import basic
+done = []
+for args in json.load(sys.stdin):
+    with tempfile.TemporaryDirectory(prefix="gitops-release-set-up-") as tmp:
+        basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(
+            args, _ansible_check_mode=False, _ansible_diff=False, _ansible_tmpdir=tmp, _ansible_remote_tmp=tmp,
+            _ansible_module_name="gitops.rollback.release", _ansible_keep_remote_files=False, _ansible_verbosity=0,
+            _ansible_no_log=False)}).encode()
+        basic._ANSIBLE_PROFILE = "legacy"
+        out, code = io.StringIO(), 0
+        with contextlib.redirect_stdout(out):
+            try:
+                runpy.run_module("ansible_collections.gitops.rollback.plugins.modules.release", run_name="__main__")
+            except SystemExit as exc:
+                code = exc.code
+    text = out.getvalue()
+    result = json.loads(text[text.index("{"):text.rindex("}") + 1]) if "{" in text else {"msg": text}
+    done.append(dict(result, rc=code))
+    if code or result.get("failed"):
+        break
+print(json.dumps(done))
+"""
+
+
+def set_up_with_the_module(host, steps: list[dict]) -> None:
+    """Set-up, not what a test proves: the release module's runs ``steps`` (its arguments, ``root`` added) one
+    after the other on ``host`` (its namespaces, as :meth:`harness.Host.module` runs it), in one Python process
+    for all of them; the first that fails fails the test."""
+    calls = [{"root": ROOT, **args} for args in steps]
+    done = subprocess.run(["nsenter", "--target", str(host.pid), "--mount", "--uts", "--", sys.executable, "-c", SET_UP,
+                           str(collections_dir())], input=json.dumps(calls), capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(results) == len(calls) and not [r for r in results if r["rc"] or r.get("failed")], (host.name, results)
+
+
+def collections_dir() -> Path:
+    """The collections path the harness runs the modules from."""
+    from harness.collection import _default_collections_path  # pylint: disable=import-outside-toplevel
+    return _default_collections_path()
+
+
 def deploy_with_the_module(host, builds: Path, *versions: str) -> None:
     """Set-up, not what a test proves: deploy each version in turn with the release module on the host."""
-    for version in versions:
-        ok, result = release_module(host, deploy_args(builds, host.name, version))
-        assert ok, result
+    set_up_with_the_module(host, [deploy_args(builds, host.name, version) for version in versions])
 
 
 def live_version(host) -> str:

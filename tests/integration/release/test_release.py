@@ -10,7 +10,7 @@ import sys
 
 from release_helpers import (
     ROOT, SHARED, write_build, by_label, deploy_args, deploy_play, deploy_with_the_module, index, live_version,
-    release_dirs, release_module, role_play, state_of, task_result,
+    release_dirs, release_module, role_play, set_up_with_the_module, state_of, task_result,
 )
 
 
@@ -127,11 +127,9 @@ def test_prune_never_removes_current_last_good_or_kept_bad_releases(builds, clea
     # Set-up with the release module on each host, with the arguments the role's entry points pass (deploy,
     # good, main: the tests above run them): v1 good, v2..v5 deployed, two rollbacks mark v5 and v4 bad.
     for host in clean_fleet:
-        deploy_with_the_module(host, builds, "v1")
-        for args in ({"state": "good", "reason": "health gate passed"}, *(deploy_args(builds, host.name, v) for v in (
-                "v2", "v3", "v4", "v5")), {"state": "rolled_back", "keep_bad": True}, {"state": "rolled_back", "keep_bad": True}):
-            ok, made = release_module(host, args)
-            assert ok, made
+        set_up_with_the_module(host, [deploy_args(builds, host.name, "v1"), {"state": "good", "reason": "health gate passed"},
+                                      *(deploy_args(builds, host.name, v) for v in ("v2", "v3", "v4", "v5")),
+                                      {"state": "rolled_back", "keep_bad": True}, {"state": "rolled_back", "keep_bad": True}])
         assert live_version(host) == "v3"
 
     # the module's pruning policy, run on each host as Ansible runs it there
@@ -205,43 +203,45 @@ def test_deploy_from_git_tags_record_a_checkpoint_between_and_roll_back_to_it(cl
     """The role's deploy from Git tags into an empty root, with its checkpoint entry point recording the current
     release (v1) between the deploys of v1 and of v2 and v3 (one run); then the rollback to the release that
     checkpoint recorded (not the previous one, v2) and the deploy of that tag again, which changes nothing (another
-    run). The rollback to a label: the three-host test above."""
+    run). On one host: the role's deploy, checkpoint and rollback have no step shared between hosts (no run_once, no
+    delegation); the role's plays over three hosts, each with its own releases: the three-host test above (its check
+    mode run plans a deploy on each), and the rollback to a label there."""
     repo = git_repo({"v1": {"VERSION": "v1\n", "app.py": "print(1)\n"},
                      "v2": {"VERSION": "v2\n", "app.py": "print(2)\n", "new.py": ""},
                      "v3": {"VERSION": "v3\n", "app.py": "print(3)\n", "new.py": ""}})
 
     def deploy_tag(tag: str) -> list[dict]:
-        return role_play("deploy", rollback_release_repo=repo.url, rollback_release_version=tag,
+        return role_play("deploy", "h1", rollback_release_repo=repo.url, rollback_release_version=tag,
                          rollback_release_shared=["log"])
 
-    result = run_playbook(deploy_tag("v1") + role_play("checkpoint", rollback_release_checkpoint="pre-v2")
+    result = run_playbook(deploy_tag("v1") + role_play("checkpoint", "h1", rollback_release_checkpoint="pre-v2")
                           + deploy_tag("v2") + deploy_tag("v3"))
     assert result.ok, result
 
-    for host in clean_fleet:
-        releases = by_label(host)
-        assert {label: rel["commit"] for label, rel in releases.items()} == repo.tags
-        assert live_version(host) == "v3" and not (host.local(ROOT) / "current" / ".git").exists()
-        assert (host.local(ROOT) / "current" / "log").is_symlink(), "the role passes the shared paths"
-        component = task_result(result, "Record the current release in the checkpoint", host.name)["component"]
-        assert component == {"type": "release", "name": ROOT, "release": releases["v1"]["id"], "label": "v1",
-                             "commit": repo.tags["v1"], "blobs": []}
-        manifests = list((host.store / "checkpoints").glob("*.json"))
-        assert len(manifests) == 1
-        assert component in json.loads(manifests[0].read_text())["components"]
+    host = clean_fleet["h1"]
+    assert {e["host"] for e in result.events} == {"h1"}, "the plays ran on h1 alone"
+    releases = by_label(host)
+    assert {label: rel["commit"] for label, rel in releases.items()} == repo.tags
+    assert live_version(host) == "v3" and not (host.local(ROOT) / "current" / ".git").exists()
+    assert (host.local(ROOT) / "current" / "log").is_symlink(), "the role passes the shared paths"
+    component = task_result(result, "Record the current release in the checkpoint", host.name)["component"]
+    assert component == {"type": "release", "name": ROOT, "release": releases["v1"]["id"], "label": "v1",
+                         "commit": repo.tags["v1"], "blobs": []}
+    manifests = list((host.store / "checkpoints").glob("*.json"))
+    assert len(manifests) == 1
+    assert component in json.loads(manifests[0].read_text())["components"]
 
     # Back to the checkpoint's release, then the role's deploy of that tag again (a second play of the same run)
     # changes nothing.
     again = deploy_tag("v1")
     again[0]["name"] = "deploy v1 again"
-    back = run_playbook(role_play("main", rollback_release_checkpoint="pre-v2") + again)
+    back = run_playbook(role_play("main", "h1", rollback_release_checkpoint="pre-v2") + again)
     assert back.ok, back
-    for host in clean_fleet:
-        assert live_version(host) == "v1" and not (host.local(ROOT) / "current" / "new.py").exists()
-        switched = task_result(back, "Switch current back", host.name)
-        assert switched["changed"] and switched["release"]["label"] == "v1", switched
+    assert live_version(host) == "v1" and not (host.local(ROOT) / "current" / "new.py").exists()
+    switched = task_result(back, "Switch current back", host.name)
+    assert switched["changed"] and switched["release"]["label"] == "v1", switched
     redeployed = [e for e in back.events if e["play"] == "deploy v1 again" and e["status"] != "skipped"]
-    assert len([e for e in redeployed if e["task"].endswith(" : Deploy the release")]) == 3, redeployed
+    assert len([e for e in redeployed if e["task"].endswith(" : Deploy the release")]) == 1, redeployed
     assert not [e for e in redeployed if e["changed"]], "deploying the current tag again changes nothing"
 
 
