@@ -1,7 +1,8 @@
 """How pytest-xdist shares the tests among its workers (``-n 2``, as ``./dev.sh`` runs them).
 
 Every test of a module runs on one worker, so a module-scoped fixture (the demo run, a fleet of
-twenty hosts, a built collection) is made once, and the modules go out in collection order, which
+twenty hosts, a built collection) is made once (and the modules of a ``SHARED_SCOPES`` group run on one
+worker together, so the session fixture they share is made once too), and the modules go out in collection order, which
 ``order_heaviest_first`` makes longest first: the workers then finish together instead of one of
 them starting the demo last. (``--dist loadgroup`` is not used: pytest-xdist 3.8 marks the group
 on ``item._nodeid``, which pytest 9 no longer reads, so the groups were silently ignored and each
@@ -41,6 +42,19 @@ starting a long module last (a fresh-clone run: its Ansible runs, GITOPS_HARNESS
 component tests' durations); the others follow in their usual order. Only the order depends on this
 list."""
 
+SHARED_SCOPES = (
+    # the session fixture ``checkpointed_copy`` (two checkpoint.yml runs on the fleet)
+    ("tests/integration/gitops/test_awx_runner.py", "tests/integration/gitops/test_awx_cli_dry_run.py",
+     "tests/integration/gitops/test_untrusted_payloads.py"),
+    # the session fixture ``installed_cli`` (the collection built, installed, and pip-installed into a venv)
+    ("tests/integration/gitops/test_hook.py", "tests/integration/gitops/test_readme_quick_start.py",
+     "tests/integration/gitops/test_installed_cli.py"),
+)
+"""Modules that share an expensive session fixture run on one worker, which makes it once for all of them
+(each worker that ran one of them made it again)."""
+
+_SCOPES = {module: group[0] for group in SHARED_SCOPES for module in group}
+
 
 class ModuleScheduling(LoadScopeScheduling):
     """Whole modules to each worker, in collection order (not reordered by their number of tests)."""
@@ -50,7 +64,7 @@ class ModuleScheduling(LoadScopeScheduling):
         config.option.loadscopereorder = False
 
     def _split_scope(self, nodeid: str) -> str:
-        return nodeid.split("::", 1)[0]
+        return scope_of(nodeid)
 
 
 def pytest_xdist_make_scheduler(config: Any, log: Any) -> ModuleScheduling:
@@ -61,6 +75,12 @@ def pytest_xdist_make_scheduler(config: Any, log: Any) -> ModuleScheduling:
 def module_of(nodeid: str) -> str:
     """``tests/integration/x/test_y.py`` of a test id."""
     return nodeid.split("::", 1)[0]
+
+
+def scope_of(nodeid: str) -> str:
+    """What runs whole on one worker: the test's module, or the first module of its ``SHARED_SCOPES`` group."""
+    module = module_of(nodeid)
+    return _SCOPES.get(module, module)
 
 
 def order_heaviest_first(items: list[Any]) -> None:
