@@ -91,10 +91,8 @@ def run_failures(index: int, result) -> tuple:
     return index, failed, result.stderr[-2000:]
 
 
-def test_twenty_hosts_checkpoint_and_roll_back_at_once_while_another_inventory_rolls_back_five(big_fleet,
-                                                                                                 checkpoint_v1,
-                                                                                                 run_playbook,
-                                                                                                 tmp_path):
+def test_twenty_hosts_checkpoint_and_roll_back_at_once_while_another_inventory_rolls_back_five(
+        big_fleet, checkpoint_v1, run_playbook, tmp_path):
     """Twenty hosts checkpointed at once (forks 20: ``checkpoint_v1``), then rolled back at once by one run (its
     inventory: all twenty) while a second inventory (h6..h10) rolls back at the same time.
 
