@@ -13,14 +13,11 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def render(chromium: str, html: Path, workdir: Path, screenshot: Path) -> str:
-    """Open the page in headless chromium: take a screenshot, return the DOM after rendering."""
+    """Open the page in headless chromium: take a screenshot, return the DOM after rendering (one chromium run: it
+    does both)."""
     url = html.resolve().as_uri()
-    base = [chromium, *CHROMIUM_FLAGS]
-    shot = subprocess.run(base + ["--user-data-dir=%s" % (workdir / "profile-shot"), "--screenshot=%s" % screenshot,
-                                  "--window-size=1280,2000", url],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-3000:]
-    dom = subprocess.run(base + ["--user-data-dir=%s" % (workdir / "profile-dom"), "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert dom.returncode == 0, dom.stderr[-3000:]
-    return dom.stdout
+    shown = subprocess.run([chromium, *CHROMIUM_FLAGS, "--user-data-dir=%s" % (workdir / "profile"),
+                            "--screenshot=%s" % screenshot, "--window-size=1280,2000", "--dump-dom", url],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0 and screenshot.is_file(), shown.stderr[-3000:]
+    return shown.stdout
