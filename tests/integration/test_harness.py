@@ -6,6 +6,8 @@ import base64
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -98,21 +100,58 @@ def test_one_playbook_run_writes_and_reads_per_host_files_and_reports_json(clean
     assert '"stdout": "hi"' in result.stdout
 
 
-def test_stop_and_start_host(fleet: Fleet, run_module) -> None:
+SIGNAL_AND_WAIT = """
+import pathlib, sys, time
+reached, done = map(pathlib.Path, sys.argv[1:])
+reached.touch()
+deadline = time.monotonic() + 60
+while not done.exists():
+    if time.monotonic() > deadline:
+        sys.exit("the test did not answer within 60 s")
+    time.sleep(0.02)
+"""
+"""A task on the controller between two plays: tell the test the run got here, wait until it did its part."""
+
+
+def test_stop_and_start_host(fleet: Fleet, run_playbook, tmp_path: Path) -> None:
+    """One run: a ping of every host (it leaves a ControlPersist master), then the test stops h2 (its sshd and every
+    session: unreachable), then it starts h2 again (reachable: a new master). The test stops and starts h2 while
+    the run waits on the controller between plays."""
     h2 = fleet["h2"]
-    assert run_module("fleet", "ansible.builtin.ping", None).rc == 0  # leaves a ControlPersist master
-    fleet.stop_host("h2")
-    assert not h2.running and not _reachable(h2.address, h2.port)
 
-    down = run_module("fleet", "ansible.builtin.ping", None)
-    assert down.rc != 0
-    assert {e["host"]: e["status"] for e in down.events} == {"h1": "ok", "h2": "unreachable", "h3": "ok"}
+    def wait_for_the_test(step: str) -> dict:
+        return {"name": step, "hosts": "localhost", "gather_facts": False, "tasks": [
+            {"name": step, "ansible.builtin.command": {"argv": [
+                sys.executable, "-c", SIGNAL_AND_WAIT, str(tmp_path / (step + "-reached")),
+                str(tmp_path / (step + "-done"))]}, "changed_when": False}]}
 
-    fleet.start_host("h2")
-    assert h2.running and _reachable(h2.address, h2.port)
-    up = run_module("fleet", "ansible.builtin.ping", None)
-    assert up.rc == 0, str(up)
-    assert {e["host"]: e["status"] for e in up.events} == {"h1": "ok", "h2": "ok", "h3": "ok"}
+    def ping(name: str, **play: object) -> dict:
+        return {"name": name, "hosts": "fleet", "gather_facts": False, **play,
+                "tasks": [{"name": name, "ansible.builtin.ping": {}}]}
+
+    seen = {}
+
+    def the_test() -> None:
+        for step, change in (("stop h2", fleet.stop_host), ("start h2", fleet.start_host)):
+            deadline = time.monotonic() + 120
+            while not (tmp_path / (step + "-reached")).exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            change("h2")
+            seen[step] = (h2.running, _reachable(h2.address, h2.port))
+            (tmp_path / (step + "-done")).touch()
+
+    helper = threading.Thread(target=the_test, daemon=True)
+    helper.start()
+    result = run_playbook([ping("first"), wait_for_the_test("stop h2"), ping("down", ignore_unreachable=True),
+                           wait_for_the_test("start h2"), ping("up")])
+    helper.join(timeout=30)
+
+    assert result.ok, str(result)
+    assert seen == {"stop h2": (False, False), "start h2": (True, True)}, seen
+    statuses = {name: {e["host"]: e["status"] for e in result.results(name)} for name in ("first", "down", "up")}
+    assert statuses == {"first": {"h1": "ok", "h2": "ok", "h3": "ok"},
+                        "down": {"h1": "ok", "h2": "unreachable", "h3": "ok"},
+                        "up": {"h1": "ok", "h2": "ok", "h3": "ok"}}, statuses
 
 
 def test_restart_keeps_files_and_hostname(fleet: Fleet) -> None:
