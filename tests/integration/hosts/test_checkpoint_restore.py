@@ -41,9 +41,10 @@ def test_checkpoint_plan_rollback_again_undo_selective_and_retention_on_three_ho
     playbook runs that follow it, each proving its own outcome: check mode is the plan, the rollback brings every
     host back to its own checkpoint (a FIFO in the tree, a planted link replaced, not followed), a second
     rollback changes nothing and the rollback is itself rolled back through its safety checkpoint, then
-    rollback_paths naming paths below the managed roots rolls back only those paths (three imports of rollback.yml
-    in one run); the selective rollback's safety checkpoint holds exactly those paths and undoes them, and a path
-    the checkpoint does not hold is refused before any change (one run); then retention
+    rollback_paths naming paths below the managed roots rolls back only those paths on h3 (three imports of
+    rollback.yml in one run); the selective rollback's safety checkpoint holds exactly those paths and undoes them,
+    and a path the checkpoint does not hold is refused before any change (one run on h3: no selective step is
+    shared between hosts, each rolls back on its own as the full rollback shows); then retention
     (the checkpoint module on each host, as the tasks run it) keeps what it must and v1 still restores. (A
     target a host's store does not hold is refused naming what there is: unit test_plan.py, and the plan's
     refusal fails the run before any change on any host: rollback/test_ordered_rollback.py over three
@@ -115,7 +116,8 @@ def test_checkpoint_plan_rollback_again_undo_selective_and_retention_on_three_ho
         [{"import_playbook": rollback_yml, "vars": {"rollback_to": "v1"}}, marker("Undo next"),
          {"import_playbook": rollback_yml, "vars": {"rollback_to": safety[0]}}, marker("Selective next"),
          {"import_playbook": rollback_yml,
-          "vars": {"rollback_to": "v1", "rollback_layers": ["config"], "rollback_paths": chosen}}],
+          "vars": {"rollback_to": "v1", "rollback_layers": ["config"], "rollback_paths": chosen,
+                   "gitops_rollback_hosts": "h3"}}],
         extra_vars=fleet_vars)
 
     assert again_undo_selective.ok, failures(again_undo_selective)
@@ -127,8 +129,15 @@ def test_checkpoint_plan_rollback_again_undo_selective_and_retention_on_three_ho
     assert not [e for e in again if e["changed"]], [e for e in again if e["changed"]]
     assert {e["host"] for e in undo if e["task"].split(" : ")[-1] == "Restore the managed paths" and e["changed"]} \
         == {host.name for host in hosts}, "the undo restored every host"
+    assert {e["host"] for e in selective} == {"h3"}, selective
     for host in hosts:
-        # the undo brought the broken state back; the selective rollback then put back app.conf and static only
+        held = [json.loads(path.read_text()) for path in (host.store / "checkpoints").glob("*.json")]
+        held = [manifest for manifest in held if (manifest["label"] or "").startswith("safety/")]
+        if host.name != "h3":  # the undo brought the broken state back; the rollback again took no safety checkpoint
+            assert host_snapshot(host) == broken[host.name], host.name
+            assert len(held) == 2, (host.name, [manifest["label"] for manifest in held])  # the first's, the undo's
+            continue
+        # h3 (a link planted where index.html was): the selective rollback put back app.conf and static only
         now, v1, before = host_snapshot(host), at_v1[host.name], broken[host.name]
         assert now["/etc/app"] == v1["/etc/app"], host.name  # app.conf: bytes, mode and owner of v1
         static = {rel: entry for rel, entry in now["/srv/app"].items() if rel == "static" or rel.startswith("static/")}
@@ -145,8 +154,6 @@ def test_checkpoint_plan_rollback_again_undo_selective_and_retention_on_three_ho
         changed = {path: sorted(c["path"] for c in changes) for path, changes in restored["changes"].items()}
         assert changed["/etc/app"] == ["app.conf"] and "static/img/a.png" in changed["/srv/app"], changed
         assert all(rel.startswith("static/") for rel in changed["/srv/app"]), changed
-        held = [json.loads(path.read_text()) for path in (host.store / "checkpoints").glob("*.json")]
-        held = [manifest for manifest in held if (manifest["label"] or "").startswith("safety/")]
         # the first rollback's, the undo's and the selective rollback's: the rollback again took none
         assert len(held) == 3, (host.name, [manifest["label"] for manifest in held])
         scoped = [manifest for manifest in held if any(root.get("scope") for root in manifest["roots"])]
@@ -155,14 +162,15 @@ def test_checkpoint_plan_rollback_again_undo_selective_and_retention_on_three_ho
         assert max(held, key=lambda manifest: manifest["id"]) is scoped[0], "and it is the newest"
     selective_safety = scoped[0]["label"]
 
-    # Two plays of one run: the selective rollback's safety checkpoint undoes it (those paths broken again, the rest
-    # as it is); then a path the checkpoint does not hold is refused by the pre-flight, before any change. A refusal
-    # ends the run, so it comes last.
+    # Two plays of one run on h3: the selective rollback's safety checkpoint undoes it (those paths broken again, the
+    # rest as it is); then a path the checkpoint does not hold is refused by the pre-flight, before any change. A
+    # refusal ends the run, so it comes last.
     restored_state = {host.name: host_snapshot(host) for host in hosts}
     undo_then_refused = run_playbook(
-        [{"import_playbook": rollback_yml, "vars": {"rollback_to": selective_safety}},
+        [{"import_playbook": rollback_yml, "vars": {"rollback_to": selective_safety, "gitops_rollback_hosts": "h3"}},
          {"import_playbook": rollback_yml,
-          "vars": {"rollback_to": "v1", "rollback_layers": ["config"], "rollback_paths": ["/srv/app/static/none.css"]}}],
+          "vars": {"rollback_to": "v1", "rollback_layers": ["config"], "rollback_paths": ["/srv/app/static/none.css"],
+                   "gitops_rollback_hosts": "h3"}}],
         extra_vars=fleet_vars)
 
     assert not undo_then_refused.ok
@@ -171,10 +179,10 @@ def test_checkpoint_plan_rollback_again_undo_selective_and_retention_on_three_ho
                           for _task, msg in failed), failed
     undone = [e for e in undo_then_refused.events if e.get("event") == "result" and e["status"] == "ok"
               and e["task"].split(" : ")[-1] == "Restore the managed paths" and e["result"].get("changed")]
-    assert {e["host"] for e in undone} == {h.name for h in hosts}, "the undo restored every host"
+    assert {e["host"] for e in undone} == {"h3"}, "the undo restored h3"
     for host in hosts:
         assert host_snapshot(host) == broken[host.name], host.name
-        assert restored_state[host.name] != broken[host.name]
+    assert restored_state["h3"] != broken["h3"]
 
     # Retention: keep_last=1 keeps the newest checkpoint, the release tag (v1) and the newest safety
     # checkpoint; the dry run deletes nothing (the real run then deletes exactly what it listed), and
