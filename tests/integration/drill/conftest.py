@@ -1,7 +1,7 @@
 """The demo on the embedded default, run once per module in a private directory, for the demo
 and drill tests: with the stores' key only in a Vault-encrypted variable, as an inventory keeps it,
-the way a user runs it (the guard and dr drill runs the same modules and roles at -vvv, what a user
-sees when debugging, which must not show the key either). Every test starts from the
+the way a user runs it (the drills run the same modules and roles at -vvv, what a user sees when
+debugging, which must not show the key either). Every test starts from the
 directory as the demo left it (its layers, stores, SQLite database, Terraform state, Git repository,
 audit log and report), copied once after the demo and put back before each test."""
 

@@ -56,6 +56,17 @@ def write_migrations(directory: Path, upto: int) -> None:
             (directory / f"V{version:04d}__{name}.down.sql").write_text(down + "\n")
 
 
+#: The database layer as a user would check it (Drill.state).
+STATE_QUERIES = {
+    "tables": "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname='public'",
+    "orders_columns": "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
+                      "WHERE table_name='orders'",
+    "orders": "SELECT json_agg(t ORDER BY id) FROM (SELECT id, customer, total FROM orders) t",
+    "customers": "SELECT json_agg(c ORDER BY id) FROM customers c",
+    "schema_version": "SELECT max(version) FROM gitops_rollback_migrations",
+}
+
+
 def tree_digest(top: Path) -> dict[str, str]:
     """Relative path -> sha256 (or link target) of everything under a directory."""
     result = {}
@@ -153,12 +164,10 @@ class Drill:
                 if (host.local("/srv/app") / "current").exists() else None,
                 "flags": (self.tmp / f"flags-{host.name}.json").read_text(),
             }
-        tables = self.sql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname='public'")
-        columns = self.sql("SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
-                           "WHERE table_name='orders'")
-        rows = self.sql("SELECT json_agg(t ORDER BY id) FROM (SELECT id, customer, total FROM orders) t")
-        customers = self.sql("SELECT json_agg(c ORDER BY id) FROM customers c")
-        version = self.sql("SELECT max(version) FROM gitops_rollback_migrations")
+        # one psql process for the whole database layer (each query as psql prints it alone: text, NULL as '')
+        database = json.loads(self.sql("SELECT json_build_object(" + ", ".join(
+            f"'{key}', coalesce(({query})::text, '')" for key, query in STATE_QUERIES.items()) + ")"))
+        tables, columns, rows, customers, version = (database[key] for key in STATE_QUERIES)
         tfstate = self.tf.state()
         flags = self.etcd.ctl("get", "--prefix", self.etcd_prefix) if self.etcd is not None else ""
         return {"hosts": hosts, "etcd_flags": flags, "tables": tables, "orders_columns": columns, "orders": rows,
