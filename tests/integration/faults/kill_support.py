@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import psycopg2
+
 from harness import PgServer
 
 
@@ -91,16 +93,30 @@ class Tally:
 
 
 # ------------------------------------------------------------------------------ PostgreSQL
+# The checks read the server in this process (psycopg2, one short session per check) rather than through
+# a psql process per query: a kill test checks the database several times per kill point.
 def pg_ident(name: str) -> str:
     """Quote a PostgreSQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
+def pg_query(pg: PgServer, sql: str, db: str = "postgres", args: tuple = ()) -> List[tuple]:
+    """The rows of one statement, as the superuser on ``db`` (autocommit: also CREATE/DROP DATABASE)."""
+    conn = psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, dbname=db, connect_timeout=5)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql, args or None)
+            return cur.fetchall() if cur.description is not None else []
+    finally:
+        conn.close()
+
+
 def pg_settle(pg: PgServer, timeout: float = 60) -> None:
     """Wait until the server has finished the statements of killed clients (it notices them late)."""
     deadline = time.monotonic() + timeout
-    while pg.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                  "AND pid <> pg_backend_pid()") != "0":
+    while pg_query(pg, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                       "AND pid <> pg_backend_pid()")[0][0] != 0:
         assert time.monotonic() < deadline, "sessions of the killed run never ended"
         time.sleep(0.05)
 
@@ -112,28 +128,40 @@ def pg_fingerprint(pg: PgServer, db: str) -> Optional[Dict[str, str]]:
     same rows.
     """
     pg_settle(pg)
-    if not pg.psql("SELECT 1 FROM pg_database WHERE datname = '%s'" % db.replace("'", "''")):
+    if not pg_query(pg, "SELECT 1 FROM pg_database WHERE datname = %s", args=(db,)):
         return None
-    tables = pg.psql("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN "
-                     "('pg_catalog', 'information_schema') ORDER BY 1", db=db).split()
-    found = {}
-    for table in tables:
-        rows = pg.psql("SELECT t::text FROM %s t ORDER BY t::text COLLATE \"C\"" % table, db=db)
-        found[table] = hashlib.sha256(rows.encode("utf-8")).hexdigest()
+    conn = psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, dbname=db, connect_timeout=5)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN "
+                        "('pg_catalog', 'information_schema') ORDER BY 1")
+            tables = [row[0] for row in cur.fetchall()]
+            found = {}
+            for table in tables:
+                cur.execute("SELECT t::text FROM %s t ORDER BY t::text COLLATE \"C\"" % table)
+                rows = "\n".join(row[0] for row in cur.fetchall())
+                found[table] = hashlib.sha256(rows.encode("utf-8")).hexdigest()
+    finally:
+        conn.close()
     return found
 
 
 def pg_databases(pg: PgServer, prefix: str) -> List[str]:
     """Names of databases starting with ``prefix``."""
-    out = pg.psql("SELECT datname FROM pg_database WHERE starts_with(datname, '%s') ORDER BY 1"
-                  % prefix.replace("'", "''"))
-    return out.split()
+    return [row[0] for row in pg_query(pg, "SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
+                                           "ORDER BY 1", args=(prefix,))]
+
+
+def pg_drop_database(pg: PgServer, name: str) -> None:
+    """Drop ``name`` if it exists, ending its sessions."""
+    pg_query(pg, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % pg_ident(name))
 
 
 def pg_copy_database(pg: PgServer, source: str, target: str) -> None:
     """Replace ``target`` by a copy of ``source`` (CREATE DATABASE ... TEMPLATE)."""
-    pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % pg_ident(target))
-    pg.psql("CREATE DATABASE %s TEMPLATE %s" % (pg_ident(target), pg_ident(source)))
+    pg_drop_database(pg, target)
+    pg_query(pg, "CREATE DATABASE %s TEMPLATE %s" % (pg_ident(target), pg_ident(source)))
 
 
 def phase_of(now: Any, old: Any, new: Any) -> str:

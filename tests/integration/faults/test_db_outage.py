@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from harness import DatabaseError, MariaDbServer, PgServer, run_module_process, start_mariadb, start_postgres
+from harness import DatabaseError, MariaDbServer, PgServer, run_module_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
@@ -88,20 +88,22 @@ def ident(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    """A PostgreSQL server of this module's tests alone (each test stops it and starts it again)."""
-    server = start_postgres(tmp_path_factory.mktemp("outage-pg"))
+def pg(postgres: PgServer) -> Iterator[PgServer]:
+    """The worker's PostgreSQL server: each test stops it and starts it again; it runs again after each
+    test (``prepared``), so the tests that share it afterwards find it as they would have."""
+    yield postgres
     try:
-        yield server
-    finally:
-        server.stop()
+        postgres.psql("SELECT 1")
+    except DatabaseError:
+        postgres.start()
 
 
 TEMPLATE = "outage_template"
 
 
 @pytest.fixture(scope="module")
-def backups(pg: PgServer, collections_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+def backups(pg: PgServer, collections_path: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, dict]]:
     """The big database made once (a template each test copies) and backed up once per database
     name as checkpoint ``v1``: (store by database name, the rows backed up)."""
     pg.create_database(TEMPLATE)
@@ -117,7 +119,8 @@ def backups(pg: PgServer, collections_path: Path, tmp_path_factory: pytest.TempP
         assert backup["backup"]["row_counts"] == {"public.account": 300, "public.event": BIG_ROWS}
         pg.drop_database(db)
         stores[db] = store
-    return stores, snapshot(pg, TEMPLATE)
+    yield stores, snapshot(pg, TEMPLATE)
+    pg.drop_database(TEMPLATE)
 
 
 @pytest.fixture
@@ -294,13 +297,9 @@ def maria_conn(server: MariaDbServer, db: str, store: Path, **extra: object) -> 
 
 
 @pytest.fixture(scope="module")
-def maria_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDbServer]:
-    """A MariaDB server of this module's tests alone (each test kills it and starts it again)."""
-    server = start_mariadb(tmp_path_factory.mktemp("outage-maria"))
-    try:
-        yield server
-    finally:
-        server.stop()
+def maria_server(mariadb: MariaDbServer) -> MariaDbServer:
+    """The worker's MariaDB server: each test kills it and starts it again (``maria``)."""
+    return mariadb
 
 
 @pytest.fixture

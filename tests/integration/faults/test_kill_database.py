@@ -17,8 +17,8 @@ import pytest
 
 from harness import PgServer
 from kill_support import (
-    Tally, kill_group_after, kill_points, pg_copy_database, pg_databases, pg_fingerprint, pg_ident, phase_of,
-    start_engine, timed,
+    Tally, kill_group_after, kill_points, pg_copy_database, pg_databases, pg_drop_database, pg_fingerprint, pg_query,
+    phase_of, start_engine, timed,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
@@ -87,7 +87,7 @@ def test_postgresql_restore_killed_at_random_points_is_old_or_new(postgres: PgSe
             pg_copy_database(postgres, template, db)
             killed = kill_group_after(start_engine(collections_path, RESTORE, json.dumps(args)), delay)
             tally.add(delay, killed, phase_of(pg_fingerprint(postgres, db), old, new))
-            assert postgres.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % db) == "t"
+            assert pg_query(postgres, "SELECT datallowconn FROM pg_database WHERE datname = %s", args=(db,)) == [(True,)]
             done = run_task("gitops.rollback.db_restore", args)[1]
             assert done["status"] == "ok", done
             assert pg_fingerprint(postgres, db) == new, "the re-run did not restore every row"
@@ -95,7 +95,7 @@ def test_postgresql_restore_killed_at_random_points_is_old_or_new(postgres: PgSe
         tally.summary()
     finally:
         for name in [db, template] + pg_databases(postgres, db + "__gr_"):
-            postgres.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % pg_ident(name))
+            pg_drop_database(postgres, name)
 
 
 def sqlite_fingerprint(path: Path) -> Optional[Dict[str, str]]:

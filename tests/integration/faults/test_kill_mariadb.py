@@ -57,13 +57,13 @@ CREATE TABLE log (id BIGINT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(100)) DEFAU
 CREATE VIEW big_spenders AS SELECT customer_id, SUM(amount) AS total FROM orders GROUP BY customer_id;
 CREATE TRIGGER orders_log AFTER INSERT ON orders FOR EACH ROW INSERT INTO log (what) VALUES (CONCAT('order ', NEW.id));
 INSERT INTO customer SELECT seq, CONCAT('customer ', seq, ' \u00fc\u2713') FROM seq_1_to_2000;
-INSERT INTO orders SELECT seq, 1 + seq % 2000, MD5(seq), seq * 1.5 FROM seq_1_to_60000;
-INSERT INTO log (what) SELECT CONCAT('event ', seq) FROM seq_1_to_20000;
+INSERT INTO orders SELECT seq, 1 + seq % 2000, MD5(seq), seq * 1.5 FROM seq_1_to_15000;
+INSERT INTO log (what) SELECT CONCAT('event ', seq) FROM seq_1_to_5000;
 """
 
 DAMAGE = """
 UPDATE orders SET note = 'changed', amount = 0 WHERE id % 7 = 0;
-DELETE FROM orders WHERE id > 55000;
+DELETE FROM orders WHERE id > 14000;
 INSERT INTO customer VALUES (99999, 'intruder');
 DROP VIEW big_spenders;
 CREATE TABLE extra (id INT PRIMARY KEY);
@@ -81,42 +81,71 @@ def text(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def my_settle(server: MariaDbServer, timeout: float = 60) -> None:
-    """Wait until the statements of killed clients have ended (the server notices a dead client late)."""
+SETTLED = ("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+           "AND COMMAND NOT IN ('Daemon', 'Binlog Dump') AND USER NOT IN ('system user', 'event_scheduler')")
+MARK = "\x1e"
+"""Starts a line that names the next result in a batch of queries run by one client process."""
+
+
+def my_batch(server: MariaDbServer, queries: Dict[str, str], db: Optional[str] = None) -> Dict[str, str]:
+    """{name: tab-separated rows} of several queries run by one mariadb client process (one per check,
+    not one per query)."""
+    script = "".join("SELECT '%s%s';\n%s;\n" % (MARK, name, sql) for name, sql in queries.items())
+    found: Dict[str, List[str]] = {}
+    rows: List[str] = []
+    for line in server.sql(script, db=db).split("\n"):
+        if line.startswith(MARK):
+            rows = found.setdefault(line[len(MARK):], [])
+        else:
+            rows.append(line)
+    return {name: "\n".join(found.get(name, [])) for name in queries}
+
+
+def my_settle(server: MariaDbServer, timeout: float = 60, queries: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Wait until the statements of killed clients have ended (the server notices a dead client late);
+    ``queries`` run in the same client process as the last check, their results returned."""
     deadline = time.monotonic() + timeout
-    while server.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
-                     "AND COMMAND NOT IN ('Daemon', 'Binlog Dump') "
-                     "AND USER NOT IN ('system user', 'event_scheduler')").strip() != "0":
+    while True:
+        found = my_batch(server, dict({"settled": SETTLED}, **(queries or {})))
+        if found["settled"].strip() == "0":
+            return found
         assert time.monotonic() < deadline, "sessions of the killed run never ended"
         time.sleep(0.05)
 
 
 def my_databases(server: MariaDbServer, prefix: str) -> List[str]:
     """Names of databases starting with ``prefix``."""
-    out = server.sql("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE LEFT(SCHEMA_NAME, %d) = %s "
-                     "ORDER BY 1" % (len(prefix), text(prefix)))
-    return out.split()
+    return server.sql(databases_like(prefix)).split()
+
+
+def databases_like(prefix: str) -> str:
+    """The query of :func:`my_databases`."""
+    return ("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE LEFT(SCHEMA_NAME, %d) = %s ORDER BY 1"
+            % (len(prefix), text(prefix)))
 
 
 def my_fingerprint(server: MariaDbServer, db: str) -> Optional[Dict[str, str]]:
     """{table: sha256 of its columns and every row, ordered by key; "objects": views and triggers},
-    or None when ``db`` does not exist. Equal only when every table holds exactly the same rows."""
-    my_settle(server)
-    if db not in my_databases(server, db):
+    or None when ``db`` does not exist. Equal only when every table holds exactly the same rows.
+    Two client processes: the catalogue, then every table's rows."""
+    catalogue = my_settle(server, queries={
+        "databases": databases_like(db),
+        "columns": "SELECT c.TABLE_NAME, GROUP_CONCAT(c.COLUMN_NAME, ' ', c.COLUMN_TYPE ORDER BY c.ORDINAL_POSITION) "
+                   "FROM information_schema.COLUMNS c JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = "
+                   "c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME WHERE c.TABLE_SCHEMA = %s AND t.TABLE_TYPE = "
+                   "'BASE TABLE' GROUP BY c.TABLE_NAME ORDER BY 1" % text(db)})
+    if db not in catalogue["databases"].split():
         return None
-    found = {}
-    tables = server.sql("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                        "AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1" % text(db)).split()
-    for table in tables:
-        columns = server.sql("SELECT GROUP_CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE ORDER BY ORDINAL_POSITION) "
-                             "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
-                             % (text(db), text(table)))
-        rows = server.sql("SELECT * FROM %s.%s ORDER BY 1" % (quote(db), quote(table)))
-        found[table] = hashlib.sha256((columns + "\n" + rows).encode("utf-8")).hexdigest()
-    found["objects"] = server.sql(
+    columns = dict(line.split("\t", 1) for line in catalogue["columns"].splitlines())
+    queries = {table: "SELECT * FROM %s.%s ORDER BY 1" % (quote(db), quote(table)) for table in columns}
+    queries[MARK] = (
         "SELECT CONCAT('view ', TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s UNION ALL "
         "SELECT CONCAT('trigger ', TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
-        "ORDER BY 1" % (text(db), text(db))).replace("\n", ", ")
+        "ORDER BY 1" % (text(db), text(db)))
+    rows = my_batch(server, queries)
+    found = {table: hashlib.sha256((columns[table] + "\n" + rows[table]).encode("utf-8")).hexdigest()
+             for table in columns}
+    found["objects"] = rows[MARK].replace("\n", ", ")
     return found
 
 
@@ -250,18 +279,34 @@ Shape = Tuple[int, Tuple[str, ...], Tuple[str, ...], int]
 
 def my_history(server: MariaDbServer, db: str) -> List[Tuple[int, str, str]]:
     """(version, state, direction) of every history row."""
-    out = server.sql("SELECT version, state, direction FROM gitops_rollback_migrations ORDER BY version", db=db)
+    return history_rows(server.sql(HISTORY, db=db))
+
+
+HISTORY = "SELECT version, state, direction FROM gitops_rollback_migrations ORDER BY version"
+
+
+def history_rows(out: str) -> List[Tuple[int, str, str]]:
+    """The rows of :data:`HISTORY`."""
     return [(int(v), s, d) for v, s, d in (line.split("\t") for line in out.splitlines())]
 
 
+def schema_queries(db: str) -> Dict[str, str]:
+    """The queries of :func:`my_schema`."""
+    return {"tables": "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                      "AND TABLE_NAME NOT LIKE 'gitops\\_rollback\\_%%'" % text(db),
+            "columns": "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                       "AND TABLE_NAME = 'big'" % text(db),
+            "total": "SELECT SUM(val) FROM big"}
+
+
+def schema_of(found: Dict[str, str]) -> Tuple[Tuple[str, ...], Tuple[str, ...], int]:
+    """(tables, columns of big, sum of big.val) from the results of :func:`schema_queries`."""
+    return tuple(sorted(found["tables"].split())), tuple(sorted(found["columns"].split())), int(found["total"])
+
+
 def my_schema(server: MariaDbServer, db: str) -> Tuple[Tuple[str, ...], Tuple[str, ...], int]:
-    """(tables, columns of big, sum of big.val)."""
-    tables = server.sql("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                        "AND TABLE_NAME NOT LIKE 'gitops\\_rollback\\_%%'" % text(db)).split()
-    columns = server.sql("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
-                         "AND TABLE_NAME = 'big'" % text(db)).split()
-    total = int(server.sql("SELECT SUM(val) FROM big", db=db))
-    return tuple(sorted(tables)), tuple(sorted(columns)), total
+    """(tables, columns of big, sum of big.val), one client process."""
+    return schema_of(my_batch(server, schema_queries(db), db=db))
 
 
 def down_steps(version: int) -> List[Tuple[str, Shape]]:
@@ -296,7 +341,6 @@ def test_mariadb_revert_killed_at_random_points_follows_the_dirty_recovery(
         for delay in kill_points(41, POINTS, duration):
             my_copy_database(mariadb, saved, db)
             killed = kill_group_after(start_engine(collections_path, MIGRATE, json.dumps(revert)), delay)
-            my_settle(mariadb)
             phase = check_killed_revert(mariadb, db)
             if phase.startswith("dirty"):
                 dirty += 1
@@ -314,13 +358,18 @@ def test_mariadb_revert_killed_at_random_points_follows_the_dirty_recovery(
 
 
 def check_killed_revert(server: MariaDbServer, db: str) -> str:
-    """Assert history and schema agree after a kill; return the phase (old, new, between, dirty Vn after k)."""
-    history = my_history(server, db)
+    """Assert history and schema agree after a kill (read together once the killed run's statements ended);
+    return the phase (old, new, between, dirty Vn after k)."""
+    found = my_settle(server, queries={"history": "SELECT version, state, direction FROM %s.gitops_rollback_migrations "
+                                                  "ORDER BY version" % quote(db),
+                                       **{name: sql.replace("FROM big", "FROM %s.big" % quote(db))
+                                          for name, sql in schema_queries(db).items()}})
+    history = history_rows(found["history"])
     versions = [v for v, _s, _d in history]
     assert versions == list(range(len(versions))), history
     top, state, direction = history[-1]
     assert all(s == "applied" for _v, s, _d in history[:-1]), history
-    shape = (top,) + my_schema(server, db)
+    shape = (top,) + schema_of(found)
     if state == "applied":
         assert shape == expected(top), "schema or data disagree with history version %d: %r" % (top, shape)
         return "old" if top == STEPS else "new" if top == TARGET else "between"

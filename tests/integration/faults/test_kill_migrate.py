@@ -15,7 +15,9 @@ from typing import Callable, Tuple
 import pytest
 
 from harness import PgServer
-from kill_support import Tally, kill_group_after, kill_points, pg_copy_database, pg_ident, pg_settle, start_engine, timed
+from kill_support import (
+    Tally, kill_group_after, kill_points, pg_copy_database, pg_drop_database, pg_query, pg_settle, start_engine, timed,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
@@ -70,18 +72,19 @@ def check(shape: Shape, tally: Tally, delay: float, killed: bool) -> None:
 
 
 def pg_shape(pg: PgServer, db: str) -> Shape:
-    """(history version, tables, columns of big, sum of big.val) read with psql."""
+    """(history version, tables, columns of big, sum of big.val), read in one query."""
     pg_settle(pg)
-    history = pg.psql("SELECT string_agg(version || ':' || state, ',' ORDER BY version) "
-                      "FROM gitops_rollback_migrations", db=db).split(",")
+    history, tables, columns, total = pg_query(pg, """
+        SELECT (SELECT string_agg(version || ':' || state, ',' ORDER BY version) FROM gitops_rollback_migrations),
+               (SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'
+                  AND tablename NOT LIKE 'gitops_rollback_%'),
+               (SELECT string_agg(column_name, ' ' ORDER BY column_name) FROM information_schema.columns
+                  WHERE table_name = 'big'),
+               (SELECT sum(val) FROM big)""", db=db)[0]
+    history = (history or "").split(",")
     versions = [int(item.split(":")[0]) for item in history if item.endswith(":applied")]
     assert len(versions) == len(history) and versions == list(range(len(versions))), history
-    tables = pg.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                     "AND tablename NOT LIKE 'gitops_rollback_%' ORDER BY 1", db=db).split()
-    columns = pg.psql("SELECT column_name FROM information_schema.columns WHERE table_name = 'big' ORDER BY 1",
-                      db=db).split()
-    total = int(pg.psql("SELECT sum(val) FROM big", db=db))
-    return versions[-1], tuple(sorted(tables)), tuple(sorted(columns)), total
+    return versions[-1], tuple(sorted((tables or "").split())), tuple(sorted((columns or "").split())), int(total)
 
 
 def sqlite_shape(path: Path) -> Shape:
@@ -119,7 +122,7 @@ def test_postgresql_revert_killed_at_random_points_keeps_schema_and_history_in_s
                   lambda: pg_shape(postgres, db), "db_migrate revert postgresql", 31)
     finally:
         for name in (db, saved):
-            postgres.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % pg_ident(name))
+            pg_drop_database(postgres, name)
 
 
 def test_sqlite_revert_killed_at_random_points_keeps_schema_and_history_in_step(
