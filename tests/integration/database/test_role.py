@@ -133,34 +133,5 @@ def test_role_backs_up_and_rolls_back_three_engines_ending_sessions_only_when_th
     assert mariadb.password not in result.stdout
 
 
-PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
-
-
-def test_a_password_given_only_by_name_backs_up_and_restores_and_stays_out_of_a_verbose_rollback(
-        postgres: PgServer, run_playbook, local_inventory: Path, store_path: Path, tmp_path: Path,
-        unique_name) -> None:
-    """The password of a login that needs one, given only in rollback_database_passwords (by the entry's name):
-    checkpoint.yml backs the database up with it and rollback.yml restores that backup. The layer loops of the
-    rollback role print their item at -v: the password must not be in the output or the audit log."""
-    db, user, secret = unique_name("rolepw"), postgres.app_user, postgres.app_password
-    postgres.create_database(db, owner=user)
-    postgres.psql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'v' || g "
-                  "FROM generate_series(1, 10) g", db=db, user=user, password=secret)
-    variables = {
-        "gitops_rollback_store_path": str(store_path), "gitops_rollback_paths": [],
-        "gitops_rollback_audit_log": str(tmp_path / "audit.jsonl"), "rollback_lock_dir": str(tmp_path / "locks"),
-        "gitops_rollback_databases": [{"engine": "postgresql", "database": db, "name": "orders",
-                                       "login_host": postgres.host, "login_port": postgres.port,
-                                       "login_user": user, "mode": "replace"}],
-        "rollback_database_passwords": {"orders": secret},
-    }
-    result = run_playbook(PLAYBOOKS / "checkpoint.yml", inventory=local_inventory,
-                          extra_vars=dict(variables, checkpoint_label="v1"), verbosity=2)
-    assert result.rc == 0, str(result)
-    postgres.psql("DELETE FROM t", db=db)
-    result = run_playbook(PLAYBOOKS / "rollback.yml", inventory=local_inventory,
-                          extra_vars=dict(variables, rollback_to="v1", rollback_layers=["database"]), verbosity=2)
-    assert result.rc == 0, str(result)
-    assert postgres.psql("SELECT count(*) FROM t", db=db) == "10"
-    assert secret not in result.stdout + result.stderr
-    assert secret not in (tmp_path / "audit.jsonl").read_text()
+# The checkpoint.yml / rollback.yml test of a password given only by name (backs up, restores, stays out of a
+# verbose rollback) runs with the named Terraform project's: terraform/test_named_project.py.

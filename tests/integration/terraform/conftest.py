@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness import PgServer, RepoInfo, Result, run_module_process
+from harness import PgServer, RepoInfo, Result, make_repo, run_module_process
 
 LABELS = {"team": "ops", "tier": "web"}
 
@@ -213,3 +214,103 @@ def tf_local(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[
              localhost_inventory: Path) -> TfSetup:
     """The local backend only, for store-side checks that do not depend on the backend."""
     return _make_setup("local", request, tmp_path, git_repo, tf_cli_config, localhost_inventory, _playbook_runner(request))
+
+
+@dataclass
+class Deployed:
+    """A setup deployed once per module: v1 applied, snapshotted as ``v1`` by the module, v2 applied; the
+    files (repository, ``.terraform``, local state, store) and the pg backend's database are kept, and
+    :meth:`fresh` puts them back at the same paths (a snapshot names its project by path) for each test."""
+
+    setup: TfSetup
+    v1: dict
+    v2: dict
+    snapshot: dict
+    """What the module returned for the snapshot ``v1``."""
+    saved: Path
+    saved_database: str | None = None
+
+    def fresh(self, request: pytest.FixtureRequest) -> "Kept":
+        """The setup as it was after the deploy of v2, for one test."""
+        work = self.setup.store.parent
+        shutil.rmtree(work)
+        shutil.copytree(self.saved, work, symlinks=True)
+        if self.setup.pg is not None and self.setup.database and self.saved_database:
+            self.setup.pg.drop_database(self.setup.database)
+            self.setup.pg.psql(f'CREATE DATABASE "{self.setup.database}" TEMPLATE "{self.saved_database}"')
+        setup = TfSetup(self.setup.backend, self.setup.repo, self.setup.store, self.setup.inventory,
+                        self.setup.env, self.setup.conn_str, self.setup.pg, self.setup.database,
+                        run=_playbook_runner(request), initialised=True)
+        assert setup.state() == self.v2, "the kept deployment did not come back"
+        return Kept(setup, self.v1, self.v2, self.snapshot)
+
+
+@dataclass
+class Kept:
+    """One test's copy of a :class:`Deployed`: the setup at v2, v1's and v2's states, the snapshot v1."""
+
+    tf: TfSetup
+    v1: dict
+    v2: dict
+    snapshot: dict
+
+
+def _deploy_once(backend: str, request: pytest.FixtureRequest, base: Path, tf_cli_config: Path,
+                 localhost_inventory: Path) -> Deployed:
+    work = base / "work"
+    repo = make_repo(work / "config", {tag: release_files(tag, backend) for tag in ("v1", "v2")})
+    (repo.path / ".gitignore").write_text(".terraform*\nterraform.tfstate*\n")
+    env = {"TF_CLI_CONFIG_FILE": str(tf_cli_config), "TF_IN_AUTOMATION": "1"}
+    setup = TfSetup(backend, repo, work / "store", localhost_inventory, env)
+    saved_database = None
+    if backend == "pg":
+        server: PgServer = request.getfixturevalue("postgres")
+        setup.pg, setup.database = server, "tf_" + secrets.token_hex(4)
+        server.create_database(setup.database)
+        setup.conn_str = f"postgres://{server.user}@{server.host}:{server.port}/{setup.database}?sslmode=disable"
+    v1 = setup.deploy("v1")
+    run, snap = setup.module("snapshot v1", operation="snapshot", label="v1")
+    assert run.ok and snap["changed"] is True, run
+    v2 = setup.deploy("v2")
+    if setup.pg is not None:
+        saved_database = setup.database + "_v2"
+        setup.pg.psql(f'CREATE DATABASE "{saved_database}" TEMPLATE "{setup.database}"')
+    shutil.copytree(work, base / "saved", symlinks=True)
+    return Deployed(setup, v1, v2, snap["snapshot"], base / "saved", saved_database)
+
+
+@pytest.fixture(scope="module")
+def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tf_cli_config: Path,
+             localhost_inventory: Path) -> Iterator[Callable[[str], Deployed]]:
+    """``deployed(backend)``: the module's :class:`Deployed` of that backend, made on first use."""
+    made: dict[str, Deployed] = {}
+
+    def get(backend: str) -> Deployed:
+        if backend not in made:
+            made[backend] = _deploy_once(backend, request, tmp_path_factory.mktemp("tf-" + backend), tf_cli_config,
+                                         localhost_inventory)
+        return made[backend]
+
+    yield get
+    for kept in made.values():
+        if kept.setup.pg is not None and kept.setup.database:
+            kept.setup.pg.drop_database(kept.setup.database)
+            kept.setup.pg.drop_database(kept.saved_database or "")
+
+
+@pytest.fixture(params=["local", "pg"])
+def tf_v2(request: pytest.FixtureRequest, deployed: Callable[[str], Deployed]) -> Kept:
+    """On each backend: v1 applied and snapshotted as ``v1``, then v2 applied (made once per module)."""
+    return deployed(request.param).fresh(request)
+
+
+@pytest.fixture
+def tf_v2_local(request: pytest.FixtureRequest, deployed: Callable[[str], Deployed]) -> Kept:
+    """The same on the local backend only."""
+    return deployed("local").fresh(request)
+
+
+@pytest.fixture
+def tf_v2_pg(request: pytest.FixtureRequest, deployed: Callable[[str], Deployed]) -> Kept:
+    """The same on the pg backend only."""
+    return deployed("pg").fresh(request)

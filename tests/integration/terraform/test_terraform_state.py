@@ -81,11 +81,8 @@ def test_revert_brings_v1_back_forward_with_same_lineage_and_no_drift(tf: TfSetu
     assert labels[0] == "v1" and labels[1].startswith("safety-default-before-revert-")
 
 
-def test_a_revert_with_verify_proves_it_in_the_same_run_and_initialises_the_project_once(tf_local: TfSetup) -> None:
-    tf = tf_local
-    tf.deploy("v1")
-    assert tf.module("snapshot v1", operation="snapshot", label="v1")[0].ok
-    v2 = tf.deploy("v2")
+def test_a_revert_with_verify_proves_it_in_the_same_run_and_initialises_the_project_once(tf_v2_local) -> None:
+    tf, v2 = tf_v2_local.tf, tf_v2_local.v2
 
     run, refused = tf.module("verify against a tag that is not there", operation="revert", snapshot="v1", verify=True,
                              tag="previous")
@@ -112,10 +109,8 @@ def test_a_revert_with_verify_proves_it_in_the_same_run_and_initialises_the_proj
     assert run.ok and "verify" not in planned, "check mode plans nothing more"
 
 
-def test_revert_the_safety_snapshot_undoes_a_revert(tf: TfSetup) -> None:
-    tf.deploy("v1")
-    tf.module("snapshot v1", operation="snapshot", label="v1")
-    v2 = tf.deploy("v2")
+def test_revert_the_safety_snapshot_undoes_a_revert(tf_v2) -> None:
+    tf, v2 = tf_v2.tf, tf_v2.v2
     done = tf.module("revert", operation="revert", snapshot="v1", safety_label="before-v1")[1]
     assert done["safety_snapshot"]["label"] == "before-v1"
     run, undo = tf.module("undo", operation="revert", snapshot="before-v1")
@@ -125,8 +120,8 @@ def test_revert_the_safety_snapshot_undoes_a_revert(tf: TfSetup) -> None:
     assert now["lineage"] == v2["lineage"] and now["serial"] > done["revert"]["to_serial"]
 
 
-def test_apply_at_tag_rolls_infrastructure_back_from_a_worktree(tf: TfSetup) -> None:
-    v2 = tf.deploy("v2")
+def test_apply_at_tag_rolls_infrastructure_back_from_a_worktree(tf_v2) -> None:
+    tf, v2 = tf_v2.tf, tf_v2.v2
     worktrees_before = tf.repo.git("worktree", "list")
 
     run, plan = tf.module("apply_at v1 (check)", check=True, operation="apply_at", tag="v1")
@@ -148,9 +143,8 @@ def test_apply_at_tag_rolls_infrastructure_back_from_a_worktree(tf: TfSetup) -> 
     assert again["changed"] is False
 
 
-def test_snapshot_of_another_lineage_is_refused_unless_forced(tf: TfSetup) -> None:
-    old = tf.deploy("v1")
-    tf.module("snapshot v1", operation="snapshot", label="v1")
+def test_snapshot_of_another_lineage_is_refused_unless_forced(tf_v2) -> None:
+    tf, old = tf_v2.tf, tf_v2.v1  # snapshot v1 of v1's lineage
     tf.reset_state()
     fresh = tf.deploy("v2")
     assert fresh["lineage"] != old["lineage"]
@@ -169,19 +163,16 @@ def test_snapshot_of_another_lineage_is_refused_unless_forced(tf: TfSetup) -> No
     assert forced["safety_snapshot"]["lineage"] == fresh["lineage"]
 
 
-def test_unknown_snapshot_lists_the_available_ones(tf_local: TfSetup) -> None:
-    tf_local.deploy("v1")
-    tf_local.module("snapshot v1", operation="snapshot", label="v1")
+def test_unknown_snapshot_lists_the_available_ones(tf_v2_local) -> None:
+    tf_local = tf_v2_local.tf
     run, failed = tf_local.module("revert", operation="revert", snapshot="v0.9")
     assert not run.ok
     assert "'v0.9' is not in" in failed["msg"] and "v1 (" in failed["msg"] and "operation=list" in failed["msg"]
     assert [snap["label"] for snap in failed["available"]] == ["v1"]
 
 
-def test_corrupted_snapshot_is_refused_before_anything_changes(tf_local: TfSetup) -> None:
-    tf_local.deploy("v1")
-    snap = tf_local.module("snapshot v1", operation="snapshot", label="v1")[1]["snapshot"]
-    v2 = tf_local.deploy("v2")
+def test_corrupted_snapshot_is_refused_before_anything_changes(tf_v2_local) -> None:
+    tf_local, snap, v2 = tf_v2_local.tf, tf_v2_local.snapshot, tf_v2_local.v2
     blob = tf_local.store / "objects" / snap["sha256"][:2] / snap["sha256"]
     blob.chmod(0o600)
     blob.write_bytes(blob.read_bytes().replace(b'"v1"', b'"v9"'))
@@ -227,10 +218,8 @@ def _hold_pg_lock(tf: TfSetup, app_name: str) -> subprocess.Popen:
     return holder
 
 
-def test_state_locked_by_someone_else_waits_then_names_the_holder(tf_pg: TfSetup) -> None:
-    tf_pg.deploy("v1")
-    tf_pg.module("snapshot v1", operation="snapshot", label="v1")
-    v2 = tf_pg.deploy("v2")
+def test_state_locked_by_someone_else_waits_then_names_the_holder(tf_v2_pg) -> None:
+    tf_pg, v2 = tf_v2_pg.tf, tf_v2_pg.v2
     holder = _hold_pg_lock(tf_pg, "release-pipeline-42")
     try:
         start = time.monotonic()
@@ -246,10 +235,8 @@ def test_state_locked_by_someone_else_waits_then_names_the_holder(tf_pg: TfSetup
     assert now["serial"] == v2["serial"] and outputs(now) == {"release": "v2"}
 
 
-def test_state_lock_released_within_the_timeout_lets_the_revert_through(tf_pg: TfSetup) -> None:
-    tf_pg.deploy("v1")
-    tf_pg.module("snapshot v1", operation="snapshot", label="v1")
-    v2 = tf_pg.deploy("v2")
+def test_state_lock_released_within_the_timeout_lets_the_revert_through(tf_v2_pg) -> None:
+    tf_pg, v2 = tf_v2_pg.tf, tf_v2_pg.v2
     holder = _hold_pg_lock(tf_pg, "short-job")
     release = threading.Timer(3.0, holder.stdin.close)  # type: ignore[union-attr]  # ends the session
     release.start()
