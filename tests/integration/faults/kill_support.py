@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import psycopg2
 
-from harness import PgServer
+from harness import MariaDbServer, PgServer
 
 
 def start_engine(collections_path: Path, code: str, *args: str,
@@ -172,3 +172,35 @@ def phase_of(now: Any, old: Any, new: Any) -> str:
         return "new"
     raise AssertionError("half state after a kill: neither the old nor the new content (%r)"
                          % (now if not isinstance(now, dict) else {k: v[:12] for k, v in now.items()}))
+
+
+# ------------------------------------------------------------------------------ MariaDB
+class MariaDbPoll:
+    """One mariadb client session answering one-row queries in turn: a polling loop that waits for the
+    server to reach a state costs one client process, not one per poll."""
+
+    def __init__(self, server: MariaDbServer) -> None:
+        self.proc = subprocess.Popen(["mariadb", *server.client_args(), "-N", "-B", "--unbuffered"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={"MYSQL_PWD": server.password, "PATH": "/usr/bin:/bin"})
+
+    def value(self, sql: str) -> str:
+        """The one row ``sql`` returns."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(" ".join(sql.split()).rstrip(";") + ";\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the polling session ended: %s" % self.proc.communicate()[1]
+        return line.rstrip("\n")
+
+    def close(self) -> None:
+        """End the session (also when the server is gone)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+    def __enter__(self) -> "MariaDbPoll":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

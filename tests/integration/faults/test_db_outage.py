@@ -21,12 +21,13 @@ from typing import Callable, Iterator
 import pytest
 
 from harness import DatabaseError, MariaDbServer, PgServer, run_module_process
+from kill_support import MariaDbPoll
 
 pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
-BIG_ROWS = 40_000
+BIG_ROWS = 20_000
 """The event rows in PostgreSQL. Their CHECK constraint (``paced``, restored with the table) sleeps 50 ms
-every 2,000 rows in the sessions of a restore the test stops (:data:`PACE`), so pg_restore copies them for a
+every 1,000 rows in the sessions of a restore the test stops (:data:`PACE`), so pg_restore copies them for a
 second or more at little CPU: the test stops the server inside that copy, which the tests assert, however busy
 the machine. Other loads of the rows (the template, the restores that must succeed) are not paced."""
 PACE = "gitops_test.pace"
@@ -38,7 +39,7 @@ LONG_NAME = "shop_" + "x" * 40
 SCHEMA = f"""
 CREATE FUNCTION paced(id bigint) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-  IF id % 2000 = 0 AND current_setting('gitops_test.pace', true) = 'on' THEN PERFORM pg_sleep(0.05); END IF;
+  IF id % 1000 = 0 AND current_setting('gitops_test.pace', true) = 'on' THEN PERFORM pg_sleep(0.05); END IF;
   RETURN true;
 END $$;
 CREATE TABLE account (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12, 2) NOT NULL);
@@ -329,13 +330,14 @@ def test_mariadb_killed_mid_restore(maria: MariaDbServer, run_task, tmp_path: Pa
 
     box: list = []
     worker = threading.Thread(target=lambda: box.append(run_task("gitops.rollback.db_restore", args)[1]))
-    worker.start()
-    deadline = time.monotonic() + 300
-    while int(maria.sql(MARIA_LOADING_SQL.format(match=match)) or 0) == 0:
-        assert worker.is_alive(), "the restore ended before the server was killed: %s" % box
-        assert time.monotonic() < deadline, "the restore never started loading rows"
-        time.sleep(0.02)
-    maria.halt(signal.SIGKILL)
+    with MariaDbPoll(maria) as watcher:  # one session: a poll takes ~1 ms
+        worker.start()
+        deadline = time.monotonic() + 300
+        while int(watcher.value(MARIA_LOADING_SQL.format(match=match)) or 0) == 0:
+            assert worker.is_alive(), "the restore ended before the server was killed: %s" % box
+            assert time.monotonic() < deadline, "the restore never started loading rows"
+            time.sleep(0.02)
+        maria.halt(signal.SIGKILL)
     killed = time.monotonic()
     worker.join(timeout=300)
     task = box[0]

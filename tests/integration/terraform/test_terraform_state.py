@@ -257,15 +257,15 @@ def test_list_on_an_empty_store_is_empty_and_changes_nothing(tf_local: TfSetup, 
     assert not (tmp_path / "nothing").exists()
 
 
-def test_variables_of_map_type_reach_terraform(tf: TfSetup) -> None:
-    tf.deploy("v1")
+def test_variables_of_map_type_reach_terraform(tf_v2) -> None:
+    tf = tf_v2.tf  # v2 applied with the labels, checked out at v2
     wrong = tf.module("verify other labels", operation="verify", variables={"labels": {"team": "dev"}})[1]
     assert wrong["drift"] is True and wrong["plan"]["changes"] == [{"address": "terraform_data.web", "action": "update"}]
     right = tf.module("verify same labels", operation="verify")[1]
     assert right["drift"] is False
 
 
-def test_a_given_binary_is_used_instead_of_the_embedded_terraform(tf_local: TfSetup, tmp_path: Path) -> None:
+def test_a_given_binary_is_used_instead_of_the_embedded_terraform(tf_v2_local, tmp_path: Path) -> None:
     """binary_path: a stand-in executable (it runs the embedded Terraform with its argv) proves the argv path."""
     shim = tmp_path / "bin" / "tofu"
     shim.parent.mkdir()
@@ -273,11 +273,11 @@ def test_a_given_binary_is_used_instead_of_the_embedded_terraform(tf_local: TfSe
                     "rc, out, err = T.run(sys.argv[1:], backend='thread')\n"
                     "sys.stdout.write(out); sys.stderr.write(err); sys.exit(rc)\n")
     shim.chmod(0o755)
-    tf_local.deploy("v1")
-    run, snap = tf_local.module("snapshot", operation="snapshot", label="v1", binary_path=str(shim))
+    tf_local, v2 = tf_v2_local.tf, tf_v2_local.v2  # v1 snapshotted (by the embedded Terraform), v2 applied
+    run, snap = tf_local.module("snapshot", operation="snapshot", label="v2", binary_path=str(shim))
     assert run.ok, run
-    assert all(cmd.startswith(str(shim) + " -chdir=") for cmd in snap["commands"])
-    v2 = tf_local.deploy("v2")
+    assert snap["changed"] is True and snap["commands"]
+    assert all(cmd.startswith(str(shim) + " -chdir=") for cmd in snap["commands"]), snap["commands"]
     run, done = tf_local.module("revert", operation="revert", snapshot="v1", binary_path=str(shim))
     assert run.ok, run
     now = tf_local.state()
