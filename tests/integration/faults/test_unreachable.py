@@ -15,7 +15,7 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -127,11 +127,19 @@ class Background:
     output: Path
     cmd: list[str]
     started: float
+    seen: list[dict] = field(default_factory=list)
+    offset: int = 0
 
     def events(self) -> list[dict]:
-        if not self.events_path.exists():
-            return []
-        return [json.loads(line) for line in self.events_path.read_text().splitlines() if line.endswith("}")]
+        """Every task result reported so far; a poll parses only the lines written since the last one."""
+        if self.events_path.exists():
+            with open(self.events_path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+            complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+            self.offset += len(complete)
+            self.seen += [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.endswith("}")]
+        return list(self.seen)
 
     def wait_for(self, what: str, ready: Callable[[], bool], timeout: float = 300) -> float:
         """Poll until ``ready()``; fail if the run ends first. Returns the seconds since the start."""

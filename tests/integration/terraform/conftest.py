@@ -218,9 +218,10 @@ def tf_local(request: pytest.FixtureRequest, tmp_path: Path, git_repo: Callable[
 
 @dataclass
 class Deployed:
-    """A setup deployed once per module: v1 applied, snapshotted as ``v1`` by the module, v2 applied; the
-    files (repository, ``.terraform``, local state, store) and the pg backend's database are kept, and
-    :meth:`fresh` puts them back at the same paths (a snapshot names its project by path) for each test."""
+    """A setup deployed once per module: v1 applied (stage ``v1``), snapshotted as ``v1`` by the module,
+    v2 applied (stage ``v2``). At each stage the files (repository, ``.terraform``, local state, store) and
+    the pg backend's database are kept, and :meth:`fresh` puts a stage back at the same paths (a snapshot
+    names its project by path) for each test."""
 
     setup: TfSetup
     v1: dict
@@ -228,26 +229,31 @@ class Deployed:
     snapshot: dict
     """What the module returned for the snapshot ``v1``."""
     saved: Path
-    saved_database: str | None = None
+    """One copy of the work directory per stage: ``saved/v1``, ``saved/v2``."""
 
-    def fresh(self, request: pytest.FixtureRequest) -> "Kept":
-        """The setup as it was after the deploy of v2, for one test."""
+    def saved_database(self, stage: str) -> str:
+        """The pg backend's database as it was at ``stage``."""
+        return f"{self.setup.database}_{stage}"
+
+    def fresh(self, request: pytest.FixtureRequest, stage: str = "v2") -> "Kept":
+        """The setup as it was at ``stage``, for one test."""
         work = self.setup.store.parent
         shutil.rmtree(work)
-        shutil.copytree(self.saved, work, symlinks=True)
-        if self.setup.pg is not None and self.setup.database and self.saved_database:
+        shutil.copytree(self.saved / stage, work, symlinks=True)
+        if self.setup.pg is not None and self.setup.database:
             self.setup.pg.drop_database(self.setup.database)
-            self.setup.pg.psql(f'CREATE DATABASE "{self.setup.database}" TEMPLATE "{self.saved_database}"')
+            self.setup.pg.psql(f'CREATE DATABASE "{self.setup.database}" TEMPLATE "{self.saved_database(stage)}"')
         setup = TfSetup(self.setup.backend, self.setup.repo, self.setup.store, self.setup.inventory,
                         self.setup.env, self.setup.conn_str, self.setup.pg, self.setup.database,
                         run=_playbook_runner(request), initialised=True)
-        assert setup.state() == self.v2, "the kept deployment did not come back"
+        assert setup.state() == {"v1": self.v1, "v2": self.v2}[stage], "the kept deployment did not come back"
         return Kept(setup, self.v1, self.v2, self.snapshot)
 
 
 @dataclass
 class Kept:
-    """One test's copy of a :class:`Deployed`: the setup at v2, v1's and v2's states, the snapshot v1."""
+    """One test's copy of a :class:`Deployed` stage: the setup, v1's and v2's states, the snapshot v1 (v2's
+    state and the snapshot are what the stage ``v2`` holds; at stage ``v1`` they are still to be made)."""
 
     tf: TfSetup
     v1: dict
@@ -262,21 +268,24 @@ def _deploy_once(backend: str, request: pytest.FixtureRequest, base: Path, tf_cl
     (repo.path / ".gitignore").write_text(".terraform*\nterraform.tfstate*\n")
     env = {"TF_CLI_CONFIG_FILE": str(tf_cli_config), "TF_IN_AUTOMATION": "1"}
     setup = TfSetup(backend, repo, work / "store", localhost_inventory, env)
-    saved_database = None
     if backend == "pg":
         server: PgServer = request.getfixturevalue("postgres")
         setup.pg, setup.database = server, "tf_" + secrets.token_hex(4)
         server.create_database(setup.database)
         setup.conn_str = f"postgres://{server.user}@{server.host}:{server.port}/{setup.database}?sslmode=disable"
+
+    def keep(stage: str) -> None:
+        if setup.pg is not None:
+            setup.pg.psql(f'CREATE DATABASE "{setup.database}_{stage}" TEMPLATE "{setup.database}"')
+        shutil.copytree(work, base / "saved" / stage, symlinks=True)
+
     v1 = setup.deploy("v1")
+    keep("v1")
     run, snap = setup.module("snapshot v1", operation="snapshot", label="v1")
     assert run.ok and snap["changed"] is True, run
     v2 = setup.deploy("v2")
-    if setup.pg is not None:
-        saved_database = setup.database + "_v2"
-        setup.pg.psql(f'CREATE DATABASE "{saved_database}" TEMPLATE "{setup.database}"')
-    shutil.copytree(work, base / "saved", symlinks=True)
-    return Deployed(setup, v1, v2, snap["snapshot"], base / "saved", saved_database)
+    keep("v2")
+    return Deployed(setup, v1, v2, snap["snapshot"], base / "saved")
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +303,8 @@ def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     yield get
     for kept in made.values():
         if kept.setup.pg is not None and kept.setup.database:
-            kept.setup.pg.drop_database(kept.setup.database)
-            kept.setup.pg.drop_database(kept.saved_database or "")
+            for name in (kept.setup.database, kept.saved_database("v1"), kept.saved_database("v2")):
+                kept.setup.pg.drop_database(name)
 
 
 @pytest.fixture(params=["local", "pg"])
@@ -314,3 +323,9 @@ def tf_v2_local(request: pytest.FixtureRequest, deployed: Callable[[str], Deploy
 def tf_v2_pg(request: pytest.FixtureRequest, deployed: Callable[[str], Deployed]) -> Kept:
     """The same on the pg backend only."""
     return deployed("pg").fresh(request)
+
+
+@pytest.fixture(params=["local", "pg"])
+def tf_v1(request: pytest.FixtureRequest, deployed: Callable[[str], Deployed]) -> Kept:
+    """On each backend: v1 applied, nothing stored yet (made once per module)."""
+    return deployed(request.param).fresh(request, "v1")

@@ -25,8 +25,8 @@ def addresses(state: dict) -> set[str]:
     return {f"{res['type']}.{res['name']}" for res in state["resources"]}
 
 
-def test_revert_brings_v1_back_forward_with_same_lineage_and_no_drift(tf: TfSetup) -> None:
-    v1 = tf.deploy("v1")
+def test_revert_brings_v1_back_forward_with_same_lineage_and_no_drift(tf_v1) -> None:
+    tf, v1 = tf_v1.tf, tf_v1.v1  # v1 applied, nothing stored yet
     run, snap = tf.module("snapshot v1", operation="snapshot", label="v1")
     assert run.ok, run
     assert snap["changed"] is True
@@ -185,8 +185,8 @@ def test_corrupted_snapshot_is_refused_before_anything_changes(tf_v2_local) -> N
     assert [s["label"] for s in listing["snapshots"]] == ["v1"], "a refused revert took a safety snapshot"
 
 
-def test_configuration_that_does_not_init_fails_and_stores_nothing(tf: TfSetup) -> None:
-    tf.deploy("v1")
+def test_configuration_that_does_not_init_fails_and_stores_nothing(tf_v1) -> None:
+    tf = tf_v1.tf  # v1 applied, nothing stored yet
     (tf.project / "broken.tf").write_text('terraform {\n  backend "nonexistent" {}\n}\n')
     run, failed = tf.module("snapshot", operation="snapshot", label="v1")
     assert not run.ok
