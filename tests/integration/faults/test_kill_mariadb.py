@@ -387,10 +387,9 @@ def test_mariadb_revert_killed_at_random_points_follows_the_dirty_recovery(
 def check_killed_revert(server: MariaDbServer, db: str) -> str:
     """Assert history and schema agree after a kill (read together once the killed run's statements ended);
     return the phase (old, new, between, dirty Vn after k)."""
-    found = my_settle(server, queries={"history": "SELECT version, state, direction FROM %s.gitops_rollback_migrations "
-                                                  "ORDER BY version" % quote(db),
-                                       **{name: sql.replace("FROM big", "FROM %s.big" % quote(db))
-                                          for name, sql in schema_queries(db).items()}})
+    queries = {name: sql.replace("FROM big", "FROM %s.big" % quote(db)) for name, sql in schema_queries(db).items()}
+    queries["history"] = HISTORY.replace("FROM gitops", "FROM %s.gitops" % quote(db))
+    found = my_settle(server, queries=queries)
     history = history_rows(found["history"])
     versions = [v for v, _s, _d in history]
     assert versions == list(range(len(versions))), history
