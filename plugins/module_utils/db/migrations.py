@@ -82,6 +82,7 @@ class Migrations:
         self.conn = conn
         self.lock_record: Optional[dict] = None
         self.recovered: Optional[dict] = None
+        self.schema_ready = False  # the history tables were created (or found) by this engine since its last script
 
     # -- dialect
     def literal(self, value: Optional[str]) -> str:
@@ -168,6 +169,12 @@ class Migrations:
         """Return ``{"history": [row dicts by version], "labels": [label dicts]}``."""
         raise NotImplementedError
 
+    def read_state_if_exists(self) -> Optional[dict]:
+        """Return :meth:`read_state` when the history table exists, else None (the client engines: one round trip)."""
+        if not self.schema_exists():
+            return None
+        return self.read_state()
+
     def run_scripts(self, scripts: List[str]) -> None:
         """Run ``scripts`` in order, stopping at the first failure (MigrationFailed)."""
         raise NotImplementedError
@@ -205,11 +212,17 @@ class Migrations:
         """Write the owner row of the server-side lock this engine's client session now holds (``upsert``: the
         statement's verb, ``conflict``: its ON CONFLICT clause); a crashed run's row found there is reported."""
         self.lock_record = self._lock_record(owner, ttl, session)
-        self.ensure_schema()
-        holder = self._holder()
+        holder = self._replace_owner(lock_row_sql(self.literal, self.lock_record, upsert) + conflict + ";")
         if holder and not self.recovered:
             self.recovered = holder  # a crashed run left its record; the server had already freed its lock
-        self.query(lock_row_sql(self.literal, self.lock_record, upsert) + conflict + ";", "Recording the migration lock owner")
+
+    def _replace_owner(self, row_sql: str) -> Optional[dict]:
+        """Create the history tables when missing, read the lock's owner row, then run ``row_sql`` (writing ours);
+        return the owner row read (None when there was none). The client engines do it in one round trip."""
+        self.ensure_schema()
+        holder = self._holder()
+        self.query(row_sql, "Recording the migration lock owner")
+        return holder
 
     def _holder(self) -> Optional[dict]:
         """Return the lock's owner row (None when there is none)."""
@@ -343,7 +356,9 @@ def read_state(engine: Migrations, create: bool) -> State:
     """Read the history (creating the tables when ``create``; none yet reads as empty)."""
     if create:
         engine.ensure_schema()
-    elif not engine.schema_exists():
-        return State()
-    raw = engine.read_state()
+        raw = engine.read_state()
+    else:
+        raw = engine.read_state_if_exists()
+        if raw is None:
+            return State()
     return State(history=list(raw.get("history") or []), labels=list(raw.get("labels") or []))

@@ -112,7 +112,7 @@ class MysqlEngine:
 
     def recreate(self, database: str, info: dict) -> None:
         """Drop ``database`` if it exists and create it empty (one round trip)."""
-        self.sql("DROP DATABASE IF EXISTS %s; %s" % (ident(database), self._create_sql(database, info)))
+        self.sql("DROP DATABASE IF EXISTS %s; %s" % (ident(database), self.create_sql(database, info)))
 
     def databases(self) -> List[str]:
         """Return the databases."""
@@ -243,10 +243,10 @@ class MysqlEngine:
 
     def create(self, database: str, info: dict) -> None:
         """Create an empty database with the recorded character set."""
-        self.sql(self._create_sql(database, info))
+        self.sql(self.create_sql(database, info))
 
     @staticmethod
-    def _create_sql(database: str, info: dict) -> str:
+    def create_sql(database: str, info: dict) -> str:
         sql = "CREATE DATABASE %s" % ident(database)
         if info.get("charset"):
             sql += " CHARACTER SET %s COLLATE %s" % (ident(info["charset"]), ident(info["collation"]))
@@ -301,22 +301,39 @@ class MysqlEngine:
 
         Triggers come in the order they fire (per table, timing and event): they are re-created in it.
         """
-        db = literal(database)
-        rows = self.sql(
-            "SELECT 'VIEW', TABLE_NAME, '', '', '', 0 FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s UNION ALL "
-            "SELECT ROUTINE_TYPE, ROUTINE_NAME, '', '', '', 0 FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
-            "UNION ALL SELECT 'EVENT', EVENT_NAME, '', '', '', 0 FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s "
-            "UNION ALL SELECT 'TRIGGER', TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, "
-            "ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s ORDER BY 1, 3, 4, 5, 6, 2"
-            % (db, db, db, db))
-        return [(row[0], row[1]) for row in rows]
+        return [(row[0], row[1]) for row in self.sql(self.list_objects_sql(database))]
+
+    @staticmethod
+    def list_objects_sql(database: str, tag: str = "") -> str:
+        """Return the query of ``list_objects`` (rows: kind, name, ...); with ``tag``, each row starts with it."""
+        db, first = literal(database), literal(tag) + ", " if tag else ""
+        order = "1, 3, 4, 5, 6, 2" if not tag else "2, 4, 5, 6, 7, 3"
+        return (
+            "SELECT %s'VIEW', TABLE_NAME, '', '', '', 0 FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s UNION ALL "
+            "SELECT %sROUTINE_TYPE, ROUTINE_NAME, '', '', '', 0 FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA "
+            "= %s UNION ALL SELECT %s'EVENT', EVENT_NAME, '', '', '', 0 FROM information_schema.EVENTS WHERE "
+            "EVENT_SCHEMA = %s UNION ALL SELECT %s'TRIGGER', TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, "
+            "EVENT_MANIPULATION, ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s ORDER BY %s"
+            % (first, db, first, db, first, db, first, db, order))
 
     def read_objects(self, database: str) -> List[DbObject]:
         """Return the views, routines, events and triggers of a database as stored, with their creation sessions."""
-        listed = self.list_objects(database)
-        if not listed:
-            return []
-        return parse_objects(listed, self.run_script(read_script(database, listed)), database)
+        return self.read_listed_objects({database: self.list_objects(database)})[database]
+
+    def read_listed_objects(self, listed: Dict[str, List[tuple]]) -> Dict[str, List[DbObject]]:
+        """Return the objects of each database as stored, from their (kind, name) lists (``list_objects``): one
+        client run for all of them (none when there are none)."""
+        wanted = [database for database, objects in listed.items() if objects]
+        found: Dict[str, List[DbObject]] = {database: [] for database in listed}
+        if not wanted:
+            return found
+        rows = self.run_script(b"".join(read_script(database, listed[database]) for database in wanted))
+        if len(rows) != sum(len(listed[database]) for database in wanted):  # an object changed while it was read
+            parse_objects([o for database in wanted for o in listed[database]], rows, " and ".join(wanted))
+        for database in wanted:
+            found[database] = parse_objects(listed[database], rows[:len(listed[database])], database)
+            rows = rows[len(listed[database]):]
+        return found
 
     def swap(self, live: str, staged: str, old: Optional[str]) -> None:
         """Move the staged tables into ``live`` (its tables go to ``old``, or are dropped): ``db.mysql_swap``."""

@@ -169,7 +169,13 @@ class MysqlMigrations(Migrations):
         return out.strip() == "1"
 
     def ensure_schema(self) -> None:
-        self.query(
+        if not self.schema_ready:
+            self.query(self._schema_sql(), "Creating the migration history tables")
+            self.schema_ready = True
+
+    @staticmethod
+    def _schema_sql() -> str:
+        return (
             "CREATE TABLE IF NOT EXISTS %s (version BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL, "
             "checksum CHAR(64) NOT NULL, down_checksum CHAR(64), down_sql LONGTEXT, applied_at DATETIME(6) NOT NULL, "
             "applied_by VARCHAR(255), job_id VARCHAR(255), duration_ms BIGINT, label VARCHAR(255), "
@@ -184,10 +190,28 @@ class MysqlMigrations(Migrations):
             "table_schema = DATABASE() AND table_name = '%s' AND column_name = 'direction') < 16, "
             "'ALTER TABLE %s MODIFY direction VARCHAR(16) NOT NULL', 'DO 0');\n"
             "PREPARE gr_widen FROM @gr_widen;\nEXECUTE gr_widen;\nDEALLOCATE PREPARE gr_widen;\n"
-            % (HISTORY, LABELS, LOCKS, HISTORY, HISTORY), "Creating the migration history tables")
+            % (HISTORY, LABELS, LOCKS, HISTORY, HISTORY))
+
+    def _if_schema(self, sql: str) -> str:
+        """Return a script running ``sql`` only when the history table exists (else it prints NULL; one client run)."""
+        return ("SET @gr_read = IF((SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
+                "AND table_name = '%s') = 1, %s, 'SELECT NULL');\nPREPARE gr_read FROM @gr_read;\nEXECUTE gr_read;\n"
+                "DEALLOCATE PREPARE gr_read;\n" % (HISTORY, self.literal(sql.rstrip().rstrip(";"))))
+
+    @staticmethod
+    def _json_or_none(out: str) -> Optional[dict]:
+        out = out.strip()
+        return json.loads(out) if out and out != "NULL" else None
+
+    def read_state_if_exists(self) -> Optional[dict]:
+        return self._json_or_none(self.query(self._if_schema(self._state_sql()), "Reading the migration history"))
 
     def read_state(self) -> dict:
-        sql = (
+        return json.loads(self.query(self._state_sql(), "Reading the migration history"))
+
+    @staticmethod
+    def _state_sql() -> str:
+        return (
             "SELECT JSON_OBJECT('history', COALESCE((SELECT JSON_ARRAYAGG(JSON_OBJECT('version', version, 'name', name, "
             "'checksum', checksum, 'down_checksum', down_checksum, 'down_sql', down_sql, 'applied_at', "
             "DATE_FORMAT(applied_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'), 'applied_by', applied_by, 'job_id', job_id, "
@@ -195,24 +219,30 @@ class MysqlMigrations(Migrations):
             "FROM %s), JSON_ARRAY()), 'labels', COALESCE((SELECT JSON_ARRAYAGG(JSON_OBJECT('label', label, 'version', "
             "version, 'labelled_at', DATE_FORMAT(labelled_at, '%%Y-%%m-%%dT%%H:%%i:%%sZ'), 'labelled_by', labelled_by) "
             "ORDER BY labelled_at) FROM %s), JSON_ARRAY()));" % (HISTORY, LABELS))
-        return json.loads(self.query(sql, "Reading the migration history"))
 
     def run_scripts(self, scripts: List[str]) -> None:
         if not scripts:
             return
+        self.schema_ready = False  # a migration may drop or alter anything
         try:
             self._run([], "".join(scripts), "Running migrations on %s" % self.conn.describe())
         except CommandError as exc:
             raise MigrationFailed(str(exc), **exc.details) from exc
 
     # -- lock
+    @staticmethod
+    def _holder_sql() -> str:
+        return ("SELECT JSON_OBJECT('owner', owner, 'host', host, 'pid', pid, 'session_id', session_id, "
+                "'acquired_at', acquired_at, 'expires_epoch', expires_epoch, 'expires_at', expires_at) "
+                "FROM %s WHERE name = '%s';\n" % (LOCKS, LOCK_NAME))
+
     def _holder(self) -> Optional[dict]:
-        if not self.schema_exists():
-            return None
-        out = self.query("SELECT JSON_OBJECT('owner', owner, 'host', host, 'pid', pid, 'session_id', session_id, "
-                         "'acquired_at', acquired_at, 'expires_epoch', expires_epoch, 'expires_at', expires_at) "
-                         "FROM %s WHERE name = '%s';" % (LOCKS, LOCK_NAME), "Reading the migration lock owner").strip()
-        return json.loads(out) if out else None
+        return self._json_or_none(self.query(self._if_schema(self._holder_sql()), "Reading the migration lock owner"))
+
+    def _replace_owner(self, row_sql: str) -> Optional[dict]:
+        out = self.query(self._schema_sql() + self._holder_sql() + row_sql, "Recording the migration lock owner")
+        self.schema_ready = True
+        return self._json_or_none(out)
 
     def acquire_lock(self, owner: str, ttl: float, timeout: float) -> None:
         self._session_args = self.conn.mysql_args()

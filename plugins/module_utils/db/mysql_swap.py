@@ -74,16 +74,17 @@ def swap(engine, live: str, staged: str, old: Optional[str]) -> None:
     keep = old or live + "__gr_drop"
     phase = "read"
     try:
-        for leftover in leftovers(engine, live, staged):
+        found = survey(engine, live, staged)
+        for leftover in found["leftovers"]:
             engine.drop(leftover)
-        staged_objects, live_objects = engine.read_objects(staged), engine.read_objects(live)
-        info, live_info = engine.database_info(staged), engine.database_info(live)
-        mariadb = "mariadb" in engine.server_version().lower()
+        objects = engine.read_listed_objects(found["objects"])
+        staged_objects, live_objects = objects[staged], objects[live]
+        info, live_info = found["info"][staged], found["info"][live]
+        mariadb = "mariadb" in found["version"].lower()
         phase = "rehearse"
         engine.run_script(rehearsal(staged, staged_objects, info))
         phase = "prepare"
-        tables = {live: engine.tables(live, MOVABLE), staged: engine.tables(staged, MOVABLE)}
-        engine.create(keep, live_info)
+        tables = tables_then_create(engine, [live, staged], keep, live_info)
     except RollbackError as exc:
         raise swap_error(live, phase, exc, touched=False) from exc
     try:  # one session: the objects are absent for milliseconds, not across client calls
@@ -92,23 +93,45 @@ def swap(engine, live: str, staged: str, old: Optional[str]) -> None:
     except RollbackError as exc:
         raise put_back(engine, live, staged, keep, tables[staged], live_objects, live_info, exc) from exc
     phase = "cleanup"
-    try:
-        engine.drop(staged)
-        if old is None:
-            engine.drop(keep)
+    try:  # one client run; it stops at the first statement that fails
+        engine.sql("; ".join("DROP DATABASE IF EXISTS %s" % ident(name)
+                             for name in [staged] + ([keep] if old is None else [])))
     except RollbackError as exc:
         raise swap_error(live, phase, exc, touched=True, state=(
             "The live database %s holds the backup (tables and objects); %s%s could not be dropped now (the "
             "next restore drops them)." % (live, staged, "" if old else " and " + keep))) from exc
 
 
-def leftovers(engine, live: str, staged: str) -> List[str]:
-    """Return the staging databases of ``live`` that killed runs left: ``__gr_drop``, other ``__gr_restore_``."""
+def survey(engine, live: str, staged: str) -> dict:
+    """Read in one client run what the swap starts from: ``leftovers`` (the staging databases of ``live`` that
+    killed runs left: ``__gr_drop``, other ``__gr_restore_``), the server ``version``, ``info`` (character set and
+    collation, as ``database_info``) of both databases and, by database, its (kind, name)
+    (``objects``, as ``list_objects``)."""
     pattern = (live + "__gr_").replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
-    rows = engine.sql("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s"
-                      % literal(pattern + "%"))
-    return [row[0] for row in rows if row[0] != staged and (
-        row[0] == live + "__gr_drop" or row[0].startswith(live + "__gr_restore_"))]
+    queries = ["SELECT 'leftover', SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s"
+               % literal(pattern + "%"), "SELECT 'version', VERSION()"]
+    queries += ["SELECT %s, DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                "WHERE SCHEMA_NAME = %s" % (literal("info " + tag), literal(name))
+                for tag, name in (("staged", staged), ("live", live))]
+    queries += [engine.list_objects_sql(name, "objects " + tag) for tag, name in (("staged", staged), ("live", live))]
+    rows = engine.sql("; ".join(queries))
+    found: dict = {"version": next(row[1] for row in rows if row[0] == "version"), "info": {}, "objects": {}}
+    found["leftovers"] = [row[1] for row in rows if row[0] == "leftover" and row[1] != staged and (
+        row[1] == live + "__gr_drop" or row[1].startswith(live + "__gr_restore_"))]
+    for tag, name in (("staged", staged), ("live", live)):
+        info = [row for row in rows if row[0] == "info " + tag]
+        found["info"][name] = {"charset": info[0][1], "collation": info[0][2]} if info else {}
+        found["objects"][name] = [(row[1], row[2]) for row in rows if row[0] == "objects " + tag]
+    return found
+
+
+def tables_then_create(engine, databases: List[str], keep: str, keep_info: dict) -> Dict[str, List[str]]:
+    """Return the movable tables of each database (as ``engine.tables``), then create ``keep`` (one client run)."""
+    queries = ["SELECT %s, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE IN (%s) "
+               "ORDER BY TABLE_NAME" % (literal(str(index)), literal(name), ", ".join(literal(k) for k in MOVABLE))
+               for index, name in enumerate(databases)]
+    rows = engine.sql("; ".join(queries + [engine.create_sql(keep, keep_info)]))
+    return {name: [row[1] for row in rows if row[0] == str(index)] for index, name in enumerate(databases)}
 
 
 def rehearsal(staged: str, objects: List[DbObject], info: dict) -> bytes:

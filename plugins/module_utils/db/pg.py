@@ -24,7 +24,7 @@ from .pg_migrations import PgMigrations
 from .pg_args import check_extra_args
 from .pg_props import (
     create_sql, ident, info_sql, literal, may_be_a_killed_run, privileges_sql, property_statements, recorded_roles,
-    restore_problems,
+    restore_problems, untemplate_sql,
 )
 from ..common.errors import CommandError, RollbackError
 from ..common.fsutil import temp_name
@@ -278,7 +278,7 @@ class PgEngine:
     def recreate(self, database: str, info: dict, force: bool = True) -> None:
         """Drop ``database`` if it exists (ending its sessions when ``force``) and create it empty."""
         drop = "DROP DATABASE IF EXISTS %s%s" % (ident(database), " WITH (FORCE)" if force else "")
-        self.sql_steps(self._untemplate(database) + [drop, create_sql(database, info)])
+        self.sql_steps([untemplate_sql(database), drop, create_sql(database, info)])
 
     def sql_steps(self, statements: List[str]) -> None:
         """Run statements one after the other, each in its own transaction, in one psql call."""
@@ -297,13 +297,7 @@ class PgEngine:
 
     def drop(self, database: str) -> None:
         """Drop a database (a template one too), ending its sessions first."""
-        self.sql_steps(self._untemplate(database) + ["DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(database)])
-
-    def _untemplate(self, database: str) -> List[str]:
-        """Return the statement that lets a template database be dropped, when it is one."""
-        if self.sql("SELECT 1 FROM pg_database WHERE datname = %s AND datistemplate" % literal(database)):
-            return ["ALTER DATABASE %s IS_TEMPLATE false" % ident(database)]
-        return []
+        self.sql_steps([untemplate_sql(database), "DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(database)])
 
     # ------------------------------------------------------------ the database itself
     def check_restore(self, database: str, info: dict, live: bool, terminate_sessions: bool, version: str) -> None:

@@ -101,10 +101,26 @@ class PgMigrations(Migrations):
         return self.query("SELECT to_regclass('%s') IS NOT NULL;" % HISTORY, "Reading the migration history").strip() == "t"
 
     def ensure_schema(self) -> None:
-        self.query(self.schema_sql(), "Creating the migration history tables")
+        if not self.schema_ready:
+            self.query(self.schema_sql(), "Creating the migration history tables")
+            self.schema_ready = True
+
+    @staticmethod
+    def _if_schema(sql: str) -> str:
+        """Return a psql script running ``sql`` only when the history table exists (one client run)."""
+        return ("SELECT to_regclass('%s') IS NOT NULL AS gr_history \\gset\n\\if :gr_history\n%s\n\\endif\n"
+                % (HISTORY, sql))
+
+    def read_state_if_exists(self) -> Optional[dict]:
+        out = self.query(self._if_schema(self._state_sql()), "Reading the migration history")
+        return json.loads(out) if out.strip() else None
 
     def read_state(self) -> dict:
-        sql = (
+        return json.loads(self.query(self._state_sql(), "Reading the migration history"))
+
+    @staticmethod
+    def _state_sql() -> str:
+        return (
             "SELECT json_build_object('history', coalesce((SELECT json_agg(json_build_object("
             "'version', version, 'name', name, 'checksum', checksum, 'down_checksum', down_checksum, "
             "'down_sql', down_sql, 'applied_at', to_char(applied_at AT TIME ZONE 'UTC', "
@@ -114,11 +130,11 @@ class PgMigrations(Migrations):
             "'version', version, 'labelled_at', to_char(labelled_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'labelled_by', labelled_by) ORDER BY labelled_at) FROM %s), '[]'::json));"
             % (HISTORY, LABELS))
-        return json.loads(self.query(sql, "Reading the migration history"))
 
     def run_scripts(self, scripts: List[str]) -> None:
         if not scripts:
             return
+        self.schema_ready = False  # a migration may drop or alter anything
         argv = self._psql_argv(["-v", "gitops_rollback=migrate", "-f", "-"])
         try:
             run(argv, "Running migrations on %s" % self.conn.describe(), env=self._env("gitops-rollback-migrate"),
@@ -127,12 +143,18 @@ class PgMigrations(Migrations):
             raise MigrationFailed(str(exc), **exc.details) from exc
 
     # -- lock
+    @staticmethod
+    def _holder_sql() -> str:
+        return "SELECT row_to_json(l) FROM %s l WHERE name = '%s';" % (LOCKS, LOCK_NAME)
+
     def _holder(self) -> Optional[dict]:
-        if not self.schema_exists():
-            return None
-        out = self.query("SELECT row_to_json(l) FROM %s l WHERE name = '%s';" % (LOCKS, LOCK_NAME),
-                         "Reading the migration lock owner").strip()
+        out = self.query(self._if_schema(self._holder_sql()), "Reading the migration lock owner").strip()
         return json.loads(out) if out else None
+
+    def _replace_owner(self, row_sql: str) -> Optional[dict]:
+        out = self.query(self.schema_sql() + self._holder_sql() + "\n" + row_sql, "Recording the migration lock owner")
+        self.schema_ready = True
+        return json.loads(out) if out.strip() else None
 
     def acquire_lock(self, owner: str, ttl: float, timeout: float) -> None:
         argv = [self.conn.binary("psql"), "-X", "-q", "-A", "-t"] + self.conn.pg_args()

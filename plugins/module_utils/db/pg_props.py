@@ -31,6 +31,18 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def untemplate_sql(database: str) -> str:
+    """Return the statement that lets ``database`` be dropped when it is a template (a no-op otherwise), to run in
+    the same psql call as the drop."""
+    body = ("BEGIN IF EXISTS (SELECT 1 FROM pg_database WHERE datname = %s AND datistemplate) THEN EXECUTE %s; "
+            "END IF; END" % (literal(database), literal("ALTER DATABASE %s IS_TEMPLATE false" % ident(database))))
+    tag, number = "$gr$", 0
+    while tag in body:
+        number += 1
+        tag = "$gr%d$" % number
+    return "DO %s%s%s" % (tag, body, tag)
+
+
 def info_sql(database: str) -> str:
     """Return the query whose one JSON row is the ``database_info`` of ``database``.
 
