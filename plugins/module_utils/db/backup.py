@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 from .streams import DatabaseError, compare_counts, verify_blobs
 from .connection import DbConnection, component_name, database_key
 from .engines import make_engine
-from .migrations import read_state
+from .migrations import State
 from ..common.errors import CheckpointNotFound, IntegrityError, RollbackError
 from ..common.fsutil import ensure_private_dir, temp_name
 from ..common.labels import show_label
@@ -52,9 +52,8 @@ def recorded_version(conn: DbConnection) -> Optional[int]:
     except (RollbackError, OSError, KeyError):
         return None
     try:
-        if not migrations.schema_exists():
-            return None
-        return read_state(migrations, create=False).current
+        raw = migrations.read_state_if_exists()  # one client run
+        return None if raw is None else State(history=list(raw.get("history") or [])).current
     except (RollbackError, OSError, ValueError):
         return None
     finally:

@@ -157,3 +157,28 @@ def test_a_mariadb_swap_starts_six_clients(mariadb: MariaDbServer, collections_p
     assert mariadb.sql("SELECT what FROM log", db=db) == "added"
     assert mariadb.sql("SHOW TABLES", db=db).split() == ["big", "log", "t"]
     assert [d for d in mariadb.sql("SHOW DATABASES").split() if d.startswith(db + "__gr_")] == []
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_the_migration_version_a_backup_records_is_one_client_run(engine: str, request: pytest.FixtureRequest,
+                                                                  collections_path: Path,
+                                                                  client_runs: list[str]) -> None:
+    server = request.getfixturevalue("postgres" if engine == "postgresql" else "mariadb")
+    sql: Callable[..., str] = server.psql if engine == "postgresql" else server.sql
+    sys.path.insert(0, str(collections_path))
+    from ansible_collections.gitops.rollback.plugins.module_utils.db.backup import recorded_version  # noqa: E501 pylint: disable=import-outside-toplevel
+    _migrate, _mysql, _pg, connection, _params = api(collections_path)
+    name = server.create_database("recorded_" + secrets.token_hex(4))
+    conn = _conn(connection, engine, server, name)
+    client_runs.clear()
+    assert recorded_version(conn) is None  # no history: nothing recorded (was 2 client runs)
+    assert len(client_runs) == 1, client_runs
+    sql("CREATE TABLE gitops_rollback_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT "
+        "NULL, down_checksum TEXT, down_sql TEXT, applied_at TIMESTAMP NOT NULL, applied_by TEXT, job_id TEXT, "
+        "duration_ms BIGINT, label TEXT, state TEXT NOT NULL, direction TEXT NOT NULL); CREATE TABLE "
+        "gitops_rollback_labels (label VARCHAR(255) PRIMARY KEY, version BIGINT NOT NULL, labelled_at TIMESTAMP NOT "
+        "NULL, labelled_by TEXT); INSERT INTO gitops_rollback_migrations VALUES (3, 'a', 'c', NULL, NULL, "
+        "CURRENT_TIMESTAMP, NULL, NULL, NULL, NULL, 'applied', 'up')", db=name)
+    client_runs.clear()
+    assert recorded_version(conn) == 3  # was 3 client runs
+    assert len(client_runs) == 1, client_runs
