@@ -28,11 +28,13 @@ from .pg_props import (
 )
 from ..common.errors import CommandError, RollbackError
 from ..common.fsutil import temp_name
-from ..common.process import run
+from ..common.process import command_error, run
 from ..store.store import Store
 
 FORMATS = {"custom": "c", "directory": "d", "plain": "p"}
 END_MARK = "__gitops_rollback_end__"
+DROPPED_MARK = "__gitops_rollback_dropped__"  # printed by a swap's psql call after it dropped a leftover copy
+SWAPPED_MARK = "__gitops_rollback_swapped__"  # ... after the swap committed
 SESSION_GRACE = 5.0  # seconds a killed run's sessions on the live database get to end before a restore is refused
 PLAIN_TRAILER = b"PostgreSQL database dump complete"
 
@@ -102,6 +104,21 @@ def connection_error(conn: DbConnection, stderr: str) -> DatabaseError:
     elif "connection" in stderr or "could not" in stderr:
         hint = "Check login_host, login_port or login_unix_socket, and that the server is running."
     return DatabaseError("PostgreSQL at %s: %s. %s" % (conn.describe(), stderr or "psql failed", hint), stderr=stderr)
+
+
+def psql_steps(conn: DbConnection, argv: List[str]) -> List[str]:
+    """Run a psql call of ``PgEngine.sql_steps``; return its output lines (a failure: in the error's ``output``)."""
+    try:
+        done = run(argv, "psql", env=dict(conn.pg_env(), PGCONNECT_TIMEOUT="10"), secrets=conn.secrets(), check=False)
+    except CommandError as exc:
+        raise connection_error(conn, str(exc.details.get("stderr") or exc)) from exc
+    output = done.stdout.decode("utf-8", "replace").splitlines()
+    if done.rc != 0:
+        exc = command_error(argv, done.rc, done.stderr, "psql", conn.secrets())
+        error = connection_error(conn, str(exc.details.get("stderr") or exc))
+        error.details["output"] = output
+        raise error from exc
+    return output
 
 
 class PgEngine:
@@ -280,16 +297,14 @@ class PgEngine:
         drop = "DROP DATABASE IF EXISTS %s%s" % (ident(database), " WITH (FORCE)" if force else "")
         self.sql_steps([untemplate_sql(database), drop, create_sql(database, info)])
 
-    def sql_steps(self, statements: List[str]) -> None:
-        """Run statements one after the other, each in its own transaction, in one psql call."""
+    def sql_steps(self, statements: List[str]) -> List[str]:
+        """Run statements (or psql commands such as ``\\echo``) one after the other, each in its own transaction, in
+        one psql call; return the output lines. The first that fails ends the call: the error's ``output``
+        detail holds the lines printed before it."""
         argv = [self._bin("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", *self.maintenance.pg_args()]
         for statement in statements:
             argv += ["-c", statement]
-        try:
-            run(argv, "psql", env=dict(self.maintenance.pg_env(), PGCONNECT_TIMEOUT="10"),
-                secrets=self.maintenance.secrets())
-        except CommandError as exc:
-            raise connection_error(self.maintenance, str(exc.details.get("stderr") or exc)) from exc
+        return psql_steps(self.maintenance, argv)
 
     def create(self, database: str, info: dict) -> None:
         """Create an empty database with the recorded encoding, locale, tablespace and owner."""
@@ -355,19 +370,26 @@ class PgEngine:
         up to 5 s for them to leave and then fails, naming them (the live database unchanged).
         """
         keep = old or live + "__gr_drop"
-        if old is None:
-            self.drop(keep)  # left by a run killed between its swap and its drop: the pre-restore copy
+        # Without a kept copy, one psql call: drop the pre-restore copy a run killed between its swap and its drop
+        # left, swap, drop the pre-restore copy. The markers tell which part failed; each fails as on its own.
+        drop = [untemplate_sql(keep), "DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(keep)] if old is None else []
+        first = drop + ["\\echo " + DROPPED_MARK] if drop else []
         terminate = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> "
                      "pg_backend_pid(); " % literal(live)) if terminate_sessions else ""
         for attempt in range(50):
             try:
-                self.sql(
+                self.sql_steps(first + [
                     "ALTER DATABASE %s ALLOW_CONNECTIONS false; %sBEGIN; "
                     "ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s; COMMIT; "
                     "ALTER DATABASE %s ALLOW_CONNECTIONS true"
-                    % (ident(live), terminate, ident(live), ident(keep), ident(staged), ident(live), ident(keep)))
+                    % (ident(live), terminate, ident(live), ident(keep), ident(staged), ident(live), ident(keep)),
+                    "\\echo " + SWAPPED_MARK] + drop)
                 break
             except DatabaseError as exc:
+                output = exc.details.get("output") or []
+                if (first and DROPPED_MARK not in output) or SWAPPED_MARK in output:
+                    raise  # dropping the pre-restore copy failed (before the swap, or after it)
+                first = []
                 if "being accessed by other users" not in str(exc) or attempt == 49:
                     self.sql("ALTER DATABASE %s ALLOW_CONNECTIONS true" % ident(live))
                     if "being accessed by other users" in str(exc) and not terminate_sessions:
@@ -378,8 +400,6 @@ class PgEngine:
                                             "terminate_sessions=true." % (live, "".join(sessions))) from exc
                     raise
                 time.sleep(0.1)
-        if old is None:
-            self.drop(keep)
 
     def check_restore_args(self, component: dict) -> None:
         """Refuse restore_extra_args for a plain dump, which psql restores, not pg_restore."""

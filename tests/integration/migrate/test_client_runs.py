@@ -182,3 +182,38 @@ def test_the_migration_version_a_backup_records_is_one_client_run(engine: str, r
     client_runs.clear()
     assert recorded_version(conn) == 3  # was 3 client runs
     assert len(client_runs) == 1, client_runs
+
+
+def test_a_postgresql_swap_is_one_client_run(postgres: PgServer, collections_path: Path, client_runs: list[str],
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(collections_path))
+    # pylint: disable=import-outside-toplevel
+    from ansible_collections.gitops.rollback.plugins.module_utils.db import backup as db_backup
+    from ansible_collections.gitops.rollback.plugins.module_utils.store.store import Store
+    _migrate, _mysql, pg, connection, _params = api(collections_path)
+    db = postgres.create_database("swapruns_" + secrets.token_hex(4))
+    postgres.psql("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 10), (2, 20)", db=db)
+    conn = _conn(connection, "postgresql", postgres, db)
+    store = Store(str(tmp_path / "store"))
+    db_backup.backup(store, db_backup.BackupRequest(conn=conn, checkpoint="v1"), "test", 0)
+    postgres.psql("DELETE FROM t; CREATE TABLE extra (id int)", db=db)
+    # a killed run's pre-restore copy (a template, as the live database may be): dropped by the swap
+    postgres.psql("CREATE DATABASE %s__gr_drop" % db)
+    postgres.psql("ALTER DATABASE %s__gr_drop IS_TEMPLATE true" % db)
+    in_swap: list[int] = []
+    real = pg.PgEngine.swap
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        start = len(client_runs)
+        real(*args, **kwargs)
+        in_swap.append(len(client_runs) - start)
+
+    monkeypatch.setattr(pg.PgEngine, "swap", counted)
+    request = db_backup.RestoreRequest(conn=conn, checkpoint="v1", mode="replace", safety_backup=False)
+    result = db_backup.restore(store, request, "test", 0)
+
+    assert in_swap == [1], client_runs  # was 5: the leftover's drop (2), the swap, the pre-restore copy's drop (2)
+    assert result["old_database"] is None
+    assert postgres.psql("SELECT id, v FROM t ORDER BY id", db=db) == "1|10\n2|20"
+    assert postgres.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'extra'", db=db) == "0"
+    assert postgres.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%s\\_\\_gr\\_%%'" % db) == "0"
