@@ -10,7 +10,7 @@ import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from .connection import DbConnection, component_name, database_key
 from .migrations import Migrations, Row, State
@@ -18,7 +18,9 @@ from ..common.errors import RollbackError
 from ..common.labels import escape, show_label
 from ..common.lock import default_owner
 from .migrate_layouts import IRREVERSIBLE_MARK, Migration, read_folder, wants_transaction
-from ..store.store import Store
+
+if TYPE_CHECKING:
+    from ..store.store import Store
 
 OPERATIONS = ("status", "apply", "revert", "label", "resolve", "verify", "baseline", "repair")
 
@@ -198,7 +200,7 @@ def drift_report(state: State, migrations: List[Migration]) -> List[dict]:
 
 
 # ----------------------------------------------------------------------------- checkpoint backups
-def find_backups(store: Optional[Store], conn: DbConnection, version: int, label: Optional[str]) -> List[dict]:
+def find_backups(store: Optional["Store"], conn: DbConnection, version: int, label: Optional[str]) -> List[dict]:
     """Return database backups in the checkpoint store that match the target (label or version).
 
     A store that cannot be read (wrong or missing key, damaged manifest) raises its error.
@@ -225,6 +227,7 @@ def find_backups(store: Optional[Store], conn: DbConnection, version: int, label
 def checkpoint_version(params: Params) -> int:
     """Return the migration version the checkpoint ``params.checkpoint`` (an id, as the rollback plan resolved
     it; or a label) recorded for this database when it was backed up: the revert target, fixed by the id."""
+    from ..store.store import Store  # pylint: disable=import-outside-toplevel  # a revert to a checkpoint only
     store_path = params.store_path or ""
     store = Store(store_path, params.encryption_key)
     if not store.exists():
@@ -246,6 +249,7 @@ def checkpoint_version(params: Params) -> int:
 def irreversible_message(crossing: List[dict], conn: DbConnection, params: Params, target: int,
                          label: Optional[str]) -> str:
     """Explain an irreversible crossing and name the checkpoint backup to restore instead."""
+    from ..store.store import Store  # pylint: disable=import-outside-toplevel  # an irreversible revert only
     what = "; ".join("V%04d__%s (%s)" % (c["version"], c["name"], c["why"]) for c in crossing)
     try:
         backups = find_backups(Store(params.store_path, params.encryption_key) if params.store_path else None,

@@ -57,6 +57,7 @@ LAZY_IMPORTS = {
     ("db/engines.py", ".pg"),  # the engine of the connection only
     ("db/engines.py", ".mysql"),
     ("db/engines.py", ".sqlite"),
+    ("db/migrate_plan.py", "..store.store"),  # a revert to a checkpoint, or the backups an irreversible revert names
     ("controller/safety.py", "..files.checkpoint_ops"),  # each layer's code by its capture (a host has some layers)
     ("controller/safety.py", "..release.operations"),
     ("controller/safety.py", "..db"),

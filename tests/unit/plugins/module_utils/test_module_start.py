@@ -43,7 +43,7 @@ NOT_AT_START: Dict[str, tuple] = {
     "db_backup": ENGINES + STAT_CACHE,
     "db_backup_info": ENGINES + STAT_CACHE,
     "db_restore": ENGINES + STAT_CACHE,
-    "db_migrate": ENGINES + STAT_CACHE + (MU + "db.backup",),
+    "db_migrate": ENGINES + STAT_CACHE + (MU + "db.backup", MU + "store.store"),  # the store: a revert to a checkpoint
     "feature_flags": STAT_CACHE,
     "release": STAT_CACHE,
     "terraform_state": STAT_CACHE,
