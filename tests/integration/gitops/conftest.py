@@ -20,10 +20,12 @@ def gitops_inventory(clean_fleet: Any, tmp_path: Path) -> Path:
 
 
 def inventory_data(fleet: Any) -> dict:
-    """The fleet's hosts with the managed paths as group vars."""
+    """The fleet's hosts with the managed paths as group vars, and pipelining on as roles/rollback/README.md
+    recommends (and inventories/demo does): the runs of the CLI and its hook, which start from a user's plain
+    environment (no ANSIBLE_PIPELINING), make one SSH command per module run, not five."""
     return {"all": {"children": {"fleet": {
         "hosts": {h.name: fleet.host_vars(h) for h in fleet},
-        "vars": {"gitops_rollback_paths": MANAGED},
+        "vars": {"gitops_rollback_paths": MANAGED, "ansible_pipelining": True},
     }}}}
 
 

@@ -25,8 +25,9 @@ def test_the_readme_quick_start_checkpoints_and_rolls_back(installed_cli: Instal
     assert "gitops.rollback.checkpoint" in script and "gitops.rollback.rollback" in script
     # the same commands, in a directory of this test instead of /tmp/quickstart
     script = script.replace("/tmp/quickstart", str(tmp_path / "quickstart"))
+    # pipelining on, as roles/rollback/README.md recommends: the same commands, one process per module run
     env = installed_cli.env(PATH="%s:/usr/local/bin:/usr/bin:/bin" % (installed_cli.venv / "bin"),
-                            ANSIBLE_COLLECTIONS_PATH=str(installed_cli.collections))
+                            ANSIBLE_COLLECTIONS_PATH=str(installed_cli.collections), ANSIBLE_PIPELINING="True")
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -55,6 +55,9 @@ def test_scenario(scenario: str, tmp_path: Path, collections_path: Path) -> None
                     pytrace=False)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1",
            "ANSIBLE_FORCE_COLOR": "0", "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "ephemeral"),
+           # pipelining, as for the harness's own runs: a module run on localhost is one process, not a shell
+           # for the home directory, the temporary directory, chmod, the run and the clean-up
+           "ANSIBLE_PIPELINING": "True",
            **callback_env(collections_path)}
     proc = subprocess.run([molecule, "test", "-s", scenario], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=900, check=False)
