@@ -15,6 +15,8 @@ import pytest
 
 from gitops_support import ConfigRepo, checkpoints, deploy, git, run_cli
 
+from gitops_rollback import cli
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # runs ansible-playbook (CLI, ansible-runner, molecule)
 
 
@@ -53,31 +55,45 @@ def assert_refused_and_recorded(state_path: Path, count: int) -> None:
 
 
 def test_trigger_refuses_hostile_tags_and_runs_nothing(clean_fleet, gitops_inventory: Path, config_repo: ConfigRepo,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first variant through the command (a tag name and a webhook body), the others through its
+    ``main`` in this process (the same code and environment, one Python start for them all)."""
     marker = tmp_path / "marker"
     state = tmp_path / "state" / "state.json"
     common = ["-i", str(gitops_inventory), "--state", str(state)]
+    for name, value in config_repo.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+
+    def trigger(number: int, args: List[str]) -> Tuple[int, str]:
+        if number == 0:
+            done = run_cli(["trigger", *args, *common], config_repo.env, tmp_path)
+            return done.returncode, done.stderr
+        code = cli.main(["trigger", *args, *common])
+        return code, capsys.readouterr().err
+
     outcomes = []
     for number, (name, _git_ok) in enumerate(hostile(marker)):
         if "\x00" not in name:  # argv cannot hold a NUL
-            outcomes.append((name, run_cli(["trigger", name, *common], config_repo.env, tmp_path)))
+            outcomes.append((name, trigger(number, [name])))
         body = tmp_path / f"push{number}.json"
         body.write_text(json.dumps({"ref": "refs/tags/" + name, "before": "0" * 40, "after": "a" * 40}))
-        outcomes.append((name, run_cli(["trigger", "--payload", str(body), "--event-type", "push",
-                                        "--event-id", f"guid-{number}", *common], config_repo.env, tmp_path)))
+        outcomes.append((name, trigger(number, ["--payload", str(body), "--event-type", "push",
+                                                "--event-id", f"guid-{number}"])))
     assert not marker.exists()
-    for name, outcome in outcomes:
-        assert outcome.returncode == 1, (name, outcome.stderr)
-        assert "refused: Tag " in outcome.stderr or "refused: Rollback target " in outcome.stderr, outcome.stderr
+    for name, (code, stderr) in outcomes:
+        assert code == 1, (name, stderr)
+        assert "refused: Tag " in stderr or "refused: Rollback target " in stderr, stderr
     payloads = len(outcomes)
     assert not (state.parent / "runs").exists() or not list((state.parent / "runs").iterdir())
     assert_refused_and_recorded(state, payloads)
     for host in clean_fleet:
         assert checkpoints(host) == [], host.name
     # A commit that is no object name is refused too, before any git command sees it.
-    bad_commit = run_cli(["trigger", "v9", "--new=--upload-pack=touch", "--repo", str(config_repo.bare), *common],
-                         config_repo.env, tmp_path)
-    assert bad_commit.returncode == 1 and "is not a Git object name" in bad_commit.stderr, bad_commit.stderr
+    bad_commit = cli.main(["trigger", "v9", "--new=--upload-pack=touch", "--repo", str(config_repo.bare), *common])
+    stderr = capsys.readouterr().err
+    assert bad_commit == 1 and "is not a Git object name" in stderr, stderr
     status = run_cli(["status", "--state", str(state)], config_repo.env, tmp_path)
     assert status.returncode == 0 and "refused" in status.stdout and "{{" not in status.stdout
 
