@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from . import zygote
+
 NAMESPACE, NAME = "gitops", "rollback"
 
 NO_ANSIBLE_ENV = "GITOPS_HARNESS_NO_ANSIBLE"
@@ -523,11 +525,17 @@ def run_module_process(
             **dict(args or {}), "_ansible_check_mode": check, "_ansible_diff": diff,
             "_ansible_module_name": f"{NAMESPACE}.{NAME}.{name}", "_ansible_tmpdir": tmp, "_ansible_remote_tmp": tmp,
             "_ansible_keep_remote_files": False, "_ansible_verbosity": 0, "_ansible_no_log": False}}
-        cmd = [*prefix, sys.executable, "-c", _MODULE_MAIN, str(collections_dir or _default_collections_path()),
-               f"ansible_collections.{NAMESPACE}.{NAME}.plugins.modules.{name}"]
+        collections = str(collections_dir or _default_collections_path())
+        module_path = f"ansible_collections.{NAMESPACE}.{NAME}.plugins.modules.{name}"
+        cmd = [*prefix, sys.executable, "-c", _MODULE_MAIN, collections, module_path]
+        run_env, stdin = {**os.environ, **(env or {})}, json.dumps(payload, default=str)
         start = time.monotonic()
-        proc = subprocess.run(cmd, input=json.dumps(payload, default=str), env={**os.environ, **(env or {})},
-                              cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+        forked = zygote.run(module_path, collections, stdin, run_env, cwd, timeout, prefix)
+        if forked is not None:
+            proc = subprocess.CompletedProcess(cmd, *forked)
+        else:
+            proc = subprocess.run(cmd, input=stdin, env=run_env, cwd=cwd, capture_output=True, text=True,
+                                  timeout=timeout, check=False)
     data = _module_result(proc)
     status = "failed" if data.get("failed") else "ok"
     event = {"event": "result", "status": status, "host": "local", "task": "task", "action": module,
