@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from harness import DatabaseError, Fleet, MariaDbServer, MissingDependencyError, PgServer
-from harness import databases
+from harness import databases, zygote
 from harness.hosts import STORE_DIR
 from harness.scheduling import HEAVIEST_FIRST
 
@@ -187,6 +188,26 @@ def test_restore_puts_back_what_the_snapshot_copied_seen_from_the_host(clean_fle
     out = subprocess.run(ssh, capture_output=True, text=True, timeout=20, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["app.conf", "600", "v1", "/srv/app/releases/v1", "v1.json"]
+
+
+def test_a_module_forked_from_the_zygote_runs_inside_its_host_as_a_fresh_interpreter_would(
+        clean_fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """host.module runs the module in a child of the harness's zygote, in the host's mount and UTS namespaces:
+    it checkpoints the host's own /etc/app (the machine has none); a fresh interpreter (GITOPS_HARNESS_ZYGOTE=0)
+    restores those bytes; a run that changes a start-up setting (TZ) gets a fresh interpreter too."""
+    h1 = clean_fleet["h1"]
+    h1.write_text("/etc/app/app.conf", "zygote v1\n")
+    taken = h1.module("gitops.rollback.checkpoint", {"paths": ["/etc/app"], "label": "z1"})
+    assert taken.ok and taken.events[-1]["result"]["changed"], taken.events[-1]["result"]
+    assert zygote._zygote is not None and zygote._zygote.poll() is None, "the module ran in a child of the zygote"
+    h1.write_text("/etc/app/app.conf", "v2\n")
+    monkeypatch.setenv("GITOPS_HARNESS_ZYGOTE", "0")
+    restored = h1.module("gitops.rollback.restore", {"checkpoint": "z1", "paths": ["/etc/app"]})
+    assert restored.ok, restored.events[-1]["result"]
+    assert h1.local("/etc/app/app.conf").read_text() == "zygote v1\n"
+    monkeypatch.delenv("GITOPS_HARNESS_ZYGOTE")
+    assert zygote.run("m", "/", "{}", {**os.environ, "TZ": "UTC+3"}, None, 5, ()) is None
+    assert zygote.run("m", "/", "{}", dict(os.environ), None, 5, ["env", "--"]) is None
 
 
 def test_postgres(postgres: PgServer) -> None:
