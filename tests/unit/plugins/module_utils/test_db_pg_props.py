@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.gitops.rollback.plugins.module_utils.db.pg_props import (
-    create_sql, grant_statements, property_statements, restore_problems, setting_value, split_guc_list,
+    create_sql, grant_statements, privileges_sql, property_statements, restore_problems, setting_value, split_guc_list,
 )
 
 FACTS = {"user": "deploy", "superuser": False, "createdb": True, "createrole": False, "signal": False,
@@ -93,6 +93,14 @@ def test_sessions_are_named_and_ended_only_when_asked_and_allowed():
     supers = [dict(sessions[0], superuser=True)]
     refused = restore_problems("shop", {}, dict(facts, signal=True, sessions=supers), live=True, terminate_sessions=True)
     assert "only a superuser" in refused[0]
+
+
+def test_only_client_sessions_keep_a_restore_from_replacing_the_database():
+    """An autovacuum worker on the live database is listed in pg_stat_activity without a user or application;
+    the server ends it itself for a rename or drop, so it is no session the restore must wait for or refuse."""
+    sql = privileges_sql("shop", [], None, 15)
+    sessions = sql[sql.index("'sessions'"):]
+    assert "a.backend_type = 'client backend'" in sessions
 
 
 def _session(pid: int, application: str) -> dict:
