@@ -395,7 +395,7 @@ class PgEngine:
                     if "being accessed by other users" in str(exc) and not terminate_sessions:
                         sessions = self.sql("SELECT string_agg(format('pid %%s (user %%s, application %%s)', pid, "
                                             "usename, application_name), ', ') FROM pg_stat_activity WHERE "
-                                            "datname = %s AND backend_type = 'client backend'" % literal(live))
+                                            "datname = %s AND usesysid IS NOT NULL" % literal(live))
                         raise DatabaseError("Other sessions stayed connected to %s: %s. Stop them, or set "
                                             "terminate_sessions=true." % (live, "".join(sessions))) from exc
                     raise

@@ -221,7 +221,7 @@ def privileges_sql(database: str, roles: List[str], tablespace: Optional[str], m
         "ELSE coalesce(host(a.client_addr), 'an address hidden from this role') END, "
         "'superuser', coalesce(u.rolsuper, false), 'mine', coalesce(pg_has_role(r.oid, a.usesysid, 'MEMBER'), false)) "
         "ORDER BY a.pid), '[]') FROM pg_stat_activity a LEFT JOIN pg_roles u ON u.oid = a.usesysid "
-        "WHERE a.datname = %(db)s AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend')) "
+        "WHERE a.datname = %(db)s AND a.pid <> pg_backend_pid() AND a.usesysid IS NOT NULL)) "
         "FROM pg_roles r WHERE r.rolname = current_user"
         % {"db": literal(database), "set": can_set, "names": names, "ts": literal(tablespace or "pg_default")})
 
