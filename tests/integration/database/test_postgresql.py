@@ -341,6 +341,8 @@ def test_a_non_superuser_owner_is_told_which_privilege_it_lacks_before_anything_
         if sleeper.poll() is None:
             sleeper.kill()
             sleeper.wait()
+            # the server would keep its backend in pg_sleep, a session on the worker's shared server
+            postgres.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '%s'" % db)
     assert postgres.psql("SELECT count(*) FROM t", db=db) == "30"
     assert catalog(postgres, db) == before
     assert postgres.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%s\\_\\_gr\\_%%'" % db) == "0"
