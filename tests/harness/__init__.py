@@ -15,6 +15,7 @@ from .collection import (
     run_module_process,
     run_playbook,
     run_playbook_json,
+    signal_and_wait_argv,
 )
 from .databases import DatabaseError, MariaDbServer, PgServer, start_mariadb, start_postgres
 from .etcd import EtcdServer, start_etcd
@@ -23,6 +24,7 @@ from .hosts import STORE_DIR, Fleet, HarnessError, Host, MissingDependencyError,
 from .repository import REPOSITORY_MOUNT, RepositoryHost, start_repository_host
 
 __all__ = [
+    "signal_and_wait_argv",
     "NO_ANSIBLE_ENV",
     "STORE_DIR",
     "DatabaseError",

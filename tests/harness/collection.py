@@ -543,6 +543,24 @@ def run_module_process(
     return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start, [event], {}, cmd)
 
 
+_SIGNAL_AND_WAIT = """
+import pathlib, sys, time
+reached, done = map(pathlib.Path, sys.argv[1:3])
+reached.touch()
+deadline = time.monotonic() + float(sys.argv[3])
+while not done.exists():
+    if time.monotonic() > deadline:
+        sys.exit("the test did not answer within %s s" % sys.argv[3])
+    time.sleep(0.02)
+"""
+
+
+def signal_and_wait_argv(reached: str | os.PathLike[str], done: str | os.PathLike[str], timeout: float = 60) -> list[str]:
+    """The argv of a command task that tells the test the run got here (touches ``reached``) and waits until
+    the test did its part (``done`` exists), failing after ``timeout`` seconds."""
+    return [sys.executable, "-c", _SIGNAL_AND_WAIT, str(reached), str(done), str(timeout)]
+
+
 def _module_result(proc: subprocess.CompletedProcess) -> dict[str, Any]:
     """The module's JSON as the controller would hand it on (a crash becomes a MODULE FAILURE)."""
     try:

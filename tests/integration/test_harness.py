@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import DatabaseError, Fleet, MariaDbServer, MissingDependencyError, PgServer
+from harness import DatabaseError, Fleet, MariaDbServer, MissingDependencyError, PgServer, signal_and_wait_argv
 from harness import databases, zygote
 from harness.hosts import STORE_DIR
 from harness.scheduling import HEAVIEST_FIRST
@@ -101,18 +101,6 @@ def test_one_playbook_run_writes_and_reads_per_host_files_and_reports_json(clean
     assert '"stdout": "hi"' in result.stdout
 
 
-SIGNAL_AND_WAIT = """
-import pathlib, sys, time
-reached, done = map(pathlib.Path, sys.argv[1:])
-reached.touch()
-deadline = time.monotonic() + 60
-while not done.exists():
-    if time.monotonic() > deadline:
-        sys.exit("the test did not answer within 60 s")
-    time.sleep(0.02)
-"""
-"""A task on the controller between two plays: tell the test the run got here, wait until it did its part."""
-
 
 def test_stop_and_start_host(fleet: Fleet, run_playbook, tmp_path: Path) -> None:
     """One run: a ping of every host (it leaves a ControlPersist master), then the test stops h2 (its sshd and every
@@ -122,9 +110,8 @@ def test_stop_and_start_host(fleet: Fleet, run_playbook, tmp_path: Path) -> None
 
     def wait_for_the_test(step: str) -> dict:
         return {"name": step, "hosts": "localhost", "gather_facts": False, "tasks": [
-            {"name": step, "ansible.builtin.command": {"argv": [
-                sys.executable, "-c", SIGNAL_AND_WAIT, str(tmp_path / (step + "-reached")),
-                str(tmp_path / (step + "-done"))]}, "changed_when": False}]}
+            {"name": step, "ansible.builtin.command": {"argv": signal_and_wait_argv(
+                tmp_path / (step + "-reached"), tmp_path / (step + "-done"))}, "changed_when": False}]}
 
     def ping(name: str, **play: object) -> dict:
         return {"name": name, "hosts": "fleet", "gather_facts": False, **play,

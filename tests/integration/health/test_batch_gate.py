@@ -4,7 +4,6 @@ real SSH hosts, gated on a real Prometheus metric of the test service."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from health_support import JOB, SCRAPE_INTERVAL, gate_metrics
 from services import ERROR_RATE_QUERY, MetricsApp, Prometheus
 
-from harness import Fleet, repo_root
+from harness import Fleet, repo_root, signal_and_wait_argv
 
 pytestmark = pytest.mark.slow
 PLAYBOOKS = repo_root() / "playbooks"
@@ -49,18 +48,6 @@ def gate_records(audit_log: Path) -> List[dict]:
     lines = audit_log.read_text().splitlines() if audit_log.exists() else []
     return [r for r in map(json.loads, lines) if r.get("trigger") == "batch gate"]
 
-
-SIGNAL_AND_WAIT = """
-import pathlib, sys, time
-rolled, broken = map(pathlib.Path, sys.argv[1:])
-rolled.touch()
-deadline = time.monotonic() + 120
-while not broken.exists():
-    if time.monotonic() > deadline:
-        sys.exit("the test did not raise the error rate within 120 s")
-    time.sleep(0.02)
-"""
-"""The hook's wait in batch 1 (on the controller): tell the test h1 is rolled back, wait until it broke the app."""
 
 COMMON = {"gitops_rollback_paths": ["/srv/app"], "gitops_rollback_hosts": "fleet"}
 
@@ -119,7 +106,7 @@ def test_a_failing_gate_stops_before_the_next_batch(clean_fleet, run_playbook, b
     hook = tmp_path / "after_h1.yml"  # runs in batch 1 after h1's layers, before the gate
     hook.write_text(json.dumps([  # (wait_for looks once a second: this looks every 0.02 s)
         {"name": "Tell the test h1 is rolled back, wait until it has raised the error rate",
-         "ansible.builtin.command": {"argv": [sys.executable, "-c", SIGNAL_AND_WAIT, str(rolled), str(broken)]},
+         "ansible.builtin.command": {"argv": signal_and_wait_argv(rolled, broken, 120)},
          "changed_when": False, "delegate_to": "localhost", "when": "inventory_hostname == 'h1'"}]))
 
     def break_service() -> None:
