@@ -101,7 +101,6 @@ def test_one_playbook_run_writes_and_reads_per_host_files_and_reports_json(clean
     assert '"stdout": "hi"' in result.stdout
 
 
-
 def test_stop_and_start_host(fleet: Fleet, run_playbook, tmp_path: Path) -> None:
     """One run: a ping of every host (it leaves a ControlPersist master), then the test stops h2 (its sshd and every
     session: unreachable), then it starts h2 again (reachable: a new master). The test stops and starts h2 while
