@@ -530,7 +530,7 @@ def run_module_process(
         cmd = [*prefix, sys.executable, "-c", _MODULE_MAIN, collections, module_path]
         run_env, stdin = {**os.environ, **(env or {})}, json.dumps(payload, default=str)
         start = time.monotonic()
-        forked = zygote.run(module_path, collections, stdin, run_env, cwd, timeout, prefix)
+        forked = zygote.run(module_path, collections, stdin, run_env, cwd, timeout, prefix, tmp)
         if forked is not None:
             proc = subprocess.CompletedProcess(cmd, *forked)
         else:

@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -140,9 +139,10 @@ def _started(env: Mapping[str, str]) -> subprocess.Popen:
 
 
 def run(module: str, collections: str, stdin: str, env: Mapping[str, str], cwd: str | os.PathLike[str] | None,
-        timeout: float, prefix: Sequence[str]) -> tuple[int, str, str] | None:
-    """(exit code, stdout, stderr) of ``module`` run in a child of the zygote, or None (see the module's
-    docstring); raises :class:`subprocess.TimeoutExpired` like :func:`subprocess.run`."""
+        timeout: float, prefix: Sequence[str], workdir: str | os.PathLike[str]) -> tuple[int, str, str] | None:
+    """(exit code, stdout, stderr) of ``module`` run in a child of the zygote, its standard streams as files in
+    ``workdir``, or None (see the module's docstring); raises :class:`subprocess.TimeoutExpired` like
+    :func:`subprocess.run`."""
     namespaces = _namespaces(prefix)
     if namespaces is None or os.environ.get("GITOPS_HARNESS_ZYGOTE") == "0":
         return None
@@ -152,22 +152,21 @@ def run(module: str, collections: str, stdin: str, env: Mapping[str, str], cwd: 
         if _zygote is not None and _startup(env) != _startup(_zygote_env):
             return None
         zygote = _started(env)
-        with tempfile.TemporaryDirectory(prefix="gitops-harness-zygote-") as tmp:
-            files = {name: Path(tmp) / name for name in ("stdin", "stdout", "stderr")}
-            files["stdin"].write_text(stdin)
-            for name in ("stdout", "stderr"):
-                files[name].touch()
-            request = {"module": module, "collections": collections, "env": dict(env),
-                       "cwd": str(cwd) if cwd else None, "timeout": timeout, "ns_pid": namespaces[0],
-                       "ns": namespaces[1], **{name: str(path) for name, path in files.items()}}
-            assert zygote.stdin is not None and zygote.stdout is not None
-            zygote.stdin.write((json.dumps(request) + "\n").encode())
-            zygote.stdin.flush()
-            reply = zygote.stdout.readline()
-            if not reply:
-                raise RuntimeError("the module zygote ended: " + module)
-            code = json.loads(reply)["rc"]
-            out, err = files["stdout"].read_text(), files["stderr"].read_text()
+        files = {name: Path(workdir) / ("zygote-" + name) for name in ("stdin", "stdout", "stderr")}
+        files["stdin"].write_text(stdin)
+        for name in ("stdout", "stderr"):
+            files[name].touch()
+        request = {"module": module, "collections": collections, "env": dict(env),
+                   "cwd": str(cwd) if cwd else None, "timeout": timeout, "ns_pid": namespaces[0],
+                   "ns": namespaces[1], **{name: str(path) for name, path in files.items()}}
+        assert zygote.stdin is not None and zygote.stdout is not None
+        zygote.stdin.write((json.dumps(request) + "\n").encode())
+        zygote.stdin.flush()
+        reply = zygote.stdout.readline()
+        if not reply:
+            raise RuntimeError("the module zygote ended: " + module)
+        code = json.loads(reply)["rc"]
+        out, err = files["stdout"].read_text(), files["stderr"].read_text()
         if code is None:
             raise subprocess.TimeoutExpired([module], timeout, out, err)
         return code, out, err

@@ -192,8 +192,8 @@ def test_a_module_forked_from_the_zygote_runs_inside_its_host_as_a_fresh_interpr
     assert restored.ok, restored.events[-1]["result"]
     assert h1.local("/etc/app/app.conf").read_text() == "zygote v1\n"
     monkeypatch.delenv("GITOPS_HARNESS_ZYGOTE")
-    assert zygote.run("m", "/", "{}", {**os.environ, "TZ": "UTC+3"}, None, 5, ()) is None
-    assert zygote.run("m", "/", "{}", dict(os.environ), None, 5, ["env", "--"]) is None
+    assert zygote.run("m", "/", "{}", {**os.environ, "TZ": "UTC+3"}, None, 5, (), "/nonexistent") is None
+    assert zygote.run("m", "/", "{}", dict(os.environ), None, 5, ["env", "--"], "/nonexistent") is None
 
 
 def test_postgres(postgres: PgServer) -> None:

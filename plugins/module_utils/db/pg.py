@@ -23,8 +23,8 @@ from .connection import DbConnection
 from .pg_migrations import PgMigrations
 from .pg_args import check_extra_args
 from .pg_props import (
-    create_sql, ident, info_sql, literal, may_be_a_killed_run, privileges_sql, property_statements, recorded_roles,
-    restore_problems, untemplate_sql,
+    CLIENT_SESSION, create_sql, ident, info_sql, literal, may_be_a_killed_run, privileges_sql, property_statements,
+    recorded_roles, restore_problems, untemplate_sql,
 )
 from ..common.errors import CommandError, RollbackError
 from ..common.fsutil import temp_name
@@ -395,7 +395,7 @@ class PgEngine:
                     if "being accessed by other users" in str(exc) and not terminate_sessions:
                         sessions = self.sql("SELECT string_agg(format('pid %%s (user %%s, application %%s)', pid, "
                                             "usename, application_name), ', ') FROM pg_stat_activity WHERE "
-                                            "datname = %s AND usesysid IS NOT NULL" % literal(live))
+                                            "datname = %s AND %s" % (literal(live), CLIENT_SESSION))
                         raise DatabaseError("Other sessions stayed connected to %s: %s. Stop them, or set "
                                             "terminate_sessions=true." % (live, "".join(sessions))) from exc
                     raise

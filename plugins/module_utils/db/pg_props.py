@@ -202,6 +202,11 @@ def recorded_roles(info: dict) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------- privileges
+CLIENT_SESSION = "usesysid IS NOT NULL"
+"""A row of pg_stat_activity that is a client's session: background workers (autovacuum) have no user, and a
+non-superuser sees no backend_type of other roles' sessions. The server ends its own workers for a rename or drop."""
+
+
 def privileges_sql(database: str, roles: List[str], tablespace: Optional[str], major: int) -> str:
     """Return the query whose one JSON row tells what the login role may do for a restore."""
     can_set = "SET" if major >= 16 else "MEMBER"
@@ -221,9 +226,10 @@ def privileges_sql(database: str, roles: List[str], tablespace: Optional[str], m
         "ELSE coalesce(host(a.client_addr), 'an address hidden from this role') END, "
         "'superuser', coalesce(u.rolsuper, false), 'mine', coalesce(pg_has_role(r.oid, a.usesysid, 'MEMBER'), false)) "
         "ORDER BY a.pid), '[]') FROM pg_stat_activity a LEFT JOIN pg_roles u ON u.oid = a.usesysid "
-        "WHERE a.datname = %(db)s AND a.pid <> pg_backend_pid() AND a.usesysid IS NOT NULL)) "
+        "WHERE a.datname = %(db)s AND a.pid <> pg_backend_pid() AND a.%(client)s)) "
         "FROM pg_roles r WHERE r.rolname = current_user"
-        % {"db": literal(database), "set": can_set, "names": names, "ts": literal(tablespace or "pg_default")})
+        % {"db": literal(database), "set": can_set, "names": names, "ts": literal(tablespace or "pg_default"),
+           "client": CLIENT_SESSION})
 
 
 RUN_CLIENTS = frozenset(("psql", "pg_dump", "pg_restore", "gitops-rollback", "gitops-rollback-migrate",
