@@ -1,0 +1,22 @@
+"""The dry-run answer is a play variable of each playbook (not a vars file Ansible would read for every task): one
+expression, the same in every playbook that sets it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+PLANNING = "{{ rollback_dry_run | default(false) | gitops.rollback.dry_run(ansible_check_mode) }}"
+
+
+def test_every_play_that_decides_the_dry_run_decides_it_the_same_way():
+    decided = {}
+    for playbook in sorted(PLAYBOOKS.glob("*.yml")):
+        for index, play in enumerate(yaml.safe_load(playbook.read_text()) or []):
+            if isinstance(play, dict) and "gitops_rollback_planning" in (play.get("vars") or {}):
+                decided["%s play %d" % (playbook.name, index + 1)] = play["vars"]["gitops_rollback_planning"]
+    assert {"checkpoint.yml", "demo.yml", "drill.yml", "guard.yml", "rollback.yml"} <= {
+        name.split(" ")[0] for name in decided}, sorted(decided)
+    assert {name: expression for name, expression in decided.items() if expression != PLANNING} == {}
