@@ -393,4 +393,5 @@ def test_lock_timeout_is_honoured_while_another_run_migrates(engine, new_target,
     finally:
         holder.kill()
         holder.wait()
-    assert engine_api.run(target, "apply", migrations_dir=str(migrations))["version"] == 1
+    # the server releases the killed holder's lock when it notices its session ended (later on a busy machine)
+    assert engine_api.run(target, "apply", migrations_dir=str(migrations), lock_timeout=30)["version"] == 1
