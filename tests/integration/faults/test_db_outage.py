@@ -29,7 +29,8 @@ BIG_ROWS = 20_000
 """The event rows in PostgreSQL. Their CHECK constraint (``paced``, restored with the table) sleeps 250 ms
 every 1,000 rows in the sessions of a restore the test stops (:data:`PACE`), so pg_restore copies them for
 five seconds at little CPU: the test stops the server inside that copy, which the tests assert, however busy
-the machine (a one-second window was missed on a busy machine). The wall time is not spent: the stop cuts it. Other loads of the rows (the template, the restores that must succeed) are not paced."""
+the machine (a one-second window was missed on a busy machine); the stop cuts that wait short. Other loads of
+the rows (the template, the restores that must succeed) are not paced."""
 PACE = "gitops_test.pace"
 """The role setting that paces ``paced``: on for the superuser's new sessions while a restore is to be stopped."""
 MARIA_ROWS = 30_000
