@@ -70,9 +70,15 @@ warn() { printf '\033[1;33m!!! %s\033[0m\n' "$*" >&2; }
 # Set-up
 # ---------------------------------------------------------------------------------------------
 
+# How the checkout is installed in the virtualenv, part of its stamp: a virtualenv set up another way is
+# set up again. "static-path": the editable install is a plain path entry in a .pth file (setuptools'
+# compat mode), not an import hook: the hook's import costs every Python process ~12 ms of CPU at start,
+# and the tests start thousands (each module run on a test host is one; docs/benchmarks.md).
+VENV_RECIPE="$PYPROJECT_HASH+static-path"
+
 ensure_venv() {
     local stamp="$VENV/.gitops-rollback-stamp" want have=""
-    want="$PYPROJECT_HASH $ROOT"
+    want="$VENV_RECIPE $ROOT"
     [[ -f "$stamp" ]] && have="$(cat "$stamp")"
     if [[ -x "$VENV/bin/ansible-test" && "$have" == "$want" ]]; then
         export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
@@ -81,7 +87,7 @@ ensure_venv() {
     # Made for another checkout with the same dependencies (worktrees share a virtualenv): used as
     # it is, never reinstalled from here, so runs in other checkouts keep theirs. The tests import
     # gitops_rollback from the checkout they run in.
-    if [[ -x "$VENV/bin/ansible-test" && "${have%% *}" == "$PYPROJECT_HASH" ]]; then
+    if [[ -x "$VENV/bin/ansible-test" && "${have%% *}" == "$VENV_RECIPE" ]]; then
         export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
         return 0
     fi
@@ -93,7 +99,10 @@ ensure_venv() {
             "${GITOPS_ROLLBACK_PYTHON:-python3}" -m venv "$VENV"
         fi
         "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
-        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "${ROOT}[dev]"
+        # A setuptools without compat mode gets the default editable install (an import hook).
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "${ROOT}[dev]" \
+            --config-settings editable_mode=compat \
+            || "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "${ROOT}[dev]"
         printf '%s' "$want" >"$stamp"
     ) 9>"$VENV.lock"
     export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
