@@ -155,6 +155,19 @@ def _cache_payloads_with_bytecode():
     cached.dump = dump_with_bytecode
 
 
+def _freeze_heap():
+    """Move the controller's objects out of the garbage collector's reach before the play forks its workers.
+
+    Ansible forks a worker per task and host; a collection in a worker walks every object it inherited and so
+    copies the pages they are on, and each collection in the controller walks them again. Frozen objects are not
+    walked; they stay alive for the rest of the run. A release test's Ansible runs: 9.5 -> 8.6 CPU-s (controller
+    -10 %, workers -6 %; GITOPS_HARNESS_GC_FREEZE=0 turns it off). Disabling the collector gained nothing more.
+    """
+    import gc
+
+    gc.freeze()
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
@@ -194,6 +207,8 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_play_start(self, play):
         self._play = play.get_name()
+        if os.environ.get("GITOPS_HARNESS_GC_FREEZE", "1") == "1":
+            _freeze_heap()
 
     def v2_runner_on_ok(self, result):
         self._result("ok", result)

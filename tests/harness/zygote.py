@@ -30,6 +30,8 @@ STARTUP_SETTINGS = ("PYTHON", "LC_", "LANG", "TZ")
 _ZYGOTE_SOURCE = r'''
 import ctypes, json, os, runpy, select, signal, sys, time
 import ansible.module_utils.basic  # noqa: F401  the first import of every module
+import gc
+gc.freeze()  # a collection in a child does not walk (and copy) what the zygote imported
 
 _requests = os.fdopen(os.dup(0), "rb")
 _replies = os.fdopen(os.dup(1), "wb")
