@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -263,6 +264,18 @@ def _client_of(target: Any) -> Callable[[list[str]], bool]:
     return lambda argv: False  # SQLite runs inside the module's own process: see _holders_of
 
 
+def _sqlite_lock_held(path: str) -> bool:
+    """Whether the migration lock row (the engine's ``LOCKS`` table, ``LOCK_NAME`` row: db/migrations.py) is
+    committed in the SQLite database at ``path``, read without waiting."""
+    db = sqlite3.connect(path, timeout=0)
+    try:
+        return bool(db.execute("SELECT count(*) FROM gitops_rollback_lock WHERE name = 'migrate'").fetchone()[0])
+    except sqlite3.OperationalError:  # no lock table yet, or the writer holds the database exclusively
+        return False
+    finally:
+        db.close()
+
+
 def _holders_of(path: str) -> list[int]:
     """Pids of other processes with ``path`` open (for SQLite, the module process itself)."""
     found = []
@@ -300,6 +313,8 @@ def test_interrupted_migration(engine, new_target, migrate, tmp_path: Path) -> N
         "run", migrate(target, operation="apply", migrations_dir=str(migrations))))
     worker.start()
     if engine == "sqlite":
+        # The lock row's own transaction writes a journal too: a kill inside it would leave no lock row to recover.
+        _wait_for(lambda: _sqlite_lock_held(target.conn["database"]))
         _wait_for(lambda: os.path.exists(target.conn["database"] + "-journal"))
     elif engine == "postgresql":
         _wait_for(lambda: target.sql(orphan + " AND wait_event_type = 'Lock'") != "0")
