@@ -20,3 +20,15 @@ def test_every_play_that_decides_the_dry_run_decides_it_the_same_way():
     assert {"checkpoint.yml", "demo.yml", "drill.yml", "guard.yml", "rollback.yml"} <= {
         name.split(" ")[0] for name in decided}, sorted(decided)
     assert {name: expression for name, expression in decided.items() if expression != PLANNING} == {}
+
+
+def test_no_play_reads_its_settings_from_a_vars_file():
+    """Ansible's main process reads and parses a play's vars files again for every task on every host (the drill's
+    settings file: once per task result); play variables are parsed once, with the playbook."""
+    with_vars_files = [
+        "%s play %d" % (playbook.name, index + 1)
+        for playbook in sorted(PLAYBOOKS.glob("*.yml"))
+        for index, play in enumerate(yaml.safe_load(playbook.read_text()) or [])
+        if isinstance(play, dict) and play.get("vars_files")
+    ]
+    assert with_vars_files == []

@@ -40,7 +40,7 @@ def task_files():
 
 def test_every_alias_is_the_inventorys_setting() -> None:
     assert yaml.safe_load((REPO / "roles/rollback/vars/main.yml").read_text())["__rollback_audit_log"] == SETTING
-    assert yaml.safe_load((PLAYBOOKS / "vars/drill.yml").read_text())["__drill_audit_log"] == SETTING
+    assert yaml.safe_load((PLAYBOOKS / "drill.yml").read_text())[0]["vars"]["__drill_audit_log"] == SETTING
     guard = yaml.safe_load((REPO / "roles/guard/vars/main.yml").read_text())["__guard_audit_log_path"]
     assert guard.strip().endswith("else " + SETTING[3:]), guard
     assert not (PLAYBOOKS / "vars" / "inventory_layers.yml").exists(), "no mapping of inventory names onto others"

@@ -57,13 +57,24 @@ def _defined_names(paths):
             yield path, name
 
 
+def _play_variable_names(paths):
+    import yaml
+    for path in paths:
+        for play in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
+            for name in (play.get("vars") or {}) if isinstance(play, dict) else ():
+                yield path, name
+
+
 def test_no_role_or_playbook_defines_an_old_name():
-    """A role default or a playbook vars file under an old name would always be 'set': the lookup would read it
-    (with a deprecation warning) instead of the inventory's gitops_rollback_* setting."""
+    """A role default, a role variable or a playbook's play variable under an old name would always be 'set': the
+    lookup would read it (with a deprecation warning) instead of the inventory's gitops_rollback_* setting."""
     from pathlib import Path
     root = Path(__file__).resolve().parents[4]
-    files = [*root.glob("roles/*/defaults/main.yml"), *root.glob("roles/*/vars/main.yml"), *root.glob("playbooks/vars/*.yml")]
-    assert files
+    files = [*root.glob("roles/*/defaults/main.yml"), *root.glob("roles/*/vars/main.yml")]
+    playbooks = sorted(root.glob("playbooks/*.yml"))
+    assert files and playbooks
     renamed = ns.renamed()
-    defined = ["%s: %s" % (path.relative_to(root), name) for path, name in _defined_names(files) if name in renamed]
+    names = [*_defined_names(files), *_play_variable_names(playbooks)]
+    assert any(path.name == "drill.yml" and name == "drill_rounds" for path, name in names), "the drill's settings"
+    defined = ["%s: %s" % (path.relative_to(root), name) for path, name in names if name in renamed]
     assert not defined, defined
