@@ -36,7 +36,7 @@ def test_no_play_reads_its_settings_from_a_vars_file():
 
 def test_a_play_with_a_templated_check_mode_decides_the_dry_run_once_per_host():
     """A play-level check_mode is templated again for every task on every host, in Ansible's workers; from the
-    filter's expression, each worker loads the collection's filter plugin (a 3-host checkpoint run: 6.3 -> 4.7 CPU-s
+    filter's expression, each worker loads the collection's filter plugin (a 3-host checkpoint run: 6.2 -> 4.7 CPU-s
     of Ansible). Each such play stores the answer as a fact first, so every later task templates a plain value."""
     decides, undecided = [], []
     for playbook in sorted(PLAYBOOKS.glob("*.yml")):
