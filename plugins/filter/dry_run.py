@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.run_mode import DryRunAnswerError, is_dry_run
 
 
 def dry_run(answer: Any, check_mode: Any = False, name: str = "rollback_dry_run") -> bool:
     """True when the run only plans: check mode, or a dry-run answer of yes."""
+    # imported here: Ansible loads this file for any filter of the collection (plugin_utils/deferred.py)
+    from ansible_collections.gitops.rollback.plugins.module_utils.controller.run_mode import DryRunAnswerError, is_dry_run
+
     try:
         return is_dry_run(answer, check_mode, name)
     except DryRunAnswerError as exc:

@@ -14,7 +14,11 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import database_password, database_passwords, flags_passwords
+from ansible_collections.gitops.rollback.plugins.plugin_utils.deferred import deferred
+
+database_password = deferred("controller.plan", "database_password")
+database_passwords = deferred("controller.plan", "database_passwords")
+flags_passwords = deferred("controller.plan", "flags_passwords")
 
 SECRET_KEYS = frozenset(("login_password", "backend_config_secrets", "password", "token", "encryption_key",
                          "webhook_secret", "etcd_password"))

@@ -12,16 +12,24 @@ import time
 from typing import Any, Dict, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
-    add_changed_layer, deadline_problem, layer_seconds, layers_to_recover, preflight_problems, safety_taken,
-    terraform_preview_lines, with_terraform_preview)
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.plan import layer_list, problems_message
+from ansible_collections.gitops.rollback.plugins.plugin_utils.deferred import deferred
+
+add_changed_layer = deferred("controller.outcome", "add_changed_layer")
+layers_to_recover = deferred("controller.outcome", "layers_to_recover")
+preflight_problems = deferred("controller.outcome", "preflight_problems")
+safety_taken = deferred("controller.outcome", "safety_taken")
+terraform_preview_lines = deferred("controller.outcome", "terraform_preview_lines")
+with_terraform_preview = deferred("controller.outcome", "with_terraform_preview")
+layer_list = deferred("controller.plan", "layer_list")
+problems_message = deferred("controller.plan", "problems_message")
+_deadline_problem = deferred("controller.outcome", "deadline_problem")
+_layer_seconds = deferred("controller.outcome", "layer_seconds")
 
 
 def within_deadline(layer: str, deadline_epoch: Any = 0, max_seconds: Any = 0, otherwise: Any = None) -> str:
     """Return ``layer`` while the run is within its deadline (0: none); past it, ``otherwise`` when given,
     else fail the task, saying so."""
-    problem = deadline_problem(float(deadline_epoch or 0), time.time(), layer, max_seconds)
+    problem = _deadline_problem(float(deadline_epoch or 0), time.time(), layer, max_seconds)
     if problem and otherwise is None:
         raise AnsibleFilterError(problem)
     return otherwise if problem else layer
@@ -29,7 +37,7 @@ def within_deadline(layer: str, deadline_epoch: Any = 0, max_seconds: Any = 0, o
 
 def stop_clock(timings: Dict[str, Any], layer: str, started: Any) -> Dict[str, Any]:
     """Return ``timings`` with the seconds of ``layer`` since ``started`` (epoch seconds); unchanged without a layer."""
-    return layer_seconds(timings, layer, started, time.time())
+    return _layer_seconds(timings, layer, started, time.time())
 
 
 def preflight_clear(hostvars: Mapping[str, Any], everyone: Sequence[str], alive: Sequence[str]) -> bool:

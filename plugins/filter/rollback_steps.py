@@ -13,11 +13,12 @@ from typing import Any, Dict
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.layer_calls import (
-    flags_call, services_to_restart)
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import entry_layer
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.outcome import (
-    recovery_steps as _recovery_steps)
+from ansible_collections.gitops.rollback.plugins.plugin_utils.deferred import deferred
+
+flags_call = deferred("controller.layer_calls", "flags_call")
+services_to_restart = deferred("controller.layer_calls", "services_to_restart")
+entry_layer = deferred("controller.outcome", "entry_layer")
+_recovery_steps = deferred("controller.outcome", "recovery_steps")
 
 
 def _yes(value: Any, name: str) -> bool:

@@ -11,19 +11,23 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from ansible_collections.gitops.rollback.plugins.filter.failure_text import failure_text
-from ansible_collections.gitops.rollback.plugins.module_utils.controller import run_choices
+from ansible_collections.gitops.rollback.plugins.plugin_utils.deferred import deferred
+
+_CHOICES = "controller.run_choices"
+_preflight_problem = deferred(_CHOICES, "preflight_problem")
 
 
 def preflight_problem(failed_result: Any, layer: str, task: Optional[str] = "") -> Dict[str, str]:
     """Return the pre-flight problem of a failed step of ``layer``: its task's name and what failed."""
-    return run_choices.preflight_problem(layer, task, failure_text(failed_result))
+    return _preflight_problem(layer, task, failure_text(failed_result))
 
 
 class FilterModule:
     """gitops.rollback run-choice filters."""
 
     def filters(self) -> Dict[str, Any]:
-        return {"layer_task_file": run_choices.layer_task_file, "selected_entries": run_choices.selected_entries,
-                "safety_wanted": run_choices.safety_wanted, "safety_request": run_choices.safety_request,
-                "safety_to_remove": run_choices.safety_to_remove, "preflight_problem": preflight_problem,
-                "layer_role_run": run_choices.layer_role_run}
+        filters: Dict[str, Any] = {name: deferred(_CHOICES, name) for name in (
+            "layer_task_file", "selected_entries", "safety_wanted", "safety_request", "safety_to_remove",
+            "layer_role_run")}
+        filters["preflight_problem"] = preflight_problem
+        return filters

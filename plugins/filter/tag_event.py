@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.gitops.rollback.plugins.module_utils.controller.tags import TagEventError, decide_awx, patterns_from
 
 
 def tag_event(variables: Mapping[str, Any], release_patterns: Optional[Sequence[str]] = None,
@@ -21,6 +20,9 @@ def tag_event(variables: Mapping[str, Any], release_patterns: Optional[Sequence[
     if not isinstance(variables, Mapping):
         raise AnsibleFilterError("tag_event expects a dict of the webhook variables (awx_webhook_payload, "
                                  "awx_webhook_event_type, awx_webhook_event_guid), got %s" % type(variables).__name__)
+    # imported here: Ansible loads this file for any filter of the collection (plugin_utils/deferred.py)
+    from ansible_collections.gitops.rollback.plugins.module_utils.controller.tags import TagEventError, decide_awx, patterns_from
+
     try:
         patterns = patterns_from(list(release_patterns) if release_patterns is not None else None, rollback_pattern,
                                  label_pattern)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..store.store import DEFAULT_STORE
+from ..store.location import DEFAULT_STORE
 
 PREFIX = "gitops_rollback_"
 #: The release that stops reading the old names.
