@@ -366,7 +366,6 @@ part_e2e() {
 # ---------------------------------------------------------------------------------------------
 SUMMARY=()
 RESULTS_DIR=""   # when set, run_part also writes its exit code and summary line to $RESULTS_DIR/<part>
-SIDE_LANE_PID=""
 
 run_part() {
     local part="$1" start rc=0 result line
@@ -389,19 +388,27 @@ print_summary() {
     printf '%s\n' "${SUMMARY[@]}"
 }
 
-# The side lane: parts that need the CPU but wait on nothing (sanity, units, lint, build, doc) run
-# one after the other in their own process group at a lower priority, each into $RESULTS_DIR/<part>.log,
-# while the test parts that mostly wait on servers (e2e, component) run in the foreground.
+# The side lanes: parts that need the CPU but wait on nothing (sanity, units, lint, build, doc) run in two
+# lanes, each one part after the other in its own process group at a lower priority, each part into
+# $RESULTS_DIR/<part>.log, while the test parts that mostly wait on servers (e2e, component) run in the
+# foreground. Two lanes, not one: when e2e ends, what is left of the side parts runs on both cores (one lane
+# left a single-process part, lint or units, alone on one core for the last 15-20 s; docs/benchmarks.md).
+SIDE_LANE_PIDS=()
+SECOND_LANE=(units build doc)
+
 start_side_lane() {
     GITOPS_ROLLBACK_BUILD="$BUILD" setsid nice -n 10 "$ROOT/dev.sh" _lane "$RESULTS_DIR" "$@" </dev/null &
-    SIDE_LANE_PID=$!
+    SIDE_LANE_PIDS+=("$!")
 }
 
 stop_side_lane() {
-    if [[ -n "$SIDE_LANE_PID" ]] && kill -0 "$SIDE_LANE_PID" 2>/dev/null; then
-        kill -- "-$SIDE_LANE_PID" 2>/dev/null || true
-    fi
-    SIDE_LANE_PID=""
+    local pid
+    for pid in "${SIDE_LANE_PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -- "-$pid" 2>/dev/null || true
+        fi
+    done
+    SIDE_LANE_PIDS=()
 }
 
 run_lane() {
@@ -432,13 +439,20 @@ run_parts() {
     for part in "${parts[@]}"; do [[ " ${side[*]} " == *" $part "* ]] || fore+=("$part"); done
     run_part "${fore[0]}" || true  # syspkgs: the e2e and component parts use what it found
     if ((${#side[@]})); then
-        say "${side[*]} run alongside ${fore[*]:1} (lower priority); their output follows (GITOPS_ROLLBACK_SERIAL=1: one after the other)"
-        start_side_lane "${side[@]}"
+        say "${side[*]} run alongside ${fore[*]:1} (lower priority, two lanes); their output follows (GITOPS_ROLLBACK_SERIAL=1: one after the other)"
+        local -a first=() second=()
+        for part in "${side[@]}"; do
+            if [[ " ${SECOND_LANE[*]} " == *" $part "* ]]; then second+=("$part"); else first+=("$part"); fi
+        done
+        [[ " ${side[*]} " == *" sanity "* || " ${side[*]} " == *" units "* ]] && offline_bootstrap  # once, before both lanes
+        ((${#first[@]})) && start_side_lane "${first[@]}"
+        ((${#second[@]})) && start_side_lane "${second[@]}"
     fi
     for part in "${fore[@]:1}"; do run_part "$part" || true; done
     if ((${#side[@]})); then
-        wait "$SIDE_LANE_PID" || true
-        SIDE_LANE_PID=""
+        local pid
+        for pid in "${SIDE_LANE_PIDS[@]}"; do wait "$pid" || true; done
+        SIDE_LANE_PIDS=()
         for part in "${side[@]}"; do
             cat "$RESULTS_DIR/$part.log" 2>/dev/null || warn "[$part] left no output"
         done
