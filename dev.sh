@@ -444,7 +444,9 @@ run_parts() {
         for part in "${side[@]}"; do
             if [[ " ${SECOND_LANE[*]} " == *" $part "* ]]; then second+=("$part"); else first+=("$part"); fi
         done
-        [[ " ${side[*]} " == *" sanity "* || " ${side[*]} " == *" units "* ]] && offline_bootstrap  # once, before both lanes
+        # sanity and units each write ansible-test's offline pip bootstrap when it is missing: once here, before
+        # both lanes start (--fast runs no sanity, and its units need no bootstrap)
+        [[ " ${side[*]} " == *" sanity "* ]] && offline_bootstrap
         ((${#first[@]})) && start_side_lane "${first[@]}"
         ((${#second[@]})) && start_side_lane "${second[@]}"
     fi
