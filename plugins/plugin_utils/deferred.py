@@ -5,7 +5,8 @@
 To find any one filter of a collection, Ansible loads every filter file of that collection, in every worker
 process that templates one, and its collection loader compiles the collection's Python from source each time
 (no bytecode cache). An engine import at the top of a filter file is paid by every task that uses any of the
-collection's filters; behind :func:`deferred` it is paid only by the task that calls that filter.
+collection's filters; behind :func:`deferred` it is paid only by the task that calls that filter. A filter that
+also catches the engine's exception (dry_run, tag_event) imports both inside its function instead.
 """
 
 from __future__ import annotations
